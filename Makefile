@@ -1,0 +1,30 @@
+# The two commands a new user needs (see README.md):
+#   make run    the main job (for now: the crypto hot-path self-check and measurements)
+#   make test   build everything and run the whole test suite
+# Both install the Debian packages Calisson needs first, when they are missing.
+
+SWIFT ?= swift
+
+.PHONY: run test dependencies build benchmarks clean
+
+dependencies:
+	@./scripts/install-dependencies
+
+run: dependencies
+	$(SWIFT) build -c release --product calisson-bench
+	.build/release/calisson-bench hotpath
+
+# Builds tests first on their own so that compiler warnings in project code show up.
+test: dependencies
+	$(SWIFT) build --build-tests
+	$(SWIFT) test
+
+build: dependencies
+	$(SWIFT) build -c release
+
+# The micro-benchmark package (ordo-one/benchmark); see Docs/BENCHMARKS.md.
+benchmarks: dependencies
+	cd Benchmarks && $(SWIFT) package --disable-sandbox benchmark --target HotPathBenchmarks
+
+clean:
+	rm -rf .build Benchmarks/.build

@@ -1,0 +1,45 @@
+// swift-tools-version:6.1
+// Calisson: the permissioned clearing-house ledger of the Aix-Marseille-Provence nudge money.
+// Module layout and dependency direction: Docs/ARCHITECTURE.md.
+import PackageDescription
+
+let package = Package(
+    name: "Calisson",
+    products: [
+        .library(name: "Wire", targets: ["Wire"]),
+        .library(name: "Crypto", targets: ["Crypto"]),
+        .executable(name: "calisson-bench", targets: ["calisson-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System libraries, found through pkg-config; `scripts/install-dependencies` installs them.
+        .systemLibrary(
+            name: "CLibUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
+        .systemLibrary(
+            name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(
+            name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(
+            name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
+
+        // C kernels of the hot path: SHA-256 with SHA-NI (OpenSSL fallback), Merkle levels.
+        .target(name: "CHotPath", dependencies: ["COpenSSL"]),
+
+        // Canonical binary codec. No dependencies.
+        .target(name: "Wire"),
+        // Hashing, Merkle trees, Ed25519, batched verification.
+        .target(name: "Crypto", dependencies: ["Wire", "CHotPath", "COpenSSL", "CSodium"]),
+
+        // Thin executables.
+        .executableTarget(
+            name: "calisson-bench",
+            dependencies: ["Crypto", "Wire", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+
+        .testTarget(name: "WireTests", dependencies: ["Wire"]),
+        .testTarget(name: "CryptoTests", dependencies: ["Crypto", "Wire", "CHotPath"]),
+        .testTarget(name: "ShimTests", dependencies: ["CLibUV", "COpenSSL", "CSQLite", "CSodium"]),
+    ],
+    swiftLanguageModes: [.v6]
+)
