@@ -14,10 +14,12 @@ run: dependencies
 	$(SWIFT) build -c release --product calisson-bench
 	.build/release/calisson-bench hotpath
 
-# Builds tests first on their own so that compiler warnings in project code show up.
+# Builds tests first on their own so that compiler warnings in project code show up,
+# and builds the benchmark package so that it cannot silently stop compiling.
 test: dependencies
 	$(SWIFT) build --build-tests
 	$(SWIFT) test
+	$(SWIFT) build --package-path Benchmarks
 
 build: dependencies
 	$(SWIFT) build -c release

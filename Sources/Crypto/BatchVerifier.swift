@@ -1,21 +1,26 @@
 import Dispatch
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Verifies batches of signatures on several cores, with an optional cache.
 ///
-/// `verify(_:)` splits the checks the cache does not already vouch for into one
-/// contiguous chunk per worker and runs the chunks with `DispatchQueue.concurrentPerform`
-/// (libdispatch's pool, one thread per core; the calling thread takes a chunk too). It
-/// blocks until every result is known, so the node calls it from a worker thread,
-/// never from its event-loop thread.
+/// `verify(_:)` takes out the checks the cache already vouches for, cuts the rest into
+/// chunks of consecutive checks, and runs `workerCount` workers with
+/// `DispatchQueue.concurrentPerform` (libdispatch's pool; the calling thread is one of
+/// them). Workers pull chunks from a shared atomic cursor, several chunks per worker, so
+/// a core slowed by other load takes fewer chunks instead of holding up the batch, and
+/// no more than `workerCount` threads ever verify at once. It blocks until every result
+/// is known, so the node calls it from a worker thread, never from its event-loop thread.
 public final class BatchVerifier: Sendable {
     /// A batch larger than this is refused by precondition: callers split their work
     /// (the mempool admits in batches far smaller), and the results array stays bounded.
     public static let batchCountMax = 1 << 16
-    /// Below this many checks per worker, splitting costs more than it gains.
+    /// Fewer checks than this per chunk cost more in coordination than they gain.
     public static let chunkCountMin = 16
+    /// Chunks per worker: enough for load balancing, few enough to keep chunks cheap.
+    public static let chunksPerWorker = 8
 
     public let workerCount: Int
     public let cache: VerifyCache?
@@ -34,20 +39,31 @@ public final class BatchVerifier: Sendable {
         let pending = results.indices.filter { !results[$0] }
         guard !pending.isEmpty else { return results }
 
-        let chunks = max(1, min(workerCount, pending.count / Self.chunkCountMin))
+        let chunkSize = max(Self.chunkCountMin, pending.count / (workerCount * Self.chunksPerWorker))
+        let chunkCount = (pending.count + chunkSize - 1) / chunkSize
+        let workers = min(workerCount, chunkCount)
+        let cursor = ChunkCursor()
         results.withUnsafeMutableBufferPointer { output in
-            // Each chunk writes only its own indices, so the shared buffer is race-free.
+            // Each chunk is taken by exactly one worker and writes only its own indices,
+            // so the shared buffer is race-free.
             nonisolated(unsafe) let output = output
-            let run: @Sendable (Int) -> Void = { chunk in
-                let lower = pending.count * chunk / chunks, upper = pending.count * (chunk + 1) / chunks
-                for position in lower..<upper {
-                    let index = pending[position]
-                    output[index] = checks[index].verify()
+            let work: @Sendable (Int) -> Void = { _ in
+                while true {
+                    let chunk = cursor.next.wrappingAdd(1, ordering: .relaxed).oldValue
+                    guard chunk < chunkCount else { return }
+                    for position in (chunk * chunkSize)..<min(pending.count, (chunk + 1) * chunkSize) {
+                        let index = pending[position]
+                        output[index] = checks[index].verify()
+                    }
                 }
             }
-            if chunks == 1 { run(0) } else { DispatchQueue.concurrentPerform(iterations: chunks, execute: run) }
+            if workers == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: work) }
         }
         if let cache { cache.insert(contentsOf: pending.lazy.filter { results[$0] }.map { checks[$0] }) }
         return results
     }
+}
+
+private final class ChunkCursor: Sendable {
+    let next = Atomic<Int>(0)
 }

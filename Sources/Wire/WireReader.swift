@@ -105,10 +105,12 @@ public struct WireReader: Sendable {
         _ field: String, maximum: Int, of _: T.Type = T.self
     ) throws(WireError) -> [T] {
         let count = try readCount(field, maximum: maximum)
-        // Each element takes at least one byte: a count beyond what remains is truncation,
-        // caught here so a hostile count cannot make us reserve a huge array.
-        guard count <= remaining || T.wireSizeMin == 0 else {
-            throw .truncated(field: field, offset: offset, needed: count * max(T.wireSizeMin, 1), available: remaining)
+        // Each element takes at least wireSizeMin bytes: a count that cannot fit in what
+        // remains is truncation, caught before a hostile count can reserve a huge array.
+        // count <= UInt32.max and wireSizeMin is small, so the product cannot overflow.
+        let needed = count * T.wireSizeMin
+        guard needed <= remaining else {
+            throw .truncated(field: field, offset: offset, needed: needed, available: remaining)
         }
         var values: [T] = []
         values.reserveCapacity(count)

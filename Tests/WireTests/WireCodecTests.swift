@@ -160,7 +160,9 @@ struct SplitMix64: RandomNumberGenerator {
         writer.write(UInt32(1_000))
         writer.write(UInt64(7))
         var reader = WireReader(writer.bytes)
-        #expect(throws: WireError.self) { try reader.readArray("amounts", maximum: 1_000_000, of: UInt64.self) }
+        #expect(throws: WireError.truncated(field: "amounts", offset: 4, needed: 8_000, available: 8)) {
+            try reader.readArray("amounts", maximum: 1_000_000, of: UInt64.self)
+        }
     }
 
     @Test func nonCanonicalBooleanIsRejected() {
