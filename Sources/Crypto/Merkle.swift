@@ -159,7 +159,7 @@ public struct MerkleProof: Equatable, Sendable, WireCodable {
                 used += 1
             }
             position /= 2
-            width = (width + 1) / 2
+            width = width / 2 + width % 2  // not (width + 1) / 2: leafCount may be UInt64.max
         }
         guard used == siblings.count else {
             throw .wrongSiblingCount(expected: Self.expectedSiblingCount(leafIndex, leafCount), actual: siblings.count)
@@ -177,7 +177,7 @@ public struct MerkleProof: Equatable, Sendable, WireCodable {
         while width > 1 {
             if position ^ 1 < width { siblings += 1 }
             position /= 2
-            width = (width + 1) / 2
+            width = width / 2 + width % 2  // not (width + 1) / 2: leafCount may be UInt64.max
         }
         return siblings
     }

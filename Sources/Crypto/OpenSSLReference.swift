@@ -50,6 +50,12 @@ public final class OpenSSLEd25519 {
         }
     }
 
+    /// Verifies with a context created and freed for this one call: the way most EVP code
+    /// is written, and slower than `verify` (which reuses one context).
+    public static func verifyWithNewContext(signature: Ed25519Signature, message: [UInt8], publicKey: Ed25519PublicKey) -> Bool {
+        OpenSSLEd25519().verify(signature: signature, message: message, publicKey: publicKey)
+    }
+
     /// Signs with the key whose seed is `seed` (32 bytes); nil if OpenSSL refuses it.
     public func sign(message: [UInt8], seed: [UInt8]) -> Ed25519Signature? {
         guard let pkey = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nil, seed, seed.count) else { return nil }

@@ -62,6 +62,7 @@ import Wire
             let message = rng.bytes(Int(rng.next() % 300))
             let ours = key.signature(for: message)
             #expect(openssl.verify(signature: ours, message: message, publicKey: key.publicKey))
+            #expect(OpenSSLEd25519.verifyWithNewContext(signature: ours, message: message, publicKey: key.publicKey))
             let theirs = openssl.sign(message: message, seed: key.seedRepresentation)
             #expect(theirs == ours, "Ed25519 is deterministic: both libraries must give the same signature")
         }

@@ -141,6 +141,20 @@ import Wire
         #expect(MerkleTree.leafHash(leaves[0]) != MerkleTree.nodeHash(leaves[0], leaves[0]))
     }
 
+    /// Leaf counts come from untrusted proofs: the largest must be rejected, not overflow.
+    @Test func hugeLeafCountIsRejectedWithoutTrapping() {
+        let leaf = Self.leaves(1)[0]
+        let index = UInt64.max - 1, count = UInt64.max
+        let expected = MerkleProof.expectedSiblingCount(index, count)
+        #expect(expected == 63)  // the path's first level is unpaired, then 63 levels of pairs
+        let empty = MerkleProof(leafIndex: index, leafCount: count, siblings: [])
+        #expect(throws: MerkleError.wrongSiblingCount(expected: expected, actual: 0)) {
+            try empty.verify(leaf: leaf, root: MerkleTree.emptyRoot)
+        }
+        let full = MerkleProof(leafIndex: index, leafCount: count, siblings: Array(repeating: leaf, count: expected))
+        #expect(throws: MerkleError.rootMismatch) { try full.verify(leaf: leaf, root: MerkleTree.emptyRoot) }
+    }
+
     @Test func proofCodecRoundTripsAndBoundsSiblings() throws {
         let tree = MerkleTree(leaves: Self.leaves(100))
         let proof = try #require(tree.proof(at: 77))

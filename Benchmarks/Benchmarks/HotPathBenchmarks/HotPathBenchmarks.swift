@@ -94,6 +94,15 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    Benchmark("Ed25519_verify_x256_OpenSSL_EVP_new_context", configuration: .init(thresholds: [:])) { benchmark in
+        for _ in benchmark.scaledIterations {
+            for (index, check) in some.enumerated() {
+                blackHole(OpenSSLEd25519.verifyWithNewContext(signature: check.signature, message: digests[index],
+                                                              publicKey: check.publicKey))
+            }
+        }
+    }
+
     // 4. Batch verification of 1024 signatures, one worker vs every core.
     let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
     let one = BatchVerifier(workerCount: 1), all = BatchVerifier(workerCount: cores)
