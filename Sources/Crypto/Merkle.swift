@@ -143,16 +143,14 @@ public struct MerkleProof: Equatable, Sendable, WireCodable {
     /// index and leaf count (every sibling used, none missing).
     public func computeRoot(leaf: SHA256Digest, backend: SHA256.Backend = SHA256.backend) throws(MerkleError) -> SHA256Digest {
         guard leafIndex < leafCount else { throw .indexOutOfRange(index: leafIndex, leafCount: leafCount) }
+        let expected = Self.expectedSiblingCount(leafIndex, leafCount)
+        guard siblings.count == expected else { throw .wrongSiblingCount(expected: expected, actual: siblings.count) }
         var node = MerkleTree.leafHash(leaf, backend: backend)
         var position = leafIndex
         var width = leafCount
         var used = 0
         while width > 1 {
-            let sibling = position ^ 1
-            if sibling < width {
-                guard used < siblings.count else {
-                    throw .wrongSiblingCount(expected: Self.expectedSiblingCount(leafIndex, leafCount), actual: siblings.count)
-                }
+            if position ^ 1 < width {
                 node = position & 1 == 0
                     ? MerkleTree.nodeHash(node, siblings[used], backend: backend)
                     : MerkleTree.nodeHash(siblings[used], node, backend: backend)
@@ -160,9 +158,6 @@ public struct MerkleProof: Equatable, Sendable, WireCodable {
             }
             position /= 2
             width = width / 2 + width % 2  // not (width + 1) / 2: leafCount may be UInt64.max
-        }
-        guard used == siblings.count else {
-            throw .wrongSiblingCount(expected: Self.expectedSiblingCount(leafIndex, leafCount), actual: siblings.count)
         }
         return node
     }

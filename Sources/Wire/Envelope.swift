@@ -80,22 +80,11 @@ public struct Envelope<Kind: WireMessageKind>: Sendable, Equatable {
 }
 
 extension WireReader {
-    /// A `UInt16` discriminant that must be one of `Kind`'s cases.
+    /// A discriminant (`UInt8` or `UInt16` raw value) that must be one of `Kind`'s cases.
     public mutating func readKind<Kind: RawRepresentable>(_ field: String) throws(WireError) -> Kind
-    where Kind.RawValue == UInt16 {
+    where Kind.RawValue: FixedWidthInteger & UnsignedInteger {
         let at = offset
-        let raw = try readUInt16(field)
-        guard let kind = Kind(rawValue: raw) else {
-            throw .unknownKind(field: field, offset: at, raw: UInt64(raw))
-        }
-        return kind
-    }
-
-    /// A `UInt8` discriminant that must be one of `Kind`'s cases.
-    public mutating func readKind<Kind: RawRepresentable>(_ field: String) throws(WireError) -> Kind
-    where Kind.RawValue == UInt8 {
-        let at = offset
-        let raw = try readUInt8(field)
+        let raw = try readBigEndian(Kind.RawValue.self, field: field)
         guard let kind = Kind(rawValue: raw) else {
             throw .unknownKind(field: field, offset: at, raw: UInt64(raw))
         }

@@ -23,7 +23,7 @@ public struct WireReader: Sendable {
         return range
     }
 
-    private mutating func readBigEndian<T: FixedWidthInteger & UnsignedInteger>(
+    mutating func readBigEndian<T: FixedWidthInteger & UnsignedInteger>(
         _: T.Type, field: String
     ) throws(WireError) -> T {
         let range = try take(MemoryLayout<T>.size, field: field)

@@ -155,17 +155,3 @@ extension Array where Element == SHA256Digest {
         stride(from: 0, to: count - 1, by: 2).map { self[$0].bytes + self[$0 + 1].bytes }
     }
 }
-
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-    mutating func bytes(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8(truncatingIfNeeded: next()) } }
-    mutating func bytes32() -> Bytes32 { Bytes32(bytes(32))! }
-}

@@ -13,22 +13,14 @@ import Glibc
 
 /// Deterministic inputs: every run measures the same bytes.
 struct Inputs {
-    var state: UInt64 = 0xCA11_5500
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-    mutating func bytes(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8(truncatingIfNeeded: next()) } }
-    mutating func digest() -> SHA256Digest { Bytes32(bytes(32))! }
+    var random = SplitMix64(seed: 0xCA11_5500)
+    mutating func digest() -> SHA256Digest { random.bytes32() }
 
     mutating func signedChecks(_ count: Int) -> [SignatureCheck] {
-        let keys = (0..<16).map { _ in Ed25519PrivateKey(seed: bytes(32))! }
+        let keys = (0..<16).map { _ in Ed25519PrivateKey(seed: random.bytes(32))! }
         let domain = SigningDomain(chainId: "calisson-bench", purpose: .transaction)!
         return (0..<count).map { index in
-            let payload = bytes(120)
+            let payload = random.bytes(120)
             let key = keys[index % keys.count]
             return domain.check(payload, signature: domain.sign(payload, with: key), publicKey: key.publicKey)
         }
