@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "Wire", targets: ["Wire"]),
         .library(name: "Crypto", targets: ["Crypto"]),
         .executable(name: "calisson-bench", targets: ["calisson-bench"]),
+        .executable(name: "calisson-sim", targets: ["calisson-sim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -31,14 +32,23 @@ let package = Package(
         .target(name: "Wire"),
         // Hashing, Merkle trees, Ed25519, batched verification.
         .target(name: "Crypto", dependencies: ["Wire", "CHotPath", "COpenSSL", "CSodium"]),
+        // The PBFT replica as a pure state machine: no I/O, no clocks, no randomness.
+        .target(name: "Consensus", dependencies: ["Wire", "Crypto"]),
+        // A whole cluster in one thread, deterministic from a seed, with injected faults.
+        .target(name: "Simulation", dependencies: ["Consensus", "Crypto", "Wire"]),
 
         // Thin executables.
         .executableTarget(
             name: "calisson-bench",
             dependencies: ["Crypto", "Wire", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
+        .executableTarget(
+            name: "calisson-sim",
+            dependencies: ["Simulation", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
         .testTarget(name: "CryptoTests", dependencies: ["Crypto", "Wire", "CHotPath"]),
+        .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "Simulation", "Crypto", "Wire"]),
         .testTarget(name: "ShimTests", dependencies: ["CLibUV", "COpenSSL", "CSQLite", "CSodium"]),
     ],
     swiftLanguageModes: [.v6]

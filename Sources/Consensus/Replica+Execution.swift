@@ -1,0 +1,136 @@
+import Crypto
+import Wire
+
+extension Replica {
+    // MARK: Execution
+
+    /// Hands every final block that is next in line to the application, in order.
+    mutating func executeReady() {
+        while true {
+            let next = executionRequested + 1
+            let block: CertifiedBlock
+            if let committed = slots[next]?.committed {
+                block = committed
+            } else if let ahead = committedAhead.removeValue(forKey: next) {
+                block = ahead
+            } else {
+                return
+            }
+            executionRequested = next
+            actions.append(.execute(block))
+        }
+    }
+
+    mutating func executed(seq: UInt64, stateRoot: SHA256Digest) {
+        precondition(seq == lastExecuted + 1 && seq <= executionRequested, "execution results must come in order")
+        lastExecuted = seq
+        guard seq % configuration.checkpointInterval == 0 else { return }
+        ownRoots[seq] = stateRoot
+        if let stable, stable.seq == seq, stable.stateRoot != stateRoot {
+            actions.append(.stateDiverged(seq: seq, ours: stateRoot, certified: stable.stateRoot))
+        }
+        let vote = Signed(CheckpointVote(seq: seq, stateRoot: stateRoot), chainId: chainId, signer: signer)
+        actions.append(.broadcast(.checkpoint(vote)))
+        storeCheckpointVote(vote)
+        checkStable(seq)
+    }
+
+    // MARK: Checkpoints
+
+    mutating func receiveCheckpoint(_ m: Signed<CheckpointVote>, from: ValidatorID) {
+        guard validators.contains(m.signer) else { return reject(.notAValidator, from: from) }
+        guard m.body.seq % configuration.checkpointInterval == 0, m.body.seq > lowWatermark else { return }
+        storeCheckpointVote(m)
+        checkStable(m.body.seq)
+    }
+
+    /// Keeps each validator's few highest checkpoint votes above the low watermark, so a
+    /// Byzantine validator cannot grow this map, yet a lagging replica still sees the
+    /// quorum's latest checkpoints.
+    private mutating func storeCheckpointVote(_ m: Signed<CheckpointVote>) {
+        var votes = checkpointVotes[m.signer, default: [:]]
+        votes[m.body.seq] = m
+        if votes.count > configuration.checkpointVotesPerValidatorMax, let lowest = votes.keys.min() {
+            votes[lowest] = nil
+        }
+        checkpointVotes[m.signer] = votes
+    }
+
+    private mutating func checkStable(_ seq: UInt64) {
+        guard seq > lowWatermark else { return }
+        var byRoot: [SHA256Digest: [Signed<CheckpointVote>]] = [:]
+        for votes in checkpointVotes.values {
+            if let vote = votes[seq] { byRoot[vote.body.stateRoot, default: []].append(vote) }
+        }
+        // At most one root can gather a quorum unless f is exceeded; min keeps it deterministic.
+        guard let (_, votes) = byRoot.filter({ $0.value.count >= validators.quorum }).min(by: { $0.key < $1.key }) else { return }
+        adoptStable(CheckpointCertificate(votes: Array(votes.sorted { $0.signer < $1.signer }.prefix(validators.quorum))))
+    }
+
+    /// Makes `certificate` the stable checkpoint: persists it, moves the watermarks and
+    /// discards the log below it. Final blocks not yet executed are kept aside.
+    mutating func adoptStable(_ certificate: CheckpointCertificate) {
+        guard certificate.seq > lowWatermark else { return }
+        persist(.stable(certificate))
+        stable = certificate
+        let seq = certificate.seq
+        for (slotSeq, slot) in slots where slotSeq <= seq {
+            if let committed = slot.committed, slotSeq > executionRequested { committedAhead[slotSeq] = committed }
+            slots[slotSeq] = nil
+        }
+        for signer in Array(checkpointVotes.keys) {
+            checkpointVotes[signer] = checkpointVotes[signer]?.filter { $0.key > seq }
+        }
+        if let ours = ownRoots[seq], ours != certificate.stateRoot {
+            actions.append(.stateDiverged(seq: seq, ours: ours, certified: certificate.stateRoot))
+        }
+        ownRoots = ownRoots.filter { $0.key > seq }
+        nextProposalSeq = max(nextProposalSeq, seq + 1)
+        knownFinalSeq = max(knownFinalSeq, seq)
+        executeReady()
+    }
+
+    // MARK: State transfer
+
+    /// A commit for a height above the window: others are ahead of us.
+    mutating func noteAhead(_ seq: UInt64) {
+        // A single commit proves nothing; it only makes a state request worth sending.
+        // The blocks that come back are checked against their certificates.
+        if seq > knownFinalSeq { knownFinalSeq = seq }
+    }
+
+    mutating func stateTransferTick() {
+        ticksSinceStateRequest += 1
+        let next = executionRequested + 1
+        let blocked = slots[next]?.committed == nil && committedAhead[next] == nil
+        guard knownFinalSeq > executionRequested, blocked, ticksSinceStateRequest >= configuration.stateTransferRetryTicks
+        else { return }
+        ticksSinceStateRequest = 0
+        // Ask the peers in turn, so one silent or lying peer cannot stall us.
+        let peers = validators.validators.filter { $0 != id }
+        guard !peers.isEmpty else { return }
+        let peer = peers[stateRequestRound % peers.count]
+        stateRequestRound += 1
+        actions.append(.send(.stateRequest(fromSeq: next), to: peer))
+    }
+
+    mutating func receiveStateRequest(fromSeq: UInt64, from: ValidatorID) {
+        guard validators.contains(from), fromSeq >= 1, fromSeq <= lastExecuted else { return }
+        actions.append(.serveState(fromSeq: fromSeq, to: from, blocksMax: configuration.stateTransferBlocksMax))
+    }
+
+    mutating func receiveStateResponse(_ blocks: [CertifiedBlock], from: ValidatorID) {
+        let limit = executionRequested + UInt64(configuration.stateTransferBlocksMax)
+        for certified in blocks.prefix(configuration.stateTransferBlocksMax) {
+            let seq = certified.block.seq
+            guard seq > executionRequested, seq <= limit, committedAhead[seq] == nil, slots[seq]?.committed == nil else { continue }
+            if let problem = commitCertificateProblem(certified) {
+                reject(.malformedCertificate(problem), from: from)
+                continue
+            }
+            committedAhead[seq] = certified
+            knownFinalSeq = max(knownFinalSeq, seq)
+        }
+        executeReady()
+    }
+}

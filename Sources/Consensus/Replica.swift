@@ -1,0 +1,320 @@
+import Crypto
+import Wire
+
+/// The PBFT replica: a value driven by `step(_:)`, returning the actions its shell must
+/// perform. It does no I/O, reads no clock (time is `.tick`) and draws no randomness, so
+/// the same inputs always give the same actions, in production and in the simulator.
+/// Docs/PROTOCOL.md states the protocol and the safety argument.
+///
+/// Split by phase: normal case here, `Replica+Execution.swift` (execution, checkpoints,
+/// state transfer), `Replica+ViewChange.swift`, `Certificates.swift` (validation).
+public struct Replica<Signer: ConsensusSigner>: Sendable {
+    public let configuration: ReplicaConfiguration
+    let signer: Signer
+
+    public var id: ValidatorID { signer.id }
+    var validators: ValidatorSet { configuration.validators }
+    var chainId: String { configuration.chainId }
+
+    public internal(set) var view: UInt64
+    public internal(set) var isViewChanging: Bool
+    public internal(set) var safety: SafetyLog
+
+    struct Slot: Sendable {
+        /// The PrePrepare accepted in the current view.
+        var prePrepare: Signed<PrePrepare>?
+        /// Prepares of the current view, by signer.
+        var prepares: [ValidatorID: Signed<Vote>] = [:]
+        /// Each signer's latest Commit, of any view.
+        var commits: [ValidatorID: Signed<Vote>] = [:]
+        /// The highest-view prepared certificate this replica formed.
+        var prepared: PreparedCertificate?
+        var committed: CertifiedBlock?
+        var commitSent = false
+
+        func block(digest: SHA256Digest) -> Block? {
+            if let block = prePrepare?.body.block, block.digest == digest { return block }
+            if let block = prepared?.block, block.digest == digest { return block }
+            return nil
+        }
+    }
+
+    var slots: [UInt64: Slot] = [:]
+    var stable: CheckpointCertificate?
+    public var lowWatermark: UInt64 { stable?.seq ?? 0 }
+    public var highWatermark: UInt64 { lowWatermark + configuration.window }
+
+    /// Highest height the application has executed (acknowledged with `.executed`).
+    public internal(set) var lastExecuted: UInt64
+    /// Highest height handed to the application with `.execute`.
+    var executionRequested: UInt64
+    /// Final blocks below the log (state transfer, or committed just before a GC).
+    var committedAhead: [UInt64: CertifiedBlock] = [:]
+    /// The highest height known (by certificate) to be final somewhere.
+    public internal(set) var knownFinalSeq: UInt64
+
+    var nextProposalSeq: UInt64
+    var payloadRequested: UInt64?
+    var ticksWaitingToCut: UInt64 = 0
+    var pendingCommands = 0
+
+    var checkpointVotes: [ValidatorID: [UInt64: Signed<CheckpointVote>]] = [:]
+    var ownRoots: [UInt64: SHA256Digest] = [:]
+
+    /// View changes received, by target view then signer (views below ours are dropped).
+    var viewChanges: [UInt64: [ValidatorID: Signed<ViewChange>]] = [:]
+    /// This replica's own recent view changes, resent to replicas still asking for them.
+    var ownViewChanges: [UInt64: Signed<ViewChange>] = [:]
+    /// The NewView of the current view (sent or accepted), forwarded to replicas that missed it.
+    var currentNewView: Signed<NewView>?
+    var ticksWithoutProgress: UInt64 = 0
+    var viewChangeAttempts: UInt32 = 0
+
+    var ticksSinceStateRequest: UInt64 = 0
+    var stateRequestRound = 0
+
+    var actions: [Action] = []
+
+    /// A replica starting from `safety` (empty for a new one) with its application
+    /// having executed up to `lastExecuted`. This is also the restart path: nothing but
+    /// the persisted safety log and the application's durable height survives a crash.
+    public init(configuration: ReplicaConfiguration, signer: Signer, safety: SafetyLog = SafetyLog(), lastExecuted: UInt64 = 0) {
+        precondition((try? configuration.validate()) != nil, "invalid replica configuration")
+        self.configuration = configuration
+        self.signer = signer
+        self.safety = safety
+        view = safety.view
+        isViewChanging = safety.viewChanging
+        stable = safety.stable
+        self.lastExecuted = lastExecuted
+        executionRequested = lastExecuted
+        knownFinalSeq = max(lastExecuted, safety.lowWatermark)
+        nextProposalSeq = max(safety.lowWatermark, safety.proposals.keys.max() ?? 0) + 1
+        for (seq, certificate) in safety.prepared {
+            var slot = Slot()
+            slot.prepared = certificate
+            if certificate.view == view && !isViewChanging { slot.prePrepare = certificate.prePrepare }
+            slots[seq] = slot
+        }
+        for (seq, proposal) in safety.proposals where proposal.body.view == view {
+            slots[seq, default: Slot()].prePrepare = proposal
+        }
+    }
+
+    /// One line of state, for simulator traces and logs.
+    public var summary: String {
+        let asks = viewChanges.keys.sorted().map { "\($0):\(viewChanges[$0]?.count ?? 0)" }.joined(separator: ",")
+        return "view \(view)\(isViewChanging ? " (changing)" : "") low \(lowWatermark) executed \(lastExecuted)/\(executionRequested) known \(knownFinalSeq) next \(nextProposalSeq) slots \(slots.count) vc [\(asks)] ticks \(ticksWithoutProgress)/\(viewChangeTimeout())"
+    }
+
+    public var isPrimary: Bool { !isViewChanging && validators.primary(of: view) == id }
+
+    /// Applies one input; returns what the shell must do, in order.
+    public mutating func step(_ input: Input) -> [Action] {
+        actions = []
+        switch input {
+        case let .message(message, from):
+            receive(message, from: from)
+        case let .tick(pending):
+            tick(pendingCommands: pending)
+        case let .payload(seq, commands):
+            propose(seq: seq, commands: commands)
+        case let .executed(seq, root):
+            executed(seq: seq, stateRoot: root)
+        }
+        let out = actions
+        actions = []
+        return out
+    }
+
+    mutating func persist(_ record: SafetyRecord) {
+        safety.apply(record)
+        actions.append(.persist(record))
+    }
+
+    mutating func reject(_ reason: Rejection, from: ValidatorID) {
+        actions.append(.rejected(reason, from: from))
+    }
+
+    private mutating func receive(_ message: Message, from: ValidatorID) {
+        switch message {
+        case let .prePrepare(m): receivePrePrepare(m, from: from)
+        case let .vote(m): receiveVote(m, from: from)
+        case let .checkpoint(m): receiveCheckpoint(m, from: from)
+        case let .viewChange(m): receiveViewChange(m, from: from)
+        case let .newView(m): receiveNewView(m, from: from)
+        case let .stateRequest(fromSeq): receiveStateRequest(fromSeq: fromSeq, from: from)
+        case let .stateResponse(blocks): receiveStateResponse(blocks, from: from)
+        }
+    }
+
+    // MARK: Time
+
+    func viewChangeTimeout() -> UInt64 {
+        let shift = min(UInt64(viewChangeAttempts), 20)
+        return min(configuration.viewChangeTimeoutTicks << shift, configuration.viewChangeTimeoutTicksMax)
+    }
+
+    private mutating func tick(pendingCommands: Int) {
+        self.pendingCommands = pendingCommands
+        if isPrimary { maybeRequestPayload() }
+
+        // View-change timer: armed while there is work the primary should be ordering.
+        let outstanding = pendingCommands > 0 || slots.values.contains { $0.prePrepare != nil && $0.committed == nil }
+        if isViewChanging {
+            viewChangeTick()
+        } else if outstanding {
+            ticksWithoutProgress += 1
+            if ticksWithoutProgress >= viewChangeTimeout() { startViewChange(to: view + 1) }
+        } else {
+            ticksWithoutProgress = 0
+        }
+        stateTransferTick()
+    }
+
+    // MARK: Normal case
+
+    private mutating func maybeRequestPayload() {
+        guard payloadRequested == nil, pendingCommands > 0, nextProposalSeq <= highWatermark else {
+            ticksWaitingToCut = 0
+            return
+        }
+        ticksWaitingToCut += 1
+        guard pendingCommands >= configuration.batchCommandsMax || ticksWaitingToCut >= configuration.batchTicks else { return }
+        ticksWaitingToCut = 0
+        payloadRequested = nextProposalSeq
+        actions.append(.requestPayload(seq: nextProposalSeq, commandsMax: configuration.batchCommandsMax))
+    }
+
+    private mutating func propose(seq: UInt64, commands: [[UInt8]]) {
+        guard payloadRequested == seq else { return }  // stale answer: the view changed meanwhile
+        payloadRequested = nil
+        guard isPrimary, seq == nextProposalSeq, seq > lowWatermark, seq <= highWatermark else { return }
+        let prePrepare = Signed(PrePrepare(view: view, block: Block(seq: seq, commands: commands)), chainId: chainId, signer: signer)
+        // After a restart, a proposal for this slot may already be on disk: never sign another.
+        if let signed = safety.vote(.prePrepare, view: view, seq: seq), signed != prePrepare.body.block.digest { return }
+        nextProposalSeq = seq + 1
+        persist(.proposed(prePrepare))
+        actions.append(.broadcast(.prePrepare(prePrepare)))
+        accept(prePrepare)
+    }
+
+    private mutating func receivePrePrepare(_ m: Signed<PrePrepare>, from: ValidatorID) {
+        guard validators.contains(m.signer) else { return reject(.notAValidator, from: from) }
+        let body = m.body
+        guard body.view == view, !isViewChanging else {
+            return reject(body.view < view ? .staleView(body.view, current: view) : .futureView(body.view, current: view), from: from)
+        }
+        guard m.signer == validators.primary(of: view) else { return reject(.notPrimary(view: view), from: from) }
+        guard body.seq > lowWatermark, body.seq <= highWatermark else {
+            return reject(.outsideWindow(seq: body.seq, low: lowWatermark, high: highWatermark), from: from)
+        }
+        if let existing = slots[body.seq]?.prePrepare, existing.body.view == view {
+            if existing.body.block.digest != body.block.digest {
+                actions.append(.evidence(Equivocation(first: .prePrepare(existing), second: .prePrepare(m))))
+                reject(.conflictingProposal(seq: body.seq), from: from)
+            }
+            return
+        }
+        guard configuration.validateBlock(body.block) else { return reject(.invalidBlock(seq: body.seq), from: from) }
+        accept(m)
+    }
+
+    /// Takes a checked PrePrepare of the current view as this slot's proposal and votes.
+    mutating func accept(_ m: Signed<PrePrepare>) {
+        let seq = m.body.seq, digest = m.body.block.digest
+        // Restarted after preparing another digest in this view: never prepare a second one.
+        if let prepared = safety.vote(.prepare, view: view, seq: seq), prepared != digest { return }
+        slots[seq, default: Slot()].prePrepare = m
+        castVote(Vote(kind: .prepare, view: view, seq: seq, digest: digest))
+        checkPrepared(seq)
+        checkCommitted(seq)
+    }
+
+    /// Signs, persists and broadcasts a vote, unless this replica already signed a
+    /// different digest for the same (kind, view, seq); counts it locally.
+    mutating func castVote(_ vote: Vote) {
+        let kind: VoteSlot.Kind = vote.kind == .prepare ? .prepare : .commit
+        if let signed = safety.vote(kind, view: vote.view, seq: vote.seq) {
+            guard signed == vote.digest else { return }  // would equivocate: stay silent
+        } else {
+            persist(.voted(vote))
+        }
+        let signed = Signed(vote, chainId: chainId, signer: signer)
+        actions.append(.broadcast(.vote(signed)))
+        record(signed)
+    }
+
+    private mutating func receiveVote(_ m: Signed<Vote>, from: ValidatorID) {
+        guard validators.contains(m.signer) else { return reject(.notAValidator, from: from) }
+        let body = m.body
+        guard body.seq > lowWatermark, body.seq <= highWatermark else {
+            if body.kind == .commit && body.seq > highWatermark { noteAhead(body.seq) }
+            return reject(.outsideWindow(seq: body.seq, low: lowWatermark, high: highWatermark), from: from)
+        }
+        if body.kind == .prepare {
+            // Prepares count only in the view they were cast in.
+            guard body.view == view, !isViewChanging else {
+                return reject(body.view < view ? .staleView(body.view, current: view) : .futureView(body.view, current: view), from: from)
+            }
+        }
+        record(m)
+        if body.kind == .prepare { checkPrepared(body.seq) } else { checkCommitted(body.seq) }
+    }
+
+    /// Stores a vote in its slot, keeping equivocation evidence.
+    private mutating func record(_ m: Signed<Vote>) {
+        let body = m.body
+        var slot = slots[body.seq, default: Slot()]
+        switch body.kind {
+        case .prepare:
+            if let old = slot.prepares[m.signer], old.body.view == body.view {
+                if old.body.digest != body.digest { actions.append(.evidence(Equivocation(first: .vote(old), second: .vote(m)))) }
+                return
+            }
+            slot.prepares[m.signer] = m
+        case .commit:
+            if let old = slot.commits[m.signer] {
+                if old.body.view == body.view && old.body.digest != body.digest {
+                    actions.append(.evidence(Equivocation(first: .vote(old), second: .vote(m))))
+                }
+                if old.body.view >= body.view { return }
+            }
+            slot.commits[m.signer] = m
+        }
+        slots[body.seq] = slot
+    }
+
+    mutating func checkPrepared(_ seq: UInt64) {
+        guard !isViewChanging, let slot = slots[seq], let prePrepare = slot.prePrepare, prePrepare.body.view == view,
+            !slot.commitSent
+        else { return }
+        let digest = prePrepare.body.block.digest
+        let matching = slot.prepares.values.filter { $0.body.view == view && $0.body.digest == digest }
+        guard matching.count >= validators.quorum else { return }
+        let certificate = PreparedCertificate(
+            prePrepare: prePrepare, prepares: Array(matching.sorted { $0.signer < $1.signer }.prefix(validators.quorum)))
+        slots[seq]?.prepared = certificate
+        slots[seq]?.commitSent = true
+        persist(.prepared(certificate))
+        castVote(Vote(kind: .commit, view: view, seq: seq, digest: digest))
+        checkCommitted(seq)
+    }
+
+    mutating func checkCommitted(_ seq: UInt64) {
+        guard let slot = slots[seq], slot.committed == nil else { return }
+        // Group commits by (view, digest); any group reaching a quorum is a certificate.
+        var groups: [Vote: [Signed<Vote>]] = [:]
+        for commit in slot.commits.values { groups[commit.body, default: []].append(commit) }
+        // Dictionary order is seeded per process: choose the lowest view, deterministically.
+        guard let (vote, commits) = groups.filter({ $0.value.count >= validators.quorum }).min(by: { $0.key.view < $1.key.view })
+        else { return }
+        knownFinalSeq = max(knownFinalSeq, seq)
+        guard let block = slot.block(digest: vote.digest) else { return }  // body arrives by state transfer
+        let certificate = CommitCertificate(commits: Array(commits.sorted { $0.signer < $1.signer }.prefix(validators.quorum)))
+        slots[seq]?.committed = CertifiedBlock(block: block, certificate: certificate)
+        ticksWithoutProgress = 0
+        viewChangeAttempts = 0
+        executeReady()
+    }
+}

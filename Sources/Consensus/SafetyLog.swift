@@ -1,0 +1,69 @@
+import Crypto
+
+/// What a replica must have on disk before a message it sends can leave: its view, its
+/// votes, its prepared certificates and its stable checkpoint. Restored on restart, it
+/// guarantees the replica never signs two different digests for one (kind, view, seq)
+/// and never goes back to an older view.
+public enum SafetyRecord: Hashable, Sendable {
+    case view(UInt64, changing: Bool)
+    /// A PrePrepare this replica signed as primary (with the block, so it can resend).
+    case proposed(Signed<PrePrepare>)
+    case voted(Vote)
+    case prepared(PreparedCertificate)
+    case stable(CheckpointCertificate)
+}
+
+public struct VoteSlot: Hashable, Sendable {
+    public enum Kind: UInt8, Sendable { case prePrepare, prepare, commit }
+    public let kind: Kind
+    public let view: UInt64
+    public let seq: UInt64
+}
+
+/// The durable state, as the fold of every `SafetyRecord` persisted so far.
+public struct SafetyLog: Equatable, Sendable {
+    public private(set) var view: UInt64 = 0
+    public private(set) var viewChanging = false
+    public private(set) var votes: [VoteSlot: SHA256Digest] = [:]
+    public private(set) var proposals: [UInt64: Signed<PrePrepare>] = [:]
+    public private(set) var prepared: [UInt64: PreparedCertificate] = [:]
+    public private(set) var stable: CheckpointCertificate?
+
+    public init() {}
+
+    public var lowWatermark: UInt64 { stable?.seq ?? 0 }
+
+    public mutating func apply(_ record: SafetyRecord) {
+        switch record {
+        case let .view(view, changing):
+            precondition(view >= self.view, "a replica's view never decreases")
+            if view > self.view {
+                // Votes of older views can never be sent again: drop them.
+                votes = votes.filter { $0.key.view >= view }
+                proposals = [:]
+            }
+            self.view = view
+            viewChanging = changing
+        case let .proposed(prePrepare):
+            votes[VoteSlot(kind: .prePrepare, view: prePrepare.body.view, seq: prePrepare.body.seq)] =
+                prePrepare.body.block.digest
+            proposals[prePrepare.body.seq] = prePrepare
+        case let .voted(vote):
+            votes[VoteSlot(kind: vote.kind == .prepare ? .prepare : .commit, view: vote.view, seq: vote.seq)] = vote.digest
+        case let .prepared(certificate):
+            if let old = prepared[certificate.seq], old.view >= certificate.view { return }
+            prepared[certificate.seq] = certificate
+        case let .stable(certificate):
+            guard certificate.seq > lowWatermark else { return }
+            stable = certificate
+            votes = votes.filter { $0.key.seq > certificate.seq }
+            proposals = proposals.filter { $0.key > certificate.seq }
+            prepared = prepared.filter { $0.key > certificate.seq }
+        }
+    }
+
+    /// The digest this replica already signed for a slot, if any.
+    public func vote(_ kind: VoteSlot.Kind, view: UInt64, seq: UInt64) -> SHA256Digest? {
+        votes[VoteSlot(kind: kind, view: view, seq: seq)]
+    }
+}

@@ -1,0 +1,123 @@
+import Consensus
+import Crypto
+import Wire
+
+/// The deterministic application the simulator runs under consensus: a chain of state
+/// roots, root_h = H(root_{h-1} || block digest), and the set of executed commands.
+/// Durable: it survives its node's crashes, like the SQLite store will.
+struct CounterApplication {
+    private static let rootTag = TaggedHasher(tag: "calisson/sim/root")
+    var blocks: [CertifiedBlock] = []
+    var executed: Set<SHA256Digest> = []
+    var root = SHA256Digest.zero
+    var height: UInt64 { UInt64(blocks.count) }
+
+    mutating func execute(_ certified: CertifiedBlock) -> SHA256Digest {
+        for command in certified.block.commandIDs { executed.insert(command) }
+        root = Self.rootTag.hash(root.bytes + certified.block.digest.bytes)
+        blocks.append(certified)
+        return root
+    }
+}
+
+struct SimulatedNode {
+    let index: Int
+    let signer: SimulatedSigner
+    var id: ValidatorID { signer.id }
+    var replica: Replica<SimulatedSigner>?
+    /// Durable state: survives crashes.
+    var safety = SafetyLog()
+    var application = CounterApplication()
+    /// Volatile: lost on a crash (gossip refills it in a real node).
+    var mempool: [(id: SHA256Digest, bytes: [UInt8])] = []
+    var mempoolIDs: Set<SHA256Digest> = []
+    /// Commands this node put in a proposal, and when. A proposal can die (lost, or the
+    /// view changed); after `inFlightTicksMax` its commands may be proposed again.
+    /// Duplicates are harmless: execution skips commands already executed.
+    var inFlight: [SHA256Digest: Int] = [:]
+    static let inFlightTicksMax = 150
+    var byzantine: ByzantineBehaviour?
+    var restartAt: Int?
+    /// Every `skewPeriod`-th tick is skipped: this node's clock runs slow.
+    var skewPeriod = 0
+
+    var isUp: Bool { replica != nil }
+    /// Commands waiting for a proposal (those in a live proposal are not).
+    func pendingCount(tick: Int) -> Int {
+        mempool.count - inFlight.values.filter { tick - $0 < Self.inFlightTicksMax }.count
+    }
+
+    mutating func takePayload(_ max: Int, tick: Int) -> [[UInt8]] {
+        var commands: [[UInt8]] = []
+        for entry in mempool where commands.count < max {
+            if let taken = inFlight[entry.id], tick - taken < Self.inFlightTicksMax { continue }
+            commands.append(entry.bytes)
+            inFlight[entry.id] = tick
+        }
+        return commands
+    }
+
+    mutating func admit(_ id: SHA256Digest, _ bytes: [UInt8]) {
+        guard mempoolIDs.insert(id).inserted else { return }
+        mempool.append((id, bytes))
+    }
+
+    mutating func remove(_ executed: Set<SHA256Digest>) {
+        mempool.removeAll { executed.contains($0.id) }
+        mempoolIDs.subtract(executed)
+        for id in executed { inFlight[id] = nil }
+    }
+
+    mutating func clearVolatile() {
+        mempool = []
+        mempoolIDs = []
+        inFlight = [:]
+    }
+}
+
+/// A binary heap of messages in flight, ordered by delivery tick then send order, so
+/// that runs are exactly repeatable.
+struct Network {
+    struct Packet {
+        let at: Int
+        let order: Int
+        let from: Int
+        let to: Int
+        let message: Message
+        func precedes(_ other: Packet) -> Bool { (at, order) < (other.at, other.order) }
+    }
+
+    private var heap: [Packet] = []
+    private var order = 0
+
+    mutating func push(at: Int, from: Int, to: Int, _ message: Message) {
+        order += 1
+        heap.append(Packet(at: at, order: order, from: from, to: to, message: message))
+        var child = heap.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard heap[child].precedes(heap[parent]) else { break }
+            heap.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    mutating func pop(dueBy tick: Int) -> Packet? {
+        guard let first = heap.first, first.at <= tick else { return nil }
+        let last = heap.removeLast()
+        if !heap.isEmpty {
+            heap[0] = last
+            var parent = 0
+            while true {
+                let left = 2 * parent + 1, right = left + 1
+                var smallest = parent
+                if left < heap.count, heap[left].precedes(heap[smallest]) { smallest = left }
+                if right < heap.count, heap[right].precedes(heap[smallest]) { smallest = right }
+                if smallest == parent { break }
+                heap.swapAt(parent, smallest)
+                parent = smallest
+            }
+        }
+        return first
+    }
+}

@@ -1,0 +1,357 @@
+import Consensus
+import Crypto
+import Wire
+
+/// A whole cluster in one thread, driven by one seed: the same seed replays the same
+/// run exactly. A safety phase with faults is followed by a liveness phase in which the
+/// network heals, crashed replicas restart (Byzantine ones stay, at most f), and every
+/// command submitted must become final on every honest replica.
+public struct Simulation {
+    public static let chainId = "calisson-sim"
+    static let traceLengthMax = 80
+
+    let configuration: SimulationConfiguration
+    var random: SplitMix64
+    var nodes: [SimulatedNode] = []
+    var indexOf: [ValidatorID: Int] = [:]
+    let replicaConfiguration: ReplicaConfiguration
+    var network = Network()
+    var tick = 0
+    var report: SimulationReport
+    var finalized: [UInt64: SHA256Digest] = [:]
+    var roots: [UInt64: SHA256Digest] = [:]
+    var submitted: [SHA256Digest] = []
+    var commandBytes: [SHA256Digest: [UInt8]] = [:]
+    var finalCommands: Set<SHA256Digest> = []
+    /// Clients resubmit commands not yet final at this interval (ticks).
+    static let resubmitTicks = 100
+    var partition: (side: Set<Int>, until: Int)?
+    var healed = false
+    var trace: [String] = []
+
+    public static func run(_ configuration: SimulationConfiguration) -> SimulationReport {
+        var simulation = Simulation(configuration)
+        return simulation.run()
+    }
+
+    init(_ configuration: SimulationConfiguration) {
+        self.configuration = configuration
+        random = SplitMix64(seed: configuration.seed)
+        report = SimulationReport(seed: configuration.seed, validators: configuration.validators)
+        var keys = SplitMix64(seed: 0x5EED_0000 &+ UInt64(configuration.validators))
+        let ids = (0..<configuration.validators).map { _ in Ed25519PublicKey(keys.bytes32()) }
+        var replica = ReplicaConfiguration(chainId: Self.chainId, validators: ValidatorSet(ids)!)
+        replica.checkpointInterval = configuration.checkpointInterval
+        replica.window = configuration.window
+        replica.batchCommandsMax = configuration.batchCommandsMax
+        replicaConfiguration = replica
+        let faultsMax = replica.validators.faultsMax
+        for (index, id) in ids.enumerated() {
+            var node = SimulatedNode(index: index, signer: SimulatedSigner(id: id))
+            node.replica = Replica(configuration: replicaConfiguration, signer: node.signer)
+            if configuration.faults.tickSkew, random.next() % 2 == 0 { node.skewPeriod = 5 + Int(random.next() % 16) }
+            nodes.append(node)
+            indexOf[id] = index
+        }
+        // Byzantine validators: at most f, chosen by the seed.
+        let byzantine = configuration.faults.byzantine.prefix(faultsMax)
+        var candidates = Array(0..<configuration.validators)
+        for behaviour in byzantine {
+            let pick = candidates.remove(at: Int(random.next() % UInt64(candidates.count)))
+            nodes[pick].byzantine = behaviour
+        }
+    }
+
+    var faultsMax: Int { replicaConfiguration.validators.faultsMax }
+    var honest: [Int] { nodes.indices.filter { nodes[$0].byzantine == nil } }
+
+    mutating func note(_ event: String) {
+        trace.append("t=\(tick) \(event)")
+        if trace.count > Self.traceLengthMax { trace.removeFirst(trace.count - Self.traceLengthMax) }
+    }
+
+    mutating func run() -> SimulationReport {
+        let end = configuration.safetyTicks + configuration.livenessTicks
+        // Commands stop early enough in the liveness phase for the last ones to finish.
+        let submitUntil = configuration.safetyTicks + configuration.livenessTicks / 2
+        while tick < end {
+            tick += 1
+            if tick == configuration.safetyTicks + 1 { heal() }
+            if !healed { injectFaults() }
+            restartDue()
+            if tick <= submitUntil { submitCommands() }
+            if tick % Self.resubmitTicks == 0 { resubmitPending() }
+            deliver()
+            for index in nodes.indices where nodes[index].isUp {
+                let period = nodes[index].skewPeriod
+                if period > 0, !healed, tick % period == 0 { continue }
+                step(index, .tick(pendingCommands: nodes[index].pendingCount(tick: tick)))
+            }
+        }
+        checkLiveness()
+        report.finalizedHeight = honest.map { nodes[$0].application.height }.max() ?? 0
+        report.commandsSubmitted = submitted.count
+        report.trace = trace
+        return report
+    }
+
+    // MARK: Faults
+
+    private mutating func injectFaults() {
+        let faults = configuration.faults
+        if faults.crashes, random.next() % 150 == 0 {
+            let down = nodes.filter { !$0.isUp }.count
+            let up = honest.filter { nodes[$0].isUp }
+            if down < faultsMax, !up.isEmpty {
+                let victim = up[Int(random.next() % UInt64(up.count))]
+                nodes[victim].replica = nil
+                nodes[victim].clearVolatile()
+                nodes[victim].restartAt = tick + 20 + Int(random.next() % 200)
+                report.crashes += 1
+                note("crash n\(victim)")
+            }
+        }
+        if faults.partitions {
+            if let current = partition, tick >= current.until { partition = nil; note("partition healed") }
+            if partition == nil, random.next() % 250 == 0 {
+                var side = Set<Int>()
+                for index in nodes.indices where random.next() % 2 == 0 { side.insert(index) }
+                if !side.isEmpty && side.count < nodes.count {
+                    partition = (side, tick + 30 + Int(random.next() % 250))
+                    note("partition \(side.sorted()) | rest")
+                }
+            }
+        }
+    }
+
+    private mutating func heal() {
+        healed = true
+        partition = nil
+        for index in nodes.indices where !nodes[index].isUp { nodes[index].restartAt = tick }
+        note("heal: network repaired, crashed replicas restart")
+    }
+
+    private mutating func restartDue() {
+        for index in nodes.indices {
+            guard let at = nodes[index].restartAt, at <= tick else { continue }
+            nodes[index].restartAt = nil
+            // Only what was persisted survives: the safety log and the application's blocks.
+            nodes[index].replica = Replica(
+                configuration: replicaConfiguration, signer: nodes[index].signer,
+                safety: nodes[index].safety, lastExecuted: nodes[index].application.height)
+            note("restart n\(index) at height \(nodes[index].application.height) view \(nodes[index].safety.view)")
+        }
+    }
+
+    private mutating func submitCommands() {
+        let count = Int(random.next() % UInt64(2 * configuration.commandsPerTick + 1))
+        for _ in 0..<count {
+            var writer = WireWriter()
+            writer.write(UInt64(submitted.count))
+            writer.write(random.next())
+            let bytes = writer.bytes
+            let id = Block(seq: 0, commands: [bytes]).commandIDs[0]
+            submitted.append(id)
+            commandBytes[id] = bytes
+            for index in nodes.indices where nodes[index].isUp { nodes[index].admit(id, bytes) }
+        }
+    }
+
+    /// A client whose command is not final after a while sends it again, as partner
+    /// back-ends do: a command lost from every mempool (each holder crashed) comes back.
+    private mutating func resubmitPending() {
+        for id in submitted where !finalCommands.contains(id) {
+            guard let bytes = commandBytes[id] else { continue }
+            for index in nodes.indices where nodes[index].isUp { nodes[index].admit(id, bytes) }
+        }
+    }
+
+    // MARK: Network
+
+    private mutating func transmit(from: Int, to: Int, _ message: Message) {
+        var outgoing = [message]
+        if let behaviour = nodes[from].byzantine {
+            outgoing = byzantine(behaviour, from: from, to: to, message)
+        }
+        for message in outgoing {
+            let faults = healed ? FaultMix.none : configuration.faults
+            if let partition, partition.side.contains(from) != partition.side.contains(to) { continue }
+            if faults.lossRate > 0, Double(random.next() % 10_000) / 10_000 < faults.lossRate { continue }
+            let copies = faults.duplicateRate > 0 && Double(random.next() % 10_000) / 10_000 < faults.duplicateRate ? 2 : 1
+            for _ in 0..<copies {
+                let span = UInt64(faults.delayTicks.count)
+                let delay = faults.delayTicks.lowerBound + Int(random.next() % span)
+                network.push(at: tick + delay, from: from, to: to, message)
+            }
+        }
+    }
+
+    private mutating func byzantine(_ behaviour: ByzantineBehaviour, from: Int, to: Int, _ message: Message) -> [Message] {
+        let signer = nodes[from].signer
+        switch behaviour {
+        case .silent:
+            report.byzantineMessages += 1
+            return []
+        case .corruptSignatures:
+            guard random.next() % 2 == 0 else { return [message] }
+            report.byzantineMessages += 1
+            func corrupt(_ signature: Ed25519Signature) -> Ed25519Signature {
+                var raw = signature.rawRepresentation
+                raw[Int(random.next() % 64)] ^= 0x5a
+                return Ed25519Signature(rawRepresentation: raw)!
+            }
+            switch message {
+            case let .prePrepare(m): return [.prePrepare(Signed(body: m.body, signer: m.signer, signature: corrupt(m.signature)))]
+            case let .vote(m): return [.vote(Signed(body: m.body, signer: m.signer, signature: corrupt(m.signature)))]
+            case let .checkpoint(m): return [.checkpoint(Signed(body: m.body, signer: m.signer, signature: corrupt(m.signature)))]
+            case let .viewChange(m): return [.viewChange(Signed(body: m.body, signer: m.signer, signature: corrupt(m.signature)))]
+            case let .newView(m): return [.newView(Signed(body: m.body, signer: m.signer, signature: corrupt(m.signature)))]
+            default: return [message]
+            }
+        case .wrongView:
+            let shift = 1 + random.next() % 3
+            switch message {
+            case let .prePrepare(m):
+                report.byzantineMessages += 1
+                return [.prePrepare(Signed(PrePrepare(view: m.body.view + shift, block: m.body.block), chainId: Self.chainId, signer: signer))]
+            case let .vote(m):
+                report.byzantineMessages += 1
+                let body = m.body
+                let view = random.next() % 2 == 0 || body.view == 0 ? body.view + shift : body.view - 1
+                return [.vote(Signed(Vote(kind: body.kind, view: view, seq: body.seq, digest: body.digest), chainId: Self.chainId, signer: signer))]
+            default: return [message]
+            }
+        case .equivocatingPrimary:
+            guard case let .prePrepare(m) = message, to % 2 == 1 else { return [message] }
+            report.byzantineMessages += 1
+            let forged = Block(seq: m.body.seq, commands: m.body.block.commands + [random.bytes(16)])
+            return [.prePrepare(Signed(PrePrepare(view: m.body.view, block: forged), chainId: Self.chainId, signer: signer))]
+        }
+    }
+
+    private mutating func deliver() {
+        while let packet = network.pop(dueBy: tick) {
+            guard nodes[packet.to].isUp else { continue }
+            // The shell's job: verify every signature the message carries before the core sees it.
+            guard packet.message.signatureChecks(chainId: Self.chainId).allSatisfy(simulatedVerify) else {
+                report.droppedSignatures += 1
+                continue
+            }
+            step(packet.to, .message(packet.message, from: nodes[packet.from].id))
+        }
+    }
+
+    // MARK: Replicas
+
+    private mutating func step(_ index: Int, _ input: Input) {
+        guard let actions = nodes[index].replica?.step(input) else { return }
+        perform(index, actions)
+    }
+
+    private mutating func perform(_ index: Int, _ actions: [Action]) {
+        var feedback: [Input] = []
+        for action in actions {
+            switch action {
+            case let .persist(record):
+                nodes[index].safety.apply(record)
+                if case let .view(view, true) = record { note("n\(index) asks for view \(view)") }
+            case let .send(message, to):
+                if let target = indexOf[to] { transmit(from: index, to: target, message) }
+            case let .broadcast(message):
+                for target in nodes.indices where target != index { transmit(from: index, to: target, message) }
+            case let .requestPayload(seq, commandsMax):
+                feedback.append(.payload(seq: seq, commands: nodes[index].takePayload(commandsMax, tick: tick)))
+            case let .execute(certified):
+                feedback.append(.executed(seq: certified.block.seq, stateRoot: execute(index, certified)))
+            case let .serveState(fromSeq, to, blocksMax):
+                guard let target = indexOf[to] else { break }
+                let blocks = nodes[index].application.blocks
+                let lower = Int(fromSeq) - 1, upper = min(blocks.count, lower + blocksMax)
+                if lower < upper {
+                    report.stateTransfers += 1
+                    transmit(from: index, to: target, .stateResponse(Array(blocks[lower..<upper])))
+                }
+            case .evidence:
+                report.evidence += 1
+            case let .rejected(reason, _):
+                report.rejectedMessages += 1
+                report.rejectionReasons["\(reason)".prefix(while: { $0 != "(" }).description, default: 0] += 1
+                if case .malformedCertificate = reason, nodes[index].byzantine == nil { note("n\(index) rejected \(reason)") }
+                if case .newViewMismatch = reason, nodes[index].byzantine == nil { note("n\(index) rejected \(reason)") }
+            case let .enteredView(view):
+                nodes[index].inFlight = [:]
+                if nodes[index].byzantine == nil, Int(view) > report.viewChanges {
+                    report.viewChanges = Int(view)
+                    note("view \(view) (n\(index) first)")
+                }
+            case let .stateDiverged(seq, ours, certified):
+                if nodes[index].byzantine == nil {
+                    violation(safety: "n\(index) state diverged at \(seq): \(ours) vs certified \(certified)")
+                }
+            }
+        }
+        for input in feedback { step(index, input) }
+    }
+
+    /// Executes a final block on node `index` and checks the safety invariants.
+    private mutating func execute(_ index: Int, _ certified: CertifiedBlock) -> SHA256Digest {
+        let seq = certified.block.seq
+        let honestNode = nodes[index].byzantine == nil
+        if honestNode {
+            if !certificateIsValid(certified) { violation(safety: "n\(index) executed \(seq) without a valid commit certificate") }
+            if let digest = finalized[seq], digest != certified.block.digest {
+                violation(safety: "n\(index) finalized a different block at \(seq)")
+            } else {
+                finalized[seq] = certified.block.digest
+            }
+        }
+        let root = nodes[index].application.execute(certified)
+        if honestNode {
+            if let expected = roots[seq], expected != root {
+                violation(safety: "n\(index) state root differs at \(seq)")
+            } else {
+                roots[seq] = root
+            }
+        }
+        let executed = Set(certified.block.commandIDs)
+        if honestNode { finalCommands.formUnion(executed) }
+        nodes[index].remove(executed)
+        return root
+    }
+
+    private func certificateIsValid(_ certified: CertifiedBlock) -> Bool {
+        let commits = certified.certificate.commits
+        let validators = replicaConfiguration.validators
+        let signers = Set(commits.map(\.signer))
+        guard signers.count == commits.count, commits.count >= validators.quorum, signers.allSatisfy(validators.contains),
+            let first = commits.first?.body, first.kind == .commit, first.seq == certified.block.seq,
+            first.digest == certified.block.digest, commits.allSatisfy({ $0.body == first })
+        else { return false }
+        return commits.allSatisfy { simulatedVerify($0.check(chainId: Self.chainId)) }
+    }
+
+    private mutating func violation(safety message: String) {
+        report.safetyViolations.append(message)
+        note("SAFETY: \(message)")
+    }
+
+    private mutating func checkLiveness() {
+        let heights = Set(honest.map { nodes[$0].application.height })
+        if heights.count > 1 {
+            report.livenessViolations.append("honest replicas ended at different heights \(heights.sorted())")
+        }
+        for index in honest {
+            let executed = nodes[index].application.executed
+            let missing = submitted.filter { !executed.contains($0) }.count
+            if missing > 0 {
+                report.livenessViolations.append("n\(index) never finalized \(missing) of \(submitted.count) commands")
+            }
+        }
+        for violation in report.livenessViolations { note("LIVENESS: \(violation)") }
+        if !report.livenessViolations.isEmpty {
+            for index in nodes.indices {
+                note("n\(index)\(nodes[index].byzantine.map { " [\($0)]" } ?? ""): \(nodes[index].replica?.summary ?? "down") mempool \(nodes[index].mempool.count)")
+            }
+        }
+    }
+}

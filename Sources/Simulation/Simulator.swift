@@ -1,0 +1,87 @@
+import Consensus
+import Crypto
+import Wire
+
+/// Faults a run may inject. Every random choice comes from the run's one seed.
+public struct FaultMix: Sendable, Equatable {
+    public var lossRate = 0.0
+    public var duplicateRate = 0.0
+    public var delayTicks: ClosedRange<Int> = 1...1
+    public var partitions = false
+    public var crashes = false
+    public var tickSkew = false
+    public var byzantine: [ByzantineBehaviour] = []
+
+    public init() {}
+
+    public static let none = FaultMix()
+
+    /// Everything at once: 0-30% loss, duplication, delay and reordering, partitions,
+    /// crash-restarts, skewed clocks, and Byzantine validators (up to f).
+    public static func all(seed: UInt64, faultsMax: Int) -> FaultMix {
+        var random = SplitMix64(seed: seed ^ 0xFA17)
+        var mix = FaultMix()
+        mix.lossRate = Double(random.next() % 31) / 100
+        mix.duplicateRate = Double(random.next() % 11) / 100
+        mix.delayTicks = 1...(1 + Int(random.next() % 8))
+        mix.partitions = true
+        mix.crashes = true
+        mix.tickSkew = true
+        let kinds = ByzantineBehaviour.allCases
+        mix.byzantine = (0..<faultsMax).map { _ in kinds[Int(random.next() % UInt64(kinds.count))] }
+        return mix
+    }
+}
+
+public enum ByzantineBehaviour: String, CaseIterable, Sendable {
+    /// As primary, sends different blocks to different replicas.
+    case equivocatingPrimary
+    /// Sends nothing at all.
+    case silent
+    /// Corrupts the signature of half of what it sends.
+    case corruptSignatures
+    /// Re-signs its votes and proposals for other views.
+    case wrongView
+}
+
+public struct SimulationConfiguration: Sendable {
+    public var validators = 4
+    public var seed: UInt64 = 1
+    public var faults = FaultMix.none
+    /// Ticks with faults, then ticks after healing in which everything must finish.
+    public var safetyTicks = 1_500
+    public var livenessTicks = 2_500
+    /// Commands submitted per tick (on average) until the last part of the liveness phase.
+    public var commandsPerTick = 3
+    public var checkpointInterval: UInt64 = 8
+    public var window: UInt64 = 32
+    public var batchCommandsMax = 64
+
+    public init() {}
+}
+
+public struct SimulationReport: Sendable {
+    public var seed: UInt64
+    public var validators: Int
+    public var finalizedHeight: UInt64 = 0
+    public var commandsSubmitted = 0
+    public var viewChanges = 0
+    public var stateTransfers = 0
+    public var crashes = 0
+    public var byzantineMessages = 0
+    public var rejectedMessages = 0
+    /// Rejections by reason, for the trace of a failing seed.
+    public var rejectionReasons: [String: Int] = [:]
+    public var droppedSignatures = 0
+    public var evidence = 0
+    public var safetyViolations: [String] = []
+    public var livenessViolations: [String] = []
+    public var trace: [String] = []
+
+    public init(seed: UInt64, validators: Int) {
+        self.seed = seed
+        self.validators = validators
+    }
+
+    public var passed: Bool { safetyViolations.isEmpty && livenessViolations.isEmpty }
+}

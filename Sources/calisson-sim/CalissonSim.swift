@@ -1,0 +1,89 @@
+import ArgumentParser
+import Simulation
+
+@main
+struct CalissonSim: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "calisson-sim",
+        abstract: "Run the deterministic cluster simulator: PBFT under injected faults, checked for safety and liveness.",
+        discussion: """
+            Every fault follows from the seed, so a failing seed replays exactly: \
+            `calisson-sim --seed S` prints its trace.
+            """)
+
+    @Option(help: "Run this one seed and print its trace.")
+    var seed: UInt64?
+
+    @Option(help: "Run seeds first-seed ..< first-seed + seeds.")
+    var seeds = 100
+
+    @Option(help: "First seed of a multi-seed run.")
+    var firstSeed: UInt64 = 1
+
+    @Option(help: "Validators (4, 7, 10, ...).")
+    var validators = 4
+
+    @Option(help: "Fault mix: all (every fault kind, drawn per seed) or none.")
+    var faults = "all"
+
+    @Option(help: "Ticks of the safety phase (faults on).")
+    var safetyTicks = 1_500
+
+    @Option(help: "Ticks of the liveness phase (healed).")
+    var livenessTicks = 2_500
+
+    func run() throws {
+        let range = seed.map { $0...$0 } ?? firstSeed...(firstSeed + UInt64(max(1, seeds)) - 1)
+        var totals = SimulationReport(seed: 0, validators: validators)
+        var failed: [UInt64] = []
+        var blocks: UInt64 = 0
+        let clock = ContinuousClock()
+        let started = clock.now
+        for s in range {
+            var configuration = SimulationConfiguration()
+            configuration.validators = validators
+            configuration.seed = s
+            configuration.safetyTicks = safetyTicks
+            configuration.livenessTicks = livenessTicks
+            configuration.faults = faults == "none" ? .none : .all(seed: s, faultsMax: (validators - 1) / 3)
+            let report = Simulation.run(configuration)
+            blocks += report.finalizedHeight
+            totals.viewChanges += report.viewChanges
+            totals.stateTransfers += report.stateTransfers
+            totals.crashes += report.crashes
+            totals.byzantineMessages += report.byzantineMessages
+            totals.droppedSignatures += report.droppedSignatures
+            totals.rejectedMessages += report.rejectedMessages
+            totals.evidence += report.evidence
+            totals.commandsSubmitted += report.commandsSubmitted
+            totals.safetyViolations += report.safetyViolations.map { "seed \(s): \($0)" }
+            totals.livenessViolations += report.livenessViolations.map { "seed \(s): \($0)" }
+            if !report.passed || seed != nil {
+                if !report.passed { failed.append(s) }
+                print("seed \(s): \(report.passed ? "passed" : "FAILED"); replay with: calisson-sim --seed \(s) --validators \(validators)")
+                for line in report.trace.suffix(seed != nil ? 80 : 12) { print("  \(line)") }
+                if seed != nil { print("  rejections: \(report.rejectionReasons.sorted { $0.key < $1.key })") }
+            }
+        }
+        let seconds = Double((clock.now - started).components.attoseconds) / 1e18 + Double((clock.now - started).components.seconds)
+        print("""
+            calisson-sim: \(range.count) seeds, \(validators) validators, faults \(faults)
+              safety violations     \(totals.safetyViolations.count)
+              liveness violations   \(totals.livenessViolations.count)
+              blocks finalized      \(blocks)
+              commands submitted    \(totals.commandsSubmitted)
+              view changes          \(totals.viewChanges)
+              state transfers       \(totals.stateTransfers)
+              crashes               \(totals.crashes)
+              byzantine messages    \(totals.byzantineMessages)
+              bad signatures dropped \(totals.droppedSignatures)
+              rejected messages     \(totals.rejectedMessages)
+              equivocation evidence \(totals.evidence)
+              wall time             \(String(Int(seconds * 10) / 10)) s, \(Int(Double(blocks) / max(seconds, 1e-9))) simulated blocks/s
+            """)
+        if !failed.isEmpty {
+            print("failed seeds: \(failed.map(String.init).joined(separator: " "))")
+            throw ExitCode.failure
+        }
+    }
+}

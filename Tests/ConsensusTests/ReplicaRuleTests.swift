@@ -1,0 +1,192 @@
+// One test per protocol rule, each as init → step → check on single replicas, with
+// hand-made signed messages: votes only count for the proposal they match, only the
+// primary proposes, the window bounds what is accepted, conflicting proposals become
+// evidence, a NewView that drops a prepared block is refused, and a restarted replica
+// never signs a second digest for a slot it already voted on.
+import Crypto
+import Testing
+import Wire
+@testable import Consensus
+
+struct TestSigner: ConsensusSigner {
+    let id: ValidatorID
+    func sign(_ digest: SHA256Digest) -> Ed25519Signature {
+        Ed25519Signature(rawRepresentation: digest.bytes + id.rawRepresentation)!
+    }
+}
+
+struct Fixture {
+    static let chainId = "calisson-test"
+    let signers: [TestSigner]
+    let configuration: ReplicaConfiguration
+
+    init(count: Int = 4) {
+        var random = SplitMix64(seed: 99)
+        signers = (0..<count).map { _ in TestSigner(id: Ed25519PublicKey(random.bytes32())) }
+        var configuration = ReplicaConfiguration(chainId: Self.chainId, validators: ValidatorSet(signers.map(\.id))!)
+        configuration.checkpointInterval = 4
+        configuration.window = 8
+        self.configuration = configuration
+    }
+
+    func replica(_ index: Int, safety: SafetyLog = SafetyLog()) -> Replica<TestSigner> {
+        Replica(configuration: configuration, signer: signers[index], safety: safety)
+    }
+
+    func prePrepare(by index: Int, view: UInt64 = 0, seq: UInt64, commands: [[UInt8]] = [[1]]) -> Signed<PrePrepare> {
+        Signed(PrePrepare(view: view, block: Block(seq: seq, commands: commands)), chainId: Self.chainId, signer: signers[index])
+    }
+
+    func vote(_ kind: VoteKind, by index: Int, view: UInt64 = 0, seq: UInt64, digest: SHA256Digest) -> Signed<Vote> {
+        Signed(Vote(kind: kind, view: view, seq: seq, digest: digest), chainId: Self.chainId, signer: signers[index])
+    }
+
+    func id(_ index: Int) -> ValidatorID { signers[index].id }
+}
+
+extension Array where Element == Action {
+    var broadcastVotes: [Vote] {
+        compactMap { if case let .broadcast(.vote(v)) = $0 { return v.body } else { return nil } }
+    }
+    var rejections: [Rejection] {
+        compactMap { if case let .rejected(r, _) = $0 { return r } else { return nil } }
+    }
+}
+
+@Suite struct ReplicaRuleTests {
+    let fixture = Fixture()
+
+    @Test func backupPreparesThePrimarysProposal() {
+        var replica = fixture.replica(1)
+        let proposal = fixture.prePrepare(by: 0, seq: 1)
+        let actions = replica.step(.message(.prePrepare(proposal), from: fixture.id(0)))
+        #expect(actions.broadcastVotes == [Vote(kind: .prepare, view: 0, seq: 1, digest: proposal.body.block.digest)])
+        // Persist before send: the vote is on disk before it is broadcast.
+        let persistIndex = actions.firstIndex { if case .persist(.voted) = $0 { return true } else { return false } }
+        let sendIndex = actions.firstIndex { if case .broadcast(.vote) = $0 { return true } else { return false } }
+        #expect(persistIndex != nil && sendIndex != nil && persistIndex! < sendIndex!)
+    }
+
+    @Test func prepareForAnotherDigestDoesNotCount() {
+        var replica = fixture.replica(1)
+        let proposal = fixture.prePrepare(by: 0, seq: 1)
+        _ = replica.step(.message(.prePrepare(proposal), from: fixture.id(0)))
+        let other = Block(seq: 1, commands: [[9]]).digest
+        var actions = replica.step(.message(.vote(fixture.vote(.prepare, by: 2, seq: 1, digest: other)), from: fixture.id(2)))
+        actions += replica.step(.message(.vote(fixture.vote(.prepare, by: 0, seq: 1, digest: proposal.body.block.digest)), from: fixture.id(0)))
+        // Own prepare + replica 0's match; replica 2's is for another digest: 2 < quorum.
+        #expect(!actions.broadcastVotes.contains { $0.kind == .commit })
+        // A third matching prepare makes it prepared, and it commits.
+        actions = []
+        for index in [3] {
+            actions += replica.step(.message(.vote(fixture.vote(.prepare, by: index, seq: 1, digest: proposal.body.block.digest)), from: fixture.id(index)))
+        }
+        #expect(actions.broadcastVotes.contains(Vote(kind: .commit, view: 0, seq: 1, digest: proposal.body.block.digest)))
+    }
+
+    @Test func quorumOfCommitsExecutesTheBlock() {
+        var replica = fixture.replica(1)
+        let proposal = fixture.prePrepare(by: 0, seq: 1)
+        _ = replica.step(.message(.prePrepare(proposal), from: fixture.id(0)))
+        var actions: [Action] = []
+        for index in [0, 2, 3] {
+            actions += replica.step(.message(.vote(fixture.vote(.commit, by: index, seq: 1, digest: proposal.body.block.digest)), from: fixture.id(index)))
+        }
+        let executed = actions.compactMap { if case let .execute(block) = $0 { return block } else { return nil } }
+        #expect(executed.map(\.block) == [proposal.body.block])
+        #expect(executed.first?.certificate.commits.count == fixture.configuration.validators.quorum)
+    }
+
+    @Test func proposalFromANonPrimaryIsRejected() {
+        var replica = fixture.replica(2)
+        let actions = replica.step(.message(.prePrepare(fixture.prePrepare(by: 1, seq: 1)), from: fixture.id(1)))
+        #expect(actions.rejections == [.notPrimary(view: 0)])
+        #expect(actions.broadcastVotes.isEmpty)
+    }
+
+    @Test func proposalOutsideTheWindowIsRejected() {
+        var replica = fixture.replica(1)
+        let actions = replica.step(.message(.prePrepare(fixture.prePrepare(by: 0, seq: 9)), from: fixture.id(0)))
+        #expect(actions.rejections == [.outsideWindow(seq: 9, low: 0, high: 8)])
+    }
+
+    @Test func proposalForAnotherViewIsRejected() {
+        var replica = fixture.replica(1)
+        let actions = replica.step(.message(.prePrepare(fixture.prePrepare(by: 1, view: 1, seq: 1)), from: fixture.id(1)))
+        #expect(actions.rejections == [.futureView(1, current: 0)])
+    }
+
+    @Test func voteFromANonValidatorIsRejected() {
+        var replica = fixture.replica(1)
+        let outsider = TestSigner(id: Ed25519PublicKey(Bytes32.zero))
+        let vote = Signed(Vote(kind: .prepare, view: 0, seq: 1, digest: .zero), chainId: Fixture.chainId, signer: outsider)
+        #expect(replica.step(.message(.vote(vote), from: outsider.id)).rejections == [.notAValidator])
+    }
+
+    @Test func conflictingProposalsBecomeEvidence() {
+        var replica = fixture.replica(1)
+        _ = replica.step(.message(.prePrepare(fixture.prePrepare(by: 0, seq: 1, commands: [[1]])), from: fixture.id(0)))
+        let actions = replica.step(.message(.prePrepare(fixture.prePrepare(by: 0, seq: 1, commands: [[2]])), from: fixture.id(0)))
+        #expect(actions.contains { if case .evidence = $0 { return true } else { return false } })
+        #expect(actions.rejections == [.conflictingProposal(seq: 1)])
+        #expect(actions.broadcastVotes.isEmpty)
+    }
+
+    @Test func restartedReplicaNeverPreparesASecondDigest() {
+        var replica = fixture.replica(1)
+        var safety = SafetyLog()
+        for action in replica.step(.message(.prePrepare(fixture.prePrepare(by: 0, seq: 1, commands: [[1]])), from: fixture.id(0))) {
+            if case let .persist(record) = action { safety.apply(record) }
+        }
+        // Crash: only the safety log survives. The (Byzantine) primary now sends another block.
+        var restarted = fixture.replica(1, safety: safety)
+        let actions = restarted.step(.message(.prePrepare(fixture.prePrepare(by: 0, seq: 1, commands: [[2]])), from: fixture.id(0)))
+        #expect(actions.broadcastVotes.isEmpty)
+    }
+
+    /// A NewView must re-propose every block a quorum of view changes shows prepared.
+    @Test func newViewDroppingAPreparedBlockIsRejected() throws {
+        let proposal = fixture.prePrepare(by: 0, seq: 1)
+        let digest = proposal.body.block.digest
+        let prepared = PreparedCertificate(
+            prePrepare: proposal, prepares: [0, 1, 2].map { fixture.vote(.prepare, by: $0, seq: 1, digest: digest) })
+        let changes = [0, 2, 3].map { index in
+            Signed(ViewChange(newView: 1, stable: nil, prepared: index == 2 ? [prepared] : []), chainId: Fixture.chainId,
+                   signer: fixture.signers[index])
+        }
+        let nullBlock = Signed(PrePrepare(view: 1, block: Block(seq: 1, commands: [])), chainId: Fixture.chainId, signer: fixture.signers[1])
+        let dropping = Signed(NewView(view: 1, viewChanges: changes, prePrepares: [nullBlock]), chainId: Fixture.chainId, signer: fixture.signers[1])
+        var replica = fixture.replica(3)
+        let actions = replica.step(.message(.newView(dropping), from: fixture.id(1)))
+        #expect(actions.rejections == [.newViewMismatch("proposals differ from the view changes' prepared blocks")])
+
+        let keeping = Signed(
+            NewView(view: 1, viewChanges: changes, prePrepares: [Signed(PrePrepare(view: 1, block: proposal.body.block), chainId: Fixture.chainId, signer: fixture.signers[1])]),
+            chainId: Fixture.chainId, signer: fixture.signers[1])
+        let accepted = replica.step(.message(.newView(keeping), from: fixture.id(1)))
+        #expect(accepted.rejections.isEmpty)
+        #expect(replica.view == 1 && !replica.isViewChanging)
+        #expect(accepted.broadcastVotes == [Vote(kind: .prepare, view: 1, seq: 1, digest: digest)])
+    }
+
+    @Test func viewChangeWithAForgedPreparedCertificateIsRejected() {
+        let proposal = fixture.prePrepare(by: 0, seq: 1)
+        // Only two prepares: not a quorum.
+        let forged = PreparedCertificate(
+            prePrepare: proposal, prepares: [0, 1].map { fixture.vote(.prepare, by: $0, seq: 1, digest: proposal.body.block.digest) })
+        let change = Signed(ViewChange(newView: 1, stable: nil, prepared: [forged]), chainId: Fixture.chainId, signer: fixture.signers[2])
+        var replica = fixture.replica(1)
+        let actions = replica.step(.message(.viewChange(change), from: fixture.id(2)))
+        #expect(actions.rejections == [.malformedCertificate("prepared certificate: 2 signatures, quorum is 3")])
+    }
+
+    @Test func primaryTimesOutIntoAViewChangeAndPersistsFirst() {
+        var replica = fixture.replica(1)
+        var actions: [Action] = []
+        for _ in 0..<fixture.configuration.viewChangeTimeoutTicks { actions += replica.step(.tick(pendingCommands: 5)) }
+        #expect(replica.isViewChanging && replica.view == 1)
+        let persisted = actions.firstIndex { $0 == .persist(.view(1, changing: true)) }
+        let sent = actions.firstIndex { if case .broadcast(.viewChange) = $0 { return true } else { return false } }
+        #expect(persisted != nil && sent != nil && persisted! < sent!)
+    }
+}
