@@ -21,6 +21,9 @@ public struct ReplicaConfiguration: Sendable {
     public var stateTransferRetryTicks: UInt64 = 10
     /// Blocks per state-transfer response.
     public var stateTransferBlocksMax: Int = 64
+    /// Ticks between resends of this replica's checkpoint votes while the stable
+    /// checkpoint lags behind what it executed (votes lost in the network).
+    public var checkpointResendTicks: UInt64 = 20
     /// Checkpoint votes kept per validator above the low watermark.
     public var checkpointVotesPerValidatorMax: Int = 4
     /// View changes are kept for at most this many views above the current one.
@@ -55,7 +58,7 @@ public struct ReplicaConfiguration: Sendable {
         guard viewChangeTimeoutTicks > 0, viewChangeTimeoutTicksMax >= viewChangeTimeoutTicks else {
             throw .zero("viewChangeTimeoutTicks")
         }
-        guard batchCommandsMax > 0, stateTransferBlocksMax > 0, stateTransferRetryTicks > 0,
+        guard batchCommandsMax > 0, stateTransferBlocksMax > 0, stateTransferRetryTicks > 0, checkpointResendTicks > 0,
             checkpointVotesPerValidatorMax > 0
         else { throw .zero("batch or state transfer limit") }
     }

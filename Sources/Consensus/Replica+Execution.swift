@@ -25,11 +25,11 @@ extension Replica {
         precondition(seq == lastExecuted + 1 && seq <= executionRequested, "execution results must come in order")
         lastExecuted = seq
         guard seq % configuration.checkpointInterval == 0 else { return }
-        ownRoots[seq] = stateRoot
         if let stable, stable.seq == seq, stable.stateRoot != stateRoot {
             actions.append(.stateDiverged(seq: seq, ours: stateRoot, certified: stable.stateRoot))
         }
         let vote = Signed(CheckpointVote(seq: seq, stateRoot: stateRoot), chainId: chainId, signer: signer)
+        ownCheckpoints[seq] = vote
         actions.append(.broadcast(.checkpoint(vote)))
         storeCheckpointVote(vote)
         checkStable(seq)
@@ -81,13 +81,24 @@ extension Replica {
         for signer in Array(checkpointVotes.keys) {
             checkpointVotes[signer] = checkpointVotes[signer]?.filter { $0.key > seq }
         }
-        if let ours = ownRoots[seq], ours != certificate.stateRoot {
+        if let ours = ownCheckpoints[seq]?.body.stateRoot, ours != certificate.stateRoot {
             actions.append(.stateDiverged(seq: seq, ours: ours, certified: certificate.stateRoot))
         }
-        ownRoots = ownRoots.filter { $0.key > seq }
+        ownCheckpoints = ownCheckpoints.filter { $0.key > seq }
         nextProposalSeq = max(nextProposalSeq, seq + 1)
         knownFinalSeq = max(knownFinalSeq, seq)
         executeReady()
+    }
+
+    /// Checkpoint votes are sent once; if the network lost them, the checkpoint never
+    /// stabilises and the window eventually fills. Resend ours until it does.
+    mutating func checkpointResendTick() {
+        ticksSinceCheckpointResend += 1
+        guard !ownCheckpoints.isEmpty, ticksSinceCheckpointResend >= configuration.checkpointResendTicks else { return }
+        ticksSinceCheckpointResend = 0
+        for seq in ownCheckpoints.keys.sorted() {
+            if let vote = ownCheckpoints[seq] { actions.append(.broadcast(.checkpoint(vote))) }
+        }
     }
 
     // MARK: State transfer

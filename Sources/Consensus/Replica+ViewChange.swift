@@ -20,13 +20,21 @@ extension Replica {
 
     /// While changing view: once a quorum has asked for the target view, its primary had
     /// its chance, and on timeout this replica moves to the next view. Without that quorum
-    /// it must not move on (replicas racing ahead one by one never meet in a view); it
-    /// re-sends its ViewChange instead, since the network may have lost it.
+    /// it must not simply move on (replicas racing ahead one by one never meet in a view):
+    /// it joins a later view someone asked for, or re-sends its ViewChange, which the
+    /// network may have lost.
     mutating func viewChangeTick() {
         ticksWithoutProgress += 1
         guard ticksWithoutProgress >= viewChangeTimeout() else { return }
         if (viewChanges[view]?.count ?? 0) >= validators.quorum {
             startViewChange(to: view + 1)
+        } else if let higher = viewChanges.keys.filter({ $0 > view }).min() {
+            // No quorum came in a whole timeout, but some validator asks for a later view:
+            // meet it there. (A replica that crashed lost its signed view changes for the
+            // views it passed, so the ones behind it may never complete theirs.) Safety
+            // does not depend on which view replicas meet in; a Byzantine validator can
+            // only raise view numbers this way, and only while this replica is stuck.
+            startViewChange(to: higher)
         } else {
             ticksWithoutProgress = 0
             sendOwnViewChange()
@@ -66,6 +74,8 @@ extension Replica {
         let target = m.body.newView
         if target < view || (target == view && !isViewChanging) {
             // The sender is behind: give it what it lacks to reach a quorum or the view.
+            if let last = lastHelped[m.signer], tickCount < last + configuration.viewChangeTimeoutTicks { return }
+            lastHelped[m.signer] = tickCount
             if target == view, let newView = currentNewView {
                 actions.append(.send(.newView(newView), to: m.signer))
             } else if let own = ownViewChanges[target] {

@@ -59,7 +59,9 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
     var pendingCommands = 0
 
     var checkpointVotes: [ValidatorID: [UInt64: Signed<CheckpointVote>]] = [:]
-    var ownRoots: [UInt64: SHA256Digest] = [:]
+    /// This replica's checkpoint votes above the stable checkpoint (resent until stable).
+    var ownCheckpoints: [UInt64: Signed<CheckpointVote>] = [:]
+    var ticksSinceCheckpointResend: UInt64 = 0
 
     /// View changes received, by target view then signer (views below ours are dropped).
     var viewChanges: [UInt64: [ValidatorID: Signed<ViewChange>]] = [:]
@@ -67,6 +69,12 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
     var ownViewChanges: [UInt64: Signed<ViewChange>] = [:]
     /// The NewView of the current view (sent or accepted), forwarded to replicas that missed it.
     var currentNewView: Signed<NewView>?
+    /// Ticks seen since start: logical time for rate limits.
+    var tickCount: UInt64 = 0
+    /// When each validator behind us was last helped (sent a NewView or old ViewChange):
+    /// at most once per view-change timeout, so two replicas cannot answer each other's
+    /// answers forever.
+    var lastHelped: [ValidatorID: UInt64] = [:]
     var ticksWithoutProgress: UInt64 = 0
     var viewChangeAttempts: UInt32 = 0
 
@@ -156,6 +164,7 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
     }
 
     private mutating func tick(pendingCommands: Int) {
+        tickCount += 1
         self.pendingCommands = pendingCommands
         if isPrimary { maybeRequestPayload() }
 
@@ -170,6 +179,7 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
             ticksWithoutProgress = 0
         }
         stateTransferTick()
+        checkpointResendTick()
     }
 
     // MARK: Normal case

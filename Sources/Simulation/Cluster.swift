@@ -89,6 +89,7 @@ struct Network {
 
     private var heap: [Packet] = []
     private var order = 0
+    var count: Int { heap.count }
 
     mutating func push(at: Int, from: Int, to: Int, _ message: Message) {
         order += 1

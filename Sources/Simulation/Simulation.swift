@@ -28,6 +28,7 @@ public struct Simulation {
     var partition: (side: Set<Int>, until: Int)?
     var healed = false
     var trace: [String] = []
+    var sentByKind: [String: Int] = [:]
 
     public static func run(_ configuration: SimulationConfiguration) -> SimulationReport {
         var simulation = Simulation(configuration)
@@ -66,6 +67,7 @@ public struct Simulation {
     var honest: [Int] { nodes.indices.filter { nodes[$0].byzantine == nil } }
 
     mutating func note(_ event: String) {
+        if configuration.liveTrace { print("t=\(tick) \(event)") }
         trace.append("t=\(tick) \(event)")
         if trace.count > Self.traceLengthMax { trace.removeFirst(trace.count - Self.traceLengthMax) }
     }
@@ -169,6 +171,19 @@ public struct Simulation {
     // MARK: Network
 
     private mutating func transmit(from: Int, to: Int, _ message: Message) {
+        if configuration.liveTrace {
+            let kind: String
+            switch message {
+            case .prePrepare: kind = "prePrepare"
+            case .vote: kind = "vote"
+            case .checkpoint: kind = "checkpoint"
+            case .viewChange: kind = "viewChange"
+            case .newView: kind = "newView"
+            case .stateRequest: kind = "stateRequest"
+            case .stateResponse: kind = "stateResponse"
+            }
+            sentByKind[kind + " n\(from)", default: 0] += 1
+        }
         var outgoing = [message]
         if let behaviour = nodes[from].byzantine {
             outgoing = byzantine(behaviour, from: from, to: to, message)
@@ -230,6 +245,10 @@ public struct Simulation {
     }
 
     private mutating func deliver() {
+        if configuration.liveTrace && tick % 10 == 0 {
+            print("t=\(tick) network \(network.count) packets in flight; sent \(sentByKind.sorted { $0.value > $1.value }.prefix(6))")
+            sentByKind = [:]
+        }
         while let packet = network.pop(dueBy: tick) {
             guard nodes[packet.to].isUp else { continue }
             // The shell's job: verify every signature the message carries before the core sees it.

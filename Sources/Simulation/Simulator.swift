@@ -56,6 +56,8 @@ public struct SimulationConfiguration: Sendable {
     public var checkpointInterval: UInt64 = 8
     public var window: UInt64 = 32
     public var batchCommandsMax = 64
+    /// Print trace events as they happen (debugging a seed that hangs or crashes).
+    public var liveTrace = false
 
     public init() {}
 }

@@ -32,6 +32,9 @@ struct CalissonSim: ParsableCommand {
     @Option(help: "Ticks of the liveness phase (healed).")
     var livenessTicks = 2_500
 
+    @Flag(help: "Print each trace event as it happens.")
+    var liveTrace = false
+
     func run() throws {
         let range = seed.map { $0...$0 } ?? firstSeed...(firstSeed + UInt64(max(1, seeds)) - 1)
         var totals = SimulationReport(seed: 0, validators: validators)
@@ -45,6 +48,7 @@ struct CalissonSim: ParsableCommand {
             configuration.seed = s
             configuration.safetyTicks = safetyTicks
             configuration.livenessTicks = livenessTicks
+            configuration.liveTrace = liveTrace
             configuration.faults = faults == "none" ? .none : .all(seed: s, faultsMax: (validators - 1) / 3)
             let report = Simulation.run(configuration)
             blocks += report.finalizedHeight

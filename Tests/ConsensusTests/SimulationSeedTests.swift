@@ -1,8 +1,8 @@
 // Runs the deterministic cluster simulator on fixed seeds: a fault-free run must finish
-// everything; 200 seeds with every fault kind must show no safety violation (no two
-// honest replicas finalizing different blocks at one height, every final block with a
-// valid certificate, equal state roots); and seeds with network faults but no Byzantine
-// replicas must also be live. Runs are short to keep CI fast; `calisson-sim` runs long ones.
+// everything; 200 seeds (4 and 7 validators) with every fault kind must show no safety
+// violation (no two honest replicas finalizing different blocks at one height, every
+// final block with a valid certificate, equal state roots) and no liveness violation
+// (after healing, every command final on every honest replica, all at one height). Runs are short to keep CI fast; `calisson-sim` runs long ones.
 import Testing
 import Wire
 @testable import Simulation
@@ -34,12 +34,13 @@ import Wire
     }
 
     @Test(arguments: 0..<4)
-    func twoHundredSeedsWithAllFaultsAreSafe(batch: Int) {
+    func twoHundredSeedsWithAllFaultsAreSafeAndLive(batch: Int) {
         for seed in UInt64(batch * 50 + 1)...UInt64(batch * 50 + 50) {
             let validators = seed % 5 == 0 ? 7 : 4
             let report = Simulation.run(Self.configuration(seed: seed, validators: validators,
                                                            faults: .all(seed: seed, faultsMax: (validators - 1) / 3)))
             #expect(report.safetyViolations.isEmpty, "seed \(seed): \(report.safetyViolations) \(report.trace.suffix(10))")
+            #expect(report.livenessViolations.isEmpty, "seed \(seed) (\(validators) validators): \(report.livenessViolations) \(report.trace.suffix(14))")
         }
     }
 
