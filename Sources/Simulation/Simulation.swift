@@ -14,6 +14,8 @@ public struct Simulation {
     var random: SplitMix64
     var nodes: [SimulatedNode] = []
     var indexOf: [ValidatorID: Int] = [:]
+    /// The second replica of a twinned identity, by the first one's index.
+    var twinOf: [Int: Int] = [:]
     let replicaConfiguration: ReplicaConfiguration
     var network = Network()
     var tick = 0
@@ -60,7 +62,27 @@ public struct Simulation {
         for behaviour in byzantine {
             let pick = candidates.remove(at: Int(random.next() % UInt64(candidates.count)))
             nodes[pick].byzantine = behaviour
+            if behaviour == .twins {
+                var twin = SimulatedNode(index: nodes.count, signer: nodes[pick].signer)
+                twin.replica = Replica(configuration: replicaConfiguration, signer: twin.signer)
+                twin.byzantine = .twins
+                twinOf[pick] = nodes.count
+                nodes.append(twin)
+            }
         }
+    }
+
+    /// Where a message for node `target` from node `from` goes: to a twinned identity,
+    /// even-numbered senders reach the first twin and odd-numbered ones the second.
+    func route(_ target: Int, from: Int) -> Int {
+        if let twin = twinOf[target], from % 2 == 1 { return twin }
+        return target
+    }
+
+    /// The nodes a broadcast from `index` reaches: every identity but its own, once.
+    func broadcastTargets(from index: Int) -> [Int] {
+        let twins = Set(twinOf.values)
+        return nodes.indices.filter { !twins.contains($0) && nodes[$0].id != nodes[index].id }.map { route($0, from: index) }
     }
 
     var faultsMax: Int { replicaConfiguration.validators.faultsMax }
@@ -236,6 +258,9 @@ public struct Simulation {
                 return [.vote(Signed(Vote(kind: body.kind, view: view, seq: body.seq, digest: body.digest), chainId: Self.chainId, signer: signer))]
             default: return [message]
             }
+        case .twins:
+            report.byzantineMessages += 1
+            return [message]
         case .equivocatingPrimary:
             guard case let .prePrepare(m) = message, to % 2 == 1 else { return [message] }
             report.byzantineMessages += 1
@@ -275,15 +300,15 @@ public struct Simulation {
                 nodes[index].safety.apply(record)
                 if case let .view(view, true) = record { note("n\(index) asks for view \(view)") }
             case let .send(message, to):
-                if let target = indexOf[to] { transmit(from: index, to: target, message) }
+                if let target = indexOf[to] { transmit(from: index, to: route(target, from: index), message) }
             case let .broadcast(message):
-                for target in nodes.indices where target != index { transmit(from: index, to: target, message) }
+                for target in broadcastTargets(from: index) { transmit(from: index, to: target, message) }
             case let .requestPayload(seq, commandsMax):
                 feedback.append(.payload(seq: seq, commands: nodes[index].takePayload(commandsMax, tick: tick)))
             case let .execute(certified):
                 feedback.append(.executed(seq: certified.block.seq, stateRoot: execute(index, certified)))
             case let .serveState(fromSeq, to, blocksMax):
-                guard let target = indexOf[to] else { break }
+                guard let target = indexOf[to].map({ route($0, from: index) }) else { break }
                 let blocks = nodes[index].application.blocks
                 let lower = Int(fromSeq) - 1, upper = min(blocks.count, lower + blocksMax)
                 if lower < upper {

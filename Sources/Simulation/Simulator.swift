@@ -42,6 +42,9 @@ public enum ByzantineBehaviour: String, CaseIterable, Sendable {
     case corruptSignatures
     /// Re-signs its votes and proposals for other views.
     case wrongView
+    /// Two replicas share one identity, each running the honest code and each talking to
+    /// a different half of the cluster: the identity equivocates without meaning to.
+    case twins
 }
 
 public struct SimulationConfiguration: Sendable {

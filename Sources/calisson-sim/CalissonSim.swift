@@ -32,6 +32,9 @@ struct CalissonSim: ParsableCommand {
     @Option(help: "Ticks of the liveness phase (healed).")
     var livenessTicks = 2_500
 
+    @Option(help: "Force every Byzantine validator to this behaviour: equivocatingPrimary, silent, corruptSignatures, wrongView, twins.")
+    var byzantine: String?
+
     @Flag(help: "Print each trace event as it happens.")
     var liveTrace = false
 
@@ -50,6 +53,12 @@ struct CalissonSim: ParsableCommand {
             configuration.livenessTicks = livenessTicks
             configuration.liveTrace = liveTrace
             configuration.faults = faults == "none" ? .none : .all(seed: s, faultsMax: (validators - 1) / 3)
+            if let byzantine {
+                guard let behaviour = ByzantineBehaviour(rawValue: byzantine) else {
+                    throw ValidationError("unknown Byzantine behaviour '\(byzantine)'")
+                }
+                configuration.faults.byzantine = Array(repeating: behaviour, count: (validators - 1) / 3)
+            }
             let report = Simulation.run(configuration)
             blocks += report.finalizedHeight
             totals.viewChanges += report.viewChanges
