@@ -1,18 +1,22 @@
 import Crypto
 
-/// Structural checks of certificates (signatures were verified by the shell): a quorum
-/// of distinct validators, all agreeing on what they certify. Each returns nil when the
-/// certificate is sound, or what is wrong with it.
-extension Replica {
-    func quorumProblem<Body>(_ signed: [Signed<Body>], _ what: String) -> String? {
+// Structural checks of certificates (signatures were verified by the shell): a quorum
+// of distinct validators, all agreeing on what they certify. Each returns nil when the
+// certificate is sound, or what is wrong with it.
+extension ValidatorSet {
+    /// nil when `signed` holds at least a quorum of distinct validators of this set.
+    public func quorumProblem<Body>(_ signed: [Signed<Body>], _ what: String) -> String? {
         let signers = signed.map(\.signer)
         guard Set(signers).count == signers.count else { return "\(what): duplicate signer" }
-        guard signers.allSatisfy(validators.contains) else { return "\(what): signer is not a validator" }
-        guard signers.count >= validators.quorum else { return "\(what): \(signers.count) signatures, quorum is \(validators.quorum)" }
+        guard signers.allSatisfy(contains) else { return "\(what): signer is not a validator" }
+        guard signers.count >= quorum else { return "\(what): \(signers.count) signatures, quorum is \(quorum)" }
         return nil
     }
 
-    func commitCertificateProblem(_ certified: CertifiedBlock) -> String? {
+    /// nil when `certified.certificate` proves `certified.block` final under this set
+    /// (signatures must be verified separately: `Message.signatureChecks`). Replicas use
+    /// it for state transfer; light clients and the simulator for every block they accept.
+    public func commitCertificateProblem(_ certified: CertifiedBlock) -> String? {
         let commits = certified.certificate.commits
         if let problem = quorumProblem(commits, "commit certificate") { return problem }
         guard let first = commits.first?.body else { return "commit certificate: empty" }
@@ -21,6 +25,16 @@ extension Replica {
             return "commit certificate: not for this block"
         }
         return nil
+    }
+}
+
+extension Replica {
+    func quorumProblem<Body>(_ signed: [Signed<Body>], _ what: String) -> String? {
+        validators.quorumProblem(signed, what)
+    }
+
+    func commitCertificateProblem(_ certified: CertifiedBlock) -> String? {
+        validators.commitCertificateProblem(certified)
     }
 
     func checkpointCertificateProblem(_ certificate: CheckpointCertificate) -> String? {

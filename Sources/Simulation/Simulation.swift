@@ -364,14 +364,8 @@ public struct Simulation {
     }
 
     private func certificateIsValid(_ certified: CertifiedBlock) -> Bool {
-        let commits = certified.certificate.commits
-        let validators = replicaConfiguration.validators
-        let signers = Set(commits.map(\.signer))
-        guard signers.count == commits.count, commits.count >= validators.quorum, signers.allSatisfy(validators.contains),
-            let first = commits.first?.body, first.kind == .commit, first.seq == certified.block.seq,
-            first.digest == certified.block.digest, commits.allSatisfy({ $0.body == first })
-        else { return false }
-        return commits.allSatisfy { simulatedVerify($0.check(chainId: Self.chainId)) }
+        replicaConfiguration.validators.commitCertificateProblem(certified) == nil
+            && certified.certificate.commits.allSatisfy { simulatedVerify($0.check(chainId: Self.chainId)) }
     }
 
     private mutating func violation(safety message: String) {
