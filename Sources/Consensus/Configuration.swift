@@ -83,7 +83,9 @@ public enum Action: Sendable, Equatable {
     case persist(SafetyRecord)
     case send(Message, to: ValidatorID)
     case broadcast(Message)
-    /// Cut a block of at most `commandsMax` commands from the mempool for `seq`.
+    /// Cut a block of at most `commandsMax` commands from the mempool for `seq`. The shell
+    /// must always answer with `.payload(seq:commands:)`, empty if need be: until it does,
+    /// this replica proposes nothing more.
     case requestPayload(seq: UInt64, commandsMax: Int)
     /// Execute this final block (always the next height, in order).
     case execute(CertifiedBlock)
