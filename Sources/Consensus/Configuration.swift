@@ -41,14 +41,12 @@ public struct ReplicaConfiguration: Sendable {
 
     public enum Invalid: Error, Equatable, Sendable {
         case chainId
-        case tooFewValidators(Int)
         case windowTooSmall(window: UInt64, checkpointInterval: UInt64)
         case zero(String)
     }
 
     public func validate() throws(Invalid) {
         guard SigningDomain(chainId: chainId, purpose: .commit) != nil else { throw .chainId }
-        guard validators.count >= 1 else { throw .tooFewValidators(validators.count) }
         guard checkpointInterval > 0 else { throw .zero("checkpointInterval") }
         // Proposals continue while the next checkpoint stabilises only if the window
         // spans at least two checkpoint intervals.
