@@ -5,6 +5,7 @@ import Wire
 /// relations between them.
 public struct ReplicaConfiguration: Sendable {
     public var chainId: String
+    /// The genesis validator set (later sets come from execution: `EpochSchedule`).
     public var validators: ValidatorSet
     /// A checkpoint every K executed blocks (K = checkpointInterval).
     public var checkpointInterval: UInt64 = 8
@@ -39,9 +40,15 @@ public struct ReplicaConfiguration: Sendable {
         self.validators = validators
     }
 
+    /// The schedule of a chain that has not changed its validators yet.
+    public var genesisSchedule: EpochSchedule {
+        EpochSchedule(genesis: validators, checkpointInterval: checkpointInterval, window: window)
+    }
+
     public enum Invalid: Error, Equatable, Sendable {
         case chainId
         case windowTooSmall(window: UInt64, checkpointInterval: UInt64)
+        case windowNotMultipleOfCheckpointInterval(window: UInt64, checkpointInterval: UInt64)
         case zero(String)
     }
 
@@ -52,6 +59,10 @@ public struct ReplicaConfiguration: Sendable {
         // spans at least two checkpoint intervals.
         guard window >= 2 * checkpointInterval else {
             throw .windowTooSmall(window: window, checkpointInterval: checkpointInterval)
+        }
+        // Epoch boundaries (checkpoint + window) must be checkpoints.
+        guard window % checkpointInterval == 0 else {
+            throw .windowNotMultipleOfCheckpointInterval(window: window, checkpointInterval: checkpointInterval)
         }
         guard viewChangeTimeoutTicks > 0, viewChangeTimeoutTicksMax >= viewChangeTimeoutTicks else {
             throw .zero("viewChangeTimeoutTicks")
@@ -71,8 +82,12 @@ public enum Input: Sendable {
     case tick(pendingCommands: Int)
     /// The commands for the block the replica asked for with `.requestPayload`.
     case payload(seq: UInt64, commands: [[UInt8]])
-    /// The application executed block `seq` (handed out with `.execute`); its state root.
-    case executed(seq: UInt64, stateRoot: SHA256Digest)
+    /// The application executed block `seq` (handed out with `.execute`): its state root,
+    /// and the validator set the block installed, if it changed it (governance). The new
+    /// set takes effect at the epoch boundary `EpochSchedule.boundary(executedAt: seq)`.
+    /// The application applies the same change to its own `EpochSchedule` in the same
+    /// durable write as the block's state, and hands that schedule back on restart.
+    case executed(seq: UInt64, stateRoot: SHA256Digest, validators: ValidatorSet? = nil)
 }
 
 /// What the shell must do, in order. A `.persist` must be durable before any later
@@ -91,7 +106,11 @@ public enum Action: Sendable, Equatable {
     case serveState(fromSeq: UInt64, to: ValidatorID, blocksMax: Int)
     case evidence(Equivocation)
     case rejected(Rejection, from: ValidatorID)
+    /// Views are numbered within an epoch: entering an epoch enters its view 0.
     case enteredView(UInt64)
+    /// The stable checkpoint closing the previous epoch was reached: `epoch.validators`
+    /// order from `epoch.firstSeq` on. The node updates its peer mesh.
+    case enteredEpoch(Epoch)
     /// Our state root at a checkpoint differs from the one a quorum certified: this
     /// replica's application diverged; the node must stop and be repaired.
     case stateDiverged(seq: UInt64, ours: SHA256Digest, certified: SHA256Digest)
@@ -108,6 +127,11 @@ public enum Rejection: Error, Equatable, Sendable {
     case invalidBlock(seq: UInt64)
     case malformedCertificate(String)
     case newViewMismatch(String)
+    /// About a height whose validator set this replica cannot know yet (it has not
+    /// executed far enough): kept as a hint to fetch blocks, never judged.
+    case beyondHorizon(seq: UInt64, horizon: UInt64)
+    /// A view change or NewView of an epoch that already ended here.
+    case staleEpoch(firstSeq: UInt64, current: UInt64)
 }
 
 /// Two validly signed, conflicting messages from one validator: kept as evidence for

@@ -5,8 +5,10 @@ import Wire
 public typealias ValidatorID = Ed25519PublicKey
 
 /// The validators in force, in the order that decides primaries: the primary of view v
-/// is `validators[v mod n]`. n = 3f + 1 tolerates f Byzantine validators; a quorum is 2f + 1.
+/// is `validators[v mod n]`. n validators tolerate f = ⌊(n - 1) / 3⌋ Byzantine ones.
 public struct ValidatorSet: Hashable, Sendable {
+    public static let countMax = 1_024
+
     public let validators: [ValidatorID]
 
     /// nil unless there is at least one validator and no duplicates.
@@ -18,12 +20,28 @@ public struct ValidatorSet: Hashable, Sendable {
     public var count: Int { validators.count }
     /// The most Byzantine validators this set tolerates.
     public var faultsMax: Int { (count - 1) / 3 }
-    public var quorum: Int { 2 * faultsMax + 1 }
+    /// The smallest q with 2q - n ≥ f + 1: any two quorums share an honest validator.
+    /// It is 2f + 1 when n = 3f + 1, and more when n is not of that form (5 validators
+    /// still tolerate one fault, and need 4 for a quorum).
+    public var quorum: Int { (count + faultsMax) / 2 + 1 }
     /// Enough validators that at least one is honest.
     public var weakQuorum: Int { faultsMax + 1 }
 
     public func primary(of view: UInt64) -> ValidatorID { validators[Int(view % UInt64(count))] }
     public func contains(_ id: ValidatorID) -> Bool { validators.contains(id) }
+}
+
+extension ValidatorSet: WireCodable {
+    public func encode(to writer: inout WireWriter) { writer.writeArray(validators) }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        let offset = reader.offset
+        let validators = try reader.readArray("validators", maximum: Self.countMax, of: Ed25519PublicKey.self)
+        guard let set = ValidatorSet(validators) else {
+            throw .invalidValue(field: "validators", offset: offset, reason: "empty, or a validator listed twice")
+        }
+        self = set
+    }
 }
 
 /// An ordered batch of opaque commands (transactions, for the ledger) at one height.
@@ -190,6 +208,11 @@ public struct PreparedCertificate: Hashable, Sendable {
     public var view: UInt64 { prePrepare.body.view }
     public var seq: UInt64 { prePrepare.body.seq }
     public var block: Block { prePrepare.body.block }
+
+    public init(prePrepare: Signed<PrePrepare>, prepares: [Signed<Vote>]) {
+        self.prePrepare = prePrepare
+        self.prepares = prepares
+    }
 }
 
 /// A block is final: a quorum of matching Commits for its digest at one view.
@@ -217,6 +240,8 @@ public struct CheckpointCertificate: Hashable, Sendable {
     public let votes: [Signed<CheckpointVote>]
     public var seq: UInt64 { votes.first?.body.seq ?? 0 }
     public var stateRoot: SHA256Digest { votes.first?.body.stateRoot ?? .zero }
+
+    public init(votes: [Signed<CheckpointVote>]) { self.votes = votes }
 }
 
 public struct ViewChange: SignedBody {
@@ -225,6 +250,12 @@ public struct ViewChange: SignedBody {
     public let stable: CheckpointCertificate?
     public let prepared: [PreparedCertificate]
     public var purpose: SignaturePurpose { .viewChange }
+
+    public init(newView: UInt64, stable: CheckpointCertificate?, prepared: [PreparedCertificate]) {
+        self.newView = newView
+        self.stable = stable
+        self.prepared = prepared
+    }
 
     public func encode(to writer: inout WireWriter) {
         writer.write(newView)
@@ -244,6 +275,12 @@ public struct NewView: SignedBody {
     public let viewChanges: [Signed<ViewChange>]
     public let prePrepares: [Signed<PrePrepare>]
     public var purpose: SignaturePurpose { .newView }
+
+    public init(view: UInt64, viewChanges: [Signed<ViewChange>], prePrepares: [Signed<PrePrepare>]) {
+        self.view = view
+        self.viewChanges = viewChanges
+        self.prePrepares = prePrepares
+    }
 
     public func encode(to writer: inout WireWriter) {
         writer.write(view)

@@ -21,13 +21,16 @@ extension Replica {
         }
     }
 
-    mutating func executed(seq: UInt64, stateRoot: SHA256Digest) {
+    mutating func executed(seq: UInt64, stateRoot: SHA256Digest, newValidators: ValidatorSet?) {
         precondition(seq == lastExecuted + 1 && seq <= executionRequested, "execution results must come in order")
         lastExecuted = seq
+        if let newValidators { schedule.schedule(newValidators, executedAt: seq) }
         guard seq % configuration.checkpointInterval == 0 else { return }
         if let stable, stable.seq == seq, stable.stateRoot != stateRoot {
             actions.append(.stateDiverged(seq: seq, ours: stateRoot, certified: stable.stateRoot))
         }
+        // The set that ordered block `seq` certifies the state after it.
+        guard schedule.validators(at: seq).contains(id) else { return }
         let vote = Signed(CheckpointVote(seq: seq, stateRoot: stateRoot), chainId: chainId, signer: signer)
         ownCheckpoints[seq] = vote
         actions.append(.broadcast(.checkpoint(vote)))
@@ -38,8 +41,12 @@ extension Replica {
     // MARK: Checkpoints
 
     mutating func receiveCheckpoint(_ m: Signed<CheckpointVote>, from: ValidatorID) {
-        guard validators.contains(m.signer) else { return reject(.notAValidator, from: from) }
-        guard m.body.seq % configuration.checkpointInterval == 0, m.body.seq > lowWatermark else { return }
+        let seq = m.body.seq
+        guard seq % configuration.checkpointInterval == 0, seq > lowWatermark else { return }
+        // Beyond the horizon the set is not known yet: keep votes from validators of any
+        // known epoch (bounded per signer); `checkStable` counts only the right ones.
+        let member = seq <= horizon ? schedule.validators(at: seq).contains(m.signer) : schedule.isValidatorOfSomeEpoch(m.signer)
+        guard member else { return reject(.notAValidator, from: from) }
         storeCheckpointVote(m)
         checkStable(m.body.seq)
     }
@@ -57,21 +64,34 @@ extension Replica {
     }
 
     private mutating func checkStable(_ seq: UInt64) {
-        guard seq > lowWatermark else { return }
+        guard seq > lowWatermark, seq < horizon else { return }
+        let signers = schedule.validators(at: seq)
         var byRoot: [SHA256Digest: [Signed<CheckpointVote>]] = [:]
-        for votes in checkpointVotes.values {
+        for (signer, votes) in checkpointVotes where signers.contains(signer) {
             if let vote = votes[seq] { byRoot[vote.body.stateRoot, default: []].append(vote) }
         }
         // At most one root can gather a quorum unless f is exceeded; min keeps it deterministic.
-        guard let (_, votes) = byRoot.filter({ $0.value.count >= validators.quorum }).min(by: { $0.key < $1.key }) else { return }
-        adoptStable(CheckpointCertificate(votes: Array(votes.sorted { $0.signer < $1.signer }.prefix(validators.quorum))))
+        guard let (_, votes) = byRoot.filter({ $0.value.count >= signers.quorum }).min(by: { $0.key < $1.key }) else { return }
+        adoptStable(CheckpointCertificate(votes: Array(votes.sorted { $0.signer < $1.signer }.prefix(signers.quorum))))
     }
 
-    /// Makes `certificate` the stable checkpoint: persists it, moves the watermarks and
-    /// discards the log below it. Final blocks not yet executed are kept aside.
+    /// Makes `certificate` (already checked) the stable checkpoint: persists it, moves the
+    /// watermarks and discards the log below it. Final blocks not yet executed are kept
+    /// aside. A checkpoint that closes an epoch enters the next one.
+    ///
+    /// A checkpoint at or beyond the horizon is not adopted: the set of the height after
+    /// it is unknown. It only tells that blocks up to it are final (state transfer gets
+    /// them; executing them moves the horizon).
     mutating func adoptStable(_ certificate: CheckpointCertificate) {
         guard certificate.seq > lowWatermark else { return }
-        persist(.stable(certificate))
+        guard certificate.seq < horizon else {
+            knownFinalSeq = max(knownFinalSeq, certificate.seq)
+            return
+        }
+        let previous = epoch
+        let next = schedule.epoch(at: certificate.seq + 1)
+        let opensEpoch = next.firstSeq != previous.firstSeq
+        persist(.stable(certificate, opensEpoch: opensEpoch))
         stable = certificate
         let seq = certificate.seq
         for (slotSeq, slot) in slots where slotSeq <= seq {
@@ -87,7 +107,29 @@ extension Replica {
         ownCheckpoints = ownCheckpoints.filter { $0.key > seq }
         nextProposalSeq = max(nextProposalSeq, seq + 1)
         knownFinalSeq = max(knownFinalSeq, seq)
+        if opensEpoch { enterEpoch(next) }
         executeReady()
+    }
+
+    /// Starts the epoch that begins after the stable checkpoint: a fresh PBFT instance
+    /// at view 0 under the epoch's set. Nothing of the previous epoch's views carries
+    /// over: every height of that epoch is at or below the stable checkpoint.
+    private mutating func enterEpoch(_ epoch: Epoch) {
+        view = 0
+        isViewChanging = false
+        ticksWithoutProgress = 0
+        viewChangeAttempts = 0
+        payloadRequested = nil
+        currentNewView = nil
+        viewChanges = [:]
+        ownViewChanges = [:]
+        lastHelped = [:]
+        for (seq, slot) in slots {
+            if let committed = slot.committed, seq > executionRequested { committedAhead[seq] = committed }
+        }
+        slots = [:]
+        actions.append(.enteredEpoch(epoch))
+        actions.append(.enteredView(0))
     }
 
     /// Checkpoint votes are sent once; if the network lost them, the checkpoint never
@@ -117,7 +159,7 @@ extension Replica {
         guard knownFinalSeq > executionRequested, blocked, ticksSinceStateRequest >= configuration.stateTransferRetryTicks
         else { return }
         ticksSinceStateRequest = 0
-        // Ask the peers in turn, so one silent or lying peer cannot stall us.
+        // Ask the current validators in turn, so one silent or lying peer cannot stall us.
         let peers = validators.validators.filter { $0 != id }
         guard !peers.isEmpty else { return }
         let peer = peers[stateRequestRound % peers.count]
@@ -125,8 +167,10 @@ extension Replica {
         actions.append(.send(.stateRequest(fromSeq: next), to: peer))
     }
 
+    /// Served to any peer the node's transport admitted (a learner is not a validator
+    /// yet); the shell bounds how often.
     mutating func receiveStateRequest(fromSeq: UInt64, from: ValidatorID) {
-        guard validators.contains(from), fromSeq >= 1, fromSeq <= lastExecuted else { return }
+        guard fromSeq >= 1, fromSeq <= lastExecuted else { return }
         actions.append(.serveState(fromSeq: fromSeq, to: from, blocksMax: configuration.stateTransferBlocksMax))
     }
 
@@ -135,6 +179,8 @@ extension Replica {
         for certified in blocks.prefix(configuration.stateTransferBlocksMax) {
             let seq = certified.block.seq
             guard seq > executionRequested, seq <= limit, committedAhead[seq] == nil, slots[seq]?.committed == nil else { continue }
+            // Judged by the set in force at its height, which must be known.
+            guard seq <= horizon else { continue }
             if let problem = commitCertificateProblem(certified) {
                 reject(.malformedCertificate(problem), from: from)
                 continue

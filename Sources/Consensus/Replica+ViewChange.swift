@@ -42,8 +42,10 @@ extension Replica {
     }
 
     /// Broadcasts this replica's ViewChange for the current target view, signing it if
-    /// needed (after a restart the signed message itself was not kept).
+    /// needed (after a restart the signed message itself was not kept). A learner has
+    /// no say in view changes: it only follows them.
     private mutating func sendOwnViewChange() {
+        guard isMember else { return }
         let change: Signed<ViewChange>
         if let own = ownViewChanges[view] {
             change = own
@@ -70,7 +72,20 @@ extension Replica {
     }
 
     mutating func receiveViewChange(_ m: Signed<ViewChange>, from: ValidatorID) {
-        guard validators.contains(m.signer) else { return reject(.notAValidator, from: from) }
+        guard let changeEpoch = epoch(of: m.body) else {
+            if let stable = m.body.stable { noteAhead(stable.seq) }
+            return reject(.beyondHorizon(seq: (m.body.stable?.seq ?? 0) + 1, horizon: horizon), from: from)
+        }
+        guard changeEpoch.validators.contains(m.signer) else { return reject(.notAValidator, from: from) }
+        if changeEpoch.firstSeq < epoch.firstSeq {
+            return reject(.staleEpoch(firstSeq: changeEpoch.firstSeq, current: epoch.firstSeq), from: from)
+        }
+        if changeEpoch.firstSeq > epoch.firstSeq {
+            // The sender's stable checkpoint closed our epoch: if it holds, join the next.
+            if let problem = viewChangeProblem(m, in: changeEpoch) { return reject(.malformedCertificate(problem), from: from) }
+            if let stable = m.body.stable { adoptStable(stable) }
+            guard epoch.firstSeq == changeEpoch.firstSeq else { return }
+        }
         let target = m.body.newView
         if target < view || (target == view && !isViewChanging) {
             // The sender is behind: give it what it lacks to reach a quorum or the view.
@@ -84,7 +99,7 @@ extension Replica {
             return
         }
         guard target <= view + configuration.viewChangeViewsAheadMax else { return }
-        if let problem = viewChangeProblem(m) { return reject(.malformedCertificate(problem), from: from) }
+        if let problem = viewChangeProblem(m, in: changeEpoch) { return reject(.malformedCertificate(problem), from: from) }
         guard viewChanges[target]?[m.signer] == nil else { return }
         viewChanges[target, default: [:]][m.signer] = m
 
@@ -131,7 +146,7 @@ extension Replica {
     /// committed was prepared by a quorum, which overlaps this quorum of view changes in
     /// at least one honest replica, so it is always among the certificates.
     static func newViewPlan(_ changes: [Signed<ViewChange>], view: UInt64) -> (stable: CheckpointCertificate?, blocks: [Block]) {
-        let stable = changes.compactMap(\.body.stable).max { $0.seq < $1.seq }
+        let stable = highestStable(changes)
         let low = stable?.seq ?? 0
         var best: [UInt64: PreparedCertificate] = [:]
         for change in changes {
@@ -145,27 +160,52 @@ extension Replica {
         return (stable, blocks)
     }
 
+    static func highestStable(_ changes: [Signed<ViewChange>]) -> CheckpointCertificate? {
+        changes.compactMap(\.body.stable).max { $0.seq < $1.seq }
+    }
+
     mutating func receiveNewView(_ m: Signed<NewView>, from: ValidatorID) {
         let body = m.body
-        guard validators.contains(m.signer) else { return reject(.notAValidator, from: from) }
-        guard body.view > view || (body.view == view && isViewChanging) else {
+        // The NewView's epoch is that of its view changes, which must all share it.
+        let planStable = Self.highestStable(body.viewChanges)
+        let planNext = (planStable?.seq ?? 0) + 1
+        guard planNext <= horizon else {
+            noteAhead(planNext - 1)
+            return reject(.beyondHorizon(seq: planNext, horizon: horizon), from: from)
+        }
+        let newViewEpoch = schedule.epoch(at: planNext)
+        guard newViewEpoch.firstSeq >= epoch.firstSeq else {
+            return reject(.staleEpoch(firstSeq: newViewEpoch.firstSeq, current: epoch.firstSeq), from: from)
+        }
+        let sameEpoch = newViewEpoch.firstSeq == epoch.firstSeq
+        guard !sameEpoch || body.view > view || (body.view == view && isViewChanging) else {
             return reject(.staleView(body.view, current: view), from: from)
         }
+        let validators = newViewEpoch.validators
+        guard validators.contains(m.signer) else { return reject(.notAValidator, from: from) }
         guard m.signer == validators.primary(of: body.view) else { return reject(.notPrimary(view: body.view), from: from) }
         guard body.viewChanges.allSatisfy({ $0.body.newView == body.view }) else {
             return reject(.newViewMismatch("a view change for another view"), from: from)
         }
-        if let problem = quorumProblem(body.viewChanges, "new view") { return reject(.newViewMismatch(problem), from: from) }
+        guard body.viewChanges.allSatisfy({ epoch(of: $0.body)?.firstSeq == newViewEpoch.firstSeq }) else {
+            return reject(.newViewMismatch("a view change from another epoch"), from: from)
+        }
+        if let problem = validators.quorumProblem(body.viewChanges, "new view") { return reject(.newViewMismatch(problem), from: from) }
         for change in body.viewChanges {
-            if let problem = viewChangeProblem(change) { return reject(.malformedCertificate(problem), from: from) }
+            if let problem = viewChangeProblem(change, in: newViewEpoch) { return reject(.malformedCertificate(problem), from: from) }
         }
         // Recompute what must be proposed and accept nothing else: a NewView that drops or
-        // alters a prepared block is refused.
+        // alters a prepared block is refused. (Only now are the heights known to be bounded.)
         let plan = Self.newViewPlan(body.viewChanges, view: body.view)
         guard plan.blocks.map(\.digest) == body.prePrepares.map(\.body.block.digest),
             body.prePrepares.allSatisfy({ $0.body.view == body.view && $0.signer == m.signer })
         else { return reject(.newViewMismatch("proposals differ from the view changes' prepared blocks"), from: from) }
 
+        if !sameEpoch, let stable = plan.stable {
+            // Its stable checkpoint closes our epoch: enter the next (view 0), then the view.
+            adoptStable(stable)
+            guard epoch.firstSeq == newViewEpoch.firstSeq, body.view > view else { return }
+        }
         if body.view > view {
             view = body.view
             persist(.view(body.view, changing: true))

@@ -13,8 +13,20 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
     let signer: Signer
 
     public var id: ValidatorID { signer.id }
-    var validators: ValidatorSet { configuration.validators }
     var chainId: String { configuration.chainId }
+
+    /// Which set orders which heights (changes come from `.executed`).
+    public internal(set) var schedule: EpochSchedule
+    /// The epoch this replica works in: that of the height after its stable checkpoint.
+    /// Its window never leaves it.
+    public var epoch: Epoch { schedule.epoch(at: lowWatermark + 1) }
+    /// The validators of the current epoch.
+    var validators: ValidatorSet { epoch.validators }
+    /// Whether this replica votes in the current epoch. One that does not (a validator
+    /// admitted in a later epoch, or one removed) follows the chain as a learner.
+    public var isMember: Bool { validators.contains(id) }
+    /// The highest height whose validator set this replica knows.
+    public var horizon: UInt64 { schedule.horizon(executedThrough: lastExecuted) }
 
     public internal(set) var view: UInt64
     public internal(set) var isViewChanging: Bool
@@ -42,7 +54,12 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
     var slots: [UInt64: Slot] = [:]
     var stable: CheckpointCertificate?
     public var lowWatermark: UInt64 { stable?.seq ?? 0 }
-    public var highWatermark: UInt64 { lowWatermark + configuration.window }
+    /// The highest height handled: a window above the stable checkpoint, but never past
+    /// the epoch's end or the horizon of known validator sets.
+    public var highWatermark: UInt64 {
+        let low = lowWatermark
+        return min(low + configuration.window, horizon, schedule.lastSeq(ofEpochAt: low + 1) ?? .max)
+    }
 
     /// Highest height the application has executed (acknowledged with `.executed`).
     public internal(set) var lastExecuted: UInt64
@@ -84,12 +101,21 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
     var actions: [Action] = []
 
     /// A replica starting from `safety` (empty for a new one) with its application
-    /// having executed up to `lastExecuted`. This is also the restart path: nothing but
-    /// the persisted safety log and the application's durable height survives a crash.
-    public init(configuration: ReplicaConfiguration, signer: Signer, safety: SafetyLog = SafetyLog(), lastExecuted: UInt64 = 0) {
+    /// having executed up to `lastExecuted` under `schedule` (nil: the genesis set only).
+    /// This is also the restart path: nothing but the persisted safety log and the
+    /// application's durable height and schedule survives a crash.
+    public init(
+        configuration: ReplicaConfiguration, signer: Signer, safety: SafetyLog = SafetyLog(), lastExecuted: UInt64 = 0,
+        schedule: EpochSchedule? = nil
+    ) {
         precondition((try? configuration.validate()) != nil, "invalid replica configuration")
+        let schedule = schedule ?? configuration.genesisSchedule
+        precondition(
+            schedule.checkpointInterval == configuration.checkpointInterval && schedule.window == configuration.window
+                && schedule.epochs[0].validators == configuration.validators, "schedule of another configuration")
         self.configuration = configuration
         self.signer = signer
+        self.schedule = schedule
         self.safety = safety
         view = safety.view
         isViewChanging = safety.viewChanging
@@ -112,7 +138,7 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
     /// One line of state, for simulator traces and logs.
     public var summary: String {
         let asks = viewChanges.keys.sorted().map { "\($0):\(viewChanges[$0]?.count ?? 0)" }.joined(separator: ",")
-        return "view \(view)\(isViewChanging ? " (changing)" : "") low \(lowWatermark) executed \(lastExecuted)/\(executionRequested) known \(knownFinalSeq) next \(nextProposalSeq) slots \(slots.count) vc [\(asks)] ticks \(ticksWithoutProgress)/\(viewChangeTimeout())"
+        return "epoch \(epoch.firstSeq) view \(view)\(isViewChanging ? " (changing)" : "") low \(lowWatermark) executed \(lastExecuted)/\(executionRequested) known \(knownFinalSeq) next \(nextProposalSeq) slots \(slots.count) vc [\(asks)] ticks \(ticksWithoutProgress)/\(viewChangeTimeout())"
     }
 
     public var isPrimary: Bool { !isViewChanging && validators.primary(of: view) == id }
@@ -127,8 +153,8 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
             tick(pendingCommands: pending)
         case let .payload(seq, commands):
             propose(seq: seq, commands: commands)
-        case let .executed(seq, root):
-            executed(seq: seq, stateRoot: root)
+        case let .executed(seq, root, newValidators):
+            executed(seq: seq, stateRoot: root, newValidators: newValidators)
         }
         let out = actions
         actions = []
@@ -170,7 +196,9 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
 
         // View-change timer: armed while there is work the primary should be ordering.
         let outstanding = pendingCommands > 0 || slots.values.contains { $0.prePrepare != nil && $0.committed == nil }
-        if isViewChanging {
+        if !isMember {
+            ticksWithoutProgress = 0  // a learner follows view changes, it does not start them
+        } else if isViewChanging {
             viewChangeTick()
         } else if outstanding {
             ticksWithoutProgress += 1
@@ -210,15 +238,16 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
     }
 
     private mutating func receivePrePrepare(_ m: Signed<PrePrepare>, from: ValidatorID) {
-        guard validators.contains(m.signer) else { return reject(.notAValidator, from: from) }
         let body = m.body
+        // The window first: it decides the epoch, hence the validator set, of the height.
+        guard body.seq > lowWatermark, body.seq <= highWatermark else {
+            return reject(.outsideWindow(seq: body.seq, low: lowWatermark, high: highWatermark), from: from)
+        }
+        guard validators.contains(m.signer) else { return reject(.notAValidator, from: from) }
         guard body.view == view, !isViewChanging else {
             return reject(body.view < view ? .staleView(body.view, current: view) : .futureView(body.view, current: view), from: from)
         }
         guard m.signer == validators.primary(of: view) else { return reject(.notPrimary(view: view), from: from) }
-        guard body.seq > lowWatermark, body.seq <= highWatermark else {
-            return reject(.outsideWindow(seq: body.seq, low: lowWatermark, high: highWatermark), from: from)
-        }
         if let existing = slots[body.seq]?.prePrepare, existing.body.view == view {
             if existing.body.block.digest != body.block.digest {
                 actions.append(.evidence(Equivocation(first: .prePrepare(existing), second: .prePrepare(m))))
@@ -242,8 +271,9 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
     }
 
     /// Signs, persists and broadcasts a vote, unless this replica already signed a
-    /// different digest for the same (kind, view, seq); counts it locally.
+    /// different digest for the same (kind, view, seq), or is not a member; counts it locally.
     mutating func castVote(_ vote: Vote) {
+        guard isMember else { return }
         let kind: VoteSlot.Kind = vote.kind == .prepare ? .prepare : .commit
         if let signed = safety.vote(kind, view: vote.view, seq: vote.seq) {
             guard signed == vote.digest else { return }  // would equivocate: stay silent
@@ -256,12 +286,14 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
     }
 
     private mutating func receiveVote(_ m: Signed<Vote>, from: ValidatorID) {
-        guard validators.contains(m.signer) else { return reject(.notAValidator, from: from) }
         let body = m.body
         guard body.seq > lowWatermark, body.seq <= highWatermark else {
-            if body.kind == .commit && body.seq > highWatermark { noteAhead(body.seq) }
+            if body.kind == .commit && body.seq > highWatermark && schedule.isValidatorOfSomeEpoch(m.signer) {
+                noteAhead(body.seq)
+            }
             return reject(.outsideWindow(seq: body.seq, low: lowWatermark, high: highWatermark), from: from)
         }
+        guard validators.contains(m.signer) else { return reject(.notAValidator, from: from) }
         if body.kind == .prepare {
             // Prepares count only in the view they were cast in.
             guard body.view == view, !isViewChanging else {

@@ -3,14 +3,17 @@ import Crypto
 /// What a replica must have on disk before a message it sends can leave: its view, its
 /// votes, its prepared certificates and its stable checkpoint. Restored on restart, it
 /// guarantees the replica never signs two different digests for one (kind, view, seq)
-/// and never goes back to an older view.
+/// and never goes back to an older view of its epoch. (Each epoch numbers its views from
+/// 0; the heights of two epochs never overlap, so a slot's (view, seq) stays unique.)
 public enum SafetyRecord: Hashable, Sendable {
     case view(UInt64, changing: Bool)
     /// A PrePrepare this replica signed as primary (with the block, so it can resend).
     case proposed(Signed<PrePrepare>)
     case voted(Vote)
     case prepared(PreparedCertificate)
-    case stable(CheckpointCertificate)
+    /// The stable checkpoint; `opensEpoch` when it closes an epoch, which restarts views
+    /// at 0 in the next one.
+    case stable(CheckpointCertificate, opensEpoch: Bool)
 }
 
 public struct VoteSlot: Hashable, Sendable {
@@ -53,9 +56,13 @@ public struct SafetyLog: Equatable, Sendable {
         case let .prepared(certificate):
             if let old = prepared[certificate.seq], old.view >= certificate.view { return }
             prepared[certificate.seq] = certificate
-        case let .stable(certificate):
+        case let .stable(certificate, opensEpoch):
             guard certificate.seq > lowWatermark else { return }
             stable = certificate
+            if opensEpoch {
+                view = 0
+                viewChanging = false
+            }
             votes = votes.filter { $0.key.seq > certificate.seq }
             proposals = proposals.filter { $0.key > certificate.seq }
             prepared = prepared.filter { $0.key > certificate.seq }

@@ -3,20 +3,43 @@ import Crypto
 import Wire
 
 /// The deterministic application the simulator runs under consensus: a chain of state
-/// roots, root_h = H(root_{h-1} || block digest), and the set of executed commands.
-/// Durable: it survives its node's crashes, like the SQLite store will.
+/// roots, root_h = H(root_{h-1} || block digest), the set of executed commands, and the
+/// validator-set schedule (a reconfiguration command installs a new set, as governance
+/// will). Durable: it survives its node's crashes, like the SQLite store will.
 struct CounterApplication {
     private static let rootTag = TaggedHasher(tag: "calisson/sim/root")
+    static let reconfigurationPrefix = Array("calisson/sim/validators".utf8)
     var blocks: [CertifiedBlock] = []
     var executed: Set<SHA256Digest> = []
     var root = SHA256Digest.zero
+    var schedule: EpochSchedule
     var height: UInt64 { UInt64(blocks.count) }
 
-    mutating func execute(_ certified: CertifiedBlock) -> SHA256Digest {
-        for command in certified.block.commandIDs { executed.insert(command) }
+    init(schedule: EpochSchedule) { self.schedule = schedule }
+
+    /// Executes a block: its state root, and the validator set it installs, if any.
+    mutating func execute(_ certified: CertifiedBlock) -> (root: SHA256Digest, validators: ValidatorSet?) {
+        var installed: ValidatorSet?
+        for (command, id) in zip(certified.block.commands, certified.block.commandIDs) where executed.insert(id).inserted {
+            if let set = Self.validators(in: command) { installed = set }
+        }
         root = Self.rootTag.hash(root.bytes + certified.block.digest.bytes)
         blocks.append(certified)
-        return root
+        // The same durable write as the block: the schedule is the restart's.
+        if let installed { schedule.schedule(installed, executedAt: certified.block.seq) }
+        return (root, installed)
+    }
+
+    static func reconfiguration(_ validators: ValidatorSet) -> [UInt8] {
+        var writer = WireWriter()
+        writer.writeFixed(reconfigurationPrefix)
+        writer.write(validators)
+        return writer.bytes
+    }
+
+    static func validators(in command: [UInt8]) -> ValidatorSet? {
+        guard command.starts(with: reconfigurationPrefix) else { return nil }
+        return try? ValidatorSet(wireBytes: Array(command.dropFirst(reconfigurationPrefix.count)))
     }
 }
 
@@ -27,7 +50,7 @@ struct SimulatedNode {
     var replica: Replica<SimulatedSigner>?
     /// Durable state: survives crashes.
     var safety = SafetyLog()
-    var application = CounterApplication()
+    var application: CounterApplication
     /// Volatile: lost on a crash (gossip refills it in a real node).
     var mempool: [(id: SHA256Digest, bytes: [UInt8])] = []
     var mempoolIDs: Set<SHA256Digest> = []
@@ -40,6 +63,12 @@ struct SimulatedNode {
     var restartAt: Int?
     /// Every `skewPeriod`-th tick is skipped: this node's clock runs slow.
     var skewPeriod = 0
+
+    init(index: Int, signer: SimulatedSigner, schedule: EpochSchedule) {
+        self.index = index
+        self.signer = signer
+        application = CounterApplication(schedule: schedule)
+    }
 
     var isUp: Bool { replica != nil }
     /// Commands waiting for a proposal (those in a live proposal are not).

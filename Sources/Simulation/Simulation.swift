@@ -31,6 +31,12 @@ public struct Simulation {
     var healed = false
     var trace: [String] = []
     var sentByKind: [String: Int] = [:]
+    /// Validator-set change: the tick its command is submitted, and the set it installs
+    /// (one genesis validator removed, the learner node admitted).
+    var reconfiguration: (at: Int, validators: ValidatorSet)?
+    /// (epoch first height, view) pairs entered by some honest replica, view > 0.
+    var viewsEntered: Set<[UInt64]> = []
+    var epochsEntered: Set<UInt64> = []
 
     public static func run(_ configuration: SimulationConfiguration) -> SimulationReport {
         var simulation = Simulation(configuration)
@@ -49,26 +55,37 @@ public struct Simulation {
         replica.batchCommandsMax = configuration.batchCommandsMax
         replicaConfiguration = replica
         let faultsMax = replica.validators.faultsMax
-        for (index, id) in ids.enumerated() {
-            var node = SimulatedNode(index: index, signer: SimulatedSigner(id: id))
+        // With validator-set changes, one more node runs from the start as a learner
+        // (following the chain without a vote) until the change admits it.
+        let learners = configuration.faults.validatorChanges ? [Ed25519PublicKey(keys.bytes32())] : []
+        for (index, id) in (ids + learners).enumerated() {
+            var node = SimulatedNode(index: index, signer: SimulatedSigner(id: id), schedule: replica.genesisSchedule)
             node.replica = Replica(configuration: replicaConfiguration, signer: node.signer)
             if configuration.faults.tickSkew, random.next() % 2 == 0 { node.skewPeriod = 5 + Int(random.next() % 16) }
             nodes.append(node)
             indexOf[id] = index
         }
-        // Byzantine validators: at most f, chosen by the seed.
+        // Byzantine validators: at most f, chosen by the seed among the genesis set.
         let byzantine = configuration.faults.byzantine.prefix(faultsMax)
         var candidates = Array(0..<configuration.validators)
         for behaviour in byzantine {
             let pick = candidates.remove(at: Int(random.next() % UInt64(candidates.count)))
             nodes[pick].byzantine = behaviour
             if behaviour == .twins {
-                var twin = SimulatedNode(index: nodes.count, signer: nodes[pick].signer)
+                var twin = SimulatedNode(index: nodes.count, signer: nodes[pick].signer, schedule: replica.genesisSchedule)
                 twin.replica = Replica(configuration: replicaConfiguration, signer: twin.signer)
                 twin.byzantine = .twins
                 twinOf[pick] = nodes.count
                 nodes.append(twin)
             }
+        }
+        // Governance replaces an honest genesis validator by the learner, during the
+        // safety phase; the removed one goes on as a learner (and is checked as honest).
+        if let learner = learners.first, !candidates.isEmpty {
+            let removed = candidates[Int(random.next() % UInt64(candidates.count))]
+            let set = ValidatorSet(ids.filter { $0 != ids[removed] } + [learner])!
+            let quarter = max(1, configuration.safetyTicks / 4)
+            reconfiguration = (quarter + Int(random.next() % UInt64(quarter)), set)
         }
     }
 
@@ -104,6 +121,10 @@ public struct Simulation {
             if !healed { injectFaults() }
             restartDue()
             if tick <= submitUntil { submitCommands() }
+            if let reconfiguration, reconfiguration.at == tick {
+                submit(CounterApplication.reconfiguration(reconfiguration.validators))
+                note("submitted validator set \(reconfiguration.validators.validators.compactMap { indexOf[$0] })")
+            }
             if tick % Self.resubmitTicks == 0 { resubmitPending() }
             deliver()
             for index in nodes.indices where nodes[index].isUp {
@@ -162,7 +183,8 @@ public struct Simulation {
             // Only what was persisted survives: the safety log and the application's blocks.
             nodes[index].replica = Replica(
                 configuration: replicaConfiguration, signer: nodes[index].signer,
-                safety: nodes[index].safety, lastExecuted: nodes[index].application.height)
+                safety: nodes[index].safety, lastExecuted: nodes[index].application.height,
+                schedule: nodes[index].application.schedule)
             note("restart n\(index) at height \(nodes[index].application.height) view \(nodes[index].safety.view)")
         }
     }
@@ -173,12 +195,15 @@ public struct Simulation {
             var writer = WireWriter()
             writer.write(UInt64(submitted.count))
             writer.write(random.next())
-            let bytes = writer.bytes
-            let id = Block(seq: 0, commands: [bytes]).commandIDs[0]
-            submitted.append(id)
-            commandBytes[id] = bytes
-            for index in nodes.indices where nodes[index].isUp { nodes[index].admit(id, bytes) }
+            submit(writer.bytes)
         }
+    }
+
+    private mutating func submit(_ bytes: [UInt8]) {
+        let id = Block(seq: 0, commands: [bytes]).commandIDs[0]
+        submitted.append(id)
+        commandBytes[id] = bytes
+        for index in nodes.indices where nodes[index].isUp { nodes[index].admit(id, bytes) }
     }
 
     /// A client whose command is not final after a while sends it again, as partner
@@ -306,7 +331,8 @@ public struct Simulation {
             case let .requestPayload(seq, commandsMax):
                 feedback.append(.payload(seq: seq, commands: nodes[index].takePayload(commandsMax, tick: tick)))
             case let .execute(certified):
-                feedback.append(.executed(seq: certified.block.seq, stateRoot: execute(index, certified)))
+                let (root, validators) = execute(index, certified)
+                feedback.append(.executed(seq: certified.block.seq, stateRoot: root, validators: validators))
             case let .serveState(fromSeq, to, blocksMax):
                 guard let target = indexOf[to].map({ route($0, from: index) }) else { break }
                 let blocks = nodes[index].application.blocks
@@ -324,9 +350,15 @@ public struct Simulation {
                 if case .newViewMismatch = reason, nodes[index].byzantine == nil { note("n\(index) rejected \(reason)") }
             case let .enteredView(view):
                 nodes[index].inFlight = [:]
-                if nodes[index].byzantine == nil, Int(view) > report.viewChanges {
-                    report.viewChanges = Int(view)
-                    note("view \(view) (n\(index) first)")
+                let epoch = nodes[index].replica?.epoch.firstSeq ?? 0
+                if nodes[index].byzantine == nil, view > 0, viewsEntered.insert([epoch, view]).inserted {
+                    report.viewChanges += 1
+                    note("view \(view) of epoch \(epoch) (n\(index) first)")
+                }
+            case let .enteredEpoch(epoch):
+                if nodes[index].byzantine == nil, epochsEntered.insert(epoch.firstSeq).inserted {
+                    report.epochChanges += 1
+                    note("epoch from \(epoch.firstSeq): validators \(epoch.validators.validators.compactMap { indexOf[$0] }) (n\(index) first)")
                 }
             case let .stateDiverged(seq, ours, certified):
                 if nodes[index].byzantine == nil {
@@ -338,18 +370,19 @@ public struct Simulation {
     }
 
     /// Executes a final block on node `index` and checks the safety invariants.
-    private mutating func execute(_ index: Int, _ certified: CertifiedBlock) -> SHA256Digest {
+    private mutating func execute(_ index: Int, _ certified: CertifiedBlock) -> (SHA256Digest, ValidatorSet?) {
         let seq = certified.block.seq
         let honestNode = nodes[index].byzantine == nil
         if honestNode {
-            if !certificateIsValid(certified) { violation(safety: "n\(index) executed \(seq) without a valid commit certificate") }
+            // Checked against the set in force at its height, as this node's chain says.
+            if !certificateIsValid(certified, validators: nodes[index].application.schedule.validators(at: seq)) { violation(safety: "n\(index) executed \(seq) without a valid commit certificate") }
             if let digest = finalized[seq], digest != certified.block.digest {
                 violation(safety: "n\(index) finalized a different block at \(seq)")
             } else {
                 finalized[seq] = certified.block.digest
             }
         }
-        let root = nodes[index].application.execute(certified)
+        let (root, validators) = nodes[index].application.execute(certified)
         if honestNode {
             if let expected = roots[seq], expected != root {
                 violation(safety: "n\(index) state root differs at \(seq)")
@@ -360,11 +393,11 @@ public struct Simulation {
         let executed = Set(certified.block.commandIDs)
         if honestNode { finalCommands.formUnion(executed) }
         nodes[index].remove(executed)
-        return root
+        return (root, validators)
     }
 
-    private func certificateIsValid(_ certified: CertifiedBlock) -> Bool {
-        replicaConfiguration.validators.commitCertificateProblem(certified) == nil
+    private func certificateIsValid(_ certified: CertifiedBlock, validators: ValidatorSet) -> Bool {
+        validators.commitCertificateProblem(certified) == nil
             && certified.certificate.commits.allSatisfy { simulatedVerify($0.check(chainId: Self.chainId)) }
     }
 

@@ -10,6 +10,9 @@ public struct FaultMix: Sendable, Equatable {
     public var partitions = false
     public var crashes = false
     public var tickSkew = false
+    /// Governance replaces a validator during the run: a learner node is admitted and an
+    /// honest genesis validator removed (the set keeps its size).
+    public var validatorChanges = false
     public var byzantine: [ByzantineBehaviour] = []
 
     public init() {}
@@ -17,7 +20,7 @@ public struct FaultMix: Sendable, Equatable {
     public static let none = FaultMix()
 
     /// Everything at once: 0-30% loss, duplication, delay and reordering, partitions,
-    /// crash-restarts, skewed clocks, and Byzantine validators (up to f).
+    /// crash-restarts, skewed clocks, a validator-set change, and Byzantine validators (up to f).
     public static func all(seed: UInt64, faultsMax: Int) -> FaultMix {
         var random = SplitMix64(seed: seed ^ 0xFA17)
         var mix = FaultMix()
@@ -27,6 +30,7 @@ public struct FaultMix: Sendable, Equatable {
         mix.partitions = true
         mix.crashes = true
         mix.tickSkew = true
+        mix.validatorChanges = true
         let kinds = ByzantineBehaviour.allCases
         mix.byzantine = (0..<faultsMax).map { _ in kinds[Int(random.next() % UInt64(kinds.count))] }
         return mix
@@ -70,7 +74,10 @@ public struct SimulationReport: Sendable {
     public var validators: Int
     public var finalizedHeight: UInt64 = 0
     public var commandsSubmitted = 0
+    /// Views entered after view 0, counted per epoch.
     public var viewChanges = 0
+    /// Epochs entered after the genesis one (validator-set changes in force).
+    public var epochChanges = 0
     public var stateTransfers = 0
     public var crashes = 0
     public var byzantineMessages = 0

@@ -62,6 +62,7 @@ struct CalissonSim: ParsableCommand {
             let report = Simulation.run(configuration)
             blocks += report.finalizedHeight
             totals.viewChanges += report.viewChanges
+            totals.epochChanges += report.epochChanges
             totals.stateTransfers += report.stateTransfers
             totals.crashes += report.crashes
             totals.byzantineMessages += report.byzantineMessages
@@ -86,6 +87,7 @@ struct CalissonSim: ParsableCommand {
               blocks finalized      \(blocks)
               commands submitted    \(totals.commandsSubmitted)
               view changes          \(totals.viewChanges)
+              epoch changes         \(totals.epochChanges)
               state transfers       \(totals.stateTransfers)
               crashes               \(totals.crashes)
               byzantine messages    \(totals.byzantineMessages)
