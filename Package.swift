@@ -34,13 +34,15 @@ let package = Package(
         .target(name: "Crypto", dependencies: ["Wire", "CHotPath", "COpenSSL", "CSodium"]),
         // The PBFT replica as a pure state machine: no I/O, no clocks, no randomness.
         .target(name: "Consensus", dependencies: ["Wire", "Crypto"]),
+        // The clearing house: tokens, programmes, clearing, governance, authenticated state. Pure.
+        .target(name: "Ledger", dependencies: ["Wire", "Crypto"]),
         // A whole cluster in one thread, deterministic from a seed, with injected faults.
         .target(name: "Simulation", dependencies: ["Consensus", "Crypto", "Wire"]),
 
         // Thin executables.
         .executableTarget(
             name: "calisson-bench",
-            dependencies: ["Crypto", "Wire", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Crypto", "Wire", "Ledger", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
         .executableTarget(
             name: "calisson-sim",
@@ -49,6 +51,7 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
         .testTarget(name: "CryptoTests", dependencies: ["Crypto", "Wire", "CHotPath"]),
         .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "Simulation", "Crypto", "Wire"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Crypto", "Wire"]),
         .testTarget(name: "ShimTests", dependencies: ["CLibUV", "COpenSSL", "CSQLite", "CSodium"]),
     ],
     swiftLanguageModes: [.v6]

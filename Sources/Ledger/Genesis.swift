@@ -1,0 +1,212 @@
+import Crypto
+import Wire
+
+/// The genesis file (JSON; Docs/LEDGER.md gives the format). Decoded with any `Decoder`
+/// (the node uses Foundation's JSONDecoder; this module stays free of Foundation), then
+/// checked by `validated()`, which names the field of every problem.
+public struct GenesisFile: Codable, Sendable, Equatable {
+    public var chainId: String
+    public var parameters: ParametersEntry
+    public var partners: [PartnerEntry]
+    /// Partner ids whose nodes validate, in consensus order.
+    public var validators: [String]
+    public var programmes: [ProgrammeEntry]
+
+    public struct ParametersEntry: Codable, Sendable, Equatable {
+        public var epochLength: UInt64?
+        public var blocksPerDay: UInt64?
+        public var transactionLifetimeMax: UInt64?
+        public var proposalLifetimeMax: UInt64?
+        /// "2/3" by default.
+        public var approval: String?
+        /// The partner receiving demurrage.
+        public var sink: String
+    }
+
+    public struct PartnerEntry: Codable, Sendable, Equatable {
+        public var id: String
+        public var name: String
+        /// Any of "issuer", "acceptor", "validator", "authority".
+        public var roles: [String]
+        /// Hex: Ed25519 public keys; SHA-256 of the TLS certificate's SPKI.
+        public var signingKey: String
+        public var nodeKey: String?
+        public var tlsKeyHash: String?
+    }
+
+    public struct ProgrammeEntry: Codable, Sendable, Equatable {
+        public var id: String
+        public var name: String
+        /// "transit", "wasteSorting", "event", "energy" or "other".
+        public var category: String
+        public var rewardPerUnit: UInt64
+        public var issuers: [String]
+        public var sponsor: String
+        public var capPerAccount: UInt64
+        /// "day", "week" or "month".
+        public var capPeriod: String
+        public var walletCeiling: UInt64
+        public var budget: UInt64
+        /// Exactly one of the two.
+        public var expiryEpochs: UInt32?
+        public var demurrageBasisPoints: UInt16?
+        public var acceptors: [String]?
+        public var transferable: Bool?
+        public var startHeight: UInt64?
+        public var endHeight: UInt64?
+    }
+}
+
+/// A genesis problem, naming the field (`partners[2].signingKey`).
+public struct GenesisError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let field: String
+    public let reason: String
+    public var description: String { "genesis: \(field): \(reason)" }
+}
+
+/// A checked genesis: the initial state of the ledger.
+public struct Genesis: Sendable, Equatable {
+    public let chainId: String
+    public let parameters: Parameters
+    public let partners: [Partner]
+    public let validators: [Identifier]
+    public let programmes: [Programme]
+}
+
+extension GenesisFile {
+    public func validated() throws(GenesisError) -> Genesis {
+        guard SigningDomain(chainId: chainId, purpose: .transaction) != nil else {
+            throw GenesisError(field: "chainId", reason: "1 to \(SigningDomain.chainIdByteCountMax) bytes of printable ASCII")
+        }
+        var partners: [Partner] = []
+        for (index, entry) in self.partners.enumerated() {
+            let field = "partners[\(index)]"
+            let id = try Self.identifier(entry.id, "\(field).id")
+            guard !partners.contains(where: { $0.id == id }) else { throw GenesisError(field: "\(field).id", reason: "\(id) is listed twice") }
+            guard entry.name.utf8.count <= LedgerLimits.nameBytesMax else {
+                throw GenesisError(field: "\(field).name", reason: "over \(LedgerLimits.nameBytesMax) bytes")
+            }
+            var roles: Roles = []
+            for role in entry.roles {
+                switch role {
+                case "issuer": roles.insert(.issuer)
+                case "acceptor": roles.insert(.acceptor)
+                case "validator": roles.insert(.validator)
+                case "authority": roles.insert(.authority)
+                default: throw GenesisError(field: "\(field).roles", reason: "unknown role '\(role)'")
+                }
+            }
+            partners.append(Partner(
+                id: id, name: entry.name, roles: roles, signingKey: try Self.key(entry.signingKey, "\(field).signingKey"),
+                nodeKey: try entry.nodeKey.map { (hex: String) throws(GenesisError) in try Self.key(hex, "\(field).nodeKey") },
+                tlsKeyHash: try entry.tlsKeyHash.map { (hex: String) throws(GenesisError) in try Self.bytes32(hex, "\(field).tlsKeyHash") }))
+        }
+        guard partners.count <= LedgerLimits.listCountMax else { throw GenesisError(field: "partners", reason: "at most \(LedgerLimits.listCountMax)") }
+        guard partners.contains(where: { $0.roles.contains(.authority) }) else {
+            throw GenesisError(field: "partners", reason: "no partner has the authority role (the Métropole, central counterparty)")
+        }
+        func known(_ raw: String, _ field: String) throws(GenesisError) -> Partner {
+            let id = try Self.identifier(raw, field)
+            guard let partner = partners.first(where: { $0.id == id }) else { throw GenesisError(field: field, reason: "unknown partner '\(raw)'") }
+            return partner
+        }
+
+        var parameters = Parameters(sink: try known(self.parameters.sink, "parameters.sink").id)
+        if let value = self.parameters.epochLength { parameters.epochLength = value }
+        if let value = self.parameters.blocksPerDay { parameters.blocksPerDay = value }
+        if let value = self.parameters.transactionLifetimeMax { parameters.transactionLifetimeMax = value }
+        if let value = self.parameters.proposalLifetimeMax { parameters.proposalLifetimeMax = value }
+        if let approval = self.parameters.approval {
+            let parts = approval.split(separator: "/")
+            guard parts.count == 2, let numerator = UInt8(parts[0]), let denominator = UInt8(parts[1]) else {
+                throw GenesisError(field: "parameters.approval", reason: "a fraction such as \"2/3\"")
+            }
+            parameters.approvalNumerator = numerator
+            parameters.approvalDenominator = denominator
+        }
+        if let problem = parameters.problem() { throw GenesisError(field: "parameters", reason: problem) }
+
+        var validators: [Identifier] = []
+        for (index, raw) in self.validators.enumerated() {
+            let field = "validators[\(index)]"
+            let partner = try known(raw, field)
+            guard partner.roles.contains(.validator), partner.nodeKey != nil else {
+                throw GenesisError(field: field, reason: "\(raw) needs the validator role and a nodeKey")
+            }
+            guard !validators.contains(partner.id) else { throw GenesisError(field: field, reason: "\(raw) is listed twice") }
+            validators.append(partner.id)
+        }
+        guard !validators.isEmpty else { throw GenesisError(field: "validators", reason: "at least one validator") }
+
+        var programmes: [Programme] = []
+        for (index, entry) in self.programmes.enumerated() {
+            let field = "programmes[\(index)]"
+            let id = try Self.identifier(entry.id, "\(field).id")
+            guard !programmes.contains(where: { $0.id == id }) else { throw GenesisError(field: "\(field).id", reason: "\(id) is listed twice") }
+            guard let category = ["transit": Category.transit, "wasteSorting": .wasteSorting, "event": .event, "energy": .energy, "other": .other][entry.category]
+            else { throw GenesisError(field: "\(field).category", reason: "unknown category '\(entry.category)'") }
+            guard let period = ["day": CapPeriod.day, "week": .week, "month": .month][entry.capPeriod] else {
+                throw GenesisError(field: "\(field).capPeriod", reason: "day, week or month")
+            }
+            let lifetime: Lifetime
+            switch (entry.expiryEpochs, entry.demurrageBasisPoints) {
+            case let (epochs?, nil): lifetime = .expiry(epochs: epochs)
+            case let (nil, basisPoints?): lifetime = .demurrage(basisPointsPerEpoch: basisPoints)
+            default: throw GenesisError(field: "\(field)", reason: "exactly one of expiryEpochs and demurrageBasisPoints")
+            }
+            var issuers: [Identifier] = []
+            for (i, raw) in entry.issuers.enumerated() {
+                let partner = try known(raw, "\(field).issuers[\(i)]")
+                guard partner.roles.contains(.issuer) else { throw GenesisError(field: "\(field).issuers[\(i)]", reason: "\(raw) is not an issuer") }
+                issuers.append(partner.id)
+            }
+            var acceptors: [Identifier] = []
+            for (i, raw) in (entry.acceptors ?? []).enumerated() {
+                let partner = try known(raw, "\(field).acceptors[\(i)]")
+                guard partner.roles.contains(.acceptor) else { throw GenesisError(field: "\(field).acceptors[\(i)]", reason: "\(raw) is not an acceptor") }
+                acceptors.append(partner.id)
+            }
+            let programme = Programme(
+                id: id, name: entry.name, category: category, rewardPerUnit: entry.rewardPerUnit, issuers: Array(Set(issuers)),
+                sponsor: try known(entry.sponsor, "\(field).sponsor").id, capPerAccount: entry.capPerAccount, capPeriod: period,
+                walletCeiling: entry.walletCeiling, budget: entry.budget, lifetime: lifetime, acceptors: Array(Set(acceptors)),
+                transferable: entry.transferable ?? false, startHeight: entry.startHeight ?? 0, endHeight: entry.endHeight ?? 0)
+            programmes.append(programme)
+        }
+        return Genesis(chainId: chainId, parameters: parameters, partners: partners.sorted { $0.id < $1.id }, validators: validators, programmes: programmes)
+    }
+
+    static func identifier(_ raw: String, _ field: String) throws(GenesisError) -> Identifier {
+        guard let id = Identifier(raw) else { throw GenesisError(field: field, reason: "'\(raw)' is not 1-32 characters of a-z, 0-9, '-'") }
+        return id
+    }
+
+    static func bytes32(_ hex: String, _ field: String) throws(GenesisError) -> Bytes32 {
+        guard let bytes = Bytes32(hex: hex) else { throw GenesisError(field: field, reason: "not 64 hexadecimal digits") }
+        return bytes
+    }
+
+    static func key(_ hex: String, _ field: String) throws(GenesisError) -> Ed25519PublicKey {
+        Ed25519PublicKey(try bytes32(hex, field))
+    }
+}
+
+extension Ledger {
+    /// Writes the genesis state into an empty `store` (height 0) and opens the ledger.
+    public static func create(_ genesis: Genesis, in store: Store) throws(GenesisError) -> Ledger {
+        var store = store
+        guard store.root == .zero, store.value(StateKeys.meta) == nil else { throw GenesisError(field: "store", reason: "not empty") }
+        var meta = LedgerMeta()
+        meta.partners = genesis.partners.map(\.id).sorted()
+        meta.programmes = genesis.programmes.map(\.id).sorted()
+        meta.validators = genesis.validators
+        var values: [(key: StateKey, value: [UInt8]?)] = [(StateKeys.meta, meta.wireBytes), (StateKeys.parameters, genesis.parameters.wireBytes)]
+        values += genesis.partners.map { (StateKeys.partner($0.id), $0.wireBytes) }
+        values += genesis.programmes.map { (StateKeys.programme($0.id), $0.wireBytes) }
+        let tree = StateTree.update(root: .zero, changes: values.map { ($0.key, $0.value.map(StateTree.valueHash)) }, nodes: store)
+        store.commit(StateBatch(values: values, tree: tree))
+        do { return try Ledger(chainId: genesis.chainId, store: store) } catch {
+            throw GenesisError(field: "store", reason: "\(error)")
+        }
+    }
+}

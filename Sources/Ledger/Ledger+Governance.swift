@@ -1,0 +1,155 @@
+import Crypto
+import Wire
+
+// Governance: partners propose and vote; a proposal passes with yes votes from at least
+// `approvalNumerator/approvalDenominator` of the active partners before its deadline,
+// and its action applies in the same transaction as the deciding vote.
+extension Ledger {
+    mutating func propose(by proposer: Partner, action: GovernanceAction, deadline: UInt64, height: UInt64) -> Result<Void, LedgerRejection> {
+        guard deadline >= height else { return .failure(.deadlinePassed(deadline: deadline, height: height)) }
+        let deadlineMax = height + parameters.proposalLifetimeMax
+        guard deadline <= deadlineMax else { return .failure(.deadlineTooFar(deadline: deadline, heightMax: deadlineMax)) }
+        if let problem = problem(with: action) { return .failure(.invalidAction(problem)) }
+        // The proposer's proposal is its yes vote.
+        var proposal = Proposal(id: meta.nextProposal, proposer: proposer.id, action: action, deadline: deadline, yes: [proposer.id], no: [], status: .open)
+        meta.nextProposal += 1
+        decide(&proposal, height: height)
+        write(StateKeys.proposal(proposal.id), proposal)
+        return .success(())
+    }
+
+    mutating func vote(by voter: Partner, proposal id: UInt64, approve: Bool, height: UInt64) -> Result<Void, LedgerRejection> {
+        guard var proposal = proposal(id) else { return .failure(.unknownProposal(id)) }
+        guard proposal.status == .open else { return .failure(.proposalClosed(id)) }
+        guard height <= proposal.deadline else { return .failure(.deadlinePassed(deadline: proposal.deadline, height: height)) }
+        guard !proposal.yes.contains(voter.id), !proposal.no.contains(voter.id) else { return .failure(.alreadyVoted(id)) }
+        if approve { proposal.yes.append(voter.id) } else { proposal.no.append(voter.id) }
+        decide(&proposal, height: height)
+        write(StateKeys.proposal(id), proposal)
+        return .success(())
+    }
+
+    /// Passes (and applies) or rejects an open proposal once its votes decide it. Votes
+    /// count only from partners active now.
+    private mutating func decide(_ proposal: inout Proposal, height: UInt64) {
+        let active = meta.partners.filter { partner($0)?.status == .active }
+        let needed = parameters.approvalsNeeded(active: active.count)
+        let yes = proposal.yes.filter(active.contains).count
+        let no = proposal.no.filter(active.contains).count
+        if yes >= needed {
+            if let problem = problem(with: proposal.action) {
+                proposal.status = .failed(atHeight: height, reason: problem)
+            } else {
+                enact(proposal.action)
+                proposal.status = .passed(atHeight: height)
+            }
+        } else if no > active.count - needed {
+            proposal.status = .rejected(atHeight: height)
+        }
+    }
+
+    /// nil when `action` can be applied to the current state, else why not.
+    func problem(with action: GovernanceAction) -> String? {
+        switch action {
+        case let .admitPartner(partner):
+            if self.partner(partner.id) != nil { return "partner \(partner.id) exists" }
+            if meta.partners.count >= LedgerLimits.listCountMax { return "at most \(LedgerLimits.listCountMax) partners" }
+            if partner.status != .active { return "a new partner starts active" }
+            if partner.name.utf8.count > LedgerLimits.nameBytesMax { return "name over \(LedgerLimits.nameBytesMax) bytes" }
+        case let .setPartnerStatus(id, _):
+            guard let partner = partner(id) else { return "unknown partner \(id)" }
+            if partner.status == .removed { return "partner \(id) was removed for good" }
+        case let .rotateKeys(id, _, _, _):
+            guard let partner = partner(id) else { return "unknown partner \(id)" }
+            if partner.status == .removed { return "partner \(id) was removed for good" }
+        case let .createProgramme(programme):
+            if self.programme(programme.id) != nil { return "programme \(programme.id) exists" }
+            return problem(with: programme)
+        case let .amendProgramme(programme):
+            guard let existing = self.programme(programme.id) else { return "unknown programme \(programme.id)" }
+            switch (existing.lifetime, programme.lifetime) {
+            case (.expiry, .expiry), (.demurrage, .demurrage): break
+            default: return "a programme's lifetime kind (expiry or demurrage) cannot change"
+            }
+            if existing.status == .closed { return "programme \(programme.id) is closed" }
+            return problem(with: programme)
+        case let .closeProgramme(id):
+            guard let programme = programme(id) else { return "unknown programme \(id)" }
+            if programme.status == .closed { return "programme \(id) is already closed" }
+        case let .setValidators(ids):
+            if ids.isEmpty { return "the validator set cannot be empty" }
+            if Set(ids).count != ids.count { return "a validator is listed twice" }
+            for id in ids {
+                guard let partner = partner(id) else { return "unknown partner \(id)" }
+                if partner.status != .active { return "validator \(id) is not active" }
+                if !partner.roles.contains(.validator) || partner.nodeKey == nil { return "partner \(id) has no validator role or node key" }
+            }
+        case let .setParameters(parameters):
+            if let problem = parameters.problem() { return problem }
+            if partner(parameters.sink) == nil { return "unknown sink partner \(parameters.sink)" }
+        }
+        return nil
+    }
+
+    func problem(with programme: Programme) -> String? {
+        if programme.name.utf8.count > LedgerLimits.nameBytesMax { return "name over \(LedgerLimits.nameBytesMax) bytes" }
+        if programme.issuers.count > LedgerLimits.listCountMax || programme.acceptors.count > LedgerLimits.listCountMax {
+            return "too many issuers or acceptors"
+        }
+        guard partner(programme.sponsor) != nil else { return "unknown sponsor \(programme.sponsor)" }
+        for id in programme.issuers where partner(id)?.roles.contains(.issuer) != true { return "\(id) is not an issuer" }
+        for id in programme.acceptors where partner(id)?.roles.contains(.acceptor) != true { return "\(id) is not an acceptor" }
+        for amount in [programme.rewardPerUnit, programme.capPerAccount, programme.walletCeiling, programme.budget]
+        where amount > LedgerLimits.amountMax {
+            return "an amount is over \(LedgerLimits.amountMax)"
+        }
+        if programme.rewardPerUnit == 0 { return "rewardPerUnit must be positive" }
+        if case let .demurrage(basisPoints) = programme.lifetime, basisPoints > 10_000 { return "demurrage over 10000 basis points" }
+        if programme.endHeight != 0 && programme.endHeight < programme.startHeight { return "endHeight before startHeight" }
+        if programme.issuers != programme.issuers.sorted() || Set(programme.issuers).count != programme.issuers.count {
+            return "issuers must be sorted and distinct"
+        }
+        if programme.acceptors != programme.acceptors.sorted() || Set(programme.acceptors).count != programme.acceptors.count {
+            return "acceptors must be sorted and distinct"
+        }
+        return nil
+    }
+
+    /// Applies a checked action.
+    mutating func enact(_ action: GovernanceAction) {
+        switch action {
+        case let .admitPartner(partner):
+            partners[partner.id] = partner
+            meta.partners = (meta.partners + [partner.id]).sorted()
+        case let .setPartnerStatus(id, status):
+            guard var partner = partner(id) else { return }
+            partner.status = status
+            partners[id] = partner
+            if status != .active { meta.validators.removeAll { $0 == id } }
+        case let .rotateKeys(id, signingKey, nodeKey, tlsKeyHash):
+            guard var partner = partner(id) else { return }
+            partner.signingKey = signingKey
+            partner.nodeKey = nodeKey
+            partner.tlsKeyHash = tlsKeyHash
+            partners[id] = partner
+        case let .createProgramme(programme):
+            var fresh = programme
+            fresh.totals = Programme.Totals()
+            programmes[programme.id] = fresh
+            meta.programmes = (meta.programmes + [programme.id]).sorted()
+        case let .amendProgramme(programme):
+            guard let existing = self.programme(programme.id) else { return }
+            var amended = programme
+            amended.totals = existing.totals
+            programmes[programme.id] = amended
+        case let .closeProgramme(id):
+            guard var programme = programme(id) else { return }
+            programme.status = .closed
+            programmes[id] = programme
+        case let .setValidators(ids):
+            meta.validators = ids
+        case let .setParameters(parameters):
+            self.parameters = parameters
+        }
+    }
+}

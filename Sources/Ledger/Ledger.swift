@@ -1,0 +1,275 @@
+import Crypto
+import Wire
+
+/// Why a transaction had no effect: a reason the submitting partner can act on.
+public enum LedgerRejection: Error, Hashable, Sendable {
+    case malformed(String)
+    case wrongChain(String)
+    case expired(expiryHeight: UInt64, height: UInt64)
+    case expiryTooFar(expiryHeight: UInt64, heightMax: UInt64)
+    case nonceUsed(UInt64)
+    case unknownPartner(Identifier)
+    case partnerNotActive(Identifier, PartnerStatus)
+    case badSignature
+    case missingRole(Identifier, needs: String)
+    case unknownProgramme(Identifier)
+    case programmeClosed(Identifier)
+    case programmeNotOpen(Identifier, height: UInt64)
+    case issuerNotAllowed(Identifier, programme: Identifier)
+    case zeroAmount
+    case amountTooLarge
+    case capExceeded(cap: Amount, used: Amount, asked: Amount)
+    case walletCeilingExceeded(ceiling: Amount, held: Amount, asked: Amount)
+    case budgetExceeded(budget: Amount, issued: Amount, asked: Amount)
+    case evidenceUsed
+    case insufficientFunds(available: Amount, asked: Amount)
+    case notTransferable(Identifier)
+    case selfTransfer
+    case tooManyLots
+    case unknownProposal(UInt64)
+    case proposalClosed(UInt64)
+    case deadlinePassed(deadline: UInt64, height: UInt64)
+    case deadlineTooFar(deadline: UInt64, heightMax: UInt64)
+    case alreadyVoted(UInt64)
+    case invalidAction(String)
+}
+
+public enum TransactionResult: Hashable, Sendable {
+    case applied
+    case rejected(LedgerRejection)
+}
+
+/// What executing a block produced.
+public struct BlockOutcome: Sendable {
+    public var height: UInt64
+    public var results: [TransactionResult]
+    public var stateRoot: SHA256Digest
+    /// The validators' node keys, in order, when the block changed them.
+    public var validators: [Ed25519PublicKey]?
+    /// The ledger epoch this block closed, if it closed one.
+    public var closedEpoch: UInt64?
+}
+
+/// The clearing house: executes blocks of signed transactions against the authenticated
+/// state. Deterministic: the same blocks from the same genesis give the same state root.
+/// Pure: no I/O, no clock; signature checks go through `verify` (the node passes its
+/// verify cache, so a signature checked at admission is not checked twice).
+public struct Ledger<Store: StateStore> {
+    public let chainId: String
+    public internal(set) var store: Store
+    public internal(set) var meta: LedgerMeta
+    public internal(set) var parameters: Parameters
+
+    // One block's writes, applied to the store at its end.
+    var writes: [StateKey: [UInt8]?] = [:]
+    var programmes: [Identifier: Programme] = [:]
+    var partners: [Identifier: Partner] = [:]
+    var pendingUsed: [UInt64: [StateKey]] = [:]
+    var pendingExpiring: [UInt64: Set<AccountID>] = [:]
+    var pendingObligations: [Pair: Amount] = [:]
+    var validatorsChanged = false
+
+    struct Pair: Hashable, Comparable {
+        let sponsor: Identifier
+        let acceptor: Identifier
+        static func < (a: Pair, b: Pair) -> Bool { (a.sponsor, a.acceptor) < (b.sponsor, b.acceptor) }
+    }
+
+    /// A ledger over a store already holding a state (genesis or later).
+    public init(chainId: String, store: Store) throws(LedgerError) {
+        self.chainId = chainId
+        self.store = store
+        guard let metaBytes = store.value(StateKeys.meta), let meta = try? LedgerMeta(wireBytes: metaBytes) else {
+            throw .corruptState("ledger meta record missing or unreadable")
+        }
+        guard let parameterBytes = store.value(StateKeys.parameters), let parameters = try? Parameters(wireBytes: parameterBytes) else {
+            throw .corruptState("parameters record missing or unreadable")
+        }
+        self.meta = meta
+        self.parameters = parameters
+    }
+
+    public var height: UInt64 { meta.height }
+    public var stateRoot: SHA256Digest { store.root }
+
+    // MARK: Reads (the block's writes first, then the store)
+
+    func raw(_ key: StateKey) -> [UInt8]? {
+        if let written = writes[key] { return written }
+        return store.value(key)
+    }
+
+    func read<T: WireDecodable>(_ key: StateKey, as _: T.Type = T.self) -> T? {
+        // The state only ever holds what this code wrote: a record that does not decode
+        // is corruption of the store, not input; treat it as absent and let the state
+        // root (checked against the certified one) expose it.
+        raw(key).flatMap { try? T(wireBytes: $0) }
+    }
+
+    mutating func write(_ key: StateKey, _ value: (some WireEncodable)?) {
+        writes[key] = .some(value?.wireBytes)
+    }
+
+    public func partner(_ id: Identifier) -> Partner? { partners[id] ?? read(StateKeys.partner(id)) }
+    public func programme(_ id: Identifier) -> Programme? { programmes[id] ?? read(StateKeys.programme(id)) }
+    public func account(_ id: AccountID) -> Account { read(StateKeys.account(id)) ?? Account() }
+    public func proposal(_ id: UInt64) -> Proposal? { read(StateKeys.proposal(id)) }
+    public func statement(epoch: UInt64, partner: Identifier) -> Statement? { read(StateKeys.statement(epoch, partner)) }
+    public func obligations(epoch: UInt64) -> [Obligation] { read(StateKeys.obligations(epoch), as: ObligationList.self)?.obligations ?? [] }
+    public func settlements(epoch: UInt64) -> [Settlement] { read(StateKeys.settlement(epoch), as: SettlementList.self)?.settlements ?? [] }
+    public func usage(_ account: AccountID, _ programme: Identifier) -> Usage? { read(StateKeys.usage(account, programme)) }
+
+    /// The value stored at `key` in the committed state, with its proof against `stateRoot`.
+    public func proof(_ key: StateKey) -> (value: [UInt8]?, proof: StateProof) {
+        (store.value(key), StateTree.proof(for: key, root: store.root, nodes: store))
+    }
+
+    /// Every partner, in id order.
+    public var partnerIDs: [Identifier] { meta.partners }
+
+    // MARK: Blocks
+
+    /// Executes one block at the next height and commits its writes to the store.
+    public mutating func execute(
+        _ commands: [[UInt8]], verify: (SignatureCheck) -> Bool = { $0.verify() }
+    ) -> BlockOutcome {
+        let height = meta.height + 1
+        meta.height = height
+        let validatorsBefore = nodeKeys()
+        pruneUsedNonces(expiredBefore: height)
+        var results: [TransactionResult] = []
+        results.reserveCapacity(commands.count)
+        for command in commands {
+            switch apply(command, height: height, verify: verify) {
+            case .success: results.append(.applied)
+            case let .failure(rejection): results.append(.rejected(rejection))
+            }
+        }
+        var closed: UInt64?
+        if height - meta.epochStartHeight + 1 >= parameters.epochLength {
+            closed = meta.epoch
+            closeEpoch(height: height)
+        }
+        let validatorsAfter = nodeKeys()
+        let root = commitBlock()
+        return BlockOutcome(
+            height: height, results: results, stateRoot: root,
+            validators: validatorsAfter != validatorsBefore ? validatorsAfter : nil, closedEpoch: closed)
+    }
+
+    /// The node keys of the validator partners, in order (those without one are skipped).
+    public func nodeKeys() -> [Ed25519PublicKey] {
+        meta.validators.compactMap { partner($0)?.nodeKey }
+    }
+
+    private mutating func apply(_ command: [UInt8], height: UInt64, verify: (SignatureCheck) -> Bool) -> Result<Void, LedgerRejection> {
+        guard command.count <= SignedTransaction.byteCountMax else { return .failure(.malformed("over \(SignedTransaction.byteCountMax) bytes")) }
+        let signed: SignedTransaction
+        do { signed = try SignedTransaction(wireBytes: command) } catch { return .failure(.malformed("\(error)")) }
+        let tx = signed.transaction
+        guard tx.chainId == chainId, let digest = tx.signingDigest else { return .failure(.wrongChain(tx.chainId)) }
+        guard tx.expiryHeight >= height else { return .failure(.expired(expiryHeight: tx.expiryHeight, height: height)) }
+        let heightMax = height + parameters.transactionLifetimeMax
+        guard tx.expiryHeight <= heightMax else { return .failure(.expiryTooFar(expiryHeight: tx.expiryHeight, heightMax: heightMax)) }
+        let usedKey = StateKeys.used(tx.signer, nonce: tx.nonce)
+        guard raw(usedKey) == nil else { return .failure(.nonceUsed(tx.nonce)) }
+
+        let key: Ed25519PublicKey
+        var signerPartner: Partner?
+        switch tx.signer {
+        case let .citizen(account): key = account
+        case let .partner(id):
+            guard let partner = partner(id) else { return .failure(.unknownPartner(id)) }
+            guard partner.status == .active else { return .failure(.partnerNotActive(id, partner.status)) }
+            key = partner.signingKey
+            signerPartner = partner
+        }
+        guard verify(SignatureCheck(publicKey: key, digest: digest, signature: signed.signature)) else { return .failure(.badSignature) }
+
+        // Every handler checks everything before it writes anything: a rejected
+        // transaction leaves no trace (not even its nonce, so it may be fixed and resent).
+        let result: Result<Void, LedgerRejection>
+        switch (tx.body, tx.signer) {
+        case let (.attribute(programme, account, units, evidence), .partner):
+            result = attribute(issuer: signerPartner!, programme: programme, account: account, units: units, evidence: evidence, height: height)
+        case let (.redeem(acceptor, amount, _), .citizen(account)):
+            result = redeem(account: account, acceptor: acceptor, amount: amount)
+        case let (.transfer(to, programme, amount), .citizen(account)):
+            result = transfer(from: account, to: to, programme: programme, amount: amount)
+        case let (.propose(action, deadline), .partner):
+            result = propose(by: signerPartner!, action: action, deadline: deadline, height: height)
+        case let (.vote(proposal, approve), .partner):
+            result = vote(by: signerPartner!, proposal: proposal, approve: approve, height: height)
+        case (.attribute, .citizen), (.propose, .citizen), (.vote, .citizen):
+            result = .failure(.malformed("this transaction must be signed by a partner"))
+        case (.redeem, .partner), (.transfer, .partner):
+            result = .failure(.malformed("this transaction must be signed by a citizen"))
+        }
+        if case .success = result {
+            writes[usedKey] = .some(StateKeys.bytes(tx.expiryHeight))
+            pendingUsed[tx.expiryHeight, default: []].append(usedKey)
+        }
+        return result
+    }
+
+    // MARK: Block end
+
+    /// Used nonces of transactions that expired before `height` can never be replayed:
+    /// forget them.
+    private mutating func pruneUsedNonces(expiredBefore height: UInt64) {
+        let bucket = StateKeys.usedExpiring(height - 1)
+        guard let list = read(bucket, as: KeyList.self) else { return }
+        for key in list.keys { writes[key] = .some(nil) }
+        writes[bucket] = .some(nil)
+    }
+
+    /// Folds the block's accumulated indexes into their records, writes the cached
+    /// records, updates the tree and commits. Returns the new state root.
+    private mutating func commitBlock() -> SHA256Digest {
+        for height in pendingUsed.keys.sorted() {
+            let key = StateKeys.usedExpiring(height)
+            let list = (read(key, as: KeyList.self)?.keys ?? []) + (pendingUsed[height] ?? [])
+            write(key, KeyList(list))
+        }
+        for epoch in pendingExpiring.keys.sorted() {
+            let key = StateKeys.expiringLots(epoch)
+            var list = read(key, as: KeyList.self)?.keys ?? []
+            let known = Set(list)
+            list += (pendingExpiring[epoch] ?? []).map(\.bytes).filter { !known.contains($0) }.sorted()
+            write(key, KeyList(list))
+        }
+        flushObligations()
+        for id in programmes.keys.sorted() { write(StateKeys.programme(id), programmes[id]) }
+        for id in partners.keys.sorted() { write(StateKeys.partner(id), partners[id]) }
+        write(StateKeys.meta, meta)
+        write(StateKeys.parameters, parameters)
+
+        let values = writes.map { (key: $0.key, value: $0.value) }
+        let tree = StateTree.update(root: store.root, changes: values.map { ($0.key, $0.value.map(StateTree.valueHash)) }, nodes: store)
+        store.commit(StateBatch(values: values, tree: tree))
+        writes = [:]
+        programmes = [:]
+        partners = [:]
+        pendingUsed = [:]
+        pendingExpiring = [:]
+        return tree.root
+    }
+
+    mutating func flushObligations() {
+        guard !pendingObligations.isEmpty else { return }
+        let key = StateKeys.obligations(meta.epoch)
+        var merged: [Pair: Amount] = [:]
+        for obligation in obligations(epoch: meta.epoch) {
+            merged[Pair(sponsor: obligation.sponsor, acceptor: obligation.acceptor)] = obligation.amount
+        }
+        for (pair, amount) in pendingObligations { merged[pair, default: 0] += amount }
+        let list = merged.keys.sorted().map { Obligation(sponsor: $0.sponsor, acceptor: $0.acceptor, amount: merged[$0]!) }
+        write(key, ObligationList(list))
+        pendingObligations = [:]
+    }
+}
+
+public enum LedgerError: Error, Equatable, Sendable {
+    case corruptState(String)
+}
+

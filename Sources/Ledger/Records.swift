@@ -1,0 +1,217 @@
+import Crypto
+import Wire
+
+/// Where each record lives in the authenticated state: a tagged hash of a namespace
+/// byte and the record's id. A light client asks for a key and gets the value with a
+/// proof (or a proof of absence).
+public enum StateKeys {
+    enum Namespace: UInt8 {
+        case meta = 1, parameters, partner, programme, account, usage, evidence, used, usedExpiring, expiringLots,
+            proposal, obligations, statement, settlement
+    }
+
+    static let tag = TaggedHasher(tag: "calisson/state/key/v1")
+
+    static func key(_ namespace: Namespace, _ parts: [UInt8]...) -> StateKey {
+        var hasher = tag.hasher()
+        hasher.update([namespace.rawValue])
+        for part in parts { hasher.update(part) }
+        return hasher.finalize()
+    }
+
+    static func bytes(_ value: UInt64) -> [UInt8] { withUnsafeBytes(of: value.bigEndian) { Array($0) } }
+    static func bytes(_ id: Identifier) -> [UInt8] { id.wireBytes }
+
+    public static let meta = key(.meta)
+    public static let parameters = key(.parameters)
+    public static func partner(_ id: Identifier) -> StateKey { key(.partner, bytes(id)) }
+    public static func programme(_ id: Identifier) -> StateKey { key(.programme, bytes(id)) }
+    public static func account(_ id: AccountID) -> StateKey { key(.account, id.rawRepresentation) }
+    public static func usage(_ account: AccountID, _ programme: Identifier) -> StateKey {
+        key(.usage, account.rawRepresentation, bytes(programme))
+    }
+    public static func evidence(_ programme: Identifier, _ evidence: Bytes32) -> StateKey {
+        key(.evidence, bytes(programme), evidence.bytes)
+    }
+    public static func used(_ signer: TransactionSigner, nonce: UInt64) -> StateKey { key(.used, signer.wireBytes, bytes(nonce)) }
+    /// The used-nonce keys whose transactions expire at a height (pruned after it).
+    static func usedExpiring(_ height: UInt64) -> StateKey { key(.usedExpiring, bytes(height)) }
+    /// The accounts holding lots that expire at an epoch's close.
+    static func expiringLots(_ epoch: UInt64) -> StateKey { key(.expiringLots, bytes(epoch)) }
+    public static func proposal(_ id: UInt64) -> StateKey { key(.proposal, bytes(id)) }
+    public static func obligations(_ epoch: UInt64) -> StateKey { key(.obligations, bytes(epoch)) }
+    public static func statement(_ epoch: UInt64, _ partner: Identifier) -> StateKey { key(.statement, bytes(epoch), bytes(partner)) }
+    public static func settlement(_ epoch: UInt64) -> StateKey { key(.settlement, bytes(epoch)) }
+}
+
+public enum ProposalStatus: Hashable, Sendable {
+    case open
+    case passed(atHeight: UInt64)
+    /// Enough partners voted no that it can no longer pass.
+    case rejected(atHeight: UInt64)
+    /// It passed but its action was no longer valid when applied.
+    case failed(atHeight: UInt64, reason: String)
+}
+
+public struct Proposal: Hashable, Sendable {
+    public let id: UInt64
+    public let proposer: Identifier
+    public let action: GovernanceAction
+    public let deadline: UInt64
+    public var yes: [Identifier]
+    public var no: [Identifier]
+    public var status: ProposalStatus
+}
+
+/// What `sponsor` owes `acceptor` for tokens of its programmes redeemed there in one epoch.
+public struct Obligation: Hashable, Sendable {
+    public let sponsor: Identifier
+    public let acceptor: Identifier
+    public var amount: Amount
+}
+
+/// One payment of the settlement, always to or from the Métropole (central counterparty).
+public struct Settlement: Hashable, Sendable {
+    public let from: Identifier
+    public let to: Identifier
+    public let amount: Amount
+}
+
+/// A partner's clearing statement for one epoch.
+public struct Statement: Hashable, Sendable {
+    public let epoch: UInt64
+    public let partner: Identifier
+    /// Owed to it (as acceptor) and owed by it (as sponsor).
+    public let grossIn: Amount
+    public let grossOut: Amount
+    /// grossIn − grossOut; the net positions of an epoch sum to zero.
+    public let net: Int64
+    /// Hash of the epoch's obligations list: every statement of the epoch carries it, so
+    /// a partner can check the list it is given against the chain.
+    public let obligationsHash: SHA256Digest
+}
+
+// MARK: Wire forms
+
+extension ProposalStatus: WireCodable {
+    public func encode(to writer: inout WireWriter) {
+        switch self {
+        case .open: writer.write(UInt8(1))
+        case let .passed(height): writer.write(UInt8(2)); writer.write(height)
+        case let .rejected(height): writer.write(UInt8(3)); writer.write(height)
+        case let .failed(height, reason): writer.write(UInt8(4)); writer.write(height); writer.writeString(reason)
+        }
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        let offset = reader.offset
+        switch try reader.readUInt8("proposal.status") {
+        case 1: self = .open
+        case 2: self = .passed(atHeight: try reader.readUInt64("proposal.height"))
+        case 3: self = .rejected(atHeight: try reader.readUInt64("proposal.height"))
+        case 4:
+            let height = try reader.readUInt64("proposal.height")
+            self = .failed(atHeight: height, reason: try reader.readString("proposal.reason", maximumBytes: 256))
+        case let raw: throw .unknownKind(field: "proposal.status", offset: offset, raw: UInt64(raw))
+        }
+    }
+}
+
+extension Proposal: WireCodable {
+    public func encode(to writer: inout WireWriter) {
+        writer.write(id)
+        writer.write(proposer)
+        writer.write(action)
+        writer.write(deadline)
+        writer.writeArray(yes)
+        writer.writeArray(no)
+        writer.write(status)
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        id = try reader.readUInt64("proposal.id")
+        proposer = try Identifier(from: &reader)
+        action = try GovernanceAction(from: &reader)
+        deadline = try reader.readUInt64("proposal.deadline")
+        yes = try reader.readArray("proposal.yes", maximum: LedgerLimits.listCountMax, of: Identifier.self)
+        no = try reader.readArray("proposal.no", maximum: LedgerLimits.listCountMax, of: Identifier.self)
+        status = try ProposalStatus(from: &reader)
+    }
+}
+
+extension Obligation: WireCodable {
+    public func encode(to writer: inout WireWriter) {
+        writer.write(sponsor)
+        writer.write(acceptor)
+        writer.write(amount)
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        sponsor = try Identifier(from: &reader)
+        acceptor = try Identifier(from: &reader)
+        amount = try reader.readUInt64("obligation.amount")
+    }
+}
+
+extension Settlement: WireCodable {
+    public func encode(to writer: inout WireWriter) {
+        writer.write(from)
+        writer.write(to)
+        writer.write(amount)
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        from = try Identifier(from: &reader)
+        to = try Identifier(from: &reader)
+        amount = try reader.readUInt64("settlement.amount")
+    }
+}
+
+extension Statement: WireCodable {
+    public func encode(to writer: inout WireWriter) {
+        writer.write(epoch)
+        writer.write(partner)
+        writer.write(grossIn)
+        writer.write(grossOut)
+        writer.write(net)
+        writer.write(obligationsHash)
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        epoch = try reader.readUInt64("statement.epoch")
+        partner = try Identifier(from: &reader)
+        grossIn = try reader.readUInt64("statement.grossIn")
+        grossOut = try reader.readUInt64("statement.grossOut")
+        net = try reader.readInt64("statement.net")
+        obligationsHash = try SHA256Digest(from: &reader)
+    }
+}
+
+/// A list of state keys or accounts, as stored in the pruning and expiry indexes.
+struct KeyList: WireCodable {
+    static let countMax = 1 << 20
+    var keys: [Bytes32]
+    init(_ keys: [Bytes32]) { self.keys = keys }
+    func encode(to writer: inout WireWriter) { writer.writeArray(keys) }
+    init(from reader: inout WireReader) throws(WireError) {
+        keys = try reader.readArray("keys", maximum: Self.countMax, of: Bytes32.self)
+    }
+}
+
+struct ObligationList: WireCodable {
+    var obligations: [Obligation]
+    init(_ obligations: [Obligation]) { self.obligations = obligations }
+    func encode(to writer: inout WireWriter) { writer.writeArray(obligations) }
+    init(from reader: inout WireReader) throws(WireError) {
+        obligations = try reader.readArray("obligations", maximum: LedgerLimits.listCountMax * LedgerLimits.listCountMax, of: Obligation.self)
+    }
+}
+
+struct SettlementList: WireCodable {
+    var settlements: [Settlement]
+    init(_ settlements: [Settlement]) { self.settlements = settlements }
+    func encode(to writer: inout WireWriter) { writer.writeArray(settlements) }
+    init(from reader: inout WireReader) throws(WireError) {
+        settlements = try reader.readArray("settlements", maximum: LedgerLimits.listCountMax, of: Settlement.self)
+    }
+}

@@ -1,0 +1,217 @@
+import Crypto
+import Wire
+
+/// Who signs a transaction: a citizen's key, or a partner (with the signing key the
+/// state lists for it, so that key rotation takes effect at once).
+public enum TransactionSigner: Hashable, Sendable {
+    case citizen(AccountID)
+    case partner(Identifier)
+}
+
+/// What governance can do once a proposal passes.
+public enum GovernanceAction: Hashable, Sendable {
+    case admitPartner(Partner)
+    case setPartnerStatus(Identifier, PartnerStatus)
+    case rotateKeys(Identifier, signingKey: Ed25519PublicKey, nodeKey: Ed25519PublicKey?, tlsKeyHash: SHA256Digest?)
+    case createProgramme(Programme)
+    /// Replaces a programme's rules; its running totals are kept.
+    case amendProgramme(Programme)
+    case closeProgramme(Identifier)
+    /// The partners whose nodes validate, in order (effective at the consensus epoch
+    /// boundary, Docs/PROTOCOL.md).
+    case setValidators([Identifier])
+    case setParameters(Parameters)
+}
+
+public enum TransactionBody: Hashable, Sendable {
+    /// An issuer rewards `account` for `units` gesture units; `evidence` is a keyed hash
+    /// the issuer keeps off chain (it proves the gesture without revealing it).
+    case attribute(programme: Identifier, account: AccountID, units: UInt32, evidence: Bytes32)
+    /// A citizen spends `amount` at `acceptor`; `service` is the acceptor's reference
+    /// (a hash: no personal data).
+    case redeem(acceptor: Identifier, amount: Amount, service: Bytes32)
+    /// A citizen gives tokens of a transferable programme to another account.
+    case transfer(to: AccountID, programme: Identifier, amount: Amount)
+    case propose(GovernanceAction, deadline: UInt64)
+    case vote(proposal: UInt64, approve: Bool)
+}
+
+/// A transaction as signed: chain id, signer, nonce, expiry height, body.
+public struct Transaction: Hashable, Sendable {
+    public var chainId: String
+    public var signer: TransactionSigner
+    /// Any number, once per signer among unexpired transactions: with the expiry height
+    /// it makes each transaction unique, so none can be replayed.
+    public var nonce: UInt64
+    /// Valid only in blocks at or below this height.
+    public var expiryHeight: UInt64
+    public var body: TransactionBody
+
+    public init(chainId: String, signer: TransactionSigner, nonce: UInt64, expiryHeight: UInt64, body: TransactionBody) {
+        self.chainId = chainId
+        self.signer = signer
+        self.nonce = nonce
+        self.expiryHeight = expiryHeight
+        self.body = body
+    }
+
+    /// The digest the signer signs: `SigningDomain(chainId, .transaction)`, so a signature
+    /// made for one chain never verifies on another.
+    public var signingDigest: SHA256Digest? {
+        SigningDomain(chainId: chainId, purpose: .transaction)?.digest(for: wireBytes)
+    }
+
+    public func signed(with key: Ed25519PrivateKey) -> SignedTransaction {
+        SignedTransaction(transaction: self, signature: key.signature(for: (signingDigest ?? .zero).bytes))
+    }
+}
+
+public struct SignedTransaction: Hashable, Sendable {
+    public static let byteCountMax = 16 * 1024
+    public let transaction: Transaction
+    public let signature: Ed25519Signature
+
+    public init(transaction: Transaction, signature: Ed25519Signature) {
+        self.transaction = transaction
+        self.signature = signature
+    }
+
+    /// The transaction id: the consensus command id of its bytes (`Block.commandIDs`).
+    public static let idTag = TaggedHasher(tag: "calisson/command/v1")
+    public var id: SHA256Digest { Self.idTag.hash(wireBytes) }
+}
+
+// MARK: Wire forms
+
+extension GovernanceAction: WireCodable {
+    public func encode(to writer: inout WireWriter) {
+        switch self {
+        case let .admitPartner(partner): writer.write(UInt8(1)); writer.write(partner)
+        case let .setPartnerStatus(id, status): writer.write(UInt8(2)); writer.write(id); writer.write(status.rawValue)
+        case let .rotateKeys(id, signingKey, nodeKey, tlsKeyHash):
+            writer.write(UInt8(3))
+            writer.write(id)
+            writer.write(signingKey)
+            writer.writeOptional(nodeKey)
+            writer.writeOptional(tlsKeyHash)
+        case let .createProgramme(programme): writer.write(UInt8(4)); writer.write(programme)
+        case let .amendProgramme(programme): writer.write(UInt8(5)); writer.write(programme)
+        case let .closeProgramme(id): writer.write(UInt8(6)); writer.write(id)
+        case let .setValidators(ids): writer.write(UInt8(7)); writer.writeArray(ids)
+        case let .setParameters(parameters): writer.write(UInt8(8)); writer.write(parameters)
+        }
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        let offset = reader.offset
+        switch try reader.readUInt8("action.kind") {
+        case 1: self = .admitPartner(try Partner(from: &reader))
+        case 2:
+            let id = try Identifier(from: &reader)
+            self = .setPartnerStatus(id, try reader.readEnum("action.status"))
+        case 3:
+            let id = try Identifier(from: &reader)
+            let signingKey = try Ed25519PublicKey(from: &reader)
+            let nodeKey = try reader.readOptional("action.nodeKey", of: Ed25519PublicKey.self)
+            let tls = try reader.readOptional("action.tlsKeyHash", of: SHA256Digest.self)
+            self = .rotateKeys(id, signingKey: signingKey, nodeKey: nodeKey, tlsKeyHash: tls)
+        case 4: self = .createProgramme(try Programme(from: &reader))
+        case 5: self = .amendProgramme(try Programme(from: &reader))
+        case 6: self = .closeProgramme(try Identifier(from: &reader))
+        case 7: self = .setValidators(try reader.readArray("action.validators", maximum: LedgerLimits.listCountMax, of: Identifier.self))
+        case 8: self = .setParameters(try Parameters(from: &reader))
+        case let raw: throw .unknownKind(field: "action.kind", offset: offset, raw: UInt64(raw))
+        }
+    }
+}
+
+extension TransactionBody: WireCodable {
+    public func encode(to writer: inout WireWriter) {
+        switch self {
+        case let .attribute(programme, account, units, evidence):
+            writer.write(UInt8(1)); writer.write(programme); writer.write(account); writer.write(units); writer.write(evidence)
+        case let .redeem(acceptor, amount, service):
+            writer.write(UInt8(2)); writer.write(acceptor); writer.write(amount); writer.write(service)
+        case let .transfer(to, programme, amount):
+            writer.write(UInt8(3)); writer.write(to); writer.write(programme); writer.write(amount)
+        case let .propose(action, deadline):
+            writer.write(UInt8(4)); writer.write(action); writer.write(deadline)
+        case let .vote(proposal, approve):
+            writer.write(UInt8(5)); writer.write(proposal); writer.write(approve)
+        }
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        let offset = reader.offset
+        switch try reader.readUInt8("body.kind") {
+        case 1:
+            let programme = try Identifier(from: &reader)
+            let account = try AccountID(from: &reader)
+            let units = try reader.readUInt32("attribute.units")
+            self = .attribute(programme: programme, account: account, units: units, evidence: try Bytes32(from: &reader))
+        case 2:
+            let acceptor = try Identifier(from: &reader)
+            let amount = try reader.readUInt64("redeem.amount")
+            self = .redeem(acceptor: acceptor, amount: amount, service: try Bytes32(from: &reader))
+        case 3:
+            let to = try AccountID(from: &reader)
+            let programme = try Identifier(from: &reader)
+            self = .transfer(to: to, programme: programme, amount: try reader.readUInt64("transfer.amount"))
+        case 4:
+            let action = try GovernanceAction(from: &reader)
+            self = .propose(action, deadline: try reader.readUInt64("propose.deadline"))
+        case 5:
+            let proposal = try reader.readUInt64("vote.proposal")
+            self = .vote(proposal: proposal, approve: try reader.readBool("vote.approve"))
+        case let raw: throw .unknownKind(field: "body.kind", offset: offset, raw: UInt64(raw))
+        }
+    }
+}
+
+extension TransactionSigner: WireCodable {
+    public func encode(to writer: inout WireWriter) {
+        switch self {
+        case let .citizen(key): writer.write(UInt8(1)); writer.write(key)
+        case let .partner(id): writer.write(UInt8(2)); writer.write(id)
+        }
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        let offset = reader.offset
+        switch try reader.readUInt8("signer.kind") {
+        case 1: self = .citizen(try AccountID(from: &reader))
+        case 2: self = .partner(try Identifier(from: &reader))
+        case let raw: throw .unknownKind(field: "signer.kind", offset: offset, raw: UInt64(raw))
+        }
+    }
+}
+
+extension Transaction: WireCodable {
+    public func encode(to writer: inout WireWriter) {
+        writer.writeString(chainId)
+        writer.write(signer)
+        writer.write(nonce)
+        writer.write(expiryHeight)
+        writer.write(body)
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        chainId = try reader.readString("transaction.chainId", maximumBytes: SigningDomain.chainIdByteCountMax)
+        signer = try TransactionSigner(from: &reader)
+        nonce = try reader.readUInt64("transaction.nonce")
+        expiryHeight = try reader.readUInt64("transaction.expiryHeight")
+        body = try TransactionBody(from: &reader)
+    }
+}
+
+extension SignedTransaction: WireCodable {
+    public func encode(to writer: inout WireWriter) {
+        writer.write(transaction)
+        writer.write(signature)
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        transaction = try Transaction(from: &reader)
+        signature = try Ed25519Signature(from: &reader)
+    }
+}

@@ -1,0 +1,182 @@
+// Properties over random histories: thousands of valid and invalid transactions across
+// several epochs, with the invariants checked after every block (value is conserved,
+// net positions sum to zero, caps and budgets hold), replay from genesis giving the same
+// roots, and state proofs that verify against the root and fail for altered values.
+// Also the sparse Merkle tree on its own: order independence, deletions, proofs.
+import Crypto
+import Testing
+import Wire
+@testable import Ledger
+
+@Suite struct StateTreeTests {
+    struct Nodes: TreeNodeSource {
+        var store = MemoryStateStore()
+        func treeNode(_ hash: SHA256Digest) -> TreeNode? { store.treeNode(hash) }
+    }
+
+    func apply(_ store: inout MemoryStateStore, _ changes: [(StateKey, [UInt8]?)]) {
+        let values = changes.map { (key: $0.0, value: $0.1) }
+        let tree = StateTree.update(root: store.root, changes: values.map { ($0.key, $0.value.map(StateTree.valueHash)) }, nodes: store)
+        store.commit(StateBatch(values: values, tree: tree))
+    }
+
+    func reachable(_ store: MemoryStateStore, from hash: SHA256Digest) -> Int {
+        guard hash != .zero, let node = store.treeNode(hash) else { return 0 }
+        if case let .branch(left, right) = node { return 1 + reachable(store, from: left) + reachable(store, from: right) }
+        return 1
+    }
+
+    @Test func rootDependsOnTheContentNotTheOrderOfUpdates() {
+        var random = SplitMix64(seed: 3)
+        let entries = (0..<500).map { i in (random.bytes32(), Array("value \(i)".utf8)) }
+        var once = MemoryStateStore()
+        apply(&once, entries.map { ($0.0, $0.1) })
+        var piecewise = MemoryStateStore()
+        for chunk in stride(from: 0, to: entries.count, by: 37) {
+            apply(&piecewise, entries[chunk..<min(chunk + 37, entries.count)].reversed().map { ($0.0, $0.1) })
+        }
+        #expect(once.root == piecewise.root && once.root != .zero)
+        // Deleting half, then re-adding it, comes back to the same root; no node leaks.
+        apply(&piecewise, entries.prefix(250).map { ($0.0, nil) })
+        #expect(piecewise.root != once.root)
+        #expect(reachable(piecewise, from: piecewise.root) == piecewise.nodeCount)
+        apply(&piecewise, entries.prefix(250).map { ($0.0, $0.1) })
+        #expect(piecewise.root == once.root)
+        apply(&piecewise, entries.map { ($0.0, nil) })
+        #expect(piecewise.root == .zero && piecewise.nodeCount == 0)
+    }
+
+    @Test func proofsOfInclusionAndAbsenceVerifyAndAlteredOnesFail() throws {
+        var random = SplitMix64(seed: 4)
+        var store = MemoryStateStore()
+        let entries = (0..<300).map { i in (random.bytes32(), Array("value \(i)".utf8)) }
+        apply(&store, entries.map { ($0.0, $0.1) })
+        for (key, value) in entries.prefix(50) {
+            let proof = StateTree.proof(for: key, root: store.root, nodes: store)
+            try proof.verifyInclusion(key: key, value: value, root: store.root)
+            #expect(throws: StateProofError.self) { try proof.verifyInclusion(key: key, value: value + [0], root: store.root) }
+            #expect(throws: StateProofError.self) { try proof.verifyAbsence(key: key, root: store.root) }
+            #expect(throws: StateProofError.self) { try proof.verifyInclusion(key: key, value: value, root: SHA256.hash("other root")) }
+            #expect(try StateProof(wireBytes: proof.wireBytes) == proof)
+        }
+        for _ in 0..<50 {
+            let absent = random.bytes32()
+            let proof = StateTree.proof(for: absent, root: store.root, nodes: store)
+            try proof.verifyAbsence(key: absent, root: store.root)
+            // An absence proof for one key does not prove another key absent.
+            #expect(throws: StateProofError.self) { try proof.verifyAbsence(key: entries[0].0, root: store.root) }
+        }
+    }
+}
+
+@Suite struct LedgerPropertyTests {
+    /// Random traffic from a seed: mostly plausible transactions, some invalid on purpose.
+    struct Traffic {
+        var random: SplitMix64
+        var evidence = 0
+        let citizens = 40
+
+        mutating func pick<T>(_ items: [T]) -> T { items[Int(random.next() % UInt64(items.count))] }
+
+        mutating func block(_ f: inout LedgerFixture) -> [[UInt8]] {
+            var commands: [[UInt8]] = []
+            for _ in 0..<(20 + Int(random.next() % 60)) {
+                let citizen = Int(random.next() % UInt64(citizens))
+                switch random.next() % 10 {
+                case 0, 1, 2, 3:
+                    let (programme, issuer) = pick([("recyclage", "tri"), ("culture", "friche"), ("mobilite", "rtm"), ("mobilite", "tri")])
+                    evidence += random.next() % 20 == 0 ? 0 : 1  // sometimes reuse evidence
+                    commands.append(f.attribute(issuer, programme, to: citizen, units: UInt32(random.next() % 12), evidence: evidence))
+                case 4, 5, 6:
+                    commands.append(f.redeem(citizen, at: pick(["rtm", "friche", "metropole", "fonds", "tri"]), random.next() % 400))
+                case 7:
+                    let to = LedgerFixture.citizen(Int(random.next() % UInt64(citizens))).publicKey
+                    commands.append(f.citizenTx(citizen, .transfer(to: to, programme: id(pick(["culture", "mobilite"])), amount: random.next() % 300)))
+                case 8:
+                    // Garbage, forgeries and replays.
+                    if random.next() % 2 == 0 {
+                        commands.append(random.bytes(Int(random.next() % 200)))
+                    } else if let previous = commands.last {
+                        commands.append(previous)
+                    }
+                default:
+                    let tx = f.partnerTx("tri", .attribute(programme: id("recyclage"), account: LedgerFixture.citizen(citizen).publicKey, units: 1, evidence: .zero),
+                                         key: LedgerFixture.key("thief"))
+                    commands.append(tx)
+                }
+            }
+            return commands
+        }
+    }
+
+    func checkInvariants(_ f: LedgerFixture, citizens: Int) {
+        let ledger = f.ledger
+        var live: Amount = 0
+        var liveByProgramme: [Identifier: Amount] = [:]
+        for citizen in 0..<citizens {
+            for lot in ledger.account(LedgerFixture.citizen(citizen).publicKey).lots {
+                live += lot.amount
+                liveByProgramme[lot.programme, default: 0] += lot.amount
+                #expect(lot.amount > 0)
+            }
+        }
+        let totals = ledger.meta.totals
+        #expect(totals.issued == live + totals.redeemed + totals.expired + totals.sunk, "conservation at height \(ledger.height)")
+        for programmeID in ledger.meta.programmes {
+            guard let programme = ledger.programme(programmeID) else { continue }
+            #expect(programme.totals.live == liveByProgramme[programmeID] ?? 0, "\(programmeID) at height \(ledger.height)")
+            #expect(programme.totals.issued <= programme.budget)
+            for citizen in 0..<citizens {
+                let account = LedgerFixture.citizen(citizen).publicKey
+                if let usage = ledger.usage(account, programmeID) { #expect(usage.amount <= programme.capPerAccount) }
+                #expect(ledger.account(account).balance(in: programmeID) <= programme.walletCeiling)
+            }
+        }
+        for epoch in 0..<ledger.meta.epoch {
+            let nets = ledger.partnerIDs.compactMap { ledger.statement(epoch: epoch, partner: $0)?.net }
+            #expect(nets.reduce(0, +) == 0, "net positions of epoch \(epoch)")
+            let settled = ledger.settlements(epoch: epoch).reduce(Int64(0)) { $0 + Int64($1.amount) }
+            #expect(settled >= 0)
+        }
+    }
+
+    @Test(arguments: [UInt64(1), 2, 3])
+    func randomHistoriesKeepEveryInvariantAndReplayIdentically(seed: UInt64) throws {
+        var f = LedgerFixture(epochLength: 7)
+        var traffic = Traffic(random: SplitMix64(seed: seed))
+        var blocks: [[[UInt8]]] = []
+        var roots: [SHA256Digest] = []
+        var applied = 0, rejected = 0
+        for _ in 0..<40 {
+            let block = traffic.block(&f)
+            let outcome = f.ledger.execute(block)
+            for result in outcome.results { if result == .applied { applied += 1 } else { rejected += 1 } }
+            blocks.append(block)
+            roots.append(outcome.stateRoot)
+            checkInvariants(f, citizens: traffic.citizens)
+        }
+        #expect(f.ledger.meta.epoch >= 5)
+        #expect(applied > 500 && rejected > 300, "applied \(applied), rejected \(rejected)")
+
+        // The same blocks from genesis give the same roots.
+        var replay = LedgerFixture(epochLength: 7)
+        for (index, block) in blocks.enumerated() {
+            #expect(replay.ledger.execute(block).stateRoot == roots[index])
+        }
+
+        // Proofs for random accounts, present or not, against the final root.
+        let root = f.ledger.stateRoot
+        for citizen in 0..<traffic.citizens + 5 {
+            let key = StateKeys.account(LedgerFixture.citizen(citizen).publicKey)
+            let (value, proof) = f.ledger.proof(key)
+            if let value {
+                try proof.verifyInclusion(key: key, value: value, root: root)
+                var altered = value
+                altered[altered.count - 1] ^= 1
+                #expect(throws: StateProofError.self) { try proof.verifyInclusion(key: key, value: altered, root: root) }
+            } else {
+                try proof.verifyAbsence(key: key, root: root)
+            }
+        }
+    }
+}
