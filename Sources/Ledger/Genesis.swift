@@ -12,6 +12,14 @@ public struct GenesisFile: Codable, Sendable, Equatable {
     public var validators: [String]
     public var programmes: [ProgrammeEntry]
 
+    public init(chainId: String, parameters: ParametersEntry, partners: [PartnerEntry], validators: [String], programmes: [ProgrammeEntry]) {
+        self.chainId = chainId
+        self.parameters = parameters
+        self.partners = partners
+        self.validators = validators
+        self.programmes = programmes
+    }
+
     public struct ParametersEntry: Codable, Sendable, Equatable {
         public var epochLength: UInt64?
         public var blocksPerDay: UInt64?
@@ -21,6 +29,18 @@ public struct GenesisFile: Codable, Sendable, Equatable {
         public var approval: String?
         /// The partner receiving demurrage.
         public var sink: String
+
+        public init(
+            epochLength: UInt64? = nil, blocksPerDay: UInt64? = nil, transactionLifetimeMax: UInt64? = nil,
+            proposalLifetimeMax: UInt64? = nil, approval: String? = nil, sink: String
+        ) {
+            self.epochLength = epochLength
+            self.blocksPerDay = blocksPerDay
+            self.transactionLifetimeMax = transactionLifetimeMax
+            self.proposalLifetimeMax = proposalLifetimeMax
+            self.approval = approval
+            self.sink = sink
+        }
     }
 
     public struct PartnerEntry: Codable, Sendable, Equatable {
@@ -32,6 +52,15 @@ public struct GenesisFile: Codable, Sendable, Equatable {
         public var signingKey: String
         public var nodeKey: String?
         public var tlsKeyHash: String?
+
+        public init(id: String, name: String, roles: [String], signingKey: String, nodeKey: String? = nil, tlsKeyHash: String? = nil) {
+            self.id = id
+            self.name = name
+            self.roles = roles
+            self.signingKey = signingKey
+            self.nodeKey = nodeKey
+            self.tlsKeyHash = tlsKeyHash
+        }
     }
 
     public struct ProgrammeEntry: Codable, Sendable, Equatable {
@@ -54,6 +83,30 @@ public struct GenesisFile: Codable, Sendable, Equatable {
         public var transferable: Bool?
         public var startHeight: UInt64?
         public var endHeight: UInt64?
+
+        public init(
+            id: String, name: String, category: String, rewardPerUnit: UInt64, issuers: [String], sponsor: String,
+            capPerAccount: UInt64, capPeriod: String, walletCeiling: UInt64, budget: UInt64, expiryEpochs: UInt32? = nil,
+            demurrageBasisPoints: UInt16? = nil, acceptors: [String]? = nil, transferable: Bool? = nil, startHeight: UInt64? = nil,
+            endHeight: UInt64? = nil
+        ) {
+            self.id = id
+            self.name = name
+            self.category = category
+            self.rewardPerUnit = rewardPerUnit
+            self.issuers = issuers
+            self.sponsor = sponsor
+            self.capPerAccount = capPerAccount
+            self.capPeriod = capPeriod
+            self.walletCeiling = walletCeiling
+            self.budget = budget
+            self.expiryEpochs = expiryEpochs
+            self.demurrageBasisPoints = demurrageBasisPoints
+            self.acceptors = acceptors
+            self.transferable = transferable
+            self.startHeight = startHeight
+            self.endHeight = endHeight
+        }
     }
 }
 
@@ -171,6 +224,18 @@ extension GenesisFile {
                 sponsor: try known(entry.sponsor, "\(field).sponsor").id, capPerAccount: entry.capPerAccount, capPeriod: period,
                 walletCeiling: entry.walletCeiling, budget: entry.budget, lifetime: lifetime, acceptors: Array(Set(acceptors)),
                 transferable: entry.transferable ?? false, startHeight: entry.startHeight ?? 0, endHeight: entry.endHeight ?? 0)
+            for (name, amount) in [("rewardPerUnit", entry.rewardPerUnit), ("capPerAccount", entry.capPerAccount),
+                                   ("walletCeiling", entry.walletCeiling), ("budget", entry.budget)]
+            where amount > LedgerLimits.amountMax {
+                throw GenesisError(field: "\(field).\(name)", reason: "over \(LedgerLimits.amountMax)")
+            }
+            guard entry.rewardPerUnit > 0 else { throw GenesisError(field: "\(field).rewardPerUnit", reason: "must be positive") }
+            if case let .demurrage(basisPoints) = lifetime, basisPoints > 10_000 {
+                throw GenesisError(field: "\(field).demurrageBasisPoints", reason: "over 10000")
+            }
+            guard programme.endHeight == 0 || programme.endHeight >= programme.startHeight else {
+                throw GenesisError(field: "\(field).endHeight", reason: "before startHeight")
+            }
             programmes.append(programme)
         }
         return Genesis(chainId: chainId, parameters: parameters, partners: partners.sorted { $0.id < $1.id }, validators: validators, programmes: programmes)

@@ -17,7 +17,7 @@ extension Ledger {
             }
             let rate = Amount(basisPoints)
             for _ in lot.meltedFromEpoch..<meta.epoch where lot.amount > 0 {
-                // ⌊amount × rate / 10000⌋ without overflow (amount < 2^60).
+                // ⌊amount × rate / 10000⌋ without overflow (amount < 2^56).
                 let melt = lot.amount / 10_000 * rate + lot.amount % 10_000 * rate / 10_000
                 lot.amount -= melt
                 melted[lot.programme, default: 0] += melt
@@ -109,6 +109,7 @@ extension Ledger {
         guard programme.totals.issued + amount <= programme.budget else {
             return .failure(.budgetExceeded(budget: programme.budget, issued: programme.totals.issued, asked: amount))
         }
+        guard meta.totals.issued + amount <= LedgerLimits.totalMax else { return .failure(.amountTooLarge) }
         let expiry: UInt64
         switch programme.lifetime {
         case let .expiry(epochs): expiry = meta.epoch + UInt64(epochs)

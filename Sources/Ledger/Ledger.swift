@@ -67,7 +67,6 @@ public struct Ledger<Store: StateStore> {
     var pendingUsed: [UInt64: [StateKey]] = [:]
     var pendingExpiring: [UInt64: Set<AccountID>] = [:]
     var pendingObligations: [Pair: Amount] = [:]
-    var validatorsChanged = false
 
     struct Pair: Hashable, Comparable {
         let sponsor: Identifier
@@ -133,6 +132,22 @@ public struct Ledger<Store: StateStore> {
     public mutating func execute(
         _ commands: [[UInt8]], verify: (SignatureCheck) -> Bool = { $0.verify() }
     ) -> BlockOutcome {
+        let staged = stage(commands, verify: verify)
+        return commit(staged)
+    }
+
+    /// A block executed but not yet committed: its results and the state writes it makes.
+    public struct StagedBlock: Sendable {
+        public let height: UInt64
+        public let results: [TransactionResult]
+        public let values: [(key: StateKey, value: [UInt8]?)]
+        public let validators: [Ed25519PublicKey]?
+        public let closedEpoch: UInt64?
+    }
+
+    /// Runs a block's transactions (and the epoch close it ends, if any) without touching
+    /// the store. `commit` must follow before the next `stage`.
+    public mutating func stage(_ commands: [[UInt8]], verify: (SignatureCheck) -> Bool = { $0.verify() }) -> StagedBlock {
         let height = meta.height + 1
         meta.height = height
         let validatorsBefore = nodeKeys()
@@ -151,10 +166,23 @@ public struct Ledger<Store: StateStore> {
             closeEpoch(height: height)
         }
         let validatorsAfter = nodeKeys()
-        let root = commitBlock()
-        return BlockOutcome(
-            height: height, results: results, stateRoot: root,
+        flushBlock()
+        let values = writes.map { (key: $0.key, value: $0.value) }
+        writes = [:]
+        return StagedBlock(
+            height: height, results: results, values: values,
             validators: validatorsAfter != validatorsBefore ? validatorsAfter : nil, closedEpoch: closed)
+    }
+
+    /// Updates the authenticated tree with a staged block's writes and commits both to
+    /// the store (atomically, by the store's contract). Returns the outcome with the new root.
+    public mutating func commit(_ staged: StagedBlock) -> BlockOutcome {
+        let tree = StateTree.update(
+            root: store.root, changes: staged.values.map { ($0.key, $0.value.map(StateTree.valueHash)) }, nodes: store)
+        store.commit(StateBatch(values: staged.values, tree: tree))
+        return BlockOutcome(
+            height: staged.height, results: staged.results, stateRoot: tree.root, validators: staged.validators,
+            closedEpoch: staged.closedEpoch)
     }
 
     /// The node keys of the validator partners, in order (those without one are skipped).
@@ -223,9 +251,9 @@ public struct Ledger<Store: StateStore> {
         writes[bucket] = .some(nil)
     }
 
-    /// Folds the block's accumulated indexes into their records, writes the cached
-    /// records, updates the tree and commits. Returns the new state root.
-    private mutating func commitBlock() -> SHA256Digest {
+    /// Folds the block's accumulated indexes into their records and writes the cached
+    /// records: after it, `writes` holds everything the block changes.
+    private mutating func flushBlock() {
         for height in pendingUsed.keys.sorted() {
             let key = StateKeys.usedExpiring(height)
             let list = (read(key, as: KeyList.self)?.keys ?? []) + (pendingUsed[height] ?? [])
@@ -243,16 +271,10 @@ public struct Ledger<Store: StateStore> {
         for id in partners.keys.sorted() { write(StateKeys.partner(id), partners[id]) }
         write(StateKeys.meta, meta)
         write(StateKeys.parameters, parameters)
-
-        let values = writes.map { (key: $0.key, value: $0.value) }
-        let tree = StateTree.update(root: store.root, changes: values.map { ($0.key, $0.value.map(StateTree.valueHash)) }, nodes: store)
-        store.commit(StateBatch(values: values, tree: tree))
-        writes = [:]
         programmes = [:]
         partners = [:]
         pendingUsed = [:]
         pendingExpiring = [:]
-        return tree.root
     }
 
     mutating func flushObligations() {

@@ -7,9 +7,12 @@ public typealias Amount = UInt64
 public typealias AccountID = Ed25519PublicKey
 
 public enum LedgerLimits {
-    /// Every amount and running total stays below this, so sums of a few never overflow
-    /// and net positions fit in an Int64.
-    public static let amountMax: Amount = 1 << 60
+    /// Every amount, budget, ceiling and cap stays below this, so an account's lots
+    /// (at most 64) sum without overflow.
+    public static let amountMax: Amount = 1 << 56
+    /// The ledger's running totals stay below this (attribution past it is refused), so
+    /// every total, sum of obligations and net position fits in an Int64.
+    public static let totalMax: Amount = 1 << 62
     public static let nameBytesMax = 64
     public static let listCountMax = 256
     /// Token lots an account may hold (distinct programme and expiry pairs).
@@ -346,7 +349,7 @@ extension Programme.Totals: WireCodable {
         redeemed = try reader.readUInt64("totals.redeemed")
         expired = try reader.readUInt64("totals.expired")
         sunk = try reader.readUInt64("totals.sunk")
-        guard redeemed &+ expired &+ sunk <= issued, issued <= LedgerLimits.amountMax * 4 else {
+        guard issued <= LedgerLimits.totalMax, redeemed <= issued, expired <= issued - redeemed, sunk <= issued - redeemed - expired else {
             throw .invalidValue(field: "totals", offset: reader.offset, reason: "more left circulation than was issued")
         }
     }

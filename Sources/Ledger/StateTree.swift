@@ -68,7 +68,7 @@ public enum StateTree {
         let sorted = changes.sorted { $0.key < $1.key }
         var update = Update(root: root)
         var updater = Updater(nodes: nodes, update: update)
-        update.root = updater.apply(root, depth: 0, sorted[...])
+        update.root = sorted.isEmpty ? root : updater.apply(root, depth: 0, sorted[...]).hash
         update.created = updater.update.created
         update.replaced = updater.update.replaced
         return update
@@ -97,12 +97,16 @@ public enum StateTree {
             if update.created.removeValue(forKey: hash) == nil { update.replaced.append(hash) }
         }
 
-        mutating func apply(_ hash: SHA256Digest, depth: Int, _ changes: ArraySlice<(key: StateKey, valueHash: SHA256Digest?)>) -> SHA256Digest {
-            guard !changes.isEmpty else { return hash }
+        /// A subtree after the changes: its hash, and whether it is a single leaf (which
+        /// moves up when its sibling is empty).
+        typealias Subtree = (hash: SHA256Digest, isLeaf: Bool)
+
+        mutating func apply(_ hash: SHA256Digest, depth: Int, _ changes: ArraySlice<(key: StateKey, valueHash: SHA256Digest?)>) -> Subtree {
             switch node(hash) {
             case nil:
                 return build(depth: depth, changes.compactMap { change in change.valueHash.map { (change.key, $0) } }[...])
             case let .leaf(key, valueHash):
+                guard !changes.isEmpty else { return (hash, true) }
                 // Re-insert the existing leaf among the changes unless they change it.
                 retire(hash)
                 var entries = changes.compactMap { change in change.valueHash.map { (change.key, $0) } }
@@ -112,32 +116,38 @@ public enum StateTree {
                 }
                 return build(depth: depth, entries[...])
             case let .branch(left, right):
+                guard !changes.isEmpty else { return (hash, false) }
                 retire(hash)
                 let split = changes.firstIndex { bit($0.key, depth) } ?? changes.endIndex
-                let newLeft = apply(left, depth: depth + 1, changes[..<split])
-                let newRight = apply(right, depth: depth + 1, changes[split...])
+                let newLeft = changes.startIndex < split ? apply(left, depth: depth + 1, changes[..<split]) : (left, isLeaf(left))
+                let newRight = split < changes.endIndex ? apply(right, depth: depth + 1, changes[split...]) : (right, isLeaf(right))
                 return join(newLeft, newRight)
             }
         }
 
+        func isLeaf(_ hash: SHA256Digest) -> Bool {
+            if case .leaf = node(hash) { return true }
+            return false
+        }
+
         /// A branch of two subtrees, collapsed when one is empty and the other a leaf (the
         /// leaf moves up: the shape depends on the keys only).
-        mutating func join(_ left: SHA256Digest, _ right: SHA256Digest) -> SHA256Digest {
-            if left == .zero && right == .zero { return .zero }
-            if left == .zero, case .leaf = node(right) { return right }
-            if right == .zero, case .leaf = node(left) { return left }
-            return store(.branch(left: left, right: right))
+        mutating func join(_ left: Subtree, _ right: Subtree) -> Subtree {
+            if left.hash == .zero && right.hash == .zero { return (.zero, false) }
+            if left.hash == .zero && right.isLeaf { return right }
+            if right.hash == .zero && left.isLeaf { return left }
+            return (store(.branch(left: left.hash, right: right.hash)), false)
         }
 
         /// A fresh subtree of sorted, distinct entries.
-        mutating func build(depth: Int, _ entries: ArraySlice<(StateKey, SHA256Digest)>) -> SHA256Digest {
-            if entries.isEmpty { return .zero }
-            if entries.count == 1, let only = entries.first { return store(.leaf(key: only.0, valueHash: only.1)) }
+        mutating func build(depth: Int, _ entries: ArraySlice<(StateKey, SHA256Digest)>) -> Subtree {
+            if entries.isEmpty { return (.zero, false) }
+            if entries.count == 1, let only = entries.first { return (store(.leaf(key: only.0, valueHash: only.1)), true) }
             precondition(depth < StateTree.depthMax, "two distinct keys share every bit")
             let split = entries.firstIndex { bit($0.0, depth) } ?? entries.endIndex
             let left = build(depth: depth + 1, entries[..<split])
             let right = build(depth: depth + 1, entries[split...])
-            return store(.branch(left: left, right: right))
+            return (store(.branch(left: left.hash, right: right.hash)), false)
         }
     }
 

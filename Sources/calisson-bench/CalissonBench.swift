@@ -4,8 +4,8 @@ import ArgumentParser
 struct CalissonBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "calisson-bench",
-        abstract: "Measure Calisson: the signature/Merkle hot path now; cluster modes come with the node.",
-        subcommands: [HotPathCommand.self])
+        abstract: "Measure Calisson: the signature/Merkle hot path and ledger execution; cluster modes come with the node.",
+        subcommands: [HotPathCommand.self, LedgerCommand.self])
 }
 
 struct HotPathCommand: ParsableCommand {
