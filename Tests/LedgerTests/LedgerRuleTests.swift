@@ -99,6 +99,33 @@ import Wire
         #expect(f.one(tx.signed(with: key).wireBytes).rejection == .wrongChain("other-chain"))
     }
 
+    @Test func unknownSignerAndOversizedAmountsAreRefused() {
+        var f = LedgerFixture()
+        let stranger = f.partnerTx("inconnu", .vote(proposal: 1, approve: true), key: LedgerFixture.key("x"))
+        #expect(f.one(stranger).rejection == .unknownPartner(id("inconnu")))
+        #expect(f.one(f.attribute("tri", "recyclage", to: 1, units: UInt32.max, evidence: 1)).rejection == .capExceeded(cap: 300, used: 0, asked: 42_949_672_950))
+        #expect(f.one(f.redeem(1, at: "rtm", LedgerLimits.amountMax + 1)).rejection == .amountTooLarge)
+        let h = f.ledger.height
+        #expect(f.one(f.partnerTx("metropole", .propose(.closeProgramme(id("culture")), deadline: h + 10_000))).rejection
+            == .deadlineTooFar(deadline: h + 10_000, heightMax: h + 1 + 1_000))
+    }
+
+    @Test func anAccountHoldsAtMostSixtyFourLots() {
+        // Each epoch's waste-sorting tokens form their own lot (their expiry differs);
+        // with a long lifetime they pile up until the 65th is refused.
+        var f = LedgerFixture(epochLength: 1)
+        var long = f.ledger.programme(id("recyclage"))!
+        long.lifetime = .expiry(epochs: 1_000)
+        long.capPerAccount = 100_000
+        long.walletCeiling = 100_000
+        f.govern(.amendProgramme(long))
+        for n in 0..<LedgerLimits.lotsPerAccountMax {
+            #expect(f.one(f.attribute("tri", "recyclage", to: 1, units: 1, evidence: n)) == .applied)
+        }
+        #expect(f.ledger.account(LedgerFixture.citizen(1).publicKey).lots.count == LedgerLimits.lotsPerAccountMax)
+        #expect(f.one(f.attribute("tri", "recyclage", to: 1, units: 1, evidence: 999)).rejection == .tooManyLots)
+    }
+
     @Test func citizenCannotAttributeNorPartnerRedeem() {
         var f = LedgerFixture()
         let tx = f.citizenTx(1, .attribute(programme: id("recyclage"), account: LedgerFixture.citizen(1).publicKey, units: 1, evidence: .zero))
@@ -128,6 +155,9 @@ import Wire
         #expect(f.one(f.redeem(1, at: "tri", 10)).rejection == .missingRole(id("tri"), needs: "acceptor"))
         #expect(f.one(f.redeem(1, at: "rtm", 0)).rejection == .zeroAmount)
         #expect(f.balance(1) == 100)
+        f.govern(.setPartnerStatus(id("rtm"), .suspended))
+        #expect(f.one(f.redeem(1, at: "rtm", 10)).rejection == .partnerNotActive(id("rtm"), .suspended))
+        #expect(f.one(f.redeem(1, at: "nulle-part", 10)).rejection == .unknownPartner(id("nulle-part")))
     }
 
     @Test func transferOnlyWhereTheProgrammeAllows() {
@@ -139,6 +169,9 @@ import Wire
         #expect(f.one(f.citizenTx(1, .transfer(to: to, programme: id("culture"), amount: 201))).rejection == .insufficientFunds(available: 200, asked: 201))
         #expect(f.one(f.citizenTx(1, .transfer(to: to, programme: id("culture"), amount: 120))) == .applied)
         #expect(f.balance(1, "culture") == 80 && f.balance(2, "culture") == 120)
+        f.run([f.attribute("friche", "culture", to: 3, units: 10, evidence: 3), f.attribute("metropole", "culture", to: 2, units: 10, evidence: 4)])
+        #expect(f.one(f.citizenTx(3, .transfer(to: to, programme: id("culture"), amount: 1_000))).rejection
+            == .walletCeilingExceeded(ceiling: 2_000, held: 1_120, asked: 1_000))
     }
 }
 
