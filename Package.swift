@@ -13,6 +13,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // System libraries, found through pkg-config; `scripts/install-dependencies` installs them.
@@ -36,6 +37,10 @@ let package = Package(
         .target(name: "Consensus", dependencies: ["Wire", "Crypto"]),
         // The clearing house: tokens, programmes, clearing, governance, authenticated state. Pure.
         .target(name: "Ledger", dependencies: ["Wire", "Crypto"]),
+        // libuv event loop, TLS 1.3 through OpenSSL memory BIOs, framing, peer mesh, gossip.
+        .target(
+            name: "Transport",
+            dependencies: ["Wire", "Crypto", "CLibUV", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
         // A whole cluster in one thread, deterministic from a seed, with injected faults.
         .target(name: "Simulation", dependencies: ["Consensus", "Crypto", "Wire"]),
 
@@ -52,6 +57,7 @@ let package = Package(
         .testTarget(name: "CryptoTests", dependencies: ["Crypto", "Wire", "CHotPath"]),
         .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "Simulation", "Crypto", "Wire"]),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Crypto", "Wire"]),
+        .testTarget(name: "TransportTests", dependencies: ["Transport", "Crypto", "Wire"]),
         .testTarget(name: "ShimTests", dependencies: ["CLibUV", "COpenSSL", "CSQLite", "CSodium"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,159 @@
+import COpenSSL
+import Crypto
+import Foundation
+import Wire
+
+/// An OpenSSL failure, with OpenSSL's own error queue in words.
+public struct OpenSSLError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let what: String
+    public let detail: String
+
+    init(_ what: String) {
+        self.what = what
+        var details: [String] = []
+        while true {
+            let code = ERR_get_error()
+            if code == 0 { break }
+            var buffer = [CChar](repeating: 0, count: 256)
+            ERR_error_string_n(code, &buffer, buffer.count)
+            details.append(string(buffer))
+        }
+        detail = details.joined(separator: "; ")
+    }
+
+    public var description: String { detail.isEmpty ? what : "\(what): \(detail)" }
+}
+
+/// An X.509 certificate in PEM, with what Calisson reads from it.
+public struct Certificate: Hashable, Sendable {
+    public let pem: String
+    /// The subject's common name: a partner id (or the CA's name).
+    public let commonName: String
+    /// SHA-256 of the subject public key info (DER): what the validator registry lists.
+    public let publicKeyHash: SHA256Digest
+    public let serial: UInt64
+
+    public init(pem: String) throws(OpenSSLError) {
+        let x509 = try Self.parse(pem)
+        defer { X509_free(x509) }
+        self.pem = pem
+        commonName = Self.commonName(of: x509) ?? ""
+        publicKeyHash = try Self.publicKeyHash(of: x509)
+        serial = UInt64(ASN1_INTEGER_get(X509_get0_serialNumber(x509)))
+    }
+
+    static func parse(_ pem: String) throws(OpenSSLError) -> OpaquePointer {
+        let bio = BIO_new_mem_buf(pem, Int32(pem.utf8.count))
+        defer { BIO_free(bio) }
+        guard let x509 = PEM_read_bio_X509(bio, nil, nil, nil) else { throw OpenSSLError("not a PEM certificate") }
+        return x509
+    }
+
+    static func commonName(of x509: OpaquePointer) -> String? {
+        guard let name = X509_get_subject_name(x509) else { return nil }
+        var buffer = [CChar](repeating: 0, count: 256)
+        let length = X509_NAME_get_text_by_NID(name, NID_commonName, &buffer, Int32(buffer.count))
+        return length > 0 ? string(buffer) : nil
+    }
+
+    static func publicKeyHash(of x509: OpaquePointer) throws(OpenSSLError) -> SHA256Digest {
+        guard let key = X509_get0_pubkey(x509) else { throw OpenSSLError("certificate without a public key") }
+        return try publicKeyHash(ofKey: key)
+    }
+
+    static func publicKeyHash(ofKey key: OpaquePointer) throws(OpenSSLError) -> SHA256Digest {
+        var der: UnsafeMutablePointer<UInt8>?
+        let length = i2d_PUBKEY(key, &der)
+        guard length > 0, let der else { throw OpenSSLError("cannot encode the public key") }
+        defer { calisson_openssl_free(der) }
+        return SHA256.hash(Array(UnsafeBufferPointer(start: der, count: Int(length))))
+    }
+
+    /// The SHA-256 of the SPKI of an Ed25519 key: what a certificate for it will carry.
+    public static func publicKeyHash(of key: Ed25519PublicKey) throws(OpenSSLError) -> SHA256Digest {
+        guard let pkey = key.rawRepresentation.withUnsafeBufferPointer({ EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nil, $0.baseAddress, 32) })
+        else { throw OpenSSLError("bad Ed25519 public key") }
+        defer { EVP_PKEY_free(pkey) }
+        return try publicKeyHash(ofKey: pkey)
+    }
+}
+
+/// Issues the consortium's certificates: the CA (held by the Métropole) and each
+/// partner's TLS certificate, Ed25519 throughout, with the partner id as common name.
+public enum CertificateAuthority {
+    /// A self-signed CA certificate, valid from `notBefore` to `notAfter` seconds from now.
+    public static func makeRoot(name: String, key: Ed25519PrivateKey, serial: UInt64 = 1, notBefore: Int = -60, notAfter: Int = 10 * 365 * 86_400)
+        throws(OpenSSLError) -> Certificate
+    {
+        try issue(commonName: name, subjectKey: key.publicKey, isCA: true, issuer: nil, issuerKey: key, serial: serial, notBefore: notBefore, notAfter: notAfter)
+    }
+
+    /// A leaf certificate for `commonName` (a partner id) and `subjectKey`, signed by the CA.
+    public static func issue(
+        commonName: String, subjectKey: Ed25519PublicKey, ca: Certificate, caKey: Ed25519PrivateKey, serial: UInt64,
+        notBefore: Int = -60, notAfter: Int = 365 * 86_400
+    ) throws(OpenSSLError) -> Certificate {
+        try issue(commonName: commonName, subjectKey: subjectKey, isCA: false, issuer: ca, issuerKey: caKey, serial: serial, notBefore: notBefore, notAfter: notAfter)
+    }
+
+    static func privateKey(_ key: Ed25519PrivateKey) throws(OpenSSLError) -> OpaquePointer {
+        let seed = key.seedRepresentation
+        guard let pkey = seed.withUnsafeBufferPointer({ EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nil, $0.baseAddress, 32) })
+        else { throw OpenSSLError("cannot load the Ed25519 key") }
+        return pkey
+    }
+
+    private static func issue(
+        commonName: String, subjectKey: Ed25519PublicKey, isCA: Bool, issuer: Certificate?, issuerKey: Ed25519PrivateKey,
+        serial: UInt64, notBefore: Int, notAfter: Int
+    ) throws(OpenSSLError) -> Certificate {
+        guard let x509 = X509_new() else { throw OpenSSLError("X509_new") }
+        defer { X509_free(x509) }
+        guard let subjectPKey = subjectKey.rawRepresentation.withUnsafeBufferPointer({ EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nil, $0.baseAddress, 32) })
+        else { throw OpenSSLError("bad subject key") }
+        defer { EVP_PKEY_free(subjectPKey) }
+        let signingKey = try privateKey(issuerKey)
+        defer { EVP_PKEY_free(signingKey) }
+
+        X509_set_version(x509, 2)
+        ASN1_INTEGER_set_uint64(X509_get_serialNumber(x509), serial)
+        X509_gmtime_adj(X509_getm_notBefore(x509), notBefore)
+        X509_gmtime_adj(X509_getm_notAfter(x509), notAfter)
+        X509_set_pubkey(x509, subjectPKey)
+        let name = X509_get_subject_name(x509)
+        guard X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, commonName, -1, -1, 0) == 1 else { throw OpenSSLError("bad common name") }
+        X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, "Calisson consortium", -1, -1, 0)
+
+        var issuerX509: OpaquePointer?
+        if let issuer {
+            issuerX509 = try Certificate.parse(issuer.pem)
+            X509_set_issuer_name(x509, X509_get_subject_name(issuerX509))
+        } else {
+            X509_set_issuer_name(x509, name)
+        }
+        defer { if let issuerX509 { X509_free(issuerX509) } }
+
+        var context = X509V3_CTX()
+        calisson_x509v3_set_ctx_nodb(&context)
+        X509V3_set_ctx(&context, issuerX509 ?? x509, x509, nil, nil, 0)
+        let extensions: [(Int32, String)] = isCA
+            ? [(NID_basic_constraints, "critical,CA:TRUE"), (NID_key_usage, "critical,keyCertSign,cRLSign"), (NID_subject_key_identifier, "hash")]
+            : [(NID_basic_constraints, "critical,CA:FALSE"), (NID_key_usage, "critical,digitalSignature"),
+               (NID_ext_key_usage, "serverAuth,clientAuth"), (NID_subject_key_identifier, "hash"), (NID_authority_key_identifier, "keyid")]
+        for (nid, value) in extensions {
+            guard let ext = X509V3_EXT_conf_nid(nil, &context, nid, value) else { throw OpenSSLError("extension \(value)") }
+            X509_add_ext(x509, ext, -1)
+            X509_EXTENSION_free(ext)
+        }
+        guard X509_sign(x509, signingKey, nil) > 0 else { throw OpenSSLError("X509_sign") }
+
+        guard let bio = BIO_new(BIO_s_mem()) else { throw OpenSSLError("BIO_new") }
+        defer { BIO_free(bio) }
+        guard PEM_write_bio_X509(bio, x509) == 1 else { throw OpenSSLError("PEM_write_bio_X509") }
+        var data: UnsafeMutablePointer<CChar>?
+        let length = calisson_bio_mem_data(bio, &data)
+        guard let data, length > 0 else { throw OpenSSLError("PEM output") }
+        let pem = String(decoding: UnsafeRawBufferPointer(start: data, count: length), as: UTF8.self)
+        return try Certificate(pem: pem)
+    }
+}

@@ -1,0 +1,193 @@
+import Crypto
+import Foundation
+import Synchronization
+import Wire
+
+/// Why a client call failed.
+public enum ClientError: Error, Equatable, Sendable, CustomStringConvertible {
+    case connect(String)
+    case tls(String)
+    case closed(String)
+    case timeout
+    case refused(String)
+
+    public var description: String {
+        switch self {
+        case let .connect(reason): return "cannot connect: \(reason)"
+        case let .tls(reason): return "TLS: \(reason)"
+        case let .closed(reason): return "connection closed: \(reason)"
+        case .timeout: return "no answer in time"
+        case let .refused(reason): return "refused: \(reason)"
+        }
+    }
+}
+
+/// A client of a node's client port (partner back-ends, the query CLI): server-
+/// authenticated TLS 1.3 (the node's certificate must chain to the consortium CA), then
+/// requests answered in order. Blocking calls; safe from any thread but not concurrently.
+public final class TransportClient: @unchecked Sendable {
+    private let loop = EventLoop(name: "calisson-client")
+    /// Touched on the client's loop thread only.
+    private var link: ClientLink?
+    private let responses = Mutex<[Result<[UInt8], ClientError>]>([])
+    private let arrived = DispatchSemaphore(value: 0)
+    /// The TLS version and cipher negotiated.
+    public private(set) var negotiated = ""
+
+    public init(host: String, port: UInt16, ca: Certificate, chainId: String, timeoutMilliseconds: Int = 5_000) throws(ClientError) {
+        let context: TLSContext
+        do { context = try TLSContext(role: .client, identity: nil, trustedCA: ca, mutual: false) } catch {
+            loop.shutdown()
+            throw .tls("\(error)")
+        }
+        let ready = DispatchSemaphore(value: 0)
+        let outcome = Mutex<Result<String, ClientError>?>(nil)
+        loop.execute { [self] in
+            let stream = TCPStream(loop: loop)
+            stream.connect(host: host, port: port) { [self] error in
+                if let error {
+                    stream.close()
+                    outcome.withLock { $0 = .failure(.connect("\(error)")) }
+                    ready.signal()
+                    return
+                }
+                do {
+                    let session = try TLSSession(context: context, role: .client)
+                    let link = ClientLink(stream: stream, tls: session, chainId: chainId, onReady: { negotiated in
+                        outcome.withLock { $0 = $0 ?? .success(negotiated) }
+                        ready.signal()
+                    }, onResponse: { [self] result in
+                        responses.withLock { $0.append(result) }
+                        arrived.signal()
+                    }, onClose: { reason in
+                        outcome.withLock { $0 = $0 ?? .failure(.closed(reason)) }
+                        ready.signal()
+                    })
+                    self.link = link
+                    link.begin()
+                } catch {
+                    stream.close()
+                    outcome.withLock { $0 = .failure(.tls("\(error)")) }
+                    ready.signal()
+                }
+            }
+        }
+        guard ready.wait(timeout: .now() + .milliseconds(timeoutMilliseconds)) == .success,
+            let result = outcome.withLock({ $0 })
+        else {
+            close()
+            throw .timeout
+        }
+        switch result {
+        case let .success(negotiated): self.negotiated = negotiated
+        case let .failure(error):
+            close()
+            throw error
+        }
+    }
+
+    /// Sends one request and waits for its response.
+    public func request(_ payload: [UInt8], timeoutMilliseconds: Int = 10_000) throws(ClientError) -> [UInt8] {
+        guard payload.count <= WireLimits.envelopePayloadSizeMax else {
+            throw .refused("request of \(payload.count) bytes over the limit of \(WireLimits.envelopePayloadSizeMax)")
+        }
+        return try exchange(FrameDecoder.frame(.request, payload), timeoutMilliseconds: timeoutMilliseconds)
+    }
+
+    /// Sends raw frame bytes (tests use it to send what a well-behaved client never would).
+    func exchange(_ frame: [UInt8], timeoutMilliseconds: Int) throws(ClientError) -> [UInt8] {
+        let sent = loop.execute { [self] in link?.sendFrame(frame) }
+        guard sent else { throw .closed("client stopped") }
+        guard arrived.wait(timeout: .now() + .milliseconds(timeoutMilliseconds)) == .success else { throw .timeout }
+        let result = responses.withLock { $0.removeFirst() }
+        return try result.get()
+    }
+
+    public func close() {
+        loop.execute { [self] in link?.close(reason: "client closed") }
+        loop.shutdown()
+    }
+}
+
+/// The client side of a client-port link, on the client's loop.
+final class ClientLink {
+    let stream: TCPStream
+    let tls: TLSSession
+    let chainId: String
+    var decoder = FrameDecoder()
+    var helloSent = false
+    var established = false
+    var isClosed = false
+    let onReady: (String) -> Void
+    let onResponse: (Result<[UInt8], ClientError>) -> Void
+    let onClose: (String) -> Void
+
+    init(stream: TCPStream, tls: TLSSession, chainId: String, onReady: @escaping (String) -> Void,
+         onResponse: @escaping (Result<[UInt8], ClientError>) -> Void, onClose: @escaping (String) -> Void) {
+        self.stream = stream
+        self.tls = tls
+        self.chainId = chainId
+        self.onReady = onReady
+        self.onResponse = onResponse
+        self.onClose = onClose
+    }
+
+    func begin() {
+        stream.startReading(onBytes: { [weak self] bytes in self?.receive(bytes) }, onEnd: { [weak self] error in
+            self?.close(reason: error.map { "\($0)" } ?? "closed by the node")
+        })
+        do { try tls.start() } catch { return close(reason: "\(error)") }
+        flush()
+    }
+
+    private func receive(_ bytes: UnsafeRawBufferPointer) {
+        guard !isClosed else { return }
+        do {
+            let plaintext = try tls.receive(bytes)
+            if tls.isHandshakeDone && !helloSent {
+                helloSent = true
+                try tls.send(FrameDecoder.frame(.hello, Hello(versions: TransportLimits.protocolVersions, chainId: chainId, partnerID: "client").wireBytes))
+            }
+            decoder.append(plaintext)
+            while let envelope = try decoder.next() {
+                switch envelope.kind {
+                case .hello where !established:
+                    established = true
+                    onReady(tls.negotiated)
+                case .response:
+                    onResponse(.success(envelope.payload))
+                default:
+                    throw FrameError.unexpected(envelope.kind)
+                }
+            }
+            flush()
+        } catch {
+            flush()
+            close(reason: "\(error)")
+        }
+    }
+
+    func sendFrame(_ frame: [UInt8]) {
+        guard !isClosed else { return onResponse(.failure(.closed("link closed"))) }
+        do {
+            try tls.send(frame)
+            flush()
+        } catch {
+            close(reason: "\(error)")
+        }
+    }
+
+    private func flush() {
+        let bytes = tls.takeOutgoing()
+        if !bytes.isEmpty { stream.write(bytes) }
+    }
+
+    func close(reason: String) {
+        guard !isClosed else { return }
+        isClosed = true
+        stream.stopReading()
+        stream.close()
+        onClose(reason)
+        onResponse(.failure(.closed(reason)))
+    }
+}

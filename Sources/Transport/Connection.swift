@@ -1,0 +1,207 @@
+import Crypto
+import Wire
+
+/// One TLS link (to a validator or from a client), on the loop thread: bytes from the
+/// socket go through TLS and the frame decoder; frames go out through TLS to the socket.
+/// Anything wrong with what the peer sends closes this link only, with a logged reason
+/// and a counter.
+final class Connection {
+    private weak var transport: Transport?
+    let stream: TCPStream
+    let tls: TLSSession
+    /// The validator this side dialled (nil for accepted links).
+    let expected: String?
+    /// A link on the client port.
+    let isClient: Bool
+    private(set) var peerID: String?
+    private(set) var isEstablished = false
+    private var helloSent = false
+    private var decoder = FrameDecoder()
+    private(set) var lastReceived: UInt64
+    private var requestsInFlight = 0
+    private var isClosed = false
+    let address: String
+    private(set) var negotiated = ""
+
+    var isDialer: Bool { expected != nil }
+
+    init(transport: Transport, stream: TCPStream, tls: TLSSession, expected: String?, isClient: Bool) {
+        self.transport = transport
+        self.stream = stream
+        self.tls = tls
+        self.expected = expected
+        self.isClient = isClient
+        address = stream.peerAddress
+        lastReceived = now(transport.loop)
+    }
+
+    func begin() {
+        stream.startReading(onBytes: { [weak self] bytes in self?.receive(bytes) }, onEnd: { [weak self] error in
+            self?.close(reason: error.map { "socket: \($0)" } ?? "closed by the peer")
+        })
+        if isDialer {
+            do { try tls.start() } catch { return fail(handshake: "\(error)") }
+            flush()
+        }
+    }
+
+    private func receive(_ bytes: UnsafeRawBufferPointer) {
+        guard !isClosed, let transport else { return }
+        transport.count { $0.bytesIn += bytes.count }
+        let plaintext: [UInt8]
+        do {
+            plaintext = try tls.receive(bytes)
+        } catch {
+            if case .handshake = error { return fail(handshake: "\(error)") }
+            flush()
+            return close(reason: "\(error)")
+        }
+        if tls.isHandshakeDone && !helloSent {
+            negotiated = tls.negotiated
+            if !isClient, let problem = transport.admit(tls.peerCertificate, expected: expected) {
+                transport.refused(self, reason: problem)
+                return close(reason: problem)
+            }
+            helloSent = true
+            let hello = Hello(versions: TransportLimits.protocolVersions, chainId: transport.configuration.chainId, partnerID: transport.configuration.selfID)
+            write(.hello, hello.wireBytes)
+        }
+        decoder.append(plaintext)
+        do {
+            while !isClosed, let envelope = try decoder.next() {
+                transport.count { $0.framesIn += 1 }
+                lastReceived = now(transport.loop)
+                try handle(envelope, transport)
+            }
+        } catch {
+            switch error {
+            case .oversized: transport.count { $0.oversizedFrames += 1 }
+            case .malformed, .unexpected: transport.count { $0.malformedFrames += 1 }
+            }
+            transport.refused(self, reason: "\(error)")
+            return close(reason: "\(error)")
+        }
+        flush()
+    }
+
+    private func handle(_ envelope: Envelope<TransportKind>, _ transport: Transport) throws(FrameError) {
+        guard isEstablished else {
+            guard envelope.kind == .hello else { throw .unexpected(envelope.kind) }
+            let hello: Hello
+            do { hello = try envelope.decodePayload(as: Hello.self) } catch { throw .malformed(error) }
+            return accept(hello, transport)
+        }
+        switch envelope.kind {
+        case .heartbeat:
+            break
+        case .consensus, .gossip:
+            guard !isClient else { throw .unexpected(envelope.kind) }
+            transport.received(envelope.kind, envelope.payload, on: self)
+        case .request:
+            guard isClient else { throw .unexpected(envelope.kind) }
+            guard requestsInFlight < transport.configuration.clientRequestsInFlightMax else {
+                transport.refused(self, reason: "over \(transport.configuration.clientRequestsInFlightMax) requests in flight")
+                return close(reason: "too many requests in flight")
+            }
+            requestsInFlight += 1
+            transport.request(envelope.payload, on: self)
+        case .hello, .response:
+            throw .unexpected(envelope.kind)
+        }
+    }
+
+    private func accept(_ hello: Hello, _ transport: Transport) {
+        let configuration = transport.configuration
+        guard hello.versions.overlaps(TransportLimits.protocolVersions) else {
+            transport.refused(self, reason: "protocol versions \(hello.versions) not supported")
+            return close(reason: "protocol version")
+        }
+        guard hello.chainId == configuration.chainId else {
+            transport.refused(self, reason: "chain '\(hello.chainId)' is not '\(configuration.chainId)'")
+            return close(reason: "wrong chain")
+        }
+        if isClient {
+            isEstablished = true
+            peerID = "client \(address)"
+            return
+        }
+        guard let certificate = tls.peerCertificate, certificate.commonName == hello.partnerID else {
+            transport.refused(self, reason: "hello names '\(hello.partnerID)', certificate another partner")
+            return close(reason: "identity mismatch")
+        }
+        peerID = hello.partnerID
+        isEstablished = true
+        guard transport.established(self, peer: hello.partnerID) else {
+            transport.refused(self, reason: "inbound link from \(hello.partnerID): the lower id dials")
+            peerID = nil
+            return close(reason: "wrong direction")
+        }
+    }
+
+    /// Sends a frame if the link is up. Applies the back-pressure rule: over the queue
+    /// limit gossip is dropped; over four times the limit the link is closed.
+    func send(_ kind: TransportKind, _ payload: [UInt8]) {
+        guard isEstablished, !isClosed, let transport else { return }
+        guard payload.count <= WireLimits.envelopePayloadSizeMax else {
+            transport.count { $0.oversizedFrames += 1 }
+            transport.logger.error("frame not sent: over the size limit", metadata: ["kind": "\(kind)", "bytes": "\(payload.count)"])
+            return
+        }
+        let limit = transport.configuration.sendQueueBytesMax
+        if stream.queuedBytes > limit {
+            if kind == .gossip || kind == .heartbeat {
+                if kind == .gossip { transport.count { $0.gossipDropped += 1 } }
+                return
+            }
+            if stream.queuedBytes > 4 * limit {
+                transport.count { $0.slowConsumersClosed += 1 }
+                transport.refused(self, reason: "slow consumer: \(stream.queuedBytes) bytes queued")
+                return close(reason: "slow consumer")
+            }
+        }
+        write(kind, payload)
+        flush()
+    }
+
+    private func write(_ kind: TransportKind, _ payload: [UInt8]) {
+        do {
+            try tls.send(FrameDecoder.frame(kind, payload))
+            transport?.count { $0.framesOut += 1 }
+        } catch {
+            close(reason: "\(error)")
+        }
+    }
+
+    func finishRequest(_ response: [UInt8]) {
+        guard !isClosed else { return }
+        requestsInFlight -= 1
+        send(.response, response)
+    }
+
+    private func flush() {
+        let bytes = tls.takeOutgoing()
+        guard !bytes.isEmpty else { return }
+        transport?.count { $0.bytesOut += bytes.count }
+        stream.write(bytes)
+    }
+
+    private func fail(handshake reason: String) {
+        flush()  // the alert, if any
+        transport?.count { $0.handshakeFailures += 1 }
+        transport?.refused(self, reason: reason)
+        close(reason: reason)
+    }
+
+    func close(reason: String) {
+        guard !isClosed else { return }
+        isClosed = true
+        if tls.isHandshakeDone {
+            tls.shutdown()
+            flush()
+        }
+        stream.stopReading()
+        stream.close()
+        isEstablished = false
+        transport?.closed(self, reason: reason)
+    }
+}

@@ -1,0 +1,174 @@
+import CLibUV
+import Foundation
+import Synchronization
+
+/// One libuv loop on its own thread. Every handle belongs to it and is touched only on
+/// that thread; other threads hand work over with `execute`, through a bounded, locked
+/// queue drained on `uv_async_send`. `shutdown()` closes every handle and joins the thread.
+public final class EventLoop: @unchecked Sendable {
+    /// Work items waiting for the loop; beyond this `execute` refuses (the caller decides).
+    public static let queueCountMax = 65_536
+
+    let loop: UnsafeMutablePointer<uv_loop_t>
+    private let wakeup: UnsafeMutablePointer<uv_async_t>
+    private struct Queue {
+        var items: [@Sendable () -> Void] = []
+        var stopping = false
+    }
+    private let queue = Mutex(Queue())
+    private var thread: Thread?
+    private let finished = DispatchSemaphore(value: 0)
+    /// Set on the loop thread while it runs (for `isOnLoop`).
+    private let loopThreadID = Mutex<pthread_t?>(nil)
+
+    public init(name: String = "calisson-loop") {
+        loop = .allocate(capacity: 1)
+        precondition(uv_loop_init(loop) == 0, "uv_loop_init failed")
+        wakeup = .allocate(capacity: 1)
+        wakeup.pointee.data = nil
+        precondition(uv_async_init(loop, wakeup, { handle in
+            guard let data = handle?.pointee.data else { return }
+            Unmanaged<EventLoop>.fromOpaque(data).takeUnretainedValue().drain()
+        }) == 0, "uv_async_init failed")
+        wakeup.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        let thread = Thread { [self] in
+            loopThreadID.withLock { $0 = pthread_self() }
+            uv_run(loop, UV_RUN_DEFAULT)
+            finished.signal()
+        }
+        thread.name = name
+        self.thread = thread
+        thread.start()
+    }
+
+    deinit {
+        // shutdown() must have run: the thread holds `self` until then.
+        uv_loop_close(loop)
+        loop.deallocate()
+        wakeup.deallocate()
+    }
+
+    public var isOnLoop: Bool {
+        loopThreadID.withLock { id in id.map { pthread_equal($0, pthread_self()) != 0 } ?? false }
+    }
+
+    /// Runs `work` on the loop thread. False when the queue is full or the loop stopping:
+    /// the work is dropped and the caller must handle it (count it, refuse the request).
+    @discardableResult
+    public func execute(_ work: @escaping @Sendable () -> Void) -> Bool {
+        let accepted = queue.withLock { queue -> Bool in
+            guard !queue.stopping, queue.items.count < Self.queueCountMax else { return false }
+            queue.items.append(work)
+            return true
+        }
+        if accepted { uv_async_send(wakeup) }
+        return accepted
+    }
+
+    private func drain() {
+        let (items, stopping) = queue.withLock { queue in
+            let items = queue.items
+            queue.items = []
+            return (items, queue.stopping)
+        }
+        for item in items { item() }
+        if stopping { closeAll() }
+    }
+
+    /// Closes every handle of the loop (each owner frees its memory in its close
+    /// callback); uv_run then returns and the thread ends. Blocks until it has.
+    public func shutdown() {
+        let first = queue.withLock { queue -> Bool in
+            defer { queue.stopping = true }
+            return !queue.stopping
+        }
+        guard first else { return }
+        precondition(!isOnLoop, "shutdown() from the loop thread would wait for itself")
+        uv_async_send(wakeup)
+        finished.wait()
+        thread = nil
+    }
+
+    private func closeAll() {
+        uv_walk(loop, { handle, _ in
+            guard let handle, uv_is_closing(handle) == 0 else { return }
+            if let data = handle.pointee.data, handle.pointee.type == UV_TIMER || handle.pointee.type == UV_TCP {
+                // Owned handles close through their owner, which frees them in the callback.
+                Unmanaged<HandleOwner>.fromOpaque(data).takeUnretainedValue().close()
+            } else {
+                uv_close(handle, nil)  // the wakeup handle: memory freed in deinit
+            }
+        }, nil)
+    }
+}
+
+/// The owner of one libuv handle: it allocates the handle, keeps itself alive while the
+/// handle is open (handle.data holds a retained reference), and frees the handle in the
+/// close callback, never before.
+class HandleOwner {
+    let loop: EventLoop
+    let handle: UnsafeMutablePointer<uv_handle_t>
+    private(set) var isClosed = false
+    private var onClose: (() -> Void)?
+
+    init(loop: EventLoop, handle: UnsafeMutablePointer<uv_handle_t>) {
+        self.loop = loop
+        self.handle = handle
+        handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
+    }
+
+    /// Closes the handle (idempotent). `then` runs after libuv is done with it.
+    func close(then: (() -> Void)? = nil) {
+        if let then { onClose = then }
+        guard !isClosed else { return }
+        isClosed = true
+        willClose()
+        uv_close(handle) { handle in
+            guard let handle, let data = handle.pointee.data else { return }
+            let owner = Unmanaged<HandleOwner>.fromOpaque(data).takeRetainedValue()
+            handle.pointee.data = nil
+            owner.onClose?()
+            owner.onClose = nil
+            handle.deallocate()
+        }
+    }
+
+    /// Called once, just before uv_close: stop timers, fail pending writes, tell owners.
+    func willClose() {}
+}
+
+/// A libuv timer. Fires its callback on the loop thread.
+final class LoopTimer: HandleOwner {
+    private var callback: (() -> Void)?
+
+    init(loop: EventLoop) {
+        let timer = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
+        uv_timer_init(loop.loop, timer)
+        super.init(loop: loop, handle: UnsafeMutableRawPointer(timer).assumingMemoryBound(to: uv_handle_t.self))
+    }
+
+    private var timer: UnsafeMutablePointer<uv_timer_t> { UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_timer_t.self) }
+
+    /// Fires after `milliseconds`, then every `repeatMilliseconds` if non-zero.
+    func start(after milliseconds: UInt64, repeat repeatMilliseconds: UInt64 = 0, _ callback: @escaping () -> Void) {
+        guard !isClosed else { return }
+        self.callback = callback
+        uv_timer_start(timer, { timer in
+            guard let data = timer?.pointee.data else { return }
+            Unmanaged<LoopTimer>.fromOpaque(data).takeUnretainedValue().callback?()
+        }, milliseconds, repeatMilliseconds)
+    }
+
+    func stop() {
+        guard !isClosed else { return }
+        uv_timer_stop(timer)
+    }
+
+    override func willClose() {
+        uv_timer_stop(timer)
+        callback = nil
+    }
+}
+
+/// Milliseconds of the loop's clock (monotonic, cached per iteration).
+func now(_ loop: EventLoop) -> UInt64 { uv_now(loop.loop) }

@@ -1,0 +1,113 @@
+import Crypto
+import Wire
+
+/// What a frame carries: the kinds of the transport's envelopes.
+public enum TransportKind: UInt16, WireMessageKind, CaseIterable {
+    /// First frame on every link, both ways: protocol versions, chain id, partner id.
+    case hello = 1
+    /// Liveness: sent every heartbeat interval on idle and busy links alike.
+    case heartbeat = 2
+    /// A consensus message (Consensus.Message wire form).
+    case consensus = 3
+    /// A transaction being flooded to every validator.
+    case gossip = 4
+    /// A client's request and the node's response, on the client port.
+    case request = 5
+    case response = 6
+}
+
+public enum TransportLimits {
+    /// The protocol versions this build speaks (exchanged in the hello).
+    public static let protocolVersions: ClosedRange<UInt16> = 1...1
+    /// The largest frame: a full envelope. A length prefix above it closes the link.
+    public static let frameSizeMax = WireLimits.envelopePayloadSizeMax + WireLimits.envelopeHeaderSize
+    /// Bytes of a frame's length prefix.
+    public static let framePrefixSize = 4
+}
+
+/// Why a link was closed because of what the peer sent.
+public enum FrameError: Error, Equatable, Sendable, CustomStringConvertible {
+    case oversized(length: Int, maximum: Int)
+    case malformed(WireError)
+    case unexpected(TransportKind)
+
+    public var description: String {
+        switch self {
+        case let .oversized(length, maximum): return "frame of \(length) bytes over the limit of \(maximum)"
+        case let .malformed(error): return "malformed frame: \(error)"
+        case let .unexpected(kind): return "unexpected \(kind) frame"
+        }
+    }
+}
+
+/// Splits a byte stream into frames: a 4-byte big-endian length, then that many bytes
+/// (an `Envelope<TransportKind>`). The length is checked before anything is buffered.
+struct FrameDecoder {
+    private var buffer: [UInt8] = []
+    private var start = 0
+
+    mutating func append(_ bytes: [UInt8]) { buffer += bytes }
+
+    /// The next whole frame's envelope, nil if more bytes are needed.
+    mutating func next() throws(FrameError) -> Envelope<TransportKind>? {
+        let available = buffer.count - start
+        guard available >= TransportLimits.framePrefixSize else { return compact() }
+        var length = 0
+        for index in 0..<TransportLimits.framePrefixSize { length = length << 8 | Int(buffer[start + index]) }
+        guard length <= TransportLimits.frameSizeMax else { throw .oversized(length: length, maximum: TransportLimits.frameSizeMax) }
+        guard available >= TransportLimits.framePrefixSize + length else { return compact() }
+        let body = Array(buffer[(start + TransportLimits.framePrefixSize)..<(start + TransportLimits.framePrefixSize + length)])
+        start += TransportLimits.framePrefixSize + length
+        do {
+            return try Envelope<TransportKind>.decode(wireBytes: body, supportedVersions: TransportLimits.protocolVersions)
+        } catch {
+            throw .malformed(error)
+        }
+    }
+
+    private mutating func compact() -> Envelope<TransportKind>? {
+        if start > 0 && start * 2 >= buffer.count {
+            buffer.removeFirst(start)
+            start = 0
+        }
+        return nil
+    }
+
+    static func frame(_ kind: TransportKind, _ payload: [UInt8]) -> [UInt8] {
+        let body = Envelope(version: TransportLimits.protocolVersions.upperBound, kind: kind, payload: payload).wireBytes
+        var writer = WireWriter(reservingCapacity: body.count + 4)
+        writer.write(UInt32(body.count))
+        writer.writeFixed(body)
+        return writer.bytes
+    }
+}
+
+/// The first frame each side sends after the TLS handshake.
+struct Hello: WireCodable, Equatable {
+    static let partnerIDBytesMax = 64
+    var versions: ClosedRange<UInt16>
+    var chainId: String
+    var partnerID: String
+
+    init(versions: ClosedRange<UInt16>, chainId: String, partnerID: String) {
+        self.versions = versions
+        self.chainId = chainId
+        self.partnerID = partnerID
+    }
+
+    func encode(to writer: inout WireWriter) {
+        writer.write(versions.lowerBound)
+        writer.write(versions.upperBound)
+        writer.writeString(chainId)
+        writer.writeString(partnerID)
+    }
+
+    init(from reader: inout WireReader) throws(WireError) {
+        let low = try reader.readUInt16("hello.versionMin")
+        let high = try reader.readUInt16("hello.versionMax")
+        guard low <= high else { throw .invalidValue(field: "hello.versions", offset: reader.offset, reason: "empty range") }
+        versions = low...high
+        chainId = try reader.readString("hello.chainId", maximumBytes: SigningDomain.chainIdByteCountMax)
+        partnerID = try reader.readString("hello.partnerID", maximumBytes: Self.partnerIDBytesMax)
+    }
+}

@@ -1,0 +1,191 @@
+import CLibUV
+import Foundation
+
+/// Why a socket operation failed: the libuv error name and message.
+public struct SocketError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let code: Int32
+    public var description: String { "\(String(cString: uv_err_name(code))): \(String(cString: uv_strerror(code)))" }
+}
+
+func socketAddress(_ host: String, _ port: UInt16) -> sockaddr_in? {
+    var address = sockaddr_in()
+    guard uv_ip4_addr(host, Int32(port), &address) == 0 else { return nil }
+    return address
+}
+
+/// A TCP connection: reads are delivered as they come; writes are queued by libuv and
+/// counted (`queuedBytes`) so the owner can apply its back-pressure rule.
+final class TCPStream: HandleOwner {
+    static let readBufferSize = 64 * 1024
+
+    private let readBuffer = UnsafeMutableRawPointer.allocate(byteCount: TCPStream.readBufferSize, alignment: 16)
+    private var onBytes: ((UnsafeRawBufferPointer) -> Void)?
+    private var onEnd: ((SocketError?) -> Void)?
+    private(set) var queuedBytes = 0
+
+    init(loop: EventLoop) {
+        let tcp = UnsafeMutablePointer<uv_tcp_t>.allocate(capacity: 1)
+        uv_tcp_init(loop.loop, tcp)
+        super.init(loop: loop, handle: UnsafeMutableRawPointer(tcp).assumingMemoryBound(to: uv_handle_t.self))
+        uv_tcp_nodelay(tcp, 1)
+    }
+
+    deinit { readBuffer.deallocate() }
+
+    var tcp: UnsafeMutablePointer<uv_tcp_t> { UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_tcp_t.self) }
+    var stream: UnsafeMutablePointer<uv_stream_t> { UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_stream_t.self) }
+
+    private final class ConnectRequest {
+        let completion: (SocketError?) -> Void
+        init(_ completion: @escaping (SocketError?) -> Void) { self.completion = completion }
+    }
+
+    func connect(host: String, port: UInt16, _ completion: @escaping (SocketError?) -> Void) {
+        guard var address = socketAddress(host, port) else { return completion(SocketError(code: UV_EINVAL.rawValue)) }
+        let request = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)
+        request.pointee.data = Unmanaged.passRetained(ConnectRequest(completion)).toOpaque()
+        let status = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                uv_tcp_connect(request, tcp, address) { request, status in
+                    guard let request else { return }
+                    let box = Unmanaged<ConnectRequest>.fromOpaque(request.pointee.data).takeRetainedValue()
+                    request.deallocate()
+                    box.completion(status < 0 ? SocketError(code: status) : nil)
+                }
+            }
+        }
+        if status < 0 {
+            Unmanaged<ConnectRequest>.fromOpaque(request.pointee.data).release()
+            request.deallocate()
+            completion(SocketError(code: status))
+        }
+    }
+
+    func startReading(onBytes: @escaping (UnsafeRawBufferPointer) -> Void, onEnd: @escaping (SocketError?) -> Void) {
+        self.onBytes = onBytes
+        self.onEnd = onEnd
+        uv_read_start(stream, { handle, _, buffer in
+            guard let handle, let data = handle.pointee.data, let buffer else { return }
+            let stream = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
+            buffer.pointee = uv_buf_init(stream.readBuffer.assumingMemoryBound(to: CChar.self), UInt32(TCPStream.readBufferSize))
+        }, { stream, count, buffer in
+            guard let stream, let data = stream.pointee.data else { return }
+            let owner = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()
+            if count > 0 {
+                owner.onBytes?(UnsafeRawBufferPointer(start: owner.readBuffer, count: count))
+            } else if count < 0 {
+                let end = owner.onEnd
+                owner.onEnd = nil
+                end?(count == Int(UV_EOF.rawValue) ? nil : SocketError(code: Int32(count)))
+            }
+        })
+    }
+
+    func stopReading() {
+        guard !isClosed else { return }
+        uv_read_stop(stream)
+    }
+
+    private final class WriteRequest {
+        let bytes: UnsafeMutableRawBufferPointer
+        weak var stream: TCPStream?
+        init(_ bytes: UnsafeMutableRawBufferPointer, _ stream: TCPStream) {
+            self.bytes = bytes
+            self.stream = stream
+        }
+    }
+
+    /// Queues `bytes` for sending. False if the stream is closed or the write failed.
+    @discardableResult
+    func write(_ bytes: [UInt8]) -> Bool {
+        guard !isClosed, !bytes.isEmpty else { return !isClosed }
+        let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
+        copy.copyMemory(from: UnsafeRawBufferPointer(start: bytes, count: bytes.count))
+        let request = UnsafeMutablePointer<uv_write_t>.allocate(capacity: 1)
+        request.pointee.data = Unmanaged.passRetained(WriteRequest(copy, self)).toOpaque()
+        var buffer = uv_buf_init(copy.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(bytes.count))
+        queuedBytes += bytes.count
+        let status = uv_write(request, stream, &buffer, 1) { request, _ in
+            guard let request else { return }
+            let box = Unmanaged<WriteRequest>.fromOpaque(request.pointee.data).takeRetainedValue()
+            box.stream?.queuedBytes -= box.bytes.count
+            box.bytes.deallocate()
+            request.deallocate()
+        }
+        if status < 0 {
+            let box = Unmanaged<WriteRequest>.fromOpaque(request.pointee.data).takeRetainedValue()
+            queuedBytes -= box.bytes.count
+            box.bytes.deallocate()
+            request.deallocate()
+            return false
+        }
+        return true
+    }
+
+    override func willClose() {
+        onBytes = nil
+        onEnd = nil
+    }
+
+    var peerAddress: String {
+        var storage = sockaddr_storage()
+        var length = Int32(MemoryLayout<sockaddr_storage>.size)
+        let status = withUnsafeMutablePointer(to: &storage) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_getpeername(tcp, $0, &length) }
+        }
+        guard status == 0 else { return "?" }
+        return withUnsafePointer(to: &storage) { pointer in
+            pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { address in
+                var name = [CChar](repeating: 0, count: 64)
+                var inAddress = address.pointee
+                uv_ip4_name(&inAddress, &name, name.count)
+                return "\(String(cString: name)):\(UInt16(bigEndian: address.pointee.sin_port))"
+            }
+        }
+    }
+}
+
+/// A listening TCP socket; each accepted connection is handed to `onConnection`.
+final class TCPListener: HandleOwner {
+    static let backlog: Int32 = 128
+    private var onConnection: ((TCPStream) -> Void)?
+
+    init(loop: EventLoop) {
+        let tcp = UnsafeMutablePointer<uv_tcp_t>.allocate(capacity: 1)
+        uv_tcp_init(loop.loop, tcp)
+        super.init(loop: loop, handle: UnsafeMutableRawPointer(tcp).assumingMemoryBound(to: uv_handle_t.self))
+    }
+
+    private var tcp: UnsafeMutablePointer<uv_tcp_t> { UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_tcp_t.self) }
+
+    /// Binds and listens; port 0 picks a free port (see `port`).
+    func listen(host: String, port: UInt16, _ onConnection: @escaping (TCPStream) -> Void) throws(SocketError) {
+        guard var address = socketAddress(host, port) else { throw SocketError(code: UV_EINVAL.rawValue) }
+        self.onConnection = onConnection
+        let bound = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_bind(tcp, $0, 0) }
+        }
+        guard bound == 0 else { throw SocketError(code: bound) }
+        let status = uv_listen(UnsafeMutableRawPointer(tcp).assumingMemoryBound(to: uv_stream_t.self), Self.backlog) { server, status in
+            guard let server, let data = server.pointee.data, status >= 0 else { return }
+            let listener = Unmanaged<TCPListener>.fromOpaque(data).takeUnretainedValue()
+            let client = TCPStream(loop: listener.loop)
+            guard uv_accept(server, client.stream) == 0 else { return client.close() }
+            listener.onConnection?(client)
+        }
+        guard status == 0 else { throw SocketError(code: status) }
+    }
+
+    var port: UInt16 {
+        var storage = sockaddr_storage()
+        var length = Int32(MemoryLayout<sockaddr_storage>.size)
+        _ = withUnsafeMutablePointer(to: &storage) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_getsockname(tcp, $0, &length) }
+        }
+        return withUnsafePointer(to: &storage) { pointer in
+            pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) }
+        }
+    }
+
+    override func willClose() { onConnection = nil }
+}

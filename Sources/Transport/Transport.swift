@@ -1,0 +1,408 @@
+import Crypto
+import Foundation
+import Logging
+import Synchronization
+import Wire
+
+/// A validator the mesh keeps a link to.
+public struct PeerAddress: Hashable, Sendable {
+    public let id: String
+    public let host: String
+    public let port: UInt16
+
+    public init(id: String, host: String, port: UInt16) {
+        self.id = id
+        self.host = host
+        self.port = port
+    }
+}
+
+public struct TransportConfiguration: Sendable {
+    public var chainId: String
+    /// This node's partner id: the common name of its certificate.
+    public var selfID: String
+    public var identity: TLSIdentity
+    public var ca: Certificate
+    public var host = "127.0.0.1"
+    /// The validator port (mutual TLS); 0 picks a free one.
+    public var peerPort: UInt16 = 0
+    /// The client port (server-authenticated TLS); nil: no client listener.
+    public var clientPort: UInt16?
+    public var peers: [PeerAddress] = []
+    /// The validator registry: partner id → SHA-256 of the TLS public key it must present
+    /// (from the governance state). A peer not listed, or with another key, is refused.
+    public var registry: [String: SHA256Digest] = [:]
+    /// Serial numbers of certificates the consortium revoked.
+    public var revokedSerials: Set<UInt64> = []
+    public var heartbeatMilliseconds: UInt64 = 250
+    /// A link silent this long is dead: closed, and redialled by its dialler.
+    public var deadAfterMilliseconds: UInt64 = 1_500
+    public var handshakeTimeoutMilliseconds: UInt64 = 3_000
+    public var reconnectMinMilliseconds: UInt64 = 50
+    public var reconnectMaxMilliseconds: UInt64 = 3_000
+    /// Per link: above this many queued bytes gossip is dropped; above four times this,
+    /// the link is closed (a slow consumer must not hold the node's memory).
+    public var sendQueueBytesMax = 8 * 1024 * 1024
+    /// Transaction ids remembered to stop re-flooding (oldest forgotten first).
+    public var gossipSeenMax = 200_000
+    public var clientConnectionsMax = 256
+    public var clientRequestsInFlightMax = 64
+
+    public init(chainId: String, selfID: String, identity: TLSIdentity, ca: Certificate) {
+        self.chainId = chainId
+        self.selfID = selfID
+        self.identity = identity
+        self.ca = ca
+    }
+}
+
+public enum TransportEvent: Sendable, Equatable {
+    case peerConnected(String, negotiated: String)
+    case peerDisconnected(String, reason: String)
+    /// A connection refused or closed for what it sent or presented.
+    case refused(address: String, reason: String)
+}
+
+/// Counters, read with `Transport.counters` (for the metrics endpoint and tests).
+public struct TransportCounters: Sendable, Equatable {
+    public var framesIn = 0
+    public var framesOut = 0
+    public var bytesIn = 0
+    public var bytesOut = 0
+    public var refusedPeers = 0
+    public var oversizedFrames = 0
+    public var malformedFrames = 0
+    public var gossipDropped = 0
+    public var slowConsumersClosed = 0
+    public var reconnects = 0
+    public var clientConnectionsRefused = 0
+    public var handshakeFailures = 0
+}
+
+/// The node's network: one mutual-TLS link to every other validator (the lower partner
+/// id dials, so two nodes end with one link), reconnection with back-off and jitter,
+/// heartbeats, bounded send queues, transaction gossip, and a client listener.
+/// Thread-safe: public methods hand their work to the event loop; callbacks run on it.
+public final class Transport: @unchecked Sendable {
+    public private(set) var configuration: TransportConfiguration
+    let loop: EventLoop
+    let logger: Logger
+    // Loop-thread state.
+    private let peerContext: (server: TLSContext, client: TLSContext)
+    private let clientContext: TLSContext?
+    private var peerListener: TCPListener?
+    private var clientListener: TCPListener?
+    private var links: [String: Connection] = [:]
+    private var dialing: Set<String> = []
+    private var attempts: [String: Int] = [:]
+    private var pending: Set<ObjectIdentifier> = []
+    private var connections: [ObjectIdentifier: Connection] = [:]
+    private var heartbeat: LoopTimer?
+    private var seen = Set<SHA256Digest>()
+    private var seenOrder: [SHA256Digest] = []
+    private var seenStart = 0
+    private var stopped = false
+    private var random = SystemRandomNumberGenerator()
+    private let countersLock = NSLock()
+    private var countersValue = TransportCounters()
+
+    /// Called on the loop thread.
+    public var onMessage: (@Sendable (_ peer: String, _ kind: TransportKind, _ payload: [UInt8]) -> Void)?
+    public var onGossip: (@Sendable (_ from: String, _ transaction: [UInt8]) -> Void)?
+    public var onEvent: (@Sendable (TransportEvent) -> Void)?
+    /// A client's request; answer through `respond` (at most once), from any thread.
+    public var onClientRequest: (@Sendable (_ request: [UInt8], _ respond: @escaping @Sendable ([UInt8]) -> Void) -> Void)?
+
+    public private(set) var peerPort: UInt16 = 0
+    public private(set) var clientPort: UInt16 = 0
+
+    public init(configuration: TransportConfiguration, loop: EventLoop, logger: Logger = Logger(label: "calisson.transport")) throws(OpenSSLError) {
+        self.configuration = configuration
+        self.loop = loop
+        self.logger = logger
+        peerContext = (
+            try TLSContext(role: .server, identity: configuration.identity, trustedCA: configuration.ca, mutual: true),
+            try TLSContext(role: .client, identity: configuration.identity, trustedCA: configuration.ca, mutual: true))
+        clientContext = configuration.clientPort == nil
+            ? nil : try TLSContext(role: .server, identity: configuration.identity, trustedCA: configuration.ca, mutual: false)
+    }
+
+    public var counters: TransportCounters { countersLock.withLock { countersValue } }
+    func count(_ change: (inout TransportCounters) -> Void) { countersLock.withLock { change(&countersValue) } }
+
+    /// Opens the listeners and starts dialling. Returns once listening (ports known).
+    public func start() throws {
+        let result = Mutex<Result<Void, Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        guard loop.execute({ [self] in
+            result.withLock { $0 = Result { try self.startOnLoop() } }
+            done.signal()
+        }) else { throw SocketError(code: -1) }
+        done.wait()
+        try result.withLock { $0 }!.get()
+    }
+
+    private func startOnLoop() throws {
+        logger.info("transport starting", metadata: ["openssl": "\(openSSLVersion)", "self": "\(configuration.selfID)"])
+        let listener = TCPListener(loop: loop)
+        try listener.listen(host: configuration.host, port: configuration.peerPort) { [weak self] stream in
+            self?.accept(stream, client: false)
+        }
+        peerListener = listener
+        peerPort = listener.port
+        if let port = configuration.clientPort {
+            let clients = TCPListener(loop: loop)
+            try clients.listen(host: configuration.host, port: port) { [weak self] stream in self?.accept(stream, client: true) }
+            clientListener = clients
+            clientPort = clients.port
+        }
+        let timer = LoopTimer(loop: loop)
+        timer.start(after: configuration.heartbeatMilliseconds, repeat: configuration.heartbeatMilliseconds) { [weak self] in self?.beat() }
+        heartbeat = timer
+        for peer in configuration.peers where configuration.selfID < peer.id { dial(peer) }
+    }
+
+    /// Changes the validators to link with and the registry (a validator-set change, a
+    /// key rotation, a revocation): dials new peers, closes links whose peer left or
+    /// whose certificate no longer matches.
+    public func update(peers: [PeerAddress], registry: [String: SHA256Digest], revokedSerials: Set<UInt64>) {
+        loop.execute { [self] in
+            configuration.peers = peers
+            configuration.registry = registry
+            configuration.revokedSerials = revokedSerials
+            for (id, link) in links {
+                let stillPeer = peers.contains { $0.id == id }
+                if !stillPeer || admit(link.tls.peerCertificate, expected: nil) != nil {
+                    link.close(reason: stillPeer ? "certificate no longer accepted" : "no longer a validator")
+                }
+            }
+            for peer in peers where configuration.selfID < peer.id { dial(peer) }
+        }
+    }
+
+    /// Closes every link and listener. The loop itself is the caller's to shut down.
+    public func stop() {
+        let done = DispatchSemaphore(value: 0)
+        guard loop.execute({ [self] in
+            stopped = true
+            heartbeat?.close()
+            peerListener?.close()
+            clientListener?.close()
+            for connection in connections.values { connection.close(reason: "stopping") }
+            done.signal()
+        }) else { return }
+        done.wait()
+    }
+
+    // MARK: Sending
+
+    /// Sends a frame to one validator. False if there is no link to it now.
+    @discardableResult
+    public func send(_ payload: [UInt8], kind: TransportKind = .consensus, to peer: String) -> Bool {
+        loop.execute { [self] in links[peer]?.send(kind, payload) }
+    }
+
+    /// Sends a frame to every linked validator.
+    public func broadcast(_ payload: [UInt8], kind: TransportKind = .consensus) {
+        loop.execute { [self] in for link in links.values { link.send(kind, payload) } }
+    }
+
+    /// Floods a transaction to every validator, once: a node re-floods a transaction only
+    /// the first time it sees it.
+    public func gossip(_ transaction: [UInt8]) {
+        loop.execute { [self] in
+            guard remember(transaction) else { return }
+            for link in links.values { link.send(.gossip, transaction) }
+        }
+    }
+
+    /// Linked validators now (for tests and status).
+    public func linkedPeers() -> [String] {
+        let result = Mutex<[String]>([])
+        let done = DispatchSemaphore(value: 0)
+        guard loop.execute({ [self] in
+            result.withLock { $0 = links.keys.sorted() }
+            done.signal()
+        }) else { return [] }
+        done.wait()
+        return result.withLock { $0 }
+    }
+
+    private static let gossipTag = TaggedHasher(tag: "calisson/command/v1")
+
+    /// True the first time a transaction is seen.
+    private func remember(_ transaction: [UInt8]) -> Bool {
+        let id = Self.gossipTag.hash(transaction)
+        guard seen.insert(id).inserted else { return false }
+        seenOrder.append(id)
+        if seenOrder.count - seenStart > configuration.gossipSeenMax {
+            seen.remove(seenOrder[seenStart])
+            seenStart += 1
+            if seenStart > configuration.gossipSeenMax {
+                seenOrder.removeFirst(seenStart)
+                seenStart = 0
+            }
+        }
+        return true
+    }
+
+    // MARK: Links
+
+    private func dial(_ peer: PeerAddress) {
+        guard !stopped, links[peer.id] == nil, !dialing.contains(peer.id) else { return }
+        dialing.insert(peer.id)
+        let stream = TCPStream(loop: loop)
+        stream.connect(host: peer.host, port: peer.port) { [weak self] error in
+            guard let self else { return }
+            if let error {
+                stream.close()
+                self.dialing.remove(peer.id)
+                self.scheduleRedial(peer, after: "\(error)")
+                return
+            }
+            do {
+                let session = try TLSSession(context: self.peerContext.client, role: .client)
+                let connection = Connection(transport: self, stream: stream, tls: session, expected: peer.id, isClient: false)
+                self.track(connection)
+                connection.begin()
+            } catch {
+                stream.close()
+                self.dialing.remove(peer.id)
+                self.scheduleRedial(peer, after: "\(error)")
+            }
+        }
+    }
+
+    private func scheduleRedial(_ peer: PeerAddress, after reason: String) {
+        guard !stopped else { return }
+        let attempt = attempts[peer.id, default: 0]
+        attempts[peer.id] = attempt + 1
+        let ceiling = min(configuration.reconnectMaxMilliseconds, configuration.reconnectMinMilliseconds << min(UInt64(attempt), 16))
+        let delay = ceiling / 2 + UInt64.random(in: 0...max(1, ceiling / 2), using: &random)
+        logger.debug("redial scheduled", metadata: ["peer": "\(peer.id)", "ms": "\(delay)", "after": "\(reason)"])
+        count { $0.reconnects += 1 }
+        let timer = LoopTimer(loop: loop)
+        timer.start(after: delay) { [weak self, timer] in
+            timer.close()
+            self?.dial(peer)
+        }
+    }
+
+    private func accept(_ stream: TCPStream, client: Bool) {
+        guard !stopped else { return stream.close() }
+        if client, connections.values.filter(\.isClient).count >= configuration.clientConnectionsMax {
+            count { $0.clientConnectionsRefused += 1 }
+            logger.warning("client refused: too many connections", metadata: ["address": "\(stream.peerAddress)"])
+            return stream.close()
+        }
+        do {
+            let context = client ? clientContext! : peerContext.server
+            let connection = Connection(
+                transport: self, stream: stream, tls: try TLSSession(context: context, role: .server), expected: nil, isClient: client)
+            track(connection)
+            connection.begin()
+        } catch {
+            stream.close()
+        }
+    }
+
+    private func track(_ connection: Connection) {
+        connections[ObjectIdentifier(connection)] = connection
+        let timer = LoopTimer(loop: loop)
+        timer.start(after: configuration.handshakeTimeoutMilliseconds) { [weak connection, timer] in
+            timer.close()
+            if let connection, connection.peerID == nil, !connection.isClient || !connection.isEstablished {
+                connection.close(reason: "handshake timeout")
+            }
+        }
+    }
+
+    /// Checks a finished handshake's peer certificate against the registry.
+    func admit(_ certificate: PeerCertificate?, expected: String?) -> String? {
+        guard let certificate else { return "no certificate" }
+        if configuration.revokedSerials.contains(certificate.serial) { return "certificate \(certificate.serial) is revoked" }
+        guard let listed = configuration.registry[certificate.commonName] else { return "unknown partner '\(certificate.commonName)'" }
+        guard listed == certificate.publicKeyHash else { return "key of '\(certificate.commonName)' differs from the registry's" }
+        if let expected, expected != certificate.commonName { return "dialled \(expected), reached \(certificate.commonName)" }
+        return nil
+    }
+
+    /// A link passed the handshake and the hello: it becomes the link to `peer`.
+    func established(_ connection: Connection, peer: String) -> Bool {
+        if !connection.isDialer {
+            // The lower id dials: an inbound link must come from a lower id.
+            guard peer < configuration.selfID else { return false }
+        }
+        if let old = links[peer], old !== connection { old.close(reason: "replaced by a new link") }
+        links[peer] = connection
+        dialing.remove(peer)
+        attempts[peer] = 0
+        logger.info("peer connected", metadata: ["peer": "\(peer)", "tls": "\(connection.negotiated)", "openssl": "\(openSSLVersion)"])
+        onEvent?(.peerConnected(peer, negotiated: connection.negotiated))
+        return true
+    }
+
+    func closed(_ connection: Connection, reason: String) {
+        connections[ObjectIdentifier(connection)] = nil
+        if let peer = connection.peerID ?? connection.expected {
+            if links[peer] === connection {
+                links[peer] = nil
+                logger.info("peer disconnected", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
+                onEvent?(.peerDisconnected(peer, reason: reason))
+            }
+            if connection.isDialer {
+                dialing.remove(peer)
+                if let address = configuration.peers.first(where: { $0.id == peer }), links[peer] == nil {
+                    scheduleRedial(address, after: reason)
+                }
+            }
+        }
+    }
+
+    func refused(_ connection: Connection, reason: String) {
+        count { $0.refusedPeers += 1 }
+        logger.warning("connection refused", metadata: ["address": "\(connection.address)", "reason": "\(reason)"])
+        onEvent?(.refused(address: connection.address, reason: reason))
+    }
+
+    func received(_ kind: TransportKind, _ payload: [UInt8], on connection: Connection) {
+        guard let peer = connection.peerID else { return }
+        switch kind {
+        case .gossip:
+            guard remember(payload) else { return }
+            onGossip?(peer, payload)
+            for (id, link) in links where id != peer { link.send(.gossip, payload) }
+        case .consensus:
+            onMessage?(peer, kind, payload)
+        case .hello, .heartbeat, .request, .response:
+            break
+        }
+    }
+
+    func request(_ payload: [UInt8], on connection: Connection) {
+        guard let handler = onClientRequest else { return }
+        let target = LoopBound(connection)
+        handler(payload) { [loop] response in
+            loop.execute { target.value?.finishRequest(response) }
+        }
+    }
+
+    private func beat() {
+        let now = now(loop)
+        for connection in Array(connections.values) where !connection.isClient {
+            if connection.isEstablished {
+                if now - connection.lastReceived > configuration.deadAfterMilliseconds {
+                    connection.close(reason: "no frame for \(configuration.deadAfterMilliseconds) ms")
+                } else {
+                    connection.send(.heartbeat, [])
+                }
+            }
+        }
+    }
+}
+
+/// A weak reference carried across threads and dereferenced only on the loop thread.
+final class LoopBound<T: AnyObject>: @unchecked Sendable {
+    weak var value: T?
+    init(_ value: T) { self.value = value }
+}

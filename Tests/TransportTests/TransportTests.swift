@@ -1,0 +1,295 @@
+// The transport on loopback (127.0.0.1 only): four nodes form a full mutual-TLS mesh,
+// exchange frames both ways and heal after one is killed and restarted; every kind of bad
+// certificate is refused while the listener keeps serving; garbage, oversized frames and
+// a slow consumer harm only their own link; gossip reaches each node exactly once; the
+// client port answers requests over server-authenticated TLS.
+import Crypto
+import Foundation
+import Testing
+import Wire
+@testable import Transport
+
+/// A consortium: a CA and certificates for partners p0...pN.
+struct Consortium {
+    static let chainId = "calisson-test"
+    let caKey = Ed25519PrivateKey(seed: SHA256.hash("ca").bytes)!
+    let ca: Certificate
+    let keys: [Ed25519PrivateKey]
+    let certificates: [Certificate]
+
+    init(count: Int = 4) throws {
+        ca = try CertificateAuthority.makeRoot(name: "Calisson test CA", key: caKey)
+        let keys = (0..<count).map { Ed25519PrivateKey(seed: SHA256.hash("tls \($0)").bytes)! }
+        var certificates: [Certificate] = []
+        for index in 0..<count {
+            certificates.append(try CertificateAuthority.issue(
+                commonName: "p\(index)", subjectKey: keys[index].publicKey, ca: ca, caKey: caKey, serial: UInt64(100 + index)))
+        }
+        self.keys = keys
+        self.certificates = certificates
+    }
+
+    var registry: [String: SHA256Digest] {
+        Dictionary(uniqueKeysWithValues: certificates.map { ($0.commonName, $0.publicKeyHash) })
+    }
+
+    func configuration(_ index: Int, certificate: Certificate? = nil, key: Ed25519PrivateKey? = nil, ca: Certificate? = nil) -> TransportConfiguration {
+        var configuration = TransportConfiguration(
+            chainId: Self.chainId, selfID: "p\(index)",
+            identity: TLSIdentity(certificate: certificate ?? certificates[index], key: key ?? keys[index]), ca: ca ?? self.ca)
+        configuration.registry = registry
+        configuration.heartbeatMilliseconds = 100
+        configuration.deadAfterMilliseconds = 1_000
+        configuration.reconnectMaxMilliseconds = 500
+        return configuration
+    }
+}
+
+/// A transport with its loop, recording what it receives.
+final class Node: @unchecked Sendable {
+    let loop = EventLoop()
+    let transport: Transport
+    let received = Locked<[(String, [UInt8])]>([])
+    let gossiped = Locked<[(String, [UInt8])]>([])
+    let events = Locked<[TransportEvent]>([])
+
+    init(_ configuration: TransportConfiguration) throws {
+        transport = try Transport(configuration: configuration, loop: loop)
+        transport.onMessage = { [received] peer, _, payload in received.withLock { $0.append((peer, payload)) } }
+        transport.onGossip = { [gossiped] peer, payload in gossiped.withLock { $0.append((peer, payload)) } }
+        transport.onEvent = { [events] event in events.withLock { $0.append(event) } }
+        try transport.start()
+    }
+
+    func stop() {
+        transport.stop()
+        loop.shutdown()
+    }
+
+    var refusals: [String] {
+        events.withLock { $0.compactMap { if case let .refused(_, reason) = $0 { return reason } else { return nil } } }
+    }
+}
+
+/// A value behind a lock, shared with callbacks on the loop thread.
+final class Locked<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: T
+    init(_ value: T) { self.value = value }
+    func withLock<R>(_ body: (inout T) -> R) -> R { lock.withLock { body(&value) } }
+}
+
+/// Polls `condition` until it holds or `seconds` pass (no timing assertions: a deadline).
+func eventually(_ seconds: Double = 10, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        Thread.sleep(forTimeInterval: 0.02)
+    }
+    return condition()
+}
+
+func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportConfiguration) -> Void = { _ in }) throws -> [Node] {
+    var nodes: [Node] = []
+    for index in 0..<count {
+        var configuration = consortium.configuration(index)
+        configure(&configuration)
+        nodes.append(try Node(configuration))
+    }
+    let peers = nodes.enumerated().map { PeerAddress(id: "p\($0.offset)", host: "127.0.0.1", port: $0.element.transport.peerPort) }
+    for (index, node) in nodes.enumerated() {
+        node.transport.update(peers: peers.filter { $0.id != "p\(index)" }, registry: consortium.registry, revokedSerials: [])
+    }
+    return nodes
+}
+
+@Suite(.serialized) struct TransportTests {
+    @Test func fourNodesFormAMeshExchangeFramesAndHealAfterARestart() throws {
+        let consortium = try Consortium()
+        var nodes = try mesh(consortium)
+        defer { for node in nodes { node.stop() } }
+        #expect(eventually { nodes.allSatisfy { $0.transport.linkedPeers().count == 3 } })
+
+        for (index, node) in nodes.enumerated() {
+            for other in 0..<4 where other != index { node.transport.send([UInt8(index), UInt8(other)], to: "p\(other)") }
+        }
+        #expect(eventually { nodes.allSatisfy { node in node.received.withLock { $0.count } == 3 } })
+        for (index, node) in nodes.enumerated() {
+            let got = node.received.withLock { $0 }
+            #expect(Set(got.map(\.0)) == Set((0..<4).filter { $0 != index }.map { "p\($0)" }))
+            #expect(got.allSatisfy { $0.1[1] == UInt8(index) && "p\($0.1[0])" == $0.0 })
+        }
+
+        // Kill p2 and start it again on the same port: the others relink with it.
+        let port = nodes[2].transport.peerPort
+        nodes[2].stop()
+        #expect(eventually { nodes[0].transport.linkedPeers() == ["p1", "p3"] })
+        var configuration = consortium.configuration(2)
+        configuration.peerPort = port
+        configuration.peers = nodes.enumerated().filter { $0.offset != 2 }.map { PeerAddress(id: "p\($0.offset)", host: "127.0.0.1", port: $0.element.transport.peerPort) }
+        nodes[2] = try Node(configuration)
+        #expect(eventually(5) { nodes.allSatisfy { $0.transport.linkedPeers().count == 3 } })
+        nodes[3].transport.send([42], to: "p2")
+        #expect(eventually { nodes[2].received.withLock { $0.contains { $0.0 == "p3" && $0.1 == [42] } } })
+    }
+
+    @Test func gossipArrivesExactlyOnceAtEveryNode() throws {
+        let consortium = try Consortium()
+        let nodes = try mesh(consortium)
+        defer { for node in nodes { node.stop() } }
+        #expect(eventually { nodes.allSatisfy { $0.transport.linkedPeers().count == 3 } })
+        let transactions = (0..<50).map { Array("transaction \($0)".utf8) }
+        for (index, transaction) in transactions.enumerated() {
+            nodes[index % 4].transport.gossip(transaction)
+            nodes[(index + 1) % 4].transport.gossip(transaction)  // submitted twice, at two nodes
+        }
+        // Each node hears each transaction once, except where it was submitted.
+        #expect(eventually { nodes.allSatisfy { $0.gossiped.withLock { $0.count } >= 24 } })
+        Thread.sleep(forTimeInterval: 0.5)
+        for (index, node) in nodes.enumerated() {
+            let heard = node.gossiped.withLock { $0.map(\.1) }
+            #expect(Set(heard).count == heard.count, "p\(index) heard a transaction twice")
+            let submittedHere = transactions.enumerated().filter { $0.offset % 4 == index || ($0.offset + 1) % 4 == index }.map(\.element)
+            #expect(Set(heard).union(submittedHere) == Set(transactions))
+        }
+    }
+
+    /// Each kind of bad certificate is refused with its reason; the good peer still links.
+    @Test func badCertificatesAreRefusedAndTheListenerKeepsServing() throws {
+        let consortium = try Consortium(count: 2)
+        let server = try Node(consortium.configuration(1))
+        defer { server.stop() }
+        let key = Ed25519PrivateKey(seed: SHA256.hash("intruder").bytes)!
+        let otherCAKey = Ed25519PrivateKey(seed: SHA256.hash("other ca").bytes)!
+        let otherCA = try CertificateAuthority.makeRoot(name: "Other CA", key: otherCAKey)
+        let cases: [(String, Certificate, Ed25519PrivateKey, Set<UInt64>)] = [
+            ("expired", try CertificateAuthority.issue(commonName: "p0", subjectKey: consortium.keys[0].publicKey, ca: consortium.ca, caKey: consortium.caKey,
+                                                       serial: 7, notBefore: -7_200, notAfter: -3_600), consortium.keys[0], []),
+            ("not yet valid", try CertificateAuthority.issue(commonName: "p0", subjectKey: consortium.keys[0].publicKey, ca: consortium.ca, caKey: consortium.caKey,
+                                                             serial: 8, notBefore: 3_600, notAfter: 7_200), consortium.keys[0], []),
+            ("wrong CA", try CertificateAuthority.issue(commonName: "p0", subjectKey: consortium.keys[0].publicKey, ca: otherCA, caKey: otherCAKey, serial: 9),
+             consortium.keys[0], []),
+            ("self-signed", try CertificateAuthority.makeRoot(name: "p0", key: consortium.keys[0], serial: 10), consortium.keys[0], []),
+            ("unknown partner", try CertificateAuthority.issue(commonName: "p9", subjectKey: key.publicKey, ca: consortium.ca, caKey: consortium.caKey, serial: 11),
+             key, []),
+            ("another partner's id", try CertificateAuthority.issue(commonName: "p0", subjectKey: key.publicKey, ca: consortium.ca, caKey: consortium.caKey, serial: 12),
+             key, []),
+            ("revoked", consortium.certificates[0], consortium.keys[0], [100]),
+        ]
+        for (name, certificate, certificateKey, revoked) in cases {
+            server.transport.update(peers: [], registry: consortium.registry, revokedSerials: revoked)
+            let before = server.refusals.count
+            var configuration = consortium.configuration(0, certificate: certificate, key: certificateKey)
+            configuration.peers = [PeerAddress(id: "p1", host: "127.0.0.1", port: server.transport.peerPort)]
+            let intruder = try Node(configuration)
+            #expect(eventually { server.refusals.count > before || intruder.refusals.count > 0 }, "\(name) was not refused")
+            #expect(server.transport.linkedPeers().isEmpty, "\(name) got a link")
+            intruder.stop()
+        }
+        let reasons = server.refusals.joined(separator: " | ")
+        #expect(reasons.contains("expired") && reasons.contains("not yet valid") && reasons.contains("unknown partner 'p9'"), "\(reasons)")
+        #expect(reasons.contains("differs from the registry") && reasons.contains("revoked"), "\(reasons)")
+
+        // The listener still serves the genuine p0.
+        server.transport.update(peers: [], registry: consortium.registry, revokedSerials: [])
+        var genuine = consortium.configuration(0)
+        genuine.peers = [PeerAddress(id: "p1", host: "127.0.0.1", port: server.transport.peerPort)]
+        let p0 = try Node(genuine)
+        defer { p0.stop() }
+        #expect(eventually { server.transport.linkedPeers() == ["p0"] })
+    }
+
+    @Test func garbageOversizedFramesAndSlowConsumersHarmOnlyTheirLink() throws {
+        let consortium = try Consortium(count: 3)
+        let nodes = try mesh(consortium, count: 3) { $0.sendQueueBytesMax = 256 * 1024 }
+        defer { for node in nodes { node.stop() } }
+        #expect(eventually { nodes.allSatisfy { $0.transport.linkedPeers().count == 2 } })
+
+        // Plain TCP garbage at the validator port.
+        let garbage = try RawSocket(port: nodes[0].transport.peerPort)
+        garbage.send(Array(repeating: 0x17, count: 4_096))
+        #expect(eventually { nodes[0].transport.counters.handshakeFailures >= 1 })
+        garbage.close()
+
+        // p2 stops reading (its loop is blocked); p0 keeps sending consensus frames to it.
+        let blocked = DispatchSemaphore(value: 0)
+        nodes[2].loop.execute { blocked.wait() }
+        let frame = [UInt8](repeating: 1, count: 64 * 1024)
+        for _ in 0..<200 { nodes[0].transport.send(frame, to: "p2") }
+        #expect(eventually { nodes[0].transport.counters.slowConsumersClosed >= 1 })
+        // Meanwhile p0 and p1 still talk.
+        nodes[1].transport.send([9], to: "p0")
+        #expect(eventually { nodes[0].received.withLock { $0.contains { $0.0 == "p1" && $0.1 == [9] } } })
+        blocked.signal()
+        #expect(eventually { nodes[0].transport.linkedPeers().count == 2 })
+    }
+
+    @Test func clientPortAnswersRequestsAndRefusesOversizedFrames() throws {
+        let consortium = try Consortium(count: 1)
+        var configuration = consortium.configuration(0)
+        configuration.clientPort = 0
+        let node = try Node(configuration)
+        defer { node.stop() }
+        node.transport.onClientRequest = { request, respond in respond(Array(request.reversed())) }
+        let client = try TransportClient(host: "127.0.0.1", port: node.transport.clientPort, ca: consortium.ca, chainId: Consortium.chainId)
+        #expect(client.negotiated.hasPrefix("TLSv1.3"))
+        #expect(try client.request([1, 2, 3]) == [3, 2, 1])
+        #expect(try client.request(Array(repeating: 5, count: 100_000)).count == 100_000)
+        client.close()
+
+        // A client whose frame announces more than the limit is cut off; others are served.
+        let rogue = try TransportClient(host: "127.0.0.1", port: node.transport.clientPort, ca: consortium.ca, chainId: Consortium.chainId)
+        #expect(throws: ClientError.self) { try rogue.request(Array(repeating: 0, count: TransportLimits.frameSizeMax + 1)) }
+        var oversized = WireWriter()
+        oversized.write(UInt32(TransportLimits.frameSizeMax + 1))
+        #expect(throws: ClientError.self) { try rogue.exchange(oversized.bytes, timeoutMilliseconds: 5_000) }
+        rogue.close()
+        #expect(eventually { node.transport.counters.oversizedFrames >= 1 })
+        let next = try TransportClient(host: "127.0.0.1", port: node.transport.clientPort, ca: consortium.ca, chainId: Consortium.chainId)
+        #expect(try next.request([7]) == [7])
+        next.close()
+
+        // A client of another chain is refused.
+        #expect(throws: ClientError.self) {
+            let stranger = try TransportClient(host: "127.0.0.1", port: node.transport.clientPort, ca: consortium.ca, chainId: "other", timeoutMilliseconds: 3_000)
+            stranger.close()
+        }
+    }
+
+    @Test func framesAreCheckedBeforeBuffering() throws {
+        var decoder = FrameDecoder()
+        decoder.append([0xFF, 0xFF, 0xFF, 0xFF])
+        #expect(throws: FrameError.oversized(length: 0xFFFF_FFFF, maximum: TransportLimits.frameSizeMax)) { try decoder.next() }
+        var split = FrameDecoder()
+        let frame = FrameDecoder.frame(.consensus, [1, 2, 3])
+        for byte in frame.dropLast() {
+            split.append([byte])
+            #expect(try split.next() == nil)
+        }
+        split.append([frame.last!])
+        #expect(try split.next()?.payload == [1, 2, 3])
+        var bad = FrameDecoder()
+        bad.append([0, 0, 0, 3, 9, 9, 9])
+        #expect(throws: FrameError.self) { try bad.next() }
+    }
+}
+
+/// A plain TCP client on loopback, for garbage.
+final class RawSocket {
+    let descriptor: Int32
+
+    init(port: UInt16) throws {
+        descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let status = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Foundation.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard status == 0 else { throw SocketError(code: -1) }
+    }
+
+    func send(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { Foundation.send(descriptor, $0.baseAddress, $0.count, 0) } }
+    func close() { Foundation.close(descriptor) }
+}
