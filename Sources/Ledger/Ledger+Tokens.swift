@@ -196,8 +196,7 @@ extension Ledger {
     mutating func closeEpoch(height: UInt64) {
         let epoch = meta.epoch
         // Expiry: every account holding lots that expire now.
-        let bucket = StateKeys.expiringLots(epoch)
-        var holders = Set(read(bucket, as: KeyList.self)?.keys.map(AccountID.init) ?? [])
+        var holders = Set(takeExpiring(epoch: epoch))
         holders.formUnion(pendingExpiring.removeValue(forKey: epoch) ?? [])
         for holder in holders.sorted() {
             var (wallet, melted) = realized(holder)
@@ -210,7 +209,6 @@ extension Ledger {
             wallet.lots.removeAll { $0.expiresAtEpoch <= epoch }
             store(holder, wallet, melted: melted)
         }
-        writes[bucket] = .some(nil)
 
         // Clearing: gross obligations, net positions, settlement through the Métropole.
         flushObligations()

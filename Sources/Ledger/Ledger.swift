@@ -260,11 +260,7 @@ public struct Ledger<Store: StateStore> {
             write(key, KeyList(list))
         }
         for epoch in pendingExpiring.keys.sorted() {
-            let key = StateKeys.expiringLots(epoch)
-            var list = read(key, as: KeyList.self)?.keys ?? []
-            let known = Set(list)
-            list += (pendingExpiring[epoch] ?? []).map(\.bytes).filter { !known.contains($0) }.sorted()
-            write(key, KeyList(list))
+            appendExpiring((pendingExpiring[epoch] ?? []).sorted(), epoch: epoch)
         }
         flushObligations()
         for id in programmes.keys.sorted() { write(StateKeys.programme(id), programmes[id]) }
@@ -275,6 +271,42 @@ public struct Ledger<Store: StateStore> {
         partners = [:]
         pendingUsed = [:]
         pendingExpiring = [:]
+    }
+
+    /// Adds accounts to an epoch's expiry index, filling its last chunk then opening new
+    /// ones. An account may be listed twice (in two blocks): the close handles it once.
+    mutating func appendExpiring(_ accounts: [AccountID], epoch: UInt64) {
+        let header = StateKeys.expiringLots(epoch)
+        var chunks = raw(header).flatMap { try? UInt64(wireBytes: $0) } ?? 0
+        var last = chunks == 0 ? [] : read(StateKeys.expiringChunk(epoch, chunks - 1), as: KeyList.self)?.keys ?? []
+        if chunks == 0 || last.count >= ExpiryIndex.chunkCountMax {
+            chunks += 1
+            last = []
+        }
+        for account in accounts {
+            if last.count >= ExpiryIndex.chunkCountMax {
+                write(StateKeys.expiringChunk(epoch, chunks - 1), KeyList(last))
+                chunks += 1
+                last = []
+            }
+            last.append(account.bytes)
+        }
+        write(StateKeys.expiringChunk(epoch, chunks - 1), KeyList(last))
+        write(header, chunks)
+    }
+
+    /// Every account listed for an epoch, and the index removed.
+    mutating func takeExpiring(epoch: UInt64) -> [AccountID] {
+        let header = StateKeys.expiringLots(epoch)
+        let chunks = raw(header).flatMap { try? UInt64(wireBytes: $0) } ?? 0
+        var accounts: [AccountID] = []
+        for chunk in 0..<chunks {
+            let key = StateKeys.expiringChunk(epoch, chunk)
+            accounts += (read(key, as: KeyList.self)?.keys ?? []).map(AccountID.init)
+            writes[key] = .some(nil)
+        }
+        writes[header] = .some(nil)
+        return accounts
     }
 
     mutating func flushObligations() {
@@ -295,3 +327,8 @@ public enum LedgerError: Error, Equatable, Sendable {
     case corruptState(String)
 }
 
+
+enum ExpiryIndex {
+    /// Accounts per chunk of an epoch's expiry index.
+    static let chunkCountMax = 1_024
+}

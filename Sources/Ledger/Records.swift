@@ -7,7 +7,7 @@ import Wire
 public enum StateKeys {
     enum Namespace: UInt8 {
         case meta = 1, parameters, partner, programme, account, usage, evidence, used, usedExpiring, expiringLots,
-            proposal, obligations, statement, settlement
+            proposal, obligations, statement, settlement, expiringChunk
     }
 
     static let tag = TaggedHasher(tag: "calisson/state/key/v1")
@@ -36,8 +36,11 @@ public enum StateKeys {
     public static func used(_ signer: TransactionSigner, nonce: UInt64) -> StateKey { key(.used, signer.wireBytes, bytes(nonce)) }
     /// The used-nonce keys whose transactions expire at a height (pruned after it).
     static func usedExpiring(_ height: UInt64) -> StateKey { key(.usedExpiring, bytes(height)) }
-    /// The accounts holding lots that expire at an epoch's close.
+    /// How many chunks list the accounts holding lots that expire at an epoch's close.
     static func expiringLots(_ epoch: UInt64) -> StateKey { key(.expiringLots, bytes(epoch)) }
+    /// One chunk of that list (at most `ExpiryIndex.chunkCountMax` accounts), so a block
+    /// rewrites only the last chunk, never the whole list.
+    static func expiringChunk(_ epoch: UInt64, _ chunk: UInt64) -> StateKey { key(.expiringChunk, bytes(epoch), bytes(chunk)) }
     public static func proposal(_ id: UInt64) -> StateKey { key(.proposal, bytes(id)) }
     public static func obligations(_ epoch: UInt64) -> StateKey { key(.obligations, bytes(epoch)) }
     public static func statement(_ epoch: UInt64, _ partner: Identifier) -> StateKey { key(.statement, bytes(epoch), bytes(partner)) }

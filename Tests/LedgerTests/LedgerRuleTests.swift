@@ -187,6 +187,17 @@ import Wire
         #expect(f.ledger.meta.totals.expired == 100)
     }
 
+    /// The expiry index is chunked so that a block rewrites one chunk, not the list.
+    @Test func expiryIndexSpansChunks() {
+        var f = LedgerFixture()
+        var random = SplitMix64(seed: 8)
+        let accounts = (0..<2_500).map { _ in AccountID(random.bytes32()) }
+        f.ledger.appendExpiring(Array(accounts[..<1_000]), epoch: 3)
+        f.ledger.appendExpiring(Array(accounts[1_000...]), epoch: 3)
+        #expect(f.ledger.takeExpiring(epoch: 3) == accounts)
+        #expect(f.ledger.takeExpiring(epoch: 3).isEmpty)
+    }
+
     @Test func demurrageMeltsTwoPercentPerEpochToTheSink() {
         var f = LedgerFixture()
         f.run([f.attribute("friche", "culture", to: 1, units: 10, evidence: 1)])  // 1000
