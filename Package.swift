@@ -47,7 +47,7 @@ let package = Package(
         // Thin executables.
         .executableTarget(
             name: "calisson-bench",
-            dependencies: ["Crypto", "Wire", "Ledger", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Crypto", "Wire", "Ledger", "Transport", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
         .executableTarget(
             name: "calisson-sim",
