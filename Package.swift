@@ -41,6 +41,10 @@ let package = Package(
         .target(
             name: "Transport",
             dependencies: ["Wire", "Crypto", "CLibUV", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
+        // SQLite: blocks, transactions, ledger state and tree, checkpoints, safety log.
+        .target(name: "Storage", dependencies: ["Wire", "CSQLite"]),
+        // The composition root: stores, ledger, consensus and transport wired together.
+        .target(name: "Node", dependencies: ["Wire", "Crypto", "Ledger", "Storage"]),
         // A whole cluster in one thread, deterministic from a seed, with injected faults.
         .target(name: "Simulation", dependencies: ["Consensus", "Crypto", "Wire"]),
 
@@ -53,11 +57,15 @@ let package = Package(
             name: "calisson-sim",
             dependencies: ["Simulation", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
+        // Test helper: writes blocks until killed (the storage crash test).
+        .executableTarget(name: "storage-crash-writer", dependencies: ["Node", "Storage", "Ledger", "Crypto", "Wire"]),
+
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
         .testTarget(name: "CryptoTests", dependencies: ["Crypto", "Wire", "CHotPath"]),
         .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "Simulation", "Crypto", "Wire"]),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Crypto", "Wire"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Crypto", "Wire"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "Node", "Ledger", "Crypto", "Wire"]),
         .testTarget(name: "ShimTests", dependencies: ["CLibUV", "COpenSSL", "CSQLite", "CSodium"]),
     ],
     swiftLanguageModes: [.v6]

@@ -269,6 +269,11 @@ public struct MemoryStateStore: StateStore, TreeNodeSource, Sendable {
 public struct StateBatch: Sendable {
     public let values: [(key: StateKey, value: [UInt8]?)]
     public let tree: StateTree.Update
+
+    public init(values: [(key: StateKey, value: [UInt8]?)], tree: StateTree.Update) {
+        self.values = values
+        self.tree = tree
+    }
 }
 
 /// The store protocol the ledger runs on. `commit` must be atomic: after a crash the
@@ -277,4 +282,32 @@ public protocol StateStore: TreeNodeSource {
     var root: SHA256Digest { get }
     func value(_ key: StateKey) -> [UInt8]?
     mutating func commit(_ batch: StateBatch)
+}
+
+extension TreeNode: WireCodable {
+    public func encode(to writer: inout WireWriter) {
+        switch self {
+        case let .branch(left, right):
+            writer.write(UInt8(1))
+            writer.write(left)
+            writer.write(right)
+        case let .leaf(key, valueHash):
+            writer.write(UInt8(2))
+            writer.write(key)
+            writer.write(valueHash)
+        }
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        let offset = reader.offset
+        switch try reader.readUInt8("treeNode.kind") {
+        case 1:
+            let left = try SHA256Digest(from: &reader)
+            self = .branch(left: left, right: try SHA256Digest(from: &reader))
+        case 2:
+            let key = try StateKey(from: &reader)
+            self = .leaf(key: key, valueHash: try SHA256Digest(from: &reader))
+        case let raw: throw .unknownKind(field: "treeNode.kind", offset: offset, raw: UInt64(raw))
+        }
+    }
 }

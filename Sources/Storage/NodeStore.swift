@@ -1,0 +1,349 @@
+import CSQLite
+import Wire
+
+/// A final block as stored: its height, digest, body (nil once pruned), commit
+/// certificate and the state root after it, with its transactions.
+public struct BlockRecord: Sendable, Equatable {
+    public var height: UInt64
+    public var digest: Bytes32
+    public var body: [UInt8]?
+    public var certificate: [UInt8]
+    public var stateRoot: Bytes32
+    public var transactions: [TransactionRecord]
+
+    public init(height: UInt64, digest: Bytes32, body: [UInt8]?, certificate: [UInt8], stateRoot: Bytes32, transactions: [TransactionRecord]) {
+        self.height = height
+        self.digest = digest
+        self.body = body
+        self.certificate = certificate
+        self.stateRoot = stateRoot
+        self.transactions = transactions
+    }
+}
+
+/// One transaction of a block: its id, its result (encoded by the ledger), and the
+/// accounts it concerns (for the per-account index).
+public struct TransactionRecord: Sendable, Equatable {
+    public var id: Bytes32
+    public var result: [UInt8]
+    public var accounts: [Bytes32]
+
+    public init(id: Bytes32, result: [UInt8], accounts: [Bytes32]) {
+        self.id = id
+        self.result = result
+        self.accounts = accounts
+    }
+}
+
+/// A block's effect on the state: values written (nil deletes), tree nodes created and
+/// removed (encoded by the ledger), and the root they make.
+public struct StateChanges: Sendable {
+    public var values: [(key: Bytes32, value: [UInt8]?)]
+    public var createdNodes: [(hash: Bytes32, node: [UInt8])]
+    public var removedNodes: [Bytes32]
+    public var root: Bytes32
+
+    public init(values: [(key: Bytes32, value: [UInt8]?)], createdNodes: [(hash: Bytes32, node: [UInt8])], removedNodes: [Bytes32], root: Bytes32) {
+        self.values = values
+        self.createdNodes = createdNodes
+        self.removedNodes = removedNodes
+        self.root = root
+    }
+}
+
+/// A node's database: blocks with their certificates, transactions and their results,
+/// the ledger state and its tree, checkpoints, and the consensus safety log, in one
+/// SQLite file in WAL mode (Docs/STORAGE.md).
+///
+/// Durability: `synchronous=FULL`, so every commit fsyncs the WAL: once `append` or
+/// `appendSafety` returns, what it wrote survives a process kill and a power cut. One
+/// SQL transaction per block (group commit: the fsync is per block, not per transaction).
+public final class NodeStore {
+    public static let schemaVersion = 1
+    public let file: String
+    public let isReadOnly: Bool
+    let database: Database
+
+    /// Migrations by the version they produce; applying them in order from the
+    /// database's version reaches `schemaVersion`. Version 1 is the first schema.
+    static let migrations: [Int: [String]] = [
+        1: [
+            "CREATE TABLE schema_version (version INTEGER NOT NULL)",
+            """
+            CREATE TABLE blocks (
+                height INTEGER PRIMARY KEY, digest BLOB NOT NULL, body BLOB, certificate BLOB NOT NULL,
+                state_root BLOB NOT NULL, transaction_count INTEGER NOT NULL)
+            """,
+            "CREATE TABLE transactions (id BLOB PRIMARY KEY, height INTEGER NOT NULL, position INTEGER NOT NULL, result BLOB NOT NULL) WITHOUT ROWID",
+            "CREATE INDEX transactions_by_height ON transactions (height, position)",
+            "CREATE TABLE account_transactions (account BLOB NOT NULL, height INTEGER NOT NULL, position INTEGER NOT NULL, PRIMARY KEY (account, height, position)) WITHOUT ROWID",
+            "CREATE TABLE state (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
+            "CREATE TABLE tree_nodes (hash BLOB PRIMARY KEY, node BLOB NOT NULL) WITHOUT ROWID",
+            "CREATE TABLE checkpoints (height INTEGER PRIMARY KEY, certificate BLOB NOT NULL)",
+            "CREATE TABLE safety_log (sequence INTEGER PRIMARY KEY, record BLOB NOT NULL)",
+            "CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
+            "INSERT INTO schema_version (version) VALUES (1)",
+        ]
+    ]
+
+    /// Opens (or, with `create`, creates) a node's database. Read-only opens never write
+    /// and never block the node (WAL readers see the last committed block).
+    public init(file: String, readOnly: Bool = false, create: Bool = false) throws(StorageError) {
+        self.file = file
+        isReadOnly = readOnly
+        database = try Database(file: file, mode: readOnly ? .readOnly : .readWrite, create: create && !readOnly)
+        if readOnly {
+            try database.execute("PRAGMA query_only = ON")
+        } else {
+            // WAL: readers never block the writer; FULL: each commit is fsynced.
+            try database.execute("PRAGMA journal_mode = WAL")
+            try database.execute("PRAGMA synchronous = FULL")
+        }
+        let hasSchema = try database.integer("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'") ?? 0
+        if hasSchema == 0 {
+            guard !readOnly, create else {
+                throw .corrupt(file: file, reason: "no Calisson schema in this file (wrong file, or never initialized)")
+            }
+            try migrate(from: 0)
+        } else {
+            let version = Int(try database.integer("SELECT version FROM schema_version") ?? 0)
+            guard version <= Self.schemaVersion else { throw .schema(file: file, found: version, supported: Self.schemaVersion) }
+            if version < Self.schemaVersion {
+                guard !readOnly else { throw .schema(file: file, found: version, supported: Self.schemaVersion) }
+                try migrate(from: version)
+            }
+        }
+        try checkConsistency()
+    }
+
+    private func migrate(from version: Int) throws(StorageError) {
+        try database.transaction { () throws(StorageError) in
+            for next in (version + 1)...Self.schemaVersion {
+                for sql in Self.migrations[next] ?? [] { try database.execute(sql) }
+                if next > 1 { try database.statement("UPDATE schema_version SET version = ?").bind(1, Int64(next)).run() }
+            }
+        }
+    }
+
+    /// The cheap checks made at every open: the last block and the meta records agree.
+    /// SQLite reports damaged pages when they are read (`corrupt`); `integrityCheck`
+    /// reads everything.
+    private func checkConsistency() throws(StorageError) {
+        let last = try database.integer("SELECT max(height) FROM blocks") ?? 0
+        guard let recorded = try meta("height").map(Self.uint64) else {
+            if last != 0 { throw .corrupt(file: file, reason: "blocks up to \(last) but no recorded height") }
+            return
+        }
+        guard Int64(recorded) == last else {
+            throw .corrupt(file: file, reason: "recorded height \(recorded), last block \(last)")
+        }
+        if last > 0 {
+            guard let block = try block(at: UInt64(last)) else { throw .corrupt(file: file, reason: "block \(last) unreadable") }
+            guard block.stateRoot == stateRoot else {
+                throw .corrupt(file: file, reason: "block \(last) records state root \(block.stateRoot.hex), the state is at \(stateRoot.hex)")
+            }
+        }
+        if stateRoot != .zero, try treeNode(stateRoot) == nil {
+            throw .corrupt(file: file, reason: "the state tree's root node \(stateRoot.hex) is missing")
+        }
+    }
+
+    /// SQLite's full check of every page and index (slow on a large file: an operator's tool).
+    public func integrityCheck() throws(StorageError) {
+        let problems = try database.statement("PRAGMA integrity_check").all { $0.text(0) ?? "" }
+        guard problems == ["ok"] else { throw .corrupt(file: file, reason: problems.prefix(5).joined(separator: "; ")) }
+    }
+
+    // MARK: Meta
+
+    private func meta(_ name: String) throws(StorageError) -> [UInt8]? {
+        try database.statement("SELECT value FROM meta WHERE name = ?").bind(1, name).first { $0.blob(0) } ?? nil
+    }
+
+    private func setMeta(_ name: String, _ value: [UInt8]) throws(StorageError) {
+        try database.statement("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)").bind(1, name).bind(2, value).run()
+    }
+
+    static func uint64(_ bytes: [UInt8]) -> UInt64 { bytes.reduce(0) { $0 << 8 | UInt64($1) } }
+    static func bytes(_ value: UInt64) -> [UInt8] { withUnsafeBytes(of: value.bigEndian) { Array($0) } }
+
+    /// The height of the last block stored (0: genesis state only, or empty).
+    public var height: UInt64 { ((try? meta("height")) ?? nil).map(Self.uint64) ?? 0 }
+    public var stateRoot: Bytes32 { ((try? meta("state_root")) ?? nil).flatMap { Bytes32($0) } ?? .zero }
+    /// Whether the genesis state was written.
+    public var isInitialized: Bool { ((try? meta("height")) ?? nil) != nil }
+    /// An opaque record the node keeps with the state (the consensus epoch schedule).
+    public func extra(_ name: String) throws(StorageError) -> [UInt8]? { try meta("extra." + name) }
+
+    // MARK: Writes
+
+    /// Writes the genesis state (height 0). The store must be empty.
+    public func writeGenesis(_ state: StateChanges, extras: [String: [UInt8]] = [:]) throws(StorageError) {
+        guard !isReadOnly else { throw .readOnly(file: file) }
+        guard !isInitialized else { throw .invalid(file: file, reason: "the genesis state is already written") }
+        try database.transaction { () throws(StorageError) in
+            try write(state)
+            try setMeta("height", Self.bytes(0))
+            for (name, value) in extras.sorted(by: { $0.key < $1.key }) { try setMeta("extra." + name, value) }
+        }
+    }
+
+    /// Appends the next block with the state changes it made, atomically: after a crash
+    /// the store holds the state before the block or after it, never part of it.
+    public func append(_ block: BlockRecord, state: StateChanges, extras: [String: [UInt8]] = [:]) throws(StorageError) {
+        guard !isReadOnly else { throw .readOnly(file: file) }
+        guard isInitialized else { throw .invalid(file: file, reason: "no genesis state") }
+        guard block.height == height + 1 else { throw .invalid(file: file, reason: "block \(block.height) after \(height)") }
+        guard block.stateRoot == state.root else { throw .invalid(file: file, reason: "block \(block.height)'s state root is not its state's") }
+        try database.transaction { () throws(StorageError) in
+            try database.statement("INSERT INTO blocks (height, digest, body, certificate, state_root, transaction_count) VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(1, Int64(block.height)).bind(2, block.digest.bytes).bind(3, block.body).bind(4, block.certificate)
+                .bind(5, block.stateRoot.bytes).bind(6, Int64(block.transactions.count)).run()
+            for (position, transaction) in block.transactions.enumerated() {
+                try database.statement("INSERT OR REPLACE INTO transactions (id, height, position, result) VALUES (?, ?, ?, ?)")
+                    .bind(1, transaction.id.bytes).bind(2, Int64(block.height)).bind(3, Int64(position)).bind(4, transaction.result).run()
+                for account in transaction.accounts {
+                    try database.statement("INSERT OR IGNORE INTO account_transactions (account, height, position) VALUES (?, ?, ?)")
+                        .bind(1, account.bytes).bind(2, Int64(block.height)).bind(3, Int64(position)).run()
+                }
+            }
+            try write(state)
+            try setMeta("height", Self.bytes(block.height))
+            for (name, value) in extras.sorted(by: { $0.key < $1.key }) { try setMeta("extra." + name, value) }
+        }
+    }
+
+    private func write(_ state: StateChanges) throws(StorageError) {
+        for (key, value) in state.values {
+            if let value {
+                try database.statement("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)").bind(1, key.bytes).bind(2, value).run()
+            } else {
+                try database.statement("DELETE FROM state WHERE key = ?").bind(1, key.bytes).run()
+            }
+        }
+        for hash in state.removedNodes {
+            try database.statement("DELETE FROM tree_nodes WHERE hash = ?").bind(1, hash.bytes).run()
+        }
+        for (hash, node) in state.createdNodes {
+            try database.statement("INSERT OR REPLACE INTO tree_nodes (hash, node) VALUES (?, ?)").bind(1, hash.bytes).bind(2, node).run()
+        }
+        try setMeta("state_root", state.root.bytes)
+    }
+
+    /// Stores a stable checkpoint's certificate.
+    public func putCheckpoint(height: UInt64, certificate: [UInt8]) throws(StorageError) {
+        guard !isReadOnly else { throw .readOnly(file: file) }
+        try database.statement("INSERT OR REPLACE INTO checkpoints (height, certificate) VALUES (?, ?)")
+            .bind(1, Int64(height)).bind(2, certificate).run()
+    }
+
+    // MARK: Safety log
+
+    /// Appends the consensus records that must be durable before the messages they
+    /// cover leave: fsynced when this returns. One transaction for all of them.
+    public func appendSafety(_ records: [[UInt8]]) throws(StorageError) {
+        guard !isReadOnly else { throw .readOnly(file: file) }
+        guard !records.isEmpty else { return }
+        try database.transaction { () throws(StorageError) in
+            for record in records {
+                try database.statement("INSERT INTO safety_log (record) VALUES (?)").bind(1, record).run()
+            }
+        }
+    }
+
+    /// Every safety record, in the order written (the replica folds them on restart).
+    public func safetyRecords() throws(StorageError) -> [[UInt8]] {
+        try database.statement("SELECT record FROM safety_log ORDER BY sequence").all { $0.blob(0) ?? [] }
+    }
+
+    /// Replaces the log by an equivalent shorter one (the fold so far), atomically.
+    public func compactSafety(_ records: [[UInt8]]) throws(StorageError) {
+        guard !isReadOnly else { throw .readOnly(file: file) }
+        try database.transaction { () throws(StorageError) in
+            try database.execute("DELETE FROM safety_log")
+            for record in records {
+                try database.statement("INSERT INTO safety_log (record) VALUES (?)").bind(1, record).run()
+            }
+        }
+    }
+
+    // MARK: Reads
+
+    public func value(_ key: Bytes32) throws(StorageError) -> [UInt8]? {
+        try database.statement("SELECT value FROM state WHERE key = ?").bind(1, key.bytes).first { $0.blob(0) } ?? nil
+    }
+
+    public func treeNode(_ hash: Bytes32) throws(StorageError) -> [UInt8]? {
+        try database.statement("SELECT node FROM tree_nodes WHERE hash = ?").bind(1, hash.bytes).first { $0.blob(0) } ?? nil
+    }
+
+    public func block(at height: UInt64) throws(StorageError) -> BlockRecord? {
+        let row = try database.statement("SELECT digest, body, certificate, state_root FROM blocks WHERE height = ?").bind(1, Int64(height))
+            .first { ($0.blob(0).flatMap { Bytes32($0) }, $0.blob(1), $0.blob(2) ?? [], $0.blob(3).flatMap { Bytes32($0) }) }
+        guard let (digest, body, certificate, root) = row else { return nil }
+        guard let digest, let root else { throw .corrupt(file: file, reason: "block \(height) has a malformed digest or root") }
+        let file = self.file
+        let records = try database.statement("SELECT id, result FROM transactions WHERE height = ? ORDER BY position").bind(1, Int64(height))
+            .all { (row) throws(StorageError) -> TransactionRecord in
+                guard let id = row.blob(0).flatMap({ Bytes32($0) }) else { throw .corrupt(file: file, reason: "a transaction id of block \(height)") }
+                return TransactionRecord(id: id, result: row.blob(1) ?? [], accounts: [])
+            }
+        return BlockRecord(height: height, digest: digest, body: body, certificate: certificate, stateRoot: root, transactions: records)
+    }
+
+    /// Every state value, by key order (exports, and the tests' root recomputation).
+    public func forEachValue(_ body: (Bytes32, [UInt8]) -> Void) throws(StorageError) {
+        let file = self.file
+        _ = try database.statement("SELECT key, value FROM state ORDER BY key").all { (row) throws(StorageError) in
+            guard let key = row.blob(0).flatMap({ Bytes32($0) }) else { throw .corrupt(file: file, reason: "a state key is not 32 bytes") }
+            body(key, row.blob(1) ?? [])
+        }
+    }
+
+    /// Where a transaction is: its block, position and result.
+    public func transaction(_ id: Bytes32) throws(StorageError) -> (height: UInt64, position: Int, result: [UInt8])? {
+        try database.statement("SELECT height, position, result FROM transactions WHERE id = ?").bind(1, id.bytes)
+            .first { (UInt64($0.int64(0)), Int($0.int64(1)), $0.blob(2) ?? []) }
+    }
+
+    /// The latest transactions concerning an account, newest first.
+    public func transactions(of account: Bytes32, limit: Int) throws(StorageError) -> [(height: UInt64, position: Int)] {
+        try database.statement(
+            "SELECT height, position FROM account_transactions WHERE account = ? ORDER BY height DESC, position DESC LIMIT ?")
+            .bind(1, account.bytes).bind(2, Int64(limit)).all { (UInt64($0.int64(0)), Int($0.int64(1))) }
+    }
+
+    // MARK: Maintenance
+
+    /// Drops the bodies of blocks below `height` (headers, certificates, transaction
+    /// results and the state are kept). Returns how many bodies were dropped.
+    @discardableResult
+    public func pruneBodies(below height: UInt64) throws(StorageError) -> Int {
+        guard !isReadOnly else { throw .readOnly(file: file) }
+        try database.statement("UPDATE blocks SET body = NULL WHERE height < ? AND body IS NOT NULL").bind(1, Int64(height)).run()
+        return Int(sqlite3_changes(database.raw))
+    }
+
+    /// A consistent copy of the whole database, taken online (SQLite's backup API): the
+    /// node keeps writing meanwhile.
+    public func backup(to destination: String) throws(StorageError) {
+        var target: OpaquePointer?
+        guard sqlite3_open_v2(destination, &target, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nil) == SQLITE_OK else {
+            sqlite3_close(target)
+            throw .cannotOpen(file: destination, reason: "backup destination")
+        }
+        defer { sqlite3_close(target) }
+        guard let backup = sqlite3_backup_init(target, "main", database.raw, "main") else {
+            throw .sqlite(file: destination, code: sqlite3_errcode(target), message: String(cString: sqlite3_errmsg(target)))
+        }
+        var status: Int32
+        repeat { status = sqlite3_backup_step(backup, 256) } while status == SQLITE_OK || status == SQLITE_BUSY || status == SQLITE_LOCKED
+        sqlite3_backup_finish(backup)
+        guard status == SQLITE_DONE else { throw .sqlite(file: destination, code: status, message: "backup did not complete") }
+    }
+
+    /// Bytes the database occupies (main file and WAL).
+    public var fileBytes: Int64 {
+        (try? database.integer("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")) ?? nil ?? 0
+    }
+}

@@ -1,0 +1,200 @@
+import CSQLite
+
+/// Why the store cannot do what was asked. Every case names the database file.
+public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
+    case cannotOpen(file: String, reason: String)
+    /// Not a database, truncated, or failing SQLite's checks: never reset silently.
+    case corrupt(file: String, reason: String)
+    case schema(file: String, found: Int, supported: Int)
+    case diskFull(file: String)
+    case readOnly(file: String)
+    case sqlite(file: String, code: Int32, message: String)
+    /// The caller broke the store's contract (a block out of order).
+    case invalid(file: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .cannotOpen(file, reason): return "\(file): cannot open: \(reason)"
+        case let .corrupt(file, reason): return "\(file): the database is damaged: \(reason)"
+        case let .schema(file, found, supported): return "\(file): schema version \(found), this build reads up to \(supported)"
+        case let .diskFull(file): return "\(file): the disk is full; the last write was not made"
+        case let .readOnly(file): return "\(file): the database or its directory is read-only"
+        case let .sqlite(file, code, message): return "\(file): SQLite error \(code): \(message)"
+        case let .invalid(file, reason): return "\(file): \(reason)"
+        }
+    }
+}
+
+/// One SQLite connection, used by one thread at a time. Statements are prepared once
+/// and cached by their SQL text; values are always bound, never spliced into SQL.
+final class Database {
+    let file: String
+    private var handle: OpaquePointer?
+    private var statements: [String: Statement] = [:]
+
+    enum Mode { case readWrite, readOnly }
+
+    init(file: String, mode: Mode, create: Bool) throws(StorageError) {
+        self.file = file
+        let flags = mode == .readOnly
+            ? SQLITE_OPEN_READONLY
+            : SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0)
+        let status = sqlite3_open_v2(file, &handle, flags | SQLITE_OPEN_NOMUTEX, nil)
+        guard status == SQLITE_OK else {
+            let reason = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "code \(status)"
+            sqlite3_close(handle)
+            handle = nil
+            throw .cannotOpen(file: file, reason: reason)
+        }
+        sqlite3_extended_result_codes(handle, 1)
+        sqlite3_busy_timeout(handle, 5_000)
+    }
+
+    deinit {
+        statements = [:]
+        sqlite3_close_v2(handle)
+    }
+
+    func error(_ status: Int32) -> StorageError {
+        let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? ""
+        switch status & 0xFF {
+        case SQLITE_CORRUPT, SQLITE_NOTADB: return .corrupt(file: file, reason: message)
+        case SQLITE_FULL: return .diskFull(file: file)
+        case SQLITE_READONLY, SQLITE_CANTOPEN: return status & 0xFF == SQLITE_READONLY ? .readOnly(file: file) : .cannotOpen(file: file, reason: message)
+        case SQLITE_IOERR: return .sqlite(file: file, code: status, message: "I/O error: \(message)")
+        default: return .sqlite(file: file, code: status, message: message)
+        }
+    }
+
+    /// Runs SQL without parameters (schema, pragmas).
+    func execute(_ sql: String) throws(StorageError) {
+        let status = sqlite3_exec(handle, sql, nil, nil, nil)
+        guard status == SQLITE_OK else { throw error(status) }
+    }
+
+    func statement(_ sql: String) throws(StorageError) -> Statement {
+        if let cached = statements[sql] {
+            cached.reset()
+            return cached
+        }
+        var pointer: OpaquePointer?
+        let status = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &pointer, nil)
+        guard status == SQLITE_OK, let pointer else { throw error(status) }
+        let statement = Statement(pointer, database: self)
+        statements[sql] = statement
+        return statement
+    }
+
+    /// Runs `body` in one transaction (BEGIN IMMEDIATE): all of it or none of it.
+    func transaction<T>(_ body: () throws(StorageError) -> T) throws(StorageError) -> T {
+        try execute("BEGIN IMMEDIATE")
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// The first column of the first row, as an integer.
+    func integer(_ sql: String) throws(StorageError) -> Int64? {
+        try statement(sql).first { $0.int64(0) }
+    }
+
+    var raw: OpaquePointer? { handle }
+}
+
+/// A prepared statement. Bind by index (1-based), step, read columns (0-based).
+final class Statement {
+    private let pointer: OpaquePointer
+    private unowned let database: Database
+
+    init(_ pointer: OpaquePointer, database: Database) {
+        self.pointer = pointer
+        self.database = database
+    }
+
+    deinit { sqlite3_finalize(pointer) }
+
+    func reset() {
+        sqlite3_reset(pointer)
+        sqlite3_clear_bindings(pointer)
+    }
+
+    @discardableResult
+    func bind(_ index: Int32, _ value: Int64) -> Statement {
+        sqlite3_bind_int64(pointer, index, value)
+        return self
+    }
+
+    @discardableResult
+    func bind(_ index: Int32, _ bytes: [UInt8]?) -> Statement {
+        guard let bytes else {
+            sqlite3_bind_null(pointer, index)
+            return self
+        }
+        bytes.withUnsafeBytes { buffer in
+            // A zero-length blob still needs a non-null pointer to be a blob, not NULL.
+            _ = sqlite3_bind_blob64(pointer, index, buffer.baseAddress ?? UnsafeRawPointer(bitPattern: 1), UInt64(buffer.count), calisson_sqlite_transient())
+        }
+        return self
+    }
+
+    @discardableResult
+    func bind(_ index: Int32, _ text: String) -> Statement {
+        sqlite3_bind_text(pointer, index, text, -1, calisson_sqlite_transient())
+        return self
+    }
+
+    /// True for a row, false when done.
+    func step() throws(StorageError) -> Bool {
+        let status = sqlite3_step(pointer)
+        switch status {
+        case SQLITE_ROW: return true
+        case SQLITE_DONE: return false
+        default:
+            let error = database.error(status)
+            sqlite3_reset(pointer)
+            throw error
+        }
+    }
+
+    /// The first row read by `read`, then the statement is reset: a statement left
+    /// mid-result would hold its read snapshot, and a reader would stop seeing new blocks.
+    func first<T>(_ read: (Statement) throws(StorageError) -> T) throws(StorageError) -> T? {
+        defer { sqlite3_reset(pointer) }
+        return try step() ? try read(self) : nil
+    }
+
+    /// Every row, read by `read`; the statement is reset after.
+    func all<T>(_ read: (Statement) throws(StorageError) -> T) throws(StorageError) -> [T] {
+        defer { sqlite3_reset(pointer) }
+        var rows: [T] = []
+        while try step() { rows.append(try read(self)) }
+        return rows
+    }
+
+    /// Steps a statement that returns no rows.
+    func run() throws(StorageError) {
+        _ = try step()
+        sqlite3_reset(pointer)
+    }
+
+    func int64(_ column: Int32) -> Int64 { sqlite3_column_int64(pointer, column) }
+
+    func isNull(_ column: Int32) -> Bool { sqlite3_column_type(pointer, column) == SQLITE_NULL }
+
+    func blob(_ column: Int32) -> [UInt8]? {
+        guard !isNull(column) else { return nil }
+        let count = Int(sqlite3_column_bytes(pointer, column))
+        guard count > 0, let bytes = sqlite3_column_blob(pointer, column) else { return [] }
+        return Array(UnsafeRawBufferPointer(start: bytes, count: count))
+    }
+
+    func text(_ column: Int32) -> String? {
+        guard let text = sqlite3_column_text(pointer, column) else { return nil }
+        return String(cString: text)
+    }
+}

@@ -1,0 +1,82 @@
+// Test helper for the storage crash test (Tests/StorageTests/CrashTests.swift): writes
+// blocks of attributions and safety records into a node database in a loop, printing
+// "durable H" after each block's commit returned and "persisted N" after each safety
+// append, until it is killed. Restarted on the same file, it resumes where the file is.
+import Crypto
+import Foundation
+import Ledger
+import Node
+import Storage
+import Wire
+
+/// Unbuffered: a line is out before the next write begins (the parent may kill us any time).
+func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+
+let arguments = CommandLine.arguments
+guard arguments.count == 3, let blockSize = Int(arguments[2]) else {
+    FileHandle.standardError.write(Data("usage: storage-crash-writer DATABASE TRANSACTIONS-PER-BLOCK\n".utf8))
+    exit(2)
+}
+
+do {
+    let store = try NodeStore(file: arguments[1], create: true)
+    let state = StoredState(store: store)
+    let issuer = Ed25519PrivateKey(seed: SHA256.hash("crash issuer").bytes)!
+    var ledger: Ledger<StoredState>
+    if store.isInitialized {
+        ledger = try Ledger(chainId: CrashWriter.chainId, store: state)
+    } else {
+        ledger = try Ledger.create(try CrashWriter.genesis(issuer.publicKey).validated(), in: state)
+        try state.persistGenesis()
+    }
+    var safetyCount = try store.safetyRecords().count
+    while true {
+        let height = ledger.height + 1
+        let commands = (0..<blockSize).map { index in
+            let tx = Transaction(
+                chainId: CrashWriter.chainId, signer: .partner(Identifier("metropole")!), nonce: height * 100_000 + UInt64(index),
+                expiryHeight: height + 5,
+                body: .attribute(programme: Identifier("crash")!, account: Ed25519PublicKey(SHA256.hash("account \(index % 97)")),
+                                 units: 1, evidence: SHA256.hash("evidence \(height) \(index)")))
+            return SignedTransaction(transaction: tx, signature: Ed25519Signature(.zero)).wireBytes
+        }
+        let outcome = ledger.execute(commands, verify: { _ in true })
+        var body = WireWriter()
+        body.writeArray(commands.map { $0 as [UInt8] }.map(ByteString.init))
+        let block = BlockRecord(
+            height: height, digest: SHA256.hash(body.bytes), body: body.bytes, certificate: CrashWriter.certificate(height),
+            stateRoot: outcome.stateRoot,
+            transactions: commands.enumerated().map { TransactionRecord(id: SHA256.hash($0.element), result: [outcome.results[$0.offset] == .applied ? 1 : 0], accounts: []) })
+        try state.persist(block)
+        say("durable \(height)")
+        let records = (0..<3).map { Array("vote \(height) \($0)".utf8) }
+        try store.appendSafety(records)
+        safetyCount += records.count
+        say("persisted \(safetyCount)")
+    }
+} catch {
+    FileHandle.standardError.write(Data("storage-crash-writer: \(error)\n".utf8))
+    exit(1)
+}
+
+struct ByteString: WireEncodable {
+    let bytes: [UInt8]
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+    func encode(to writer: inout WireWriter) { writer.writeBytes(bytes) }
+}
+
+enum CrashWriter {
+    static let chainId = "calisson-crash"
+
+    static func certificate(_ height: UInt64) -> [UInt8] { Array("certificate of \(height)".utf8) }
+
+    static func genesis(_ key: Ed25519PublicKey) -> GenesisFile {
+        GenesisFile(
+            chainId: chainId, parameters: .init(epochLength: 50, sink: "metropole"),
+            partners: [.init(id: "metropole", name: "Métropole", roles: ["authority", "issuer", "acceptor", "validator"],
+                             signingKey: key.bytes.hex, nodeKey: key.bytes.hex)],
+            validators: ["metropole"],
+            programmes: [.init(id: "crash", name: "crash", category: "other", rewardPerUnit: 1, issuers: ["metropole"], sponsor: "metropole",
+                               capPerAccount: 1 << 40, capPeriod: "month", walletCeiling: 1 << 40, budget: 1 << 50, expiryEpochs: 2)])
+    }
+}

@@ -1,0 +1,182 @@
+// The node database: blocks, results and state written atomically and read back, the
+// recorded state root equal to the root recomputed from the stored state, reopening,
+// read-only access while a writer runs, damaged and foreign files refused with the file
+// named, schema versions, pruning, online backup, and the crash test: a writer killed
+// with SIGKILL at random moments loses nothing it reported durable.
+import Crypto
+import Foundation
+import Ledger
+import Node
+@testable import Storage
+import Testing
+import Wire
+
+func temporaryFile(_ name: String) -> String {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("calisson-storage-\(UUID().uuidString)")
+    try? FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    return directory.appendingPathComponent(name).path
+}
+
+/// The root of the tree holding exactly these values, computed from scratch.
+func recomputedRoot(_ store: NodeStore) throws -> SHA256Digest {
+    var memory = MemoryStateStore()
+    var values: [(key: StateKey, value: [UInt8]?)] = []
+    try store.forEachValue { values.append(($0, $1)) }
+    let tree = StateTree.update(root: .zero, changes: values.map { ($0.key, $0.value.map(StateTree.valueHash)) }, nodes: memory)
+    memory.commit(StateBatch(values: values, tree: tree))
+    return memory.root
+}
+
+struct Chain {
+    static let chainId = "calisson-storage"
+    let issuer = Ed25519PrivateKey(seed: SHA256.hash("storage issuer").bytes)!
+
+    var genesis: Genesis {
+        try! GenesisFile(
+            chainId: Self.chainId, parameters: .init(epochLength: 5, sink: "metropole"),
+            partners: [.init(id: "metropole", name: "Métropole", roles: ["authority", "issuer", "acceptor", "validator"],
+                             signingKey: issuer.publicKey.bytes.hex, nodeKey: issuer.publicKey.bytes.hex)],
+            validators: ["metropole"],
+            programmes: [.init(id: "tri", name: "Tri", category: "wasteSorting", rewardPerUnit: 3, issuers: ["metropole"], sponsor: "metropole",
+                               capPerAccount: 1_000_000, capPeriod: "month", walletCeiling: 1_000_000, budget: 1 << 40, expiryEpochs: 1)]
+        ).validated()
+    }
+
+    func commands(height: UInt64, count: Int) -> [[UInt8]] {
+        (0..<count).map { index in
+            Transaction(chainId: Self.chainId, signer: .partner(Identifier("metropole")!), nonce: height * 1_000 + UInt64(index), expiryHeight: height + 3,
+                        body: .attribute(programme: Identifier("tri")!, account: Ed25519PublicKey(SHA256.hash("citizen \(index)")), units: 2,
+                                         evidence: SHA256.hash("\(height)/\(index)")))
+                .signed(with: issuer).wireBytes
+        }
+    }
+
+    /// Executes and persists blocks up to `height`.
+    func run(_ ledger: inout Ledger<StoredState>, to height: UInt64) throws {
+        while ledger.height < height {
+            let next = ledger.height + 1
+            let commands = commands(height: next, count: 20)
+            let outcome = ledger.execute(commands)
+            let block = BlockRecord(
+                height: next, digest: SHA256.hash(Array("block \(next)".utf8)), body: commands.flatMap { $0 }, certificate: Array("cert \(next)".utf8),
+                stateRoot: outcome.stateRoot,
+                transactions: commands.enumerated().map {
+                    TransactionRecord(id: SHA256.hash($0.element), result: [outcome.results[$0.offset] == .applied ? 1 : 0],
+                                      accounts: [SHA256.hash("citizen \($0.offset)")])
+                })
+            try ledger.store.persist(block)
+        }
+    }
+}
+
+@Suite struct StorageTests {
+    @Test func blocksAndStateSurviveReopeningAndTheRootMatchesTheStoredState() throws {
+        let file = temporaryFile("node.db")
+        let chain = Chain()
+        var reference = try Ledger.create(chain.genesis, in: MemoryStateStore())
+        do {
+            let state = StoredState(store: try NodeStore(file: file, create: true))
+            var ledger = try Ledger.create(chain.genesis, in: state)
+            try state.persistGenesis(extras: ["schedule": [1, 2, 3]])
+            try chain.run(&ledger, to: 12)  // crosses two epoch closes
+            for height in 1...UInt64(12) { _ = reference.execute(chain.commands(height: height, count: 20)) }
+            #expect(ledger.stateRoot == reference.stateRoot)
+        }
+        let store = try NodeStore(file: file)
+        #expect(store.height == 12)
+        #expect(store.stateRoot == reference.stateRoot)
+        #expect(try recomputedRoot(store) == store.stateRoot)
+        #expect(try store.extra("schedule") == [1, 2, 3])
+        let block = try #require(try store.block(at: 7))
+        #expect(block.certificate == Array("cert 7".utf8) && block.transactions.count == 20)
+        let located = try #require(try store.transaction(block.transactions[3].id))
+        #expect(located.height == 7 && located.position == 3 && located.result == [1])
+        #expect(try store.transactions(of: SHA256.hash("citizen 3"), limit: 5).map(\.height) == [12, 11, 10, 9, 8])
+        // The ledger resumes from the store.
+        var resumed = try Ledger(chainId: Chain.chainId, store: StoredState(store: store))
+        try chain.run(&resumed, to: 13)
+        _ = reference.execute(chain.commands(height: 13, count: 20))
+        #expect(resumed.stateRoot == reference.stateRoot)
+    }
+
+    @Test func blocksMustComeInOrderWithTheirState() throws {
+        let file = temporaryFile("order.db")
+        let state = StoredState(store: try NodeStore(file: file, create: true))
+        var ledger = try Ledger.create(Chain().genesis, in: state)
+        try state.persistGenesis()
+        let outcome = ledger.execute([])
+        let skip = BlockRecord(height: 2, digest: .zero, body: nil, certificate: [], stateRoot: outcome.stateRoot, transactions: [])
+        #expect(throws: StorageError.self) { try state.persist(skip) }
+        let wrongRoot = BlockRecord(height: 1, digest: .zero, body: nil, certificate: [], stateRoot: .zero, transactions: [])
+        #expect(throws: StorageError.self) { try state.persist(wrongRoot) }
+    }
+
+    @Test func damagedForeignAndFutureFilesAreRefusedNamingTheFile() throws {
+        let garbage = temporaryFile("garbage.db")
+        try Data(repeating: 0x42, count: 8_192).write(to: URL(fileURLWithPath: garbage))
+        #expect { _ = try NodeStore(file: garbage) } throws: { error in
+            "\(error)".contains(garbage)
+        }
+
+        let file = temporaryFile("node.db")
+        do {
+            let state = StoredState(store: try NodeStore(file: file, create: true))
+            var ledger = try Ledger.create(Chain().genesis, in: state)
+            try state.persistGenesis()
+            try Chain().run(&ledger, to: 30)
+        }
+        // Truncated to half: SQLite finds pages missing and says so.
+        let truncated = temporaryFile("truncated.db")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: file))
+        try bytes.prefix(bytes.count / 2).write(to: URL(fileURLWithPath: truncated))
+        #expect { let store = try NodeStore(file: truncated); try store.integrityCheck() } throws: { error in
+            guard let error = error as? StorageError, case .corrupt(let named, _) = error else { return false }
+            return named == truncated
+        }
+
+        // A file from a newer build is not opened by this one.
+        let future = temporaryFile("future.db")
+        try FileManager.default.copyItem(atPath: file, toPath: future)
+        _ = try? FileManager.default.copyItem(atPath: file + "-wal", toPath: future + "-wal")
+        try Database(file: future, mode: .readWrite, create: false).execute("UPDATE schema_version SET version = 99")
+        #expect(throws: StorageError.schema(file: future, found: 99, supported: NodeStore.schemaVersion)) { _ = try NodeStore(file: future) }
+
+        // An empty file opened without `create` is not a node database.
+        let empty = temporaryFile("empty.db")
+        #expect(throws: StorageError.self) { _ = try NodeStore(file: empty) }
+    }
+
+    @Test func readOnlyReaderFollowsAWriterWithoutErrors() throws {
+        let file = temporaryFile("live.db")
+        let writer = try CrashTest.start(file)
+        defer { writer.terminate() }
+        #expect(CrashTest.waitFor(file))
+        let reader = try NodeStore(file: file, readOnly: true)
+        var heights: [UInt64] = []
+        let deadline = Date().addingTimeInterval(1.5)
+        while Date() < deadline {
+            heights.append(reader.height)
+            if let block = try reader.block(at: reader.height) { #expect(block.certificate == Array("certificate of \(block.height)".utf8)) }
+            #expect(throws: StorageError.readOnly(file: file)) { try reader.appendSafety([[1]]) }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        #expect(heights.last! > heights.first!, "the reader saw the writer's new blocks")
+    }
+
+    @Test func pruningKeepsHeadersAndBackupCopiesOnline() throws {
+        let file = temporaryFile("prune.db")
+        let state = StoredState(store: try NodeStore(file: file, create: true))
+        var ledger = try Ledger.create(Chain().genesis, in: state)
+        try state.persistGenesis()
+        try Chain().run(&ledger, to: 10)
+        let store = state.store
+        #expect(try store.pruneBodies(below: 6) == 5)
+        #expect(try store.block(at: 5)?.body == nil && store.block(at: 5)?.certificate == Array("cert 5".utf8))
+        #expect(try store.block(at: 6)?.body != nil)
+        let copy = temporaryFile("backup.db")
+        try store.backup(to: copy)
+        let restored = try NodeStore(file: copy)
+        #expect(restored.height == 10 && restored.stateRoot == store.stateRoot)
+        #expect(try recomputedRoot(restored) == restored.stateRoot)
+    }
+}
