@@ -51,7 +51,7 @@ let package = Package(
         // Thin executables.
         .executableTarget(
             name: "calisson-bench",
-            dependencies: ["Crypto", "Wire", "Ledger", "Transport", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Crypto", "Wire", "Ledger", "Transport", "Storage", "Node", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
         .executableTarget(
             name: "calisson-sim",

@@ -178,3 +178,37 @@ extension Message: WireCodable {
         }
     }
 }
+
+/// The safety log's records on disk (Storage keeps them as opaque blobs).
+extension SafetyRecord: WireCodable {
+    public func encode(to writer: inout WireWriter) {
+        switch self {
+        case let .view(view, changing):
+            writer.write(UInt8(1)); writer.write(view); writer.write(changing)
+        case let .proposed(prePrepare):
+            writer.write(UInt8(2)); writer.write(prePrepare)
+        case let .voted(vote):
+            writer.write(UInt8(3)); vote.encodeMessage(to: &writer)
+        case let .prepared(certificate):
+            writer.write(UInt8(4)); writer.write(certificate)
+        case let .stable(certificate, opensEpoch):
+            writer.write(UInt8(5)); writer.write(certificate); writer.write(opensEpoch)
+        }
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        let offset = reader.offset
+        switch try reader.readUInt8("safety.kind") {
+        case 1:
+            let view = try reader.readUInt64("safety.view")
+            self = .view(view, changing: try reader.readBool("safety.changing"))
+        case 2: self = .proposed(try Signed<PrePrepare>(from: &reader))
+        case 3: self = .voted(try Vote(message: &reader))
+        case 4: self = .prepared(try PreparedCertificate(from: &reader))
+        case 5:
+            let certificate = try CheckpointCertificate(from: &reader)
+            self = .stable(certificate, opensEpoch: try reader.readBool("safety.opensEpoch"))
+        case let raw: throw .unknownKind(field: "safety.kind", offset: offset, raw: UInt64(raw))
+        }
+    }
+}

@@ -342,7 +342,14 @@ public final class NodeStore {
         guard status == SQLITE_DONE else { throw .sqlite(file: destination, code: status, message: "backup did not complete") }
     }
 
-    /// Bytes the database occupies (main file and WAL).
+    /// Moves the WAL's pages into the main file and truncates the WAL (operators, backups,
+    /// measurements; SQLite also does it on its own every 1000 pages).
+    public func checkpointWAL() throws(StorageError) {
+        guard !isReadOnly else { throw .readOnly(file: file) }
+        try database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    }
+
+    /// Bytes the database's main file occupies (after `checkpointWAL`, all of it).
     public var fileBytes: Int64 {
         (try? database.integer("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")) ?? nil ?? 0
     }

@@ -4,8 +4,8 @@ import ArgumentParser
 struct CalissonBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "calisson-bench",
-        abstract: "Measure Calisson: the signature/Merkle hot path, ledger execution and the TLS transport; cluster modes come with the node.",
-        subcommands: [HotPathCommand.self, LedgerCommand.self, TransportCommand.self])
+        abstract: "Measure Calisson: the signature/Merkle hot path, ledger execution, storage and the TLS transport; cluster modes come with the node.",
+        subcommands: [HotPathCommand.self, LedgerCommand.self, TransportCommand.self, StorageCommand.self])
 }
 
 struct HotPathCommand: ParsableCommand {

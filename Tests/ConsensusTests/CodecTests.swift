@@ -57,6 +57,24 @@ import Wire
         }
     }
 
+    /// What a replica persists decodes to the same records, so a restart folds the same log.
+    @Test func safetyRecordsRoundTrip() throws {
+        guard case let .prePrepare(proposal) = messages[0], case let .viewChange(change) = messages[3] else { return }
+        let records: [SafetyRecord] = [
+            .view(3, changing: true), .proposed(proposal), .voted(Vote(kind: .commit, view: 3, seq: 9, digest: SHA256.hash("d"))),
+            .prepared(change.body.prepared[0]), .stable(change.body.stable!, opensEpoch: true),
+        ]
+        var original = SafetyLog(), restored = SafetyLog()
+        for record in records {
+            let decoded = try SafetyRecord(wireBytes: record.wireBytes)
+            #expect(decoded == record)
+            original.apply(record)
+            restored.apply(decoded)
+        }
+        #expect(original == restored)
+        #expect(throws: WireError.self) { try SafetyRecord(wireBytes: [9]) }
+    }
+
     @Test func unknownKindsAndHugeCountsAreRefused() {
         #expect(throws: WireError.unknownKind(field: "message.kind", offset: 0, raw: 99)) { try Message(wireBytes: [99]) }
         var vote = WireWriter()

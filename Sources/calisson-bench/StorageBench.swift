@@ -1,0 +1,91 @@
+import ArgumentParser
+import Crypto
+import Foundation
+import Ledger
+import Node
+import Storage
+import Wire
+
+struct StorageCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "storage",
+        abstract: "Blocks of signed transactions executed and committed to SQLite per second, and bytes on disk per transaction.",
+        discussion: """
+            The same blocks run on two ledgers side by side: one on the SQLite node store \
+            (WAL, synchronous=FULL: one fsync per block) and one in memory. The ratio is what \
+            durability costs; bytes on disk are the database and its WAL after a checkpoint.
+            """)
+
+    @Option(help: "Transactions per block.")
+    var blockSize = 1_000
+
+    @Option(help: "Blocks.")
+    var blocks = 30
+
+    @Option(help: "Directory for the database (default: a fresh temporary one).")
+    var directory: String?
+
+    func run() throws {
+        let folder = directory ?? FileManager.default.temporaryDirectory.appendingPathComponent("calisson-bench-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let file = folder + "/node.db"
+        print("calisson-bench storage: \(blocks) blocks of \(blockSize) Attribute transactions, \(file)")
+        let issuer = Ed25519PrivateKey(seed: SHA256.hash("bench issuer").bytes)!
+        let genesis = try StorageCommand.genesis(issuer.publicKey).validated()
+        let state = StoredState(store: try NodeStore(file: file, create: true))
+        var durable = try Ledger.create(genesis, in: state)
+        try state.persistGenesis()
+        var memory = try Ledger.create(genesis, in: MemoryStateStore())
+
+        let clock = ContinuousClock()
+        var durableTime = Duration.zero, memoryTime = Duration.zero
+        var nonce: UInt64 = 0
+        for height in 1...UInt64(blocks) {
+            let commands = (0..<blockSize).map { index -> [UInt8] in
+                nonce += 1
+                return Transaction(
+                    chainId: genesis.chainId, signer: .partner(Identifier("metropole")!), nonce: nonce, expiryHeight: height + 10,
+                    body: .attribute(programme: Identifier("bench")!, account: Ed25519PublicKey(SHA256.hash("account \(nonce % 50_000)")),
+                                     units: 1, evidence: SHA256.hash("evidence \(nonce)"))
+                ).signed(with: issuer).wireBytes
+            }
+            var start = clock.now
+            _ = memory.execute(commands, verify: { _ in true })
+            memoryTime += clock.now - start
+
+            start = clock.now
+            let outcome = durable.execute(commands, verify: { _ in true })
+            var body = WireWriter()
+            for command in commands { body.writeBytes(command) }
+            let record = BlockRecord(
+                height: height, digest: SHA256.hash(body.bytes), body: body.bytes, certificate: [UInt8](repeating: 7, count: 3 * 96 + 16),
+                stateRoot: outcome.stateRoot,
+                transactions: commands.enumerated().map { index, command in
+                    TransactionRecord(id: SignedTransaction.idTag.hash(command), result: [outcome.results[index] == .applied ? 0 : 1],
+                                      accounts: [SHA256.hash("account \((nonce - UInt64(blockSize) + UInt64(index) + 1) % 50_000)")])
+                })
+            try state.persist(record)
+            durableTime += clock.now - start
+        }
+        func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+        let store = state.store
+        try store.checkpointWAL()
+        let bytes = store.fileBytes
+        let transactions = Double(blocks * blockSize)
+        print(String(format: "  SQLite, durable:  %6.2f blocks/s, %8.0f tx/s", Double(blocks) / seconds(durableTime), transactions / seconds(durableTime)))
+        print(String(format: "  in memory:        %6.2f blocks/s, %8.0f tx/s", Double(blocks) / seconds(memoryTime), transactions / seconds(memoryTime)))
+        print(String(format: "  durable / memory time: %.2f", seconds(durableTime) / seconds(memoryTime)))
+        print(String(format: "  on disk: %.1f MB, %.0f bytes per transaction", Double(bytes) / 1e6, Double(bytes) / transactions))
+        if directory == nil { try? FileManager.default.removeItem(atPath: folder) }
+    }
+
+    static func genesis(_ key: Ed25519PublicKey) -> GenesisFile {
+        GenesisFile(
+            chainId: "calisson-bench", parameters: .init(epochLength: 1_000_000, blocksPerDay: 1_000_000, transactionLifetimeMax: 100, sink: "metropole"),
+            partners: [.init(id: "metropole", name: "metropole", roles: ["authority", "issuer", "acceptor", "validator"],
+                             signingKey: key.bytes.hex, nodeKey: key.bytes.hex)],
+            validators: ["metropole"],
+            programmes: [.init(id: "bench", name: "bench", category: "other", rewardPerUnit: 1, issuers: ["metropole"], sponsor: "metropole",
+                               capPerAccount: 1 << 40, capPeriod: "month", walletCeiling: 1 << 40, budget: 1 << 55, expiryEpochs: 1_000)])
+    }
+}
