@@ -44,7 +44,9 @@ let package = Package(
         // SQLite: blocks, transactions, ledger state and tree, checkpoints, safety log.
         .target(name: "Storage", dependencies: ["Wire", "CSQLite"]),
         // The composition root: stores, ledger, consensus and transport wired together.
-        .target(name: "Node", dependencies: ["Wire", "Crypto", "Ledger", "Storage"]),
+        .target(
+            name: "Node",
+            dependencies: ["Wire", "Crypto", "Consensus", "Ledger", "Storage", "Transport", .product(name: "Logging", package: "swift-log")]),
         // A whole cluster in one thread, deterministic from a seed, with injected faults.
         .target(name: "Simulation", dependencies: ["Consensus", "Crypto", "Wire"]),
 
@@ -66,6 +68,7 @@ let package = Package(
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Crypto", "Wire"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Crypto", "Wire"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "Node", "Ledger", "Crypto", "Wire"]),
+        .testTarget(name: "NodeTests", dependencies: ["Node", "Consensus", "Ledger", "Storage", "Transport", "Crypto", "Wire"]),
         .testTarget(name: "ShimTests", dependencies: ["CLibUV", "COpenSSL", "CSQLite", "CSodium"]),
     ],
     swiftLanguageModes: [.v6]

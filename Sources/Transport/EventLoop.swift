@@ -22,6 +22,8 @@ public final class EventLoop: @unchecked Sendable {
     private let loopThreadID = Mutex<pthread_t?>(nil)
 
     public init(name: String = "calisson-loop") {
+        // A write to a socket the peer closed must fail with EPIPE, not kill the process.
+        Self.ignoreBrokenPipes
         loop = .allocate(capacity: 1)
         precondition(uv_loop_init(loop) == 0, "uv_loop_init failed")
         wakeup = .allocate(capacity: 1)
@@ -40,6 +42,8 @@ public final class EventLoop: @unchecked Sendable {
         self.thread = thread
         thread.start()
     }
+
+    private static let ignoreBrokenPipes: Void = { signal(SIGPIPE, SIG_IGN) }()
 
     deinit {
         // shutdown() must have run: the thread holds `self` until then.
@@ -172,3 +176,18 @@ final class LoopTimer: HandleOwner {
 
 /// Milliseconds of the loop's clock (monotonic, cached per iteration).
 func now(_ loop: EventLoop) -> UInt64 { uv_now(loop.loop) }
+
+/// A repeating timer on a loop, for code outside this module (the node's consensus clock).
+/// Create, use and cancel it on the loop thread.
+public final class RepeatingTask {
+    private let timer: LoopTimer
+
+    /// Runs `body` on the loop every `milliseconds`, the first time after one period.
+    public init(loop: EventLoop, every milliseconds: UInt64, _ body: @escaping () -> Void) {
+        timer = LoopTimer(loop: loop)
+        timer.start(after: milliseconds, repeat: milliseconds, body)
+    }
+
+    /// Stops it for good (its handle is closed; shutdown also closes it).
+    public func cancel() { timer.close() }
+}

@@ -1,0 +1,369 @@
+import Consensus
+import Crypto
+import Foundation
+import Ledger
+import Logging
+import Storage
+import Synchronization
+import Transport
+import Wire
+
+/// Signs consensus messages with the node's Ed25519 key.
+public struct NodeSigner: ConsensusSigner {
+    let key: Ed25519PrivateKey
+    public var id: ValidatorID { key.publicKey }
+    public init(key: Ed25519PrivateKey) { self.key = key }
+    public func sign(_ digest: SHA256Digest) -> Ed25519Signature { key.signature(for: digest.bytes) }
+}
+
+public struct NodeConfiguration: Sendable {
+    public var genesis: Genesis
+    public var databaseFile: String
+    public var consensusKey: Ed25519PrivateKey
+    public var transport: TransportConfiguration
+    /// The consensus clock: one tick every this many milliseconds.
+    public var tickMilliseconds: UInt64 = 20
+    public var replica: @Sendable (ReplicaConfiguration) -> ReplicaConfiguration = { $0 }
+    /// Transactions waiting in the mempool; beyond, submissions are refused.
+    public var mempoolCountMax = 100_000
+
+    public init(genesis: Genesis, databaseFile: String, consensusKey: Ed25519PrivateKey, transport: TransportConfiguration) {
+        self.genesis = genesis
+        self.databaseFile = databaseFile
+        self.consensusKey = consensusKey
+        self.transport = transport
+    }
+}
+
+/// Why a submitted transaction was not admitted to the mempool.
+public enum AdmissionError: Error, Equatable, Sendable {
+    case malformed(String)
+    case wrongChain
+    case expired(expiryHeight: UInt64, height: UInt64)
+    case badSignature
+    case unknownSigner
+    case mempoolFull
+    case duplicate
+}
+
+/// A validator node: the consensus replica, the ledger on the SQLite store, and the
+/// transport, driven by one event loop. Everything consensus and ledger touch happens on
+/// the loop thread; public methods hand their work to it.
+public final class NodeRuntime: @unchecked Sendable {
+    public let configuration: NodeConfiguration
+    let loop = EventLoop(name: "calisson-node")
+    let logger: Logger
+    public let transport: Transport
+    // Loop-thread state.
+    let store: NodeStore
+    var ledger: Ledger<StoredState>
+    var replica: Replica<NodeSigner>
+    var schedule: EpochSchedule
+    var mempool: [(id: SHA256Digest, bytes: [UInt8])] = []
+    var mempoolIDs: Set<SHA256Digest> = []
+    /// Transactions put in a proposal, by the tick they were taken at: not proposed again
+    /// until `inFlightTicksMax` ticks pass (the proposal may have died in a view change).
+    var inFlight: [SHA256Digest: UInt64] = [:]
+    var tickCount: UInt64 = 0
+    static let inFlightTicksMax: UInt64 = 200
+    /// Every this many ticks, transactions still waiting are flooded again (gossip can
+    /// be lost while links come and go; peers that have them drop the copies).
+    static let regossipTicks: UInt64 = 100
+    /// A node that executed nothing for this many ticks asks a peer for blocks above its
+    /// height (a restarted node in an idle cluster hears no commits to tell it it is behind).
+    static let catchUpTicks: UInt64 = 50
+    var lastProgressTick: UInt64 = 0
+    var catchUpRound = 0
+    var validatorsByPartner: [String: ValidatorID] = [:]
+    var partnersByValidator: [ValidatorID: String] = [:]
+    let verifyCache = VerifyCache(capacity: 1 << 17)
+    var ticker: RepeatingTask?
+    var pendingSafety: [SafetyRecord] = []
+    private let heightValue = Mutex<UInt64>(0)
+    private let rootValue = Mutex<SHA256Digest>(.zero)
+    private let stoppedValue = Mutex<String?>(nil)
+
+    public init(configuration: NodeConfiguration, logger: Logger = Logger(label: "calisson.node")) throws {
+        self.configuration = configuration
+        self.logger = logger
+        let genesis = configuration.genesis
+        store = try NodeStore(file: configuration.databaseFile, create: true)
+        let state = StoredState(store: store)
+        if store.isInitialized {
+            ledger = try Ledger(chainId: genesis.chainId, store: state)
+        } else {
+            ledger = try Ledger.create(genesis, in: state)
+            try state.persistGenesis()
+        }
+        let genesisKeys = genesis.validators.compactMap { id in genesis.partners.first { $0.id == id }?.nodeKey }
+        guard let genesisSet = ValidatorSet(genesisKeys) else { throw NodeError.configuration("genesis validators have no node keys") }
+        var replicaConfiguration = ReplicaConfiguration(chainId: genesis.chainId, validators: genesisSet)
+        replicaConfiguration = configuration.replica(replicaConfiguration)
+        if let bytes = try store.extra("schedule") {
+            schedule = try EpochSchedule(wireBytes: bytes)
+        } else {
+            schedule = replicaConfiguration.genesisSchedule
+        }
+        var safety = SafetyLog()
+        for bytes in try store.safetyRecords() { safety.apply(try SafetyRecord(wireBytes: bytes)) }
+        replica = Replica(
+            configuration: replicaConfiguration, signer: NodeSigner(key: configuration.consensusKey), safety: safety,
+            lastExecuted: store.height, schedule: schedule)
+        transport = try Transport(configuration: configuration.transport, loop: loop)
+        refreshValidatorDirectory()
+        heightValue.withLock { $0 = ledger.height }
+        rootValue.withLock { $0 = ledger.stateRoot }
+    }
+
+    /// Starts the transport and the consensus clock.
+    public func start() throws {
+        transport.onMessage = { [weak self] peer, _, payload in self?.received(payload, from: peer) }
+        transport.onGossip = { [weak self] _, transaction in _ = self?.admit(transaction, gossip: false) }
+        transport.onEvent = { [weak self] event in
+            // A peer that (re)connects may have missed our gossip: send it our mempool.
+            guard case let .peerConnected(peer, _) = event, let self else { return }
+            for entry in self.mempool { self.transport.send(entry.bytes, kind: .gossip, to: peer) }
+        }
+        try transport.start()
+        let started = loop.execute { [self] in
+            ticker = RepeatingTask(loop: loop, every: configuration.tickMilliseconds) { [weak self] in self?.tick() }
+        }
+        guard started else { throw NodeError.stopped("the event loop refused the start") }
+        logger.info("node started", metadata: ["partner": "\(configuration.transport.selfID)", "height": "\(store.height)"])
+    }
+
+    public func stop() {
+        transport.stop()
+        loop.execute { [self] in ticker?.cancel() }
+        loop.shutdown()
+    }
+
+    /// The last executed height and state root (any thread).
+    public var height: UInt64 { heightValue.withLock { $0 } }
+    public var stateRoot: SHA256Digest { rootValue.withLock { $0 } }
+    /// Why the node stopped itself (a storage failure, a diverged state), if it did.
+    public var failure: String? { stoppedValue.withLock { $0 } }
+
+    /// Submits a signed transaction: checked, kept in the mempool, gossiped. Nil when
+    /// admitted, else why not.
+    public func submit(_ transaction: [UInt8]) -> AdmissionError? {
+        let result = Mutex<AdmissionError?>(.mempoolFull)
+        let done = DispatchSemaphore(value: 0)
+        guard loop.execute({ [self] in
+            let outcome = admit(transaction, gossip: true)
+            result.withLock { $0 = outcome }
+            done.signal()
+        }) else { return .mempoolFull }
+        done.wait()
+        return result.withLock { $0 }
+    }
+
+    /// Reads the ledger on the loop thread (queries, tests).
+    public func read<T: Sendable>(_ body: @escaping @Sendable (Ledger<StoredState>) -> T) -> T? {
+        let result = Mutex<T?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        guard loop.execute({ [self] in
+            let value = body(ledger)
+            result.withLock { $0 = value }
+            done.signal()
+        }) else { return nil }
+        done.wait()
+        return result.withLock { $0 }
+    }
+
+    // MARK: Loop thread
+
+    /// Partner id ↔ node key, from the ledger's partners (validators and others alike).
+    private func refreshValidatorDirectory() {
+        validatorsByPartner = [:]
+        partnersByValidator = [:]
+        for id in ledger.partnerIDs {
+            guard let key = ledger.partner(id)?.nodeKey else { continue }
+            validatorsByPartner[id.rawValue] = key
+            partnersByValidator[key] = id.rawValue
+        }
+    }
+
+    private func admit(_ bytes: [UInt8], gossip: Bool) -> AdmissionError? {
+        guard mempool.count < configuration.mempoolCountMax else { return .mempoolFull }
+        guard bytes.count <= SignedTransaction.byteCountMax else { return .malformed("over \(SignedTransaction.byteCountMax) bytes") }
+        let signed: SignedTransaction
+        do { signed = try SignedTransaction(wireBytes: bytes) } catch { return .malformed("\(error)") }
+        let tx = signed.transaction
+        guard tx.chainId == ledger.chainId, let digest = tx.signingDigest else { return .wrongChain }
+        guard tx.expiryHeight > ledger.height else { return .expired(expiryHeight: tx.expiryHeight, height: ledger.height) }
+        let key: Ed25519PublicKey
+        switch tx.signer {
+        case let .citizen(account): key = account
+        case let .partner(id):
+            guard let partner = ledger.partner(id) else { return .unknownSigner }
+            key = partner.signingKey
+        }
+        let check = SignatureCheck(publicKey: key, digest: digest, signature: signed.signature)
+        if !verifyCache.contains(check) {
+            guard check.verify() else { return .badSignature }
+            verifyCache.insert(check)
+        }
+        let id = SignedTransaction.idTag.hash(bytes)
+        guard mempoolIDs.insert(id).inserted else { return .duplicate }
+        mempool.append((id, bytes))
+        if gossip { transport.gossip(bytes) }
+        return nil
+    }
+
+    private func tick() {
+        tickCount += 1
+        if tickCount % Self.regossipTicks == 0 {
+            for entry in mempool.prefix(1_000) { transport.broadcast(entry.bytes, kind: .gossip) }
+        }
+        if tickCount - lastProgressTick >= Self.catchUpTicks {
+            lastProgressTick = tickCount
+            let peers = transport.configuration.peers.map(\.id).sorted()
+            if !peers.isEmpty {
+                let peer = peers[catchUpRound % peers.count]
+                catchUpRound += 1
+                transport.send(Message.stateRequest(fromSeq: ledger.height + 1).wireBytes, to: peer)
+            }
+        }
+        let waiting = mempool.count - inFlight.values.filter { tickCount - $0 < Self.inFlightTicksMax }.count
+        step(.tick(pendingCommands: waiting))
+    }
+
+    private func received(_ payload: [UInt8], from peer: String) {
+        guard let sender = validatorsByPartner[peer] else { return }
+        let message: Message
+        do { message = try Message(wireBytes: payload) } catch {
+            logger.warning("undecodable consensus message", metadata: ["peer": "\(peer)", "error": "\(error)"])
+            return
+        }
+        // Every signature the message carries, before the replica sees it (cached ones
+        // were checked before).
+        let checks = message.signatureChecks(chainId: ledger.chainId)
+        for check in checks where !verifyCache.contains(check) {
+            guard check.verify() else {
+                logger.warning("bad signature in a consensus message", metadata: ["peer": "\(peer)"])
+                return
+            }
+            verifyCache.insert(check)
+        }
+        step(.message(message, from: sender))
+    }
+
+    private func step(_ input: Input) {
+        guard stoppedValue.withLock({ $0 }) == nil else { return }
+        var inputs = [input]
+        while !inputs.isEmpty {
+            let actions = replica.step(inputs.removeFirst())
+            do {
+                inputs += try perform(actions)
+            } catch {
+                stopSelf("\(error)")
+                return
+            }
+        }
+    }
+
+    /// Performs the replica's actions in order; persists come first (persist before send).
+    private func perform(_ actions: [Action]) throws -> [Input] {
+        var feedback: [Input] = []
+        for action in actions {
+            if case let .persist(record) = action {
+                pendingSafety.append(record)
+                continue
+            }
+            try flushSafety()
+            switch action {
+            case .persist:
+                break
+            case let .send(message, to):
+                if let peer = partnersByValidator[to] { transport.send(message.wireBytes, to: peer) }
+            case let .broadcast(message):
+                transport.broadcast(message.wireBytes)
+            case let .requestPayload(seq, commandsMax):
+                feedback.append(.payload(seq: seq, commands: takePayload(commandsMax)))
+            case let .execute(certified):
+                feedback.append(try execute(certified))
+            case let .serveState(fromSeq, to, blocksMax):
+                guard let peer = partnersByValidator[to] else { break }
+                var blocks: [CertifiedBlock] = []
+                for height in fromSeq..<(fromSeq + UInt64(blocksMax)) {
+                    guard let record = try store.block(at: height), let body = record.body,
+                        let block = try? Block(wireBytes: body), let certificate = try? CommitCertificate(wireBytes: record.certificate)
+                    else { break }
+                    blocks.append(CertifiedBlock(block: block, certificate: certificate))
+                }
+                if !blocks.isEmpty { transport.send(Message.stateResponse(blocks).wireBytes, to: peer) }
+            case let .evidence(equivocation):
+                logger.warning("equivocation evidence", metadata: ["first": "\(equivocation.first)"])
+            case let .rejected(reason, from):
+                logger.debug("consensus message rejected", metadata: ["from": "\(partnersByValidator[from] ?? "?")", "reason": "\(reason)"])
+            case let .enteredView(view):
+                logger.info("entered view", metadata: ["view": "\(view)"])
+            case let .enteredEpoch(epoch):
+                logger.info("entered epoch", metadata: ["firstSeq": "\(epoch.firstSeq)", "validators": "\(epoch.validators.count)"])
+            case let .stateDiverged(seq, ours, certified):
+                throw NodeError.diverged("state root at \(seq) is \(ours.hex), the quorum certified \(certified.hex)")
+            }
+        }
+        try flushSafety()
+        return feedback
+    }
+
+    private func flushSafety() throws {
+        guard !pendingSafety.isEmpty else { return }
+        try store.appendSafety(pendingSafety.map(\.wireBytes))
+        pendingSafety = []
+    }
+
+    private func takePayload(_ max: Int) -> [[UInt8]] {
+        var commands: [[UInt8]] = []
+        for entry in mempool where commands.count < max {
+            if let taken = inFlight[entry.id], tickCount - taken < Self.inFlightTicksMax { continue }
+            inFlight[entry.id] = tickCount
+            commands.append(entry.bytes)
+        }
+        return commands
+    }
+
+    /// Executes a final block, persists it with its state, and returns the replica's feedback.
+    private func execute(_ certified: CertifiedBlock) throws -> Input {
+        let block = certified.block
+        let outcome = ledger.execute(block.commands, verify: { [verifyCache] check in
+            verifyCache.contains(check) || check.verify()
+        })
+        let ids = block.commandIDs
+        var newSet: ValidatorSet?
+        if let keys = outcome.validators, let set = ValidatorSet(keys) {
+            newSet = set
+            schedule.schedule(set, executedAt: block.seq)
+        }
+        let record = BlockRecord(
+            height: block.seq, digest: block.digest, body: block.wireBytes, certificate: certified.certificate.wireBytes,
+            stateRoot: outcome.stateRoot,
+            transactions: zip(ids, outcome.results).map { id, result in
+                TransactionRecord(id: id, result: [result == .applied ? 0 : 1], accounts: [])
+            })
+        try ledger.store.persist(record, extras: ["schedule": schedule.wireBytes])
+        let executed = Set(ids)
+        mempool.removeAll { executed.contains($0.id) }
+        mempoolIDs.subtract(executed)
+        for id in ids { inFlight[id] = nil }
+        if outcome.validators != nil { refreshValidatorDirectory() }
+        lastProgressTick = tickCount
+        heightValue.withLock { $0 = block.seq }
+        rootValue.withLock { $0 = outcome.stateRoot }
+        return .executed(seq: block.seq, stateRoot: outcome.stateRoot, validators: newSet)
+    }
+
+    private func stopSelf(_ reason: String) {
+        stoppedValue.withLock { $0 = reason }
+        logger.critical("node stopped", metadata: ["reason": "\(reason)"])
+        ticker?.cancel()
+    }
+}
+
+public enum NodeError: Error, Equatable, Sendable {
+    case configuration(String)
+    case diverged(String)
+    case stopped(String)
+}

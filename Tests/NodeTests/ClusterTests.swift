@@ -1,0 +1,149 @@
+// Four validator nodes in one process, each with its own event loop, SQLite database and
+// TLS identity, linked on 127.0.0.1: transactions submitted at any node become final on
+// all of them with equal state roots; a node stopped and restarted from its database
+// catches up; bad submissions are refused at admission.
+import Consensus
+import Crypto
+import Foundation
+import Ledger
+import Node
+import Storage
+import Testing
+import Transport
+import Wire
+
+/// A consortium on loopback: CA, per-partner TLS, consensus and signing keys, genesis.
+struct TestCluster {
+    static let chainId = "calisson-cluster-test"
+    let count: Int
+    let directory: String
+    let caKey = Ed25519PrivateKey(seed: SHA256.hash("cluster ca").bytes)!
+    let ca: Certificate
+    let tlsKeys: [Ed25519PrivateKey]
+    let certificates: [Certificate]
+    let nodeKeys: [Ed25519PrivateKey]
+    let signingKeys: [Ed25519PrivateKey]
+    let genesis: Genesis
+
+    init(count: Int = 4) throws {
+        self.count = count
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("calisson-cluster-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let ca = try CertificateAuthority.makeRoot(name: "cluster CA", key: caKey)
+        self.ca = ca
+        let tlsKeys = (0..<count).map { Ed25519PrivateKey(seed: SHA256.hash("cluster tls \($0)").bytes)! }
+        let nodeKeys = (0..<count).map { Ed25519PrivateKey(seed: SHA256.hash("cluster node \($0)").bytes)! }
+        let signingKeys = (0..<count).map { Ed25519PrivateKey(seed: SHA256.hash("cluster sign \($0)").bytes)! }
+        self.tlsKeys = tlsKeys
+        self.nodeKeys = nodeKeys
+        self.signingKeys = signingKeys
+        var certificates: [Certificate] = []
+        for index in 0..<count {
+            certificates.append(try CertificateAuthority.issue(commonName: "p\(index)", subjectKey: tlsKeys[index].publicKey, ca: ca, caKey: caKey, serial: UInt64(index + 1)))
+        }
+        self.certificates = certificates
+        let partners = (0..<count).map { index in
+            GenesisFile.PartnerEntry(
+                id: "p\(index)", name: "partner \(index)", roles: index == 0 ? ["authority", "issuer", "acceptor", "validator"] : ["issuer", "acceptor", "validator"],
+                signingKey: signingKeys[index].publicKey.bytes.hex, nodeKey: nodeKeys[index].publicKey.bytes.hex, tlsKeyHash: certificates[index].publicKeyHash.hex)
+        }
+        genesis = try GenesisFile(
+            chainId: Self.chainId, parameters: .init(epochLength: 50, sink: "p0"), partners: partners, validators: (0..<count).map { "p\($0)" },
+            programmes: [.init(id: "tri", name: "Tri", category: "wasteSorting", rewardPerUnit: 10, issuers: (0..<count).map { "p\($0)" }, sponsor: "p0",
+                               capPerAccount: 1_000_000, capPeriod: "month", walletCeiling: 1_000_000, budget: 1 << 40, expiryEpochs: 100)]
+        ).validated()
+    }
+
+    func configuration(_ index: Int, port: UInt16 = 0) -> NodeConfiguration {
+        var transport = TransportConfiguration(
+            chainId: Self.chainId, selfID: "p\(index)", identity: TLSIdentity(certificate: certificates[index], key: tlsKeys[index]), ca: ca)
+        transport.registry = Dictionary(uniqueKeysWithValues: certificates.map { ($0.commonName, $0.publicKeyHash) })
+        transport.peerPort = port
+        transport.heartbeatMilliseconds = 100
+        transport.reconnectMaxMilliseconds = 300
+        var configuration = NodeConfiguration(genesis: genesis, databaseFile: "\(directory)/p\(index).db", consensusKey: nodeKeys[index], transport: transport)
+        configuration.tickMilliseconds = 10
+        return configuration
+    }
+
+    func attribute(by issuer: Int, to citizen: Int, nonce: UInt64) -> [UInt8] {
+        Transaction(chainId: Self.chainId, signer: .partner(Identifier("p\(issuer)")!), nonce: nonce, expiryHeight: 500,
+                    body: .attribute(programme: Identifier("tri")!, account: Ed25519PublicKey(SHA256.hash("citizen \(citizen)")), units: 1,
+                                     evidence: SHA256.hash("evidence \(issuer) \(nonce)")))
+            .signed(with: signingKeys[issuer]).wireBytes
+    }
+
+    static func link(_ nodes: [NodeRuntime]) {
+        let peers = nodes.enumerated().map { PeerAddress(id: "p\($0.offset)", host: "127.0.0.1", port: $0.element.transport.peerPort) }
+        for (index, node) in nodes.enumerated() {
+            node.transport.update(peers: peers.filter { $0.id != "p\(index)" }, registry: node.transport.configuration.registry, revokedSerials: [])
+        }
+    }
+}
+
+func eventually(_ seconds: Double = 30, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        Thread.sleep(forTimeInterval: 0.02)
+    }
+    return condition()
+}
+
+@Suite(.serialized) struct ClusterTests {
+    @Test func transactionsBecomeFinalOnEveryNodeAndARestartedNodeCatchesUp() throws {
+        let cluster = try TestCluster()
+        var nodes = try (0..<4).map { try NodeRuntime(configuration: cluster.configuration($0)) }
+        for node in nodes { try node.start() }
+        defer { for node in nodes { node.stop() } }
+        TestCluster.link(nodes)
+
+        // 120 attributions, submitted round-robin at every node.
+        for nonce in 0..<120 {
+            let issuer = nonce % 4
+            #expect(nodes[(nonce + 1) % 4].submit(cluster.attribute(by: issuer, to: nonce % 17, nonce: UInt64(nonce))) == nil)
+        }
+        let issued = { (node: NodeRuntime) in node.read { $0.meta.totals.issued } ?? 0 }
+        #expect(eventually { nodes.allSatisfy { issued($0) == 1_200 } }, "issued: \(nodes.map(issued))")
+        #expect(eventually { Set(nodes.map(\.height)).count == 1 })
+        let roots = Set(nodes.map { node in node.read { ($0.height, $0.stateRoot) }.map { "\($0.0) \($0.1.hex)" } ?? "" })
+        #expect(roots.count == 1, "\(roots)")
+
+        // Stop p3, keep going without it, restart it from its database: it catches up.
+        let port = nodes[3].transport.peerPort
+        nodes[3].stop()
+        for nonce in 120..<160 {
+            #expect(nodes[nonce % 3].submit(cluster.attribute(by: nonce % 3, to: nonce % 17, nonce: UInt64(nonce))) == nil)
+        }
+        #expect(eventually { nodes[0...2].allSatisfy { issued($0) == 1_600 } })
+        nodes[3] = try NodeRuntime(configuration: cluster.configuration(3, port: port))
+        try nodes[3].start()
+        TestCluster.link(nodes)
+        // New work makes the others' commits visible to it; state transfer fills the gap.
+        for nonce in 160..<170 {
+            _ = nodes[0].submit(cluster.attribute(by: 0, to: 1, nonce: UInt64(nonce)))
+        }
+        #expect(eventually { issued(nodes[3]) == 1_700 && nodes[3].height == nodes[0].height }, "p3 at \(nodes[3].height), p0 at \(nodes[0].height)")
+        #expect(nodes[3].stateRoot == nodes[0].stateRoot)
+        #expect(nodes.allSatisfy { $0.failure == nil })
+    }
+
+    @Test func badSubmissionsAreRefusedAtAdmission() throws {
+        let cluster = try TestCluster(count: 1)
+        let node = try NodeRuntime(configuration: cluster.configuration(0))
+        try node.start()
+        defer { node.stop() }
+        let good = cluster.attribute(by: 0, to: 1, nonce: 1)
+        #expect(node.submit(good) == nil)
+        #expect(node.submit(good) == .duplicate)
+        var forged = good
+        forged[forged.count - 1] ^= 1
+        #expect(node.submit(forged) == .badSignature)
+        #expect(node.submit([1, 2, 3]) != nil)
+        let otherChain = Transaction(chainId: "elsewhere", signer: .partner(Identifier("p0")!), nonce: 2, expiryHeight: 9,
+                                     body: .vote(proposal: 1, approve: true)).signed(with: cluster.signingKeys[0]).wireBytes
+        #expect(node.submit(otherChain) == .wrongChain)
+        // A single validator finalizes on its own.
+        #expect(eventually { node.read { $0.meta.totals.issued } == 10 })
+    }
+}
