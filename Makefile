@@ -1,5 +1,5 @@
 # The two commands a new user needs (see README.md):
-#   make run    the main job (for now: the crypto hot-path self-check and measurements)
+#   make run    the main job: a local cluster on loopback, a workload, the query CLI reading the result
 #   make test   build everything and run the whole test suite
 # Both install the Debian packages Calisson needs first, when they are missing.
 
@@ -11,8 +11,7 @@ dependencies:
 	@./scripts/install-dependencies
 
 run: dependencies
-	$(SWIFT) build -c release --product calisson-bench
-	.build/release/calisson-bench hotpath
+	Cluster/local.sh
 
 # Builds tests first on their own so that compiler warnings in project code show up,
 # and builds the benchmark package so that it cannot silently stop compiling.

@@ -10,6 +10,8 @@ let package = Package(
         .library(name: "Crypto", targets: ["Crypto"]),
         .executable(name: "calisson-bench", targets: ["calisson-bench"]),
         .executable(name: "calisson-sim", targets: ["calisson-sim"]),
+        .executable(name: "calisson-node", targets: ["calisson-node"]),
+        .executable(name: "calisson", targets: ["calisson"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -46,15 +48,29 @@ let package = Package(
         // The composition root: stores, ledger, consensus and transport wired together.
         .target(
             name: "Node",
-            dependencies: ["Wire", "Crypto", "Consensus", "Ledger", "Storage", "Transport", .product(name: "Logging", package: "swift-log")]),
+            dependencies: [
+                "Wire", "Crypto", "Consensus", "Ledger", "Storage", "Transport", "LightClient",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        // What clients and the query CLI need: the client API's messages, proof checks. Light.
+        .target(name: "LightClient", dependencies: ["Wire", "Crypto", "Ledger"]),
         // A whole cluster in one thread, deterministic from a seed, with injected faults.
         .target(name: "Simulation", dependencies: ["Consensus", "Crypto", "Wire"]),
 
         // Thin executables.
         .executableTarget(
             name: "calisson-bench",
-            dependencies: ["Crypto", "Wire", "Ledger", "Transport", "Storage", "Node", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["Crypto", "Wire", "Ledger", "Transport", "Storage", "Node", "LightClient", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
+        .executableTarget(
+            name: "calisson-node",
+            dependencies: [
+                "Node", "Ledger", "Crypto", "Transport", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .executableTarget(
+            name: "calisson",
+            dependencies: ["LightClient", "Ledger", "Crypto", "Transport", "Wire", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
             name: "calisson-sim",
             dependencies: ["Simulation", .product(name: "ArgumentParser", package: "swift-argument-parser")]),

@@ -1,6 +1,7 @@
 import Consensus
 import Crypto
 import Foundation
+import LightClient
 import Ledger
 import Logging
 import Storage
@@ -124,6 +125,7 @@ public final class NodeRuntime: @unchecked Sendable {
             guard case let .peerConnected(peer, _) = event, let self else { return }
             for entry in self.mempool { self.transport.send(entry.bytes, kind: .gossip, to: peer) }
         }
+        transport.onClientRequest = { [weak self] request, respond in self?.answer(request, respond) }
         try transport.start()
         let started = loop.execute { [self] in
             ticker = RepeatingTask(loop: loop, every: configuration.tickMilliseconds) { [weak self] in self?.tick() }
@@ -172,6 +174,40 @@ public final class NodeRuntime: @unchecked Sendable {
     }
 
     // MARK: Loop thread
+
+    /// Answers a client on the loop thread (the store and ledger are read here).
+    private func answer(_ bytes: [UInt8], _ respond: @Sendable ([UInt8]) -> Void) {
+        let response: ClientResponse
+        do {
+            switch try ClientRequest(wireBytes: bytes) {
+            case let .submit(transaction):
+                if let refusal = admit(transaction, gossip: true) {
+                    response = .refused("\(refusal)")
+                } else {
+                    response = .admitted(id: SignedTransaction.idTag.hash(transaction))
+                }
+            case .status:
+                response = .status(NodeStatus(
+                    partner: configuration.transport.selfID, height: ledger.height, stateRoot: ledger.stateRoot, view: replica.view,
+                    epochFirstSeq: replica.epoch.firstSeq, peers: transport.linkedPeersOnLoop(), mempool: UInt64(mempool.count)))
+            case let .transaction(id):
+                response = .transaction(try store.transaction(id).map {
+                    TransactionLocation(height: $0.height, position: UInt64($0.position), applied: $0.result == [0])
+                })
+            case let .state(key):
+                let (value, proof) = ledger.proof(key)
+                response = .state(height: ledger.height, root: ledger.stateRoot, value: value, proof: proof)
+            case let .block(height):
+                response = .block(try store.block(at: height).map {
+                    BlockSummary(height: $0.height, digest: $0.digest, certificate: $0.certificate, stateRoot: $0.stateRoot,
+                                 transactionCount: UInt64($0.transactions.count))
+                })
+            }
+        } catch {
+            response = .error("\(error)")
+        }
+        respond(response.wireBytes)
+    }
 
     /// Partner id ↔ node key, from the ledger's partners (validators and others alike).
     private func refreshValidatorDirectory() {

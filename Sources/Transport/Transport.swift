@@ -228,6 +228,9 @@ public final class Transport: @unchecked Sendable {
         return result.withLock { $0 }
     }
 
+    /// Linked validators, read on the loop thread (from a callback).
+    public func linkedPeersOnLoop() -> [String] { links.keys.sorted() }
+
     private static let gossipTag = TaggedHasher(tag: "calisson/command/v1")
 
     /// True the first time a transaction is seen.

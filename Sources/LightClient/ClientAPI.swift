@@ -1,0 +1,173 @@
+import Crypto
+import Ledger
+import Wire
+
+/// What a client (a partner back-end, the query CLI) asks a node on its client port.
+public enum ClientRequest: Hashable, Sendable, WireCodable {
+    /// A signed transaction to admit and gossip.
+    case submit([UInt8])
+    case status
+    /// Where a transaction is final, and its result.
+    case transaction(Bytes32)
+    /// A state record with its proof against the node's committed state root.
+    case state(StateKey)
+    case block(UInt64)
+
+    public func encode(to writer: inout WireWriter) {
+        switch self {
+        case let .submit(bytes): writer.write(UInt8(1)); writer.writeBytes(bytes)
+        case .status: writer.write(UInt8(2))
+        case let .transaction(id): writer.write(UInt8(3)); writer.write(id)
+        case let .state(key): writer.write(UInt8(4)); writer.write(key)
+        case let .block(height): writer.write(UInt8(5)); writer.write(height)
+        }
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        let offset = reader.offset
+        switch try reader.readUInt8("request.kind") {
+        case 1: self = .submit(try reader.readBytes("request.transaction", maximum: SignedTransaction.byteCountMax))
+        case 2: self = .status
+        case 3: self = .transaction(try Bytes32(from: &reader))
+        case 4: self = .state(try StateKey(from: &reader))
+        case 5: self = .block(try reader.readUInt64("request.height"))
+        case let raw: throw .unknownKind(field: "request.kind", offset: offset, raw: UInt64(raw))
+        }
+    }
+}
+
+public struct NodeStatus: Hashable, Sendable, WireCodable {
+    public var partner: String
+    public var height: UInt64
+    public var stateRoot: SHA256Digest
+    public var view: UInt64
+    public var epochFirstSeq: UInt64
+    public var peers: [String]
+    public var mempool: UInt64
+
+    public init(partner: String, height: UInt64, stateRoot: SHA256Digest, view: UInt64, epochFirstSeq: UInt64, peers: [String], mempool: UInt64) {
+        self.partner = partner
+        self.height = height
+        self.stateRoot = stateRoot
+        self.view = view
+        self.epochFirstSeq = epochFirstSeq
+        self.peers = peers
+        self.mempool = mempool
+    }
+
+    public func encode(to writer: inout WireWriter) {
+        writer.writeString(partner)
+        writer.write(height)
+        writer.write(stateRoot)
+        writer.write(view)
+        writer.write(epochFirstSeq)
+        writer.write(UInt32(peers.count))
+        for peer in peers { writer.writeString(peer) }
+        writer.write(mempool)
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        partner = try reader.readString("status.partner", maximumBytes: 64)
+        height = try reader.readUInt64("status.height")
+        stateRoot = try SHA256Digest(from: &reader)
+        view = try reader.readUInt64("status.view")
+        epochFirstSeq = try reader.readUInt64("status.epoch")
+        let count = try reader.readCount("status.peers", maximum: 1_024)
+        var peers: [String] = []
+        for _ in 0..<count { peers.append(try reader.readString("status.peer", maximumBytes: 64)) }
+        self.peers = peers
+        mempool = try reader.readUInt64("status.mempool")
+    }
+}
+
+public struct TransactionLocation: Hashable, Sendable {
+    public let height: UInt64
+    public let position: UInt64
+    public let applied: Bool
+    public init(height: UInt64, position: UInt64, applied: Bool) {
+        self.height = height
+        self.position = position
+        self.applied = applied
+    }
+}
+
+public struct BlockSummary: Hashable, Sendable {
+    public let height: UInt64
+    public let digest: Bytes32
+    /// The commit certificate (Consensus wire form).
+    public let certificate: [UInt8]
+    public let stateRoot: SHA256Digest
+    public let transactionCount: UInt64
+    public init(height: UInt64, digest: Bytes32, certificate: [UInt8], stateRoot: SHA256Digest, transactionCount: UInt64) {
+        self.height = height
+        self.digest = digest
+        self.certificate = certificate
+        self.stateRoot = stateRoot
+        self.transactionCount = transactionCount
+    }
+}
+
+public enum ClientResponse: Hashable, Sendable, WireCodable {
+    case admitted(id: Bytes32)
+    case refused(String)
+    case status(NodeStatus)
+    /// nil: not final here (yet).
+    case transaction(TransactionLocation?)
+    /// The value (nil: absent) and its proof against `root`, the state after `height`.
+    case state(height: UInt64, root: SHA256Digest, value: [UInt8]?, proof: StateProof)
+    case block(BlockSummary?)
+    case error(String)
+
+    public func encode(to writer: inout WireWriter) {
+        switch self {
+        case let .admitted(id): writer.write(UInt8(1)); writer.write(id)
+        case let .refused(reason): writer.write(UInt8(2)); writer.writeString(reason)
+        case let .status(status): writer.write(UInt8(3)); writer.write(status)
+        case let .transaction(found):
+            writer.write(UInt8(4))
+            writer.write(found != nil)
+            if let found { writer.write(found.height); writer.write(found.position); writer.write(found.applied) }
+        case let .state(height, root, value, proof):
+            writer.write(UInt8(5)); writer.write(height); writer.write(root)
+            writer.write(value != nil)
+            if let value { writer.writeBytes(value) }
+            writer.write(proof)
+        case let .block(found):
+            writer.write(UInt8(6))
+            writer.write(found != nil)
+            if let found {
+                writer.write(found.height); writer.write(found.digest); writer.writeBytes(found.certificate)
+                writer.write(found.stateRoot); writer.write(found.transactionCount)
+            }
+        case let .error(reason): writer.write(UInt8(7)); writer.writeString(reason)
+        }
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        let offset = reader.offset
+        switch try reader.readUInt8("response.kind") {
+        case 1: self = .admitted(id: try Bytes32(from: &reader))
+        case 2: self = .refused(try reader.readString("response.reason", maximumBytes: 4_096))
+        case 3: self = .status(try NodeStatus(from: &reader))
+        case 4:
+            guard try reader.readBool("response.found") else { self = .transaction(nil); return }
+            let height = try reader.readUInt64("response.height")
+            let position = try reader.readUInt64("response.position")
+            self = .transaction(TransactionLocation(height: height, position: position, applied: try reader.readBool("response.applied")))
+        case 5:
+            let height = try reader.readUInt64("response.height")
+            let root = try SHA256Digest(from: &reader)
+            let value = try reader.readBool("response.present") ? try reader.readBytes("response.value", maximum: WireLimits.envelopePayloadSizeMax) : nil
+            self = .state(height: height, root: root, value: value, proof: try StateProof(from: &reader))
+        case 6:
+            guard try reader.readBool("response.found") else { self = .block(nil); return }
+            let height = try reader.readUInt64("response.height")
+            let digest = try Bytes32(from: &reader)
+            let certificate = try reader.readBytes("response.certificate", maximum: 1 << 20)
+            let root = try SHA256Digest(from: &reader)
+            self = .block(BlockSummary(height: height, digest: digest, certificate: certificate, stateRoot: root, transactionCount: try reader.readUInt64("response.count")))
+        case 7: self = .error(try reader.readString("response.reason", maximumBytes: 4_096))
+        case let raw: throw .unknownKind(field: "response.kind", offset: offset, raw: UInt64(raw))
+        }
+    }
+}

@@ -1,0 +1,135 @@
+import Crypto
+import Foundation
+import Ledger
+import Transport
+
+/// A node's configuration file (JSON; Docs/NODE.md lists every field, its default and
+/// limits). Paths are relative to the file's directory.
+public struct NodeConfigFile: Codable, Sendable, Equatable {
+    public struct Peer: Codable, Sendable, Equatable {
+        public var id: String
+        public var host: String
+        public var port: UInt16
+        public init(id: String, host: String, port: UInt16) {
+            self.id = id
+            self.host = host
+            self.port = port
+        }
+    }
+
+    /// This node's partner id (the common name of its TLS certificate).
+    public var partner: String
+    public var genesis: String
+    public var database: String
+    /// The consensus key (PEM, PKCS#8, 0600).
+    public var nodeKey: String
+    public var tlsKey: String
+    public var tlsCertificate: String
+    public var ca: String
+    /// Listening address: loopback by default.
+    public var host: String?
+    public var peerPort: UInt16
+    public var clientPort: UInt16?
+    public var peers: [Peer]
+    /// Consensus tick (default 20 ms, 1...1000).
+    public var tickMilliseconds: UInt64?
+    /// Mempool bound (default 100,000, 1...10,000,000).
+    public var mempoolMax: Int?
+
+    public init(partner: String, genesis: String, database: String, nodeKey: String, tlsKey: String, tlsCertificate: String, ca: String,
+                host: String? = nil, peerPort: UInt16, clientPort: UInt16?, peers: [Peer], tickMilliseconds: UInt64? = nil, mempoolMax: Int? = nil) {
+        self.partner = partner
+        self.genesis = genesis
+        self.database = database
+        self.nodeKey = nodeKey
+        self.tlsKey = tlsKey
+        self.tlsCertificate = tlsCertificate
+        self.ca = ca
+        self.host = host
+        self.peerPort = peerPort
+        self.clientPort = clientPort
+        self.peers = peers
+        self.tickMilliseconds = tickMilliseconds
+        self.mempoolMax = mempoolMax
+    }
+}
+
+/// A configuration problem, naming the field (or the file) at fault.
+public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let field: String
+    public let reason: String
+    public init(field: String, reason: String) {
+        self.field = field
+        self.reason = reason
+    }
+    public var description: String { "configuration: \(field): \(reason)" }
+}
+
+extension NodeConfigFile {
+    /// Reads and checks a configuration file, and everything it points to.
+    public static func load(_ path: String) throws(ConfigError) -> NodeConfiguration {
+        let url = URL(fileURLWithPath: path)
+        let file: NodeConfigFile
+        do {
+            file = try JSONDecoder().decode(NodeConfigFile.self, from: try Data(contentsOf: url))
+        } catch let DecodingError.keyNotFound(key, _) {
+            throw ConfigError(field: key.stringValue, reason: "missing")
+        } catch let DecodingError.typeMismatch(_, context) {
+            throw ConfigError(field: context.codingPath.map(\.stringValue).joined(separator: "."), reason: "wrong type")
+        } catch {
+            throw ConfigError(field: path, reason: "\(error)")
+        }
+        return try file.resolve(relativeTo: url.deletingLastPathComponent())
+    }
+
+    public func resolve(relativeTo directory: URL) throws(ConfigError) -> NodeConfiguration {
+        func path(_ value: String) -> String {
+            value.hasPrefix("/") ? value : directory.appendingPathComponent(value).path
+        }
+        let genesisFile: GenesisFile
+        do {
+            genesisFile = try JSONDecoder().decode(GenesisFile.self, from: try Data(contentsOf: URL(fileURLWithPath: path(genesis))))
+        } catch {
+            throw ConfigError(field: "genesis", reason: "\(path(genesis)): \(error)")
+        }
+        let genesis: Genesis
+        do { genesis = try genesisFile.validated() } catch { throw ConfigError(field: "genesis", reason: "\(error)") }
+        guard genesis.partners.contains(where: { $0.id.rawValue == partner }) else {
+            throw ConfigError(field: "partner", reason: "'\(partner)' is not a partner in the genesis")
+        }
+        let consensusKey: Ed25519PrivateKey, tlsPrivateKey: Ed25519PrivateKey
+        do { consensusKey = try KeyFile.readPrivateKey(at: path(nodeKey)) } catch { throw ConfigError(field: "nodeKey", reason: "\(error)") }
+        do { tlsPrivateKey = try KeyFile.readPrivateKey(at: path(tlsKey)) } catch { throw ConfigError(field: "tlsKey", reason: "\(error)") }
+        let certificate: Certificate, authority: Certificate
+        do { certificate = try Certificate(pem: try String(contentsOfFile: path(tlsCertificate), encoding: .utf8)) } catch {
+            throw ConfigError(field: "tlsCertificate", reason: "\(error)")
+        }
+        do { authority = try Certificate(pem: try String(contentsOfFile: path(ca), encoding: .utf8)) } catch {
+            throw ConfigError(field: "ca", reason: "\(error)")
+        }
+        guard certificate.commonName == partner else {
+            throw ConfigError(field: "tlsCertificate", reason: "issued to '\(certificate.commonName)', not '\(partner)'")
+        }
+        let tick = tickMilliseconds ?? 20
+        guard (1...1_000).contains(tick) else { throw ConfigError(field: "tickMilliseconds", reason: "\(tick) is outside 1...1000") }
+        let mempool = mempoolMax ?? 100_000
+        guard (1...10_000_000).contains(mempool) else { throw ConfigError(field: "mempoolMax", reason: "\(mempool) is outside 1...10000000") }
+        for (index, peer) in peers.enumerated() where !genesis.partners.contains(where: { $0.id.rawValue == peer.id }) {
+            throw ConfigError(field: "peers[\(index)].id", reason: "'\(peer.id)' is not a partner in the genesis")
+        }
+
+        var transport = TransportConfiguration(
+            chainId: genesis.chainId, selfID: partner, identity: TLSIdentity(certificate: certificate, key: tlsPrivateKey), ca: authority)
+        transport.host = host ?? "127.0.0.1"
+        transport.peerPort = peerPort
+        transport.clientPort = clientPort
+        transport.peers = peers.map { PeerAddress(id: $0.id, host: $0.host, port: $0.port) }
+        transport.registry = Dictionary(uniqueKeysWithValues: genesis.partners.compactMap { partner in
+            partner.tlsKeyHash.map { (partner.id.rawValue, $0) }
+        })
+        var configuration = NodeConfiguration(genesis: genesis, databaseFile: path(database), consensusKey: consensusKey, transport: transport)
+        configuration.tickMilliseconds = tick
+        configuration.mempoolCountMax = mempool
+        return configuration
+    }
+}

@@ -1,0 +1,113 @@
+import ArgumentParser
+import Crypto
+import Foundation
+import Ledger
+import LightClient
+import Node
+import Transport
+import Wire
+
+/// Submits signed attributions and redemptions to a running local cluster (written by
+/// `calisson-node testnet`) through the nodes' client ports, and waits for them to be final.
+struct WorkloadCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "workload",
+        abstract: "Submit Attribute and Redeem transactions to a local testnet and wait until they are final.")
+
+    @Option(help: "The testnet directory (calisson-node testnet --out).")
+    var testnet: String
+
+    @Option(help: "Attributions to submit (one redemption follows every fourth).")
+    var transactions = 1_000
+
+    @Option(help: "Citizen accounts.")
+    var citizens = 100
+
+    @Option(help: "Seconds to wait for finality.")
+    var timeout = 60.0
+
+    static func citizen(_ index: Int) -> Ed25519PrivateKey { Ed25519PrivateKey(seed: SHA256.hash("testnet citizen \(index)").bytes)! }
+
+    func run() throws {
+        let genesisFile = try JSONDecoder().decode(GenesisFile.self, from: Data(contentsOf: URL(fileURLWithPath: "\(testnet)/genesis.json")))
+        let genesis = try genesisFile.validated()
+        let ca = try Certificate(pem: try String(contentsOfFile: "\(testnet)/ca.crt", encoding: .utf8))
+        let configs = try genesis.validators.map { id in
+            try JSONDecoder().decode(NodeConfigFile.self, from: Data(contentsOf: URL(fileURLWithPath: "\(testnet)/\(id.rawValue)/config.json")))
+        }
+        let clients = try configs.map { config in
+            try TransportClient(host: config.host ?? "127.0.0.1", port: config.clientPort ?? 0, ca: ca, chainId: genesis.chainId)
+        }
+        defer { for client in clients { client.close() } }
+        guard let programme = genesis.programmes.first(where: { $0.id.rawValue == "recyclage" }) ?? genesis.programmes.first else {
+            throw ValidationError("the genesis has no programme")
+        }
+        let issuers = programme.issuers
+        let keys = try Dictionary(uniqueKeysWithValues: issuers.map { ($0, try KeyFile.readPrivateKey(at: "\(testnet)/\($0.rawValue)/signing.key")) })
+        guard let acceptor = genesis.partners.first(where: { $0.roles.contains(.acceptor) })?.id else { throw ValidationError("no acceptor partner") }
+
+        // Expiry: well within the chain's transaction lifetime from the current height.
+        guard case let .status(status) = try ClientResponse(wireBytes: try clients[0].request(ClientRequest.status.wireBytes)) else {
+            throw ValidationError("the node did not answer its status")
+        }
+        let lifetime = genesis.parameters.transactionLifetimeMax * 3 / 4
+        var expiry = status.height + lifetime
+        let clock = ContinuousClock()
+        let start = clock.now
+        var reasons: [String: Int] = [:]
+        var ids: [Bytes32] = []
+        var refused = 0
+        var nonce = UInt64(Date().timeIntervalSince1970 * 1_000) * 1_000
+        for index in 0..<transactions {
+            if index % 100 == 99, case let .status(now) = try ClientResponse(wireBytes: try clients[0].request(ClientRequest.status.wireBytes)) {
+                expiry = now.height + lifetime  // blocks keep coming while we submit
+            }
+            nonce += 1
+            let issuer = issuers[index % issuers.count]
+            let citizen = Self.citizen(index % citizens).publicKey
+            var batch = [Transaction(chainId: genesis.chainId, signer: .partner(issuer), nonce: nonce, expiryHeight: expiry,
+                                     body: .attribute(programme: programme.id, account: citizen, units: 1, evidence: SHA256.hash("workload \(nonce)")))
+                .signed(with: keys[issuer]!)]
+            if index % 4 == 3 {
+                nonce += 1
+                let spender = Self.citizen((index - 3) % citizens)
+                batch.append(Transaction(chainId: genesis.chainId, signer: .citizen(spender.publicKey), nonce: nonce, expiryHeight: expiry,
+                                         body: .redeem(acceptor: acceptor, amount: 5, service: SHA256.hash("ticket \(nonce)"))).signed(with: spender))
+            }
+            for signed in batch {
+                let client = clients[ids.count % clients.count]
+                switch try ClientResponse(wireBytes: try client.request(ClientRequest.submit(signed.wireBytes).wireBytes)) {
+                case let .admitted(id): ids.append(id)
+                case let .refused(reason):
+                    refused += 1
+                    reasons[reason, default: 0] += 1
+                default: refused += 1
+                }
+            }
+        }
+        print("workload: \(ids.count) transactions submitted to \(clients.count) nodes (\(refused) refused at admission\(reasons.isEmpty ? "" : ": \(reasons)"))")
+        var pending = ids
+        var applied = 0, rejected = 0
+        let deadline = Date().addingTimeInterval(timeout)
+        while !pending.isEmpty && Date() < deadline {
+            var still: [Bytes32] = []
+            for id in pending {
+                guard case let .transaction(found) = try ClientResponse(wireBytes: try clients[0].request(ClientRequest.transaction(id).wireBytes)),
+                    let found
+                else {
+                    still.append(id)
+                    continue
+                }
+                if found.applied { applied += 1 } else { rejected += 1 }
+            }
+            pending = still
+            if !pending.isEmpty { Thread.sleep(forTimeInterval: 0.2) }
+        }
+        let elapsed = clock.now - start
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        print(String(format: "workload: %d final in %.1f s (%d applied, %d rejected by the ledger), %d not final",
+                     ids.count - pending.count, seconds, applied, rejected, pending.count))
+        print("workload: citizen 0's account is \(Self.citizen(0).publicKey.bytes.hex)")
+        if !pending.isEmpty { throw ExitCode.failure }
+    }
+}

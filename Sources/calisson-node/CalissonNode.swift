@@ -1,0 +1,157 @@
+import ArgumentParser
+import Crypto
+import Foundation
+import Ledger
+import Logging
+import Node
+import Transport
+
+@main
+struct CalissonNode: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "calisson-node",
+        abstract: "Run a Calisson validator node, or prepare a local test network.",
+        subcommands: [Testnet.self, Run.self])
+}
+
+/// Writes a ready local cluster: CA, keys, certificates, genesis, one config per node.
+struct Testnet: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a local cluster on loopback: CA, keys, TLS certificates, genesis and one config per node.",
+        discussion: """
+            The Métropole (authority, central counterparty) and N-1 partners — a transit operator, \
+            a waste service, a cultural venue, an energy supplier, then generic partners — each \
+            running a validator. Sample programmes: waste-sorting rewards, a transit bonus, a \
+            transferable culture pass with demurrage. Ports: base-port + 2i (validators) and \
+            base-port + 2i + 1 (clients) for node i.
+            """)
+
+    @Option(help: "Validators (1...64).")
+    var validators = 4
+
+    @Option(help: "Directory to write (must not exist or be empty).")
+    var out: String
+
+    @Option(help: "First port.")
+    var basePort: UInt16 = 7100
+
+    @Option(help: "Chain id.")
+    var chainId = "calisson-local"
+
+    static let names: [(String, String, [String])] = [
+        ("metropole", "Métropole Aix-Marseille-Provence", ["authority", "issuer", "acceptor", "validator"]),
+        ("rtm", "Régie des transports métropolitains", ["issuer", "acceptor", "validator"]),
+        ("tri-metropole", "Service déchets et tri", ["issuer", "validator"]),
+        ("friche", "La Friche la Belle de Mai", ["issuer", "acceptor", "validator"]),
+        ("energie", "Fournisseur d'énergie local", ["issuer", "acceptor", "validator"]),
+    ]
+
+    func run() throws {
+        guard (1...64).contains(validators) else { throw ValidationError("--validators must be 1...64") }
+        let fileManager = FileManager.default
+        if let existing = try? fileManager.contentsOfDirectory(atPath: out), !existing.isEmpty {
+            throw ValidationError("\(out) is not empty")
+        }
+        try fileManager.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let caKey = Ed25519PrivateKey()
+        let ca = try CertificateAuthority.makeRoot(name: "Calisson local CA", key: caKey)
+        try KeyFile.write(caKey, to: "\(out)/ca.key")
+        try ca.pem.write(toFile: "\(out)/ca.crt", atomically: true, encoding: .utf8)
+
+        var partners: [GenesisFile.PartnerEntry] = []
+        var ids: [String] = []
+        for index in 0..<validators {
+            let (id, name, roles) = index < Self.names.count ? Self.names[index] : ("partenaire-\(index)", "Partenaire \(index)", ["issuer", "acceptor", "validator"])
+            ids.append(id)
+            let directory = "\(out)/\(id)"
+            try fileManager.createDirectory(atPath: "\(directory)/data", withIntermediateDirectories: true)
+            let nodeKey = Ed25519PrivateKey(), signingKey = Ed25519PrivateKey(), tlsKey = Ed25519PrivateKey()
+            try KeyFile.write(nodeKey, to: "\(directory)/node.key")
+            try KeyFile.write(signingKey, to: "\(directory)/signing.key")
+            try KeyFile.write(tlsKey, to: "\(directory)/tls.key")
+            let certificate = try CertificateAuthority.issue(commonName: id, subjectKey: tlsKey.publicKey, ca: ca, caKey: caKey, serial: UInt64(index + 2))
+            try certificate.pem.write(toFile: "\(directory)/tls.crt", atomically: true, encoding: .utf8)
+            partners.append(GenesisFile.PartnerEntry(
+                id: id, name: name, roles: roles, signingKey: signingKey.publicKey.bytes.hex, nodeKey: nodeKey.publicKey.bytes.hex,
+                tlsKeyHash: certificate.publicKeyHash.hex))
+        }
+        let has = { (id: String) in ids.contains(id) }
+        var programmes: [GenesisFile.ProgrammeEntry] = [
+            .init(id: "recyclage", name: "Tri sélectif", category: "wasteSorting", rewardPerUnit: 10,
+                  issuers: has("tri-metropole") ? ["tri-metropole", "metropole"] : ["metropole"], sponsor: "metropole",
+                  capPerAccount: 2_000, capPeriod: "month", walletCeiling: 5_000, budget: 10_000_000, expiryEpochs: 12),
+        ]
+        if has("rtm") {
+            programmes.append(.init(id: "mobilite", name: "Bonus mobilité douce", category: "transit", rewardPerUnit: 5, issuers: ["rtm"], sponsor: "rtm",
+                                    capPerAccount: 500, capPeriod: "week", walletCeiling: 3_000, budget: 5_000_000, expiryEpochs: 6, acceptors: ["rtm"]))
+        }
+        if has("friche") {
+            programmes.append(.init(id: "culture", name: "Pass culture", category: "event", rewardPerUnit: 100, issuers: ["friche", "metropole"], sponsor: "friche",
+                                    capPerAccount: 1_000, capPeriod: "month", walletCeiling: 2_000, budget: 2_000_000, demurrageBasisPoints: 200,
+                                    transferable: true))
+        }
+        let genesis = GenesisFile(
+            chainId: chainId, parameters: .init(epochLength: 500, blocksPerDay: 8_640, sink: "metropole"), partners: partners,
+            validators: ids, programmes: programmes)
+        _ = try genesis.validated()
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(genesis).write(to: URL(fileURLWithPath: "\(out)/genesis.json"))
+        for (index, id) in ids.enumerated() {
+            let peers = ids.enumerated().filter { $0.offset != index }.map {
+                NodeConfigFile.Peer(id: $0.element, host: "127.0.0.1", port: basePort + UInt16(2 * $0.offset))
+            }
+            let config = NodeConfigFile(
+                partner: id, genesis: "../genesis.json", database: "data/node.db", nodeKey: "node.key", tlsKey: "tls.key", tlsCertificate: "tls.crt",
+                ca: "../ca.crt", host: "127.0.0.1", peerPort: basePort + UInt16(2 * index), clientPort: basePort + UInt16(2 * index + 1), peers: peers)
+            try encoder.encode(config).write(to: URL(fileURLWithPath: "\(out)/\(id)/config.json"))
+        }
+        print("testnet: \(validators) validators in \(out) (\(ids.joined(separator: ", "))); client ports \(basePort + 1)...\(basePort + UInt16(2 * validators - 1)) step 2")
+    }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run a validator node until SIGTERM or SIGINT.")
+
+    @Option(help: "The node's configuration file (JSON).")
+    var config: String
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel = "info"
+
+    func run() throws {
+        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level '\(logLevel)'") }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        // SIGTERM and SIGINT are blocked in every thread (threads inherit this mask) and
+        // taken with sigtimedwait below: the node then stops cleanly (links closed, the
+        // store consistent: every block is one SQL transaction) and the process exits.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGTERM)
+        sigaddset(&signals, SIGINT)
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+
+        let configuration: NodeConfiguration
+        do { configuration = try NodeConfigFile.load(config) } catch {
+            throw ValidationError("\(error)")
+        }
+        try FileManager.default.createDirectory(
+            atPath: URL(fileURLWithPath: configuration.databaseFile).deletingLastPathComponent().path, withIntermediateDirectories: true)
+        let node = try NodeRuntime(configuration: configuration)
+        try node.start()
+        var second = timespec(tv_sec: 1, tv_nsec: 0)
+        while node.failure == nil {
+            let received = sigtimedwait(&signals, nil, &second)
+            if received == SIGTERM || received == SIGINT { break }
+        }
+        node.stop()
+        if let failure = node.failure {
+            FileHandle.standardError.write(Data("calisson-node: stopped on failure: \(failure)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+}

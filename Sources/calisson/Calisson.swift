@@ -1,0 +1,193 @@
+import ArgumentParser
+import Crypto
+import Foundation
+import Ledger
+import LightClient
+import Transport
+import Wire
+
+@main
+struct Calisson: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "calisson",
+        abstract: "Query a Calisson node: balances, accounts, transactions, blocks, partners, programmes, supply, statements.",
+        discussion: """
+            Every state answer comes with a Merkle proof, checked here against the state root \
+            the node reports; a node whose proof does not match is reported and the command \
+            fails. (Checking that root against the validators' checkpoint certificates is not \
+            built yet: Docs/QUERY.md.)
+            """,
+        subcommands: [Status.self, Balance.self, Tx.self, BlockCommand.self, PartnerCommand.self, ProgrammeCommand.self, Supply.self, StatementCommand.self])
+}
+
+struct Connection: ParsableArguments {
+    @Option(help: "The node's client address, host:port.")
+    var node = "127.0.0.1:7101"
+
+    @Option(help: "The consortium CA certificate (PEM) the node's certificate must chain to.")
+    var ca: String
+
+    @Option(help: "The chain id.")
+    var chain = "calisson-local"
+
+    @Flag(help: "Print JSON for scripts.")
+    var json = false
+
+    func client() throws -> TransportClient {
+        let parts = node.split(separator: ":")
+        guard parts.count == 2, let port = UInt16(parts[1]) else { throw ValidationError("--node must be host:port") }
+        let pem: String
+        do { pem = try String(contentsOfFile: ca, encoding: .utf8) } catch { throw ValidationError("--ca \(ca): \(error)") }
+        let authority = try Certificate(pem: pem)
+        return try TransportClient(host: String(parts[0]), port: port, ca: authority, chainId: chain)
+    }
+
+    func ask(_ request: ClientRequest) throws -> ClientResponse {
+        let client = try client()
+        defer { client.close() }
+        let response = try ClientResponse(wireBytes: try client.request(request.wireBytes))
+        if case let .error(reason) = response { throw ValidationError("node error: \(reason)") }
+        return response
+    }
+
+    /// A state record, its proof checked against the root the node reports.
+    func record(_ key: StateKey) throws -> (value: [UInt8]?, height: UInt64, root: SHA256Digest) {
+        guard case let .state(height, root, value, proof) = try ask(.state(key)) else { throw ValidationError("unexpected answer") }
+        do {
+            if let value { try proof.verifyInclusion(key: key, value: value, root: root) } else { try proof.verifyAbsence(key: key, root: root) }
+        } catch {
+            throw ValidationError("the node's answer does not match its own state root (\(error)): this node cannot be trusted")
+        }
+        return (value, height, root)
+    }
+
+    func emit(_ fields: [(String, String)]) {
+        if json {
+            let object = Dictionary(uniqueKeysWithValues: fields)
+            if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) { print(String(decoding: data, as: UTF8.self)) }
+        } else {
+            let width = fields.map(\.0.count).max() ?? 0
+            for (name, value) in fields { print(name.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value) }
+        }
+    }
+
+    func proofLine(_ height: UInt64, _ root: SHA256Digest) -> (String, String) {
+        ("proof", "verified against state root \(root.hex.prefix(16))… at height \(height)")
+    }
+}
+
+func identifier(_ raw: String) throws -> Identifier {
+    guard let id = Identifier(raw) else { throw ValidationError("'\(raw)' is not a partner or programme id") }
+    return id
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "The node's height, state root, view and links.")
+    @OptionGroup var connection: Connection
+    func run() throws {
+        guard case let .status(status) = try connection.ask(.status) else { throw ValidationError("unexpected answer") }
+        connection.emit([
+            ("partner", status.partner), ("height", "\(status.height)"), ("stateRoot", status.stateRoot.hex), ("view", "\(status.view)"),
+            ("epochFrom", "\(status.epochFirstSeq)"), ("peers", status.peers.joined(separator: ",")), ("mempool", "\(status.mempool)"),
+        ])
+    }
+}
+
+struct Balance: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "An account's tokens, with provenance and expiry.")
+    @OptionGroup var connection: Connection
+    @Argument(help: "The account's public key (64 hex digits).") var account: String
+    func run() throws {
+        guard let key = Bytes32(hex: account) else { throw ValidationError("an account is 64 hexadecimal digits") }
+        let (value, height, root) = try connection.record(StateKeys.account(Ed25519PublicKey(key)))
+        let holding = try value.map { try Account(wireBytes: $0) } ?? Account()
+        var fields = [("account", account), ("balance", "\(holding.balance)")]
+        for lot in holding.lots {
+            let expiry = lot.expiresAtEpoch == Lot.noExpiry ? "demurrage" : "expires after epoch \(lot.expiresAtEpoch)"
+            fields.append(("  \(lot.programme)", "\(lot.amount) (\(expiry))"))
+        }
+        fields.append(connection.proofLine(height, root))
+        connection.emit(fields)
+    }
+}
+
+struct Tx: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "tx", abstract: "Where a transaction is final, and its result.")
+    @OptionGroup var connection: Connection
+    @Argument(help: "The transaction id (64 hex digits).") var id: String
+    func run() throws {
+        guard let key = Bytes32(hex: id) else { throw ValidationError("a transaction id is 64 hexadecimal digits") }
+        guard case let .transaction(found) = try connection.ask(.transaction(key)) else { throw ValidationError("unexpected answer") }
+        guard let found else { return connection.emit([("transaction", id), ("status", "not final on this node")]) }
+        connection.emit([("transaction", id), ("height", "\(found.height)"), ("position", "\(found.position)"), ("result", found.applied ? "applied" : "rejected")])
+    }
+}
+
+struct BlockCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "block", abstract: "A final block's header and commit certificate size.")
+    @OptionGroup var connection: Connection
+    @Argument var height: UInt64
+    func run() throws {
+        guard case let .block(found) = try connection.ask(.block(height)) else { throw ValidationError("unexpected answer") }
+        guard let found else { return connection.emit([("block", "\(height)"), ("status", "not final on this node")]) }
+        connection.emit([("block", "\(found.height)"), ("digest", found.digest.hex), ("stateRoot", found.stateRoot.hex),
+                         ("transactions", "\(found.transactionCount)"), ("certificate", "\(found.certificate.count) bytes")])
+    }
+}
+
+struct PartnerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "partner", abstract: "A partner's record.")
+    @OptionGroup var connection: Connection
+    @Argument var id: String
+    func run() throws {
+        let (value, height, root) = try connection.record(StateKeys.partner(try identifier(id)))
+        guard let value else { return connection.emit([("partner", id), ("status", "unknown"), connection.proofLine(height, root)]) }
+        let partner = try Partner(wireBytes: value)
+        connection.emit([("partner", partner.id.rawValue), ("name", partner.name), ("status", "\(partner.status)"),
+                         ("roles", "\(partner.roles.rawValue)"), ("signingKey", partner.signingKey.description), connection.proofLine(height, root)])
+    }
+}
+
+struct ProgrammeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "programme", abstract: "A programme's rules and totals.")
+    @OptionGroup var connection: Connection
+    @Argument var id: String
+    func run() throws {
+        let (value, height, root) = try connection.record(StateKeys.programme(try identifier(id)))
+        guard let value else { return connection.emit([("programme", id), ("status", "unknown"), connection.proofLine(height, root)]) }
+        let programme = try Programme(wireBytes: value)
+        connection.emit([("programme", programme.id.rawValue), ("name", programme.name), ("sponsor", programme.sponsor.rawValue),
+                         ("issued", "\(programme.totals.issued)"), ("redeemed", "\(programme.totals.redeemed)"),
+                         ("expired", "\(programme.totals.expired)"), ("sunk", "\(programme.totals.sunk)"), ("budget", "\(programme.budget)"),
+                         connection.proofLine(height, root)])
+    }
+}
+
+struct Supply: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Tokens issued, in circulation, redeemed, expired and sunk.")
+    @OptionGroup var connection: Connection
+    func run() throws {
+        let (value, height, root) = try connection.record(StateKeys.meta)
+        guard let value else { throw ValidationError("the node has no ledger state") }
+        let meta = try LedgerMeta(wireBytes: value)
+        let totals = meta.totals
+        connection.emit([("height", "\(meta.height)"), ("epoch", "\(meta.epoch)"), ("issued", "\(totals.issued)"), ("live", "\(totals.live)"),
+                         ("redeemed", "\(totals.redeemed)"), ("expired", "\(totals.expired)"), ("sunk", "\(totals.sunk)"),
+                         ("validators", meta.validators.map(\.rawValue).joined(separator: ",")), connection.proofLine(height, root)])
+    }
+}
+
+struct StatementCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "statement", abstract: "A partner's clearing statement for an epoch.")
+    @OptionGroup var connection: Connection
+    @Argument var epoch: UInt64
+    @Argument var partner: String
+    func run() throws {
+        let (value, height, root) = try connection.record(StateKeys.statement(epoch, try identifier(partner)))
+        guard let value else { return connection.emit([("statement", "\(epoch) \(partner)"), ("status", "none (epoch not closed)"), connection.proofLine(height, root)]) }
+        let statement = try Statement(wireBytes: value)
+        connection.emit([("epoch", "\(statement.epoch)"), ("partner", statement.partner.rawValue), ("grossIn", "\(statement.grossIn)"),
+                         ("grossOut", "\(statement.grossOut)"), ("net", "\(statement.net)"), ("obligations", statement.obligationsHash.hex),
+                         connection.proofLine(height, root)])
+    }
+}

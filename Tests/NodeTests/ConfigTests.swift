@@ -1,0 +1,65 @@
+// The node's configuration file: a complete one loads into a node configuration (keys,
+// certificates, genesis, registry, peers), and each mistake names its field.
+import Crypto
+import Foundation
+import Ledger
+import Node
+import Testing
+import Transport
+
+@Suite struct ConfigTests {
+    /// Writes a partner's files the way `calisson-node testnet` does; returns the config.
+    func write(_ cluster: TestCluster, index: Int) throws -> (URL, NodeConfigFile) {
+        let directory = URL(fileURLWithPath: cluster.directory).appendingPathComponent("p\(index)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try KeyFile.write(cluster.nodeKeys[index], to: directory.appendingPathComponent("node.key").path, overwrite: true)
+        try KeyFile.write(cluster.tlsKeys[index], to: directory.appendingPathComponent("tls.key").path, overwrite: true)
+        try cluster.certificates[index].pem.write(to: directory.appendingPathComponent("tls.crt"), atomically: true, encoding: .utf8)
+        try cluster.ca.pem.write(to: directory.appendingPathComponent("ca.crt"), atomically: true, encoding: .utf8)
+        let genesis = GenesisFile(
+            chainId: TestCluster.chainId, parameters: .init(sink: "p0"),
+            partners: cluster.genesis.partners.map {
+                .init(id: $0.id.rawValue, name: $0.name, roles: ["authority", "issuer", "acceptor", "validator"], signingKey: $0.signingKey.bytes.hex,
+                      nodeKey: $0.nodeKey?.bytes.hex, tlsKeyHash: $0.tlsKeyHash?.hex)
+            },
+            validators: cluster.genesis.validators.map(\.rawValue), programmes: [])
+        try JSONEncoder().encode(genesis).write(to: directory.appendingPathComponent("genesis.json"))
+        let config = NodeConfigFile(
+            partner: "p\(index)", genesis: "genesis.json", database: "data/node.db", nodeKey: "node.key", tlsKey: "tls.key",
+            tlsCertificate: "tls.crt", ca: "ca.crt", peerPort: 7000, clientPort: 7001, peers: [.init(id: "p1", host: "127.0.0.1", port: 7002)])
+        return (directory, config)
+    }
+
+    @Test func aCompleteFileLoadsAndMistakesNameTheirField() throws {
+        let cluster = try TestCluster(count: 2)
+        let (directory, config) = try write(cluster, index: 0)
+        let loaded = try config.resolve(relativeTo: directory)
+        #expect(loaded.transport.selfID == "p0" && loaded.transport.peers == [PeerAddress(id: "p1", host: "127.0.0.1", port: 7002)])
+        #expect(loaded.transport.registry["p1"] == cluster.certificates[1].publicKeyHash)
+        #expect(loaded.consensusKey.publicKey == cluster.nodeKeys[0].publicKey)
+        #expect(loaded.databaseFile == directory.appendingPathComponent("data/node.db").path)
+
+        func field(_ change: (inout NodeConfigFile) -> Void) -> String? {
+            var broken = config
+            change(&broken)
+            do {
+                _ = try broken.resolve(relativeTo: directory)
+                return nil
+            } catch {
+                return error.field
+            }
+        }
+        #expect(field { $0.partner = "stranger" } == "partner")
+        #expect(field { $0.nodeKey = "missing.key" } == "nodeKey")
+        #expect(field { $0.tlsCertificate = "ca.crt" } == "tlsCertificate")  // the CA's certificate, not ours
+        #expect(field { $0.genesis = "nowhere.json" } == "genesis")
+        #expect(field { $0.tickMilliseconds = 0 } == "tickMilliseconds")
+        #expect(field { $0.peers = [.init(id: "ghost", host: "127.0.0.1", port: 1)] } == "peers[0].id")
+
+        // A file missing a field says which.
+        let file = directory.appendingPathComponent("partial.json")
+        try Data(#"{"partner": "p0"}"#.utf8).write(to: file)
+        #expect(throws: ConfigError.self) { _ = try NodeConfigFile.load(file.path) }
+        do { _ = try NodeConfigFile.load(file.path) } catch { #expect(error.field == "genesis") }
+    }
+}
