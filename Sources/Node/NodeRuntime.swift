@@ -105,6 +105,7 @@ public final class NodeRuntime: @unchecked Sendable {
         } else {
             schedule = replicaConfiguration.genesisSchedule
         }
+        try Self.verifyLastBlocks(store, schedule: schedule, chainId: genesis.chainId)
         var safety = SafetyLog()
         for bytes in try store.safetyRecords() { safety.apply(try SafetyRecord(wireBytes: bytes)) }
         replica = Replica(
@@ -114,6 +115,36 @@ public final class NodeRuntime: @unchecked Sendable {
         refreshValidatorDirectory()
         heightValue.withLock { $0 = ledger.height }
         rootValue.withLock { $0 = ledger.stateRoot }
+    }
+
+    /// Blocks whose certificates are checked at start.
+    public static let startupCheckedBlocks: UInt64 = 8
+
+    /// Recovery: the last blocks on disk must be what their commit certificates say, signed
+    /// by a quorum of the validators in force at their heights. A database that fails this
+    /// was damaged or tampered with; the node refuses to start on it.
+    static func verifyLastBlocks(_ store: NodeStore, schedule: EpochSchedule, chainId: String) throws {
+        let top = store.height
+        guard top > 0 else { return }
+        for height in (top > startupCheckedBlocks ? top - startupCheckedBlocks + 1 : 1)...top {
+            guard let record = try store.block(at: height) else { throw NodeError.corrupt("\(store.file): block \(height) is missing") }
+            let certificate: CommitCertificate
+            do { certificate = try CommitCertificate(wireBytes: record.certificate) } catch {
+                throw NodeError.corrupt("\(store.file): block \(height)'s certificate does not decode: \(error)")
+            }
+            let digestCertified = certificate.digest
+            guard digestCertified == record.digest else { throw NodeError.corrupt("\(store.file): block \(height)'s certificate is for another block") }
+            if let body = record.body {
+                guard let block = try? Block(wireBytes: body), block.digest == record.digest else {
+                    throw NodeError.corrupt("\(store.file): block \(height)'s body does not match its digest")
+                }
+                if let problem = schedule.validators(at: height).commitCertificateProblem(CertifiedBlock(block: block, certificate: certificate)) {
+                    throw NodeError.corrupt("\(store.file): block \(height): \(problem)")
+                }
+            }
+            let checks = certificate.commits.map { $0.check(chainId: chainId) }
+            guard checks.allSatisfy({ $0.verify() }) else { throw NodeError.corrupt("\(store.file): block \(height)'s certificate has a bad signature") }
+        }
     }
 
     /// Starts the transport and the consensus clock.
@@ -400,6 +431,8 @@ public final class NodeRuntime: @unchecked Sendable {
 
 public enum NodeError: Error, Equatable, Sendable {
     case configuration(String)
+    /// The database fails recovery's checks (named file, what is wrong).
+    case corrupt(String)
     case diverged(String)
     case stopped(String)
 }

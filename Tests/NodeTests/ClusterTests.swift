@@ -7,7 +7,7 @@ import Crypto
 import Foundation
 import Ledger
 import Node
-import Storage
+@testable import Storage
 import Testing
 import Transport
 import Wire
@@ -126,6 +126,28 @@ func eventually(_ seconds: Double = 30, _ condition: () -> Bool) -> Bool {
         #expect(eventually { issued(nodes[3]) == 1_700 && nodes[3].height == nodes[0].height }, "p3 at \(nodes[3].height), p0 at \(nodes[0].height)")
         #expect(nodes[3].stateRoot == nodes[0].stateRoot)
         #expect(nodes.allSatisfy { $0.failure == nil })
+    }
+
+    /// Recovery checks the last blocks' commit certificates: a tampered database is refused.
+    @Test func aNodeRefusesToStartOnATamperedDatabase() throws {
+        let cluster = try TestCluster(count: 1)
+        do {
+            let node = try NodeRuntime(configuration: cluster.configuration(0))
+            try node.start()
+            for nonce in 0..<5 { _ = node.submit(cluster.attribute(by: 0, to: nonce, nonce: UInt64(nonce))) }
+            #expect(eventually { node.read { $0.meta.totals.issued } == 50 })
+            node.stop()
+        }
+        // The node restarts on its intact database.
+        let again = try NodeRuntime(configuration: cluster.configuration(0))
+        again.stop()
+        let file = cluster.configuration(0).databaseFile
+        try Database(file: file, mode: .readWrite, create: false)
+            .execute("UPDATE blocks SET certificate = substr(certificate, 1, length(certificate) - 1) || x'00' WHERE height = (SELECT max(height) FROM blocks)")
+        #expect { _ = try NodeRuntime(configuration: cluster.configuration(0)) } throws: { error in
+            guard case let .corrupt(reason) = error as? NodeError else { return false }
+            return reason.contains(file)
+        }
     }
 
     @Test func badSubmissionsAreRefusedAtAdmission() throws {
