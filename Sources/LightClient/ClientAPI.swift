@@ -12,6 +12,11 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
     /// A state record with its proof against the node's committed state root.
     case state(StateKey)
     case block(UInt64)
+    /// Answered when the transaction is final (with its location), or with nil after
+    /// `timeoutMilliseconds` (at most `waitMillisecondsMax`).
+    case waitFinal(Bytes32, timeoutMilliseconds: UInt32)
+
+    public static let waitMillisecondsMax: UInt32 = 60_000
 
     public func encode(to writer: inout WireWriter) {
         switch self {
@@ -20,6 +25,7 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
         case let .transaction(id): writer.write(UInt8(3)); writer.write(id)
         case let .state(key): writer.write(UInt8(4)); writer.write(key)
         case let .block(height): writer.write(UInt8(5)); writer.write(height)
+        case let .waitFinal(id, timeout): writer.write(UInt8(6)); writer.write(id); writer.write(timeout)
         }
     }
 
@@ -31,6 +37,9 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
         case 3: self = .transaction(try Bytes32(from: &reader))
         case 4: self = .state(try StateKey(from: &reader))
         case 5: self = .block(try reader.readUInt64("request.height"))
+        case 6:
+            let id = try Bytes32(from: &reader)
+            self = .waitFinal(id, timeoutMilliseconds: min(try reader.readUInt32("request.timeout"), Self.waitMillisecondsMax))
         case let raw: throw .unknownKind(field: "request.kind", offset: offset, raw: UInt64(raw))
         }
     }

@@ -74,6 +74,10 @@ public final class NodeRuntime: @unchecked Sendable {
     /// height (a restarted node in an idle cluster hears no commits to tell it it is behind).
     static let catchUpTicks: UInt64 = 50
     var lastProgressTick: UInt64 = 0
+    /// Clients waiting for a transaction to be final, with the tick they give up at.
+    var waiters: [SHA256Digest: [(respond: @Sendable ([UInt8]) -> Void, until: UInt64)]] = [:]
+    var waiterCount = 0
+    public static let waitersMax = 100_000
     var catchUpRound = 0
     var validatorsByPartner: [String: ValidatorID] = [:]
     var partnersByValidator: [ValidatorID: String] = [:]
@@ -207,7 +211,7 @@ public final class NodeRuntime: @unchecked Sendable {
     // MARK: Loop thread
 
     /// Answers a client on the loop thread (the store and ledger are read here).
-    private func answer(_ bytes: [UInt8], _ respond: @Sendable ([UInt8]) -> Void) {
+    private func answer(_ bytes: [UInt8], _ respond: @escaping @Sendable ([UInt8]) -> Void) {
         let response: ClientResponse
         do {
             switch try ClientRequest(wireBytes: bytes) {
@@ -228,6 +232,17 @@ public final class NodeRuntime: @unchecked Sendable {
             case let .state(key):
                 let (value, proof) = ledger.proof(key)
                 response = .state(height: ledger.height, root: ledger.stateRoot, value: value, proof: proof)
+            case let .waitFinal(id, timeout):
+                if let found = try store.transaction(id) {
+                    response = .transaction(TransactionLocation(height: found.height, position: UInt64(found.position), applied: found.result == [0]))
+                } else if waiterCount >= Self.waitersMax {
+                    response = .error("too many clients waiting")
+                } else {
+                    let ticks = max(1, UInt64(timeout) / configuration.tickMilliseconds)
+                    waiters[id, default: []].append((respond, tickCount + ticks))
+                    waiterCount += 1
+                    return  // answered at execution or at the deadline
+                }
             case let .block(height):
                 response = .block(try store.block(at: height).map {
                     BlockSummary(height: $0.height, digest: $0.digest, certificate: $0.certificate, stateRoot: $0.stateRoot,
@@ -266,6 +281,8 @@ public final class NodeRuntime: @unchecked Sendable {
             guard let partner = ledger.partner(id) else { return .unknownSigner }
             key = partner.signingKey
         }
+        // Already applied (the same signer and nonce is recorded until the expiry passes).
+        guard ledger.store.value(StateKeys.used(tx.signer, nonce: tx.nonce)) == nil else { return .duplicate }
         let check = SignatureCheck(publicKey: key, digest: digest, signature: signed.signature)
         if !verifyCache.contains(check) {
             guard check.verify() else { return .badSignature }
@@ -280,6 +297,7 @@ public final class NodeRuntime: @unchecked Sendable {
 
     private func tick() {
         tickCount += 1
+        if tickCount % 10 == 0 { expireWaiters() }
         if tickCount % Self.regossipTicks == 0 {
             for entry in mempool.prefix(1_000) { transport.broadcast(entry.bytes, kind: .gossip) }
         }
@@ -411,6 +429,12 @@ public final class NodeRuntime: @unchecked Sendable {
                 TransactionRecord(id: id, result: [result == .applied ? 0 : 1], accounts: [])
             })
         try ledger.store.persist(record, extras: ["schedule": schedule.wireBytes])
+        for (position, (id, result)) in zip(ids, outcome.results).enumerated() {
+            guard let waiting = waiters.removeValue(forKey: id) else { continue }
+            waiterCount -= waiting.count
+            let answer = ClientResponse.transaction(TransactionLocation(height: block.seq, position: UInt64(position), applied: result == .applied))
+            for waiter in waiting { waiter.respond(answer.wireBytes) }
+        }
         let executed = Set(ids)
         mempool.removeAll { executed.contains($0.id) }
         mempoolIDs.subtract(executed)
@@ -420,6 +444,17 @@ public final class NodeRuntime: @unchecked Sendable {
         heightValue.withLock { $0 = block.seq }
         rootValue.withLock { $0 = outcome.stateRoot }
         return .executed(seq: block.seq, stateRoot: outcome.stateRoot, validators: newSet)
+    }
+
+    private func expireWaiters() {
+        for id in Array(waiters.keys) {
+            guard let waiting = waiters[id] else { continue }
+            let (due, left) = (waiting.filter { $0.until <= tickCount }, waiting.filter { $0.until > tickCount })
+            guard !due.isEmpty else { continue }
+            waiters[id] = left.isEmpty ? nil : left
+            waiterCount -= due.count
+            for waiter in due { waiter.respond(ClientResponse.transaction(nil).wireBytes) }
+        }
     }
 
     private func stopSelf(_ reason: String) {

@@ -86,22 +86,20 @@ struct WorkloadCommand: ParsableCommand {
             }
         }
         print("workload: \(ids.count) transactions submitted to \(clients.count) nodes (\(refused) refused at admission\(reasons.isEmpty ? "" : ": \(reasons)"))")
-        var pending = ids
+        // Each answer comes when the transaction is final on node 0 (or at the deadline).
+        var pending: [Bytes32] = []
         var applied = 0, rejected = 0
         let deadline = Date().addingTimeInterval(timeout)
-        while !pending.isEmpty && Date() < deadline {
-            var still: [Bytes32] = []
-            for id in pending {
-                guard case let .transaction(found) = try ClientResponse(wireBytes: try clients[0].request(ClientRequest.transaction(id).wireBytes)),
-                    let found
-                else {
-                    still.append(id)
-                    continue
-                }
-                if found.applied { applied += 1 } else { rejected += 1 }
+        for id in ids {
+            let left = UInt32(max(0, min(Double(ClientRequest.waitMillisecondsMax), deadline.timeIntervalSinceNow * 1_000)))
+            let request = ClientRequest.waitFinal(id, timeoutMilliseconds: left).wireBytes
+            guard case let .transaction(found) = try ClientResponse(wireBytes: try clients[0].request(request, timeoutMilliseconds: Int(left) + 5_000)),
+                let found
+            else {
+                pending.append(id)
+                continue
             }
-            pending = still
-            if !pending.isEmpty { Thread.sleep(forTimeInterval: 0.2) }
+            if found.applied { applied += 1 } else { rejected += 1 }
         }
         let elapsed = clock.now - start
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18

@@ -6,6 +6,7 @@ import Consensus
 import Crypto
 import Foundation
 import Ledger
+import LightClient
 import Node
 @testable import Storage
 import Testing
@@ -167,5 +168,35 @@ func eventually(_ seconds: Double = 30, _ condition: () -> Bool) -> Bool {
         #expect(node.submit(otherChain) == .wrongChain)
         // A single validator finalizes on its own.
         #expect(eventually { node.read { $0.meta.totals.issued } == 10 })
+    }
+
+    /// The client API: submit, then wait for finality; unknown ids time out with nil.
+    @Test func clientsSubmitAndWaitForFinality() throws {
+        let cluster = try TestCluster(count: 1)
+        var configuration = cluster.configuration(0)
+        configuration.transport.clientPort = 0
+        let node = try NodeRuntime(configuration: configuration)
+        try node.start()
+        defer { node.stop() }
+        let client = try TransportClient(host: "127.0.0.1", port: node.transport.clientPort, ca: cluster.ca, chainId: TestCluster.chainId)
+        defer { client.close() }
+        let transaction = cluster.attribute(by: 0, to: 3, nonce: 7)
+        guard case let .admitted(id) = try ClientResponse(wireBytes: try client.request(ClientRequest.submit(transaction).wireBytes)) else {
+            Issue.record("not admitted")
+            return
+        }
+        let final = try ClientResponse(wireBytes: try client.request(ClientRequest.waitFinal(id, timeoutMilliseconds: 10_000).wireBytes))
+        guard case let .transaction(location?) = final else {
+            Issue.record("not final: \(final)")
+            return
+        }
+        #expect(location.applied && location.height >= 1)
+        let unknown = try ClientResponse(wireBytes: try client.request(ClientRequest.waitFinal(SHA256.hash("nothing"), timeoutMilliseconds: 200).wireBytes))
+        #expect(unknown == .transaction(nil))
+        guard case let .refused(reason) = try ClientResponse(wireBytes: try client.request(ClientRequest.submit(transaction).wireBytes)) else {
+            Issue.record("a duplicate was admitted")
+            return
+        }
+        #expect(reason.contains("duplicate"))
     }
 }
