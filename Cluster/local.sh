@@ -46,6 +46,10 @@ echo; echo "== calisson status"; query status
 echo; echo "== calisson supply"; query supply
 echo; echo "== calisson programme recyclage"; query programme recyclage
 echo; echo "== calisson balance (citizen 0)"; query balance "$CITIZEN"
+echo; echo "== GET /health and /metrics (first lines) on the Métropole's node"
+http_get() { exec 3<>"/dev/tcp/127.0.0.1/$1"; printf 'GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n' "$2" >&3; cat <&3; exec 3<&-; }
+http_get $((BASE_PORT + 1000)) /health | tail -1
+http_get $((BASE_PORT + 1000)) /metrics | grep -E '^calisson_(height|blocks_executed_total|transactions_applied_total|linked_validators) '
 echo; echo "== every node's height and state root"
 for port in $PORTS; do
     "$BIN/calisson" status --json --node "127.0.0.1:$port" --ca "$OUT/net/ca.crt" --chain calisson-local

@@ -35,9 +35,12 @@ public struct NodeConfigFile: Codable, Sendable, Equatable {
     public var tickMilliseconds: UInt64?
     /// Mempool bound (default 100,000, 1...10,000,000).
     public var mempoolMax: Int?
+    /// Local HTTP port for /metrics and /health (127.0.0.1); absent: none.
+    public var metricsPort: UInt16?
 
     public init(partner: String, genesis: String, database: String, nodeKey: String, tlsKey: String, tlsCertificate: String, ca: String,
-                host: String? = nil, peerPort: UInt16, clientPort: UInt16?, peers: [Peer], tickMilliseconds: UInt64? = nil, mempoolMax: Int? = nil) {
+                host: String? = nil, peerPort: UInt16, clientPort: UInt16?, peers: [Peer], tickMilliseconds: UInt64? = nil, mempoolMax: Int? = nil,
+                metricsPort: UInt16? = nil) {
         self.partner = partner
         self.genesis = genesis
         self.database = database
@@ -51,6 +54,7 @@ public struct NodeConfigFile: Codable, Sendable, Equatable {
         self.peers = peers
         self.tickMilliseconds = tickMilliseconds
         self.mempoolMax = mempoolMax
+        self.metricsPort = metricsPort
     }
 }
 
@@ -130,6 +134,7 @@ extension NodeConfigFile {
         var configuration = NodeConfiguration(genesis: genesis, databaseFile: path(database), consensusKey: consensusKey, transport: transport)
         configuration.tickMilliseconds = tick
         configuration.mempoolCountMax = mempool
+        configuration.metricsPort = metricsPort
         return configuration
     }
 }

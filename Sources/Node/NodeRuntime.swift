@@ -27,6 +27,8 @@ public struct NodeConfiguration: Sendable {
     public var replica: @Sendable (ReplicaConfiguration) -> ReplicaConfiguration = { $0 }
     /// Transactions waiting in the mempool; beyond, submissions are refused.
     public var mempoolCountMax = 100_000
+    /// Local HTTP port for `/metrics` (Prometheus text) and `/health`; nil: none.
+    public var metricsPort: UInt16?
 
     public init(genesis: Genesis, databaseFile: String, consensusKey: Ed25519PrivateKey, transport: TransportConfiguration) {
         self.genesis = genesis
@@ -84,6 +86,9 @@ public final class NodeRuntime: @unchecked Sendable {
     let verifyCache = VerifyCache(capacity: 1 << 17)
     var ticker: RepeatingTask?
     var pendingSafety: [SafetyRecord] = []
+    var metrics: HTTPEndpoint?
+    /// Counters for /metrics (loop thread).
+    var admitted = 0, refused = 0, blocksExecuted = 0, applied = 0, rejected = 0
     private let heightValue = Mutex<UInt64>(0)
     private let rootValue = Mutex<SHA256Digest>(.zero)
     private let stoppedValue = Mutex<String?>(nil)
@@ -162,16 +167,35 @@ public final class NodeRuntime: @unchecked Sendable {
         }
         transport.onClientRequest = { [weak self] request, respond in self?.answer(request, respond) }
         try transport.start()
+        let failure = Mutex<String?>(nil)
+        let ready = DispatchSemaphore(value: 0)
         let started = loop.execute { [self] in
             ticker = RepeatingTask(loop: loop, every: configuration.tickMilliseconds) { [weak self] in self?.tick() }
+            if let port = configuration.metricsPort {
+                let endpoint = HTTPEndpoint(loop: loop)
+                do {
+                    try endpoint.start(host: "127.0.0.1", port: port) { [weak self] path in
+                        self?.http(path) ?? HTTPEndpoint.Response(status: 503, body: "stopping\n")
+                    }
+                    metrics = endpoint
+                } catch {
+                    failure.withLock { $0 = "metrics port \(port): \(error)" }
+                }
+            }
+            ready.signal()
         }
         guard started else { throw NodeError.stopped("the event loop refused the start") }
+        ready.wait()
+        if let reason = failure.withLock({ $0 }) { throw NodeError.configuration(reason) }
         logger.info("node started", metadata: ["partner": "\(configuration.transport.selfID)", "height": "\(store.height)"])
     }
 
     public func stop() {
         transport.stop()
-        loop.execute { [self] in ticker?.cancel() }
+        loop.execute { [self] in
+            ticker?.cancel()
+            metrics?.stop()
+        }
         loop.shutdown()
     }
 
@@ -208,7 +232,56 @@ public final class NodeRuntime: @unchecked Sendable {
         return result.withLock { $0 }
     }
 
+    /// The port /metrics and /health answer on (0 until started, or without one).
+    public var metricsPort: UInt16 { metrics?.port ?? 0 }
+
     // MARK: Loop thread
+
+    /// `/metrics` in the Prometheus text format, `/health` 200 when the node can take part
+    /// in consensus (running, linked to enough validators for a quorum), 503 otherwise.
+    private func http(_ path: String) -> HTTPEndpoint.Response {
+        let linked = transport.linkedPeersOnLoop().count
+        switch path {
+        case "/health":
+            if let failure = stoppedValue.withLock({ $0 }) { return HTTPEndpoint.Response(status: 503, body: "stopped: \(failure)\n") }
+            let quorum = replica.epoch.validators.quorum
+            guard linked + 1 >= quorum else {
+                return HTTPEndpoint.Response(status: 503, body: "linked to \(linked) validators; a quorum needs \(quorum) with this one\n")
+            }
+            return HTTPEndpoint.Response(status: 200, body: "ok\n")
+        case "/metrics":
+            let counters = transport.counters
+            var lines: [String] = []
+            func metric(_ name: String, _ kind: String, _ help: String, _ value: some Numeric) {
+                lines += ["# HELP calisson_\(name) \(help)", "# TYPE calisson_\(name) \(kind)", "calisson_\(name) \(value)"]
+            }
+            metric("height", "gauge", "Last executed block height.", ledger.height)
+            metric("view", "gauge", "Consensus view within the epoch.", replica.view)
+            metric("epoch_first_height", "gauge", "First height of the current consensus epoch.", replica.epoch.firstSeq)
+            metric("ledger_epoch", "gauge", "Current ledger (clearing) epoch.", ledger.meta.epoch)
+            metric("mempool_transactions", "gauge", "Transactions waiting.", mempool.count)
+            metric("linked_validators", "gauge", "Validators with a live link.", linked)
+            metric("admitted_total", "counter", "Transactions admitted to the mempool.", admitted)
+            metric("admission_refused_total", "counter", "Transactions refused at admission.", refused)
+            metric("blocks_executed_total", "counter", "Blocks executed since start.", blocksExecuted)
+            metric("transactions_applied_total", "counter", "Transactions applied since start.", applied)
+            metric("transactions_rejected_total", "counter", "Transactions rejected by the ledger since start.", rejected)
+            metric("transport_frames_in_total", "counter", "Frames received.", counters.framesIn)
+            metric("transport_frames_out_total", "counter", "Frames sent.", counters.framesOut)
+            metric("transport_bytes_in_total", "counter", "Bytes received (TLS records).", counters.bytesIn)
+            metric("transport_bytes_out_total", "counter", "Bytes sent (TLS records).", counters.bytesOut)
+            metric("transport_refused_total", "counter", "Connections refused (certificates, hellos, frames).", counters.refusedPeers)
+            metric("transport_handshake_failures_total", "counter", "TLS handshakes failed.", counters.handshakeFailures)
+            metric("transport_oversized_frames_total", "counter", "Frames over the size limit.", counters.oversizedFrames)
+            metric("transport_malformed_frames_total", "counter", "Frames that did not decode.", counters.malformedFrames)
+            metric("transport_gossip_dropped_total", "counter", "Gossip dropped for a full send queue.", counters.gossipDropped)
+            metric("transport_slow_consumers_total", "counter", "Links closed for not reading.", counters.slowConsumersClosed)
+            metric("transport_reconnects_total", "counter", "Redials scheduled.", counters.reconnects)
+            return HTTPEndpoint.Response(status: 200, contentType: "text/plain; version=0.0.4", body: lines.joined(separator: "\n") + "\n")
+        default:
+            return HTTPEndpoint.Response(status: 404, body: "try /metrics or /health\n")
+        }
+    }
 
     /// Answers a client on the loop thread (the store and ledger are read here).
     private func answer(_ bytes: [UInt8], _ respond: @escaping @Sendable ([UInt8]) -> Void) {
@@ -217,6 +290,7 @@ public final class NodeRuntime: @unchecked Sendable {
             switch try ClientRequest(wireBytes: bytes) {
             case let .submit(transaction):
                 if let refusal = admit(transaction, gossip: true) {
+                    refused += 1
                     response = .refused("\(refusal)")
                 } else {
                     response = .admitted(id: SignedTransaction.idTag.hash(transaction))
@@ -290,6 +364,7 @@ public final class NodeRuntime: @unchecked Sendable {
         }
         let id = SignedTransaction.idTag.hash(bytes)
         guard mempoolIDs.insert(id).inserted else { return .duplicate }
+        admitted += 1
         mempool.append((id, bytes))
         if gossip { transport.gossip(bytes) }
         return nil
@@ -441,6 +516,8 @@ public final class NodeRuntime: @unchecked Sendable {
         for id in ids { inFlight[id] = nil }
         if outcome.validators != nil { refreshValidatorDirectory() }
         lastProgressTick = tickCount
+        blocksExecuted += 1
+        for result in outcome.results { if result == .applied { applied += 1 } else { rejected += 1 } }
         heightValue.withLock { $0 = block.seq }
         rootValue.withLock { $0 = outcome.stateRoot }
         return .executed(seq: block.seq, stateRoot: outcome.stateRoot, validators: newSet)

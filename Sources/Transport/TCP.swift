@@ -89,20 +89,23 @@ final class TCPStream: HandleOwner {
     private final class WriteRequest {
         let bytes: UnsafeMutableRawBufferPointer
         weak var stream: TCPStream?
-        init(_ bytes: UnsafeMutableRawBufferPointer, _ stream: TCPStream) {
+        let completion: (() -> Void)?
+        init(_ bytes: UnsafeMutableRawBufferPointer, _ stream: TCPStream, _ completion: (() -> Void)?) {
             self.bytes = bytes
             self.stream = stream
+            self.completion = completion
         }
     }
 
     /// Queues `bytes` for sending. False if the stream is closed or the write failed.
+    /// `completion` runs once libuv is done with the write (sent, failed or cancelled).
     @discardableResult
-    func write(_ bytes: [UInt8]) -> Bool {
+    func write(_ bytes: [UInt8], completion: (() -> Void)? = nil) -> Bool {
         guard !isClosed, !bytes.isEmpty else { return !isClosed }
         let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
         copy.copyMemory(from: UnsafeRawBufferPointer(start: bytes, count: bytes.count))
         let request = UnsafeMutablePointer<uv_write_t>.allocate(capacity: 1)
-        request.pointee.data = Unmanaged.passRetained(WriteRequest(copy, self)).toOpaque()
+        request.pointee.data = Unmanaged.passRetained(WriteRequest(copy, self, completion)).toOpaque()
         var buffer = uv_buf_init(copy.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(bytes.count))
         queuedBytes += bytes.count
         let status = uv_write(request, stream, &buffer, 1) { request, _ in
@@ -111,6 +114,7 @@ final class TCPStream: HandleOwner {
             box.stream?.queuedBytes -= box.bytes.count
             box.bytes.deallocate()
             request.deallocate()
+            box.completion?()
         }
         if status < 0 {
             let box = Unmanaged<WriteRequest>.fromOpaque(request.pointee.data).takeRetainedValue()

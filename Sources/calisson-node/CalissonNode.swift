@@ -23,7 +23,7 @@ struct Testnet: ParsableCommand {
             a waste service, a cultural venue, an energy supplier, then generic partners — each \
             running a validator. Sample programmes: waste-sorting rewards, a transit bonus, a \
             transferable culture pass with demurrage. Ports: base-port + 2i (validators) and \
-            base-port + 2i + 1 (clients) for node i.
+            base-port + 2i + 1 (clients) and base-port + 1000 + i (HTTP /metrics and /health) for node i.
             """)
 
     @Option(help: "Validators (1...64).")
@@ -103,7 +103,8 @@ struct Testnet: ParsableCommand {
             }
             let config = NodeConfigFile(
                 partner: id, genesis: "../genesis.json", database: "data/node.db", nodeKey: "node.key", tlsKey: "tls.key", tlsCertificate: "tls.crt",
-                ca: "../ca.crt", host: "127.0.0.1", peerPort: basePort + UInt16(2 * index), clientPort: basePort + UInt16(2 * index + 1), peers: peers)
+                ca: "../ca.crt", host: "127.0.0.1", peerPort: basePort + UInt16(2 * index), clientPort: basePort + UInt16(2 * index + 1), peers: peers,
+                metricsPort: basePort + 1_000 + UInt16(index))
             try encoder.encode(config).write(to: URL(fileURLWithPath: "\(out)/\(id)/config.json"))
         }
         print("testnet: \(validators) validators in \(out) (\(ids.joined(separator: ", "))); client ports \(basePort + 1)...\(basePort + UInt16(2 * validators - 1)) step 2")

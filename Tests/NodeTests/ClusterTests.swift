@@ -170,6 +170,23 @@ func eventually(_ seconds: Double = 30, _ condition: () -> Bool) -> Bool {
         #expect(eventually { node.read { $0.meta.totals.issued } == 10 })
     }
 
+    /// /health and /metrics on the local HTTP port.
+    @Test func metricsAndHealthAnswerOverHTTP() throws {
+        let cluster = try TestCluster(count: 1)
+        var configuration = cluster.configuration(0)
+        configuration.metricsPort = 0
+        let node = try NodeRuntime(configuration: configuration)
+        try node.start()
+        defer { node.stop() }
+        _ = node.submit(cluster.attribute(by: 0, to: 1, nonce: 1))
+        #expect(eventually { node.height >= 1 })
+        let health = try httpGet(port: node.metricsPort, "/health")
+        #expect(health.hasPrefix("HTTP/1.1 200") && health.hasSuffix("ok\n"))
+        let metrics = try httpGet(port: node.metricsPort, "/metrics")
+        #expect(metrics.contains("# TYPE calisson_height gauge") && metrics.contains("calisson_transactions_applied_total 1"))
+        #expect(try httpGet(port: node.metricsPort, "/nothing").hasPrefix("HTTP/1.1 404"))
+    }
+
     /// The client API: submit, then wait for finality; unknown ids time out with nil.
     @Test func clientsSubmitAndWaitForFinality() throws {
         let cluster = try TestCluster(count: 1)
@@ -199,4 +216,28 @@ func eventually(_ seconds: Double = 30, _ condition: () -> Bool) -> Bool {
         }
         #expect(reason.contains("duplicate"))
     }
+}
+
+/// A blocking HTTP GET on loopback, the whole response as text.
+func httpGet(port: UInt16, _ path: String) throws -> String {
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(descriptor) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = port.bigEndian
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let status = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard status == 0 else { throw NodeError.stopped("cannot connect to port \(port)") }
+    let request = Array("GET \(path) HTTP/1.1\r\nHost: localhost\r\n\r\n".utf8)
+    _ = request.withUnsafeBytes { send(descriptor, $0.baseAddress, $0.count, 0) }
+    var response: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4_096)
+    while true {
+        let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+        if count <= 0 { break }
+        response += buffer[0..<count]
+    }
+    return String(decoding: response, as: UTF8.self)
 }
