@@ -157,3 +157,52 @@ public enum CertificateAuthority {
         return try Certificate(pem: pem)
     }
 }
+
+/// A certificate signing request (PKCS#10, PEM): a partner's TLS public key and id,
+/// signed with that key, for the consortium CA to certify (`calisson-node ca sign`).
+public struct CertificateRequest: Sendable, Equatable {
+    public let pem: String
+    public let commonName: String
+    public let publicKey: Ed25519PublicKey
+
+    /// A request for `commonName`, signed with `key` (the TLS key to certify).
+    public static func make(commonName: String, key: Ed25519PrivateKey) throws(OpenSSLError) -> CertificateRequest {
+        guard let request = X509_REQ_new() else { throw OpenSSLError("X509_REQ_new") }
+        defer { X509_REQ_free(request) }
+        let pkey = try CertificateAuthority.privateKey(key)
+        defer { EVP_PKEY_free(pkey) }
+        X509_REQ_set_version(request, 0)
+        let name = X509_REQ_get_subject_name(request)
+        guard X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, commonName, -1, -1, 0) == 1 else { throw OpenSSLError("bad common name") }
+        guard X509_REQ_set_pubkey(request, pkey) == 1, X509_REQ_sign(request, pkey, nil) > 0 else { throw OpenSSLError("X509_REQ_sign") }
+        guard let bio = BIO_new(BIO_s_mem()) else { throw OpenSSLError("BIO_new") }
+        defer { BIO_free(bio) }
+        guard PEM_write_bio_X509_REQ(bio, request) == 1 else { throw OpenSSLError("PEM_write_bio_X509_REQ") }
+        var data: UnsafeMutablePointer<CChar>?
+        let length = calisson_bio_mem_data(bio, &data)
+        guard let data, length > 0 else { throw OpenSSLError("PEM output") }
+        return try CertificateRequest(pem: String(decoding: UnsafeRawBufferPointer(start: data, count: length), as: UTF8.self))
+    }
+
+    /// Parses a request and checks its self-signature (proof the requester holds the key).
+    public init(pem: String) throws(OpenSSLError) {
+        let bio = BIO_new_mem_buf(pem, Int32(pem.utf8.count))
+        defer { BIO_free(bio) }
+        guard let request = PEM_read_bio_X509_REQ(bio, nil, nil, nil) else { throw OpenSSLError("not a PEM certificate request") }
+        defer { X509_REQ_free(request) }
+        guard let pkey = X509_REQ_get0_pubkey(request), X509_REQ_verify(request, pkey) == 1 else {
+            throw OpenSSLError("the request's signature does not verify")
+        }
+        var raw = [UInt8](repeating: 0, count: 32)
+        var length = 32
+        guard EVP_PKEY_get_raw_public_key(pkey, &raw, &length) == 1, length == 32, let key = Ed25519PublicKey(rawRepresentation: raw) else {
+            throw OpenSSLError("the request's key is not Ed25519")
+        }
+        var buffer = [CChar](repeating: 0, count: 256)
+        let nameLength = X509_NAME_get_text_by_NID(X509_REQ_get_subject_name(request), NID_commonName, &buffer, Int32(buffer.count))
+        guard nameLength > 0 else { throw OpenSSLError("the request has no common name") }
+        self.pem = pem
+        commonName = string(buffer)
+        publicKey = key
+    }
+}

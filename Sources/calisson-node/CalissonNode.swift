@@ -2,6 +2,7 @@ import ArgumentParser
 import Crypto
 import Foundation
 import Ledger
+import LightClient
 import Logging
 import Node
 import Transport
@@ -11,7 +12,96 @@ struct CalissonNode: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "calisson-node",
         abstract: "Run a Calisson validator node, or prepare a local test network.",
-        subcommands: [Testnet.self, Run.self])
+        subcommands: [Keys.self, CA.self, Testnet.self, Run.self, Status.self])
+}
+
+struct Keys: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Manage a partner's keys.", subcommands: [Generate.self])
+
+    struct Generate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Generate a partner's node key, signing key and TLS key (PEM, 0600), and a certificate signing request for the CA.")
+
+        @Option(help: "The partner id (the certificate's common name).")
+        var partner: String
+
+        @Option(help: "Directory to write node.key, signing.key, tls.key, tls.csr and the public keys.")
+        var out: String
+
+        func run() throws {
+            guard Identifier(partner) != nil else { throw ValidationError("--partner must be 1-32 characters of a-z, 0-9, '-'") }
+            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+            let keys = [("node", Ed25519PrivateKey()), ("signing", Ed25519PrivateKey()), ("tls", Ed25519PrivateKey())]
+            for (name, key) in keys {
+                try KeyFile.write(key, to: "\(out)/\(name).key")
+                try KeyFile.write(key.publicKey, to: "\(out)/\(name).pub")
+            }
+            let request = try CertificateRequest.make(commonName: partner, key: keys[2].1)
+            try request.pem.write(toFile: "\(out)/tls.csr", atomically: true, encoding: .utf8)
+            print("keys for \(partner) in \(out): node.key, signing.key, tls.key (secret, 0600), their .pub, and tls.csr for the CA")
+            print("genesis entry: nodeKey \(keys[0].1.publicKey.bytes.hex), signingKey \(keys[1].1.publicKey.bytes.hex)")
+        }
+    }
+}
+
+struct CA: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ca", abstract: "The consortium CA, held by the Métropole.", subcommands: [Init.self, Sign.self])
+
+    struct Init: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create the CA: ca.key (0600) and ca.crt.")
+        @Option(help: "Directory to write.") var out: String
+        @Option(help: "The CA's name.") var name = "Calisson consortium CA"
+        @Option(help: "Validity in days.") var days = 3_650
+
+        func run() throws {
+            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+            let key = Ed25519PrivateKey()
+            let certificate = try CertificateAuthority.makeRoot(name: name, key: key, notAfter: days * 86_400)
+            try KeyFile.write(key, to: "\(out)/ca.key")
+            try certificate.pem.write(toFile: "\(out)/ca.crt", atomically: true, encoding: .utf8)
+            print("CA '\(name)' in \(out): ca.key (secret), ca.crt")
+        }
+    }
+
+    struct Sign: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Certify a partner's TLS key from its request; prints the tlsKeyHash for the genesis or a rotateKeys proposal.")
+        @Option(help: "Directory holding ca.key and ca.crt.") var ca: String
+        @Option(help: "The partner's tls.csr.") var request: String
+        @Option(help: "The certificate's serial number (unique in the consortium; revocation names it).") var serial: UInt64
+        @Option(help: "Validity in days.") var days = 365
+        @Option(help: "Where to write the certificate.") var out: String
+
+        func run() throws {
+            let key = try KeyFile.readPrivateKey(at: "\(ca)/ca.key")
+            let authority = try Certificate(pem: try String(contentsOfFile: "\(ca)/ca.crt", encoding: .utf8))
+            let csr = try CertificateRequest(pem: try String(contentsOfFile: request, encoding: .utf8))
+            guard Identifier(csr.commonName) != nil else { throw ValidationError("the request names '\(csr.commonName)', not a partner id") }
+            let certificate = try CertificateAuthority.issue(
+                commonName: csr.commonName, subjectKey: csr.publicKey, ca: authority, caKey: key, serial: serial, notAfter: days * 86_400)
+            try certificate.pem.write(toFile: out, atomically: true, encoding: .utf8)
+            print("certificate for \(csr.commonName), serial \(serial), in \(out); tlsKeyHash \(certificate.publicKeyHash.hex)")
+        }
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Ask a running node (from its configuration file) for its status.")
+    @Option(help: "The node's configuration file.") var config: String
+
+    func run() throws {
+        let configuration: NodeConfiguration
+        do { configuration = try NodeConfigFile.load(config) } catch { throw ValidationError("\(error)") }
+        guard let port = configuration.transport.clientPort else { throw ValidationError("the configuration has no clientPort") }
+        let client = try TransportClient(host: configuration.transport.host, port: port, ca: configuration.transport.ca, chainId: configuration.genesis.chainId)
+        defer { client.close() }
+        guard case let .status(status) = try ClientResponse(wireBytes: try client.request(ClientRequest.status.wireBytes)) else {
+            throw ValidationError("unexpected answer")
+        }
+        print("partner \(status.partner), height \(status.height), state root \(status.stateRoot.hex), view \(status.view), epoch from \(status.epochFirstSeq)")
+        print("linked to: \(status.peers.joined(separator: ", ")); mempool \(status.mempool)")
+    }
 }
 
 /// Writes a ready local cluster: CA, keys, certificates, genesis, one config per node.

@@ -256,6 +256,26 @@ func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportC
         }
     }
 
+    /// A partner's request, certified by the CA, gives a certificate for its key and id;
+    /// a request whose signature does not match its key is refused.
+    @Test func certificateRequestsAreCheckedAndCertified() throws {
+        let consortium = try Consortium(count: 1)
+        let key = Ed25519PrivateKey(seed: SHA256.hash("newcomer").bytes)!
+        let request = try CertificateRequest.make(commonName: "velo", key: key)
+        let parsed = try CertificateRequest(pem: request.pem)
+        #expect(parsed.commonName == "velo" && parsed.publicKey == key.publicKey)
+        let certificate = try CertificateAuthority.issue(commonName: parsed.commonName, subjectKey: parsed.publicKey, ca: consortium.ca,
+                                                         caKey: consortium.caKey, serial: 77)
+        #expect(certificate.commonName == "velo" && certificate.serial == 77)
+        #expect(certificate.publicKeyHash == (try Certificate.publicKeyHash(of: key.publicKey)))
+        // Flip a byte of the base64 body: the signature (or the encoding) no longer holds.
+        var lines = request.pem.split(separator: "\n").map(String.init)
+        var body = Array(lines[1])
+        body[10] = body[10] == "A" ? "B" : "A"
+        lines[1] = String(body)
+        #expect(throws: OpenSSLError.self) { try CertificateRequest(pem: lines.joined(separator: "\n") + "\n") }
+    }
+
     @Test func framesAreCheckedBeforeBuffering() throws {
         var decoder = FrameDecoder()
         decoder.append([0xFF, 0xFF, 0xFF, 0xFF])
