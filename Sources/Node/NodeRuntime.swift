@@ -87,6 +87,14 @@ public final class NodeRuntime: @unchecked Sendable {
     var ticker: RepeatingTask?
     var pendingSafety: [SafetyRecord] = []
     var metrics: HTTPEndpoint?
+    /// Signature verification runs here, off the loop, in batches over all cores.
+    let verifier = DispatchQueue(label: "calisson.verifier")
+    lazy var batchVerifier = BatchVerifier(cache: verifyCache)
+    let verificationQueue = Mutex<[VerificationItem]>([])
+    /// Items waiting for the verifier; beyond, consensus messages are dropped and
+    /// submissions refused (counted).
+    public static let verificationPendingMax = 20_000
+    var droppedForVerification = 0
     /// Counters for /metrics (loop thread).
     var admitted = 0, refused = 0, blocksExecuted = 0, applied = 0, rejected = 0
     private let heightValue = Mutex<UInt64>(0)
@@ -159,7 +167,7 @@ public final class NodeRuntime: @unchecked Sendable {
     /// Starts the transport and the consensus clock.
     public func start() throws {
         transport.onMessage = { [weak self] peer, _, payload in self?.received(payload, from: peer) }
-        transport.onGossip = { [weak self] _, transaction in _ = self?.admit(transaction, gossip: false) }
+        transport.onGossip = { [weak self] _, transaction in self?.admit(transaction, gossip: false) }
         transport.onEvent = { [weak self] event in
             // A peer that (re)connects may have missed our gossip: send it our mempool.
             guard case let .peerConnected(peer, _) = event, let self else { return }
@@ -211,9 +219,10 @@ public final class NodeRuntime: @unchecked Sendable {
         let result = Mutex<AdmissionError?>(.mempoolFull)
         let done = DispatchSemaphore(value: 0)
         guard loop.execute({ [self] in
-            let outcome = admit(transaction, gossip: true)
-            result.withLock { $0 = outcome }
-            done.signal()
+            admit(transaction, gossip: true) { outcome in
+                result.withLock { $0 = outcome }
+                done.signal()
+            }
         }) else { return .mempoolFull }
         done.wait()
         return result.withLock { $0 }
@@ -266,6 +275,7 @@ public final class NodeRuntime: @unchecked Sendable {
             metric("blocks_executed_total", "counter", "Blocks executed since start.", blocksExecuted)
             metric("transactions_applied_total", "counter", "Transactions applied since start.", applied)
             metric("transactions_rejected_total", "counter", "Transactions rejected by the ledger since start.", rejected)
+            metric("verification_dropped_total", "counter", "Messages and submissions dropped with the verifier full.", droppedForVerification)
             metric("transport_frames_in_total", "counter", "Frames received.", counters.framesIn)
             metric("transport_frames_out_total", "counter", "Frames sent.", counters.framesOut)
             metric("transport_bytes_in_total", "counter", "Bytes received (TLS records).", counters.bytesIn)
@@ -289,12 +299,15 @@ public final class NodeRuntime: @unchecked Sendable {
         do {
             switch try ClientRequest(wireBytes: bytes) {
             case let .submit(transaction):
-                if let refusal = admit(transaction, gossip: true) {
-                    refused += 1
-                    response = .refused("\(refusal)")
-                } else {
-                    response = .admitted(id: SignedTransaction.idTag.hash(transaction))
+                admit(transaction, gossip: true) { [weak self] refusal in
+                    if let refusal {
+                        self?.refused += 1
+                        respond(ClientResponse.refused("\(refusal)").wireBytes)
+                    } else {
+                        respond(ClientResponse.admitted(id: SignedTransaction.idTag.hash(transaction)).wireBytes)
+                    }
                 }
+                return
             case .status:
                 response = .status(NodeStatus(
                     partner: configuration.transport.selfID, height: ledger.height, stateRoot: ledger.stateRoot, view: replica.view,
@@ -340,34 +353,92 @@ public final class NodeRuntime: @unchecked Sendable {
         }
     }
 
-    private func admit(_ bytes: [UInt8], gossip: Bool) -> AdmissionError? {
-        guard mempool.count < configuration.mempoolCountMax else { return .mempoolFull }
-        guard bytes.count <= SignedTransaction.byteCountMax else { return .malformed("over \(SignedTransaction.byteCountMax) bytes") }
+    /// Admission, on the loop: the cheap checks here, the signature on the verifier (off
+    /// the loop, batched across cores, cache first), then `accept` back on the loop.
+    /// `done` runs on the loop with nil (admitted) or the reason.
+    private func admit(_ bytes: [UInt8], gossip: Bool, done: @escaping (AdmissionError?) -> Void = { _ in }) {
+        guard mempool.count < configuration.mempoolCountMax else { return done(.mempoolFull) }
+        guard bytes.count <= SignedTransaction.byteCountMax else { return done(.malformed("over \(SignedTransaction.byteCountMax) bytes")) }
         let signed: SignedTransaction
-        do { signed = try SignedTransaction(wireBytes: bytes) } catch { return .malformed("\(error)") }
+        do { signed = try SignedTransaction(wireBytes: bytes) } catch { return done(.malformed("\(error)")) }
         let tx = signed.transaction
-        guard tx.chainId == ledger.chainId, let digest = tx.signingDigest else { return .wrongChain }
-        guard tx.expiryHeight > ledger.height else { return .expired(expiryHeight: tx.expiryHeight, height: ledger.height) }
+        guard tx.chainId == ledger.chainId, let digest = tx.signingDigest else { return done(.wrongChain) }
+        guard tx.expiryHeight > ledger.height else { return done(.expired(expiryHeight: tx.expiryHeight, height: ledger.height)) }
         let key: Ed25519PublicKey
         switch tx.signer {
         case let .citizen(account): key = account
         case let .partner(id):
-            guard let partner = ledger.partner(id) else { return .unknownSigner }
+            guard let partner = ledger.partner(id) else { return done(.unknownSigner) }
             key = partner.signingKey
         }
-        // Already applied (the same signer and nonce is recorded until the expiry passes).
-        guard ledger.store.value(StateKeys.used(tx.signer, nonce: tx.nonce)) == nil else { return .duplicate }
-        let check = SignatureCheck(publicKey: key, digest: digest, signature: signed.signature)
-        if !verifyCache.contains(check) {
-            guard check.verify() else { return .badSignature }
-            verifyCache.insert(check)
-        }
         let id = SignedTransaction.idTag.hash(bytes)
+        guard !mempoolIDs.contains(id) else { return done(.duplicate) }
+        let check = SignatureCheck(publicKey: key, digest: digest, signature: signed.signature)
+        let queued = verify([check]) { [weak self] valid in
+            guard let self else { return }
+            guard valid else { return done(.badSignature) }
+            done(self.accept(bytes, id: id, signer: tx.signer, nonce: tx.nonce, gossip: gossip))
+        }
+        if !queued { done(.mempoolFull) }
+    }
+
+    /// Back on the loop after the signature checked out: the checks that depend on state
+    /// that may have moved meanwhile, then the mempool and gossip.
+    private func accept(_ bytes: [UInt8], id: SHA256Digest, signer: TransactionSigner, nonce: UInt64, gossip: Bool) -> AdmissionError? {
+        guard mempool.count < configuration.mempoolCountMax else { return .mempoolFull }
+        // Already applied (the same signer and nonce is recorded until the expiry passes).
+        guard ledger.store.value(StateKeys.used(signer, nonce: nonce)) == nil else { return .duplicate }
         guard mempoolIDs.insert(id).inserted else { return .duplicate }
         admitted += 1
         mempool.append((id, bytes))
         if gossip { transport.gossip(bytes) }
         return nil
+    }
+
+    // MARK: Verification, off the loop
+
+    /// Hands signature checks to the verifier queue; `then` runs on the loop with whether
+    /// all of them hold. False (and `then` never runs) when `verificationPendingMax` items
+    /// already wait: the caller refuses or drops (consensus resends).
+    private func verify(_ checks: [SignatureCheck], then: @escaping (Bool) -> Void) -> Bool {
+        let item = VerificationItem(checks: checks, then: then)
+        let schedule = verificationQueue.withLock { queue -> Bool? in
+            guard queue.count < Self.verificationPendingMax else { return nil }
+            queue.append(item)
+            return queue.count == 1
+        }
+        guard let schedule else {
+            droppedForVerification += 1
+            return false
+        }
+        if schedule { verifier.async { [weak self] in self?.drainVerification() } }
+        return true
+    }
+
+    /// On the verifier queue: every waiting item's checks in one batch (all cores, cache
+    /// first), then the results back to the loop in one hand-over.
+    private func drainVerification() {
+        let items = verificationQueue.withLock { queue in
+            let items = queue
+            queue = []
+            return items
+        }
+        guard !items.isEmpty else { return }
+        let checks = items.flatMap(\.checks)
+        var results: [Bool] = []
+        for start in stride(from: 0, to: checks.count, by: BatchVerifier.batchCountMax) {
+            results += batchVerifier.verify(Array(checks[start..<min(checks.count, start + BatchVerifier.batchCountMax)]))
+        }
+        var outcomes: [Bool] = []
+        var offset = 0
+        for item in items {
+            outcomes.append(results[offset..<(offset + item.checks.count)].allSatisfy { $0 })
+            offset += item.checks.count
+        }
+        let handOver = VerifiedItems(items: items, outcomes: outcomes)
+        if !loop.execute({ for (item, valid) in zip(handOver.items, handOver.outcomes) { item.then(valid) } }) {
+            logger.warning("the loop refused verified work (stopping or overloaded)")
+        }
     }
 
     private func tick() {
@@ -396,17 +467,18 @@ public final class NodeRuntime: @unchecked Sendable {
             logger.warning("undecodable consensus message", metadata: ["peer": "\(peer)", "error": "\(error)"])
             return
         }
-        // Every signature the message carries, before the replica sees it (cached ones
-        // were checked before).
+        // Every signature the message carries is checked (off the loop, cache first)
+        // before the replica sees it.
         let checks = message.signatureChecks(chainId: ledger.chainId)
-        for check in checks where !verifyCache.contains(check) {
-            guard check.verify() else {
-                logger.warning("bad signature in a consensus message", metadata: ["peer": "\(peer)"])
+        guard !checks.isEmpty else { return step(.message(message, from: sender)) }
+        _ = verify(checks) { [weak self] valid in
+            guard let self else { return }
+            guard valid else {
+                self.logger.warning("bad signature in a consensus message", metadata: ["peer": "\(peer)"])
                 return
             }
-            verifyCache.insert(check)
+            self.step(.message(message, from: sender))
         }
-        step(.message(message, from: sender))
     }
 
     private func step(_ input: Input) {
@@ -539,6 +611,22 @@ public final class NodeRuntime: @unchecked Sendable {
         logger.critical("node stopped", metadata: ["reason": "\(reason)"])
         ticker?.cancel()
     }
+}
+
+/// Signature checks waiting for the verifier, and what to do on the loop with the result.
+final class VerificationItem: @unchecked Sendable {
+    let checks: [SignatureCheck]
+    /// Runs on the loop thread only.
+    let then: (Bool) -> Void
+    init(checks: [SignatureCheck], then: @escaping (Bool) -> Void) {
+        self.checks = checks
+        self.then = then
+    }
+}
+
+struct VerifiedItems: @unchecked Sendable {
+    let items: [VerificationItem]
+    let outcomes: [Bool]
 }
 
 public enum NodeError: Error, Equatable, Sendable {
