@@ -15,8 +15,11 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
     /// Answered when the transaction is final (with its location), or with nil after
     /// `timeoutMilliseconds` (at most `waitMillisecondsMax`).
     case waitFinal(Bytes32, timeoutMilliseconds: UInt32)
+    /// The latest transactions concerning an account, newest first.
+    case accountTransactions(Bytes32, limit: UInt32)
 
     public static let waitMillisecondsMax: UInt32 = 60_000
+    public static let accountTransactionsMax: UInt32 = 1_000
 
     public func encode(to writer: inout WireWriter) {
         switch self {
@@ -26,6 +29,7 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
         case let .state(key): writer.write(UInt8(4)); writer.write(key)
         case let .block(height): writer.write(UInt8(5)); writer.write(height)
         case let .waitFinal(id, timeout): writer.write(UInt8(6)); writer.write(id); writer.write(timeout)
+        case let .accountTransactions(account, limit): writer.write(UInt8(7)); writer.write(account); writer.write(limit)
         }
     }
 
@@ -40,6 +44,9 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
         case 6:
             let id = try Bytes32(from: &reader)
             self = .waitFinal(id, timeoutMilliseconds: min(try reader.readUInt32("request.timeout"), Self.waitMillisecondsMax))
+        case 7:
+            let account = try Bytes32(from: &reader)
+            self = .accountTransactions(account, limit: min(try reader.readUInt32("request.limit"), Self.accountTransactionsMax))
         case let raw: throw .unknownKind(field: "request.kind", offset: offset, raw: UInt64(raw))
         }
     }
@@ -116,6 +123,15 @@ public struct BlockSummary: Hashable, Sendable {
     }
 }
 
+public struct AccountTransaction: Hashable, Sendable {
+    public let id: Bytes32
+    public let location: TransactionLocation
+    public init(id: Bytes32, location: TransactionLocation) {
+        self.id = id
+        self.location = location
+    }
+}
+
 public enum ClientResponse: Hashable, Sendable, WireCodable {
     case admitted(id: Bytes32)
     case refused(String)
@@ -126,6 +142,7 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
     case state(height: UInt64, root: SHA256Digest, value: [UInt8]?, proof: StateProof)
     case block(BlockSummary?)
     case error(String)
+    case accountTransactions([AccountTransaction])
 
     public func encode(to writer: inout WireWriter) {
         switch self {
@@ -149,6 +166,12 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
                 writer.write(found.stateRoot); writer.write(found.transactionCount)
             }
         case let .error(reason): writer.write(UInt8(7)); writer.writeString(reason)
+        case let .accountTransactions(list):
+            writer.write(UInt8(8))
+            writer.write(UInt32(list.count))
+            for entry in list {
+                writer.write(entry.id); writer.write(entry.location.height); writer.write(entry.location.position); writer.write(entry.location.applied)
+            }
         }
     }
 
@@ -176,6 +199,16 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
             let root = try SHA256Digest(from: &reader)
             self = .block(BlockSummary(height: height, digest: digest, certificate: certificate, stateRoot: root, transactionCount: try reader.readUInt64("response.count")))
         case 7: self = .error(try reader.readString("response.reason", maximumBytes: 4_096))
+        case 8:
+            let count = try reader.readCount("response.transactions", maximum: Int(ClientRequest.accountTransactionsMax))
+            var list: [AccountTransaction] = []
+            for _ in 0..<count {
+                let id = try Bytes32(from: &reader)
+                let height = try reader.readUInt64("response.height")
+                let position = try reader.readUInt64("response.position")
+                list.append(AccountTransaction(id: id, location: TransactionLocation(height: height, position: position, applied: try reader.readBool("response.applied"))))
+            }
+            self = .accountTransactions(list)
         case let raw: throw .unknownKind(field: "response.kind", offset: offset, raw: UInt64(raw))
         }
     }

@@ -330,6 +330,14 @@ public final class NodeRuntime: @unchecked Sendable {
                     waiterCount += 1
                     return  // answered at execution or at the deadline
                 }
+            case let .accountTransactions(account, limit):
+                let found = try store.transactions(of: account, limit: Int(min(limit, ClientRequest.accountTransactionsMax)))
+                response = .accountTransactions(try found.compactMap { height, position in
+                    guard let block = try store.block(at: height), position < block.transactions.count else { return nil }
+                    let transaction = block.transactions[position]
+                    return AccountTransaction(
+                        id: transaction.id, location: TransactionLocation(height: height, position: UInt64(position), applied: transaction.result == [0]))
+                })
             case let .block(height):
                 response = .block(try store.block(at: height).map {
                     BlockSummary(height: $0.height, digest: $0.digest, certificate: $0.certificate, stateRoot: $0.stateRoot,
@@ -572,8 +580,8 @@ public final class NodeRuntime: @unchecked Sendable {
         let record = BlockRecord(
             height: block.seq, digest: block.digest, body: block.wireBytes, certificate: certified.certificate.wireBytes,
             stateRoot: outcome.stateRoot,
-            transactions: zip(ids, outcome.results).map { id, result in
-                TransactionRecord(id: id, result: [result == .applied ? 0 : 1], accounts: [])
+            transactions: zip(zip(ids, outcome.results), block.commands).map { pair, command in
+                TransactionRecord(id: pair.0, result: [pair.1 == .applied ? 0 : 1], accounts: Self.accounts(of: command))
             })
         try ledger.store.persist(record, extras: ["schedule": schedule.wireBytes])
         for (position, (id, result)) in zip(ids, outcome.results).enumerated() {
@@ -604,6 +612,19 @@ public final class NodeRuntime: @unchecked Sendable {
             waiterCount -= due.count
             for waiter in due { waiter.respond(ClientResponse.transaction(nil).wireBytes) }
         }
+    }
+
+    /// The citizen accounts a transaction concerns (for the per-account index).
+    static func accounts(of command: [UInt8]) -> [Bytes32] {
+        guard let signed = try? SignedTransaction(wireBytes: command) else { return [] }
+        var accounts: [Bytes32] = []
+        if case let .citizen(key) = signed.transaction.signer { accounts.append(key.bytes) }
+        switch signed.transaction.body {
+        case let .attribute(_, account, _, _): accounts.append(account.bytes)
+        case let .transfer(to, _, _): accounts.append(to.bytes)
+        case .redeem, .propose, .vote: break
+        }
+        return accounts
     }
 
     private func stopSelf(_ reason: String) {

@@ -17,7 +17,10 @@ struct Calisson: ParsableCommand {
             fails. (Checking that root against the validators' checkpoint certificates is not \
             built yet: Docs/QUERY.md.)
             """,
-        subcommands: [Status.self, Balance.self, Tx.self, BlockCommand.self, PartnerCommand.self, ProgrammeCommand.self, Supply.self, StatementCommand.self])
+        subcommands: [
+            Status.self, Balance.self, AccountCommand.self, Tx.self, BlockCommand.self, PartnerCommand.self, ProgrammeCommand.self, Supply.self,
+            StatementCommand.self, Validators.self, Proposals.self,
+        ])
 }
 
 struct Connection: ParsableArguments {
@@ -189,5 +192,67 @@ struct StatementCommand: ParsableCommand {
         connection.emit([("epoch", "\(statement.epoch)"), ("partner", statement.partner.rawValue), ("grossIn", "\(statement.grossIn)"),
                          ("grossOut", "\(statement.grossOut)"), ("net", "\(statement.net)"), ("obligations", statement.obligationsHash.hex),
                          connection.proofLine(height, root)])
+    }
+}
+
+struct AccountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "account", abstract: "An account's tokens and its latest transactions.")
+    @OptionGroup var connection: Connection
+    @Argument(help: "The account's public key (64 hex digits).") var account: String
+    @Option(help: "Transactions to list.") var limit: UInt32 = 10
+    func run() throws {
+        guard let key = Bytes32(hex: account) else { throw ValidationError("an account is 64 hexadecimal digits") }
+        let (value, height, root) = try connection.record(StateKeys.account(Ed25519PublicKey(key)))
+        let holding = try value.map { try Account(wireBytes: $0) } ?? Account()
+        var fields = [("account", account), ("balance", "\(holding.balance)")]
+        for lot in holding.lots {
+            let expiry = lot.expiresAtEpoch == Lot.noExpiry ? "demurrage" : "expires after epoch \(lot.expiresAtEpoch)"
+            fields.append(("  \(lot.programme)", "\(lot.amount) (\(expiry))"))
+        }
+        fields.append(connection.proofLine(height, root))
+        guard case let .accountTransactions(list) = try connection.ask(.accountTransactions(key, limit: limit)) else { throw ValidationError("unexpected answer") }
+        for entry in list {
+            fields.append(("  tx \(entry.id.hex.prefix(16))…", "block \(entry.location.height), \(entry.location.applied ? "applied" : "rejected")"))
+        }
+        connection.emit(fields)
+    }
+}
+
+struct Validators: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "The validator partners and their node keys.")
+    @OptionGroup var connection: Connection
+    func run() throws {
+        let (value, height, root) = try connection.record(StateKeys.meta)
+        guard let value else { throw ValidationError("the node has no ledger state") }
+        let meta = try LedgerMeta(wireBytes: value)
+        var fields: [(String, String)] = []
+        for id in meta.validators {
+            let (partner, _, _) = try connection.record(StateKeys.partner(id))
+            let key = try partner.map { try Partner(wireBytes: $0).nodeKey?.description ?? "(no node key)" } ?? "(unknown partner)"
+            fields.append((id.rawValue, key))
+        }
+        fields.append(connection.proofLine(height, root))
+        connection.emit(fields)
+    }
+}
+
+struct Proposals: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "The latest governance proposals and their status.")
+    @OptionGroup var connection: Connection
+    @Option(help: "Proposals to list.") var limit: UInt64 = 20
+    func run() throws {
+        let (value, height, root) = try connection.record(StateKeys.meta)
+        guard let value else { throw ValidationError("the node has no ledger state") }
+        let meta = try LedgerMeta(wireBytes: value)
+        var fields: [(String, String)] = []
+        let last = meta.nextProposal
+        for id in stride(from: last > 1 ? last - 1 : 0, through: max(1, last > limit ? last - limit : 1), by: -1) where id >= 1 {
+            guard let bytes = try connection.record(StateKeys.proposal(id)).value else { continue }
+            let proposal = try Proposal(wireBytes: bytes)
+            fields.append(("#\(id)", "\(proposal.status) by \(proposal.proposer), deadline \(proposal.deadline), yes \(proposal.yes.count), no \(proposal.no.count)"))
+        }
+        if fields.isEmpty { fields.append(("proposals", "none")) }
+        fields.append(connection.proofLine(height, root))
+        connection.emit(fields)
     }
 }

@@ -208,6 +208,9 @@ func eventually(_ seconds: Double = 30, _ condition: () -> Bool) -> Bool {
             return
         }
         #expect(location.applied && location.height >= 1)
+        let history = try ClientResponse(wireBytes: try client.request(
+            ClientRequest.accountTransactions(SHA256.hash("citizen 3"), limit: 5).wireBytes))
+        #expect(history == .accountTransactions([AccountTransaction(id: id, location: location)]))
         let unknown = try ClientResponse(wireBytes: try client.request(ClientRequest.waitFinal(SHA256.hash("nothing"), timeoutMilliseconds: 200).wireBytes))
         #expect(unknown == .transaction(nil))
         guard case let .refused(reason) = try ClientResponse(wireBytes: try client.request(ClientRequest.submit(transaction).wireBytes)) else {
