@@ -70,7 +70,7 @@ let package = Package(
             ]),
         .executableTarget(
             name: "calisson",
-            dependencies: ["LightClient", "Ledger", "Crypto", "Transport", "Wire", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["LightClient", "Ledger", "Storage", "Crypto", "Transport", "Wire", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
             name: "calisson-sim",
             dependencies: ["Simulation", .product(name: "ArgumentParser", package: "swift-argument-parser")]),

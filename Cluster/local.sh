@@ -47,6 +47,8 @@ echo; echo "== calisson supply"; query supply
 echo; echo "== calisson programme recyclage"; query programme recyclage
 echo; echo "== calisson account (citizen 0)"; query account "$CITIZEN" --limit 5
 echo; echo "== calisson validators"; query validators
+echo; echo "== calisson supply --db (rtm's database, read-only, while the node runs)"
+"$BIN/calisson" supply --db "$OUT/net/rtm/data/node.db"
 echo; echo "== GET /health and /metrics (first lines) on the Métropole's node"
 http_get() { exec 3<>"/dev/tcp/127.0.0.1/$1"; printf 'GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n' "$2" >&3; cat <&3; exec 3<&-; }
 http_get $((BASE_PORT + 1000)) /health | tail -1

@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import Ledger
 import LightClient
+import Storage
 import Transport
 import Wire
 
@@ -27,8 +28,11 @@ struct Connection: ParsableArguments {
     @Option(help: "The node's client address, host:port.")
     var node = "127.0.0.1:7101"
 
-    @Option(help: "The consortium CA certificate (PEM) the node's certificate must chain to.")
-    var ca: String
+    @Option(help: "The consortium CA certificate (PEM) the node's certificate must chain to (with --node).")
+    var ca: String?
+
+    @Option(help: "Read a node's SQLite database directly, read-only (the node may be running), instead of asking it.")
+    var db: String?
 
     @Option(help: "The chain id.")
     var chain = "calisson-local"
@@ -39,6 +43,7 @@ struct Connection: ParsableArguments {
     func client() throws -> TransportClient {
         let parts = node.split(separator: ":")
         guard parts.count == 2, let port = UInt16(parts[1]) else { throw ValidationError("--node must be host:port") }
+        guard let ca else { throw ValidationError("--ca is required with --node") }
         let pem: String
         do { pem = try String(contentsOfFile: ca, encoding: .utf8) } catch { throw ValidationError("--ca \(ca): \(error)") }
         let authority = try Certificate(pem: pem)
@@ -46,6 +51,7 @@ struct Connection: ParsableArguments {
     }
 
     func ask(_ request: ClientRequest) throws -> ClientResponse {
+        if let db { return try DatabaseReader(file: db).answer(request) }
         let client = try client()
         defer { client.close() }
         let response = try ClientResponse(wireBytes: try client.request(request.wireBytes))
@@ -254,5 +260,42 @@ struct Proposals: ParsableCommand {
         if fields.isEmpty { fields.append(("proposals", "none")) }
         fields.append(connection.proofLine(height, root))
         connection.emit(fields)
+    }
+}
+
+/// `--db`: answers from a node's database opened read-only, as the node would.
+struct DatabaseReader: TreeNodeSource {
+    let store: NodeStore
+
+    init(file: String) throws { store = try NodeStore(file: file, readOnly: true) }
+
+    func treeNode(_ hash: SHA256Digest) -> TreeNode? {
+        (try? store.treeNode(hash)).flatMap { $0 }.flatMap { try? TreeNode(wireBytes: $0) }
+    }
+
+    func answer(_ request: ClientRequest) throws -> ClientResponse {
+        switch request {
+        case let .state(key):
+            let root = store.stateRoot
+            return .state(height: store.height, root: root, value: try store.value(key), proof: StateTree.proof(for: key, root: root, nodes: self))
+        case .status:
+            return .status(NodeStatus(partner: "(database)", height: store.height, stateRoot: store.stateRoot, view: 0, epochFirstSeq: 0, peers: [], mempool: 0))
+        case let .transaction(id), let .waitFinal(id, _):
+            return .transaction(try store.transaction(id).map {
+                TransactionLocation(height: $0.height, position: UInt64($0.position), applied: $0.result == [0])
+            })
+        case let .accountTransactions(account, limit):
+            return .accountTransactions(try store.transactions(of: account, limit: Int(limit)).compactMap { height, position in
+                guard let block = try store.block(at: height), position < block.transactions.count else { return nil }
+                let transaction = block.transactions[position]
+                return AccountTransaction(id: transaction.id, location: TransactionLocation(height: height, position: UInt64(position), applied: transaction.result == [0]))
+            })
+        case let .block(height):
+            return .block(try store.block(at: height).map {
+                BlockSummary(height: $0.height, digest: $0.digest, certificate: $0.certificate, stateRoot: $0.stateRoot, transactionCount: UInt64($0.transactions.count))
+            })
+        case .submit:
+            return .error("a database cannot take submissions")
+        }
     }
 }
