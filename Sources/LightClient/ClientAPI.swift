@@ -17,9 +17,14 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
     case waitFinal(Bytes32, timeoutMilliseconds: UInt32)
     /// The latest transactions concerning an account, newest first.
     case accountTransactions(Bytes32, limit: UInt32)
+    /// Finalized blocks from `from` on (at most `limit`): answered at once if the node
+    /// has any, else as soon as block `from` is final, else empty after the wait. Asking
+    /// again from the next height follows the chain (a stream by long polling).
+    case blocks(from: UInt64, limit: UInt32, waitMilliseconds: UInt32)
 
     public static let waitMillisecondsMax: UInt32 = 60_000
     public static let accountTransactionsMax: UInt32 = 1_000
+    public static let blocksMax: UInt32 = 256
 
     public func encode(to writer: inout WireWriter) {
         switch self {
@@ -30,6 +35,7 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
         case let .block(height): writer.write(UInt8(5)); writer.write(height)
         case let .waitFinal(id, timeout): writer.write(UInt8(6)); writer.write(id); writer.write(timeout)
         case let .accountTransactions(account, limit): writer.write(UInt8(7)); writer.write(account); writer.write(limit)
+        case let .blocks(from, limit, wait): writer.write(UInt8(8)); writer.write(from); writer.write(limit); writer.write(wait)
         }
     }
 
@@ -47,6 +53,10 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
         case 7:
             let account = try Bytes32(from: &reader)
             self = .accountTransactions(account, limit: min(try reader.readUInt32("request.limit"), Self.accountTransactionsMax))
+        case 8:
+            let from = try reader.readUInt64("request.from")
+            let limit = min(try reader.readUInt32("request.limit"), Self.blocksMax)
+            self = .blocks(from: from, limit: limit, waitMilliseconds: min(try reader.readUInt32("request.wait"), Self.waitMillisecondsMax))
         case let raw: throw .unknownKind(field: "request.kind", offset: offset, raw: UInt64(raw))
         }
     }
@@ -143,6 +153,7 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
     case block(BlockSummary?)
     case error(String)
     case accountTransactions([AccountTransaction])
+    case blocks([BlockSummary])
 
     public func encode(to writer: inout WireWriter) {
         switch self {
@@ -166,6 +177,13 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
                 writer.write(found.stateRoot); writer.write(found.transactionCount)
             }
         case let .error(reason): writer.write(UInt8(7)); writer.writeString(reason)
+        case let .blocks(list):
+            writer.write(UInt8(9))
+            writer.write(UInt32(list.count))
+            for block in list {
+                writer.write(block.height); writer.write(block.digest); writer.writeBytes(block.certificate)
+                writer.write(block.stateRoot); writer.write(block.transactionCount)
+            }
         case let .accountTransactions(list):
             writer.write(UInt8(8))
             writer.write(UInt32(list.count))
@@ -209,6 +227,17 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
                 list.append(AccountTransaction(id: id, location: TransactionLocation(height: height, position: position, applied: try reader.readBool("response.applied"))))
             }
             self = .accountTransactions(list)
+        case 9:
+            let count = try reader.readCount("response.blocks", maximum: Int(ClientRequest.blocksMax))
+            var list: [BlockSummary] = []
+            for _ in 0..<count {
+                let height = try reader.readUInt64("response.height")
+                let digest = try Bytes32(from: &reader)
+                let certificate = try reader.readBytes("response.certificate", maximum: 1 << 20)
+                let root = try SHA256Digest(from: &reader)
+                list.append(BlockSummary(height: height, digest: digest, certificate: certificate, stateRoot: root, transactionCount: try reader.readUInt64("response.count")))
+            }
+            self = .blocks(list)
         case let raw: throw .unknownKind(field: "response.kind", offset: offset, raw: UInt64(raw))
         }
     }

@@ -80,6 +80,8 @@ public final class NodeRuntime: @unchecked Sendable {
     var waiters: [SHA256Digest: [(respond: @Sendable ([UInt8]) -> Void, until: UInt64)]] = [:]
     var waiterCount = 0
     public static let waitersMax = 100_000
+    /// Clients following the chain: the height they wait for, their limit, their deadline.
+    var blockWaiters: [(from: UInt64, limit: UInt32, respond: @Sendable ([UInt8]) -> Void, until: UInt64)] = []
     var catchUpRound = 0
     var validatorsByPartner: [String: ValidatorID] = [:]
     var partnersByValidator: [ValidatorID: String] = [:]
@@ -338,6 +340,16 @@ public final class NodeRuntime: @unchecked Sendable {
                     return AccountTransaction(
                         id: transaction.id, location: TransactionLocation(height: height, position: UInt64(position), applied: transaction.result == [0]))
                 })
+            case let .blocks(from, limit, wait):
+                if store.height >= from || wait == 0 {
+                    response = .blocks(try summaries(from: from, limit: limit))
+                } else if waiterCount >= Self.waitersMax {
+                    response = .error("too many clients waiting")
+                } else {
+                    blockWaiters.append((from, limit, respond, tickCount + max(1, UInt64(wait) / configuration.tickMilliseconds)))
+                    waiterCount += 1
+                    return  // answered when block `from` is final, or at the deadline
+                }
             case let .block(height):
                 response = .block(try store.block(at: height).map {
                     BlockSummary(height: $0.height, digest: $0.digest, certificate: $0.certificate, stateRoot: $0.stateRoot,
@@ -590,6 +602,7 @@ public final class NodeRuntime: @unchecked Sendable {
             let answer = ClientResponse.transaction(TransactionLocation(height: block.seq, position: UInt64(position), applied: result == .applied))
             for waiter in waiting { waiter.respond(answer.wireBytes) }
         }
+        answerBlockWaiters(expiredOnly: false)
         let executed = Set(ids)
         mempool.removeAll { executed.contains($0.id) }
         mempoolIDs.subtract(executed)
@@ -603,7 +616,36 @@ public final class NodeRuntime: @unchecked Sendable {
         return .executed(seq: block.seq, stateRoot: outcome.stateRoot, validators: newSet)
     }
 
+    private func summaries(from: UInt64, limit: UInt32) throws -> [BlockSummary] {
+        guard from <= store.height, limit > 0 else { return [] }
+        return try (from...min(store.height, from + UInt64(limit) - 1)).compactMap { height in
+            try store.block(at: height).map {
+                BlockSummary(height: $0.height, digest: $0.digest, certificate: $0.certificate, stateRoot: $0.stateRoot,
+                             transactionCount: UInt64($0.transactions.count))
+            }
+        }
+    }
+
+    /// Answers the clients following the chain whose next block is now final (or whose
+    /// wait is over).
+    private func answerBlockWaiters(expiredOnly: Bool) {
+        guard !blockWaiters.isEmpty else { return }
+        var kept: [(from: UInt64, limit: UInt32, respond: @Sendable ([UInt8]) -> Void, until: UInt64)] = []
+        for waiter in blockWaiters {
+            let ready = !expiredOnly && waiter.from <= store.height
+            guard ready || waiter.until <= tickCount else {
+                kept.append(waiter)
+                continue
+            }
+            waiterCount -= 1
+            let list = (try? summaries(from: waiter.from, limit: waiter.limit)) ?? []
+            waiter.respond(ClientResponse.blocks(list).wireBytes)
+        }
+        blockWaiters = kept
+    }
+
     private func expireWaiters() {
+        answerBlockWaiters(expiredOnly: true)
         for id in Array(waiters.keys) {
             guard let waiting = waiters[id] else { continue }
             let (due, left) = (waiting.filter { $0.until <= tickCount }, waiting.filter { $0.until > tickCount })

@@ -20,7 +20,7 @@ struct Calisson: ParsableCommand {
             """,
         subcommands: [
             Status.self, Balance.self, AccountCommand.self, Tx.self, BlockCommand.self, PartnerCommand.self, ProgrammeCommand.self, Supply.self,
-            StatementCommand.self, Validators.self, Proposals.self,
+            StatementCommand.self, Validators.self, Proposals.self, Follow.self,
         ])
 }
 
@@ -294,8 +294,38 @@ struct DatabaseReader: TreeNodeSource {
             return .block(try store.block(at: height).map {
                 BlockSummary(height: $0.height, digest: $0.digest, certificate: $0.certificate, stateRoot: $0.stateRoot, transactionCount: UInt64($0.transactions.count))
             })
+        case let .blocks(from, limit, _):
+            guard from <= store.height, limit > 0 else { return .blocks([]) }
+            return .blocks(try (from...min(store.height, from + UInt64(limit) - 1)).compactMap { height in
+                try store.block(at: height).map {
+                    BlockSummary(height: $0.height, digest: $0.digest, certificate: $0.certificate, stateRoot: $0.stateRoot, transactionCount: UInt64($0.transactions.count))
+                }
+            })
         case .submit:
             return .error("a database cannot take submissions")
+        }
+    }
+}
+
+struct Follow: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print finalized blocks from a height on, as they are finalized (until interrupted).")
+    @OptionGroup var connection: Connection
+    @Option(help: "First height.") var from: UInt64 = 1
+    @Option(help: "Stop after this many blocks (0: never).") var count: UInt64 = 0
+    func run() throws {
+        var next = from
+        var printed: UInt64 = 0
+        while count == 0 || printed < count {
+            guard case let .blocks(list) = try connection.ask(.blocks(from: next, limit: 64, waitMilliseconds: 30_000)) else {
+                throw ValidationError("unexpected answer")
+            }
+            for block in list where count == 0 || printed < count {
+                connection.emit([("block", "\(block.height)"), ("digest", block.digest.hex), ("stateRoot", block.stateRoot.hex),
+                                 ("transactions", "\(block.transactionCount)")])
+                next = block.height + 1
+                printed += 1
+            }
+            if connection.db != nil && list.isEmpty { return }  // a database does not grow while we wait
         }
     }
 }

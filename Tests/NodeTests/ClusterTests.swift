@@ -211,6 +211,24 @@ func eventually(_ seconds: Double = 30, _ condition: () -> Bool) -> Bool {
         let history = try ClientResponse(wireBytes: try client.request(
             ClientRequest.accountTransactions(SHA256.hash("citizen 3"), limit: 5).wireBytes))
         #expect(history == .accountTransactions([AccountTransaction(id: id, location: location)]))
+        // Following the chain: the next block is answered as soon as it is final.
+        let next = node.height + 1
+        let follower = Locked<ClientResponse?>(nil)
+        let following = Thread {
+            let answer = try? TransportClient(host: "127.0.0.1", port: node.transport.clientPort, ca: cluster.ca, chainId: TestCluster.chainId)
+            let response = try? answer?.request(ClientRequest.blocks(from: next, limit: 8, waitMilliseconds: 20_000).wireBytes)
+            follower.withLock { $0 = response.flatMap { try? ClientResponse(wireBytes: $0) } }
+            answer?.close()
+        }
+        following.start()
+        Thread.sleep(forTimeInterval: 0.2)
+        _ = node.submit(cluster.attribute(by: 0, to: 4, nonce: 8))
+        #expect(eventually { follower.withLock { $0 } != nil })
+        if case let .blocks(list)? = follower.withLock({ $0 }) {
+            #expect(list.first?.height == next && list.first?.transactionCount == 1)
+        } else {
+            Issue.record("no blocks: \(String(describing: follower.withLock { $0 }))")
+        }
         let unknown = try ClientResponse(wireBytes: try client.request(ClientRequest.waitFinal(SHA256.hash("nothing"), timeoutMilliseconds: 200).wireBytes))
         #expect(unknown == .transaction(nil))
         guard case let .refused(reason) = try ClientResponse(wireBytes: try client.request(ClientRequest.submit(transaction).wireBytes)) else {
@@ -243,4 +261,12 @@ func httpGet(port: UInt16, _ path: String) throws -> String {
         response += buffer[0..<count]
     }
     return String(decoding: response, as: UTF8.self)
+}
+
+/// A value behind a lock, shared with another thread.
+final class Locked<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: T
+    init(_ value: T) { self.value = value }
+    func withLock<R>(_ body: (inout T) -> R) -> R { lock.withLock { body(&value) } }
 }
