@@ -44,7 +44,8 @@ CITIZEN=$("$BIN/calisson-bench" workload --testnet "$OUT/net" --transactions 1 |
 
 echo; echo "== calisson status"; query status
 echo; echo "== calisson supply"; query supply
-echo; echo "== calisson programme recyclage"; query programme recyclage
+echo; echo "== calisson programme recyclage --genesis (certified: checkpoint certificate + proof)"
+query programme recyclage --genesis "$OUT/net/genesis.json"
 echo; echo "== calisson account (citizen 0)"; query account "$CITIZEN" --limit 5
 echo; echo "== calisson validators"; query validators
 echo; echo "== calisson supply --db (rtm's database, read-only, while the node runs)"

@@ -21,6 +21,9 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
     /// has any, else as soon as block `from` is final, else empty after the wait. Asking
     /// again from the next height follows the chain (a stream by long polling).
     case blocks(from: UInt64, limit: UInt32, waitMilliseconds: UInt32)
+    /// A state record with its proof against the root of the latest stable checkpoint the
+    /// node holds, and that checkpoint's certificate (a quorum of validators' signatures).
+    case certifiedState(StateKey)
 
     public static let waitMillisecondsMax: UInt32 = 60_000
     public static let accountTransactionsMax: UInt32 = 1_000
@@ -36,6 +39,7 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
         case let .waitFinal(id, timeout): writer.write(UInt8(6)); writer.write(id); writer.write(timeout)
         case let .accountTransactions(account, limit): writer.write(UInt8(7)); writer.write(account); writer.write(limit)
         case let .blocks(from, limit, wait): writer.write(UInt8(8)); writer.write(from); writer.write(limit); writer.write(wait)
+        case let .certifiedState(key): writer.write(UInt8(9)); writer.write(key)
         }
     }
 
@@ -57,6 +61,7 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
             let from = try reader.readUInt64("request.from")
             let limit = min(try reader.readUInt32("request.limit"), Self.blocksMax)
             self = .blocks(from: from, limit: limit, waitMilliseconds: min(try reader.readUInt32("request.wait"), Self.waitMillisecondsMax))
+        case 9: self = .certifiedState(try StateKey(from: &reader))
         case let raw: throw .unknownKind(field: "request.kind", offset: offset, raw: UInt64(raw))
         }
     }
@@ -154,6 +159,9 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
     case error(String)
     case accountTransactions([AccountTransaction])
     case blocks([BlockSummary])
+    /// The value (nil: absent) at checkpoint `height`, its proof, and the checkpoint's
+    /// certificate (Consensus wire form: votes of (height, state root)).
+    case certifiedState(height: UInt64, certificate: [UInt8], value: [UInt8]?, proof: StateProof)
 
     public func encode(to writer: inout WireWriter) {
         switch self {
@@ -177,6 +185,11 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
                 writer.write(found.stateRoot); writer.write(found.transactionCount)
             }
         case let .error(reason): writer.write(UInt8(7)); writer.writeString(reason)
+        case let .certifiedState(height, certificate, value, proof):
+            writer.write(UInt8(10)); writer.write(height); writer.writeBytes(certificate)
+            writer.write(value != nil)
+            if let value { writer.writeBytes(value) }
+            writer.write(proof)
         case let .blocks(list):
             writer.write(UInt8(9))
             writer.write(UInt32(list.count))
@@ -238,6 +251,11 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
                 list.append(BlockSummary(height: height, digest: digest, certificate: certificate, stateRoot: root, transactionCount: try reader.readUInt64("response.count")))
             }
             self = .blocks(list)
+        case 10:
+            let height = try reader.readUInt64("response.height")
+            let certificate = try reader.readBytes("response.certificate", maximum: 1 << 20)
+            let value = try reader.readBool("response.present") ? try reader.readBytes("response.value", maximum: WireLimits.envelopePayloadSizeMax) : nil
+            self = .certifiedState(height: height, certificate: certificate, value: value, proof: try StateProof(from: &reader))
         case let raw: throw .unknownKind(field: "response.kind", offset: offset, raw: UInt64(raw))
         }
     }

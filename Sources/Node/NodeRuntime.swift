@@ -340,6 +340,22 @@ public final class NodeRuntime: @unchecked Sendable {
                     return AccountTransaction(
                         id: transaction.id, location: TransactionLocation(height: height, position: UInt64(position), applied: transaction.result == [0]))
                 })
+            case let .certifiedState(key):
+                guard let (height, bytes) = try store.checkpoint(atOrBelow: store.height) else {
+                    response = .error("no stable checkpoint executed yet")
+                    break
+                }
+                let certificate = try CheckpointCertificate(wireBytes: bytes)
+                let proof = StateTree.proof(for: key, root: certificate.stateRoot, nodes: ledger.store)
+                var value: [UInt8]?
+                if let leaf = proof.terminal, leaf.key == key {
+                    value = try store.values(of: key, after: height).first { StateTree.valueHash($0) == leaf.valueHash }
+                    guard value != nil else {
+                        response = .error("the value at checkpoint \(height) is no longer stored")
+                        break
+                    }
+                }
+                response = .certifiedState(height: height, certificate: bytes, value: value, proof: proof)
             case let .blocks(from, limit, wait):
                 if store.height >= from || wait == 0 {
                     response = .blocks(try summaries(from: from, limit: limit))
@@ -564,7 +580,20 @@ public final class NodeRuntime: @unchecked Sendable {
     private func flushSafety() throws {
         guard !pendingSafety.isEmpty else { return }
         try store.appendSafety(pendingSafety.map(\.wireBytes))
+        for case let .stable(certificate, _) in pendingSafety {
+            try store.putCheckpoint(height: certificate.seq, certificate: certificate.wireBytes)
+        }
         pendingSafety = []
+        try pruneHistory()
+    }
+
+    /// The checkpoint served to light clients: the latest certified one this node has
+    /// executed. History (retired tree nodes, replaced values) older than it is dropped.
+    var prunedThrough: UInt64 = 0
+    private func pruneHistory() throws {
+        guard let (height, _) = try store.checkpoint(atOrBelow: store.height), height > prunedThrough else { return }
+        try store.pruneHistory(through: height)
+        prunedThrough = height
     }
 
     private func takePayload(_ max: Int) -> [[UInt8]] {
@@ -603,6 +632,7 @@ public final class NodeRuntime: @unchecked Sendable {
             for waiter in waiting { waiter.respond(answer.wireBytes) }
         }
         answerBlockWaiters(expiredOnly: false)
+        try pruneHistory()
         let executed = Set(ids)
         mempool.removeAll { executed.contains($0.id) }
         mempoolIDs.subtract(executed)

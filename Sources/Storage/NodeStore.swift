@@ -59,7 +59,7 @@ public struct StateChanges: Sendable {
 /// `appendSafety` returns, what it wrote survives a process kill and a power cut. One
 /// SQL transaction per block (group commit: the fsync is per block, not per transaction).
 public final class NodeStore {
-    public static let schemaVersion = 1
+    public static let schemaVersion = 2
     public let file: String
     public let isReadOnly: Bool
     let database: Database
@@ -83,7 +83,16 @@ public final class NodeStore {
             "CREATE TABLE safety_log (sequence INTEGER PRIMARY KEY, record BLOB NOT NULL)",
             "CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
             "INSERT INTO schema_version (version) VALUES (1)",
-        ]
+        ],
+        // Version 2 keeps the state of the last stable checkpoint provable: tree nodes are
+        // retired (not deleted) when replaced, and replaced values archived, until a later
+        // checkpoint makes them unreachable.
+        2: [
+            "CREATE TABLE retired_nodes (hash BLOB PRIMARY KEY, height INTEGER NOT NULL) WITHOUT ROWID",
+            "CREATE INDEX retired_nodes_by_height ON retired_nodes (height)",
+            "CREATE TABLE value_archive (key BLOB NOT NULL, height INTEGER NOT NULL, value BLOB NOT NULL, PRIMARY KEY (key, height)) WITHOUT ROWID",
+            "CREATE INDEX value_archive_by_height ON value_archive (height)",
+        ],
     ]
 
     /// Opens (or, with `create`, creates) a node's database. Read-only opens never write
@@ -182,7 +191,7 @@ public final class NodeStore {
         guard !isReadOnly else { throw .readOnly(file: file) }
         guard !isInitialized else { throw .invalid(file: file, reason: "the genesis state is already written") }
         try database.transaction { () throws(StorageError) in
-            try write(state)
+            try write(state, height: 0)
             try setMeta("height", Self.bytes(0))
             for (name, value) in extras.sorted(by: { $0.key < $1.key }) { try setMeta("extra." + name, value) }
         }
@@ -207,14 +216,19 @@ public final class NodeStore {
                         .bind(1, account.bytes).bind(2, Int64(block.height)).bind(3, Int64(position)).run()
                 }
             }
-            try write(state)
+            try write(state, height: block.height)
             try setMeta("height", Self.bytes(block.height))
             for (name, value) in extras.sorted(by: { $0.key < $1.key }) { try setMeta("extra." + name, value) }
         }
     }
 
-    private func write(_ state: StateChanges) throws(StorageError) {
+    private func write(_ state: StateChanges, height: UInt64) throws(StorageError) {
         for (key, value) in state.values {
+            // The value it replaces stays readable for proofs at earlier checkpoints.
+            if height > 0, let old = try self.value(key) {
+                try database.statement("INSERT OR REPLACE INTO value_archive (key, height, value) VALUES (?, ?, ?)")
+                    .bind(1, key.bytes).bind(2, Int64(height)).bind(3, old).run()
+            }
             if let value {
                 try database.statement("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)").bind(1, key.bytes).bind(2, value).run()
             } else {
@@ -222,10 +236,12 @@ public final class NodeStore {
             }
         }
         for hash in state.removedNodes {
-            try database.statement("DELETE FROM tree_nodes WHERE hash = ?").bind(1, hash.bytes).run()
+            try database.statement("INSERT OR REPLACE INTO retired_nodes (hash, height) VALUES (?, ?)").bind(1, hash.bytes).bind(2, Int64(height)).run()
         }
         for (hash, node) in state.createdNodes {
             try database.statement("INSERT OR REPLACE INTO tree_nodes (hash, node) VALUES (?, ?)").bind(1, hash.bytes).bind(2, node).run()
+            // A subtree back in the tree (a value restored) is live again.
+            try database.statement("DELETE FROM retired_nodes WHERE hash = ?").bind(1, hash.bytes).run()
         }
         try setMeta("state_root", state.root.bytes)
     }
@@ -235,6 +251,31 @@ public final class NodeStore {
         guard !isReadOnly else { throw .readOnly(file: file) }
         try database.statement("INSERT OR REPLACE INTO checkpoints (height, certificate) VALUES (?, ?)")
             .bind(1, Int64(height)).bind(2, certificate).run()
+    }
+
+    /// The highest height with a stored checkpoint certificate at or below `height`.
+    public func checkpoint(atOrBelow height: UInt64) throws(StorageError) -> (height: UInt64, certificate: [UInt8])? {
+        try database.statement("SELECT height, certificate FROM checkpoints WHERE height <= ? ORDER BY height DESC LIMIT 1")
+            .bind(1, Int64(height)).first { (UInt64($0.int64(0)), $0.blob(1) ?? []) }
+    }
+
+    /// The values `key` held after `height`, oldest first (from the archive), then its
+    /// current value: the one a proof at a checkpoint names is among them.
+    public func values(of key: Bytes32, after height: UInt64) throws(StorageError) -> [[UInt8]] {
+        let archived = try database.statement("SELECT value FROM value_archive WHERE key = ? AND height > ? ORDER BY height")
+            .bind(1, key.bytes).bind(2, Int64(height)).all { $0.blob(0) ?? [] }
+        return archived + (try value(key).map { [$0] } ?? [])
+    }
+
+    /// Forgets the tree nodes and values replaced at or before `height` (a checkpoint
+    /// now served): nothing at or after it can reach them.
+    public func pruneHistory(through height: UInt64) throws(StorageError) {
+        guard !isReadOnly else { throw .readOnly(file: file) }
+        try database.transaction { () throws(StorageError) in
+            try database.statement("DELETE FROM tree_nodes WHERE hash IN (SELECT hash FROM retired_nodes WHERE height <= ?)").bind(1, Int64(height)).run()
+            try database.statement("DELETE FROM retired_nodes WHERE height <= ?").bind(1, Int64(height)).run()
+            try database.statement("DELETE FROM value_archive WHERE height <= ?").bind(1, Int64(height)).run()
+        }
     }
 
     // MARK: Safety log

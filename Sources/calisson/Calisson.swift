@@ -40,6 +40,20 @@ struct Connection: ParsableArguments {
     @Flag(help: "Print JSON for scripts.")
     var json = false
 
+    @Option(help: "The chain's genesis file: answers are then taken at the latest stable checkpoint and its certificate checked against the genesis validators.")
+    var genesis: String?
+
+    /// The genesis validators' node keys, when --genesis is given.
+    func trustedValidators() throws -> [Ed25519PublicKey]? {
+        guard let genesis else { return nil }
+        let file: GenesisFile
+        do { file = try JSONDecoder().decode(GenesisFile.self, from: Data(contentsOf: URL(fileURLWithPath: genesis))) } catch {
+            throw ValidationError("--genesis \(genesis): \(error)")
+        }
+        let checked = try file.validated()
+        return checked.validators.compactMap { id in checked.partners.first { $0.id == id }?.nodeKey }
+    }
+
     func client() throws -> TransportClient {
         let parts = node.split(separator: ":")
         guard parts.count == 2, let port = UInt16(parts[1]) else { throw ValidationError("--node must be host:port") }
@@ -59,8 +73,24 @@ struct Connection: ParsableArguments {
         return response
     }
 
-    /// A state record, its proof checked against the root the node reports.
+    /// A state record, its proof checked against the root the node reports, or, with
+    /// --genesis, against the root a quorum of validators certified at a checkpoint.
     func record(_ key: StateKey) throws -> (value: [UInt8]?, height: UInt64, root: SHA256Digest) {
+        if let validators = try trustedValidators() {
+            guard case let .certifiedState(height, certificate, value, proof) = try ask(.certifiedState(key)) else {
+                throw ValidationError("unexpected answer")
+            }
+            let root: SHA256Digest
+            do { root = try CheckpointCheck.verify(certificate, height: height, validators: validators, chainId: chain) } catch {
+                throw ValidationError("the node's checkpoint certificate does not hold (\(error)): this node cannot be trusted")
+            }
+            do {
+                if let value { try proof.verifyInclusion(key: key, value: value, root: root) } else { try proof.verifyAbsence(key: key, root: root) }
+            } catch {
+                throw ValidationError("the node's answer does not match the certified state root (\(error)): this node cannot be trusted")
+            }
+            return (value, height, root)
+        }
         guard case let .state(height, root, value, proof) = try ask(.state(key)) else { throw ValidationError("unexpected answer") }
         do {
             if let value { try proof.verifyInclusion(key: key, value: value, root: root) } else { try proof.verifyAbsence(key: key, root: root) }
@@ -81,7 +111,9 @@ struct Connection: ParsableArguments {
     }
 
     func proofLine(_ height: UInt64, _ root: SHA256Digest) -> (String, String) {
-        ("proof", "verified against state root \(root.hex.prefix(16))… at height \(height)")
+        genesis != nil
+            ? ("proof", "verified against state root \(root.hex.prefix(16))…, certified by a quorum of the genesis validators at checkpoint \(height)")
+            : ("proof", "verified against state root \(root.hex.prefix(16))… at height \(height) (as reported by the node; --genesis to check its certificate)")
     }
 }
 
@@ -303,6 +335,8 @@ struct DatabaseReader: TreeNodeSource {
             })
         case .submit:
             return .error("a database cannot take submissions")
+        case .certifiedState:
+            return .error("certified answers come from a node (--node); --db answers from the file's latest state")
         }
     }
 }

@@ -229,6 +229,34 @@ func eventually(_ seconds: Double = 30, _ condition: () -> Bool) -> Bool {
         } else {
             Issue.record("no blocks: \(String(describing: follower.withLock { $0 }))")
         }
+        // Certified answers: at the latest checkpoint, its certificate checked against the
+        // validator set, the proof against the certified root.
+        var nonce: UInt64 = 20
+        while node.height < 16 && nonce < 60 {  // one block each: a checkpoint every 8
+            let before = node.height
+            _ = node.submit(cluster.attribute(by: 0, to: Int(nonce), nonce: nonce))
+            nonce += 1
+            _ = eventually(5) { node.height > before }
+        }
+        #expect(node.height >= 16)
+        let key = StateKeys.account(Ed25519PublicKey(SHA256.hash("citizen 3")))
+        guard case let .certifiedState(height, certificate, value, proof) = try ClientResponse(wireBytes: try client.request(
+            ClientRequest.certifiedState(key).wireBytes))
+        else {
+            Issue.record("no certified answer")
+            return
+        }
+        let root = try CheckpointCheck.verify(certificate, height: height, validators: [cluster.nodeKeys[0].publicKey], chainId: TestCluster.chainId)
+        try proof.verifyInclusion(key: key, value: try #require(value), root: root)
+        #expect(height % 8 == 0 && height >= 8)
+        #expect(throws: CertificateError.self) {
+            try CheckpointCheck.verify(certificate, height: height, validators: [cluster.signingKeys[0].publicKey], chainId: TestCluster.chainId)
+        }
+        var forged = certificate
+        forged[forged.count - 1] ^= 1
+        #expect(throws: CertificateError.badSignature(cluster.nodeKeys[0].publicKey)) {
+            try CheckpointCheck.verify(forged, height: height, validators: [cluster.nodeKeys[0].publicKey], chainId: TestCluster.chainId)
+        }
         let unknown = try ClientResponse(wireBytes: try client.request(ClientRequest.waitFinal(SHA256.hash("nothing"), timeoutMilliseconds: 200).wireBytes))
         #expect(unknown == .transaction(nil))
         guard case let .refused(reason) = try ClientResponse(wireBytes: try client.request(ClientRequest.submit(transaction).wireBytes)) else {

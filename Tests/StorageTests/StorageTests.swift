@@ -146,6 +146,36 @@ struct Chain {
         #expect(throws: StorageError.self) { _ = try NodeStore(file: empty) }
     }
 
+    /// A version-1 file (before the checkpoint history tables) is migrated when opened.
+    @Test func versionOneFilesAreMigrated() throws {
+        let file = temporaryFile("v1.db")
+        do {
+            let database = try Database(file: file, mode: .readWrite, create: true)
+            for sql in NodeStore.migrations[1] ?? [] { try database.execute(sql) }
+        }
+        let store = try NodeStore(file: file)
+        #expect(try store.database.integer("SELECT version FROM schema_version") == Int64(NodeStore.schemaVersion))
+        #expect(try store.database.integer("SELECT count(*) FROM sqlite_master WHERE name = 'value_archive'") == 1)
+    }
+
+    /// Replaced values and tree nodes stay until a checkpoint after them is served.
+    @Test func historyIsKeptUntilPruned() throws {
+        let file = temporaryFile("history.db")
+        let state = StoredState(store: try NodeStore(file: file, create: true))
+        var ledger = try Ledger.create(Chain().genesis, in: state)
+        try state.persistGenesis()
+        try Chain().run(&ledger, to: 4)
+        let key = StateKeys.account(Ed25519PublicKey(SHA256.hash("citizen 1")))
+        let history = try state.store.values(of: key, after: 1)
+        #expect(history.count == 4)  // replaced at 2, 3, 4, then the current value
+        let retired = try state.store.database.integer("SELECT count(*) FROM retired_nodes") ?? 0
+        #expect(retired > 0)
+        try state.store.pruneHistory(through: 4)
+        #expect(try state.store.values(of: key, after: 1).count == 1)
+        #expect(try state.store.database.integer("SELECT count(*) FROM retired_nodes") == 0)
+        #expect(try recomputedRoot(state.store) == state.store.stateRoot)
+    }
+
     @Test func readOnlyReaderFollowsAWriterWithoutErrors() throws {
         let file = temporaryFile("live.db")
         let writer = try CrashTest.start(file)
