@@ -39,13 +39,16 @@ for port in $PORTS; do   # every node answers before the workload starts
     done
 done
 
-"$BIN/calisson-bench" workload --testnet "$OUT/net" --transactions "$TRANSACTIONS"
-CITIZEN=$("$BIN/calisson-bench" workload --testnet "$OUT/net" --transactions 1 | sed -n 's/.*citizen 0.s account is //p')
+"$BIN/calisson-bench" workload --testnet "$OUT/net" --transactions "$TRANSACTIONS" | tee "$OUT/workload.txt"
+CITIZEN=$(sed -n 's/.*citizen 0.s account is //p' "$OUT/workload.txt")
+FIRST=$(sed -n 's/.*the first transaction is //p' "$OUT/workload.txt")
 
 echo; echo "== calisson status"; query status
 echo; echo "== calisson supply"; query supply
 echo; echo "== calisson programme recyclage --genesis (certified: checkpoint certificate + proof)"
 query programme recyclage --genesis "$OUT/net/genesis.json"
+echo; echo "== calisson tx --genesis (the first transaction: inclusion proof + commit certificate)"
+query tx "$FIRST" --genesis "$OUT/net/genesis.json"
 echo; echo "== calisson account (citizen 0)"; query account "$CITIZEN" --limit 5
 echo; echo "== calisson validators"; query validators
 echo; echo "== calisson supply --db (rtm's database, read-only, while the node runs)"

@@ -128,7 +128,7 @@ public struct MerkleTree: Sendable {
 
 /// An inclusion proof: the sibling hashes from the leaf's level up to the root. Levels
 /// where the path node is unpaired (it moves up unchanged) contribute no sibling.
-public struct MerkleProof: Equatable, Sendable, WireCodable {
+public struct MerkleProof: Hashable, Sendable, WireCodable {
     public var leafIndex: UInt64
     public var leafCount: UInt64
     public var siblings: [SHA256Digest]

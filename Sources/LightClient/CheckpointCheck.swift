@@ -65,3 +65,63 @@ public enum CheckpointCheck {
         return first.root
     }
 }
+
+/// Checks that a transaction is in a final block, without the consensus module: the
+/// block digest is recomputed from the height, the command count and the Merkle root
+/// that the proof gives for the transaction's id, and the commit certificate must be a
+/// quorum of `validators` signing a Commit for exactly that (height, digest).
+///
+/// Commit certificate wire form: u32 vote count, then per vote: kind (u8, 2 = commit),
+/// view (u64), height (u64), block digest (32), signer (32), signature (64).
+public enum InclusionCheck {
+    static let blockTag = TaggedHasher(tag: "calisson/block/v1")
+
+    public static func verify(
+        transaction id: Bytes32, height: UInt64, commandCount: UInt32, proof: MerkleProof, certificate: [UInt8],
+        validators: [Ed25519PublicKey], chainId: String
+    ) throws(CertificateError) {
+        let root: SHA256Digest
+        do { root = try proof.computeRoot(leaf: id) } catch { throw .malformed("inclusion proof: \(error)") }
+        guard proof.leafCount == UInt64(commandCount) else { throw .malformed("the proof is for \(proof.leafCount) commands, the block has \(commandCount)") }
+        var header = WireWriter()
+        header.write(height)
+        header.write(commandCount)
+        header.write(root)
+        let digest = blockTag.hash(header.bytes)
+
+        var reader = WireReader(certificate)
+        var signers = Set<Ed25519PublicKey>()
+        guard let domain = SigningDomain(chainId: chainId, purpose: .commit) else { throw .malformed("bad chain id") }
+        do {
+            let count = try reader.readCount("commit.votes", maximum: 1_024)
+            for _ in 0..<count {
+                var body = WireWriter()
+                let kind = try reader.readUInt8("vote.kind")
+                let view = try reader.readUInt64("vote.view")
+                let voteHeight = try reader.readUInt64("vote.seq")
+                let voteDigest = try SHA256Digest(from: &reader)
+                let signer = try Ed25519PublicKey(from: &reader)
+                let signature = try Ed25519Signature(from: &reader)
+                guard kind == 2 else { throw CertificateError.malformed("a vote is not a commit") }
+                guard voteHeight == height, voteDigest == digest else { throw CertificateError.wrongHeight(certified: voteHeight, answered: height) }
+                guard validators.contains(signer) else { throw CertificateError.unknownSigner(signer) }
+                body.write(kind)
+                body.write(view)
+                body.write(voteHeight)
+                body.write(voteDigest)
+                guard SignatureCheck(publicKey: signer, digest: domain.digest(for: body.bytes), signature: signature).verify() else {
+                    throw CertificateError.badSignature(signer)
+                }
+                signers.insert(signer)
+            }
+            try reader.expectEnd()
+        } catch let error as CertificateError {
+            throw error
+        } catch {
+            throw .malformed("\(error)")
+        }
+        let n = validators.count, f = (n - 1) / 3
+        let quorum = (n + f) / 2 + 1
+        guard signers.count >= quorum else { throw .notAQuorum(signers: signers.count, quorum: quorum) }
+    }
+}

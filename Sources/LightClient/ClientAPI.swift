@@ -24,6 +24,9 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
     /// A state record with its proof against the root of the latest stable checkpoint the
     /// node holds, and that checkpoint's certificate (a quorum of validators' signatures).
     case certifiedState(StateKey)
+    /// A transaction's inclusion: its block's command count and a Merkle proof of its id
+    /// (which, with the height, give the block digest), and the block's commit certificate.
+    case transactionProof(Bytes32)
 
     public static let waitMillisecondsMax: UInt32 = 60_000
     public static let accountTransactionsMax: UInt32 = 1_000
@@ -40,6 +43,7 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
         case let .accountTransactions(account, limit): writer.write(UInt8(7)); writer.write(account); writer.write(limit)
         case let .blocks(from, limit, wait): writer.write(UInt8(8)); writer.write(from); writer.write(limit); writer.write(wait)
         case let .certifiedState(key): writer.write(UInt8(9)); writer.write(key)
+        case let .transactionProof(id): writer.write(UInt8(10)); writer.write(id)
         }
     }
 
@@ -62,6 +66,7 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
             let limit = min(try reader.readUInt32("request.limit"), Self.blocksMax)
             self = .blocks(from: from, limit: limit, waitMilliseconds: min(try reader.readUInt32("request.wait"), Self.waitMillisecondsMax))
         case 9: self = .certifiedState(try StateKey(from: &reader))
+        case 10: self = .transactionProof(try Bytes32(from: &reader))
         case let raw: throw .unknownKind(field: "request.kind", offset: offset, raw: UInt64(raw))
         }
     }
@@ -138,6 +143,19 @@ public struct BlockSummary: Hashable, Sendable {
     }
 }
 
+public struct TransactionInclusion: Hashable, Sendable {
+    public let location: TransactionLocation
+    public let commandCount: UInt32
+    public let proof: MerkleProof
+    public let certificate: [UInt8]
+    public init(location: TransactionLocation, commandCount: UInt32, proof: MerkleProof, certificate: [UInt8]) {
+        self.location = location
+        self.commandCount = commandCount
+        self.proof = proof
+        self.certificate = certificate
+    }
+}
+
 public struct AccountTransaction: Hashable, Sendable {
     public let id: Bytes32
     public let location: TransactionLocation
@@ -162,6 +180,8 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
     /// The value (nil: absent) at checkpoint `height`, its proof, and the checkpoint's
     /// certificate (Consensus wire form: votes of (height, state root)).
     case certifiedState(height: UInt64, certificate: [UInt8], value: [UInt8]?, proof: StateProof)
+    /// nil: not final here (or the block's body was pruned).
+    case transactionProof(TransactionInclusion?)
 
     public func encode(to writer: inout WireWriter) {
         switch self {
@@ -185,6 +205,13 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
                 writer.write(found.stateRoot); writer.write(found.transactionCount)
             }
         case let .error(reason): writer.write(UInt8(7)); writer.writeString(reason)
+        case let .transactionProof(found):
+            writer.write(UInt8(11))
+            writer.write(found != nil)
+            if let found {
+                writer.write(found.location.height); writer.write(found.location.position); writer.write(found.location.applied)
+                writer.write(found.commandCount); writer.write(found.proof); writer.writeBytes(found.certificate)
+            }
         case let .certifiedState(height, certificate, value, proof):
             writer.write(UInt8(10)); writer.write(height); writer.writeBytes(certificate)
             writer.write(value != nil)
@@ -251,6 +278,16 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
                 list.append(BlockSummary(height: height, digest: digest, certificate: certificate, stateRoot: root, transactionCount: try reader.readUInt64("response.count")))
             }
             self = .blocks(list)
+        case 11:
+            guard try reader.readBool("response.found") else { self = .transactionProof(nil); return }
+            let height = try reader.readUInt64("response.height")
+            let position = try reader.readUInt64("response.position")
+            let applied = try reader.readBool("response.applied")
+            let count = try reader.readUInt32("response.commandCount")
+            let proof = try MerkleProof(from: &reader)
+            self = .transactionProof(TransactionInclusion(
+                location: TransactionLocation(height: height, position: position, applied: applied), commandCount: count, proof: proof,
+                certificate: try reader.readBytes("response.certificate", maximum: 1 << 20)))
         case 10:
             let height = try reader.readUInt64("response.height")
             let certificate = try reader.readBytes("response.certificate", maximum: 1 << 20)

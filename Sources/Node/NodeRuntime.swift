@@ -340,6 +340,15 @@ public final class NodeRuntime: @unchecked Sendable {
                     return AccountTransaction(
                         id: transaction.id, location: TransactionLocation(height: height, position: UInt64(position), applied: transaction.result == [0]))
                 })
+            case let .transactionProof(id):
+                response = .transactionProof(try store.transaction(id).flatMap { found -> TransactionInclusion? in
+                    guard let record = try store.block(at: found.height), let body = record.body, let block = try? Block(wireBytes: body),
+                        let proof = MerkleTree(leaves: block.commandIDs).proof(at: found.position)
+                    else { return nil }
+                    return TransactionInclusion(
+                        location: TransactionLocation(height: found.height, position: UInt64(found.position), applied: found.result == [0]),
+                        commandCount: UInt32(block.commands.count), proof: proof, certificate: record.certificate)
+                })
             case let .certifiedState(key):
                 guard let (height, bytes) = try store.checkpoint(atOrBelow: store.height) else {
                     response = .error("no stable checkpoint executed yet")

@@ -106,6 +106,7 @@ struct WorkloadCommand: ParsableCommand {
         print(String(format: "workload: %d final in %.1f s (%d applied, %d rejected by the ledger), %d not final",
                      ids.count - pending.count, seconds, applied, rejected, pending.count))
         print("workload: citizen 0's account is \(Self.citizen(0).publicKey.bytes.hex)")
+        if let first = ids.first { print("workload: the first transaction is \(first.hex)") }
         if !pending.isEmpty { throw ExitCode.failure }
     }
 }

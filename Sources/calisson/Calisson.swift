@@ -158,6 +158,22 @@ struct Tx: ParsableCommand {
     @Argument(help: "The transaction id (64 hex digits).") var id: String
     func run() throws {
         guard let key = Bytes32(hex: id) else { throw ValidationError("a transaction id is 64 hexadecimal digits") }
+        if let validators = try connection.trustedValidators() {
+            guard case let .transactionProof(found) = try connection.ask(.transactionProof(key)) else { throw ValidationError("unexpected answer") }
+            guard let found else { return connection.emit([("transaction", id), ("status", "not final on this node")]) }
+            do {
+                try InclusionCheck.verify(
+                    transaction: key, height: found.location.height, commandCount: found.commandCount, proof: found.proof,
+                    certificate: found.certificate, validators: validators, chainId: connection.chain)
+            } catch {
+                throw ValidationError("the node's inclusion proof does not hold (\(error)): this node cannot be trusted")
+            }
+            return connection.emit([
+                ("transaction", id), ("height", "\(found.location.height)"), ("position", "\(found.location.position)"),
+                ("result", found.location.applied ? "applied" : "rejected"),
+                ("proof", "included in block \(found.location.height), whose commit certificate a quorum of the genesis validators signed (the result is the node's word)"),
+            ])
+        }
         guard case let .transaction(found) = try connection.ask(.transaction(key)) else { throw ValidationError("unexpected answer") }
         guard let found else { return connection.emit([("transaction", id), ("status", "not final on this node")]) }
         connection.emit([("transaction", id), ("height", "\(found.height)"), ("position", "\(found.position)"), ("result", found.applied ? "applied" : "rejected")])
@@ -335,6 +351,8 @@ struct DatabaseReader: TreeNodeSource {
             })
         case .submit:
             return .error("a database cannot take submissions")
+        case .transactionProof:
+            return .error("proofs of inclusion come from a node (--node)")
         case .certifiedState:
             return .error("certified answers come from a node (--node); --db answers from the file's latest state")
         }

@@ -208,6 +208,18 @@ func eventually(_ seconds: Double = 30, _ condition: () -> Bool) -> Bool {
             return
         }
         #expect(location.applied && location.height >= 1)
+        // Inclusion, checked from the block header and its commit certificate.
+        guard case let .transactionProof(inclusion?) = try ClientResponse(wireBytes: try client.request(ClientRequest.transactionProof(id).wireBytes)) else {
+            Issue.record("no inclusion proof")
+            return
+        }
+        try InclusionCheck.verify(transaction: id, height: inclusion.location.height, commandCount: inclusion.commandCount, proof: inclusion.proof,
+                                  certificate: inclusion.certificate, validators: [cluster.nodeKeys[0].publicKey], chainId: TestCluster.chainId)
+        #expect(throws: CertificateError.self) {
+            try InclusionCheck.verify(transaction: SHA256.hash("another"), height: inclusion.location.height, commandCount: inclusion.commandCount,
+                                      proof: inclusion.proof, certificate: inclusion.certificate, validators: [cluster.nodeKeys[0].publicKey],
+                                      chainId: TestCluster.chainId)
+        }
         let history = try ClientResponse(wireBytes: try client.request(
             ClientRequest.accountTransactions(SHA256.hash("citizen 3"), limit: 5).wireBytes))
         #expect(history == .accountTransactions([AccountTransaction(id: id, location: location)]))
