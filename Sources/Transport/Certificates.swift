@@ -147,14 +147,7 @@ public enum CertificateAuthority {
         }
         guard X509_sign(x509, signingKey, nil) > 0 else { throw OpenSSLError("X509_sign") }
 
-        guard let bio = BIO_new(BIO_s_mem()) else { throw OpenSSLError("BIO_new") }
-        defer { BIO_free(bio) }
-        guard PEM_write_bio_X509(bio, x509) == 1 else { throw OpenSSLError("PEM_write_bio_X509") }
-        var data: UnsafeMutablePointer<CChar>?
-        let length = calisson_bio_mem_data(bio, &data)
-        guard let data, length > 0 else { throw OpenSSLError("PEM output") }
-        let pem = String(decoding: UnsafeRawBufferPointer(start: data, count: length), as: UTF8.self)
-        return try Certificate(pem: pem)
+        return try Certificate(pem: try pemText("PEM_write_bio_X509") { PEM_write_bio_X509($0, x509) })
     }
 }
 
@@ -175,13 +168,7 @@ public struct CertificateRequest: Sendable, Equatable {
         let name = X509_REQ_get_subject_name(request)
         guard X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, commonName, -1, -1, 0) == 1 else { throw OpenSSLError("bad common name") }
         guard X509_REQ_set_pubkey(request, pkey) == 1, X509_REQ_sign(request, pkey, nil) > 0 else { throw OpenSSLError("X509_REQ_sign") }
-        guard let bio = BIO_new(BIO_s_mem()) else { throw OpenSSLError("BIO_new") }
-        defer { BIO_free(bio) }
-        guard PEM_write_bio_X509_REQ(bio, request) == 1 else { throw OpenSSLError("PEM_write_bio_X509_REQ") }
-        var data: UnsafeMutablePointer<CChar>?
-        let length = calisson_bio_mem_data(bio, &data)
-        guard let data, length > 0 else { throw OpenSSLError("PEM output") }
-        return try CertificateRequest(pem: String(decoding: UnsafeRawBufferPointer(start: data, count: length), as: UTF8.self))
+        return try CertificateRequest(pem: try pemText("PEM_write_bio_X509_REQ") { PEM_write_bio_X509_REQ($0, request) })
     }
 
     /// Parses a request and checks its self-signature (proof the requester holds the key).
@@ -205,4 +192,15 @@ public struct CertificateRequest: Sendable, Equatable {
         commonName = string(buffer)
         publicKey = key
     }
+}
+
+/// What an OpenSSL PEM writer produces, as text.
+func pemText(_ what: String, _ write: (OpaquePointer?) -> Int32) throws(OpenSSLError) -> String {
+    guard let bio = BIO_new(BIO_s_mem()) else { throw OpenSSLError("BIO_new") }
+    defer { BIO_free(bio) }
+    guard write(bio) == 1 else { throw OpenSSLError(what) }
+    var data: UnsafeMutablePointer<CChar>?
+    let length = calisson_bio_mem_data(bio, &data)
+    guard let data, length > 0 else { throw OpenSSLError("PEM output") }
+    return String(decoding: UnsafeRawBufferPointer(start: data, count: length), as: UTF8.self)
 }

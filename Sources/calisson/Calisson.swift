@@ -134,21 +134,26 @@ struct Status: ParsableCommand {
     }
 }
 
+/// An account's tokens, with provenance and expiry, and the proof line.
+func holdingFields(_ account: String, _ connection: Connection) throws -> (Bytes32, [(String, String)]) {
+    guard let key = Bytes32(hex: account) else { throw ValidationError("an account is 64 hexadecimal digits") }
+    let (value, height, root) = try connection.record(StateKeys.account(Ed25519PublicKey(key)))
+    let holding = try value.map { try Account(wireBytes: $0) } ?? Account()
+    var fields = [("account", account), ("balance", "\(holding.balance)")]
+    for lot in holding.lots {
+        let expiry = lot.expiresAtEpoch == Lot.noExpiry ? "demurrage" : "expires after epoch \(lot.expiresAtEpoch)"
+        fields.append(("  \(lot.programme)", "\(lot.amount) (\(expiry))"))
+    }
+    fields.append(connection.proofLine(height, root))
+    return (key, fields)
+}
+
 struct Balance: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "An account's tokens, with provenance and expiry.")
     @OptionGroup var connection: Connection
     @Argument(help: "The account's public key (64 hex digits).") var account: String
     func run() throws {
-        guard let key = Bytes32(hex: account) else { throw ValidationError("an account is 64 hexadecimal digits") }
-        let (value, height, root) = try connection.record(StateKeys.account(Ed25519PublicKey(key)))
-        let holding = try value.map { try Account(wireBytes: $0) } ?? Account()
-        var fields = [("account", account), ("balance", "\(holding.balance)")]
-        for lot in holding.lots {
-            let expiry = lot.expiresAtEpoch == Lot.noExpiry ? "demurrage" : "expires after epoch \(lot.expiresAtEpoch)"
-            fields.append(("  \(lot.programme)", "\(lot.amount) (\(expiry))"))
-        }
-        fields.append(connection.proofLine(height, root))
-        connection.emit(fields)
+        connection.emit(try holdingFields(account, connection).1)
     }
 }
 
@@ -255,15 +260,8 @@ struct AccountCommand: ParsableCommand {
     @Argument(help: "The account's public key (64 hex digits).") var account: String
     @Option(help: "Transactions to list.") var limit: UInt32 = 10
     func run() throws {
-        guard let key = Bytes32(hex: account) else { throw ValidationError("an account is 64 hexadecimal digits") }
-        let (value, height, root) = try connection.record(StateKeys.account(Ed25519PublicKey(key)))
-        let holding = try value.map { try Account(wireBytes: $0) } ?? Account()
-        var fields = [("account", account), ("balance", "\(holding.balance)")]
-        for lot in holding.lots {
-            let expiry = lot.expiresAtEpoch == Lot.noExpiry ? "demurrage" : "expires after epoch \(lot.expiresAtEpoch)"
-            fields.append(("  \(lot.programme)", "\(lot.amount) (\(expiry))"))
-        }
-        fields.append(connection.proofLine(height, root))
+        let (key, holding) = try holdingFields(account, connection)
+        var fields = holding
         guard case let .accountTransactions(list) = try connection.ask(.accountTransactions(key, limit: limit)) else { throw ValidationError("unexpected answer") }
         for entry in list {
             fields.append(("  tx \(entry.id.hex.prefix(16))…", "block \(entry.location.height), \(entry.location.applied ? "applied" : "rejected")"))
