@@ -12,7 +12,53 @@ struct CalissonNode: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "calisson-node",
         abstract: "Run a Calisson validator node, or prepare a local test network.",
-        subcommands: [Keys.self, CA.self, Testnet.self, Run.self, Status.self])
+        subcommands: [Keys.self, CA.self, Init.self, Testnet.self, Run.self, Status.self])
+}
+
+/// Writes a node's configuration and data directory from a genesis file and the keys
+/// `keys generate` made (with the certificate `ca sign` returned), and checks it.
+struct Init: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Write a node's config.json and data directory from a genesis file and a keys directory.")
+
+    @Option(help: "The chain's genesis file (copied into --out).") var genesis: String
+    @Option(help: "This node's partner id.") var partner: String
+    @Option(help: "Directory with node.key, tls.key and tls.crt (from keys generate and ca sign).") var keys: String
+    @Option(help: "The consortium CA certificate (copied into --out).") var ca: String
+    @Option(help: "Directory to write.") var out: String
+    @Option(help: "Listening address.") var host = "127.0.0.1"
+    @Option(help: "Validator port.") var peerPort: UInt16
+    @Option(help: "Client port.") var clientPort: UInt16?
+    @Option(help: "Local HTTP port for /metrics and /health.") var metricsPort: UInt16?
+    @Option(help: "Another validator, as id@host:port (repeat for each).") var peer: [String] = []
+
+    func run() throws {
+        let fileManager = FileManager.default
+        try fileManager.createDirectory(atPath: "\(out)/data", withIntermediateDirectories: true)
+        var peers: [NodeConfigFile.Peer] = []
+        for entry in peer {
+            let parts = entry.split(separator: "@")
+            let address = parts.last?.split(separator: ":") ?? []
+            guard parts.count == 2, address.count == 2, let port = UInt16(address[1]) else {
+                throw ValidationError("--peer \(entry): expected id@host:port")
+            }
+            peers.append(NodeConfigFile.Peer(id: String(parts[0]), host: String(address[0]), port: port))
+        }
+        for (source, name) in [(genesis, "genesis.json"), (ca, "ca.crt")] {
+            let target = "\(out)/\(name)"
+            if fileManager.fileExists(atPath: target) { try fileManager.removeItem(atPath: target) }
+            try fileManager.copyItem(atPath: source, toPath: target)
+        }
+        let keyDirectory = URL(fileURLWithPath: keys).standardizedFileURL.path
+        let config = NodeConfigFile(
+            partner: partner, genesis: "genesis.json", database: "data/node.db", nodeKey: "\(keyDirectory)/node.key",
+            tlsKey: "\(keyDirectory)/tls.key", tlsCertificate: "\(keyDirectory)/tls.crt", ca: "ca.crt", host: host, peerPort: peerPort,
+            clientPort: clientPort, peers: peers, metricsPort: metricsPort)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        try encoder.encode(config).write(to: URL(fileURLWithPath: "\(out)/config.json"))
+        do { _ = try NodeConfigFile.load("\(out)/config.json") } catch { throw ValidationError("\(error)") }
+        print("node \(partner) ready in \(out): calisson-node run --config \(out)/config.json")
+    }
 }
 
 struct Keys: ParsableCommand {
@@ -185,7 +231,7 @@ struct Testnet: ParsableCommand {
             validators: ids, programmes: programmes)
         _ = try genesis.validated()
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         try encoder.encode(genesis).write(to: URL(fileURLWithPath: "\(out)/genesis.json"))
         for (index, id) in ids.enumerated() {
             let peers = ids.enumerated().filter { $0.offset != index }.map {
