@@ -226,7 +226,8 @@ public final class NodeRuntime: @unchecked Sendable {
                 done.signal()
             }
         }) else { return .mempoolFull }
-        done.wait()
+        // The verifier answers within a batch; a node stopping meanwhile never does.
+        guard done.wait(timeout: .now() + .seconds(60)) == .success else { return .mempoolFull }
         return result.withLock { $0 }
     }
 
