@@ -34,9 +34,10 @@ public struct TransportConfiguration: Sendable {
     public var registry: [String: SHA256Digest] = [:]
     /// Serial numbers of certificates the consortium revoked.
     public var revokedSerials: Set<UInt64> = []
-    public var heartbeatMilliseconds: UInt64 = 250
-    /// A link silent this long is dead: closed, and redialled by its dialler.
-    public var deadAfterMilliseconds: UInt64 = 1_500
+    public var heartbeatMilliseconds: UInt64 = 500
+    /// A link silent this long is dead: closed, and redialled by its dialler. Generous:
+    /// a peer's loop busy executing and committing a large block sends nothing meanwhile.
+    public var deadAfterMilliseconds: UInt64 = 5_000
     public var handshakeTimeoutMilliseconds: UInt64 = 3_000
     public var reconnectMinMilliseconds: UInt64 = 50
     public var reconnectMaxMilliseconds: UInt64 = 3_000
