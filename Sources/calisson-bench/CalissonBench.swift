@@ -5,7 +5,7 @@ struct CalissonBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "calisson-bench",
         abstract: "Measure Calisson: the signature/Merkle hot path, ledger execution, storage and the TLS transport; cluster modes come with the node.",
-        subcommands: [HotPathCommand.self, LedgerCommand.self, TransportCommand.self, StorageCommand.self, WorkloadCommand.self])
+        subcommands: [HotPathCommand.self, LedgerCommand.self, TransportCommand.self, StorageCommand.self, WorkloadCommand.self, CeilingCommand.self])
 }
 
 struct HotPathCommand: ParsableCommand {
