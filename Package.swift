@@ -53,7 +53,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // What clients and the query CLI need: the client API's messages, proof checks. Light.
-        .target(name: "LightClient", dependencies: ["Wire", "Crypto", "Ledger"]),
+        .target(name: "LightClient", dependencies: ["Wire", "Crypto", "Ledger", "Storage"]),
         // A whole cluster in one thread, deterministic from a seed, with injected faults.
         .target(name: "Simulation", dependencies: ["Consensus", "Crypto", "Wire"]),
 

@@ -48,6 +48,9 @@ public struct BlockOutcome: Sendable {
     public var validators: [Ed25519PublicKey]?
     /// The ledger epoch this block closed, if it closed one.
     public var closedEpoch: UInt64?
+    /// The citizen accounts each transaction concerns (empty for undecodable ones), for
+    /// the node's per-account index: the ledger decoded them already.
+    public var accounts: [[AccountID]]
 }
 
 /// The clearing house: executes blocks of signed transactions against the authenticated
@@ -143,6 +146,7 @@ public struct Ledger<Store: StateStore> {
         public let values: [(key: StateKey, value: [UInt8]?)]
         public let validators: [Ed25519PublicKey]?
         public let closedEpoch: UInt64?
+        public let accounts: [[AccountID]]
     }
 
     /// Runs a block's transactions (and the epoch close it ends, if any) without touching
@@ -153,9 +157,13 @@ public struct Ledger<Store: StateStore> {
         let validatorsBefore = nodeKeys()
         pruneUsedNonces(expiredBefore: height)
         var results: [TransactionResult] = []
+        var accounts: [[AccountID]] = []
         results.reserveCapacity(commands.count)
+        accounts.reserveCapacity(commands.count)
         for command in commands {
-            switch apply(command, height: height, verify: verify) {
+            var concerned: [AccountID] = []
+            defer { accounts.append(concerned) }
+            switch apply(command, height: height, verify: verify, accounts: &concerned) {
             case .success: results.append(.applied)
             case let .failure(rejection): results.append(.rejected(rejection))
             }
@@ -171,7 +179,7 @@ public struct Ledger<Store: StateStore> {
         writes = [:]
         return StagedBlock(
             height: height, results: results, values: values,
-            validators: validatorsAfter != validatorsBefore ? validatorsAfter : nil, closedEpoch: closed)
+            validators: validatorsAfter != validatorsBefore ? validatorsAfter : nil, closedEpoch: closed, accounts: accounts)
     }
 
     /// Updates the authenticated tree with a staged block's writes and commits both to
@@ -182,7 +190,7 @@ public struct Ledger<Store: StateStore> {
         store.commit(StateBatch(values: staged.values, tree: tree))
         return BlockOutcome(
             height: staged.height, results: staged.results, stateRoot: tree.root, validators: staged.validators,
-            closedEpoch: staged.closedEpoch)
+            closedEpoch: staged.closedEpoch, accounts: staged.accounts)
     }
 
     /// The node keys of the validator partners, in order (those without one are skipped).
@@ -190,11 +198,14 @@ public struct Ledger<Store: StateStore> {
         meta.validators.compactMap { partner($0)?.nodeKey }
     }
 
-    private mutating func apply(_ command: [UInt8], height: UInt64, verify: (SignatureCheck) -> Bool) -> Result<Void, LedgerRejection> {
+    private mutating func apply(
+        _ command: [UInt8], height: UInt64, verify: (SignatureCheck) -> Bool, accounts: inout [AccountID]
+    ) -> Result<Void, LedgerRejection> {
         guard command.count <= SignedTransaction.byteCountMax else { return .failure(.malformed("over \(SignedTransaction.byteCountMax) bytes")) }
         let signed: SignedTransaction
         do { signed = try SignedTransaction(wireBytes: command) } catch { return .failure(.malformed("\(error)")) }
         let tx = signed.transaction
+        accounts = tx.accounts
         guard tx.chainId == chainId, let digest = tx.signingDigest else { return .failure(.wrongChain(tx.chainId)) }
         guard tx.expiryHeight >= height else { return .failure(.expired(expiryHeight: tx.expiryHeight, height: height)) }
         let heightMax = height + parameters.transactionLifetimeMax

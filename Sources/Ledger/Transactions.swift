@@ -55,6 +55,19 @@ public struct Transaction: Hashable, Sendable {
         self.body = body
     }
 
+    /// The citizen accounts this transaction concerns: its citizen signer, an attribution's
+    /// beneficiary, a transfer's receiver.
+    public var accounts: [AccountID] {
+        var accounts: [AccountID] = []
+        if case let .citizen(key) = signer { accounts.append(key) }
+        switch body {
+        case let .attribute(_, account, _, _): accounts.append(account)
+        case let .transfer(to, _, _): accounts.append(to)
+        case .redeem, .propose, .vote: break
+        }
+        return accounts
+    }
+
     /// The digest the signer signs: `SigningDomain(chainId, .transaction)`, so a signature
     /// made for one chain never verifies on another.
     public var signingDigest: SHA256Digest? {

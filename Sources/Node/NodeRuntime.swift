@@ -59,6 +59,7 @@ public final class NodeRuntime: @unchecked Sendable {
     public let transport: Transport
     // Loop-thread state.
     let store: NodeStore
+    var answers: StoreAnswers { StoreAnswers(store: store) }
     var ledger: Ledger<StoredState>
     var replica: Replica<NodeSigner>
     var schedule: EpochSchedule
@@ -316,15 +317,13 @@ public final class NodeRuntime: @unchecked Sendable {
                     partner: configuration.transport.selfID, height: ledger.height, stateRoot: ledger.stateRoot, view: replica.view,
                     epochFirstSeq: replica.epoch.firstSeq, peers: transport.linkedPeersOnLoop(), mempool: UInt64(mempool.count)))
             case let .transaction(id):
-                response = .transaction(try store.transaction(id).map {
-                    TransactionLocation(height: $0.height, position: UInt64($0.position), applied: $0.result == [0])
-                })
+                response = .transaction(try answers.transaction(id))
             case let .state(key):
                 let (value, proof) = ledger.proof(key)
                 response = .state(height: ledger.height, root: ledger.stateRoot, value: value, proof: proof)
             case let .waitFinal(id, timeout):
-                if let found = try store.transaction(id) {
-                    response = .transaction(TransactionLocation(height: found.height, position: UInt64(found.position), applied: found.result == [0]))
+                if let found = try answers.transaction(id) {
+                    response = .transaction(found)
                 } else if waiterCount >= Self.waitersMax {
                     response = .error("too many clients waiting")
                 } else {
@@ -334,20 +333,14 @@ public final class NodeRuntime: @unchecked Sendable {
                     return  // answered at execution or at the deadline
                 }
             case let .accountTransactions(account, limit):
-                let found = try store.transactions(of: account, limit: Int(min(limit, ClientRequest.accountTransactionsMax)))
-                response = .accountTransactions(try found.compactMap { height, position in
-                    guard let block = try store.block(at: height), position < block.transactions.count else { return nil }
-                    let transaction = block.transactions[position]
-                    return AccountTransaction(
-                        id: transaction.id, location: TransactionLocation(height: height, position: UInt64(position), applied: transaction.result == [0]))
-                })
+                response = .accountTransactions(try answers.accountTransactions(account, limit: limit))
             case let .transactionProof(id):
                 response = .transactionProof(try store.transaction(id).flatMap { found -> TransactionInclusion? in
                     guard let record = try store.block(at: found.height), let body = record.body, let block = try? Block(wireBytes: body),
                         let proof = MerkleTree(leaves: block.commandIDs).proof(at: found.position)
                     else { return nil }
                     return TransactionInclusion(
-                        location: TransactionLocation(height: found.height, position: UInt64(found.position), applied: found.result == [0]),
+                        location: TransactionLocation(height: found.height, position: UInt64(found.position), applied: StoreAnswers.isApplied(found.result)),
                         commandCount: UInt32(block.commands.count), proof: proof, certificate: record.certificate)
                 })
             case let .certifiedState(key):
@@ -368,7 +361,7 @@ public final class NodeRuntime: @unchecked Sendable {
                 response = .certifiedState(height: height, certificate: bytes, value: value, proof: proof)
             case let .blocks(from, limit, wait):
                 if store.height >= from || wait == 0 {
-                    response = .blocks(try summaries(from: from, limit: limit))
+                    response = .blocks(try answers.blocks(from: from, limit: limit))
                 } else if waiterCount >= Self.waitersMax {
                     response = .error("too many clients waiting")
                 } else {
@@ -377,10 +370,7 @@ public final class NodeRuntime: @unchecked Sendable {
                     return  // answered when block `from` is final, or at the deadline
                 }
             case let .block(height):
-                response = .block(try store.block(at: height).map {
-                    BlockSummary(height: $0.height, digest: $0.digest, certificate: $0.certificate, stateRoot: $0.stateRoot,
-                                 transactionCount: UInt64($0.transactions.count))
-                })
+                response = .block(try answers.block(height))
             }
         } catch {
             response = .error("\(error)")
@@ -631,8 +621,8 @@ public final class NodeRuntime: @unchecked Sendable {
         let record = BlockRecord(
             height: block.seq, digest: block.digest, body: block.wireBytes, certificate: certified.certificate.wireBytes,
             stateRoot: outcome.stateRoot,
-            transactions: zip(zip(ids, outcome.results), block.commands).map { pair, command in
-                TransactionRecord(id: pair.0, result: [pair.1 == .applied ? 0 : 1], accounts: Self.accounts(of: command))
+            transactions: zip(zip(ids, outcome.results), outcome.accounts).map { pair, accounts in
+                TransactionRecord(id: pair.0, result: StoreAnswers.result(applied: pair.1 == .applied), accounts: accounts.map(\.bytes))
             })
         try ledger.store.persist(record, extras: ["schedule": schedule.wireBytes])
         for (position, (id, result)) in zip(ids, outcome.results).enumerated() {
@@ -656,16 +646,6 @@ public final class NodeRuntime: @unchecked Sendable {
         return .executed(seq: block.seq, stateRoot: outcome.stateRoot, validators: newSet)
     }
 
-    private func summaries(from: UInt64, limit: UInt32) throws -> [BlockSummary] {
-        guard from <= store.height, limit > 0 else { return [] }
-        return try (from...min(store.height, from + UInt64(limit) - 1)).compactMap { height in
-            try store.block(at: height).map {
-                BlockSummary(height: $0.height, digest: $0.digest, certificate: $0.certificate, stateRoot: $0.stateRoot,
-                             transactionCount: UInt64($0.transactions.count))
-            }
-        }
-    }
-
     /// Answers the clients following the chain whose next block is now final (or whose
     /// wait is over).
     private func answerBlockWaiters(expiredOnly: Bool) {
@@ -678,7 +658,7 @@ public final class NodeRuntime: @unchecked Sendable {
                 continue
             }
             waiterCount -= 1
-            let list = (try? summaries(from: waiter.from, limit: waiter.limit)) ?? []
+            let list = (try? answers.blocks(from: waiter.from, limit: waiter.limit)) ?? []
             waiter.respond(ClientResponse.blocks(list).wireBytes)
         }
         blockWaiters = kept
@@ -694,19 +674,6 @@ public final class NodeRuntime: @unchecked Sendable {
             waiterCount -= due.count
             for waiter in due { waiter.respond(ClientResponse.transaction(nil).wireBytes) }
         }
-    }
-
-    /// The citizen accounts a transaction concerns (for the per-account index).
-    static func accounts(of command: [UInt8]) -> [Bytes32] {
-        guard let signed = try? SignedTransaction(wireBytes: command) else { return [] }
-        var accounts: [Bytes32] = []
-        if case let .citizen(key) = signed.transaction.signer { accounts.append(key.bytes) }
-        switch signed.transaction.body {
-        case let .attribute(_, account, _, _): accounts.append(account.bytes)
-        case let .transfer(to, _, _): accounts.append(to.bytes)
-        case .redeem, .propose, .vote: break
-        }
-        return accounts
     }
 
     private func stopSelf(_ reason: String) {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Crypto
 import Foundation
 import Ledger
+import LightClient
 import Node
 import Storage
 import Wire
@@ -62,7 +63,7 @@ struct StorageCommand: ParsableCommand {
                 height: height, digest: SHA256.hash(body.bytes), body: body.bytes, certificate: [UInt8](repeating: 7, count: 3 * 96 + 16),
                 stateRoot: outcome.stateRoot,
                 transactions: commands.enumerated().map { index, command in
-                    TransactionRecord(id: SignedTransaction.idTag.hash(command), result: [outcome.results[index] == .applied ? 0 : 1],
+                    TransactionRecord(id: SignedTransaction.idTag.hash(command), result: StoreAnswers.result(applied: outcome.results[index] == .applied),
                                       accounts: [SHA256.hash("account \((nonce - UInt64(blockSize) + UInt64(index) + 1) % 50_000)")])
                 })
             try state.persist(record)

@@ -327,26 +327,13 @@ struct DatabaseReader: TreeNodeSource {
         case .status:
             return .status(NodeStatus(partner: "(database)", height: store.height, stateRoot: store.stateRoot, view: 0, epochFirstSeq: 0, peers: [], mempool: 0))
         case let .transaction(id), let .waitFinal(id, _):
-            return .transaction(try store.transaction(id).map {
-                TransactionLocation(height: $0.height, position: UInt64($0.position), applied: $0.result == [0])
-            })
+            return .transaction(try StoreAnswers(store: store).transaction(id))
         case let .accountTransactions(account, limit):
-            return .accountTransactions(try store.transactions(of: account, limit: Int(limit)).compactMap { height, position in
-                guard let block = try store.block(at: height), position < block.transactions.count else { return nil }
-                let transaction = block.transactions[position]
-                return AccountTransaction(id: transaction.id, location: TransactionLocation(height: height, position: UInt64(position), applied: transaction.result == [0]))
-            })
+            return .accountTransactions(try StoreAnswers(store: store).accountTransactions(account, limit: limit))
         case let .block(height):
-            return .block(try store.block(at: height).map {
-                BlockSummary(height: $0.height, digest: $0.digest, certificate: $0.certificate, stateRoot: $0.stateRoot, transactionCount: UInt64($0.transactions.count))
-            })
+            return .block(try StoreAnswers(store: store).block(height))
         case let .blocks(from, limit, _):
-            guard from <= store.height, limit > 0 else { return .blocks([]) }
-            return .blocks(try (from...min(store.height, from + UInt64(limit) - 1)).compactMap { height in
-                try store.block(at: height).map {
-                    BlockSummary(height: $0.height, digest: $0.digest, certificate: $0.certificate, stateRoot: $0.stateRoot, transactionCount: UInt64($0.transactions.count))
-                }
-            })
+            return .blocks(try StoreAnswers(store: store).blocks(from: from, limit: limit))
         case .submit:
             return .error("a database cannot take submissions")
         case .transactionProof:
