@@ -136,23 +136,7 @@ extension GenesisFile {
             let field = "partners[\(index)]"
             let id = try Self.identifier(entry.id, "\(field).id")
             guard !partners.contains(where: { $0.id == id }) else { throw GenesisError(field: "\(field).id", reason: "\(id) is listed twice") }
-            guard entry.name.utf8.count <= LedgerLimits.nameBytesMax else {
-                throw GenesisError(field: "\(field).name", reason: "over \(LedgerLimits.nameBytesMax) bytes")
-            }
-            var roles: Roles = []
-            for role in entry.roles {
-                switch role {
-                case "issuer": roles.insert(.issuer)
-                case "acceptor": roles.insert(.acceptor)
-                case "validator": roles.insert(.validator)
-                case "authority": roles.insert(.authority)
-                default: throw GenesisError(field: "\(field).roles", reason: "unknown role '\(role)'")
-                }
-            }
-            partners.append(Partner(
-                id: id, name: entry.name, roles: roles, signingKey: try Self.key(entry.signingKey, "\(field).signingKey"),
-                nodeKey: try entry.nodeKey.map { (hex: String) throws(GenesisError) in try Self.key(hex, "\(field).nodeKey") },
-                tlsKeyHash: try entry.tlsKeyHash.map { (hex: String) throws(GenesisError) in try Self.bytes32(hex, "\(field).tlsKeyHash") }))
+            partners.append(try entry.partner(field))
         }
         guard partners.count <= LedgerLimits.listCountMax else { throw GenesisError(field: "partners", reason: "at most \(LedgerLimits.listCountMax)") }
         guard partners.contains(where: { $0.roles.contains(.authority) }) else {
@@ -196,17 +180,7 @@ extension GenesisFile {
             let field = "programmes[\(index)]"
             let id = try Self.identifier(entry.id, "\(field).id")
             guard !programmes.contains(where: { $0.id == id }) else { throw GenesisError(field: "\(field).id", reason: "\(id) is listed twice") }
-            guard let category = ["transit": Category.transit, "wasteSorting": .wasteSorting, "event": .event, "energy": .energy, "other": .other][entry.category]
-            else { throw GenesisError(field: "\(field).category", reason: "unknown category '\(entry.category)'") }
-            guard let period = ["day": CapPeriod.day, "week": .week, "month": .month][entry.capPeriod] else {
-                throw GenesisError(field: "\(field).capPeriod", reason: "day, week or month")
-            }
-            let lifetime: Lifetime
-            switch (entry.expiryEpochs, entry.demurrageBasisPoints) {
-            case let (epochs?, nil): lifetime = .expiry(epochs: epochs)
-            case let (nil, basisPoints?): lifetime = .demurrage(basisPointsPerEpoch: basisPoints)
-            default: throw GenesisError(field: "\(field)", reason: "exactly one of expiryEpochs and demurrageBasisPoints")
-            }
+            var programme = try entry.programme(field)
             var issuers: [Identifier] = []
             for (i, raw) in entry.issuers.enumerated() {
                 let partner = try known(raw, "\(field).issuers[\(i)]")
@@ -219,23 +193,9 @@ extension GenesisFile {
                 guard partner.roles.contains(.acceptor) else { throw GenesisError(field: "\(field).acceptors[\(i)]", reason: "\(raw) is not an acceptor") }
                 acceptors.append(partner.id)
             }
-            let programme = Programme(
-                id: id, name: entry.name, category: category, rewardPerUnit: entry.rewardPerUnit, issuers: Array(Set(issuers)),
-                sponsor: try known(entry.sponsor, "\(field).sponsor").id, capPerAccount: entry.capPerAccount, capPeriod: period,
-                walletCeiling: entry.walletCeiling, budget: entry.budget, lifetime: lifetime, acceptors: Array(Set(acceptors)),
-                transferable: entry.transferable ?? false, startHeight: entry.startHeight ?? 0, endHeight: entry.endHeight ?? 0)
-            for (name, amount) in [("rewardPerUnit", entry.rewardPerUnit), ("capPerAccount", entry.capPerAccount),
-                                   ("walletCeiling", entry.walletCeiling), ("budget", entry.budget)]
-            where amount > LedgerLimits.amountMax {
-                throw GenesisError(field: "\(field).\(name)", reason: "over \(LedgerLimits.amountMax)")
-            }
-            guard entry.rewardPerUnit > 0 else { throw GenesisError(field: "\(field).rewardPerUnit", reason: "must be positive") }
-            if case let .demurrage(basisPoints) = lifetime, basisPoints > 10_000 {
-                throw GenesisError(field: "\(field).demurrageBasisPoints", reason: "over 10000")
-            }
-            guard programme.endHeight == 0 || programme.endHeight >= programme.startHeight else {
-                throw GenesisError(field: "\(field).endHeight", reason: "before startHeight")
-            }
+            programme.issuers = Array(Set(issuers)).sorted()
+            programme.acceptors = Array(Set(acceptors)).sorted()
+            programme.sponsor = try known(entry.sponsor, "\(field).sponsor").id
             programmes.append(programme)
         }
         return Genesis(chainId: chainId, parameters: parameters, partners: partners.sorted { $0.id < $1.id }, validators: validators, programmes: programmes)
@@ -273,5 +233,74 @@ extension Ledger {
         do { return try Ledger(chainId: genesis.chainId, store: store) } catch {
             throw GenesisError(field: "store", reason: "\(error)")
         }
+    }
+}
+
+extension GenesisFile.PartnerEntry {
+    /// The partner this entry describes (active), each mistake naming its field under
+    /// `field`. Used by the genesis and by governance proposals that admit a partner.
+    public func partner(_ field: String = "partner") throws(GenesisError) -> Partner {
+        let id = try GenesisFile.identifier(self.id, "\(field).id")
+        guard name.utf8.count <= LedgerLimits.nameBytesMax else {
+            throw GenesisError(field: "\(field).name", reason: "over \(LedgerLimits.nameBytesMax) bytes")
+        }
+        var roles: Roles = []
+        for role in self.roles {
+            switch role {
+            case "issuer": roles.insert(.issuer)
+            case "acceptor": roles.insert(.acceptor)
+            case "validator": roles.insert(.validator)
+            case "authority": roles.insert(.authority)
+            default: throw GenesisError(field: "\(field).roles", reason: "unknown role '\(role)'")
+            }
+        }
+        return Partner(
+            id: id, name: name, roles: roles, signingKey: try GenesisFile.key(signingKey, "\(field).signingKey"),
+            nodeKey: try nodeKey.map { (hex: String) throws(GenesisError) in try GenesisFile.key(hex, "\(field).nodeKey") },
+            tlsKeyHash: try tlsKeyHash.map { (hex: String) throws(GenesisError) in try GenesisFile.bytes32(hex, "\(field).tlsKeyHash") })
+    }
+}
+
+extension GenesisFile.ProgrammeEntry {
+    /// The programme this entry describes, each mistake naming its field under `field`.
+    /// Partner ids are only checked for form here: whether they exist with the right role
+    /// is the genesis check's (or, for a proposal, the ledger's) to say.
+    public func programme(_ field: String = "programme") throws(GenesisError) -> Programme {
+        let id = try GenesisFile.identifier(self.id, "\(field).id")
+        guard name.utf8.count <= LedgerLimits.nameBytesMax else {
+            throw GenesisError(field: "\(field).name", reason: "over \(LedgerLimits.nameBytesMax) bytes")
+        }
+        guard let category = ["transit": Category.transit, "wasteSorting": .wasteSorting, "event": .event, "energy": .energy, "other": .other][category]
+        else { throw GenesisError(field: "\(field).category", reason: "unknown category '\(category)'") }
+        guard let period = ["day": CapPeriod.day, "week": .week, "month": .month][capPeriod] else {
+            throw GenesisError(field: "\(field).capPeriod", reason: "day, week or month")
+        }
+        let lifetime: Lifetime
+        switch (expiryEpochs, demurrageBasisPoints) {
+        case let (epochs?, nil): lifetime = .expiry(epochs: epochs)
+        case let (nil, basisPoints?): lifetime = .demurrage(basisPointsPerEpoch: basisPoints)
+        default: throw GenesisError(field: "\(field)", reason: "exactly one of expiryEpochs and demurrageBasisPoints")
+        }
+        var issuers: [Identifier] = []
+        for (i, raw) in self.issuers.enumerated() { issuers.append(try GenesisFile.identifier(raw, "\(field).issuers[\(i)]")) }
+        var acceptors: [Identifier] = []
+        for (i, raw) in (self.acceptors ?? []).enumerated() { acceptors.append(try GenesisFile.identifier(raw, "\(field).acceptors[\(i)]")) }
+        let programme = Programme(
+            id: id, name: name, category: category, rewardPerUnit: rewardPerUnit, issuers: Array(Set(issuers)),
+            sponsor: try GenesisFile.identifier(sponsor, "\(field).sponsor"), capPerAccount: capPerAccount, capPeriod: period,
+            walletCeiling: walletCeiling, budget: budget, lifetime: lifetime, acceptors: Array(Set(acceptors)),
+            transferable: transferable ?? false, startHeight: startHeight ?? 0, endHeight: endHeight ?? 0)
+        for (name, amount) in [("rewardPerUnit", rewardPerUnit), ("capPerAccount", capPerAccount), ("walletCeiling", walletCeiling), ("budget", budget)]
+        where amount > LedgerLimits.amountMax {
+            throw GenesisError(field: "\(field).\(name)", reason: "over \(LedgerLimits.amountMax)")
+        }
+        guard rewardPerUnit > 0 else { throw GenesisError(field: "\(field).rewardPerUnit", reason: "must be positive") }
+        if case let .demurrage(basisPoints) = lifetime, basisPoints > 10_000 {
+            throw GenesisError(field: "\(field).demurrageBasisPoints", reason: "over 10000")
+        }
+        guard programme.endHeight == 0 || programme.endHeight >= programme.startHeight else {
+            throw GenesisError(field: "\(field).endHeight", reason: "before startHeight")
+        }
+        return programme
     }
 }

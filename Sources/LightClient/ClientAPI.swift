@@ -120,10 +120,30 @@ public struct TransactionLocation: Hashable, Sendable {
     public let height: UInt64
     public let position: UInt64
     public let applied: Bool
-    public init(height: UInt64, position: UInt64, applied: Bool) {
+    /// Why the ledger rejected it (nil when applied), as the ledger words it.
+    public let reason: String?
+    public init(height: UInt64, position: UInt64, applied: Bool, reason: String? = nil) {
         self.height = height
         self.position = position
         self.applied = applied
+        self.reason = applied ? nil : reason
+    }
+
+    public static let reasonBytesMax = 1_024
+
+    func encode(to writer: inout WireWriter) {
+        writer.write(height)
+        writer.write(position)
+        writer.write(applied)
+        if !applied { writer.writeString(reason ?? "") }
+    }
+
+    init(from reader: inout WireReader) throws(WireError) {
+        let height = try reader.readUInt64("response.height")
+        let position = try reader.readUInt64("response.position")
+        let applied = try reader.readBool("response.applied")
+        let reason = applied ? nil : try reader.readString("response.reason", maximumBytes: Self.reasonBytesMax)
+        self.init(height: height, position: position, applied: applied, reason: reason)
     }
 }
 
@@ -191,7 +211,7 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
         case let .transaction(found):
             writer.write(UInt8(4))
             writer.write(found != nil)
-            if let found { writer.write(found.height); writer.write(found.position); writer.write(found.applied) }
+            if let found { found.encode(to: &writer) }
         case let .state(height, root, value, proof):
             writer.write(UInt8(5)); writer.write(height); writer.write(root)
             writer.write(value != nil)
@@ -209,7 +229,7 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
             writer.write(UInt8(11))
             writer.write(found != nil)
             if let found {
-                writer.write(found.location.height); writer.write(found.location.position); writer.write(found.location.applied)
+                found.location.encode(to: &writer)
                 writer.write(found.commandCount); writer.write(found.proof); writer.writeBytes(found.certificate)
             }
         case let .certifiedState(height, certificate, value, proof):
@@ -228,7 +248,7 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
             writer.write(UInt8(8))
             writer.write(UInt32(list.count))
             for entry in list {
-                writer.write(entry.id); writer.write(entry.location.height); writer.write(entry.location.position); writer.write(entry.location.applied)
+                writer.write(entry.id); entry.location.encode(to: &writer)
             }
         }
     }
@@ -241,9 +261,7 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
         case 3: self = .status(try NodeStatus(from: &reader))
         case 4:
             guard try reader.readBool("response.found") else { self = .transaction(nil); return }
-            let height = try reader.readUInt64("response.height")
-            let position = try reader.readUInt64("response.position")
-            self = .transaction(TransactionLocation(height: height, position: position, applied: try reader.readBool("response.applied")))
+            self = .transaction(try TransactionLocation(from: &reader))
         case 5:
             let height = try reader.readUInt64("response.height")
             let root = try SHA256Digest(from: &reader)
@@ -262,9 +280,7 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
             var list: [AccountTransaction] = []
             for _ in 0..<count {
                 let id = try Bytes32(from: &reader)
-                let height = try reader.readUInt64("response.height")
-                let position = try reader.readUInt64("response.position")
-                list.append(AccountTransaction(id: id, location: TransactionLocation(height: height, position: position, applied: try reader.readBool("response.applied"))))
+                list.append(AccountTransaction(id: id, location: try TransactionLocation(from: &reader)))
             }
             self = .accountTransactions(list)
         case 9:
@@ -280,13 +296,11 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
             self = .blocks(list)
         case 11:
             guard try reader.readBool("response.found") else { self = .transactionProof(nil); return }
-            let height = try reader.readUInt64("response.height")
-            let position = try reader.readUInt64("response.position")
-            let applied = try reader.readBool("response.applied")
+            let location = try TransactionLocation(from: &reader)
             let count = try reader.readUInt32("response.commandCount")
             let proof = try MerkleProof(from: &reader)
             self = .transactionProof(TransactionInclusion(
-                location: TransactionLocation(height: height, position: position, applied: applied), commandCount: count, proof: proof,
+                location: location, commandCount: count, proof: proof,
                 certificate: try reader.readBytes("response.certificate", maximum: 1 << 20)))
         case 10:
             let height = try reader.readUInt64("response.height")

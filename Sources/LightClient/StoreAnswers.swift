@@ -1,19 +1,31 @@
+import Ledger
 import Storage
 import Wire
 
 /// The answers read straight from a node's database, shared by the node (its client API)
 /// and `calisson --db`, so both give the same answer to the same question.
 public struct StoreAnswers {
-    /// How a transaction's result is stored (`TransactionRecord.result`).
-    public static func result(applied: Bool) -> [UInt8] { applied ? [0] : [1] }
-    public static func isApplied(_ result: [UInt8]) -> Bool { result == [0] }
+    /// How a transaction's result is stored (`TransactionRecord.result`): 0 when applied;
+    /// 1 and the ledger's reason (UTF-8, cut at `TransactionLocation.reasonBytesMax`) when rejected.
+    public static func result(_ result: TransactionResult) -> [UInt8] {
+        guard case let .rejected(rejection) = result else { return [0] }
+        return [1] + Array("\(rejection)".utf8.prefix(TransactionLocation.reasonBytesMax))
+    }
+    public static func isApplied(_ result: [UInt8]) -> Bool { result.first == 0 }
+    /// The rejection reason of a stored result (nil when applied).
+    public static func reason(_ result: [UInt8]) -> String? {
+        result.first == 0 ? nil : String(decoding: result.dropFirst(), as: UTF8.self)
+    }
+    public static func location(height: UInt64, position: Int, result: [UInt8]) -> TransactionLocation {
+        TransactionLocation(height: height, position: UInt64(position), applied: isApplied(result), reason: reason(result))
+    }
 
     public let store: NodeStore
 
     public init(store: NodeStore) { self.store = store }
 
     public func transaction(_ id: Bytes32) throws(StorageError) -> TransactionLocation? {
-        try store.transaction(id).map { TransactionLocation(height: $0.height, position: UInt64($0.position), applied: Self.isApplied($0.result)) }
+        try store.transaction(id).map { Self.location(height: $0.height, position: $0.position, result: $0.result) }
     }
 
     public func accountTransactions(_ account: Bytes32, limit: UInt32) throws(StorageError) -> [AccountTransaction] {
@@ -22,7 +34,7 @@ public struct StoreAnswers {
             guard let block = try store.block(at: height), position < block.transactions.count else { continue }
             let transaction = block.transactions[position]
             found.append(AccountTransaction(
-                id: transaction.id, location: TransactionLocation(height: height, position: UInt64(position), applied: Self.isApplied(transaction.result))))
+                id: transaction.id, location: Self.location(height: height, position: position, result: transaction.result)))
         }
         return found
     }

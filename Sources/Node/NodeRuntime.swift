@@ -340,7 +340,7 @@ public final class NodeRuntime: @unchecked Sendable {
                         let proof = MerkleTree(leaves: block.commandIDs).proof(at: found.position)
                     else { return nil }
                     return TransactionInclusion(
-                        location: TransactionLocation(height: found.height, position: UInt64(found.position), applied: StoreAnswers.isApplied(found.result)),
+                        location: StoreAnswers.location(height: found.height, position: found.position, result: found.result),
                         commandCount: UInt32(block.commands.count), proof: proof, certificate: record.certificate)
                 })
             case let .certifiedState(key):
@@ -622,13 +622,13 @@ public final class NodeRuntime: @unchecked Sendable {
             height: block.seq, digest: block.digest, body: block.wireBytes, certificate: certified.certificate.wireBytes,
             stateRoot: outcome.stateRoot,
             transactions: zip(zip(ids, outcome.results), outcome.accounts).map { pair, accounts in
-                TransactionRecord(id: pair.0, result: StoreAnswers.result(applied: pair.1 == .applied), accounts: accounts.map(\.bytes))
+                TransactionRecord(id: pair.0, result: StoreAnswers.result(pair.1), accounts: accounts.map(\.bytes))
             })
         try ledger.store.persist(record, extras: ["schedule": schedule.wireBytes])
         for (position, (id, result)) in zip(ids, outcome.results).enumerated() {
             guard let waiting = waiters.removeValue(forKey: id) else { continue }
             waiterCount -= waiting.count
-            let answer = ClientResponse.transaction(TransactionLocation(height: block.seq, position: UInt64(position), applied: result == .applied))
+            let answer = ClientResponse.transaction(StoreAnswers.location(height: block.seq, position: position, result: StoreAnswers.result(result)))
             for waiter in waiting { waiter.respond(answer.wireBytes) }
         }
         answerBlockWaiters(expiredOnly: false)

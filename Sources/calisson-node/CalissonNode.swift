@@ -174,6 +174,9 @@ struct Testnet: ParsableCommand {
     @Option(help: "Chain id.")
     var chainId = "calisson-local"
 
+    @Option(help: "Blocks per ledger epoch (each ends with expiry and clearing). Blocks are only made when there are transactions.")
+    var epochLength: UInt64 = 500
+
     static let names: [(String, String, [String])] = [
         ("metropole", "Métropole Aix-Marseille-Provence", ["authority", "issuer", "acceptor", "validator"]),
         ("rtm", "Régie des transports métropolitains", ["issuer", "acceptor", "validator"]),
@@ -184,6 +187,8 @@ struct Testnet: ParsableCommand {
 
     func run() throws {
         guard (1...64).contains(validators) else { throw ValidationError("--validators must be 1...64") }
+        guard epochLength > 0 else { throw ValidationError("--epoch-length must be positive") }
+        guard Int(basePort) + 1_000 + validators < 65_536 else { throw ValidationError("--base-port too high for \(validators) validators") }
         let fileManager = FileManager.default
         if let existing = try? fileManager.contentsOfDirectory(atPath: out), !existing.isEmpty {
             throw ValidationError("\(out) is not empty")
@@ -227,7 +232,7 @@ struct Testnet: ParsableCommand {
                                     transferable: true))
         }
         let genesis = GenesisFile(
-            chainId: chainId, parameters: .init(epochLength: 500, blocksPerDay: 8_640, sink: "metropole"), partners: partners,
+            chainId: chainId, parameters: .init(epochLength: epochLength, blocksPerDay: 8_640, sink: "metropole"), partners: partners,
             validators: ids, programmes: programmes)
         _ = try genesis.validated()
         let encoder = JSONEncoder()

@@ -11,16 +11,16 @@ import Wire
 struct Calisson: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "calisson",
-        abstract: "Query a Calisson node: balances, accounts, transactions, blocks, partners, programmes, supply, statements.",
+        abstract: "Query a Calisson node (balances, accounts, transactions, blocks, partners, programmes, supply, statements) and submit transactions.",
         discussion: """
             Every state answer comes with a Merkle proof, checked here against the state root \
-            the node reports; a node whose proof does not match is reported and the command \
-            fails. (Checking that root against the validators' checkpoint certificates is not \
-            built yet: Docs/QUERY.md.)
+            the node reports; with --genesis, against the root of a checkpoint whose certificate \
+            a quorum of validators signed, checked here too. A node whose proof or certificate \
+            does not hold is reported and the command fails (Docs/QUERY.md).
             """,
         subcommands: [
             Status.self, Balance.self, AccountCommand.self, Tx.self, BlockCommand.self, PartnerCommand.self, ProgrammeCommand.self, Supply.self,
-            StatementCommand.self, Validators.self, Proposals.self, Follow.self,
+            StatementCommand.self, Validators.self, Proposals.self, Follow.self, Submit.self, KeyCommand.self,
         ])
 }
 
@@ -117,6 +117,15 @@ struct Connection: ParsableArguments {
     }
 }
 
+func roleNames(_ roles: Roles) -> String {
+    [(Roles.issuer, "issuer"), (.acceptor, "acceptor"), (.validator, "validator"), (.authority, "authority")]
+        .filter { roles.contains($0.0) }.map(\.1).joined(separator: ",")
+}
+
+func resultText(_ location: TransactionLocation) -> String {
+    location.applied ? "applied" : "rejected: \(location.reason ?? "(no reason recorded)")"
+}
+
 func identifier(_ raw: String) throws -> Identifier {
     guard let id = Identifier(raw) else { throw ValidationError("'\(raw)' is not a partner or programme id") }
     return id
@@ -175,13 +184,13 @@ struct Tx: ParsableCommand {
             }
             return connection.emit([
                 ("transaction", id), ("height", "\(found.location.height)"), ("position", "\(found.location.position)"),
-                ("result", found.location.applied ? "applied" : "rejected"),
+                ("result", resultText(found.location)),
                 ("proof", "included in block \(found.location.height), whose commit certificate a quorum of the genesis validators signed (the result is the node's word)"),
             ])
         }
         guard case let .transaction(found) = try connection.ask(.transaction(key)) else { throw ValidationError("unexpected answer") }
         guard let found else { return connection.emit([("transaction", id), ("status", "not final on this node")]) }
-        connection.emit([("transaction", id), ("height", "\(found.height)"), ("position", "\(found.position)"), ("result", found.applied ? "applied" : "rejected")])
+        connection.emit([("transaction", id), ("height", "\(found.height)"), ("position", "\(found.position)"), ("result", resultText(found))])
     }
 }
 
@@ -206,7 +215,7 @@ struct PartnerCommand: ParsableCommand {
         guard let value else { return connection.emit([("partner", id), ("status", "unknown"), connection.proofLine(height, root)]) }
         let partner = try Partner(wireBytes: value)
         connection.emit([("partner", partner.id.rawValue), ("name", partner.name), ("status", "\(partner.status)"),
-                         ("roles", "\(partner.roles.rawValue)"), ("signingKey", partner.signingKey.description), connection.proofLine(height, root)])
+                         ("roles", roleNames(partner.roles)), ("signingKey", partner.signingKey.description), connection.proofLine(height, root)])
     }
 }
 
@@ -264,7 +273,7 @@ struct AccountCommand: ParsableCommand {
         var fields = holding
         guard case let .accountTransactions(list) = try connection.ask(.accountTransactions(key, limit: limit)) else { throw ValidationError("unexpected answer") }
         for entry in list {
-            fields.append(("  tx \(entry.id.hex.prefix(16))…", "block \(entry.location.height), \(entry.location.applied ? "applied" : "rejected")"))
+            fields.append(("  tx \(entry.id.hex.prefix(16))…", "block \(entry.location.height), \(resultText(entry.location))"))
         }
         connection.emit(fields)
     }

@@ -1,0 +1,264 @@
+import ArgumentParser
+import Crypto
+import Foundation
+import Ledger
+import LightClient
+import Wire
+
+/// `calisson submit …`: sign a transaction with a key file, submit it to a node, wait until
+/// it is final and print its result (or the reason it was refused or rejected).
+struct Submit: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Sign a transaction with a key file, submit it to a node and wait until it is final.",
+        discussion: """
+            Exit status: 0 when the transaction is final and applied; 1 when the node refused \
+            it at admission, the ledger rejected it (the reason is printed), or it was not final \
+            before --timeout. A partner signs with its signing key and names itself with --as; \
+            a citizen signs with its own key (calisson key generate) and no --as.
+            """,
+        subcommands: [AttributeCommand.self, RedeemCommand.self, TransferCommand.self, ProposeCommand.self, VoteCommand.self])
+}
+
+struct SubmitOptions: ParsableArguments {
+    @OptionGroup var connection: Connection
+
+    @Option(help: "The signing key file (PEM): a partner's signing.key, or a citizen's key.")
+    var key: String
+
+    @Option(name: .customLong("as"), help: "Sign as this partner (its id); without it, as the citizen whose key --key holds.")
+    var partner: String?
+
+    @Option(help: "The transaction's nonce (default: from the clock, unique per signer).")
+    var nonce: UInt64?
+
+    @Option(help: "Blocks from the node's current height until the transaction expires (at most the chain's transactionLifetimeMax, 600 by default).")
+    var expiresIn: UInt64 = 300
+
+    @Option(help: "Seconds to wait for finality (0: return once admitted).")
+    var timeout = 30.0
+
+    func validate() throws {
+        if connection.db != nil { throw ValidationError("--db is read-only: submissions go to a node (--node)") }
+        if expiresIn == 0 { throw ValidationError("--expires-in must be positive") }
+    }
+
+    /// Signs `body`, submits it, waits; prints the outcome and fails unless applied.
+    func submit(_ body: TransactionBody) throws -> (id: Bytes32, height: UInt64)? {
+        let signingKey: Ed25519PrivateKey
+        do { signingKey = try KeyFile.readPrivateKey(at: key) } catch { throw ValidationError("--key \(key): \(error)") }
+        let signer: TransactionSigner = try partner.map { .partner(try identifier($0)) } ?? .citizen(signingKey.publicKey)
+        let client = try connection.client()
+        defer { client.close() }
+        func ask(_ request: ClientRequest, wait: Int = 10_000) throws -> ClientResponse {
+            try ClientResponse(wireBytes: try client.request(request.wireBytes, timeoutMilliseconds: wait))
+        }
+        guard case let .status(status) = try ask(.status) else { throw ValidationError("the node did not answer its status") }
+        let nonce = self.nonce ?? (UInt64(Date().timeIntervalSince1970 * 1_000_000) &* 1_000 &+ UInt64.random(in: 0..<1_000))
+        let signed = Transaction(chainId: connection.chain, signer: signer, nonce: nonce, expiryHeight: status.height + expiresIn, body: body)
+            .signed(with: signingKey)
+        var fields: [(String, String)] = [("transaction", signed.id.hex)]
+        switch try ask(.submit(signed.wireBytes)) {
+        case .admitted: break
+        case let .refused(reason):
+            emit(fields + [("status", "refused"), ("reason", reason)])
+            throw ExitCode.failure
+        case let .error(reason):
+            emit(fields + [("status", "error"), ("reason", reason)])
+            throw ExitCode.failure
+        default: throw ValidationError("unexpected answer")
+        }
+        guard timeout > 0 else {
+            emit(fields + [("status", "admitted")])
+            return nil
+        }
+        let deadline = Date().addingTimeInterval(timeout)
+        var found: TransactionLocation?
+        while found == nil, deadline.timeIntervalSinceNow > 0 {
+            let wait = UInt32(max(1, min(Double(ClientRequest.waitMillisecondsMax), deadline.timeIntervalSinceNow * 1_000)))
+            guard case let .transaction(location) = try ask(.waitFinal(signed.id, timeoutMilliseconds: wait), wait: Int(wait) + 5_000) else {
+                throw ValidationError("unexpected answer")
+            }
+            found = location
+        }
+        guard let found else {
+            emit(fields + [("status", "not final after \(timeout) s (it may still become final before height \(status.height + expiresIn))")])
+            throw ExitCode.failure
+        }
+        fields += [("height", "\(found.height)"), ("status", found.applied ? "applied" : "rejected")]
+        if let reason = found.reason { fields.append(("reason", reason)) }
+        guard found.applied else {
+            emit(fields)
+            throw ExitCode.failure
+        }
+        if case let .propose(action, _) = body, case let .partner(proposer) = signer,
+            let number = try proposalNumber(action: action, proposer: proposer) {
+            fields.append(("proposal", "\(number)"))
+        }
+        emit(fields)
+        return (signed.id, found.height)
+    }
+
+    /// The newest proposal by `proposer` with `action` (the one just applied).
+    private func proposalNumber(action: GovernanceAction, proposer: Identifier) throws -> UInt64? {
+        guard let meta = try connection.record(StateKeys.meta).value.map({ try LedgerMeta(wireBytes: $0) }) else { return nil }
+        var number = meta.nextProposal
+        while number > 1, number + 64 > meta.nextProposal {
+            number -= 1
+            guard let bytes = try connection.record(StateKeys.proposal(number)).value else { continue }
+            let proposal = try Proposal(wireBytes: bytes)
+            if proposal.proposer == proposer, proposal.action == action { return number }
+        }
+        return nil
+    }
+
+    func emit(_ fields: [(String, String)]) { connection.emit(fields) }
+}
+
+func accountKey(_ raw: String) throws -> AccountID {
+    guard let bytes = Bytes32(hex: raw) else { throw ValidationError("an account is 64 hexadecimal digits, got '\(raw)'") }
+    return Ed25519PublicKey(bytes)
+}
+
+/// A 32-byte commitment: 64 hex digits as given, or the SHA-256 of any other text (an
+/// off-chain reference such as a receipt number: only its hash goes on chain).
+func commitment(_ raw: String) -> Bytes32 {
+    Bytes32(hex: raw) ?? SHA256.hash(raw)
+}
+
+struct AttributeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "attribute", abstract: "Reward a citizen under a programme (signed by an issuer, --as).")
+    @OptionGroup var options: SubmitOptions
+    @Option(help: "The programme id.") var programme: String
+    @Option(help: "The citizen's account (64 hex digits).") var account: String
+    @Option(help: "Units of the civic gesture (tokens = units × the programme's reward per unit).") var units: UInt32 = 1
+    @Option(help: "The evidence: 64 hex digits, or any text (its SHA-256 is recorded; once per programme).") var evidence: String
+    func run() throws {
+        guard options.partner != nil else { throw ValidationError("an attribution is signed by an issuer: --as PARTNER") }
+        _ = try options.submit(.attribute(programme: try identifier(programme), account: try accountKey(account), units: units, evidence: commitment(evidence)))
+    }
+}
+
+struct RedeemCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "redeem", abstract: "Spend a citizen's tokens at an acceptor (signed by the citizen).")
+    @OptionGroup var options: SubmitOptions
+    @Option(help: "The accepting partner.") var acceptor: String
+    @Option(help: "Tokens to spend.") var amount: UInt64
+    @Option(help: "The service bought: 64 hex digits or any text (its SHA-256 is recorded).") var service = "service"
+    func run() throws {
+        guard options.partner == nil else { throw ValidationError("a redemption is signed by the citizen: no --as") }
+        _ = try options.submit(.redeem(acceptor: try identifier(acceptor), amount: amount, service: commitment(service)))
+    }
+}
+
+struct TransferCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "transfer", abstract: "Give tokens of a transferable programme to another citizen.")
+    @OptionGroup var options: SubmitOptions
+    @Option(help: "The receiving account (64 hex digits).") var to: String
+    @Option(help: "The programme whose tokens move.") var programme: String
+    @Option(help: "Tokens to give.") var amount: UInt64
+    func run() throws {
+        guard options.partner == nil else { throw ValidationError("a transfer is signed by the citizen: no --as") }
+        _ = try options.submit(.transfer(to: try accountKey(to), programme: try identifier(programme), amount: amount))
+    }
+}
+
+struct VoteCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "vote", abstract: "Vote on a governance proposal (signed by a partner, --as).")
+    @OptionGroup var options: SubmitOptions
+    @Option(help: "The proposal number.") var proposal: UInt64
+    @Flag(exclusivity: .exclusive, help: "Approve or reject.") var decision: Decision
+    enum Decision: EnumerableFlag { case approve, reject }
+    func run() throws {
+        guard options.partner != nil else { throw ValidationError("partners vote: --as PARTNER") }
+        _ = try options.submit(.vote(proposal: proposal, approve: decision == .approve))
+    }
+}
+
+struct ProposeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "propose", abstract: "Propose a governance action (signed by a partner, --as; the proposer's vote is yes).",
+        discussion: """
+            Actions: admit-partner (--partner-file, a JSON object in the genesis file's partner \
+            form), suspend-partner, reinstate-partner and remove-partner (--target), \
+            create-programme and amend-programme (--programme-file, the genesis file's programme \
+            form), close-programme (--target), set-validators (--validators a,b,c). The \
+            proposal passes with the chain's approval fraction of active partners (2/3 by \
+            default) before its deadline; it is applied by the deciding vote.
+            """)
+    @OptionGroup var options: SubmitOptions
+    @Argument(help: "The action.") var action: Action
+    @Option(help: "JSON file: the partner to admit.") var partnerFile: String?
+    @Option(help: "JSON file: the programme to create or amend.") var programmeFile: String?
+    @Option(help: "The partner or programme the action concerns.") var target: String?
+    @Option(help: "The new validator set, comma-separated partner ids, in order.") var validators: String?
+    @Option(help: "Blocks from now until the vote closes.") var deadlineIn: UInt64 = 5_000
+
+    enum Action: String, ExpressibleByArgument, CaseIterable {
+        case admitPartner = "admit-partner", suspendPartner = "suspend-partner", reinstatePartner = "reinstate-partner"
+        case removePartner = "remove-partner", createProgramme = "create-programme", amendProgramme = "amend-programme"
+        case closeProgramme = "close-programme", setValidators = "set-validators"
+    }
+
+    func governanceAction() throws -> GovernanceAction {
+        func target() throws -> Identifier {
+            guard let raw = self.target else { throw ValidationError("\(action.rawValue) needs --target") }
+            return try identifier(raw)
+        }
+        func decode<T: Decodable>(_ type: T.Type, _ path: String?, _ option: String) throws -> T {
+            guard let path else { throw ValidationError("\(action.rawValue) needs --\(option)") }
+            do { return try JSONDecoder().decode(T.self, from: Data(contentsOf: URL(fileURLWithPath: path))) } catch {
+                throw ValidationError("--\(option) \(path): \(error)")
+            }
+        }
+        switch action {
+        case .admitPartner:
+            do { return .admitPartner(try decode(GenesisFile.PartnerEntry.self, partnerFile, "partner-file").partner()) } catch let error as GenesisError {
+                throw ValidationError("--partner-file: \(error.field): \(error.reason)")
+            }
+        case .createProgramme, .amendProgramme:
+            do {
+                let programme = try decode(GenesisFile.ProgrammeEntry.self, programmeFile, "programme-file").programme()
+                return action == .createProgramme ? .createProgramme(programme) : .amendProgramme(programme)
+            } catch let error as GenesisError {
+                throw ValidationError("--programme-file: \(error.field): \(error.reason)")
+            }
+        case .suspendPartner: return .setPartnerStatus(try target(), .suspended)
+        case .reinstatePartner: return .setPartnerStatus(try target(), .active)
+        case .removePartner: return .setPartnerStatus(try target(), .removed)
+        case .closeProgramme: return .closeProgramme(try target())
+        case .setValidators:
+            guard let validators else { throw ValidationError("set-validators needs --validators") }
+            return .setValidators(try validators.split(separator: ",").map { try identifier(String($0)) })
+        }
+    }
+
+    func run() throws {
+        guard options.partner != nil else { throw ValidationError("partners propose: --as PARTNER") }
+        let action = try governanceAction()
+        guard case let .status(status) = try options.connection.ask(.status) else { throw ValidationError("unexpected answer") }
+        _ = try options.submit(.propose(action, deadline: status.height + deadlineIn))
+    }
+}
+
+/// `calisson key`: a citizen's key (its public key is the pseudonymous account).
+struct KeyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "key", abstract: "Create or show a citizen's key.", subcommands: [Generate.self, Show.self])
+
+    struct Generate: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Write a new Ed25519 key (PEM, 0600) and print its account.")
+        @Option(help: "Where to write the key (must not exist).") var out: String
+        func run() throws {
+            let key = Ed25519PrivateKey()
+            do { try KeyFile.write(key, to: out) } catch { throw ValidationError("--out \(out): \(error)") }
+            print(key.publicKey.bytes.hex)
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the account (public key) of a key file.")
+        @Option(help: "The key file.") var key: String
+        func run() throws {
+            do { print(try KeyFile.readPrivateKey(at: key).publicKey.bytes.hex) } catch { throw ValidationError("--key \(key): \(error)") }
+        }
+    }
+}
