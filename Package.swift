@@ -84,7 +84,9 @@ let package = Package(
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Crypto", "Wire"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Crypto", "Wire"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "Node", "Ledger", "Crypto", "Wire"]),
-        .testTarget(name: "NodeTests", dependencies: ["Node", "LightClient", "Consensus", "Ledger", "Storage", "Transport", "Crypto", "Wire"]),
+        .testTarget(
+            name: "NodeTests",
+            dependencies: ["Node", "LightClient", "Consensus", "Ledger", "Storage", "Transport", "Crypto", "Wire", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ShimTests", dependencies: ["CLibUV", "COpenSSL", "CSQLite", "CSodium"]),
     ],
     swiftLanguageModes: [.v6]

@@ -46,7 +46,11 @@ public enum AdmissionError: Error, Equatable, Sendable {
     case badSignature
     case unknownSigner
     case mempoolFull
+    /// The same transaction is already waiting in the mempool.
     case duplicate
+    /// The signer already used this nonce in an applied transaction (the same one, or a
+    /// replay with other contents) that has not expired.
+    case nonceUsed(UInt64)
 }
 
 /// A validator node: the consensus replica, the ledger on the SQLite store, and the
@@ -423,7 +427,7 @@ public final class NodeRuntime: @unchecked Sendable {
     private func accept(_ bytes: [UInt8], id: SHA256Digest, signer: TransactionSigner, nonce: UInt64, gossip: Bool) -> AdmissionError? {
         guard mempool.count < configuration.mempoolCountMax else { return .mempoolFull }
         // Already applied (the same signer and nonce is recorded until the expiry passes).
-        guard ledger.store.value(StateKeys.used(signer, nonce: nonce)) == nil else { return .duplicate }
+        guard ledger.store.value(StateKeys.used(signer, nonce: nonce)) == nil else { return .nonceUsed(nonce) }
         guard mempoolIDs.insert(id).inserted else { return .duplicate }
         admitted += 1
         mempool.append((id, bytes))

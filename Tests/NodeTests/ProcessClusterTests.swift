@@ -1,0 +1,305 @@
+// The main job's processes, end to end: a testnet written by `calisson-node testnet`, four
+// `calisson-node run` processes on 127.0.0.1, and the `calisson` CLI as a partner back-end
+// and an auditor would run it. The primary is killed (a view change elects another and
+// progress resumes), restarted (it catches up by state transfer), bad transactions are
+// refused with their reason and change nothing, and a lying node is caught.
+import Crypto
+import Foundation
+import Glibc
+import Ledger
+import LightClient
+import Logging
+import Testing
+import Transport
+import Wire
+
+/// The built executables: next to the test bundle (`swift build --build-tests` builds them),
+/// or where CALISSON_BIN says.
+func productsDirectory() throws -> String {
+    var candidates: [String] = []
+    if let override = ProcessInfo.processInfo.environment["CALISSON_BIN"] { candidates.append(override) }
+    candidates.append(URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path)
+    if let bundle = Bundle.main.executableURL { candidates.append(bundle.deletingLastPathComponent().path) }
+    candidates.append(URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../.build/debug").standardized.path)
+    guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: "\($0)/calisson-node") && FileManager.default.isExecutableFile(atPath: "\($0)/calisson") })
+    else {
+        throw ProcessTestError("calisson-node and calisson are not built (swift build, or set CALISSON_BIN); looked in \(candidates)")
+    }
+    return found
+}
+
+struct ProcessTestError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+struct Ran {
+    let status: Int32
+    let output: String
+    let errors: String
+}
+
+/// Runs an executable to completion, with its output.
+func run(_ executable: String, _ arguments: [String], timeout: Double = 60) throws -> Ran {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let output = Pipe(), errors = Pipe()
+    process.standardOutput = output
+    process.standardError = errors
+    try process.run()
+    // Read both pipes to the end before waiting: a full pipe would block the child.
+    let collected = Locked<(Data, Data)>((Data(), Data()))
+    let readers = DispatchGroup()
+    for (index, pipe) in [output, errors].enumerated() {
+        DispatchQueue.global().async(group: readers) {
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            collected.withLock { if index == 0 { $0.0 = data } else { $0.1 = data } }
+        }
+    }
+    if readers.wait(timeout: .now() + timeout) == .timedOut {
+        process.terminate()
+        throw ProcessTestError("\(executable) \(arguments) did not finish within \(timeout) s")
+    }
+    process.waitUntilExit()
+    let (out, err) = collected.withLock { $0 }
+    return Ran(status: process.terminationStatus, output: String(decoding: out, as: UTF8.self), errors: String(decoding: err, as: UTF8.self))
+}
+
+/// A testnet of validator processes on loopback.
+final class ProcessCluster {
+    let bin: String
+    let directory: String
+    let basePort: UInt16
+    let ids: [String]
+    var processes: [Process?]
+    let ca: Certificate
+
+    init(validators: Int = 4) throws {
+        bin = try productsDirectory()
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("calisson-processes-\(UUID().uuidString)").path
+        // Below the kernel's ephemeral range (32768 and up), so no port the OS hands out collides.
+        basePort = UInt16.random(in: 0..<200) * 100 + 10_000
+        let written = try run("\(bin)/calisson-node", ["testnet", "--validators", "\(validators)", "--out", "\(directory)/net", "--base-port", "\(basePort)",
+                                                        "--epoch-length", "20"])
+        guard written.status == 0 else { throw ProcessTestError("testnet: \(written.errors)") }
+        let genesis = try JSONDecoder().decode(GenesisFile.self, from: Data(contentsOf: URL(fileURLWithPath: "\(directory)/net/genesis.json")))
+        ids = genesis.validators
+        processes = Array(repeating: nil, count: ids.count)
+        ca = try Certificate(pem: try String(contentsOfFile: "\(directory)/net/ca.crt", encoding: .utf8))
+        for index in ids.indices { try start(index) }
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: directory) }
+
+    var net: String { "\(directory)/net" }
+    func clientPort(_ index: Int) -> UInt16 { basePort + UInt16(2 * index + 1) }
+
+    func start(_ index: Int) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "\(bin)/calisson-node")
+        process.arguments = ["run", "--config", "\(net)/\(ids[index])/config.json", "--log-level", "notice"]
+        let log = "\(directory)/\(ids[index]).log"
+        if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        handle.seekToEndOfFile()
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        processes[index] = process
+    }
+
+    func kill(_ index: Int) {
+        guard let process = processes[index] else { return }
+        Glibc.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        processes[index] = nil
+    }
+
+    func stopAll() {
+        for process in processes.compactMap({ $0 }) { process.terminate() }
+        for process in processes.compactMap({ $0 }) { process.waitUntilExit() }
+        processes = processes.map { _ in nil }
+    }
+
+    /// `calisson` against node `index`.
+    func calisson(_ arguments: [String], at index: Int = 1, port: UInt16? = nil, timeout: Double = 90) throws -> Ran {
+        try run("\(bin)/calisson", arguments + ["--node", "127.0.0.1:\(port ?? clientPort(index))", "--ca", "\(net)/ca.crt", "--chain", "calisson-local"],
+                timeout: timeout)
+    }
+
+    func status(_ index: Int) -> NodeStatus? {
+        guard let client = try? TransportClient(host: "127.0.0.1", port: clientPort(index), ca: ca, chainId: "calisson-local") else { return nil }
+        defer { client.close() }
+        guard let bytes = try? client.request(ClientRequest.status.wireBytes), case let .status(status)? = try? ClientResponse(wireBytes: bytes) else {
+            return nil
+        }
+        return status
+    }
+
+    func logs() -> String {
+        ids.map { id in "--- \(id)\n" + ((try? String(contentsOfFile: "\(directory)/\(id).log", encoding: .utf8)).map { String($0.suffix(3_000)) } ?? "") }
+            .joined(separator: "\n")
+    }
+
+    /// The fields of a `--json` answer.
+    static func fields(_ ran: Ran) throws -> [String: String] {
+        guard let object = try JSONSerialization.jsonObject(with: Data(ran.output.utf8)) as? [String: String] else {
+            throw ProcessTestError("not a JSON object of strings: \(ran.output)")
+        }
+        return object
+    }
+}
+
+@Suite(.serialized) struct ProcessClusterTests {
+    @Test func theMainJobSurvivesItsPrimaryAndCatchesALiar() throws {
+        let cluster = try ProcessCluster()
+        defer { cluster.stopAll() }
+        #expect(eventually(30) { cluster.ids.indices.allSatisfy { (cluster.status($0)?.peers.count ?? 0) == cluster.ids.count - 1 } },
+                "not linked\n\(cluster.logs())")
+        let citizen = Ed25519PrivateKey(seed: SHA256.hash("process test citizen").bytes)!
+        let account = citizen.publicKey.bytes.hex
+        let citizenKey = "\(cluster.directory)/citizen.key"
+        try KeyFile.write(citizen, to: citizenKey)
+        let metropole = ["--key", "\(cluster.net)/metropole/signing.key", "--as", "metropole"]
+        func attribute(_ evidence: String, units: Int = 1, at node: Int = 1, _ extra: [String] = []) throws -> Ran {
+            try cluster.calisson(["submit", "attribute", "--programme", "recyclage", "--account", account, "--units", "\(units)",
+                                  "--evidence", evidence, "--json"] + metropole + extra, at: node)
+        }
+
+        // Submitted at a non-primary node (the primary of view 0 is the Métropole's, node 0).
+        let first = try attribute("first gesture")
+        #expect(first.status == 0, "\(first.output) \(first.errors)\n\(cluster.logs())")
+        #expect(try ProcessCluster.fields(first)["status"] == "applied")
+        let settled = { () -> Bool in
+            let states = cluster.ids.indices.compactMap { cluster.processes[$0] == nil ? nil : cluster.status($0) }
+            return states.count == cluster.processes.compactMap({ $0 }).count && Set(states.map { "\($0.height) \($0.stateRoot.hex)" }).count == 1
+        }
+        #expect(eventually(30, settled), "the nodes do not agree\n\(cluster.logs())")
+
+        // Each bad transaction is answered with its reason and changes no balance.
+        let before = try ProcessCluster.fields(try cluster.calisson(["supply", "--json"]))
+        let forgedBytes: [UInt8] = {
+            var bytes = Transaction(chainId: "calisson-local", signer: .citizen(citizen.publicKey), nonce: 1, expiryHeight: 100,
+                                    body: .redeem(acceptor: Identifier("friche")!, amount: 1, service: SHA256.hash("x"))).signed(with: citizen).wireBytes
+            bytes[bytes.count - 1] ^= 1
+            return bytes
+        }()
+        let client = try TransportClient(host: "127.0.0.1", port: cluster.clientPort(2), ca: cluster.ca, chainId: "calisson-local")
+        for (bytes, expected) in [(forgedBytes, "badSignature"), ([0x01, 0x02, 0x03], "malformed")] {
+            let answer = try ClientResponse(wireBytes: try client.request(ClientRequest.submit(bytes).wireBytes))
+            guard case let .refused(reason) = answer else {
+                Issue.record("admitted: \(answer)")
+                continue
+            }
+            #expect(reason.contains(expected), "\(reason)")
+        }
+        client.close()
+        let replayNonce = ["--nonce", "77"]
+        #expect(try attribute("replay one", at: 2, replayNonce).status == 0)
+        let rejections: [(Ran, String)] = [
+            (try attribute("replay two", at: 2, replayNonce), "nonceUsed"),
+            (try attribute("greedy", units: 100_000), "capExceeded"),
+            (try cluster.calisson(["submit", "redeem", "--acceptor", "friche", "--amount", "1000", "--key", citizenKey, "--json"]), "insufficientFunds"),
+            (try cluster.calisson(["submit", "attribute", "--programme", "nowhere", "--account", account, "--evidence", "x", "--json"] + metropole), "unknownProgramme"),
+            (try cluster.calisson(["submit", "attribute", "--programme", "recyclage", "--account", account, "--evidence", "y", "--json",
+                                   "--key", "\(cluster.net)/rtm/signing.key", "--as", "rtm"]), "issuerNotAllowed"),
+            (try cluster.calisson(["submit", "attribute", "--programme", "recyclage", "--account", account, "--evidence", "z", "--json",
+                                   "--key", citizenKey, "--as", "rtm"]), "badSignature"),
+        ]
+        for (ran, reason) in rejections {
+            #expect(ran.status != 0, "\(ran.output)")
+            #expect(ran.output.contains(reason), "expected \(reason): \(ran.output) \(ran.errors)")
+        }
+        let after = try ProcessCluster.fields(try cluster.calisson(["supply", "--json"]))
+        #expect(after["issued"].flatMap { Int($0) } == before["issued"].flatMap { Int($0) }.map { $0 + 10 }, "only the first replay-nonce attribution counts")
+        #expect(after["redeemed"] == before["redeemed"])
+
+        // The primary dies: a view change elects another validator and progress resumes.
+        cluster.kill(0)
+        let afterKill = try attribute("while the primary is down", at: 2)
+        #expect(afterKill.status == 0, "\(afterKill.output) \(afterKill.errors)\n\(cluster.logs())")
+        #expect((cluster.status(2)?.view ?? 0) >= 1, "no view change")
+
+        // It restarts from its database and catches up by state transfer.
+        try cluster.start(0)
+        #expect(try attribute("after the restart", at: 3).status == 0)
+        #expect(eventually(60, settled), "the restarted primary does not catch up\n\(cluster.logs())")
+        #expect(cluster.status(0)?.height == cluster.status(1)?.height)
+
+        // Certified answers hold through an honest relay, and a lie is caught.
+        for _ in 0..<12 { _ = try attribute("towards a checkpoint \(UUID())", at: 3) }  // a stable checkpoint above the last changes
+        let honest = try cluster.calisson(["balance", account, "--genesis", "\(cluster.net)/genesis.json", "--json"])
+        #expect(honest.status == 0, "\(honest.errors)")
+        #expect(try ProcessCluster.fields(honest)["proof"]?.contains("certified by a quorum") == true)
+        for lie in Liar.Lie.allCases {
+            let liar = try Liar(relayingTo: cluster.clientPort(1), net: cluster.net, lie: lie)
+            defer { liar.stop() }
+            let answer = try cluster.calisson(["balance", account, "--genesis", "\(cluster.net)/genesis.json"], port: liar.port)
+            if lie == .none {
+                #expect(answer.status == 0, "an honest relay was refused: \(answer.errors)")
+            } else {
+                #expect(answer.status != 0 && answer.errors.contains("cannot be trusted"), "\(lie) went unnoticed: \(answer.output) \(answer.errors)")
+            }
+        }
+        #expect(cluster.processes.allSatisfy { $0?.isRunning ?? true }, "a node died\n\(cluster.logs())")
+    }
+}
+
+/// A node that relays to an honest node and lies in its certified answers: a changed
+/// value, a changed proof, or a changed certificate (its TLS certificate is genuine:
+/// the consortium CA signed it, as a compromised partner's would be).
+final class Liar {
+    enum Lie: CaseIterable { case none, value, proof, certificate }
+
+    let loop = EventLoop(name: "liar")
+    let transport: Transport
+    var port: UInt16 { transport.clientPort }
+
+    init(relayingTo target: UInt16, net: String, lie: Lie) throws {
+        let ca = try Certificate(pem: try String(contentsOfFile: "\(net)/ca.crt", encoding: .utf8))
+        let key = Ed25519PrivateKey()
+        let certificate = try CertificateAuthority.issue(
+            commonName: "liar", subjectKey: key.publicKey, ca: ca, caKey: try KeyFile.readPrivateKey(at: "\(net)/ca.key"), serial: 999)
+        var configuration = TransportConfiguration(chainId: "calisson-local", selfID: "liar", identity: TLSIdentity(certificate: certificate, key: key), ca: ca)
+        configuration.clientPort = 0
+        var logger = Logger(label: "liar")
+        logger.logLevel = .critical
+        transport = try Transport(configuration: configuration, loop: loop, logger: logger)
+        transport.onClientRequest = { request, respond in
+            DispatchQueue.global().async {
+                guard let upstream = try? TransportClient(host: "127.0.0.1", port: target, ca: ca, chainId: "calisson-local"),
+                    let bytes = try? upstream.request(request)
+                else { return respond(ClientResponse.error("relay failed").wireBytes) }
+                upstream.close()
+                guard case let .certifiedState(height, certificate, value, proof)? = try? ClientResponse(wireBytes: bytes) else { return respond(bytes) }
+                switch lie {
+                case .none: respond(bytes)
+                case .value:
+                    // Another account's worth: the balance doubled.
+                    let forged = value.flatMap { try? Account(wireBytes: $0) }.map { account -> [UInt8] in
+                        var account = account
+                        account.lots = account.lots.map { var lot = $0; lot.amount *= 2; return lot }
+                        return account.wireBytes
+                    }
+                    respond(ClientResponse.certifiedState(height: height, certificate: certificate, value: forged ?? [1], proof: proof).wireBytes)
+                case .proof:
+                    var siblings = proof.siblings
+                    if siblings.isEmpty { siblings.append(SHA256.hash("forged")) } else { siblings[0] = SHA256.hash("forged") }
+                    let altered = StateProof(siblings: siblings, terminal: proof.terminal)
+                    respond(ClientResponse.certifiedState(height: height, certificate: certificate, value: value, proof: altered).wireBytes)
+                case .certificate:
+                    var forged = certificate
+                    forged[forged.count / 2] ^= 1
+                    respond(ClientResponse.certifiedState(height: height, certificate: forged, value: value, proof: proof).wireBytes)
+                }
+            }
+        }
+        try transport.start()
+    }
+
+    func stop() {
+        transport.stop()
+        loop.shutdown()
+    }
+}
