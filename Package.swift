@@ -65,7 +65,7 @@ let package = Package(
         .executableTarget(
             name: "calisson-node",
             dependencies: [
-                "Node", "Ledger", "LightClient", "Crypto", "Transport", .product(name: "Logging", package: "swift-log"),
+                "Node", "Ledger", "LightClient", "Storage", "Crypto", "Transport", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(

@@ -228,6 +228,8 @@ extension Ledger {
         var values: [(key: StateKey, value: [UInt8]?)] = [(StateKeys.meta, meta.wireBytes), (StateKeys.parameters, genesis.parameters.wireBytes)]
         values += genesis.partners.map { (StateKeys.partner($0.id), $0.wireBytes) }
         values += genesis.programmes.map { (StateKeys.programme($0.id), $0.wireBytes) }
+        let nodeKeys = genesis.validators.compactMap { id in genesis.partners.first { $0.id == id }?.nodeKey }
+        values.append((StateKeys.validatorKeys, ValidatorKeys(changedAt: 0, keys: nodeKeys).wireBytes))
         let tree = StateTree.update(root: .zero, changes: values.map { ($0.key, $0.value.map(StateTree.valueHash)) }, nodes: store)
         store.commit(StateBatch(values: values, tree: tree))
         do { return try Ledger(chainId: genesis.chainId, store: store) } catch {

@@ -174,6 +174,7 @@ public struct Ledger<Store: StateStore> {
             closeEpoch(height: height)
         }
         let validatorsAfter = nodeKeys()
+        if validatorsAfter != validatorsBefore { write(StateKeys.validatorKeys, ValidatorKeys(changedAt: height, keys: validatorsAfter)) }
         flushBlock()
         let values = writes.map { (key: $0.key, value: $0.value) }
         writes = [:]

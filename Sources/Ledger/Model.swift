@@ -455,6 +455,30 @@ extension Parameters: WireCodable {
     }
 }
 
+/// The validator set as consensus sees it (node keys, in consensus order) and the height
+/// of the block that last changed it (0: genesis). Kept in the state so that a light
+/// client, trusting a checkpoint certified by one set, learns the next set and when it
+/// takes over (Docs/QUERY.md, *Following validator-set changes*).
+public struct ValidatorKeys: Hashable, Sendable, WireCodable {
+    public var changedAt: UInt64
+    public var keys: [Ed25519PublicKey]
+
+    public init(changedAt: UInt64, keys: [Ed25519PublicKey]) {
+        self.changedAt = changedAt
+        self.keys = keys
+    }
+
+    public func encode(to writer: inout WireWriter) {
+        writer.write(changedAt)
+        writer.writeArray(keys)
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        changedAt = try reader.readUInt64("validatorKeys.changedAt")
+        keys = try reader.readArray("validatorKeys.keys", maximum: LedgerLimits.listCountMax, of: Ed25519PublicKey.self)
+    }
+}
+
 extension LedgerMeta: WireCodable {
     public func encode(to writer: inout WireWriter) {
         writer.write(height)

@@ -7,7 +7,7 @@ import Wire
 public enum StateKeys {
     enum Namespace: UInt8 {
         case meta = 1, parameters, partner, programme, account, usage, evidence, used, usedExpiring, expiringLots,
-            proposal, obligations, statement, settlement, expiringChunk
+            proposal, obligations, statement, settlement, expiringChunk, validatorKeys
     }
 
     static let tag = TaggedHasher(tag: "calisson/state/key/v1")
@@ -24,6 +24,8 @@ public enum StateKeys {
 
     public static let meta = key(.meta)
     public static let parameters = key(.parameters)
+    /// The validators' node keys and the height they last changed (`ValidatorKeys`).
+    public static let validatorKeys = key(.validatorKeys)
     public static func partner(_ id: Identifier) -> StateKey { key(.partner, bytes(id)) }
     public static func programme(_ id: Identifier) -> StateKey { key(.programme, bytes(id)) }
     public static func account(_ id: AccountID) -> StateKey { key(.account, id.rawRepresentation) }

@@ -27,10 +27,14 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
     /// A transaction's inclusion: its block's command count and a Merkle proof of its id
     /// (which, with the height, give the block digest), and the block's commit certificate.
     case transactionProof(Bytes32)
+    /// The validator-set changes decided after block `after` (a `ValidatorKeys.changedAt`),
+    /// oldest first, at most `handoversMax`: what a light client follows from genesis.
+    case handovers(after: UInt64)
 
     public static let waitMillisecondsMax: UInt32 = 60_000
     public static let accountTransactionsMax: UInt32 = 1_000
     public static let blocksMax: UInt32 = 256
+    public static let handoversMax = 64
 
     public func encode(to writer: inout WireWriter) {
         switch self {
@@ -44,6 +48,7 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
         case let .blocks(from, limit, wait): writer.write(UInt8(8)); writer.write(from); writer.write(limit); writer.write(wait)
         case let .certifiedState(key): writer.write(UInt8(9)); writer.write(key)
         case let .transactionProof(id): writer.write(UInt8(10)); writer.write(id)
+        case let .handovers(after): writer.write(UInt8(11)); writer.write(after)
         }
     }
 
@@ -67,6 +72,7 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
             self = .blocks(from: from, limit: limit, waitMilliseconds: min(try reader.readUInt32("request.wait"), Self.waitMillisecondsMax))
         case 9: self = .certifiedState(try StateKey(from: &reader))
         case 10: self = .transactionProof(try Bytes32(from: &reader))
+        case 11: self = .handovers(after: try reader.readUInt64("request.after"))
         case let raw: throw .unknownKind(field: "request.kind", offset: offset, raw: UInt64(raw))
         }
     }
@@ -202,6 +208,7 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
     case certifiedState(height: UInt64, certificate: [UInt8], value: [UInt8]?, proof: StateProof)
     /// nil: not final here (or the block's body was pruned).
     case transactionProof(TransactionInclusion?)
+    case handovers([Handover])
 
     public func encode(to writer: inout WireWriter) {
         switch self {
@@ -232,6 +239,9 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
                 found.location.encode(to: &writer)
                 writer.write(found.commandCount); writer.write(found.proof); writer.writeBytes(found.certificate)
             }
+        case let .handovers(list):
+            writer.write(UInt8(12))
+            writer.writeArray(list)
         case let .certifiedState(height, certificate, value, proof):
             writer.write(UInt8(10)); writer.write(height); writer.writeBytes(certificate)
             writer.write(value != nil)
@@ -302,6 +312,7 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
             self = .transactionProof(TransactionInclusion(
                 location: location, commandCount: count, proof: proof,
                 certificate: try reader.readBytes("response.certificate", maximum: 1 << 20)))
+        case 12: self = .handovers(try reader.readArray("response.handovers", maximum: ClientRequest.handoversMax, of: Handover.self))
         case 10:
             let height = try reader.readUInt64("response.height")
             let certificate = try reader.readBytes("response.certificate", maximum: 1 << 20)

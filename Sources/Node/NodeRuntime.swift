@@ -375,6 +375,8 @@ public final class NodeRuntime: @unchecked Sendable {
                 }
             case let .block(height):
                 response = .block(try answers.block(height))
+            case let .handovers(after):
+                response = .handovers(try store.handovers(after: after, limit: ClientRequest.handoversMax).map { try Handover(wireBytes: $0.record) })
             }
         } catch {
             response = .error("\(error)")
@@ -595,10 +597,32 @@ public final class NodeRuntime: @unchecked Sendable {
     /// executed. History (retired tree nodes, replaced values) older than it is dropped.
     var prunedThrough: UInt64 = 0
     private func pruneHistory() throws {
-        guard let (height, _) = try store.checkpoint(atOrBelow: store.height), height > prunedThrough else { return }
+        guard let (height, certificate) = try store.checkpoint(atOrBelow: store.height), height > prunedThrough else { return }
+        try recordHandover(at: height, certificate: certificate)
         try store.pruneHistory(through: height)
         prunedThrough = height
     }
+
+    /// At each newly served checkpoint (its state still provable): if its validator keys
+    /// record a change not handed over yet, keep the record, its proof and the certificate,
+    /// so that light clients can follow the change long after (Docs/QUERY.md).
+    private func recordHandover(at height: UInt64, certificate bytes: [UInt8]) throws {
+        let certificate = try CheckpointCertificate(wireBytes: bytes)
+        let key = StateKeys.validatorKeys
+        let proof = StateTree.proof(for: key, root: certificate.stateRoot, nodes: ledger.store)
+        guard let leaf = proof.terminal, leaf.key == key,
+            let value = try store.values(of: key, after: height).first(where: { StateTree.valueHash($0) == leaf.valueHash }),
+            let record = try? ValidatorKeys(wireBytes: value)
+        else { return }  // a chain from before the record existed
+        if lastHandover == nil { lastHandover = try store.lastHandover() }
+        guard record.changedAt > lastHandover ?? 0 else { return }
+        try store.putHandover(
+            changedAt: record.changedAt, height: height,
+            record: Handover(height: height, certificate: bytes, value: value, proof: proof).wireBytes)
+        lastHandover = record.changedAt
+        logger.notice("validator-set change handed over", metadata: ["changedAt": "\(record.changedAt)", "checkpoint": "\(height)"])
+    }
+    private var lastHandover: UInt64?
 
     private func takePayload(_ max: Int) -> [[UInt8]] {
         var commands: [[UInt8]] = []

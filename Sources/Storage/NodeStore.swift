@@ -59,7 +59,7 @@ public struct StateChanges: Sendable {
 /// `appendSafety` returns, what it wrote survives a process kill and a power cut. One
 /// SQL transaction per block (group commit: the fsync is per block, not per transaction).
 public final class NodeStore {
-    public static let schemaVersion = 2
+    public static let schemaVersion = 3
     public let file: String
     public let isReadOnly: Bool
     let database: Database
@@ -92,6 +92,11 @@ public final class NodeStore {
             "CREATE INDEX retired_nodes_by_height ON retired_nodes (height)",
             "CREATE TABLE value_archive (key BLOB NOT NULL, height INTEGER NOT NULL, value BLOB NOT NULL, PRIMARY KEY (key, height)) WITHOUT ROWID",
             "CREATE INDEX value_archive_by_height ON value_archive (height)",
+        ],
+        // Version 3 keeps, for each validator-set change, the first stable checkpoint that
+        // carries it with the proof of the validator keys there (light clients follow them).
+        3: [
+            "CREATE TABLE handovers (changed_at INTEGER PRIMARY KEY, height INTEGER NOT NULL, record BLOB NOT NULL)",
         ],
     ]
 
@@ -253,6 +258,25 @@ public final class NodeStore {
             .bind(1, Int64(height)).bind(2, certificate).run()
     }
 
+    /// Records the proof of a validator-set change (decided by block `changedAt`), taken at
+    /// the stable checkpoint `height`; `record` is its client wire form.
+    public func putHandover(changedAt: UInt64, height: UInt64, record: [UInt8]) throws(StorageError) {
+        guard !isReadOnly else { throw .readOnly(file: file) }
+        try database.statement("INSERT OR REPLACE INTO handovers (changed_at, height, record) VALUES (?, ?, ?)")
+            .bind(1, Int64(changedAt)).bind(2, Int64(height)).bind(3, record).run()
+    }
+
+    /// The latest change with a handover (0: none).
+    public func lastHandover() throws(StorageError) -> UInt64 {
+        UInt64(try database.integer("SELECT coalesce(max(changed_at), 0) FROM handovers") ?? 0)
+    }
+
+    /// The handovers of changes decided after block `changedAt`, oldest first.
+    public func handovers(after changedAt: UInt64, limit: Int) throws(StorageError) -> [(changedAt: UInt64, record: [UInt8])] {
+        try database.statement("SELECT changed_at, record FROM handovers WHERE changed_at > ? ORDER BY changed_at LIMIT ?")
+            .bind(1, Int64(changedAt)).bind(2, Int64(limit)).all { (UInt64($0.int64(0)), $0.blob(1) ?? []) }
+    }
+
     /// The highest height with a stored checkpoint certificate at or below `height`.
     public func checkpoint(atOrBelow height: UInt64) throws(StorageError) -> (height: UInt64, certificate: [UInt8])? {
         try database.statement("SELECT height, certificate FROM checkpoints WHERE height <= ? ORDER BY height DESC LIMIT 1")
@@ -366,7 +390,9 @@ public final class NodeStore {
     }
 
     /// A consistent copy of the whole database, taken online (SQLite's backup API): the
-    /// node keeps writing meanwhile.
+    /// node keeps writing meanwhile. One step copies every page under one read
+    /// transaction (WAL: the writer is not blocked), so a node that commits a block every
+    /// few milliseconds from another process cannot make the copy restart forever.
     public func backup(to destination: String) throws(StorageError) {
         var target: OpaquePointer?
         guard sqlite3_open_v2(destination, &target, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nil) == SQLITE_OK else {
@@ -378,7 +404,7 @@ public final class NodeStore {
             throw .sqlite(file: destination, code: sqlite3_errcode(target), message: String(cString: sqlite3_errmsg(target)))
         }
         var status: Int32
-        repeat { status = sqlite3_backup_step(backup, 256) } while status == SQLITE_OK || status == SQLITE_BUSY || status == SQLITE_LOCKED
+        repeat { status = sqlite3_backup_step(backup, -1) } while status == SQLITE_OK || status == SQLITE_BUSY || status == SQLITE_LOCKED
         sqlite3_backup_finish(backup)
         guard status == SQLITE_DONE else { throw .sqlite(file: destination, code: status, message: "backup did not complete") }
     }

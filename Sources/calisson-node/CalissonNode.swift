@@ -5,6 +5,7 @@ import Ledger
 import LightClient
 import Logging
 import Node
+import Storage
 import Transport
 
 @main
@@ -12,7 +13,7 @@ struct CalissonNode: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "calisson-node",
         abstract: "Run a Calisson validator node, or prepare a local test network.",
-        subcommands: [Keys.self, CA.self, Init.self, Testnet.self, Run.self, Status.self])
+        subcommands: [Keys.self, CA.self, Init.self, Testnet.self, Run.self, Status.self, Backup.self])
 }
 
 /// Writes a node's configuration and data directory from a genesis file and the keys
@@ -129,6 +130,24 @@ struct CA: ParsableCommand {
             try certificate.pem.write(toFile: out, atomically: true, encoding: .utf8)
             print("certificate for \(csr.commonName), serial \(serial), in \(out); tlsKeyHash \(certificate.publicKeyHash.hex)")
         }
+    }
+}
+
+/// An online copy of a node's database, checked by opening it as the node would.
+struct Backup: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Copy a node's database while it runs (a consistent snapshot), then check the copy.")
+    @Option(help: "The node's configuration file.") var config: String
+    @Option(help: "The copy to write (must not exist).") var out: String
+
+    func run() throws {
+        let configuration: NodeConfiguration
+        do { configuration = try NodeConfigFile.load(config) } catch { throw ValidationError("\(error)") }
+        guard !FileManager.default.fileExists(atPath: out) else { throw ValidationError("--out \(out) exists") }
+        let source = try NodeStore(file: configuration.databaseFile, readOnly: true)
+        try source.backup(to: out)
+        let copy = try NodeStore(file: out, readOnly: true)  // the same checks as at a node's start
+        print("backup of \(configuration.databaseFile) in \(out): height \(copy.height), state root \(copy.stateRoot.hex)")
     }
 }
 

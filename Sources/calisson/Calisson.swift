@@ -40,18 +40,29 @@ struct Connection: ParsableArguments {
     @Flag(help: "Print JSON for scripts.")
     var json = false
 
-    @Option(help: "The chain's genesis file: answers are then taken at the latest stable checkpoint and its certificate checked against the genesis validators.")
+    @Option(help: "The chain's genesis file: answers are then taken at the latest stable checkpoint and its certificate checked against the validators in force there, followed from the genesis.")
     var genesis: String?
 
-    /// The genesis validators' node keys, when --genesis is given.
-    func trustedValidators() throws -> [Ed25519PublicKey]? {
+    /// The validator sets to trust, when --genesis is given: the genesis set, then every
+    /// change the node proves (each handover certified by the set it replaces).
+    func trustedValidators() throws -> TrustedValidators? {
         guard let genesis else { return nil }
         let file: GenesisFile
         do { file = try JSONDecoder().decode(GenesisFile.self, from: Data(contentsOf: URL(fileURLWithPath: genesis))) } catch {
             throw ValidationError("--genesis \(genesis): \(error)")
         }
         let checked = try file.validated()
-        return checked.validators.compactMap { id in checked.partners.first { $0.id == id }?.nodeKey }
+        guard checked.chainId == chain else { throw ValidationError("--genesis is for chain '\(checked.chainId)', not '\(chain)' (--chain)") }
+        var trusted = TrustedValidators(genesis: checked.validators.compactMap { id in checked.partners.first { $0.id == id }?.nodeKey })
+        while true {
+            guard case let .handovers(list) = try ask(.handovers(after: trusted.changedAt)) else { throw ValidationError("unexpected answer") }
+            for handover in list {
+                do { try trusted.follow(handover, chainId: chain) } catch {
+                    throw ValidationError("the node's proof of a validator-set change does not hold (\(error)): this node cannot be trusted")
+                }
+            }
+            if list.count < ClientRequest.handoversMax { return trusted }
+        }
     }
 
     func client() throws -> TransportClient {
@@ -81,7 +92,7 @@ struct Connection: ParsableArguments {
                 throw ValidationError("unexpected answer")
             }
             let root: SHA256Digest
-            do { root = try CheckpointCheck.verify(certificate, height: height, validators: validators, chainId: chain) } catch {
+            do { root = try CheckpointCheck.verify(certificate, height: height, validators: validators.keys(at: height), chainId: chain) } catch {
                 throw ValidationError("the node's checkpoint certificate does not hold (\(error)): this node cannot be trusted")
             }
             do {
@@ -112,7 +123,7 @@ struct Connection: ParsableArguments {
 
     func proofLine(_ height: UInt64, _ root: SHA256Digest) -> (String, String) {
         genesis != nil
-            ? ("proof", "verified against state root \(root.hex.prefix(16))…, certified by a quorum of the genesis validators at checkpoint \(height)")
+            ? ("proof", "verified against state root \(root.hex.prefix(16))…, certified at checkpoint \(height) by a quorum of the validators in force there (followed from the genesis)")
             : ("proof", "verified against state root \(root.hex.prefix(16))… at height \(height) (as reported by the node; --genesis to check its certificate)")
     }
 }
@@ -178,14 +189,14 @@ struct Tx: ParsableCommand {
             do {
                 try InclusionCheck.verify(
                     transaction: key, height: found.location.height, commandCount: found.commandCount, proof: found.proof,
-                    certificate: found.certificate, validators: validators, chainId: connection.chain)
+                    certificate: found.certificate, validators: validators.keys(at: found.location.height), chainId: connection.chain)
             } catch {
                 throw ValidationError("the node's inclusion proof does not hold (\(error)): this node cannot be trusted")
             }
             return connection.emit([
                 ("transaction", id), ("height", "\(found.location.height)"), ("position", "\(found.location.position)"),
                 ("result", resultText(found.location)),
-                ("proof", "included in block \(found.location.height), whose commit certificate a quorum of the genesis validators signed (the result is the node's word)"),
+                ("proof", "included in block \(found.location.height), whose commit certificate a quorum of the validators in force there signed (the result is the node's word)"),
             ])
         }
         guard case let .transaction(found) = try connection.ask(.transaction(key)) else { throw ValidationError("unexpected answer") }
@@ -347,6 +358,8 @@ struct DatabaseReader: TreeNodeSource {
             return .error("a database cannot take submissions")
         case .transactionProof:
             return .error("proofs of inclusion come from a node (--node)")
+        case let .handovers(after):
+            return .handovers(try store.handovers(after: after, limit: ClientRequest.handoversMax).map { try Handover(wireBytes: $0.record) })
         case .certifiedState:
             return .error("certified answers come from a node (--node); --db answers from the file's latest state")
         }

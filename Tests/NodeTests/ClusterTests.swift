@@ -129,6 +129,63 @@ func eventually(_ seconds: Double = 30, _ condition: () -> Bool) -> Bool {
         #expect(nodes.allSatisfy { $0.failure == nil })
     }
 
+    /// Governance removes p3 from the validator set: the node keeps the handover (the
+    /// checkpoint that carries the change, certified by the old set), and a light client
+    /// that trusts only the genesis follows it and checks a later checkpoint of the new set.
+    @Test func lightClientsFollowAValidatorSetChange() throws {
+        let cluster = try TestCluster()
+        let nodes = try (0..<4).map { index in
+            var configuration = cluster.configuration(index)
+            if index == 0 { configuration.transport.clientPort = 0 }
+            return try NodeRuntime(configuration: configuration)
+        }
+        for node in nodes { try node.start() }
+        defer { for node in nodes { node.stop() } }
+        TestCluster.link(nodes)
+        func governance(_ index: Int, _ body: TransactionBody, nonce: UInt64) -> [UInt8] {
+            Transaction(chainId: TestCluster.chainId, signer: .partner(Identifier("p\(index)")!), nonce: nonce, expiryHeight: 400, body: body)
+                .signed(with: cluster.signingKeys[index]).wireBytes
+        }
+        let smaller = (0..<3).map { Identifier("p\($0)")! }
+        #expect(nodes[0].submit(governance(0, .propose(.setValidators(smaller), deadline: 300), nonce: 1_000)) == nil)
+        #expect(eventually { nodes[0].read { $0.proposal(1) != nil } == true })
+        #expect(nodes[1].submit(governance(1, .vote(proposal: 1, approve: true), nonce: 1_001)) == nil)
+        #expect(nodes[2].submit(governance(2, .vote(proposal: 1, approve: true), nonce: 1_002)) == nil)
+        let voted = eventually { nodes[0].read { $0.meta.validators } == smaller }
+        #expect(voted, "\(String(describing: nodes[0].read { $0.proposal(1) }))")
+        let record = nodes[0].read { $0.store.value(StateKeys.validatorKeys).flatMap { try? ValidatorKeys(wireBytes: $0) } }
+        let changedAt = try #require(record.flatMap { $0 }).changedAt
+        let boundary = TrustedValidators.boundary(changedAt: changedAt)
+        // Blocks until a checkpoint of the new epoch is stable.
+        var nonce: UInt64 = 0
+        while nodes[0].height < boundary + 2 * TrustedValidators.checkpointInterval + 2 && nonce < 200 {
+            let before = nodes[0].height
+            _ = nodes[Int(nonce % 3)].submit(cluster.attribute(by: Int(nonce % 3), to: Int(nonce), nonce: nonce))
+            nonce += 1
+            _ = eventually(5) { nodes[0].height > before }
+        }
+        let client = try TransportClient(host: "127.0.0.1", port: nodes[0].transport.clientPort, ca: cluster.ca, chainId: TestCluster.chainId)
+        defer { client.close() }
+        guard case let .handovers(list) = try ClientResponse(wireBytes: try client.request(ClientRequest.handovers(after: 0).wireBytes)) else {
+            Issue.record("no handovers answer")
+            return
+        }
+        #expect(list.count == 1 && list.first.map { $0.height >= changedAt && $0.height <= boundary } == true, "\(list.map(\.height))")
+        var trusted = TrustedValidators(genesis: cluster.nodeKeys.map(\.publicKey))
+        for handover in list { try trusted.follow(handover, chainId: TestCluster.chainId) }
+        guard case let .certifiedState(height, certificate, value, proof) = try ClientResponse(wireBytes: try client.request(
+            ClientRequest.certifiedState(StateKeys.meta).wireBytes))
+        else {
+            Issue.record("no certified answer")
+            return
+        }
+        #expect(height > boundary, "checkpoint \(height) is not in the new epoch (from \(boundary + 1))")
+        #expect(trusted.keys(at: height) == cluster.nodeKeys[0..<3].map(\.publicKey))
+        let root = try CheckpointCheck.verify(certificate, height: height, validators: trusted.keys(at: height), chainId: TestCluster.chainId)
+        try proof.verifyInclusion(key: StateKeys.meta, value: try #require(value), root: root)
+        #expect(nodes.allSatisfy { $0.failure == nil })
+    }
+
     /// Recovery checks the last blocks' commit certificates: a tampered database is refused.
     @Test func aNodeRefusesToStartOnATamperedDatabase() throws {
         let cluster = try TestCluster(count: 1)
