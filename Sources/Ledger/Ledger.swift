@@ -51,6 +51,9 @@ public struct BlockOutcome: Sendable {
     /// The citizen accounts each transaction concerns (empty for undecodable ones), for
     /// the node's per-account index: the ledger decoded them already.
     public var accounts: [[AccountID]]
+    /// Whether a partner record changed (admitted, status, keys): the node's TLS registry
+    /// follows the partners.
+    public var partnersChanged: Bool
 }
 
 /// The clearing house: executes blocks of signed transactions against the authenticated
@@ -147,6 +150,7 @@ public struct Ledger<Store: StateStore> {
         public let validators: [Ed25519PublicKey]?
         public let closedEpoch: UInt64?
         public let accounts: [[AccountID]]
+        public let partnersChanged: Bool
     }
 
     /// Runs a block's transactions (and the epoch close it ends, if any) without touching
@@ -174,13 +178,15 @@ public struct Ledger<Store: StateStore> {
             closeEpoch(height: height)
         }
         let validatorsAfter = nodeKeys()
+        let partnersChanged = !partners.isEmpty
         if validatorsAfter != validatorsBefore { write(StateKeys.validatorKeys, ValidatorKeys(changedAt: height, keys: validatorsAfter)) }
         flushBlock()
         let values = writes.map { (key: $0.key, value: $0.value) }
         writes = [:]
         return StagedBlock(
             height: height, results: results, values: values,
-            validators: validatorsAfter != validatorsBefore ? validatorsAfter : nil, closedEpoch: closed, accounts: accounts)
+            validators: validatorsAfter != validatorsBefore ? validatorsAfter : nil, closedEpoch: closed, accounts: accounts,
+            partnersChanged: partnersChanged)
     }
 
     /// Updates the authenticated tree with a staged block's writes and commits both to
@@ -191,7 +197,7 @@ public struct Ledger<Store: StateStore> {
         store.commit(StateBatch(values: staged.values, tree: tree))
         return BlockOutcome(
             height: staged.height, results: staged.results, stateRoot: tree.root, validators: staged.validators,
-            closedEpoch: staged.closedEpoch, accounts: staged.accounts)
+            closedEpoch: staged.closedEpoch, accounts: staged.accounts, partnersChanged: staged.partnersChanged)
     }
 
     /// The node keys of the validator partners, in order (those without one are skipped).

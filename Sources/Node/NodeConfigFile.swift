@@ -98,9 +98,9 @@ extension NodeConfigFile {
         }
         let genesis: Genesis
         do { genesis = try genesisFile.validated() } catch { throw ConfigError(field: "genesis", reason: "\(error)") }
-        guard genesis.partners.contains(where: { $0.id.rawValue == partner }) else {
-            throw ConfigError(field: "partner", reason: "'\(partner)' is not a partner in the genesis")
-        }
+        // A partner admitted by governance after the genesis is not in it: ids are checked
+        // for form here; whether they may link is the ledger's registry to say at run time.
+        guard Identifier(partner) != nil else { throw ConfigError(field: "partner", reason: "'\(partner)' is not a partner id (1-32 of a-z, 0-9, '-')") }
         let consensusKey: Ed25519PrivateKey, tlsPrivateKey: Ed25519PrivateKey
         do { consensusKey = try KeyFile.readPrivateKey(at: path(nodeKey)) } catch { throw ConfigError(field: "nodeKey", reason: "\(error)") }
         do { tlsPrivateKey = try KeyFile.readPrivateKey(at: path(tlsKey)) } catch { throw ConfigError(field: "tlsKey", reason: "\(error)") }
@@ -118,8 +118,10 @@ extension NodeConfigFile {
         guard (1...1_000).contains(tick) else { throw ConfigError(field: "tickMilliseconds", reason: "\(tick) is outside 1...1000") }
         let mempool = mempoolMax ?? 100_000
         guard (1...10_000_000).contains(mempool) else { throw ConfigError(field: "mempoolMax", reason: "\(mempool) is outside 1...10000000") }
-        for (index, peer) in peers.enumerated() where !genesis.partners.contains(where: { $0.id.rawValue == peer.id }) {
-            throw ConfigError(field: "peers[\(index)].id", reason: "'\(peer.id)' is not a partner in the genesis")
+        for (index, peer) in peers.enumerated() {
+            guard Identifier(peer.id) != nil else { throw ConfigError(field: "peers[\(index)].id", reason: "'\(peer.id)' is not a partner id") }
+            guard peer.id != partner else { throw ConfigError(field: "peers[\(index)].id", reason: "this node itself") }
+            guard !peers[..<index].contains(where: { $0.id == peer.id }) else { throw ConfigError(field: "peers[\(index)].id", reason: "'\(peer.id)' is listed twice") }
         }
 
         var transport = TransportConfiguration(

@@ -135,7 +135,9 @@ public final class NodeRuntime: @unchecked Sendable {
         replica = Replica(
             configuration: replicaConfiguration, signer: NodeSigner(key: configuration.consensusKey), safety: safety,
             lastExecuted: store.height, schedule: schedule)
-        transport = try Transport(configuration: configuration.transport, loop: loop)
+        var transportConfiguration = configuration.transport
+        transportConfiguration.registry = Self.registry(ledger)
+        transport = try Transport(configuration: transportConfiguration, loop: loop)
         refreshValidatorDirectory()
         heightValue.withLock { $0 = ledger.height }
         rootValue.withLock { $0 = ledger.stateRoot }
@@ -385,6 +387,18 @@ public final class NodeRuntime: @unchecked Sendable {
     }
 
     /// Partner id ↔ node key, from the ledger's partners (validators and others alike).
+    /// Who may link, with which TLS key: the active partners with a registered TLS key hash,
+    /// as the ledger has them now (the genesis ones, then governance's admissions, key
+    /// rotations, suspensions and removals).
+    static func registry(_ ledger: Ledger<StoredState>) -> [String: SHA256Digest] {
+        var registry: [String: SHA256Digest] = [:]
+        for id in ledger.partnerIDs {
+            guard let partner = ledger.partner(id), partner.status == .active, let hash = partner.tlsKeyHash else { continue }
+            registry[id.rawValue] = hash
+        }
+        return registry
+    }
+
     private func refreshValidatorDirectory() {
         validatorsByPartner = [:]
         partnersByValidator = [:]
@@ -665,7 +679,16 @@ public final class NodeRuntime: @unchecked Sendable {
         mempool.removeAll { executed.contains($0.id) }
         mempoolIDs.subtract(executed)
         for id in ids { inFlight[id] = nil }
-        if outcome.validators != nil { refreshValidatorDirectory() }
+        if outcome.validators != nil || outcome.partnersChanged { refreshValidatorDirectory() }
+        if outcome.partnersChanged {
+            // Links of partners no longer registered (or with another key now) are closed;
+            // a newly admitted partner may link.
+            let registry = Self.registry(ledger)
+            if registry != transport.configuration.registry {
+                transport.update(peers: transport.configuration.peers, registry: registry, revokedSerials: transport.configuration.revokedSerials)
+                logger.notice("TLS registry updated from governance", metadata: ["partners": "\(registry.keys.sorted())"])
+            }
+        }
         lastProgressTick = tickCount
         blocksExecuted += 1
         for result in outcome.results { if result == .applied { applied += 1 } else { rejected += 1 } }

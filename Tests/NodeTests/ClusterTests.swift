@@ -186,6 +186,69 @@ func eventually(_ seconds: Double = 30, _ condition: () -> Bool) -> Bool {
         #expect(nodes.allSatisfy { $0.failure == nil })
     }
 
+    /// A partner admitted by governance (with its node key and TLS key hash) runs a node:
+    /// the validators' TLS registry follows the ledger, so it may link; it catches up as a
+    /// learner; a second vote puts it in the validator set and the five order blocks.
+    @Test func aPartnerAdmittedByGovernanceJoinsTheValidators() throws {
+        let cluster = try TestCluster()
+        var nodes = try (0..<4).map { try NodeRuntime(configuration: cluster.configuration($0)) }
+        for node in nodes { try node.start() }
+        defer { for node in nodes { node.stop() } }
+        TestCluster.link(nodes)
+        let tlsKey = Ed25519PrivateKey(seed: SHA256.hash("joiner tls").bytes)!
+        let nodeKey = Ed25519PrivateKey(seed: SHA256.hash("joiner node").bytes)!
+        let signingKey = Ed25519PrivateKey(seed: SHA256.hash("joiner signing").bytes)!
+        let certificate = try CertificateAuthority.issue(commonName: "p4", subjectKey: tlsKey.publicKey, ca: cluster.ca, caKey: cluster.caKey, serial: 44)
+        let joiner = Partner(id: Identifier("p4")!, name: "joiner", roles: [.issuer, .acceptor, .validator], signingKey: signingKey.publicKey,
+                             nodeKey: nodeKey.publicKey, tlsKeyHash: certificate.publicKeyHash)
+        var nonce: UInt64 = 5_000
+        func decide(_ action: GovernanceAction, proposal: UInt64, voters: Int) {
+            nonce += 10
+            let votes: [(Int, TransactionBody)] = [(0, .propose(action, deadline: 400))] + (1...voters).map { ($0, .vote(proposal: proposal, approve: true)) }
+            for (index, body) in votes {
+                let bytes = Transaction(chainId: TestCluster.chainId, signer: .partner(Identifier("p\(index)")!), nonce: nonce + UInt64(index),
+                                        expiryHeight: 400, body: body).signed(with: cluster.signingKeys[index]).wireBytes
+                #expect(nodes[index].submit(bytes) == nil)
+                let before = nodes[0].height
+                _ = eventually(10) { nodes[0].height > before }  // in order: the proposal before its votes
+            }
+        }
+        decide(.admitPartner(joiner), proposal: 1, voters: 2)  // 3 of 4 active partners
+        #expect(eventually { nodes[0].read { $0.partner(Identifier("p4")!)?.status == .active } == true })
+
+        // The joiner's node: the others learn its address (an operator's config edit and restart).
+        var transport = TransportConfiguration(chainId: TestCluster.chainId, selfID: "p4", identity: TLSIdentity(certificate: certificate, key: tlsKey), ca: cluster.ca)
+        transport.heartbeatMilliseconds = 100
+        transport.reconnectMaxMilliseconds = 300
+        var configuration = NodeConfiguration(genesis: cluster.genesis, databaseFile: "\(cluster.directory)/p4.db", consensusKey: nodeKey, transport: transport)
+        configuration.tickMilliseconds = 10
+        let newcomer = try NodeRuntime(configuration: configuration)
+        try newcomer.start()
+        defer { newcomer.stop() }
+        nodes.append(newcomer)
+        let peers = nodes.enumerated().map { PeerAddress(id: "p\($0.offset)", host: "127.0.0.1", port: $0.element.transport.peerPort) }
+        for (index, node) in nodes.enumerated() {
+            node.transport.update(peers: peers.filter { $0.id != "p\(index)" }, registry: node.transport.configuration.registry, revokedSerials: [])
+        }
+        #expect(eventually { newcomer.height == nodes[0].height && newcomer.stateRoot == nodes[0].stateRoot },
+                "the newcomer is at \(newcomer.height), the others at \(nodes[0].height)")
+
+        // Governance makes it a validator; after the boundary, five validators order blocks.
+        decide(.setValidators((0..<5).map { Identifier("p\($0)")! }), proposal: 2, voters: 3)  // 4 of 5
+        #expect(eventually { nodes[0].read { $0.meta.validators.count } == 5 })
+        let boundary = TrustedValidators.boundary(changedAt: nodes[0].height)
+        var next: UInt64 = 0
+        while nodes[0].height < boundary + 10 && next < 150 {
+            let before = nodes[0].height
+            _ = nodes[Int(next % 5)].submit(cluster.attribute(by: Int(next % 4), to: Int(next), nonce: next))
+            next += 1
+            _ = eventually(5) { nodes[0].height > before }
+        }
+        #expect(nodes[0].height > boundary + 5, "stalled at \(nodes[0].height) after the boundary \(boundary)")
+        #expect(eventually { Set(nodes.map { "\($0.height) \($0.stateRoot.hex)" }).count == 1 })
+        #expect(nodes.allSatisfy { $0.failure == nil })
+    }
+
     /// Recovery checks the last blocks' commit certificates: a tampered database is refused.
     @Test func aNodeRefusesToStartOnATamperedDatabase() throws {
         let cluster = try TestCluster(count: 1)

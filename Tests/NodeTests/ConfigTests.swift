@@ -49,12 +49,16 @@ import Transport
                 return error.field
             }
         }
-        #expect(field { $0.partner = "stranger" } == "partner")
+        #expect(field { $0.partner = "Not An Id" } == "partner")
+        // A partner admitted after the genesis is not in it: its certificate decides.
+        #expect(field { $0.partner = "stranger" } == "tlsCertificate")
         #expect(field { $0.nodeKey = "missing.key" } == "nodeKey")
         #expect(field { $0.tlsCertificate = "ca.crt" } == "tlsCertificate")  // the CA's certificate, not ours
         #expect(field { $0.genesis = "nowhere.json" } == "genesis")
         #expect(field { $0.tickMilliseconds = 0 } == "tickMilliseconds")
-        #expect(field { $0.peers = [.init(id: "ghost", host: "127.0.0.1", port: 1)] } == "peers[0].id")
+        #expect(field { $0.peers = [.init(id: "Ghost!", host: "127.0.0.1", port: 1)] } == "peers[0].id")
+        #expect(field { $0.peers = [.init(id: "p0", host: "127.0.0.1", port: 1)] } == "peers[0].id")  // itself
+        #expect(field { $0.peers = [.init(id: "p1", host: "127.0.0.1", port: 1), .init(id: "p1", host: "127.0.0.1", port: 2)] } == "peers[1].id")
 
         // A file missing a field says which.
         let file = directory.appendingPathComponent("partial.json")
