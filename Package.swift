@@ -16,6 +16,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // System libraries, found through pkg-config; `scripts/install-dependencies` installs them.
@@ -60,7 +61,10 @@ let package = Package(
         // Thin executables.
         .executableTarget(
             name: "calisson-bench",
-            dependencies: ["Crypto", "Wire", "Ledger", "Transport", "Storage", "Node", "LightClient", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: [
+                "Crypto", "Wire", "Ledger", "Transport", "Storage", "Node", "LightClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]),
 
         .executableTarget(
             name: "calisson-node",

@@ -30,6 +30,8 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
     /// The validator-set changes decided after block `after` (a `ValidatorKeys.changedAt`),
     /// oldest first, at most `handoversMax`: what a light client follows from genesis.
     case handovers(after: UInt64)
+    /// The ids of a final block's transactions, in order (benchmarks, indexers).
+    case blockTransactions(UInt64)
 
     public static let waitMillisecondsMax: UInt32 = 60_000
     public static let accountTransactionsMax: UInt32 = 1_000
@@ -49,6 +51,7 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
         case let .certifiedState(key): writer.write(UInt8(9)); writer.write(key)
         case let .transactionProof(id): writer.write(UInt8(10)); writer.write(id)
         case let .handovers(after): writer.write(UInt8(11)); writer.write(after)
+        case let .blockTransactions(height): writer.write(UInt8(12)); writer.write(height)
         }
     }
 
@@ -73,6 +76,7 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
         case 9: self = .certifiedState(try StateKey(from: &reader))
         case 10: self = .transactionProof(try Bytes32(from: &reader))
         case 11: self = .handovers(after: try reader.readUInt64("request.after"))
+        case 12: self = .blockTransactions(try reader.readUInt64("request.height"))
         case let raw: throw .unknownKind(field: "request.kind", offset: offset, raw: UInt64(raw))
         }
     }
@@ -209,6 +213,10 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
     /// nil: not final here (or the block's body was pruned).
     case transactionProof(TransactionInclusion?)
     case handovers([Handover])
+    /// nil: no such final block here.
+    case blockTransactions([Bytes32]?)
+
+    public static let blockTransactionsMax = 1 << 16
 
     public func encode(to writer: inout WireWriter) {
         switch self {
@@ -242,6 +250,10 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
         case let .handovers(list):
             writer.write(UInt8(12))
             writer.writeArray(list)
+        case let .blockTransactions(ids):
+            writer.write(UInt8(13))
+            writer.write(ids != nil)
+            if let ids { writer.writeArray(ids) }
         case let .certifiedState(height, certificate, value, proof):
             writer.write(UInt8(10)); writer.write(height); writer.writeBytes(certificate)
             writer.write(value != nil)
@@ -312,6 +324,9 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
             self = .transactionProof(TransactionInclusion(
                 location: location, commandCount: count, proof: proof,
                 certificate: try reader.readBytes("response.certificate", maximum: 1 << 20)))
+        case 13:
+            guard try reader.readBool("response.found") else { self = .blockTransactions(nil); return }
+            self = .blockTransactions(try reader.readArray("response.ids", maximum: Self.blockTransactionsMax, of: Bytes32.self))
         case 12: self = .handovers(try reader.readArray("response.handovers", maximum: ClientRequest.handoversMax, of: Handover.self))
         case 10:
             let height = try reader.readUInt64("response.height")

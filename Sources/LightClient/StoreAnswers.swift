@@ -43,6 +43,10 @@ public struct StoreAnswers {
         try store.block(at: height).map(BlockSummary.init)
     }
 
+    public func blockTransactions(_ height: UInt64) throws(StorageError) -> [Bytes32]? {
+        try store.block(at: height).map { $0.transactions.map(\.id) }
+    }
+
     /// Final blocks from `from` on, at most `limit`.
     public func blocks(from: UInt64, limit: UInt32) throws(StorageError) -> [BlockSummary] {
         guard from <= store.height, limit > 0 else { return [] }

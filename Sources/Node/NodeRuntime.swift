@@ -377,6 +377,8 @@ public final class NodeRuntime: @unchecked Sendable {
                 }
             case let .block(height):
                 response = .block(try answers.block(height))
+            case let .blockTransactions(height):
+                response = .blockTransactions(try answers.blockTransactions(height))
             case let .handovers(after):
                 response = .handovers(try store.handovers(after: after, limit: ClientRequest.handoversMax).map { try Handover(wireBytes: $0.record) })
             }
@@ -651,9 +653,10 @@ public final class NodeRuntime: @unchecked Sendable {
     /// Executes a final block, persists it with its state, and returns the replica's feedback.
     private func execute(_ certified: CertifiedBlock) throws -> Input {
         let block = certified.block
-        let outcome = ledger.execute(block.commands, verify: { [verifyCache] check in
-            verifyCache.contains(check) || check.verify()
-        })
+        let commands = block.commands
+        let outcome = try store.reading {
+            ledger.execute(commands, verify: { [verifyCache] check in verifyCache.contains(check) || check.verify() })
+        }
         let ids = block.commandIDs
         var newSet: ValidatorSet?
         if let keys = outcome.validators, let set = ValidatorSet(keys) {

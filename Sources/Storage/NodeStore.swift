@@ -60,6 +60,8 @@ public struct StateChanges: Sendable {
 /// SQL transaction per block (group commit: the fsync is per block, not per transaction).
 public final class NodeStore {
     public static let schemaVersion = 3
+    /// How much of the database file SQLite may map into memory.
+    public static let mapBytesMax = 128 << 20
     public let file: String
     public let isReadOnly: Bool
     let database: Database
@@ -113,6 +115,12 @@ public final class NodeStore {
             try database.execute("PRAGMA journal_mode = WAL")
             try database.execute("PRAGMA synchronous = FULL")
         }
+        // Reads through a memory map of the main file rather than pread copies (the tree's
+        // upper nodes are read by every block). The WAL is still read with pread.
+        try database.execute("PRAGMA mmap_size = \(Self.mapBytesMax)")
+        // A 32 MiB page cache (SQLite's default is 2 MiB): a block's inserts land in the
+        // tree's B-tree pages at random, and the upper levels are read by every block.
+        try database.execute("PRAGMA cache_size = -32768")
         let hasSchema = try database.integer("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'") ?? 0
         if hasSchema == 0 {
             guard !readOnly, create else {
@@ -195,6 +203,13 @@ public final class NodeStore {
     public func writeGenesis(_ state: StateChanges, extras: [String: [UInt8]] = [:]) throws(StorageError) {
         guard !isReadOnly else { throw .readOnly(file: file) }
         guard !isInitialized else { throw .invalid(file: file, reason: "the genesis state is already written") }
+        do { try writeGenesisTransaction(state, extras: extras) } catch {
+            retiredCache = nil
+            throw error
+        }
+    }
+
+    private func writeGenesisTransaction(_ state: StateChanges, extras: [String: [UInt8]]) throws(StorageError) {
         try database.transaction { () throws(StorageError) in
             try write(state, height: 0)
             try setMeta("height", Self.bytes(0))
@@ -209,6 +224,13 @@ public final class NodeStore {
         guard isInitialized else { throw .invalid(file: file, reason: "no genesis state") }
         guard block.height == height + 1 else { throw .invalid(file: file, reason: "block \(block.height) after \(height)") }
         guard block.stateRoot == state.root else { throw .invalid(file: file, reason: "block \(block.height)'s state root is not its state's") }
+        do { try appendTransaction(block, state: state, extras: extras) } catch {
+            retiredCache = nil  // the table is as before the transaction; reload it
+            throw error
+        }
+    }
+
+    private func appendTransaction(_ block: BlockRecord, state: StateChanges, extras: [String: [UInt8]]) throws(StorageError) {
         try database.transaction { () throws(StorageError) in
             try database.statement("INSERT INTO blocks (height, digest, body, certificate, state_root, transaction_count) VALUES (?, ?, ?, ?, ?, ?)")
                 .bind(1, Int64(block.height)).bind(2, block.digest.bytes).bind(3, block.body).bind(4, block.certificate)
@@ -240,15 +262,34 @@ public final class NodeStore {
                 try database.statement("DELETE FROM state WHERE key = ?").bind(1, key.bytes).run()
             }
         }
+        var retired = try retiredHashes()
         for hash in state.removedNodes {
             try database.statement("INSERT OR REPLACE INTO retired_nodes (hash, height) VALUES (?, ?)").bind(1, hash.bytes).bind(2, Int64(height)).run()
+            retired.insert(hash)
         }
         for (hash, node) in state.createdNodes {
             try database.statement("INSERT OR REPLACE INTO tree_nodes (hash, node) VALUES (?, ?)").bind(1, hash.bytes).bind(2, node).run()
-            // A subtree back in the tree (a value restored) is live again.
-            try database.statement("DELETE FROM retired_nodes WHERE hash = ?").bind(1, hash.bytes).run()
+            // A subtree back in the tree (a value restored) is live again. Rare: the set of
+            // retired hashes spares a statement per created node.
+            if retired.remove(hash) != nil {
+                try database.statement("DELETE FROM retired_nodes WHERE hash = ?").bind(1, hash.bytes).run()
+            }
         }
+        retiredCache = retired
         try setMeta("state_root", state.root.bytes)
+    }
+
+    /// The hashes in `retired_nodes`, mirrored in memory (loaded at the first write). Only a
+    /// committed write updates the mirror: `append` and `writeGenesis` drop it when their
+    /// transaction fails, so it is never ahead of or behind the table.
+    private var retiredCache: Set<Bytes32>?
+
+    private func retiredHashes() throws(StorageError) -> Set<Bytes32> {
+        if let retiredCache { return retiredCache }
+        let hashes = try database.statement("SELECT hash FROM retired_nodes").all { $0.blob(0).flatMap { Bytes32($0) } }
+        let loaded = Set(hashes.compactMap { $0 })
+        retiredCache = loaded
+        return loaded
     }
 
     /// Stores a stable checkpoint's certificate.
@@ -256,6 +297,16 @@ public final class NodeStore {
         guard !isReadOnly else { throw .readOnly(file: file) }
         try database.statement("INSERT OR REPLACE INTO checkpoints (height, certificate) VALUES (?, ?)")
             .bind(1, Int64(height)).bind(2, certificate).run()
+    }
+
+    /// Runs `body`'s reads in one read transaction: one snapshot, and one lock taken for
+    /// all of them instead of one per statement (a block's execution reads hundreds of
+    /// values and tree nodes). Writes go through `append`, after it.
+    public func reading<T>(_ body: () -> T) throws(StorageError) -> T {
+        try database.execute("BEGIN DEFERRED")
+        let result = body()
+        try database.execute("COMMIT")
+        return result
     }
 
     /// Records the proof of a validator-set change (decided by block `changedAt`), taken at
@@ -300,6 +351,7 @@ public final class NodeStore {
             try database.statement("DELETE FROM retired_nodes WHERE height <= ?").bind(1, Int64(height)).run()
             try database.statement("DELETE FROM value_archive WHERE height <= ?").bind(1, Int64(height)).run()
         }
+        retiredCache = nil  // reloaded (smaller) at the next write
     }
 
     // MARK: Safety log

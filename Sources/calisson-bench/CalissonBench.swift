@@ -4,8 +4,11 @@ import ArgumentParser
 struct CalissonBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "calisson-bench",
-        abstract: "Measure Calisson: the signature/Merkle hot path, ledger execution, storage and the TLS transport; cluster modes come with the node.",
-        subcommands: [HotPathCommand.self, LedgerCommand.self, TransportCommand.self, StorageCommand.self, WorkloadCommand.self, CeilingCommand.self])
+        abstract: "Measure Calisson: the signature/Merkle hot path, ledger execution, storage, the TLS transport, and whole clusters.",
+        subcommands: [
+            HotPathCommand.self, LedgerCommand.self, TransportCommand.self, StorageCommand.self, WorkloadCommand.self, CeilingCommand.self,
+            ClusterCommand.self,
+        ])
 }
 
 struct HotPathCommand: ParsableCommand {

@@ -196,6 +196,9 @@ struct Testnet: ParsableCommand {
     @Option(help: "Blocks per ledger epoch (each ends with expiry and clearing). Blocks are only made when there are transactions.")
     var epochLength: UInt64 = 500
 
+    @Option(help: "How far above the current height a transaction's expiry may be, in blocks (benchmarks pre-sign far ahead).")
+    var transactionLifetime: UInt64 = 600
+
     static let names: [(String, String, [String])] = [
         ("metropole", "Métropole Aix-Marseille-Provence", ["authority", "issuer", "acceptor", "validator"]),
         ("rtm", "Régie des transports métropolitains", ["issuer", "acceptor", "validator"]),
@@ -251,7 +254,7 @@ struct Testnet: ParsableCommand {
                                     transferable: true))
         }
         let genesis = GenesisFile(
-            chainId: chainId, parameters: .init(epochLength: epochLength, blocksPerDay: 8_640, sink: "metropole"), partners: partners,
+            chainId: chainId, parameters: .init(epochLength: epochLength, blocksPerDay: 8_640, transactionLifetimeMax: transactionLifetime, sink: "metropole"), partners: partners,
             validators: ids, programmes: programmes)
         _ = try genesis.validated()
         let encoder = JSONEncoder()

@@ -40,6 +40,9 @@ struct Connection: ParsableArguments {
     @Flag(help: "Print JSON for scripts.")
     var json = false
 
+    @Option(help: "Seconds to wait for each answer of the node.")
+    var requestTimeout = 30.0
+
     @Option(help: "The chain's genesis file: answers are then taken at the latest stable checkpoint and its certificate checked against the validators in force there, followed from the genesis.")
     var genesis: String?
 
@@ -72,14 +75,15 @@ struct Connection: ParsableArguments {
         let pem: String
         do { pem = try String(contentsOfFile: ca, encoding: .utf8) } catch { throw ValidationError("--ca \(ca): \(error)") }
         let authority = try Certificate(pem: pem)
-        return try TransportClient(host: String(parts[0]), port: port, ca: authority, chainId: chain)
+        return try TransportClient(host: String(parts[0]), port: port, ca: authority, chainId: chain,
+                                   timeoutMilliseconds: Int(max(1, requestTimeout) * 1_000))
     }
 
     func ask(_ request: ClientRequest) throws -> ClientResponse {
         if let db { return try DatabaseReader(file: db).answer(request) }
         let client = try client()
         defer { client.close() }
-        let response = try ClientResponse(wireBytes: try client.request(request.wireBytes))
+        let response = try ClientResponse(wireBytes: try client.request(request.wireBytes, timeoutMilliseconds: Int(max(1, requestTimeout) * 1_000)))
         if case let .error(reason) = response { throw ValidationError("node error: \(reason)") }
         return response
     }
@@ -358,6 +362,8 @@ struct DatabaseReader: TreeNodeSource {
             return .error("a database cannot take submissions")
         case .transactionProof:
             return .error("proofs of inclusion come from a node (--node)")
+        case let .blockTransactions(height):
+            return .blockTransactions(try StoreAnswers(store: store).blockTransactions(height))
         case let .handovers(after):
             return .handovers(try store.handovers(after: after, limit: ClientRequest.handoversMax).map { try Handover(wireBytes: $0.record) })
         case .certifiedState:

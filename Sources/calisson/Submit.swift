@@ -49,8 +49,9 @@ struct SubmitOptions: ParsableArguments {
         let signer: TransactionSigner = try partner.map { .partner(try identifier($0)) } ?? .citizen(signingKey.publicKey)
         let client = try connection.client()
         defer { client.close() }
-        func ask(_ request: ClientRequest, wait: Int = 10_000) throws -> ClientResponse {
-            try ClientResponse(wireBytes: try client.request(request.wireBytes, timeoutMilliseconds: wait))
+        func ask(_ request: ClientRequest, wait: Int? = nil) throws -> ClientResponse {
+            let wait = wait ?? Int(max(1, connection.requestTimeout) * 1_000)
+            return try ClientResponse(wireBytes: try client.request(request.wireBytes, timeoutMilliseconds: wait))
         }
         guard case let .status(status) = try ask(.status) else { throw ValidationError("the node did not answer its status") }
         let nonce = self.nonce ?? (UInt64(Date().timeIntervalSince1970 * 1_000_000) &* 1_000 &+ UInt64.random(in: 0..<1_000))

@@ -257,6 +257,7 @@ final class Liar {
 
     let loop = EventLoop(name: "liar")
     let transport: Transport
+    private var upstream: TransportClient?
     var port: UInt16 { transport.clientPort }
 
     init(relayingTo target: UInt16, net: String, lie: Lie) throws {
@@ -269,12 +270,15 @@ final class Liar {
         var logger = Logger(label: "liar")
         logger.logLevel = .critical
         transport = try Transport(configuration: configuration, loop: loop, logger: logger)
+        // One upstream connection, opened now, used by one request at a time.
+        let upstream = try TransportClient(host: "127.0.0.1", port: target, ca: ca, chainId: "calisson-local")
+        self.upstream = upstream
+        let queue = DispatchQueue(label: "liar")
         transport.onClientRequest = { request, respond in
-            DispatchQueue.global().async {
-                guard let upstream = try? TransportClient(host: "127.0.0.1", port: target, ca: ca, chainId: "calisson-local"),
-                    let bytes = try? upstream.request(request)
-                else { return respond(ClientResponse.error("relay failed").wireBytes) }
-                upstream.close()
+            queue.async {
+                guard let bytes = try? upstream.request(request, timeoutMilliseconds: 30_000) else {
+                    return respond(ClientResponse.error("relay failed").wireBytes)
+                }
                 guard case let .certifiedState(height, certificate, value, proof)? = try? ClientResponse(wireBytes: bytes) else { return respond(bytes) }
                 switch lie {
                 case .none: respond(bytes)
@@ -304,5 +308,6 @@ final class Liar {
     func stop() {
         transport.stop()
         loop.shutdown()
+        upstream?.close()
     }
 }

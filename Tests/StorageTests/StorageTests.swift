@@ -176,6 +176,31 @@ struct Chain {
         #expect(try recomputedRoot(state.store) == state.store.stateRoot)
     }
 
+    /// A tree node retired by one block and created again by a later one (a value put back)
+    /// is live: pruning must not delete it, whatever the store remembers of retired nodes
+    /// (the in-memory mirror of `retired_nodes`, reloaded after a failed append).
+    @Test func aNodeCreatedAgainSurvivesPruning() throws {
+        let store = try NodeStore(file: temporaryFile("recreated.db"), create: true)
+        let a = SHA256.hash("node a"), b = SHA256.hash("node b")
+        try store.writeGenesis(StateChanges(values: [], createdNodes: [(a, [1])], removedNodes: [], root: a))
+        func block(_ height: UInt64, created: Bytes32, removed: Bytes32) throws {
+            try store.append(
+                BlockRecord(height: height, digest: SHA256.hash("block \(height)"), body: [], certificate: [], stateRoot: created, transactions: []),
+                state: StateChanges(values: [], createdNodes: [(created, created == a ? [1] : [2])], removedNodes: [removed], root: created))
+        }
+        try block(1, created: b, removed: a)  // a retired
+        // A failed append (a wrong height) leaves the table and the mirror as they were.
+        #expect(throws: StorageError.self) { try block(7, created: a, removed: b) }
+        try block(2, created: a, removed: b)  // a back, b retired
+        try store.pruneHistory(through: 2)
+        #expect(try store.treeNode(a) != nil, "a live node was pruned")
+        #expect(try store.treeNode(b) == nil)
+        try block(3, created: b, removed: a)  // and once more, after a prune reloaded the mirror
+        try block(4, created: a, removed: b)
+        try store.pruneHistory(through: 4)
+        #expect(try store.treeNode(a) != nil && store.treeNode(b) == nil)
+    }
+
     @Test func readOnlyReaderFollowsAWriterWithoutErrors() throws {
         let file = temporaryFile("live.db")
         let writer = try CrashTest.start(file)

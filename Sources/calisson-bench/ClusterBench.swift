@@ -1,0 +1,463 @@
+import ArgumentParser
+import Crypto
+import Foundation
+import Histogram
+import Ledger
+import LightClient
+import Node
+import Synchronization
+import Transport
+import Wire
+
+/// End-to-end throughput and latency of a local cluster under signed Attribute (and
+/// Redeem) transactions, pre-signed before the clock starts.
+struct ClusterCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cluster",
+        abstract: "Finalized signed transactions per second and submit-to-finality latency on a local cluster.",
+        discussion: """
+            Starts an n-validator cluster on loopback (calisson-node testnet and run, release \
+            binaries next to this one), or attaches to one (--attach, a testnet directory), \
+            pre-signs the workload (not timed), then submits it open-loop at --rate \
+            transactions per second, or closed-loop keeping --outstanding transactions \
+            submitted but not yet final (--rate 0). Finality is read from the finalized-block \
+            stream of the first node. Reports finalized transactions per second after the \
+            warm-up, latency percentiles (HdrHistogram), CPU-seconds of all nodes (from \
+            /proc), peak RSS per node, bytes on disk per transaction, view changes, and the \
+            throughput as a fraction of this machine's verify ceiling (calisson-bench ceiling).
+            """)
+
+    @Option(help: "Validators (when starting a cluster).") var validators = 4
+    @Option(help: "A running testnet's directory (calisson-node testnet --out) to attach to instead of starting one.") var attach: String?
+    @Option(help: "Pre-signed transactions to submit.") var transactions = 20_000
+    @Option(help: "One redemption after every this many attributions (0: attributions only).") var redeemEvery = 0
+    @Option(help: "Open loop: offered transactions per second (0: closed loop).") var rate = 0.0
+    @Option(help: "Closed loop: transactions submitted but not yet final.") var outstanding = 2_000
+    @Option(help: "Client connections submitting in parallel, spread over the nodes.") var connections = 16
+    @Option(help: "Seconds from the first submission that are not measured.") var warmup = 2.0
+    @Option(help: "Seconds to wait for everything to be final.") var timeout = 180.0
+    @Option(help: "First port of a started cluster.") var basePort: UInt16 = 7300
+    @Option(help: "Citizen accounts the transactions go to.") var citizens = 2_000
+    @Option(help: "Write the result (machine, commit, configuration, figures) as JSON to this file.") var json: String?
+    @Flag(help: "Plain progress lines even on a terminal.") var plain = false
+
+    func validate() throws {
+        guard transactions > 0, connections > 0, outstanding > 0, citizens > 0, rate >= 0, warmup >= 0 else {
+            throw ValidationError("counts must be positive")
+        }
+    }
+
+    func run() throws {
+        let machine = Machine.describe()
+        let cluster = try attach.map { try BenchCluster(attachingTo: $0) } ?? BenchCluster(starting: validators, basePort: basePort)
+        defer { cluster.stop() }
+        let workload = try Workload(cluster: cluster, count: transactions, citizens: citizens, redeemEvery: redeemEvery)
+        print("cluster: \(cluster.ids.count) validators, \(workload.signed.count) transactions pre-signed (\(cluster.describe))")
+        let result = try Measurement(cluster: cluster, workload: workload, command: self).run()
+        let verifyRate = CeilingCommand.singleCoreVerifyRate()
+        let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        let ceiling = Double(cores) * verifyRate / Double(cluster.ids.count)
+        var report = result.report
+        report["ceilingTransactionsPerSecond"] = Int(ceiling)
+        report["fractionOfCeiling"] = (result.throughput / ceiling * 1_000).rounded() / 1_000
+        let mode = rate > 0 ? "open loop at \(Int(rate)) tx/s offered" : "closed loop, \(outstanding) outstanding"
+        print(String(format: "cluster: %.0f finalized tx/s (%@), %.2f of the verify ceiling (%.0f tx/s)", result.throughput, mode,
+                     result.throughput / ceiling, ceiling))
+        print(String(format: "  latency ms: p50 %.1f  p90 %.1f  p99 %.1f  max %.1f  (%d transactions after the warm-up)",
+                     result.latency(50), result.latency(90), result.latency(99), result.latencyMax, result.measured))
+        print(String(format: "  CPU: %.2f s for all nodes, %.3f CPU-s per 1,000 finalized transactions", result.cpuSeconds,
+                     result.cpuSeconds / Double(max(1, result.finalized)) * 1_000))
+        print("  peak RSS per node (MB): \(result.peakRSS.map { String(format: "%.0f", Double($0) / 1_048_576) }.joined(separator: ", "))")
+        print(String(format: "  disk: %.0f bytes per transaction per node; view changes: %d; refused at admission: %d; not final: %d",
+                     result.bytesPerTransaction, result.viewChanges, result.refused, result.pending))
+        if let json {
+            let object: [String: Any] = [
+                "mode": "cluster", "date": machine.date, "commit": machine.commit, "cpu": machine.cpu, "cores": cores,
+                "configuration": [
+                    "validators": cluster.ids.count, "transactions": transactions, "redeemEvery": redeemEvery, "rate": rate,
+                    "outstanding": outstanding, "connections": connections, "warmupSeconds": warmup, "citizens": citizens,
+                    "attached": attach != nil,
+                ] as [String: Any],
+                "results": report,
+            ]
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])
+            try data.write(to: URL(fileURLWithPath: json))
+            print("cluster: results in \(json)")
+        }
+        if result.pending > 0 { throw ExitCode.failure }
+    }
+}
+
+/// The cluster under test: started here, or attached to.
+final class BenchCluster {
+    let directory: String
+    let ids: [String]
+    let ca: Certificate
+    let genesis: Genesis
+    let clientPorts: [UInt16]
+    let metricsPorts: [UInt16?]
+    let dataFiles: [String]
+    private(set) var processes: [Process] = []
+    let pids: [Int32]
+    let started: Bool
+
+    var describe: String { started ? "started here, in \(directory)" : "attached to \(directory)" }
+
+    convenience init(starting count: Int, basePort: UInt16) throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("calisson-bench-\(UUID().uuidString)").path
+        let bin = Bundle.main.executableURL?.deletingLastPathComponent().path ?? ".build/release"
+        guard FileManager.default.isExecutableFile(atPath: "\(bin)/calisson-node") else {
+            throw ValidationError("\(bin)/calisson-node is not built (swift build -c release --product calisson-node)")
+        }
+        let testnet = Process()
+        testnet.executableURL = URL(fileURLWithPath: "\(bin)/calisson-node")
+        testnet.arguments = ["testnet", "--validators", "\(count)", "--out", directory, "--base-port", "\(basePort)",
+                             "--transaction-lifetime", "1000000", "--epoch-length", "1000000"]
+        testnet.standardOutput = FileHandle.nullDevice
+        try testnet.run()
+        testnet.waitUntilExit()
+        guard testnet.terminationStatus == 0 else { throw ValidationError("calisson-node testnet failed") }
+        var processes: [Process] = []
+        let configs = try Self.configs(directory)
+        for (id, _) in configs {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "\(bin)/calisson-node")
+            process.arguments = ["run", "--config", "\(directory)/\(id)/config.json", "--log-level", "warning"]
+            let log = "\(directory)/\(id).log"
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+            process.standardOutput = handle
+            process.standardError = handle
+            try process.run()
+            processes.append(process)
+        }
+        try self.init(directory: directory, processes: processes, pids: processes.map(\.processIdentifier))
+    }
+
+    convenience init(attachingTo directory: String) throws {
+        // The local cluster scripts keep the node pids next to the testnet (Cluster/local).
+        let pidFile = URL(fileURLWithPath: directory).deletingLastPathComponent().appendingPathComponent("pids").path
+        let pids = ((try? String(contentsOfFile: pidFile, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { Int32($0) }
+        try self.init(directory: directory, processes: [], pids: pids)
+    }
+
+    private init(directory: String, processes: [Process], pids: [Int32]) throws {
+        self.directory = directory
+        self.processes = processes
+        self.pids = pids
+        started = !processes.isEmpty
+        let configs = try Self.configs(directory)
+        ids = configs.map(\.0)
+        clientPorts = configs.map { $0.1.clientPort ?? 0 }
+        metricsPorts = configs.map { $0.1.metricsPort }
+        dataFiles = ids.map { "\(directory)/\($0)/data/node.db" }
+        ca = try Certificate(pem: try String(contentsOfFile: "\(directory)/ca.crt", encoding: .utf8))
+        genesis = try JSONDecoder().decode(GenesisFile.self, from: Data(contentsOf: URL(fileURLWithPath: "\(directory)/genesis.json"))).validated()
+        // Every node answers and is linked to all the others.
+        let deadline = Date().addingTimeInterval(30)
+        for index in ids.indices {
+            while (status(index)?.peers.count ?? -1) < ids.count - 1 {
+                guard Date() < deadline else { throw ValidationError("\(ids[index]) is not linked to the others after 30 s") }
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+        }
+    }
+
+    static func configs(_ directory: String) throws -> [(String, NodeConfigFile)] {
+        let genesis = try JSONDecoder().decode(GenesisFile.self, from: Data(contentsOf: URL(fileURLWithPath: "\(directory)/genesis.json")))
+        return try genesis.validators.map { id in
+            (id, try JSONDecoder().decode(NodeConfigFile.self, from: Data(contentsOf: URL(fileURLWithPath: "\(directory)/\(id)/config.json"))))
+        }
+    }
+
+    func client(_ index: Int) throws -> TransportClient {
+        try TransportClient(host: "127.0.0.1", port: clientPorts[index], ca: ca, chainId: genesis.chainId)
+    }
+
+    func status(_ index: Int) -> NodeStatus? {
+        guard let client = try? client(index) else { return nil }
+        defer { client.close() }
+        guard let bytes = try? client.request(ClientRequest.status.wireBytes), case let .status(status)? = try? ClientResponse(wireBytes: bytes) else {
+            return nil
+        }
+        return status
+    }
+
+    /// utime + stime of every node, in seconds (/proc/PID/stat).
+    func cpuSeconds() -> Double {
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        return pids.reduce(0) { total, pid in
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return total }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            // After the command: state is field 3, utime 14, stime 15 (1-based).
+            guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return total }
+            return total + (user + system) / ticks
+        }
+    }
+
+    /// Peak resident set size of each node, in bytes (VmHWM).
+    func peakRSS() -> [Int] {
+        pids.map { pid in
+            let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+            let line = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") } ?? ""
+            return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1_024
+        }
+    }
+
+    /// Bytes of each node's database (main file and WAL).
+    func diskBytes() -> [Int] {
+        dataFiles.map { file in
+            ["", "-wal"].reduce(0) { total, suffix in
+                total + ((try? FileManager.default.attributesOfItem(atPath: file + suffix)[.size] as? Int) ?? 0)
+            }
+        }
+    }
+
+    func stop() {
+        for process in processes where process.isRunning { process.terminate() }
+        for process in processes { process.waitUntilExit() }
+        processes = []
+        if started { try? FileManager.default.removeItem(atPath: directory) }
+    }
+}
+
+/// The pre-signed transactions, with their ids.
+struct Workload {
+    let signed: [[UInt8]]
+    let ids: [Bytes32]
+
+    init(cluster: BenchCluster, count: Int, citizens: Int, redeemEvery: Int) throws {
+        let genesis = cluster.genesis
+        guard let programme = genesis.programmes.first(where: { $0.id.rawValue == "recyclage" }) ?? genesis.programmes.first else {
+            throw ValidationError("the genesis has no programme")
+        }
+        guard let acceptor = genesis.partners.first(where: { $0.roles.contains(.acceptor) })?.id else { throw ValidationError("no acceptor") }
+        let issuers = programme.issuers
+        let keys = try Dictionary(uniqueKeysWithValues: issuers.map { ($0, try KeyFile.readPrivateKey(at: "\(cluster.directory)/\($0.rawValue)/signing.key")) })
+        guard let status = cluster.status(0) else { throw ValidationError("the first node does not answer") }
+        let expiry = status.height + min(genesis.parameters.transactionLifetimeMax, 1_000_000) - 1
+        let people = (0..<citizens).map { Ed25519PrivateKey(seed: SHA256.hash("bench citizen \($0)").bytes)! }
+        // Unique per run: nonces from the clock, evidence from the nonce.
+        var nonce = UInt64(Date().timeIntervalSince1970 * 1_000_000)
+        var signed: [[UInt8]] = []
+        signed.reserveCapacity(count)
+        var attributions = 0
+        while signed.count < count {
+            nonce += 1
+            // A redemption by a citizen rewarded a whole round of citizens earlier, so that
+            // its tokens are final before it is submitted, whatever the interleaving.
+            if redeemEvery > 0, attributions >= citizens, (signed.count + 1) % (redeemEvery + 1) == 0 {
+                let spender = people[attributions % citizens]
+                signed.append(Transaction(chainId: genesis.chainId, signer: .citizen(spender.publicKey), nonce: nonce, expiryHeight: expiry,
+                                          body: .redeem(acceptor: acceptor, amount: 1, service: SHA256.hash("bench service \(nonce)")))
+                    .signed(with: spender).wireBytes)
+                continue
+            }
+            let issuer = issuers[attributions % issuers.count]
+            signed.append(Transaction(chainId: genesis.chainId, signer: .partner(issuer), nonce: nonce, expiryHeight: expiry,
+                                      body: .attribute(programme: programme.id, account: people[attributions % citizens].publicKey, units: 1,
+                                                       evidence: SHA256.hash("bench evidence \(nonce)")))
+                .signed(with: keys[issuer]!).wireBytes)
+            attributions += 1
+        }
+        self.signed = signed
+        ids = signed.map { SignedTransaction.idTag.hash($0) }
+    }
+}
+
+/// One run: submitters, the finality follower, and the figures.
+final class Measurement: @unchecked Sendable {
+    struct Result {
+        var throughput: Double
+        var histogram: Histogram<UInt64>
+        var measured: Int
+        var finalized: Int
+        var pending: Int
+        var refused: Int
+        var cpuSeconds: Double
+        var peakRSS: [Int]
+        var bytesPerTransaction: Double
+        var viewChanges: Int
+        var report: [String: Any]
+
+        func latency(_ percentile: Double) -> Double { Double(histogram.valueAtPercentile(percentile)) / 1_000 }
+        var latencyMax: Double { Double(histogram.max) / 1_000 }
+    }
+
+    let cluster: BenchCluster
+    let workload: Workload
+    let command: ClusterCommand
+    let clock = ContinuousClock()
+    let start: ContinuousClock.Instant
+    /// Per transaction: submit time, µs since `start` (0: not submitted).
+    let submitted: Mutex<[Int64]>
+    let state = Mutex(Shared())
+    let permits: DispatchSemaphore
+
+    struct Shared {
+        var next = 0
+        var finalized = 0
+        var finalizedAfterWarmup = 0
+        var firstAfterWarmup: Int64?
+        var lastFinal: Int64 = 0
+        var refused = 0
+        var reasons: [String: Int] = [:]
+        var histogram = Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three)
+        var done = false
+        var failure: String?
+    }
+
+    init(cluster: BenchCluster, workload: Workload, command: ClusterCommand) {
+        self.cluster = cluster
+        self.workload = workload
+        self.command = command
+        start = clock.now
+        submitted = Mutex([Int64](repeating: 0, count: workload.signed.count))
+        permits = DispatchSemaphore(value: command.rate > 0 ? 0 : command.outstanding)
+    }
+
+    func now() -> Int64 {
+        let elapsed = clock.now - start
+        return elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
+    }
+
+    func run() throws -> Result {
+        let index = Dictionary(uniqueKeysWithValues: workload.ids.enumerated().map { ($0.element, $0.offset) })
+        let heights = cluster.ids.indices.map { cluster.status($0)?.height ?? 0 }
+        let views = cluster.ids.indices.map { cluster.status($0)?.view ?? 0 }
+        let disk = cluster.diskBytes()
+        let cpu = cluster.cpuSeconds()
+        let warmupMicros = Int64(command.warmup * 1_000_000)
+
+        // The follower: finalized blocks from the first node, each block's transaction ids.
+        let follower = try cluster.client(0)
+        let followed = DispatchGroup()
+        followed.enter()
+        let following = Thread { [self] in
+            defer { followed.leave() }
+            var next = (heights.first ?? 0) + 1
+            while !state.withLock({ $0.done }) {
+                guard let bytes = try? follower.request(ClientRequest.blocks(from: next, limit: 64, waitMilliseconds: 500).wireBytes, timeoutMilliseconds: 10_000),
+                    case let .blocks(blocks)? = try? ClientResponse(wireBytes: bytes)
+                else { continue }
+                for block in blocks {
+                    guard let reply = try? follower.request(ClientRequest.blockTransactions(block.height).wireBytes),
+                        case let .blockTransactions(ids?)? = try? ClientResponse(wireBytes: reply)
+                    else { break }
+                    let time = now()
+                    let times = submitted.withLock { sent in ids.compactMap { index[$0].map { sent[$0] } } }
+                    state.withLock { shared in
+                        for sent in times where sent > 0 {
+                            shared.finalized += 1
+                            shared.lastFinal = time
+                            if sent >= warmupMicros {
+                                shared.finalizedAfterWarmup += 1
+                                if shared.firstAfterWarmup == nil { shared.firstAfterWarmup = sent }
+                                _ = shared.histogram.record(UInt64(max(1, time - sent)))
+                            }
+                        }
+                    }
+                    if command.rate == 0 { for _ in times { permits.signal() } }
+                    next = block.height + 1
+                }
+            }
+            follower.close()
+        }
+        following.start()
+
+        // Submitters: each takes the next transaction, paced (open loop) or gated (closed loop).
+        let group = DispatchGroup()
+        for connection in 0..<command.connections {
+            let client = try cluster.client(connection % cluster.ids.count)
+            group.enter()
+            Thread { [self] in
+                defer { client.close(); group.leave() }
+                while true {
+                    let taken = state.withLock { shared -> Int? in
+                        guard shared.next < workload.signed.count, shared.failure == nil else { return nil }
+                        shared.next += 1
+                        return shared.next - 1
+                    }
+                    guard let item = taken else { return }
+                    if command.rate > 0 {
+                        let due = Int64(Double(item) / command.rate * 1_000_000)
+                        let wait = due - now()
+                        if wait > 0 { usleep(UInt32(min(wait, 1_000_000))) }
+                    } else {
+                        permits.wait()
+                    }
+                    let time = now()
+                    submitted.withLock { $0[item] = time }
+                    let answer = (try? client.request(ClientRequest.submit(workload.signed[item]).wireBytes)).flatMap { try? ClientResponse(wireBytes: $0) }
+                    guard case .admitted? = answer else {
+                        submitted.withLock { $0[item] = 0 }
+                        state.withLock { shared in
+                            shared.refused += 1
+                            if case let .refused(reason)? = answer { shared.reasons[reason, default: 0] += 1 } else { shared.reasons["no answer", default: 0] += 1 }
+                        }
+                        if command.rate == 0 { permits.signal() }
+                        continue
+                    }
+                }
+            }.start()
+        }
+
+        // Progress until everything submitted is final, or the timeout.
+        let terminal = isatty(1) == 1 && !command.plain
+        let total = workload.signed.count
+        var lastPrint = Date.distantPast
+        var lastCount = 0
+        var lastTime = Date()
+        let deadline = Date().addingTimeInterval(command.timeout)
+        while true {
+            Thread.sleep(forTimeInterval: terminal ? 0.25 : 1)
+            let (finalized, refused, next) = state.withLock { ($0.finalized, $0.refused, $0.next) }
+            let complete = next >= total && finalized + refused >= total
+            if Date().timeIntervalSince(lastPrint) >= (terminal ? 0.25 : 5) || complete {
+                let rate = Double(finalized - lastCount) / max(0.001, Date().timeIntervalSince(lastTime))
+                lastCount = finalized
+                lastTime = Date()
+                lastPrint = Date()
+                if terminal {
+                    let width = 30, filled = width * finalized / max(1, total)
+                    print("\r[\(String(repeating: "#", count: filled))\(String(repeating: ".", count: width - filled))] \(finalized)/\(total) final, \(Int(rate)) tx/s   ",
+                          terminator: "")
+                    fflush(nil)
+                } else {
+                    print("  \(finalized)/\(total) final, \(Int(rate)) tx/s")
+                }
+            }
+            if complete || Date() > deadline { break }
+        }
+        if terminal { print("") }
+        state.withLock { $0.done = true }
+        group.wait()
+        followed.wait()
+
+        let shared = state.withLock { $0 }
+        let cpuUsed = cluster.cpuSeconds() - cpu
+        let finalHeights = cluster.ids.indices.map { cluster.status($0)?.height ?? 0 }
+        let finalViews = cluster.ids.indices.map { cluster.status($0)?.view ?? 0 }
+        let diskGrowth = zip(cluster.diskBytes(), disk).map { $0 - $1 }
+        let span = Double(shared.lastFinal - (shared.firstAfterWarmup ?? shared.lastFinal)) / 1_000_000
+        let throughput = span > 0 ? Double(shared.finalizedAfterWarmup) / span : 0
+        let bytesPerTransaction = Double(diskGrowth.reduce(0, +)) / Double(max(1, diskGrowth.count)) / Double(max(1, shared.finalized))
+        let viewChanges = zip(finalViews, views).map { Int($0) - Int($1) }.max() ?? 0
+        let rss = cluster.peakRSS()
+        var histogram = shared.histogram
+        if histogram.totalCount == 0 { _ = histogram.record(0) }
+        let report: [String: Any] = [
+            "finalizedTransactionsPerSecond": Int(throughput), "finalized": shared.finalized, "measuredAfterWarmup": shared.finalizedAfterWarmup,
+            "refusedAtAdmission": shared.refused, "refusalReasons": shared.reasons, "notFinal": total - shared.finalized - shared.refused,
+            "latencyMilliseconds": ["p50": Double(histogram.valueAtPercentile(50)) / 1_000, "p90": Double(histogram.valueAtPercentile(90)) / 1_000,
+                                    "p99": Double(histogram.valueAtPercentile(99)) / 1_000, "max": Double(histogram.max) / 1_000],
+            "cpuSecondsAllNodes": cpuUsed, "cpuSecondsPer1000Transactions": cpuUsed / Double(max(1, shared.finalized)) * 1_000,
+            "peakRSSBytesPerNode": rss, "diskBytesPerTransactionPerNode": Int(bytesPerTransaction), "viewChanges": viewChanges,
+            "blocks": (finalHeights.first ?? 0) - (heights.first ?? 0),
+        ]
+        return Result(
+            throughput: throughput, histogram: histogram, measured: shared.finalizedAfterWarmup, finalized: shared.finalized,
+            pending: total - shared.finalized - shared.refused, refused: shared.refused, cpuSeconds: cpuUsed, peakRSS: rss,
+            bytesPerTransaction: bytesPerTransaction, viewChanges: viewChanges, report: report)
+    }
+}
