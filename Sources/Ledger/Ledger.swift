@@ -263,19 +263,17 @@ public struct Ledger<Store: StateStore> {
     /// Used nonces of transactions that expired before `height` can never be replayed:
     /// forget them.
     private mutating func pruneUsedNonces(expiredBefore height: UInt64) {
-        let bucket = StateKeys.usedExpiring(height - 1)
-        guard let list = read(bucket, as: KeyList.self) else { return }
-        for key in list.keys { writes[key] = .some(nil) }
-        writes[bucket] = .some(nil)
+        let expired = height - 1
+        for key in takeChunked(header: StateKeys.usedExpiring(expired), chunk: { StateKeys.usedExpiringChunk(expired, $0) }) {
+            writes[key] = .some(nil)
+        }
     }
 
     /// Folds the block's accumulated indexes into their records and writes the cached
     /// records: after it, `writes` holds everything the block changes.
     private mutating func flushBlock() {
         for height in pendingUsed.keys.sorted() {
-            let key = StateKeys.usedExpiring(height)
-            let list = (read(key, as: KeyList.self)?.keys ?? []) + (pendingUsed[height] ?? [])
-            write(key, KeyList(list))
+            appendChunked(pendingUsed[height] ?? [], header: StateKeys.usedExpiring(height), chunk: { StateKeys.usedExpiringChunk(height, $0) })
         }
         for epoch in pendingExpiring.keys.sorted() {
             appendExpiring((pendingExpiring[epoch] ?? []).sorted(), epoch: epoch)
@@ -294,37 +292,45 @@ public struct Ledger<Store: StateStore> {
     /// Adds accounts to an epoch's expiry index, filling its last chunk then opening new
     /// ones. An account may be listed twice (in two blocks): the close handles it once.
     mutating func appendExpiring(_ accounts: [AccountID], epoch: UInt64) {
-        let header = StateKeys.expiringLots(epoch)
-        var chunks = raw(header).flatMap { try? UInt64(wireBytes: $0) } ?? 0
-        var last = chunks == 0 ? [] : read(StateKeys.expiringChunk(epoch, chunks - 1), as: KeyList.self)?.keys ?? []
-        if chunks == 0 || last.count >= ExpiryIndex.chunkCountMax {
-            chunks += 1
-            last = []
-        }
-        for account in accounts {
-            if last.count >= ExpiryIndex.chunkCountMax {
-                write(StateKeys.expiringChunk(epoch, chunks - 1), KeyList(last))
-                chunks += 1
-                last = []
-            }
-            last.append(account.bytes)
-        }
-        write(StateKeys.expiringChunk(epoch, chunks - 1), KeyList(last))
-        write(header, chunks)
+        appendChunked(accounts.map(\.bytes), header: StateKeys.expiringLots(epoch), chunk: { StateKeys.expiringChunk(epoch, $0) })
     }
 
     /// Every account listed for an epoch, and the index removed.
     mutating func takeExpiring(epoch: UInt64) -> [AccountID] {
-        let header = StateKeys.expiringLots(epoch)
+        takeChunked(header: StateKeys.expiringLots(epoch), chunk: { StateKeys.expiringChunk(epoch, $0) }).map(AccountID.init)
+    }
+
+    /// A list kept in chunks of at most `ExpiryIndex.chunkCountMax` keys under `chunk(i)`,
+    /// their count under `header`: appending rewrites the last chunk only.
+    mutating func appendChunked(_ keys: [Bytes32], header: StateKey, chunk: (UInt64) -> StateKey) {
+        var chunks = raw(header).flatMap { try? UInt64(wireBytes: $0) } ?? 0
+        var last = chunks == 0 ? [] : read(chunk(chunks - 1), as: KeyList.self)?.keys ?? []
+        if chunks == 0 || last.count >= ExpiryIndex.chunkCountMax {
+            chunks += 1
+            last = []
+        }
+        for key in keys {
+            if last.count >= ExpiryIndex.chunkCountMax {
+                write(chunk(chunks - 1), KeyList(last))
+                chunks += 1
+                last = []
+            }
+            last.append(key)
+        }
+        write(chunk(chunks - 1), KeyList(last))
+        write(header, chunks)
+    }
+
+    /// Every key of a chunked list, and the list removed.
+    mutating func takeChunked(header: StateKey, chunk: (UInt64) -> StateKey) -> [Bytes32] {
         let chunks = raw(header).flatMap { try? UInt64(wireBytes: $0) } ?? 0
-        var accounts: [AccountID] = []
-        for chunk in 0..<chunks {
-            let key = StateKeys.expiringChunk(epoch, chunk)
-            accounts += (read(key, as: KeyList.self)?.keys ?? []).map(AccountID.init)
-            writes[key] = .some(nil)
+        var keys: [Bytes32] = []
+        for index in 0..<chunks {
+            keys += read(chunk(index), as: KeyList.self)?.keys ?? []
+            writes[chunk(index)] = .some(nil)
         }
         writes[header] = .some(nil)
-        return accounts
+        return keys
     }
 
     mutating func flushObligations() {

@@ -7,7 +7,7 @@ import Wire
 public enum StateKeys {
     enum Namespace: UInt8 {
         case meta = 1, parameters, partner, programme, account, usage, evidence, used, usedExpiring, expiringLots,
-            proposal, obligations, statement, settlement, expiringChunk, validatorKeys
+            proposal, obligations, statement, settlement, expiringChunk, validatorKeys, usedExpiringChunk
     }
 
     static let tag = TaggedHasher(tag: "calisson/state/key/v1")
@@ -36,8 +36,12 @@ public enum StateKeys {
         key(.evidence, bytes(programme), evidence.bytes)
     }
     public static func used(_ signer: TransactionSigner, nonce: UInt64) -> StateKey { key(.used, signer.wireBytes, bytes(nonce)) }
-    /// The used-nonce keys whose transactions expire at a height (pruned after it).
+    /// How many chunks list the used-nonce keys whose transactions expire at a height
+    /// (pruned after it).
     static func usedExpiring(_ height: UInt64) -> StateKey { key(.usedExpiring, bytes(height)) }
+    /// One chunk of that list (at most `ExpiryIndex.chunkCountMax` keys): transactions
+    /// sharing an expiry height cost each block only its last chunk, never the whole list.
+    static func usedExpiringChunk(_ height: UInt64, _ chunk: UInt64) -> StateKey { key(.usedExpiringChunk, bytes(height), bytes(chunk)) }
     /// How many chunks list the accounts holding lots that expire at an epoch's close.
     static func expiringLots(_ epoch: UInt64) -> StateKey { key(.expiringLots, bytes(epoch)) }
     /// One chunk of that list (at most `ExpiryIndex.chunkCountMax` accounts), so a block

@@ -315,3 +315,34 @@ extension LedgerFixture {
         precondition(ledger.proposal(ledger.meta.nextProposal - 1).map { if case .passed = $0.status { true } else { false } } == true)
     }
 }
+
+@Suite struct ReplayIndexTests {
+    /// Many transactions sharing one expiry height: the used-nonce index grows by chunks
+    /// (a block rewrites its last chunk, never the whole list), and once the height passes
+    /// every used nonce and the index are gone.
+    @Test func usedNoncesSharingAnExpiryArePrunedTogether() {
+        var f = LedgerFixture()
+        let expiry = f.ledger.height + 20
+        var signers: [(TransactionSigner, UInt64)] = []
+        for block in 0..<3 {
+            var commands: [[UInt8]] = []
+            for index in 0..<700 {
+                let citizen = block * 700 + index
+                let nonce = f.nextNonce()
+                let tx = Transaction(chainId: LedgerFixture.chainId, signer: .partner(id("tri")), nonce: nonce, expiryHeight: expiry,
+                                     body: .attribute(programme: id("recyclage"), account: LedgerFixture.citizen(citizen).publicKey, units: 1,
+                                                      evidence: LedgerFixture.evidence(citizen)))
+                commands.append(tx.signed(with: f.partnerKeys["tri"]!).wireBytes)
+                signers.append((.partner(id("tri")), nonce))
+            }
+            #expect(f.run(commands).allSatisfy { $0 == .applied })
+        }
+        let chunks = f.ledger.store.value(StateKeys.usedExpiring(expiry)).flatMap { try? UInt64(wireBytes: $0) }
+        #expect(chunks == 3, "2,100 keys in chunks of \(ExpiryIndex.chunkCountMax)")
+        #expect(signers.allSatisfy { f.ledger.store.value(StateKeys.used($0.0, nonce: $0.1)) != nil })
+        while f.ledger.height <= expiry { f.run([]) }
+        #expect(signers.allSatisfy { f.ledger.store.value(StateKeys.used($0.0, nonce: $0.1)) == nil })
+        #expect(f.ledger.store.value(StateKeys.usedExpiring(expiry)) == nil)
+        #expect((0..<3).allSatisfy { f.ledger.store.value(StateKeys.usedExpiringChunk(expiry, $0)) == nil })
+    }
+}
