@@ -30,9 +30,12 @@ public final class StoredState: StateStore {
 
     public func treeNode(_ hash: SHA256Digest) -> TreeNode? {
         if let created = pending?.tree.created[hash] { return created }
+        if let cached = cache[hash] { return cached }
         do {
             guard let bytes = try store.treeNode(hash) else { return nil }
-            return try TreeNode(wireBytes: bytes)
+            let node = try TreeNode(wireBytes: bytes)
+            remember(hash, node)
+            return node
         } catch let error as StorageError {
             readError = readError ?? error
         } catch {
@@ -69,6 +72,7 @@ public final class StoredState: StateStore {
         if let readError { throw readError }
         guard let pending else { throw .invalid(file: store.file, reason: "no state batch for block \(block.height)") }
         try store.append(block, state: Self.changes(pending), extras: extras)
+        for (hash, node) in pending.tree.created { remember(hash, node) }
         clear()
     }
 
@@ -81,5 +85,16 @@ public final class StoredState: StateStore {
     private func clear() {
         pending = nil
         pendingValues = [:]
+    }
+
+    /// Tree nodes read or written lately. Nodes are addressed by their hash, so a cached
+    /// node can never be stale; the cache only saves the SQLite reads of the paths every
+    /// block walks (the upper levels above all). Bounded: when full, it starts over.
+    private var cache: [SHA256Digest: TreeNode] = [:]
+    public static let cachedNodesMax = 200_000
+
+    private func remember(_ hash: SHA256Digest, _ node: TreeNode) {
+        if cache.count >= Self.cachedNodesMax { cache.removeAll(keepingCapacity: true) }
+        cache[hash] = node
     }
 }
