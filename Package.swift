@@ -62,8 +62,9 @@ let package = Package(
         .executableTarget(
             name: "calisson-bench",
             dependencies: [
-                "Crypto", "Wire", "Ledger", "Transport", "Storage", "Node", "LightClient",
+                "Crypto", "Wire", "Ledger", "Consensus", "Transport", "Storage", "Node", "LightClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Logging", package: "swift-log"),
             ]),
 
         .executableTarget(

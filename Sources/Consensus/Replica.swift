@@ -235,6 +235,10 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
         persist(.proposed(prePrepare))
         actions.append(.broadcast(.prePrepare(prePrepare)))
         accept(prePrepare)
+        // A full batch still waiting: cut the next block now rather than at the next tick
+        // (the window bounds how far this runs ahead).
+        pendingCommands = max(0, pendingCommands - commands.count)
+        if isPrimary, pendingCommands >= configuration.batchCommandsMax { maybeRequestPayload() }
     }
 
     private mutating func receivePrePrepare(_ m: Signed<PrePrepare>, from: ValidatorID) {

@@ -1,0 +1,309 @@
+import ArgumentParser
+import Consensus
+import Crypto
+import Foundation
+import Histogram
+import Logging
+import Node
+import Synchronization
+import Transport
+import Wire
+
+/// The consensus alone: n replicas in this process, each on its own event loop with its
+/// own mutual-TLS transport on loopback, ordering opaque unsigned payloads, so that the
+/// figure compares with BFT implementations that order unsigned commands.
+struct OrderingCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ordering",
+        abstract: "Ordered commands per second and ordering latency of the consensus alone (TLS on, no ledger, no storage).",
+        discussion: """
+            Every replica signs and verifies every consensus message (Ed25519, each signature \
+            once per replica: verify cache); safety records are kept in memory, not fsynced; \
+            execution appends to a hash chain. Commands are made at the primary when it cuts a \
+            block, at most --outstanding not yet executed (closed loop), each carrying its \
+            creation time; latency is creation to execution at that replica.
+            """)
+
+    @Option(help: "Replicas.") var validators = 4
+    @Option(help: "Commands per block (the primary cuts a block when this many wait).") var blockSize = 400
+    @Option(help: "Bytes per command (at least 8: the creation time).") var payloadSize = 8
+    @Option(help: "Commands made but not yet executed (closed loop).") var outstanding = 20_000
+    @Option(help: "Measured seconds, after the warm-up.") var duration = 10.0
+    @Option(help: "Warm-up seconds.") var warmup = 2.0
+    @Option(help: "Consensus tick in milliseconds.") var tickMilliseconds: UInt64 = 5
+    @Option(help: "Write the result as JSON to this file.") var json: String?
+
+    func validate() throws {
+        guard validators >= 1, blockSize >= 1, payloadSize >= 8, outstanding >= blockSize, duration > 0, tickMilliseconds >= 1 else {
+            throw ValidationError("validators ≥ 1, block size ≥ 1, payload ≥ 8 bytes, outstanding ≥ block size, duration > 0")
+        }
+    }
+
+    func run() throws {
+        let machine = Machine.describe()
+        let group = try OrderingGroup(count: validators, blockSize: blockSize, payloadSize: payloadSize, outstanding: outstanding,
+                                      tickMilliseconds: tickMilliseconds)
+        defer { group.stop() }
+        try group.start()
+        let cpuStart = OrderingGroup.processCPUSeconds()
+        Thread.sleep(forTimeInterval: warmup)
+        let (startCount, startTime) = group.measureFrom()
+        let viewsBefore = group.view()
+        let cpuMeasured = OrderingGroup.processCPUSeconds()
+        Thread.sleep(forTimeInterval: duration)
+        let (endCount, endTime, histogram, _) = group.measureTo()
+        let views = group.view() - viewsBefore
+        let cpuEnd = OrderingGroup.processCPUSeconds()
+        let seconds = Double(endTime - startTime) / 1e9
+        let rate = Double(endCount - startCount) / seconds
+        let latency = { (p: Double) in Double(histogram.valueAtPercentile(p)) / 1_000 }
+        print(String(format: "ordering: %d replicas, blocks of %d, %d-byte commands: %.0f commands/s over %.1f s", validators, blockSize,
+                     payloadSize, rate, seconds))
+        print(String(format: "  latency ms (creation to execution at the primary): p50 %.1f  p90 %.1f  p99 %.1f  max %.1f", latency(50),
+                     latency(90), latency(99), Double(histogram.max) / 1_000))
+        print(String(format: "  CPU: %.2f s in the measured window (all replicas, one process), %.3f CPU-s per 1,000 commands; view changes %d",
+                     cpuEnd - cpuMeasured, (cpuEnd - cpuMeasured) / max(1, Double(endCount - startCount)) * 1_000, views))
+        _ = cpuStart
+        if group.failure != nil { throw ValidationError("a replica failed: \(group.failure!)") }
+        if let json {
+            let object: [String: Any] = [
+                "mode": "ordering", "date": machine.date, "commit": machine.commit, "cpu": machine.cpu,
+                "cores": Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))),
+                "configuration": ["validators": validators, "blockSize": blockSize, "payloadSize": payloadSize, "outstanding": outstanding,
+                                  "durationSeconds": duration, "warmupSeconds": warmup, "tickMilliseconds": tickMilliseconds, "tls": true] as [String: Any],
+                "results": [
+                    "commandsPerSecond": Int(rate),
+                    "latencyMilliseconds": ["p50": latency(50), "p90": latency(90), "p99": latency(99), "max": Double(histogram.max) / 1_000],
+                    "cpuSecondsPer1000Commands": (cpuEnd - cpuMeasured) / max(1, Double(endCount - startCount)) * 1_000,
+                    "viewChanges": views,
+                ] as [String: Any],
+            ]
+            try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted]).write(to: URL(fileURLWithPath: json))
+        }
+    }
+}
+
+/// The replicas and what they measured.
+final class OrderingGroup: @unchecked Sendable {
+    let replicas: [OrderingReplica]
+    let clock = ContinuousClock()
+    let origin: ContinuousClock.Instant
+
+    init(count: Int, blockSize: Int, payloadSize: Int, outstanding: Int, tickMilliseconds: UInt64) throws {
+        let caKey = Ed25519PrivateKey()
+        let ca = try CertificateAuthority.makeRoot(name: "ordering bench CA", key: caKey)
+        let keys = (0..<count).map { _ in Ed25519PrivateKey() }
+        let tlsKeys = (0..<count).map { _ in Ed25519PrivateKey() }
+        var certificates: [Certificate] = []
+        for index in 0..<count {
+            certificates.append(try CertificateAuthority.issue(commonName: "r\(index)", subjectKey: tlsKeys[index].publicKey, ca: ca, caKey: caKey,
+                                                               serial: UInt64(index + 1)))
+        }
+        let registry = Dictionary(uniqueKeysWithValues: certificates.map { ($0.commonName, $0.publicKeyHash) })
+        guard let set = ValidatorSet(keys.map(\.publicKey)) else { throw ValidationError("bad validator set") }
+        var configuration = ReplicaConfiguration(chainId: "calisson-ordering", validators: set)
+        configuration.batchCommandsMax = blockSize
+        // The node's view-change timeout is 40 ticks of 20 ms: keep it at 800 ms whatever the tick.
+        configuration.viewChangeTimeoutTicks = max(40, 800 / tickMilliseconds)
+        configuration.viewChangeTimeoutTicksMax = configuration.viewChangeTimeoutTicks * 8
+        let origin = clock.now
+        self.origin = origin
+        let peers = Dictionary(uniqueKeysWithValues: keys.enumerated().map { ("r\($0.offset)", $0.element.publicKey) })
+        replicas = try (0..<count).map { index in
+            var transport = TransportConfiguration(chainId: "calisson-ordering", selfID: "r\(index)",
+                                                   identity: TLSIdentity(certificate: certificates[index], key: tlsKeys[index]), ca: ca)
+            transport.registry = registry
+            return try OrderingReplica(index: index, key: keys[index], configuration: configuration, transport: transport, peers: peers,
+                                       payloadSize: payloadSize, outstanding: outstanding, tickMilliseconds: tickMilliseconds, origin: origin)
+        }
+    }
+
+    func start() throws {
+        for replica in replicas { try replica.start() }
+        let addresses = replicas.map { PeerAddress(id: "r\($0.index)", host: "127.0.0.1", port: $0.transport.peerPort) }
+        for replica in replicas {
+            replica.transport.update(peers: addresses.filter { $0.id != "r\(replica.index)" }, registry: replica.transport.configuration.registry,
+                                     revokedSerials: [])
+        }
+    }
+
+    var failure: String? { replicas.compactMap { $0.failure }.first }
+
+    /// Commands executed by replica 0 so far, and now (ns since the origin); resets its histogram.
+    func measureFrom() -> (UInt64, Int64) {
+        replicas[0].snapshot(reset: true)
+    }
+
+    func measureTo() -> (UInt64, Int64, Histogram<UInt64>, Int) {
+        let (count, time) = replicas[0].snapshot(reset: false)
+        let views = replicas.map { $0.views.withLock { $0 } }.max() ?? 0
+        return (count, time, replicas[0].histogram.withLock { $0 }, views)
+    }
+
+    func stop() { for replica in replicas { replica.stop() } }
+
+    /// The highest view any replica entered.
+    func view() -> Int { replicas.map { $0.views.withLock { $0 } }.max() ?? 0 }
+
+    static func processCPUSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6 + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+    }
+}
+
+/// One replica: the consensus state machine, its TLS transport and a hash-chain
+/// "application", driven by its event loop.
+final class OrderingReplica: @unchecked Sendable {
+    let index: Int
+    let loop: EventLoop
+    let transport: Transport
+    let payloadSize: Int
+    let outstanding: Int
+    let tickMilliseconds: UInt64
+    let origin: ContinuousClock.Instant
+    let clock = ContinuousClock()
+    let chainId: String
+    let cache = VerifyCache(capacity: 200_000)
+    // Loop-thread state.
+    var replica: Replica<NodeSigner>
+    var byPeer: [String: ValidatorID]
+    var byKey: [ValidatorID: String]
+    var ticker: RepeatingTask?
+    var chain = SHA256Digest.zero
+    var made = 0
+    var recent: [UInt64: CertifiedBlock] = [:]
+    // Read from other threads.
+    let executed = Mutex<UInt64>(0)
+    let histogram = Mutex(Histogram<UInt64>(highestTrackableValue: 600_000_000, numberOfSignificantValueDigits: .three))
+    let views = Mutex(0)
+    private let failureValue = Mutex<String?>(nil)
+    var failure: String? { failureValue.withLock { $0 } }
+
+    init(index: Int, key: Ed25519PrivateKey, configuration: ReplicaConfiguration, transport configurationOfTransport: TransportConfiguration,
+         peers: [String: ValidatorID], payloadSize: Int, outstanding: Int, tickMilliseconds: UInt64, origin: ContinuousClock.Instant) throws {
+        self.index = index
+        self.payloadSize = payloadSize
+        self.outstanding = outstanding
+        self.tickMilliseconds = tickMilliseconds
+        self.origin = origin
+        chainId = configuration.chainId
+        loop = EventLoop(name: "ordering-\(index)")
+        var logger = Logger(label: "calisson.ordering")
+        logger.logLevel = .error
+        transport = try Transport(configuration: configurationOfTransport, loop: loop, logger: logger)
+        replica = Replica(configuration: configuration, signer: NodeSigner(key: key))
+        byPeer = peers
+        byKey = Dictionary(uniqueKeysWithValues: peers.map { ($0.value, $0.key) })
+    }
+
+    func nanoseconds() -> Int64 {
+        let elapsed = clock.now - origin
+        return elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
+    }
+
+    func start() throws {
+        transport.onMessage = { [weak self] peer, _, payload in self?.received(payload, from: peer) }
+        try transport.start()
+        let started = DispatchSemaphore(value: 0)
+        _ = loop.execute { [self] in
+            ticker = RepeatingTask(loop: loop, every: tickMilliseconds) { [weak self] in self?.tick() }
+            started.signal()
+        }
+        started.wait()
+    }
+
+    func stop() {
+        let done = DispatchSemaphore(value: 0)
+        if loop.execute({ [self] in ticker?.cancel(); done.signal() }) { done.wait() }
+        transport.stop()
+        loop.shutdown()
+    }
+
+    func snapshot(reset: Bool) -> (UInt64, Int64) {
+        let result = DispatchSemaphore(value: 0)
+        let value = Mutex<(UInt64, Int64)>((0, 0))
+        _ = loop.execute { [self] in
+            value.withLock { $0 = (executed.withLock { $0 }, nanoseconds()) }
+            if reset { histogram.withLock { $0.reset() } }
+            result.signal()
+        }
+        result.wait()
+        return value.withLock { $0 }
+    }
+
+    // MARK: Loop thread
+
+    private var pending: Int { max(0, outstanding - made) }
+
+    private func tick() {
+        step(.tick(pendingCommands: pending))
+    }
+
+    private func received(_ payload: [UInt8], from peer: String) {
+        guard let sender = byPeer[peer], let message = try? Message(wireBytes: payload) else { return }
+        let checks = message.signatureChecks(chainId: chainId)
+        let known = cache.contains(checks)
+        for (check, isKnown) in zip(checks, known) where !isKnown {
+            guard check.verify() else { return }
+            cache.insert(check)
+        }
+        step(.message(message, from: sender))
+    }
+
+    private func step(_ input: Input) {
+        var inputs = [input]
+        while !inputs.isEmpty {
+            for action in replica.step(inputs.removeFirst()) {
+                switch action {
+                case .persist, .evidence, .rejected, .enteredEpoch:
+                    break  // safety records in memory (the replica keeps them): no disk in this benchmark
+                case let .send(message, to):
+                    if let peer = byKey[to] { _ = transport.send(message.wireBytes, to: peer) }
+                case let .broadcast(message):
+                    transport.broadcast(message.wireBytes)
+                case let .requestPayload(seq, commandsMax):
+                    inputs.append(.payload(seq: seq, commands: makeCommands(min(commandsMax, pending))))
+                case let .execute(certified):
+                    inputs.append(execute(certified))
+                case let .serveState(fromSeq, to, blocksMax):
+                    let blocks = (fromSeq..<(fromSeq + UInt64(blocksMax))).compactMap { recent[$0] }
+                    if let peer = byKey[to], !blocks.isEmpty { _ = transport.send(Message.stateResponse(blocks).wireBytes, to: peer) }
+                case let .enteredView(view):
+                    views.withLock { $0 = max($0, Int(view)) }
+                case let .stateDiverged(seq, _, _):
+                    failureValue.withLock { $0 = "state diverged at \(seq)" }
+                }
+            }
+        }
+    }
+
+    /// Commands carrying their creation time (ns since the origin) in their first 8 bytes.
+    private func makeCommands(_ count: Int) -> [[UInt8]] {
+        let now = UInt64(nanoseconds())
+        made += count
+        return (0..<count).map { _ in
+            var command = [UInt8](repeating: 0, count: payloadSize)
+            withUnsafeBytes(of: now.littleEndian) { command.replaceSubrange(0..<8, with: $0) }
+            return command
+        }
+    }
+
+    private func execute(_ certified: CertifiedBlock) -> Input {
+        let block = certified.block
+        chain = SHA256.hash(chain.bytes + block.digest.bytes)
+        recent[block.seq] = certified
+        recent[block.seq &- 256] = nil
+        let now = UInt64(nanoseconds())
+        histogram.withLock { histogram in
+            for command in block.commands where command.count >= 8 {
+                let created = command.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+                if created <= now { _ = histogram.record(max(1, (now - created) / 1_000)) }
+            }
+        }
+        // The commands this replica made are no longer outstanding once executed.
+        made = max(0, made - block.commands.count)
+        executed.withLock { $0 += UInt64(block.commands.count) }
+        return .executed(seq: block.seq, stateRoot: chain, validators: nil)
+    }
+}
