@@ -91,7 +91,7 @@ public final class StoredState: StateStore {
     /// node can never be stale; the cache only saves the SQLite reads of the paths every
     /// block walks (the upper levels above all). Bounded: when full, it starts over.
     private var cache: [SHA256Digest: TreeNode] = [:]
-    public static let cachedNodesMax = 200_000
+    public static let cachedNodesMax = 100_000
 
     private func remember(_ hash: SHA256Digest, _ node: TreeNode) {
         if cache.count >= Self.cachedNodesMax { cache.removeAll(keepingCapacity: true) }
