@@ -1,6 +1,7 @@
 import ArgumentParser
 import Crypto
 import Foundation
+import Glibc
 import Histogram
 import Ledger
 import LightClient
@@ -98,12 +99,15 @@ final class BenchCluster {
     let metricsPorts: [UInt16?]
     let dataFiles: [String]
     private(set) var processes: [Process] = []
-    let pids: [Int32]
+    /// The nodes' current process ids (a restart changes one).
+    private(set) var livePids: [Int32]
+    var pids: [Int32] { livePids }
+    let bin: String
     let started: Bool
 
     var describe: String { started ? "started here, in \(directory)" : "attached to \(directory)" }
 
-    convenience init(starting count: Int, basePort: UInt16) throws {
+    convenience init(starting count: Int, basePort: UInt16, logLevel: String = "warning") throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("calisson-bench-\(UUID().uuidString)").path
         let bin = Bundle.main.executableURL?.deletingLastPathComponent().path ?? ".build/release"
         guard FileManager.default.isExecutableFile(atPath: "\(bin)/calisson-node") else {
@@ -117,34 +121,51 @@ final class BenchCluster {
         try testnet.run()
         testnet.waitUntilExit()
         guard testnet.terminationStatus == 0 else { throw ValidationError("calisson-node testnet failed") }
-        var processes: [Process] = []
-        let configs = try Self.configs(directory)
-        for (id, _) in configs {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "\(bin)/calisson-node")
-            process.arguments = ["run", "--config", "\(directory)/\(id)/config.json", "--log-level", "warning"]
-            let log = "\(directory)/\(id).log"
-            _ = FileManager.default.createFile(atPath: log, contents: nil)
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-            process.standardOutput = handle
-            process.standardError = handle
-            try process.run()
-            processes.append(process)
-        }
-        try self.init(directory: directory, processes: processes, pids: processes.map(\.processIdentifier))
+        let ids = try Self.configs(directory).map(\.0)
+        let processes = try ids.map { try Self.launch(bin: bin, directory: directory, id: $0, logLevel: logLevel) }
+        try self.init(directory: directory, processes: processes, pids: processes.map(\.processIdentifier), bin: bin)
+    }
+
+    /// Starts `calisson-node run` for one partner of the testnet, its output appended to DIR/ID.log.
+    static func launch(bin: String, directory: String, id: String, logLevel: String = "warning") throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "\(bin)/calisson-node")
+        process.arguments = ["run", "--config", "\(directory)/\(id)/config.json", "--log-level", logLevel]
+        let log = "\(directory)/\(id).log"
+        if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        handle.seekToEndOfFile()
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        return process
+    }
+
+    /// SIGKILL to node `index` (a cluster started here).
+    func kill(_ index: Int) {
+        let process = processes[index]
+        Glibc.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// Starts node `index` again from its database.
+    func restart(_ index: Int) throws {
+        processes[index] = try Self.launch(bin: bin, directory: directory, id: ids[index])
+        livePids[index] = processes[index].processIdentifier
     }
 
     convenience init(attachingTo directory: String) throws {
         // The local cluster scripts keep the node pids next to the testnet (Cluster/local).
         let pidFile = URL(fileURLWithPath: directory).deletingLastPathComponent().appendingPathComponent("pids").path
         let pids = ((try? String(contentsOfFile: pidFile, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { Int32($0) }
-        try self.init(directory: directory, processes: [], pids: pids)
+        try self.init(directory: directory, processes: [], pids: pids, bin: "")
     }
 
-    private init(directory: String, processes: [Process], pids: [Int32]) throws {
+    private init(directory: String, processes: [Process], pids: [Int32], bin: String) throws {
         self.directory = directory
         self.processes = processes
-        self.pids = pids
+        livePids = pids
+        self.bin = bin
         started = !processes.isEmpty
         let configs = try Self.configs(directory)
         ids = configs.map(\.0)
@@ -213,11 +234,21 @@ final class BenchCluster {
         }
     }
 
-    func stop() {
+    /// The nodes started here that are not running (exited on their own), with their status.
+    func unexpectedExits(killedAt _: [Int] = []) -> [String] {
+        processes.enumerated().filter { !$0.element.isRunning }.map { "\(ids[$0.offset]) (exit status \($0.element.terminationStatus))" }
+    }
+
+    /// SIGTERM to every node started here; waits for them.
+    func stopNodes() {
         for process in processes where process.isRunning { process.terminate() }
         for process in processes { process.waitUntilExit() }
+    }
+
+    func stop(keepDirectory: Bool = false) {
+        stopNodes()
         processes = []
-        if started { try? FileManager.default.removeItem(atPath: directory) }
+        if started && !keepDirectory { try? FileManager.default.removeItem(atPath: directory) }
     }
 }
 
@@ -225,6 +256,8 @@ final class BenchCluster {
 struct Workload {
     let signed: [[UInt8]]
     let ids: [Bytes32]
+    /// The citizens' accounts the transactions credit or debit.
+    let accounts: [AccountID]
 
     init(cluster: BenchCluster, count: Int, citizens: Int, redeemEvery: Int) throws {
         let genesis = cluster.genesis
@@ -262,6 +295,7 @@ struct Workload {
         }
         self.signed = signed
         ids = signed.map { SignedTransaction.idTag.hash($0) }
+        accounts = people.map(\.publicKey)
     }
 }
 

@@ -249,6 +249,28 @@ final class ProcessCluster {
     }
 }
 
+/// The chaos driver, short: validators killed and restarted under load for 15 seconds
+/// (debug builds); nothing acknowledged final may be lost (Docs/RELIABILITY.md).
+@Suite(.serialized) struct ShortChaosTests {
+    @Test func killedValidatorsLoseNothingFinal() throws {
+        let bin = try productsDirectory()
+        guard FileManager.default.isExecutableFile(atPath: "\(bin)/calisson-bench") else {
+            throw ProcessTestError("calisson-bench is not built in \(bin)")
+        }
+        let port = UInt16.random(in: 0..<200) * 100 + 10_050
+        let json = FileManager.default.temporaryDirectory.appendingPathComponent("chaos-\(UUID().uuidString).json").path
+        let ran = try run("\(bin)/calisson-bench", ["chaos", "--duration", "15", "--rate", "15", "--recovery", "90", "--base-port", "\(port)", "--json", json],
+                          timeout: 300)
+        #expect(ran.status == 0, "\(ran.output)\n\(ran.errors)")
+        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any]
+        let results = object?["results"] as? [String: Any]
+        #expect(results?["lost"] as? Int == 0)
+        #expect((results?["kills"] as? Int ?? 0) >= 1, "no fault was injected")
+        #expect((results?["acknowledgedFinal"] as? Int ?? 0) > 0, "nothing became final")
+        try? FileManager.default.removeItem(atPath: json)
+    }
+}
+
 /// A node that relays to an honest node and lies in its certified answers: a changed
 /// value, a changed proof, or a changed certificate (its TLS certificate is genuine:
 /// the consortium CA signed it, as a compromised partner's would be).

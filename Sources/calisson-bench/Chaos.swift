@@ -1,0 +1,306 @@
+import ArgumentParser
+import Crypto
+import Foundation
+import Ledger
+import LightClient
+import Storage
+import Synchronization
+import Transport
+import Wire
+
+/// Crash faults on real processes: validators killed with SIGKILL at random moments (so
+/// also in the middle of a block's SQLite commit) and restarted, under a steady signed
+/// workload; then the checks that nothing acknowledged as final was lost.
+struct ChaosCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chaos",
+        abstract: "Kill and restart validators under a signed workload; check that nothing final is lost and the nodes agree.",
+        discussion: """
+            Starts an n-validator cluster on loopback, submits pre-signed Attribute transactions \
+            open-loop to the nodes that are up, and follows the finalized blocks (from any node \
+            that answers): a transaction is acknowledged final when a node reports it in a final \
+            block. Meanwhile it kills at most f = ⌊(n−1)/3⌋ validators at a time with SIGKILL, \
+            at random moments, and restarts each after a random delay. After the last restart it \
+            measures the time until a new transaction is final, waits until every node has the \
+            same height and state root, stops the nodes, and opens every database read-only: \
+            every acknowledged transaction must be in every node's chain, the state roots must be \
+            equal at every height, the citizens' balances must add up to the tokens in \
+            circulation, and no node may have stopped but those killed. Exit status 1 otherwise; \
+            the cluster's directory (logs, databases) is then kept.
+            """)
+
+    @Option(help: "Validators.") var validators = 4
+    @Option(help: "Seconds of faults.") var duration = 60.0
+    @Option(help: "Transactions offered per second.") var rate = 40.0
+    @Option(help: "Seconds between a restart and the next kill: from, to.") var gap: [Double] = [1, 5]
+    @Option(help: "Seconds a killed node stays down: from, to.") var down: [Double] = [0.5, 4]
+    @Option(help: "Seconds allowed, after the last restart, to finalize again and to converge.") var recovery = 60.0
+    @Option(help: "Random seed (default: from the clock; printed).") var seed: UInt64?
+    @Option(help: "First port.") var basePort: UInt16 = 7500
+    @Option(help: "Write the result as JSON to this file.") var json: String?
+
+    func validate() throws {
+        guard validators >= 4 else { throw ValidationError("at least 4 validators (f ≥ 1)") }
+        guard gap.count == 2, down.count == 2, gap[0] <= gap[1], down[0] <= down[1], gap[0] >= 0, down[0] >= 0 else {
+            throw ValidationError("--gap and --down take two values each, from ≤ to, e.g. --gap 1 --gap 5")
+        }
+        guard duration > 0, rate > 0, recovery > 0 else { throw ValidationError("durations and rate must be positive") }
+    }
+
+    func run() throws {
+        let machine = Machine.describe()
+        let seed = self.seed ?? UInt64(Date().timeIntervalSince1970 * 1_000)
+        var random = SplitMix64(seed: seed)
+        func uniform(_ range: [Double]) -> Double { range[0] + (range[1] - range[0]) * Double(random.next() % 1_000_000) / 1_000_000 }
+        let cluster = try BenchCluster(starting: validators, basePort: basePort)
+        var keep = false
+        defer {
+            cluster.stop(keepDirectory: keep)
+        }
+        let f = (validators - 1) / 3
+        let count = Int(rate * (duration + recovery + 10))
+        let workload = try Workload(cluster: cluster, count: count, citizens: 500, redeemEvery: 0)
+        print("chaos: \(validators) validators (f = \(f)), seed \(seed), \(Int(duration)) s of faults, \(Int(rate)) tx/s offered, in \(cluster.directory)")
+        let run = ChaosRun(cluster: cluster, workload: workload, rate: rate)
+        run.start()
+
+        // Faults: kill, stay down, restart, wait; never more than f down at once.
+        var kills = 0
+        var lastRestart = Date()
+        let end = Date().addingTimeInterval(duration)
+        while Date() < end {
+            Thread.sleep(forTimeInterval: uniform(gap))
+            guard Date() < end else { break }
+            let victims = (0..<validators).filter { !run.isDown($0) }
+            for _ in 0..<f {
+                let victim = victims[Int(random.next() % UInt64(victims.count))]
+                guard !run.isDown(victim) else { continue }
+                run.setDown(victim, true)
+                cluster.kill(victim)
+                kills += 1
+                print("  \(String(format: "%6.1f", run.elapsed())) s  SIGKILL \(cluster.ids[victim])")
+            }
+            Thread.sleep(forTimeInterval: uniform(down))
+            for index in 0..<validators where run.isDown(index) {
+                try cluster.restart(index)
+                run.setDown(index, false)
+                lastRestart = Date()
+                print("  \(String(format: "%6.1f", run.elapsed())) s  restarted \(cluster.ids[index])")
+            }
+        }
+
+        // Recovery: a new transaction final after the last fault, then every node at the same state.
+        let recovered = run.finalizesAgain(after: lastRestart, within: recovery)
+        run.stopSubmitting()
+        let converged = run.converge(within: recovery)
+        run.stop()
+        let crashed = cluster.unexpectedExits(killedAt: [])
+        cluster.stopNodes()
+
+        // The checks, on the databases.
+        let acknowledged = run.acknowledgedIDs()
+        var lost = 0
+        var stores: [NodeStore] = []
+        for file in cluster.dataFiles { stores.append(try NodeStore(file: file, readOnly: true)) }
+        for id in acknowledged where stores.contains(where: { (try? $0.transaction(id)) == nil }) {
+            lost += 1
+        }
+        let heights = stores.map(\.height)
+        let common = heights.min() ?? 0
+        var divergent = 0
+        if common > 0 {
+            for height in 1...common {
+                let roots = Set(stores.compactMap { try? $0.block(at: height)?.stateRoot })
+                if roots.count != 1 { divergent += 1 }
+            }
+        }
+        if Set(zip(heights, stores.map(\.stateRoot)).map { "\($0.0) \($0.1.hex)" }).count != 1 { divergent += 1 }
+        var conservation: [String] = []
+        for (index, store) in stores.enumerated() {
+            guard let metaBytes = try store.value(StateKeys.meta), let meta = try? LedgerMeta(wireBytes: metaBytes) else {
+                conservation.append("\(cluster.ids[index]): no ledger meta")
+                continue
+            }
+            let held = try workload.accounts.reduce(Amount(0)) { total, account in
+                total + ((try store.value(StateKeys.account(account))).flatMap { try? Account(wireBytes: $0) }?.balance ?? 0)
+            }
+            if held != meta.totals.live { conservation.append("\(cluster.ids[index]): accounts hold \(held), \(meta.totals.live) in circulation") }
+            var issued: Amount = 0
+            for id in meta.programmes {
+                issued += (try store.value(StateKeys.programme(id))).flatMap { try? Programme(wireBytes: $0) }?.totals.issued ?? 0
+            }
+            if issued != meta.totals.issued { conservation.append("\(cluster.ids[index]): programmes issued \(issued), ledger \(meta.totals.issued)") }
+        }
+        let stats = run.statistics()
+        let failed = lost > 0 || divergent > 0 || !conservation.isEmpty || !crashed.isEmpty || recovered == nil || !converged
+        print(String(format: "chaos: %d kills; %d submitted, %d admitted, %d acknowledged final; lost %d; divergent heights %d; heights %@",
+                     kills, stats.submitted, stats.admitted, acknowledged.count, lost, divergent, heights.map(String.init).joined(separator: "/")))
+        print("  finalizing again \(recovered.map { String(format: "%.1f s", $0) } ?? "NOT within \(recovery) s") after the last restart; "
+              + "converged: \(converged ? "yes" : "NO"); conservation: \(conservation.isEmpty ? "holds" : conservation.joined(separator: "; ")); "
+              + "unexpected exits: \(crashed.isEmpty ? "none" : crashed.joined(separator: ", "))")
+        if let json {
+            let object: [String: Any] = [
+                "mode": "chaos", "date": machine.date, "commit": machine.commit, "cpu": machine.cpu, "seed": seed,
+                "configuration": ["validators": validators, "durationSeconds": duration, "rate": rate, "gap": gap, "down": down] as [String: Any],
+                "results": [
+                    "kills": kills, "submitted": stats.submitted, "admitted": stats.admitted, "acknowledgedFinal": acknowledged.count,
+                    "lost": lost, "divergentHeights": divergent, "heights": heights.map { Int($0) },
+                    "secondsToFinalizeAfterLastRestart": recovered ?? -1, "converged": converged,
+                    "conservationViolations": conservation, "unexpectedExits": crashed,
+                ] as [String: Any],
+            ]
+            try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted]).write(to: URL(fileURLWithPath: json))
+        }
+        if failed {
+            keep = true
+            print("chaos: FAILED; logs and databases kept in \(cluster.directory)")
+            throw ExitCode.failure
+        }
+        print("chaos: passed")
+    }
+}
+
+/// The workload and the finality follower of a chaos run.
+final class ChaosRun: @unchecked Sendable {
+    let cluster: BenchCluster
+    let workload: Workload
+    let rate: Double
+    let started = Date()
+    private let state = Mutex(State())
+    private let group = DispatchGroup()
+
+    struct State {
+        var down: Set<Int> = []
+        var submitting = true
+        var running = true
+        var submitted = 0
+        var admitted = 0
+        var admittedIDs: Set<Bytes32> = []
+        var final: Set<Bytes32> = []
+        var lastFinal = Date.distantPast
+        var nextToSubmit = 0
+    }
+
+    init(cluster: BenchCluster, workload: Workload, rate: Double) {
+        self.cluster = cluster
+        self.workload = workload
+        self.rate = rate
+    }
+
+    func elapsed() -> Double { Date().timeIntervalSince(started) }
+    func isDown(_ index: Int) -> Bool { state.withLock { $0.down.contains(index) } }
+    func setDown(_ index: Int, _ down: Bool) { state.withLock { if down { $0.down.insert(index) } else { $0.down.remove(index) } } }
+    func stopSubmitting() { state.withLock { $0.submitting = false } }
+    func acknowledgedIDs() -> Set<Bytes32> { state.withLock { $0.final } }
+    func statistics() -> (submitted: Int, admitted: Int) { state.withLock { ($0.submitted, $0.admitted) } }
+
+    func start() {
+        group.enter()
+        Thread { [self] in
+            defer { group.leave() }
+            submit()
+        }.start()
+        group.enter()
+        Thread { [self] in
+            defer { group.leave() }
+            follow()
+        }.start()
+    }
+
+    func stop() {
+        state.withLock { $0.running = false; $0.submitting = false }
+        group.wait()
+    }
+
+    /// Open loop over the nodes that are up, one connection per node, reopened after a kill.
+    private func submit() {
+        var clients: [Int: TransportClient] = [:]
+        var turn = 0
+        while state.withLock({ $0.submitting && $0.running }) {
+            let item = state.withLock { shared -> Int? in
+                guard shared.nextToSubmit < workload.signed.count else { return nil }
+                shared.nextToSubmit += 1
+                return shared.nextToSubmit - 1
+            }
+            guard let item else { break }
+            let due = started.addingTimeInterval(Double(item) / rate)
+            if due > Date() { Thread.sleep(until: due) }
+            let up = (0..<cluster.ids.count).filter { !isDown($0) }
+            guard !up.isEmpty else { continue }
+            let node = up[turn % up.count]
+            turn += 1
+            state.withLock { $0.submitted += 1 }
+            if clients[node] == nil { clients[node] = try? cluster.client(node) }
+            guard let client = clients[node],
+                let reply = try? client.request(ClientRequest.submit(workload.signed[item]).wireBytes, timeoutMilliseconds: 2_000),
+                case .admitted? = try? ClientResponse(wireBytes: reply)
+            else {
+                clients[node]?.close()
+                clients[node] = nil
+                continue
+            }
+            state.withLock { $0.admitted += 1; $0.admittedIDs.insert(workload.ids[item]) }
+        }
+        for client in clients.values { client.close() }
+    }
+
+    /// Finalized blocks from any node that answers; every id seen there is acknowledged.
+    private func follow() {
+        var next: UInt64 = 1
+        var node = 0
+        var client: TransportClient?
+        let ours = Set(workload.ids)
+        while state.withLock({ $0.running }) {
+            if client == nil {
+                node = (node + 1) % cluster.ids.count
+                if isDown(node) { continue }
+                client = try? cluster.client(node)
+                if client == nil { Thread.sleep(forTimeInterval: 0.1); continue }
+            }
+            guard let bytes = try? client!.request(ClientRequest.blocks(from: next, limit: 64, waitMilliseconds: 500).wireBytes, timeoutMilliseconds: 3_000),
+                case let .blocks(blocks)? = try? ClientResponse(wireBytes: bytes)
+            else {
+                client?.close()
+                client = nil
+                continue
+            }
+            for block in blocks {
+                guard let reply = try? client!.request(ClientRequest.blockTransactions(block.height).wireBytes, timeoutMilliseconds: 3_000),
+                    case let .blockTransactions(ids?)? = try? ClientResponse(wireBytes: reply)
+                else {
+                    client?.close()
+                    client = nil
+                    break
+                }
+                state.withLock { shared in
+                    for id in ids where ours.contains(id) { shared.final.insert(id) }
+                    if !ids.isEmpty { shared.lastFinal = Date() }
+                }
+                next = block.height + 1
+            }
+        }
+        client?.close()
+    }
+
+    /// Seconds from `moment` until a block with our transactions is final, if within the bound.
+    func finalizesAgain(after moment: Date, within seconds: Double) -> Double? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let last = state.withLock { $0.lastFinal }
+            if last > moment { return last.timeIntervalSince(moment) }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return nil
+    }
+
+    /// Waits until every node reports the same height and state root.
+    func converge(within seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let states = cluster.ids.indices.map { cluster.status($0).map { "\($0.height) \($0.stateRoot.hex)" } ?? "?" }
+            if Set(states).count == 1, !states.contains("?") { return true }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        return false
+    }
+}
