@@ -388,7 +388,6 @@ public final class NodeRuntime: @unchecked Sendable {
         respond(response.wireBytes)
     }
 
-    /// Partner id ↔ node key, from the ledger's partners (validators and others alike).
     /// Who may link, with which TLS key: the active partners with a registered TLS key hash,
     /// as the ledger has them now (the genesis ones, then governance's admissions, key
     /// rotations, suspensions and removals).
@@ -401,6 +400,7 @@ public final class NodeRuntime: @unchecked Sendable {
         return registry
     }
 
+    /// Partner id ↔ node key, from the ledger's partners (validators and others alike).
     private func refreshValidatorDirectory() {
         validatorsByPartner = [:]
         partnersByValidator = [:]
