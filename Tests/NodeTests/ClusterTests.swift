@@ -249,6 +249,50 @@ func eventually(_ seconds: Double = 30, _ condition: () -> Bool) -> Bool {
         #expect(nodes.allSatisfy { $0.failure == nil })
     }
 
+    /// Governance rotates p3's signing and TLS keys: the old signing key is refused at
+    /// once, the new one works; links presenting the old TLS key are closed, and p3's node,
+    /// restarted with a certificate for the new key, links again.
+    @Test func rotatedKeysReplaceTheOldOnes() throws {
+        let cluster = try TestCluster()
+        var nodes = try (0..<4).map { try NodeRuntime(configuration: cluster.configuration($0)) }
+        for node in nodes { try node.start() }
+        defer { for node in nodes { node.stop() } }
+        TestCluster.link(nodes)
+        #expect(eventually { nodes.allSatisfy { $0.transport.linkedPeers().count == 3 } })
+        let newSigning = Ed25519PrivateKey(seed: SHA256.hash("p3 rotated signing").bytes)!
+        let newTLS = Ed25519PrivateKey(seed: SHA256.hash("p3 rotated tls").bytes)!
+        let newCertificate = try CertificateAuthority.issue(commonName: "p3", subjectKey: newTLS.publicKey, ca: cluster.ca, caKey: cluster.caKey, serial: 33)
+        let rotation = GovernanceAction.rotateKeys(Identifier("p3")!, signingKey: newSigning.publicKey, nodeKey: cluster.nodeKeys[3].publicKey,
+                                                   tlsKeyHash: newCertificate.publicKeyHash)
+        for (index, body) in [(0, TransactionBody.propose(rotation, deadline: 400)), (1, .vote(proposal: 1, approve: true)), (2, .vote(proposal: 1, approve: true))] {
+            let bytes = Transaction(chainId: TestCluster.chainId, signer: .partner(Identifier("p\(index)")!), nonce: 9_000 + UInt64(index),
+                                    expiryHeight: 400, body: body).signed(with: cluster.signingKeys[index]).wireBytes
+            #expect(nodes[index].submit(bytes) == nil)
+            let before = nodes[0].height
+            _ = eventually(10) { nodes[0].height > before }
+        }
+        #expect(eventually { nodes.allSatisfy { $0.read { $0.partner(Identifier("p3")!)?.signingKey == newSigning.publicKey } == true } })
+        func attribution(signedWith key: Ed25519PrivateKey, nonce: UInt64) -> [UInt8] {
+            Transaction(chainId: TestCluster.chainId, signer: .partner(Identifier("p3")!), nonce: nonce, expiryHeight: 400,
+                        body: .attribute(programme: Identifier("tri")!, account: Ed25519PublicKey(SHA256.hash("rotation citizen")), units: 1,
+                                         evidence: SHA256.hash("rotation \(nonce)"))).signed(with: key).wireBytes
+        }
+        #expect(nodes[0].submit(attribution(signedWith: cluster.signingKeys[3], nonce: 9_100)) == .badSignature)
+        #expect(nodes[0].submit(attribution(signedWith: newSigning, nonce: 9_101)) == nil)
+        // The others no longer accept p3's old TLS key.
+        #expect(eventually { nodes[0...2].allSatisfy { !$0.transport.linkedPeers().contains("p3") } }, "\(nodes[0].transport.linkedPeers())")
+        // p3 comes back with the new certificate.
+        let port = nodes[3].transport.peerPort
+        nodes[3].stop()
+        var configuration = cluster.configuration(3, port: port)
+        configuration.transport.identity = TLSIdentity(certificate: newCertificate, key: newTLS)
+        nodes[3] = try NodeRuntime(configuration: configuration)
+        try nodes[3].start()
+        TestCluster.link(nodes)
+        #expect(eventually { nodes[0...2].allSatisfy { $0.transport.linkedPeers().contains("p3") } })
+        #expect(eventually { nodes[3].height == nodes[0].height && nodes[3].stateRoot == nodes[0].stateRoot })
+    }
+
     /// Recovery checks the last blocks' commit certificates: a tampered database is refused.
     @Test func aNodeRefusesToStartOnATamperedDatabase() throws {
         let cluster = try TestCluster(count: 1)
