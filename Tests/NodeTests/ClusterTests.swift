@@ -293,6 +293,50 @@ func eventually(_ seconds: Double = 30, _ condition: () -> Bool) -> Bool {
         #expect(eventually { nodes[3].height == nodes[0].height && nodes[3].stateRoot == nodes[0].stateRoot })
     }
 
+    /// A client that opens connection after connection hits the limit; the node keeps
+    /// serving the clients it has, and takes new ones once some leave.
+    @Test func theClientPortLimitsConnectionsAndKeepsServing() throws {
+        let cluster = try TestCluster(count: 1)
+        var configuration = cluster.configuration(0)
+        configuration.transport.clientPort = 0
+        configuration.transport.clientConnectionsMax = 8
+        let node = try NodeRuntime(configuration: configuration)
+        try node.start()
+        defer { node.stop() }
+        let port = node.transport.clientPort
+        let status = ClientRequest.status.wireBytes
+        var flood: [TransportClient] = []
+        defer { for client in flood { client.close() } }
+        var refused = 0
+        for _ in 0..<20 {
+            // A refused connection fails at the handshake or at its first request.
+            guard let client = try? TransportClient(host: "127.0.0.1", port: port, ca: cluster.ca, chainId: TestCluster.chainId, timeoutMilliseconds: 2_000),
+                (try? client.request(status, timeoutMilliseconds: 2_000)) != nil
+            else {
+                refused += 1
+                continue
+            }
+            flood.append(client)
+        }
+        #expect(flood.count == 8 && refused == 12, "\(flood.count) served, \(refused) refused")
+        #expect(node.transport.counters.clientConnectionsRefused >= 12)
+        // Those admitted are still served.
+        for client in flood { #expect((try? client.request(status)) != nil) }
+        // One leaves: a newcomer gets in.
+        flood.removeLast().close()
+        var admitted = false
+        for _ in 0..<50 where !admitted {
+            if let client = try? TransportClient(host: "127.0.0.1", port: port, ca: cluster.ca, chainId: TestCluster.chainId),
+                (try? client.request(status)) != nil {
+                admitted = true
+                flood.append(client)
+            } else {
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+        }
+        #expect(admitted)
+    }
+
     /// Recovery checks the last blocks' commit certificates: a tampered database is refused.
     @Test func aNodeRefusesToStartOnATamperedDatabase() throws {
         let cluster = try TestCluster(count: 1)
