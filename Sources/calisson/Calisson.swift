@@ -90,8 +90,9 @@ struct Connection: ParsableArguments {
 
     /// A state record, its proof checked against the root the node reports, or, with
     /// --genesis, against the root a quorum of validators certified at a checkpoint.
-    func record(_ key: StateKey) throws -> (value: [UInt8]?, height: UInt64, root: SHA256Digest) {
-        if let validators = try trustedValidators() {
+    /// `trusted`: the validator sets already followed, when a command reads several records.
+    func record(_ key: StateKey, trusted: TrustedValidators? = nil) throws -> (value: [UInt8]?, height: UInt64, root: SHA256Digest) {
+        if let validators = try trusted ?? trustedValidators() {
             guard case let .certifiedState(height, certificate, value, proof) = try ask(.certifiedState(key)) else {
                 throw ValidationError("unexpected answer")
             }
@@ -298,12 +299,13 @@ struct Validators: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "The validator partners and their node keys.")
     @OptionGroup var connection: Connection
     func run() throws {
-        let (value, height, root) = try connection.record(StateKeys.meta)
+        let trusted = try connection.trustedValidators()  // followed once for all the records
+        let (value, height, root) = try connection.record(StateKeys.meta, trusted: trusted)
         guard let value else { throw ValidationError("the node has no ledger state") }
         let meta = try LedgerMeta(wireBytes: value)
         var fields: [(String, String)] = []
         for id in meta.validators {
-            let (partner, _, _) = try connection.record(StateKeys.partner(id))
+            let (partner, _, _) = try connection.record(StateKeys.partner(id), trusted: trusted)
             let key = try partner.map { try Partner(wireBytes: $0).nodeKey?.description ?? "(no node key)" } ?? "(unknown partner)"
             fields.append((id.rawValue, key))
         }
@@ -317,13 +319,14 @@ struct Proposals: ParsableCommand {
     @OptionGroup var connection: Connection
     @Option(help: "Proposals to list.") var limit: UInt64 = 20
     func run() throws {
-        let (value, height, root) = try connection.record(StateKeys.meta)
+        let trusted = try connection.trustedValidators()  // followed once for all the records
+        let (value, height, root) = try connection.record(StateKeys.meta, trusted: trusted)
         guard let value else { throw ValidationError("the node has no ledger state") }
         let meta = try LedgerMeta(wireBytes: value)
         var fields: [(String, String)] = []
         let last = meta.nextProposal
         for id in stride(from: last > 1 ? last - 1 : 0, through: max(1, last > limit ? last - limit : 1), by: -1) where id >= 1 {
-            guard let bytes = try connection.record(StateKeys.proposal(id)).value else { continue }
+            guard let bytes = try connection.record(StateKeys.proposal(id), trusted: trusted).value else { continue }
             let proposal = try Proposal(wireBytes: bytes)
             fields.append(("#\(id)", "\(proposal.status) by \(proposal.proposer), deadline \(proposal.deadline), yes \(proposal.yes.count), no \(proposal.no.count)"))
         }

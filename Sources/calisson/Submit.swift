@@ -101,11 +101,12 @@ struct SubmitOptions: ParsableArguments {
 
     /// The newest proposal by `proposer` with `action` (the one just applied).
     private func proposalNumber(action: GovernanceAction, proposer: Identifier) throws -> UInt64? {
-        guard let meta = try connection.record(StateKeys.meta).value.map({ try LedgerMeta(wireBytes: $0) }) else { return nil }
+        let trusted = try connection.trustedValidators()
+        guard let meta = try connection.record(StateKeys.meta, trusted: trusted).value.map({ try LedgerMeta(wireBytes: $0) }) else { return nil }
         var number = meta.nextProposal
         while number > 1, number + 64 > meta.nextProposal {
             number -= 1
-            guard let bytes = try connection.record(StateKeys.proposal(number)).value else { continue }
+            guard let bytes = try connection.record(StateKeys.proposal(number), trusted: trusted).value else { continue }
             let proposal = try Proposal(wireBytes: bytes)
             if proposal.proposer == proposer, proposal.action == action { return number }
         }
