@@ -16,3 +16,6 @@ node_port() { echo $((BASE_PORT + 2 * ${1:-0} + 1)); }
 cal() { "$BIN/calisson" "$@" --node "127.0.0.1:$(node_port "${NODE_INDEX:-0}")" --ca "$NET/ca.crt" --chain "$CHAIN"; }
 # The same, every answer certified: checked against checkpoint certificates of the genesis validators.
 certified() { cal "$@" --genesis "$NET/genesis.json"; }
+
+# Whether any of the given pids is still running.
+any_alive() { local pid; for pid in "$@"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }

@@ -4,15 +4,15 @@
 set -uo pipefail
 source "$(dirname "$0")/common.sh"
 [[ -f $CALISSON_HOME/pids ]] || { echo "down: no cluster in $CALISSON_HOME"; exit 0; }
-PIDS=$(cat "$CALISSON_HOME/pids")
-kill -TERM $PIDS 2>/dev/null
+mapfile -t PIDS < "$CALISSON_HOME/pids"
+kill -TERM "${PIDS[@]}" 2>/dev/null
 for _ in $(seq 1 100); do
-    kill -0 $PIDS 2>/dev/null || break
+    any_alive "${PIDS[@]}" || break
     sleep 0.1
 done
-if kill -0 $PIDS 2>/dev/null; then
+if any_alive "${PIDS[@]}"; then
     echo "down: some nodes did not stop within 10 s: SIGKILL" >&2
-    kill -KILL $PIDS 2>/dev/null
+    kill -KILL "${PIDS[@]}" 2>/dev/null
 fi
 rm -f "$CALISSON_HOME/pids"
 echo "down: stopped"

@@ -16,7 +16,7 @@ EPOCH_LENGTH=${EPOCH_LENGTH:-40}
 LOG_LEVEL=${LOG_LEVEL:-notice}
 CHAIN=${CHAIN:-calisson-local}
 
-if [[ -f $CALISSON_HOME/pids ]] && kill -0 $(cat "$CALISSON_HOME/pids") 2>/dev/null; then
+if [[ -f $CALISSON_HOME/pids ]] && mapfile -t running < "$CALISSON_HOME/pids" && any_alive "${running[@]}"; then
     echo "up: a cluster is already running in $CALISSON_HOME (Cluster/local/down.sh first)" >&2
     exit 1
 fi
