@@ -92,7 +92,9 @@ struct ChaosCommand: ParsableCommand {
         // Recovery: a new transaction final after the last fault, then every node at the same state.
         let recovered = run.finalizesAgain(after: lastRestart, within: recovery)
         run.stopSubmitting()
+        let convergeStart = Date()
         let converged = run.converge(within: recovery)
+        let convergeSeconds = Date().timeIntervalSince(convergeStart)
         run.stop()
         let crashed = cluster.unexpectedExits(killedAt: [])
         cluster.stopNodes()
@@ -135,8 +137,9 @@ struct ChaosCommand: ParsableCommand {
         let failed = lost > 0 || divergent > 0 || !conservation.isEmpty || !crashed.isEmpty || recovered == nil || !converged
         print(String(format: "chaos: %d kills; %d submitted, %d admitted, %d acknowledged final; lost %d; divergent heights %d; heights %@",
                      kills, stats.submitted, stats.admitted, acknowledged.count, lost, divergent, heights.map(String.init).joined(separator: "/")))
-        print("  finalizing again \(recovered.map { String(format: "%.1f s", $0) } ?? "NOT within \(recovery) s") after the last restart; "
-              + "converged: \(converged ? "yes" : "NO"); conservation: \(conservation.isEmpty ? "holds" : conservation.joined(separator: "; ")); "
+        print("  longest time without a final block while submitting: \(String(format: "%.1f s", stats.longestStall)); "
+              + "finalizing \(recovered.map { String(format: "%.1f s", $0) } ?? "NOT within \(recovery) s") after the last restart; "
+              + "converged: \(converged ? String(format: "yes, %.1f s after the load stopped", convergeSeconds) : "NO"); conservation: \(conservation.isEmpty ? "holds" : conservation.joined(separator: "; ")); "
               + "unexpected exits: \(crashed.isEmpty ? "none" : crashed.joined(separator: ", "))")
         if let json {
             let object: [String: Any] = [
@@ -146,6 +149,7 @@ struct ChaosCommand: ParsableCommand {
                     "kills": kills, "submitted": stats.submitted, "admitted": stats.admitted, "acknowledgedFinal": acknowledged.count,
                     "lost": lost, "divergentHeights": divergent, "heights": heights.map { Int($0) },
                     "secondsToFinalizeAfterLastRestart": recovered ?? -1, "converged": converged,
+                    "longestSecondsWithoutFinalBlock": stats.longestStall, "secondsToConverge": convergeSeconds,
                     "conservationViolations": conservation, "unexpectedExits": crashed,
                 ] as [String: Any],
             ]
@@ -178,6 +182,8 @@ final class ChaosRun: @unchecked Sendable {
         var admittedIDs: Set<Bytes32> = []
         var final: Set<Bytes32> = []
         var lastFinal = Date.distantPast
+        /// The longest time between two blocks with our transactions while submitting.
+        var longestStall: TimeInterval = 0
         var nextToSubmit = 0
     }
 
@@ -192,7 +198,9 @@ final class ChaosRun: @unchecked Sendable {
     func setDown(_ index: Int, _ down: Bool) { state.withLock { if down { $0.down.insert(index) } else { $0.down.remove(index) } } }
     func stopSubmitting() { state.withLock { $0.submitting = false } }
     func acknowledgedIDs() -> Set<Bytes32> { state.withLock { $0.final } }
-    func statistics() -> (submitted: Int, admitted: Int) { state.withLock { ($0.submitted, $0.admitted) } }
+    func statistics() -> (submitted: Int, admitted: Int, longestStall: TimeInterval) {
+        state.withLock { ($0.submitted, $0.admitted, $0.longestStall) }
+    }
 
     func start() {
         group.enter()
@@ -274,7 +282,12 @@ final class ChaosRun: @unchecked Sendable {
                 }
                 state.withLock { shared in
                     for id in ids where ours.contains(id) { shared.final.insert(id) }
-                    if !ids.isEmpty { shared.lastFinal = Date() }
+                    guard !ids.isEmpty else { return }
+                    let now = Date()
+                    if shared.submitting, shared.lastFinal != .distantPast {
+                        shared.longestStall = max(shared.longestStall, now.timeIntervalSince(shared.lastFinal))
+                    }
+                    shared.lastFinal = now
                 }
                 next = block.height + 1
             }
