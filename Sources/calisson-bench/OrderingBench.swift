@@ -45,7 +45,6 @@ struct OrderingCommand: ParsableCommand {
                                       tickMilliseconds: tickMilliseconds)
         defer { group.stop() }
         try group.start()
-        let cpuStart = OrderingGroup.processCPUSeconds()
         Thread.sleep(forTimeInterval: warmup)
         let (startCount, startTime) = group.measureFrom()
         let viewsBefore = group.view()
@@ -63,7 +62,6 @@ struct OrderingCommand: ParsableCommand {
                      latency(90), latency(99), Double(histogram.max) / 1_000))
         print(String(format: "  CPU: %.2f s in the measured window (all replicas, one process), %.3f CPU-s per 1,000 commands; view changes %d",
                      cpuEnd - cpuMeasured, (cpuEnd - cpuMeasured) / max(1, Double(endCount - startCount)) * 1_000, views))
-        _ = cpuStart
         if group.failure != nil { throw ValidationError("a replica failed: \(group.failure!)") }
         if let json {
             let object: [String: Any] = [

@@ -153,7 +153,10 @@ struct Chart {
     let yLabel: String
     let series: [Series]
 
-    static let palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
+    static let palette = [
+        "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22", "#000000", "#aec7e8",
+        "#ff9896", "#98df8a", "#ffbb78", "#c5b0d5",
+    ]
 
     /// A round upper bound for an axis and its tick step.
     static func scale(_ maximum: Double) -> (top: Double, step: Double) {
