@@ -35,10 +35,12 @@ struct WorkloadCommand: ParsableCommand {
         let configs = try genesis.validators.map { id in
             try JSONDecoder().decode(NodeConfigFile.self, from: Data(contentsOf: URL(fileURLWithPath: "\(testnet)/\(id.rawValue)/config.json")))
         }
-        let clients = try configs.map { config in
-            try TransportClient(host: config.host ?? "127.0.0.1", port: config.clientPort ?? 0, ca: ca, chainId: genesis.chainId)
+        // The nodes that answer (a stopped one is skipped: the others take the load).
+        let clients = configs.compactMap { config in
+            try? TransportClient(host: config.host ?? "127.0.0.1", port: config.clientPort ?? 0, ca: ca, chainId: genesis.chainId)
         }
         defer { for client in clients { client.close() } }
+        guard !clients.isEmpty else { throw ValidationError("no node of the testnet answers") }
         guard let programme = genesis.programmes.first(where: { $0.id.rawValue == "recyclage" }) ?? genesis.programmes.first else {
             throw ValidationError("the genesis has no programme")
         }

@@ -303,8 +303,15 @@ struct Run: ParsableCommand {
         do { configuration = try NodeConfigFile.load(config) } catch {
             throw ValidationError("\(error)")
         }
-        try FileManager.default.createDirectory(
-            atPath: URL(fileURLWithPath: configuration.databaseFile).deletingLastPathComponent().path, withIntermediateDirectories: true)
+        let dataDirectory = URL(fileURLWithPath: configuration.databaseFile).deletingLastPathComponent().path
+        try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        // SQLite needs to create its -wal and -shm files next to the database: say so plainly
+        // rather than "unable to open database file".
+        guard access(dataDirectory, W_OK) == 0 else {
+            let reason = String(cString: strerror(errno))
+            FileHandle.standardError.write(Data("calisson-node: the data directory \(dataDirectory) is not writable: \(reason)\n".utf8))
+            throw ExitCode.failure
+        }
         let node = try NodeRuntime(configuration: configuration)
         try node.start()
         var second = timespec(tv_sec: 1, tv_nsec: 0)
