@@ -96,7 +96,7 @@ struct ChaosCommand: ParsableCommand {
         let converged = run.converge(within: recovery)
         let convergeSeconds = Date().timeIntervalSince(convergeStart)
         run.stop()
-        let crashed = cluster.unexpectedExits(killedAt: [])
+        let crashed = cluster.unexpectedExits()
         cluster.stopNodes()
 
         // The checks, on the databases.

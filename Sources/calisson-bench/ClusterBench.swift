@@ -235,7 +235,7 @@ final class BenchCluster {
     }
 
     /// The nodes started here that are not running (exited on their own), with their status.
-    func unexpectedExits(killedAt _: [Int] = []) -> [String] {
+    func unexpectedExits() -> [String] {
         processes.enumerated().filter { !$0.element.isRunning }.map { "\(ids[$0.offset]) (exit status \($0.element.terminationStatus))" }
     }
 

@@ -50,7 +50,7 @@ struct OrderingCommand: ParsableCommand {
         let viewsBefore = group.view()
         let cpuMeasured = OrderingGroup.processCPUSeconds()
         Thread.sleep(forTimeInterval: duration)
-        let (endCount, endTime, histogram, _) = group.measureTo()
+        let (endCount, endTime, histogram) = group.measureTo()
         let views = group.view() - viewsBefore
         let cpuEnd = OrderingGroup.processCPUSeconds()
         let seconds = Double(endTime - startTime) / 1e9
@@ -132,10 +132,9 @@ final class OrderingGroup: @unchecked Sendable {
         replicas[0].snapshot(reset: true)
     }
 
-    func measureTo() -> (UInt64, Int64, Histogram<UInt64>, Int) {
+    func measureTo() -> (UInt64, Int64, Histogram<UInt64>) {
         let (count, time) = replicas[0].snapshot(reset: false)
-        let views = replicas.map { $0.views.withLock { $0 } }.max() ?? 0
-        return (count, time, replicas[0].histogram.withLock { $0 }, views)
+        return (count, time, replicas[0].histogram.withLock { $0 })
     }
 
     func stop() { for replica in replicas { replica.stop() } }
