@@ -96,3 +96,24 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// Fuzz targets (libFuzzer), only when CALISSON_FUZZ is set: `Tests/Fuzz/run` builds them
+// with `--sanitize fuzzer` in their own build directory. Docs/RELIABILITY.md, "Fuzzing".
+if Context.environment["CALISSON_FUZZ"] != nil {
+    let fuzzTargets: [(String, [Target.Dependency])] = [
+        ("frames", ["Transport", "Consensus", "Ledger", "LightClient", "Wire"]),
+        ("consensus", ["Consensus", "Crypto", "Wire"]),
+        ("client", ["LightClient", "Ledger", "Crypto", "Wire"]),
+        ("transaction", ["Ledger", "Crypto", "Wire"]),
+        ("config", ["Node", "Ledger", "Transport", "Crypto"]),
+        ("tls", ["Transport", "Crypto"]),
+    ]
+    for (name, dependencies) in fuzzTargets {
+        package.targets.append(
+            .executableTarget(
+                name: "fuzz-\(name)", dependencies: dependencies + ["FuzzSupport"], path: "Tests/Fuzz/\(name)",
+                swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
+    }
+    package.targets.append(.target(name: "FuzzSupport", dependencies: ["Wire", "Crypto", "Ledger"], path: "Tests/Fuzz/Support"))
+}
+

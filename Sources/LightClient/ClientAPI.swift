@@ -38,6 +38,19 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
     public static let blocksMax: UInt32 = 256
     public static let handoversMax = 64
 
+    /// The request with its limits and waits brought within what a node serves
+    /// (`waitMillisecondsMax`, `accountTransactionsMax`, `blocksMax`). The codec keeps
+    /// what the client sent (one value, one encoding); the node serves `bounded`.
+    public var bounded: ClientRequest {
+        switch self {
+        case let .waitFinal(id, timeout): return .waitFinal(id, timeoutMilliseconds: min(timeout, Self.waitMillisecondsMax))
+        case let .accountTransactions(account, limit): return .accountTransactions(account, limit: min(limit, Self.accountTransactionsMax))
+        case let .blocks(from, limit, wait):
+            return .blocks(from: from, limit: min(limit, Self.blocksMax), waitMilliseconds: min(wait, Self.waitMillisecondsMax))
+        default: return self
+        }
+    }
+
     public func encode(to writer: inout WireWriter) {
         switch self {
         case let .submit(bytes): writer.write(UInt8(1)); writer.writeBytes(bytes)
@@ -65,14 +78,14 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
         case 5: self = .block(try reader.readUInt64("request.height"))
         case 6:
             let id = try Bytes32(from: &reader)
-            self = .waitFinal(id, timeoutMilliseconds: min(try reader.readUInt32("request.timeout"), Self.waitMillisecondsMax))
+            self = .waitFinal(id, timeoutMilliseconds: try reader.readUInt32("request.timeout"))
         case 7:
             let account = try Bytes32(from: &reader)
-            self = .accountTransactions(account, limit: min(try reader.readUInt32("request.limit"), Self.accountTransactionsMax))
+            self = .accountTransactions(account, limit: try reader.readUInt32("request.limit"))
         case 8:
             let from = try reader.readUInt64("request.from")
-            let limit = min(try reader.readUInt32("request.limit"), Self.blocksMax)
-            self = .blocks(from: from, limit: limit, waitMilliseconds: min(try reader.readUInt32("request.wait"), Self.waitMillisecondsMax))
+            let limit = try reader.readUInt32("request.limit")
+            self = .blocks(from: from, limit: limit, waitMilliseconds: try reader.readUInt32("request.wait"))
         case 9: self = .certifiedState(try StateKey(from: &reader))
         case 10: self = .transactionProof(try Bytes32(from: &reader))
         case 11: self = .handovers(after: try reader.readUInt64("request.after"))

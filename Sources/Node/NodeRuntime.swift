@@ -307,7 +307,7 @@ public final class NodeRuntime: @unchecked Sendable {
     private func answer(_ bytes: [UInt8], _ respond: @escaping @Sendable ([UInt8]) -> Void) {
         let response: ClientResponse
         do {
-            switch try ClientRequest(wireBytes: bytes) {
+            switch try ClientRequest(wireBytes: bytes).bounded {
             case let .submit(transaction):
                 admit(transaction, gossip: true) { [weak self] refusal in
                     if let refusal {

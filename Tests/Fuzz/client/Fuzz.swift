@@ -1,0 +1,69 @@
+// Fuzz target: the client API, both ways. An input is decoded as a request (what a node
+// reads from a client) and as a response (what the query CLI reads from a node it does
+// not trust); each must decode canonically or be refused. A response that decodes goes
+// through the light client's checks, as `calisson` runs them: checkpoint certificates
+// against the validators, state proofs against the certified root, inclusion proofs and
+// commit certificates, validator-set handovers. A forged answer must be refused, never
+// crash the client.
+import Crypto
+import FuzzSupport
+import Ledger
+import LightClient
+import Wire
+
+enum Seeds {
+    static func all() -> [[UInt8]] {
+        let ledger = Metropole.ledger
+        let root = ledger.store.root
+        let key = StateKeys.partner(Metropole.id("rtm"))
+        let (value, proof) = ledger.proof(key)
+        let certificate = Metropole.checkpointCertificate(height: 0, root: root)
+        let handover = Handover(height: 0, certificate: certificate, value: value ?? [], proof: proof)
+        let requests: [ClientRequest] = [
+            .status, .submit([1, 2, 3]), .state(key), .certifiedState(key), .blocks(from: 1, limit: 10, waitMilliseconds: 100),
+            .transactionProof(Bytes32([UInt8](repeating: 7, count: 32))!), .handovers(after: 0), .blockTransactions(3),
+        ]
+        let responses: [ClientResponse] = [
+            .certifiedState(height: 0, certificate: certificate, value: value, proof: proof),
+            .state(height: 0, root: root, value: value, proof: proof),
+            .handovers([handover]),
+            .refused("mempool full"),
+            .blockTransactions([Bytes32([UInt8](repeating: 1, count: 32))!]),
+        ]
+        return requests.map(\.wireBytes) + responses.map(\.wireBytes)
+    }
+}
+
+@_cdecl("LLVMFuzzerInitialize")
+public func initialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>) -> CInt {
+    writeSeedsIfAsked(Seeds.all)
+    _ = Metropole.ledger
+    return 0
+}
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    let input = fuzzInput(data, size)
+    decodeCanonical(ClientRequest.self, input)
+    guard let response = decodeCanonical(ClientResponse.self, input) else { return 0 }
+    let validators = Metropole.nodeKeys, chainId = Metropole.chainId
+    switch response {
+    case let .certifiedState(height, certificate, value, proof):
+        guard let root = try? CheckpointCheck.verify(certificate, height: height, validators: validators, chainId: chainId) else { break }
+        let key = StateKeys.partner(Metropole.id("rtm"))
+        if let value { _ = try? proof.verifyInclusion(key: key, value: value, root: root) } else { _ = try? proof.verifyAbsence(key: key, root: root) }
+    case let .state(_, root, value, proof):
+        let key = StateKeys.validatorKeys
+        if let value { _ = try? proof.verifyInclusion(key: key, value: value, root: root) } else { _ = try? proof.verifyAbsence(key: key, root: root) }
+    case let .transactionProof(inclusion?):
+        _ = try? InclusionCheck.verify(
+            transaction: Bytes32([UInt8](repeating: 7, count: 32))!, height: inclusion.location.height, commandCount: inclusion.commandCount, proof: inclusion.proof,
+            certificate: inclusion.certificate, validators: validators, chainId: chainId)
+    case let .handovers(handovers):
+        var trusted = TrustedValidators(genesis: validators)
+        for handover in handovers { _ = try? trusted.follow(handover, chainId: chainId) }
+    default:
+        break
+    }
+    return 0
+}
