@@ -47,12 +47,14 @@ let package = Package(
         // SQLite: blocks, transactions, ledger state and tree, checkpoints, safety log.
         .target(name: "Storage", dependencies: ["Wire", "CSQLite"]),
         // The composition root: stores, ledger, consensus and transport wired together.
+        // CALISSON_FAULTS (debug builds only): the test-only Byzantine modes (Byzantine.swift).
         .target(
             name: "Node",
             dependencies: [
                 "Wire", "Crypto", "Consensus", "Ledger", "Storage", "Transport", "LightClient",
                 .product(name: "Logging", package: "swift-log"),
-            ]),
+            ],
+            swiftSettings: [.define("CALISSON_FAULTS", .when(configuration: .debug))]),
         // What clients and the query CLI need: the client API's messages, proof checks. Light.
         .target(name: "LightClient", dependencies: ["Wire", "Crypto", "Ledger", "Storage"]),
         // A whole cluster in one thread, deterministic from a seed, with injected faults.
@@ -72,7 +74,8 @@ let package = Package(
             dependencies: [
                 "Node", "Ledger", "LightClient", "Storage", "Crypto", "Transport", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]),
+            ],
+            swiftSettings: [.define("CALISSON_FAULTS", .when(configuration: .debug))]),
         .executableTarget(
             name: "calisson",
             dependencies: ["LightClient", "Ledger", "Storage", "Crypto", "Transport", "Wire", .product(name: "ArgumentParser", package: "swift-argument-parser")]),

@@ -29,6 +29,10 @@ public struct NodeConfiguration: Sendable {
     public var mempoolCountMax = 100_000
     /// Local HTTP port for `/metrics` (Prometheus text) and `/health`; nil: none.
     public var metricsPort: UInt16?
+    #if CALISSON_FAULTS
+    /// Test builds only: misbehave towards the other validators (Byzantine.swift).
+    public var byzantine: ByzantineMode?
+    #endif
 
     public init(genesis: Genesis, databaseFile: String, consensusKey: Ed25519PrivateKey, transport: TransportConfiguration) {
         self.genesis = genesis
@@ -88,6 +92,9 @@ public final class NodeRuntime: @unchecked Sendable {
     /// Clients following the chain: the height they wait for, their limit, their deadline.
     var blockWaiters: [(from: UInt64, limit: UInt32, respond: @Sendable ([UInt8]) -> Void, until: UInt64)] = []
     var catchUpRound = 0
+    #if CALISSON_FAULTS
+    var byzantine: ByzantineShell?
+    #endif
     var validatorsByPartner: [String: ValidatorID] = [:]
     var partnersByValidator: [ValidatorID: String] = [:]
     let verifyCache = VerifyCache(capacity: 1 << 17)
@@ -102,6 +109,11 @@ public final class NodeRuntime: @unchecked Sendable {
     /// submissions refused (counted).
     public static let verificationPendingMax = 20_000
     var droppedForVerification = 0
+    /// What peers sent that the node refused (a misbehaving or stale peer shows here).
+    var consensusUndecodable = 0
+    var consensusBadSignatures = 0
+    var consensusRejected = 0
+    var equivocations = 0
     /// Counters for /metrics (loop thread).
     var admitted = 0, refused = 0, blocksExecuted = 0, applied = 0, rejected = 0
     private let heightValue = Mutex<UInt64>(0)
@@ -141,6 +153,14 @@ public final class NodeRuntime: @unchecked Sendable {
         refreshValidatorDirectory()
         heightValue.withLock { $0 = ledger.height }
         rootValue.withLock { $0 = ledger.stateRoot }
+        #if CALISSON_FAULTS
+        if let mode = configuration.byzantine {
+            byzantine = ByzantineShell(
+                mode: mode, signer: NodeSigner(key: configuration.consensusKey), chainId: genesis.chainId,
+                seed: UInt64(truncatingIfNeeded: Date().timeIntervalSince1970.bitPattern))
+            logger.warning("test build: this node is Byzantine", metadata: ["mode": "\(mode)"])
+        }
+        #endif
     }
 
     /// Blocks whose certificates are checked at start.
@@ -286,6 +306,10 @@ public final class NodeRuntime: @unchecked Sendable {
             metric("transactions_applied_total", "counter", "Transactions applied since start.", applied)
             metric("transactions_rejected_total", "counter", "Transactions rejected by the ledger since start.", rejected)
             metric("verification_dropped_total", "counter", "Messages and submissions dropped with the verifier full.", droppedForVerification)
+            metric("consensus_undecodable_total", "counter", "Consensus messages from validators that did not decode.", consensusUndecodable)
+            metric("consensus_bad_signatures_total", "counter", "Consensus messages with a signature that does not verify.", consensusBadSignatures)
+            metric("consensus_rejected_total", "counter", "Signed consensus messages the protocol rules refused (stale, out of window, conflicting).", consensusRejected)
+            metric("equivocations_total", "counter", "Conflicting signed messages from one validator (evidence).", equivocations)
             metric("transport_frames_in_total", "counter", "Frames received.", counters.framesIn)
             metric("transport_frames_out_total", "counter", "Frames sent.", counters.framesOut)
             metric("transport_bytes_in_total", "counter", "Bytes received (TLS records).", counters.bytesIn)
@@ -501,6 +525,13 @@ public final class NodeRuntime: @unchecked Sendable {
 
     private func tick() {
         tickCount += 1
+        #if CALISSON_FAULTS
+        if byzantine != nil {
+            for (peer, gossip, payload) in byzantine!.extra(to: transport.configuration.peers.map(\.id).sorted()) {
+                transport.send(payload, kind: gossip ? .gossip : .consensus, to: peer)
+            }
+        }
+        #endif
         if tickCount % 10 == 0 { expireWaiters() }
         if tickCount % Self.regossipTicks == 0 {
             for entry in mempool.prefix(1_000) { transport.broadcast(entry.bytes, kind: .gossip) }
@@ -520,8 +551,12 @@ public final class NodeRuntime: @unchecked Sendable {
 
     private func received(_ payload: [UInt8], from peer: String) {
         guard let sender = validatorsByPartner[peer] else { return }
+        #if CALISSON_FAULTS
+        byzantine?.received(payload)
+        #endif
         let message: Message
         do { message = try Message(wireBytes: payload) } catch {
+            consensusUndecodable += 1
             logger.warning("undecodable consensus message", metadata: ["peer": "\(peer)", "error": "\(error)"])
             return
         }
@@ -532,6 +567,7 @@ public final class NodeRuntime: @unchecked Sendable {
         _ = verify(checks) { [weak self] valid in
             guard let self else { return }
             guard valid else {
+                self.consensusBadSignatures += 1
                 self.logger.warning("bad signature in a consensus message", metadata: ["peer": "\(peer)"])
                 return
             }
@@ -566,9 +602,9 @@ public final class NodeRuntime: @unchecked Sendable {
             case .persist:
                 break
             case let .send(message, to):
-                if let peer = partnersByValidator[to] { transport.send(message.wireBytes, to: peer) }
+                if let peer = partnersByValidator[to] { send(message, to: peer) }
             case let .broadcast(message):
-                transport.broadcast(message.wireBytes)
+                broadcast(message)
             case let .requestPayload(seq, commandsMax):
                 feedback.append(.payload(seq: seq, commands: takePayload(commandsMax)))
             case let .execute(certified):
@@ -584,8 +620,10 @@ public final class NodeRuntime: @unchecked Sendable {
                 }
                 if !blocks.isEmpty { transport.send(Message.stateResponse(blocks).wireBytes, to: peer) }
             case let .evidence(equivocation):
+                equivocations += 1
                 logger.warning("equivocation evidence", metadata: ["first": "\(equivocation.first)"])
             case let .rejected(reason, from):
+                consensusRejected += 1
                 logger.debug("consensus message rejected", metadata: ["from": "\(partnersByValidator[from] ?? "?")", "reason": "\(reason)"])
             case let .enteredView(view):
                 logger.info("entered view", metadata: ["view": "\(view)"])
@@ -597,6 +635,27 @@ public final class NodeRuntime: @unchecked Sendable {
         }
         try flushSafety()
         return feedback
+    }
+
+    private func send(_ message: Message, to peer: String) {
+        #if CALISSON_FAULTS
+        if byzantine != nil {
+            for (peer, payload) in byzantine!.outgoing(message, to: [peer]) { transport.send(payload, to: peer) }
+            return
+        }
+        #endif
+        transport.send(message.wireBytes, to: peer)
+    }
+
+    private func broadcast(_ message: Message) {
+        #if CALISSON_FAULTS
+        if byzantine != nil {
+            let peers = transport.configuration.peers.map(\.id).sorted()
+            for (peer, payload) in byzantine!.outgoing(message, to: peers) { transport.send(payload, to: peer) }
+            return
+        }
+        #endif
+        transport.broadcast(message.wireBytes)
     }
 
     private func flushSafety() throws {

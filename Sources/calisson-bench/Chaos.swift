@@ -8,25 +8,43 @@ import Synchronization
 import Transport
 import Wire
 
-/// Crash faults on real processes: validators killed with SIGKILL at random moments (so
-/// also in the middle of a block's SQLite commit) and restarted, under a steady signed
-/// workload; then the checks that nothing acknowledged as final was lost.
+/// Faults on real processes under a steady signed workload, then the checks that nothing
+/// acknowledged as final was lost. Mixes: validators killed with SIGKILL at random moments
+/// (so also in the middle of a block's SQLite commit) and restarted; network partitions
+/// (nodes in network namespaces); a Byzantine validator (a debug build's test-only modes).
 struct ChaosCommand: ParsableCommand {
+    enum Mix: String, ExpressibleByArgument, CaseIterable {
+        case kill, partition, byzantine
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "chaos",
-        abstract: "Kill and restart validators under a signed workload; check that nothing final is lost and the nodes agree.",
+        abstract: "Inject faults (kills, partitions, a Byzantine validator) under a signed workload; check that nothing final is lost and the nodes agree.",
         discussion: """
             Starts an n-validator cluster on loopback, submits pre-signed Attribute transactions \
             open-loop to the nodes that are up, and follows the finalized blocks (from any node \
             that answers): a transaction is acknowledged final when a node reports it in a final \
             block. Meanwhile it kills at most f = ⌊(n−1)/3⌋ validators at a time with SIGKILL, \
-            at random moments, and restarts each after a random delay. After the last restart it \
+            at random moments, and restarts each after a random delay (--mix kill, the default). \
+            After the last fault it \
             measures the time until a new transaction is final, waits until every node has the \
             same height and state root, stops the nodes, and opens every database read-only: \
             every acknowledged transaction must be in every node's chain, the state roots must be \
             equal at every height, the citizens' balances must add up to the tokens in \
             circulation, and no node may have stopped but those killed. Exit status 1 otherwise; \
             the cluster's directory (logs, databases) is then kept.
+
+            --mix partition: each node runs in a network namespace of its own (root; run the \
+            driver in a namespace of its own: Cluster/chaos/partition.sh); the faults are \
+            partitions, held for --down seconds then healed: the primary isolated, one node \
+            isolated, the validators split in two halves (no quorum on either side), one link \
+            cut. No process is killed.
+
+            --mix byzantine: the first validator (the primary of view 0) runs the debug build of \
+            calisson-node (--byzantine-binary) with --byzantine MODE, the modes taken in turn \
+            every --mode-period seconds (the node restarted with the next); the other validators \
+            are killed and restarted as in the kill mix, one at a time. The checks cover the \
+            honest nodes; the load goes to them only.
             """)
 
     @Option(help: "Validators.") var validators = 4
@@ -34,17 +52,34 @@ struct ChaosCommand: ParsableCommand {
     @Option(help: "Transactions offered per second.") var rate = 40.0
     @Option(help: "Seconds between a restart and the next kill: from, to.") var gap: [Double] = [1, 5]
     @Option(help: "Seconds a killed node stays down: from, to.") var down: [Double] = [0.5, 4]
-    @Option(help: "Seconds allowed, after the last restart, to finalize again and to converge.") var recovery = 60.0
+    @Option(help: "Seconds allowed, after the last fault ends (restart, heal), to finalize again and to converge.") var recovery = 60.0
     @Option(help: "Random seed (default: from the clock; printed).") var seed: UInt64?
     @Option(help: "First port.") var basePort: UInt16 = 7500
     @Option(help: "Write the result as JSON to this file.") var json: String?
+    @Option(help: "The faults: kill, partition or byzantine.") var mix: Mix = .kill
+    @Option(help: "Byzantine mix: the calisson-node built with the test-only modes (default: the debug build next to the release one).")
+    var byzantineBinary: String?
+    @Option(help: "Byzantine mix: the modes, taken in turn.") var byzantineModes: [String] = ["equivocate", "garbage", "replay", "withhold"]
+    @Option(help: "Byzantine mix: seconds in each mode.") var modePeriod = 60.0
 
     func validate() throws {
         guard validators >= 4 else { throw ValidationError("at least 4 validators (f ≥ 1)") }
         guard gap.count == 2, down.count == 2, gap[0] <= gap[1], down[0] <= down[1], gap[0] >= 0, down[0] >= 0 else {
             throw ValidationError("--gap and --down take two values each, from ≤ to, e.g. --gap 1 --gap 5")
         }
-        guard duration > 0, rate > 0, recovery > 0 else { throw ValidationError("durations and rate must be positive") }
+        guard duration > 0, rate > 0, recovery > 0, modePeriod > 0 else { throw ValidationError("durations and rate must be positive") }
+        guard !byzantineModes.isEmpty else { throw ValidationError("--byzantine-modes: at least one") }
+    }
+
+    /// The debug calisson-node (the only build with `--byzantine`).
+    func faultyNode() throws -> String {
+        let bin = Bundle.main.executableURL?.deletingLastPathComponent() ?? URL(fileURLWithPath: ".build/release")
+        let path = byzantineBinary ?? (bin.lastPathComponent == "debug" ? bin : bin.deletingLastPathComponent().appendingPathComponent("debug"))
+            .appendingPathComponent("calisson-node").path
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw ValidationError("\(path) is not built (swift build --product calisson-node: a debug build has the Byzantine modes)")
+        }
+        return path
     }
 
     func run() throws {
@@ -52,7 +87,15 @@ struct ChaosCommand: ParsableCommand {
         let seed = self.seed ?? UInt64(Date().timeIntervalSince1970 * 1_000)
         var random = SplitMix64(seed: seed)
         func uniform(_ range: [Double]) -> Double { range[0] + (range[1] - range[0]) * Double(random.next() % 1_000_000) / 1_000_000 }
-        let cluster = try BenchCluster(starting: validators, basePort: basePort)
+        // The Byzantine mix's faulty node: the primary of view 0, so that it proposes first.
+        let byzantine: Int? = mix == .byzantine ? 0 : nil
+        let faulty = mix == .byzantine ? try faultyNode() : nil
+        let cluster = try BenchCluster(starting: validators, basePort: basePort, namespaces: mix == .partition) { cluster in
+            if let byzantine, let faulty {
+                cluster.binaries[byzantine] = faulty
+                cluster.extraArguments[byzantine] = ["--byzantine", byzantineModes[0]]
+            }
+        }
         var keep = false
         defer {
             cluster.stop(keepDirectory: keep)
@@ -60,50 +103,103 @@ struct ChaosCommand: ParsableCommand {
         let f = (validators - 1) / 3
         let count = Int(rate * (duration + recovery + 10))
         let workload = try Workload(cluster: cluster, count: count, citizens: 500, redeemEvery: 0)
-        print("chaos: \(validators) validators (f = \(f)), seed \(seed), \(Int(duration)) s of faults, \(Int(rate)) tx/s offered, in \(cluster.directory)")
-        let run = ChaosRun(cluster: cluster, workload: workload, rate: rate)
+        print("chaos: \(mix) mix, \(validators) validators (f = \(f)), seed \(seed), \(Int(duration)) s of faults, \(Int(rate)) tx/s offered, in \(cluster.directory)")
+        let honest = (0..<validators).filter { $0 != byzantine }
+        let run = ChaosRun(cluster: cluster, workload: workload, rate: rate, honest: honest)
         run.start()
+        func say(_ text: String) { print("  \(String(format: "%6.1f", run.elapsed())) s  \(text)") }
 
-        // Faults: kill, stay down, restart, wait; never more than f down at once.
-        var kills = 0
-        var lastRestart = Date()
+        var kills = 0, partitions: [String: Int] = [:], modeChanges = 0
+        var noticed = Noticed()
+        var lastFault = Date()
         let end = Date().addingTimeInterval(duration)
-        while Date() < end {
-            Thread.sleep(forTimeInterval: uniform(gap))
-            guard Date() < end else { break }
-            let victims = (0..<validators).filter { !run.isDown($0) }
-            for _ in 0..<f {
-                let victim = victims[Int(random.next() % UInt64(victims.count))]
-                guard !run.isDown(victim) else { continue }
-                run.setDown(victim, true)
-                cluster.kill(victim)
-                kills += 1
-                print("  \(String(format: "%6.1f", run.elapsed())) s  SIGKILL \(cluster.ids[victim])")
+        var mode = 0, modeSince = Date()
+        // Sleeps, switching the Byzantine node to its next mode when one is due (it is
+        // stopped and restarted with it), so that modes change on time whatever else runs.
+        func pause(_ seconds: Double) throws {
+            let until = Date().addingTimeInterval(seconds)
+            while Date() < until {
+                Thread.sleep(forTimeInterval: min(0.1, max(0, until.timeIntervalSinceNow)))
+                guard let byzantine, byzantineModes.count > 1, Date().timeIntervalSince(modeSince) >= modePeriod, Date() < end else { continue }
+                mode = (mode + 1) % byzantineModes.count
+                cluster.terminate(byzantine)
+                cluster.extraArguments[byzantine] = ["--byzantine", byzantineModes[mode]]
+                try cluster.restart(byzantine)
+                modeSince = Date()
+                modeChanges += 1
+                lastFault = Date()
+                say("\(cluster.ids[byzantine]) Byzantine: \(byzantineModes[mode])")
             }
-            Thread.sleep(forTimeInterval: uniform(down))
-            for index in 0..<validators where run.isDown(index) {
-                try cluster.restart(index)
-                run.setDown(index, false)
-                lastRestart = Date()
-                print("  \(String(format: "%6.1f", run.elapsed())) s  restarted \(cluster.ids[index])")
+        }
+        while Date() < end {
+            try pause(uniform(gap))
+            guard Date() < end else { break }
+            switch mix {
+            case .kill, .byzantine:
+                // Kill, stay down, restart; never more than f down at once (one at a time
+                // beside a Byzantine node).
+                let victims = honest.filter { !run.isDown($0) }
+                for _ in 0..<(byzantine == nil ? f : max(1, f - 1)) {
+                    let victim = victims[Int(random.next() % UInt64(victims.count))]
+                    guard !run.isDown(victim) else { continue }
+                    run.setDown(victim, true)
+                    noticed.add(cluster.metrics(victim))
+                    cluster.kill(victim)
+                    kills += 1
+                    say("SIGKILL \(cluster.ids[victim])")
+                }
+                try pause(uniform(down))
+                for index in 0..<validators where run.isDown(index) {
+                    try cluster.restart(index)
+                    run.setDown(index, false)
+                    lastFault = Date()
+                    say("restarted \(cluster.ids[index])")
+                }
+            case .partition:
+                guard let network = cluster.network else { break }
+                let shuffled = (0..<validators).sorted { _, _ in random.next() % 2 == 0 }
+                let kind: String, groups: [[Int]]
+                switch random.next() % 4 {
+                case 0:
+                    kind = "primary isolated"
+                    let primary = run.primary() ?? shuffled[0]
+                    groups = [[primary], (0..<validators).filter { $0 != primary }]
+                case 1:
+                    kind = "one node isolated"
+                    groups = [[shuffled[0]], Array(shuffled.dropFirst())]
+                case 2:
+                    kind = "halves"
+                    groups = [Array(shuffled.prefix(validators / 2)), Array(shuffled.dropFirst(validators / 2))]
+                default:
+                    kind = "one link cut"
+                    groups = [[shuffled[0]], [shuffled[1]]]
+                }
+                try network.partition(groups)
+                partitions[kind, default: 0] += 1
+                say("partition (\(kind)): \(groups.map { $0.map { cluster.ids[$0] }.joined(separator: ",") }.joined(separator: " | "))")
+                try pause(uniform(down))
+                try network.heal()
+                lastFault = Date()
+                say("healed")
             }
         }
 
         // Recovery: a new transaction final after the last fault, then every node at the same state.
-        let recovered = run.finalizesAgain(after: lastRestart, within: recovery)
+        let recovered = run.finalizesAgain(after: lastFault, within: recovery)
         run.stopSubmitting()
         let convergeStart = Date()
         let converged = run.converge(within: recovery)
         let convergeSeconds = Date().timeIntervalSince(convergeStart)
         run.stop()
         let crashed = cluster.unexpectedExits()
+        for index in honest { noticed.add(cluster.metrics(index)) }
         cluster.stopNodes()
 
         // The checks, on the databases.
         let acknowledged = run.acknowledgedIDs()
         var lost = 0
         var stores: [NodeStore] = []
-        for file in cluster.dataFiles { stores.append(try NodeStore(file: file, readOnly: true)) }
+        for index in honest { stores.append(try NodeStore(file: cluster.dataFiles[index], readOnly: true)) }
         for id in acknowledged where stores.contains(where: { (try? $0.transaction(id)) == nil }) {
             lost += 1
         }
@@ -120,35 +216,47 @@ struct ChaosCommand: ParsableCommand {
         var conservation: [String] = []
         for (index, store) in stores.enumerated() {
             guard let metaBytes = try store.value(StateKeys.meta), let meta = try? LedgerMeta(wireBytes: metaBytes) else {
-                conservation.append("\(cluster.ids[index]): no ledger meta")
+                conservation.append("\(cluster.ids[honest[index]]): no ledger meta")
                 continue
             }
             let held = try workload.accounts.reduce(Amount(0)) { total, account in
                 total + ((try store.value(StateKeys.account(account))).flatMap { try? Account(wireBytes: $0) }?.balance ?? 0)
             }
-            if held != meta.totals.live { conservation.append("\(cluster.ids[index]): accounts hold \(held), \(meta.totals.live) in circulation") }
+            if held != meta.totals.live { conservation.append("\(cluster.ids[honest[index]]): accounts hold \(held), \(meta.totals.live) in circulation") }
             var issued: Amount = 0
             for id in meta.programmes {
                 issued += (try store.value(StateKeys.programme(id))).flatMap { try? Programme(wireBytes: $0) }?.totals.issued ?? 0
             }
-            if issued != meta.totals.issued { conservation.append("\(cluster.ids[index]): programmes issued \(issued), ledger \(meta.totals.issued)") }
+            if issued != meta.totals.issued { conservation.append("\(cluster.ids[honest[index]]): programmes issued \(issued), ledger \(meta.totals.issued)") }
         }
         let stats = run.statistics()
+        if !partitions.isEmpty {
+            print("chaos: partitions: " + partitions.sorted { $0.key < $1.key }.map { "\($0.value) × \($0.key)" }.joined(separator: ", "))
+        }
+        if cluster.network == nil {
+            print("chaos: what the checked nodes refused from peers: " + noticed.counts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        }
+        if let byzantine {
+            print("chaos: \(cluster.ids[byzantine]) was Byzantine (\(modeChanges + 1) periods, modes in turn: \(byzantineModes.joined(separator: ", "))); the checks cover the \(honest.count) others")
+        }
         let failed = lost > 0 || divergent > 0 || !conservation.isEmpty || !crashed.isEmpty || recovered == nil || !converged
         print(String(format: "chaos: %d kills; %d submitted, %d admitted, %d acknowledged final; lost %d; divergent heights %d; heights %@",
                      kills, stats.submitted, stats.admitted, acknowledged.count, lost, divergent, heights.map(String.init).joined(separator: "/")))
         print("  longest time without a final block while submitting: \(String(format: "%.1f s", stats.longestStall)); "
-              + "finalizing \(recovered.map { String(format: "%.1f s", $0) } ?? "NOT within \(recovery) s") after the last restart; "
+              + "finalizing \(recovered.map { String(format: "%.1f s", $0) } ?? "NOT within \(recovery) s") after the last fault ended; "
               + "converged: \(converged ? String(format: "yes, %.1f s after the load stopped", convergeSeconds) : "NO"); conservation: \(conservation.isEmpty ? "holds" : conservation.joined(separator: "; ")); "
               + "unexpected exits: \(crashed.isEmpty ? "none" : crashed.joined(separator: ", "))")
         if let json {
             let object: [String: Any] = [
                 "mode": "chaos", "date": machine.date, "commit": machine.commit, "cpu": machine.cpu, "seed": seed,
-                "configuration": ["validators": validators, "durationSeconds": duration, "rate": rate, "gap": gap, "down": down] as [String: Any],
+                "configuration": [
+                    "mix": mix.rawValue, "validators": validators, "durationSeconds": duration, "rate": rate, "gap": gap, "down": down,
+                    "byzantineModes": byzantine == nil ? [] : byzantineModes, "modePeriodSeconds": modePeriod,
+                ] as [String: Any],
                 "results": [
-                    "kills": kills, "submitted": stats.submitted, "admitted": stats.admitted, "acknowledgedFinal": acknowledged.count,
+                    "kills": kills, "partitions": partitions, "byzantineModeChanges": modeChanges, "refusedByCheckedNodes": noticed.counts, "submitted": stats.submitted, "admitted": stats.admitted, "acknowledgedFinal": acknowledged.count,
                     "lost": lost, "divergentHeights": divergent, "heights": heights.map { Int($0) },
-                    "secondsToFinalizeAfterLastRestart": recovered ?? -1, "converged": converged,
+                    "secondsToFinalizeAfterLastFault": recovered ?? -1, "converged": converged,
                     "longestSecondsWithoutFinalBlock": stats.longestStall, "secondsToConverge": convergeSeconds,
                     "conservationViolations": conservation, "unexpectedExits": crashed,
                 ] as [String: Any],
@@ -161,6 +269,20 @@ struct ChaosCommand: ParsableCommand {
             throw ExitCode.failure
         }
         print("chaos: passed")
+    }
+}
+
+/// What the checked nodes refused from their peers, summed over their lives (each
+/// node's counters are read before it is killed and at the end).
+struct Noticed {
+    static let names = [
+        "consensus_undecodable_total", "consensus_bad_signatures_total", "consensus_rejected_total", "equivocations_total",
+        "transport_malformed_frames_total", "transport_refused_total",
+    ]
+    var counts: [String: Int] = Dictionary(uniqueKeysWithValues: names.map { ($0, 0) })
+
+    mutating func add(_ metrics: [String: Double]) {
+        for name in Self.names { counts[name, default: 0] += Int(metrics[name] ?? 0) }
     }
 }
 
@@ -187,10 +309,21 @@ final class ChaosRun: @unchecked Sendable {
         var nextToSubmit = 0
     }
 
-    init(cluster: BenchCluster, workload: Workload, rate: Double) {
+    /// The nodes submitted to, followed and checked (all but a Byzantine one).
+    let honest: [Int]
+
+    init(cluster: BenchCluster, workload: Workload, rate: Double, honest: [Int]) {
         self.cluster = cluster
         self.workload = workload
         self.rate = rate
+        self.honest = honest
+    }
+
+    /// The primary's index, from the highest view an honest node reports (validators in
+    /// genesis order: the consensus order while the set is unchanged).
+    func primary() -> Int? {
+        let views = honest.compactMap { cluster.status($0)?.view }
+        return views.max().map { Int($0 % UInt64(cluster.ids.count)) }
     }
 
     func elapsed() -> Double { Date().timeIntervalSince(started) }
@@ -233,7 +366,7 @@ final class ChaosRun: @unchecked Sendable {
             guard let item else { break }
             let due = started.addingTimeInterval(Double(item) / rate)
             if due > Date() { Thread.sleep(until: due) }
-            let up = (0..<cluster.ids.count).filter { !isDown($0) }
+            let up = honest.filter { !isDown($0) }
             guard !up.isEmpty else { continue }
             let node = up[turn % up.count]
             turn += 1
@@ -255,12 +388,13 @@ final class ChaosRun: @unchecked Sendable {
     /// Finalized blocks from any node that answers; every id seen there is acknowledged.
     private func follow() {
         var next: UInt64 = 1
-        var node = 0
+        var turn = 0, node = 0
         var client: TransportClient?
         let ours = Set(workload.ids)
         while state.withLock({ $0.running }) {
             if client == nil {
-                node = (node + 1) % cluster.ids.count
+                turn += 1
+                node = honest[turn % honest.count]
                 if isDown(node) { continue }
                 client = try? cluster.client(node)
                 if client == nil { Thread.sleep(forTimeInterval: 0.1); continue }
@@ -310,7 +444,7 @@ final class ChaosRun: @unchecked Sendable {
     func converge(within seconds: Double) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
-            let states = cluster.ids.indices.map { cluster.status($0).map { "\($0.height) \($0.stateRoot.hex)" } ?? "?" }
+            let states = honest.map { cluster.status($0).map { "\($0.height) \($0.stateRoot.hex)" } ?? "?" }
             if Set(states).count == 1, !states.contains("?") { return true }
             Thread.sleep(forTimeInterval: 0.2)
         }

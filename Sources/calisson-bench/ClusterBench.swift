@@ -98,16 +98,31 @@ final class BenchCluster {
     let clientPorts: [UInt16]
     let metricsPorts: [UInt16?]
     let dataFiles: [String]
+    /// Where each node listens: 127.0.0.1, or its address in its namespace.
+    let hosts: [String]
+    /// Network namespaces, for partitions (nil: all on the host's loopback).
+    let network: NamespaceNetwork?
     private(set) var processes: [Process] = []
     /// The nodes' current process ids (a restart changes one).
     private(set) var livePids: [Int32]
     var pids: [Int32] { livePids }
     let bin: String
     let started: Bool
+    let logLevel: String
+    /// Per node: another `calisson-node` binary and extra `run` arguments (a Byzantine
+    /// node runs the debug build with `--byzantine MODE`). Read at each (re)start.
+    var binaries: [Int: String] = [:]
+    var extraArguments: [Int: [String]] = [:]
 
     var describe: String { started ? "started here, in \(directory)" : "attached to \(directory)" }
 
-    convenience init(starting count: Int, basePort: UInt16, logLevel: String = "warning") throws {
+    /// A testnet of `count` validators, started. `namespaces`: each node in a network
+    /// namespace of its own (root; see NamespaceNetwork). `prepare` may set `binaries` and
+    /// `extraArguments` before the nodes start.
+    convenience init(
+        starting count: Int, basePort: UInt16, logLevel: String = "warning", namespaces: Bool = false,
+        prepare: (BenchCluster) throws -> Void = { _ in }
+    ) throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("calisson-bench-\(UUID().uuidString)").path
         let bin = Bundle.main.executableURL?.deletingLastPathComponent().path ?? ".build/release"
         guard FileManager.default.isExecutableFile(atPath: "\(bin)/calisson-node") else {
@@ -121,16 +136,32 @@ final class BenchCluster {
         try testnet.run()
         testnet.waitUntilExit()
         guard testnet.terminationStatus == 0 else { throw ValidationError("calisson-node testnet failed") }
-        let ids = try Self.configs(directory).map(\.0)
-        let processes = try ids.map { try Self.launch(bin: bin, directory: directory, id: $0, logLevel: logLevel) }
-        try self.init(directory: directory, processes: processes, pids: processes.map(\.processIdentifier), bin: bin)
+        let network = namespaces ? try NamespaceNetwork(nodes: count) : nil
+        if let network {
+            // Each node listens on its namespace's address, and finds its peers at theirs.
+            let configs = try Self.configs(directory)
+            let index = Dictionary(uniqueKeysWithValues: configs.enumerated().map { ($0.element.0, $0.offset) })
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            for (position, (id, config)) in configs.enumerated() {
+                var config = config
+                config.host = network.addresses[position]
+                config.peers = config.peers.map { .init(id: $0.id, host: index[$0.id].map { network.addresses[$0] } ?? $0.host, port: $0.port) }
+                try encoder.encode(config).write(to: URL(fileURLWithPath: "\(directory)/\(id)/config.json"))
+            }
+        }
+        try self.init(directory: directory, bin: bin, logLevel: logLevel, network: network, prepare: prepare)
     }
 
-    /// Starts `calisson-node run` for one partner of the testnet, its output appended to DIR/ID.log.
-    static func launch(bin: String, directory: String, id: String, logLevel: String = "warning") throws -> Process {
+    /// Starts `calisson-node run` for node `index`, its output appended to DIR/ID.log.
+    private func launch(_ index: Int) throws -> Process {
+        let id = ids[index]
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "\(bin)/calisson-node")
-        process.arguments = ["run", "--config", "\(directory)/\(id)/config.json", "--log-level", logLevel]
+        let node = binaries[index] ?? "\(bin)/calisson-node"
+        let arguments = [node, "run", "--config", "\(directory)/\(id)/config.json", "--log-level", logLevel] + (extraArguments[index] ?? [])
+        let command = network?.wrap(index, arguments) ?? (executable: node, arguments: Array(arguments.dropFirst()))
+        process.executableURL = URL(fileURLWithPath: command.executable)
+        process.arguments = command.arguments
         let log = "\(directory)/\(id).log"
         if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
@@ -148,9 +179,15 @@ final class BenchCluster {
         process.waitUntilExit()
     }
 
+    /// SIGTERM to node `index`; waits for it to stop.
+    func terminate(_ index: Int) {
+        processes[index].terminate()
+        processes[index].waitUntilExit()
+    }
+
     /// Starts node `index` again from its database.
     func restart(_ index: Int) throws {
-        processes[index] = try Self.launch(bin: bin, directory: directory, id: ids[index])
+        processes[index] = try launch(index)
         livePids[index] = processes[index].processIdentifier
     }
 
@@ -158,27 +195,47 @@ final class BenchCluster {
         // The local cluster scripts keep the node pids next to the testnet (Cluster/local).
         let pidFile = URL(fileURLWithPath: directory).deletingLastPathComponent().appendingPathComponent("pids").path
         let pids = ((try? String(contentsOfFile: pidFile, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { Int32($0) }
-        try self.init(directory: directory, processes: [], pids: pids, bin: "")
+        try self.init(directory: directory, bin: "", logLevel: "warning", network: nil, attachedPids: pids)
     }
 
-    private init(directory: String, processes: [Process], pids: [Int32], bin: String) throws {
+    private init(
+        directory: String, bin: String, logLevel: String, network: NamespaceNetwork?, attachedPids: [Int32]? = nil,
+        prepare: (BenchCluster) throws -> Void = { _ in }
+    ) throws {
         self.directory = directory
-        self.processes = processes
-        livePids = pids
         self.bin = bin
-        started = !processes.isEmpty
+        self.logLevel = logLevel
+        self.network = network
+        started = attachedPids == nil
+        livePids = attachedPids ?? []
         let configs = try Self.configs(directory)
         ids = configs.map(\.0)
         clientPorts = configs.map { $0.1.clientPort ?? 0 }
         metricsPorts = configs.map { $0.1.metricsPort }
+        hosts = configs.map { $0.1.host ?? "127.0.0.1" }
         dataFiles = ids.map { "\(directory)/\($0)/data/node.db" }
         ca = try Certificate(pem: try String(contentsOfFile: "\(directory)/ca.crt", encoding: .utf8))
         genesis = try JSONDecoder().decode(GenesisFile.self, from: Data(contentsOf: URL(fileURLWithPath: "\(directory)/genesis.json"))).validated()
+        if started {
+            do {
+                try prepare(self)
+                for index in ids.indices {
+                    processes.append(try launch(index))
+                    livePids.append(processes[index].processIdentifier)
+                }
+            } catch {
+                stop()
+                throw error
+            }
+        }
         // Every node answers and is linked to all the others.
         let deadline = Date().addingTimeInterval(30)
         for index in ids.indices {
             while (status(index)?.peers.count ?? -1) < ids.count - 1 {
-                guard Date() < deadline else { throw ValidationError("\(ids[index]) is not linked to the others after 30 s") }
+                guard Date() < deadline else {
+                    stop(keepDirectory: true)
+                    throw ValidationError("\(ids[index]) is not linked to the others after 30 s (logs in \(directory))")
+                }
                 Thread.sleep(forTimeInterval: 0.1)
             }
         }
@@ -192,7 +249,7 @@ final class BenchCluster {
     }
 
     func client(_ index: Int) throws -> TransportClient {
-        try TransportClient(host: "127.0.0.1", port: clientPorts[index], ca: ca, chainId: genesis.chainId)
+        try TransportClient(host: hosts[index], port: clientPorts[index], ca: ca, chainId: genesis.chainId)
     }
 
     func status(_ index: Int) -> NodeStatus? {
@@ -202,6 +259,40 @@ final class BenchCluster {
             return nil
         }
         return status
+    }
+
+    /// Node `index`'s /metrics (name without the calisson_ prefix → value); empty when it
+    /// has no metrics port or does not answer (it listens on 127.0.0.1 of its namespace).
+    func metrics(_ index: Int) -> [String: Double] {
+        guard network == nil, let port = metricsPorts[index] else { return [:] }
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { return [:] }
+        defer { close(descriptor) }
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { return [:] }
+        let request = Array("GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".utf8)
+        _ = request.withUnsafeBytes { send(descriptor, $0.baseAddress, $0.count, 0) }
+        var response: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 8_192)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+            if count <= 0 { break }
+            response += buffer[0..<count]
+        }
+        var values: [String: Double] = [:]
+        for line in String(decoding: response, as: UTF8.self).split(separator: "\n") where line.hasPrefix("calisson_") {
+            let parts = line.split(separator: " ")
+            if parts.count == 2, let value = Double(parts[1]) { values[String(parts[0].dropFirst("calisson_".count))] = value }
+        }
+        return values
     }
 
     /// utime + stime of every node, in seconds (/proc/PID/stat).
@@ -248,6 +339,7 @@ final class BenchCluster {
     func stop(keepDirectory: Bool = false) {
         stopNodes()
         processes = []
+        network?.tearDown()
         if started && !keepDirectory { try? FileManager.default.removeItem(atPath: directory) }
     }
 }

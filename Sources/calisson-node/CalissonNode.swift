@@ -283,6 +283,11 @@ struct Run: ParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
+    #if CALISSON_FAULTS
+    @Option(help: "Test builds only (absent from release builds): misbehave towards the other validators: equivocate, garbage, replay or withhold.")
+    var byzantine: String?
+    #endif
+
     func run() throws {
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level '\(logLevel)'") }
         LoggingSystem.bootstrap { label in
@@ -299,10 +304,18 @@ struct Run: ParsableCommand {
         sigaddset(&signals, SIGINT)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
-        let configuration: NodeConfiguration
+        var configuration: NodeConfiguration
         do { configuration = try NodeConfigFile.load(config) } catch {
             throw ValidationError("\(error)")
         }
+        #if CALISSON_FAULTS
+        if let byzantine {
+            guard let mode = ByzantineMode(rawValue: byzantine) else {
+                throw ValidationError("--byzantine: one of \(ByzantineMode.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            configuration.byzantine = mode
+        }
+        #endif
         let dataDirectory = URL(fileURLWithPath: configuration.databaseFile).deletingLastPathComponent().path
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         // SQLite needs to create its -wal and -shm files next to the database: say so plainly

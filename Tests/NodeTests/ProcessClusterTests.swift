@@ -249,25 +249,59 @@ final class ProcessCluster {
     }
 }
 
-/// The chaos driver, short: validators killed and restarted under load for 15 seconds
-/// (debug builds); nothing acknowledged final may be lost (Docs/RELIABILITY.md).
+/// The chaos driver, short (debug builds; Docs/RELIABILITY.md): validators killed and
+/// restarted, a Byzantine validator going through its four modes, and partitions in
+/// network namespaces (root only); nothing acknowledged final may be lost, the honest
+/// nodes must agree.
 @Suite(.serialized) struct ShortChaosTests {
-    @Test func killedValidatorsLoseNothingFinal() throws {
+    /// Runs `calisson-bench chaos` with `arguments` (behind `prefix`, e.g. `ip netns exec`)
+    /// and returns its JSON results after the common checks.
+    func chaos(_ arguments: [String], prefix: [String] = []) throws -> [String: Any] {
         let bin = try productsDirectory()
         guard FileManager.default.isExecutableFile(atPath: "\(bin)/calisson-bench") else {
             throw ProcessTestError("calisson-bench is not built in \(bin)")
         }
         let port = UInt16.random(in: 0..<200) * 100 + 10_050
         let json = FileManager.default.temporaryDirectory.appendingPathComponent("chaos-\(UUID().uuidString).json").path
-        let ran = try run("\(bin)/calisson-bench", ["chaos", "--duration", "15", "--rate", "15", "--recovery", "90", "--base-port", "\(port)", "--json", json],
-                          timeout: 300)
+        defer { try? FileManager.default.removeItem(atPath: json) }
+        let command = prefix + ["\(bin)/calisson-bench", "chaos", "--base-port", "\(port)", "--json", json, "--recovery", "90"] + arguments
+        let ran = try run(command[0], Array(command.dropFirst()), timeout: 300)
         #expect(ran.status == 0, "\(ran.output)\n\(ran.errors)")
         let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any]
-        let results = object?["results"] as? [String: Any]
-        #expect(results?["lost"] as? Int == 0)
-        #expect((results?["kills"] as? Int ?? 0) >= 1, "no fault was injected")
-        #expect((results?["acknowledgedFinal"] as? Int ?? 0) > 0, "nothing became final")
-        try? FileManager.default.removeItem(atPath: json)
+        let results = try #require(object?["results"] as? [String: Any])
+        #expect(results["lost"] as? Int == 0)
+        #expect(results["divergentHeights"] as? Int == 0)
+        #expect((results["acknowledgedFinal"] as? Int ?? 0) > 0, "nothing became final")
+        return results
+    }
+
+    @Test func killedValidatorsLoseNothingFinal() throws {
+        let results = try chaos(["--duration", "15", "--rate", "15"])
+        #expect((results["kills"] as? Int ?? 0) >= 1, "no fault was injected")
+    }
+
+    /// Equivocation, garbage, replays and withheld votes from one validator, in turn,
+    /// while the others are killed and restarted: the honest nodes notice, and agree.
+    @Test func aByzantineValidatorChangesNothingFinal() throws {
+        let results = try chaos(["--mix", "byzantine", "--duration", "24", "--mode-period", "5", "--rate", "15"])
+        #expect((results["byzantineModeChanges"] as? Int ?? 0) >= 3, "the Byzantine node did not go through its modes")
+        let refused = results["refusedByCheckedNodes"] as? [String: Int] ?? [:]
+        #expect((refused["consensus_undecodable_total"] ?? 0) + (refused["consensus_bad_signatures_total"] ?? 0) > 0,
+                "no garbage reached the honest nodes: \(refused)")
+    }
+
+    /// Partitions (the primary isolated, halves, one node, one link) in network
+    /// namespaces this test creates; root only.
+    @Test(.enabled(if: getuid() == 0, "network namespaces need root"))
+    func partitionsLoseNothingFinal() throws {
+        let hub = "calisson-test-\(getpid())"
+        _ = try run("/usr/bin/env", ["ip", "netns", "add", hub])
+        defer { _ = try? run("/usr/bin/env", ["ip", "netns", "del", hub]) }
+        _ = try run("/usr/bin/env", ["ip", "-n", hub, "link", "set", "lo", "up"])
+        let results = try chaos(
+            ["--mix", "partition", "--duration", "20", "--rate", "15", "--down", "2", "--down", "5", "--gap", "1", "--gap", "2"],
+            prefix: ["/usr/bin/env", "ip", "netns", "exec", hub])
+        #expect(!(results["partitions"] as? [String: Int] ?? [:]).isEmpty, "no partition was made")
     }
 }
 
