@@ -94,6 +94,33 @@ public final class TransportClient: @unchecked Sendable {
         return try exchange(FrameDecoder.frame(.request, payload), timeoutMilliseconds: timeoutMilliseconds)
     }
 
+    /// Sends `payloads` at once, pipelined on this one connection, and collects as many
+    /// responses, in the order the node sends them (requests answered at once come back
+    /// in order; a wait such as `waitFinal` may be overtaken). A node serves at most
+    /// `clientRequestsInFlightMax` requests at a time per connection and closes one that
+    /// sends more: from the close on, the results are failures.
+    public func pipeline(_ payloads: [[UInt8]], timeoutMilliseconds: Int = 10_000) -> [Result<[UInt8], ClientError>] {
+        let frames = payloads.map { FrameDecoder.frame(.request, $0) }
+        guard loop.execute({ [self] in for frame in frames { link?.sendFrame(frame) } }) else {
+            return payloads.map { _ in .failure(.closed("client stopped")) }
+        }
+        let deadline = DispatchTime.now() + .milliseconds(timeoutMilliseconds)
+        var results: [Result<[UInt8], ClientError>] = []
+        while results.count < payloads.count {
+            guard arrived.wait(timeout: deadline) == .success else {
+                results += Array(repeating: .failure(.timeout), count: payloads.count - results.count)
+                break
+            }
+            let result = responses.withLock { $0.removeFirst() }
+            results.append(result)
+            if case .failure = result {
+                results += Array(repeating: result, count: payloads.count - results.count)
+                break
+            }
+        }
+        return results
+    }
+
     /// Sends raw frame bytes (tests use it to send what a well-behaved client never would).
     func exchange(_ frame: [UInt8], timeoutMilliseconds: Int) throws(ClientError) -> [UInt8] {
         let sent = loop.execute { [self] in link?.sendFrame(frame) }

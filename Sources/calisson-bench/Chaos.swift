@@ -107,7 +107,10 @@ struct ChaosCommand: ParsableCommand {
         let honest = (0..<validators).filter { $0 != byzantine }
         let run = ChaosRun(cluster: cluster, workload: workload, rate: rate, honest: honest)
         run.start()
-        func say(_ text: String) { print("  \(String(format: "%6.1f", run.elapsed())) s  \(text)") }
+        func say(_ text: String) {
+            print("  \(String(format: "%6.1f", run.elapsed())) s  \(text)")
+            fflush(nil)  // one line at a time in a log file too
+        }
 
         var kills = 0, partitions: [String: Int] = [:], modeChanges = 0
         var noticed = Noticed()

@@ -337,6 +337,47 @@ func eventually(_ seconds: Double = 30, _ condition: () -> Bool) -> Bool {
         #expect(admitted)
     }
 
+    /// A client pipelining requests on one connection: past `clientRequestsInFlightMax`
+    /// requests in flight the node closes that connection at once; another client is
+    /// served throughout, a newcomer is let in, and 16 pipelined requests are answered.
+    @Test func aClientFloodingRequestsIsCutOffWhileOthersAreServed() throws {
+        let cluster = try TestCluster(count: 1)
+        var configuration = cluster.configuration(0)
+        configuration.transport.clientPort = 0
+        configuration.transport.clientRequestsInFlightMax = 16
+        let node = try NodeRuntime(configuration: configuration)
+        try node.start()
+        defer { node.stop() }
+        let port = node.transport.clientPort
+        let refusedBefore = node.transport.counters.refusedPeers
+        let other = try TransportClient(host: "127.0.0.1", port: port, ca: cluster.ca, chainId: TestCluster.chainId)
+        defer { other.close() }
+
+        // 100 waits for transactions that never come: the 17th is over the limit.
+        let flood = try TransportClient(host: "127.0.0.1", port: port, ca: cluster.ca, chainId: TestCluster.chainId)
+        defer { flood.close() }
+        let waits = (0..<100).map { index in
+            ClientRequest.waitFinal(Bytes32([UInt8](repeating: UInt8(index), count: 32))!, timeoutMilliseconds: 30_000).wireBytes
+        }
+        let started = Date()
+        let results = flood.pipeline(waits, timeoutMilliseconds: 10_000)
+        #expect(results.allSatisfy { if case .failure(.closed) = $0 { return true } else { return false } }, "\(results.prefix(3))")
+        #expect(Date().timeIntervalSince(started) < 10, "the connection was not closed at once")
+        #expect(node.transport.counters.refusedPeers > refusedBefore)
+        #expect((try? flood.request(ClientRequest.status.wireBytes)) == nil, "the flooding connection is still open")
+
+        // Another client is served throughout, and a newcomer is let in.
+        guard case .status? = try? ClientResponse(wireBytes: other.request(ClientRequest.status.wireBytes)) else {
+            Issue.record("the other client is not served")
+            return
+        }
+        let newcomer = try TransportClient(host: "127.0.0.1", port: port, ca: cluster.ca, chainId: TestCluster.chainId)
+        defer { newcomer.close() }
+        // Within the limit, pipelined requests are all answered.
+        let answers = newcomer.pipeline((0..<16).map { _ in ClientRequest.status.wireBytes })
+        #expect(answers.allSatisfy { if case let .success(bytes) = $0, case .status? = try? ClientResponse(wireBytes: bytes) { true } else { false } })
+    }
+
     /// Recovery checks the last blocks' commit certificates: a tampered database is refused.
     @Test func aNodeRefusesToStartOnATamperedDatabase() throws {
         let cluster = try TestCluster(count: 1)
