@@ -14,7 +14,7 @@ import Wire
 /// (nodes in network namespaces); a Byzantine validator (a debug build's test-only modes).
 struct ChaosCommand: ParsableCommand {
     enum Mix: String, ExpressibleByArgument, CaseIterable {
-        case kill, partition, byzantine
+        case kill, partition, byzantine, disk
     }
 
     static let configuration = CommandConfiguration(
@@ -45,6 +45,14 @@ struct ChaosCommand: ParsableCommand {
             every --mode-period seconds (the node restarted with the next); the other validators \
             are killed and restarted as in the kill mix, one at a time. The checks cover the \
             honest nodes; the load goes to them only.
+
+            --mix disk (root): each node's data directory is a tmpfs of its own (1 GiB). \
+            The faults, one node at a time: its disk filled (the tmpfs shrunk to what it uses \
+            plus 512 KiB): it must stop by itself with exit status 1 and "the disk is full" in \
+            its log, then it is given room and restarted; or its directory read-only at start \
+            (the node stopped, the tmpfs remounted read-only, the node started): it must refuse \
+            with exit status 1 and "not writable", then the directory is made writable and the \
+            node restarted.
             """)
 
     @Option(help: "Validators.") var validators = 4
@@ -56,7 +64,7 @@ struct ChaosCommand: ParsableCommand {
     @Option(help: "Random seed (default: from the clock; printed).") var seed: UInt64?
     @Option(help: "First port.") var basePort: UInt16 = 7500
     @Option(help: "Write the result as JSON to this file.") var json: String?
-    @Option(help: "The faults: kill, partition or byzantine.") var mix: Mix = .kill
+    @Option(help: "The faults: kill, partition, byzantine or disk.") var mix: Mix = .kill
     @Option(help: "Byzantine mix: the calisson-node built with the test-only modes (default: the debug build next to the release one).")
     var byzantineBinary: String?
     @Option(help: "Byzantine mix: the modes, taken in turn.") var byzantineModes: [String] = ["equivocate", "garbage", "replay", "withhold"]
@@ -90,14 +98,26 @@ struct ChaosCommand: ParsableCommand {
         // The Byzantine mix's faulty node: the primary of view 0, so that it proposes first.
         let byzantine: Int? = mix == .byzantine ? 0 : nil
         let faulty = mix == .byzantine ? try faultyNode() : nil
+        if mix == .disk, getuid() != 0 { throw ValidationError("the disk mix needs root (tmpfs mounts)") }
+        var disks: [Disk] = []
         let cluster = try BenchCluster(starting: validators, basePort: basePort, namespaces: mix == .partition) { cluster in
             if let byzantine, let faulty {
                 cluster.binaries[byzantine] = faulty
                 cluster.extraArguments[byzantine] = ["--byzantine", byzantineModes[0]]
             }
+            if mix == .disk {
+                for file in cluster.dataFiles {
+                    let disk = Disk(directory: URL(fileURLWithPath: file).deletingLastPathComponent().path)
+                    try disk.mount()
+                    disks.append(disk)
+                }
+            }
         }
         var keep = false
         defer {
+            cluster.stopNodes()
+            // A failed run keeps its tmpfs mounts (the databases are on them).
+            if !keep { for disk in disks { disk.unmount() } }
             cluster.stop(keepDirectory: keep)
         }
         let f = (validators - 1) / 3
@@ -112,7 +132,8 @@ struct ChaosCommand: ParsableCommand {
             fflush(nil)  // one line at a time in a log file too
         }
 
-        var kills = 0, partitions: [String: Int] = [:], modeChanges = 0
+        var kills = 0, partitions: [String: Int] = [:], modeChanges = 0, diskFaults: [String: Int] = [:]
+        var diskProblems: [String] = []
         var noticed = Noticed()
         var lastFault = Date()
         let end = Date().addingTimeInterval(duration)
@@ -158,6 +179,57 @@ struct ChaosCommand: ParsableCommand {
                     lastFault = Date()
                     say("restarted \(cluster.ids[index])")
                 }
+            case .disk:
+                let victim = Int(random.next() % UInt64(validators))
+                let id = cluster.ids[victim], disk = disks[victim]
+                let log = "\(cluster.directory)/\(id).log"
+                let logBefore = (try? FileManager.default.attributesOfItem(atPath: log)[.size] as? Int) ?? 0
+                func logSince() -> String {
+                    guard let handle = FileHandle(forReadingAtPath: log) else { return "" }
+                    defer { try? handle.close() }
+                    try? handle.seek(toOffset: UInt64(logBefore))
+                    return String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
+                }
+                run.setDown(victim, true)
+                noticed.add(cluster.metrics(victim))
+                if random.next() % 2 == 0 {
+                    try disk.resize(bytes: disk.usedBytes() + 512 * 1_024)
+                    say("\(id): disk nearly full (\(disk.usedBytes() / 1_024) KiB used, 512 KiB free)")
+                    if let status = cluster.waitForExit(victim, within: 120) {
+                        diskFaults["disk full", default: 0] += 1
+                        let said = logSince()
+                        say("\(id) stopped, exit status \(status)")
+                        if status != 1 || !said.contains("the disk is full") {
+                            diskProblems.append("\(id) on a full disk: exit status \(status), log: \(said.suffix(300))")
+                        }
+                    } else {
+                        diskFaults["disk full, node still running after 120 s", default: 0] += 1
+                        diskProblems.append("\(id) still runs 120 s after its disk was filled")
+                        cluster.terminate(victim)
+                    }
+                    try disk.resize(bytes: Disk.sizeBytes)
+                } else {
+                    cluster.terminate(victim)
+                    try disk.remount(readOnly: true)
+                    try cluster.restart(victim)
+                    if let status = cluster.waitForExit(victim, within: 30) {
+                        diskFaults["read-only at start", default: 0] += 1
+                        let said = logSince()
+                        say("\(id) refused a read-only directory, exit status \(status)")
+                        if status != 1 || !said.contains("not writable") {
+                            diskProblems.append("\(id) on a read-only directory: exit status \(status), log: \(said.suffix(300))")
+                        }
+                    } else {
+                        diskProblems.append("\(id) runs on a read-only directory")
+                        cluster.terminate(victim)
+                    }
+                    try disk.remount(readOnly: false)
+                }
+                try pause(uniform(down))
+                try cluster.restart(victim)
+                run.setDown(victim, false)
+                lastFault = Date()
+                say("restarted \(id)")
             case .partition:
                 guard let network = cluster.network else { break }
                 let shuffled = (0..<validators).sorted { _, _ in random.next() % 2 == 0 }
@@ -242,7 +314,11 @@ struct ChaosCommand: ParsableCommand {
         if let byzantine {
             print("chaos: \(cluster.ids[byzantine]) was Byzantine (\(modeChanges + 1) periods, modes in turn: \(byzantineModes.joined(separator: ", "))); the checks cover the \(honest.count) others")
         }
-        let failed = lost > 0 || divergent > 0 || !conservation.isEmpty || !crashed.isEmpty || recovered == nil || !converged
+        if !diskFaults.isEmpty {
+            print("chaos: disk faults: " + diskFaults.sorted { $0.key < $1.key }.map { "\($0.value) × \($0.key)" }.joined(separator: ", ")
+                  + "; " + (diskProblems.isEmpty ? "every node stopped with its reason" : "PROBLEMS: " + diskProblems.joined(separator: "; ")))
+        }
+        let failed = !diskProblems.isEmpty || lost > 0 || divergent > 0 || !conservation.isEmpty || !crashed.isEmpty || recovered == nil || !converged
         print(String(format: "chaos: %d kills; %d submitted, %d admitted, %d acknowledged final; lost %d; divergent heights %d; heights %@",
                      kills, stats.submitted, stats.admitted, acknowledged.count, lost, divergent, heights.map(String.init).joined(separator: "/")))
         print("  longest time without a final block while submitting: \(String(format: "%.1f s", stats.longestStall)); "
@@ -257,7 +333,7 @@ struct ChaosCommand: ParsableCommand {
                     "byzantineModes": byzantine == nil ? [] : byzantineModes, "modePeriodSeconds": modePeriod,
                 ] as [String: Any],
                 "results": [
-                    "kills": kills, "partitions": partitions, "byzantineModeChanges": modeChanges, "refusedByCheckedNodes": noticed.counts, "submitted": stats.submitted, "admitted": stats.admitted, "acknowledgedFinal": acknowledged.count,
+                    "kills": kills, "partitions": partitions, "diskFaults": diskFaults, "diskProblems": diskProblems, "byzantineModeChanges": modeChanges, "refusedByCheckedNodes": noticed.counts, "submitted": stats.submitted, "admitted": stats.admitted, "acknowledgedFinal": acknowledged.count,
                     "lost": lost, "divergentHeights": divergent, "heights": heights.map { Int($0) },
                     "secondsToFinalizeAfterLastFault": recovered ?? -1, "converged": converged,
                     "longestSecondsWithoutFinalBlock": stats.longestStall, "secondsToConverge": convergeSeconds,
@@ -272,6 +348,43 @@ struct ChaosCommand: ParsableCommand {
             throw ExitCode.failure
         }
         print("chaos: passed")
+    }
+}
+
+/// A node's data directory on a tmpfs of its own (the disk mix), resized or remounted.
+struct Disk {
+    static let sizeBytes = 1_024 * 1_024 * 1_024
+    let directory: String
+
+    func mount() throws { try Self.mount(["-t", "tmpfs", "-o", "size=\(Self.sizeBytes)", "tmpfs", directory]) }
+    func resize(bytes: Int) throws { try Self.mount(["-o", "remount,size=\(bytes)", directory]) }
+    func remount(readOnly: Bool) throws { try Self.mount(["-o", readOnly ? "remount,ro" : "remount,rw", directory]) }
+    func unmount() {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["umount", "-l", directory]
+        try? process.run()
+        process.waitUntilExit()
+    }
+
+    func usedBytes() -> Int {
+        var stats = statvfs()
+        guard statvfs(directory, &stats) == 0 else { return 0 }
+        return Int(stats.f_blocks - stats.f_bfree) * Int(stats.f_frsize)
+    }
+
+    private static func mount(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["mount"] + arguments
+        let errors = Pipe()
+        process.standardError = errors
+        try process.run()
+        let problem = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw ValidationError("mount \(arguments.joined(separator: " ")): \(problem.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
     }
 }
 

@@ -185,6 +185,16 @@ final class BenchCluster {
         processes[index].waitUntilExit()
     }
 
+    /// Node `index`'s exit status once it exits by itself within `seconds`; nil if it still runs.
+    func waitForExit(_ index: Int, within seconds: Double) -> Int32? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while processes[index].isRunning {
+            guard Date() < deadline else { return nil }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        return processes[index].terminationStatus
+    }
+
     /// Starts node `index` again from its database.
     func restart(_ index: Int) throws {
         processes[index] = try launch(index)

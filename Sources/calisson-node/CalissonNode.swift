@@ -242,7 +242,7 @@ struct Testnet: ParsableCommand {
         var programmes: [GenesisFile.ProgrammeEntry] = [
             .init(id: "recyclage", name: "Tri sélectif", category: "wasteSorting", rewardPerUnit: 10,
                   issuers: has("tri-metropole") ? ["tri-metropole", "metropole"] : ["metropole"], sponsor: "metropole",
-                  capPerAccount: 2_000, capPeriod: "month", walletCeiling: 5_000, budget: 10_000_000, expiryEpochs: 12),
+                  capPerAccount: 2_000, capPeriod: "month", walletCeiling: 5_000, budget: 100_000_000, expiryEpochs: 12),
         ]
         if has("rtm") {
             programmes.append(.init(id: "mobilite", name: "Bonus mobilité douce", category: "transit", rewardPerUnit: 5, issuers: ["rtm"], sponsor: "rtm",
