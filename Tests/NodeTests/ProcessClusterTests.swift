@@ -250,9 +250,9 @@ final class ProcessCluster {
 }
 
 /// The chaos driver, short (debug builds; Docs/RELIABILITY.md): validators killed and
-/// restarted, a Byzantine validator going through its four modes, and partitions in
-/// network namespaces (root only); nothing acknowledged final may be lost, the honest
-/// nodes must agree.
+/// restarted, a Byzantine validator going through its four modes, partitions in network
+/// namespaces and full or read-only disks (root only); nothing acknowledged final may be
+/// lost, the honest nodes must agree.
 @Suite(.serialized) struct ShortChaosTests {
     /// Runs `calisson-bench chaos` with `arguments` (behind `prefix`, e.g. `ip netns exec`)
     /// and returns its JSON results after the common checks.
@@ -302,6 +302,15 @@ final class ProcessCluster {
             ["--mix", "partition", "--duration", "20", "--rate", "15", "--down", "2", "--down", "5", "--gap", "1", "--gap", "2"],
             prefix: ["/usr/bin/env", "ip", "netns", "exec", hub])
         #expect(!(results["partitions"] as? [String: Int] ?? [:]).isEmpty, "no partition was made")
+    }
+
+    /// Disks filled and data directories read-only at start (tmpfs; root only): each node
+    /// stops with its reason, restarts with room, and nothing final is lost.
+    @Test(.enabled(if: getuid() == 0, "tmpfs mounts need root"))
+    func fullAndReadOnlyDisksLoseNothingFinal() throws {
+        let results = try chaos(["--mix", "disk", "--duration", "20", "--rate", "15", "--gap", "1", "--gap", "2", "--down", "0.5", "--down", "1"])
+        #expect(!(results["diskFaults"] as? [String: Int] ?? [:]).isEmpty, "no disk fault was injected")
+        #expect((results["diskProblems"] as? [String] ?? ["?"]).isEmpty)
     }
 }
 
