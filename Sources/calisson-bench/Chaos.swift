@@ -100,18 +100,24 @@ struct ChaosCommand: ParsableCommand {
         let faulty = mix == .byzantine ? try faultyNode() : nil
         if mix == .disk, getuid() != 0 { throw ValidationError("the disk mix needs root (tmpfs mounts)") }
         var disks: [Disk] = []
-        let cluster = try BenchCluster(starting: validators, basePort: basePort, namespaces: mix == .partition) { cluster in
-            if let byzantine, let faulty {
-                cluster.binaries[byzantine] = faulty
-                cluster.extraArguments[byzantine] = ["--byzantine", byzantineModes[0]]
-            }
-            if mix == .disk {
-                for file in cluster.dataFiles {
-                    let disk = Disk(directory: URL(fileURLWithPath: file).deletingLastPathComponent().path)
-                    try disk.mount()
-                    disks.append(disk)
+        let cluster: BenchCluster
+        do {
+            cluster = try BenchCluster(starting: validators, basePort: basePort, namespaces: mix == .partition) { cluster in
+                if let byzantine, let faulty {
+                    cluster.binaries[byzantine] = faulty
+                    cluster.extraArguments[byzantine] = ["--byzantine", byzantineModes[0]]
+                }
+                if mix == .disk {
+                    for file in cluster.dataFiles {
+                        let disk = Disk(directory: URL(fileURLWithPath: file).deletingLastPathComponent().path)
+                        try disk.mount()
+                        disks.append(disk)
+                    }
                 }
             }
+        } catch {
+            for disk in disks { disk.unmount() }
+            throw error
         }
         var keep = false
         defer {
@@ -232,7 +238,10 @@ struct ChaosCommand: ParsableCommand {
                 say("restarted \(id)")
             case .partition:
                 guard let network = cluster.network else { break }
-                let shuffled = (0..<validators).sorted { _, _ in random.next() % 2 == 0 }
+                var shuffled = Array(0..<validators)
+                for index in stride(from: shuffled.count - 1, to: 0, by: -1) {
+                    shuffled.swapAt(index, Int(random.next() % UInt64(index + 1)))
+                }
                 let kind: String, groups: [[Int]]
                 switch random.next() % 4 {
                 case 0:
@@ -333,7 +342,9 @@ struct ChaosCommand: ParsableCommand {
                     "byzantineModes": byzantine == nil ? [] : byzantineModes, "modePeriodSeconds": modePeriod,
                 ] as [String: Any],
                 "results": [
-                    "kills": kills, "partitions": partitions, "diskFaults": diskFaults, "diskProblems": diskProblems, "byzantineModeChanges": modeChanges, "refusedByCheckedNodes": noticed.counts, "submitted": stats.submitted, "admitted": stats.admitted, "acknowledgedFinal": acknowledged.count,
+                    "kills": kills, "partitions": partitions, "diskFaults": diskFaults, "diskProblems": diskProblems,
+                    "byzantineModeChanges": modeChanges, "refusedByCheckedNodes": noticed.counts,
+                    "submitted": stats.submitted, "admitted": stats.admitted, "acknowledgedFinal": acknowledged.count,
                     "lost": lost, "divergentHeights": divergent, "heights": heights.map { Int($0) },
                     "secondsToFinalizeAfterLastFault": recovered ?? -1, "converged": converged,
                     "longestSecondsWithoutFinalBlock": stats.longestStall, "secondsToConverge": convergeSeconds,
