@@ -274,31 +274,9 @@ final class BenchCluster {
     /// Node `index`'s /metrics (name without the calisson_ prefix → value); empty when it
     /// has no metrics port or does not answer (it listens on 127.0.0.1 of its namespace).
     func metrics(_ index: Int) -> [String: Double] {
-        guard network == nil, let port = metricsPorts[index] else { return [:] }
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { return [:] }
-        defer { close(descriptor) }
-        var timeout = timeval(tv_sec: 2, tv_usec: 0)
-        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { return [:] }
-        let request = Array("GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".utf8)
-        _ = request.withUnsafeBytes { send(descriptor, $0.baseAddress, $0.count, 0) }
-        var response: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 8_192)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
-            if count <= 0 { break }
-            response += buffer[0..<count]
-        }
+        guard network == nil, let port = metricsPorts[index], let response = HTTPEndpoint.get(port: port, "/metrics") else { return [:] }
         var values: [String: Double] = [:]
-        for line in String(decoding: response, as: UTF8.self).split(separator: "\n") where line.hasPrefix("calisson_") {
+        for line in response.split(separator: "\n") where line.hasPrefix("calisson_") {
             let parts = line.split(separator: " ")
             if parts.count == 2, let value = Double(parts[1]) { values[String(parts[0].dropFirst("calisson_".count))] = value }
         }
