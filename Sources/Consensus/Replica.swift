@@ -218,7 +218,12 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
             return
         }
         ticksWaitingToCut += 1
-        guard pendingCommands >= configuration.batchCommandsMax || ticksWaitingToCut >= configuration.batchTicks else { return }
+        let full = pendingCommands >= configuration.batchCommandsMax
+        guard full || ticksWaitingToCut >= configuration.batchTicks else { return }
+        if !full {
+            let inFlight = slots.values.count { $0.prePrepare?.body.view == view && $0.committed == nil }
+            guard inFlight < configuration.partialBlocksInFlightMax else { return }
+        }
         ticksWaitingToCut = 0
         payloadRequested = nextProposalSeq
         actions.append(.requestPayload(seq: nextProposalSeq, commandsMax: configuration.batchCommandsMax))

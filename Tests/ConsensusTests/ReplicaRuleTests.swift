@@ -180,6 +180,43 @@ extension Array where Element == Action {
         #expect(actions.rejections == [.malformedCertificate("prepared certificate: 2 signatures, quorum is 3")])
     }
 
+    /// A partial block waits for the primary's previous block to commit; a full batch is
+    /// cut at once whatever is in flight.
+    @Test func aPartialBlockWaitsForThePreviousOneAndAFullOneDoesNot() {
+        var primary = fixture.replica(0)
+        func requests(_ actions: [Action]) -> [UInt64] {
+            actions.compactMap { if case let .requestPayload(seq, _) = $0 { return seq } else { return nil } }
+        }
+        #expect(requests(primary.step(.tick(pendingCommands: 3))) == [1])
+        let proposed = primary.step(.payload(seq: 1, commands: [[1], [2], [3]]))
+        let block = proposed.compactMap { if case let .broadcast(.prePrepare(p)) = $0 { return p.body.block } else { return nil } }.first
+        #expect(block?.seq == 1)
+        // Block 1 is not committed: two new commands wait, tick after tick.
+        for _ in 0..<5 { #expect(requests(primary.step(.tick(pendingCommands: 2))).isEmpty) }
+        // A full batch does not wait.
+        let full = fixture.configuration.batchCommandsMax
+        #expect(requests(primary.step(.tick(pendingCommands: full))) == [2])
+        let second = primary.step(.payload(seq: 2, commands: (0..<full).map { [UInt8(truncatingIfNeeded: $0), 9] }))
+        let secondDigest = second.compactMap { if case let .broadcast(.prePrepare(p)) = $0 { return p.body.block.digest } else { return nil } }.first
+        // Block 1 commits (with block 2 still in flight, the partial one still waits: one
+        // partial block of this primary's in flight at most, and block 2 is in flight).
+        guard let digest = block?.digest else { return }
+        for index in [1, 2, 3] {
+            _ = primary.step(.message(.vote(fixture.vote(.prepare, by: index, seq: 1, digest: digest)), from: fixture.id(index)))
+            _ = primary.step(.message(.vote(fixture.vote(.commit, by: index, seq: 1, digest: digest)), from: fixture.id(index)))
+        }
+        _ = primary.step(.executed(seq: 1, stateRoot: SHA256.hash("root 1")))
+        #expect(requests(primary.step(.tick(pendingCommands: 2))).isEmpty)
+        // Block 2 commits too: nothing in flight, the two waiting commands go.
+        guard let secondDigest else { return }
+        for index in [1, 2, 3] {
+            _ = primary.step(.message(.vote(fixture.vote(.prepare, by: index, seq: 2, digest: secondDigest)), from: fixture.id(index)))
+            _ = primary.step(.message(.vote(fixture.vote(.commit, by: index, seq: 2, digest: secondDigest)), from: fixture.id(index)))
+        }
+        _ = primary.step(.executed(seq: 2, stateRoot: SHA256.hash("root 2")))
+        #expect(requests(primary.step(.tick(pendingCommands: 2))) == [3])
+    }
+
     @Test func primaryTimesOutIntoAViewChangeAndPersistsFirst() {
         var replica = fixture.replica(1)
         var actions: [Action] = []
