@@ -256,7 +256,17 @@ public final class Transport: @unchecked Sendable {
         guard !stopped, links[peer.id] == nil, !dialing.contains(peer.id) else { return }
         dialing.insert(peer.id)
         let stream = TCPStream(loop: loop)
-        stream.connect(host: peer.host, port: peer.port) { [weak self] error in
+        // A SYN lost in a partition would otherwise be retried by the kernel for about two
+        // minutes, long after the network heals: give up after `handshakeTimeoutMilliseconds`
+        // (the pending connect then completes with ECANCELED) and dial again. Once
+        // connected, `track` times the handshake out the same way.
+        let deadline = LoopTimer(loop: loop)
+        deadline.start(after: configuration.handshakeTimeoutMilliseconds) { [deadline, stream] in
+            deadline.close()
+            stream.close()
+        }
+        stream.connect(host: peer.host, port: peer.port) { [weak self, deadline] error in
+            deadline.close()
             guard let self else { return }
             if let error {
                 stream.close()

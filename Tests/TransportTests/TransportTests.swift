@@ -224,6 +224,50 @@ func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportC
         #expect(eventually { nodes[0].transport.linkedPeers().count == 2 })
     }
 
+    /// A dial whose SYN is never answered (a peer whose accept queue is full drops it, as
+    /// a partition would) is abandoned after `handshakeTimeoutMilliseconds` and redialled,
+    /// rather than left to the kernel's two minutes of retries; a connection that never
+    /// gets through its handshake is closed at both ports, so silent strangers cannot hold
+    /// the client places.
+    @Test func silentDialsAndSilentConnectionsAreGivenUpOn() throws {
+        // A listener that never accepts, its queue filled: further SYNs are dropped.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { Foundation.close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) } }
+        _ = listen(listener, 0)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+        let port = UInt16(bigEndian: address.sin_port)
+        var fillers: [Int32] = []
+        defer { for filler in fillers { Foundation.close(filler) } }
+        for _ in 0..<4 {
+            let filler = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Foundation.connect(filler, $0, length) } }
+            fillers.append(filler)
+        }
+
+        let consortium = try Consortium(count: 2)
+        var configuration = consortium.configuration(0)
+        configuration.handshakeTimeoutMilliseconds = 300
+        configuration.clientPort = 0
+        let node = try Node(configuration)
+        defer { node.stop() }
+        node.transport.update(peers: [PeerAddress(id: "p1", host: "127.0.0.1", port: port)], registry: consortium.registry, revokedSerials: [])
+        // Each abandoned dial schedules a redial: several within a few seconds (the
+        // kernel alone would not give up on the first for two minutes).
+        #expect(eventually(5) { node.transport.counters.reconnects >= 3 }, "\(node.transport.counters.reconnects) redials")
+
+        // Strangers that connect and say nothing, at the peer port and the client port.
+        let silentPeer = try RawSocket(port: node.transport.peerPort)
+        defer { silentPeer.close() }
+        let silentClient = try RawSocket(port: node.transport.clientPort)
+        defer { silentClient.close() }
+        #expect(eventually(5) { silentPeer.isClosedByPeer && silentClient.isClosedByPeer })
+    }
+
     @Test func clientPortAnswersRequestsAndRefusesOversizedFrames() throws {
         let consortium = try Consortium(count: 1)
         var configuration = consortium.configuration(0)
@@ -312,4 +356,11 @@ final class RawSocket {
 
     func send(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { Foundation.send(descriptor, $0.baseAddress, $0.count, 0) } }
     func close() { Foundation.close(descriptor) }
+
+    /// True once the other side closed (a read returns end of file or an error, without waiting).
+    var isClosedByPeer: Bool {
+        var byte: UInt8 = 0
+        let count = recv(descriptor, &byte, 1, Int32(MSG_DONTWAIT))
+        return count == 0 || (count < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+    }
 }
