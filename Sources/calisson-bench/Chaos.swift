@@ -14,7 +14,7 @@ import Wire
 /// (nodes in network namespaces); a Byzantine validator (a debug build's test-only modes).
 struct ChaosCommand: ParsableCommand {
     enum Mix: String, ExpressibleByArgument, CaseIterable {
-        case kill, partition, byzantine, disk
+        case kill, partition, byzantine, disk, latency
     }
 
     static let configuration = CommandConfiguration(
@@ -53,6 +53,12 @@ struct ChaosCommand: ParsableCommand {
             (the node stopped, the tmpfs remounted read-only, the node started): it must refuse \
             with exit status 1 and "not writable", then the directory is made writable and the \
             node restarted.
+
+            --mix latency: every validator link goes through a relay on 127.0.0.1 that delays \
+            what it forwards by --delay ± --jitter milliseconds each way (tc netem is not \
+            available here). The faults, held for --down seconds: a latency spike of 200-600 ms \
+            on one link, a loss burst (one link holds everything, as TCP does while it \
+            retransmits), or every link five times slower.
             """)
 
     @Option(help: "Validators.") var validators = 4
@@ -64,7 +70,9 @@ struct ChaosCommand: ParsableCommand {
     @Option(help: "Random seed (default: from the clock; printed).") var seed: UInt64?
     @Option(help: "First port.") var basePort: UInt16 = 7500
     @Option(help: "Write the result as JSON to this file.") var json: String?
-    @Option(help: "The faults: kill, partition, byzantine or disk.") var mix: Mix = .kill
+    @Option(help: "The faults: kill, partition, byzantine, disk or latency.") var mix: Mix = .kill
+    @Option(help: "Latency mix: milliseconds each link delays each way.") var delay = 25.0
+    @Option(help: "Latency mix: ± milliseconds of jitter.") var jitter = 10.0
     @Option(help: "Byzantine mix: the calisson-node built with the test-only modes (default: the debug build next to the release one).")
     var byzantineBinary: String?
     @Option(help: "Byzantine mix: the modes, taken in turn.") var byzantineModes: [String] = ["equivocate", "garbage", "replay", "withhold"]
@@ -100,9 +108,31 @@ struct ChaosCommand: ParsableCommand {
         let faulty = mix == .byzantine ? try faultyNode() : nil
         if mix == .disk, getuid() != 0 { throw ValidationError("the disk mix needs root (tmpfs mounts)") }
         var disks: [Disk] = []
+        // Latency mix: relays[i][j] carries node i's dial to node j.
+        var relays: [[Int: DelayRelay]] = []
+        defer { for relay in relays.flatMap(\.values) { relay.close() } }
         let cluster: BenchCluster
         do {
             cluster = try BenchCluster(starting: validators, basePort: basePort, namespaces: mix == .partition) { cluster in
+                if mix == .latency {
+                    let configs = try BenchCluster.configs(cluster.directory)
+                    let position = Dictionary(uniqueKeysWithValues: configs.enumerated().map { ($0.element.0, $0.offset) })
+                    let encoder = JSONEncoder()
+                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                    for (id, config) in configs {
+                        var config = config
+                        var mine: [Int: DelayRelay] = [:]
+                        config.peers = try config.peers.map { peer in
+                            guard let j = position[peer.id] else { return peer }
+                            let relay = try DelayRelay(target: configs[j].1.peerPort)
+                            relay.shape.withLock { $0.delayMilliseconds = delay; $0.jitterMilliseconds = jitter }
+                            mine[j] = relay
+                            return .init(id: peer.id, host: "127.0.0.1", port: relay.port)
+                        }
+                        relays.append(mine)
+                        try encoder.encode(config).write(to: URL(fileURLWithPath: "\(cluster.directory)/\(id)/config.json"))
+                    }
+                }
                 if let byzantine, let faulty {
                     cluster.binaries[byzantine] = faulty
                     cluster.extraArguments[byzantine] = ["--byzantine", byzantineModes[0]]
@@ -236,6 +266,34 @@ struct ChaosCommand: ParsableCommand {
                 run.setDown(victim, false)
                 lastFault = Date()
                 say("restarted \(id)")
+            case .latency:
+                var pair = Array(0..<validators)
+                for index in stride(from: pair.count - 1, to: 0, by: -1) { pair.swapAt(index, Int(random.next() % UInt64(index + 1))) }
+                let link = [relays[pair[0]][pair[1]], relays[pair[1]][pair[0]]].compactMap { $0 }
+                let kind: String
+                let hold = uniform(down)
+                switch random.next() % 3 {
+                case 0:
+                    let spike = 200 + Double(random.next() % 400)
+                    kind = "latency spike"
+                    for relay in link { relay.shape.withLock { $0.delayMilliseconds = spike } }
+                    say("\(kind): \(Int(spike)) ms on \(cluster.ids[pair[0]]) – \(cluster.ids[pair[1]])")
+                case 1:
+                    kind = "loss burst"
+                    for relay in link { relay.shape.withLock { $0.stalledUntil = Date().addingTimeInterval(hold) } }
+                    say("\(kind): \(String(format: "%.1f", hold)) s on \(cluster.ids[pair[0]]) – \(cluster.ids[pair[1]])")
+                default:
+                    kind = "all links slow"
+                    for relay in relays.flatMap(\.values) { relay.shape.withLock { $0.delayMilliseconds = delay * 5 } }
+                    say("\(kind): \(Int(delay * 5)) ms each way")
+                }
+                partitions[kind, default: 0] += 1
+                try pause(hold)
+                for relay in relays.flatMap(\.values) {
+                    relay.shape.withLock { $0.delayMilliseconds = delay; $0.stalledUntil = .distantPast }
+                }
+                lastFault = Date()
+                say("links back to \(Int(delay)) ± \(Int(jitter)) ms")
             case .partition:
                 guard let network = cluster.network else { break }
                 var shuffled = Array(0..<validators)
@@ -315,7 +373,7 @@ struct ChaosCommand: ParsableCommand {
         }
         let stats = run.statistics()
         if !partitions.isEmpty {
-            print("chaos: partitions: " + partitions.sorted { $0.key < $1.key }.map { "\($0.value) × \($0.key)" }.joined(separator: ", "))
+            print("chaos: \(mix == .latency ? "link faults" : "partitions"): " + partitions.sorted { $0.key < $1.key }.map { "\($0.value) × \($0.key)" }.joined(separator: ", "))
         }
         if cluster.network == nil {
             print("chaos: what the checked nodes refused from peers: " + noticed.counts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
@@ -340,9 +398,10 @@ struct ChaosCommand: ParsableCommand {
                 "configuration": [
                     "mix": mix.rawValue, "validators": validators, "durationSeconds": duration, "rate": rate, "gap": gap, "down": down,
                     "byzantineModes": byzantine == nil ? [] : byzantineModes, "modePeriodSeconds": modePeriod,
+                    "delayMilliseconds": mix == .latency ? delay : 0, "jitterMilliseconds": mix == .latency ? jitter : 0,
                 ] as [String: Any],
                 "results": [
-                    "kills": kills, "partitions": partitions, "diskFaults": diskFaults, "diskProblems": diskProblems,
+                    "kills": kills, mix == .latency ? "linkFaults" : "partitions": partitions, "diskFaults": diskFaults, "diskProblems": diskProblems,
                     "byzantineModeChanges": modeChanges, "refusedByCheckedNodes": noticed.counts,
                     "submitted": stats.submitted, "admitted": stats.admitted, "acknowledgedFinal": acknowledged.count,
                     "lost": lost, "divergentHeights": divergent, "heights": heights.map { Int($0) },

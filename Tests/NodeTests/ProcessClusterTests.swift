@@ -250,9 +250,9 @@ final class ProcessCluster {
 }
 
 /// The chaos driver, short (debug builds; Docs/RELIABILITY.md): validators killed and
-/// restarted, a Byzantine validator going through its four modes, partitions in network
-/// namespaces and full or read-only disks (root only); nothing acknowledged final may be
-/// lost, the honest nodes must agree.
+/// restarted, a Byzantine validator going through its four modes, slow and lossy links,
+/// partitions in network namespaces and full or read-only disks (root only); nothing
+/// acknowledged final may be lost, the honest nodes must agree.
 @Suite(.serialized) struct ShortChaosTests {
     /// Runs `calisson-bench chaos` with `arguments` (behind `prefix`, e.g. `ip netns exec`)
     /// and returns its JSON results after the common checks.
@@ -302,6 +302,13 @@ final class ProcessCluster {
             ["--mix", "partition", "--duration", "20", "--rate", "15", "--down", "2", "--down", "5", "--gap", "1", "--gap", "2"],
             prefix: ["/usr/bin/env", "ip", "netns", "exec", hub])
         #expect(!(results["partitions"] as? [String: Int] ?? [:]).isEmpty, "no partition was made")
+    }
+
+    /// Delayed links with jitter, latency spikes, loss bursts and every link slowed
+    /// (through relays on 127.0.0.1): nothing final is lost, the nodes agree.
+    @Test func slowAndLossyLinksLoseNothingFinal() throws {
+        let results = try chaos(["--mix", "latency", "--duration", "20", "--rate", "15", "--down", "1", "--down", "3", "--gap", "1", "--gap", "2"])
+        #expect(!(results["linkFaults"] as? [String: Int] ?? [:]).isEmpty, "no link fault was injected")
     }
 
     /// Disks filled and data directories read-only at start (tmpfs; root only): each node
