@@ -103,7 +103,7 @@ final class TCPStream: HandleOwner {
     func write(_ bytes: [UInt8], completion: (() -> Void)? = nil) -> Bool {
         guard !isClosed, !bytes.isEmpty else { return !isClosed }
         let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
-        copy.copyMemory(from: UnsafeRawBufferPointer(start: bytes, count: bytes.count))
+        bytes.withUnsafeBytes { copy.copyMemory(from: $0) }
         let request = UnsafeMutablePointer<uv_write_t>.allocate(capacity: 1)
         request.pointee.data = Unmanaged.passRetained(WriteRequest(copy, self, completion)).toOpaque()
         var buffer = uv_buf_init(copy.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(bytes.count))
@@ -143,7 +143,8 @@ final class TCPStream: HandleOwner {
                 var name = [CChar](repeating: 0, count: 64)
                 var inAddress = address.pointee
                 uv_ip4_name(&inAddress, &name, name.count)
-                return "\(String(cString: name)):\(UInt16(bigEndian: address.pointee.sin_port))"
+                let text = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                return "\(text):\(UInt16(bigEndian: address.pointee.sin_port))"
             }
         }
     }
