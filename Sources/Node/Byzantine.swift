@@ -33,8 +33,6 @@ struct ByzantineShell {
     private var recorded: [[UInt8]] = []
     private var recordedNext = 0
     static let recordedMax = 4_096
-    /// Frames sent that no honest node would send, by kind (logged at exit by the node).
-    private(set) var forged = 0
 
     init(mode: ByzantineMode, signer: NodeSigner, chainId: String, seed: UInt64) {
         self.mode = mode
@@ -51,7 +49,6 @@ struct ByzantineShell {
         case .withhold:
             switch message {
             case .vote, .checkpoint:
-                forged += 1
                 return []
             default:
                 return peers.map { ($0, bytes) }
@@ -66,17 +63,16 @@ struct ByzantineShell {
                 // also gets the variant (conflicting proposals it can prove).
                 let variant = Block(seq: signed.body.seq, commands: signed.body.block.commands + [random.bytes(16)])
                 let forgedProposal = Message.prePrepare(Signed(PrePrepare(view: signed.body.view, block: variant), chainId: chainId, signer: signer))
+                    .wireBytes
                 alternatives[signed.body.seq] = (honest: signed.body.block.digest, variant: variant.digest)
-                forged += peers.count - 1
-                var frames = peers.enumerated().map { index, peer in (peer: peer, payload: index == 0 ? bytes : forgedProposal.wireBytes) }
-                if signed.body.seq % 2 == 1 { frames.append((peers[0], forgedProposal.wireBytes)) }
+                var frames = peers.enumerated().map { index, peer in (peer: peer, payload: index == 0 ? bytes : forgedProposal) }
+                if signed.body.seq % 2 == 1 { frames.append((peers[0], forgedProposal)) }
                 return frames
             case let .vote(signed):
                 // Votes for the variant to those that got it, for the honest block to the first.
                 guard let slot = alternatives[signed.body.seq], slot.honest == signed.body.digest else { return peers.map { ($0, bytes) } }
                 let vote = Vote(kind: signed.body.kind, view: signed.body.view, seq: signed.body.seq, digest: slot.variant)
                 let forgedVote = Message.vote(Signed(vote, chainId: chainId, signer: signer)).wireBytes
-                forged += peers.count - 1
                 return peers.enumerated().map { index, peer in (peer: peer, payload: index == 0 ? bytes : forgedVote) }
             default:
                 return peers.map { ($0, bytes) }
@@ -108,11 +104,9 @@ struct ByzantineShell {
                 frames.append((peer, false, Array(old.prefix(Int(random.next() % UInt64(old.count))))))
             }
             frames.append((peer, true, random.bytes(Int(random.next() % 400))))
-            forged += frames.count
             return frames
         case .replay:
             let frames = (0..<3).compactMap { _ in pick().map { (peer, false, $0) } }
-            forged += frames.count
             return frames
         case .equivocate, .withhold:
             return []

@@ -426,35 +426,15 @@ struct Disk {
     static let sizeBytes = 1_024 * 1_024 * 1_024
     let directory: String
 
-    func mount() throws { try Self.mount(["-t", "tmpfs", "-o", "size=\(Self.sizeBytes)", "tmpfs", directory]) }
-    func resize(bytes: Int) throws { try Self.mount(["-o", "remount,size=\(bytes)", directory]) }
-    func remount(readOnly: Bool) throws { try Self.mount(["-o", readOnly ? "remount,ro" : "remount,rw", directory]) }
-    func unmount() {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["umount", "-l", directory]
-        try? process.run()
-        process.waitUntilExit()
-    }
+    func mount() throws { try runTool(["mount", "-t", "tmpfs", "-o", "size=\(Self.sizeBytes)", "tmpfs", directory]) }
+    func resize(bytes: Int) throws { try runTool(["mount", "-o", "remount,size=\(bytes)", directory]) }
+    func remount(readOnly: Bool) throws { try runTool(["mount", "-o", readOnly ? "remount,ro" : "remount,rw", directory]) }
+    func unmount() { try? runTool(["umount", "-l", directory]) }
 
     func usedBytes() -> Int {
         var stats = statvfs()
         guard statvfs(directory, &stats) == 0 else { return 0 }
         return Int(stats.f_blocks - stats.f_bfree) * Int(stats.f_frsize)
-    }
-
-    private static func mount(_ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["mount"] + arguments
-        let errors = Pipe()
-        process.standardError = errors
-        try process.run()
-        let problem = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw ValidationError("mount \(arguments.joined(separator: " ")): \(problem.trimmingCharacters(in: .whitespacesAndNewlines))")
-        }
     }
 }
 

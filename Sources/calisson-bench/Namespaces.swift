@@ -15,7 +15,6 @@ final class NamespaceNetwork {
     let namespaces: [String]
     let addresses: [String]
     private let bridge = "calisson-br"
-    private(set) var cut: [[Int]] = []
 
     static func hostAddress(_ index: Int) -> String { "10.77.0.\(index + 1)" }
 
@@ -78,14 +77,12 @@ final class NamespaceNetwork {
                 }
             }
         }
-        cut = groups
     }
 
     func heal() throws {
         for namespace in namespaces {
             while (try? Self.ip(["-n", namespace, "rule", "del", "pref", "10"])) != nil {}
         }
-        cut = []
     }
 
     func tearDown() {
@@ -93,21 +90,21 @@ final class NamespaceNetwork {
         _ = try? Self.ip(["link", "del", bridge])
     }
 
-    @discardableResult
-    static func ip(_ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["ip"] + arguments
-        let output = Pipe(), errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let problem = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw ValidationError("ip \(arguments.joined(separator: " ")): \(problem.trimmingCharacters(in: .whitespacesAndNewlines))")
-        }
-        return text
+    static func ip(_ arguments: [String]) throws { try runTool(["ip"] + arguments) }
+}
+
+/// Runs a system tool (`ip`, `mount`) through `env`; its error output, if it fails, is the error.
+func runTool(_ arguments: [String]) throws {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = arguments
+    process.standardOutput = FileHandle.nullDevice
+    let errors = Pipe()
+    process.standardError = errors
+    try process.run()
+    let problem = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else {
+        throw ValidationError("\(arguments.joined(separator: " ")): \(problem.trimmingCharacters(in: .whitespacesAndNewlines))")
     }
 }
