@@ -27,8 +27,8 @@ struct ChaosCommand: ParsableCommand {
             block. Meanwhile it kills at most f = ⌊(n−1)/3⌋ validators at a time with SIGKILL, \
             at random moments, and restarts each after a random delay (--mix kill, the default). \
             After the last fault it \
-            measures the time until a new transaction is final, waits until every node has the \
-            same height and state root, stops the nodes, and opens every database read-only: \
+            measures the time until a new transaction is final, waits until the nodes are at rest \
+            (same height and state root, empty mempools, twice in a row), stops the nodes, and opens every database read-only: \
             every acknowledged transaction must be in every node's chain, the state roots must be \
             equal at every height, the citizens' balances must add up to the tokens in \
             circulation, and no node may have stopped but those killed. Exit status 1 otherwise; \
@@ -606,13 +606,22 @@ final class ChaosRun: @unchecked Sendable {
         return nil
     }
 
-    /// Waits until every node reports the same height and state root.
+    /// Waits until the nodes are at rest: every node at the same height and state root
+    /// with an empty mempool (a transaction leaves it when its block is executed), twice
+    /// in a row half a second apart. Equal heights alone can be a moment between a block's
+    /// commit at one node and at the others: stopped then, the others would lack a
+    /// block that the follower saw final.
     func converge(within seconds: Double) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
+        var previous: [String]?
         while Date() < deadline {
-            let states = honest.map { cluster.status($0).map { "\($0.height) \($0.stateRoot.hex)" } ?? "?" }
-            if Set(states).count == 1, !states.contains("?") { return true }
-            Thread.sleep(forTimeInterval: 0.2)
+            let states = honest.map { index in
+                cluster.status(index).map { $0.mempool == 0 ? "\($0.height) \($0.stateRoot.hex)" : "busy" } ?? "?"
+            }
+            let atRest = Set(states).count == 1 && !states.contains("?") && !states.contains("busy")
+            if atRest, states == previous { return true }
+            previous = atRest ? states : nil
+            Thread.sleep(forTimeInterval: atRest ? 0.5 : 0.2)
         }
         return false
     }
