@@ -59,7 +59,7 @@ public struct StateChanges: Sendable {
 /// `appendSafety` returns, what it wrote survives a process kill and a power cut. One
 /// SQL transaction per block (group commit: the fsync is per block, not per transaction).
 public final class NodeStore {
-    public static let schemaVersion = 3
+    public static let schemaVersion = 4
     /// How much of the database file SQLite may map into memory.
     public static let mapBytesMax = 128 << 20
     public let file: String
@@ -99,6 +99,13 @@ public final class NodeStore {
         // carries it with the proof of the validator keys there (light clients follow them).
         3: [
             "CREATE TABLE handovers (changed_at INTEGER PRIMARY KEY, height INTEGER NOT NULL, record BLOB NOT NULL)",
+        ],
+        // Version 4 keeps what a block replaced as one row per block (the hashes of the
+        // nodes it retired and revived, the keys it archived) instead of one row per
+        // retired node plus two height indexes: pruning deletes by primary key. The rows
+        // of `retired_nodes` and the keys of `value_archive` move there (`moveHistory`).
+        4: [
+            "CREATE TABLE history (height INTEGER PRIMARY KEY, retired BLOB NOT NULL, revived BLOB NOT NULL, archived BLOB NOT NULL)",
         ],
     ]
 
@@ -147,9 +154,28 @@ public final class NodeStore {
         try database.transaction { () throws(StorageError) in
             for next in (version + 1)...Self.schemaVersion {
                 for sql in Self.migrations[next] ?? [] { try database.execute(sql) }
+                if next == 4 { try moveHistory() }
                 if next > 1 { try database.statement("UPDATE schema_version SET version = ?").bind(1, Int64(next)).run() }
             }
         }
+    }
+
+    /// Version 3 to 4: the retired nodes and archived keys grouped by height into
+    /// `history` rows, then the per-node table and the height indexes dropped.
+    private func moveHistory() throws(StorageError) {
+        var rows: [Int64: (retired: [UInt8], archived: [UInt8])] = [:]
+        for (height, hash) in try database.statement("SELECT height, hash FROM retired_nodes").all({ ($0.int64(0), $0.blob(1) ?? []) }) {
+            rows[height, default: ([], [])].retired += hash
+        }
+        for (height, key) in try database.statement("SELECT height, key FROM value_archive").all({ ($0.int64(0), $0.blob(1) ?? []) }) {
+            rows[height, default: ([], [])].archived += key
+        }
+        for (height, row) in rows {
+            try database.statement("INSERT INTO history (height, retired, revived, archived) VALUES (?, ?, ?, ?)")
+                .bind(1, height).bind(2, row.retired).bind(3, [UInt8]()).bind(4, row.archived).run()
+        }
+        try database.execute("DROP TABLE retired_nodes")
+        try database.execute("DROP INDEX value_archive_by_height")
     }
 
     /// The cheap checks made at every open: the last block and the meta records agree.
@@ -255,12 +281,14 @@ public final class NodeStore {
     }
 
     private func write(_ state: StateChanges, height: UInt64) throws(StorageError) {
+        var archived: [UInt8] = []
         for (key, value) in state.values {
             // The value it replaces stays readable for proofs at earlier checkpoints (copied
             // inside SQLite: one statement, no round trip of the old value).
             if height > 0 {
                 try database.statement("INSERT OR REPLACE INTO value_archive (key, height, value) SELECT key, ?, value FROM state WHERE key = ?")
                     .bind(1, Int64(height)).bind(2, key.bytes).run()
+                archived += key.bytes
             }
             if let value {
                 try database.statement("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)").bind(1, key.bytes).bind(2, value).run()
@@ -268,34 +296,51 @@ public final class NodeStore {
                 try database.statement("DELETE FROM state WHERE key = ?").bind(1, key.bytes).run()
             }
         }
-        var retired = try retiredHashes()
+        var retiredAt = try retiredHeights()
+        var retired: [UInt8] = [], revived: [UInt8] = []
+        retired.reserveCapacity(state.removedNodes.count * Bytes32.byteCount)
         for hash in state.removedNodes {
-            try database.statement("INSERT OR REPLACE INTO retired_nodes (hash, height) VALUES (?, ?)").bind(1, hash.bytes).bind(2, Int64(height)).run()
-            retired.insert(hash)
+            retiredAt[hash] = height
+            retired += hash.bytes
         }
         for (hash, node) in state.createdNodes {
             try database.statement("INSERT OR REPLACE INTO tree_nodes (hash, node) VALUES (?, ?)").bind(1, hash.bytes).bind(2, node).run()
-            // A subtree back in the tree (a value restored) is live again. Rare: the set of
-            // retired hashes spares a statement per created node.
-            if retired.remove(hash) != nil {
-                try database.statement("DELETE FROM retired_nodes WHERE hash = ?").bind(1, hash.bytes).run()
-            }
+            // A subtree back in the tree (a value restored) is live again: pruning must
+            // not delete it. Recorded, so that a reloaded mirror knows it too.
+            if retiredAt.removeValue(forKey: hash) != nil { revived += hash.bytes }
         }
-        retiredCache = retired
+        if !(retired.isEmpty && revived.isEmpty && archived.isEmpty) {
+            try database.statement("INSERT OR REPLACE INTO history (height, retired, revived, archived) VALUES (?, ?, ?, ?)")
+                .bind(1, Int64(height)).bind(2, retired).bind(3, revived).bind(4, archived).run()
+        }
+        retiredCache = retiredAt
         try setMeta("state_root", state.root.bytes)
     }
 
-    /// The hashes in `retired_nodes`, mirrored in memory (loaded at the first write). Only a
-    /// committed write updates the mirror: `append` and `writeGenesis` drop it when their
-    /// transaction fails, so it is never ahead of or behind the table.
-    private var retiredCache: Set<Bytes32>?
+    /// For each tree node retired and not yet pruned, the height that retired it last,
+    /// folded from the `history` rows (loaded at the first write or prune). Only a
+    /// committed write updates it: `append`, `writeGenesis` and `pruneHistory` drop it when
+    /// their transaction fails, so it is never ahead of or behind the table.
+    private var retiredCache: [Bytes32: UInt64]?
 
-    private func retiredHashes() throws(StorageError) -> Set<Bytes32> {
+    private func retiredHeights() throws(StorageError) -> [Bytes32: UInt64] {
         if let retiredCache { return retiredCache }
-        let hashes = try database.statement("SELECT hash FROM retired_nodes").all { $0.blob(0).flatMap { Bytes32($0) } }
-        let loaded = Set(hashes.compactMap { $0 })
-        retiredCache = loaded
-        return loaded
+        var heights: [Bytes32: UInt64] = [:]
+        let rows = try database.statement("SELECT height, retired, revived FROM history ORDER BY height")
+            .all { (UInt64($0.int64(0)), $0.blob(1) ?? [], $0.blob(2) ?? []) }
+        for (height, retired, revived) in rows {
+            for hash in Self.hashes(retired) { heights[hash] = height }
+            for hash in Self.hashes(revived) { heights[hash] = nil }
+        }
+        retiredCache = heights
+        return heights
+    }
+
+    /// The 32-byte values concatenated in a history blob.
+    static func hashes(_ blob: [UInt8]) -> [Bytes32] {
+        stride(from: 0, to: blob.count - blob.count % Bytes32.byteCount, by: Bytes32.byteCount).map {
+            Bytes32(blob[$0..<$0 + Bytes32.byteCount])!
+        }
     }
 
     /// Stores a stable checkpoint's certificate.
@@ -352,12 +397,31 @@ public final class NodeStore {
     /// now served): nothing at or after it can reach them.
     public func pruneHistory(through height: UInt64) throws(StorageError) {
         guard !isReadOnly else { throw .readOnly(file: file) }
-        try database.transaction { () throws(StorageError) in
-            try database.statement("DELETE FROM tree_nodes WHERE hash IN (SELECT hash FROM retired_nodes WHERE height <= ?)").bind(1, Int64(height)).run()
-            try database.statement("DELETE FROM retired_nodes WHERE height <= ?").bind(1, Int64(height)).run()
-            try database.statement("DELETE FROM value_archive WHERE height <= ?").bind(1, Int64(height)).run()
+        do { try pruneHistoryTransaction(through: height) } catch {
+            retiredCache = nil  // the tables are as before the transaction; reload
+            throw error
         }
-        retiredCache = nil  // reloaded (smaller) at the next write
+    }
+
+    private func pruneHistoryTransaction(through height: UInt64) throws(StorageError) {
+        var retiredAt = try retiredHeights()
+        try database.transaction { () throws(StorageError) in
+            let rows = try database.statement("SELECT height, retired, archived FROM history WHERE height <= ? ORDER BY height")
+                .bind(1, Int64(height)).all { (UInt64($0.int64(0)), $0.blob(1) ?? [], $0.blob(2) ?? []) }
+            for (retiredHeight, retired, archived) in rows {
+                // A node retired again later, or revived, is not this row's to delete.
+                for hash in Self.hashes(retired) where retiredAt[hash] == retiredHeight {
+                    try database.statement("DELETE FROM tree_nodes WHERE hash = ?").bind(1, hash.bytes).run()
+                    retiredAt[hash] = nil
+                }
+                for key in Self.hashes(archived) {
+                    try database.statement("DELETE FROM value_archive WHERE key = ? AND height = ?")
+                        .bind(1, key.bytes).bind(2, Int64(retiredHeight)).run()
+                }
+            }
+            try database.statement("DELETE FROM history WHERE height <= ?").bind(1, Int64(height)).run()
+        }
+        retiredCache = retiredAt
     }
 
     // MARK: Safety log

@@ -10,12 +10,20 @@ public struct Bytes32: Hashable, Comparable, Sendable, WireCodable, CustomString
     @inlinable init(storage: (UInt64, UInt64, UInt64, UInt64)) { self.storage = storage }
 
     /// Exactly 32 bytes, or nil.
-    public init?(_ bytes: some Collection<UInt8>) {
+    /// Inlinable, so that callers get it specialized: one copy from contiguous bytes
+    /// (arrays, slices of them) rather than a generic walk.
+    @inlinable public init?(_ bytes: some Collection<UInt8>) {
         guard bytes.count == Self.byteCount else { return nil }
-        self = .zero
-        withUnsafeMutableBytes { buffer in
-            for (index, byte) in bytes.enumerated() { buffer[index] = byte }
+        var value = Bytes32.zero
+        let copied: Void? = bytes.withContiguousStorageIfAvailable { source in
+            value.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(source)) }
         }
+        if copied == nil {
+            value.withUnsafeMutableBytes { buffer in
+                for (index, byte) in bytes.enumerated() { buffer[index] = byte }
+            }
+        }
+        self = value
     }
 
     /// Fills the 32 bytes through a pointer, e.g. from a C function's output.

@@ -56,7 +56,8 @@ struct StorageCommand: ParsableCommand {
             memoryTime += clock.now - start
 
             start = clock.now
-            let outcome = durable.execute(commands, verify: { _ in true })
+            // In one read transaction, as the node executes a block.
+            let outcome = try state.store.reading { durable.execute(commands, verify: { _ in true }) }
             var body = WireWriter()
             for command in commands { body.writeBytes(command) }
             let record = BlockRecord(

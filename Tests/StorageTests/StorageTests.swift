@@ -168,11 +168,13 @@ struct Chain {
         let key = StateKeys.account(Ed25519PublicKey(SHA256.hash("citizen 1")))
         let history = try state.store.values(of: key, after: 1)
         #expect(history.count == 4)  // replaced at 2, 3, 4, then the current value
-        let retired = try state.store.database.integer("SELECT count(*) FROM retired_nodes") ?? 0
-        #expect(retired > 0)
+        let nodes = try state.store.database.integer("SELECT count(*) FROM tree_nodes") ?? 0
+        #expect(try state.store.database.integer("SELECT count(*) FROM history") == 4)  // one row per block
         try state.store.pruneHistory(through: 4)
         #expect(try state.store.values(of: key, after: 1).count == 1)
-        #expect(try state.store.database.integer("SELECT count(*) FROM retired_nodes") == 0)
+        #expect(try state.store.database.integer("SELECT count(*) FROM history") == 0)
+        #expect(try state.store.database.integer("SELECT count(*) FROM value_archive") == 0)
+        #expect(try state.store.database.integer("SELECT count(*) FROM tree_nodes") ?? 0 < nodes)
         #expect(try recomputedRoot(state.store) == state.store.stateRoot)
     }
 
@@ -195,10 +197,44 @@ struct Chain {
         try store.pruneHistory(through: 2)
         #expect(try store.treeNode(a) != nil, "a live node was pruned")
         #expect(try store.treeNode(b) == nil)
-        try block(3, created: b, removed: a)  // and once more, after a prune reloaded the mirror
+        try block(3, created: b, removed: a)  // and once more
         try block(4, created: a, removed: b)
         try store.pruneHistory(through: 4)
         #expect(try store.treeNode(a) != nil && store.treeNode(b) == nil)
+        // A store opened afresh (a restarted node) folds the history rows into the same
+        // mirror: a retired at 5 and revived at 6 must survive the prune.
+        try block(5, created: b, removed: a)
+        try block(6, created: a, removed: b)
+        let reopened = try NodeStore(file: store.file)
+        try reopened.pruneHistory(through: 6)
+        #expect(try reopened.treeNode(a) != nil, "a live node was pruned after a reopen")
+        #expect(try reopened.treeNode(b) == nil)
+    }
+
+    /// A version-3 file, with retired nodes and archived values in the per-row tables, is
+    /// migrated to the per-block history rows, and pruning then deletes what they held.
+    @Test func versionThreeHistoryIsMovedToPerBlockRows() throws {
+        let file = temporaryFile("v3.db")
+        let a = SHA256.hash("node a"), b = SHA256.hash("node b"), key = SHA256.hash("key")
+        do {
+            let database = try Database(file: file, mode: .readWrite, create: true)
+            try database.execute("PRAGMA journal_mode = WAL")
+            for version in 1...3 { for sql in NodeStore.migrations[version] ?? [] { try database.execute(sql) } }
+            try database.execute("UPDATE schema_version SET version = 3")
+            try database.statement("INSERT INTO tree_nodes (hash, node) VALUES (?, ?)").bind(1, a.bytes).bind(2, [1]).run()
+            try database.statement("INSERT INTO tree_nodes (hash, node) VALUES (?, ?)").bind(1, b.bytes).bind(2, [2]).run()
+            try database.statement("INSERT INTO retired_nodes (hash, height) VALUES (?, 1)").bind(1, a.bytes).run()
+            try database.statement("INSERT INTO value_archive (key, height, value) VALUES (?, 1, ?)").bind(1, key.bytes).bind(2, [9]).run()
+            try database.statement("INSERT INTO state (key, value) VALUES (?, ?)").bind(1, key.bytes).bind(2, [10]).run()
+            try database.statement("INSERT INTO meta (name, value) VALUES ('state_root', ?)").bind(1, b.bytes).run()
+        }
+        let store = try NodeStore(file: file)
+        #expect(try store.database.integer("SELECT count(*) FROM sqlite_master WHERE name IN ('retired_nodes', 'value_archive_by_height')") == 0)
+        #expect(try store.database.integer("SELECT count(*) FROM history") == 1)
+        #expect(try store.values(of: key, after: 0) == [[9], [10]])
+        try store.pruneHistory(through: 1)
+        #expect(try store.treeNode(a) == nil && store.treeNode(b) != nil)
+        #expect(try store.values(of: key, after: 0) == [[10]])
     }
 
     @Test func readOnlyReaderFollowsAWriterWithoutErrors() throws {
