@@ -125,6 +125,10 @@ public final class NodeRuntime: @unchecked Sendable {
         self.logger = logger
         let genesis = configuration.genesis
         store = try NodeStore(file: configuration.databaseFile, create: true)
+        if try store.hasLegacyTree() {
+            let pages = try StoredState.convertLegacyTree(store)
+            logger.notice("state tree converted to pages (storage schema 5)", metadata: ["pages": "\(pages)"])
+        }
         let state = StoredState(store: store)
         if store.isInitialized {
             ledger = try Ledger(chainId: genesis.chainId, store: state)

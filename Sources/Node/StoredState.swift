@@ -28,18 +28,21 @@ public final class StoredState: StateStore {
         }
     }
 
-    public func treeNode(_ hash: SHA256Digest) -> TreeNode? {
-        if let created = pending?.tree.created[hash] { return created }
-        if let cached = cache[hash] { return cached }
+    public func treePage(_ root: SHA256Digest) -> TreePage? {
+        if let created = pending?.tree.created[root] { return created }
+        if let cached = cache[root] { return cached }
         do {
-            guard let bytes = try store.treeNode(hash) else { return nil }
-            let node = try TreeNode(wireBytes: bytes)
-            remember(hash, node)
-            return node
+            guard let bytes = try store.treePage(root) else { return nil }
+            let page = try TreePage(decoding: bytes)
+            guard page.root == root else {
+                throw StorageError.corrupt(file: store.file, reason: "tree page \(root.hex) hashes to \(page.root.hex)")
+            }
+            remember(page)
+            return page
         } catch let error as StorageError {
             readError = readError ?? error
         } catch {
-            readError = readError ?? .corrupt(file: store.file, reason: "tree node \(hash.hex): \(error)")
+            readError = readError ?? .corrupt(file: store.file, reason: "tree page \(root.hex): \(error)")
         }
         return nil
     }
@@ -55,9 +58,60 @@ public final class StoredState: StateStore {
     static func changes(_ batch: StateBatch) -> StateChanges {
         StateChanges(
             values: batch.values.map { ($0.key, $0.value) },
-            createdNodes: batch.tree.created.map { ($0.key, $0.value.wireBytes) }.sorted { $0.0 < $1.0 },
-            removedNodes: batch.tree.replaced,
+            createdPages: batch.tree.created.map { ($0.key, $0.value.encoded()) }.sorted { $0.0 < $1.0 },
+            removedPages: batch.tree.replaced,
             root: batch.tree.root)
+    }
+
+    /// Converts a version-4 file's tree (one row per binary node) to pages, in one SQL
+    /// transaction: the pages of the current tree and of the served checkpoint's (the
+    /// latest stable one, for the proofs given to light clients; its own pages retired at
+    /// the current height, pruned when a later checkpoint is served). Nothing to do on a
+    /// file already converted. Returns the number of pages written.
+    @discardableResult
+    public static func convertLegacyTree(_ store: NodeStore) throws(StorageError) -> Int {
+        guard try store.hasLegacyTree() else { return 0 }
+        var roots = [store.stateRoot]
+        if let checkpoint = try store.checkpoint(atOrBelow: store.height), let block = try store.block(at: checkpoint.height) {
+            roots.append(block.stateRoot)
+        }
+        var pages: [SHA256Digest: TreePage] = [:]
+        var live: Set<SHA256Digest> = []
+        for (index, root) in roots.enumerated() where root != .zero {
+            var pending = [root]
+            while let pageRoot = pending.popLast() {
+                if index > 0 && live.contains(pageRoot) { continue }
+                if index == 0 { live.insert(pageRoot) }
+                if pages[pageRoot] != nil { continue }
+                var nodes: [SHA256Digest: TreeNode] = [:]
+                try collectLegacy(store, pageRoot, level: 0, into: &nodes, below: &pending)
+                pages[pageRoot] = TreePage(root: pageRoot, nodes: nodes)
+            }
+        }
+        let retired = pages.keys.filter { !live.contains($0) }
+        try store.replaceLegacyTree(pages: pages.map { ($0.key, $0.value.encoded()) }, retiredPages: retired)
+        return pages.count
+    }
+
+    private static func collectLegacy(
+        _ store: NodeStore, _ hash: SHA256Digest, level: Int, into nodes: inout [SHA256Digest: TreeNode], below: inout [SHA256Digest]
+    ) throws(StorageError) {
+        guard hash != .zero else { return }
+        guard let bytes = try store.legacyTreeNode(hash) else {
+            throw .corrupt(file: store.file, reason: "tree node \(hash.hex) is missing (converting the version-4 tree)")
+        }
+        let node: TreeNode
+        do { node = try TreeNode(wireBytes: bytes) } catch {
+            throw .corrupt(file: store.file, reason: "tree node \(hash.hex): \(error)")
+        }
+        nodes[hash] = node
+        guard case let .branch(left, right) = node else { return }
+        if level + 1 < StateTree.pageDepth {
+            try collectLegacy(store, left, level: level + 1, into: &nodes, below: &below)
+            try collectLegacy(store, right, level: level + 1, into: &nodes, below: &below)
+        } else {
+            for child in [left, right] where child != .zero { below.append(child) }
+        }
     }
 
     /// Writes the genesis batch (height 0).
@@ -72,7 +126,7 @@ public final class StoredState: StateStore {
         if let readError { throw readError }
         guard let pending else { throw .invalid(file: store.file, reason: "no state batch for block \(block.height)") }
         try store.append(block, state: Self.changes(pending), extras: extras)
-        for (hash, node) in pending.tree.created { remember(hash, node) }
+        for page in pending.tree.created.values { remember(page) }
         clear()
     }
 
@@ -87,14 +141,15 @@ public final class StoredState: StateStore {
         pendingValues = [:]
     }
 
-    /// Tree nodes read or written lately. Nodes are addressed by their hash, so a cached
-    /// node can never be stale; the cache only saves the SQLite reads of the paths every
-    /// block walks (the upper levels above all). Bounded: when full, it starts over.
-    private var cache: [SHA256Digest: TreeNode] = [:]
-    public static let cachedNodesMax = 100_000
+    /// Tree pages read or written lately. Pages are addressed by their root's hash, so a
+    /// cached page can never be stale; the cache only saves the SQLite reads (and the
+    /// hashing) of the pages every block walks (the upper levels above all). Bounded:
+    /// when full, it starts over.
+    private var cache: [SHA256Digest: TreePage] = [:]
+    public static let cachedPagesMax = 20_000
 
-    private func remember(_ hash: SHA256Digest, _ node: TreeNode) {
-        if cache.count >= Self.cachedNodesMax { cache.removeAll(keepingCapacity: true) }
-        cache[hash] = node
+    private func remember(_ page: TreePage) {
+        if cache.count >= Self.cachedPagesMax { cache.removeAll(keepingCapacity: true) }
+        cache[page.root] = page
     }
 }

@@ -35,18 +35,18 @@ public struct TransactionRecord: Sendable, Equatable {
     }
 }
 
-/// A block's effect on the state: values written (nil deletes), tree nodes created and
-/// removed (encoded by the ledger), and the root they make.
+/// A block's effect on the state: values written (nil deletes), tree pages created and
+/// removed (by the hash of their root node; encoded by the ledger), and the root they make.
 public struct StateChanges: Sendable {
     public var values: [(key: Bytes32, value: [UInt8]?)]
-    public var createdNodes: [(hash: Bytes32, node: [UInt8])]
-    public var removedNodes: [Bytes32]
+    public var createdPages: [(hash: Bytes32, page: [UInt8])]
+    public var removedPages: [Bytes32]
     public var root: Bytes32
 
-    public init(values: [(key: Bytes32, value: [UInt8]?)], createdNodes: [(hash: Bytes32, node: [UInt8])], removedNodes: [Bytes32], root: Bytes32) {
+    public init(values: [(key: Bytes32, value: [UInt8]?)], createdPages: [(hash: Bytes32, page: [UInt8])], removedPages: [Bytes32], root: Bytes32) {
         self.values = values
-        self.createdNodes = createdNodes
-        self.removedNodes = removedNodes
+        self.createdPages = createdPages
+        self.removedPages = removedPages
         self.root = root
     }
 }
@@ -59,7 +59,7 @@ public struct StateChanges: Sendable {
 /// `appendSafety` returns, what it wrote survives a process kill and a power cut. One
 /// SQL transaction per block (group commit: the fsync is per block, not per transaction).
 public final class NodeStore {
-    public static let schemaVersion = 4
+    public static let schemaVersion = 5
     /// How much of the database file SQLite may map into memory.
     public static let mapBytesMax = 128 << 20
     public let file: String
@@ -106,6 +106,13 @@ public final class NodeStore {
         // of `retired_nodes` and the keys of `value_archive` move there (`moveHistory`).
         4: [
             "CREATE TABLE history (height INTEGER PRIMARY KEY, retired BLOB NOT NULL, revived BLOB NOT NULL, archived BLOB NOT NULL)",
+        ],
+        // Version 5 stores the tree in pages of four levels (Ledger's `TreePage`), keyed by
+        // the hash of the page's root node, instead of one row per binary node. The
+        // nodes of a version-4 file are regrouped by the node (`legacyTreeNodes`); the
+        // history rows then name pages.
+        5: [
+            "CREATE TABLE tree_pages (hash BLOB PRIMARY KEY, page BLOB NOT NULL) WITHOUT ROWID",
         ],
     ]
 
@@ -196,8 +203,9 @@ public final class NodeStore {
                 throw .corrupt(file: file, reason: "block \(last) records state root \(block.stateRoot.hex), the state is at \(stateRoot.hex)")
             }
         }
-        if stateRoot != .zero, try treeNode(stateRoot) == nil {
-            throw .corrupt(file: file, reason: "the state tree's root node \(stateRoot.hex) is missing")
+        if !isReadOnly, try hasLegacyTree() { return }  // the node converts it (`replaceLegacyTree`)
+        if stateRoot != .zero, try treePage(stateRoot) == nil {
+            throw .corrupt(file: file, reason: "the state tree's root page \(stateRoot.hex) is missing")
         }
     }
 
@@ -298,13 +306,13 @@ public final class NodeStore {
         }
         var retiredAt = try retiredHeights()
         var retired: [UInt8] = [], revived: [UInt8] = []
-        retired.reserveCapacity(state.removedNodes.count * Bytes32.byteCount)
-        for hash in state.removedNodes {
+        retired.reserveCapacity(state.removedPages.count * Bytes32.byteCount)
+        for hash in state.removedPages {
             retiredAt[hash] = height
             retired += hash.bytes
         }
-        for (hash, node) in state.createdNodes {
-            try database.statement("INSERT OR REPLACE INTO tree_nodes (hash, node) VALUES (?, ?)").bind(1, hash.bytes).bind(2, node).run()
+        for (hash, page) in state.createdPages {
+            try database.statement("INSERT OR REPLACE INTO tree_pages (hash, page) VALUES (?, ?)").bind(1, hash.bytes).bind(2, page).run()
             // A subtree back in the tree (a value restored) is live again: pruning must
             // not delete it. Recorded, so that a reloaded mirror knows it too.
             if retiredAt.removeValue(forKey: hash) != nil { revived += hash.bytes }
@@ -411,7 +419,7 @@ public final class NodeStore {
             for (retiredHeight, retired, archived) in rows {
                 // A node retired again later, or revived, is not this row's to delete.
                 for hash in Self.hashes(retired) where retiredAt[hash] == retiredHeight {
-                    try database.statement("DELETE FROM tree_nodes WHERE hash = ?").bind(1, hash.bytes).run()
+                    try database.statement("DELETE FROM tree_pages WHERE hash = ?").bind(1, hash.bytes).run()
                     retiredAt[hash] = nil
                 }
                 for key in Self.hashes(archived) {
@@ -422,6 +430,42 @@ public final class NodeStore {
             try database.statement("DELETE FROM history WHERE height <= ?").bind(1, Int64(height)).run()
         }
         retiredCache = retiredAt
+    }
+
+    // MARK: The version-4 tree
+
+    /// Whether the tree is still stored one row per binary node (a version-4 file not yet
+    /// converted: `Node.StoredState.convertLegacyTree`).
+    public func hasLegacyTree() throws(StorageError) -> Bool {
+        guard try database.integer("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'tree_nodes'") == 1 else { return false }
+        return try database.integer("SELECT count(*) FROM (SELECT 1 FROM tree_nodes LIMIT 1)") == 1
+    }
+
+    /// A node of the version-4 tree, by hash.
+    public func legacyTreeNode(_ hash: Bytes32) throws(StorageError) -> [UInt8]? {
+        try database.statement("SELECT node FROM tree_nodes WHERE hash = ?").bind(1, hash.bytes).first { $0.blob(0) } ?? nil
+    }
+
+    /// Replaces the version-4 tree by its pages, atomically: the pages written, the
+    /// history's node hashes forgotten (they named binary nodes), `retiredPages` (pages
+    /// only an earlier checkpoint's tree reaches) retired at the current height, and the
+    /// node table dropped.
+    public func replaceLegacyTree(pages: [(hash: Bytes32, page: [UInt8])], retiredPages: [Bytes32]) throws(StorageError) {
+        guard !isReadOnly else { throw .readOnly(file: file) }
+        defer { retiredCache = nil }
+        try database.transaction { () throws(StorageError) in
+            for (hash, page) in pages {
+                try database.statement("INSERT OR REPLACE INTO tree_pages (hash, page) VALUES (?, ?)").bind(1, hash.bytes).bind(2, page).run()
+            }
+            try database.execute("UPDATE history SET retired = x'', revived = x''")
+            if !retiredPages.isEmpty {
+                try database.statement("""
+                    INSERT INTO history (height, retired, revived, archived) VALUES (?, ?, x'', x'')
+                    ON CONFLICT (height) DO UPDATE SET retired = excluded.retired
+                    """).bind(1, Int64(height)).bind(2, retiredPages.flatMap(\.bytes)).run()
+            }
+            try database.execute("DROP TABLE tree_nodes")
+        }
     }
 
     // MARK: Safety log
@@ -460,8 +504,9 @@ public final class NodeStore {
         try database.statement("SELECT value FROM state WHERE key = ?").bind(1, key.bytes).first { $0.blob(0) } ?? nil
     }
 
-    public func treeNode(_ hash: Bytes32) throws(StorageError) -> [UInt8]? {
-        try database.statement("SELECT node FROM tree_nodes WHERE hash = ?").bind(1, hash.bytes).first { $0.blob(0) } ?? nil
+    /// The tree page whose root node has this hash.
+    public func treePage(_ hash: Bytes32) throws(StorageError) -> [UInt8]? {
+        try database.statement("SELECT page FROM tree_pages WHERE hash = ?").bind(1, hash.bytes).first { $0.blob(0) } ?? nil
     }
 
     public func block(at height: UInt64) throws(StorageError) -> BlockRecord? {

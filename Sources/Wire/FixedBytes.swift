@@ -50,11 +50,8 @@ public struct Bytes32: Hashable, Comparable, Sendable, WireCodable, CustomString
             && lhs.storage.2 == rhs.storage.2 && lhs.storage.3 == rhs.storage.3
     }
 
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(storage.0)
-        hasher.combine(storage.1)
-        hasher.combine(storage.2)
-        hasher.combine(storage.3)
+    @inlinable public func hash(into hasher: inout Hasher) {
+        withUnsafeBytes { hasher.combine(bytes: $0) }
     }
 
     @inlinable public static func < (lhs: Bytes32, rhs: Bytes32) -> Bool {

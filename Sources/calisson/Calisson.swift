@@ -342,8 +342,8 @@ struct DatabaseReader: TreeNodeSource {
 
     init(file: String) throws { store = try NodeStore(file: file, readOnly: true) }
 
-    func treeNode(_ hash: SHA256Digest) -> TreeNode? {
-        (try? store.treeNode(hash)).flatMap { $0 }.flatMap { try? TreeNode(wireBytes: $0) }
+    func treePage(_ root: SHA256Digest) -> TreePage? {
+        (try? store.treePage(root)).flatMap { $0 }.flatMap { try? TreePage(decoding: $0) }.flatMap { $0.root == root ? $0 : nil }
     }
 
     func answer(_ request: ClientRequest) throws -> ClientResponse {

@@ -11,7 +11,7 @@ import Wire
 @Suite struct StateTreeTests {
     struct Nodes: TreeNodeSource {
         var store = MemoryStateStore()
-        func treeNode(_ hash: SHA256Digest) -> TreeNode? { store.treeNode(hash) }
+        func treePage(_ root: SHA256Digest) -> TreePage? { store.treePage(root) }
     }
 
     func apply(_ store: inout MemoryStateStore, _ changes: [(StateKey, [UInt8]?)]) {
@@ -20,10 +20,14 @@ import Wire
         store.commit(StateBatch(values: values, tree: tree))
     }
 
-    func reachable(_ store: MemoryStateStore, from hash: SHA256Digest) -> Int {
-        guard hash != .zero, let node = store.treeNode(hash) else { return 0 }
-        if case let .branch(left, right) = node { return 1 + reachable(store, from: left) + reachable(store, from: right) }
-        return 1
+    /// The pages reachable from `root`: a branch's child outside its page is a page.
+    func reachable(_ store: MemoryStateStore, from root: SHA256Digest) -> Int {
+        guard root != .zero, let page = store.treePage(root) else { return 0 }
+        var count = 1
+        for case let .branch(left, right) in page.nodes.values {
+            for child in [left, right] where child != .zero && page.nodes[child] == nil { count += reachable(store, from: child) }
+        }
+        return count
     }
 
     @Test func rootDependsOnTheContentNotTheOrderOfUpdates() {
@@ -39,11 +43,11 @@ import Wire
         // Deleting half, then re-adding it, comes back to the same root; no node leaks.
         apply(&piecewise, entries.prefix(250).map { ($0.0, nil) })
         #expect(piecewise.root != once.root)
-        #expect(reachable(piecewise, from: piecewise.root) == piecewise.nodeCount)
+        #expect(reachable(piecewise, from: piecewise.root) == piecewise.pageCount)
         apply(&piecewise, entries.prefix(250).map { ($0.0, $0.1) })
         #expect(piecewise.root == once.root)
         apply(&piecewise, entries.map { ($0.0, nil) })
-        #expect(piecewise.root == .zero && piecewise.nodeCount == 0)
+        #expect(piecewise.root == .zero && piecewise.pageCount == 0)
     }
 
     @Test func proofsOfInclusionAndAbsenceVerifyAndAlteredOnesFail() throws {
@@ -66,6 +70,65 @@ import Wire
             // An absence proof for one key does not prove another key absent.
             #expect(throws: StateProofError.self) { try proof.verifyAbsence(key: entries[0].0, root: store.root) }
         }
+    }
+
+    /// Random batches of inserts, changes and deletions over keys that share long
+    /// prefixes (so leaves move up and down across page boundaries): after each, the root
+    /// is the one computed from scratch, the pages stored are exactly those reachable,
+    /// each page's bytes decode to it, and every key is provable.
+    @Test func pagesFollowLeavesAcrossPageBoundaries() throws {
+        var random = SplitMix64(seed: 11)
+        // 64 keys: 16 prefixes of 12 random bits, each followed by random bits.
+        let prefixes = (0..<16).map { _ in random.bytes32() }
+        let keys = (0..<64).map { index -> StateKey in
+            var key = random.bytes32()
+            key.withUnsafeMutableBytes { bytes in
+                prefixes[index % 16].withUnsafeBytes { prefix in
+                    bytes[0] = prefix[0]
+                    bytes[1] = (prefix[1] & 0xF0) | (bytes[1] & 0x0F)
+                }
+            }
+            return key
+        }
+        var store = MemoryStateStore()
+        var values: [StateKey: [UInt8]] = [:]
+        for round in 0..<200 {
+            var changes: [StateKey: [UInt8]?] = [:]
+            for _ in 0..<(1 + Int(random.next() % 6)) {
+                let key = keys[Int(random.next() % 64)]
+                changes[key] = random.next() % 3 == 0 ? .some(nil) : Array("v\(round)".utf8)
+            }
+            apply(&store, changes.map { ($0.key, $0.value) })
+            for (key, value) in changes { values[key] = value }
+            var scratch = MemoryStateStore()
+            apply(&scratch, values.map { ($0.key, $0.value) })
+            #expect(store.root == scratch.root, "round \(round)")
+            #expect(reachable(store, from: store.root) == store.pageCount, "round \(round)")
+            #expect(store.pageCount == scratch.pageCount, "round \(round)")
+            for page in store.pages.values { #expect(try TreePage(decoding: page.encoded()) == page) }
+            for key in keys {
+                let proof = StateTree.proof(for: key, root: store.root, nodes: store)
+                if let value = values[key] {
+                    try proof.verifyInclusion(key: key, value: value, root: store.root)
+                } else {
+                    try proof.verifyAbsence(key: key, root: store.root)
+                }
+            }
+        }
+    }
+
+    /// A page read back from bytes is rebuilt and hashed, never trusted: truncated,
+    /// extended or unknown bytes are refused.
+    @Test func malformedPagesAreRefused() throws {
+        var store = MemoryStateStore()
+        var random = SplitMix64(seed: 12)
+        apply(&store, (0..<40).map { i in (random.bytes32(), Array("value \(i)".utf8)) })
+        let bytes = try #require(store.treePage(store.root)).encoded()
+        #expect(throws: WireError.self) { _ = try TreePage(decoding: Array(bytes.dropLast())) }
+        #expect(throws: WireError.self) { _ = try TreePage(decoding: bytes + [0]) }
+        #expect(throws: WireError.self) { _ = try TreePage(decoding: [7] + bytes.dropFirst()) }
+        #expect(throws: WireError.self) { _ = try TreePage(decoding: [0]) }
+        #expect(throws: WireError.self) { _ = try TreePage(decoding: []) }
     }
 }
 

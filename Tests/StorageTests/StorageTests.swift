@@ -5,7 +5,7 @@
 // with SIGKILL at random moments loses nothing it reported durable.
 import Crypto
 import Foundation
-import Ledger
+@testable import Ledger
 import Node
 @testable import Storage
 import Testing
@@ -168,73 +168,105 @@ struct Chain {
         let key = StateKeys.account(Ed25519PublicKey(SHA256.hash("citizen 1")))
         let history = try state.store.values(of: key, after: 1)
         #expect(history.count == 4)  // replaced at 2, 3, 4, then the current value
-        let nodes = try state.store.database.integer("SELECT count(*) FROM tree_nodes") ?? 0
+        let nodes = try state.store.database.integer("SELECT count(*) FROM tree_pages") ?? 0
         #expect(try state.store.database.integer("SELECT count(*) FROM history") == 4)  // one row per block
         try state.store.pruneHistory(through: 4)
         #expect(try state.store.values(of: key, after: 1).count == 1)
         #expect(try state.store.database.integer("SELECT count(*) FROM history") == 0)
         #expect(try state.store.database.integer("SELECT count(*) FROM value_archive") == 0)
-        #expect(try state.store.database.integer("SELECT count(*) FROM tree_nodes") ?? 0 < nodes)
+        #expect(try state.store.database.integer("SELECT count(*) FROM tree_pages") ?? 0 < nodes)
         #expect(try recomputedRoot(state.store) == state.store.stateRoot)
     }
 
-    /// A tree node retired by one block and created again by a later one (a value put back)
+    /// A tree page retired by one block and created again by a later one (a value put back)
     /// is live: pruning must not delete it, whatever the store remembers of retired nodes
     /// (the in-memory mirror of `retired_nodes`, reloaded after a failed append).
     @Test func aNodeCreatedAgainSurvivesPruning() throws {
         let store = try NodeStore(file: temporaryFile("recreated.db"), create: true)
         let a = SHA256.hash("node a"), b = SHA256.hash("node b")
-        try store.writeGenesis(StateChanges(values: [], createdNodes: [(a, [1])], removedNodes: [], root: a))
+        try store.writeGenesis(StateChanges(values: [], createdPages: [(a, [1])], removedPages: [], root: a))
         func block(_ height: UInt64, created: Bytes32, removed: Bytes32) throws {
             try store.append(
                 BlockRecord(height: height, digest: SHA256.hash("block \(height)"), body: [], certificate: [], stateRoot: created, transactions: []),
-                state: StateChanges(values: [], createdNodes: [(created, created == a ? [1] : [2])], removedNodes: [removed], root: created))
+                state: StateChanges(values: [], createdPages: [(created, created == a ? [1] : [2])], removedPages: [removed], root: created))
         }
         try block(1, created: b, removed: a)  // a retired
         // A failed append (a wrong height) leaves the table and the mirror as they were.
         #expect(throws: StorageError.self) { try block(7, created: a, removed: b) }
         try block(2, created: a, removed: b)  // a back, b retired
         try store.pruneHistory(through: 2)
-        #expect(try store.treeNode(a) != nil, "a live node was pruned")
-        #expect(try store.treeNode(b) == nil)
+        #expect(try store.treePage(a) != nil, "a live node was pruned")
+        #expect(try store.treePage(b) == nil)
         try block(3, created: b, removed: a)  // and once more
         try block(4, created: a, removed: b)
         try store.pruneHistory(through: 4)
-        #expect(try store.treeNode(a) != nil && store.treeNode(b) == nil)
+        #expect(try store.treePage(a) != nil && store.treePage(b) == nil)
         // A store opened afresh (a restarted node) folds the history rows into the same
         // mirror: a retired at 5 and revived at 6 must survive the prune.
         try block(5, created: b, removed: a)
         try block(6, created: a, removed: b)
         let reopened = try NodeStore(file: store.file)
         try reopened.pruneHistory(through: 6)
-        #expect(try reopened.treeNode(a) != nil, "a live node was pruned after a reopen")
-        #expect(try reopened.treeNode(b) == nil)
+        #expect(try reopened.treePage(a) != nil, "a live node was pruned after a reopen")
+        #expect(try reopened.treePage(b) == nil)
     }
 
-    /// A version-3 file, with retired nodes and archived values in the per-row tables, is
-    /// migrated to the per-block history rows, and pruning then deletes what they held.
-    @Test func versionThreeHistoryIsMovedToPerBlockRows() throws {
+    /// A version-3 file (one row per binary tree node, one per retired node) is migrated:
+    /// the history moves to per-block rows, and the node converts the tree to pages, the
+    /// current one and the served checkpoint's, which stay provable.
+    @Test func versionThreeFilesAreMigratedAndTheirTreeConvertedToPages() throws {
         let file = temporaryFile("v3.db")
-        let a = SHA256.hash("node a"), b = SHA256.hash("node b"), key = SHA256.hash("key")
+        var random = SplitMix64(seed: 9)
+        let keys = (0..<300).map { _ in random.bytes32() }
+        func tree(_ values: [(StateKey, [UInt8])]) -> MemoryStateStore {
+            var memory = MemoryStateStore()
+            let update = StateTree.update(root: .zero, changes: values.map { ($0.0, StateTree.valueHash($0.1)) }, nodes: memory)
+            memory.commit(StateBatch(values: values.map { ($0.0, $0.1) }, tree: update))
+            return memory
+        }
+        // The checkpoint at height 1 held "old" for the first key; block 2 changed it.
+        let old = tree(keys.enumerated().map { ($1, $0 == 0 ? [1] : [2]) })
+        let new = tree(keys.map { ($0, [2]) })
         do {
             let database = try Database(file: file, mode: .readWrite, create: true)
             try database.execute("PRAGMA journal_mode = WAL")
             for version in 1...3 { for sql in NodeStore.migrations[version] ?? [] { try database.execute(sql) } }
             try database.execute("UPDATE schema_version SET version = 3")
-            try database.statement("INSERT INTO tree_nodes (hash, node) VALUES (?, ?)").bind(1, a.bytes).bind(2, [1]).run()
-            try database.statement("INSERT INTO tree_nodes (hash, node) VALUES (?, ?)").bind(1, b.bytes).bind(2, [2]).run()
-            try database.statement("INSERT INTO retired_nodes (hash, height) VALUES (?, 1)").bind(1, a.bytes).run()
-            try database.statement("INSERT INTO value_archive (key, height, value) VALUES (?, 1, ?)").bind(1, key.bytes).bind(2, [9]).run()
-            try database.statement("INSERT INTO state (key, value) VALUES (?, ?)").bind(1, key.bytes).bind(2, [10]).run()
-            try database.statement("INSERT INTO meta (name, value) VALUES ('state_root', ?)").bind(1, b.bytes).run()
+            var nodes: [SHA256Digest: TreeNode] = [:]
+            for store in [old, new] { for root in store.pages.keys { nodes.merge(store.pages[root]!.nodes) { a, _ in a } } }
+            for (hash, node) in nodes {
+                try database.statement("INSERT INTO tree_nodes (hash, node) VALUES (?, ?)").bind(1, hash.bytes).bind(2, node.wireBytes).run()
+            }
+            for key in keys { try database.statement("INSERT INTO state (key, value) VALUES (?, ?)").bind(1, key.bytes).bind(2, [2]).run() }
+            try database.statement("INSERT INTO retired_nodes (hash, height) VALUES (?, 2)").bind(1, old.root.bytes).run()
+            try database.statement("INSERT INTO value_archive (key, height, value) VALUES (?, 2, ?)").bind(1, keys[0].bytes).bind(2, [1]).run()
+            for (height, root) in [(1, old.root), (2, new.root)] {
+                try database.statement("INSERT INTO blocks (height, digest, body, certificate, state_root, transaction_count) VALUES (?, ?, x'', x'', ?, 0)")
+                    .bind(1, Int64(height)).bind(2, SHA256.hash("block \(height)").bytes).bind(3, root.bytes).run()
+            }
+            try database.statement("INSERT INTO checkpoints (height, certificate) VALUES (1, x'')").run()
+            try database.statement("INSERT INTO meta (name, value) VALUES ('state_root', ?)").bind(1, new.root.bytes).run()
+            try database.statement("INSERT INTO meta (name, value) VALUES ('height', ?)").bind(1, NodeStore.bytes(2)).run()
         }
         let store = try NodeStore(file: file)
         #expect(try store.database.integer("SELECT count(*) FROM sqlite_master WHERE name IN ('retired_nodes', 'value_archive_by_height')") == 0)
         #expect(try store.database.integer("SELECT count(*) FROM history") == 1)
-        #expect(try store.values(of: key, after: 0) == [[9], [10]])
-        try store.pruneHistory(through: 1)
-        #expect(try store.treeNode(a) == nil && store.treeNode(b) != nil)
-        #expect(try store.values(of: key, after: 0) == [[10]])
+        #expect(try store.values(of: keys[0], after: 1) == [[1], [2]])
+        #expect(try store.hasLegacyTree())
+
+        let pages = try StoredState.convertLegacyTree(store)
+        #expect(try !store.hasLegacyTree())
+        #expect(pages > new.pageCount)  // and the pages only the checkpoint's tree reaches
+        let state = StoredState(store: store)
+        for (root, value) in [(old.root, [UInt8]([1])), (new.root, [2])] {
+            let proof = StateTree.proof(for: keys[0], root: root, nodes: state)
+            try proof.verifyInclusion(key: keys[0], value: value, root: root)
+        }
+        // Once a later checkpoint is served, only the current tree's pages are left.
+        try store.pruneHistory(through: 2)
+        #expect(try store.database.integer("SELECT count(*) FROM tree_pages") == Int64(new.pageCount))
+        #expect(try store.values(of: keys[0], after: 1) == [[2]])
+        _ = try NodeStore(file: file)  // and it opens cleanly
     }
 
     @Test func readOnlyReaderFollowsAWriterWithoutErrors() throws {
