@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Ledger
+import Storage
 import Transport
 
 /// A node's configuration file (JSON; Docs/NODE.md lists every field, its default and
@@ -37,6 +38,10 @@ public struct NodeConfigFile: Codable, Sendable, Equatable {
     public var mempoolMax: Int?
     /// Local HTTP port for /metrics and /health (127.0.0.1); absent: none.
     public var metricsPort: UInt16?
+    /// The database's memory map window, MiB (default 32, 0...4096; 0: no map).
+    public var storageMapMegabytes: Int?
+    /// The database's page cache, MiB (default 16, 1...4096).
+    public var storageCacheMegabytes: Int?
 
     public init(partner: String, genesis: String, database: String, nodeKey: String, tlsKey: String, tlsCertificate: String, ca: String,
                 host: String? = nil, peerPort: UInt16, clientPort: UInt16?, peers: [Peer], tickMilliseconds: UInt64? = nil, mempoolMax: Int? = nil,
@@ -116,6 +121,14 @@ extension NodeConfigFile {
         }
         let tick = tickMilliseconds ?? 20
         guard (1...1_000).contains(tick) else { throw ConfigError(field: "tickMilliseconds", reason: "\(tick) is outside 1...1000") }
+        let mapMegabytes = storageMapMegabytes ?? NodeStore.Tuning.default.mapBytes >> 20
+        guard (0...4_096).contains(mapMegabytes) else {
+            throw ConfigError(field: "storageMapMegabytes", reason: "\(mapMegabytes) is outside 0...4096")
+        }
+        let cacheMegabytes = storageCacheMegabytes ?? NodeStore.Tuning.default.cacheBytes >> 20
+        guard (1...4_096).contains(cacheMegabytes) else {
+            throw ConfigError(field: "storageCacheMegabytes", reason: "\(cacheMegabytes) is outside 1...4096")
+        }
         let mempool = mempoolMax ?? 100_000
         guard (1...10_000_000).contains(mempool) else { throw ConfigError(field: "mempoolMax", reason: "\(mempool) is outside 1...10000000") }
         for (index, peer) in peers.enumerated() {
@@ -137,6 +150,7 @@ extension NodeConfigFile {
         configuration.tickMilliseconds = tick
         configuration.mempoolCountMax = mempool
         configuration.metricsPort = metricsPort
+        configuration.storage = NodeStore.Tuning(mapBytes: mapMegabytes << 20, cacheBytes: cacheMegabytes << 20)
         return configuration
     }
 }

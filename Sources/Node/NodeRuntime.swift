@@ -29,6 +29,8 @@ public struct NodeConfiguration: Sendable {
     public var mempoolCountMax = 100_000
     /// Local HTTP port for `/metrics` (Prometheus text) and `/health`; nil: none.
     public var metricsPort: UInt16?
+    /// The database's memory: mapped window and page cache (Docs/STORAGE.md).
+    public var storage = NodeStore.Tuning.default
     #if CALISSON_FAULTS
     /// Test builds only: misbehave towards the other validators (Byzantine.swift).
     public var byzantine: ByzantineMode?
@@ -124,7 +126,7 @@ public final class NodeRuntime: @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         let genesis = configuration.genesis
-        store = try NodeStore(file: configuration.databaseFile, create: true)
+        store = try NodeStore(file: configuration.databaseFile, create: true, tuning: configuration.storage)
         if try store.hasLegacyTree() {
             let pages = try StoredState.convertLegacyTree(store)
             logger.notice("state tree converted to pages (storage schema 5)", metadata: ["pages": "\(pages)"])

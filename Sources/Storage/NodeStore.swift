@@ -60,8 +60,24 @@ public struct StateChanges: Sendable {
 /// SQL transaction per block (group commit: the fsync is per block, not per transaction).
 public final class NodeStore {
     public static let schemaVersion = 5
-    /// How much of the database file SQLite may map into memory.
-    public static let mapBytesMax = 128 << 20
+    /// How much memory the database may use: the window of the file SQLite maps
+    /// (file-backed, reclaimable, but counted in the process's RSS once touched) and its
+    /// page cache (anonymous). Both bound the node's memory whatever the state's size.
+    public struct Tuning: Sendable, Equatable {
+        public var mapBytes: Int
+        public var cacheBytes: Int
+
+        /// By default 32 MiB mapped and a 16 MiB cache: a node under 256 MB with a million
+        /// accounts (Docs/BENCHMARKS.md, where the sizes were measured).
+        public init(mapBytes: Int = 32 << 20, cacheBytes: Int = 16 << 20) {
+            self.mapBytes = mapBytes
+            self.cacheBytes = cacheBytes
+        }
+
+        public static let `default` = Tuning()
+    }
+
+    public let tuning: Tuning
     public let file: String
     public let isReadOnly: Bool
     let database: Database
@@ -118,9 +134,10 @@ public final class NodeStore {
 
     /// Opens (or, with `create`, creates) a node's database. Read-only opens never write
     /// and never block the node (WAL readers see the last committed block).
-    public init(file: String, readOnly: Bool = false, create: Bool = false) throws(StorageError) {
+    public init(file: String, readOnly: Bool = false, create: Bool = false, tuning: Tuning = .default) throws(StorageError) {
         self.file = file
         isReadOnly = readOnly
+        self.tuning = tuning
         database = try Database(file: file, mode: readOnly ? .readOnly : .readWrite, create: create && !readOnly)
         if readOnly {
             try database.execute("PRAGMA query_only = ON")
@@ -129,12 +146,12 @@ public final class NodeStore {
             try database.execute("PRAGMA journal_mode = WAL")
             try database.execute("PRAGMA synchronous = FULL")
         }
-        // Reads through a memory map of the main file rather than pread copies (the tree's
-        // upper nodes are read by every block). The WAL is still read with pread.
-        try database.execute("PRAGMA mmap_size = \(Self.mapBytesMax)")
-        // A 32 MiB page cache (SQLite's default is 2 MiB): a block's inserts land in the
+        // Reads through a memory map of the start of the main file rather than pread copies
+        // (the tree's upper pages are read by every block). The WAL is read with pread.
+        try database.execute("PRAGMA mmap_size = \(max(0, tuning.mapBytes))")
+        // A page cache larger than SQLite's 2 MiB default: a block's inserts land in the
         // tree's B-tree pages at random, and the upper levels are read by every block.
-        try database.execute("PRAGMA cache_size = -32768")
+        try database.execute("PRAGMA cache_size = -\(max(1, tuning.cacheBytes >> 10))")
         if !readOnly {
             // Checkpoint the WAL into the main file every ~40 MB rather than every 4 MB: a
             // page rewritten by many blocks in between is copied once.

@@ -27,14 +27,24 @@ struct StorageCommand: ParsableCommand {
     @Option(help: "Directory for the database (default: a fresh temporary one).")
     var directory: String?
 
+    @Option(help: "Citizen accounts the attributions go to, round robin.")
+    var accounts = 50_000
+
+    @Option(help: "SQLite's memory map window, MiB (the node's storageMapMegabytes).")
+    var mapMegabytes = NodeStore.Tuning.default.mapBytes >> 20
+
+    @Option(help: "SQLite's page cache, MiB (the node's storageCacheMegabytes).")
+    var cacheMegabytes = NodeStore.Tuning.default.cacheBytes >> 20
+
     func run() throws {
         let folder = directory ?? FileManager.default.temporaryDirectory.appendingPathComponent("calisson-bench-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let file = folder + "/node.db"
-        print("calisson-bench storage: \(blocks) blocks of \(blockSize) Attribute transactions, \(file)")
+        print("calisson-bench storage: \(blocks) blocks of \(blockSize) Attribute transactions to \(accounts) accounts, map \(mapMegabytes) MiB, cache \(cacheMegabytes) MiB, \(file)")
         let issuer = Ed25519PrivateKey(seed: SHA256.hash("bench issuer").bytes)!
         let genesis = try StorageCommand.genesis(issuer.publicKey).validated()
-        let state = StoredState(store: try NodeStore(file: file, create: true))
+        let tuning = NodeStore.Tuning(mapBytes: mapMegabytes << 20, cacheBytes: cacheMegabytes << 20)
+        let state = StoredState(store: try NodeStore(file: file, create: true, tuning: tuning))
         var durable = try Ledger.create(genesis, in: state)
         try state.persistGenesis()
         var memory = try Ledger.create(genesis, in: MemoryStateStore())
@@ -47,7 +57,7 @@ struct StorageCommand: ParsableCommand {
                 nonce += 1
                 return Transaction(
                     chainId: genesis.chainId, signer: .partner(Identifier("metropole")!), nonce: nonce, expiryHeight: height + 10,
-                    body: .attribute(programme: Identifier("bench")!, account: Ed25519PublicKey(SHA256.hash("account \(nonce % 50_000)")),
+                    body: .attribute(programme: Identifier("bench")!, account: Ed25519PublicKey(SHA256.hash("account \(nonce % UInt64(accounts))")),
                                      units: 1, evidence: SHA256.hash("evidence \(nonce)"))
                 ).signed(with: issuer).wireBytes
             }
@@ -65,7 +75,7 @@ struct StorageCommand: ParsableCommand {
                 stateRoot: outcome.stateRoot,
                 transactions: commands.enumerated().map { index, command in
                     TransactionRecord(id: SignedTransaction.idTag.hash(command), result: StoreAnswers.result(outcome.results[index]),
-                                      accounts: [SHA256.hash("account \((nonce - UInt64(blockSize) + UInt64(index) + 1) % 50_000)")])
+                                      accounts: [SHA256.hash("account \((nonce - UInt64(blockSize) + UInt64(index) + 1) % UInt64(accounts))")])
                 })
             try state.persist(record)
             // As a node does when a checkpoint (every 8 blocks by default) is served.

@@ -56,6 +56,9 @@ import Transport
         #expect(field { $0.tlsCertificate = "ca.crt" } == "tlsCertificate")  // the CA's certificate, not ours
         #expect(field { $0.genesis = "nowhere.json" } == "genesis")
         #expect(field { $0.tickMilliseconds = 0 } == "tickMilliseconds")
+        #expect(field { $0.storageMapMegabytes = -1 } == "storageMapMegabytes")
+        #expect(field { $0.storageCacheMegabytes = 0 } == "storageCacheMegabytes")
+        #expect(field { $0.storageMapMegabytes = 0; $0.storageCacheMegabytes = 4_096 } == nil)
         #expect(field { $0.peers = [.init(id: "Ghost!", host: "127.0.0.1", port: 1)] } == "peers[0].id")
         #expect(field { $0.peers = [.init(id: "p0", host: "127.0.0.1", port: 1)] } == "peers[0].id")  // itself
         #expect(field { $0.peers = [.init(id: "p1", host: "127.0.0.1", port: 1), .init(id: "p1", host: "127.0.0.1", port: 2)] } == "peers[1].id")
