@@ -119,7 +119,7 @@ public struct TreePage: Sendable, Equatable {
 }
 
 /// Where the tree's pages live: in memory here, in SQLite for a node (Storage).
-public protocol TreeNodeSource {
+public protocol TreePageSource {
     /// The page whose root node has this hash (a node at a depth that is a multiple of
     /// `StateTree.pageDepth`), nil if there is none.
     func treePage(_ root: SHA256Digest) -> TreePage?
@@ -184,7 +184,7 @@ public enum StateTree {
 
     /// Applies `changes` (key → new value hash, nil to delete) to the tree at `root`.
     public static func update(
-        root: SHA256Digest, changes: [(key: StateKey, valueHash: SHA256Digest?)], nodes: some TreeNodeSource
+        root: SHA256Digest, changes: [(key: StateKey, valueHash: SHA256Digest?)], nodes: some TreePageSource
     ) -> Update {
         let sorted = changes.sorted { $0.key < $1.key }
         guard !sorted.isEmpty else { return Update(root: root) }
@@ -193,7 +193,7 @@ public enum StateTree {
         return Update(root: newRoot, created: updater.pages(), replaced: updater.replacedPages)
     }
 
-    private struct Updater<Source: TreeNodeSource> {
+    private struct Updater<Source: TreePageSource> {
         let source: Source
         /// Nodes made by this update, with their depth.
         var created: [SHA256Digest: (node: TreeNode, depth: Int)] = [:]
@@ -325,7 +325,7 @@ public enum StateTree {
     }
 
     /// The proof for `key` in the tree at `root`: inclusion if it holds a value, else absence.
-    public static func proof(for key: StateKey, root: SHA256Digest, nodes: some TreeNodeSource) -> StateProof {
+    public static func proof(for key: StateKey, root: SHA256Digest, nodes: some TreePageSource) -> StateProof {
         var siblings: [SHA256Digest] = []
         var hash = root
         var depth = 0
@@ -420,7 +420,7 @@ public struct StateProof: Hashable, Sendable, WireCodable {
 
 /// The state in memory: values by key, and the tree's pages by root hash (only the
 /// latest tree: replaced pages are dropped). The Storage module provides the SQLite one.
-public struct MemoryStateStore: StateStore, TreeNodeSource, Sendable {
+public struct MemoryStateStore: StateStore, TreePageSource, Sendable {
     public private(set) var root: SHA256Digest = .zero
     var values: [StateKey: [UInt8]] = [:]
     var pages: [SHA256Digest: TreePage] = [:]
@@ -453,7 +453,7 @@ public struct StateBatch: Sendable {
 
 /// The store protocol the ledger runs on. `commit` must be atomic: after a crash the
 /// store holds the state before or after the batch, never part of it.
-public protocol StateStore: TreeNodeSource {
+public protocol StateStore: TreePageSource {
     var root: SHA256Digest { get }
     func value(_ key: StateKey) -> [UInt8]?
     mutating func commit(_ batch: StateBatch)

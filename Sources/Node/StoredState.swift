@@ -31,6 +31,10 @@ public final class StoredState: StateStore {
     public func treePage(_ root: SHA256Digest) -> TreePage? {
         if let created = pending?.tree.created[root] { return created }
         if let cached = cache[root] { return cached }
+        if let older = olderCache[root] {
+            remember(older)  // still in use: kept into the next generation
+            return older
+        }
         do {
             guard let bytes = try store.treePage(root) else { return nil }
             let page = try TreePage(decoding: bytes)
@@ -143,13 +147,20 @@ public final class StoredState: StateStore {
 
     /// Tree pages read or written lately. Pages are addressed by their root's hash, so a
     /// cached page can never be stale; the cache only saves the SQLite reads (and the
-    /// hashing) of the pages every block walks (the upper levels above all). Bounded:
-    /// when full, it starts over.
+    /// hashing) of the pages every block walks (the upper levels above all). Two
+    /// generations: when the current one is full it becomes the older one, and a page
+    /// found there moves back, so the pages every block reads stay while the rest ages
+    /// out. At most twice `cachedPagesMax` pages (a few KB each at most).
     private var cache: [SHA256Digest: TreePage] = [:]
-    public static let cachedPagesMax = 20_000
+    private var olderCache: [SHA256Digest: TreePage] = [:]
+    public static let cachedPagesMax = 8_192
 
     private func remember(_ page: TreePage) {
-        if cache.count >= Self.cachedPagesMax { cache.removeAll(keepingCapacity: true) }
+        if cache.count >= Self.cachedPagesMax {
+            olderCache = cache
+            cache = [:]
+            cache.reserveCapacity(Self.cachedPagesMax)
+        }
         cache[page.root] = page
     }
 }

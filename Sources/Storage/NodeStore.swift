@@ -77,7 +77,6 @@ public final class NodeStore {
         public static let `default` = Tuning()
     }
 
-    public let tuning: Tuning
     public let file: String
     public let isReadOnly: Bool
     let database: Database
@@ -124,9 +123,10 @@ public final class NodeStore {
             "CREATE TABLE history (height INTEGER PRIMARY KEY, retired BLOB NOT NULL, revived BLOB NOT NULL, archived BLOB NOT NULL)",
         ],
         // Version 5 stores the tree in pages of four levels (Ledger's `TreePage`), keyed by
-        // the hash of the page's root node, instead of one row per binary node. The
-        // nodes of a version-4 file are regrouped by the node (`legacyTreeNodes`); the
-        // history rows then name pages.
+        // the hash of the page's root node, instead of one row per binary node. The node
+        // regroups a version-4 file's nodes when it starts (`Node.StoredState
+        // .convertLegacyTree`, through `legacyTreeNode` and `replaceLegacyTree`): Storage
+        // does not know the tree's encoding. History rows then name pages.
         5: [
             "CREATE TABLE tree_pages (hash BLOB PRIMARY KEY, page BLOB NOT NULL) WITHOUT ROWID",
         ],
@@ -137,7 +137,6 @@ public final class NodeStore {
     public init(file: String, readOnly: Bool = false, create: Bool = false, tuning: Tuning = .default) throws(StorageError) {
         self.file = file
         isReadOnly = readOnly
-        self.tuning = tuning
         database = try Database(file: file, mode: readOnly ? .readOnly : .readWrite, create: create && !readOnly)
         if readOnly {
             try database.execute("PRAGMA query_only = ON")

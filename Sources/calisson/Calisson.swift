@@ -337,7 +337,7 @@ struct Proposals: ParsableCommand {
 }
 
 /// `--db`: answers from a node's database opened read-only, as the node would.
-struct DatabaseReader: TreeNodeSource {
+struct DatabaseReader: TreePageSource {
     let store: NodeStore
 
     init(file: String) throws { store = try NodeStore(file: file, readOnly: true) }

@@ -9,7 +9,7 @@ import Wire
 @testable import Ledger
 
 @Suite struct StateTreeTests {
-    struct Nodes: TreeNodeSource {
+    struct Nodes: TreePageSource {
         var store = MemoryStateStore()
         func treePage(_ root: SHA256Digest) -> TreePage? { store.treePage(root) }
     }
