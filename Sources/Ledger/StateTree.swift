@@ -120,9 +120,9 @@ public struct TreePage: Sendable, Equatable {
 
 /// Where the tree's pages live: in memory here, in SQLite for a node (Storage).
 public protocol TreePageSource {
-    /// The page whose root node has this hash (a node at a depth that is a multiple of
-    /// `StateTree.pageDepth`), nil if there is none.
-    func treePage(_ root: SHA256Digest) -> TreePage?
+    /// The page whose root node has this hash, at `depth` in the tree (a multiple of
+    /// `StateTree.pageDepth`: a store may cache the upper pages), nil if there is none.
+    func treePage(_ root: SHA256Digest, depth: Int) -> TreePage?
 }
 
 extension TreeNode {
@@ -179,6 +179,8 @@ public enum StateTree {
     public struct Update: Sendable {
         public var root: SHA256Digest
         public var created: [SHA256Digest: TreePage] = [:]
+        /// The depth of each page created.
+        public var depths: [SHA256Digest: Int] = [:]
         public var replaced: [SHA256Digest] = []
     }
 
@@ -190,7 +192,8 @@ public enum StateTree {
         guard !sorted.isEmpty else { return Update(root: root) }
         var updater = Updater(source: nodes, changes: sorted.count)
         let newRoot = updater.apply(root, depth: 0, sorted[...], page: nil).hash
-        return Update(root: newRoot, created: updater.pages(), replaced: updater.replacedPages)
+        let (pages, depths) = updater.pages()
+        return Update(root: newRoot, created: pages, depths: depths, replaced: updater.replacedPages)
     }
 
     private struct Updater<Source: TreePageSource> {
@@ -212,7 +215,7 @@ public enum StateTree {
         func page(of hash: SHA256Digest, depth: Int, _ page: TreePage?) -> TreePage? {
             guard hash != .zero else { return nil }
             guard depth % pageDepth == 0 else { return page }
-            guard let own = source.treePage(hash), own.root == hash else { return nil }
+            guard let own = source.treePage(hash, depth: depth), own.root == hash else { return nil }
             return own
         }
 
@@ -300,15 +303,17 @@ public enum StateTree {
 
         /// The pages this update made: one per node made at a page depth, with the nodes
         /// below it (made here, or kept from the page that was at its place).
-        func pages() -> [SHA256Digest: TreePage] {
-            var pages: [SHA256Digest: TreePage] = [:]
+        func pages() -> (pages: [SHA256Digest: TreePage], depths: [SHA256Digest: Int]) {
+            var pages: [SHA256Digest: TreePage] = [:], depths: [SHA256Digest: Int] = [:]
             pages.reserveCapacity(created.count / 4)
+            depths.reserveCapacity(created.count / 4)
             for (hash, made) in created where made.depth % pageDepth == 0 {
                 var entries: [(hash: SHA256Digest, node: TreeNode)] = []
                 collect(hash, level: 0, old: oldPages[hash], into: &entries)
                 pages[hash] = TreePage(root: hash, entries: entries)
+                depths[hash] = made.depth
             }
-            return pages
+            return (pages, depths)
         }
 
         private func collect(_ hash: SHA256Digest, level: Int, old: TreePage?, into nodes: inout [(hash: SHA256Digest, node: TreeNode)]) {
@@ -331,7 +336,7 @@ public enum StateTree {
         var depth = 0
         var page: TreePage?
         while true {
-            if depth % pageDepth == 0 { page = hash == .zero ? nil : nodes.treePage(hash) }
+            if depth % pageDepth == 0 { page = hash == .zero ? nil : nodes.treePage(hash, depth: depth) }
             guard hash != .zero, let node = page?.node(hash) else { return StateProof(siblings: siblings, terminal: nil) }
             switch node {
             case let .leaf(leafKey, valueHash):
@@ -429,6 +434,7 @@ public struct MemoryStateStore: StateStore, TreePageSource, Sendable {
 
     public func value(_ key: StateKey) -> [UInt8]? { values[key] }
     public func treePage(_ root: SHA256Digest) -> TreePage? { pages[root] }
+    public func treePage(_ root: SHA256Digest, depth: Int) -> TreePage? { pages[root] }
     public var valueCount: Int { values.count }
     public var pageCount: Int { pages.count }
 

@@ -28,20 +28,16 @@ public final class StoredState: StateStore {
         }
     }
 
-    public func treePage(_ root: SHA256Digest) -> TreePage? {
+    public func treePage(_ root: SHA256Digest, depth: Int) -> TreePage? {
         if let created = pending?.tree.created[root] { return created }
         if let cached = cache[root] { return cached }
-        if let older = olderCache[root] {
-            remember(older)  // still in use: kept into the next generation
-            return older
-        }
         do {
             guard let bytes = try store.treePage(root) else { return nil }
             let page = try TreePage(decoding: bytes)
             guard page.root == root else {
                 throw StorageError.corrupt(file: store.file, reason: "tree page \(root.hex) hashes to \(page.root.hex)")
             }
-            remember(page)
+            if depth <= Self.cachedDepthMax { remember(page) }
             return page
         } catch let error as StorageError {
             readError = readError ?? error
@@ -130,7 +126,8 @@ public final class StoredState: StateStore {
         if let readError { throw readError }
         guard let pending else { throw .invalid(file: store.file, reason: "no state batch for block \(block.height)") }
         try store.append(block, state: Self.changes(pending), extras: extras)
-        for page in pending.tree.created.values { remember(page) }
+        for hash in pending.tree.replaced { cache[hash] = nil }
+        for (hash, page) in pending.tree.created where pending.tree.depths[hash] ?? .max <= Self.cachedDepthMax { remember(page) }
         clear()
     }
 
@@ -145,22 +142,19 @@ public final class StoredState: StateStore {
         pendingValues = [:]
     }
 
-    /// Tree pages read or written lately. Pages are addressed by their root's hash, so a
-    /// cached page can never be stale; the cache only saves the SQLite reads (and the
-    /// hashing) of the pages every block walks (the upper levels above all). Two
-    /// generations: when the current one is full it becomes the older one, and a page
-    /// found there moves back, so the pages every block reads stay while the rest ages
-    /// out. At most twice `cachedPagesMax` pages (a few KB each at most).
+    /// The upper pages of the tree (depth 12 and above: 4,369 pages at most in the live
+    /// tree, the ones every block walks), kept decoded: a page is addressed by its root's
+    /// hash, so a cached page can never be stale; a page replaced by a block leaves the
+    /// cache with it. Lower pages are read from SQLite (its page cache and memory map):
+    /// a block touches a few thousand of them at random among many more than memory
+    /// could hold. Bounded (historical pages read for proofs add to it): when full, it
+    /// starts over.
     private var cache: [SHA256Digest: TreePage] = [:]
-    private var olderCache: [SHA256Digest: TreePage] = [:]
+    public static let cachedDepthMax = 12
     public static let cachedPagesMax = 8_192
 
     private func remember(_ page: TreePage) {
-        if cache.count >= Self.cachedPagesMax {
-            olderCache = cache
-            cache = [:]
-            cache.reserveCapacity(Self.cachedPagesMax)
-        }
+        if cache.count >= Self.cachedPagesMax { cache.removeAll(keepingCapacity: true) }
         cache[page.root] = page
     }
 }

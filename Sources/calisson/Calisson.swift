@@ -342,7 +342,7 @@ struct DatabaseReader: TreePageSource {
 
     init(file: String) throws { store = try NodeStore(file: file, readOnly: true) }
 
-    func treePage(_ root: SHA256Digest) -> TreePage? {
+    func treePage(_ root: SHA256Digest, depth: Int) -> TreePage? {
         (try? store.treePage(root)).flatMap { $0 }.flatMap { try? TreePage(decoding: $0) }.flatMap { $0.root == root ? $0 : nil }
     }
 

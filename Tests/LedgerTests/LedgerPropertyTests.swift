@@ -11,7 +11,7 @@ import Wire
 @Suite struct StateTreeTests {
     struct Nodes: TreePageSource {
         var store = MemoryStateStore()
-        func treePage(_ root: SHA256Digest) -> TreePage? { store.treePage(root) }
+        func treePage(_ root: SHA256Digest, depth: Int) -> TreePage? { store.treePage(root) }
     }
 
     func apply(_ store: inout MemoryStateStore, _ changes: [(StateKey, [UInt8]?)]) {
