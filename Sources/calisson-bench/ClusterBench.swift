@@ -403,8 +403,9 @@ final class Measurement: @unchecked Sendable {
     let command: ClusterCommand
     let clock = ContinuousClock()
     let start: ContinuousClock.Instant
-    /// Per transaction: submit time, µs since `start` (0: not submitted).
+    /// Per transaction: submit time, µs since `start` (0: not submitted; `counted`: final).
     let submitted: Mutex<[Int64]>
+    static let counted: Int64 = -1
     let state = Mutex(Shared())
     let permits: DispatchSemaphore
 
@@ -459,7 +460,15 @@ final class Measurement: @unchecked Sendable {
                         case let .blockTransactions(ids?)? = try? ClientResponse(wireBytes: reply)
                     else { break }
                     let time = now()
-                    let times = submitted.withLock { sent in ids.compactMap { index[$0].map { sent[$0] } } }
+                    // Each transaction counts once: one proposed again after a view change
+                    // is in a later block too (refused there as a replay).
+                    let times = submitted.withLock { sent in
+                        ids.compactMap { id -> Int64? in
+                            guard let item = index[id], sent[item] > 0 else { return nil }
+                            defer { sent[item] = Self.counted }
+                            return sent[item]
+                        }
+                    }
                     state.withLock { shared in
                         for sent in times where sent > 0 {
                             shared.finalized += 1
