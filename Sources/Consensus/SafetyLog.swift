@@ -69,6 +69,25 @@ public struct SafetyLog: Equatable, Sendable {
         }
     }
 
+    /// Records whose fold is this log: what a store writes in place of the whole history
+    /// after a stable checkpoint, so the log on disk stays about one checkpoint window
+    /// long. Nil when some of the state cannot be written back as records (the log is
+    /// then kept as it is): the fold of the result is checked to equal this log.
+    public var compacted: [SafetyRecord]? {
+        var records: [SafetyRecord] = []
+        if let stable { records.append(.stable(stable, opensEpoch: false)) }
+        records.append(.view(view, changing: viewChanging))
+        for seq in proposals.keys.sorted() { records.append(.proposed(proposals[seq]!)) }
+        let slots = votes.keys.filter { $0.kind != .prePrepare }.sorted { ($0.seq, $0.view, $0.kind.rawValue) < ($1.seq, $1.view, $1.kind.rawValue) }
+        for slot in slots {
+            records.append(.voted(Vote(kind: slot.kind == .prepare ? .prepare : .commit, view: slot.view, seq: slot.seq, digest: votes[slot]!)))
+        }
+        for seq in prepared.keys.sorted() { records.append(.prepared(prepared[seq]!)) }
+        var folded = SafetyLog()
+        for record in records { folded.apply(record) }
+        return folded == self ? records : nil
+    }
+
     /// The digest this replica already signed for a slot, if any.
     public func vote(_ kind: VoteSlot.Kind, view: UInt64, seq: UInt64) -> SHA256Digest? {
         votes[VoteSlot(kind: kind, view: view, seq: seq)]

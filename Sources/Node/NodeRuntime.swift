@@ -667,10 +667,17 @@ public final class NodeRuntime: @unchecked Sendable {
     private func flushSafety() throws {
         guard !pendingSafety.isEmpty else { return }
         try store.appendSafety(pendingSafety.map(\.wireBytes))
+        var stabilized = false
         for case let .stable(certificate, _) in pendingSafety {
             try store.putCheckpoint(height: certificate.seq, certificate: certificate.wireBytes)
+            stabilized = true
         }
         pendingSafety = []
+        // A stable checkpoint lets the log drop what is below it: it is replaced by the
+        // records of its fold (the replica's, which is what was just persisted), in one
+        // transaction. Without it the log grew by a few records per block, for ever, and
+        // a restart folded all of them.
+        if stabilized, let records = replica.safety.compacted { try store.compactSafety(records.map(\.wireBytes)) }
         try pruneHistory()
     }
 

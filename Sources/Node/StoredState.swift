@@ -64,33 +64,34 @@ public final class StoredState: StateStore {
     }
 
     /// Converts a version-4 file's tree (one row per binary node) to pages, in one SQL
-    /// transaction: the pages of the current tree and of the served checkpoint's (the
-    /// latest stable one, for the proofs given to light clients; its own pages retired at
-    /// the current height, pruned when a later checkpoint is served). Nothing to do on a
-    /// file already converted. Returns the number of pages written.
+    /// transaction: the pages of the current tree, and those of the served checkpoint's
+    /// (the latest stable one, for the proofs given to light clients) that the current
+    /// tree does not share, retired at the current height so that they are pruned when a
+    /// later checkpoint is served. A current tree with a node missing is corruption; a
+    /// checkpoint tree with one is left out (its proofs wait for the next checkpoint).
+    /// Nothing to do on a file already converted. Returns the number of pages written.
     @discardableResult
     public static func convertLegacyTree(_ store: NodeStore) throws(StorageError) -> Int {
         guard try store.hasLegacyTree() else { return 0 }
-        var roots = [store.stateRoot]
-        if let checkpoint = try store.checkpoint(atOrBelow: store.height), let block = try store.block(at: checkpoint.height) {
-            roots.append(block.stateRoot)
-        }
-        var pages: [SHA256Digest: TreePage] = [:]
-        var live: Set<SHA256Digest> = []
-        for (index, root) in roots.enumerated() where root != .zero {
-            var pending = [root]
+        func pages(from root: SHA256Digest, skipping known: [SHA256Digest: TreePage]) throws(StorageError) -> [SHA256Digest: TreePage] {
+            var pages: [SHA256Digest: TreePage] = [:]
+            var pending = root == .zero ? [] : [root]
             while let pageRoot = pending.popLast() {
-                if index > 0 && live.contains(pageRoot) { continue }
-                if index == 0 { live.insert(pageRoot) }
-                if pages[pageRoot] != nil { continue }
+                if known[pageRoot] != nil || pages[pageRoot] != nil { continue }
                 var nodes: [SHA256Digest: TreeNode] = [:]
                 try collectLegacy(store, pageRoot, level: 0, into: &nodes, below: &pending)
                 pages[pageRoot] = TreePage(root: pageRoot, nodes: nodes)
             }
+            return pages
         }
-        let retired = pages.keys.filter { !live.contains($0) }
-        try store.replaceLegacyTree(pages: pages.map { ($0.key, $0.value.encoded()) }, retiredPages: retired)
-        return pages.count
+        let live = try pages(from: store.stateRoot, skipping: [:])
+        var retired: [SHA256Digest: TreePage] = [:]
+        if let checkpoint = try store.checkpoint(atOrBelow: store.height), let block = try store.block(at: checkpoint.height) {
+            do { retired = try pages(from: block.stateRoot, skipping: live) } catch { retired = [:] }
+        }
+        let all = live.merging(retired) { current, _ in current }
+        try store.replaceLegacyTree(pages: all.map { ($0.key, $0.value.encoded()) }, retiredPages: Array(retired.keys))
+        return all.count
     }
 
     private static func collectLegacy(

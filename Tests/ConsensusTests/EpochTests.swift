@@ -269,3 +269,31 @@ extension Array where Element == Action {
         _ = fixture.order(&replica, seq: 13, set: fixture.next)
     }
 }
+
+@Suite struct SafetyCompactionTests {
+    /// After every block, the log's compaction folds to the same state as everything the
+    /// replica persisted, and it stays about one checkpoint window long while the full
+    /// log grows with every block.
+    @Test func aCompactedSafetyLogFoldsToTheSameState() throws {
+        let fixture = EpochFixture()
+        for index in [1, 2] {
+            var replica = fixture.replica(index)
+            var persisted: [SafetyRecord] = []
+            for seq in UInt64(1)...24 {
+                for case let .persist(record) in fixture.order(&replica, seq: seq, set: fixture.genesis) { persisted.append(record) }
+                var folded = SafetyLog()
+                for record in persisted { folded.apply(record) }
+                #expect(folded == replica.safety)
+                let compacted = try #require(replica.safety.compacted)
+                var refolded = SafetyLog()
+                for record in compacted { refolded.apply(record) }
+                #expect(refolded == replica.safety, "block \(seq)")
+                #expect(compacted.count <= 2 + 3 * Int(fixture.configuration.checkpointInterval))
+            }
+            #expect(persisted.count > 48)
+            // A replica restarted on the compacted log is where the full one would put it.
+            let restarted = fixture.replica(index, safety: try #require(replica.safety.compacted).reduce(into: SafetyLog()) { $0.apply($1) })
+            #expect(restarted.safety == replica.safety)
+        }
+    }
+}

@@ -211,29 +211,32 @@ struct Chain {
         #expect(try reopened.treePage(b) == nil)
     }
 
-    /// A version-3 file (one row per binary tree node, one per retired node) is migrated:
-    /// the history moves to per-block rows, and the node converts the tree to pages, the
-    /// current one and the served checkpoint's, which stay provable.
-    @Test func versionThreeFilesAreMigratedAndTheirTreeConvertedToPages() throws {
+    /// A version-3 file: 300 keys, a checkpoint at height 1 where the first key held [1],
+    /// block 2 setting it to [2]; one row per binary tree node (both trees), one per
+    /// retired node. `dropping`: a node of the checkpoint's tree left out.
+    struct VersionThreeFile {
         let file = temporaryFile("v3.db")
-        var random = SplitMix64(seed: 9)
-        let keys = (0..<300).map { _ in random.bytes32() }
-        func tree(_ values: [(StateKey, [UInt8])]) -> MemoryStateStore {
-            var memory = MemoryStateStore()
-            let update = StateTree.update(root: .zero, changes: values.map { ($0.0, StateTree.valueHash($0.1)) }, nodes: memory)
-            memory.commit(StateBatch(values: values.map { ($0.0, $0.1) }, tree: update))
-            return memory
-        }
-        // The checkpoint at height 1 held "old" for the first key; block 2 changed it.
-        let old = tree(keys.enumerated().map { ($1, $0 == 0 ? [1] : [2]) })
-        let new = tree(keys.map { ($0, [2]) })
-        do {
+        let keys: [StateKey]
+        let old: MemoryStateStore, new: MemoryStateStore
+
+        init(droppingACheckpointNode: Bool = false) throws {
+            var random = SplitMix64(seed: 9)
+            keys = (0..<300).map { _ in random.bytes32() }
+            func tree(_ values: [(StateKey, [UInt8])]) -> MemoryStateStore {
+                var memory = MemoryStateStore()
+                let update = StateTree.update(root: .zero, changes: values.map { ($0.0, StateTree.valueHash($0.1)) }, nodes: memory)
+                memory.commit(StateBatch(values: values.map { ($0.0, $0.1) }, tree: update))
+                return memory
+            }
+            old = tree(keys.enumerated().map { ($1, $0 == 0 ? [1] : [2]) })
+            new = tree(keys.map { ($0, [2]) })
             let database = try Database(file: file, mode: .readWrite, create: true)
             try database.execute("PRAGMA journal_mode = WAL")
             for version in 1...3 { for sql in NodeStore.migrations[version] ?? [] { try database.execute(sql) } }
             try database.execute("UPDATE schema_version SET version = 3")
             var nodes: [SHA256Digest: TreeNode] = [:]
-            for store in [old, new] { for root in store.pages.keys { nodes.merge(store.pages[root]!.nodes) { a, _ in a } } }
+            for store in [old, new] { for page in store.pages.values { nodes.merge(page.nodes) { a, _ in a } } }
+            if droppingACheckpointNode { nodes[old.root] = nil }
             for (hash, node) in nodes {
                 try database.statement("INSERT INTO tree_nodes (hash, node) VALUES (?, ?)").bind(1, hash.bytes).bind(2, node.wireBytes).run()
             }
@@ -248,25 +251,46 @@ struct Chain {
             try database.statement("INSERT INTO meta (name, value) VALUES ('state_root', ?)").bind(1, new.root.bytes).run()
             try database.statement("INSERT INTO meta (name, value) VALUES ('height', ?)").bind(1, NodeStore.bytes(2)).run()
         }
-        let store = try NodeStore(file: file)
+    }
+
+    /// A version-3 file is migrated: the history moves to per-block rows, and the node
+    /// converts the tree to pages, the current one and the served checkpoint's, which
+    /// stay provable until a later checkpoint is served.
+    @Test func versionThreeFilesAreMigratedAndTheirTreeConvertedToPages() throws {
+        let v3 = try VersionThreeFile()
+        let store = try NodeStore(file: v3.file)
         #expect(try store.database.integer("SELECT count(*) FROM sqlite_master WHERE name IN ('retired_nodes', 'value_archive_by_height')") == 0)
         #expect(try store.database.integer("SELECT count(*) FROM history") == 1)
-        #expect(try store.values(of: keys[0], after: 1) == [[1], [2]])
+        #expect(try store.values(of: v3.keys[0], after: 1) == [[1], [2]])
         #expect(try store.hasLegacyTree())
 
         let pages = try StoredState.convertLegacyTree(store)
         #expect(try !store.hasLegacyTree())
-        #expect(pages > new.pageCount)  // and the pages only the checkpoint's tree reaches
+        #expect(pages > v3.new.pageCount)  // and the pages only the checkpoint's tree reaches
         let state = StoredState(store: store)
-        for (root, value) in [(old.root, [UInt8]([1])), (new.root, [2])] {
-            let proof = StateTree.proof(for: keys[0], root: root, nodes: state)
-            try proof.verifyInclusion(key: keys[0], value: value, root: root)
+        for (root, value) in [(v3.old.root, [UInt8]([1])), (v3.new.root, [2])] {
+            let proof = StateTree.proof(for: v3.keys[0], root: root, nodes: state)
+            try proof.verifyInclusion(key: v3.keys[0], value: value, root: root)
         }
         // Once a later checkpoint is served, only the current tree's pages are left.
         try store.pruneHistory(through: 2)
-        #expect(try store.database.integer("SELECT count(*) FROM tree_pages") == Int64(new.pageCount))
-        #expect(try store.values(of: keys[0], after: 1) == [[2]])
-        _ = try NodeStore(file: file)  // and it opens cleanly
+        #expect(try store.database.integer("SELECT count(*) FROM tree_pages") == Int64(v3.new.pageCount))
+        #expect(try store.values(of: v3.keys[0], after: 1) == [[2]])
+        _ = try NodeStore(file: v3.file)  // and it opens cleanly
+    }
+
+    /// A checkpoint tree with a node missing is left out of the conversion (its proofs
+    /// wait for the next checkpoint); the node still starts on the current tree.
+    @Test func aDamagedCheckpointTreeDoesNotStopTheConversion() throws {
+        let v3 = try VersionThreeFile(droppingACheckpointNode: true)
+        let store = try NodeStore(file: v3.file)
+        #expect(try StoredState.convertLegacyTree(store) == v3.new.pageCount)
+        let state = StoredState(store: store)
+        try StateTree.proof(for: v3.keys[0], root: v3.new.root, nodes: state).verifyInclusion(key: v3.keys[0], value: [2], root: v3.new.root)
+        #expect(throws: StateProofError.self) {
+            try StateTree.proof(for: v3.keys[0], root: v3.old.root, nodes: state).verifyInclusion(key: v3.keys[0], value: [1], root: v3.old.root)
+        }
+        _ = try NodeStore(file: v3.file)
     }
 
     @Test func readOnlyReaderFollowsAWriterWithoutErrors() throws {
