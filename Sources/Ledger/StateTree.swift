@@ -62,10 +62,8 @@ public struct TreePage: Sendable, Equatable {
             return
         }
         switch node {
-        case let .leaf(key, valueHash):
-            writer.write(UInt8(2))
-            writer.write(key)
-            writer.write(valueHash)
+        case .leaf:
+            node.encode(to: &writer)  // a leaf is written as on its own: tag 2, key, value hash
         case let .branch(left, right):
             writer.write(UInt8(1))
             if level + 1 < StateTree.pageDepth {
