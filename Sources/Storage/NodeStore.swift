@@ -312,7 +312,9 @@ public final class NodeStore {
             if height > 0 {
                 try database.statement("INSERT OR REPLACE INTO value_archive (key, height, value) SELECT key, ?, value FROM state WHERE key = ?")
                     .bind(1, Int64(height)).bind(2, key.bytes).run()
-                archived += key.bytes
+                // Named in the history only when there was a value to archive (a new key
+                // has none): pruning deletes each named row.
+                if database.changes > 0 { archived += key.bytes }
             }
             if let value {
                 try database.statement("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)").bind(1, key.bytes).bind(2, value).run()

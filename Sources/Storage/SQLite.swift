@@ -104,6 +104,9 @@ final class Database {
     }
 
     var raw: OpaquePointer? { handle }
+
+    /// Rows changed by the last INSERT, UPDATE or DELETE on this connection.
+    var changes: Int { Int(sqlite3_changes(handle)) }
 }
 
 /// A prepared statement. Bind by index (1-based), step, read columns (0-based).
