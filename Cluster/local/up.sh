@@ -9,9 +9,11 @@
 # Environment: BASE_PORT, EPOCH_LENGTH (blocks per ledger epoch, 40), LOG_LEVEL (notice),
 # CHAIN (calisson-local), SKIP_BUILD=1 to use the binaries already built.
 set -euo pipefail
+REQUESTED_BASE_PORT=${BASE_PORT:-}
 source "$(dirname "$0")/common.sh"
 VALIDATORS=${1:-4}
-BASE_PORT=${BASE_PORT:-7100}
+# The caller's BASE_PORT wins over the one a previous cluster left in $CALISSON_HOME/env.
+BASE_PORT=${REQUESTED_BASE_PORT:-7100}
 EPOCH_LENGTH=${EPOCH_LENGTH:-40}
 LOG_LEVEL=${LOG_LEVEL:-notice}
 CHAIN=${CHAIN:-calisson-local}

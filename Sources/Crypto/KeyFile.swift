@@ -24,7 +24,7 @@ public enum KeyFileError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .notARegularFile(path): return "\(path): not a regular file"
         case let .insecurePermissions(path, mode):
             return "\(path): private key is accessible to others (mode \(String(mode & 0o777, radix: 8))); run chmod 600 on it"
-        case let .tooLarge(path, count): return "\(path): \(count) bytes is too large for a key file"
+        case let .tooLarge(path, _): return "\(path): over \(KeyFile.fileByteCountMax) bytes, too large for a key file"
         case let .notPEM(path, label): return "\(path): no PEM block '\(label)' found"
         case let .notEd25519(path): return "\(path): not an Ed25519 key"
         case let .alreadyExists(path): return "\(path): already exists; refusing to overwrite a key"
@@ -89,29 +89,17 @@ public enum KeyFile {
     }
 
     static func read(_ path: String, secret: Bool) throws(KeyFileError) -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { throw .cannotOpen(path: path, errno: errno) }
-        defer { close(fd) }
-        // fstat on the open descriptor: the file checked is the file read.
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw .cannotOpen(path: path, errno: errno) }
-        guard info.st_mode & S_IFMT == S_IFREG else { throw .notARegularFile(path: path) }
-        if secret, info.st_mode & 0o077 != 0 { throw .insecurePermissions(path: path, mode: UInt32(info.st_mode)) }
-        guard info.st_size <= fileByteCountMax else { throw .tooLarge(path: path, byteCount: Int(info.st_size)) }
-        var buffer = [UInt8](repeating: 0, count: fileByteCountMax + 1)
-        var total = 0
-        while total < buffer.count {
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + total, $0.count - total) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .cannotOpen(path: path, errno: errno)
+        var bytes: [UInt8]
+        do { bytes = try InputFile.read(path, byteCountMax: fileByteCountMax, secret: secret) } catch {
+            switch error {
+            case let .cannotOpen(path, code): throw .cannotOpen(path: path, errno: code)
+            case let .notARegularFile(path, _): throw .notARegularFile(path: path)
+            case let .insecurePermissions(path, mode): throw .insecurePermissions(path: path, mode: mode)
+            case let .tooLarge(path, max): throw .tooLarge(path: path, byteCount: max + 1)
             }
-            if n == 0 { break }
-            total += n
         }
-        guard total <= fileByteCountMax else { throw .tooLarge(path: path, byteCount: total) }
-        defer { if secret { buffer.withUnsafeMutableBytes { _ = memset($0.baseAddress!, 0, $0.count) } } }
-        return String(decoding: buffer[0..<total], as: UTF8.self)
+        defer { if secret { bytes.withUnsafeMutableBytes { _ = memset($0.baseAddress!, 0, $0.count) } } }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     static func write(_ text: String, to path: String, mode: mode_t, overwrite: Bool) throws(KeyFileError) {

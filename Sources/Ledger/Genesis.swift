@@ -131,6 +131,7 @@ extension GenesisFile {
         guard SigningDomain(chainId: chainId, purpose: .transaction) != nil else {
             throw GenesisError(field: "chainId", reason: "1 to \(SigningDomain.chainIdByteCountMax) bytes of printable ASCII")
         }
+        guard self.partners.count <= LedgerLimits.listCountMax else { throw GenesisError(field: "partners", reason: "at most \(LedgerLimits.listCountMax)") }
         var partners: [Partner] = []
         for (index, entry) in self.partners.enumerated() {
             let field = "partners[\(index)]"
@@ -138,7 +139,6 @@ extension GenesisFile {
             guard !partners.contains(where: { $0.id == id }) else { throw GenesisError(field: "\(field).id", reason: "\(id) is listed twice") }
             partners.append(try entry.partner(field))
         }
-        guard partners.count <= LedgerLimits.listCountMax else { throw GenesisError(field: "partners", reason: "at most \(LedgerLimits.listCountMax)") }
         guard partners.contains(where: { $0.roles.contains(.authority) }) else {
             throw GenesisError(field: "partners", reason: "no partner has the authority role (the Métropole, central counterparty)")
         }
@@ -304,5 +304,65 @@ extension GenesisFile.ProgrammeEntry {
             throw GenesisError(field: "\(field).endHeight", reason: "before startHeight")
         }
         return programme
+    }
+}
+
+// MARK: Decoding with bounds: a number out of its field's range or a list past its limit
+// is an error naming the field, raised while decoding (`Wire/BoundedDecoding.swift`).
+
+extension GenesisFile {
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        chainId = try c.decode(String.self, forKey: .chainId)
+        parameters = try c.decode(ParametersEntry.self, forKey: .parameters)
+        partners = try c.list(PartnerEntry.self, .partners, countMax: LedgerLimits.listCountMax)
+        validators = try c.list(String.self, .validators, countMax: LedgerLimits.listCountMax)
+        programmes = try c.list(ProgrammeEntry.self, .programmes, countMax: LedgerLimits.listCountMax)
+    }
+}
+
+extension GenesisFile.ParametersEntry {
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        epochLength = try c.integerIfPresent(.epochLength)
+        blocksPerDay = try c.integerIfPresent(.blocksPerDay)
+        transactionLifetimeMax = try c.integerIfPresent(.transactionLifetimeMax)
+        proposalLifetimeMax = try c.integerIfPresent(.proposalLifetimeMax)
+        approval = try c.decodeIfPresent(String.self, forKey: .approval)
+        sink = try c.decode(String.self, forKey: .sink)
+    }
+}
+
+extension GenesisFile.PartnerEntry {
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(String.self, forKey: .id)
+        name = try c.decode(String.self, forKey: .name)
+        roles = try c.list(String.self, .roles, countMax: 4)
+        signingKey = try c.decode(String.self, forKey: .signingKey)
+        nodeKey = try c.decodeIfPresent(String.self, forKey: .nodeKey)
+        tlsKeyHash = try c.decodeIfPresent(String.self, forKey: .tlsKeyHash)
+    }
+}
+
+extension GenesisFile.ProgrammeEntry {
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(String.self, forKey: .id)
+        name = try c.decode(String.self, forKey: .name)
+        category = try c.decode(String.self, forKey: .category)
+        rewardPerUnit = try c.integer(.rewardPerUnit)
+        issuers = try c.list(String.self, .issuers, countMax: LedgerLimits.listCountMax)
+        sponsor = try c.decode(String.self, forKey: .sponsor)
+        capPerAccount = try c.integer(.capPerAccount)
+        capPeriod = try c.decode(String.self, forKey: .capPeriod)
+        walletCeiling = try c.integer(.walletCeiling)
+        budget = try c.integer(.budget)
+        expiryEpochs = try c.integerIfPresent(.expiryEpochs)
+        demurrageBasisPoints = try c.integerIfPresent(.demurrageBasisPoints)
+        acceptors = try c.listIfPresent(String.self, .acceptors, countMax: LedgerLimits.listCountMax)
+        transferable = try c.decodeIfPresent(Bool.self, forKey: .transferable)
+        startHeight = try c.integerIfPresent(.startHeight)
+        endHeight = try c.integerIfPresent(.endHeight)
     }
 }

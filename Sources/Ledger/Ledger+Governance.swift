@@ -7,7 +7,7 @@ import Wire
 extension Ledger {
     mutating func propose(by proposer: Partner, action: GovernanceAction, deadline: UInt64, height: UInt64) -> Result<Void, LedgerRejection> {
         guard deadline >= height else { return .failure(.deadlinePassed(deadline: deadline, height: height)) }
-        let deadlineMax = height + parameters.proposalLifetimeMax
+        let deadlineMax = height.saturatingAdding(parameters.proposalLifetimeMax)
         guard deadline <= deadlineMax else { return .failure(.deadlineTooFar(deadline: deadline, heightMax: deadlineMax)) }
         if let problem = problem(with: action) { return .failure(.invalidAction(problem)) }
         // The proposer's proposal is its yes vote.

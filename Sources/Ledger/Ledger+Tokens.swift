@@ -94,7 +94,7 @@ extension Ledger {
         let evidenceKey = StateKeys.evidence(id, evidence)
         guard raw(evidenceKey) == nil else { return .failure(.evidenceUsed) }
 
-        let period = height / (parameters.blocksPerDay * programme.capPeriod.days)
+        let period = height / parameters.blocksPerDay.saturatingMultiplying(programme.capPeriod.days)
         let usageKey = StateKeys.usage(account, id)
         let previous = read(usageKey, as: Usage.self)
         let used = previous?.period == period ? previous?.amount ?? 0 : 0

@@ -215,7 +215,7 @@ public struct Ledger<Store: StateStore> {
         accounts = tx.accounts
         guard tx.chainId == chainId, let digest = tx.signingDigest else { return .failure(.wrongChain(tx.chainId)) }
         guard tx.expiryHeight >= height else { return .failure(.expired(expiryHeight: tx.expiryHeight, height: height)) }
-        let heightMax = height + parameters.transactionLifetimeMax
+        let heightMax = height.saturatingAdding(parameters.transactionLifetimeMax)
         guard tx.expiryHeight <= heightMax else { return .failure(.expiryTooFar(expiryHeight: tx.expiryHeight, heightMax: heightMax)) }
         let usedKey = StateKeys.used(tx.signer, nonce: tx.nonce)
         guard raw(usedKey) == nil else { return .failure(.nonceUsed(tx.nonce)) }

@@ -17,6 +17,11 @@ public enum LedgerLimits {
     public static let listCountMax = 256
     /// Token lots an account may hold (distinct programme and expiry pairs).
     public static let lotsPerAccountMax = 64
+    /// Every span of blocks a parameter sets (epoch length, blocks per day, transaction and
+    /// proposal lifetimes) is at most this: 2^32 blocks, 13 years at ten blocks a second.
+    /// A height plus a span then stays far from overflow, and so does `blocksPerDay` times
+    /// the days of a cap period.
+    public static let blockSpanMax: UInt64 = 1 << 32
 }
 
 /// A partner's or programme's identifier: 1 to 32 bytes of a-z, 0-9 and '-'.
@@ -251,10 +256,11 @@ public struct Parameters: Hashable, Sendable {
 
     /// nil when consistent, else what is wrong.
     public func problem() -> String? {
-        if epochLength == 0 { return "epochLength must be positive" }
-        if blocksPerDay == 0 { return "blocksPerDay must be positive" }
-        if transactionLifetimeMax == 0 { return "transactionLifetimeMax must be positive" }
-        if proposalLifetimeMax == 0 { return "proposalLifetimeMax must be positive" }
+        let spans = [("epochLength", epochLength), ("blocksPerDay", blocksPerDay),
+                     ("transactionLifetimeMax", transactionLifetimeMax), ("proposalLifetimeMax", proposalLifetimeMax)]
+        for (name, span) in spans where span == 0 || span > LedgerLimits.blockSpanMax {
+            return "\(name) must be from 1 to \(LedgerLimits.blockSpanMax) blocks (it is \(span))"
+        }
         if approvalDenominator == 0 || approvalNumerator == 0 || approvalNumerator > approvalDenominator {
             return "approval must be a fraction in (0, 1]"
         }

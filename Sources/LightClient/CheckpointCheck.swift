@@ -76,6 +76,19 @@ public enum CheckpointCheck {
 public enum InclusionCheck {
     static let blockTag = TaggedHasher(tag: "calisson/block/v1")
 
+    /// Checks a node's whole answer: the proof, the certificate, and that the position the
+    /// node states is the leaf the proof proves (a node could otherwise name any position).
+    public static func verify(
+        _ inclusion: TransactionInclusion, transaction id: Bytes32, validators: [Ed25519PublicKey], chainId: String
+    ) throws(CertificateError) {
+        guard inclusion.location.position == inclusion.proof.leafIndex else {
+            throw .malformed("the node states position \(inclusion.location.position), its proof is for position \(inclusion.proof.leafIndex)")
+        }
+        try verify(
+            transaction: id, height: inclusion.location.height, commandCount: inclusion.commandCount, proof: inclusion.proof,
+            certificate: inclusion.certificate, validators: validators, chainId: chainId)
+    }
+
     public static func verify(
         transaction id: Bytes32, height: UInt64, commandCount: UInt32, proof: MerkleProof, certificate: [UInt8],
         validators: [Ed25519PublicKey], chainId: String

@@ -16,6 +16,12 @@ public struct NodeConfigFile: Codable, Sendable, Equatable {
             self.host = host
             self.port = port
         }
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            id = try c.decode(String.self, forKey: .id)
+            host = try c.decode(String.self, forKey: .host)
+            port = try c.integer(.port)
+        }
     }
 
     /// This node's partner id (the common name of its TLS certificate).
@@ -79,16 +85,30 @@ extension NodeConfigFile {
     public static func load(_ path: String) throws(ConfigError) -> NodeConfiguration {
         let url = URL(fileURLWithPath: path)
         let file: NodeConfigFile
-        do {
-            file = try JSONDecoder().decode(NodeConfigFile.self, from: try Data(contentsOf: url))
-        } catch let DecodingError.keyNotFound(key, _) {
-            throw ConfigError(field: key.stringValue, reason: "missing")
-        } catch let DecodingError.typeMismatch(_, context) {
-            throw ConfigError(field: context.codingPath.map(\.stringValue).joined(separator: "."), reason: "wrong type")
-        } catch {
-            throw ConfigError(field: path, reason: "\(error)")
+        do { file = try JSONFile.decode(NodeConfigFile.self, path: path) } catch {
+            throw ConfigError(field: error.field.isEmpty ? path : error.field, reason: error.field.isEmpty ? error.reason : "\(error.reason) (in \(path))")
         }
         return try file.resolve(relativeTo: url.deletingLastPathComponent())
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        partner = try c.decode(String.self, forKey: .partner)
+        genesis = try c.decode(String.self, forKey: .genesis)
+        database = try c.decode(String.self, forKey: .database)
+        nodeKey = try c.decode(String.self, forKey: .nodeKey)
+        tlsKey = try c.decode(String.self, forKey: .tlsKey)
+        tlsCertificate = try c.decode(String.self, forKey: .tlsCertificate)
+        ca = try c.decode(String.self, forKey: .ca)
+        host = try c.decodeIfPresent(String.self, forKey: .host)
+        peerPort = try c.integer(.peerPort)
+        clientPort = try c.integerIfPresent(.clientPort)
+        peers = try c.list(Peer.self, .peers, countMax: LedgerLimits.listCountMax)
+        tickMilliseconds = try c.integerIfPresent(.tickMilliseconds)
+        mempoolMax = try c.integerIfPresent(.mempoolMax)
+        metricsPort = try c.integerIfPresent(.metricsPort)
+        storageMapMegabytes = try c.integerIfPresent(.storageMapMegabytes)
+        storageCacheMegabytes = try c.integerIfPresent(.storageCacheMegabytes)
     }
 
     public func resolve(relativeTo directory: URL) throws(ConfigError) -> NodeConfiguration {
@@ -96,11 +116,7 @@ extension NodeConfigFile {
             value.hasPrefix("/") ? value : directory.appendingPathComponent(value).path
         }
         let genesisFile: GenesisFile
-        do {
-            genesisFile = try JSONDecoder().decode(GenesisFile.self, from: try Data(contentsOf: URL(fileURLWithPath: path(genesis))))
-        } catch {
-            throw ConfigError(field: "genesis", reason: "\(path(genesis)): \(error)")
-        }
+        do { genesisFile = try JSONFile.decode(GenesisFile.self, path: path(genesis)) } catch { throw ConfigError(field: "genesis", reason: "\(error)") }
         let genesis: Genesis
         do { genesis = try genesisFile.validated() } catch { throw ConfigError(field: "genesis", reason: "\(error)") }
         // A partner admitted by governance after the genesis is not in it: ids are checked
@@ -110,12 +126,8 @@ extension NodeConfigFile {
         do { consensusKey = try KeyFile.readPrivateKey(at: path(nodeKey)) } catch { throw ConfigError(field: "nodeKey", reason: "\(error)") }
         do { tlsPrivateKey = try KeyFile.readPrivateKey(at: path(tlsKey)) } catch { throw ConfigError(field: "tlsKey", reason: "\(error)") }
         let certificate: Certificate, authority: Certificate
-        do { certificate = try Certificate(pem: try String(contentsOfFile: path(tlsCertificate), encoding: .utf8)) } catch {
-            throw ConfigError(field: "tlsCertificate", reason: "\(error)")
-        }
-        do { authority = try Certificate(pem: try String(contentsOfFile: path(ca), encoding: .utf8)) } catch {
-            throw ConfigError(field: "ca", reason: "\(error)")
-        }
+        do { certificate = try Certificate(file: path(tlsCertificate)) } catch { throw ConfigError(field: "tlsCertificate", reason: "\(error)") }
+        do { authority = try Certificate(file: path(ca)) } catch { throw ConfigError(field: "ca", reason: "\(error)") }
         guard certificate.commonName == partner else {
             throw ConfigError(field: "tlsCertificate", reason: "issued to '\(certificate.commonName)', not '\(partner)'")
         }

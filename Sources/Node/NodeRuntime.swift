@@ -34,6 +34,8 @@ public struct NodeConfiguration: Sendable {
     #if CALISSON_FAULTS
     /// Test builds only: misbehave towards the other validators (Byzantine.swift).
     public var byzantine: ByzantineMode?
+    /// The seed of the Byzantine mode's choices, logged at start so that a run can be replayed.
+    public var byzantineSeed: UInt64 = 0
     #endif
 
     public init(genesis: Genesis, databaseFile: String, consensusKey: Ed25519PrivateKey, transport: TransportConfiguration) {
@@ -163,8 +165,8 @@ public final class NodeRuntime: @unchecked Sendable {
         if let mode = configuration.byzantine {
             byzantine = ByzantineShell(
                 mode: mode, signer: NodeSigner(key: configuration.consensusKey), chainId: genesis.chainId,
-                seed: UInt64(truncatingIfNeeded: Date().timeIntervalSince1970.bitPattern))
-            logger.warning("test build: this node is Byzantine", metadata: ["mode": "\(mode)"])
+                seed: configuration.byzantineSeed)
+            logger.warning("test build: this node is Byzantine", metadata: ["mode": "\(mode)", "seed": "\(configuration.byzantineSeed)"])
         }
         #endif
     }

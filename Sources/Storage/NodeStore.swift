@@ -178,7 +178,7 @@ public final class NodeStore {
             for next in (version + 1)...Self.schemaVersion {
                 for sql in Self.migrations[next] ?? [] { try database.execute(sql) }
                 if next == 4 { try moveHistory() }
-                if next > 1 { try database.statement("UPDATE schema_version SET version = ?").bind(1, Int64(next)).run() }
+                if next > 1 { try database.statement("UPDATE schema_version SET version = ?").bind(1, next).run() }
             }
         }
     }
@@ -205,16 +205,17 @@ public final class NodeStore {
     /// SQLite reports damaged pages when they are read (`corrupt`); `integrityCheck`
     /// reads everything.
     private func checkConsistency() throws(StorageError) {
-        let last = try database.integer("SELECT max(height) FROM blocks") ?? 0
+        let stored = try database.integer("SELECT max(height) FROM blocks") ?? 0
+        guard let last = UInt64(exactly: stored) else { throw .corrupt(file: file, reason: "a block at height \(stored)") }
         guard let recorded = try meta("height").map(Self.uint64) else {
             if last != 0 { throw .corrupt(file: file, reason: "blocks up to \(last) but no recorded height") }
             return
         }
-        guard Int64(recorded) == last else {
+        guard recorded == last else {
             throw .corrupt(file: file, reason: "recorded height \(recorded), last block \(last)")
         }
         if last > 0 {
-            guard let block = try block(at: UInt64(last)) else { throw .corrupt(file: file, reason: "block \(last) unreadable") }
+            guard let block = try block(at: last) else { throw .corrupt(file: file, reason: "block \(last) unreadable") }
             guard block.stateRoot == stateRoot else {
                 throw .corrupt(file: file, reason: "block \(last) records state root \(block.stateRoot.hex), the state is at \(stateRoot.hex)")
             }
@@ -288,14 +289,14 @@ public final class NodeStore {
     private func appendTransaction(_ block: BlockRecord, state: StateChanges, extras: [String: [UInt8]]) throws(StorageError) {
         try database.transaction { () throws(StorageError) in
             try database.statement("INSERT INTO blocks (height, digest, body, certificate, state_root, transaction_count) VALUES (?, ?, ?, ?, ?, ?)")
-                .bind(1, Int64(block.height)).bind(2, block.digest.bytes).bind(3, block.body).bind(4, block.certificate)
-                .bind(5, block.stateRoot.bytes).bind(6, Int64(block.transactions.count)).run()
+                .bind(1, block.height).bind(2, block.digest.bytes).bind(3, block.body).bind(4, block.certificate)
+                .bind(5, block.stateRoot.bytes).bind(6, block.transactions.count).run()
             for (position, transaction) in block.transactions.enumerated() {
                 try database.statement("INSERT OR REPLACE INTO transactions (id, height, position, result) VALUES (?, ?, ?, ?)")
-                    .bind(1, transaction.id.bytes).bind(2, Int64(block.height)).bind(3, Int64(position)).bind(4, transaction.result).run()
+                    .bind(1, transaction.id.bytes).bind(2, block.height).bind(3, position).bind(4, transaction.result).run()
                 for account in transaction.accounts {
                     try database.statement("INSERT OR IGNORE INTO account_transactions (account, height, position) VALUES (?, ?, ?)")
-                        .bind(1, account.bytes).bind(2, Int64(block.height)).bind(3, Int64(position)).run()
+                        .bind(1, account.bytes).bind(2, block.height).bind(3, position).run()
                 }
             }
             try write(state, height: block.height)
@@ -311,7 +312,7 @@ public final class NodeStore {
             // inside SQLite: one statement, no round trip of the old value).
             if height > 0 {
                 try database.statement("INSERT OR REPLACE INTO value_archive (key, height, value) SELECT key, ?, value FROM state WHERE key = ?")
-                    .bind(1, Int64(height)).bind(2, key.bytes).run()
+                    .bind(1, height).bind(2, key.bytes).run()
                 // Named in the history only when there was a value to archive (a new key
                 // has none): pruning deletes each named row.
                 if database.changes > 0 { archived += key.bytes }
@@ -337,7 +338,7 @@ public final class NodeStore {
         }
         if !(retired.isEmpty && revived.isEmpty && archived.isEmpty) {
             try database.statement("INSERT OR REPLACE INTO history (height, retired, revived, archived) VALUES (?, ?, ?, ?)")
-                .bind(1, Int64(height)).bind(2, retired).bind(3, revived).bind(4, archived).run()
+                .bind(1, height).bind(2, retired).bind(3, revived).bind(4, archived).run()
         }
         retiredCache = retiredAt
         try setMeta("state_root", state.root.bytes)
@@ -353,7 +354,7 @@ public final class NodeStore {
         if let retiredCache { return retiredCache }
         var heights: [Bytes32: UInt64] = [:]
         let rows = try database.statement("SELECT height, retired, revived FROM history ORDER BY height")
-            .all { (UInt64($0.int64(0)), $0.blob(1) ?? [], $0.blob(2) ?? []) }
+            .all { ($0.uint64(0), $0.blob(1) ?? [], $0.blob(2) ?? []) }
         for (height, retired, revived) in rows {
             for hash in Self.hashes(retired) { heights[hash] = height }
             for hash in Self.hashes(revived) { heights[hash] = nil }
@@ -373,7 +374,7 @@ public final class NodeStore {
     public func putCheckpoint(height: UInt64, certificate: [UInt8]) throws(StorageError) {
         guard !isReadOnly else { throw .readOnly(file: file) }
         try database.statement("INSERT OR REPLACE INTO checkpoints (height, certificate) VALUES (?, ?)")
-            .bind(1, Int64(height)).bind(2, certificate).run()
+            .bind(1, height).bind(2, certificate).run()
     }
 
     /// Runs `body`'s reads in one read transaction: one snapshot, and one lock taken for
@@ -391,31 +392,31 @@ public final class NodeStore {
     public func putHandover(changedAt: UInt64, height: UInt64, record: [UInt8]) throws(StorageError) {
         guard !isReadOnly else { throw .readOnly(file: file) }
         try database.statement("INSERT OR REPLACE INTO handovers (changed_at, height, record) VALUES (?, ?, ?)")
-            .bind(1, Int64(changedAt)).bind(2, Int64(height)).bind(3, record).run()
+            .bind(1, changedAt).bind(2, height).bind(3, record).run()
     }
 
     /// The latest change with a handover (0: none).
     public func lastHandover() throws(StorageError) -> UInt64 {
-        UInt64(try database.integer("SELECT coalesce(max(changed_at), 0) FROM handovers") ?? 0)
+        UInt64(clamping: try database.integer("SELECT coalesce(max(changed_at), 0) FROM handovers") ?? 0)
     }
 
     /// The handovers of changes decided after block `changedAt`, oldest first.
     public func handovers(after changedAt: UInt64, limit: Int) throws(StorageError) -> [(changedAt: UInt64, record: [UInt8])] {
         try database.statement("SELECT changed_at, record FROM handovers WHERE changed_at > ? ORDER BY changed_at LIMIT ?")
-            .bind(1, Int64(changedAt)).bind(2, Int64(limit)).all { (UInt64($0.int64(0)), $0.blob(1) ?? []) }
+            .bind(1, changedAt).bind(2, limit).all { ($0.uint64(0), $0.blob(1) ?? []) }
     }
 
     /// The highest height with a stored checkpoint certificate at or below `height`.
     public func checkpoint(atOrBelow height: UInt64) throws(StorageError) -> (height: UInt64, certificate: [UInt8])? {
         try database.statement("SELECT height, certificate FROM checkpoints WHERE height <= ? ORDER BY height DESC LIMIT 1")
-            .bind(1, Int64(height)).first { (UInt64($0.int64(0)), $0.blob(1) ?? []) }
+            .bind(1, height).first { ($0.uint64(0), $0.blob(1) ?? []) }
     }
 
     /// The values `key` held after `height`, oldest first (from the archive), then its
     /// current value: the one a proof at a checkpoint names is among them.
     public func values(of key: Bytes32, after height: UInt64) throws(StorageError) -> [[UInt8]] {
         let archived = try database.statement("SELECT value FROM value_archive WHERE key = ? AND height > ? ORDER BY height")
-            .bind(1, key.bytes).bind(2, Int64(height)).all { $0.blob(0) ?? [] }
+            .bind(1, key.bytes).bind(2, height).all { $0.blob(0) ?? [] }
         return archived + (try value(key).map { [$0] } ?? [])
     }
 
@@ -433,7 +434,7 @@ public final class NodeStore {
         var retiredAt = try retiredHeights()
         try database.transaction { () throws(StorageError) in
             let rows = try database.statement("SELECT height, retired, archived FROM history WHERE height <= ? ORDER BY height")
-                .bind(1, Int64(height)).all { (UInt64($0.int64(0)), $0.blob(1) ?? [], $0.blob(2) ?? []) }
+                .bind(1, height).all { ($0.uint64(0), $0.blob(1) ?? [], $0.blob(2) ?? []) }
             for (retiredHeight, retired, archived) in rows {
                 // A node retired again later, or revived, is not this row's to delete.
                 for hash in Self.hashes(retired) where retiredAt[hash] == retiredHeight {
@@ -442,10 +443,10 @@ public final class NodeStore {
                 }
                 for key in Self.hashes(archived) {
                     try database.statement("DELETE FROM value_archive WHERE key = ? AND height = ?")
-                        .bind(1, key.bytes).bind(2, Int64(retiredHeight)).run()
+                        .bind(1, key.bytes).bind(2, retiredHeight).run()
                 }
             }
-            try database.statement("DELETE FROM history WHERE height <= ?").bind(1, Int64(height)).run()
+            try database.statement("DELETE FROM history WHERE height <= ?").bind(1, height).run()
         }
         retiredCache = retiredAt
     }
@@ -480,7 +481,7 @@ public final class NodeStore {
                 try database.statement("""
                     INSERT INTO history (height, retired, revived, archived) VALUES (?, ?, x'', x'')
                     ON CONFLICT (height) DO UPDATE SET retired = excluded.retired
-                    """).bind(1, Int64(height)).bind(2, retiredPages.flatMap(\.bytes)).run()
+                    """).bind(1, height).bind(2, retiredPages.flatMap(\.bytes)).run()
             }
             try database.execute("DROP TABLE tree_nodes")
         }
@@ -528,12 +529,12 @@ public final class NodeStore {
     }
 
     public func block(at height: UInt64) throws(StorageError) -> BlockRecord? {
-        let row = try database.statement("SELECT digest, body, certificate, state_root FROM blocks WHERE height = ?").bind(1, Int64(height))
+        let row = try database.statement("SELECT digest, body, certificate, state_root FROM blocks WHERE height = ?").bind(1, height)
             .first { ($0.blob(0).flatMap { Bytes32($0) }, $0.blob(1), $0.blob(2) ?? [], $0.blob(3).flatMap { Bytes32($0) }) }
         guard let (digest, body, certificate, root) = row else { return nil }
         guard let digest, let root else { throw .corrupt(file: file, reason: "block \(height) has a malformed digest or root") }
         let file = self.file
-        let records = try database.statement("SELECT id, result FROM transactions WHERE height = ? ORDER BY position").bind(1, Int64(height))
+        let records = try database.statement("SELECT id, result FROM transactions WHERE height = ? ORDER BY position").bind(1, height)
             .all { (row) throws(StorageError) -> TransactionRecord in
                 guard let id = row.blob(0).flatMap({ Bytes32($0) }) else { throw .corrupt(file: file, reason: "a transaction id of block \(height)") }
                 return TransactionRecord(id: id, result: row.blob(1) ?? [], accounts: [])
@@ -553,14 +554,14 @@ public final class NodeStore {
     /// Where a transaction is: its block, position and result.
     public func transaction(_ id: Bytes32) throws(StorageError) -> (height: UInt64, position: Int, result: [UInt8])? {
         try database.statement("SELECT height, position, result FROM transactions WHERE id = ?").bind(1, id.bytes)
-            .first { (UInt64($0.int64(0)), Int($0.int64(1)), $0.blob(2) ?? []) }
+            .first { ($0.uint64(0), Int($0.uint64(1)), $0.blob(2) ?? []) }
     }
 
     /// The latest transactions concerning an account, newest first.
     public func transactions(of account: Bytes32, limit: Int) throws(StorageError) -> [(height: UInt64, position: Int)] {
         try database.statement(
             "SELECT height, position FROM account_transactions WHERE account = ? ORDER BY height DESC, position DESC LIMIT ?")
-            .bind(1, account.bytes).bind(2, Int64(limit)).all { (UInt64($0.int64(0)), Int($0.int64(1))) }
+            .bind(1, account.bytes).bind(2, limit).all { ($0.uint64(0), Int($0.uint64(1))) }
     }
 
     // MARK: Maintenance
@@ -570,7 +571,7 @@ public final class NodeStore {
     @discardableResult
     public func pruneBodies(below height: UInt64) throws(StorageError) -> Int {
         guard !isReadOnly else { throw .readOnly(file: file) }
-        try database.statement("UPDATE blocks SET body = NULL WHERE height < ? AND body IS NOT NULL").bind(1, Int64(height)).run()
+        try database.statement("UPDATE blocks SET body = NULL WHERE height < ? AND body IS NOT NULL").bind(1, height).run()
         return Int(sqlite3_changes(database.raw))
     }
 

@@ -132,6 +132,16 @@ final class Statement {
         return self
     }
 
+    /// Heights, counts and limits are unsigned here and signed 64-bit in SQLite. A value
+    /// past `Int64.max` can only come from outside (a client's height: the chain never gets
+    /// there) and is bound as `Int64.max`, which orders after every stored value: `=` and
+    /// `>` then find nothing and `<=` everything, the answer such a height deserves.
+    @discardableResult
+    func bind(_ index: Int32, _ value: UInt64) -> Statement { bind(index, Int64(clamping: value)) }
+
+    @discardableResult
+    func bind(_ index: Int32, _ value: Int) -> Statement { bind(index, Int64(value)) }
+
     @discardableResult
     func bind(_ index: Int32, _ bytes: [UInt8]?) -> Statement {
         guard let bytes else {
@@ -186,6 +196,8 @@ final class Statement {
     }
 
     func int64(_ column: Int32) -> Int64 { sqlite3_column_int64(pointer, column) }
+    /// A column stored from a `UInt64` (always ≥ 0); a negative value (a damaged file) reads as 0.
+    func uint64(_ column: Int32) -> UInt64 { UInt64(clamping: int64(column)) }
 
     func isNull(_ column: Int32) -> Bool { sqlite3_column_type(pointer, column) == SQLITE_NULL }
 

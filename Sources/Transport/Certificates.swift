@@ -24,6 +24,13 @@ public struct OpenSSLError: Error, Equatable, Sendable, CustomStringConvertible 
     public var description: String { detail.isEmpty ? what : "\(what): \(detail)" }
 }
 
+/// Why a certificate file could not be used, naming the file.
+public struct CertificateFileError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let path: String
+    public let reason: String
+    public var description: String { "\(path): \(reason)" }
+}
+
 /// An X.509 certificate in PEM, with what Calisson reads from it.
 public struct Certificate: Hashable, Sendable {
     public let pem: String
@@ -32,6 +39,18 @@ public struct Certificate: Hashable, Sendable {
     /// SHA-256 of the subject public key info (DER): what the validator registry lists.
     public let publicKeyHash: SHA256Digest
     public let serial: UInt64
+
+    /// Certificates are a few kilobytes; a file past this is not one.
+    public static let fileByteCountMax = 1 << 20
+
+    /// The certificate in a PEM file; the error names the file and what is wrong with it.
+    public init(file path: String) throws(CertificateFileError) {
+        let bytes: [UInt8]
+        do { bytes = try InputFile.read(path, byteCountMax: Self.fileByteCountMax) } catch { throw CertificateFileError(path: path, reason: error.reason) }
+        do { try self.init(pem: String(decoding: bytes, as: UTF8.self)) } catch {
+            throw CertificateFileError(path: path, reason: "not a PEM certificate (\(error))")
+        }
+    }
 
     public init(pem: String) throws(OpenSSLError) {
         let x509 = try Self.parse(pem)

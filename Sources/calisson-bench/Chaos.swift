@@ -135,7 +135,7 @@ struct ChaosCommand: ParsableCommand {
                 }
                 if let byzantine, let faulty {
                     cluster.binaries[byzantine] = faulty
-                    cluster.extraArguments[byzantine] = ["--byzantine", byzantineModes[0]]
+                    cluster.extraArguments[byzantine] = ["--byzantine", byzantineModes[0], "--byzantine-seed", "\(seed)"]
                 }
                 if mix == .disk {
                     for file in cluster.dataFiles {
@@ -183,7 +183,7 @@ struct ChaosCommand: ParsableCommand {
                 guard let byzantine, byzantineModes.count > 1, Date().timeIntervalSince(modeSince) >= modePeriod, Date() < end else { continue }
                 mode = (mode + 1) % byzantineModes.count
                 cluster.terminate(byzantine)
-                cluster.extraArguments[byzantine] = ["--byzantine", byzantineModes[mode]]
+                cluster.extraArguments[byzantine] = ["--byzantine", byzantineModes[mode], "--byzantine-seed", "\(seed &+ UInt64(mode))"]
                 try cluster.restart(byzantine)
                 modeSince = Date()
                 modeChanges += 1

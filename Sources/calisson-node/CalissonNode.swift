@@ -57,7 +57,7 @@ struct Init: ParsableCommand {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         try encoder.encode(config).write(to: URL(fileURLWithPath: "\(out)/config.json"))
-        do { _ = try NodeConfigFile.load("\(out)/config.json") } catch { throw ValidationError("\(error)") }
+        _ = try NodeConfigFile.load("\(out)/config.json")
         print("node \(partner) ready in \(out): calisson-node run --config \(out)/config.json")
     }
 }
@@ -142,7 +142,7 @@ struct Backup: ParsableCommand {
 
     func run() throws {
         let configuration: NodeConfiguration
-        do { configuration = try NodeConfigFile.load(config) } catch { throw ValidationError("\(error)") }
+        configuration = try NodeConfigFile.load(config)
         guard !FileManager.default.fileExists(atPath: out) else { throw ValidationError("--out \(out) exists") }
         let source = try NodeStore(file: configuration.databaseFile, readOnly: true)
         try source.backup(to: out)
@@ -157,7 +157,7 @@ struct Status: ParsableCommand {
 
     func run() throws {
         let configuration: NodeConfiguration
-        do { configuration = try NodeConfigFile.load(config) } catch { throw ValidationError("\(error)") }
+        configuration = try NodeConfigFile.load(config)
         guard let port = configuration.transport.clientPort else { throw ValidationError("the configuration has no clientPort") }
         let client = try TransportClient(host: configuration.transport.host, port: port, ca: configuration.transport.ca, chainId: configuration.genesis.chainId)
         defer { client.close() }
@@ -286,6 +286,8 @@ struct Run: ParsableCommand {
     #if CALISSON_FAULTS
     @Option(help: "Test builds only (absent from release builds): misbehave towards the other validators: equivocate, garbage, replay or withhold.")
     var byzantine: String?
+    @Option(help: "Test builds only: the seed of the Byzantine mode's choices (default: from the clock; logged either way, to replay a run).")
+    var byzantineSeed: UInt64?
     #endif
 
     func run() throws {
@@ -304,16 +306,14 @@ struct Run: ParsableCommand {
         sigaddset(&signals, SIGINT)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
-        var configuration: NodeConfiguration
-        do { configuration = try NodeConfigFile.load(config) } catch {
-            throw ValidationError("\(error)")
-        }
+        var configuration = try NodeConfigFile.load(config)
         #if CALISSON_FAULTS
         if let byzantine {
             guard let mode = ByzantineMode(rawValue: byzantine) else {
                 throw ValidationError("--byzantine: one of \(ByzantineMode.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             configuration.byzantine = mode
+            configuration.byzantineSeed = byzantineSeed ?? UInt64(truncatingIfNeeded: Date().timeIntervalSince1970.bitPattern)
         }
         #endif
         let dataDirectory = URL(fileURLWithPath: configuration.databaseFile).deletingLastPathComponent().path

@@ -24,6 +24,12 @@ struct Calisson: ParsableCommand {
         ])
 }
 
+/// A failure the user can act on, printed as it is (no usage text: the command line was right).
+struct CommandError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
 struct Connection: ParsableArguments {
     @Option(help: "The node's client address, host:port.")
     var node = "127.0.0.1:7101"
@@ -40,8 +46,24 @@ struct Connection: ParsableArguments {
     @Flag(help: "Print JSON for scripts.")
     var json = false
 
-    @Option(help: "Seconds to wait for each answer of the node.")
+    @Option(help: "Seconds to wait for each answer of the node (0.001 to 3600).")
     var requestTimeout = 30.0
+
+    func validate() throws {
+        try Self.checkSeconds(requestTimeout, "--request-timeout", allowZero: false)
+    }
+
+    /// A duration given in seconds on the command line: finite, within an hour (zero only
+    /// where it means "do not wait"), so that converting it to milliseconds cannot trap.
+    static let secondsMax = 3_600.0
+    static func checkSeconds(_ seconds: Double, _ option: String, allowZero: Bool) throws {
+        guard seconds.isFinite, seconds >= 0, seconds <= secondsMax, allowZero || seconds >= 0.001 else {
+            throw ValidationError("\(option) must be a number of seconds from \(allowZero ? "0" : "0.001") to \(Int(secondsMax)), not \(seconds)")
+        }
+    }
+
+    /// `requestTimeout` in milliseconds (checked by `validate`).
+    var requestTimeoutMilliseconds: Int { Int((requestTimeout * 1_000).rounded(.up)) }
 
     @Option(help: "The chain's genesis file: answers are then taken at the latest stable checkpoint and its certificate checked against the validators in force there, followed from the genesis.")
     var genesis: String?
@@ -51,10 +73,9 @@ struct Connection: ParsableArguments {
     func trustedValidators() throws -> TrustedValidators? {
         guard let genesis else { return nil }
         let file: GenesisFile
-        do { file = try JSONDecoder().decode(GenesisFile.self, from: Data(contentsOf: URL(fileURLWithPath: genesis))) } catch {
-            throw ValidationError("--genesis \(genesis): \(error)")
-        }
-        let checked = try file.validated()
+        do { file = try JSONFile.decode(GenesisFile.self, path: genesis) } catch { throw CommandError("--genesis \(error)") }
+        let checked: Genesis
+        do { checked = try file.validated() } catch { throw CommandError("--genesis \(genesis): \(error.field): \(error.reason)") }
         guard checked.chainId == chain else { throw ValidationError("--genesis is for chain '\(checked.chainId)', not '\(chain)' (--chain)") }
         var trusted = TrustedValidators(genesis: checked.validators.compactMap { id in checked.partners.first { $0.id == id }?.nodeKey })
         while true {
@@ -72,18 +93,16 @@ struct Connection: ParsableArguments {
         let parts = node.split(separator: ":")
         guard parts.count == 2, let port = UInt16(parts[1]) else { throw ValidationError("--node must be host:port") }
         guard let ca else { throw ValidationError("--ca is required with --node") }
-        let pem: String
-        do { pem = try String(contentsOfFile: ca, encoding: .utf8) } catch { throw ValidationError("--ca \(ca): \(error)") }
-        let authority = try Certificate(pem: pem)
-        return try TransportClient(host: String(parts[0]), port: port, ca: authority, chainId: chain,
-                                   timeoutMilliseconds: Int(max(1, requestTimeout) * 1_000))
+        let authority: Certificate
+        do { authority = try Certificate(file: ca) } catch { throw CommandError("--ca \(error)") }
+        return try TransportClient(host: String(parts[0]), port: port, ca: authority, chainId: chain, timeoutMilliseconds: requestTimeoutMilliseconds)
     }
 
     func ask(_ request: ClientRequest) throws -> ClientResponse {
         if let db { return try DatabaseReader(file: db).answer(request) }
         let client = try client()
         defer { client.close() }
-        let response = try ClientResponse(wireBytes: try client.request(request.wireBytes, timeoutMilliseconds: Int(max(1, requestTimeout) * 1_000)))
+        let response = try ClientResponse(wireBytes: try client.request(request.wireBytes, timeoutMilliseconds: requestTimeoutMilliseconds))
         if case let .error(reason) = response { throw ValidationError("node error: \(reason)") }
         return response
     }
@@ -192,9 +211,7 @@ struct Tx: ParsableCommand {
             guard case let .transactionProof(found) = try connection.ask(.transactionProof(key)) else { throw ValidationError("unexpected answer") }
             guard let found else { return connection.emit([("transaction", id), ("status", "not final on this node")]) }
             do {
-                try InclusionCheck.verify(
-                    transaction: key, height: found.location.height, commandCount: found.commandCount, proof: found.proof,
-                    certificate: found.certificate, validators: validators.keys(at: found.location.height), chainId: connection.chain)
+                try InclusionCheck.verify(found, transaction: key, validators: validators.keys(at: found.location.height), chainId: connection.chain)
             } catch {
                 throw ValidationError("the node's inclusion proof does not hold (\(error)): this node cannot be trusted")
             }

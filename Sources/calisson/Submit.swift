@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import Ledger
 import LightClient
+import Transport
 import Wire
 
 /// `calisson submit …`: sign a transaction with a key file, submit it to a node, wait until
@@ -39,7 +40,10 @@ struct SubmitOptions: ParsableArguments {
 
     func validate() throws {
         if connection.db != nil { throw ValidationError("--db is read-only: submissions go to a node (--node)") }
-        if expiresIn == 0 { throw ValidationError("--expires-in must be positive") }
+        guard (1...LedgerLimits.blockSpanMax).contains(expiresIn) else {
+            throw ValidationError("--expires-in must be from 1 to \(LedgerLimits.blockSpanMax) blocks (the chain allows at most its transactionLifetimeMax)")
+        }
+        try Connection.checkSeconds(timeout, "--timeout", allowZero: true)
     }
 
     /// Signs `body`, submits it, waits; prints the outcome and fails unless applied.
@@ -50,12 +54,12 @@ struct SubmitOptions: ParsableArguments {
         let client = try connection.client()
         defer { client.close() }
         func ask(_ request: ClientRequest, wait: Int? = nil) throws -> ClientResponse {
-            let wait = wait ?? Int(max(1, connection.requestTimeout) * 1_000)
+            let wait = wait ?? connection.requestTimeoutMilliseconds
             return try ClientResponse(wireBytes: try client.request(request.wireBytes, timeoutMilliseconds: wait))
         }
         guard case let .status(status) = try ask(.status) else { throw ValidationError("the node did not answer its status") }
         let nonce = self.nonce ?? (UInt64(Date().timeIntervalSince1970 * 1_000_000) &* 1_000 &+ UInt64.random(in: 0..<1_000))
-        let signed = Transaction(chainId: connection.chain, signer: signer, nonce: nonce, expiryHeight: status.height + expiresIn, body: body)
+        let signed = Transaction(chainId: connection.chain, signer: signer, nonce: nonce, expiryHeight: status.height.saturatingAdding(expiresIn), body: body)
             .signed(with: signingKey)
         var fields: [(String, String)] = [("transaction", signed.id.hex)]
         switch try ask(.submit(signed.wireBytes)) {
@@ -82,7 +86,7 @@ struct SubmitOptions: ParsableArguments {
             found = location
         }
         guard let found else {
-            emit(fields + [("status", "not final after \(timeout) s (it may still become final before height \(status.height + expiresIn))")])
+            emit(fields + [("status", "not final after \(timeout) s (it may still become final before height \(status.height.saturatingAdding(expiresIn)))")])
             throw ExitCode.failure
         }
         fields += [("height", "\(found.height)"), ("status", found.applied ? "applied" : "rejected")]
@@ -208,9 +212,7 @@ struct ProposeCommand: ParsableCommand {
         }
         func decode<T: Decodable>(_ type: T.Type, _ path: String?, _ option: String) throws -> T {
             guard let path else { throw ValidationError("\(action.rawValue) needs --\(option)") }
-            do { return try JSONDecoder().decode(T.self, from: Data(contentsOf: URL(fileURLWithPath: path))) } catch {
-                throw ValidationError("--\(option) \(path): \(error)")
-            }
+            do { return try JSONFile.decode(T.self, path: path) } catch { throw CommandError("--\(option) \(error)") }
         }
         switch action {
         case .admitPartner:
@@ -234,11 +236,17 @@ struct ProposeCommand: ParsableCommand {
         }
     }
 
+    func validate() throws {
+        guard (1...LedgerLimits.blockSpanMax).contains(deadlineIn) else {
+            throw ValidationError("--deadline-in must be from 1 to \(LedgerLimits.blockSpanMax) blocks (the chain allows at most its proposalLifetimeMax)")
+        }
+    }
+
     func run() throws {
         guard options.partner != nil else { throw ValidationError("partners propose: --as PARTNER") }
         let action = try governanceAction()
         guard case let .status(status) = try options.connection.ask(.status) else { throw ValidationError("unexpected answer") }
-        _ = try options.submit(.propose(action, deadline: status.height + deadlineIn))
+        _ = try options.submit(.propose(action, deadline: status.height.saturatingAdding(deadlineIn)))
     }
 }
 

@@ -51,7 +51,10 @@ struct LedgerFixture {
     }
 
     init(epochLength: UInt64 = 10) {
-        let genesis = try! Self.genesisFile(epochLength: epochLength).validated()
+        self.init(genesis: try! Self.genesisFile(epochLength: epochLength).validated())
+    }
+
+    init(genesis: Genesis) {
         ledger = try! Ledger.create(genesis, in: MemoryStateStore())
         var keys: [String: Ed25519PrivateKey] = [:]
         for partner in genesis.partners { keys[partner.id.rawValue] = Self.key("sign \(partner.id)") }

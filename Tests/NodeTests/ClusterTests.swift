@@ -478,8 +478,15 @@ func eventually(_ seconds: Double = 30, _ condition: () -> Bool) -> Bool {
             Issue.record("no inclusion proof")
             return
         }
-        try InclusionCheck.verify(transaction: id, height: inclusion.location.height, commandCount: inclusion.commandCount, proof: inclusion.proof,
-                                  certificate: inclusion.certificate, validators: [cluster.nodeKeys[0].publicKey], chainId: TestCluster.chainId)
+        try InclusionCheck.verify(inclusion, transaction: id, validators: [cluster.nodeKeys[0].publicKey], chainId: TestCluster.chainId)
+        // A node that states another position than the one its proof proves is caught (issue 16, item 10).
+        let moved = TransactionInclusion(
+            location: TransactionLocation(height: inclusion.location.height, position: inclusion.location.position + 11,
+                                          applied: inclusion.location.applied, reason: inclusion.location.reason),
+            commandCount: inclusion.commandCount, proof: inclusion.proof, certificate: inclusion.certificate)
+        #expect(throws: CertificateError.self) {
+            try InclusionCheck.verify(moved, transaction: id, validators: [cluster.nodeKeys[0].publicKey], chainId: TestCluster.chainId)
+        }
         #expect(throws: CertificateError.self) {
             try InclusionCheck.verify(transaction: SHA256.hash("another"), height: inclusion.location.height, commandCount: inclusion.commandCount,
                                       proof: inclusion.proof, certificate: inclusion.certificate, validators: [cluster.nodeKeys[0].publicKey],

@@ -69,4 +69,87 @@ import Transport
         #expect(throws: ConfigError.self) { _ = try NodeConfigFile.load(file.path) }
         do { _ = try NodeConfigFile.load(file.path) } catch { #expect(error.field == "genesis") }
     }
+
+    /// Out-of-range numbers, files that are not files, and absurd sizes are refused with
+    /// the field and the reason, never "not valid JSON" or a Cocoa error dump (issue 16,
+    /// item 11); a genesis of 30,000 partners is refused while decoding, at once.
+    @Test func numbersAndFilesFromOutsideAreRefusedByName() throws {
+        let cluster = try TestCluster(count: 2)
+        let (directory, config) = try write(cluster, index: 0)
+        let encoded = try JSONSerialization.jsonObject(with: try JSONEncoder().encode(config)) as! [String: Any]
+        func load(_ change: (inout [String: Any]) -> Void) -> ConfigError? {
+            var object = encoded
+            change(&object)
+            let file = directory.appendingPathComponent("edited.json")
+            try? JSONSerialization.data(withJSONObject: object).write(to: file)
+            do {
+                _ = try NodeConfigFile.load(file.path)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        #expect(load { _ in } == nil)
+        #expect(load { $0["peerPort"] = 70_000 }?.field == "peerPort")
+        #expect(load { $0["clientPort"] = -1 }?.field == "clientPort")
+        #expect(load { $0["mempoolMax"] = 1.5 }?.field == "mempoolMax")
+        #expect(load { $0["tickMilliseconds"] = "fast" }?.field == "tickMilliseconds")
+        #expect(load { $0["peers"] = [["id": "p1", "host": "127.0.0.1", "port": 65_536]] }?.field == "peers[0].port")
+        #expect(load { $0["peerPort"] = 70_000 }?.reason.contains("0 to 65535") == true)
+
+        // The genesis: a budget past UInt64 and a negative one name the programme's field.
+        let genesisPath = directory.appendingPathComponent("genesis.json")
+        let goodGenesis = try Data(contentsOf: genesisPath)
+        defer { try? goodGenesis.write(to: genesisPath) }
+        var genesis = try JSONSerialization.jsonObject(with: goodGenesis) as! [String: Any]
+        let programme: [String: Any] = [
+            "id": "tri", "name": "Tri", "category": "wasteSorting", "rewardPerUnit": 10, "issuers": ["p0"], "sponsor": "p0",
+            "capPerAccount": 10, "capPeriod": "day", "walletCeiling": 10, "budget": -1, "expiryEpochs": 1,
+        ]
+        for budget in ["-1", "18446744073709551616"] {
+            genesis["programmes"] = [programme]
+            let text = String(decoding: try JSONSerialization.data(withJSONObject: genesis), as: UTF8.self)
+                .replacingOccurrences(of: "\"budget\":-1", with: "\"budget\":\(budget)")
+            try Data(text.utf8).write(to: genesisPath)
+            do {
+                _ = try config.resolve(relativeTo: directory)
+                Issue.record("a budget of \(budget) was accepted")
+            } catch {
+                #expect(error.field == "genesis" && error.reason.contains("programmes[0].budget"), "\(error)")
+            }
+        }
+        // 30,000 partners (9 MB): refused while decoding, at the 257th.
+        genesis["programmes"] = []
+        genesis["partners"] = Array(repeating: (genesis["partners"] as! [Any])[0], count: 30_000)
+        try JSONSerialization.data(withJSONObject: genesis).write(to: genesisPath)
+        let started = Date()
+        do {
+            _ = try config.resolve(relativeTo: directory)
+            Issue.record("30,000 partners were accepted")
+        } catch {
+            #expect(error.reason.contains("partners: more than 256 entries"), "\(error)")
+        }
+        #expect(Date().timeIntervalSince(started) < 20, "the genesis was decoded whole before being refused")
+        // Not JSON at all.
+        try Data("{\"chainId\": ".utf8).write(to: genesisPath)
+        do { _ = try config.resolve(relativeTo: directory) } catch { #expect(error.reason.contains("not valid JSON"), "\(error)") }
+
+        try goodGenesis.write(to: genesisPath)
+
+        // Paths that are not regular files, or not there.
+        for (path, words) in [(directory.path, "is a directory"), ("/dev/urandom", "is a device"), ("/nonexistent/config.json", "cannot open")] {
+            do {
+                _ = try NodeConfigFile.load(path)
+                Issue.record("\(path) loaded")
+            } catch {
+                #expect(error.reason.contains(words) && !error.description.contains("NSCocoaErrorDomain"), "\(error)")
+            }
+        }
+        var broken = config
+        broken.genesis = "/dev/urandom"
+        do { _ = try broken.resolve(relativeTo: directory) } catch { #expect(error.field == "genesis" && error.reason.contains("is a device"), "\(error)") }
+        broken = config
+        broken.ca = directory.path
+        do { _ = try broken.resolve(relativeTo: directory) } catch { #expect(error.field == "ca" && error.reason.contains("is a directory"), "\(error)") }
+    }
 }

@@ -1,0 +1,69 @@
+/// Decoding helpers for files people write (the genesis, a node's configuration, a
+/// proposal's programme): an integer that does not fit its field (negative, fractional,
+/// past the type's maximum) and a list longer than its bound are errors naming the field
+/// and what it takes, thrown while decoding, before anything is built from the value.
+/// (Foundation's JSONDecoder reports such a number as "not valid JSON" with no field;
+/// a 100,000-entry list would be decoded whole before a later check refused it.)
+extension KeyedDecodingContainer {
+    public func integer<T: FixedWidthInteger & Decodable>(_ key: Key, as type: T.Type = T.self) throws -> T {
+        guard contains(key) else { return try decode(T.self, forKey: key) }  // keyNotFound, as usual
+        do { return try decode(T.self, forKey: key) } catch { throw outOfRange(T.self, key) }
+    }
+
+    public func integerIfPresent<T: FixedWidthInteger & Decodable>(_ key: Key, as type: T.Type = T.self) throws -> T? {
+        guard contains(key), try !decodeNil(forKey: key) else { return nil }
+        return try integer(key, as: T.self)
+    }
+
+    /// A list of at most `countMax` elements, refused at element `countMax + 1`.
+    public func list<T: Decodable>(_ type: T.Type, _ key: Key, countMax: Int) throws -> [T] {
+        var container = try nestedUnkeyedContainer(forKey: key)
+        var elements: [T] = []
+        while !container.isAtEnd {
+            guard elements.count < countMax else {
+                throw DecodingError.dataCorrupted(.init(codingPath: codingPath + [key], debugDescription: "more than \(countMax) entries"))
+            }
+            elements.append(try container.decode(T.self))
+        }
+        return elements
+    }
+
+    public func listIfPresent<T: Decodable>(_ type: T.Type, _ key: Key, countMax: Int) throws -> [T]? {
+        guard contains(key), try !decodeNil(forKey: key) else { return nil }
+        return try list(T.self, key, countMax: countMax)
+    }
+
+    private func outOfRange<T: FixedWidthInteger>(_ type: T.Type, _ key: Key) -> DecodingError {
+        .dataCorrupted(.init(codingPath: codingPath + [key], debugDescription: "not a whole number from \(T.min) to \(T.max)"))
+    }
+}
+
+extension DecodingError {
+    /// Where the error is (`programmes[2].budget`) and what is wrong, in words.
+    public var fieldAndReason: (field: String, reason: String) {
+        func path(_ keys: [any CodingKey]) -> String {
+            var text = ""
+            for key in keys {
+                if let index = key.intValue { text += "[\(index)]" } else { text += text.isEmpty ? key.stringValue : ".\(key.stringValue)" }
+            }
+            return text
+        }
+        switch self {
+        case let .keyNotFound(key, context): return (path(context.codingPath + [key]), "missing")
+        case let .valueNotFound(_, context): return (path(context.codingPath), "null where a value is needed")
+        case let .typeMismatch(type, context): return (path(context.codingPath), "wrong type (expected \(Self.kind(type)))")
+        case let .dataCorrupted(context): return (path(context.codingPath), context.debugDescription)
+        @unknown default: return ("", "\(self)")
+        }
+    }
+
+    private static func kind(_ type: Any.Type) -> String {
+        switch type {
+        case is String.Type: return "a string"
+        case is Bool.Type: return "true or false"
+        case is any FixedWidthInteger.Type: return "a whole number"
+        case is any Sequence.Type: return "a list"
+        default: return "an object"
+        }
+    }
+}
