@@ -366,3 +366,20 @@ extension GenesisFile.ProgrammeEntry {
         endHeight = try c.integerIfPresent(.endHeight)
     }
 }
+
+extension Genesis {
+    static let digestTag = TaggedHasher(tag: "calisson/genesis/v1")
+
+    /// What identifies this genesis: the hash of its canonical encoding (chain id,
+    /// parameters, partners, validators, programmes in their wire forms). A node records
+    /// it in its database at creation and refuses to start with another.
+    public var digest: SHA256Digest {
+        var writer = WireWriter()
+        writer.writeString(chainId)
+        writer.write(parameters)
+        writer.writeArray(partners)
+        writer.writeArray(validators)
+        writer.writeArray(programmes)
+        return Self.digestTag.hash(writer.bytes)
+    }
+}

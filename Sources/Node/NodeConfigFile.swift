@@ -48,6 +48,13 @@ public struct NodeConfigFile: Codable, Sendable, Equatable {
     public var storageMapMegabytes: Int?
     /// The database's page cache, MiB (default 16, 1...4096).
     public var storageCacheMegabytes: Int?
+    /// Client port limits (Docs/SECURITY.md): connections at once (default 256, 1...65536),
+    /// per IP address (default 64, 1...65536), requests per second per connection (default
+    /// 2000, 1...1000000), seconds a client may idle (default 30, 1...86400).
+    public var clientConnectionsMax: Int?
+    public var clientConnectionsPerAddressMax: Int?
+    public var clientRequestsPerSecondMax: Int?
+    public var clientIdleSeconds: Int?
 
     public init(partner: String, genesis: String, database: String, nodeKey: String, tlsKey: String, tlsCertificate: String, ca: String,
                 host: String? = nil, peerPort: UInt16, clientPort: UInt16?, peers: [Peer], tickMilliseconds: UInt64? = nil, mempoolMax: Int? = nil,
@@ -109,6 +116,10 @@ extension NodeConfigFile {
         metricsPort = try c.integerIfPresent(.metricsPort)
         storageMapMegabytes = try c.integerIfPresent(.storageMapMegabytes)
         storageCacheMegabytes = try c.integerIfPresent(.storageCacheMegabytes)
+        clientConnectionsMax = try c.integerIfPresent(.clientConnectionsMax)
+        clientConnectionsPerAddressMax = try c.integerIfPresent(.clientConnectionsPerAddressMax)
+        clientRequestsPerSecondMax = try c.integerIfPresent(.clientRequestsPerSecondMax)
+        clientIdleSeconds = try c.integerIfPresent(.clientIdleSeconds)
     }
 
     public func resolve(relativeTo directory: URL) throws(ConfigError) -> NodeConfiguration {
@@ -158,11 +169,27 @@ extension NodeConfigFile {
         transport.registry = Dictionary(uniqueKeysWithValues: genesis.partners.compactMap { partner in
             partner.tlsKeyHash.map { (partner.id.rawValue, $0) }
         })
+        try applyClientLimits(to: &transport)
         var configuration = NodeConfiguration(genesis: genesis, databaseFile: path(database), consensusKey: consensusKey, transport: transport)
         configuration.tickMilliseconds = tick
         configuration.mempoolCountMax = mempool
         configuration.metricsPort = metricsPort
         configuration.storage = NodeStore.Tuning(mapBytes: mapMegabytes << 20, cacheBytes: cacheMegabytes << 20)
         return configuration
+    }
+
+    /// The client port limits, each range-checked by name.
+    private func applyClientLimits(to transport: inout TransportConfiguration) throws(ConfigError) {
+        func checked(_ value: Int?, _ field: String, _ range: ClosedRange<Int>) throws(ConfigError) -> Int? {
+            guard let value else { return nil }
+            guard range.contains(value) else { throw ConfigError(field: field, reason: "\(value) is outside \(range.lowerBound)...\(range.upperBound)") }
+            return value
+        }
+        if let value = try checked(clientConnectionsMax, "clientConnectionsMax", 1...65_536) { transport.clientConnectionsMax = value }
+        if let value = try checked(clientConnectionsPerAddressMax, "clientConnectionsPerAddressMax", 1...65_536) {
+            transport.clientConnectionsPerAddressMax = value
+        }
+        if let value = try checked(clientRequestsPerSecondMax, "clientRequestsPerSecondMax", 1...1_000_000) { transport.clientRequestsPerSecondMax = value }
+        if let value = try checked(clientIdleSeconds, "clientIdleSeconds", 1...86_400) { transport.clientIdleMilliseconds = UInt64(value) * 1_000 }
     }
 }

@@ -54,6 +54,15 @@ public enum AdmissionError: Error, Equatable, Sendable {
     case badSignature
     case unknownSigner
     case mempoolFull
+    /// The signature checks waiting for the verifier are at their bound
+    /// (`verificationPendingMax`): the node is busy, try again shortly.
+    case verifierBusy
+    /// The node's event loop has `EventLoop.queueCountMax` items waiting: try again shortly.
+    case overloaded
+    /// The node is shutting down.
+    case stopping
+    /// Admission gave no answer in this time (the node is overloaded or stopping).
+    case noAnswer(milliseconds: Int)
     /// The same transaction is already waiting in the mempool.
     case duplicate
     /// The signer already used this nonce in an applied transaction (the same one, or a
@@ -85,6 +94,8 @@ public final class NodeRuntime: @unchecked Sendable {
     /// Every this many ticks, transactions still waiting are flooded again (gossip can
     /// be lost while links come and go; peers that have them drop the copies).
     static let regossipTicks: UInt64 = 100
+    /// Mempool entries sent to a peer that (re)connects, at most.
+    static let reconnectGossipMax = 4_096
     /// A node that executed nothing for this many ticks asks a peer for blocks above its
     /// height (a restarted node in an idle cluster hears no commits to tell it it is behind).
     static let catchUpTicks: UInt64 = 50
@@ -134,11 +145,13 @@ public final class NodeRuntime: @unchecked Sendable {
             logger.notice("state tree converted to pages (storage schema 5)", metadata: ["pages": "\(pages)"])
         }
         let state = StoredState(store: store)
+        var genesisToRecord: SHA256Digest?
         if store.isInitialized {
+            genesisToRecord = try Self.checkGenesis(genesis, of: store)
             ledger = try Ledger(chainId: genesis.chainId, store: state)
         } else {
             ledger = try Ledger.create(genesis, in: state)
-            try state.persistGenesis()
+            try state.persistGenesis(extras: [Self.genesisExtra: genesis.digest.bytes])
         }
         let genesisKeys = genesis.validators.compactMap { id in genesis.partners.first { $0.id == id }?.nodeKey }
         guard let genesisSet = ValidatorSet(genesisKeys) else { throw NodeError.configuration("genesis validators have no node keys") }
@@ -146,10 +159,23 @@ public final class NodeRuntime: @unchecked Sendable {
         replicaConfiguration = configuration.replica(replicaConfiguration)
         if let bytes = try store.extra("schedule") {
             schedule = try EpochSchedule(wireBytes: bytes)
+            // A database written under other consensus settings (another genesis set, window
+            // or checkpoint interval) would break the replica's invariants: refuse it here.
+            guard schedule.checkpointInterval == replicaConfiguration.checkpointInterval, schedule.window == replicaConfiguration.window,
+                schedule.epochs.first?.validators == replicaConfiguration.validators
+            else {
+                throw NodeError.configuration(
+                    "\(configuration.databaseFile) was written under another genesis validator set or consensus settings than this configuration's: "
+                        + "start it with the genesis and settings it was created with, or start from an empty database")
+            }
         } else {
             schedule = replicaConfiguration.genesisSchedule
         }
         try Self.verifyLastBlocks(store, schedule: schedule, chainId: genesis.chainId)
+        if let digest = genesisToRecord {  // only once every check above has passed
+            try store.setExtra(Self.genesisExtra, digest.bytes)
+            logger.notice("genesis digest recorded in the database", metadata: ["genesis": "\(digest.hex)"])
+        }
         var safety = SafetyLog()
         for bytes in try store.safetyRecords() { safety.apply(try SafetyRecord(wireBytes: bytes)) }
         replica = Replica(
@@ -169,6 +195,23 @@ public final class NodeRuntime: @unchecked Sendable {
             logger.warning("test build: this node is Byzantine", metadata: ["mode": "\(mode)", "seed": "\(configuration.byzantineSeed)"])
         }
         #endif
+    }
+
+    /// Where the database records the digest of the genesis it was created with.
+    static let genesisExtra = "genesis"
+
+    /// The database must have been created with this genesis. One created before the
+    /// digest was recorded returns it, to be recorded once the schedule and the last
+    /// blocks' certificates have been checked against this genesis.
+    static func checkGenesis(_ genesis: Genesis, of store: NodeStore) throws -> SHA256Digest? {
+        let digest = genesis.digest
+        guard let recorded = try store.extra(genesisExtra) else { return digest }
+        guard recorded == digest.bytes else {
+            throw NodeError.configuration(
+                "\(store.file) was created with another genesis (digest \(Hex.encode(recorded)), this configuration's is \(digest.hex)): "
+                    + "start it with the genesis it was created with, or start from an empty database")
+        }
+        return nil
     }
 
     /// Blocks whose certificates are checked at start.
@@ -207,29 +250,35 @@ public final class NodeRuntime: @unchecked Sendable {
         transport.onGossip = { [weak self] _, transaction in self?.admit(transaction, gossip: false) }
         transport.onEvent = { [weak self] event in
             // A peer that (re)connects may have missed our gossip: send it our mempool.
+            // At most `reconnectGossipMax` of it: this runs on the loop, and a mempool of
+            // millions would hold it for seconds. A transaction the peer still lacks reaches it
+            // in full inside the block that carries it.
             guard case let .peerConnected(peer, _) = event, let self else { return }
-            for entry in self.mempool { self.transport.send(entry.bytes, kind: .gossip, to: peer) }
+            for entry in self.mempool.prefix(Self.reconnectGossipMax) { self.transport.send(entry.bytes, kind: .gossip, to: peer) }
         }
         transport.onClientRequest = { [weak self] request, respond in self?.answer(request, respond) }
         try transport.start()
         let failure = Mutex<String?>(nil)
         let ready = DispatchSemaphore(value: 0)
-        let started = loop.execute { [self] in
-            ticker = RepeatingTask(loop: loop, every: configuration.tickMilliseconds) { [weak self] in self?.tick() }
-            if let port = configuration.metricsPort {
-                let endpoint = HTTPEndpoint(loop: loop)
-                do {
-                    try endpoint.start(host: "127.0.0.1", port: port) { [weak self] path in
-                        self?.http(path) ?? HTTPEndpoint.Response(status: 503, body: "stopping\n")
+        do {
+            try loop.execute { [self] in
+                ticker = RepeatingTask(loop: loop, every: configuration.tickMilliseconds) { [weak self] in self?.tick() }
+                if let port = configuration.metricsPort {
+                    let endpoint = HTTPEndpoint(loop: loop)
+                    do {
+                        try endpoint.start(host: "127.0.0.1", port: port) { [weak self] path in
+                            self?.http(path) ?? HTTPEndpoint.Response(status: 503, body: "stopping\n")
+                        }
+                        metrics = endpoint
+                    } catch {
+                        failure.withLock { $0 = "metrics port \(port): \(error)" }
                     }
-                    metrics = endpoint
-                } catch {
-                    failure.withLock { $0 = "metrics port \(port): \(error)" }
                 }
+                ready.signal()
             }
-            ready.signal()
+        } catch {
+            throw NodeError.stopped("the event loop refused the start (\(error))")
         }
-        guard started else { throw NodeError.stopped("the event loop refused the start") }
         ready.wait()
         if let reason = failure.withLock({ $0 }) { throw NodeError.configuration(reason) }
         logger.info("node started", metadata: ["partner": "\(configuration.transport.selfID)", "height": "\(store.height)"])
@@ -237,7 +286,7 @@ public final class NodeRuntime: @unchecked Sendable {
 
     public func stop() {
         transport.stop()
-        loop.execute { [self] in
+        try? loop.execute { [self] in  // refused: the loop is already stopping, and closes them
             ticker?.cancel()
             metrics?.stop()
         }
@@ -253,28 +302,49 @@ public final class NodeRuntime: @unchecked Sendable {
     /// Submits a signed transaction: checked, kept in the mempool, gossiped. Nil when
     /// admitted, else why not.
     public func submit(_ transaction: [UInt8]) -> AdmissionError? {
-        let result = Mutex<AdmissionError?>(.mempoolFull)
+        let result = Mutex<AdmissionError?>(nil)
         let done = DispatchSemaphore(value: 0)
-        guard loop.execute({ [self] in
-            admit(transaction, gossip: true) { outcome in
-                result.withLock { $0 = outcome }
-                done.signal()
+        do {
+            try loop.execute { [self] in
+                admit(transaction, gossip: true) { outcome in
+                    result.withLock { $0 = outcome }
+                    done.signal()
+                }
             }
-        }) else { return .mempoolFull }
+        } catch {
+            return error == .stopping ? .stopping : .overloaded
+        }
         // The verifier answers within a batch; a node stopping meanwhile never does.
-        guard done.wait(timeout: .now() + .seconds(60)) == .success else { return .mempoolFull }
+        guard done.wait(timeout: .now() + .milliseconds(Self.submitWaitMillisecondsMax)) == .success else {
+            return .noAnswer(milliseconds: Self.submitWaitMillisecondsMax)
+        }
         return result.withLock { $0 }
     }
+
+    /// How long `submit` waits for admission's answer (the signature check, queued).
+    public static let submitWaitMillisecondsMax = 60_000
 
     /// Reads the ledger on the loop thread (queries, tests).
     public func read<T: Sendable>(_ body: @escaping @Sendable (Ledger<StoredState>) -> T) -> T? {
         let result = Mutex<T?>(nil)
         let done = DispatchSemaphore(value: 0)
-        guard loop.execute({ [self] in
+        guard (try? loop.execute({ [self] in
             let value = body(ledger)
             result.withLock { $0 = value }
             done.signal()
-        }) else { return nil }
+        })) != nil else { return nil }
+        done.wait()
+        return result.withLock { $0 }
+    }
+
+    /// The size of the consensus epoch's validator set (for tests: nil once stopped).
+    func replicaValidatorCount() -> Int? {
+        let result = Mutex<Int?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        guard (try? loop.execute({ [self] in
+            result.withLock { $0 = replica.epoch.validators.count }
+            done.signal()
+        })) != nil else { return nil }
         done.wait()
         return result.withLock { $0 }
     }
@@ -285,54 +355,80 @@ public final class NodeRuntime: @unchecked Sendable {
     // MARK: Loop thread
 
     /// `/metrics` in the Prometheus text format, `/health` 200 when the node can take part
-    /// in consensus (running, linked to enough validators for a quorum), 503 otherwise.
+    /// in consensus (running, and linked to enough validators of the current set that,
+    /// with itself if it is one, they make a quorum), 503 otherwise.
     private func http(_ path: String) -> HTTPEndpoint.Response {
-        let linked = transport.linkedPeersOnLoop().count
         switch path {
         case "/health":
             if let failure = stoppedValue.withLock({ $0 }) { return HTTPEndpoint.Response(status: 503, body: "stopped: \(failure)\n") }
-            let quorum = replica.epoch.validators.quorum
-            guard linked + 1 >= quorum else {
-                return HTTPEndpoint.Response(status: 503, body: "linked to \(linked) validators; a quorum needs \(quorum) with this one\n")
+            let (reachable, quorum) = reachableValidators()
+            guard reachable >= quorum else {
+                return HTTPEndpoint.Response(
+                    status: 503, body: "\(reachable) validators of the current set reachable (this node included if it is one); a quorum needs \(quorum)\n")
             }
-            return HTTPEndpoint.Response(status: 200, body: "ok\n")
+            return HTTPEndpoint.Response(status: 200, body: "ok: \(reachable) validators of the current set reachable, quorum \(quorum)\n")
         case "/metrics":
-            let counters = transport.counters
-            var lines: [String] = []
-            func metric(_ name: String, _ kind: String, _ help: String, _ value: some Numeric) {
-                lines += ["# HELP calisson_\(name) \(help)", "# TYPE calisson_\(name) \(kind)", "calisson_\(name) \(value)"]
-            }
-            metric("height", "gauge", "Last executed block height.", ledger.height)
-            metric("view", "gauge", "Consensus view within the epoch.", replica.view)
-            metric("epoch_first_height", "gauge", "First height of the current consensus epoch.", replica.epoch.firstSeq)
-            metric("ledger_epoch", "gauge", "Current ledger (clearing) epoch.", ledger.meta.epoch)
-            metric("mempool_transactions", "gauge", "Transactions waiting.", mempool.count)
-            metric("linked_validators", "gauge", "Validators with a live link.", linked)
-            metric("admitted_total", "counter", "Transactions admitted to the mempool.", admitted)
-            metric("admission_refused_total", "counter", "Transactions refused at admission.", refused)
-            metric("blocks_executed_total", "counter", "Blocks executed since start.", blocksExecuted)
-            metric("transactions_applied_total", "counter", "Transactions applied since start.", applied)
-            metric("transactions_rejected_total", "counter", "Transactions rejected by the ledger since start.", rejected)
-            metric("verification_dropped_total", "counter", "Messages and submissions dropped with the verifier full.", droppedForVerification)
-            metric("consensus_undecodable_total", "counter", "Consensus messages from validators that did not decode.", consensusUndecodable)
-            metric("consensus_bad_signatures_total", "counter", "Consensus messages with a signature that does not verify.", consensusBadSignatures)
-            metric("consensus_rejected_total", "counter", "Signed consensus messages the protocol rules refused (stale, out of window, conflicting).", consensusRejected)
-            metric("equivocations_total", "counter", "Conflicting signed messages from one validator (evidence).", equivocations)
-            metric("transport_frames_in_total", "counter", "Frames received.", counters.framesIn)
-            metric("transport_frames_out_total", "counter", "Frames sent.", counters.framesOut)
-            metric("transport_bytes_in_total", "counter", "Bytes received (TLS records).", counters.bytesIn)
-            metric("transport_bytes_out_total", "counter", "Bytes sent (TLS records).", counters.bytesOut)
-            metric("transport_refused_total", "counter", "Connections refused (certificates, hellos, frames).", counters.refusedPeers)
-            metric("transport_handshake_failures_total", "counter", "TLS handshakes failed.", counters.handshakeFailures)
-            metric("transport_oversized_frames_total", "counter", "Frames over the size limit.", counters.oversizedFrames)
-            metric("transport_malformed_frames_total", "counter", "Frames that did not decode.", counters.malformedFrames)
-            metric("transport_gossip_dropped_total", "counter", "Gossip dropped for a full send queue.", counters.gossipDropped)
-            metric("transport_slow_consumers_total", "counter", "Links closed for not reading.", counters.slowConsumersClosed)
-            metric("transport_reconnects_total", "counter", "Redials scheduled.", counters.reconnects)
-            return HTTPEndpoint.Response(status: 200, contentType: "text/plain; version=0.0.4", body: lines.joined(separator: "\n") + "\n")
+            return HTTPEndpoint.Response(status: 200, contentType: "text/plain; version=0.0.4", body: metricsText())
         default:
             return HTTPEndpoint.Response(status: 404, body: "try /metrics or /health\n")
         }
+    }
+
+    /// The Prometheus text of every counter and gauge (loop thread).
+    private func metricsText() -> String {
+        let linked = transport.linkedPeersOnLoop().count
+        let counters = transport.counters
+        var lines: [String] = []
+        func metric(_ name: String, _ kind: String, _ help: String, _ value: some Numeric) {
+            lines += ["# HELP calisson_\(name) \(help)", "# TYPE calisson_\(name) \(kind)", "calisson_\(name) \(value)"]
+        }
+        metric("height", "gauge", "Last executed block height.", ledger.height)
+        metric("view", "gauge", "Consensus view within the epoch.", replica.view)
+        metric("epoch_first_height", "gauge", "First height of the current consensus epoch.", replica.epoch.firstSeq)
+        metric("ledger_epoch", "gauge", "Current ledger (clearing) epoch.", ledger.meta.epoch)
+        metric("mempool_transactions", "gauge", "Transactions waiting.", mempool.count)
+        metric("linked_validators", "gauge", "Validators with a live link.", linked)
+        metric("admitted_total", "counter", "Transactions admitted to the mempool.", admitted)
+        metric("admission_refused_total", "counter", "Transactions refused at admission.", refused)
+        metric("blocks_executed_total", "counter", "Blocks executed since start.", blocksExecuted)
+        metric("transactions_applied_total", "counter", "Transactions applied since start.", applied)
+        metric("transactions_rejected_total", "counter", "Transactions rejected by the ledger since start.", rejected)
+        metric("verification_dropped_total", "counter", "Messages and submissions dropped with the verifier full.", droppedForVerification)
+        metric("consensus_undecodable_total", "counter", "Consensus messages from validators that did not decode.", consensusUndecodable)
+        metric("consensus_bad_signatures_total", "counter", "Consensus messages with a signature that does not verify.", consensusBadSignatures)
+        metric("consensus_rejected_total", "counter", "Signed consensus messages the protocol rules refused (stale, out of window, conflicting).", consensusRejected)
+        metric("equivocations_total", "counter", "Conflicting signed messages from one validator (evidence).", equivocations)
+        metric("transport_frames_in_total", "counter", "Frames received.", counters.framesIn)
+        metric("transport_frames_out_total", "counter", "Frames sent.", counters.framesOut)
+        metric("transport_bytes_in_total", "counter", "Bytes received (TLS records).", counters.bytesIn)
+        metric("transport_bytes_out_total", "counter", "Bytes sent (TLS records).", counters.bytesOut)
+        metric("transport_refused_total", "counter", "Connections refused (certificates, hellos, frames).", counters.refusedPeers)
+        metric("transport_handshake_failures_total", "counter", "TLS handshakes failed.", counters.handshakeFailures)
+        metric("transport_oversized_frames_total", "counter", "Frames over the size limit.", counters.oversizedFrames)
+        metric("transport_malformed_frames_total", "counter", "Frames that did not decode.", counters.malformedFrames)
+        metric("transport_gossip_dropped_total", "counter", "Gossip dropped for a full send queue.", counters.gossipDropped)
+        metric("transport_slow_consumers_total", "counter", "Links closed for not reading.", counters.slowConsumersClosed)
+        metric("transport_reconnects_total", "counter", "Redials scheduled.", counters.reconnects)
+        metric("transport_loop_refused_total", "counter", "Sends from other threads the full event loop refused.", counters.loopRefused)
+        metric("client_connections_refused_total", "counter", "Client connections refused at accept (all limits).", counters.clientConnectionsRefused)
+        metric("client_connections_per_address_refused_total", "counter", "Client connections refused for the per-address limit.",
+               counters.clientConnectionsPerAddressRefused)
+        metric("client_idle_closed_total", "counter", "Client connections closed for idling.", counters.clientIdleClosed)
+        metric("client_rate_limited_total", "counter", "Client connections closed for sending over the request rate.", counters.clientRateLimited)
+        metric("loop_queue_refused_total", "counter", "Work the event loop refused with its queue full.", loop.refusedFull)
+        metric("loop_queue_peak", "gauge", "The most work items that waited for the event loop at once.", loop.queueCountPeak)
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Validators of the current set this node can count on now: those it is linked to,
+    /// and itself if it is one; and the quorum of that set. Links to partners that are not
+    /// validators of the set (removed ones, observers) do not count.
+    func reachableValidators() -> (reachable: Int, quorum: Int) {
+        let set = replica.epoch.validators
+        let linked = Set(transport.linkedPeersOnLoop())
+        let own = configuration.consensusKey.publicKey
+        let reachable = set.validators.count { key in key == own || partnersByValidator[key].map(linked.contains) == true }
+        return (reachable, set.quorum)
     }
 
     /// Answers a client on the loop thread (the store and ledger are read here).
@@ -469,7 +565,7 @@ public final class NodeRuntime: @unchecked Sendable {
             guard valid else { return done(.badSignature) }
             done(self.accept(bytes, id: id, signer: tx.signer, nonce: tx.nonce, gossip: gossip))
         }
-        if !queued { done(.mempoolFull) }
+        if !queued { done(.verifierBusy) }
     }
 
     /// Back on the loop after the signature checked out: the checks that depend on state
@@ -526,8 +622,10 @@ public final class NodeRuntime: @unchecked Sendable {
             offset += item.checks.count
         }
         let handOver = VerifiedItems(items: items, outcomes: outcomes)
-        if !loop.execute({ for (item, valid) in zip(handOver.items, handOver.outcomes) { item.then(valid) } }) {
-            logger.warning("the loop refused verified work (stopping or overloaded)")
+        // Never lost while the node runs: a full loop queue makes the verifier wait for room
+        // (back-pressure: submissions then wait, and past `verificationPendingMax` are refused).
+        if !loop.executeWaiting({ for (item, valid) in zip(handOver.items, handOver.outcomes) { item.then(valid) } }) {
+            logger.notice("verified work dropped: the node is stopping", metadata: ["items": "\(items.count)"])
         }
     }
 
@@ -827,10 +925,19 @@ struct VerifiedItems: @unchecked Sendable {
     let outcomes: [Bool]
 }
 
-public enum NodeError: Error, Equatable, Sendable {
+public enum NodeError: Error, Equatable, Sendable, CustomStringConvertible {
     case configuration(String)
     /// The database fails recovery's checks (named file, what is wrong).
     case corrupt(String)
     case diverged(String)
     case stopped(String)
+
+    public var description: String {
+        switch self {
+        case let .configuration(reason): return "configuration: \(reason)"
+        case let .corrupt(reason): return "corrupt database: \(reason)"
+        case let .diverged(reason): return "diverged: \(reason)"
+        case let .stopped(reason): return "stopped: \(reason)"
+        }
+    }
 }

@@ -253,6 +253,13 @@ public final class NodeStore {
     /// An opaque record the node keeps with the state (the consensus epoch schedule).
     public func extra(_ name: String) throws(StorageError) -> [UInt8]? { try meta("extra." + name) }
 
+    /// Records an extra outside a block (one the node adds to a database written before it
+    /// kept that record).
+    public func setExtra(_ name: String, _ value: [UInt8]) throws(StorageError) {
+        guard !isReadOnly else { throw .readOnly(file: file) }
+        try setMeta("extra." + name, value)
+    }
+
     // MARK: Writes
 
     /// Writes the genesis state (height 0). The store must be empty.

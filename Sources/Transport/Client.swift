@@ -42,7 +42,8 @@ public final class TransportClient: @unchecked Sendable {
         }
         let ready = DispatchSemaphore(value: 0)
         let outcome = Mutex<Result<String, ClientError>?>(nil)
-        loop.execute { [self] in
+        // A new loop with an empty queue: it cannot refuse this first item.
+        try? loop.execute { [self] in
             let stream = TCPStream(loop: loop)
             stream.connect(host: host, port: port) { [self] error in
                 if let error {
@@ -101,7 +102,7 @@ public final class TransportClient: @unchecked Sendable {
     /// sends more: from the close on, the results are failures.
     public func pipeline(_ payloads: [[UInt8]], timeoutMilliseconds: Int = 10_000) -> [Result<[UInt8], ClientError>] {
         let frames = payloads.map { FrameDecoder.frame(.request, $0) }
-        guard loop.execute({ [self] in for frame in frames { link?.sendFrame(frame) } }) else {
+        do { try loop.execute { [self] in for frame in frames { link?.sendFrame(frame) } } } catch {
             return payloads.map { _ in .failure(.closed("client stopped")) }
         }
         let deadline = DispatchTime.now() + .milliseconds(timeoutMilliseconds)
@@ -123,15 +124,14 @@ public final class TransportClient: @unchecked Sendable {
 
     /// Sends raw frame bytes (tests use it to send what a well-behaved client never would).
     func exchange(_ frame: [UInt8], timeoutMilliseconds: Int) throws(ClientError) -> [UInt8] {
-        let sent = loop.execute { [self] in link?.sendFrame(frame) }
-        guard sent else { throw .closed("client stopped") }
+        do { try loop.execute { [self] in link?.sendFrame(frame) } } catch { throw .closed("client stopped") }
         guard arrived.wait(timeout: .now() + .milliseconds(timeoutMilliseconds)) == .success else { throw .timeout }
         let result = responses.withLock { $0.removeFirst() }
         return try result.get()
     }
 
     public func close() {
-        loop.execute { [self] in link?.close(reason: "client closed") }
+        try? loop.execute { [self] in link?.close(reason: "client closed") }  // refused: already stopping
         loop.shutdown()
     }
 }

@@ -19,8 +19,13 @@ final class Connection {
     private var decoder = FrameDecoder()
     private(set) var lastReceived: UInt64
     private var requestsInFlight = 0
+    /// The request rate's token bucket, in thousandths of a request, and when it was filled.
+    private var requestTokens: Int
+    private var requestTokensAt: UInt64
     private var isClosed = false
     let address: String
+    /// The peer's IP address (for the per-address client limit).
+    let host: String
     private(set) var negotiated = ""
 
     var isDialer: Bool { expected != nil }
@@ -32,7 +37,27 @@ final class Connection {
         self.expected = expected
         self.isClient = isClient
         address = stream.peerAddress
+        host = stream.peerHost
         lastReceived = now(transport.loop)
+        requestTokens = transport.configuration.clientRequestsPerSecondMax * 1_000
+        requestTokensAt = lastReceived
+    }
+
+    /// A client connection with nothing unanswered that has sent nothing for `limit` ms.
+    func isIdle(now: UInt64, limit: UInt64) -> Bool {
+        isClient && requestsInFlight == 0 && now >= lastReceived && now - lastReceived > limit
+    }
+
+    /// Takes one request from the bucket: false when the connection is over its rate.
+    /// The bucket holds at most one second of requests and refills at the rate, each
+    /// millisecond adding `rate` thousandths.
+    private func takeRequestToken(now: UInt64, rate: Int) -> Bool {
+        let elapsed = now >= requestTokensAt ? min(now - requestTokensAt, 1_000) : 0
+        requestTokensAt = now
+        requestTokens = min(rate * 1_000, requestTokens + Int(elapsed) * rate)
+        guard requestTokens >= 1_000 else { return false }
+        requestTokens -= 1_000
+        return true
     }
 
     func begin() {
@@ -102,6 +127,12 @@ final class Connection {
             guard requestsInFlight < transport.configuration.clientRequestsInFlightMax else {
                 transport.refused(self, reason: "over \(transport.configuration.clientRequestsInFlightMax) requests in flight")
                 return close(reason: "too many requests in flight")
+            }
+            let rate = transport.configuration.clientRequestsPerSecondMax
+            guard takeRequestToken(now: lastReceived, rate: rate) else {
+                transport.count { $0.clientRateLimited += 1 }
+                transport.refused(self, reason: "over \(rate) requests per second")
+                return close(reason: "too many requests per second")
             }
             requestsInFlight += 1
             transport.request(envelope.payload, on: self)

@@ -14,6 +14,8 @@ public final class EventLoop: @unchecked Sendable {
     private struct Queue {
         var items: [@Sendable () -> Void] = []
         var stopping = false
+        var refusedFull = 0
+        var peak = 0
     }
     private let queue = Mutex(Queue())
     private var thread: Thread?
@@ -56,17 +58,60 @@ public final class EventLoop: @unchecked Sendable {
         loopThreadID.withLock { id in id.map { pthread_equal($0, pthread_self()) != 0 } ?? false }
     }
 
-    /// Runs `work` on the loop thread. False when the queue is full or the loop stopping:
-    /// the work is dropped and the caller must handle it (count it, refuse the request).
-    @discardableResult
-    public func execute(_ work: @escaping @Sendable () -> Void) -> Bool {
-        let accepted = queue.withLock { queue -> Bool in
-            guard !queue.stopping, queue.items.count < Self.queueCountMax else { return false }
+    /// Why `execute` did not take a piece of work.
+    public enum Refusal: Error, Equatable, Sendable {
+        /// `queueCountMax` items already wait: the loop is overloaded (counted in `refusedFull`).
+        case full
+        /// The loop is shutting down: nothing more will run on it.
+        case stopping
+    }
+
+    /// Work refused because the queue was full, since the loop started (for /metrics).
+    public var refusedFull: Int { queue.withLock { $0.refusedFull } }
+    /// The most items that ever waited at once (for /metrics: how close the bound came).
+    public var queueCountPeak: Int { queue.withLock { $0.peak } }
+
+    /// Runs `work` on the loop thread, later (never inside the caller's stack). Throws when
+    /// the queue is full or the loop stopping: the work is not taken, and the caller handles
+    /// that by its own stated rule (refuse the request with the reason, wait for room...).
+    /// Work that must not be lost from another thread goes through `executeWaiting`.
+    public func execute(_ work: @escaping @Sendable () -> Void) throws(Refusal) {
+        let refusal = queue.withLock { queue -> Refusal? in
+            if queue.stopping { return .stopping }
+            guard queue.items.count < Self.queueCountMax else {
+                queue.refusedFull += 1
+                return .full
+            }
             queue.items.append(work)
+            queue.peak = max(queue.peak, queue.items.count)
+            return nil
+        }
+        if let refusal { throw refusal }
+        uv_async_send(wakeup)
+    }
+
+    /// Runs `work` on the loop thread; on the loop itself, at once, in the caller's stack.
+    /// From another thread, while the queue is full the caller waits for room (back-pressure
+    /// on the thread that produces the work; never call it from the loop's own helpers that
+    /// the loop waits for). False only when the loop is stopping and the work will not run.
+    @discardableResult
+    public func executeWaiting(_ work: @escaping @Sendable () -> Void) -> Bool {
+        if isOnLoop {
+            work()
             return true
         }
-        if accepted { uv_async_send(wakeup) }
-        return accepted
+        var pause: UInt32 = 100
+        while true {
+            do {
+                try execute(work)
+                return true
+            } catch .stopping {
+                return false
+            } catch {
+                usleep(pause)  // the loop drains the whole queue each turn: room comes soon
+                pause = min(pause * 2, 10_000)
+            }
+        }
     }
 
     private func drain() {

@@ -131,6 +131,13 @@ final class TCPStream: HandleOwner {
         onEnd = nil
     }
 
+    /// The peer's IP address without the port (the unit of the per-address client limit).
+    var peerHost: String {
+        let address = peerAddress
+        guard let colon = address.lastIndex(of: ":") else { return address }
+        return String(address[..<colon])
+    }
+
     var peerAddress: String {
         var storage = sockaddr_storage()
         var length = Int32(MemoryLayout<sockaddr_storage>.size)

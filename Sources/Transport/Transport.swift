@@ -46,8 +46,20 @@ public struct TransportConfiguration: Sendable {
     public var sendQueueBytesMax = 8 * 1024 * 1024
     /// Transaction ids remembered to stop re-flooding (oldest forgotten first).
     public var gossipSeenMax = 200_000
+    /// Client port limits (Docs/SECURITY.md, "The client port"). Connections at once, all
+    /// clients together; past it a new connection is closed at accept.
     public var clientConnectionsMax = 256
+    /// Connections at once from one IP address; past it a new one from there is closed at
+    /// accept, so one host cannot take every place.
+    public var clientConnectionsPerAddressMax = 64
+    /// Requests one connection may have unanswered; one more closes that connection.
     public var clientRequestsInFlightMax = 64
+    /// Requests per second one connection may send on average, in bursts of at most as
+    /// many; a connection over it is closed (a token bucket, refilled each millisecond).
+    public var clientRequestsPerSecondMax = 2_000
+    /// A client connection with no request unanswered that sends nothing for this long is
+    /// closed (an idle client holds a place another could use).
+    public var clientIdleMilliseconds: UInt64 = 30_000
 
     public init(chainId: String, selfID: String, identity: TLSIdentity, ca: Certificate) {
         self.chainId = chainId
@@ -77,6 +89,12 @@ public struct TransportCounters: Sendable, Equatable {
     public var slowConsumersClosed = 0
     public var reconnects = 0
     public var clientConnectionsRefused = 0
+    /// Of those, refused for the per-address limit.
+    public var clientConnectionsPerAddressRefused = 0
+    public var clientIdleClosed = 0
+    public var clientRateLimited = 0
+    /// Sends and broadcasts from another thread that the loop refused (its queue full).
+    public var loopRefused = 0
     public var handshakeFailures = 0
 }
 
@@ -135,10 +153,10 @@ public final class Transport: @unchecked Sendable {
     public func start() throws {
         let result = Mutex<Result<Void, Error>?>(nil)
         let done = DispatchSemaphore(value: 0)
-        guard loop.execute({ [self] in
+        try loop.execute { [self] in
             result.withLock { $0 = Result { try self.startOnLoop() } }
             done.signal()
-        }) else { throw SocketError(code: -1) }
+        }
         done.wait()
         try result.withLock { $0 }!.get()
     }
@@ -166,8 +184,10 @@ public final class Transport: @unchecked Sendable {
     /// Changes the validators to link with and the registry (a validator-set change, a
     /// key rotation, a revocation): dials new peers, closes links whose peer left or
     /// whose certificate no longer matches.
+    /// Never lost: on the loop it acts at once; from another thread it waits for room in a
+    /// full loop queue (only a stopping loop, which links nobody any more, drops it).
     public func update(peers: [PeerAddress], registry: [String: SHA256Digest], revokedSerials: Set<UInt64>) {
-        loop.execute { [self] in
+        loop.executeWaiting { [self] in
             configuration.peers = peers
             configuration.registry = registry
             configuration.revokedSerials = revokedSerials
@@ -184,34 +204,59 @@ public final class Transport: @unchecked Sendable {
     /// Closes every link and listener. The loop itself is the caller's to shut down.
     public func stop() {
         let done = DispatchSemaphore(value: 0)
-        guard loop.execute({ [self] in
+        guard (try? loop.execute({ [self] in
             stopped = true
             heartbeat?.close()
             peerListener?.close()
             clientListener?.close()
             for connection in connections.values { connection.close(reason: "stopping") }
             done.signal()
-        }) else { return }
+        })) != nil else { return }
         done.wait()
     }
 
     // MARK: Sending
 
-    /// Sends a frame to one validator. False if there is no link to it now.
+    /// Runs `work` at once on the loop thread; from another thread hands it to the loop,
+    /// and a refusal (the queue full, counted in `loopRefused`, or the loop stopping) drops
+    /// it: what goes through here is consensus and gossip traffic, which the protocol
+    /// resends (view-change timers, regossip), never state that would be lost for good.
+    private func onLoop(_ work: @escaping @Sendable () -> Void) -> Bool {
+        if loop.isOnLoop {
+            work()
+            return true
+        }
+        do {
+            try loop.execute(work)
+            return true
+        } catch {
+            if error == .full { count { $0.loopRefused += 1 } }
+            return false
+        }
+    }
+
+    /// Sends a frame to one validator. On the loop thread it is sent at once, and false
+    /// means there is no link to that peer now. From another thread it is handed to the
+    /// loop, and false means the loop refused it (`onLoop`).
     @discardableResult
     public func send(_ payload: [UInt8], kind: TransportKind = .consensus, to peer: String) -> Bool {
-        loop.execute { [self] in links[peer]?.send(kind, payload) }
+        if loop.isOnLoop {
+            guard let link = links[peer] else { return false }
+            link.send(kind, payload)
+            return true
+        }
+        return onLoop { [self] in links[peer]?.send(kind, payload) }
     }
 
     /// Sends a frame to every linked validator.
     public func broadcast(_ payload: [UInt8], kind: TransportKind = .consensus) {
-        loop.execute { [self] in for link in links.values { link.send(kind, payload) } }
+        _ = onLoop { [self] in for link in links.values { link.send(kind, payload) } }
     }
 
     /// Floods a transaction to every validator, once: a node re-floods a transaction only
     /// the first time it sees it.
     public func gossip(_ transaction: [UInt8]) {
-        loop.execute { [self] in
+        _ = onLoop { [self] in
             guard remember(transaction) else { return }
             for link in links.values { link.send(.gossip, transaction) }
         }
@@ -221,10 +266,10 @@ public final class Transport: @unchecked Sendable {
     public func linkedPeers() -> [String] {
         let result = Mutex<[String]>([])
         let done = DispatchSemaphore(value: 0)
-        guard loop.execute({ [self] in
+        guard (try? loop.execute({ [self] in
             result.withLock { $0 = links.keys.sorted() }
             done.signal()
-        }) else { return [] }
+        })) != nil else { return [] }
         done.wait()
         return result.withLock { $0 }
     }
@@ -304,10 +349,22 @@ public final class Transport: @unchecked Sendable {
 
     private func accept(_ stream: TCPStream, client: Bool) {
         guard !stopped else { return stream.close() }
-        if client, connections.values.filter(\.isClient).count >= configuration.clientConnectionsMax {
-            count { $0.clientConnectionsRefused += 1 }
-            logger.warning("client refused: too many connections", metadata: ["address": "\(stream.peerAddress)"])
-            return stream.close()
+        if client {
+            let clients = connections.values.filter(\.isClient)
+            let host = stream.peerHost
+            if clients.count >= configuration.clientConnectionsMax {
+                count { $0.clientConnectionsRefused += 1 }
+                logger.warning("client refused: too many connections", metadata: ["address": "\(stream.peerAddress)"])
+                return stream.close()
+            }
+            if clients.count(where: { $0.host == host }) >= configuration.clientConnectionsPerAddressMax {
+                count {
+                    $0.clientConnectionsRefused += 1
+                    $0.clientConnectionsPerAddressRefused += 1
+                }
+                logger.warning("client refused: too many connections from its address", metadata: ["address": "\(stream.peerAddress)"])
+                return stream.close()
+            }
         }
         do {
             let context = client ? clientContext! : peerContext.server
@@ -396,13 +453,21 @@ public final class Transport: @unchecked Sendable {
     func request(_ payload: [UInt8], on connection: Connection) {
         guard let handler = onClientRequest else { return }
         let target = LoopBound(connection)
+        // The answer may come from the loop (most) or another thread; never lost while the
+        // loop runs (`executeWaiting`).
         handler(payload) { [loop] response in
-            loop.execute { target.value?.finishRequest(response) }
+            loop.executeWaiting { target.value?.finishRequest(response) }
         }
     }
 
     private func beat() {
         let now = now(loop)
+        for connection in Array(connections.values) where connection.isClient {
+            if connection.isIdle(now: now, limit: configuration.clientIdleMilliseconds) {
+                count { $0.clientIdleClosed += 1 }
+                connection.close(reason: "idle for \(configuration.clientIdleMilliseconds) ms")
+            }
+        }
         for connection in Array(connections.values) where !connection.isClient {
             if connection.isEstablished {
                 if now - connection.lastReceived > configuration.deadAfterMilliseconds {

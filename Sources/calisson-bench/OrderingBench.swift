@@ -203,7 +203,7 @@ final class OrderingReplica: @unchecked Sendable {
         transport.onMessage = { [weak self] peer, _, payload in self?.received(payload, from: peer) }
         try transport.start()
         let started = DispatchSemaphore(value: 0)
-        _ = loop.execute { [self] in
+        try loop.execute { [self] in
             ticker = RepeatingTask(loop: loop, every: tickMilliseconds) { [weak self] in self?.tick() }
             started.signal()
         }
@@ -212,7 +212,7 @@ final class OrderingReplica: @unchecked Sendable {
 
     func stop() {
         let done = DispatchSemaphore(value: 0)
-        if loop.execute({ [self] in ticker?.cancel(); done.signal() }) { done.wait() }
+        if (try? loop.execute({ [self] in ticker?.cancel(); done.signal() })) != nil { done.wait() }
         transport.stop()
         loop.shutdown()
     }
@@ -220,11 +220,11 @@ final class OrderingReplica: @unchecked Sendable {
     func snapshot(reset: Bool) -> (UInt64, Int64) {
         let result = DispatchSemaphore(value: 0)
         let value = Mutex<(UInt64, Int64)>((0, 0))
-        _ = loop.execute { [self] in
+        guard (try? loop.execute({ [self] in
             value.withLock { $0 = (executed.withLock { $0 }, nanoseconds()) }
             if reset { histogram.withLock { $0.reset() } }
             result.signal()
-        }
+        })) != nil else { return (0, 0) }
         result.wait()
         return value.withLock { $0 }
     }

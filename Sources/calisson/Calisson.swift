@@ -51,6 +51,15 @@ struct Connection: ParsableArguments {
 
     func validate() throws {
         try Self.checkSeconds(requestTimeout, "--request-timeout", allowZero: false)
+        guard maxLag <= LedgerLimits.blockSpanMax else { throw ValidationError("--max-lag must be at most \(LedgerLimits.blockSpanMax) blocks") }
+        for witness in witnesses where Self.hostAndPort(witness) == nil { throw ValidationError("--witness \(witness): expected host:port") }
+        if !witnesses.isEmpty, genesis == nil { throw ValidationError("--witness goes with --genesis (only certified answers can be compared)") }
+    }
+
+    static func hostAndPort(_ address: String) -> (String, UInt16)? {
+        let parts = address.split(separator: ":")
+        guard parts.count == 2, !parts[0].isEmpty, let port = UInt16(parts[1]) else { return nil }
+        return (String(parts[0]), port)
     }
 
     /// A duration given in seconds on the command line: finite, within an hour (zero only
@@ -68,21 +77,42 @@ struct Connection: ParsableArguments {
     @Option(help: "The chain's genesis file: answers are then taken at the latest stable checkpoint and its certificate checked against the validators in force there, followed from the genesis.")
     var genesis: String?
 
-    /// The validator sets to trust, when --genesis is given: the genesis set, then every
-    /// change the node proves (each handover certified by the set it replaces).
-    func trustedValidators() throws -> TrustedValidators? {
+    @Option(name: .customLong("witness"), help: ArgumentHelp(
+        "Another node's client address, host:port (repeatable; with --genesis): its newest certified checkpoint bounds how far behind an answer may be.",
+        valueName: "host:port"))
+    var witnesses: [String] = []
+
+    @Option(help: "With --genesis: refuse an answer certified more than this many blocks behind the newest certified checkpoint known (witnesses, memory).")
+    var maxLag: UInt64 = Freshness.lagMaxDefault
+
+    @Option(help: "With --genesis: the file remembering the newest certified checkpoint seen per chain, so no node can take this client backwards (default: $XDG_STATE_HOME/calisson/checkpoints.json or ~/.local/state/calisson/checkpoints.json; 'none': no memory).")
+    var checkpoints: String?
+
+    /// The genesis file, checked, when --genesis is given.
+    func checkedGenesis() throws -> Genesis? {
         guard let genesis else { return nil }
         let file: GenesisFile
         do { file = try JSONFile.decode(GenesisFile.self, path: genesis) } catch { throw CommandError("--genesis \(error)") }
         let checked: Genesis
         do { checked = try file.validated() } catch { throw CommandError("--genesis \(genesis): \(error.field): \(error.reason)") }
         guard checked.chainId == chain else { throw ValidationError("--genesis is for chain '\(checked.chainId)', not '\(chain)' (--chain)") }
-        var trusted = TrustedValidators(genesis: checked.validators.compactMap { id in checked.partners.first { $0.id == id }?.nodeKey })
+        return checked
+    }
+
+    /// The validator sets to trust, when --genesis is given: the genesis set, then every
+    /// change the node proves (each handover certified by the set it replaces).
+    func trustedValidators() throws -> TrustedValidators? {
+        guard let checked = try checkedGenesis() else { return nil }
+        return try Self.follow(checked, chain: chain, what: "the node", ask: ask)
+    }
+
+    static func follow(_ genesis: Genesis, chain: String, what: String, ask: (ClientRequest) throws -> ClientResponse) throws -> TrustedValidators {
+        var trusted = TrustedValidators(genesis: genesis.validators.compactMap { id in genesis.partners.first { $0.id == id }?.nodeKey })
         while true {
             guard case let .handovers(list) = try ask(.handovers(after: trusted.changedAt)) else { throw ValidationError("unexpected answer") }
             for handover in list {
                 do { try trusted.follow(handover, chainId: chain) } catch {
-                    throw ValidationError("the node's proof of a validator-set change does not hold (\(error)): this node cannot be trusted")
+                    throw CommandError("\(what)'s proof of a validator-set change does not hold (\(error)): it cannot be trusted")
                 }
             }
             if list.count < ClientRequest.handoversMax { return trusted }
@@ -90,12 +120,15 @@ struct Connection: ParsableArguments {
     }
 
     func client() throws -> TransportClient {
-        let parts = node.split(separator: ":")
-        guard parts.count == 2, let port = UInt16(parts[1]) else { throw ValidationError("--node must be host:port") }
-        guard let ca else { throw ValidationError("--ca is required with --node") }
+        guard let (host, port) = Self.hostAndPort(node) else { throw ValidationError("--node must be host:port") }
+        return try client(host: host, port: port)
+    }
+
+    func client(host: String, port: UInt16) throws -> TransportClient {
+        guard let ca else { throw ValidationError("--ca is required with --node and --witness") }
         let authority: Certificate
         do { authority = try Certificate(file: ca) } catch { throw CommandError("--ca \(error)") }
-        return try TransportClient(host: String(parts[0]), port: port, ca: authority, chainId: chain, timeoutMilliseconds: requestTimeoutMilliseconds)
+        return try TransportClient(host: host, port: port, ca: authority, chainId: chain, timeoutMilliseconds: requestTimeoutMilliseconds)
     }
 
     func ask(_ request: ClientRequest) throws -> ClientResponse {
@@ -124,6 +157,7 @@ struct Connection: ParsableArguments {
             } catch {
                 throw ValidationError("the node's answer does not match the certified state root (\(error)): this node cannot be trusted")
             }
+            try checkFreshness(height)
             return (value, height, root)
         }
         guard case let .state(height, root, value, proof) = try ask(.state(key)) else { throw ValidationError("unexpected answer") }
@@ -147,7 +181,7 @@ struct Connection: ParsableArguments {
 
     func proofLine(_ height: UInt64, _ root: SHA256Digest) -> (String, String) {
         genesis != nil
-            ? ("proof", "verified against state root \(root.hex.prefix(16))…, certified at checkpoint \(height) by a quorum of the validators in force there (followed from the genesis)")
+            ? ("proof", "verified against state root \(root.hex.prefix(16))…, certified at checkpoint \(height) by a quorum of the validators in force there (followed from the genesis); \(freshnessText(height))")
             : ("proof", "verified against state root \(root.hex.prefix(16))… at height \(height) (as reported by the node; --genesis to check its certificate)")
     }
 }

@@ -25,6 +25,8 @@ struct TestCluster {
     let nodeKeys: [Ed25519PrivateKey]
     let signingKeys: [Ed25519PrivateKey]
     let genesis: Genesis
+    /// The genesis as a file would say it (what the CLI's --genesis reads).
+    let genesisFile: GenesisFile
 
     init(count: Int = 4) throws {
         self.count = count
@@ -48,11 +50,11 @@ struct TestCluster {
                 id: "p\(index)", name: "partner \(index)", roles: index == 0 ? ["authority", "issuer", "acceptor", "validator"] : ["issuer", "acceptor", "validator"],
                 signingKey: signingKeys[index].publicKey.bytes.hex, nodeKey: nodeKeys[index].publicKey.bytes.hex, tlsKeyHash: certificates[index].publicKeyHash.hex)
         }
-        genesis = try GenesisFile(
+        genesisFile = GenesisFile(
             chainId: Self.chainId, parameters: .init(epochLength: 50, sink: "p0"), partners: partners, validators: (0..<count).map { "p\($0)" },
             programmes: [.init(id: "tri", name: "Tri", category: "wasteSorting", rewardPerUnit: 10, issuers: (0..<count).map { "p\($0)" }, sponsor: "p0",
-                               capPerAccount: 1_000_000, capPeriod: "month", walletCeiling: 1_000_000, budget: 1 << 40, expiryEpochs: 100)]
-        ).validated()
+                               capPerAccount: 1_000_000, capPeriod: "month", walletCeiling: 1_000_000, budget: 1 << 40, expiryEpochs: 100)])
+        genesis = try genesisFile.validated()
     }
 
     func configuration(_ index: Int, port: UInt16 = 0) -> NodeConfiguration {
@@ -446,7 +448,7 @@ func eventually(_ seconds: Double = 30, _ condition: () -> Bool) -> Bool {
         _ = node.submit(cluster.attribute(by: 0, to: 1, nonce: 1))
         #expect(eventually { node.height >= 1 })
         let health = try httpGet(port: node.metricsPort, "/health")
-        #expect(health.hasPrefix("HTTP/1.1 200") && health.hasSuffix("ok\n"))
+        #expect(health.hasPrefix("HTTP/1.1 200") && health.hasSuffix("ok: 1 validators of the current set reachable, quorum 1\n"), "\(health)")
         let metrics = try httpGet(port: node.metricsPort, "/metrics")
         #expect(metrics.contains("# TYPE calisson_height gauge") && metrics.contains("calisson_transactions_applied_total 1"))
         #expect(try httpGet(port: node.metricsPort, "/nothing").hasPrefix("HTTP/1.1 404"))

@@ -1,12 +1,16 @@
 // What an outsider can send a node does not stop it (issue 16): client requests at
-// extreme heights are answered (item 1); each test names the item it covers.
+// extreme heights are answered (item 1); a database is refused with another genesis
+// (item 3); idle, crowding and flooding clients are cut off while others are served
+// (item 5); a submission the node cannot take says why (item 7); /health counts only
+// validators of the current set (item 8); a stale certified answer is refused by the
+// query CLI's freshness rule (item 9). Each test names the item it covers.
 import Consensus
 import Crypto
 import Foundation
 import Ledger
 import LightClient
-import Node
-import Storage
+@testable import Node
+@testable import Storage
 import Testing
 import Transport
 import Wire
@@ -48,5 +52,212 @@ import Wire
         #expect(try store.block(at: 1 << 63) == nil)
         #expect(try store.handovers(after: UInt64.max, limit: 10).isEmpty)
         #expect(try store.checkpoint(atOrBelow: UInt64.max) == nil)
+    }
+
+    /// A database created with one genesis is refused, by a sentence, under another: the
+    /// recorded digest (item 3), and for a database from before the digest was recorded,
+    /// the stored consensus schedule, never a trap in the replica.
+    @Test func aDatabaseIsRefusedUnderAnotherGenesis() throws {
+        let one = try TestCluster(count: 1)
+        let two = try TestCluster(count: 2)
+        let node = try NodeRuntime(configuration: one.configuration(0))
+        try node.start()
+        _ = node.submit(one.attribute(by: 0, to: 1, nonce: 1))
+        #expect(eventually { node.height >= 1 })
+        node.stop()
+        var other = two.configuration(0)
+        other.databaseFile = one.configuration(0).databaseFile
+        #expect(throws: NodeError.self) { _ = try NodeRuntime(configuration: other) }
+        do { _ = try NodeRuntime(configuration: other) } catch {
+            #expect("\(error)".contains("was created with another genesis"), "\(error)")
+        }
+        // A database from before the record: the right genesis records it; another is refused
+        // (here by the last block's certificate or the schedule) without recording anything.
+        try Database(file: other.databaseFile, mode: .readWrite, create: false).execute("DELETE FROM meta WHERE name = 'extra.genesis'")
+        #expect(throws: (any Error).self) { _ = try NodeRuntime(configuration: other) }
+        #expect(try NodeStore(file: other.databaseFile, readOnly: true).extra("genesis") == nil)
+        let again = try NodeRuntime(configuration: one.configuration(0))
+        #expect(try again.store.extra("genesis") == one.genesis.digest.bytes)
+        try again.start()
+        again.stop()
+    }
+
+    /// Idle clients are closed after `clientIdleMilliseconds`, an address past its quota is
+    /// refused, a client over the request rate is cut off; a well-behaved client is served
+    /// throughout (item 5).
+    @Test func idleCrowdingAndFloodingClientsAreCutOffWhileOthersAreServed() throws {
+        let cluster = try TestCluster(count: 1)
+        var configuration = cluster.configuration(0)
+        configuration.transport.clientPort = 0
+        configuration.transport.clientIdleMilliseconds = 400
+        configuration.transport.clientConnectionsPerAddressMax = 6
+        configuration.transport.clientRequestsPerSecondMax = 50
+        let node = try NodeRuntime(configuration: configuration)
+        try node.start()
+        defer { node.stop() }
+        let port = node.transport.clientPort
+        func connect() -> TransportClient? {
+            try? TransportClient(host: "127.0.0.1", port: port, ca: cluster.ca, chainId: TestCluster.chainId, timeoutMilliseconds: 2_000)
+        }
+        func served(_ client: TransportClient) -> Bool {
+            guard let bytes = try? client.request(ClientRequest.status.wireBytes, timeoutMilliseconds: 2_000),
+                case .status? = try? ClientResponse(wireBytes: bytes) else { return false }
+            return true
+        }
+        let good = try #require(connect())
+        defer { good.close() }
+
+        // Idle: three clients connect (TLS and hello) and send nothing.
+        let idle = (0..<3).compactMap { _ in connect() }
+        defer { for client in idle { client.close() } }
+        #expect(idle.count == 3)
+        for _ in 0..<10 {  // 1 s: the good client asks every 100 ms, the idle ones nothing
+            #expect(served(good))
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        #expect(node.transport.counters.clientIdleClosed >= 3)
+        for client in idle { #expect(!served(client), "an idle client was not closed") }
+
+        // Crowding: one address may hold 6 connections (the good one among them).
+        var crowd = (0..<5).compactMap { _ in connect() }.filter(served)
+        defer { for client in crowd { client.close() } }
+        #expect(crowd.count == 5)
+        let refusedBefore = node.transport.counters.clientConnectionsPerAddressRefused
+        if let extra = connect() {
+            #expect(!served(extra), "a 7th connection from one address was served")
+            extra.close()
+        }
+        #expect(node.transport.counters.clientConnectionsPerAddressRefused > refusedBefore)
+        #expect(served(good))
+        for client in crowd { client.close() }
+        crowd = []
+
+        // Flooding: 200 pipelined requests at once, over 50 per second: cut off.
+        #expect(eventually(5) {
+            guard let flood = connect() else { return false }
+            defer { flood.close() }
+            let results = flood.pipeline((0..<200).map { _ in ClientRequest.status.wireBytes }, timeoutMilliseconds: 5_000)
+            return results.contains { if case .failure = $0 { true } else { false } }
+        })
+        #expect(node.transport.counters.clientRateLimited >= 1)
+        #expect(served(good))
+    }
+
+    /// A submission the node cannot take says why: a stopping node, a full loop queue
+    /// (item 7), never "mempool full" for either.
+    @Test func aRefusedSubmissionSaysWhy() throws {
+        let cluster = try TestCluster(count: 1)
+        let node = try NodeRuntime(configuration: cluster.configuration(0))
+        try node.start()
+        // The loop busy and its queue full: overloaded.
+        let release = DispatchSemaphore(value: 0), busy = DispatchSemaphore(value: 0)
+        try node.loop.execute {
+            busy.signal()
+            release.wait()
+        }
+        busy.wait()
+        while (try? node.loop.execute({})) != nil {}
+        #expect(node.submit(cluster.attribute(by: 0, to: 1, nonce: 1)) == .overloaded)
+        release.signal()
+        #expect(eventually { node.submit(cluster.attribute(by: 0, to: 1, nonce: 2)) == nil })
+        node.stop()
+        #expect(node.submit(cluster.attribute(by: 0, to: 1, nonce: 3)) == .stopping)
+    }
+
+    /// /health counts the validators of the current set only: after a change to {p0, p1, p2}
+    /// with p1 and p2 stopped, p0 is still linked to p3 but has no quorum (item 8).
+    @Test func healthCountsOnlyValidatorsOfTheCurrentSet() throws {
+        let cluster = try TestCluster()
+        let nodes = try (0..<4).map { index in
+            var configuration = cluster.configuration(index)
+            if index == 0 { configuration.metricsPort = 0 }
+            return try NodeRuntime(configuration: configuration)
+        }
+        for node in nodes { try node.start() }
+        defer { for node in nodes { node.stop() } }
+        TestCluster.link(nodes)
+        func governance(_ index: Int, _ body: TransactionBody, nonce: UInt64) -> [UInt8] {
+            Transaction(chainId: TestCluster.chainId, signer: .partner(Identifier("p\(index)")!), nonce: nonce, expiryHeight: 400, body: body)
+                .signed(with: cluster.signingKeys[index]).wireBytes
+        }
+        let smaller = (0..<3).map { Identifier("p\($0)")! }
+        #expect(nodes[0].submit(governance(0, .propose(.setValidators(smaller), deadline: 300), nonce: 1_000)) == nil)
+        #expect(eventually { nodes[0].read { $0.proposal(1) != nil } == true })
+        #expect(nodes[1].submit(governance(1, .vote(proposal: 1, approve: true), nonce: 1_001)) == nil)
+        #expect(nodes[2].submit(governance(2, .vote(proposal: 1, approve: true), nonce: 1_002)) == nil)
+        #expect(eventually { nodes[0].read { $0.meta.validators } == smaller })
+        // Blocks until the new set is the consensus epoch's.
+        var nonce: UInt64 = 0
+        while nodes[0].replicaValidatorCount() != 3, nonce < 200 {
+            let before = nodes[0].height
+            _ = nodes[Int(nonce % 3)].submit(cluster.attribute(by: Int(nonce % 3), to: Int(nonce), nonce: nonce))
+            nonce += 1
+            _ = eventually(5) { nodes[0].height > before }
+        }
+        #expect(nodes[0].replicaValidatorCount() == 3)
+        let healthy = HTTPEndpoint.get(port: nodes[0].metricsPort, "/health") ?? ""
+        #expect(healthy.contains("200") && healthy.contains("3 validators of the current set reachable, quorum 2"), "\(healthy)")
+        nodes[1].stop()
+        nodes[2].stop()
+        #expect(eventually { nodes[0].transport.linkedPeers() == ["p3"] })
+        let health = HTTPEndpoint.get(port: nodes[0].metricsPort, "/health") ?? ""
+        #expect(health.contains("503") && health.contains("1 validators of the current set reachable"), "\(health)")
+    }
+
+    /// A node left behind answers with a checkpoint certified long ago: the query CLI
+    /// refuses it when a witness knows a newer one, and once it has seen a newer one
+    /// itself (its memory), and says how far behind every answer is (item 9).
+    @Test func aStaleCertifiedAnswerIsRefused() throws {
+        let calisson = try productsDirectory() + "/calisson"
+        let cluster = try TestCluster()
+        let genesisPath = "\(cluster.directory)/genesis.json", caPath = "\(cluster.directory)/ca.crt"
+        try JSONEncoder().encode(cluster.genesisFile).write(to: URL(fileURLWithPath: genesisPath))
+        try cluster.ca.pem.write(toFile: caPath, atomically: true, encoding: .utf8)
+        var nodes = try (0..<4).map { index in
+            var configuration = cluster.configuration(index)
+            configuration.transport.clientPort = 0
+            return try NodeRuntime(configuration: configuration)
+        }
+        for node in nodes { try node.start() }
+        defer { for node in nodes { node.stop() } }
+        TestCluster.link(nodes)
+        var nonce: UInt64 = 0
+        func advance(to height: UInt64) {
+            while nodes[0].height < height, nonce < 400 {
+                let before = nodes[0].height
+                _ = nodes[Int(nonce % 3)].submit(cluster.attribute(by: Int(nonce % 3), to: 1, nonce: nonce))
+                nonce += 1
+                _ = eventually(5) { nodes[0].height > before }
+            }
+        }
+        advance(to: 24)
+        nodes[3].stop()
+        let left = nodes[3].height
+        advance(to: left + 3 * Freshness.lagMaxDefault)
+        // p3 back, alone: it answers from the checkpoints it had.
+        var alone = cluster.configuration(3)
+        alone.transport.clientPort = 0
+        nodes[3] = try NodeRuntime(configuration: alone)
+        try nodes[3].start()
+        let stale = "127.0.0.1:\(nodes[3].transport.clientPort)", fresh = "127.0.0.1:\(nodes[0].transport.clientPort)"
+        let base = ["balance", SHA256.hash("citizen 1").hex, "--genesis", genesisPath, "--ca", caPath, "--chain", TestCluster.chainId,
+                    "--checkpoints", "\(cluster.directory)/checkpoints.json"]
+
+        // Nothing to compare with yet: the stale answer is all this client knows.
+        let first = try run(calisson, base + ["--node", stale])
+        #expect(first.status == 0, "\(first.errors)")
+        // A witness knows better.
+        let witnessed = try run(calisson, base + ["--node", stale, "--witness", fresh])
+        #expect(witnessed.status != 0 && witnessed.errors.contains("blocks behind the newest certified checkpoint known"), "\(witnessed.output) \(witnessed.errors)")
+        #expect(witnessed.errors.contains("from witness \(fresh)"), "\(witnessed.errors)")
+        // The fresh node: answered, with how far behind it is; remembered.
+        let current = try run(calisson, base + ["--node", fresh, "--witness", stale])
+        #expect(current.status == 0 && current.output.contains("blocks behind the newest certified checkpoint known"), "\(current.output) \(current.errors)")
+        // The stale node again, no witness: this client's memory refuses to go back.
+        let again = try run(calisson, base + ["--node", stale])
+        #expect(again.status != 0 && again.errors.contains("this client's memory"), "\(again.output) \(again.errors)")
+        // A looser bound lets it through, saying how far behind it is.
+        let loose = try run(calisson, base + ["--node", stale, "--max-lag", "1000"])
+        #expect(loose.status == 0 && loose.output.contains("blocks behind the newest certified checkpoint known ("), "\(loose.output) \(loose.errors)")
     }
 }

@@ -213,7 +213,7 @@ func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportC
 
         // p2 stops reading (its loop is blocked); p0 keeps sending consensus frames to it.
         let blocked = DispatchSemaphore(value: 0)
-        nodes[2].loop.execute { blocked.wait() }
+        try nodes[2].loop.execute { blocked.wait() }
         let frame = [UInt8](repeating: 1, count: 64 * 1024)
         for _ in 0..<200 { nodes[0].transport.send(frame, to: "p2") }
         #expect(eventually { nodes[0].transport.counters.slowConsumersClosed >= 1 })
