@@ -76,8 +76,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: [.define("CALISSON_FAULTS", .when(configuration: .debug))]),
-        .executableTarget(
-            name: "calisson",
+        .executableTarget(name: "calisson", dependencies: ["CalissonCLI"]),
+        // The CLI's commands, a library so that their argument parsing can be fuzzed.
+        .target(
+            name: "CalissonCLI",
             dependencies: ["LightClient", "Ledger", "Storage", "Crypto", "Transport", "Wire", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
             name: "calisson-sim",
@@ -90,7 +92,7 @@ let package = Package(
         .testTarget(name: "CryptoTests", dependencies: ["Crypto", "Wire", "CHotPath"]),
         .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "Simulation", "Crypto", "Wire"]),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Crypto", "Wire"]),
-        .testTarget(name: "TransportTests", dependencies: ["Transport", "Crypto", "Wire"]),
+        .testTarget(name: "TransportTests", dependencies: ["Transport", "Crypto", "Wire", "COpenSSL"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "Node", "Ledger", "Crypto", "Wire"]),
         .testTarget(
             name: "NodeTests",
@@ -110,6 +112,9 @@ if Context.environment["CALISSON_FUZZ"] != nil {
         ("transaction", ["Ledger", "Crypto", "Wire"]),
         ("config", ["Node", "Ledger", "Transport", "Crypto"]),
         ("tls", ["Transport", "Crypto"]),
+        ("answers", ["Node", "LightClient", "Ledger", "Storage", "Transport", "Consensus", "Crypto", "Wire"]),
+        ("governance", ["Ledger", "Transport", "Crypto", "Wire"]),
+        ("cli", ["CalissonCLI"]),
     ]
     for (name, dependencies) in fuzzTargets {
         package.targets.append(

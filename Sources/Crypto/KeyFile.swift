@@ -15,6 +15,8 @@ public enum KeyFileError: Error, Equatable, Sendable, CustomStringConvertible {
     case notPEM(path: String, expectedLabel: String)
     /// The PEM block is not an Ed25519 key in the PKCS#8 / SubjectPublicKeyInfo form.
     case notEd25519(path: String)
+    /// The PEM block is not a 32-byte evidence key.
+    case notEvidenceKey(path: String)
     case alreadyExists(path: String)
     case cannotWrite(path: String, step: String, errno: Int32)
 
@@ -27,6 +29,7 @@ public enum KeyFileError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .tooLarge(path, _): return "\(path): over \(KeyFile.fileByteCountMax) bytes, too large for a key file"
         case let .notPEM(path, label): return "\(path): no PEM block '\(label)' found"
         case let .notEd25519(path): return "\(path): not an Ed25519 key"
+        case let .notEvidenceKey(path): return "\(path): not an evidence key (32 bytes)"
         case let .alreadyExists(path): return "\(path): already exists; refusing to overwrite a key"
         case let .cannotWrite(path, step, code): return "\(path): cannot write (\(step)): \(Self.message(code))"
         }

@@ -431,89 +431,37 @@ public final class NodeRuntime: @unchecked Sendable {
         return (reachable, set.quorum)
     }
 
-    /// Answers a client on the loop thread (the store and ledger are read here).
+    /// Answers a client on the loop thread (the store and ledger are read here): what
+    /// `ClientAnswers` says, a submission through admission, a wait as a waiter.
     private func answer(_ bytes: [UInt8], _ respond: @escaping @Sendable ([UInt8]) -> Void) {
-        let response: ClientResponse
-        do {
-            switch try ClientRequest(wireBytes: bytes).bounded {
-            case let .submit(transaction):
-                admit(transaction, gossip: true) { [weak self] refusal in
-                    if let refusal {
-                        self?.refused += 1
-                        respond(ClientResponse.refused("\(refusal)").wireBytes)
-                    } else {
-                        respond(ClientResponse.admitted(id: SignedTransaction.idTag.hash(transaction)).wireBytes)
-                    }
-                }
-                return
-            case .status:
-                response = .status(NodeStatus(
-                    partner: configuration.transport.selfID, height: ledger.height, stateRoot: ledger.stateRoot, view: replica.view,
-                    epochFirstSeq: replica.epoch.firstSeq, peers: transport.linkedPeersOnLoop(), mempool: UInt64(mempool.count)))
-            case let .transaction(id):
-                response = .transaction(try answers.transaction(id))
-            case let .state(key):
-                let (value, proof) = ledger.proof(key)
-                response = .state(height: ledger.height, root: ledger.stateRoot, value: value, proof: proof)
-            case let .waitFinal(id, timeout):
-                if let found = try answers.transaction(id) {
-                    response = .transaction(found)
-                } else if waiterCount >= Self.waitersMax {
-                    response = .error("too many clients waiting")
-                } else {
-                    let ticks = max(1, UInt64(timeout) / configuration.tickMilliseconds)
-                    waiters[id, default: []].append((respond, tickCount + ticks))
-                    waiterCount += 1
-                    return  // answered at execution or at the deadline
-                }
-            case let .accountTransactions(account, limit):
-                response = .accountTransactions(try answers.accountTransactions(account, limit: limit))
-            case let .transactionProof(id):
-                response = .transactionProof(try store.transaction(id).flatMap { found -> TransactionInclusion? in
-                    guard let record = try store.block(at: found.height), let body = record.body, let block = try? Block(wireBytes: body),
-                        let proof = MerkleTree(leaves: block.commandIDs).proof(at: found.position)
-                    else { return nil }
-                    return TransactionInclusion(
-                        location: StoreAnswers.location(height: found.height, position: found.position, result: found.result),
-                        commandCount: UInt32(block.commands.count), proof: proof, certificate: record.certificate)
-                })
-            case let .certifiedState(key):
-                guard let (height, bytes) = try store.checkpoint(atOrBelow: store.height) else {
-                    response = .error("no stable checkpoint executed yet")
-                    break
-                }
-                let certificate = try CheckpointCertificate(wireBytes: bytes)
-                let proof = StateTree.proof(for: key, root: certificate.stateRoot, nodes: ledger.store)
-                var value: [UInt8]?
-                if let leaf = proof.terminal, leaf.key == key {
-                    value = try store.values(of: key, after: height).first { StateTree.valueHash($0) == leaf.valueHash }
-                    guard value != nil else {
-                        response = .error("the value at checkpoint \(height) is no longer stored")
-                        break
-                    }
-                }
-                response = .certifiedState(height: height, certificate: bytes, value: value, proof: proof)
-            case let .blocks(from, limit, wait):
-                if store.height >= from || wait == 0 {
-                    response = .blocks(try answers.blocks(from: from, limit: limit))
-                } else if waiterCount >= Self.waitersMax {
-                    response = .error("too many clients waiting")
-                } else {
-                    blockWaiters.append((from, limit, respond, tickCount + max(1, UInt64(wait) / configuration.tickMilliseconds)))
-                    waiterCount += 1
-                    return  // answered when block `from` is final, or at the deadline
-                }
-            case let .block(height):
-                response = .block(try answers.block(height))
-            case let .blockTransactions(height):
-                response = .blockTransactions(try answers.blockTransactions(height))
-            case let .handovers(after):
-                response = .handovers(try store.handovers(after: after, limit: ClientRequest.handoversMax).map { try Handover(wireBytes: $0.record) })
-            }
-        } catch {
-            response = .error("\(error)")
+        let request: ClientRequest
+        do { request = try ClientRequest(wireBytes: bytes).bounded } catch { return respond(ClientResponse.error("\(error)").wireBytes) }
+        let outcome = ClientAnswers(store: store, ledger: ledger).outcome(of: request) {
+            NodeStatus(
+                partner: configuration.transport.selfID, height: ledger.height, stateRoot: ledger.stateRoot, view: replica.view,
+                epochFirstSeq: replica.epoch.firstSeq, peers: transport.linkedPeersOnLoop(), mempool: UInt64(mempool.count))
         }
-        respond(response.wireBytes)
+        switch outcome {
+        case let .answer(response):
+            respond(response.wireBytes)
+        case let .submit(transaction):
+            admit(transaction, gossip: true) { [weak self] refusal in
+                if let refusal {
+                    self?.refused += 1
+                    respond(ClientResponse.refused("\(refusal)").wireBytes)
+                } else {
+                    respond(ClientResponse.admitted(id: SignedTransaction.idTag.hash(transaction)).wireBytes)
+                }
+            }
+        case let .waitFinal(id, timeout):
+            guard waiterCount < Self.waitersMax else { return respond(ClientResponse.error("too many clients waiting").wireBytes) }
+            waiters[id, default: []].append((respond, tickCount + max(1, UInt64(timeout) / configuration.tickMilliseconds)))
+            waiterCount += 1  // answered at execution or at the deadline
+        case let .waitBlocks(from, limit, wait):
+            guard waiterCount < Self.waitersMax else { return respond(ClientResponse.error("too many clients waiting").wireBytes) }
+            blockWaiters.append((from, limit, respond, tickCount + max(1, UInt64(wait) / configuration.tickMilliseconds)))
+            waiterCount += 1  // answered when block `from` is final, or at the deadline
+        }
     }
 
     /// Who may link, with which TLS key: the active partners with a registered TLS key hash,
@@ -718,7 +666,7 @@ public final class NodeRuntime: @unchecked Sendable {
             case let .serveState(fromSeq, to, blocksMax):
                 guard let peer = partnersByValidator[to] else { break }
                 var blocks: [CertifiedBlock] = []
-                for height in fromSeq..<(fromSeq + UInt64(blocksMax)) {
+                for height in fromSeq..<fromSeq.saturatingAdding(UInt64(blocksMax)) {
                     guard let record = try store.block(at: height), let body = record.body,
                         let block = try? Block(wireBytes: body), let certificate = try? CommitCertificate(wireBytes: record.certificate)
                     else { break }

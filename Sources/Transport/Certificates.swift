@@ -58,7 +58,22 @@ public struct Certificate: Hashable, Sendable {
         self.pem = pem
         commonName = Self.commonName(of: x509) ?? ""
         publicKeyHash = try Self.publicKeyHash(of: x509)
-        serial = UInt64(ASN1_INTEGER_get(X509_get0_serialNumber(x509)))
+        serial = Self.serial(of: x509)
+    }
+
+    /// A certificate's serial number as Calisson names it (revocations list these): the
+    /// number itself when it fits in 64 bits, as the consortium CA's own certificates do
+    /// (`CertificateAuthority.issue`). A serial that does not (the 20 random bytes other CA
+    /// tools write, or a negative one) is named by 63 bits of the SHA-256 of its bytes with
+    /// the top bit set; `ASN1_INTEGER_get` would answer -1 for it, which no longer traps here.
+    static func serial(of x509: OpaquePointer) -> UInt64 {
+        guard let asn1 = X509_get0_serialNumber(x509) else { return 0 }
+        var value: UInt64 = 0
+        if ASN1_INTEGER_get_uint64(&value, asn1) == 1 { return value }
+        let count = Int(clamping: ASN1_STRING_length(asn1))
+        guard count > 0, let data = ASN1_STRING_get0_data(asn1) else { return 1 << 63 }
+        let digest = SHA256.hash(Array(UnsafeBufferPointer(start: data, count: count)) + [asn1.pointee.type == V_ASN1_NEG_INTEGER ? 1 : 0])
+        return digest.bytes.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) } | 1 << 63
     }
 
     static func parse(_ pem: String) throws(OpenSSLError) -> OpaquePointer {

@@ -169,7 +169,7 @@ final class TLSSession {
         guard let hash = try? Certificate.publicKeyHash(of: x509) else { return nil }
         return PeerCertificate(
             commonName: Certificate.commonName(of: x509) ?? "", publicKeyHash: hash,
-            serial: UInt64(ASN1_INTEGER_get(X509_get0_serialNumber(x509))))
+            serial: Certificate.serial(of: x509))
     }
 
     var negotiated: String {

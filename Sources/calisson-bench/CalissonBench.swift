@@ -33,3 +33,11 @@ struct HotPathCommand: ParsableCommand {
         if !checkOnly { report.measure(rounds: max(1, rounds)) }
     }
 }
+
+/// Durations and rates given as flags: finite, not negative, and at most a million (seconds,
+/// or transactions per second), so that converting them to integers cannot trap.
+func checkFinite(_ values: [(Double, String)]) throws {
+    for (value, option) in values where !(value.isFinite && value >= 0 && value <= 1_000_000) {
+        throw ValidationError("\(option) must be a number from 0 to 1000000, not \(value)")
+    }
+}

@@ -83,6 +83,8 @@ struct ChaosCommand: ParsableCommand {
         guard gap.count == 2, down.count == 2, gap[0] <= gap[1], down[0] <= down[1], gap[0] >= 0, down[0] >= 0 else {
             throw ValidationError("--gap and --down take two values each, from ≤ to, e.g. --gap 1 --gap 5")
         }
+        try checkFinite([(duration, "--duration"), (rate, "--rate"), (recovery, "--recovery"), (modePeriod, "--mode-period"), (delay, "--delay"),
+                         (jitter, "--jitter")] + (gap + down).map { ($0, "--gap and --down") })
         guard duration > 0, rate > 0, recovery > 0, modePeriod > 0 else { throw ValidationError("durations and rate must be positive") }
         guard !byzantineModes.isEmpty else { throw ValidationError("--byzantine-modes: at least one") }
     }

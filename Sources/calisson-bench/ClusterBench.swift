@@ -43,9 +43,8 @@ struct ClusterCommand: ParsableCommand {
     @Flag(help: "Plain progress lines even on a terminal.") var plain = false
 
     func validate() throws {
-        guard transactions > 0, connections > 0, outstanding > 0, citizens > 0, rate >= 0, warmup >= 0 else {
-            throw ValidationError("counts must be positive")
-        }
+        guard transactions > 0, connections > 0, outstanding > 0, citizens > 0 else { throw ValidationError("counts must be positive") }
+        try checkFinite([(rate, "--rate"), (warmup, "--warmup"), (timeout, "--timeout")])
     }
 
     func run() throws {

@@ -34,6 +34,7 @@ struct OrderingCommand: ParsableCommand {
     @Option(help: "Write the result as JSON to this file.") var json: String?
 
     func validate() throws {
+        try checkFinite([(duration, "--duration"), (warmup, "--warmup")])
         guard validators >= 1, blockSize >= 1, payloadSize >= 8, outstanding >= blockSize, duration > 0, tickMilliseconds >= 1 else {
             throw ValidationError("validators ≥ 1, block size ≥ 1, payload ≥ 8 bytes, outstanding ≥ block size, duration > 0")
         }
@@ -264,7 +265,7 @@ final class OrderingReplica: @unchecked Sendable {
                 case let .execute(certified):
                     inputs.append(execute(certified))
                 case let .serveState(fromSeq, to, blocksMax):
-                    let blocks = (fromSeq..<(fromSeq + UInt64(blocksMax))).compactMap { recent[$0] }
+                    let blocks = (fromSeq..<fromSeq.saturatingAdding(UInt64(blocksMax))).compactMap { recent[$0] }
                     if let peer = byKey[to], !blocks.isEmpty { _ = transport.send(Message.stateResponse(blocks).wireBytes, to: peer) }
                 case let .enteredView(view):
                     views.withLock { $0 = max($0, Int(view)) }

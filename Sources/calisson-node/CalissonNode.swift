@@ -72,7 +72,7 @@ struct Keys: ParsableCommand {
         @Option(help: "The partner id (the certificate's common name).")
         var partner: String
 
-        @Option(help: "Directory to write node.key, signing.key, tls.key, tls.csr and the public keys.")
+        @Option(help: "Directory to write node.key, signing.key, tls.key, evidence.key, tls.csr and the public keys.")
         var out: String
 
         func run() throws {
@@ -83,9 +83,10 @@ struct Keys: ParsableCommand {
                 try KeyFile.write(key, to: "\(out)/\(name).key")
                 try KeyFile.write(key.publicKey, to: "\(out)/\(name).pub")
             }
+            try EvidenceKey.generate().write(to: "\(out)/evidence.key")
             let request = try CertificateRequest.make(commonName: partner, key: keys[2].1)
             try request.pem.write(toFile: "\(out)/tls.csr", atomically: true, encoding: .utf8)
-            print("keys for \(partner) in \(out): node.key, signing.key, tls.key (secret, 0600), their .pub, and tls.csr for the CA")
+            print("keys for \(partner) in \(out): node.key, signing.key, tls.key, evidence.key (secret, 0600), their .pub, and tls.csr for the CA")
             print("genesis entry: nodeKey \(keys[0].1.publicKey.bytes.hex), signingKey \(keys[1].1.publicKey.bytes.hex)")
         }
     }
@@ -232,6 +233,7 @@ struct Testnet: ParsableCommand {
             try KeyFile.write(nodeKey, to: "\(directory)/node.key")
             try KeyFile.write(signingKey, to: "\(directory)/signing.key")
             try KeyFile.write(tlsKey, to: "\(directory)/tls.key")
+            try EvidenceKey.generate().write(to: "\(directory)/evidence.key")
             let certificate = try CertificateAuthority.issue(commonName: id, subjectKey: tlsKey.publicKey, ca: ca, caKey: caKey, serial: UInt64(index + 2))
             try certificate.pem.write(toFile: "\(directory)/tls.crt", atomically: true, encoding: .utf8)
             partners.append(GenesisFile.PartnerEntry(

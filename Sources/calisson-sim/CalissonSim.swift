@@ -1,5 +1,6 @@
 import ArgumentParser
 import Simulation
+import Wire
 
 @main
 struct CalissonSim: ParsableCommand {
@@ -39,7 +40,7 @@ struct CalissonSim: ParsableCommand {
     var liveTrace = false
 
     func run() throws {
-        let range = seed.map { $0...$0 } ?? firstSeed...(firstSeed + UInt64(max(1, seeds)) - 1)
+        let range = seed.map { $0...$0 } ?? firstSeed...firstSeed.saturatingAdding(UInt64(max(1, seeds)) - 1)
         var totals = SimulationReport(seed: 0, validators: validators)
         var failed: [UInt64] = []
         var blocks: UInt64 = 0

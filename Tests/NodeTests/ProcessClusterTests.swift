@@ -205,7 +205,7 @@ final class ProcessCluster {
             (try cluster.calisson(["submit", "attribute", "--programme", "recyclage", "--account", account, "--evidence", "y", "--json",
                                    "--key", "\(cluster.net)/rtm/signing.key", "--as", "rtm"]), "issuerNotAllowed"),
             (try cluster.calisson(["submit", "attribute", "--programme", "recyclage", "--account", account, "--evidence", "z", "--json",
-                                   "--key", citizenKey, "--as", "rtm"]), "badSignature"),
+                                   "--key", citizenKey, "--as", "rtm", "--evidence-key", "\(cluster.net)/rtm/evidence.key"]), "badSignature"),
         ]
         for (ran, reason) in rejections {
             #expect(ran.status != 0, "\(ran.output)")

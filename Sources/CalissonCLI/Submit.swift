@@ -38,6 +38,9 @@ struct SubmitOptions: ParsableArguments {
     @Option(help: "Seconds to wait for finality (0: return once admitted).")
     var timeout = 30.0
 
+    @Option(help: "The evidence key (PEM) committing --evidence and --service text (default: evidence.key beside --key).")
+    var evidenceKey: String?
+
     func validate() throws {
         if connection.db != nil { throw ValidationError("--db is read-only: submissions go to a node (--node)") }
         guard (1...LedgerLimits.blockSpanMax).contains(expiresIn) else {
@@ -125,10 +128,31 @@ func accountKey(_ raw: String) throws -> AccountID {
     return Ed25519PublicKey(bytes)
 }
 
-/// A 32-byte commitment: 64 hex digits as given, or the SHA-256 of any other text (an
-/// off-chain reference such as a receipt number: only its hash goes on chain).
-func commitment(_ raw: String) -> Bytes32 {
-    Bytes32(hex: raw) ?? SHA256.hash(raw)
+extension SubmitOptions {
+    /// The evidence key: --evidence-key, or `evidence.key` beside the --key file (where
+    /// `calisson-node keygen` and `testnet` write it); nil when neither exists.
+    func loadEvidenceKey() throws -> EvidenceKey? {
+        let path = evidenceKey ?? ((key as NSString).deletingLastPathComponent as NSString).appendingPathComponent("evidence.key")
+        guard evidenceKey != nil || FileManager.default.fileExists(atPath: path) else { return nil }
+        do { return try EvidenceKey.read(at: path) } catch { throw CommandError("--evidence-key \(error)") }
+    }
+
+    /// A 32-byte commitment of an off-chain reference (a gesture record, a ticket number):
+    /// 64 hex digits are taken as a commitment already computed; any other text is committed
+    /// here as HMAC-SHA-256 under the evidence key. Plain text never goes on chain, and
+    /// neither does its plain hash, which anyone could test guesses against (Docs/PRIVACY.md).
+    func commitment(_ raw: String, _ purpose: EvidenceKey.Purpose, option: String) throws -> Bytes32 {
+        if let given = Bytes32(hex: raw) { return given }
+        guard !raw.isEmpty else { throw ValidationError("\(option) is empty") }
+        guard let key = try loadEvidenceKey() else {
+            throw ValidationError("""
+                \(option) '\(raw)': a reference goes on chain only as a keyed hash (HMAC-SHA-256 under an evidence key, \
+                Docs/PRIVACY.md), and no evidence key was found: give --evidence-key FILE (`calisson key evidence --out FILE` \
+                makes one; `calisson-node keygen` writes evidence.key beside signing.key), or the 64-hex commitment your back-end computed
+                """)
+        }
+        return key.commitment(of: raw, for: purpose)
+    }
 }
 
 struct AttributeCommand: ParsableCommand {
@@ -137,10 +161,11 @@ struct AttributeCommand: ParsableCommand {
     @Option(help: "The programme id.") var programme: String
     @Option(help: "The citizen's account (64 hex digits).") var account: String
     @Option(help: "Units of the civic gesture (tokens = units × the programme's reward per unit).") var units: UInt32 = 1
-    @Option(help: "The evidence: 64 hex digits, or any text (its SHA-256 is recorded; once per programme).") var evidence: String
+    @Option(help: "The evidence: a 64-hex commitment, or the issuer's reference text, committed here under its evidence key (HMAC-SHA-256; once per programme).")
+    var evidence: String
     func run() throws {
         guard options.partner != nil else { throw ValidationError("an attribution is signed by an issuer: --as PARTNER") }
-        _ = try options.submit(.attribute(programme: try identifier(programme), account: try accountKey(account), units: units, evidence: commitment(evidence)))
+        _ = try options.submit(.attribute(programme: try identifier(programme), account: try accountKey(account), units: units, evidence: try options.commitment(evidence, .evidence, option: "--evidence")))
     }
 }
 
@@ -149,10 +174,11 @@ struct RedeemCommand: ParsableCommand {
     @OptionGroup var options: SubmitOptions
     @Option(help: "The accepting partner.") var acceptor: String
     @Option(help: "Tokens to spend.") var amount: UInt64
-    @Option(help: "The service bought: 64 hex digits or any text (its SHA-256 is recorded).") var service = "service"
+    @Option(help: "The service bought: a 64-hex commitment, or the acceptor's reference text, committed under --evidence-key (the acceptor's). Absent: no reference.")
+    var service: String?
     func run() throws {
         guard options.partner == nil else { throw ValidationError("a redemption is signed by the citizen: no --as") }
-        _ = try options.submit(.redeem(acceptor: try identifier(acceptor), amount: amount, service: commitment(service)))
+        _ = try options.submit(.redeem(acceptor: try identifier(acceptor), amount: amount, service: try service.map { try options.commitment($0, .service, option: "--service") } ?? .zero))
     }
 }
 
@@ -252,7 +278,8 @@ struct ProposeCommand: ParsableCommand {
 
 /// `calisson key`: a citizen's key (its public key is the pseudonymous account).
 struct KeyCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "key", abstract: "Create or show a citizen's key.", subcommands: [Generate.self, Show.self])
+    static let configuration = CommandConfiguration(
+        commandName: "key", abstract: "Create or show a citizen's key, or create an evidence key.", subcommands: [Generate.self, Show.self, Evidence.self])
 
     struct Generate: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Write a new Ed25519 key (PEM, 0600) and print its account.")
@@ -261,6 +288,16 @@ struct KeyCommand: ParsableCommand {
             let key = Ed25519PrivateKey()
             do { try KeyFile.write(key, to: out) } catch { throw ValidationError("--out \(out): \(error)") }
             print(key.publicKey.bytes.hex)
+        }
+    }
+
+    struct Evidence: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a new evidence key (PEM, 0600): what commits --evidence and --service text as HMAC-SHA-256 (Docs/PRIVACY.md).")
+        @Option(help: "Where to write the key (must not exist).") var out: String
+        func run() throws {
+            do { try EvidenceKey.generate().write(to: out) } catch { throw CommandError("--out \(out): \(error)") }
+            print("evidence key written to \(out): keep it with the partner's other keys; it is needed to prove a commitment to an auditor")
         }
     }
 

@@ -7,9 +7,11 @@ import Storage
 import Transport
 import Wire
 
-@main
-struct Calisson: ParsableCommand {
-    static let configuration = CommandConfiguration(
+/// The query and submit CLI, `calisson` (a library so that its argument parsing can be
+/// fuzzed: `Tests/Fuzz/cli`); the executable is `Calisson.main()`.
+public struct Calisson: ParsableCommand {
+    public init() {}
+    public static let configuration = CommandConfiguration(
         commandName: "calisson",
         abstract: "Query a Calisson node (balances, accounts, transactions, blocks, partners, programmes, supply, statements) and submit transactions.",
         discussion: """

@@ -1,0 +1,90 @@
+import Consensus
+import Crypto
+import Ledger
+import LightClient
+import Storage
+import Wire
+
+/// What a node answers a client request from its store and ledger. The node runs it on its
+/// loop thread and performs the outcome (a submission goes to admission, a wait becomes a
+/// waiter); the `answers` fuzz target runs the same code on a populated database, so what
+/// a client can send is tried against the node's real answers.
+public struct ClientAnswers {
+    /// What to do with a request.
+    public enum Outcome: Equatable, Sendable {
+        /// Answer now.
+        case answer(ClientResponse)
+        /// Admit this transaction, then answer `admitted` or `refused`.
+        case submit([UInt8])
+        /// Not final yet: answer when it is, or at the deadline.
+        case waitFinal(Bytes32, timeoutMilliseconds: UInt32)
+        /// Block `from` is not final yet: answer when it is, or at the deadline.
+        case waitBlocks(from: UInt64, limit: UInt32, waitMilliseconds: UInt32)
+    }
+
+    let store: NodeStore
+    let ledger: Ledger<StoredState>
+
+    public init(store: NodeStore, ledger: Ledger<StoredState>) {
+        self.store = store
+        self.ledger = ledger
+    }
+
+    /// The outcome of one request (its limits already bounded by the caller: `.bounded`);
+    /// `status` is asked only for a status request. A storage error is answered as an
+    /// error naming it.
+    public func outcome(of request: ClientRequest, status: () -> NodeStatus) -> Outcome {
+        let answers = StoreAnswers(store: store)
+        do {
+            switch request {
+            case let .submit(transaction): return .submit(transaction)
+            case .status: return .answer(.status(status()))
+            case let .transaction(id): return .answer(.transaction(try answers.transaction(id)))
+            case let .state(key):
+                let (value, proof) = ledger.proof(key)
+                return .answer(.state(height: ledger.height, root: ledger.stateRoot, value: value, proof: proof))
+            case let .waitFinal(id, timeout):
+                if let found = try answers.transaction(id) { return .answer(.transaction(found)) }
+                return .waitFinal(id, timeoutMilliseconds: timeout)
+            case let .accountTransactions(account, limit): return .answer(.accountTransactions(try answers.accountTransactions(account, limit: limit)))
+            case let .transactionProof(id): return .answer(.transactionProof(try inclusion(of: id)))
+            case let .certifiedState(key): return .answer(try certifiedState(key))
+            case let .blocks(from, limit, wait):
+                if store.height >= from || wait == 0 { return .answer(.blocks(try answers.blocks(from: from, limit: limit))) }
+                return .waitBlocks(from: from, limit: limit, waitMilliseconds: wait)
+            case let .block(height): return .answer(.block(try answers.block(height)))
+            case let .blockTransactions(height): return .answer(.blockTransactions(try answers.blockTransactions(height)))
+            case let .handovers(after):
+                return .answer(.handovers(try store.handovers(after: after, limit: ClientRequest.handoversMax).map { try Handover(wireBytes: $0.record) }))
+            }
+        } catch {
+            return .answer(.error("\(error)"))
+        }
+    }
+
+    /// A final transaction's place in its block, with the Merkle proof and the block's
+    /// commit certificate.
+    func inclusion(of id: Bytes32) throws -> TransactionInclusion? {
+        try store.transaction(id).flatMap { found -> TransactionInclusion? in
+            guard let record = try store.block(at: found.height), let body = record.body, let block = try? Block(wireBytes: body),
+                let proof = MerkleTree(leaves: block.commandIDs).proof(at: found.position)
+            else { return nil }
+            return TransactionInclusion(
+                location: StoreAnswers.location(height: found.height, position: found.position, result: found.result),
+                commandCount: UInt32(block.commands.count), proof: proof, certificate: record.certificate)
+        }
+    }
+
+    /// A state record at the latest stable checkpoint, with the checkpoint's certificate.
+    func certifiedState(_ key: StateKey) throws -> ClientResponse {
+        guard let (height, bytes) = try store.checkpoint(atOrBelow: store.height) else { return .error("no stable checkpoint executed yet") }
+        let certificate = try CheckpointCertificate(wireBytes: bytes)
+        let proof = StateTree.proof(for: key, root: certificate.stateRoot, nodes: ledger.store)
+        var value: [UInt8]?
+        if let leaf = proof.terminal, leaf.key == key {
+            value = try store.values(of: key, after: height).first { StateTree.valueHash($0) == leaf.valueHash }
+            guard value != nil else { return .error("the value at checkpoint \(height) is no longer stored") }
+        }
+        return .certifiedState(height: height, certificate: bytes, value: value, proof: proof)
+    }
+}
