@@ -143,9 +143,9 @@ extension SubmitOptions {
     /// neither does its plain hash, which anyone could test guesses against (Docs/PRIVACY.md).
     func commitment(_ raw: String, _ purpose: EvidenceKey.Purpose, option: String) throws -> Bytes32 {
         if let given = Bytes32(hex: raw) { return given }
-        guard !raw.isEmpty else { throw ValidationError("\(option) is empty") }
+        guard !raw.isEmpty else { throw CommandError("\(option) is empty") }
         guard let key = try loadEvidenceKey() else {
-            throw ValidationError("""
+            throw CommandError("""
                 \(option) '\(raw)': a reference goes on chain only as a keyed hash (HMAC-SHA-256 under an evidence key, \
                 Docs/PRIVACY.md), and no evidence key was found: give --evidence-key FILE (`calisson key evidence --out FILE` \
                 makes one; `calisson-node keygen` writes evidence.key beside signing.key), or the 64-hex commitment your back-end computed

@@ -129,7 +129,7 @@ extension NodeConfigFile {
         let genesisFile: GenesisFile
         do { genesisFile = try JSONFile.decode(GenesisFile.self, path: path(genesis)) } catch { throw ConfigError(field: "genesis", reason: "\(error)") }
         let genesis: Genesis
-        do { genesis = try genesisFile.validated() } catch { throw ConfigError(field: "genesis", reason: "\(error)") }
+        do { genesis = try genesisFile.validated() } catch { throw ConfigError(field: "genesis", reason: "\(path(self.genesis)): \(error.field): \(error.reason)") }
         // A partner admitted by governance after the genesis is not in it: ids are checked
         // for form here; whether they may link is the ledger's registry to say at run time.
         guard Identifier(partner) != nil else { throw ConfigError(field: "partner", reason: "'\(partner)' is not a partner id (1-32 of a-z, 0-9, '-')") }

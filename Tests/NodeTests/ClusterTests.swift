@@ -76,6 +76,22 @@ struct TestCluster {
             .signed(with: signingKeys[issuer]).wireBytes
     }
 
+    /// Governance makes p0...p(count-1) the validators: p0 proposes, p1 and p2 vote yes
+    /// (the first proposal of the chain). True once node 0's ledger has the new set.
+    func shrinkValidators(to count: Int, through nodes: [NodeRuntime]) -> Bool {
+        func governance(_ index: Int, _ body: TransactionBody, nonce: UInt64) -> [UInt8] {
+            Transaction(chainId: Self.chainId, signer: .partner(Identifier("p\(index)")!), nonce: nonce, expiryHeight: 400, body: body)
+                .signed(with: signingKeys[index]).wireBytes
+        }
+        let smaller = (0..<count).map { Identifier("p\($0)")! }
+        guard nodes[0].submit(governance(0, .propose(.setValidators(smaller), deadline: 300), nonce: 1_000)) == nil,
+            eventually(30, { nodes[0].read { $0.proposal(1) != nil } == true }),
+            nodes[1].submit(governance(1, .vote(proposal: 1, approve: true), nonce: 1_001)) == nil,
+            nodes[2].submit(governance(2, .vote(proposal: 1, approve: true), nonce: 1_002)) == nil
+        else { return false }
+        return eventually { nodes[0].read { $0.meta.validators } == smaller }
+    }
+
     static func link(_ nodes: [NodeRuntime]) {
         let peers = nodes.enumerated().map { PeerAddress(id: "p\($0.offset)", host: "127.0.0.1", port: $0.element.transport.peerPort) }
         for (index, node) in nodes.enumerated() {
@@ -157,17 +173,7 @@ func eventually(_ seconds: Double = 30, _ condition: () -> Bool) -> Bool {
         for node in nodes { try node.start() }
         defer { for node in nodes { node.stop() } }
         TestCluster.link(nodes)
-        func governance(_ index: Int, _ body: TransactionBody, nonce: UInt64) -> [UInt8] {
-            Transaction(chainId: TestCluster.chainId, signer: .partner(Identifier("p\(index)")!), nonce: nonce, expiryHeight: 400, body: body)
-                .signed(with: cluster.signingKeys[index]).wireBytes
-        }
-        let smaller = (0..<3).map { Identifier("p\($0)")! }
-        #expect(nodes[0].submit(governance(0, .propose(.setValidators(smaller), deadline: 300), nonce: 1_000)) == nil)
-        #expect(eventually { nodes[0].read { $0.proposal(1) != nil } == true })
-        #expect(nodes[1].submit(governance(1, .vote(proposal: 1, approve: true), nonce: 1_001)) == nil)
-        #expect(nodes[2].submit(governance(2, .vote(proposal: 1, approve: true), nonce: 1_002)) == nil)
-        let voted = eventually { nodes[0].read { $0.meta.validators } == smaller }
-        #expect(voted, "\(String(describing: nodes[0].read { $0.proposal(1) }))")
+        #expect(cluster.shrinkValidators(to: 3, through: nodes), "\(String(describing: nodes[0].read { $0.proposal(1) }))")
         let record = nodes[0].read { $0.store.value(StateKeys.validatorKeys).flatMap { try? ValidatorKeys(wireBytes: $0) } }
         let changedAt = try #require(record.flatMap { $0 }).changedAt
         let boundary = TrustedValidators.boundary(changedAt: changedAt)

@@ -1,7 +1,8 @@
 // The command-line tools refuse extreme and absurd flag values with a sentence naming
 // the flag, and never trap with a backtrace (issue 16, item 4): durations that are
 // infinite or astronomically large, block counts at UInt64.max. Reference text goes on
-// chain only as a keyed hash (item 13).
+// chain only as a keyed hash (item 13). The cluster scripts honour the caller's BASE_PORT
+// and a Byzantine test node logs the seed it runs with (item 12).
 import Foundation
 import Testing
 
@@ -42,10 +43,11 @@ import Testing
         let attribute = ["submit", "attribute", "--key", "\(directory)/signing.key", "--as", "p0", "--programme", "tri", "--account", account,
                          "--evidence", "trip log #A-0412", "--node", "127.0.0.1:1", "--ca", "\(directory)/none.crt"]
         let refused = try run(calisson, attribute)
-        #expect(refused.status == 64 && refused.errors.contains("keyed hash") && refused.errors.contains("--evidence-key"), "\(refused.errors)")
+        #expect(refused.status == 1 && refused.errors.contains("keyed hash") && refused.errors.contains("--evidence-key"), "\(refused.errors)")
+        #expect(!refused.errors.contains("Usage:"), "\(refused.errors)")  // the command line was right
         let redeem = try run(calisson, ["submit", "redeem", "--key", "\(directory)/signing.key", "--acceptor", "p0", "--amount", "1",
                                         "--service", "ticket 12", "--node", "127.0.0.1:1", "--ca", "\(directory)/none.crt"])
-        #expect(redeem.status == 64 && redeem.errors.contains("--service"), "\(redeem.errors)")
+        #expect(redeem.status == 1 && redeem.errors.contains("--service"), "\(redeem.errors)")
         // With evidence.key beside the signing key, the commitment is made and the command goes on
         // (to fail later, at the missing CA: no node is needed to show the key was taken).
         let made = try run(calisson, ["key", "evidence", "--out", "\(directory)/evidence.key"])
@@ -53,4 +55,60 @@ import Testing
         let keyed = try run(calisson, attribute)
         #expect(!keyed.errors.contains("keyed hash") && keyed.errors.contains("none.crt"), "\(keyed.errors)")
     }
+
+    /// `Cluster/local/up.sh` takes the BASE_PORT it is given, not the one a previous
+    /// cluster left in $CALISSON_HOME/env (item 12). A stand-in calisson-node records the
+    /// arguments `testnet` gets, and fails so that the script stops there.
+    @Test func upHonoursTheCallersBasePort() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("calisson-up-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try FileManager.default.createDirectory(atPath: "\(directory)/home", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: "\(directory)/bin", withIntermediateDirectories: true)
+        try "BASE_PORT=7100\n".write(toFile: "\(directory)/home/env", atomically: true, encoding: .utf8)
+        try "#!/bin/sh\necho \"$@\" > \(directory)/arguments\nexit 3\n".write(toFile: "\(directory)/bin/calisson-node", atomically: true, encoding: .utf8)
+        chmod("\(directory)/bin/calisson-node", 0o755)
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Cluster/local/up.sh").standardized.path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [script, "1"]
+        process.environment = ProcessInfo.processInfo.environment.merging(
+            ["BASE_PORT": "17300", "CALISSON_HOME": "\(directory)/home", "BIN": "\(directory)/bin", "SKIP_BUILD": "1"]) { $1 }
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        let arguments = (try? String(contentsOfFile: "\(directory)/arguments", encoding: .utf8)) ?? ""
+        #expect(arguments.contains("--base-port 17300"), "testnet got: \(arguments)")
+    }
+
+    /// A Byzantine test node logs the seed of its choices, and takes one to replay a run (item 12).
+    @Test func aByzantineNodeLogsItsSeed() throws {
+        let bin = try productsDirectory()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("calisson-seed-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let basePort = UInt16.random(in: 0..<200) * 100 + 10_050
+        let written = try run("\(bin)/calisson-node", ["testnet", "--validators", "1", "--out", directory, "--base-port", "\(basePort)"])
+        #expect(written.status == 0, "\(written.errors)")
+        let genesis = try JSONDecoder().decode(GenesisProbe.self, from: Data(contentsOf: URL(fileURLWithPath: "\(directory)/genesis.json")))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "\(bin)/calisson-node")
+        process.arguments = ["run", "--config", "\(directory)/\(genesis.validators[0])/config.json", "--byzantine", "garbage", "--byzantine-seed", "4242"]
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        defer { if process.isRunning { process.terminate() }; process.waitUntilExit() }
+        let logged = Locked<String>("")
+        let reader = Thread {
+            while true {
+                let chunk = errors.fileHandleForReading.availableData
+                if chunk.isEmpty { return }
+                logged.withLock { $0 += String(decoding: chunk, as: UTF8.self) }
+            }
+        }
+        reader.start()
+        #expect(eventually(20) { logged.withLock { $0 }.contains("seed=4242") }, "\(logged.withLock { $0 })")
+    }
 }
+
+private struct GenesisProbe: Decodable { let validators: [String] }

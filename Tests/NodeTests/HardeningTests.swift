@@ -176,16 +176,7 @@ import Wire
         for node in nodes { try node.start() }
         defer { for node in nodes { node.stop() } }
         TestCluster.link(nodes)
-        func governance(_ index: Int, _ body: TransactionBody, nonce: UInt64) -> [UInt8] {
-            Transaction(chainId: TestCluster.chainId, signer: .partner(Identifier("p\(index)")!), nonce: nonce, expiryHeight: 400, body: body)
-                .signed(with: cluster.signingKeys[index]).wireBytes
-        }
-        let smaller = (0..<3).map { Identifier("p\($0)")! }
-        #expect(nodes[0].submit(governance(0, .propose(.setValidators(smaller), deadline: 300), nonce: 1_000)) == nil)
-        #expect(eventually { nodes[0].read { $0.proposal(1) != nil } == true })
-        #expect(nodes[1].submit(governance(1, .vote(proposal: 1, approve: true), nonce: 1_001)) == nil)
-        #expect(nodes[2].submit(governance(2, .vote(proposal: 1, approve: true), nonce: 1_002)) == nil)
-        #expect(eventually { nodes[0].read { $0.meta.validators } == smaller })
+        #expect(cluster.shrinkValidators(to: 3, through: nodes))
         // Blocks until the new set is the consensus epoch's.
         var nonce: UInt64 = 0
         while nodes[0].replicaValidatorCount() != 3, nonce < 200 {

@@ -55,7 +55,7 @@ struct Run {
         nonce += 1
         let expiry = ledger.height.saturatingAdding(min(ledger.parameters.transactionLifetimeMax, 10))
         return SignedTransaction(transaction: Transaction(chainId: ledger.chainId, signer: signer, nonce: nonce, expiryHeight: expiry, body: body),
-                                 signature: .zero).wireBytes
+                                 signature: Ed25519Signature(.zero)).wireBytes
     }
 
     mutating func block(_ commands: [[UInt8]]) {
