@@ -105,20 +105,7 @@ struct Connection: ParsableArguments {
     /// change the node proves (each handover certified by the set it replaces).
     func trustedValidators() throws -> TrustedValidators? {
         guard let checked = try checkedGenesis() else { return nil }
-        return try Self.follow(checked, chain: chain, what: "the node", ask: ask)
-    }
-
-    static func follow(_ genesis: Genesis, chain: String, what: String, ask: (ClientRequest) throws -> ClientResponse) throws -> TrustedValidators {
-        var trusted = TrustedValidators(genesis: genesis.validators.compactMap { id in genesis.partners.first { $0.id == id }?.nodeKey })
-        while true {
-            guard case let .handovers(list) = try ask(.handovers(after: trusted.changedAt)) else { throw ValidationError("unexpected answer") }
-            for handover in list {
-                do { try trusted.follow(handover, chainId: chain) } catch {
-                    throw CommandError("\(what)'s proof of a validator-set change does not hold (\(error)): it cannot be trusted")
-                }
-            }
-            if list.count < ClientRequest.handoversMax { return trusted }
-        }
+        do { return try CertifiedReader.trusted(checked, ask: ask) } catch let error as CertifiedReadError { throw CommandError("\(error)") }
     }
 
     func client() throws -> TransportClient {
@@ -147,20 +134,12 @@ struct Connection: ParsableArguments {
     /// `trusted`: the validator sets already followed, when a command reads several records.
     func record(_ key: StateKey, trusted: TrustedValidators? = nil) throws -> (value: [UInt8]?, height: UInt64, root: SHA256Digest) {
         if let validators = try trusted ?? trustedValidators() {
-            guard case let .certifiedState(height, certificate, value, proof) = try ask(.certifiedState(key)) else {
-                throw ValidationError("unexpected answer")
+            let record: CertifiedRecord
+            do { record = try CertifiedReader.record(key, trusted: validators, chainId: chain, ask: ask) } catch let error as CertifiedReadError {
+                throw CommandError("\(error)")
             }
-            let root: SHA256Digest
-            do { root = try CheckpointCheck.verify(certificate, height: height, validators: validators.keys(at: height), chainId: chain) } catch {
-                throw ValidationError("the node's checkpoint certificate does not hold (\(error)): this node cannot be trusted")
-            }
-            do {
-                if let value { try proof.verifyInclusion(key: key, value: value, root: root) } else { try proof.verifyAbsence(key: key, root: root) }
-            } catch {
-                throw ValidationError("the node's answer does not match the certified state root (\(error)): this node cannot be trusted")
-            }
-            try checkFreshness(height)
-            return (value, height, root)
+            try checkFreshness(record.height)
+            return (record.value, record.height, record.root)
         }
         guard case let .state(height, root, value, proof) = try ask(.state(key)) else { throw ValidationError("unexpected answer") }
         do {

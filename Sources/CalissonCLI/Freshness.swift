@@ -106,14 +106,8 @@ extension Connection {
             if case let .error(reason) = response { throw CommandError("it answered: \(reason)") }
             return response
         }
-        let trusted = try Self.follow(genesis, chain: chain, what: "witness \(address)", ask: ask)
-        guard case let .certifiedState(height, certificate, _, _) = try ask(.certifiedState(StateKeys.meta)) else {
-            throw CommandError("unexpected answer")
-        }
-        do { _ = try CheckpointCheck.verify(certificate, height: height, validators: trusted.keys(at: height), chainId: chain) } catch {
-            throw CommandError("its checkpoint certificate does not hold (\(error))")
-        }
-        return height
+        let trusted = try CertifiedReader.trusted(genesis, ask: ask)
+        return try CertifiedReader.record(StateKeys.meta, trusted: trusted, chainId: chain, ask: ask).height
     }
 
     /// How far behind the answer certified at `height` is, in words, for the proof line.

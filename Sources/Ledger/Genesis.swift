@@ -228,7 +228,7 @@ extension Ledger {
         var values: [(key: StateKey, value: [UInt8]?)] = [(StateKeys.meta, meta.wireBytes), (StateKeys.parameters, genesis.parameters.wireBytes)]
         values += genesis.partners.map { (StateKeys.partner($0.id), $0.wireBytes) }
         values += genesis.programmes.map { (StateKeys.programme($0.id), $0.wireBytes) }
-        let nodeKeys = genesis.validators.compactMap { id in genesis.partners.first { $0.id == id }?.nodeKey }
+        let nodeKeys = genesis.validatorKeys
         values.append((StateKeys.validatorKeys, ValidatorKeys(changedAt: 0, keys: nodeKeys).wireBytes))
         let tree = StateTree.update(root: .zero, changes: values.map { ($0.key, $0.value.map(StateTree.valueHash)) }, nodes: store)
         store.commit(StateBatch(values: values, tree: tree))
@@ -381,5 +381,12 @@ extension Genesis {
         writer.writeArray(validators)
         writer.writeArray(programmes)
         return Self.digestTag.hash(writer.bytes)
+    }
+}
+
+extension Genesis {
+    /// The node keys of the genesis validators, in consensus order.
+    public var validatorKeys: [Ed25519PublicKey] {
+        validators.compactMap { id in partners.first { $0.id == id }?.nodeKey }
     }
 }

@@ -153,7 +153,7 @@ public final class NodeRuntime: @unchecked Sendable {
             ledger = try Ledger.create(genesis, in: state)
             try state.persistGenesis(extras: [Self.genesisExtra: genesis.digest.bytes])
         }
-        let genesisKeys = genesis.validators.compactMap { id in genesis.partners.first { $0.id == id }?.nodeKey }
+        let genesisKeys = genesis.validatorKeys
         guard let genesisSet = ValidatorSet(genesisKeys) else { throw NodeError.configuration("genesis validators have no node keys") }
         var replicaConfiguration = ReplicaConfiguration(chainId: genesis.chainId, validators: genesisSet)
         replicaConfiguration = configuration.replica(replicaConfiguration)
