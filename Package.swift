@@ -5,18 +5,25 @@ import PackageDescription
 
 let package = Package(
     name: "Calisson",
+    platforms: [.macOS(.v14)],
     products: [
         .library(name: "Wire", targets: ["Wire"]),
-        .library(name: "Crypto", targets: ["Crypto"]),
+        .library(name: "CalissonCrypto", targets: ["CalissonCrypto"]),
         .executable(name: "calisson-bench", targets: ["calisson-bench"]),
         .executable(name: "calisson-sim", targets: ["calisson-sim"]),
         .executable(name: "calisson-node", targets: ["calisson-node"]),
         .executable(name: "calisson", targets: ["calisson"]),
+        .executable(name: "calisson-gateway", targets: ["calisson-gateway"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        // The gateway: HTTP on SwiftNIO (Hummingbird 2), server code generated from Sources/Gateway/openapi.yaml.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-openapi-generator", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-openapi-runtime", from: "1.0.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-openapi-hummingbird", from: "2.0.0"),
     ],
     targets: [
         // System libraries, found through pkg-config; `scripts/install-dependencies` installs them.
@@ -35,15 +42,15 @@ let package = Package(
         // Canonical binary codec. No dependencies.
         .target(name: "Wire"),
         // Hashing, Merkle trees, Ed25519, batched verification.
-        .target(name: "Crypto", dependencies: ["Wire", "CHotPath", "COpenSSL", "CSodium"]),
+        .target(name: "CalissonCrypto", dependencies: ["Wire", "CHotPath", "COpenSSL", "CSodium"]),
         // The PBFT replica as a pure state machine: no I/O, no clocks, no randomness.
-        .target(name: "Consensus", dependencies: ["Wire", "Crypto"]),
+        .target(name: "Consensus", dependencies: ["Wire", "CalissonCrypto"]),
         // The clearing house: tokens, programmes, clearing, governance, authenticated state. Pure.
-        .target(name: "Ledger", dependencies: ["Wire", "Crypto"]),
+        .target(name: "Ledger", dependencies: ["Wire", "CalissonCrypto"]),
         // libuv event loop, TLS 1.3 through OpenSSL memory BIOs, framing, peer mesh, gossip.
         .target(
             name: "Transport",
-            dependencies: ["Wire", "Crypto", "CLibUV", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["Wire", "CalissonCrypto", "CLibUV", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
         // SQLite: blocks, transactions, ledger state and tree, checkpoints, safety log.
         .target(name: "Storage", dependencies: ["Wire", "CSQLite"]),
         // The composition root: stores, ledger, consensus and transport wired together.
@@ -51,20 +58,29 @@ let package = Package(
         .target(
             name: "Node",
             dependencies: [
-                "Wire", "Crypto", "Consensus", "Ledger", "Storage", "Transport", "LightClient",
+                "Wire", "CalissonCrypto", "Consensus", "Ledger", "Storage", "Transport", "LightClient",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: [.define("CALISSON_FAULTS", .when(configuration: .debug))]),
         // What clients and the query CLI need: the client API's messages, proof checks. Light.
-        .target(name: "LightClient", dependencies: ["Wire", "Crypto", "Ledger", "Storage"]),
+        .target(name: "LightClient", dependencies: ["Wire", "CalissonCrypto", "Ledger", "Storage"]),
+        // The partners' door: HTTP/JSON (OpenAPI, Hummingbird), a verified light client of the nodes.
+        .target(
+            name: "Gateway",
+            dependencies: [
+                "LightClient", "Ledger", "Transport", "CalissonCrypto", "Wire", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"), .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
+                .product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird"),
+            ],
+            plugins: [.plugin(name: "OpenAPIGenerator", package: "swift-openapi-generator")]),
         // A whole cluster in one thread, deterministic from a seed, with injected faults.
-        .target(name: "Simulation", dependencies: ["Consensus", "Crypto", "Wire"]),
+        .target(name: "Simulation", dependencies: ["Consensus", "CalissonCrypto", "Wire"]),
 
         // Thin executables.
         .executableTarget(
             name: "calisson-bench",
             dependencies: [
-                "Crypto", "Wire", "Ledger", "Consensus", "Transport", "Storage", "Node", "LightClient",
+                "CalissonCrypto", "Wire", "Ledger", "Consensus", "Transport", "Storage", "Node", "LightClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -72,31 +88,38 @@ let package = Package(
         .executableTarget(
             name: "calisson-node",
             dependencies: [
-                "Node", "Ledger", "LightClient", "Storage", "Crypto", "Transport", .product(name: "Logging", package: "swift-log"),
+                "Node", "Ledger", "LightClient", "Storage", "CalissonCrypto", "Transport", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: [.define("CALISSON_FAULTS", .when(configuration: .debug))]),
         .executableTarget(name: "calisson", dependencies: ["CalissonCLI"]),
+        .executableTarget(
+            name: "calisson-gateway",
+            dependencies: ["Gateway", "LightClient", "Ledger", "Transport", "CalissonCrypto", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // The CLI's commands, a library so that their argument parsing can be fuzzed.
         .target(
             name: "CalissonCLI",
-            dependencies: ["LightClient", "Ledger", "Storage", "Crypto", "Transport", "Wire", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["LightClient", "Ledger", "Storage", "CalissonCrypto", "Transport", "Wire", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
             name: "calisson-sim",
             dependencies: ["Simulation", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
         // Test helper: writes blocks until killed (the storage crash test).
-        .executableTarget(name: "storage-crash-writer", dependencies: ["Node", "Storage", "Ledger", "Crypto", "Wire"]),
+        .executableTarget(name: "storage-crash-writer", dependencies: ["Node", "Storage", "Ledger", "CalissonCrypto", "Wire"]),
 
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
-        .testTarget(name: "CryptoTests", dependencies: ["Crypto", "Wire", "CHotPath"]),
-        .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "Simulation", "Crypto", "Wire"]),
-        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Crypto", "Wire"]),
-        .testTarget(name: "TransportTests", dependencies: ["Transport", "Crypto", "Wire", "COpenSSL"]),
-        .testTarget(name: "StorageTests", dependencies: ["Storage", "Node", "Ledger", "Crypto", "Wire"]),
+        .testTarget(name: "CalissonCryptoTests", dependencies: ["CalissonCrypto", "Wire", "CHotPath"]),
+        .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "Simulation", "CalissonCrypto", "Wire"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "CalissonCrypto", "Wire"]),
+        .testTarget(name: "TransportTests", dependencies: ["Transport", "CalissonCrypto", "Wire", "COpenSSL"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "Node", "Ledger", "CalissonCrypto", "Wire"]),
         .testTarget(
             name: "NodeTests",
-            dependencies: ["Node", "LightClient", "Consensus", "Ledger", "Storage", "Transport", "Crypto", "Wire", .product(name: "Logging", package: "swift-log")]),
+            dependencies: [
+                "Node", "LightClient", "Consensus", "Ledger", "Storage", "Transport", "CalissonCrypto", "Wire", "Gateway",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .testTarget(name: "ShimTests", dependencies: ["CLibUV", "COpenSSL", "CSQLite", "CSodium"]),
     ],
     swiftLanguageModes: [.v6]
@@ -107,13 +130,13 @@ let package = Package(
 if Context.environment["CALISSON_FUZZ"] != nil {
     let fuzzTargets: [(String, [Target.Dependency])] = [
         ("frames", ["Transport", "Consensus", "Ledger", "LightClient", "Wire"]),
-        ("consensus", ["Consensus", "Crypto", "Wire"]),
-        ("client", ["LightClient", "Ledger", "Crypto", "Wire"]),
-        ("transaction", ["Ledger", "Crypto", "Wire"]),
-        ("config", ["Node", "Ledger", "Transport", "Crypto"]),
-        ("tls", ["Transport", "Crypto"]),
-        ("answers", ["Node", "LightClient", "Ledger", "Storage", "Transport", "Consensus", "Crypto", "Wire"]),
-        ("governance", ["Ledger", "Transport", "Crypto", "Wire"]),
+        ("consensus", ["Consensus", "CalissonCrypto", "Wire"]),
+        ("client", ["LightClient", "Ledger", "CalissonCrypto", "Wire"]),
+        ("transaction", ["Ledger", "CalissonCrypto", "Wire"]),
+        ("config", ["Node", "Ledger", "Transport", "CalissonCrypto"]),
+        ("tls", ["Transport", "CalissonCrypto"]),
+        ("answers", ["Node", "LightClient", "Ledger", "Storage", "Transport", "Consensus", "CalissonCrypto", "Wire"]),
+        ("governance", ["Ledger", "Transport", "CalissonCrypto", "Wire"]),
         ("cli", ["CalissonCLI"]),
     ]
     for (name, dependencies) in fuzzTargets {
@@ -122,6 +145,6 @@ if Context.environment["CALISSON_FUZZ"] != nil {
                 name: "fuzz-\(name)", dependencies: dependencies + ["FuzzSupport"], path: "Tests/Fuzz/\(name)",
                 swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
     }
-    package.targets.append(.target(name: "FuzzSupport", dependencies: ["Wire", "Crypto", "Ledger"], path: "Tests/Fuzz/Support"))
+    package.targets.append(.target(name: "FuzzSupport", dependencies: ["Wire", "CalissonCrypto", "Ledger"], path: "Tests/Fuzz/Support"))
 }
 

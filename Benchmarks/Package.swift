@@ -23,7 +23,7 @@ let package = Package(
             name: "HotPathBenchmarks",
             dependencies: [
                 .product(name: "Benchmark", package: "benchmark"),
-                .product(name: "Crypto", package: calisson),
+                .product(name: "CalissonCrypto", package: calisson),
                 .product(name: "Wire", package: calisson),
             ],
             path: "Benchmarks/HotPathBenchmarks",

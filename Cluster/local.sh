@@ -6,7 +6,8 @@
 #   Cluster/local.sh                  # 4 validators
 #   VALIDATORS=7 WORKLOAD=2000 Cluster/local.sh
 # Builds in release, installs missing Debian packages first (scripts/install-dependencies).
-# KEEP=1 leaves the cluster running (Cluster/local/status.sh, down.sh).
+# KEEP=1 leaves the cluster and the gateway running (Cluster/local/status.sh, down.sh) and
+# prints the gateway's address and API key.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VALIDATORS=${VALIDATORS:-4}
@@ -24,6 +25,7 @@ echo "-- GET /health and /metrics (a few lines) on the Métropole's node"
 http_get() { exec 3<>"/dev/tcp/127.0.0.1/$1"; printf 'GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' "$2" >&3; cat <&3; exec 3<&-; }
 http_get $((BASE_PORT + 1000)) /health | tail -1
 http_get $((BASE_PORT + 1000)) /metrics | grep -E '^calisson_(height|blocks_executed_total|transactions_applied_total|linked_validators) '
+Cluster/local/gateway.sh
 echo "-- a partner database read directly, read-only, while its node runs (calisson --db)"
 "$BIN/calisson" supply --db "$NET/rtm/data/node.db"
 # Every node reaches the same height and state root.

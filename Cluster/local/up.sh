@@ -25,7 +25,7 @@ fi
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
     "$ROOT/scripts/install-dependencies"
     (cd "$ROOT" && swift build -c release --product calisson-node && swift build -c release --product calisson \
-        && swift build -c release --product calisson-bench)
+        && swift build -c release --product calisson-bench && swift build -c release --product calisson-gateway)
 fi
 
 rm -rf "$CALISSON_HOME" && mkdir -p "$CALISSON_HOME/logs"

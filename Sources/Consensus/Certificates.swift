@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 
 // Structural checks of certificates (signatures were verified by the shell): a quorum
 // of distinct validators, all agreeing on what they certify. Each returns nil when the

@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 import Wire
 
 // The wire form of consensus messages, for Transport. It differs from what is signed:

@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 import Wire
 
 /// The replica's parameters. Every bound is a named field; `validate()` checks the

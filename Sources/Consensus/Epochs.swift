@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 import Wire
 
 /// A range of heights ordered by one validator set, from `firstSeq` until the next

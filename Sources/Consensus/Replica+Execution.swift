@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 import Wire
 
 extension Replica {

@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 
 extension Replica {
     /// Leaves the current view for `newView`: stops taking part in older views (persisted

@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 import Wire
 
 /// The PBFT replica: a value driven by `step(_:)`, returning the actions its shell must

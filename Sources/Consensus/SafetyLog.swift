@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 
 /// What a replica must have on disk before a message it sends can leave: its view, its
 /// votes, its prepared certificates and its stable checkpoint. Restored on restart, it

@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 import Wire
 
 /// The genesis file (JSON; Docs/LEDGER.md gives the format). Decoded with any `Decoder`

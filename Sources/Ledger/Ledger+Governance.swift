@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 import Wire
 
 // Governance: partners propose and vote; a proposal passes with yes votes from at least

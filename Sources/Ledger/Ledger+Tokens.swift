@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 import Wire
 
 // Attribution, redemption, transfer, demurrage, and the epoch close with clearing.

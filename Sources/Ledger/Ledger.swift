@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 import Wire
 
 /// Why a transaction had no effect: a reason the submitting partner can act on.

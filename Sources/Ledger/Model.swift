@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 import Wire
 
 /// Token amounts, in the smallest unit. Integers only: no floating point anywhere.

@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 import Wire
 
 /// Where each record lives in the authenticated state: a tagged hash of a namespace

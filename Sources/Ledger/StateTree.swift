@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 import Wire
 
 /// A key of the authenticated state: a tagged hash of the record's namespace and id, so

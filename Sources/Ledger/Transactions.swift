@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 import Wire
 
 /// Who signs a transaction: a citizen's key, or a partner (with the signing key the

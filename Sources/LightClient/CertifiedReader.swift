@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 import Ledger
 import Wire
 

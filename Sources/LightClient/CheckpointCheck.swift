@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 import Wire
 
 /// Why a checkpoint certificate does not certify a state root.

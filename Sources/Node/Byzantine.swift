@@ -6,7 +6,7 @@
 // answers clients); what changes is what it sends to the other validators, signed with
 // its own key as a real attacker holding that key would.
 import Consensus
-import Crypto
+import CalissonCrypto
 import Wire
 
 /// What a Byzantine validator does to its peers.

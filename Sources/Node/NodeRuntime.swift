@@ -1,5 +1,5 @@
 import Consensus
-import Crypto
+import CalissonCrypto
 import Foundation
 import LightClient
 import Ledger

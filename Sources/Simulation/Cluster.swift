@@ -1,5 +1,5 @@
 import Consensus
-import Crypto
+import CalissonCrypto
 import Wire
 
 /// The deterministic application the simulator runs under consensus: a chain of state

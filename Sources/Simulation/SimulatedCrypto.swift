@@ -1,5 +1,5 @@
 import Consensus
-import Crypto
+import CalissonCrypto
 import Wire
 
 /// A fast stand-in for Ed25519 inside the simulator: a "signature" is two tagged hashes

@@ -1,5 +1,5 @@
 import Consensus
-import Crypto
+import CalissonCrypto
 import Wire
 
 /// A whole cluster in one thread, driven by one seed: the same seed replays the same

@@ -1,5 +1,5 @@
 import Consensus
-import Crypto
+import CalissonCrypto
 import Wire
 
 /// Faults a run may inject. Every random choice comes from the run's one seed.

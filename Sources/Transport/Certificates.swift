@@ -1,5 +1,5 @@
 import COpenSSL
-import Crypto
+import CalissonCrypto
 import Foundation
 import Wire
 

@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 import Wire
 
 /// One TLS link (to a validator or from a client), on the loop thread: bytes from the

@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 import Wire
 
 /// What a frame carries: the kinds of the transport's envelopes.

@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 import Foundation
 import Wire
 
@@ -10,6 +10,12 @@ public struct JSONFileError: Error, Equatable, Sendable, CustomStringConvertible
     public let field: String
     public let reason: String
     public var description: String { field.isEmpty ? "\(path): \(reason)" : "\(path): \(field): \(reason)" }
+
+    public init(path: String, field: String, reason: String) {
+        self.path = path
+        self.field = field
+        self.reason = reason
+    }
 }
 
 /// Reads and decodes a JSON file a person wrote, with errors that say what to fix.

@@ -1,5 +1,5 @@
 import COpenSSL
-import Crypto
+import CalissonCrypto
 import Foundation
 
 func string(_ buffer: [CChar]) -> String { buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } }

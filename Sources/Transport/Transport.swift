@@ -1,4 +1,4 @@
-import Crypto
+import CalissonCrypto
 import Foundation
 import Logging
 import Synchronization

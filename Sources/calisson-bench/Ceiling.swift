@@ -1,5 +1,5 @@
 import ArgumentParser
-import Crypto
+import CalissonCrypto
 import Foundation
 import Wire
 

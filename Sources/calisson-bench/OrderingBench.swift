@@ -1,6 +1,6 @@
 import ArgumentParser
 import Consensus
-import Crypto
+import CalissonCrypto
 import Foundation
 import Histogram
 import Logging

@@ -2,7 +2,7 @@
 // blocks of attributions and safety records into a node database in a loop, printing
 // "durable H" after each block's commit returned and "persisted N" after each safety
 // append, until it is killed. Restarted on the same file, it resumes where the file is.
-import Crypto
+import CalissonCrypto
 import Foundation
 import Ledger
 import Node

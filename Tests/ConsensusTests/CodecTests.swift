@@ -2,7 +2,7 @@
 // certificates, what the shell verifies (the signed digests) is the same after
 // decoding, and hostile bytes (truncations, flipped bytes, unknown kinds, huge counts)
 // give a typed WireError, never a crash or a large allocation.
-import Crypto
+import CalissonCrypto
 import Testing
 import Wire
 @testable import Consensus

@@ -3,7 +3,7 @@
 // closing it enters the next epoch at view 0 under the new set, a removed validator
 // becomes a learner, an admitted one starts voting, and certificates are judged by the
 // set in force at their height.
-import Crypto
+import CalissonCrypto
 import Testing
 import Wire
 @testable import Consensus

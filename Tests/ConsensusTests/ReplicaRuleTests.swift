@@ -3,7 +3,7 @@
 // primary proposes, the window bounds what is accepted, conflicting proposals become
 // evidence, a NewView that drops a prepared block is refused, and a restarted replica
 // never signs a second digest for a slot it already voted on.
-import Crypto
+import CalissonCrypto
 import Testing
 import Wire
 @testable import Consensus

@@ -2,7 +2,7 @@
 // programme and parameter readable from the ledger, with proofs), and each kind of
 // mistake is refused with an error naming the field.
 import Foundation
-import Crypto
+import CalissonCrypto
 import Testing
 import Wire
 @testable import Ledger

@@ -2,7 +2,7 @@
 // waste-sorting rewards, a demurrage culture pass that can be given away, a transit
 // bonus spendable only on the network), deterministic keys, and helpers that sign and
 // run blocks.
-import Crypto
+import CalissonCrypto
 import Wire
 @testable import Ledger
 

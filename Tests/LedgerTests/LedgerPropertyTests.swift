@@ -3,7 +3,7 @@
 // net positions sum to zero, caps and budgets hold), replay from genesis giving the same
 // roots, and state proofs that verify against the root and fail for altered values.
 // Also the sparse Merkle tree on its own: order independence, deletions, proofs.
-import Crypto
+import CalissonCrypto
 import Testing
 import Wire
 @testable import Ledger

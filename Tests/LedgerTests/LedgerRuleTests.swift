@@ -2,7 +2,7 @@
 // caps, wallet ceiling, budget, evidence), redemption (no overdraft, soonest expiry
 // first, acceptor restrictions, obligations), transfer, replay protection, expiry and
 // demurrage at epoch close, clearing with a worked example, and governance.
-import Crypto
+import CalissonCrypto
 import Testing
 import Wire
 @testable import Ledger

@@ -3,7 +3,7 @@
 // refused naming the parameter; at the largest allowed values, and with expiry heights
 // and deadlines up to UInt64.max, transactions are answered, never a trap.
 import Foundation
-import Crypto
+import CalissonCrypto
 import Testing
 import Wire
 @testable import Ledger

@@ -3,7 +3,7 @@
 // all of them with equal state roots; a node stopped and restarted from its database
 // catches up; bad submissions are refused at admission.
 import Consensus
-import Crypto
+import CalissonCrypto
 import Foundation
 import Ledger
 import LightClient

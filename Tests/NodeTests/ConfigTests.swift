@@ -1,6 +1,6 @@
 // The node's configuration file: a complete one loads into a node configuration (keys,
 // certificates, genesis, registry, peers), and each mistake names its field.
-import Crypto
+import CalissonCrypto
 import Foundation
 import Ledger
 import Node

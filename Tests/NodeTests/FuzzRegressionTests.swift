@@ -1,6 +1,6 @@
 // What the fuzz targets (Tests/Fuzz) found, kept as tests: each input that broke a
 // property, and the property it broke.
-import Crypto
+import CalissonCrypto
 import LightClient
 import Testing
 import Wire

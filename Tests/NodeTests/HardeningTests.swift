@@ -5,7 +5,7 @@
 // validators of the current set (item 8); a stale certified answer is refused by the
 // query CLI's freshness rule (item 9). Each test names the item it covers.
 import Consensus
-import Crypto
+import CalissonCrypto
 import Foundation
 import Ledger
 import LightClient

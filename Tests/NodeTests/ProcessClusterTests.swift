@@ -3,7 +3,7 @@
 // and an auditor would run it. The primary is killed (a view change elects another and
 // progress resumes), restarted (it catches up by state transfer), bad transactions are
 // refused with their reason and change nothing, and a lying node is caught.
-import Crypto
+import CalissonCrypto
 import Foundation
 import Glibc
 import Ledger

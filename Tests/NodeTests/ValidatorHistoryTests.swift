@@ -2,7 +2,7 @@
 // certified by the set in force, whose state names the next set and the block that
 // decided it; the new set is trusted from the boundary the consensus uses, no earlier.
 import Consensus
-import Crypto
+import CalissonCrypto
 import Foundation
 import Ledger
 import LightClient

@@ -3,7 +3,7 @@
 // read-only access while a writer runs, damaged and foreign files refused with the file
 // named, schema versions, pruning, online backup, and the crash test: a writer killed
 // with SIGKILL at random moments loses nothing it reported durable.
-import Crypto
+import CalissonCrypto
 import Foundation
 @testable import Ledger
 import Node

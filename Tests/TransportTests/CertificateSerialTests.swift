@@ -3,7 +3,7 @@
 // from every serial that fits, and a serial that fits is itself (issue 16: a peer's
 // certificate is input from outside).
 import COpenSSL
-import Crypto
+import CalissonCrypto
 import Testing
 @testable import Transport
 

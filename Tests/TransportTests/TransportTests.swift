@@ -3,7 +3,7 @@
 // certificate is refused while the listener keeps serving; garbage, oversized frames and
 // a slow consumer harm only their own link; gossip reaches each node exactly once; the
 // client port answers requests over server-authenticated TLS.
-import Crypto
+import CalissonCrypto
 import Foundation
 import Testing
 import Wire

@@ -5,7 +5,7 @@
 //   libsodium Ed25519 verify >= 2x OpenSSL EVP verify;
 //   batch verify on 2 cores >= 1.7x one core.
 import Benchmark
-import Crypto
+import CalissonCrypto
 import Wire
 #if canImport(Glibc)
 import Glibc

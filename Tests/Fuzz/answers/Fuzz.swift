@@ -7,7 +7,7 @@
 // exist or not), and answered by `ClientAnswers`, the node's own request handling. An
 // answer must encode within the frame limit and decode back to itself; nothing may trap.
 import Consensus
-import Crypto
+import CalissonCrypto
 import Foundation
 import FuzzSupport
 import Ledger

@@ -5,7 +5,7 @@
 // against the validators, state proofs against the certified root, inclusion proofs and
 // commit certificates, validator-set handovers. A forged answer must be refused, never
 // crash the client.
-import Crypto
+import CalissonCrypto
 import FuzzSupport
 import Ledger
 import LightClient

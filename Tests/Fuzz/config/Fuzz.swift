@@ -4,7 +4,7 @@
 // validated). Each must yield a configuration or a `ConfigError` / `GenesisError`, never
 // a crash; a configuration that resolves must name a tick, mempool bound and peers
 // within their limits.
-import Crypto
+import CalissonCrypto
 import Foundation
 import FuzzSupport
 import Ledger

@@ -6,7 +6,7 @@
 // which answers requests for payloads and executions as a node would. A crash, a trap or
 // a broken precondition anywhere on that path is a bug.
 import Consensus
-import Crypto
+import CalissonCrypto
 import FuzzSupport
 import Wire
 

@@ -8,7 +8,7 @@
 // epoch closes. After every block: one result per command, and each programme's books
 // balance (issued = live + redeemed + expired + sunk, and live is what citizens' lots add
 // up to). Nothing may trap: a vote that passes must never stop the chain.
-import Crypto
+import CalissonCrypto
 import Foundation
 import FuzzSupport
 import Ledger

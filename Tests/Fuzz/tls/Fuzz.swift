@@ -3,7 +3,7 @@
 // node's (TLS 1.3 only, Ed25519 certificates, client certificates required and checked
 // against the consortium CA). The handshake must fail with an error or wait for more
 // bytes, never crash, and never complete: no input forges a client certificate.
-import Crypto
+import CalissonCrypto
 import FuzzSupport
 @testable import Transport
 

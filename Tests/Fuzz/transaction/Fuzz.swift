@@ -4,7 +4,7 @@
 // signature taken as valid (a signer can sign anything: what matters is that the rules
 // refuse what they must without crashing). Checks after the block: one result per
 // command, and each programme's live total equals what the citizens' lots add up to.
-import Crypto
+import CalissonCrypto
 import FuzzSupport
 import Ledger
 import Wire

@@ -4,7 +4,7 @@
 import CHotPath
 import Testing
 import Wire
-@testable import Crypto
+@testable import CalissonCrypto
 
 @Suite struct SHA256Tests {
     static let vectors: [(String, String)] = [

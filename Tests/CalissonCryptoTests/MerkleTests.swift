@@ -4,7 +4,7 @@
 // sibling, or a node passed off as a leaf is rejected.
 import Testing
 import Wire
-@testable import Crypto
+@testable import CalissonCrypto
 
 @Suite struct MerkleTests {
     static var backends: [SHA256.Backend] { SHA256.Backend.allCases.filter(\.isAvailable) }

@@ -3,7 +3,7 @@
 // oldest first, never stores a failure, and saves re-verification of cached checks.
 import Testing
 import Wire
-@testable import Crypto
+@testable import CalissonCrypto
 
 @Suite struct VerifierTests {
     static func checks(_ count: Int, invalidEvery: Int, seed: UInt64) -> [SignatureCheck] {

@@ -3,7 +3,7 @@
 // context-reuse pitfall, and domain separation by purpose and chain id.
 import Testing
 import Wire
-@testable import Crypto
+@testable import CalissonCrypto
 
 @Suite struct Ed25519Tests {
     /// RFC 8032 section 7.1, tests 1 to 3: (secret seed, public key, message, signature).

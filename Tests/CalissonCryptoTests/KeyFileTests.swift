@@ -4,7 +4,7 @@
 import Foundation
 import Testing
 import Wire
-@testable import Crypto
+@testable import CalissonCrypto
 #if canImport(Glibc)
 import Glibc
 #endif

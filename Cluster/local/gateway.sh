@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Start calisson-gateway in front of the local cluster's nodes (all of them: it fails over
+# between them and checks every answer against the genesis validators' certificates), with
+# a fresh read-only API key, and read a few records through it with curl, as a partner
+# back-end in any language would (Docs/API.md). The gateway is stopped with the cluster
+# (Cluster/local/down.sh). Its address and key are in $CALISSON_HOME/gateway.env.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+GATEWAY_PORT=$((BASE_PORT + 900))
+key_output=$("$BIN/calisson-gateway" key --name make-run --scopes read)
+KEY=$(sed -n 's/^key *//p' <<< "$key_output")
+printf '{"keys": [%s]}\n' "$(sed -n 's/^entry *//p' <<< "$key_output")" > "$CALISSON_HOME/gateway-keys.json"
+nodes=()
+for index in "${!NODES[@]}"; do nodes+=(--node "127.0.0.1:$(node_port "$index")"); done
+nohup "$BIN/calisson-gateway" run "${nodes[@]}" --ca "$NET/ca.crt" --genesis "$NET/genesis.json" \
+    --api-keys "$CALISSON_HOME/gateway-keys.json" --listen "127.0.0.1:$GATEWAY_PORT" >> "$CALISSON_HOME/logs/gateway.log" 2>&1 &
+echo $! >> "$CALISSON_HOME/pids"
+printf 'GATEWAY=http://127.0.0.1:%s\nGATEWAY_KEY=%s\n' "$GATEWAY_PORT" "$KEY" > "$CALISSON_HOME/gateway.env"
+for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$GATEWAY_PORT/health" > /dev/null && break
+    sleep 0.1
+done
+
+printf '\n\033[1m== The gateway (HTTP/JSON, every answer verified): http://127.0.0.1:%s\033[0m\n' "$GATEWAY_PORT"
+api() { echo "\$ curl -H 'Authorization: Bearer …' http://127.0.0.1:$GATEWAY_PORT$1"; curl -sS -H "Authorization: Bearer $KEY" "http://127.0.0.1:$GATEWAY_PORT$1"; echo; }
+api /v1/status
+amina=$("$BIN/calisson" key show --key "$CALISSON_HOME/scenario/amina.key")
+api "/v1/accounts/$amina"
+api /v1/programmes/culture
+api /v1/partners/velo-partage
+echo "\$ curl http://127.0.0.1:$GATEWAY_PORT/v1/supply   (no key)"
+curl -sS "http://127.0.0.1:$GATEWAY_PORT/v1/supply"; echo
+if [[ ${KEEP:-0} == 1 ]]; then
+    echo "gateway: http://127.0.0.1:$GATEWAY_PORT, API key $KEY (also in $CALISSON_HOME/gateway.env); Docs/API.md"
+fi

@@ -1,0 +1,143 @@
+import CalissonCrypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Synchronization
+import Transport
+import Wire
+
+/// What an API key may do.
+public enum Scope: String, Codable, Sendable, CaseIterable {
+    case read, submit, govern
+}
+
+/// One API key as the gateway's key file lists it: a name for the logs and metrics, the
+/// SHA-256 of the key (the key itself is never stored), its scopes and its rate.
+public struct APIKey: Codable, Sendable, Equatable {
+    public var name: String
+    public var sha256: String
+    public var scopes: [Scope]
+    /// Requests per second, in bursts of at most as many (default 50, 1...100000).
+    public var requestsPerSecond: Int?
+
+    public init(name: String, sha256: String, scopes: [Scope], requestsPerSecond: Int? = nil) {
+        self.name = name
+        self.sha256 = sha256
+        self.scopes = scopes
+        self.requestsPerSecond = requestsPerSecond
+    }
+
+    public static let requestsPerSecondDefault = 50
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        sha256 = try c.decode(String.self, forKey: .sha256)
+        scopes = try c.list(Scope.self, .scopes, countMax: Scope.allCases.count)
+        requestsPerSecond = try c.integerIfPresent(.requestsPerSecond)
+    }
+
+    /// A new key: the secret to give the client once, and its entry for the key file.
+    public static func generate(name: String, scopes: [Scope]) -> (secret: String, entry: APIKey) {
+        let secret = "cal_" + Hex.encode(Ed25519PrivateKey().seedRepresentation)
+        return (secret, APIKey(name: name, sha256: SHA256.hash(secret).hex, scopes: scopes))
+    }
+}
+
+/// The gateway's key file (JSON): `{"keys": [{"name", "sha256", "scopes", "requestsPerSecond"}]}`.
+public struct APIKeyFile: Codable, Sendable, Equatable {
+    public var keys: [APIKey]
+    public init(keys: [APIKey]) { self.keys = keys }
+
+    public static let keyCountMax = 10_000
+
+    public init(from decoder: any Decoder) throws {
+        keys = try decoder.container(keyedBy: CodingKeys.self).list(APIKey.self, .keys, countMax: Self.keyCountMax)
+    }
+
+    /// Reads and checks a key file; each mistake names its key and field.
+    public static func load(_ path: String) throws(JSONFileError) -> [APIKey] {
+        let file = try JSONFile.decode(APIKeyFile.self, path: path)
+        var seen = Set<String>()
+        for (index, key) in file.keys.enumerated() {
+            func problem(_ field: String, _ reason: String) -> JSONFileError { JSONFileError(path: path, field: "keys[\(index)].\(field)", reason: reason) }
+            guard !key.name.isEmpty, key.name.utf8.count <= 64 else { throw problem("name", "1 to 64 bytes") }
+            guard seen.insert(key.name).inserted else { throw problem("name", "'\(key.name)' is listed twice") }
+            guard Bytes32(hex: key.sha256) != nil, key.sha256 == key.sha256.lowercased() else { throw problem("sha256", "64 lowercase hexadecimal digits") }
+            guard !key.scopes.isEmpty else { throw problem("scopes", "at least one of read, submit, govern") }
+            if let rate = key.requestsPerSecond, !(1...100_000).contains(rate) { throw problem("requestsPerSecond", "\(rate) is outside 1...100000") }
+        }
+        return file.keys
+    }
+}
+
+/// Authentication and rate limits, before any operation: `Authorization: Bearer <key>`
+/// with a listed key (401 otherwise), the scope the method needs (403: GET needs `read`),
+/// within the key's rate (429 with Retry-After). `/health` is open. Every refusal is a
+/// problem document and is counted.
+struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
+    let keys: [String: APIKey]  // by SHA-256 of the key
+    let state: AccessState
+
+    init(keys: [APIKey], state: AccessState) {
+        self.keys = Dictionary(keys.map { ($0.sha256, $0) }, uniquingKeysWith: { first, _ in first })
+        self.state = state
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if request.uri.path == "/health" { return try await next(request, context) }
+        guard let header = request.headers[.authorization], header.hasPrefix("Bearer "), let key = keys[SHA256.hash(String(header.dropFirst(7))).hex]
+        else {
+            return refuse(401, "unauthorized", "Unauthorized", "an API key is needed: Authorization: Bearer <key>", headers: [.wwwAuthenticate: "Bearer"])
+        }
+        let needed: Scope = request.method == .get || request.method == .head ? .read : .submit
+        guard key.scopes.contains(needed) else {
+            return refuse(403, "forbidden", "Forbidden", "the key '\(key.name)' does not have the '\(needed.rawValue)' scope")
+        }
+        if let wait = take(key) {
+            return refuse(429, "rate-limited", "Too many requests", "the key '\(key.name)' is over its \(rate(key)) requests per second",
+                          headers: [.retryAfter: "\(wait)"])
+        }
+        return try await next(request, context)
+    }
+
+    func rate(_ key: APIKey) -> Int { key.requestsPerSecond ?? APIKey.requestsPerSecondDefault }
+
+    /// A token from the key's bucket (one second of requests at most); nil when taken,
+    /// else the whole seconds to wait.
+    func take(_ key: APIKey) -> Int? {
+        let rate = Double(rate(key)), now = ContinuousClock.now
+        return state.buckets.withLock { buckets in
+            var bucket = buckets[key.name] ?? (rate, now)
+            let elapsed = bucket.at.duration(to: now)
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            bucket = (min(rate, bucket.tokens + seconds * rate), now)
+            defer { buckets[key.name] = bucket }
+            guard bucket.tokens >= 1 else { return max(1, Int(((1 - bucket.tokens) / rate).rounded(.up))) }
+            bucket.tokens -= 1
+            return nil
+        }
+    }
+
+    func refuse(_ status: Int, _ type: String, _ title: String, _ detail: String, headers: HTTPFields = [:]) -> Response {
+        state.refused.withLock { $0[status, default: 0] += 1 }
+        return ProblemResponse.make(status: status, type: type, title: title, detail: detail, headers: headers)
+    }
+}
+
+/// The rate buckets of the keys, and the refusals by status (for the logs and /metrics).
+final class AccessState: Sendable {
+    /// Per key name: tokens left and when they were counted. At most one entry per listed key.
+    let buckets = Mutex<[String: (tokens: Double, at: ContinuousClock.Instant)]>([:])
+    let refused = Mutex<[Int: Int]>([:])
+}
+
+enum ProblemResponse {
+    static func make(status: Int, type: String, title: String, detail: String, headers: HTTPFields = [:]) -> Response {
+        let problem = Components.Schemas.Problem(_type: "urn:calisson:problem:\(type)", title: title, status: Int32(clamping: status), detail: detail)
+        let body = (try? JSONEncoder().encode(problem)) ?? Data()
+        var fields = headers
+        fields[.contentType] = "application/problem+json"
+        return Response(status: .init(code: status), headers: fields, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}

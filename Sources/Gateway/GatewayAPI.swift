@@ -1,0 +1,118 @@
+import CalissonCrypto
+import Ledger
+import LightClient
+import OpenAPIRuntime
+import Wire
+
+/// The operations of Sources/Gateway/openapi.yaml: each state answer read through the
+/// node pool (certified, proven, fresh), mapped to the document's schemas. A record that
+/// is proven absent is a 404; a path value of the wrong form a 400; no verified answer
+/// from any node a 502 naming what each node did.
+struct GatewayAPI: APIProtocol {
+    let pool: NodePool
+
+    typealias Schemas = Components.Schemas
+
+    // MARK: Health and status
+
+    func getHealth(_ input: Operations.getHealth.Input) async throws -> Operations.getHealth.Output {
+        do {
+            let found = try await pool.read(StateKeys.meta)
+            return .ok(.init(body: .plainText(HTTPBody("ok: certified checkpoint \(found.record.height) from \(found.source)\n"))))
+        } catch {
+            return .serviceUnavailable(.init(body: .plainText(HTTPBody("no verified, fresh answer: \(error)\n"))))
+        }
+    }
+
+    func getStatus(_ input: Operations.getStatus.Input) async throws -> Operations.getStatus.Output {
+        await pool.refresh()
+        let nodes = pool.nodeStates.map { node in
+            Schemas.NodeState(
+                address: node.address.description, reachable: node.error == nil && node.height != nil, height: node.height.map(Self.int),
+                certifiedHeight: node.certifiedHeight.map(Self.int), error: node.error)
+        }
+        guard pool.newestCertifiedHeight > 0 else {
+            return .serviceUnavailable(.init(headers: .init(Retry_hyphen_After: 5), body: .application_problem_plus_json(Problems.notReady(nodes: nodes))))
+        }
+        return .ok(.init(body: .json(Schemas.Status(
+            chainId: pool.genesis.chainId, genesisDigest: pool.genesis.digest.hex, newestCertifiedHeight: Self.int(pool.newestCertifiedHeight),
+            lagMax: Self.int(pool.lagMax), nodes: nodes))))
+    }
+
+    // MARK: Records
+
+    func getAccount(_ input: Operations.getAccount.Input) async throws -> Operations.getAccount.Output {
+        guard let key = Bytes32(hex: input.path.account.lowercased()) else {
+            return .badRequest(Problems.badRequest("account must be 64 hexadecimal digits"))
+        }
+        let found: VerifiedRecord
+        do { found = try await pool.read(StateKeys.account(Ed25519PublicKey(key))) } catch { return .badGateway(Problems.badGateway(error)) }
+        // An account with no tokens has no record: proven absent, it is an empty account.
+        let account: Account
+        do { account = try found.record.value.map { try Account(wireBytes: $0) } ?? Account() } catch { return .badGateway(Problems.badGateway(error)) }
+        let lots = account.lots.map { lot in
+            Schemas.Lot(
+                programme: lot.programme.rawValue, amount: Self.int(lot.amount),
+                expiresAfterEpoch: lot.expiresAtEpoch == Lot.noExpiry ? nil : Self.int(lot.expiresAtEpoch), demurrage: lot.expiresAtEpoch == Lot.noExpiry,
+                meltedFromEpoch: lot.expiresAtEpoch == Lot.noExpiry ? Self.int(lot.meltedFromEpoch) : nil)
+        }
+        return .ok(.init(body: .json(Schemas.Account(
+            account: key.hex, balance: Self.int(account.balance), lots: lots, verification: Self.verification(found)))))
+    }
+
+    func getProgramme(_ input: Operations.getProgramme.Input) async throws -> Operations.getProgramme.Output {
+        guard let id = Identifier(input.path.programme) else { return .badRequest(Problems.badIdentifier(input.path.programme)) }
+        switch await Self.record(StateKeys.programme(id), Programme.self, pool) {
+        case let .failure(problem): return problem.isNotFound ? .notFound(problem.notFound(what: "programme \(id)")) : .badGateway(problem.badGateway)
+        case let .success((programme, found)): return .ok(.init(body: .json(Self.schema(programme, found))))
+        }
+    }
+
+    func getPartner(_ input: Operations.getPartner.Input) async throws -> Operations.getPartner.Output {
+        guard let id = Identifier(input.path.partner) else { return .badRequest(Problems.badIdentifier(input.path.partner)) }
+        switch await Self.record(StateKeys.partner(id), Partner.self, pool) {
+        case let .failure(problem): return problem.isNotFound ? .notFound(problem.notFound(what: "partner \(id)")) : .badGateway(problem.badGateway)
+        case let .success((partner, found)):
+            let roles = [(Roles.issuer, Schemas.Partner.rolesPayloadPayload.issuer), (.acceptor, .acceptor), (.validator, .validator), (.authority, .authority)]
+                .filter { partner.roles.contains($0.0) }.map(\.1)
+            return .ok(.init(body: .json(Schemas.Partner(
+                id: partner.id.rawValue, name: partner.name, roles: roles, status: Self.status(partner.status),
+                signingKey: partner.signingKey.bytes.hex, nodeKey: partner.nodeKey?.bytes.hex, verification: Self.verification(found)))))
+        }
+    }
+
+    func getSupply(_ input: Operations.getSupply.Input) async throws -> Operations.getSupply.Output {
+        switch await Self.record(StateKeys.meta, LedgerMeta.self, pool) {
+        case let .failure(problem): return .badGateway(problem.badGateway)
+        case let .success((meta, found)):
+            let totals = meta.totals
+            return .ok(.init(body: .json(Schemas.Supply(
+                height: Self.int(meta.height), epoch: Self.int(meta.epoch), issued: Self.int(totals.issued), redeemed: Self.int(totals.redeemed),
+                expired: Self.int(totals.expired), sunk: Self.int(totals.sunk), live: Self.int(totals.live),
+                validators: meta.validators.map(\.rawValue), partners: meta.partners.map(\.rawValue), programmes: meta.programmes.map(\.rawValue),
+                verification: Self.verification(found)))))
+        }
+    }
+
+    func getStatement(_ input: Operations.getStatement.Input) async throws -> Operations.getStatement.Output {
+        guard let id = Identifier(input.path.partner) else { return .badRequest(Problems.badIdentifier(input.path.partner)) }
+        guard let epoch = UInt64(exactly: input.path.epoch) else { return .badRequest(Problems.badRequest("epoch must be 0 or more")) }
+        switch await Self.record(StateKeys.statement(epoch, id), Statement.self, pool) {
+        case let .failure(problem):
+            return problem.isNotFound ? .notFound(problem.notFound(what: "a statement of \(id) for epoch \(epoch)")) : .badGateway(problem.badGateway)
+        case let .success((statement, found)):
+            return .ok(.init(body: .json(Schemas.Statement(
+                epoch: Self.int(statement.epoch), partner: statement.partner.rawValue, grossIn: Self.int(statement.grossIn),
+                grossOut: Self.int(statement.grossOut), net: statement.net, obligationsHash: statement.obligationsHash.hex,
+                verification: Self.verification(found)))))
+        }
+    }
+
+    func getProposal(_ input: Operations.getProposal.Input) async throws -> Operations.getProposal.Output {
+        guard let number = UInt64(exactly: input.path.proposal), number >= 1 else { return .badRequest(Problems.badRequest("proposal numbers start at 1")) }
+        switch await Self.record(StateKeys.proposal(number), Proposal.self, pool) {
+        case let .failure(problem): return problem.isNotFound ? .notFound(problem.notFound(what: "proposal \(number)")) : .badGateway(problem.badGateway)
+        case let .success((proposal, found)): return .ok(.init(body: .json(Self.schema(proposal, found))))
+        }
+    }
+}

@@ -1,0 +1,67 @@
+import Hummingbird
+import Logging
+import NIOCore
+import OpenAPIHummingbird
+import Synchronization
+
+/// What a gateway serves, from whom, on which address.
+public struct GatewayConfiguration: Sendable {
+    public var pool: NodePool
+    public var keys: [APIKey]
+    /// Plain HTTP, so loopback only (HTTPS for other addresses is not built yet).
+    public var host = "127.0.0.1"
+    /// 0 picks a free port (`GatewayServer.port` says which).
+    public var port = 8080
+    /// How often every node is asked for its newest certified checkpoint.
+    public var refreshMilliseconds: UInt64 = 2_000
+
+    public init(pool: NodePool, keys: [APIKey]) {
+        self.pool = pool
+        self.keys = keys
+    }
+}
+
+/// Why a gateway does not start.
+public struct GatewayError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The HTTP server: access control, then the operations generated from openapi.yaml.
+public final class GatewayServer: Sendable {
+    public let configuration: GatewayConfiguration
+    private let boundPort = Mutex<Int?>(nil)
+    let access = AccessState()
+
+    public init(configuration: GatewayConfiguration) throws {
+        guard ["127.0.0.1", "localhost", "::1"].contains(configuration.host) else {
+            throw GatewayError("plain HTTP listens on loopback only (127.0.0.1, ::1); HTTPS for \(configuration.host) is not built yet")
+        }
+        self.configuration = configuration
+    }
+
+    /// The port it listens on, once running.
+    public var port: Int? { boundPort.withLock { $0 } }
+
+    /// Serves until the task is cancelled (or the process is asked to stop).
+    public func run(logger: Logger = Logger(label: "calisson.gateway")) async throws {
+        let router = Router()
+        router.add(middleware: AccessMiddleware(keys: configuration.keys, state: access))
+        try GatewayAPI(pool: configuration.pool).registerHandlers(on: router)
+        let app = Application(
+            router: router, configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "calisson-gateway"),
+            onServerRunning: { [self] channel in boundPort.withLock { $0 = channel.localAddress?.port } }, logger: logger)
+        let pool = configuration.pool, period = configuration.refreshMilliseconds
+        let refresher = Task {
+            while !Task.isCancelled {
+                await pool.refresh()
+                try? await Task.sleep(for: .milliseconds(period))
+            }
+        }
+        defer {
+            refresher.cancel()
+            pool.close()
+        }
+        try await app.runService()
+    }
+}

@@ -1,0 +1,80 @@
+import ArgumentParser
+import CalissonCrypto
+import Foundation
+import Gateway
+import Ledger
+import LightClient
+import Logging
+import Transport
+
+@main
+struct CalissonGateway: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "calisson-gateway",
+        abstract: "The partners' door: verified HTTP/JSON answers from the nodes of a Calisson chain (Docs/API.md).",
+        subcommands: [Run.self, Key.self])
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Serve the API (Sources/Gateway/openapi.yaml) as a light client of the given nodes.")
+
+    @Option(name: .customLong("node"), help: ArgumentHelp("A node's client address (repeatable: the gateway fails over between them).", valueName: "host:port"))
+    var nodes: [String] = []
+    @Option(help: "The consortium CA certificate (PEM) the nodes' certificates chain to.") var ca: String
+    @Option(help: "The chain's genesis file: every answer is checked against the validators followed from it.") var genesis: String
+    @Option(help: "The API key file (JSON; `calisson-gateway key` makes an entry).") var apiKeys: String
+    @Option(help: "Where to listen, host:port (plain HTTP: loopback only).") var listen = "127.0.0.1:8080"
+    @Option(help: "Refuse answers certified more than this many blocks behind the newest certified checkpoint known.")
+    var maxLag: UInt64 = Freshness.lagMaxDefault
+    @Option(help: "Seconds to wait for each answer of a node (0.001 to 60).") var requestTimeout = 5.0
+
+    func validate() throws {
+        guard !nodes.isEmpty else { throw ValidationError("at least one --node") }
+        for node in nodes where Self.hostAndPort(node) == nil { throw ValidationError("--node \(node): expected host:port") }
+        guard Self.hostAndPort(listen) != nil else { throw ValidationError("--listen \(listen): expected host:port") }
+        guard maxLag <= LedgerLimits.blockSpanMax else { throw ValidationError("--max-lag must be at most \(LedgerLimits.blockSpanMax)") }
+        guard requestTimeout.isFinite, requestTimeout >= 0.001, requestTimeout <= 60 else {
+            throw ValidationError("--request-timeout must be from 0.001 to 60 seconds, not \(requestTimeout)")
+        }
+    }
+
+    static func hostAndPort(_ text: String) -> (String, UInt16)? {
+        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]), colon > text.startIndex else { return nil }
+        return (String(text[..<colon]), port)
+    }
+
+    func run() async throws {
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        let authority: Certificate
+        do { authority = try Certificate(file: ca) } catch { throw GatewayError("--ca \(error)") }
+        let checked: Genesis
+        do { checked = try JSONFile.decode(GenesisFile.self, path: genesis).validated() } catch { throw GatewayError("--genesis \(genesis): \(error)") }
+        let keys: [APIKey]
+        do { keys = try APIKeyFile.load(apiKeys) } catch { throw GatewayError("--api-keys \(error)") }
+        let addresses = nodes.compactMap(Self.hostAndPort).map { NodeAddress(host: $0.0, port: $0.1) }
+        let pool = NodePool(nodes: addresses, ca: authority, genesis: checked, lagMax: maxLag, timeoutMilliseconds: Int((requestTimeout * 1_000).rounded(.up)))
+        var configuration = GatewayConfiguration(pool: pool, keys: keys)
+        let (host, port) = Self.hostAndPort(listen)!
+        configuration.host = host
+        configuration.port = Int(port)
+        try await GatewayServer(configuration: configuration).run()
+    }
+}
+
+struct Key: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make an API key: prints the key (give it to the client, once) and its entry for the key file (only its hash).")
+    @Option(help: "A name for the key (logs, metrics).") var name: String
+    @Option(help: "Comma-separated: read, submit, govern.") var scopes = "read"
+    func run() throws {
+        let parsed = try scopes.split(separator: ",").map { raw in
+            guard let scope = Scope(rawValue: String(raw)) else { throw ValidationError("--scopes: '\(raw)' is not read, submit or govern") }
+            return scope
+        }
+        let (secret, entry) = APIKey.generate(name: name, scopes: parsed)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        print("key    \(secret)")
+        print("entry  \(String(decoding: try encoder.encode(entry), as: UTF8.self))")
+    }
+}

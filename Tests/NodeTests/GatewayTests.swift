@@ -1,0 +1,139 @@
+// The gateway end to end: four validators on loopback, a `calisson-gateway` server in the
+// same process following all four. Every read operation answers with a verification that
+// names its certified checkpoint; absent records are 404 with their absence proven, bad
+// path values 400; no key is 401, a key without the scope 403, a key over its rate 429
+// with Retry-After; /health needs no key. With the node it was reading from stopped, the
+// gateway fails over to another and answers from there.
+import CalissonCrypto
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Gateway
+import Ledger
+import LightClient
+import Node
+import Testing
+import Transport
+import Wire
+
+@Suite(.serialized) struct GatewayTests {
+    struct Reply {
+        let status: Int
+        let body: [String: Any]
+        let headers: [AnyHashable: Any]
+        let text: String
+    }
+
+    static func get(_ port: Int, _ path: String, key: String?) async throws -> Reply {
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        if let key { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let http = response as! HTTPURLResponse
+        let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+        return Reply(status: http.statusCode, body: object, headers: http.allHeaderFields, text: String(decoding: data, as: UTF8.self))
+    }
+
+    /// Runs blocking test code (node submissions, waits) off the cooperative threads, which
+    /// the gateway's handlers need: on two cores, a blocked pool would stall the server.
+    static func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
+        }
+    }
+
+    static func until(_ seconds: Double, _ condition: () -> Bool) async throws -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition() { return true }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return condition()
+    }
+
+    @Test func verifiedReadsAccessControlAndFailOver() async throws {
+        let cluster = try TestCluster()
+        let nodes = try (0..<4).map { index in
+            var configuration = cluster.configuration(index)
+            configuration.transport.clientPort = 0
+            return try NodeRuntime(configuration: configuration)
+        }
+        for node in nodes { try node.start() }
+        defer { for node in nodes { node.stop() } }
+        TestCluster.link(nodes)
+        try await Self.blocking {
+            var nonce: UInt64 = 0
+            while nodes[0].height < 20, nonce < 200 {
+                let before = nodes[0].height
+                _ = nodes[Int(nonce % 4)].submit(cluster.attribute(by: Int(nonce % 4), to: 1, nonce: nonce))
+                nonce += 1
+                _ = eventually(5) { nodes[0].height > before }
+            }
+        }
+
+        let reader = APIKey.generate(name: "reader", scopes: [.read])
+        let writer = APIKey.generate(name: "writer", scopes: [.submit])
+        var slowKey = APIKey.generate(name: "slow", scopes: [.read])
+        slowKey.entry.requestsPerSecond = 1
+        let pool = NodePool(
+            nodes: nodes.map { NodeAddress(host: "127.0.0.1", port: $0.transport.clientPort) }, ca: cluster.ca, genesis: cluster.genesis, lagMax: 32)
+        var configuration = GatewayConfiguration(pool: pool, keys: [reader.entry, writer.entry, slowKey.entry])
+        configuration.port = 0
+        let server = try GatewayServer(configuration: configuration)
+        let serving = Task { try await server.run() }
+        defer { serving.cancel() }
+        #expect(try await Self.until(30) { server.port != nil })
+        let port = try #require(server.port)
+        let key = reader.secret
+
+        let health = try await Self.get(port, "/health", key: nil)
+        #expect(health.status == 200 && health.text.hasPrefix("ok"), "\(health.text)")
+        let status = try await Self.get(port, "/v1/status", key: key)
+        #expect(status.status == 200 && (status.body["newestCertifiedHeight"] as? Int ?? 0) >= 8, "\(status.text)")
+        #expect(status.body["genesisDigest"] as? String == cluster.genesis.digest.hex)
+
+        let citizen = SHA256.hash("citizen 1").hex
+        let account = try await Self.get(port, "/v1/accounts/\(citizen)", key: key)
+        let verification = account.body["verification"] as? [String: Any] ?? [:]
+        #expect(account.status == 200 && (account.body["balance"] as? Int ?? 0) > 0, "\(account.text)")
+        #expect(verification["certified"] as? Bool == true && (verification["checkpointHeight"] as? Int ?? 0) >= 8, "\(account.text)")
+        let nobody = try await Self.get(port, "/v1/accounts/\(SHA256.hash("nobody").hex)", key: key)
+        #expect(nobody.status == 200 && nobody.body["balance"] as? Int == 0, "\(nobody.text)")
+        #expect(try await Self.get(port, "/v1/accounts/zz", key: key).status == 400)
+
+        let programme = try await Self.get(port, "/v1/programmes/tri", key: key)
+        #expect(programme.status == 200 && programme.body["category"] as? String == "wasteSorting", "\(programme.text)")
+        let missing = try await Self.get(port, "/v1/programmes/nothing", key: key)
+        #expect(missing.status == 404 && (missing.body["detail"] as? String ?? "").contains("absence proven"), "\(missing.text)")
+        #expect(try await Self.get(port, "/v1/programmes/Not-An-Id!", key: key).status == 400)
+        let partner = try await Self.get(port, "/v1/partners/p0", key: key)
+        #expect(partner.status == 200 && (partner.body["roles"] as? [String] ?? []).contains("authority"), "\(partner.text)")
+        let supply = try await Self.get(port, "/v1/supply", key: key)
+        #expect(supply.status == 200 && (supply.body["issued"] as? Int ?? 0) > 0 && (supply.body["validators"] as? [String])?.count == 4, "\(supply.text)")
+        #expect(try await Self.get(port, "/v1/statements/999/p0", key: key).status == 404)
+        #expect(try await Self.get(port, "/v1/proposals/1", key: key).status == 404)
+        #expect(try await Self.get(port, "/v1/proposals/0", key: key).status == 400)
+
+        // Access.
+        let anonymous = try await Self.get(port, "/v1/supply", key: nil)
+        #expect(anonymous.status == 401 && anonymous.body["type"] as? String == "urn:calisson:problem:unauthorized", "\(anonymous.text)")
+        #expect(try await Self.get(port, "/v1/supply", key: "cal_wrong").status == 401)
+        #expect(try await Self.get(port, "/v1/supply", key: writer.secret).status == 403)
+        var statuses: [Int] = []
+        var retryAfter: String?
+        for _ in 0..<3 {
+            let reply = try await Self.get(port, "/v1/status", key: slowKey.secret)
+            statuses.append(reply.status)
+            if reply.status == 429 { retryAfter = reply.headers["Retry-After"] as? String }
+        }
+        #expect(statuses.contains(429) && retryAfter != nil, "\(statuses)")
+
+        // Fail-over: the node that answered stops; another answers.
+        let source = try #require(verification["source"] as? String)
+        let stopped = try #require(nodes.firstIndex { "127.0.0.1:\($0.transport.clientPort)" == source })
+        try await Self.blocking { nodes[stopped].stop() }
+        let after = try await Self.get(port, "/v1/accounts/\(citizen)", key: key)
+        let newSource = (after.body["verification"] as? [String: Any])?["source"] as? String
+        #expect(after.status == 200 && newSource != nil && newSource != source, "\(after.text)")
+    }
+}
