@@ -16,6 +16,7 @@ run: dependencies
 # Builds tests first on their own so that compiler warnings in project code show up,
 # and builds the benchmark package so that it cannot silently stop compiling.
 test: dependencies
+	@./scripts/install-test-tools
 	$(SWIFT) build --build-tests
 	$(SWIFT) test
 	$(SWIFT) build --package-path Benchmarks

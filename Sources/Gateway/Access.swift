@@ -2,6 +2,7 @@ import CalissonCrypto
 import Foundation
 import HTTPTypes
 import Hummingbird
+import OpenAPIRuntime
 import Synchronization
 import Transport
 import Wire
@@ -73,7 +74,7 @@ public struct APIKeyFile: Codable, Sendable, Equatable {
 
 /// Authentication and rate limits, before any operation: `Authorization: Bearer <key>`
 /// with a listed key (401 otherwise), the scope the method needs (403: GET needs `read`),
-/// within the key's rate (429 with Retry-After). `/health` is open. Every refusal is a
+/// within the key's rate (429 with Retry-After). `/health` and `/metrics` are open. Every refusal is a
 /// problem document and is counted.
 struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
     let keys: [String: APIKey]  // by SHA-256 of the key
@@ -85,7 +86,7 @@ struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if request.uri.path == "/health" { return try await next(request, context) }
+        if ["/health", "/metrics"].contains(request.uri.path) { return try await next(request, context) }
         guard let header = request.headers[.authorization], header.hasPrefix("Bearer "), let key = keys[SHA256.hash(String(header.dropFirst(7))).hex]
         else {
             return refuse(401, "unauthorized", "Unauthorized", "an API key is needed: Authorization: Bearer <key>", headers: [.wwwAuthenticate: "Bearer"])
@@ -139,5 +140,31 @@ enum ProblemResponse {
         var fields = headers
         fields[.contentType] = "application/problem+json"
         return Response(status: .init(code: status), headers: fields, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+/// What the generated code cannot answer by itself: a method the document does not list
+/// for any path (405 with `Allow`), and a request whose path or headers do not decode as
+/// the operation's (a proposal number past Int64, say: 400, where the runtime would answer
+/// 500). A failure after decoding stays a 500, as a problem document.
+struct RequestShapeMiddleware<Context: RequestContext>: RouterMiddleware {
+    /// Every operation of openapi.yaml is a GET (HEAD answers like GET).
+    static var allowed: [HTTPRequest.Method] { [.get, .head] }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard Self.allowed.contains(request.method) else {
+            return ProblemResponse.make(
+                status: 405, type: "method-not-allowed", title: "Method not allowed", detail: "\(request.method) is not an operation of this API",
+                headers: [.allow: "GET, HEAD"])
+        }
+        do {
+            return try await next(request, context)
+        } catch let error as ServerError where error.operationInput == nil {
+            return ProblemResponse.make(
+                status: 400, type: "bad-request", title: "Bad request",
+                detail: "the request does not fit operation \(error.operationID): \(error.underlyingError)")
+        } catch let error as ServerError {
+            return ProblemResponse.make(status: 500, type: "internal", title: "Internal error", detail: "operation \(error.operationID): \(error.causeDescription)")
+        }
     }
 }

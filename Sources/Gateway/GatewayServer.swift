@@ -46,12 +46,20 @@ public final class GatewayServer: Sendable {
     /// Serves until the task is cancelled (or the process is asked to stop).
     public func run(logger: Logger = Logger(label: "calisson.gateway")) async throws {
         let router = Router()
+        let metrics = GatewayMetrics(), pool = configuration.pool, access = access
+        router.add(middleware: MetricsMiddleware(metrics: metrics))
+        router.add(middleware: RequestShapeMiddleware())
         router.add(middleware: AccessMiddleware(keys: configuration.keys, state: access))
+        // Prometheus text; open, like /health: the plain listener is on loopback only.
+        router.get("/metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                     body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.text(pool: pool, access: access))))
+        }
         try GatewayAPI(pool: configuration.pool).registerHandlers(on: router)
         let app = Application(
             router: router, configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "calisson-gateway"),
             onServerRunning: { [self] channel in boundPort.withLock { $0 = channel.localAddress?.port } }, logger: logger)
-        let pool = configuration.pool, period = configuration.refreshMilliseconds
+        let period = configuration.refreshMilliseconds
         let refresher = Task {
             while !Task.isCancelled {
                 await pool.refresh()

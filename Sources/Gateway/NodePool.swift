@@ -61,6 +61,8 @@ public final class NodePool: Sendable {
         var nodes: [NodeState]
         var preferred = 0
         var freshness: Freshness
+        /// Per node: answers not used (for /metrics).
+        var failures: [Int]
     }
     private let state: Mutex<State>
 
@@ -71,7 +73,7 @@ public final class NodePool: Sendable {
         self.genesis = genesis
         self.lagMax = lagMax
         self.timeoutMilliseconds = timeoutMilliseconds
-        state = Mutex(State(nodes: nodes.map { _ in NodeState() }, freshness: Freshness(lagMax: lagMax)))
+        state = Mutex(State(nodes: nodes.map { _ in NodeState() }, freshness: Freshness(lagMax: lagMax), failures: nodes.map { _ in 0 }))
     }
 
     /// The newest certified checkpoint known (0: none yet).
@@ -80,6 +82,11 @@ public final class NodePool: Sendable {
     /// Each node's last known heights, or its last error.
     public var nodeStates: [(address: NodeAddress, height: UInt64?, certifiedHeight: UInt64?, error: String?)] {
         state.withLock { state in nodes.indices.map { (nodes[$0], state.nodes[$0].height, state.nodes[$0].certifiedHeight, state.nodes[$0].lastError) } }
+    }
+
+    /// Per node address: its answers not used since start.
+    public var failureCounts: [(String, Int)] {
+        state.withLock { state in nodes.indices.map { (nodes[$0].description, state.failures[$0]) } }
     }
 
     /// A state record, verified and fresh, from the first node that gives one.
@@ -135,7 +142,10 @@ public final class NodePool: Sendable {
             }
             return VerifiedRecord(record: record, source: nodes[index].description, behind: behind)
         } catch {
-            state.withLock { $0.nodes[index].lastError = "\(error)" }
+            state.withLock {
+                $0.nodes[index].lastError = "\(error)"
+                $0.failures[index] += 1
+            }
             throw error
         }
     }

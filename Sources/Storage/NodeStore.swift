@@ -204,7 +204,19 @@ public final class NodeStore {
     /// The cheap checks made at every open: the last block and the meta records agree.
     /// SQLite reports damaged pages when they are read (`corrupt`); `integrityCheck`
     /// reads everything.
+    /// The checks read one snapshot (one read transaction): a reader opening the file while
+    /// the node writes would otherwise see a block from after the state it read, and call a
+    /// sound file damaged.
     private func checkConsistency() throws(StorageError) {
+        try database.execute("BEGIN DEFERRED")
+        do { try checkConsistencyInSnapshot() } catch {
+            try? database.execute("ROLLBACK")
+            throw error
+        }
+        try database.execute("COMMIT")
+    }
+
+    private func checkConsistencyInSnapshot() throws(StorageError) {
         let stored = try database.integer("SELECT max(height) FROM blocks") ?? 0
         guard let last = UInt64(exactly: stored) else { throw .corrupt(file: file, reason: "a block at height \(stored)") }
         guard let recorded = try meta("height").map(Self.uint64) else {

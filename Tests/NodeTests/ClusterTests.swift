@@ -92,6 +92,31 @@ struct TestCluster {
         return eventually { nodes[0].read { $0.meta.validators } == smaller }
     }
 
+    /// Every node started, each with a client port (a free one), linked. The caller stops them.
+    func startNodes() throws -> [NodeRuntime] {
+        let nodes = try (0..<count).map { index in
+            var configuration = configuration(index)
+            configuration.transport.clientPort = 0
+            return try NodeRuntime(configuration: configuration)
+        }
+        for node in nodes { try node.start() }
+        Self.link(nodes)
+        return nodes
+    }
+
+    /// Attributions to citizen 1, issued in turn by the first `issuers` nodes, until node 0
+    /// reaches `height` (at most 400 nonces); `nonce` carries on from one call to the next.
+    func advance(_ nodes: [NodeRuntime], to height: UInt64, issuers: Int, nonce: inout UInt64) {
+        let last = nonce + 400
+        while nodes[0].height < height, nonce < last {
+            let before = nodes[0].height
+            let issuer = Int(nonce % UInt64(issuers))
+            _ = nodes[issuer].submit(attribute(by: issuer, to: 1, nonce: nonce))
+            nonce += 1
+            _ = eventually(5) { nodes[0].height > before }
+        }
+    }
+
     static func link(_ nodes: [NodeRuntime]) {
         let peers = nodes.enumerated().map { PeerAddress(id: "p\($0.offset)", host: "127.0.0.1", port: $0.element.transport.peerPort) }
         for (index, node) in nodes.enumerated() {

@@ -3,7 +3,9 @@
 // names its certified checkpoint; absent records are 404 with their absence proven, bad
 // path values 400; no key is 401, a key without the scope 403, a key over its rate 429
 // with Retry-After; /health needs no key. With the node it was reading from stopped, the
-// gateway fails over to another and answers from there.
+// gateway fails over to another and answers from there. Behind a node that lies (a changed
+// value, proof or certificate), the gateway answers from an honest node, or 502 when the
+// liar is all it has: never the forged data.
 import CalissonCrypto
 import Foundation
 #if canImport(FoundationNetworking)
@@ -53,22 +55,11 @@ import Wire
 
     @Test func verifiedReadsAccessControlAndFailOver() async throws {
         let cluster = try TestCluster()
-        let nodes = try (0..<4).map { index in
-            var configuration = cluster.configuration(index)
-            configuration.transport.clientPort = 0
-            return try NodeRuntime(configuration: configuration)
-        }
-        for node in nodes { try node.start() }
+        let nodes = try cluster.startNodes()
         defer { for node in nodes { node.stop() } }
-        TestCluster.link(nodes)
         try await Self.blocking {
             var nonce: UInt64 = 0
-            while nodes[0].height < 20, nonce < 200 {
-                let before = nodes[0].height
-                _ = nodes[Int(nonce % 4)].submit(cluster.attribute(by: Int(nonce % 4), to: 1, nonce: nonce))
-                nonce += 1
-                _ = eventually(5) { nodes[0].height > before }
-            }
+            cluster.advance(nodes, to: 20, issuers: 4, nonce: &nonce)
         }
 
         let reader = APIKey.generate(name: "reader", scopes: [.read])
@@ -128,8 +119,40 @@ import Wire
         }
         #expect(statuses.contains(429) && retryAfter != nil, "\(statuses)")
 
-        // Fail-over: the node that answered stops; another answers.
         let source = try #require(verification["source"] as? String)
+        // /metrics: requests by status, refusals, the nodes' heights (no key needed, like /health).
+        let metrics = try await Self.get(port, "/metrics", key: nil)
+        #expect(metrics.status == 200, "\(metrics.text)")
+        for line in ["calisson_gateway_requests_total{method=\"GET\",status=\"200\"}", "calisson_gateway_refused_total{status=\"401\"}",
+                     "calisson_gateway_refused_total{status=\"429\"}", "calisson_gateway_newest_certified_height ",
+                     "calisson_gateway_node_up{node=\"\(source)\"} 1", "calisson_gateway_request_duration_seconds_bucket"] {
+            #expect(metrics.text.contains(line), "no \(line) in\n\(metrics.text)")
+        }
+
+        // Liars: alone, a 502 naming the lie; beside an honest node, the honest answer.
+        for lie in [Liar.Lie.value, .proof, .certificate] {
+            let liar = try Liar(relayingTo: nodes[1].transport.clientPort, ca: cluster.ca, caKey: cluster.caKey, chainId: TestCluster.chainId, lie: lie)
+            defer { liar.stop() }
+            let liarAddress = NodeAddress(host: "127.0.0.1", port: liar.port)
+            for (behind, expected) in [([liarAddress], 502), ([liarAddress, NodeAddress(host: "127.0.0.1", port: nodes[2].transport.clientPort)], 200)] {
+                var lied = GatewayConfiguration(
+                    pool: NodePool(nodes: behind, ca: cluster.ca, genesis: cluster.genesis, lagMax: 32), keys: [reader.entry])
+                lied.port = 0
+                let gateway = try GatewayServer(configuration: lied)
+                let task = Task { try await gateway.run() }
+                defer { task.cancel() }
+                #expect(try await Self.until(30) { gateway.port != nil })
+                let reply = try await Self.get(try #require(gateway.port), "/v1/accounts/\(citizen)", key: key)
+                #expect(reply.status == expected, "\(lie) behind \(behind): \(reply.text)")
+                if expected == 200 {
+                    #expect(reply.body["balance"] as? Int == account.body["balance"] as? Int, "\(lie): \(reply.text)")
+                } else {
+                    #expect(reply.text.contains("cannot be trusted"), "\(lie): \(reply.text)")
+                }
+            }
+        }
+
+        // Fail-over: the node that answered stops; another answers.
         let stopped = try #require(nodes.firstIndex { "127.0.0.1:\($0.transport.clientPort)" == source })
         try await Self.blocking { nodes[stopped].stop() }
         let after = try await Self.get(port, "/v1/accounts/\(citizen)", key: key)

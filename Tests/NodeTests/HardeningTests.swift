@@ -204,27 +204,13 @@ import Wire
         let genesisPath = "\(cluster.directory)/genesis.json", caPath = "\(cluster.directory)/ca.crt"
         try JSONEncoder().encode(cluster.genesisFile).write(to: URL(fileURLWithPath: genesisPath))
         try cluster.ca.pem.write(toFile: caPath, atomically: true, encoding: .utf8)
-        var nodes = try (0..<4).map { index in
-            var configuration = cluster.configuration(index)
-            configuration.transport.clientPort = 0
-            return try NodeRuntime(configuration: configuration)
-        }
-        for node in nodes { try node.start() }
+        var nodes = try cluster.startNodes()
         defer { for node in nodes { node.stop() } }
-        TestCluster.link(nodes)
         var nonce: UInt64 = 0
-        func advance(to height: UInt64) {
-            while nodes[0].height < height, nonce < 400 {
-                let before = nodes[0].height
-                _ = nodes[Int(nonce % 3)].submit(cluster.attribute(by: Int(nonce % 3), to: 1, nonce: nonce))
-                nonce += 1
-                _ = eventually(5) { nodes[0].height > before }
-            }
-        }
-        advance(to: 24)
+        cluster.advance(nodes, to: 24, issuers: 3, nonce: &nonce)
         nodes[3].stop()
         let left = nodes[3].height
-        advance(to: left + 3 * Freshness.lagMaxDefault)
+        cluster.advance(nodes, to: left + 3 * Freshness.lagMaxDefault, issuers: 3, nonce: &nonce)
         // p3 back, alone: it answers from the checkpoints it had.
         var alone = cluster.configuration(3)
         alone.transport.clientPort = 0

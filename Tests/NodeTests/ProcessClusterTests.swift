@@ -332,18 +332,23 @@ final class Liar {
     private var upstream: TransportClient?
     var port: UInt16 { transport.clientPort }
 
-    init(relayingTo target: UInt16, net: String, lie: Lie) throws {
-        let ca = try Certificate(pem: try String(contentsOfFile: "\(net)/ca.crt", encoding: .utf8))
+    /// A liar in front of a testnet written by `calisson-node testnet` into `net`.
+    convenience init(relayingTo target: UInt16, net: String, lie: Lie) throws {
+        try self.init(
+            relayingTo: target, ca: try Certificate(pem: try String(contentsOfFile: "\(net)/ca.crt", encoding: .utf8)),
+            caKey: try KeyFile.readPrivateKey(at: "\(net)/ca.key"), chainId: "calisson-local", lie: lie)
+    }
+
+    init(relayingTo target: UInt16, ca: Certificate, caKey: Ed25519PrivateKey, chainId: String, lie: Lie) throws {
         let key = Ed25519PrivateKey()
-        let certificate = try CertificateAuthority.issue(
-            commonName: "liar", subjectKey: key.publicKey, ca: ca, caKey: try KeyFile.readPrivateKey(at: "\(net)/ca.key"), serial: 999)
-        var configuration = TransportConfiguration(chainId: "calisson-local", selfID: "liar", identity: TLSIdentity(certificate: certificate, key: key), ca: ca)
+        let certificate = try CertificateAuthority.issue(commonName: "liar", subjectKey: key.publicKey, ca: ca, caKey: caKey, serial: 999)
+        var configuration = TransportConfiguration(chainId: chainId, selfID: "liar", identity: TLSIdentity(certificate: certificate, key: key), ca: ca)
         configuration.clientPort = 0
         var logger = Logger(label: "liar")
         logger.logLevel = .critical
         transport = try Transport(configuration: configuration, loop: loop, logger: logger)
         // One upstream connection, opened now, used by one request at a time.
-        let upstream = try TransportClient(host: "127.0.0.1", port: target, ca: ca, chainId: "calisson-local")
+        let upstream = try TransportClient(host: "127.0.0.1", port: target, ca: ca, chainId: chainId)
         self.upstream = upstream
         let queue = DispatchQueue(label: "liar")
         transport.onClientRequest = { request, respond in

@@ -1,0 +1,72 @@
+import Hummingbird
+import Prometheus
+
+/// The gateway's `/metrics`, in the Prometheus text format (swift-prometheus): requests by
+/// method and status with their durations, refusals by the access rules, the nodes'
+/// failures and heights. One registry per server (no process-wide state).
+final class GatewayMetrics: Sendable {
+    let registry = PrometheusCollectorRegistry()
+    private let durations: DurationHistogram
+
+    /// `calisson_gateway_<name>_<unit>`.
+    static func name(_ name: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "calisson", subsystem: "gateway", metricName: name, unitName: unit, helpText: help)
+    }
+
+    init() {
+        durations = registry.makeDurationHistogram(
+            descriptor: Self.name("request_duration", "seconds", "Time to answer a request, verification included."),
+            buckets: [.milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(20), .milliseconds(50), .milliseconds(100),
+                      .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5)])
+    }
+
+    func answered(method: String, status: Int, after duration: Duration) {
+        registry.makeCounter(descriptor: Self.name("requests", "total", "Requests answered."), labels: [("method", method), ("status", "\(status)")])
+            .increment()
+        durations.record(duration)
+    }
+
+    /// The text, with the pool's and the access rules' state as of now.
+    func text(pool: NodePool, access: AccessState) -> String {
+        registry.makeGauge(descriptor: Self.name("newest_certified", "height", "The newest certified checkpoint known."))
+            .set(to: Double(pool.newestCertifiedHeight))
+        for node in pool.nodeStates {
+            let labels = [("node", node.address.description)]
+            registry.makeGauge(descriptor: Self.name("node_certified", "height", "A node's last verified checkpoint height."), labels: labels)
+                .set(to: Double(node.certifiedHeight ?? 0))
+            registry.makeGauge(descriptor: Self.name("node", "up", "1 when the node's last answer was verified."), labels: labels)
+                .set(to: node.error == nil && node.certifiedHeight != nil ? 1 : 0)
+        }
+        for (node, count) in pool.failureCounts {
+            let counter = registry.makeCounter(
+                descriptor: Self.name("node_failures", "total", "Answers of a node not used (unreachable, error, failed check, stale)."),
+                labels: [("node", node)])
+            counter.reset()
+            counter.increment(by: Int64(clamping: count))
+        }
+        for (status, count) in access.refused.withLock({ $0 }) {
+            let counter = registry.makeCounter(
+                descriptor: Self.name("refused", "total", "Requests refused by the access rules."), labels: [("status", "\(status)")])
+            counter.reset()
+            counter.increment(by: Int64(clamping: count))
+        }
+        return registry.emitToString()
+    }
+}
+
+/// Counts every request (whatever answered it) and times it.
+struct MetricsMiddleware<Context: RequestContext>: RouterMiddleware {
+    let metrics: GatewayMetrics
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let started = ContinuousClock.now
+        do {
+            let response = try await next(request, context)
+            metrics.answered(method: request.method.rawValue, status: response.status.code, after: started.duration(to: .now))
+            return response
+        } catch {
+            metrics.answered(method: request.method.rawValue, status: (error as? any HTTPResponseError)?.status.code ?? 500, after: started.duration(to: .now))
+            throw error
+        }
+    }
+}

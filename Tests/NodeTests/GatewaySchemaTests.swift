@@ -1,0 +1,52 @@
+// The gateway against its own contract: Schemathesis (from PyPI, in .venv, installed by
+// `make test` through scripts/install-test-tools) generates requests for every operation
+// of Sources/Gateway/openapi.yaml, valid and invalid, against a live gateway in front of a
+// live node, and checks every response: no 5xx other than those documented, status codes,
+// content types, headers and bodies as the document says.
+import CalissonCrypto
+import Foundation
+import Gateway
+import Ledger
+import Node
+import Testing
+import Transport
+
+@Suite(.serialized) struct GatewaySchemaTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized.path
+
+    @Test func everyOperationAnswersAsTheDocumentSays() async throws {
+        let schemathesis = "\(Self.root)/.venv/bin/schemathesis"
+        guard FileManager.default.isExecutableFile(atPath: schemathesis) else {
+            Issue.record("\(schemathesis) is missing: run scripts/install-test-tools (make test does)")
+            return
+        }
+        let cluster = try TestCluster(count: 1)
+        let node = try cluster.startNodes()[0]
+        defer { node.stop() }
+        try await GatewayTests.blocking {
+            var nonce: UInt64 = 0
+            cluster.advance([node], to: 12, issuers: 1, nonce: &nonce)
+        }
+        var key = APIKey.generate(name: "schemathesis", scopes: [.read])
+        key.entry.requestsPerSecond = 100_000
+        var configuration = GatewayConfiguration(
+            pool: NodePool(nodes: [NodeAddress(host: "127.0.0.1", port: node.transport.clientPort)], ca: cluster.ca, genesis: cluster.genesis, lagMax: 32),
+            keys: [key.entry])
+        configuration.port = 0
+        let server = try GatewayServer(configuration: configuration)
+        let serving = Task { try await server.run() }
+        defer { serving.cancel() }
+        #expect(try await GatewayTests.until(30) { server.port != nil })
+        let port = try #require(server.port)
+
+        let secret = key.secret
+        let ran = try await GatewayTests.blocking {
+            try run(schemathesis, [
+                "run", "\(Self.root)/Sources/Gateway/openapi.yaml", "--url", "http://127.0.0.1:\(port)",
+                "--header", "Authorization: Bearer \(secret)", "--checks", "all", "--max-examples", "25", "--seed", "1606",
+                "--request-timeout", "20", "--no-color",
+            ], timeout: 300)
+        }
+        #expect(ran.status == 0, "schemathesis found problems:\n\(ran.output.suffix(6_000))\n\(ran.errors.suffix(2_000))")
+    }
+}
