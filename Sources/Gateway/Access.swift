@@ -148,14 +148,16 @@ enum ProblemResponse {
 /// the operation's (a proposal number past Int64, say: 400, where the runtime would answer
 /// 500). A failure after decoding stays a 500, as a problem document.
 struct RequestShapeMiddleware<Context: RequestContext>: RouterMiddleware {
-    /// Every operation of openapi.yaml is a GET (HEAD answers like GET).
-    static var allowed: [HTTPRequest.Method] { [.get, .head] }
+    /// The methods of openapi.yaml's operations by path: POST on /v1/transactions, GET
+    /// (and HEAD, answered like GET) everywhere else.
+    static func allowed(_ path: String) -> [HTTPRequest.Method] { path == "/v1/transactions" ? [.post] : [.get, .head] }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard Self.allowed.contains(request.method) else {
+        let allowed = Self.allowed(request.uri.path)
+        guard allowed.contains(request.method) else {
             return ProblemResponse.make(
-                status: 405, type: "method-not-allowed", title: "Method not allowed", detail: "\(request.method) is not an operation of this API",
-                headers: [.allow: "GET, HEAD"])
+                status: 405, type: "method-not-allowed", title: "Method not allowed", detail: "\(request.method) is not an operation of \(request.uri.path)",
+                headers: [.allow: allowed.map(\.rawValue).joined(separator: ", ")])
         }
         do {
             return try await next(request, context)

@@ -91,9 +91,7 @@ public final class NodePool: Sendable {
 
     /// A state record, verified and fresh, from the first node that gives one.
     public func read(_ key: StateKey) async throws -> VerifiedRecord {
-        try await withCheckedThrowingContinuation { continuation in
-            queue.async { continuation.resume(with: Result { try self.readBlocking(key) }) }
-        }
+        try await blocking { [self] in try readBlocking(key) }
     }
 
     /// Asks every node for its newest certified checkpoint and status (verified), so that
@@ -107,11 +105,22 @@ public final class NodePool: Sendable {
         }
     }
 
-    func readBlocking(_ key: StateKey) throws -> VerifiedRecord {
+    /// The nodes in the order to ask them: the one that answered last first.
+    func order() -> [Int] {
         let first = state.withLock { $0.preferred }
+        return nodes.indices.map { (first + $0) % nodes.count }
+    }
+
+    /// Runs blocking client work on `queue`, off the server's threads.
+    func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async { continuation.resume(with: Result { try body() }) }
+        }
+    }
+
+    func readBlocking(_ key: StateKey) throws -> VerifiedRecord {
         var failures: [(String, String)] = []
-        for offset in nodes.indices {
-            let index = (first + offset) % nodes.count
+        for index in order() {
             do {
                 let found = try attempt(index, key: key)
                 state.withLock { $0.preferred = index }
@@ -153,11 +162,14 @@ public final class NodePool: Sendable {
     /// Runs `body` with a connection to node `index`: an idle one if there is (the node may
     /// have closed it meanwhile: it closes idle clients; then once more on a new one), else
     /// a new one. A connection that failed is closed; one that worked is kept.
-    private func withClient<T>(_ index: Int, _ body: ((ClientRequest) throws -> ClientResponse) throws -> T) throws -> T {
+    func withClient<T>(
+        _ index: Int, timeoutMilliseconds: Int? = nil, _ body: ((ClientRequest) throws -> ClientResponse) throws -> T
+    ) throws -> T {
+        let wait = timeoutMilliseconds ?? self.timeoutMilliseconds
         func run(_ client: TransportClient) throws -> T {
             do {
                 let result = try body { request in
-                    try ClientResponse(wireBytes: try client.request(request.wireBytes, timeoutMilliseconds: timeoutMilliseconds))
+                    try ClientResponse(wireBytes: try client.request(request.wireBytes, timeoutMilliseconds: wait))
                 }
                 let kept = state.withLock { state -> Bool in
                     guard state.nodes[index].idle.count < Self.idleClientsMax else { return false }
@@ -173,7 +185,7 @@ public final class NodePool: Sendable {
         }
         if let idle = state.withLock({ $0.nodes[index].idle.popLast() }), let result = try? run(idle) { return result }
         let address = nodes[index]
-        return try run(try TransportClient(host: address.host, port: address.port, ca: ca, chainId: genesis.chainId, timeoutMilliseconds: timeoutMilliseconds))
+        return try run(try TransportClient(host: address.host, port: address.port, ca: ca, chainId: genesis.chainId, timeoutMilliseconds: self.timeoutMilliseconds))
     }
 
     /// Closes every idle connection.
@@ -183,5 +195,94 @@ public final class NodePool: Sendable {
             return state.nodes.flatMap(\.idle)
         }
         for client in clients { client.close() }
+    }
+}
+
+/// What became of a transaction sent to the nodes.
+public enum Submission: Sendable, Equatable {
+    /// A node admitted it (or already had it, or had applied it: the same bytes).
+    case accepted(source: String)
+    /// A node's admission refused it, with the node's reason.
+    case refused(String)
+}
+
+/// A final transaction, its inclusion verified.
+public struct VerifiedInclusion: Sendable {
+    public let inclusion: TransactionInclusion
+    public let source: String
+}
+
+extension NodePool {
+    /// Sends a signed transaction to the first node that takes the request (fail-over on
+    /// transport failures and node errors; a refusal by admission is final). The same
+    /// bytes sent twice are the same transaction: a node that already has it answers
+    /// `duplicate`, one that applied it `nonceUsed`, and both count as accepted here (the
+    /// caller then finds it final, or, for a nonce used by other bytes, does not).
+    public func submit(_ transaction: [UInt8]) async throws -> Submission {
+        try await blocking { [self] in
+            var failures: [(String, String)] = []
+            for index in order() {
+                do {
+                    let response = try withClient(index) { ask in try ask(.submit(transaction)) }
+                    switch response {
+                    case .admitted: return .accepted(source: nodes[index].description)
+                    case let .refused(reason) where reason == "duplicate" || reason.hasPrefix("nonceUsed"):
+                        return .accepted(source: nodes[index].description)
+                    case let .refused(reason): return .refused(reason)
+                    case let .error(reason): failures.append((nodes[index].description, reason))
+                    default: failures.append((nodes[index].description, "not an admission answer"))
+                    }
+                } catch {
+                    failures.append((nodes[index].description, "\(error)"))
+                }
+            }
+            throw NoVerifiedAnswer(failures: failures)
+        }
+    }
+
+    /// Waits (at most `milliseconds`) until the node `source` has the transaction final.
+    public func waitFinal(_ id: Bytes32, at source: String, milliseconds: UInt32) async throws -> Bool {
+        try await blocking { [self] in
+            guard let index = nodes.firstIndex(where: { $0.description == source }) else { return false }
+            let response = try withClient(index, timeoutMilliseconds: Int(milliseconds) + timeoutMilliseconds) { ask in
+                try ask(.waitFinal(id, timeoutMilliseconds: milliseconds))
+            }
+            guard case let .transaction(location) = response else { return false }
+            return location != nil
+        }
+    }
+
+    /// A final transaction's place, from the first node whose inclusion proof and commit
+    /// certificate hold (its position checked against the proof); nil when every node
+    /// that answered says it has no such final transaction.
+    public func inclusion(of id: Bytes32) async throws -> VerifiedInclusion? {
+        try await blocking { [self] in
+            var failures: [(String, String)] = []
+            var absent = 0
+            for index in order() {
+                do {
+                    let found: TransactionInclusion? = try withClient(index) { ask -> TransactionInclusion? in
+                        let trusted = try CertifiedReader.trusted(genesis, ask: ask)
+                        guard case let .transactionProof(found) = try ask(.transactionProof(id)) else { throw CertifiedReadError.answer("not a proof") }
+                        guard let found else { return nil }
+                        do {
+                            try InclusionCheck.verify(found, transaction: id, validators: trusted.keys(at: found.location.height), chainId: genesis.chainId)
+                        } catch let error as CertificateError {
+                            throw CertifiedReadError.certificate(error)
+                        }
+                        return found
+                    }
+                    guard let found else {
+                        absent += 1
+                        continue
+                    }
+                    return VerifiedInclusion(inclusion: found, source: nodes[index].description)
+                } catch {
+                    failures.append((nodes[index].description, "\(error)"))
+                }
+            }
+            if absent > 0 { return nil }
+            throw NoVerifiedAnswer(failures: failures)
+        }
     }
 }

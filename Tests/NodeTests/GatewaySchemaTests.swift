@@ -27,7 +27,7 @@ import Transport
             var nonce: UInt64 = 0
             cluster.advance([node], to: 12, issuers: 1, nonce: &nonce)
         }
-        var key = APIKey.generate(name: "schemathesis", scopes: [.read])
+        var key = APIKey.generate(name: "schemathesis", scopes: [.read, .submit])
         key.entry.requestsPerSecond = 100_000
         var configuration = GatewayConfiguration(
             pool: NodePool(nodes: [NodeAddress(host: "127.0.0.1", port: node.transport.clientPort)], ca: cluster.ca, genesis: cluster.genesis, lagMax: 32),
@@ -42,7 +42,7 @@ import Transport
         let secret = key.secret
         let ran = try await GatewayTests.blocking {
             try run(schemathesis, [
-                "run", "\(Self.root)/Sources/Gateway/openapi.yaml", "--url", "http://127.0.0.1:\(port)",
+                "--config-file", "\(Self.root)/Tests/schemathesis.toml", "run", "\(Self.root)/Sources/Gateway/openapi.yaml", "--url", "http://127.0.0.1:\(port)",
                 "--header", "Authorization: Bearer \(secret)", "--checks", "all", "--max-examples", "25", "--seed", "1606",
                 "--request-timeout", "20", "--no-color",
             ], timeout: 300)

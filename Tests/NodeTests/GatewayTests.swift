@@ -53,6 +53,73 @@ import Wire
         return condition()
     }
 
+    static func post(_ port: Int, _ path: String, key: String?, json: [String: Any]) async throws -> Reply {
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        request.httpMethod = "POST"
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        if let key { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
+        request.httpBody = try JSONSerialization.data(withJSONObject: json)
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let http = response as! HTTPURLResponse
+        let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+        return Reply(status: http.statusCode, body: object, headers: http.allHeaderFields, text: String(decoding: data, as: UTF8.self))
+    }
+
+    /// Relaying signed transactions: final with a verified inclusion, the same bytes again
+    /// without a second effect, 202 then a lookup, refusals by admission as 422, bad bodies
+    /// 400, the submit scope needed.
+    @Test func signedTransactionsAreRelayedOnceAndFoundFinal() async throws {
+        let cluster = try TestCluster()
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        let reader = APIKey.generate(name: "reader", scopes: [.read])
+        let submitter = APIKey.generate(name: "back-end", scopes: [.read, .submit])
+        var configuration = GatewayConfiguration(
+            pool: NodePool(nodes: nodes.map { NodeAddress(host: "127.0.0.1", port: $0.transport.clientPort) }, ca: cluster.ca, genesis: cluster.genesis, lagMax: 32),
+            keys: [reader.entry, submitter.entry])
+        configuration.port = 0
+        let server = try GatewayServer(configuration: configuration)
+        let serving = Task { try await server.run() }
+        defer { serving.cancel() }
+        #expect(try await Self.until(30) { server.port != nil })
+        let port = try #require(server.port)
+        let key = submitter.secret
+
+        let transaction = cluster.attribute(by: 1, to: 5, nonce: 4_242)
+        let first = try await Self.post(port, "/v1/transactions", key: key, json: ["transaction": Hex.encode(transaction)])
+        #expect(first.status == 200 && first.body["status"] as? String == "final" && first.body["result"] as? String == "applied", "\(first.text)")
+        #expect(first.body["inclusionVerified"] as? Bool == true && first.body["id"] as? String == SignedTransaction.idTag.hash(transaction).hex)
+        let issued = nodes[0].read { $0.meta.totals.issued }
+        // The same bytes again: the same transaction, final, nothing issued twice.
+        let again = try await Self.post(port, "/v1/transactions", key: key, json: ["transaction": Hex.encode(transaction)])
+        #expect(again.status == 200 && again.body["id"] as? String == first.body["id"] as? String && again.body["height"] as? Int == first.body["height"] as? Int,
+                "\(again.text)")
+        #expect(nodes[0].read { $0.meta.totals.issued } == issued)
+
+        // Without waiting: 202 with the transaction's URL (or 200 if it was already final), then found.
+        let later = cluster.attribute(by: 2, to: 6, nonce: 4_243)
+        let accepted = try await Self.post(port, "/v1/transactions?wait=false", key: key, json: ["transaction": Hex.encode(later)])
+        #expect([200, 202].contains(accepted.status), "\(accepted.text)")
+        let id = SignedTransaction.idTag.hash(later).hex
+        if accepted.status == 202 { #expect(accepted.headers["Location"] as? String == "/v1/transactions/\(id)") }
+        var found = try await Self.get(port, "/v1/transactions/\(id)", key: reader.secret)
+        for _ in 0..<100 where found.status == 404 {
+            try await Task.sleep(for: .milliseconds(50))
+            found = try await Self.get(port, "/v1/transactions/\(id)", key: reader.secret)
+        }
+        #expect(found.status == 200 && found.body["result"] as? String == "applied", "\(found.text)")
+        #expect(try await Self.get(port, "/v1/transactions/\(SHA256.hash("unknown").hex)", key: key).status == 404)
+
+        // Refusals.
+        var forged = cluster.attribute(by: 3, to: 7, nonce: 4_244)
+        forged[forged.count - 1] ^= 1  // the signature no longer holds
+        let refused = try await Self.post(port, "/v1/transactions", key: key, json: ["transaction": Hex.encode(forged)])
+        #expect(refused.status == 422 && (refused.body["detail"] as? String ?? "").contains("badSignature"), "\(refused.text)")
+        #expect(try await Self.post(port, "/v1/transactions", key: key, json: ["transaction": "zz"]).status == 400)
+        #expect(try await Self.post(port, "/v1/transactions", key: key, json: ["transaction": "00ff"]).status == 422)
+        #expect(try await Self.post(port, "/v1/transactions", key: reader.secret, json: ["transaction": Hex.encode(transaction)]).status == 403)
+    }
+
     @Test func verifiedReadsAccessControlAndFailOver() async throws {
         let cluster = try TestCluster()
         let nodes = try cluster.startNodes()
