@@ -7,13 +7,15 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 GATEWAY_PORT=$((BASE_PORT + 900))
-key_output=$("$BIN/calisson-gateway" key --name make-run --scopes read)
+key_output=$("$BIN/calisson-gateway" key --name make-run --scopes read,submit)
 KEY=$(sed -n 's/^key *//p' <<< "$key_output")
 printf '{"keys": [%s]}\n' "$(sed -n 's/^entry *//p' <<< "$key_output")" > "$CALISSON_HOME/gateway-keys.json"
 nodes=()
 for index in "${!NODES[@]}"; do nodes+=(--node "127.0.0.1:$(node_port "$index")"); done
+# It signs rewards for the transit operator, rtm, with rtm's signing and evidence keys.
 nohup "$BIN/calisson-gateway" run "${nodes[@]}" --ca "$NET/ca.crt" --genesis "$NET/genesis.json" \
-    --api-keys "$CALISSON_HOME/gateway-keys.json" --listen "127.0.0.1:$GATEWAY_PORT" >> "$CALISSON_HOME/logs/gateway.log" 2>&1 &
+    --api-keys "$CALISSON_HOME/gateway-keys.json" --listen "127.0.0.1:$GATEWAY_PORT" \
+    --partner rtm --signing-key "$NET/rtm/signing.key" --state-dir "$CALISSON_HOME/gateway" >> "$CALISSON_HOME/logs/gateway.log" 2>&1 &
 echo $! >> "$CALISSON_HOME/pids"
 printf 'GATEWAY=http://127.0.0.1:%s\nGATEWAY_KEY=%s\n' "$GATEWAY_PORT" "$KEY" > "$CALISSON_HOME/gateway.env"
 for _ in $(seq 1 100); do
@@ -25,9 +27,20 @@ printf '\n\033[1m== The gateway (HTTP/JSON, every answer verified): http://127.0
 api() { echo "\$ curl -H 'Authorization: Bearer …' http://127.0.0.1:$GATEWAY_PORT$1"; curl -sS -H "Authorization: Bearer $KEY" "http://127.0.0.1:$GATEWAY_PORT$1"; echo; }
 api /v1/status
 amina=$("$BIN/calisson" key show --key "$CALISSON_HOME/scenario/amina.key")
-api "/v1/accounts/$amina"
 api /v1/programmes/culture
 api /v1/partners/velo-partage
+echo "-- rtm's ticketing back-end rewards Amina for a bus trip, through the gateway (which signs for rtm)"
+reward() {
+    echo "\$ curl -X POST -H 'Idempotency-Key: trip-2026-11-22-A-0413' http://127.0.0.1:$GATEWAY_PORT/v1/rewards"
+    curl -sS -X POST -H "Authorization: Bearer $KEY" -H 'Idempotency-Key: trip-2026-11-22-A-0413' -H 'Content-Type: application/json' \
+        -d "{\"programme\": \"mobilite\", \"account\": \"$amina\", \"units\": 1, \"evidence\": \"rtm trip log 2026-11-22 #A-0413\"}" \
+        "http://127.0.0.1:$GATEWAY_PORT/v1/rewards"; echo
+}
+reward
+echo "-- the back-end retries (a lost answer): the same transaction, nothing rewarded twice"
+reward
+echo "-- Amina's account as certified at the latest stable checkpoint (a reward shows once a checkpoint covers its block)"
+api "/v1/accounts/$amina"
 echo "\$ curl http://127.0.0.1:$GATEWAY_PORT/v1/supply   (no key)"
 curl -sS "http://127.0.0.1:$GATEWAY_PORT/v1/supply"; echo
 if [[ ${KEEP:-0} == 1 ]]; then

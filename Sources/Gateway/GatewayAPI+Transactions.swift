@@ -20,25 +20,12 @@ extension GatewayAPI {
                 "not-a-transaction", "Not a signed transaction", 422,
                 "the bytes are not a signed transaction in its canonical wire form (Docs/WIRE.md): \(error)"))))
         }
-        let id = SignedTransaction.idTag.hash(bytes)
-        let source: String
-        do {
-            switch try await pool.submit(bytes) {
-            case let .accepted(node): source = node
-            case let .refused(reason):
-                return .unprocessableContent(.init(body: .application_problem_plus_json(Problems.problem(
-                    "refused", "Refused by admission", 422, "the node refused the transaction: \(reason)"))))
-            }
-        } catch {
-            return .badGateway(Problems.badGateway(error))
+        switch await relay(bytes, wait: input.query.wait ?? true) {
+        case let .final(state): return .ok(.init(body: .json(state)))
+        case let .pending(state, location): return .accepted(.init(headers: .init(Location: location), body: .json(state)))
+        case let .refused(problem): return .unprocessableContent(.init(body: .application_problem_plus_json(problem)))
+        case let .failed(response): return .badGateway(response)
         }
-        if input.query.wait ?? true {
-            _ = try? await pool.waitFinal(id, at: source, milliseconds: Self.finalityWaitMilliseconds)
-        }
-        if let found = try? await pool.inclusion(of: id) { return .ok(.init(body: .json(Self.state(id, found)))) }
-        return .accepted(.init(
-            headers: .init(Location: "/v1/transactions/\(id.hex)"),
-            body: .json(.init(id: id.hex, status: .pending, source: source))))
     }
 
     func getTransaction(_ input: Operations.getTransaction.Input) async throws -> Operations.getTransaction.Output {
@@ -59,5 +46,95 @@ extension GatewayAPI {
         return .init(
             id: id.hex, status: .final, height: int(location.height), position: int(location.position),
             result: location.applied ? .applied : .rejected, reason: location.reason, inclusionVerified: true, source: found.source)
+    }
+}
+
+extension GatewayAPI {
+    func reward(_ input: Operations.reward.Input) async throws -> Operations.reward.Output {
+        guard let signer else {
+            return .serviceUnavailable(.init(body: .application_problem_plus_json(Problems.problem(
+                "no-signer", "No partner key", 503, "this gateway holds no partner's signing key (calisson-gateway run --partner --signing-key)"))))
+        }
+        let key = input.headers.Idempotency_hyphen_Key
+        guard case let .json(reward) = input.body else { return .badRequest(Problems.badRequest("a JSON body is needed")) }
+        guard !key.isEmpty, key.utf8.count <= IdempotencyLog.keyLengthMax, key.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+            return .badRequest(Problems.badRequest("Idempotency-Key must be 1 to \(IdempotencyLog.keyLengthMax) visible ASCII characters"))
+        }
+        guard let programme = Identifier(reward.programme) else { return .badRequest(Problems.badIdentifier(reward.programme)) }
+        guard let account = Bytes32(hex: reward.account.lowercased()) else { return .badRequest(Problems.badRequest("account must be 64 hexadecimal digits")) }
+        guard let units = UInt32(exactly: reward.units), units >= 1 else { return .badRequest(Problems.badRequest("units must be from 1 to \(UInt32.max)")) }
+        guard !reward.evidence.isEmpty, reward.evidence.count <= 1_024 else { return .badRequest(Problems.badRequest("evidence must be 1 to 1024 characters")) }
+        let request = SHA256.hash("\(programme)\u{0}\(account.hex)\u{0}\(units)\u{0}\(reward.evidence)").hex
+
+        let bytes: [UInt8]
+        if let known = signer.log.entry(key) {
+            guard known.request == request else {
+                return .conflict(.init(body: .application_problem_plus_json(Problems.problem(
+                    "idempotency-key-reused", "Idempotency-Key reused", 409, "the key '\(key.prefix(64))' was used with another request"))))
+            }
+            bytes = Hex.decode(known.transaction) ?? []
+        } else {
+            let evidence: Bytes32
+            if let given = Bytes32(hex: reward.evidence) {
+                evidence = given
+            } else if let evidenceKey = signer.evidence {
+                evidence = evidenceKey.commitment(of: reward.evidence, for: .evidence)
+            } else {
+                return .unprocessableContent(.init(body: .application_problem_plus_json(Problems.problem(
+                    "no-evidence-key", "No evidence key", 422,
+                    "evidence text goes on chain only as a keyed hash, and this gateway holds no evidence key: send a 64-hex commitment"))))
+            }
+            let expiry: UInt64
+            do { expiry = try await expiryHeight() } catch { return .badGateway(Problems.badGateway(error)) }
+            bytes = Transaction(
+                chainId: pool.genesis.chainId, signer: .partner(signer.partner), nonce: IdempotencyLog.nonce(partner: signer.partner.rawValue, key: key),
+                expiryHeight: expiry, body: .attribute(programme: programme, account: Ed25519PublicKey(account), units: units, evidence: evidence)
+            ).signed(with: signer.key).wireBytes
+            // On disk before it leaves: a retry after a crash finds the same bytes.
+            try signer.log.append(.init(key: key, request: request, transaction: Hex.encode(bytes)))
+        }
+        switch await relay(bytes, wait: input.query.wait ?? true) {
+        case let .final(state): return .ok(.init(body: .json(state)))
+        case let .pending(state, location): return .accepted(.init(headers: .init(Location: location), body: .json(state)))
+        case let .refused(problem): return .unprocessableContent(.init(body: .application_problem_plus_json(problem)))
+        case let .failed(response): return .badGateway(response)
+        }
+    }
+
+    /// A height for a new transaction's expiry: a node's height plus at most 300 blocks,
+    /// within the chain's `transactionLifetimeMax` (as certified, or the genesis's before
+    /// the first checkpoint). The height is the node's word: a wrong one can only get the
+    /// transaction refused (`expiryTooFar`) or expired, never applied twice.
+    func expiryHeight() async throws -> UInt64 {
+        var lifetime = pool.genesis.parameters.transactionLifetimeMax
+        if let found = try? await pool.read(StateKeys.parameters), let value = found.record.value, let parameters = try? Parameters(wireBytes: value) {
+            lifetime = parameters.transactionLifetimeMax
+        }
+        return try await pool.reportedHeight().saturatingAdding(min(lifetime, 300))
+    }
+
+    /// What became of signed bytes sent to the nodes.
+    enum Relayed {
+        case final(Components.Schemas.TransactionState)
+        case pending(Components.Schemas.TransactionState, location: String)
+        case refused(Components.Schemas.Problem)
+        case failed(Components.Responses.BadGateway)
+    }
+
+    /// Sends signed bytes, waits for finality if asked (at most 30 s), and says where they are.
+    func relay(_ bytes: [UInt8], wait: Bool) async -> Relayed {
+        let id = SignedTransaction.idTag.hash(bytes)
+        let source: String
+        do {
+            switch try await pool.submit(bytes) {
+            case let .accepted(node): source = node
+            case let .refused(reason): return .refused(Problems.problem("refused", "Refused by admission", 422, "the node refused the transaction: \(reason)"))
+            }
+        } catch {
+            return .failed(Problems.badGateway(error))
+        }
+        if wait { _ = try? await pool.waitFinal(id, at: source, milliseconds: Self.finalityWaitMilliseconds) }
+        if let found = try? await pool.inclusion(of: id) { return .final(Self.state(id, found)) }
+        return .pending(.init(id: id.hex, status: .pending, source: source), location: "/v1/transactions/\(id.hex)")
     }
 }

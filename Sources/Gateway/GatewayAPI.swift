@@ -10,6 +10,7 @@ import Wire
 /// from any node a 502 naming what each node did.
 struct GatewayAPI: APIProtocol {
     let pool: NodePool
+    let signer: PartnerSigner?
 
     typealias Schemas = Components.Schemas
 

@@ -1,4 +1,6 @@
+import CalissonCrypto
 import Hummingbird
+import Ledger
 import Logging
 import NIOCore
 import OpenAPIHummingbird
@@ -14,10 +16,28 @@ public struct GatewayConfiguration: Sendable {
     public var port = 8080
     /// How often every node is asked for its newest certified checkpoint.
     public var refreshMilliseconds: UInt64 = 2_000
+    /// The partner this gateway signs for (`POST /v1/rewards`); nil: it signs nothing.
+    public var signer: PartnerSigner?
 
     public init(pool: NodePool, keys: [APIKey]) {
         self.pool = pool
         self.keys = keys
+    }
+}
+
+/// The partner a gateway signs for: its id, its signing key, its evidence key (to commit
+/// evidence text), and the log of what was signed per Idempotency-Key.
+public struct PartnerSigner: Sendable {
+    public let partner: Identifier
+    public let key: Ed25519PrivateKey
+    public let evidence: EvidenceKey?
+    public let log: IdempotencyLog
+
+    public init(partner: Identifier, key: Ed25519PrivateKey, evidence: EvidenceKey?, log: IdempotencyLog) {
+        self.partner = partner
+        self.key = key
+        self.evidence = evidence
+        self.log = log
     }
 }
 
@@ -55,7 +75,7 @@ public final class GatewayServer: Sendable {
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                      body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.text(pool: pool, access: access))))
         }
-        try GatewayAPI(pool: configuration.pool).registerHandlers(on: router)
+        try GatewayAPI(pool: configuration.pool, signer: configuration.signer).registerHandlers(on: router)
         let app = Application(
             router: router, configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "calisson-gateway"),
             onServerRunning: { [self] channel in boundPort.withLock { $0 = channel.localAddress?.port } }, logger: logger)

@@ -213,6 +213,23 @@ public struct VerifiedInclusion: Sendable {
 }
 
 extension NodePool {
+    /// The height a node reports (its word: used only to set a new transaction's expiry,
+    /// where a wrong height can only get the transaction refused or expired).
+    public func reportedHeight() async throws -> UInt64 {
+        try await blocking { [self] in
+            var failures: [(String, String)] = []
+            for index in order() {
+                do {
+                    guard case let .status(status) = try withClient(index, { ask in try ask(.status) }) else { throw CertifiedReadError.answer("not a status") }
+                    return status.height
+                } catch {
+                    failures.append((nodes[index].description, "\(error)"))
+                }
+            }
+            throw NoVerifiedAnswer(failures: failures)
+        }
+    }
+
     /// Sends a signed transaction to the first node that takes the request (fail-over on
     /// transport failures and node errors; a refusal by admission is final). The same
     /// bytes sent twice are the same transaction: a node that already has it answers

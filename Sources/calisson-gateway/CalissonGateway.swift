@@ -27,6 +27,10 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Refuse answers certified more than this many blocks behind the newest certified checkpoint known.")
     var maxLag: UInt64 = Freshness.lagMaxDefault
     @Option(help: "Seconds to wait for each answer of a node (0.001 to 60).") var requestTimeout = 5.0
+    @Option(help: "The partner this gateway signs rewards for (with --signing-key).") var partner: String?
+    @Option(help: "That partner's signing key (PEM, 0600).") var signingKey: String?
+    @Option(help: "That partner's evidence key (PEM, 0600; default: evidence.key beside --signing-key).") var evidenceKey: String?
+    @Option(help: "Where the gateway keeps what it signed per Idempotency-Key (with --signing-key).") var stateDir: String?
 
     func validate() throws {
         guard !nodes.isEmpty else { throw ValidationError("at least one --node") }
@@ -36,6 +40,24 @@ struct Run: AsyncParsableCommand {
         guard requestTimeout.isFinite, requestTimeout >= 0.001, requestTimeout <= 60 else {
             throw ValidationError("--request-timeout must be from 0.001 to 60 seconds, not \(requestTimeout)")
         }
+        guard (partner == nil) == (signingKey == nil), (signingKey == nil) || stateDir != nil else {
+            throw ValidationError("--partner, --signing-key and --state-dir go together")
+        }
+        if let partner, Identifier(partner) == nil { throw ValidationError("--partner '\(partner)' is not a partner id") }
+    }
+
+    /// The partner signer, when --partner is given.
+    func signer() throws -> PartnerSigner? {
+        guard let partner = partner.flatMap(Identifier.init), let signingKey, let stateDir else { return nil }
+        let key: Ed25519PrivateKey
+        do { key = try KeyFile.readPrivateKey(at: signingKey) } catch { throw GatewayError("--signing-key \(error)") }
+        let evidencePath = evidenceKey ?? ((signingKey as NSString).deletingLastPathComponent as NSString).appendingPathComponent("evidence.key")
+        var evidence: EvidenceKey?
+        if evidenceKey != nil || FileManager.default.fileExists(atPath: evidencePath) {
+            do { evidence = try EvidenceKey.read(at: evidencePath) } catch { throw GatewayError("--evidence-key \(error)") }
+        }
+        try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
+        return PartnerSigner(partner: partner, key: key, evidence: evidence, log: try IdempotencyLog(path: "\(stateDir)/idempotency.log"))
     }
 
     static func hostAndPort(_ text: String) -> (String, UInt16)? {
@@ -54,6 +76,7 @@ struct Run: AsyncParsableCommand {
         let addresses = nodes.compactMap(Self.hostAndPort).map { NodeAddress(host: $0.0, port: $0.1) }
         let pool = NodePool(nodes: addresses, ca: authority, genesis: checked, lagMax: maxLag, timeoutMilliseconds: Int((requestTimeout * 1_000).rounded(.up)))
         var configuration = GatewayConfiguration(pool: pool, keys: keys)
+        configuration.signer = try signer()
         let (host, port) = Self.hostAndPort(listen)!
         configuration.host = host
         configuration.port = Int(port)

@@ -33,6 +33,9 @@ import Transport
             pool: NodePool(nodes: [NodeAddress(host: "127.0.0.1", port: node.transport.clientPort)], ca: cluster.ca, genesis: cluster.genesis, lagMax: 32),
             keys: [key.entry])
         configuration.port = 0
+        configuration.signer = PartnerSigner(
+            partner: Identifier("p0")!, key: cluster.signingKeys[0], evidence: EvidenceKey(Array(repeating: 3, count: 32)),
+            log: try IdempotencyLog(path: "\(cluster.directory)/idempotency.log"))
         let server = try GatewayServer(configuration: configuration)
         let serving = Task { try await server.run() }
         defer { serving.cancel() }

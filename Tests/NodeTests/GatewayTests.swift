@@ -120,6 +120,66 @@ import Wire
         #expect(try await Self.post(port, "/v1/transactions", key: reader.secret, json: ["transaction": Hex.encode(transaction)]).status == 403)
     }
 
+    /// Rewards signed by the gateway for its partner: final, evidence committed under the
+    /// partner's evidence key; a retry with the same Idempotency-Key, even after a restart
+    /// of the gateway, is the same transaction and issues nothing more; the key with
+    /// another request is a 409; no key header a 400.
+    @Test func rewardsAreSignedOncePerIdempotencyKey() async throws {
+        let cluster = try TestCluster()
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        let backEnd = APIKey.generate(name: "ticketing", scopes: [.read, .submit])
+        let log = "\(cluster.directory)/gateway-idempotency.log"
+        func gateway() throws -> (GatewayServer, Task<Void, any Error>) {
+            var configuration = GatewayConfiguration(
+                pool: NodePool(nodes: nodes.map { NodeAddress(host: "127.0.0.1", port: $0.transport.clientPort) }, ca: cluster.ca, genesis: cluster.genesis, lagMax: 32),
+                keys: [backEnd.entry])
+            configuration.port = 0
+            configuration.signer = PartnerSigner(
+                partner: Identifier("p1")!, key: cluster.signingKeys[1], evidence: EvidenceKey(Array(repeating: 9, count: 32)), log: try IdempotencyLog(path: log))
+            let server = try GatewayServer(configuration: configuration)
+            return (server, Task { try await server.run() })
+        }
+        func reward(_ port: Int, key: String?, units: Int) async throws -> Reply {
+            var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/v1/rewards")!)
+            request.httpMethod = "POST"
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+            request.setValue("Bearer \(backEnd.secret)", forHTTPHeaderField: "Authorization")
+            if let key { request.setValue(key, forHTTPHeaderField: "Idempotency-Key") }
+            request.httpBody = try JSONSerialization.data(withJSONObject: [
+                "programme": "tri", "account": SHA256.hash("citizen 8").hex, "units": units, "evidence": "weighing slip #7790"])
+            let (data, response) = try await URLSession.shared.data(for: request)
+            let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+            return Reply(status: (response as! HTTPURLResponse).statusCode, body: object, headers: [:], text: String(decoding: data, as: UTF8.self))
+        }
+
+        var (server, serving) = try gateway()
+        #expect(try await Self.until(30) { server.port != nil })
+        let first = try await reward(try #require(server.port), key: "receipt-0001", units: 3)
+        #expect(first.status == 200 && first.body["result"] as? String == "applied", "\(first.text)")
+        let issued = nodes[0].read { $0.meta.totals.issued }
+        let retry = try await reward(try #require(server.port), key: "receipt-0001", units: 3)
+        #expect(retry.status == 200 && retry.body["id"] as? String == first.body["id"] as? String, "\(retry.text)")
+        let conflict = try await reward(try #require(server.port), key: "receipt-0001", units: 4)
+        #expect(conflict.status == 409, "\(conflict.text)")
+        #expect(try await reward(try #require(server.port), key: nil, units: 3).status == 400)
+        serving.cancel()
+        _ = await serving.result
+
+        // A new gateway on the same log: the same transaction, nothing issued twice.
+        (server, serving) = try gateway()
+        defer { serving.cancel() }
+        #expect(try await Self.until(30) { server.port != nil })
+        let afterRestart = try await reward(try #require(server.port), key: "receipt-0001", units: 3)
+        #expect(afterRestart.status == 200 && afterRestart.body["id"] as? String == first.body["id"] as? String, "\(afterRestart.text)")
+        #expect(nodes[0].read { $0.meta.totals.issued } == issued)
+        // The evidence on chain is the keyed commitment, not the text's plain hash.
+        let applied = try #require(nodes[0].read { ledger in
+            ledger.store.value(StateKeys.evidence(Identifier("tri")!, EvidenceKey(Array(repeating: 9, count: 32))!.commitment(of: "weighing slip #7790", for: .evidence)))
+        })
+        #expect(applied != nil)
+    }
+
     @Test func verifiedReadsAccessControlAndFailOver() async throws {
         let cluster = try TestCluster()
         let nodes = try cluster.startNodes()
