@@ -8,9 +8,9 @@ import Wire
 /// answered with the same transaction, across restarts: an append-only file of one JSON
 /// line per key (the key, the SHA-256 of the request it came with, the signed bytes),
 /// written and synced before the transaction is sent. A key seen with another request is
-/// refused. Even without the file, a retry could not have a second effect: the nonce is
-/// derived from the key (`nonce(partner:key:)`), and the ledger applies a signer's nonce
-/// once.
+/// refused. Even without the file, a retry within the transaction's lifetime could not
+/// have a second effect: the nonce is derived from the key (`nonce(partner:key:)`), and
+/// the ledger applies a signer's nonce once while it is recorded (until the expiry).
 public final class IdempotencyLog: Sendable {
     public struct Entry: Codable, Sendable, Equatable {
         public let key: String
