@@ -39,7 +39,9 @@ public enum InputFileError: Error, Equatable, Sendable, CustomStringConvertible 
 /// a device or a growing file cannot make a tool read for ever.
 public enum InputFile {
     public static func read(_ path: String, byteCountMax: Int, secret: Bool = false) throws(InputFileError) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | (secret ? O_NOFOLLOW : 0))
+        // O_NONBLOCK: opening a FIFO with no writer would otherwise wait for ever (it is
+        // then refused as not a regular file; reads of a regular file ignore the flag).
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | (secret ? O_NOFOLLOW : 0))
         guard fd >= 0 else { throw .cannotOpen(path: path, errno: errno) }
         defer { close(fd) }
         var info = stat()
@@ -47,9 +49,14 @@ public enum InputFile {
         guard info.st_mode & S_IFMT == S_IFREG else { throw .notARegularFile(path: path, kind: kind(info.st_mode)) }
         if secret, info.st_mode & 0o077 != 0 { throw .insecurePermissions(path: path, mode: UInt32(info.st_mode)) }
         guard info.st_size <= byteCountMax else { throw .tooLarge(path: path, byteCountMax: byteCountMax) }
-        var buffer = [UInt8](repeating: 0, count: byteCountMax + 1)
+        // The size fstat gave, plus one byte to see a file that grew past the bound.
+        var buffer = [UInt8](repeating: 0, count: min(Int(clamping: info.st_size), byteCountMax) + 1)
         var total = 0
-        while total < buffer.count {
+        while true {
+            if total == buffer.count {  // the file grew since fstat: room for more, up to the bound
+                guard buffer.count <= byteCountMax else { break }
+                buffer.append(contentsOf: repeatElement(0, count: min(buffer.count, byteCountMax + 1 - buffer.count)))
+            }
             let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + total, $0.count - total) }
             if n < 0 {
                 if errno == EINTR { continue }

@@ -163,7 +163,10 @@ struct RequestShapeMiddleware<Context: RequestContext>: RouterMiddleware {
                 headers: [.allow: allowed.map(\.rawValue).joined(separator: ", ")])
         }
         do {
-            return try await next(request, context)
+            var response = try await next(request, context)
+            // The generated code percent-encodes header values ("/" as "%2F"); a Location is a path.
+            if let location = response.headers[.location], let decoded = location.removingPercentEncoding { response.headers[.location] = decoded }
+            return response
         } catch let error as ServerError where error.operationInput == nil {
             return ProblemResponse.make(
                 status: 400, type: "bad-request", title: "Bad request",

@@ -49,6 +49,12 @@ extension GatewayAPI {
     }
 }
 
+/// A reward's answer when it cannot be signed (an Error, to travel in a Result).
+struct RewardProblem: Error {
+    let output: Operations.reward.Output
+    init(_ output: Operations.reward.Output) { self.output = output }
+}
+
 extension GatewayAPI {
     func reward(_ input: Operations.reward.Input) async throws -> Operations.reward.Output {
         guard let signer else {
@@ -57,8 +63,9 @@ extension GatewayAPI {
         }
         let key = input.headers.Idempotency_hyphen_Key
         guard case let .json(reward) = input.body else { return .badRequest(Problems.badRequest("a JSON body is needed")) }
-        guard !key.isEmpty, key.utf8.count <= IdempotencyLog.keyLengthMax, key.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
-            return .badRequest(Problems.badRequest("Idempotency-Key must be 1 to \(IdempotencyLog.keyLengthMax) visible ASCII characters"))
+        guard IdempotencyLog.isValid(key) else {
+            return .badRequest(Problems.badRequest(
+                "Idempotency-Key must be 1 to \(IdempotencyLog.keyLengthMax) characters of A-Z, a-z, 0-9, '.', '_', ':', '~', '-'"))
         }
         guard let programme = Identifier(reward.programme) else { return .badRequest(Problems.badIdentifier(reward.programme)) }
         guard let account = Bytes32(hex: reward.account.lowercased()) else { return .badRequest(Problems.badRequest("account must be 64 hexadecimal digits")) }
@@ -67,31 +74,29 @@ extension GatewayAPI {
         let request = SHA256.hash("\(programme)\u{0}\(account.hex)\u{0}\(units)\u{0}\(reward.evidence)").hex
 
         let bytes: [UInt8]
-        if let known = signer.log.entry(key) {
-            guard known.request == request else {
-                return .conflict(.init(body: .application_problem_plus_json(Problems.problem(
-                    "idempotency-key-reused", "Idempotency-Key reused", 409, "the key '\(key.prefix(64))' was used with another request"))))
+        switch signer.log.reserve(key, request: request) {
+        case let .existing(entry): bytes = Hex.decode(entry.transaction) ?? []
+        case .conflict:
+            return .conflict(.init(body: .application_problem_plus_json(Problems.problem(
+                "idempotency-key-reused", "Idempotency-Key reused", 409, "the key '\(key.prefix(64))' was used with another request"))))
+        case .inFlight:
+            return .conflict(.init(body: .application_problem_plus_json(Problems.problem(
+                "idempotency-key-in-flight", "Idempotency-Key in flight", 409, "a request with the key '\(key.prefix(64))' is being signed: retry shortly"))))
+        case .full:
+            return .serviceUnavailable(.init(body: .application_problem_plus_json(Problems.problem(
+                "idempotency-log-full", "Idempotency log full", 503, "the gateway's idempotency log holds \(IdempotencyLog.entryCountMax) keys: its operator must rotate it"))))
+        case .reserved:
+            switch await signReward(signer, programme: programme, account: account, units: units, evidence: reward.evidence, key: key) {
+            case let .success(signed): bytes = signed
+            case let .failure(problem):
+                signer.log.release(key)
+                return problem.output
             }
-            bytes = Hex.decode(known.transaction) ?? []
-        } else {
-            let evidence: Bytes32
-            if let given = Bytes32(hex: reward.evidence) {
-                evidence = given
-            } else if let evidenceKey = signer.evidence {
-                evidence = evidenceKey.commitment(of: reward.evidence, for: .evidence)
-            } else {
-                return .unprocessableContent(.init(body: .application_problem_plus_json(Problems.problem(
-                    "no-evidence-key", "No evidence key", 422,
-                    "evidence text goes on chain only as a keyed hash, and this gateway holds no evidence key: send a 64-hex commitment"))))
+            do { try signer.log.record(.init(key: key, request: request, transaction: Hex.encode(bytes))) } catch {
+                signer.log.release(key)  // not recorded, so not sent
+                return .serviceUnavailable(.init(body: .application_problem_plus_json(Problems.problem(
+                    "idempotency-log", "Idempotency log unavailable", 503, "the gateway could not record the transaction: \(error)"))))
             }
-            let expiry: UInt64
-            do { expiry = try await expiryHeight() } catch { return .badGateway(Problems.badGateway(error)) }
-            bytes = Transaction(
-                chainId: pool.genesis.chainId, signer: .partner(signer.partner), nonce: IdempotencyLog.nonce(partner: signer.partner.rawValue, key: key),
-                expiryHeight: expiry, body: .attribute(programme: programme, account: Ed25519PublicKey(account), units: units, evidence: evidence)
-            ).signed(with: signer.key).wireBytes
-            // On disk before it leaves: a retry after a crash finds the same bytes.
-            try signer.log.append(.init(key: key, request: request, transaction: Hex.encode(bytes)))
         }
         switch await relay(bytes, wait: input.query.wait ?? true) {
         case let .final(state): return .ok(.init(body: .json(state)))
@@ -99,6 +104,29 @@ extension GatewayAPI {
         case let .refused(problem): return .unprocessableContent(.init(body: .application_problem_plus_json(problem)))
         case let .failed(response): return .badGateway(response)
         }
+    }
+
+    /// The attribution signed for a reserved key (evidence committed, expiry set), or the
+    /// answer that says why not.
+    func signReward(
+        _ signer: PartnerSigner, programme: Identifier, account: Bytes32, units: UInt32, evidence text: String, key: String
+    ) async -> Result<[UInt8], RewardProblem> {
+        let evidence: Bytes32
+        if let given = Bytes32(hex: text) {
+            evidence = given
+        } else if let evidenceKey = signer.evidence {
+            evidence = evidenceKey.commitment(of: text, for: .evidence)
+        } else {
+            return .failure(RewardProblem(.unprocessableContent(.init(body: .application_problem_plus_json(Problems.problem(
+                "no-evidence-key", "No evidence key", 422,
+                "evidence text goes on chain only as a keyed hash, and this gateway holds no evidence key: send a 64-hex commitment"))))))
+        }
+        let expiry: UInt64
+        do { expiry = try await expiryHeight() } catch { return .failure(RewardProblem(.badGateway(Problems.badGateway(error)))) }
+        return .success(Transaction(
+            chainId: pool.genesis.chainId, signer: .partner(signer.partner), nonce: IdempotencyLog.nonce(partner: signer.partner.rawValue, key: key),
+            expiryHeight: expiry, body: .attribute(programme: programme, account: Ed25519PublicKey(account), units: units, evidence: evidence)
+        ).signed(with: signer.key).wireBytes)
     }
 
     /// A height for a new transaction's expiry: a node's height plus at most 300 blocks,
@@ -128,7 +156,10 @@ extension GatewayAPI {
         do {
             switch try await pool.submit(bytes) {
             case let .accepted(node): source = node
-            case let .refused(reason): return .refused(Problems.problem("refused", "Refused by admission", 422, "the node refused the transaction: \(reason)"))
+            case let .refused(reason):
+                // Refused now (expired, say) but perhaps final already: an earlier send went through.
+                if let found = try? await pool.inclusion(of: id) { return .final(Self.state(id, found)) }
+                return .refused(Problems.problem("refused", "Refused by admission", 422, "the node refused the transaction: \(reason)"))
             }
         } catch {
             return .failed(Problems.badGateway(error))

@@ -8,9 +8,11 @@ import Wire
 /// answered with the same transaction, across restarts: an append-only file of one JSON
 /// line per key (the key, the SHA-256 of the request it came with, the signed bytes),
 /// written and synced before the transaction is sent. A key seen with another request is
-/// refused. Even without the file, a retry within the transaction's lifetime could not
-/// have a second effect: the nonce is derived from the key (`nonce(partner:key:)`), and
-/// the ledger applies a signer's nonce once while it is recorded (until the expiry).
+/// refused; a key whose first request is still being signed makes a concurrent one wait
+/// for nothing: it is told to retry (`inFlight`). Even without the file, a retry within the
+/// transaction's lifetime could not have a second effect: the nonce is derived from the
+/// key (`nonce(partner:key:)`), and the ledger applies a signer's nonce once while it is
+/// recorded (until the expiry).
 public final class IdempotencyLog: Sendable {
     public struct Entry: Codable, Sendable, Equatable {
         public let key: String
@@ -18,46 +20,97 @@ public final class IdempotencyLog: Sendable {
         public let transaction: String
     }
 
-    /// Entries kept in memory, at most; past it the oldest are forgotten (their nonces
-    /// still protect them; the file keeps them until it is rotated).
+    /// Keys the log holds at most; past it new keys are refused (rotate the log: its keys
+    /// older than the transaction lifetime are protected by nothing else, so an operator
+    /// decides). Kept in memory whole: about 300 bytes a key.
     public static let entryCountMax = 1_000_000
-    /// An Idempotency-Key is 1 to this many visible ASCII characters.
+    /// An Idempotency-Key is 1 to this many characters of A-Z, a-z, 0-9, `.`, `_`, `:`, `~`,
+    /// `-` (what a receipt number or a UUID needs; none that HTTP or URI decoding alters).
     public static let keyLengthMax = 128
 
-    let path: String
-    private let entries: Mutex<(byKey: [String: Entry], order: [String])>
+    public static func isValid(_ key: String) -> Bool {
+        !key.isEmpty && key.utf8.count <= keyLengthMax && key.utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"): return true
+            default: return [UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: ":"), UInt8(ascii: "~"), UInt8(ascii: "-")].contains(byte)
+            }
+        }
+    }
+    /// The log file's size at most (what the entries take, with room).
+    public static let fileByteCountMax = 1 << 30
 
-    /// Opens (or creates) the log; a damaged line is an error naming its line.
+    /// What a request with a key may do.
+    public enum Reservation: Equatable, Sendable {
+        /// The key is new: sign, then `record` (or `release` on failure).
+        case reserved
+        /// The key was signed for, with this request.
+        case existing(Entry)
+        /// The key was used with another request.
+        case conflict
+        /// A request with this key is being signed now: retry shortly.
+        case inFlight
+        /// The log holds `entryCountMax` keys.
+        case full
+    }
+
+    let path: String
+    private struct State {
+        var entries: [String: Entry]
+        var pending: Set<String> = []
+        let file: FileHandle
+    }
+    private let state: Mutex<State>
+
+    /// Opens (or creates) the log. A damaged line is an error naming its line, except a
+    /// last line cut short by a crash during its write, which is left out (its transaction
+    /// never left: the write is synced before sending).
     public init(path: String) throws {
         self.path = path
         var loaded: [String: Entry] = [:]
         if FileManager.default.fileExists(atPath: path) {
-            let text = String(decoding: try InputFile.read(path, byteCountMax: 1 << 30), as: UTF8.self)
-            for (number, line) in text.split(separator: "\n").enumerated() {
-                do { let entry = try JSONFile.decode(Entry.self, bytes: Array(line.utf8), path: path); loaded[entry.key] = entry } catch {
+            let bytes = try InputFile.read(path, byteCountMax: Self.fileByteCountMax)
+            let lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+            for (number, line) in lines.enumerated() where !line.isEmpty {
+                let last = number == lines.count - 1  // no newline after it: cut short
+                do {
+                    let entry = try JSONFile.decode(Entry.self, bytes: Array(line), path: path)
+                    if !last { loaded[entry.key] = entry }
+                } catch {
+                    if last { continue }
                     throw GatewayError("\(path), line \(number + 1): \(error)")
                 }
             }
         } else {
             guard FileManager.default.createFile(atPath: path, contents: nil) else { throw GatewayError("\(path): cannot create") }
         }
-        entries = Mutex((loaded, Array(loaded.keys)))
+        let file = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try file.seekToEnd()
+        state = Mutex(State(entries: loaded, file: file))
     }
 
-    public func entry(_ key: String) -> Entry? { entries.withLock { $0.byKey[key] } }
+    /// Atomically: what the key has, or the key reserved for this request.
+    public func reserve(_ key: String, request: String) -> Reservation {
+        state.withLock { state in
+            if let entry = state.entries[key] { return entry.request == request ? .existing(entry) : .conflict }
+            if state.pending.contains(key) { return .inFlight }
+            if state.entries.count + state.pending.count >= Self.entryCountMax { return .full }
+            state.pending.insert(key)
+            return .reserved
+        }
+    }
 
-    /// Records an entry, synced to disk before it returns.
-    public func append(_ entry: Entry) throws {
+    /// Gives a reserved key up (its transaction was not signed or not recorded).
+    public func release(_ key: String) { state.withLock { _ = $0.pending.remove(key) } }
+
+    /// Records a reserved key's entry, appended and synced before it returns (one writer
+    /// at a time: the lock is held across the write).
+    public func record(_ entry: Entry) throws {
         let line = try JSONEncoder().encode(entry) + Data("\n".utf8)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-        defer { try? handle.close() }
-        try handle.seekToEnd()
-        try handle.write(contentsOf: line)
-        try handle.synchronize()
-        entries.withLock { entries in
-            if entries.byKey.count >= Self.entryCountMax, !entries.order.isEmpty { entries.byKey[entries.order.removeFirst()] = nil }
-            entries.byKey[entry.key] = entry
-            entries.order.append(entry.key)
+        try state.withLock { state in
+            defer { state.pending.remove(entry.key) }
+            try state.file.write(contentsOf: line)
+            try state.file.synchronize()
+            state.entries[entry.key] = entry
         }
     }
 

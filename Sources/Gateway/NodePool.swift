@@ -213,6 +213,10 @@ public struct VerifiedInclusion: Sendable {
 }
 
 extension NodePool {
+    /// Admission refusals that say the node is busy or stopping, not that the transaction
+    /// is wrong (`AdmissionError`): another node may take it.
+    static let transientRefusals = ["mempoolFull", "verifierBusy", "overloaded", "stopping", "noAnswer"]
+
     /// The height a node reports (its word: used only to set a new transaction's expiry,
     /// where a wrong height can only get the transaction refused or expired).
     public func reportedHeight() async throws -> UInt64 {
@@ -245,6 +249,8 @@ extension NodePool {
                     case .admitted: return .accepted(source: nodes[index].description)
                     case let .refused(reason) where reason == "duplicate" || reason.hasPrefix("nonceUsed"):
                         return .accepted(source: nodes[index].description)
+                    case let .refused(reason) where Self.transientRefusals.contains(where: reason.hasPrefix):
+                        failures.append((nodes[index].description, reason))  // this node is busy: try another
                     case let .refused(reason): return .refused(reason)
                     case let .error(reason): failures.append((nodes[index].description, reason))
                     default: failures.append((nodes[index].description, "not an admission answer"))

@@ -43,9 +43,15 @@ final class Connection {
         requestTokensAt = lastReceived
     }
 
-    /// A client connection with nothing unanswered that has sent nothing for `limit` ms.
+    /// When the last answer went out: a long wait (a 30 s `waitFinal`, a `blocks` follow)
+    /// is answered late, and the client's next request must not find it idle already.
+    private var lastAnswered: UInt64 = 0
+
+    /// A client connection with nothing unanswered that has sent and been sent nothing for
+    /// `limit` ms.
     func isIdle(now: UInt64, limit: UInt64) -> Bool {
-        isClient && requestsInFlight == 0 && now >= lastReceived && now - lastReceived > limit
+        let active = max(lastReceived, lastAnswered)
+        return isClient && requestsInFlight == 0 && now >= active && now - active > limit
     }
 
     /// Takes one request from the bucket: false when the connection is over its rate.
@@ -206,6 +212,7 @@ final class Connection {
     func finishRequest(_ response: [UInt8]) {
         guard !isClosed else { return }
         requestsInFlight -= 1
+        if let transport { lastAnswered = now(transport.loop) }
         send(.response, response)
     }
 

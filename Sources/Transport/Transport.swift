@@ -204,14 +204,14 @@ public final class Transport: @unchecked Sendable {
     /// Closes every link and listener. The loop itself is the caller's to shut down.
     public func stop() {
         let done = DispatchSemaphore(value: 0)
-        guard (try? loop.execute({ [self] in
+        guard loop.executeWaiting({ [self] in  // waits for room in a full queue
             stopped = true
             heartbeat?.close()
             peerListener?.close()
             clientListener?.close()
             for connection in connections.values { connection.close(reason: "stopping") }
             done.signal()
-        })) != nil else { return }
+        }) else { return }
         done.wait()
     }
 

@@ -147,7 +147,7 @@ import Wire
             request.setValue("Bearer \(backEnd.secret)", forHTTPHeaderField: "Authorization")
             if let key { request.setValue(key, forHTTPHeaderField: "Idempotency-Key") }
             request.httpBody = try JSONSerialization.data(withJSONObject: [
-                "programme": "tri", "account": SHA256.hash("citizen 8").hex, "units": units, "evidence": "weighing slip #7790"])
+                "programme": "tri", "account": SHA256.hash("citizen 8").hex, "units": units, "evidence": "weighing slip for \(key ?? "none")"])
             let (data, response) = try await URLSession.shared.data(for: request)
             let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
             return Reply(status: (response as! HTTPURLResponse).statusCode, body: object, headers: [:], text: String(decoding: data, as: UTF8.self))
@@ -162,20 +162,33 @@ import Wire
         #expect(retry.status == 200 && retry.body["id"] as? String == first.body["id"] as? String, "\(retry.text)")
         let conflict = try await reward(try #require(server.port), key: "receipt-0001", units: 4)
         #expect(conflict.status == 409, "\(conflict.text)")
+        // Two requests with one new key at once: one transaction; the other is told it is in
+        // flight (409) or gets the same transaction.
+        let port = try #require(server.port)
+        async let one = reward(port, key: "receipt-0002", units: 2)
+        async let two = reward(port, key: "receipt-0002", units: 2)
+        let (a, b) = try await (one, two)
+        let ids = [a, b].filter { $0.status == 200 }.compactMap { $0.body["id"] as? String }
+        #expect(!ids.isEmpty && Set(ids).count == 1 && [a, b].allSatisfy { [200, 409].contains($0.status) }, "\(a.text) \(b.text)")
         #expect(try await reward(try #require(server.port), key: nil, units: 3).status == 400)
         serving.cancel()
         _ = await serving.result
 
+        // A crash in the middle of a line leaves it cut short: left out at the next start.
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data(#"{"key": "receipt-9", "request": "#.utf8))
+        try handle.close()
         // A new gateway on the same log: the same transaction, nothing issued twice.
         (server, serving) = try gateway()
         defer { serving.cancel() }
         #expect(try await Self.until(30) { server.port != nil })
         let afterRestart = try await reward(try #require(server.port), key: "receipt-0001", units: 3)
         #expect(afterRestart.status == 200 && afterRestart.body["id"] as? String == first.body["id"] as? String, "\(afterRestart.text)")
-        #expect(nodes[0].read { $0.meta.totals.issued } == issued)
+        #expect(nodes[0].read { $0.meta.totals.issued } == issued.map { $0 + 2 * 10 })  // receipt-0002's 2 units, once
         // The evidence on chain is the keyed commitment, not the text's plain hash.
         let applied = try #require(nodes[0].read { ledger in
-            ledger.store.value(StateKeys.evidence(Identifier("tri")!, EvidenceKey(Array(repeating: 9, count: 32))!.commitment(of: "weighing slip #7790", for: .evidence)))
+            ledger.store.value(StateKeys.evidence(Identifier("tri")!, EvidenceKey(Array(repeating: 9, count: 32))!.commitment(of: "weighing slip for receipt-0001", for: .evidence)))
         })
         #expect(applied != nil)
     }
@@ -204,7 +217,12 @@ import Wire
         let port = try #require(server.port)
         let key = reader.secret
 
-        let health = try await Self.get(port, "/health", key: nil)
+        // /health answers from what the pool knows: ready after the first refresh.
+        var health = try await Self.get(port, "/health", key: nil)
+        for _ in 0..<100 where health.status != 200 {
+            try await Task.sleep(for: .milliseconds(50))
+            health = try await Self.get(port, "/health", key: nil)
+        }
         #expect(health.status == 200 && health.text.hasPrefix("ok"), "\(health.text)")
         let status = try await Self.get(port, "/v1/status", key: key)
         #expect(status.status == 200 && (status.body["newestCertifiedHeight"] as? Int ?? 0) >= 8, "\(status.text)")
