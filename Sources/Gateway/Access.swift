@@ -131,6 +131,8 @@ final class AccessState: Sendable {
     /// Per key name: tokens left and when they were counted. At most one entry per listed key.
     let buckets = Mutex<[String: (tokens: Double, at: ContinuousClock.Instant)]>([:])
     let refused = Mutex<[Int: Int]>([:])
+    /// Requests being answered now (`RequestShapeMiddleware.inFlightMax`).
+    let inFlight = Mutex<Int>(0)
 }
 
 enum ProblemResponse {
@@ -148,6 +150,12 @@ enum ProblemResponse {
 /// the operation's (a proposal number past Int64, say: 400, where the runtime would answer
 /// 500). A failure after decoding stays a 500, as a problem document.
 struct RequestShapeMiddleware<Context: RequestContext>: RouterMiddleware {
+    /// Requests answered at once, at most; past it a request gets 503 with Retry-After.
+    /// Each holds at most one blocking call to a node (a thread of the node pool's queue, a
+    /// connection), so this bounds both, below a node's 64 connections per address.
+    static var inFlightMax: Int { 48 }
+    let state: AccessState
+
     /// The methods of openapi.yaml's operations by path: POST on the paths below, GET (and
     /// HEAD, answered like GET) everywhere else. Kept in step with the document: the
     /// Schemathesis test (GatewaySchemaTests) fails on a method it lists that is refused.
@@ -162,6 +170,18 @@ struct RequestShapeMiddleware<Context: RequestContext>: RouterMiddleware {
                 status: 405, type: "method-not-allowed", title: "Method not allowed", detail: "\(request.method) is not an operation of \(request.uri.path)",
                 headers: [.allow: allowed.map(\.rawValue).joined(separator: ", ")])
         }
+        // /health and /metrics ask no node: they are never turned away.
+        let counted = !["/health", "/metrics"].contains(request.uri.path)
+        let admitted = !counted || state.inFlight.withLock { count -> Bool in
+            guard count < Self.inFlightMax else { return false }
+            count += 1
+            return true
+        }
+        guard admitted else {
+            return ProblemResponse.make(
+                status: 503, type: "busy", title: "Busy", detail: "\(Self.inFlightMax) requests are being answered: retry shortly", headers: [.retryAfter: "1"])
+        }
+        defer { if counted { state.inFlight.withLock { $0 -= 1 } } }
         do {
             var response = try await next(request, context)
             // The generated code percent-encodes header values ("/" as "%2F"); a Location is a path.

@@ -68,7 +68,7 @@ public final class GatewayServer: Sendable {
         let router = Router()
         let metrics = GatewayMetrics(), pool = configuration.pool, access = access
         router.add(middleware: MetricsMiddleware(metrics: metrics))
-        router.add(middleware: RequestShapeMiddleware())
+        router.add(middleware: RequestShapeMiddleware(state: access))
         router.add(middleware: AccessMiddleware(keys: configuration.keys, state: access))
         // Prometheus text; open, like /health: the plain listener is on loopback only.
         router.get("/metrics") { _, _ in
