@@ -53,6 +53,25 @@ import Wire
         return condition()
     }
 
+    /// A gateway in front of `nodes` with these keys, on a free port, serving until `serving`
+    /// is cancelled.
+    static func start(
+        _ nodes: [NodeRuntime], _ cluster: TestCluster, keys: [APIKey], signer: PartnerSigner? = nil
+    ) async throws -> (server: GatewayServer, serving: Task<Void, any Error>, port: Int) {
+        var configuration = GatewayConfiguration(
+            pool: NodePool(nodes: nodes.map { NodeAddress(host: "127.0.0.1", port: $0.transport.clientPort) }, ca: cluster.ca, genesis: cluster.genesis, lagMax: 32),
+            keys: keys)
+        configuration.port = 0
+        configuration.signer = signer
+        let server = try GatewayServer(configuration: configuration)
+        let serving = Task { try await server.run() }
+        guard try await until(30, { server.port != nil }), let port = server.port else {
+            serving.cancel()
+            throw GatewayError("the gateway did not start")
+        }
+        return (server, serving, port)
+    }
+
     static func post(_ port: Int, _ path: String, key: String?, json: [String: Any]) async throws -> Reply {
         var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
         request.httpMethod = "POST"
@@ -74,15 +93,8 @@ import Wire
         defer { for node in nodes { node.stop() } }
         let reader = APIKey.generate(name: "reader", scopes: [.read])
         let submitter = APIKey.generate(name: "back-end", scopes: [.read, .submit])
-        var configuration = GatewayConfiguration(
-            pool: NodePool(nodes: nodes.map { NodeAddress(host: "127.0.0.1", port: $0.transport.clientPort) }, ca: cluster.ca, genesis: cluster.genesis, lagMax: 32),
-            keys: [reader.entry, submitter.entry])
-        configuration.port = 0
-        let server = try GatewayServer(configuration: configuration)
-        let serving = Task { try await server.run() }
+        let (_, serving, port) = try await Self.start(nodes, cluster, keys: [reader.entry, submitter.entry])
         defer { serving.cancel() }
-        #expect(try await Self.until(30) { server.port != nil })
-        let port = try #require(server.port)
         let key = submitter.secret
 
         let transaction = cluster.attribute(by: 1, to: 5, nonce: 4_242)
@@ -130,15 +142,9 @@ import Wire
         defer { for node in nodes { node.stop() } }
         let backEnd = APIKey.generate(name: "ticketing", scopes: [.read, .submit])
         let log = "\(cluster.directory)/gateway-idempotency.log"
-        func gateway() throws -> (GatewayServer, Task<Void, any Error>) {
-            var configuration = GatewayConfiguration(
-                pool: NodePool(nodes: nodes.map { NodeAddress(host: "127.0.0.1", port: $0.transport.clientPort) }, ca: cluster.ca, genesis: cluster.genesis, lagMax: 32),
-                keys: [backEnd.entry])
-            configuration.port = 0
-            configuration.signer = PartnerSigner(
-                partner: Identifier("p1")!, key: cluster.signingKeys[1], evidence: EvidenceKey(Array(repeating: 9, count: 32)), log: try IdempotencyLog(path: log))
-            let server = try GatewayServer(configuration: configuration)
-            return (server, Task { try await server.run() })
+        func gateway() async throws -> (server: GatewayServer, serving: Task<Void, any Error>, port: Int) {
+            try await Self.start(nodes, cluster, keys: [backEnd.entry], signer: PartnerSigner(
+                partner: Identifier("p1")!, key: cluster.signingKeys[1], evidence: EvidenceKey(Array(repeating: 9, count: 32)), log: try IdempotencyLog(path: log)))
         }
         func reward(_ port: Int, key: String?, units: Int) async throws -> Reply {
             var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/v1/rewards")!)
@@ -153,24 +159,23 @@ import Wire
             return Reply(status: (response as! HTTPURLResponse).statusCode, body: object, headers: [:], text: String(decoding: data, as: UTF8.self))
         }
 
-        var (server, serving) = try gateway()
-        #expect(try await Self.until(30) { server.port != nil })
-        let first = try await reward(try #require(server.port), key: "receipt-0001", units: 3)
+        var (_, serving, port) = try await gateway()
+        let first = try await reward(port, key: "receipt-0001", units: 3)
         #expect(first.status == 200 && first.body["result"] as? String == "applied", "\(first.text)")
         let issued = nodes[0].read { $0.meta.totals.issued }
-        let retry = try await reward(try #require(server.port), key: "receipt-0001", units: 3)
+        let retry = try await reward(port, key: "receipt-0001", units: 3)
         #expect(retry.status == 200 && retry.body["id"] as? String == first.body["id"] as? String, "\(retry.text)")
-        let conflict = try await reward(try #require(server.port), key: "receipt-0001", units: 4)
+        let conflict = try await reward(port, key: "receipt-0001", units: 4)
         #expect(conflict.status == 409, "\(conflict.text)")
         // Two requests with one new key at once: one transaction; the other is told it is in
         // flight (409) or gets the same transaction.
-        let port = try #require(server.port)
-        async let one = reward(port, key: "receipt-0002", units: 2)
-        async let two = reward(port, key: "receipt-0002", units: 2)
+        let firstPort = port
+        async let one = reward(firstPort, key: "receipt-0002", units: 2)
+        async let two = reward(firstPort, key: "receipt-0002", units: 2)
         let (a, b) = try await (one, two)
         let ids = [a, b].filter { $0.status == 200 }.compactMap { $0.body["id"] as? String }
         #expect(!ids.isEmpty && Set(ids).count == 1 && [a, b].allSatisfy { [200, 409].contains($0.status) }, "\(a.text) \(b.text)")
-        #expect(try await reward(try #require(server.port), key: nil, units: 3).status == 400)
+        #expect(try await reward(port, key: nil, units: 3).status == 400)
         serving.cancel()
         _ = await serving.result
 
@@ -180,10 +185,9 @@ import Wire
         try handle.write(contentsOf: Data(#"{"key": "receipt-9", "request": "#.utf8))
         try handle.close()
         // A new gateway on the same log: the same transaction, nothing issued twice.
-        (server, serving) = try gateway()
+        (_, serving, port) = try await gateway()
         defer { serving.cancel() }
-        #expect(try await Self.until(30) { server.port != nil })
-        let afterRestart = try await reward(try #require(server.port), key: "receipt-0001", units: 3)
+        let afterRestart = try await reward(port, key: "receipt-0001", units: 3)
         #expect(afterRestart.status == 200 && afterRestart.body["id"] as? String == first.body["id"] as? String, "\(afterRestart.text)")
         #expect(nodes[0].read { $0.meta.totals.issued } == issued.map { $0 + 2 * 10 })  // receipt-0002's 2 units, once
         // The evidence on chain is the keyed commitment, not the text's plain hash.
@@ -206,15 +210,8 @@ import Wire
         let writer = APIKey.generate(name: "writer", scopes: [.submit])
         var slowKey = APIKey.generate(name: "slow", scopes: [.read])
         slowKey.entry.requestsPerSecond = 1
-        let pool = NodePool(
-            nodes: nodes.map { NodeAddress(host: "127.0.0.1", port: $0.transport.clientPort) }, ca: cluster.ca, genesis: cluster.genesis, lagMax: 32)
-        var configuration = GatewayConfiguration(pool: pool, keys: [reader.entry, writer.entry, slowKey.entry])
-        configuration.port = 0
-        let server = try GatewayServer(configuration: configuration)
-        let serving = Task { try await server.run() }
+        let (_, serving, port) = try await Self.start(nodes, cluster, keys: [reader.entry, writer.entry, slowKey.entry])
         defer { serving.cancel() }
-        #expect(try await Self.until(30) { server.port != nil })
-        let port = try #require(server.port)
         let key = reader.secret
 
         // /health answers from what the pool knows: ready after the first refresh.

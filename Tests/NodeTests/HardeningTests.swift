@@ -20,10 +20,7 @@ import Wire
     /// one: the node answers "nothing there" and keeps serving (item 1).
     @Test func requestsAtExtremeHeightsAreAnsweredAndTheNodeStaysUp() throws {
         let cluster = try TestCluster(count: 1)
-        var configuration = cluster.configuration(0)
-        configuration.transport.clientPort = 0
-        let node = try NodeRuntime(configuration: configuration)
-        try node.start()
+        let node = try cluster.startNodes()[0]
         defer { node.stop() }
         let client = try TransportClient(host: "127.0.0.1", port: node.transport.clientPort, ca: cluster.ca, chainId: TestCluster.chainId)
         defer { client.close() }
