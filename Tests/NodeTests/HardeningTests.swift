@@ -140,6 +140,30 @@ import Wire
         #expect(served(good))
     }
 
+    /// A long wait is no idleness: a client answered after a 600 ms `waitFinal` and asking
+    /// again 200 ms later is served, with a 400 ms idle limit (the idle clock restarts at
+    /// each answer, not only at each request).
+    @Test func aLongPollIsNotCutOffAsIdle() throws {
+        let cluster = try TestCluster(count: 1)
+        var configuration = cluster.configuration(0)
+        configuration.transport.clientPort = 0
+        configuration.transport.clientIdleMilliseconds = 400
+        let node = try NodeRuntime(configuration: configuration)
+        try node.start()
+        defer { node.stop() }
+        let client = try TransportClient(host: "127.0.0.1", port: node.transport.clientPort, ca: cluster.ca, chainId: TestCluster.chainId)
+        defer { client.close() }
+        let waited = try ClientResponse(wireBytes: try client.request(
+            ClientRequest.waitFinal(SHA256.hash("never"), timeoutMilliseconds: 600).wireBytes, timeoutMilliseconds: 5_000))
+        #expect(waited == .transaction(nil))
+        Thread.sleep(forTimeInterval: 0.2)
+        guard case .status? = try? ClientResponse(wireBytes: client.request(ClientRequest.status.wireBytes, timeoutMilliseconds: 2_000)) else {
+            Issue.record("the client was cut off as idle right after its long wait was answered")
+            return
+        }
+        #expect(node.transport.counters.clientIdleClosed == 0)
+    }
+
     /// A submission the node cannot take says why: a stopping node, a full loop queue
     /// (item 7), never "mempool full" for either.
     @Test func aRefusedSubmissionSaysWhy() throws {
