@@ -99,7 +99,7 @@ public final class NodePool: Sendable {
     public func refresh() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             queue.async {
-                for index in self.nodes.indices { _ = try? self.attempt(index, key: StateKeys.meta) }
+                for index in self.nodes.indices { _ = try? self.attempt(index, key: StateKeys.meta, status: true) }
                 continuation.resume()
             }
         }
@@ -132,19 +132,27 @@ public final class NodePool: Sendable {
         throw NoVerifiedAnswer(failures: failures)
     }
 
-    /// One node: follow its handovers, read the record, check it, check its freshness.
-    private func attempt(_ index: Int, key: StateKey) throws -> VerifiedRecord {
+    /// The validator sets followed through node `index`'s handovers: on from those already
+    /// followed through it (each handover's certificate is checked once per node).
+    func trusted(_ index: Int, ask: (ClientRequest) throws -> ClientResponse) throws -> TrustedValidators {
+        let trusted = try CertifiedReader.trusted(genesis, from: state.withLock { $0.nodes[index].trusted }, ask: ask)
+        state.withLock { $0.nodes[index].trusted = trusted }
+        return trusted
+    }
+
+    /// One node: follow its handovers, read the record, check it, check its freshness; with
+    /// `status`, also its reported height (for `refresh` and /v1/status, not every read).
+    private func attempt(_ index: Int, key: StateKey, status: Bool = false) throws -> VerifiedRecord {
         do {
-            let (record, height) = try withClient(index) { ask in
-                let trusted = try CertifiedReader.trusted(genesis, ask: ask)
-                state.withLock { $0.nodes[index].trusted = trusted }
-                let record = try CertifiedReader.record(key, trusted: trusted, chainId: genesis.chainId, ask: ask)
-                guard case let .status(status) = try ask(.status) else { throw CertifiedReadError.answer("not a status") }
-                return (record, status.height)
+            let (record, height) = try withClient(index) { ask -> (CertifiedRecord, UInt64?) in
+                let record = try CertifiedReader.record(key, trusted: try trusted(index, ask: ask), chainId: genesis.chainId, ask: ask)
+                guard status else { return (record, nil) }
+                guard case let .status(reported) = try ask(.status) else { throw CertifiedReadError.answer("not a status") }
+                return (record, reported.height)
             }
             let behind = try state.withLock { state -> UInt64 in
                 state.nodes[index].certifiedHeight = record.height
-                state.nodes[index].height = height
+                if let height { state.nodes[index].height = height }
                 state.nodes[index].lastError = nil
                 state.freshness.learn(record.height, from: nodes[index].description)
                 return try state.freshness.check(record.height)
@@ -285,7 +293,7 @@ extension NodePool {
             for index in order() {
                 do {
                     let found: TransactionInclusion? = try withClient(index) { ask -> TransactionInclusion? in
-                        let trusted = try CertifiedReader.trusted(genesis, ask: ask)
+                        let trusted = try trusted(index, ask: ask)
                         guard case let .transactionProof(found) = try ask(.transactionProof(id)) else { throw CertifiedReadError.answer("not a proof") }
                         guard let found else { return nil }
                         do {

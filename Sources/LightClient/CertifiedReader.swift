@@ -35,10 +35,12 @@ public enum CertifiedReadError: Error, Equatable, Sendable, CustomStringConverti
 /// request to the node (over the client port, or to a database) and may throw its own
 /// transport errors.
 public enum CertifiedReader {
+    /// The validator sets followed from the genesis, or on from `known` (sets already
+    /// followed, whose handovers are not asked for or checked again).
     public static func trusted(
-        _ genesis: Genesis, ask: (ClientRequest) throws -> ClientResponse
+        _ genesis: Genesis, from known: TrustedValidators? = nil, ask: (ClientRequest) throws -> ClientResponse
     ) throws -> TrustedValidators {
-        var trusted = TrustedValidators(genesis: genesis.validatorKeys)
+        var trusted = known ?? TrustedValidators(genesis: genesis.validatorKeys)
         while true {
             guard case let .handovers(list) = try ask(.handovers(after: trusted.changedAt)) else { throw CertifiedReadError.answer("not handovers") }
             for handover in list {
