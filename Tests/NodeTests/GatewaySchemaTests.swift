@@ -39,7 +39,7 @@ import Transport
         let server = try GatewayServer(configuration: configuration)
         let serving = Task { try await server.run() }
         defer { serving.cancel() }
-        #expect(try await GatewayTests.until(30) { server.port != nil })
+        #expect(try await GatewayTests.until(120) { server.port != nil })
         let port = try #require(server.port)
 
         let secret = key.secret

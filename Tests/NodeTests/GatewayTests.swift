@@ -54,7 +54,8 @@ import Wire
     }
 
     /// A gateway in front of `nodes` with these keys, on a free port, serving until `serving`
-    /// is cancelled.
+    /// is cancelled. Up to two minutes to start: on two cores, other suites' blocking tests
+    /// can hold the cooperative threads the server needs (seen once at 30 s in a full run).
     static func start(
         _ nodes: [NodeRuntime], _ cluster: TestCluster, keys: [APIKey], signer: PartnerSigner? = nil
     ) async throws -> (server: GatewayServer, serving: Task<Void, any Error>, port: Int) {
@@ -65,7 +66,7 @@ import Wire
         configuration.signer = signer
         let server = try GatewayServer(configuration: configuration)
         let serving = Task { try await server.run() }
-        guard try await until(30, { server.port != nil }), let port = server.port else {
+        guard try await until(120, { server.port != nil }), let port = server.port else {
             serving.cancel()
             throw GatewayError("the gateway did not start")
         }
@@ -283,7 +284,7 @@ import Wire
                 let gateway = try GatewayServer(configuration: lied)
                 let task = Task { try await gateway.run() }
                 defer { task.cancel() }
-                #expect(try await Self.until(30) { gateway.port != nil })
+                #expect(try await Self.until(120) { gateway.port != nil })
                 let reply = try await Self.get(try #require(gateway.port), "/v1/accounts/\(citizen)", key: key)
                 #expect(reply.status == expected, "\(lie) behind \(behind): \(reply.text)")
                 if expected == 200 {
