@@ -69,7 +69,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "LightClient", "Ledger", "Transport", "CalissonCrypto", "Wire", .product(name: "Logging", package: "swift-log"),
+                "LightClient", "Ledger", "Consensus", "Transport", "CalissonCrypto", "Wire", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"), .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
                 .product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

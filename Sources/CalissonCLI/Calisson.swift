@@ -399,6 +399,8 @@ struct DatabaseReader: TreePageSource {
             return .error("proofs of inclusion come from a node (--node)")
         case let .blockTransactions(height):
             return .blockTransactions(try StoreAnswers(store: store).blockTransactions(height))
+        case let .blockContents(height):
+            return .blockContents(try StoreAnswers(store: store).blockContents(height))
         case let .handovers(after):
             return .handovers(try store.handovers(after: after, limit: ClientRequest.handoversMax).map { try Handover(wireBytes: $0.record) })
         case .certifiedState:

@@ -182,6 +182,15 @@ struct RequestShapeMiddleware<Context: RequestContext>: RouterMiddleware {
                 status: 503, type: "busy", title: "Busy", detail: "\(Self.inFlightMax) requests are being answered: retry shortly", headers: [.retryAfter: "1"])
         }
         defer { if counted { state.inFlight.withLock { $0 -= 1 } } }
+        var request = request
+        // An error is a problem document whatever Accept says (RFC 9457): an EventSource
+        // asks for text/event-stream only, and the generated code would refuse to answer
+        // its 400 or 401 in another type.
+        if let accept = request.headers[.accept], !accept.contains("problem+json") {
+            var head = request.head
+            head.headerFields[.accept] = accept + ", application/problem+json;q=0.1"
+            request = Request(head: head, body: request.body)
+        }
         do {
             var response = try await next(request, context)
             // The generated code percent-encodes header values ("/" as "%2F"); a Location is a path.

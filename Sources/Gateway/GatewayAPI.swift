@@ -11,6 +11,7 @@ import Wire
 struct GatewayAPI: APIProtocol {
     let pool: NodePool
     let signer: PartnerSigner?
+    let feed: EventFeed
 
     typealias Schemas = Components.Schemas
 

@@ -27,7 +27,18 @@ final class GatewayMetrics: Sendable {
     }
 
     /// The text, with the pool's and the access rules' state as of now.
-    func text(pool: NodePool, access: AccessState) -> String {
+    func text(pool: NodePool, access: AccessState, feed: EventFeed) -> String {
+        registry.makeGauge(descriptor: Self.name("feeds", "open", "Event feeds (GET /v1/events) open now.")).set(to: Double(feed.consumers))
+        registry.makeGauge(descriptor: Self.name("feed_head", "height", "The newest final height the event feed knows of (a node's word)."))
+            .set(to: Double(feed.head))
+        for (name, help, value) in [
+            ("feed_events_sent", "Events written to feeds.", feed.sentEvents.load(ordering: .relaxed)),
+            ("feed_slow_closed", "Feeds ended because their consumer read slower than events came.", feed.slowConsumersClosed.load(ordering: .relaxed)),
+        ] {
+            let counter = registry.makeCounter(descriptor: Self.name(name, "total", help))
+            counter.reset()
+            counter.increment(by: Int64(clamping: value))
+        }
         registry.makeGauge(descriptor: Self.name("newest_certified", "height", "The newest certified checkpoint known."))
             .set(to: Double(pool.newestCertifiedHeight))
         for node in pool.nodeStates {

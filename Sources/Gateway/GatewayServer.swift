@@ -67,15 +67,16 @@ public final class GatewayServer: Sendable {
     public func run(logger: Logger = Logger(label: "calisson.gateway")) async throws {
         let router = Router()
         let metrics = GatewayMetrics(), pool = configuration.pool, access = access
+        let feed = EventFeed(pool: pool)
         router.add(middleware: MetricsMiddleware(metrics: metrics))
         router.add(middleware: RequestShapeMiddleware(state: access))
         router.add(middleware: AccessMiddleware(keys: configuration.keys, state: access))
         // Prometheus text; open, like /health: the plain listener is on loopback only.
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                     body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.text(pool: pool, access: access))))
+                     body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.text(pool: pool, access: access, feed: feed))))
         }
-        try GatewayAPI(pool: configuration.pool, signer: configuration.signer).registerHandlers(on: router)
+        try GatewayAPI(pool: configuration.pool, signer: configuration.signer, feed: feed).registerHandlers(on: router)
         let app = Application(
             router: router, configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "calisson-gateway"),
             onServerRunning: { [self] channel in boundPort.withLock { $0 = channel.localAddress?.port } }, logger: logger)
@@ -86,7 +87,9 @@ public final class GatewayServer: Sendable {
                 try? await Task.sleep(for: .milliseconds(period))
             }
         }
+        let follower = Task { await feed.follow() }
         defer {
+            follower.cancel()
             refresher.cancel()
             pool.close()
         }

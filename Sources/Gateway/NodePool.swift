@@ -1,4 +1,5 @@
 import CalissonCrypto
+import Consensus
 import Dispatch
 import Ledger
 import LightClient
@@ -314,6 +315,74 @@ extension NodePool {
             }
             if absent > 0 { return nil }
             throw NoVerifiedAnswer(failures: failures)
+        }
+    }
+}
+
+/// A final block whose transactions were checked against its commit certificate: they
+/// hash to the digest that a quorum of the validators in force at its height signed.
+public struct VerifiedBlockContents: Sendable {
+    public let contents: BlockContents
+    public let block: Block
+    public let source: String
+}
+
+extension NodePool {
+    /// Block `height`'s contents from the first node whose answer holds (fail-over on
+    /// failures and on answers that do not hold); nil when no node has it (not final yet,
+    /// or pruned everywhere).
+    public func blockContents(_ height: UInt64) async throws -> VerifiedBlockContents? {
+        try await blocking { [self] in
+            var failures: [(String, String)] = []
+            var absent = 0
+            for index in order() {
+                do {
+                    let found = try withClient(index) { ask -> (BlockContents, Block)? in
+                        let trusted = try trusted(index, ask: ask)
+                        guard case let .blockContents(found) = try ask(.blockContents(height)) else { throw CertifiedReadError.answer("not a block's contents") }
+                        guard let found else { return nil }
+                        let block = try Block(wireBytes: found.body)
+                        guard found.height == height, block.seq == height else {
+                            throw CertifiedReadError.answer("asked for block \(height), answered block \(block.seq)")
+                        }
+                        guard found.results.count == block.commands.count else {
+                            throw CertifiedReadError.answer("block \(height) has \(block.commands.count) transactions and \(found.results.count) results")
+                        }
+                        do {
+                            try InclusionCheck.verifyCommit(
+                                digest: block.digest, height: height, certificate: found.certificate, validators: trusted.keys(at: height),
+                                chainId: genesis.chainId)
+                        } catch let error as CertificateError {
+                            throw CertifiedReadError.certificate(error)
+                        }
+                        return (found, block)
+                    }
+                    guard let found else {
+                        absent += 1
+                        continue
+                    }
+                    return VerifiedBlockContents(contents: found.0, block: found.1, source: nodes[index].description)
+                } catch {
+                    failures.append((nodes[index].description, "\(error)"))
+                }
+            }
+            if absent > 0 { return nil }
+            throw NoVerifiedAnswer(failures: failures)
+        }
+    }
+
+    /// The highest final height a node reports at or past `from`, waiting up to
+    /// `milliseconds` for block `from` (a long poll); nil when none is final yet. The
+    /// node's word: a hint of where the chain is, never a block.
+    public func waitBlocks(from: UInt64, milliseconds: UInt32) async -> UInt64? {
+        try? await blocking { [self] in
+            for index in order() {
+                let response = try? withClient(index, timeoutMilliseconds: Int(milliseconds) + timeoutMilliseconds) { ask in
+                    try ask(.blocks(from: from, limit: ClientRequest.blocksMax, waitMilliseconds: milliseconds))
+                }
+                if case let .blocks(list) = response { return list.map(\.height).max() }
+            }
+            return nil
         }
     }
 }

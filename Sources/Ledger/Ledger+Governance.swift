@@ -46,6 +46,7 @@ extension Ledger {
         } else if no > active.count - needed {
             proposal.status = .rejected(atHeight: height)
         }
+        if proposal.status != .open { decidedProposals.append(proposal.id) }
     }
 
     /// nil when `action` can be applied to the current state, else why not.

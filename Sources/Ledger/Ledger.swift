@@ -48,6 +48,8 @@ public struct BlockOutcome: Sendable {
     public var validators: [Ed25519PublicKey]?
     /// The ledger epoch this block closed, if it closed one.
     public var closedEpoch: UInt64?
+    /// The proposals this block decided (passed, rejected or failed), in the order decided.
+    public var decidedProposals: [UInt64] = []
     /// The citizen accounts each transaction concerns (empty for undecodable ones), for
     /// the node's per-account index: the ledger decoded them already.
     public var accounts: [[AccountID]]
@@ -73,6 +75,7 @@ public struct Ledger<Store: StateStore> {
     var pendingUsed: [UInt64: [StateKey]] = [:]
     var pendingExpiring: [UInt64: Set<AccountID>] = [:]
     var pendingObligations: [Pair: Amount] = [:]
+    var decidedProposals: [UInt64] = []
 
     struct Pair: Hashable, Comparable {
         let sponsor: Identifier
@@ -149,6 +152,7 @@ public struct Ledger<Store: StateStore> {
         public let values: [(key: StateKey, value: [UInt8]?)]
         public let validators: [Ed25519PublicKey]?
         public let closedEpoch: UInt64?
+        public let decidedProposals: [UInt64]
         public let accounts: [[AccountID]]
         public let partnersChanged: Bool
     }
@@ -160,6 +164,7 @@ public struct Ledger<Store: StateStore> {
         meta.height = height
         let validatorsBefore = nodeKeys()
         pruneUsedNonces(expiredBefore: height)
+        decidedProposals = []
         var results: [TransactionResult] = []
         var accounts: [[AccountID]] = []
         results.reserveCapacity(commands.count)
@@ -185,8 +190,8 @@ public struct Ledger<Store: StateStore> {
         writes = [:]
         return StagedBlock(
             height: height, results: results, values: values,
-            validators: validatorsAfter != validatorsBefore ? validatorsAfter : nil, closedEpoch: closed, accounts: accounts,
-            partnersChanged: partnersChanged)
+            validators: validatorsAfter != validatorsBefore ? validatorsAfter : nil, closedEpoch: closed, decidedProposals: decidedProposals,
+            accounts: accounts, partnersChanged: partnersChanged)
     }
 
     /// Updates the authenticated tree with a staged block's writes and commits both to
@@ -197,7 +202,8 @@ public struct Ledger<Store: StateStore> {
         store.commit(StateBatch(values: staged.values, tree: tree))
         return BlockOutcome(
             height: staged.height, results: staged.results, stateRoot: tree.root, validators: staged.validators,
-            closedEpoch: staged.closedEpoch, accounts: staged.accounts, partnersChanged: staged.partnersChanged)
+            closedEpoch: staged.closedEpoch, decidedProposals: staged.decidedProposals, accounts: staged.accounts,
+            partnersChanged: staged.partnersChanged)
     }
 
     /// The node keys of the validator partners, in order (those without one are skipped).

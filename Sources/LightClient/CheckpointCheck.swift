@@ -100,8 +100,14 @@ public enum InclusionCheck {
         header.write(height)
         header.write(commandCount)
         header.write(root)
-        let digest = blockTag.hash(header.bytes)
+        try verifyCommit(digest: blockTag.hash(header.bytes), height: height, certificate: certificate, validators: validators, chainId: chainId)
+    }
 
+    /// Checks that `certificate` holds commit votes for block `digest` at `height` from a
+    /// quorum of `validators` (the set in force at that height), each signature valid.
+    public static func verifyCommit(
+        digest: SHA256Digest, height: UInt64, certificate: [UInt8], validators: [Ed25519PublicKey], chainId: String
+    ) throws(CertificateError) {
         var reader = WireReader(certificate)
         var signers = Set<Ed25519PublicKey>()
         guard let domain = SigningDomain(chainId: chainId, purpose: .commit) else { throw .malformed("bad chain id") }

@@ -32,6 +32,9 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
     case handovers(after: UInt64)
     /// The ids of a final block's transactions, in order (benchmarks, indexers).
     case blockTransactions(UInt64)
+    /// A final block's transactions and their results, with its commit certificate and the
+    /// events its execution had (the event feed, indexers).
+    case blockContents(UInt64)
 
     public static let waitMillisecondsMax: UInt32 = 60_000
     public static let accountTransactionsMax: UInt32 = 1_000
@@ -65,6 +68,7 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
         case let .transactionProof(id): writer.write(UInt8(10)); writer.write(id)
         case let .handovers(after): writer.write(UInt8(11)); writer.write(after)
         case let .blockTransactions(height): writer.write(UInt8(12)); writer.write(height)
+        case let .blockContents(height): writer.write(UInt8(13)); writer.write(height)
         }
     }
 
@@ -90,6 +94,7 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
         case 10: self = .transactionProof(try Bytes32(from: &reader))
         case 11: self = .handovers(after: try reader.readUInt64("request.after"))
         case 12: self = .blockTransactions(try reader.readUInt64("request.height"))
+        case 13: self = .blockContents(try reader.readUInt64("request.height"))
         case let raw: throw .unknownKind(field: "request.kind", offset: offset, raw: UInt64(raw))
         }
     }
@@ -186,6 +191,59 @@ public struct BlockSummary: Hashable, Sendable {
     }
 }
 
+/// A final block as the event feed reads it: its body (the consensus block's wire form,
+/// whose digest the commit certificate signs), each transaction's stored result
+/// (`StoreAnswers.result`), and what its execution did besides: the ledger epoch it
+/// closed, and the proposals it decided, as their records stand now (a decided proposal
+/// does not change again). The body and certificate can be checked; the results, the
+/// epoch and the proposals are the node's word (Docs/API.md, "Events").
+public struct BlockContents: Hashable, Sendable {
+    public let height: UInt64
+    public let body: [UInt8]
+    public let certificate: [UInt8]
+    public let results: [[UInt8]]
+    public let closedEpoch: UInt64?
+    public let decided: [[UInt8]]
+
+    public init(height: UInt64, body: [UInt8], certificate: [UInt8], results: [[UInt8]], closedEpoch: UInt64?, decided: [[UInt8]]) {
+        self.height = height
+        self.body = body
+        self.certificate = certificate
+        self.results = results
+        self.closedEpoch = closedEpoch
+        self.decided = decided
+    }
+
+    func encode(to writer: inout WireWriter) {
+        writer.write(height)
+        writer.writeBytes(body)
+        writer.writeBytes(certificate)
+        writer.write(UInt32(results.count))
+        for result in results { writer.writeBytes(result) }
+        writer.write(closedEpoch != nil)
+        if let closedEpoch { writer.write(closedEpoch) }
+        writer.write(UInt32(decided.count))
+        for proposal in decided { writer.writeBytes(proposal) }
+    }
+
+    init(from reader: inout WireReader) throws(WireError) {
+        height = try reader.readUInt64("contents.height")
+        body = try reader.readBytes("contents.body", maximum: WireLimits.envelopePayloadSizeMax)
+        certificate = try reader.readBytes("contents.certificate", maximum: 1 << 20)
+        var results: [[UInt8]] = []
+        for _ in 0..<(try reader.readCount("contents.results", maximum: ClientResponse.blockTransactionsMax)) {
+            results.append(try reader.readBytes("contents.result", maximum: TransactionLocation.reasonBytesMax + 1))
+        }
+        self.results = results
+        closedEpoch = try reader.readBool("contents.closed") ? try reader.readUInt64("contents.closedEpoch") : nil
+        var decided: [[UInt8]] = []
+        for _ in 0..<(try reader.readCount("contents.decided", maximum: ClientResponse.blockTransactionsMax)) {
+            decided.append(try reader.readBytes("contents.proposal", maximum: 1 << 20))
+        }
+        self.decided = decided
+    }
+}
+
 public struct TransactionInclusion: Hashable, Sendable {
     public let location: TransactionLocation
     public let commandCount: UInt32
@@ -228,6 +286,8 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
     case handovers([Handover])
     /// nil: no such final block here.
     case blockTransactions([Bytes32]?)
+    /// nil: no such final block here, or its body was pruned.
+    case blockContents(BlockContents?)
 
     public static let blockTransactionsMax = 1 << 16
 
@@ -267,6 +327,10 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
             writer.write(UInt8(13))
             writer.write(ids != nil)
             if let ids { writer.writeArray(ids) }
+        case let .blockContents(found):
+            writer.write(UInt8(14))
+            writer.write(found != nil)
+            if let found { found.encode(to: &writer) }
         case let .certifiedState(height, certificate, value, proof):
             writer.write(UInt8(10)); writer.write(height); writer.writeBytes(certificate)
             writer.write(value != nil)
@@ -340,6 +404,9 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
         case 13:
             guard try reader.readBool("response.found") else { self = .blockTransactions(nil); return }
             self = .blockTransactions(try reader.readArray("response.ids", maximum: Self.blockTransactionsMax, of: Bytes32.self))
+        case 14:
+            guard try reader.readBool("response.found") else { self = .blockContents(nil); return }
+            self = .blockContents(try BlockContents(from: &reader))
         case 12: self = .handovers(try reader.readArray("response.handovers", maximum: ClientRequest.handoversMax, of: Handover.self))
         case 10:
             let height = try reader.readUInt64("response.height")

@@ -47,6 +47,46 @@ public struct StoreAnswers {
         try store.block(at: height).map { $0.transactions.map(\.id) }
     }
 
+    /// The extra (`NodeStore.extra`) that records what block `height`'s execution did
+    /// besides its transactions' results, written with the block when it did anything.
+    public static func eventsExtraName(_ height: UInt64) -> String { "events.\(height)" }
+
+    /// The record of a block's events: the epoch it closed, the proposals it decided
+    /// (nil when neither: nothing is written).
+    public static func eventsExtra(closedEpoch: UInt64?, decided: [UInt64]) -> [UInt8]? {
+        guard closedEpoch != nil || !decided.isEmpty else { return nil }
+        var writer = WireWriter()
+        writer.write(closedEpoch != nil)
+        if let closedEpoch { writer.write(closedEpoch) }
+        writer.writeArray(decided)
+        return writer.bytes
+    }
+
+    /// A final block's body, results and events (nil: not here, or its body was pruned).
+    /// A record of events this node cannot read is an error, not an answer without them.
+    public func blockContents(_ height: UInt64) throws(StorageError) -> BlockContents? {
+        guard let block = try store.block(at: height), let body = block.body else { return nil }
+        var closedEpoch: UInt64?
+        var decided: [[UInt8]] = []
+        if let extra = try store.extra(Self.eventsExtraName(height)) {
+            do {
+                var reader = WireReader(extra)
+                closedEpoch = try reader.readBool("events.closed") ? try reader.readUInt64("events.closedEpoch") : nil
+                for id in try reader.readArray("events.decided", maximum: ClientResponse.blockTransactionsMax, of: UInt64.self) {
+                    if let record = try store.value(StateKeys.proposal(id)) { decided.append(record) }
+                }
+                try reader.expectEnd()
+            } catch let error as StorageError {
+                throw error
+            } catch {
+                throw .invalid(file: store.file, reason: "block \(height)'s events record: \(error)")
+            }
+        }
+        return BlockContents(
+            height: height, body: body, certificate: block.certificate, results: block.transactions.map(\.result), closedEpoch: closedEpoch,
+            decided: decided)
+    }
+
     /// Final blocks from `from` on, at most `limit`.
     public func blocks(from: UInt64, limit: UInt32) throws(StorageError) -> [BlockSummary] {
         guard from <= store.height, limit > 0 else { return [] }

@@ -54,6 +54,12 @@ public struct ClientAnswers {
                 return .waitBlocks(from: from, limit: limit, waitMilliseconds: wait)
             case let .block(height): return .answer(.block(try answers.block(height)))
             case let .blockTransactions(height): return .answer(.blockTransactions(try answers.blockTransactions(height)))
+            case let .blockContents(height):
+                let answer = ClientResponse.blockContents(try answers.blockContents(height))
+                guard answer.wireBytes.count <= WireLimits.envelopePayloadSizeMax - 64 else {
+                    return .answer(.error("block \(height)'s contents are larger than one answer (\(WireLimits.envelopePayloadSizeMax) bytes)"))
+                }
+                return .answer(answer)
             case let .handovers(after):
                 return .answer(.handovers(try store.handovers(after: after, limit: ClientRequest.handoversMax).map { try Handover(wireBytes: $0.record) }))
             }

@@ -789,7 +789,11 @@ public final class NodeRuntime: @unchecked Sendable {
             transactions: zip(zip(ids, outcome.results), outcome.accounts).map { pair, accounts in
                 TransactionRecord(id: pair.0, result: StoreAnswers.result(pair.1), accounts: accounts.map(\.bytes))
             })
-        try ledger.store.persist(record, extras: ["schedule": schedule.wireBytes])
+        var extras = ["schedule": schedule.wireBytes]
+        if let events = StoreAnswers.eventsExtra(closedEpoch: outcome.closedEpoch, decided: outcome.decidedProposals) {
+            extras[StoreAnswers.eventsExtraName(block.seq)] = events
+        }
+        try ledger.store.persist(record, extras: extras)
         for (position, (id, result)) in zip(ids, outcome.results).enumerated() {
             guard let waiting = waiters.removeValue(forKey: id) else { continue }
             waiterCount -= waiting.count

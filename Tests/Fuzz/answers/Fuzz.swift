@@ -87,7 +87,7 @@ enum Fixture {
         let db = database
         let requests: [ClientRequest] = [
             .status, .transaction(db.transactions[0]), .state(db.keys[4]), .certifiedState(db.keys[7]), .block(1), .block(UInt64.max),
-            .blockTransactions(1 << 63), .handovers(after: UInt64.max), .blocks(from: 1, limit: 1_000, waitMilliseconds: 0),
+            .blockTransactions(1 << 63), .blockContents(1), .blockContents(UInt64.max), .handovers(after: UInt64.max), .blocks(from: 1, limit: 1_000, waitMilliseconds: 0),
             .blocks(from: UInt64.max, limit: UInt32.max, waitMilliseconds: 10), .accountTransactions(db.accounts[0], limit: UInt32.max),
             .transactionProof(db.transactions[3]), .waitFinal(db.transactions[1], timeoutMilliseconds: 5), .submit([1, 2, 3]),
         ]
@@ -109,7 +109,7 @@ struct Built {
     mutating func pick<T>(_ list: [T]) -> T { list[Int(byte()) % list.count] }
 
     mutating func request(_ db: Fixture.Database) -> ClientRequest {
-        switch byte() % 13 {
+        switch byte() % 14 {
         case 0: return .status
         case 1: return .transaction(pick(db.transactions))
         case 2: return .state(pick(db.keys))
@@ -122,6 +122,7 @@ struct Built {
         case 9: return .handovers(after: height(db.height))
         case 10: return .blockTransactions(height(db.height))
         case 11: return .submit(Array(bytes))
+        case 12: return .blockContents(height(db.height))
         default: return .state(SHA256.hash(Array(bytes)))
         }
     }

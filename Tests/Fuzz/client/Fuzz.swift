@@ -22,6 +22,7 @@ enum Seeds {
         let requests: [ClientRequest] = [
             .status, .submit([1, 2, 3]), .state(key), .certifiedState(key), .blocks(from: 1, limit: 10, waitMilliseconds: 100),
             .transactionProof(Bytes32([UInt8](repeating: 7, count: 32))!), .handovers(after: 0), .blockTransactions(3),
+            .blockContents(3),
         ]
         let responses: [ClientResponse] = [
             .certifiedState(height: 0, certificate: certificate, value: value, proof: proof),
@@ -29,6 +30,9 @@ enum Seeds {
             .handovers([handover]),
             .refused("mempool full"),
             .blockTransactions([Bytes32([UInt8](repeating: 1, count: 32))!]),
+            .blockContents(BlockContents(
+                height: 3, body: [0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 2, 7, 7], certificate: certificate, results: [[0]], closedEpoch: 1,
+                decided: [[1, 2, 3]])),
         ]
         return requests.map(\.wireBytes) + responses.map(\.wireBytes)
     }

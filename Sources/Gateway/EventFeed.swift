@@ -1,0 +1,300 @@
+import CalissonCrypto
+import Foundation
+import Ledger
+import LightClient
+import OpenAPIRuntime
+import Synchronization
+import Wire
+
+/// One event of the feed: where it is (`height.index`), what it is, what the filters
+/// match it on, and its `data` line (JSON).
+struct FeedEvent: Sendable, Equatable {
+    enum Kind: String, Sendable, CaseIterable {
+        case transaction, governance, epoch
+    }
+    let height: UInt64
+    let index: Int
+    let kind: Kind
+    let programmes: [String]
+    let partners: [String]
+    let accounts: [String]
+    let data: String
+
+    var id: String { "\(height).\(index)" }
+
+    /// The event as the stream carries it.
+    var text: String { "id: \(id)\nevent: \(kind.rawValue)\ndata: \(data)\n\n" }
+}
+
+/// What a consumer asked to see. Programme, partner and account select transactions;
+/// governance and epoch events have none of them and are sent when their kind is.
+struct FeedFilter: Sendable {
+    var kinds = Set(FeedEvent.Kind.allCases)
+    var programme: String?
+    var partner: String?
+    var account: String?
+
+    func admits(_ event: FeedEvent) -> Bool {
+        guard kinds.contains(event.kind) else { return false }
+        guard event.kind == .transaction else { return true }
+        if let programme, !event.programmes.contains(programme) { return false }
+        if let partner, !event.partners.contains(partner) { return false }
+        if let account, !event.accounts.contains(account) { return false }
+        return true
+    }
+}
+
+/// A position in the feed: the next event to send is the first of block `height` after
+/// index `after` (nil: the block's first).
+struct FeedPosition: Sendable, Equatable {
+    var height: UInt64
+    var after: Int?
+
+    /// After the event `id` (`<height>.<index>`), or nil when `id` is not one.
+    init?(lastEventID id: String) {
+        let parts = id.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 2, let height = UInt64(parts[0]), height >= 1, height <= UInt64.max >> 1,
+            let index = Int(parts[1]), index >= 0
+        else { return nil }
+        self.height = height
+        after = index
+    }
+
+    init(height: UInt64) {
+        self.height = height
+        after = nil
+    }
+}
+
+/// The gateway's feed of final blocks: it follows the chain's head (one long poll at a
+/// time for all consumers), keeps the newest checked blocks' events, and streams them
+/// to each consumer from its own position, never skipping: a block no node gives a
+/// checked answer for is asked again, a consumer too slow for its buffer has its stream
+/// ended after the last event it was given.
+final class EventFeed: Sendable {
+    /// Feeds open at once; past it a new one is refused (503).
+    static let consumersMax = 256
+    /// Events queued for one consumer before it counts as too slow.
+    static let bufferedEventsMax = 1_024
+    static let keepAliveSeconds = 15
+    static let cachedBlocksMax = 512
+
+    let pool: NodePool
+    private struct State {
+        var head: UInt64 = 0
+        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        var nextWaiter: UInt64 = 0
+        var cache: [UInt64: [FeedEvent]] = [:]
+        var consumers = 0
+    }
+    private let state = Mutex(State())
+    private let encoder = JSONEncoder()
+    let sentEvents = Atomic<Int>(0)
+    let slowConsumersClosed = Atomic<Int>(0)
+
+    init(pool: NodePool) { self.pool = pool }
+
+    var head: UInt64 { state.withLock { $0.head } }
+    var consumers: Int { state.withLock { $0.consumers } }
+
+    /// Follows the chain's head until cancelled: a node's word, used only to know when to
+    /// ask for the next block (what is sent is checked block by block).
+    func follow() async {
+        while !Task.isCancelled {
+            if head == 0, let reported = try? await pool.reportedHeight() { advance(to: reported) }
+            let next = head + 1
+            if let height = await pool.waitBlocks(from: next, milliseconds: 10_000), height >= next {
+                advance(to: height)
+            } else {
+                try? await Task.sleep(for: .milliseconds(200))  // no node answers: do not spin
+            }
+        }
+    }
+
+    func advance(to height: UInt64) {
+        let woken = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            guard height > state.head else { return [] }
+            state.head = height
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for waiter in woken { waiter.resume() }
+    }
+
+    /// Waits until the head passes `height` or `seconds` pass; whether it did.
+    func waitForHead(beyond height: UInt64, seconds: Int) async -> Bool {
+        if head > height { return true }
+        let id = state.withLock { state -> UInt64 in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        let timer = Task { [self] in
+            try? await Task.sleep(for: .seconds(seconds))
+            wake(id)
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let passed = state.withLock { state -> Bool in
+                    if state.head > height { return true }
+                    state.waiters[id] = continuation
+                    return false
+                }
+                if passed { continuation.resume() }
+            }
+        } onCancel: { [self] in wake(id) }
+        timer.cancel()
+        return head > height
+    }
+
+    private func wake(_ id: UInt64) {
+        state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
+    }
+
+    /// Block `height`'s events, checked (from the cache, or from the nodes); nil when no
+    /// node has the block final yet.
+    func events(at height: UInt64) async throws -> [FeedEvent]? {
+        if let cached = state.withLock({ $0.cache[height] }) { return cached }
+        guard let found = try await pool.blockContents(height) else { return nil }
+        let events = try Self.events(of: found, encoder: encoder)
+        state.withLock { state in
+            state.cache[height] = events
+            if state.cache.count > Self.cachedBlocksMax, let oldest = state.cache.keys.min() { state.cache[oldest] = nil }
+        }
+        return events
+    }
+
+    /// Takes a consumer's place, or nil when `consumersMax` are open.
+    func openConsumer() -> Bool {
+        state.withLock { state in
+            guard state.consumers < Self.consumersMax else { return false }
+            state.consumers += 1
+            return true
+        }
+    }
+
+    func closeConsumer() { state.withLock { $0.consumers -= 1 } }
+
+    /// The stream for one consumer, from `position`, through `filter`. Its place must have
+    /// been taken (`openConsumer`); it is given back when the stream ends.
+    func stream(from position: FeedPosition, filter: FeedFilter) -> HTTPBody {
+        let (stream, continuation) = AsyncStream.makeStream(of: HTTPBody.ByteChunk.self, bufferingPolicy: .bufferingOldest(Self.bufferedEventsMax))
+        let producer = Task { [self] in
+            defer {
+                continuation.finish()
+                closeConsumer()
+            }
+            await produce(from: position, filter: filter) { text in
+                switch continuation.yield(ArraySlice(text.utf8)) {
+                case .enqueued: return true
+                case .dropped, .terminated: return false
+                @unknown default: return false
+                }
+            }
+        }
+        continuation.onTermination = { _ in producer.cancel() }
+        return HTTPBody(stream, length: .unknown, iterationBehavior: .single)
+    }
+
+    /// Writes events from `position` until `send` refuses one (the consumer left, or is too
+    /// slow: its stream ends after the last event it was given) or the task is cancelled.
+    func produce(from position: FeedPosition, filter: FeedFilter, send: (String) -> Bool) async {
+        var position = position
+        guard send("retry: 2000\n: events from block \(position.height)\n\n") else { return }
+        while !Task.isCancelled {
+            if position.height > head {
+                if !(await waitForHead(beyond: position.height - 1, seconds: Self.keepAliveSeconds)) {
+                    guard send(": waiting for block \(position.height)\n\n") else { return }
+                    continue
+                }
+            }
+            let events: [FeedEvent]?
+            do { events = try await self.events(at: position.height) } catch {
+                // No node gave a block that holds: say so, and ask again (never skip it).
+                guard send(": block \(position.height): no checked answer yet (\(String(describing: error).prefix(300)))\n\n") else { return }
+                try? await Task.sleep(for: .seconds(2))
+                continue
+            }
+            guard let events else {
+                // The head said final, the nodes asked do not have it yet.
+                try? await Task.sleep(for: .milliseconds(500))
+                continue
+            }
+            for event in events where event.index > (position.after ?? -1) && filter.admits(event) {
+                guard send(event.text) else {
+                    if !Task.isCancelled { slowConsumersClosed.add(1, ordering: .relaxed) }
+                    return
+                }
+                sentEvents.add(1, ordering: .relaxed)
+            }
+            position = FeedPosition(height: position.height + 1)
+        }
+    }
+
+    // MARK: Events of a block
+
+    static func events(of found: VerifiedBlockContents, encoder: JSONEncoder) throws -> [FeedEvent] {
+        let height = found.contents.height
+        var events: [FeedEvent] = []
+        func json(_ value: some Encodable) throws -> String { String(decoding: try encoder.encode(value), as: UTF8.self) }
+        for (position, (command, result)) in zip(found.block.commands, found.contents.results).enumerated() {
+            let id = SignedTransaction.idTag.hash(command)
+            var event = Components.Schemas.TransactionEvent(
+                id: id.hex, height: GatewayAPI.int(height), position: Int64(position), kind: .undecodable,
+                result: StoreAnswers.isApplied(result) ? .applied : .rejected, reason: StoreAnswers.reason(result))
+            var programmes: [String] = [], partners: [String] = [], accounts: [String] = []
+            if let signed = try? SignedTransaction(wireBytes: command) {
+                let transaction = signed.transaction
+                event.nonce = GatewayAPI.int(transaction.nonce)
+                switch transaction.signer {
+                case let .partner(partner):
+                    event.signerPartner = partner.rawValue
+                    partners.append(partner.rawValue)
+                case let .citizen(account): event.signerAccount = account.bytes.hex
+                }
+                switch transaction.body {
+                case let .attribute(programme, account, units, evidence):
+                    (event.kind, event.programme, event.account, event.units, event.evidence) =
+                        (.attribute, programme.rawValue, account.bytes.hex, Int64(units), evidence.hex)
+                    programmes.append(programme.rawValue)
+                case let .redeem(acceptor, amount, service):
+                    (event.kind, event.acceptor, event.amount, event.service) = (.redeem, acceptor.rawValue, GatewayAPI.int(amount), service.hex)
+                    partners.append(acceptor.rawValue)
+                case let .transfer(to, programme, amount):
+                    (event.kind, event.to, event.programme, event.amount) = (.transfer, to.bytes.hex, programme.rawValue, GatewayAPI.int(amount))
+                    programmes.append(programme.rawValue)
+                case let .propose(action, deadline):
+                    (event.kind, event.action, event.deadline) = (.propose, "\(action)", GatewayAPI.int(deadline))
+                case let .vote(proposal, approve):
+                    (event.kind, event.proposal, event.approve) = (.vote, GatewayAPI.int(proposal), approve)
+                }
+                accounts = transaction.accounts.map(\.bytes.hex)
+            }
+            events.append(FeedEvent(
+                height: height, index: events.count, kind: .transaction, programmes: programmes, partners: partners, accounts: accounts,
+                data: try json(event)))
+        }
+        for record in found.contents.decided {
+            let proposal: Proposal
+            do { proposal = try Proposal(wireBytes: record) } catch {
+                throw CertifiedReadError.answer("block \(height): a decided proposal's record does not decode: \(error)")
+            }
+            let status: Components.Schemas.GovernanceEvent.statusPayload
+            var reason: String?
+            switch proposal.status {
+            case .open: throw CertifiedReadError.answer("block \(height): proposal \(proposal.id) is listed as decided but is open")
+            case .passed: status = .passed
+            case .rejected: status = .rejected
+            case let .failed(_, why): (status, reason) = (.failed, why)
+            }
+            let event = Components.Schemas.GovernanceEvent(
+                proposal: GatewayAPI.int(proposal.id), height: GatewayAPI.int(height), proposer: proposal.proposer.rawValue, action: "\(proposal.action)",
+                status: status, reason: reason, yes: proposal.yes.map(\.rawValue), no: proposal.no.map(\.rawValue))
+            events.append(FeedEvent(height: height, index: events.count, kind: .governance, programmes: [], partners: [], accounts: [], data: try json(event)))
+        }
+        if let epoch = found.contents.closedEpoch {
+            let event = Components.Schemas.EpochEvent(epoch: GatewayAPI.int(epoch), height: GatewayAPI.int(height))
+            events.append(FeedEvent(height: height, index: events.count, kind: .epoch, programmes: [], partners: [], accounts: [], data: try json(event)))
+        }
+        return events
+    }
+}

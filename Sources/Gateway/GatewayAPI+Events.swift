@@ -1,0 +1,53 @@
+import CalissonCrypto
+import Ledger
+import Wire
+import OpenAPIRuntime
+
+/// `GET /v1/events`: the Server-Sent Events feed (EventFeed).
+extension GatewayAPI {
+    func getEvents(_ input: Operations.getEvents.Input) async throws -> Operations.getEvents.Output {
+        var filter = FeedFilter()
+        if let kinds = input.query.kind {
+            var chosen = Set<FeedEvent.Kind>()
+            for name in kinds.split(separator: ",") {
+                guard let kind = FeedEvent.Kind(rawValue: String(name)) else {
+                    return .badRequest(Problems.badRequest("kind must list transaction, governance or epoch, comma-separated (not '\(name.prefix(32))')"))
+                }
+                chosen.insert(kind)
+            }
+            guard !chosen.isEmpty else { return .badRequest(Problems.badRequest("kind lists no kind")) }
+            filter.kinds = chosen
+        }
+        if let programme = input.query.programme {
+            guard let id = Identifier(programme) else { return .badRequest(Problems.badIdentifier(programme)) }
+            filter.programme = id.rawValue
+        }
+        if let partner = input.query.partner {
+            guard let id = Identifier(partner) else { return .badRequest(Problems.badIdentifier(partner)) }
+            filter.partner = id.rawValue
+        }
+        if let account = input.query.account {
+            guard let key = Bytes32(hex: account.lowercased()) else { return .badRequest(Problems.badRequest("account must be 64 hexadecimal digits")) }
+            filter.account = key.hex
+        }
+        let position: FeedPosition
+        if let last = input.headers.Last_hyphen_Event_hyphen_ID {
+            guard let resumed = FeedPosition(lastEventID: last) else {
+                return .badRequest(Problems.badRequest("Last-Event-ID must be an event id of this feed, <height>.<index> (not '\(last.prefix(64))')"))
+            }
+            position = resumed
+        } else if let from = input.query.from {
+            guard let height = UInt64(exactly: from), height >= 1 else { return .badRequest(Problems.badRequest("from must be a height of 1 or more")) }
+            position = FeedPosition(height: height)
+        } else {
+            var head = feed.head
+            if head == 0, let reported = try? await pool.reportedHeight() { head = reported }
+            position = FeedPosition(height: head + 1)
+        }
+        guard feed.openConsumer() else {
+            return .serviceUnavailable(.init(headers: .init(Retry_hyphen_After: 10), body: .application_problem_plus_json(Problems.problem(
+                "too-many-feeds", "Too many feeds", 503, "this gateway serves at most \(EventFeed.consumersMax) event feeds at once"))))
+        }
+        return .ok(.init(headers: .init(Cache_hyphen_Control: "no-store"), body: .text_event_hyphen_stream(feed.stream(from: position, filter: filter))))
+    }
+}

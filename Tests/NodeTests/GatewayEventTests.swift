@@ -1,0 +1,178 @@
+// The gateway's event feed end to end: four validators on loopback, a governance vote
+// that shrinks the validator set, blocks across an epoch close; the feed read whole from
+// block 1, then read again in two parts (a disconnect, then Last-Event-ID) with no gap and
+// no duplicate; filters; malformed positions refused.
+import CalissonCrypto
+import Foundation
+@testable import Gateway
+import Ledger
+import Storage
+import Testing
+import Wire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A Server-Sent Events client over a plain socket (HTTP/1.1, chunked), blocking: the
+/// test reads a feed as a browser would, and can drop it mid-stream.
+struct FeedReader {
+    struct Event: Equatable, Sendable {
+        let id: String
+        let name: String
+        let json: String
+        var data: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] ?? [:] }
+    }
+
+    /// The status and the events read until `enough` says so or `seconds` pass.
+    static func read(
+        port: Int, path: String, key: String, lastEventID: String? = nil, seconds: Double = 60, enough: ([Event]) -> Bool
+    ) throws -> (status: Int, events: [Event]) {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socket >= 0 else { throw GatewayError("socket: \(errno)") }
+        defer { close(socket) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(truncatingIfNeeded: port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw GatewayError("connect: \(errno)") }
+        var timeout = timeval(tv_sec: 1, tv_usec: 0)
+        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nAuthorization: Bearer \(key)\r\n"
+        if let lastEventID { request += "Last-Event-ID: \(lastEventID)\r\n" }
+        request += "\r\n"
+        _ = request.withCString { send(socket, $0, strlen($0), 0) }
+
+        let deadline = Date().addingTimeInterval(seconds)
+        var raw: [UInt8] = []
+        func more() -> Bool {
+            var buffer = [UInt8](repeating: 0, count: 65_536)
+            let count = recv(socket, &buffer, buffer.count, 0)
+            if count > 0 { raw += buffer[0..<count] }
+            return count != 0 && Date() < deadline
+        }
+        let separator: [UInt8] = Array("\r\n\r\n".utf8)
+        var headerEnd: Int?
+        while headerEnd == nil {
+            headerEnd = raw.indices.dropLast(3).first { Array(raw[$0..<$0 + 4]) == separator }
+            if headerEnd == nil, !more() { throw GatewayError("no response headers") }
+        }
+        let head = String(decoding: raw[0..<headerEnd!], as: UTF8.self)
+        let status = Int(head.split(separator: " ").dropFirst().first ?? "") ?? 0
+        raw.removeFirst(headerEnd! + 4)
+        guard status == 200 else { return (status, []) }
+
+        // Chunks, then events (blank-line separated) out of the decoded text.
+        var text = "", events: [Event] = []
+        while !enough(events) {
+            if let lineEnd = raw.indices.dropLast().first(where: { raw[$0] == 13 && raw[$0 + 1] == 10 }),
+                let size = Int(String(decoding: raw[0..<lineEnd], as: UTF8.self), radix: 16), raw.count >= lineEnd + 2 + size + 2
+            {
+                guard size > 0 else { break }  // the last chunk: the server ended the stream
+                text += String(decoding: raw[(lineEnd + 2)..<(lineEnd + 2 + size)], as: UTF8.self)
+                raw.removeFirst(lineEnd + 2 + size + 2)
+                while let end = text.range(of: "\n\n") {
+                    var id = "", name = "", data = ""
+                    for line in text[..<end.lowerBound].split(separator: "\n") {
+                        if line.hasPrefix("id: ") { id = String(line.dropFirst(4)) }
+                        if line.hasPrefix("event: ") { name = String(line.dropFirst(7)) }
+                        if line.hasPrefix("data: ") { data = String(line.dropFirst(6)) }
+                    }
+                    text.removeSubrange(..<end.upperBound)
+                    guard !id.isEmpty else { continue }  // a comment or the retry field
+                    events.append(Event(id: id, name: name, json: data))
+                    if enough(events) { break }
+                }
+                continue
+            }
+            if !more() { break }
+        }
+        return (status, events)
+    }
+}
+
+@Suite(.serialized) struct GatewayEventTests {
+    @Test func theFeedResumesWithNoGapAndNoDuplicate() async throws {
+        let cluster = try TestCluster()
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        let reader = APIKey.generate(name: "reader", scopes: [.read])
+        let (_, serving, port) = try await GatewayTests.start(nodes, cluster, keys: [reader.entry])
+        defer { serving.cancel() }
+        let key = reader.secret
+
+        // A decided proposal, then blocks past the first epoch close (epochs of 50 blocks).
+        #expect(try await GatewayTests.blocking { cluster.shrinkValidators(to: 3, through: nodes) })
+        try await GatewayTests.blocking {
+            var nonce: UInt64 = 1
+            cluster.advance(nodes, to: 53, issuers: 3, nonce: &nonce)
+        }
+        let top = nodes[0].height
+        #expect(top >= 53)
+        @Sendable func reachedTop(_ events: [FeedReader.Event]) -> Bool {
+            events.contains { ($0.data["height"] as? Int).map { UInt64($0) >= top } ?? false }
+        }
+
+        let whole = try await GatewayTests.blocking { try FeedReader.read(port: port, path: "/v1/events?from=1", key: key, enough: reachedTop) }
+        #expect(whole.status == 200)
+        let events = whole.events
+        #expect(reachedTop(events), "\(events.count) events, the last \(events.last?.id ?? "none")")
+        // In order, each once; every transaction's id once.
+        let positions = events.map { event -> [Int] in event.id.split(separator: ".").map { Int($0) ?? -1 } }
+        #expect(zip(positions, positions.dropFirst()).allSatisfy { $0.lexicographicallyPrecedes($1) })
+        let ids = events.filter { $0.name == "transaction" }.compactMap { $0.data["id"] as? String }
+        let store = try NodeStore(file: "\(cluster.directory)/p0.db", readOnly: true)
+        let stored = try (1..<top).reduce(0) { $0 + (try store.block(at: $1)?.transactions.count ?? 0) }
+        let below = events.filter { $0.name == "transaction" && ($0.data["height"] as? Int ?? Int.max) < Int(top) }
+        #expect(Set(ids).count == ids.count && below.count == stored, "\(below.count) transaction events below \(top), \(stored) stored")
+        #expect(events.contains { $0.name == "transaction" && $0.data["kind"] as? String == "propose" && $0.data["result"] as? String == "applied" })
+        let decision = events.first { $0.name == "governance" }
+        #expect(decision?.data["proposal"] as? Int == 1 && decision?.data["status"] as? String == "passed", "\(decision?.data ?? [:])")
+        let epoch = events.first { $0.name == "epoch" }
+        #expect(epoch?.data["epoch"] as? Int == 0 && epoch?.data["height"] as? Int == 50, "\(epoch?.data ?? [:])")
+
+        // Dropped after a few events, resumed with Last-Event-ID: the same events, none twice.
+        let first = try await GatewayTests.blocking { try FeedReader.read(port: port, path: "/v1/events?from=1", key: key) { $0.count >= 7 } }
+        #expect(first.events.count == 7)
+        let last = first.events.last?.id ?? ""
+        let rest = try await GatewayTests.blocking {
+            try FeedReader.read(port: port, path: "/v1/events?from=1", key: key, lastEventID: last, enough: reachedTop)
+        }
+        #expect(first.events + rest.events == events, "resumed after \(last): \(rest.events.prefix(3).map(\.id))")
+
+        // Filters.
+        let governance = try await GatewayTests.blocking {
+            try FeedReader.read(port: port, path: "/v1/events?from=1&kind=governance,epoch", key: key) { $0.count >= 2 }
+        }
+        #expect(governance.events.map(\.name) == ["governance", "epoch"])
+        let citizen = Ed25519PublicKey(SHA256.hash("citizen 1")).bytes.hex
+        let mine = try await GatewayTests.blocking {
+            try FeedReader.read(port: port, path: "/v1/events?from=1&kind=transaction&account=\(citizen.uppercased())", key: key) { $0.count >= 5 }
+        }
+        #expect(mine.events.count == 5 && mine.events.allSatisfy { $0.data["account"] as? String == citizen })
+
+        // Malformed positions and filters are refused by name; no key, no feed.
+        for (path, id) in [("/v1/events", "12"), ("/v1/events", "x.1"), ("/v1/events", "18446744073709551615.0"), ("/v1/events?kind=blocks", nil)] {
+            let refused = try await GatewayTests.blocking { try FeedReader.read(port: port, path: path, key: key, lastEventID: id) { _ in true } }
+            #expect(refused.status == 400, "\(path) Last-Event-ID \(id ?? "-")")
+        }
+        #expect(try await GatewayTests.blocking { try FeedReader.read(port: port, path: "/v1/events", key: "wrong") { _ in true } }.status == 401)
+
+        // A consumer that stops taking events (its buffer is full) has its stream ended
+        // after the last event it took, counted; resuming from there loses nothing (above).
+        let feed = EventFeed(pool: NodePool(
+            nodes: nodes.map { NodeAddress(host: "127.0.0.1", port: $0.transport.clientPort) }, ca: cluster.ca, genesis: cluster.genesis, lagMax: 32))
+        feed.advance(to: top)
+        var taken: [String] = []
+        await feed.produce(from: FeedPosition(height: 1), filter: FeedFilter()) { text in
+            guard taken.count < 6 else { return false }
+            taken.append(text)
+            return true
+        }
+        #expect(taken.count == 6 && feed.slowConsumersClosed.load(ordering: .relaxed) == 1)
+        #expect(taken.dropFirst().map { $0.split(separator: "\n")[0] } == events.prefix(5).map { "id: \($0.id)" })
+    }
+}
