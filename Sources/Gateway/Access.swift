@@ -73,12 +73,15 @@ public struct APIKeyFile: Codable, Sendable, Equatable {
 }
 
 /// Authentication and rate limits, before any operation: `Authorization: Bearer <key>`
-/// with a listed key (401 otherwise), the scope the method needs (403: GET needs `read`),
+/// with a listed key (401 otherwise), the scope the operation needs (403: GET needs `read`,
+/// proposing and voting `govern`, other POSTs `submit`),
 /// within the key's rate (429 with Retry-After). `/health` and `/metrics` are open. Every refusal is a
 /// problem document and is counted.
 struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
     let keys: [String: APIKey]  // by SHA-256 of the key
     let state: AccessState
+    /// The operations that need the `govern` scope; every other POST needs `submit`.
+    static var governed: [String] { ["/v1/proposals", "/v1/votes"] }
 
     init(keys: [APIKey], state: AccessState) {
         self.keys = Dictionary(keys.map { ($0.sha256, $0) }, uniquingKeysWith: { first, _ in first })
@@ -91,7 +94,7 @@ struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
         else {
             return refuse(401, "unauthorized", "Unauthorized", "an API key is needed: Authorization: Bearer <key>", headers: [.wwwAuthenticate: "Bearer"])
         }
-        let needed: Scope = request.method == .get || request.method == .head ? .read : .submit
+        let needed: Scope = request.method == .get || request.method == .head ? .read : Self.governed.contains(request.uri.path) ? .govern : .submit
         guard key.scopes.contains(needed) else {
             return refuse(403, "forbidden", "Forbidden", "the key '\(key.name)' does not have the '\(needed.rawValue)' scope")
         }
@@ -160,7 +163,7 @@ struct RequestShapeMiddleware<Context: RequestContext>: RouterMiddleware {
     /// HEAD, answered like GET) everywhere else. Kept in step with the document: the
     /// Schemathesis test (GatewaySchemaTests) fails on a method it lists that is refused.
     static func allowed(_ path: String) -> [HTTPRequest.Method] {
-        ["/v1/transactions", "/v1/rewards"].contains(path) ? [.post] : [.get, .head]
+        ["/v1/transactions", "/v1/rewards", "/v1/redemptions", "/v1/transfers", "/v1/proposals", "/v1/votes"].contains(path) ? [.post] : [.get, .head]
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {

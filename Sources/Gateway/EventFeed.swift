@@ -97,10 +97,16 @@ final class EventFeed: Sendable {
     var head: UInt64 { state.withLock { $0.head } }
     var consumers: Int { state.withLock { $0.consumers } }
 
-    /// Follows the chain's head until cancelled: a node's word, used only to know when to
-    /// ask for the next block (what is sent is checked block by block).
+    /// Follows the chain's head until cancelled, while any feed is open: a node's word,
+    /// used only to know when to ask for the next block (what is sent is checked block by
+    /// block).
     func follow() async {
         while !Task.isCancelled {
+            // Nobody reads: ask the nodes nothing.
+            guard consumers > 0 else {
+                try? await Task.sleep(for: .milliseconds(250))
+                continue
+            }
             if head == 0, let reported = try? await pool.reportedHeight() { advance(to: reported) }
             let next = head + 1
             if let height = await pool.waitBlocks(from: next, milliseconds: 10_000), height >= next {
@@ -235,6 +241,7 @@ final class EventFeed: Sendable {
     static func events(of found: VerifiedBlockContents, encoder: JSONEncoder) throws -> [FeedEvent] {
         let height = found.contents.height
         var events: [FeedEvent] = []
+        let opened = Dictionary(found.contents.opened.map { ($0.position, $0.proposal) }, uniquingKeysWith: { first, _ in first })
         func json(_ value: some Encodable) throws -> String { String(decoding: try encoder.encode(value), as: UTF8.self) }
         for (position, (command, result)) in zip(found.block.commands, found.contents.results).enumerated() {
             let id = SignedTransaction.idTag.hash(command)
@@ -264,6 +271,7 @@ final class EventFeed: Sendable {
                     programmes.append(programme.rawValue)
                 case let .propose(action, deadline):
                     (event.kind, event.action, event.deadline) = (.propose, "\(action)", GatewayAPI.int(deadline))
+                    event.proposal = opened[UInt64(position)].map(GatewayAPI.int)
                 case let .vote(proposal, approve):
                     (event.kind, event.proposal, event.approve) = (.vote, GatewayAPI.int(proposal), approve)
                 }

@@ -40,9 +40,10 @@ extension GatewayAPI {
             guard let height = UInt64(exactly: from), height >= 1 else { return .badRequest(Problems.badRequest("from must be a height of 1 or more")) }
             position = FeedPosition(height: height)
         } else {
-            var head = feed.head
-            if head == 0, let reported = try? await pool.reportedHeight() { head = reported }
-            position = FeedPosition(height: head + 1)
+            // The next block: after the height a node reports now (the feed's head may be
+            // old: it is followed only while feeds are open).
+            let head = (try? await pool.reportedHeight()) ?? feed.head
+            position = FeedPosition(height: head.saturatingAdding(1))
         }
         guard feed.openConsumer() else {
             return .serviceUnavailable(.init(headers: .init(Retry_hyphen_After: 10), body: .application_problem_plus_json(Problems.problem(

@@ -49,84 +49,101 @@ extension GatewayAPI {
     }
 }
 
-/// A reward's answer when it cannot be signed (an Error, to travel in a Result).
-struct RewardProblem: Error {
-    let output: Operations.reward.Output
-    init(_ output: Operations.reward.Output) { self.output = output }
+/// What became of a submission, before it is put in its operation's answer (each
+/// operation has its own generated answer type; `SubmitAnswer`s map onto them).
+enum SubmitAnswer: Error {
+    case final(Components.Schemas.TransactionState)
+    case pending(Components.Schemas.TransactionState, location: String)
+    case badRequest(Components.Responses.BadRequest)
+    case conflict(Components.Schemas.Problem)
+    case unprocessable(Components.Schemas.Problem)
+    case unavailable(Components.Schemas.Problem)
+    case badGateway(Components.Responses.BadGateway)
+
+    init(_ relayed: GatewayAPI.Relayed) {
+        switch relayed {
+        case let .final(state): self = .final(state)
+        case let .pending(state, location): self = .pending(state, location: location)
+        case let .refused(problem): self = .unprocessable(problem)
+        case let .failed(response): self = .badGateway(response)
+        }
+    }
+
+    static func badRequest(_ detail: String) -> SubmitAnswer { .badRequest(Problems.badRequest(detail)) }
 }
 
 extension GatewayAPI {
     func reward(_ input: Operations.reward.Input) async throws -> Operations.reward.Output {
-        guard let signer else {
-            return .serviceUnavailable(.init(body: .application_problem_plus_json(Problems.problem(
-                "no-signer", "No partner key", 503, "this gateway holds no partner's signing key (calisson-gateway run --partner --signing-key)"))))
-        }
+        guard case let .json(reward) = input.body else { return .init(SubmitAnswer.badRequest("a JSON body is needed")) }
         let key = input.headers.Idempotency_hyphen_Key
-        guard case let .json(reward) = input.body else { return .badRequest(Problems.badRequest("a JSON body is needed")) }
-        guard IdempotencyLog.isValid(key) else {
-            return .badRequest(Problems.badRequest(
-                "Idempotency-Key must be 1 to \(IdempotencyLog.keyLengthMax) characters of A-Z, a-z, 0-9, '.', '_', ':', '~', '-'"))
-        }
         guard let programme = Identifier(reward.programme) else { return .badRequest(Problems.badIdentifier(reward.programme)) }
         guard let account = Bytes32(hex: reward.account.lowercased()) else { return .badRequest(Problems.badRequest("account must be 64 hexadecimal digits")) }
         guard let units = UInt32(exactly: reward.units), units >= 1 else { return .badRequest(Problems.badRequest("units must be from 1 to \(UInt32.max)")) }
         guard !reward.evidence.isEmpty, reward.evidence.count <= 1_024 else { return .badRequest(Problems.badRequest("evidence must be 1 to 1024 characters")) }
         let request = SHA256.hash("\(programme)\u{0}\(account.hex)\u{0}\(units)\u{0}\(reward.evidence)").hex
+        return .init(await signOnce(key: key, request: request, wait: input.query.wait ?? true) { (signer: PartnerSigner) throws(SubmitAnswer) -> TransactionBody in
+            let evidence: Bytes32
+            if let given = Bytes32(hex: reward.evidence) {
+                evidence = given
+            } else if let evidenceKey = signer.evidence {
+                evidence = evidenceKey.commitment(of: reward.evidence, for: .evidence)
+            } else {
+                throw SubmitAnswer.unprocessable(Problems.problem(
+                    "no-evidence-key", "No evidence key", 422,
+                    "evidence text goes on chain only as a keyed hash, and this gateway holds no evidence key: send a 64-hex commitment"))
+            }
+            return .attribute(programme: programme, account: Ed25519PublicKey(account), units: units, evidence: evidence)
+        })
+    }
 
+    /// A transaction this gateway signs for its partner, once per Idempotency-Key: the key
+    /// is reserved, the body built (`body` may refuse with an answer), the transaction
+    /// signed with a nonce derived from the key and recorded (synced) before it is sent;
+    /// a retry of the same key and request sends the recorded bytes again.
+    func signOnce(
+        key: String, request: String, wait: Bool, body: (PartnerSigner) throws(SubmitAnswer) -> TransactionBody
+    ) async -> SubmitAnswer {
+        guard let signer else {
+            return .unavailable(Problems.problem(
+                "no-signer", "No partner key", 503, "this gateway holds no partner's signing key (calisson-gateway run --partner --signing-key)"))
+        }
+        guard IdempotencyLog.isValid(key) else {
+            return .badRequest("Idempotency-Key must be 1 to \(IdempotencyLog.keyLengthMax) characters of A-Z, a-z, 0-9, '.', '_', ':', '~', '-'")
+        }
         let bytes: [UInt8]
         switch signer.log.reserve(key, request: request) {
         case let .existing(entry): bytes = Hex.decode(entry.transaction) ?? []
         case .conflict:
-            return .conflict(.init(body: .application_problem_plus_json(Problems.problem(
-                "idempotency-key-reused", "Idempotency-Key reused", 409, "the key '\(key.prefix(64))' was used with another request"))))
+            return .conflict(Problems.problem("idempotency-key-reused", "Idempotency-Key reused", 409, "the key '\(key.prefix(64))' was used with another request"))
         case .inFlight:
-            return .conflict(.init(body: .application_problem_plus_json(Problems.problem(
-                "idempotency-key-in-flight", "Idempotency-Key in flight", 409, "a request with the key '\(key.prefix(64))' is being signed: retry shortly"))))
+            return .conflict(Problems.problem(
+                "idempotency-key-in-flight", "Idempotency-Key in flight", 409, "a request with the key '\(key.prefix(64))' is being signed: retry shortly"))
         case .full:
-            return .serviceUnavailable(.init(body: .application_problem_plus_json(Problems.problem(
-                "idempotency-log-full", "Idempotency log full", 503, "the gateway's idempotency log holds \(IdempotencyLog.entryCountMax) keys: its operator must rotate it"))))
+            return .unavailable(Problems.problem(
+                "idempotency-log-full", "Idempotency log full", 503, "the gateway's idempotency log holds \(IdempotencyLog.entryCountMax) keys: its operator must rotate it"))
         case .reserved:
-            switch await signReward(signer, programme: programme, account: account, units: units, evidence: reward.evidence, key: key) {
-            case let .success(signed): bytes = signed
-            case let .failure(problem):
+            let built: TransactionBody
+            let expiry: UInt64
+            do {
+                built = try body(signer)
+                expiry = try await expiryHeight()
+            } catch let answer as SubmitAnswer {
                 signer.log.release(key)
-                return problem.output
+                return answer
+            } catch {
+                signer.log.release(key)
+                return .badGateway(Problems.badGateway(error))
             }
+            bytes = Transaction(
+                chainId: pool.genesis.chainId, signer: .partner(signer.partner), nonce: IdempotencyLog.nonce(partner: signer.partner.rawValue, key: key),
+                expiryHeight: expiry, body: built
+            ).signed(with: signer.key).wireBytes
             do { try signer.log.record(.init(key: key, request: request, transaction: Hex.encode(bytes))) } catch {
                 signer.log.release(key)  // not recorded, so not sent
-                return .serviceUnavailable(.init(body: .application_problem_plus_json(Problems.problem(
-                    "idempotency-log", "Idempotency log unavailable", 503, "the gateway could not record the transaction: \(error)"))))
+                return .unavailable(Problems.problem("idempotency-log", "Idempotency log unavailable", 503, "the gateway could not record the transaction: \(error)"))
             }
         }
-        switch await relay(bytes, wait: input.query.wait ?? true) {
-        case let .final(state): return .ok(.init(body: .json(state)))
-        case let .pending(state, location): return .accepted(.init(headers: .init(Location: location), body: .json(state)))
-        case let .refused(problem): return .unprocessableContent(.init(body: .application_problem_plus_json(problem)))
-        case let .failed(response): return .badGateway(response)
-        }
-    }
-
-    /// The attribution signed for a reserved key (evidence committed, expiry set), or the
-    /// answer that says why not.
-    func signReward(
-        _ signer: PartnerSigner, programme: Identifier, account: Bytes32, units: UInt32, evidence text: String, key: String
-    ) async -> Result<[UInt8], RewardProblem> {
-        let evidence: Bytes32
-        if let given = Bytes32(hex: text) {
-            evidence = given
-        } else if let evidenceKey = signer.evidence {
-            evidence = evidenceKey.commitment(of: text, for: .evidence)
-        } else {
-            return .failure(RewardProblem(.unprocessableContent(.init(body: .application_problem_plus_json(Problems.problem(
-                "no-evidence-key", "No evidence key", 422,
-                "evidence text goes on chain only as a keyed hash, and this gateway holds no evidence key: send a 64-hex commitment"))))))
-        }
-        let expiry: UInt64
-        do { expiry = try await expiryHeight() } catch { return .failure(RewardProblem(.badGateway(Problems.badGateway(error)))) }
-        return .success(Transaction(
-            chainId: pool.genesis.chainId, signer: .partner(signer.partner), nonce: IdempotencyLog.nonce(partner: signer.partner.rawValue, key: key),
-            expiryHeight: expiry, body: .attribute(programme: programme, account: Ed25519PublicKey(account), units: units, evidence: evidence)
-        ).signed(with: signer.key).wireBytes)
+        return SubmitAnswer(await relay(bytes, wait: wait))
     }
 
     /// A height for a new transaction's expiry: a node's height plus at most 300 blocks,

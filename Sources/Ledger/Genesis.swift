@@ -148,20 +148,8 @@ extension GenesisFile {
             return partner
         }
 
-        var parameters = Parameters(sink: try known(self.parameters.sink, "parameters.sink").id)
-        if let value = self.parameters.epochLength { parameters.epochLength = value }
-        if let value = self.parameters.blocksPerDay { parameters.blocksPerDay = value }
-        if let value = self.parameters.transactionLifetimeMax { parameters.transactionLifetimeMax = value }
-        if let value = self.parameters.proposalLifetimeMax { parameters.proposalLifetimeMax = value }
-        if let approval = self.parameters.approval {
-            let parts = approval.split(separator: "/")
-            guard parts.count == 2, let numerator = UInt8(parts[0]), let denominator = UInt8(parts[1]) else {
-                throw GenesisError(field: "parameters.approval", reason: "a fraction such as \"2/3\"")
-            }
-            parameters.approvalNumerator = numerator
-            parameters.approvalDenominator = denominator
-        }
-        if let problem = parameters.problem() { throw GenesisError(field: "parameters", reason: problem) }
+        _ = try known(self.parameters.sink, "parameters.sink")
+        let parameters = try self.parameters.parameters("parameters")
 
         var validators: [Identifier] = []
         for (index, raw) in self.validators.enumerated() {
@@ -260,6 +248,29 @@ extension GenesisFile.PartnerEntry {
             id: id, name: name, roles: roles, signingKey: try GenesisFile.key(signingKey, "\(field).signingKey"),
             nodeKey: try nodeKey.map { (hex: String) throws(GenesisError) in try GenesisFile.key(hex, "\(field).nodeKey") },
             tlsKeyHash: try tlsKeyHash.map { (hex: String) throws(GenesisError) in try GenesisFile.bytes32(hex, "\(field).tlsKeyHash") })
+    }
+}
+
+extension GenesisFile.ParametersEntry {
+    /// The parameters this entry describes (absent fields take their defaults), each
+    /// mistake naming its field under `field`. The sink's id is checked for form here:
+    /// whether it exists is the genesis check's (or, for a proposal, the ledger's) to say.
+    public func parameters(_ field: String = "parameters") throws(GenesisError) -> Parameters {
+        var parameters = Parameters(sink: try GenesisFile.identifier(sink, "\(field).sink"))
+        if let value = epochLength { parameters.epochLength = value }
+        if let value = blocksPerDay { parameters.blocksPerDay = value }
+        if let value = transactionLifetimeMax { parameters.transactionLifetimeMax = value }
+        if let value = proposalLifetimeMax { parameters.proposalLifetimeMax = value }
+        if let approval {
+            let parts = approval.split(separator: "/")
+            guard parts.count == 2, let numerator = UInt8(parts[0]), let denominator = UInt8(parts[1]) else {
+                throw GenesisError(field: "\(field).approval", reason: "a fraction such as \"2/3\"")
+            }
+            parameters.approvalNumerator = numerator
+            parameters.approvalDenominator = denominator
+        }
+        if let problem = parameters.problem() { throw GenesisError(field: field, reason: problem) }
+        return parameters
     }
 }
 

@@ -39,6 +39,16 @@ public enum TransactionResult: Hashable, Sendable {
     case rejected(LedgerRejection)
 }
 
+/// A proposal a block opened: its number, and the position of the transaction proposing it.
+public struct OpenedProposal: Hashable, Sendable {
+    public let position: UInt64
+    public let proposal: UInt64
+    public init(position: UInt64, proposal: UInt64) {
+        self.position = position
+        self.proposal = proposal
+    }
+}
+
 /// What executing a block produced.
 public struct BlockOutcome: Sendable {
     public var height: UInt64
@@ -50,6 +60,8 @@ public struct BlockOutcome: Sendable {
     public var closedEpoch: UInt64?
     /// The proposals this block decided (passed, rejected or failed), in the order decided.
     public var decidedProposals: [UInt64] = []
+    /// The proposals this block opened: the position of the proposing transaction, the number.
+    public var openedProposals: [OpenedProposal] = []
     /// The citizen accounts each transaction concerns (empty for undecodable ones), for
     /// the node's per-account index: the ledger decoded them already.
     public var accounts: [[AccountID]]
@@ -153,6 +165,7 @@ public struct Ledger<Store: StateStore> {
         public let validators: [Ed25519PublicKey]?
         public let closedEpoch: UInt64?
         public let decidedProposals: [UInt64]
+        public let openedProposals: [OpenedProposal]
         public let accounts: [[AccountID]]
         public let partnersChanged: Bool
     }
@@ -169,13 +182,16 @@ public struct Ledger<Store: StateStore> {
         var accounts: [[AccountID]] = []
         results.reserveCapacity(commands.count)
         accounts.reserveCapacity(commands.count)
-        for command in commands {
+        var opened: [OpenedProposal] = []
+        for (position, command) in commands.enumerated() {
             var concerned: [AccountID] = []
             defer { accounts.append(concerned) }
+            let nextProposal = meta.nextProposal
             switch apply(command, height: height, verify: verify, accounts: &concerned) {
             case .success: results.append(.applied)
             case let .failure(rejection): results.append(.rejected(rejection))
             }
+            if meta.nextProposal != nextProposal { opened.append(OpenedProposal(position: UInt64(position), proposal: nextProposal)) }
         }
         var closed: UInt64?
         if height - meta.epochStartHeight + 1 >= parameters.epochLength {
@@ -191,7 +207,7 @@ public struct Ledger<Store: StateStore> {
         return StagedBlock(
             height: height, results: results, values: values,
             validators: validatorsAfter != validatorsBefore ? validatorsAfter : nil, closedEpoch: closed, decidedProposals: decidedProposals,
-            accounts: accounts, partnersChanged: partnersChanged)
+            openedProposals: opened, accounts: accounts, partnersChanged: partnersChanged)
     }
 
     /// Updates the authenticated tree with a staged block's writes and commits both to
@@ -202,7 +218,8 @@ public struct Ledger<Store: StateStore> {
         store.commit(StateBatch(values: staged.values, tree: tree))
         return BlockOutcome(
             height: staged.height, results: staged.results, stateRoot: tree.root, validators: staged.validators,
-            closedEpoch: staged.closedEpoch, decidedProposals: staged.decidedProposals, accounts: staged.accounts,
+            closedEpoch: staged.closedEpoch, decidedProposals: staged.decidedProposals, openedProposals: staged.openedProposals,
+            accounts: staged.accounts,
             partnersChanged: staged.partnersChanged)
     }
 

@@ -194,8 +194,8 @@ public struct BlockSummary: Hashable, Sendable {
 /// A final block as the event feed reads it: its body (the consensus block's wire form,
 /// whose digest the commit certificate signs), each transaction's stored result
 /// (`StoreAnswers.result`), and what its execution did besides: the ledger epoch it
-/// closed, and the proposals it decided, as their records stand now (a decided proposal
-/// does not change again). The body and certificate can be checked; the results, the
+/// closed, the proposals it decided, as their records stand now (a decided proposal does
+/// not change again), and the numbers of the proposals it opened. The body and certificate can be checked; the results, the
 /// epoch and the proposals are the node's word (Docs/API.md, "Events").
 public struct BlockContents: Hashable, Sendable {
     public let height: UInt64
@@ -204,14 +204,18 @@ public struct BlockContents: Hashable, Sendable {
     public let results: [[UInt8]]
     public let closedEpoch: UInt64?
     public let decided: [[UInt8]]
+    public let opened: [OpenedProposal]
 
-    public init(height: UInt64, body: [UInt8], certificate: [UInt8], results: [[UInt8]], closedEpoch: UInt64?, decided: [[UInt8]]) {
+    public init(
+        height: UInt64, body: [UInt8], certificate: [UInt8], results: [[UInt8]], closedEpoch: UInt64?, decided: [[UInt8]], opened: [OpenedProposal]
+    ) {
         self.height = height
         self.body = body
         self.certificate = certificate
         self.results = results
         self.closedEpoch = closedEpoch
         self.decided = decided
+        self.opened = opened
     }
 
     func encode(to writer: inout WireWriter) {
@@ -224,6 +228,11 @@ public struct BlockContents: Hashable, Sendable {
         if let closedEpoch { writer.write(closedEpoch) }
         writer.write(UInt32(decided.count))
         for proposal in decided { writer.writeBytes(proposal) }
+        writer.write(UInt32(opened.count))
+        for entry in opened {
+            writer.write(entry.position)
+            writer.write(entry.proposal)
+        }
     }
 
     init(from reader: inout WireReader) throws(WireError) {
@@ -241,6 +250,11 @@ public struct BlockContents: Hashable, Sendable {
             decided.append(try reader.readBytes("contents.proposal", maximum: 1 << 20))
         }
         self.decided = decided
+        var opened: [OpenedProposal] = []
+        for _ in 0..<(try reader.readCount("contents.opened", maximum: ClientResponse.blockTransactionsMax)) {
+            opened.append(OpenedProposal(position: try reader.readUInt64("contents.position"), proposal: try reader.readUInt64("contents.proposal")))
+        }
+        self.opened = opened
     }
 }
 

@@ -51,14 +51,19 @@ public struct StoreAnswers {
     /// besides its transactions' results, written with the block when it did anything.
     public static func eventsExtraName(_ height: UInt64) -> String { "events.\(height)" }
 
-    /// The record of a block's events: the epoch it closed, the proposals it decided
-    /// (nil when neither: nothing is written).
-    public static func eventsExtra(closedEpoch: UInt64?, decided: [UInt64]) -> [UInt8]? {
-        guard closedEpoch != nil || !decided.isEmpty else { return nil }
+    /// The record of a block's events: the epoch it closed, the proposals it decided, the
+    /// proposals it opened (nil when none of these: nothing is written).
+    public static func eventsExtra(closedEpoch: UInt64?, decided: [UInt64], opened: [OpenedProposal]) -> [UInt8]? {
+        guard closedEpoch != nil || !decided.isEmpty || !opened.isEmpty else { return nil }
         var writer = WireWriter()
         writer.write(closedEpoch != nil)
         if let closedEpoch { writer.write(closedEpoch) }
         writer.writeArray(decided)
+        writer.write(UInt32(opened.count))
+        for entry in opened {
+            writer.write(entry.position)
+            writer.write(entry.proposal)
+        }
         return writer.bytes
     }
 
@@ -68,12 +73,16 @@ public struct StoreAnswers {
         guard let block = try store.block(at: height), let body = block.body else { return nil }
         var closedEpoch: UInt64?
         var decided: [[UInt8]] = []
+        var opened: [OpenedProposal] = []
         if let extra = try store.extra(Self.eventsExtraName(height)) {
             do {
                 var reader = WireReader(extra)
                 closedEpoch = try reader.readBool("events.closed") ? try reader.readUInt64("events.closedEpoch") : nil
                 for id in try reader.readArray("events.decided", maximum: ClientResponse.blockTransactionsMax, of: UInt64.self) {
                     if let record = try store.value(StateKeys.proposal(id)) { decided.append(record) }
+                }
+                for _ in 0..<(try reader.readCount("events.opened", maximum: ClientResponse.blockTransactionsMax)) {
+                    opened.append(OpenedProposal(position: try reader.readUInt64("events.position"), proposal: try reader.readUInt64("events.proposal")))
                 }
                 try reader.expectEnd()
             } catch let error as StorageError {
@@ -84,7 +93,7 @@ public struct StoreAnswers {
         }
         return BlockContents(
             height: height, body: body, certificate: block.certificate, results: block.transactions.map(\.result), closedEpoch: closedEpoch,
-            decided: decided)
+            decided: decided, opened: opened)
     }
 
     /// Final blocks from `from` on, at most `limit`.

@@ -790,7 +790,8 @@ public final class NodeRuntime: @unchecked Sendable {
                 TransactionRecord(id: pair.0, result: StoreAnswers.result(pair.1), accounts: accounts.map(\.bytes))
             })
         var extras = ["schedule": schedule.wireBytes]
-        if let events = StoreAnswers.eventsExtra(closedEpoch: outcome.closedEpoch, decided: outcome.decidedProposals) {
+        if let events = StoreAnswers.eventsExtra(
+            closedEpoch: outcome.closedEpoch, decided: outcome.decidedProposals, opened: outcome.openedProposals) {
             extras[StoreAnswers.eventsExtraName(block.seq)] = events
         }
         try ledger.store.persist(record, extras: extras)

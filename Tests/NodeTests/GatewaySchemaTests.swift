@@ -27,7 +27,7 @@ import Transport
             var nonce: UInt64 = 0
             cluster.advance([node], to: 12, issuers: 1, nonce: &nonce)
         }
-        var key = APIKey.generate(name: "schemathesis", scopes: [.read, .submit])
+        var key = APIKey.generate(name: "schemathesis", scopes: [.read, .submit, .govern])
         key.entry.requestsPerSecond = 100_000
         var configuration = GatewayConfiguration(
             pool: NodePool(nodes: [NodeAddress(host: "127.0.0.1", port: node.transport.clientPort)], ca: cluster.ca, genesis: cluster.genesis, lagMax: 32),

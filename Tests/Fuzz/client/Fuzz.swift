@@ -32,7 +32,7 @@ enum Seeds {
             .blockTransactions([Bytes32([UInt8](repeating: 1, count: 32))!]),
             .blockContents(BlockContents(
                 height: 3, body: [0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 2, 7, 7], certificate: certificate, results: [[0]], closedEpoch: 1,
-                decided: [[1, 2, 3]])),
+                decided: [[1, 2, 3]], opened: [OpenedProposal(position: 0, proposal: 9)])),
         ]
         return requests.map(\.wireBytes) + responses.map(\.wireBytes)
     }

@@ -1,0 +1,219 @@
+import CalissonCrypto
+import Foundation
+import Ledger
+import LightClient
+import OpenAPIRuntime
+import Transport
+import Wire
+
+// Submissions as plain JSON: proposals and votes that the gateway signs for its partner
+// (once per Idempotency-Key, as rewards), and redemptions and transfers that a citizen's
+// wallet signed (the gateway encodes the fields, checks the signature, relays the bytes).
+
+extension SubmitAnswer {
+    typealias State = Components.Schemas.TransactionState
+
+    /// The answer in an operation's own type, given its cases.
+    func output<Output>(
+        ok: (State) -> Output, accepted: (State, String) -> Output, badRequest: (Components.Responses.BadRequest) -> Output,
+        conflict: (Components.Schemas.Problem) -> Output, unprocessable: (Components.Responses.Refused) -> Output,
+        unavailable: (Components.Responses.ServiceUnavailable) -> Output, badGateway: (Components.Responses.BadGateway) -> Output
+    ) -> Output {
+        switch self {
+        case let .final(state): return ok(state)
+        case let .pending(state, location): return accepted(state, location)
+        case let .badRequest(response): return badRequest(response)
+        case let .conflict(problem): return conflict(problem)
+        case let .unprocessable(problem): return unprocessable(.init(body: .application_problem_plus_json(problem)))
+        case let .unavailable(problem): return unavailable(.init(body: .application_problem_plus_json(problem)))
+        case let .badGateway(response): return badGateway(response)
+        }
+    }
+}
+
+extension Operations.reward.Output {
+    init(_ answer: SubmitAnswer) {
+        self = answer.output(
+            ok: { .ok(.init(body: .json($0))) }, accepted: { .accepted(.init(headers: .init(Location: $1), body: .json($0))) }, badRequest: Self.badRequest,
+            conflict: { .conflict(.init(body: .application_problem_plus_json($0))) }, unprocessable: Self.unprocessableContent, unavailable: Self.serviceUnavailable, badGateway: Self.badGateway)
+    }
+}
+
+extension Operations.propose.Output {
+    init(_ answer: SubmitAnswer) {
+        self = answer.output(
+            ok: { .ok(.init(body: .json($0))) }, accepted: { .accepted(.init(headers: .init(Location: $1), body: .json($0))) }, badRequest: Self.badRequest,
+            conflict: { .conflict(.init(body: .application_problem_plus_json($0))) }, unprocessable: Self.unprocessableContent, unavailable: Self.serviceUnavailable, badGateway: Self.badGateway)
+    }
+}
+
+extension Operations.vote.Output {
+    init(_ answer: SubmitAnswer) {
+        self = answer.output(
+            ok: { .ok(.init(body: .json($0))) }, accepted: { .accepted(.init(headers: .init(Location: $1), body: .json($0))) }, badRequest: Self.badRequest,
+            conflict: { .conflict(.init(body: .application_problem_plus_json($0))) }, unprocessable: Self.unprocessableContent, unavailable: Self.serviceUnavailable, badGateway: Self.badGateway)
+    }
+}
+
+// Redemptions and transfers have no Idempotency-Key, so no 409: the same request is the
+// same bytes, the same transaction. (`conflict` is never given to them.)
+extension Operations.redeem.Output {
+    init(_ answer: SubmitAnswer) {
+        self = answer.output(
+            ok: { .ok(.init(body: .json($0))) }, accepted: { .accepted(.init(headers: .init(Location: $1), body: .json($0))) }, badRequest: Self.badRequest,
+            conflict: { .unprocessableContent(.init(body: .application_problem_plus_json($0))) },
+            unprocessable: Self.unprocessableContent, unavailable: Self.serviceUnavailable, badGateway: Self.badGateway)
+    }
+}
+
+extension Operations.transfer.Output {
+    init(_ answer: SubmitAnswer) {
+        self = answer.output(
+            ok: { .ok(.init(body: .json($0))) }, accepted: { .accepted(.init(headers: .init(Location: $1), body: .json($0))) }, badRequest: Self.badRequest,
+            conflict: { .unprocessableContent(.init(body: .application_problem_plus_json($0))) },
+            unprocessable: Self.unprocessableContent, unavailable: Self.serviceUnavailable, badGateway: Self.badGateway)
+    }
+}
+
+extension GatewayAPI {
+    /// Blocks from now until a proposal's vote closes, unless the request says.
+    static let deadlineInDefault: UInt64 = 5_000
+
+    func propose(_ input: Operations.propose.Input) async throws -> Operations.propose.Output {
+        guard case let .json(request) = input.body else { return .init(SubmitAnswer.badRequest("a JSON body is needed")) }
+        let action: GovernanceAction
+        do { action = try Self.action(request.action) } catch { return .init(error) }
+        let deadlineIn = request.deadlineIn.flatMap { UInt64(exactly: $0) } ?? Self.deadlineInDefault
+        guard (1...LedgerLimits.blockSpanMax).contains(deadlineIn) else {
+            return .init(SubmitAnswer.badRequest("deadlineIn must be from 1 to \(LedgerLimits.blockSpanMax) blocks"))
+        }
+        let fingerprint = SHA256.hash("propose\u{0}\(Hex.encode(action.wireBytes))\u{0}\(deadlineIn)").hex
+        let height: UInt64
+        do { height = try await pool.reportedHeight() } catch { return .badGateway(Problems.badGateway(error)) }
+        var answer = await signOnce(key: input.headers.Idempotency_hyphen_Key, request: fingerprint, wait: input.query.wait ?? true) { _ in
+            .propose(action, deadline: height.saturatingAdding(deadlineIn))
+        }
+        // Applied: say its number (the block's events name the proposals it opened).
+        if case var .final(state) = answer, state.result == .applied, let height = state.height.flatMap({ UInt64(exactly: $0) }),
+            let position = state.position.flatMap({ UInt64(exactly: $0) }), let found = try? await pool.blockContents(height)
+        {
+            state.proposal = found.contents.opened.first { $0.position == position }.map { Self.int($0.proposal) }
+            answer = .final(state)
+        }
+        return .init(answer)
+    }
+
+    func vote(_ input: Operations.vote.Input) async throws -> Operations.vote.Output {
+        guard case let .json(request) = input.body else { return .init(SubmitAnswer.badRequest("a JSON body is needed")) }
+        guard let proposal = UInt64(exactly: request.proposal), proposal >= 1 else {
+            return .init(SubmitAnswer.badRequest("proposal numbers start at 1"))
+        }
+        let fingerprint = SHA256.hash("vote\u{0}\(proposal)\u{0}\(request.approve)").hex
+        return .init(await signOnce(key: input.headers.Idempotency_hyphen_Key, request: fingerprint, wait: input.query.wait ?? true) { _ in
+            .vote(proposal: proposal, approve: request.approve)
+        })
+    }
+
+    func redeem(_ input: Operations.redeem.Input) async throws -> Operations.redeem.Output {
+        guard case let .json(request) = input.body else { return .init(SubmitAnswer.badRequest("a JSON body is needed")) }
+        guard let acceptor = Identifier(request.acceptor) else { return .badRequest(Problems.badIdentifier(request.acceptor)) }
+        guard let amount = UInt64(exactly: request.amount), (1...LedgerLimits.amountMax).contains(amount) else {
+            return .init(SubmitAnswer.badRequest("amount must be from 1 to \(LedgerLimits.amountMax)"))
+        }
+        guard let service = Bytes32(hex: request.service.lowercased()) else { return .init(SubmitAnswer.badRequest("service must be 64 hexadecimal digits")) }
+        return .init(await relayCitizen(
+            account: request.account, nonce: request.nonce, expiryHeight: request.expiryHeight, signature: request.signature,
+            body: .redeem(acceptor: acceptor, amount: amount, service: service), wait: input.query.wait ?? true))
+    }
+
+    func transfer(_ input: Operations.transfer.Input) async throws -> Operations.transfer.Output {
+        guard case let .json(request) = input.body else { return .init(SubmitAnswer.badRequest("a JSON body is needed")) }
+        guard let programme = Identifier(request.programme) else { return .badRequest(Problems.badIdentifier(request.programme)) }
+        guard let to = Bytes32(hex: request.to.lowercased()) else { return .init(SubmitAnswer.badRequest("to must be 64 hexadecimal digits")) }
+        guard let amount = UInt64(exactly: request.amount), (1...LedgerLimits.amountMax).contains(amount) else {
+            return .init(SubmitAnswer.badRequest("amount must be from 1 to \(LedgerLimits.amountMax)"))
+        }
+        return .init(await relayCitizen(
+            account: request.account, nonce: request.nonce, expiryHeight: request.expiryHeight, signature: request.signature,
+            body: .transfer(to: Ed25519PublicKey(to), programme: programme, amount: amount), wait: input.query.wait ?? true))
+    }
+
+    /// A citizen's transaction from its fields and signature: encoded, its signature
+    /// checked here (so that a wallet's mistake is named, with the digest it should have
+    /// signed), then relayed.
+    func relayCitizen(account: String, nonce: Int64, expiryHeight: Int64, signature: String, body: TransactionBody, wait: Bool) async -> SubmitAnswer {
+        guard let key = Bytes32(hex: account.lowercased()) else { return .badRequest("account must be 64 hexadecimal digits") }
+        guard let nonce = UInt64(exactly: nonce) else { return .badRequest("nonce must be 0 or more") }
+        guard let expiry = UInt64(exactly: expiryHeight), expiry >= 1 else { return .badRequest("expiryHeight must be 1 or more") }
+        guard let raw = Hex.decode(signature.lowercased()), let parsed = Ed25519Signature(rawRepresentation: raw) else {
+            return .badRequest("signature must be 128 hexadecimal digits")
+        }
+        let transaction = Transaction(chainId: pool.genesis.chainId, signer: .citizen(Ed25519PublicKey(key)), nonce: nonce, expiryHeight: expiry, body: body)
+        guard let digest = transaction.signingDigest else { return .badRequest("the chain id cannot sign") }
+        let signed = SignedTransaction(transaction: transaction, signature: parsed)
+        guard SignatureCheck(publicKey: Ed25519PublicKey(key), digest: digest, signature: signed.signature).verify() else {
+            return .unprocessable(Problems.problem(
+                "bad-signature", "Bad signature", 422,
+                "the signature does not verify under account \(key.hex) over the transaction's signing digest \(digest.hex) (transaction bytes \(Hex.encode(transaction.wireBytes)); Docs/WIRE.md)"))
+        }
+        return SubmitAnswer(await relay(signed.wireBytes, wait: wait))
+    }
+
+    // MARK: Governance actions from JSON
+
+    /// The action a request describes, each mistake a 400 naming its field.
+    static func action(_ request: Components.Schemas.GovernanceAction) throws(SubmitAnswer) -> GovernanceAction {
+        do { return try buildAction(request) } catch let answer as SubmitAnswer {
+            throw answer
+        } catch let error as GenesisError {
+            throw .badRequest("\(error.field): \(error.reason)")
+        } catch {
+            throw .badRequest("action: \(error)")
+        }
+    }
+
+    private static func buildAction(_ request: Components.Schemas.GovernanceAction) throws -> GovernanceAction {
+        func target() throws -> Identifier {
+            guard let raw = request.target else { throw SubmitAnswer.badRequest("action.target is needed for \(request.kind.rawValue)") }
+            guard let id = Identifier(raw) else { throw SubmitAnswer.badRequest(Problems.badIdentifier(raw)) }
+            return id
+        }
+        func key(_ raw: String?, _ field: String) throws -> Bytes32? {
+            guard let raw else { return nil }
+            guard let key = Bytes32(hex: raw.lowercased()) else { throw SubmitAnswer.badRequest("action.\(field) must be 64 hexadecimal digits") }
+            return key
+        }
+        /// A definition in the genesis file's form, decoded as the genesis file is (its
+        /// bounds, its field names), then checked as the genesis checks it.
+        func entry<Entry: Decodable>(_ value: (some Encodable)?, _ field: String, as type: Entry.Type) throws -> Entry {
+            guard let value else { throw SubmitAnswer.badRequest("action.\(field) is needed for \(request.kind.rawValue)") }
+            do { return try JSONFile.decode(Entry.self, bytes: Array(try JSONEncoder().encode(value)), path: "action.\(field)") } catch {
+                throw SubmitAnswer.badRequest("\(error)")
+            }
+        }
+        switch request.kind {
+        case .admitPartner: return .admitPartner(try entry(request.partner, "partner", as: GenesisFile.PartnerEntry.self).partner("action.partner"))
+        case .suspendPartner: return .setPartnerStatus(try target(), .suspended)
+        case .reinstatePartner: return .setPartnerStatus(try target(), .active)
+        case .removePartner: return .setPartnerStatus(try target(), .removed)
+        case .closeProgramme: return .closeProgramme(try target())
+        case .rotateKeys:
+            guard let signing = try key(request.signingKey, "signingKey") else { throw SubmitAnswer.badRequest("action.signingKey is needed for rotateKeys") }
+            return .rotateKeys(
+                try target(), signingKey: Ed25519PublicKey(signing), nodeKey: try key(request.nodeKey, "nodeKey").map(Ed25519PublicKey.init),
+                tlsKeyHash: try key(request.tlsKeyHash, "tlsKeyHash"))
+        case .createProgramme:
+            return .createProgramme(try entry(request.programme, "programme", as: GenesisFile.ProgrammeEntry.self).programme("action.programme"))
+        case .amendProgramme:
+            return .amendProgramme(try entry(request.programme, "programme", as: GenesisFile.ProgrammeEntry.self).programme("action.programme"))
+        case .setValidators:
+            guard let validators = request.validators, !validators.isEmpty else { throw SubmitAnswer.badRequest("action.validators is needed for setValidators") }
+            return .setValidators(try validators.map { raw in
+                guard let id = Identifier(raw) else { throw SubmitAnswer.badRequest(Problems.badIdentifier(raw)) }
+                return id
+            })
+        case .setParameters:
+            return .setParameters(try entry(request.parameters, "parameters", as: GenesisFile.ParametersEntry.self).parameters("action.parameters"))
+        }
+    }
+}

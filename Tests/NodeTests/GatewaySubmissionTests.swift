@@ -1,0 +1,127 @@
+// Submissions as plain JSON through the gateway, end to end on four validators: a
+// proposal signed by the gateway for its partner (its number answered, a retry the same
+// transaction), votes by another partner's gateway until it passes, the govern scope;
+// a citizen's redemption and transfer signed by a wallet (the same request twice, a bad
+// signature named with the digest to sign); malformed actions refused by field.
+import CalissonCrypto
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+@testable import Gateway
+import Ledger
+import Testing
+import Wire
+
+@Suite(.serialized) struct GatewaySubmissionTests {
+    static func post(_ port: Int, _ path: String, key: String, idempotency: String? = nil, json: [String: Any]) async throws -> GatewayTests.Reply {
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        request.httpMethod = "POST"
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization")
+        if let idempotency { request.setValue(idempotency, forHTTPHeaderField: "Idempotency-Key") }
+        request.httpBody = try JSONSerialization.data(withJSONObject: json)
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let http = response as! HTTPURLResponse
+        let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+        return GatewayTests.Reply(status: http.statusCode, body: object, headers: http.allHeaderFields, text: String(decoding: data, as: UTF8.self))
+    }
+
+    static func signer(_ cluster: TestCluster, _ index: Int) throws -> PartnerSigner {
+        let directory = "\(cluster.directory)/gateway-p\(index)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        return PartnerSigner(
+            partner: Identifier("p\(index)")!, key: cluster.signingKeys[index], evidence: nil,
+            log: try IdempotencyLog(path: "\(directory)/idempotency.log"))
+    }
+
+    @Test func proposalsVotesRedemptionsAndTransfersAsJSON() async throws {
+        let cluster = try TestCluster()
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        let governor = APIKey.generate(name: "board", scopes: [.read, .submit, .govern])
+        let backEnd = APIKey.generate(name: "till", scopes: [.read, .submit])
+        let keys = [governor.entry, backEnd.entry]
+        let (_, servingP0, p0) = try await GatewayTests.start(nodes, cluster, keys: keys, signer: try Self.signer(cluster, 0))
+        defer { servingP0.cancel() }
+        let (_, servingP1, p1) = try await GatewayTests.start(nodes, cluster, keys: keys, signer: try Self.signer(cluster, 1))
+        defer { servingP1.cancel() }
+
+        // A proposal: a new programme, in the genesis file's form.
+        let programme: [String: Any] = [
+            "id": "culture", "name": "Culture", "category": "event", "rewardPerUnit": 5, "issuers": ["p0", "p1"], "sponsor": "p0",
+            "capPerAccount": 1_000, "capPeriod": "week", "walletCeiling": 10_000, "budget": 1_000_000, "expiryEpochs": 12, "transferable": true,
+        ]
+        let proposal: [String: Any] = ["action": ["kind": "createProgramme", "programme": programme], "deadlineIn": 200]
+        #expect(try await Self.post(p0, "/v1/proposals", key: backEnd.secret, idempotency: "board-1", json: proposal).status == 403)
+        let proposed = try await Self.post(p0, "/v1/proposals", key: governor.secret, idempotency: "board-1", json: proposal)
+        #expect(proposed.status == 200 && proposed.body["result"] as? String == "applied" && proposed.body["proposal"] as? Int == 1, "\(proposed.text)")
+        let again = try await Self.post(p0, "/v1/proposals", key: governor.secret, idempotency: "board-1", json: proposal)
+        #expect(again.status == 200 && again.body["id"] as? String == proposed.body["id"] as? String && again.body["proposal"] as? Int == 1, "\(again.text)")
+        #expect(nodes[0].read { $0.meta.nextProposal } == 2)
+        var other = proposal
+        other["deadlineIn"] = 300
+        #expect(try await Self.post(p0, "/v1/proposals", key: governor.secret, idempotency: "board-1", json: other).status == 409)
+
+        // Votes, signed by p1's gateway; p2 through its node: it passes (3 of 4).
+        let vote = try await Self.post(p1, "/v1/votes", key: governor.secret, idempotency: "vote-1", json: ["proposal": 1, "approve": true])
+        #expect(vote.status == 200 && vote.body["result"] as? String == "applied", "\(vote.text)")
+        let twice = try await Self.post(p1, "/v1/votes", key: governor.secret, idempotency: "vote-2", json: ["proposal": 1, "approve": true])
+        #expect(twice.status == 200 && twice.body["result"] as? String == "rejected" && (twice.body["reason"] as? String ?? "").contains("alreadyVoted"), "\(twice.text)")
+        let p2Vote = Transaction(chainId: TestCluster.chainId, signer: .partner(Identifier("p2")!), nonce: 77, expiryHeight: 400, body: .vote(proposal: 1, approve: true))
+            .signed(with: cluster.signingKeys[2]).wireBytes
+        #expect(nodes[2].submit(p2Vote) == nil)
+        #expect(try await GatewayTests.until(30) { nodes[0].read { $0.programme(Identifier("culture")!) != nil } == true })
+
+        // Actions refused by field, before anything is signed.
+        for (action, field) in [
+            (["kind": "closeProgramme"], "action.target"),
+            (["kind": "createProgramme", "programme": programme.merging(["category": "opera"]) { $1 }], "category"),
+            (["kind": "setParameters", "parameters": ["sink": "p0", "epochLength": 0]], "action.parameters"),
+            (["kind": "rotateKeys", "target": "p3", "signingKey": "zz"], "action.signingKey"),
+            (["kind": "setValidators", "validators": ["P0"]], "P0"),
+        ] as [([String: Any], String)] {
+            let refused = try await Self.post(p0, "/v1/proposals", key: governor.secret, idempotency: "bad-\(field)", json: ["action": action])
+            #expect(refused.status == 400 && (refused.body["detail"] as? String ?? "").contains(field), "\(field): \(refused.text)")
+        }
+
+        // A citizen's wallet: rewarded, then it redeems and transfers, signing itself.
+        let wallet = Ed25519PrivateKey(seed: SHA256.hash("wallet").bytes)!
+        let account = wallet.publicKey.bytes.hex
+        let reward = try await Self.post(
+            p0, "/v1/rewards", key: governor.secret, idempotency: "trip-1",
+            json: ["programme": "culture", "account": account, "units": 10, "evidence": SHA256.hash("ticket 1").hex])
+        #expect(reward.status == 200 && reward.body["result"] as? String == "applied", "\(reward.text)")
+        func citizen(_ body: TransactionBody, nonce: UInt64) -> (fields: [String: Any], id: String) {
+            let transaction = Transaction(chainId: TestCluster.chainId, signer: .citizen(wallet.publicKey), nonce: nonce, expiryHeight: 400, body: body)
+            let signed = transaction.signed(with: wallet)
+            let fields: [String: Any] = ["account": account, "nonce": Int(nonce), "expiryHeight": 400, "signature": signed.signature.bytes64.hex]
+            return (fields, signed.id.hex)
+        }
+        let service = SHA256.hash("museum ticket 7")
+        var (redemption, redemptionID) = citizen(.redeem(acceptor: Identifier("p3")!, amount: 20, service: service), nonce: 1)
+        redemption.merge(["acceptor": "p3", "amount": 20, "service": service.hex]) { $1 }
+        let redeemed = try await Self.post(p0, "/v1/redemptions", key: backEnd.secret, json: redemption)
+        #expect(redeemed.status == 200 && redeemed.body["result"] as? String == "applied" && redeemed.body["id"] as? String == redemptionID, "\(redeemed.text)")
+        let redeemedAgain = try await Self.post(p1, "/v1/redemptions", key: backEnd.secret, json: redemption)
+        #expect(redeemedAgain.status == 200 && redeemedAgain.body["id"] as? String == redemptionID, "\(redeemedAgain.text)")
+        #expect(nodes[0].read { $0.account(wallet.publicKey).balance } == 30)
+
+        let friend = Ed25519PrivateKey(seed: SHA256.hash("friend").bytes)!.publicKey
+        var (transfer, transferID) = citizen(.transfer(to: friend, programme: Identifier("culture")!, amount: 5), nonce: 2)
+        transfer.merge(["to": friend.bytes.hex, "programme": "culture", "amount": 5]) { $1 }
+        let transferred = try await Self.post(p0, "/v1/transfers", key: backEnd.secret, json: transfer)
+        #expect(transferred.status == 200 && transferred.body["result"] as? String == "applied" && transferred.body["id"] as? String == transferID, "\(transferred.text)")
+        #expect(nodes[0].read { $0.account(friend).balance } == 5)
+
+        // A wrong signature: named, with the digest the wallet should have signed.
+        var forged = transfer
+        forged["amount"] = 6
+        let refused = try await Self.post(p0, "/v1/transfers", key: backEnd.secret, json: forged)
+        #expect(refused.status == 422 && (refused.body["type"] as? String ?? "").hasSuffix("bad-signature"), "\(refused.text)")
+        let digest = Transaction(chainId: TestCluster.chainId, signer: .citizen(wallet.publicKey), nonce: 2, expiryHeight: 400,
+                                 body: .transfer(to: friend, programme: Identifier("culture")!, amount: 6)).signingDigest!
+        #expect((refused.body["detail"] as? String ?? "").contains(digest.hex))
+        #expect(try await Self.post(p0, "/v1/transfers", key: governor.secret, json: transfer.merging(["signature": "00"]) { $1 }).status == 400)
+    }
+}
