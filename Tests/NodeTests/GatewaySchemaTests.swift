@@ -37,7 +37,7 @@ import Transport
             partner: Identifier("p0")!, key: cluster.signingKeys[0], evidence: EvidenceKey(Array(repeating: 3, count: 32)),
             log: try IdempotencyLog(path: "\(cluster.directory)/idempotency.log"))
         let server = try GatewayServer(configuration: configuration)
-        let serving = Task { try await server.run() }
+        let serving = Task(executorPreference: GatewayTests.executor) { try await server.run() }
         defer { serving.cancel() }
         #expect(try await GatewayTests.until(120) { server.port != nil })
         let port = try #require(server.port)

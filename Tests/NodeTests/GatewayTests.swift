@@ -53,6 +53,12 @@ import Wire
         return condition()
     }
 
+    /// Where the gateways under test run their tasks: threads of their own, not the
+    /// cooperative pool, which other suites' synchronous tests can hold for minutes on two
+    /// cores (a full run once starved two gateways past two minutes). A process running
+    /// only a gateway has no such neighbours.
+    static let executor = ThreadsExecutor(label: "gateway-tests")
+
     /// A gateway in front of `nodes` with these keys, on a free port, serving until `serving`
     /// is cancelled. Up to two minutes to start: on two cores, other suites' blocking tests
     /// can hold the cooperative threads the server needs (seen once at 30 s in a full run).
@@ -65,7 +71,7 @@ import Wire
         configuration.port = 0
         configuration.signer = signer
         let server = try GatewayServer(configuration: configuration)
-        let serving = Task { try await server.run() }
+        let serving = Task(executorPreference: executor) { try await server.run() }
         guard try await until(120, { server.port != nil }), let port = server.port else {
             serving.cancel()
             throw GatewayError("the gateway did not start")
@@ -282,7 +288,7 @@ import Wire
                     pool: NodePool(nodes: behind, ca: cluster.ca, genesis: cluster.genesis, lagMax: 32), keys: [reader.entry])
                 lied.port = 0
                 let gateway = try GatewayServer(configuration: lied)
-                let task = Task { try await gateway.run() }
+                let task = Task(executorPreference: Self.executor) { try await gateway.run() }
                 defer { task.cancel() }
                 #expect(try await Self.until(120) { gateway.port != nil })
                 let reply = try await Self.get(try #require(gateway.port), "/v1/accounts/\(citizen)", key: key)
@@ -301,5 +307,16 @@ import Wire
         let after = try await Self.get(port, "/v1/accounts/\(citizen)", key: key)
         let newSource = (after.body["verification"] as? [String: Any])?["source"] as? String
         #expect(after.status == 200 && newSource != nil && newSource != source, "\(after.text)")
+    }
+}
+
+/// A task executor on a concurrent dispatch queue (threads outside the cooperative pool).
+final class ThreadsExecutor: TaskExecutor, @unchecked Sendable {
+    let queue: DispatchQueue
+    init(label: String) { queue = DispatchQueue(label: label, attributes: .concurrent) }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }
 }

@@ -1,0 +1,70 @@
+"""A partner back-end's day through the gateway, in Python: read the chain's status,
+reward a citizen (the gateway signs for its partner), let the citizen's wallet redeem part
+of it at an acceptor (the wallet signs; the gateway checks and relays), retry the same
+redemption (no second effect), read the account, and find the redemption in the event feed.
+
+    python walkthrough.py --gateway http://127.0.0.1:8080 --key cal_… --programme mobilite --acceptor friche
+"""
+
+import argparse
+import hashlib
+import sys
+
+import calisson
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gateway", required=True)
+    parser.add_argument("--key", required=True, help="an API key with the read and submit scopes")
+    parser.add_argument("--programme", required=True)
+    parser.add_argument("--acceptor", required=True)
+    parser.add_argument("--wallet-seed", default=hashlib.sha256(b"walkthrough wallet").hexdigest())
+    arguments = parser.parse_args()
+
+    gateway = calisson.Gateway(arguments.gateway, arguments.key)
+    wallet = calisson.Wallet(bytes.fromhex(arguments.wallet_seed))
+    status = gateway.status()
+    chain_id, height = status["chainId"], status["newestCertifiedHeight"]
+    print(f"chain {chain_id}, certified height {height}, wallet {wallet.account}")
+
+    evidence = hashlib.sha256(f"walkthrough gesture of {wallet.account}".encode()).hexdigest()
+    reward = gateway.reward("walkthrough-reward-1", arguments.programme, wallet.account, 5, evidence)
+    print(f"reward: {reward['status']} {reward.get('result')} at height {reward.get('height')}")
+    if reward.get("result") != "applied":
+        return fail(f"the reward was not applied: {reward}")
+    balance = gateway.account(wallet.account)["balance"]
+    print(f"balance after the reward: {balance} (certified at checkpoint {gateway.account(wallet.account)['verification']['checkpointHeight']})")
+
+    service = hashlib.sha256(b"walkthrough museum ticket").hexdigest()
+    expiry = reward["height"] + 200
+    first = gateway.redeem(wallet, chain_id, 1, expiry, arguments.acceptor, 20, service)
+    again = gateway.redeem(wallet, chain_id, 1, expiry, arguments.acceptor, 20, service)
+    print(f"redemption: {first['result']} as {first['id']}; the same request again: {again['id']}")
+    if first.get("result") != "applied" or again["id"] != first["id"]:
+        return fail(f"the redemption was not applied once: {first} / {again}")
+    try:
+        gateway.redeem(wallet, chain_id, 2, expiry, arguments.acceptor, 10**18, service)
+        return fail("an amount past the ledger's bound was accepted")
+    except calisson.GatewayError as error:
+        print(f"an amount past the bound: {error.status} ({error.problem['detail']})")
+
+    seen = []
+    for event_id, kind, data in gateway.events(f"from=1&account={wallet.account}"):
+        seen.append((event_id, kind, data["kind"]))
+        if data.get("id") == first["id"]:
+            break
+    print(f"the feed: {seen}")
+    if [kind for _, _, kind in seen] != ["attribute", "redeem"]:
+        return fail("the feed did not give the reward then the redemption")
+    print("walkthrough: ok")
+    return 0
+
+
+def fail(message):
+    print(f"walkthrough: FAILED: {message}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
