@@ -25,6 +25,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-openapi-runtime", from: "1.0.0"),
         .package(url: "https://github.com/hummingbird-project/swift-openapi-hummingbird", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        // HTTPS on the gateway's listener, with optional client certificates.
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.27.0"),
     ],
     targets: [
         // System libraries, found through pkg-config; `scripts/install-dependencies` installs them.
@@ -73,6 +75,8 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"), .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
                 .product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"), .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             plugins: [.plugin(name: "OpenAPIGenerator", package: "swift-openapi-generator")]),
         // A whole cluster in one thread, deterministic from a seed, with injected faults.
@@ -82,7 +86,7 @@ let package = Package(
         .executableTarget(
             name: "calisson-bench",
             dependencies: [
-                "CalissonCrypto", "Wire", "Ledger", "Consensus", "Transport", "Storage", "Node", "LightClient",
+                "CalissonCrypto", "Wire", "Ledger", "Consensus", "Transport", "Storage", "Node", "LightClient", "Gateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

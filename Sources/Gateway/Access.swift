@@ -12,18 +12,23 @@ public enum Scope: String, Codable, Sendable, CaseIterable {
     case read, submit, govern
 }
 
-/// One API key as the gateway's key file lists it: a name for the logs and metrics, the
-/// SHA-256 of the key (the key itself is never stored), its scopes and its rate.
+/// One client as the gateway's key file lists it: a name for the logs and metrics, how it
+/// proves who it is (the SHA-256 of its API key, which is never stored itself, or the
+/// SHA-256 of the TLS client certificate it presents: exactly one of the two), its scopes
+/// and its rate.
 public struct APIKey: Codable, Sendable, Equatable {
     public var name: String
-    public var sha256: String
+    public var sha256: String?
+    /// SHA-256 of the DER of a client certificate that the gateway's --client-ca issued.
+    public var certificateSha256: String?
     public var scopes: [Scope]
     /// Requests per second, in bursts of at most as many (default 50, 1...100000).
     public var requestsPerSecond: Int?
 
-    public init(name: String, sha256: String, scopes: [Scope], requestsPerSecond: Int? = nil) {
+    public init(name: String, sha256: String? = nil, certificateSha256: String? = nil, scopes: [Scope], requestsPerSecond: Int? = nil) {
         self.name = name
         self.sha256 = sha256
+        self.certificateSha256 = certificateSha256
         self.scopes = scopes
         self.requestsPerSecond = requestsPerSecond
     }
@@ -33,7 +38,8 @@ public struct APIKey: Codable, Sendable, Equatable {
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         name = try c.decode(String.self, forKey: .name)
-        sha256 = try c.decode(String.self, forKey: .sha256)
+        sha256 = try c.decodeIfPresent(String.self, forKey: .sha256)
+        certificateSha256 = try c.decodeIfPresent(String.self, forKey: .certificateSha256)
         scopes = try c.list(Scope.self, .scopes, countMax: Scope.allCases.count)
         requestsPerSecond = try c.integerIfPresent(.requestsPerSecond)
     }
@@ -45,7 +51,7 @@ public struct APIKey: Codable, Sendable, Equatable {
     }
 }
 
-/// The gateway's key file (JSON): `{"keys": [{"name", "sha256", "scopes", "requestsPerSecond"}]}`.
+/// The gateway's key file (JSON): `{"keys": [{"name", "sha256" or "certificateSha256", "scopes", "requestsPerSecond"}]}`.
 public struct APIKeyFile: Codable, Sendable, Equatable {
     public var keys: [APIKey]
     public init(keys: [APIKey]) { self.keys = keys }
@@ -64,7 +70,12 @@ public struct APIKeyFile: Codable, Sendable, Equatable {
             func problem(_ field: String, _ reason: String) -> JSONFileError { JSONFileError(path: path, field: "keys[\(index)].\(field)", reason: reason) }
             guard !key.name.isEmpty, key.name.utf8.count <= 64 else { throw problem("name", "1 to 64 bytes") }
             guard seen.insert(key.name).inserted else { throw problem("name", "'\(key.name)' is listed twice") }
-            guard Bytes32(hex: key.sha256) != nil, key.sha256 == key.sha256.lowercased() else { throw problem("sha256", "64 lowercase hexadecimal digits") }
+            switch (key.sha256, key.certificateSha256) {
+            case let (hash?, nil), let (nil, hash?):
+                let field = key.sha256 != nil ? "sha256" : "certificateSha256"
+                guard Bytes32(hex: hash) != nil, hash == hash.lowercased() else { throw problem(field, "64 lowercase hexadecimal digits") }
+            default: throw problem("sha256", "exactly one of sha256 (an API key's hash) and certificateSha256 (a client certificate's)")
+            }
             guard !key.scopes.isEmpty else { throw problem("scopes", "at least one of read, submit, govern") }
             if let rate = key.requestsPerSecond, !(1...100_000).contains(rate) { throw problem("requestsPerSecond", "\(rate) is outside 1...100000") }
         }
@@ -77,22 +88,37 @@ public struct APIKeyFile: Codable, Sendable, Equatable {
 /// proposing and voting `govern`, other POSTs `submit`),
 /// within the key's rate (429 with Retry-After). `/health` and `/metrics` are open. Every refusal is a
 /// problem document and is counted.
-struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
+struct AccessMiddleware: RouterMiddleware {
+    typealias Context = GatewayContext
     let keys: [String: APIKey]  // by SHA-256 of the key
+    let certificates: [String: APIKey]  // by SHA-256 of the client certificate
     let state: AccessState
     /// The operations that need the `govern` scope; every other POST needs `submit`.
     static var governed: [String] { ["/v1/proposals", "/v1/votes"] }
 
     init(keys: [APIKey], state: AccessState) {
-        self.keys = Dictionary(keys.map { ($0.sha256, $0) }, uniquingKeysWith: { first, _ in first })
+        self.keys = Dictionary(keys.compactMap { key in key.sha256.map { ($0, key) } }, uniquingKeysWith: { first, _ in first })
+        certificates = Dictionary(keys.compactMap { key in key.certificateSha256.map { ($0, key) } }, uniquingKeysWith: { first, _ in first })
         self.state = state
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if ["/health", "/metrics"].contains(request.uri.path) { return try await next(request, context) }
-        guard let header = request.headers[.authorization], header.hasPrefix("Bearer "), let key = keys[SHA256.hash(String(header.dropFirst(7))).hex]
-        else {
-            return refuse(401, "unauthorized", "Unauthorized", "an API key is needed: Authorization: Bearer <key>", headers: [.wwwAuthenticate: "Bearer"])
+        let key: APIKey
+        if let header = request.headers[.authorization] {
+            guard header.hasPrefix("Bearer "), let found = keys[SHA256.hash(String(header.dropFirst(7))).hex] else {
+                return refuse(401, "unauthorized", "Unauthorized", "the API key is not one this gateway knows", headers: [.wwwAuthenticate: "Bearer"])
+            }
+            key = found
+        } else if let certificate = await context.clientCertificateHash() {
+            guard let found = certificates[certificate] else {
+                return refuse(401, "unauthorized", "Unauthorized", "the client certificate (SHA-256 \(certificate)) is not in this gateway's key file",
+                              headers: [.wwwAuthenticate: "Bearer"])
+            }
+            key = found
+        } else {
+            return refuse(401, "unauthorized", "Unauthorized", "an API key is needed: Authorization: Bearer <key> (or a listed client certificate)",
+                          headers: [.wwwAuthenticate: "Bearer"])
         }
         let needed: Scope = request.method == .get || request.method == .head ? .read : Self.governed.contains(request.uri.path) ? .govern : .submit
         guard key.scopes.contains(needed) else {

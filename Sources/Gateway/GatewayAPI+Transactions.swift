@@ -166,7 +166,9 @@ extension GatewayAPI {
         case failed(Components.Responses.BadGateway)
     }
 
-    /// Sends signed bytes, waits for finality if asked (at most 30 s), and says where they are.
+    /// Sends signed bytes, waits for finality if asked (at most 30 s), and says where they
+    /// are: final with its verified inclusion, or pending (`wait` false answers as soon as a
+    /// node admitted it, without looking for it).
     func relay(_ bytes: [UInt8], wait: Bool) async -> Relayed {
         let id = SignedTransaction.idTag.hash(bytes)
         let source: String
@@ -181,8 +183,11 @@ extension GatewayAPI {
         } catch {
             return .failed(Problems.badGateway(error))
         }
-        if wait { _ = try? await pool.waitFinal(id, at: source, milliseconds: Self.finalityWaitMilliseconds) }
-        if let found = try? await pool.inclusion(of: id) { return .final(Self.state(id, found)) }
+        // Not waiting: admitted is the answer (already final, the transaction's URL says so).
+        if wait {
+            _ = try? await pool.waitFinal(id, at: source, milliseconds: Self.finalityWaitMilliseconds)
+            if let found = try? await pool.inclusion(of: id) { return .final(Self.state(id, found)) }
+        }
         return .pending(.init(id: id.hex, status: .pending, source: source), location: "/v1/transactions/\(id.hex)")
     }
 }

@@ -1,5 +1,7 @@
 import CalissonCrypto
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import Ledger
 import Logging
 import NIOCore
@@ -10,14 +12,16 @@ import Synchronization
 public struct GatewayConfiguration: Sendable {
     public var pool: NodePool
     public var keys: [APIKey]
-    /// Plain HTTP, so loopback only (HTTPS for other addresses is not built yet).
+    /// Without `tls`, plain HTTP: loopback only. With it, any address.
     public var host = "127.0.0.1"
     /// 0 picks a free port (`GatewayServer.port` says which).
     public var port = 8080
     /// How often every node is asked for its newest certified checkpoint.
     public var refreshMilliseconds: UInt64 = 2_000
-    /// The partner this gateway signs for (`POST /v1/rewards`); nil: it signs nothing.
+    /// The partner this gateway signs for (rewards, proposals, votes); nil: it signs nothing.
     public var signer: PartnerSigner?
+    /// HTTPS, with optional client certificates; nil: plain HTTP on loopback.
+    public var tls: GatewayTLS?
 
     public init(pool: NodePool, keys: [APIKey]) {
         self.pool = pool
@@ -52,12 +56,14 @@ public final class GatewayServer: Sendable {
     public let configuration: GatewayConfiguration
     private let boundPort = Mutex<Int?>(nil)
     let access = AccessState()
+    let tlsConfiguration: TLSConfiguration?
 
     public init(configuration: GatewayConfiguration) throws {
-        guard ["127.0.0.1", "localhost", "::1"].contains(configuration.host) else {
-            throw GatewayError("plain HTTP listens on loopback only (127.0.0.1, ::1); HTTPS for \(configuration.host) is not built yet")
+        guard configuration.tls != nil || ["127.0.0.1", "localhost", "::1"].contains(configuration.host) else {
+            throw GatewayError("plain HTTP listens on loopback only (127.0.0.1, ::1): give --tls-certificate and --tls-key to listen on \(configuration.host)")
         }
         self.configuration = configuration
+        tlsConfiguration = try configuration.tls?.configuration()
     }
 
     /// The port it listens on, once running.
@@ -65,7 +71,7 @@ public final class GatewayServer: Sendable {
 
     /// Serves until the task is cancelled (or the process is asked to stop).
     public func run(logger: Logger = Logger(label: "calisson.gateway")) async throws {
-        let router = Router()
+        let router = Router(context: GatewayContext.self)
         let metrics = GatewayMetrics(), pool = configuration.pool, access = access
         let feed = EventFeed(pool: pool)
         router.add(middleware: MetricsMiddleware(metrics: metrics))
@@ -77,8 +83,9 @@ public final class GatewayServer: Sendable {
                      body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.text(pool: pool, access: access, feed: feed))))
         }
         try GatewayAPI(pool: configuration.pool, signer: configuration.signer, feed: feed).registerHandlers(on: router)
+        let server: HTTPServerBuilder = try tlsConfiguration.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1()
         let app = Application(
-            router: router, configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "calisson-gateway"),
+            router: router, server: server, configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "calisson-gateway"),
             onServerRunning: { [self] channel in boundPort.withLock { $0 = channel.localAddress?.port } }, logger: logger)
         let period = configuration.refreshMilliseconds
         let refresher = Task {

@@ -61,6 +61,7 @@ public final class NodePool: Sendable {
     private struct State {
         var nodes: [NodeState]
         var preferred = 0
+        var nextSubmission = 0
         var freshness: Freshness
         /// Per node: answers not used (for /metrics).
         var failures: [Int]
@@ -104,6 +105,16 @@ public final class NodePool: Sendable {
                 continuation.resume()
             }
         }
+    }
+
+    /// The nodes in the order to send a submission to: each in turn first (round robin),
+    /// so that admission's work (a signature check per transaction) is spread over them.
+    func submissionOrder() -> [Int] {
+        let first = state.withLock { state -> Int in
+            defer { state.nextSubmission = (state.nextSubmission + 1) % nodes.count }
+            return state.nextSubmission
+        }
+        return nodes.indices.map { (first + $0) % nodes.count }
     }
 
     /// The nodes in the order to ask them: the one that answered last first.
@@ -243,15 +254,16 @@ extension NodePool {
         }
     }
 
-    /// Sends a signed transaction to the first node that takes the request (fail-over on
-    /// transport failures and node errors; a refusal by admission is final). The same
+    /// Sends a signed transaction to the first node that takes the request, starting with
+    /// each node in turn (fail-over on transport failures, node errors and busy nodes; a
+    /// refusal by admission is final). The same
     /// bytes sent twice are the same transaction: a node that already has it answers
     /// `duplicate`, one that applied it `nonceUsed`, and both count as accepted here (the
     /// caller then finds it final, or, for a nonce used by other bytes, does not).
     public func submit(_ transaction: [UInt8]) async throws -> Submission {
         try await blocking { [self] in
             var failures: [(String, String)] = []
-            for index in order() {
+            for index in submissionOrder() {
                 do {
                     let response = try withClient(index) { ask in try ask(.submit(transaction)) }
                     switch response {

@@ -23,7 +23,11 @@ struct Run: AsyncParsableCommand {
     @Option(help: "The consortium CA certificate (PEM) the nodes' certificates chain to.") var ca: String
     @Option(help: "The chain's genesis file: every answer is checked against the validators followed from it.") var genesis: String
     @Option(help: "The API key file (JSON; `calisson-gateway key` makes an entry).") var apiKeys: String
-    @Option(help: "Where to listen, host:port (plain HTTP: loopback only).") var listen = "127.0.0.1:8080"
+    @Option(help: "Where to listen, host:port (plain HTTP: loopback only; with --tls-certificate, any address).") var listen = "127.0.0.1:8080"
+    @Option(help: "HTTPS: the gateway's certificate chain (PEM).") var tlsCertificate: String?
+    @Option(help: "HTTPS: the key of that certificate (PEM).") var tlsKey: String?
+    @Option(help: "HTTPS: accept client certificates issued by this CA (PEM) in place of an API key (key file entries with certificateSha256).")
+    var clientCa: String?
     @Option(help: "Refuse answers certified more than this many blocks behind the newest certified checkpoint known.")
     var maxLag: UInt64 = Freshness.lagMaxDefault
     @Option(help: "Seconds to wait for each answer of a node (0.001 to 60).") var requestTimeout = 5.0
@@ -44,6 +48,8 @@ struct Run: AsyncParsableCommand {
             throw ValidationError("--partner, --signing-key and --state-dir go together")
         }
         if let partner, Identifier(partner) == nil { throw ValidationError("--partner '\(partner)' is not a partner id") }
+        guard (tlsCertificate == nil) == (tlsKey == nil) else { throw ValidationError("--tls-certificate and --tls-key go together") }
+        guard clientCa == nil || tlsCertificate != nil else { throw ValidationError("--client-ca needs HTTPS (--tls-certificate, --tls-key)") }
     }
 
     /// The partner signer, when --partner is given.
@@ -77,6 +83,9 @@ struct Run: AsyncParsableCommand {
         let pool = NodePool(nodes: addresses, ca: authority, genesis: checked, lagMax: maxLag, timeoutMilliseconds: Int((requestTimeout * 1_000).rounded(.up)))
         var configuration = GatewayConfiguration(pool: pool, keys: keys)
         configuration.signer = try signer()
+        if let tlsCertificate, let tlsKey {
+            configuration.tls = GatewayTLS(certificateFile: tlsCertificate, keyFile: tlsKey, clientCAFile: clientCa)
+        }
         let (host, port) = Self.hostAndPort(listen)!
         configuration.host = host
         configuration.port = Int(port)
@@ -89,14 +98,20 @@ struct Key: ParsableCommand {
         abstract: "Make an API key: prints the key (give it to the client, once) and its entry for the key file (only its hash).")
     @Option(help: "A name for the key (logs, metrics).") var name: String
     @Option(help: "Comma-separated: read, submit, govern.") var scopes = "read"
+    @Option(help: "Instead of a key: the entry for this client certificate (PEM), which the client presents over HTTPS.") var certificate: String?
     func run() throws {
         let parsed = try scopes.split(separator: ",").map { raw in
             guard let scope = Scope(rawValue: String(raw)) else { throw ValidationError("--scopes: '\(raw)' is not read, submit or govern") }
             return scope
         }
-        let (secret, entry) = APIKey.generate(name: name, scopes: parsed)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
+        if let certificate {
+            let entry = try APIKey.forCertificate(name: name, file: certificate, scopes: parsed)
+            print("entry  \(String(decoding: try encoder.encode(entry), as: UTF8.self))")
+            return
+        }
+        let (secret, entry) = APIKey.generate(name: name, scopes: parsed)
         print("key    \(secret)")
         print("entry  \(String(decoding: try encoder.encode(entry), as: UTF8.self))")
     }

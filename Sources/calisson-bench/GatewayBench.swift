@@ -1,0 +1,356 @@
+import ArgumentParser
+import CalissonCrypto
+import Foundation
+import Gateway
+import Glibc
+import Histogram
+import Ledger
+import LightClient
+import Synchronization
+import Transport
+import Wire
+
+/// The gateway's cost, measured against the native client protocol in the same run.
+struct GatewayBenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gateway",
+        abstract: "Submissions through calisson-gateway against the native client protocol, side by side; verified reads' latency under load.",
+        discussion: """
+            Starts an n-validator cluster on loopback (release binaries next to this one) and a \
+            gateway in this process in front of every node. Pre-signs the workload (not timed). \
+            Then, in alternating rounds, submits --transactions signed attributions closed-loop \
+            (at most --outstanding submitted and not yet final) through the native client \
+            protocol (TLS, one connection per thread to the nodes in turn) and the same number \
+            through the gateway (POST /v1/transactions?wait=false over HTTP/1.1 keep-alive, one \
+            connection per thread), and reports finalized transactions per second of each and \
+            their ratio (medians over the rounds; finality read from the first node's \
+            finalized blocks). Then, with the cluster under --load of the native rate (open \
+            loop, native), reads an account's certified state through the gateway at \
+            --read-rate per second for --read-seconds and reports the latency percentiles \
+            (from each read's scheduled time, so a slow read delays none unmeasured).
+            """)
+
+    @Option(help: "Validators.") var validators = 4
+    @Option(help: "Transactions per phase and round.") var transactions = 4_000
+    @Option(help: "Rounds of each side, alternated.") var rounds = 2
+    @Option(help: "Closed loop: transactions submitted but not yet final.") var outstanding = 800
+    @Option(help: "Submitting threads (connections) per side.") var connections = 8
+    @Option(help: "Verified reads per second through the gateway.") var readRate = 200.0
+    @Option(help: "Seconds of reads.") var readSeconds = 20.0
+    @Option(help: "Cluster load during the reads, as a fraction of the native rate measured.") var load = 0.5
+    @Option(help: "First port of the cluster.") var basePort: UInt16 = 7400
+    @Option(help: "Write the figures as JSON to this file.") var json: String?
+
+    func validate() throws {
+        guard validators > 0, transactions > 0, rounds > 0, outstanding > 0, connections > 0 else { throw ValidationError("counts must be positive") }
+        try checkFinite([(readRate, "--read-rate"), (readSeconds, "--read-seconds"), (load, "--load")])
+        guard readRate >= 1, load <= 1 else { throw ValidationError("--read-rate is at least 1, --load at most 1") }
+    }
+
+    func run() throws {
+        let machine = Machine.describe()
+        let cluster = try BenchCluster(starting: validators, basePort: basePort)
+        defer { cluster.stop() }
+        let loadCount = Int(min(1_000_000, 3_000 * load * readSeconds))
+        let workload = try Workload(cluster: cluster, count: 200 + 2 * rounds * transactions + loadCount, citizens: 2_000, redeemEvery: 0)
+        print("gateway bench: \(cluster.ids.count) validators, \(workload.signed.count) transactions pre-signed")
+
+        let key = APIKey.generate(name: "bench", scopes: [.read, .submit])
+        var configuration = GatewayConfiguration(
+            pool: NodePool(
+                nodes: cluster.clientPorts.indices.map { NodeAddress(host: cluster.hosts[$0], port: cluster.clientPorts[$0]) }, ca: cluster.ca,
+                genesis: cluster.genesis, lagMax: 64),
+            keys: [{ var entry = key.entry; entry.requestsPerSecond = 1_000_000; return entry }()])
+        configuration.port = 0
+        let server = try GatewayServer(configuration: configuration)
+        let serving = Task { try await server.run() }
+        defer { serving.cancel() }
+        let started = Date()
+        while server.port == nil, Date().timeIntervalSince(started) < 60 { Thread.sleep(forTimeInterval: 0.05) }
+        guard let port = server.port else { throw ValidationError("the gateway did not start") }
+
+        // Unloaded latencies, one request at a time: the HTTP stack alone, then a submission.
+        let probe = try HTTPConnection(port: port)
+        var offset = 0
+        for (label, path, count) in [("GET /health (no node asked)", "/health", 200), ("POST /v1/transactions?wait=false", "/v1/transactions?wait=false", 200)] {
+            let began = DispatchTime.now().uptimeNanoseconds
+            for _ in 0..<count {
+                if path == "/health" {
+                    _ = try probe.request("GET", path, key: key.secret)
+                } else {
+                    _ = try probe.request("POST", path, key: key.secret, body: Array("{\"transaction\":\"\(Hex.encode(workload.signed[offset]))\"}".utf8))
+                    offset += 1
+                }
+            }
+            print(String(format: "unloaded, one at a time: %@ %.2f ms", label, Double(DispatchTime.now().uptimeNanoseconds - began) / Double(count) / 1e6))
+        }
+        var native: [Double] = [], gateway: [Double] = []
+        for round in 1...rounds {
+            for side in ["native", "gateway"] {
+                let slice = offset..<(offset + transactions)
+                offset += transactions
+                let rate = try closedLoop(cluster: cluster, workload: workload, slice: slice, port: side == "gateway" ? port : nil, secret: key.secret)
+                print(String(format: "round %d, %@: %.0f finalized tx/s", round, side, rate))
+                if side == "native" { native.append(rate) } else { gateway.append(rate) }
+            }
+        }
+        let nativeRate = Self.median(native), gatewayRate = Self.median(gateway)
+        print(String(format: "submissions: gateway %.0f tx/s, native %.0f tx/s: ratio %.2f (goal: at least 0.8)", gatewayRate, nativeRate, gatewayRate / nativeRate))
+
+        let reads = try readsUnderLoad(
+            cluster: cluster, workload: workload, loadSlice: offset..<workload.signed.count, loadRate: load * nativeRate, port: port, secret: key.secret)
+        print(String(format: "verified reads at %.0f/s with the cluster at %.0f tx/s (%.0f%% of native): p50 %.1f ms, p99 %.1f ms, max %.1f ms, %d reads, %d failed (goal: p99 under 20 ms)",
+                     readRate, reads.loadRate, load * 100, reads.p50, reads.p99, reads.max, reads.count, reads.failed))
+        if let json {
+            let report: [String: Any] = [
+                "machine": ["cpu": machine.cpu, "commit": machine.commit, "date": machine.date],
+                "configuration": ["validators": validators, "transactions": transactions, "rounds": rounds, "outstanding": outstanding,
+                                  "connections": connections, "readRate": readRate, "readSeconds": readSeconds, "load": load],
+                "native": native, "gateway": gateway, "ratio": gatewayRate / nativeRate,
+                "reads": ["p50Milliseconds": reads.p50, "p99Milliseconds": reads.p99, "maxMilliseconds": reads.max, "count": reads.count,
+                          "failed": reads.failed, "loadTransactionsPerSecond": reads.loadRate],
+            ]
+            try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys]).write(to: URL(fileURLWithPath: json))
+        }
+    }
+
+    /// user + system CPU of this process (the gateway, the submitting and reading clients).
+    static func processCPUSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6 + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+    }
+
+    static func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted(), middle = sorted.count / 2
+        return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+    }
+
+    /// Finalized transactions per second for `slice`, submitted closed-loop natively
+    /// (`port` nil) or through the gateway.
+    func closedLoop(cluster: BenchCluster, workload: Workload, slice: Range<Int>, port: Int?, secret: String) throws -> Double {
+        let tracker = try FinalityTracker(cluster: cluster, ids: Set(slice.map { workload.ids[$0] }))
+        defer { tracker.stop() }
+        let next = Atomic<Int>(slice.lowerBound), submitted = Atomic<Int>(0), failures = Atomic<Int>(0), busy = Atomic<Int>(0)
+        let clients = port == nil ? try (0..<connections).map { try cluster.client($0 % cluster.ids.count) } : []
+        defer { for client in clients { client.close() } }
+        let start = Date()
+        let cpuBefore = (own: Self.processCPUSeconds(), nodes: cluster.cpuSeconds())
+        func counters() -> (blocks: Double, admitted: Double, refused: Double) {
+            let all = cluster.ids.indices.map { cluster.metrics($0) }
+            return (all[0]["blocks_executed_total"] ?? 0, all.reduce(0) { $0 + ($1["admitted_total"] ?? 0) },
+                    all.reduce(0) { $0 + ($1["admission_refused_total"] ?? 0) })
+        }
+        let countersBefore = counters()
+        let threads = (0..<connections).map { thread in
+            Thread {
+                let submit: ([UInt8]) -> Bool
+                if let port {
+                    guard let http = try? HTTPConnection(port: port) else { failures.add(1, ordering: .relaxed); return }
+                    submit = { bytes in
+                        let body = Array("{\"transaction\":\"\(Hex.encode(bytes))\"}".utf8)
+                        let status = (try? http.request("POST", "/v1/transactions?wait=false", key: secret, body: body).status) ?? 0
+                        return status == 200 || status == 202
+                    }
+                } else {
+                    let client = clients[thread]
+                    submit = { bytes in
+                        guard let answer = try? client.request(ClientRequest.submit(bytes).wireBytes), let response = try? ClientResponse(wireBytes: answer)
+                        else { return false }
+                        if case .admitted = response { return true }
+                        return false
+                    }
+                }
+                while true {
+                    let index = next.add(1, ordering: .relaxed).oldValue
+                    guard index < slice.upperBound else { return }
+                    while submitted.load(ordering: .relaxed) - tracker.finalCount >= outstanding { usleep(200) }
+                    let sent = DispatchTime.now().uptimeNanoseconds
+                    if !submit(workload.signed[index]) { failures.add(1, ordering: .relaxed) }
+                    busy.add(Int(clamping: DispatchTime.now().uptimeNanoseconds - sent), ordering: .relaxed)
+                    submitted.add(1, ordering: .relaxed)
+                }
+            }
+        }
+        for thread in threads { thread.start() }
+        guard tracker.waitAll(seconds: 300) else {
+            throw ValidationError("\(tracker.finalCount) of \(slice.count) final after 300 s (\(failures.load(ordering: .relaxed)) submissions failed)")
+        }
+        let seconds = tracker.lastFinal.timeIntervalSince(start)
+        let own = Self.processCPUSeconds() - cpuBefore.own, nodes = cluster.cpuSeconds() - cpuBefore.nodes
+        let after = counters()
+        print(String(format: "  blocks %.0f (%.1f transactions each), admitted %.0f, refused at admission %.0f", after.blocks - countersBefore.blocks,
+                     Double(slice.count) / max(1, after.blocks - countersBefore.blocks), after.admitted - countersBefore.admitted,
+                     after.refused - countersBefore.refused))
+        print(String(format: "  %@: %.2f ms per submission on average, %d failed; CPU per 1,000 transactions: nodes %.2f s, this process %.2f s",
+                     port == nil ? "native" : "gateway", Double(busy.load(ordering: .relaxed)) / Double(slice.count) / 1e6,
+                     failures.load(ordering: .relaxed), nodes * 1_000 / Double(slice.count), own * 1_000 / Double(slice.count)))
+        return Double(slice.count) / seconds
+    }
+
+    struct Reads {
+        var p50 = 0.0, p99 = 0.0, max = 0.0
+        var count = 0, failed = 0
+        var loadRate = 0.0
+    }
+
+    func readsUnderLoad(cluster: BenchCluster, workload: Workload, loadSlice: Range<Int>, loadRate: Double, port: Int, secret: String) throws -> Reads {
+        let stop = Atomic<Bool>(false)
+        let loaded = Atomic<Int>(0)
+        // Load: open loop at loadRate, natively, one thread per node (a submission waits
+        // for its admission: one thread alone could not keep the rate).
+        let clients = cluster.ids.indices.compactMap { try? cluster.client($0) }
+        defer { for client in clients { client.close() } }
+        let loadStart = Date()
+        for (thread, client) in clients.enumerated() where loadRate > 0 {
+            Thread {
+                for n in stride(from: thread, to: loadSlice.count, by: clients.count) {
+                    if stop.load(ordering: .relaxed) { return }
+                    let due = loadStart.addingTimeInterval(Double(n) / loadRate)
+                    let wait = due.timeIntervalSinceNow
+                    if wait > 0 { usleep(useconds_t(min(wait, 1) * 1_000_000)) }
+                    _ = try? client.request(ClientRequest.submit(workload.signed[loadSlice.lowerBound + n]).wireBytes)
+                    loaded.add(1, ordering: .relaxed)
+                }
+            }.start()
+        }
+        Thread.sleep(forTimeInterval: 2)  // the load is running
+
+        let readers = 4
+        let histogram = Mutex(Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three))
+        let failed = Atomic<Int>(0), count = Atomic<Int>(0)
+        let accounts = workload.accounts.prefix(200).map { $0.bytes.hex }
+        let start = Date().addingTimeInterval(0.2)
+        let total = Int(readRate * readSeconds)
+        let group = DispatchGroup()
+        for reader in 0..<readers {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                guard let http = try? HTTPConnection(port: port) else { return }
+                for n in stride(from: reader, to: total, by: readers) {
+                    let due = start.addingTimeInterval(Double(n) / readRate)
+                    let wait = due.timeIntervalSinceNow
+                    if wait > 0 { usleep(useconds_t(wait * 1_000_000)) }
+                    let status = (try? http.request("GET", "/v1/accounts/\(accounts[n % accounts.count])", key: secret).status) ?? 0
+                    let micros = UInt64(clamping: Int64(Date().timeIntervalSince(due) * 1_000_000))
+                    if status == 200 { _ = histogram.withLock { $0.record(micros) } } else { failed.add(1, ordering: .relaxed) }
+                    count.add(1, ordering: .relaxed)
+                }
+            }.start()
+        }
+        group.wait()
+        stop.store(true, ordering: .relaxed)
+        return histogram.withLock { histogram in
+            Reads(
+                p50: Double(histogram.valueAtPercentile(50)) / 1_000, p99: Double(histogram.valueAtPercentile(99)) / 1_000,
+                max: Double(histogram.max) / 1_000, count: count.load(ordering: .relaxed), failed: failed.load(ordering: .relaxed),
+                loadRate: Double(loaded.load(ordering: .relaxed)) / Date().timeIntervalSince(loadStart))
+        }
+    }
+}
+
+/// Follows the first node's finalized blocks and counts the transactions of `ids` found final.
+final class FinalityTracker: @unchecked Sendable {
+    private let ids: Set<Bytes32>
+    private let state = Mutex<(count: Int, last: Date)>((0, Date()))
+    private let stopped = Atomic<Bool>(false)
+    private let done = DispatchSemaphore(value: 0)
+
+    init(cluster: BenchCluster, ids: Set<Bytes32>) throws {
+        self.ids = ids
+        let client = try cluster.client(0)
+        guard let status = cluster.status(0) else { throw ValidationError("the first node does not answer") }
+        let ids = ids
+        Thread { [self] in
+            defer { client.close() }
+            var height = status.height + 1
+            var found = 0
+            while !stopped.load(ordering: .relaxed) {
+                guard let bytes = try? client.request(ClientRequest.blocks(from: height, limit: 256, waitMilliseconds: 500).wireBytes, timeoutMilliseconds: 5_000),
+                    case let .blocks(blocks)? = try? ClientResponse(wireBytes: bytes)
+                else { continue }
+                for block in blocks {
+                    guard let answer = try? client.request(ClientRequest.blockTransactions(block.height).wireBytes),
+                        case let .blockTransactions(list?)? = try? ClientResponse(wireBytes: answer)
+                    else { continue }
+                    found += list.filter(ids.contains).count
+                    state.withLock { $0 = (found, Date()) }
+                    height = block.height + 1
+                }
+                if found >= ids.count {
+                    done.signal()
+                    return
+                }
+            }
+        }.start()
+    }
+
+    var finalCount: Int { state.withLock { $0.count } }
+    var lastFinal: Date { state.withLock { $0.last } }
+
+    func waitAll(seconds: Double) -> Bool { done.wait(timeout: .now() + seconds) == .success }
+    func stop() { stopped.store(true, ordering: .relaxed) }
+}
+
+/// One HTTP/1.1 keep-alive connection to the gateway on loopback: a request, then its
+/// answer (`Content-Length` bodies, which the gateway's JSON answers have).
+final class HTTPConnection {
+    private let socket: Int32
+    private var buffer: [UInt8] = []
+
+    init(port: Int) throws {
+        socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socket >= 0 else { throw ValidationError("socket: errno \(errno)") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(truncatingIfNeeded: port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else {
+            close(socket)
+            throw ValidationError("connect to the gateway: errno \(errno)")
+        }
+        var one: Int32 = 1
+        setsockopt(socket, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    deinit { close(socket) }
+
+    func request(_ method: String, _ path: String, key: String, body: [UInt8] = []) throws -> (status: Int, body: [UInt8]) {
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(key)\r\n"
+        if !body.isEmpty { head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
+        let message = Array((head + "\r\n").utf8) + body
+        var sent = 0
+        while sent < message.count {
+            let count = message[sent...].withUnsafeBytes { send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard count > 0 else { throw ValidationError("send: errno \(errno)") }
+            sent += count
+        }
+        let separator: [UInt8] = [13, 10, 13, 10]
+        var end: Int?
+        while end == nil {
+            end = buffer.count >= 4 ? (0...(buffer.count - 4)).first { buffer[$0..<$0 + 4].elementsEqual(separator) } : nil
+            if end == nil { try fill() }
+        }
+        let header = String(decoding: buffer[0..<end!], as: UTF8.self)
+        buffer.removeFirst(end! + 4)
+        let lines = header.split(separator: "\r\n")
+        let status = lines.first.flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") } ?? 0
+        let length = lines.dropFirst().first { $0.lowercased().hasPrefix("content-length:") }.flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) }
+        guard let length else { throw ValidationError("an answer without Content-Length: \(header)") }
+        while buffer.count < length { try fill() }
+        let answer = Array(buffer[0..<length])
+        buffer.removeFirst(length)
+        return (status, answer)
+    }
+
+    private func fill() throws {
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        let count = recv(socket, &chunk, chunk.count, 0)
+        guard count > 0 else { throw ValidationError("the gateway closed the connection") }
+        buffer += chunk[0..<count]
+    }
+}
