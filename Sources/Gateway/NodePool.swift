@@ -33,7 +33,7 @@ public struct VerifiedRecord: Sendable {
 }
 
 /// The nodes behind the gateway, as a light client of all of them. A read asks the nodes
-/// in turn, starting with the one that answered last (fail-over: a node that does not
+/// in turn, starting with each healthy one in turn (fail-over: a node that does not
 /// answer, answers an error, fails a check or is more than `lagMax` blocks behind the
 /// newest certified checkpoint known is passed over, and its failure said); every answer
 /// returned has passed `CertifiedReader`'s checks. The newest certified checkpoint is
@@ -50,6 +50,8 @@ public final class NodePool: Sendable {
     let ca: Certificate
     let timeoutMilliseconds: Int
     private let queue = DispatchQueue(label: "calisson.gateway.nodes", attributes: .concurrent)
+    /// Checkpoint certificates already checked (each read's certificate is one of a few).
+    let checked = CheckedCheckpoints()
 
     struct NodeState {
         var idle: [TransportClient] = []
@@ -62,6 +64,7 @@ public final class NodePool: Sendable {
         var nodes: [NodeState]
         var preferred = 0
         var nextSubmission = 0
+        var nextRead = 0
         var freshness: Freshness
         /// Per node: answers not used (for /metrics).
         var failures: [Int]
@@ -117,6 +120,18 @@ public final class NodePool: Sendable {
         return nodes.indices.map { (first + $0) % nodes.count }
     }
 
+    /// The nodes in the order to read from: those whose last answer held, each in turn
+    /// first (spreading the reads over them), then the others (a node that failed is tried
+    /// last, not first every few reads).
+    func readOrder() -> [Int] {
+        let (first, healthy) = state.withLock { state -> (Int, [Bool]) in
+            defer { state.nextRead = (state.nextRead + 1) % nodes.count }
+            return (state.nextRead, state.nodes.map { $0.lastError == nil })
+        }
+        let rotated = nodes.indices.map { (first + $0) % nodes.count }
+        return rotated.filter { healthy[$0] } + rotated.filter { !healthy[$0] }
+    }
+
     /// The nodes in the order to ask them: the one that answered last first.
     func order() -> [Int] {
         let first = state.withLock { $0.preferred }
@@ -132,7 +147,7 @@ public final class NodePool: Sendable {
 
     func readBlocking(_ key: StateKey) throws -> VerifiedRecord {
         var failures: [(String, String)] = []
-        for index in order() {
+        for index in readOrder() {
             do {
                 let found = try attempt(index, key: key)
                 state.withLock { $0.preferred = index }
@@ -156,8 +171,11 @@ public final class NodePool: Sendable {
     /// `status`, also its reported height (for `refresh` and /v1/status, not every read).
     private func attempt(_ index: Int, key: StateKey, status: Bool = false) throws -> VerifiedRecord {
         do {
-            let (record, height) = try withClient(index) { ask -> (CertifiedRecord, UInt64?) in
-                let record = try CertifiedReader.record(key, trusted: try trusted(index, ask: ask), chainId: genesis.chainId, ask: ask)
+            let (record, height) = try withConnection(index) { ask, askAll -> (CertifiedRecord, UInt64?) in
+                // The node's handovers and the record in one round trip.
+                let (trusted, record) = try CertifiedReader.record(
+                    key, genesis: genesis, from: state.withLock { $0.nodes[index].trusted }, checked: checked, ask: ask, askAll: askAll)
+                state.withLock { $0.nodes[index].trusted = trusted }
                 guard status else { return (record, nil) }
                 guard case let .status(reported) = try ask(.status) else { throw CertifiedReadError.answer("not a status") }
                 return (record, reported.height)
@@ -185,12 +203,25 @@ public final class NodePool: Sendable {
     func withClient<T>(
         _ index: Int, timeoutMilliseconds: Int? = nil, _ body: ((ClientRequest) throws -> ClientResponse) throws -> T
     ) throws -> T {
+        try withoutActuallyEscaping(body) { body in
+            try withConnection(index, timeoutMilliseconds: timeoutMilliseconds) { ask, _ in try body(ask) }
+        }
+    }
+
+    /// As `withClient`, with a second way to ask: several requests pipelined on the
+    /// connection at once, their answers in order.
+    func withConnection<T>(
+        _ index: Int, timeoutMilliseconds: Int? = nil,
+        _ body: ((ClientRequest) throws -> ClientResponse, ([ClientRequest]) throws -> [ClientResponse]) throws -> T
+    ) throws -> T {
         let wait = timeoutMilliseconds ?? self.timeoutMilliseconds
         func run(_ client: TransportClient) throws -> T {
             do {
-                let result = try body { request in
+                let result = try body({ request in
                     try ClientResponse(wireBytes: try client.request(request.wireBytes, timeoutMilliseconds: wait))
-                }
+                }, { requests in
+                    try client.pipeline(requests.map(\.wireBytes), timeoutMilliseconds: wait).map { try ClientResponse(wireBytes: try $0.get()) }
+                })
                 let kept = state.withLock { state -> Bool in
                     guard state.nodes[index].idle.count < Self.idleClientsMax else { return false }
                     state.nodes[index].idle.append(client)

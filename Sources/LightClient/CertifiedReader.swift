@@ -1,5 +1,6 @@
 import CalissonCrypto
 import Ledger
+import Synchronization
 import Wire
 
 /// A state record as a light client accepts it: its value (nil: proven absent) and the
@@ -51,16 +52,48 @@ public enum CertifiedReader {
     }
 
     public static func record(
-        _ key: StateKey, trusted: TrustedValidators, chainId: String, ask: (ClientRequest) throws -> ClientResponse
+        _ key: StateKey, trusted: TrustedValidators, chainId: String, checked: CheckedCheckpoints? = nil, ask: (ClientRequest) throws -> ClientResponse
     ) throws -> CertifiedRecord {
-        let response = try ask(.certifiedState(key))
+        try record(key, answer: try ask(.certifiedState(key)), trusted: trusted, chainId: chainId, checked: checked)
+    }
+
+    /// A record in one round trip: the handovers after those already followed and the
+    /// record, asked together (`askAll` pipelines them on one connection); the same checks
+    /// as `trusted` then `record`, in that order. More handovers than one answer holds are
+    /// followed by asking again, then the record is asked again.
+    public static func record(
+        _ key: StateKey, genesis: Genesis, from known: TrustedValidators?, checked: CheckedCheckpoints? = nil,
+        ask: (ClientRequest) throws -> ClientResponse, askAll: ([ClientRequest]) throws -> [ClientResponse]
+    ) throws -> (TrustedValidators, CertifiedRecord) {
+        var trusted = known ?? TrustedValidators(genesis: genesis.validatorKeys)
+        let answers = try askAll([.handovers(after: trusted.changedAt), .certifiedState(key)])
+        guard answers.count == 2, case let .handovers(list) = answers[0] else { throw CertifiedReadError.answer("not handovers") }
+        for handover in list {
+            do { try trusted.follow(handover, chainId: genesis.chainId) } catch { throw CertifiedReadError.handover(error) }
+        }
+        guard list.count < ClientRequest.handoversMax else {
+            let followed = try self.trusted(genesis, from: trusted, ask: ask)
+            return (followed, try record(key, trusted: followed, chainId: genesis.chainId, checked: checked, ask: ask))
+        }
+        return (trusted, try record(key, answer: answers[1], trusted: trusted, chainId: genesis.chainId, checked: checked))
+    }
+
+    static func record(
+        _ key: StateKey, answer response: ClientResponse, trusted: TrustedValidators, chainId: String, checked: CheckedCheckpoints?
+    ) throws -> CertifiedRecord {
         guard case let .certifiedState(height, certificate, value, proof) = response else {
             if case let .error(reason) = response { throw CertifiedReadError.answer(reason) }
             throw CertifiedReadError.answer("not a certified state")
         }
+        let validators = trusted.keys(at: height)
         let root: SHA256Digest
-        do { root = try CheckpointCheck.verify(certificate, height: height, validators: trusted.keys(at: height), chainId: chainId) } catch {
-            throw CertifiedReadError.certificate(error)
+        if let known = checked?.root(height: height, certificate: certificate, validators: validators) {
+            root = known
+        } else {
+            do { root = try CheckpointCheck.verify(certificate, height: height, validators: validators, chainId: chainId) } catch {
+                throw CertifiedReadError.certificate(error)
+            }
+            checked?.remember(height: height, certificate: certificate, validators: validators, root: root)
         }
         do {
             if let value { try proof.verifyInclusion(key: key, value: value, root: root) } else { try proof.verifyAbsence(key: key, root: root) }
@@ -68,5 +101,38 @@ public enum CertifiedReader {
             throw CertifiedReadError.proof("\(error)")
         }
         return CertifiedRecord(value: value, height: height, root: root)
+    }
+}
+
+/// Checkpoint certificates already checked, by their bytes, height and the validator set
+/// they were checked against: the same certificate for the same set needs no second check
+/// (its signatures were verified once). Bounded: the newest `countMax` are kept.
+public final class CheckedCheckpoints: Sendable {
+    public static let countMax = 64
+    private struct Entry: Hashable {
+        let height: UInt64
+        let certificate: SHA256Digest
+        let validators: SHA256Digest
+    }
+    private let entries = Mutex<[Entry: SHA256Digest]>([:])
+
+    public init() {}
+
+    private static func entry(_ height: UInt64, _ certificate: [UInt8], _ validators: [Ed25519PublicKey]) -> Entry {
+        Entry(height: height, certificate: SHA256.hash(certificate), validators: SHA256.hash(validators.flatMap(\.bytes.bytes)))
+    }
+
+    /// The state root a certificate was found to certify, if it was checked before.
+    public func root(height: UInt64, certificate: [UInt8], validators: [Ed25519PublicKey]) -> SHA256Digest? {
+        let entry = Self.entry(height, certificate, validators)
+        return entries.withLock { $0[entry] }
+    }
+
+    public func remember(height: UInt64, certificate: [UInt8], validators: [Ed25519PublicKey], root: SHA256Digest) {
+        let entry = Self.entry(height, certificate, validators)
+        entries.withLock { entries in
+            entries[entry] = root
+            if entries.count > Self.countMax, let oldest = entries.keys.min(by: { $0.height < $1.height }) { entries[oldest] = nil }
+        }
     }
 }
