@@ -56,14 +56,37 @@ struct GatewayAPI: APIProtocol {
         // An account with no tokens has no record: proven absent, it is an empty account.
         let account: Account
         do { account = try found.record.value.map { try Account(wireBytes: $0) } ?? Account() } catch { return .badGateway(Problems.badGateway(error)) }
-        let lots = account.lots.map { lot in
-            Schemas.Lot(
-                programme: lot.programme.rawValue, amount: Self.int(lot.amount),
-                expiresAfterEpoch: lot.expiresAtEpoch == Lot.noExpiry ? nil : Self.int(lot.expiresAtEpoch), demurrage: lot.expiresAtEpoch == Lot.noExpiry,
-                meltedFromEpoch: lot.expiresAtEpoch == Lot.noExpiry ? Self.int(lot.meltedFromEpoch) : nil)
+        // Demurrage owed since each lot was last realized, by the ledger's rule: needs the
+        // epoch and the programmes' rates, certified too.
+        var pending: [Int: Amount] = [:]
+        let melting = account.lots.indices.filter { account.lots[$0].expiresAtEpoch == Lot.noExpiry }
+        if !melting.isEmpty {
+            let meta: LedgerMeta
+            switch await Self.record(StateKeys.meta, LedgerMeta.self, pool) {
+            case let .success((value, _)): meta = value
+            case let .failure(problem): return .badGateway(problem.badGateway)
+            }
+            for index in melting where account.lots[index].meltedFromEpoch < meta.epoch {
+                let lot = account.lots[index]
+                switch await Self.record(StateKeys.programme(lot.programme), Programme.self, pool) {
+                case let .success((programme, _)):
+                    guard case let .demurrage(basisPoints) = programme.lifetime else { continue }
+                    pending[index] = lot.amount - Lot.afterDemurrage(lot.amount, basisPoints: basisPoints, fromEpoch: lot.meltedFromEpoch, to: meta.epoch)
+                case let .failure(problem): return .badGateway(problem.badGateway)
+                }
+            }
         }
+        let lots = account.lots.enumerated().map { index, lot in
+            let melts = lot.expiresAtEpoch == Lot.noExpiry
+            return Schemas.Lot(
+                programme: lot.programme.rawValue, amount: Self.int(lot.amount),
+                expiresAfterEpoch: melts ? nil : Self.int(lot.expiresAtEpoch), demurrage: melts,
+                meltedFromEpoch: melts ? Self.int(lot.meltedFromEpoch) : nil, pendingDemurrage: melts ? Self.int(pending[index] ?? 0) : nil)
+        }
+        let owed = pending.values.reduce(Amount(0), +)
         return .ok(.init(body: .json(Schemas.Account(
-            account: key.hex, balance: Self.int(account.balance), lots: lots, verification: Self.verification(found)))))
+            account: key.hex, balance: Self.int(account.balance), balanceAfterDemurrage: Self.int(account.balance - owed), lots: lots,
+            verification: Self.verification(found)))))
     }
 
     func getProgramme(_ input: Operations.getProgramme.Input) async throws -> Operations.getProgramme.Output {
@@ -112,6 +135,42 @@ struct GatewayAPI: APIProtocol {
                 grossOut: Self.int(statement.grossOut), net: statement.net, obligationsHash: statement.obligationsHash.hex,
                 verification: Self.verification(found)))))
         }
+    }
+
+    func getValidators(_ input: Operations.getValidators.Input) async throws -> Operations.getValidators.Output {
+        let meta: LedgerMeta, found: VerifiedRecord
+        switch await Self.record(StateKeys.meta, LedgerMeta.self, pool) {
+        case let .success((value, record)): (meta, found) = (value, record)
+        case let .failure(problem): return .badGateway(problem.badGateway)
+        }
+        let keys: ValidatorKeys
+        switch await Self.record(StateKeys.validatorKeys, ValidatorKeys.self, pool) {
+        case let .success((value, _)): keys = value
+        case let .failure(problem): return .badGateway(problem.badGateway)
+        }
+        // The keys are those of the listed validators with a node key, in order; paired
+        // only when they are as many (both records certified, perhaps a checkpoint apart).
+        let paired = keys.keys.count == meta.validators.count
+        return .ok(.init(body: .json(Schemas.Validators(
+            validators: meta.validators.enumerated().map { index, id in .init(partner: id.rawValue, nodeKey: paired ? keys.keys[index].bytes.hex : nil) },
+            changedAt: Self.int(keys.changedAt), verification: Self.verification(found)))))
+    }
+
+    func getBlock(_ input: Operations.getBlock.Input) async throws -> Operations.getBlock.Output {
+        guard let height = UInt64(exactly: input.path.height), height >= 1 else { return .badRequest(Problems.badRequest("block heights start at 1")) }
+        let found: VerifiedBlockContents?
+        do { found = try await pool.blockContents(height) } catch { return .badGateway(Problems.badGateway(error)) }
+        guard let found else {
+            return .notFound(.init(body: .application_problem_plus_json(Problems.problem(
+                "not-found", "Not found", 404, "block \(height) is not final on the nodes followed (or its body was pruned)"))))
+        }
+        let transactions = zip(found.block.commands, found.contents.results).map { command, result in
+            Schemas.Block.transactionsPayloadPayload(
+                id: SignedTransaction.idTag.hash(command).hex, result: StoreAnswers.isApplied(result) ? .applied : .rejected, reason: StoreAnswers.reason(result))
+        }
+        return .ok(.init(body: .json(Schemas.Block(
+            height: Self.int(height), transactions: transactions, closedEpoch: found.contents.closedEpoch.map(Self.int), commitVerified: true,
+            source: found.source))))
     }
 
     func getProposal(_ input: Operations.getProposal.Input) async throws -> Operations.getProposal.Output {

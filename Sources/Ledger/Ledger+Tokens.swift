@@ -15,13 +15,9 @@ extension Ledger {
                 account.lots[index].meltedFromEpoch = meta.epoch
                 continue
             }
-            let rate = Amount(basisPoints)
-            for _ in lot.meltedFromEpoch..<meta.epoch where lot.amount > 0 {
-                // ⌊amount × rate / 10000⌋ without overflow (amount < 2^56).
-                let melt = lot.amount / 10_000 * rate + lot.amount % 10_000 * rate / 10_000
-                lot.amount -= melt
-                melted[lot.programme, default: 0] += melt
-            }
+            let left = Lot.afterDemurrage(lot.amount, basisPoints: basisPoints, fromEpoch: lot.meltedFromEpoch, to: meta.epoch)
+            melted[lot.programme, default: 0] += lot.amount - left
+            lot.amount = left
             lot.meltedFromEpoch = meta.epoch
             account.lots[index] = lot
         }

@@ -213,6 +213,20 @@ public struct Lot: Hashable, Sendable {
         self.meltedFromEpoch = meltedFromEpoch
     }
 
+    /// The amount left of `amount` after the demurrage of the epochs from `fromEpoch` up to
+    /// (not including) `epoch` at `basisPoints` per epoch: ⌊amount × rate / 10000⌋ melts at
+    /// each close, computed without overflow (amounts are below 2^56).
+    public static func afterDemurrage(_ amount: Amount, basisPoints: UInt16, fromEpoch: UInt64, to epoch: UInt64) -> Amount {
+        let rate = Amount(basisPoints)
+        var left = amount
+        var close = fromEpoch
+        while close < epoch, left > 0 {
+            left -= left / 10_000 * rate + left % 10_000 * rate / 10_000
+            close += 1
+        }
+        return left
+    }
+
     /// Spending order: soonest expiry first, then programme id: deterministic.
     static func spendingOrder(_ a: Lot, _ b: Lot) -> Bool {
         (a.expiresAtEpoch, a.programme.rawValue) < (b.expiresAtEpoch, b.programme.rawValue)

@@ -59,7 +59,7 @@ public struct StateChanges: Sendable {
 /// `appendSafety` returns, what it wrote survives a process kill and a power cut. One
 /// SQL transaction per block (group commit: the fsync is per block, not per transaction).
 public final class NodeStore {
-    public static let schemaVersion = 5
+    public static let schemaVersion = 6
     /// How much memory the database may use: the window of the file SQLite maps
     /// (file-backed, reclaimable, but counted in the process's RSS once touched) and its
     /// page cache (anonymous). Both bound the node's memory whatever the state's size.
@@ -129,6 +129,14 @@ public final class NodeStore {
         // does not know the tree's encoding. History rows then name pages.
         5: [
             "CREATE TABLE tree_pages (hash BLOB PRIMARY KEY, page BLOB NOT NULL) WITHOUT ROWID",
+        ],
+        // Version 6 keeps each block's transaction ids and results with the block, in
+        // position order (`results`): the `transactions` table is keyed by id, so a
+        // transaction included twice (a leader's pipelined blocks can carry a copy that the
+        // ledger then rejects) has one row there, and a block read from it lacked the copy.
+        // Blocks written before keep NULL and are read from `transactions` as before.
+        6: [
+            "ALTER TABLE blocks ADD COLUMN results BLOB",
         ],
     ]
 
@@ -307,11 +315,19 @@ public final class NodeStore {
 
     private func appendTransaction(_ block: BlockRecord, state: StateChanges, extras: [String: [UInt8]]) throws(StorageError) {
         try database.transaction { () throws(StorageError) in
-            try database.statement("INSERT INTO blocks (height, digest, body, certificate, state_root, transaction_count) VALUES (?, ?, ?, ?, ?, ?)")
+            try database.statement(
+                "INSERT INTO blocks (height, digest, body, certificate, state_root, transaction_count, results) VALUES (?, ?, ?, ?, ?, ?, ?)")
                 .bind(1, block.height).bind(2, block.digest.bytes).bind(3, block.body).bind(4, block.certificate)
-                .bind(5, block.stateRoot.bytes).bind(6, block.transactions.count).run()
+                .bind(5, block.stateRoot.bytes).bind(6, block.transactions.count).bind(7, Self.encodeResults(block.transactions)).run()
             for (position, transaction) in block.transactions.enumerated() {
-                try database.statement("INSERT OR REPLACE INTO transactions (id, height, position, result) VALUES (?, ?, ?, ?)")
+                // A transaction's place is where it applied, if it did: a later copy (rejected)
+                // does not move it; one that was not applied yet is moved by a later copy.
+                try database.statement(
+                    """
+                    INSERT INTO transactions (id, height, position, result) VALUES (?, ?, ?, ?)
+                    ON CONFLICT (id) DO UPDATE SET height = excluded.height, position = excluded.position, result = excluded.result
+                    WHERE transactions.result != X'00'
+                    """)
                     .bind(1, transaction.id.bytes).bind(2, block.height).bind(3, position).bind(4, transaction.result).run()
                 for account in transaction.accounts {
                     try database.statement("INSERT OR IGNORE INTO account_transactions (account, height, position) VALUES (?, ?, ?)")
@@ -548,17 +564,44 @@ public final class NodeStore {
     }
 
     public func block(at height: UInt64) throws(StorageError) -> BlockRecord? {
-        let row = try database.statement("SELECT digest, body, certificate, state_root FROM blocks WHERE height = ?").bind(1, height)
-            .first { ($0.blob(0).flatMap { Bytes32($0) }, $0.blob(1), $0.blob(2) ?? [], $0.blob(3).flatMap { Bytes32($0) }) }
-        guard let (digest, body, certificate, root) = row else { return nil }
+        let row = try database.statement("SELECT digest, body, certificate, state_root, results FROM blocks WHERE height = ?").bind(1, height)
+            .first { ($0.blob(0).flatMap { Bytes32($0) }, $0.blob(1), $0.blob(2) ?? [], $0.blob(3).flatMap { Bytes32($0) }, $0.blob(4)) }
+        guard let (digest, body, certificate, root, results) = row else { return nil }
         guard let digest, let root else { throw .corrupt(file: file, reason: "block \(height) has a malformed digest or root") }
         let file = self.file
+        if let results {
+            guard let records = Self.decodeResults(results) else { throw .corrupt(file: file, reason: "block \(height)'s results do not decode") }
+            return BlockRecord(height: height, digest: digest, body: body, certificate: certificate, stateRoot: root, transactions: records)
+        }
         let records = try database.statement("SELECT id, result FROM transactions WHERE height = ? ORDER BY position").bind(1, height)
             .all { (row) throws(StorageError) -> TransactionRecord in
                 guard let id = row.blob(0).flatMap({ Bytes32($0) }) else { throw .corrupt(file: file, reason: "a transaction id of block \(height)") }
                 return TransactionRecord(id: id, result: row.blob(1) ?? [], accounts: [])
             }
         return BlockRecord(height: height, digest: digest, body: body, certificate: certificate, stateRoot: root, transactions: records)
+    }
+
+    /// A block's transaction ids and results, in position order (the `results` column).
+    static func encodeResults(_ transactions: [TransactionRecord]) -> [UInt8] {
+        var writer = WireWriter()
+        writer.write(UInt32(transactions.count))
+        for transaction in transactions {
+            writer.writeFixed(transaction.id.bytes)
+            writer.writeBytes(transaction.result)
+        }
+        return writer.bytes
+    }
+
+    static func decodeResults(_ bytes: [UInt8]) -> [TransactionRecord]? {
+        var reader = WireReader(bytes)
+        guard let count = try? reader.readCount("results", maximum: 1 << 20) else { return nil }
+        var records: [TransactionRecord] = []
+        for _ in 0..<count {
+            guard let id = try? Bytes32(from: &reader), let result = try? reader.readBytes("result", maximum: 1 << 16) else { return nil }
+            records.append(TransactionRecord(id: id, result: result, accounts: []))
+        }
+        guard (try? reader.expectEnd()) != nil else { return nil }
+        return records
     }
 
     /// Every state value, by key order (exports, and the tests' root recomputation).

@@ -50,7 +50,8 @@ import Wire
         // A proposal: a new programme, in the genesis file's form.
         let programme: [String: Any] = [
             "id": "culture", "name": "Culture", "category": "event", "rewardPerUnit": 5, "issuers": ["p0", "p1"], "sponsor": "p0",
-            "capPerAccount": 1_000, "capPeriod": "week", "walletCeiling": 10_000, "budget": 1_000_000, "expiryEpochs": 12, "transferable": true,
+            "capPerAccount": 1_000, "capPeriod": "week", "walletCeiling": 10_000, "budget": 1_000_000, "demurrageBasisPoints": 1_000,
+            "transferable": true,
         ]
         let proposal: [String: Any] = ["action": ["kind": "createProgramme", "programme": programme], "deadlineIn": 200]
         #expect(try await Self.post(p0, "/v1/proposals", key: backEnd.secret, idempotency: "board-1", json: proposal).status == 403)
@@ -123,5 +124,21 @@ import Wire
                                  body: .transfer(to: friend, programme: Identifier("culture")!, amount: 6)).signingDigest!
         #expect((refused.body["detail"] as? String ?? "").contains(digest.hex))
         #expect(try await Self.post(p0, "/v1/transfers", key: governor.secret, json: transfer.merging(["signature": "00"]) { $1 }).status == 400)
+
+        // Demurrage owed, shown as it will apply: culture melts 10% at each epoch close
+        // (epochs of 50 blocks); the wallet holds 25 from epoch 0. Past the first close,
+        // ⌊25 × 1000 / 10000⌋ = 2 is owed, though the stored lot still says 25.
+        try await GatewayTests.blocking {
+            var nonce: UInt64 = 10_000
+            cluster.advance(nodes, to: 60, issuers: 3, nonce: &nonce)
+        }
+        var read = try await GatewayTests.get(p0, "/v1/accounts/\(account)", key: backEnd.secret)
+        for _ in 0..<200 where ((read.body["verification"] as? [String: Any])?["checkpointHeight"] as? Int ?? 0) < 50 {
+            try await Task.sleep(for: .milliseconds(50))
+            read = try await GatewayTests.get(p0, "/v1/accounts/\(account)", key: backEnd.secret)
+        }
+        let lot = (read.body["lots"] as? [[String: Any]])?.first ?? [:]
+        #expect(lot["amount"] as? Int == 25 && lot["demurrage"] as? Bool == true && lot["pendingDemurrage"] as? Int == 2, "\(read.text)")
+        #expect(read.body["balance"] as? Int == 25 && read.body["balanceAfterDemurrage"] as? Int == 23, "\(read.text)")
     }
 }

@@ -253,6 +253,16 @@ import Wire
         #expect(try await Self.get(port, "/v1/statements/999/p0", key: key).status == 404)
         #expect(try await Self.get(port, "/v1/proposals/1", key: key).status == 404)
         #expect(try await Self.get(port, "/v1/proposals/0", key: key).status == 400)
+        let validators = try await Self.get(port, "/v1/validators", key: key)
+        let listed = validators.body["validators"] as? [[String: Any]] ?? []
+        #expect(validators.status == 200 && listed.map { $0["partner"] as? String } == ["p0", "p1", "p2", "p3"], "\(validators.text)")
+        #expect(listed.first?["nodeKey"] as? String == cluster.nodeKeys[0].publicKey.bytes.hex)
+        let block = try await Self.get(port, "/v1/blocks/1", key: key)
+        let blockTransactions = block.body["transactions"] as? [[String: Any]] ?? []
+        #expect(block.status == 200 && block.body["commitVerified"] as? Bool == true && !blockTransactions.isEmpty, "\(block.text)")
+        #expect(blockTransactions.allSatisfy { $0["result"] as? String == "applied" && ($0["id"] as? String)?.count == 64 })
+        #expect(try await Self.get(port, "/v1/blocks/9999999", key: key).status == 404)
+        #expect(try await Self.get(port, "/v1/blocks/0", key: key).status == 400)
 
         // Access.
         let anonymous = try await Self.get(port, "/v1/supply", key: nil)

@@ -181,6 +181,31 @@ struct Chain {
     /// A tree page retired by one block and created again by a later one (a value put back)
     /// is live: pruning must not delete it, whatever the store remembers of retired nodes
     /// (the in-memory mirror of `retired_nodes`, reloaded after a failed append).
+    /// A transaction included twice (applied in one block, its copy rejected in the next):
+    /// each block keeps its own result at its position, and the transaction's place is
+    /// where it applied. Before schema 6 the copy moved the only row, and the first block
+    /// was read without it.
+    @Test func aTransactionIncludedTwiceKeepsBothBlocksAndItsAppliedPlace() throws {
+        let store = try NodeStore(file: temporaryFile("twice.db"), create: true)
+        let a = SHA256.hash("node a"), b = SHA256.hash("node b"), c = SHA256.hash("node c")
+        try store.writeGenesis(StateChanges(values: [], createdPages: [(a, [1])], removedPages: [], root: a))
+        let twice = SHA256.hash("a transaction"), other = SHA256.hash("another")
+        let applied: [UInt8] = [0], rejected: [UInt8] = [1] + Array("nonceUsed(1)".utf8)
+        try store.append(
+            BlockRecord(height: 1, digest: SHA256.hash("block 1"), body: [], certificate: [], stateRoot: b,
+                        transactions: [.init(id: other, result: applied, accounts: []), .init(id: twice, result: applied, accounts: [])]),
+            state: StateChanges(values: [], createdPages: [(b, [2])], removedPages: [a], root: b))
+        try store.append(
+            BlockRecord(height: 2, digest: SHA256.hash("block 2"), body: [], certificate: [], stateRoot: c,
+                        transactions: [.init(id: twice, result: rejected, accounts: [])]),
+            state: StateChanges(values: [], createdPages: [(c, [3])], removedPages: [b], root: c))
+        #expect(try store.block(at: 1)?.transactions.map(\.id) == [other, twice])
+        #expect(try store.block(at: 1)?.transactions.map(\.result) == [applied, applied])
+        #expect(try store.block(at: 2)?.transactions.map(\.result) == [rejected])
+        let place = try #require(try store.transaction(twice))
+        #expect(place.height == 1 && place.position == 1 && place.result == applied)
+    }
+
     @Test func aNodeCreatedAgainSurvivesPruning() throws {
         let store = try NodeStore(file: temporaryFile("recreated.db"), create: true)
         let a = SHA256.hash("node a"), b = SHA256.hash("node b")
