@@ -43,7 +43,7 @@ echo "-- Amina's account as certified at the latest stable checkpoint (a reward 
 api "/v1/accounts/$amina"
 echo "-- the event feed (Server-Sent Events, resumable with Last-Event-ID): Amina's transactions from block 1, checked block by block"
 echo "\$ curl -N -H 'Authorization: Bearer …' 'http://127.0.0.1:$GATEWAY_PORT/v1/events?from=1&account=$amina'"
-curl -sSN --max-time 3 -H "Authorization: Bearer $KEY" "http://127.0.0.1:$GATEWAY_PORT/v1/events?from=1&account=$amina" \
+curl -sN --max-time 3 -H "Authorization: Bearer $KEY" "http://127.0.0.1:$GATEWAY_PORT/v1/events?from=1&account=$amina" \
     | grep -E '^(id|event|data):' | cut -c1-200 | head -n 12 || true
 echo "\$ curl http://127.0.0.1:$GATEWAY_PORT/v1/supply   (no key)"
 curl -sS "http://127.0.0.1:$GATEWAY_PORT/v1/supply"; echo

@@ -88,7 +88,11 @@ final class EventFeed: Sendable {
         var consumers = 0
     }
     private let state = Mutex(State())
-    private let encoder = JSONEncoder()
+    private let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }()
     let sentEvents = Atomic<Int>(0)
     let slowConsumersClosed = Atomic<Int>(0)
 

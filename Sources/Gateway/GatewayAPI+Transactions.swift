@@ -2,6 +2,7 @@ import CalissonCrypto
 import Ledger
 import LightClient
 import OpenAPIRuntime
+import Synchronization
 import Wire
 
 /// Relaying signed transactions and finding them once final. A transaction is named by the
@@ -32,8 +33,13 @@ extension GatewayAPI {
         guard let id = Bytes32(hex: input.path.id.lowercased()) else { return .badRequest(Problems.badRequest("id must be 64 hexadecimal digits")) }
         do {
             guard let found = try await pool.inclusion(of: id) else {
-                return .notFound(.init(body: .application_problem_plus_json(Problems.problem(
-                    "not-found", "Not found", 404, "transaction \(id.hex) is not final on the nodes followed (pending, or unknown)"))))
+                switch relayed.state(of: id) {
+                case .pending(let source): return .ok(.init(body: .json(.init(id: id.hex, status: .pending, source: source))))
+                case .refused(let reason): return .ok(.init(body: .json(.init(id: id.hex, status: .refused, reason: reason))))
+                case nil:
+                    return .notFound(.init(body: .application_problem_plus_json(Problems.problem(
+                        "not-found", "Not found", 404, "transaction \(id.hex) is not final on the nodes followed, and this gateway did not relay it"))))
+                }
             }
             return .ok(.init(body: .json(Self.state(id, found))))
         } catch {
@@ -174,10 +180,13 @@ extension GatewayAPI {
         let source: String
         do {
             switch try await pool.submit(bytes) {
-            case let .accepted(node): source = node
+            case let .accepted(node):
+                source = node
+                relayed.remember(id, .pending(source: node))
             case let .refused(reason):
                 // Refused now (expired, say) but perhaps final already: an earlier send went through.
                 if let found = try? await pool.inclusion(of: id) { return .final(Self.state(id, found)) }
+                relayed.remember(id, .refused(reason: reason))
                 return .refused(Problems.problem("refused", "Refused by admission", 422, "the node refused the transaction: \(reason)"))
             }
         } catch {
@@ -190,4 +199,38 @@ extension GatewayAPI {
         }
         return .pending(.init(id: id.hex, status: .pending, source: source), location: "/v1/transactions/\(id.hex)")
     }
+}
+
+/// The transactions this gateway relayed and are not known final: admitted (pending) or
+/// refused, with the admission's reason. In memory, the newest `countMax`: what the
+/// gateway can say of a transaction the nodes do not have final.
+final class RelayedTransactions: Sendable {
+    static let countMax = 100_000
+    enum State: Sendable, Equatable {
+        case pending(source: String)
+        case refused(reason: String)
+    }
+    private struct Entries {
+        var states: [Bytes32: State] = [:]
+        var order: [Bytes32] = []
+        var first = 0
+    }
+    private let entries = Mutex(Entries())
+
+    func remember(_ id: Bytes32, _ state: State) {
+        entries.withLock { entries in
+            if entries.states.updateValue(state, forKey: id) == nil { entries.order.append(id) }
+            // Forget the oldest past the bound (the order array is compacted now and then).
+            while entries.states.count > Self.countMax, entries.first < entries.order.count {
+                entries.states[entries.order[entries.first]] = nil
+                entries.first += 1
+            }
+            if entries.first > Self.countMax {
+                entries.order.removeFirst(entries.first)
+                entries.first = 0
+            }
+        }
+    }
+
+    func state(of id: Bytes32) -> State? { entries.withLock { $0.states[id] } }
 }

@@ -12,6 +12,7 @@ struct GatewayAPI: APIProtocol {
     let pool: NodePool
     let signer: PartnerSigner?
     let feed: EventFeed
+    let relayed = RelayedTransactions()
 
     typealias Schemas = Components.Schemas
 

@@ -134,6 +134,10 @@ import Wire
         forged[forged.count - 1] ^= 1  // the signature no longer holds
         let refused = try await Self.post(port, "/v1/transactions", key: key, json: ["transaction": Hex.encode(forged)])
         #expect(refused.status == 422 && (refused.body["detail"] as? String ?? "").contains("badSignature"), "\(refused.text)")
+        // The gateway remembers what it relayed: the refused transaction is said refused.
+        let remembered = try await Self.get(port, "/v1/transactions/\(SignedTransaction.idTag.hash(forged).hex)", key: key)
+        #expect(remembered.status == 200 && remembered.body["status"] as? String == "refused"
+                && (remembered.body["reason"] as? String ?? "").contains("badSignature"), "\(remembered.text)")
         #expect(try await Self.post(port, "/v1/transactions", key: key, json: ["transaction": "zz"]).status == 400)
         #expect(try await Self.post(port, "/v1/transactions", key: key, json: ["transaction": "00ff"]).status == 422)
         #expect(try await Self.post(port, "/v1/transactions", key: reader.secret, json: ["transaction": Hex.encode(transaction)]).status == 403)
