@@ -96,14 +96,18 @@ struct AccessMiddleware: RouterMiddleware {
     /// The operations that need the `govern` scope; every other POST needs `submit`.
     static var governed: [String] { ["/v1/proposals", "/v1/votes"] }
 
-    init(keys: [APIKey], state: AccessState) {
+    /// Whether /metrics needs no key: on the plain listener (loopback only), not over HTTPS.
+    let metricsOpen: Bool
+
+    init(keys: [APIKey], state: AccessState, metricsOpen: Bool = true) {
+        self.metricsOpen = metricsOpen
         self.keys = Dictionary(keys.compactMap { key in key.sha256.map { ($0, key) } }, uniquingKeysWith: { first, _ in first })
         certificates = Dictionary(keys.compactMap { key in key.certificateSha256.map { ($0, key) } }, uniquingKeysWith: { first, _ in first })
         self.state = state
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if ["/health", "/metrics"].contains(request.uri.path) { return try await next(request, context) }
+        if request.uri.path == "/health" || (metricsOpen && request.uri.path == "/metrics") { return try await next(request, context) }
         let key: APIKey
         if let header = request.headers[.authorization] {
             guard header.hasPrefix("Bearer "), let found = keys[SHA256.hash(String(header.dropFirst(7))).hex] else {

@@ -85,6 +85,7 @@ final class EventFeed: Sendable {
         var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
         var nextWaiter: UInt64 = 0
         var cache: [UInt64: [FeedEvent]] = [:]
+        var fetching: [UInt64: Task<[FeedEvent]?, any Error>] = [:]
         var consumers = 0
     }
     private let state = Mutex(State())
@@ -112,7 +113,7 @@ final class EventFeed: Sendable {
                 continue
             }
             if head == 0, let reported = try? await pool.reportedHeight() { advance(to: reported) }
-            let next = head + 1
+            let next = head.saturatingAdding(1)
             if let height = await pool.waitBlocks(from: next, milliseconds: 10_000), height >= next {
                 advance(to: height)
             } else {
@@ -121,7 +122,13 @@ final class EventFeed: Sendable {
         }
     }
 
-    func advance(to height: UInt64) {
+    /// How far past the newest certified checkpoint known the head may be said to be: a
+    /// lying node could otherwise set it at 2^64 − 1, and every feed would poll for blocks
+    /// that do not exist instead of waiting (the true head is a few dozen blocks ahead).
+    static let headAheadOfCertifiedMax: UInt64 = 4_096
+
+    func advance(to reported: UInt64) {
+        let height = min(reported, pool.newestCertifiedHeight.saturatingAdding(Self.headAheadOfCertifiedMax))
         let woken = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             guard height > state.head else { return [] }
             state.head = height
@@ -163,14 +170,25 @@ final class EventFeed: Sendable {
     /// Block `height`'s events, checked (from the cache, or from the nodes); nil when no
     /// node has the block final yet.
     func events(at height: UInt64) async throws -> [FeedEvent]? {
-        if let cached = state.withLock({ $0.cache[height] }) { return cached }
-        guard let found = try await pool.blockContents(height) else { return nil }
-        let events = try Self.events(of: found, encoder: encoder)
-        state.withLock { state in
-            state.cache[height] = events
-            if state.cache.count > Self.cachedBlocksMax, let oldest = state.cache.keys.min() { state.cache[oldest] = nil }
+        // One request per block for all the feeds: the first asks, the others wait for it.
+        let task = state.withLock { current -> Task<[FeedEvent]?, any Error>? in
+            if current.cache[height] != nil { return nil }
+            if let running = current.fetching[height] { return running }
+            let task = Task { [self] () -> [FeedEvent]? in
+                defer { _ = state.withLock { $0.fetching.removeValue(forKey: height) } }
+                guard let found = try await pool.blockContents(height) else { return nil }
+                let events = try Self.events(of: found, encoder: encoder)
+                state.withLock { state in
+                    state.cache[height] = events
+                    if state.cache.count > Self.cachedBlocksMax, let oldest = state.cache.keys.min() { state.cache[oldest] = nil }
+                }
+                return events
+            }
+            current.fetching[height] = task
+            return task
         }
-        return events
+        guard let task else { return state.withLock { $0.cache[height] } }
+        return try await task.value
     }
 
     /// Takes a consumer's place, or nil when `consumersMax` are open.
@@ -225,7 +243,15 @@ final class EventFeed: Sendable {
                 continue
             }
             guard let events else {
+                // Below a certified checkpoint the block is final: no node giving it means the
+                // nodes pruned it (or those that keep it do not answer). Say so and end; the
+                // stream cannot go on without a gap.
+                if position.height < pool.newestCertifiedHeight {
+                    _ = send(": no node this gateway follows gives block \(position.height) (pruned, or the nodes keeping it do not answer): the feed stops here; resume with Last-Event-ID\n\n")
+                    return
+                }
                 // The head said final, the nodes asked do not have it yet.
+                guard send(": waiting for block \(position.height)\n\n") else { return }
                 try? await Task.sleep(for: .milliseconds(500))
                 continue
             }

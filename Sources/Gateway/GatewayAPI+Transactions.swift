@@ -34,7 +34,11 @@ extension GatewayAPI {
         do {
             guard let found = try await pool.inclusion(of: id) else {
                 switch relayed.state(of: id) {
-                case .pending(let source): return .ok(.init(body: .json(.init(id: id.hex, status: .pending, source: source))))
+                case let .pending(_, expiry) where pool.newestCertifiedHeight > expiry:
+                    // Every block up to its expiry is final and none has it: it never will.
+                    return .ok(.init(body: .json(.init(
+                        id: id.hex, status: .refused, reason: "expired: not included by its expiry height \(expiry)"))))
+                case let .pending(source, _): return .ok(.init(body: .json(.init(id: id.hex, status: .pending, source: source))))
                 case .refused(let reason): return .ok(.init(body: .json(.init(id: id.hex, status: .refused, reason: reason))))
                 case nil:
                     return .notFound(.init(body: .application_problem_plus_json(Problems.problem(
@@ -182,7 +186,8 @@ extension GatewayAPI {
             switch try await pool.submit(bytes) {
             case let .accepted(node):
                 source = node
-                relayed.remember(id, .pending(source: node))
+                let expiry = (try? SignedTransaction(wireBytes: bytes))?.transaction.expiryHeight ?? UInt64.max
+                relayed.remember(id, .pending(source: node, expiry: expiry))
             case let .refused(reason):
                 // Refused now (expired, say) but perhaps final already: an earlier send went through.
                 if let found = try? await pool.inclusion(of: id) { return .final(Self.state(id, found)) }
@@ -207,7 +212,7 @@ extension GatewayAPI {
 final class RelayedTransactions: Sendable {
     static let countMax = 100_000
     enum State: Sendable, Equatable {
-        case pending(source: String)
+        case pending(source: String, expiry: UInt64)
         case refused(reason: String)
     }
     private struct Entries {

@@ -76,8 +76,8 @@ public final class GatewayServer: Sendable {
         let feed = EventFeed(pool: pool)
         router.add(middleware: MetricsMiddleware(metrics: metrics))
         router.add(middleware: RequestShapeMiddleware(state: access))
-        router.add(middleware: AccessMiddleware(keys: configuration.keys, state: access))
-        // Prometheus text; open, like /health: the plain listener is on loopback only.
+        router.add(middleware: AccessMiddleware(keys: configuration.keys, state: access, metricsOpen: tlsConfiguration == nil))
+        // Prometheus text; open on the plain listener (loopback only), a key's over HTTPS.
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                      body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.text(pool: pool, access: access, feed: feed))))

@@ -378,7 +378,7 @@ extension NodePool {
         try await blocking { [self] in
             var failures: [(String, String)] = []
             var absent = 0
-            for index in order() {
+            for index in readOrder() {
                 do {
                     let found = try withClient(index) { ask -> (BlockContents, Block)? in
                         let trusted = try trusted(index, ask: ask)
@@ -390,6 +390,16 @@ extension NodePool {
                         }
                         guard found.results.count == block.commands.count else {
                             throw CertifiedReadError.answer("block \(height) has \(block.commands.count) transactions and \(found.results.count) results")
+                        }
+                        // The node's word on what the block did besides: it must at least hold
+                        // together, or another node is asked.
+                        for record in found.decided {
+                            guard let proposal = try? Proposal(wireBytes: record), proposal.status != .open else {
+                                throw CertifiedReadError.answer("block \(height): a decided proposal's record is not a decided proposal")
+                            }
+                        }
+                        guard found.opened.allSatisfy({ $0.position < UInt64(block.commands.count) }) else {
+                            throw CertifiedReadError.answer("block \(height): a proposal opened at a position past its transactions")
                         }
                         do {
                             try InclusionCheck.verifyCommit(
@@ -419,7 +429,8 @@ extension NodePool {
     /// node's word: a hint of where the chain is, never a block.
     public func waitBlocks(from: UInt64, milliseconds: UInt32) async -> UInt64? {
         try? await blocking { [self] in
-            for index in order() {
+            // Each node in turn first: one lagging (or lying with nothing) does not hold the head.
+            for index in readOrder() {
                 let response = try? withClient(index, timeoutMilliseconds: Int(milliseconds) + timeoutMilliseconds) { ask in
                     try ask(.blocks(from: from, limit: ClientRequest.blocksMax, waitMilliseconds: milliseconds))
                 }

@@ -1,7 +1,8 @@
 // HTTPS on the gateway with client certificates, tried with Python's ssl module (OpenSSL)
 // as the client: a key over TLS; a listed client certificate in place of a key; an
 // unlisted one refused (401); one from another CA refused at the handshake; plain HTTP on
-// the TLS port answered nothing; plain HTTP refused off loopback, HTTPS allowed there.
+// the TLS port answered nothing; /metrics behind a key over HTTPS; plain HTTP refused off
+// loopback, HTTPS allowed there.
 import CalissonCrypto
 import Foundation
 import Gateway
@@ -74,10 +75,12 @@ import Transport
         let port = try #require(gateway.port)
         _ = try await GatewayTests.until(30) { configuration.pool.newestCertifiedHeight > 0 }
 
-        func ask(_ scheme: String = "https", certificate: (certificate: String, key: String)? = nil, token: String? = nil) async throws -> String {
+        func ask(
+            _ scheme: String = "https", _ path: String = "/v1/supply", certificate: (certificate: String, key: String)? = nil, token: String? = nil
+        ) async throws -> String {
             let ran = try await GatewayTests.blocking {
                 try run(GatewayPythonTests.python, [
-                    "-c", Self.client, "\(scheme)://127.0.0.1:\(port)/v1/supply", caFile, certificate?.certificate ?? "-", certificate?.key ?? "-",
+                    "-c", Self.client, "\(scheme)://127.0.0.1:\(port)\(path)", caFile, certificate?.certificate ?? "-", certificate?.key ?? "-",
                     token ?? "-",
                 ], timeout: 60)
             }
@@ -89,6 +92,10 @@ import Transport
         #expect(try await ask() == "401")
         #expect(try await ask(certificate: foreign).hasPrefix("ERROR"))
         #expect(try await ask("http", token: reader.secret).hasPrefix("ERROR"))
+        // Over HTTPS (any address) /metrics needs a key; /health stays open.
+        #expect(try await ask("https", "/metrics") == "401")
+        #expect(try await ask("https", "/metrics", token: reader.secret) == "200")
+        #expect(try await ask("https", "/health") == "200")
 
         // Off loopback: refused in plain HTTP, allowed with HTTPS (constructed, not bound).
         var open = configuration
