@@ -1,7 +1,7 @@
 import CalissonCrypto
 import Ledger
-import Wire
 import OpenAPIRuntime
+import Wire
 
 /// `GET /v1/events`: the Server-Sent Events feed (EventFeed).
 extension GatewayAPI {
@@ -41,8 +41,9 @@ extension GatewayAPI {
             position = FeedPosition(height: height)
         } else {
             // The next block: after the height a node reports now (the feed's head may be
-            // old: it is followed only while feeds are open).
-            let head = (try? await pool.reportedHeight()) ?? feed.head
+            // old: it is followed only while feeds are open), bounded as the head is.
+            let reported = (try? await pool.reportedHeight()) ?? feed.head
+            let head = min(reported, pool.newestCertifiedHeight.saturatingAdding(EventFeed.headAheadOfCertifiedMax))
             position = FeedPosition(height: head.saturatingAdding(1))
         }
         guard feed.openConsumer() else {
