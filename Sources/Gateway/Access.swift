@@ -132,8 +132,12 @@ struct AccessMiddleware: RouterMiddleware {
             return refuse(429, "rate-limited", "Too many requests", "the key '\(key.name)' is over its \(rate(key)) requests per second",
                           headers: [.retryAfter: "\(wait)"])
         }
-        return try await next(request, context)
+        return try await Self.$client.withValue(key.name) { try await next(request, context) }
     }
+
+    /// The name of the key (or certificate entry) the request came with, for the operations
+    /// that count per client (the event feed).
+    @TaskLocal static var client: String?
 
     func rate(_ key: APIKey) -> Int { key.requestsPerSecond ?? APIKey.requestsPerSecondDefault }
 

@@ -87,6 +87,7 @@ final class EventFeed: Sendable {
         var cache: [UInt64: [FeedEvent]] = [:]
         var fetching: [UInt64: Task<[FeedEvent]?, any Error>] = [:]
         var consumers = 0
+        var perClient: [String: Int] = [:]
     }
     private let state = Mutex(State())
     private let encoder: JSONEncoder = {
@@ -191,25 +192,43 @@ final class EventFeed: Sendable {
         return try await task.value
     }
 
-    /// Takes a consumer's place, or nil when `consumersMax` are open.
-    func openConsumer() -> Bool {
+    /// Feeds open at once for one client (API key or certificate): one client cannot
+    /// take every place.
+    static let consumersPerClientMax = 32
+
+    /// Why a feed was not opened.
+    enum Refusal: Error, Equatable {
+        case full, clientFull
+    }
+
+    /// Takes a consumer's place for `client`, or says why not (`consumersMax` open, or
+    /// `consumersPerClientMax` for this client).
+    func openConsumer(client: String) -> Refusal? {
         state.withLock { state in
-            guard state.consumers < Self.consumersMax else { return false }
+            guard state.consumers < Self.consumersMax else { return .full }
+            guard state.perClient[client, default: 0] < Self.consumersPerClientMax else { return .clientFull }
             state.consumers += 1
-            return true
+            state.perClient[client, default: 0] += 1
+            return nil
         }
     }
 
-    func closeConsumer() { state.withLock { $0.consumers -= 1 } }
+    func closeConsumer(client: String) {
+        state.withLock { state in
+            state.consumers -= 1
+            state.perClient[client, default: 1] -= 1
+            if state.perClient[client] == 0 { state.perClient[client] = nil }
+        }
+    }
 
     /// The stream for one consumer, from `position`, through `filter`. Its place must have
     /// been taken (`openConsumer`); it is given back when the stream ends.
-    func stream(from position: FeedPosition, filter: FeedFilter) -> HTTPBody {
+    func stream(from position: FeedPosition, filter: FeedFilter, client: String) -> HTTPBody {
         let (stream, continuation) = AsyncStream.makeStream(of: HTTPBody.ByteChunk.self, bufferingPolicy: .bufferingOldest(Self.bufferedEventsMax))
         let producer = Task { [self] in
             defer {
                 continuation.finish()
-                closeConsumer()
+                closeConsumer(client: client)
             }
             await produce(from: position, filter: filter) { text in
                 switch continuation.yield(ArraySlice(text.utf8)) {

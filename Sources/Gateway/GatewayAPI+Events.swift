@@ -46,10 +46,15 @@ extension GatewayAPI {
             let head = min(reported, pool.newestCertifiedHeight.saturatingAdding(EventFeed.headAheadOfCertifiedMax))
             position = FeedPosition(height: head.saturatingAdding(1))
         }
-        guard feed.openConsumer() else {
+        let client = AccessMiddleware.client ?? ""
+        if let refusal = feed.openConsumer(client: client) {
+            let detail = refusal == .full
+                ? "this gateway serves at most \(EventFeed.consumersMax) event feeds at once"
+                : "the key '\(client)' has \(EventFeed.consumersPerClientMax) event feeds open, its most"
             return .serviceUnavailable(.init(headers: .init(Retry_hyphen_After: 10), body: .application_problem_plus_json(Problems.problem(
-                "too-many-feeds", "Too many feeds", 503, "this gateway serves at most \(EventFeed.consumersMax) event feeds at once"))))
+                "too-many-feeds", "Too many feeds", 503, detail))))
         }
-        return .ok(.init(headers: .init(Cache_hyphen_Control: "no-store"), body: .text_event_hyphen_stream(feed.stream(from: position, filter: filter))))
+        return .ok(.init(
+            headers: .init(Cache_hyphen_Control: "no-store"), body: .text_event_hyphen_stream(feed.stream(from: position, filter: filter, client: client))))
     }
 }

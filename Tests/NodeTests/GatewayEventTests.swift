@@ -24,6 +24,25 @@ struct FeedReader {
         var data: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] ?? [:] }
     }
 
+    /// A feed opened and left unread: its status, and the socket to close.
+    static func hold(port: Int, key: String) throws -> (status: Int, socket: Int32) {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(truncatingIfNeeded: port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard socket >= 0, connected == 0 else { throw GatewayError("connect: \(errno)") }
+        let request = "GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(key)\r\n\r\n"
+        _ = request.withCString { send(socket, $0, strlen($0), 0) }
+        var buffer = [UInt8](repeating: 0, count: 4_096)
+        let count = recv(socket, &buffer, buffer.count, 0)
+        let head = String(decoding: buffer[0..<max(0, count)], as: UTF8.self)
+        return (Int(head.split(separator: " ").dropFirst().first ?? "") ?? 0, socket)
+    }
+
     /// The status and the events read until `enough` says so or `seconds` pass.
     static func read(
         port: Int, path: String, key: String, lastEventID: String? = nil, seconds: Double = 60, enough: ([Event]) -> Bool
@@ -100,7 +119,8 @@ struct FeedReader {
         let nodes = try cluster.startNodes()
         defer { for node in nodes { node.stop() } }
         let reader = APIKey.generate(name: "reader", scopes: [.read])
-        let (_, serving, port) = try await GatewayTests.start(nodes, cluster, keys: [reader.entry])
+        let feeder = APIKey.generate(name: "feeder", scopes: [.read])
+        let (_, serving, port) = try await GatewayTests.start(nodes, cluster, keys: [reader.entry, feeder.entry])
         defer { serving.cancel() }
         let key = reader.secret
 
@@ -160,6 +180,17 @@ struct FeedReader {
             #expect(refused.status == 400, "\(path) Last-Event-ID \(id ?? "-")")
         }
         #expect(try await GatewayTests.blocking { try FeedReader.read(port: port, path: "/v1/events", key: "wrong") { _ in true } }.status == 401)
+
+        // One key cannot take every feed: 32 open, the 33rd refused, another key served. (A
+        // feed its client left keeps its place until the gateway next writes to it, within
+        // 15 s: this key has none of those.)
+        let feeds = feeder.secret
+        let held = try await GatewayTests.blocking { try (0..<EventFeed.consumersPerClientMax).map { _ in try FeedReader.hold(port: port, key: feeds) } }
+        #expect(held.allSatisfy { $0.status == 200 }, "\(held.map(\.status))")
+        #expect(try await GatewayTests.blocking { try FeedReader.read(port: port, path: "/v1/events", key: feeds) { _ in true } }.status == 503)
+        let another = try await GatewayTests.blocking { try FeedReader.hold(port: port, key: key) }
+        #expect(another.status == 200)
+        for feed in held + [another] { close(feed.socket) }
 
         // A consumer that stops taking events (its buffer is full) has its stream ended
         // after the last event it took, counted; resuming from there loses nothing (above).
