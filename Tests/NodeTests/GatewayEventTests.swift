@@ -24,17 +24,27 @@ struct FeedReader {
         var data: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] ?? [:] }
     }
 
-    /// A feed opened and left unread: its status, and the socket to close.
-    static func hold(port: Int, key: String) throws -> (status: Int, socket: Int32) {
+    /// A TCP connection to the gateway on loopback (the caller closes it).
+    static func connect(port: Int) throws -> Int32 {
         let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socket >= 0 else { throw GatewayError("socket: \(errno)") }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(truncatingIfNeeded: port).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard socket >= 0, connected == 0 else { throw GatewayError("connect: \(errno)") }
+        guard connected == 0 else {
+            close(socket)
+            throw GatewayError("connect: \(errno)")
+        }
+        return socket
+    }
+
+    /// A feed opened and left unread: its status, and the socket to close.
+    static func hold(port: Int, key: String) throws -> (status: Int, socket: Int32) {
+        let socket = try connect(port: port)
         let request = "GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(key)\r\n\r\n"
         _ = request.withCString { send(socket, $0, strlen($0), 0) }
         var buffer = [UInt8](repeating: 0, count: 4_096)
@@ -47,17 +57,8 @@ struct FeedReader {
     static func read(
         port: Int, path: String, key: String, lastEventID: String? = nil, seconds: Double = 60, enough: ([Event]) -> Bool
     ) throws -> (status: Int, events: [Event]) {
-        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard socket >= 0 else { throw GatewayError("socket: \(errno)") }
+        let socket = try connect(port: port)
         defer { close(socket) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(truncatingIfNeeded: port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw GatewayError("connect: \(errno)") }
         var timeout = timeval(tv_sec: 1, tv_usec: 0)
         setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nAuthorization: Bearer \(key)\r\n"
