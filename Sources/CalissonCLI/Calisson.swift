@@ -13,7 +13,7 @@ public struct Calisson: ParsableCommand {
     public init() {}
     public static let configuration = CommandConfiguration(
         commandName: "calisson",
-        abstract: "Query a Calisson node (balances, accounts, transactions, blocks, partners, programmes, supply, statements) and submit transactions.",
+        abstract: "Query a Calisson node (balances, accounts, transactions, blocks, partners, programmes, supply, statements, epoch reports) and submit transactions.",
         discussion: """
             Every state answer comes with a Merkle proof, checked here against the state root \
             the node reports; with --genesis, against the root of a checkpoint whose certificate \
@@ -22,7 +22,7 @@ public struct Calisson: ParsableCommand {
             """,
         subcommands: [
             Status.self, Balance.self, AccountCommand.self, Tx.self, BlockCommand.self, PartnerCommand.self, ProgrammeCommand.self, Supply.self,
-            StatementCommand.self, Validators.self, Proposals.self, Follow.self, Submit.self, KeyCommand.self,
+            StatementCommand.self, ReportCommand.self, Validators.self, Proposals.self, Follow.self, Submit.self, KeyCommand.self,
         ])
 }
 
@@ -308,6 +308,36 @@ struct StatementCommand: ParsableCommand {
         connection.emit([("epoch", "\(statement.epoch)"), ("partner", statement.partner.rawValue), ("grossIn", "\(statement.grossIn)"),
                          ("grossOut", "\(statement.grossOut)"), ("net", "\(statement.net)"), ("obligations", statement.obligationsHash.hex),
                          connection.proofLine(height, root)])
+    }
+}
+
+struct ReportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "report", abstract: "A closed epoch's report: per programme, category and acceptor, what happened; each partner's net.")
+    @OptionGroup var connection: Connection
+    @Argument var epoch: UInt64
+    func run() throws {
+        let (value, height, root) = try connection.record(StateKeys.epochReport(epoch))
+        guard let value else { return connection.emit([("report", "\(epoch)"), ("status", "none (epoch not closed)"), connection.proofLine(height, root)]) }
+        let report = try EpochReport(wireBytes: value)
+        func figures(_ prefix: String, _ figures: EpochReport.Figures) -> [(String, String)] {
+            [("\(prefix).attributions", "\(figures.attributions)"), ("\(prefix).units", "\(figures.units)"), ("\(prefix).issued", "\(figures.issued)"),
+             ("\(prefix).redeemed", "\(figures.redeemed)"), ("\(prefix).expired", "\(figures.expired)"), ("\(prefix).sunk", "\(figures.sunk)")]
+        }
+        var fields = [("epoch", "\(report.epoch)"), ("heights", "\(report.firstHeight)-\(report.lastHeight)"),
+                      ("tokenValueMicroEuros", "\(report.tokenValueMicroEuros)")]
+        for programme in report.programmes {
+            fields += figures("programme.\(programme.programme)", programme.figures)
+            fields.append(("programme.\(programme.programme).budgetLeft", "\(programme.budgetLeft)"))
+        }
+        for category in report.categories { fields += figures("category.\(category.category)", category.figures) }
+        for acceptor in report.acceptors {
+            fields += [("acceptor.\(acceptor.acceptor).redemptions", "\(acceptor.redemptions)"), ("acceptor.\(acceptor.acceptor).amount", "\(acceptor.amount)")]
+        }
+        for net in report.nets { fields.append(("net.\(net.partner)", "\(net.net)")) }
+        fields += [("supply.issued", "\(report.totals.issued)"), ("supply.redeemed", "\(report.totals.redeemed)"),
+                   ("supply.expired", "\(report.totals.expired)"), ("supply.sunk", "\(report.totals.sunk)"), connection.proofLine(height, root)]
+        connection.emit(fields)
     }
 }
 

@@ -29,11 +29,14 @@ public struct GenesisFile: Codable, Sendable, Equatable {
         public var approval: String?
         /// The partner receiving demurrage.
         public var sink: String
+        /// Micro-euros per token unit (0, the default: not set).
+        public var tokenValueMicroEuros: UInt64?
 
         public init(
             epochLength: UInt64? = nil, blocksPerDay: UInt64? = nil, transactionLifetimeMax: UInt64? = nil,
-            proposalLifetimeMax: UInt64? = nil, approval: String? = nil, sink: String
+            proposalLifetimeMax: UInt64? = nil, approval: String? = nil, sink: String, tokenValueMicroEuros: UInt64? = nil
         ) {
+            self.tokenValueMicroEuros = tokenValueMicroEuros
             self.epochLength = epochLength
             self.blocksPerDay = blocksPerDay
             self.transactionLifetimeMax = transactionLifetimeMax
@@ -261,6 +264,7 @@ extension GenesisFile.ParametersEntry {
         if let value = blocksPerDay { parameters.blocksPerDay = value }
         if let value = transactionLifetimeMax { parameters.transactionLifetimeMax = value }
         if let value = proposalLifetimeMax { parameters.proposalLifetimeMax = value }
+        if let value = tokenValueMicroEuros { parameters.tokenValueMicroEuros = value }
         if let approval {
             let parts = approval.split(separator: "/")
             guard parts.count == 2, let numerator = UInt8(parts[0]), let denominator = UInt8(parts[1]) else {
@@ -341,6 +345,7 @@ extension GenesisFile.ParametersEntry {
         proposalLifetimeMax = try c.integerIfPresent(.proposalLifetimeMax)
         approval = try c.decodeIfPresent(String.self, forKey: .approval)
         sink = try c.decode(String.self, forKey: .sink)
+        tokenValueMicroEuros = try c.integerIfPresent(.tokenValueMicroEuros)
     }
 }
 

@@ -31,6 +31,7 @@ extension Ledger {
             guard let amount = melted[programmeID], amount > 0, var programme = programme(programmeID) else { continue }
             programme.totals.sunk += amount
             meta.totals.sunk += amount
+            pendingActivity.programmes[programmeID, default: .init()].sunk += amount
             programmes[programmeID] = programme
         }
         write(StateKeys.account(id), account.lots.isEmpty ? nil : account)
@@ -118,6 +119,9 @@ extension Ledger {
         programme.totals.issued += amount
         programmes[id] = programme
         meta.totals.issued += amount
+        pendingActivity.programmes[id, default: .init()].attributions += 1
+        pendingActivity.programmes[id, default: .init()].units += UInt64(units)
+        pendingActivity.programmes[id, default: .init()].issued += amount
         store(account, wallet, melted: melted)
         if expiry != Lot.noExpiry { pendingExpiring[expiry, default: []].insert(account) }
         return .success(())
@@ -145,11 +149,14 @@ extension Ledger {
             guard var programme = programme(piece.programme) else { continue }
             programme.totals.redeemed += piece.amount
             programmes[piece.programme] = programme
+            pendingActivity.programmes[piece.programme, default: .init()].redeemed += piece.amount
             if programme.sponsor != acceptorID {
                 pendingObligations[Pair(sponsor: programme.sponsor, acceptor: acceptorID), default: 0] += piece.amount
             }
         }
         meta.totals.redeemed += amount
+        pendingActivity.acceptors[acceptorID, default: .init()].count += 1
+        pendingActivity.acceptors[acceptorID, default: .init()].amount += amount
         store(account, wallet, melted: melted)
         return .success(())
     }
@@ -188,7 +195,7 @@ extension Ledger {
     static var obligationsTag: TaggedHasher { TaggedHasher(tag: "calisson/obligations/v1") }
 
     /// Closes the current ledger epoch after block `height`: retires the tokens that
-    /// expire with it and runs clearing.
+    /// expire with it, runs clearing and writes the epoch's report.
     mutating func closeEpoch(height: UInt64) {
         let epoch = meta.epoch
         // Expiry: every account holding lots that expire now.
@@ -201,6 +208,7 @@ extension Ledger {
                 programme.totals.expired += lot.amount
                 programmes[lot.programme] = programme
                 meta.totals.expired += lot.amount
+                pendingActivity.programmes[lot.programme, default: .init()].expired += lot.amount
             }
             wallet.lots.removeAll { $0.expiresAtEpoch <= epoch }
             store(holder, wallet, melted: melted)
@@ -219,17 +227,20 @@ extension Ledger {
             partner(id).map { $0.roles.contains(.authority) && $0.status != .removed } ?? false
         }
         var settlements: [Settlement] = []
+        var nets: [EpochReport.PartnerNet] = []
         for id in meta.partners {
             let incoming = grossIn[id] ?? 0, outgoing = grossOut[id] ?? 0
             let net = Int64(incoming) - Int64(outgoing)
             write(StateKeys.statement(epoch, id), Statement(
                 epoch: epoch, partner: id, grossIn: incoming, grossOut: outgoing, net: net, obligationsHash: obligationsHash))
+            nets.append(.init(partner: id, net: net))
             guard let authority, id != authority, net != 0 else { continue }
             settlements.append(net < 0
                 ? Settlement(from: id, to: authority, amount: Amount(-net))
                 : Settlement(from: authority, to: id, amount: Amount(net)))
         }
         write(StateKeys.settlement(epoch), SettlementList(settlements))
+        writeEpochReport(epoch, lastHeight: height, nets: nets)
         meta.epoch = epoch + 1
         meta.epochStartHeight = height + 1
     }

@@ -87,6 +87,7 @@ public struct Ledger<Store: StateStore> {
     var pendingUsed: [UInt64: [StateKey]] = [:]
     var pendingExpiring: [UInt64: Set<AccountID>] = [:]
     var pendingObligations: [Pair: Amount] = [:]
+    var pendingActivity = EpochActivity()
     var decidedProposals: [UInt64] = []
 
     struct Pair: Hashable, Comparable {
@@ -302,6 +303,7 @@ public struct Ledger<Store: StateStore> {
             appendExpiring((pendingExpiring[epoch] ?? []).sorted(), epoch: epoch)
         }
         flushObligations()
+        flushActivity()
         for id in programmes.keys.sorted() { write(StateKeys.programme(id), programmes[id]) }
         for id in partners.keys.sorted() { write(StateKeys.partner(id), partners[id]) }
         write(StateKeys.meta, meta)

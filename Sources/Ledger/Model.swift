@@ -265,6 +265,13 @@ public struct Parameters: Hashable, Sendable {
     public var approvalDenominator: UInt8 = 3
     /// Where demurrage goes (a partner id; the community fund).
     public var sink: Identifier
+    /// What one token unit is worth, in micro-euros (10^-6 €; 10,000 is one cent): the
+    /// rate at which an epoch's net positions become euro payments (Docs/SETTLEMENT.md).
+    /// 0: not set, and no settlement file can be produced.
+    public var tokenValueMicroEuros: UInt64 = 0
+    /// At most 1,000 € a token unit: with totals below 2^62 every euro amount stays far
+    /// inside 128-bit arithmetic, and a mistyped value is refused rather than paid.
+    public static let tokenValueMicroEurosMax: UInt64 = 1_000_000_000
 
     public init(sink: Identifier) { self.sink = sink }
 
@@ -277,6 +284,9 @@ public struct Parameters: Hashable, Sendable {
         }
         if approvalDenominator == 0 || approvalNumerator == 0 || approvalNumerator > approvalDenominator {
             return "approval must be a fraction in (0, 1]"
+        }
+        if tokenValueMicroEuros > Self.tokenValueMicroEurosMax {
+            return "tokenValueMicroEuros must be at most \(Self.tokenValueMicroEurosMax) (1,000 € a token; it is \(tokenValueMicroEuros))"
         }
         return nil
     }
@@ -461,6 +471,7 @@ extension Parameters: WireCodable {
         writer.write(approvalNumerator)
         writer.write(approvalDenominator)
         writer.write(sink)
+        writer.write(tokenValueMicroEuros)
     }
 
     public init(from reader: inout WireReader) throws(WireError) {
@@ -471,6 +482,7 @@ extension Parameters: WireCodable {
         approvalNumerator = try reader.readUInt8("parameters.approvalNumerator")
         approvalDenominator = try reader.readUInt8("parameters.approvalDenominator")
         sink = try Identifier(from: &reader)
+        tokenValueMicroEuros = try reader.readUInt64("parameters.tokenValueMicroEuros")
         if let problem = problem() { throw .invalidValue(field: "parameters", offset: reader.offset, reason: problem) }
     }
 }

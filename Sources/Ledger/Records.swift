@@ -7,7 +7,7 @@ import Wire
 public enum StateKeys {
     enum Namespace: UInt8 {
         case meta = 1, parameters, partner, programme, account, usage, evidence, used, usedExpiring, expiringLots,
-            proposal, obligations, statement, settlement, expiringChunk, validatorKeys, usedExpiringChunk
+            proposal, obligations, statement, settlement, expiringChunk, validatorKeys, usedExpiringChunk, epochReport, epochActivity
     }
 
     static let tag = TaggedHasher(tag: "calisson/state/key/v1")
@@ -51,6 +51,10 @@ public enum StateKeys {
     public static func obligations(_ epoch: UInt64) -> StateKey { key(.obligations, bytes(epoch)) }
     public static func statement(_ epoch: UInt64, _ partner: Identifier) -> StateKey { key(.statement, bytes(epoch), bytes(partner)) }
     public static func settlement(_ epoch: UInt64) -> StateKey { key(.settlement, bytes(epoch)) }
+    /// The indicators of a closed epoch (`EpochReport`).
+    public static func epochReport(_ epoch: UInt64) -> StateKey { key(.epochReport, bytes(epoch)) }
+    /// The current epoch's running figures, folded into its report at the close.
+    static let epochActivity = key(.epochActivity)
 }
 
 public enum ProposalStatus: Hashable, Sendable {

@@ -256,7 +256,8 @@ struct Testnet: ParsableCommand {
                                     transferable: true))
         }
         let genesis = GenesisFile(
-            chainId: chainId, parameters: .init(epochLength: epochLength, blocksPerDay: 8_640, transactionLifetimeMax: transactionLifetime, sink: "metropole"), partners: partners,
+            chainId: chainId, parameters: .init(epochLength: epochLength, blocksPerDay: 8_640, transactionLifetimeMax: transactionLifetime, sink: "metropole",
+                               tokenValueMicroEuros: 10_000), partners: partners,
             validators: ids, programmes: programmes)
         _ = try genesis.validated()
         let encoder = JSONEncoder()

@@ -217,6 +217,7 @@ import Wire
             blocks.append(block)
             roots.append(outcome.stateRoot)
             checkInvariants(f, citizens: traffic.citizens)
+            checkReports(f.ledger)
         }
         #expect(f.ledger.meta.epoch >= 5)
         #expect(applied > 500 && rejected > 300, "applied \(applied), rejected \(rejected)")
