@@ -71,7 +71,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "LightClient", "Ledger", "Consensus", "Transport", "CalissonCrypto", "Wire", .product(name: "Logging", package: "swift-log"),
+                "LightClient", "Ledger", "Consensus", "Transport", "CalissonCrypto", "Wire", "Settlement", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"), .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
                 .product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -79,6 +79,8 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             plugins: [.plugin(name: "OpenAPIGenerator", package: "swift-openapi-generator")]),
+        // Settlement files for the treasury (SEPA XML, CSV) from certified clearing.
+        .target(name: "Settlement", dependencies: ["Ledger", "CalissonCrypto"]),
         // A whole cluster in one thread, deterministic from a seed, with injected faults.
         .target(name: "Simulation", dependencies: ["Consensus", "CalissonCrypto", "Wire"]),
 
@@ -94,7 +96,7 @@ let package = Package(
         .executableTarget(
             name: "calisson-node",
             dependencies: [
-                "Node", "Ledger", "LightClient", "Storage", "CalissonCrypto", "Transport", .product(name: "Logging", package: "swift-log"),
+                "Node", "Ledger", "LightClient", "Storage", "CalissonCrypto", "Transport", "Settlement", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: [.define("CALISSON_FAULTS", .when(configuration: .debug))]),
@@ -106,7 +108,7 @@ let package = Package(
         // The CLI's commands, a library so that their argument parsing can be fuzzed.
         .target(
             name: "CalissonCLI",
-            dependencies: ["LightClient", "Ledger", "Storage", "CalissonCrypto", "Transport", "Wire", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["LightClient", "Ledger", "Settlement", "Storage", "CalissonCrypto", "Transport", "Wire", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
             name: "calisson-sim",
             dependencies: ["Simulation", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -118,6 +120,7 @@ let package = Package(
         .testTarget(name: "CalissonCryptoTests", dependencies: ["CalissonCrypto", "Wire", "CHotPath"]),
         .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "Simulation", "CalissonCrypto", "Wire"]),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "CalissonCrypto", "Wire"]),
+        .testTarget(name: "SettlementTests", dependencies: ["Settlement", "Ledger", "CalissonCrypto"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "CalissonCrypto", "Wire", "COpenSSL"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "Node", "Ledger", "CalissonCrypto", "Wire"]),
         .testTarget(

@@ -22,7 +22,7 @@ public struct Calisson: ParsableCommand {
             """,
         subcommands: [
             Status.self, Balance.self, AccountCommand.self, Tx.self, BlockCommand.self, PartnerCommand.self, ProgrammeCommand.self, Supply.self,
-            StatementCommand.self, ReportCommand.self, Validators.self, Proposals.self, Follow.self, Submit.self, KeyCommand.self,
+            StatementCommand.self, ReportCommand.self, SettlementCommand.self, Validators.self, Proposals.self, Follow.self, Submit.self, KeyCommand.self,
         ])
 }
 

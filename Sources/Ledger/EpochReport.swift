@@ -31,6 +31,21 @@ public struct EpochReport: Hashable, Sendable {
     /// at which this epoch settles, whatever governance decides later.
     public var tokenValueMicroEuros: UInt64
 
+    public init(
+        epoch: UInt64, firstHeight: UInt64, lastHeight: UInt64, programmes: [ProgrammeFigures], categories: [CategoryFigures],
+        acceptors: [AcceptorFigures], nets: [PartnerNet], totals: Programme.Totals, tokenValueMicroEuros: UInt64
+    ) {
+        self.epoch = epoch
+        self.firstHeight = firstHeight
+        self.lastHeight = lastHeight
+        self.programmes = programmes
+        self.categories = categories
+        self.acceptors = acceptors
+        self.nets = nets
+        self.totals = totals
+        self.tokenValueMicroEuros = tokenValueMicroEuros
+    }
+
     /// What a programme (or a category) did during the epoch.
     public struct Figures: Hashable, Sendable {
         /// Attribute transactions applied, and the gesture units they rewarded.
@@ -59,11 +74,23 @@ public struct EpochReport: Hashable, Sendable {
         public let figures: Figures
         /// The budget left at the close (budget − issued since the programme began).
         public let budgetLeft: Amount
+
+        public init(programme: Identifier, category: Category, figures: Figures, budgetLeft: Amount) {
+            self.programme = programme
+            self.category = category
+            self.figures = figures
+            self.budgetLeft = budgetLeft
+        }
     }
 
     public struct CategoryFigures: Hashable, Sendable {
         public let category: Category
         public let figures: Figures
+
+        public init(category: Category, figures: Figures) {
+            self.category = category
+            self.figures = figures
+        }
     }
 
     public struct AcceptorFigures: Hashable, Sendable {
@@ -71,11 +98,22 @@ public struct EpochReport: Hashable, Sendable {
         /// Redeem transactions applied there, and the tokens they spent.
         public let redemptions: UInt64
         public let amount: Amount
+
+        public init(acceptor: Identifier, redemptions: UInt64, amount: Amount) {
+            self.acceptor = acceptor
+            self.redemptions = redemptions
+            self.amount = amount
+        }
     }
 
     public struct PartnerNet: Hashable, Sendable {
         public let partner: Identifier
         public let net: Int64
+
+        public init(partner: Identifier, net: Int64) {
+            self.partner = partner
+            self.net = net
+        }
     }
 }
 

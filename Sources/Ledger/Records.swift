@@ -88,6 +88,12 @@ public struct Settlement: Hashable, Sendable {
     public let from: Identifier
     public let to: Identifier
     public let amount: Amount
+
+    public init(from: Identifier, to: Identifier, amount: Amount) {
+        self.from = from
+        self.to = to
+        self.amount = amount
+    }
 }
 
 /// A partner's clearing statement for one epoch.
@@ -102,6 +108,15 @@ public struct Statement: Hashable, Sendable {
     /// Hash of the epoch's obligations list: every statement of the epoch carries it, so
     /// a partner can check the list it is given against the chain.
     public let obligationsHash: SHA256Digest
+
+    public init(epoch: UInt64, partner: Identifier, grossIn: Amount, grossOut: Amount, net: Int64, obligationsHash: SHA256Digest) {
+        self.epoch = epoch
+        self.partner = partner
+        self.grossIn = grossIn
+        self.grossOut = grossOut
+        self.net = net
+        self.obligationsHash = obligationsHash
+    }
 }
 
 // MARK: Wire forms
@@ -220,11 +235,12 @@ struct ObligationList: WireCodable {
     }
 }
 
-struct SettlementList: WireCodable {
-    var settlements: [Settlement]
-    init(_ settlements: [Settlement]) { self.settlements = settlements }
-    func encode(to writer: inout WireWriter) { writer.writeArray(settlements) }
-    init(from reader: inout WireReader) throws(WireError) {
+/// An epoch's settlement instructions, as the state holds them (`StateKeys.settlement`).
+public struct SettlementList: WireCodable {
+    public var settlements: [Settlement]
+    public init(_ settlements: [Settlement]) { self.settlements = settlements }
+    public func encode(to writer: inout WireWriter) { writer.writeArray(settlements) }
+    public init(from reader: inout WireReader) throws(WireError) {
         settlements = try reader.readArray("settlements", maximum: LedgerLimits.listCountMax, of: Settlement.self)
     }
 }

@@ -5,6 +5,7 @@ import Ledger
 import LightClient
 import Logging
 import Node
+import Settlement
 import Storage
 import Transport
 
@@ -263,6 +264,7 @@ struct Testnet: ParsableCommand {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         try encoder.encode(genesis).write(to: URL(fileURLWithPath: "\(out)/genesis.json"))
+        try encoder.encode(Self.exampleRegister(partners)).write(to: URL(fileURLWithPath: "\(out)/settlement-register.json"))
         for (index, id) in ids.enumerated() {
             let peers = ids.enumerated().filter { $0.offset != index }.map {
                 NodeConfigFile.Peer(id: $0.element, host: "127.0.0.1", port: basePort + UInt16(2 * $0.offset))
@@ -274,6 +276,30 @@ struct Testnet: ParsableCommand {
             try encoder.encode(config).write(to: URL(fileURLWithPath: "\(out)/\(id)/config.json"))
         }
         print("testnet: \(validators) validators in \(out) (\(ids.joined(separator: ", "))); client ports \(basePort + 1)...\(basePort + UInt16(2 * validators - 1)) step 2")
+    }
+}
+
+extension Testnet {
+    /// A settlement register for the testnet's partners, fictitious but valid: French
+    /// IBANs of a bank code no bank has (99999) with correct RIB keys and check digits,
+    /// a creditor identifier for the Métropole, and a direct-debit mandate for every
+    /// other partner from the second on (so `make run` shows both kinds of collection).
+    static func exampleRegister(_ partners: [GenesisFile.PartnerEntry]) -> RegisterFile {
+        func iban(_ index: Int) -> String {
+            let branch = String(repeating: "0", count: 5 - "\(index + 1)".count) + "\(index + 1)"
+            return IBAN.french(bank: "99999", branch: branch, account: "0000000\(1_000 + index)")
+        }
+        let payer = partners.first { $0.roles.contains("authority") } ?? partners[0]
+        var entries: [RegisterFile.Entry] = []
+        for (index, partner) in partners.enumerated() where partner.id != payer.id {
+            entries.append(RegisterFile.Entry(
+                partner: partner.id, legalName: partner.name, iban: iban(index), bic: "CALSFRPPXXX",
+                mandate: entries.count % 2 == 1 ? RegisterFile.Mandate(id: "CAL-\(partner.id.uppercased())-2026", signedOn: "2026-01-15") : nil))
+        }
+        return RegisterFile(
+            payer: .init(partner: payer.id, legalName: payer.name, iban: iban(0), bic: "CALSFRPPXXX",
+                         creditorId: CreditorIdentifier.make(country: "FR", business: "ZZZ", national: "999999")),
+            partners: entries)
     }
 }
 

@@ -242,6 +242,36 @@ final class ProcessCluster {
                 #expect(answer.status != 0 && answer.errors.contains("cannot be trusted"), "\(lie) went unnoticed: \(answer.output) \(answer.errors)")
             }
         }
+        // The citizen spends at La Friche tokens the Métropole sponsors: when the epoch
+        // closes, its report counts the redemption and the Métropole owes La Friche, which
+        // the treasury's settlement files pay, from certified answers.
+        let redeemed = try cluster.calisson(["submit", "redeem", "--acceptor", "friche", "--amount", "5", "--key", citizenKey, "--json"])
+        #expect(redeemed.status == 0, "\(redeemed.output) \(redeemed.errors)")
+        let openEpoch = try #require(Int(try ProcessCluster.fields(try cluster.calisson(["supply", "--json"]))["epoch"] ?? ""))
+        while try Int(ProcessCluster.fields(try cluster.calisson(["supply", "--json"]))["epoch"] ?? "") ?? 0 <= openEpoch {
+            _ = try attribute("until the epoch closes \(UUID())", at: 3)
+        }
+        for _ in 0..<12 { _ = try attribute("towards a checkpoint past the close \(UUID())", at: 3) }
+        let genesisFlag = ["--genesis", "\(cluster.net)/genesis.json", "--json"]
+        var spentIn: (epoch: Int, report: [String: String])?
+        for epoch in (0...openEpoch).reversed() where spentIn == nil {
+            let report = try ProcessCluster.fields(try cluster.calisson(["report", "\(epoch)"] + genesisFlag))
+            if report["acceptor.friche.amount"] != nil { spentIn = (epoch, report) }
+        }
+        let (epoch, report) = try #require(spentIn, "no report counts the redemption")
+        #expect(report["acceptor.friche.amount"] == "5" && report["net.friche"] == "5" && report["net.metropole"] == "-5", "\(report)")
+        #expect(report["proof"]?.contains("by a quorum of the validators in force") == true)
+        let settlementDirectory = "\(cluster.directory)/settlement"
+        let settlement = try cluster.calisson(
+            ["settlement", "\(epoch)", "--register", "\(cluster.net)/settlement-register.json", "--out", settlementDirectory, "--execution-date", "2026-12-04"]
+                + genesisFlag)
+        #expect(settlement.status == 0, "\(settlement.output) \(settlement.errors)")
+        let transfers = try String(contentsOfFile: "\(settlementDirectory)/epoch-\(epoch)-credit-transfers.xml", encoding: .utf8)
+        #expect(transfers.contains("<InstdAmt Ccy=\"EUR\">0.05</InstdAmt>") && transfers.contains("<Nm>La Friche la Belle de Mai</Nm>"), "\(transfers)")
+        #expect(transfers.contains("<Ustrd>CALISSON EPOCH \(epoch) STATEMENT "))
+        let accounting = try String(contentsOfFile: "\(settlementDirectory)/epoch-\(epoch)-accounting.csv", encoding: .utf8)
+        #expect(accounting.contains("\(epoch),friche,La Friche la Belle de Mai,5,0,5,10000,0.05,credit_transfer,C\(epoch)-"), "\(accounting)")
+
         // An online backup of a running node's database opens and passes the start checks.
         let backup = try run("\(cluster.bin)/calisson-node", ["backup", "--config", "\(cluster.net)/rtm/config.json", "--out", "\(cluster.directory)/rtm-backup.db"])
         #expect(backup.status == 0 && backup.output.contains("state root"), "\(backup.output) \(backup.errors)")

@@ -1,0 +1,48 @@
+import ArgumentParser
+import Foundation
+import Ledger
+import Settlement
+
+struct SettlementCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "settlement",
+        abstract: "Write a closed epoch's settlement files: SEPA credit transfers (pain.001.001.09), direct debits (pain.008.001.08), what partners owe and the accounting lines (CSV).",
+        discussion: "Net positions, instructions and statements are read certified (use --genesis); bank details come from the register (Docs/SETTLEMENT.md).")
+    @OptionGroup var connection: Connection
+    @Argument(help: "The closed epoch.") var epoch: UInt64
+    @Option(help: "The settlement register (JSON): the payer's and each partner's legal name, IBAN, BIC, mandate.") var register: String
+    @Option(help: "The directory to write the files into (created if missing).") var out: String
+    @Option(help: "The day the bank is to pay and collect, YYYY-MM-DD (default: today, UTC).") var executionDate: String?
+
+    func run() throws {
+        let checked: SettlementRegister
+        do { checked = try RegisterFile.load(register) } catch { throw CommandError("--register \(error)") }
+        let date = try executionDate ?? Self.today()
+        let trusted = try connection.trustedValidators()
+        let clearing: CertifiedClearing
+        do {
+            clearing = try CertifiedClearing.read(epoch: epoch, chainId: connection.chain) { key in try connection.record(key, trusted: trusted) }
+        } catch let error as SettlementError { throw CommandError("\(error)") }
+        let files: SettlementFiles
+        do { files = try SettlementFiles(clearing: clearing, register: checked, created: Date(), executionDate: date) } catch { throw CommandError("\(error)") }
+        let paths: [String]
+        do { paths = try files.write(to: out) } catch { throw CommandError("\(error)") }
+        var fields: [(String, String)] = [
+            ("epoch", "\(epoch)"), ("tokenValueMicroEuros", "\(clearing.report.tokenValueMicroEuros)"),
+            ("payments", "\(files.payments.count), \(SettlementFiles.euros(files.payments.reduce(0) { $0 + $1.cents })) EUR"),
+            ("collections", "\(files.collections.count), \(SettlementFiles.euros(files.collections.reduce(0) { $0 + $1.cents })) EUR"),
+        ]
+        for ((kind, _), path) in zip(files.fileNames(), paths) { fields.append((kind, path)) }
+        if files.creditTransfers == nil { fields.append(("credit transfers", "none: no partner is owed money this epoch")) }
+        fields.append(connection.proofLine(clearing.checkpointHeight, clearing.stateRoot))
+        connection.emit(fields)
+    }
+
+    static func today() throws -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyy-MM-dd"
+        return formatter.string(from: Date())
+    }
+}
