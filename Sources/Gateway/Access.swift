@@ -83,7 +83,8 @@ public struct APIKeyFile: Codable, Sendable, Equatable {
     }
 }
 
-/// Authentication and rate limits, before any operation: `Authorization: Bearer <key>`
+/// Authentication and rate limits, before any operation (the public pages and open data
+/// excepted: no key, a rate per client address): `Authorization: Bearer <key>`
 /// with a listed key (401 otherwise), the scope the operation needs (403: GET needs `read`,
 /// proposing and voting `govern`, other POSTs `submit`),
 /// within the key's rate (429 with Retry-After). `/health` and `/metrics` are open. Every refusal is a
@@ -98,9 +99,12 @@ struct AccessMiddleware: RouterMiddleware {
 
     /// Whether /metrics needs no key: on the plain listener (loopback only), not over HTTPS.
     let metricsOpen: Bool
+    /// The public side (dashboard, open data, proofs): no key, a rate per client address.
+    let publicLimiter: PublicLimiter?
 
-    init(keys: [APIKey], state: AccessState, metricsOpen: Bool = true) {
+    init(keys: [APIKey], state: AccessState, metricsOpen: Bool = true, publicLimiter: PublicLimiter? = nil) {
         self.metricsOpen = metricsOpen
+        self.publicLimiter = publicLimiter
         self.keys = Dictionary(keys.compactMap { key in key.sha256.map { ($0, key) } }, uniquingKeysWith: { first, _ in first })
         certificates = Dictionary(keys.compactMap { key in key.certificateSha256.map { ($0, key) } }, uniquingKeysWith: { first, _ in first })
         self.state = state
@@ -108,6 +112,14 @@ struct AccessMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if request.uri.path == "/health" || (metricsOpen && request.uri.path == "/metrics") { return try await next(request, context) }
+        if let publicLimiter, Dashboard.isPublic(request.uri.path) {
+            let address = context.channel.remoteAddress?.ipAddress ?? "unknown"
+            if let wait = publicLimiter.take(address) {
+                return refuse(429, "rate-limited", "Too many requests", "this address is over \(Int(PublicLimiter.rate)) requests per second on the public pages",
+                              headers: [.retryAfter: "\(wait)"])
+            }
+            return try await next(request, context)
+        }
         let key: APIKey
         if let header = request.headers[.authorization] {
             guard header.hasPrefix("Bearer "), let found = keys[SHA256.hash(String(header.dropFirst(7))).hex] else {

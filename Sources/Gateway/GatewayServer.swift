@@ -74,15 +74,18 @@ public final class GatewayServer: Sendable {
         let router = Router(context: GatewayContext.self)
         let metrics = GatewayMetrics(), pool = configuration.pool, access = access
         let feed = EventFeed(pool: pool)
+        let dashboard = Dashboard(pool: pool)
         router.add(middleware: MetricsMiddleware(metrics: metrics))
         router.add(middleware: RequestShapeMiddleware(state: access))
-        router.add(middleware: AccessMiddleware(keys: configuration.keys, state: access, metricsOpen: tlsConfiguration == nil))
+        router.add(middleware: AccessMiddleware(
+            keys: configuration.keys, state: access, metricsOpen: tlsConfiguration == nil, publicLimiter: dashboard.limiter))
         // Prometheus text; open on the plain listener (loopback only), a key's over HTTPS.
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                      body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.text(pool: pool, access: access, feed: feed))))
         }
         try GatewayAPI(pool: configuration.pool, signer: configuration.signer, feed: feed).registerHandlers(on: router)
+        dashboard.register(on: router)
         let server: HTTPServerBuilder = try tlsConfiguration.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1()
         let app = Application(
             router: router, server: server, configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "calisson-gateway"),

@@ -59,6 +59,8 @@ public final class NodePool: Sendable {
         var certifiedHeight: UInt64?
         var height: UInt64?
         var lastError: String?
+        /// Its last status (the node's word: CPU and transactions for the sobriety page).
+        var status: NodeStatus?
     }
     private struct State {
         var nodes: [NodeState]
@@ -87,6 +89,11 @@ public final class NodePool: Sendable {
     /// Each node's last known heights, or its last error.
     public var nodeStates: [(address: NodeAddress, height: UInt64?, certifiedHeight: UInt64?, error: String?)] {
         state.withLock { state in nodes.indices.map { (nodes[$0], state.nodes[$0].height, state.nodes[$0].certifiedHeight, state.nodes[$0].lastError) } }
+    }
+
+    /// Each node's last reported status (refreshed every 2 s), nil before one answered.
+    public var nodeStatuses: [(address: NodeAddress, status: NodeStatus?)] {
+        state.withLock { state in nodes.indices.map { (nodes[$0], state.nodes[$0].status) } }
     }
 
     /// Per node address: its answers not used since start.
@@ -171,18 +178,21 @@ public final class NodePool: Sendable {
     /// `status`, also its reported height (for `refresh` and /v1/status, not every read).
     private func attempt(_ index: Int, key: StateKey, status: Bool = false) throws -> VerifiedRecord {
         do {
-            let (record, height) = try withConnection(index) { ask, askAll -> (CertifiedRecord, UInt64?) in
+            let (record, reported) = try withConnection(index) { ask, askAll -> (CertifiedRecord, NodeStatus?) in
                 // The node's handovers and the record in one round trip.
                 let (trusted, record) = try CertifiedReader.record(
                     key, genesis: genesis, from: state.withLock { $0.nodes[index].trusted }, checked: checked, ask: ask, askAll: askAll)
                 state.withLock { $0.nodes[index].trusted = trusted }
                 guard status else { return (record, nil) }
                 guard case let .status(reported) = try ask(.status) else { throw CertifiedReadError.answer("not a status") }
-                return (record, reported.height)
+                return (record, reported)
             }
             let behind = try state.withLock { state -> UInt64 in
                 state.nodes[index].certifiedHeight = record.height
-                if let height { state.nodes[index].height = height }
+                if let reported {
+                    state.nodes[index].height = reported.height
+                    state.nodes[index].status = reported
+                }
                 state.nodes[index].lastError = nil
                 state.freshness.learn(record.height, from: nodes[index].description)
                 return try state.freshness.check(record.height)

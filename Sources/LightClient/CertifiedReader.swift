@@ -10,6 +10,12 @@ public struct CertifiedRecord: Equatable, Sendable {
     public let value: [UInt8]?
     public let height: UInt64
     public let root: SHA256Digest
+    /// What it was checked with, for whoever wants to check again (the dashboard's proof
+    /// documents): the Merkle proof against `root`, the checkpoint certificate's bytes, and
+    /// the validator keys in force at `height` that signed it.
+    public var proof: StateProof? = nil
+    public var certificate: [UInt8] = []
+    public var validators: [Ed25519PublicKey] = []
 }
 
 /// Why a node's answer was not accepted. Each case says what did not hold.
@@ -100,7 +106,7 @@ public enum CertifiedReader {
         } catch {
             throw CertifiedReadError.proof("\(error)")
         }
-        return CertifiedRecord(value: value, height: height, root: root)
+        return CertifiedRecord(value: value, height: height, root: root, proof: proof, certificate: certificate, validators: validators)
     }
 }
 

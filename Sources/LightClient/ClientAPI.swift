@@ -108,8 +108,16 @@ public struct NodeStatus: Hashable, Sendable, WireCodable {
     public var epochFirstSeq: UInt64
     public var peers: [String]
     public var mempool: UInt64
+    /// Since the node process started: transactions it applied, the CPU it used (user and
+    /// system, milliseconds) and the time it has run (the dashboard's sobriety page).
+    public var transactionsApplied: UInt64
+    public var cpuMilliseconds: UInt64
+    public var uptimeMilliseconds: UInt64
 
-    public init(partner: String, height: UInt64, stateRoot: SHA256Digest, view: UInt64, epochFirstSeq: UInt64, peers: [String], mempool: UInt64) {
+    public init(
+        partner: String, height: UInt64, stateRoot: SHA256Digest, view: UInt64, epochFirstSeq: UInt64, peers: [String], mempool: UInt64,
+        transactionsApplied: UInt64 = 0, cpuMilliseconds: UInt64 = 0, uptimeMilliseconds: UInt64 = 0
+    ) {
         self.partner = partner
         self.height = height
         self.stateRoot = stateRoot
@@ -117,6 +125,9 @@ public struct NodeStatus: Hashable, Sendable, WireCodable {
         self.epochFirstSeq = epochFirstSeq
         self.peers = peers
         self.mempool = mempool
+        self.transactionsApplied = transactionsApplied
+        self.cpuMilliseconds = cpuMilliseconds
+        self.uptimeMilliseconds = uptimeMilliseconds
     }
 
     public func encode(to writer: inout WireWriter) {
@@ -128,6 +139,9 @@ public struct NodeStatus: Hashable, Sendable, WireCodable {
         writer.write(UInt32(peers.count))
         for peer in peers { writer.writeString(peer) }
         writer.write(mempool)
+        writer.write(transactionsApplied)
+        writer.write(cpuMilliseconds)
+        writer.write(uptimeMilliseconds)
     }
 
     public init(from reader: inout WireReader) throws(WireError) {
@@ -141,6 +155,9 @@ public struct NodeStatus: Hashable, Sendable, WireCodable {
         for _ in 0..<count { peers.append(try reader.readString("status.peer", maximumBytes: 64)) }
         self.peers = peers
         mempool = try reader.readUInt64("status.mempool")
+        transactionsApplied = try reader.readUInt64("status.transactionsApplied")
+        cpuMilliseconds = try reader.readUInt64("status.cpuMilliseconds")
+        uptimeMilliseconds = try reader.readUInt64("status.uptimeMilliseconds")
     }
 }
 

@@ -131,6 +131,8 @@ public final class NodeRuntime: @unchecked Sendable {
     var equivocations = 0
     /// Counters for /metrics (loop thread).
     var admitted = 0, refused = 0, blocksExecuted = 0, applied = 0, rejected = 0
+    /// When the runtime was made, for the uptime a status reports.
+    let started = ContinuousClock.now
     private let heightValue = Mutex<UInt64>(0)
     private let rootValue = Mutex<SHA256Digest>(.zero)
     private let stoppedValue = Mutex<String?>(nil)
@@ -392,6 +394,7 @@ public final class NodeRuntime: @unchecked Sendable {
         metric("admission_refused_total", "counter", "Transactions refused at admission.", refused)
         metric("blocks_executed_total", "counter", "Blocks executed since start.", blocksExecuted)
         metric("transactions_applied_total", "counter", "Transactions applied since start.", applied)
+        metric("process_cpu_milliseconds_total", "counter", "CPU time used by the node process (user and system), milliseconds.", ProcessUsage.cpuMilliseconds())
         metric("transactions_rejected_total", "counter", "Transactions rejected by the ledger since start.", rejected)
         metric("verification_dropped_total", "counter", "Messages and submissions dropped with the verifier full.", droppedForVerification)
         metric("consensus_undecodable_total", "counter", "Consensus messages from validators that did not decode.", consensusUndecodable)
@@ -439,7 +442,9 @@ public final class NodeRuntime: @unchecked Sendable {
         let outcome = ClientAnswers(store: store, ledger: ledger).outcome(of: request) {
             NodeStatus(
                 partner: configuration.transport.selfID, height: ledger.height, stateRoot: ledger.stateRoot, view: replica.view,
-                epochFirstSeq: replica.epoch.firstSeq, peers: transport.linkedPeersOnLoop(), mempool: UInt64(mempool.count))
+                epochFirstSeq: replica.epoch.firstSeq, peers: transport.linkedPeersOnLoop(), mempool: UInt64(mempool.count),
+                transactionsApplied: UInt64(clamping: applied), cpuMilliseconds: ProcessUsage.cpuMilliseconds(),
+                uptimeMilliseconds: UInt64(clamping: started.duration(to: .now).components.seconds) &* 1_000)
         }
         switch outcome {
         case let .answer(response):
