@@ -191,6 +191,24 @@ extension GatewayAPI {
                 throw SubmitAnswer.badRequest("\(error)")
             }
         }
+        // A field the kind does not use is a mistake, said rather than ignored.
+        let used: Set<String>
+        switch request.kind {
+        case .admitPartner: used = ["partner"]
+        case .suspendPartner, .reinstatePartner, .removePartner, .closeProgramme: used = ["target"]
+        case .rotateKeys: used = ["target", "signingKey", "nodeKey", "tlsKeyHash"]
+        case .createProgramme, .amendProgramme: used = ["programme"]
+        case .setValidators: used = ["validators"]
+        case .setParameters: used = ["parameters"]
+        }
+        let present: [(String, Bool)] = [
+            ("target", request.target != nil), ("partner", request.partner != nil), ("programme", request.programme != nil),
+            ("validators", request.validators != nil), ("parameters", request.parameters != nil), ("signingKey", request.signingKey != nil),
+            ("nodeKey", request.nodeKey != nil), ("tlsKeyHash", request.tlsKeyHash != nil),
+        ]
+        for (field, isPresent) in present where isPresent && !used.contains(field) {
+            throw SubmitAnswer.badRequest("action.\(field) is not used by \(request.kind.rawValue) (it takes \(used.sorted().joined(separator: ", ")))")
+        }
         switch request.kind {
         case .admitPartner: return .admitPartner(try entry(request.partner, "partner", as: GenesisFile.PartnerEntry.self).partner("action.partner"))
         case .suspendPartner: return .setPartnerStatus(try target(), .suspended)

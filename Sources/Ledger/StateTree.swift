@@ -363,6 +363,10 @@ public struct StateProof: Hashable, Sendable, WireCodable {
     public struct Leaf: Hashable, Sendable {
         public let key: StateKey
         public let valueHash: SHA256Digest
+        public init(key: StateKey, valueHash: SHA256Digest) {
+            self.key = key
+            self.valueHash = valueHash
+        }
     }
 
     public let siblings: [SHA256Digest]

@@ -70,7 +70,8 @@ final class Dashboard: Sendable {
     /// Renders (or takes from the cache) one page: the same page within
     /// `PageCache.lifetime` is served from memory, so a crowd costs the nodes nothing more.
     func page(_ request: Request, _ language: Language, cached: Bool = true, _ render: () async throws -> Page) async -> Response {
-        let key = request.uri.description
+        // By path: a query string does not make another page (and cannot be used to miss the cache).
+        let key = request.uri.path
         if cached, let hit = pages.get(key) { return Self.html(hit.body, status: hit.status, language: language) }
         let page: Page
         do { page = try await render() } catch {
@@ -111,7 +112,7 @@ final class Dashboard: Sendable {
         let otherPath = "/\(other.rawValue)" + path.dropFirst(prefix.count) + (query.map { "?\($0)" } ?? "")
         return """
             <!DOCTYPE html>
-            <html lang="\(language.rawValue)"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+            <html lang="\(language.rawValue)"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
             <title>\(HTML.escape(page.title)) · Calisson</title><style>\(Self.style)</style></head>
             <body><a class="skip" href="#main">\(language("Aller au contenu", "Skip to content"))</a>
             <header><p class="brand"><a href="\(prefix)/">Calisson</a> · \(language("la monnaie d'incitation de la Métropole Aix-Marseille-Provence", "the nudge money of the Aix-Marseille-Provence Métropole"))</p>
@@ -119,7 +120,7 @@ final class Dashboard: Sendable {
             <p class="lang"><a href="\(HTML.escape(otherPath))" hreflang="\(other.rawValue)" lang="\(other.rawValue)">\(language("English", "Français"))</a></p></header>
             <main id="main">\(page.body)</main>
             <footer><p>\(language("Chaque chiffre est lu auprès des nœuds des partenaires et vérifié par la passerelle : certificat d'un quorum de validateurs et preuve de Merkle. Les liens « preuve » donnent de quoi le vérifier soi-même.", "Every figure is read from the partners' nodes and verified by the gateway: a certificate of a quorum of validators and a Merkle proof. The “proof” links give what is needed to check it yourself."))</p>
-            <p>\(language("Données ouvertes sous", "Open data under")) <a href="https://www.etalab.gouv.fr/licence-ouverte-open-licence/">Licence Ouverte 2.0</a> : <a href="/open-data/v1/programmes.csv">CSV</a>, <a href="/open-data/v1/programmes.json">JSON</a>. \(language("Aucune donnée personnelle : seulement des agrégats.", "No personal data: aggregates only."))</p></footer>
+            <p>\(language("Données ouvertes sous", "Open data under")) <a href="https://www.etalab.gouv.fr/licence-ouverte-open-licence/">Licence Ouverte 2.0</a>\(language("\u{00A0}:", ":")) <a href="/open-data/v1/programmes.csv">CSV</a>, <a href="/open-data/v1/programmes.json">JSON</a>. \(language("Aucune donnée personnelle : seulement des agrégats.", "No personal data: aggregates only."))</p></footer>
             </body></html>
             """
     }

@@ -1,0 +1,136 @@
+// The dashboard as its public sees it: a gateway in front of a live cluster whose first
+// ledger epoch closed (attributions, and redemptions at another partner, so there is
+// clearing to show), every page loaded in headless Chromium (Tests/Dashboard/
+// check_dashboard.py, Selenium with axe-core: no WCAG 2.1 A or AA violation, under 100 KB,
+// nothing loaded from elsewhere, figures equal to `calisson --genesis` answers), and the
+// public side's own rules over HTTP: no key needed, open data and proofs well formed, bad
+// paths answered 404, a flood from one address limited.
+import CalissonCrypto
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Gateway
+import Ledger
+import LightClient
+import Node
+import Testing
+import Transport
+import Wire
+
+@Suite(.serialized) struct GatewayDashboardTests {
+    /// A cluster of two partners past the close of epoch 0 (50 blocks): p0 sponsors the
+    /// programme, a citizen spends at p1, so p0 owes p1.
+    static func closedEpoch() throws -> (TestCluster, [NodeRuntime]) {
+        let cluster = try TestCluster(count: 2)
+        let nodes = try cluster.startNodes()
+        let citizen = Ed25519PrivateKey(seed: SHA256.hash("dashboard citizen").bytes)!
+        func signed(_ signer: TransactionSigner, _ key: Ed25519PrivateKey, nonce: UInt64, _ body: TransactionBody) -> [UInt8] {
+            Transaction(chainId: TestCluster.chainId, signer: signer, nonce: nonce, expiryHeight: 500, body: body).signed(with: key).wireBytes
+        }
+        var nonce: UInt64 = 1
+        for round in 0..<6 {
+            let before = nodes[0].height
+            _ = nodes[0].submit(signed(.partner(Identifier("p0")!), cluster.signingKeys[0], nonce: nonce, .attribute(
+                programme: Identifier("tri")!, account: citizen.publicKey, units: 3, evidence: SHA256.hash("dashboard gesture \(round)"))))
+            nonce += 1
+            _ = eventually(10) { nodes[0].height > before }
+            let spent = nodes[0].height
+            _ = nodes[0].submit(signed(.citizen(citizen.publicKey), citizen, nonce: nonce, .redeem(
+                acceptor: Identifier("p1")!, amount: 12, service: SHA256.hash("ticket \(round)"))))
+            nonce += 1
+            _ = eventually(10) { nodes[0].height > spent }
+        }
+        cluster.advance(nodes, to: 75, issuers: 2, nonce: &nonce)
+        return (cluster, nodes)
+    }
+
+    @Test func everyPageIsAccessibleLightAndShowsTheCertifiedFigures() async throws {
+        guard let python = GatewaySchemaTests.venvTool("python") else { return }
+        let (cluster, nodes) = try await GatewayTests.blocking { try Self.closedEpoch() }
+        defer { for node in nodes { node.stop() } }
+        #expect(nodes[0].read { $0.meta.epoch } ?? 0 >= 1, "epoch 0 did not close")
+        let (_, serving, port) = try await GatewayTests.start(nodes, cluster, keys: [])
+        defer { serving.cancel() }
+
+        // The CLI's view: the same cluster through a node, with the genesis and the CA as files.
+        let ca = "\(cluster.directory)/ca.crt", genesis = "\(cluster.directory)/genesis.json"
+        try cluster.ca.pem.write(toFile: ca, atomically: true, encoding: .utf8)
+        try JSONEncoder().encode(cluster.genesisFile).write(to: URL(fileURLWithPath: genesis))
+        let bin = try productsDirectory()
+        let screenshots = "\(GatewaySchemaTests.root)/.build/dashboard-screenshots"
+        let ran = try await GatewayTests.blocking {
+            try run(python, [
+                "\(GatewaySchemaTests.root)/Tests/Dashboard/check_dashboard.py", "--gateway", "http://127.0.0.1:\(port)", "--calisson", "\(bin)/calisson",
+                "--node", "127.0.0.1:\(nodes[0].transport.clientPort)", "--ca", ca, "--genesis", genesis, "--chain", TestCluster.chainId,
+                "--screenshots", screenshots,
+            ], timeout: 600)
+        }
+        #expect(ran.status == 0, "the dashboard check failed:\n\(ran.output.suffix(6_000))\n\(ran.errors.suffix(3_000))")
+    }
+
+    @Test func thePublicSideNeedsNoKeyAndHoldsItsLimits() async throws {
+        let (cluster, nodes) = try await GatewayTests.blocking { try Self.closedEpoch() }
+        defer { for node in nodes { node.stop() } }
+        let (_, serving, port) = try await GatewayTests.start(nodes, cluster, keys: [])
+        defer { serving.cancel() }
+        func get(_ path: String) async throws -> (status: Int, type: String, body: String) {
+            let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+            let http = response as! HTTPURLResponse
+            return (http.statusCode, http.value(forHTTPHeaderField: "Content-Type") ?? "", String(decoding: data, as: UTF8.self))
+        }
+        // No key for the public side; the API still needs one.
+        #expect(try await get("/fr/").status == 200)
+        #expect(try await get("/v1/supply").status == 401)
+
+        // Open data: the epoch's rows, the licence, numbers as numbers.
+        let csv = try await get("/open-data/v1/partners.csv")
+        #expect(csv.status == 200 && csv.type.hasPrefix("text/csv"))
+        #expect(csv.body.hasPrefix("epoch,partner,net\r\n0,p0,-72\r\n0,p1,72\r\n"), "\(csv.body)")
+        let json = try await get("/open-data/v1/acceptors.json")
+        let document = try #require(try JSONSerialization.jsonObject(with: Data(json.body.utf8)) as? [String: Any])
+        #expect((document["licence"] as? String)?.contains("Licence Ouverte 2.0") == true)
+        let rows = try #require(document["rows"] as? [[String: Any]])
+        #expect(rows.first?["acceptor"] as? String == "p1" && rows.first?["redemptions"] as? Int == 6 && rows.first?["amount"] as? Int == 72, "\(rows)")
+        #expect(try await get("/open-data/v1/epochs/0.json").status == 200)
+        #expect(try await get("/open-data/v1/epochs/9.json").status == 404)  // not closed
+        for bad in ["/open-data/v1/nothing.csv", "/open-data/v1/partners.xml", "/open-data/v1/epochs/x.json"] {
+            #expect(try await get(bad).status == 404, "\(bad)")
+        }
+        for bad in ["?from=x", "?from=18446744073709551615&to=0", "?from=0&to=18446744073709551615", "?to=-1"] {
+            let answer = try await get("/open-data/v1/programmes.csv\(bad)")
+            #expect(answer.status == 200 || answer.status == 400, "\(bad): \(answer.status)")
+        }
+        #expect(try await get("/open-data/v1/programmes.csv?from=x").status == 400)
+
+        // A proof document holds: the record under the key, with a Merkle proof to the root.
+        let proof = try await get("/proofs/epoch-report/0")
+        let fields = try #require(try JSONSerialization.jsonObject(with: Data(proof.body.utf8)) as? [String: Any])
+        let value = try #require((fields["value"] as? String).flatMap { Hex.decode($0) })
+        let root = try #require((fields["stateRoot"] as? String).flatMap { SHA256Digest(hex: $0) })
+        let siblings = try #require(fields["siblings"] as? [String]).compactMap { SHA256Digest(hex: $0) }
+        let terminal = (fields["terminal"] as? [String: String]).flatMap { leaf -> StateProof.Leaf? in
+            guard let key = leaf["key"].flatMap({ SHA256Digest(hex: $0) }), let hash = leaf["valueHash"].flatMap({ SHA256Digest(hex: $0) }) else { return nil }
+            return StateProof.Leaf(key: key, valueHash: hash)
+        }
+        try StateProof(siblings: siblings, terminal: terminal).verifyInclusion(key: StateKeys.epochReport(0), value: value, root: root)
+        #expect(try EpochReport(wireBytes: value).epoch == 0)
+        #expect((fields["validators"] as? [String])?.count == 2 && (fields["certificate"] as? String)?.isEmpty == false)
+        for bad in ["/proofs/anything", "/proofs/programme/NOT-AN-ID", "/proofs/proposal/-1", "/proofs/epoch-report/18446744073709551616"] {
+            #expect(try await get(bad).status == 404, "\(bad)")
+        }
+        // Pages: unknown programme 404, a lookup of anything answered, French and English
+        // (after a second, as the address's bucket of requests fills again).
+        try await Task.sleep(for: .seconds(1.1))
+        #expect(try await get("/fr/programmes/nowhere").status == 404)
+        #expect(try await get("/en/programmes/\(String(repeating: "x", count: 300))").status == 404)
+        for query in ["18446744073709551615", "0", String(repeating: "f", count: 64), "%3Cscript%3E", String(repeating: "9", count: 5_000)] {
+            let answer = try await get("/en/lookup?q=\(query)")
+            #expect(answer.status == 200 && !answer.body.contains("<script"), "\(query.prefix(20)): \(answer.status)")
+        }
+        // One address flooding the public side is limited (429).
+        var limited = 0
+        for _ in 0..<60 where try await get("/proofs/supply").status == 429 { limited += 1 }
+        #expect(limited > 0, "60 requests at once from one address were all answered")
+    }
+}
