@@ -103,7 +103,7 @@ let package = Package(
         .executableTarget(name: "calisson", dependencies: ["CalissonCLI"]),
         .executableTarget(
             name: "calisson-gateway",
-            dependencies: ["Gateway", "LightClient", "Ledger", "Transport", "CalissonCrypto", .product(name: "Logging", package: "swift-log"),
+            dependencies: ["Gateway", "LightClient", "Ledger", "Transport", "CalissonCrypto", "Settlement", .product(name: "Logging", package: "swift-log"),
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // The CLI's commands, a library so that their argument parsing can be fuzzed.
         .target(
@@ -126,7 +126,7 @@ let package = Package(
         .testTarget(
             name: "NodeTests",
             dependencies: [
-                "Node", "LightClient", "Consensus", "Ledger", "Storage", "Transport", "CalissonCrypto", "Wire", "Gateway",
+                "Node", "LightClient", "Consensus", "Ledger", "Storage", "Transport", "CalissonCrypto", "Wire", "Gateway", "Settlement",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "ShimTests", dependencies: ["CLibUV", "COpenSSL", "CSQLite", "CSodium"]),

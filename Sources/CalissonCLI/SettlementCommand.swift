@@ -17,7 +17,7 @@ struct SettlementCommand: ParsableCommand {
     func run() throws {
         let checked: SettlementRegister
         do { checked = try RegisterFile.load(register) } catch { throw CommandError("--register \(error)") }
-        let date = try executionDate ?? Self.today()
+        let date = executionDate ?? SettlementFiles.today()
         let trusted = try connection.trustedValidators()
         let clearing: CertifiedClearing
         do {
@@ -36,13 +36,5 @@ struct SettlementCommand: ParsableCommand {
         if files.creditTransfers == nil { fields.append(("credit transfers", "none: no partner is owed money this epoch")) }
         fields.append(connection.proofLine(clearing.checkpointHeight, clearing.stateRoot))
         connection.emit(fields)
-    }
-
-    static func today() throws -> String {
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        formatter.dateFormat = "yyyy-MM-dd"
-        return formatter.string(from: Date())
     }
 }

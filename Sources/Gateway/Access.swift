@@ -86,7 +86,7 @@ public struct APIKeyFile: Codable, Sendable, Equatable {
 /// Authentication and rate limits, before any operation (the public pages and open data
 /// excepted: no key, a rate per client address): `Authorization: Bearer <key>`
 /// with a listed key (401 otherwise), the scope the operation needs (403: GET needs `read`,
-/// proposing and voting `govern`, other POSTs `submit`),
+/// proposing, voting and the settlement files `govern`, other POSTs `submit`),
 /// within the key's rate (429 with Retry-After). `/health` and `/metrics` are open. Every refusal is a
 /// problem document and is counted.
 struct AccessMiddleware: RouterMiddleware {
@@ -136,7 +136,8 @@ struct AccessMiddleware: RouterMiddleware {
             return refuse(401, "unauthorized", "Unauthorized", "an API key is needed: Authorization: Bearer <key> (or a listed client certificate)",
                           headers: [.wwwAuthenticate: "Bearer"])
         }
-        let needed: Scope = request.method == .get || request.method == .head ? .read : Self.governed.contains(request.uri.path) ? .govern : .submit
+        let needed: Scope = request.uri.path.hasPrefix("/v1/settlements/") || Self.governed.contains(request.uri.path) ? .govern
+            : request.method == .get || request.method == .head ? .read : .submit
         guard key.scopes.contains(needed) else {
             return refuse(403, "forbidden", "Forbidden", "the key '\(key.name)' does not have the '\(needed.rawValue)' scope")
         }

@@ -2,6 +2,7 @@ import CalissonCrypto
 import Ledger
 import LightClient
 import OpenAPIRuntime
+import Settlement
 import Wire
 
 /// The operations of Sources/Gateway/openapi.yaml: each state answer read through the
@@ -12,6 +13,7 @@ struct GatewayAPI: APIProtocol {
     let pool: NodePool
     let signer: PartnerSigner?
     let feed: EventFeed
+    var settlementRegister: SettlementRegister? = nil
     let relayed = RelayedTransactions()
 
     typealias Schemas = Components.Schemas

@@ -5,6 +5,7 @@ import HummingbirdTLS
 import Ledger
 import Logging
 import NIOCore
+import Settlement
 import OpenAPIHummingbird
 import Synchronization
 
@@ -22,6 +23,8 @@ public struct GatewayConfiguration: Sendable {
     public var signer: PartnerSigner?
     /// HTTPS, with optional client certificates; nil: plain HTTP on loopback.
     public var tls: GatewayTLS?
+    /// The treasury's register, for the settlement files (govern scope); nil: not served.
+    public var settlementRegister: SettlementRegister?
 
     public init(pool: NodePool, keys: [APIKey]) {
         self.pool = pool
@@ -84,7 +87,8 @@ public final class GatewayServer: Sendable {
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                      body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.text(pool: pool, access: access, feed: feed))))
         }
-        try GatewayAPI(pool: configuration.pool, signer: configuration.signer, feed: feed).registerHandlers(on: router)
+        try GatewayAPI(pool: configuration.pool, signer: configuration.signer, feed: feed, settlementRegister: configuration.settlementRegister)
+            .registerHandlers(on: router)
         dashboard.register(on: router)
         let server: HTTPServerBuilder = try tlsConfiguration.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1()
         let app = Application(

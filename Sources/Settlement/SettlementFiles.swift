@@ -183,6 +183,15 @@ public struct SettlementFiles: Sendable {
         return "\(cents / 100).\(remainder < 10 ? "0" : "")\(remainder)"
     }
 
+    /// Today's date in UTC, YYYY-MM-DD (the default execution date).
+    public static func today() -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyy-MM-dd"
+        return formatter.string(from: Date())
+    }
+
     static func timestamp(_ date: Date) -> String {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime]

@@ -5,6 +5,7 @@ import Gateway
 import Ledger
 import LightClient
 import Logging
+import Settlement
 import Transport
 
 @main
@@ -35,6 +36,8 @@ struct Run: AsyncParsableCommand {
     @Option(help: "That partner's signing key (PEM, 0600).") var signingKey: String?
     @Option(help: "That partner's evidence key (PEM, 0600; default: evidence.key beside --signing-key).") var evidenceKey: String?
     @Option(help: "Where the gateway keeps what it signed per Idempotency-Key (with --signing-key).") var stateDir: String?
+    @Option(help: "The treasury's settlement register (JSON; Docs/SETTLEMENT.md): serves the settlement files to govern-scope keys.")
+    var settlementRegister: String?
 
     func validate() throws {
         guard !nodes.isEmpty else { throw ValidationError("at least one --node") }
@@ -83,6 +86,9 @@ struct Run: AsyncParsableCommand {
         let pool = NodePool(nodes: addresses, ca: authority, genesis: checked, lagMax: maxLag, timeoutMilliseconds: Int((requestTimeout * 1_000).rounded(.up)))
         var configuration = GatewayConfiguration(pool: pool, keys: keys)
         configuration.signer = try signer()
+        if let settlementRegister {
+            do { configuration.settlementRegister = try RegisterFile.load(settlementRegister) } catch { throw GatewayError("--settlement-register \(error)") }
+        }
         if let tlsCertificate, let tlsKey {
             configuration.tls = GatewayTLS(certificateFile: tlsCertificate, keyFile: tlsKey, clientCAFile: clientCa)
         }

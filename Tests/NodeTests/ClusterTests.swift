@@ -51,7 +51,7 @@ struct TestCluster {
                 signingKey: signingKeys[index].publicKey.bytes.hex, nodeKey: nodeKeys[index].publicKey.bytes.hex, tlsKeyHash: certificates[index].publicKeyHash.hex)
         }
         genesisFile = GenesisFile(
-            chainId: Self.chainId, parameters: .init(epochLength: 50, sink: "p0"), partners: partners, validators: (0..<count).map { "p\($0)" },
+            chainId: Self.chainId, parameters: .init(epochLength: 50, sink: "p0", tokenValueMicroEuros: 10_000), partners: partners, validators: (0..<count).map { "p\($0)" },
             programmes: [.init(id: "tri", name: "Tri", category: "wasteSorting", rewardPerUnit: 10, issuers: (0..<count).map { "p\($0)" }, sponsor: "p0",
                                capPerAccount: 1_000_000, capPeriod: "month", walletCeiling: 1_000_000, budget: 1 << 40, expiryEpochs: 100)])
         genesis = try genesisFile.validated()

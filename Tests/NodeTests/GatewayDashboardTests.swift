@@ -14,6 +14,7 @@ import Gateway
 import Ledger
 import LightClient
 import Node
+import Settlement
 import Testing
 import Transport
 import Wire
@@ -132,5 +133,54 @@ import Wire
         var limited = 0
         for _ in 0..<60 where try await get("/proofs/supply").status == 429 { limited += 1 }
         #expect(limited > 0, "60 requests at once from one address were all answered")
+    }
+
+    /// The settlement files over HTTP: for govern keys only, made from the certified
+    /// clearing (p0 owes p1 72 tokens at 1 cent: 0.72 €), the refusals named.
+    @Test func settlementFilesAreServedToTheTreasuryOnly() async throws {
+        let (cluster, nodes) = try await GatewayTests.blocking { try Self.closedEpoch() }
+        defer { for node in nodes { node.stop() } }
+        let creditor = CreditorIdentifier.make(country: "FR", business: "ZZZ", national: "999999")
+        func register(_ partners: [RegisterFile.Entry]) throws -> SettlementRegister {
+            try RegisterFile(
+                payer: .init(partner: "p0", legalName: "Métropole", iban: IBAN.french(bank: "99999", branch: "00001", account: "00000001000"), bic: "CALSFRPPXXX",
+                             creditorId: creditor), partners: partners).validated()
+        }
+        let entry = RegisterFile.Entry(partner: "p1", legalName: "Partenaire un", iban: IBAN.french(bank: "99999", branch: "00002", account: "00000001001"), bic: "CALSFRPPXXX")
+        let reader = APIKey.generate(name: "reader", scopes: [.read]), treasurer = APIKey.generate(name: "treasury", scopes: [.govern])
+        func get(_ port: Int, _ path: String, _ key: String) async throws -> (status: Int, body: String) {
+            var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+            request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization")
+            let (data, response) = try await URLSession.shared.data(for: request)
+            return ((response as! HTTPURLResponse).statusCode, String(decoding: data, as: UTF8.self))
+        }
+        do {
+            let (_, serving, port) = try await GatewayTests.start(nodes, cluster, keys: [reader.entry, treasurer.entry], settlementRegister: try register([entry]))
+            defer { serving.cancel() }
+            #expect(try await get(port, "/v1/settlements/0/credit-transfers.xml", reader.secret).status == 403)
+            let transfers = try await get(port, "/v1/settlements/0/credit-transfers.xml", treasurer.secret)
+            #expect(transfers.status == 200 && transfers.body.contains("<InstdAmt Ccy=\"EUR\">0.72</InstdAmt>") && transfers.body.contains("<Nm>Partenaire un</Nm>"),
+                    "\(transfers.status) \(transfers.body.prefix(2_000))")
+            let accounting = try await get(port, "/v1/settlements/0/accounting.csv", treasurer.secret)
+            #expect(accounting.status == 200 && accounting.body.contains("0,p1,Partenaire un,72,0,72,10000,0.72,credit_transfer,C0-"), "\(accounting.body)")
+            let owed = try await get(port, "/v1/settlements/0/owed.csv", treasurer.secret)
+            #expect(owed.status == 200 && owed.body.split(separator: "\r\n").count == 1, "only the header: nobody owes the payer")
+            #expect(try await get(port, "/v1/settlements/0/direct-debits.xml", treasurer.secret).status == 404)
+            #expect(try await get(port, "/v1/settlements/7/credit-transfers.xml", treasurer.secret).status == 404)  // not closed
+            #expect(try await get(port, "/v1/settlements/0/other.xml", treasurer.secret).status == 400)
+            #expect(try await get(port, "/v1/settlements/18446744073709551616/owed.csv", treasurer.secret).status == 400)
+        }
+        do {
+            // The register lacks the partner paid: 409, naming it. No register: 503.
+            let (_, serving, port) = try await GatewayTests.start(nodes, cluster, keys: [treasurer.entry], settlementRegister: try register([]))
+            defer { serving.cancel() }
+            let refused = try await get(port, "/v1/settlements/0/credit-transfers.xml", treasurer.secret)
+            #expect(refused.status == 409 && refused.body.contains("partner p1 has a payment in this epoch but no entry"), "\(refused.body)")
+        }
+        do {
+            let (_, serving, port) = try await GatewayTests.start(nodes, cluster, keys: [treasurer.entry])
+            defer { serving.cancel() }
+            #expect(try await get(port, "/v1/settlements/0/owed.csv", treasurer.secret).status == 503)
+        }
     }
 }

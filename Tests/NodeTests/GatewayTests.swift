@@ -15,6 +15,7 @@ import Gateway
 import Ledger
 import LightClient
 import Node
+import Settlement
 import Testing
 import Transport
 import Wire
@@ -63,13 +64,14 @@ import Wire
     /// is cancelled. Up to two minutes to start: on two cores, other suites' blocking tests
     /// can hold the cooperative threads the server needs (seen once at 30 s in a full run).
     static func start(
-        _ nodes: [NodeRuntime], _ cluster: TestCluster, keys: [APIKey], signer: PartnerSigner? = nil
+        _ nodes: [NodeRuntime], _ cluster: TestCluster, keys: [APIKey], signer: PartnerSigner? = nil, settlementRegister: SettlementRegister? = nil
     ) async throws -> (server: GatewayServer, serving: Task<Void, any Error>, port: Int) {
         var configuration = GatewayConfiguration(
             pool: NodePool(nodes: nodes.map { NodeAddress(host: "127.0.0.1", port: $0.transport.clientPort) }, ca: cluster.ca, genesis: cluster.genesis, lagMax: 32),
             keys: keys)
         configuration.port = 0
         configuration.signer = signer
+        configuration.settlementRegister = settlementRegister
         let server = try GatewayServer(configuration: configuration)
         let serving = Task(executorPreference: executor) { try await server.run() }
         guard try await until(120, { server.port != nil }), let port = server.port else {
