@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Start calisson-gateway in front of the local cluster's nodes (all of them: it fails over
 # between them and checks every answer against the genesis validators' certificates), with
-# a fresh read-only API key, and read a few records through it with curl, as a partner
-# back-end in any language would (Docs/API.md). The gateway is stopped with the cluster
+# a fresh API key and the testnet's settlement register, and read a few records through it
+# with curl, as a partner back-end in any language would (Docs/API.md); then the public
+# dashboard, its open data, and a settlement file (Docs/DASHBOARD.md, Docs/SETTLEMENT.md). The gateway is stopped with the cluster
 # (Cluster/local/down.sh). Its address and key are in $CALISSON_HOME/gateway.env.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 GATEWAY_PORT=$((BASE_PORT + 900))
-key_output=$("$BIN/calisson-gateway" key --name make-run --scopes read,submit)
+key_output=$("$BIN/calisson-gateway" key --name make-run --scopes read,submit,govern)
 KEY=$(sed -n 's/^key *//p' <<< "$key_output")
 printf '{"keys": [%s]}\n' "$(sed -n 's/^entry *//p' <<< "$key_output")" > "$CALISSON_HOME/gateway-keys.json"
 nodes=()
@@ -15,7 +16,8 @@ for index in "${!NODES[@]}"; do nodes+=(--node "127.0.0.1:$(node_port "$index")"
 # It signs rewards for the transit operator, rtm, with rtm's signing and evidence keys.
 nohup "$BIN/calisson-gateway" run "${nodes[@]}" --ca "$NET/ca.crt" --genesis "$NET/genesis.json" \
     --api-keys "$CALISSON_HOME/gateway-keys.json" --listen "127.0.0.1:$GATEWAY_PORT" \
-    --partner rtm --signing-key "$NET/rtm/signing.key" --state-dir "$CALISSON_HOME/gateway" >> "$CALISSON_HOME/logs/gateway.log" 2>&1 &
+    --partner rtm --signing-key "$NET/rtm/signing.key" --state-dir "$CALISSON_HOME/gateway" \
+    --settlement-register "$NET/settlement-register.json" >> "$CALISSON_HOME/logs/gateway.log" 2>&1 &
 echo $! >> "$CALISSON_HOME/pids"
 printf 'GATEWAY=http://127.0.0.1:%s\nGATEWAY_KEY=%s\n' "$GATEWAY_PORT" "$KEY" > "$CALISSON_HOME/gateway.env"
 for _ in $(seq 1 100); do
@@ -47,6 +49,14 @@ curl -sN --max-time 3 -H "Authorization: Bearer $KEY" "http://127.0.0.1:$GATEWAY
     | grep -E '^(id|event|data):' | cut -c1-200 | head -n 12 || true
 echo "\$ curl http://127.0.0.1:$GATEWAY_PORT/v1/supply   (no key)"
 curl -sS "http://127.0.0.1:$GATEWAY_PORT/v1/supply"; echo
+echo "-- what the Métropole and the public see, no key needed: the dashboard (HTML), its open data and the proof of each figure"
+for page in /fr/ /en/partners "/open-data/v1/programmes.csv" /proofs/supply; do
+    curl -sS -o /dev/null -w "   GET $page: %{http_code}, %{size_download} bytes, %{time_total} s\n" "http://127.0.0.1:$GATEWAY_PORT$page"
+done
+curl -sS "http://127.0.0.1:$GATEWAY_PORT/open-data/v1/partners.csv" | head -n 6 | sed 's/^/   /'
+echo "-- the treasury's settlement file for epoch 0 through the gateway (govern scope)"
+curl -sS -H "Authorization: Bearer $KEY" "http://127.0.0.1:$GATEWAY_PORT/v1/settlements/0/accounting.csv" | cut -c1-110 | sed 's/^/   /'
 if [[ ${KEEP:-0} == 1 ]]; then
     echo "gateway: http://127.0.0.1:$GATEWAY_PORT, API key $KEY (also in $CALISSON_HOME/gateway.env); Docs/API.md"
+    echo "dashboard: http://127.0.0.1:$GATEWAY_PORT/fr/ (English: /en/); open data: http://127.0.0.1:$GATEWAY_PORT/open-data/v1/; Docs/DASHBOARD.md"
 fi
