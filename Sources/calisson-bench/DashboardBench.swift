@@ -44,7 +44,8 @@ struct DashboardBenchCommand: ParsableCommand {
             let sorted = (times[page] ?? []).sorted()
             all += sorted
             let figures = Self.percentiles(sorted)
-            print(String(format: "%-28@ p50 %6.1f ms  p99 %6.1f ms  max %6.1f ms  %6d bytes", page as NSString, figures.p50, figures.p99, figures.max, sizes[page] ?? 0))
+            print(page.padding(toLength: 28, withPad: " ", startingAt: 0)
+                + String(format: " p50 %6.1f ms  p99 %6.1f ms  max %6.1f ms  %6d bytes", figures.p50, figures.p99, figures.max, sizes[page] ?? 0))
             report.append(["page": page, "p50Milliseconds": figures.p50, "p99Milliseconds": figures.p99, "maxMilliseconds": figures.max, "bytes": sizes[page] ?? 0])
         }
         let overall = Self.percentiles(all.sorted())

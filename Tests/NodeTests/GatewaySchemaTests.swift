@@ -8,6 +8,7 @@ import Foundation
 import Gateway
 import Ledger
 import Node
+import Settlement
 import Testing
 import Transport
 
@@ -43,6 +44,10 @@ import Transport
         configuration.signer = PartnerSigner(
             partner: Identifier("p0")!, key: cluster.signingKeys[0], evidence: EvidenceKey(Array(repeating: 3, count: 32)),
             log: try IdempotencyLog(path: "\(cluster.directory)/idempotency.log"))
+        // With a register, the settlement files answer 200, 404 (epoch not closed) or 409.
+        configuration.settlementRegister = try RegisterFile(
+            payer: .init(partner: "p0", legalName: "Partner zero", iban: IBAN.french(bank: "99999", branch: "00001", account: "00000001000"), bic: "CALSFRPPXXX"),
+            partners: []).validated()
         let server = try GatewayServer(configuration: configuration)
         let serving = Task(executorPreference: GatewayTests.executor) { try await server.run() }
         defer { serving.cancel() }

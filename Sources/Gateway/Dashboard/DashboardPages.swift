@@ -129,13 +129,15 @@ extension Dashboard {
         }
         if !history.isEmpty {
             body += "<h2>\(l("Historique par période", "History by period"))</h2>"
-            body += Chart.bars(
+            let active = history.contains { $0.1.figures.issued > 0 || $0.1.figures.redeemed > 0 }
+            if !active { body += "<p>\(l("Ni émission ni dépense sur ces périodes.", "Nothing issued or spent in these periods."))</p>" }
+            if active { body += Chart.bars(
                 id: "programme-history", title: l("\(programme.name) : jetons émis et dépensés par période", "\(programme.name): tokens issued and spent per period"),
                 description: l("Le tableau suivant donne les valeurs.", "The table below gives the values."),
                 labels: history.map { "\($0.0.report.epoch)" },
                 series: [.init(name: l("émis", "issued"), style: 0, values: history.map(\.1.figures.issued)),
                          .init(name: l("dépensés", "spent"), style: 1, values: history.map(\.1.figures.redeemed))],
-                language: l)
+                language: l) }
             body += HTML.table(
                 l("Par période close", "By closed period"),
                 [l("Période", "Period"), l("Gestes", "Gestures"), l("Attributions", "Attributions"), l("Émis", "Issued"), l("Dépensés", "Spent"),

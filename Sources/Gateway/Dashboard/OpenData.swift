@@ -126,8 +126,17 @@ extension Dashboard {
             }
         }
 
-        /// Which columns hold numbers (for JSON).
-        var textColumns: Set<String> { ["programme", "category", "acceptor", "partner"] }
+        /// The rows as JSON objects: ids and categories as strings, the rest as numbers.
+        func objects(_ rows: [[String]]) -> [[String: JSONValue]] {
+            let text: Set<String> = ["programme", "category", "acceptor", "partner"]
+            return rows.map { row in
+                var object: [String: JSONValue] = [:]
+                for (column, cell) in zip(columns, row) {
+                    object[column] = text.contains(column) ? .text(cell) : Int64(cell).map(JSONValue.number) ?? .text(cell)
+                }
+                return object
+            }
+        }
     }
 
     func openData(_ file: String, from: String?, to: String?) async -> Response {
@@ -174,16 +183,9 @@ extension Dashboard {
             for row in rows { text += row.joined(separator: ",") + "\r\n" }
             return Self.text(.ok, text, type: "text/csv; charset=utf-8; header=present", headers: headers)
         }
-        let columns = table.columns
-        let objects: [[String: JSONValue]] = rows.map { row in
-            var object: [String: JSONValue] = [:]
-            for (column, cell) in zip(columns, row) {
-                object[column] = table.textColumns.contains(column) ? .text(cell) : Int64(cell).map(JSONValue.number) ?? .text(cell)
-            }
-            return object
-        }
         return Self.json(OpenDataDocument(
-            table: table.rawValue, licence: licence, columns: columns, fromEpoch: range?.0, toEpoch: range?.1, rows: objects, certification: certified),
+            table: table.rawValue, licence: licence, columns: table.columns, fromEpoch: range?.0, toEpoch: range?.1, rows: table.objects(rows),
+            certification: certified),
             headers: headers)
     }
 
@@ -219,15 +221,7 @@ extension Dashboard {
         do { entry = try await report(epoch) } catch { return Self.text(.badGateway, "no verified answer: \(error)\n") }
         guard let entry else { return Self.text(.notFound, "epoch \(epoch) is not closed: it has no report yet\n") }
         var tables: [String: [[String: JSONValue]]] = [:]
-        for table in Table.allCases {
-            tables[table.rawValue] = table.rows(entry.report).map { row in
-                var object: [String: JSONValue] = [:]
-                for (column, cell) in zip(table.columns, row) {
-                    object[column] = table.textColumns.contains(column) ? .text(cell) : Int64(cell).map(JSONValue.number) ?? .text(cell)
-                }
-                return object
-            }
-        }
+        for table in Table.allCases { tables[table.rawValue] = table.objects(table.rows(entry.report)) }
         return Self.json(EpochDocument(
             epoch: epoch, licence: Self.licence, tables: tables, checkpointHeight: entry.found.record.height, stateRoot: entry.found.record.root.hex,
             proof: "/proofs/epoch-report/\(epoch)"), headers: [.init("Link")!: "<https://www.etalab.gouv.fr/licence-ouverte-open-licence/>; rel=\"license\""])
