@@ -3,6 +3,7 @@ import CalissonCrypto
 import Foundation
 import Ledger
 import LightClient
+import Settlement
 import Storage
 import Transport
 import Wire
@@ -307,7 +308,7 @@ struct StatementCommand: ParsableCommand {
         let statement = try Statement(wireBytes: value)
         connection.emit([("epoch", "\(statement.epoch)"), ("partner", statement.partner.rawValue), ("grossIn", "\(statement.grossIn)"),
                          ("grossOut", "\(statement.grossOut)"), ("net", "\(statement.net)"), ("obligations", statement.obligationsHash.hex),
-                         connection.proofLine(height, root)])
+                         ("sha256", CertifiedClearing.statementHash(statement).hex), connection.proofLine(height, root)])
     }
 }
 

@@ -136,7 +136,7 @@ struct GatewayAPI: APIProtocol {
             return .ok(.init(body: .json(Schemas.Statement(
                 epoch: Self.int(statement.epoch), partner: statement.partner.rawValue, grossIn: Self.int(statement.grossIn),
                 grossOut: Self.int(statement.grossOut), net: statement.net, obligationsHash: statement.obligationsHash.hex,
-                verification: Self.verification(found)))))
+                sha256: CertifiedClearing.statementHash(statement).hex, verification: Self.verification(found)))))
         }
     }
 

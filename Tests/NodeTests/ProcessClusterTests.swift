@@ -268,7 +268,10 @@ final class ProcessCluster {
         #expect(settlement.status == 0, "\(settlement.output) \(settlement.errors)")
         let transfers = try String(contentsOfFile: "\(settlementDirectory)/epoch-\(epoch)-credit-transfers.xml", encoding: .utf8)
         #expect(transfers.contains("<InstdAmt Ccy=\"EUR\">0.05</InstdAmt>") && transfers.contains("<Nm>La Friche la Belle de Mai</Nm>"), "\(transfers)")
-        #expect(transfers.contains("<Ustrd>CALISSON EPOCH \(epoch) STATEMENT "))
+        // The remittance carries the hash of La Friche's certified statement, as the CLI gives it.
+        let statement = try ProcessCluster.fields(try cluster.calisson(["statement", "\(epoch)", "friche"] + genesisFlag))
+        let statementHash = try #require(statement["sha256"])
+        #expect(transfers.contains("<Ustrd>CALISSON EPOCH \(epoch) STATEMENT \(statementHash)</Ustrd>"), "\(transfers)")
         let accounting = try String(contentsOfFile: "\(settlementDirectory)/epoch-\(epoch)-accounting.csv", encoding: .utf8)
         #expect(accounting.contains("\(epoch),friche,La Friche la Belle de Mai,5,0,5,10000,0.05,credit_transfer,C\(epoch)-"), "\(accounting)")
 
