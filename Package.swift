@@ -116,17 +116,19 @@ let package = Package(
         // Test helper: writes blocks until killed (the storage crash test).
         .executableTarget(name: "storage-crash-writer", dependencies: ["Node", "Storage", "Ledger", "CalissonCrypto", "Wire"]),
 
+        // What tests share: their scratch directory (removed when the test process exits).
+        .target(name: "CalissonTestKit", path: "Tests/CalissonTestKit"),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
-        .testTarget(name: "CalissonCryptoTests", dependencies: ["CalissonCrypto", "Wire", "CHotPath"]),
+        .testTarget(name: "CalissonCryptoTests", dependencies: ["CalissonCrypto", "Wire", "CHotPath", "CalissonTestKit"]),
         .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "Simulation", "CalissonCrypto", "Wire"]),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "CalissonCrypto", "Wire"]),
-        .testTarget(name: "SettlementTests", dependencies: ["Settlement", "Ledger", "CalissonCrypto"]),
+        .testTarget(name: "SettlementTests", dependencies: ["Settlement", "Ledger", "CalissonCrypto", "CalissonTestKit"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "CalissonCrypto", "Wire", "COpenSSL"]),
-        .testTarget(name: "StorageTests", dependencies: ["Storage", "Node", "Ledger", "CalissonCrypto", "Wire"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "Node", "Ledger", "CalissonCrypto", "Wire", "CalissonTestKit"]),
         .testTarget(
             name: "NodeTests",
             dependencies: [
-                "Node", "LightClient", "Consensus", "Ledger", "Storage", "Transport", "CalissonCrypto", "Wire", "Gateway", "Settlement",
+                "Node", "LightClient", "Consensus", "Ledger", "Storage", "Transport", "CalissonCrypto", "Wire", "Gateway", "Settlement", "CalissonTestKit",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "ShimTests", dependencies: ["CLibUV", "COpenSSL", "CSQLite", "CSodium"]),

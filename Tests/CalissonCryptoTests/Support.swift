@@ -1,3 +1,4 @@
+import CalissonTestKit
 import Wire
 #if canImport(Glibc)
 import Glibc
@@ -5,11 +6,9 @@ import Glibc
 
 func hex(_ string: String) -> [UInt8] { Hex.decode(string)! }
 
-/// A fresh directory under /tmp, removed by the caller with `removeDirectory`.
-func temporaryDirectory() -> String {
-    var template = Array("/tmp/calisson-test-XXXXXX".utf8CString)
-    return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-}
+/// A fresh directory in the test process's scratch (Scratch, removed at exit; the caller
+/// may remove it sooner with `removeDirectory`).
+func temporaryDirectory() -> String { Scratch.directory("crypto") }
 
 func removeDirectory(_ path: String) {
     if let dir = opendir(path) {

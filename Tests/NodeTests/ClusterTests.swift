@@ -2,6 +2,7 @@
 // TLS identity, linked on 127.0.0.1: transactions submitted at any node become final on
 // all of them with equal state roots; a node stopped and restarted from its database
 // catches up; bad submissions are refused at admission.
+import CalissonTestKit
 import Consensus
 import CalissonCrypto
 import Foundation
@@ -30,7 +31,7 @@ struct TestCluster {
 
     init(count: Int = 4) throws {
         self.count = count
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("calisson-cluster-\(UUID().uuidString)").path
+        directory = Scratch.directory("cluster")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let ca = try CertificateAuthority.makeRoot(name: "cluster CA", key: caKey)
         self.ca = ca

@@ -3,13 +3,14 @@
 // infinite or astronomically large, block counts at UInt64.max. Reference text goes on
 // chain only as a keyed hash (item 13). The cluster scripts honour the caller's BASE_PORT
 // and a Byzantine test node logs the seed it runs with (item 12).
+import CalissonTestKit
 import Foundation
 import Testing
 
 @Suite struct CommandLineTests {
     @Test func extremeFlagValuesAreRefusedByName() throws {
         let calisson = try productsDirectory() + "/calisson"
-        let key = FileManager.default.temporaryDirectory.appendingPathComponent("calisson-cli-\(UUID().uuidString).key").path
+        let key = Scratch.file("cli.key")
         defer { try? FileManager.default.removeItem(atPath: key) }
         _ = try run(calisson, ["key", "generate", "--out", key])
         let max = "18446744073709551615"
@@ -35,7 +36,7 @@ import Testing
     /// as a plain hash anyone can test guesses against); with one, it is committed under it.
     @Test func referenceTextNeedsAnEvidenceKey() throws {
         let calisson = try productsDirectory() + "/calisson"
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("calisson-evidence-\(UUID().uuidString)").path
+        let directory = Scratch.directory("evidence")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         _ = try run(calisson, ["key", "generate", "--out", "\(directory)/signing.key"])
@@ -60,7 +61,7 @@ import Testing
     /// cluster left in $CALISSON_HOME/env (item 12). A stand-in calisson-node records the
     /// arguments `testnet` gets, and fails so that the script stops there.
     @Test func upHonoursTheCallersBasePort() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("calisson-up-\(UUID().uuidString)").path
+        let directory = Scratch.directory("up")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try FileManager.default.createDirectory(atPath: "\(directory)/home", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: "\(directory)/bin", withIntermediateDirectories: true)
@@ -84,7 +85,7 @@ import Testing
     /// A Byzantine test node logs the seed of its choices, and takes one to replay a run (item 12).
     @Test func aByzantineNodeLogsItsSeed() throws {
         let bin = try productsDirectory()
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("calisson-seed-\(UUID().uuidString)").path
+        let directory = Scratch.directory("seed")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let basePort = UInt16.random(in: 0..<200) * 100 + 10_050
         let written = try run("\(bin)/calisson-node", ["testnet", "--validators", "1", "--out", directory, "--base-port", "\(basePort)"])

@@ -4,6 +4,7 @@
 // (item 5); a submission the node cannot take says why (item 7); /health counts only
 // validators of the current set (item 8); a stale certified answer is refused by the
 // query CLI's freshness rule (item 9). Each test names the item it covers.
+import CalissonTestKit
 import Consensus
 import CalissonCrypto
 import Foundation
@@ -42,7 +43,7 @@ import Wire
 
     /// The store itself answers such heights with nothing (item 1, below the node).
     @Test func theStoreAnswersHeightsPastInt64WithNothing() throws {
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("calisson-extreme-\(UUID().uuidString).db").path
+        let file = Scratch.file("extreme.db")
         defer { try? FileManager.default.removeItem(atPath: file) }
         let store = try NodeStore(file: file, create: true)
         #expect(try store.block(at: UInt64.max) == nil)

@@ -4,6 +4,7 @@
 // progress resumes), restarted (it catches up by state transfer), bad transactions are
 // refused with their reason and change nothing, and a lying node is caught.
 import CalissonCrypto
+import CalissonTestKit
 import Foundation
 import Glibc
 import Ledger
@@ -77,7 +78,7 @@ final class ProcessCluster {
 
     init(validators: Int = 4) throws {
         bin = try productsDirectory()
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("calisson-processes-\(UUID().uuidString)").path
+        directory = Scratch.directory("processes")
         // Below the kernel's ephemeral range (32768 and up), so no port the OS hands out collides.
         basePort = UInt16.random(in: 0..<200) * 100 + 10_000
         let written = try run("\(bin)/calisson-node", ["testnet", "--validators", "\(validators)", "--out", "\(directory)/net", "--base-port", "\(basePort)",
@@ -295,7 +296,7 @@ final class ProcessCluster {
             throw ProcessTestError("calisson-bench is not built in \(bin)")
         }
         let port = UInt16.random(in: 0..<200) * 100 + 10_050
-        let json = FileManager.default.temporaryDirectory.appendingPathComponent("chaos-\(UUID().uuidString).json").path
+        let json = Scratch.file("chaos.json")
         defer { try? FileManager.default.removeItem(atPath: json) }
         let command = prefix + ["\(bin)/calisson-bench", "chaos", "--base-port", "\(port)", "--json", json, "--recovery", "90"] + arguments
         let ran = try run(command[0], Array(command.dropFirst()), timeout: 300)

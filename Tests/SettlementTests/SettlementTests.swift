@@ -3,6 +3,7 @@
 // official XSDs (shipped by PyPI's sepaxml, which make test installs) with xmllint: an
 // epoch with no transfer, one partner, and the most partners a chain can hold.
 import CalissonCrypto
+import CalissonTestKit
 import Foundation
 #if canImport(FoundationXML)
 import FoundationXML
@@ -72,7 +73,7 @@ func id(_ raw: String) -> Identifier { Identifier(raw)! }
     }
 
     @Test func unreadableFilesAreRefusedByName() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("register-\(UUID())").path
+        let directory = Scratch.directory("register")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         for (name, contents) in [("empty", Data()), ("text", Data("not json".utf8)), ("huge", Data(count: RegisterFile.byteCountMax + 1)),
@@ -195,7 +196,7 @@ func id(_ raw: String) -> Identifier { Identifier(raw)! }
 
     /// xmllint's verdict on `xml` against `schema`: nil when valid, else its complaint.
     static func validate(_ xml: String, _ schema: String) throws -> String? {
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("settlement-\(UUID()).xml")
+        let file = URL(fileURLWithPath: Scratch.file("settlement.xml"))
         try Data(xml.utf8).write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
         let process = Process()

@@ -4,6 +4,7 @@
 // named, schema versions, pruning, online backup, and the crash test: a writer killed
 // with SIGKILL at random moments loses nothing it reported durable.
 import CalissonCrypto
+import CalissonTestKit
 import Foundation
 @testable import Ledger
 import Node
@@ -12,9 +13,7 @@ import Testing
 import Wire
 
 func temporaryFile(_ name: String) -> String {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("calisson-storage-\(UUID().uuidString)")
-    try? FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    return directory.appendingPathComponent(name).path
+    Scratch.file(name)
 }
 
 /// The root of the tree holding exactly these values, computed from scratch.
