@@ -126,15 +126,6 @@ struct TestCluster {
     }
 }
 
-func eventually(_ seconds: Double = 30, _ condition: () -> Bool) -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if condition() { return true }
-        Thread.sleep(forTimeInterval: 0.02)
-    }
-    return condition()
-}
-
 @Suite(.serialized) struct ClusterTests {
     @Test func transactionsBecomeFinalOnEveryNodeAndARestartedNodeCatchesUp() throws {
         let cluster = try TestCluster()
@@ -591,10 +582,3 @@ func httpGet(port: UInt16, _ path: String) throws -> String {
     return response
 }
 
-/// A value behind a lock, shared with another thread.
-final class Locked<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: T
-    init(_ value: T) { self.value = value }
-    func withLock<R>(_ body: (inout T) -> R) -> R { lock.withLock { body(&value) } }
-}

@@ -6,6 +6,7 @@
 // public side's own rules over HTTP: no key needed, open data and proofs well formed, bad
 // paths answered 404, a flood from one address limited.
 import CalissonCrypto
+import CalissonTestKit
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking

@@ -3,6 +3,7 @@
 // counts it; `executeWaiting` waits for room instead (nothing lost) and acts at once on
 // the loop thread; timers fire on the loop; shutdown closes every handle, returns, and
 // refuses further work.
+import CalissonTestKit
 import Foundation
 import Testing
 @testable import Transport

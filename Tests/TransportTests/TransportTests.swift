@@ -4,6 +4,7 @@
 // a slow consumer harm only their own link; gossip reaches each node exactly once; the
 // client port answers requests over server-authenticated TLS.
 import CalissonCrypto
+import CalissonTestKit
 import Foundation
 import Testing
 import Wire
@@ -69,24 +70,6 @@ final class Node: @unchecked Sendable {
     var refusals: [String] {
         events.withLock { $0.compactMap { if case let .refused(_, reason) = $0 { return reason } else { return nil } } }
     }
-}
-
-/// A value behind a lock, shared with callbacks on the loop thread.
-final class Locked<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: T
-    init(_ value: T) { self.value = value }
-    func withLock<R>(_ body: (inout T) -> R) -> R { lock.withLock { body(&value) } }
-}
-
-/// Polls `condition` until it holds or `seconds` pass (no timing assertions: a deadline).
-func eventually(_ seconds: Double = 10, _ condition: () -> Bool) -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if condition() { return true }
-        Thread.sleep(forTimeInterval: 0.02)
-    }
-    return condition()
 }
 
 func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportConfiguration) -> Void = { _ in }) throws -> [Node] {
