@@ -181,8 +181,27 @@ final class AccessState: Sendable {
     /// Per key name: tokens left and when they were counted. At most one entry per listed key.
     let buckets = Mutex<[String: (tokens: Double, at: ContinuousClock.Instant)]>([:])
     let refused = Mutex<[Int: Int]>([:])
-    /// Requests being answered now (`RequestShapeMiddleware.inFlightMax`).
+    /// Requests being answered now (`RequestShapeMiddleware.inFlightMax`), and those of
+    /// the public side apart (`publicInFlightMax`): a crowd on the dashboard never takes
+    /// the places of the partners' back-ends.
     let inFlight = Mutex<Int>(0)
+    let publicInFlight = Mutex<Int>(0)
+
+    /// Takes a place among the API's or the public side's requests; false when all are taken.
+    func enter(public isPublic: Bool) -> Bool {
+        func take(_ count: inout Int, _ maximum: Int) -> Bool {
+            guard count < maximum else { return false }
+            count += 1
+            return true
+        }
+        return isPublic
+            ? publicInFlight.withLock { take(&$0, RequestShapeMiddleware<GatewayContext>.publicInFlightMax) }
+            : inFlight.withLock { take(&$0, RequestShapeMiddleware<GatewayContext>.inFlightMax) }
+    }
+
+    func leave(public isPublic: Bool) {
+        if isPublic { publicInFlight.withLock { $0 -= 1 } } else { inFlight.withLock { $0 -= 1 } }
+    }
 }
 
 enum ProblemResponse {
@@ -204,6 +223,9 @@ struct RequestShapeMiddleware<Context: RequestContext>: RouterMiddleware {
     /// Each holds at most one blocking call to a node (a thread of the node pool's queue, a
     /// connection), so this bounds both, below a node's 64 connections per address.
     static var inFlightMax: Int { 48 }
+    /// The public side's requests (dashboard, open data, proofs) answered at once, at most:
+    /// counted apart, so that they never take the API's places.
+    static var publicInFlightMax: Int { 16 }
     let state: AccessState
 
     /// The methods of openapi.yaml's operations by path: POST on the paths below, GET (and
@@ -222,16 +244,14 @@ struct RequestShapeMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         // /health and /metrics ask no node: they are never turned away.
         let counted = !["/health", "/metrics"].contains(request.uri.path)
-        let admitted = !counted || state.inFlight.withLock { count -> Bool in
-            guard count < Self.inFlightMax else { return false }
-            count += 1
-            return true
-        }
-        guard admitted else {
+        let isPublic = Dashboard.isPublic(request.uri.path)
+        guard !counted || state.enter(public: isPublic) else {
+            let maximum = isPublic ? Self.publicInFlightMax : Self.inFlightMax
             return ProblemResponse.make(
-                status: 503, type: "busy", title: "Busy", detail: "\(Self.inFlightMax) requests are being answered: retry shortly", headers: [.retryAfter: "1"])
+                status: 503, type: "busy", title: "Busy", detail: "\(maximum) requests\(isPublic ? " of the public pages" : "") are being answered: retry shortly",
+                headers: [.retryAfter: "1"])
         }
-        defer { if counted { state.inFlight.withLock { $0 -= 1 } } }
+        defer { if counted { state.leave(public: isPublic) } }
         var request = request
         // An error is a problem document whatever Accept says (RFC 9457): an EventSource
         // asks for text/event-stream only, and the generated code would refuse to answer

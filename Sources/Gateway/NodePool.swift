@@ -39,7 +39,8 @@ public struct VerifiedRecord: Sendable {
 /// returned has passed `CertifiedReader`'s checks. The newest certified checkpoint is
 /// learnt from every verified answer and from `refresh`, which asks every node.
 ///
-/// The client transport is blocking: reads run on `queue`, never on the server's threads.
+/// The client transport is blocking: reads run on threads of their own (`BlockingThreads`),
+/// never on the server's nor on libdispatch's, which the server's tasks run on.
 /// Each node keeps at most `idleClientsMax` open connections between requests.
 public final class NodePool: Sendable {
     public static let idleClientsMax = 8
@@ -49,7 +50,7 @@ public final class NodePool: Sendable {
     public let lagMax: UInt64
     let ca: Certificate
     let timeoutMilliseconds: Int
-    private let queue = DispatchQueue(label: "calisson.gateway.nodes", attributes: .concurrent)
+    private let threads = BlockingThreads(name: "calisson-gateway-nodes")
     /// Checkpoint certificates already checked (each read's certificate is one of a few).
     let checked = CheckedCheckpoints()
 
@@ -110,7 +111,7 @@ public final class NodePool: Sendable {
     /// freshness follows the chain even when nobody reads.
     public func refresh() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            queue.async {
+            threads.submit {
                 for index in self.nodes.indices { _ = try? self.attempt(index, key: StateKeys.meta, status: true) }
                 continuation.resume()
             }
@@ -145,10 +146,10 @@ public final class NodePool: Sendable {
         return nodes.indices.map { (first + $0) % nodes.count }
     }
 
-    /// Runs blocking client work on `queue`, off the server's threads.
+    /// Runs blocking client work on the pool's threads, off the server's.
     func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            queue.async { continuation.resume(with: Result { try body() }) }
+            threads.submit { continuation.resume(with: Result { try body() }) }
         }
     }
 
@@ -251,6 +252,7 @@ public final class NodePool: Sendable {
 
     /// Closes every idle connection.
     public func close() {
+        threads.stop()
         let clients = state.withLock { state in
             defer { for index in state.nodes.indices { state.nodes[index].idle = [] } }
             return state.nodes.flatMap(\.idle)

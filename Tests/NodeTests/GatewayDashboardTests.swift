@@ -12,6 +12,7 @@ import Foundation
 import FoundationNetworking
 #endif
 import Gateway
+import Glibc
 import Ledger
 import LightClient
 import Node
@@ -183,5 +184,71 @@ import Wire
             defer { serving.cancel() }
             #expect(try await get(port, "/v1/settlements/0/owed.csv", treasurer.secret).status == 503)
         }
+    }
+
+    /// The public side has its own places (16): when a crowd holds them all (here, reads
+    /// waiting on a node that never answers), the next public request is told to retry
+    /// (503 busy) while a partner's API request is still taken in; and the reads waiting do
+    /// not stall the gateway (they once did: blocking calls on libdispatch's threads took
+    /// those the server's tasks run on).
+    @Test func aCrowdOnThePublicPagesLeavesTheAPIItsPlaces() async throws {
+        // A "node" whose port accepts connections (the kernel's backlog) and never answers.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(listener >= 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) } }
+        #expect(listen(listener, 128) == 0)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+        let silentPort = UInt16(bigEndian: address.sin_port)
+
+        let cluster = try TestCluster(count: 1)
+        let reader = APIKey.generate(name: "reader", scopes: [.read])
+        var configuration = GatewayConfiguration(
+            pool: NodePool(nodes: [NodeAddress(host: "127.0.0.1", port: silentPort)], ca: cluster.ca, genesis: cluster.genesis, lagMax: 32, timeoutMilliseconds: 12_000),
+            keys: [reader.entry])
+        configuration.port = 0
+        let server = try GatewayServer(configuration: configuration)
+        let serving = Task(executorPreference: GatewayTests.executor) { try await server.run() }
+        defer { serving.cancel() }
+        #expect(try await GatewayTests.until(120) { server.port != nil })
+        let port = try #require(server.port)
+        // Raw connections (URLSession keeps to a few per host): a request sent, its answer read later.
+        @Sendable func send(_ path: String, key: String? = nil) -> Int32 {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var target = sockaddr_in()
+            target.sin_family = sa_family_t(AF_INET)
+            target.sin_port = in_port_t(UInt16(port).bigEndian)
+            target.sin_addr.s_addr = inet_addr("127.0.0.1")
+            _ = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n\(key.map { "Authorization: Bearer \($0)\r\n" } ?? "")Connection: close\r\n\r\n"
+            _ = Array(request.utf8).withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            return fd
+        }
+        /// The status of the answer on `fd` (0 if none), and the connection closed.
+        @Sendable func status(_ fd: Int32) -> Int {
+            defer { close(fd) }
+            var buffer = [UInt8](repeating: 0, count: 64)
+            let count = recv(fd, &buffer, buffer.count, 0)
+            guard count >= 12 else { return 0 }
+            return Int(String(decoding: buffer[9..<12], as: UTF8.self)) ?? 0
+        }
+        let crowd = (0..<16).map { send("/proofs/proposal/\($0 + 1)") }
+        try await Task.sleep(for: .seconds(1))
+        // The gateway itself is not stalled by the reads waiting (they wait on threads of
+        // their own): /health answers at once (503: no verified checkpoint, as it says).
+        let began = ContinuousClock.now
+        #expect(try await GatewayTests.blocking { status(send("/health")) } == 503)
+        #expect(began.duration(to: .now) < .seconds(6), "/health waited on the node reads (12 s each)")
+        let seventeenth = try await GatewayTests.blocking { status(send("/proofs/supply")) }
+        #expect(seventeenth == 503, "the 17th public request was not told to retry: \(seventeenth)")
+        let secret = reader.secret
+        let api = try await GatewayTests.blocking { status(send("/v1/supply", key: secret)) }
+        #expect(api != 503 && api != 0, "the API request was refused: \(api)")
+        let answered = try await GatewayTests.blocking { crowd.map(status) }
+        #expect(answered.allSatisfy { $0 == 502 }, "\(answered)")
     }
 }

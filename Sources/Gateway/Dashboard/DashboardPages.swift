@@ -211,7 +211,9 @@ extension Dashboard {
 
     func governancePage(_ l: Language) async throws -> Page {
         let (meta, metaFound) = try await meta()
-        var body = "<h1>\(l("Gouvernance", "Governance"))</h1><p>\(l("Les partenaires fixent les règles par propositions et votes ; une proposition passe avec les voix des deux tiers des partenaires actifs (paramètre de gouvernance), et le registre applique alors la décision.", "Partners set the rules by proposals and votes; a proposal passes with the votes of two thirds of the active partners (a governance parameter), and the ledger then applies the decision."))</p>"
+        let (parameters, _) = try await read(StateKeys.parameters, as: Parameters.self)
+        let fraction = parameters.map { "\($0.approvalNumerator)/\($0.approvalDenominator)" } ?? "?"
+        var body = "<h1>\(l("Gouvernance", "Governance"))</h1><p>\(l("Les partenaires fixent les règles par propositions et votes ; une proposition passe avec les voix de \(fraction) des partenaires actifs (un paramètre que la gouvernance fixe aussi), et le registre applique alors la décision.", "Partners set the rules by proposals and votes; a proposal passes with the votes of \(fraction) of the active partners (a parameter governance sets too), and the ledger then applies the decision."))</p>"
         var rows: [[String]] = []
         let last = meta.nextProposal > 0 ? meta.nextProposal - 1 : 0
         var number = last

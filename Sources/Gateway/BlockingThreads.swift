@@ -1,0 +1,73 @@
+import Foundation
+import Synchronization
+
+/// Threads of its own for the node client's blocking calls (connect, TLS, waiting for an
+/// answer). Not libdispatch's: on Linux the Swift concurrency runtime runs its tasks on
+/// libdispatch's worker threads, and blocking calls there take the threads the server's
+/// tasks need — a node that does not answer once stalled every request of the gateway,
+/// `/health` included, for as long as the reads waited. Threads are started when work
+/// finds none idle, up to `countMax`; past it work waits for one.
+final class BlockingThreads: @unchecked Sendable {
+    /// Enough for every request the gateway answers at once (48 for the API, 16 public),
+    /// the refresher and the event feed's follower.
+    static let countMax = 72
+
+    private let condition = NSCondition()
+    // Guarded by `condition`.
+    private var jobs: [@Sendable () -> Void] = []
+    private var threads = 0
+    private var idle = 0
+    private var stopping = false
+    let name: String
+
+    init(name: String) { self.name = name }
+
+    /// Runs `job` on one of the threads.
+    func submit(_ job: @escaping @Sendable () -> Void) {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !stopping else {
+            // Stopped (the server is going): a thread for this one job, so that no caller waits forever.
+            Thread { job() }.start()
+            return
+        }
+        jobs.append(job)
+        if idle == 0 && threads < Self.countMax {
+            threads += 1
+            let thread = Thread { [self] in work() }
+            thread.name = "\(name)-\(threads)"
+            thread.stackSize = 1 << 20
+            thread.start()
+        } else {
+            condition.signal()
+        }
+    }
+
+    /// Lets the threads finish the work queued, then end.
+    func stop() {
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func work() {
+        condition.lock()
+        while true {
+            while jobs.isEmpty && !stopping {
+                idle += 1
+                condition.wait()
+                idle -= 1
+            }
+            if jobs.isEmpty {
+                threads -= 1
+                condition.unlock()
+                return
+            }
+            let job = jobs.removeFirst()
+            condition.unlock()
+            job()
+            condition.lock()
+        }
+    }
+}
