@@ -23,6 +23,7 @@ extension GatewayAPI {
                 }
             }
         } catch let error as SettlementError {
+            guard case .epochNotClosed = error else { return .badGateway(Problems.badGateway(error)) }
             return .notFound(.init(body: .application_problem_plus_json(Problems.problem("not-found", "Not found", 404, "\(error)"))))
         } catch {
             return .badGateway(Problems.badGateway(error))

@@ -1,10 +1,12 @@
 import CLibUV
+import COpenSSL
 import Foundation
 import Synchronization
 
 /// One libuv loop on its own thread. Every handle belongs to it and is touched only on
 /// that thread; other threads hand work over with `execute`, through a bounded, locked
-/// queue drained on `uv_async_send`. `shutdown()` closes every handle and joins the thread.
+/// queue drained on `uv_async_send`. `shutdown()` closes every handle and waits for the
+/// thread to be done (its OpenSSL state freed).
 public final class EventLoop: @unchecked Sendable {
     /// Work items waiting for the loop; beyond this `execute` refuses (the caller decides).
     public static let queueCountMax = 65_536
@@ -38,6 +40,11 @@ public final class EventLoop: @unchecked Sendable {
         let thread = Thread { [self] in
             loopThreadID.withLock { $0 = pthread_self() }
             uv_run(loop, UV_RUN_DEFAULT)
+            // This thread's OpenSSL state (TLS sessions ran here) is freed now, before
+            // `shutdown` returns: left to the thread's exit, it could race OpenSSL's own
+            // cleanup at process exit (a CLI exiting right after closing its client) and
+            // be freed twice. OpenSSL asks this of every thread an application made.
+            OPENSSL_thread_stop()
             finished.signal()
         }
         thread.name = name

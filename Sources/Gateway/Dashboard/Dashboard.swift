@@ -20,7 +20,6 @@ final class Dashboard: Sendable {
     let reports = ReportCache()
     let pages = PageCache()
     let limiter = PublicLimiter()
-    let started = ContinuousClock.now
     /// Pages rendered (not from the cache) and their total bytes, for the sobriety page.
     let rendered = Mutex<(count: UInt64, bytes: UInt64)>((0, 0))
 
@@ -60,7 +59,7 @@ final class Dashboard: Sendable {
 
     // MARK: Pages
 
-    /// A rendered page and the figures' certification.
+    /// A page's title, its body (HTML, its figures' certification lines in it) and status.
     struct Page {
         var title: String
         var body: String
@@ -68,7 +67,7 @@ final class Dashboard: Sendable {
     }
 
     /// Renders (or takes from the cache) one page: the same page within
-    /// `PageCache.lifetime` is served from memory, so a crowd costs the nodes nothing more.
+    /// `PageCache.lifetimeSeconds` is served from memory, so a crowd costs the nodes nothing more.
     func page(_ request: Request, _ language: Language, cached: Bool = true, _ render: () async throws -> Page) async -> Response {
         // By path: a query string does not make another page (and cannot be used to miss the cache).
         let key = request.uri.path
