@@ -257,7 +257,6 @@ import Wire
                 crowd.append(fd)
             }
         }
-        #expect(refused, "no public request was told to retry with \(crowd.count) waiting")
         #expect(crowd.count <= 24)
         // The gateway itself is not stalled by the reads waiting (they wait on threads of
         // their own): /health answers at once (503: no verified checkpoint, as it says).
@@ -269,6 +268,9 @@ import Wire
         #expect(api != 503 && api != 0, "the API request was refused: \(api)")
         let waiting = crowd
         let answered = try await GatewayTests.blocking { waiting.map(status) }
-        #expect(answered.allSatisfy { $0 == 502 }, "\(answered)")
+        // Exactly 16 were taken in (each 502 after the node's timeout); any other was told
+        // to retry (the server may take the connections in another order than sent).
+        #expect(answered.allSatisfy { $0 == 502 || $0 == 503 } && answered.count { $0 == 502 } == 16, "\(answered)")
+        #expect(refused || answered.contains(503), "no public request was told to retry with \(answered.count) sent")
     }
 }
