@@ -77,9 +77,7 @@ public struct Certificate: Hashable, Sendable {
     }
 
     static func parse(_ pem: String) throws(OpenSSLError) -> OpaquePointer {
-        let bio = BIO_new_mem_buf(pem, Int32(pem.utf8.count))
-        defer { BIO_free(bio) }
-        guard let x509 = PEM_read_bio_X509(bio, nil, nil, nil) else { throw OpenSSLError("not a PEM certificate") }
+        guard let x509 = readPEM(pem, { PEM_read_bio_X509($0, nil, nil, nil) }) else { throw OpenSSLError("not a PEM certificate") }
         return x509
     }
 
@@ -207,9 +205,7 @@ public struct CertificateRequest: Sendable, Equatable {
 
     /// Parses a request and checks its self-signature (proof the requester holds the key).
     public init(pem: String) throws(OpenSSLError) {
-        let bio = BIO_new_mem_buf(pem, Int32(pem.utf8.count))
-        defer { BIO_free(bio) }
-        guard let request = PEM_read_bio_X509_REQ(bio, nil, nil, nil) else { throw OpenSSLError("not a PEM certificate request") }
+        guard let request = readPEM(pem, { PEM_read_bio_X509_REQ($0, nil, nil, nil) }) else { throw OpenSSLError("not a PEM certificate request") }
         defer { X509_REQ_free(request) }
         guard let pkey = X509_REQ_get0_pubkey(request), X509_REQ_verify(request, pkey) == 1 else {
             throw OpenSSLError("the request's signature does not verify")
@@ -225,6 +221,18 @@ public struct CertificateRequest: Sendable, Equatable {
         self.pem = pem
         commonName = string(buffer)
         publicKey = key
+    }
+}
+
+/// What an OpenSSL PEM reader makes of `text`, read through a memory BIO. Such a BIO reads
+/// its bytes in place, so they must live until the read ends: a String handed straight to
+/// `BIO_new_mem_buf` is a temporary C string freed as that call returns, and the read then
+/// ran over freed memory (under load another thread reused it: "bad end line").
+func readPEM(_ text: String, _ read: (OpaquePointer?) -> OpaquePointer?) -> OpaquePointer? {
+    Array(text.utf8).withUnsafeBytes { bytes in
+        guard let bio = BIO_new_mem_buf(bytes.baseAddress, Int32(clamping: bytes.count)) else { return nil }
+        defer { BIO_free(bio) }
+        return read(bio)
     }
 }
 
