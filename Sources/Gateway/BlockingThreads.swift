@@ -16,7 +16,12 @@ final class BlockingThreads: @unchecked Sendable {
     // Guarded by `condition`.
     private var jobs: [@Sendable () -> Void] = []
     private var threads = 0
+    /// Threads waiting for work, and how many of them were signalled and have not woken
+    /// yet: a job submitted meanwhile needs another thread (two signals to one waiter wake
+    /// it once; the second job then waited behind the first, up to a node's timeout, while
+    /// other threads slept).
     private var idle = 0
+    private var signalled = 0
     private var stopping = false
     let name: String
 
@@ -32,15 +37,16 @@ final class BlockingThreads: @unchecked Sendable {
             return
         }
         jobs.append(job)
-        if idle == 0 && threads < Self.countMax {
+        if idle > signalled {
+            signalled += 1
+            condition.signal()
+        } else if threads < Self.countMax {
             threads += 1
             let thread = Thread { [self] in work() }
             thread.name = "\(name)-\(threads)"
             thread.stackSize = 1 << 20
             thread.start()
-        } else {
-            condition.signal()
-        }
+        }  // else every thread is busy: the first to finish takes it
     }
 
     /// Lets the threads finish the work queued, then end.
@@ -58,6 +64,7 @@ final class BlockingThreads: @unchecked Sendable {
                 idle += 1
                 condition.wait()
                 idle -= 1
+                if signalled > 0 { signalled -= 1 }
             }
             if jobs.isEmpty {
                 threads -= 1
