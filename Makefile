@@ -14,11 +14,12 @@ run: dependencies
 	Cluster/local.sh
 
 # Builds tests first on their own so that compiler warnings in project code show up,
-# and builds the benchmark package so that it cannot silently stop compiling.
+# runs them under a watchdog that names a test that hangs (scripts/run-tests), and
+# builds the benchmark package so that it cannot silently stop compiling.
 test: dependencies
 	@./scripts/install-test-tools
 	$(SWIFT) build --build-tests
-	$(SWIFT) test
+	SWIFT=$(SWIFT) ./scripts/run-tests
 	$(SWIFT) build --package-path Benchmarks
 
 build: dependencies

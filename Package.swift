@@ -117,12 +117,12 @@ let package = Package(
         .executableTarget(name: "storage-crash-writer", dependencies: ["Node", "Storage", "Ledger", "CalissonCrypto", "Wire"]),
 
         // What tests share: their scratch directory (removed when the test process exits),
-        // waiting for a condition, a locked value.
+        // waiting for a condition, a locked value, threads of their own for blocking tests.
         .target(name: "CalissonTestKit", path: "Tests/CalissonTestKit"),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
         .testTarget(name: "CalissonCryptoTests", dependencies: ["CalissonCrypto", "Wire", "CHotPath", "CalissonTestKit"]),
-        .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "Simulation", "CalissonCrypto", "Wire"]),
-        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "CalissonCrypto", "Wire"]),
+        .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "Simulation", "CalissonCrypto", "Wire", "CalissonTestKit"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "CalissonCrypto", "Wire", "CalissonTestKit"]),
         .testTarget(name: "SettlementTests", dependencies: ["Settlement", "Ledger", "CalissonCrypto", "CalissonTestKit"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "CalissonCrypto", "Wire", "COpenSSL", "CalissonTestKit"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "Node", "Ledger", "CalissonCrypto", "Wire", "CalissonTestKit"]),

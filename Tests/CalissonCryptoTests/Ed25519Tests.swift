@@ -1,11 +1,12 @@
 // Proves Ed25519 signing and verification: RFC 8032 test vectors, rejection of tampered
 // messages, keys and signatures, agreement with OpenSSL's EVP implementation, the EVP
 // context-reuse pitfall, and domain separation by purpose and chain id.
+import CalissonTestKit
 import Testing
 import Wire
 @testable import CalissonCrypto
 
-@Suite struct Ed25519Tests {
+@Suite(.onOwnThreads) struct Ed25519Tests {
     /// RFC 8032 section 7.1, tests 1 to 3: (secret seed, public key, message, signature).
     static let rfc8032: [(String, String, String, String)] = [
         ("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",

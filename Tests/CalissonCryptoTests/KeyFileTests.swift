@@ -10,7 +10,7 @@ import Wire
 import Glibc
 #endif
 
-@Suite struct KeyFileTests {
+@Suite(.onOwnThreads) struct KeyFileTests {
     @Test func privateKeyRoundTripWithMode0600() throws {
         let dir = temporaryDirectory()
         defer { removeDirectory(dir) }
@@ -108,7 +108,7 @@ import Glibc
 
 /// Evidence keys (issue 16, item 13): HMAC-SHA-256 as RFC 4231 gives it, commitments that
 /// depend on the key and the purpose, and a key file read back only when private.
-@Suite struct EvidenceKeyTests {
+@Suite(.onOwnThreads) struct EvidenceKeyTests {
     @Test func hmacMatchesRFC4231() {
         let mac = EvidenceKey.hmacSHA256(key: Array("Jefe".utf8), message: Array("what do ya want for nothing?".utf8))
         #expect(Hex.encode(mac) == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")

@@ -2,11 +2,12 @@
 // every backend, roots match a naive recursive reference for every size up to 70,
 // every proof verifies, and any flipped bit, wrong index or count, missing or extra
 // sibling, or a node passed off as a leaf is rejected.
+import CalissonTestKit
 import Testing
 import Wire
 @testable import CalissonCrypto
 
-@Suite struct MerkleTests {
+@Suite(.onOwnThreads) struct MerkleTests {
     static var backends: [SHA256.Backend] { SHA256.Backend.allCases.filter(\.isAvailable) }
 
     static func leaves(_ count: Int, seed: UInt64 = 21) -> [SHA256Digest] {

@@ -1,12 +1,13 @@
 // Proves the SHA-256 kernels are bit-exact: known-answer vectors on every backend, every
 // length 0...300 and a million random inputs against OpenSSL's EVP_Digest, streaming
 // equal to one-shot, and tagged hashes equal to their definition.
+import CalissonTestKit
 import CHotPath
 import Testing
 import Wire
 @testable import CalissonCrypto
 
-@Suite struct SHA256Tests {
+@Suite(.onOwnThreads) struct SHA256Tests {
     static let vectors: [(String, String)] = [
         ("", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
         ("abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),

@@ -1,11 +1,12 @@
 // Proves the batch verifier returns exactly the per-item result of verifying each check
 // alone, on one worker or several, and that the cache stays within its capacity, evicts
 // oldest first, never stores a failure, and saves re-verification of cached checks.
+import CalissonTestKit
 import Testing
 import Wire
 @testable import CalissonCrypto
 
-@Suite struct VerifierTests {
+@Suite(.onOwnThreads) struct VerifierTests {
     static func checks(_ count: Int, invalidEvery: Int, seed: UInt64) -> [SignatureCheck] {
         var rng = SplitMix64(seed: seed)
         let keys = (0..<8).map { _ in Ed25519PrivateKey() }

@@ -2,12 +2,13 @@
 // certificates, what the shell verifies (the signed digests) is the same after
 // decoding, and hostile bytes (truncations, flipped bytes, unknown kinds, huge counts)
 // give a typed WireError, never a crash or a large allocation.
+import CalissonTestKit
 import CalissonCrypto
 import Testing
 import Wire
 @testable import Consensus
 
-@Suite struct CodecTests {
+@Suite(.onOwnThreads) struct CodecTests {
     let fixture = Fixture()
 
     /// One message of each kind, certificates filled in.

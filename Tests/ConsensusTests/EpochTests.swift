@@ -3,6 +3,7 @@
 // closing it enters the next epoch at view 0 under the new set, a removed validator
 // becomes a learner, an admitted one starts voting, and certificates are judged by the
 // set in force at their height.
+import CalissonTestKit
 import CalissonCrypto
 import Testing
 import Wire
@@ -92,7 +93,7 @@ extension Array where Element == Action {
     }
 }
 
-@Suite struct EpochScheduleTests {
+@Suite(.onOwnThreads) struct EpochScheduleTests {
     let fixture = EpochFixture()
 
     @Test func boundaryIsTheCheckpointAfterTheBlockPlusTheWindow() {
@@ -141,7 +142,7 @@ extension Array where Element == Action {
     }
 }
 
-@Suite struct EpochReplicaTests {
+@Suite(.onOwnThreads) struct EpochReplicaTests {
     let fixture = EpochFixture()
 
     /// Orders heights 1-12 under genesis, block 1 installing the next set; returns the
@@ -270,7 +271,7 @@ extension Array where Element == Action {
     }
 }
 
-@Suite struct SafetyCompactionTests {
+@Suite(.onOwnThreads) struct SafetyCompactionTests {
     /// After every block, the log's compaction folds to the same state as everything the
     /// replica persisted, and it stays about one checkpoint window long while the full
     /// log grows with every block.

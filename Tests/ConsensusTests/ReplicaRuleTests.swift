@@ -3,6 +3,7 @@
 // primary proposes, the window bounds what is accepted, conflicting proposals become
 // evidence, a NewView that drops a prepared block is refused, and a restarted replica
 // never signs a second digest for a slot it already voted on.
+import CalissonTestKit
 import CalissonCrypto
 import Testing
 import Wire
@@ -53,7 +54,7 @@ extension Array where Element == Action {
     }
 }
 
-@Suite struct ReplicaRuleTests {
+@Suite(.onOwnThreads) struct ReplicaRuleTests {
     let fixture = Fixture()
 
     @Test func backupPreparesThePrimarysProposal() {

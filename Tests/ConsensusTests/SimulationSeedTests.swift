@@ -3,11 +3,12 @@
 // violation (no two honest replicas finalizing different blocks at one height, every
 // final block with a valid certificate, equal state roots) and no liveness violation
 // (after healing, every command final on every honest replica, all at one height). Runs are short to keep CI fast; `calisson-sim` runs long ones.
+import CalissonTestKit
 import Testing
 import Wire
 @testable import Simulation
 
-@Suite struct SimulationSeedTests {
+@Suite(.onOwnThreads) struct SimulationSeedTests {
     static func configuration(seed: UInt64, validators: Int = 4, faults: FaultMix) -> SimulationConfiguration {
         var configuration = SimulationConfiguration()
         configuration.seed = seed

@@ -1,12 +1,13 @@
 // The epoch report each close writes into the state: every figure on a small history,
 // the running figures surviving a restart mid-epoch, and the reports of random histories
 // summing to the ledger's supply totals.
+import CalissonTestKit
 import CalissonCrypto
 import Testing
 import Wire
 @testable import Ledger
 
-@Suite struct EpochReportTests {
+@Suite(.onOwnThreads) struct EpochReportTests {
     func figures(_ report: EpochReport, _ programme: String) -> EpochReport.ProgrammeFigures? {
         report.programmes.first { $0.programme == id(programme) }
     }

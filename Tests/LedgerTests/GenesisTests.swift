@@ -1,13 +1,14 @@
 // The genesis file: the documented JSON decodes into the initial state (every partner,
 // programme and parameter readable from the ledger, with proofs), and each kind of
 // mistake is refused with an error naming the field.
+import CalissonTestKit
 import Foundation
 import CalissonCrypto
 import Testing
 import Wire
 @testable import Ledger
 
-@Suite struct GenesisTests {
+@Suite(.onOwnThreads) struct GenesisTests {
     @Test func documentedJSONBuildsTheInitialState() throws {
         let key = LedgerFixture.key("sign metropole").publicKey.bytes.hex
         let json = """

@@ -3,12 +3,13 @@
 // net positions sum to zero, caps and budgets hold), replay from genesis giving the same
 // roots, and state proofs that verify against the root and fail for altered values.
 // Also the sparse Merkle tree on its own: order independence, deletions, proofs.
+import CalissonTestKit
 import CalissonCrypto
 import Testing
 import Wire
 @testable import Ledger
 
-@Suite struct StateTreeTests {
+@Suite(.onOwnThreads) struct StateTreeTests {
     struct Nodes: TreePageSource {
         var store = MemoryStateStore()
         func treePage(_ root: SHA256Digest, depth: Int) -> TreePage? { store.treePage(root) }
@@ -132,7 +133,7 @@ import Wire
     }
 }
 
-@Suite struct LedgerPropertyTests {
+@Suite(.onOwnThreads) struct LedgerPropertyTests {
     /// Random traffic from a seed: mostly plausible transactions, some invalid on purpose.
     struct Traffic {
         var random: SplitMix64

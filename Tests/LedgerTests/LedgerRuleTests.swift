@@ -2,12 +2,13 @@
 // caps, wallet ceiling, budget, evidence), redemption (no overdraft, soonest expiry
 // first, acceptor restrictions, obligations), transfer, replay protection, expiry and
 // demurrage at epoch close, clearing with a worked example, and governance.
+import CalissonTestKit
 import CalissonCrypto
 import Testing
 import Wire
 @testable import Ledger
 
-@Suite struct AttributionTests {
+@Suite(.onOwnThreads) struct AttributionTests {
     @Test func attributionCreditsTheAccountAndCountsEverywhere() {
         var f = LedgerFixture()
         #expect(f.one(f.attribute("tri", "recyclage", to: 1, units: 3, evidence: 1)) == .applied)
@@ -72,7 +73,7 @@ import Wire
     }
 }
 
-@Suite struct TransactionEnvelopeTests {
+@Suite(.onOwnThreads) struct TransactionEnvelopeTests {
     @Test func replayForgeryAndStaleTransactionsAreRefused() {
         var f = LedgerFixture()
         let tx = f.attribute("tri", "recyclage", to: 1, units: 1, evidence: 1)
@@ -133,7 +134,7 @@ import Wire
     }
 }
 
-@Suite struct RedemptionTests {
+@Suite(.onOwnThreads) struct RedemptionTests {
     @Test func redemptionSpendsSoonestExpiringFirstAndRecordsObligations() {
         var f = LedgerFixture()
         f.run([f.attribute("rtm", "mobilite", to: 1, units: 20, evidence: 1)])  // 100, expires in 3 epochs
@@ -175,7 +176,7 @@ import Wire
     }
 }
 
-@Suite struct EpochCloseTests {
+@Suite(.onOwnThreads) struct EpochCloseTests {
     @Test func expiredTokensAreRetiredAtTheirEpochClose() {
         var f = LedgerFixture()
         f.run([f.attribute("tri", "recyclage", to: 1, units: 10, evidence: 1)])  // expires at the close of epoch 1
@@ -238,7 +239,7 @@ import Wire
     }
 }
 
-@Suite struct GovernanceTests {
+@Suite(.onOwnThreads) struct GovernanceTests {
     @Test func proposalPassesAtTwoThirdsOfActivePartnersAndApplies() {
         var f = LedgerFixture()
         let newcomer = Partner(id: id("velo"), name: "Vélos en libre service", roles: [.issuer, .acceptor], signingKey: LedgerFixture.key("sign velo").publicKey)
@@ -316,7 +317,7 @@ extension LedgerFixture {
     }
 }
 
-@Suite struct ReplayIndexTests {
+@Suite(.onOwnThreads) struct ReplayIndexTests {
     /// Many transactions sharing one expiry height: the used-nonce index grows by chunks
     /// (a block rewrites its last chunk, never the whole list), and once the height passes
     /// every used nonce and the index are gone.

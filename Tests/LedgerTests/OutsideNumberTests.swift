@@ -2,13 +2,14 @@
 // governance vote that sets a lifetime or span past `LedgerLimits.blockSpanMax` is
 // refused naming the parameter; at the largest allowed values, and with expiry heights
 // and deadlines up to UInt64.max, transactions are answered, never a trap.
+import CalissonTestKit
 import Foundation
 import CalissonCrypto
 import Testing
 import Wire
 @testable import Ledger
 
-@Suite struct OutsideNumberTests {
+@Suite(.onOwnThreads) struct OutsideNumberTests {
     @Test func genesisSpansPastTheBoundAreRefusedByName() {
         for change in [
             { (file: inout GenesisFile) in file.parameters.transactionLifetimeMax = UInt64.max },

@@ -5,6 +5,7 @@
 // of the wire form or of the signing domain fails here, so it cannot happen by accident.
 // `CALISSON_WRITE_VECTORS=1 swift test --filter TransactionVectorTests` rewrites the file
 // (then review the diff: every client must follow).
+import CalissonTestKit
 import CalissonCrypto
 import Foundation
 import Ledger
@@ -60,7 +61,7 @@ struct TransactionVectors: Codable, Equatable {
     }
 }
 
-@Suite struct TransactionVectorTests {
+@Suite(.onOwnThreads) struct TransactionVectorTests {
     static let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Vectors/transactions.json").path
 

@@ -126,7 +126,7 @@ struct TestCluster {
     }
 }
 
-@Suite(.serialized) struct ClusterTests {
+@Suite(.serialized, .onOwnThreads) struct ClusterTests {
     @Test func transactionsBecomeFinalOnEveryNodeAndARestartedNodeCatchesUp() throws {
         let cluster = try TestCluster()
         var nodes = try (0..<4).map { try NodeRuntime(configuration: cluster.configuration($0)) }

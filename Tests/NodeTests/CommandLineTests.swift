@@ -7,7 +7,7 @@ import CalissonTestKit
 import Foundation
 import Testing
 
-@Suite struct CommandLineTests {
+@Suite(.onOwnThreads) struct CommandLineTests {
     @Test func extremeFlagValuesAreRefusedByName() throws {
         let calisson = try productsDirectory() + "/calisson"
         let key = Scratch.file("cli.key")

@@ -1,5 +1,6 @@
 // The node's configuration file: a complete one loads into a node configuration (keys,
 // certificates, genesis, registry, peers), and each mistake names its field.
+import CalissonTestKit
 import CalissonCrypto
 import Foundation
 import Ledger
@@ -7,7 +8,7 @@ import Node
 import Testing
 import Transport
 
-@Suite struct ConfigTests {
+@Suite(.onOwnThreads) struct ConfigTests {
     /// Writes a partner's files the way `calisson-node testnet` does; returns the config.
     func write(_ cluster: TestCluster, index: Int) throws -> (URL, NodeConfigFile) {
         let directory = URL(fileURLWithPath: cluster.directory).appendingPathComponent("p\(index)")

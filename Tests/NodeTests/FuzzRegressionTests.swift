@@ -1,11 +1,12 @@
 // What the fuzz targets (Tests/Fuzz) found, kept as tests: each input that broke a
 // property, and the property it broke.
+import CalissonTestKit
 import CalissonCrypto
 import LightClient
 import Testing
 import Wire
 
-@Suite struct FuzzRegressionTests {
+@Suite(.onOwnThreads) struct FuzzRegressionTests {
     /// fuzz-client: a `blocks` request asking for more than `blocksMax` decoded to the
     /// clamped value, so it re-encoded to other bytes (one value, two encodings). The
     /// codec now keeps what the client sent; the node serves `bounded`.

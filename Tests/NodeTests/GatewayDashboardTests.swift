@@ -21,7 +21,7 @@ import Testing
 import Transport
 import Wire
 
-@Suite(.serialized) struct GatewayDashboardTests {
+@Suite(.serialized, .onOwnThreads) struct GatewayDashboardTests {
     /// A cluster of two partners past the close of epoch 0 (50 blocks): p0 sponsors the
     /// programme, a citizen spends at p1, so p0 owes p1.
     static func closedEpoch() throws -> (TestCluster, [NodeRuntime]) {

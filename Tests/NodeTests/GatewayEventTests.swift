@@ -2,6 +2,7 @@
 // that shrinks the validator set, blocks across an epoch close; the feed read whole from
 // block 1, then read again in two parts (a disconnect, then Last-Event-ID) with no gap and
 // no duplicate; filters; malformed positions refused.
+import CalissonTestKit
 import CalissonCrypto
 import Foundation
 @testable import Gateway
@@ -114,7 +115,7 @@ struct FeedReader {
     }
 }
 
-@Suite(.serialized) struct GatewayEventTests {
+@Suite(.serialized, .onOwnThreads) struct GatewayEventTests {
     @Test func theFeedResumesWithNoGapAndNoDuplicate() async throws {
         let cluster = try TestCluster()
         let nodes = try cluster.startNodes()

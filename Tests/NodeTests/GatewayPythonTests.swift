@@ -3,6 +3,7 @@
 // against a live gateway in front of four validators: a reward the gateway signs, a
 // redemption the Python wallet signs (retried without a second effect), an amount past
 // the ledger's bound refused, the account read, the event feed filtered by account.
+import CalissonTestKit
 import CalissonCrypto
 import Foundation
 @testable import Gateway
@@ -10,7 +11,7 @@ import Ledger
 import Testing
 import Wire
 
-@Suite(.serialized) struct GatewayPythonTests {
+@Suite(.serialized, .onOwnThreads) struct GatewayPythonTests {
     static let python = "\(GatewaySchemaTests.root)/.venv/bin/python"
     static let examples = "\(GatewaySchemaTests.root)/examples/python"
 

@@ -3,6 +3,7 @@
 // of Sources/Gateway/openapi.yaml, valid and invalid, against a live gateway in front of a
 // live node, and checks every response: no 5xx other than those documented, status codes,
 // content types, headers and bodies as the document says.
+import CalissonTestKit
 import CalissonCrypto
 import Foundation
 import Gateway
@@ -12,7 +13,7 @@ import Settlement
 import Testing
 import Transport
 
-@Suite(.serialized) struct GatewaySchemaTests {
+@Suite(.serialized, .onOwnThreads) struct GatewaySchemaTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized.path
 
     /// A tool of the project's .venv, or nil with the test's issue recorded

@@ -3,6 +3,7 @@
 // transaction), votes by another partner's gateway until it passes, the govern scope;
 // a citizen's redemption and transfer signed by a wallet (the same request twice, a bad
 // signature named with the digest to sign); malformed actions refused by field.
+import CalissonTestKit
 import CalissonCrypto
 import Foundation
 #if canImport(FoundationNetworking)
@@ -13,7 +14,7 @@ import Ledger
 import Testing
 import Wire
 
-@Suite(.serialized) struct GatewaySubmissionTests {
+@Suite(.serialized, .onOwnThreads) struct GatewaySubmissionTests {
     static func post(_ port: Int, _ path: String, key: String, idempotency: String? = nil, json: [String: Any]) async throws -> GatewayTests.Reply {
         var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
         request.httpMethod = "POST"

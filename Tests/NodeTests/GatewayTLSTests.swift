@@ -3,6 +3,7 @@
 // unlisted one refused (401); one from another CA refused at the handshake; plain HTTP on
 // the TLS port answered nothing; /metrics behind a key over HTTPS; plain HTTP refused off
 // loopback, HTTPS allowed there.
+import CalissonTestKit
 import CalissonCrypto
 import Foundation
 import Gateway
@@ -10,7 +11,7 @@ import Ledger
 import Testing
 import Transport
 
-@Suite(.serialized) struct GatewayTLSTests {
+@Suite(.serialized, .onOwnThreads) struct GatewayTLSTests {
     static let client = """
         import ssl, sys, urllib.request, urllib.error
         url, cafile, cert, key, token = sys.argv[1:6]

@@ -6,6 +6,7 @@
 // gateway fails over to another and answers from there. Behind a node that lies (a changed
 // value, proof or certificate), the gateway answers from an honest node, or 502 when the
 // liar is all it has: never the forged data.
+import CalissonTestKit
 import CalissonCrypto
 import Foundation
 #if canImport(FoundationNetworking)
@@ -20,7 +21,7 @@ import Testing
 import Transport
 import Wire
 
-@Suite(.serialized) struct GatewayTests {
+@Suite(.serialized, .onOwnThreads) struct GatewayTests {
     struct Reply {
         let status: Int
         let body: [String: Any]
@@ -39,10 +40,9 @@ import Wire
 
     /// Runs blocking test code (node submissions, waits) off the cooperative threads, which
     /// the gateway's handlers need: on two cores, a blocked pool would stall the server.
+    /// Runs blocking `body` (a cluster started, a socket read) on a thread of its own.
     static func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
-        }
+        try await onOwnThread(body)
     }
 
     static func until(_ seconds: Double, _ condition: () -> Bool) async throws -> Bool {
@@ -54,11 +54,10 @@ import Wire
         return condition()
     }
 
-    /// Where the gateways under test run their tasks: threads of their own, not the
-    /// cooperative pool, which other suites' synchronous tests can hold for minutes on two
-    /// cores (a full run once starved two gateways past two minutes). A process running
-    /// only a gateway has no such neighbours.
-    static let executor = ThreadsExecutor(label: "gateway-tests")
+    /// Where the gateways under test run their tasks: threads of their own (`OwnThreads`),
+    /// not the cooperative pool, which blocking tests elsewhere in the process could hold. A
+    /// process running only a gateway has no such neighbours.
+    static let executor = OwnThreads(name: "gateway-tests")
 
     /// A gateway in front of `nodes` with these keys, on a free port, serving until `serving`
     /// is cancelled. Up to two minutes to start: on two cores, other suites' blocking tests
@@ -323,16 +322,5 @@ import Wire
         let after = try await Self.get(port, "/v1/accounts/\(citizen)", key: key)
         let newSource = (after.body["verification"] as? [String: Any])?["source"] as? String
         #expect(after.status == 200 && newSource != nil && newSource != source, "\(after.text)")
-    }
-}
-
-/// A task executor on a concurrent dispatch queue (threads outside the cooperative pool).
-final class ThreadsExecutor: TaskExecutor, @unchecked Sendable {
-    let queue: DispatchQueue
-    init(label: String) { queue = DispatchQueue(label: label, attributes: .concurrent) }
-
-    func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
-        queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }
 }

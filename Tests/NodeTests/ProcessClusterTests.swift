@@ -53,10 +53,14 @@ func run(_ executable: String, _ arguments: [String], timeout: Double = 60) thro
     let collected = Locked<(Data, Data)>((Data(), Data()))
     let readers = DispatchGroup()
     for (index, pipe) in [output, errors].enumerated() {
-        DispatchQueue.global().async(group: readers) {
+        // Threads of their own: on libdispatch's pool, blocked readers wait for workers that
+        // other tests hold (`OwnThreads`).
+        readers.enter()
+        Thread {
             let data = pipe.fileHandleForReading.readDataToEndOfFile()
             collected.withLock { if index == 0 { $0.0 = data } else { $0.1 = data } }
-        }
+            readers.leave()
+        }.start()
     }
     if readers.wait(timeout: .now() + timeout) == .timedOut {
         process.terminate()
@@ -152,7 +156,7 @@ final class ProcessCluster {
     }
 }
 
-@Suite(.serialized) struct ProcessClusterTests {
+@Suite(.serialized, .onOwnThreads) struct ProcessClusterTests {
     @Test func theMainJobSurvivesItsPrimaryAndCatchesALiar() throws {
         let cluster = try ProcessCluster()
         defer { cluster.stopAll() }
@@ -287,7 +291,7 @@ final class ProcessCluster {
 /// restarted, a Byzantine validator going through its four modes, slow and lossy links,
 /// partitions in network namespaces and full or read-only disks (root only); nothing
 /// acknowledged final may be lost, the honest nodes must agree.
-@Suite(.serialized) struct ShortChaosTests {
+@Suite(.serialized, .onOwnThreads) struct ShortChaosTests {
     /// Runs `calisson-bench chaos` with `arguments` (behind `prefix`, e.g. `ip netns exec`)
     /// and returns its JSON results after the common checks.
     func chaos(_ arguments: [String], prefix: [String] = []) throws -> [String: Any] {

@@ -14,7 +14,7 @@ import Testing
 
 func id(_ raw: String) -> Identifier { Identifier(raw)! }
 
-@Suite struct RegisterTests {
+@Suite(.onOwnThreads) struct RegisterTests {
     static let payer = RegisterFile.Payer(
         partner: "metropole", legalName: "Métropole Aix-Marseille-Provence", iban: "FR76 3000 6000 0112 3456 7890 189", bic: "AGRIFRPP",
         creditorId: CreditorIdentifier.make(country: "FR", business: "ZZZ", national: "123456"))
@@ -86,7 +86,7 @@ func id(_ raw: String) -> Identifier { Identifier(raw)! }
     }
 }
 
-@Suite struct SettlementFileTests {
+@Suite(.onOwnThreads) struct SettlementFileTests {
     static let created = Date(timeIntervalSince1970: 1_796_000_000)
 
     /// A clearing where each partner `p<i>` has the net given, the payer ("metropole")

@@ -68,7 +68,7 @@ struct Chain {
     }
 }
 
-@Suite struct StorageTests {
+@Suite(.onOwnThreads) struct StorageTests {
     @Test func blocksAndStateSurviveReopeningAndTheRootMatchesTheStoredState() throws {
         let file = temporaryFile("node.db")
         let chain = Chain()

@@ -2,12 +2,13 @@
 // negative is named without trapping (`ASN1_INTEGER_get` answers -1 for it), distinctly
 // from every serial that fits, and a serial that fits is itself (issue 16: a peer's
 // certificate is input from outside).
+import CalissonTestKit
 import COpenSSL
 import CalissonCrypto
 import Testing
 @testable import Transport
 
-@Suite struct CertificateSerialTests {
+@Suite(.onOwnThreads) struct CertificateSerialTests {
     func certificate(withSerialHex hex: String?) throws -> OpaquePointer {
         let key = Ed25519PrivateKey(seed: SHA256.hash("serial test").bytes)!
         let pem = try CertificateAuthority.makeRoot(name: "serial test", key: key, serial: 42).pem

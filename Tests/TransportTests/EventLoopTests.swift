@@ -8,7 +8,7 @@ import Foundation
 import Testing
 @testable import Transport
 
-@Suite struct EventLoopTests {
+@Suite(.onOwnThreads) struct EventLoopTests {
     @Test func workRunsOnTheLoopInOrderAndTheQueueIsBounded() {
         let loop = EventLoop()
         let order = Locked<[Int]>([])

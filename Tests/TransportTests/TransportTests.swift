@@ -86,7 +86,7 @@ func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportC
     return nodes
 }
 
-@Suite(.serialized) struct TransportTests {
+@Suite(.serialized, .onOwnThreads) struct TransportTests {
     @Test func fourNodesFormAMeshExchangeFramesAndHealAfterARestart() throws {
         let consortium = try Consortium()
         var nodes = try mesh(consortium)
