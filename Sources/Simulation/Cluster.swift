@@ -51,14 +51,11 @@ struct SimulatedNode {
     /// Durable state: survives crashes.
     var safety = SafetyLog()
     var application: CounterApplication
-    /// Volatile: lost on a crash (gossip refills it in a real node).
-    var mempool: [(id: SHA256Digest, bytes: [UInt8])] = []
-    var mempoolIDs: Set<SHA256Digest> = []
-    /// Commands this node put in a proposal, and when. A proposal can die (lost, or the
-    /// view changed); after `inFlightTicksMax` its commands may be proposed again.
-    /// Duplicates are harmless: execution skips commands already executed.
-    var inFlight: [SHA256Digest: Int] = [:]
-    static let inFlightTicksMax = 150
+    /// Volatile: lost on a crash (gossip refills it in a real node). A command cut into a
+    /// proposal may be cut again after `inFlightTicks` (the proposal can die: lost, or the
+    /// view changed); duplicates are harmless: execution skips commands already executed.
+    var mempool = Mempool(countMax: .max, inFlightTicks: Self.inFlightTicks)
+    static let inFlightTicks: UInt64 = 150
     var byzantine: ByzantineBehaviour?
     var restartAt: Int?
     /// Every `skewPeriod`-th tick is skipped: this node's clock runs slow.
@@ -71,36 +68,8 @@ struct SimulatedNode {
     }
 
     var isUp: Bool { replica != nil }
-    /// Commands waiting for a proposal (those in a live proposal are not).
-    func pendingCount(tick: Int) -> Int {
-        mempool.count - inFlight.values.filter { tick - $0 < Self.inFlightTicksMax }.count
-    }
-
-    mutating func takePayload(_ max: Int, tick: Int) -> [[UInt8]] {
-        var commands: [[UInt8]] = []
-        for entry in mempool where commands.count < max {
-            if let taken = inFlight[entry.id], tick - taken < Self.inFlightTicksMax { continue }
-            commands.append(entry.bytes)
-            inFlight[entry.id] = tick
-        }
-        return commands
-    }
-
     mutating func admit(_ id: SHA256Digest, _ bytes: [UInt8]) {
-        guard mempoolIDs.insert(id).inserted else { return }
-        mempool.append((id, bytes))
-    }
-
-    mutating func remove(_ executed: Set<SHA256Digest>) {
-        mempool.removeAll { executed.contains($0.id) }
-        mempoolIDs.subtract(executed)
-        for id in executed { inFlight[id] = nil }
-    }
-
-    mutating func clearVolatile() {
-        mempool = []
-        mempoolIDs = []
-        inFlight = [:]
+        try? mempool.insert(id: id, bytes: bytes)  // a duplicate is dropped; the simulated mempool has no bound
     }
 }
 

@@ -130,7 +130,7 @@ public struct Simulation {
             for index in nodes.indices where nodes[index].isUp {
                 let period = nodes[index].skewPeriod
                 if period > 0, !healed, tick % period == 0 { continue }
-                step(index, .tick(pendingCommands: nodes[index].pendingCount(tick: tick)))
+                step(index, .tick(pendingCommands: nodes[index].mempool.pendingCount(tick: UInt64(clamping: tick))))
             }
         }
         checkLiveness()
@@ -150,7 +150,7 @@ public struct Simulation {
             if down < faultsMax, !up.isEmpty {
                 let victim = up[Int(random.next() % UInt64(up.count))]
                 nodes[victim].replica = nil
-                nodes[victim].clearVolatile()
+                nodes[victim].mempool.clear()
                 nodes[victim].restartAt = tick + 20 + Int(random.next() % 200)
                 report.crashes += 1
                 note("crash n\(victim)")
@@ -312,61 +312,68 @@ public struct Simulation {
 
     // MARK: Replicas
 
+    /// Steps node `index` (up) with `input` and the answers it leads to, in the order
+    /// `ReplicaDriver` fixes, as the node does.
     private mutating func step(_ index: Int, _ input: Input) {
-        guard let actions = nodes[index].replica?.step(input) else { return }
-        perform(index, actions)
+        guard nodes[index].isUp else { return }
+        ReplicaDriver.drive(
+            input, step: { nodes[index].replica?.step($0) ?? [] },
+            persist: { records in
+                for record in records {
+                    nodes[index].safety.apply(record)
+                    if case let .view(view, true) = record { note("n\(index) asks for view \(view)") }
+                }
+            },
+            perform: { perform(index, $0) })
     }
 
-    private mutating func perform(_ index: Int, _ actions: [Action]) {
-        var feedback: [Input] = []
-        for action in actions {
-            switch action {
-            case let .persist(record):
-                nodes[index].safety.apply(record)
-                if case let .view(view, true) = record { note("n\(index) asks for view \(view)") }
-            case let .send(message, to):
-                if let target = indexOf[to] { transmit(from: index, to: route(target, from: index), message) }
-            case let .broadcast(message):
-                for target in broadcastTargets(from: index) { transmit(from: index, to: target, message) }
-            case let .requestPayload(seq, commandsMax):
-                feedback.append(.payload(seq: seq, commands: nodes[index].takePayload(commandsMax, tick: tick)))
-            case let .execute(certified):
-                let (root, validators) = execute(index, certified)
-                feedback.append(.executed(seq: certified.block.seq, stateRoot: root, validators: validators))
-            case let .serveState(fromSeq, to, blocksMax):
-                guard let target = indexOf[to].map({ route($0, from: index) }) else { break }
-                let blocks = nodes[index].application.blocks
-                let lower = Int(fromSeq) - 1, upper = min(blocks.count, lower + blocksMax)
-                if lower < upper {
-                    report.stateTransfers += 1
-                    transmit(from: index, to: target, .stateResponse(Array(blocks[lower..<upper])))
-                }
-            case .evidence:
-                report.evidence += 1
-            case let .rejected(reason, _):
-                report.rejectedMessages += 1
-                report.rejectionReasons["\(reason)".prefix(while: { $0 != "(" }).description, default: 0] += 1
-                if case .malformedCertificate = reason, nodes[index].byzantine == nil { note("n\(index) rejected \(reason)") }
-                if case .newViewMismatch = reason, nodes[index].byzantine == nil { note("n\(index) rejected \(reason)") }
-            case let .enteredView(view):
-                nodes[index].inFlight = [:]
-                let epoch = nodes[index].replica?.epoch.firstSeq ?? 0
-                if nodes[index].byzantine == nil, view > 0, viewsEntered.insert([epoch, view]).inserted {
-                    report.viewChanges += 1
-                    note("view \(view) of epoch \(epoch) (n\(index) first)")
-                }
-            case let .enteredEpoch(epoch):
-                if nodes[index].byzantine == nil, epochsEntered.insert(epoch.firstSeq).inserted {
-                    report.epochChanges += 1
-                    note("epoch from \(epoch.firstSeq): validators \(epoch.validators.validators.compactMap { indexOf[$0] }) (n\(index) first)")
-                }
-            case let .stateDiverged(seq, ours, certified):
-                if nodes[index].byzantine == nil {
-                    violation(safety: "n\(index) state diverged at \(seq): \(ours) vs certified \(certified)")
-                }
+    /// Carries out one action of node `index`'s replica; returns the answer it calls for.
+    private mutating func perform(_ index: Int, _ action: Action) -> Input? {
+        switch action {
+        case .persist:
+            preconditionFailure("ReplicaDriver hands safety records to persist")
+        case let .send(message, to):
+            if let target = indexOf[to] { transmit(from: index, to: route(target, from: index), message) }
+        case let .broadcast(message):
+            for target in broadcastTargets(from: index) { transmit(from: index, to: target, message) }
+        case let .requestPayload(seq, commandsMax):
+            return .payload(seq: seq, commands: nodes[index].mempool.take(commandsMax, tick: UInt64(clamping: tick)))
+        case let .execute(certified):
+            let (root, validators) = execute(index, certified)
+            return .executed(seq: certified.block.seq, stateRoot: root, validators: validators)
+        case let .serveState(fromSeq, to, blocksMax):
+            guard let target = indexOf[to].map({ route($0, from: index) }) else { break }
+            let blocks = nodes[index].application.blocks
+            let lower = Int(fromSeq) - 1, upper = min(blocks.count, lower + blocksMax)
+            if lower < upper {
+                report.stateTransfers += 1
+                transmit(from: index, to: target, .stateResponse(Array(blocks[lower..<upper])))
+            }
+        case .evidence:
+            report.evidence += 1
+        case let .rejected(reason, _):
+            report.rejectedMessages += 1
+            report.rejectionReasons["\(reason)".prefix(while: { $0 != "(" }).description, default: 0] += 1
+            if case .malformedCertificate = reason, nodes[index].byzantine == nil { note("n\(index) rejected \(reason)") }
+            if case .newViewMismatch = reason, nodes[index].byzantine == nil { note("n\(index) rejected \(reason)") }
+        case let .enteredView(view):
+            nodes[index].mempool.releaseInFlight()
+            let epoch = nodes[index].replica?.epoch.firstSeq ?? 0
+            if nodes[index].byzantine == nil, view > 0, viewsEntered.insert([epoch, view]).inserted {
+                report.viewChanges += 1
+                note("view \(view) of epoch \(epoch) (n\(index) first)")
+            }
+        case let .enteredEpoch(epoch):
+            if nodes[index].byzantine == nil, epochsEntered.insert(epoch.firstSeq).inserted {
+                report.epochChanges += 1
+                note("epoch from \(epoch.firstSeq): validators \(epoch.validators.validators.compactMap { indexOf[$0] }) (n\(index) first)")
+            }
+        case let .stateDiverged(seq, ours, certified):
+            if nodes[index].byzantine == nil {
+                violation(safety: "n\(index) state diverged at \(seq): \(ours) vs certified \(certified)")
             }
         }
-        for input in feedback { step(index, input) }
+        return nil
     }
 
     /// Executes a final block on node `index` and checks the safety invariants.
@@ -392,7 +399,7 @@ public struct Simulation {
         }
         let executed = Set(certified.block.commandIDs)
         if honestNode { finalCommands.formUnion(executed) }
-        nodes[index].remove(executed)
+        nodes[index].mempool.remove(executed)
         return (root, validators)
     }
 

@@ -249,31 +249,33 @@ final class OrderingReplica: @unchecked Sendable {
         step(.message(message, from: sender))
     }
 
+    /// Steps the replica as the node does (`ReplicaDriver`), with no disk: the safety
+    /// records stay in the replica's memory.
     private func step(_ input: Input) {
-        var inputs = [input]
-        while !inputs.isEmpty {
-            for action in replica.step(inputs.removeFirst()) {
-                switch action {
-                case .persist, .evidence, .rejected, .enteredEpoch:
-                    break  // safety records in memory (the replica keeps them): no disk in this benchmark
-                case let .send(message, to):
-                    if let peer = byKey[to] { _ = transport.send(message.wireBytes, to: peer) }
-                case let .broadcast(message):
-                    transport.broadcast(message.wireBytes)
-                case let .requestPayload(seq, commandsMax):
-                    inputs.append(.payload(seq: seq, commands: makeCommands(min(commandsMax, pending))))
-                case let .execute(certified):
-                    inputs.append(execute(certified))
-                case let .serveState(fromSeq, to, blocksMax):
-                    let blocks = (fromSeq..<fromSeq.saturatingAdding(UInt64(blocksMax))).compactMap { recent[$0] }
-                    if let peer = byKey[to], !blocks.isEmpty { _ = transport.send(Message.stateResponse(blocks).wireBytes, to: peer) }
-                case let .enteredView(view):
-                    views.withLock { $0 = max($0, Int(view)) }
-                case let .stateDiverged(seq, _, _):
-                    failureValue.withLock { $0 = "state diverged at \(seq)" }
-                }
-            }
+        ReplicaDriver.drive(input, step: { replica.step($0) }, persist: { _ in }, perform: perform)
+    }
+
+    private func perform(_ action: Action) -> Input? {
+        switch action {
+        case .persist, .evidence, .rejected, .enteredEpoch:
+            break
+        case let .send(message, to):
+            if let peer = byKey[to] { _ = transport.send(message.wireBytes, to: peer) }
+        case let .broadcast(message):
+            transport.broadcast(message.wireBytes)
+        case let .requestPayload(seq, commandsMax):
+            return .payload(seq: seq, commands: makeCommands(min(commandsMax, pending)))
+        case let .execute(certified):
+            return execute(certified)
+        case let .serveState(fromSeq, to, blocksMax):
+            let blocks = (fromSeq..<fromSeq.saturatingAdding(UInt64(blocksMax))).compactMap { recent[$0] }
+            if let peer = byKey[to], !blocks.isEmpty { _ = transport.send(Message.stateResponse(blocks).wireBytes, to: peer) }
+        case let .enteredView(view):
+            views.withLock { $0 = max($0, Int(view)) }
+        case let .stateDiverged(seq, _, _):
+            failureValue.withLock { $0 = "state diverged at \(seq)" }
         }
+        return nil
     }
 
     /// Commands carrying their creation time (ns since the origin) in their first 8 bytes.

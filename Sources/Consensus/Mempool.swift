@@ -1,0 +1,81 @@
+import CalissonCrypto
+
+/// Commands waiting for a block, in arrival order, as the node and the simulator both keep
+/// them. A command cut into a proposal is *in flight*: it is not cut again for
+/// `inFlightTicks` ticks, since the proposal carrying it may yet commit; after that it is
+/// (the proposal may have died in a view change). Proposing a command twice is harmless:
+/// execution gives the second copy its outcome (the ledger rejects a used nonce).
+/// Volatile: a crash loses it; clients resubmit and gossip refills it.
+public struct Mempool: Sendable {
+    public struct Entry: Sendable {
+        public let id: SHA256Digest
+        public let bytes: [UInt8]
+    }
+
+    /// Commands held, at most; `insert` refuses beyond.
+    public let countMax: Int
+    /// Ticks a command cut into a proposal waits before it may be cut again.
+    public let inFlightTicks: UInt64
+    public private(set) var entries: [Entry] = []
+    private var ids: Set<SHA256Digest> = []
+    /// Commands in a proposal, by the tick they were cut at.
+    private var inFlight: [SHA256Digest: UInt64] = [:]
+
+    public init(countMax: Int, inFlightTicks: UInt64) {
+        precondition(countMax > 0 && inFlightTicks > 0, "a mempool holds at least one command, in flight for at least one tick")
+        self.countMax = countMax
+        self.inFlightTicks = inFlightTicks
+    }
+
+    public var count: Int { entries.count }
+    public var isFull: Bool { entries.count >= countMax }
+    public func contains(_ id: SHA256Digest) -> Bool { ids.contains(id) }
+
+    /// Why `insert` did not keep a command.
+    public enum Refusal: Error, Equatable, Sendable {
+        case full
+        case duplicate
+    }
+
+    /// Keeps a command at the end of the queue.
+    public mutating func insert(id: SHA256Digest, bytes: [UInt8]) throws(Refusal) {
+        guard !isFull else { throw .full }
+        guard ids.insert(id).inserted else { throw .duplicate }
+        entries.append(Entry(id: id, bytes: bytes))
+    }
+
+    /// Commands waiting for a proposal at `tick` (those in a live proposal are not).
+    public func pendingCount(tick: UInt64) -> Int {
+        entries.count - inFlight.values.count { tick &- $0 < inFlightTicks }
+    }
+
+    /// Cuts at most `max` commands for a proposal at `tick`, oldest first, skipping those
+    /// in flight; they are in flight from now.
+    public mutating func take(_ max: Int, tick: UInt64) -> [[UInt8]] {
+        var commands: [[UInt8]] = []
+        for entry in entries where commands.count < max {
+            if let taken = inFlight[entry.id], tick &- taken < inFlightTicks { continue }
+            inFlight[entry.id] = tick
+            commands.append(entry.bytes)
+        }
+        return commands
+    }
+
+    /// Forgets the commands a final block carried.
+    public mutating func remove(_ executed: Set<SHA256Digest>) {
+        guard !executed.isEmpty else { return }
+        entries.removeAll { executed.contains($0.id) }
+        ids.subtract(executed)
+        for id in executed { inFlight[id] = nil }
+    }
+
+    /// Every command may be cut again at once (the proposals carrying them died).
+    public mutating func releaseInFlight() { inFlight = [:] }
+
+    /// Forgets everything (a crash).
+    public mutating func clear() {
+        entries = []
+        ids = []
+        inFlight = [:]
+    }
+}

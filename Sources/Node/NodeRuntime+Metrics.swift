@@ -1,0 +1,91 @@
+import Consensus
+import CalissonCrypto
+import Foundation
+import LightClient
+import Ledger
+import Logging
+import Storage
+import Synchronization
+import Transport
+import Wire
+
+// The node's HTTP endpoint: /metrics in the Prometheus text format and /health (loop thread).
+extension NodeRuntime {
+    /// `/metrics` in the Prometheus text format, `/health` 200 when the node can take part
+    /// in consensus (running, and linked to enough validators of the current set that,
+    /// with itself if it is one, they make a quorum), 503 otherwise.
+    func http(_ path: String) -> HTTPEndpoint.Response {
+        switch path {
+        case "/health":
+            if let failure = stoppedValue.withLock({ $0 }) { return HTTPEndpoint.Response(status: 503, body: "stopped: \(failure)\n") }
+            let (reachable, quorum) = reachableValidators()
+            guard reachable >= quorum else {
+                return HTTPEndpoint.Response(
+                    status: 503, body: "\(reachable) validators of the current set reachable (this node included if it is one); a quorum needs \(quorum)\n")
+            }
+            return HTTPEndpoint.Response(status: 200, body: "ok: \(reachable) validators of the current set reachable, quorum \(quorum)\n")
+        case "/metrics":
+            return HTTPEndpoint.Response(status: 200, contentType: "text/plain; version=0.0.4", body: metricsText())
+        default:
+            return HTTPEndpoint.Response(status: 404, body: "try /metrics or /health\n")
+        }
+    }
+
+    /// The Prometheus text of every counter and gauge (loop thread).
+    func metricsText() -> String {
+        let linked = transport.linkedPeersOnLoop().count
+        let counters = transport.counters
+        var lines: [String] = []
+        func metric(_ name: String, _ kind: String, _ help: String, _ value: some Numeric) {
+            lines += ["# HELP calisson_\(name) \(help)", "# TYPE calisson_\(name) \(kind)", "calisson_\(name) \(value)"]
+        }
+        metric("height", "gauge", "Last executed block height.", ledger.height)
+        metric("view", "gauge", "Consensus view within the epoch.", replica.view)
+        metric("epoch_first_height", "gauge", "First height of the current consensus epoch.", replica.epoch.firstSeq)
+        metric("ledger_epoch", "gauge", "Current ledger (clearing) epoch.", ledger.meta.epoch)
+        metric("mempool_transactions", "gauge", "Transactions waiting.", mempool.count)
+        metric("linked_validators", "gauge", "Validators with a live link.", linked)
+        metric("admitted_total", "counter", "Transactions admitted to the mempool.", admitted)
+        metric("admission_refused_total", "counter", "Transactions refused at admission.", refused)
+        metric("blocks_executed_total", "counter", "Blocks executed since start.", blocksExecuted)
+        metric("transactions_applied_total", "counter", "Transactions applied since start.", applied)
+        metric("process_cpu_milliseconds_total", "counter", "CPU time used by the node process (user and system), milliseconds.", ProcessUsage.cpuMilliseconds())
+        metric("transactions_rejected_total", "counter", "Transactions rejected by the ledger since start.", rejected)
+        metric("verification_dropped_total", "counter", "Messages and submissions dropped with the verifier full.", droppedForVerification)
+        metric("consensus_undecodable_total", "counter", "Consensus messages from validators that did not decode.", consensusUndecodable)
+        metric("consensus_bad_signatures_total", "counter", "Consensus messages with a signature that does not verify.", consensusBadSignatures)
+        metric("consensus_rejected_total", "counter", "Signed consensus messages the protocol rules refused (stale, out of window, conflicting).", consensusRejected)
+        metric("equivocations_total", "counter", "Conflicting signed messages from one validator (evidence).", equivocations)
+        metric("transport_frames_in_total", "counter", "Frames received.", counters.framesIn)
+        metric("transport_frames_out_total", "counter", "Frames sent.", counters.framesOut)
+        metric("transport_bytes_in_total", "counter", "Bytes received (TLS records).", counters.bytesIn)
+        metric("transport_bytes_out_total", "counter", "Bytes sent (TLS records).", counters.bytesOut)
+        metric("transport_refused_total", "counter", "Connections refused (certificates, hellos, frames).", counters.refusedPeers)
+        metric("transport_handshake_failures_total", "counter", "TLS handshakes failed.", counters.handshakeFailures)
+        metric("transport_oversized_frames_total", "counter", "Frames over the size limit.", counters.oversizedFrames)
+        metric("transport_malformed_frames_total", "counter", "Frames that did not decode.", counters.malformedFrames)
+        metric("transport_gossip_dropped_total", "counter", "Gossip dropped for a full send queue.", counters.gossipDropped)
+        metric("transport_slow_consumers_total", "counter", "Links closed for not reading.", counters.slowConsumersClosed)
+        metric("transport_reconnects_total", "counter", "Redials scheduled.", counters.reconnects)
+        metric("transport_loop_refused_total", "counter", "Sends from other threads the full event loop refused.", counters.loopRefused)
+        metric("client_connections_refused_total", "counter", "Client connections refused at accept (all limits).", counters.clientConnectionsRefused)
+        metric("client_connections_per_address_refused_total", "counter", "Client connections refused for the per-address limit.",
+               counters.clientConnectionsPerAddressRefused)
+        metric("client_idle_closed_total", "counter", "Client connections closed for idling.", counters.clientIdleClosed)
+        metric("client_rate_limited_total", "counter", "Client connections closed for sending over the request rate.", counters.clientRateLimited)
+        metric("loop_queue_refused_total", "counter", "Work the event loop refused with its queue full.", loop.refusedFull)
+        metric("loop_queue_peak", "gauge", "The most work items that waited for the event loop at once.", loop.queueCountPeak)
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Validators of the current set this node can count on now: those it is linked to,
+    /// and itself if it is one; and the quorum of that set. Links to partners that are not
+    /// validators of the set (removed ones, observers) do not count.
+    func reachableValidators() -> (reachable: Int, quorum: Int) {
+        let set = replica.epoch.validators
+        let linked = Set(transport.linkedPeersOnLoop())
+        let own = configuration.consensusKey.publicKey
+        let reachable = set.validators.count { key in key == own || partnersByValidator[key].map(linked.contains) == true }
+        return (reachable, set.quorum)
+    }
+}
