@@ -82,7 +82,7 @@ let package = Package(
         // Settlement files for the treasury (SEPA XML, CSV) from certified clearing.
         .target(name: "Settlement", dependencies: ["Ledger", "CalissonCrypto"]),
         // A whole cluster in one thread, deterministic from a seed, with injected faults.
-        .target(name: "Simulation", dependencies: ["Consensus", "CalissonCrypto", "Wire"]),
+        .target(name: "Simulation", dependencies: ["Consensus", "Ledger", "CalissonCrypto", "Wire"]),
 
         // Thin executables.
         .executableTarget(

@@ -50,7 +50,7 @@ struct SimulatedNode {
     var replica: Replica<SimulatedSigner>?
     /// Durable state: survives crashes.
     var safety = SafetyLog()
-    var application: CounterApplication
+    var application: any SimulatedApplication
     /// Volatile: lost on a crash (gossip refills it in a real node). A command cut into a
     /// proposal may be cut again after `inFlightTicks` (the proposal can die: lost, or the
     /// view changed); duplicates are harmless: execution skips commands already executed.
@@ -61,10 +61,10 @@ struct SimulatedNode {
     /// Every `skewPeriod`-th tick is skipped: this node's clock runs slow.
     var skewPeriod = 0
 
-    init(index: Int, signer: SimulatedSigner, schedule: EpochSchedule) {
+    init(index: Int, signer: SimulatedSigner, application: any SimulatedApplication) {
         self.index = index
         self.signer = signer
-        application = CounterApplication(schedule: schedule)
+        self.application = application
     }
 
     var isUp: Bool { replica != nil }

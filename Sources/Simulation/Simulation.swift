@@ -37,6 +37,8 @@ public struct Simulation {
     /// (epoch first height, view) pairs entered by some honest replica, view > 0.
     var viewsEntered: Set<[UInt64]> = []
     var epochsEntered: Set<UInt64> = []
+    /// Ledger runs: the consortium's genesis and its clients' traffic.
+    var traffic: LedgerTraffic?
 
     public static func run(_ configuration: SimulationConfiguration) -> SimulationReport {
         var simulation = Simulation(configuration)
@@ -56,10 +58,19 @@ public struct Simulation {
         replicaConfiguration = replica
         let faultsMax = replica.validators.faultsMax
         // With validator-set changes, one more node runs from the start as a learner
-        // (following the chain without a vote) until the change admits it.
-        let learners = configuration.faults.validatorChanges ? [Ed25519PublicKey(keys.bytes32())] : []
+        // (following the chain without a vote) until the change admits it. Counter runs only.
+        let changes = configuration.faults.validatorChanges && configuration.application == .counter
+        let learners = changes ? [Ed25519PublicKey(keys.bytes32())] : []
+        if configuration.application == .ledger {
+            traffic = LedgerTraffic(validators: ids, seed: configuration.seed, epochLength: configuration.ledgerEpochLength)
+        }
+        let traffic = traffic
+        func application() -> any SimulatedApplication {
+            guard let traffic else { return CounterApplication(schedule: replica.genesisSchedule) }
+            return LedgerApplication(genesis: traffic.genesis, schedule: replica.genesisSchedule, citizens: traffic.citizens)
+        }
         for (index, id) in (ids + learners).enumerated() {
-            var node = SimulatedNode(index: index, signer: SimulatedSigner(id: id), schedule: replica.genesisSchedule)
+            var node = SimulatedNode(index: index, signer: SimulatedSigner(id: id), application: application())
             node.replica = Replica(configuration: replicaConfiguration, signer: node.signer)
             if configuration.faults.tickSkew, random.next() % 2 == 0 { node.skewPeriod = 5 + Int(random.next() % 16) }
             nodes.append(node)
@@ -72,7 +83,7 @@ public struct Simulation {
             let pick = candidates.remove(at: Int(random.next() % UInt64(candidates.count)))
             nodes[pick].byzantine = behaviour
             if behaviour == .twins {
-                var twin = SimulatedNode(index: nodes.count, signer: nodes[pick].signer, schedule: replica.genesisSchedule)
+                var twin = SimulatedNode(index: nodes.count, signer: nodes[pick].signer, application: application())
                 twin.replica = Replica(configuration: replicaConfiguration, signer: twin.signer)
                 twin.byzantine = .twins
                 twinOf[pick] = nodes.count
@@ -191,7 +202,12 @@ public struct Simulation {
 
     private mutating func submitCommands() {
         let count = Int(random.next() % UInt64(2 * configuration.commandsPerTick + 1))
+        let height = honest.map { nodes[$0].application.height }.max() ?? 0
         for _ in 0..<count {
+            if traffic != nil {
+                submit(traffic!.next(height: height))
+                continue
+            }
             var writer = WireWriter()
             writer.write(UInt64(submitted.count))
             writer.write(random.next())
@@ -391,6 +407,7 @@ public struct Simulation {
         }
         let (root, validators) = nodes[index].application.execute(certified)
         if honestNode {
+            for problem in nodes[index].application.violations() { violation(safety: "n\(index): \(problem)") }
             if let expected = roots[seq], expected != root {
                 violation(safety: "n\(index) state root differs at \(seq)")
             } else {

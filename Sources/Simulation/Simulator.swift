@@ -65,8 +65,22 @@ public struct SimulationConfiguration: Sendable {
     public var batchCommandsMax = 64
     /// Print trace events as they happen (debugging a seed that hangs or crashes).
     public var liveTrace = false
+    /// What the replicas order and execute.
+    public var application = ApplicationKind.counter
+    /// The ledger's epoch length (blocks) in `.ledger` runs: several clearings per run.
+    public var ledgerEpochLength: UInt64 = 20
 
     public init() {}
+}
+
+public enum ApplicationKind: String, CaseIterable, Sendable {
+    /// A hash chain of the commands (fast; validator-set changes as commands).
+    case counter
+    /// The production ledger over the in-memory state store: signed attributions,
+    /// redemptions, transfers, forgeries and garbage from simulated clients, and the
+    /// ledger's invariants checked after every block. No validator-set change yet (that
+    /// takes governance transactions, not built here).
+    case ledger
 }
 
 public struct SimulationReport: Sendable {

@@ -39,6 +39,9 @@ struct CalissonSim: ParsableCommand {
     @Flag(help: "Print each trace event as it happens.")
     var liveTrace = false
 
+    @Option(help: "What the replicas execute: counter (a hash chain, with validator-set changes) or ledger (the production ledger, its invariants checked after every block).")
+    var application = "counter"
+
     func run() throws {
         let range = seed.map { $0...$0 } ?? firstSeed...firstSeed.saturatingAdding(UInt64(max(1, seeds)) - 1)
         var totals = SimulationReport(seed: 0, validators: validators)
@@ -53,6 +56,10 @@ struct CalissonSim: ParsableCommand {
             configuration.safetyTicks = safetyTicks
             configuration.livenessTicks = livenessTicks
             configuration.liveTrace = liveTrace
+            guard let kind = ApplicationKind(rawValue: application) else {
+                throw ValidationError("unknown application '\(application)' (counter or ledger)")
+            }
+            configuration.application = kind
             configuration.faults = faults == "none" ? .none : .all(seed: s, faultsMax: (validators - 1) / 3)
             if let byzantine {
                 guard let behaviour = ByzantineBehaviour(rawValue: byzantine) else {
@@ -75,7 +82,7 @@ struct CalissonSim: ParsableCommand {
             totals.livenessViolations += report.livenessViolations.map { "seed \(s): \($0)" }
             if !report.passed || seed != nil {
                 if !report.passed { failed.append(s) }
-                print("seed \(s): \(report.passed ? "passed" : "FAILED"); replay with: calisson-sim --seed \(s) --validators \(validators)")
+                print("seed \(s): \(report.passed ? "passed" : "FAILED"); replay with: calisson-sim --seed \(s) --validators \(validators) --application \(application)")
                 for line in report.trace.suffix(seed != nil ? 80 : 12) { print("  \(line)") }
                 if seed != nil { print("  rejections: \(report.rejectionReasons.sorted { $0.key < $1.key })") }
             }

@@ -45,6 +45,34 @@ import Wire
         }
     }
 
+    /// The production ledger under consensus with every fault kind: signed attributions,
+    /// redemptions, transfers, forgeries and garbage; equal state roots at equal heights,
+    /// supply conserved and clearings netting to zero after every block, everything final.
+    @Test(arguments: 0..<2)
+    func theLedgerUnderAllFaultsIsSafeLiveAndConserved(batch: Int) {
+        for seed in UInt64(batch * 10 + 1)...UInt64(batch * 10 + 10) {
+            let validators = seed % 5 == 0 ? 7 : 4
+            var configuration = Self.configuration(seed: seed, validators: validators, faults: .all(seed: seed, faultsMax: (validators - 1) / 3))
+            configuration.application = .ledger
+            configuration.commandsPerTick = 2
+            let report = Simulation.run(configuration)
+            #expect(report.passed, "seed \(seed) (\(validators) validators): \(report.safetyViolations + report.livenessViolations) \(report.trace.suffix(12))")
+        }
+    }
+
+    /// The ledger's checks are live: a fault-free ledger run clears epochs and issues tokens.
+    @Test func aLedgerRunClearsEpochs() {
+        var configuration = Self.configuration(seed: 3, faults: .none)
+        configuration.application = .ledger
+        configuration.commandsPerTick = 2
+        var simulation = Simulation(configuration)
+        let report = simulation.run()
+        #expect(report.passed, "\(report.safetyViolations + report.livenessViolations)")
+        let ledger = try? #require(simulation.nodes[0].application as? LedgerApplication)
+        #expect((ledger?.ledger.meta.epoch ?? 0) >= 3, "epoch \(ledger?.ledger.meta.epoch ?? 0)")
+        #expect((ledger?.ledger.meta.totals.issued ?? 0) > 0 && (ledger?.ledger.meta.totals.redeemed ?? 0) > 0)
+    }
+
     @Test func networkFaultsWithoutByzantineReplicasAreLive() {
         for seed in UInt64(1)...20 {
             var faults = FaultMix.all(seed: seed, faultsMax: 1)

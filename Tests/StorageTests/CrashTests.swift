@@ -59,12 +59,12 @@ enum CrashTest {
             let output = CrashTest.Output()
             let process = try CrashTest.start(file, output: output)
             // Somewhere between just started (maybe mid-recovery) and a few blocks in; one
-            // kill in ten only once the writer has gone further (on a loaded machine its
-            // start alone can outlast 120 ms, and the file would never grow).
+            // kill in ten only once the writer has made three more blocks durable (on a
+            // loaded machine its start alone can outlast 120 ms, and the file would not grow).
             Thread.sleep(forTimeInterval: Double(random.next() % 120) / 1_000)
             if kills % 10 == 9 {
-                let deadline = Date().addingTimeInterval(3)
-                while output.last("durable") <= lastDurable && Date() < deadline { Thread.sleep(forTimeInterval: 0.005) }
+                let deadline = Date().addingTimeInterval(5)
+                while output.last("durable") < lastDurable + 3 && Date() < deadline { Thread.sleep(forTimeInterval: 0.005) }
             }
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
