@@ -202,7 +202,8 @@ public struct Simulation {
 
     private mutating func submitCommands() {
         let count = Int(random.next() % UInt64(2 * configuration.commandsPerTick + 1))
-        let height = honest.map { nodes[$0].application.height }.max() ?? 0
+        // Ledger transactions expire a while after the highest honest height.
+        let height = traffic == nil ? 0 : honest.map { nodes[$0].application.height }.max() ?? 0
         for _ in 0..<count {
             if traffic != nil {
                 submit(traffic!.next(height: height))
