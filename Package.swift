@@ -56,12 +56,15 @@ let package = Package(
             dependencies: ["Wire", "CalissonCrypto", "CLibUV", "COpenSSL", .product(name: "Logging", package: "swift-log")]),
         // SQLite: blocks, transactions, ledger state and tree, checkpoints, safety log.
         .target(name: "Storage", dependencies: ["Wire", "CSQLite"]),
-        // The composition root: stores, ledger, consensus and transport wired together.
+        // The node's logic as a value (replica, ledger, mempool, admission, waiters): given
+        // inputs, it answers effects; the node and the simulator drive it (Docs/ARCHITECTURE.md).
+        .target(name: "NodeCore", dependencies: ["Consensus", "Ledger", "LightClient", "Storage", "CalissonCrypto", "Wire"]),
+        // The composition root: the shell around the core (transport, SQLite, verifier, metrics).
         // CALISSON_FAULTS (debug builds only): the test-only Byzantine modes (Byzantine.swift).
         .target(
             name: "Node",
             dependencies: [
-                "Wire", "CalissonCrypto", "Consensus", "Ledger", "Storage", "Transport", "LightClient",
+                "Wire", "CalissonCrypto", "Consensus", "Ledger", "Storage", "Transport", "LightClient", "NodeCore",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: [.define("CALISSON_FAULTS", .when(configuration: .debug))]),
@@ -82,7 +85,7 @@ let package = Package(
         // Settlement files for the treasury (SEPA XML, CSV) from certified clearing.
         .target(name: "Settlement", dependencies: ["Ledger", "CalissonCrypto"]),
         // A whole cluster in one thread, deterministic from a seed, with injected faults.
-        .target(name: "Simulation", dependencies: ["Consensus", "Ledger", "CalissonCrypto", "Wire"]),
+        .target(name: "Simulation", dependencies: ["Consensus", "Ledger", "NodeCore", "CalissonCrypto", "Wire"]),
 
         // Thin executables.
         .executableTarget(

@@ -7,6 +7,7 @@
 // its own key as a real attacker holding that key would.
 import Consensus
 import CalissonCrypto
+import NodeCore
 import Wire
 
 /// What a Byzantine validator does to its peers.
@@ -23,7 +24,8 @@ public enum ByzantineMode: String, CaseIterable, Sendable {
     case withhold
 }
 
-/// Rewrites a node's outgoing consensus traffic according to a `ByzantineMode`.
+/// Rewrites a node's outgoing consensus traffic according to a `ByzantineMode`: a filter
+/// between the node's core and the effects the shell carries out.
 struct ByzantineShell {
     let mode: ByzantineMode
     let signer: NodeSigner
@@ -39,6 +41,23 @@ struct ByzantineShell {
         self.signer = signer
         self.chainId = chainId
         random = SplitMix64(seed: seed)
+    }
+
+    /// The core's effects as this mode sends them: consensus messages rewritten (to one
+    /// peer, or to every one of `peers`), every other effect as it is.
+    mutating func rewrite(_ effects: [NodeEffect], peers: [String]) -> [NodeEffect] {
+        var rewritten: [NodeEffect] = []
+        for effect in effects {
+            switch effect {
+            case let .send(message, peer):
+                rewritten += outgoing(message, to: [peer]).map { NodeEffect.sendFrame($0.payload, gossip: false, to: $0.peer) }
+            case let .broadcast(message):
+                rewritten += outgoing(message, to: peers).map { NodeEffect.sendFrame($0.payload, gossip: false, to: $0.peer) }
+            default:
+                rewritten.append(effect)
+            }
+        }
+        return rewritten
     }
 
     /// What goes to each of `peers` instead of `message`: (peer, consensus payload) pairs.

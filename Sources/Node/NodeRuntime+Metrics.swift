@@ -4,6 +4,7 @@ import Foundation
 import LightClient
 import Ledger
 import Logging
+import NodeCore
 import Storage
 import Synchronization
 import Transport
@@ -39,23 +40,23 @@ extension NodeRuntime {
         func metric(_ name: String, _ kind: String, _ help: String, _ value: some Numeric) {
             lines += ["# HELP calisson_\(name) \(help)", "# TYPE calisson_\(name) \(kind)", "calisson_\(name) \(value)"]
         }
-        metric("height", "gauge", "Last executed block height.", ledger.height)
-        metric("view", "gauge", "Consensus view within the epoch.", replica.view)
-        metric("epoch_first_height", "gauge", "First height of the current consensus epoch.", replica.epoch.firstSeq)
-        metric("ledger_epoch", "gauge", "Current ledger (clearing) epoch.", ledger.meta.epoch)
-        metric("mempool_transactions", "gauge", "Transactions waiting.", mempool.count)
+        metric("height", "gauge", "Last executed block height.", core.ledger.height)
+        metric("view", "gauge", "Consensus view within the epoch.", core.replica.view)
+        metric("epoch_first_height", "gauge", "First height of the current consensus epoch.", core.replica.epoch.firstSeq)
+        metric("ledger_epoch", "gauge", "Current ledger (clearing) epoch.", core.ledger.meta.epoch)
+        metric("mempool_transactions", "gauge", "Transactions waiting.", core.mempool.count)
         metric("linked_validators", "gauge", "Validators with a live link.", linked)
-        metric("admitted_total", "counter", "Transactions admitted to the mempool.", admitted)
-        metric("admission_refused_total", "counter", "Transactions refused at admission.", refused)
-        metric("blocks_executed_total", "counter", "Blocks executed since start.", blocksExecuted)
-        metric("transactions_applied_total", "counter", "Transactions applied since start.", applied)
+        metric("admitted_total", "counter", "Transactions admitted to the mempool.", core.counters.admitted)
+        metric("admission_refused_total", "counter", "Transactions refused at admission.", core.counters.refused)
+        metric("blocks_executed_total", "counter", "Blocks executed since start.", core.counters.blocksExecuted)
+        metric("transactions_applied_total", "counter", "Transactions applied since start.", core.counters.applied)
         metric("process_cpu_milliseconds_total", "counter", "CPU time used by the node process (user and system), milliseconds.", ProcessUsage.cpuMilliseconds())
-        metric("transactions_rejected_total", "counter", "Transactions rejected by the ledger since start.", rejected)
+        metric("transactions_rejected_total", "counter", "Transactions rejected by the ledger since start.", core.counters.rejected)
         metric("verification_dropped_total", "counter", "Messages and submissions dropped with the verifier full.", droppedForVerification)
-        metric("consensus_undecodable_total", "counter", "Consensus messages from validators that did not decode.", consensusUndecodable)
-        metric("consensus_bad_signatures_total", "counter", "Consensus messages with a signature that does not verify.", consensusBadSignatures)
-        metric("consensus_rejected_total", "counter", "Signed consensus messages the protocol rules refused (stale, out of window, conflicting).", consensusRejected)
-        metric("equivocations_total", "counter", "Conflicting signed messages from one validator (evidence).", equivocations)
+        metric("consensus_undecodable_total", "counter", "Consensus messages from validators that did not decode.", core.counters.undecodable)
+        metric("consensus_bad_signatures_total", "counter", "Consensus messages with a signature that does not verify.", core.counters.badSignatures)
+        metric("consensus_rejected_total", "counter", "Signed consensus messages the protocol rules refused (stale, out of window, conflicting).", core.counters.consensusRejected)
+        metric("equivocations_total", "counter", "Conflicting signed messages from one validator (evidence).", core.counters.equivocations)
         metric("transport_frames_in_total", "counter", "Frames received.", counters.framesIn)
         metric("transport_frames_out_total", "counter", "Frames sent.", counters.framesOut)
         metric("transport_bytes_in_total", "counter", "Bytes received (TLS records).", counters.bytesIn)
@@ -82,10 +83,10 @@ extension NodeRuntime {
     /// and itself if it is one; and the quorum of that set. Links to partners that are not
     /// validators of the set (removed ones, observers) do not count.
     func reachableValidators() -> (reachable: Int, quorum: Int) {
-        let set = replica.epoch.validators
+        let set = core.replica.epoch.validators
         let linked = Set(transport.linkedPeersOnLoop())
         let own = configuration.consensusKey.publicKey
-        let reachable = set.validators.count { key in key == own || partnersByValidator[key].map(linked.contains) == true }
+        let reachable = set.validators.count { key in key == own || core.partnersByValidator[key].map(linked.contains) == true }
         return (reachable, set.quorum)
     }
 }

@@ -4,6 +4,7 @@ import Foundation
 import LightClient
 import Ledger
 import Logging
+import NodeCore
 import Storage
 import Synchronization
 import Transport
@@ -46,70 +47,30 @@ public struct NodeConfiguration: Sendable {
     }
 }
 
-/// Why a submitted transaction was not admitted to the mempool.
-public enum AdmissionError: Error, Equatable, Sendable {
-    case malformed(String)
-    case wrongChain
-    case expired(expiryHeight: UInt64, height: UInt64)
-    case badSignature
-    case unknownSigner
-    case mempoolFull
-    /// The signature checks waiting for the verifier are at their bound
-    /// (`verificationPendingMax`): the node is busy, try again shortly.
-    case verifierBusy
-    /// The node's event loop has `EventLoop.queueCountMax` items waiting: try again shortly.
-    case overloaded
-    /// The node is shutting down.
-    case stopping
-    /// Admission gave no answer in this time (the node is overloaded or stopping).
-    case noAnswer(milliseconds: Int)
-    /// The same transaction is already waiting in the mempool.
-    case duplicate
-    /// The signer already used this nonce in an applied transaction (the same one, or a
-    /// replay with other contents) that has not expired.
-    case nonceUsed(UInt64)
-}
-
-/// A validator node: the consensus replica, the ledger on the SQLite store, and the
-/// transport, driven by one event loop. Everything consensus and ledger touch happens on
-/// the loop thread; public methods hand their work to it.
+/// A validator node: the shell around a `NodeCore` (the replica, the ledger, the mempool,
+/// admission and the clients waiting). The shell owns the I/O: the libuv event loop and
+/// the transport, the SQLite store the core writes through (`StoredState`), the
+/// verifier's threads, the metrics endpoint. It feeds the core its inputs on the loop
+/// thread and carries out the effects the core answers (NodeRuntime+Effects.swift).
+/// Public methods hand their work to the loop.
 public final class NodeRuntime: @unchecked Sendable {
     public let configuration: NodeConfiguration
     let loop = EventLoop(name: "calisson-node")
     let logger: Logger
     public let transport: Transport
-    // Loop-thread state.
     let store: NodeStore
     var answers: StoreAnswers { StoreAnswers(store: store) }
-    var ledger: Ledger<StoredState>
-    var replica: Replica<NodeSigner>
-    var schedule: EpochSchedule
-    /// Admitted transactions waiting for a block; one cut into a proposal is not cut again
-    /// until `inFlightTicksMax` ticks pass (the proposal may have died in a view change).
-    var mempool: Mempool
-    var tickCount: UInt64 = 0
-    static let inFlightTicksMax: UInt64 = 200
-    /// Every this many ticks, transactions still waiting are flooded again (gossip can
-    /// be lost while links come and go; peers that have them drop the copies).
-    static let regossipTicks: UInt64 = 100
-    /// Mempool entries sent to a peer that (re)connects, at most.
-    static let reconnectGossipMax = 4_096
-    /// A node that executed nothing for this many ticks asks a peer for blocks above its
-    /// height (a restarted node in an idle cluster hears no commits to tell it it is behind).
-    static let catchUpTicks: UInt64 = 50
-    var lastProgressTick: UInt64 = 0
-    /// Clients waiting for a transaction to be final, with the tick they give up at.
-    var waiters: [SHA256Digest: [(respond: @Sendable ([UInt8]) -> Void, until: UInt64)]] = [:]
-    var waiterCount = 0
+    /// The node's logic (loop thread only).
+    var core: Core
+    /// Clients the core may answer, by token (loop thread).
+    var clients: [ClientToken: Client] = [:]
+    var nextClient: UInt64 = 0
+    /// Clients waiting for an answer, at most (the core bounds its waiters the same way).
     public static let waitersMax = 100_000
-    /// Clients following the chain: the height they wait for, their limit, their deadline.
-    var blockWaiters: [(from: UInt64, limit: UInt32, respond: @Sendable ([UInt8]) -> Void, until: UInt64)] = []
-    var catchUpRound = 0
     #if CALISSON_FAULTS
+    /// Test builds only: rewrites what the node sends (Byzantine.swift).
     var byzantine: ByzantineShell?
     #endif
-    var validatorsByPartner: [String: ValidatorID] = [:]
-    var partnersByValidator: [ValidatorID: String] = [:]
     let verifyCache = VerifyCache(capacity: 1 << 17)
     var ticker: RepeatingTask?
     var metrics: HTTPEndpoint?
@@ -121,48 +82,28 @@ public final class NodeRuntime: @unchecked Sendable {
     /// submissions refused (counted).
     public static let verificationPendingMax = 20_000
     var droppedForVerification = 0
-    /// What peers sent that the node refused (a misbehaving or stale peer shows here).
-    var consensusUndecodable = 0
-    var consensusBadSignatures = 0
-    var consensusRejected = 0
-    var equivocations = 0
-    /// Counters for /metrics (loop thread).
-    var admitted = 0, refused = 0, blocksExecuted = 0, applied = 0, rejected = 0
     /// When the runtime was made, for the uptime a status reports.
     let started = ContinuousClock.now
     let heightValue = Mutex<UInt64>(0)
     let rootValue = Mutex<SHA256Digest>(.zero)
     let stoppedValue = Mutex<String?>(nil)
-    /// The checkpoint served to light clients: the latest certified one this node has
-    /// executed. History (retired tree nodes, replaced values) older than it is dropped.
-    var prunedThrough: UInt64 = 0
-    /// The last validator-set change handed over to light clients (read from the store once).
-    var lastHandover: UInt64?
 
     public init(configuration: NodeConfiguration, logger: Logger = Logger(label: "calisson.node")) throws {
         self.configuration = configuration
         self.logger = logger
-        mempool = Mempool(countMax: configuration.mempoolCountMax, inFlightTicks: Self.inFlightTicksMax)
         let genesis = configuration.genesis
         store = try NodeStore(file: configuration.databaseFile, create: true, tuning: configuration.storage)
         if try store.hasLegacyTree() {
             let pages = try StoredState.convertLegacyTree(store)
             logger.notice("state tree converted to pages (storage schema 5)", metadata: ["pages": "\(pages)"])
         }
-        let state = StoredState(store: store)
-        var genesisToRecord: SHA256Digest?
-        if store.isInitialized {
-            genesisToRecord = try Self.checkGenesis(genesis, of: store)
-            ledger = try Ledger(chainId: genesis.chainId, store: state)
-        } else {
-            ledger = try Ledger.create(genesis, in: state)
-            try state.persistGenesis(extras: [Self.genesisExtra: genesis.digest.bytes])
-        }
+        let genesisToRecord = store.isInitialized ? try Self.checkGenesis(genesis, of: store) : nil
         let genesisKeys = genesis.validatorKeys
         guard let genesisSet = ValidatorSet(genesisKeys) else { throw NodeError.configuration("genesis validators have no node keys") }
         var replicaConfiguration = ReplicaConfiguration(chainId: genesis.chainId, validators: genesisSet)
         replicaConfiguration = configuration.replica(replicaConfiguration)
-        if let bytes = try store.extra("schedule") {
+        var schedule = replicaConfiguration.genesisSchedule
+        if let bytes = try store.extra(Core.scheduleExtra) {
             schedule = try EpochSchedule(wireBytes: bytes)
             // A database written under other consensus settings (another genesis set, window
             // or checkpoint interval) would break the replica's invariants: refuse it here.
@@ -173,25 +114,25 @@ public final class NodeRuntime: @unchecked Sendable {
                     "\(configuration.databaseFile) was written under another genesis validator set or consensus settings than this configuration's: "
                         + "start it with the genesis and settings it was created with, or start from an empty database")
             }
-        } else {
-            schedule = replicaConfiguration.genesisSchedule
         }
         try Self.verifyLastBlocks(store, schedule: schedule, chainId: genesis.chainId)
         if let digest = genesisToRecord {  // only once every check above has passed
             try store.setExtra(Self.genesisExtra, digest.bytes)
             logger.notice("genesis digest recorded in the database", metadata: ["genesis": "\(digest.hex)"])
         }
-        var safety = SafetyLog()
-        for bytes in try store.safetyRecords() { safety.apply(try SafetyRecord(wireBytes: bytes)) }
-        replica = Replica(
-            configuration: replicaConfiguration, signer: NodeSigner(key: configuration.consensusKey), safety: safety,
-            lastExecuted: store.height, schedule: schedule)
+        var settings = NodeCoreSettings()
+        settings.mempoolCountMax = configuration.mempoolCountMax
+        settings.waitersMax = Self.waitersMax
+        let cache = verifyCache
+        core = try Core(
+            storage: StoredState(store: store), genesis: genesis, replica: replicaConfiguration, signer: NodeSigner(key: configuration.consensusKey),
+            peers: configuration.transport.peers.map(\.id), settings: settings,
+            verifySignature: { check in cache.contains(check) || check.verify() })
         var transportConfiguration = configuration.transport
-        transportConfiguration.registry = Self.registry(ledger)
+        transportConfiguration.registry = Self.registry(core.ledger)
         transport = try Transport(configuration: transportConfiguration, loop: loop)
-        refreshValidatorDirectory()
-        heightValue.withLock { $0 = ledger.height }
-        rootValue.withLock { $0 = ledger.stateRoot }
+        heightValue.withLock { $0 = core.ledger.height }
+        rootValue.withLock { $0 = core.ledger.stateRoot }
         #if CALISSON_FAULTS
         if let mode = configuration.byzantine {
             byzantine = ByzantineShell(
@@ -203,7 +144,7 @@ public final class NodeRuntime: @unchecked Sendable {
     }
 
     /// Where the database records the digest of the genesis it was created with.
-    static let genesisExtra = "genesis"
+    static var genesisExtra: String { Core.genesisExtra }
 
     /// The database must have been created with this genesis. One created before the
     /// digest was recorded returns it, to be recorded once the schedule and the last
@@ -251,15 +192,18 @@ public final class NodeRuntime: @unchecked Sendable {
 
     /// Starts the transport and the consensus clock.
     public func start() throws {
-        transport.onMessage = { [weak self] peer, _, payload in self?.received(payload, from: peer) }
-        transport.onGossip = { [weak self] _, transaction in self?.admit(transaction, gossip: false) }
+        transport.onMessage = { [weak self] peer, _, payload in
+            #if CALISSON_FAULTS
+            self?.byzantine?.received(payload)
+            #endif
+            self?.run(.peerMessage(payload, from: peer))
+        }
+        transport.onGossip = { [weak self] _, transaction in self?.run(.submit(transaction, client: nil)) }
         transport.onEvent = { [weak self] event in
-            // A peer that (re)connects may have missed our gossip: send it our mempool.
-            // At most `reconnectGossipMax` of it: this runs on the loop, and a mempool of
-            // millions would hold it for seconds. A transaction the peer still lacks reaches it
-            // in full inside the block that carries it.
-            guard case let .peerConnected(peer, _) = event, let self else { return }
-            for entry in self.mempool.entries.prefix(Self.reconnectGossipMax) { self.transport.send(entry.bytes, kind: .gossip, to: peer) }
+            // A peer that (re)connects may have missed our gossip: the core sends it part of
+            // the mempool (a transaction the peer still lacks reaches it inside its block).
+            guard case let .peerConnected(peer, _) = event else { return }
+            self?.run(.peerConnected(peer))
         }
         transport.onClientRequest = { [weak self] request, respond in self?.answer(request, respond) }
         try transport.start()
@@ -312,7 +256,7 @@ public final class NodeRuntime: @unchecked Sendable {
         let done = DispatchSemaphore(value: 0)
         do {
             try loop.execute { [self] in
-                admit(transaction, gossip: true) { outcome in
+                submit(transaction) { outcome in
                     result.withLock { $0 = outcome }
                     done.signal()
                 }
@@ -336,7 +280,7 @@ public final class NodeRuntime: @unchecked Sendable {
         let result = Mutex<T?>(nil)
         let done = DispatchSemaphore(value: 0)
         guard (try? loop.execute({ [self] in
-            let value = body(ledger)
+            let value = body(core.ledger)
             result.withLock { $0 = value }
             done.signal()
         })) != nil else { return nil }
@@ -350,7 +294,7 @@ public final class NodeRuntime: @unchecked Sendable {
         let result = Mutex<Int?>(nil)
         let done = DispatchSemaphore(value: 0)
         guard (try? loop.execute({ [self] in
-            result.withLock { $0 = replica.epoch.validators.count }
+            result.withLock { $0 = core.replica.epoch.validators.count }
             done.signal()
         })) != nil else { return nil }
         done.wait()
@@ -360,6 +304,9 @@ public final class NodeRuntime: @unchecked Sendable {
     /// The port /metrics and /health answer on (0 until started, or without one).
     public var metricsPort: UInt16 { metrics?.port ?? 0 }
 }
+
+/// The node's core, on the SQLite store.
+typealias Core = NodeCore<StoredState, NodeSigner>
 
 /// Signature checks waiting for the verifier, and what to do on the loop with the result.
 final class VerificationItem: @unchecked Sendable {

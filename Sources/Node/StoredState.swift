@@ -14,6 +14,11 @@ public final class StoredState: StateStore {
     private var pending: StateBatch?
     private var pendingValues: [StateKey: [UInt8]?] = [:]
     public private(set) var readError: StorageError?
+    /// The checkpoint served to light clients: the latest certified one executed. History
+    /// (retired tree nodes, replaced values) older than it is dropped.
+    var prunedThrough: UInt64 = 0
+    /// The last validator-set change handed over to light clients (read from the store once).
+    var lastHandover: UInt64?
 
     public init(store: NodeStore) {
         self.store = store

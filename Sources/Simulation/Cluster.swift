@@ -1,5 +1,6 @@
 import Consensus
 import CalissonCrypto
+import NodeCore
 import Wire
 
 /// The deterministic application the simulator runs under consensus: a chain of state
@@ -43,6 +44,9 @@ struct CounterApplication {
     }
 }
 
+/// One simulated replica. A counter run steps a bare `Replica` over `CounterApplication`
+/// and the simulator's own mempool; a ledger run drives a `NodeCore` (the node's own
+/// logic: admission, mempool, the ledger, persistence) over `SimulatedStorage`.
 struct SimulatedNode {
     let index: Int
     let signer: SimulatedSigner
@@ -50,7 +54,10 @@ struct SimulatedNode {
     var replica: Replica<SimulatedSigner>?
     /// Durable state: survives crashes.
     var safety = SafetyLog()
-    var application: any SimulatedApplication
+    var application: CounterApplication?
+    /// Ledger runs: the node's core (nil while the node is down) and its storage (durable).
+    var core: NodeCore<SimulatedStorage, SimulatedSigner>?
+    var storage: SimulatedStorage?
     /// Volatile: lost on a crash (gossip refills it in a real node). A command cut into a
     /// proposal may be cut again after `inFlightTicks` (the proposal can die: lost, or the
     /// view changed); duplicates are harmless: execution skips commands already executed.
@@ -61,13 +68,23 @@ struct SimulatedNode {
     /// Every `skewPeriod`-th tick is skipped: this node's clock runs slow.
     var skewPeriod = 0
 
-    init(index: Int, signer: SimulatedSigner, application: any SimulatedApplication) {
+    init(index: Int, signer: SimulatedSigner) {
         self.index = index
         self.signer = signer
-        self.application = application
     }
 
-    var isUp: Bool { replica != nil }
+    var isUp: Bool { replica != nil || core != nil }
+    /// The height of the last block executed (durably).
+    var height: UInt64 { storage?.height ?? application?.height ?? 0 }
+    /// The validator-set schedule of the node's chain.
+    var schedule: EpochSchedule? { core?.schedule ?? application?.schedule }
+    /// Every command of every block executed (durably).
+    var executed: Set<SHA256Digest> {
+        if let storage { return Set(storage.blocks.flatMap(\.block.commandIDs)) }
+        return application?.executed ?? []
+    }
+    var summary: String { replica?.summary ?? core?.replica.summary ?? "down" }
+
     mutating func admit(_ id: SHA256Digest, _ bytes: [UInt8]) {
         try? mempool.insert(id: id, bytes: bytes)  // a duplicate is dropped; the simulated mempool has no bound
     }

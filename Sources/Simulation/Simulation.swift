@@ -1,5 +1,6 @@
 import Consensus
 import CalissonCrypto
+import NodeCore
 import Wire
 
 /// A whole cluster in one thread, driven by one seed: the same seed replays the same
@@ -39,6 +40,13 @@ public struct Simulation {
     var epochsEntered: Set<UInt64> = []
     /// Ledger runs: the consortium's genesis and its clients' traffic.
     var traffic: LedgerTraffic?
+    /// Ledger runs: a node's partner id ↔ its index (a twin shares its original's id).
+    var partnerIndex: [String: Int] = [:]
+    /// Ledger runs: what each client submission carried, and the transactions some honest
+    /// node admitted (those must all be final by the end).
+    var clientCommands: [ClientToken: SHA256Digest] = [:]
+    var nextClient: UInt64 = 0
+    var admitted: Set<SHA256Digest> = []
 
     public static func run(_ configuration: SimulationConfiguration) -> SimulationReport {
         var simulation = Simulation(configuration)
@@ -64,17 +72,13 @@ public struct Simulation {
         if configuration.application == .ledger {
             traffic = LedgerTraffic(validators: ids, seed: configuration.seed, epochLength: configuration.ledgerEpochLength)
         }
-        let traffic = traffic
-        func application() -> any SimulatedApplication {
-            guard let traffic else { return CounterApplication(schedule: replica.genesisSchedule) }
-            return LedgerApplication(genesis: traffic.genesis, schedule: replica.genesisSchedule, citizens: traffic.citizens)
-        }
         for (index, id) in (ids + learners).enumerated() {
-            var node = SimulatedNode(index: index, signer: SimulatedSigner(id: id), application: application())
-            node.replica = Replica(configuration: replicaConfiguration, signer: node.signer)
+            var node = SimulatedNode(index: index, signer: SimulatedSigner(id: id))
+            start(&node, new: true)
             if configuration.faults.tickSkew, random.next() % 2 == 0 { node.skewPeriod = 5 + Int(random.next() % 16) }
             nodes.append(node)
             indexOf[id] = index
+            if traffic != nil { partnerIndex["p\(index)"] = index }
         }
         // Byzantine validators: at most f, chosen by the seed among the genesis set.
         let byzantine = configuration.faults.byzantine.prefix(faultsMax)
@@ -83,8 +87,8 @@ public struct Simulation {
             let pick = candidates.remove(at: Int(random.next() % UInt64(candidates.count)))
             nodes[pick].byzantine = behaviour
             if behaviour == .twins {
-                var twin = SimulatedNode(index: nodes.count, signer: nodes[pick].signer, application: application())
-                twin.replica = Replica(configuration: replicaConfiguration, signer: twin.signer)
+                var twin = SimulatedNode(index: nodes.count, signer: nodes[pick].signer)
+                start(&twin, new: true)
                 twin.byzantine = .twins
                 twinOf[pick] = nodes.count
                 nodes.append(twin)
@@ -97,6 +101,27 @@ public struct Simulation {
             let set = ValidatorSet(ids.filter { $0 != ids[removed] } + [learner])!
             let quarter = max(1, configuration.safetyTicks / 4)
             reconfiguration = (quarter + Int(random.next() % UInt64(quarter)), set)
+        }
+    }
+
+    /// Starts `node`: a new one from the genesis, or a crashed one from what it persisted
+    /// (the safety log and the executed blocks with their state).
+    mutating func start(_ node: inout SimulatedNode, new: Bool) {
+        guard let traffic else {
+            if new { node.application = CounterApplication(schedule: replicaConfiguration.genesisSchedule) }
+            node.replica = Replica(
+                configuration: replicaConfiguration, signer: node.signer, safety: node.safety, lastExecuted: node.height,
+                schedule: node.application!.schedule)
+            return
+        }
+        if new { node.storage = SimulatedStorage() }
+        let partner = traffic.partners[min(node.index, traffic.partners.count - 1)].rawValue
+        do {
+            node.core = try NodeCore(
+                storage: node.storage!, genesis: traffic.genesis, replica: replicaConfiguration, signer: node.signer,
+                peers: traffic.partners.map(\.rawValue).filter { $0 != partner }, verifySignature: simulatedVerify)
+        } catch {
+            violation(safety: "n\(node.index) does not start from its storage: \(error)")
         }
     }
 
@@ -141,12 +166,17 @@ public struct Simulation {
             for index in nodes.indices where nodes[index].isUp {
                 let period = nodes[index].skewPeriod
                 if period > 0, !healed, tick % period == 0 { continue }
-                step(index, .tick(pendingCommands: nodes[index].mempool.pendingCount(tick: UInt64(clamping: tick))))
+                if traffic != nil {
+                    drive(index, .tick)
+                } else {
+                    step(index, .tick(pendingCommands: nodes[index].mempool.pendingCount(tick: UInt64(clamping: tick))))
+                }
             }
         }
         checkLiveness()
-        report.finalizedHeight = honest.map { nodes[$0].application.height }.max() ?? 0
+        report.finalizedHeight = honest.map { nodes[$0].height }.max() ?? 0
         report.commandsSubmitted = submitted.count
+        report.commandsAdmitted = admitted.count
         report.trace = trace
         return report
     }
@@ -161,10 +191,23 @@ public struct Simulation {
             if down < faultsMax, !up.isEmpty {
                 let victim = up[Int(random.next() % UInt64(up.count))]
                 nodes[victim].replica = nil
+                nodes[victim].core = nil
+                nodes[victim].storage?.crash()
                 nodes[victim].mempool.clear()
                 nodes[victim].restartAt = tick + 20 + Int(random.next() % 200)
                 report.crashes += 1
                 note("crash n\(victim)")
+            }
+        }
+        if faults.storageFaults, traffic != nil, random.next() % 100 == 0 {
+            let down = nodes.filter { !$0.isUp }.count
+            let up = honest.filter { nodes[$0].isUp }
+            if down < faultsMax, !up.isEmpty {
+                let victim = up[Int(random.next() % UInt64(up.count))]
+                let fault = [StorageFault.readError, .diskFull, .crashDuringWrite][Int(random.next() % 3)]
+                nodes[victim].storage?.arm(fault)
+                report.storageFaults += 1
+                note("n\(victim): \(fault) armed")
             }
         }
         if faults.partitions {
@@ -191,19 +234,19 @@ public struct Simulation {
         for index in nodes.indices {
             guard let at = nodes[index].restartAt, at <= tick else { continue }
             nodes[index].restartAt = nil
-            // Only what was persisted survives: the safety log and the application's blocks.
-            nodes[index].replica = Replica(
-                configuration: replicaConfiguration, signer: nodes[index].signer,
-                safety: nodes[index].safety, lastExecuted: nodes[index].application.height,
-                schedule: nodes[index].application.schedule)
-            note("restart n\(index) at height \(nodes[index].application.height) view \(nodes[index].safety.view)")
+            // Only what was persisted survives: the safety log and the executed blocks.
+            var node = nodes[index]
+            nodes[index].core = nil  // one copy of the node at a time
+            start(&node, new: false)
+            nodes[index] = node
+            note("restart n\(index) at height \(nodes[index].height) view \(nodes[index].core?.replica.view ?? nodes[index].safety.view)")
         }
     }
 
     private mutating func submitCommands() {
         let count = Int(random.next() % UInt64(2 * configuration.commandsPerTick + 1))
         // Ledger transactions expire a while after the highest honest height.
-        let height = traffic == nil ? 0 : honest.map { nodes[$0].application.height }.max() ?? 0
+        let height = traffic == nil ? 0 : honest.map { nodes[$0].height }.max() ?? 0
         for _ in 0..<count {
             if traffic != nil {
                 submit(traffic!.next(height: height))
@@ -220,7 +263,22 @@ public struct Simulation {
         let id = Block(seq: 0, commands: [bytes]).commandIDs[0]
         submitted.append(id)
         commandBytes[id] = bytes
-        for index in nodes.indices where nodes[index].isUp { nodes[index].admit(id, bytes) }
+        offer(id, bytes)
+    }
+
+    /// A client sends a command to every node up: into the mempool of a counter run, to
+    /// admission in a ledger run.
+    private mutating func offer(_ id: SHA256Digest, _ bytes: [UInt8]) {
+        for index in nodes.indices where nodes[index].isUp {
+            guard traffic != nil else {
+                nodes[index].admit(id, bytes)
+                continue
+            }
+            nextClient += 1
+            let client = ClientToken(nextClient)
+            clientCommands[client] = id
+            drive(index, .submit(bytes, client: client))
+        }
     }
 
     /// A client whose command is not final after a while sends it again, as partner
@@ -228,13 +286,13 @@ public struct Simulation {
     private mutating func resubmitPending() {
         for id in submitted where !finalCommands.contains(id) {
             guard let bytes = commandBytes[id] else { continue }
-            for index in nodes.indices where nodes[index].isUp { nodes[index].admit(id, bytes) }
+            offer(id, bytes)
         }
     }
 
     // MARK: Network
 
-    private mutating func transmit(from: Int, to: Int, _ message: Message) {
+    mutating func transmit(from: Int, to: Int, _ message: Message) {
         if configuration.liveTrace {
             let kind: String
             switch message {
@@ -318,6 +376,10 @@ public struct Simulation {
         }
         while let packet = network.pop(dueBy: tick) {
             guard nodes[packet.to].isUp else { continue }
+            if traffic != nil {  // the core checks signatures through `.verify`
+                drive(packet.to, .peerMessage(packet.message.wireBytes, from: "p\(packet.from < configuration.validators ? packet.from : twinOriginal(packet.from))"))
+                continue
+            }
             // The shell's job: verify every signature the message carries before the core sees it.
             guard packet.message.signatureChecks(chainId: Self.chainId).allSatisfy(simulatedVerify) else {
                 report.droppedSignatures += 1
@@ -360,7 +422,7 @@ public struct Simulation {
             return .executed(seq: certified.block.seq, stateRoot: root, validators: validators)
         case let .serveState(fromSeq, to, blocksMax):
             guard let target = indexOf[to].map({ route($0, from: index) }) else { break }
-            let blocks = nodes[index].application.blocks
+            let blocks = nodes[index].application!.blocks
             let lower = Int(fromSeq) - 1, upper = min(blocks.count, lower + blocksMax)
             if lower < upper {
                 report.stateTransfers += 1
@@ -409,16 +471,15 @@ public struct Simulation {
         let honestNode = nodes[index].byzantine == nil
         if honestNode {
             // Checked against the set in force at its height, as this node's chain says.
-            if !certificateIsValid(certified, validators: nodes[index].application.schedule.validators(at: seq)) { violation(safety: "n\(index) executed \(seq) without a valid commit certificate") }
+            if !certificateIsValid(certified, validators: nodes[index].application!.schedule.validators(at: seq)) { violation(safety: "n\(index) executed \(seq) without a valid commit certificate") }
             if let digest = finalized[seq], digest != certified.block.digest {
                 violation(safety: "n\(index) finalized a different block at \(seq)")
             } else {
                 finalized[seq] = certified.block.digest
             }
         }
-        let (root, validators) = nodes[index].application.execute(certified)
+        let (root, validators) = nodes[index].application!.execute(certified)
         if honestNode {
-            for problem in nodes[index].application.violations() { violation(safety: "n\(index): \(problem)") }
             if let expected = roots[seq], expected != root {
                 violation(safety: "n\(index) state root differs at \(seq)")
             } else {
@@ -431,32 +492,35 @@ public struct Simulation {
         return (root, validators)
     }
 
-    private func certificateIsValid(_ certified: CertifiedBlock, validators: ValidatorSet) -> Bool {
+    func certificateIsValid(_ certified: CertifiedBlock, validators: ValidatorSet) -> Bool {
         validators.commitCertificateProblem(certified) == nil
             && certified.certificate.commits.allSatisfy { simulatedVerify($0.check(chainId: Self.chainId)) }
     }
 
-    private mutating func violation(safety message: String) {
+    mutating func violation(safety message: String) {
         report.safetyViolations.append(message)
         note("SAFETY: \(message)")
     }
 
     private mutating func checkLiveness() {
-        let heights = Set(honest.map { nodes[$0].application.height })
+        let heights = Set(honest.map { nodes[$0].height })
         if heights.count > 1 {
             report.livenessViolations.append("honest replicas ended at different heights \(heights.sorted())")
         }
+        // Every command must be final: in a ledger run, every one some honest node
+        // admitted (admission refuses garbage and forgeries).
+        let expected = traffic == nil ? submitted : submitted.filter(admitted.contains)
         for index in honest {
-            let executed = nodes[index].application.executed
-            let missing = submitted.filter { !executed.contains($0) }.count
+            let executed = nodes[index].executed
+            let missing = expected.filter { !executed.contains($0) }.count
             if missing > 0 {
-                report.livenessViolations.append("n\(index) never finalized \(missing) of \(submitted.count) commands")
+                report.livenessViolations.append("n\(index) never finalized \(missing) of \(expected.count) commands")
             }
         }
         for violation in report.livenessViolations { note("LIVENESS: \(violation)") }
         if !report.livenessViolations.isEmpty {
             for index in nodes.indices {
-                note("n\(index)\(nodes[index].byzantine.map { " [\($0)]" } ?? ""): \(nodes[index].replica?.summary ?? "down") mempool \(nodes[index].mempool.count)")
+                note("n\(index)\(nodes[index].byzantine.map { " [\($0)]" } ?? ""): \(nodes[index].summary) mempool \(nodes[index].core?.mempool.count ?? nodes[index].mempool.count)")
             }
         }
     }

@@ -13,6 +13,9 @@ public struct FaultMix: Sendable, Equatable {
     /// Governance replaces a validator during the run: a learner node is admitted and an
     /// honest genesis validator removed (the set keeps its size).
     public var validatorChanges = false
+    /// Ledger runs: storage failures (a read error, a full disk, a crash in the middle of
+    /// a write), each stopping the node, which restarts from what its storage holds.
+    public var storageFaults = false
     public var byzantine: [ByzantineBehaviour] = []
 
     public init() {}
@@ -20,7 +23,8 @@ public struct FaultMix: Sendable, Equatable {
     public static let none = FaultMix()
 
     /// Everything at once: 0-30% loss, duplication, delay and reordering, partitions,
-    /// crash-restarts, skewed clocks, a validator-set change, and Byzantine validators (up to f).
+    /// crash-restarts, skewed clocks, a validator-set change (counter runs), storage faults
+    /// (ledger runs), and Byzantine validators (up to f).
     public static func all(seed: UInt64, faultsMax: Int) -> FaultMix {
         var random = SplitMix64(seed: seed ^ 0xFA17)
         var mix = FaultMix()
@@ -31,6 +35,7 @@ public struct FaultMix: Sendable, Equatable {
         mix.crashes = true
         mix.tickSkew = true
         mix.validatorChanges = true
+        mix.storageFaults = true
         let kinds = ByzantineBehaviour.allCases
         mix.byzantine = (0..<faultsMax).map { _ in kinds[Int(random.next() % UInt64(kinds.count))] }
         return mix
@@ -76,10 +81,11 @@ public struct SimulationConfiguration: Sendable {
 public enum ApplicationKind: String, CaseIterable, Sendable {
     /// A hash chain of the commands (fast; validator-set changes as commands).
     case counter
-    /// The production ledger over the in-memory state store: signed attributions,
-    /// redemptions, transfers, forgeries and garbage from simulated clients, and the
-    /// ledger's invariants checked after every block. No validator-set change yet (that
-    /// takes governance transactions, not built here).
+    /// The node's own core (`NodeCore`: admission, mempool, the production ledger,
+    /// persistence) over simulated storage with faults: signed attributions, redemptions,
+    /// transfers, forgeries and garbage from simulated clients, and the ledger's invariants
+    /// checked after every block. No validator-set change yet (that takes governance
+    /// transactions, not generated here).
     case ledger
 }
 
@@ -88,6 +94,8 @@ public struct SimulationReport: Sendable {
     public var validators: Int
     public var finalizedHeight: UInt64 = 0
     public var commandsSubmitted = 0
+    /// Ledger runs: commands some honest node admitted (garbage and forgeries are refused).
+    public var commandsAdmitted = 0
     /// Views entered after view 0, counted per epoch.
     public var viewChanges = 0
     /// Epochs entered after the genesis one (validator-set changes in force).
@@ -100,6 +108,9 @@ public struct SimulationReport: Sendable {
     public var rejectionReasons: [String: Int] = [:]
     public var droppedSignatures = 0
     public var evidence = 0
+    /// Ledger runs: storage faults injected, and those that stopped a node.
+    public var storageFaults = 0
+    public var storageStops = 0
     public var safetyViolations: [String] = []
     public var livenessViolations: [String] = []
     public var trace: [String] = []

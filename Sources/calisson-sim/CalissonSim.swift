@@ -39,7 +39,7 @@ struct CalissonSim: ParsableCommand {
     @Flag(help: "Print each trace event as it happens.")
     var liveTrace = false
 
-    @Option(help: "What the replicas execute: counter (a hash chain, with validator-set changes) or ledger (the production ledger, its invariants checked after every block).")
+    @Option(help: "What the replicas run: counter (a bare replica over a hash chain, with validator-set changes) or ledger (the node's core: admission, mempool, the production ledger on simulated storage with faults, its invariants checked after every block).")
     var application = "counter"
 
     func run() throws {
@@ -77,6 +77,9 @@ struct CalissonSim: ParsableCommand {
             totals.droppedSignatures += report.droppedSignatures
             totals.rejectedMessages += report.rejectedMessages
             totals.evidence += report.evidence
+            totals.storageFaults += report.storageFaults
+            totals.storageStops += report.storageStops
+            totals.commandsAdmitted += report.commandsAdmitted
             totals.commandsSubmitted += report.commandsSubmitted
             totals.safetyViolations += report.safetyViolations.map { "seed \(s): \($0)" }
             totals.livenessViolations += report.livenessViolations.map { "seed \(s): \($0)" }
@@ -93,7 +96,7 @@ struct CalissonSim: ParsableCommand {
               safety violations     \(totals.safetyViolations.count)
               liveness violations   \(totals.livenessViolations.count)
               blocks finalized      \(blocks)
-              commands submitted    \(totals.commandsSubmitted)
+              commands submitted    \(totals.commandsSubmitted)\(application == "ledger" ? ", \(totals.commandsAdmitted) admitted" : "")
               view changes          \(totals.viewChanges)
               epoch changes         \(totals.epochChanges)
               state transfers       \(totals.stateTransfers)
@@ -102,6 +105,7 @@ struct CalissonSim: ParsableCommand {
               bad signatures dropped \(totals.droppedSignatures)
               rejected messages     \(totals.rejectedMessages)
               equivocation evidence \(totals.evidence)
+              storage faults        \(totals.storageFaults) armed, \(totals.storageStops) stopped a node
               wall time             \(String(Int(seconds * 10) / 10)) s, \(Int(Double(blocks) / max(seconds, 1e-9))) simulated blocks/s
             """)
         if !failed.isEmpty {

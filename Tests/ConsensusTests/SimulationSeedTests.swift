@@ -45,7 +45,8 @@ import Wire
         }
     }
 
-    /// The production ledger under consensus with every fault kind: signed attributions,
+    /// The node's core (admission, mempool, the production ledger, persistence on simulated
+    /// storage) under consensus with every fault kind, storage faults included: signed attributions,
     /// redemptions, transfers, forgeries and garbage; equal state roots at equal heights,
     /// supply conserved and clearings netting to zero after every block, everything final.
     @Test(arguments: 0..<2)
@@ -68,9 +69,28 @@ import Wire
         var simulation = Simulation(configuration)
         let report = simulation.run()
         #expect(report.passed, "\(report.safetyViolations + report.livenessViolations)")
-        let ledger = try? #require(simulation.nodes[0].application as? LedgerApplication)
-        #expect((ledger?.ledger.meta.epoch ?? 0) >= 3, "epoch \(ledger?.ledger.meta.epoch ?? 0)")
-        #expect((ledger?.ledger.meta.totals.issued ?? 0) > 0 && (ledger?.ledger.meta.totals.redeemed ?? 0) > 0)
+        let ledger = simulation.nodes[0].core?.ledger
+        #expect((ledger?.meta.epoch ?? 0) >= 3, "epoch \(ledger?.meta.epoch ?? 0)")
+        #expect((ledger?.meta.totals.issued ?? 0) > 0 && (ledger?.meta.totals.redeemed ?? 0) > 0)
+        // Admission refused the garbage and the forgeries, and took the rest.
+        #expect(simulation.admitted.count > 100 && simulation.admitted.count < report.commandsSubmitted, "\(simulation.admitted.count) of \(report.commandsSubmitted)")
+    }
+
+    /// Storage faults fire and the nodes they stop come back from their storage: a
+    /// read error, a full disk, a crash in the middle of a write.
+    @Test func storageFaultsStopNodesThatComeBack() {
+        var stops = 0
+        for seed in UInt64(101)...104 {
+            var faults = FaultMix.none
+            faults.storageFaults = true
+            var configuration = Self.configuration(seed: seed, faults: faults)
+            configuration.application = .ledger
+            configuration.commandsPerTick = 2
+            let report = Simulation.run(configuration)
+            #expect(report.passed, "seed \(seed): \(report.safetyViolations + report.livenessViolations) \(report.trace.suffix(12))")
+            stops += report.storageStops
+        }
+        #expect(stops > 0)
     }
 
     @Test func networkFaultsWithoutByzantineReplicasAreLive() {

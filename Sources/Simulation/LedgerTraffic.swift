@@ -3,102 +3,44 @@ import CalissonCrypto
 import Ledger
 import Wire
 
-/// What a simulated node executes under consensus, and keeps across its crashes (the
-/// executed blocks and their state are durable, as the node's SQLite store makes them).
-protocol SimulatedApplication {
-    var height: UInt64 { get }
-    var blocks: [CertifiedBlock] { get }
-    /// Every command of every executed block, by id (the liveness check's record).
-    var executed: Set<SHA256Digest> { get }
-    /// The validator-set schedule the node hands back to its replica at a restart.
-    var schedule: EpochSchedule { get }
-    /// Executes the next final block: its state root and the validator set it installs.
-    mutating func execute(_ certified: CertifiedBlock) -> (root: SHA256Digest, validators: ValidatorSet?)
-    /// What the block just executed broke of the application's own invariants.
-    func violations() -> [String]
-}
-
-extension CounterApplication: SimulatedApplication {
-    func violations() -> [String] { [] }
-}
-
-/// The production ledger, over the in-memory state store, as a simulated node's
-/// application: a genesis with partners (the validators), programmes, an epoch length
-/// short enough for several clearings per run; signed transactions (simulated signatures,
-/// checked by the ledger like real ones). After each block it checks what must hold
-/// whatever consensus did: supply conservation in all and per programme, the net
-/// positions of a closed epoch summing to zero.
-struct LedgerApplication: SimulatedApplication {
-    private(set) var ledger: Ledger<MemoryStateStore>
-    private(set) var blocks: [CertifiedBlock] = []
-    private(set) var executed: Set<SHA256Digest> = []
-    private(set) var schedule: EpochSchedule
-    private var lastClosed: UInt64?
-    let citizens: [Ed25519PublicKey]
-    var height: UInt64 { ledger.height }
-
-    init(genesis: Genesis, schedule: EpochSchedule, citizens: [Ed25519PublicKey]) {
-        ledger = Self.create(genesis)
-        self.schedule = schedule
-        self.citizens = citizens
+/// What must hold of a ledger whatever consensus did, checked after every block of a
+/// ledger run: supply conservation in all and per programme (the live tokens being those
+/// the `citizens` hold), no programme past its budget, the net positions of the last
+/// closed epoch summing to zero.
+func ledgerViolations<S: StateStore>(_ ledger: Ledger<S>, citizens: [Ed25519PublicKey]) -> [String] {
+    var found: [String] = []
+    let height = ledger.height
+    var live: Amount = 0
+    var liveByProgramme: [Identifier: Amount] = [:]
+    for citizen in citizens {
+        for lot in ledger.account(citizen).lots {
+            live += lot.amount
+            liveByProgramme[lot.programme, default: 0] += lot.amount
+        }
     }
-
-    /// The ledger at the genesis: a genesis that fails here is the simulator's own
-    /// (`LedgerTraffic.genesis`), a bug, not input.
-    private static func create(_ genesis: Genesis) -> Ledger<MemoryStateStore> {
-        do { return try Ledger.create(genesis, in: MemoryStateStore()) } catch { preconditionFailure("the simulator's genesis: \(error)") }
+    let totals = ledger.meta.totals
+    if totals.issued != live + totals.redeemed + totals.expired + totals.sunk {
+        found.append("supply at \(height): issued \(totals.issued) ≠ live \(live) + redeemed \(totals.redeemed) + expired \(totals.expired) + sunk \(totals.sunk)")
     }
-
-    mutating func execute(_ certified: CertifiedBlock) -> (root: SHA256Digest, validators: ValidatorSet?) {
-        let outcome = ledger.execute(certified.block.commands, verify: simulatedVerify)
-        executed.formUnion(certified.block.commandIDs)
-        blocks.append(certified)
-        lastClosed = outcome.closedEpoch
-        var installed: ValidatorSet?
-        if let keys = outcome.validators, let set = ValidatorSet(keys) {
-            installed = set
-            schedule.schedule(set, executedAt: certified.block.seq)
+    var programmeTotals = Programme.Totals()
+    for id in ledger.meta.programmes {
+        guard let programme = ledger.programme(id) else { continue }
+        if programme.totals.live != liveByProgramme[id] ?? 0 {
+            found.append("programme \(id) at \(height): live \(programme.totals.live), accounts hold \(liveByProgramme[id] ?? 0)")
         }
-        return (outcome.stateRoot, installed)
+        if programme.totals.issued > programme.budget { found.append("programme \(id) at \(height): issued past its budget") }
+        programmeTotals.issued += programme.totals.issued
+        programmeTotals.redeemed += programme.totals.redeemed
+        programmeTotals.expired += programme.totals.expired
+        programmeTotals.sunk += programme.totals.sunk
     }
-
-    func violations() -> [String] {
-        var found: [String] = []
-        let height = ledger.height
-        // Supply: issued = live + redeemed + expired + sunk, in all and per programme; the
-        // live tokens are those the accounts hold.
-        var live: Amount = 0
-        var liveByProgramme: [Identifier: Amount] = [:]
-        for citizen in citizens {
-            for lot in ledger.account(citizen).lots {
-                live += lot.amount
-                liveByProgramme[lot.programme, default: 0] += lot.amount
-            }
-        }
-        let totals = ledger.meta.totals
-        if totals.issued != live + totals.redeemed + totals.expired + totals.sunk {
-            found.append("supply at \(height): issued \(totals.issued) ≠ live \(live) + redeemed \(totals.redeemed) + expired \(totals.expired) + sunk \(totals.sunk)")
-        }
-        var programmeTotals = Programme.Totals()
-        for id in ledger.meta.programmes {
-            guard let programme = ledger.programme(id) else { continue }
-            if programme.totals.live != liveByProgramme[id] ?? 0 {
-                found.append("programme \(id) at \(height): live \(programme.totals.live), accounts hold \(liveByProgramme[id] ?? 0)")
-            }
-            if programme.totals.issued > programme.budget { found.append("programme \(id) at \(height): issued past its budget") }
-            programmeTotals.issued += programme.totals.issued
-            programmeTotals.redeemed += programme.totals.redeemed
-            programmeTotals.expired += programme.totals.expired
-            programmeTotals.sunk += programme.totals.sunk
-        }
-        if programmeTotals != totals { found.append("at \(height): the programmes' totals do not add up to the ledger's") }
-        // A closed epoch's net positions sum to zero.
-        if let epoch = lastClosed {
-            let nets = ledger.partnerIDs.compactMap { ledger.statement(epoch: epoch, partner: $0)?.net }
-            if nets.reduce(0, { $0 &+ $1 }) != 0 { found.append("epoch \(epoch) closed at \(height): net positions sum to \(nets.reduce(0, &+))") }
-        }
-        return found
+    if programmeTotals != totals { found.append("at \(height): the programmes' totals do not add up to the ledger's") }
+    if ledger.meta.epoch > 0 {
+        let epoch = ledger.meta.epoch - 1
+        let nets = ledger.partnerIDs.compactMap { ledger.statement(epoch: epoch, partner: $0)?.net }
+        if nets.reduce(0, { $0 &+ $1 }) != 0 { found.append("epoch \(epoch) closed by \(height): net positions sum to \(nets.reduce(0, &+))") }
     }
+    return found
 }
 
 /// The consortium a ledger-mode run simulates and the traffic its clients send: every

@@ -1,0 +1,218 @@
+import Consensus
+import CalissonCrypto
+import Foundation
+import LightClient
+import Ledger
+import Logging
+import NodeCore
+import Storage
+import Synchronization
+import Transport
+import Wire
+
+/// A client the core may answer: a request on the client port, or a local submission.
+enum Client {
+    /// Answered with a client response (a submission's answer names its transaction).
+    case remote(@Sendable ([UInt8]) -> Void, submitted: SHA256Digest?)
+    /// `NodeRuntime.submit`: admitted (nil) or why not.
+    case local((AdmissionError?) -> Void)
+}
+
+// The shell's half of the contract: inputs fed to the core on the loop thread, and the
+// effects it answers carried out in the order given (the core has written what they
+// depend on before it returns them).
+extension NodeRuntime {
+    /// Gives `input` to the core and carries out its effects (loop thread).
+    func run(_ input: NodeInput) {
+        assert(loop.isOnLoop, "the node's core is the loop thread's")
+        if let failure = core.failure { return refuse(input, failure) }
+        var effects = core.drive(input)
+        #if CALISSON_FAULTS
+        if byzantine != nil { effects = byzantine!.rewrite(effects, peers: core.peers) }
+        #endif
+        for effect in effects { perform(effect) }
+    }
+
+    /// A stopped core takes no input: a client's request is answered at once.
+    func refuse(_ input: NodeInput, _ failure: String) {
+        switch input {
+        case let .submit(_, client?): perform(.admission(client, .stopping))
+        case let .waitFinal(_, _, client), let .waitBlocks(_, _, _, client): perform(.respond(client, .error("the node stopped: \(failure)")))
+        case let .verified(.admission(admission), _): if let client = admission.client { perform(.admission(client, .stopping)) }
+        default: break
+        }
+    }
+
+    func tick() {
+        let peers = transport.configuration.peers.map(\.id).sorted()
+        if peers != core.peers { core.peers = peers }
+        #if CALISSON_FAULTS
+        if byzantine != nil {
+            for (peer, gossip, payload) in byzantine!.extra(to: core.peers) { perform(.sendFrame(payload, gossip: gossip, to: peer)) }
+        }
+        #endif
+        run(.tick)
+    }
+
+    func perform(_ effect: NodeEffect) {
+        switch effect {
+        case let .send(message, peer): transport.send(message.wireBytes, to: peer)
+        case let .broadcast(message): transport.broadcast(message.wireBytes)
+        case let .sendFrame(payload, gossip, peer): transport.send(payload, kind: gossip ? .gossip : .consensus, to: peer)
+        case let .broadcastGossip(transaction): transport.broadcast(transaction, kind: .gossip)
+        case let .gossip(transaction): transport.gossip(transaction)
+        case let .verify(checks, pending):
+            let queued = verify(checks) { [weak self] valid in self?.run(.verified(pending, valid ? .valid : .invalid)) }
+            if !queued { run(.verified(pending, .busy)) }
+        case let .admission(token, refusal):
+            switch clients.removeValue(forKey: token) {
+            case let .remote(respond, id)?:
+                respond((refusal.map { ClientResponse.refused("\($0)") } ?? .admitted(id: id ?? .zero)).wireBytes)
+            case let .local(done)?: done(refusal)
+            case nil: break
+            }
+        case let .respond(token, response):
+            if case let .remote(respond, _)? = clients.removeValue(forKey: token) { respond(response.wireBytes) }
+        case let .respondBlocks(token, from, limit):
+            guard case let .remote(respond, _)? = clients.removeValue(forKey: token) else { break }
+            let list = (try? answers.blocks(from: from, limit: limit)) ?? []
+            respond(ClientResponse.blocks(list).wireBytes)
+        case .partnersChanged:
+            // Links of partners no longer registered (or with another key now) are closed;
+            // a newly admitted partner may link.
+            let registry = Self.registry(core.ledger)
+            if registry != transport.configuration.registry {
+                transport.update(peers: transport.configuration.peers, registry: registry, revokedSerials: transport.configuration.revokedSerials)
+                logger.notice("TLS registry updated from governance", metadata: ["partners": "\(registry.keys.sorted())"])
+            }
+        case let .event(event): note(event)
+        case let .stopped(reason):
+            stoppedValue.withLock { $0 = reason }
+            logger.critical("node stopped", metadata: ["reason": "\(reason)"])
+            ticker?.cancel()
+        }
+    }
+
+    func note(_ event: NodeEvent) {
+        switch event {
+        case let .undecodable(peer, error):
+            logger.warning("undecodable consensus message", metadata: ["peer": "\(peer)", "error": "\(error)"])
+        case let .badSignature(peer):
+            logger.warning("bad signature in a consensus message", metadata: ["peer": "\(peer)"])
+        case let .rejected(reason, from):
+            logger.debug("consensus message rejected", metadata: ["from": "\(core.partnersByValidator[from] ?? "?")", "reason": "\(reason)"])
+        case let .evidence(equivocation):
+            logger.warning("equivocation evidence", metadata: ["first": "\(equivocation.first)"])
+        case let .enteredView(view):
+            logger.info("entered view", metadata: ["view": "\(view)"])
+        case let .enteredEpoch(firstSeq, validators):
+            logger.info("entered epoch", metadata: ["firstSeq": "\(firstSeq)", "validators": "\(validators)"])
+        case let .executed(height, stateRoot):
+            heightValue.withLock { $0 = height }
+            rootValue.withLock { $0 = stateRoot }
+        case let .handover(changedAt, checkpoint):
+            logger.notice("validator-set change handed over", metadata: ["changedAt": "\(changedAt)", "checkpoint": "\(checkpoint)"])
+        case .verificationDropped:
+            break  // counted where the verifier refused it (`droppedForVerification`)
+        }
+    }
+
+    /// A token for a client the core will answer.
+    func token(for client: Client) -> ClientToken {
+        nextClient += 1
+        let token = ClientToken(nextClient)
+        clients[token] = client
+        return token
+    }
+
+    /// Admits a transaction for `submit` (loop thread); `done` runs on the loop.
+    func submit(_ transaction: [UInt8], done: @escaping (AdmissionError?) -> Void) {
+        run(.submit(transaction, client: token(for: .local(done))))
+    }
+
+    /// Answers a client on the loop thread: what `ClientAnswers` reads from the store and
+    /// the ledger now, or a submission or a wait handed to the core.
+    func answer(_ bytes: [UInt8], _ respond: @escaping @Sendable ([UInt8]) -> Void) {
+        assert(loop.isOnLoop, "the node's core is the loop thread's")
+        let request: ClientRequest
+        do { request = try ClientRequest(wireBytes: bytes).bounded } catch { return respond(ClientResponse.error("\(error)").wireBytes) }
+        let ledger = core.ledger
+        let outcome = ClientAnswers(store: store, ledger: ledger).outcome(of: request) {
+            NodeStatus(
+                partner: configuration.transport.selfID, height: ledger.height, stateRoot: ledger.stateRoot, view: core.replica.view,
+                epochFirstSeq: core.replica.epoch.firstSeq, peers: transport.linkedPeersOnLoop(), mempool: UInt64(core.mempool.count),
+                transactionsApplied: UInt64(clamping: core.counters.applied), cpuMilliseconds: ProcessUsage.cpuMilliseconds(),
+                uptimeMilliseconds: UInt64(clamping: started.duration(to: .now).components.seconds) &* 1_000)
+        }
+        let tick = configuration.tickMilliseconds
+        switch outcome {
+        case let .answer(response):
+            respond(response.wireBytes)
+        case let .submit(transaction):
+            run(.submit(transaction, client: token(for: .remote(respond, submitted: SignedTransaction.idTag.hash(transaction)))))
+        case let .waitFinal(id, timeout):
+            run(.waitFinal(id, ticks: UInt64(timeout) / tick, client: token(for: .remote(respond, submitted: nil))))
+        case let .waitBlocks(from, limit, wait):
+            run(.waitBlocks(from: from, limit: limit, ticks: UInt64(wait) / tick, client: token(for: .remote(respond, submitted: nil))))
+        }
+    }
+
+    /// Who may link, with which TLS key: the active partners with a registered TLS key hash,
+    /// as the ledger has them now (the genesis ones, then governance's admissions, key
+    /// rotations, suspensions and removals).
+    static func registry(_ ledger: Ledger<StoredState>) -> [String: SHA256Digest] {
+        var registry: [String: SHA256Digest] = [:]
+        for id in ledger.partnerIDs {
+            guard let partner = ledger.partner(id), partner.status == .active, let hash = partner.tlsKeyHash else { continue }
+            registry[id.rawValue] = hash
+        }
+        return registry
+    }
+
+    /// Hands signature checks to the verifier queue; `then` runs on the loop with whether
+    /// all of them hold. False (and `then` never runs) when `verificationPendingMax` items
+    /// already wait: the caller refuses or drops (consensus resends).
+    func verify(_ checks: [SignatureCheck], then: @escaping (Bool) -> Void) -> Bool {
+        let item = VerificationItem(checks: checks, then: then)
+        let schedule = verificationQueue.withLock { queue -> Bool? in
+            guard queue.count < Self.verificationPendingMax else { return nil }
+            queue.append(item)
+            return queue.count == 1
+        }
+        guard let schedule else {
+            droppedForVerification += 1
+            return false
+        }
+        if schedule { verifier.async { [weak self] in self?.drainVerification() } }
+        return true
+    }
+
+    /// On the verifier queue: every waiting item's checks in one batch (all cores, cache
+    /// first), then the results back to the loop in one hand-over.
+    func drainVerification() {
+        assert(!loop.isOnLoop, "signature checks run off the loop")
+        let items = verificationQueue.withLock { queue in
+            let items = queue
+            queue = []
+            return items
+        }
+        guard !items.isEmpty else { return }
+        let checks = items.flatMap(\.checks)
+        var results: [Bool] = []
+        for start in stride(from: 0, to: checks.count, by: BatchVerifier.batchCountMax) {
+            results += batchVerifier.verify(Array(checks[start..<min(checks.count, start + BatchVerifier.batchCountMax)]))
+        }
+        var outcomes: [Bool] = []
+        var offset = 0
+        for item in items {
+            outcomes.append(results[offset..<(offset + item.checks.count)].allSatisfy { $0 })
+            offset += item.checks.count
+        }
+        let handOver = VerifiedItems(items: items, outcomes: outcomes)
+        // Never lost while the node runs: a full loop queue makes the verifier wait for room
+        // (back-pressure: submissions then wait, and past `verificationPendingMax` are refused).
+        if !loop.executeWaiting({ for (item, valid) in zip(handOver.items, handOver.outcomes) { item.then(valid) } }) {
+            logger.notice("verified work dropped: the node is stopping", metadata: ["items": "\(items.count)"])
+        }
+    }
+}

@@ -1,0 +1,302 @@
+import Consensus
+import CalissonCrypto
+import Ledger
+import LightClient
+import Storage
+import Wire
+
+/// A client of the shell waiting for an answer: the core answers through effects naming it.
+public struct ClientToken: Hashable, Sendable {
+    public let rawValue: UInt64
+    public init(_ rawValue: UInt64) { self.rawValue = rawValue }
+}
+
+/// What a node core is given.
+public enum NodeInput: Sendable {
+    /// One tick of the consensus clock.
+    case tick
+    /// A consensus payload from a linked peer (a partner id).
+    case peerMessage([UInt8], from: String)
+    /// A peer (re)linked: it may have missed the mempool's gossip.
+    case peerConnected(String)
+    /// A transaction to admit: from a client (answered by `.admission`) or from gossip (nil).
+    case submit([UInt8], client: ClientToken?)
+    /// A client waits for transaction `id` to be final, for at most `ticks`.
+    case waitFinal(SHA256Digest, ticks: UInt64, client: ClientToken)
+    /// A client waits for block `from` to be final, for at most `ticks`.
+    case waitBlocks(from: UInt64, limit: UInt32, ticks: UInt64, client: ClientToken)
+    /// The outcome of a `.verify` effect.
+    case verified(PendingCheck, VerificationOutcome)
+}
+
+/// Work waiting for its signatures to be checked, handed back with the outcome.
+public enum PendingCheck: Sendable {
+    case consensus(Message, from: ValidatorID, peer: String)
+    case admission(Admission)
+
+    /// A transaction past admission's cheap checks.
+    public struct Admission: Sendable {
+        public let bytes: [UInt8]
+        public let id: SHA256Digest
+        public let signer: TransactionSigner
+        public let nonce: UInt64
+        public let client: ClientToken?
+    }
+}
+
+public enum VerificationOutcome: Sendable {
+    case valid
+    case invalid
+    /// The verifier's queue is full: nothing was checked.
+    case busy
+}
+
+/// What a node core asks its shell to do, in the order given. Storage is not an effect:
+/// the core writes through `NodeStorage` before it returns, so every effect of a drive
+/// comes after the writes it depends on (a vote is sent only once recorded).
+public enum NodeEffect: Sendable {
+    /// A consensus message to one peer (a partner id), or to every linked peer.
+    case send(Message, to: String)
+    case broadcast(Message)
+    /// A raw frame (the Byzantine test modes' extra traffic), consensus or gossip.
+    case sendFrame([UInt8], gossip: Bool, to: String)
+    /// A transaction to every linked peer (regossip), or flooded once (newly admitted).
+    case broadcastGossip([UInt8])
+    case gossip([UInt8])
+    /// Check these signatures (off the loop), then give back `.verified(pending, outcome)`.
+    case verify([SignatureCheck], PendingCheck)
+    /// A client's submission: admitted (nil) or refused.
+    case admission(ClientToken, AdmissionError?)
+    case respond(ClientToken, ClientResponse)
+    /// Answer a client with the final blocks from `from` (at most `limit`), read from storage.
+    case respondBlocks(ClientToken, from: UInt64, limit: UInt32)
+    /// The ledger's partners changed: who may link, and with which key, may have.
+    case partnersChanged
+    case event(NodeEvent)
+    /// The core stopped: a storage failure or a diverged state. It takes no more input.
+    case stopped(String)
+}
+
+/// What happened, for the shell's logs and counters and the simulator's checks.
+public enum NodeEvent: Sendable {
+    case undecodable(peer: String, error: String)
+    case badSignature(peer: String)
+    case rejected(Rejection, from: ValidatorID)
+    case evidence(Equivocation)
+    case enteredView(UInt64)
+    case enteredEpoch(firstSeq: UInt64, validators: Int)
+    case executed(height: UInt64, stateRoot: SHA256Digest)
+    case handover(changedAt: UInt64, checkpoint: UInt64)
+    /// A consensus message dropped with the verifier full.
+    case verificationDropped
+}
+
+/// Why a submitted transaction was not admitted to the mempool.
+public enum AdmissionError: Error, Equatable, Sendable {
+    case malformed(String)
+    case wrongChain
+    case expired(expiryHeight: UInt64, height: UInt64)
+    case badSignature
+    case unknownSigner
+    case mempoolFull
+    /// The signature checks waiting for the verifier are at their bound: the node is
+    /// busy, try again shortly.
+    case verifierBusy
+    /// The node's event loop has its queue full: try again shortly.
+    case overloaded
+    /// The node is shutting down.
+    case stopping
+    /// Admission gave no answer in this time (the node is overloaded or stopping).
+    case noAnswer(milliseconds: Int)
+    /// The same transaction is already waiting in the mempool.
+    case duplicate
+    /// The signer already used this nonce in an applied transaction (the same one, or a
+    /// replay with other contents) that has not expired.
+    case nonceUsed(UInt64)
+}
+
+/// The settings of a node core that are not the replica's.
+public struct NodeCoreSettings: Sendable {
+    /// Transactions waiting in the mempool; beyond, submissions are refused.
+    public var mempoolCountMax = 100_000
+    /// A transaction cut into a proposal is not cut again for this many ticks (the
+    /// proposal may have died in a view change).
+    public var inFlightTicks: UInt64 = 200
+    /// Every this many ticks, transactions still waiting are flooded again (at most
+    /// `regossipCountMax`): gossip can be lost while links come and go.
+    public var regossipTicks: UInt64 = 100
+    public var regossipCountMax = 1_000
+    /// Mempool entries sent to a peer that (re)links, at most.
+    public var reconnectGossipMax = 4_096
+    /// A node that executed nothing for this many ticks asks a peer for the blocks above
+    /// its height (a restarted node in an idle cluster hears no commit to tell it it is behind).
+    public var catchUpTicks: UInt64 = 50
+    /// Clients waiting at once, at most; beyond, a wait is answered with an error.
+    public var waitersMax = 100_000
+
+    public init() {}
+}
+
+/// A validator's logic as a value: the consensus replica, the ledger over `NodeStorage`,
+/// the mempool and admission rules, clients waiting, catch-up. It is given inputs and
+/// answers effects; it has no clock, no thread and no I/O of its own besides the storage
+/// calls. The node (`NodeRuntime`: libuv, SQLite, the verifier's threads) and the
+/// simulator (n cores, simulated network and storage) both drive it with `drive`.
+public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
+    public let settings: NodeCoreSettings
+    public let storage: Storage
+    public internal(set) var ledger: Ledger<Storage.State>
+    public internal(set) var replica: Replica<Signer>
+    public internal(set) var schedule: EpochSchedule
+    public internal(set) var mempool: Mempool
+    /// The partners this node links to, in a fixed order (catch-up asks them in turn); the
+    /// shell keeps it up to date.
+    public var peers: [String] { didSet { peers.sort() } }
+    /// Verifies a signature while a block executes (the node: its verifier's cache first).
+    let verifySignature: (SignatureCheck) -> Bool
+    public internal(set) var tickCount: UInt64 = 0
+    var lastProgressTick: UInt64 = 0
+    var catchUpRound = 0
+    /// Clients waiting for a transaction to be final, with the tick they give up at.
+    var waiters: [SHA256Digest: [(client: ClientToken, until: UInt64)]] = [:]
+    /// Clients following the chain: the height they wait for, their limit, their deadline.
+    var blockWaiters: [(from: UInt64, limit: UInt32, client: ClientToken, until: UInt64)] = []
+    public internal(set) var waiterCount = 0
+    public internal(set) var validatorsByPartner: [String: ValidatorID] = [:]
+    public internal(set) var partnersByValidator: [ValidatorID: String] = [:]
+    /// Why the core stopped, once it did.
+    public internal(set) var failure: String?
+    public internal(set) var counters = Counters()
+    /// The effects of the drive under way.
+    var effects: [NodeEffect] = []
+
+    public struct Counters: Sendable {
+        public var admitted = 0, refused = 0, blocksExecuted = 0, applied = 0, rejected = 0
+        public var undecodable = 0, badSignatures = 0, consensusRejected = 0, equivocations = 0, verificationDropped = 0
+    }
+
+    /// A core over `storage`: a new storage gets the genesis; one already written is
+    /// resumed (its ledger, the validator-set schedule and the safety log it holds). The
+    /// shell checks first that the storage belongs to this genesis and configuration.
+    public init(
+        storage: Storage, genesis: Genesis, replica configuration: ReplicaConfiguration, signer: Signer, peers: [String],
+        settings: NodeCoreSettings = NodeCoreSettings(), verifySignature: @escaping (SignatureCheck) -> Bool
+    ) throws {
+        self.storage = storage
+        self.settings = settings
+        self.peers = peers.sorted()
+        self.verifySignature = verifySignature
+        if storage.isInitialized {
+            ledger = try Ledger(chainId: genesis.chainId, store: storage.state)
+        } else {
+            ledger = try Ledger.create(genesis, in: storage.state)
+            try storage.persistGenesis(extras: [Self.genesisExtra: genesis.digest.bytes])
+        }
+        schedule = try storage.extra(Self.scheduleExtra).map { try EpochSchedule(wireBytes: $0) } ?? configuration.genesisSchedule
+        var safety = SafetyLog()
+        for record in try storage.safetyRecords() { safety.apply(record) }
+        replica = Replica(configuration: configuration, signer: signer, safety: safety, lastExecuted: storage.height, schedule: schedule)
+        mempool = Mempool(countMax: settings.mempoolCountMax, inFlightTicks: settings.inFlightTicks)
+        refreshDirectory()
+    }
+
+    /// Where the storage keeps the digest of the genesis it was created with, and the
+    /// validator-set schedule.
+    public static var genesisExtra: String { "genesis" }
+    public static var scheduleExtra: String { "schedule" }
+
+    /// Handles `input` and everything it leads to; returns the effects for the shell to
+    /// carry out, in order. A stopped core returns none.
+    public mutating func drive(_ input: NodeInput) -> [NodeEffect] {
+        guard failure == nil else { return [] }
+        effects = []
+        do {
+            try handle(input)
+        } catch {
+            failure = "\(error)"
+            effects.append(.stopped("\(error)"))
+        }
+        let out = effects
+        effects = []
+        return out
+    }
+
+    mutating func handle(_ input: NodeInput) throws {
+        switch input {
+        case .tick: try tick()
+        case let .peerMessage(payload, peer): try received(payload, from: peer)
+        case let .peerConnected(peer):
+            for entry in mempool.entries.prefix(settings.reconnectGossipMax) { effects.append(.sendFrame(entry.bytes, gossip: true, to: peer)) }
+        case let .submit(bytes, client): admit(bytes, client: client)
+        case let .waitFinal(id, ticks, client):
+            guard waiterCount < settings.waitersMax else { return effects.append(.respond(client, .error("too many clients waiting"))) }
+            waiters[id, default: []].append((client, tickCount.saturatingAdding(max(1, ticks))))
+            waiterCount += 1
+        case let .waitBlocks(from, limit, ticks, client):
+            guard waiterCount < settings.waitersMax else { return effects.append(.respond(client, .error("too many clients waiting"))) }
+            if from <= storage.height { return effects.append(.respondBlocks(client, from: from, limit: limit)) }
+            blockWaiters.append((from, limit, client, tickCount.saturatingAdding(max(1, ticks))))
+            waiterCount += 1
+        case let .verified(.consensus(message, sender, peer), outcome):
+            switch outcome {
+            case .valid: try step(.message(message, from: sender))
+            case .invalid:
+                counters.badSignatures += 1
+                effects.append(.event(.badSignature(peer: peer)))
+            case .busy:
+                counters.verificationDropped += 1
+                effects.append(.event(.verificationDropped))
+            }
+        case let .verified(.admission(admission), outcome):
+            let refusal: AdmissionError? = switch outcome {
+            case .valid: accept(admission)
+            case .invalid: .badSignature
+            case .busy: .verifierBusy
+            }
+            answer(admission.client, refusal)
+        }
+    }
+
+    mutating func tick() throws {
+        tickCount += 1
+        if tickCount % 10 == 0 { expireWaiters() }
+        if tickCount % settings.regossipTicks == 0 {
+            for entry in mempool.entries.prefix(settings.regossipCountMax) { effects.append(.broadcastGossip(entry.bytes)) }
+        }
+        if tickCount - lastProgressTick >= settings.catchUpTicks {
+            lastProgressTick = tickCount
+            if !peers.isEmpty {
+                let peer = peers[catchUpRound % peers.count]
+                catchUpRound += 1
+                effects.append(.send(.stateRequest(fromSeq: ledger.height + 1), to: peer))
+            }
+        }
+        try step(.tick(pendingCommands: mempool.pendingCount(tick: tickCount)))
+    }
+
+    mutating func received(_ payload: [UInt8], from peer: String) throws {
+        guard let sender = validatorsByPartner[peer] else { return }
+        let message: Message
+        do { message = try Message(wireBytes: payload) } catch {
+            counters.undecodable += 1
+            return effects.append(.event(.undecodable(peer: peer, error: "\(error)")))
+        }
+        // Every signature the message carries is checked (by the shell, off its loop)
+        // before the replica sees it.
+        let checks = message.signatureChecks(chainId: ledger.chainId)
+        guard !checks.isEmpty else { return try step(.message(message, from: sender)) }
+        effects.append(.verify(checks, .consensus(message, from: sender, peer: peer)))
+    }
+
+    /// Partner id ↔ node key, from the ledger's partners (validators and others alike).
+    mutating func refreshDirectory() {
+        validatorsByPartner = [:]
+        partnersByValidator = [:]
+        for id in ledger.partnerIDs {
+            guard let key = ledger.partner(id)?.nodeKey else { continue }
+            validatorsByPartner[id.rawValue] = key
+            partnersByValidator[key] = id.rawValue
+        }
+    }
+
+}

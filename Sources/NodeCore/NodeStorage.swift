@@ -1,0 +1,45 @@
+import Consensus
+import CalissonCrypto
+import Ledger
+import Storage
+
+/// What a node core keeps durable, and how: the node implements it on SQLite
+/// (`StoredState`), the simulator in memory with injected faults (`SimulatedStorage`).
+///
+/// Every call is synchronous and returns once what it wrote is durable; a call that
+/// throws has written nothing the core relies on, and the core stops (a restart rebuilds
+/// it from what the storage holds). The ledger's state is read and committed through
+/// `state`; `persist` makes the committed batch durable together with its block.
+public protocol NodeStorage: AnyObject {
+    associatedtype State: StateStore
+    /// The ledger's state on this storage.
+    var state: State { get }
+    /// Whether a genesis was written (a new storage holds nothing).
+    var isInitialized: Bool { get }
+    /// The height of the last block persisted.
+    var height: UInt64 { get }
+    /// A named value kept beside the chain (the validator-set schedule, the genesis digest).
+    func extra(_ name: String) throws -> [UInt8]?
+    /// The consensus safety log, in the order it was appended.
+    func safetyRecords() throws -> [SafetyRecord]
+    /// Writes the genesis state the ledger committed to `state`, with `extras`.
+    func persistGenesis(extras: [String: [UInt8]]) throws
+    /// A stored final block with its commit certificate (nil if absent or without its body).
+    func certifiedBlock(at height: UInt64) throws -> CertifiedBlock?
+    /// Runs `body`, which reads the state, as one consistent read; throws the first read
+    /// error met inside (the ledger itself sees a failed read as an absent value).
+    func reading<T>(_ body: () -> T) throws -> T
+    /// Writes `block` with the state batch the ledger just committed, and `extras`, at once.
+    func persist(_ block: BlockRecord, extras: [String: [UInt8]]) throws
+    /// Appends safety records, in order.
+    func appendSafety(_ records: [SafetyRecord]) throws
+    /// Replaces the safety log by `records` (its fold at a stable checkpoint).
+    func compactSafety(_ records: [SafetyRecord]) throws
+    /// Keeps the certificate of a stable checkpoint.
+    func putCheckpoint(height: UInt64, certificate: [UInt8]) throws
+    /// After a block or a stable checkpoint: the latest certified checkpoint at or below the
+    /// executed height becomes the one served to light clients, and what only older ones
+    /// needed may go. Returns the validator-set change it handed over, if it recorded one
+    /// (the height the change was executed at).
+    func serveLatestCheckpoint() throws -> (changedAt: UInt64, checkpoint: UInt64)?
+}

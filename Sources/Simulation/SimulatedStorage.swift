@@ -1,0 +1,168 @@
+import Consensus
+import CalissonCrypto
+import Ledger
+import NodeCore
+import Storage
+import Wire
+
+/// A storage failure the simulator injects; the next storage call it applies to throws it.
+public enum StorageFault: Error, Equatable, Sendable, CustomStringConvertible {
+    /// A read of the state fails while a block executes (an I/O error): the ledger sees an
+    /// absent value, and the block computed from it must never be persisted.
+    case readError
+    /// The disk is full: the write is refused whole.
+    case diskFull
+    /// The process dies in the middle of writing a block: what the write had done is not
+    /// durable (SQLite's transaction rolls back at the next open), and the node is down.
+    case crashDuringWrite
+
+    public var description: String {
+        switch self {
+        case .readError: return "simulated read error"
+        case .diskFull: return "simulated full disk"
+        case .crashDuringWrite: return "simulated crash while writing a block"
+        }
+    }
+}
+
+/// The ledger's state in memory, with the node's contract: the ledger's `commit` keeps a
+/// pending batch, made durable only by `SimulatedStorage.persist` with its block; a failed
+/// read is recorded and makes that persist throw.
+final class SimulatedState: StateStore {
+    private(set) var durable = MemoryStateStore()
+    private var pending: StateBatch?
+    private var pendingValues: [StateKey: [UInt8]?] = [:]
+    private(set) var root: SHA256Digest = .zero
+    var readError: StorageFault?
+    /// Armed by the simulator: the next value read while a block executes fails.
+    var failNextRead = false
+    /// A block is executing (inside `SimulatedStorage.reading`).
+    var executing = false
+
+    func value(_ key: StateKey) -> [UInt8]? {
+        if let value = pendingValues[key] { return value }
+        if failNextRead, executing {
+            failNextRead = false
+            readError = .readError
+            return nil
+        }
+        return durable.value(key)
+    }
+
+    func treePage(_ root: SHA256Digest, depth: Int) -> TreePage? {
+        if let created = pending?.tree.created[root] { return created }
+        return durable.treePage(root, depth: depth)
+    }
+
+    func commit(_ batch: StateBatch) {
+        precondition(pending == nil, "a batch is committed while the previous one is not persisted")
+        pending = batch
+        for (key, value) in batch.values { pendingValues[key] = .some(value) }
+        root = batch.tree.root
+    }
+
+    /// Makes the pending batch durable (the storage's write succeeded).
+    func apply() throws(StorageFault) {
+        if let readError { throw readError }
+        guard let batch = pending else { return }
+        durable.commit(batch)
+        clear()
+    }
+
+    /// Forgets what is not durable (a crash, or a failed write).
+    func discard() {
+        clear()
+        readError = nil
+        root = durable.root
+    }
+
+    private func clear() {
+        pending = nil
+        pendingValues = [:]
+    }
+}
+
+/// A node's durable storage in the simulator: what `StoredState` keeps in SQLite, kept in
+/// memory, surviving its node's crashes; with faults injected on demand (`arm`).
+final class SimulatedStorage: NodeStorage {
+    let state = SimulatedState()
+    private(set) var isInitialized = false
+    private(set) var blocks: [CertifiedBlock] = []
+    private var extras: [String: [UInt8]] = [:]
+    private var safety: [SafetyRecord] = []
+    private var checkpoints: [UInt64: [UInt8]] = [:]
+    /// The next write fails with this.
+    private var writeFault: StorageFault?
+    /// Faults injected, by kind, and those that fired.
+    private(set) var faultsFired = 0
+
+    var height: UInt64 { UInt64(blocks.count) }
+
+    /// Makes the next read (`.readError`) or write (`.diskFull`, `.crashDuringWrite`) fail.
+    func arm(_ fault: StorageFault) {
+        if fault == .readError { state.failNextRead = true } else { writeFault = fault }
+    }
+
+    /// A crash: what was not written is gone, and armed faults with it.
+    func crash() {
+        state.discard()
+        state.failNextRead = false
+        writeFault = nil
+    }
+
+    private func write() throws(StorageFault) {
+        guard let fault = writeFault else { return }
+        writeFault = nil
+        faultsFired += 1
+        state.discard()
+        throw fault
+    }
+
+    func extra(_ name: String) -> [UInt8]? { extras[name] }
+    func safetyRecords() -> [SafetyRecord] { safety }
+
+    func persistGenesis(extras: [String: [UInt8]]) throws {
+        try state.apply()
+        self.extras.merge(extras) { $1 }
+        isInitialized = true
+    }
+
+    func certifiedBlock(at height: UInt64) -> CertifiedBlock? {
+        guard height >= 1, height <= self.height else { return nil }
+        return blocks[Int(height - 1)]
+    }
+
+    func reading<T>(_ body: () -> T) -> T {
+        state.executing = true
+        defer { state.executing = false }
+        return body()
+    }
+
+    func persist(_ block: BlockRecord, extras: [String: [UInt8]]) throws {
+        if state.readError != nil { faultsFired += 1 }
+        try write()
+        guard block.height == height + 1, let body = block.body, let decoded = try? Block(wireBytes: body),
+            let certificate = try? CommitCertificate(wireBytes: block.certificate)
+        else { preconditionFailure("the core persisted block \(block.height) out of order or undecodable, at height \(height)") }
+        try state.apply()
+        blocks.append(CertifiedBlock(block: decoded, certificate: certificate))
+        self.extras.merge(extras) { $1 }
+    }
+
+    func appendSafety(_ records: [SafetyRecord]) throws {
+        try write()
+        safety += records
+    }
+
+    func compactSafety(_ records: [SafetyRecord]) throws {
+        try write()
+        safety = records
+    }
+
+    func putCheckpoint(height: UInt64, certificate: [UInt8]) throws {
+        try write()
+        checkpoints[height] = certificate
+    }
+
+    func serveLatestCheckpoint() -> (changedAt: UInt64, checkpoint: UInt64)? { nil }
+}
