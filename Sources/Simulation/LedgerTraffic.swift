@@ -52,28 +52,42 @@ func ledgerViolations<S: StateStore>(_ ledger: Ledger<S>, citizens: [Ed25519Publ
 struct LedgerTraffic {
     static let citizenCount = 24
     let genesis: Genesis
+    /// The genesis validators' partners (`p0`, `p1`, ...): every one an issuer and acceptor.
     let partners: [Identifier]
     let signingKeys: [Ed25519PublicKey]
+    /// A partner with a validator's role and node key that is not in the genesis set
+    /// (`p<n>`), for governance to admit (validator-set changes).
+    let learner: Identifier?
     let citizens: [Ed25519PublicKey]
     private var random: SplitMix64
     private var nonces: [Ed25519PublicKey: UInt64] = [:]
     private var evidence: UInt64 = 0
 
-    init(validators: [ValidatorID], seed: UInt64, epochLength: UInt64) {
+    init(validators: [ValidatorID], learner learnerKey: ValidatorID?, seed: UInt64, epochLength: UInt64) {
         var keys = SplitMix64(seed: 0x1ED6_E200 &+ UInt64(validators.count))
         partners = validators.indices.map { Identifier("p\($0)")! }
         let signingKeys = validators.map { _ in Ed25519PublicKey(keys.bytes32()) }
         self.signingKeys = signingKeys
         citizens = (0..<Self.citizenCount).map { _ in Ed25519PublicKey(keys.bytes32()) }
+        let learnerSigningKey = Ed25519PublicKey(keys.bytes32())
+        learner = learnerKey.map { _ in Identifier("p\(validators.count)")! }
+        var learners: [GenesisFile.PartnerEntry] = []
+        if let learnerKey {
+            learners.append(GenesisFile.PartnerEntry(
+                id: "p\(validators.count)", name: "partner \(validators.count)", roles: ["validator"],
+                signingKey: learnerSigningKey.bytes.hex, nodeKey: learnerKey.bytes.hex, tlsKeyHash: nil))
+        }
         random = SplitMix64(seed: seed ^ 0x7AFF_1C)
         let file = GenesisFile(
             chainId: Simulation.chainId,
-            parameters: .init(epochLength: epochLength, blocksPerDay: 200, transactionLifetimeMax: 10_000, approval: "2/3", sink: "p0"),
+            parameters: .init(
+                epochLength: epochLength, blocksPerDay: 200, transactionLifetimeMax: 10_000, proposalLifetimeMax: Self.proposalLifetime,
+                approval: "2/3", sink: "p0"),
             partners: validators.indices.map { index in
                 GenesisFile.PartnerEntry(
                     id: "p\(index)", name: "partner \(index)", roles: (index == 0 ? ["authority"] : []) + ["issuer", "acceptor", "validator"],
                     signingKey: signingKeys[index].bytes.hex, nodeKey: validators[index].bytes.hex, tlsKeyHash: nil)
-            },
+            } + learners,
             validators: validators.indices.map { "p\($0)" },
             programmes: [
                 .init(id: "tri", name: "Tri", category: "wasteSorting", rewardPerUnit: 10, issuers: validators.indices.map { "p\($0)" }, sponsor: "p0",
@@ -83,6 +97,27 @@ struct LedgerTraffic {
                       expiryEpochs: nil, demurrageBasisPoints: 300, transferable: true),
             ])
         genesis = Self.validated(file)
+    }
+
+    /// How long a governance proposal may stay open (blocks): past any run's length.
+    static let proposalLifetime: UInt64 = 5_000
+
+    /// The authority's (`p0`) proposal to make `validators` the validator set; it is
+    /// proposal 1, the run's only one.
+    mutating func proposal(validators: [Identifier], height: UInt64) -> [UInt8] {
+        let body = TransactionBody.propose(.setValidators(validators), deadline: height + Self.proposalLifetime)
+        return partnerTransaction(0, body, height: height)
+    }
+
+    /// Every other genesis partner's yes vote on proposal 1.
+    mutating func votes(height: UInt64) -> [[UInt8]] {
+        partners.indices.dropFirst().map { partnerTransaction($0, .vote(proposal: 1, approve: true), height: height) }
+    }
+
+    private mutating func partnerTransaction(_ index: Int, _ body: TransactionBody, height: UInt64) -> [UInt8] {
+        let key = signingKeys[index]
+        return signed(Transaction(chainId: Simulation.chainId, signer: .partner(partners[index]), nonce: nonce(key), expiryHeight: height + 5_000, body: body),
+                      by: key)
     }
 
     /// The simulator's own genesis: a failure is a bug in this file, not input.

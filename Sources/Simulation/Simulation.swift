@@ -1,5 +1,6 @@
 import Consensus
 import CalissonCrypto
+import Ledger
 import NodeCore
 import Wire
 
@@ -35,6 +36,10 @@ public struct Simulation {
     /// Validator-set change: the tick its command is submitted, and the set it installs
     /// (one genesis validator removed, the learner node admitted).
     var reconfiguration: (at: Int, validators: ValidatorSet)?
+    /// Ledger runs: the governance proposal making that change (its command id, once
+    /// submitted), and whether the other partners' votes were sent (once it is final).
+    var proposal: SHA256Digest?
+    var votesSent = false
     /// (epoch first height, view) pairs entered by some honest replica, view > 0.
     var viewsEntered: Set<[UInt64]> = []
     var epochsEntered: Set<UInt64> = []
@@ -66,11 +71,11 @@ public struct Simulation {
         replicaConfiguration = replica
         let faultsMax = replica.validators.faultsMax
         // With validator-set changes, one more node runs from the start as a learner
-        // (following the chain without a vote) until the change admits it. Counter runs only.
-        let changes = configuration.faults.validatorChanges && configuration.application == .counter
-        let learners = changes ? [Ed25519PublicKey(keys.bytes32())] : []
+        // (following the chain without a vote) until the change admits it: in a ledger
+        // run, a partner of the genesis with a validator's role and node key, outside the set.
+        let learners = configuration.faults.validatorChanges ? [Ed25519PublicKey(keys.bytes32())] : []
         if configuration.application == .ledger {
-            traffic = LedgerTraffic(validators: ids, seed: configuration.seed, epochLength: configuration.ledgerEpochLength)
+            traffic = LedgerTraffic(validators: ids, learner: learners.first, seed: configuration.seed, epochLength: configuration.ledgerEpochLength)
         }
         for (index, id) in (ids + learners).enumerated() {
             var node = SimulatedNode(index: index, signer: SimulatedSigner(id: id))
@@ -88,9 +93,9 @@ public struct Simulation {
             nodes[pick].byzantine = behaviour
             if behaviour == .twins {
                 var twin = SimulatedNode(index: nodes.count, signer: nodes[pick].signer)
+                twinOf[pick] = nodes.count
                 start(&twin, new: true)
                 twin.byzantine = .twins
-                twinOf[pick] = nodes.count
                 nodes.append(twin)
             }
         }
@@ -115,11 +120,12 @@ public struct Simulation {
             return
         }
         if new { node.storage = SimulatedStorage() }
-        let partner = traffic.partners[min(node.index, traffic.partners.count - 1)].rawValue
+        let partner = "p\(twinOriginal(node.index))"
+        let partners = (traffic.partners + [traffic.learner].compactMap { $0 }).map(\.rawValue)
         do {
             node.core = try NodeCore(
                 storage: node.storage!, genesis: traffic.genesis, replica: replicaConfiguration, signer: node.signer,
-                peers: traffic.partners.map(\.rawValue).filter { $0 != partner }, verifySignature: simulatedVerify)
+                peers: partners.filter { $0 != partner }, verifySignature: simulatedVerify)
         } catch {
             violation(safety: "n\(node.index) does not start from its storage: \(error)")
         }
@@ -139,6 +145,8 @@ public struct Simulation {
     }
 
     var faultsMax: Int { replicaConfiguration.validators.faultsMax }
+    /// The highest height an honest node executed.
+    var honestHeight: UInt64 { honest.map { nodes[$0].height }.max() ?? 0 }
     var honest: [Int] { nodes.indices.filter { nodes[$0].byzantine == nil } }
 
     mutating func note(_ event: String) {
@@ -158,8 +166,20 @@ public struct Simulation {
             restartDue()
             if tick <= submitUntil { submitCommands() }
             if let reconfiguration, reconfiguration.at == tick {
-                submit(CounterApplication.reconfiguration(reconfiguration.validators))
-                note("submitted validator set \(reconfiguration.validators.validators.compactMap { indexOf[$0] })")
+                let members = reconfiguration.validators.validators.compactMap { indexOf[$0] }
+                if traffic != nil {
+                    let proposal = traffic!.proposal(validators: members.sorted().map { Identifier("p\($0)")! }, height: honestHeight)
+                    self.proposal = Block(seq: 0, commands: [proposal]).commandIDs[0]
+                    submit(proposal)
+                } else {
+                    submit(CounterApplication.reconfiguration(reconfiguration.validators))
+                }
+                note("submitted validator set \(members)")
+            }
+            if let proposal, !votesSent, finalCommands.contains(proposal) {
+                votesSent = true
+                for vote in traffic!.votes(height: honestHeight) { submit(vote) }
+                note("the proposal is final: votes submitted")
             }
             if tick % Self.resubmitTicks == 0 { resubmitPending() }
             deliver()
@@ -246,7 +266,7 @@ public struct Simulation {
     private mutating func submitCommands() {
         let count = Int(random.next() % UInt64(2 * configuration.commandsPerTick + 1))
         // Ledger transactions expire a while after the highest honest height.
-        let height = traffic == nil ? 0 : honest.map { nodes[$0].height }.max() ?? 0
+        let height = traffic == nil ? 0 : honestHeight
         for _ in 0..<count {
             if traffic != nil {
                 submit(traffic!.next(height: height))
@@ -377,7 +397,7 @@ public struct Simulation {
         while let packet = network.pop(dueBy: tick) {
             guard nodes[packet.to].isUp else { continue }
             if traffic != nil {  // the core checks signatures through `.verify`
-                drive(packet.to, .peerMessage(packet.message.wireBytes, from: "p\(packet.from < configuration.validators ? packet.from : twinOriginal(packet.from))"))
+                drive(packet.to, .peerMessage(packet.message.wireBytes, from: "p\(twinOriginal(packet.from))"))
                 continue
             }
             // The shell's job: verify every signature the message carries before the core sees it.

@@ -11,7 +11,8 @@ public struct FaultMix: Sendable, Equatable {
     public var crashes = false
     public var tickSkew = false
     /// Governance replaces a validator during the run: a learner node is admitted and an
-    /// honest genesis validator removed (the set keeps its size).
+    /// honest genesis validator removed (the set keeps its size). In a ledger run, by a
+    /// `setValidators` proposal and the other partners' votes, as transactions.
     public var validatorChanges = false
     /// Ledger runs: storage failures (a read error, a full disk, a crash in the middle of
     /// a write), each stopping the node, which restarts from what its storage holds.
@@ -23,8 +24,8 @@ public struct FaultMix: Sendable, Equatable {
     public static let none = FaultMix()
 
     /// Everything at once: 0-30% loss, duplication, delay and reordering, partitions,
-    /// crash-restarts, skewed clocks, a validator-set change (counter runs), storage faults
-    /// (ledger runs), and Byzantine validators (up to f).
+    /// crash-restarts, skewed clocks, a validator-set change, storage faults (ledger runs),
+    /// and Byzantine validators (up to f).
     public static func all(seed: UInt64, faultsMax: Int) -> FaultMix {
         var random = SplitMix64(seed: seed ^ 0xFA17)
         var mix = FaultMix()
@@ -84,8 +85,7 @@ public enum ApplicationKind: String, CaseIterable, Sendable {
     /// The node's own core (`NodeCore`: admission, mempool, the production ledger,
     /// persistence) over simulated storage with faults: signed attributions, redemptions,
     /// transfers, forgeries and garbage from simulated clients, and the ledger's invariants
-    /// checked after every block. No validator-set change yet (that takes governance
-    /// transactions, not generated here).
+    /// checked after every block; validator-set changes by governance transactions.
     case ledger
 }
 
