@@ -26,8 +26,12 @@ extension Simulation {
                 case let .verify(checks, pending):
                     inputs.append(.verified(pending, checks.allSatisfy(simulatedVerify) ? .valid : .invalid))
                 case let .admission(client, refusal):
-                    if refusal == nil, nodes[index].byzantine == nil, let id = clientCommands[client] { admitted.insert(id) }
-                    clientCommands[client] = nil
+                    guard let id = clientCommands.removeValue(forKey: client) else { break }
+                    switch refusal {
+                    case nil: if nodes[index].byzantine == nil { admitted.insert(id) }
+                    case .malformed?, .wrongChain?, .badSignature?, .unknownSigner?: refused.insert(id)
+                    default: break  // busy, full, a duplicate, expired or used here: the client tries again
+                    }
                 case let .event(event):
                     noteEvent(index, event)
                 case let .stopped(reason):

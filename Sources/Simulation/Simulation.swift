@@ -52,6 +52,9 @@ public struct Simulation {
     var clientCommands: [ClientToken: SHA256Digest] = [:]
     var nextClient: UInt64 = 0
     var admitted: Set<SHA256Digest> = []
+    /// Ledger runs: transactions a node refused for good (garbage, forgeries): their
+    /// clients do not send them again.
+    var refused: Set<SHA256Digest> = []
 
     public static func run(_ configuration: SimulationConfiguration) -> SimulationReport {
         var simulation = Simulation(configuration)
@@ -304,7 +307,7 @@ public struct Simulation {
     /// A client whose command is not final after a while sends it again, as partner
     /// back-ends do: a command lost from every mempool (each holder crashed) comes back.
     private mutating func resubmitPending() {
-        for id in submitted where !finalCommands.contains(id) {
+        for id in submitted where !finalCommands.contains(id) && !refused.contains(id) {
             guard let bytes = commandBytes[id] else { continue }
             offer(id, bytes)
         }
