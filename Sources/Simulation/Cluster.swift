@@ -58,6 +58,8 @@ struct SimulatedNode {
     /// Ledger runs: the node's core (nil while the node is down) and its storage (durable).
     var core: NodeCore<SimulatedStorage, SimulatedSigner>?
     var storage: SimulatedStorage?
+    /// Ledger runs: the highest block this node reported executed (and so persisted).
+    var executedHeight: UInt64 = 0
     /// Volatile: lost on a crash (gossip refills it in a real node). A command cut into a
     /// proposal may be cut again after `inFlightTicks` (the proposal can die: lost, or the
     /// view changed); duplicates are harmless: execution skips commands already executed.

@@ -50,6 +50,7 @@ extension Simulation {
         let honestNode = nodes[index].byzantine == nil
         switch event {
         case let .executed(height, root):
+            nodes[index].executedHeight = height
             guard honestNode else { return }
             checkExecuted(index, height: height, root: root)
         case let .evidence(equivocation):
@@ -110,6 +111,19 @@ extension Simulation {
         }
         finalCommands.formUnion(certified.block.commandIDs)
         for problem in ledgerViolations(core.ledger, citizens: traffic?.citizens ?? []) { violation(safety: "n\(index): \(problem)") }
+    }
+
+    /// Node `index` restarted from its storage at `height` with `root`: no block it had
+    /// executed (and so acknowledged final to its clients) is lost, and its state is the
+    /// one every honest node had at that height.
+    mutating func checkRecovered(_ index: Int, _ height: UInt64, _ root: SHA256Digest) {
+        guard nodes[index].byzantine == nil else { return }
+        if height < nodes[index].executedHeight {
+            violation(safety: "n\(index) restarted at height \(height), below the \(nodes[index].executedHeight) it had executed: final blocks lost")
+        }
+        if height > 0, let expected = roots[height], expected != root {
+            violation(safety: "n\(index) restarted at height \(height) with a state root other than the one executed there")
+        }
     }
 
     /// Node `index`'s core stopped itself. An injected storage fault does that by design:

@@ -262,6 +262,7 @@ public struct Simulation {
             nodes[index].core = nil  // one copy of the node at a time
             start(&node, new: false)
             nodes[index] = node
+            if let ledger = nodes[index].core?.ledger { checkRecovered(index, ledger.height, ledger.stateRoot) }
             note("restart n\(index) at height \(nodes[index].height) view \(nodes[index].core?.replica.view ?? nodes[index].safety.view)")
         }
     }
