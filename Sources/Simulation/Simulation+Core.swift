@@ -54,17 +54,7 @@ extension Simulation {
             guard honestNode else { return }
             checkExecuted(index, height: height, root: root)
         case let .evidence(equivocation):
-            report.evidence += 1
-            // Only a Byzantine identity signs two conflicting messages: an honest replica,
-            // restarted from its safety log or not, never does.
-            let signer: ValidatorID? = switch equivocation.first {
-            case let .prePrepare(m): m.signer
-            case let .vote(m): m.signer
-            default: nil
-            }
-            if let signer, let equivocator = indexOf[signer], nodes[equivocator].byzantine == nil {
-                violation(safety: "honest n\(equivocator) signed two conflicting messages (evidence at n\(index))")
-            }
+            checkEvidence(equivocation, at: index)
         case let .rejected(reason, _):
             report.rejectedMessages += 1
             report.rejectionReasons["\(reason)".prefix(while: { $0 != "(" }).description, default: 0] += 1

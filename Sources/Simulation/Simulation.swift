@@ -453,17 +453,7 @@ public struct Simulation {
                 transmit(from: index, to: target, .stateResponse(Array(blocks[lower..<upper])))
             }
         case let .evidence(equivocation):
-            report.evidence += 1
-            // Only a Byzantine identity signs two conflicting messages: an honest replica,
-            // restarted from its safety log or not, never does.
-            let signer: ValidatorID? = switch equivocation.first {
-            case let .prePrepare(m): m.signer
-            case let .vote(m): m.signer
-            default: nil
-            }
-            if let signer, let equivocator = indexOf[signer], nodes[equivocator].byzantine == nil {
-                violation(safety: "honest n\(equivocator) signed two conflicting messages (evidence at n\(index))")
-            }
+            checkEvidence(equivocation, at: index)
         case let .rejected(reason, _):
             report.rejectedMessages += 1
             report.rejectionReasons["\(reason)".prefix(while: { $0 != "(" }).description, default: 0] += 1
@@ -519,6 +509,20 @@ public struct Simulation {
     func certificateIsValid(_ certified: CertifiedBlock, validators: ValidatorSet) -> Bool {
         validators.commitCertificateProblem(certified) == nil
             && certified.certificate.commits.allSatisfy { simulatedVerify($0.check(chainId: Self.chainId)) }
+    }
+
+    /// Evidence of equivocation, found by node `index`: only a Byzantine identity signs two
+    /// conflicting messages; an honest replica, restarted from its safety log or not, never does.
+    mutating func checkEvidence(_ equivocation: Equivocation, at index: Int) {
+        report.evidence += 1
+        let signer: ValidatorID? = switch equivocation.first {
+        case let .prePrepare(m): m.signer
+        case let .vote(m): m.signer
+        default: nil
+        }
+        if let signer, let equivocator = indexOf[signer], nodes[equivocator].byzantine == nil {
+            violation(safety: "honest n\(equivocator) signed two conflicting messages (evidence at n\(index))")
+        }
     }
 
     mutating func violation(safety message: String) {
