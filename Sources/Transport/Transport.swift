@@ -113,7 +113,7 @@ public final class Transport: @unchecked Sendable {
     private var clientListener: TCPListener?
     private var links: [String: Connection] = [:]
     private var dialing: Set<String> = []
-    private var attempts: [String: Int] = [:]
+    private lazy var backoff = RedialBackoff(minimum: configuration.reconnectMinMilliseconds, maximum: configuration.reconnectMaxMilliseconds)
     private var pending: Set<ObjectIdentifier> = []
     private var connections: [ObjectIdentifier: Connection] = [:]
     private var heartbeat: LoopTimer?
@@ -334,10 +334,7 @@ public final class Transport: @unchecked Sendable {
 
     private func scheduleRedial(_ peer: PeerAddress, after reason: String) {
         guard !stopped else { return }
-        let attempt = attempts[peer.id, default: 0]
-        attempts[peer.id] = attempt + 1
-        let ceiling = min(configuration.reconnectMaxMilliseconds, configuration.reconnectMinMilliseconds << min(UInt64(attempt), 16))
-        let delay = ceiling / 2 + UInt64.random(in: 0...max(1, ceiling / 2), using: &random)
+        let delay = backoff.delay(for: peer.id, using: &random)
         logger.debug("redial scheduled", metadata: ["peer": "\(peer.id)", "ms": "\(delay)", "after": "\(reason)"])
         count { $0.reconnects += 1 }
         let timer = LoopTimer(loop: loop)
@@ -407,7 +404,7 @@ public final class Transport: @unchecked Sendable {
         if let old = links[peer], old !== connection { old.close(reason: "replaced by a new link") }
         links[peer] = connection
         dialing.remove(peer)
-        attempts[peer] = 0
+        backoff.linked(peer)
         logger.info("peer connected", metadata: ["peer": "\(peer)", "tls": "\(connection.negotiated)", "openssl": "\(openSSLVersion)"])
         onEvent?(.peerConnected(peer, negotiated: connection.negotiated))
         return true
