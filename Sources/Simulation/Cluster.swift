@@ -3,10 +3,11 @@ import CalissonCrypto
 import NodeCore
 import Wire
 
-/// The deterministic application the simulator runs under consensus: a chain of state
-/// roots, root_h = H(root_{h-1} || block digest), the set of executed commands, and the
-/// validator-set schedule (a reconfiguration command installs a new set, as governance
-/// will). Durable: it survives its node's crashes, like the SQLite store will.
+/// What counter runs execute under consensus: a chain of state roots,
+/// root_h = H(root_{h-1} || block digest), the set of executed commands, and the
+/// validator-set schedule (a reconfiguration command installs a new set, as a governance
+/// vote does in ledger runs). Durable: it survives its node's crashes, as a node's SQLite
+/// store does.
 struct CounterApplication {
     private static let rootTag = TaggedHasher(tag: "calisson/sim/root")
     static let reconfigurationPrefix = Array("calisson/sim/validators".utf8)
