@@ -44,11 +44,13 @@ struct ByzantineShell {
     }
 
     /// The core's effects as this mode sends them: consensus messages rewritten (to one
-    /// peer, or to every one of `peers`), every other effect as it is.
+    /// peer, or to every one of `peers`), catch-up traffic and every other effect as it is.
     mutating func rewrite(_ effects: [NodeEffect], peers: [String]) -> [NodeEffect] {
         var rewritten: [NodeEffect] = []
         for effect in effects {
             switch effect {
+            case .send(.stateRequest, _), .send(.stateResponse, _):
+                rewritten.append(effect)  // catch-up traffic goes as it is (and is not recorded)
             case let .send(message, peer):
                 rewritten += outgoing(message, to: [peer]).map { NodeEffect.sendFrame($0.payload, gossip: false, to: $0.peer) }
             case let .broadcast(message):

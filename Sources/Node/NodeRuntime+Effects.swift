@@ -22,24 +22,44 @@ enum Client {
 // effects it answers carried out in the order given (the core has written what they
 // depend on before it returns them).
 extension NodeRuntime {
-    /// Gives `input` to the core and carries out its effects (loop thread).
+    /// Gives `input` to the core and carries out its effects (loop thread); an input an
+    /// effect calls for at once (the verifier full) is given after all of them.
     func run(_ input: NodeInput) {
         assert(loop.isOnLoop, "the node's core is the loop thread's")
-        if let failure = core.failure { return refuse(input, failure) }
-        var effects = core.drive(input)
-        #if CALISSON_FAULTS
-        if byzantine != nil { effects = byzantine!.rewrite(effects, peers: core.peers) }
-        #endif
-        for effect in effects { perform(effect) }
+        var inputs = [input]
+        while !inputs.isEmpty {
+            let input = inputs.removeFirst()
+            if let failure = core.failure {
+                refuse(input, failure)
+                continue
+            }
+            var effects = core.drive(input)
+            #if CALISSON_FAULTS
+            if byzantine != nil { effects = byzantine!.rewrite(effects, peers: core.peers) }
+            #endif
+            for effect in effects {
+                if let next = perform(effect) { inputs.append(next) }
+            }
+        }
     }
 
     /// A stopped core takes no input: a client's request is answered at once.
     func refuse(_ input: NodeInput, _ failure: String) {
         switch input {
-        case let .submit(_, client?): perform(.admission(client, .stopping))
-        case let .waitFinal(_, _, client), let .waitBlocks(_, _, _, client): perform(.respond(client, .error("the node stopped: \(failure)")))
-        case let .verified(.admission(admission), _): if let client = admission.client { perform(.admission(client, .stopping)) }
+        case let .submit(_, client?): answerStopped(client, failure)
+        case let .waitFinal(_, _, client), let .waitBlocks(_, _, _, client): answerStopped(client, failure)
+        case let .verified(.admission(admission), _): if let client = admission.client { answerStopped(client, failure) }
         default: break
+        }
+    }
+
+    /// Answers a client of a stopped core: a submission `stopping`, a wait an error.
+    func answerStopped(_ token: ClientToken, _ failure: String) {
+        switch clients.removeValue(forKey: token) {
+        case let .remote(respond, _?)?: respond(ClientResponse.refused("\(AdmissionError.stopping)").wireBytes)
+        case let .remote(respond, nil)?: respond(ClientResponse.error("the node stopped: \(failure)").wireBytes)
+        case let .local(done)?: done(.stopping)
+        case nil: break
         }
     }
 
@@ -54,7 +74,9 @@ extension NodeRuntime {
         run(.tick)
     }
 
-    func perform(_ effect: NodeEffect) {
+    /// Carries out one effect; returns the input it calls for at once, if any.
+    @discardableResult
+    func perform(_ effect: NodeEffect) -> NodeInput? {
         switch effect {
         case let .send(message, peer): transport.send(message.wireBytes, to: peer)
         case let .broadcast(message): transport.broadcast(message.wireBytes)
@@ -63,7 +85,7 @@ extension NodeRuntime {
         case let .gossip(transaction): transport.gossip(transaction)
         case let .verify(checks, pending):
             let queued = verify(checks) { [weak self] valid in self?.run(.verified(pending, valid ? .valid : .invalid)) }
-            if !queued { run(.verified(pending, .busy)) }
+            if !queued { return .verified(pending, .busy) }
         case let .admission(token, refusal):
             switch clients.removeValue(forKey: token) {
             case let .remote(respond, id)?:
@@ -90,7 +112,10 @@ extension NodeRuntime {
             stoppedValue.withLock { $0 = reason }
             logger.critical("node stopped", metadata: ["reason": "\(reason)"])
             ticker?.cancel()
+            // The clients the core had not answered yet will not be: answer them now.
+            for token in Array(clients.keys) { answerStopped(token, reason) }
         }
+        return nil
     }
 
     func note(_ event: NodeEvent) {

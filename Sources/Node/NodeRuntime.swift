@@ -194,7 +194,7 @@ public final class NodeRuntime: @unchecked Sendable {
     public func start() throws {
         transport.onMessage = { [weak self] peer, _, payload in
             #if CALISSON_FAULTS
-            self?.byzantine?.received(payload)
+            if self?.core.validatorsByPartner[peer] != nil { self?.byzantine?.received(payload) }
             #endif
             self?.run(.peerMessage(payload, from: peer))
         }

@@ -233,8 +233,8 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
             waiters[id, default: []].append((client, tickCount.saturatingAdding(max(1, ticks))))
             waiterCount += 1
         case let .waitBlocks(from, limit, ticks, client):
-            guard waiterCount < settings.waitersMax else { return effects.append(.respond(client, .error("too many clients waiting"))) }
             if from <= storage.height { return effects.append(.respondBlocks(client, from: from, limit: limit)) }
+            guard waiterCount < settings.waitersMax else { return effects.append(.respond(client, .error("too many clients waiting"))) }
             blockWaiters.append((from, limit, client, tickCount.saturatingAdding(max(1, ticks))))
             waiterCount += 1
         case let .verified(.consensus(message, sender, peer), outcome):

@@ -6,21 +6,21 @@ import Storage
 import Wire
 
 /// A storage failure the simulator injects; the next storage call it applies to throws it.
-public enum StorageFault: Error, Equatable, Sendable, CustomStringConvertible {
+public enum StorageFault: Error, Hashable, Sendable, CustomStringConvertible {
     /// A read of the state fails while a block executes (an I/O error): the ledger sees an
     /// absent value, and the block computed from it must never be persisted.
     case readError
     /// The disk is full: the write is refused whole.
     case diskFull
-    /// The process dies in the middle of writing a block: what the write had done is not
-    /// durable (SQLite's transaction rolls back at the next open), and the node is down.
+    /// The process dies as a write completes: the write is durable (SQLite's transaction
+    /// committed), but the node never learned it and is down.
     case crashDuringWrite
 
     public var description: String {
         switch self {
         case .readError: return "simulated read error"
         case .diskFull: return "simulated full disk"
-        case .crashDuringWrite: return "simulated crash while writing a block"
+        case .crashDuringWrite: return "simulated crash as a write completed"
         }
     }
 }
@@ -83,7 +83,8 @@ final class SimulatedState: StateStore {
 }
 
 /// A node's durable storage in the simulator: what `StoredState` keeps in SQLite, kept in
-/// memory, surviving its node's crashes; with faults injected on demand (`arm`).
+/// memory, surviving its node's crashes; with faults injected on demand (`arm`), and the
+/// ledger audited after every block it persists (`audit`).
 final class SimulatedStorage: NodeStorage {
     let state = SimulatedState()
     private(set) var isInitialized = false
@@ -93,29 +94,61 @@ final class SimulatedStorage: NodeStorage {
     private var checkpoints: [UInt64: [UInt8]] = [:]
     /// The next write fails with this.
     private var writeFault: StorageFault?
-    /// Faults injected, by kind, and those that fired.
-    private(set) var faultsFired = 0
+    /// Faults that fired (made a call throw), by kind.
+    private(set) var fired: [StorageFault: Int] = [:]
+    /// What must hold of the state after each block persisted; what does not, by height,
+    /// until the simulator takes it (`takeFindings`).
+    var audit: ((SimulatedState) -> [String])?
+    private var findings: [String] = []
 
     var height: UInt64 { UInt64(blocks.count) }
 
-    /// Makes the next read (`.readError`) or write (`.diskFull`, `.crashDuringWrite`) fail.
+    /// Makes the next read while a block executes (`.readError`) or the next write
+    /// (`.diskFull`, `.crashDuringWrite`) fail.
     func arm(_ fault: StorageFault) {
         if fault == .readError { state.failNextRead = true } else { writeFault = fault }
+    }
+
+    /// Whether a fault is armed and has not fired yet.
+    var isArmed: Bool { writeFault != nil || state.failNextRead }
+
+    /// Disarms what has not fired (the network heals: no more faults).
+    func disarm() {
+        writeFault = nil
+        state.failNextRead = false
     }
 
     /// A crash: what was not written is gone, and armed faults with it.
     func crash() {
         state.discard()
-        state.failNextRead = false
-        writeFault = nil
+        disarm()
     }
 
-    private func write() throws(StorageFault) {
-        guard let fault = writeFault else { return }
+    /// Carries out one write under the armed fault, if any: a full disk refuses it whole;
+    /// a crash comes once it is durable, before the caller learns it (SQLite commits a
+    /// transaction whole or not at all, so these are a write's two outcomes at a crash).
+    private func write(_ body: () throws -> Void) throws {
+        let fault = writeFault
         writeFault = nil
-        faultsFired += 1
-        state.discard()
-        throw fault
+        if fault == .diskFull {
+            fired[.diskFull, default: 0] += 1
+            state.discard()
+            throw StorageFault.diskFull
+        }
+        do { try body() } catch let error as StorageFault {
+            fired[error, default: 0] += 1
+            throw error
+        }
+        if fault == .crashDuringWrite {
+            fired[.crashDuringWrite, default: 0] += 1
+            throw StorageFault.crashDuringWrite
+        }
+    }
+
+    /// The audit's findings since the last call.
+    func takeFindings() -> [String] {
+        defer { findings = [] }
+        return findings
     }
 
     func extra(_ name: String) -> [UInt8]? { extras[name] }
@@ -139,30 +172,30 @@ final class SimulatedStorage: NodeStorage {
     }
 
     func persist(_ block: BlockRecord, extras: [String: [UInt8]]) throws {
-        if state.readError != nil { faultsFired += 1 }
-        try write()
-        guard block.height == height + 1, let body = block.body, let decoded = try? Block(wireBytes: body),
-            let certificate = try? CommitCertificate(wireBytes: block.certificate)
-        else { preconditionFailure("the core persisted block \(block.height) out of order or undecodable, at height \(height)") }
-        try state.apply()
-        blocks.append(CertifiedBlock(block: decoded, certificate: certificate))
-        self.extras.merge(extras) { $1 }
+        try write {
+            guard block.height == height + 1, let body = block.body, let decoded = try? Block(wireBytes: body),
+                let certificate = try? CommitCertificate(wireBytes: block.certificate)
+            else { preconditionFailure("the core persisted block \(block.height) out of order or undecodable, at height \(height)") }
+            try state.apply()
+            blocks.append(CertifiedBlock(block: decoded, certificate: certificate))
+            self.extras.merge(extras) { $1 }
+            if let audit { findings += audit(state).map { "block \(block.height): \($0)" } }
+        }
     }
 
     func appendSafety(_ records: [SafetyRecord]) throws {
-        try write()
-        safety += records
+        try write { safety += records }
     }
 
     func compactSafety(_ records: [SafetyRecord]) throws {
-        try write()
-        safety = records
+        try write { safety = records }
     }
 
     func putCheckpoint(height: UInt64, certificate: [UInt8]) throws {
-        try write()
-        checkpoints[height] = certificate
+        try write { checkpoints[height] = certificate }
     }
 
+    /// Light clients' checkpoints, pruning and handovers are SQLite's (`StoredState`);
+    /// the simulator keeps every version and serves no light client.
     func serveLatestCheckpoint() -> (changedAt: UInt64, checkpoint: UInt64)? { nil }
 }

@@ -51,8 +51,10 @@ extension Simulation {
         switch event {
         case let .executed(height, root):
             nodes[index].executedHeight = height
+            let findings = nodes[index].storage?.takeFindings() ?? []
             guard honestNode else { return }
             checkExecuted(index, height: height, root: root)
+            for problem in findings { violation(safety: "n\(index): \(problem)") }
         case let .evidence(equivocation):
             checkEvidence(equivocation, at: index)
         case let .rejected(reason, _):
@@ -81,7 +83,8 @@ extension Simulation {
 
     /// A block node `index` (honest) executed and persisted: certified by a quorum of the
     /// set in force at its height, the same block and state root as every other honest
-    /// node's at that height, and the ledger's invariants hold.
+    /// node's at that height. (The ledger's invariants are audited by the storage as it
+    /// persists each block: one drive may execute several.)
     private mutating func checkExecuted(_ index: Int, height: UInt64, root: SHA256Digest) {
         guard let core = nodes[index].core, let certified = core.storage.certifiedBlock(at: height) else {
             return violation(safety: "n\(index) reported block \(height) executed but its storage does not hold it")
@@ -100,7 +103,6 @@ extension Simulation {
             roots[height] = root
         }
         finalCommands.formUnion(certified.block.commandIDs)
-        for problem in ledgerViolations(core.ledger, citizens: traffic?.citizens ?? []) { violation(safety: "n\(index): \(problem)") }
     }
 
     /// Node `index` restarted from its storage at `height` with `root`: no block it had

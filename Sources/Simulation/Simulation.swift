@@ -122,7 +122,15 @@ public struct Simulation {
                 schedule: node.application!.schedule)
             return
         }
-        if new { node.storage = SimulatedStorage() }
+        if new {
+            let storage = SimulatedStorage()
+            let citizens = traffic.citizens
+            storage.audit = { state in
+                guard let ledger = try? Ledger(chainId: Self.chainId, store: state) else { return ["the ledger does not open on its storage"] }
+                return ledgerViolations(ledger, citizens: citizens)
+            }
+            node.storage = storage
+        }
         let partner = "p\(twinOriginal(node.index))"
         let partners = (traffic.partners + [traffic.learner].compactMap { $0 }).map(\.rawValue)
         do {
@@ -200,6 +208,9 @@ public struct Simulation {
         report.finalizedHeight = honest.map { nodes[$0].height }.max() ?? 0
         report.commandsSubmitted = submitted.count
         report.commandsAdmitted = admitted.count
+        for node in nodes {
+            for (fault, count) in node.storage?.fired ?? [:] { report.storageFaultsFired["\(fault)", default: 0] += count }
+        }
         report.trace = trace
         return report
     }
@@ -208,8 +219,9 @@ public struct Simulation {
 
     private mutating func injectFaults() {
         let faults = configuration.faults
+        // A node with a storage fault armed counts as down: the fault may stop it any time.
+        var down: Int { nodes.filter { !$0.isUp || $0.storage?.isArmed == true }.count }
         if faults.crashes, random.next() % 150 == 0 {
-            let down = nodes.filter { !$0.isUp }.count
             let up = honest.filter { nodes[$0].isUp }
             if down < faultsMax, !up.isEmpty {
                 let victim = up[Int(random.next() % UInt64(up.count))]
@@ -223,8 +235,7 @@ public struct Simulation {
             }
         }
         if faults.storageFaults, traffic != nil, random.next() % 100 == 0 {
-            let down = nodes.filter { !$0.isUp }.count
-            let up = honest.filter { nodes[$0].isUp }
+            let up = honest.filter { nodes[$0].isUp && nodes[$0].storage?.isArmed == false }
             if down < faultsMax, !up.isEmpty {
                 let victim = up[Int(random.next() % UInt64(up.count))]
                 let fault = [StorageFault.readError, .diskFull, .crashDuringWrite][Int(random.next() % 3)]
@@ -250,6 +261,7 @@ public struct Simulation {
         healed = true
         partition = nil
         for index in nodes.indices where !nodes[index].isUp { nodes[index].restartAt = tick }
+        for node in nodes { node.storage?.disarm() }
         note("heal: network repaired, crashed replicas restart")
     }
 

@@ -108,8 +108,9 @@ public struct SimulationReport: Sendable {
     public var rejectionReasons: [String: Int] = [:]
     public var droppedSignatures = 0
     public var evidence = 0
-    /// Ledger runs: storage faults injected, and those that stopped a node.
+    /// Ledger runs: storage faults armed, those that fired (by kind), and the stops they caused.
     public var storageFaults = 0
+    public var storageFaultsFired: [String: Int] = [:]
     public var storageStops = 0
     public var safetyViolations: [String] = []
     public var livenessViolations: [String] = []

@@ -79,6 +79,7 @@ struct CalissonSim: ParsableCommand {
             totals.evidence += report.evidence
             totals.storageFaults += report.storageFaults
             totals.storageStops += report.storageStops
+            totals.storageFaultsFired.merge(report.storageFaultsFired) { $0 + $1 }
             totals.commandsAdmitted += report.commandsAdmitted
             totals.commandsSubmitted += report.commandsSubmitted
             totals.safetyViolations += report.safetyViolations.map { "seed \(s): \($0)" }
@@ -105,7 +106,7 @@ struct CalissonSim: ParsableCommand {
               bad signatures dropped \(totals.droppedSignatures)
               rejected messages     \(totals.rejectedMessages)
               equivocation evidence \(totals.evidence)
-              storage faults        \(totals.storageFaults) armed, \(totals.storageStops) stopped a node
+              storage faults        \(totals.storageFaults) armed, \(totals.storageStops) stopped a node; fired: \(totals.storageFaultsFired.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))
               wall time             \(String(Int(seconds * 10) / 10)) s, \(Int(Double(blocks) / max(seconds, 1e-9))) simulated blocks/s
             """)
         if !failed.isEmpty {
