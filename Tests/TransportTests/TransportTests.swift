@@ -110,7 +110,18 @@ func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportC
         var configuration = consortium.configuration(2)
         configuration.peerPort = port
         configuration.peers = nodes.enumerated().filter { $0.offset != 2 }.map { PeerAddress(id: "p\($0.offset)", host: "127.0.0.1", port: $0.element.transport.peerPort) }
-        nodes[2] = try Node(configuration)
+        // The freed port may be held a moment by another socket (an outgoing connection of
+        // a test running beside this one takes its local port from the same range).
+        var restarted: Node?
+        for attempt in 1...50 {
+            do {
+                restarted = try Node(configuration)
+                break
+            } catch where "\(error)".contains("EADDRINUSE") && attempt < 50 {
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+        }
+        nodes[2] = try #require(restarted)
         #expect(eventually(5) { nodes.allSatisfy { $0.transport.linkedPeers().count == 3 } })
         nodes[3].transport.send([42], to: "p2")
         #expect(eventually { nodes[2].received.withLock { $0.contains { $0.0 == "p3" && $0.1 == [42] } } })
