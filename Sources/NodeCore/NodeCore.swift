@@ -182,6 +182,7 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
         storage: Storage, genesis: Genesis, replica configuration: ReplicaConfiguration, signer: Signer, peers: [String],
         settings: NodeCoreSettings = NodeCoreSettings(), verifySignature: @escaping (SignatureCheck) -> Bool
     ) throws {
+        precondition(settings.regossipTicks > 0 && settings.catchUpTicks > 0, "the core's periods are at least one tick (code, not input)")
         self.storage = storage
         self.settings = settings
         self.peers = peers.sorted()
