@@ -91,7 +91,8 @@ let package = Package(
         .executableTarget(
             name: "calisson-bench",
             dependencies: [
-                "CalissonCrypto", "Wire", "Ledger", "Consensus", "Transport", "Storage", "Node", "LightClient", "Gateway", "Settlement",
+                "CalissonCrypto", "Wire", "Ledger", "Consensus", "Transport", "Storage", "Node", "NodeCore", "Simulation", "LightClient", "Gateway",
+                "Settlement",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

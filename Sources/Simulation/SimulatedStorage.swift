@@ -28,18 +28,18 @@ public enum StorageFault: Error, Hashable, Sendable, CustomStringConvertible {
 /// The ledger's state in memory, with the node's contract: the ledger's `commit` keeps a
 /// pending batch, made durable only by `SimulatedStorage.persist` with its block; a failed
 /// read is recorded and makes that persist throw.
-final class SimulatedState: StateStore {
+public final class SimulatedState: StateStore {
     private(set) var durable = MemoryStateStore()
     private var pending: StateBatch?
     private var pendingValues: [StateKey: [UInt8]?] = [:]
-    private(set) var root: SHA256Digest = .zero
+    public private(set) var root: SHA256Digest = .zero
     var readError: StorageFault?
     /// Armed by the simulator: the next value read while a block executes fails.
     var failNextRead = false
     /// A block is executing (inside `SimulatedStorage.reading`).
     var executing = false
 
-    func value(_ key: StateKey) -> [UInt8]? {
+    public func value(_ key: StateKey) -> [UInt8]? {
         if let value = pendingValues[key] { return value }
         if failNextRead, executing {
             failNextRead = false
@@ -49,12 +49,12 @@ final class SimulatedState: StateStore {
         return durable.value(key)
     }
 
-    func treePage(_ root: SHA256Digest, depth: Int) -> TreePage? {
+    public func treePage(_ root: SHA256Digest, depth: Int) -> TreePage? {
         if let created = pending?.tree.created[root] { return created }
         return durable.treePage(root, depth: depth)
     }
 
-    func commit(_ batch: StateBatch) {
+    public func commit(_ batch: StateBatch) {
         precondition(pending == nil, "a batch is committed while the previous one is not persisted")
         pending = batch
         for (key, value) in batch.values { pendingValues[key] = .some(value) }
@@ -84,10 +84,11 @@ final class SimulatedState: StateStore {
 
 /// A node's durable storage in the simulator: what `StoredState` keeps in SQLite, kept in
 /// memory, surviving its node's crashes; with faults injected on demand (`arm`), and the
-/// ledger audited after every block it persists (`audit`).
-final class SimulatedStorage: NodeStorage {
-    let state = SimulatedState()
-    private(set) var isInitialized = false
+/// ledger audited after every block it persists (`audit`). With no fault armed, it is
+/// also the in-memory storage of `calisson-bench ordering --application ledger`.
+public final class SimulatedStorage: NodeStorage {
+    public let state = SimulatedState()
+    public private(set) var isInitialized = false
     private(set) var blocks: [CertifiedBlock] = []
     private var extras: [String: [UInt8]] = [:]
     private var safety: [SafetyRecord] = []
@@ -100,7 +101,9 @@ final class SimulatedStorage: NodeStorage {
     var audit: ((SimulatedState) -> [String])?
     private var findings: [String] = []
 
-    var height: UInt64 { UInt64(blocks.count) }
+    public var height: UInt64 { UInt64(blocks.count) }
+
+    public init() {}
 
     /// Makes the next read while a block executes (`.readError`) or the next write
     /// (`.diskFull`, `.crashDuringWrite`) fail.
@@ -150,27 +153,27 @@ final class SimulatedStorage: NodeStorage {
         return findings
     }
 
-    func extra(_ name: String) -> [UInt8]? { extras[name] }
-    func safetyRecords() -> [SafetyRecord] { safety }
+    public func extra(_ name: String) -> [UInt8]? { extras[name] }
+    public func safetyRecords() -> [SafetyRecord] { safety }
 
-    func persistGenesis(extras: [String: [UInt8]]) throws {
+    public func persistGenesis(extras: [String: [UInt8]]) throws {
         try state.apply()
         self.extras.merge(extras) { $1 }
         isInitialized = true
     }
 
-    func certifiedBlock(at height: UInt64) -> CertifiedBlock? {
+    public func certifiedBlock(at height: UInt64) -> CertifiedBlock? {
         guard height >= 1, height <= self.height else { return nil }
         return blocks[Int(height - 1)]
     }
 
-    func reading<T>(_ body: () -> T) -> T {
+    public func reading<T>(_ body: () -> T) -> T {
         state.executing = true
         defer { state.executing = false }
         return body()
     }
 
-    func persist(_ block: BlockRecord, extras: [String: [UInt8]]) throws {
+    public func persist(_ block: BlockRecord, extras: [String: [UInt8]]) throws {
         try write {
             guard block.height == height + 1, let body = block.body, let decoded = try? Block(wireBytes: body),
                 let certificate = try? CommitCertificate(wireBytes: block.certificate)
@@ -182,19 +185,19 @@ final class SimulatedStorage: NodeStorage {
         }
     }
 
-    func appendSafety(_ records: [SafetyRecord]) throws {
+    public func appendSafety(_ records: [SafetyRecord]) throws {
         try write { safety += records }
     }
 
-    func compactSafety(_ records: [SafetyRecord]) throws {
+    public func compactSafety(_ records: [SafetyRecord]) throws {
         try write { safety = records }
     }
 
-    func putCheckpoint(height: UInt64, certificate: [UInt8]) throws {
+    public func putCheckpoint(height: UInt64, certificate: [UInt8]) throws {
         try write {}  // a write that can fail like the others; the certificate serves light clients, which the simulator has none of
     }
 
     /// Light clients' checkpoints, pruning and handovers are SQLite's (`StoredState`);
     /// the simulator keeps every version and serves no light client.
-    func serveLatestCheckpoint() -> (changedAt: UInt64, checkpoint: UInt64)? { nil }
+    public func serveLatestCheckpoint() -> (changedAt: UInt64, checkpoint: UInt64)? { nil }
 }

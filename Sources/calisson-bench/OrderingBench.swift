@@ -9,25 +9,37 @@ import Synchronization
 import Transport
 import Wire
 
-/// The consensus alone: n replicas in this process, each on its own event loop with its
-/// own mutual-TLS transport on loopback, ordering opaque unsigned payloads, so that the
-/// figure compares with BFT implementations that order unsigned commands.
+/// The consensus ordering commands: n replicas in this process, each on its own event loop
+/// with its own mutual-TLS transport on loopback. `chain`: the replicas alone, ordering
+/// opaque unsigned payloads into a hash chain, so that the figure compares with BFT
+/// implementations that order unsigned commands. `ledger`: the node's core (`NodeCore`)
+/// ordering and executing signed attributions on in-memory storage (`CoreGroup`).
 struct OrderingCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ordering",
-        abstract: "Ordered commands per second and ordering latency of the consensus alone (TLS on, no ledger, no storage).",
+        abstract: "Ordered commands per second and ordering latency of the consensus (TLS on, no disk), alone or in the node's core with the ledger.",
         discussion: """
             Every replica signs and verifies every consensus message (Ed25519, each signature \
-            once per replica: verify cache); safety records are kept in memory, not fsynced; \
-            execution appends to a hash chain. Commands are made at the primary when it cuts a \
-            block, at most --outstanding not yet executed (closed loop), each carrying its \
-            creation time; latency is creation to execution at that replica.
+            once per replica: verify cache); safety records are kept in memory, not fsynced. \
+            --application chain (default): the replicas alone; execution appends to a hash \
+            chain; commands are made at the primary when it cuts a block, at most \
+            --outstanding not yet executed (closed loop), each carrying its creation time; \
+            latency is creation to execution at that replica. --application ledger: n node \
+            cores (the node's admission, mempool and execution on the ledger, in-memory \
+            storage); a client at the first keeps --outstanding signed attributions submitted \
+            and not yet final; latency is submission to finality there.
             """)
 
+    enum Application: String, ExpressibleByArgument, CaseIterable { case chain, ledger }
+
+    @Option(help: "What the replicas order: chain (the consensus alone) or ledger (the node's core and the ledger).")
+    var application: Application = .chain
     @Option(help: "Replicas.") var validators = 4
     @Option(help: "Commands per block (the primary cuts a block when this many wait).") var blockSize = 400
-    @Option(help: "Bytes per command (at least 8: the creation time).") var payloadSize = 8
+    @Option(help: "Bytes per command (at least 8: the creation time; chain only).") var payloadSize = 8
     @Option(help: "Commands made but not yet executed (closed loop).") var outstanding = 20_000
+    @Option(help: "Signed attributions made before the run (ledger only; the run needs warm-up plus duration times the rate).")
+    var transactions = 150_000
     @Option(help: "Measured seconds, after the warm-up.") var duration = 10.0
     @Option(help: "Warm-up seconds.") var warmup = 2.0
     @Option(help: "Consensus tick in milliseconds.") var tickMilliseconds: UInt64 = 5
@@ -35,15 +47,27 @@ struct OrderingCommand: ParsableCommand {
 
     func validate() throws {
         try checkFinite([(duration, "--duration"), (warmup, "--warmup")])
-        guard validators >= 1, blockSize >= 1, payloadSize >= 8, outstanding >= blockSize, duration > 0, tickMilliseconds >= 1 else {
-            throw ValidationError("validators ≥ 1, block size ≥ 1, payload ≥ 8 bytes, outstanding ≥ block size, duration > 0")
+        guard (1...100).contains(validators), (1...100_000).contains(blockSize), (8...1 << 20).contains(payloadSize),
+            (blockSize...10_000_000).contains(outstanding), (1...10_000_000).contains(transactions), duration > 0, (1...60_000).contains(tickMilliseconds)
+        else {
+            throw ValidationError(
+                "validators 1–100, block size 1–100000, payload 8 bytes–1 MiB, outstanding from the block size to 10000000, "
+                    + "transactions 1–10000000, duration > 0, tick 1–60000 ms")
         }
     }
 
     func run() throws {
         let machine = Machine.describe()
-        let group = try OrderingGroup(count: validators, blockSize: blockSize, payloadSize: payloadSize, outstanding: outstanding,
+        let group: any OrderingRun
+        switch application {
+        case .chain:
+            group = try OrderingGroup(count: validators, blockSize: blockSize, payloadSize: payloadSize, outstanding: outstanding,
                                       tickMilliseconds: tickMilliseconds)
+        case .ledger:
+            print("ordering: signing \(transactions) attributions before the run")
+            group = try CoreGroup(count: validators, blockSize: blockSize, outstanding: outstanding, tickMilliseconds: tickMilliseconds,
+                                  transactions: transactions)
+        }
         defer { group.stop() }
         try group.start()
         Thread.sleep(forTimeInterval: warmup)
@@ -57,10 +81,25 @@ struct OrderingCommand: ParsableCommand {
         let seconds = Double(endTime - startTime) / 1e9
         let rate = Double(endCount - startCount) / seconds
         let latency = { (p: Double) in Double(histogram.valueAtPercentile(p)) / 1_000 }
-        print(String(format: "ordering: %d replicas, blocks of %d, %d-byte commands: %.0f commands/s over %.1f s", validators, blockSize,
-                     payloadSize, rate, seconds))
-        print(String(format: "  latency ms (creation to execution at the primary): p50 %.1f  p90 %.1f  p99 %.1f  max %.1f", latency(50),
-                     latency(90), latency(99), Double(histogram.max) / 1_000))
+        var client: [String: Int] = [:]
+        switch application {
+        case .chain:
+            print(String(format: "ordering: %d replicas, blocks of %d, %d-byte commands: %.0f commands/s over %.1f s", validators, blockSize,
+                         payloadSize, rate, seconds))
+            print(String(format: "  latency ms (creation to execution at the primary): p50 %.1f  p90 %.1f  p99 %.1f  max %.1f", latency(50),
+                         latency(90), latency(99), Double(histogram.max) / 1_000))
+        case .ledger:
+            print(String(format: "ordering: %d node cores with the ledger, blocks of %d, signed attributions: %.0f final/s over %.1f s", validators,
+                         blockSize, rate, seconds))
+            print(String(format: "  latency ms (submission to finality at the first core): p50 %.1f  p90 %.1f  p99 %.1f  max %.1f", latency(50),
+                         latency(90), latency(99), Double(histogram.max) / 1_000))
+            if let cores = group as? CoreGroup {
+                let totals = cores.clientTotals
+                client = ["finalTotal": Int(clamping: endCount), "refused": totals.refused, "unanswered": totals.unanswered]
+                print("  client: \(totals.refused) refused at admission, \(totals.unanswered) not final within 60 s")
+                if totals.exhausted { throw ValidationError("the \(transactions) signed attributions ran out before the end: give --transactions more") }
+            }
+        }
         print(String(format: "  CPU: %.2f s in the measured window (all replicas, one process), %.3f CPU-s per 1,000 commands; view changes %d",
                      cpuEnd - cpuMeasured, (cpuEnd - cpuMeasured) / max(1, Double(endCount - startCount)) * 1_000, views))
         if group.failure != nil { throw ValidationError("a replica failed: \(group.failure!)") }
@@ -68,13 +107,15 @@ struct OrderingCommand: ParsableCommand {
             let object: [String: Any] = [
                 "mode": "ordering", "date": machine.date, "commit": machine.commit, "cpu": machine.cpu,
                 "cores": Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))),
-                "configuration": ["validators": validators, "blockSize": blockSize, "payloadSize": payloadSize, "outstanding": outstanding,
-                                  "durationSeconds": duration, "warmupSeconds": warmup, "tickMilliseconds": tickMilliseconds, "tls": true] as [String: Any],
+                "configuration": ["application": application.rawValue, "validators": validators, "blockSize": blockSize, "payloadSize": payloadSize, "outstanding": outstanding,
+                                  "durationSeconds": duration, "warmupSeconds": warmup, "tickMilliseconds": tickMilliseconds, "tls": true,
+                                  "transactions": application == .ledger ? transactions : 0] as [String: Any],
                 "results": [
                     "commandsPerSecond": Int(rate),
                     "latencyMilliseconds": ["p50": latency(50), "p90": latency(90), "p99": latency(99), "max": Double(histogram.max) / 1_000],
                     "cpuSecondsPer1000Commands": (cpuEnd - cpuMeasured) / max(1, Double(endCount - startCount)) * 1_000,
                     "viewChanges": views,
+                    "client": client,
                 ] as [String: Any],
             ]
             try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted]).write(to: URL(fileURLWithPath: json))
@@ -82,8 +123,8 @@ struct OrderingCommand: ParsableCommand {
     }
 }
 
-/// The replicas and what they measured.
-final class OrderingGroup: @unchecked Sendable {
+/// The replicas and what they measured (`--application chain`).
+final class OrderingGroup: OrderingRun, @unchecked Sendable {
     let replicas: [OrderingReplica]
     let clock = ContinuousClock()
     let origin: ContinuousClock.Instant

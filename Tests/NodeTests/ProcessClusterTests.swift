@@ -426,3 +426,23 @@ final class Liar {
         upstream?.close()
     }
 }
+
+/// `calisson-bench ordering --application ledger` drives the node's core (`NodeCore`) on
+/// in-memory storage over TLS: a short run finalizes what its client submits, nothing
+/// refused or left unanswered (the figures are the benchmark's business, not a test's).
+@Suite(.onOwnThreads) struct OrderingBenchTests {
+    @Test func theLedgerModeFinalizesWhatItsClientSubmits() throws {
+        let bin = try productsDirectory()
+        let json = Scratch.file("ordering.json")
+        let ran = try run("\(bin)/calisson-bench", [
+            "ordering", "--application", "ledger", "--block-size", "50", "--outstanding", "200", "--transactions", "20000",
+            "--warmup", "0.5", "--duration", "1.5", "--json", json,
+        ], timeout: 120)
+        #expect(ran.status == 0, "\(ran.output)\n\(ran.errors)")
+        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any]
+        #expect((object?["configuration"] as? [String: Any])?["application"] as? String == "ledger")
+        let client = try #require((object?["results"] as? [String: Any])?["client"] as? [String: Int])
+        #expect((client["finalTotal"] ?? 0) > 0, "nothing became final: \(ran.output)")
+        #expect(client["refused"] == 0 && client["unanswered"] == 0, "\(client)")
+    }
+}
