@@ -17,11 +17,8 @@ final class Connection {
     private(set) var isEstablished = false
     private var helloSent = false
     private var decoder = FrameDecoder()
-    private(set) var lastReceived: UInt64
-    private var requestsInFlight = 0
-    /// The request rate's token bucket, in thousandths of a request, and when it was filled.
-    private var requestTokens: Int
-    private var requestTokensAt: UInt64
+    /// When it last heard from its peer and answered it, its requests, its rate bucket.
+    private var times: LinkTimes
     private var isClosed = false
     let address: String
     /// The peer's IP address (for the per-address client limit).
@@ -38,32 +35,12 @@ final class Connection {
         self.isClient = isClient
         address = stream.peerAddress
         host = stream.peerHost
-        lastReceived = now(transport.loop)
-        requestTokens = transport.configuration.clientRequestsPerSecondMax * 1_000
-        requestTokensAt = lastReceived
+        times = LinkTimes(now: now(transport.loop), requestsPerSecond: transport.configuration.clientRequestsPerSecondMax)
     }
 
-    /// When the last answer went out: a long wait (a 30 s `waitFinal`, a `blocks` follow)
-    /// is answered late, and the client's next request must not find it idle already.
-    private var lastAnswered: UInt64 = 0
-
-    /// A client connection with nothing unanswered that has sent and been sent nothing for
-    /// `limit` ms.
-    func isIdle(now: UInt64, limit: UInt64) -> Bool {
-        let active = max(lastReceived, lastAnswered)
-        return isClient && requestsInFlight == 0 && now >= active && now - active > limit
-    }
-
-    /// Takes one request from the bucket: false when the connection is over its rate.
-    /// The bucket holds at most one second of requests and refills at the rate, each
-    /// millisecond adding `rate` thousandths.
-    private func takeRequestToken(now: UInt64, rate: Int) -> Bool {
-        let elapsed = now >= requestTokensAt ? min(now - requestTokensAt, 1_000) : 0
-        requestTokensAt = now
-        requestTokens = min(rate * 1_000, requestTokens + Int(elapsed) * rate)
-        guard requestTokens >= 1_000 else { return false }
-        requestTokens -= 1_000
-        return true
+    /// What the heartbeat does with this link at `now` (`LinkTimes.beat`).
+    func beat(now: UInt64, idleLimit: UInt64, deadAfter: UInt64) -> LinkTimes.Beat {
+        times.beat(now: now, isClient: isClient, isEstablished: isEstablished, idleLimit: idleLimit, deadAfter: deadAfter)
     }
 
     func begin() {
@@ -101,7 +78,7 @@ final class Connection {
         do {
             while !isClosed, let envelope = try decoder.next() {
                 transport.count { $0.framesIn += 1 }
-                lastReceived = now(transport.loop)
+                times.received(at: now(transport.loop))
                 try handle(envelope, transport)
             }
         } catch {
@@ -130,17 +107,16 @@ final class Connection {
             transport.received(envelope.kind, envelope.payload, on: self)
         case .request:
             guard isClient else { throw .unexpected(envelope.kind) }
-            guard requestsInFlight < transport.configuration.clientRequestsInFlightMax else {
+            guard times.requestsInFlight < transport.configuration.clientRequestsInFlightMax else {
                 transport.refused(self, reason: "over \(transport.configuration.clientRequestsInFlightMax) requests in flight")
                 return close(reason: "too many requests in flight")
             }
             let rate = transport.configuration.clientRequestsPerSecondMax
-            guard takeRequestToken(now: lastReceived, rate: rate) else {
+            guard times.takeRequest(at: times.lastReceived, rate: rate) else {
                 transport.count { $0.clientRateLimited += 1 }
                 transport.refused(self, reason: "over \(rate) requests per second")
                 return close(reason: "too many requests per second")
             }
-            requestsInFlight += 1
             transport.request(envelope.payload, on: self)
         case .hello, .response:
             throw .unexpected(envelope.kind)
@@ -211,8 +187,7 @@ final class Connection {
 
     func finishRequest(_ response: [UInt8]) {
         guard !isClosed else { return }
-        requestsInFlight -= 1
-        if let transport { lastAnswered = now(transport.loop) }
+        times.answered(at: transport.map { now($0.loop) } ?? 0)
         send(.response, response)
     }
 

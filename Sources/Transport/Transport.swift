@@ -459,19 +459,14 @@ public final class Transport: @unchecked Sendable {
 
     private func beat() {
         let now = now(loop)
-        for connection in Array(connections.values) where connection.isClient {
-            if connection.isIdle(now: now, limit: configuration.clientIdleMilliseconds) {
+        for connection in Array(connections.values) {
+            switch connection.beat(now: now, idleLimit: configuration.clientIdleMilliseconds, deadAfter: configuration.deadAfterMilliseconds) {
+            case .keep: break
+            case .heartbeat: connection.send(.heartbeat, [])
+            case .closeIdle:
                 count { $0.clientIdleClosed += 1 }
                 connection.close(reason: "idle for \(configuration.clientIdleMilliseconds) ms")
-            }
-        }
-        for connection in Array(connections.values) where !connection.isClient {
-            if connection.isEstablished {
-                if now - connection.lastReceived > configuration.deadAfterMilliseconds {
-                    connection.close(reason: "no frame for \(configuration.deadAfterMilliseconds) ms")
-                } else {
-                    connection.send(.heartbeat, [])
-                }
+            case .closeDead: connection.close(reason: "no frame for \(configuration.deadAfterMilliseconds) ms")
             }
         }
     }
