@@ -85,13 +85,15 @@ let package = Package(
         // Settlement files for the treasury (SEPA XML, CSV) from certified clearing.
         .target(name: "Settlement", dependencies: ["Ledger", "CalissonCrypto"]),
         // A whole cluster in one thread, deterministic from a seed, with injected faults.
-        .target(name: "Simulation", dependencies: ["Consensus", "Ledger", "NodeCore", "CalissonCrypto", "Wire"]),
+        .target(name: "Simulation", dependencies: ["Consensus", "Ledger", "NodeCore", "Fixtures", "CalissonCrypto", "Wire"]),
+        // The consortia and transactions tests, the simulator and the benchmarks build.
+        .target(name: "Fixtures", dependencies: ["Ledger", "CalissonCrypto", "Wire"]),
 
         // Thin executables.
         .executableTarget(
             name: "calisson-bench",
             dependencies: [
-                "CalissonCrypto", "Wire", "Ledger", "Consensus", "Transport", "Storage", "Node", "NodeCore", "Simulation", "LightClient", "Gateway",
+                "CalissonCrypto", "Wire", "Ledger", "Consensus", "Transport", "Storage", "Node", "NodeCore", "Simulation", "Fixtures", "LightClient", "Gateway",
                 "Settlement",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Logging", package: "swift-log"),
@@ -118,7 +120,7 @@ let package = Package(
             dependencies: ["Simulation", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
         // Test helper: writes blocks until killed (the storage crash test).
-        .executableTarget(name: "storage-crash-writer", dependencies: ["Node", "Storage", "Ledger", "CalissonCrypto", "Wire"]),
+        .executableTarget(name: "storage-crash-writer", dependencies: ["Node", "Storage", "Ledger", "Fixtures", "CalissonCrypto", "Wire"]),
 
         // What tests share: their scratch directory (removed when the test process exits),
         // waiting for a condition, a locked value, threads of their own for blocking tests.
@@ -126,14 +128,15 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
         .testTarget(name: "CalissonCryptoTests", dependencies: ["CalissonCrypto", "Wire", "CHotPath", "CalissonTestKit"]),
         .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "Simulation", "CalissonCrypto", "Wire", "CalissonTestKit"]),
-        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "CalissonCrypto", "Wire", "CalissonTestKit"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Fixtures", "CalissonCrypto", "Wire", "CalissonTestKit"]),
         .testTarget(name: "SettlementTests", dependencies: ["Settlement", "Ledger", "CalissonCrypto", "CalissonTestKit"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "CalissonCrypto", "Wire", "COpenSSL", "CalissonTestKit"]),
-        .testTarget(name: "StorageTests", dependencies: ["Storage", "Node", "Ledger", "CalissonCrypto", "Wire", "CalissonTestKit"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "Node", "Ledger", "Fixtures", "CalissonCrypto", "Wire", "CalissonTestKit"]),
         .testTarget(
             name: "NodeTests",
             dependencies: [
-                "Node", "LightClient", "Consensus", "Ledger", "Storage", "Transport", "CalissonCrypto", "Wire", "Gateway", "Settlement", "CalissonTestKit",
+                "Node", "LightClient", "Consensus", "Ledger", "Storage", "Transport", "CalissonCrypto", "Wire", "Gateway", "Settlement", "Fixtures",
+                "CalissonTestKit",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "ShimTests", dependencies: ["CLibUV", "COpenSSL", "CSQLite", "CSodium"]),

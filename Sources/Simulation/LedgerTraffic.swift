@@ -1,5 +1,6 @@
 import Consensus
 import CalissonCrypto
+import Fixtures
 import Ledger
 import Wire
 
@@ -78,25 +79,20 @@ struct LedgerTraffic {
                 signingKey: learnerSigningKey.bytes.hex, nodeKey: learnerKey.bytes.hex, tlsKeyHash: nil))
         }
         random = SplitMix64(seed: seed ^ 0x7AFF_1C)
-        let file = GenesisFile(
-            chainId: Simulation.chainId,
-            parameters: .init(
-                epochLength: epochLength, blocksPerDay: 200, transactionLifetimeMax: 10_000, proposalLifetimeMax: Self.proposalLifetime,
-                approval: "2/3", sink: "p0"),
-            partners: validators.indices.map { index in
-                GenesisFile.PartnerEntry(
-                    id: "p\(index)", name: "partner \(index)", roles: (index == 0 ? ["authority"] : []) + ["issuer", "acceptor", "validator"],
-                    signingKey: signingKeys[index].bytes.hex, nodeKey: validators[index].bytes.hex, tlsKeyHash: nil)
-            } + learners,
-            validators: validators.indices.map { "p\($0)" },
-            programmes: [
-                .init(id: "tri", name: "Tri", category: "wasteSorting", rewardPerUnit: 10, issuers: validators.indices.map { "p\($0)" }, sponsor: "p0",
-                      capPerAccount: 5_000, capPeriod: "day", walletCeiling: 3_000, budget: 1_000_000, expiryEpochs: 2),
-                .init(id: "culture", name: "Culture", category: "event", rewardPerUnit: 50, issuers: validators.indices.map { "p\($0)" },
-                      sponsor: "p\(validators.count - 1)", capPerAccount: 10_000, capPeriod: "week", walletCeiling: 5_000, budget: 500_000,
-                      expiryEpochs: nil, demurrageBasisPoints: 300, transferable: true),
-            ])
-        genesis = Self.validated(file)
+        var file = Fixture.validators(chainId: Simulation.chainId, nodeKeys: validators, signingKeys: signingKeys)
+        file.partners += learners
+        file.parameters = .init(
+            epochLength: epochLength, blocksPerDay: 200, transactionLifetimeMax: 10_000, proposalLifetimeMax: Self.proposalLifetime, approval: "2/3",
+            sink: "p0")
+        // Tight limits, so that runs meet them: a daily cap, a wallet ceiling, budgets.
+        file.programmes = [
+            .init(id: "tri", name: "Tri", category: "wasteSorting", rewardPerUnit: 10, issuers: validators.indices.map { "p\($0)" }, sponsor: "p0",
+                  capPerAccount: 5_000, capPeriod: "day", walletCeiling: 3_000, budget: 1_000_000, expiryEpochs: 2),
+            .init(id: "culture", name: "Culture", category: "event", rewardPerUnit: 50, issuers: validators.indices.map { "p\($0)" },
+                  sponsor: "p\(validators.count - 1)", capPerAccount: 10_000, capPeriod: "week", walletCeiling: 5_000, budget: 500_000,
+                  expiryEpochs: nil, demurrageBasisPoints: 300, transferable: true),
+        ]
+        genesis = Fixture.validated(file)
     }
 
     /// How long a governance proposal may stay open (blocks): past any run's length.
@@ -118,11 +114,6 @@ struct LedgerTraffic {
         let key = signingKeys[index]
         return signed(Transaction(chainId: Simulation.chainId, signer: .partner(partners[index]), nonce: nonce(key), expiryHeight: height + 5_000, body: body),
                       by: key)
-    }
-
-    /// The simulator's own genesis: a failure is a bug in this file, not input.
-    private static func validated(_ file: GenesisFile) -> Genesis {
-        do { return try file.validated() } catch { preconditionFailure("the simulator's genesis does not validate: \(error)") }
     }
 
     private mutating func nonce(_ key: Ed25519PublicKey) -> UInt64 {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CalissonCrypto
+import Fixtures
 import Foundation
 import Ledger
 import Wire
@@ -88,17 +89,8 @@ struct LedgerWorkload {
 
     init(accounts: Int) throws {
         self.accounts = accounts
-        let partner = { (id: String, roles: [String], key: Ed25519PublicKey) in
-            GenesisFile.PartnerEntry(id: id, name: id, roles: roles, signingKey: key.bytes.hex, nodeKey: key.bytes.hex, tlsKeyHash: nil)
-        }
-        let file = GenesisFile(
-            chainId: Self.chainId,
-            parameters: .init(epochLength: 1_000_000, blocksPerDay: 1_000_000, transactionLifetimeMax: 100, proposalLifetimeMax: 100, approval: nil, sink: "metropole"),
-            partners: [partner("metropole", ["authority", "issuer", "acceptor", "validator"], issuerKey.publicKey)],
-            validators: ["metropole"],
-            programmes: [.init(id: "bench", name: "bench", category: "other", rewardPerUnit: 1, issuers: ["metropole"], sponsor: "metropole",
-                               capPerAccount: 1 << 40, capPeriod: "month", walletCeiling: 1 << 40, budget: 1 << 55, expiryEpochs: 1_000,
-                               demurrageBasisPoints: nil, acceptors: nil, transferable: false, startHeight: nil, endHeight: nil)])
+        var file = Fixture.solo(chainId: Self.chainId, key: issuerKey.publicKey, programme: "bench")
+        file.parameters = .init(epochLength: 1_000_000, blocksPerDay: 1_000_000, transactionLifetimeMax: 100, proposalLifetimeMax: 100, sink: "metropole")
         ledger = try Ledger.create(try file.validated(), in: MemoryStateStore())
         citizens = (0..<4_096).map { Ed25519PrivateKey(seed: SHA256.hash("citizen \($0)").bytes)! }
 
@@ -122,9 +114,8 @@ struct LedgerWorkload {
     mutating func attribution(to account: AccountID, units: UInt32, signed: Bool) -> [UInt8] {
         nonce += 1
         evidence += 1
-        let tx = Transaction(
-            chainId: Self.chainId, signer: .partner(Identifier("metropole")!), nonce: nonce, expiryHeight: ledger.height + 50,
-            body: .attribute(programme: Identifier("bench")!, account: account, units: units, evidence: SHA256.hash("\(evidence)")))
+        let tx = Transaction.attribution(chainId: Self.chainId, by: "metropole", nonce: nonce, expiry: ledger.height + 50, programme: "bench", to: account,
+                                         units: units, evidence: SHA256.hash("\(evidence)"))
         return signed ? tx.signed(with: issuerKey).wireBytes : SignedTransaction(transaction: tx, signature: Ed25519Signature(.zero)).wireBytes
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Consensus
 import CalissonCrypto
+import Fixtures
 import Foundation
 import Histogram
 import Ledger
@@ -75,20 +76,8 @@ final class CoreGroup: OrderingRun {
     /// One partner per replica, each an issuer and validator; one programme whose budget
     /// and caps no run reaches; epochs and lifetimes longer than any run.
     static func genesis(nodeKeys: [Ed25519PublicKey], signingKeys: [Ed25519PublicKey]) throws -> Genesis {
-        let ids = nodeKeys.indices.map { "p\($0)" }
-        let file = GenesisFile(
-            chainId: chainId,
-            parameters: .init(epochLength: 1 << 30, blocksPerDay: 1 << 30, transactionLifetimeMax: 1 << 30, proposalLifetimeMax: 1_000, approval: nil,
-                              sink: "p0"),
-            partners: nodeKeys.indices.map { index in
-                GenesisFile.PartnerEntry(
-                    id: ids[index], name: "partner \(index)", roles: (index == 0 ? ["authority"] : []) + ["issuer", "acceptor", "validator"],
-                    signingKey: signingKeys[index].bytes.hex, nodeKey: nodeKeys[index].bytes.hex, tlsKeyHash: nil)
-            },
-            validators: ids,
-            programmes: [.init(id: "bench", name: "bench", category: "other", rewardPerUnit: 1, issuers: ids, sponsor: "p0",
-                               capPerAccount: 1 << 40, capPeriod: "month", walletCeiling: 1 << 40, budget: 1 << 55, expiryEpochs: 1_000,
-                               demurrageBasisPoints: nil, acceptors: nil, transferable: false, startHeight: nil, endHeight: nil)])
+        var file = Fixture.validators(chainId: chainId, nodeKeys: nodeKeys, signingKeys: signingKeys, programme: "bench")
+        file.parameters = .init(epochLength: 1 << 30, blocksPerDay: 1 << 30, transactionLifetimeMax: 1 << 30, sink: "p0")
         return try file.validated()
     }
 
@@ -104,10 +93,9 @@ final class CoreGroup: OrderingRun {
             for index in part * chunk..<min(count, (part + 1) * chunk) {
                 var evidence = WireWriter()
                 evidence.write(UInt64(index))
-                let transaction = Transaction(
-                    chainId: chainId, signer: .partner(Identifier("p0")!), nonce: UInt64(index + 1), expiryHeight: 1 << 30,
-                    body: .attribute(programme: Identifier("bench")!, account: Ed25519PublicKey(random.bytes32()), units: 1,
-                                     evidence: SHA256.hash(evidence.bytes)))
+                let transaction = Transaction.attribution(
+                    chainId: chainId, by: "p0", nonce: UInt64(index + 1), expiry: 1 << 30, programme: "bench", to: Ed25519PublicKey(random.bytes32()),
+                    evidence: SHA256.hash(evidence.bytes))
                 made.append(transaction.signed(with: key).wireBytes)
             }
             signed.withLock { $0[part] = made }

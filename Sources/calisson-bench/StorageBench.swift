@@ -1,5 +1,6 @@
 import ArgumentParser
 import CalissonCrypto
+import Fixtures
 import Foundation
 import Ledger
 import LightClient
@@ -55,10 +56,9 @@ struct StorageCommand: ParsableCommand {
         for height in 1...UInt64(blocks) {
             let commands = (0..<blockSize).map { index -> [UInt8] in
                 nonce += 1
-                return Transaction(
-                    chainId: genesis.chainId, signer: .partner(Identifier("metropole")!), nonce: nonce, expiryHeight: height + 10,
-                    body: .attribute(programme: Identifier("bench")!, account: Ed25519PublicKey(SHA256.hash("account \(nonce % UInt64(accounts))")),
-                                     units: 1, evidence: SHA256.hash("evidence \(nonce)"))
+                return Transaction.attribution(
+                    chainId: genesis.chainId, by: "metropole", nonce: nonce, expiry: height + 10, programme: "bench",
+                    to: Ed25519PublicKey(SHA256.hash("account \(nonce % UInt64(accounts))")), evidence: SHA256.hash("evidence \(nonce)")
                 ).signed(with: issuer).wireBytes
             }
             var start = clock.now
@@ -95,12 +95,8 @@ struct StorageCommand: ParsableCommand {
     }
 
     static func genesis(_ key: Ed25519PublicKey) -> GenesisFile {
-        GenesisFile(
-            chainId: "calisson-bench", parameters: .init(epochLength: 1_000_000, blocksPerDay: 1_000_000, transactionLifetimeMax: 100, sink: "metropole"),
-            partners: [.init(id: "metropole", name: "metropole", roles: ["authority", "issuer", "acceptor", "validator"],
-                             signingKey: key.bytes.hex, nodeKey: key.bytes.hex)],
-            validators: ["metropole"],
-            programmes: [.init(id: "bench", name: "bench", category: "other", rewardPerUnit: 1, issuers: ["metropole"], sponsor: "metropole",
-                               capPerAccount: 1 << 40, capPeriod: "month", walletCeiling: 1 << 40, budget: 1 << 55, expiryEpochs: 1_000)])
+        var file = Fixture.solo(chainId: "calisson-bench", key: key, programme: "bench")
+        file.parameters = .init(epochLength: 1_000_000, blocksPerDay: 1_000_000, transactionLifetimeMax: 100, sink: "metropole")
+        return file
     }
 }

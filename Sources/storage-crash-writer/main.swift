@@ -3,6 +3,7 @@
 // "durable H" after each block's commit returned and "persisted N" after each safety
 // append, until it is killed. Restarted on the same file, it resumes where the file is.
 import CalissonCrypto
+import Fixtures
 import Foundation
 import Ledger
 import Node
@@ -33,11 +34,9 @@ do {
     while true {
         let height = ledger.height + 1
         let commands = (0..<blockSize).map { index in
-            let tx = Transaction(
-                chainId: CrashWriter.chainId, signer: .partner(Identifier("metropole")!), nonce: height * 100_000 + UInt64(index),
-                expiryHeight: height + 5,
-                body: .attribute(programme: Identifier("crash")!, account: Ed25519PublicKey(SHA256.hash("account \(index % 97)")),
-                                 units: 1, evidence: SHA256.hash("evidence \(height) \(index)")))
+            let tx = Transaction.attribution(
+                chainId: CrashWriter.chainId, by: "metropole", nonce: height * 100_000 + UInt64(index), expiry: height + 5, programme: "crash",
+                to: Ed25519PublicKey(SHA256.hash("account \(index % 97)")), evidence: SHA256.hash("evidence \(height) \(index)"))
             return SignedTransaction(transaction: tx, signature: Ed25519Signature(.zero)).wireBytes
         }
         let outcome = ledger.execute(commands, verify: { _ in true })
@@ -71,12 +70,9 @@ enum CrashWriter {
     static func certificate(_ height: UInt64) -> [UInt8] { Array("certificate of \(height)".utf8) }
 
     static func genesis(_ key: Ed25519PublicKey) -> GenesisFile {
-        GenesisFile(
-            chainId: chainId, parameters: .init(epochLength: 50, sink: "metropole"),
-            partners: [.init(id: "metropole", name: "Métropole", roles: ["authority", "issuer", "acceptor", "validator"],
-                             signingKey: key.bytes.hex, nodeKey: key.bytes.hex)],
-            validators: ["metropole"],
-            programmes: [.init(id: "crash", name: "crash", category: "other", rewardPerUnit: 1, issuers: ["metropole"], sponsor: "metropole",
-                               capPerAccount: 1 << 40, capPeriod: "month", walletCeiling: 1 << 40, budget: 1 << 50, expiryEpochs: 2)])
+        var file = Fixture.solo(chainId: chainId, key: key, programme: "crash")
+        file.parameters.epochLength = 50
+        file.programmes[0].expiryEpochs = 2
+        return file
     }
 }

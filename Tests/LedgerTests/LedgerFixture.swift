@@ -3,6 +3,7 @@
 // bonus spendable only on the network), deterministic keys, and helpers that sign and
 // run blocks.
 import CalissonCrypto
+import Fixtures
 import Wire
 @testable import Ledger
 
@@ -14,40 +15,15 @@ struct LedgerFixture {
     var ledger: Ledger<MemoryStateStore>
     var nonce: UInt64 = 0
 
-    static func key(_ label: String) -> Ed25519PrivateKey {
-        Ed25519PrivateKey(seed: SHA256.hash(label).bytes)!
-    }
+    static func key(_ label: String) -> Ed25519PrivateKey { Fixture.key(label) }
 
     static func citizen(_ n: Int) -> Ed25519PrivateKey { key("citizen \(n)") }
 
+    /// The small Métropole (`Fixture.smallMetropole`) with epochs of `epochLength` blocks.
     static func genesisFile(epochLength: UInt64 = 10) -> GenesisFile {
-        func partner(_ id: String, _ name: String, _ roles: [String], validator: Bool) -> GenesisFile.PartnerEntry {
-            GenesisFile.PartnerEntry(
-                id: id, name: name, roles: roles, signingKey: key("sign \(id)").publicKey.bytes.hex,
-                nodeKey: validator ? key("node \(id)").publicKey.bytes.hex : nil, tlsKeyHash: nil)
-        }
-        return GenesisFile(
-            chainId: chainId,
-            parameters: .init(epochLength: epochLength, blocksPerDay: 100, transactionLifetimeMax: 50, proposalLifetimeMax: 1_000, approval: "2/3", sink: "fonds"),
-            partners: [
-                partner("metropole", "Métropole Aix-Marseille-Provence", ["authority", "issuer", "acceptor", "validator"], validator: true),
-                partner("rtm", "Régie des transports", ["issuer", "acceptor", "validator"], validator: true),
-                partner("tri", "Service déchets", ["issuer", "validator"], validator: true),
-                partner("friche", "La Friche", ["acceptor", "issuer", "validator"], validator: true),
-                partner("fonds", "Fonds commun", ["acceptor"], validator: false),
-            ],
-            validators: ["metropole", "rtm", "tri", "friche"],
-            programmes: [
-                .init(id: "recyclage", name: "Tri sélectif", category: "wasteSorting", rewardPerUnit: 10, issuers: ["tri"], sponsor: "metropole",
-                      capPerAccount: 300, capPeriod: "month", walletCeiling: 500, budget: 100_000, expiryEpochs: 1, demurrageBasisPoints: nil,
-                      acceptors: nil, transferable: false, startHeight: nil, endHeight: nil),
-                .init(id: "culture", name: "Pass culture", category: "event", rewardPerUnit: 100, issuers: ["friche", "metropole"], sponsor: "friche",
-                      capPerAccount: 1_000, capPeriod: "week", walletCeiling: 2_000, budget: 50_000, expiryEpochs: nil, demurrageBasisPoints: 200,
-                      acceptors: ["friche", "rtm"], transferable: true, startHeight: nil, endHeight: nil),
-                .init(id: "mobilite", name: "Bonus mobilité", category: "transit", rewardPerUnit: 5, issuers: ["rtm"], sponsor: "rtm",
-                      capPerAccount: 200, capPeriod: "day", walletCeiling: 400, budget: 20_000, expiryEpochs: 3, demurrageBasisPoints: nil,
-                      acceptors: ["rtm"], transferable: false, startHeight: nil, endHeight: nil),
-            ])
+        var file = Fixture.smallMetropole(chainId: chainId)
+        file.parameters.epochLength = epochLength
+        return file
     }
 
     init(epochLength: UInt64 = 10) {
@@ -82,7 +58,9 @@ struct LedgerFixture {
     static func evidence(_ n: Int) -> Bytes32 { SHA256.hash("evidence \(n)") }
 
     mutating func attribute(_ issuer: String, _ programme: String, to citizen: Int, units: UInt32, evidence: Int) -> [UInt8] {
-        partnerTx(issuer, .attribute(programme: id(programme), account: Self.citizen(citizen).publicKey, units: units, evidence: Self.evidence(evidence)))
+        Transaction.attribution(chainId: Self.chainId, by: issuer, nonce: nextNonce(), expiry: ledger.height + 10, programme: programme,
+                                to: Self.citizen(citizen).publicKey, units: units, evidence: Self.evidence(evidence))
+            .signed(with: partnerKeys[issuer]!).wireBytes
     }
 
     mutating func redeem(_ citizen: Int, at acceptor: String, _ amount: Amount) -> [UInt8] {

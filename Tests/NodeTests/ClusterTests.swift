@@ -4,6 +4,7 @@
 // catches up; bad submissions are refused at admission.
 import CalissonTestKit
 import Consensus
+import Fixtures
 import CalissonCrypto
 import Foundation
 import Ledger
@@ -46,15 +47,15 @@ struct TestCluster {
             certificates.append(try CertificateAuthority.issue(commonName: "p\(index)", subjectKey: tlsKeys[index].publicKey, ca: ca, caKey: caKey, serial: UInt64(index + 1)))
         }
         self.certificates = certificates
-        let partners = (0..<count).map { index in
-            GenesisFile.PartnerEntry(
-                id: "p\(index)", name: "partner \(index)", roles: index == 0 ? ["authority", "issuer", "acceptor", "validator"] : ["issuer", "acceptor", "validator"],
-                signingKey: signingKeys[index].publicKey.bytes.hex, nodeKey: nodeKeys[index].publicKey.bytes.hex, tlsKeyHash: certificates[index].publicKeyHash.hex)
-        }
-        genesisFile = GenesisFile(
-            chainId: Self.chainId, parameters: .init(epochLength: 50, sink: "p0", tokenValueMicroEuros: 10_000), partners: partners, validators: (0..<count).map { "p\($0)" },
-            programmes: [.init(id: "tri", name: "Tri", category: "wasteSorting", rewardPerUnit: 10, issuers: (0..<count).map { "p\($0)" }, sponsor: "p0",
-                               capPerAccount: 1_000_000, capPeriod: "month", walletCeiling: 1_000_000, budget: 1 << 40, expiryEpochs: 100)])
+        var file = Fixture.validators(chainId: Self.chainId, nodeKeys: nodeKeys.map(\.publicKey), signingKeys: signingKeys.map(\.publicKey),
+                                      tlsKeyHashes: certificates.map(\.publicKeyHash))
+        file.parameters.epochLength = 50
+        file.parameters.tokenValueMicroEuros = 10_000
+        file.programmes[0].name = "Tri"
+        file.programmes[0].category = "wasteSorting"
+        file.programmes[0].rewardPerUnit = 10
+        file.programmes[0].expiryEpochs = 100
+        genesisFile = file
         genesis = try genesisFile.validated()
     }
 
@@ -71,9 +72,8 @@ struct TestCluster {
     }
 
     func attribute(by issuer: Int, to citizen: Int, nonce: UInt64) -> [UInt8] {
-        Transaction(chainId: Self.chainId, signer: .partner(Identifier("p\(issuer)")!), nonce: nonce, expiryHeight: 500,
-                    body: .attribute(programme: Identifier("tri")!, account: Ed25519PublicKey(SHA256.hash("citizen \(citizen)")), units: 1,
-                                     evidence: SHA256.hash("evidence \(issuer) \(nonce)")))
+        Transaction.attribution(chainId: Self.chainId, by: "p\(issuer)", nonce: nonce, expiry: 500, to: Ed25519PublicKey(SHA256.hash("citizen \(citizen)")),
+                                evidence: SHA256.hash("evidence \(issuer) \(nonce)"))
             .signed(with: signingKeys[issuer]).wireBytes
     }
 
@@ -313,9 +313,8 @@ struct TestCluster {
         // rotation they refuse its old TLS key, possibly before it has the block's commits.
         #expect(eventually { nodes[0...2].allSatisfy { $0.read { $0.partner(Identifier("p3")!)?.signingKey == newSigning.publicKey } == true } })
         func attribution(signedWith key: Ed25519PrivateKey, nonce: UInt64) -> [UInt8] {
-            Transaction(chainId: TestCluster.chainId, signer: .partner(Identifier("p3")!), nonce: nonce, expiryHeight: 400,
-                        body: .attribute(programme: Identifier("tri")!, account: Ed25519PublicKey(SHA256.hash("rotation citizen")), units: 1,
-                                         evidence: SHA256.hash("rotation \(nonce)"))).signed(with: key).wireBytes
+            Transaction.attribution(chainId: TestCluster.chainId, by: "p3", nonce: nonce, expiry: 400, to: Ed25519PublicKey(SHA256.hash("rotation citizen")),
+                                    evidence: SHA256.hash("rotation \(nonce)")).signed(with: key).wireBytes
         }
         #expect(nodes[0].submit(attribution(signedWith: cluster.signingKeys[3], nonce: 9_100)) == .badSignature)
         #expect(nodes[0].submit(attribution(signedWith: newSigning, nonce: 9_101)) == nil)

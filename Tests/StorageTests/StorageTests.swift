@@ -5,6 +5,7 @@
 // with SIGKILL at random moments loses nothing it reported durable.
 import CalissonCrypto
 import CalissonTestKit
+import Fixtures
 import Foundation
 @testable import Ledger
 import Node
@@ -31,21 +32,17 @@ struct Chain {
     let issuer = Ed25519PrivateKey(seed: SHA256.hash("storage issuer").bytes)!
 
     var genesis: Genesis {
-        try! GenesisFile(
-            chainId: Self.chainId, parameters: .init(epochLength: 5, sink: "metropole"),
-            partners: [.init(id: "metropole", name: "Métropole", roles: ["authority", "issuer", "acceptor", "validator"],
-                             signingKey: issuer.publicKey.bytes.hex, nodeKey: issuer.publicKey.bytes.hex)],
-            validators: ["metropole"],
-            programmes: [.init(id: "tri", name: "Tri", category: "wasteSorting", rewardPerUnit: 3, issuers: ["metropole"], sponsor: "metropole",
-                               capPerAccount: 1_000_000, capPeriod: "month", walletCeiling: 1_000_000, budget: 1 << 40, expiryEpochs: 1)]
-        ).validated()
+        var file = Fixture.solo(chainId: Self.chainId, key: issuer.publicKey)
+        file.parameters.epochLength = 5
+        file.programmes[0].rewardPerUnit = 3
+        file.programmes[0].expiryEpochs = 1
+        return Fixture.validated(file)
     }
 
     func commands(height: UInt64, count: Int) -> [[UInt8]] {
         (0..<count).map { index in
-            Transaction(chainId: Self.chainId, signer: .partner(Identifier("metropole")!), nonce: height * 1_000 + UInt64(index), expiryHeight: height + 3,
-                        body: .attribute(programme: Identifier("tri")!, account: Ed25519PublicKey(SHA256.hash("citizen \(index)")), units: 2,
-                                         evidence: SHA256.hash("\(height)/\(index)")))
+            Transaction.attribution(chainId: Self.chainId, by: "metropole", nonce: height * 1_000 + UInt64(index), expiry: height + 3,
+                                    to: Ed25519PublicKey(SHA256.hash("citizen \(index)")), units: 2, evidence: SHA256.hash("\(height)/\(index)"))
                 .signed(with: issuer).wireBytes
         }
     }
