@@ -86,6 +86,8 @@ let package = Package(
         .target(name: "Settlement", dependencies: ["Ledger", "CalissonCrypto"]),
         // A whole cluster in one thread, deterministic from a seed, with injected faults.
         .target(name: "Simulation", dependencies: ["Consensus", "Ledger", "NodeCore", "Fixtures", "CalissonCrypto", "Wire"]),
+        // A testnet of node processes, started and driven by the benchmarks and the tests.
+        .target(name: "NodeProcesses", dependencies: ["Node", "Ledger", "LightClient", "Transport"]),
         // The consortia and transactions tests, the simulator and the benchmarks build.
         .target(name: "Fixtures", dependencies: ["Ledger", "CalissonCrypto", "Wire"]),
 
@@ -93,7 +95,7 @@ let package = Package(
         .executableTarget(
             name: "calisson-bench",
             dependencies: [
-                "CalissonCrypto", "Wire", "Ledger", "Consensus", "Transport", "Storage", "Node", "NodeCore", "Simulation", "Fixtures", "LightClient", "Gateway",
+                "CalissonCrypto", "Wire", "Ledger", "Consensus", "Transport", "Storage", "Node", "NodeCore", "NodeProcesses", "Simulation", "Fixtures", "LightClient", "Gateway",
                 "Settlement",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Logging", package: "swift-log"),
@@ -135,7 +137,7 @@ let package = Package(
         .testTarget(
             name: "NodeTests",
             dependencies: [
-                "Node", "LightClient", "Consensus", "Ledger", "Storage", "Transport", "CalissonCrypto", "Wire", "Gateway", "Settlement", "Fixtures",
+                "Node", "NodeProcesses", "LightClient", "Consensus", "Ledger", "Storage", "Transport", "CalissonCrypto", "Wire", "Gateway", "Settlement", "Fixtures",
                 "CalissonTestKit",
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -3,6 +3,7 @@ import CalissonCrypto
 import Foundation
 import Ledger
 import LightClient
+import NodeProcesses
 import Storage
 import Synchronization
 import Transport
@@ -113,11 +114,11 @@ struct ChaosCommand: ParsableCommand {
         // Latency mix: relays[i][j] carries node i's dial to node j.
         var relays: [[Int: DelayRelay]] = []
         defer { for relay in relays.flatMap(\.values) { relay.close() } }
-        let cluster: BenchCluster
+        let cluster: NodeProcesses
         do {
-            cluster = try BenchCluster(starting: validators, basePort: basePort, namespaces: mix == .partition) { cluster in
+            cluster = try NodeProcesses.bench(starting: validators, basePort: basePort, namespaces: mix == .partition) { cluster in
                 if mix == .latency {
-                    let configs = try BenchCluster.configs(cluster.directory)
+                    let configs = try NodeProcesses.configs(cluster.directory)
                     let position = Dictionary(uniqueKeysWithValues: configs.enumerated().map { ($0.element.0, $0.offset) })
                     let encoder = JSONEncoder()
                     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -456,7 +457,7 @@ struct Noticed {
 
 /// The workload and the finality follower of a chaos run.
 final class ChaosRun: @unchecked Sendable {
-    let cluster: BenchCluster
+    let cluster: NodeProcesses
     let workload: Workload
     let rate: Double
     let started = Date()
@@ -480,7 +481,7 @@ final class ChaosRun: @unchecked Sendable {
     /// The nodes submitted to, followed and checked (all but a Byzantine one).
     let honest: [Int]
 
-    init(cluster: BenchCluster, workload: Workload, rate: Double, honest: [Int]) {
+    init(cluster: NodeProcesses, workload: Workload, rate: Double, honest: [Int]) {
         self.cluster = cluster
         self.workload = workload
         self.rate = rate

@@ -6,6 +6,7 @@ import Glibc
 import Histogram
 import Ledger
 import LightClient
+import NodeProcesses
 import Synchronization
 import Transport
 import Wire
@@ -49,7 +50,7 @@ struct GatewayBenchCommand: ParsableCommand {
 
     func run() throws {
         let machine = Machine.describe()
-        let cluster = try BenchCluster(starting: validators, basePort: basePort)
+        let cluster = try NodeProcesses.bench(starting: validators, basePort: basePort)
         defer { cluster.stop() }
         let loadCount = Int(min(1_000_000, 3_000 * load * readSeconds))
         let workload = try Workload(cluster: cluster, count: 200 + 2 * rounds * transactions + loadCount, citizens: 2_000, redeemEvery: 0)
@@ -128,7 +129,7 @@ struct GatewayBenchCommand: ParsableCommand {
 
     /// Finalized transactions per second for `slice`, submitted closed-loop natively
     /// (`port` nil) or through the gateway.
-    func closedLoop(cluster: BenchCluster, workload: Workload, slice: Range<Int>, port: Int?, secret: String) throws -> Double {
+    func closedLoop(cluster: NodeProcesses, workload: Workload, slice: Range<Int>, port: Int?, secret: String) throws -> Double {
         let tracker = try FinalityTracker(cluster: cluster, ids: Set(slice.map { workload.ids[$0] }))
         defer { tracker.stop() }
         let next = Atomic<Int>(slice.lowerBound), submitted = Atomic<Int>(0), failures = Atomic<Int>(0), busy = Atomic<Int>(0)
@@ -194,7 +195,7 @@ struct GatewayBenchCommand: ParsableCommand {
         var loadRate = 0.0
     }
 
-    func readsUnderLoad(cluster: BenchCluster, workload: Workload, loadSlice: Range<Int>, loadRate: Double, port: Int, secret: String) throws -> Reads {
+    func readsUnderLoad(cluster: NodeProcesses, workload: Workload, loadSlice: Range<Int>, loadRate: Double, port: Int, secret: String) throws -> Reads {
         let stop = Atomic<Bool>(false)
         let loaded = Atomic<Int>(0)
         // Load: open loop at loadRate, natively, one thread per node (a submission waits
@@ -257,7 +258,7 @@ final class FinalityTracker: @unchecked Sendable {
     private let stopped = Atomic<Bool>(false)
     private let done = DispatchSemaphore(value: 0)
 
-    init(cluster: BenchCluster, ids: Set<Bytes32>) throws {
+    init(cluster: NodeProcesses, ids: Set<Bytes32>) throws {
         self.ids = ids
         let client = try cluster.client(0)
         guard let status = cluster.status(0) else { throw ValidationError("the first node does not answer") }

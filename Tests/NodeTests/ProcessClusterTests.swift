@@ -10,6 +10,7 @@ import Glibc
 import Ledger
 import LightClient
 import Logging
+import NodeProcesses
 import Testing
 import Transport
 import Wire
@@ -71,61 +72,51 @@ func run(_ executable: String, _ arguments: [String], timeout: Double = 60) thro
     return Ran(status: process.terminationStatus, output: String(decoding: out, as: UTF8.self), errors: String(decoding: err, as: UTF8.self))
 }
 
-/// A testnet of validator processes on loopback.
+/// A testnet of validator processes on loopback (`NodeProcesses`, the benchmarks' own),
+/// with what the tests ask of it.
 final class ProcessCluster {
+    let nodes: NodeProcesses
     let bin: String
     let directory: String
-    let basePort: UInt16
-    let ids: [String]
-    var processes: [Process?]
-    let ca: Certificate
 
     init(validators: Int = 4) throws {
         bin = try productsDirectory()
         directory = Scratch.directory("processes")
         // Below the kernel's ephemeral range (32768 and up), so no port the OS hands out collides.
-        basePort = UInt16.random(in: 0..<200) * 100 + 10_000
-        let written = try run("\(bin)/calisson-node", ["testnet", "--validators", "\(validators)", "--out", "\(directory)/net", "--base-port", "\(basePort)",
-                                                        "--epoch-length", "20"])
-        guard written.status == 0 else { throw ProcessTestError("testnet: \(written.errors)") }
-        let genesis = try JSONDecoder().decode(GenesisFile.self, from: Data(contentsOf: URL(fileURLWithPath: "\(directory)/net/genesis.json")))
-        ids = genesis.validators
-        processes = Array(repeating: nil, count: ids.count)
-        ca = try Certificate(pem: try String(contentsOfFile: "\(directory)/net/ca.crt", encoding: .utf8))
-        for index in ids.indices { try start(index) }
+        let basePort = UInt16.random(in: 0..<200) * 100 + 10_000
+        nodes = try NodeProcesses(
+            starting: validators, bin: bin, directory: "\(directory)/net", basePort: basePort, testnetArguments: ["--epoch-length", "20"],
+            logLevel: "notice")
     }
 
-    deinit { try? FileManager.default.removeItem(atPath: directory) }
+    deinit { nodes.stop() }
 
-    var net: String { "\(directory)/net" }
-    func clientPort(_ index: Int) -> UInt16 { basePort + UInt16(2 * index + 1) }
+    var ids: [String] { nodes.ids }
+    var ca: Certificate { nodes.ca }
+    var net: String { nodes.directory }
+    func clientPort(_ index: Int) -> UInt16 { nodes.clientPorts[index] }
 
+    /// Nodes the test killed and has not started again.
+    private(set) var killed: Set<Int> = []
+
+    /// Whether node `index` should be running (the test did not kill it).
+    func isUp(_ index: Int) -> Bool { !killed.contains(index) }
+
+    /// Starts node `index` again from its database.
     func start(_ index: Int) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "\(bin)/calisson-node")
-        process.arguments = ["run", "--config", "\(net)/\(ids[index])/config.json", "--log-level", "notice"]
-        let log = "\(directory)/\(ids[index]).log"
-        if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        handle.seekToEndOfFile()
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-        processes[index] = process
+        try nodes.restart(index)
+        killed.remove(index)
     }
 
     func kill(_ index: Int) {
-        guard let process = processes[index] else { return }
-        Glibc.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        processes[index] = nil
+        nodes.kill(index)
+        killed.insert(index)
     }
 
-    func stopAll() {
-        for process in processes.compactMap({ $0 }) { process.terminate() }
-        for process in processes.compactMap({ $0 }) { process.waitUntilExit() }
-        processes = processes.map { _ in nil }
-    }
+    /// Every node the test did not kill still runs.
+    var noneDied: Bool { nodes.processes.indices.allSatisfy { !isUp($0) || nodes.processes[$0].isRunning } }
+
+    func stopAll() { nodes.stopNodes() }
 
     /// `calisson` against node `index`.
     func calisson(_ arguments: [String], at index: Int = 1, port: UInt16? = nil, timeout: Double = 90) throws -> Ran {
@@ -133,17 +124,10 @@ final class ProcessCluster {
                 timeout: timeout)
     }
 
-    func status(_ index: Int) -> NodeStatus? {
-        guard let client = try? TransportClient(host: "127.0.0.1", port: clientPort(index), ca: ca, chainId: "calisson-local") else { return nil }
-        defer { client.close() }
-        guard let bytes = try? client.request(ClientRequest.status.wireBytes), case let .status(status)? = try? ClientResponse(wireBytes: bytes) else {
-            return nil
-        }
-        return status
-    }
+    func status(_ index: Int) -> NodeStatus? { nodes.status(index) }
 
     func logs() -> String {
-        ids.map { id in "--- \(id)\n" + ((try? String(contentsOfFile: "\(directory)/\(id).log", encoding: .utf8)).map { String($0.suffix(3_000)) } ?? "") }
+        ids.map { id in "--- \(id)\n" + ((try? String(contentsOfFile: "\(net)/\(id).log", encoding: .utf8)).map { String($0.suffix(3_000)) } ?? "") }
             .joined(separator: "\n")
     }
 
@@ -177,8 +161,8 @@ final class ProcessCluster {
         #expect(first.status == 0, "\(first.output) \(first.errors)\n\(cluster.logs())")
         #expect(try ProcessCluster.fields(first)["status"] == "applied")
         let settled = { () -> Bool in
-            let states = cluster.ids.indices.compactMap { cluster.processes[$0] == nil ? nil : cluster.status($0) }
-            return states.count == cluster.processes.compactMap({ $0 }).count && Set(states.map { "\($0.height) \($0.stateRoot.hex)" }).count == 1
+            let states = cluster.ids.indices.compactMap { cluster.isUp($0) ? cluster.status($0) : nil }
+            return states.count == cluster.ids.indices.filter(cluster.isUp).count && Set(states.map { "\($0.height) \($0.stateRoot.hex)" }).count == 1
         }
         #expect(eventually(30, settled), "the nodes do not agree\n\(cluster.logs())")
 
@@ -283,7 +267,7 @@ final class ProcessCluster {
         // An online backup of a running node's database opens and passes the start checks.
         let backup = try run("\(cluster.bin)/calisson-node", ["backup", "--config", "\(cluster.net)/rtm/config.json", "--out", "\(cluster.directory)/rtm-backup.db"])
         #expect(backup.status == 0 && backup.output.contains("state root"), "\(backup.output) \(backup.errors)")
-        #expect(cluster.processes.allSatisfy { $0?.isRunning ?? true }, "a node died\n\(cluster.logs())")
+        #expect(cluster.noneDied, "a node died\n\(cluster.logs())")
     }
 }
 

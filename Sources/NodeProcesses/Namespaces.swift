@@ -1,4 +1,3 @@
-import ArgumentParser
 import Foundation
 
 /// Network namespaces for a chaos run's partitions: one per node, each joined by a veth
@@ -11,12 +10,12 @@ import Foundation
 /// the far side are dropped on input by a policy rule (`ip rule … from ADDRESS
 /// blackhole`, placed before the local table), so connections time out rather than fail
 /// at once. Healing deletes the rules.
-final class NamespaceNetwork {
-    let namespaces: [String]
-    let addresses: [String]
+public final class NamespaceNetwork {
+    public let namespaces: [String]
+    public let addresses: [String]
     private let bridge = "calisson-br"
 
-    static func hostAddress(_ index: Int) -> String { "10.77.0.\(index + 1)" }
+    public static func hostAddress(_ index: Int) -> String { "10.77.0.\(index + 1)" }
 
     /// True when this process shares the network namespace of process 1 (the host's).
     static var inInitialNamespace: Bool {
@@ -25,10 +24,10 @@ final class NamespaceNetwork {
         return mine == nil || mine == first
     }
 
-    init(nodes: Int) throws {
-        guard getuid() == 0 else { throw ValidationError("partitions need root (network namespaces)") }
+    public init(nodes: Int) throws {
+        guard getuid() == 0 else { throw NodeProcessesError("partitions need root (network namespaces)") }
         guard !Self.inInitialNamespace else {
-            throw ValidationError("partitions build a bridge in the driver's network namespace: run the driver in one of its own (Cluster/chaos/partition.sh)")
+            throw NodeProcessesError("partitions build a bridge in the driver's network namespace: run the driver in one of its own (Cluster/chaos/partition.sh)")
         }
         let tag = "\(getpid())"
         namespaces = (0..<nodes).map { "calisson-\(tag)-\($0)" }
@@ -59,13 +58,13 @@ final class NamespaceNetwork {
     }
 
     /// The command that runs `arguments` inside node `index`'s namespace.
-    func wrap(_ index: Int, _ arguments: [String]) -> (executable: String, arguments: [String]) {
+    public func wrap(_ index: Int, _ arguments: [String]) -> (executable: String, arguments: [String]) {
         ("/usr/bin/env", ["ip", "netns", "exec", namespaces[index]] + arguments)
     }
 
     /// Cuts every link between nodes of different groups (silently, both ways); the
     /// nodes not named in any group stay linked to all.
-    func partition(_ groups: [[Int]]) throws {
+    public func partition(_ groups: [[Int]]) throws {
         try heal()
         for (a, first) in groups.enumerated() {
             for second in groups[(a + 1)...] {
@@ -79,13 +78,13 @@ final class NamespaceNetwork {
         }
     }
 
-    func heal() throws {
+    public func heal() throws {
         for namespace in namespaces {
             while (try? Self.ip(["-n", namespace, "rule", "del", "pref", "10"])) != nil {}
         }
     }
 
-    func tearDown() {
+    public func tearDown() {
         for namespace in namespaces { _ = try? Self.ip(["netns", "del", namespace]) }
         _ = try? Self.ip(["link", "del", bridge])
     }
@@ -94,7 +93,7 @@ final class NamespaceNetwork {
 }
 
 /// Runs a system tool (`ip`, `mount`) through `env`; its error output, if it fails, is the error.
-func runTool(_ arguments: [String]) throws {
+public func runTool(_ arguments: [String]) throws {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     process.arguments = arguments
@@ -105,6 +104,6 @@ func runTool(_ arguments: [String]) throws {
     let problem = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     process.waitUntilExit()
     guard process.terminationStatus == 0 else {
-        throw ValidationError("\(arguments.joined(separator: " ")): \(problem.trimmingCharacters(in: .whitespacesAndNewlines))")
+        throw NodeProcessesError("\(arguments.joined(separator: " ")): \(problem.trimmingCharacters(in: .whitespacesAndNewlines))")
     }
 }
