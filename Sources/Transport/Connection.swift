@@ -19,6 +19,11 @@ final class Connection {
     private var decoder = FrameDecoder()
     /// When it last heard from its peer and answered it, its requests, its rate bucket.
     private var times: LinkTimes
+    /// Frames sent during this turn of the loop, encrypted and written together once the
+    /// turn's callbacks are done (`writeGathered`, from the transport's loop hooks): one
+    /// TLS write and one socket write per turn instead of one each per frame.
+    private var gathered: [UInt8] = []
+    private var isGathering = false
     private var isClosed = false
     let address: String
     /// The peer's IP address (for the per-address client limit).
@@ -151,31 +156,55 @@ final class Connection {
         }
     }
 
+    /// Bytes on their way to the peer: handed to the socket, and gathered this turn.
+    var queuedBytes: Int { stream.queuedBytes + gathered.count }
+
     /// Sends a frame if the link is up. Applies the back-pressure rule: over the queue
     /// limit gossip is dropped; over four times the limit the link is closed.
     func send(_ kind: TransportKind, _ payload: [UInt8]) {
-        guard isEstablished, !isClosed, let transport else { return }
         guard payload.count <= WireLimits.envelopePayloadSizeMax else {
-            transport.count { $0.oversizedFrames += 1 }
-            transport.logger.error("frame not sent: over the size limit", metadata: ["kind": "\(kind)", "bytes": "\(payload.count)"])
+            transport?.count { $0.oversizedFrames += 1 }
+            transport?.logger.error("frame not sent: over the size limit", metadata: ["kind": "\(kind)", "bytes": "\(payload.count)"])
             return
         }
+        send(kind, frame: FrameDecoder.frame(kind, payload))
+    }
+
+    /// Sends a frame already made (`FrameDecoder.frame`, within the size limit): a
+    /// broadcast makes it once for every link.
+    func send(_ kind: TransportKind, frame: [UInt8]) {
+        guard isEstablished, !isClosed, let transport else { return }
         let limit = transport.configuration.sendQueueBytesMax
-        if stream.queuedBytes > limit {
+        if queuedBytes > limit {
             if kind == .gossip || kind == .heartbeat {
                 if kind == .gossip { transport.count { $0.gossipDropped += 1 } }
                 return
             }
-            if stream.queuedBytes > 4 * limit {
+            if queuedBytes > 4 * limit {
                 transport.count { $0.slowConsumersClosed += 1 }
-                transport.refused(self, reason: "slow consumer: \(stream.queuedBytes) bytes queued")
+                transport.refused(self, reason: "slow consumer: \(queuedBytes) bytes queued")
                 return close(reason: "slow consumer")
             }
         }
-        write(kind, payload)
+        gathered.append(contentsOf: frame)
+        transport.count { $0.framesOut += 1 }
+        if !isGathering {
+            isGathering = true
+            transport.gathering(self)
+        }
+    }
+
+    /// Encrypts and writes the frames gathered this turn (the transport's loop hooks).
+    func writeGathered() {
+        isGathering = false
+        guard !gathered.isEmpty, !isClosed else { return }
+        do { try tls.send(gathered) } catch { return close(reason: "\(error)") }
+        // A burst's buffer is not kept for the link's life.
+        if gathered.capacity > 1 << 16 { gathered = [] } else { gathered.removeAll(keepingCapacity: true) }
         flush()
     }
 
+    /// Sends a frame at once (the hello, before the link carries anything else).
     private func write(_ kind: TransportKind, _ payload: [UInt8]) {
         do {
             try tls.send(FrameDecoder.frame(kind, payload))
@@ -191,11 +220,15 @@ final class Connection {
         send(.response, response)
     }
 
+    /// Hands the ciphertext TLS has ready to the socket, in one write.
     private func flush() {
-        let bytes = tls.takeOutgoing()
-        guard !bytes.isEmpty else { return }
-        transport?.count { $0.bytesOut += bytes.count }
-        stream.write(bytes)
+        let count = tls.outgoingCount
+        guard count > 0 else { return }
+        transport?.count {
+            $0.bytesOut += count
+            $0.socketWrites += 1
+        }
+        stream.write(count: count) { tls.readOutgoing(into: $0) }
     }
 
     private func fail(handshake reason: String) {
@@ -209,6 +242,8 @@ final class Connection {
         guard !isClosed else { return }
         isClosed = true
         if tls.isHandshakeDone {
+            if !gathered.isEmpty { try? tls.send(gathered) }  // what this turn sent goes before the close
+            gathered = []
             tls.shutdown()
             flush()
         }

@@ -148,7 +148,8 @@ public final class EventLoop: @unchecked Sendable {
     private func closeAll() {
         uv_walk(loop, { handle, _ in
             guard let handle, uv_is_closing(handle) == 0 else { return }
-            if let data = handle.pointee.data, handle.pointee.type == UV_TIMER || handle.pointee.type == UV_TCP {
+            let owned = [UV_TIMER, UV_TCP, UV_PREPARE, UV_CHECK].contains(handle.pointee.type)
+            if let data = handle.pointee.data, owned {
                 // Owned handles close through their owner, which frees them in the callback.
                 Unmanaged<HandleOwner>.fromOpaque(data).takeUnretainedValue().close()
             } else {
@@ -222,6 +223,52 @@ final class LoopTimer: HandleOwner {
 
     override func willClose() {
         uv_timer_stop(timer)
+        callback = nil
+    }
+}
+
+/// A callback run at every turn of the loop, just before it waits for I/O (libuv's
+/// prepare phase) or just after it handled I/O (its check phase): together they see the
+/// end of every turn's callbacks (timers before the wait, I/O and handed-over work after it).
+final class LoopPhaseHook: HandleOwner {
+    enum Phase { case beforePoll, afterPoll }
+    let phase: Phase
+    private var callback: (() -> Void)?
+
+    init(loop: EventLoop, phase: Phase, _ callback: @escaping () -> Void) {
+        self.phase = phase
+        let handle: UnsafeMutablePointer<uv_handle_t>
+        switch phase {
+        case .beforePoll:
+            let prepare = UnsafeMutablePointer<uv_prepare_t>.allocate(capacity: 1)
+            uv_prepare_init(loop.loop, prepare)
+            handle = UnsafeMutableRawPointer(prepare).assumingMemoryBound(to: uv_handle_t.self)
+        case .afterPoll:
+            let check = UnsafeMutablePointer<uv_check_t>.allocate(capacity: 1)
+            uv_check_init(loop.loop, check)
+            handle = UnsafeMutableRawPointer(check).assumingMemoryBound(to: uv_handle_t.self)
+        }
+        super.init(loop: loop, handle: handle)
+        self.callback = callback
+        switch phase {
+        case .beforePoll:
+            uv_prepare_start(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_prepare_t.self)) { prepare in
+                guard let data = prepare?.pointee.data else { return }
+                Unmanaged<LoopPhaseHook>.fromOpaque(data).takeUnretainedValue().callback?()
+            }
+        case .afterPoll:
+            uv_check_start(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_check_t.self)) { check in
+                guard let data = check?.pointee.data else { return }
+                Unmanaged<LoopPhaseHook>.fromOpaque(data).takeUnretainedValue().callback?()
+            }
+        }
+    }
+
+    override func willClose() {
+        switch phase {
+        case .beforePoll: uv_prepare_stop(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_prepare_t.self))
+        case .afterPoll: uv_check_stop(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_check_t.self))
+        }
         callback = nil
     }
 }

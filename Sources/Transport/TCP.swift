@@ -101,13 +101,29 @@ final class TCPStream: HandleOwner {
     /// `completion` runs once libuv is done with the write (sent, failed or cancelled).
     @discardableResult
     func write(_ bytes: [UInt8], completion: (() -> Void)? = nil) -> Bool {
-        guard !isClosed, !bytes.isEmpty else { return !isClosed }
-        let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
-        bytes.withUnsafeBytes { copy.copyMemory(from: $0) }
+        write(count: bytes.count, completion: completion) { buffer in
+            bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
+            return bytes.count
+        }
+    }
+
+    /// Queues up to `count` bytes that `fill` writes into the buffer libuv will send from
+    /// (it returns how many it wrote): one copy, where `write(_:)` makes two.
+    @discardableResult
+    func write(count: Int, completion: (() -> Void)? = nil, fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
+        guard !isClosed, count > 0 else { return !isClosed }
+        let whole = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 1)
+        let filled = min(count, max(0, fill(whole)))
+        guard filled > 0 else {
+            whole.deallocate()
+            completion?()
+            return true
+        }
+        let copy = UnsafeMutableRawBufferPointer(rebasing: whole[0..<filled])
         let request = UnsafeMutablePointer<uv_write_t>.allocate(capacity: 1)
         request.pointee.data = Unmanaged.passRetained(WriteRequest(copy, self, completion)).toOpaque()
-        var buffer = uv_buf_init(copy.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(bytes.count))
-        queuedBytes += bytes.count
+        var buffer = uv_buf_init(copy.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(filled))
+        queuedBytes += filled
         let status = uv_write(request, stream, &buffer, 1) { request, _ in
             guard let request else { return }
             let box = Unmanaged<WriteRequest>.fromOpaque(request.pointee.data).takeRetainedValue()

@@ -151,6 +151,15 @@ final class TLSSession {
         }
     }
 
+    /// Bytes of ciphertext waiting to go to the network.
+    var outgoingCount: Int { Int(BIO_ctrl_pending(outgoing)) }
+
+    /// Moves up to `buffer.count` bytes of waiting ciphertext into `buffer`; how many.
+    func readOutgoing(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        guard let base = buffer.baseAddress, !buffer.isEmpty else { return 0 }
+        return max(0, Int(BIO_read(outgoing, base, Int32(clamping: buffer.count))))
+    }
+
     /// Ciphertext waiting to go to the network.
     func takeOutgoing() -> [UInt8] {
         let pending = Int(BIO_ctrl_pending(outgoing))

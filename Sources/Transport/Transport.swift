@@ -96,6 +96,9 @@ public struct TransportCounters: Sendable, Equatable {
     /// Sends and broadcasts from another thread that the loop refused (its queue full).
     public var loopRefused = 0
     public var handshakeFailures = 0
+    /// Writes handed to the sockets of validator and client links (frames are gathered
+    /// per loop turn: fewer writes than frames under load).
+    public var socketWrites = 0
 }
 
 /// The node's network: one mutual-TLS link to every other validator (the lower partner
@@ -117,6 +120,10 @@ public final class Transport: @unchecked Sendable {
     private var pending: Set<ObjectIdentifier> = []
     private var connections: [ObjectIdentifier: Connection] = [:]
     private var heartbeat: LoopTimer?
+    /// The hooks that write, at the end of each turn of the loop, the frames links gathered.
+    private var turnHooks: [LoopPhaseHook] = []
+    /// Links with frames gathered this turn.
+    private var gatheringLinks: [Connection] = []
     private var seen = Set<SHA256Digest>()
     private var seenOrder: [SHA256Digest] = []
     private var seenStart = 0
@@ -178,6 +185,9 @@ public final class Transport: @unchecked Sendable {
         let timer = LoopTimer(loop: loop)
         timer.start(after: configuration.heartbeatMilliseconds, repeat: configuration.heartbeatMilliseconds) { [weak self] in self?.beat() }
         heartbeat = timer
+        turnHooks = [LoopPhaseHook.Phase.beforePoll, .afterPoll].map { phase in
+            LoopPhaseHook(loop: loop, phase: phase) { [weak self] in self?.writeGathered() }
+        }
         for peer in configuration.peers where configuration.selfID < peer.id { dial(peer) }
     }
 
@@ -210,6 +220,7 @@ public final class Transport: @unchecked Sendable {
             peerListener?.close()
             clientListener?.close()
             for connection in connections.values { connection.close(reason: "stopping") }
+            for hook in turnHooks { hook.close() }
             done.signal()
         }) else { return }
         done.wait()
@@ -250,7 +261,7 @@ public final class Transport: @unchecked Sendable {
 
     /// Sends a frame to every linked validator.
     public func broadcast(_ payload: [UInt8], kind: TransportKind = .consensus) {
-        _ = onLoop { [self] in for link in links.values { link.send(kind, payload) } }
+        _ = onLoop { [self] in send(kind, payload, to: links.values) }
     }
 
     /// Floods a transaction to every validator, once: a node re-floods a transaction only
@@ -258,7 +269,7 @@ public final class Transport: @unchecked Sendable {
     public func gossip(_ transaction: [UInt8]) {
         _ = onLoop { [self] in
             guard remember(transaction) else { return }
-            for link in links.values { link.send(.gossip, transaction) }
+            send(.gossip, transaction, to: links.values)
         }
     }
 
@@ -439,7 +450,7 @@ public final class Transport: @unchecked Sendable {
         case .gossip:
             guard remember(payload) else { return }
             onGossip?(peer, payload)
-            for (id, link) in links where id != peer { link.send(.gossip, payload) }
+            send(.gossip, payload, to: links.filter { $0.key != peer }.values)
         case .consensus:
             onMessage?(peer, kind, payload)
         case .hello, .heartbeat, .request, .response:
@@ -454,6 +465,29 @@ public final class Transport: @unchecked Sendable {
         // loop runs (`executeWaiting`).
         handler(payload) { [loop] response in
             loop.executeWaiting { target.value?.finishRequest(response) }
+        }
+    }
+
+    /// Sends `payload` to each of `targets`, the frame made once for all of them.
+    private func send(_ kind: TransportKind, _ payload: [UInt8], to targets: some Collection<Connection>) {
+        guard payload.count <= WireLimits.envelopePayloadSizeMax, !targets.isEmpty else {
+            for link in targets { link.send(kind, payload) }  // each refuses it, counted and logged
+            return
+        }
+        let frame = FrameDecoder.frame(kind, payload)
+        for link in targets { link.send(kind, frame: frame) }
+    }
+
+    /// `connection` gathered its first frame of this turn: written at the turn's end.
+    func gathering(_ connection: Connection) { gatheringLinks.append(connection) }
+
+    /// Writes what the links gathered this turn. Writing can close a link, whose callbacks
+    /// may send again: a few rounds, then the next hook takes the rest.
+    private func writeGathered() {
+        for _ in 0..<4 where !gatheringLinks.isEmpty {
+            let links = gatheringLinks
+            gatheringLinks = []
+            for link in links { link.writeGathered() }
         }
     }
 

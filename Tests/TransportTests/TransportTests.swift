@@ -361,3 +361,27 @@ final class RawSocket {
         return count == 0 || (count < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
     }
 }
+
+/// Frames sent during one turn of the loop leave in one TLS write and one socket write,
+/// in the order they were sent; a turn that sends nothing writes nothing.
+@Suite(.onOwnThreads) struct GatheredWritesTests {
+    @Test func framesOfOneTurnLeaveTogetherAndInOrder() throws {
+        let consortium = try Consortium(count: 2)
+        let nodes = try mesh(consortium, count: 2)
+        defer { for node in nodes { node.stop() } }
+        #expect(eventually { nodes[0].transport.linkedPeers() == ["p1"] })
+        // Let the handshake's and hello's writes (and a heartbeat) settle.
+        Thread.sleep(forTimeInterval: 0.05)
+        let before = nodes[0].transport.counters
+        try nodes[0].loop.execute { [transport = nodes[0].transport] in
+            for index in 0..<200 { transport.send([UInt8(index % 256), UInt8(index / 256)], to: "p1") }
+        }
+        #expect(eventually { nodes[1].received.withLock { $0.count } == 200 })
+        let after = nodes[0].transport.counters
+        #expect(after.framesOut - before.framesOut >= 200)
+        // 200 frames of one turn: one write (a heartbeat's turn may add one or two).
+        #expect(after.socketWrites - before.socketWrites <= 3, "\(after.socketWrites - before.socketWrites) writes for 200 frames")
+        let got = nodes[1].received.withLock { $0.map { Int($0.1[0]) + 256 * Int($0.1[1]) } }
+        #expect(got == Array(0..<200))
+    }
+}
