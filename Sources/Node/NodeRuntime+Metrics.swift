@@ -61,6 +61,8 @@ extension NodeRuntime {
         metric("transport_frames_out_total", "counter", "Frames sent.", counters.framesOut)
         metric("transport_bytes_in_total", "counter", "Bytes received (TLS records).", counters.bytesIn)
         metric("transport_bytes_out_total", "counter", "Bytes sent (TLS records).", counters.bytesOut)
+        metric("transport_socket_writes_total", "counter", "Writes to validator and client sockets (a loop turn's frames to a link leave in one).",
+               counters.socketWrites)
         metric("transport_refused_total", "counter", "Connections refused (certificates, hellos, frames).", counters.refusedPeers)
         metric("transport_handshake_failures_total", "counter", "TLS handshakes failed.", counters.handshakeFailures)
         metric("transport_oversized_frames_total", "counter", "Frames over the size limit.", counters.oversizedFrames)
