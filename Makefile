@@ -27,7 +27,7 @@ build: dependencies
 
 # The micro-benchmark package (ordo-one/benchmark); see Docs/BENCHMARKS.md.
 benchmarks: dependencies
-	cd Benchmarks && $(SWIFT) package --disable-sandbox benchmark --target HotPathBenchmarks
+	cd Benchmarks && $(SWIFT) package --disable-sandbox benchmark
 
 clean:
 	rm -rf .build Benchmarks/.build

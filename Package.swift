@@ -9,6 +9,8 @@ let package = Package(
     products: [
         .library(name: "Wire", targets: ["Wire"]),
         .library(name: "CalissonCrypto", targets: ["CalissonCrypto"]),
+        // For the micro-benchmark package (Benchmarks/): the per-transaction path.
+        .library(name: "NodePath", targets: ["Node", "NodeCore", "Fixtures", "Ledger", "Consensus", "Storage"]),
         .executable(name: "calisson-bench", targets: ["calisson-bench"]),
         .executable(name: "calisson-sim", targets: ["calisson-sim"]),
         .executable(name: "calisson-node", targets: ["calisson-node"]),

@@ -28,6 +28,17 @@ let package = Package(
             ],
             path: "Benchmarks/HotPathBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-        )
+        ),
+        .executableTarget(
+            name: "TransactionPathBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "NodePath", package: calisson),
+                .product(name: "CalissonCrypto", package: calisson),
+                .product(name: "Wire", package: calisson),
+            ],
+            path: "Benchmarks/TransactionPathBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
     ]
 )

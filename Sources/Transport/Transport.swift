@@ -158,6 +158,7 @@ public final class Transport: @unchecked Sendable {
 
     /// Opens the listeners and starts dialling. Returns once listening (ports known).
     public func start() throws {
+        precondition(!loop.isOnLoop, "start waits for the loop: called on it, it would wait for itself")
         let result = Mutex<Result<Void, Error>?>(nil)
         let done = DispatchSemaphore(value: 0)
         try loop.execute { [self] in
@@ -213,6 +214,7 @@ public final class Transport: @unchecked Sendable {
 
     /// Closes every link and listener. The loop itself is the caller's to shut down.
     public func stop() {
+        precondition(!loop.isOnLoop, "stop waits for the loop: called on it, it would wait for itself")
         let done = DispatchSemaphore(value: 0)
         guard loop.executeWaiting({ [self] in  // waits for room in a full queue
             stopped = true
@@ -275,6 +277,7 @@ public final class Transport: @unchecked Sendable {
 
     /// Linked validators now (for tests and status).
     public func linkedPeers() -> [String] {
+        precondition(!loop.isOnLoop, "linkedPeers waits for the loop: on it, call linkedPeersOnLoop")
         let result = Mutex<[String]>([])
         let done = DispatchSemaphore(value: 0)
         guard (try? loop.execute({ [self] in
@@ -286,7 +289,10 @@ public final class Transport: @unchecked Sendable {
     }
 
     /// Linked validators, read on the loop thread (from a callback).
-    public func linkedPeersOnLoop() -> [String] { links.keys.sorted() }
+    public func linkedPeersOnLoop() -> [String] {
+        assert(loop.isOnLoop, "links are the loop thread's")
+        return links.keys.sorted()
+    }
 
     private static let gossipTag = TaggedHasher(tag: "calisson/command/v1")
 
