@@ -88,6 +88,10 @@ final class EventFeed: Sendable {
         var fetching: [UInt64: Task<[FeedEvent]?, any Error>] = [:]
         var consumers = 0
         var perClient: [String: Int] = [:]
+        /// The open streams' producers, to end them at a shutdown (`closeAll`).
+        var producers: [UInt64: Task<Void, Never>] = [:]
+        var nextProducer: UInt64 = 0
+        var closed = false
     }
     private let state = Mutex(State())
     private let encoder: JSONEncoder = {
@@ -225,10 +229,16 @@ final class EventFeed: Sendable {
     /// been taken (`openConsumer`); it is given back when the stream ends.
     func stream(from position: FeedPosition, filter: FeedFilter, client: String) -> HTTPBody {
         let (stream, continuation) = AsyncStream.makeStream(of: HTTPBody.ByteChunk.self, bufferingPolicy: .bufferingOldest(Self.bufferedEventsMax))
+        let number = state.withLock { state -> UInt64 in
+            state.nextProducer += 1
+            return state.nextProducer
+        }
         let producer = Task { [self] in
             defer {
-                continuation.finish()
+                // The consumer's place is given back before its stream is seen to end.
                 closeConsumer(client: client)
+                _ = state.withLock { $0.producers.removeValue(forKey: number) }
+                continuation.finish()
             }
             await produce(from: position, filter: filter) { text in
                 switch continuation.yield(ArraySlice(text.utf8)) {
@@ -238,8 +248,25 @@ final class EventFeed: Sendable {
                 }
             }
         }
+        let closed = state.withLock { state -> Bool in
+            if !state.closed { state.producers[number] = producer }
+            return state.closed
+        }
+        if closed { producer.cancel() }
         continuation.onTermination = { _ in producer.cancel() }
         return HTTPBody(stream, length: .unknown, iterationBehavior: .single)
+    }
+
+    /// Ends every open stream after the events it was given (the gateway stops: a stream
+    /// would otherwise hold the server's graceful shutdown until its next keep-alive, or
+    /// until its consumer leaves); streams opened later end at once. A consumer resumes
+    /// elsewhere, or later, with `Last-Event-ID`.
+    func closeAll() {
+        let producers = state.withLock { state -> [Task<Void, Never>] in
+            state.closed = true
+            return Array(state.producers.values)
+        }
+        for producer in producers { producer.cancel() }
     }
 
     /// Writes events from `position` until `send` refuses one (the consumer left, or is too
@@ -250,7 +277,7 @@ final class EventFeed: Sendable {
         while !Task.isCancelled {
             if position.height > head {
                 if !(await waitForHead(beyond: position.height - 1, seconds: Self.keepAliveSeconds)) {
-                    guard send(": waiting for block \(position.height)\n\n") else { return }
+                    guard !Task.isCancelled, send(": waiting for block \(position.height)\n\n") else { return }
                     continue
                 }
             }

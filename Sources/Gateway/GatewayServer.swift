@@ -7,7 +7,9 @@ import Logging
 import NIOCore
 import Settlement
 import OpenAPIHummingbird
+import ServiceLifecycle
 import Synchronization
+import UnixSignals
 
 /// What a gateway serves, from whom, on which address.
 public struct GatewayConfiguration: Sendable {
@@ -107,6 +109,20 @@ public final class GatewayServer: Sendable {
             refresher.cancel()
             pool.close()
         }
-        try await app.runService()
+        // SIGTERM or SIGINT: services stop in the reverse order of this list, so the event
+        // feeds end first, then the server finishes the requests in flight and stops.
+        let group = ServiceGroup(configuration: .init(
+            services: [app, FeedCloser(feed: feed)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
+
+/// Ends the event feeds when the gateway shuts down gracefully (`EventFeed.closeAll`).
+struct FeedCloser: Service {
+    let feed: EventFeed
+
+    func run() async throws {
+        try? await gracefulShutdown()  // until the shutdown reaches this service, or cancellation
+        feed.closeAll()
     }
 }

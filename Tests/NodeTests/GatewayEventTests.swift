@@ -209,3 +209,29 @@ struct FeedReader {
         #expect(taken.dropFirst().map { $0.split(separator: "\n")[0] } == events.prefix(5).map { "id: \($0.id)" })
     }
 }
+
+/// When the gateway shuts down (SIGTERM), its event feeds end first (`FeedCloser`): an open
+/// stream waiting for the next block ends at once instead of holding the server's graceful
+/// shutdown until its next keep-alive (15 s; `Cluster/local/down.sh` gives 10 s).
+@Suite struct EventFeedShutdownTests {
+    @Test func closingTheFeedEndsAWaitingStreamAtOnce() async throws {
+        let cluster = try TestCluster(count: 1)
+        let pool = NodePool(nodes: [NodeAddress(host: "127.0.0.1", port: 1)], ca: cluster.ca, genesis: cluster.genesis, lagMax: 32)
+        defer { pool.close() }
+        let feed = EventFeed(pool: pool)
+        #expect(feed.openConsumer(client: "test") == nil)
+        let body = feed.stream(from: FeedPosition(height: 1), filter: FeedFilter(), client: "test")
+        var chunks = body.makeAsyncIterator()
+        let first = try await chunks.next().map { String(decoding: $0, as: UTF8.self) }
+        #expect(first?.hasPrefix("retry:") == true, "\(String(describing: first))")
+        feed.closeAll()
+        // Without the close, the next chunk would be a keep-alive 15 s later.
+        let next = try await chunks.next()
+        #expect(next == nil, "the stream went on: \(String(decoding: next ?? [], as: UTF8.self))")
+        #expect(feed.consumers == 0)
+        // A stream opened after the close ends at once too.
+        #expect(feed.openConsumer(client: "late") == nil)
+        var late = feed.stream(from: FeedPosition(height: 1), filter: FeedFilter(), client: "late").makeAsyncIterator()
+        while try await late.next() != nil {}
+    }
+}
