@@ -81,6 +81,17 @@ public final class VerifyCache: Sendable {
         }
     }
 
+    /// Whether every check holds: those cached are taken as verified, the others are
+    /// verified here (on this thread) and cached when they hold; false at the first that
+    /// does not (those after it are not verified).
+    public func verifyAll(_ checks: [SignatureCheck]) -> Bool {
+        for (check, known) in zip(checks, contains(checks)) where !known {
+            guard check.verify() else { return false }
+            insert(check)
+        }
+        return true
+    }
+
     public var count: Int { state.withLock { $0.index.count } }
     public var statistics: Statistics { state.withLock { $0.statistics } }
 }

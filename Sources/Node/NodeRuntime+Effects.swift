@@ -10,6 +10,23 @@ import Synchronization
 import Transport
 import Wire
 
+extension Transport {
+    /// Carries out a node core's network effect (a message to a peer or to all, a
+    /// transaction gossiped); false, doing nothing, for any other effect.
+    @discardableResult
+    public func carryOut(_ effect: NodeEffect) -> Bool {
+        switch effect {
+        case let .send(message, peer): send(message.wireBytes, to: peer)
+        case let .broadcast(message): broadcast(message.wireBytes)
+        case let .sendFrame(payload, gossip, peer): send(payload, kind: gossip ? .gossip : .consensus, to: peer)
+        case let .broadcastGossip(transaction): broadcast(transaction, kind: .gossip)
+        case let .gossip(transaction): gossip(transaction)
+        default: return false
+        }
+        return true
+    }
+}
+
 /// A client the core may answer: a request on the client port, or a local submission.
 enum Client {
     /// Answered with a client response (a submission's answer names its transaction).
@@ -78,11 +95,8 @@ extension NodeRuntime {
     @discardableResult
     func perform(_ effect: NodeEffect) -> NodeInput? {
         switch effect {
-        case let .send(message, peer): transport.send(message.wireBytes, to: peer)
-        case let .broadcast(message): transport.broadcast(message.wireBytes)
-        case let .sendFrame(payload, gossip, peer): transport.send(payload, kind: gossip ? .gossip : .consensus, to: peer)
-        case let .broadcastGossip(transaction): transport.broadcast(transaction, kind: .gossip)
-        case let .gossip(transaction): transport.gossip(transaction)
+        case .send, .broadcast, .sendFrame, .broadcastGossip, .gossip:
+            transport.carryOut(effect)
         case let .verify(checks, pending):
             let queued = verify(checks) { [weak self] valid in self?.run(.verified(pending, valid ? .valid : .invalid)) }
             if !queued { return .verified(pending, .busy) }

@@ -56,16 +56,7 @@ public final class NodeProcesses {
         guard FileManager.default.isExecutableFile(atPath: "\(bin)/calisson-node") else {
             throw NodeProcessesError("\(bin)/calisson-node is not built (swift build -c release --product calisson-node)")
         }
-        let testnet = Process()
-        testnet.executableURL = URL(fileURLWithPath: "\(bin)/calisson-node")
-        testnet.arguments = ["testnet", "--validators", "\(count)", "--out", directory, "--base-port", "\(basePort)"] + testnetArguments
-        testnet.standardOutput = FileHandle.nullDevice
-        let errors = Pipe()
-        testnet.standardError = errors
-        try testnet.run()
-        let problem = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        testnet.waitUntilExit()
-        guard testnet.terminationStatus == 0 else { throw NodeProcessesError("calisson-node testnet failed: \(problem)") }
+        try runTool(["\(bin)/calisson-node", "testnet", "--validators", "\(count)", "--out", directory, "--base-port", "\(basePort)"] + testnetArguments)
         let network = namespaces ? try NamespaceNetwork(nodes: count) : nil
         if let network {
             // Each node listens on its namespace's address, and finds its peers at theirs.

@@ -281,12 +281,7 @@ final class OrderingReplica: @unchecked Sendable {
 
     private func received(_ payload: [UInt8], from peer: String) {
         guard let sender = byPeer[peer], let message = try? Message(wireBytes: payload) else { return }
-        let checks = message.signatureChecks(chainId: chainId)
-        let known = cache.contains(checks)
-        for (check, isKnown) in zip(checks, known) where !isKnown {
-            guard check.verify() else { return }
-            cache.insert(check)
-        }
+        guard cache.verifyAll(message.signatureChecks(chainId: chainId)) else { return }
         step(.message(message, from: sender))
     }
 

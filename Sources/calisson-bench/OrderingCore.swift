@@ -247,21 +247,10 @@ final class CoreReplica: @unchecked Sendable {
 
     private func perform(_ effect: NodeEffect) -> Next? {
         switch effect {
-        case let .send(message, peer): transport.send(message.wireBytes, to: peer)
-        case let .broadcast(message): transport.broadcast(message.wireBytes)
-        case let .sendFrame(payload, gossip, peer): transport.send(payload, kind: gossip ? .gossip : .consensus, to: peer)
-        case let .broadcastGossip(transaction): transport.broadcast(transaction, kind: .gossip)
-        case let .gossip(transaction): transport.gossip(transaction)
+        case .send, .broadcast, .sendFrame, .broadcastGossip, .gossip:
+            transport.carryOut(effect)
         case let .verify(checks, pending):
-            var valid = true
-            for (check, known) in zip(checks, cache.contains(checks)) where !known {
-                guard check.verify() else {
-                    valid = false
-                    break
-                }
-                cache.insert(check)
-            }
-            return .later(.verified(pending, valid ? .valid : .invalid))
+            return .later(.verified(pending, cache.verifyAll(checks) ? .valid : .invalid))
         case let .admission(token, refusal):
             if refusal != nil {
                 waiting[token] = nil

@@ -69,15 +69,7 @@ final class TransactionPath {
             for effect in core.drive(inputs[next]) {
                 switch effect {
                 case let .verify(checks, pending):
-                    var valid = true
-                    for (check, known) in zip(checks, cache.contains(checks)) where !known {
-                        guard check.verify() else {
-                            valid = false
-                            break
-                        }
-                        cache.insert(check)
-                    }
-                    inputs.append(.verified(pending, valid ? .valid : .invalid))
+                    inputs.append(.verified(pending, cache.verifyAll(checks) ? .valid : .invalid))
                 case let .stopped(reason):
                     fatalError("the node core stopped: \(reason)")
                 default:
