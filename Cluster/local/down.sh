@@ -11,7 +11,11 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 if any_alive "${PIDS[@]}"; then
-    echo "down: some nodes did not stop within 10 s: SIGKILL" >&2
+    late=()
+    for pid in "${PIDS[@]}"; do
+        kill -0 "$pid" 2>/dev/null && late+=("$(ps -o comm= -p "$pid" 2>/dev/null || echo process) $pid")
+    done
+    echo "down: did not stop within 10 s, SIGKILL: ${late[*]}" >&2
     kill -KILL "${PIDS[@]}" 2>/dev/null
 fi
 rm -f "$CALISSON_HOME/pids"
