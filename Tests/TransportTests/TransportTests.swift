@@ -369,9 +369,8 @@ final class RawSocket {
         let consortium = try Consortium(count: 2)
         let nodes = try mesh(consortium, count: 2)
         defer { for node in nodes { node.stop() } }
+        // Linked: the handshake's and hello's writes are done (a heartbeat may add one below).
         #expect(eventually { nodes[0].transport.linkedPeers() == ["p1"] })
-        // Let the handshake's and hello's writes (and a heartbeat) settle.
-        Thread.sleep(forTimeInterval: 0.05)
         let before = nodes[0].transport.counters
         try nodes[0].loop.execute { [transport = nodes[0].transport] in
             for index in 0..<200 { transport.send([UInt8(index % 256), UInt8(index / 256)], to: "p1") }
