@@ -110,6 +110,15 @@ final class CoreGroup: OrderingRun {
             replica.transport.update(peers: addresses.filter { $0.id != replica.partner }, registry: replica.transport.configuration.registry,
                                      revokedSerials: [])
         }
+        // The client starts once every core is linked to all the others (on a loaded
+        // machine linking can take seconds, which the warm-up must not count on).
+        let deadline = Date().addingTimeInterval(60)
+        for replica in replicas {
+            while replica.transport.linkedPeers().count < replicas.count - 1 {
+                guard Date() < deadline else { throw ValidationError("\(replica.partner) is not linked to the others after 60 s") }
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+        }
         try replicas[0].startClient()
     }
 

@@ -420,7 +420,7 @@ final class Liar {
         let json = Scratch.file("ordering.json")
         let ran = try run("\(bin)/calisson-bench", [
             "ordering", "--application", "ledger", "--block-size", "50", "--outstanding", "200", "--transactions", "20000",
-            "--warmup", "0.5", "--duration", "1.5", "--json", json,
+            "--warmup", "1", "--duration", "4", "--json", json,
         ], timeout: 120)
         #expect(ran.status == 0, "\(ran.output)\n\(ran.errors)")
         let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any]
