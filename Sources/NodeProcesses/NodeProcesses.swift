@@ -29,8 +29,7 @@ public final class NodeProcesses {
     public let network: NamespaceNetwork?
     public private(set) var processes: [Process] = []
     /// The nodes' current process ids (a restart changes one).
-    private var livePids: [Int32]
-    public var pids: [Int32] { livePids }
+    public private(set) var pids: [Int32]
     /// The directory of the `calisson-node` binary.
     public let bin: String
     public let started: Bool
@@ -119,7 +118,7 @@ public final class NodeProcesses {
     /// Starts node `index` again from its database.
     public func restart(_ index: Int) throws {
         processes[index] = try launch(index)
-        livePids[index] = processes[index].processIdentifier
+        pids[index] = processes[index].processIdentifier
     }
 
     public convenience init(attachingTo directory: String) throws {
@@ -138,7 +137,7 @@ public final class NodeProcesses {
         self.logLevel = logLevel
         self.network = network
         started = attachedPids == nil
-        livePids = attachedPids ?? []
+        pids = attachedPids ?? []
         let configs = try Self.configs(directory)
         ids = configs.map(\.0)
         clientPorts = configs.map { $0.1.clientPort ?? 0 }
@@ -152,7 +151,7 @@ public final class NodeProcesses {
                 try prepare(self)
                 for index in ids.indices {
                     processes.append(try launch(index))
-                    livePids.append(processes[index].processIdentifier)
+                    pids.append(processes[index].processIdentifier)
                 }
             } catch {
                 stop()

@@ -456,7 +456,7 @@ public final class Transport: @unchecked Sendable {
         case .gossip:
             guard remember(payload) else { return }
             onGossip?(peer, payload)
-            send(.gossip, payload, to: links.filter { $0.key != peer }.values)
+            send(.gossip, payload, to: links.lazy.filter { $0.key != peer }.map(\.value))
         case .consensus:
             onMessage?(peer, kind, payload)
         case .hello, .heartbeat, .request, .response:
