@@ -36,11 +36,18 @@ enum Client {
 }
 
 // The shell's half of the contract: inputs fed to the core on the loop thread, and the
-// effects it answers carried out in the order given (the core has written what they
-// depend on before it returns them).
+// effects it answers carried out in the order given, once what they depend on is durable.
+//
+// Group commit: the core's writes during a turn of the loop go into one SQLite batch,
+// committed (one fsync) at the end of the turn; only then are the effects of the turn's
+// drives carried out, in order. A vote leaves only once recorded, a client hears that its
+// transaction is final only once its block is on disk, as when every write was synced on
+// its own; the fsyncs of a turn's blocks and votes are one.
 extension NodeRuntime {
-    /// Gives `input` to the core and carries out its effects (loop thread); an input an
-    /// effect calls for at once (the verifier full) is given after all of them.
+    /// Gives `input` to the core (loop thread); its effects are carried out at the end of
+    /// the turn (`endTurn`), after the commit of what it wrote, except signature checks:
+    /// they depend on nothing written, and start at once so that the verifier works while
+    /// the loop goes on with the turn.
     func run(_ input: NodeInput) {
         assert(loop.isOnLoop, "the node's core is the loop thread's")
         var inputs = [input]
@@ -50,12 +57,54 @@ extension NodeRuntime {
                 refuse(input, failure)
                 continue
             }
+            if !store.isBatchOpen {
+                do { try store.beginBatch() } catch {
+                    held += core.stop("the database refused to open a write batch: \(error)")
+                    continue
+                }
+            }
             var effects = core.drive(input)
             #if CALISSON_FAULTS
             if byzantine != nil { effects = byzantine!.rewrite(effects, peers: core.peers) }
             #endif
             for effect in effects {
+                guard case .verify = effect else {
+                    held.append(effect)
+                    continue
+                }
                 if let next = perform(effect) { inputs.append(next) }
+            }
+        }
+    }
+
+    /// At the end of each turn of the loop, before the frames it gathered are written:
+    /// commits the turn's writes, then carries out the effects of its drives in order; the
+    /// inputs those effects call for at once (the verifier full) are driven and committed
+    /// in turn. If the commit fails, or a drive stopped the core, nothing of the batch is
+    /// kept and none of its effects goes out but the stop and the events (the stop answers
+    /// every client waiting).
+    func endTurn() {
+        while store.isBatchOpen || !held.isEmpty {
+            var effects = held
+            held = []
+            if core.failure == nil, store.isBatchOpen {
+                do {
+                    if try store.commitBatch() { batchesCommitted += 1 }
+                } catch {
+                    effects = core.stop("the database could not commit the turn's writes: \(error)")
+                }
+            }
+            if core.failure != nil {
+                store.rollbackBatch()
+                effects = effects.filter {
+                    switch $0 {
+                    case .stopped, .event: return true
+                    default: return false
+                    }
+                }
+            }
+            for effect in effects {
+                if let next = perform(effect) { run(next) }
             }
         }
     }

@@ -49,6 +49,8 @@ extension NodeRuntime {
         metric("admitted_total", "counter", "Transactions admitted to the mempool.", core.counters.admitted)
         metric("admission_refused_total", "counter", "Transactions refused at admission.", core.counters.refused)
         metric("blocks_executed_total", "counter", "Blocks executed since start.", core.counters.blocksExecuted)
+        metric("storage_commits_total", "counter", "Write batches committed to the database (one fsync each; one per turn of the loop that wrote).",
+               batchesCommitted)
         metric("transactions_applied_total", "counter", "Transactions applied since start.", core.counters.applied)
         metric("process_cpu_milliseconds_total", "counter", "CPU time used by the node process (user and system), milliseconds.", ProcessUsage.cpuMilliseconds())
         metric("transactions_rejected_total", "counter", "Transactions rejected by the ledger since start.", core.counters.rejected)

@@ -62,6 +62,11 @@ public final class NodeRuntime: @unchecked Sendable {
     var answers: StoreAnswers { StoreAnswers(store: store) }
     /// The node's logic (loop thread only).
     var core: Core
+    /// The effects of this turn's drives, carried out once the turn's writes are
+    /// committed (loop thread, `endTurn`).
+    var held: [NodeEffect] = []
+    /// Write batches committed (one fsync each).
+    var batchesCommitted = 0
     /// Clients the core may answer, by token (loop thread).
     var clients: [ClientToken: Client] = [:]
     var nextClient: UInt64 = 0
@@ -206,6 +211,7 @@ public final class NodeRuntime: @unchecked Sendable {
             self?.run(.peerConnected(peer))
         }
         transport.onClientRequest = { [weak self] request, respond in self?.answer(request, respond) }
+        transport.onTurnEnd = { [weak self] in self?.endTurn() }
         try transport.start()
         let failure = Mutex<String?>(nil)
         let ready = DispatchSemaphore(value: 0)

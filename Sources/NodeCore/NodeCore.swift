@@ -222,6 +222,14 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
         return out
     }
 
+    /// The shell could not make the core's writes durable (its commit failed): the core
+    /// stops as if the storage had failed inside a drive. Returns the `.stopped` effect.
+    public mutating func stop(_ reason: String) -> [NodeEffect] {
+        guard failure == nil else { return [] }
+        failure = reason
+        return [.stopped(reason)]
+    }
+
     mutating func handle(_ input: NodeInput) throws {
         switch input {
         case .tick: try tick()

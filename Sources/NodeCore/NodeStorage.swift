@@ -6,9 +6,12 @@ import Storage
 /// What a node core keeps durable, and how: the node implements it on SQLite
 /// (`StoredState`), the simulator in memory with injected faults (`SimulatedStorage`).
 ///
-/// Every call is synchronous and returns once what it wrote is durable; a call that
-/// throws has written nothing the core relies on, and the core stops (a restart rebuilds
-/// it from what the storage holds). The ledger's state is read and committed through
+/// Every call is synchronous. What a call wrote must be durable before the shell carries
+/// out any effect of the drive that made it: the simulator's storage makes each call
+/// durable as it returns; the node groups the writes of a turn of its event loop into one
+/// commit, made before that turn's effects are carried out (`NodeRuntime.endTurn`). A call
+/// that throws has written nothing the core relies on, and the core stops (a restart
+/// rebuilds it from what the storage holds). The ledger's state is read and committed through
 /// `state`; `persist` makes the committed batch durable together with its block.
 public protocol NodeStorage: AnyObject {
     associatedtype State: StateStore

@@ -57,7 +57,10 @@ public struct StateChanges: Sendable {
 ///
 /// Durability: `synchronous=FULL`, so every commit fsyncs the WAL: once `append` or
 /// `appendSafety` returns, what it wrote survives a process kill and a power cut. One
-/// SQL transaction per block (group commit: the fsync is per block, not per transaction).
+/// SQL transaction per block (the fsync is per block, not per transaction). A batch
+/// (`beginBatch` … `commitBatch`) goes further: every write in between is one SQL
+/// transaction and one fsync, durable when `commitBatch` returns and not before (the node
+/// opens one per turn of its event loop, and acts on nothing it wrote until then).
 public final class NodeStore {
     public static let schemaVersion = 6
     /// How much memory the database may use: the window of the file SQLite maps
@@ -277,7 +280,40 @@ public final class NodeStore {
     /// kept that record).
     public func setExtra(_ name: String, _ value: [UInt8]) throws(StorageError) {
         guard !isReadOnly else { throw .readOnly(file: file) }
-        try setMeta("extra." + name, value)
+        try database.transaction { () throws(StorageError) in try setMeta("extra." + name, value) }
+    }
+
+    // MARK: Batches
+
+    /// Whether a batch is open.
+    public var isBatchOpen: Bool { database.batchOpen }
+
+    /// Opens a batch: the writes until `commitBatch` are one SQL transaction (begun by the
+    /// first of them), synced once when it commits (group commit). None is durable, or
+    /// visible to another connection, before the commit; reads on this store see them. A
+    /// write that fails inside the batch fails the batch: later writes and `commitBatch`
+    /// throw, and nothing of it is written.
+    public func beginBatch() throws(StorageError) {
+        guard !isReadOnly else { throw .readOnly(file: file) }
+        try database.beginBatch()
+    }
+
+    /// Makes the batch's writes durable, all together; on failure (its own, or a write's
+    /// inside the batch) none of them is written.
+    /// Returns whether the batch wrote anything (a commit, with its fsync, was made).
+    @discardableResult
+    public func commitBatch() throws(StorageError) -> Bool {
+        do { return try database.commitBatch() } catch {
+            retiredCache = nil  // the tables are as before the batch; reload
+            throw error
+        }
+    }
+
+    /// Forgets the batch's writes (after a failure inside it).
+    public func rollbackBatch() {
+        guard database.batchOpen else { return }
+        database.rollbackBatch()
+        retiredCache = nil
     }
 
     // MARK: Writes
@@ -359,6 +395,7 @@ public final class NodeStore {
             }
         }
         var retiredAt = try retiredHeights()
+        retiredCache = nil  // the map's only reference: changed in place, not copied (set again below)
         var retired: [UInt8] = [], revived: [UInt8] = []
         retired.reserveCapacity(state.removedPages.count * Bytes32.byteCount)
         for hash in state.removedPages {
@@ -408,14 +445,18 @@ public final class NodeStore {
     /// Stores a stable checkpoint's certificate.
     public func putCheckpoint(height: UInt64, certificate: [UInt8]) throws(StorageError) {
         guard !isReadOnly else { throw .readOnly(file: file) }
-        try database.statement("INSERT OR REPLACE INTO checkpoints (height, certificate) VALUES (?, ?)")
-            .bind(1, height).bind(2, certificate).run()
+        try database.transaction { () throws(StorageError) in
+            try database.statement("INSERT OR REPLACE INTO checkpoints (height, certificate) VALUES (?, ?)")
+                .bind(1, height).bind(2, certificate).run()
+        }
     }
 
     /// Runs `body`'s reads in one read transaction: one snapshot, and one lock taken for
     /// all of them instead of one per statement (a block's execution reads hundreds of
-    /// values and tree nodes). Writes go through `append`, after it.
+    /// values and tree nodes). Writes go through `append`, after it. Inside a batch, the
+    /// batch is that transaction.
     public func reading<T>(_ body: () -> T) throws(StorageError) -> T {
+        if database.batchBegun { return body() }
         try database.execute("BEGIN DEFERRED")
         let result = body()
         try database.execute("COMMIT")
@@ -426,8 +467,10 @@ public final class NodeStore {
     /// the stable checkpoint `height`; `record` is its client wire form.
     public func putHandover(changedAt: UInt64, height: UInt64, record: [UInt8]) throws(StorageError) {
         guard !isReadOnly else { throw .readOnly(file: file) }
-        try database.statement("INSERT OR REPLACE INTO handovers (changed_at, height, record) VALUES (?, ?, ?)")
-            .bind(1, changedAt).bind(2, height).bind(3, record).run()
+        try database.transaction { () throws(StorageError) in
+            try database.statement("INSERT OR REPLACE INTO handovers (changed_at, height, record) VALUES (?, ?, ?)")
+                .bind(1, changedAt).bind(2, height).bind(3, record).run()
+        }
     }
 
     /// The latest change with a handover (0: none).
@@ -467,6 +510,7 @@ public final class NodeStore {
 
     private func pruneHistoryTransaction(through height: UInt64) throws(StorageError) {
         var retiredAt = try retiredHeights()
+        retiredCache = nil  // changed in place, set again once the transaction commits
         try database.transaction { () throws(StorageError) in
             let rows = try database.statement("SELECT height, retired, archived FROM history WHERE height <= ? ORDER BY height")
                 .bind(1, height).all { ($0.uint64(0), $0.blob(1) ?? [], $0.blob(2) ?? []) }

@@ -85,8 +85,69 @@ final class Database {
         return statement
     }
 
-    /// Runs `body` in one transaction (BEGIN IMMEDIATE): all of it or none of it.
+    /// Whether a batch is open: the writes until `commitBatch` or `rollbackBatch` go into
+    /// one transaction, begun by the first of them (a batch with no write costs nothing).
+    private(set) var batchOpen = false
+    /// Whether the open batch's transaction has begun.
+    private(set) var batchBegun = false
+    /// The error of a write that failed inside the open batch: the batch can only be
+    /// rolled back (its writes do not each keep a savepoint: that would copy every page
+    /// they change to a statement journal first).
+    private var batchFailure: StorageError?
+
+    func beginBatch() throws(StorageError) {
+        guard !batchOpen else { throw .invalid(file: file, reason: "a batch is opened inside another") }
+        batchOpen = true
+    }
+
+    /// Commits the batch (with `synchronous = FULL`, one fsync of the WAL for all of it);
+    /// returns whether it wrote anything. If it fails, or a write inside the batch failed,
+    /// nothing of the batch is written.
+    func commitBatch() throws(StorageError) -> Bool {
+        guard batchOpen else { return false }
+        if let failure = batchFailure {
+            rollbackBatch()
+            throw failure
+        }
+        batchOpen = false
+        guard batchBegun else { return false }
+        batchBegun = false
+        do { try execute("COMMIT") } catch {
+            if sqlite3_get_autocommit(handle) == 0 { try? execute("ROLLBACK") }
+            throw error
+        }
+        return true
+    }
+
+    /// Forgets the batch's writes.
+    func rollbackBatch() {
+        guard batchOpen else { return }
+        batchOpen = false
+        batchFailure = nil
+        guard batchBegun else { return }
+        batchBegun = false
+        if sqlite3_get_autocommit(handle) == 0 { try? execute("ROLLBACK") }
+    }
+
+    /// Runs `body` in one transaction (BEGIN IMMEDIATE): all of it or none of it. Inside a
+    /// batch, as part of the batch's: if `body` throws, the batch fails as a whole (every
+    /// later write throws, and so does `commitBatch`, which writes nothing).
     func transaction<T>(_ body: () throws(StorageError) -> T) throws(StorageError) -> T {
+        if batchOpen {
+            if let failure = batchFailure {
+                throw .invalid(file: file, reason: "an earlier write of this batch failed (\(failure)); it can only be rolled back")
+            }
+            do {
+                if !batchBegun {
+                    try execute("BEGIN IMMEDIATE")
+                    batchBegun = true
+                }
+                return try body()
+            } catch {
+                batchFailure = error
+                throw error
+            }
+        }
         try execute("BEGIN IMMEDIATE")
         do {
             let result = try body()

@@ -138,6 +138,9 @@ public final class Transport: @unchecked Sendable {
     public var onEvent: (@Sendable (TransportEvent) -> Void)?
     /// A client's request; answer through `respond` (at most once), from any thread.
     public var onClientRequest: (@Sendable (_ request: [UInt8], _ respond: @escaping @Sendable ([UInt8]) -> Void) -> Void)?
+    /// At the end of every turn of the loop, before the frames gathered in it are written
+    /// (the node commits the turn's writes there, then sends what depends on them).
+    public var onTurnEnd: (@Sendable () -> Void)?
 
     public private(set) var peerPort: UInt16 = 0
     public private(set) var clientPort: UInt16 = 0
@@ -490,6 +493,7 @@ public final class Transport: @unchecked Sendable {
     /// Writes what the links gathered this turn. Writing can close a link, whose callbacks
     /// may send again: a few rounds, then the next hook takes the rest.
     private func writeGathered() {
+        onTurnEnd?()
         for _ in 0..<4 where !gatheringLinks.isEmpty {
             let links = gatheringLinks
             gatheringLinks = []

@@ -478,6 +478,14 @@ struct TestCluster {
         #expect(health.hasPrefix("HTTP/1.1 200") && health.hasSuffix("ok: 1 validators of the current set reachable, quorum 1\n"), "\(health)")
         let metrics = try httpGet(port: node.metricsPort, "/metrics")
         #expect(metrics.contains("# TYPE calisson_height gauge") && metrics.contains("calisson_transactions_applied_total 1"))
+        // Group commit: a lone validator's block, its safety records and its checkpoint are
+        // written in the turn of the loop that decides them, one commit for all (written
+        // one by one, they were at least two commits per block).
+        func value(_ name: String) -> Int? {
+            metrics.split(separator: "\n").first { $0.hasPrefix("calisson_\(name) ") }.flatMap { Int($0.split(separator: " ")[1]) }
+        }
+        let commits = try #require(value("storage_commits_total")), blocks = try #require(value("blocks_executed_total"))
+        #expect(blocks >= 1 && commits >= 1 && commits <= blocks, "\(commits) commits for \(blocks) blocks")
         #expect(try httpGet(port: node.metricsPort, "/nothing").hasPrefix("HTTP/1.1 404"))
     }
 

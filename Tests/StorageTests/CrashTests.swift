@@ -3,7 +3,7 @@
 // one file. After each kill the database opens; every block the writer reported durable
 // is there with its certificate; the recorded state root is the last block's and (every
 // tenth kill) equals the root recomputed from the stored state; the safety log holds
-// every record reported persisted.
+// every record reported persisted; a batch of blocks is there whole or not at all.
 import CalissonTestKit
 import Foundation
 import Storage
@@ -77,6 +77,7 @@ enum CrashTest {
             let store = try NodeStore(file: file, create: true)
             #expect(store.height >= durable, "kill \(kills): block \(durable) was reported durable, the store is at \(store.height)")
             #expect(store.height >= lastDurable)
+            #expect(store.height % 4 == 0 || store.height % 4 == 3, "kill \(kills): the store is at \(store.height), inside a batch (4k+1 to 4k+3)")
             lastDurable = max(lastDurable, store.height)
             if durable > 0 {
                 let block = try #require(try store.block(at: durable))

@@ -107,6 +107,67 @@ struct Chain {
         #expect(throws: StorageError.self) { try state.persist(wrongRoot) }
     }
 
+    @Test func aBatchIsDurableAtItsCommitAllTogetherAndAFailedWriteFailsIt() throws {
+        let file = temporaryFile("batch.db")
+        let chain = Chain()
+        let state = StoredState(store: try NodeStore(file: file, create: true))
+        var ledger = try Ledger.create(chain.genesis, in: state)
+        try state.persistGenesis()
+        let reader = try NodeStore(file: file, readOnly: true)
+
+        try state.store.beginBatch()
+        #expect(throws: StorageError.self) { try state.store.beginBatch() }  // not nested
+        try chain.run(&ledger, to: 3)
+        try state.store.appendSafety([[1], [2]])
+        try state.store.putCheckpoint(height: 2, certificate: [9])
+        // A block out of order is refused before it writes anything: the batch goes on.
+        let skip = BlockRecord(height: 9, digest: .zero, body: nil, certificate: [], stateRoot: .zero, transactions: [])
+        #expect(throws: StorageError.self) { try state.store.append(skip, state: StateChanges(values: [], createdPages: [], removedPages: [], root: .zero)) }
+        // The writer reads its own writes (a block executes on the state the batch wrote);
+        // another connection sees nothing of them before the commit.
+        #expect(state.store.height == 3 && state.store.isBatchOpen)
+        #expect(try state.store.reading { state.store.height } == 3)
+        #expect(reader.height == 0)
+        #expect(try reader.safetyRecords().isEmpty)
+        #expect(try reader.checkpoint(atOrBelow: 9) == nil)
+        #expect(try state.store.commitBatch())
+        #expect(!state.store.isBatchOpen)
+        #expect(reader.height == 3)
+        #expect(try reader.safetyRecords() == [[1], [2]])
+        #expect(try reader.checkpoint(atOrBelow: 9)?.height == 2)
+        #expect(reader.stateRoot == ledger.stateRoot)
+
+        // A batch with no write commits nothing; one rolled back leaves the store as before.
+        try state.store.beginBatch()
+        #expect(try !state.store.commitBatch())
+        try state.store.beginBatch()
+        try state.store.appendSafety([[3]])
+        try state.store.setExtra("schedule", [7])
+        state.store.rollbackBatch()
+        #expect(try reader.safetyRecords() == [[1], [2]])
+        #expect(try state.store.extra("schedule") == nil)
+
+        // A write that fails inside a batch fails all of it: later writes and the commit
+        // throw, and nothing of the batch is written (a trigger refuses the checkpoint).
+        try state.store.beginBatch()
+        try state.store.appendSafety([[4]])
+        try state.store.database.execute("CREATE TEMP TRIGGER refuse BEFORE INSERT ON checkpoints BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        #expect(throws: StorageError.self) { try state.store.putCheckpoint(height: 3, certificate: [8]) }
+        #expect(throws: StorageError.self) { try state.store.appendSafety([[5]]) }
+        #expect(throws: StorageError.self) { try state.store.commitBatch() }
+        #expect(!state.store.isBatchOpen)
+        try state.store.database.execute("DROP TRIGGER IF EXISTS refuse")  // created in the batch, gone with it
+        #expect(try reader.safetyRecords() == [[1], [2]])
+        #expect(try reader.checkpoint(atOrBelow: 9)?.height == 2)
+
+        try state.store.beginBatch()
+        try chain.run(&ledger, to: 5)
+        try state.store.commitBatch()
+        let reopened = try NodeStore(file: file)
+        #expect(reopened.height == 5 && reopened.stateRoot == ledger.stateRoot)
+        #expect(try recomputedRoot(reopened) == reopened.stateRoot)
+    }
+
     @Test func damagedForeignAndFutureFilesAreRefusedNamingTheFile() throws {
         let garbage = temporaryFile("garbage.db")
         try Data(repeating: 0x42, count: 8_192).write(to: URL(fileURLWithPath: garbage))
