@@ -204,7 +204,10 @@ public final class NodeProcesses {
     }
 
     /// utime + stime of every node, in seconds (/proc/PID/stat).
-    public func cpuSeconds() -> Double {
+    public func cpuSeconds() -> Double { Self.cpuSeconds(of: pids) }
+
+    /// utime + stime of these processes, in seconds (/proc/PID/stat); one that is gone counts 0.
+    public static func cpuSeconds(of pids: [pid_t]) -> Double {
         let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
         return pids.reduce(0) { total, pid in
             guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return total }

@@ -7,7 +7,7 @@ struct CalissonBench: ParsableCommand {
         abstract: "Measure Calisson: the signature/Merkle hot path, ledger execution, storage, the TLS transport, and whole clusters.",
         subcommands: [
             HotPathCommand.self, LedgerCommand.self, TransportCommand.self, StorageCommand.self, WorkloadCommand.self, CeilingCommand.self,
-            ClusterCommand.self, OrderingCommand.self, SweepCommand.self, ChaosCommand.self, GatewayBenchCommand.self, DashboardBenchCommand.self,
+            ClusterCommand.self, OrderingCommand.self, OrderingReplicaCommand.self, SweepCommand.self, ChaosCommand.self, GatewayBenchCommand.self, DashboardBenchCommand.self,
             SettlementBenchCommand.self,
         ])
 }

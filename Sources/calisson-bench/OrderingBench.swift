@@ -9,8 +9,9 @@ import Synchronization
 import Transport
 import Wire
 
-/// The consensus ordering commands: n replicas in this process, each on its own event loop
-/// with its own mutual-TLS transport on loopback. `chain`: the replicas alone, ordering
+/// The consensus ordering commands: n replicas in this process (or one process each:
+/// `--processes`, OrderingProcesses.swift), each on its own event loop with its own
+/// mutual-TLS transport on loopback. `chain`: the replicas alone, ordering
 /// opaque unsigned payloads into a hash chain, so that the figure compares with BFT
 /// implementations that order unsigned commands. `ledger`: the node's core (`NodeCore`)
 /// ordering and executing signed attributions on in-memory storage (`CoreGroup`).
@@ -24,7 +25,8 @@ struct OrderingCommand: ParsableCommand {
             --application chain (default): the replicas alone; execution appends to a hash \
             chain; commands are made at the primary when it cuts a block, at most \
             --outstanding not yet executed (closed loop), each carrying its creation time; \
-            latency is creation to execution at that replica. --application ledger: n node \
+            latency is creation to execution at that replica; --processes runs each replica \
+            in its own process. --application ledger: n node \
             cores (the node's admission, mempool and execution on the ledger, in-memory \
             storage); a client at the first keeps --outstanding signed attributions submitted \
             and not yet final; latency is submission to finality there.
@@ -43,6 +45,8 @@ struct OrderingCommand: ParsableCommand {
     @Option(help: "Measured seconds, after the warm-up.") var duration = 10.0
     @Option(help: "Warm-up seconds.") var warmup = 2.0
     @Option(help: "Consensus tick in milliseconds.") var tickMilliseconds: UInt64 = 5
+    @Flag(help: "One process per replica (chain only), as BFT implementations are measured: the CPU counted is the replicas' processes'.")
+    var processes = false
     @Option(help: "Write the result as JSON to this file.") var json: String?
 
     func validate() throws {
@@ -54,12 +58,16 @@ struct OrderingCommand: ParsableCommand {
                 "validators 1–100, block size 1–100000, payload 8 bytes–1 MiB, outstanding from the block size to 10000000, "
                     + "transactions 1–10000000, duration > 0, tick 1–60000 ms")
         }
+        guard !processes || application == .chain else { throw ValidationError("--processes runs the chain application only") }
     }
 
     func run() throws {
         let machine = Machine.describe()
         let group: any OrderingRun
         switch application {
+        case .chain where processes:
+            group = try ProcessOrderingGroup(count: validators, blockSize: blockSize, payloadSize: payloadSize, outstanding: outstanding,
+                                             tickMilliseconds: tickMilliseconds)
         case .chain:
             group = try OrderingGroup(count: validators, blockSize: blockSize, payloadSize: payloadSize, outstanding: outstanding,
                                       tickMilliseconds: tickMilliseconds)
@@ -73,26 +81,25 @@ struct OrderingCommand: ParsableCommand {
         Thread.sleep(forTimeInterval: warmup)
         let (startCount, startTime) = group.measureFrom()
         let viewsBefore = group.view()
-        let cpuMeasured = OrderingGroup.processCPUSeconds()
+        let cpuMeasured = group.cpuSeconds()
         Thread.sleep(forTimeInterval: duration)
-        let (endCount, endTime, histogram) = group.measureTo()
+        let (endCount, endTime, latency) = group.measureTo()
         let views = group.view() - viewsBefore
-        let cpuEnd = OrderingGroup.processCPUSeconds()
+        let cpuEnd = group.cpuSeconds()
         let seconds = Double(endTime - startTime) / 1e9
         let rate = Double(endCount - startCount) / seconds
-        let latency = { (p: Double) in Double(histogram.valueAtPercentile(p)) / 1_000 }
         var client: [String: Int] = [:]
         switch application {
         case .chain:
             print(String(format: "ordering: %d replicas, blocks of %d, %d-byte commands: %.0f commands/s over %.1f s", validators, blockSize,
                          payloadSize, rate, seconds))
-            print(String(format: "  latency ms (creation to execution at the primary): p50 %.1f  p90 %.1f  p99 %.1f  max %.1f", latency(50),
-                         latency(90), latency(99), Double(histogram.max) / 1_000))
+            print(String(format: "  latency ms (creation to execution at the primary): p50 %.1f  p90 %.1f  p99 %.1f  max %.1f", latency.p50,
+                         latency.p90, latency.p99, latency.max))
         case .ledger:
             print(String(format: "ordering: %d node cores with the ledger, blocks of %d, signed attributions: %.0f final/s over %.1f s", validators,
                          blockSize, rate, seconds))
-            print(String(format: "  latency ms (submission to finality at the first core): p50 %.1f  p90 %.1f  p99 %.1f  max %.1f", latency(50),
-                         latency(90), latency(99), Double(histogram.max) / 1_000))
+            print(String(format: "  latency ms (submission to finality at the first core): p50 %.1f  p90 %.1f  p99 %.1f  max %.1f", latency.p50,
+                         latency.p90, latency.p99, latency.max))
             if let cores = group as? CoreGroup {
                 let totals = cores.clientTotals
                 client = ["finalTotal": Int(clamping: endCount), "refused": totals.refused, "unanswered": totals.unanswered]
@@ -100,8 +107,9 @@ struct OrderingCommand: ParsableCommand {
                 if totals.exhausted { throw ValidationError("the \(transactions) signed attributions ran out before the end: give --transactions more") }
             }
         }
-        print(String(format: "  CPU: %.2f s in the measured window (all replicas, one process), %.3f CPU-s per 1,000 commands; view changes %d",
-                     cpuEnd - cpuMeasured, (cpuEnd - cpuMeasured) / max(1, Double(endCount - startCount)) * 1_000, views))
+        print(String(format: "  CPU: %.2f s in the measured window (all replicas, %@), %.3f CPU-s per 1,000 commands; view changes %d",
+                     cpuEnd - cpuMeasured, group.processCount == 1 ? "one process" : "\(group.processCount) processes",
+                     (cpuEnd - cpuMeasured) / max(1, Double(endCount - startCount)) * 1_000, views))
         if group.failure != nil { throw ValidationError("a replica failed: \(group.failure!)") }
         if let json {
             let object: [String: Any] = [
@@ -109,10 +117,11 @@ struct OrderingCommand: ParsableCommand {
                 "cores": Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))),
                 "configuration": ["application": application.rawValue, "validators": validators, "blockSize": blockSize, "payloadSize": payloadSize, "outstanding": outstanding,
                                   "durationSeconds": duration, "warmupSeconds": warmup, "tickMilliseconds": tickMilliseconds, "tls": true,
+                                  "processes": group.processCount,
                                   "transactions": application == .ledger ? transactions : 0] as [String: Any],
                 "results": [
                     "commandsPerSecond": Int(rate),
-                    "latencyMilliseconds": ["p50": latency(50), "p90": latency(90), "p99": latency(99), "max": Double(histogram.max) / 1_000],
+                    "latencyMilliseconds": ["p50": latency.p50, "p90": latency.p90, "p99": latency.p99, "max": latency.max],
                     "cpuSecondsPer1000Commands": (cpuEnd - cpuMeasured) / max(1, Double(endCount - startCount)) * 1_000,
                     "viewChanges": views,
                     "client": client,
@@ -126,35 +135,13 @@ struct OrderingCommand: ParsableCommand {
 /// The replicas and what they measured (`--application chain`).
 final class OrderingGroup: OrderingRun, @unchecked Sendable {
     let replicas: [OrderingReplica]
-    let clock = ContinuousClock()
-    let origin: ContinuousClock.Instant
 
     init(count: Int, blockSize: Int, payloadSize: Int, outstanding: Int, tickMilliseconds: UInt64) throws {
-        let caKey = Ed25519PrivateKey()
-        let ca = try CertificateAuthority.makeRoot(name: "ordering bench CA", key: caKey)
-        let keys = (0..<count).map { _ in Ed25519PrivateKey() }
-        let tlsKeys = (0..<count).map { _ in Ed25519PrivateKey() }
-        var certificates: [Certificate] = []
-        for index in 0..<count {
-            certificates.append(try CertificateAuthority.issue(commonName: "r\(index)", subjectKey: tlsKeys[index].publicKey, ca: ca, caKey: caKey,
-                                                               serial: UInt64(index + 1)))
-        }
-        let registry = Dictionary(uniqueKeysWithValues: certificates.map { ($0.commonName, $0.publicKeyHash) })
-        guard let set = ValidatorSet(keys.map(\.publicKey)) else { throw ValidationError("bad validator set") }
-        var configuration = ReplicaConfiguration(chainId: "calisson-ordering", validators: set)
-        configuration.batchCommandsMax = blockSize
-        // The node's view-change timeout is 40 ticks of 20 ms: keep it at 800 ms whatever the tick.
-        configuration.viewChangeTimeoutTicks = max(40, 800 / tickMilliseconds)
-        configuration.viewChangeTimeoutTicksMax = configuration.viewChangeTimeoutTicks * 8
-        let origin = clock.now
-        self.origin = origin
-        let peers = Dictionary(uniqueKeysWithValues: keys.enumerated().map { ("r\($0.offset)", $0.element.publicKey) })
+        let setup = try OrderingSetup(count: count)
+        let origin = monotonicNanoseconds()
         replicas = try (0..<count).map { index in
-            var transport = TransportConfiguration(chainId: "calisson-ordering", selfID: "r\(index)",
-                                                   identity: TLSIdentity(certificate: certificates[index], key: tlsKeys[index]), ca: ca)
-            transport.registry = registry
-            return try OrderingReplica(index: index, key: keys[index], configuration: configuration, transport: transport, peers: peers,
-                                       payloadSize: payloadSize, outstanding: outstanding, tickMilliseconds: tickMilliseconds, origin: origin)
+            try setup.replica(index, blockSize: blockSize, payloadSize: payloadSize, outstanding: outstanding, tickMilliseconds: tickMilliseconds,
+                              origin: origin)
         }
     }
 
@@ -174,9 +161,9 @@ final class OrderingGroup: OrderingRun, @unchecked Sendable {
         replicas[0].snapshot(reset: true)
     }
 
-    func measureTo() -> (UInt64, Int64, Histogram<UInt64>) {
+    func measureTo() -> (UInt64, Int64, LatencySummary) {
         let (count, time) = replicas[0].snapshot(reset: false)
-        return (count, time, replicas[0].histogram.withLock { $0 })
+        return (count, time, LatencySummary(replicas[0].histogram.withLock { $0 }))
     }
 
     func stop() { for replica in replicas { replica.stop() } }
@@ -200,8 +187,9 @@ final class OrderingReplica: @unchecked Sendable {
     let payloadSize: Int
     let outstanding: Int
     let tickMilliseconds: UInt64
-    let origin: ContinuousClock.Instant
-    let clock = ContinuousClock()
+    /// CLOCK_MONOTONIC nanoseconds at the run's origin: the same in every process of a run
+    /// (`--processes`), so that a command's creation time reads alike at every replica.
+    let origin: Int64
     let chainId: String
     let cache = VerifyCache(capacity: 200_000)
     // Loop-thread state.
@@ -220,7 +208,7 @@ final class OrderingReplica: @unchecked Sendable {
     var failure: String? { failureValue.withLock { $0 } }
 
     init(index: Int, key: Ed25519PrivateKey, configuration: ReplicaConfiguration, transport configurationOfTransport: TransportConfiguration,
-         peers: [String: ValidatorID], payloadSize: Int, outstanding: Int, tickMilliseconds: UInt64, origin: ContinuousClock.Instant) throws {
+         peers: [String: ValidatorID], payloadSize: Int, outstanding: Int, tickMilliseconds: UInt64, origin: Int64) throws {
         self.index = index
         self.payloadSize = payloadSize
         self.outstanding = outstanding
@@ -236,10 +224,7 @@ final class OrderingReplica: @unchecked Sendable {
         byKey = Dictionary(uniqueKeysWithValues: peers.map { ($0.value, $0.key) })
     }
 
-    func nanoseconds() -> Int64 {
-        let elapsed = clock.now - origin
-        return elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
-    }
+    func nanoseconds() -> Int64 { monotonicNanoseconds() - origin }
 
     func start() throws {
         transport.onMessage = { [weak self] peer, _, payload in self?.received(payload, from: peer) }

@@ -23,9 +23,32 @@ protocol OrderingRun: AnyObject {
     /// Commands final at the measuring replica so far, and now (ns since the origin);
     /// resets the latency histogram.
     func measureFrom() -> (UInt64, Int64)
-    func measureTo() -> (UInt64, Int64, Histogram<UInt64>)
+    func measureTo() -> (UInt64, Int64, LatencySummary)
     /// The highest view any replica entered.
     func view() -> Int
+    /// CPU-seconds (user and system) of the processes the replicas run in, so far.
+    func cpuSeconds() -> Double
+    /// How many processes they are.
+    var processCount: Int { get }
+}
+
+extension OrderingRun {
+    func cpuSeconds() -> Double { OrderingGroup.processCPUSeconds() }
+    var processCount: Int { 1 }
+}
+
+/// Latency percentiles in milliseconds, from a histogram of microseconds.
+struct LatencySummary: Sendable {
+    var p50: Double, p90: Double, p99: Double, max: Double
+
+    init(p50: Double, p90: Double, p99: Double, max: Double) {
+        (self.p50, self.p90, self.p99, self.max) = (p50, p90, p99, max)
+    }
+
+    init(_ histogram: Histogram<UInt64>) {
+        let at = { (p: Double) in Double(histogram.valueAtPercentile(p)) / 1_000 }
+        self.init(p50: at(50), p90: at(90), p99: at(99), max: Double(histogram.max) / 1_000)
+    }
 }
 
 /// `ordering --application ledger`: n node cores (`NodeCore`: the node's admission,
@@ -128,9 +151,9 @@ final class CoreGroup: OrderingRun {
 
     func measureFrom() -> (UInt64, Int64) { replicas[0].snapshot(reset: true) }
 
-    func measureTo() -> (UInt64, Int64, Histogram<UInt64>) {
+    func measureTo() -> (UInt64, Int64, LatencySummary) {
         let (count, time) = replicas[0].snapshot(reset: false)
-        return (count, time, replicas[0].histogram.withLock { $0 })
+        return (count, time, LatencySummary(replicas[0].histogram.withLock { $0 }))
     }
 
     func view() -> Int { replicas.map { $0.views.withLock { $0 } }.max() ?? 0 }

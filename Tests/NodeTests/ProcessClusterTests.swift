@@ -429,4 +429,24 @@ final class Liar {
         #expect((client["finalTotal"] ?? 0) > 0, "nothing became final: \(ran.output)")
         #expect(client["refused"] == 0 && client["unanswered"] == 0, "\(client)")
     }
+
+    /// `--processes`: one replica per process; they order commands, report through the
+    /// first, and are all gone when the bench returns.
+    @Test func theProcessModeOrdersAndLeavesNoReplicaBehind() throws {
+        let bin = try productsDirectory()
+        let json = Scratch.file("ordering-processes.json")
+        let ran = try run("\(bin)/calisson-bench", [
+            "ordering", "--processes", "--block-size", "50", "--outstanding", "500", "--warmup", "1", "--duration", "2", "--json", json,
+        ], timeout: 120)
+        #expect(ran.status == 0, "\(ran.output)\n\(ran.errors)")
+        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any]
+        #expect((object?["configuration"] as? [String: Any])?["processes"] as? Int == 4)
+        let results = try #require(object?["results"] as? [String: Any])
+        #expect((results["commandsPerSecond"] as? Int ?? 0) > 0, "nothing was ordered: \(ran.output)")
+        #expect((results["cpuSecondsPer1000Commands"] as? Double ?? 0) > 0, "the replica processes' CPU was not counted: \(ran.output)")
+        let left = try run("/usr/bin/pgrep", ["-f", "calisson-bench ordering-replica --setup"], timeout: 10)
+        #expect(left.output.isEmpty, "replica processes left running: \(left.output)")
+        let refused = try run("\(bin)/calisson-bench", ["ordering", "--processes", "--application", "ledger"], timeout: 30)
+        #expect(refused.status != 0 && refused.errors.contains("--processes runs the chain application only"), "\(refused.errors)")
+    }
 }
