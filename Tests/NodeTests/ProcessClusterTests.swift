@@ -64,7 +64,7 @@ func run(_ executable: String, _ arguments: [String], timeout: Double = 60) thro
         }.start()
     }
     if readers.wait(timeout: .now() + timeout) == .timedOut {
-        process.terminate()
+        kill(process.processIdentifier, SIGKILL)  // SIGTERM may be blocked in the mask it inherited
         throw ProcessTestError("\(executable) \(arguments) did not finish within \(timeout) s")
     }
     process.waitUntilExit()

@@ -202,12 +202,18 @@ func id(_ raw: String) -> Identifier { Identifier(raw)! }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/xmllint")
         process.arguments = ["--noout", "--schema", schema, file.path]
-        let errors = Pipe()
+        // Its complaints go to a file, not a pipe: a pipe's end can be inherited by a process
+        // another test starts at the same moment, and reading to its end then never ends.
+        let errorsFile = URL(fileURLWithPath: Scratch.file("xmllint.err"))
+        FileManager.default.createFile(atPath: errorsFile.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: errorsFile) }
+        let errors = try FileHandle(forWritingTo: errorsFile)
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
         try process.run()
-        let output = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
+        try errors.close()
+        let output = String(decoding: try Data(contentsOf: errorsFile), as: UTF8.self)
         return process.terminationStatus == 0 ? nil : output
     }
 
