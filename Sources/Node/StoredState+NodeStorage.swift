@@ -8,8 +8,8 @@ import Wire
 
 /// The node core's storage on SQLite: the state is this object itself; blocks, the safety
 /// log, checkpoints and light clients' handovers are the `NodeStore`'s tables. Every write
-/// is one SQL transaction, synced before it returns, or a savepoint of the batch the
-/// node opened for the turn of its loop (synced when the turn ends, before its effects).
+/// is one SQL transaction, synced before it returns, or part of the batch the node opened
+/// for the turn of its loop (synced when the turn ends, before its effects).
 extension StoredState: NodeStorage {
     public var state: StoredState { self }
     public var isInitialized: Bool { store.isInitialized }
