@@ -32,8 +32,8 @@ struct OrderingSetup: Codable {
         let consensus = (0..<count).map { _ in Ed25519PrivateKey() }
         let tls = (0..<count).map { _ in Ed25519PrivateKey() }
         caPEM = ca.pem
-        consensusSeeds = consensus.map { hex($0.seedRepresentation) }
-        tlsSeeds = tls.map { hex($0.seedRepresentation) }
+        consensusSeeds = consensus.map { Hex.encode($0.seedRepresentation) }
+        tlsSeeds = tls.map { Hex.encode($0.seedRepresentation) }
         certificatePEMs = try (0..<count).map { index in
             try CertificateAuthority.issue(commonName: "r\(index)", subjectKey: tls[index].publicKey, ca: ca, caKey: caKey, serial: UInt64(index + 1)).pem
         }
@@ -42,7 +42,7 @@ struct OrderingSetup: Codable {
     var count: Int { consensusSeeds.count }
 
     static func key(_ seed: String) throws -> Ed25519PrivateKey {
-        guard let bytes = bytes(hex: seed), let key = Ed25519PrivateKey(seed: bytes) else { throw ValidationError("a key seed of the setup is not 32 bytes in hex") }
+        guard let bytes = Hex.decode(seed), bytes.count == 32, let key = Ed25519PrivateKey(seed: bytes) else { throw ValidationError("a key seed of the setup is not 32 bytes in hex") }
         return key
     }
 
@@ -65,19 +65,6 @@ struct OrderingSetup: Codable {
         return try OrderingReplica(index: index, key: keys[index], configuration: configuration, transport: transport, peers: peers,
                                    payloadSize: payloadSize, outstanding: outstanding, tickMilliseconds: tickMilliseconds, origin: origin)
     }
-}
-
-private func hex(_ bytes: some Sequence<UInt8>) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
-
-private func bytes(hex: String) -> [UInt8]? {
-    let digits = Array(hex.utf8)
-    guard digits.count == 64 else { return nil }
-    var out: [UInt8] = []
-    for index in stride(from: 0, to: digits.count, by: 2) {
-        guard let byte = UInt8(String(decoding: digits[index..<index + 2], as: UTF8.self), radix: 16) else { return nil }
-        out.append(byte)
-    }
-    return out
 }
 
 /// `ordering --processes`: each replica in its own process (`calisson-bench
