@@ -137,7 +137,7 @@ final class OrderingGroup: OrderingRun, @unchecked Sendable {
     let replicas: [OrderingReplica]
 
     init(count: Int, blockSize: Int, payloadSize: Int, outstanding: Int, tickMilliseconds: UInt64) throws {
-        let setup = try OrderingSetup(count: count)
+        let setup = try OrderingSetup(count: count).decoded()
         let origin = monotonicNanoseconds()
         replicas = try (0..<count).map { index in
             try setup.replica(index, blockSize: blockSize, payloadSize: payloadSize, outstanding: outstanding, tickMilliseconds: tickMilliseconds,

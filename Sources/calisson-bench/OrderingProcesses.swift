@@ -46,24 +46,39 @@ struct OrderingSetup: Codable {
         return key
     }
 
-    /// Replica `index`, its transport not started.
-    func replica(_ index: Int, blockSize: Int, payloadSize: Int, outstanding: Int, tickMilliseconds: UInt64, origin: Int64) throws -> OrderingReplica {
+    /// The keys and certificates decoded, once for all the replicas built from them.
+    func decoded() throws -> Decoded {
         let keys = try consensusSeeds.map(Self.key)
         let certificates = try certificatePEMs.map { try Certificate(pem: $0) }
-        let registry = Dictionary(uniqueKeysWithValues: certificates.map { ($0.commonName, $0.publicKeyHash) })
         guard let set = ValidatorSet(keys.map(\.publicKey)) else { throw ValidationError("bad validator set") }
-        var configuration = ReplicaConfiguration(chainId: Self.chainId, validators: set)
-        configuration.batchCommandsMax = blockSize
-        // The node's view-change timeout is 40 ticks of 20 ms: keep it at 800 ms whatever the tick.
-        configuration.viewChangeTimeoutTicks = max(40, 800 / tickMilliseconds)
-        configuration.viewChangeTimeoutTicksMax = configuration.viewChangeTimeoutTicks * 8
-        var transport = TransportConfiguration(
-            chainId: Self.chainId, selfID: "r\(index)", identity: TLSIdentity(certificate: certificates[index], key: try Self.key(tlsSeeds[index])),
-            ca: try Certificate(pem: caPEM))
-        transport.registry = registry
-        let peers = Dictionary(uniqueKeysWithValues: keys.enumerated().map { ("r\($0.offset)", $0.element.publicKey) })
-        return try OrderingReplica(index: index, key: keys[index], configuration: configuration, transport: transport, peers: peers,
-                                   payloadSize: payloadSize, outstanding: outstanding, tickMilliseconds: tickMilliseconds, origin: origin)
+        return Decoded(
+            ca: try Certificate(pem: caPEM), keys: keys, tlsKeys: try tlsSeeds.map(Self.key), certificates: certificates, set: set,
+            registry: Dictionary(uniqueKeysWithValues: certificates.map { ($0.commonName, $0.publicKeyHash) }),
+            peers: Dictionary(uniqueKeysWithValues: keys.enumerated().map { ("r\($0.offset)", $0.element.publicKey) }))
+    }
+
+    struct Decoded {
+        let ca: Certificate
+        let keys: [Ed25519PrivateKey]
+        let tlsKeys: [Ed25519PrivateKey]
+        let certificates: [Certificate]
+        let set: ValidatorSet
+        let registry: [String: SHA256Digest]
+        let peers: [String: ValidatorID]
+
+        /// Replica `index`, its transport not started.
+        func replica(_ index: Int, blockSize: Int, payloadSize: Int, outstanding: Int, tickMilliseconds: UInt64, origin: Int64) throws -> OrderingReplica {
+            var configuration = ReplicaConfiguration(chainId: OrderingSetup.chainId, validators: set)
+            configuration.batchCommandsMax = blockSize
+            // The node's view-change timeout is 40 ticks of 20 ms: keep it at 800 ms whatever the tick.
+            configuration.viewChangeTimeoutTicks = max(40, 800 / tickMilliseconds)
+            configuration.viewChangeTimeoutTicksMax = configuration.viewChangeTimeoutTicks * 8
+            var transport = TransportConfiguration(
+                chainId: OrderingSetup.chainId, selfID: "r\(index)", identity: TLSIdentity(certificate: certificates[index], key: tlsKeys[index]), ca: ca)
+            transport.registry = registry
+            return try OrderingReplica(index: index, key: keys[index], configuration: configuration, transport: transport, peers: peers,
+                                       payloadSize: payloadSize, outstanding: outstanding, tickMilliseconds: tickMilliseconds, origin: origin)
+        }
     }
 }
 
@@ -210,7 +225,7 @@ struct OrderingReplicaCommand: ParsableCommand {
         guard (0..<shared.count).contains(index), blockSize > 0, payloadSize >= 8, outstanding > 0, tickMilliseconds > 0 else {
             throw ValidationError("index 0..<\(shared.count), block size > 0, payload ≥ 8 bytes, outstanding > 0, tick > 0")
         }
-        let replica = try shared.replica(
+        let replica = try shared.decoded().replica(
             index, blockSize: blockSize, payloadSize: payloadSize, outstanding: outstanding, tickMilliseconds: tickMilliseconds, origin: origin)
         try replica.start()
         defer { replica.stop() }
