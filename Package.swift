@@ -42,6 +42,8 @@ let package = Package(
             name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(
             name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
+        // glibc's spawn functions that Swift's Glibc module leaves out (Sources/Spawning).
+        .systemLibrary(name: "CSpawn"),
 
         // C kernels of the hot path: SHA-256 with SHA-NI (OpenSSL fallback), Merkle levels.
         .target(name: "CHotPath", dependencies: ["COpenSSL"]),
@@ -92,7 +94,9 @@ let package = Package(
         // A whole cluster in one thread, deterministic from a seed, with injected faults.
         .target(name: "Simulation", dependencies: ["Consensus", "Ledger", "NodeCore", "Fixtures", "CalissonCrypto", "Wire"]),
         // A testnet of node processes, started and driven by the benchmarks and the tests.
-        .target(name: "NodeProcesses", dependencies: ["Node", "Ledger", "LightClient", "Transport"]),
+        .target(name: "NodeProcesses", dependencies: ["Node", "Ledger", "LightClient", "Transport", "Spawning"]),
+        // Child processes started with posix_spawn (not Foundation's Process: ChildProcess.swift says why).
+        .target(name: "Spawning", dependencies: ["CSpawn"]),
         // The consortia and transactions tests, the simulator and the benchmarks build.
         .target(name: "Fixtures", dependencies: ["Ledger", "CalissonCrypto", "Wire"]),
 
@@ -100,7 +104,7 @@ let package = Package(
         .executableTarget(
             name: "calisson-bench",
             dependencies: [
-                "CalissonCrypto", "Wire", "Ledger", "Consensus", "Transport", "Storage", "Node", "NodeCore", "NodeProcesses", "Simulation", "Fixtures", "LightClient", "Gateway",
+                "CalissonCrypto", "Wire", "Ledger", "Consensus", "Transport", "Storage", "Node", "NodeCore", "NodeProcesses", "Spawning", "Simulation", "Fixtures", "LightClient", "Gateway",
                 "Settlement",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Logging", package: "swift-log"),
@@ -136,14 +140,14 @@ let package = Package(
         .testTarget(name: "CalissonCryptoTests", dependencies: ["CalissonCrypto", "Wire", "CHotPath", "CalissonTestKit"]),
         .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "Simulation", "CalissonCrypto", "Wire", "CalissonTestKit"]),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Fixtures", "CalissonCrypto", "Wire", "CalissonTestKit"]),
-        .testTarget(name: "SettlementTests", dependencies: ["Settlement", "Ledger", "CalissonCrypto", "CalissonTestKit"]),
+        .testTarget(name: "SettlementTests", dependencies: ["Settlement", "Ledger", "CalissonCrypto", "Spawning", "CalissonTestKit"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "CalissonCrypto", "Wire", "COpenSSL", "CalissonTestKit"]),
-        .testTarget(name: "StorageTests", dependencies: ["Storage", "Node", "Ledger", "Fixtures", "CalissonCrypto", "Wire", "CalissonTestKit"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "Node", "Ledger", "Fixtures", "CalissonCrypto", "Wire", "Spawning", "CalissonTestKit"]),
         .testTarget(
             name: "NodeTests",
             dependencies: [
-                "Node", "NodeProcesses", "LightClient", "Consensus", "Ledger", "Storage", "Transport", "CalissonCrypto", "Wire", "Gateway", "Settlement", "Fixtures",
-                "CalissonTestKit",
+                "Node", "NodeProcesses", "Spawning", "LightClient", "Consensus", "Ledger", "Storage", "Transport", "CalissonCrypto", "Wire", "Gateway", "Settlement",
+                "Fixtures", "CalissonTestKit",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "ShimTests", dependencies: ["CLibUV", "COpenSSL", "CSQLite", "CSodium"]),

@@ -1,4 +1,5 @@
 import Foundation
+import Spawning
 
 /// Network namespaces for a chaos run's partitions: one per node, each joined by a veth
 /// pair to a bridge in the namespace the driver runs in, with an address in 10.77.0.0/24
@@ -94,16 +95,9 @@ public final class NamespaceNetwork {
 
 /// Runs a system tool (`ip`, `mount`) through `env`; its error output, if it fails, is the error.
 public func runTool(_ arguments: [String]) throws {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
-    process.standardOutput = FileHandle.nullDevice
-    let errors = Pipe()
-    process.standardError = errors
-    try process.run()
-    let problem = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
+    let child = try ChildProcess("/usr/bin/env", arguments, output: .null, errors: .pipe)
+    let problem = String(decoding: child.errors?.readDataToEndOfFile() ?? Data(), as: UTF8.self)
+    guard child.wait() == .exited(0) else {
         throw NodeProcessesError("\(arguments.joined(separator: " ")): \(problem.trimmingCharacters(in: .whitespacesAndNewlines))")
     }
 }

@@ -3,6 +3,7 @@ import Glibc
 import Ledger
 import LightClient
 import Node
+import Spawning
 import Transport
 
 /// Why a testnet of node processes could not be written, started or driven.
@@ -27,7 +28,7 @@ public final class NodeProcesses {
     public let hosts: [String]
     /// Network namespaces, for partitions (nil: all on the host's loopback).
     public let network: NamespaceNetwork?
-    public private(set) var processes: [Process] = []
+    public private(set) var processes: [ChildProcess] = []
     /// The nodes' current process ids (a restart changes one).
     public private(set) var pids: [Int32]
     /// The directory of the `calisson-node` binary.
@@ -74,35 +75,30 @@ public final class NodeProcesses {
     }
 
     /// Starts `calisson-node run` for node `index`, its output appended to DIR/ID.log.
-    private func launch(_ index: Int) throws -> Process {
+    private func launch(_ index: Int) throws -> ChildProcess {
         let id = ids[index]
-        let process = Process()
         let node = binaries[index] ?? "\(bin)/calisson-node"
         let arguments = [node, "run", "--config", "\(directory)/\(id)/config.json", "--log-level", logLevel] + (extraArguments[index] ?? [])
         let command = network?.wrap(index, arguments) ?? (executable: node, arguments: Array(arguments.dropFirst()))
-        process.executableURL = URL(fileURLWithPath: command.executable)
-        process.arguments = command.arguments
         let log = "\(directory)/\(id).log"
         if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        defer { try? handle.close() }
         handle.seekToEndOfFile()
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-        return process
+        return try ChildProcess(
+            command.executable, command.arguments, output: .descriptor(handle.fileDescriptor), errors: .descriptor(handle.fileDescriptor))
     }
 
     /// SIGKILL to node `index` (a cluster started here).
     public func kill(_ index: Int) {
-        let process = processes[index]
-        Glibc.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        processes[index].send(SIGKILL)
+        processes[index].wait()
     }
 
     /// SIGTERM to node `index`; waits for it to stop.
     public func terminate(_ index: Int) {
-        processes[index].terminate()
-        processes[index].waitUntilExit()
+        processes[index].send(SIGTERM)
+        processes[index].wait()
     }
 
     /// Node `index`'s exit status once it exits by itself within `seconds`; nil if it still runs.
@@ -112,13 +108,13 @@ public final class NodeProcesses {
             guard Date() < deadline else { return nil }
             Thread.sleep(forTimeInterval: 0.1)
         }
-        return processes[index].terminationStatus
+        return processes[index].wait().status
     }
 
     /// Starts node `index` again from its database.
     public func restart(_ index: Int) throws {
         processes[index] = try launch(index)
-        pids[index] = processes[index].processIdentifier
+        pids[index] = processes[index].pid
     }
 
     public convenience init(attachingTo directory: String) throws {
@@ -151,7 +147,7 @@ public final class NodeProcesses {
                 try prepare(self)
                 for index in ids.indices {
                     processes.append(try launch(index))
-                    pids.append(processes[index].processIdentifier)
+                    pids.append(processes[index].pid)
                 }
             } catch {
                 stop()
@@ -238,13 +234,13 @@ public final class NodeProcesses {
 
     /// The nodes started here that are not running (exited on their own), with their status.
     public func unexpectedExits() -> [String] {
-        processes.enumerated().filter { !$0.element.isRunning }.map { "\(ids[$0.offset]) (exit status \($0.element.terminationStatus))" }
+        processes.enumerated().filter { !$0.element.isRunning }.map { "\(ids[$0.offset]) (\($0.element.wait()))" }
     }
 
     /// SIGTERM to every node started here; waits for them.
     public func stopNodes() {
-        for process in processes where process.isRunning { process.terminate() }
-        for process in processes { process.waitUntilExit() }
+        for process in processes where process.isRunning { process.send(SIGTERM) }
+        for process in processes { process.wait() }
     }
 
     public func stop(keepDirectory: Bool = false) {

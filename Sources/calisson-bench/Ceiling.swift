@@ -1,6 +1,7 @@
 import ArgumentParser
 import CalissonCrypto
 import Foundation
+import Spawning
 import Wire
 
 /// What this machine could verify at most: every validator checks every transaction's
@@ -76,17 +77,10 @@ enum Machine {
         let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
         let cpu = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }?
             .split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["git", "rev-parse", "--short", "HEAD"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
         var commit = "unknown"
-        if (try? process.run()) != nil {
-            process.waitUntilExit()
-            let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            if process.terminationStatus == 0, !text.isEmpty { commit = text }
+        if let ran = try? ChildProcess.run("/usr/bin/env", ["git", "rev-parse", "--short", "HEAD"]) {
+            let text = String(decoding: ran.output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            if ran.exit == .exited(0), !text.isEmpty { commit = text }
         }
         let formatter = ISO8601DateFormatter()
         return (cpu, commit, formatter.string(from: Date()))

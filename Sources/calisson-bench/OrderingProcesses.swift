@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import Node
 import NodeProcesses
+import Spawning
 import Synchronization
 import Transport
 import Wire
@@ -89,7 +90,7 @@ struct OrderingSetup: Codable {
 /// output); the CPU is the replica processes' own (/proc).
 final class ProcessOrderingGroup: OrderingRun, @unchecked Sendable {
     struct Child {
-        let process: Process
+        let process: ChildProcess
         let input: FileHandle
         let output: LineReader
     }
@@ -108,17 +109,11 @@ final class ProcessOrderingGroup: OrderingRun, @unchecked Sendable {
         let origin = monotonicNanoseconds()
         let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
         for index in 0..<count {
-            let process = Process()
-            process.executableURL = executable
-            process.arguments = [
+            let process = try ChildProcess(executable.path, [
                 "ordering-replica", "--setup", setupFile.path, "--index", "\(index)", "--origin", "\(origin)", "--block-size", "\(blockSize)",
                 "--payload-size", "\(payloadSize)", "--outstanding", "\(outstanding)", "--tick-milliseconds", "\(tickMilliseconds)",
-            ]
-            let input = Pipe(), output = Pipe()
-            process.standardInput = input
-            process.standardOutput = output
-            try process.run()
-            children.append(Child(process: process, input: input.fileHandleForWriting, output: LineReader(output.fileHandleForReading)))
+            ], input: .pipe, output: .pipe)
+            children.append(Child(process: process, input: process.input!, output: LineReader(process.output!)))
         }
     }
 
@@ -126,7 +121,7 @@ final class ProcessOrderingGroup: OrderingRun, @unchecked Sendable {
     func ask(_ index: Int, _ command: String) throws -> [Substring] {
         try children[index].input.write(contentsOf: Data((command + "\n").utf8))
         guard let line = children[index].output.line() else {
-            throw ValidationError("replica process \(index) stopped (exit \(children[index].process.isRunning ? "-" : "\(children[index].process.terminationStatus)"))")
+            throw ValidationError("replica process \(index) stopped (\(children[index].process.exit.map { "\($0)" } ?? "still running"))")
         }
         return line.split(separator: " ")
     }
@@ -147,7 +142,10 @@ final class ProcessOrderingGroup: OrderingRun, @unchecked Sendable {
         let deadline = Date().addingTimeInterval(5)
         for child in children {
             while child.process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
-            if child.process.isRunning { kill(child.process.processIdentifier, SIGKILL) }
+            if child.process.isRunning {
+                child.process.send(SIGKILL)
+                child.process.wait()
+            }
         }
         try? FileManager.default.removeItem(at: directory)
     }
@@ -177,7 +175,7 @@ final class ProcessOrderingGroup: OrderingRun, @unchecked Sendable {
 
     func view() -> Int { (0..<count).compactMap { (try? ask($0, "views"))?.last.flatMap { Int($0) } }.max() ?? 0 }
 
-    func cpuSeconds() -> Double { NodeProcesses.cpuSeconds(of: children.map(\.process.processIdentifier)) }
+    func cpuSeconds() -> Double { NodeProcesses.cpuSeconds(of: children.map(\.process.pid)) }
 
     var processCount: Int { count }
 }

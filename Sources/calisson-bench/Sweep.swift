@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Spawning
 
 /// A grid of `ordering` or `cluster` runs, each in a fresh process of this binary, with
 /// the results gathered as JSON and CSV and drawn as SVG (and PNG where a converter is
@@ -62,17 +63,12 @@ struct SweepCommand: ParsableCommand {
                                          "--json", file]
                         }
                         print("sweep \(index)/\(total): calisson-bench \(arguments.dropLast(2).joined(separator: " "))")
-                        let process = Process()
-                        process.executableURL = URL(fileURLWithPath: me)
-                        process.arguments = arguments
-                        process.standardOutput = FileHandle.nullDevice
-                        try process.run()
-                        process.waitUntilExit()
+                        let exit = try ChildProcess(me, arguments, output: .null).wait()
                         guard let data = try? Data(contentsOf: URL(fileURLWithPath: file)),
                             let object = try JSONSerialization.jsonObject(with: data) as? [String: Any],
                             let results = object["results"] as? [String: Any]
                         else {
-                            print("  no result (exit status \(process.terminationStatus)); skipped")
+                            print("  no result (\(exit)); skipped")
                             continue
                         }
                         let latency = results["latencyMilliseconds"] as? [String: Double] ?? [:]
@@ -129,11 +125,8 @@ struct SweepCommand: ParsableCommand {
             let path = "\(out)/\(name).svg"
             try chart.svg().write(toFile: path, atomically: true, encoding: .utf8)
             if let converter {
-                let process = Process()
-                process.executableURL = URL(fileURLWithPath: converter)
-                process.arguments = converter.hasSuffix("rsvg-convert") ? ["-o", "\(out)/\(name).png", path] : [path, "\(out)/\(name).png"]
-                try? process.run()
-                process.waitUntilExit()
+                let arguments = converter.hasSuffix("rsvg-convert") ? ["-o", "\(out)/\(name).png", path] : [path, "\(out)/\(name).png"]
+                _ = try? ChildProcess(converter, arguments).wait()
             }
         }
         print("sweep: \(points.count) points in \(out)/sweep.json and sweep.csv; plots \(charts.map { "\($0.0).svg" }.joined(separator: ", "))"

@@ -5,6 +5,7 @@
 // and a Byzantine test node logs the seed it runs with (item 12).
 import CalissonTestKit
 import Foundation
+import Spawning
 import Testing
 
 @Suite(.onOwnThreads) struct CommandLineTests {
@@ -69,15 +70,9 @@ import Testing
         try "#!/bin/sh\necho \"$@\" > \(directory)/arguments\nexit 3\n".write(toFile: "\(directory)/bin/calisson-node", atomically: true, encoding: .utf8)
         chmod("\(directory)/bin/calisson-node", 0o755)
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Cluster/local/up.sh").standardized.path
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = [script, "1"]
-        process.environment = ProcessInfo.processInfo.environment.merging(
+        let environment = ProcessInfo.processInfo.environment.merging(
             ["BASE_PORT": "17300", "CALISSON_HOME": "\(directory)/home", "BIN": "\(directory)/bin", "SKIP_BUILD": "1"]) { $1 }
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
+        try ChildProcess("/bin/bash", [script, "1"], environment: environment, output: .null, errors: .null).wait()
         let arguments = (try? String(contentsOfFile: "\(directory)/arguments", encoding: .utf8)) ?? ""
         #expect(arguments.contains("--base-port 17300"), "testnet got: \(arguments)")
     }
@@ -91,18 +86,18 @@ import Testing
         let written = try run("\(bin)/calisson-node", ["testnet", "--validators", "1", "--out", directory, "--base-port", "\(basePort)"])
         #expect(written.status == 0, "\(written.errors)")
         let genesis = try JSONDecoder().decode(GenesisProbe.self, from: Data(contentsOf: URL(fileURLWithPath: "\(directory)/genesis.json")))
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "\(bin)/calisson-node")
-        process.arguments = ["run", "--config", "\(directory)/\(genesis.validators[0])/config.json", "--byzantine", "garbage", "--byzantine-seed", "4242"]
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        defer { if process.isRunning { process.terminate() }; process.waitUntilExit() }
+        let process = try ChildProcess(
+            "\(bin)/calisson-node", ["run", "--config", "\(directory)/\(genesis.validators[0])/config.json", "--byzantine", "garbage", "--byzantine-seed", "4242"],
+            output: .null, errors: .pipe)
+        defer {
+            process.send(SIGTERM)
+            process.wait()
+        }
+        let errors = process.errors!
         let logged = Locked<String>("")
         let reader = Thread {
             while true {
-                let chunk = errors.fileHandleForReading.availableData
+                let chunk = errors.availableData
                 if chunk.isEmpty { return }
                 logged.withLock { $0 += String(decoding: chunk, as: UTF8.self) }
             }

@@ -11,6 +11,7 @@ import Ledger
 import LightClient
 import Logging
 import NodeProcesses
+import Spawning
 import Testing
 import Transport
 import Wire
@@ -43,33 +44,28 @@ struct Ran {
 
 /// Runs an executable to completion, with its output.
 func run(_ executable: String, _ arguments: [String], timeout: Double = 60) throws -> Ran {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let output = Pipe(), errors = Pipe()
-    process.standardOutput = output
-    process.standardError = errors
-    try process.run()
+    let process = try ChildProcess(executable, arguments, output: .pipe, errors: .pipe)
     // Read both pipes to the end before waiting: a full pipe would block the child.
     let collected = Locked<(Data, Data)>((Data(), Data()))
     let readers = DispatchGroup()
-    for (index, pipe) in [output, errors].enumerated() {
+    for (index, pipe) in [process.output!, process.errors!].enumerated() {
         // Threads of their own: on libdispatch's pool, blocked readers wait for workers that
         // other tests hold (`OwnThreads`).
         readers.enter()
         Thread {
-            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            let data = pipe.readDataToEndOfFile()
             collected.withLock { if index == 0 { $0.0 = data } else { $0.1 = data } }
             readers.leave()
         }.start()
     }
     if readers.wait(timeout: .now() + timeout) == .timedOut {
-        kill(process.processIdentifier, SIGKILL)  // SIGTERM may be blocked in the mask it inherited
+        process.send(SIGKILL)
+        process.wait()
         throw ProcessTestError("\(executable) \(arguments) did not finish within \(timeout) s")
     }
-    process.waitUntilExit()
+    let status = process.wait().status
     let (out, err) = collected.withLock { $0 }
-    return Ran(status: process.terminationStatus, output: String(decoding: out, as: UTF8.self), errors: String(decoding: err, as: UTF8.self))
+    return Ran(status: status, output: String(decoding: out, as: UTF8.self), errors: String(decoding: err, as: UTF8.self))
 }
 
 /// A testnet of validator processes on loopback (`NodeProcesses`, the benchmarks' own),

@@ -9,6 +9,7 @@ import Foundation
 import FoundationXML
 #endif
 import Ledger
+import Spawning
 import Testing
 @testable import Settlement
 
@@ -199,22 +200,9 @@ func id(_ raw: String) -> Identifier { Identifier(raw)! }
         let file = URL(fileURLWithPath: Scratch.file("settlement.xml"))
         try Data(xml.utf8).write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/xmllint")
-        process.arguments = ["--noout", "--schema", schema, file.path]
-        // Its complaints go to a file, not a pipe: a pipe's end can be inherited by a process
-        // another test starts at the same moment, and reading to its end then never ends.
-        let errorsFile = URL(fileURLWithPath: Scratch.file("xmllint.err"))
-        FileManager.default.createFile(atPath: errorsFile.path, contents: nil)
-        defer { try? FileManager.default.removeItem(at: errorsFile) }
-        let errors = try FileHandle(forWritingTo: errorsFile)
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        try errors.close()
-        let output = String(decoding: try Data(contentsOf: errorsFile), as: UTF8.self)
-        return process.terminationStatus == 0 ? nil : output
+        // A pipe no other child inherits (`ChildProcess` closes every other descriptor).
+        let ran = try ChildProcess.run("/usr/bin/xmllint", ["--noout", "--schema", schema, file.path])
+        return ran.exit == .exited(0) ? nil : String(decoding: ran.errors, as: UTF8.self)
     }
 
     /// The count and control sum a message states, and the sum of its amounts, in cents.

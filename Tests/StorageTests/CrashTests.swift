@@ -6,6 +6,7 @@
 // every record reported persisted; a batch of blocks is there whole or not at all.
 import CalissonTestKit
 import Foundation
+import Spawning
 import Storage
 import Testing
 import Wire
@@ -25,15 +26,9 @@ enum CrashTest {
         }
     }
 
-    static func start(_ file: String, output: Output = Output()) throws -> Process {
-        let process = Process()
-        process.executableURL = writer
-        process.arguments = [file, "10"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        pipe.fileHandleForReading.readabilityHandler = { handle in output.append(handle.availableData) }
-        try process.run()
+    static func start(_ file: String, output: Output = Output()) throws -> ChildProcess {
+        let process = try ChildProcess(writer.path, [file, "10"], output: .pipe, errors: .null)
+        process.output?.readabilityHandler = { handle in output.append(handle.availableData) }
         return process
     }
 
@@ -66,8 +61,8 @@ enum CrashTest {
                 let deadline = Date().addingTimeInterval(5)
                 while output.last("durable") < lastDurable + 3 && Date() < deadline { Thread.sleep(forTimeInterval: 0.005) }
             }
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+            process.send(SIGKILL)
+            process.wait()
             kills += 1
             Thread.sleep(forTimeInterval: 0.005)  // let the pipe drain
             let durable = output.last("durable"), persisted = output.last("persisted")

@@ -378,11 +378,9 @@ struct Chain {
     @Test func readOnlyReaderFollowsAWriterWithoutErrors() throws {
         let file = temporaryFile("live.db")
         let writer = try CrashTest.start(file)
-        // SIGKILL, not terminate(): the writer inherits the test thread's signal mask, in
-        // which SIGTERM may be blocked, and it would then write for ever.
         defer {
-            kill(writer.processIdentifier, SIGKILL)
-            writer.waitUntilExit()
+            writer.send(SIGTERM)
+            writer.wait()
         }
         #expect(CrashTest.waitFor(file))
         let reader = try NodeStore(file: file, readOnly: true)
