@@ -40,6 +40,9 @@ public struct NodeConfigFile: Codable, Sendable, Equatable {
     public var peers: [Peer]
     /// Consensus tick (default 20 ms, 1...1000).
     public var tickMilliseconds: UInt64?
+    /// How long transactions gather before a block that is not full is cut (default 60
+    /// ms, 0...1000; rounded up to whole ticks, at least one).
+    public var blockWaitMilliseconds: UInt64?
     /// Mempool bound (default 100,000, 1...10,000,000).
     public var mempoolMax: Int?
     /// Local HTTP port for /metrics and /health (127.0.0.1); absent: none.
@@ -112,6 +115,7 @@ extension NodeConfigFile {
         clientPort = try c.integerIfPresent(.clientPort)
         peers = try c.list(Peer.self, .peers, countMax: LedgerLimits.listCountMax)
         tickMilliseconds = try c.integerIfPresent(.tickMilliseconds)
+        blockWaitMilliseconds = try c.integerIfPresent(.blockWaitMilliseconds)
         mempoolMax = try c.integerIfPresent(.mempoolMax)
         metricsPort = try c.integerIfPresent(.metricsPort)
         storageMapMegabytes = try c.integerIfPresent(.storageMapMegabytes)
@@ -144,6 +148,8 @@ extension NodeConfigFile {
         }
         let tick = tickMilliseconds ?? 20
         guard (1...1_000).contains(tick) else { throw ConfigError(field: "tickMilliseconds", reason: "\(tick) is outside 1...1000") }
+        let blockWait = blockWaitMilliseconds ?? NodeConfiguration.blockWaitMillisecondsDefault
+        guard (0...1_000).contains(blockWait) else { throw ConfigError(field: "blockWaitMilliseconds", reason: "\(blockWait) is outside 0...1000") }
         let mapMegabytes = storageMapMegabytes ?? NodeStore.Tuning.default.mapBytes >> 20
         guard (0...4_096).contains(mapMegabytes) else {
             throw ConfigError(field: "storageMapMegabytes", reason: "\(mapMegabytes) is outside 0...4096")
@@ -172,6 +178,7 @@ extension NodeConfigFile {
         try applyClientLimits(to: &transport)
         var configuration = NodeConfiguration(genesis: genesis, databaseFile: path(database), consensusKey: consensusKey, transport: transport)
         configuration.tickMilliseconds = tick
+        configuration.blockWaitMilliseconds = blockWait
         configuration.mempoolCountMax = mempool
         configuration.metricsPort = metricsPort
         configuration.storage = NodeStore.Tuning(mapBytes: mapMegabytes << 20, cacheBytes: cacheMegabytes << 20)

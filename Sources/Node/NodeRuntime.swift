@@ -25,6 +25,17 @@ public struct NodeConfiguration: Sendable {
     public var transport: TransportConfiguration
     /// The consensus clock: one tick every this many milliseconds.
     public var tickMilliseconds: UInt64 = 20
+    /// How long transactions gather before the primary cuts a block that is not full: it
+    /// does at the `blockWaitTicks`-th tick with transactions waiting (40–60 ms with the
+    /// defaults). A block costs every validator three signed rounds, its writes and an
+    /// fsync whatever its size, so waiting a little under moderate load makes fewer, larger
+    /// blocks (Docs/BENCHMARKS.md, "Block wait"); a full block is cut at once.
+    public var blockWaitMilliseconds: UInt64 = NodeConfiguration.blockWaitMillisecondsDefault
+    public static let blockWaitMillisecondsDefault: UInt64 = 60
+    /// `blockWaitMilliseconds` in ticks, rounded up, at least one.
+    public var blockWaitTicks: UInt64 {
+        max(1, blockWaitMilliseconds / max(1, tickMilliseconds) + (blockWaitMilliseconds % max(1, tickMilliseconds) == 0 ? 0 : 1))
+    }
     public var replica: @Sendable (ReplicaConfiguration) -> ReplicaConfiguration = { $0 }
     /// Transactions waiting in the mempool; beyond, submissions are refused.
     public var mempoolCountMax = 100_000
@@ -106,6 +117,7 @@ public final class NodeRuntime: @unchecked Sendable {
         let genesisKeys = genesis.validatorKeys
         guard let genesisSet = ValidatorSet(genesisKeys) else { throw NodeError.configuration("genesis validators have no node keys") }
         var replicaConfiguration = ReplicaConfiguration(chainId: genesis.chainId, validators: genesisSet)
+        replicaConfiguration.batchTicks = configuration.blockWaitTicks
         replicaConfiguration = configuration.replica(replicaConfiguration)
         var schedule = replicaConfiguration.genesisSchedule
         if let bytes = try store.extra(Core.scheduleExtra) {

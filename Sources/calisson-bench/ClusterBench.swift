@@ -38,6 +38,7 @@ struct ClusterCommand: ParsableCommand {
     @Option(help: "Client connections submitting in parallel, spread over the nodes.") var connections = 16
     @Option(help: "Seconds from the first submission that are not measured.") var warmup = 2.0
     @Option(help: "Seconds to wait for everything to be final.") var timeout = 180.0
+    @Option(help: "A started cluster's blockWaitMilliseconds (absent: the node's default).") var blockWaitMs: UInt64?
     @Option(help: "First port of a started cluster.") var basePort: UInt16 = 7300
     @Option(help: "Citizen accounts the transactions go to.") var citizens = 2_000
     @Option(help: "Write the result (machine, commit, configuration, figures) as JSON to this file.") var json: String?
@@ -50,7 +51,7 @@ struct ClusterCommand: ParsableCommand {
 
     func run() throws {
         let machine = Machine.describe()
-        let cluster = try attach.map { try NodeProcesses(attachingTo: $0) } ?? NodeProcesses.bench(starting: validators, basePort: basePort)
+        let cluster = try attach.map { try NodeProcesses(attachingTo: $0) } ?? NodeProcesses.bench(starting: validators, basePort: basePort, blockWaitMilliseconds: blockWaitMs)
         defer { cluster.stop() }
         let workload = try Workload(cluster: cluster, count: transactions, citizens: citizens, redeemEvery: redeemEvery)
         print("cluster: \(cluster.ids.count) validators, \(workload.signed.count) transactions pre-signed (\(cluster.describe))")
@@ -93,11 +94,13 @@ extension NodeProcesses {
     /// The benchmarks' testnet: the `calisson-node` beside this binary, epochs and
     /// transaction lifetimes longer than any run, in a new temporary directory.
     static func bench(
-        starting count: Int, basePort: UInt16, namespaces: Bool = false, prepare: (NodeProcesses) throws -> Void = { _ in }
+        starting count: Int, basePort: UInt16, blockWaitMilliseconds: UInt64? = nil, namespaces: Bool = false,
+        prepare: (NodeProcesses) throws -> Void = { _ in }
     ) throws -> NodeProcesses {
         let bin = Bundle.main.executableURL?.deletingLastPathComponent().path ?? ".build/release"
         return try NodeProcesses(
-            starting: count, bin: bin, basePort: basePort, testnetArguments: ["--transaction-lifetime", "1000000", "--epoch-length", "1000000"],
+            starting: count, bin: bin, basePort: basePort,
+            testnetArguments: ["--transaction-lifetime", "1000000", "--epoch-length", "1000000"] + (blockWaitMilliseconds.map { ["--block-wait-ms", "\($0)"] } ?? []),
             namespaces: namespaces, prepare: prepare)
     }
 }

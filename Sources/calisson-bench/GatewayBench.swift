@@ -39,18 +39,21 @@ struct GatewayBenchCommand: ParsableCommand {
     @Option(help: "Verified reads per second through the gateway.") var readRate = 200.0
     @Option(help: "Seconds of reads.") var readSeconds = 20.0
     @Option(help: "Cluster load during the reads, as a fraction of the native rate measured.") var load = 0.5
+    @Option(help: "Reading connections (each reads in turn at its scheduled times: enough that a slow read delays few others).")
+    var readConnections = 32
+    @Option(help: "The nodes' blockWaitMilliseconds (absent: the node's default).") var blockWaitMs: UInt64?
     @Option(help: "First port of the cluster.") var basePort: UInt16 = 7400
     @Option(help: "Write the figures as JSON to this file.") var json: String?
 
     func validate() throws {
-        guard validators > 0, transactions > 0, rounds > 0, outstanding > 0, connections > 0 else { throw ValidationError("counts must be positive") }
+        guard validators > 0, transactions > 0, rounds > 0, outstanding > 0, connections > 0, readConnections > 0 else { throw ValidationError("counts must be positive") }
         try checkFinite([(readRate, "--read-rate"), (readSeconds, "--read-seconds"), (load, "--load")])
         guard readRate >= 1, load <= 1 else { throw ValidationError("--read-rate is at least 1, --load at most 1") }
     }
 
     func run() throws {
         let machine = Machine.describe()
-        let cluster = try NodeProcesses.bench(starting: validators, basePort: basePort)
+        let cluster = try NodeProcesses.bench(starting: validators, basePort: basePort, blockWaitMilliseconds: blockWaitMs)
         defer { cluster.stop() }
         let loadCount = Int(min(1_000_000, 3_000 * load * readSeconds))
         let workload = try Workload(cluster: cluster, count: 200 + 2 * rounds * transactions + loadCount, citizens: 2_000, redeemEvery: 0)
@@ -102,6 +105,7 @@ struct GatewayBenchCommand: ParsableCommand {
             cluster: cluster, workload: workload, loadSlice: offset..<workload.signed.count, loadRate: load * nativeRate, port: port, secret: key.secret)
         print(String(format: "verified reads at %.0f/s with the cluster at %.0f tx/s (%.0f%% of native): p50 %.1f ms, p99 %.1f ms, max %.1f ms, %d reads, %d failed (goal: p99 under 20 ms)",
                      readRate, reads.loadRate, load * 100, reads.p50, reads.p99, reads.max, reads.count, reads.failed))
+        print(String(format: "  cores used meanwhile: nodes %.2f, this process %.2f; largest mempool at the end %.0f", reads.nodeCores, reads.processCores, reads.mempool))
         if let json {
             let report: [String: Any] = [
                 "machine": ["cpu": machine.cpu, "commit": machine.commit, "date": machine.date],
@@ -109,7 +113,8 @@ struct GatewayBenchCommand: ParsableCommand {
                                   "connections": connections, "readRate": readRate, "readSeconds": readSeconds, "load": load],
                 "native": native, "gateway": gateway, "ratio": gatewayRate / nativeRate,
                 "reads": ["p50Milliseconds": reads.p50, "p99Milliseconds": reads.p99, "maxMilliseconds": reads.max, "count": reads.count,
-                          "failed": reads.failed, "loadTransactionsPerSecond": reads.loadRate],
+                          "failed": reads.failed, "loadTransactionsPerSecond": reads.loadRate, "nodeCores": reads.nodeCores,
+                          "processCores": reads.processCores, "mempoolAtEnd": reads.mempool],
             ]
             try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys]).write(to: URL(fileURLWithPath: json))
         }
@@ -193,6 +198,10 @@ struct GatewayBenchCommand: ParsableCommand {
         var p50 = 0.0, p99 = 0.0, max = 0.0
         var count = 0, failed = 0
         var loadRate = 0.0
+        /// CPU cores used during the reads: the nodes, this process (gateway and clients).
+        var nodeCores = 0.0, processCores = 0.0
+        /// The largest mempool of a node at the end (a load past what the cluster orders grows it).
+        var mempool = 0.0
     }
 
     func readsUnderLoad(cluster: NodeProcesses, workload: Workload, loadSlice: Range<Int>, loadRate: Double, port: Int, secret: String) throws -> Reads {
@@ -217,11 +226,12 @@ struct GatewayBenchCommand: ParsableCommand {
         }
         Thread.sleep(forTimeInterval: 2)  // the load is running
 
-        let readers = 4
+        let readers = readConnections
         let histogram = Mutex(Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three))
         let failed = Atomic<Int>(0), count = Atomic<Int>(0)
         let accounts = workload.accounts.prefix(200).map { $0.bytes.hex }
         let start = Date().addingTimeInterval(0.2)
+        let cpuBefore = (own: Self.processCPUSeconds(), nodes: cluster.cpuSeconds())
         let total = Int(readRate * readSeconds)
         let group = DispatchGroup()
         for reader in 0..<readers {
@@ -242,12 +252,17 @@ struct GatewayBenchCommand: ParsableCommand {
         }
         group.wait()
         stop.store(true, ordering: .relaxed)
-        return histogram.withLock { histogram in
+        let seconds = Date().timeIntervalSince(start)
+        var reads = histogram.withLock { histogram in
             Reads(
                 p50: Double(histogram.valueAtPercentile(50)) / 1_000, p99: Double(histogram.valueAtPercentile(99)) / 1_000,
                 max: Double(histogram.max) / 1_000, count: count.load(ordering: .relaxed), failed: failed.load(ordering: .relaxed),
                 loadRate: Double(loaded.load(ordering: .relaxed)) / Date().timeIntervalSince(loadStart))
         }
+        reads.nodeCores = (cluster.cpuSeconds() - cpuBefore.nodes) / seconds
+        reads.processCores = (Self.processCPUSeconds() - cpuBefore.own) / seconds
+        reads.mempool = cluster.ids.indices.map { cluster.metrics($0)["mempool_transactions"] ?? 0 }.max() ?? 0
+        return reads
     }
 }
 

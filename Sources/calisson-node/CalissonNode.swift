@@ -201,6 +201,9 @@ struct Testnet: ParsableCommand {
     @Option(help: "How far above the current height a transaction's expiry may be, in blocks (benchmarks pre-sign far ahead).")
     var transactionLifetime: UInt64 = 600
 
+    @Option(help: "Each node's blockWaitMilliseconds (0...1000; absent: the node's default, Docs/NODE.md).")
+    var blockWaitMs: UInt64?
+
     static let names: [(String, String, [String])] = [
         ("metropole", "Métropole Aix-Marseille-Provence", ["authority", "issuer", "acceptor", "validator"]),
         ("rtm", "Régie des transports métropolitains", ["issuer", "acceptor", "validator"]),
@@ -212,6 +215,7 @@ struct Testnet: ParsableCommand {
     func run() throws {
         guard (1...64).contains(validators) else { throw ValidationError("--validators must be 1...64") }
         guard epochLength > 0 else { throw ValidationError("--epoch-length must be positive") }
+        if let blockWaitMs, blockWaitMs > 1_000 { throw ValidationError("--block-wait-ms must be 0...1000, not \(blockWaitMs)") }
         guard Int(basePort) + 1_000 + validators < 65_536 else { throw ValidationError("--base-port too high for \(validators) validators") }
         let fileManager = FileManager.default
         if let existing = try? fileManager.contentsOfDirectory(atPath: out), !existing.isEmpty {
@@ -269,10 +273,11 @@ struct Testnet: ParsableCommand {
             let peers = ids.enumerated().filter { $0.offset != index }.map {
                 NodeConfigFile.Peer(id: $0.element, host: "127.0.0.1", port: basePort + UInt16(2 * $0.offset))
             }
-            let config = NodeConfigFile(
+            var config = NodeConfigFile(
                 partner: id, genesis: "../genesis.json", database: "data/node.db", nodeKey: "node.key", tlsKey: "tls.key", tlsCertificate: "tls.crt",
                 ca: "../ca.crt", host: "127.0.0.1", peerPort: basePort + UInt16(2 * index), clientPort: basePort + UInt16(2 * index + 1), peers: peers,
                 metricsPort: basePort + 1_000 + UInt16(index))
+            config.blockWaitMilliseconds = blockWaitMs
             try encoder.encode(config).write(to: URL(fileURLWithPath: "\(out)/\(id)/config.json"))
         }
         print("testnet: \(validators) validators in \(out) (\(ids.joined(separator: ", "))); client ports \(basePort + 1)...\(basePort + UInt16(2 * validators - 1)) step 2")

@@ -218,6 +218,27 @@ extension Array where Element == Action {
         #expect(requests(primary.step(.tick(pendingCommands: 2))) == [3])
     }
 
+    /// With `batchTicks` = 3 a partial block is asked for at the third tick with commands
+    /// waiting, not before (the ticks count only while commands wait); a full one at once.
+    @Test func aPartialBlockIsCutAfterBatchTicksWithCommandsWaiting() {
+        var configuration = fixture.configuration
+        configuration.batchTicks = 3
+        var primary = Replica(configuration: configuration, signer: fixture.signers[0], safety: SafetyLog())
+        func requests(_ actions: [Action]) -> [UInt64] {
+            actions.compactMap { if case let .requestPayload(seq, _) = $0 { return seq } else { return nil } }
+        }
+        #expect(requests(primary.step(.tick(pendingCommands: 0))).isEmpty)
+        #expect(requests(primary.step(.tick(pendingCommands: 1))).isEmpty)
+        #expect(requests(primary.step(.tick(pendingCommands: 0))).isEmpty)  // the mempool emptied: the count starts again
+        #expect(requests(primary.step(.tick(pendingCommands: 2))).isEmpty)
+        #expect(requests(primary.step(.tick(pendingCommands: 2))).isEmpty)
+        #expect(requests(primary.step(.tick(pendingCommands: 2))) == [1])
+        _ = primary.step(.payload(seq: 1, commands: [[1], [2]]))
+
+        var fresh = Replica(configuration: configuration, signer: fixture.signers[0], safety: SafetyLog())
+        #expect(requests(fresh.step(.tick(pendingCommands: configuration.batchCommandsMax))) == [1])
+    }
+
     @Test func primaryTimesOutIntoAViewChangeAndPersistsFirst() {
         var replica = fixture.replica(1)
         var actions: [Action] = []

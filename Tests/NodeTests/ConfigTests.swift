@@ -57,6 +57,16 @@ import Transport
         #expect(field { $0.tlsCertificate = "ca.crt" } == "tlsCertificate")  // the CA's certificate, not ours
         #expect(field { $0.genesis = "nowhere.json" } == "genesis")
         #expect(field { $0.tickMilliseconds = 0 } == "tickMilliseconds")
+        #expect(field { $0.blockWaitMilliseconds = 1_001 } == "blockWaitMilliseconds")
+        #expect(field { $0.blockWaitMilliseconds = UInt64.max } == "blockWaitMilliseconds")
+        #expect(loaded.blockWaitMilliseconds == NodeConfiguration.blockWaitMillisecondsDefault && loaded.blockWaitTicks == 3)
+        // The wait in ticks: rounded up, at least one.
+        for (wait, tick, ticks) in [(0, 20, 1), (1, 20, 1), (20, 20, 1), (21, 20, 2), (60, 20, 3), (1_000, 1, 1_000), (1_000, 1_000, 1)] as [(UInt64, UInt64, UInt64)] {
+            var changed = config
+            changed.blockWaitMilliseconds = wait
+            changed.tickMilliseconds = tick
+            #expect(try changed.resolve(relativeTo: directory).blockWaitTicks == ticks, "wait \(wait) ms, tick \(tick) ms")
+        }
         #expect(field { $0.storageMapMegabytes = -1 } == "storageMapMegabytes")
         #expect(field { $0.storageCacheMegabytes = 0 } == "storageCacheMegabytes")
         #expect(field { $0.storageMapMegabytes = 0; $0.storageCacheMegabytes = 4_096 } == nil)
@@ -95,6 +105,8 @@ import Transport
         #expect(load { $0["clientPort"] = -1 }?.field == "clientPort")
         #expect(load { $0["mempoolMax"] = 1.5 }?.field == "mempoolMax")
         #expect(load { $0["tickMilliseconds"] = "fast" }?.field == "tickMilliseconds")
+        #expect(load { $0["blockWaitMilliseconds"] = -1 }?.field == "blockWaitMilliseconds")
+        #expect(load { $0["blockWaitMilliseconds"] = 18_446_744_073_709_551_616.0 }?.field == "blockWaitMilliseconds")
         #expect(load { $0["peers"] = [["id": "p1", "host": "127.0.0.1", "port": 65_536]] }?.field == "peers[0].port")
         #expect(load { $0["peerPort"] = 70_000 }?.reason.contains("0 to 65535") == true)
 

@@ -123,7 +123,8 @@ import Wire
         let id = SignedTransaction.idTag.hash(later).hex
         if accepted.status == 202 { #expect(accepted.headers["Location"] as? String == "/v1/transactions/\(id)") }
         var found = try await Self.get(port, "/v1/transactions/\(id)", key: reader.secret)
-        for _ in 0..<100 where found.status == 404 {
+        // Not final yet: unknown to the nodes (404) or pending (this gateway relayed it).
+        for _ in 0..<100 where found.status == 404 || found.body["status"] as? String == "pending" {
             try await Task.sleep(for: .milliseconds(50))
             found = try await Self.get(port, "/v1/transactions/\(id)", key: reader.secret)
         }
