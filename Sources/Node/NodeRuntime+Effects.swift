@@ -130,6 +130,11 @@ extension NodeRuntime {
     }
 
     func tick() {
+        let checkpoints = store.checkpoints
+        if checkpoints.failed > checkpointFailuresLogged {
+            checkpointFailuresLogged = checkpoints.failed
+            logger.warning("WAL checkpoint failed on the checkpointer thread", metadata: ["failures": "\(checkpoints.failed)", "reason": "\(checkpoints.lastFailure ?? "?")"])
+        }
         let peers = transport.configuration.peers.map(\.id).sorted()
         if peers != core.peers { core.peers = peers }
         #if CALISSON_FAULTS

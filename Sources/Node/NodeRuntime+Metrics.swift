@@ -51,6 +51,10 @@ extension NodeRuntime {
         metric("blocks_executed_total", "counter", "Blocks executed since start.", core.counters.blocksExecuted)
         metric("storage_commits_total", "counter", "Write batches committed to the database (one fsync each; one per turn of the loop that wrote).",
                batchesCommitted)
+        let checkpoints = store.checkpoints
+        metric("storage_wal_checkpoints_total", "counter", "WAL checkpoints made by the checkpointer thread (every ~40 MiB of WAL).", checkpoints.made)
+        metric("storage_wal_checkpoint_failures_total", "counter", "WAL checkpoints that failed on the checkpointer thread (the node's commits then do it).",
+               checkpoints.failed)
         metric("transactions_applied_total", "counter", "Transactions applied since start.", core.counters.applied)
         metric("process_cpu_milliseconds_total", "counter", "CPU time used by the node process (user and system), milliseconds.", ProcessUsage.cpuMilliseconds())
         metric("transactions_rejected_total", "counter", "Transactions rejected by the ledger since start.", core.counters.rejected)

@@ -78,6 +78,8 @@ public final class NodeRuntime: @unchecked Sendable {
     var held: [NodeEffect] = []
     /// Write batches committed (one fsync each).
     var batchesCommitted = 0
+    /// WAL checkpoint failures already logged (loop thread).
+    var checkpointFailuresLogged = 0
     /// Clients the core may answer, by token (loop thread).
     var clients: [ClientToken: Client] = [:]
     var nextClient: UInt64 = 0

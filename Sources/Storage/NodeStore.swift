@@ -69,6 +69,9 @@ public final class NodeStore {
     public struct Tuning: Sendable, Equatable {
         public var mapBytes: Int
         public var cacheBytes: Int
+        /// WAL pages (4 KiB) past which it is copied into the main file, off the writer's
+        /// thread (`WALCheckpointer`): ~40 MiB, so that a page many blocks rewrite is copied once.
+        public var walCheckpointPages: Int32 = 10_000
 
         /// By default 32 MiB mapped and a 16 MiB cache: a node under 256 MB with a million
         /// accounts (Docs/BENCHMARKS.md, where the sizes were measured).
@@ -83,6 +86,8 @@ public final class NodeStore {
     public let file: String
     public let isReadOnly: Bool
     let database: Database
+    /// The writer's WAL checkpoints, off its thread (nil for a read-only store).
+    private let checkpointer: WALCheckpointer?
 
     /// Migrations by the version they produce; applying them in order from the
     /// database's version reaches `schemaVersion`. Version 1 is the first schema.
@@ -149,6 +154,7 @@ public final class NodeStore {
         self.file = file
         isReadOnly = readOnly
         database = try Database(file: file, mode: readOnly ? .readOnly : .readWrite, create: create && !readOnly)
+        checkpointer = readOnly ? nil : WALCheckpointer(file: file, pages: tuning.walCheckpointPages)
         if readOnly {
             try database.execute("PRAGMA query_only = ON")
         } else {
@@ -162,11 +168,6 @@ public final class NodeStore {
         // A page cache larger than SQLite's 2 MiB default: a block's inserts land in the
         // tree's B-tree pages at random, and the upper levels are read by every block.
         try database.execute("PRAGMA cache_size = -\(max(1, tuning.cacheBytes >> 10))")
-        if !readOnly {
-            // Checkpoint the WAL into the main file every ~40 MB rather than every 4 MB: a
-            // page rewritten by many blocks in between is copied once.
-            try database.execute("PRAGMA wal_autocheckpoint = 10000")
-        }
         let hasSchema = try database.integer("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'") ?? 0
         if hasSchema == 0 {
             guard !readOnly, create else {
@@ -182,6 +183,23 @@ public final class NodeStore {
             }
         }
         try checkConsistency()
+        // The WAL is copied into the main file every ~40 MB (rather than SQLite's 4 MB: a
+        // page rewritten by many blocks in between is copied once), by a thread of its own.
+        if let checkpointer {
+            checkpointer.start()
+            database.setWALHook(checkpointer)
+        }
+    }
+
+    deinit {
+        database.setWALHook(nil)
+        checkpointer?.stop()
+    }
+
+    /// WAL checkpoints made off the writer's thread since the store opened, and those that
+    /// failed with the last reason (the writer then checkpoints itself past a bound).
+    public var checkpoints: (made: Int, failed: Int, lastFailure: String?) {
+        checkpointer?.counts.withLock { $0 } ?? (0, 0, nil)
     }
 
     private func migrate(from version: Int) throws(StorageError) {

@@ -55,6 +55,16 @@ final class Database {
         sqlite3_close_v2(handle)
     }
 
+    /// Runs `checkpointer`'s hook after each commit (nil: none; SQLite's automatic
+    /// checkpoint is off either way).
+    func setWALHook(_ checkpointer: WALCheckpointer?) {
+        if let checkpointer {
+            checkpointer.hook(handle)
+        } else {
+            sqlite3_wal_hook(handle, nil, nil)
+        }
+    }
+
     func error(_ status: Int32) -> StorageError {
         let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? ""
         switch status & 0xFF {
