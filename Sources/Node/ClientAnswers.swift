@@ -72,6 +72,12 @@ public struct ClientAnswers {
     /// commit certificate.
     func inclusion(of id: Bytes32) throws -> TransactionInclusion? {
         try store.transaction(id).flatMap { found -> TransactionInclusion? in
+            if let record = try store.block(at: found.height), record.body == nil {
+                throw StorageError.invalid(
+                    file: store.file,
+                    reason: "transaction \(id.hex) is final at height \(found.height), but this node pruned that block's body (retention): "
+                        + "its inclusion proof needs it; ask a node that keeps it")
+            }
             guard let record = try store.block(at: found.height), let body = record.body, let block = try? Block(wireBytes: body),
                 let proof = MerkleTree(leaves: block.commandIDs).proof(at: found.position)
             else { return nil }

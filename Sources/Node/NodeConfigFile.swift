@@ -58,6 +58,8 @@ public struct NodeConfigFile: Codable, Sendable, Equatable {
     public var clientConnectionsPerAddressMax: Int?
     public var clientRequestsPerSecondMax: Int?
     public var clientIdleSeconds: Int?
+    /// Retention: keep the bodies of this many latest blocks (at least 1,000); absent: all.
+    public var retainBlocks: UInt64?
 
     public init(partner: String, genesis: String, database: String, nodeKey: String, tlsKey: String, tlsCertificate: String, ca: String,
                 host: String? = nil, peerPort: UInt16, clientPort: UInt16?, peers: [Peer], tickMilliseconds: UInt64? = nil, mempoolMax: Int? = nil,
@@ -124,6 +126,7 @@ extension NodeConfigFile {
         clientConnectionsPerAddressMax = try c.integerIfPresent(.clientConnectionsPerAddressMax)
         clientRequestsPerSecondMax = try c.integerIfPresent(.clientRequestsPerSecondMax)
         clientIdleSeconds = try c.integerIfPresent(.clientIdleSeconds)
+        retainBlocks = try c.integerIfPresent(.retainBlocks)
     }
 
     public func resolve(relativeTo directory: URL) throws(ConfigError) -> NodeConfiguration {
@@ -160,6 +163,9 @@ extension NodeConfigFile {
         }
         let mempool = mempoolMax ?? 100_000
         guard (1...10_000_000).contains(mempool) else { throw ConfigError(field: "mempoolMax", reason: "\(mempool) is outside 1...10000000") }
+        if let retainBlocks, retainBlocks < NodeConfiguration.retainBlocksMin {
+            throw ConfigError(field: "retainBlocks", reason: "\(retainBlocks) is below \(NodeConfiguration.retainBlocksMin): peers that were down catch up from these blocks")
+        }
         for (index, peer) in peers.enumerated() {
             guard Identifier(peer.id) != nil else { throw ConfigError(field: "peers[\(index)].id", reason: "'\(peer.id)' is not a partner id") }
             guard peer.id != partner else { throw ConfigError(field: "peers[\(index)].id", reason: "this node itself") }
@@ -182,6 +188,7 @@ extension NodeConfigFile {
         configuration.mempoolCountMax = mempool
         configuration.metricsPort = metricsPort
         configuration.storage = NodeStore.Tuning(mapBytes: mapMegabytes << 20, cacheBytes: cacheMegabytes << 20)
+        configuration.retainBlocks = retainBlocks
         return configuration
     }
 

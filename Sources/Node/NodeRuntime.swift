@@ -43,6 +43,13 @@ public struct NodeConfiguration: Sendable {
     public var metricsPort: UInt16?
     /// The database's memory: mapped window and page cache (Docs/STORAGE.md).
     public var storage = NodeStore.Tuning.default
+    /// Retention: the node keeps the bodies of this many latest blocks and drops older
+    /// ones at its checkpoints (headers, certificates, results and the state stay); nil
+    /// keeps every body (Docs/OPERATIONS.md, "Retention").
+    public var retainBlocks: UInt64?
+    /// The least `retainBlocks` a configuration file or `calisson-node prune` accepts: a
+    /// peer that was down catches up by fetching the blocks it missed from the others.
+    public static let retainBlocksMin: UInt64 = 1_000
     #if CALISSON_FAULTS
     /// Test builds only: misbehave towards the other validators (Byzantine.swift).
     public var byzantine: ByzantineMode?
@@ -143,8 +150,10 @@ public final class NodeRuntime: @unchecked Sendable {
         settings.mempoolCountMax = configuration.mempoolCountMax
         settings.waitersMax = Self.waitersMax
         let cache = verifyCache
+        let state = StoredState(store: store)
+        state.retainBlocks = configuration.retainBlocks
         core = try Core(
-            storage: StoredState(store: store), genesis: genesis, replica: replicaConfiguration, signer: NodeSigner(key: configuration.consensusKey),
+            storage: state, genesis: genesis, replica: replicaConfiguration, signer: NodeSigner(key: configuration.consensusKey),
             peers: configuration.transport.peers.map(\.id), settings: settings,
             verifySignature: { check in cache.contains(check) || check.verify() })
         var transportConfiguration = configuration.transport
@@ -260,6 +269,7 @@ public final class NodeRuntime: @unchecked Sendable {
             metrics?.stop()
         }
         loop.shutdown()
+        store.close()  // the loop has ended: nothing writes any more; the database's lock is released
     }
 
     /// The last executed height and state root (any thread).

@@ -39,7 +39,18 @@ extension StoredState: NodeStorage {
         let handed = try recordHandover(at: height, certificate: certificate)
         try store.pruneHistory(through: height)
         prunedThrough = height
+        try pruneBodies(checkpoint: height)
         return handed.map { ($0, height) }
+    }
+
+    /// Retention: drops the bodies older than the `retainBlocks` latest, never one above
+    /// `checkpoint` (the latest served), at most `bodiesPrunedPerCheckpointMax` at a time.
+    func pruneBodies(checkpoint: UInt64) throws {
+        guard let retainBlocks else { return }
+        let height = store.height
+        guard height > retainBlocks else { return }
+        let below = min(checkpoint, height - retainBlocks) + 1
+        try store.pruneBodies(below: below, limit: Self.bodiesPrunedPerCheckpointMax)
     }
 
     /// At each newly served checkpoint (its state still provable): if its validator keys

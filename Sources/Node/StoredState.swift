@@ -19,6 +19,12 @@ public final class StoredState: StateStore {
     var prunedThrough: UInt64 = 0
     /// The last validator-set change handed over to light clients (read from the store once).
     var lastHandover: UInt64?
+    /// Retention (`retainBlocks` in the node's configuration): keep the bodies of this many
+    /// latest blocks, drop older ones at each checkpoint served; nil keeps every body.
+    public var retainBlocks: UInt64?
+    /// Bodies dropped at one checkpoint, at most: a node that turns retention on over a long
+    /// chain catches up over many checkpoints rather than in one long write.
+    public static let bodiesPrunedPerCheckpointMax: UInt64 = 1_024
 
     public init(store: NodeStore) {
         self.store = store

@@ -88,6 +88,8 @@ public final class NodeStore {
     let database: Database
     /// The writer's WAL checkpoints, off its thread (nil for a read-only store).
     private let checkpointer: WALCheckpointer?
+    /// Held while a writing store is open (nil for read-only ones).
+    private let lock: DatabaseLock?
 
     /// Migrations by the version they produce; applying them in order from the
     /// database's version reaches `schemaVersion`. Version 1 is the first schema.
@@ -153,6 +155,7 @@ public final class NodeStore {
     public init(file: String, readOnly: Bool = false, create: Bool = false, tuning: Tuning = .default) throws(StorageError) {
         self.file = file
         isReadOnly = readOnly
+        lock = readOnly ? nil : try DatabaseLock(databaseFile: file)
         database = try Database(file: file, mode: readOnly ? .readOnly : .readWrite, create: create && !readOnly)
         checkpointer = readOnly ? nil : WALCheckpointer(file: file, pages: tuning.walCheckpointPages)
         if readOnly {
@@ -191,9 +194,16 @@ public final class NodeStore {
         }
     }
 
-    deinit {
+    deinit { close() }
+
+    /// Ends the store's use: stops the checkpointer, closes the connection and releases the
+    /// database's lock (a stopped node's, so that another store may open it in this
+    /// process). Later calls fail with an error; closing twice does nothing.
+    public func close() {
         database.setWALHook(nil)
         checkpointer?.stop()
+        database.close()
+        lock?.release()
     }
 
     /// WAL checkpoints made off the writer's thread since the store opened, and those that
@@ -690,13 +700,36 @@ public final class NodeStore {
 
     // MARK: Maintenance
 
-    /// Drops the bodies of blocks below `height` (headers, certificates, transaction
-    /// results and the state are kept). Returns how many bodies were dropped.
+    /// The lowest height whose block body is still stored: bodies below it were pruned
+    /// (`pruneBodies`). 1 when none was.
+    public var bodiesKeptFrom: UInt64 { ((try? meta("bodies_kept_from")) ?? nil).map(Self.uint64) ?? 1 }
+
+    /// Drops the bodies of blocks below `height`, at most `limit` blocks from
+    /// `bodiesKeptFrom` on, in one transaction (or in the open batch). Headers,
+    /// certificates, transaction results, events and the state are kept. Returns how many
+    /// heights it covered (`bodiesKeptFrom` moved by that much).
     @discardableResult
-    public func pruneBodies(below height: UInt64) throws(StorageError) -> Int {
+    public func pruneBodies(below height: UInt64, limit: UInt64 = .max) throws(StorageError) -> UInt64 {
         guard !isReadOnly else { throw .readOnly(file: file) }
-        try database.statement("UPDATE blocks SET body = NULL WHERE height < ? AND body IS NOT NULL").bind(1, height).run()
-        return Int(sqlite3_changes(database.raw))
+        let from = bodiesKeptFrom
+        let stored = self.height
+        let top = stored == .max ? height : min(height, stored + 1)  // no body above the last block
+        guard top > from, limit > 0 else { return 0 }
+        let to = from + min(limit, top - from)
+        try database.transaction { () throws(StorageError) in
+            try database.statement("UPDATE blocks SET body = NULL WHERE height >= ? AND height < ? AND body IS NOT NULL").bind(1, from).bind(2, to).run()
+            try setMeta("bodies_kept_from", Self.bytes(to))
+        }
+        return to - from
+    }
+
+    /// Rebuilds the file without its free pages (after pruning: SQLite reuses freed pages
+    /// but never gives them back to the file system on its own). Needs as much free disk
+    /// as the database, and the node stopped (`calisson-node prune --vacuum`).
+    public func vacuum() throws(StorageError) {
+        guard !isReadOnly else { throw .readOnly(file: file) }
+        try database.execute("VACUUM")
+        try database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     }
 
     /// A consistent copy of the whole database, taken online (SQLite's backup API): the
@@ -704,6 +737,7 @@ public final class NodeStore {
     /// transaction (WAL: the writer is not blocked), so a node that commits a block every
     /// few milliseconds from another process cannot make the copy restart forever.
     public func backup(to destination: String) throws(StorageError) {
+        guard database.raw != nil else { throw .invalid(file: file, reason: "the store is closed") }
         var target: OpaquePointer?
         guard sqlite3_open_v2(destination, &target, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nil) == SQLITE_OK else {
             sqlite3_close(target)
@@ -724,6 +758,11 @@ public final class NodeStore {
     public func checkpointWAL() throws(StorageError) {
         guard !isReadOnly else { throw .readOnly(file: file) }
         try database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    }
+
+    /// Bytes of free pages in the main file (reused by later writes; `vacuum` returns them).
+    public var freeBytes: Int64 {
+        (try? database.integer("SELECT freelist_count * page_size FROM pragma_freelist_count(), pragma_page_size()")) ?? nil ?? 0
     }
 
     /// Bytes the database's main file occupies (after `checkpointWAL`, all of it).

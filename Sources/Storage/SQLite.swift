@@ -11,16 +11,21 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
     case sqlite(file: String, code: Int32, message: String)
     /// The caller broke the store's contract (a block out of order).
     case invalid(file: String, reason: String)
+    /// Another process (or another store in this one) writes this database.
+    case inUse(file: String, holder: String)
 
     public var description: String {
         switch self {
         case let .cannotOpen(file, reason): return "\(file): cannot open: \(reason)"
-        case let .corrupt(file, reason): return "\(file): the database is damaged: \(reason)"
+        case let .corrupt(file, reason):
+            return "\(file): the database is damaged: \(reason). Restore a backup with `calisson-node restore` (Docs/OPERATIONS.md); "
+                + "a copy put in place by hand is damaged by the -wal and -shm files of the database it replaced (move them away)"
         case let .schema(file, found, supported): return "\(file): schema version \(found), this build reads up to \(supported)"
         case let .diskFull(file): return "\(file): the disk is full; the last write was not made"
         case let .readOnly(file): return "\(file): the database or its directory is read-only"
         case let .sqlite(file, code, message): return "\(file): SQLite error \(code): \(message)"
         case let .invalid(file, reason): return "\(file): \(reason)"
+        case let .inUse(file, holder): return "\(file): in use by \(holder), which holds \(DatabaseLock.path(for: file)): stop it first"
         }
     }
 }
@@ -50,14 +55,19 @@ final class Database {
         sqlite3_busy_timeout(handle, 5_000)
     }
 
-    deinit {
+    deinit { close() }
+
+    /// Closes the connection; later calls fail with SQLite's misuse error.
+    func close() {
         statements = [:]
         sqlite3_close_v2(handle)
+        handle = nil
     }
 
     /// Runs `checkpointer`'s hook after each commit (nil: none; SQLite's automatic
     /// checkpoint is off either way).
     func setWALHook(_ checkpointer: WALCheckpointer?) {
+        guard handle != nil else { return }
         if let checkpointer {
             checkpointer.hook(handle)
         } else {
@@ -78,6 +88,7 @@ final class Database {
 
     /// Runs SQL without parameters (schema, pragmas).
     func execute(_ sql: String) throws(StorageError) {
+        guard handle != nil else { throw .invalid(file: file, reason: "the store is closed") }
         let status = sqlite3_exec(handle, sql, nil, nil, nil)
         guard status == SQLITE_OK else { throw error(status) }
     }
@@ -87,6 +98,7 @@ final class Database {
             cached.reset()
             return cached
         }
+        guard handle != nil else { throw .invalid(file: file, reason: "the store is closed") }
         var pointer: OpaquePointer?
         let status = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &pointer, nil)
         guard status == SQLITE_OK, let pointer else { throw error(status) }
@@ -123,7 +135,7 @@ final class Database {
         guard batchBegun else { return false }
         batchBegun = false
         do { try execute("COMMIT") } catch {
-            if sqlite3_get_autocommit(handle) == 0 { try? execute("ROLLBACK") }
+            if handle != nil, sqlite3_get_autocommit(handle) == 0 { try? execute("ROLLBACK") }
             throw error
         }
         return true
@@ -136,7 +148,7 @@ final class Database {
         batchFailure = nil
         guard batchBegun else { return }
         batchBegun = false
-        if sqlite3_get_autocommit(handle) == 0 { try? execute("ROLLBACK") }
+        if handle != nil, sqlite3_get_autocommit(handle) == 0 { try? execute("ROLLBACK") }
     }
 
     /// Runs `body` in one transaction (BEGIN IMMEDIATE): all of it or none of it. Inside a
@@ -177,7 +189,7 @@ final class Database {
     var raw: OpaquePointer? { handle }
 
     /// Rows changed by the last INSERT, UPDATE or DELETE on this connection.
-    var changes: Int { Int(sqlite3_changes(handle)) }
+    var changes: Int { handle == nil ? 0 : Int(sqlite3_changes(handle)) }
 }
 
 /// A prepared statement. Bind by index (1-based), step, read columns (0-based).

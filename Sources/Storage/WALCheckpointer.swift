@@ -59,6 +59,7 @@ final class WALCheckpointer: @unchecked Sendable {
     func stop() {
         condition.lock()
         let wasRunning = running
+        running = false  // a second stop returns at once
         stopping = true
         condition.signal()
         condition.unlock()

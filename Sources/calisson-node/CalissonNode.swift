@@ -14,7 +14,7 @@ struct CalissonNode: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "calisson-node",
         abstract: "Run a Calisson validator node, or prepare a local test network.",
-        subcommands: [Keys.self, CA.self, Init.self, Testnet.self, Run.self, Status.self, Backup.self])
+        subcommands: [Keys.self, CA.self, Init.self, Testnet.self, Run.self, Status.self, Backup.self, Restore.self, Prune.self])
 }
 
 /// Writes a node's configuration and data directory from a genesis file and the keys
@@ -150,6 +150,45 @@ struct Backup: ParsableCommand {
         try source.backup(to: out)
         let copy = try NodeStore(file: out, readOnly: true)  // the same checks as at a node's start
         print("backup of \(configuration.databaseFile) in \(out): height \(copy.height), state root \(copy.stateRoot.hex)")
+    }
+}
+
+/// A backup put in place of a stopped node's database (Docs/OPERATIONS.md, "Backups").
+struct Restore: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Put a backup in place of a stopped node's database; the files it replaces are moved aside, not deleted.")
+    @Option(help: "The node's configuration file.") var config: String
+    @Option(help: "The backup to restore (from `calisson-node backup`); it is only read.") var from: String
+
+    func run() throws {
+        let configuration = try NodeConfigFile.load(config)
+        let report = try NodeMaintenance.restore(databaseFile: configuration.databaseFile, from: from, genesis: configuration.genesis)
+        print("restored \(from) as \(configuration.databaseFile): height \(report.height), state root \(report.stateRoot.hex)")
+        for file in report.movedAside { print("moved aside: \(file)") }
+        print("start the node: it fetches the blocks since the backup from its peers")
+    }
+}
+
+/// Retention, once, on a stopped node (a running node prunes itself with `retainBlocks`).
+struct Prune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Drop old block bodies from a stopped node's database (headers, certificates, results and the state stay).",
+        discussion: """
+            A running node prunes itself at its checkpoints when its configuration sets \
+            retainBlocks. What a pruned node can no longer serve is in Docs/OPERATIONS.md, "Retention".
+            """)
+    @Option(help: "The node's configuration file.") var config: String
+    @Option(help: "Keep the bodies of this many latest blocks (at least \(NodeConfiguration.retainBlocksMin)).") var keepBlocks: UInt64
+    @Flag(help: "Then rebuild the file without its free pages (needs as much free disk as the database).") var vacuum = false
+
+    func run() throws {
+        guard keepBlocks >= NodeConfiguration.retainBlocksMin else {
+            throw ValidationError("--keep-blocks \(keepBlocks) is below \(NodeConfiguration.retainBlocksMin): peers that were down catch up from these blocks")
+        }
+        let configuration = try NodeConfigFile.load(config)
+        let report = try NodeMaintenance.prune(databaseFile: configuration.databaseFile, keep: keepBlocks, vacuum: vacuum)
+        print("\(configuration.databaseFile): height \(report.height); bodies dropped for \(report.pruned) blocks this run, kept from height \(report.keptFrom)")
+        print("file \(report.bytesBefore) bytes before, \(report.bytesAfter) after; \(report.freeBytes) bytes free inside it\(vacuum ? "" : " (reused by later blocks; --vacuum gives them back)")")
     }
 }
 

@@ -68,6 +68,10 @@ import Transport
             #expect(try changed.resolve(relativeTo: directory).blockWaitTicks == ticks, "wait \(wait) ms, tick \(tick) ms")
         }
         #expect(field { $0.storageMapMegabytes = -1 } == "storageMapMegabytes")
+        #expect(field { $0.retainBlocks = 999 } == "retainBlocks")
+        #expect(field { $0.retainBlocks = 0 } == "retainBlocks")
+        #expect(field { $0.retainBlocks = UInt64.max } == nil)  // keeps every body there is
+        #expect(loaded.retainBlocks == nil)
         #expect(field { $0.storageCacheMegabytes = 0 } == "storageCacheMegabytes")
         #expect(field { $0.storageMapMegabytes = 0; $0.storageCacheMegabytes = 4_096 } == nil)
         #expect(field { $0.peers = [.init(id: "Ghost!", host: "127.0.0.1", port: 1)] } == "peers[0].id")
@@ -106,6 +110,8 @@ import Transport
         #expect(load { $0["mempoolMax"] = 1.5 }?.field == "mempoolMax")
         #expect(load { $0["tickMilliseconds"] = "fast" }?.field == "tickMilliseconds")
         #expect(load { $0["blockWaitMilliseconds"] = -1 }?.field == "blockWaitMilliseconds")
+        #expect(load { $0["retainBlocks"] = -1 }?.field == "retainBlocks")
+        #expect(load { $0["retainBlocks"] = 18_446_744_073_709_551_616.0 }?.field == "retainBlocks")
         #expect(load { $0["blockWaitMilliseconds"] = 18_446_744_073_709_551_616.0 }?.field == "blockWaitMilliseconds")
         #expect(load { $0["peers"] = [["id": "p1", "host": "127.0.0.1", "port": 65_536]] }?.field == "peers[0].port")
         #expect(load { $0["peerPort"] = 70_000 }?.reason.contains("0 to 65535") == true)

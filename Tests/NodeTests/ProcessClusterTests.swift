@@ -263,6 +263,14 @@ final class ProcessCluster {
         // An online backup of a running node's database opens and passes the start checks.
         let backup = try run("\(cluster.bin)/calisson-node", ["backup", "--config", "\(cluster.net)/rtm/config.json", "--out", "\(cluster.directory)/rtm-backup.db"])
         #expect(backup.status == 0 && backup.output.contains("state root"), "\(backup.output) \(backup.errors)")
+        // Maintenance refuses to run under the running node, naming it (its pid holds the lock).
+        let config = "\(cluster.net)/rtm/config.json"
+        let prune = try run("\(cluster.bin)/calisson-node", ["prune", "--config", config, "--keep-blocks", "1000"])
+        #expect(prune.status != 0 && prune.errors.contains("in use by process"), "\(prune.output) \(prune.errors)")
+        let tooFew = try run("\(cluster.bin)/calisson-node", ["prune", "--config", config, "--keep-blocks", "10"])
+        #expect(tooFew.status != 0 && tooFew.errors.contains("--keep-blocks 10 is below 1000"), "\(tooFew.errors)")
+        let restore = try run("\(cluster.bin)/calisson-node", ["restore", "--config", config, "--from", "\(cluster.directory)/rtm-backup.db"])
+        #expect(restore.status != 0 && restore.errors.contains("in use by process"), "\(restore.output) \(restore.errors)")
         #expect(cluster.noneDied, "a node died\n\(cluster.logs())")
     }
 }

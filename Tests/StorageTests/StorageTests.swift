@@ -163,6 +163,7 @@ struct Chain {
         try state.store.beginBatch()
         try chain.run(&ledger, to: 5)
         try state.store.commitBatch()
+        state.store.close()  // a writer holds the database's lock until it closes
         let reopened = try NodeStore(file: file)
         #expect(reopened.height == 5 && reopened.stateRoot == ledger.stateRoot)
         #expect(try recomputedRoot(reopened) == reopened.stateRoot)
@@ -192,6 +193,7 @@ struct Chain {
         // size (the blocks written while a checkpoint ran, ~70 pages each here), far below the
         // ~14,000 pages the 200 blocks wrote.
         #expect(largest < 2_000, "the WAL reached \(largest) pages")
+        state.store.close()
         let reopened = try NodeStore(file: file)
         #expect(reopened.height == 200 && reopened.stateRoot == ledger.stateRoot)
         #expect(try recomputedRoot(reopened) == reopened.stateRoot)
@@ -316,6 +318,7 @@ struct Chain {
         // mirror: a retired at 5 and revived at 6 must survive the prune.
         try block(5, created: b, removed: a)
         try block(6, created: a, removed: b)
+        store.close()
         let reopened = try NodeStore(file: store.file)
         try reopened.pruneHistory(through: 6)
         #expect(try reopened.treePage(a) != nil, "a live node was pruned after a reopen")
@@ -387,6 +390,7 @@ struct Chain {
         try store.pruneHistory(through: 2)
         #expect(try store.database.integer("SELECT count(*) FROM tree_pages") == Int64(v3.new.pageCount))
         #expect(try store.values(of: v3.keys[0], after: 1) == [[2]])
+        store.close()
         _ = try NodeStore(file: v3.file)  // and it opens cleanly
     }
 
@@ -401,6 +405,7 @@ struct Chain {
         #expect(throws: StateProofError.self) {
             try StateTree.proof(for: v3.keys[0], root: v3.old.root, nodes: state).verifyInclusion(key: v3.keys[0], value: [1], root: v3.old.root)
         }
+        store.close()
         _ = try NodeStore(file: v3.file)
     }
 
@@ -424,6 +429,21 @@ struct Chain {
         #expect(heights.last! > heights.first!, "the reader saw the writer's new blocks")
     }
 
+    /// A writing store holds `<file>.lock` until it closes: a second writer is refused,
+    /// naming the holder; readers take no lock.
+    @Test func aWriterHoldsTheDatabasesLockUntilItCloses() throws {
+        let file = temporaryFile("lock.db")
+        do {
+            let first = try NodeStore(file: file, create: true)
+            #expect(throws: StorageError.inUse(file: file, holder: "process \(getpid())")) { _ = try NodeStore(file: file) }
+            #expect(try NodeStore(file: file, readOnly: true).height == first.height)
+        }
+        _ = try NodeStore(file: file)
+        try FileManager.default.removeItem(atPath: file + ".lock")
+        try FileManager.default.createDirectory(atPath: file + ".lock", withIntermediateDirectories: false)
+        #expect(throws: StorageError.self) { _ = try NodeStore(file: file) }  // a lock it cannot take is an error, not skipped
+    }
+
     @Test func pruningKeepsHeadersAndBackupCopiesOnline() throws {
         let file = temporaryFile("prune.db")
         let state = StoredState(store: try NodeStore(file: file, create: true))
@@ -431,9 +451,15 @@ struct Chain {
         try state.persistGenesis()
         try Chain().run(&ledger, to: 10)
         let store = state.store
-        #expect(try store.pruneBodies(below: 6) == 5)
+        #expect(store.bodiesKeptFrom == 1)
+        #expect(try store.pruneBodies(below: 6, limit: 3) == 3 && store.bodiesKeptFrom == 4)
+        #expect(try store.pruneBodies(below: 6) == 2 && store.bodiesKeptFrom == 6)
+        #expect(try store.pruneBodies(below: 6) == 0)
         #expect(try store.block(at: 5)?.body == nil && store.block(at: 5)?.certificate == Array("cert 5".utf8))
         #expect(try store.block(at: 6)?.body != nil)
+        #expect(try store.pruneBodies(below: .max, limit: 0) == 0)
+        #expect(try store.pruneBodies(below: .max, limit: 2) == 2 && store.bodiesKeptFrom == 8, "never past the last block")
+        #expect(try store.pruneBodies(below: .max) == 3 && store.bodiesKeptFrom == 11 && store.height == 10)
         let copy = temporaryFile("backup.db")
         try store.backup(to: copy)
         let restored = try NodeStore(file: copy)

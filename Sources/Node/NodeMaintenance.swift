@@ -1,0 +1,122 @@
+import Foundation
+import Ledger
+import Storage
+import Wire
+
+/// What an operator does to a stopped node's database: drop old block bodies, restore a
+/// backup. Both take the database's lock (`DatabaseLock`) for their whole run, so either
+/// refuses, naming the process, while the node runs; neither deletes anything it replaces.
+public enum NodeMaintenance {
+    /// Why a maintenance command refused or failed, in a sentence naming the file.
+    public struct Failure: Error, Equatable, Sendable, CustomStringConvertible {
+        public let description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    public struct PruneReport: Sendable, Equatable {
+        /// The database's last block.
+        public var height: UInt64
+        /// Heights whose bodies this run dropped.
+        public var pruned: UInt64
+        /// The lowest height whose body is kept.
+        public var keptFrom: UInt64
+        /// The main file's size before and after (with `vacuum`; otherwise the freed pages
+        /// are reused by later blocks and the file keeps its size).
+        public var bytesBefore: Int64
+        public var bytesAfter: Int64
+        /// Free pages in the file after the run, in bytes.
+        public var freeBytes: Int64
+    }
+
+    /// Blocks pruned per SQL transaction: bounds the WAL the run writes.
+    static let pruneStep: UInt64 = 10_000
+
+    /// Drops the bodies of the blocks older than the `keep` latest, never one above the
+    /// latest stable checkpoint; with `vacuum`, then rebuilds the file without its free
+    /// pages (as much free disk as the database needs). The node must be stopped.
+    public static func prune(databaseFile: String, keep: UInt64, vacuum: Bool) throws -> PruneReport {
+        guard FileManager.default.fileExists(atPath: databaseFile) else { throw Failure("\(databaseFile): no such database") }
+        let store = try NodeStore(file: databaseFile)
+        try store.checkpointWAL()
+        let before = store.fileBytes
+        let height = store.height
+        var pruned: UInt64 = 0
+        if height > keep, let checkpoint = try store.checkpoint(atOrBelow: height)?.height {
+            let below = min(checkpoint, height - keep) + 1
+            while case let step = try store.pruneBodies(below: below, limit: pruneStep), step > 0 { pruned += step }
+        }
+        if vacuum { try store.vacuum() } else { try store.checkpointWAL() }
+        return PruneReport(
+            height: height, pruned: pruned, keptFrom: store.bodiesKeptFrom, bytesBefore: before, bytesAfter: store.fileBytes,
+            freeBytes: store.freeBytes)
+    }
+
+    public struct RestoreReport: Sendable, Equatable {
+        public var height: UInt64
+        public var stateRoot: Bytes32
+        /// Where the files it replaced were moved (the database, its -wal and -shm).
+        public var movedAside: [String]
+    }
+
+    /// Puts `backup` in place of `databaseFile`: checks the backup opens as a node's
+    /// database made with this `genesis`, moves the database and its -wal and -shm files
+    /// aside (SQLite would otherwise apply the old WAL to the restored copy and report it
+    /// damaged), copies the backup in under a temporary name, syncs it and renames it into
+    /// place. The node must be stopped; the backup is only read.
+    public static func restore(databaseFile: String, from backup: String, genesis: Genesis, now: Date = Date()) throws -> RestoreReport {
+        let files = FileManager.default
+        let lock = try DatabaseLock(databaseFile: databaseFile)
+        defer { withExtendedLifetime(lock) {} }
+        guard files.fileExists(atPath: backup) else { throw Failure("\(backup): no such backup") }
+        if let size = (try? files.attributesOfItem(atPath: backup + "-wal"))?[.size] as? Int, size > 0 {
+            throw Failure(
+                "\(backup) has a -wal file of \(size) bytes beside it: it was copied while a node wrote it, and the copy alone misses "
+                    + "what that file holds. Take backups with `calisson-node backup`")
+        }
+        try check(backup, genesis: genesis)
+        let staging = databaseFile + ".restoring"
+        try? files.removeItem(atPath: staging)
+        try files.copyItem(atPath: backup, toPath: staging)
+        try sync(staging)
+        let stamp = timestamp(now)
+        var moved: [String] = []
+        for suffix in ["", "-wal", "-shm"] where files.fileExists(atPath: databaseFile + suffix) {
+            let aside = "\(databaseFile).replaced-\(stamp)\(suffix)"
+            try files.moveItem(atPath: databaseFile + suffix, toPath: aside)
+            moved.append(aside)
+        }
+        guard rename(staging, databaseFile) == 0 else {
+            throw Failure("\(staging): cannot rename it to \(databaseFile): \(String(cString: strerror(errno))); the files replaced are in \(moved)")
+        }
+        try sync(URL(fileURLWithPath: databaseFile).deletingLastPathComponent().path)
+        let restored = try NodeStore(file: databaseFile, readOnly: true)
+        return RestoreReport(height: restored.height, stateRoot: restored.stateRoot, movedAside: moved)
+    }
+
+    /// The checks a node makes of its database at start that need no keys: the store's own,
+    /// and the genesis it records.
+    static func check(_ file: String, genesis: Genesis) throws {
+        let store = try NodeStore(file: file, readOnly: true)
+        guard store.isInitialized else { throw Failure("\(file): not a node's database (no genesis state)") }
+        if let recorded = try store.extra(Core.genesisExtra), recorded != genesis.digest.bytes {
+            throw Failure(
+                "\(file) was made with another genesis (digest \(Hex.encode(recorded))) than this configuration's (\(genesis.digest.hex))")
+        }
+    }
+
+    /// A UTC time as in the names of the files moved aside: 20261203T061500Z.
+    static func timestamp(_ date: Date) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(secondsFromGMT: 0) ?? calendar.timeZone
+        let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
+        return String(format: "%04d%02d%02dT%02d%02d%02dZ", c.year ?? 0, c.month ?? 0, c.day ?? 0, c.hour ?? 0, c.minute ?? 0, c.second ?? 0)
+    }
+
+    /// fsync of a file or directory.
+    static func sync(_ path: String) throws {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw Failure("\(path): cannot open it to sync: \(String(cString: strerror(errno)))") }
+        defer { close(descriptor) }
+        guard fsync(descriptor) == 0 else { throw Failure("\(path): sync failed: \(String(cString: strerror(errno)))") }
+    }
+}
