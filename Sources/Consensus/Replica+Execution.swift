@@ -95,7 +95,10 @@ extension Replica {
         stable = certificate
         let seq = certificate.seq
         for (slotSeq, slot) in slots where slotSeq <= seq {
-            if let committed = slot.committed, slotSeq > executionRequested { committedAhead[slotSeq] = committed }
+            if let committed = slot.committed {
+                tallyCommits(slot, at: slotSeq, digest: committed.block.digest)
+                if slotSeq > executionRequested { committedAhead[slotSeq] = committed }
+            }
             slots[slotSeq] = nil
         }
         for signer in Array(checkpointVotes.keys) {
@@ -109,6 +112,18 @@ extension Replica {
         knownFinalSeq = max(knownFinalSeq, seq)
         if opensEpoch { enterEpoch(next) }
         executeReady()
+    }
+
+    /// Counts, for each validator of the set at `seq`, whether its commit vote for the block
+    /// committed there reached this replica before the block's checkpoint became stable.
+    private mutating func tallyCommits(_ slot: Slot, at seq: UInt64, digest: SHA256Digest) {
+        for validator in schedule.validators(at: seq).validators {
+            if slot.commits[validator]?.body.digest == digest {
+                commitTally[validator, default: CommitTally()].received += 1
+            } else {
+                commitTally[validator, default: CommitTally()].missed += 1
+            }
+        }
     }
 
     /// Starts the epoch that begins after the stable checkpoint: a fresh PBFT instance

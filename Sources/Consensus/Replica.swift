@@ -53,6 +53,12 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
 
     var slots: [UInt64: Slot] = [:]
     var stable: CheckpointCertificate?
+
+    /// Commit votes of one validator: received in time, or missed (`commitTally`).
+    public struct CommitTally: Sendable, Equatable {
+        public var received: UInt64 = 0
+        public var missed: UInt64 = 0
+    }
     public var lowWatermark: UInt64 { stable?.seq ?? 0 }
     /// The highest height handled: a window above the stable checkpoint, but never past
     /// the epoch's end or the horizon of known validator sets.
@@ -97,6 +103,12 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
 
     var ticksSinceStateRequest: UInt64 = 0
     var stateRequestRound = 0
+
+    /// Each validator's commit votes on the blocks this replica committed itself (not
+    /// those it fetched by state transfer), counted when their checkpoint becomes stable:
+    /// received by then, or missed. Operators watch the missed ones (a validator down,
+    /// lagging or cut off from this node); since the replica started, not persisted.
+    public internal(set) var commitTally: [ValidatorID: CommitTally] = [:]
 
     var actions: [Action] = []
 

@@ -10,6 +10,8 @@ import Synchronization
 import Transport
 import Wire
 
+typealias CommitTallyCounts = Replica<NodeSigner>.CommitTally
+
 // The node's HTTP endpoint: /metrics in the Prometheus text format and /health (loop thread).
 extension NodeRuntime {
     /// `/metrics` in the Prometheus text format, `/health` 200 when the node can take part
@@ -56,7 +58,7 @@ extension NodeRuntime {
         metric("storage_wal_checkpoint_failures_total", "counter", "WAL checkpoints that failed on the checkpointer thread (the node's commits then do it).",
                checkpoints.failed)
         metric("transactions_applied_total", "counter", "Transactions applied since start.", core.counters.applied)
-        metric("process_cpu_milliseconds_total", "counter", "CPU time used by the node process (user and system), milliseconds.", ProcessUsage.cpuMilliseconds())
+        metric("process_cpu_seconds_total", "counter", "CPU time used by the node process (user and system), seconds.", Double(ProcessUsage.cpuMilliseconds()) / 1_000)
         metric("transactions_rejected_total", "counter", "Transactions rejected by the ledger since start.", core.counters.rejected)
         metric("verification_dropped_total", "counter", "Messages and submissions dropped with the verifier full.", droppedForVerification)
         metric("consensus_undecodable_total", "counter", "Consensus messages from validators that did not decode.", core.counters.undecodable)
@@ -84,7 +86,31 @@ extension NodeRuntime {
         metric("client_rate_limited_total", "counter", "Client connections closed for sending over the request rate.", counters.clientRateLimited)
         metric("loop_queue_refused_total", "counter", "Work the event loop refused with its queue full.", loop.refusedFull)
         metric("loop_queue_peak", "gauge", "The most work items that waited for the event loop at once.", loop.queueCountPeak)
+        let set = core.replica.epoch.validators
+        metric("validator_set_size", "gauge", "Validators in the current consensus epoch's set.", set.validators.count)
+        metric("quorum", "gauge", "Votes a quorum of the current set needs.", set.quorum)
+        lines += validatorCommitLines()
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Each validator's commit votes on the blocks this node committed, received in time or
+    /// missed (`Replica.commitTally`), labelled with its partner id (its key's first 16 hex
+    /// digits for a validator no partner holds any more).
+    func validatorCommitLines() -> [String] {
+        let tally = core.replica.commitTally
+        let named = tally.map { key, counts in (core.partnersByValidator[key] ?? String(key.bytes.hex.prefix(16)), counts) }
+            .sorted { $0.0 < $1.0 }
+        var lines: [String] = []
+        for (name, help, value) in [
+            ("validator_commits_received_total", "Commit votes of each validator received before their block's checkpoint became stable.",
+             { (counts: CommitTallyCounts) in counts.received }),
+            ("validator_commits_missed_total", "Commit votes of each validator not received before their block's checkpoint became stable.",
+             { (counts: CommitTallyCounts) in counts.missed }),
+        ] as [(String, String, (CommitTallyCounts) -> UInt64)] {
+            lines += ["# HELP calisson_\(name) \(help)", "# TYPE calisson_\(name) counter"]
+            lines += named.map { "calisson_\(name){validator=\"\($0.0)\"} \(value($0.1))" }
+        }
+        return lines
     }
 
     /// Validators of the current set this node can count on now: those it is linked to,

@@ -98,6 +98,36 @@ extension Array where Element == Action {
         #expect(executed.first?.certificate.commits.count == fixture.configuration.validators.quorum)
     }
 
+    /// Each validator's commit votes are tallied when their block's checkpoint becomes
+    /// stable: a validator whose votes did not arrive by then has them counted missed.
+    @Test func commitVotesAreTalliedPerValidatorAtTheStableCheckpoint() {
+        var replica = fixture.replica(1)
+        let root = SHA256.hash("root")
+        for seq: UInt64 in 1...4 {
+            let proposal = fixture.prePrepare(by: 0, seq: seq, commands: [[UInt8(seq)]])
+            let digest = proposal.body.block.digest
+            _ = replica.step(.message(.prePrepare(proposal), from: fixture.id(0)))
+            // Blocks 1 and 2: commits from 0, 2 and 3 (replica 1 never prepares, so sends none).
+            // Blocks 3 and 4: replica 1 prepares with 0 and 2 and commits with them; 3 is silent.
+            let committers = seq <= 2 ? [0, 2, 3] : [0, 2]
+            if seq > 2 {
+                for index in [0, 2] { _ = replica.step(.message(.vote(fixture.vote(.prepare, by: index, seq: seq, digest: digest)), from: fixture.id(index))) }
+            }
+            for index in committers { _ = replica.step(.message(.vote(fixture.vote(.commit, by: index, seq: seq, digest: digest)), from: fixture.id(index))) }
+            _ = replica.step(.executed(seq: seq, stateRoot: root))
+        }
+        #expect(replica.commitTally.isEmpty, "nothing is counted before the checkpoint is stable")
+        for index in [0, 2] {
+            let vote = Signed(CheckpointVote(seq: 4, stateRoot: root), chainId: Fixture.chainId, signer: fixture.signers[index])
+            _ = replica.step(.message(.checkpoint(vote), from: fixture.id(index)))
+        }
+        #expect(replica.lowWatermark == 4)
+        #expect(replica.commitTally[fixture.id(0)] == Replica<TestSigner>.CommitTally(received: 4, missed: 0))
+        #expect(replica.commitTally[fixture.id(2)] == Replica<TestSigner>.CommitTally(received: 4, missed: 0))
+        #expect(replica.commitTally[fixture.id(1)] == Replica<TestSigner>.CommitTally(received: 2, missed: 2))
+        #expect(replica.commitTally[fixture.id(3)] == Replica<TestSigner>.CommitTally(received: 2, missed: 2))
+    }
+
     @Test func proposalFromANonPrimaryIsRejected() {
         var replica = fixture.replica(2)
         let actions = replica.step(.message(.prePrepare(fixture.prePrepare(by: 1, seq: 1)), from: fixture.id(1)))

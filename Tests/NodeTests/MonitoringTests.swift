@@ -1,0 +1,80 @@
+// The operator's kit of Cluster/monitoring (Docs/OPERATIONS.md, "Monitoring"): the
+// alerting rules pass promtool's checks and unit tests, every metric the rules and the
+// Grafana dashboard read is one a node exports, and a node's /metrics passes promtool's lint.
+import CalissonTestKit
+import Foundation
+import Node
+import Testing
+
+@Suite(.serialized, .onOwnThreads) struct MonitoringTests {
+    static let kit = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Cluster/monitoring").standardized.path
+    static let promtool = "/usr/bin/promtool"
+
+    func promtool(_ arguments: [String]) throws -> Ran? {
+        guard FileManager.default.isExecutableFile(atPath: Self.promtool) else {
+            Issue.record("promtool is missing: run scripts/install-test-tools (make test does)")
+            return nil
+        }
+        return try run(Self.promtool, arguments)
+    }
+
+    @Test func theAlertingRulesPassPromtoolsChecksAndUnitTests() throws {
+        guard let checked = try promtool(["check", "rules", "\(Self.kit)/calisson-alerts.yml"]) else { return }
+        #expect(checked.status == 0, "\(checked.output) \(checked.errors)")
+        let tested = try #require(try promtool(["test", "rules", "\(Self.kit)/calisson-alerts.test.yml"]))
+        #expect(tested.status == 0 && tested.output.contains("SUCCESS"), "\(tested.output) \(tested.errors)")
+        let config = try #require(try promtool(["check", "config", "\(Self.kit)/prometheus.yml"]))
+        #expect(config.status == 0, "\(config.output) \(config.errors)")
+    }
+
+    /// A lone validator past its first checkpoint: its /metrics lints clean, names every
+    /// metric the kit reads, and counts its own commit votes as received.
+    @Test func theKitReadsOnlyMetricsANodeExports() throws {
+        let cluster = try TestCluster(count: 1)
+        defer { try? FileManager.default.removeItem(atPath: cluster.directory) }
+        var configuration = cluster.configuration(0)
+        configuration.metricsPort = 0
+        configuration.blockWaitMilliseconds = 0
+        let node = try NodeRuntime(configuration: configuration)
+        try node.start()
+        defer { node.stop() }
+        var nonce: UInt64 = 1
+        cluster.advance([node], to: 10, issuers: 1, nonce: &nonce)
+        #expect(eventually { ((try? httpGet(port: node.metricsPort, "/metrics")) ?? "").contains("calisson_validator_commits_received_total{validator=\"p0\"}") })
+        let response = try httpGet(port: node.metricsPort, "/metrics")
+        let body = String(response[try #require(response.range(of: "\r\n\r\n")).upperBound...])
+        let received = body.split(separator: "\n").first { $0.hasPrefix("calisson_validator_commits_received_total{validator=\"p0\"} ") }
+        #expect(received.flatMap { UInt64($0.split(separator: " ")[1]) }.map { $0 >= 8 } == true, "\(body)")
+        #expect(body.contains("calisson_validator_commits_missed_total{validator=\"p0\"} 0"), "its own votes are never missed")
+
+        let exported = Set(body.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }.map { String($0.split(separator: " ")[2]) })
+        let pattern = try NSRegularExpression(pattern: "calisson_[a-z_]+")
+        for file in ["calisson-alerts.yml", "grafana-dashboard.json"] {
+            let text = try String(contentsOfFile: "\(Self.kit)/\(file)", encoding: .utf8)
+            let names = Set(pattern.matches(in: text, range: NSRange(text.startIndex..., in: text)).compactMap { Range($0.range, in: text).map { String(text[$0]) } })
+            #expect(names.count > 10, "\(file) reads \(names)")
+            #expect(names.subtracting(exported).isEmpty, "\(file) reads metrics no node exports: \(names.subtracting(exported).sorted())")
+        }
+
+        let metricsFile = Scratch.file("metrics.txt")
+        defer { try? FileManager.default.removeItem(atPath: metricsFile) }
+        try body.write(toFile: metricsFile, atomically: true, encoding: .utf8)
+        guard FileManager.default.isExecutableFile(atPath: Self.promtool) else { return }
+        let lint = try run("/bin/sh", ["-c", "\(Self.promtool) check metrics < \(metricsFile)"])
+        #expect(lint.status == 0, "promtool check metrics: \(lint.output) \(lint.errors)")
+    }
+
+    /// The dashboard is JSON Grafana imports: unique panel ids, a title and a query per panel.
+    @Test func theDashboardIsWellFormed() throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: "\(Self.kit)/grafana-dashboard.json"))
+        let dashboard = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let panels = try #require(dashboard["panels"] as? [[String: Any]])
+        let ids = panels.compactMap { $0["id"] as? Int }
+        #expect(ids.count == panels.count && Set(ids).count == ids.count)
+        for panel in panels where panel["type"] as? String != "row" {
+            #expect(!(panel["title"] as? String ?? "").isEmpty)
+            let targets = panel["targets"] as? [[String: Any]] ?? []
+            #expect(!targets.isEmpty && targets.allSatisfy { !($0["expr"] as? String ?? "").isEmpty }, "\(panel["title"] ?? "")")
+        }
+    }
+}
