@@ -147,7 +147,7 @@ let package = Package(
             name: "NodeTests",
             dependencies: [
                 "Node", "NodeProcesses", "Spawning", "LightClient", "Consensus", "Ledger", "Storage", "Transport", "CalissonCrypto", "Wire", "Gateway", "Settlement",
-                "Fixtures", "CalissonTestKit",
+                "Fixtures", "CalissonTestKit", "CalissonCLI",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(name: "ShimTests", dependencies: ["CLibUV", "COpenSSL", "CSQLite", "CSodium"]),

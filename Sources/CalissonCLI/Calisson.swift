@@ -244,14 +244,47 @@ struct Tx: ParsableCommand {
 }
 
 struct BlockCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "block", abstract: "A final block's header and commit certificate size.")
+    static let configuration = CommandConfiguration(
+        commandName: "block", abstract: "A final block's header and the validators whose commit votes certify it (checked with --genesis).")
     @OptionGroup var connection: Connection
     @Argument var height: UInt64
     func run() throws {
         guard case let .block(found) = try connection.ask(.block(height)) else { throw ValidationError("unexpected answer") }
         guard let found else { return connection.emit([("block", "\(height)"), ("status", "not final on this node")]) }
-        connection.emit([("block", "\(found.height)"), ("digest", found.digest.hex), ("stateRoot", found.stateRoot.hex),
-                         ("transactions", "\(found.transactionCount)"), ("certificate", "\(found.certificate.count) bytes")])
+        guard let signers = InclusionCheck.signers(ofCommit: found.certificate) else {
+            throw ValidationError("the node's commit certificate for block \(height) does not decode: this node cannot be trusted")
+        }
+        let trusted = try connection.trustedValidators()
+        if let trusted {
+            do {
+                try InclusionCheck.verifyCommit(
+                    digest: found.digest, height: found.height, certificate: found.certificate, validators: trusted.keys(at: found.height),
+                    chainId: connection.chain)
+            } catch {
+                throw ValidationError("the node's commit certificate for block \(height) does not hold (\(error)): this node cannot be trusted")
+            }
+        }
+        let names = try partnersByNodeKey(trusted: trusted)
+        connection.emit([
+            ("block", "\(found.height)"), ("digest", found.digest.hex), ("stateRoot", found.stateRoot.hex),
+            ("transactions", "\(found.transactionCount)"),
+            ("signers", signers.map { names[$0] ?? "key \($0.bytes.hex.prefix(16))…" }.joined(separator: ", ")),
+            ("certificate", "\(signers.count) commit votes, \(found.certificate.count) bytes; "
+                + (trusted != nil ? "signatures checked against the validators in force at that height (followed from the genesis)" : "not checked (--genesis to check it)")),
+        ])
+    }
+
+    /// The partner holding each node key among today's validators (a key rotated or a
+    /// partner gone since is shown as a key).
+    func partnersByNodeKey(trusted: TrustedValidators?) throws -> [Ed25519PublicKey: String] {
+        let (value, _, _) = try connection.record(StateKeys.meta, trusted: trusted)
+        guard let value, let meta = try? LedgerMeta(wireBytes: value) else { return [:] }
+        var names: [Ed25519PublicKey: String] = [:]
+        for id in meta.validators {
+            let (partner, _, _) = try connection.record(StateKeys.partner(id), trusted: trusted)
+            if let key = try partner.flatMap({ try Partner(wireBytes: $0).nodeKey }) { names[key] = id.rawValue }
+        }
+        return names
     }
 }
 

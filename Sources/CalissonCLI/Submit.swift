@@ -213,7 +213,12 @@ struct ProposeCommand: ParsableCommand {
             Actions: admit-partner (--partner-file, a JSON object in the genesis file's partner \
             form), suspend-partner, reinstate-partner and remove-partner (--target), \
             create-programme and amend-programme (--programme-file, the genesis file's programme \
-            form), close-programme (--target), set-validators (--validators a,b,c). The \
+            form), close-programme (--target), set-validators (--validators a,b,c), rotate-keys \
+            (--target, --signing-key, and --node-key or --tls-key-hash if they change: 64 hex \
+            digits or a .pub file from `calisson-node keys generate`), set-parameters (the \
+            chain's current parameters, read from the node with their proof, with the ones \
+            given changed: --epoch-length, --blocks-per-day, --transaction-lifetime-max, \
+            --proposal-lifetime-max, --approval, --sink, --token-value-micro-euros). The \
             proposal passes with the chain's approval fraction of active partners (2/3 by \
             default) before its deadline; it is applied by the deciding vote.
             """)
@@ -224,11 +229,16 @@ struct ProposeCommand: ParsableCommand {
     @Option(help: "The partner or programme the action concerns.") var target: String?
     @Option(help: "The new validator set, comma-separated partner ids, in order.") var validators: String?
     @Option(help: "Blocks from now until the vote closes.") var deadlineIn: UInt64 = 5_000
+    @Option(help: "rotate-keys: the new signing key (64 hex digits, or a .pub file).") var signingKey: String?
+    @Option(help: "rotate-keys: the new node key (64 hex digits, or a .pub file), if it changes.") var nodeKey: String?
+    @Option(help: "rotate-keys: the new TLS key hash (64 hex digits, as `ca sign` prints it), if it changes.") var tlsKeyHash: String?
+    @OptionGroup var parameters: ParameterChanges
 
     enum Action: String, ExpressibleByArgument, CaseIterable {
         case admitPartner = "admit-partner", suspendPartner = "suspend-partner", reinstatePartner = "reinstate-partner"
         case removePartner = "remove-partner", createProgramme = "create-programme", amendProgramme = "amend-programme"
-        case closeProgramme = "close-programme", setValidators = "set-validators"
+        case closeProgramme = "close-programme", setValidators = "set-validators", rotateKeys = "rotate-keys"
+        case setParameters = "set-parameters"
     }
 
     func governanceAction() throws -> GovernanceAction {
@@ -259,7 +269,26 @@ struct ProposeCommand: ParsableCommand {
         case .setValidators:
             guard let validators else { throw ValidationError("set-validators needs --validators") }
             return .setValidators(try validators.split(separator: ",").map { try identifier(String($0)) })
+        case .rotateKeys:
+            guard let signingKey else { throw ValidationError("rotate-keys needs --signing-key (the partner's, new or unchanged)") }
+            return .rotateKeys(
+                try target(), signingKey: try Self.publicKey(signingKey, "--signing-key"), nodeKey: try nodeKey.map { try Self.publicKey($0, "--node-key") },
+                tlsKeyHash: try tlsKeyHash.map { raw in
+                    guard let bytes = Bytes32(hex: raw) else { throw ValidationError("--tls-key-hash must be 64 hexadecimal digits") }
+                    return bytes
+                })
+        case .setParameters:
+            guard parameters.changesAny else { throw ValidationError("set-parameters needs at least one parameter to change (see --help)") }
+            let (value, _, _) = try options.connection.record(StateKeys.parameters)
+            guard let value, let current = try? Parameters(wireBytes: value) else { throw ValidationError("the node has no readable parameters record") }
+            return .setParameters(try parameters.applied(to: current))
         }
+    }
+
+    /// A public key given as 64 hex digits or as a PEM file (`calisson-node keys generate` writes `*.pub`).
+    static func publicKey(_ raw: String, _ option: String) throws -> Ed25519PublicKey {
+        if let bytes = Bytes32(hex: raw) { return Ed25519PublicKey(bytes) }
+        do { return try KeyFile.readPublicKey(at: raw) } catch { throw ValidationError("\(option): neither 64 hexadecimal digits nor a public key file: \(error)") }
     }
 
     func validate() throws {
@@ -273,6 +302,44 @@ struct ProposeCommand: ParsableCommand {
         let action = try governanceAction()
         guard case let .status(status) = try options.connection.ask(.status) else { throw ValidationError("unexpected answer") }
         _ = try options.submit(.propose(action, deadline: status.height.saturatingAdding(deadlineIn)))
+    }
+}
+
+/// The parameters `propose set-parameters` changes; the others keep their current values.
+struct ParameterChanges: ParsableArguments {
+    @Option(help: "set-parameters: blocks per ledger epoch.") var epochLength: UInt64?
+    @Option(help: "set-parameters: blocks per day (caps by day, week, month).") var blocksPerDay: UInt64?
+    @Option(help: "set-parameters: how far ahead a transaction may expire, in blocks.") var transactionLifetimeMax: UInt64?
+    @Option(help: "set-parameters: how far ahead a proposal's deadline may be, in blocks.") var proposalLifetimeMax: UInt64?
+    @Option(help: "set-parameters: the fraction of active partners that passes a proposal, such as 2/3.") var approval: String?
+    @Option(help: "set-parameters: the partner receiving demurrage and expired tokens.") var sink: String?
+    @Option(help: "set-parameters: the euro value of a token unit, in micro-euros.") var tokenValueMicroEuros: UInt64?
+
+    var changesAny: Bool {
+        epochLength != nil || blocksPerDay != nil || transactionLifetimeMax != nil || proposalLifetimeMax != nil || approval != nil || sink != nil
+            || tokenValueMicroEuros != nil
+    }
+
+    /// `current` with the given parameters changed, checked as the ledger checks them.
+    func applied(to current: Parameters) throws -> Parameters {
+        var changed = current
+        if let epochLength { changed.epochLength = epochLength }
+        if let blocksPerDay { changed.blocksPerDay = blocksPerDay }
+        if let transactionLifetimeMax { changed.transactionLifetimeMax = transactionLifetimeMax }
+        if let proposalLifetimeMax { changed.proposalLifetimeMax = proposalLifetimeMax }
+        if let tokenValueMicroEuros { changed.tokenValueMicroEuros = tokenValueMicroEuros }
+        if let sink { changed.sink = try identifier(sink) }
+        if let approval {
+            let parts = approval.split(separator: "/")
+            guard parts.count == 2, let numerator = UInt8(parts[0]), let denominator = UInt8(parts[1]) else {
+                throw ValidationError("--approval must be a fraction such as 2/3")
+            }
+            changed.approvalNumerator = numerator
+            changed.approvalDenominator = denominator
+        }
+        if let problem = changed.problem() { throw ValidationError("set-parameters: \(problem)") }
+        guard changed != current else { throw ValidationError("set-parameters: every value given is the current one") }
+        return changed
     }
 }
 

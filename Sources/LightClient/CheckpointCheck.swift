@@ -103,41 +103,59 @@ public enum InclusionCheck {
         try verifyCommit(digest: blockTag.hash(header.bytes), height: height, certificate: certificate, validators: validators, chainId: chainId)
     }
 
+    /// One vote of a commit certificate, as encoded.
+    struct CommitVote {
+        let kind: UInt8
+        let view: UInt64
+        let height: UInt64
+        let digest: SHA256Digest
+        let signer: Ed25519PublicKey
+        let signature: Ed25519Signature
+    }
+
+    /// The votes of a commit certificate, decoded (nothing checked).
+    static func votes(of certificate: [UInt8]) throws(CertificateError) -> [CommitVote] {
+        var reader = WireReader(certificate)
+        do {
+            var votes: [CommitVote] = []
+            for _ in 0..<(try reader.readCount("commit.votes", maximum: 1_024)) {
+                votes.append(CommitVote(
+                    kind: try reader.readUInt8("vote.kind"), view: try reader.readUInt64("vote.view"), height: try reader.readUInt64("vote.seq"),
+                    digest: try SHA256Digest(from: &reader), signer: try Ed25519PublicKey(from: &reader), signature: try Ed25519Signature(from: &reader)))
+            }
+            try reader.expectEnd()
+            return votes
+        } catch {
+            throw .malformed("\(error)")
+        }
+    }
+
+    /// Who signed a commit certificate, in its order (no signature checked: `verifyCommit`
+    /// does); nil when it does not decode.
+    public static func signers(ofCommit certificate: [UInt8]) -> [Ed25519PublicKey]? {
+        (try? votes(of: certificate))?.map(\.signer)
+    }
+
     /// Checks that `certificate` holds commit votes for block `digest` at `height` from a
     /// quorum of `validators` (the set in force at that height), each signature valid.
     public static func verifyCommit(
         digest: SHA256Digest, height: UInt64, certificate: [UInt8], validators: [Ed25519PublicKey], chainId: String
     ) throws(CertificateError) {
-        var reader = WireReader(certificate)
         var signers = Set<Ed25519PublicKey>()
         guard let domain = SigningDomain(chainId: chainId, purpose: .commit) else { throw .malformed("bad chain id") }
-        do {
-            let count = try reader.readCount("commit.votes", maximum: 1_024)
-            for _ in 0..<count {
-                var body = WireWriter()
-                let kind = try reader.readUInt8("vote.kind")
-                let view = try reader.readUInt64("vote.view")
-                let voteHeight = try reader.readUInt64("vote.seq")
-                let voteDigest = try SHA256Digest(from: &reader)
-                let signer = try Ed25519PublicKey(from: &reader)
-                let signature = try Ed25519Signature(from: &reader)
-                guard kind == 2 else { throw CertificateError.malformed("a vote is not a commit") }
-                guard voteHeight == height, voteDigest == digest else { throw CertificateError.wrongHeight(certified: voteHeight, answered: height) }
-                guard validators.contains(signer) else { throw CertificateError.unknownSigner(signer) }
-                body.write(kind)
-                body.write(view)
-                body.write(voteHeight)
-                body.write(voteDigest)
-                guard SignatureCheck(publicKey: signer, digest: domain.digest(for: body.bytes), signature: signature).verify() else {
-                    throw CertificateError.badSignature(signer)
-                }
-                signers.insert(signer)
+        for vote in try votes(of: certificate) {
+            guard vote.kind == 2 else { throw CertificateError.malformed("a vote is not a commit") }
+            guard vote.height == height, vote.digest == digest else { throw CertificateError.wrongHeight(certified: vote.height, answered: height) }
+            guard validators.contains(vote.signer) else { throw CertificateError.unknownSigner(vote.signer) }
+            var body = WireWriter()
+            body.write(vote.kind)
+            body.write(vote.view)
+            body.write(vote.height)
+            body.write(vote.digest)
+            guard SignatureCheck(publicKey: vote.signer, digest: domain.digest(for: body.bytes), signature: vote.signature).verify() else {
+                throw CertificateError.badSignature(vote.signer)
             }
-            try reader.expectEnd()
-        } catch let error as CertificateError {
-            throw error
-        } catch {
-            throw .malformed("\(error)")
+            signers.insert(vote.signer)
         }
         let n = validators.count, f = (n - 1) / 3
         let quorum = (n + f) / 2 + 1

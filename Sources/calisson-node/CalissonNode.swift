@@ -31,34 +31,65 @@ struct Init: ParsableCommand {
     @Option(help: "Validator port.") var peerPort: UInt16
     @Option(help: "Client port.") var clientPort: UInt16?
     @Option(help: "Local HTTP port for /metrics and /health.") var metricsPort: UInt16?
-    @Option(help: "Another validator, as id@host:port (repeat for each).") var peer: [String] = []
+    @Option(help: "Another validator, as id@host:port (repeat for each); a partner of the genesis.") var peer: [String] = []
+    @Option(help: "A validator admitted by governance after the genesis, as id@host:port (not checked against the genesis).")
+    var admittedPeer: [String] = []
+
+    /// `id@host:port`, checked for form.
+    static func peerAddress(_ entry: String, _ option: String) throws -> NodeConfigFile.Peer {
+        let parts = entry.split(separator: "@", omittingEmptySubsequences: false)
+        let address = parts.count == 2 ? parts[1].split(separator: ":", omittingEmptySubsequences: false) : []
+        guard parts.count == 2, address.count == 2, !address[0].isEmpty, let port = UInt16(address[1]), Identifier(String(parts[0])) != nil else {
+            throw ValidationError("\(option) \(entry): expected id@host:port, the id 1-32 of a-z, 0-9, '-'")
+        }
+        return NodeConfigFile.Peer(id: String(parts[0]), host: String(address[0]), port: port)
+    }
 
     func run() throws {
         let fileManager = FileManager.default
-        try fileManager.createDirectory(atPath: "\(out)/data", withIntermediateDirectories: true)
-        var peers: [NodeConfigFile.Peer] = []
-        for entry in peer {
-            let parts = entry.split(separator: "@")
-            let address = parts.last?.split(separator: ":") ?? []
-            guard parts.count == 2, address.count == 2, let port = UInt16(address[1]) else {
-                throw ValidationError("--peer \(entry): expected id@host:port")
-            }
-            peers.append(NodeConfigFile.Peer(id: String(parts[0]), host: String(address[0]), port: port))
+        // Everything is checked before anything is written in --out: a missing key or a
+        // mistyped peer leaves no half-written node behind.
+        let genesisFile: GenesisFile
+        do { genesisFile = try JSONFile.decode(GenesisFile.self, path: genesis) } catch { throw ValidationError("--genesis \(genesis): \(error)") }
+        let known = Set(genesisFile.partners.map(\.id))
+        guard known.contains(partner) else {
+            throw ValidationError("--partner \(partner) is not a partner of the genesis (\(known.sorted().joined(separator: ", ")))")
         }
-        for (source, name) in [(genesis, "genesis.json"), (ca, "ca.crt")] {
-            let target = "\(out)/\(name)"
-            if fileManager.fileExists(atPath: target) { try fileManager.removeItem(atPath: target) }
-            try fileManager.copyItem(atPath: source, toPath: target)
+        var peers = try peer.map { try Self.peerAddress($0, "--peer") }
+        for entry in peers where !known.contains(entry.id) {
+            throw ValidationError(
+                "--peer \(entry.id) is no partner of the genesis (\(known.sorted().joined(separator: ", "))); a partner admitted since: --admitted-peer")
         }
+        peers += try admittedPeer.map { try Self.peerAddress($0, "--admitted-peer") }
         let keyDirectory = URL(fileURLWithPath: keys).standardizedFileURL.path
+        for name in ["node.key", "tls.key", "tls.crt"] where !fileManager.fileExists(atPath: "\(keyDirectory)/\(name)") {
+            throw ValidationError("--keys \(keyDirectory) has no \(name) (keys generate writes the keys, ca sign the certificate)")
+        }
+        let outExisted = fileManager.fileExists(atPath: out)
+        let staging = "\(out)/.init-\(getpid())"
+        try fileManager.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        var done = false
+        defer {
+            try? fileManager.removeItem(atPath: staging)
+            if !done, !outExisted { try? fileManager.removeItem(atPath: out) }
+        }
+        try fileManager.copyItem(atPath: genesis, toPath: "\(staging)/genesis.json")
+        try fileManager.copyItem(atPath: ca, toPath: "\(staging)/ca.crt")
         let config = NodeConfigFile(
             partner: partner, genesis: "genesis.json", database: "data/node.db", nodeKey: "\(keyDirectory)/node.key",
             tlsKey: "\(keyDirectory)/tls.key", tlsCertificate: "\(keyDirectory)/tls.crt", ca: "ca.crt", host: host, peerPort: peerPort,
             clientPort: clientPort, peers: peers, metricsPort: metricsPort)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        try encoder.encode(config).write(to: URL(fileURLWithPath: "\(out)/config.json"))
-        _ = try NodeConfigFile.load("\(out)/config.json")
+        try encoder.encode(config).write(to: URL(fileURLWithPath: "\(staging)/config.json"))
+        _ = try NodeConfigFile.load("\(staging)/config.json")  // every check a start makes, on the files as they will be
+        try fileManager.createDirectory(atPath: "\(out)/data", withIntermediateDirectories: true)
+        for name in ["genesis.json", "ca.crt", "config.json"] {
+            guard rename("\(staging)/\(name)", "\(out)/\(name)") == 0 else {
+                throw ValidationError("cannot move \(name) into \(out): \(String(cString: strerror(errno)))")
+            }
+        }
+        done = true
         print("node \(partner) ready in \(out): calisson-node run --config \(out)/config.json")
     }
 }
@@ -123,12 +154,21 @@ struct CA: ParsableCommand {
         @Option(help: "Where to write the certificate.") var out: String
 
         func run() throws {
+            guard serial > 0 else { throw ValidationError("--serial must be positive (X.509)") }
             let key = try KeyFile.readPrivateKey(at: "\(ca)/ca.key")
             let authority = try Certificate(pem: try String(contentsOfFile: "\(ca)/ca.crt", encoding: .utf8))
             let csr = try CertificateRequest(pem: try String(contentsOfFile: request, encoding: .utf8))
             guard Identifier(csr.commonName) != nil else { throw ValidationError("the request names '\(csr.commonName)', not a partner id") }
+            // The register of what this CA issued (serial, partner, tlsKeyHash): a serial is
+            // issued once, since revocation names certificates by serial.
+            let register = "\(ca)/issued.tsv"
+            let issued = (try? String(contentsOfFile: register, encoding: .utf8)) ?? ""
+            if let line = issued.split(separator: "\n").first(where: { $0.split(separator: "\t").first == Substring("\(serial)") }) {
+                throw ValidationError("serial \(serial) was already issued by this CA (\(register): \(line.replacingOccurrences(of: "\t", with: " "))): choose another")
+            }
             let certificate = try CertificateAuthority.issue(
                 commonName: csr.commonName, subjectKey: csr.publicKey, ca: authority, caKey: key, serial: serial, notAfter: days * 86_400)
+            try (issued + "\(serial)\t\(csr.commonName)\t\(certificate.publicKeyHash.hex)\n").write(toFile: register, atomically: true, encoding: .utf8)
             try certificate.pem.write(toFile: out, atomically: true, encoding: .utf8)
             print("certificate for \(csr.commonName), serial \(serial), in \(out); tlsKeyHash \(certificate.publicKeyHash.hex)")
         }

@@ -3,10 +3,14 @@
 // infinite or astronomically large, block counts at UInt64.max. Reference text goes on
 // chain only as a keyed hash (item 13). The cluster scripts honour the caller's BASE_PORT
 // and a Byzantine test node logs the seed it runs with (item 12).
+@testable import CalissonCLI
+import CalissonCrypto
 import CalissonTestKit
 import Foundation
+import Ledger
 import Spawning
 import Testing
+import Wire
 
 @Suite(.onOwnThreads) struct CommandLineTests {
     @Test func extremeFlagValuesAreRefusedByName() throws {
@@ -31,6 +35,87 @@ import Testing
             #expect(ran.errors.contains(flag), "\(arguments): \(ran.errors)")
             #expect(!ran.errors.contains("Fatal error") && !ran.errors.contains("Backtrace") && !ran.errors.contains("Crash"), "\(arguments): \(ran.errors)")
         }
+    }
+
+    /// `propose rotate-keys` takes the new keys as hex or as the .pub files `calisson-node
+    /// keys generate` writes; `propose set-parameters` changes only the parameters given,
+    /// checked as the ledger checks them (issue 20, item 7: neither could be proposed).
+    @Test func keyRotationsAndParameterChangesCanBeProposed() throws {
+        let directory = Scratch.directory("propose")
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let signing = Ed25519PrivateKey(), node = Ed25519PrivateKey()
+        try KeyFile.write(node.publicKey, to: "\(directory)/node.pub")
+        let hash = SHA256.hash("tls key")
+        let common = ["--key", "\(directory)/signing.key", "--as", "rtm"]
+        let rotation = try ProposeCommand.parse(
+            ["rotate-keys", "--target", "rtm", "--signing-key", signing.publicKey.bytes.hex, "--node-key", "\(directory)/node.pub", "--tls-key-hash", hash.hex] + common)
+        #expect(try rotation.governanceAction() == .rotateKeys(Identifier("rtm")!, signingKey: signing.publicKey, nodeKey: node.publicKey, tlsKeyHash: hash))
+        let signingOnly = try ProposeCommand.parse(["rotate-keys", "--target", "rtm", "--signing-key", signing.publicKey.bytes.hex] + common)
+        #expect(try signingOnly.governanceAction() == .rotateKeys(Identifier("rtm")!, signingKey: signing.publicKey, nodeKey: nil, tlsKeyHash: nil))
+        for (arguments, message) in [
+            (["rotate-keys", "--target", "rtm"], "--signing-key"),
+            (["rotate-keys", "--target", "rtm", "--signing-key", "\(directory)/missing.pub"], "--signing-key"),
+            (["rotate-keys", "--target", "rtm", "--signing-key", signing.publicKey.bytes.hex, "--tls-key-hash", "zz"], "--tls-key-hash"),
+            (["rotate-keys", "--signing-key", signing.publicKey.bytes.hex], "--target"),
+        ] {
+            #expect { _ = try ProposeCommand.parse(arguments + common).governanceAction() } throws: { "\($0)".contains(message) }
+        }
+
+        let current = Parameters(sink: Identifier("metropole")!)
+        let changes = try ParameterChanges.parse(["--approval", "3/4", "--epoch-length", "500"])
+        var expected = current
+        expected.approvalNumerator = 3
+        expected.approvalDenominator = 4
+        expected.epochLength = 500
+        #expect(try changes.applied(to: current) == expected)
+        #expect(try ParameterChanges.parse([]).changesAny == false)
+        for (arguments, message) in [
+            (["--approval", "3/0"], "set-parameters"), (["--approval", "most"], "--approval"), (["--epoch-length", "0"], "set-parameters"),
+            (["--transaction-lifetime-max", "18446744073709551615"], "set-parameters"), (["--epoch-length", "1000"], "current one"),
+            (["--sink", "Not An Id"], "Not An Id"),
+        ] {
+            #expect { _ = try ParameterChanges.parse(arguments).applied(to: current) } throws: { "\($0)".contains(message) }
+        }
+    }
+
+    /// `ca sign` issues a serial once (revocation names certificates by serial); `init`
+    /// checks everything before writing and leaves nothing behind when it refuses: a peer
+    /// no partner of the genesis has, a key file missing (issue 20, item 7).
+    @Test func theCASignsASerialOnceAndInitWritesNothingItRefuses() throws {
+        let bin = try productsDirectory()
+        let directory = Scratch.directory("init")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let net = "\(directory)/net"
+        let written = try run("\(bin)/calisson-node", ["testnet", "--validators", "1", "--out", net, "--base-port", "\(UInt16.random(in: 0..<200) * 100 + 10_050)"])
+        #expect(written.status == 0, "\(written.errors)")
+        let keys = "\(directory)/keys"
+        #expect(try run("\(bin)/calisson-node", ["keys", "generate", "--partner", "metropole", "--out", keys]).status == 0)
+        let sign = ["ca", "sign", "--ca", net, "--request", "\(keys)/tls.csr", "--out", "\(keys)/tls.crt", "--serial"]
+        let first = try run("\(bin)/calisson-node", sign + ["41"])
+        #expect(first.status == 0 && first.output.contains("serial 41"), "\(first.errors)")
+        let again = try run("\(bin)/calisson-node", sign + ["41"])
+        #expect(again.status != 0 && again.errors.contains("serial 41 was already issued by this CA"), "\(again.errors)")
+        let zero = try run("\(bin)/calisson-node", sign + ["0"])
+        #expect(zero.status != 0 && zero.errors.contains("--serial must be positive"), "\(zero.errors)")
+
+        let out = "\(directory)/node"
+        let initialize = ["init", "--genesis", "\(net)/genesis.json", "--partner", "metropole", "--ca", "\(net)/ca.crt", "--out", out, "--peer-port", "7100"]
+        for (extra, message) in [
+            (["--keys", keys, "--peer", "nobody@127.0.0.1:7200"], "--peer nobody is no partner of the genesis"),
+            (["--keys", keys, "--peer", "metropole@127.0.0.1"], "expected id@host:port"),
+            (["--keys", "\(directory)/none"], "has no node.key"),
+        ] {
+            let refused = try run("\(bin)/calisson-node", initialize + extra)
+            #expect(refused.status != 0 && refused.errors.contains(message), "\(extra): \(refused.errors)")
+            #expect(!FileManager.default.fileExists(atPath: out), "\(extra): \(out) was left behind")
+        }
+        let other = try run("\(bin)/calisson-node", initialize + ["--keys", keys, "--partner", "rtm"])
+        #expect(other.status != 0 && other.errors.contains("not a partner of the genesis"), "\(other.errors)")
+        let made = try run("\(bin)/calisson-node", initialize + ["--keys", keys, "--admitted-peer", "cycles-azur@127.0.0.1:7200"])
+        #expect(made.status == 0 && made.output.contains("ready in"), "\(made.errors)")
+        let files = try FileManager.default.contentsOfDirectory(atPath: out).sorted()
+        #expect(files == ["ca.crt", "config.json", "data", "genesis.json"], "\(files)")
     }
 
     /// Evidence and service text is refused without an evidence key (it would go on chain
