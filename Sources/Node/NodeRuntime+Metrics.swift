@@ -78,6 +78,7 @@ extension NodeRuntime {
         metric("transport_gossip_dropped_total", "counter", "Gossip dropped for a full send queue.", counters.gossipDropped)
         metric("transport_slow_consumers_total", "counter", "Links closed for not reading.", counters.slowConsumersClosed)
         metric("transport_reconnects_total", "counter", "Redials scheduled.", counters.reconnects)
+        metric("transport_refused_by_peers_total", "counter", "Links a peer refused, saying why (logged).", counters.refusedByPeers)
         metric("transport_loop_refused_total", "counter", "Sends from other threads the full event loop refused.", counters.loopRefused)
         metric("client_connections_refused_total", "counter", "Client connections refused at accept (all limits).", counters.clientConnectionsRefused)
         metric("client_connections_per_address_refused_total", "counter", "Client connections refused for the per-address limit.",

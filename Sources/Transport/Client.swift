@@ -183,11 +183,15 @@ final class ClientLink {
                     onReady(tls.negotiated)
                 case .response:
                     onResponse(.success(envelope.payload))
+                case .refusal:
+                    flush()
+                    return close(reason: "refused by the node: \(String(decoding: envelope.payload.prefix(TransportLimits.refusalBytesMax), as: UTF8.self))")
                 default:
                     throw FrameError.unexpected(envelope.kind)
                 }
             }
             flush()
+            if tls.peerClosed { close(reason: "closed by the node") }
         } catch {
             flush()
             close(reason: "\(error)")

@@ -15,7 +15,8 @@ final class Connection {
     let isClient: Bool
     private(set) var peerID: String?
     private(set) var isEstablished = false
-    private var helloSent = false
+    /// The handshake's end was handled (the peer's certificate checked, a peer's hello sent).
+    private var handshakeHandled = false
     private var decoder = FrameDecoder()
     /// When it last heard from its peer and answered it, its requests, its rate bucket.
     private var times: LinkTimes
@@ -69,15 +70,16 @@ final class Connection {
             flush()
             return close(reason: "\(error)")
         }
-        if tls.isHandshakeDone && !helloSent {
+        if tls.isHandshakeDone && !handshakeHandled {
+            handshakeHandled = true
             negotiated = tls.negotiated
             if !isClient, let problem = transport.admit(tls.peerCertificate, expected: expected) {
                 transport.refused(self, reason: problem)
-                return close(reason: problem)
+                return refuse(problem, reason: problem)
             }
-            helloSent = true
-            let hello = Hello(versions: TransportLimits.protocolVersions, chainId: transport.configuration.chainId, partnerID: transport.configuration.selfID)
-            write(.hello, hello.wireBytes)
+            // Peers send their hellos at once, both ways; a client gets the node's hello only
+            // once its own is accepted, so that a refused client hears the refusal first.
+            if !isClient { sendHello(transport) }
         }
         decoder.append(plaintext)
         do {
@@ -92,13 +94,19 @@ final class Connection {
             case .malformed, .unexpected: transport.count { $0.malformedFrames += 1 }
             }
             transport.refused(self, reason: "\(error)")
-            return close(reason: "\(error)")
+            return refuse("\(error)", reason: "\(error)")
         }
+        if tls.peerClosed { return close(reason: "\(TLSSession.Failure.closedByPeer)") }
         flush()
     }
 
     private func handle(_ envelope: Envelope<TransportKind>, _ transport: Transport) throws(FrameError) {
         guard isEstablished else {
+            if envelope.kind == .refusal, !isClient {
+                let said = String(decoding: envelope.payload.prefix(TransportLimits.refusalBytesMax), as: UTF8.self)
+                transport.refusedBy(self, reason: said)
+                return close(reason: "refused by the peer: \(said)")
+            }
             guard envelope.kind == .hello else { throw .unexpected(envelope.kind) }
             let hello: Hello
             do { hello = try envelope.decodePayload(as: Hello.self) } catch { throw .malformed(error) }
@@ -114,16 +122,16 @@ final class Connection {
             guard isClient else { throw .unexpected(envelope.kind) }
             guard times.requestsInFlight < transport.configuration.clientRequestsInFlightMax else {
                 transport.refused(self, reason: "over \(transport.configuration.clientRequestsInFlightMax) requests in flight")
-                return close(reason: "too many requests in flight")
+                return refuse("over \(transport.configuration.clientRequestsInFlightMax) requests in flight", reason: "too many requests in flight")
             }
             let rate = transport.configuration.clientRequestsPerSecondMax
             guard times.takeRequest(at: times.lastReceived, rate: rate) else {
                 transport.count { $0.clientRateLimited += 1 }
                 transport.refused(self, reason: "over \(rate) requests per second")
-                return close(reason: "too many requests per second")
+                return refuse("over \(rate) requests per second", reason: "too many requests per second")
             }
             transport.request(envelope.payload, on: self)
-        case .hello, .response:
+        case .hello, .response, .refusal:
             throw .unexpected(envelope.kind)
         }
     }
@@ -132,27 +140,27 @@ final class Connection {
         let configuration = transport.configuration
         guard hello.versions.overlaps(TransportLimits.protocolVersions) else {
             transport.refused(self, reason: "protocol versions \(hello.versions) not supported")
-            return close(reason: "protocol version")
+            return refuse("protocol versions \(hello.versions) not supported here (\(TransportLimits.protocolVersions))", reason: "protocol version")
         }
         guard hello.chainId == configuration.chainId else {
             transport.refused(self, reason: "chain '\(hello.chainId)' is not '\(configuration.chainId)'")
-            return close(reason: "wrong chain")
+            return refuse("chain '\(hello.chainId)' is not '\(configuration.chainId)'", reason: "wrong chain")
         }
         if isClient {
             isEstablished = true
             peerID = "client \(address)"
-            return
+            return sendHello(transport)
         }
         guard let certificate = tls.peerCertificate, certificate.commonName == hello.partnerID else {
             transport.refused(self, reason: "hello names '\(hello.partnerID)', certificate another partner")
-            return close(reason: "identity mismatch")
+            return refuse("the hello names '\(hello.partnerID)', the certificate another partner", reason: "identity mismatch")
         }
         peerID = hello.partnerID
         isEstablished = true
         guard transport.established(self, peer: hello.partnerID) else {
             transport.refused(self, reason: "inbound link from \(hello.partnerID): the lower id dials")
             peerID = nil
-            return close(reason: "wrong direction")
+            return refuse("\(configuration.selfID) dials \(hello.partnerID), not the other way (the lower id dials)", reason: "wrong direction")
         }
     }
 
@@ -235,6 +243,19 @@ final class Connection {
         flush()  // the alert, if any
         transport?.count { $0.handshakeFailures += 1 }
         transport?.refused(self, reason: reason)
+        close(reason: reason)
+    }
+
+    private func sendHello(_ transport: Transport) {
+        let hello = Hello(versions: TransportLimits.protocolVersions, chainId: transport.configuration.chainId, partnerID: transport.configuration.selfID)
+        write(.hello, hello.wireBytes)
+    }
+
+    /// Tells a peer or a client why its link is refused, then closes it.
+    private func refuse(_ said: String, reason: String) {
+        if tls.isHandshakeDone, !isClosed {
+            write(.refusal, Array(said.utf8.prefix(TransportLimits.refusalBytesMax)))
+        }
         close(reason: reason)
     }
 

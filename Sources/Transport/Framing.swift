@@ -14,9 +14,15 @@ public enum TransportKind: UInt16, WireMessageKind, CaseIterable {
     /// A client's request and the node's response, on the client port.
     case request = 5
     case response = 6
+    /// Why a link is refused, sent by the refusing side before it closes (UTF-8, at most
+    /// `TransportLimits.refusalBytesMax`), so that both sides log who refused whom and why.
+    /// A build without it counts it as a malformed frame on a link that closes anyway.
+    case refusal = 7
 }
 
 public enum TransportLimits {
+    /// The longest refusal reason sent (`TransportKind.refusal`), in bytes.
+    public static let refusalBytesMax = 256
     /// The protocol versions this build speaks (exchanged in the hello).
     public static let protocolVersions: ClosedRange<UInt16> = 1...1
     /// The largest frame: a full envelope. A length prefix above it closes the link.

@@ -102,6 +102,9 @@ final class TLSSession {
     func start() throws(Failure) { try advanceHandshake() }
 
     /// Feeds ciphertext from the network; returns the plaintext it completes.
+    /// The peer closed the session after the plaintext `receive` last returned.
+    private(set) var peerClosed = false
+
     func receive(_ bytes: UnsafeRawBufferPointer) throws(Failure) -> [UInt8] {
         var offset = 0
         while offset < bytes.count {
@@ -120,7 +123,12 @@ final class TLSSession {
             }
             let error = SSL_get_error(ssl, count)
             if error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE { break }
-            if error == SSL_ERROR_ZERO_RETURN { throw .closedByPeer }
+            if error == SSL_ERROR_ZERO_RETURN {
+                // The peer's close_notify: what it sent before (a refusal, say) is still read.
+                guard !plaintext.isEmpty else { throw .closedByPeer }
+                peerClosed = true
+                break
+            }
             throw .protocolError(OpenSSLError("SSL_read").description)
         }
         return plaintext

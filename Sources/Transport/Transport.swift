@@ -39,6 +39,9 @@ public struct TransportConfiguration: Sendable {
     /// a peer's loop busy executing and committing a large block sends nothing meanwhile.
     public var deadAfterMilliseconds: UInt64 = 5_000
     public var handshakeTimeoutMilliseconds: UInt64 = 3_000
+    /// A peer that dials this node (the lower id dials) and has not linked this long after
+    /// the start is named in a warning, once.
+    public var dialerSilenceWarningMilliseconds: UInt64 = 30_000
     public var reconnectMinMilliseconds: UInt64 = 50
     public var reconnectMaxMilliseconds: UInt64 = 3_000
     /// Per link: above this many queued bytes gossip is dropped; above four times this,
@@ -74,6 +77,10 @@ public enum TransportEvent: Sendable, Equatable {
     case peerDisconnected(String, reason: String)
     /// A connection refused or closed for what it sent or presented.
     case refused(address: String, reason: String)
+    /// A peer refused this node's link, saying why (logged as a warning).
+    case refusedBy(peer: String, reason: String)
+    /// A peer that dials this node (its id is lower) had not linked `dialerSilenceWarningMilliseconds` after the start (logged once).
+    case dialerSilent(String)
 }
 
 /// Counters, read with `Transport.counters` (for the metrics endpoint and tests).
@@ -88,6 +95,8 @@ public struct TransportCounters: Sendable, Equatable {
     public var gossipDropped = 0
     public var slowConsumersClosed = 0
     public var reconnects = 0
+    /// Links a peer refused, saying why (`TransportKind.refusal`).
+    public var refusedByPeers = 0
     public var clientConnectionsRefused = 0
     /// Of those, refused for the per-address limit.
     public var clientConnectionsPerAddressRefused = 0
@@ -116,6 +125,12 @@ public final class Transport: @unchecked Sendable {
     private var clientListener: TCPListener?
     private var links: [String: Connection] = [:]
     private var dialing: Set<String> = []
+    /// The last refusal logged as a warning, per peer (the same one again is logged at debug).
+    private var refusalsLogged: [String: String] = [:]
+    /// When the transport started, and the peers that dial this node and were said (once)
+    /// not to have linked yet.
+    private var startedAt: UInt64 = 0
+    private var silentDialersWarned: Set<String> = []
     private lazy var backoff = RedialBackoff(minimum: configuration.reconnectMinMilliseconds, maximum: configuration.reconnectMaxMilliseconds)
     private var pending: Set<ObjectIdentifier> = []
     private var connections: [ObjectIdentifier: Connection] = [:]
@@ -192,7 +207,20 @@ public final class Transport: @unchecked Sendable {
         turnHooks = [LoopPhaseHook.Phase.beforePoll, .afterPoll].map { phase in
             LoopPhaseHook(loop: loop, phase: phase) { [weak self] in self?.writeGathered() }
         }
+        startedAt = now(loop)
+        sayWhoDials()
         for peer in configuration.peers where configuration.selfID < peer.id { dial(peer) }
+    }
+
+    /// Logs which peers this node dials and which it waits for (the lower id dials): a node
+    /// whose id sorts after every peer dials nobody, and says so.
+    private func sayWhoDials() {
+        let dials = configuration.peers.filter { configuration.selfID < $0.id }.map(\.id)
+        let waits = configuration.peers.filter { $0.id < configuration.selfID }.map(\.id)
+        logger.notice("links: the lower id dials", metadata: [
+            "dials": "\(dials.isEmpty ? "nobody" : dials.joined(separator: ", "))",
+            "waits for": "\(waits.isEmpty ? "nobody" : waits.joined(separator: ", "))",
+        ])
     }
 
     /// Changes the validators to link with and the registry (a validator-set change, a
@@ -211,6 +239,7 @@ public final class Transport: @unchecked Sendable {
                     link.close(reason: stillPeer ? "certificate no longer accepted" : "no longer a validator")
                 }
             }
+            if Set(peers.map(\.id)) != Set(links.keys).union(dialing) { sayWhoDials() }
             for peer in peers where configuration.selfID < peer.id { dial(peer) }
         }
     }
@@ -424,6 +453,7 @@ public final class Transport: @unchecked Sendable {
         if let old = links[peer], old !== connection { old.close(reason: "replaced by a new link") }
         links[peer] = connection
         dialing.remove(peer)
+        refusalsLogged[peer] = nil
         backoff.linked(peer)
         logger.info("peer connected", metadata: ["peer": "\(peer)", "tls": "\(connection.negotiated)", "openssl": "\(openSSLVersion)"])
         onEvent?(.peerConnected(peer, negotiated: connection.negotiated))
@@ -447,9 +477,25 @@ public final class Transport: @unchecked Sendable {
         }
     }
 
+    /// A peer refused the link this node made or accepted, and said why.
+    func refusedBy(_ connection: Connection, reason: String) {
+        count { $0.refusedByPeers += 1 }
+        let peer = connection.expected ?? connection.tls.peerCertificate?.commonName ?? connection.address
+        if refusalsLogged[peer] != reason {
+            refusalsLogged[peer] = reason
+            logger.warning("refused by a peer", metadata: ["peer": "\(peer)", "address": "\(connection.address)", "reason": "\(reason)"])
+            onEvent?(.refusedBy(peer: peer, reason: reason))
+        } else {
+            logger.debug("refused by a peer again", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
+        }
+    }
+
     func refused(_ connection: Connection, reason: String) {
         count { $0.refusedPeers += 1 }
-        logger.warning("connection refused", metadata: ["address": "\(connection.address)", "reason": "\(reason)"])
+        logger.warning("connection refused", metadata: [
+            "address": "\(connection.address)", "peer": "\(connection.tls.peerCertificate?.commonName ?? connection.expected ?? "unknown")",
+            "reason": "\(reason)",
+        ])
         onEvent?(.refused(address: connection.address, reason: reason))
     }
 
@@ -462,7 +508,7 @@ public final class Transport: @unchecked Sendable {
             send(.gossip, payload, to: links.lazy.filter { $0.key != peer }.map(\.value))
         case .consensus:
             onMessage?(peer, kind, payload)
-        case .hello, .heartbeat, .request, .response:
+        case .hello, .heartbeat, .request, .response, .refusal:
             break
         }
     }
@@ -503,6 +549,16 @@ public final class Transport: @unchecked Sendable {
 
     private func beat() {
         let now = now(loop)
+        if now >= startedAt + configuration.dialerSilenceWarningMilliseconds {
+            for peer in configuration.peers where peer.id < configuration.selfID && links[peer.id] == nil && !silentDialersWarned.contains(peer.id) {
+                silentDialersWarned.insert(peer.id)
+                logger.warning(
+                    "no link from a peer that dials this node",
+                    metadata: ["peer": "\(peer.id)", "after ms": "\(now - startedAt)",
+                               "check": "\(peer.id) runs, lists this node (\(configuration.selfID)) with an address it reaches, and its log for a refusal"])
+                onEvent?(.dialerSilent(peer.id))
+            }
+        }
         for connection in Array(connections.values) {
             switch connection.beat(now: now, idleLimit: configuration.clientIdleMilliseconds, deadAfter: configuration.deadAfterMilliseconds) {
             case .keep: break

@@ -186,6 +186,10 @@ func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportC
                 return server.refusals.count > before || intruder.refusals.count > 0
             }, "\(name) was not refused")
             #expect(server.transport.linkedPeers().isEmpty, "\(name) got a link")
+            // Refused after the handshake (by the registry), the dialer is told why, and logs it.
+            if ["unknown partner", "another partner's id", "revoked"].contains(name) {
+                #expect(eventually { intruder.transport.counters.refusedByPeers > 0 }, "\(name): the refused side was not told")
+            }
             intruder.stop()
         }
         let reasons = server.refusals.joined(separator: " | ")
@@ -199,6 +203,30 @@ func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportC
         let p0 = try Node(genuine)
         defer { p0.stop() }
         #expect(eventually { server.transport.linkedPeers() == ["p0"] })
+    }
+
+    /// Who refused whom is said on both sides: a node refused for its certificate hears the
+    /// reason; a node waiting for a peer that should dial it (the lower id dials) says so.
+    @Test func bothSidesOfARefusalSayWhyAndASilentDialerIsNamed() throws {
+        let consortium = try Consortium(count: 3)
+        var listening = consortium.configuration(1)
+        listening.registry["p0"] = SHA256.hash("another key")  // p0's key differs from p1's registry
+        let server = try Node(listening)
+        defer { server.stop() }
+        var dialing = consortium.configuration(0)
+        dialing.peers = [PeerAddress(id: "p1", host: "127.0.0.1", port: server.transport.peerPort)]
+        let refused = try Node(dialing)
+        defer { refused.stop() }
+        #expect(eventually {
+            refused.events.withLock { $0.contains { if case let .refusedBy(peer, reason) = $0 { return peer == "p1" && reason.contains("differs from the registry") } else { return false } } }
+        }, "\(refused.events.withLock { $0 })")
+
+        var waiting = consortium.configuration(2)
+        waiting.dialerSilenceWarningMilliseconds = 300
+        waiting.peers = [PeerAddress(id: "p0", host: "127.0.0.1", port: 1)]  // p0 dials p2, and never does
+        let lonely = try Node(waiting)
+        defer { lonely.stop() }
+        #expect(eventually { lonely.events.withLock { $0.contains(.dialerSilent("p0")) } })
     }
 
     @Test func garbageOversizedFramesAndSlowConsumersHarmOnlyTheirLink() throws {
@@ -295,10 +323,12 @@ func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportC
         #expect(try next.request([7]) == [7])
         next.close()
 
-        // A client of another chain is refused.
-        #expect(throws: ClientError.self) {
+        // A client of another chain is refused, and told why.
+        #expect {
             let stranger = try TransportClient(host: "127.0.0.1", port: node.transport.clientPort, ca: consortium.ca, chainId: "other", timeoutMilliseconds: 3_000)
             stranger.close()
+        } throws: { error in
+            error is ClientError && "\(error)".contains("refused by the node: chain 'other' is not '\(Consortium.chainId)'")
         }
     }
 
