@@ -190,7 +190,7 @@ struct Status: ParsableCommand {
         connection.emit([
             ("partner", status.partner), ("height", "\(status.height)"), ("stateRoot", status.stateRoot.hex), ("view", "\(status.view)"),
             ("epochFrom", "\(status.epochFirstSeq)"), ("peers", status.peers.joined(separator: ",")), ("mempool", "\(status.mempool)"),
-        ])
+        ] + status.operatorFields)
     }
 }
 

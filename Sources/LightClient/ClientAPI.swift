@@ -113,11 +113,27 @@ public struct NodeStatus: Hashable, Sendable, WireCodable {
     public var transactionsApplied: UInt64
     public var cpuMilliseconds: UInt64
     public var uptimeMilliseconds: UInt64
+    /// The highest height the node knows is final (from its peers' votes and checkpoints):
+    /// `knownFinalHeight - height` blocks behind, caught up when equal.
+    public var knownFinalHeight: UInt64
+    /// A validator set scheduled to take over at `pendingFromHeight` (partner ids), if any.
+    public var pendingValidators: [String]
+    public var pendingFromHeight: UInt64?
+    /// Of the latest `recentCertificates` blocks executed, those whose commit certificate
+    /// carries this node's vote.
+    public var recentCertificates: UInt32
+    public var recentCertificatesSigned: UInt32
 
     public init(
         partner: String, height: UInt64, stateRoot: SHA256Digest, view: UInt64, epochFirstSeq: UInt64, peers: [String], mempool: UInt64,
-        transactionsApplied: UInt64 = 0, cpuMilliseconds: UInt64 = 0, uptimeMilliseconds: UInt64 = 0
+        transactionsApplied: UInt64 = 0, cpuMilliseconds: UInt64 = 0, uptimeMilliseconds: UInt64 = 0, knownFinalHeight: UInt64? = nil,
+        pendingValidators: [String] = [], pendingFromHeight: UInt64? = nil, recentCertificates: UInt32 = 0, recentCertificatesSigned: UInt32 = 0
     ) {
+        self.knownFinalHeight = knownFinalHeight ?? height
+        self.pendingValidators = pendingValidators
+        self.pendingFromHeight = pendingFromHeight
+        self.recentCertificates = recentCertificates
+        self.recentCertificatesSigned = recentCertificatesSigned
         self.partner = partner
         self.height = height
         self.stateRoot = stateRoot
@@ -142,6 +158,12 @@ public struct NodeStatus: Hashable, Sendable, WireCodable {
         writer.write(transactionsApplied)
         writer.write(cpuMilliseconds)
         writer.write(uptimeMilliseconds)
+        writer.write(knownFinalHeight)
+        writer.write(UInt32(pendingValidators.count))
+        for partner in pendingValidators { writer.writeString(partner) }
+        writer.write(pendingFromHeight ?? 0)
+        writer.write(recentCertificates)
+        writer.write(recentCertificatesSigned)
     }
 
     public init(from reader: inout WireReader) throws(WireError) {
@@ -158,6 +180,40 @@ public struct NodeStatus: Hashable, Sendable, WireCodable {
         transactionsApplied = try reader.readUInt64("status.transactionsApplied")
         cpuMilliseconds = try reader.readUInt64("status.cpuMilliseconds")
         uptimeMilliseconds = try reader.readUInt64("status.uptimeMilliseconds")
+        // A node of a build before these fields ends here: they take what it would say.
+        guard !reader.isAtEnd else {
+            (knownFinalHeight, pendingValidators, pendingFromHeight, recentCertificates, recentCertificatesSigned) = (height, [], nil, 0, 0)
+            return
+        }
+        knownFinalHeight = try reader.readUInt64("status.knownFinalHeight")
+        var pending: [String] = []
+        for _ in 0..<(try reader.readCount("status.pendingValidators", maximum: 1_024)) {
+            pending.append(try reader.readString("status.pendingValidator", maximumBytes: 64))
+        }
+        pendingValidators = pending
+        let from = try reader.readUInt64("status.pendingFromHeight")
+        pendingFromHeight = from == 0 ? nil : from
+        recentCertificates = try reader.readUInt32("status.recentCertificates")
+        recentCertificatesSigned = try reader.readUInt32("status.recentCertificatesSigned")
+        guard recentCertificatesSigned <= recentCertificates else {
+            throw .invalidValue(field: "status.recentCertificatesSigned", offset: reader.offset, reason: "more than the certificates counted")
+        }
+    }
+}
+
+extension NodeStatus {
+    /// What an operator asks of a node beyond its height, as `calisson status` and
+    /// `calisson-node status` print it: caught up or behind, the validator set to come,
+    /// its own votes in recent certificates.
+    public var operatorFields: [(String, String)] {
+        let behind = knownFinalHeight > height ? knownFinalHeight - height : 0
+        return [
+            ("final", behind == 0 ? "caught up (no later final block known)" : "\(behind) blocks behind (\(knownFinalHeight) known final)"),
+            ("pendingValidators", pendingFromHeight.map { "\(pendingValidators.joined(separator: ",")) from height \($0)" } ?? "none"),
+            ("ownVotes", recentCertificates == 0
+                ? "no block executed since the node started"
+                : "in \(recentCertificatesSigned) of the last \(recentCertificates) blocks' commit certificates"),
+        ]
     }
 }
 

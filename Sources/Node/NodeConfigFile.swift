@@ -51,6 +51,8 @@ public struct NodeConfigFile: Codable, Sendable, Equatable {
     public var storageMapMegabytes: Int?
     /// The database's page cache, MiB (default 16, 1...4096).
     public var storageCacheMegabytes: Int?
+    /// WAL size past which it is copied into the main file, MiB (default 40, 1...1024).
+    public var storageWALMegabytes: Int?
     /// Client port limits (Docs/SECURITY.md): connections at once (default 256, 1...65536),
     /// per IP address (default 64, 1...65536), requests per second per connection (default
     /// 2000, 1...1000000), seconds a client may idle (default 30, 1...86400).
@@ -122,6 +124,7 @@ extension NodeConfigFile {
         metricsPort = try c.integerIfPresent(.metricsPort)
         storageMapMegabytes = try c.integerIfPresent(.storageMapMegabytes)
         storageCacheMegabytes = try c.integerIfPresent(.storageCacheMegabytes)
+        storageWALMegabytes = try c.integerIfPresent(.storageWALMegabytes)
         clientConnectionsMax = try c.integerIfPresent(.clientConnectionsMax)
         clientConnectionsPerAddressMax = try c.integerIfPresent(.clientConnectionsPerAddressMax)
         clientRequestsPerSecondMax = try c.integerIfPresent(.clientRequestsPerSecondMax)
@@ -161,6 +164,10 @@ extension NodeConfigFile {
         guard (1...4_096).contains(cacheMegabytes) else {
             throw ConfigError(field: "storageCacheMegabytes", reason: "\(cacheMegabytes) is outside 1...4096")
         }
+        let walMegabytes = storageWALMegabytes ?? Int(NodeStore.Tuning.default.walCheckpointPages) / 256
+        guard (1...1_024).contains(walMegabytes) else {
+            throw ConfigError(field: "storageWALMegabytes", reason: "\(walMegabytes) is outside 1...1024")
+        }
         let mempool = mempoolMax ?? 100_000
         guard (1...10_000_000).contains(mempool) else { throw ConfigError(field: "mempoolMax", reason: "\(mempool) is outside 1...10000000") }
         if let retainBlocks, retainBlocks < NodeConfiguration.retainBlocksMin {
@@ -188,6 +195,7 @@ extension NodeConfigFile {
         configuration.mempoolCountMax = mempool
         configuration.metricsPort = metricsPort
         configuration.storage = NodeStore.Tuning(mapBytes: mapMegabytes << 20, cacheBytes: cacheMegabytes << 20)
+        configuration.storage.walCheckpointPages = Int32(walMegabytes * 256)  // 4 KiB pages
         configuration.retainBlocks = retainBlocks
         return configuration
     }

@@ -230,12 +230,18 @@ extension NodeRuntime {
         let request: ClientRequest
         do { request = try ClientRequest(wireBytes: bytes).bounded } catch { return respond(ClientResponse.error("\(error)").wireBytes) }
         let ledger = core.ledger
+        // A validator set scheduled after the current epoch (a governance change not in force yet).
+        let pending = core.replica.schedule.epochs.last.flatMap { $0.firstSeq > core.replica.epoch.firstSeq ? $0 : nil }
+        let name = { [core] (key: ValidatorID) in core.partnersByValidator[key] ?? "key \(key.bytes.hex.prefix(16))" }
         let outcome = ClientAnswers(store: store, ledger: ledger).outcome(of: request) {
             NodeStatus(
                 partner: configuration.transport.selfID, height: ledger.height, stateRoot: ledger.stateRoot, view: core.replica.view,
                 epochFirstSeq: core.replica.epoch.firstSeq, peers: transport.linkedPeersOnLoop(), mempool: UInt64(core.mempool.count),
                 transactionsApplied: UInt64(clamping: core.counters.applied), cpuMilliseconds: ProcessUsage.cpuMilliseconds(),
-                uptimeMilliseconds: UInt64(clamping: started.duration(to: .now).components.seconds) &* 1_000)
+                uptimeMilliseconds: UInt64(clamping: started.duration(to: .now).components.seconds) &* 1_000,
+                knownFinalHeight: max(ledger.height, core.replica.knownFinalSeq), pendingValidators: pending.map { $0.validators.validators.map(name) } ?? [],
+                pendingFromHeight: pending?.firstSeq, recentCertificates: UInt32(clamping: core.counters.recentCertificates),
+                recentCertificatesSigned: UInt32(clamping: core.counters.recentCertificatesSigned))
         }
         let tick = configuration.tickMilliseconds
         switch outcome {

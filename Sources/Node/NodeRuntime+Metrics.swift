@@ -88,6 +88,14 @@ extension NodeRuntime {
         metric("loop_queue_refused_total", "counter", "Work the event loop refused with its queue full.", loop.refusedFull)
         metric("loop_queue_peak", "gauge", "The most work items that waited for the event loop at once.", loop.queueCountPeak)
         let set = core.replica.epoch.validators
+        metric("known_final_height", "gauge", "The highest height known final (from peers' votes and checkpoints); above calisson_height: behind.",
+               max(core.ledger.height, core.replica.knownFinalSeq))
+        metric("pending_validator_set_from_height", "gauge", "Height from which a scheduled validator set takes over (0: none).",
+               core.replica.schedule.epochs.last.map { $0.firstSeq > core.replica.epoch.firstSeq ? $0.firstSeq : 0 } ?? 0)
+        metric("recent_certificates", "gauge", "Latest blocks executed (at most 64) counted in calisson_recent_certificates_signed.",
+               core.counters.recentCertificates)
+        metric("recent_certificates_signed", "gauge", "Of those, blocks whose commit certificate carries this node's vote.",
+               core.counters.recentCertificatesSigned)
         metric("validator_set_size", "gauge", "Validators in the current consensus epoch's set.", set.validators.count)
         metric("quorum", "gauge", "Votes a quorum of the current set needs.", set.quorum)
         lines += validatorCommitLines()

@@ -113,6 +113,7 @@ extension NodeCore {
         if outcome.partnersChanged { effects.append(.partnersChanged) }
         lastProgressTick = tickCount
         counters.blocksExecuted += 1
+        counters.certificate(signed: certified.certificate.commits.contains { $0.signer == replica.id })
         for result in outcome.results { if result == .applied { counters.applied += 1 } else { counters.rejected += 1 } }
         effects.append(.event(.executed(height: block.seq, stateRoot: outcome.stateRoot)))
         return .executed(seq: block.seq, stateRoot: outcome.stateRoot, validators: newSet)

@@ -173,6 +173,17 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
     public struct Counters: Sendable {
         public var admitted = 0, refused = 0, blocksExecuted = 0, applied = 0, rejected = 0
         public var undecodable = 0, badSignatures = 0, consensusRejected = 0, equivocations = 0, verificationDropped = 0
+        /// Whether this validator's commit vote is in the certificates of the latest 64
+        /// blocks executed, a bit per block (the lowest the latest): a certificate holds the
+        /// first quorum of votes, so a healthy validator is in most, not all.
+        public var recentCertificatesSignedBits: UInt64 = 0
+        public var recentCertificates = 0
+        public var recentCertificatesSigned: Int { (recentCertificatesSignedBits & (recentCertificates >= 64 ? .max : (1 << recentCertificates) - 1)).nonzeroBitCount }
+
+        mutating func certificate(signed: Bool) {
+            recentCertificatesSignedBits = recentCertificatesSignedBits << 1 | (signed ? 1 : 0)
+            recentCertificates = min(64, recentCertificates + 1)
+        }
     }
 
     /// A core over `storage`: a new storage gets the genesis; one already written is

@@ -71,7 +71,7 @@ public final class NodeStore {
         public var cacheBytes: Int
         /// WAL pages (4 KiB) past which it is copied into the main file, off the writer's
         /// thread (`WALCheckpointer`): ~40 MiB, so that a page many blocks rewrite is copied once.
-        public var walCheckpointPages: Int32 = 10_000
+        public var walCheckpointPages: Int32 = 10_240
 
         /// By default 32 MiB mapped and a 16 MiB cache: a node under 256 MB with a million
         /// accounts (Docs/BENCHMARKS.md, where the sizes were measured).
@@ -164,6 +164,9 @@ public final class NodeStore {
             // WAL: readers never block the writer; FULL: each commit is fsynced.
             try database.execute("PRAGMA journal_mode = WAL")
             try database.execute("PRAGMA synchronous = FULL")
+            // Once copied, the WAL restarts from its start; its file is cut back to the
+            // threshold then, so it does not keep the largest size a slow checkpoint let it reach.
+            try database.execute("PRAGMA journal_size_limit = \(Int64(max(1, tuning.walCheckpointPages)) * 4_096)")
         }
         // Reads through a memory map of the start of the main file rather than pread copies
         // (the tree's upper pages are read by every block). The WAL is read with pread.

@@ -247,6 +247,7 @@ struct Status: ParsableCommand {
         }
         print("partner \(status.partner), height \(status.height), state root \(status.stateRoot.hex), view \(status.view), epoch from \(status.epochFirstSeq)")
         print("linked to: \(status.peers.joined(separator: ", ")); mempool \(status.mempool)")
+        for (name, value) in status.operatorFields { print("\(name): \(value)") }
     }
 }
 

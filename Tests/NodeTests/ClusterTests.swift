@@ -194,6 +194,17 @@ struct TestCluster {
         let record = nodes[0].read { $0.store.value(StateKeys.validatorKeys).flatMap { try? ValidatorKeys(wireBytes: $0) } }
         let changedAt = try #require(record.flatMap { $0 }).changedAt
         let boundary = TrustedValidators.boundary(changedAt: changedAt)
+        // Before the boundary, a node's status names the set to come and the height it takes over.
+        let client = try TransportClient(host: "127.0.0.1", port: nodes[0].transport.clientPort, ca: cluster.ca, chainId: TestCluster.chainId)
+        defer { client.close() }
+        func status() throws -> NodeStatus? {
+            guard case let .status(status) = try ClientResponse(wireBytes: try client.request(ClientRequest.status.wireBytes)) else { return nil }
+            return status
+        }
+        let pending = try #require(try status())
+        #expect(pending.pendingValidators == ["p0", "p1", "p2"] && pending.pendingFromHeight.map { $0 > changedAt && $0 <= boundary + 1 } == true,
+                "\(pending.pendingValidators) from \(String(describing: pending.pendingFromHeight)), changed at \(changedAt), boundary \(boundary)")
+        #expect(pending.knownFinalHeight >= pending.height && pending.recentCertificates > 0 && pending.recentCertificatesSigned <= pending.recentCertificates)
         // Blocks until a checkpoint of the new epoch is stable.
         var nonce: UInt64 = 0
         while nodes[0].height < boundary + 2 * TrustedValidators.checkpointInterval + 2 && nonce < 200 {
@@ -202,8 +213,8 @@ struct TestCluster {
             nonce += 1
             _ = eventually(5) { nodes[0].height > before }
         }
-        let client = try TransportClient(host: "127.0.0.1", port: nodes[0].transport.clientPort, ca: cluster.ca, chainId: TestCluster.chainId)
-        defer { client.close() }
+        let after = try #require(try status())
+        #expect(after.pendingValidators.isEmpty && after.pendingFromHeight == nil, "\(after.pendingValidators)")
         guard case let .handovers(list) = try ClientResponse(wireBytes: try client.request(ClientRequest.handovers(after: 0).wireBytes)) else {
             Issue.record("no handovers answer")
             return

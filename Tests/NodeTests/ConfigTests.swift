@@ -69,6 +69,10 @@ import Transport
         }
         #expect(field { $0.storageMapMegabytes = -1 } == "storageMapMegabytes")
         #expect(field { $0.retainBlocks = 999 } == "retainBlocks")
+        #expect(field { $0.storageWALMegabytes = 0 } == "storageWALMegabytes")
+        #expect(field { $0.storageWALMegabytes = 1_025 } == "storageWALMegabytes")
+        #expect(try { var changed = config; changed.storageWALMegabytes = 8; return try changed.resolve(relativeTo: directory).storage.walCheckpointPages }() == 2_048)
+        #expect(loaded.storage.walCheckpointPages == 10_240)  // 40 MiB
         #expect(field { $0.retainBlocks = 0 } == "retainBlocks")
         #expect(field { $0.retainBlocks = UInt64.max } == nil)  // keeps every body there is
         #expect(loaded.retainBlocks == nil)

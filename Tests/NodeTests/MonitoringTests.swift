@@ -3,7 +3,9 @@
 // Grafana dashboard read is one a node exports, and a node's /metrics passes promtool's lint.
 import CalissonTestKit
 import Foundation
+import LightClient
 import Node
+import Wire
 import Testing
 
 @Suite(.serialized, .onOwnThreads) struct MonitoringTests {
@@ -46,6 +48,12 @@ import Testing
         let received = body.split(separator: "\n").first { $0.hasPrefix("calisson_validator_commits_received_total{validator=\"p0\"} ") }
         #expect(received.flatMap { UInt64($0.split(separator: " ")[1]) }.map { $0 >= 8 } == true, "\(body)")
         #expect(body.contains("calisson_validator_commits_missed_total{validator=\"p0\"} 0"), "its own votes are never missed")
+        func gauge(_ name: String) -> String? {
+            body.split(separator: "\n").first { $0.hasPrefix("calisson_\(name) ") }.map { String($0.split(separator: " ")[1]) }
+        }
+        // A lone validator: every certificate is its own vote.
+        #expect(gauge("recent_certificates") != "0" && gauge("recent_certificates") == gauge("recent_certificates_signed"), "\(body)")
+        #expect(gauge("pending_validator_set_from_height") == "0")
 
         let exported = Set(body.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }.map { String($0.split(separator: " ")[2]) })
         let pattern = try NSRegularExpression(pattern: "calisson_[a-z_]+")
@@ -62,6 +70,28 @@ import Testing
         guard FileManager.default.isExecutableFile(atPath: Self.promtool) else { return }
         let lint = try run("/bin/sh", ["-c", "\(Self.promtool) check metrics < \(metricsFile)"])
         #expect(lint.status == 0, "promtool check metrics: \(lint.output) \(lint.errors)")
+    }
+
+    /// A status carries what an operator asks (behind or caught up, the set to come, its
+    /// own votes); one from a node built before those fields still decodes, with defaults.
+    @Test func aStatusCarriesTheOperatorsFieldsAndAnOlderOneStillDecodes() throws {
+        let status = NodeStatus(
+            partner: "rtm", height: 90, stateRoot: .zero, view: 2, epochFirstSeq: 1, peers: ["metropole"], mempool: 3, knownFinalHeight: 97,
+            pendingValidators: ["metropole", "rtm", "friche"], pendingFromHeight: 129, recentCertificates: 100, recentCertificatesSigned: 74)
+        #expect(try NodeStatus(wireBytes: status.wireBytes) == status)
+        let fields = Dictionary(uniqueKeysWithValues: status.operatorFields)
+        #expect(fields["final"] == "7 blocks behind (97 known final)")
+        #expect(fields["pendingValidators"] == "metropole,rtm,friche from height 129")
+        #expect(fields["ownVotes"] == "in 74 of the last 100 blocks' commit certificates")
+        // The form of a build before these fields: everything up to the uptime.
+        let older = NodeStatus(partner: "rtm", height: 90, stateRoot: .zero, view: 2, epochFirstSeq: 1, peers: ["metropole"], mempool: 3)
+        let cut = Array(older.wireBytes.dropLast(8 + 4 + 8 + 4 + 4))  // known final, pending count, from, certificates, signed
+        let decoded = try NodeStatus(wireBytes: cut)
+        #expect(decoded == older && decoded.knownFinalHeight == 90 && decoded.pendingFromHeight == nil)
+        #expect(Dictionary(uniqueKeysWithValues: decoded.operatorFields)["final"] == "caught up (no later final block known)")
+        var lying = status
+        lying.recentCertificatesSigned = 101
+        #expect(throws: WireError.self) { _ = try NodeStatus(wireBytes: lying.wireBytes) }
     }
 
     /// The dashboard is JSON Grafana imports: unique panel ids, a title and a query per panel.
