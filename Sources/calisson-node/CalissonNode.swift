@@ -52,8 +52,9 @@ struct Init: ParsableCommand {
         let genesisFile: GenesisFile
         do { genesisFile = try JSONFile.decode(GenesisFile.self, path: genesis) } catch { throw ValidationError("--genesis \(genesis): \(error)") }
         let known = Set(genesisFile.partners.map(\.id))
-        guard known.contains(partner) else {
-            throw ValidationError("--partner \(partner) is not a partner of the genesis (\(known.sorted().joined(separator: ", ")))")
+        guard Identifier(partner) != nil else { throw ValidationError("--partner \(partner): 1-32 of a-z, 0-9, '-'") }
+        if !known.contains(partner) {
+            print("note: \(partner) is not in the genesis: its node links once governance has admitted it (Docs/OPERATIONS.md)")
         }
         var peers = try peer.map { try Self.peerAddress($0, "--peer") }
         for entry in peers where !known.contains(entry.id) {

@@ -110,8 +110,9 @@ import Wire
             #expect(refused.status != 0 && refused.errors.contains(message), "\(extra): \(refused.errors)")
             #expect(!FileManager.default.fileExists(atPath: out), "\(extra): \(out) was left behind")
         }
-        let other = try run("\(bin)/calisson-node", initialize + ["--keys", keys, "--partner", "rtm"])
-        #expect(other.status != 0 && other.errors.contains("not a partner of the genesis"), "\(other.errors)")
+        let other = try run("\(bin)/calisson-node", initialize + ["--keys", keys, "--partner", "Not An Id"])
+        #expect(other.status != 0 && other.errors.contains("--partner Not An Id"), "\(other.errors)")
+        #expect(!FileManager.default.fileExists(atPath: out))
         let made = try run("\(bin)/calisson-node", initialize + ["--keys", keys, "--admitted-peer", "cycles-azur@127.0.0.1:7200"])
         #expect(made.status == 0 && made.output.contains("ready in"), "\(made.errors)")
         let files = try FileManager.default.contentsOfDirectory(atPath: out).sorted()

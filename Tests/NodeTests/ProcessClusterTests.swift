@@ -43,8 +43,8 @@ struct Ran {
 }
 
 /// Runs an executable to completion, with its output.
-func run(_ executable: String, _ arguments: [String], timeout: Double = 60) throws -> Ran {
-    let process = try ChildProcess(executable, arguments, output: .pipe, errors: .pipe)
+func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, timeout: Double = 60) throws -> Ran {
+    let process = try ChildProcess(executable, arguments, environment: environment, output: .pipe, errors: .pipe)
     // Read both pipes to the end before waiting: a full pipe would block the child.
     let collected = Locked<(Data, Data)>((Data(), Data()))
     let readers = DispatchGroup()

@@ -1,0 +1,35 @@
+// The joining walk-through of Docs/OPERATIONS.md, as the script an operator can follow
+// (Cluster/join): a new partner's keys, its certificate, its admission, its node's
+// configuration, its catch-up as a learner and its promotion to validator, on a local
+// cluster of four (Cluster/local/up.sh) on loopback.
+import CalissonTestKit
+import Foundation
+import Spawning
+import Testing
+
+@Suite(.serialized, .onOwnThreads) struct JoiningTests {
+    @Test func aNewPartnerJoinsAndValidatesByTheWalkThrough() throws {
+        let bin = try productsDirectory()
+        let home = Scratch.directory("join")
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized.path
+        let environment = ProcessInfo.processInfo.environment.merging([
+            "CALISSON_HOME": home, "BIN": bin, "SKIP_BUILD": "1", "BASE_PORT": "\(UInt16.random(in: 0..<150) * 100 + 20_050)",
+        ]) { $1 }
+        func script(_ path: String, _ arguments: [String] = []) throws -> Ran {
+            try run("/usr/bin/env", ["bash", "\(root)/\(path)"] + arguments, environment: environment, timeout: 300)
+        }
+        let up = try script("Cluster/local/up.sh", ["4"])
+        defer {
+            _ = try? script("Cluster/local/down.sh")
+            try? FileManager.default.removeItem(atPath: home)
+        }
+        #expect(up.status == 0, "\(up.output)\n\(up.errors)")
+        guard up.status == 0 else { return }
+        let joined = try script("Cluster/join")
+        #expect(joined.status == 0 && joined.output.contains("join: done"), "\(joined.output)\n\(joined.errors)")
+        // What an operator reads on the way: the learner caught up, the set to come, its votes counted.
+        #expect(joined.output.contains("final: caught up"), "\(joined.output)")
+        #expect(joined.output.contains("pendingValidators: metropole,rtm,tri-metropole,friche,cycles-azur from height"), "\(joined.output)")
+        #expect(joined.output.contains("cycles-azur "), "the validators listed: \(joined.output)")
+    }
+}
