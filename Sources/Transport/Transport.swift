@@ -230,6 +230,7 @@ public final class Transport: @unchecked Sendable {
     /// full loop queue (only a stopping loop, which links nobody any more, drops it).
     public func update(peers: [PeerAddress], registry: [String: SHA256Digest], revokedSerials: Set<UInt64>) {
         loop.executeWaiting { [self] in
+            let peersChanged = Set(configuration.peers.map(\.id)) != Set(peers.map(\.id))
             configuration.peers = peers
             configuration.registry = registry
             configuration.revokedSerials = revokedSerials
@@ -239,7 +240,7 @@ public final class Transport: @unchecked Sendable {
                     link.close(reason: stillPeer ? "certificate no longer accepted" : "no longer a validator")
                 }
             }
-            if Set(peers.map(\.id)) != Set(links.keys).union(dialing) { sayWhoDials() }
+            if peersChanged { sayWhoDials() }
             for peer in peers where configuration.selfID < peer.id { dial(peer) }
         }
     }
