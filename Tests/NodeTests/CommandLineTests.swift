@@ -119,6 +119,34 @@ import Wire
         #expect(files == ["ca.crt", "config.json", "data", "genesis.json"], "\(files)")
     }
 
+    /// `backup`, `prune` and `restore` from the command line, on the testnet's node once it
+    /// ran and stopped: each says what it did; a second node on the same configuration is
+    /// refused while the first runs.
+    @Test func maintenanceCommandsWorkOnAStoppedNode() throws {
+        let bin = try productsDirectory()
+        let directory = Scratch.directory("maintenance")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let written = try run("\(bin)/calisson-node", ["testnet", "--validators", "1", "--out", directory, "--base-port", "\(UInt16.random(in: 0..<200) * 100 + 10_050)"])
+        #expect(written.status == 0, "\(written.errors)")
+        let config = "\(directory)/metropole/config.json", database = "\(directory)/metropole/data/node.db"
+        let node = try ChildProcess("\(bin)/calisson-node", ["run", "--config", config], output: .null, errors: .null)
+        #expect(eventually(20) { FileManager.default.fileExists(atPath: database + ".lock") && (try? run("\(bin)/calisson-node", ["status", "--config", config]).status) == 0 })
+        let second = try run("\(bin)/calisson-node", ["run", "--config", config], timeout: 30)
+        #expect(second.status != 0 && second.errors.contains("in use by process \(node.pid)"), "\(second.errors)")
+        node.send(SIGTERM)
+        #expect(node.wait().status == 0)
+
+        let backup = try run("\(bin)/calisson-node", ["backup", "--config", config, "--out", "\(directory)/copy.db"])
+        #expect(backup.status == 0 && backup.output.contains("height 0"), "\(backup.output) \(backup.errors)")
+        let prune = try run("\(bin)/calisson-node", ["prune", "--config", config, "--keep-blocks", "1000", "--vacuum"])
+        #expect(prune.status == 0 && prune.output.contains("bodies dropped for 0 blocks this run, kept from height 1"), "\(prune.output) \(prune.errors)")
+        let restore = try run("\(bin)/calisson-node", ["restore", "--config", config, "--from", "\(directory)/copy.db"])
+        #expect(restore.status == 0 && restore.output.contains("restored") && restore.output.contains("moved aside: \(database).replaced-"),
+                "\(restore.output) \(restore.errors)")
+        let missing = try run("\(bin)/calisson-node", ["restore", "--config", config, "--from", "\(directory)/none.db"])
+        #expect(missing.status != 0 && missing.errors.contains("none.db: no such backup"), "\(missing.errors)")
+    }
+
     /// Evidence and service text is refused without an evidence key (it would go on chain
     /// as a plain hash anyone can test guesses against); with one, it is committed under it.
     @Test func referenceTextNeedsAnEvidenceKey() throws {
