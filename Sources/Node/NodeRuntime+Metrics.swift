@@ -96,6 +96,8 @@ extension NodeRuntime {
                core.counters.recentCertificates)
         metric("recent_certificates_signed", "gauge", "Of those, blocks whose commit certificate carries this node's vote.",
                core.counters.recentCertificatesSigned)
+        metric("validator_member", "gauge", "1 if this node is a validator of the current consensus epoch's set, 0 if it follows as a learner.",
+               core.replica.isMember ? 1 : 0)
         metric("validator_set_size", "gauge", "Validators in the current consensus epoch's set.", set.validators.count)
         metric("quorum", "gauge", "Votes a quorum of the current set needs.", set.quorum)
         lines += validatorCommitLines()
