@@ -123,6 +123,9 @@ public struct NodeStatus: Hashable, Sendable, WireCodable {
     /// carries this node's vote.
     public var recentCertificates: UInt32
     public var recentCertificatesSigned: UInt32
+    /// Decoded from a node built before the five fields above: encoded the same way again,
+    /// so that decoding stays canonical (the `client` fuzz target checks it).
+    public private(set) var isOlderForm = false
 
     public init(
         partner: String, height: UInt64, stateRoot: SHA256Digest, view: UInt64, epochFirstSeq: UInt64, peers: [String], mempool: UInt64,
@@ -158,6 +161,7 @@ public struct NodeStatus: Hashable, Sendable, WireCodable {
         writer.write(transactionsApplied)
         writer.write(cpuMilliseconds)
         writer.write(uptimeMilliseconds)
+        guard !isOlderForm else { return }
         writer.write(knownFinalHeight)
         writer.write(UInt32(pendingValidators.count))
         for partner in pendingValidators { writer.writeString(partner) }
@@ -183,6 +187,7 @@ public struct NodeStatus: Hashable, Sendable, WireCodable {
         // A node of a build before these fields ends here: they take what it would say.
         guard !reader.isAtEnd else {
             (knownFinalHeight, pendingValidators, pendingFromHeight, recentCertificates, recentCertificatesSigned) = (height, [], nil, 0, 0)
+            isOlderForm = true
             return
         }
         knownFinalHeight = try reader.readUInt64("status.knownFinalHeight")
