@@ -55,6 +55,7 @@ func decodePayload(_ envelope: Envelope<TransportKind>) {
     switch envelope.kind {
     case .hello: decodeCanonical(Hello.self, payload)
     case .heartbeat: break
+    case .refusal: _ = String(decoding: payload.prefix(TransportLimits.refusalBytesMax), as: UTF8.self)  // what a node logs of it
     case .consensus: decodeCanonical(Message.self, payload)
     case .gossip: decodeCanonical(SignedTransaction.self, payload)
     case .request: decodeCanonical(ClientRequest.self, payload)
