@@ -330,8 +330,7 @@ struct ParameterChanges: ParsableArguments {
         if let tokenValueMicroEuros { changed.tokenValueMicroEuros = tokenValueMicroEuros }
         if let sink { changed.sink = try identifier(sink) }
         if let approval {
-            let parts = approval.split(separator: "/")
-            guard parts.count == 2, let numerator = UInt8(parts[0]), let denominator = UInt8(parts[1]) else {
+            guard let (numerator, denominator) = GenesisFile.ParametersEntry.approvalFraction(approval) else {
                 throw ValidationError("--approval must be a fraction such as 2/3")
             }
             changed.approvalNumerator = numerator

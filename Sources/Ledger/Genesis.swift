@@ -255,6 +255,14 @@ extension GenesisFile.PartnerEntry {
 }
 
 extension GenesisFile.ParametersEntry {
+    /// An approval fraction as written ("2/3"), or nil; whether it is consistent is
+    /// `Parameters.problem`'s to say.
+    public static func approvalFraction(_ text: String) -> (UInt8, UInt8)? {
+        let parts = text.split(separator: "/")
+        guard parts.count == 2, let numerator = UInt8(parts[0]), let denominator = UInt8(parts[1]) else { return nil }
+        return (numerator, denominator)
+    }
+
     /// The parameters this entry describes (absent fields take their defaults), each
     /// mistake naming its field under `field`. The sink's id is checked for form here:
     /// whether it exists is the genesis check's (or, for a proposal, the ledger's) to say.
@@ -266,8 +274,7 @@ extension GenesisFile.ParametersEntry {
         if let value = proposalLifetimeMax { parameters.proposalLifetimeMax = value }
         if let value = tokenValueMicroEuros { parameters.tokenValueMicroEuros = value }
         if let approval {
-            let parts = approval.split(separator: "/")
-            guard parts.count == 2, let numerator = UInt8(parts[0]), let denominator = UInt8(parts[1]) else {
+            guard let (numerator, denominator) = Self.approvalFraction(approval) else {
                 throw GenesisError(field: "\(field).approval", reason: "a fraction such as \"2/3\"")
             }
             parameters.approvalNumerator = numerator
