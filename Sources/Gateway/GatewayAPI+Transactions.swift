@@ -148,7 +148,9 @@ extension GatewayAPI {
                 chainId: pool.genesis.chainId, signer: .partner(signer.partner), nonce: IdempotencyLog.nonce(partner: signer.partner.rawValue, key: key),
                 expiryHeight: expiry, body: built
             ).signed(with: signer.key).wireBytes
-            do { try signer.log.record(.init(key: key, request: request, transaction: Hex.encode(bytes))) } catch {
+            // Appended and synced on the node pool's threads: an fsync blocks, and the server's tasks run on its event loops.
+            let entry = IdempotencyLog.Entry(key: key, request: request, transaction: Hex.encode(bytes)), log = signer.log
+            do { try await pool.blocking { try log.record(entry) } } catch {
                 signer.log.release(key)  // not recorded, so not sent
                 return .unavailable(Problems.problem("idempotency-log", "Idempotency log unavailable", 503, "the gateway could not record the transaction: \(error)"))
             }

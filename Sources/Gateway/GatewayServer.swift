@@ -5,11 +5,27 @@ import HummingbirdTLS
 import Ledger
 import Logging
 import NIOCore
+import NIOPosix
 import Settlement
 import OpenAPIHummingbird
 import ServiceLifecycle
 import Synchronization
 import UnixSignals
+
+extension GatewayServer {
+    /// Makes the event loops that serve HTTP the executor of every task of this process
+    /// (SwiftNIO's singleton group as Swift concurrency's global executor): a request is then
+    /// read, handled and answered on one thread, where on Linux it otherwise crosses to
+    /// libdispatch's threads and back (measured in Docs/BENCHMARKS.md, "The gateway").
+    /// Call it once, first thing on the main thread, before any task starts; false when it
+    /// could not be installed (the gateway then runs on the default executor). Anything
+    /// that blocks (a node's answer, an fsync) must then run on `NodePool.blocking`'s
+    /// threads, never in a task.
+    @discardableResult
+    public static func runTasksOnEventLoops() -> Bool {
+        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+    }
+}
 
 /// What a gateway serves, from whom, on which address.
 public struct GatewayConfiguration: Sendable {

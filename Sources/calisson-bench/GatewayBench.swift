@@ -52,6 +52,8 @@ struct GatewayBenchCommand: ParsableCommand {
     }
 
     func run() throws {
+        // As calisson-gateway runs (the gateway is measured as it is deployed).
+        guard GatewayServer.runTasksOnEventLoops() else { throw ValidationError("the gateway's event loops could not become the tasks' executor") }
         let machine = Machine.describe()
         let cluster = try NodeProcesses.bench(starting: validators, basePort: basePort, blockWaitMilliseconds: blockWaitMs)
         defer { cluster.stop() }

@@ -8,7 +8,6 @@ import Logging
 import Settlement
 import Transport
 
-@main
 struct CalissonGateway: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "calisson-gateway",

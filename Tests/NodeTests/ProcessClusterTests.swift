@@ -74,12 +74,14 @@ final class ProcessCluster {
     let nodes: NodeProcesses
     let bin: String
     let directory: String
+    /// The cluster's ports are the hundred from here.
+    let basePort: UInt16
 
     init(validators: Int = 4) throws {
         bin = try productsDirectory()
         directory = Scratch.directory("processes")
         // Below the kernel's ephemeral range (32768 and up), so no port the OS hands out collides.
-        let basePort = UInt16.random(in: 0..<200) * 100 + 10_000
+        basePort = UInt16.random(in: 0..<200) * 100 + 10_000
         nodes = try NodeProcesses(
             starting: validators, bin: bin, directory: "\(directory)/net", basePort: basePort, testnetArguments: ["--epoch-length", "20"],
             logLevel: "notice")
@@ -259,6 +261,35 @@ final class ProcessCluster {
         #expect(transfers.contains("<Ustrd>CALISSON EPOCH \(epoch) STATEMENT \(statementHash)</Ustrd>"), "\(transfers)")
         let accounting = try String(contentsOfFile: "\(settlementDirectory)/epoch-\(epoch)-accounting.csv", encoding: .utf8)
         #expect(accounting.contains("\(epoch),friche,La Friche la Belle de Mai,5,0,5,10000,0.05,credit_transfer,C\(epoch)-"), "\(accounting)")
+
+        // The gateway as deployed (its binary, whose tasks run on its event loops) in front
+        // of the nodes: a reward it signs for rtm, answered final with its inclusion verified,
+        // then the account read verified at a checkpoint past it.
+        let made = try run("\(cluster.bin)/calisson-gateway", ["key", "--name", "test", "--scopes", "read,submit"])
+        let key = try #require(made.output.split(separator: "\n").first { $0.hasPrefix("key") }?.split(separator: " ").last.map(String.init))
+        let entry = try #require(made.output.split(separator: "\n").first { $0.hasPrefix("entry") }?.dropFirst("entry".count))
+        try "{\"keys\": [\(entry)]}".write(toFile: "\(cluster.directory)/gateway-keys.json", atomically: true, encoding: .utf8)
+        let gatewayPort = cluster.basePort + 90
+        let gateway = try ChildProcess(
+            "\(cluster.bin)/calisson-gateway",
+            ["run", "--ca", "\(cluster.net)/ca.crt", "--genesis", "\(cluster.net)/genesis.json", "--api-keys", "\(cluster.directory)/gateway-keys.json",
+             "--listen", "127.0.0.1:\(gatewayPort)", "--partner", "rtm", "--signing-key", "\(cluster.net)/rtm/signing.key",
+             "--state-dir", "\(cluster.directory)/gateway"] + cluster.ids.indices.flatMap { ["--node", "127.0.0.1:\(cluster.clientPort($0))"] },
+            output: .null, errors: .null)
+        defer { gateway.send(SIGTERM); _ = gateway.wait() }
+        #expect(eventually(30) { (try? run("/usr/bin/curl", ["-sf", "http://127.0.0.1:\(gatewayPort)/health"]))?.status == 0 }, "the gateway did not start")
+        let reward = try run("/usr/bin/curl", [
+            "-sS", "-X", "POST", "-H", "Authorization: Bearer \(key)", "-H", "Content-Type: application/json", "-H", "Idempotency-Key: process-test-1",
+            "-d", "{\"programme\": \"mobilite\", \"account\": \"\(account)\", \"units\": 1, \"evidence\": \"process test trip\"}",
+            "http://127.0.0.1:\(gatewayPort)/v1/rewards",
+        ], timeout: 60)
+        let rewarded = try JSONSerialization.jsonObject(with: Data(reward.output.utf8)) as? [String: Any]
+        #expect(rewarded?["status"] as? String == "final" && rewarded?["inclusionVerified"] as? Bool == true, "\(reward.output) \(reward.errors)")
+        for _ in 0..<12 { _ = try attribute("towards a checkpoint past the reward \(UUID())", at: 3) }
+        let read = try run("/usr/bin/curl", ["-sS", "-H", "Authorization: Bearer \(key)", "http://127.0.0.1:\(gatewayPort)/v1/accounts/\(account)"])
+        let accountRead = try JSONSerialization.jsonObject(with: Data(read.output.utf8)) as? [String: Any]
+        #expect(read.output.contains("mobilite") && accountRead?["verification"] != nil, "\(read.output) \(read.errors)")
+        #expect(gateway.isRunning)
 
         // An online backup of a running node's database opens and passes the start checks.
         let backup = try run("\(cluster.bin)/calisson-node", ["backup", "--config", "\(cluster.net)/rtm/config.json", "--out", "\(cluster.directory)/rtm-backup.db"])
