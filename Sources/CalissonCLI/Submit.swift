@@ -218,9 +218,15 @@ struct ProposeCommand: ParsableCommand {
             digits or a .pub file from `calisson-node keys generate`), set-parameters (the \
             chain's current parameters, read from the node with their proof, with the ones \
             given changed: --epoch-length, --blocks-per-day, --transaction-lifetime-max, \
-            --proposal-lifetime-max, --approval, --sink, --token-value-micro-euros). The \
-            proposal passes with the chain's approval fraction of active partners (2/3 by \
-            default) before its deadline; it is applied by the deciding vote.
+            --proposal-lifetime-max, --approval, --sink, --token-value-micro-euros), \
+            schedule-upgrade (--name, --height, --rules: from that height on the ledger's rules \
+            are at least that version, and a node too old stops before it; Docs/GOVERNANCE.md), \
+            set-partner-category (--target, --category, or none without it) and \
+            set-programme-acceptance (--target, --categories a,b: acceptors of those categories \
+            take the programme's tokens; none without it), the last two from ledger rules 2. \
+            Categories: transit, wasteSorting, event, energy, other. The proposal passes with \
+            the chain's approval fraction of active partners (2/3 by default) before its \
+            deadline; it is applied by the deciding vote.
             """)
     @OptionGroup var options: SubmitOptions
     @Argument(help: "The action.") var action: Action
@@ -233,12 +239,25 @@ struct ProposeCommand: ParsableCommand {
     @Option(help: "rotate-keys: the new node key (64 hex digits, or a .pub file), if it changes.") var nodeKey: String?
     @Option(help: "rotate-keys: the new TLS key hash (64 hex digits, as `ca sign` prints it), if it changes.") var tlsKeyHash: String?
     @OptionGroup var parameters: ParameterChanges
+    @Option(help: "schedule-upgrade: the upgrade's name (an identifier).") var name: String?
+    @Option(help: "schedule-upgrade: the height from which it is in force.") var height: UInt64?
+    @Option(help: "schedule-upgrade: the ledger rules version needed from that height.") var rules: UInt32?
+    @Option(help: "set-partner-category: the partner's category (absent: none).") var category: String?
+    @Option(help: "set-programme-acceptance: comma-separated categories of acceptors (absent: none).") var categories: String?
 
     enum Action: String, ExpressibleByArgument, CaseIterable {
         case admitPartner = "admit-partner", suspendPartner = "suspend-partner", reinstatePartner = "reinstate-partner"
         case removePartner = "remove-partner", createProgramme = "create-programme", amendProgramme = "amend-programme"
         case closeProgramme = "close-programme", setValidators = "set-validators", rotateKeys = "rotate-keys"
-        case setParameters = "set-parameters"
+        case setParameters = "set-parameters", scheduleUpgrade = "schedule-upgrade", setPartnerCategory = "set-partner-category"
+        case setProgrammeAcceptance = "set-programme-acceptance"
+    }
+
+    static func category(_ raw: String, _ option: String) throws -> Category {
+        guard let category = Category(name: raw) else {
+            throw ValidationError("\(option): '\(raw)' is not one of \(Category.allCases.map(\.name).joined(separator: ", "))")
+        }
+        return category
     }
 
     func governanceAction() throws -> GovernanceAction {
@@ -282,6 +301,16 @@ struct ProposeCommand: ParsableCommand {
             let (value, _, _) = try options.connection.record(StateKeys.parameters)
             guard let value, let current = try? Parameters(wireBytes: value) else { throw ValidationError("the node has no readable parameters record") }
             return .setParameters(try parameters.applied(to: current))
+        case .scheduleUpgrade:
+            guard let name, let height, let rules else { throw ValidationError("schedule-upgrade needs --name, --height and --rules") }
+            guard height >= 1, rules >= LedgerRules.initial else { throw ValidationError("--height and --rules start at 1") }
+            return .scheduleUpgrade(ScheduledUpgrade(name: try identifier(name), height: height, rules: rules))
+        case .setPartnerCategory:
+            return .setPartnerCategory(try target(), try category.map { try Self.category($0, "--category") })
+        case .setProgrammeAcceptance:
+            let list = try (categories ?? "").split(separator: ",").map { try Self.category(String($0), "--categories") }
+            guard Set(list).count == list.count else { throw ValidationError("--categories lists a category twice") }
+            return .setProgrammeAcceptance(try target(), list.sorted { $0.rawValue < $1.rawValue })
         }
     }
 

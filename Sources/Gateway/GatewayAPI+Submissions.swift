@@ -200,11 +200,15 @@ extension GatewayAPI {
         case .createProgramme, .amendProgramme: used = ["programme"]
         case .setValidators: used = ["validators"]
         case .setParameters: used = ["parameters"]
+        case .scheduleUpgrade: used = ["upgrade"]
+        case .setPartnerCategory: used = ["target", "category"]
+        case .setProgrammeAcceptance: used = ["target", "categories"]
         }
         let present: [(String, Bool)] = [
             ("target", request.target != nil), ("partner", request.partner != nil), ("programme", request.programme != nil),
             ("validators", request.validators != nil), ("parameters", request.parameters != nil), ("signingKey", request.signingKey != nil),
-            ("nodeKey", request.nodeKey != nil), ("tlsKeyHash", request.tlsKeyHash != nil),
+            ("nodeKey", request.nodeKey != nil), ("tlsKeyHash", request.tlsKeyHash != nil), ("upgrade", request.upgrade != nil),
+            ("category", request.category != nil), ("categories", request.categories != nil),
         ]
         for (field, isPresent) in present where isPresent && !used.contains(field) {
             throw SubmitAnswer.badRequest("action.\(field) is not used by \(request.kind.rawValue) (it takes \(used.sorted().joined(separator: ", ")))")
@@ -232,6 +236,21 @@ extension GatewayAPI {
             })
         case .setParameters:
             return .setParameters(try entry(request.parameters, "parameters", as: GenesisFile.ParametersEntry.self).parameters("action.parameters"))
+        case .scheduleUpgrade:
+            guard let upgrade = request.upgrade else { throw SubmitAnswer.badRequest("action.upgrade is needed for scheduleUpgrade") }
+            guard let name = Identifier(upgrade.name) else { throw SubmitAnswer.badRequest(Problems.badIdentifier(upgrade.name)) }
+            guard let height = UInt64(exactly: upgrade.height), height >= 1 else { throw SubmitAnswer.badRequest("action.upgrade.height must be 1 or more") }
+            guard let rules = UInt32(exactly: upgrade.rules), rules >= LedgerRules.initial else {
+                throw SubmitAnswer.badRequest("action.upgrade.rules must be from \(LedgerRules.initial) to \(UInt32.max)")
+            }
+            return .scheduleUpgrade(ScheduledUpgrade(name: name, height: height, rules: rules))
+        case .setPartnerCategory:
+            return .setPartnerCategory(try target(), request.category.flatMap { Category(name: $0.rawValue) })
+        case .setProgrammeAcceptance:
+            guard let names = request.categories else { throw SubmitAnswer.badRequest("action.categories is needed for setProgrammeAcceptance (empty: none)") }
+            let categories = names.compactMap { Category(name: $0.rawValue) }.sorted { $0.rawValue < $1.rawValue }
+            guard Set(categories).count == categories.count else { throw SubmitAnswer.badRequest("action.categories lists a category twice") }
+            return .setProgrammeAcceptance(try target(), categories)
         }
     }
 }

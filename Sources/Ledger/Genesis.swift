@@ -294,8 +294,7 @@ extension GenesisFile.ProgrammeEntry {
         guard name.utf8.count <= LedgerLimits.nameBytesMax else {
             throw GenesisError(field: "\(field).name", reason: "over \(LedgerLimits.nameBytesMax) bytes")
         }
-        guard let category = ["transit": Category.transit, "wasteSorting": .wasteSorting, "event": .event, "energy": .energy, "other": .other][category]
-        else { throw GenesisError(field: "\(field).category", reason: "unknown category '\(category)'") }
+        guard let category = Category(name: category) else { throw GenesisError(field: "\(field).category", reason: "unknown category '\(category)'") }
         guard let period = ["day": CapPeriod.day, "week": .week, "month": .month][capPeriod] else {
             throw GenesisError(field: "\(field).capPeriod", reason: "day, week or month")
         }

@@ -9,7 +9,7 @@ extension Ledger {
         guard deadline >= height else { return .failure(.deadlinePassed(deadline: deadline, height: height)) }
         let deadlineMax = height.saturatingAdding(parameters.proposalLifetimeMax)
         guard deadline <= deadlineMax else { return .failure(.deadlineTooFar(deadline: deadline, heightMax: deadlineMax)) }
-        if let problem = problem(with: action) { return .failure(.invalidAction(problem)) }
+        if let problem = problem(with: action, height: height) { return .failure(.invalidAction(problem)) }
         // The proposer's proposal is its yes vote.
         var proposal = Proposal(id: meta.nextProposal, proposer: proposer.id, action: action, deadline: deadline, yes: [proposer.id], no: [], status: .open)
         meta.nextProposal += 1
@@ -37,7 +37,7 @@ extension Ledger {
         let yes = proposal.yes.filter(active.contains).count
         let no = proposal.no.filter(active.contains).count
         if yes >= needed {
-            if let problem = problem(with: proposal.action) {
+            if let problem = problem(with: proposal.action, height: height) {
                 proposal.status = .failed(atHeight: height, reason: problem)
             } else {
                 enact(proposal.action)
@@ -49,8 +49,8 @@ extension Ledger {
         if proposal.status != .open { decidedProposals.append(proposal.id) }
     }
 
-    /// nil when `action` can be applied to the current state, else why not.
-    func problem(with action: GovernanceAction) -> String? {
+    /// nil when `action` can be applied to the current state at `height`, else why not.
+    func problem(with action: GovernanceAction, height: UInt64) -> String? {
         switch action {
         case let .admitPartner(partner):
             if self.partner(partner.id) != nil { return "partner \(partner.id) exists" }
@@ -88,6 +88,34 @@ extension Ledger {
         case let .setParameters(parameters):
             if let problem = parameters.problem() { return problem }
             if partner(parameters.sink) == nil { return "unknown sink partner \(parameters.sink)" }
+        case let .scheduleUpgrade(upgrade):
+            // Above this block: the rules never change within a block, and a node learns
+            // of the upgrade before the height it needs it at.
+            if upgrade.height <= height { return "upgrade height \(upgrade.height) is not above the current height \(height)" }
+            if upgrade.height > height.saturatingAdding(LedgerLimits.blockSpanMax) { return "upgrade height more than \(LedgerLimits.blockSpanMax) blocks ahead" }
+            if upgrade.rules < LedgerRules.initial { return "rules versions start at \(LedgerRules.initial)" }
+            let schedule = upgrades
+            if let existing = schedule.upgrades.first(where: { $0.name == upgrade.name }), existing.height <= height {
+                return "upgrade \(upgrade.name) took effect at height \(existing.height): choose a new name"
+            }
+            // The rules never go back: not below those in force, nor below an upgrade
+            // scheduled earlier (height) than this one.
+            let others = schedule.upgrades.filter { $0.name != upgrade.name }
+            let floor = UpgradeSchedule(others).rules(atHeight: upgrade.height)
+            if upgrade.rules < floor { return "rules \(upgrade.rules) at height \(upgrade.height) would go back from rules \(floor)" }
+            if let later = others.first(where: { $0.height > upgrade.height && $0.rules < upgrade.rules }) {
+                return "upgrade \(later.name) at height \(later.height) would go back to rules \(later.rules)"
+            }
+            if others.count >= UpgradeSchedule.countMax { return "at most \(UpgradeSchedule.countMax) upgrades" }
+        case let .setPartnerCategory(id, _):
+            guard let partner = partner(id) else { return "unknown partner \(id)" }
+            if partner.status == .removed { return "partner \(id) was removed for good" }
+        case let .setProgrammeAcceptance(id, categories):
+            guard let programme = programme(id) else { return "unknown programme \(id)" }
+            if programme.status == .closed { return "programme \(id) is closed" }
+            if categories.map(\.rawValue) != categories.map(\.rawValue).sorted() || Set(categories).count != categories.count {
+                return "categories must be sorted and distinct"
+            }
         }
         return nil
     }
@@ -151,6 +179,12 @@ extension Ledger {
             meta.validators = ids
         case let .setParameters(parameters):
             self.parameters = parameters
+        case let .scheduleUpgrade(upgrade):
+            write(StateKeys.upgrades, UpgradeSchedule(upgrades.upgrades.filter { $0.name != upgrade.name } + [upgrade]))
+        case let .setPartnerCategory(id, category):
+            write(StateKeys.partnerCategory(id), category)
+        case let .setProgrammeAcceptance(id, categories):
+            write(StateKeys.programmeAcceptance(id), categories.isEmpty ? nil : CategoryList(categories))
         }
     }
 }

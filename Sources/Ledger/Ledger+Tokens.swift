@@ -129,6 +129,17 @@ extension Ledger {
 
     // MARK: Redeem
 
+    /// Whether `programme`'s tokens may be spent at `acceptor`: at a listed acceptor; from
+    /// rules 2, at an acceptor of one of its accepted categories; anywhere when it names
+    /// neither acceptors nor categories.
+    func accepts(_ programme: Programme, at acceptor: Identifier) -> Bool {
+        if programme.acceptors.contains(acceptor) { return true }
+        guard blockRules >= LedgerRules.acceptanceByCategory else { return programme.acceptors.isEmpty }
+        let categories = acceptance(programme.id)
+        if categories.isEmpty { return programme.acceptors.isEmpty }
+        return partnerCategory(acceptor).map(categories.contains) ?? false
+    }
+
     mutating func redeem(account: AccountID, acceptor acceptorID: Identifier, amount: Amount) -> Result<Void, LedgerRejection> {
         guard let acceptor = partner(acceptorID) else { return .failure(.unknownPartner(acceptorID)) }
         guard acceptor.status == .active else { return .failure(.partnerNotActive(acceptorID, acceptor.status)) }
@@ -139,7 +150,7 @@ extension Ledger {
         var accepted: [Identifier: Bool] = [:]
         for lot in wallet.lots where accepted[lot.programme] == nil {
             let programme = programme(lot.programme)
-            accepted[lot.programme] = programme.map { $0.acceptors.isEmpty || $0.acceptors.contains(acceptorID) } ?? false
+            accepted[lot.programme] = programme.map { accepts($0, at: acceptorID) } ?? false
         }
         let available = wallet.lots.filter { accepted[$0.programme] == true }.reduce(0) { $0 + $1.amount }
         guard let taken = debit(&wallet, amount, where: { accepted[$0.programme] == true }) else {

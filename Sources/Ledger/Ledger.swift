@@ -89,6 +89,9 @@ public struct Ledger<Store: StateStore> {
     var pendingObligations: [Pair: Amount] = [:]
     var pendingActivity = EpochActivity()
     var decidedProposals: [UInt64] = []
+    /// The rules in force at the block being executed (`LedgerRules`): an upgrade's height
+    /// is above the block that enacts it, so they never change within a block.
+    var blockRules = LedgerRules.initial
 
     struct Pair: Hashable, Comparable {
         let sponsor: Identifier
@@ -176,6 +179,7 @@ public struct Ledger<Store: StateStore> {
     public mutating func stage(_ commands: [[UInt8]], verify: (SignatureCheck) -> Bool = { $0.verify() }) -> StagedBlock {
         let height = meta.height + 1
         meta.height = height
+        blockRules = rules(atHeight: height)
         let validatorsBefore = nodeKeys()
         pruneUsedNonces(expiredBefore: height)
         decidedProposals = []
@@ -234,7 +238,9 @@ public struct Ledger<Store: StateStore> {
     ) -> Result<Void, LedgerRejection> {
         guard command.count <= SignedTransaction.byteCountMax else { return .failure(.malformed("over \(SignedTransaction.byteCountMax) bytes")) }
         let signed: SignedTransaction
-        do { signed = try SignedTransaction(wireBytes: command) } catch { return .failure(.malformed("\(error)")) }
+        // Decoded as the rules in force read it: a kind a later version added is unknown
+        // below that version, exactly as to the code written before it.
+        do { signed = try SignedTransaction(wireBytes: command, formatVersion: blockRules) } catch { return .failure(.malformed("\(error)")) }
         let tx = signed.transaction
         accounts = tx.accounts
         guard tx.chainId == chainId, let digest = tx.signingDigest else { return .failure(.wrongChain(tx.chainId)) }

@@ -101,6 +101,22 @@ public struct Partner: Hashable, Sendable {
 
 public enum Category: UInt8, Sendable, CaseIterable {
     case transit = 1, wasteSorting, event, energy, other
+
+    /// Its name in files, commands and the API.
+    public var name: String {
+        switch self {
+        case .transit: return "transit"
+        case .wasteSorting: return "wasteSorting"
+        case .event: return "event"
+        case .energy: return "energy"
+        case .other: return "other"
+        }
+    }
+
+    public init?(name: String) {
+        guard let found = Self.allCases.first(where: { $0.name == name }) else { return nil }
+        self = found
+    }
 }
 
 /// The period over which an account's rewards are capped, in block time

@@ -7,7 +7,8 @@ import Wire
 public enum StateKeys {
     enum Namespace: UInt8 {
         case meta = 1, parameters, partner, programme, account, usage, evidence, used, usedExpiring, expiringLots,
-            proposal, obligations, statement, settlement, expiringChunk, validatorKeys, usedExpiringChunk, epochReport, epochActivity
+            proposal, obligations, statement, settlement, expiringChunk, validatorKeys, usedExpiringChunk, epochReport, epochActivity,
+            upgrades, partnerCategory, programmeAcceptance
     }
 
     static let tag = TaggedHasher(tag: "calisson/state/key/v1")
@@ -48,6 +49,12 @@ public enum StateKeys {
     /// rewrites only the last chunk, never the whole list.
     static func expiringChunk(_ epoch: UInt64, _ chunk: UInt64) -> StateKey { key(.expiringChunk, bytes(epoch), bytes(chunk)) }
     public static func proposal(_ id: UInt64) -> StateKey { key(.proposal, bytes(id)) }
+    /// Every upgrade voted (`UpgradeSchedule`).
+    public static let upgrades = key(.upgrades)
+    /// A partner's category (rules 2).
+    public static func partnerCategory(_ id: Identifier) -> StateKey { key(.partnerCategory, bytes(id)) }
+    /// The categories of acceptors a programme's tokens may be spent at (rules 2).
+    public static func programmeAcceptance(_ id: Identifier) -> StateKey { key(.programmeAcceptance, bytes(id)) }
     public static func obligations(_ epoch: UInt64) -> StateKey { key(.obligations, bytes(epoch)) }
     public static func statement(_ epoch: UInt64, _ partner: Identifier) -> StateKey { key(.statement, bytes(epoch), bytes(partner)) }
     public static func settlement(_ epoch: UInt64) -> StateKey { key(.settlement, bytes(epoch)) }

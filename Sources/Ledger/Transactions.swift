@@ -21,6 +21,22 @@ public enum GovernanceAction: Hashable, Sendable {
     /// boundary, Docs/PROTOCOL.md).
     case setValidators([Identifier])
     case setParameters(Parameters)
+    /// From `upgrade.height` on, the ledger's rules are at least `upgrade.rules`
+    /// (`LedgerRules`); an upgrade of the same name not yet reached is moved.
+    case scheduleUpgrade(ScheduledUpgrade)
+    /// A partner's category, or none (rules 2: acceptance by category).
+    case setPartnerCategory(Identifier, Category?)
+    /// The categories of acceptors where a programme's tokens may also be spent; empty:
+    /// only its listed acceptors, or anywhere when it lists none (rules 2).
+    case setProgrammeAcceptance(Identifier, [Category])
+
+    /// The first ledger rules version that knows this action.
+    public var rulesIntroduced: UInt32 {
+        switch self {
+        case .setPartnerCategory, .setProgrammeAcceptance: return LedgerRules.acceptanceByCategory
+        default: return LedgerRules.initial
+        }
+    }
 }
 
 public enum TransactionBody: Hashable, Sendable {
@@ -112,12 +128,28 @@ extension GovernanceAction: WireCodable {
         case let .closeProgramme(id): writer.write(UInt8(6)); writer.write(id)
         case let .setValidators(ids): writer.write(UInt8(7)); writer.writeArray(ids)
         case let .setParameters(parameters): writer.write(UInt8(8)); writer.write(parameters)
+        case let .scheduleUpgrade(upgrade): writer.write(UInt8(9)); writer.write(upgrade)
+        case let .setPartnerCategory(id, category): writer.write(UInt8(10)); writer.write(id); writer.writeOptional(category)
+        case let .setProgrammeAcceptance(id, categories): writer.write(UInt8(11)); writer.write(id); writer.write(CategoryList(categories))
+        }
+    }
+
+    /// The kinds each rules version added after the first (`WireReader.formatVersion`):
+    /// below its version a kind is unknown, as it was to the code written before it.
+    static func kindKnown(_ kind: UInt8, formatVersion: UInt32) -> Bool {
+        switch kind {
+        case 10, 11: return formatVersion >= LedgerRules.acceptanceByCategory
+        default: return true
         }
     }
 
     public init(from reader: inout WireReader) throws(WireError) {
         let offset = reader.offset
-        switch try reader.readUInt8("action.kind") {
+        let kind = try reader.readUInt8("action.kind")
+        guard Self.kindKnown(kind, formatVersion: reader.formatVersion) else {
+            throw .unknownKind(field: "action.kind", offset: offset, raw: UInt64(kind))
+        }
+        switch kind {
         case 1: self = .admitPartner(try Partner(from: &reader))
         case 2:
             let id = try Identifier(from: &reader)
@@ -133,6 +165,13 @@ extension GovernanceAction: WireCodable {
         case 6: self = .closeProgramme(try Identifier(from: &reader))
         case 7: self = .setValidators(try reader.readArray("action.validators", maximum: LedgerLimits.listCountMax, of: Identifier.self))
         case 8: self = .setParameters(try Parameters(from: &reader))
+        case 9: self = .scheduleUpgrade(try ScheduledUpgrade(from: &reader))
+        case 10:
+            let id = try Identifier(from: &reader)
+            self = .setPartnerCategory(id, try reader.readOptional("action.category", of: Category.self))
+        case 11:
+            let id = try Identifier(from: &reader)
+            self = .setProgrammeAcceptance(id, try CategoryList(from: &reader).categories)
         case let raw: throw .unknownKind(field: "action.kind", offset: offset, raw: UInt64(raw))
         }
     }

@@ -34,6 +34,13 @@ extension WireDecodable {
         self = try Self(from: &reader)
         try reader.expectEnd()
     }
+
+    /// Decodes a whole byte string as a reader of `formatVersion` would (`WireReader.formatVersion`).
+    public init(wireBytes bytes: [UInt8], formatVersion: UInt32) throws(WireError) {
+        var reader = WireReader(bytes, formatVersion: formatVersion)
+        self = try Self(from: &reader)
+        try reader.expectEnd()
+    }
 }
 
 extension UInt8: WireCodable {

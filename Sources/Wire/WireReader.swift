@@ -4,11 +4,17 @@ public struct WireReader: Sendable {
     public let bytes: [UInt8]
     public private(set) var offset: Int
     private let end: Int
+    /// The newest version of a versioned format that this reading accepts: a decoder of a
+    /// value whose later versions added kinds refuses those kinds below their version,
+    /// exactly as a decoder written before them did (the ledger's rules in force at a
+    /// height: `LedgerRules`). `.max`: every version.
+    public let formatVersion: UInt32
 
-    public init(_ bytes: [UInt8]) {
+    public init(_ bytes: [UInt8], formatVersion: UInt32 = .max) {
         self.bytes = bytes
         self.offset = 0
         self.end = bytes.count
+        self.formatVersion = formatVersion
     }
 
     public var remaining: Int { end - offset }

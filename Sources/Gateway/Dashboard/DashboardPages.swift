@@ -250,6 +250,14 @@ extension Dashboard {
         case let .setParameters(parameters):
             return l("paramètres (période de \(parameters.epochLength) blocs, valeur du jeton \(euros(microEuros: parameters.tokenValueMicroEuros, l)))",
                      "parameters (periods of \(parameters.epochLength) blocks, token value \(euros(microEuros: parameters.tokenValueMicroEuros, l)))")
+        case let .scheduleUpgrade(upgrade):
+            return l("mise à niveau \(HTML.escape(upgrade.name.rawValue)) : règles \(upgrade.rules) à partir du bloc \(l.number(upgrade.height))",
+                     "upgrade \(HTML.escape(upgrade.name.rawValue)): rules \(upgrade.rules) from block \(l.number(upgrade.height))")
+        case let .setPartnerCategory(id, category):
+            return l("catégorie de \(HTML.escape(id.rawValue)) : ", "category of \(HTML.escape(id.rawValue)): ") + (category.map { l.category($0) } ?? l("aucune", "none"))
+        case let .setProgrammeAcceptance(id, categories):
+            let names = categories.isEmpty ? l("aucune", "none") : categories.map { l.category($0) }.joined(separator: ", ")
+            return l("programme \(HTML.escape(id.rawValue)) accepté par catégorie : ", "programme \(HTML.escape(id.rawValue)) accepted by category: ") + names
         }
     }
 

@@ -1,0 +1,136 @@
+import Wire
+
+/// The ledger's rules, versioned by height (Docs/GOVERNANCE.md, "Scheduled upgrades").
+/// A chain starts at version 1; a `scheduleUpgrade` action voted by the partners makes a
+/// higher version the rules from a height on. A block executes under the rules in force
+/// at its height, so replaying old blocks with a newer binary gives the same results and
+/// roots; a binary whose newest rules are older than those in force at the next height
+/// stops before executing it.
+///
+/// - 1: every rule up to and including scheduled upgrades themselves.
+/// - 2: acceptance by category: a partner's category (`setPartnerCategory`) and the
+///   categories of acceptors where a programme's tokens may be spent
+///   (`setProgrammeAcceptance`).
+public enum LedgerRules {
+    /// The newest version this code implements.
+    public static let newest: UInt32 = 2
+    /// The version of a chain that never voted an upgrade.
+    public static let initial: UInt32 = 1
+    /// The version that brought acceptance by category.
+    public static let acceptanceByCategory: UInt32 = 2
+}
+
+/// An upgrade the partners voted: from `height` on, the ledger's rules are at least
+/// version `rules`, and a node whose binary implements older rules stops before that height.
+public struct ScheduledUpgrade: Hashable, Sendable, WireCodable {
+    public var name: Identifier
+    public var height: UInt64
+    /// The ledger rules version a node needs from `height` on (the "minimum version").
+    public var rules: UInt32
+
+    public init(name: Identifier, height: UInt64, rules: UInt32) {
+        self.name = name
+        self.height = height
+        self.rules = rules
+    }
+
+    public func encode(to writer: inout WireWriter) {
+        writer.write(name)
+        writer.write(height)
+        writer.write(rules)
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        name = try Identifier(from: &reader)
+        height = try reader.readUInt64("upgrade.height")
+        rules = try reader.readUInt32("upgrade.rules")
+    }
+}
+
+/// Every upgrade voted, by height then name (`StateKeys.upgrades`).
+public struct UpgradeSchedule: Hashable, Sendable, WireCodable {
+    /// Upgrades a chain keeps: past ones stay (they say how old blocks were executed).
+    public static let countMax = LedgerLimits.listCountMax
+    public internal(set) var upgrades: [ScheduledUpgrade]
+
+    public init(_ upgrades: [ScheduledUpgrade] = []) {
+        self.upgrades = upgrades.sorted { ($0.height, $0.name) < ($1.height, $1.name) }
+    }
+
+    /// The rules in force at `height`: the highest version of the upgrades at or below it.
+    public func rules(atHeight height: UInt64) -> UInt32 {
+        upgrades.reduce(LedgerRules.initial) { $1.height <= height ? max($0, $1.rules) : $0 }
+    }
+
+    /// The upgrade that brings the rules in force at `height` above `newest`, if any.
+    public func missing(atHeight height: UInt64, newest: UInt32) -> ScheduledUpgrade? {
+        upgrades.filter { $0.height <= height && $0.rules > newest }.min { ($0.height, $0.name) < ($1.height, $1.name) }
+    }
+
+    /// Upgrades whose height is above `height`.
+    public func pending(after height: UInt64) -> [ScheduledUpgrade] { upgrades.filter { $0.height > height } }
+
+    public func encode(to writer: inout WireWriter) { writer.writeArray(upgrades) }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        let offset = reader.offset
+        upgrades = try reader.readArray("upgrades", maximum: Self.countMax, of: ScheduledUpgrade.self)
+        guard upgrades == upgrades.sorted(by: { ($0.height, $0.name) < ($1.height, $1.name) }),
+            Set(upgrades.map(\.name)).count == upgrades.count
+        else { throw .invalidValue(field: "upgrades", offset: offset, reason: "not sorted by height and name, or a name twice") }
+    }
+}
+
+/// Categories, sorted and distinct: where a programme's tokens may be spent
+/// (`StateKeys.programmeAcceptance`).
+public struct CategoryList: Hashable, Sendable, WireCodable {
+    public let categories: [Category]
+
+    public init(_ categories: [Category]) { self.categories = categories }
+
+    public func encode(to writer: inout WireWriter) {
+        writer.writeArray(categories.map(\.rawValue))
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        let offset = reader.offset
+        let raw = try reader.readArray("categories", maximum: Category.allCases.count, of: UInt8.self)
+        var categories: [Category] = []
+        for value in raw {
+            guard let category = Category(rawValue: value) else { throw .unknownKind(field: "categories", offset: offset, raw: UInt64(value)) }
+            categories.append(category)
+        }
+        guard categories.map(\.rawValue) == categories.map(\.rawValue).sorted(), Set(categories).count == categories.count else {
+            throw .invalidValue(field: "categories", offset: offset, reason: "not sorted and distinct")
+        }
+        self.categories = categories
+    }
+}
+
+extension Category: WireCodable {
+    public func encode(to writer: inout WireWriter) { writer.write(rawValue) }
+    public init(from reader: inout WireReader) throws(WireError) { self = try reader.readEnum("category") }
+}
+
+extension Ledger {
+    /// Every upgrade voted (past and pending).
+    public var upgrades: UpgradeSchedule { read(StateKeys.upgrades) ?? UpgradeSchedule() }
+
+    /// The rules in force at `height`.
+    public func rules(atHeight height: UInt64) -> UInt32 { upgrades.rules(atHeight: height) }
+
+    /// The upgrade a binary implementing rules up to `newest` lacks to execute the next
+    /// block; nil when it can.
+    public func upgradeMissing(newest: UInt32) -> ScheduledUpgrade? {
+        upgrades.missing(atHeight: height + 1, newest: newest)
+    }
+
+    /// A partner's category, set by governance from rules 2 on (nil: none set).
+    public func partnerCategory(_ id: Identifier) -> Category? { read(StateKeys.partnerCategory(id)) }
+
+    /// The categories of acceptors where a programme's tokens may also be spent (beside
+    /// its listed acceptors), set by governance from rules 2 on.
+    public func acceptance(_ programme: Identifier) -> [Category] {
+        read(StateKeys.programmeAcceptance(programme), as: CategoryList.self)?.categories ?? []
+    }
+}
