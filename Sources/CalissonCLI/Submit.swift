@@ -330,6 +330,18 @@ struct ProposeCommand: ParsableCommand {
         guard options.partner != nil else { throw ValidationError("partners propose: --as PARTNER") }
         let action = try governanceAction()
         guard case let .status(status) = try options.connection.ask(.status) else { throw ValidationError("unexpected answer") }
+        if action.rulesIntroduced > LedgerRules.initial {
+            // Below its rules the ledger reads the action as an unknown kind (as older code
+            // does): say why before sending it, when the node's certified answer says so
+            // (without one, as on a chain with no checkpoint yet, the ledger decides).
+            if let (value, _, _) = try? options.connection.record(StateKeys.upgrades),
+                let schedule = value.map({ try? UpgradeSchedule(wireBytes: $0) }) ?? UpgradeSchedule(),
+                case let rules = schedule.rules(atHeight: status.height + 1), rules < action.rulesIntroduced {
+                let coming = schedule.upgrades.first { $0.rules >= action.rulesIntroduced }
+                throw ValidationError("\(self.action.rawValue) needs ledger rules \(action.rulesIntroduced); rules \(rules) are in force"
+                    + (coming.map { " (upgrade \($0.name) brings rules \($0.rules) from height \($0.height))" } ?? " and no upgrade to them is voted"))
+            }
+        }
         _ = try options.submit(.propose(action, deadline: status.height.saturatingAdding(deadlineIn)))
     }
 }

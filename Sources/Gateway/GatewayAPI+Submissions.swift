@@ -90,6 +90,25 @@ extension GatewayAPI {
         let fingerprint = SHA256.hash("propose\u{0}\(Hex.encode(action.wireBytes))\u{0}\(deadlineIn)").hex
         let height: UInt64
         do { height = try await pool.reportedHeight() } catch { return .badGateway(Problems.badGateway(error)) }
+        if action.rulesIntroduced > LedgerRules.initial {
+            // Below its rules the ledger reads the action as an unknown kind (as older code
+            // does): say why rather than sign it, when a certified answer says so (without
+            // one, as on a chain with no checkpoint yet, the ledger decides).
+            var schedule: UpgradeSchedule?
+            switch await Self.record(StateKeys.upgrades, UpgradeSchedule.self, pool) {
+            case let .success((found, _)): schedule = found
+            case .failure(.absent): schedule = UpgradeSchedule()
+            case .failure(.failed): schedule = nil
+            }
+            if let schedule, schedule.rules(atHeight: height + 1) < action.rulesIntroduced {
+                let rules = schedule.rules(atHeight: height + 1)
+                let coming = schedule.upgrades.first { $0.rules >= action.rulesIntroduced }
+                return .init(SubmitAnswer.unprocessable(Problems.problem(
+                    "rules-not-in-force", "Not in the ledger rules in force", 422,
+                    "\(request.action.kind.rawValue) needs ledger rules \(action.rulesIntroduced); rules \(rules) are in force"
+                        + (coming.map { " (upgrade \($0.name) brings rules \($0.rules) from height \($0.height))" } ?? " and no upgrade to them is voted"))))
+            }
+        }
         var answer = await signOnce(key: input.headers.Idempotency_hyphen_Key, request: fingerprint, wait: input.query.wait ?? true) { _ in
             .propose(action, deadline: height.saturatingAdding(deadlineIn))
         }

@@ -123,15 +123,54 @@ public struct NodeStatus: Hashable, Sendable, WireCodable {
     /// carries this node's vote.
     public var recentCertificates: UInt32
     public var recentCertificatesSigned: UInt32
-    /// Decoded from a node built before the five fields above: encoded the same way again,
-    /// so that decoding stays canonical (the `client` fuzz target checks it).
-    public private(set) var isOlderForm = false
+    /// This node's release and the newest ledger rules it executes; the rules in force at
+    /// its next block; the upgrades voted and not reached; each linked validator's release
+    /// and rules as its hello said them (Docs/OPERATIONS.md, "Upgrades").
+    public var software: String
+    public var rulesNewest: UInt32
+    public var rulesInForce: UInt32
+    public var pendingUpgrades: [ScheduledUpgrade]
+    public var peerReleases: [PeerRelease]
+    /// The form it was decoded from: a node of an older build sends fewer fields, and its
+    /// status is encoded the same way again, so that decoding stays canonical (the
+    /// `client` fuzz target checks it).
+    public private(set) var form = Form.current
+
+    public enum Form: Sendable {
+        /// Up to the uptime (no operator fields, no versions).
+        case beforeOperatorFields
+        /// Up to the recent certificates (no versions).
+        case beforeVersions
+        case current
+    }
+
+    /// A linked validator's release and rules, from its hello (`rules` 0: not said).
+    public struct PeerRelease: Hashable, Sendable {
+        public let peer: String
+        public let software: String
+        public let rules: UInt32
+
+        public init(peer: String, software: String, rules: UInt32) {
+            self.peer = peer
+            self.software = software
+            self.rules = rules
+        }
+    }
+
+    public static let softwareBytesMax = 64
 
     public init(
         partner: String, height: UInt64, stateRoot: SHA256Digest, view: UInt64, epochFirstSeq: UInt64, peers: [String], mempool: UInt64,
         transactionsApplied: UInt64 = 0, cpuMilliseconds: UInt64 = 0, uptimeMilliseconds: UInt64 = 0, knownFinalHeight: UInt64? = nil,
-        pendingValidators: [String] = [], pendingFromHeight: UInt64? = nil, recentCertificates: UInt32 = 0, recentCertificatesSigned: UInt32 = 0
+        pendingValidators: [String] = [], pendingFromHeight: UInt64? = nil, recentCertificates: UInt32 = 0, recentCertificatesSigned: UInt32 = 0,
+        software: String = "", rulesNewest: UInt32 = LedgerRules.initial, rulesInForce: UInt32 = LedgerRules.initial,
+        pendingUpgrades: [ScheduledUpgrade] = [], peerReleases: [PeerRelease] = []
     ) {
+        self.software = software
+        self.rulesNewest = rulesNewest
+        self.rulesInForce = rulesInForce
+        self.pendingUpgrades = pendingUpgrades
+        self.peerReleases = peerReleases
         self.knownFinalHeight = knownFinalHeight ?? height
         self.pendingValidators = pendingValidators
         self.pendingFromHeight = pendingFromHeight
@@ -161,13 +200,24 @@ public struct NodeStatus: Hashable, Sendable, WireCodable {
         writer.write(transactionsApplied)
         writer.write(cpuMilliseconds)
         writer.write(uptimeMilliseconds)
-        guard !isOlderForm else { return }
+        guard form != .beforeOperatorFields else { return }
         writer.write(knownFinalHeight)
         writer.write(UInt32(pendingValidators.count))
         for partner in pendingValidators { writer.writeString(partner) }
         writer.write(pendingFromHeight ?? 0)
         writer.write(recentCertificates)
         writer.write(recentCertificatesSigned)
+        guard form != .beforeVersions else { return }
+        writer.writeString(software)
+        writer.write(rulesNewest)
+        writer.write(rulesInForce)
+        writer.writeArray(pendingUpgrades)
+        writer.write(UInt32(peerReleases.count))
+        for release in peerReleases {
+            writer.writeString(release.peer)
+            writer.writeString(release.software)
+            writer.write(release.rules)
+        }
     }
 
     public init(from reader: inout WireReader) throws(WireError) {
@@ -185,9 +235,10 @@ public struct NodeStatus: Hashable, Sendable, WireCodable {
         cpuMilliseconds = try reader.readUInt64("status.cpuMilliseconds")
         uptimeMilliseconds = try reader.readUInt64("status.uptimeMilliseconds")
         // A node of a build before these fields ends here: they take what it would say.
+        (software, rulesNewest, rulesInForce, pendingUpgrades, peerReleases) = ("", LedgerRules.initial, LedgerRules.initial, [], [])
         guard !reader.isAtEnd else {
             (knownFinalHeight, pendingValidators, pendingFromHeight, recentCertificates, recentCertificatesSigned) = (height, [], nil, 0, 0)
-            isOlderForm = true
+            form = .beforeOperatorFields
             return
         }
         knownFinalHeight = try reader.readUInt64("status.knownFinalHeight")
@@ -203,6 +254,21 @@ public struct NodeStatus: Hashable, Sendable, WireCodable {
         guard recentCertificatesSigned <= recentCertificates else {
             throw .invalidValue(field: "status.recentCertificatesSigned", offset: reader.offset, reason: "more than the certificates counted")
         }
+        guard !reader.isAtEnd else {
+            form = .beforeVersions
+            return
+        }
+        software = try reader.readString("status.software", maximumBytes: Self.softwareBytesMax)
+        rulesNewest = try reader.readUInt32("status.rulesNewest")
+        rulesInForce = try reader.readUInt32("status.rulesInForce")
+        pendingUpgrades = try reader.readArray("status.pendingUpgrades", maximum: UpgradeSchedule.countMax, of: ScheduledUpgrade.self)
+        var releases: [PeerRelease] = []
+        for _ in 0..<(try reader.readCount("status.peerReleases", maximum: 1_024)) {
+            let peer = try reader.readString("status.peerRelease.peer", maximumBytes: 64)
+            let software = try reader.readString("status.peerRelease.software", maximumBytes: Self.softwareBytesMax)
+            releases.append(PeerRelease(peer: peer, software: software, rules: try reader.readUInt32("status.peerRelease.rules")))
+        }
+        peerReleases = releases
     }
 }
 
@@ -218,6 +284,18 @@ extension NodeStatus {
             ("ownVotes", recentCertificates == 0
                 ? "no block executed since the node started"
                 : "in \(recentCertificatesSigned) of the last \(recentCertificates) blocks' commit certificates"),
+        ] + versionFields
+    }
+
+    /// Releases, rules and upgrades (absent from a node built before they were sent).
+    var versionFields: [(String, String)] {
+        guard form == .current else { return [("release", "not said (a node built before releases were reported)")] }
+        let upgrades = pendingUpgrades.map { "\($0.name): rules \($0.rules) from height \($0.height)" }
+        let peers = peerReleases.map { $0.rules == 0 ? "\($0.peer) not said" : "\($0.peer) \($0.software) (rules \($0.rules))" }
+        return [
+            ("release", "\(software) (ledger rules up to \(rulesNewest); in force: \(rulesInForce))"),
+            ("pendingUpgrades", upgrades.isEmpty ? "none" : upgrades.joined(separator: "; ")),
+            ("peerReleases", peers.isEmpty ? "no peer linked" : peers.joined(separator: ", ")),
         ]
     }
 }

@@ -177,8 +177,13 @@ extension NodeRuntime {
             }
         case let .event(event): note(event)
         case let .stopped(reason):
+            if let upgrade = core.missingUpgrade {
+                upgradeValue.withLock { $0 = upgrade }
+                logger.critical("node stopped for an upgrade it lacks", metadata: ["upgrade": "\(upgrade.name)", "reason": "\(reason)"])
+            } else {
+                logger.critical("node stopped", metadata: ["reason": "\(reason)"])
+            }
             stoppedValue.withLock { $0 = reason }
-            logger.critical("node stopped", metadata: ["reason": "\(reason)"])
             ticker?.cancel()
             // The clients the core had not answered yet will not be: answer them now.
             for token in Array(clients.keys) { answerStopped(token, reason) }
@@ -241,7 +246,12 @@ extension NodeRuntime {
                 uptimeMilliseconds: UInt64(clamping: started.duration(to: .now).components.seconds) &* 1_000,
                 knownFinalHeight: max(ledger.height, core.replica.knownFinalSeq), pendingValidators: pending.map { $0.validators.validators.map(name) } ?? [],
                 pendingFromHeight: pending?.firstSeq, recentCertificates: UInt32(clamping: core.counters.recentCertificates),
-                recentCertificatesSigned: UInt32(clamping: core.counters.recentCertificatesSigned))
+                recentCertificatesSigned: UInt32(clamping: core.counters.recentCertificatesSigned),
+                software: Release.version, rulesNewest: configuration.rulesNewest, rulesInForce: ledger.rules(atHeight: ledger.height + 1),
+                pendingUpgrades: ledger.upgrades.pending(after: ledger.height),
+                peerReleases: transport.peerVersionsOnLoop().sorted { $0.key < $1.key }.map { peer, version in
+                    NodeStatus.PeerRelease(peer: peer, software: version?.software ?? "", rules: version?.rules ?? 0)
+                })
         }
         let tick = configuration.tickMilliseconds
         switch outcome {

@@ -101,7 +101,38 @@ extension NodeRuntime {
         metric("validator_set_size", "gauge", "Validators in the current consensus epoch's set.", set.validators.count)
         metric("quorum", "gauge", "Votes a quorum of the current set needs.", set.quorum)
         lines += validatorCommitLines()
+        lines += versionLines()
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// This node's release and rules, its linked peers' (from their hellos), the rules in
+    /// force and the upgrades voted and not reached (Docs/OPERATIONS.md, "Upgrades").
+    func versionLines() -> [String] {
+        func escaped(_ text: String) -> String {
+            text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+        }
+        let ledger = core.ledger
+        var lines = [
+            "# HELP calisson_build_info This node's release and the newest ledger rules it executes (value 1).",
+            "# TYPE calisson_build_info gauge",
+            "calisson_build_info{software=\"\(Release.version)\",rules=\"\(configuration.rulesNewest)\"} 1",
+            "# HELP calisson_rules_in_force The ledger rules in force at the next block.",
+            "# TYPE calisson_rules_in_force gauge",
+            "calisson_rules_in_force \(ledger.rules(atHeight: ledger.height + 1))",
+            "# HELP calisson_peer_rules The newest ledger rules each linked validator executes, from its hello (0: not said).",
+            "# TYPE calisson_peer_rules gauge",
+        ]
+        for (peer, version) in transport.peerVersionsOnLoop().sorted(by: { $0.key < $1.key }) {
+            lines.append("calisson_peer_rules{peer=\"\(escaped(peer))\",software=\"\(escaped(version?.software ?? ""))\"} \(version?.rules ?? 0)")
+        }
+        lines += [
+            "# HELP calisson_upgrade_pending_height Height of each upgrade voted and not reached, by name and the rules it needs.",
+            "# TYPE calisson_upgrade_pending_height gauge",
+        ]
+        for upgrade in ledger.upgrades.pending(after: ledger.height) {
+            lines.append("calisson_upgrade_pending_height{name=\"\(upgrade.name)\",rules=\"\(upgrade.rules)\"} \(upgrade.height)")
+        }
+        return lines
     }
 
     /// Each validator's commit votes on the blocks this node committed, received in time or

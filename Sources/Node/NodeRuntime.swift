@@ -50,6 +50,10 @@ public struct NodeConfiguration: Sendable {
     /// The least `retainBlocks` a configuration file or `calisson-node prune` accepts: a
     /// peer that was down catches up by fetching the blocks it missed from the others.
     public static let retainBlocksMin: UInt64 = 1_000
+    /// The newest ledger rules this node executes: `LedgerRules.newest`; lower only in
+    /// tests (`calisson-node run --rules-newest`, test builds), to play a binary built
+    /// before an upgrade.
+    public var rulesNewest = LedgerRules.newest
     #if CALISSON_FAULTS
     /// Test builds only: misbehave towards the other validators (Byzantine.swift).
     public var byzantine: ByzantineMode?
@@ -112,6 +116,7 @@ public final class NodeRuntime: @unchecked Sendable {
     let heightValue = Mutex<UInt64>(0)
     let rootValue = Mutex<SHA256Digest>(.zero)
     let stoppedValue = Mutex<String?>(nil)
+    let upgradeValue = Mutex<ScheduledUpgrade?>(nil)
 
     public init(configuration: NodeConfiguration, logger: Logger = Logger(label: "calisson.node")) throws {
         self.configuration = configuration
@@ -149,6 +154,7 @@ public final class NodeRuntime: @unchecked Sendable {
         var settings = NodeCoreSettings()
         settings.mempoolCountMax = configuration.mempoolCountMax
         settings.waitersMax = Self.waitersMax
+        settings.rulesNewest = configuration.rulesNewest
         let cache = verifyCache
         let state = StoredState(store: store)
         state.retainBlocks = configuration.retainBlocks
@@ -156,8 +162,13 @@ public final class NodeRuntime: @unchecked Sendable {
             storage: state, genesis: genesis, replica: replicaConfiguration, signer: NodeSigner(key: configuration.consensusKey),
             peers: configuration.transport.peers.map(\.id), settings: settings,
             verifySignature: { check in cache.contains(check) || check.verify() })
+        // Voted rules newer than this binary's apply from the next block: say so and stay down.
+        if let missing = core.ledger.upgradeMissing(newest: configuration.rulesNewest) {
+            throw NodeError.upgradeNeeded(NodeCoreError.upgradeMessage(missing, newest: configuration.rulesNewest))
+        }
         var transportConfiguration = configuration.transport
         transportConfiguration.registry = Self.registry(core.ledger)
+        transportConfiguration.about = PeerVersion(software: Release.version, rules: configuration.rulesNewest)
         transport = try Transport(configuration: transportConfiguration, loop: loop)
         heightValue.withLock { $0 = core.ledger.height }
         rootValue.withLock { $0 = core.ledger.stateRoot }
@@ -277,6 +288,9 @@ public final class NodeRuntime: @unchecked Sendable {
     public var stateRoot: SHA256Digest { rootValue.withLock { $0 } }
     /// Why the node stopped itself (a storage failure, a diverged state), if it did.
     public var failure: String? { stoppedValue.withLock { $0 } }
+    /// The upgrade the node stopped for (rules newer than `Configuration.rulesNewest`), if
+    /// that is why it stopped.
+    public var missingUpgrade: ScheduledUpgrade? { upgradeValue.withLock { $0 } }
 
     /// Submits a signed transaction: checked, kept in the mempool, gossiped. Nil when
     /// admitted, else why not.
@@ -360,6 +374,8 @@ public enum NodeError: Error, Equatable, Sendable, CustomStringConvertible {
     case corrupt(String)
     case diverged(String)
     case stopped(String)
+    /// The partners voted ledger rules newer than this binary's, in force from the next block.
+    case upgradeNeeded(String)
 
     public var description: String {
         switch self {
@@ -367,6 +383,13 @@ public enum NodeError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .corrupt(reason): return "corrupt database: \(reason)"
         case let .diverged(reason): return "diverged: \(reason)"
         case let .stopped(reason): return "stopped: \(reason)"
+        case let .upgradeNeeded(reason): return reason
         }
     }
+}
+
+/// This release of Calisson's node (its hello, `calisson status`, `/metrics`, `--version`).
+/// The ledger rules it executes are `LedgerRules.newest`.
+public enum Release {
+    public static let version = "0.2.0"
 }

@@ -79,6 +79,11 @@ extension NodeCore {
     /// for it, and returns the replica's feedback.
     mutating func execute(_ certified: CertifiedBlock) throws -> Input {
         let block = certified.block
+        // Rules newer than this binary's from this height: stop before it, the database
+        // at the height below, for a binary that has them (Docs/OPERATIONS.md, "Upgrades").
+        if let missing = ledger.upgradeMissing(newest: settings.rulesNewest) {
+            throw NodeCoreError.upgradeNeeded(missing, newest: settings.rulesNewest)
+        }
         let commands = block.commands
         let outcome = try storage.reading { [verifySignature] in ledger.execute(commands, verify: verifySignature) }
         let ids = block.commandIDs
@@ -123,10 +128,21 @@ extension NodeCore {
 /// Why a node core stopped, besides a storage error.
 public enum NodeCoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case diverged(String)
+    /// The partners voted an upgrade to ledger rules this binary does not implement.
+    case upgradeNeeded(ScheduledUpgrade, newest: UInt32)
 
     public var description: String {
         switch self {
         case let .diverged(reason): return "diverged: \(reason)"
+        case let .upgradeNeeded(upgrade, newest): return Self.upgradeMessage(upgrade, newest: newest)
         }
+    }
+
+    /// What a node too old for an upgrade says (and `calisson-node run` prints before
+    /// exiting with `ExitCodes.upgradeNeeded`).
+    public static func upgradeMessage(_ upgrade: ScheduledUpgrade, newest: UInt32) -> String {
+        "upgrade \(upgrade.name) is in force from height \(upgrade.height) and needs ledger rules \(upgrade.rules); this binary implements "
+            + "rules up to \(newest): install a release with rules \(upgrade.rules) or newer and start it on the same configuration "
+            + "(the database is kept at height \(upgrade.height - 1), ready for it)"
     }
 }

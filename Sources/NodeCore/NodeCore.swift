@@ -133,6 +133,10 @@ public struct NodeCoreSettings: Sendable {
     public var catchUpTicks: UInt64 = 50
     /// Clients waiting at once, at most; beyond, a wait is answered with an error.
     public var waitersMax = 100_000
+    /// The newest ledger rules this node executes (`LedgerRules.newest`; lower only in
+    /// tests, to play a binary built before an upgrade): before the first block whose
+    /// rules are newer, the core stops (`NodeCoreError.upgradeNeeded`).
+    public var rulesNewest = LedgerRules.newest
 
     public init() {}
 }
@@ -166,6 +170,8 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
     public internal(set) var partnersByValidator: [ValidatorID: String] = [:]
     /// Why the core stopped, once it did.
     public internal(set) var failure: String?
+    /// The upgrade this core stopped for (its rules are newer than `settings.rulesNewest`).
+    public internal(set) var missingUpgrade: ScheduledUpgrade?
     public internal(set) var counters = Counters()
     /// The effects of the drive under way.
     var effects: [NodeEffect] = []
@@ -226,6 +232,7 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
             try handle(input)
         } catch {
             failure = "\(error)"
+            if case let .upgradeNeeded(upgrade, _) = error as? NodeCoreError { missingUpgrade = upgrade }
             effects.append(.stopped("\(error)"))
         }
         let out = effects

@@ -98,16 +98,14 @@ struct LedgerTraffic {
     /// How long a governance proposal may stay open (blocks): past any run's length.
     static let proposalLifetime: UInt64 = 5_000
 
-    /// The authority's (`p0`) proposal to make `validators` the validator set; it is
-    /// proposal 1, the run's only one.
-    mutating func proposal(validators: [Identifier], height: UInt64) -> [UInt8] {
-        let body = TransactionBody.propose(.setValidators(validators), deadline: height + Self.proposalLifetime)
-        return partnerTransaction(0, body, height: height)
+    /// Genesis partner `proposer`'s proposal of `action`.
+    mutating func proposal(_ action: GovernanceAction, by proposer: Int, height: UInt64) -> [UInt8] {
+        partnerTransaction(proposer, .propose(action, deadline: height + Self.proposalLifetime), height: height)
     }
 
-    /// Every other genesis partner's yes vote on proposal 1.
-    mutating func votes(height: UInt64) -> [[UInt8]] {
-        partners.indices.dropFirst().map { partnerTransaction($0, .vote(proposal: 1, approve: true), height: height) }
+    /// Every other genesis partner's yes vote on proposal `number`.
+    mutating func votes(on number: UInt64, except proposer: Int, height: UInt64) -> [[UInt8]] {
+        partners.indices.filter { $0 != proposer }.map { partnerTransaction($0, .vote(proposal: number, approve: true), height: height) }
     }
 
     private mutating func partnerTransaction(_ index: Int, _ body: TransactionBody, height: UInt64) -> [UInt8] {

@@ -36,10 +36,22 @@ public struct Simulation {
     /// Validator-set change: the tick its command is submitted, and the set it installs
     /// (one genesis validator removed, the learner node admitted).
     var reconfiguration: (at: Int, validators: ValidatorSet)?
-    /// Ledger runs: the governance proposal making that change (its command id, once
-    /// submitted), and whether the other partners' votes were sent (once it is final).
-    var proposal: SHA256Digest?
-    var votesSent = false
+    /// Ledger runs: the governance the clients carry out, each proposal with its command
+    /// id and whether the other partners' votes were sent (once it is final): the
+    /// validator-set change, an upgrade to ledger rules 2 voted at the start, and from its
+    /// height acceptance by category (a partner's category, a programme's acceptance).
+    var governance: [GovernanceStep] = []
+    var categoriesProposed = false
+
+    struct GovernanceStep {
+        let action: GovernanceAction
+        let proposer: Int
+        let id: SHA256Digest
+        var votesSent = false
+    }
+
+    /// Blocks between the upgrade's proposal and its height: room for the votes under faults.
+    static let upgradeDistance: UInt64 = 60
     /// (epoch first height, view) pairs entered by some honest replica, view > 0.
     var viewsEntered: Set<[UInt64]> = []
     var epochsEntered: Set<UInt64> = []
@@ -179,19 +191,13 @@ public struct Simulation {
             if let reconfiguration, reconfiguration.at == tick {
                 let members = reconfiguration.validators.validators.compactMap { indexOf[$0] }
                 if traffic != nil {
-                    let proposal = traffic!.proposal(validators: members.sorted().map { Identifier("p\($0)")! }, height: honestHeight)
-                    self.proposal = Block(seq: 0, commands: [proposal]).commandIDs[0]
-                    submit(proposal)
+                    propose(.setValidators(members.sorted().map { Identifier("p\($0)")! }), by: 0)
                 } else {
                     submit(CounterApplication.reconfiguration(reconfiguration.validators))
                 }
                 note("submitted validator set \(members)")
             }
-            if let proposal, !votesSent, finalCommands.contains(proposal) {
-                votesSent = true
-                for vote in traffic!.votes(height: honestHeight) { submit(vote) }
-                note("the proposal is final: votes submitted")
-            }
+            if traffic != nil, tick <= submitUntil { governanceTick() }
             if tick % Self.resubmitTicks == 0 { resubmitPending() }
             deliver()
             for index in nodes.indices where nodes[index].isUp {
@@ -210,6 +216,11 @@ public struct Simulation {
         report.commandsAdmitted = admitted.count
         for node in nodes {
             for (fault, count) in node.storage?.fired ?? [:] { report.storageFaultsFired["\(fault)", default: 0] += count }
+        }
+        if let ledger = honestLedger() {
+            report.rulesInForce = ledger.rules(atHeight: ledger.height)
+            report.acceptanceByCategory = ledger.acceptance(Identifier("tri")!) == [.event]
+                && ledger.partnerCategory(traffic!.partners[traffic!.partners.count - 1]) == .event
         }
         report.trace = trace
         return report
@@ -293,6 +304,52 @@ public struct Simulation {
             writer.write(random.next())
             submit(writer.bytes)
         }
+    }
+
+    /// Ledger runs: proposes the upgrade at the start, acceptance by category once the
+    /// upgrade is in force on an honest node, and sends the votes of each proposal final.
+    mutating func governanceTick() {
+        if tick == 1 {
+            let upgrade = ScheduledUpgrade(name: Identifier("categories")!, height: honestHeight + Self.upgradeDistance, rules: LedgerRules.acceptanceByCategory)
+            propose(.scheduleUpgrade(upgrade), by: 1 % traffic!.partners.count)
+            note("proposed upgrade to rules 2 at height \(upgrade.height)")
+        }
+        if !categoriesProposed, let ledger = honestLedger(), ledger.rules(atHeight: ledger.height) >= LedgerRules.acceptanceByCategory {
+            categoriesProposed = true
+            let partners = traffic!.partners
+            propose(.setPartnerCategory(partners[partners.count - 1], .event), by: 0)
+            propose(.setProgrammeAcceptance(Identifier("tri")!, [.event]), by: 0)
+            note("rules 2 in force: proposed acceptance by category")
+        }
+        for index in governance.indices where !governance[index].votesSent && finalCommands.contains(governance[index].id) {
+            let step = governance[index]
+            guard let number = proposalNumber(step.action, by: traffic!.partners[step.proposer]) else { continue }
+            governance[index].votesSent = true
+            for vote in traffic!.votes(on: number, except: step.proposer, height: honestHeight) { submit(vote) }
+            note("proposal \(number) is final: votes submitted")
+        }
+    }
+
+    private mutating func propose(_ action: GovernanceAction, by proposer: Int) {
+        let bytes = traffic!.proposal(action, by: proposer, height: honestHeight)
+        governance.append(GovernanceStep(action: action, proposer: proposer, id: Block(seq: 0, commands: [bytes]).commandIDs[0]))
+        submit(bytes)
+    }
+
+    /// The ledger of an honest node up (the most advanced).
+    func honestLedger() -> Ledger<SimulatedState>? {
+        honest.filter { nodes[$0].isUp }.compactMap { nodes[$0].core?.ledger }.max { $0.height < $1.height }
+    }
+
+    /// The number of `proposer`'s proposal of `action`, from an honest node's ledger.
+    func proposalNumber(_ action: GovernanceAction, by proposer: Identifier) -> UInt64? {
+        guard let ledger = honestLedger() else { return nil }
+        var number = ledger.meta.nextProposal
+        while number > 1 {
+            number -= 1
+            if let proposal = ledger.proposal(number), proposal.action == action, proposal.proposer == proposer { return number }
+        }
+        return nil
     }
 
     private mutating func submit(_ bytes: [UInt8]) {

@@ -14,6 +14,8 @@ final class Connection {
     /// A link on the client port.
     let isClient: Bool
     private(set) var peerID: String?
+    /// What the peer's hello said of its release and rules.
+    private(set) var peerVersion: PeerVersion?
     private(set) var isEstablished = false
     /// The handshake's end was handled (the peer's certificate checked, a peer's hello sent).
     private var handshakeHandled = false
@@ -156,6 +158,7 @@ final class Connection {
             return refuse("the hello names '\(hello.partnerID)', the certificate another partner", reason: "identity mismatch")
         }
         peerID = hello.partnerID
+        peerVersion = hello.about
         isEstablished = true
         guard transport.established(self, peer: hello.partnerID) else {
             transport.refused(self, reason: "inbound link from \(hello.partnerID): the lower id dials")
@@ -247,7 +250,9 @@ final class Connection {
     }
 
     private func sendHello(_ transport: Transport) {
-        let hello = Hello(versions: TransportLimits.protocolVersions, chainId: transport.configuration.chainId, partnerID: transport.configuration.selfID)
+        let hello = Hello(
+            versions: TransportLimits.protocolVersions, chainId: transport.configuration.chainId, partnerID: transport.configuration.selfID,
+            about: transport.configuration.about)
         write(.hello, hello.wireBytes)
     }
 

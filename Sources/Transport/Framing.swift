@@ -91,14 +91,20 @@ struct FrameDecoder {
 /// The first frame each side sends after the TLS handshake.
 struct Hello: WireCodable, Equatable {
     static let partnerIDBytesMax = 64
+    static let softwareBytesMax = 64
     var versions: ClosedRange<UInt16>
     var chainId: String
     var partnerID: String
+    /// What the node says of itself (`PeerVersion`): absent from a client's hello, and
+    /// from a node built before it. Encoded after the fields above, when present; a hello
+    /// may end before it.
+    var about: PeerVersion?
 
-    init(versions: ClosedRange<UInt16>, chainId: String, partnerID: String) {
+    init(versions: ClosedRange<UInt16>, chainId: String, partnerID: String, about: PeerVersion? = nil) {
         self.versions = versions
         self.chainId = chainId
         self.partnerID = partnerID
+        self.about = about
     }
 
     func encode(to writer: inout WireWriter) {
@@ -106,6 +112,10 @@ struct Hello: WireCodable, Equatable {
         writer.write(versions.upperBound)
         writer.writeString(chainId)
         writer.writeString(partnerID)
+        if let about {
+            writer.writeString(about.software)
+            writer.write(about.rules)
+        }
     }
 
     init(from reader: inout WireReader) throws(WireError) {
@@ -115,5 +125,22 @@ struct Hello: WireCodable, Equatable {
         versions = low...high
         chainId = try reader.readString("hello.chainId", maximumBytes: SigningDomain.chainIdByteCountMax)
         partnerID = try reader.readString("hello.partnerID", maximumBytes: Self.partnerIDBytesMax)
+        guard !reader.isAtEnd else { return }
+        let software = try reader.readString("hello.software", maximumBytes: Self.softwareBytesMax)
+        about = PeerVersion(software: software, rules: try reader.readUInt32("hello.rules"))
     }
+}
+
+/// A node's release and the newest ledger rules it executes, as its hello says them
+/// (`TransportConfiguration.about`; Docs/OPERATIONS.md, "Upgrades").
+public struct PeerVersion: Hashable, Sendable, CustomStringConvertible {
+    public let software: String
+    public let rules: UInt32
+
+    public init(software: String, rules: UInt32) {
+        self.software = software
+        self.rules = rules
+    }
+
+    public var description: String { "\(software) (ledger rules \(rules))" }
 }

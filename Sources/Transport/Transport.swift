@@ -29,6 +29,8 @@ public struct TransportConfiguration: Sendable {
     /// The client port (server-authenticated TLS); nil: no client listener.
     public var clientPort: UInt16?
     public var peers: [PeerAddress] = []
+    /// What this node's hello says of its release and ledger rules (nil: nothing).
+    public var about: PeerVersion?
     /// The validator registry: partner id → SHA-256 of the TLS public key it must present
     /// (from the governance state). A peer not listed, or with another key, is refused.
     public var registry: [String: SHA256Digest] = [:]
@@ -327,6 +329,13 @@ public final class Transport: @unchecked Sendable {
         return links.keys.sorted()
     }
 
+    /// What each linked validator's hello said of its release and rules (nil: a node
+    /// built before hellos said it), read on the loop thread.
+    public func peerVersionsOnLoop() -> [String: PeerVersion?] {
+        assert(loop.isOnLoop, "links are the loop thread's")
+        return links.mapValues(\.peerVersion)
+    }
+
     private static let gossipTag = TaggedHasher(tag: "calisson/command/v1")
 
     /// True the first time a transaction is seen.
@@ -456,7 +465,10 @@ public final class Transport: @unchecked Sendable {
         dialing.remove(peer)
         refusalsLogged[peer] = nil
         backoff.linked(peer)
-        logger.info("peer connected", metadata: ["peer": "\(peer)", "tls": "\(connection.negotiated)", "openssl": "\(openSSLVersion)"])
+        logger.info("peer connected", metadata: [
+            "peer": "\(peer)", "tls": "\(connection.negotiated)", "openssl": "\(openSSLVersion)",
+            "version": "\(connection.peerVersion.map(\.description) ?? "not said")",
+        ])
         onEvent?(.peerConnected(peer, negotiated: connection.negotiated))
         return true
     }

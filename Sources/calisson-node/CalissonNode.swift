@@ -14,6 +14,7 @@ struct CalissonNode: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "calisson-node",
         abstract: "Run a Calisson validator node, or prepare a local test network.",
+        version: "\(Release.version) (ledger rules \(LedgerRules.newest))",
         subcommands: [Keys.self, CA.self, Init.self, Testnet.self, Run.self, Status.self, Backup.self, Restore.self, Prune.self])
 }
 
@@ -403,7 +404,13 @@ struct Run: ParsableCommand {
     var byzantine: String?
     @Option(help: "Test builds only: the seed of the Byzantine mode's choices (default: from the clock; logged either way, to replay a run).")
     var byzantineSeed: UInt64?
+    @Option(help: "Test builds only: execute ledger rules up to this version, as a binary built before a later upgrade would.")
+    var rulesNewest: UInt32?
     #endif
+
+    /// The exit status of a node that stopped for an upgrade it lacks (a supervisor swaps
+    /// the binary on it; any other failure is 1).
+    static let upgradeNeededStatus: Int32 = 3
 
     func run() throws {
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level '\(logLevel)'") }
@@ -430,6 +437,12 @@ struct Run: ParsableCommand {
             configuration.byzantine = mode
             configuration.byzantineSeed = byzantineSeed ?? UInt64(truncatingIfNeeded: Date().timeIntervalSince1970.bitPattern)
         }
+        if let rulesNewest {
+            guard (LedgerRules.initial...LedgerRules.newest).contains(rulesNewest) else {
+                throw ValidationError("--rules-newest must be from \(LedgerRules.initial) to \(LedgerRules.newest)")
+            }
+            configuration.rulesNewest = rulesNewest
+        }
         #endif
         let dataDirectory = URL(fileURLWithPath: configuration.databaseFile).deletingLastPathComponent().path
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
@@ -440,7 +453,11 @@ struct Run: ParsableCommand {
             FileHandle.standardError.write(Data("calisson-node: the data directory \(dataDirectory) is not writable: \(reason)\n".utf8))
             throw ExitCode.failure
         }
-        let node = try NodeRuntime(configuration: configuration)
+        let node: NodeRuntime
+        do { node = try NodeRuntime(configuration: configuration) } catch let NodeError.upgradeNeeded(reason) {
+            FileHandle.standardError.write(Data("calisson-node: not started: \(reason)\n".utf8))
+            throw ExitCode(Self.upgradeNeededStatus)
+        }
         try node.start()
         var second = timespec(tv_sec: 1, tv_nsec: 0)
         while node.failure == nil {
@@ -448,6 +465,10 @@ struct Run: ParsableCommand {
             if received == SIGTERM || received == SIGINT { break }
         }
         node.stop()
+        if node.missingUpgrade != nil, let reason = node.failure {
+            FileHandle.standardError.write(Data("calisson-node: stopped: \(reason)\n".utf8))
+            throw ExitCode(Self.upgradeNeededStatus)
+        }
         if let failure = node.failure {
             FileHandle.standardError.write(Data("calisson-node: stopped on failure: \(failure)\n".utf8))
             throw ExitCode.failure

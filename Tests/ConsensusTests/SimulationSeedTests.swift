@@ -52,7 +52,7 @@ import Wire
     /// netting to zero after every block, everything final.
     @Test(arguments: 0..<2)
     func theLedgerUnderAllFaultsIsSafeLiveAndConserved(batch: Int) {
-        var changes = 0
+        var changes = 0, upgraded = 0
         for seed in UInt64(batch * 10 + 1)...UInt64(batch * 10 + 10) {
             let validators = seed % 5 == 0 ? 7 : 4
             var configuration = Self.configuration(seed: seed, validators: validators, faults: .all(seed: seed, faultsMax: (validators - 1) / 3))
@@ -61,10 +61,13 @@ import Wire
             let report = Simulation.run(configuration)
             #expect(report.passed, "seed \(seed) (\(validators) validators): \(report.safetyViolations + report.livenessViolations) \(report.trace.suffix(12))")
             changes += report.epochChanges
+            if report.rulesInForce >= 2 { upgraded += 1 }
         }
         // Governance's validator-set changes take effect (a run with f Byzantine
-        // validators may stall the proposal's votes until the end of its safety phase).
+        // validators may stall the proposal's votes until the end of its safety phase),
+        // and so does the upgrade voted at the start: nodes cross its height under faults.
         #expect(changes >= 5, "\(changes) validator-set changes in 10 seeds")
+        #expect(upgraded >= 5, "the upgrade reached in \(upgraded) of 10 seeds")
     }
 
     /// The ledger's checks are live: a fault-free ledger run clears epochs and issues tokens.
@@ -78,6 +81,8 @@ import Wire
         let ledger = simulation.nodes[0].core?.ledger
         #expect((ledger?.meta.epoch ?? 0) >= 3, "epoch \(ledger?.meta.epoch ?? 0)")
         #expect((ledger?.meta.totals.issued ?? 0) > 0 && (ledger?.meta.totals.redeemed ?? 0) > 0)
+        // The upgrade voted at the start is in force, and acceptance by category passed.
+        #expect(report.rulesInForce == 2 && report.acceptanceByCategory, "rules \(report.rulesInForce), \(report.trace.suffix(8))")
         // Admission refused the garbage and the forgeries, and took the rest.
         #expect(simulation.admitted.count > 100 && simulation.admitted.count < report.commandsSubmitted, "\(simulation.admitted.count) of \(report.commandsSubmitted)")
     }

@@ -141,5 +141,11 @@ import Wire
         let lot = (read.body["lots"] as? [[String: Any]])?.first ?? [:]
         #expect(lot["amount"] as? Int == 25 && lot["demurrage"] as? Bool == true && lot["pendingDemurrage"] as? Int == 2, "\(read.text)")
         #expect(read.body["balance"] as? Int == 25 && read.body["balanceAfterDemurrage"] as? Int == 23, "\(read.text)")
+
+        // An action of ledger rules 2 with no upgrade to them (a checkpoint certifies it now): said, not signed.
+        let tooEarly = try await Self.post(p0, "/v1/proposals", key: governor.secret, idempotency: "category",
+                                           json: ["action": ["kind": "setPartnerCategory", "target": "p3", "category": "event"]])
+        #expect(tooEarly.status == 422 && (tooEarly.body["detail"] as? String ?? "").contains(
+            "setPartnerCategory needs ledger rules 2; rules 1 are in force and no upgrade to them is voted"), "\(tooEarly.text)")
     }
 }

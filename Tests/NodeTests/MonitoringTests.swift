@@ -3,6 +3,7 @@
 // Grafana dashboard read is one a node exports, and a node's /metrics passes promtool's lint.
 import CalissonTestKit
 import Foundation
+import Ledger
 import LightClient
 import Node
 import Wire
@@ -77,17 +78,29 @@ import Testing
     @Test func aStatusCarriesTheOperatorsFieldsAndAnOlderOneStillDecodes() throws {
         let status = NodeStatus(
             partner: "rtm", height: 90, stateRoot: .zero, view: 2, epochFirstSeq: 1, peers: ["metropole"], mempool: 3, knownFinalHeight: 97,
-            pendingValidators: ["metropole", "rtm", "friche"], pendingFromHeight: 129, recentCertificates: 100, recentCertificatesSigned: 74)
+            pendingValidators: ["metropole", "rtm", "friche"], pendingFromHeight: 129, recentCertificates: 100, recentCertificatesSigned: 74,
+            software: "0.2.0", rulesNewest: 2, rulesInForce: 1, pendingUpgrades: [ScheduledUpgrade(name: Identifier("categories")!, height: 200, rules: 2)],
+            peerReleases: [.init(peer: "metropole", software: "0.2.0", rules: 2), .init(peer: "tri", software: "", rules: 0)])
         #expect(try NodeStatus(wireBytes: status.wireBytes) == status)
         let fields = Dictionary(uniqueKeysWithValues: status.operatorFields)
         #expect(fields["final"] == "7 blocks behind (97 known final)")
         #expect(fields["pendingValidators"] == "metropole,rtm,friche from height 129")
         #expect(fields["ownVotes"] == "in 74 of the last 100 blocks' commit certificates")
-        // The form of a build before these fields: everything up to the uptime.
+        #expect(fields["release"] == "0.2.0 (ledger rules up to 2; in force: 1)")
+        #expect(fields["pendingUpgrades"] == "categories: rules 2 from height 200")
+        #expect(fields["peerReleases"] == "metropole 0.2.0 (rules 2), tri not said")
+        // The forms of older builds: everything up to the uptime; up to the certificates.
         let older = NodeStatus(partner: "rtm", height: 90, stateRoot: .zero, view: 2, epochFirstSeq: 1, peers: ["metropole"], mempool: 3)
-        let cut = Array(older.wireBytes.dropLast(8 + 4 + 8 + 4 + 4))  // known final, pending count, from, certificates, signed
+        let versions = 4 + 4 + 4 + 4 + 4  // an empty software string, the two rules, two empty lists
+        let beforeVersions = Array(older.wireBytes.dropLast(versions))
+        let middle = try NodeStatus(wireBytes: beforeVersions)
+        #expect(middle.form == .beforeVersions && middle.knownFinalHeight == 90 && middle.software.isEmpty)
+        #expect(middle.wireBytes == beforeVersions, "decoding stays canonical: the older form is encoded as it came")
+        #expect(Dictionary(uniqueKeysWithValues: middle.operatorFields)["release"]?.hasPrefix("not said") == true)
+        let cut = Array(beforeVersions.dropLast(8 + 4 + 8 + 4 + 4))  // known final, pending count, from, certificates, signed
         let decoded = try NodeStatus(wireBytes: cut)
-        #expect(decoded.isOlderForm && decoded.partner == "rtm" && decoded.height == 90 && decoded.knownFinalHeight == 90 && decoded.pendingFromHeight == nil)
+        #expect(decoded.form == .beforeOperatorFields && decoded.partner == "rtm" && decoded.height == 90 && decoded.knownFinalHeight == 90
+                && decoded.pendingFromHeight == nil)
         #expect(decoded.wireBytes == cut, "decoding stays canonical: the older form is encoded as it came")
         #expect(Dictionary(uniqueKeysWithValues: decoded.operatorFields)["final"] == "caught up (no later final block known)")
         var lying = status
