@@ -42,6 +42,10 @@ public struct Simulation {
     /// height acceptance by category (a partner's category, a programme's acceptance).
     var governance: [GovernanceStep] = []
     var categoriesProposed = false
+    /// Upgrade proposals made, and the tick of the last: one that did not pass before its
+    /// height (votes stalled by faults) is proposed again, further ahead, under a new name.
+    var upgradeAttempts = 0
+    var lastUpgradeTick = 0
 
     struct GovernanceStep {
         let action: GovernanceAction
@@ -52,6 +56,8 @@ public struct Simulation {
 
     /// Blocks between the upgrade's proposal and its height: room for the votes under faults.
     static let upgradeDistance: UInt64 = 60
+    /// Ticks after which an upgrade not voted yet is proposed again.
+    static let upgradeRetryTicks = 400
     /// (epoch first height, view) pairs entered by some honest replica, view > 0.
     var viewsEntered: Set<[UInt64]> = []
     var epochsEntered: Set<UInt64> = []
@@ -309,10 +315,14 @@ public struct Simulation {
     /// Ledger runs: proposes the upgrade at the start, acceptance by category once the
     /// upgrade is in force on an honest node, and sends the votes of each proposal final.
     mutating func governanceTick() {
-        if tick == 1 {
-            let upgrade = ScheduledUpgrade(name: Identifier("categories")!, height: honestHeight + Self.upgradeDistance, rules: LedgerRules.acceptanceByCategory)
+        let voted = honestLedger().map { !$0.upgrades.upgrades.isEmpty } ?? false
+        if tick == 1 || (!voted && tick - lastUpgradeTick >= Self.upgradeRetryTicks) {
+            upgradeAttempts += 1
+            lastUpgradeTick = tick
+            let upgrade = ScheduledUpgrade(
+                name: Identifier("categories-\(upgradeAttempts)")!, height: honestHeight + Self.upgradeDistance, rules: LedgerRules.acceptanceByCategory)
             propose(.scheduleUpgrade(upgrade), by: 1 % traffic!.partners.count)
-            note("proposed upgrade to rules 2 at height \(upgrade.height)")
+            note("proposed upgrade \(upgrade.name) to rules 2 at height \(upgrade.height)")
         }
         if !categoriesProposed, let ledger = honestLedger(), ledger.rules(atHeight: ledger.height) >= LedgerRules.acceptanceByCategory {
             categoriesProposed = true

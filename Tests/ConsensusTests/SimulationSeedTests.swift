@@ -65,9 +65,10 @@ import Wire
         }
         // Governance's validator-set changes take effect (a run with f Byzantine
         // validators may stall the proposal's votes until the end of its safety phase),
-        // and so does the upgrade voted at the start: nodes cross its height under faults.
+        // and so does the upgrade voted at the start (again, further ahead, when faults
+        // stalled its votes past its height): nodes cross its height under faults.
         #expect(changes >= 5, "\(changes) validator-set changes in 10 seeds")
-        #expect(upgraded >= 5, "the upgrade reached in \(upgraded) of 10 seeds")
+        #expect(upgraded >= 8, "the upgrade reached in \(upgraded) of 10 seeds")
     }
 
     /// The ledger's checks are live: a fault-free ledger run clears epochs and issues tokens.
