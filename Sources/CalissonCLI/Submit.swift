@@ -17,7 +17,7 @@ struct Submit: ParsableCommand {
             before --timeout. A partner signs with its signing key and names itself with --as; \
             a citizen signs with its own key (calisson key generate) and no --as.
             """,
-        subcommands: [AttributeCommand.self, RedeemCommand.self, TransferCommand.self, ProposeCommand.self, VoteCommand.self])
+        subcommands: [AttributeCommand.self, RedeemCommand.self, TransferCommand.self, ProposeCommand.self, VoteCommand.self, ReportEquivocationCommand.self])
 }
 
 struct SubmitOptions: ParsableArguments {
@@ -121,6 +121,21 @@ struct SubmitOptions: ParsableArguments {
     }
 
     func emit(_ fields: [(String, String)]) { connection.emit(fields) }
+
+    /// Refuses, naming the upgrade, what needs ledger rules `needed` above those in force
+    /// at the next block: the ledger would read it as an unknown kind (as older code does).
+    /// Said when the node's certified answer says so; without one (a chain with no
+    /// checkpoint yet) the ledger decides.
+    func checkRules(_ needed: UInt32, for what: String, height: UInt64) throws {
+        guard needed > LedgerRules.initial, let (value, _, _) = try? connection.record(StateKeys.upgrades),
+            let schedule = value.map({ try? UpgradeSchedule(wireBytes: $0) }) ?? UpgradeSchedule()
+        else { return }
+        let rules = schedule.rules(atHeight: height + 1)
+        guard rules < needed else { return }
+        let coming = schedule.upgrades.first { $0.rules >= needed }
+        throw ValidationError("\(what) needs ledger rules \(needed); rules \(rules) are in force"
+            + (coming.map { " (upgrade \($0.name) brings rules \($0.rules) from height \($0.height))" } ?? " and no upgrade to them is voted"))
+    }
 }
 
 func accountKey(_ raw: String) throws -> AccountID {
@@ -206,6 +221,29 @@ struct VoteCommand: ParsableCommand {
     }
 }
 
+struct ReportEquivocationCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "report-equivocation",
+        abstract: "Report a validator's two conflicting signed consensus statements (signed by a partner, --as; ledger rules 3).",
+        discussion: """
+            --evidence is the hex a node logs with `equivocation evidence` when it receives two \
+            conflicting proposals or votes from one validator (Docs/OPERATIONS.md). Every node \
+            checks both signatures; the ledger records it, and suspends the validator's partner \
+            when governance set `set-equivocation-policy --equivocators suspend`.
+            """)
+    @OptionGroup var options: SubmitOptions
+    @Option(help: "The evidence, hexadecimal.") var evidence: String
+    func run() throws {
+        guard options.partner != nil else { throw ValidationError("partners report: --as PARTNER") }
+        guard let bytes = Hex.decode(evidence.lowercased()) else { throw ValidationError("--evidence must be hexadecimal") }
+        let parsed: EquivocationEvidence
+        do { parsed = try EquivocationEvidence(wireBytes: bytes) } catch { throw ValidationError("--evidence is not equivocation evidence: \(error)") }
+        guard case let .status(status) = try options.connection.ask(.status) else { throw ValidationError("unexpected answer") }
+        try options.checkRules(LedgerRules.evidence, for: "report-equivocation", height: status.height)
+        _ = try options.submit(.reportEquivocation(parsed))
+    }
+}
+
 struct ProposeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "propose", abstract: "Propose a governance action (signed by a partner, --as; the proposer's vote is yes).",
@@ -223,7 +261,8 @@ struct ProposeCommand: ParsableCommand {
             are at least that version, and a node too old stops before it; Docs/GOVERNANCE.md), \
             set-partner-category (--target, --category, or none without it) and \
             set-programme-acceptance (--target, --categories a,b: acceptors of those categories \
-            take the programme's tokens; none without it), the last two from ledger rules 2. \
+            take the programme's tokens; none without it), the last two from ledger rules 2, \
+            set-equivocation-policy (--equivocators suspend or leave), from ledger rules 3. \
             Categories: transit, wasteSorting, event, energy, other. The proposal passes with \
             the chain's approval fraction of active partners (2/3 by default) before its \
             deadline; it is applied by the deciding vote.
@@ -244,13 +283,15 @@ struct ProposeCommand: ParsableCommand {
     @Option(help: "schedule-upgrade: the ledger rules version needed from that height.") var rules: UInt32?
     @Option(help: "set-partner-category: the partner's category (absent: none).") var category: String?
     @Option(help: "set-programme-acceptance: comma-separated categories of acceptors (absent: none).") var categories: String?
+    @Option(help: "set-equivocation-policy: suspend (a validator reported for equivocation is suspended at once) or leave (partners decide).")
+    var equivocators: String?
 
     enum Action: String, ExpressibleByArgument, CaseIterable {
         case admitPartner = "admit-partner", suspendPartner = "suspend-partner", reinstatePartner = "reinstate-partner"
         case removePartner = "remove-partner", createProgramme = "create-programme", amendProgramme = "amend-programme"
         case closeProgramme = "close-programme", setValidators = "set-validators", rotateKeys = "rotate-keys"
         case setParameters = "set-parameters", scheduleUpgrade = "schedule-upgrade", setPartnerCategory = "set-partner-category"
-        case setProgrammeAcceptance = "set-programme-acceptance"
+        case setProgrammeAcceptance = "set-programme-acceptance", setEquivocationPolicy = "set-equivocation-policy"
     }
 
     static func category(_ raw: String, _ option: String) throws -> Category {
@@ -311,6 +352,12 @@ struct ProposeCommand: ParsableCommand {
             let list = try (categories ?? "").split(separator: ",").map { try Self.category(String($0), "--categories") }
             guard Set(list).count == list.count else { throw ValidationError("--categories lists a category twice") }
             return .setProgrammeAcceptance(try target(), list.sorted { $0.rawValue < $1.rawValue })
+        case .setEquivocationPolicy:
+            switch equivocators {
+            case "suspend": return .setEquivocationPolicy(suspend: true)
+            case "leave": return .setEquivocationPolicy(suspend: false)
+            default: throw ValidationError("set-equivocation-policy needs --equivocators suspend or --equivocators leave")
+            }
         }
     }
 
@@ -330,18 +377,7 @@ struct ProposeCommand: ParsableCommand {
         guard options.partner != nil else { throw ValidationError("partners propose: --as PARTNER") }
         let action = try governanceAction()
         guard case let .status(status) = try options.connection.ask(.status) else { throw ValidationError("unexpected answer") }
-        if action.rulesIntroduced > LedgerRules.initial {
-            // Below its rules the ledger reads the action as an unknown kind (as older code
-            // does): say why before sending it, when the node's certified answer says so
-            // (without one, as on a chain with no checkpoint yet, the ledger decides).
-            if let (value, _, _) = try? options.connection.record(StateKeys.upgrades),
-                let schedule = value.map({ try? UpgradeSchedule(wireBytes: $0) }) ?? UpgradeSchedule(),
-                case let rules = schedule.rules(atHeight: status.height + 1), rules < action.rulesIntroduced {
-                let coming = schedule.upgrades.first { $0.rules >= action.rulesIntroduced }
-                throw ValidationError("\(self.action.rawValue) needs ledger rules \(action.rulesIntroduced); rules \(rules) are in force"
-                    + (coming.map { " (upgrade \($0.name) brings rules \($0.rules) from height \($0.height))" } ?? " and no upgrade to them is voted"))
-            }
-        }
+        try options.checkRules(action.rulesIntroduced, for: self.action.rawValue, height: status.height)
         _ = try options.submit(.propose(action, deadline: status.height.saturatingAdding(deadlineIn)))
     }
 }

@@ -144,4 +144,9 @@ public enum Rejection: Error, Equatable, Sendable {
 public struct Equivocation: Hashable, Sendable {
     public let first: Message
     public let second: Message
+
+    public init(first: Message, second: Message) {
+        self.first = first
+        self.second = second
+    }
 }

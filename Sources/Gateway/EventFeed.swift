@@ -350,6 +350,8 @@ final class EventFeed: Sendable {
                     event.proposal = opened[UInt64(position)].map(GatewayAPI.int)
                 case let .vote(proposal, approve):
                     (event.kind, event.proposal, event.approve) = (.vote, GatewayAPI.int(proposal), approve)
+                case .reportEquivocation:
+                    event.kind = .reportEquivocation
                 }
                 accounts = transaction.accounts.map(\.bytes.hex)
             }

@@ -222,12 +222,13 @@ extension GatewayAPI {
         case .scheduleUpgrade: used = ["upgrade"]
         case .setPartnerCategory: used = ["target", "category"]
         case .setProgrammeAcceptance: used = ["target", "categories"]
+        case .setEquivocationPolicy: used = ["suspend"]
         }
         let present: [(String, Bool)] = [
             ("target", request.target != nil), ("partner", request.partner != nil), ("programme", request.programme != nil),
             ("validators", request.validators != nil), ("parameters", request.parameters != nil), ("signingKey", request.signingKey != nil),
             ("nodeKey", request.nodeKey != nil), ("tlsKeyHash", request.tlsKeyHash != nil), ("upgrade", request.upgrade != nil),
-            ("category", request.category != nil), ("categories", request.categories != nil),
+            ("category", request.category != nil), ("categories", request.categories != nil), ("suspend", request.suspend != nil),
         ]
         for (field, isPresent) in present where isPresent && !used.contains(field) {
             throw SubmitAnswer.badRequest("action.\(field) is not used by \(request.kind.rawValue) (it takes \(used.sorted().joined(separator: ", ")))")
@@ -270,6 +271,9 @@ extension GatewayAPI {
             let categories = names.compactMap { Category(name: $0.rawValue) }.sorted { $0.rawValue < $1.rawValue }
             guard Set(categories).count == categories.count else { throw SubmitAnswer.badRequest("action.categories lists a category twice") }
             return .setProgrammeAcceptance(try target(), categories)
+        case .setEquivocationPolicy:
+            guard let suspend = request.suspend else { throw SubmitAnswer.badRequest("action.suspend is needed for setEquivocationPolicy") }
+            return .setEquivocationPolicy(suspend: suspend)
         }
     }
 }

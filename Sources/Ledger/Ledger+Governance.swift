@@ -116,6 +116,7 @@ extension Ledger {
             if categories.map(\.rawValue) != categories.map(\.rawValue).sorted() || Set(categories).count != categories.count {
                 return "categories must be sorted and distinct"
             }
+        case .setEquivocationPolicy: break
         }
         return nil
     }
@@ -185,6 +186,8 @@ extension Ledger {
             write(StateKeys.partnerCategory(id), category)
         case let .setProgrammeAcceptance(id, categories):
             write(StateKeys.programmeAcceptance(id), categories.isEmpty ? nil : CategoryList(categories))
+        case let .setEquivocationPolicy(suspend):
+            write(StateKeys.equivocationPolicy, suspend ? true : nil)
         }
     }
 }

@@ -32,6 +32,10 @@ public enum LedgerRejection: Error, Hashable, Sendable {
     case deadlineTooFar(deadline: UInt64, heightMax: UInt64)
     case alreadyVoted(UInt64)
     case invalidAction(String)
+    /// Equivocation evidence that does not hold (rules 3).
+    case invalidEvidence(String)
+    /// That validator's equivocation in that slot is recorded already.
+    case evidenceKnown
 }
 
 public enum TransactionResult: Hashable, Sendable {
@@ -276,7 +280,9 @@ public struct Ledger<Store: StateStore> {
             result = propose(by: signerPartner!, action: action, deadline: deadline, height: height)
         case let (.vote(proposal, approve), .partner):
             result = vote(by: signerPartner!, proposal: proposal, approve: approve, height: height)
-        case (.attribute, .citizen), (.propose, .citizen), (.vote, .citizen):
+        case let (.reportEquivocation(evidence), .partner):
+            result = reportEquivocation(by: signerPartner!, evidence, height: height, verify: verify)
+        case (.attribute, .citizen), (.propose, .citizen), (.vote, .citizen), (.reportEquivocation, .citizen):
             result = .failure(.malformed("this transaction must be signed by a partner"))
         case (.redeem, .partner), (.transfer, .partner):
             result = .failure(.malformed("this transaction must be signed by a citizen"))

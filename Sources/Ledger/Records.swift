@@ -8,7 +8,7 @@ public enum StateKeys {
     enum Namespace: UInt8 {
         case meta = 1, parameters, partner, programme, account, usage, evidence, used, usedExpiring, expiringLots,
             proposal, obligations, statement, settlement, expiringChunk, validatorKeys, usedExpiringChunk, epochReport, epochActivity,
-            upgrades, partnerCategory, programmeAcceptance
+            upgrades, partnerCategory, programmeAcceptance, equivocation, equivocationTally, equivocationPolicy
     }
 
     static let tag = TaggedHasher(tag: "calisson/state/key/v1")
@@ -55,6 +55,14 @@ public enum StateKeys {
     public static func partnerCategory(_ id: Identifier) -> StateKey { key(.partnerCategory, bytes(id)) }
     /// The categories of acceptors a programme's tokens may be spent at (rules 2).
     public static func programmeAcceptance(_ id: Identifier) -> StateKey { key(.programmeAcceptance, bytes(id)) }
+    /// An equivocation recorded (rules 3), by node key and slot: one record per slot.
+    public static func equivocation(_ evidence: EquivocationEvidence) -> StateKey {
+        key(.equivocation, evidence.nodeKey.rawRepresentation, [evidence.kind.rawValue], bytes(evidence.view), bytes(evidence.seq))
+    }
+    /// The equivocations recorded against a partner (rules 3).
+    public static func equivocationTally(_ id: Identifier) -> StateKey { key(.equivocationTally, bytes(id)) }
+    /// Whether a reported equivocator is suspended at once (rules 3).
+    public static let equivocationPolicy = key(.equivocationPolicy)
     public static func obligations(_ epoch: UInt64) -> StateKey { key(.obligations, bytes(epoch)) }
     public static func statement(_ epoch: UInt64, _ partner: Identifier) -> StateKey { key(.statement, bytes(epoch), bytes(partner)) }
     public static func settlement(_ epoch: UInt64) -> StateKey { key(.settlement, bytes(epoch)) }

@@ -29,11 +29,14 @@ public enum GovernanceAction: Hashable, Sendable {
     /// The categories of acceptors where a programme's tokens may also be spent; empty:
     /// only its listed acceptors, or anywhere when it lists none (rules 2).
     case setProgrammeAcceptance(Identifier, [Category])
+    /// Whether a validator reported for equivocation is suspended at once (rules 3).
+    case setEquivocationPolicy(suspend: Bool)
 
     /// The first ledger rules version that knows this action.
     public var rulesIntroduced: UInt32 {
         switch self {
         case .setPartnerCategory, .setProgrammeAcceptance: return LedgerRules.acceptanceByCategory
+        case .setEquivocationPolicy: return LedgerRules.evidence
         default: return LedgerRules.initial
         }
     }
@@ -50,6 +53,17 @@ public enum TransactionBody: Hashable, Sendable {
     case transfer(to: AccountID, programme: Identifier, amount: Amount)
     case propose(GovernanceAction, deadline: UInt64)
     case vote(proposal: UInt64, approve: Bool)
+    /// A partner reports a validator's two conflicting signed consensus statements (rules 3).
+    case reportEquivocation(EquivocationEvidence)
+
+    /// The first ledger rules version that knows this transaction.
+    public var rulesIntroduced: UInt32 {
+        switch self {
+        case let .propose(action, _): return action.rulesIntroduced
+        case .reportEquivocation: return LedgerRules.evidence
+        default: return LedgerRules.initial
+        }
+    }
 }
 
 /// A transaction as signed: chain id, signer, nonce, expiry height, body.
@@ -79,7 +93,7 @@ public struct Transaction: Hashable, Sendable {
         switch body {
         case let .attribute(_, account, _, _): accounts.append(account)
         case let .transfer(to, _, _): accounts.append(to)
-        case .redeem, .propose, .vote: break
+        case .redeem, .propose, .vote, .reportEquivocation: break
         }
         return accounts
     }
@@ -131,6 +145,7 @@ extension GovernanceAction: WireCodable {
         case let .scheduleUpgrade(upgrade): writer.write(UInt8(9)); writer.write(upgrade)
         case let .setPartnerCategory(id, category): writer.write(UInt8(10)); writer.write(id); writer.writeOptional(category)
         case let .setProgrammeAcceptance(id, categories): writer.write(UInt8(11)); writer.write(id); writer.write(CategoryList(categories))
+        case let .setEquivocationPolicy(suspend): writer.write(UInt8(12)); writer.write(suspend)
         }
     }
 
@@ -139,6 +154,7 @@ extension GovernanceAction: WireCodable {
     static func kindKnown(_ kind: UInt8, formatVersion: UInt32) -> Bool {
         switch kind {
         case 10, 11: return formatVersion >= LedgerRules.acceptanceByCategory
+        case 12: return formatVersion >= LedgerRules.evidence
         default: return true
         }
     }
@@ -172,6 +188,7 @@ extension GovernanceAction: WireCodable {
         case 11:
             let id = try Identifier(from: &reader)
             self = .setProgrammeAcceptance(id, try CategoryList(from: &reader).categories)
+        case 12: self = .setEquivocationPolicy(suspend: try reader.readBool("action.suspend"))
         case let raw: throw .unknownKind(field: "action.kind", offset: offset, raw: UInt64(raw))
         }
     }
@@ -190,12 +207,19 @@ extension TransactionBody: WireCodable {
             writer.write(UInt8(4)); writer.write(action); writer.write(deadline)
         case let .vote(proposal, approve):
             writer.write(UInt8(5)); writer.write(proposal); writer.write(approve)
+        case let .reportEquivocation(evidence):
+            writer.write(UInt8(6)); writer.write(evidence)
         }
     }
 
     public init(from reader: inout WireReader) throws(WireError) {
         let offset = reader.offset
-        switch try reader.readUInt8("body.kind") {
+        let kind = try reader.readUInt8("body.kind")
+        // Kinds a later rules version added are unknown below it, as to the code before them.
+        guard kind != 6 || reader.formatVersion >= LedgerRules.evidence else {
+            throw .unknownKind(field: "body.kind", offset: offset, raw: UInt64(kind))
+        }
+        switch kind {
         case 1:
             let programme = try Identifier(from: &reader)
             let account = try AccountID(from: &reader)
@@ -215,6 +239,7 @@ extension TransactionBody: WireCodable {
         case 5:
             let proposal = try reader.readUInt64("vote.proposal")
             self = .vote(proposal: proposal, approve: try reader.readBool("vote.approve"))
+        case 6: self = .reportEquivocation(try EquivocationEvidence(from: &reader))
         case let raw: throw .unknownKind(field: "body.kind", offset: offset, raw: UInt64(raw))
         }
     }

@@ -11,13 +11,17 @@ import Wire
 /// - 2: acceptance by category: a partner's category (`setPartnerCategory`) and the
 ///   categories of acceptors where a programme's tokens may be spent
 ///   (`setProgrammeAcceptance`).
+/// - 3: equivocation evidence as a transaction (`reportEquivocation`), recorded in the
+///   state, and the policy of suspending the validator at once (`setEquivocationPolicy`).
 public enum LedgerRules {
     /// The newest version this code implements.
-    public static let newest: UInt32 = 2
+    public static let newest: UInt32 = 3
     /// The version of a chain that never voted an upgrade.
     public static let initial: UInt32 = 1
     /// The version that brought acceptance by category.
     public static let acceptanceByCategory: UInt32 = 2
+    /// The version that brought equivocation evidence.
+    public static let evidence: UInt32 = 3
 }
 
 /// An upgrade the partners voted: from `height` on, the ledger's rules are at least

@@ -200,7 +200,15 @@ extension NodeRuntime {
         case let .rejected(reason, from):
             logger.debug("consensus message rejected", metadata: ["from": "\(core.partnersByValidator[from] ?? "?")", "reason": "\(reason)"])
         case let .evidence(equivocation):
-            logger.warning("equivocation evidence", metadata: ["first": "\(equivocation.first)"])
+            if let evidence = EquivocationEvidence(equivocation) {
+                // What a partner submits (`calisson submit report-equivocation --evidence HEX`; Docs/OPERATIONS.md).
+                logger.warning("equivocation evidence", metadata: [
+                    "validator": "\(core.partnersByValidator[evidence.nodeKey] ?? evidence.nodeKey.bytes.hex)", "kind": "\(evidence.kind)",
+                    "view": "\(evidence.view)", "height": "\(evidence.seq)", "evidence": "\(Hex.encode(evidence.wireBytes))",
+                ])
+            } else {
+                logger.warning("equivocation evidence (of a kind no transaction carries)", metadata: ["first": "\(equivocation.first)"])
+            }
         case let .enteredView(view):
             logger.info("entered view", metadata: ["view": "\(view)"])
         case let .enteredEpoch(firstSeq, validators):

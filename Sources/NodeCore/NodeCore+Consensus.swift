@@ -139,10 +139,10 @@ public enum NodeCoreError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 
     /// What a node too old for an upgrade says (and `calisson-node run` prints before
-    /// exiting with `ExitCodes.upgradeNeeded`).
+    /// exiting with status 3).
     public static func upgradeMessage(_ upgrade: ScheduledUpgrade, newest: UInt32) -> String {
         "upgrade \(upgrade.name) is in force from height \(upgrade.height) and needs ledger rules \(upgrade.rules); this binary implements "
             + "rules up to \(newest): install a release with rules \(upgrade.rules) or newer and start it on the same configuration "
-            + "(the database is kept at height \(upgrade.height - 1), ready for it)"
+            + "(the database is kept at height \(max(upgrade.height, 1) - 1), ready for it)"
     }
 }

@@ -108,6 +108,11 @@ struct LedgerTraffic {
         partners.indices.filter { $0 != proposer }.map { partnerTransaction($0, .vote(proposal: number, approve: true), height: height) }
     }
 
+    /// Genesis partner `reporter`'s report of a validator's equivocation.
+    mutating func report(_ evidence: EquivocationEvidence, by reporter: Int, height: UInt64) -> [UInt8] {
+        partnerTransaction(reporter, .reportEquivocation(evidence), height: height)
+    }
+
     private mutating func partnerTransaction(_ index: Int, _ body: TransactionBody, height: UInt64) -> [UInt8] {
         let key = signingKeys[index]
         return signed(Transaction(chainId: Simulation.chainId, signer: .partner(partners[index]), nonce: nonce(key), expiryHeight: height + 5_000, body: body),

@@ -46,6 +46,13 @@ public struct Simulation {
     /// height (votes stalled by faults) is proposed again, further ahead, under a new name.
     var upgradeAttempts = 0
     var lastUpgradeTick = 0
+    /// Ledger runs: the slots whose equivocation evidence a client reported, the evidence
+    /// and its reporter, and whether it was reported with the rules that know it in force
+    /// (evidence found before is reported again once they are).
+    var reportedSlots: Set<StateKey> = []
+    var evidenceFound: [(evidence: EquivocationEvidence, reporter: Int, underRules: Bool)] = []
+    var evidenceRulesInForce = false
+    static let evidenceReportsMax = 64
 
     struct GovernanceStep {
         let action: GovernanceAction
@@ -227,6 +234,7 @@ public struct Simulation {
             report.rulesInForce = ledger.rules(atHeight: ledger.height)
             report.acceptanceByCategory = ledger.acceptance(Identifier("tri")!) == [.event]
                 && ledger.partnerCategory(traffic!.partners[traffic!.partners.count - 1]) == .event
+            report.equivocationsRecorded = ledger.partnerIDs.reduce(0) { $0 + (ledger.equivocationTally($1)?.count ?? 0) }
         }
         report.trace = trace
         return report
@@ -320,16 +328,24 @@ public struct Simulation {
             upgradeAttempts += 1
             lastUpgradeTick = tick
             let upgrade = ScheduledUpgrade(
-                name: Identifier("categories-\(upgradeAttempts)")!, height: honestHeight + Self.upgradeDistance, rules: LedgerRules.acceptanceByCategory)
+                name: Identifier("rules-\(LedgerRules.newest)-\(upgradeAttempts)")!, height: honestHeight + Self.upgradeDistance, rules: LedgerRules.newest)
             propose(.scheduleUpgrade(upgrade), by: 1 % traffic!.partners.count)
-            note("proposed upgrade \(upgrade.name) to rules 2 at height \(upgrade.height)")
+            note("proposed upgrade \(upgrade.name) to rules \(upgrade.rules) at height \(upgrade.height)")
         }
         if !categoriesProposed, let ledger = honestLedger(), ledger.rules(atHeight: ledger.height) >= LedgerRules.acceptanceByCategory {
             categoriesProposed = true
             let partners = traffic!.partners
             propose(.setPartnerCategory(partners[partners.count - 1], .event), by: 0)
             propose(.setProgrammeAcceptance(Identifier("tri")!, [.event]), by: 0)
-            note("rules 2 in force: proposed acceptance by category")
+            note("rules \(ledger.rules(atHeight: ledger.height)) in force: proposed acceptance by category")
+        }
+        if !evidenceRulesInForce, let ledger = honestLedger(), ledger.rules(atHeight: ledger.height) >= LedgerRules.evidence {
+            evidenceRulesInForce = true
+            for index in evidenceFound.indices where !evidenceFound[index].underRules {
+                evidenceFound[index].underRules = true
+                submit(traffic!.report(evidenceFound[index].evidence, by: evidenceFound[index].reporter, height: honestHeight))
+            }
+            if !evidenceFound.isEmpty { note("rules \(LedgerRules.evidence) in force: equivocation evidence reported again") }
         }
         for index in governance.indices where !governance[index].votesSent && finalCommands.contains(governance[index].id) {
             let step = governance[index]
@@ -601,6 +617,15 @@ public struct Simulation {
         }
         if let signer, let equivocator = indexOf[signer], nodes[equivocator].byzantine == nil {
             violation(safety: "honest n\(equivocator) signed two conflicting messages (evidence at n\(index))")
+        }
+        // Ledger runs: the honest node's partner reports what a transaction can carry, once
+        // per slot (refused as an unknown kind until the rules that know it are in force).
+        if traffic != nil, nodes[index].byzantine == nil, evidenceFound.count < Self.evidenceReportsMax,
+            let evidence = EquivocationEvidence(equivocation), reportedSlots.insert(StateKeys.equivocation(evidence)).inserted {
+            let reporter = twinOriginal(index) % traffic!.partners.count
+            evidenceFound.append((evidence, reporter, underRules: evidenceRulesInForce))
+            submit(traffic!.report(evidence, by: reporter, height: honestHeight))
+            note("n\(index) reported \(evidence.kind) equivocation at view \(evidence.view), height \(evidence.seq)")
         }
     }
 

@@ -113,10 +113,12 @@ public struct SimulationReport: Sendable {
     public var storageFaultsFired: [String: Int] = [:]
     public var storageStops = 0
     /// Ledger runs, on the most advanced honest node at the end: the ledger rules in force
-    /// (2 once the upgrade voted at the start is reached), and whether the acceptance by
-    /// category proposed from then on passed.
+    /// (the newest once the upgrade voted at the start is reached), and whether the
+    /// acceptance by category proposed from then on passed.
     public var rulesInForce: UInt32 = 0
     public var acceptanceByCategory = false
+    /// Equivocations the ledger recorded from the evidence honest nodes' partners reported.
+    public var equivocationsRecorded: UInt64 = 0
     public var safetyViolations: [String] = []
     public var livenessViolations: [String] = []
     public var trace: [String] = []

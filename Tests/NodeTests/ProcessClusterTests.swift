@@ -129,6 +129,23 @@ final class ProcessCluster {
             .joined(separator: "\n")
     }
 
+    /// `calisson submit` options signing as `partner` with its key, answering JSON.
+    func signed(_ partner: String) -> [String] { ["--key", "\(net)/\(partner)/signing.key", "--as", partner, "--json"] }
+
+    static func applied(_ ran: Ran) -> Bool { ran.status == 0 && (try? fields(ran)["status"]) == "applied" }
+
+    /// Proposes (`calisson submit propose` + `proposal`, signed by `proposer`) and passes
+    /// it with `voters`' yes votes.
+    func pass(_ proposal: [String], by proposer: String, voters: [String]) throws {
+        let proposed = try calisson(["submit", "propose"] + proposal + signed(proposer))
+        #expect(Self.applied(proposed), "\(proposed.output) \(proposed.errors)")
+        let number = try #require(try Self.fields(proposed)["proposal"], "\(proposed.output)")
+        for voter in voters {
+            let vote = try calisson(["submit", "vote", "--proposal", number, "--approve"] + signed(voter))
+            #expect(Self.applied(vote), "\(vote.output) \(vote.errors)")
+        }
+    }
+
     /// The fields of a `--json` answer.
     static func fields(_ ran: Ran) throws -> [String: String] {
         guard let object = try JSONSerialization.jsonObject(with: Data(ran.output.utf8)) as? [String: String] else {

@@ -28,18 +28,9 @@ import Testing
                 "the old node's hello does not say rules 1: \(String(describing: cluster.status(0)?.peerReleases))\n\(cluster.logs())")
         #expect(cluster.status(old)?.rulesNewest == 1 && cluster.status(0)?.rulesNewest == LedgerRules.newest)
 
-        func signed(_ partner: String) -> [String] { ["--key", "\(cluster.net)/\(partner)/signing.key", "--as", partner, "--json"] }
-        func applied(_ ran: Ran) -> Bool { ran.status == 0 && (try? ProcessCluster.fields(ran)["status"]) == "applied" }
+        let signed = cluster.signed
         // Proposed by the Métropole, passed by two more of the four partners (2/3).
-        func pass(_ proposal: [String]) throws {
-            let proposed = try cluster.calisson(["submit", "propose"] + proposal + signed("metropole"))
-            #expect(applied(proposed), "\(proposed.output) \(proposed.errors)")
-            let number = try #require(try ProcessCluster.fields(proposed)["proposal"], "\(proposed.output)")
-            for voter in ["rtm", "tri-metropole"] {
-                let vote = try cluster.calisson(["submit", "vote", "--proposal", number, "--approve"] + signed(voter))
-                #expect(applied(vote), "\(vote.output) \(vote.errors)")
-            }
-        }
+        func pass(_ proposal: [String]) throws { try cluster.pass(proposal, by: "metropole", voters: ["rtm", "tri-metropole"]) }
 
         let height = try #require(cluster.status(1)?.height)
         let upgradeHeight = height + 20

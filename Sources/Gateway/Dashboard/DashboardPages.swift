@@ -258,6 +258,9 @@ extension Dashboard {
         case let .setProgrammeAcceptance(id, categories):
             let names = categories.isEmpty ? l("aucune", "none") : categories.map { l.category($0) }.joined(separator: ", ")
             return l("programme \(HTML.escape(id.rawValue)) accepté par catégorie : ", "programme \(HTML.escape(id.rawValue)) accepted by category: ") + names
+        case let .setEquivocationPolicy(suspend):
+            return suspend ? l("suspendre d'office un validateur pris à signer double", "suspend at once a validator caught signing twice")
+                : l("laisser aux partenaires la suite d'une double signature", "leave to the partners what follows a double signature")
         }
     }
 
