@@ -116,6 +116,9 @@ extension NodeRuntime {
             "# HELP calisson_build_info This node's release and the newest ledger rules it executes (value 1).",
             "# TYPE calisson_build_info gauge",
             "calisson_build_info{software=\"\(Release.version)\",rules=\"\(configuration.rulesNewest)\"} 1",
+            "# HELP calisson_rules_newest The newest ledger rules this node executes.",
+            "# TYPE calisson_rules_newest gauge",
+            "calisson_rules_newest \(configuration.rulesNewest)",
             "# HELP calisson_rules_in_force The ledger rules in force at the next block.",
             "# TYPE calisson_rules_in_force gauge",
             "calisson_rules_in_force \(ledger.rules(atHeight: ledger.height + 1))",
@@ -129,9 +132,15 @@ extension NodeRuntime {
             "# HELP calisson_upgrade_pending_height Height of each upgrade voted and not reached, by name and the rules it needs.",
             "# TYPE calisson_upgrade_pending_height gauge",
         ]
-        for upgrade in ledger.upgrades.pending(after: ledger.height) {
+        let pending = ledger.upgrades.pending(after: ledger.height)
+        for upgrade in pending {
             lines.append("calisson_upgrade_pending_height{name=\"\(upgrade.name)\",rules=\"\(upgrade.rules)\"} \(upgrade.height)")
         }
+        lines += [
+            "# HELP calisson_upgrade_pending_rules The ledger rules each upgrade voted and not reached needs, by name.",
+            "# TYPE calisson_upgrade_pending_rules gauge",
+        ]
+        for upgrade in pending { lines.append("calisson_upgrade_pending_rules{name=\"\(upgrade.name)\"} \(upgrade.rules)") }
         return lines
     }
 

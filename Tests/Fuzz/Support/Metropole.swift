@@ -39,6 +39,22 @@ public enum Metropole {
         try! Ledger.create(try! genesisFile.validated(), in: MemoryStateStore())
     }()
 
+    /// The same ledger past an upgrade to the newest rules (voted by every partner at
+    /// height 1, in force from height 3): the rules-2 and rules-3 kinds execute there.
+    nonisolated(unsafe) public static let upgradedLedger: Ledger<MemoryStateStore> = {
+        var ledger = try! Ledger.create(try! genesisFile.validated(), in: MemoryStateStore())
+        func signed(_ partner: String, _ nonce: UInt64, _ body: TransactionBody) -> [UInt8] {
+            Transaction(chainId: chainId, signer: .partner(id(partner)), nonce: nonce, expiryHeight: 40, body: body)
+                .signed(with: key("sign \(partner)")).wireBytes
+        }
+        let upgrade = GovernanceAction.scheduleUpgrade(ScheduledUpgrade(name: id("newest"), height: 3, rules: LedgerRules.newest))
+        _ = ledger.execute([signed("metropole", 1_000_001, .propose(upgrade, deadline: 30))] + ["rtm", "tri", "friche"].map {
+            signed($0, 1_000_001, .vote(proposal: 1, approve: true))
+        })
+        while ledger.rules(atHeight: ledger.height + 1) < LedgerRules.newest { _ = ledger.execute([]) }
+        return ledger
+    }()
+
     public static func id(_ raw: String) -> Identifier { Identifier(raw)! }
 
     /// Valid transactions of every kind: the corpus the fuzzer starts from.
@@ -63,7 +79,25 @@ public enum Metropole {
         let vote = partnerTx("rtm", .vote(proposal: 1, approve: true))
         let validators = partnerTx("metropole", .propose(.setValidators([id("metropole"), id("rtm"), id("tri")]), deadline: 30))
         let close = partnerTx("metropole", .propose(.closeProgramme(id("recyclage")), deadline: 30))
+        // The kinds of later rules: an upgrade, acceptance by category, equivocation evidence.
+        let upgrade = partnerTx("metropole", .propose(.scheduleUpgrade(ScheduledUpgrade(name: id("later"), height: 25, rules: 4)), deadline: 30))
+        let category = partnerTx("metropole", .propose(.setPartnerCategory(id("friche"), .event), deadline: 30))
+        let acceptance = partnerTx("metropole", .propose(.setProgrammeAcceptance(id("recyclage"), [.transit, .event]), deadline: 30))
+        let policy = partnerTx("metropole", .propose(.setEquivocationPolicy(suspend: true), deadline: 30))
+        let node = key("node tri")
+        let blank = Ed25519Signature(Bytes64.zero)
+        let draft = EquivocationEvidence(
+            nodeKey: node.publicKey, kind: .proposal, view: 1, seq: 2, .init(hash: SHA256.hash("a"), commandCount: 1, signature: blank),
+            .init(hash: SHA256.hash("b"), commandCount: 2, signature: blank))!
+        let sign = { (statement: EquivocationEvidence.Statement) in
+            EquivocationEvidence.Statement(
+                hash: statement.hash, commandCount: statement.commandCount,
+                signature: node.signature(for: draft.signedDigest(statement, chainId: chainId)!.bytes))
+        }
+        let evidence = EquivocationEvidence(nodeKey: node.publicKey, kind: .proposal, view: 1, seq: 2, sign(draft.first), sign(draft.second))!
+        let report = partnerTx("rtm", .reportEquivocation(evidence))
         return [
+            Pieces.join([upgrade]), Pieces.join([category, acceptance]), Pieces.join([policy, report]), Pieces.join([report]),
             Pieces.join([reward]), Pieces.join([pass]), Pieces.join([spend]), Pieces.join([give]), Pieces.join([suspend]),
             Pieces.join([vote]), Pieces.join([validators]), Pieces.join([close]),
             Pieces.join([reward, pass, spend, give]),

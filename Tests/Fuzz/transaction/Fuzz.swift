@@ -1,7 +1,8 @@
 // Fuzz target: the transaction decoder and the ledger's validation. An input is one or
 // more signed transactions (`Pieces`); each must decode canonically or be refused, and
-// the block they form is executed on a small Métropole's ledger with every
-// signature taken as valid (a signer can sign anything: what matters is that the rules
+// the block they form is executed on a small Métropole's ledger, under the first ledger
+// rules and past an upgrade to the newest (where acceptance by category and equivocation
+// evidence execute), with every signature taken as valid (a signer can sign anything: what matters is that the rules
 // refuse what they must without crashing). Checks after the block: one result per
 // command, and each programme's live total equals what the citizens' lots add up to.
 import CalissonCrypto
@@ -23,7 +24,13 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     decodeCanonical(SignedTransaction.self, input)
     let commands = Array(Pieces(input).prefix(16))
     for command in commands { decodeCanonical(SignedTransaction.self, command) }
-    var ledger = Metropole.ledger
+    // Under the first rules, and past an upgrade to the newest (where the later kinds execute).
+    for start in [Metropole.ledger, Metropole.upgradedLedger] { check(commands, on: start) }
+    return 0
+}
+
+func check(_ commands: [[UInt8]], on start: Ledger<MemoryStateStore>) {
+    var ledger = start
     var accounts: Set<AccountID> = []
     let outcome = ledger.execute(commands, verify: { _ in true })
     guard outcome.results.count == commands.count else { fatalError("\(commands.count) commands, \(outcome.results.count) results") }
@@ -37,5 +44,4 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         let live = ledger.programme(programme)?.totals.live ?? 0
         guard live == held[programme] ?? 0 else { fatalError("\(programme): totals say \(live) held, lots add up to \(held[programme] ?? 0)") }
     }
-    return 0
 }
