@@ -38,7 +38,7 @@ public struct Simulation {
     var reconfiguration: (at: Int, validators: ValidatorSet)?
     /// Ledger runs: the governance the clients carry out, each proposal with its command
     /// id and whether the other partners' votes were sent (once it is final): the
-    /// validator-set change, an upgrade to ledger rules 2 voted at the start, and from its
+    /// validator-set change, an upgrade to the newest ledger rules voted at the start, and from its
     /// height acceptance by category (a partner's category, a programme's acceptance).
     var governance: [GovernanceStep] = []
     var categoriesProposed = false
