@@ -40,6 +40,9 @@ public final class NodeProcesses {
     public var binaries: [Int: String] = [:]
     public var extraArguments: [Int: [String]] = [:]
 
+    /// How long a new cluster's nodes may take to answer and link to each other.
+    static let linkSecondsMax = 90.0
+
     public var describe: String { started ? "started here, in \(directory)" : "attached to \(directory)" }
 
     /// A testnet of `count` validators written by `BIN/calisson-node testnet` into
@@ -154,13 +157,14 @@ public final class NodeProcesses {
                 throw error
             }
         }
-        // Every node answers and is linked to all the others.
-        let deadline = Date().addingTimeInterval(30)
+        // Every node answers and is linked to all the others (a loaded machine, as a CI
+        // runner beside builds, took over 30 s: the wait ends as soon as they are).
+        let deadline = Date().addingTimeInterval(Self.linkSecondsMax)
         for index in ids.indices {
             while (status(index)?.peers.count ?? -1) < ids.count - 1 {
                 guard Date() < deadline else {
                     stop(keepDirectory: true)
-                    throw NodeProcessesError("\(ids[index]) is not linked to the others after 30 s (logs in \(directory))")
+                    throw NodeProcessesError("\(ids[index]) is not linked to the others after \(Int(Self.linkSecondsMax)) s (logs in \(directory))")
                 }
                 Thread.sleep(forTimeInterval: 0.1)
             }
