@@ -58,8 +58,11 @@ public struct UpgradeSchedule: Hashable, Sendable, WireCodable {
     public internal(set) var upgrades: [ScheduledUpgrade]
 
     public init(_ upgrades: [ScheduledUpgrade] = []) {
-        self.upgrades = upgrades.sorted { ($0.height, $0.name) < ($1.height, $1.name) }
+        self.upgrades = upgrades.sorted(by: Self.precedes)
     }
+
+    /// The schedule's order: by height, then name.
+    static func precedes(_ a: ScheduledUpgrade, _ b: ScheduledUpgrade) -> Bool { (a.height, a.name) < (b.height, b.name) }
 
     /// The rules in force at `height`: the highest version of the upgrades at or below it.
     public func rules(atHeight height: UInt64) -> UInt32 {
@@ -68,7 +71,7 @@ public struct UpgradeSchedule: Hashable, Sendable, WireCodable {
 
     /// The upgrade that brings the rules in force at `height` above `newest`, if any.
     public func missing(atHeight height: UInt64, newest: UInt32) -> ScheduledUpgrade? {
-        upgrades.filter { $0.height <= height && $0.rules > newest }.min { ($0.height, $0.name) < ($1.height, $1.name) }
+        upgrades.first { $0.height <= height && $0.rules > newest }  // the upgrades are in order
     }
 
     /// Upgrades whose height is above `height`.
@@ -79,7 +82,7 @@ public struct UpgradeSchedule: Hashable, Sendable, WireCodable {
     public init(from reader: inout WireReader) throws(WireError) {
         let offset = reader.offset
         upgrades = try reader.readArray("upgrades", maximum: Self.countMax, of: ScheduledUpgrade.self)
-        guard upgrades == upgrades.sorted(by: { ($0.height, $0.name) < ($1.height, $1.name) }),
+        guard upgrades == upgrades.sorted(by: Self.precedes),
             Set(upgrades.map(\.name)).count == upgrades.count
         else { throw .invalidValue(field: "upgrades", offset: offset, reason: "not sorted by height and name, or a name twice") }
     }
