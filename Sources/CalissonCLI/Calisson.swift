@@ -296,8 +296,14 @@ struct PartnerCommand: ParsableCommand {
         let (value, height, root) = try connection.record(StateKeys.partner(try identifier(id)))
         guard let value else { return connection.emit([("partner", id), ("status", "unknown"), connection.proofLine(height, root)]) }
         let partner = try Partner(wireBytes: value)
-        connection.emit([("partner", partner.id.rawValue), ("name", partner.name), ("status", "\(partner.status)"),
-                         ("roles", roleNames(partner.roles)), ("signingKey", partner.signingKey.description), connection.proofLine(height, root)])
+        // Its endpoints are a record of their own (ledger rules 4), read with its own proof.
+        let (listed, endpointsHeight, endpointsRoot) = try connection.record(StateKeys.partnerEndpoints(partner.id))
+        let endpoints = try listed.map { try EndpointList(wireBytes: $0).endpoints } ?? []
+        var fields = [("partner", partner.id.rawValue), ("name", partner.name), ("status", "\(partner.status)"),
+                      ("roles", roleNames(partner.roles)), ("signingKey", partner.signingKey.description),
+                      ("endpoints", endpoints.isEmpty ? "none" : endpoints.map(\.description).joined(separator: ",")), connection.proofLine(height, root)]
+        if endpointsHeight != height { fields.append(("endpointsProof", connection.proofLine(endpointsHeight, endpointsRoot).1)) }
+        connection.emit(fields)
     }
 }
 

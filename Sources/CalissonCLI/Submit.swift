@@ -17,7 +17,7 @@ struct Submit: ParsableCommand {
             before --timeout. A partner signs with its signing key and names itself with --as; \
             a citizen signs with its own key (calisson key generate) and no --as.
             """,
-        subcommands: [AttributeCommand.self, RedeemCommand.self, TransferCommand.self, ProposeCommand.self, VoteCommand.self, ReportEquivocationCommand.self])
+        subcommands: [AttributeCommand.self, RedeemCommand.self, TransferCommand.self, ProposeCommand.self, VoteCommand.self, ReportEquivocationCommand.self, SetEndpointsCommand.self])
 }
 
 struct SubmitOptions: ParsableArguments {
@@ -244,6 +244,30 @@ struct ReportEquivocationCommand: ParsableCommand {
     }
 }
 
+struct SetEndpointsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "set-endpoints",
+        abstract: "Say where this partner's node takes validator links (signed by the partner, --as; ledger rules 4).",
+        discussion: """
+            Replaces the partner's endpoints in the ledger: every node dials the endpoints the \
+            ledger gives (the lower id dials), so a node that moves says so here and the others \
+            follow without an edit or a restart (Docs/OPERATIONS.md, "Peers found in the ledger"). \
+            --endpoint host:port, repeated (at most 4; a lowercase DNS name or an IPv4 address), \
+            or --none to remove them.
+            """)
+    @OptionGroup var options: SubmitOptions
+    @Option(help: "Where the node listens for validators, as host:port (repeat for each).") var endpoint: [String] = []
+    @Flag(help: "Remove the partner's endpoints.") var none = false
+    func run() throws {
+        guard options.partner != nil else { throw ValidationError("a partner sets its own endpoints: --as PARTNER") }
+        guard endpoint.isEmpty != !none else { throw ValidationError("set-endpoints needs --endpoint host:port (repeat for each) or --none") }
+        let endpoints = try ProposeCommand.endpoints(endpoint)
+        guard case let .status(status) = try options.connection.ask(.status) else { throw ValidationError("unexpected answer") }
+        try options.checkRules(LedgerRules.endpoints, for: "set-endpoints", height: status.height)
+        _ = try options.submit(.setEndpoints(endpoints))
+    }
+}
+
 struct ProposeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "propose", abstract: "Propose a governance action (signed by a partner, --as; the proposer's vote is yes).",
@@ -262,7 +286,10 @@ struct ProposeCommand: ParsableCommand {
             set-partner-category (--target, --category, or none without it) and \
             set-programme-acceptance (--target, --categories a,b: acceptors of those categories \
             take the programme's tokens; none without it), the last two from ledger rules 2, \
-            set-equivocation-policy (--equivocators suspend or leave), from ledger rules 3. \
+            set-equivocation-policy (--equivocators suspend or leave), from ledger rules 3, \
+            set-partner-endpoints (--target, --endpoint host:port repeated, none without it: \
+            where its node takes validator links), from ledger rules 4, as is an admit-partner \
+            whose partner file lists "endpoints". \
             Categories: transit, wasteSorting, event, energy, other. The proposal passes with \
             the chain's approval fraction of active partners (2/3 by default) before its \
             deadline; it is applied by the deciding vote.
@@ -285,6 +312,8 @@ struct ProposeCommand: ParsableCommand {
     @Option(help: "set-programme-acceptance: comma-separated categories of acceptors (absent: none).") var categories: String?
     @Option(help: "set-equivocation-policy: suspend (a validator reported for equivocation is suspended at once) or leave (partners decide).")
     var equivocators: String?
+    @Option(help: "set-partner-endpoints: where the partner's node takes validator links, as host:port (repeat for each; absent: none).")
+    var endpoint: [String] = []
 
     enum Action: String, ExpressibleByArgument, CaseIterable {
         case admitPartner = "admit-partner", suspendPartner = "suspend-partner", reinstatePartner = "reinstate-partner"
@@ -292,6 +321,12 @@ struct ProposeCommand: ParsableCommand {
         case closeProgramme = "close-programme", setValidators = "set-validators", rotateKeys = "rotate-keys"
         case setParameters = "set-parameters", scheduleUpgrade = "schedule-upgrade", setPartnerCategory = "set-partner-category"
         case setProgrammeAcceptance = "set-programme-acceptance", setEquivocationPolicy = "set-equivocation-policy"
+        case setPartnerEndpoints = "set-partner-endpoints"
+    }
+
+    /// `--endpoint` values, checked as the ledger checks them.
+    static func endpoints(_ texts: [String]) throws -> [PeerEndpoint] {
+        do { return try GenesisFile.endpoints(texts, "--endpoint") } catch { throw ValidationError("\(error.field): \(error.reason)") }
     }
 
     static func category(_ raw: String, _ option: String) throws -> Category {
@@ -312,7 +347,10 @@ struct ProposeCommand: ParsableCommand {
         }
         switch action {
         case .admitPartner:
-            do { return .admitPartner(try decode(GenesisFile.PartnerEntry.self, partnerFile, "partner-file").partner()) } catch let error as GenesisError {
+            do {
+                let entry = try decode(GenesisFile.PartnerEntry.self, partnerFile, "partner-file")
+                return .admitPartner(try entry.partner(), endpoints: try entry.peerEndpoints())
+            } catch let error as GenesisError {
                 throw ValidationError("--partner-file: \(error.field): \(error.reason)")
             }
         case .createProgramme, .amendProgramme:
@@ -358,6 +396,8 @@ struct ProposeCommand: ParsableCommand {
             case "leave": return .setEquivocationPolicy(suspend: false)
             default: throw ValidationError("set-equivocation-policy needs --equivocators suspend or --equivocators leave")
             }
+        case .setPartnerEndpoints:
+            return .setPartnerEndpoints(try target(), try Self.endpoints(endpoint))
         }
     }
 

@@ -352,6 +352,8 @@ final class EventFeed: Sendable {
                     (event.kind, event.proposal, event.approve) = (.vote, GatewayAPI.int(proposal), approve)
                 case .reportEquivocation:
                     event.kind = .reportEquivocation
+                case .setEndpoints:
+                    event.kind = .setEndpoints
                 }
                 accounts = transaction.accounts.map(\.bytes.hex)
             }

@@ -214,6 +214,7 @@ extension GatewayAPI {
         let used: Set<String>
         switch request.kind {
         case .admitPartner: used = ["partner"]
+        case .setPartnerEndpoints: used = ["target", "endpoints"]
         case .suspendPartner, .reinstatePartner, .removePartner, .closeProgramme: used = ["target"]
         case .rotateKeys: used = ["target", "signingKey", "nodeKey", "tlsKeyHash"]
         case .createProgramme, .amendProgramme: used = ["programme"]
@@ -229,12 +230,22 @@ extension GatewayAPI {
             ("validators", request.validators != nil), ("parameters", request.parameters != nil), ("signingKey", request.signingKey != nil),
             ("nodeKey", request.nodeKey != nil), ("tlsKeyHash", request.tlsKeyHash != nil), ("upgrade", request.upgrade != nil),
             ("category", request.category != nil), ("categories", request.categories != nil), ("suspend", request.suspend != nil),
+            ("endpoints", request.endpoints != nil),
         ]
         for (field, isPresent) in present where isPresent && !used.contains(field) {
             throw SubmitAnswer.badRequest("action.\(field) is not used by \(request.kind.rawValue) (it takes \(used.sorted().joined(separator: ", ")))")
         }
         switch request.kind {
-        case .admitPartner: return .admitPartner(try entry(request.partner, "partner", as: GenesisFile.PartnerEntry.self).partner("action.partner"))
+        case .admitPartner:
+            let partner = try entry(request.partner, "partner", as: GenesisFile.PartnerEntry.self)
+            do { return .admitPartner(try partner.partner("action.partner"), endpoints: try partner.peerEndpoints("action.partner")) } catch {
+                throw SubmitAnswer.badRequest("\(error)")
+            }
+        case .setPartnerEndpoints:
+            guard let listed = request.endpoints else { throw SubmitAnswer.badRequest("action.endpoints is needed for setPartnerEndpoints (empty: none)") }
+            do { return .setPartnerEndpoints(try target(), try GenesisFile.endpoints(listed, "action.endpoints")) } catch {
+                throw SubmitAnswer.badRequest("\(error)")
+            }
         case .suspendPartner: return .setPartnerStatus(try target(), .suspended)
         case .reinstatePartner: return .setPartnerStatus(try target(), .active)
         case .removePartner: return .setPartnerStatus(try target(), .removed)

@@ -11,13 +11,19 @@ public struct GenesisFile: Codable, Sendable, Equatable {
     /// Partner ids whose nodes validate, in consensus order.
     public var validators: [String]
     public var programmes: [ProgrammeEntry]
+    /// The ledger rules the chain starts with (`LedgerRules`; absent: 1).
+    public var rules: UInt32?
 
-    public init(chainId: String, parameters: ParametersEntry, partners: [PartnerEntry], validators: [String], programmes: [ProgrammeEntry]) {
+    public init(
+        chainId: String, parameters: ParametersEntry, partners: [PartnerEntry], validators: [String], programmes: [ProgrammeEntry],
+        rules: UInt32? = nil
+    ) {
         self.chainId = chainId
         self.parameters = parameters
         self.partners = partners
         self.validators = validators
         self.programmes = programmes
+        self.rules = rules
     }
 
     public struct ParametersEntry: Codable, Sendable, Equatable {
@@ -55,14 +61,20 @@ public struct GenesisFile: Codable, Sendable, Equatable {
         public var signingKey: String
         public var nodeKey: String?
         public var tlsKeyHash: String?
+        /// Where its node takes validator links, as "host:port" (rules 4).
+        public var endpoints: [String]?
 
-        public init(id: String, name: String, roles: [String], signingKey: String, nodeKey: String? = nil, tlsKeyHash: String? = nil) {
+        public init(
+            id: String, name: String, roles: [String], signingKey: String, nodeKey: String? = nil, tlsKeyHash: String? = nil,
+            endpoints: [String]? = nil
+        ) {
             self.id = id
             self.name = name
             self.roles = roles
             self.signingKey = signingKey
             self.nodeKey = nodeKey
             self.tlsKeyHash = tlsKeyHash
+            self.endpoints = endpoints
         }
     }
 
@@ -127,6 +139,10 @@ public struct Genesis: Sendable, Equatable {
     public let partners: [Partner]
     public let validators: [Identifier]
     public let programmes: [Programme]
+    /// The rules the chain starts with (`LedgerRules`).
+    public var rules: UInt32 = LedgerRules.initial
+    /// Partners' endpoints (rules 4), sorted and distinct.
+    public var endpoints: [Identifier: [PeerEndpoint]] = [:]
 }
 
 extension GenesisFile {
@@ -135,12 +151,24 @@ extension GenesisFile {
             throw GenesisError(field: "chainId", reason: "1 to \(SigningDomain.chainIdByteCountMax) bytes of printable ASCII")
         }
         guard self.partners.count <= LedgerLimits.listCountMax else { throw GenesisError(field: "partners", reason: "at most \(LedgerLimits.listCountMax)") }
+        let rules = self.rules ?? LedgerRules.initial
+        guard (LedgerRules.initial...LedgerRules.newest).contains(rules) else {
+            throw GenesisError(field: "rules", reason: "\(rules): this release implements ledger rules \(LedgerRules.initial) to \(LedgerRules.newest)")
+        }
         var partners: [Partner] = []
+        var endpoints: [Identifier: [PeerEndpoint]] = [:]
         for (index, entry) in self.partners.enumerated() {
             let field = "partners[\(index)]"
             let id = try Self.identifier(entry.id, "\(field).id")
             guard !partners.contains(where: { $0.id == id }) else { throw GenesisError(field: "\(field).id", reason: "\(id) is listed twice") }
             partners.append(try entry.partner(field))
+            let listed = try entry.peerEndpoints(field)
+            if !listed.isEmpty {
+                guard rules >= LedgerRules.endpoints else {
+                    throw GenesisError(field: "\(field).endpoints", reason: "needs ledger rules \(LedgerRules.endpoints) (\"rules\": \(LedgerRules.endpoints))")
+                }
+                endpoints[id] = listed
+            }
         }
         guard partners.contains(where: { $0.roles.contains(.authority) }) else {
             throw GenesisError(field: "partners", reason: "no partner has the authority role (the Métropole, central counterparty)")
@@ -189,7 +217,10 @@ extension GenesisFile {
             programme.sponsor = try known(entry.sponsor, "\(field).sponsor").id
             programmes.append(programme)
         }
-        return Genesis(chainId: chainId, parameters: parameters, partners: partners.sorted { $0.id < $1.id }, validators: validators, programmes: programmes)
+        var genesis = Genesis(chainId: chainId, parameters: parameters, partners: partners.sorted { $0.id < $1.id }, validators: validators, programmes: programmes)
+        genesis.rules = rules
+        genesis.endpoints = endpoints
+        return genesis
     }
 
     static func identifier(_ raw: String, _ field: String) throws(GenesisError) -> Identifier {
@@ -221,6 +252,10 @@ extension Ledger {
         values += genesis.programmes.map { (StateKeys.programme($0.id), $0.wireBytes) }
         let nodeKeys = genesis.validatorKeys
         values.append((StateKeys.validatorKeys, ValidatorKeys(changedAt: 0, keys: nodeKeys).wireBytes))
+        if genesis.rules > LedgerRules.initial {
+            values.append((StateKeys.upgrades, UpgradeSchedule([Genesis.upgrade(genesis.rules)]).wireBytes))
+        }
+        values += genesis.endpoints.keys.sorted().map { (StateKeys.partnerEndpoints($0), EndpointList(genesis.endpoints[$0]!).wireBytes) }
         let tree = StateTree.update(root: .zero, changes: values.map { ($0.key, $0.value.map(StateTree.valueHash)) }, nodes: store)
         store.commit(StateBatch(values: values, tree: tree))
         do { return try Ledger(chainId: genesis.chainId, store: store) } catch {
@@ -251,6 +286,31 @@ extension GenesisFile.PartnerEntry {
             id: id, name: name, roles: roles, signingKey: try GenesisFile.key(signingKey, "\(field).signingKey"),
             nodeKey: try nodeKey.map { (hex: String) throws(GenesisError) in try GenesisFile.key(hex, "\(field).nodeKey") },
             tlsKeyHash: try tlsKeyHash.map { (hex: String) throws(GenesisError) in try GenesisFile.bytes32(hex, "\(field).tlsKeyHash") })
+    }
+
+    /// Its endpoints, checked, sorted and made distinct (none when absent).
+    public func peerEndpoints(_ field: String = "partner") throws(GenesisError) -> [PeerEndpoint] {
+        try GenesisFile.endpoints(endpoints ?? [], "\(field).endpoints")
+    }
+}
+
+extension GenesisFile {
+    /// Endpoints written "host:port" (a genesis, a partner file, a command's options),
+    /// checked, sorted and made distinct; a mistake names `field`.
+    public static func endpoints(_ texts: [String], _ field: String) throws(GenesisError) -> [PeerEndpoint] {
+        var parsed: [PeerEndpoint] = []
+        for (index, text) in texts.enumerated() {
+            guard let endpoint = PeerEndpoint(text) else {
+                let problem = text.lastIndex(of: ":").flatMap { colon in
+                    UInt16(text[text.index(after: colon)...]).flatMap { PeerEndpoint.problem(host: String(text[..<colon]), port: $0) }
+                } ?? "expected host:port, the port 1 to 65535"
+                throw GenesisError(field: "\(field)[\(index)]", reason: "'\(text.prefix(80))': \(problem)")
+            }
+            parsed.append(endpoint)
+        }
+        let endpoints = Array(Set(parsed)).sorted()
+        if let problem = PeerEndpoint.problem(endpoints) { throw GenesisError(field: field, reason: problem) }
+        return endpoints
     }
 }
 
@@ -339,6 +399,7 @@ extension GenesisFile {
         partners = try c.list(PartnerEntry.self, .partners, countMax: LedgerLimits.listCountMax)
         validators = try c.list(String.self, .validators, countMax: LedgerLimits.listCountMax)
         programmes = try c.list(ProgrammeEntry.self, .programmes, countMax: LedgerLimits.listCountMax)
+        rules = try c.integerIfPresent(.rules)
     }
 }
 
@@ -364,6 +425,7 @@ extension GenesisFile.PartnerEntry {
         signingKey = try c.decode(String.self, forKey: .signingKey)
         nodeKey = try c.decodeIfPresent(String.self, forKey: .nodeKey)
         tlsKeyHash = try c.decodeIfPresent(String.self, forKey: .tlsKeyHash)
+        endpoints = try c.listIfPresent(String.self, .endpoints, countMax: PeerEndpoint.countMax)
     }
 }
 
@@ -402,11 +464,26 @@ extension Genesis {
         writer.writeArray(partners)
         writer.writeArray(validators)
         writer.writeArray(programmes)
+        // What later releases added to the genesis, written only when used: the digest of a
+        // genesis without them is the one earlier releases computed.
+        if rules != LedgerRules.initial || !endpoints.isEmpty {
+            writer.write(rules)
+            for id in endpoints.keys.sorted() {
+                writer.write(id)
+                writer.write(EndpointList(endpoints[id]!))
+            }
+        }
         return Self.digestTag.hash(writer.bytes)
     }
 }
 
 extension Genesis {
+    /// The upgrade a genesis starting above rules 1 records: in force from height 0, so
+    /// the schedule says by which rules every block was executed.
+    public static func upgrade(_ rules: UInt32) -> ScheduledUpgrade {
+        ScheduledUpgrade(name: Identifier("genesis")!, height: 0, rules: rules)
+    }
+
     /// The node keys of the genesis validators, in consensus order.
     public var validatorKeys: [Ed25519PublicKey] {
         validators.compactMap { id in partners.first { $0.id == id }?.nodeKey }

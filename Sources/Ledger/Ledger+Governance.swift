@@ -52,8 +52,9 @@ extension Ledger {
     /// nil when `action` can be applied to the current state at `height`, else why not.
     func problem(with action: GovernanceAction, height: UInt64) -> String? {
         switch action {
-        case let .admitPartner(partner):
+        case let .admitPartner(partner, endpoints):
             if self.partner(partner.id) != nil { return "partner \(partner.id) exists" }
+            if let problem = PeerEndpoint.problem(endpoints) { return problem }
             if meta.partners.count >= LedgerLimits.listCountMax { return "at most \(LedgerLimits.listCountMax) partners" }
             if partner.status != .active { return "a new partner starts active" }
             if partner.name.utf8.count > LedgerLimits.nameBytesMax { return "name over \(LedgerLimits.nameBytesMax) bytes" }
@@ -117,6 +118,10 @@ extension Ledger {
                 return "categories must be sorted and distinct"
             }
         case .setEquivocationPolicy: break
+        case let .setPartnerEndpoints(id, endpoints):
+            guard let partner = partner(id) else { return "unknown partner \(id)" }
+            if partner.status == .removed { return "partner \(id) was removed for good" }
+            if let problem = PeerEndpoint.problem(endpoints) { return problem }
         }
         return nil
     }
@@ -148,9 +153,10 @@ extension Ledger {
     /// Applies a checked action.
     mutating func enact(_ action: GovernanceAction) {
         switch action {
-        case let .admitPartner(partner):
+        case let .admitPartner(partner, endpoints):
             partners[partner.id] = partner
             meta.partners = (meta.partners + [partner.id]).sorted()
+            if !endpoints.isEmpty { setEndpoints(partner.id, endpoints) }
         case let .setPartnerStatus(id, status):
             guard var partner = partner(id) else { return }
             partner.status = status
@@ -188,6 +194,8 @@ extension Ledger {
             write(StateKeys.programmeAcceptance(id), categories.isEmpty ? nil : CategoryList(categories))
         case let .setEquivocationPolicy(suspend):
             write(StateKeys.equivocationPolicy, suspend ? true : nil)
+        case let .setPartnerEndpoints(id, endpoints):
+            setEndpoints(id, endpoints)
         }
     }
 }

@@ -36,6 +36,8 @@ public enum LedgerRejection: Error, Hashable, Sendable {
     case invalidEvidence(String)
     /// That validator's equivocation in that slot is recorded already.
     case evidenceKnown
+    /// A partner's endpoints that are not valid (rules 4).
+    case invalidEndpoints(String)
 }
 
 public enum TransactionResult: Hashable, Sendable {
@@ -69,8 +71,8 @@ public struct BlockOutcome: Sendable {
     /// The citizen accounts each transaction concerns (empty for undecodable ones), for
     /// the node's per-account index: the ledger decoded them already.
     public var accounts: [[AccountID]]
-    /// Whether a partner record changed (admitted, status, keys): the node's TLS registry
-    /// follows the partners.
+    /// Whether a partner record changed (admitted, status, keys, endpoints): the node's TLS
+    /// registry and the peers it dials follow the partners.
     public var partnersChanged: Bool
 }
 
@@ -96,6 +98,8 @@ public struct Ledger<Store: StateStore> {
     /// The rules in force at the block being executed (`LedgerRules`): an upgrade's height
     /// is above the block that enacts it, so they never change within a block.
     var blockRules = LedgerRules.initial
+    /// Whether the block changed a partner's endpoints (reported as `partnersChanged`).
+    var directoryChanged = false
 
     struct Pair: Hashable, Comparable {
         let sponsor: Identifier
@@ -187,6 +191,7 @@ public struct Ledger<Store: StateStore> {
         let validatorsBefore = nodeKeys()
         pruneUsedNonces(expiredBefore: height)
         decidedProposals = []
+        directoryChanged = false
         var results: [TransactionResult] = []
         var accounts: [[AccountID]] = []
         results.reserveCapacity(commands.count)
@@ -208,7 +213,7 @@ public struct Ledger<Store: StateStore> {
             closeEpoch(height: height)
         }
         let validatorsAfter = nodeKeys()
-        let partnersChanged = !partners.isEmpty
+        let partnersChanged = !partners.isEmpty || directoryChanged
         if validatorsAfter != validatorsBefore { write(StateKeys.validatorKeys, ValidatorKeys(changedAt: height, keys: validatorsAfter)) }
         flushBlock()
         let values = writes.map { (key: $0.key, value: $0.value) }
@@ -282,7 +287,9 @@ public struct Ledger<Store: StateStore> {
             result = vote(by: signerPartner!, proposal: proposal, approve: approve, height: height)
         case let (.reportEquivocation(evidence), .partner):
             result = reportEquivocation(by: signerPartner!, evidence, height: height, verify: verify)
-        case (.attribute, .citizen), (.propose, .citizen), (.vote, .citizen), (.reportEquivocation, .citizen):
+        case let (.setEndpoints(endpoints), .partner):
+            result = setOwnEndpoints(by: signerPartner!, endpoints)
+        case (.attribute, .citizen), (.propose, .citizen), (.vote, .citizen), (.reportEquivocation, .citizen), (.setEndpoints, .citizen):
             result = .failure(.malformed("this transaction must be signed by a partner"))
         case (.redeem, .partner), (.transfer, .partner):
             result = .failure(.malformed("this transaction must be signed by a citizen"))

@@ -8,7 +8,7 @@ public enum StateKeys {
     enum Namespace: UInt8 {
         case meta = 1, parameters, partner, programme, account, usage, evidence, used, usedExpiring, expiringLots,
             proposal, obligations, statement, settlement, expiringChunk, validatorKeys, usedExpiringChunk, epochReport, epochActivity,
-            upgrades, partnerCategory, programmeAcceptance, equivocation, equivocationTally, equivocationPolicy
+            upgrades, partnerCategory, programmeAcceptance, equivocation, equivocationTally, equivocationPolicy, partnerEndpoints
     }
 
     static let tag = TaggedHasher(tag: "calisson/state/key/v1")
@@ -63,6 +63,8 @@ public enum StateKeys {
     public static func equivocationTally(_ id: Identifier) -> StateKey { key(.equivocationTally, bytes(id)) }
     /// Whether a reported equivocator is suspended at once (rules 3).
     public static let equivocationPolicy = key(.equivocationPolicy)
+    /// Where a partner's node takes validator links (rules 4, `EndpointList`).
+    public static func partnerEndpoints(_ id: Identifier) -> StateKey { key(.partnerEndpoints, bytes(id)) }
     public static func obligations(_ epoch: UInt64) -> StateKey { key(.obligations, bytes(epoch)) }
     public static func statement(_ epoch: UInt64, _ partner: Identifier) -> StateKey { key(.statement, bytes(epoch), bytes(partner)) }
     public static func settlement(_ epoch: UInt64) -> StateKey { key(.settlement, bytes(epoch)) }

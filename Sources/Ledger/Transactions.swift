@@ -10,7 +10,9 @@ public enum TransactionSigner: Hashable, Sendable {
 
 /// What governance can do once a proposal passes.
 public enum GovernanceAction: Hashable, Sendable {
-    case admitPartner(Partner)
+    /// A new partner, with where its node takes validator links (rules 4; none: the
+    /// action of rules 1).
+    case admitPartner(Partner, endpoints: [PeerEndpoint] = [])
     case setPartnerStatus(Identifier, PartnerStatus)
     case rotateKeys(Identifier, signingKey: Ed25519PublicKey, nodeKey: Ed25519PublicKey?, tlsKeyHash: SHA256Digest?)
     case createProgramme(Programme)
@@ -31,12 +33,16 @@ public enum GovernanceAction: Hashable, Sendable {
     case setProgrammeAcceptance(Identifier, [Category])
     /// Whether a validator reported for equivocation is suspended at once (rules 3).
     case setEquivocationPolicy(suspend: Bool)
+    /// Replaces a partner's endpoints (empty: none) (rules 4).
+    case setPartnerEndpoints(Identifier, [PeerEndpoint])
 
     /// The first ledger rules version that knows this action.
     public var rulesIntroduced: UInt32 {
         switch self {
         case .setPartnerCategory, .setProgrammeAcceptance: return LedgerRules.acceptanceByCategory
         case .setEquivocationPolicy: return LedgerRules.evidence
+        case let .admitPartner(_, endpoints): return endpoints.isEmpty ? LedgerRules.initial : LedgerRules.endpoints
+        case .setPartnerEndpoints: return LedgerRules.endpoints
         default: return LedgerRules.initial
         }
     }
@@ -55,12 +61,15 @@ public enum TransactionBody: Hashable, Sendable {
     case vote(proposal: UInt64, approve: Bool)
     /// A partner reports a validator's two conflicting signed consensus statements (rules 3).
     case reportEquivocation(EquivocationEvidence)
+    /// A partner replaces its own endpoints (empty: none) (rules 4).
+    case setEndpoints([PeerEndpoint])
 
     /// The first ledger rules version that knows this transaction.
     public var rulesIntroduced: UInt32 {
         switch self {
         case let .propose(action, _): return action.rulesIntroduced
         case .reportEquivocation: return LedgerRules.evidence
+        case .setEndpoints: return LedgerRules.endpoints
         default: return LedgerRules.initial
         }
     }
@@ -93,7 +102,7 @@ public struct Transaction: Hashable, Sendable {
         switch body {
         case let .attribute(_, account, _, _): accounts.append(account)
         case let .transfer(to, _, _): accounts.append(to)
-        case .redeem, .propose, .vote, .reportEquivocation: break
+        case .redeem, .propose, .vote, .reportEquivocation, .setEndpoints: break
         }
         return accounts
     }
@@ -129,7 +138,8 @@ public struct SignedTransaction: Hashable, Sendable {
 extension GovernanceAction: WireCodable {
     public func encode(to writer: inout WireWriter) {
         switch self {
-        case let .admitPartner(partner): writer.write(UInt8(1)); writer.write(partner)
+        case let .admitPartner(partner, endpoints) where endpoints.isEmpty: writer.write(UInt8(1)); writer.write(partner)
+        case let .admitPartner(partner, endpoints): writer.write(UInt8(13)); writer.write(partner); writer.write(EndpointList(endpoints))
         case let .setPartnerStatus(id, status): writer.write(UInt8(2)); writer.write(id); writer.write(status.rawValue)
         case let .rotateKeys(id, signingKey, nodeKey, tlsKeyHash):
             writer.write(UInt8(3))
@@ -146,6 +156,7 @@ extension GovernanceAction: WireCodable {
         case let .setPartnerCategory(id, category): writer.write(UInt8(10)); writer.write(id); writer.writeOptional(category)
         case let .setProgrammeAcceptance(id, categories): writer.write(UInt8(11)); writer.write(id); writer.write(CategoryList(categories))
         case let .setEquivocationPolicy(suspend): writer.write(UInt8(12)); writer.write(suspend)
+        case let .setPartnerEndpoints(id, endpoints): writer.write(UInt8(14)); writer.write(id); writer.write(EndpointList(endpoints))
         }
     }
 
@@ -155,6 +166,7 @@ extension GovernanceAction: WireCodable {
         switch kind {
         case 10, 11: return formatVersion >= LedgerRules.acceptanceByCategory
         case 12: return formatVersion >= LedgerRules.evidence
+        case 13, 14: return formatVersion >= LedgerRules.endpoints
         default: return true
         }
     }
@@ -189,6 +201,15 @@ extension GovernanceAction: WireCodable {
             let id = try Identifier(from: &reader)
             self = .setProgrammeAcceptance(id, try CategoryList(from: &reader).categories)
         case 12: self = .setEquivocationPolicy(suspend: try reader.readBool("action.suspend"))
+        case 13:
+            let partner = try Partner(from: &reader)
+            let endpoints = try EndpointList(from: &reader).endpoints
+            // An admission without endpoints is kind 1: one action, one encoding.
+            guard !endpoints.isEmpty else { throw .invalidValue(field: "action.endpoints", offset: reader.offset, reason: "empty (kind 1 admits without)") }
+            self = .admitPartner(partner, endpoints: endpoints)
+        case 14:
+            let id = try Identifier(from: &reader)
+            self = .setPartnerEndpoints(id, try EndpointList(from: &reader).endpoints)
         case let raw: throw .unknownKind(field: "action.kind", offset: offset, raw: UInt64(raw))
         }
     }
@@ -209,6 +230,8 @@ extension TransactionBody: WireCodable {
             writer.write(UInt8(5)); writer.write(proposal); writer.write(approve)
         case let .reportEquivocation(evidence):
             writer.write(UInt8(6)); writer.write(evidence)
+        case let .setEndpoints(endpoints):
+            writer.write(UInt8(7)); writer.write(EndpointList(endpoints))
         }
     }
 
@@ -216,7 +239,8 @@ extension TransactionBody: WireCodable {
         let offset = reader.offset
         let kind = try reader.readUInt8("body.kind")
         // Kinds a later rules version added are unknown below it, as to the code before them.
-        guard kind != 6 || reader.formatVersion >= LedgerRules.evidence else {
+        let introduced = kind == 6 ? LedgerRules.evidence : kind == 7 ? LedgerRules.endpoints : LedgerRules.initial
+        guard reader.formatVersion >= introduced else {
             throw .unknownKind(field: "body.kind", offset: offset, raw: UInt64(kind))
         }
         switch kind {
@@ -240,6 +264,7 @@ extension TransactionBody: WireCodable {
             let proposal = try reader.readUInt64("vote.proposal")
             self = .vote(proposal: proposal, approve: try reader.readBool("vote.approve"))
         case 6: self = .reportEquivocation(try EquivocationEvidence(from: &reader))
+        case 7: self = .setEndpoints(try EndpointList(from: &reader).endpoints)
         case let raw: throw .unknownKind(field: "body.kind", offset: offset, raw: UInt64(raw))
         }
     }

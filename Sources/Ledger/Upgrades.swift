@@ -13,15 +13,19 @@ import Wire
 ///   (`setProgrammeAcceptance`).
 /// - 3: equivocation evidence as a transaction (`reportEquivocation`), recorded in the
 ///   state, and the policy of suspending the validator at once (`setEquivocationPolicy`).
+/// - 4: peers found in the ledger: a partner's validator endpoints, set at its admission,
+///   by the partner itself (`setEndpoints`) or by governance (`setPartnerEndpoints`).
 public enum LedgerRules {
     /// The newest version this code implements.
-    public static let newest: UInt32 = 3
+    public static let newest: UInt32 = 4
     /// The version of a chain that never voted an upgrade.
     public static let initial: UInt32 = 1
     /// The version that brought acceptance by category.
     public static let acceptanceByCategory: UInt32 = 2
     /// The version that brought equivocation evidence.
     public static let evidence: UInt32 = 3
+    /// The version that brought partners' endpoints in the ledger.
+    public static let endpoints: UInt32 = 4
 }
 
 /// An upgrade the partners voted: from `height` on, the ledger's rules are at least

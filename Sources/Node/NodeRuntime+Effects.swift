@@ -169,11 +169,17 @@ extension NodeRuntime {
             respond(ClientResponse.blocks(list).wireBytes)
         case .partnersChanged:
             // Links of partners no longer registered (or with another key now) are closed;
-            // a newly admitted partner may link.
+            // a newly admitted partner may link; the peers dialled follow the endpoints.
             let registry = Self.registry(core.ledger)
-            if registry != transport.configuration.registry {
-                transport.update(peers: transport.configuration.peers, registry: registry, revokedSerials: transport.configuration.revokedSerials)
-                logger.notice("TLS registry updated from governance", metadata: ["partners": "\(registry.keys.sorted())"])
+            let peers = Self.peers(core.ledger, bootstrap: configuration.transport.peers, selfID: configuration.transport.selfID)
+            if registry != transport.configuration.registry || peers != transport.configuration.peers {
+                if registry != transport.configuration.registry {
+                    logger.notice("TLS registry updated from governance", metadata: ["partners": "\(registry.keys.sorted())"])
+                }
+                if peers != transport.configuration.peers {
+                    logger.notice("peers updated from the ledger", metadata: ["peers": "\(Self.describe(peers))"])
+                }
+                transport.update(peers: peers, registry: registry, revokedSerials: transport.configuration.revokedSerials)
             }
         case let .event(event): note(event)
         case let .stopped(reason):
@@ -284,6 +290,28 @@ extension NodeRuntime {
             registry[id.rawValue] = hash
         }
         return registry
+    }
+
+    /// The peers to link with: every other active partner the ledger lists endpoints for,
+    /// at those endpoints; then the configuration's peers (the bootstrap) the ledger lists
+    /// none for, unless it has them suspended or removed. The lower id dials
+    /// (Docs/OPERATIONS.md, "Peers found in the ledger").
+    static func peers(_ ledger: Ledger<StoredState>, bootstrap: [PeerAddress], selfID: String) -> [PeerAddress] {
+        var peers: [PeerAddress] = []
+        for id in ledger.partnerIDs where id.rawValue != selfID {
+            let endpoints = ledger.endpoints(id)
+            guard !endpoints.isEmpty, ledger.partner(id)?.status == .active else { continue }
+            peers.append(PeerAddress(id: id.rawValue, endpoints: endpoints.map { PeerAddress.Endpoint(host: $0.host, port: $0.port) }))
+        }
+        for peer in bootstrap where !peers.contains(where: { $0.id == peer.id }) {
+            if let id = Identifier(peer.id), let partner = ledger.partner(id), partner.status != .active { continue }
+            peers.append(peer)
+        }
+        return peers.sorted { $0.id < $1.id }
+    }
+
+    static func describe(_ peers: [PeerAddress]) -> String {
+        peers.map { "\($0.id)@\($0.endpoints.map(\.description).joined(separator: ","))" }.joined(separator: " ")
     }
 
     /// Hands signature checks to the verifier queue; `then` runs on the loop with whether

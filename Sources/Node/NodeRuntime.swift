@@ -168,6 +168,8 @@ public final class NodeRuntime: @unchecked Sendable {
         }
         var transportConfiguration = configuration.transport
         transportConfiguration.registry = Self.registry(core.ledger)
+        transportConfiguration.peers = Self.peers(core.ledger, bootstrap: configuration.transport.peers, selfID: configuration.transport.selfID)
+        core.peers = transportConfiguration.peers.map(\.id)
         transportConfiguration.about = PeerVersion(software: Release.version, rules: configuration.rulesNewest)
         transport = try Transport(configuration: transportConfiguration, loop: loop)
         heightValue.withLock { $0 = core.ledger.height }

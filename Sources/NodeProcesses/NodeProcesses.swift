@@ -59,7 +59,10 @@ public final class NodeProcesses {
         guard FileManager.default.isExecutableFile(atPath: "\(bin)/calisson-node") else {
             throw NodeProcessesError("\(bin)/calisson-node is not built (swift build -c release --product calisson-node)")
         }
-        try runTool(["\(bin)/calisson-node", "testnet", "--validators", "\(count)", "--out", directory, "--base-port", "\(basePort)"] + testnetArguments)
+        // In namespaces the nodes listen at addresses the genesis cannot know yet: they find
+        // each other by their configurations' peers, not by endpoints in the ledger.
+        try runTool(["\(bin)/calisson-node", "testnet", "--validators", "\(count)", "--out", directory, "--base-port", "\(basePort)"] + testnetArguments
+            + (namespaces ? ["--no-endpoints"] : []))
         let network = namespaces ? try NamespaceNetwork(nodes: count) : nil
         if let network {
             // Each node listens on its namespace's address, and finds its peers at theirs.

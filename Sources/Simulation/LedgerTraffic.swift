@@ -113,6 +113,11 @@ struct LedgerTraffic {
         partnerTransaction(reporter, .reportEquivocation(evidence), height: height)
     }
 
+    /// Genesis partner `index` says where its node listens.
+    mutating func setEndpoints(_ endpoints: [PeerEndpoint], by index: Int, height: UInt64) -> [UInt8] {
+        partnerTransaction(index, .setEndpoints(endpoints), height: height)
+    }
+
     private mutating func partnerTransaction(_ index: Int, _ body: TransactionBody, height: UInt64) -> [UInt8] {
         let key = signingKeys[index]
         return signed(Transaction(chainId: Simulation.chainId, signer: .partner(partners[index]), nonce: nonce(key), expiryHeight: height + 5_000, body: body),

@@ -52,6 +52,8 @@ public struct Simulation {
     var reportedSlots: Set<StateKey> = []
     var evidenceFound: [(evidence: EquivocationEvidence, reporter: Int, underRules: Bool)] = []
     var evidenceRulesInForce = false
+    /// Ledger runs: whether the partners have said where their nodes listen (rules 4).
+    var endpointsSent = false
     static let evidenceReportsMax = 64
 
     struct GovernanceStep {
@@ -235,6 +237,7 @@ public struct Simulation {
             report.acceptanceByCategory = ledger.acceptance(Identifier("tri")!) == [.event]
                 && ledger.partnerCategory(traffic!.partners[traffic!.partners.count - 1]) == .event
             report.equivocationsRecorded = ledger.partnerIDs.reduce(0) { $0 + (ledger.equivocationTally($1)?.count ?? 0) }
+            report.endpointsListed = traffic!.partners.allSatisfy { ledger.endpoints($0) == Self.endpoints(of: $0) }
         }
         report.trace = trace
         return report
@@ -339,6 +342,16 @@ public struct Simulation {
             propose(.setProgrammeAcceptance(Identifier("tri")!, [.event]), by: 0)
             note("rules \(ledger.rules(atHeight: ledger.height)) in force: proposed acceptance by category")
         }
+        if !endpointsSent, let ledger = honestLedger(), ledger.rules(atHeight: ledger.height) >= LedgerRules.endpoints {
+            // Each partner but the last says where its node listens; governance says it for the last.
+            endpointsSent = true
+            let partners = traffic!.partners
+            for index in partners.indices.dropLast() {
+                submit(traffic!.setEndpoints(Self.endpoints(of: partners[index]), by: index, height: honestHeight))
+            }
+            propose(.setPartnerEndpoints(partners[partners.count - 1], Self.endpoints(of: partners[partners.count - 1])), by: 0)
+            note("rules \(LedgerRules.endpoints) in force: partners' endpoints set")
+        }
         if !evidenceRulesInForce, let ledger = honestLedger(), ledger.rules(atHeight: ledger.height) >= LedgerRules.evidence {
             evidenceRulesInForce = true
             for index in evidenceFound.indices where !evidenceFound[index].underRules {
@@ -354,6 +367,11 @@ public struct Simulation {
             for vote in traffic!.votes(on: number, except: step.proposer, height: honestHeight) { submit(vote) }
             note("proposal \(number) is final: votes submitted")
         }
+    }
+
+    /// Where a simulated partner's node listens (names of the reserved `.example` domain).
+    static func endpoints(of partner: Identifier) -> [PeerEndpoint] {
+        [PeerEndpoint(host: "node.\(partner.rawValue).example", port: 7_000)!]
     }
 
     private mutating func propose(_ action: GovernanceAction, by proposer: Int) {

@@ -119,6 +119,8 @@ public struct SimulationReport: Sendable {
     public var acceptanceByCategory = false
     /// Equivocations the ledger recorded from the evidence honest nodes' partners reported.
     public var equivocationsRecorded: UInt64 = 0
+    /// Whether every partner's endpoints were set, by itself or by governance (rules 4).
+    public var endpointsListed = false
     public var safetyViolations: [String] = []
     public var livenessViolations: [String] = []
     public var trace: [String] = []

@@ -40,8 +40,52 @@ final class TCPStream: HandleOwner {
         init(_ completion: @escaping (SocketError?) -> Void) { self.completion = completion }
     }
 
+    private final class ResolveRequest {
+        let completion: (Result<sockaddr_in, SocketError>) -> Void
+        init(_ completion: @escaping (Result<sockaddr_in, SocketError>) -> Void) { self.completion = completion }
+    }
+
+    /// Connects to an IPv4 address, or to a DNS name's first IPv4 address (resolved on
+    /// libuv's thread pool; the loop never waits for it).
     func connect(host: String, port: UInt16, _ completion: @escaping (SocketError?) -> Void) {
-        guard var address = socketAddress(host, port) else { return completion(SocketError(code: UV_EINVAL.rawValue)) }
+        if let address = socketAddress(host, port) { return connect(to: address, completion) }
+        Self.resolve(host, port, on: loop) { [self] result in
+            // The dial's deadline may have closed the stream while the name resolved.
+            guard !isClosed else { return completion(SocketError(code: UV_ECANCELED.rawValue)) }
+            switch result {
+            case let .success(address): connect(to: address, completion)
+            case let .failure(error): completion(error)
+            }
+        }
+    }
+
+    private static func resolve(_ host: String, _ port: UInt16, on loop: EventLoop, _ completion: @escaping (Result<sockaddr_in, SocketError>) -> Void) {
+        var hints = addrinfo()
+        hints.ai_family = AF_INET
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        let request = UnsafeMutablePointer<uv_getaddrinfo_t>.allocate(capacity: 1)
+        request.pointee.data = Unmanaged.passRetained(ResolveRequest(completion)).toOpaque()
+        let status = uv_getaddrinfo(loop.loop, request, { request, status, found in
+            guard let request else { return }
+            let box = Unmanaged<ResolveRequest>.fromOpaque(request.pointee.data).takeRetainedValue()
+            request.deallocate()
+            defer { uv_freeaddrinfo(found) }
+            var entry = found
+            while let current = entry, current.pointee.ai_family != AF_INET { entry = current.pointee.ai_next }
+            guard status == 0, let address = entry?.pointee.ai_addr else {
+                return box.completion(.failure(SocketError(code: status < 0 ? status : UV_EAI_NONAME.rawValue)))
+            }
+            box.completion(.success(UnsafeRawPointer(address).load(as: sockaddr_in.self)))
+        }, host, "\(port)", &hints)
+        if status < 0 {
+            Unmanaged<ResolveRequest>.fromOpaque(request.pointee.data).release()
+            request.deallocate()
+            completion(.failure(SocketError(code: status)))
+        }
+    }
+
+    private func connect(to address: sockaddr_in, _ completion: @escaping (SocketError?) -> Void) {
+        var address = address
         let request = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)
         request.pointee.data = Unmanaged.passRetained(ConnectRequest(completion)).toOpaque()
         let status = withUnsafePointer(to: &address) { pointer in

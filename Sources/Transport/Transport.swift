@@ -4,16 +4,34 @@ import Logging
 import Synchronization
 import Wire
 
-/// A validator the mesh keeps a link to.
+/// A validator the mesh keeps a link to, and where to dial it: its endpoints, tried in
+/// turn (a dial that fails moves on to the next).
 public struct PeerAddress: Hashable, Sendable {
+    public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
+        /// An IPv4 address or a DNS name (resolved to IPv4 at each dial).
+        public let host: String
+        public let port: UInt16
+
+        public init(host: String, port: UInt16) {
+            self.host = host
+            self.port = port
+        }
+
+        public var description: String { "\(host):\(port)" }
+    }
+
     public let id: String
-    public let host: String
-    public let port: UInt16
+    /// At least one.
+    public let endpoints: [Endpoint]
 
     public init(id: String, host: String, port: UInt16) {
+        self.init(id: id, endpoints: [Endpoint(host: host, port: port)])
+    }
+
+    public init(id: String, endpoints: [Endpoint]) {
+        precondition(!endpoints.isEmpty, "a peer address has an endpoint")
         self.id = id
-        self.host = host
-        self.port = port
+        self.endpoints = endpoints
     }
 }
 
@@ -127,6 +145,9 @@ public final class Transport: @unchecked Sendable {
     private var clientListener: TCPListener?
     private var links: [String: Connection] = [:]
     private var dialing: Set<String> = []
+    /// Per peer, the dials that failed since its last link: the next dial takes the
+    /// endpoint this picks in turn.
+    private var dialFailures: [String: Int] = [:]
     /// The last refusal logged as a warning, per peer (the same one again is logged at debug).
     private var refusalsLogged: [String: String] = [:]
     /// When the transport started, and the peers that dial this node and were said (once)
@@ -232,7 +253,7 @@ public final class Transport: @unchecked Sendable {
     /// full loop queue (only a stopping loop, which links nobody any more, drops it).
     public func update(peers: [PeerAddress], registry: [String: SHA256Digest], revokedSerials: Set<UInt64>) {
         loop.executeWaiting { [self] in
-            let peersChanged = Set(configuration.peers.map(\.id)) != Set(peers.map(\.id))
+            let peersChanged = Set(configuration.peers) != Set(peers)
             configuration.peers = peers
             configuration.registry = registry
             configuration.revokedSerials = revokedSerials
@@ -359,6 +380,7 @@ public final class Transport: @unchecked Sendable {
     private func dial(_ peer: PeerAddress) {
         guard !stopped, links[peer.id] == nil, !dialing.contains(peer.id) else { return }
         dialing.insert(peer.id)
+        let endpoint = peer.endpoints[(dialFailures[peer.id] ?? 0) % peer.endpoints.count]
         let stream = TCPStream(loop: loop)
         // A SYN lost in a partition would otherwise be retried by the kernel for about two
         // minutes, long after the network heals: give up after `handshakeTimeoutMilliseconds`
@@ -369,13 +391,13 @@ public final class Transport: @unchecked Sendable {
             deadline.close()
             stream.close()
         }
-        stream.connect(host: peer.host, port: peer.port) { [weak self, deadline] error in
+        stream.connect(host: endpoint.host, port: endpoint.port) { [weak self, deadline] error in
             deadline.close()
             guard let self else { return }
             if let error {
                 stream.close()
                 self.dialing.remove(peer.id)
-                self.scheduleRedial(peer, after: "\(error)")
+                self.dialFailed(peer.id, at: endpoint, "\(error)")
                 return
             }
             do {
@@ -386,20 +408,29 @@ public final class Transport: @unchecked Sendable {
             } catch {
                 stream.close()
                 self.dialing.remove(peer.id)
-                self.scheduleRedial(peer, after: "\(error)")
+                self.dialFailed(peer.id, at: endpoint, "\(error)")
             }
         }
     }
 
-    private func scheduleRedial(_ peer: PeerAddress, after reason: String) {
+    /// A dial to `peer` failed before a link: the next one takes its next endpoint.
+    private func dialFailed(_ peer: String, at endpoint: PeerAddress.Endpoint, _ reason: String) {
+        dialFailures[peer, default: 0] += 1
+        scheduleRedial(peer, after: "\(endpoint): \(reason)")
+    }
+
+    /// Dials `peer` again after the backoff, at the address the configuration has for it
+    /// then (it may have changed meanwhile, or the peer left).
+    private func scheduleRedial(_ peer: String, after reason: String) {
         guard !stopped else { return }
-        let delay = backoff.delay(for: peer.id, using: &random)
-        logger.debug("redial scheduled", metadata: ["peer": "\(peer.id)", "ms": "\(delay)", "after": "\(reason)"])
+        let delay = backoff.delay(for: peer, using: &random)
+        logger.debug("redial scheduled", metadata: ["peer": "\(peer)", "ms": "\(delay)", "after": "\(reason)"])
         count { $0.reconnects += 1 }
         let timer = LoopTimer(loop: loop)
         timer.start(after: delay) { [weak self, timer] in
             timer.close()
-            self?.dial(peer)
+            guard let self, let address = self.configuration.peers.first(where: { $0.id == peer }) else { return }
+            self.dial(address)
         }
     }
 
@@ -463,6 +494,7 @@ public final class Transport: @unchecked Sendable {
         if let old = links[peer], old !== connection { old.close(reason: "replaced by a new link") }
         links[peer] = connection
         dialing.remove(peer)
+        dialFailures[peer] = nil
         refusalsLogged[peer] = nil
         backoff.linked(peer)
         logger.info("peer connected", metadata: [
@@ -483,8 +515,10 @@ public final class Transport: @unchecked Sendable {
             }
             if connection.isDialer {
                 dialing.remove(peer)
-                if let address = configuration.peers.first(where: { $0.id == peer }), links[peer] == nil {
-                    scheduleRedial(address, after: reason)
+                // A dial that ended before its link (refused, handshake failed) tries the next endpoint.
+                if connection.peerID == nil { dialFailures[peer, default: 0] += 1 }
+                if configuration.peers.contains(where: { $0.id == peer }), links[peer] == nil {
+                    scheduleRedial(peer, after: reason)
                 }
             }
         }

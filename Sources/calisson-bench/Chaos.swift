@@ -116,7 +116,7 @@ struct ChaosCommand: ParsableCommand {
         defer { for relay in relays.flatMap(\.values) { relay.close() } }
         let cluster: NodeProcesses
         do {
-            cluster = try NodeProcesses.bench(starting: validators, basePort: basePort, namespaces: mix == .partition) { cluster in
+            cluster = try NodeProcesses.bench(starting: validators, basePort: basePort, namespaces: mix == .partition, configuredPeers: mix == .latency) { cluster in
                 if mix == .latency {
                     let configs = try NodeProcesses.configs(cluster.directory)
                     let position = Dictionary(uniqueKeysWithValues: configs.enumerated().map { ($0.element.0, $0.offset) })

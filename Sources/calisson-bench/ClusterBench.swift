@@ -93,14 +93,17 @@ struct ClusterCommand: ParsableCommand {
 extension NodeProcesses {
     /// The benchmarks' testnet: the `calisson-node` beside this binary, epochs and
     /// transaction lifetimes longer than any run, in a new temporary directory.
+    /// `configuredPeers`: no endpoints in the genesis, so that links go where the
+    /// configurations' peers say (relays that delay them).
     static func bench(
-        starting count: Int, basePort: UInt16, blockWaitMilliseconds: UInt64? = nil, namespaces: Bool = false,
+        starting count: Int, basePort: UInt16, blockWaitMilliseconds: UInt64? = nil, namespaces: Bool = false, configuredPeers: Bool = false,
         prepare: (NodeProcesses) throws -> Void = { _ in }
     ) throws -> NodeProcesses {
         let bin = Bundle.main.executableURL?.deletingLastPathComponent().path ?? ".build/release"
         return try NodeProcesses(
             starting: count, bin: bin, basePort: basePort,
-            testnetArguments: ["--transaction-lifetime", "1000000", "--epoch-length", "1000000"] + (blockWaitMilliseconds.map { ["--block-wait-ms", "\($0)"] } ?? []),
+            testnetArguments: ["--transaction-lifetime", "1000000", "--epoch-length", "1000000"] + (blockWaitMilliseconds.map { ["--block-wait-ms", "\($0)"] } ?? [])
+                + (configuredPeers ? ["--no-endpoints"] : []),
             namespaces: namespaces, prepare: prepare)
     }
 }

@@ -286,6 +286,12 @@ struct Testnet: ParsableCommand {
     @Option(help: "Each node's blockWaitMilliseconds (0...1000; absent: the node's default, Docs/NODE.md).")
     var blockWaitMs: UInt64?
 
+    @Option(help: "The ledger rules the chain starts with (1 up to this release's newest; from \(LedgerRules.endpoints) on, the genesis lists each node's endpoint).")
+    var rules: UInt32 = LedgerRules.newest
+
+    @Flag(help: "List no endpoints in the genesis: the nodes find each other by their configurations' peers (tests that route links through relays or namespaces).")
+    var noEndpoints = false
+
     static let names: [(String, String, [String])] = [
         ("metropole", "Métropole Aix-Marseille-Provence", ["authority", "issuer", "acceptor", "validator"]),
         ("rtm", "Régie des transports métropolitains", ["issuer", "acceptor", "validator"]),
@@ -297,6 +303,9 @@ struct Testnet: ParsableCommand {
     func run() throws {
         guard (1...64).contains(validators) else { throw ValidationError("--validators must be 1...64") }
         guard epochLength > 0 else { throw ValidationError("--epoch-length must be positive") }
+        guard (LedgerRules.initial...LedgerRules.newest).contains(rules) else {
+            throw ValidationError("--rules must be \(LedgerRules.initial)...\(LedgerRules.newest), the ledger rules this release implements")
+        }
         if let blockWaitMs, blockWaitMs > 1_000 { throw ValidationError("--block-wait-ms must be 0...1000, not \(blockWaitMs)") }
         guard Int(basePort) + 1_000 + validators < 65_536 else { throw ValidationError("--base-port too high for \(validators) validators") }
         let fileManager = FileManager.default
@@ -325,7 +334,8 @@ struct Testnet: ParsableCommand {
             try certificate.pem.write(toFile: "\(directory)/tls.crt", atomically: true, encoding: .utf8)
             partners.append(GenesisFile.PartnerEntry(
                 id: id, name: name, roles: roles, signingKey: signingKey.publicKey.bytes.hex, nodeKey: nodeKey.publicKey.bytes.hex,
-                tlsKeyHash: certificate.publicKeyHash.hex))
+                tlsKeyHash: certificate.publicKeyHash.hex,
+                endpoints: rules >= LedgerRules.endpoints && !noEndpoints ? ["127.0.0.1:\(basePort + UInt16(2 * index))"] : nil))
         }
         let has = { (id: String) in ids.contains(id) }
         var programmes: [GenesisFile.ProgrammeEntry] = [
@@ -345,7 +355,7 @@ struct Testnet: ParsableCommand {
         let genesis = GenesisFile(
             chainId: chainId, parameters: .init(epochLength: epochLength, blocksPerDay: 8_640, transactionLifetimeMax: transactionLifetime, sink: "metropole",
                                tokenValueMicroEuros: 10_000), partners: partners,
-            validators: ids, programmes: programmes)
+            validators: ids, programmes: programmes, rules: rules == LedgerRules.initial ? nil : rules)
         _ = try genesis.validated()
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]

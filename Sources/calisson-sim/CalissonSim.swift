@@ -50,6 +50,7 @@ struct CalissonSim: ParsableCommand {
         var blocks: UInt64 = 0
         var upgraded = 0, categorised = 0
         var equivocationsRecorded: UInt64 = 0
+        var endpointsListed = 0
         let clock = ContinuousClock()
         let started = clock.now
         for s in range {
@@ -85,6 +86,7 @@ struct CalissonSim: ParsableCommand {
             totals.storageFaultsFired.merge(report.storageFaultsFired) { $0 + $1 }
             if report.rulesInForce >= LedgerRules.newest { upgraded += 1 }
             if report.acceptanceByCategory { categorised += 1 }
+            if report.endpointsListed { endpointsListed += 1 }
             equivocationsRecorded += report.equivocationsRecorded
             totals.commandsAdmitted += report.commandsAdmitted
             totals.commandsSubmitted += report.commandsSubmitted
@@ -112,7 +114,7 @@ struct CalissonSim: ParsableCommand {
               bad signatures dropped \(totals.droppedSignatures)
               rejected messages     \(totals.rejectedMessages)
               equivocation evidence \(totals.evidence)
-              upgrade crossed       \(application == "ledger" ? "\(upgraded) of \(range.count) runs (rules \(LedgerRules.newest) in force at the end), acceptance by category passed in \(categorised)" : "not in counter runs")
+              upgrade crossed       \(application == "ledger" ? "\(upgraded) of \(range.count) runs (rules \(LedgerRules.newest) in force at the end), acceptance by category passed in \(categorised), every partner's endpoints set in \(endpointsListed)" : "not in counter runs")
               evidence recorded     \(application == "ledger" ? "\(equivocationsRecorded) equivocations reported by honest partners and recorded by the ledger" : "not in counter runs")
               storage faults        \(totals.storageFaults) armed, \(totals.storageStops) stopped a node; fired: \(totals.storageFaultsFired.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))
               wall time             \(String(Int(seconds * 10) / 10)) s, \(Int(Double(blocks) / max(seconds, 1e-9))) simulated blocks/s

@@ -91,6 +91,8 @@ import Wire
         #expect((ledger?.meta.totals.issued ?? 0) > 0 && (ledger?.meta.totals.redeemed ?? 0) > 0)
         // The upgrade voted at the start (to the newest rules) is in force, and acceptance by category passed.
         #expect(report.rulesInForce == LedgerRules.newest && report.acceptanceByCategory, "rules \(report.rulesInForce), \(report.trace.suffix(8))")
+        // From rules 4 the partners set their endpoints, the last one's by a governance vote.
+        #expect(report.endpointsListed, "\(report.trace.suffix(8))")
         // Admission refused the garbage and the forgeries, and took the rest.
         #expect(simulation.admitted.count > 100 && simulation.admitted.count < report.commandsSubmitted, "\(simulation.admitted.count) of \(report.commandsSubmitted)")
     }

@@ -11,7 +11,7 @@ import Testing
 
 @Suite(.serialized, .onOwnThreads) struct EvidenceProcessTests {
     @Test func anEquivocatingValidatorIsReportedAndSuspended() throws {
-        let cluster = try ProcessCluster()
+        let cluster = try ProcessCluster(rules: LedgerRules.acceptanceByCategory)
         defer { cluster.stopAll() }
         #expect(eventually(30) { cluster.ids.indices.allSatisfy { (cluster.status($0)?.peers.count ?? 0) == cluster.ids.count - 1 } },
                 "not linked\n\(cluster.logs())")

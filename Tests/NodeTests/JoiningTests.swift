@@ -1,7 +1,8 @@
 // The joining walk-through of Docs/OPERATIONS.md, as the script an operator can follow
-// (Cluster/join): a new partner's keys, its certificate, its admission, its node's
-// configuration, its catch-up as a learner and its promotion to validator, on a local
-// cluster of four (Cluster/local/up.sh) on loopback.
+// (Cluster/join): a new partner's keys, its certificate, its admission with its node's
+// endpoint, its node's configuration, its catch-up as a learner (the founding nodes dial
+// it at the endpoint the ledger gives) and its promotion to validator, on a local cluster
+// of four (Cluster/local/up.sh) on loopback.
 import CalissonTestKit
 import Foundation
 import Spawning
@@ -27,9 +28,15 @@ import Testing
         guard up.status == 0 else { return }
         let joined = try script("Cluster/join")
         #expect(joined.status == 0 && joined.output.contains("join: done"), "\(joined.output)\n\(joined.errors)")
+        // Its id sorts after every founding partner's: they dialled it at the endpoint its
+        // admission put in the ledger, with no edit nor restart.
+        let listed = joined.output.split(separator: "\n").first { $0.trimmingCharacters(in: .whitespaces).hasPrefix("endpoints") }
+        #expect(listed?.contains("127.0.0.1:") == true, "\(joined.output)")
+        let founderLog = (try? String(contentsOfFile: "\(home)/logs/metropole.log", encoding: .utf8)) ?? ""
+        #expect(founderLog.contains("peers updated from the ledger") && founderLog.contains("velo-azur@127.0.0.1:"), "\(founderLog.suffix(3_000))")
         // What an operator reads on the way: the learner caught up, the set to come, its votes counted.
         #expect(joined.output.contains("final: caught up"), "\(joined.output)")
-        #expect(joined.output.contains("pendingValidators: metropole,rtm,tri-metropole,friche,cycles-azur from height"), "\(joined.output)")
-        #expect(joined.output.contains("cycles-azur "), "the validators listed: \(joined.output)")
+        #expect(joined.output.contains("pendingValidators: metropole,rtm,tri-metropole,friche,velo-azur from height"), "\(joined.output)")
+        #expect(joined.output.contains("velo-azur "), "the validators listed: \(joined.output)")
     }
 }

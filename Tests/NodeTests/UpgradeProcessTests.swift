@@ -16,7 +16,7 @@ import Testing
 
 @Suite(.serialized, .onOwnThreads) struct UpgradeProcessTests {
     @Test func theClusterCrossesTheHeightAndAnOldBinaryStopsBeforeIt() throws {
-        let cluster = try ProcessCluster()
+        let cluster = try ProcessCluster(rules: LedgerRules.initial)
         defer { cluster.stopAll() }
         let old = 3  // friche
         #expect(eventually(30) { cluster.ids.indices.allSatisfy { (cluster.status($0)?.peers.count ?? 0) == cluster.ids.count - 1 } },

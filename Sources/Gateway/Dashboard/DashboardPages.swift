@@ -240,7 +240,7 @@ extension Dashboard {
 
     static func action(_ action: GovernanceAction, _ l: Language) -> String {
         switch action {
-        case let .admitPartner(partner): return l("admettre le partenaire ", "admit partner ") + HTML.escape("\(partner.id) (\(partner.name))")
+        case let .admitPartner(partner, _): return l("admettre le partenaire ", "admit partner ") + HTML.escape("\(partner.id) (\(partner.name))")
         case let .setPartnerStatus(id, status): return l("passer \(HTML.escape(id.rawValue)) à l'état \(status)", "set \(HTML.escape(id.rawValue)) to \(status)")
         case let .rotateKeys(id, _, _, _): return l("changer les clés de ", "rotate the keys of ") + HTML.escape(id.rawValue)
         case let .createProgramme(programme): return l("créer le programme ", "create programme ") + HTML.escape(programme.name)
@@ -261,6 +261,9 @@ extension Dashboard {
         case let .setEquivocationPolicy(suspend):
             return suspend ? l("suspendre d'office un validateur pris à signer double", "suspend at once a validator caught signing twice")
                 : l("laisser aux partenaires la suite d'une double signature", "leave to the partners what follows a double signature")
+        case let .setPartnerEndpoints(id, endpoints):
+            let listed = endpoints.isEmpty ? l("aucune", "none") : HTML.escape(endpoints.map(\.description).joined(separator: ", "))
+            return l("adresses du nœud de \(HTML.escape(id.rawValue)) : ", "node addresses of \(HTML.escape(id.rawValue)): ") + listed
         }
     }
 
