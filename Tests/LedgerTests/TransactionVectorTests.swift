@@ -52,12 +52,15 @@ struct TransactionVectors: Codable, Equatable {
         var approve: Bool?
         var deadline: UInt64?
         var action: Action?
+        /// `setEndpoints` (ledger rules 4): "host:port", sorted and distinct.
+        var endpoints: [String]?
     }
 
     struct Action: Codable, Equatable {
         var kind: String
         var target: String?
         var validators: [String]?
+        var endpoints: [String]?
     }
 }
 
@@ -115,6 +118,12 @@ struct TransactionVectors: Codable, Equatable {
             vector("propose setValidators", partner: "metropole", nonce: 11, expiry: 600,
                    .propose(.setValidators(["metropole", "rtm", "friche", "enedis"].map { Identifier($0)! }), deadline: 700),
                    .init(kind: "propose", deadline: 700, action: .init(kind: "setValidators", validators: ["metropole", "rtm", "friche", "enedis"]))),
+            vector("setEndpoints", partner: "rtm", nonce: 12, expiry: 800,
+                   .setEndpoints([PeerEndpoint("10.0.0.2:7100")!, PeerEndpoint("node.rtm.example:7100")!]),
+                   .init(kind: "setEndpoints", endpoints: ["10.0.0.2:7100", "node.rtm.example:7100"])),
+            vector("propose setPartnerEndpoints", partner: "metropole", nonce: 13, expiry: 800,
+                   .propose(.setPartnerEndpoints(Identifier("velo-azur")!, [PeerEndpoint("velo.example:65535")!]), deadline: 900),
+                   .init(kind: "propose", deadline: 900, action: .init(kind: "setPartnerEndpoints", target: "velo-azur", endpoints: ["velo.example:65535"]))),
         ]
         return TransactionVectors(
             description: """

@@ -23,6 +23,10 @@ def u8(value):
     return struct.pack(">B", value)
 
 
+def u16(value):
+    return struct.pack(">H", value)
+
+
 def u32(value):
     return struct.pack(">I", value)
 
@@ -54,6 +58,15 @@ def tagged_hash(tag, *parts):
     return hasher.digest()
 
 
+def endpoints(texts):
+    """A partner's node endpoints ("host:port", at most 4), sorted and distinct as the
+    ledger wants them (ledger rules 4)."""
+    parsed = sorted({(host.encode("utf-8"), int(port)) for host, _, port in (text.rpartition(":") for text in texts)})
+    if len(parsed) > 4:
+        raise ValueError("at most 4 endpoints")
+    return u32(len(parsed)) + b"".join(u32(len(host)) + host + u16(port) for host, port in parsed)
+
+
 PARTNER_STATUS = {"reinstatePartner": 1, "suspendPartner": 2, "removePartner": 3}
 
 
@@ -67,6 +80,8 @@ def encode_action(action):
         return u8(6) + string(action["target"])
     if kind == "setValidators":
         return u8(7) + u32(len(action["validators"])) + b"".join(string(v) for v in action["validators"])
+    if kind == "setPartnerEndpoints":
+        return u8(14) + string(action["target"]) + endpoints(action["endpoints"])
     raise ValueError(f"this client does not encode {kind} proposals: send them to the gateway's POST /v1/proposals")
 
 
@@ -83,6 +98,8 @@ def encode_body(body):
         return u8(4) + encode_action(body["action"]) + u64(body["deadline"])
     if kind == "vote":
         return u8(5) + u64(body["proposal"]) + u8(1 if body["approve"] else 0)
+    if kind == "setEndpoints":
+        return u8(7) + endpoints(body["endpoints"])
     raise ValueError(f"unknown transaction kind {kind!r}")
 
 
