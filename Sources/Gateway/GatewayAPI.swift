@@ -107,9 +107,17 @@ struct GatewayAPI: APIProtocol {
         case let .success((partner, found)):
             let roles = [(Roles.issuer, Schemas.Partner.rolesPayloadPayload.issuer), (.acceptor, .acceptor), (.validator, .validator), (.authority, .authority)]
                 .filter { partner.roles.contains($0.0) }.map(\.1)
+            // Its endpoints are a record of their own (rules 4), verified on its own.
+            let endpoints: [PeerEndpoint], endpointsFound: VerifiedRecord
+            switch await Self.record(StateKeys.partnerEndpoints(id), EndpointList.self, pool) {
+            case let .success((list, listed)): (endpoints, endpointsFound) = (list.endpoints, listed)
+            case let .failure(.absent(listed)): (endpoints, endpointsFound) = ([], listed)
+            case let .failure(problem): return .badGateway(problem.badGateway)
+            }
             return .ok(.init(body: .json(Schemas.Partner(
                 id: partner.id.rawValue, name: partner.name, roles: roles, status: Self.status(partner.status),
-                signingKey: partner.signingKey.bytes.hex, nodeKey: partner.nodeKey?.bytes.hex, verification: Self.verification(found)))))
+                signingKey: partner.signingKey.bytes.hex, nodeKey: partner.nodeKey?.bytes.hex, endpoints: endpoints.map(\.description),
+                verification: Self.verification(found), endpointsVerification: Self.verification(endpointsFound)))))
         }
     }
 

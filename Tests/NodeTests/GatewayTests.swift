@@ -254,6 +254,9 @@ import Wire
         #expect(try await Self.get(port, "/v1/programmes/Not-An-Id!", key: key).status == 400)
         let partner = try await Self.get(port, "/v1/partners/p0", key: key)
         #expect(partner.status == 200 && (partner.body["roles"] as? [String] ?? []).contains("authority"), "\(partner.text)")
+        // Its endpoints (none on this chain of rules 1), their absence proven on their own.
+        let endpointsVerification = partner.body["endpointsVerification"] as? [String: Any] ?? [:]
+        #expect(partner.body["endpoints"] as? [String] == [] && endpointsVerification["certified"] as? Bool == true, "\(partner.text)")
         let supply = try await Self.get(port, "/v1/supply", key: key)
         #expect(supply.status == 200 && (supply.body["issued"] as? Int ?? 0) > 0 && (supply.body["validators"] as? [String])?.count == 4, "\(supply.text)")
         #expect(try await Self.get(port, "/v1/statements/999/p0", key: key).status == 404)
