@@ -288,7 +288,8 @@ struct ProposeCommand: ParsableCommand {
             take the programme's tokens; none without it), the last two from ledger rules 2, \
             set-equivocation-policy (--equivocators suspend or leave), from ledger rules 3, \
             set-partner-endpoints (--target, --endpoint host:port repeated, none without it: \
-            where its node takes validator links), from ledger rules 4, as is an admit-partner \
+            where its node takes validator links) and cancel-upgrade (--name of a voted upgrade \
+            not yet in force), from ledger rules 4, as is an admit-partner \
             whose partner file lists "endpoints". \
             Categories: transit, wasteSorting, event, energy, other. The proposal passes with \
             the chain's approval fraction of active partners (2/3 by default) before its \
@@ -305,7 +306,7 @@ struct ProposeCommand: ParsableCommand {
     @Option(help: "rotate-keys: the new node key (64 hex digits, or a .pub file), if it changes.") var nodeKey: String?
     @Option(help: "rotate-keys: the new TLS key hash (64 hex digits, as `ca sign` prints it), if it changes.") var tlsKeyHash: String?
     @OptionGroup var parameters: ParameterChanges
-    @Option(help: "schedule-upgrade: the upgrade's name (an identifier).") var name: String?
+    @Option(help: "schedule-upgrade, cancel-upgrade: the upgrade's name (an identifier).") var name: String?
     @Option(help: "schedule-upgrade: the height from which it is in force.") var height: UInt64?
     @Option(help: "schedule-upgrade: the ledger rules version needed from that height.") var rules: UInt32?
     @Option(help: "set-partner-category: the partner's category (absent: none).") var category: String?
@@ -321,7 +322,7 @@ struct ProposeCommand: ParsableCommand {
         case closeProgramme = "close-programme", setValidators = "set-validators", rotateKeys = "rotate-keys"
         case setParameters = "set-parameters", scheduleUpgrade = "schedule-upgrade", setPartnerCategory = "set-partner-category"
         case setProgrammeAcceptance = "set-programme-acceptance", setEquivocationPolicy = "set-equivocation-policy"
-        case setPartnerEndpoints = "set-partner-endpoints"
+        case setPartnerEndpoints = "set-partner-endpoints", cancelUpgrade = "cancel-upgrade"
     }
 
     /// `--endpoint` values, checked as the ledger checks them.
@@ -398,6 +399,9 @@ struct ProposeCommand: ParsableCommand {
             }
         case .setPartnerEndpoints:
             return .setPartnerEndpoints(try target(), try Self.endpoints(endpoint))
+        case .cancelUpgrade:
+            guard let name else { throw ValidationError("cancel-upgrade needs --name (the upgrade's)") }
+            return .cancelUpgrade(try identifier(name))
         }
     }
 

@@ -215,6 +215,7 @@ extension GatewayAPI {
         switch request.kind {
         case .admitPartner: used = ["partner"]
         case .setPartnerEndpoints: used = ["target", "endpoints"]
+        case .cancelUpgrade: used = ["target"]
         case .suspendPartner, .reinstatePartner, .removePartner, .closeProgramme: used = ["target"]
         case .rotateKeys: used = ["target", "signingKey", "nodeKey", "tlsKeyHash"]
         case .createProgramme, .amendProgramme: used = ["programme"]
@@ -241,6 +242,7 @@ extension GatewayAPI {
             do { return .admitPartner(try partner.partner("action.partner"), endpoints: try partner.peerEndpoints("action.partner")) } catch {
                 throw SubmitAnswer.badRequest("\(error)")
             }
+        case .cancelUpgrade: return .cancelUpgrade(try target())
         case .setPartnerEndpoints:
             guard let listed = request.endpoints else { throw SubmitAnswer.badRequest("action.endpoints is needed for setPartnerEndpoints (empty: none)") }
             do { return .setPartnerEndpoints(try target(), try GenesisFile.endpoints(listed, "action.endpoints")) } catch {

@@ -118,6 +118,9 @@ extension Ledger {
                 return "categories must be sorted and distinct"
             }
         case .setEquivocationPolicy: break
+        case let .cancelUpgrade(name):
+            guard let upgrade = upgrades.upgrades.first(where: { $0.name == name }) else { return "no upgrade named \(name)" }
+            if upgrade.height <= height { return "upgrade \(name) took effect at height \(upgrade.height): it cannot be cancelled" }
         case let .setPartnerEndpoints(id, endpoints):
             guard let partner = partner(id) else { return "unknown partner \(id)" }
             if partner.status == .removed { return "partner \(id) was removed for good" }
@@ -196,6 +199,8 @@ extension Ledger {
             write(StateKeys.equivocationPolicy, suspend ? true : nil)
         case let .setPartnerEndpoints(id, endpoints):
             setEndpoints(id, endpoints)
+        case let .cancelUpgrade(name):
+            write(StateKeys.upgrades, UpgradeSchedule(upgrades.upgrades.filter { $0.name != name }))
         }
     }
 }

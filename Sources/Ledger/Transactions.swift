@@ -35,6 +35,8 @@ public enum GovernanceAction: Hashable, Sendable {
     case setEquivocationPolicy(suspend: Bool)
     /// Replaces a partner's endpoints (empty: none) (rules 4).
     case setPartnerEndpoints(Identifier, [PeerEndpoint])
+    /// Withdraws a voted upgrade not yet in force (rules 4).
+    case cancelUpgrade(Identifier)
 
     /// The first ledger rules version that knows this action.
     public var rulesIntroduced: UInt32 {
@@ -42,7 +44,7 @@ public enum GovernanceAction: Hashable, Sendable {
         case .setPartnerCategory, .setProgrammeAcceptance: return LedgerRules.acceptanceByCategory
         case .setEquivocationPolicy: return LedgerRules.evidence
         case let .admitPartner(_, endpoints): return endpoints.isEmpty ? LedgerRules.initial : LedgerRules.endpoints
-        case .setPartnerEndpoints: return LedgerRules.endpoints
+        case .setPartnerEndpoints, .cancelUpgrade: return LedgerRules.endpoints
         default: return LedgerRules.initial
         }
     }
@@ -157,6 +159,7 @@ extension GovernanceAction: WireCodable {
         case let .setProgrammeAcceptance(id, categories): writer.write(UInt8(11)); writer.write(id); writer.write(CategoryList(categories))
         case let .setEquivocationPolicy(suspend): writer.write(UInt8(12)); writer.write(suspend)
         case let .setPartnerEndpoints(id, endpoints): writer.write(UInt8(14)); writer.write(id); writer.write(EndpointList(endpoints))
+        case let .cancelUpgrade(name): writer.write(UInt8(15)); writer.write(name)
         }
     }
 
@@ -166,7 +169,7 @@ extension GovernanceAction: WireCodable {
         switch kind {
         case 10, 11: return formatVersion >= LedgerRules.acceptanceByCategory
         case 12: return formatVersion >= LedgerRules.evidence
-        case 13, 14: return formatVersion >= LedgerRules.endpoints
+        case 13, 14, 15: return formatVersion >= LedgerRules.endpoints
         default: return true
         }
     }
@@ -210,6 +213,7 @@ extension GovernanceAction: WireCodable {
         case 14:
             let id = try Identifier(from: &reader)
             self = .setPartnerEndpoints(id, try EndpointList(from: &reader).endpoints)
+        case 15: self = .cancelUpgrade(try Identifier(from: &reader))
         case let raw: throw .unknownKind(field: "action.kind", offset: offset, raw: UInt64(raw))
         }
     }

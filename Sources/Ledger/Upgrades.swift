@@ -14,7 +14,8 @@ import Wire
 /// - 3: equivocation evidence as a transaction (`reportEquivocation`), recorded in the
 ///   state, and the policy of suspending the validator at once (`setEquivocationPolicy`).
 /// - 4: peers found in the ledger: a partner's validator endpoints, set at its admission,
-///   by the partner itself (`setEndpoints`) or by governance (`setPartnerEndpoints`).
+///   by the partner itself (`setEndpoints`) or by governance (`setPartnerEndpoints`); and
+///   the withdrawal of a voted upgrade not yet in force (`cancelUpgrade`).
 public enum LedgerRules {
     /// The newest version this code implements.
     public static let newest: UInt32 = 4

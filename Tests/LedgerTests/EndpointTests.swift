@@ -119,3 +119,30 @@ import Wire
         #expect(throws: GenesisError(field: "partners[0].endpoints[0]", reason: "'127.0.0.1:0': port 0")) { try file.validated() }
     }
 }
+
+/// Withdrawing a voted upgrade before its height (ledger rules 4): a binary that lacks its
+/// rules then never has to stop; one in force, or unknown, cannot be cancelled.
+@Suite(.onOwnThreads) struct CancelUpgradeTests {
+    @Test func aVotedUpgradeIsWithdrawnBeforeItsHeightOnly() {
+        var f = EndpointTests.withRules4()
+        let future = ScheduledUpgrade(name: id("future"), height: f.ledger.height + 50, rules: LedgerRules.newest + 1)
+        f.govern(.scheduleUpgrade(future))
+        #expect(f.ledger.upgrades.pending(after: f.ledger.height) == [future])
+        while f.ledger.height + 10 < future.height { f.run([]) }
+        #expect(f.ledger.upgrades.missing(atHeight: future.height, newest: LedgerRules.newest) == future, "this binary would stop at the height")
+        // Proposed, then passed by the votes (a block each), all below the height.
+        f.govern(.cancelUpgrade(id("future")))
+        #expect(f.ledger.height < future.height && f.ledger.upgrades.pending(after: f.ledger.height).isEmpty)
+        while f.ledger.height < future.height + 1 { f.run([]) }
+        #expect(f.ledger.upgradeMissing(newest: LedgerRules.newest) == nil && f.ledger.rules(atHeight: f.ledger.height) == LedgerRules.endpoints)
+        // The upgrade in force cannot be cancelled, nor one never voted.
+        func proposing(_ action: GovernanceAction) -> LedgerRejection? {
+            f.one(f.partnerTx("metropole", .propose(action, deadline: f.ledger.height + 100))).rejection
+        }
+        #expect(proposing(.cancelUpgrade(id("endpoints"))) == .invalidAction("upgrade endpoints took effect at height \(f.ledger.upgrades.upgrades[0].height): it cannot be cancelled"))
+        #expect(proposing(.cancelUpgrade(id("never"))) == .invalidAction("no upgrade named never"))
+        // Unknown below rules 4, as every action of rules 4.
+        #expect(GovernanceAction.cancelUpgrade(id("x")).rulesIntroduced == LedgerRules.endpoints)
+        #expect(throws: WireError.self) { try GovernanceAction(wireBytes: GovernanceAction.cancelUpgrade(id("x")).wireBytes, formatVersion: LedgerRules.evidence) }
+    }
+}

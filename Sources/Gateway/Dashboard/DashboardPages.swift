@@ -261,6 +261,8 @@ extension Dashboard {
         case let .setEquivocationPolicy(suspend):
             return suspend ? l("suspendre d'office un validateur pris à signer double", "suspend at once a validator caught signing twice")
                 : l("laisser aux partenaires la suite d'une double signature", "leave to the partners what follows a double signature")
+        case let .cancelUpgrade(name):
+            return l("annuler la mise à niveau ", "cancel upgrade ") + HTML.escape(name.rawValue)
         case let .setPartnerEndpoints(id, endpoints):
             let listed = endpoints.isEmpty ? l("aucune", "none") : HTML.escape(endpoints.map(\.description).joined(separator: ", "))
             return l("adresses du nœud de \(HTML.escape(id.rawValue)) : ", "node addresses of \(HTML.escape(id.rawValue)): ") + listed
