@@ -27,6 +27,13 @@ final class Connection {
     /// TLS write and one socket write per turn instead of one each per frame.
     private var gathered: [UInt8] = []
     private var isGathering = false
+    /// A client's requests are answered in the order they came (a client matches answers
+    /// to requests by order): an answer ready before those of earlier requests (a read
+    /// answered off the loop, before a submission's admission) waits for them here.
+    /// Bounded by `clientRequestsInFlightMax`.
+    private var requestsNumbered: UInt64 = 0
+    private var answersSent: UInt64 = 0
+    private var answersWaiting: [UInt64: [UInt8]] = [:]
     private var isClosed = false
     let address: String
     /// The peer's IP address (for the per-address client limit).
@@ -225,10 +232,21 @@ final class Connection {
         }
     }
 
-    func finishRequest(_ response: [UInt8]) {
+    /// The number of the request just received, for its answer (`finishRequest`).
+    func numberRequest() -> UInt64 {
+        defer { requestsNumbered += 1 }
+        return requestsNumbered
+    }
+
+    /// Request `number`'s answer: sent once every earlier request's is.
+    func finishRequest(_ number: UInt64, _ response: [UInt8]) {
         guard !isClosed else { return }
-        times.answered(at: transport.map { now($0.loop) } ?? 0)
-        send(.response, response)
+        answersWaiting[number] = response
+        while let next = answersWaiting.removeValue(forKey: answersSent) {
+            answersSent += 1
+            times.answered(at: transport.map { now($0.loop) } ?? 0)
+            send(.response, next)
+        }
     }
 
     /// Hands the ciphertext TLS has ready to the socket, in one write.

@@ -563,10 +563,11 @@ public final class Transport: @unchecked Sendable {
     func request(_ payload: [UInt8], on connection: Connection) {
         guard let handler = onClientRequest else { return }
         let target = LoopBound(connection)
+        let number = connection.numberRequest()
         // The answer may come from the loop (most) or another thread; never lost while the
-        // loop runs (`executeWaiting`).
+        // loop runs (`executeWaiting`); sent in the order of the requests.
         handler(payload) { [loop] response in
-            loop.executeWaiting { target.value?.finishRequest(response) }
+            loop.executeWaiting { target.value?.finishRequest(number, response) }
         }
     }
 

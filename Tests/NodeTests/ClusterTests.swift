@@ -589,6 +589,46 @@ struct TestCluster {
         #expect(throws: CertificateError.badSignature(cluster.nodeKeys[0].publicKey)) {
             try CheckpointCheck.verify(forged, height: height, validators: [cluster.nodeKeys[0].publicKey], chainId: TestCluster.chainId)
         }
+        // Certified reads are answered off the loop (`CheckpointReader`) while blocks commit
+        // and checkpoints prune what older ones reached: every answer, read from one snapshot,
+        // still proves against its own certificate, across checkpoints.
+        let reads = Locked<(count: Int, failures: [String], heights: Set<UInt64>, done: Bool)>((0, [], [], false))
+        let reading = DispatchGroup()
+        reading.enter()
+        Thread {
+            defer { reading.leave() }
+            guard let reader = try? TransportClient(host: "127.0.0.1", port: node.transport.clientPort, ca: cluster.ca, chainId: TestCluster.chainId) else {
+                reads.withLock { $0.failures.append("no connection") }
+                return
+            }
+            defer { reader.close() }
+            while !reads.withLock({ $0.done }) {
+                do {
+                    guard case let .certifiedState(height, certificate, value, proof) = try ClientResponse(wireBytes: try reader.request(
+                        ClientRequest.certifiedState(key).wireBytes))
+                    else { throw ProcessTestError("not a certified answer") }
+                    let root = try CheckpointCheck.verify(certificate, height: height, validators: [cluster.nodeKeys[0].publicKey], chainId: TestCluster.chainId)
+                    try proof.verifyInclusion(key: key, value: try #require(value), root: root)
+                    reads.withLock {
+                        $0.count += 1
+                        $0.heights.insert(height)
+                    }
+                } catch {
+                    reads.withLock { $0.failures.append("\(error)") }
+                }
+            }
+        }.start()
+        for _ in 0..<24 {
+            let before = node.height
+            _ = node.submit(cluster.attribute(by: 0, to: 3, nonce: nonce))  // citizen 3's account: the key read changes
+            nonce += 1
+            _ = eventually(5) { node.height > before }
+        }
+        reads.withLock { $0.done = true }
+        reading.wait()
+        let read = reads.withLock { $0 }
+        #expect(read.failures.isEmpty && read.count > 0, "\(read.count) reads, failures: \(read.failures.prefix(3))")
+        #expect(read.heights.count >= 2, "the reads spanned one checkpoint only: \(read.heights)")
         let unknown = try ClientResponse(wireBytes: try client.request(ClientRequest.waitFinal(SHA256.hash("nothing"), timeoutMilliseconds: 200).wireBytes))
         #expect(unknown == .transaction(nil))
         guard case let .refused(reason) = try ClientResponse(wireBytes: try client.request(ClientRequest.submit(transaction).wireBytes)) else {

@@ -59,3 +59,26 @@ import Testing
         #expect(eventually(10) { dialling.transport.linkedPeers() == ["p1"] })
     }
 }
+
+/// A client's pipelined requests are answered in their order, however the node's answers
+/// come: a read answered off the loop at once, a submission once admitted (the client
+/// matches answers to requests by order).
+@Suite(.onOwnThreads) struct ClientAnswerOrderTests {
+    @Test func answersReadyOutOfOrderAreSentInTheRequestsOrder() throws {
+        let consortium = try Consortium(count: 1)
+        var configuration = consortium.configuration(0)
+        configuration.clientPort = 0
+        let node = try Node(configuration)
+        defer { node.stop() }
+        // The first byte says how long to wait before answering, in tens of milliseconds,
+        // from another thread: the first request's answer is ready last.
+        node.transport.onClientRequest = { request, respond in
+            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(10 * Int(request.first ?? 0))) { respond(request) }
+        }
+        let client = try TransportClient(host: "127.0.0.1", port: node.transport.clientPort, ca: consortium.ca, chainId: Consortium.chainId)
+        defer { client.close() }
+        let requests: [[UInt8]] = [[30, 1], [0, 2], [15, 3], [0, 4], [1, 5]]
+        let answers = client.pipeline(requests).map { try? $0.get() }
+        #expect(answers == requests.map { $0 })
+    }
+}
