@@ -8,15 +8,7 @@ import Transport
 import Wire
 
 /// A node the gateway follows: its client port.
-public struct NodeAddress: Hashable, Sendable, CustomStringConvertible {
-    public let host: String
-    public let port: UInt16
-    public init(host: String, port: UInt16) {
-        self.host = host
-        self.port = port
-    }
-    public var description: String { "\(host):\(port)" }
-}
+public typealias NodeAddress = NetworkEndpoint
 
 /// Why no node gave a verified, fresh answer: what each node did instead.
 public struct NoVerifiedAnswer: Error, Sendable, CustomStringConvertible {

@@ -89,15 +89,9 @@ public struct ClientAnswers {
 
     /// A state record at the latest stable checkpoint, with the checkpoint's certificate.
     func certifiedState(_ key: StateKey) throws -> ClientResponse {
-        try Self.certifiedState(key, store: store, pages: ledger.store)
-    }
-
-    /// The same from any connection to the database (`CheckpointReader`'s, off the loop),
-    /// the tree's pages read from `pages`.
-    static func certifiedState(_ key: StateKey, store: NodeStore, pages: some TreePageSource) throws -> ClientResponse {
         guard let (height, bytes) = try store.checkpoint(atOrBelow: store.height) else { return .error("no stable checkpoint executed yet") }
         let certificate = try CheckpointCertificate(wireBytes: bytes)
-        let proof = StateTree.proof(for: key, root: certificate.stateRoot, nodes: pages)
+        let proof = StateTree.proof(for: key, root: certificate.stateRoot, nodes: ledger.store)
         var value: [UInt8]?
         if let leaf = proof.terminal, leaf.key == key {
             value = try store.values(of: key, after: height).first { StateTree.valueHash($0) == leaf.valueHash }

@@ -62,9 +62,6 @@ public struct NodeConfigFile: Codable, Sendable, Equatable {
     public var clientIdleSeconds: Int?
     /// Retention: keep the bodies of this many latest blocks (at least 1,000); absent: all.
     public var retainBlocks: UInt64?
-    /// Whether certified reads are answered off the node's loop, by a reader of their own
-    /// (default true; false: on the loop, between blocks).
-    public var checkpointReader: Bool?
 
     public init(partner: String, genesis: String, database: String, nodeKey: String, tlsKey: String, tlsCertificate: String, ca: String,
                 host: String? = nil, peerPort: UInt16, clientPort: UInt16?, peers: [Peer], tickMilliseconds: UInt64? = nil, mempoolMax: Int? = nil,
@@ -133,7 +130,6 @@ extension NodeConfigFile {
         clientRequestsPerSecondMax = try c.integerIfPresent(.clientRequestsPerSecondMax)
         clientIdleSeconds = try c.integerIfPresent(.clientIdleSeconds)
         retainBlocks = try c.integerIfPresent(.retainBlocks)
-        checkpointReader = try c.decodeIfPresent(Bool.self, forKey: .checkpointReader)
     }
 
     public func resolve(relativeTo directory: URL) throws(ConfigError) -> NodeConfiguration {
@@ -201,7 +197,6 @@ extension NodeConfigFile {
         configuration.storage = NodeStore.Tuning(mapBytes: mapMegabytes << 20, cacheBytes: cacheMegabytes << 20)
         configuration.storage.walCheckpointPages = Int32(walMegabytes * 256)  // 4 KiB pages
         configuration.retainBlocks = retainBlocks
-        configuration.checkpointReader = checkpointReader ?? true
         return configuration
     }
 

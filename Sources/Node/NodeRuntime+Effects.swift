@@ -248,7 +248,6 @@ extension NodeRuntime {
         assert(loop.isOnLoop, "the node's core is the loop thread's")
         let request: ClientRequest
         do { request = try ClientRequest(wireBytes: bytes).bounded } catch { return respond(ClientResponse.error("\(error)").wireBytes) }
-        if let reader, reader.take(request, respond) { return }
         let ledger = core.ledger
         // A validator set scheduled after the current epoch (a governance change not in force yet).
         let pending = core.replica.schedule.epochs.last.flatMap { $0.firstSeq > core.replica.epoch.firstSeq ? $0 : nil }

@@ -47,9 +47,6 @@ public struct NodeConfiguration: Sendable {
     /// ones at its checkpoints (headers, certificates, results and the state stay); nil
     /// keeps every body (Docs/OPERATIONS.md, "Retention").
     public var retainBlocks: UInt64?
-    /// Whether certified reads (a record at the latest stable checkpoint, the handovers)
-    /// are answered off the loop, by `CheckpointReader` (false: on the loop, between blocks).
-    public var checkpointReader = true
     /// The least `retainBlocks` a configuration file or `calisson-node prune` accepts: a
     /// peer that was down catches up by fetching the blocks it missed from the others.
     public static let retainBlocksMin: UInt64 = 1_000
@@ -108,8 +105,6 @@ public final class NodeRuntime: @unchecked Sendable {
     var metrics: HTTPEndpoint?
     /// Signature verification runs here, off the loop, in batches over all cores.
     let verifier = DispatchQueue(label: "calisson.verifier")
-    /// Answers certified reads off the loop (nil: the loop answers them).
-    let reader: CheckpointReader?
     lazy var batchVerifier = BatchVerifier(cache: verifyCache)
     let verificationQueue = Mutex<[VerificationItem]>([])
     /// Items waiting for the verifier; beyond, consensus messages are dropped and
@@ -171,8 +166,6 @@ public final class NodeRuntime: @unchecked Sendable {
         if let missing = core.ledger.upgradeMissing(newest: configuration.rulesNewest) {
             throw NodeError.upgradeNeeded(NodeCoreError.upgradeMessage(missing, newest: configuration.rulesNewest))
         }
-        // Its own read-only connection, opened once the database is initialized.
-        reader = configuration.checkpointReader ? try CheckpointReader(file: configuration.databaseFile, tuning: configuration.storage) : nil
         var transportConfiguration = configuration.transport
         transportConfiguration.registry = Self.registry(core.ledger)
         transportConfiguration.peers = Self.peers(core.ledger, bootstrap: configuration.transport.peers, selfID: configuration.transport.selfID)
@@ -289,7 +282,6 @@ public final class NodeRuntime: @unchecked Sendable {
             metrics?.stop()
         }
         loop.shutdown()
-        reader?.close()
         store.close()  // the loop has ended: nothing writes any more; the database's lock is released
     }
 

@@ -4,21 +4,24 @@ import Logging
 import Synchronization
 import Wire
 
+/// Where to reach a listener: an IPv4 address or a DNS name (resolved to IPv4 at each
+/// connection), and a port.
+public struct NetworkEndpoint: Hashable, Sendable, CustomStringConvertible {
+    public let host: String
+    public let port: UInt16
+
+    public init(host: String, port: UInt16) {
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { "\(host):\(port)" }
+}
+
 /// A validator the mesh keeps a link to, and where to dial it: its endpoints, tried in
 /// turn (a dial that fails moves on to the next).
 public struct PeerAddress: Hashable, Sendable {
-    public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
-        /// An IPv4 address or a DNS name (resolved to IPv4 at each dial).
-        public let host: String
-        public let port: UInt16
-
-        public init(host: String, port: UInt16) {
-            self.host = host
-            self.port = port
-        }
-
-        public var description: String { "\(host):\(port)" }
-    }
+    public typealias Endpoint = NetworkEndpoint
 
     public let id: String
     /// At least one.

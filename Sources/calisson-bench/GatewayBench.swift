@@ -44,8 +44,6 @@ struct GatewayBenchCommand: ParsableCommand {
     @Option(help: "The nodes' blockWaitMilliseconds (absent: the node's default).") var blockWaitMs: UInt64?
     @Option(help: "First port of the cluster.") var basePort: UInt16 = 7400
     @Option(help: "Write the figures as JSON to this file.") var json: String?
-    @Flag(help: "The nodes answer certified reads on their loops (checkpointReader false), as before their reader: to measure it.")
-    var readsOnLoop = false
 
     func validate() throws {
         guard validators > 0, transactions > 0, rounds > 0, outstanding > 0, connections > 0, readConnections > 0 else { throw ValidationError("counts must be positive") }
@@ -57,18 +55,8 @@ struct GatewayBenchCommand: ParsableCommand {
         // As calisson-gateway runs (the gateway is measured as it is deployed).
         guard GatewayServer.runTasksOnEventLoops() else { throw ValidationError("the gateway's event loops could not become the tasks' executor") }
         let machine = Machine.describe()
-        let cluster = try NodeProcesses.bench(starting: validators, basePort: basePort, blockWaitMilliseconds: blockWaitMs) { cluster in
-            guard readsOnLoop else { return }
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            for (id, config) in try NodeProcesses.configs(cluster.directory) {
-                var config = config
-                config.checkpointReader = false
-                try encoder.encode(config).write(to: URL(fileURLWithPath: "\(cluster.directory)/\(id)/config.json"))
-            }
-        }
+        let cluster = try NodeProcesses.bench(starting: validators, basePort: basePort, blockWaitMilliseconds: blockWaitMs)
         defer { cluster.stop() }
-        print("gateway bench: certified reads answered \(readsOnLoop ? "on the nodes' loops" : "by the nodes' checkpoint readers")")
         let loadCount = Int(min(1_000_000, 3_000 * load * readSeconds))
         let workload = try Workload(cluster: cluster, count: 200 + 2 * rounds * transactions + loadCount, citizens: 2_000, redeemEvery: 0)
         print("gateway bench: \(cluster.ids.count) validators, \(workload.signed.count) transactions pre-signed")

@@ -11,13 +11,6 @@ import Wire
 @Suite(.onOwnThreads) struct EndpointTests {
     static func endpoint(_ text: String) -> PeerEndpoint { PeerEndpoint(text)! }
 
-    static func withRules4() -> LedgerFixture {
-        var f = LedgerFixture(epochLength: 1_000)
-        f.govern(.scheduleUpgrade(ScheduledUpgrade(name: id("endpoints"), height: f.ledger.height + 6, rules: LedgerRules.endpoints)))
-        while f.ledger.rules(atHeight: f.ledger.height + 1) < LedgerRules.endpoints { f.run([]) }
-        return f
-    }
-
     @Test func aPartnerSetsItsOwnEndpointsAndGovernanceSetsAnyones() {
         var f = LedgerFixture(epochLength: 1_000)
         let mine = [Self.endpoint("10.0.0.7:7100"), Self.endpoint("node.rtm.example:7100")]
@@ -26,7 +19,7 @@ import Wire
             Issue.record("endpoints before rules 4 were not refused as an unknown kind")
             return
         }
-        f = Self.withRules4()
+        f = LedgerFixture.withRules(LedgerRules.endpoints, upgrade: "endpoints")
         let outcome = f.ledger.execute([f.partnerTx("rtm", .setEndpoints(mine))])
         #expect(outcome.results == [.applied])
         #expect(outcome.partnersChanged, "the node's dialling follows a change of endpoints")
@@ -44,7 +37,7 @@ import Wire
     }
 
     @Test func anAdmissionCarriesTheNewcomersEndpoints() throws {
-        var f = Self.withRules4()
+        var f = LedgerFixture.withRules(LedgerRules.endpoints, upgrade: "endpoints")
         let newcomer = Partner(id: id("velo"), name: "Vélo", roles: [.issuer, .validator], signingKey: LedgerFixture.key("sign velo").publicKey)
         let endpoints = [Self.endpoint("velo.example:7100")]
         let action = GovernanceAction.admitPartner(newcomer, endpoints: endpoints)
@@ -69,7 +62,7 @@ import Wire
         ]
         for text in bad { #expect(PeerEndpoint(text) == nil, "\(text)") }
         // A list is at most four, sorted and distinct: the ledger refuses anything else.
-        var f = Self.withRules4()
+        var f = LedgerFixture.withRules(LedgerRules.endpoints, upgrade: "endpoints")
         let five = (1...5).map { Self.endpoint("10.0.0.\($0):7100") }
         #expect(f.one(f.partnerTx("rtm", .setEndpoints(five))).rejection != nil)
         let unsorted = [Self.endpoint("b.example:1"), Self.endpoint("a.example:1")]
@@ -124,7 +117,7 @@ import Wire
 /// rules then never has to stop; one in force, or unknown, cannot be cancelled.
 @Suite(.onOwnThreads) struct CancelUpgradeTests {
     @Test func aVotedUpgradeIsWithdrawnBeforeItsHeightOnly() {
-        var f = EndpointTests.withRules4()
+        var f = LedgerFixture.withRules(LedgerRules.endpoints, upgrade: "endpoints")
         let future = ScheduledUpgrade(name: id("future"), height: f.ledger.height + 50, rules: LedgerRules.newest + 1)
         f.govern(.scheduleUpgrade(future))
         #expect(f.ledger.upgrades.pending(after: f.ledger.height) == [future])

@@ -25,13 +25,6 @@ import Wire
         return EquivocationEvidence(nodeKey: draft.nodeKey, kind: kind, view: view, seq: seq, signed(draft.first), signed(draft.second))!
     }
 
-    static func withRules3() -> LedgerFixture {
-        var f = LedgerFixture(epochLength: 1_000)
-        f.govern(.scheduleUpgrade(ScheduledUpgrade(name: id("evidence"), height: f.ledger.height + 6, rules: LedgerRules.evidence)))
-        while f.ledger.rules(atHeight: f.ledger.height + 1) < LedgerRules.evidence { f.run([]) }
-        return f
-    }
-
     @Test func evidenceIsCheckedRecordedOncePerSlotAndActedOnByPolicy() {
         var f = LedgerFixture(epochLength: 1_000)
         let tri = LedgerFixture.key("node tri")
@@ -40,7 +33,7 @@ import Wire
             Issue.record("evidence before rules 3: \(early)")
             return
         }
-        f = Self.withRules3()
+        f = LedgerFixture.withRules(LedgerRules.evidence, upgrade: "evidence")
         let prepare = Self.evidence(.prepare, signer: tri)
         #expect(f.one(f.partnerTx("metropole", .reportEquivocation(prepare))) == .applied)
         let record = f.ledger.equivocation(prepare)

@@ -311,6 +311,15 @@ extension LedgerFixture {
         return last
     }
 
+    /// A ledger whose partners voted the upgrade `upgrade` to `rules`, run until it is in
+    /// force for the next block.
+    static func withRules(_ rules: UInt32, upgrade: String) -> LedgerFixture {
+        var f = LedgerFixture(epochLength: 1_000)
+        f.govern(.scheduleUpgrade(ScheduledUpgrade(name: id(upgrade), height: f.ledger.height + 6, rules: rules)))
+        while f.ledger.rules(atHeight: f.ledger.height + 1) < rules { f.run([]) }
+        return f
+    }
+
     mutating func govern(_ action: GovernanceAction) {
         governOutcome(action)
         precondition(ledger.proposal(ledger.meta.nextProposal - 1).map { if case .passed = $0.status { true } else { false } } == true)

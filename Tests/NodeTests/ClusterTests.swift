@@ -589,9 +589,8 @@ struct TestCluster {
         #expect(throws: CertificateError.badSignature(cluster.nodeKeys[0].publicKey)) {
             try CheckpointCheck.verify(forged, height: height, validators: [cluster.nodeKeys[0].publicKey], chainId: TestCluster.chainId)
         }
-        // Certified reads are answered off the loop (`CheckpointReader`) while blocks commit
-        // and checkpoints prune what older ones reached: every answer, read from one snapshot,
-        // still proves against its own certificate, across checkpoints.
+        // Certified reads while blocks commit and checkpoints prune what older ones reached:
+        // every answer still proves against its own certificate, across checkpoints.
         let reads = Locked<(count: Int, failures: [String], heights: Set<UInt64>, done: Bool)>((0, [], [], false))
         let reading = DispatchGroup()
         reading.enter()
