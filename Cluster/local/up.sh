@@ -50,17 +50,21 @@ for node in "${NODES[@]}"; do
 done
 echo "up: ${#NODES[@]} validators started (${NODES[*]}), logs in $CALISSON_HOME/logs"
 
-# Every node answers and is linked to every other one.
+# Every node answers and is linked to every other one, within LINK_SECONDS (90: debug
+# builds on a loaded machine start slowly; the wait ends as soon as they are linked).
+LINK_SECONDS=${LINK_SECONDS:-90}
+deadline=$((SECONDS + LINK_SECONDS))
 for index in $(seq 0 $((VALIDATORS - 1))); do
     linked=no
-    for _ in $(seq 1 300); do
+    while (( SECONDS < deadline )); do
         peers=$(NODE_INDEX=$index cal status --json 2>/dev/null \
             | python3 -c "import json,sys; p=json.load(sys.stdin)['peers']; print(len([x for x in p.split(',') if x]))" 2>/dev/null || echo 0)
         if [[ $peers -ge $((VALIDATORS - 1)) ]]; then linked=yes; break; fi
         sleep 0.1
     done
     if [[ $linked != yes ]]; then
-        echo "up: ${NODES[$index]} is not linked to every other validator after 30 s; see $CALISSON_HOME/logs/${NODES[$index]}.log" >&2
+        echo "up: ${NODES[$index]} is not linked to every other validator after $LINK_SECONDS s; see $CALISSON_HOME/logs/${NODES[$index]}.log" >&2
+        tail -n 20 "$CALISSON_HOME/logs/${NODES[$index]}.log" >&2
         exit 1
     fi
 done

@@ -241,7 +241,7 @@ public final class Transport: @unchecked Sendable {
     /// Logs which peers this node dials and which it waits for (the lower id dials): a node
     /// whose id sorts after every peer dials nobody, and says so.
     private func sayWhoDials() {
-        let dials = configuration.peers.filter { configuration.selfID < $0.id }.map(\.id)
+        let dials = configuration.peers.filter { configuration.selfID < $0.id }.map { "\($0.id)@\($0.endpoints.map(\.description).joined(separator: ","))" }
         let waits = configuration.peers.filter { $0.id < configuration.selfID }.map(\.id)
         logger.notice("links: the lower id dials", metadata: [
             "dials": "\(dials.isEmpty ? "nobody" : dials.joined(separator: ", "))",

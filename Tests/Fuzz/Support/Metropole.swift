@@ -96,7 +96,15 @@ public enum Metropole {
         }
         let evidence = EquivocationEvidence(nodeKey: node.publicKey, kind: .proposal, view: 1, seq: 2, sign(draft.first), sign(draft.second))!
         let report = partnerTx("rtm", .reportEquivocation(evidence))
+        // Rules 4: endpoints set by a partner and by governance, an admission with them, an upgrade cancelled.
+        let endpoints = [PeerEndpoint("10.0.0.1:7100")!, PeerEndpoint("node.rtm.example:7100")!]
+        let ownEndpoints = partnerTx("rtm", .setEndpoints(endpoints))
+        let theirEndpoints = partnerTx("metropole", .propose(.setPartnerEndpoints(id("friche"), endpoints), deadline: 30))
+        let admission = partnerTx("metropole", .propose(.admitPartner(
+            Partner(id: id("velo"), name: "Vélo", roles: [.acceptor], signingKey: key("velo").publicKey), endpoints: endpoints), deadline: 30))
+        let cancel = partnerTx("metropole", .propose(.cancelUpgrade(id("later")), deadline: 30))
         return [
+            Pieces.join([ownEndpoints]), Pieces.join([theirEndpoints, admission]), Pieces.join([upgrade, cancel]),
             Pieces.join([upgrade]), Pieces.join([category, acceptance]), Pieces.join([policy, report]), Pieces.join([report]),
             Pieces.join([reward]), Pieces.join([pass]), Pieces.join([spend]), Pieces.join([give]), Pieces.join([suspend]),
             Pieces.join([vote]), Pieces.join([validators]), Pieces.join([close]),

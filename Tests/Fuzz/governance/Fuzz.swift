@@ -28,7 +28,19 @@ enum Steps {
         amended.rewardPerUnit = LedgerLimits.amountMax
         amended.budget = LedgerLimits.amountMax
         amended.endHeight = UInt64.max
+        // A chain that starts at rules 4, its partners' endpoints in the genesis.
+        var newest = Metropole.genesisFile
+        newest.rules = LedgerRules.endpoints
+        newest.partners[0].endpoints = ["127.0.0.1:7100", "node.example:65535"]
+        let rules4 = Array(try! JSONEncoder().encode(newest))
+        let endpoints = [PeerEndpoint("a.example:1")!, PeerEndpoint("b.example:2")!]
+        let upgrade = ScheduledUpgrade(name: Metropole.id("later"), height: 40, rules: LedgerRules.newest + 1)
         return [
+            Pieces.join([rules4, [0] + GovernanceAction.setPartnerEndpoints(Metropole.id("rtm"), endpoints).wireBytes, [3, 1, 2], [4, 3]]),
+            Pieces.join([rules4, [0] + GovernanceAction.scheduleUpgrade(upgrade).wireBytes, [0] + GovernanceAction.cancelUpgrade(upgrade.name).wireBytes, [4, 50]]),
+            Pieces.join([rules4, [0] + GovernanceAction.admitPartner(
+                Partner(id: Metropole.id("velo"), name: "Vélo", roles: [.issuer, .acceptor], signingKey: Metropole.key("velo").publicKey),
+                endpoints: endpoints).wireBytes, [3, 9, 9]]),
             Pieces.join([genesis, [3, 1, 2, 3, 4, 5, 6], [4, 9]]),
             Pieces.join([genesis, [1] + parameters.wireBytes, [3, 200, 17, 99, 3, 1, 8], [4, 30]]),
             Pieces.join([genesis, [2] + amended.wireBytes, [3, 255, 255, 255, 255, 255, 255, 255], [4, 12]]),
