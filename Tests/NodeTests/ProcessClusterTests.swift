@@ -77,15 +77,16 @@ final class ProcessCluster {
     /// The cluster's ports are the hundred from here.
     let basePort: UInt16
 
-    /// `rules`: the ledger rules the chain starts with (the testnet's default: the newest).
-    init(validators: Int = 4, rules: UInt32? = nil) throws {
+    /// `rules`: the ledger rules the chain starts with (the testnet's default: the newest);
+    /// `prepare` may set nodes' binaries and extra arguments before they first start.
+    init(validators: Int = 4, rules: UInt32? = nil, prepare: (NodeProcesses) throws -> Void = { _ in }) throws {
         bin = try productsDirectory()
         directory = Scratch.directory("processes")
         // Below the kernel's ephemeral range (32768 and up), so no port the OS hands out collides.
         basePort = UInt16.random(in: 0..<200) * 100 + 10_000
         nodes = try NodeProcesses(
             starting: validators, bin: bin, directory: "\(directory)/net", basePort: basePort, testnetArguments: ["--epoch-length", "20"] + (rules.map { ["--rules", "\($0)"] } ?? []),
-            logLevel: "notice")
+            logLevel: "notice", prepare: prepare)
     }
 
     deinit { nodes.stop() }
