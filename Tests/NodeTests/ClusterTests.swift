@@ -59,11 +59,10 @@ struct TestCluster {
         genesis = try genesisFile.validated()
     }
 
-    func configuration(_ index: Int, port: UInt16 = 0) -> NodeConfiguration {
+    func configuration(_ index: Int) -> NodeConfiguration {
         var transport = TransportConfiguration(
             chainId: Self.chainId, selfID: "p\(index)", identity: TLSIdentity(certificate: certificates[index], key: tlsKeys[index]), ca: ca)
         transport.registry = Dictionary(uniqueKeysWithValues: certificates.map { ($0.commonName, $0.publicKeyHash) })
-        transport.peerPort = port
         transport.heartbeatMilliseconds = 100
         transport.reconnectMaxMilliseconds = 300
         var configuration = NodeConfiguration(genesis: genesis, databaseFile: "\(directory)/p\(index).db", consensusKey: nodeKeys[index], transport: transport)
@@ -145,14 +144,15 @@ struct TestCluster {
         let roots = Set(nodes.map { node in node.read { ($0.height, $0.stateRoot) }.map { "\($0.0) \($0.1.hex)" } ?? "" })
         #expect(roots.count == 1, "\(roots)")
 
-        // Stop p3, keep going without it, restart it from its database: it catches up.
-        let port = nodes[3].transport.peerPort
+        // Stop p3, keep going without it, restart it from its database: it catches up. It
+        // comes back on a new port (its old one, an ephemeral port, may have been taken by
+        // another connection meanwhile): the others follow its new address (`link`).
         nodes[3].stop()
         for nonce in 120..<160 {
             #expect(nodes[nonce % 3].submit(cluster.attribute(by: nonce % 3, to: nonce % 17, nonce: UInt64(nonce))) == nil)
         }
         #expect(eventually { nodes[0...2].allSatisfy { issued($0) == 1_600 } })
-        nodes[3] = try NodeRuntime(configuration: cluster.configuration(3, port: port))
+        nodes[3] = try NodeRuntime(configuration: cluster.configuration(3))
         try nodes[3].start()
         TestCluster.link(nodes)
         // New work makes the others' commits visible to it; state transfer fills the gap.
@@ -331,10 +331,9 @@ struct TestCluster {
         #expect(nodes[0].submit(attribution(signedWith: newSigning, nonce: 9_101)) == nil)
         // The others no longer accept p3's old TLS key.
         #expect(eventually { nodes[0...2].allSatisfy { !$0.transport.linkedPeers().contains("p3") } }, "\(nodes[0].transport.linkedPeers())")
-        // p3 comes back with the new certificate.
-        let port = nodes[3].transport.peerPort
+        // p3 comes back with the new certificate (on a new port, followed by `link`).
         nodes[3].stop()
-        var configuration = cluster.configuration(3, port: port)
+        var configuration = cluster.configuration(3)
         configuration.transport.identity = TLSIdentity(certificate: newCertificate, key: newTLS)
         nodes[3] = try NodeRuntime(configuration: configuration)
         try nodes[3].start()
