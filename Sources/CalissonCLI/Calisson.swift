@@ -475,6 +475,8 @@ struct DatabaseReader: TreePageSource {
             return .handovers(try store.handovers(after: after, limit: ClientRequest.handoversMax).map { try Handover(wireBytes: $0.record) })
         case .certifiedState:
             return .error("certified answers come from a node (--node); --db answers from the file's latest state")
+        case .treePages, .stateValues:
+            return .error("snapshots are served by a running node's client port (calisson-node sync --from)")
         }
     }
 }

@@ -28,6 +28,21 @@ public enum CertificateError: Error, Equatable, Sendable, CustomStringConvertibl
 /// Wire form (Docs/PROTOCOL.md, *Wire form*): u32 vote count, then per vote: height
 /// (u64), state root (32 bytes), signer (32 bytes), Ed25519 signature (64 bytes).
 public enum CheckpointCheck {
+    /// Who signed a checkpoint certificate, in its order (no signature checked: `verify`
+    /// does); nil when it does not decode.
+    public static func signers(of certificate: [UInt8]) -> [Ed25519PublicKey]? {
+        var reader = WireReader(certificate)
+        guard let count = try? reader.readCount("checkpoint.votes", maximum: 1_024) else { return nil }
+        var signers: [Ed25519PublicKey] = []
+        for _ in 0..<count {
+            guard (try? reader.readUInt64("vote.seq")) != nil, (try? SHA256Digest(from: &reader)) != nil,
+                let signer = try? Ed25519PublicKey(from: &reader), (try? Ed25519Signature(from: &reader)) != nil
+            else { return nil }
+            signers.append(signer)
+        }
+        return signers
+    }
+
     public static func verify(
         _ certificate: [UInt8], height: UInt64, validators: [Ed25519PublicKey], chainId: String
     ) throws(CertificateError) -> SHA256Digest {

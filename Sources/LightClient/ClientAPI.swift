@@ -35,11 +35,20 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
     /// A final block's transactions and their results, with its commit certificate and the
     /// events its execution had (the event feed, indexers).
     case blockContents(UInt64)
+    /// State-tree pages by the hash of their root node (content-addressed: any page the
+    /// node still stores, of its state or of the checkpoint it serves), at most
+    /// `snapshotItemsMax`: what a node joining from a snapshot walks the tree with.
+    case treePages([SHA256Digest])
+    /// State values by key and value hash (the leaf that names them), at most
+    /// `snapshotItemsMax`: the values of the checkpoint a joining node walks.
+    case stateValues([StateValueReference])
 
     public static let waitMillisecondsMax: UInt32 = 60_000
     public static let accountTransactionsMax: UInt32 = 1_000
     public static let blocksMax: UInt32 = 256
     public static let handoversMax = 64
+    /// Pages or values asked in one request.
+    public static let snapshotItemsMax = 1_024
 
     /// The request with its limits and waits brought within what a node serves
     /// (`waitMillisecondsMax`, `accountTransactionsMax`, `blocksMax`). The codec keeps
@@ -69,6 +78,8 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
         case let .handovers(after): writer.write(UInt8(11)); writer.write(after)
         case let .blockTransactions(height): writer.write(UInt8(12)); writer.write(height)
         case let .blockContents(height): writer.write(UInt8(13)); writer.write(height)
+        case let .treePages(hashes): writer.write(UInt8(14)); writer.writeArray(hashes)
+        case let .stateValues(references): writer.write(UInt8(15)); writer.writeArray(references)
         }
     }
 
@@ -95,6 +106,8 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
         case 11: self = .handovers(after: try reader.readUInt64("request.after"))
         case 12: self = .blockTransactions(try reader.readUInt64("request.height"))
         case 13: self = .blockContents(try reader.readUInt64("request.height"))
+        case 14: self = .treePages(try reader.readArray("request.pages", maximum: Self.snapshotItemsMax, of: SHA256Digest.self))
+        case 15: self = .stateValues(try reader.readArray("request.values", maximum: Self.snapshotItemsMax, of: StateValueReference.self))
         case let raw: throw .unknownKind(field: "request.kind", offset: offset, raw: UInt64(raw))
         }
     }
@@ -458,8 +471,16 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
     case blockTransactions([Bytes32]?)
     /// nil: no such final block here, or its body was pruned.
     case blockContents(BlockContents?)
+    /// The pages asked, in their order: nil for one not stored here. Fewer than asked when
+    /// the answer reached `snapshotBytesMax`: ask again for the rest.
+    case treePages([[UInt8]?])
+    /// The values asked, in their order: nil for one not stored here (its checkpoint is no
+    /// longer served). Fewer than asked past `snapshotBytesMax`, as for pages.
+    case stateValues([[UInt8]?])
 
     public static let blockTransactionsMax = 1 << 16
+    /// The bytes of pages or values one answer carries, about (the last item may pass it).
+    public static let snapshotBytesMax = 4 << 20
 
     public func encode(to writer: inout WireWriter) {
         switch self {
@@ -501,6 +522,12 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
             writer.write(UInt8(14))
             writer.write(found != nil)
             if let found { found.encode(to: &writer) }
+        case let .treePages(pages):
+            writer.write(UInt8(15))
+            Self.writeOptionalBlobs(pages, into: &writer)
+        case let .stateValues(values):
+            writer.write(UInt8(16))
+            Self.writeOptionalBlobs(values, into: &writer)
         case let .certifiedState(height, certificate, value, proof):
             writer.write(UInt8(10)); writer.write(height); writer.writeBytes(certificate)
             writer.write(value != nil)
@@ -578,6 +605,8 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
             guard try reader.readBool("response.found") else { self = .blockContents(nil); return }
             self = .blockContents(try BlockContents(from: &reader))
         case 12: self = .handovers(try reader.readArray("response.handovers", maximum: ClientRequest.handoversMax, of: Handover.self))
+        case 15: self = .treePages(try Self.readOptionalBlobs("response.pages", from: &reader))
+        case 16: self = .stateValues(try Self.readOptionalBlobs("response.values", from: &reader))
         case 10:
             let height = try reader.readUInt64("response.height")
             let certificate = try reader.readBytes("response.certificate", maximum: 1 << 20)
@@ -585,5 +614,45 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
             self = .certifiedState(height: height, certificate: certificate, value: value, proof: try StateProof(from: &reader))
         case let raw: throw .unknownKind(field: "response.kind", offset: offset, raw: UInt64(raw))
         }
+    }
+
+    private static func writeOptionalBlobs(_ blobs: [[UInt8]?], into writer: inout WireWriter) {
+        writer.write(UInt32(blobs.count))
+        for blob in blobs {
+            writer.write(blob != nil)
+            if let blob { writer.writeBytes(blob) }
+        }
+    }
+
+    private static func readOptionalBlobs(_ field: String, from reader: inout WireReader) throws(WireError) -> [[UInt8]?] {
+        let count = try reader.readCount(field, maximum: ClientRequest.snapshotItemsMax)
+        var blobs: [[UInt8]?] = []
+        blobs.reserveCapacity(count)
+        for _ in 0..<count {
+            blobs.append(try reader.readBool(field + ".present") ? try reader.readBytes(field + ".item", maximum: WireLimits.envelopePayloadSizeMax) : nil)
+        }
+        return blobs
+    }
+}
+
+/// A state value named by its key and the hash of the value (as a leaf of the state tree
+/// names it): a node answers with the value it holds under that key whose hash matches.
+public struct StateValueReference: Hashable, Sendable, WireCodable {
+    public let key: StateKey
+    public let valueHash: SHA256Digest
+
+    public init(key: StateKey, valueHash: SHA256Digest) {
+        self.key = key
+        self.valueHash = valueHash
+    }
+
+    public func encode(to writer: inout WireWriter) {
+        writer.write(key)
+        writer.write(valueHash)
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        key = try StateKey(from: &reader)
+        valueHash = try SHA256Digest(from: &reader)
     }
 }

@@ -62,6 +62,8 @@ public struct ClientAnswers {
                 return .answer(answer)
             case let .handovers(after):
                 return .answer(.handovers(try store.handovers(after: after, limit: ClientRequest.handoversMax).map { try Handover(wireBytes: $0.record) }))
+            case let .treePages(hashes): return .answer(.treePages(try treePages(hashes)))
+            case let .stateValues(references): return .answer(.stateValues(try stateValues(references)))
             }
         } catch {
             return .answer(.error("\(error)"))
@@ -85,6 +87,32 @@ public struct ClientAnswers {
                 location: StoreAnswers.location(height: found.height, position: found.position, result: found.result),
                 commandCount: UInt32(block.commands.count), proof: proof, certificate: record.certificate)
         }
+    }
+
+    /// Stored tree pages by hash, up to about `snapshotBytesMax` (a joining node's walk).
+    /// Pages are content-addressed: a page's bytes hash to the name asked, whatever the
+    /// root it belongs to, so any stored page is a right answer (the asker checks it).
+    func treePages(_ hashes: [SHA256Digest]) throws -> [[UInt8]?] {
+        var pages: [[UInt8]?] = [], bytes = 0
+        for hash in hashes.prefix(ClientRequest.snapshotItemsMax) where bytes < ClientResponse.snapshotBytesMax {
+            let page = try store.treePage(hash)
+            bytes += page?.count ?? 0
+            pages.append(page)
+        }
+        return pages
+    }
+
+    /// State values by key and value hash, among those the key held since the checkpoint
+    /// served (its archive, then its current value), up to about `snapshotBytesMax`.
+    func stateValues(_ references: [StateValueReference]) throws -> [[UInt8]?] {
+        let served = try store.checkpoint(atOrBelow: store.height)?.height ?? 0
+        var values: [[UInt8]?] = [], bytes = 0
+        for reference in references.prefix(ClientRequest.snapshotItemsMax) where bytes < ClientResponse.snapshotBytesMax {
+            let value = try store.values(of: reference.key, after: served).last { StateTree.valueHash($0) == reference.valueHash }
+            bytes += value?.count ?? 0
+            values.append(value)
+        }
+        return values
     }
 
     /// A state record at the latest stable checkpoint, with the checkpoint's certificate.

@@ -1,6 +1,9 @@
 import Foundation
 import Ledger
+import LightClient
 import Storage
+import Synchronization
+import Transport
 import Wire
 
 /// What an operator does to a stopped node's database: drop old block bodies, restore a
@@ -91,6 +94,95 @@ public enum NodeMaintenance {
         try sync(URL(fileURLWithPath: databaseFile).deletingLastPathComponent().path)
         let restored = try NodeStore(file: databaseFile, readOnly: true)
         return RestoreReport(height: restored.height, stateRoot: restored.stateRoot, movedAside: moved)
+    }
+
+    /// Writes a new node's database from the latest stable checkpoint the nodes at
+    /// `sources` (client ports) serve, rather than from the genesis (`StateSync`): into
+    /// `<database>.sync`, kept when a run is interrupted (the next run resumes from what
+    /// it fetched), renamed into place once complete and synced. Refuses a node that has a
+    /// database (it has a chain and a safety log: it catches up by itself).
+    public static func syncFromSnapshot(
+        configuration: NodeConfiguration, sources: [NetworkEndpoint], timeoutMilliseconds: Int = 30_000, log: @escaping (String) -> Void
+    ) throws -> StateSyncReport {
+        let files = FileManager.default
+        let databaseFile = configuration.databaseFile
+        guard !sources.isEmpty else { throw Failure("a state sync needs the client port of at least one node of the chain") }
+        for suffix in ["", "-wal"] where files.fileExists(atPath: databaseFile + suffix) {
+            throw Failure(
+                "\(databaseFile + suffix) exists: this node has a database, and catches up from its own height when it starts. "
+                    + "A snapshot is for a new node (move the database aside to start over from one)")
+        }
+        let directory = URL(fileURLWithPath: databaseFile).deletingLastPathComponent().path
+        try files.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let staging = databaseFile + ".sync"
+        if files.fileExists(atPath: staging) { log("resuming: the pages and values fetched into \(staging) are kept") }
+        let replica = try NodeRuntime.replicaConfiguration(configuration)
+        let genesis = configuration.genesis
+        let ca = configuration.transport.ca
+        let report: StateSyncReport
+        do {
+            let store = try NodeStore(file: staging, create: true, tuning: configuration.storage)
+            defer { store.close() }
+            let clients = sources.map { SourceConnection(endpoint: $0, ca: ca, chainId: genesis.chainId, timeoutMilliseconds: timeoutMilliseconds) }
+            defer { for client in clients { client.close() } }
+            let sync = StateSync(
+                genesis: genesis, genesisSchedule: replica.genesisSchedule, nodeKey: configuration.consensusKey.publicKey, store: store,
+                sources: clients.map { client in StateSync.Source(name: client.endpoint.description, ask: client.ask) }, log: log)
+            report = try sync.run()
+            try store.checkpointWAL()
+        }
+        if let size = (try? files.attributesOfItem(atPath: staging + "-wal"))?[.size] as? Int, size > 0 {
+            throw Failure("\(staging) still has a -wal file of \(size) bytes after closing it: not renamed; run the sync again")
+        }
+        try? files.removeItem(atPath: staging + "-shm")
+        try? files.removeItem(atPath: staging + "-wal")
+        try sync(staging)
+        guard rename(staging, databaseFile) == 0 else {
+            throw Failure("\(staging): cannot rename it to \(databaseFile): \(String(cString: strerror(errno)))")
+        }
+        try sync(directory)
+        try check(databaseFile, genesis: genesis)
+        return report
+    }
+
+    /// One connection to a node's client port for a state sync, made at the first request
+    /// and made again after a failure.
+    final class SourceConnection: @unchecked Sendable {
+        let endpoint: NetworkEndpoint
+        let ca: Certificate
+        let chainId: String
+        let timeoutMilliseconds: Int
+        private let client = Mutex<TransportClient?>(nil)
+
+        init(endpoint: NetworkEndpoint, ca: Certificate, chainId: String, timeoutMilliseconds: Int) {
+            self.endpoint = endpoint
+            self.ca = ca
+            self.chainId = chainId
+            self.timeoutMilliseconds = timeoutMilliseconds
+        }
+
+        func ask(_ requests: [ClientRequest]) throws -> [ClientResponse] {
+            try client.withLock { client in
+                let connected: TransportClient
+                if let client { connected = client } else {
+                    connected = try TransportClient(host: endpoint.host, port: endpoint.port, ca: ca, chainId: chainId, timeoutMilliseconds: timeoutMilliseconds)
+                    client = connected
+                }
+                var answers: [ClientResponse] = []
+                for result in connected.pipeline(requests.map(\.wireBytes), timeoutMilliseconds: timeoutMilliseconds) {
+                    switch result {
+                    case let .success(bytes): answers.append(try ClientResponse(wireBytes: bytes))
+                    case let .failure(error):
+                        connected.close()
+                        client = nil
+                        throw error
+                    }
+                }
+                return answers
+            }
+        }
+
+        func close() { client.withLock { $0?.close(); $0 = nil } }
     }
 
     /// The checks a node makes of its database at start that need no keys: the store's own,

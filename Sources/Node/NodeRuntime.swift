@@ -128,11 +128,7 @@ public final class NodeRuntime: @unchecked Sendable {
             logger.notice("state tree converted to pages (storage schema 5)", metadata: ["pages": "\(pages)"])
         }
         let genesisToRecord = store.isInitialized ? try Self.checkGenesis(genesis, of: store) : nil
-        let genesisKeys = genesis.validatorKeys
-        guard let genesisSet = ValidatorSet(genesisKeys) else { throw NodeError.configuration("genesis validators have no node keys") }
-        var replicaConfiguration = ReplicaConfiguration(chainId: genesis.chainId, validators: genesisSet)
-        replicaConfiguration.batchTicks = configuration.blockWaitTicks
-        replicaConfiguration = configuration.replica(replicaConfiguration)
+        let replicaConfiguration = try Self.replicaConfiguration(configuration)
         var schedule = replicaConfiguration.genesisSchedule
         if let bytes = try store.extra(Core.scheduleExtra) {
             schedule = try EpochSchedule(wireBytes: bytes)
@@ -187,6 +183,16 @@ public final class NodeRuntime: @unchecked Sendable {
     /// Where the database records the digest of the genesis it was created with.
     static var genesisExtra: String { Core.genesisExtra }
 
+    /// The consensus settings of a node with this configuration (the genesis set, the tick
+    /// the blocks wait, the tests' changes).
+    public static func replicaConfiguration(_ configuration: NodeConfiguration) throws -> ReplicaConfiguration {
+        let genesis = configuration.genesis
+        guard let genesisSet = ValidatorSet(genesis.validatorKeys) else { throw NodeError.configuration("genesis validators have no node keys") }
+        var replicaConfiguration = ReplicaConfiguration(chainId: genesis.chainId, validators: genesisSet)
+        replicaConfiguration.batchTicks = configuration.blockWaitTicks
+        return configuration.replica(replicaConfiguration)
+    }
+
     /// The database must have been created with this genesis. One created before the
     /// digest was recorded returns it, to be recorded once the schedule and the last
     /// blocks' certificates have been checked against this genesis.
@@ -210,7 +216,7 @@ public final class NodeRuntime: @unchecked Sendable {
     static func verifyLastBlocks(_ store: NodeStore, schedule: EpochSchedule, chainId: String) throws {
         let top = store.height
         guard top > 0 else { return }
-        for height in (top > startupCheckedBlocks ? top - startupCheckedBlocks + 1 : 1)...top {
+        for height in max(store.firstBlock, top > startupCheckedBlocks ? top - startupCheckedBlocks + 1 : 1)...top {
             guard let record = try store.block(at: height) else { throw NodeError.corrupt("\(store.file): block \(height) is missing") }
             let certificate: CommitCertificate
             do { certificate = try CommitCertificate(wireBytes: record.certificate) } catch {

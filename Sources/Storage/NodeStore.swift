@@ -249,7 +249,7 @@ public final class NodeStore {
     /// The checks read one snapshot (one read transaction): a reader opening the file while
     /// the node writes would otherwise see a block from after the state it read, and call a
     /// sound file damaged.
-    private func checkConsistency() throws(StorageError) {
+    func checkConsistency() throws(StorageError) {
         try database.execute("BEGIN DEFERRED")
         do { try checkConsistencyInSnapshot() } catch {
             try? database.execute("ROLLBACK")
@@ -292,7 +292,7 @@ public final class NodeStore {
         try database.statement("SELECT value FROM meta WHERE name = ?").bind(1, name).first { $0.blob(0) } ?? nil
     }
 
-    private func setMeta(_ name: String, _ value: [UInt8]) throws(StorageError) {
+    func setMeta(_ name: String, _ value: [UInt8]) throws(StorageError) {
         try database.statement("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)").bind(1, name).bind(2, value).run()
     }
 
@@ -382,28 +382,33 @@ public final class NodeStore {
 
     private func appendTransaction(_ block: BlockRecord, state: StateChanges, extras: [String: [UInt8]]) throws(StorageError) {
         try database.transaction { () throws(StorageError) in
-            try database.statement(
-                "INSERT INTO blocks (height, digest, body, certificate, state_root, transaction_count, results) VALUES (?, ?, ?, ?, ?, ?, ?)")
-                .bind(1, block.height).bind(2, block.digest.bytes).bind(3, block.body).bind(4, block.certificate)
-                .bind(5, block.stateRoot.bytes).bind(6, block.transactions.count).bind(7, Self.encodeResults(block.transactions)).run()
-            for (position, transaction) in block.transactions.enumerated() {
-                // A transaction's place is where it applied, if it did: a later copy (rejected)
-                // does not move it; one that was not applied yet is moved by a later copy.
-                try database.statement(
-                    """
-                    INSERT INTO transactions (id, height, position, result) VALUES (?, ?, ?, ?)
-                    ON CONFLICT (id) DO UPDATE SET height = excluded.height, position = excluded.position, result = excluded.result
-                    WHERE transactions.result != X'00'
-                    """)
-                    .bind(1, transaction.id.bytes).bind(2, block.height).bind(3, position).bind(4, transaction.result).run()
-                for account in transaction.accounts {
-                    try database.statement("INSERT OR IGNORE INTO account_transactions (account, height, position) VALUES (?, ?, ?)")
-                        .bind(1, account.bytes).bind(2, block.height).bind(3, position).run()
-                }
-            }
+            try insert(block)
             try write(state, height: block.height)
             try setMeta("height", Self.bytes(block.height))
             for (name, value) in extras.sorted(by: { $0.key < $1.key }) { try setMeta("extra." + name, value) }
+        }
+    }
+
+    /// A block's row, its transactions' and their accounts' (inside the caller's transaction).
+    func insert(_ block: BlockRecord) throws(StorageError) {
+        try database.statement(
+            "INSERT INTO blocks (height, digest, body, certificate, state_root, transaction_count, results) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .bind(1, block.height).bind(2, block.digest.bytes).bind(3, block.body).bind(4, block.certificate)
+            .bind(5, block.stateRoot.bytes).bind(6, block.transactions.count).bind(7, Self.encodeResults(block.transactions)).run()
+        for (position, transaction) in block.transactions.enumerated() {
+            // A transaction's place is where it applied, if it did: a later copy (rejected)
+            // does not move it; one that was not applied yet is moved by a later copy.
+            try database.statement(
+                """
+                INSERT INTO transactions (id, height, position, result) VALUES (?, ?, ?, ?)
+                ON CONFLICT (id) DO UPDATE SET height = excluded.height, position = excluded.position, result = excluded.result
+                WHERE transactions.result != X'00'
+                """)
+                .bind(1, transaction.id.bytes).bind(2, block.height).bind(3, position).bind(4, transaction.result).run()
+            for account in transaction.accounts {
+                try database.statement("INSERT OR IGNORE INTO account_transactions (account, height, position) VALUES (?, ?, ?)")
+                    .bind(1, account.bytes).bind(2, block.height).bind(3, position).run()
+            }
         }
     }
 
@@ -706,6 +711,9 @@ public final class NodeStore {
     /// The lowest height whose block body is still stored: bodies below it were pruned
     /// (`pruneBodies`). 1 when none was.
     public var bodiesKeptFrom: UInt64 { ((try? meta("bodies_kept_from")) ?? nil).map(Self.uint64) ?? 1 }
+    /// The lowest height with a stored block: 1, or the checkpoint a database imported
+    /// from a snapshot starts at (`completeImport`); nothing below it is stored.
+    public var firstBlock: UInt64 { ((try? meta("first_block")) ?? nil).map(Self.uint64) ?? 1 }
 
     /// Drops the bodies of blocks below `height`, at most `limit` blocks from
     /// `bodiesKeptFrom` on, in one transaction (or in the open batch). Headers,

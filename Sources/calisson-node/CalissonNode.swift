@@ -15,7 +15,7 @@ struct CalissonNode: ParsableCommand {
         commandName: "calisson-node",
         abstract: "Run a Calisson validator node, or prepare a local test network.",
         version: "\(Release.version) (ledger rules \(LedgerRules.newest))",
-        subcommands: [Keys.self, CA.self, Init.self, Testnet.self, Run.self, Status.self, Backup.self, Restore.self, Prune.self])
+        subcommands: [Keys.self, CA.self, Init.self, Testnet.self, Run.self, Status.self, Backup.self, Restore.self, Prune.self, Sync.self])
 }
 
 /// Writes a node's configuration and data directory from a genesis file and the keys
@@ -208,6 +208,41 @@ struct Restore: ParsableCommand {
         print("restored \(from) as \(configuration.databaseFile): height \(report.height), state root \(report.stateRoot.hex)")
         for file in report.movedAside { print("moved aside: \(file)") }
         print("start the node: it fetches the blocks since the backup from its peers")
+    }
+}
+
+/// Joining from a snapshot: a new node's database written at the chain's latest stable
+/// checkpoint instead of replayed from the genesis (Docs/OPERATIONS.md).
+struct Sync: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a new node's database from the latest certified checkpoint of running nodes, then start it with `run`.",
+        discussion: """
+            Every page and value of the state is checked against the checkpoint's certificate, \
+            itself checked against the validator sets followed from the genesis. The node has \
+            no history before the checkpoint (Docs/OPERATIONS.md, "Joining from a snapshot").
+            """)
+    @Option(help: "The new node's configuration file (from `calisson-node init`).") var config: String
+    @Option(help: "A running node's client port, as host:port (repeat: the next is asked when one fails or lies).") var from: [String] = []
+
+    func run() throws {
+        guard !from.isEmpty else { throw ValidationError("--from: give the client port of at least one running node (host:port)") }
+        let sources = try from.map { (text: String) throws -> NetworkEndpoint in
+            guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]), port > 0,
+                !text[..<colon].isEmpty
+            else { throw ValidationError("--from \(text): expected host:port with a port from 1 to 65535") }
+            return NetworkEndpoint(host: String(text[..<colon]), port: port)
+        }
+        let configuration = try NodeConfigFile.load(config)
+        let started = Date()
+        let report = try NodeMaintenance.syncFromSnapshot(configuration: configuration, sources: sources) { line in
+            FileHandle.standardError.write(Data("calisson-node sync: \(line)\n".utf8))
+        }
+        let seconds = Date().timeIntervalSince(started)
+        print("\(configuration.databaseFile): checkpoint \(report.height), state root \(report.root.hex), from \(report.source)")
+        print("state: \(report.records) records in \(report.pages) tree pages; fetched \(report.pagesFetched) pages and \(report.valuesFetched) values "
+            + "(\(report.bytesFetched) bytes), reused \(report.pagesReused + report.valuesReused) fetched before; "
+            + "\(report.restarts) restarts from a newer checkpoint; \(String(format: "%.1f", seconds)) s")
+        print("start the node (calisson-node run --config \(config)): it follows the blocks after \(report.height) from its peers")
     }
 }
 

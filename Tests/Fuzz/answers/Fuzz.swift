@@ -29,6 +29,9 @@ enum Fixture {
         let transactions: [Bytes32]
         let accounts: [Bytes32]
         let keys: [StateKey]
+        /// The state's root page, and the keys holding a value with that value's hash.
+        let root: SHA256Digest
+        let values: [StateValueReference]
     }
 
     nonisolated(unsafe) static let database: Database = build()
@@ -79,8 +82,9 @@ enum Fixture {
         let keys = [StateKeys.meta, StateKeys.parameters, StateKeys.validatorKeys, StateKeys.partner(Identifier("metropole")!),
                     StateKeys.programme(Identifier("tri")!), StateKeys.proposal(1), StateKeys.statement(0, Identifier("metropole")!)]
             + citizens.map { StateKeys.account($0.publicKey) } + [SHA256.hash("no such key")]
+        let values = keys.compactMap { key in (try? store.value(key)).flatMap { $0 }.map { StateValueReference(key: key, valueHash: StateTree.valueHash($0)) } }
         return Database(answers: ClientAnswers(store: store, ledger: ledger), height: store.height, transactions: transactions + [SHA256.hash("unknown")],
-                        accounts: accounts, keys: keys)
+                        accounts: accounts, keys: keys, root: store.stateRoot, values: values)
     }
 
     static func seeds() -> [[UInt8]] {
@@ -90,6 +94,8 @@ enum Fixture {
             .blockTransactions(1 << 63), .blockContents(1), .blockContents(UInt64.max), .handovers(after: UInt64.max), .blocks(from: 1, limit: 1_000, waitMilliseconds: 0),
             .blocks(from: UInt64.max, limit: UInt32.max, waitMilliseconds: 10), .accountTransactions(db.accounts[0], limit: UInt32.max),
             .transactionProof(db.transactions[3]), .waitFinal(db.transactions[1], timeoutMilliseconds: 5), .submit([1, 2, 3]),
+            .treePages([db.root, SHA256.hash("no such page")]), .treePages(Array(repeating: db.root, count: ClientRequest.snapshotItemsMax)),
+            .stateValues(db.keys.map { StateValueReference(key: $0, valueHash: SHA256.hash("no such value")) } + db.values),
         ]
         return requests.map { [0] + $0.wireBytes } + (0..<24).map { [1, UInt8($0), UInt8($0 * 11 % 256)] + [UInt8](repeating: 0xff, count: 8) }
     }
@@ -109,7 +115,7 @@ struct Built {
     mutating func pick<T>(_ list: [T]) -> T { list[Int(byte()) % list.count] }
 
     mutating func request(_ db: Fixture.Database) -> ClientRequest {
-        switch byte() % 14 {
+        switch byte() % 16 {
         case 0: return .status
         case 1: return .transaction(pick(db.transactions))
         case 2: return .state(pick(db.keys))
@@ -123,6 +129,11 @@ struct Built {
         case 10: return .blockTransactions(height(db.height))
         case 11: return .submit(Array(bytes))
         case 12: return .blockContents(height(db.height))
+        case 13: return .treePages((0..<Int(byte() % 8)).map { _ in byte() < 128 ? db.root : SHA256.hash(Array(bytes)) })
+        case 14:
+            return .stateValues((0..<Int(byte() % 8)).map { _ in
+                byte() < 128 ? pick(db.values) : StateValueReference(key: pick(db.keys), valueHash: SHA256.hash(Array(bytes)))
+            })
         default: return .state(SHA256.hash(Array(bytes)))
         }
     }

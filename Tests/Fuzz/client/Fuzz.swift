@@ -22,7 +22,7 @@ enum Seeds {
         let requests: [ClientRequest] = [
             .status, .submit([1, 2, 3]), .state(key), .certifiedState(key), .blocks(from: 1, limit: 10, waitMilliseconds: 100),
             .transactionProof(Bytes32([UInt8](repeating: 7, count: 32))!), .handovers(after: 0), .blockTransactions(3),
-            .blockContents(3),
+            .blockContents(3), .treePages([root, .zero]), .stateValues([StateValueReference(key: key, valueHash: root)]),
         ]
         let responses: [ClientResponse] = [
             .certifiedState(height: 0, certificate: certificate, value: value, proof: proof),
@@ -33,6 +33,7 @@ enum Seeds {
             .blockContents(BlockContents(
                 height: 3, body: [0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 2, 7, 7], certificate: certificate, results: [[0]], closedEpoch: 1,
                 decided: [[1, 2, 3]], opened: [OpenedProposal(position: 0, proposal: 9)])),
+            .treePages([[1, 2], nil, []]), .stateValues([nil, value]),
         ]
         return requests.map(\.wireBytes) + responses.map(\.wireBytes)
     }
