@@ -24,10 +24,15 @@ public struct ClientAnswers {
 
     let store: NodeStore
     let ledger: Ledger<StoredState>
+    /// How many pages or values a snapshot request may have now (the node's budget per
+    /// second, `NodeRuntime.snapshotItemsPerSecond`, what is left of it): an answer with
+    /// fewer than asked says "ask again for the rest".
+    let snapshotItemsAllowed: Int
 
-    public init(store: NodeStore, ledger: Ledger<StoredState>) {
+    public init(store: NodeStore, ledger: Ledger<StoredState>, snapshotItemsAllowed: Int = .max) {
         self.store = store
         self.ledger = ledger
+        self.snapshotItemsAllowed = max(0, snapshotItemsAllowed)
     }
 
     /// The outcome of one request (its limits already bounded by the caller: `.bounded`);
@@ -94,7 +99,7 @@ public struct ClientAnswers {
     /// root it belongs to, so any stored page is a right answer (the asker checks it).
     func treePages(_ hashes: [SHA256Digest]) throws -> [[UInt8]?] {
         var pages: [[UInt8]?] = [], bytes = 0
-        for hash in hashes.prefix(ClientRequest.snapshotItemsMax) where bytes < ClientResponse.snapshotBytesMax {
+        for hash in hashes.prefix(min(ClientRequest.snapshotItemsMax, snapshotItemsAllowed)) where bytes < ClientResponse.snapshotBytesMax {
             let page = try store.treePage(hash)
             bytes += page?.count ?? 0
             pages.append(page)
@@ -107,7 +112,7 @@ public struct ClientAnswers {
     func stateValues(_ references: [StateValueReference]) throws -> [[UInt8]?] {
         let served = try store.checkpoint(atOrBelow: store.height)?.height ?? 0
         var values: [[UInt8]?] = [], bytes = 0
-        for reference in references.prefix(ClientRequest.snapshotItemsMax) where bytes < ClientResponse.snapshotBytesMax {
+        for reference in references.prefix(min(ClientRequest.snapshotItemsMax, snapshotItemsAllowed)) where bytes < ClientResponse.snapshotBytesMax {
             let value = try store.values(of: reference.key, after: served).last { StateTree.valueHash($0) == reference.valueHash }
             bytes += value?.count ?? 0
             values.append(value)

@@ -130,6 +130,8 @@ extension NodeRuntime {
     }
 
     func tick() {
+        let refill = Self.snapshotItemsPerSecond * Int(clamping: min(configuration.tickMilliseconds, 1_000)) / 1_000
+        snapshotItemsBudget = min(Self.snapshotItemsPerSecond, snapshotItemsBudget + refill)
         let checkpoints = store.checkpoints
         if checkpoints.failed > checkpointFailuresLogged {
             checkpointFailuresLogged = checkpoints.failed
@@ -252,7 +254,7 @@ extension NodeRuntime {
         // A validator set scheduled after the current epoch (a governance change not in force yet).
         let pending = core.replica.schedule.epochs.last.flatMap { $0.firstSeq > core.replica.epoch.firstSeq ? $0 : nil }
         let name = { [core] (key: ValidatorID) in core.partnersByValidator[key] ?? "key \(key.bytes.hex.prefix(16))" }
-        let outcome = ClientAnswers(store: store, ledger: ledger).outcome(of: request) {
+        let outcome = ClientAnswers(store: store, ledger: ledger, snapshotItemsAllowed: snapshotItemsBudget).outcome(of: request) {
             NodeStatus(
                 partner: configuration.transport.selfID, height: ledger.height, stateRoot: ledger.stateRoot, view: core.replica.view,
                 epochFirstSeq: core.replica.epoch.firstSeq, peers: transport.linkedPeersOnLoop(), mempool: UInt64(core.mempool.count),
@@ -270,6 +272,8 @@ extension NodeRuntime {
         let tick = configuration.tickMilliseconds
         switch outcome {
         case let .answer(response):
+            if case let .treePages(items) = response { snapshotItemsBudget -= items.count }
+            if case let .stateValues(items) = response { snapshotItemsBudget -= items.count }
             respond(response.wireBytes)
         case let .submit(transaction):
             run(.submit(transaction, client: token(for: .remote(respond, submitted: SignedTransaction.idTag.hash(transaction)))))

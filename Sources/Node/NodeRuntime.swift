@@ -91,6 +91,12 @@ public final class NodeRuntime: @unchecked Sendable {
     var batchesCommitted = 0
     /// WAL checkpoint failures already logged (loop thread).
     var checkpointFailuresLogged = 0
+    /// Pages and values the client port may still serve to nodes joining from a snapshot
+    /// (loop thread): refilled each tick up to `snapshotItemsPerSecond`, so that a sync
+    /// takes at most about a tenth of the loop (an item is a few microseconds of SQLite)
+    /// whatever the clients ask; past it, answers carry fewer items and the joiner asks again.
+    var snapshotItemsBudget = NodeRuntime.snapshotItemsPerSecond
+    public static let snapshotItemsPerSecond = 16_384
     /// Clients the core may answer, by token (loop thread).
     var clients: [ClientToken: Client] = [:]
     var nextClient: UInt64 = 0

@@ -118,6 +118,7 @@ public final class StateSync {
     /// checkpoint. Throws `refused`, `storage`, or `exhausted` once every node failed
     /// `roundsMax` times.
     public func run() throws(StateSyncError) -> StateSyncReport {
+        do { try store.beginImport() } catch { throw .storage("\(error)") }
         var failures = 0
         var last = ""
         var index = 0
@@ -135,6 +136,8 @@ public final class StateSync {
                     last = error.description
                     log("\(error); trying the next node")
                 }
+            } catch let error as StorageError {
+                throw .storage("\(error)")  // this machine's disk or file, not the node's answer
             } catch {
                 failures += 1
                 last = "\(source.name): \(error)"
@@ -256,6 +259,7 @@ public final class StateSync {
                 guard case let .treePages(answered) = try ask(source, [.treePages(missing)])[0], answered.count <= missing.count else {
                     throw StateSyncError.unavailable(source: source.name, "not an answer of pages")
                 }
+                try pauseIfEmpty(answered.count, from: source)
                 stack += missing[answered.count...]  // past the answer's size: asked again
                 var fetched: [(hash: Bytes32, page: [UInt8])] = []
                 for (hash, bytes) in zip(missing, answered) {
@@ -293,6 +297,23 @@ public final class StateSync {
         return reached
     }
 
+    /// Consecutive answers with no item: the node spends its budget for snapshots
+    /// (`NodeRuntime.snapshotItemsPerSecond`) on others. The sync waits and asks again, up
+    /// to `emptyAnswersMax` times in a row, then tries another node.
+    private var emptyAnswers = 0
+    public var emptyAnswersMax = 400
+    public var emptyAnswerPauseSeconds = 0.05
+
+    private func pauseIfEmpty(_ count: Int, from source: Source) throws(StateSyncError) {
+        guard count == 0 else { return emptyAnswers = 0 }
+        emptyAnswers += 1
+        guard emptyAnswers <= emptyAnswersMax else {
+            emptyAnswers = 0
+            throw .unavailable(source: source.name, "it answered no page or value \(emptyAnswersMax) times in a row (busy serving others)")
+        }
+        Thread.sleep(forTimeInterval: emptyAnswerPauseSeconds)
+    }
+
     private func fetchValues(_ leaves: inout [StateValueReference], from source: Source) throws {
         // Two leaves may share a value (the same record bytes under two keys): asked once.
         var seen = Set<SHA256Digest>()
@@ -301,6 +322,7 @@ public final class StateSync {
         guard case let .stateValues(answered) = try ask(source, [.stateValues(asked)])[0], answered.count <= asked.count else {
             throw StateSyncError.unavailable(source: source.name, "not an answer of values")
         }
+        try pauseIfEmpty(answered.count, from: source)
         leaves += asked[answered.count...]
         var fetched: [(hash: Bytes32, value: [UInt8])] = []
         for (reference, value) in zip(asked, answered) {

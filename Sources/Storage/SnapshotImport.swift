@@ -22,11 +22,17 @@ extension NodeStore {
         guard !isInitialized else { throw .invalid(file: file, reason: "this database already holds a chain (height \(height)): a snapshot is imported into a new one") }
     }
 
+    /// Before the other calls: checks the database holds no chain and makes the table
+    /// where fetched values wait (kept from an interrupted import).
+    public func beginImport() throws(StorageError) {
+        try requireImport()
+        try database.execute(Self.importValuesTable)
+    }
+
     /// Stores fetched pages (each under the hash of its root node, already checked) and
     /// values (under the hash of their bytes), in one SQL transaction.
     public func importPages(_ pages: [(hash: Bytes32, page: [UInt8])], values: [(hash: Bytes32, value: [UInt8])]) throws(StorageError) {
         try requireImport()
-        try database.execute(Self.importValuesTable)
         try database.transaction { () throws(StorageError) in
             for (hash, page) in pages {
                 try database.statement("INSERT OR IGNORE INTO tree_pages (hash, page) VALUES (?, ?)").bind(1, hash.bytes).bind(2, page).run()
@@ -39,8 +45,7 @@ extension NodeStore {
 
     /// Whether a value with this hash was fetched already.
     public func hasImportedValue(_ hash: Bytes32) throws(StorageError) -> Bool {
-        try database.execute(Self.importValuesTable)
-        return try database.statement("SELECT 1 FROM snapshot_values WHERE hash = ?").bind(1, hash.bytes).first { _ in true } ?? false
+        try database.statement("SELECT 1 FROM snapshot_values WHERE hash = ?").bind(1, hash.bytes).first { _ in true } ?? false
     }
 
     /// Empties the state table (an earlier, interrupted fill may have left rows of another tree).
@@ -53,7 +58,6 @@ extension NodeStore {
     /// values, in one SQL transaction. A value not fetched is an error naming its key.
     public func importState(_ leaves: [(key: Bytes32, valueHash: Bytes32)]) throws(StorageError) {
         try requireImport()
-        try database.execute(Self.importValuesTable)
         try database.transaction { () throws(StorageError) in
             for (key, valueHash) in leaves {
                 try database.statement("INSERT OR REPLACE INTO state (key, value) SELECT ?, value FROM snapshot_values WHERE hash = ?")

@@ -8,7 +8,7 @@ struct CalissonBench: ParsableCommand {
         subcommands: [
             HotPathCommand.self, LedgerCommand.self, TransportCommand.self, StorageCommand.self, WorkloadCommand.self, CeilingCommand.self,
             ClusterCommand.self, OrderingCommand.self, OrderingReplicaCommand.self, SweepCommand.self, ChaosCommand.self, GatewayBenchCommand.self, DashboardBenchCommand.self,
-            SettlementBenchCommand.self,
+            SettlementBenchCommand.self, JoinCommand.self,
         ])
 }
 

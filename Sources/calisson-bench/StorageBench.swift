@@ -56,10 +56,7 @@ struct StorageCommand: ParsableCommand {
         for height in 1...UInt64(blocks) {
             let commands = (0..<blockSize).map { index -> [UInt8] in
                 nonce += 1
-                return Transaction.attribution(
-                    chainId: genesis.chainId, by: "metropole", nonce: nonce, expiry: height + 10, programme: "bench",
-                    to: Ed25519PublicKey(SHA256.hash("account \(nonce % UInt64(accounts))")), evidence: SHA256.hash("evidence \(nonce)")
-                ).signed(with: issuer).wireBytes
+                return Self.attribution(genesis, key: issuer, nonce: nonce, expiry: height + 10, account: nonce % UInt64(accounts))
             }
             var start = clock.now
             _ = memory.execute(commands, verify: { _ in true })
@@ -92,6 +89,14 @@ struct StorageCommand: ParsableCommand {
         print(String(format: "  durable / memory time: %.2f", seconds(durableTime) / seconds(memoryTime)))
         print(String(format: "  on disk: %.1f MB, %.0f bytes per transaction", Double(bytes) / 1e6, Double(bytes) / transactions))
         if directory == nil { try? FileManager.default.removeItem(atPath: folder) }
+    }
+
+    /// A signed attribution of the bench programme by the Métropole to citizen `account`.
+    static func attribution(_ genesis: Genesis, key: Ed25519PrivateKey, nonce: UInt64, expiry: UInt64, account: UInt64) -> [UInt8] {
+        Transaction.attribution(
+            chainId: genesis.chainId, by: "metropole", nonce: nonce, expiry: expiry, programme: "bench",
+            to: Ed25519PublicKey(SHA256.hash("account \(account)")), evidence: SHA256.hash("evidence \(nonce)")
+        ).signed(with: key).wireBytes
     }
 
     static func genesis(_ key: Ed25519PublicKey) -> GenesisFile {

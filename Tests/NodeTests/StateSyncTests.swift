@@ -2,7 +2,8 @@
 // four: the database it writes holds exactly the certified state; a node that lies about a
 // page, a value or its checkpoint is left for the next one; a walk interrupted or overtaken
 // by a newer checkpoint keeps what it fetched; a node key that signed the checkpoint is
-// refused. The end-to-end join from a snapshot is `JoiningTests`.
+// refused; a flood of snapshot requests gets the node's budget. The end-to-end join from a
+// snapshot is `JoiningTests`.
 import CalissonCrypto
 import CalissonTestKit
 import Consensus
@@ -211,5 +212,17 @@ import Transport
         #expect(!store.isInitialized)
         let error = try #require(refusal)
         #expect("\(error)".contains("signed checkpoint") && "\(error)".contains("calisson-node restore"), "\(error)")
+
+        // A flood of snapshot requests gets the node's budget, not more: once it is spent the
+        // answers carry fewer pages than asked (ask again), and the node goes on answering.
+        guard case let .status(status) = try Fixture.ask(client, [.status])[0] else { Issue.record("no status"); return }
+        let asked = Array(repeating: status.stateRoot, count: ClientRequest.snapshotItemsMax)
+        let served = try Fixture.ask(client, Array(repeating: .treePages(asked), count: 40)).map { answer -> Int in
+            guard case let .treePages(pages) = answer, pages.allSatisfy({ $0 != nil }) else { return -1 }
+            return pages.count
+        }
+        #expect(served.allSatisfy { $0 >= 0 } && served.contains { $0 < asked.count }, "\(served)")
+        #expect(served.reduce(0, +) < 40 * asked.count, "\(served)")
+        guard case .status = try Fixture.ask(client, [.status])[0] else { Issue.record("no status after the flood"); return }
     }
 }
