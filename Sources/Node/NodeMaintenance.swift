@@ -107,13 +107,17 @@ public enum NodeMaintenance {
         let files = FileManager.default
         let databaseFile = configuration.databaseFile
         guard !sources.isEmpty else { throw Failure("a state sync needs the client port of at least one node of the chain") }
+        // Held to the end: a node started on this configuration meanwhile is refused (the
+        // rename below must not replace a database in use).
+        let directory = URL(fileURLWithPath: databaseFile).deletingLastPathComponent().path
+        try files.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let lock = try DatabaseLock(databaseFile: databaseFile)
+        defer { withExtendedLifetime(lock) {} }
         for suffix in ["", "-wal"] where files.fileExists(atPath: databaseFile + suffix) {
             throw Failure(
                 "\(databaseFile + suffix) exists: this node has a database, and catches up from its own height when it starts. "
                     + "A snapshot is for a new node (move the database aside to start over from one)")
         }
-        let directory = URL(fileURLWithPath: databaseFile).deletingLastPathComponent().path
-        try files.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let staging = databaseFile + ".sync"
         if files.fileExists(atPath: staging) { log("resuming: the pages and values fetched into \(staging) are kept") }
         let replica = try NodeRuntime.replicaConfiguration(configuration)
@@ -134,8 +138,7 @@ public enum NodeMaintenance {
         if let size = (try? files.attributesOfItem(atPath: staging + "-wal"))?[.size] as? Int, size > 0 {
             throw Failure("\(staging) still has a -wal file of \(size) bytes after closing it: not renamed; run the sync again")
         }
-        try? files.removeItem(atPath: staging + "-shm")
-        try? files.removeItem(atPath: staging + "-wal")
+        for suffix in ["-shm", "-wal", ".lock"] { try? files.removeItem(atPath: staging + suffix) }
         try sync(staging)
         guard rename(staging, databaseFile) == 0 else {
             throw Failure("\(staging): cannot rename it to \(databaseFile): \(String(cString: strerror(errno)))")
