@@ -19,7 +19,21 @@ enum CrashTest {
     final class Output: @unchecked Sendable {
         private let lock = NSLock()
         private var text = ""
+        private let ended = DispatchSemaphore(value: 0)
         func append(_ data: Data) { lock.withLock { text += String(decoding: data, as: UTF8.self) } }
+        /// Reads `handle` on a thread of its own until the writer's end closes. Not
+        /// `readabilityHandler`: its dispatch source outlives the descriptor that the handle
+        /// closes when released (the cancel is asynchronous), so libdispatch could watch a
+        /// number reused by another file; a test process crashed in libdispatch's event loop
+        /// while this test ran.
+        func read(_ handle: FileHandle) {
+            Thread { [self] in
+                while case let data = handle.availableData, !data.isEmpty { append(data) }
+                ended.signal()
+            }.start()
+        }
+        /// Waits until the writer's output ended (it was killed): everything it wrote is read.
+        func waitForEnd() -> Bool { ended.wait(timeout: .now() + 10) == .success }
         var lines: [Substring] { lock.withLock { text.split(separator: "\n") } }
         func last(_ prefix: String) -> UInt64 {
             lines.last { $0.hasPrefix(prefix + " ") }.flatMap { UInt64($0.dropFirst(prefix.count + 1)) } ?? 0
@@ -28,7 +42,7 @@ enum CrashTest {
 
     static func start(_ file: String, output: Output = Output()) throws -> ChildProcess {
         let process = try ChildProcess(writer.path, [file, "10"], output: .pipe, errors: .null)
-        process.output?.readabilityHandler = { handle in output.append(handle.availableData) }
+        if let handle = process.output { output.read(handle) }
         return process
     }
 
@@ -64,7 +78,7 @@ enum CrashTest {
             process.send(SIGKILL)
             process.wait()
             kills += 1
-            Thread.sleep(forTimeInterval: 0.005)  // let the pipe drain
+            #expect(output.waitForEnd(), "kill \(kills): the writer's output did not end")
             let durable = output.last("durable"), persisted = output.last("persisted")
 
             // Recovery checks run here, opening as a restarting node does: a writer killed
