@@ -31,9 +31,11 @@ public struct VerifiedRecord: Sendable {
 /// returned has passed `CertifiedReader`'s checks. The newest certified checkpoint is
 /// learnt from every verified answer and from `refresh`, which asks every node.
 ///
-/// The client transport is blocking: reads run on threads of their own (`BlockingThreads`),
-/// never on the server's nor on libdispatch's, which the server's tasks run on.
-/// Each node keeps at most `idleClientsMax` open connections between requests.
+/// Submissions and reads go out on the gateway's event loops (`NodeConnections`). The
+/// other requests (inclusions, blocks, statuses, long polls) use the blocking client
+/// transport on threads of their own (`BlockingThreads`), never on the server's nor on
+/// libdispatch's; it keeps at most `idleClientsMax` open connections per node between
+/// requests.
 public final class NodePool: Sendable {
     public static let idleClientsMax = 8
 
@@ -43,6 +45,9 @@ public final class NodePool: Sendable {
     let ca: Certificate
     let timeoutMilliseconds: Int
     private let threads = BlockingThreads(name: "calisson-gateway-nodes")
+    /// The connections on the gateway's event loops for submissions and reads (nil when
+    /// the CA cannot make a TLS context: the blocking path then says so on each request).
+    private let connections: NodeConnections?
     /// Checkpoint certificates already checked (each read's certificate is one of a few).
     let checked = CheckedCheckpoints()
 
@@ -73,6 +78,7 @@ public final class NodePool: Sendable {
         self.genesis = genesis
         self.lagMax = lagMax
         self.timeoutMilliseconds = timeoutMilliseconds
+        connections = try? NodeConnections(nodes: nodes, ca: ca, chainId: genesis.chainId)
         state = Mutex(State(nodes: nodes.map { _ in NodeState() }, freshness: Freshness(lagMax: lagMax), failures: nodes.map { _ in 0 }))
     }
 
@@ -96,7 +102,25 @@ public final class NodePool: Sendable {
 
     /// A state record, verified and fresh, from the first node that gives one.
     public func read(_ key: StateKey) async throws -> VerifiedRecord {
-        try await blocking { [self] in try readBlocking(key) }
+        var failures: [(String, String)] = []
+        for index in readOrder() {
+            do {
+                let found = try await attempt(index, key: key)
+                state.withLock { $0.preferred = index }
+                return found
+            } catch {
+                failures.append((nodes[index].description, "\(error)"))
+            }
+        }
+        throw NoVerifiedAnswer(failures: failures)
+    }
+
+    /// Node `index`'s answers to `requests`, pipelined on one connection: on the gateway's
+    /// event loops, or on the blocking path without them.
+    func ask(_ index: Int, _ requests: [ClientRequest], timeoutMilliseconds: Int? = nil) async throws -> [ClientResponse] {
+        let wait = timeoutMilliseconds ?? self.timeoutMilliseconds
+        if let connections { return try await connections.ask(index, requests, timeoutMilliseconds: wait) }
+        return try await blocking { [self] in try withConnection(index, timeoutMilliseconds: wait) { _, askAll in try askAll(requests) } }
     }
 
     /// Asks every node for its newest certified checkpoint and status (verified), so that
@@ -167,6 +191,27 @@ public final class NodePool: Sendable {
         return trusted
     }
 
+    /// One node, asked on the event loops: follow its handovers, read the record, check it,
+    /// check its freshness.
+    private func attempt(_ index: Int, key: StateKey) async throws -> VerifiedRecord {
+        do {
+            let known = state.withLock { $0.nodes[index].trusted }
+            let answers = try await ask(index, CertifiedReader.recordRequests(key, genesis: genesis, from: known))
+            switch try CertifiedReader.record(key, genesis: genesis, from: known, answers: answers, checked: checked) {
+            case let .record(trusted, record):
+                state.withLock { $0.nodes[index].trusted = trusted }
+                return try accepted(record, reported: nil, from: index)
+            case let .moreHandovers(partly):
+                // A node with many validator-set changes not yet followed: rare, blocking.
+                state.withLock { $0.nodes[index].trusted = partly }
+                return try await blocking { [self] in try attempt(index, key: key) }
+            }
+        } catch {
+            failed(index, error)
+            throw error
+        }
+    }
+
     /// One node: follow its handovers, read the record, check it, check its freshness; with
     /// `status`, also its reported height (for `refresh` and /v1/status, not every read).
     private func attempt(_ index: Int, key: StateKey, status: Bool = false) throws -> VerifiedRecord {
@@ -180,23 +225,32 @@ public final class NodePool: Sendable {
                 guard case let .status(reported) = try ask(.status) else { throw CertifiedReadError.answer("not a status") }
                 return (record, reported)
             }
-            let behind = try state.withLock { state -> UInt64 in
-                state.nodes[index].certifiedHeight = record.height
-                if let reported {
-                    state.nodes[index].height = reported.height
-                    state.nodes[index].status = reported
-                }
-                state.nodes[index].lastError = nil
-                state.freshness.learn(record.height, from: nodes[index].description)
-                return try state.freshness.check(record.height)
-            }
-            return VerifiedRecord(record: record, source: nodes[index].description, behind: behind)
+            return try accepted(record, reported: reported, from: index)
         } catch {
-            state.withLock {
-                $0.nodes[index].lastError = "\(error)"
-                $0.failures[index] += 1
-            }
+            failed(index, error)
             throw error
+        }
+    }
+
+    /// A record node `index` gave that passed its checks: its height learnt, its freshness checked.
+    private func accepted(_ record: CertifiedRecord, reported: NodeStatus?, from index: Int) throws -> VerifiedRecord {
+        let behind = try state.withLock { state -> UInt64 in
+            state.nodes[index].certifiedHeight = record.height
+            if let reported {
+                state.nodes[index].height = reported.height
+                state.nodes[index].status = reported
+            }
+            state.nodes[index].lastError = nil
+            state.freshness.learn(record.height, from: nodes[index].description)
+            return try state.freshness.check(record.height)
+        }
+        return VerifiedRecord(record: record, source: nodes[index].description, behind: behind)
+    }
+
+    private func failed(_ index: Int, _ error: any Error) {
+        state.withLock {
+            $0.nodes[index].lastError = "\(error)"
+            $0.failures[index] += 1
         }
     }
 
@@ -245,6 +299,7 @@ public final class NodePool: Sendable {
     /// Closes every idle connection.
     public func close() {
         threads.stop()
+        connections?.close()
         let clients = state.withLock { state in
             defer { for index in state.nodes.indices { state.nodes[index].idle = [] } }
             return state.nodes.flatMap(\.idle)
@@ -296,27 +351,25 @@ extension NodePool {
     /// `duplicate`, one that applied it `nonceUsed`, and both count as accepted here (the
     /// caller then finds it final, or, for a nonce used by other bytes, does not).
     public func submit(_ transaction: [UInt8]) async throws -> Submission {
-        try await blocking { [self] in
-            var failures: [(String, String)] = []
-            for index in submissionOrder() {
-                do {
-                    let response = try withClient(index) { ask in try ask(.submit(transaction)) }
-                    switch response {
-                    case .admitted: return .accepted(source: nodes[index].description)
-                    case let .refused(reason) where reason == "duplicate" || reason.hasPrefix("nonceUsed"):
-                        return .accepted(source: nodes[index].description)
-                    case let .refused(reason) where Self.transientRefusals.contains(where: reason.hasPrefix):
-                        failures.append((nodes[index].description, reason))  // this node is busy: try another
-                    case let .refused(reason): return .refused(reason)
-                    case let .error(reason): failures.append((nodes[index].description, reason))
-                    default: failures.append((nodes[index].description, "not an admission answer"))
-                    }
-                } catch {
-                    failures.append((nodes[index].description, "\(error)"))
+        var failures: [(String, String)] = []
+        for index in submissionOrder() {
+            do {
+                let response = try await ask(index, [.submit(transaction)]).first
+                switch response {
+                case .admitted: return .accepted(source: nodes[index].description)
+                case let .refused(reason) where reason == "duplicate" || reason.hasPrefix("nonceUsed"):
+                    return .accepted(source: nodes[index].description)
+                case let .refused(reason) where Self.transientRefusals.contains(where: reason.hasPrefix):
+                    failures.append((nodes[index].description, reason))  // this node is busy: try another
+                case let .refused(reason): return .refused(reason)
+                case let .error(reason): failures.append((nodes[index].description, reason))
+                default: failures.append((nodes[index].description, "not an admission answer"))
                 }
+            } catch {
+                failures.append((nodes[index].description, "\(error)"))
             }
-            throw NoVerifiedAnswer(failures: failures)
         }
+        throw NoVerifiedAnswer(failures: failures)
     }
 
     /// Waits (at most `milliseconds`) until the node `source` has the transaction final.

@@ -71,17 +71,41 @@ public enum CertifiedReader {
         _ key: StateKey, genesis: Genesis, from known: TrustedValidators?, checked: CheckedCheckpoints? = nil,
         ask: (ClientRequest) throws -> ClientResponse, askAll: ([ClientRequest]) throws -> [ClientResponse]
     ) throws -> (TrustedValidators, CertifiedRecord) {
+        let answers = try askAll(recordRequests(key, genesis: genesis, from: known))
+        switch try record(key, genesis: genesis, from: known, answers: answers, checked: checked) {
+        case let .record(trusted, record): return (trusted, record)
+        case let .moreHandovers(partly):
+            let followed = try self.trusted(genesis, from: partly, ask: ask)
+            return (followed, try record(key, trusted: followed, chainId: genesis.chainId, checked: checked, ask: ask))
+        }
+    }
+
+    /// The requests of a record in one round trip, for a caller that sends them itself
+    /// (pipelined, in this order) and gives the answers to `record(_:genesis:from:answers:checked:)`.
+    public static func recordRequests(_ key: StateKey, genesis: Genesis, from known: TrustedValidators?) -> [ClientRequest] {
+        [.handovers(after: (known ?? TrustedValidators(genesis: genesis.validatorKeys)).changedAt), .certifiedState(key)]
+    }
+
+    /// What the answers to `recordRequests` gave.
+    public enum RoundTrip: Sendable {
+        /// The record, checked, and the validator sets followed.
+        case record(TrustedValidators, CertifiedRecord)
+        /// The node has more handovers than one answer holds: those given are followed;
+        /// follow the rest (`trusted`), then ask the record again.
+        case moreHandovers(TrustedValidators)
+    }
+
+    /// Checks the answers to `recordRequests` (the same checks as `trusted` then `record`).
+    public static func record(
+        _ key: StateKey, genesis: Genesis, from known: TrustedValidators?, answers: [ClientResponse], checked: CheckedCheckpoints? = nil
+    ) throws -> RoundTrip {
         var trusted = known ?? TrustedValidators(genesis: genesis.validatorKeys)
-        let answers = try askAll([.handovers(after: trusted.changedAt), .certifiedState(key)])
         guard answers.count == 2, case let .handovers(list) = answers[0] else { throw CertifiedReadError.answer("not handovers") }
         for handover in list {
             do { try trusted.follow(handover, chainId: genesis.chainId) } catch { throw CertifiedReadError.handover(error) }
         }
-        guard list.count < ClientRequest.handoversMax else {
-            let followed = try self.trusted(genesis, from: trusted, ask: ask)
-            return (followed, try record(key, trusted: followed, chainId: genesis.chainId, checked: checked, ask: ask))
-        }
-        return (trusted, try record(key, answer: answers[1], trusted: trusted, chainId: genesis.chainId, checked: checked))
+        guard list.count < ClientRequest.handoversMax else { return .moreHandovers(trusted) }
+        return .record(trusted, try record(key, answer: answers[1], trusted: trusted, chainId: genesis.chainId, checked: checked))
     }
 
     static func record(

@@ -28,7 +28,7 @@ public enum ClientError: Error, Equatable, Sendable, CustomStringConvertible {
 public final class TransportClient: @unchecked Sendable {
     private let loop = EventLoop(name: "calisson-client")
     /// Touched on the client's loop thread only.
-    private var link: ClientLink?
+    private var link: ClientSession?
     private let responses = Mutex<[Result<[UInt8], ClientError>]>([])
     private let arrived = DispatchSemaphore(value: 0)
     /// The TLS version and cipher negotiated.
@@ -53,8 +53,10 @@ public final class TransportClient: @unchecked Sendable {
                     return
                 }
                 do {
-                    let session = try TLSSession(context: context, role: .client)
-                    let link = ClientLink(stream: stream, tls: session, chainId: chainId, onReady: { negotiated in
+                    let link = try ClientSession(context: context, chainId: chainId, write: { bytes in _ = stream.write(bytes) }, closeStream: {
+                        stream.stopReading()
+                        stream.close()
+                    }, onReady: { negotiated in
                         outcome.withLock { $0 = $0 ?? .success(negotiated) }
                         ready.signal()
                     }, onResponse: { [self] result in
@@ -65,10 +67,13 @@ public final class TransportClient: @unchecked Sendable {
                         ready.signal()
                     })
                     self.link = link
-                    link.begin()
+                    stream.startReading(onBytes: { [weak link] bytes in link?.receive(bytes) }, onEnd: { [weak link] error in
+                        link?.close(reason: error.map { "\($0)" } ?? "closed by the node")
+                    })
+                    link.start()
                 } catch {
                     stream.close()
-                    outcome.withLock { $0 = .failure(.tls("\(error)")) }
+                    outcome.withLock { $0 = .failure(error as? ClientError ?? .tls("\(error)")) }
                     ready.signal()
                 }
             }
@@ -136,38 +141,48 @@ public final class TransportClient: @unchecked Sendable {
     }
 }
 
-/// The client side of a client-port link, on the client's loop.
-final class ClientLink {
-    let stream: TCPStream
-    let tls: TLSSession
-    let chainId: String
-    var decoder = FrameDecoder()
-    var helloSent = false
-    var established = false
-    var isClosed = false
-    let onReady: (String) -> Void
-    let onResponse: (Result<[UInt8], ClientError>) -> Void
-    let onClose: (String) -> Void
+/// The client side of a client-port link over any byte stream: TLS (the node's certificate
+/// must chain to `context`'s CA), the hellos, then request frames out and response frames
+/// in, answered in order. The owner reads its stream and passes each chunk to `receive`;
+/// what is to be written goes to `write`. Not thread-safe: every call on the stream's
+/// thread (a libuv loop for `TransportClient`, a SwiftNIO event loop for the gateway).
+public final class ClientSession {
+    private let tls: TLSSession
+    private let chainId: String
+    private var decoder = FrameDecoder()
+    private var helloSent = false
+    private var established = false
+    public private(set) var isClosed = false
+    private let write: ([UInt8]) -> Void
+    private let closeStream: () -> Void
+    private let onReady: (String) -> Void
+    private let onResponse: (Result<[UInt8], ClientError>) -> Void
+    private let onClose: (String) -> Void
 
-    init(stream: TCPStream, tls: TLSSession, chainId: String, onReady: @escaping (String) -> Void,
-         onResponse: @escaping (Result<[UInt8], ClientError>) -> Void, onClose: @escaping (String) -> Void) {
-        self.stream = stream
-        self.tls = tls
+    /// `onReady` once the node's hello arrived (with the TLS version and cipher);
+    /// `onResponse` for each response in order, and a failure for each request sent after
+    /// the close; `onClose` once, with why.
+    public init(
+        context: TLSContext, chainId: String, write: @escaping ([UInt8]) -> Void, closeStream: @escaping () -> Void,
+        onReady: @escaping (String) -> Void, onResponse: @escaping (Result<[UInt8], ClientError>) -> Void, onClose: @escaping (String) -> Void
+    ) throws(ClientError) {
+        do { tls = try TLSSession(context: context, role: .client) } catch { throw .tls("\(error)") }
         self.chainId = chainId
+        self.write = write
+        self.closeStream = closeStream
         self.onReady = onReady
         self.onResponse = onResponse
         self.onClose = onClose
     }
 
-    func begin() {
-        stream.startReading(onBytes: { [weak self] bytes in self?.receive(bytes) }, onEnd: { [weak self] error in
-            self?.close(reason: error.map { "\($0)" } ?? "closed by the node")
-        })
+    /// Starts the TLS handshake (the stream is connected).
+    public func start() {
         do { try tls.start() } catch { return close(reason: "\(error)") }
         flush()
     }
 
-    private func receive(_ bytes: UnsafeRawBufferPointer) {
+    /// Bytes read from the stream.
+    public func receive(_ bytes: UnsafeRawBufferPointer) {
         guard !isClosed else { return }
         do {
             let plaintext = try tls.receive(bytes)
@@ -198,6 +213,9 @@ final class ClientLink {
         }
     }
 
+    /// Sends one request's payload (a `ClientRequest`'s wire bytes).
+    public func send(request payload: [UInt8]) { sendFrame(FrameDecoder.frame(.request, payload)) }
+
     func sendFrame(_ frame: [UInt8]) {
         guard !isClosed else { return onResponse(.failure(.closed("link closed"))) }
         do {
@@ -210,14 +228,14 @@ final class ClientLink {
 
     private func flush() {
         let bytes = tls.takeOutgoing()
-        if !bytes.isEmpty { stream.write(bytes) }
+        if !bytes.isEmpty { write(bytes) }
     }
 
-    func close(reason: String) {
+    /// Closes the link and its stream; requests still unanswered then fail.
+    public func close(reason: String) {
         guard !isClosed else { return }
         isClosed = true
-        stream.stopReading()
-        stream.close()
+        closeStream()
         onClose(reason)
         onResponse(.failure(.closed(reason)))
     }

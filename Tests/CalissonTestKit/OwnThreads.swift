@@ -89,3 +89,46 @@ extension Trait where Self == OnOwnThreads {
     /// Runs the tests on threads of their own (`OwnThreads`): for tests that block.
     public static var onOwnThreads: Self { OnOwnThreads() }
 }
+
+/// Work run after a delay on a thread of its own, for tests that answer late on purpose
+/// (not libdispatch's `asyncAfter`: under a loaded run its workers are all busy, and a
+/// test's answer due in 10 ms once came after more than 5 s).
+public final class LaterThread: @unchecked Sendable {
+    public static let shared = LaterThread()
+
+    private let condition = NSCondition()
+    // Guarded by `condition`: due times in order of arrival (sorted when taken).
+    private var due: [(at: Date, work: @Sendable () -> Void)] = []
+
+    private init() {
+        let thread = Thread { [self] in run() }
+        thread.name = "test-later"
+        thread.start()
+    }
+
+    /// Runs `work` once `milliseconds` have passed (in order of their due times).
+    public func after(milliseconds: Int, _ work: @escaping @Sendable () -> Void) {
+        condition.lock()
+        due.append((Date().addingTimeInterval(Double(milliseconds) / 1_000), work))
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func run() {
+        condition.lock()
+        while true {
+            guard let next = due.indices.min(by: { due[$0].at < due[$1].at }) else {
+                condition.wait()
+                continue
+            }
+            if due[next].at > Date() {
+                _ = condition.wait(until: due[next].at)
+                continue
+            }
+            let work = due.remove(at: next).work
+            condition.unlock()
+            work()
+            condition.lock()
+        }
+    }
+}

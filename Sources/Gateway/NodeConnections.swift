@@ -1,0 +1,268 @@
+import CalissonCrypto
+import NIOCore
+import NIOPosix
+import Transport
+import LightClient
+import Wire
+
+/// Connections to the nodes' client ports on the gateway's own event loops (SwiftNIO's, on
+/// which the server reads requests and runs their tasks), for the requests every
+/// submission and read makes. A request asked from a task on an event loop goes out on
+/// that loop's connection to the node and its answer resumes the task there: no thread
+/// between the HTTP request and the node's answer. (`NodePool`'s blocking client crossed
+/// four: a thread of its own, the client's libuv loop, and back; on two saturated cores
+/// each crossing waited for a core.)
+///
+/// The client-port protocol is `ClientSession`'s (TLS by OpenSSL against the consortium
+/// CA, the hellos, requests answered in order), the bytes carried by a NIO channel.
+/// Per node and loop, connections are opened as requests need them: a new one when each
+/// open one has `inFlightPerConnection` requests waiting, at most `connectionsMax`; past
+/// that, requests share the least loaded one. A request not answered within its timeout
+/// closes its connection (the answers are in order: a later answer cannot be matched to
+/// an earlier request), failing the requests waiting on it; the next request opens another.
+final class NodeConnections: Sendable {
+    /// Half the node's `clientRequestsInFlightMax` (64): a connection never reaches the cap
+    /// past which a node closes it.
+    static let inFlightPerConnection = 32
+    static let connectionsMax = 4
+
+    let nodes: [NodeAddress]
+    private let group: any EventLoopGroup
+    private let context: TLSContext
+    private let chainId: String
+    /// Per event loop (by identity), per node: its connections; touched on that loop only.
+    private let perLoop: [ObjectIdentifier: LoopConnections]
+
+    init(nodes: [NodeAddress], ca: Certificate, chainId: String, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
+        self.nodes = nodes
+        self.group = group
+        self.chainId = chainId
+        context = try TLSContext(role: .client, identity: nil, trustedCA: ca, mutual: false)
+        var perLoop: [ObjectIdentifier: LoopConnections] = [:]
+        for loop in group.makeIterator() {
+            perLoop[ObjectIdentifier(loop)] = LoopConnections(loop: loop, nodeCount: nodes.count)
+        }
+        self.perLoop = perLoop
+    }
+
+    /// Sends `requests` to node `index` pipelined on one connection and waits for their
+    /// answers (at most `timeoutMilliseconds` each), in order.
+    func ask(_ index: Int, _ requests: [ClientRequest], timeoutMilliseconds: Int) async throws(ClientError) -> [ClientResponse] {
+        let loop = MultiThreadedEventLoopGroup.currentEventLoop.flatMap { perLoop[ObjectIdentifier($0)] != nil ? $0 : nil } ?? group.next()
+        guard let connections = perLoop[ObjectIdentifier(loop)] else { throw .closed("no event loop for the node's connection") }
+        let payloads = requests.map(\.wireBytes)
+        if let large = payloads.first(where: { $0.count > WireLimits.envelopePayloadSizeMax }) {
+            throw .refused("request of \(large.count) bytes over the limit of \(WireLimits.envelopePayloadSizeMax)")
+        }
+        let answers: [[UInt8]]
+        do {
+            answers = try await withCheckedThrowingContinuation { continuation in
+                let send: @Sendable () -> Void = { [self] in
+                    connections.send(payloads, to: index, address: nodes[index], context: context, chainId: chainId,
+                                     timeoutMilliseconds: timeoutMilliseconds) { continuation.resume(with: $0) }
+                }
+                if loop.inEventLoop { send() } else { loop.execute(send) }
+            }
+        } catch let error as ClientError {
+            throw error
+        } catch {
+            throw .closed("\(error)")
+        }
+        var responses: [ClientResponse] = []
+        for answer in answers {
+            do { responses.append(try ClientResponse(wireBytes: answer)) } catch { throw .refused("an answer that is not a client response: \(error)") }
+        }
+        return responses
+    }
+
+    /// Connections open to node `index` on all loops (waits for each loop: not from one).
+    func openConnections(to index: Int) -> Int {
+        perLoop.values.reduce(0) { count, connections in
+            count + ((try? connections.loop.submit { connections.openCount(index) }.wait()) ?? 0)
+        }
+    }
+
+    /// Closes every connection (the gateway is stopping).
+    func close() {
+        for connections in perLoop.values {
+            connections.loop.execute { connections.closeAll() }
+        }
+    }
+}
+
+/// One event loop's connections to every node. Every member is used on `loop` only.
+private final class LoopConnections: @unchecked Sendable {
+    let loop: any NIOCore.EventLoop
+    private var byNode: [[NodeConnection]]
+
+    init(loop: any NIOCore.EventLoop, nodeCount: Int) {
+        self.loop = loop
+        byNode = Array(repeating: [], count: nodeCount)
+    }
+
+    func send(
+        _ payloads: [[UInt8]], to index: Int, address: NodeAddress, context: TLSContext, chainId: String, timeoutMilliseconds: Int,
+        completion: @escaping (Result<[[UInt8]], ClientError>) -> Void
+    ) {
+        loop.preconditionInEventLoop()
+        byNode[index].removeAll { $0.isClosed }
+        let open = byNode[index]
+        let connection: NodeConnection
+        if let quiet = open.min(by: { $0.inFlight < $1.inFlight }),
+            quiet.inFlight < NodeConnections.inFlightPerConnection || open.count >= NodeConnections.connectionsMax
+        {
+            connection = quiet
+        } else {
+            connection = NodeConnection(loop: loop, address: address, context: context, chainId: chainId)
+            byNode[index].append(connection)
+        }
+        connection.send(payloads, timeoutMilliseconds: timeoutMilliseconds, completion: completion)
+    }
+
+    func openCount(_ index: Int) -> Int {
+        byNode[index].count { !$0.isClosed }
+    }
+
+    func closeAll() {
+        for connection in byNode.joined() { connection.close(reason: "the gateway is stopping") }
+        byNode = byNode.map { _ in [] }
+    }
+}
+
+/// One connection to a node's client port, on its event loop.
+private final class NodeConnection: @unchecked Sendable {
+    private struct Waiting {
+        var answers: [[UInt8]] = []
+        let expected: Int
+        let completion: (Result<[[UInt8]], ClientError>) -> Void
+        let timeout: Scheduled<Void>
+    }
+
+    private let loop: any NIOCore.EventLoop
+    private var session: ClientSession?
+    private var channel: (any Channel)?
+    private var ready = false
+    /// Requests sent (or to send once ready), oldest first; the answers come in this order.
+    private var waiting: [Waiting] = []
+    private var unsent: [[UInt8]] = []
+    private(set) var isClosed = false
+    var inFlight: Int { waiting.reduce(0) { $0 + $1.expected - $1.answers.count } }
+
+    init(loop: any NIOCore.EventLoop, address: NodeAddress, context: TLSContext, chainId: String) {
+        self.loop = loop
+        do {
+            session = try ClientSession(
+                context: context, chainId: chainId,
+                write: { [weak self] bytes in
+                    guard let channel = self?.channel else { return }
+                    channel.writeAndFlush(channel.allocator.buffer(bytes: bytes), promise: nil)
+                },
+                closeStream: { [weak self] in self?.channel?.close(promise: nil) },
+                onReady: { [weak self] _ in self?.becameReady() },
+                onResponse: { [weak self] result in self?.answered(result) },
+                onClose: { [weak self] reason in self?.closed(reason) })
+        } catch {
+            closed("\(error)")
+            return
+        }
+        let bootstrap = ClientBootstrap(group: loop)
+            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.seconds(5))
+            .channelInitializer { [weak self] channel in
+                guard let self else { return channel.eventLoop.makeSucceededVoidFuture() }
+                return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Reader(connection: self)) }
+            }
+        bootstrap.connect(host: address.host, port: Int(clamping: address.port)).whenComplete { [weak self] result in
+            guard let self else { return }
+            switch result {
+            case let .success(channel):
+                guard !isClosed else { return channel.close(promise: nil) }
+                self.channel = channel
+                session?.start()
+            case let .failure(error):
+                closed("cannot connect to \(address): \(error)")
+            }
+        }
+    }
+
+    func send(_ payloads: [[UInt8]], timeoutMilliseconds: Int, completion: @escaping (Result<[[UInt8]], ClientError>) -> Void) {
+        guard !isClosed else { return completion(.failure(.closed("connection closed"))) }
+        guard !payloads.isEmpty else { return completion(.success([])) }
+        let timeout = loop.scheduleTask(in: .milliseconds(Int64(clamping: timeoutMilliseconds))) { [weak self] () -> Void in
+            self?.session?.close(reason: "no answer in \(timeoutMilliseconds) ms")
+        }
+        waiting.append(Waiting(expected: payloads.count, completion: completion, timeout: timeout))
+        if ready {
+            for payload in payloads { session?.send(request: payload) }
+        } else {
+            unsent += payloads
+        }
+    }
+
+    func close(reason: String) {
+        if let session { session.close(reason: reason) } else { closed(reason) }
+    }
+
+    fileprivate func received(_ buffer: ByteBuffer) {
+        buffer.withUnsafeReadableBytes { session?.receive($0) }
+    }
+
+    fileprivate func ended(_ reason: String) { session?.close(reason: reason) }
+
+    private func becameReady() {
+        ready = true
+        let payloads = unsent
+        unsent = []
+        for payload in payloads { session?.send(request: payload) }
+    }
+
+    private func answered(_ result: Result<[UInt8], ClientError>) {
+        guard !waiting.isEmpty else { return }
+        switch result {
+        case let .success(answer):
+            waiting[0].answers.append(answer)
+            guard waiting[0].answers.count == waiting[0].expected else { return }
+            let done = waiting.removeFirst()
+            done.timeout.cancel()
+            done.completion(.success(done.answers))
+        case let .failure(error):
+            closed("\(error)")
+        }
+    }
+
+    /// Fails every request waiting (once: later calls find nothing).
+    private func closed(_ reason: String) {
+        isClosed = true
+        let failed = waiting
+        waiting = []
+        unsent = []
+        for request in failed {
+            request.timeout.cancel()
+            request.completion(.failure(.closed(reason)))
+        }
+        channel?.close(promise: nil)
+        channel = nil
+    }
+}
+
+/// Passes the bytes a node's connection reads to its session.
+private final class Reader: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    private weak var connection: NodeConnection?
+
+    init(connection: NodeConnection) { self.connection = connection }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        connection?.received(unwrapInboundIn(data))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        connection?.ended("closed by the node")
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        connection?.ended("\(error)")
+        context.close(promise: nil)
+    }
+}

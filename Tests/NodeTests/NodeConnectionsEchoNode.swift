@@ -1,0 +1,52 @@
+// A node's client port for NodeConnectionsTests (in a file of its own: it names libuv's
+// EventLoop, which the tests' file, importing SwiftNIO, could not tell from NIO's).
+import CalissonCrypto
+import CalissonTestKit
+import Foundation
+import Gateway
+import LightClient
+import Synchronization
+import Transport
+import Wire
+
+/// A client port on loopback (a transport with no peers) answering each request from
+/// another thread after `delayMilliseconds`: `.error("<n>")` to `.transactionProof`
+/// of an id whose first byte is n.
+final class NodeConnectionsEchoNode {
+    static let chainId = "calisson-test"
+    let loop = EventLoop()
+    let transport: Transport
+    let ca: Certificate
+    private let counter = Counter()
+    var served: Int { counter.value.load(ordering: .relaxed) }
+    final class Counter: Sendable { let value = Atomic<Int>(0) }
+
+    init(delayMilliseconds: Int) throws {
+        let caKey = Ed25519PrivateKey(seed: SHA256.hash("ca").bytes)!
+        ca = try CertificateAuthority.makeRoot(name: "Calisson test CA", key: caKey)
+        let key = Ed25519PrivateKey(seed: SHA256.hash("tls 0").bytes)!
+        let certificate = try CertificateAuthority.issue(commonName: "p0", subjectKey: key.publicKey, ca: ca, caKey: caKey, serial: 100)
+        var configuration = TransportConfiguration(
+            chainId: Self.chainId, selfID: "p0", identity: TLSIdentity(certificate: certificate, key: key), ca: ca)
+        configuration.clientPort = 0
+        transport = try Transport(configuration: configuration, loop: loop)
+        transport.onClientRequest = { [counter] request, respond in
+            counter.value.add(1, ordering: .relaxed)
+            let answer: ClientResponse
+            if case let .transactionProof(id) = try? ClientRequest(wireBytes: request) {
+                answer = .error("\(id.bytes[0])")
+            } else {
+                answer = .error("not the test's request")
+            }
+            LaterThread.shared.after(milliseconds: delayMilliseconds) { respond(answer.wireBytes) }
+        }
+        try transport.start()
+    }
+
+    var address: NodeAddress { NodeAddress(host: "127.0.0.1", port: transport.clientPort) }
+
+    func stop() {
+        transport.stop()
+        loop.shutdown()
+    }
+}
