@@ -28,6 +28,12 @@ struct WorkloadCommand: ParsableCommand {
 
     static func citizen(_ index: Int) -> Ed25519PrivateKey { Ed25519PrivateKey(seed: SHA256.hash("testnet citizen \(index)").bytes)! }
 
+    func validate() throws {
+        for file in ["genesis.json", "ca.crt"] where !FileManager.default.fileExists(atPath: "\(testnet)/\(file)") {
+            throw ValidationError("no \(file) in \(testnet): --testnet is the directory that calisson-node testnet --out wrote (make run's is .cluster/net)")
+        }
+    }
+
     func run() throws {
         let genesisFile = try JSONDecoder().decode(GenesisFile.self, from: Data(contentsOf: URL(fileURLWithPath: "\(testnet)/genesis.json")))
         let genesis = try genesisFile.validated()
