@@ -31,11 +31,12 @@ public struct VerifiedRecord: Sendable {
 /// returned has passed `CertifiedReader`'s checks. The newest certified checkpoint is
 /// learnt from every verified answer and from `refresh`, which asks every node.
 ///
-/// Submissions and reads go out on the gateway's event loops (`NodeConnections`). The
-/// other requests (inclusions, blocks, statuses, long polls) use the blocking client
-/// transport on threads of their own (`BlockingThreads`), never on the server's nor on
-/// libdispatch's; it keeps at most `idleClientsMax` open connections per node between
-/// requests.
+/// Submissions, reads, inclusions, blocks and statuses go out on the gateway's event loops
+/// (`NodeConnections`). Long polls (which would hold a pipelined connection's later
+/// answers), the periodic refresh, the settlement's reads and the rare follow-up of many
+/// validator-set changes use the blocking client transport on threads of their own
+/// (`BlockingThreads`), never on the server's nor on libdispatch's; it keeps at most
+/// `idleClientsMax` open connections per node between requests.
 public final class NodePool: Sendable {
     public static let idleClientsMax = 8
 
@@ -330,18 +331,16 @@ extension NodePool {
     /// The height a node reports (its word: used only to set a new transaction's expiry,
     /// where a wrong height can only get the transaction refused or expired).
     public func reportedHeight() async throws -> UInt64 {
-        try await blocking { [self] in
-            var failures: [(String, String)] = []
-            for index in order() {
-                do {
-                    guard case let .status(status) = try withClient(index, { ask in try ask(.status) }) else { throw CertifiedReadError.answer("not a status") }
-                    return status.height
-                } catch {
-                    failures.append((nodes[index].description, "\(error)"))
-                }
+        var failures: [(String, String)] = []
+        for index in order() {
+            do {
+                guard case let .status(status) = try await ask(index, [.status]).first else { throw CertifiedReadError.answer("not a status") }
+                return status.height
+            } catch {
+                failures.append((nodes[index].description, "\(error)"))
             }
-            throw NoVerifiedAnswer(failures: failures)
         }
+        throw NoVerifiedAnswer(failures: failures)
     }
 
     /// Sends a signed transaction to the first node that takes the request, starting with
@@ -388,34 +387,45 @@ extension NodePool {
     /// certificate hold (its position checked against the proof); nil when every node
     /// that answered says it has no such final transaction.
     public func inclusion(of id: Bytes32) async throws -> VerifiedInclusion? {
-        try await blocking { [self] in
-            var failures: [(String, String)] = []
-            var absent = 0
-            for index in order() {
-                do {
-                    let found: TransactionInclusion? = try withClient(index) { ask -> TransactionInclusion? in
-                        let trusted = try trusted(index, ask: ask)
-                        guard case let .transactionProof(found) = try ask(.transactionProof(id)) else { throw CertifiedReadError.answer("not a proof") }
-                        guard let found else { return nil }
-                        do {
-                            try InclusionCheck.verify(found, transaction: id, validators: trusted.keys(at: found.location.height), chainId: genesis.chainId)
-                        } catch let error as CertificateError {
-                            throw CertifiedReadError.certificate(error)
-                        }
-                        return found
-                    }
-                    guard let found else {
-                        absent += 1
-                        continue
-                    }
-                    return VerifiedInclusion(inclusion: found, source: nodes[index].description)
-                } catch {
-                    failures.append((nodes[index].description, "\(error)"))
+        var failures: [(String, String)] = []
+        var absent = 0
+        for index in order() {
+            do {
+                let (trusted, answer) = try await trustedWith(index, .transactionProof(id))
+                guard case let .transactionProof(found) = answer else { throw CertifiedReadError.answer("not a proof") }
+                guard let found else {
+                    absent += 1
+                    continue
                 }
+                do {
+                    try InclusionCheck.verify(found, transaction: id, validators: trusted.keys(at: found.location.height), chainId: genesis.chainId)
+                } catch {
+                    throw CertifiedReadError.certificate(error)
+                }
+                return VerifiedInclusion(inclusion: found, source: nodes[index].description)
+            } catch {
+                failures.append((nodes[index].description, "\(error)"))
             }
-            if absent > 0 { return nil }
-            throw NoVerifiedAnswer(failures: failures)
         }
+        if absent > 0 { return nil }
+        throw NoVerifiedAnswer(failures: failures)
+    }
+
+    /// Node `index`'s validator sets, followed on through its handovers, and its answer to
+    /// `request`, both in one round trip (a node with more handovers than one answer holds
+    /// is followed on the blocking path, then asked `request` again).
+    func trustedWith(_ index: Int, _ request: ClientRequest) async throws -> (TrustedValidators, ClientResponse) {
+        let known = state.withLock { $0.nodes[index].trusted } ?? TrustedValidators(genesis: genesis.validatorKeys)
+        let answers = try await ask(index, [.handovers(after: known.changedAt), request])
+        guard answers.count == 2 else { throw CertifiedReadError.answer("\(answers.count) answers to 2 requests") }
+        let (followed, complete) = try CertifiedReader.follow(answers[0], from: known, chainId: genesis.chainId)
+        state.withLock { $0.nodes[index].trusted = followed }
+        guard complete else {
+            let all = try await blocking { [self] in try withClient(index) { ask in try self.trusted(index, ask: ask) } }
+            guard let answer = try await ask(index, [request]).first else { throw CertifiedReadError.answer("no answer") }
+            return (all, answer)
+        }
+        return (followed, answers[1])
     }
 }
 
@@ -432,53 +442,47 @@ extension NodePool {
     /// failures and on answers that do not hold); nil when no node has it (not final yet,
     /// or pruned everywhere).
     public func blockContents(_ height: UInt64) async throws -> VerifiedBlockContents? {
-        try await blocking { [self] in
-            var failures: [(String, String)] = []
-            var absent = 0
-            for index in readOrder() {
-                do {
-                    let found = try withClient(index) { ask -> (BlockContents, Block)? in
-                        let trusted = try trusted(index, ask: ask)
-                        guard case let .blockContents(found) = try ask(.blockContents(height)) else { throw CertifiedReadError.answer("not a block's contents") }
-                        guard let found else { return nil }
-                        let block = try Block(wireBytes: found.body)
-                        guard found.height == height, block.seq == height else {
-                            throw CertifiedReadError.answer("asked for block \(height), answered block \(block.seq)")
-                        }
-                        guard found.results.count == block.commands.count else {
-                            throw CertifiedReadError.answer("block \(height) has \(block.commands.count) transactions and \(found.results.count) results")
-                        }
-                        // The node's word on what the block did besides: it must at least hold
-                        // together, or another node is asked.
-                        for record in found.decided {
-                            guard let proposal = try? Proposal(wireBytes: record), proposal.status != .open else {
-                                throw CertifiedReadError.answer("block \(height): a decided proposal's record is not a decided proposal")
-                            }
-                        }
-                        guard found.opened.allSatisfy({ $0.position < UInt64(block.commands.count) }) else {
-                            throw CertifiedReadError.answer("block \(height): a proposal opened at a position past its transactions")
-                        }
-                        do {
-                            try InclusionCheck.verifyCommit(
-                                digest: block.digest, height: height, certificate: found.certificate, validators: trusted.keys(at: height),
-                                chainId: genesis.chainId)
-                        } catch let error as CertificateError {
-                            throw CertifiedReadError.certificate(error)
-                        }
-                        return (found, block)
-                    }
-                    guard let found else {
-                        absent += 1
-                        continue
-                    }
-                    return VerifiedBlockContents(contents: found.0, block: found.1, source: nodes[index].description)
-                } catch {
-                    failures.append((nodes[index].description, "\(error)"))
+        var failures: [(String, String)] = []
+        var absent = 0
+        for index in readOrder() {
+            do {
+                let (trusted, answer) = try await trustedWith(index, .blockContents(height))
+                guard case let .blockContents(found) = answer else { throw CertifiedReadError.answer("not a block's contents") }
+                guard let found else {
+                    absent += 1
+                    continue
                 }
+                let block = try Block(wireBytes: found.body)
+                guard found.height == height, block.seq == height else {
+                    throw CertifiedReadError.answer("asked for block \(height), answered block \(block.seq)")
+                }
+                guard found.results.count == block.commands.count else {
+                    throw CertifiedReadError.answer("block \(height) has \(block.commands.count) transactions and \(found.results.count) results")
+                }
+                // The node's word on what the block did besides: it must at least hold
+                // together, or another node is asked.
+                for record in found.decided {
+                    guard let proposal = try? Proposal(wireBytes: record), proposal.status != .open else {
+                        throw CertifiedReadError.answer("block \(height): a decided proposal's record is not a decided proposal")
+                    }
+                }
+                guard found.opened.allSatisfy({ $0.position < UInt64(block.commands.count) }) else {
+                    throw CertifiedReadError.answer("block \(height): a proposal opened at a position past its transactions")
+                }
+                do {
+                    try InclusionCheck.verifyCommit(
+                        digest: block.digest, height: height, certificate: found.certificate, validators: trusted.keys(at: height),
+                        chainId: genesis.chainId)
+                } catch {
+                    throw CertifiedReadError.certificate(error)
+                }
+                return VerifiedBlockContents(contents: found, block: block, source: nodes[index].description)
+            } catch {
+                failures.append((nodes[index].description, "\(error)"))
             }
-            if absent > 0 { return nil }
-            throw NoVerifiedAnswer(failures: failures)
         }
+        if absent > 0 { return nil }
+        throw NoVerifiedAnswer(failures: failures)
     }
 
     /// The highest final height a node reports at or past `from`, waiting up to

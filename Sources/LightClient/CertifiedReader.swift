@@ -49,12 +49,22 @@ public enum CertifiedReader {
     ) throws -> TrustedValidators {
         var trusted = known ?? TrustedValidators(genesis: genesis.validatorKeys)
         while true {
-            guard case let .handovers(list) = try ask(.handovers(after: trusted.changedAt)) else { throw CertifiedReadError.answer("not handovers") }
-            for handover in list {
-                do { try trusted.follow(handover, chainId: genesis.chainId) } catch { throw CertifiedReadError.handover(error) }
-            }
-            if list.count < ClientRequest.handoversMax { return trusted }
+            let (followed, complete) = try follow(try ask(.handovers(after: trusted.changedAt)), from: trusted, chainId: genesis.chainId)
+            trusted = followed
+            if complete { return trusted }
         }
+    }
+
+    /// The validator sets followed on from `trusted` through a node's answer to
+    /// `.handovers(after: trusted.changedAt)`, each handover's certificate checked; not
+    /// `complete` when the answer is full (the node may have more: ask again).
+    public static func follow(_ answer: ClientResponse, from trusted: TrustedValidators, chainId: String) throws -> (TrustedValidators, complete: Bool) {
+        guard case let .handovers(list) = answer else { throw CertifiedReadError.answer("not handovers") }
+        var followed = trusted
+        for handover in list {
+            do { try followed.follow(handover, chainId: chainId) } catch { throw CertifiedReadError.handover(error) }
+        }
+        return (followed, list.count < ClientRequest.handoversMax)
     }
 
     public static func record(
@@ -99,12 +109,9 @@ public enum CertifiedReader {
     public static func record(
         _ key: StateKey, genesis: Genesis, from known: TrustedValidators?, answers: [ClientResponse], checked: CheckedCheckpoints? = nil
     ) throws -> RoundTrip {
-        var trusted = known ?? TrustedValidators(genesis: genesis.validatorKeys)
-        guard answers.count == 2, case let .handovers(list) = answers[0] else { throw CertifiedReadError.answer("not handovers") }
-        for handover in list {
-            do { try trusted.follow(handover, chainId: genesis.chainId) } catch { throw CertifiedReadError.handover(error) }
-        }
-        guard list.count < ClientRequest.handoversMax else { return .moreHandovers(trusted) }
+        guard answers.count == 2 else { throw CertifiedReadError.answer("\(answers.count) answers to 2 requests") }
+        let (trusted, complete) = try follow(answers[0], from: known ?? TrustedValidators(genesis: genesis.validatorKeys), chainId: genesis.chainId)
+        guard complete else { return .moreHandovers(trusted) }
         return .record(trusted, try record(key, answer: answers[1], trusted: trusted, chainId: genesis.chainId, checked: checked))
     }
 
