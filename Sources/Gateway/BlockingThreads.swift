@@ -1,15 +1,14 @@
 import Foundation
 import Synchronization
 
-/// Threads of its own for the node client's blocking calls (connect, TLS, waiting for an
-/// answer). Not libdispatch's: on Linux the Swift concurrency runtime runs its tasks on
-/// libdispatch's worker threads, and blocking calls there take the threads the server's
-/// tasks need — a node that does not answer once stalled every request of the gateway,
-/// `/health` included, for as long as the reads waited. Threads are started when work
-/// finds none idle, up to `countMax`; past it work waits for one.
+/// Threads of its own for the gateway's blocking work (the idempotency log's fsync, the
+/// settlement's synchronous reads). Not the server's event loops nor libdispatch's threads:
+/// a blocking call there takes a thread the server's tasks need (when the node client was
+/// blocking, a node that did not answer once stalled every request of the gateway,
+/// `/health` included). Threads are started when work finds none idle, up to `countMax`;
+/// past it work waits for one.
 final class BlockingThreads: @unchecked Sendable {
-    /// Enough for every request the gateway answers at once (48 for the API, 16 public),
-    /// the refresher and the event feed's follower.
+    /// Enough for every request the gateway answers at once (48 for the API, 16 public).
     static let countMax = 72
 
     private let condition = NSCondition()

@@ -20,11 +20,22 @@ import Wire
 /// that, requests share the least loaded one. A request not answered within its timeout
 /// closes its connection (the answers are in order: a later answer cannot be matched to
 /// an earlier request), failing the requests waiting on it; the next request opens another.
+/// A request that failed because the node closed a connection it was reusing (a node
+/// closes a client idle for `clientIdleSeconds`, and the close may cross the request) is
+/// sent once more on a new one: every request here is a read or a submission of the same
+/// bytes, which a node takes twice as once.
+/// A long poll (a wait for finality or for the next block, answered when it ends) would
+/// hold every answer behind it on a shared connection: it is asked `alone`, on a
+/// connection of its own (kept for the next long poll), at most `longPollsMax` at once per
+/// node and loop, so that the gateway stays under a node's connections per address.
 final class NodeConnections: Sendable {
     /// Half the node's `clientRequestsInFlightMax` (64): a connection never reaches the cap
     /// past which a node closes it.
     static let inFlightPerConnection = 32
     static let connectionsMax = 4
+    static let longPollsMax = 24
+    /// Connections of finished long polls kept for the next ones, per node and loop.
+    static let idleLongPollConnectionsMax = 4
 
     let nodes: [NodeAddress]
     private let group: any EventLoopGroup
@@ -46,8 +57,9 @@ final class NodeConnections: Sendable {
     }
 
     /// Sends `requests` to node `index` pipelined on one connection and waits for their
-    /// answers (at most `timeoutMilliseconds` each), in order.
-    func ask(_ index: Int, _ requests: [ClientRequest], timeoutMilliseconds: Int) async throws(ClientError) -> [ClientResponse] {
+    /// answers (at most `timeoutMilliseconds` each), in order; `alone`, on a connection
+    /// that carries nothing else meanwhile (for long polls).
+    func ask(_ index: Int, _ requests: [ClientRequest], timeoutMilliseconds: Int, alone: Bool = false) async throws(ClientError) -> [ClientResponse] {
         let loop = MultiThreadedEventLoopGroup.currentEventLoop.flatMap { perLoop[ObjectIdentifier($0)] != nil ? $0 : nil } ?? group.next()
         guard let connections = perLoop[ObjectIdentifier(loop)] else { throw .closed("no event loop for the node's connection") }
         let payloads = requests.map(\.wireBytes)
@@ -59,7 +71,7 @@ final class NodeConnections: Sendable {
             answers = try await withCheckedThrowingContinuation { continuation in
                 let send: @Sendable () -> Void = { [self] in
                     connections.send(payloads, to: index, address: nodes[index], context: context, chainId: chainId,
-                                     timeoutMilliseconds: timeoutMilliseconds) { continuation.resume(with: $0) }
+                                     timeoutMilliseconds: timeoutMilliseconds, alone: alone) { continuation.resume(with: $0) }
                 }
                 if loop.inEventLoop { send() } else { loop.execute(send) }
             }
@@ -75,10 +87,11 @@ final class NodeConnections: Sendable {
         return responses
     }
 
-    /// Connections open to node `index` on all loops (waits for each loop: not from one).
-    func openConnections(to index: Int) -> Int {
+    /// Connections open to node `index` on all loops, shared or for long polls (waits for
+    /// each loop: not from one).
+    func openConnections(to index: Int, alone: Bool = false) -> Int {
         perLoop.values.reduce(0) { count, connections in
-            count + ((try? connections.loop.submit { connections.openCount(index) }.wait()) ?? 0)
+            count + ((try? connections.loop.submit { connections.openCount(index, alone: alone) }.wait()) ?? 0)
         }
     }
 
@@ -94,38 +107,87 @@ final class NodeConnections: Sendable {
 private final class LoopConnections: @unchecked Sendable {
     let loop: any NIOCore.EventLoop
     private var byNode: [[NodeConnection]]
+    /// Per node: connections of finished long polls, and the long polls waiting.
+    private var idleAlone: [[NodeConnection]]
+    private var longPolls: [Int]
+    /// The connections of long polls waiting (closed with the others when the gateway stops).
+    private var busyAlone: [ObjectIdentifier: (node: Int, connection: NodeConnection)] = [:]
+    private var stopping = false
 
     init(loop: any NIOCore.EventLoop, nodeCount: Int) {
         self.loop = loop
         byNode = Array(repeating: [], count: nodeCount)
+        idleAlone = byNode
+        longPolls = Array(repeating: 0, count: nodeCount)
     }
 
     func send(
         _ payloads: [[UInt8]], to index: Int, address: NodeAddress, context: TLSContext, chainId: String, timeoutMilliseconds: Int,
-        completion: @escaping (Result<[[UInt8]], ClientError>) -> Void
+        alone: Bool, retried: Bool = false, completion: @escaping (Result<[[UInt8]], ClientError>) -> Void
     ) {
         loop.preconditionInEventLoop()
+        guard !stopping else { return completion(.failure(.closed("the gateway is stopping"))) }
+        if alone {
+            guard longPolls[index] < NodeConnections.longPollsMax else {
+                return completion(.failure(.refused("\(NodeConnections.longPollsMax) long polls already wait on \(address) from this event loop")))
+            }
+            idleAlone[index].removeAll { $0.isClosed }
+            let reused = idleAlone[index].popLast()
+            let connection = reused ?? NodeConnection(loop: loop, address: address, context: context, chainId: chainId)
+            longPolls[index] += 1
+            busyAlone[ObjectIdentifier(connection)] = (index, connection)
+            connection.send(payloads, timeoutMilliseconds: timeoutMilliseconds) { [self] result in
+                longPolls[index] -= 1
+                busyAlone[ObjectIdentifier(connection)] = nil
+                if !connection.isClosed {
+                    if idleAlone[index].count < NodeConnections.idleLongPollConnectionsMax {
+                        idleAlone[index].append(connection)
+                    } else {
+                        connection.close(reason: "enough idle connections")
+                    }
+                }
+                if case .failure = result, reused != nil, !connection.timedOut, !retried {
+                    return send(payloads, to: index, address: address, context: context, chainId: chainId, timeoutMilliseconds: timeoutMilliseconds,
+                                alone: true, retried: true, completion: completion)
+                }
+                completion(result)
+            }
+            return
+        }
         byNode[index].removeAll { $0.isClosed }
         let open = byNode[index]
         let connection: NodeConnection
+        let reused: Bool
         if let quiet = open.min(by: { $0.inFlight < $1.inFlight }),
             quiet.inFlight < NodeConnections.inFlightPerConnection || open.count >= NodeConnections.connectionsMax
         {
             connection = quiet
+            reused = true
         } else {
             connection = NodeConnection(loop: loop, address: address, context: context, chainId: chainId)
             byNode[index].append(connection)
+            reused = false
         }
-        connection.send(payloads, timeoutMilliseconds: timeoutMilliseconds, completion: completion)
+        connection.send(payloads, timeoutMilliseconds: timeoutMilliseconds) { [self] result in
+            if case .failure = result, reused, !connection.timedOut, !retried {
+                return send(payloads, to: index, address: address, context: context, chainId: chainId, timeoutMilliseconds: timeoutMilliseconds,
+                            alone: false, retried: true, completion: completion)
+            }
+            completion(result)
+        }
     }
 
-    func openCount(_ index: Int) -> Int {
-        byNode[index].count { !$0.isClosed }
+    func openCount(_ index: Int, alone: Bool) -> Int {
+        alone
+            ? idleAlone[index].count { !$0.isClosed } + busyAlone.values.count { $0.node == index && !$0.connection.isClosed }
+            : byNode[index].count { !$0.isClosed }
     }
 
     func closeAll() {
-        for connection in byNode.joined() { connection.close(reason: "the gateway is stopping") }
+        stopping = true
+        for connection in Array(byNode.joined()) + Array(idleAlone.joined()) + busyAlone.values.map(\.connection) { connection.close(reason: "the gateway is stopping") }
         byNode = byNode.map { _ in [] }
+        idleAlone = byNode
     }
 }
 
@@ -146,6 +208,8 @@ private final class NodeConnection: @unchecked Sendable {
     private var waiting: [Waiting] = []
     private var unsent: [[UInt8]] = []
     private(set) var isClosed = false
+    /// Closed because a request was not answered in time (not by the node).
+    private(set) var timedOut = false
     var inFlight: Int { waiting.reduce(0) { $0 + $1.expected - $1.answers.count } }
 
     init(loop: any NIOCore.EventLoop, address: NodeAddress, context: TLSContext, chainId: String) {
@@ -189,6 +253,7 @@ private final class NodeConnection: @unchecked Sendable {
         guard !isClosed else { return completion(.failure(.closed("connection closed"))) }
         guard !payloads.isEmpty else { return completion(.success([])) }
         let timeout = loop.scheduleTask(in: .milliseconds(Int64(clamping: timeoutMilliseconds))) { [weak self] () -> Void in
+            self?.timedOut = true
             self?.session?.close(reason: "no answer in \(timeoutMilliseconds) ms")
         }
         waiting.append(Waiting(expected: payloads.count, completion: completion, timeout: timeout))

@@ -31,29 +31,24 @@ public struct VerifiedRecord: Sendable {
 /// returned has passed `CertifiedReader`'s checks. The newest certified checkpoint is
 /// learnt from every verified answer and from `refresh`, which asks every node.
 ///
-/// Submissions, reads, inclusions, blocks and statuses go out on the gateway's event loops
-/// (`NodeConnections`). Long polls (which would hold a pipelined connection's later
-/// answers), the periodic refresh, the settlement's reads and the rare follow-up of many
-/// validator-set changes use the blocking client transport on threads of their own
-/// (`BlockingThreads`), never on the server's nor on libdispatch's; it keeps at most
-/// `idleClientsMax` open connections per node between requests.
+/// Every request goes to the nodes on the gateway's event loops (`NodeConnections`), long
+/// polls on connections of their own. Blocking work (the idempotency log's fsync, the
+/// settlement's reads, which the settlement code asks synchronously) runs on threads of
+/// the pool's own (`BlockingThreads`), never on the server's nor on libdispatch's.
 public final class NodePool: Sendable {
-    public static let idleClientsMax = 8
-
     public let nodes: [NodeAddress]
     public let genesis: Genesis
     public let lagMax: UInt64
     let ca: Certificate
     let timeoutMilliseconds: Int
     private let threads = BlockingThreads(name: "calisson-gateway-nodes")
-    /// The connections on the gateway's event loops for submissions and reads (nil when
-    /// the CA cannot make a TLS context: the blocking path then says so on each request).
-    private let connections: NodeConnections?
+    /// The connections to the nodes, on the gateway's event loops; or why there are none
+    /// (the CA cannot make a TLS context), said on each request.
+    private let connections: Result<NodeConnections, ClientError>
     /// Checkpoint certificates already checked (each read's certificate is one of a few).
     let checked = CheckedCheckpoints()
 
     struct NodeState {
-        var idle: [TransportClient] = []
         var trusted: TrustedValidators?
         var certifiedHeight: UInt64?
         var height: UInt64?
@@ -79,7 +74,9 @@ public final class NodePool: Sendable {
         self.genesis = genesis
         self.lagMax = lagMax
         self.timeoutMilliseconds = timeoutMilliseconds
-        connections = try? NodeConnections(nodes: nodes, ca: ca, chainId: genesis.chainId)
+        do { connections = .success(try NodeConnections(nodes: nodes, ca: ca, chainId: genesis.chainId)) } catch {
+            connections = .failure(.tls("\(error)"))
+        }
         state = Mutex(State(nodes: nodes.map { _ in NodeState() }, freshness: Freshness(lagMax: lagMax), failures: nodes.map { _ in 0 }))
     }
 
@@ -116,23 +113,19 @@ public final class NodePool: Sendable {
         throw NoVerifiedAnswer(failures: failures)
     }
 
-    /// Node `index`'s answers to `requests`, pipelined on one connection: on the gateway's
-    /// event loops, or on the blocking path without them.
-    func ask(_ index: Int, _ requests: [ClientRequest], timeoutMilliseconds: Int? = nil) async throws -> [ClientResponse] {
-        let wait = timeoutMilliseconds ?? self.timeoutMilliseconds
-        if let connections { return try await connections.ask(index, requests, timeoutMilliseconds: wait) }
-        return try await blocking { [self] in try withConnection(index, timeoutMilliseconds: wait) { _, askAll in try askAll(requests) } }
+    /// Node `index`'s answers to `requests`, pipelined on one connection (`alone`: on a
+    /// connection carrying nothing else meanwhile, for a long poll).
+    func ask(_ index: Int, _ requests: [ClientRequest], timeoutMilliseconds: Int? = nil, alone: Bool = false) async throws -> [ClientResponse] {
+        let answers = try await connections.get().ask(
+            index, requests, timeoutMilliseconds: timeoutMilliseconds ?? self.timeoutMilliseconds, alone: alone)
+        guard answers.count == requests.count else { throw CertifiedReadError.answer("\(answers.count) answers to \(requests.count) requests") }
+        return answers
     }
 
     /// Asks every node for its newest certified checkpoint and status (verified), so that
     /// freshness follows the chain even when nobody reads.
     public func refresh() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            threads.submit {
-                for index in self.nodes.indices { _ = try? self.attempt(index, key: StateKeys.meta, status: true) }
-                continuation.resume()
-            }
-        }
+        for index in nodes.indices { _ = try? await attempt(index, key: StateKeys.meta, status: true) }
     }
 
     /// The nodes in the order to send a submission to: each in turn first (round robin),
@@ -170,63 +163,61 @@ public final class NodePool: Sendable {
         }
     }
 
+    /// `read`, for synchronous code on the pool's threads (`blocking`): waits for it.
+    /// Never from an event loop or a task: it blocks its thread.
     func readBlocking(_ key: StateKey) throws -> VerifiedRecord {
-        var failures: [(String, String)] = []
-        for index in readOrder() {
-            do {
-                let found = try attempt(index, key: key)
-                state.withLock { $0.preferred = index }
-                return found
-            } catch {
-                failures.append((nodes[index].description, "\(error)"))
-            }
+        let result = Mutex<Result<VerifiedRecord, any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            let found: Result<VerifiedRecord, any Error>
+            do { found = .success(try await read(key)) } catch { found = .failure(error) }
+            result.withLock { $0 = found }
+            done.signal()
         }
-        throw NoVerifiedAnswer(failures: failures)
+        done.wait()
+        return try result.withLock { $0! }.get()
     }
 
     /// The validator sets followed through node `index`'s handovers: on from those already
-    /// followed through it (each handover's certificate is checked once per node).
-    func trusted(_ index: Int, ask: (ClientRequest) throws -> ClientResponse) throws -> TrustedValidators {
-        let trusted = try CertifiedReader.trusted(genesis, from: state.withLock { $0.nodes[index].trusted }, ask: ask)
-        state.withLock { $0.nodes[index].trusted = trusted }
-        return trusted
-    }
-
-    /// One node, asked on the event loops: follow its handovers, read the record, check it,
-    /// check its freshness.
-    private func attempt(_ index: Int, key: StateKey) async throws -> VerifiedRecord {
-        do {
-            let known = state.withLock { $0.nodes[index].trusted }
-            let answers = try await ask(index, CertifiedReader.recordRequests(key, genesis: genesis, from: known))
-            switch try CertifiedReader.record(key, genesis: genesis, from: known, answers: answers, checked: checked) {
-            case let .record(trusted, record):
-                state.withLock { $0.nodes[index].trusted = trusted }
-                return try accepted(record, reported: nil, from: index)
-            case let .moreHandovers(partly):
-                // A node with many validator-set changes not yet followed: rare, blocking.
-                state.withLock { $0.nodes[index].trusted = partly }
-                return try await blocking { [self] in try attempt(index, key: key) }
-            }
-        } catch {
-            failed(index, error)
-            throw error
+    /// followed through it (each handover's certificate is checked once per node), asking
+    /// again while an answer is full.
+    func trusted(_ index: Int) async throws -> TrustedValidators {
+        var trusted = state.withLock { $0.nodes[index].trusted } ?? TrustedValidators(genesis: genesis.validatorKeys)
+        while true {
+            let (followed, complete) = try CertifiedReader.follow(
+                try await ask(index, [.handovers(after: trusted.changedAt)])[0], from: trusted, chainId: genesis.chainId)
+            trusted = followed
+            state.withLock { $0.nodes[index].trusted = followed }
+            if complete { return trusted }
         }
     }
 
-    /// One node: follow its handovers, read the record, check it, check its freshness; with
-    /// `status`, also its reported height (for `refresh` and /v1/status, not every read).
-    private func attempt(_ index: Int, key: StateKey, status: Bool = false) throws -> VerifiedRecord {
+    /// One node: follow its handovers and read the record in one round trip, check it,
+    /// check its freshness; with `status`, also its reported height (for `refresh` and
+    /// /v1/status, not every read).
+    private func attempt(_ index: Int, key: StateKey, status: Bool = false) async throws -> VerifiedRecord {
         do {
-            let (record, reported) = try withConnection(index) { ask, askAll -> (CertifiedRecord, NodeStatus?) in
-                // The node's handovers and the record in one round trip.
-                let (trusted, record) = try CertifiedReader.record(
-                    key, genesis: genesis, from: state.withLock { $0.nodes[index].trusted }, checked: checked, ask: ask, askAll: askAll)
-                state.withLock { $0.nodes[index].trusted = trusted }
-                guard status else { return (record, nil) }
-                guard case let .status(reported) = try ask(.status) else { throw CertifiedReadError.answer("not a status") }
-                return (record, reported)
+            let known = state.withLock { $0.nodes[index].trusted }
+            let requests = CertifiedReader.recordRequests(key, genesis: genesis, from: known)
+            let answers = try await ask(index, requests + (status ? [.status] : []))
+            var reported: NodeStatus?
+            if status {
+                guard case let .status(found) = answers[requests.count] else { throw CertifiedReadError.answer("not a status") }
+                reported = found
             }
-            return try accepted(record, reported: reported, from: index)
+            switch try CertifiedReader.record(key, genesis: genesis, from: known, answers: Array(answers.prefix(requests.count)), checked: checked) {
+            case let .record(trusted, record):
+                state.withLock { $0.nodes[index].trusted = trusted }
+                return try accepted(record, reported: reported, from: index)
+            case let .moreHandovers(partly):
+                // A node with more validator-set changes not yet followed than one answer
+                // holds: follow the rest, then ask the record again.
+                state.withLock { $0.nodes[index].trusted = partly }
+                let trusted = try await self.trusted(index)
+                let record = try CertifiedReader.record(
+                    key, answer: try await ask(index, [.certifiedState(key)])[0], trusted: trusted, chainId: genesis.chainId, checked: checked)
+                return try accepted(record, reported: reported, from: index)
+            }
         } catch {
             failed(index, error)
             throw error
@@ -255,57 +246,10 @@ public final class NodePool: Sendable {
         }
     }
 
-    /// Runs `body` with a connection to node `index`: an idle one if there is (the node may
-    /// have closed it meanwhile: it closes idle clients; then once more on a new one), else
-    /// a new one. A connection that failed is closed; one that worked is kept.
-    func withClient<T>(
-        _ index: Int, timeoutMilliseconds: Int? = nil, _ body: ((ClientRequest) throws -> ClientResponse) throws -> T
-    ) throws -> T {
-        try withoutActuallyEscaping(body) { body in
-            try withConnection(index, timeoutMilliseconds: timeoutMilliseconds) { ask, _ in try body(ask) }
-        }
-    }
-
-    /// As `withClient`, with a second way to ask: several requests pipelined on the
-    /// connection at once, their answers in order.
-    func withConnection<T>(
-        _ index: Int, timeoutMilliseconds: Int? = nil,
-        _ body: ((ClientRequest) throws -> ClientResponse, ([ClientRequest]) throws -> [ClientResponse]) throws -> T
-    ) throws -> T {
-        let wait = timeoutMilliseconds ?? self.timeoutMilliseconds
-        func run(_ client: TransportClient) throws -> T {
-            do {
-                let result = try body({ request in
-                    try ClientResponse(wireBytes: try client.request(request.wireBytes, timeoutMilliseconds: wait))
-                }, { requests in
-                    try client.pipeline(requests.map(\.wireBytes), timeoutMilliseconds: wait).map { try ClientResponse(wireBytes: try $0.get()) }
-                })
-                let kept = state.withLock { state -> Bool in
-                    guard state.nodes[index].idle.count < Self.idleClientsMax else { return false }
-                    state.nodes[index].idle.append(client)
-                    return true
-                }
-                if !kept { client.close() }
-                return result
-            } catch {
-                client.close()
-                throw error
-            }
-        }
-        if let idle = state.withLock({ $0.nodes[index].idle.popLast() }), let result = try? run(idle) { return result }
-        let address = nodes[index]
-        return try run(try TransportClient(host: address.host, port: address.port, ca: ca, chainId: genesis.chainId, timeoutMilliseconds: self.timeoutMilliseconds))
-    }
-
-    /// Closes every idle connection.
+    /// Closes every connection.
     public func close() {
         threads.stop()
-        connections?.close()
-        let clients = state.withLock { state in
-            defer { for index in state.nodes.indices { state.nodes[index].idle = [] } }
-            return state.nodes.flatMap(\.idle)
-        }
-        for client in clients { client.close() }
+        if case let .success(connections) = connections { connections.close() }
     }
 }
 
@@ -373,36 +317,40 @@ extension NodePool {
 
     /// Waits (at most `milliseconds`) until the node `source` has the transaction final.
     public func waitFinal(_ id: Bytes32, at source: String, milliseconds: UInt32) async throws -> Bool {
-        try await blocking { [self] in
-            guard let index = nodes.firstIndex(where: { $0.description == source }) else { return false }
-            let response = try withClient(index, timeoutMilliseconds: Int(milliseconds) + timeoutMilliseconds) { ask in
-                try ask(.waitFinal(id, timeoutMilliseconds: milliseconds))
-            }
-            guard case let .transaction(location) = response else { return false }
-            return location != nil
-        }
+        guard let index = nodes.firstIndex(where: { $0.description == source }) else { return false }
+        let response = try await ask(
+            index, [.waitFinal(id, timeoutMilliseconds: milliseconds)], timeoutMilliseconds: Int(clamping: milliseconds) + timeoutMilliseconds, alone: true)
+        guard case let .transaction(location) = response[0] else { return false }
+        return location != nil
     }
 
     /// A final transaction's place, from the first node whose inclusion proof and commit
     /// certificate hold (its position checked against the proof); nil when every node
     /// that answered says it has no such final transaction.
     public func inclusion(of id: Bytes32) async throws -> VerifiedInclusion? {
+        try await firstFound(in: order()) { [self] index -> VerifiedInclusion? in
+            let (trusted, answer) = try await trustedWith(index, .transactionProof(id))
+            guard case let .transactionProof(found) = answer else { throw CertifiedReadError.answer("not a proof") }
+            guard let found else { return nil }
+            do {
+                try InclusionCheck.verify(found, transaction: id, validators: trusted.keys(at: found.location.height), chainId: genesis.chainId)
+            } catch let error as CertificateError {
+                throw CertifiedReadError.certificate(error)
+            }
+            return VerifiedInclusion(inclusion: found, source: nodes[index].description)
+        }
+    }
+
+    /// The first answer found, asking the nodes in `order` in turn (fail-over on failures
+    /// and on answers that do not hold); nil when a node that answered says it has none
+    /// and no node found it.
+    func firstFound<T>(in order: [Int], _ find: (Int) async throws -> T?) async throws -> T? {
         var failures: [(String, String)] = []
         var absent = 0
-        for index in order() {
+        for index in order {
             do {
-                let (trusted, answer) = try await trustedWith(index, .transactionProof(id))
-                guard case let .transactionProof(found) = answer else { throw CertifiedReadError.answer("not a proof") }
-                guard let found else {
-                    absent += 1
-                    continue
-                }
-                do {
-                    try InclusionCheck.verify(found, transaction: id, validators: trusted.keys(at: found.location.height), chainId: genesis.chainId)
-                } catch {
-                    throw CertifiedReadError.certificate(error)
-                }
-                return VerifiedInclusion(inclusion: found, source: nodes[index].description)
+                if let found = try await find(index) { return found }
+                absent += 1
             } catch {
                 failures.append((nodes[index].description, "\(error)"))
             }
@@ -420,11 +368,7 @@ extension NodePool {
         guard answers.count == 2 else { throw CertifiedReadError.answer("\(answers.count) answers to 2 requests") }
         let (followed, complete) = try CertifiedReader.follow(answers[0], from: known, chainId: genesis.chainId)
         state.withLock { $0.nodes[index].trusted = followed }
-        guard complete else {
-            let all = try await blocking { [self] in try withClient(index) { ask in try self.trusted(index, ask: ask) } }
-            guard let answer = try await ask(index, [request]).first else { throw CertifiedReadError.answer("no answer") }
-            return (all, answer)
-        }
+        guard complete else { return (try await trusted(index), try await ask(index, [request])[0]) }
         return (followed, answers[1])
     }
 }
@@ -442,62 +386,48 @@ extension NodePool {
     /// failures and on answers that do not hold); nil when no node has it (not final yet,
     /// or pruned everywhere).
     public func blockContents(_ height: UInt64) async throws -> VerifiedBlockContents? {
-        var failures: [(String, String)] = []
-        var absent = 0
-        for index in readOrder() {
-            do {
-                let (trusted, answer) = try await trustedWith(index, .blockContents(height))
-                guard case let .blockContents(found) = answer else { throw CertifiedReadError.answer("not a block's contents") }
-                guard let found else {
-                    absent += 1
-                    continue
-                }
-                let block = try Block(wireBytes: found.body)
-                guard found.height == height, block.seq == height else {
-                    throw CertifiedReadError.answer("asked for block \(height), answered block \(block.seq)")
-                }
-                guard found.results.count == block.commands.count else {
-                    throw CertifiedReadError.answer("block \(height) has \(block.commands.count) transactions and \(found.results.count) results")
-                }
-                // The node's word on what the block did besides: it must at least hold
-                // together, or another node is asked.
-                for record in found.decided {
-                    guard let proposal = try? Proposal(wireBytes: record), proposal.status != .open else {
-                        throw CertifiedReadError.answer("block \(height): a decided proposal's record is not a decided proposal")
-                    }
-                }
-                guard found.opened.allSatisfy({ $0.position < UInt64(block.commands.count) }) else {
-                    throw CertifiedReadError.answer("block \(height): a proposal opened at a position past its transactions")
-                }
-                do {
-                    try InclusionCheck.verifyCommit(
-                        digest: block.digest, height: height, certificate: found.certificate, validators: trusted.keys(at: height),
-                        chainId: genesis.chainId)
-                } catch {
-                    throw CertifiedReadError.certificate(error)
-                }
-                return VerifiedBlockContents(contents: found, block: block, source: nodes[index].description)
-            } catch {
-                failures.append((nodes[index].description, "\(error)"))
+        try await firstFound(in: readOrder()) { [self] index -> VerifiedBlockContents? in
+            let (trusted, answer) = try await trustedWith(index, .blockContents(height))
+            guard case let .blockContents(found) = answer else { throw CertifiedReadError.answer("not a block's contents") }
+            guard let found else { return nil }
+            let block = try Block(wireBytes: found.body)
+            guard found.height == height, block.seq == height else {
+                throw CertifiedReadError.answer("asked for block \(height), answered block \(block.seq)")
             }
+            guard found.results.count == block.commands.count else {
+                throw CertifiedReadError.answer("block \(height) has \(block.commands.count) transactions and \(found.results.count) results")
+            }
+            // The node's word on what the block did besides: it must at least hold
+            // together, or another node is asked.
+            for record in found.decided {
+                guard let proposal = try? Proposal(wireBytes: record), proposal.status != .open else {
+                    throw CertifiedReadError.answer("block \(height): a decided proposal's record is not a decided proposal")
+                }
+            }
+            guard found.opened.allSatisfy({ $0.position < UInt64(block.commands.count) }) else {
+                throw CertifiedReadError.answer("block \(height): a proposal opened at a position past its transactions")
+            }
+            do {
+                try InclusionCheck.verifyCommit(
+                    digest: block.digest, height: height, certificate: found.certificate, validators: trusted.keys(at: height), chainId: genesis.chainId)
+            } catch let error as CertificateError {
+                throw CertifiedReadError.certificate(error)
+            }
+            return VerifiedBlockContents(contents: found, block: block, source: nodes[index].description)
         }
-        if absent > 0 { return nil }
-        throw NoVerifiedAnswer(failures: failures)
     }
 
     /// The highest final height a node reports at or past `from`, waiting up to
     /// `milliseconds` for block `from` (a long poll); nil when none is final yet. The
     /// node's word: a hint of where the chain is, never a block.
     public func waitBlocks(from: UInt64, milliseconds: UInt32) async -> UInt64? {
-        try? await blocking { [self] in
-            // Each node in turn first: one lagging (or lying with nothing) does not hold the head.
-            for index in readOrder() {
-                let response = try? withClient(index, timeoutMilliseconds: Int(milliseconds) + timeoutMilliseconds) { ask in
-                    try ask(.blocks(from: from, limit: ClientRequest.blocksMax, waitMilliseconds: milliseconds))
-                }
-                if case let .blocks(list) = response { return list.map(\.height).max() }
-            }
-            return nil
+        // Each node in turn first: one lagging (or lying with nothing) does not hold the head.
+        for index in readOrder() {
+            let response = try? await ask(
+                index, [.blocks(from: from, limit: ClientRequest.blocksMax, waitMilliseconds: milliseconds)],
+                timeoutMilliseconds: Int(clamping: milliseconds) + timeoutMilliseconds, alone: true)
+            if case let .blocks(list) = response?[0] { return list.map(\.height).max() }
         }
+        return nil
     }
 }

@@ -115,7 +115,8 @@ public enum CertifiedReader {
         return .record(trusted, try record(key, answer: answers[1], trusted: trusted, chainId: genesis.chainId, checked: checked))
     }
 
-    static func record(
+    /// Checks a node's answer to `.certifiedState(key)` against validator sets already followed.
+    public static func record(
         _ key: StateKey, answer response: ClientResponse, trusted: TrustedValidators, chainId: String, checked: CheckedCheckpoints?
     ) throws -> CertifiedRecord {
         guard case let .certifiedState(height, certificate, value, proof) = response else {

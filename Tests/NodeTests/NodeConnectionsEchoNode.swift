@@ -21,7 +21,7 @@ final class NodeConnectionsEchoNode {
     var served: Int { counter.value.load(ordering: .relaxed) }
     final class Counter: Sendable { let value = Atomic<Int>(0) }
 
-    init(delayMilliseconds: Int) throws {
+    init(delayMilliseconds: Int, idleMilliseconds: UInt64? = nil) throws {
         let caKey = Ed25519PrivateKey(seed: SHA256.hash("ca").bytes)!
         ca = try CertificateAuthority.makeRoot(name: "Calisson test CA", key: caKey)
         let key = Ed25519PrivateKey(seed: SHA256.hash("tls 0").bytes)!
@@ -29,19 +29,28 @@ final class NodeConnectionsEchoNode {
         var configuration = TransportConfiguration(
             chainId: Self.chainId, selfID: "p0", identity: TLSIdentity(certificate: certificate, key: key), ca: ca)
         configuration.clientPort = 0
+        if let idleMilliseconds {
+            configuration.clientIdleMilliseconds = idleMilliseconds
+            configuration.heartbeatMilliseconds = 50
+        }
         transport = try Transport(configuration: configuration, loop: loop)
         transport.onClientRequest = { [counter] request, respond in
             counter.value.add(1, ordering: .relaxed)
             let answer: ClientResponse
+            var longer = 0  // the id's second byte: tenths of a second more (a long poll)
             if case let .transactionProof(id) = try? ClientRequest(wireBytes: request) {
                 answer = .error("\(id.bytes[0])")
+                longer = Int(id.bytes[1])
             } else {
                 answer = .error("not the test's request")
             }
-            LaterThread.shared.after(milliseconds: delayMilliseconds) { respond(answer.wireBytes) }
+            LaterThread.shared.after(milliseconds: delayMilliseconds + 100 * longer) { respond(answer.wireBytes) }
         }
         try transport.start()
     }
+
+    /// Client connections the node closed because they were idle.
+    var idleClosed: Int { transport.counters.clientIdleClosed }
 
     var address: NodeAddress { NodeAddress(host: "127.0.0.1", port: transport.clientPort) }
 

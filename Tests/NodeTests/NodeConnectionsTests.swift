@@ -15,29 +15,7 @@ import Wire
 @testable import Transport
 
 @Suite(.onOwnThreads) struct NodeConnectionsTests {
-    /// A loopback port listening with a backlog and never accepting: a connection opens
-    /// (the kernel completes it) and nothing is ever answered. `listening: false` binds
-    /// without listening: a connection is refused at once.
-    final class QuietPort {
-        let socket: Int32
-        let port: UInt16
-
-        init(listening: Bool) {
-            let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, length) } }
-            if listening { _ = listen(socket, 64) }
-            _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socket, $0, &length) } }
-            self.socket = socket
-            port = UInt16(bigEndian: address.sin_port)
-        }
-
-        deinit { Foundation.close(socket) }
-        var address: NodeAddress { NodeAddress(host: "127.0.0.1", port: port) }
-    }
+    static func address(_ port: LoopbackPort) -> NodeAddress { NodeAddress(host: "127.0.0.1", port: port.port) }
 
     /// Ends a test's event loops from a thread of its own (not from the test's task).
     static func shutDown(_ group: MultiThreadedEventLoopGroup) {
@@ -76,12 +54,59 @@ import Wire
         #expect(open >= 2 && open <= 2 * NodeConnections.connectionsMax, "\(open) connections")
     }
 
+    @Test func aConnectionTheNodeClosedIsReplaced() async throws {
+        let node = try NodeConnectionsEchoNode(delayMilliseconds: 0, idleMilliseconds: 200)
+        defer { node.stop() }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let connections = try NodeConnections(nodes: [node.address], ca: node.ca, chainId: NodeConnectionsEchoNode.chainId, group: group)
+        defer { connections.close() }
+        defer { Self.shutDown(group) }
+
+        for round in 0..<3 {
+            #expect(try await connections.ask(0, [Self.request(UInt8(round))], timeoutMilliseconds: 30_000) == [.error("\(round)")])
+            #expect(try await connections.ask(0, [Self.request(9)], timeoutMilliseconds: 30_000, alone: true) == [.error("9")])
+            // The node closes both connections once idle for 200 ms.
+            try await Task.sleep(for: .milliseconds(800))
+        }
+        #expect(node.idleClosed >= 4, "the node closed \(node.idleClosed) idle connections")
+    }
+
+    @Test func aLongPollHoldsNoOtherRequestToItsNode() async throws {
+        let node = try NodeConnectionsEchoNode(delayMilliseconds: 0)
+        defer { node.stop() }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let connections = try NodeConnections(nodes: [node.address], ca: node.ca, chainId: NodeConnectionsEchoNode.chainId, group: group)
+        defer { connections.close() }
+        defer { Self.shutDown(group) }
+
+        final class Flag: Sendable { let value = Atomic<Bool>(false) }
+        let pollEnded = Flag()
+        // Answered after 3 s, on a connection of its own.
+        var long = [UInt8](repeating: 0, count: 32)
+        long[0] = 7
+        long[1] = 30
+        let poll = ClientRequest.transactionProof(Bytes32(long)!)
+        async let polled: [ClientResponse] = {
+            defer { pollEnded.value.store(true, ordering: .relaxed) }
+            return try await connections.ask(0, [poll], timeoutMilliseconds: 60_000, alone: true)
+        }()
+        while connections.openConnections(to: 0, alone: true) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        for n in 0..<10 {
+            #expect(try await connections.ask(0, [Self.request(UInt8(n))], timeoutMilliseconds: 60_000) == [.error("\(n)")])
+        }
+        let ended = pollEnded.value.load(ordering: .relaxed)
+        #expect(!ended, "the other requests waited for the long poll's answer")
+        #expect(try await polled == [.error("7")])
+        // Its connection is kept for the next long poll.
+        #expect(connections.openConnections(to: 0, alone: true) == 1)
+    }
+
     @Test func aNodeThatNeverAnswersFailsInTimeAndHoldsNoOtherNode() async throws {
         let node = try NodeConnectionsEchoNode(delayMilliseconds: 0)
         defer { node.stop() }
-        let quiet = QuietPort(listening: true), refusing = QuietPort(listening: false)
+        let quiet = LoopbackPort(listening: true), refusing = LoopbackPort(listening: false)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let connections = try NodeConnections(nodes: [quiet.address, node.address, refusing.address], ca: node.ca, chainId: NodeConnectionsEchoNode.chainId, group: group)
+        let connections = try NodeConnections(nodes: [Self.address(quiet), node.address, Self.address(refusing)], ca: node.ca, chainId: NodeConnectionsEchoNode.chainId, group: group)
         defer { connections.close() }
         defer { Self.shutDown(group) }
 
@@ -117,7 +142,7 @@ import Wire
             _ = try await connections.ask(2, [Self.request(4)], timeoutMilliseconds: 60_000)
             Issue.record("a refused connection gave an answer")
         } catch {
-            #expect("\(error)".contains("cannot connect to \(refusing.address)"), "\(error)")
+            #expect("\(error)".contains("cannot connect to \(Self.address(refusing))"), "\(error)")
         }
         #expect(ContinuousClock.now - refusedAt < .seconds(30), "a refused connection waited for its timeout")
     }

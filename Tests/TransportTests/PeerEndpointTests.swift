@@ -8,32 +8,11 @@ import Testing
 @testable import Transport
 
 @Suite(.serialized, .onOwnThreads) struct PeerEndpointTests {
-    /// A loopback port bound but not listening, held while the test runs: a dial there is
-    /// refused at once.
-    final class DeadPort {
-        let socket: Int32
-        let port: UInt16
-
-        init() {
-            let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, length) } }
-            _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socket, $0, &length) } }
-            self.socket = socket
-            port = UInt16(bigEndian: address.sin_port)
-        }
-
-        deinit { Foundation.close(socket) }
-    }
-
     @Test func aPeerIsReachedAtItsNextEndpointAndByName() throws {
         let consortium = try Consortium(count: 2)
         let waiting = try Node(consortium.configuration(1))  // p1: the higher id waits
         defer { waiting.stop() }
-        let dead = DeadPort()
+        let dead = LoopbackPort(listening: false)
         var configuration = consortium.configuration(0)
         configuration.peers = [PeerAddress(id: "p1", endpoints: [
             .init(host: "127.0.0.1", port: dead.port), .init(host: "localhost", port: waiting.transport.peerPort),
@@ -46,7 +25,7 @@ import Testing
 
     @Test func aPeerThatMovesIsDialledAtItsNewAddress() throws {
         let consortium = try Consortium(count: 2)
-        let dead = DeadPort()
+        let dead = LoopbackPort(listening: false)
         var configuration = consortium.configuration(0)
         configuration.peers = [PeerAddress(id: "p1", host: "127.0.0.1", port: dead.port)]
         let dialling = try Node(configuration)
