@@ -156,7 +156,7 @@ public final class NodePool: Sendable {
         return nodes.indices.map { (first + $0) % nodes.count }
     }
 
-    /// Runs blocking client work on the pool's threads, off the server's.
+    /// Runs blocking work (a file sync, synchronous reads) on the pool's threads, off the server's.
     func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
             threads.submit { continuation.resume(with: Result { try body() }) }

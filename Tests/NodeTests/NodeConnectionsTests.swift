@@ -55,7 +55,7 @@ import Wire
     }
 
     @Test func aConnectionTheNodeClosedIsReplaced() async throws {
-        let node = try NodeConnectionsEchoNode(delayMilliseconds: 0, idleMilliseconds: 200)
+        let node = try NodeConnectionsEchoNode(delayMilliseconds: 0, idleMilliseconds: 1_500)
         defer { node.stop() }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let connections = try NodeConnections(nodes: [node.address], ca: node.ca, chainId: NodeConnectionsEchoNode.chainId, group: group)
@@ -65,7 +65,8 @@ import Wire
         for round in 0..<3 {
             #expect(try await connections.ask(0, [Self.request(UInt8(round))], timeoutMilliseconds: 30_000) == [.error("\(round)")])
             #expect(try await connections.ask(0, [Self.request(9)], timeoutMilliseconds: 30_000, alone: true) == [.error("9")])
-            // The node closes both connections once idle for 200 ms.
+            // The node closes both connections once idle for 1.5 s (the next round may send
+            // on one as it closes: sent again on a new one).
             let closed = 2 * (round + 1)
             #expect(eventually(30) { node.idleClosed >= closed }, "round \(round): the node closed \(node.idleClosed) idle connections")
         }
