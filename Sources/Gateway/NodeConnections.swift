@@ -103,7 +103,7 @@ final class NodeConnections: Sendable {
     }
 }
 
-/// One event loop's connections to every node. Every member is used on `loop` only.
+/// One event loop's connections to every node. Every member is used on `loop` only (checked).
 private final class LoopConnections: @unchecked Sendable {
     let loop: any NIOCore.EventLoop
     private var byNode: [[NodeConnection]]
@@ -178,12 +178,14 @@ private final class LoopConnections: @unchecked Sendable {
     }
 
     func openCount(_ index: Int, alone: Bool) -> Int {
-        alone
+        loop.preconditionInEventLoop()
+        return alone
             ? idleAlone[index].count { !$0.isClosed } + busyAlone.values.count { $0.node == index && !$0.connection.isClosed }
             : byNode[index].count { !$0.isClosed }
     }
 
     func closeAll() {
+        loop.preconditionInEventLoop()
         stopping = true
         for connection in Array(byNode.joined()) + Array(idleAlone.joined()) + busyAlone.values.map(\.connection) { connection.close(reason: "the gateway is stopping") }
         byNode = byNode.map { _ in [] }
@@ -191,7 +193,8 @@ private final class LoopConnections: @unchecked Sendable {
     }
 }
 
-/// One connection to a node's client port, on its event loop.
+/// One connection to a node's client port, on its event loop: every method is called
+/// there (checked).
 private final class NodeConnection: @unchecked Sendable {
     private struct Waiting {
         var answers: [[UInt8]] = []
@@ -250,6 +253,7 @@ private final class NodeConnection: @unchecked Sendable {
     }
 
     func send(_ payloads: [[UInt8]], timeoutMilliseconds: Int, completion: @escaping (Result<[[UInt8]], ClientError>) -> Void) {
+        loop.preconditionInEventLoop()
         guard !isClosed else { return completion(.failure(.closed("connection closed"))) }
         guard !payloads.isEmpty else { return completion(.success([])) }
         let timeout = loop.scheduleTask(in: .milliseconds(Int64(clamping: timeoutMilliseconds))) { [weak self] () -> Void in
@@ -265,10 +269,12 @@ private final class NodeConnection: @unchecked Sendable {
     }
 
     func close(reason: String) {
+        loop.preconditionInEventLoop()
         if let session { session.close(reason: reason) } else { closed(reason) }
     }
 
     fileprivate func received(_ buffer: ByteBuffer) {
+        loop.preconditionInEventLoop()
         buffer.withUnsafeReadableBytes { session?.receive($0) }
     }
 
