@@ -87,7 +87,7 @@ import Wire
         let directory = Scratch.directory("init")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let net = "\(directory)/net"
-        let written = try run("\(bin)/calisson-node", ["testnet", "--validators", "1", "--out", net, "--base-port", "\(UInt16.random(in: 0..<200) * 100 + 10_050)"])
+        let written = try run("\(bin)/calisson-node", ["testnet", "--validators", "1", "--out", net, "--base-port", "\(PortBlock.reserve())"])
         #expect(written.status == 0, "\(written.errors)")
         let keys = "\(directory)/keys"
         #expect(try run("\(bin)/calisson-node", ["keys", "generate", "--partner", "metropole", "--out", keys]).status == 0)
@@ -126,7 +126,7 @@ import Wire
         let bin = try productsDirectory()
         let directory = Scratch.directory("maintenance")
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let written = try run("\(bin)/calisson-node", ["testnet", "--validators", "1", "--out", directory, "--base-port", "\(UInt16.random(in: 0..<200) * 100 + 10_050)"])
+        let written = try run("\(bin)/calisson-node", ["testnet", "--validators", "1", "--out", directory, "--base-port", "\(PortBlock.reserve())"])
         #expect(written.status == 0, "\(written.errors)")
         let config = "\(directory)/metropole/config.json", database = "\(directory)/metropole/data/node.db"
         let node = try ChildProcess("\(bin)/calisson-node", ["run", "--config", config], output: .null, errors: .null)
@@ -196,7 +196,7 @@ import Wire
         let bin = try productsDirectory()
         let directory = Scratch.directory("seed")
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let basePort = UInt16.random(in: 0..<200) * 100 + 10_050
+        let basePort = PortBlock.reserve()
         let written = try run("\(bin)/calisson-node", ["testnet", "--validators", "1", "--out", directory, "--base-port", "\(basePort)"])
         #expect(written.status == 0, "\(written.errors)")
         let genesis = try JSONDecoder().decode(GenesisProbe.self, from: Data(contentsOf: URL(fileURLWithPath: "\(directory)/genesis.json")))

@@ -17,10 +17,8 @@ import Testing
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized.path
         let environment = ProcessInfo.processInfo.environment.merging([
             "CALISSON_HOME": home, "BIN": bin, "SKIP_BUILD": "1",
-            // Ports of their own: the other process tests take bases ending in 00 and 50, and
-            // the kernel hands out 32768 and up to outgoing connections; this cluster's ports
-            // (base + 0...9, base + 1000...1004) stay below that and end in 75...84.
-            "BASE_PORT": "\(UInt16.random(in: 0..<110) * 100 + 20_075)",
+            // Ports no other test of the run is given (base + 0...9, base + 1000...1004).
+            "BASE_PORT": "\(PortBlock.reserve())",
             // With a snapshot, its database is written at the latest certified checkpoint
             // (`calisson-node sync`) before it starts.
             "FROM_SNAPSHOT": fromSnapshot ? "1" : "0",

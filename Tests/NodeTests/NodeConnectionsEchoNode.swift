@@ -11,7 +11,8 @@ import Wire
 
 /// A client port on loopback (a transport with no peers) answering each request from
 /// another thread after `delayMilliseconds`: `.error("<n>")` to `.transactionProof`
-/// of an id whose first byte is n.
+/// of an id whose first byte is n; its second byte adds tenths of a second, or, at 255,
+/// holds the answer until `releaseHeld()` (a long poll that no load can outlast).
 final class NodeConnectionsEchoNode {
     static let chainId = "calisson-test"
     let loop = EventLoop()
@@ -20,6 +21,9 @@ final class NodeConnectionsEchoNode {
     private let counter = Counter()
     var served: Int { counter.value.load(ordering: .relaxed) }
     final class Counter: Sendable { let value = Atomic<Int>(0) }
+    final class Held: Sendable { let answers = Mutex<[@Sendable () -> Void]>([]) }
+    private let held = Held()
+    static let holdUntilReleased: UInt8 = 255
 
     init(delayMilliseconds: Int, idleMilliseconds: UInt64? = nil) throws {
         let caKey = Ed25519PrivateKey(seed: SHA256.hash("ca").bytes)!
@@ -34,7 +38,7 @@ final class NodeConnectionsEchoNode {
             configuration.heartbeatMilliseconds = 50
         }
         transport = try Transport(configuration: configuration, loop: loop)
-        transport.onClientRequest = { [counter] request, respond in
+        transport.onClientRequest = { [counter, held] request, respond in
             counter.value.add(1, ordering: .relaxed)
             let answer: ClientResponse
             var longer = 0  // the id's second byte: tenths of a second more (a long poll)
@@ -44,9 +48,18 @@ final class NodeConnectionsEchoNode {
             } else {
                 answer = .error("not the test's request")
             }
+            if longer == Int(Self.holdUntilReleased) {
+                held.answers.withLock { $0.append { respond(answer.wireBytes) } }
+                return
+            }
             LaterThread.shared.after(milliseconds: delayMilliseconds + 100 * longer) { respond(answer.wireBytes) }
         }
         try transport.start()
+    }
+
+    /// Sends the answers held so far.
+    func releaseHeld() {
+        for answer in held.answers.withLock({ answers in defer { answers = [] }; return answers }) { answer() }
     }
 
     /// Client connections the node closed because they were idle.

@@ -80,23 +80,18 @@ import Wire
         defer { connections.close() }
         defer { Self.shutDown(group) }
 
-        final class Flag: Sendable { let value = Atomic<Bool>(false) }
-        let pollEnded = Flag()
-        // Answered after 3 s, on a connection of its own.
+        // Held by the node until released, on a connection of its own.
         var long = [UInt8](repeating: 0, count: 32)
         long[0] = 7
-        long[1] = 30
+        long[1] = NodeConnectionsEchoNode.holdUntilReleased
         let poll = ClientRequest.transactionProof(Bytes32(long)!)
-        async let polled: [ClientResponse] = {
-            defer { pollEnded.value.store(true, ordering: .relaxed) }
-            return try await connections.ask(0, [poll], timeoutMilliseconds: 60_000, alone: true)
-        }()
+        async let polled = connections.ask(0, [poll], timeoutMilliseconds: 120_000, alone: true)
         #expect(eventually(30) { connections.openConnections(to: 0, alone: true) == 1 }, "the long poll was not sent")
+        // The other requests get their answers while the poll is held.
         for n in 0..<10 {
             #expect(try await connections.ask(0, [Self.request(UInt8(n))], timeoutMilliseconds: 60_000) == [.error("\(n)")])
         }
-        let ended = pollEnded.value.load(ordering: .relaxed)
-        #expect(!ended, "the other requests waited for the long poll's answer")
+        node.releaseHeld()
         #expect(try await polled == [.error("7")])
         // Its connection is kept for the next long poll.
         #expect(connections.openConnections(to: 0, alone: true) == 1)
@@ -115,7 +110,7 @@ import Wire
         let silentEnded = Flag()
         async let silent: Result<[ClientResponse], any Error> = {
             defer { silentEnded.value.store(true, ordering: .relaxed) }
-            do { return .success(try await connections.ask(0, [Self.request(1)], timeoutMilliseconds: 5_000)) } catch { return .failure(error) }
+            do { return .success(try await connections.ask(0, [Self.request(1)], timeoutMilliseconds: 15_000)) } catch { return .failure(error) }
         }()
         // Meanwhile the answering node answers twenty requests at once: they do not wait
         // for the silent one's timeout.
@@ -132,7 +127,7 @@ import Wire
         #expect(!ended, "the other node's answers waited for the silent one's timeout")
         switch await silent {
         case .success: Issue.record("a node that never answers gave an answer")
-        case let .failure(error): #expect("\(error)".contains("no answer in 5000 ms"), "\(error)")
+        case let .failure(error): #expect("\(error)".contains("no answer in 15000 ms"), "\(error)")
         }
 
         // Its next request opens a new connection and fails the same way; a refused

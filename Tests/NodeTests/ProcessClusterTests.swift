@@ -82,8 +82,7 @@ final class ProcessCluster {
     init(validators: Int = 4, rules: UInt32? = nil, prepare: (NodeProcesses) throws -> Void = { _ in }) throws {
         bin = try productsDirectory()
         directory = Scratch.directory("processes")
-        // Below the kernel's ephemeral range (32768 and up), so no port the OS hands out collides.
-        basePort = UInt16.random(in: 0..<200) * 100 + 10_000
+        basePort = PortBlock.reserve()
         nodes = try NodeProcesses(
             starting: validators, bin: bin, directory: "\(directory)/net", basePort: basePort, testnetArguments: ["--epoch-length", "20"] + (rules.map { ["--rules", "\($0)"] } ?? []),
             logLevel: "notice", prepare: prepare)
@@ -342,7 +341,7 @@ final class ProcessCluster {
         guard FileManager.default.isExecutableFile(atPath: "\(bin)/calisson-bench") else {
             throw ProcessTestError("calisson-bench is not built in \(bin)")
         }
-        let port = UInt16.random(in: 0..<200) * 100 + 10_050
+        let port = PortBlock.reserve()
         let json = Scratch.file("chaos.json")
         defer { try? FileManager.default.removeItem(atPath: json) }
         let command = prefix + ["\(bin)/calisson-bench", "chaos", "--base-port", "\(port)", "--json", json, "--recovery", "90"] + arguments
