@@ -450,11 +450,14 @@ struct DatabaseReader: TreePageSource {
 
     func answer(_ request: ClientRequest) throws -> ClientResponse {
         switch request {
+        // The state as stored, at its height (a node writes it at its checkpoints: the
+        // blocks after it are in the file, executed again when the node starts).
         case let .state(key):
             let root = store.stateRoot
-            return .state(height: store.height, root: root, value: try store.value(key), proof: StateTree.proof(for: key, root: root, nodes: self))
+            return .state(height: store.stateHeight, root: root, value: try store.value(key), proof: StateTree.proof(for: key, root: root, nodes: self))
         case .status:
-            return .status(NodeStatus(partner: "(database)", height: store.height, stateRoot: store.stateRoot, view: 0, epochFirstSeq: 0, peers: [], mempool: 0))
+            return .status(
+                NodeStatus(partner: "(database)", height: store.stateHeight, stateRoot: store.stateRoot, view: 0, epochFirstSeq: 0, peers: [], mempool: 0))
         case let .transaction(id), let .waitFinal(id, _):
             return .transaction(try StoreAnswers(store: store).transaction(id))
         case let .accountTransactions(account, limit):

@@ -56,6 +56,8 @@ public enum NodeMaintenance {
 
     public struct RestoreReport: Sendable, Equatable {
         public var height: UInt64
+        /// The height of the stored state (the last checkpoint's, for a node's database).
+        public var stateHeight: UInt64
         public var stateRoot: Bytes32
         /// Where the files it replaced were moved (the database, its -wal and -shm).
         public var movedAside: [String]
@@ -93,7 +95,7 @@ public enum NodeMaintenance {
         }
         try sync(URL(fileURLWithPath: databaseFile).deletingLastPathComponent().path)
         let restored = try NodeStore(file: databaseFile, readOnly: true)
-        return RestoreReport(height: restored.height, stateRoot: restored.stateRoot, movedAside: moved)
+        return RestoreReport(height: restored.height, stateHeight: restored.stateHeight, stateRoot: restored.stateRoot, movedAside: moved)
     }
 
     /// Writes a new node's database from the latest stable checkpoint the nodes at

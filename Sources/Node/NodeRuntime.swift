@@ -158,12 +158,18 @@ public final class NodeRuntime: @unchecked Sendable {
         settings.waitersMax = Self.waitersMax
         settings.rulesNewest = configuration.rulesNewest
         let cache = verifyCache
-        let state = StoredState(store: store)
+        // The state written at the checkpoint heights (Docs/STORAGE.md); the blocks above the
+        // stored state's height are executed again as the core starts.
+        let state = StoredState(store: store, stateInterval: replicaConfiguration.checkpointInterval)
         state.retainBlocks = configuration.retainBlocks
+        let replaying = store.height - store.stateHeight
         core = try Core(
             storage: state, genesis: genesis, replica: replicaConfiguration, signer: NodeSigner(key: configuration.consensusKey),
             peers: configuration.transport.peers.map(\.id), settings: settings,
             verifySignature: { check in cache.contains(check) || check.verify() })
+        if replaying > 0 {
+            logger.notice("blocks above the stored state executed again", metadata: ["blocks": "\(replaying)", "height": "\(store.height)"])
+        }
         // Voted rules newer than this binary's apply from the next block: say so and stay down.
         if let missing = core.ledger.upgradeMissing(newest: configuration.rulesNewest) {
             throw NodeError.upgradeNeeded(NodeCoreError.upgradeMessage(missing, newest: configuration.rulesNewest))

@@ -4,15 +4,24 @@ import Storage
 import Wire
 
 /// The ledger's state on the node's SQLite store. The ledger reads values and tree nodes
-/// through it; `commit` keeps the block's batch, and `persist` writes it with the block
-/// in one SQL transaction (so the block, its results and its state land together or not
-/// at all). A read error is recorded, not hidden: the node checks `readError` after each
-/// block and stops before persisting anything computed from a failed read.
+/// through it; `commit` keeps the block's batch, and `persist` writes the block in one SQL
+/// transaction. The state is written with the blocks whose height is a multiple of
+/// `stateInterval` (the node's: its checkpoint interval), the changes of the blocks since
+/// the last such height folded into one write (`StateWindow`) and read from memory until
+/// then; after a restart the blocks above the stored state's height are executed again
+/// from their bodies (`NodeCore`'s start, `replayed`). So a block and its results are
+/// durable with it, and its state with the next multiple (Docs/STORAGE.md). A read error is
+/// recorded, not hidden: the node checks `readError` after each block and stops before
+/// persisting anything computed from a failed read.
 public final class StoredState: StateStore {
     public let store: NodeStore
     public private(set) var root: SHA256Digest
     private var pending: StateBatch?
     private var pendingValues: [StateKey: [UInt8]?] = [:]
+    /// The state is written at the heights that are multiples of this (1: at every block).
+    public let stateInterval: UInt64
+    /// The batches of the blocks persisted since the stored state's height.
+    private var window = StateWindow()
     public private(set) var readError: StorageError?
     /// The checkpoint served to light clients: the latest certified one executed. History
     /// (retired tree nodes, replaced values) older than it is dropped.
@@ -26,13 +35,19 @@ public final class StoredState: StateStore {
     /// chain catches up over many checkpoints rather than in one long write.
     public static let bodiesPrunedPerCheckpointMax: UInt64 = 1_024
 
-    public init(store: NodeStore) {
+    /// `stateInterval`: the state is written with the blocks at its multiples (at least 1).
+    public init(store: NodeStore, stateInterval: UInt64 = 1) {
         self.store = store
+        self.stateInterval = max(1, stateInterval)
         root = store.stateRoot
     }
 
+    /// The height the state is at: the last block persisted or replayed.
+    public var stateHeight: UInt64 { store.stateHeight + UInt64(clamping: window.count) }
+
     public func value(_ key: StateKey) -> [UInt8]? {
         if let value = pendingValues[key] { return value }
+        if let value = window.value(key) { return value }
         do { return try store.value(key) } catch {
             readError = readError ?? error
             return nil
@@ -41,6 +56,7 @@ public final class StoredState: StateStore {
 
     public func treePage(_ root: SHA256Digest, depth: Int) -> TreePage? {
         if let created = pending?.tree.created[root] { return created }
+        if let made = window.page(root) { return made }
         if let cached = cache[root] { return cached }
         do {
             guard let bytes = try store.treePage(root) else { return nil }
@@ -65,7 +81,7 @@ public final class StoredState: StateStore {
         root = batch.tree.root
     }
 
-    /// The committed batch as the store's changes.
+    /// A batch as the store's changes.
     static func changes(_ batch: StateBatch) -> StateChanges {
         StateChanges(
             values: batch.values.map { ($0.key, $0.value) },
@@ -133,20 +149,57 @@ public final class StoredState: StateStore {
         clear()
     }
 
-    /// Writes `block` with the committed batch. `block.stateRoot` must be its root.
+    /// Writes `block`, and the state with it at a multiple of `stateInterval`, the
+    /// committed batch folded with those of the blocks since the stored state's.
+    /// `block.stateRoot` must be the batch's root.
     public func persist(_ block: BlockRecord, extras: [String: [UInt8]] = [:]) throws(StorageError) {
         if let readError { throw readError }
         guard let pending else { throw .invalid(file: store.file, reason: "no state batch for block \(block.height)") }
-        try store.append(block, state: Self.changes(pending), extras: extras)
-        for hash in pending.tree.replaced { cache[hash] = nil }
-        for (hash, page) in pending.tree.created where pending.tree.depths[hash] ?? .max <= Self.cachedDepthMax { remember(page) }
+        guard block.stateRoot == pending.tree.root else {
+            throw .invalid(file: store.file, reason: "block \(block.height)'s state root is not its state's")
+        }
+        // The fold changes only once the write succeeded (a failed one leaves it as it was).
+        if block.height % stateInterval == 0 {
+            var folded = window
+            folded.add(pending)
+            try store.append(block, state: Self.changes(folded.batch!), extras: extras)
+            window = StateWindow()
+        } else {
+            try store.append(block, state: nil, extras: extras)
+            window.add(pending)
+        }
+        settle(pending)
+    }
+
+    /// Takes the committed batch as that of stored block `height`, executed again after a
+    /// restart (it is written with the state at the next multiple of `stateInterval`):
+    /// its root must be the one the block recorded.
+    public func replayed(_ height: UInt64) throws(StorageError) {
+        if let readError { throw readError }
+        guard let pending else { throw .invalid(file: store.file, reason: "no state batch for block \(height) executed again") }
+        guard height == stateHeight + 1, height <= store.height, let block = try store.block(at: height) else {
+            throw .invalid(file: store.file, reason: "block \(height) executed again, the state being at \(stateHeight) and the last block \(store.height)")
+        }
+        guard block.stateRoot == pending.tree.root else {
+            throw .corrupt(
+                file: store.file,
+                reason: "block \(height) executed again gives the state root \(pending.tree.root.hex), the block recorded \(block.stateRoot.hex)")
+        }
+        window.add(pending)
+        settle(pending)
+    }
+
+    /// After a batch was written or folded: the cache follows it.
+    private func settle(_ batch: StateBatch) {
+        for hash in batch.tree.replaced { cache[hash] = nil }
+        for (hash, page) in batch.tree.created where batch.tree.depths[hash] ?? .max <= Self.cachedDepthMax { remember(page) }
         clear()
     }
 
     /// Forgets an unpersisted batch (the node stops, or retries from the store).
     public func discard() {
         clear()
-        root = store.stateRoot
+        root = window.root ?? store.stateRoot
     }
 
     private func clear() {

@@ -128,12 +128,15 @@ extension NodeCore {
 /// Why a node core stopped, besides a storage error.
 public enum NodeCoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case diverged(String)
+    /// The stored blocks above the stored state could not be executed again at start.
+    case replay(String)
     /// The partners voted an upgrade to ledger rules this binary does not implement.
     case upgradeNeeded(ScheduledUpgrade, newest: UInt32)
 
     public var description: String {
         switch self {
         case let .diverged(reason): return "diverged: \(reason)"
+        case let .replay(reason): return "executing the stored blocks again: \(reason)"
         case let .upgradeNeeded(upgrade, newest): return Self.upgradeMessage(upgrade, newest: newest)
         }
     }

@@ -205,7 +205,9 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
         self.peers = peers.sorted()
         self.verifySignature = verifySignature
         if storage.isInitialized {
-            ledger = try Ledger(chainId: genesis.chainId, store: storage.state)
+            var resumed = try Ledger(chainId: genesis.chainId, store: storage.state)
+            try Self.replay(storage, &resumed, settings: settings, verifySignature: verifySignature)
+            ledger = resumed
         } else {
             ledger = try Ledger.create(genesis, in: storage.state)
             try storage.persistGenesis(extras: [Self.genesisExtra: genesis.digest.bytes])
@@ -216,6 +218,25 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
         replica = Replica(configuration: configuration, signer: signer, safety: safety, lastExecuted: storage.height, schedule: schedule)
         mempool = Mempool(countMax: settings.mempoolCountMax, inFlightTicks: settings.inFlightTicks)
         refreshDirectory()
+    }
+
+    /// Executes again the stored blocks above the state's height (a storage that writes
+    /// the state only at some heights), each checked against the root it recorded.
+    static func replay(
+        _ storage: Storage, _ ledger: inout Ledger<Storage.State>, settings: NodeCoreSettings, verifySignature: (SignatureCheck) -> Bool
+    ) throws {
+        while storage.stateHeight < storage.height {
+            let height = storage.stateHeight + 1
+            guard let certified = try storage.certifiedBlock(at: height) else {
+                throw NodeCoreError.replay("block \(height) is not stored whole (the state is at \(height - 1), the last block at \(storage.height))")
+            }
+            if let missing = ledger.upgradeMissing(newest: settings.rulesNewest) {
+                throw NodeCoreError.upgradeNeeded(missing, newest: settings.rulesNewest)
+            }
+            let commands = certified.block.commands
+            _ = try storage.reading { ledger.execute(commands, verify: verifySignature) }
+            try storage.replayed(height)
+        }
     }
 
     /// Where the storage keeps the digest of the genesis it was created with, and the

@@ -21,6 +21,10 @@ public protocol NodeStorage: AnyObject {
     var isInitialized: Bool { get }
     /// The height of the last block persisted.
     var height: UInt64 { get }
+    /// The height the state is at: `height`, or below it after a restart when the storage
+    /// writes the state only at some heights (the node's, at its checkpoints). The core
+    /// executes the blocks above it again when it starts (`replayed`).
+    var stateHeight: UInt64 { get }
     /// A named value kept beside the chain (the validator-set schedule, the genesis digest).
     func extra(_ name: String) throws -> [UInt8]?
     /// The consensus safety log, in the order it was appended.
@@ -34,6 +38,10 @@ public protocol NodeStorage: AnyObject {
     func reading<T>(_ body: () -> T) throws -> T
     /// Writes `block` with the state batch the ledger just committed, and `extras`, at once.
     func persist(_ block: BlockRecord, extras: [String: [UInt8]]) throws
+    /// Takes the batch the ledger just committed as that of stored block `height`, executed
+    /// again at start (the next above `stateHeight`): writes nothing, and throws if its
+    /// root is not the one the block recorded.
+    func replayed(_ height: UInt64) throws
     /// Appends safety records, in order.
     func appendSafety(_ records: [SafetyRecord]) throws
     /// Replaces the safety log by `records` (its fold at a stable checkpoint).

@@ -26,13 +26,24 @@ public enum StorageFault: Error, Hashable, Sendable, CustomStringConvertible {
 }
 
 /// The ledger's state in memory, with the node's contract: the ledger's `commit` keeps a
-/// pending batch, made durable only by `SimulatedStorage.persist` with its block; a failed
-/// read is recorded and makes that persist throw.
+/// pending batch, folded by `SimulatedStorage.persist` with those since the durable state
+/// and made durable with the blocks at the multiples of `stateInterval`, as `StoredState`
+/// does (a crash loses the fold, and the restarted core executes those blocks again); a
+/// failed read is recorded and makes that persist throw.
 public final class SimulatedState: StateStore {
     private(set) var durable = MemoryStateStore()
+    /// The height of `durable`.
+    private(set) var durableHeight: UInt64 = 0
+    private var window = StateWindow()
+    let stateInterval: UInt64
     private var pending: StateBatch?
     private var pendingValues: [StateKey: [UInt8]?] = [:]
     public private(set) var root: SHA256Digest = .zero
+
+    init(stateInterval: UInt64) { self.stateInterval = max(1, stateInterval) }
+
+    /// The height the state is at (durable, or folded since).
+    var height: UInt64 { durableHeight + UInt64(clamping: window.count) }
     var readError: StorageFault?
     /// Armed by the simulator: the next value read while a block executes fails.
     var failNextRead = false
@@ -41,6 +52,7 @@ public final class SimulatedState: StateStore {
 
     public func value(_ key: StateKey) -> [UInt8]? {
         if let value = pendingValues[key] { return value }
+        if let value = window.value(key) { return value }
         if failNextRead, executing {
             failNextRead = false
             readError = .readError
@@ -51,6 +63,7 @@ public final class SimulatedState: StateStore {
 
     public func treePage(_ root: SHA256Digest, depth: Int) -> TreePage? {
         if let created = pending?.tree.created[root] { return created }
+        if let made = window.page(root) { return made }
         return durable.treePage(root, depth: depth)
     }
 
@@ -61,17 +74,26 @@ public final class SimulatedState: StateStore {
         root = batch.tree.root
     }
 
-    /// Makes the pending batch durable (the storage's write succeeded).
-    func apply() throws(StorageFault) {
+    /// Folds the pending batch as that of block `height` (the storage's write succeeded),
+    /// durable with the state at a multiple of `stateInterval` (the genesis, 0, is one).
+    func apply(height: UInt64) throws(StorageFault) {
         if let readError { throw readError }
         guard let batch = pending else { return }
-        durable.commit(batch)
+        precondition(height == self.height + (height == 0 ? 0 : 1), "block \(height) folded at state height \(self.height)")
+        window.add(batch)
+        if height % stateInterval == 0, let folded = window.batch {
+            durable.commit(folded)
+            durableHeight = height
+            window = StateWindow()
+        }
         clear()
     }
 
-    /// Forgets what is not durable (a crash, or a failed write).
+    /// Forgets what is not durable (a crash, or a failed write): the pending batch and the
+    /// fold since the durable state.
     func discard() {
         clear()
+        window = StateWindow()
         readError = nil
         root = durable.root
     }
@@ -87,9 +109,13 @@ public final class SimulatedState: StateStore {
 /// ledger audited after every block it persists (`audit`). With no fault armed, it is
 /// also the in-memory storage of `calisson-bench ordering --application ledger`.
 public final class SimulatedStorage: NodeStorage {
-    public let state = SimulatedState()
+    public let state: SimulatedState
     public private(set) var isInitialized = false
     private(set) var blocks: [CertifiedBlock] = []
+    /// The state root each block recorded.
+    private var roots: [SHA256Digest] = []
+    /// Blocks executed again at a restart (`replayed`).
+    private(set) var blocksExecutedAgain = 0
     private var extras: [String: [UInt8]] = [:]
     private var safety: [SafetyRecord] = []
     /// The next write fails with this.
@@ -102,8 +128,13 @@ public final class SimulatedStorage: NodeStorage {
     private var findings: [String] = []
 
     public var height: UInt64 { UInt64(blocks.count) }
+    public var stateHeight: UInt64 { state.height }
 
-    public init() {}
+    /// `stateInterval`: the state is durable with the blocks at its multiples (the node's:
+    /// its checkpoint interval; 1, at every block).
+    public init(stateInterval: UInt64 = 1) {
+        state = SimulatedState(stateInterval: stateInterval)
+    }
 
     /// Makes the next read while a block executes (`.readError`) or the next write
     /// (`.diskFull`, `.crashDuringWrite`) fail.
@@ -157,7 +188,7 @@ public final class SimulatedStorage: NodeStorage {
     public func safetyRecords() -> [SafetyRecord] { safety }
 
     public func persistGenesis(extras: [String: [UInt8]]) throws {
-        try state.apply()
+        try state.apply(height: 0)
         self.extras.merge(extras) { $1 }
         isInitialized = true
     }
@@ -178,11 +209,26 @@ public final class SimulatedStorage: NodeStorage {
             guard block.height == height + 1, let body = block.body, let decoded = try? Block(wireBytes: body),
                 let certificate = try? CommitCertificate(wireBytes: block.certificate)
             else { preconditionFailure("the core persisted block \(block.height) out of order or undecodable, at height \(height)") }
-            try state.apply()
+            guard block.stateRoot == state.root else { preconditionFailure("the core persisted block \(block.height) with another root than its state's") }
+            try state.apply(height: block.height)
             blocks.append(CertifiedBlock(block: decoded, certificate: certificate))
+            roots.append(block.stateRoot)
             self.extras.merge(extras) { $1 }
             if let audit { findings += audit(state).map { "block \(block.height): \($0)" } }
         }
+    }
+
+    public func replayed(_ height: UInt64) throws {
+        guard height == state.height + 1, height <= self.height else {
+            preconditionFailure("block \(height) executed again, the state being at \(state.height) and the last block at \(self.height)")
+        }
+        if let readError = state.readError { throw readError }
+        let recorded = roots[Int(clamping: height - 1)]
+        guard state.root == recorded else {
+            throw NodeCoreError.replay("block \(height) executed again gives the state root \(state.root.hex), the block recorded \(recorded.hex)")
+        }
+        try state.apply(height: height)
+        blocksExecutedAgain += 1
     }
 
     public func appendSafety(_ records: [SafetyRecord]) throws {

@@ -150,7 +150,7 @@ public struct Simulation {
             return
         }
         if new {
-            let storage = SimulatedStorage()
+            let storage = SimulatedStorage(stateInterval: configuration.checkpointInterval)
             let citizens = traffic.citizens
             storage.audit = { state in
                 guard let ledger = try? Ledger(chainId: Self.chainId, store: state) else { return ["the ledger does not open on its storage"] }
@@ -231,6 +231,7 @@ public struct Simulation {
         report.commandsAdmitted = admitted.count
         for node in nodes {
             for (fault, count) in node.storage?.fired ?? [:] { report.storageFaultsFired["\(fault)", default: 0] += count }
+            report.blocksExecutedAgain += node.storage?.blocksExecutedAgain ?? 0
         }
         if let ledger = honestLedger() {
             report.rulesInForce = ledger.rules(atHeight: ledger.height)

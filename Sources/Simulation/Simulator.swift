@@ -111,6 +111,9 @@ public struct SimulationReport: Sendable {
     /// Ledger runs: storage faults armed, those that fired (by kind), and the stops they caused.
     public var storageFaults = 0
     public var storageFaultsFired: [String: Int] = [:]
+    /// Blocks that restarted nodes executed again from their storage (the state being
+    /// durable only at the checkpoint heights).
+    public var blocksExecutedAgain = 0
     public var storageStops = 0
     /// Ledger runs, on the most advanced honest node at the end: the ledger rules in force
     /// (the newest once the upgrade voted at the start is reached), and whether the

@@ -268,10 +268,19 @@ public final class NodeStore {
         guard recorded == last else {
             throw .corrupt(file: file, reason: "recorded height \(recorded), last block \(last)")
         }
-        if last > 0 {
-            guard let block = try block(at: last) else { throw .corrupt(file: file, reason: "block \(last) unreadable") }
+        let stateAt = try meta("state_height").map(Self.uint64) ?? recorded
+        guard stateAt <= last else { throw .corrupt(file: file, reason: "the state is at height \(stateAt), past the last block \(last)") }
+        if stateAt > 0 {
+            guard let block = try block(at: stateAt) else { throw .corrupt(file: file, reason: "block \(stateAt) unreadable") }
             guard block.stateRoot == stateRoot else {
-                throw .corrupt(file: file, reason: "block \(last) records state root \(block.stateRoot.hex), the state is at \(stateRoot.hex)")
+                throw .corrupt(file: file, reason: "block \(stateAt) records state root \(block.stateRoot.hex), the state is at \(stateRoot.hex)")
+            }
+        }
+        // The blocks after the state's height are executed again from their bodies.
+        if stateAt < last {
+            let bodies = try database.statement("SELECT count(*) FROM blocks WHERE height > ? AND body IS NOT NULL").bind(1, stateAt).first { $0.uint64(0) } ?? 0
+            guard bodies == last - stateAt else {
+                throw .corrupt(file: file, reason: "the state is at height \(stateAt) and a body of the blocks up to \(last) is missing")
             }
         }
         if !isReadOnly, try hasLegacyTree() { return }  // the node converts it (`replaceLegacyTree`)
@@ -301,7 +310,12 @@ public final class NodeStore {
 
     /// The height of the last block stored (0: genesis state only, or empty).
     public var height: UInt64 { ((try? meta("height")) ?? nil).map(Self.uint64) ?? 0 }
+    /// The root of the stored state, which is at `stateHeight`.
     public var stateRoot: Bytes32 { ((try? meta("state_root")) ?? nil).flatMap { Bytes32($0) } ?? .zero }
+    /// The height the stored state is at: `height`, or below it when the last blocks were
+    /// appended without their state (`append(_:state: nil)`); whoever writes next executes
+    /// them again from their bodies (Docs/STORAGE.md, "The state at checkpoints").
+    public var stateHeight: UInt64 { ((try? meta("state_height")) ?? nil).map(Self.uint64) ?? height }
     /// Whether the genesis state was written.
     public var isInitialized: Bool { ((try? meta("height")) ?? nil) != nil }
     /// An opaque record the node keeps with the state (the consensus epoch schedule).
@@ -367,23 +381,27 @@ public final class NodeStore {
         }
     }
 
-    /// Appends the next block with the state changes it made, atomically: after a crash
-    /// the store holds the state before the block or after it, never part of it.
-    public func append(_ block: BlockRecord, state: StateChanges, extras: [String: [UInt8]] = [:]) throws(StorageError) {
+    /// Appends the next block, atomically: after a crash the store holds the state before
+    /// the block or after it, never part of it. With `state`, the changes that bring the
+    /// stored state from `stateHeight` to this block's (those of every block since, folded);
+    /// without, the block alone, and the stored state stays where it is.
+    public func append(_ block: BlockRecord, state: StateChanges?, extras: [String: [UInt8]] = [:]) throws(StorageError) {
         guard !isReadOnly else { throw .readOnly(file: file) }
         guard isInitialized else { throw .invalid(file: file, reason: "no genesis state") }
         guard block.height == height + 1 else { throw .invalid(file: file, reason: "block \(block.height) after \(height)") }
-        guard block.stateRoot == state.root else { throw .invalid(file: file, reason: "block \(block.height)'s state root is not its state's") }
+        if let state, block.stateRoot != state.root {
+            throw .invalid(file: file, reason: "block \(block.height)'s state root is not its state's")
+        }
         do { try appendTransaction(block, state: state, extras: extras) } catch {
             retiredCache = nil  // the table is as before the transaction; reload it
             throw error
         }
     }
 
-    private func appendTransaction(_ block: BlockRecord, state: StateChanges, extras: [String: [UInt8]]) throws(StorageError) {
+    private func appendTransaction(_ block: BlockRecord, state: StateChanges?, extras: [String: [UInt8]]) throws(StorageError) {
         try database.transaction { () throws(StorageError) in
             try insert(block)
-            try write(state, height: block.height)
+            if let state { try write(state, height: block.height) }
             try setMeta("height", Self.bytes(block.height))
             for (name, value) in extras.sorted(by: { $0.key < $1.key }) { try setMeta("extra." + name, value) }
         }
@@ -450,6 +468,7 @@ public final class NodeStore {
         }
         retiredCache = retiredAt
         try setMeta("state_root", state.root.bytes)
+        try setMeta("state_height", Self.bytes(height))
     }
 
     /// For each tree node retired and not yet pruned, the height that retired it last,
@@ -723,8 +742,10 @@ public final class NodeStore {
     public func pruneBodies(below height: UInt64, limit: UInt64 = .max) throws(StorageError) -> UInt64 {
         guard !isReadOnly else { throw .readOnly(file: file) }
         let from = bodiesKeptFrom
-        let stored = self.height
-        let top = stored == .max ? height : min(height, stored + 1)  // no body above the last block
+        // No body above the last block, nor above the stored state's height (the blocks after
+        // it are executed again from their bodies at the next open).
+        let stored = stateHeight
+        let top = stored == .max ? height : min(height, stored + 1)
         guard top > from, limit > 0 else { return 0 }
         let to = from + min(limit, top - from)
         try database.transaction { () throws(StorageError) in

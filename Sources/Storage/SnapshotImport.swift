@@ -112,6 +112,7 @@ extension NodeStore {
             try setMeta("first_block", Self.bytes(block.height))
             try setMeta("bodies_kept_from", Self.bytes(block.height))
             try setMeta("state_root", block.stateRoot.bytes)
+            try setMeta("state_height", Self.bytes(block.height))
             try setMeta("height", Self.bytes(block.height))
         }
         try checkConsistency()

@@ -191,7 +191,7 @@ struct Backup: ParsableCommand {
         let source = try NodeStore(file: configuration.databaseFile, readOnly: true)
         try source.backup(to: out)
         let copy = try NodeStore(file: out, readOnly: true)  // the same checks as at a node's start
-        print("backup of \(configuration.databaseFile) in \(out): height \(copy.height), state root \(copy.stateRoot.hex)")
+        print("backup of \(configuration.databaseFile) in \(out): height \(copy.height), state at \(copy.stateHeight) with root \(copy.stateRoot.hex)")
     }
 }
 
@@ -205,7 +205,7 @@ struct Restore: ParsableCommand {
     func run() throws {
         let configuration = try NodeConfigFile.load(config)
         let report = try NodeMaintenance.restore(databaseFile: configuration.databaseFile, from: from, genesis: configuration.genesis)
-        print("restored \(from) as \(configuration.databaseFile): height \(report.height), state root \(report.stateRoot.hex)")
+        print("restored \(from) as \(configuration.databaseFile): height \(report.height), state at \(report.stateHeight) with root \(report.stateRoot.hex)")
         for file in report.movedAside { print("moved aside: \(file)") }
         print("start the node: it fetches the blocks since the backup from its peers")
     }

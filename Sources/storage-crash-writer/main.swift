@@ -4,7 +4,10 @@
 // append, until it is killed. Restarted on the same file, it resumes where the file is.
 // Heights 4k+1 to 4k+3 are written in one batch with their safety records (as the node
 // groups a turn's writes), height 4k+4 on its own: a file left at a height of the form
-// 4k+1 or 4k+2 would be a batch half written.
+// 4k+1 or 4k+2 would be a batch half written. The state is written with the blocks at the
+// multiples of `CrashWriter.stateInterval` (as the node writes it at its checkpoints); at
+// start the blocks above it are executed again from their bodies, each checked against the
+// root it recorded (as the node's core does).
 import CalissonCrypto
 import Fixtures
 import Foundation
@@ -24,11 +27,19 @@ guard arguments.count == 3, let blockSize = Int(arguments[2]) else {
 
 do {
     let store = try NodeStore(file: arguments[1], create: true)
-    let state = StoredState(store: store)
+    let state = StoredState(store: store, stateInterval: CrashWriter.stateInterval)
     let issuer = Ed25519PrivateKey(seed: SHA256.hash("crash issuer").bytes)!
     var ledger: Ledger<StoredState>
     if store.isInitialized {
         ledger = try Ledger(chainId: CrashWriter.chainId, store: state)
+        while state.stateHeight < store.height {
+            let height = state.stateHeight + 1
+            guard let body = try store.block(at: height)?.body else { throw CrashWriter.Failure("block \(height) has no body to execute again") }
+            var reader = WireReader(body)
+            let commands = try reader.readArray("commands", maximum: 100_000, of: ByteString.self).map(\.bytes)
+            _ = ledger.execute(commands, verify: { _ in true })
+            try state.replayed(height)
+        }
     } else {
         ledger = try Ledger.create(try CrashWriter.genesis(issuer.publicKey).validated(), in: state)
         try state.persistGenesis()
@@ -67,14 +78,23 @@ do {
     exit(1)
 }
 
-struct ByteString: WireEncodable {
+struct ByteString: WireCodable {
     let bytes: [UInt8]
     init(_ bytes: [UInt8]) { self.bytes = bytes }
+    init(from reader: inout WireReader) throws(WireError) { bytes = try reader.readBytes("command", maximum: 1 << 20) }
+    static var wireSizeMin: Int { 4 }
     func encode(to writer: inout WireWriter) { writer.writeBytes(bytes) }
 }
 
 enum CrashWriter {
     static let chainId = "calisson-crash"
+    /// The state is written with the blocks at its multiples (5: not aligned with the batches).
+    static let stateInterval: UInt64 = 5
+
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+        init(_ description: String) { self.description = description }
+    }
 
     static func certificate(_ height: UInt64) -> [UInt8] { Array("certificate of \(height)".utf8) }
 

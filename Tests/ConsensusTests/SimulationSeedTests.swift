@@ -100,7 +100,7 @@ import Wire
     /// Storage faults fire and the nodes they stop come back from their storage: a
     /// read error, a full disk, a crash as a write completes.
     @Test func storageFaultsStopNodesThatComeBack() {
-        var stops = 0
+        var stops = 0, executedAgain = 0
         var fired: [String: Int] = [:]
         for seed in UInt64(101)...104 {
             var faults = FaultMix.none
@@ -111,9 +111,13 @@ import Wire
             let report = Simulation.run(configuration)
             #expect(report.passed, "seed \(seed): \(report.safetyViolations + report.livenessViolations) \(report.trace.suffix(12))")
             stops += report.storageStops
+            executedAgain += report.blocksExecutedAgain
             fired.merge(report.storageFaultsFired) { $0 + $1 }
         }
         #expect(stops > 0)
+        // The state is durable at the checkpoints: nodes that came back executed the blocks
+        // after the last one again (each checked against the root it recorded).
+        #expect(executedAgain > 0)
         // Each kind fired: a read error while a block executes, a full disk, a crash as a write completes.
         #expect(fired.keys.sorted() == [StorageFault.crashDuringWrite, .diskFull, .readError].map { "\($0)" }.sorted(), "\(fired)")
     }

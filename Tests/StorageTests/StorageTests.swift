@@ -95,6 +95,59 @@ struct Chain {
         #expect(resumed.stateRoot == reference.stateRoot)
     }
 
+    /// With a state interval (the node's: its checkpoint interval), the blocks are written
+    /// one by one and the state with those at its multiples, read from memory in between;
+    /// reopened, the state is at the last multiple, and the blocks after it, executed again,
+    /// must give the roots they recorded.
+    @Test func theStateIsWrittenAtItsIntervalAndTheBlocksAfterAreExecutedAgain() throws {
+        let file = temporaryFile("interval.db")
+        let chain = Chain()
+        var reference = try Ledger.create(chain.genesis, in: MemoryStateStore())
+        func advanceReference(to height: UInt64) {
+            while reference.height < height { _ = reference.execute(chain.commands(height: reference.height + 1, count: 20)) }
+        }
+        do {
+            let state = StoredState(store: try NodeStore(file: file, create: true), stateInterval: 4)
+            var ledger = try Ledger.create(chain.genesis, in: state)
+            try state.persistGenesis()
+            try chain.run(&ledger, to: 10)
+            advanceReference(to: 10)
+            #expect(ledger.stateRoot == reference.stateRoot)
+            #expect(state.store.height == 10 && state.store.stateHeight == 8 && state.stateHeight == 10)
+            // Read through the fold, as at every block.
+            let key = StateKeys.meta
+            #expect(ledger.store.value(key) == reference.store.value(key))
+        }
+        let store = try NodeStore(file: file)
+        #expect(store.height == 10 && store.stateHeight == 8)
+        #expect(try store.block(at: 8)?.stateRoot == store.stateRoot)
+        #expect(try recomputedRoot(store) == store.stateRoot)
+        // Bodies above the stored state are kept whatever retention asks: they are executed again.
+        try store.pruneBodies(below: 11)
+        #expect(store.bodiesKeptFrom == 9)
+
+        let state = StoredState(store: store, stateInterval: 4)
+        // Block 9 executed again with other transactions gives another root: refused, named.
+        var wrong = try Ledger(chainId: Chain.chainId, store: state)
+        #expect(wrong.height == 8)
+        _ = wrong.execute(chain.commands(height: 9, count: 19))
+        #expect { try state.replayed(9) } throws: { "\($0)".contains("block 9 executed again gives the state root") }
+        state.discard()
+        #expect(throws: StorageError.self) { try state.replayed(9) }  // nothing committed
+        // Executed again as they were: the state at 10 as before the restart.
+        var resumed = try Ledger(chainId: Chain.chainId, store: state)
+        for height in UInt64(9)...10 {
+            _ = resumed.execute(chain.commands(height: height, count: 20))
+            try state.replayed(height)
+        }
+        #expect(resumed.stateRoot == reference.stateRoot && state.stateHeight == 10 && store.stateHeight == 8)
+        // The next multiple writes the fold of 9 to 12.
+        try chain.run(&resumed, to: 12)
+        advanceReference(to: 12)
+        #expect(store.height == 12 && store.stateHeight == 12 && store.stateRoot == reference.stateRoot)
+        #expect(try recomputedRoot(store) == reference.stateRoot)
+    }
+
     @Test func blocksMustComeInOrderWithTheirState() throws {
         let file = temporaryFile("order.db")
         let state = StoredState(store: try NodeStore(file: file, create: true))
