@@ -173,7 +173,7 @@ extension NodeRuntime {
             // Links of partners no longer registered (or with another key now) are closed;
             // a newly admitted partner may link; the peers dialled follow the endpoints.
             let registry = Self.registry(core.ledger)
-            let peers = Self.peers(core.ledger, bootstrap: configuration.transport.peers, selfID: configuration.transport.selfID)
+            let peers = Self.peers(core.ledger, bootstrap: bootstrapPeers, selfID: configuration.transport.selfID)
             if registry != transport.configuration.registry || peers != transport.configuration.peers {
                 if registry != transport.configuration.registry {
                     logger.notice("TLS registry updated from governance", metadata: ["partners": "\(registry.keys.sorted())"])

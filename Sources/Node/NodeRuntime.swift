@@ -91,6 +91,9 @@ public final class NodeRuntime: @unchecked Sendable {
     var batchesCommitted = 0
     /// WAL checkpoint failures already logged (loop thread).
     var checkpointFailuresLogged = 0
+    /// The peers dialled besides those the ledger gives: the configuration's, or those of
+    /// `setBootstrapPeers` (loop thread).
+    lazy var bootstrapPeers: [PeerAddress] = configuration.transport.peers
     /// Pages and values the client port may still serve to nodes joining from a snapshot
     /// (loop thread): refilled each tick up to `snapshotItemsPerSecond`, so that a sync
     /// takes at most about a tenth of the loop (an item is a few microseconds of SQLite)
@@ -339,6 +342,19 @@ public final class NodeRuntime: @unchecked Sendable {
     public static let submitWaitMillisecondsMax = 60_000
 
     /// Reads the ledger on the loop thread (queries, tests).
+    /// Replaces the peers the node dials besides those the ledger gives (its
+    /// configuration's bootstrap peers), for nodes whose ports are known only once started
+    /// (the tests' in-process clusters): they are kept when governance changes the partners,
+    /// as the configuration's are. Hands the change to the loop.
+    public func setBootstrapPeers(_ peers: [PeerAddress]) {
+        _ = loop.executeWaiting { [self] in
+            bootstrapPeers = peers
+            transport.update(
+                peers: Self.peers(core.ledger, bootstrap: peers, selfID: configuration.transport.selfID), registry: transport.configuration.registry,
+                revokedSerials: transport.configuration.revokedSerials)
+        }
+    }
+
     public func read<T: Sendable>(_ body: @escaping @Sendable (Ledger<StoredState>) -> T) -> T? {
         precondition(!loop.isOnLoop, "read waits for the loop: called on it, it would wait for itself")
         let result = Mutex<T?>(nil)

@@ -117,10 +117,13 @@ struct TestCluster {
         }
     }
 
+    /// Gives each node the others' addresses (their ports are known once started) as its
+    /// bootstrap peers: kept when governance changes the partners (the ledger of these
+    /// tests gives no endpoints), as a configuration's would be.
     static func link(_ nodes: [NodeRuntime]) {
         let peers = nodes.enumerated().map { PeerAddress(id: "p\($0.offset)", host: "127.0.0.1", port: $0.element.transport.peerPort) }
         for (index, node) in nodes.enumerated() {
-            node.transport.update(peers: peers.filter { $0.id != "p\(index)" }, registry: node.transport.configuration.registry, revokedSerials: [])
+            node.setBootstrapPeers(peers.filter { $0.id != "p\(index)" })
         }
     }
 }
@@ -275,10 +278,7 @@ struct TestCluster {
         try newcomer.start()
         defer { newcomer.stop() }
         nodes.append(newcomer)
-        let peers = nodes.enumerated().map { PeerAddress(id: "p\($0.offset)", host: "127.0.0.1", port: $0.element.transport.peerPort) }
-        for (index, node) in nodes.enumerated() {
-            node.transport.update(peers: peers.filter { $0.id != "p\(index)" }, registry: node.transport.configuration.registry, revokedSerials: [])
-        }
+        TestCluster.link(nodes)
         #expect(eventually { newcomer.height == nodes[0].height && newcomer.stateRoot == nodes[0].stateRoot },
                 "the newcomer is at \(newcomer.height), the others at \(nodes[0].height)")
 
@@ -331,6 +331,9 @@ struct TestCluster {
         #expect(nodes[0].submit(attribution(signedWith: newSigning, nonce: 9_101)) == nil)
         // The others no longer accept p3's old TLS key.
         #expect(eventually { nodes[0...2].allSatisfy { !$0.transport.linkedPeers().contains("p3") } }, "\(nodes[0].transport.linkedPeers())")
+        // A change of the partners keeps the links of the peers still accepted.
+        #expect(eventually { (0...2).allSatisfy { index in Set(nodes[index].transport.linkedPeers()) == Set((0...2).filter { $0 != index }.map { "p\($0)" }) } },
+                "\(nodes[0...2].map { $0.transport.linkedPeers() })")
         // p3 comes back with the new certificate (on a new port, followed by `link`).
         nodes[3].stop()
         var configuration = cluster.configuration(3)
@@ -341,6 +344,9 @@ struct TestCluster {
         #expect(eventually { nodes[0...2].allSatisfy { $0.transport.linkedPeers().contains("p3") } })
         #expect(eventually { nodes[3].height == nodes[0].height && nodes[3].stateRoot == nodes[0].stateRoot })
         #expect(nodes[3].read { $0.partner(Identifier("p3")!)?.signingKey == newSigning.publicKey } == true)
+        // Having executed the rotation itself (a change of the partners), p3 keeps its links:
+        // its peers are the bootstrap's (these tests' ledger gives no endpoints).
+        #expect(eventually { nodes[3].transport.linkedPeers().count == 3 }, "\(nodes[3].transport.linkedPeers())")
     }
 
     /// A client that opens connection after connection hits the limit; the node keeps
