@@ -341,7 +341,6 @@ public final class NodeRuntime: @unchecked Sendable {
     /// How long `submit` waits for admission's answer (the signature check, queued).
     public static let submitWaitMillisecondsMax = 60_000
 
-    /// Reads the ledger on the loop thread (queries, tests).
     /// Replaces the peers the node dials besides those the ledger gives (its
     /// configuration's bootstrap peers), for nodes whose ports are known only once started
     /// (the tests' in-process clusters): they are kept when governance changes the partners,
@@ -355,6 +354,7 @@ public final class NodeRuntime: @unchecked Sendable {
         }
     }
 
+    /// Reads the ledger on the loop thread (queries, tests).
     public func read<T: Sendable>(_ body: @escaping @Sendable (Ledger<StoredState>) -> T) -> T? {
         precondition(!loop.isOnLoop, "read waits for the loop: called on it, it would wait for itself")
         let result = Mutex<T?>(nil)
