@@ -83,6 +83,7 @@ struct CalissonSim: ParsableCommand {
             totals.evidence += report.evidence
             totals.storageFaults += report.storageFaults
             totals.storageStops += report.storageStops
+            totals.blocksExecutedAgain += report.blocksExecutedAgain
             totals.storageFaultsFired.merge(report.storageFaultsFired) { $0 + $1 }
             if report.rulesInForce >= LedgerRules.newest { upgraded += 1 }
             if report.acceptanceByCategory { categorised += 1 }
@@ -117,6 +118,7 @@ struct CalissonSim: ParsableCommand {
               upgrade crossed       \(application == "ledger" ? "\(upgraded) of \(range.count) runs (rules \(LedgerRules.newest) in force at the end), acceptance by category passed in \(categorised), every partner's endpoints set in \(endpointsListed)" : "not in counter runs")
               evidence recorded     \(application == "ledger" ? "\(equivocationsRecorded) equivocations reported by honest partners and recorded by the ledger" : "not in counter runs")
               storage faults        \(totals.storageFaults) armed, \(totals.storageStops) stopped a node; fired: \(totals.storageFaultsFired.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))
+              executed again        \(totals.blocksExecutedAgain) blocks, by restarted nodes from their storage (the state durable at checkpoints)
               wall time             \(String(Int(seconds * 10) / 10)) s, \(Int(Double(blocks) / max(seconds, 1e-9))) simulated blocks/s
             """)
         if !failed.isEmpty {
