@@ -62,7 +62,7 @@ public struct StateChanges: Sendable {
 /// transaction and one fsync, durable when `commitBatch` returns and not before (the node
 /// opens one per turn of its event loop, and acts on nothing it wrote until then).
 public final class NodeStore {
-    public static let schemaVersion = 6
+    public static let schemaVersion = 7
     /// How much memory the database may use: the window of the file SQLite maps
     /// (file-backed, reclaimable, but counted in the process's RSS once touched) and its
     /// page cache (anonymous). Both bound the node's memory whatever the state's size.
@@ -148,6 +148,12 @@ public final class NodeStore {
         6: [
             "ALTER TABLE blocks ADD COLUMN results BLOB",
         ],
+        // Version 7 writes the state only with the blocks at the checkpoint heights: the
+        // meta record `state_height` says where the stored state is (absent: at `height`),
+        // and the blocks above it are executed again at start. No table changes; the version
+        // is raised so that an older binary refuses such a file as newer (`schema`) instead
+        // of reading a state behind its last block as damage.
+        7: [],
     ]
 
     /// Opens (or, with `create`, creates) a node's database. Read-only opens never write
