@@ -189,23 +189,44 @@ public enum StateTree {
         let sorted = changes.sorted { $0.key < $1.key }
         guard !sorted.isEmpty else { return Update(root: root) }
         var updater = Updater(source: nodes, changes: sorted.count)
-        let newRoot = updater.apply(root, depth: 0, sorted[...], page: nil).hash
-        let (pages, depths) = updater.pages()
-        return Update(root: newRoot, created: pages, depths: depths, replaced: updater.replacedPages)
+        let newRoot = updater.update(root, sorted[...])
+        return Update(root: newRoot, created: updater.pages, depths: updater.depths, replaced: updater.replacedPages)
     }
 
+    /// A subtree after an update's changes (outside the generic updater, whose nested
+    /// types would be generic too and their metadata looked up at run time).
+    struct UpdatedSubtree {
+        typealias Entries = [(hash: SHA256Digest, node: TreeNode)]
+        var hash: SHA256Digest
+        /// Its node when it is a single leaf (which moves up when its sibling is empty).
+        var leaf: TreeNode?
+        /// Made by this update, not a stored subtree kept as it was.
+        var made: Bool
+        /// For a subtree made at a page depth: its page's nodes. The parent writes the
+        /// page, unless the subtree is a leaf that moves up into the parent's page.
+        var page: Entries?
+
+        static var empty: UpdatedSubtree { UpdatedSubtree(hash: .zero, leaf: nil, made: true, page: nil) }
+    }
+
+    /// Walks the tree down the changes' paths and back up, hashing the nodes made. Each
+    /// page is assembled on the way up, from the nodes made in it and those of the old
+    /// page kept beside them: no map of the nodes made, so no hashing of 32-byte keys per
+    /// node (the update was a sixth of a node's CPU with one; Docs/BENCHMARKS.md).
     private struct Updater<Source: TreePageSource> {
+        typealias Entries = UpdatedSubtree.Entries
+        typealias Changes = ArraySlice<(key: StateKey, valueHash: SHA256Digest?)>
+        typealias Subtree = UpdatedSubtree
+
         let source: Source
-        /// Nodes made by this update, with their depth.
-        var created: [SHA256Digest: (node: TreeNode, depth: Int)] = [:]
-        /// For each page root made at a position that held a stored page, that page: the
-        /// new page keeps the old one's nodes that did not change.
-        var oldPages: [SHA256Digest: TreePage] = [:]
+        var pages: [SHA256Digest: TreePage] = [:]
+        var depths: [SHA256Digest: Int] = [:]
         var replacedPages: [SHA256Digest] = []
 
         init(source: Source, changes: Int) {
             self.source = source
-            created.reserveCapacity(8 * changes)
+            pages.reserveCapacity(2 * changes)
+            depths.reserveCapacity(2 * changes)
         }
 
         /// The stored page holding the node at `depth` with this hash: its own page at a
@@ -217,10 +238,59 @@ public enum StateTree {
             return own
         }
 
-        mutating func store(_ node: TreeNode, depth: Int) -> SHA256Digest {
-            let hash = node.hash
-            created[hash] = (node, depth)
-            return hash
+        /// Runs `body` with the nodes of the page that holds `depth`: a new list at a page
+        /// depth (kept in the subtree for its parent), else the caller's.
+        mutating func inPage(
+            _ depth: Int, _ entries: inout Entries, _ body: (inout Self, inout Entries) -> Subtree
+        ) -> Subtree {
+            guard depth % pageDepth == 0 else { return body(&self, &entries) }
+            var own: Entries = []
+            var subtree = body(&self, &own)
+            if subtree.hash != .zero { subtree.page = own }
+            return subtree
+        }
+
+        /// The whole update: the new root, its page written.
+        mutating func update(_ root: SHA256Digest, _ changes: Changes) -> SHA256Digest {
+            var none: Entries = []
+            let subtree = apply(root, depth: 0, changes, page: nil, into: &none)
+            write(subtree, depth: 0)
+            return subtree.hash
+        }
+
+        mutating func apply(_ hash: SHA256Digest, depth: Int, _ changes: Changes, page: TreePage?, into entries: inout Entries) -> Subtree {
+            inPage(depth, &entries) { updater, entries in
+                updater.applyHere(hash, depth: depth, changes, page: page, into: &entries)
+            }
+        }
+
+        private mutating func applyHere(
+            _ hash: SHA256Digest, depth: Int, _ changes: Changes, page: TreePage?, into entries: inout Entries
+        ) -> Subtree {
+            let here = self.page(of: hash, depth: depth, page)
+            switch here?.node(hash) {
+            case nil:
+                return buildHere(depth: depth, changes.compactMap { change in change.valueHash.map { (change.key, $0) } }[...], into: &entries)
+            case let .leaf(key, valueHash):
+                // Re-insert the existing leaf among the changes unless they change it.
+                retire(hash, depth: depth)
+                var inserted = changes.compactMap { change in change.valueHash.map { (change.key, $0) } }
+                if !changes.contains(where: { $0.key == key }) {
+                    let index = inserted.firstIndex { $0.0 > key } ?? inserted.endIndex
+                    inserted.insert((key, valueHash), at: index)
+                }
+                return buildHere(depth: depth, inserted[...], into: &entries)
+            case let .branch(left, right):
+                retire(hash, depth: depth)
+                let split = changes.firstIndex { bit($0.key, depth) } ?? changes.endIndex
+                let newLeft = changes.startIndex < split
+                    ? apply(left, depth: depth + 1, changes[..<split], page: here, into: &entries)
+                    : kept(left, depth: depth + 1, here, into: &entries)
+                let newRight = split < changes.endIndex
+                    ? apply(right, depth: depth + 1, changes[split...], page: here, into: &entries)
+                    : kept(right, depth: depth + 1, here, into: &entries)
+                return join(newLeft, newRight, depth: depth, into: &entries)
+            }
         }
 
         /// A stored node leaves the tree: at a page depth, its page is replaced (any
@@ -229,101 +299,94 @@ public enum StateTree {
             if depth % pageDepth == 0 { replacedPages.append(hash) }
         }
 
-        /// A subtree after the changes: its hash, and its node when it is a single leaf
-        /// (which moves up when its sibling is empty).
-        typealias Subtree = (hash: SHA256Digest, leaf: TreeNode?)
-
-        mutating func apply(
-            _ hash: SHA256Digest, depth: Int, _ changes: ArraySlice<(key: StateKey, valueHash: SHA256Digest?)>, page: TreePage?
-        ) -> Subtree {
-            let here = self.page(of: hash, depth: depth, page)
-            switch here?.node(hash) {
-            case nil:
-                return build(depth: depth, changes.compactMap { change in change.valueHash.map { (change.key, $0) } }[...])
-            case let .leaf(key, valueHash):
-                // Re-insert the existing leaf among the changes unless they change it.
-                retire(hash, depth: depth)
-                var entries = changes.compactMap { change in change.valueHash.map { (change.key, $0) } }
-                if !changes.contains(where: { $0.key == key }) {
-                    let index = entries.firstIndex { $0.0 > key } ?? entries.endIndex
-                    entries.insert((key, valueHash), at: index)
+        /// An unchanged subtree, with its node if it is a leaf. Inside a page, its nodes
+        /// are copied from the old page into the new one; at a page depth it stays the
+        /// stored page it is.
+        func kept(_ hash: SHA256Digest, depth: Int, _ page: TreePage?, into entries: inout Entries) -> Subtree {
+            guard hash != .zero else { return .empty }
+            if depth % pageDepth == 0 {
+                guard let node = self.page(of: hash, depth: depth, page)?.node(hash), case .leaf = node else {
+                    return Subtree(hash: hash, leaf: nil, made: false, page: nil)
                 }
-                return build(depth: depth, entries[...])
-            case let .branch(left, right):
-                retire(hash, depth: depth)
-                let split = changes.firstIndex { bit($0.key, depth) } ?? changes.endIndex
-                let newLeft = changes.startIndex < split
-                    ? apply(left, depth: depth + 1, changes[..<split], page: here) : kept(left, depth: depth + 1, here)
-                let newRight = split < changes.endIndex
-                    ? apply(right, depth: depth + 1, changes[split...], page: here) : kept(right, depth: depth + 1, here)
-                let joined = join(newLeft, newRight, depth: depth)
-                if depth % pageDepth == 0, let here, created[joined.hash]?.depth == depth { oldPages[joined.hash] = here }
-                return joined
+                return Subtree(hash: hash, leaf: node, made: false, page: nil)
             }
+            guard let page, let node = page.node(hash) else {
+                preconditionFailure("node \(hash.hex) of a kept subtree is missing from its page")
+            }
+            copy(hash, node, depth: depth, from: page, into: &entries)
+            if case .leaf = node { return Subtree(hash: hash, leaf: node, made: false, page: nil) }
+            return Subtree(hash: hash, leaf: nil, made: false, page: nil)
         }
 
-        /// An unchanged subtree, with its node if it is a leaf.
-        func kept(_ hash: SHA256Digest, depth: Int, _ page: TreePage?) -> Subtree {
-            guard let node = self.page(of: hash, depth: depth, page)?.node(hash), case .leaf = node else { return (hash, nil) }
-            return (hash, node)
+        /// A kept node and its descendants in the same page.
+        private func copy(_ hash: SHA256Digest, _ node: TreeNode, depth: Int, from page: TreePage, into entries: inout Entries) {
+            entries.append((hash, node))
+            guard case let .branch(left, right) = node, (depth + 1) % pageDepth != 0 else { return }
+            copyChild(left, depth: depth + 1, from: page, into: &entries)
+            copyChild(right, depth: depth + 1, from: page, into: &entries)
+        }
+
+        private func copyChild(_ hash: SHA256Digest, depth: Int, from page: TreePage, into entries: inout Entries) {
+            guard hash != .zero else { return }
+            guard let node = page.node(hash) else { preconditionFailure("node \(hash.hex) is missing from its page") }
+            copy(hash, node, depth: depth, from: page, into: &entries)
         }
 
         /// A branch of two subtrees, collapsed when one is empty and the other a leaf (the
         /// leaf moves up: the shape depends on the keys only).
-        mutating func join(_ left: Subtree, _ right: Subtree, depth: Int) -> Subtree {
-            if left.hash == .zero && right.hash == .zero { return (.zero, nil) }
-            if left.hash == .zero, let leaf = right.leaf { return moveUp(right.hash, leaf, to: depth) }
-            if right.hash == .zero, let leaf = left.leaf { return moveUp(left.hash, leaf, to: depth) }
-            return (store(.branch(left: left.hash, right: right.hash), depth: depth), nil)
+        mutating func join(_ left: Subtree, _ right: Subtree, depth: Int, into entries: inout Entries) -> Subtree {
+            if left.hash == .zero && right.hash == .zero { return .empty }
+            if left.hash == .zero, let leaf = right.leaf { return moveUp(right, leaf, to: depth, into: &entries) }
+            if right.hash == .zero, let leaf = left.leaf { return moveUp(left, leaf, to: depth, into: &entries) }
+            return branch(left, right, depth: depth, into: &entries)
+        }
+
+        /// A new branch: the pages made below it are written, and it joins its page.
+        mutating func branch(_ left: Subtree, _ right: Subtree, depth: Int, into entries: inout Entries) -> Subtree {
+            write(left, depth: depth + 1)
+            write(right, depth: depth + 1)
+            let node = TreeNode.branch(left: left.hash, right: right.hash)
+            let hash = node.hash
+            entries.append((hash, node))
+            return Subtree(hash: hash, leaf: nil, made: true, page: nil)
         }
 
         /// A leaf now one level higher: its depth decides which page holds it.
-        mutating func moveUp(_ hash: SHA256Digest, _ leaf: TreeNode, to depth: Int) -> Subtree {
-            // A stored leaf at a page depth was its own page: it joins another.
-            if created[hash] == nil && (depth + 1) % pageDepth == 0 { replacedPages.append(hash) }
-            created[hash] = (leaf, depth)
-            return (hash, leaf)
+        mutating func moveUp(_ subtree: Subtree, _ leaf: TreeNode, to depth: Int, into entries: inout Entries) -> Subtree {
+            if (depth + 1) % pageDepth == 0 {
+                // It was a page of its own (made here and not written, or stored and now
+                // replaced); it joins this page. Inside a page it is in it already.
+                if !subtree.made { replacedPages.append(subtree.hash) }
+                entries.append((subtree.hash, leaf))
+            }
+            return Subtree(hash: subtree.hash, leaf: leaf, made: true, page: nil)
         }
 
         /// A fresh subtree of sorted, distinct entries.
-        mutating func build(depth: Int, _ entries: ArraySlice<(StateKey, SHA256Digest)>) -> Subtree {
-            if entries.isEmpty { return (.zero, nil) }
-            if entries.count == 1, let only = entries.first {
+        mutating func build(depth: Int, _ inserted: ArraySlice<(StateKey, SHA256Digest)>, into entries: inout Entries) -> Subtree {
+            inPage(depth, &entries) { updater, entries in updater.buildHere(depth: depth, inserted, into: &entries) }
+        }
+
+        private mutating func buildHere(depth: Int, _ inserted: ArraySlice<(StateKey, SHA256Digest)>, into entries: inout Entries) -> Subtree {
+            if inserted.isEmpty { return .empty }
+            if inserted.count == 1, let only = inserted.first {
                 let leaf = TreeNode.leaf(key: only.0, valueHash: only.1)
-                return (store(leaf, depth: depth), leaf)
+                let hash = leaf.hash
+                entries.append((hash, leaf))
+                return Subtree(hash: hash, leaf: leaf, made: true, page: nil)
             }
             precondition(depth < StateTree.depthMax, "two distinct keys share every bit")
-            let split = entries.firstIndex { bit($0.0, depth) } ?? entries.endIndex
-            let left = build(depth: depth + 1, entries[..<split])
-            let right = build(depth: depth + 1, entries[split...])
-            return (store(.branch(left: left.hash, right: right.hash), depth: depth), nil)
+            let split = inserted.firstIndex { bit($0.0, depth) } ?? inserted.endIndex
+            let left = build(depth: depth + 1, inserted[..<split], into: &entries)
+            let right = build(depth: depth + 1, inserted[split...], into: &entries)
+            return branch(left, right, depth: depth, into: &entries)
         }
 
-        /// The pages this update made: one per node made at a page depth, with the nodes
-        /// below it (made here, or kept from the page that was at its place).
-        func pages() -> (pages: [SHA256Digest: TreePage], depths: [SHA256Digest: Int]) {
-            var pages: [SHA256Digest: TreePage] = [:], depths: [SHA256Digest: Int] = [:]
-            pages.reserveCapacity(created.count / 4)
-            depths.reserveCapacity(created.count / 4)
-            for (hash, made) in created where made.depth % pageDepth == 0 {
-                var entries: [(hash: SHA256Digest, node: TreeNode)] = []
-                collect(hash, level: 0, old: oldPages[hash], into: &entries)
-                pages[hash] = TreePage(root: hash, entries: entries)
-                depths[hash] = made.depth
-            }
-            return (pages, depths)
-        }
-
-        private func collect(_ hash: SHA256Digest, level: Int, old: TreePage?, into nodes: inout [(hash: SHA256Digest, node: TreeNode)]) {
-            guard hash != .zero else { return }
-            guard let node = created[hash]?.node ?? old?.node(hash) else {
-                preconditionFailure("node \(hash.hex) of a new page was neither made nor kept")
-            }
-            nodes.append((hash, node))
-            if case let .branch(left, right) = node, level + 1 < pageDepth {
-                collect(left, level: level + 1, old: old, into: &nodes)
-                collect(right, level: level + 1, old: old, into: &nodes)
-            }
+        /// Writes the page of a subtree made at a page depth.
+        mutating func write(_ subtree: Subtree, depth: Int) {
+            guard let nodes = subtree.page, subtree.made, subtree.hash != .zero else { return }
+            pages[subtree.hash] = TreePage(root: subtree.hash, entries: nodes)
+            depths[subtree.hash] = depth
         }
     }
 

@@ -75,8 +75,9 @@ import Wire
 
     /// Random batches of inserts, changes and deletions over keys that share long
     /// prefixes (so leaves move up and down across page boundaries): after each, the root
-    /// is the one computed from scratch, the pages stored are exactly those reachable,
-    /// each page's bytes decode to it, and every key is provable.
+    /// is the one computed from scratch, the pages stored are exactly those reachable and
+    /// those of the tree made at once, each page's bytes decode to it, and every key is
+    /// provable.
     @Test func pagesFollowLeavesAcrossPageBoundaries() throws {
         var random = SplitMix64(seed: 11)
         // 64 keys: 16 prefixes of 12 random bits, each followed by random bits.
@@ -106,6 +107,8 @@ import Wire
             #expect(store.root == scratch.root, "round \(round)")
             #expect(reachable(store, from: store.root) == store.pageCount, "round \(round)")
             #expect(store.pageCount == scratch.pageCount, "round \(round)")
+            // The pages are a function of the keys: the same as the tree made at once.
+            #expect(store.pages == scratch.pages, "round \(round)")
             for page in store.pages.values { #expect(try TreePage(decoding: page.encoded()) == page) }
             for key in keys {
                 let proof = StateTree.proof(for: key, root: store.root, nodes: store)
