@@ -15,12 +15,18 @@ run: dependencies
 
 # Builds tests first on their own so that compiler warnings in project code show up,
 # runs them under a watchdog that names a test that hangs (scripts/run-tests), and
-# builds the benchmark package so that it cannot silently stop compiling.
+# builds the benchmark package and compiles the fuzz targets (their modules, without
+# libFuzzer: Tests/Fuzz/run builds and runs them; the list is its) so that neither can
+# silently stop compiling.
+FUZZ_TARGETS = $(shell sed -n "s/^all=(\(.*\))$$/\1/p" Tests/Fuzz/run)
+
 test: dependencies
 	@./scripts/install-test-tools
 	$(SWIFT) build --build-tests
 	SWIFT=$(SWIFT) ./scripts/run-tests
 	$(SWIFT) build --package-path Benchmarks
+	@test -n "$(FUZZ_TARGETS)" || { echo "no fuzz targets read from Tests/Fuzz/run" >&2; exit 1; }
+	for target in $(FUZZ_TARGETS); do CALISSON_FUZZ=1 $(SWIFT) build --target fuzz-$$target || exit 1; done
 
 build: dependencies
 	$(SWIFT) build -c release

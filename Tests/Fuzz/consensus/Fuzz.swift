@@ -28,7 +28,7 @@ enum Network {
         configuration.window = 8
         return configuration
     }()
-    nonisolated(unsafe) static let replica = Replica(configuration: configuration, signer: signers[1])
+    static let replica = Replica(configuration: configuration, signer: signers[1])
 
     /// Messages of every kind, correctly signed, for the seed corpus.
     static func seeds() -> [[UInt8]] {
