@@ -20,10 +20,12 @@ import Wire
 /// that, requests share the least loaded one. A request not answered within its timeout
 /// closes its connection (the answers are in order: a later answer cannot be matched to
 /// an earlier request), failing the requests waiting on it; the next request opens another.
-/// A request that failed because the node closed a connection it was reusing (a node
-/// closes a client idle for `clientIdleSeconds`, and the close may cross the request) is
-/// sent once more on a new one: every request here is a read or a submission of the same
-/// bytes, which a node takes twice as once.
+/// A request that failed because the node closed its connection (a reused one: a node
+/// closes a client idle for `clientIdleSeconds`, and the close may cross the request; or
+/// a new one the node accepted, then closed before answering) is sent once more on a new
+/// one: every request here is a read or a submission of the same bytes, which a node takes
+/// twice as once. A node that cannot be reached (no connection, no hellos) is not tried
+/// again here: the pool moves to another node.
 /// A long poll (a wait for finality or for the next block, answered when it ends) would
 /// hold every answer behind it on a shared connection: it is asked `alone`, on a
 /// connection of its own (kept for the next long poll), at most `longPollsMax` at once per
@@ -146,7 +148,7 @@ private final class LoopConnections: @unchecked Sendable {
                         connection.close(reason: "enough idle connections")
                     }
                 }
-                if case .failure = result, reused != nil, !connection.timedOut, !retried {
+                if case .failure = result, reused != nil || connection.ready, !connection.timedOut, !retried {
                     return send(payloads, to: index, address: address, context: context, chainId: chainId, timeoutMilliseconds: timeoutMilliseconds,
                                 alone: true, retried: true, completion: completion)
                 }
@@ -169,7 +171,7 @@ private final class LoopConnections: @unchecked Sendable {
             reused = false
         }
         connection.send(payloads, timeoutMilliseconds: timeoutMilliseconds) { [self] result in
-            if case .failure = result, reused, !connection.timedOut, !retried {
+            if case .failure = result, reused || connection.ready, !connection.timedOut, !retried {
                 return send(payloads, to: index, address: address, context: context, chainId: chainId, timeoutMilliseconds: timeoutMilliseconds,
                             alone: false, retried: true, completion: completion)
             }
@@ -206,7 +208,9 @@ private final class NodeConnection: @unchecked Sendable {
     private let loop: any NIOCore.EventLoop
     private var session: ClientSession?
     private var channel: (any Channel)?
-    private var ready = false
+    /// The hellos were exchanged: the node accepted the connection (a failure after it is
+    /// the node closing it, not the node being unreachable).
+    private(set) var ready = false
     /// Requests sent (or to send once ready), oldest first; the answers come in this order.
     private var waiting: [Waiting] = []
     private var unsent: [[UInt8]] = []
