@@ -84,7 +84,9 @@ public final class NodeProcesses {
     private func launch(_ index: Int) throws -> ChildProcess {
         let id = ids[index]
         let node = binaries[index] ?? "\(bin)/calisson-node"
-        let arguments = [node, "run", "--config", "\(directory)/\(id)/config.json", "--log-level", logLevel] + (extraArguments[index] ?? [])
+        // --exit-with-parent: a tool or test that dies (a crash, SIGKILL) leaves no node running.
+        let arguments = [node, "run", "--config", "\(directory)/\(id)/config.json", "--log-level", logLevel, "--exit-with-parent"]
+            + (extraArguments[index] ?? [])
         let command = network?.wrap(index, arguments) ?? (executable: node, arguments: Array(arguments.dropFirst()))
         let log = "\(directory)/\(id).log"
         if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }

@@ -444,6 +444,9 @@ struct Run: ParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
+    @Flag(help: "Stop, as on SIGTERM, when the process that started the node ends (for tools and tests that start nodes: one that crashes leaves none running).")
+    var exitWithParent = false
+
     #if CALISSON_FAULTS
     @Option(help: "Test builds only (absent from release builds): misbehave towards the other validators: equivocate, garbage, replay or withhold.")
     var byzantine: String?
@@ -458,6 +461,8 @@ struct Run: ParsableCommand {
     static let upgradeNeededStatus: Int32 = 3
 
     func run() throws {
+        // Read first, before anything slow: the process that started this one.
+        let parent = getppid()
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level '\(logLevel)'") }
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -508,6 +513,11 @@ struct Run: ParsableCommand {
         while node.failure == nil {
             let received = sigtimedwait(&signals, nil, &second)
             if received == SIGTERM || received == SIGINT { break }
+            // An orphan is adopted by another process: its parent changes.
+            if exitWithParent && getppid() != parent {
+                Logger(label: "calisson.node").notice("the process that started the node ended: stopping", metadata: ["parent": "\(parent)"])
+                break
+            }
         }
         node.stop()
         if node.missingUpgrade != nil, let reason = node.failure {

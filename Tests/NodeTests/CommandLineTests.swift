@@ -147,6 +147,35 @@ import Wire
         #expect(missing.status != 0 && missing.errors.contains("none.db: no such backup"), "\(missing.errors)")
     }
 
+    /// `run --exit-with-parent` (what the tools and tests that start nodes pass): the
+    /// node stops when the process that started it ends, as a crashed test would.
+    @Test func aNodeStartedWithExitWithParentStopsWhenItsParentEnds() throws {
+        let bin = try productsDirectory()
+        let directory = Scratch.directory("orphan")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let written = try run("\(bin)/calisson-node", ["testnet", "--validators", "1", "--out", directory, "--base-port", "\(PortBlock.reserve())"])
+        #expect(written.status == 0, "\(written.errors)")
+        let config = "\(directory)/metropole/config.json"
+        // A shell starts the node in the background, says its pid, waits until it runs,
+        // then ends: the node is an orphan.
+        let script = """
+            "$0" run --config "$1" --exit-with-parent > /dev/null 2> "$2" & echo $!
+            i=0; while [ $i -lt 300 ] && ! "$0" status --config "$1" > /dev/null 2>&1; do sleep 0.1; i=$((i+1)); done
+            """
+        let shell = try run("/bin/sh", ["-c", script, "\(bin)/calisson-node", config, "\(directory)/node.log"], timeout: 60)
+        let pid = try #require(Int32(shell.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(shell.output) \(shell.errors)")
+        // Gone, or a zombie nobody reaps (a container's first process may not).
+        func ended() -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
+            return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
+        }
+        let stopped = eventually(30) { ended() }
+        if !stopped { kill(pid, SIGKILL) }
+        let log = (try? String(contentsOfFile: "\(directory)/node.log", encoding: .utf8)) ?? ""
+        #expect(stopped, "the orphaned node still runs: \(log)")
+        #expect(log.contains("the process that started the node ended: stopping"), "\(log)")
+    }
+
     /// Evidence and service text is refused without an evidence key (it would go on chain
     /// as a plain hash anyone can test guesses against); with one, it is committed under it.
     @Test func referenceTextNeedsAnEvidenceKey() throws {
