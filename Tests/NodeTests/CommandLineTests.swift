@@ -119,6 +119,13 @@ import Wire
         #expect(files == ["ca.crt", "config.json", "data", "genesis.json"], "\(files)")
     }
 
+    /// Writes a one-validator testnet into `directory`; returns its node's configuration file.
+    func oneValidatorTestnet(_ bin: String, in directory: String) throws -> String {
+        let written = try run("\(bin)/calisson-node", ["testnet", "--validators", "1", "--out", directory, "--base-port", "\(PortBlock.reserve())"])
+        #expect(written.status == 0, "\(written.errors)")
+        return "\(directory)/metropole/config.json"
+    }
+
     /// `backup`, `prune` and `restore` from the command line, on the testnet's node once it
     /// ran and stopped: each says what it did; a second node on the same configuration is
     /// refused while the first runs.
@@ -126,9 +133,7 @@ import Wire
         let bin = try productsDirectory()
         let directory = Scratch.directory("maintenance")
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let written = try run("\(bin)/calisson-node", ["testnet", "--validators", "1", "--out", directory, "--base-port", "\(PortBlock.reserve())"])
-        #expect(written.status == 0, "\(written.errors)")
-        let config = "\(directory)/metropole/config.json", database = "\(directory)/metropole/data/node.db"
+        let config = try oneValidatorTestnet(bin, in: directory), database = "\(directory)/metropole/data/node.db"
         let node = try ChildProcess("\(bin)/calisson-node", ["run", "--config", config], output: .null, errors: .null)
         #expect(eventually(20) { FileManager.default.fileExists(atPath: database + ".lock") && (try? run("\(bin)/calisson-node", ["status", "--config", config]).status) == 0 })
         let second = try run("\(bin)/calisson-node", ["run", "--config", config], timeout: 30)
@@ -153,9 +158,7 @@ import Wire
         let bin = try productsDirectory()
         let directory = Scratch.directory("orphan")
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let written = try run("\(bin)/calisson-node", ["testnet", "--validators", "1", "--out", directory, "--base-port", "\(PortBlock.reserve())"])
-        #expect(written.status == 0, "\(written.errors)")
-        let config = "\(directory)/metropole/config.json"
+        let config = try oneValidatorTestnet(bin, in: directory)
         // A shell starts the node in the background, says its pid, waits until it runs,
         // then ends: the node is an orphan.
         let script = """
