@@ -247,9 +247,13 @@ func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportC
         let frame = [UInt8](repeating: 1, count: 64 * 1024)
         for _ in 0..<200 { nodes[0].transport.send(frame, to: "p2") }
         #expect(eventually { nodes[0].transport.counters.slowConsumersClosed >= 1 })
-        // Meanwhile p0 and p1 still talk.
-        nodes[1].transport.send([9], to: "p0")
-        #expect(eventually { nodes[0].received.withLock { $0.contains { $0.0 == "p1" && $0.1 == [9] } } })
+        // Meanwhile p0 and p1 still talk (sent again until it arrives: a frame sent while a
+        // link is being dialled again is dropped, as the transport promises no more; once
+        // seen on a loaded machine in a full run).
+        #expect(eventually {
+            nodes[1].transport.send([9], to: "p0")
+            return nodes[0].received.withLock { $0.contains { $0.0 == "p1" && $0.1 == [9] } }
+        })
         blocked.signal()
         #expect(eventually { nodes[0].transport.linkedPeers().count == 2 })
     }
