@@ -2,6 +2,7 @@ import CalissonCrypto
 import Foundation
 import HTTPTypes
 import Hummingbird
+import NIOCore
 import OpenAPIRuntime
 import Synchronization
 import Transport
@@ -145,27 +146,37 @@ struct AccessMiddleware: RouterMiddleware {
             return refuse(429, "rate-limited", "Too many requests", "the key '\(key.name)' is over its \(rate(key)) requests per second",
                           headers: [.retryAfter: "\(wait)"])
         }
-        return try await Self.$client.withValue(key.name) { try await next(request, context) }
+        let charge = Charge(rate: rate(key)) { [self] count in take(key, count: count) }
+        return try await Self.$client.withValue(key.name) { try await Self.$charge.withValue(charge) { try await next(request, context) } }
     }
 
     /// The name of the key (or certificate entry) the request came with, for the operations
     /// that count per client (the event feed).
     @TaskLocal static var client: String?
 
+    /// More of the key's rate, for an operation that counts as several requests (a batch
+    /// counts its transactions): `take(n)` takes n tokens, nil when taken, else the whole
+    /// seconds to wait (none taken). `rate` is the bucket's size: more is never granted.
+    struct Charge: Sendable {
+        let rate: Int
+        let take: @Sendable (Int) -> Int?
+    }
+    @TaskLocal static var charge: Charge?
+
     func rate(_ key: APIKey) -> Int { key.requestsPerSecond ?? APIKey.requestsPerSecondDefault }
 
-    /// A token from the key's bucket (one second of requests at most); nil when taken,
-    /// else the whole seconds to wait.
-    func take(_ key: APIKey) -> Int? {
-        let rate = Double(rate(key)), now = ContinuousClock.now
+    /// `count` tokens from the key's bucket (one second of requests at most); nil when
+    /// taken, else the whole seconds to wait (none taken).
+    func take(_ key: APIKey, count: Int = 1) -> Int? {
+        let rate = Double(rate(key)), now = ContinuousClock.now, count = Double(count)
         return state.buckets.withLock { buckets in
             var bucket = buckets[key.name] ?? (rate, now)
             let elapsed = bucket.at.duration(to: now)
             let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
             bucket = (min(rate, bucket.tokens + seconds * rate), now)
             defer { buckets[key.name] = bucket }
-            guard bucket.tokens >= 1 else { return max(1, Int(((1 - bucket.tokens) / rate).rounded(.up))) }
-            bucket.tokens -= 1
+            guard bucket.tokens >= count else { return max(1, Int(((count - bucket.tokens) / rate).rounded(.up))) }
+            bucket.tokens -= count
             return nil
         }
     }
@@ -220,20 +231,28 @@ enum ProblemResponse {
 /// 500). A failure after decoding stays a 500, as a problem document.
 struct RequestShapeMiddleware<Context: RequestContext>: RouterMiddleware {
     /// Requests answered at once, at most; past it a request gets 503 with Retry-After.
-    /// Each holds at most one blocking call to a node (a thread of the node pool's queue, a
-    /// connection), so this bounds both, below a node's 64 connections per address.
+    /// Each has at most a few requests waiting on a node connection at a time (a batch's
+    /// chunks wait their turn: `NodePool.batchChunksInFlightMax`), so the gateway stays
+    /// below a node's cap of requests per connection and connections per address.
     static var inFlightMax: Int { 48 }
     /// The public side's requests (dashboard, open data, proofs) answered at once, at most:
     /// counted apart, so that they never take the API's places.
     static var publicInFlightMax: Int { 16 }
     let state: AccessState
+    /// The whole body must arrive within this (a slow sender would hold one of the places).
+    var bodySeconds: Int64 = 10
 
     /// The methods of openapi.yaml's operations by path: POST on the paths below, GET (and
     /// HEAD, answered like GET) everywhere else. Kept in step with the document: the
     /// Schemathesis test (GatewaySchemaTests) fails on a method it lists that is refused.
     static func allowed(_ path: String) -> [HTTPRequest.Method] {
-        ["/v1/transactions", "/v1/rewards", "/v1/redemptions", "/v1/transfers", "/v1/proposals", "/v1/votes"].contains(path) ? [.post] : [.get, .head]
+        ["/v1/transactions", "/v1/transaction-batches", "/v1/rewards", "/v1/redemptions", "/v1/transfers", "/v1/proposals", "/v1/votes"].contains(path)
+            ? [.post] : [.get, .head]
     }
+
+    /// The largest request body read (the generated code would collect any size): a signed
+    /// transaction is at most 16 KiB (32 KiB of hex), a batch 256 of them at usual sizes.
+    static var bodyByteCountMax: Int { 1 << 20 }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let allowed = Self.allowed(request.uri.path)
@@ -253,6 +272,34 @@ struct RequestShapeMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         defer { if counted { state.leave(public: isPublic) } }
         var request = request
+        if request.method == .post {
+            // Refused before it is read when its length says so, else while it is read.
+            let tooLarge = ProblemResponse.make(
+                status: 413, type: "content-too-large", title: "Content too large",
+                detail: "the request's body is over \(Self.bodyByteCountMax) bytes", headers: [.connection: "close"])
+            if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > Self.bodyByteCountMax { return tooLarge }
+            let body = request.body, seconds = bodySeconds
+            let collected: ByteBuffer?
+            do {
+                collected = try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+                    group.addTask { try await body.collect(upTo: Self.bodyByteCountMax) }
+                    group.addTask {
+                        try await Task.sleep(for: .seconds(seconds))
+                        return nil
+                    }
+                    defer { group.cancelAll() }
+                    return try await group.next() ?? nil
+                }
+            } catch is NIOTooManyBytesError {
+                return tooLarge
+            }
+            guard let collected else {
+                return ProblemResponse.make(
+                    status: 408, type: "request-timeout", title: "Request timeout",
+                    detail: "the request's body did not arrive within \(seconds) s", headers: [.connection: "close"])
+            }
+            request.body = .init(buffer: collected)
+        }
         // An error is a problem document whatever Accept says (RFC 9457): an EventSource
         // asks for text/event-stream only, and the generated code would refuse to answer
         // its 400 or 401 in another type.

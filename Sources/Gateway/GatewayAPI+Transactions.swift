@@ -29,6 +29,62 @@ extension GatewayAPI {
         }
     }
 
+    /// Transactions in one batch, at most (the document's `maxItems`).
+    static let batchCountMax = 256
+
+    /// Every item checked before anything is sent; the batch counts as its transactions
+    /// against the key's rate; each answered as `relay` answers without waiting.
+    func submitTransactionBatch(_ input: Operations.submitTransactionBatch.Input) async throws -> Operations.submitTransactionBatch.Output {
+        guard case let .json(body) = input.body else { return .badRequest(Problems.badRequest("a JSON body is needed")) }
+        let items = body.transactions
+        guard (1...Self.batchCountMax).contains(items.count) else {
+            return .badRequest(Problems.badRequest("transactions must hold 1 to \(Self.batchCountMax) signed transactions, not \(items.count)"))
+        }
+        var batch: [(bytes: [UInt8], transaction: SignedTransaction)] = []
+        for (index, hex) in items.enumerated() {
+            guard let bytes = Hex.decode(hex), bytes.count <= SignedTransaction.byteCountMax else {
+                return .badRequest(Problems.badRequest("transactions[\(index)] must be the hex of at most \(SignedTransaction.byteCountMax) bytes"))
+            }
+            do { batch.append((bytes, try SignedTransaction(wireBytes: bytes))) } catch {
+                return .unprocessableContent(.init(body: .application_problem_plus_json(Problems.problem(
+                    "not-a-transaction", "Not a signed transaction", 422,
+                    "transactions[\(index)] is not a signed transaction in its canonical wire form (Docs/WIRE.md): \(error); nothing was sent"))))
+            }
+        }
+        if let charge = AccessMiddleware.charge, items.count > 1 {
+            guard items.count <= charge.rate else {
+                return .badRequest(Problems.badRequest(
+                    "a batch of \(items.count) transactions is over the key's rate of \(charge.rate) per second: send at most \(charge.rate) at once"))
+            }
+            if let wait = charge.take(items.count - 1) {
+                return .tooManyRequests(.init(
+                    headers: .init(Retry_hyphen_After: Int32(clamping: wait)),
+                    body: .application_problem_plus_json(Problems.problem(
+                        "rate-limited", "Too many requests", 429, "a batch of \(items.count) transactions is over what the key has left of its rate this second"))))
+            }
+        }
+        let submissions: [Submission]
+        do { submissions = try await pool.submit(batch: batch.map(\.bytes)) } catch { return .badGateway(Problems.badGateway(error)) }
+        var states: [Schemas.TransactionState] = []
+        for (item, submission) in zip(batch, submissions) {
+            let id = SignedTransaction.idTag.hash(item.bytes)
+            switch submission {
+            case let .accepted(node):
+                relayed.remember(id, .pending(source: node, expiry: item.transaction.transaction.expiryHeight))
+                states.append(.init(id: id.hex, status: .pending, source: node))
+            case let .refused(reason):
+                // Refused now (expired, say) but perhaps final already: an earlier send went through.
+                if let found = try? await pool.inclusion(of: id) {
+                    states.append(Self.state(id, found))
+                    continue
+                }
+                relayed.remember(id, .refused(reason: reason))
+                states.append(.init(id: id.hex, status: .refused, reason: "the node refused the transaction: \(reason)"))
+            }
+        }
+        return .ok(.init(body: .json(.init(transactions: states))))
+    }
+
     func getTransaction(_ input: Operations.getTransaction.Input) async throws -> Operations.getTransaction.Output {
         guard let id = Bytes32(hex: input.path.id.lowercased()) else { return .badRequest(Problems.badRequest("id must be 64 hexadecimal digits")) }
         do {

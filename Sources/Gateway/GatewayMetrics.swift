@@ -27,13 +27,16 @@ final class GatewayMetrics: Sendable {
     }
 
     /// The text, with the pool's and the access rules' state as of now.
-    func text(pool: NodePool, access: AccessState, feed: EventFeed) -> String {
+    func text(pool: NodePool, access: AccessState, feed: EventFeed, connections: ConnectionLimit) -> String {
+        registry.makeGauge(descriptor: Self.name("connections", "open", "HTTP connections open now.")).set(to: Double(connections.openCount))
         registry.makeGauge(descriptor: Self.name("feeds", "open", "Event feeds (GET /v1/events) open now.")).set(to: Double(feed.consumers))
         registry.makeGauge(descriptor: Self.name("feed_head", "height", "The newest final height the event feed knows of (a node's word)."))
             .set(to: Double(feed.head))
         for (name, help, value) in [
             ("feed_events_sent", "Events written to feeds.", feed.sentEvents.load(ordering: .relaxed)),
             ("feed_slow_closed", "Feeds ended because their consumer read slower than events came.", feed.slowConsumersClosed.load(ordering: .relaxed)),
+            ("connections_refused", "Connections closed when accepted: their address had connectionsPerAddressMax open.",
+             connections.refused.load(ordering: .relaxed)),
         ] {
             let counter = registry.makeCounter(descriptor: Self.name(name, "total", help))
             counter.reset()

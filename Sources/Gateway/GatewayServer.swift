@@ -43,6 +43,16 @@ public struct GatewayConfiguration: Sendable {
     public var tls: GatewayTLS?
     /// The treasury's register, for the settlement files (govern scope); nil: not served.
     public var settlementRegister: SettlementRegister?
+    /// A connection with no request for this long (or a request whose head has not arrived
+    /// within it) is closed: idle clients cannot hold the gateway's sockets. An answer being
+    /// written (an event feed) is never cut.
+    public var idleTimeoutSeconds: Int64 = 60
+    /// A request's body must arrive whole within this many seconds (408 otherwise): a slow
+    /// sender holds one of the places of the requests answered at once.
+    public var bodySeconds: Int64 = 10
+    /// Connections open at once from one client address, at most (past it a new one is
+    /// closed as soon as it is accepted).
+    public var connectionsPerAddressMax = 256
 
     public init(pool: NodePool, keys: [APIKey]) {
         self.pool = pool
@@ -77,6 +87,7 @@ public final class GatewayServer: Sendable {
     public let configuration: GatewayConfiguration
     private let boundPort = Mutex<Int?>(nil)
     let access = AccessState()
+    let connections: ConnectionLimit
     let tlsConfiguration: TLSConfiguration?
 
     public init(configuration: GatewayConfiguration) throws {
@@ -84,6 +95,7 @@ public final class GatewayServer: Sendable {
             throw GatewayError("plain HTTP listens on loopback only (127.0.0.1, ::1): give --tls-certificate and --tls-key to listen on \(configuration.host)")
         }
         self.configuration = configuration
+        connections = ConnectionLimit(perAddressMax: configuration.connectionsPerAddressMax)
         tlsConfiguration = try configuration.tls?.configuration()
     }
 
@@ -93,22 +105,24 @@ public final class GatewayServer: Sendable {
     /// Serves until the task is cancelled (or the process is asked to stop).
     public func run(logger: Logger = Logger(label: "calisson.gateway")) async throws {
         let router = Router(context: GatewayContext.self)
-        let metrics = GatewayMetrics(), pool = configuration.pool, access = access
+        let metrics = GatewayMetrics(), pool = configuration.pool, access = access, limit = connections
         let feed = EventFeed(pool: pool)
         let dashboard = Dashboard(pool: pool)
         router.add(middleware: MetricsMiddleware(metrics: metrics))
-        router.add(middleware: RequestShapeMiddleware(state: access))
+        router.add(middleware: RequestShapeMiddleware(state: access, bodySeconds: max(1, configuration.bodySeconds)))
         router.add(middleware: AccessMiddleware(
             keys: configuration.keys, state: access, metricsOpen: tlsConfiguration == nil, publicLimiter: dashboard.limiter))
         // Prometheus text; open on the plain listener (loopback only), a key's over HTTPS.
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                     body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.text(pool: pool, access: access, feed: feed))))
+                     body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.text(pool: pool, access: access, feed: feed, connections: limit))))
         }
         try GatewayAPI(pool: configuration.pool, signer: configuration.signer, feed: feed, settlementRegister: configuration.settlementRegister)
             .registerHandlers(on: router)
         dashboard.register(on: router)
-        let server: HTTPServerBuilder = try tlsConfiguration.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1()
+        let http1 = HTTP1Channel.Configuration(
+            additionalChannelHandlers: [limit.handler()], idleTimeout: .seconds(max(1, configuration.idleTimeoutSeconds)))
+        let server: HTTPServerBuilder = try tlsConfiguration.map { try .tls(.http1(configuration: http1), tlsConfiguration: $0) } ?? .http1(configuration: http1)
         let app = Application(
             router: router, server: server, configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "calisson-gateway"),
             onServerRunning: { [self] channel in boundPort.withLock { $0 = channel.localAddress?.port } }, logger: logger)

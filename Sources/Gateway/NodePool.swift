@@ -42,6 +42,8 @@ public final class NodePool: Sendable {
     let ca: Certificate
     let timeoutMilliseconds: Int
     private let threads = BlockingThreads(name: "calisson-gateway-nodes")
+    /// Per node: chunks of batches in flight to it (`batchChunksInFlightMax`).
+    private let batchChunks: [AsyncLimiter]
     /// The connections to the nodes, on the gateway's event loops; or why there are none
     /// (the CA cannot make a TLS context), said on each request.
     private let connections: Result<NodeConnections, ClientError>
@@ -74,6 +76,7 @@ public final class NodePool: Sendable {
         self.genesis = genesis
         self.lagMax = lagMax
         self.timeoutMilliseconds = timeoutMilliseconds
+        batchChunks = nodes.map { _ in AsyncLimiter(Self.batchChunksInFlightMax) }
         do { connections = .success(try NodeConnections(nodes: nodes, ca: ca, chainId: genesis.chainId)) } catch {
             connections = .failure(.tls("\(error)"))
         }
@@ -315,6 +318,65 @@ extension NodePool {
         throw NoVerifiedAnswer(failures: failures)
     }
 
+    /// Transactions of one batch sent to a node in one pipelined write, at most.
+    static let batchChunkMax = 32
+    /// Chunks of batches in flight to one node at once, at most, whatever the number of
+    /// batches: 192 requests, which with the 48 requests the server answers at once stay
+    /// under what one event loop's 4 connections to a node may carry (the node closes a
+    /// connection past 64 in flight), even when every chunk lands on one loop.
+    static let batchChunksInFlightMax = 6
+
+    /// Sends signed transactions as `submit` sends one each, in chunks pipelined on one
+    /// connection: the answers in the same order. A transaction for which no node answered
+    /// (every node unreachable, failing or busy) throws `NoVerifiedAnswer` for the whole
+    /// batch, after the others were sent (sending it again is harmless: same bytes).
+    public func submit(batch transactions: [[UInt8]]) async throws -> [Submission] {
+        let chunks = stride(from: 0, to: transactions.count, by: Self.batchChunkMax).map { $0..<min($0 + Self.batchChunkMax, transactions.count) }
+        let answers = try await withThrowingTaskGroup(of: (Range<Int>, [Submission]).self) { group in
+            for range in chunks {
+                group.addTask { [self] in (range, try await submitChunk(Array(transactions[range]))) }
+            }
+            var answers = [Submission?](repeating: nil, count: transactions.count)
+            for try await (range, submissions) in group {
+                for (offset, submission) in submissions.enumerated() { answers[range.lowerBound + offset] = submission }
+            }
+            return answers.compactMap { $0 }
+        }
+        guard answers.count == transactions.count else { throw CertifiedReadError.answer("\(answers.count) answers to \(transactions.count) submissions") }
+        return answers
+    }
+
+    private func submitChunk(_ transactions: [[UInt8]]) async throws -> [Submission] {
+        var answers = [Submission?](repeating: nil, count: transactions.count)
+        var failures: [(String, String)] = []
+        for index in submissionOrder() {
+            let left = answers.indices.filter { answers[$0] == nil }
+            if left.isEmpty { break }
+            let responses: [ClientResponse]
+            await batchChunks[index].acquire()
+            defer { batchChunks[index].release() }
+            do { responses = try await ask(index, left.map { .submit(transactions[$0]) }) } catch {
+                failures.append((nodes[index].description, "\(error)"))
+                continue
+            }
+            for (item, response) in zip(left, responses) {
+                switch response {
+                case .admitted: answers[item] = .accepted(source: nodes[index].description)
+                case let .refused(reason) where reason == "duplicate" || reason.hasPrefix("nonceUsed"):
+                    answers[item] = .accepted(source: nodes[index].description)
+                case let .refused(reason) where Self.transientRefusals.contains(where: reason.hasPrefix):
+                    failures.append((nodes[index].description, reason))
+                case let .refused(reason): answers[item] = .refused(reason)
+                case let .error(reason): failures.append((nodes[index].description, reason))
+                default: failures.append((nodes[index].description, "not an admission answer"))
+                }
+            }
+        }
+        let given = answers.compactMap { $0 }
+        guard given.count == transactions.count else { throw NoVerifiedAnswer(failures: failures) }
+        return given
+    }
+
     /// Waits (at most `milliseconds`) until the node `source` has the transaction final.
     public func waitFinal(_ id: Bytes32, at source: String, milliseconds: UInt32) async throws -> Bool {
         guard let index = nodes.firstIndex(where: { $0.description == source }) else { return false }
@@ -429,5 +491,42 @@ extension NodePool {
             if case let .blocks(list) = response?[0] { return list.map(\.height).max() }
         }
         return nil
+    }
+}
+
+/// At most `limit` holders at once; the others wait, first come first served.
+final class AsyncLimiter: Sendable {
+    private struct State {
+        var available: Int
+        var waiting: [CheckedContinuation<Void, Never>] = []
+    }
+    private let state: Mutex<State>
+
+    init(_ limit: Int) { state = Mutex(State(available: max(1, limit))) }
+
+    func acquire() async {
+        await withCheckedContinuation { continuation in
+            let granted = state.withLock { state -> Bool in
+                guard state.available > 0 else {
+                    state.waiting.append(continuation)
+                    return false
+                }
+                state.available -= 1
+                return true
+            }
+            if granted { continuation.resume() }
+        }
+    }
+
+    /// Hands the place to the first waiting, if any.
+    func release() {
+        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard !state.waiting.isEmpty else {
+                state.available += 1
+                return nil
+            }
+            return state.waiting.removeFirst()
+        }
+        next?.resume()
     }
 }

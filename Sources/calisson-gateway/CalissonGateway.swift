@@ -37,6 +37,12 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Where the gateway keeps what it signed per Idempotency-Key (with --signing-key).") var stateDir: String?
     @Option(help: "The treasury's settlement register (JSON; Docs/SETTLEMENT.md): serves the settlement files to govern-scope keys.")
     var settlementRegister: String?
+    @Option(help: "Close a connection with no request (or an unfinished request head) for this many seconds (1 to 3600).")
+    var idleTimeout: Int64 = 60
+    @Option(help: "Seconds a request's body may take to arrive whole (1 to 600): past it, 408.")
+    var bodySeconds: Int64 = 10
+    @Option(help: "Connections open at once from one client address, at most (1 to 65536): past it a new one is closed when accepted.")
+    var connectionsPerAddress = 256
 
     func validate() throws {
         guard !nodes.isEmpty else { throw ValidationError("at least one --node") }
@@ -46,6 +52,11 @@ struct Run: AsyncParsableCommand {
         guard requestTimeout.isFinite, requestTimeout >= 0.001, requestTimeout <= 60 else {
             throw ValidationError("--request-timeout must be from 0.001 to 60 seconds, not \(requestTimeout)")
         }
+        guard (1...65_536).contains(connectionsPerAddress) else {
+            throw ValidationError("--connections-per-address must be from 1 to 65536, not \(connectionsPerAddress)")
+        }
+        guard (1...600).contains(bodySeconds) else { throw ValidationError("--body-seconds must be from 1 to 600, not \(bodySeconds)") }
+        guard (1...3_600).contains(idleTimeout) else { throw ValidationError("--idle-timeout must be from 1 to 3600 seconds, not \(idleTimeout)") }
         guard (partner == nil) == (signingKey == nil), (signingKey == nil) || stateDir != nil else {
             throw ValidationError("--partner, --signing-key and --state-dir go together")
         }
@@ -94,6 +105,9 @@ struct Run: AsyncParsableCommand {
         let (host, port) = Self.hostAndPort(listen)!
         configuration.host = host
         configuration.port = Int(port)
+        configuration.idleTimeoutSeconds = idleTimeout
+        configuration.bodySeconds = bodySeconds
+        configuration.connectionsPerAddressMax = connectionsPerAddress
         try await GatewayServer(configuration: configuration).run()
     }
 }

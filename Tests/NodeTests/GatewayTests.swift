@@ -63,7 +63,8 @@ import Wire
     /// is cancelled. Up to two minutes to start: on two cores, other suites' blocking tests
     /// can hold the cooperative threads the server needs (seen once at 30 s in a full run).
     static func start(
-        _ nodes: [NodeRuntime], _ cluster: TestCluster, keys: [APIKey], signer: PartnerSigner? = nil, settlementRegister: SettlementRegister? = nil
+        _ nodes: [NodeRuntime], _ cluster: TestCluster, keys: [APIKey], signer: PartnerSigner? = nil, settlementRegister: SettlementRegister? = nil,
+        idleTimeoutSeconds: Int64 = 60, bodySeconds: Int64 = 10, connectionsPerAddressMax: Int = 256
     ) async throws -> (server: GatewayServer, serving: Task<Void, any Error>, port: Int) {
         var configuration = GatewayConfiguration(
             pool: NodePool(nodes: nodes.map { NodeAddress(host: "127.0.0.1", port: $0.transport.clientPort) }, ca: cluster.ca, genesis: cluster.genesis, lagMax: 32),
@@ -71,6 +72,9 @@ import Wire
         configuration.port = 0
         configuration.signer = signer
         configuration.settlementRegister = settlementRegister
+        configuration.idleTimeoutSeconds = idleTimeoutSeconds
+        configuration.bodySeconds = bodySeconds
+        configuration.connectionsPerAddressMax = connectionsPerAddressMax
         let server = try GatewayServer(configuration: configuration)
         let serving = Task(executorPreference: executor) { try await server.run() }
         guard try await until(120, { server.port != nil }), let port = server.port else {

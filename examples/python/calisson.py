@@ -10,6 +10,7 @@ and the Server-Sent Events feed. Tests/Vectors/transactions.json is its contract
 import hashlib
 import json
 import struct
+import time
 import urllib.error
 import urllib.request
 
@@ -200,6 +201,26 @@ class Gateway:
 
     def submit(self, signed_transaction):
         return self._request("POST", "/v1/transactions", {"transaction": signed_transaction.hex()})[1]
+
+    def submit_batch(self, signed_transactions):
+        """Up to 256 signed transactions in one request: their states (pending or refused)
+        in the same order, once admitted. Sending the same batch again has no second effect."""
+        return self._request("POST", "/v1/transaction-batches",
+                             {"transactions": [signed.hex() for signed in signed_transactions]})[1]["transactions"]
+
+    def wait_final(self, transaction_id, seconds=30):
+        """The transaction's state once final (or the last one seen after `seconds`)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                state = self.get(f"/v1/transactions/{transaction_id}")
+            except GatewayError as error:
+                if error.status != 404:
+                    raise
+                state = {"id": transaction_id, "status": "unknown"}
+            if state["status"] in ("final", "refused") or time.monotonic() > deadline:
+                return state
+            time.sleep(0.1)
 
     def events(self, query="", last_event_id=None):
         """Yields (id, event, data) from the Server-Sent Events feed until the server

@@ -1,7 +1,8 @@
 """A partner back-end's day through the gateway, in Python: read the chain's status,
 reward a citizen (the gateway signs for its partner), let the citizen's wallet redeem part
 of it at an acceptor (the wallet signs; the gateway checks and relays), retry the same
-redemption (no second effect), read the account, and find the redemption in the event feed.
+redemption (no second effect), read the account, send two more redemptions in one batch
+(twice: no second effect either), and find the first redemption in the event feed.
 
     python walkthrough.py --gateway http://127.0.0.1:8080 --key cal_… --programme mobilite --acceptor friche
 """
@@ -48,6 +49,18 @@ def main():
         return fail("an amount past the ledger's bound was accepted")
     except calisson.GatewayError as error:
         print(f"an amount past the bound: {error.status} ({error.problem['detail']})")
+
+    # Two redemptions the wallet signs, sent in one batch; the same batch again is the same transactions.
+    signed = [wallet.sign(chain_id, nonce, expiry, {"kind": "redeem", "acceptor": arguments.acceptor, "amount": 1, "service": service})[1]
+              for nonce in (10, 11)]
+    batch = gateway.submit_batch(signed)
+    resent = gateway.submit_batch(signed)
+    finals = [gateway.wait_final(state["id"]) for state in batch]
+    print(f"a batch of two redemptions: {[state['status'] for state in batch]}, then "
+          f"{[(state['status'], state.get('result'), state.get('reason')) for state in finals]}")
+    if [state["id"] for state in batch] != [calisson.transaction_id(item) for item in signed] or \
+            [state["id"] for state in resent] != [state["id"] for state in batch] or any(state.get("result") != "applied" for state in finals):
+        return fail(f"the batch was not relayed once and applied: {batch} / {resent} / {finals}")
 
     seen = []
     for event_id, kind, data in gateway.events(f"from=1&account={wallet.account}"):

@@ -1,0 +1,211 @@
+// Batches of signed transactions through the gateway, and what it refuses before any
+// operation: bodies over its limit (413, announced or chunked) and connections left idle
+// (closed after `idleTimeoutSeconds`, while an answer being written is never cut).
+import CalissonTestKit
+import CalissonCrypto
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Gateway
+import Ledger
+import Node
+import Testing
+import Wire
+
+@Suite(.serialized, .onOwnThreads) struct GatewayBatchTests {
+    /// A batch: each transaction relayed once and answered in order; the same batch again
+    /// issues nothing more; an item that is not a signed transaction refuses the whole
+    /// batch before anything is sent; a batch counts its transactions against the key's rate.
+    @Test func batchesAreRelayedOnceInOrderAndCountedAgainstTheRate() async throws {
+        let cluster = try TestCluster()
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        var submitter = APIKey.generate(name: "back-end", scopes: [.read, .submit])
+        submitter.entry.requestsPerSecond = 10_000
+        var limited = APIKey.generate(name: "limited", scopes: [.read, .submit])
+        limited.entry.requestsPerSecond = 3
+        let (_, serving, port) = try await GatewayTests.start(nodes, cluster, keys: [submitter.entry, limited.entry])
+        defer { serving.cancel() }
+        let key = submitter.secret
+
+        let batch = (0..<20).map { cluster.attribute(by: 1 + $0 % 3, to: 10 + $0, nonce: 7_000 + UInt64($0)) }
+        let ids = batch.map { SignedTransaction.idTag.hash($0).hex }
+        let sent = try await GatewayTests.post(port, "/v1/transaction-batches", key: key, json: ["transactions": batch.map { Hex.encode($0) }])
+        let states = sent.body["transactions"] as? [[String: Any]] ?? []
+        #expect(sent.status == 200 && states.map { $0["id"] as? String } == ids, "\(sent.text)")
+        #expect(states.allSatisfy { ["pending", "final"].contains($0["status"] as? String) }, "\(sent.text)")
+        for id in ids {
+            var found = try await GatewayTests.get(port, "/v1/transactions/\(id)", key: key)
+            for _ in 0..<200 where found.body["status"] as? String != "final" {
+                try await Task.sleep(for: .milliseconds(50))
+                found = try await GatewayTests.get(port, "/v1/transactions/\(id)", key: key)
+            }
+            #expect(found.body["status"] as? String == "final" && found.body["result"] as? String == "applied", "\(found.text)")
+        }
+        let issued = nodes[0].read { $0.meta.totals.issued }
+        // The same batch again (a client that lost the answer): the same transactions, nothing issued twice.
+        let again = try await GatewayTests.post(port, "/v1/transaction-batches", key: key, json: ["transactions": batch.map { Hex.encode($0) }])
+        #expect(again.status == 200 && (again.body["transactions"] as? [[String: Any]] ?? []).map { $0["id"] as? String } == ids, "\(again.text)")
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(nodes[0].read { $0.meta.totals.issued } == issued)
+
+        // One bad item: the whole batch refused, naming it, and nothing of it sent.
+        let fresh = cluster.attribute(by: 2, to: 40, nonce: 7_100)
+        let badBytes = try await GatewayTests.post(port, "/v1/transaction-batches", key: key, json: ["transactions": [Hex.encode(fresh), "00ff"]])
+        #expect(badBytes.status == 422 && (badBytes.body["detail"] as? String ?? "").contains("transactions[1]"), "\(badBytes.text)")
+        let badHex = try await GatewayTests.post(port, "/v1/transaction-batches", key: key, json: ["transactions": [Hex.encode(fresh), "zz"]])
+        #expect(badHex.status == 400 && (badHex.body["detail"] as? String ?? "").contains("transactions[1]"), "\(badHex.text)")
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await GatewayTests.get(port, "/v1/transactions/\(SignedTransaction.idTag.hash(fresh).hex)", key: key).status == 404)
+        #expect(try await GatewayTests.post(port, "/v1/transaction-batches", key: key, json: ["transactions": [String]()]).status == 400)
+        let tooMany = try await GatewayTests.post(port, "/v1/transaction-batches", key: key, json: ["transactions": Array(repeating: Hex.encode(fresh), count: 257)])
+        #expect(tooMany.status == 400, "\(tooMany.text)")
+
+        // The rate: a key of 3 per second sends a batch of 3, then is out of tokens; a batch of 4 is never possible.
+        let small = (0..<3).map { Hex.encode(cluster.attribute(by: 3, to: 50 + $0, nonce: 7_200 + UInt64($0))) }
+        let overRate = try await GatewayTests.post(port, "/v1/transaction-batches", key: limited.secret, json: ["transactions": small + [small[0]]])
+        #expect(overRate.status == 400 && (overRate.body["detail"] as? String ?? "").contains("rate of 3"), "\(overRate.text)")
+        try await Task.sleep(for: .seconds(1.1))
+        let within = try await GatewayTests.post(port, "/v1/transaction-batches", key: limited.secret, json: ["transactions": small])
+        #expect(within.status == 200, "\(within.text)")
+        let spent = try await GatewayTests.post(port, "/v1/transaction-batches", key: limited.secret, json: ["transactions": small])
+        #expect(spent.status == 429 && spent.headers["Retry-After"] != nil, "\(spent.text)")
+    }
+
+    /// Before any operation: a body over 1 MiB is a 413 whether its length is announced or
+    /// it comes chunked; a connection that sends nothing is closed after the idle timeout,
+    /// and the gateway answers others meanwhile.
+    @Test func largeBodiesAndIdleConnectionsAreRefused() async throws {
+        let cluster = try TestCluster()
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        let submitter = APIKey.generate(name: "back-end", scopes: [.read, .submit])
+        let (_, serving, port) = try await GatewayTests.start(nodes, cluster, keys: [submitter.entry], idleTimeoutSeconds: 1, bodySeconds: 2, connectionsPerAddressMax: 8)
+        defer { serving.cancel() }
+        let key = submitter.secret
+
+        let huge = String(repeating: "ab", count: 600_000)  // 1.2 MB of hex
+        let announced = try await GatewayTests.post(port, "/v1/transactions", key: key, json: ["transaction": huge])
+        #expect(announced.status == 413 && announced.body["type"] as? String == "urn:calisson:problem:content-too-large", "\(announced.text)")
+        let body = "{\"transaction\": \"\(huge)\"}"
+        let chunked = try await GatewayTests.blocking {
+            Raw.exchange(port, "POST /v1/transactions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(key)\r\nContent-Type: application/json\r\n"
+                + "Transfer-Encoding: chunked\r\n\r\n" + body.utf8.split(maxLength: 65_536).map { "\(String($0.count, radix: 16))\r\n\(String(decoding: $0, as: UTF8.self))\r\n" }.joined()
+                + "0\r\n\r\n")
+        }
+        #expect(chunked.hasPrefix("HTTP/1.1 413"), "\(chunked.prefix(200))")
+        // A body within the limit still works after them.
+        #expect(try await GatewayTests.post(port, "/v1/transactions", key: key, json: ["transaction": "zz"]).status == 400)
+
+        // Idle: connected, nothing sent; closed by the gateway within a few seconds.
+        let idle = try await GatewayTests.blocking { Raw.secondsUntilClosed(port, sending: "", waitingAtMost: 10) }
+        #expect(idle != nil && idle! < 8, "an idle connection was kept \(idle.map { "\($0) s" } ?? "over 10 s")")
+        // A request head never finished: closed the same way.
+        let dribbled = try await GatewayTests.blocking { Raw.secondsUntilClosed(port, sending: "GET /v1/status HTTP/1.1\r\nHost: 1", waitingAtMost: 10) }
+        #expect(dribbled != nil && dribbled! < 8, "a connection with half a request was kept \(dribbled.map { "\($0) s" } ?? "over 10 s")")
+        // Answered (503 until the gateway has verified a checkpoint of this new chain).
+        #expect([200, 503].contains(try await GatewayTests.get(port, "/health", key: nil).status))
+        // A body dribbled a byte at a time (which keeps the connection from being idle): 408
+        // once the body's time is up.
+        let dribbledBody = try await GatewayTests.blocking {
+            Raw.dribble(port, "POST /v1/transactions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(key)\r\nContent-Type: application/json\r\n"
+                + "Content-Length: 1000\r\n\r\n{", seconds: 10)
+        }
+        // A crowd of connections from one address: past 8 each is closed as soon as it is
+        // accepted (counted in /metrics); once the crowd leaves, requests are answered again.
+        let crowd = try await GatewayTests.blocking { (0..<12).map { _ in Raw.connect(port) } }
+        let turnedAway = try await GatewayTests.blocking { Raw.secondsUntilClosed(port, sending: "", waitingAtMost: 10) }
+        #expect(turnedAway != nil, "a connection past the address's 8 was kept over 10 s")
+        for fd in crowd { close(fd) }
+        var metrics = ""
+        for _ in 0..<100 where metrics.isEmpty {
+            metrics = (try? await GatewayTests.get(port, "/metrics", key: nil).text) ?? ""
+            if metrics.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        let refusedCount = metrics.split(separator: "\n").first { $0.hasPrefix("calisson_gateway_connections_refused_total ") }
+            .flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+        #expect(refusedCount >= 4, "\(metrics.split(separator: "\n").filter { $0.contains("connections") })")
+        #expect(dribbledBody.answer.hasPrefix("HTTP/1.1 408") && dribbledBody.seconds < 8, "\(dribbledBody.seconds) s: \(dribbledBody.answer.prefix(200))")
+    }
+}
+
+/// Raw HTTP/1.1 on a loopback socket, for what URLSession does not send.
+enum Raw {
+    static func connect(_ port: Int) -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var target = sockaddr_in()
+        target.sin_family = sa_family_t(AF_INET)
+        target.sin_port = in_port_t(UInt16(clamping: port).bigEndian)
+        target.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        var wait = timeval(tv_sec: 20, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+        return fd
+    }
+
+    static func send(_ fd: Int32, _ text: String) {
+        var bytes = Array(text.utf8)[...]
+        while !bytes.isEmpty {
+            let sent = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if sent <= 0 { return }  // the server closed: what it answered is read next
+            bytes = bytes.dropFirst(sent)
+        }
+    }
+
+    /// Sends `request` and reads the answer's first bytes.
+    static func exchange(_ port: Int, _ request: String) -> String {
+        let fd = connect(port)
+        defer { close(fd) }
+        send(fd, request)
+        var buffer = [UInt8](repeating: 0, count: 4_096)
+        let count = recv(fd, &buffer, buffer.count, 0)
+        return count > 0 ? String(decoding: buffer[..<count], as: UTF8.self) : ""
+    }
+
+    /// Sends `head`, then a byte every 0.3 s until an answer comes (or `seconds` pass):
+    /// the answer's first bytes and when it came.
+    static func dribble(_ port: Int, _ head: String, seconds: Double) -> (answer: String, seconds: Double) {
+        let fd = connect(port)
+        defer { close(fd) }
+        let began = ContinuousClock.now
+        func elapsed() -> Double {
+            let duration = began.duration(to: .now)
+            return Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        }
+        send(fd, head)
+        var buffer = [UInt8](repeating: 0, count: 4_096)
+        while elapsed() < seconds {
+            let count = recv(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+            if count > 0 { return (String(decoding: buffer[..<count], as: UTF8.self), elapsed()) }
+            if count == 0 { return ("", elapsed()) }
+            send(fd, " ")
+            usleep(300_000)
+        }
+        return ("", elapsed())
+    }
+
+    /// Sends `text`, then waits for the server to close the connection: the seconds it
+    /// took, nil if it was still open after `waitingAtMost`.
+    static func secondsUntilClosed(_ port: Int, sending text: String, waitingAtMost seconds: Int) -> Double? {
+        let fd = connect(port)
+        defer { close(fd) }
+        var wait = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+        let began = ContinuousClock.now
+        if !text.isEmpty { send(fd, text) }
+        var buffer = [UInt8](repeating: 0, count: 4_096)
+        while recv(fd, &buffer, buffer.count, 0) > 0 {}
+        let elapsed = began.duration(to: .now)
+        let taken = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return taken < Double(seconds) - 0.1 ? taken : nil
+    }
+}
+
+extension String.UTF8View {
+    /// The bytes in slices of at most `maxLength`.
+    func split(maxLength: Int) -> [ArraySlice<UInt8>] {
+        let bytes = Array(self)
+        return stride(from: 0, to: bytes.count, by: maxLength).map { bytes[$0..<Swift.min($0 + maxLength, bytes.count)] }
+    }
+}
