@@ -19,11 +19,12 @@ struct GatewayBenchCommand: ParsableCommand {
         discussion: """
             Starts an n-validator cluster on loopback (release binaries next to this one) and a \
             gateway in this process in front of every node. Pre-signs the workload (not timed). \
-            Then, in alternating rounds, submits --transactions signed attributions closed-loop \
+            Then, in alternating rounds (the first side of a round second in the next), submits --transactions signed attributions closed-loop \
             (at most --outstanding submitted and not yet final) through the native client \
             protocol (TLS, one connection per thread to the nodes in turn) and the same number \
             through the gateway (POST /v1/transactions?wait=false over HTTP/1.1 keep-alive, one \
-            connection per thread), and reports finalized transactions per second of each and \
+            connection per thread; with --batch N, N transactions per request: a batch through \
+            the gateway, N requests pipelined natively), and reports finalized transactions per second of each and \
             their ratio (medians over the rounds; finality read from the first node's \
             finalized blocks). Then, with the cluster under --load of the native rate (open \
             loop, native), reads an account's certified state through the gateway at \
@@ -36,6 +37,8 @@ struct GatewayBenchCommand: ParsableCommand {
     @Option(help: "Rounds of each side, alternated.") var rounds = 2
     @Option(help: "Closed loop: transactions submitted but not yet final.") var outstanding = 800
     @Option(help: "Submitting threads (connections) per side.") var connections = 8
+    @Option(help: "Transactions per request: a batch through the gateway (POST /v1/transaction-batches), pipelined natively (1: one at a time, at most 256).")
+    var batch = 1
     @Option(help: "Verified reads per second through the gateway.") var readRate = 200.0
     @Option(help: "Seconds of reads.") var readSeconds = 20.0
     @Option(help: "Cluster load during the reads, as a fraction of the native rate measured.") var load = 0.5
@@ -47,6 +50,7 @@ struct GatewayBenchCommand: ParsableCommand {
 
     func validate() throws {
         guard validators > 0, transactions > 0, rounds > 0, outstanding > 0, connections > 0, readConnections > 0 else { throw ValidationError("counts must be positive") }
+        guard (1...256).contains(batch) else { throw ValidationError("--batch is from 1 to 256") }
         try checkFinite([(readRate, "--read-rate"), (readSeconds, "--read-seconds"), (load, "--load")])
         guard readRate >= 1, load <= 1 else { throw ValidationError("--read-rate is at least 1, --load at most 1") }
     }
@@ -92,7 +96,9 @@ struct GatewayBenchCommand: ParsableCommand {
         }
         var native: [Double] = [], gateway: [Double] = []
         for round in 1...rounds {
-            for side in ["native", "gateway"] {
+            // ABBA: the cluster's state grows with every phase, and each costs a little more
+            // than the one before; the side that went first goes second the next round.
+            for side in round % 2 == 1 ? ["native", "gateway"] : ["gateway", "native"] {
                 let slice = offset..<(offset + transactions)
                 offset += transactions
                 let rate = try closedLoop(cluster: cluster, workload: workload, slice: slice, port: side == "gateway" ? port : nil, secret: key.secret)
@@ -112,7 +118,7 @@ struct GatewayBenchCommand: ParsableCommand {
             let report: [String: Any] = [
                 "machine": ["cpu": machine.cpu, "commit": machine.commit, "date": machine.date],
                 "configuration": ["validators": validators, "transactions": transactions, "rounds": rounds, "outstanding": outstanding,
-                                  "connections": connections, "readRate": readRate, "readSeconds": readSeconds, "load": load],
+                                  "connections": connections, "batch": batch, "readRate": readRate, "readSeconds": readSeconds, "load": load],
                 "native": native, "gateway": gateway, "ratio": gatewayRate / nativeRate,
                 "reads": ["p50Milliseconds": reads.p50, "p99Milliseconds": reads.p99, "maxMilliseconds": reads.max, "count": reads.count,
                           "failed": reads.failed, "loadTransactionsPerSecond": reads.loadRate, "nodeCores": reads.nodeCores,
@@ -152,31 +158,43 @@ struct GatewayBenchCommand: ParsableCommand {
         let countersBefore = counters()
         let threads = (0..<connections).map { thread in
             Thread {
-                let submit: ([UInt8]) -> Bool
+                // Submits signed transactions (one request, or a batch): how many were not taken.
+                let submit: ([[UInt8]]) -> Int
                 if let port {
                     guard let http = try? HTTPConnection(port: port) else { failures.add(1, ordering: .relaxed); return }
-                    submit = { bytes in
-                        let body = Array("{\"transaction\":\"\(Hex.encode(bytes))\"}".utf8)
-                        let status = (try? http.request("POST", "/v1/transactions?wait=false", key: secret, body: body).status) ?? 0
-                        return status == 200 || status == 202
+                    submit = { [batch] items in
+                        guard batch > 1 else {
+                            let body = Array("{\"transaction\":\"\(Hex.encode(items[0]))\"}".utf8)
+                            let status = (try? http.request("POST", "/v1/transactions?wait=false", key: secret, body: body).status) ?? 0
+                            return status == 200 || status == 202 ? 0 : 1
+                        }
+                        let body = Array("{\"transactions\":[\(items.map { "\"\(Hex.encode($0))\"" }.joined(separator: ","))]}".utf8)
+                        guard let answer = try? http.request("POST", "/v1/transaction-batches", key: secret, body: body), answer.status == 200 else { return items.count }
+                        let states = (try? JSONSerialization.jsonObject(with: Data(answer.body)) as? [String: Any])?["transactions"] as? [[String: Any]] ?? []
+                        return items.count - states.count { $0["status"] as? String == "pending" || $0["status"] as? String == "final" }
                     }
                 } else {
                     let client = clients[thread]
-                    submit = { bytes in
-                        guard let answer = try? client.request(ClientRequest.submit(bytes).wireBytes), let response = try? ClientResponse(wireBytes: answer)
-                        else { return false }
-                        if case .admitted = response { return true }
-                        return false
+                    submit = { items in
+                        // Pipelined on the connection, in chunks under the node's cap of requests in flight.
+                        stride(from: 0, to: items.count, by: 32).reduce(0) { failed, start in
+                            let chunk = items[start..<min(start + 32, items.count)]
+                            return failed + client.pipeline(chunk.map { ClientRequest.submit($0).wireBytes }).count { result in
+                                guard let answer = try? result.get(), case .admitted = try? ClientResponse(wireBytes: answer) else { return true }
+                                return false
+                            }
+                        }
                     }
                 }
                 while true {
-                    let index = next.add(1, ordering: .relaxed).oldValue
-                    guard index < slice.upperBound else { return }
+                    let first = next.add(batch, ordering: .relaxed).oldValue
+                    guard first < slice.upperBound else { return }
+                    let items = Array(workload.signed[first..<min(first + batch, slice.upperBound)])
                     while submitted.load(ordering: .relaxed) - tracker.finalCount >= outstanding { usleep(200) }
                     let sent = DispatchTime.now().uptimeNanoseconds
-                    if !submit(workload.signed[index]) { failures.add(1, ordering: .relaxed) }
+                    failures.add(submit(items), ordering: .relaxed)
                     busy.add(Int(clamping: DispatchTime.now().uptimeNanoseconds - sent), ordering: .relaxed)
-                    submitted.add(1, ordering: .relaxed)
+                    submitted.add(items.count, ordering: .relaxed)
                 }
             }
         }
@@ -190,8 +208,8 @@ struct GatewayBenchCommand: ParsableCommand {
         print(String(format: "  blocks %.0f (%.1f transactions each), admitted %.0f, refused at admission %.0f", after.blocks - countersBefore.blocks,
                      Double(slice.count) / max(1, after.blocks - countersBefore.blocks), after.admitted - countersBefore.admitted,
                      after.refused - countersBefore.refused))
-        print(String(format: "  %@: %.2f ms per submission on average, %d failed; CPU per 1,000 transactions: nodes %.2f s, this process %.2f s",
-                     port == nil ? "native" : "gateway", Double(busy.load(ordering: .relaxed)) / Double(slice.count) / 1e6,
+        print(String(format: "  %@: %.2f ms per request of %d on average, %d failed; CPU per 1,000 transactions: nodes %.2f s, this process %.2f s",
+                     port == nil ? "native" : "gateway", Double(busy.load(ordering: .relaxed)) / Double(slice.count) * Double(batch) / 1e6, batch,
                      failures.load(ordering: .relaxed), nodes * 1_000 / Double(slice.count), own * 1_000 / Double(slice.count)))
         return Double(slice.count) / seconds
     }
