@@ -41,6 +41,28 @@ reward() {
 reward
 echo "-- the back-end retries (a lost answer): the same transaction, nothing rewarded twice"
 reward
+echo "-- Amina's wallet signs two bus tickets of 1 token (calisson submit redeem --sign-only); the ticketing"
+echo "   back-end sends both in one batch, then again (a lost answer): each is relayed once"
+tickets=() ticket_ids=()
+for ticket in 18h05 18h40; do
+    signed=$(NODE_INDEX=1 cal submit redeem --key "$CALISSON_HOME/scenario/amina.key" --acceptor rtm --amount 1 \
+        --service "rtm ticket $ticket" --evidence-key "$NET/rtm/evidence.key" --sign-only)
+    tickets+=("$(sed -n 's/^signed *//p' <<< "$signed")")
+    ticket_ids+=("$(sed -n 's/^transaction *//p' <<< "$signed")")
+done
+batch() {
+    echo "\$ curl -X POST -d '{\"transactions\": [\"<signed hex>\", \"<signed hex>\"]}' http://127.0.0.1:$GATEWAY_PORT/v1/transaction-batches"
+    curl -sS -X POST -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+        -d "{\"transactions\": [\"${tickets[0]}\", \"${tickets[1]}\"]}" "http://127.0.0.1:$GATEWAY_PORT/v1/transaction-batches"; echo
+}
+batch
+batch
+echo "-- the first ticket once final: its block, result and verified inclusion"
+for _ in $(seq 1 100); do
+    curl -sf -H "Authorization: Bearer $KEY" "http://127.0.0.1:$GATEWAY_PORT/v1/transactions/${ticket_ids[0]}" | grep -q '"final"' && break
+    sleep 0.1
+done
+api "/v1/transactions/${ticket_ids[0]}"
 echo "-- Amina's account as certified at the latest stable checkpoint (a reward shows once a checkpoint covers its block)"
 api "/v1/accounts/$amina"
 echo "-- the event feed (Server-Sent Events, resumable with Last-Event-ID): Amina's transactions from block 1, checked block by block"

@@ -41,6 +41,9 @@ struct SubmitOptions: ParsableArguments {
     @Option(help: "The evidence key (PEM) committing --evidence and --service text (default: evidence.key beside --key).")
     var evidenceKey: String?
 
+    @Flag(help: "Sign, print the transaction's id and its signed bytes as hex, and submit nothing: for the gateway (POST /v1/transactions or /v1/transaction-batches) or a later submission.")
+    var signOnly = false
+
     func validate() throws {
         if connection.db != nil { throw ValidationError("--db is read-only: submissions go to a node (--node)") }
         guard (1...LedgerLimits.blockSpanMax).contains(expiresIn) else {
@@ -49,7 +52,9 @@ struct SubmitOptions: ParsableArguments {
         try Connection.checkSeconds(timeout, "--timeout", allowZero: true)
     }
 
-    /// Signs `body`, submits it, waits; prints the outcome and fails unless applied.
+    /// Signs `body`, submits it, waits; prints the outcome and fails unless applied. With
+    /// `--sign-only`, prints the signed bytes instead (the node is asked its height only, for
+    /// the expiry).
     func submit(_ body: TransactionBody) throws -> (id: Bytes32, height: UInt64)? {
         let signingKey: Ed25519PrivateKey
         do { signingKey = try KeyFile.readPrivateKey(at: key) } catch { throw ValidationError("--key \(key): \(error)") }
@@ -65,6 +70,10 @@ struct SubmitOptions: ParsableArguments {
         let signed = Transaction(chainId: connection.chain, signer: signer, nonce: nonce, expiryHeight: status.height.saturatingAdding(expiresIn), body: body)
             .signed(with: signingKey)
         var fields: [(String, String)] = [("transaction", signed.id.hex)]
+        if signOnly {
+            emit(fields + [("expiry", "\(status.height.saturatingAdding(expiresIn))"), ("signed", Hex.encode(signed.wireBytes))])
+            return nil
+        }
         switch try ask(.submit(signed.wireBytes)) {
         case .admitted: break
         case let .refused(reason):

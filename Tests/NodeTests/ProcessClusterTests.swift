@@ -216,6 +216,12 @@ final class ProcessCluster {
             #expect(ran.status != 0, "\(ran.output)")
             #expect(ran.output.contains(reason), "expected \(reason): \(ran.output) \(ran.errors)")
         }
+        // --sign-only prints the signed bytes and submits nothing (the supply check below holds).
+        let signedOnly = try attribute("signed, not sent", ["--sign-only"])
+        let printed = try ProcessCluster.fields(signedOnly)
+        let signedBytes = try #require(printed["signed"].flatMap { Hex.decode($0) }, "\(signedOnly.output) \(signedOnly.errors)")
+        let parsed = try SignedTransaction(wireBytes: signedBytes)
+        #expect(parsed.id.hex == printed["transaction"] && parsed.transaction.signer == .partner(Identifier("metropole")!), "\(signedOnly.output)")
         let after = try ProcessCluster.fields(try cluster.calisson(["supply", "--json"]))
         #expect(after["issued"].flatMap { Int($0) } == before["issued"].flatMap { Int($0) }.map { $0 + 10 }, "only the first replay-nonce attribution counts")
         #expect(after["redeemed"] == before["redeemed"])
