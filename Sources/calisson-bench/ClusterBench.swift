@@ -36,6 +36,8 @@ struct ClusterCommand: ParsableCommand {
     @Option(help: "Open loop: offered transactions per second (0: closed loop).") var rate = 0.0
     @Option(help: "Closed loop: transactions submitted but not yet final.") var outstanding = 2_000
     @Option(help: "Client connections submitting in parallel, spread over the nodes.") var connections = 16
+    @Option(help: "Closed loop: submissions each connection sends pipelined before reading the answers (1 to 32; 1: one at a time).")
+    var pipeline = 1
     @Option(help: "Seconds from the first submission that are not measured.") var warmup = 2.0
     @Option(help: "Seconds to wait for everything to be final.") var timeout = 180.0
     @Option(help: "A started cluster's blockWaitMilliseconds (absent: the node's default).") var blockWaitMs: UInt64?
@@ -46,6 +48,8 @@ struct ClusterCommand: ParsableCommand {
 
     func validate() throws {
         guard transactions > 0, connections > 0, outstanding > 0, citizens > 0 else { throw ValidationError("counts must be positive") }
+        guard (1...32).contains(pipeline) else { throw ValidationError("--pipeline is from 1 to 32") }
+        guard pipeline == 1 || rate == 0 else { throw ValidationError("--pipeline is for the closed loop (--rate 0)") }
         try checkFinite([(rate, "--rate"), (warmup, "--warmup"), (timeout, "--timeout")])
     }
 
@@ -77,7 +81,7 @@ struct ClusterCommand: ParsableCommand {
                 "mode": "cluster", "date": machine.date, "commit": machine.commit, "cpu": machine.cpu, "cores": cores,
                 "configuration": [
                     "validators": cluster.ids.count, "transactions": transactions, "redeemEvery": redeemEvery, "rate": rate,
-                    "outstanding": outstanding, "connections": connections, "warmupSeconds": warmup, "citizens": citizens,
+                    "outstanding": outstanding, "connections": connections, "pipeline": pipeline, "warmupSeconds": warmup, "citizens": citizens,
                     "attached": attach != nil,
                 ] as [String: Any],
                 "results": report,
@@ -272,30 +276,38 @@ final class Measurement: @unchecked Sendable {
             Thread { [self] in
                 defer { client.close(); group.leave() }
                 while true {
-                    let taken = state.withLock { shared -> Int? in
+                    let taken = state.withLock { shared -> Range<Int>? in
                         guard shared.next < workload.signed.count, shared.failure == nil else { return nil }
-                        shared.next += 1
-                        return shared.next - 1
+                        let first = shared.next
+                        shared.next = min(first + command.pipeline, workload.signed.count)
+                        return first..<shared.next
                     }
-                    guard let item = taken else { return }
+                    guard let items = taken else { return }
                     if command.rate > 0 {
-                        let due = Int64(Double(item) / command.rate * 1_000_000)
+                        let due = Int64(Double(items.lowerBound) / command.rate * 1_000_000)
                         let wait = due - now()
                         if wait > 0 { usleep(UInt32(min(wait, 1_000_000))) }
                     } else {
-                        permits.wait()
+                        for _ in items { permits.wait() }
                     }
                     let time = now()
-                    submitted.withLock { $0[item] = time }
-                    let answer = (try? client.request(ClientRequest.submit(workload.signed[item]).wireBytes)).flatMap { try? ClientResponse(wireBytes: $0) }
-                    guard case .admitted? = answer else {
-                        submitted.withLock { $0[item] = 0 }
-                        state.withLock { shared in
-                            shared.refused += 1
-                            if case let .refused(reason)? = answer { shared.reasons[reason, default: 0] += 1 } else { shared.reasons["no answer", default: 0] += 1 }
+                    submitted.withLock { for item in items { $0[item] = time } }
+                    // One at a time, or pipelined on the connection (the answers come in order).
+                    let answers: [ClientResponse?] = items.count == 1
+                        ? [(try? client.request(ClientRequest.submit(workload.signed[items.lowerBound]).wireBytes)).flatMap { try? ClientResponse(wireBytes: $0) }]
+                        : client.pipeline(items.map { ClientRequest.submit(workload.signed[$0]).wireBytes }).map { result in
+                            (try? result.get()).flatMap { try? ClientResponse(wireBytes: $0) }
                         }
-                        if command.rate == 0 { permits.signal() }
-                        continue
+                    for (item, answer) in zip(items, answers) {
+                        guard case .admitted? = answer else {
+                            submitted.withLock { $0[item] = 0 }
+                            state.withLock { shared in
+                                shared.refused += 1
+                                if case let .refused(reason)? = answer { shared.reasons[reason, default: 0] += 1 } else { shared.reasons["no answer", default: 0] += 1 }
+                            }
+                            if command.rate == 0 { permits.signal() }
+                            continue
+                        }
                     }
                 }
             }.start()
