@@ -50,13 +50,17 @@ public struct Mempool: Sendable {
     }
 
     /// Cuts at most `max` commands for a proposal at `tick`, oldest first, skipping those
-    /// in flight; they are in flight from now.
-    public mutating func take(_ max: Int, tick: UInt64) -> [[UInt8]] {
+    /// in flight, and at most `bytesMax` bytes of them (the first is taken whatever its
+    /// size); they are in flight from now.
+    public mutating func take(_ max: Int, bytesMax: Int = .max, tick: UInt64) -> [[UInt8]] {
         var commands: [[UInt8]] = []
+        var bytes = 0
         for entry in entries where commands.count < max {
             if let taken = inFlight[entry.id], tick &- taken < inFlightTicks { continue }
+            if !commands.isEmpty, entry.bytes.count > bytesMax - bytes { break }
             inFlight[entry.id] = tick
             commands.append(entry.bytes)
+            bytes += entry.bytes.count
         }
         return commands
     }

@@ -190,6 +190,14 @@ extension Replica {
     }
 
     mutating func receiveStateResponse(_ blocks: [CertifiedBlock], from: ValidatorID) {
+        let before = executionRequested
+        defer {
+            // An answer that moved execution on while more is known final (the server cut
+            // it at its byte budget, or at `stateTransferBlocksMax`): the rest is asked at
+            // the next tick rather than after the retry interval. One that brought nothing
+            // new waits for the interval, so a peer cannot make us ask in a loop.
+            if executionRequested > before, knownFinalSeq > executionRequested { ticksSinceStateRequest = configuration.stateTransferRetryTicks }
+        }
         let limit = executionRequested + UInt64(configuration.stateTransferBlocksMax)
         for certified in blocks.prefix(configuration.stateTransferBlocksMax) {
             let seq = certified.block.seq

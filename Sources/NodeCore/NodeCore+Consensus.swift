@@ -26,15 +26,19 @@ extension NodeCore {
         case let .broadcast(message):
             effects.append(.broadcast(message))
         case let .requestPayload(seq, commandsMax):
-            return .payload(seq: seq, commands: mempool.take(commandsMax, tick: tickCount))
+            return .payload(seq: seq, commands: mempool.take(commandsMax, bytesMax: settings.blockBytesMax, tick: tickCount))
         case let .execute(certified):
             return try execute(certified)
         case let .serveState(fromSeq, to, blocksMax):
             guard let peer = partnersByValidator[to] else { break }
             var blocks: [CertifiedBlock] = []
+            var bytes = 0
             for height in fromSeq..<fromSeq.saturatingAdding(UInt64(blocksMax)) {
                 guard let block = try storage.certifiedBlock(at: height) else { break }
+                let size = block.wireBytes.count
+                if !blocks.isEmpty, size > settings.stateResponseBytesMax - bytes { break }
                 blocks.append(block)
+                bytes += size
             }
             if !blocks.isEmpty { effects.append(.send(.stateResponse(blocks), to: peer)) }
         case let .evidence(equivocation):

@@ -137,6 +137,14 @@ public struct NodeCoreSettings: Sendable {
     /// tests, to play a binary built before an upgrade): before the first block whose
     /// rules are newer, the core stops (`NodeCoreError.upgradeNeeded`).
     public var rulesNewest = LedgerRules.newest
+    /// The commands of a proposed block, in bytes, at most (its first whatever its size):
+    /// a proposal stays under the transport's frame limit (`WireLimits.envelopePayloadSizeMax`,
+    /// 8 MiB) however large the transactions and the block's command cap.
+    public var blockBytesMax = 4 << 20
+    /// The blocks of one state-transfer answer, in bytes, at most (its first whatever its
+    /// size): 64 blocks of large transactions would pass the frame limit, and a node that
+    /// can never be sent the blocks it misses never catches up.
+    public var stateResponseBytesMax = 4 << 20
 
     public init() {}
 }

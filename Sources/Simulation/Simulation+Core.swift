@@ -19,7 +19,10 @@ extension Simulation {
             for effect in effects {
                 switch effect {
                 case let .send(message, peer):
-                    if case .stateResponse = message { report.stateTransfers += 1 }
+                    if case let .stateResponse(blocks) = message {
+                        report.stateTransfers += 1
+                        report.stateTransferBlocksMax = max(report.stateTransferBlocksMax, blocks.count)
+                    }
                     if let target = partnerIndex[peer] { transmit(from: index, to: route(target, from: index), message) }
                 case let .broadcast(message):
                     for target in broadcastTargets(from: index) { transmit(from: index, to: target, message) }

@@ -160,10 +160,12 @@ public struct Simulation {
         }
         let partner = "p\(twinOriginal(node.index))"
         let partners = (traffic.partners + [traffic.learner].compactMap { $0 }).map(\.rawValue)
+        var settings = NodeCoreSettings()
+        settings.stateResponseBytesMax = configuration.stateResponseBytesMax
         do {
             node.core = try NodeCore(
                 storage: node.storage!, genesis: traffic.genesis, replica: replicaConfiguration, signer: node.signer,
-                peers: partners.filter { $0 != partner }, verifySignature: simulatedVerify)
+                peers: partners.filter { $0 != partner }, settings: settings, verifySignature: simulatedVerify)
         } catch {
             violation(safety: "n\(node.index) does not start from its storage: \(error)")
         }

@@ -1,4 +1,5 @@
 import Consensus
+import NodeCore
 import CalissonCrypto
 import Wire
 
@@ -69,6 +70,9 @@ public struct SimulationConfiguration: Sendable {
     public var checkpointInterval: UInt64 = 8
     public var window: UInt64 = 32
     public var batchCommandsMax = 64
+    /// The node cores' byte budget of a state-transfer answer (`NodeCoreSettings`); a test
+    /// makes it tiny, so that every answer carries one block.
+    public var stateResponseBytesMax = NodeCoreSettings().stateResponseBytesMax
     /// Print trace events as they happen (debugging a seed that hangs or crashes).
     public var liveTrace = false
     /// What the replicas order and execute.
@@ -101,6 +105,8 @@ public struct SimulationReport: Sendable {
     /// Epochs entered after the genesis one (validator-set changes in force).
     public var epochChanges = 0
     public var stateTransfers = 0
+    /// The most blocks one state-transfer answer of a node core carried.
+    public var stateTransferBlocksMax = 0
     public var crashes = 0
     public var byzantineMessages = 0
     public var rejectedMessages = 0

@@ -122,6 +122,27 @@ import Wire
         #expect(fired.keys.sorted() == [StorageFault.crashDuringWrite, .diskFull, .readError].map { "\($0)" }.sorted(), "\(fired)")
     }
 
+    /// State transfer under a byte budget so small that every answer carries one block (the
+    /// budget keeps an answer under the transport's frame limit when blocks are large): nodes
+    /// that fell behind still catch up, the runs stay safe and live.
+    @Test func stateTransferAnswersOneBlockAtATimeUnderATinyBudget() {
+        var transfers = 0, blocksMax = 0
+        for seed in UInt64(101)...103 {
+            var faults = FaultMix.none
+            faults.storageFaults = true
+            var configuration = Self.configuration(seed: seed, faults: faults)
+            configuration.application = .ledger
+            configuration.commandsPerTick = 2
+            configuration.stateResponseBytesMax = 1
+            let report = Simulation.run(configuration)
+            #expect(report.passed, "seed \(seed): \(report.safetyViolations + report.livenessViolations) \(report.trace.suffix(12))")
+            transfers += report.stateTransfers
+            blocksMax = max(blocksMax, report.stateTransferBlocksMax)
+        }
+        #expect(transfers > 0, "no node needed a state transfer: the budget was not exercised")
+        #expect(blocksMax == 1, "an answer carried \(blocksMax) blocks under a budget of 1 byte")
+    }
+
     @Test func networkFaultsWithoutByzantineReplicasAreLive() {
         for seed in UInt64(1)...20 {
             var faults = FaultMix.all(seed: seed, faultsMax: 1)

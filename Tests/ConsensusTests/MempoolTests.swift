@@ -1,0 +1,36 @@
+// The mempool's cut of a proposal: oldest first, commands in flight skipped, and a byte
+// budget that keeps a block under the transport's frame limit whatever the command cap.
+import CalissonCrypto
+import Testing
+@testable import Consensus
+
+@Suite struct MempoolTests {
+    static func filled(_ sizes: [Int]) throws -> Mempool {
+        var mempool = Mempool(countMax: 100, inFlightTicks: 10)
+        for (index, size) in sizes.enumerated() {
+            try mempool.insert(id: SHA256.hash("command \(index)"), bytes: [UInt8](repeating: UInt8(index), count: size))
+        }
+        return mempool
+    }
+
+    @Test func aCutStopsAtTheByteBudgetButTakesAtLeastOne() throws {
+        var mempool = try Self.filled([400, 300, 200, 100])
+        // 400 + 300 fit in 750; 200 more would not: the cut stops there, in order (no smaller one skipped ahead).
+        #expect(mempool.take(10, bytesMax: 750, tick: 1).map(\.count) == [400, 300])
+        // The rest, next tick: 200 + 100.
+        #expect(mempool.take(10, bytesMax: 750, tick: 2).map(\.count) == [200, 100])
+        // A first command larger than the budget is taken alone (else it would never leave).
+        var large = try Self.filled([1_000, 10])
+        #expect(large.take(10, bytesMax: 500, tick: 1).map(\.count) == [1_000])
+        // Without a budget, the count cap alone.
+        var counted = try Self.filled([1, 1, 1])
+        #expect(counted.take(2, tick: 1).count == 2)
+    }
+
+    @Test func commandsInFlightAreNotCutAgainUntilTheirTicksPass() throws {
+        var mempool = try Self.filled([10, 10])
+        #expect(mempool.take(1, tick: 1).count == 1)
+        #expect(mempool.take(5, tick: 2).map { $0[0] } == [1])  // the first is in flight
+        #expect(mempool.take(5, tick: 12).count == 2)  // its proposal may have died: cut again
+    }
+}
