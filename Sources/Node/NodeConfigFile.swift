@@ -43,6 +43,8 @@ public struct NodeConfigFile: Codable, Sendable, Equatable {
     /// How long transactions gather before a block that is not full is cut (default 60
     /// ms, 0...1000; rounded up to whole ticks, at least one).
     public var blockWaitMilliseconds: UInt64?
+    /// Transactions per block, at most (default 400, 1...10000).
+    public var blockCommandsMax: Int?
     /// Mempool bound (default 100,000, 1...10,000,000).
     public var mempoolMax: Int?
     /// Local HTTP port for /metrics and /health (127.0.0.1); absent: none.
@@ -120,6 +122,7 @@ extension NodeConfigFile {
         peers = try c.list(Peer.self, .peers, countMax: LedgerLimits.listCountMax)
         tickMilliseconds = try c.integerIfPresent(.tickMilliseconds)
         blockWaitMilliseconds = try c.integerIfPresent(.blockWaitMilliseconds)
+        blockCommandsMax = try c.integerIfPresent(.blockCommandsMax)
         mempoolMax = try c.integerIfPresent(.mempoolMax)
         metricsPort = try c.integerIfPresent(.metricsPort)
         storageMapMegabytes = try c.integerIfPresent(.storageMapMegabytes)
@@ -156,6 +159,8 @@ extension NodeConfigFile {
         guard (1...1_000).contains(tick) else { throw ConfigError(field: "tickMilliseconds", reason: "\(tick) is outside 1...1000") }
         let blockWait = blockWaitMilliseconds ?? NodeConfiguration.blockWaitMillisecondsDefault
         guard (0...1_000).contains(blockWait) else { throw ConfigError(field: "blockWaitMilliseconds", reason: "\(blockWait) is outside 0...1000") }
+        let blockCommands = blockCommandsMax ?? NodeConfiguration.blockCommandsMaxDefault
+        guard (1...10_000).contains(blockCommands) else { throw ConfigError(field: "blockCommandsMax", reason: "\(blockCommands) is outside 1...10000") }
         let mapMegabytes = storageMapMegabytes ?? NodeStore.Tuning.default.mapBytes >> 20
         guard (0...4_096).contains(mapMegabytes) else {
             throw ConfigError(field: "storageMapMegabytes", reason: "\(mapMegabytes) is outside 0...4096")
@@ -192,6 +197,7 @@ extension NodeConfigFile {
         var configuration = NodeConfiguration(genesis: genesis, databaseFile: path(database), consensusKey: consensusKey, transport: transport)
         configuration.tickMilliseconds = tick
         configuration.blockWaitMilliseconds = blockWait
+        configuration.blockCommandsMax = blockCommands
         configuration.mempoolCountMax = mempool
         configuration.metricsPort = metricsPort
         configuration.storage = NodeStore.Tuning(mapBytes: mapMegabytes << 20, cacheBytes: cacheMegabytes << 20)

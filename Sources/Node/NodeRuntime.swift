@@ -32,6 +32,12 @@ public struct NodeConfiguration: Sendable {
     /// blocks (Docs/BENCHMARKS.md, "Block wait"); a full block is cut at once.
     public var blockWaitMilliseconds: UInt64 = NodeConfiguration.blockWaitMillisecondsDefault
     public static let blockWaitMillisecondsDefault: UInt64 = 60
+    /// The most transactions a block the primary cuts carries (and at most 4 MiB of them,
+    /// `NodeCoreSettings.blockBytesMax`). Larger blocks spread each block's fixed cost
+    /// (three signed rounds, a commit, an fsync) over more transactions when clients keep
+    /// the mempool full (Docs/BENCHMARKS.md, "Larger blocks"), and take longer to execute.
+    public var blockCommandsMax = NodeConfiguration.blockCommandsMaxDefault
+    public static let blockCommandsMaxDefault = 400
     /// `blockWaitMilliseconds` in ticks, rounded up, at least one.
     public var blockWaitTicks: UInt64 {
         max(1, blockWaitMilliseconds / max(1, tickMilliseconds) + (blockWaitMilliseconds % max(1, tickMilliseconds) == 0 ? 0 : 1))
@@ -205,6 +211,7 @@ public final class NodeRuntime: @unchecked Sendable {
         guard let genesisSet = ValidatorSet(genesis.validatorKeys) else { throw NodeError.configuration("genesis validators have no node keys") }
         var replicaConfiguration = ReplicaConfiguration(chainId: genesis.chainId, validators: genesisSet)
         replicaConfiguration.batchTicks = configuration.blockWaitTicks
+        replicaConfiguration.batchCommandsMax = configuration.blockCommandsMax
         return configuration.replica(replicaConfiguration)
     }
 

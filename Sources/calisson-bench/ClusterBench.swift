@@ -41,6 +41,7 @@ struct ClusterCommand: ParsableCommand {
     @Option(help: "Seconds from the first submission that are not measured.") var warmup = 2.0
     @Option(help: "Seconds to wait for everything to be final.") var timeout = 180.0
     @Option(help: "A started cluster's blockWaitMilliseconds (absent: the node's default).") var blockWaitMs: UInt64?
+    @Option(help: "A started cluster's blockCommandsMax, transactions per block at most (absent: the node's default, 400).") var blockCommandsMax: Int?
     @Option(help: "First port of a started cluster.") var basePort: UInt16 = 7300
     @Option(help: "Citizen accounts the transactions go to.") var citizens = 2_000
     @Option(help: "Write the result (machine, commit, configuration, figures) as JSON to this file.") var json: String?
@@ -55,7 +56,8 @@ struct ClusterCommand: ParsableCommand {
 
     func run() throws {
         let machine = Machine.describe()
-        let cluster = try attach.map { try NodeProcesses(attachingTo: $0) } ?? NodeProcesses.bench(starting: validators, basePort: basePort, blockWaitMilliseconds: blockWaitMs)
+        let cluster = try attach.map { try NodeProcesses(attachingTo: $0) } ?? NodeProcesses.bench(
+            starting: validators, basePort: basePort, blockWaitMilliseconds: blockWaitMs, blockCommandsMax: blockCommandsMax)
         defer { cluster.stop() }
         let workload = try Workload(cluster: cluster, count: transactions, citizens: citizens, redeemEvery: redeemEvery)
         print("cluster: \(cluster.ids.count) validators, \(workload.signed.count) transactions pre-signed (\(cluster.describe))")
@@ -81,7 +83,7 @@ struct ClusterCommand: ParsableCommand {
                 "mode": "cluster", "date": machine.date, "commit": machine.commit, "cpu": machine.cpu, "cores": cores,
                 "configuration": [
                     "validators": cluster.ids.count, "transactions": transactions, "redeemEvery": redeemEvery, "rate": rate,
-                    "outstanding": outstanding, "connections": connections, "pipeline": pipeline, "warmupSeconds": warmup, "citizens": citizens,
+                    "outstanding": outstanding, "connections": connections, "pipeline": pipeline, "blockCommandsMax": blockCommandsMax ?? 0, "warmupSeconds": warmup, "citizens": citizens,
                     "attached": attach != nil,
                 ] as [String: Any],
                 "results": report,
@@ -100,13 +102,15 @@ extension NodeProcesses {
     /// `configuredPeers`: no endpoints in the genesis, so that links go where the
     /// configurations' peers say (relays that delay them).
     static func bench(
-        starting count: Int, basePort: UInt16, blockWaitMilliseconds: UInt64? = nil, namespaces: Bool = false, configuredPeers: Bool = false,
+        starting count: Int, basePort: UInt16, blockWaitMilliseconds: UInt64? = nil, blockCommandsMax: Int? = nil, namespaces: Bool = false,
+        configuredPeers: Bool = false,
         prepare: (NodeProcesses) throws -> Void = { _ in }
     ) throws -> NodeProcesses {
         let bin = Bundle.main.executableURL?.deletingLastPathComponent().path ?? ".build/release"
         return try NodeProcesses(
             starting: count, bin: bin, basePort: basePort,
             testnetArguments: ["--transaction-lifetime", "1000000", "--epoch-length", "1000000"] + (blockWaitMilliseconds.map { ["--block-wait-ms", "\($0)"] } ?? [])
+                + (blockCommandsMax.map { ["--block-commands-max", "\($0)"] } ?? [])
                 + (configuredPeers ? ["--no-endpoints"] : []),
             namespaces: namespaces, prepare: prepare)
     }

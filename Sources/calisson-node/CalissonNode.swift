@@ -321,6 +321,9 @@ struct Testnet: ParsableCommand {
     @Option(help: "Each node's blockWaitMilliseconds (0...1000; absent: the node's default, Docs/NODE.md).")
     var blockWaitMs: UInt64?
 
+    @Option(help: "Each node's blockCommandsMax, transactions per block at most (1...10000; absent: the node's default, 400).")
+    var blockCommandsMax: Int?
+
     @Option(help: "The ledger rules the chain starts with (1 up to this release's newest; from \(LedgerRules.endpoints) on, the genesis lists each node's endpoint).")
     var rules: UInt32 = LedgerRules.newest
 
@@ -342,6 +345,9 @@ struct Testnet: ParsableCommand {
             throw ValidationError("--rules must be \(LedgerRules.initial)...\(LedgerRules.newest), the ledger rules this release implements")
         }
         if let blockWaitMs, blockWaitMs > 1_000 { throw ValidationError("--block-wait-ms must be 0...1000, not \(blockWaitMs)") }
+        if let blockCommandsMax, !(1...10_000).contains(blockCommandsMax) {
+            throw ValidationError("--block-commands-max must be 1...10000, not \(blockCommandsMax)")
+        }
         guard Int(basePort) + 1_000 + validators < 65_536 else { throw ValidationError("--base-port too high for \(validators) validators") }
         let fileManager = FileManager.default
         if let existing = try? fileManager.contentsOfDirectory(atPath: out), !existing.isEmpty {
@@ -405,6 +411,7 @@ struct Testnet: ParsableCommand {
                 ca: "../ca.crt", host: "127.0.0.1", peerPort: basePort + UInt16(2 * index), clientPort: basePort + UInt16(2 * index + 1), peers: peers,
                 metricsPort: basePort + 1_000 + UInt16(index))
             config.blockWaitMilliseconds = blockWaitMs
+            config.blockCommandsMax = blockCommandsMax
             try encoder.encode(config).write(to: URL(fileURLWithPath: "\(out)/\(id)/config.json"))
         }
         print("testnet: \(validators) validators in \(out) (\(ids.joined(separator: ", "))); client ports \(basePort + 1)...\(basePort + UInt16(2 * validators - 1)) step 2")

@@ -60,6 +60,10 @@ import Transport
         #expect(field { $0.blockWaitMilliseconds = 1_001 } == "blockWaitMilliseconds")
         #expect(field { $0.blockWaitMilliseconds = UInt64.max } == "blockWaitMilliseconds")
         #expect(loaded.blockWaitMilliseconds == NodeConfiguration.blockWaitMillisecondsDefault && loaded.blockWaitTicks == 3)
+        #expect(field { $0.blockCommandsMax = 0 } == "blockCommandsMax")
+        #expect(field { $0.blockCommandsMax = 10_001 } == "blockCommandsMax")
+        #expect(loaded.blockCommandsMax == 400 && (try? NodeRuntime.replicaConfiguration(loaded).batchCommandsMax) == 400)
+        #expect(try { var changed = config; changed.blockCommandsMax = 1_000; return try NodeRuntime.replicaConfiguration(changed.resolve(relativeTo: directory)).batchCommandsMax }() == 1_000)
         // The wait in ticks: rounded up, at least one.
         for (wait, tick, ticks) in [(0, 20, 1), (1, 20, 1), (20, 20, 1), (21, 20, 2), (60, 20, 3), (1_000, 1, 1_000), (1_000, 1_000, 1)] as [(UInt64, UInt64, UInt64)] {
             var changed = config
@@ -114,6 +118,7 @@ import Transport
         #expect(load { $0["mempoolMax"] = 1.5 }?.field == "mempoolMax")
         #expect(load { $0["tickMilliseconds"] = "fast" }?.field == "tickMilliseconds")
         #expect(load { $0["blockWaitMilliseconds"] = -1 }?.field == "blockWaitMilliseconds")
+        #expect(load { $0["blockCommandsMax"] = 18_446_744_073_709_551_616.0 }?.field == "blockCommandsMax")
         #expect(load { $0["retainBlocks"] = -1 }?.field == "retainBlocks")
         #expect(load { $0["retainBlocks"] = 18_446_744_073_709_551_616.0 }?.field == "retainBlocks")
         #expect(load { $0["blockWaitMilliseconds"] = 18_446_744_073_709_551_616.0 }?.field == "blockWaitMilliseconds")
