@@ -97,18 +97,23 @@ import Wire
         #expect(simulation.admitted.count > 100 && simulation.admitted.count < report.commandsSubmitted, "\(simulation.admitted.count) of \(report.commandsSubmitted)")
     }
 
+    /// A ledger run whose only faults are the storage's (nodes stop, come back, catch up).
+    static func ledgerWithStorageFaults(seed: UInt64) -> SimulationConfiguration {
+        var faults = FaultMix.none
+        faults.storageFaults = true
+        var configuration = configuration(seed: seed, faults: faults)
+        configuration.application = .ledger
+        configuration.commandsPerTick = 2
+        return configuration
+    }
+
     /// Storage faults fire and the nodes they stop come back from their storage: a
     /// read error, a full disk, a crash as a write completes.
     @Test func storageFaultsStopNodesThatComeBack() {
         var stops = 0, executedAgain = 0
         var fired: [String: Int] = [:]
         for seed in UInt64(101)...104 {
-            var faults = FaultMix.none
-            faults.storageFaults = true
-            var configuration = Self.configuration(seed: seed, faults: faults)
-            configuration.application = .ledger
-            configuration.commandsPerTick = 2
-            let report = Simulation.run(configuration)
+            let report = Simulation.run(Self.ledgerWithStorageFaults(seed: seed))
             #expect(report.passed, "seed \(seed): \(report.safetyViolations + report.livenessViolations) \(report.trace.suffix(12))")
             stops += report.storageStops
             executedAgain += report.blocksExecutedAgain
@@ -128,11 +133,7 @@ import Wire
     @Test func stateTransferAnswersOneBlockAtATimeUnderATinyBudget() {
         var transfers = 0, blocksMax = 0
         for seed in UInt64(101)...103 {
-            var faults = FaultMix.none
-            faults.storageFaults = true
-            var configuration = Self.configuration(seed: seed, faults: faults)
-            configuration.application = .ledger
-            configuration.commandsPerTick = 2
+            var configuration = Self.ledgerWithStorageFaults(seed: seed)
             configuration.stateResponseBytesMax = 1
             let report = Simulation.run(configuration)
             #expect(report.passed, "seed \(seed): \(report.safetyViolations + report.livenessViolations) \(report.trace.suffix(12))")
