@@ -300,22 +300,39 @@ extension NodePool {
         var failures: [(String, String)] = []
         for index in submissionOrder() {
             do {
-                let response = try await ask(index, [.submit(transaction)]).first
-                switch response {
-                case .admitted: return .accepted(source: nodes[index].description)
-                case let .refused(reason) where reason == "duplicate" || reason.hasPrefix("nonceUsed"):
-                    return .accepted(source: nodes[index].description)
-                case let .refused(reason) where Self.transientRefusals.contains(where: reason.hasPrefix):
-                    failures.append((nodes[index].description, reason))  // this node is busy: try another
-                case let .refused(reason): return .refused(reason)
-                case let .error(reason): failures.append((nodes[index].description, reason))
-                default: failures.append((nodes[index].description, "not an admission answer"))
+                switch admission(try await ask(index, [.submit(transaction)]).first, from: index) {
+                case let .success(submission): return submission
+                case let .failure(failure): failures.append((failure.node, failure.reason))  // busy or failed: try another
                 }
             } catch {
                 failures.append((nodes[index].description, "\(error)"))
             }
         }
         throw NoVerifiedAnswer(failures: failures)
+    }
+
+    /// What node `index`'s answer to a submission says: taken (admitted, or the same bytes
+    /// already held or applied), refused for good, or a failure (busy, an error, not an
+    /// admission answer) after which another node is tried.
+    private func admission(_ response: ClientResponse?, from index: Int) -> Result<Submission, AdmissionFailure> {
+        let node = nodes[index].description
+        switch response {
+        case .admitted: return .success(.accepted(source: node))
+        case let .refused(reason) where reason == "duplicate" || reason.hasPrefix("nonceUsed"): return .success(.accepted(source: node))
+        case let .refused(reason) where Self.transientRefusals.contains(where: reason.hasPrefix): return .failure(AdmissionFailure(node, reason))
+        case let .refused(reason): return .success(.refused(reason))
+        case let .error(reason): return .failure(AdmissionFailure(node, reason))
+        default: return .failure(AdmissionFailure(node, "not an admission answer"))
+        }
+    }
+
+    /// A node that did not take or refuse a submission, and why.
+    private struct AdmissionFailure: Error {
+        let node: String, reason: String
+        init(_ node: String, _ reason: String) {
+            self.node = node
+            self.reason = reason
+        }
     }
 
     /// Transactions of one batch sent to a node in one pipelined write, at most.
@@ -360,15 +377,9 @@ extension NodePool {
                 continue
             }
             for (item, response) in zip(left, responses) {
-                switch response {
-                case .admitted: answers[item] = .accepted(source: nodes[index].description)
-                case let .refused(reason) where reason == "duplicate" || reason.hasPrefix("nonceUsed"):
-                    answers[item] = .accepted(source: nodes[index].description)
-                case let .refused(reason) where Self.transientRefusals.contains(where: reason.hasPrefix):
-                    failures.append((nodes[index].description, reason))
-                case let .refused(reason): answers[item] = .refused(reason)
-                case let .error(reason): failures.append((nodes[index].description, reason))
-                default: failures.append((nodes[index].description, "not an admission answer"))
+                switch admission(response, from: index) {
+                case let .success(submission): answers[item] = submission
+                case let .failure(failure): failures.append((failure.node, failure.reason))
                 }
             }
         }
