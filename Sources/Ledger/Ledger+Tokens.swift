@@ -80,7 +80,7 @@ extension Ledger {
             return .failure(.programmeNotOpen(id, height: height))
         }
         guard programme.issuers.contains(issuer.id) else { return .failure(.issuerNotAllowed(issuer.id, programme: id)) }
-        if let sponsor = partner(programme.sponsor), sponsor.status != .active {
+        if let sponsor = cachedPartner(programme.sponsor), sponsor.status != .active {
             return .failure(.partnerNotActive(sponsor.id, sponsor.status))
         }
         guard units > 0 else { return .failure(.zeroAmount) }
@@ -141,7 +141,7 @@ extension Ledger {
     }
 
     mutating func redeem(account: AccountID, acceptor acceptorID: Identifier, amount: Amount) -> Result<Void, LedgerRejection> {
-        guard let acceptor = partner(acceptorID) else { return .failure(.unknownPartner(acceptorID)) }
+        guard let acceptor = cachedPartner(acceptorID) else { return .failure(.unknownPartner(acceptorID)) }
         guard acceptor.status == .active else { return .failure(.partnerNotActive(acceptorID, acceptor.status)) }
         guard acceptor.roles.contains(.acceptor) else { return .failure(.missingRole(acceptorID, needs: "acceptor")) }
         guard amount > 0 else { return .failure(.zeroAmount) }

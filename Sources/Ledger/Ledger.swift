@@ -90,6 +90,10 @@ public struct Ledger<Store: StateStore> {
     var writes: [StateKey: [UInt8]?] = [:]
     var programmes: [Identifier: Programme] = [:]
     var partners: [Identifier: Partner] = [:]
+    /// The partners the block read and did not change, decoded once per block rather than
+    /// once per transaction (`cachedPartner`). Emptied when a block starts and when it
+    /// writes its changed partners: only `flushBlock` writes partner records.
+    var partnerReads: [Identifier: Partner] = [:]
     var pendingUsed: [UInt64: [StateKey]] = [:]
     var pendingExpiring: [UInt64: Set<AccountID>] = [:]
     var pendingObligations: [Pair: Amount] = [:]
@@ -143,6 +147,15 @@ public struct Ledger<Store: StateStore> {
     }
 
     public func partner(_ id: Identifier) -> Partner? { partners[id] ?? read(StateKeys.partner(id)) }
+
+    /// `partner(id)`, for a block's transactions: read and decoded once per block.
+    mutating func cachedPartner(_ id: Identifier) -> Partner? {
+        if let changed = partners[id] { return changed }
+        if let known = partnerReads[id] { return known }
+        let read: Partner? = read(StateKeys.partner(id))
+        if let read { partnerReads[id] = read }
+        return read
+    }
     public func programme(_ id: Identifier) -> Programme? { programmes[id] ?? read(StateKeys.programme(id)) }
     public func account(_ id: AccountID) -> Account { read(StateKeys.account(id)) ?? Account() }
     public func proposal(_ id: UInt64) -> Proposal? { read(StateKeys.proposal(id)) }
@@ -192,6 +205,7 @@ public struct Ledger<Store: StateStore> {
         pruneUsedNonces(expiredBefore: height)
         decidedProposals = []
         directoryChanged = false
+        partnerReads = [:]
         var results: [TransactionResult] = []
         var accounts: [[AccountID]] = []
         results.reserveCapacity(commands.count)
@@ -264,7 +278,7 @@ public struct Ledger<Store: StateStore> {
         switch tx.signer {
         case let .citizen(account): key = account
         case let .partner(id):
-            guard let partner = partner(id) else { return .failure(.unknownPartner(id)) }
+            guard let partner = cachedPartner(id) else { return .failure(.unknownPartner(id)) }
             guard partner.status == .active else { return .failure(.partnerNotActive(id, partner.status)) }
             key = partner.signingKey
             signerPartner = partner
@@ -325,6 +339,7 @@ public struct Ledger<Store: StateStore> {
         flushActivity()
         for id in programmes.keys.sorted() { write(StateKeys.programme(id), programmes[id]) }
         for id in partners.keys.sorted() { write(StateKeys.partner(id), partners[id]) }
+        partnerReads = [:]
         write(StateKeys.meta, meta)
         write(StateKeys.parameters, parameters)
         programmes = [:]

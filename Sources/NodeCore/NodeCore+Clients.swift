@@ -23,13 +23,22 @@ extension NodeCore {
         switch tx.signer {
         case let .citizen(account): key = account
         case let .partner(id):
-            guard let partner = ledger.partner(id) else { return answer(client, .unknownSigner) }
-            key = partner.signingKey
+            guard let known = partnerSigningKey(id) else { return answer(client, .unknownSigner) }
+            key = known
         }
         let id = SignedTransaction.idTag.hash(bytes)
         guard !mempool.contains(id) else { return answer(client, .duplicate) }
         let check = SignatureCheck(publicKey: key, digest: digest, signature: signed.signature)
         effects.append(.verify([check], .admission(.init(bytes: bytes, id: id, signer: tx.signer, nonce: tx.nonce, client: client))))
+    }
+
+    /// A partner's signing key at the ledger's height (`signingKeys`).
+    mutating func partnerSigningKey(_ id: Identifier) -> Ed25519PublicKey? {
+        if signingKeys.height != ledger.height { signingKeys = (ledger.height, [:]) }
+        if let known = signingKeys.keys[id] { return known }
+        guard let key = ledger.partner(id)?.signingKey else { return nil }
+        signingKeys.keys[id] = key
+        return key
     }
 
     /// Admission's second half, once the signature checked out: the checks that depend on

@@ -183,6 +183,10 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
     public internal(set) var counters = Counters()
     /// The effects of the drive under way.
     var effects: [NodeEffect] = []
+    /// Partners' signing keys as admission reads them, at the ledger height they were read
+    /// at (a partner's keys change only by an executed block): one record read and decoded
+    /// per partner and block instead of one per transaction.
+    var signingKeys: (height: UInt64, keys: [Identifier: Ed25519PublicKey]) = (0, [:])
 
     public struct Counters: Sendable {
         public var admitted = 0, refused = 0, blocksExecuted = 0, applied = 0, rejected = 0
