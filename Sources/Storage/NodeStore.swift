@@ -417,8 +417,8 @@ public final class NodeStore {
     func insert(_ block: BlockRecord) throws(StorageError) {
         try database.statement(
             "INSERT INTO blocks (height, digest, body, certificate, state_root, transaction_count, results) VALUES (?, ?, ?, ?, ?, ?, ?)")
-            .bind(1, block.height).bind(2, block.digest.bytes).bind(3, block.body).bind(4, block.certificate)
-            .bind(5, block.stateRoot.bytes).bind(6, block.transactions.count).bind(7, Self.encodeResults(block.transactions)).run()
+            .bind(1, block.height).bind(2, block.digest).bind(3, block.body).bind(4, block.certificate)
+            .bind(5, block.stateRoot).bind(6, block.transactions.count).bind(7, Self.encodeResults(block.transactions)).run()
         for (position, transaction) in block.transactions.enumerated() {
             // A transaction's place is where it applied, if it did: a later copy (rejected)
             // does not move it; one that was not applied yet is moved by a later copy.
@@ -428,7 +428,7 @@ public final class NodeStore {
                 ON CONFLICT (id) DO UPDATE SET height = excluded.height, position = excluded.position, result = excluded.result
                 WHERE transactions.result != X'00'
                 """)
-                .bind(1, transaction.id.bytes).bind(2, block.height).bind(3, position).bind(4, transaction.result).run()
+                .bind(1, transaction.id).bind(2, block.height).bind(3, position).bind(4, transaction.result).run()
             for account in transaction.accounts {
                 try database.statement("INSERT OR IGNORE INTO account_transactions (account, height, position) VALUES (?, ?, ?)")
                     .bind(1, account.bytes).bind(2, block.height).bind(3, position).run()
@@ -443,15 +443,15 @@ public final class NodeStore {
             // inside SQLite: one statement, no round trip of the old value).
             if height > 0 {
                 try database.statement("INSERT OR REPLACE INTO value_archive (key, height, value) SELECT key, ?, value FROM state WHERE key = ?")
-                    .bind(1, height).bind(2, key.bytes).run()
+                    .bind(1, height).bind(2, key).run()
                 // Named in the history only when there was a value to archive (a new key
                 // has none): pruning deletes each named row.
                 if database.changes > 0 { archived += key.bytes }
             }
             if let value {
-                try database.statement("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)").bind(1, key.bytes).bind(2, value).run()
+                try database.statement("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)").bind(1, key).bind(2, value).run()
             } else {
-                try database.statement("DELETE FROM state WHERE key = ?").bind(1, key.bytes).run()
+                try database.statement("DELETE FROM state WHERE key = ?").bind(1, key).run()
             }
         }
         var retiredAt = try retiredHeights()
@@ -463,7 +463,7 @@ public final class NodeStore {
             retired += hash.bytes
         }
         for (hash, page) in state.createdPages {
-            try database.statement("INSERT OR REPLACE INTO tree_pages (hash, page) VALUES (?, ?)").bind(1, hash.bytes).bind(2, page).run()
+            try database.statement("INSERT OR REPLACE INTO tree_pages (hash, page) VALUES (?, ?)").bind(1, hash).bind(2, page).run()
             // A subtree back in the tree (a value restored) is live again: pruning must
             // not delete it. Recorded, so that a reloaded mirror knows it too.
             if retiredAt.removeValue(forKey: hash) != nil { revived += hash.bytes }
@@ -555,7 +555,7 @@ public final class NodeStore {
     /// current value: the one a proof at a checkpoint names is among them.
     public func values(of key: Bytes32, after height: UInt64) throws(StorageError) -> [[UInt8]] {
         let archived = try database.statement("SELECT value FROM value_archive WHERE key = ? AND height > ? ORDER BY height")
-            .bind(1, key.bytes).bind(2, height).all { $0.blob(0) ?? [] }
+            .bind(1, key).bind(2, height).all { $0.blob(0) ?? [] }
         return archived + (try value(key).map { [$0] } ?? [])
     }
 
@@ -578,12 +578,12 @@ public final class NodeStore {
             for (retiredHeight, retired, archived) in rows {
                 // A node retired again later, or revived, is not this row's to delete.
                 for hash in Self.hashes(retired) where retiredAt[hash] == retiredHeight {
-                    try database.statement("DELETE FROM tree_pages WHERE hash = ?").bind(1, hash.bytes).run()
+                    try database.statement("DELETE FROM tree_pages WHERE hash = ?").bind(1, hash).run()
                     retiredAt[hash] = nil
                 }
                 for key in Self.hashes(archived) {
                     try database.statement("DELETE FROM value_archive WHERE key = ? AND height = ?")
-                        .bind(1, key.bytes).bind(2, retiredHeight).run()
+                        .bind(1, key).bind(2, retiredHeight).run()
                 }
             }
             try database.statement("DELETE FROM history WHERE height <= ?").bind(1, height).run()
@@ -602,7 +602,7 @@ public final class NodeStore {
 
     /// A node of the version-4 tree, by hash.
     public func legacyTreeNode(_ hash: Bytes32) throws(StorageError) -> [UInt8]? {
-        try database.statement("SELECT node FROM tree_nodes WHERE hash = ?").bind(1, hash.bytes).first { $0.blob(0) } ?? nil
+        try database.statement("SELECT node FROM tree_nodes WHERE hash = ?").bind(1, hash).first { $0.blob(0) } ?? nil
     }
 
     /// Replaces the version-4 tree by its pages, atomically: the pages written, the
@@ -614,7 +614,7 @@ public final class NodeStore {
         defer { retiredCache = nil }
         try database.transaction { () throws(StorageError) in
             for (hash, page) in pages {
-                try database.statement("INSERT OR REPLACE INTO tree_pages (hash, page) VALUES (?, ?)").bind(1, hash.bytes).bind(2, page).run()
+                try database.statement("INSERT OR REPLACE INTO tree_pages (hash, page) VALUES (?, ?)").bind(1, hash).bind(2, page).run()
             }
             try database.execute("UPDATE history SET retired = x'', revived = x''")
             if !retiredPages.isEmpty {
@@ -660,12 +660,12 @@ public final class NodeStore {
     // MARK: Reads
 
     public func value(_ key: Bytes32) throws(StorageError) -> [UInt8]? {
-        try database.statement("SELECT value FROM state WHERE key = ?").bind(1, key.bytes).first { $0.blob(0) } ?? nil
+        try database.statement("SELECT value FROM state WHERE key = ?").bind(1, key).first { $0.blob(0) } ?? nil
     }
 
     /// The tree page whose root node has this hash.
     public func treePage(_ hash: Bytes32) throws(StorageError) -> [UInt8]? {
-        try database.statement("SELECT page FROM tree_pages WHERE hash = ?").bind(1, hash.bytes).first { $0.blob(0) } ?? nil
+        try database.statement("SELECT page FROM tree_pages WHERE hash = ?").bind(1, hash).first { $0.blob(0) } ?? nil
     }
 
     public func block(at height: UInt64) throws(StorageError) -> BlockRecord? {
@@ -720,7 +720,7 @@ public final class NodeStore {
 
     /// Where a transaction is: its block, position and result.
     public func transaction(_ id: Bytes32) throws(StorageError) -> (height: UInt64, position: Int, result: [UInt8])? {
-        try database.statement("SELECT height, position, result FROM transactions WHERE id = ?").bind(1, id.bytes)
+        try database.statement("SELECT height, position, result FROM transactions WHERE id = ?").bind(1, id)
             .first { ($0.uint64(0), Int($0.uint64(1)), $0.blob(2) ?? []) }
     }
 

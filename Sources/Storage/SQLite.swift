@@ -1,4 +1,5 @@
 import CSQLite
+import Wire
 
 /// Why the store cannot do what was asked. Every case names the database file.
 public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -241,6 +242,15 @@ final class Statement {
         bytes.withUnsafeBytes { buffer in
             // A zero-length blob still needs a non-null pointer to be a blob, not NULL.
             _ = sqlite3_bind_blob64(pointer, index, buffer.baseAddress ?? UnsafeRawPointer(bitPattern: 1), UInt64(buffer.count), calisson_sqlite_transient())
+        }
+        return self
+    }
+
+    /// A 32-byte key or hash, bound from where it lies (no array made for it).
+    @discardableResult
+    func bind(_ index: Int32, _ value: Bytes32) -> Statement {
+        value.withUnsafeBytes { buffer in
+            _ = sqlite3_bind_blob64(pointer, index, buffer.baseAddress, UInt64(buffer.count), calisson_sqlite_transient())
         }
         return self
     }

@@ -35,17 +35,17 @@ extension NodeStore {
         try requireImport()
         try database.transaction { () throws(StorageError) in
             for (hash, page) in pages {
-                try database.statement("INSERT OR IGNORE INTO tree_pages (hash, page) VALUES (?, ?)").bind(1, hash.bytes).bind(2, page).run()
+                try database.statement("INSERT OR IGNORE INTO tree_pages (hash, page) VALUES (?, ?)").bind(1, hash).bind(2, page).run()
             }
             for (hash, value) in values {
-                try database.statement("INSERT OR IGNORE INTO snapshot_values (hash, value) VALUES (?, ?)").bind(1, hash.bytes).bind(2, value).run()
+                try database.statement("INSERT OR IGNORE INTO snapshot_values (hash, value) VALUES (?, ?)").bind(1, hash).bind(2, value).run()
             }
         }
     }
 
     /// Whether a value with this hash was fetched already.
     public func hasImportedValue(_ hash: Bytes32) throws(StorageError) -> Bool {
-        try database.statement("SELECT 1 FROM snapshot_values WHERE hash = ?").bind(1, hash.bytes).first { _ in true } ?? false
+        try database.statement("SELECT 1 FROM snapshot_values WHERE hash = ?").bind(1, hash).first { _ in true } ?? false
     }
 
     /// Empties the state table (an earlier, interrupted fill may have left rows of another tree).
@@ -61,7 +61,7 @@ extension NodeStore {
         try database.transaction { () throws(StorageError) in
             for (key, valueHash) in leaves {
                 try database.statement("INSERT OR REPLACE INTO state (key, value) SELECT ?, value FROM snapshot_values WHERE hash = ?")
-                    .bind(1, key.bytes).bind(2, valueHash.bytes).run()
+                    .bind(1, key).bind(2, valueHash).run()
                 guard database.changes == 1 else {
                     throw .invalid(file: file, reason: "the value of state key \(key.hex) (hash \(valueHash.hex)) was not fetched")
                 }
@@ -79,7 +79,7 @@ extension NodeStore {
         for chunk in stride(from: 0, to: unreached.count, by: 4_096) {
             try database.transaction { () throws(StorageError) in
                 for hash in unreached[chunk..<min(chunk + 4_096, unreached.count)] {
-                    try database.statement("DELETE FROM tree_pages WHERE hash = ?").bind(1, hash.bytes).run()
+                    try database.statement("DELETE FROM tree_pages WHERE hash = ?").bind(1, hash).run()
                 }
             }
         }
