@@ -64,6 +64,36 @@ import Wire
         #expect(f.one(f.attribute("tri", "recyclage", to: 1, units: 1, evidence: 2)).rejection == .partnerNotActive(id("tri"), .suspended))
     }
 
+    /// A block reads each partner once (`Ledger.cachedPartner`): a partner suspended by a
+    /// vote in the middle of a block is refused for the rest of that block, not from the next.
+    @Test func aPartnerSuspendedMidBlockIsRefusedForTheRestOfIt() {
+        var f = LedgerFixture()
+        let proposal = f.ledger.meta.nextProposal
+        f.run([f.partnerTx("metropole", .propose(.setPartnerStatus(id("tri"), .suspended), deadline: f.ledger.height + 100))])
+        var deciding: [UInt8]?
+        for voter in ["rtm", "friche", "fonds", "tri"] {
+            let vote = f.partnerTx(voter, .vote(proposal: proposal, approve: true))
+            var probe = f
+            probe.run([vote])
+            if probe.ledger.proposal(proposal)?.status != .open {
+                deciding = vote
+                break
+            }
+            f.run([vote])
+        }
+        guard let deciding else {
+            Issue.record("the proposal was never decided")
+            return
+        }
+        let before = f.attribute("tri", "recyclage", to: 1, units: 1, evidence: 1)
+        let after = f.attribute("tri", "recyclage", to: 2, units: 1, evidence: 2)
+        let results = f.run([before, deciding, after])
+        #expect(results[0] == .applied)
+        #expect(results[1] == .applied)
+        #expect(results[2].rejection == .partnerNotActive(id("tri"), .suspended))
+        #expect(f.ledger.partner(id("tri"))?.status == .suspended)
+    }
+
     @Test func programmeWindowIsEnforced() {
         var f = LedgerFixture()
         var late = f.ledger.programme(id("recyclage"))!
