@@ -156,6 +156,7 @@ public struct Ledger<Store: StateStore> {
         if let read { partnerReads[id] = read }
         return read
     }
+
     public func programme(_ id: Identifier) -> Programme? { programmes[id] ?? read(StateKeys.programme(id)) }
     public func account(_ id: AccountID) -> Account { read(StateKeys.account(id)) ?? Account() }
     public func proposal(_ id: UInt64) -> Proposal? { read(StateKeys.proposal(id)) }
