@@ -35,9 +35,10 @@ public struct NodeConfiguration: Sendable {
     /// The most transactions a block the primary cuts carries (and at most 4 MiB of them,
     /// `NodeCoreSettings.blockBytesMax`). Larger blocks spread each block's fixed cost
     /// (three signed rounds, a commit, an fsync) over more transactions when clients keep
-    /// the mempool full (Docs/BENCHMARKS.md, "Larger blocks"), and take longer to execute.
+    /// the mempool full (Docs/BENCHMARKS.md, "Larger blocks": a sixth less CPU per
+    /// transaction at 1,000 than at 400 under a full mempool), and take longer to execute.
     public var blockCommandsMax = NodeConfiguration.blockCommandsMaxDefault
-    public static let blockCommandsMaxDefault = 400
+    public static let blockCommandsMaxDefault = 1_000
     /// `blockWaitMilliseconds` in ticks, rounded up, at least one.
     public var blockWaitTicks: UInt64 {
         max(1, blockWaitMilliseconds / max(1, tickMilliseconds) + (blockWaitMilliseconds % max(1, tickMilliseconds) == 0 ? 0 : 1))

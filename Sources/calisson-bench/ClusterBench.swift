@@ -41,7 +41,7 @@ struct ClusterCommand: ParsableCommand {
     @Option(help: "Seconds from the first submission that are not measured.") var warmup = 2.0
     @Option(help: "Seconds to wait for everything to be final.") var timeout = 180.0
     @Option(help: "A started cluster's blockWaitMilliseconds (absent: the node's default).") var blockWaitMs: UInt64?
-    @Option(help: "A started cluster's blockCommandsMax, transactions per block at most (absent: the node's default, 400).") var blockCommandsMax: Int?
+    @Option(help: "A started cluster's blockCommandsMax, transactions per block at most (absent: the node's default, 1000).") var blockCommandsMax: Int?
     @Option(help: "First port of a started cluster.") var basePort: UInt16 = 7300
     @Option(help: "Citizen accounts the transactions go to.") var citizens = 2_000
     @Option(help: "Write the result (machine, commit, configuration, figures) as JSON to this file.") var json: String?

@@ -321,7 +321,7 @@ struct Testnet: ParsableCommand {
     @Option(help: "Each node's blockWaitMilliseconds (0...1000; absent: the node's default, Docs/NODE.md).")
     var blockWaitMs: UInt64?
 
-    @Option(help: "Each node's blockCommandsMax, transactions per block at most (1...10000; absent: the node's default, 400).")
+    @Option(help: "Each node's blockCommandsMax, transactions per block at most (1...10000; absent: the node's default, 1000).")
     var blockCommandsMax: Int?
 
     @Option(help: "The ledger rules the chain starts with (1 up to this release's newest; from \(LedgerRules.endpoints) on, the genesis lists each node's endpoint).")

@@ -62,8 +62,8 @@ import Transport
         #expect(loaded.blockWaitMilliseconds == NodeConfiguration.blockWaitMillisecondsDefault && loaded.blockWaitTicks == 3)
         #expect(field { $0.blockCommandsMax = 0 } == "blockCommandsMax")
         #expect(field { $0.blockCommandsMax = 10_001 } == "blockCommandsMax")
-        #expect(loaded.blockCommandsMax == 400 && (try? NodeRuntime.replicaConfiguration(loaded).batchCommandsMax) == 400)
-        #expect(try { var changed = config; changed.blockCommandsMax = 1_000; return try NodeRuntime.replicaConfiguration(changed.resolve(relativeTo: directory)).batchCommandsMax }() == 1_000)
+        #expect(loaded.blockCommandsMax == 1_000 && (try? NodeRuntime.replicaConfiguration(loaded).batchCommandsMax) == 1_000)
+        #expect(try { var changed = config; changed.blockCommandsMax = 250; return try NodeRuntime.replicaConfiguration(changed.resolve(relativeTo: directory)).batchCommandsMax }() == 250)
         // The wait in ticks: rounded up, at least one.
         for (wait, tick, ticks) in [(0, 20, 1), (1, 20, 1), (20, 20, 1), (21, 20, 2), (60, 20, 3), (1_000, 1, 1_000), (1_000, 1_000, 1)] as [(UInt64, UInt64, UInt64)] {
             var changed = config
