@@ -26,8 +26,9 @@ struct ClusterCommand: ParsableCommand {
             stream of the first node. Reports finalized transactions per second after the \
             warm-up, latency percentiles (HdrHistogram), CPU-seconds of all nodes (from \
             /proc; per transaction also in signature checks of this machine, which days of \
-            different speed can compare), peak RSS per node, bytes on disk per transaction, view changes, and the \
-            throughput as a fraction of this machine's verify ceiling (calisson-bench ceiling).
+            different speed can compare), peak RSS per node, bytes on disk per transaction, \
+            view changes, and the throughput as a fraction of this machine's verify ceiling \
+            (calisson-bench ceiling).
             """)
 
     @Option(help: "Validators (when starting a cluster).") var validators = 4
