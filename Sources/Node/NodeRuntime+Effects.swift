@@ -39,10 +39,18 @@ enum Client {
 // effects it answers carried out in the order given, once what they depend on is durable.
 //
 // Group commit: the core's writes during a turn of the loop go into one SQLite batch,
-// committed (one fsync) at the end of the turn; only then are the effects of the turn's
-// drives carried out, in order. A vote leaves only once recorded, a client hears that its
-// transaction is final only once its block is on disk, as when every write was synced on
-// its own; the fsyncs of a turn's blocks and votes are one.
+// committed at the end of the turn; the effects of the turn's drives are carried out, in
+// order, once that commit is on disk. A vote leaves only once recorded, a client hears
+// that its transaction is final only once its block is on disk, as when every write was
+// synced on its own.
+//
+// The sync off the loop: once started, the node commits a turn's batch without syncing it
+// and hands the sync to a thread of its own (`WALSyncer`); the turn's effects wait in
+// `unsynced` until that thread reports the commit synced, while the loop goes on with the
+// next turns (reading the network, answering reads, executing the next block). One sync
+// covers every commit made before it, so when the disk is slow the commits of several
+// turns share one. Effects leave in the order they were given, across turns too: those of
+// a turn that wrote nothing wait behind earlier ones still waiting for their sync.
 extension NodeRuntime {
     /// Gives `input` to the core (loop thread); its effects are carried out at the end of
     /// the turn (`endTurn`), after the commit of what it wrote, except signature checks:
@@ -58,7 +66,7 @@ extension NodeRuntime {
                 continue
             }
             if !store.isBatchOpen {
-                do { try store.beginBatch() } catch {
+                do { try store.beginBatch(deferringSync: syncsOffLoop) } catch {
                     held += core.stop("the database refused to open a write batch: \(error)")
                     continue
                 }
@@ -78,24 +86,28 @@ extension NodeRuntime {
     }
 
     /// At the end of each turn of the loop, before the frames it gathered are written:
-    /// commits the turn's writes, then carries out the effects of its drives in order; the
-    /// inputs those effects call for at once (the verifier full) are driven and committed
-    /// in turn. If the commit fails, or a drive stopped the core, nothing of the batch is
-    /// kept and none of its effects goes out but the stop and the events (the stop answers
-    /// every client waiting).
+    /// commits the turn's writes, then carries out the effects of its drives in order (at
+    /// once when the commit was synced in it, else once the syncer reports it, `synced`);
+    /// the inputs those effects call for at once are driven and committed in turn. If the
+    /// commit fails, or a drive stopped the core, nothing of the batch is kept and none of
+    /// its effects goes out but the stop and the events (the stop answers every client
+    /// waiting).
     func endTurn() {
         while store.isBatchOpen || !held.isEmpty {
             var effects = held
             held = []
+            var committed = false
             if core.failure == nil, store.isBatchOpen {
                 do {
-                    if try store.commitBatch() { batchesCommitted += 1 }
+                    committed = try store.commitBatch()
+                    if committed { batchesCommitted += 1 }
                 } catch {
                     effects = core.stop("the database could not commit the turn's writes: \(error)")
                 }
             }
             if core.failure != nil {
                 store.rollbackBatch()
+                committed = false
                 effects = effects.filter {
                     switch $0 {
                     case .stopped, .event: return true
@@ -103,7 +115,40 @@ extension NodeRuntime {
                     }
                 }
             }
-            for effect in effects {
+            if committed, syncsOffLoop {
+                commitsMade += 1
+                unsynced.append((commitsMade, effects))
+                syncer.request(through: commitsMade)
+            } else if !unsynced.isEmpty {
+                unsynced[unsynced.count - 1].effects += effects  // behind those waiting: in order
+            } else {
+                for effect in effects {
+                    if let next = perform(effect) { run(next) }
+                }
+            }
+        }
+    }
+
+    /// The syncer's report (loop thread): the effects of the commits it covered go out, in
+    /// order. A failed sync stops the node: what it covered may not be on disk, so none of
+    /// the effects waiting goes out (their clients hear that the node stopped).
+    func synced(through commit: UInt64, _ failure: WALSyncer.Failure?) {
+        assert(loop.isOnLoop, "the node's core is the loop thread's")
+        if let failure {
+            guard !unsynced.isEmpty || core.failure == nil else { return }
+            unsynced = []
+            logger.critical("the database's write-ahead log could not be synced", metadata: ["reason": "\(failure)"])
+            for effect in core.stop("\(failure)") { perform(effect) }
+            return
+        }
+        commitsSynced = max(commitsSynced, commit)
+        var ready = 0
+        while ready < unsynced.count, unsynced[ready].commit <= commit { ready += 1 }
+        guard ready > 0 else { return }
+        let groups = unsynced.prefix(ready)
+        unsynced.removeFirst(ready)
+        for group in groups {
+            for effect in group.effects {
                 if let next = perform(effect) { run(next) }
             }
         }

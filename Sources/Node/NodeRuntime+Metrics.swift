@@ -51,8 +51,12 @@ extension NodeRuntime {
         metric("admitted_total", "counter", "Transactions admitted to the mempool.", core.counters.admitted)
         metric("admission_refused_total", "counter", "Transactions refused at admission.", core.counters.refused)
         metric("blocks_executed_total", "counter", "Blocks executed since start.", core.counters.blocksExecuted)
-        metric("storage_commits_total", "counter", "Write batches committed to the database (one fsync each; one per turn of the loop that wrote).",
+        metric("storage_commits_total", "counter", "Write batches committed to the database (one per turn of the loop that wrote).",
                batchesCommitted)
+        let syncs = syncer.counts.withLock { $0 }
+        metric("storage_wal_syncs_total", "counter", "Syncs of the WAL made off the loop, each covering the commits made before it.", syncs.syncs)
+        metric("storage_wal_sync_longest_seconds", "gauge", "The longest sync of the WAL since start.", Double(syncs.longestMicroseconds) / 1_000_000)
+        metric("storage_commits_unsynced", "gauge", "Commits whose effects (votes, answers) wait for their sync now.", commitsMade - commitsSynced)
         let checkpoints = store.checkpoints
         metric("storage_wal_checkpoints_total", "counter", "WAL checkpoints made by the checkpointer thread (every ~40 MiB of WAL).", checkpoints.made)
         metric("storage_wal_checkpoint_failures_total", "counter", "WAL checkpoints that failed on the checkpointer thread (the node's commits then do it).",

@@ -62,6 +62,8 @@ public struct NodeConfiguration: Sendable {
     /// before an upgrade.
     public var rulesNewest = LedgerRules.newest
     #if CALISSON_FAULTS
+    /// Test builds only: the WAL's sync (`fdatasync`'s contract), to make it fail or hang.
+    public var walSync: (@Sendable (Int32) -> Int32)?
     /// Test builds only: misbehave towards the other validators (Byzantine.swift).
     public var byzantine: ByzantineMode?
     /// The seed of the Byzantine mode's choices, logged at start so that a run can be replayed.
@@ -94,8 +96,21 @@ public final class NodeRuntime: @unchecked Sendable {
     /// The effects of this turn's drives, carried out once the turn's writes are
     /// committed (loop thread, `endTurn`).
     var held: [NodeEffect] = []
-    /// Write batches committed (one fsync each).
+    /// Write batches committed (one fsync each, made in the commit or by the syncer).
     var batchesCommitted = 0
+    /// Whether the turns' commits are synced by `syncer` rather than in the commit: from
+    /// `start` (loop thread; NodeRuntime+Effects.swift, "The sync off the loop").
+    var syncsOffLoop = false
+    /// Syncs the WAL after the commits of `syncsOffLoop`; reports to the loop (`synced`).
+    lazy var syncer = WALSyncer(databaseFile: configuration.databaseFile, sync: Self.walSync(configuration)) { [weak self] through, failure in
+        guard let self else { return }
+        _ = loop.executeWaiting { self.synced(through: through, failure) }
+    }
+    /// Commits made without a sync, and the highest the syncer reported (loop thread).
+    var commitsMade: UInt64 = 0
+    var commitsSynced: UInt64 = 0
+    /// Effects waiting for the sync of the commit numbered beside them, in order (loop thread).
+    var unsynced: [(commit: UInt64, effects: [NodeEffect])] = []
     /// WAL checkpoint failures already logged (loop thread).
     var checkpointFailuresLogged = 0
     /// The peers dialled besides those the ledger gives: the configuration's, or those of
@@ -202,6 +217,14 @@ public final class NodeRuntime: @unchecked Sendable {
         #endif
     }
 
+    /// The WAL's sync: `fdatasync`, or in test builds the configuration's.
+    static func walSync(_ configuration: NodeConfiguration) -> @Sendable (Int32) -> Int32 {
+        #if CALISSON_FAULTS
+        if let sync = configuration.walSync { return sync }
+        #endif
+        return { fdatasync($0) }
+    }
+
     /// Where the database records the digest of the genesis it was created with.
     static var genesisExtra: String { Core.genesisExtra }
 
@@ -277,11 +300,13 @@ public final class NodeRuntime: @unchecked Sendable {
         }
         transport.onClientRequest = { [weak self] request, respond in self?.answer(request, respond) }
         transport.onTurnEnd = { [weak self] in self?.endTurn() }
+        syncer.start()
         try transport.start()
         let failure = Mutex<String?>(nil)
         let ready = DispatchSemaphore(value: 0)
         do {
             try loop.execute { [self] in
+                syncsOffLoop = true
                 ticker = RepeatingTask(loop: loop, every: configuration.tickMilliseconds) { [weak self] in self?.tick() }
                 if let port = configuration.metricsPort {
                     let endpoint = HTTPEndpoint(loop: loop)
@@ -311,6 +336,7 @@ public final class NodeRuntime: @unchecked Sendable {
             metrics?.stop()
         }
         loop.shutdown()
+        syncer.stop()  // its reports are refused by the stopped loop; SQLite's close syncs what is left
         store.close()  // the loop has ended: nothing writes any more; the database's lock is released
     }
 

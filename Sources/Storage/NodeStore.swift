@@ -60,7 +60,9 @@ public struct StateChanges: Sendable {
 /// SQL transaction per block (the fsync is per block, not per transaction). A batch
 /// (`beginBatch` … `commitBatch`) goes further: every write in between is one SQL
 /// transaction and one fsync, durable when `commitBatch` returns and not before (the node
-/// opens one per turn of its event loop, and acts on nothing it wrote until then).
+/// opens one per turn of its event loop, and acts on nothing it wrote until then). A
+/// batch may also defer its sync to a `WALSyncer`'s thread (the node's does: its loop does
+/// not wait for the disk), and is durable once that thread has synced it.
 public final class NodeStore {
     public static let schemaVersion = 7
     /// How much memory the database may use: the window of the file SQLite maps
@@ -344,9 +346,14 @@ public final class NodeStore {
     /// visible to another connection, before the commit; reads on this store see them. A
     /// write that fails inside the batch fails the batch: later writes and `commitBatch`
     /// throw, and nothing of it is written.
-    public func beginBatch() throws(StorageError) {
+    ///
+    /// `deferringSync`: the commit is not synced (`synchronous = NORMAL` for the batch's
+    /// transaction): durable only once a `WALSyncer` has synced the WAL after it. The
+    /// database stays consistent through a power cut meanwhile; only such commits not synced
+    /// yet may be lost. Writes outside such a batch are synced in their commit as always.
+    public func beginBatch(deferringSync: Bool = false) throws(StorageError) {
         guard !isReadOnly else { throw .readOnly(file: file) }
-        try database.beginBatch()
+        try database.beginBatch(deferringSync: deferringSync)
     }
 
     /// Makes the batch's writes durable, all together; on failure (its own, or a write's

@@ -125,14 +125,21 @@ final class Database {
     /// they change to a statement journal first).
     private var batchFailure: StorageError?
 
-    func beginBatch() throws(StorageError) {
+    /// Whether the open batch commits without syncing (`synchronous = NORMAL` for its
+    /// transaction; the caller syncs the WAL itself, `WALSyncer`).
+    private var batchDefersSync = false
+    /// Whether `synchronous` is NORMAL now, for the open batch's transaction.
+    private var syncLowered = false
+
+    func beginBatch(deferringSync: Bool = false) throws(StorageError) {
         guard !batchOpen else { throw .invalid(file: file, reason: "a batch is opened inside another") }
         batchOpen = true
+        batchDefersSync = deferringSync
     }
 
-    /// Commits the batch (with `synchronous = FULL`, one fsync of the WAL for all of it);
-    /// returns whether it wrote anything. If it fails, or a write inside the batch failed,
-    /// nothing of the batch is written.
+    /// Commits the batch (with `synchronous = FULL`, one fsync of the WAL for all of it;
+    /// deferring its sync, none); returns whether it wrote anything. If it fails, or a write
+    /// inside the batch failed, nothing of the batch is written.
     func commitBatch() throws(StorageError) -> Bool {
         guard batchOpen else { return false }
         if let failure = batchFailure {
@@ -140,12 +147,17 @@ final class Database {
             throw failure
         }
         batchOpen = false
-        guard batchBegun else { return false }
+        guard batchBegun else {
+            try restoreSync()
+            return false
+        }
         batchBegun = false
         do { try execute("COMMIT") } catch {
             if handle != nil, sqlite3_get_autocommit(handle) == 0 { try? execute("ROLLBACK") }
+            try? restoreSync()
             throw error
         }
+        try restoreSync()
         return true
     }
 
@@ -154,9 +166,19 @@ final class Database {
         guard batchOpen else { return }
         batchOpen = false
         batchFailure = nil
-        guard batchBegun else { return }
-        batchBegun = false
-        if handle != nil, sqlite3_get_autocommit(handle) == 0 { try? execute("ROLLBACK") }
+        if batchBegun {
+            batchBegun = false
+            if handle != nil, sqlite3_get_autocommit(handle) == 0 { try? execute("ROLLBACK") }
+        }
+        try? restoreSync()
+    }
+
+    /// After a batch that deferred its sync: every later commit is synced in it again.
+    private func restoreSync() throws(StorageError) {
+        batchDefersSync = false
+        guard syncLowered else { return }
+        try execute("PRAGMA synchronous = FULL")
+        syncLowered = false
     }
 
     /// Runs `body` in one transaction (BEGIN IMMEDIATE): all of it or none of it. Inside a
@@ -169,6 +191,11 @@ final class Database {
             }
             do {
                 if !batchBegun {
+                    // Set outside the transaction, for its commit only (`restoreSync`).
+                    if batchDefersSync, !syncLowered {
+                        try execute("PRAGMA synchronous = NORMAL")
+                        syncLowered = true
+                    }
                     try execute("BEGIN IMMEDIATE")
                     batchBegun = true
                 }

@@ -10,6 +10,7 @@ import Foundation
 @testable import Ledger
 import Node
 @testable import Storage
+import Synchronization
 import Testing
 import Wire
 
@@ -220,6 +221,56 @@ struct Chain {
         let reopened = try NodeStore(file: file)
         #expect(reopened.height == 5 && reopened.stateRoot == ledger.stateRoot)
         #expect(try recomputedRoot(reopened) == reopened.stateRoot)
+    }
+
+    /// A batch that defers its sync commits at `synchronous = NORMAL` and leaves the
+    /// connection at FULL for every other write; the syncer reports each commit number it
+    /// covered, and once one sync failed every later report is a failure.
+    @Test func aBatchDeferringItsSyncLeavesItToTheSyncer() throws {
+        let file = temporaryFile("deferred.db")
+        let chain = Chain()
+        let state = StoredState(store: try NodeStore(file: file, create: true))
+        var ledger = try Ledger.create(chain.genesis, in: state)
+        try state.persistGenesis()
+        let database = state.store.database
+        func level() throws -> Int64? { try database.integer("PRAGMA synchronous") }
+        #expect(try level() == 2)
+        try state.store.beginBatch(deferringSync: true)
+        try chain.run(&ledger, to: 2)
+        #expect(try level() == 1)  // for the batch's transaction only
+        #expect(try state.store.commitBatch())
+        #expect(try level() == 2)
+        try state.store.beginBatch(deferringSync: true)  // nothing written: nothing changed
+        #expect(try !state.store.commitBatch())
+        #expect(try level() == 2)
+        try state.store.beginBatch(deferringSync: true)
+        try state.store.appendSafety([[1]])
+        state.store.rollbackBatch()
+        #expect(try level() == 2)
+        #expect(try state.store.safetyRecords().isEmpty)
+
+        let reports = Mutex<[(UInt64, String?)]>([])
+        let calls = Atomic<Int>(0)
+        let syncer = WALSyncer(databaseFile: file, sync: { descriptor in
+            guard calls.add(1, ordering: .relaxed).newValue > 1 else { return fdatasync(descriptor) }
+            errno = EIO
+            return -1
+        }) { through, failure in reports.withLock { $0.append((through, failure.map(\.description))) } }
+        syncer.start()
+        defer { syncer.stop() }
+        syncer.request(through: 1)
+        #expect(eventually(5) { reports.withLock { $0.count } == 1 })
+        #expect(reports.withLock { $0.first?.0 == 1 && $0.first?.1 == nil })
+        syncer.request(through: 1)  // covered already: no sync
+        syncer.request(through: 3)
+        #expect(eventually(5) { reports.withLock { $0.count } == 2 })
+        syncer.request(through: 4)
+        #expect(eventually(5) { reports.withLock { $0.count } == 3 })
+        let failures = reports.withLock { $0.dropFirst().map { "\($0.0) \($0.1 ?? "")" } }
+        #expect(failures.count == 2 && failures.allSatisfy { $0.contains("deferred.db-wal: the write-ahead log could not be synced") })
+        #expect(failures.first?.hasPrefix("3 ") == true && failures.last?.hasPrefix("4 ") == true)
+        #expect(calls.load(ordering: .relaxed) == 2, "a sync after a failure: \(calls.load(ordering: .relaxed)) calls")
+        #expect(syncer.counts.withLock { $0.syncs } == 1)
     }
 
     /// The writer's WAL is copied into the main file by the checkpointer's thread once past

@@ -1,0 +1,138 @@
+// The sync off the loop (NodeRuntime+Effects.swift, "The sync off the loop"): a node
+// commits each turn's writes and goes on while a thread of its own syncs them; what
+// depends on those writes (its votes, its answers, the height it reports) waits for the
+// sync. A node whose disk does not sync keeps executing what the others finalize but
+// says nothing of it; one whose sync fails stops, and restarted it catches up.
+import CalissonTestKit
+import Foundation
+import Node
+import NodeCore
+import Synchronization
+import Testing
+import Transport
+
+/// A disk whose syncs wait while the gate is closed.
+final class SyncGate: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var closed = true
+    let syncs = Atomic<Int>(0)
+
+    func sync(_ descriptor: Int32) -> Int32 {
+        condition.lock()
+        while closed { condition.wait() }
+        condition.unlock()
+        syncs.add(1, ordering: .relaxed)
+        return fdatasync(descriptor)
+    }
+
+    func open() {
+        condition.lock()
+        closed = false
+        condition.broadcast()
+        condition.unlock()
+    }
+}
+
+/// A value of the node's /metrics (its metrics port), nil if absent.
+private func metric(_ node: NodeRuntime, _ name: String) -> Int? {
+    guard let text = try? httpGet(port: node.metricsPort, "/metrics"),
+        let line = text.split(separator: "\n").first(where: { $0.hasPrefix("calisson_\(name) ") })
+    else { return nil }
+    return Int(line.split(separator: " ")[1])
+}
+
+@Suite(.serialized, .onOwnThreads) struct WALSyncTests {
+    @Test func aNodeActsOnItsWritesOnlyOnceTheyAreSynced() throws {
+        let cluster = try TestCluster()
+        let gate = SyncGate()
+        let nodes = try (0..<4).map { index in
+            var configuration = cluster.configuration(index)
+            configuration.transport.clientPort = 0
+            if index == 3 {
+                configuration.walSync = { gate.sync($0) }
+                configuration.metricsPort = 0
+            }
+            return try NodeRuntime(configuration: configuration)
+        }
+        for node in nodes { try node.start() }
+        defer {
+            gate.open()  // before the stop, which waits for the sync in progress
+            for node in nodes { node.stop() }
+        }
+        TestCluster.link(nodes)
+
+        // p3's disk never finishes a sync: the three others finalize without its votes; p3
+        // executes the blocks it learns are final (its loop does not wait for the disk), but
+        // reports no height.
+        var nonce: UInt64 = 0
+        cluster.advance(nodes, to: 6, issuers: 3, nonce: &nonce)
+        #expect(nodes[0].height >= 6)
+        #expect(eventually(10) { nodes[3].read { $0.height } == nodes[0].height }, "p3 executed up to \(nodes[3].read { $0.height } ?? 0)")
+        #expect(nodes[3].height == 0, "p3 reported height \(nodes[3].height) before any of its writes was synced")
+        // A submission to it is checked, but its answer (and its gossip) waits behind the
+        // effects of the writes not synced yet: answers leave in order.
+        let admitted = try #require(metric(nodes[3], "admitted_total"))
+        let answer = Mutex<(done: Bool, refusal: AdmissionError?)>((false, nil))
+        Thread {
+            let refusal = nodes[3].submit(cluster.attribute(by: 3, to: 5, nonce: 0))
+            answer.withLock { $0 = (true, refusal) }
+        }.start()
+        #expect(eventually(10) { metric(nodes[3], "admitted_total") == admitted + 1 })
+        Thread.sleep(forTimeInterval: 0.3)
+        #expect(answer.withLock { $0.done } == false, "p3 answered a submission before its writes were synced")
+        #expect(gate.syncs.load(ordering: .relaxed) == 0)
+
+        // The disk syncs again: everything waiting goes out, in order.
+        gate.open()
+        #expect(eventually(10) { answer.withLock { $0.done } })
+        #expect(answer.withLock { $0.refusal } == nil)
+        #expect(eventually(10) { nodes[3].height == nodes[0].height && nodes[3].height >= 6 })
+        #expect(gate.syncs.load(ordering: .relaxed) > 0)
+        // Its admitted transaction is final everywhere (its gossip and votes went out).
+        let issued = { (node: NodeRuntime) in node.read { $0.meta.totals.issued } ?? 0 }
+        let target = issued(nodes[0]) + 10
+        #expect(eventually(20) { nodes.allSatisfy { issued($0) == target } }, "issued: \(nodes.map(issued)), expected \(target)")
+        #expect(eventually(10) { Set(nodes.map(\.stateRoot)).count == 1 })
+        #expect((metric(nodes[3], "storage_wal_syncs_total") ?? 0) > 0)
+        #expect(nodes.allSatisfy { $0.failure == nil })
+    }
+
+    @Test func aNodeWhoseSyncFailsStopsAndCatchesUpOnceRestarted() throws {
+        let cluster = try TestCluster()
+        let syncs = Atomic<Int>(0)
+        var nodes = try (0..<4).map { index in
+            var configuration = cluster.configuration(index)
+            configuration.transport.clientPort = 0
+            if index == 3 {
+                configuration.walSync = { descriptor in
+                    guard syncs.add(1, ordering: .relaxed).newValue > 5 else { return fdatasync(descriptor) }
+                    errno = EIO
+                    return -1
+                }
+            }
+            return try NodeRuntime(configuration: configuration)
+        }
+        for node in nodes { try node.start() }
+        defer { for node in nodes { node.stop() } }
+        TestCluster.link(nodes)
+
+        var nonce: UInt64 = 0
+        cluster.advance(nodes, to: 12, issuers: 3, nonce: &nonce)
+        #expect(eventually(10) { nodes[3].failure != nil })
+        let failure = nodes[3].failure ?? ""
+        #expect(failure.contains("p3.db-wal") && failure.contains("could not be synced") && failure.contains("Input/output error"), "\(failure)")
+        #expect(nodes[3].height < nodes[0].height)
+        // The others go on without it; restarted on a sound disk, it catches up.
+        cluster.advance(nodes, to: nodes[0].height + 3, issuers: 3, nonce: &nonce)
+        nodes[3].stop()
+        var configuration = cluster.configuration(3)
+        configuration.transport.clientPort = 0
+        nodes[3] = try NodeRuntime(configuration: configuration)
+        try nodes[3].start()
+        TestCluster.link(nodes)
+        cluster.advance(nodes, to: nodes[0].height + 3, issuers: 3, nonce: &nonce)
+        #expect(eventually(20) { nodes[3].height == nodes[0].height && nodes[3].stateRoot == nodes[0].stateRoot },
+                "p3 at \(nodes[3].height), p0 at \(nodes[0].height)")
+        #expect(nodes.allSatisfy { $0.failure == nil })
+    }
+}
