@@ -175,6 +175,13 @@ extension NodeRuntime {
     }
 
     func tick() {
+        let now = ContinuousClock.now
+        if let lastTick {
+            let elapsed = lastTick.duration(to: now).components
+            let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
+            loopLag.record(max(0, seconds - Double(configuration.tickMilliseconds) / 1_000))
+        }
+        lastTick = now
         let refill = Self.snapshotItemsPerSecond * Int(clamping: min(configuration.tickMilliseconds, 1_000)) / 1_000
         snapshotItemsBudget = min(Self.snapshotItemsPerSecond, snapshotItemsBudget + refill)
         let checkpoints = store.checkpoints

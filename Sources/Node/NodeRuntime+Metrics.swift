@@ -51,6 +51,9 @@ extension NodeRuntime {
         metric("admitted_total", "counter", "Transactions admitted to the mempool.", core.counters.admitted)
         metric("admission_refused_total", "counter", "Transactions refused at admission.", core.counters.refused)
         metric("blocks_executed_total", "counter", "Blocks executed since start.", core.counters.blocksExecuted)
+        lines += loopLag.lines(
+            "calisson_loop_lag_seconds",
+            help: "How late the consensus clock's ticks came: the loop busy that long, answering nothing (peers, clients) meanwhile.")
         metric("storage_commits_total", "counter", "Write batches committed to the database (one per turn of the loop that wrote).",
                batchesCommitted)
         let syncs = syncer.counts.withLock { $0 }

@@ -106,6 +106,11 @@ public final class NodeRuntime: @unchecked Sendable {
         guard let self else { return }
         _ = loop.executeWaiting { self.synced(through: through, failure) }
     }
+    /// How late the consensus clock's ticks come (loop thread): a tick late by L means the
+    /// loop was busy for about L without answering anything (a block executed, the state
+    /// written, a sync before it moved off the loop); `/metrics`' `loop_lag_seconds`.
+    var loopLag = LagHistogram()
+    var lastTick: ContinuousClock.Instant?
     /// Commits made without a sync, and the highest the syncer reported (loop thread).
     var commitsMade: UInt64 = 0
     var commitsSynced: UInt64 = 0
@@ -417,6 +422,35 @@ public final class NodeRuntime: @unchecked Sendable {
 
     /// The port /metrics and /health answer on (0 until started, or without one).
     public var metricsPort: UInt16 { metrics?.port ?? 0 }
+}
+
+/// Counts of durations by upper bound, a Prometheus histogram's (cumulative when printed).
+struct LagHistogram {
+    static let bounds: [Double] = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1]
+    /// The bounds as the `le` labels say them.
+    static let labels = ["0.005", "0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1"]
+    /// Per bound, the durations at most it and above the bound before; the last slot, above every bound.
+    private(set) var counts = [Int](repeating: 0, count: LagHistogram.bounds.count + 1)
+    private(set) var sum = 0.0
+    private(set) var count = 0
+
+    mutating func record(_ seconds: Double) {
+        counts[Self.bounds.firstIndex { seconds <= $0 } ?? Self.bounds.count] += 1
+        sum += seconds
+        count += 1
+    }
+
+    /// The exposition lines of `name` (a histogram in seconds).
+    func lines(_ name: String, help: String) -> [String] {
+        var lines = ["# HELP \(name) \(help)", "# TYPE \(name) histogram"]
+        var cumulative = 0
+        for (label, count) in zip(Self.labels, counts) {
+            cumulative += count
+            lines.append("\(name)_bucket{le=\"\(label)\"} \(cumulative)")
+        }
+        lines += ["\(name)_bucket{le=\"+Inf\"} \(count)", "\(name)_sum \(sum)", "\(name)_count \(count)"]
+        return lines
+    }
 }
 
 /// The node's core, on the SQLite store.

@@ -29,7 +29,9 @@ struct GatewayBenchCommand: ParsableCommand {
             finalized blocks). Then, with the cluster under --load of the native rate (open \
             loop, native), reads an account's certified state through the gateway at \
             --read-rate per second for --read-seconds and reports the latency percentiles \
-            (from each read's scheduled time, so a slow read delays none unmeasured).
+            (from each read's scheduled time, so a slow read delays none unmeasured), and \
+            the share of the nodes' consensus ticks late by over 20 and 50 ms meanwhile \
+            (their loops' stalls, which a read landing in one waits for).
             """)
 
     @Option(help: "Validators.") var validators = 4
@@ -114,6 +116,8 @@ struct GatewayBenchCommand: ParsableCommand {
         print(String(format: "verified reads at %.0f/s with the cluster at %.0f tx/s (%.0f%% of native): p50 %.1f ms, p99 %.1f ms, max %.1f ms, %d reads, %d failed (goal: p99 under 20 ms)",
                      readRate, reads.loadRate, load * 100, reads.p50, reads.p99, reads.max, reads.count, reads.failed))
         print(String(format: "  cores used meanwhile: nodes %.2f, this process %.2f; largest mempool at the end %.0f", reads.nodeCores, reads.processCores, reads.mempool))
+        print(String(format: "  the nodes' loops meanwhile: %.1f%% of their ticks late by over 20 ms, %.1f%% by over 50 ms (of %.0f)",
+                     reads.lateOver20 * 100, reads.lateOver50 * 100, reads.ticks))
         if let json {
             let report: [String: Any] = [
                 "machine": ["cpu": machine.cpu, "commit": machine.commit, "date": machine.date],
@@ -122,7 +126,8 @@ struct GatewayBenchCommand: ParsableCommand {
                 "native": native, "gateway": gateway, "ratio": gatewayRate / nativeRate,
                 "reads": ["p50Milliseconds": reads.p50, "p99Milliseconds": reads.p99, "maxMilliseconds": reads.max, "count": reads.count,
                           "failed": reads.failed, "loadTransactionsPerSecond": reads.loadRate, "nodeCores": reads.nodeCores,
-                          "processCores": reads.processCores, "mempoolAtEnd": reads.mempool],
+                          "processCores": reads.processCores, "mempoolAtEnd": reads.mempool, "nodeTicks": reads.ticks,
+                          "nodeTicksLateOver20Milliseconds": reads.lateOver20, "nodeTicksLateOver50Milliseconds": reads.lateOver50],
             ]
             try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys]).write(to: URL(fileURLWithPath: json))
         }
@@ -222,6 +227,22 @@ struct GatewayBenchCommand: ParsableCommand {
         var nodeCores = 0.0, processCores = 0.0
         /// The largest mempool of a node at the end (a load past what the cluster orders grows it).
         var mempool = 0.0
+        /// The nodes' consensus ticks during the reads, and the shares of them late by over
+        /// 20 and 50 ms (`loop_lag_seconds`: each a stretch when a node's loop, which also
+        /// answers the client port, answered nothing).
+        var ticks = 0.0, lateOver20 = 0.0, lateOver50 = 0.0
+    }
+
+    /// The nodes' ticks so far: all of them, and those at most 20 and 50 ms late.
+    static func ticks(_ cluster: NodeProcesses) -> (all: Double, within20: Double, within50: Double) {
+        var all = 0.0, within20 = 0.0, within50 = 0.0
+        for index in cluster.ids.indices {
+            let metrics = cluster.metrics(index)
+            all += metrics["loop_lag_seconds_count"] ?? 0
+            within20 += metrics["loop_lag_seconds_bucket{le=\"0.02\"}"] ?? 0
+            within50 += metrics["loop_lag_seconds_bucket{le=\"0.05\"}"] ?? 0
+        }
+        return (all, within20, within50)
     }
 
     func readsUnderLoad(cluster: NodeProcesses, workload: Workload, loadSlice: Range<Int>, loadRate: Double, port: Int, secret: String) throws -> Reads {
@@ -252,6 +273,7 @@ struct GatewayBenchCommand: ParsableCommand {
         let accounts = workload.accounts.prefix(200).map { $0.bytes.hex }
         let start = Date().addingTimeInterval(0.2)
         let cpuBefore = (own: Self.processCPUSeconds(), nodes: cluster.cpuSeconds())
+        let ticksBefore = Self.ticks(cluster)
         let total = Int(readRate * readSeconds)
         let group = DispatchGroup()
         for reader in 0..<readers {
@@ -282,6 +304,12 @@ struct GatewayBenchCommand: ParsableCommand {
         reads.nodeCores = (cluster.cpuSeconds() - cpuBefore.nodes) / seconds
         reads.processCores = (Self.processCPUSeconds() - cpuBefore.own) / seconds
         reads.mempool = cluster.ids.indices.map { cluster.metrics($0)["mempool_transactions"] ?? 0 }.max() ?? 0
+        let ticksAfter = Self.ticks(cluster)
+        reads.ticks = ticksAfter.all - ticksBefore.all
+        if reads.ticks > 0 {
+            reads.lateOver20 = (reads.ticks - (ticksAfter.within20 - ticksBefore.within20)) / reads.ticks
+            reads.lateOver50 = (reads.ticks - (ticksAfter.within50 - ticksBefore.within50)) / reads.ticks
+        }
         return reads
     }
 }

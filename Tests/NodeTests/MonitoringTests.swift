@@ -55,8 +55,16 @@ import Testing
         // A lone validator: every certificate is its own vote.
         #expect(gauge("recent_certificates") != "0" && gauge("recent_certificates") == gauge("recent_certificates_signed"), "\(body)")
         #expect(gauge("pending_validator_set_from_height") == "0")
+        // The ticks' lateness: a histogram whose buckets count up to every tick.
+        let buckets = body.split(separator: "\n").filter { $0.hasPrefix("calisson_loop_lag_seconds_bucket{") }.compactMap { Int($0.split(separator: " ")[1]) }
+        let ticks = try #require(gauge("loop_lag_seconds_count").flatMap { Int($0) })
+        #expect(ticks > 0 && buckets.count == 9 && buckets == buckets.sorted() && buckets.last == ticks, "\(buckets), \(ticks) ticks")
 
-        let exported = Set(body.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }.map { String($0.split(separator: " ")[2]) })
+        // A histogram's series are its name's _bucket, _sum and _count (the docs name it alone).
+        let exported = Set(body.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }.flatMap { line -> [String] in
+            let parts = line.split(separator: " ").map(String.init)
+            return parts[3] == "histogram" ? ["", "_bucket", "_sum", "_count"].map { parts[2] + $0 } : [parts[2]]
+        })
         let pattern = try NSRegularExpression(pattern: "calisson_[a-z_]+")
         for file in ["calisson-alerts.yml", "grafana-dashboard.json"] {
             let text = try String(contentsOfFile: "\(Self.kit)/\(file)", encoding: .utf8)
