@@ -3,8 +3,9 @@
 // "durable H" after each block's commit returned and "persisted N" after each safety
 // append, until it is killed. Restarted on the same file, it resumes where the file is.
 // Heights 4k+1 to 4k+3 are written in one batch with their safety records (as the node
-// groups a turn's writes), height 4k+4 on its own: a file left at a height of the form
-// 4k+1 or 4k+2 would be a batch half written. The state is written with the blocks at the
+// groups a turn's writes), committed without a sync and synced by a `WALSyncer` before
+// they are reported durable (as the node does), height 4k+4 on its own, synced in its
+// commit: a file left at a height of the form 4k+1 or 4k+2 would be a batch half written. The state is written with the blocks at the
 // multiples of `CrashWriter.stateInterval` (as the node writes it at its checkpoints); at
 // start the blocks above it are executed again from their bodies, each checked against the
 // root it recorded (as the node's core does).
@@ -14,6 +15,7 @@ import Foundation
 import Ledger
 import Node
 import Storage
+import Synchronization
 import Wire
 
 /// Unbuffered: a line is out before the next write begins (the parent may kill us any time).
@@ -44,6 +46,15 @@ do {
         ledger = try Ledger.create(try CrashWriter.genesis(issuer.publicKey).validated(), in: state)
         try state.persistGenesis()
     }
+    // The node's way with a batch: committed without a sync, reported once synced.
+    let synced = DispatchSemaphore(value: 0)
+    let syncFailure = Mutex<String?>(nil)
+    let syncer = WALSyncer(databaseFile: arguments[1]) { _, failure in
+        if let failure { syncFailure.withLock { $0 = "\(failure)" } }
+        synced.signal()
+    }
+    syncer.start()
+    var commits: UInt64 = 0
     var safetyCount = try store.safetyRecords().count
     func write(_ height: UInt64) throws {
         let commands = (0..<blockSize).map { index in
@@ -67,9 +78,14 @@ do {
     while true {
         let first = ledger.height + 1
         let last = first % 4 == 1 ? first + 2 : first
-        if last > first { try store.beginBatch() }
+        if last > first { try store.beginBatch(deferringSync: true) }
         for height in first...last { try write(height) }
-        if last > first { try store.commitBatch() }
+        if last > first, try store.commitBatch() {
+            commits += 1
+            syncer.request(through: commits)
+            synced.wait()
+            if let failure = syncFailure.withLock({ $0 }) { throw CrashWriter.Failure(failure) }
+        }
         say("durable \(last)")
         say("persisted \(safetyCount)")
     }

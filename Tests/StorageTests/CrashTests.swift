@@ -5,7 +5,10 @@
 // interval, its root the one that block recorded and (every tenth kill) the root
 // recomputed from the stored state, and the writer, restarted, executes the blocks above it
 // again to the roots they recorded; the safety log holds every record reported persisted;
-// a batch of blocks is there whole or not at all.
+// a batch of blocks is there whole or not at all. The batches commit without a sync and
+// are reported durable once a `WALSyncer` synced them, as the node's: kills land between a
+// batch's commit and its sync too. (A kill leaves the page cache: what a power cut would
+// lose is not tested here; Docs/STORAGE.md, "The sync off the loop", says why it is not.)
 import CalissonTestKit
 import Foundation
 import Spawning
