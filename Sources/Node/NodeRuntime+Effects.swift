@@ -45,12 +45,14 @@ enum Client {
 // synced on its own.
 //
 // The sync off the loop: once started, the node commits a turn's batch without syncing it
-// and hands the sync to a thread of its own (`WALSyncer`); the turn's effects wait in
-// `unsynced` until that thread reports the commit synced, while the loop goes on with the
-// next turns (reading the network, answering reads, executing the next block). One sync
-// covers every commit made before it, so when the disk is slow the commits of several
-// turns share one. Effects leave in the order they were given, across turns too: those of
-// a turn that wrote nothing wait behind earlier ones still waiting for their sync.
+// and hands the sync to a thread of its own (`WALSyncer`). The loop waits for it at most
+// `syncWait` (a fast sync: the turn's effects leave at once, as when the loop synced); past
+// that, the turn's effects wait in `unsynced` until the thread reports the commit synced,
+// while the loop goes on with the next turns (reading the network, answering reads,
+// executing the next block). One sync covers every commit made before it, so when the disk
+// is slow the commits of several turns share one. Effects leave in the order they were
+// given, across turns too: those of a turn that wrote nothing wait behind earlier ones
+// still waiting for their sync.
 extension NodeRuntime {
     /// Gives `input` to the core (loop thread); its effects are carried out at the end of
     /// the turn (`endTurn`), after the commit of what it wrote, except signature checks:
@@ -119,6 +121,10 @@ extension NodeRuntime {
                 commitsMade += 1
                 unsynced.append((commitsMade, effects))
                 syncer.request(through: commitsMade)
+                // A fast sync (most are, on a local SSD) is waited for: the turn's votes and
+                // answers leave now, as before, rather than after the loop's next turn
+                // (executing a block, say). A slow one is not: the loop goes on.
+                if unsynced.count == 1, syncer.wait(through: commitsMade, timeout: Self.syncWait) { synced(through: commitsMade, nil) }
             } else if !unsynced.isEmpty {
                 unsynced[unsynced.count - 1].effects += effects  // behind those waiting: in order
             } else {

@@ -111,6 +111,10 @@ public final class NodeRuntime: @unchecked Sendable {
     /// written, a sync before it moved off the loop); `/metrics`' `loop_lag_seconds`.
     var loopLag = LagHistogram()
     var lastTick: ContinuousClock.Instant?
+    /// How long the loop waits for a turn's sync before it goes on without it (the turn's
+    /// effects then leave when the syncer reports): a local SSD's sync mostly takes 1–2 ms,
+    /// its tail tens of milliseconds (Docs/BENCHMARKS.md, "The sync off the loop").
+    static let syncWait = Duration.milliseconds(3)
     /// Commits made without a sync, and the highest the syncer reported (loop thread).
     var commitsMade: UInt64 = 0
     var commitsSynced: UInt64 = 0

@@ -38,6 +38,9 @@ public final class WALSyncer: @unchecked Sendable {
     private let condition = NSCondition()
     // Guarded by `condition`.
     private var requested: UInt64 = 0
+    /// Every commit numbered up to this is synced; `failed`: a sync failed (none is since).
+    private var synced: UInt64 = 0
+    private var failed = false
     private var stopping = false
     private var running = false
     private let ended = DispatchSemaphore(value: 0)
@@ -75,6 +78,18 @@ public final class WALSyncer: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// Waits at most `timeout` for every commit numbered up to `commit` to be synced; true
+    /// if they were (the report comes too, later), false on time out or a failed sync.
+    public func wait(through commit: UInt64, timeout: Duration) -> Bool {
+        let deadline = Date().addingTimeInterval(Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18)
+        condition.lock()
+        defer { condition.unlock() }
+        while synced < commit, !failed, !stopping {
+            if !condition.wait(until: deadline) { break }
+        }
+        return synced >= commit && !failed
+    }
+
     /// Ends the thread after the sync it is making, if any (the commits asked for and not
     /// synced yet are not reported); returns once it has.
     public func stop() {
@@ -91,7 +106,6 @@ public final class WALSyncer: @unchecked Sendable {
         defer { ended.signal() }
         var descriptor: Int32 = -1
         defer { if descriptor >= 0 { close(descriptor) } }
-        var synced: UInt64 = 0
         var failure: Failure?
         while true {
             condition.lock()
@@ -130,7 +144,11 @@ public final class WALSyncer: @unchecked Sendable {
                     }
                 }
             }
+            condition.lock()
             synced = target
+            failed = failure != nil
+            condition.broadcast()
+            condition.unlock()
             report(target, failure)
         }
     }

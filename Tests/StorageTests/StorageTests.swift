@@ -259,11 +259,14 @@ struct Chain {
         syncer.start()
         defer { syncer.stop() }
         syncer.request(through: 1)
+        #expect(syncer.wait(through: 1, timeout: .seconds(5)))
         #expect(eventually(5) { reports.withLock { $0.count } == 1 })
         #expect(reports.withLock { $0.first?.0 == 1 && $0.first?.1 == nil })
+        #expect(!syncer.wait(through: 2, timeout: .milliseconds(20)))  // not asked: times out
         syncer.request(through: 1)  // covered already: no sync
         syncer.request(through: 3)
         #expect(eventually(5) { reports.withLock { $0.count } == 2 })
+        #expect(!syncer.wait(through: 3, timeout: .seconds(5)))  // failed
         syncer.request(through: 4)
         #expect(eventually(5) { reports.withLock { $0.count } == 3 })
         let failures = reports.withLock { $0.dropFirst().map { "\($0.0) \($0.1 ?? "")" } }
