@@ -96,7 +96,7 @@ public final class NodeRuntime: @unchecked Sendable {
     /// The effects of this turn's drives, carried out once the turn's writes are
     /// committed (loop thread, `endTurn`).
     var held: [NodeEffect] = []
-    /// Write batches committed (one fsync each, made in the commit or by the syncer).
+    /// Write batches committed (each synced in its commit, or by the syncer: one sync may cover several).
     var batchesCommitted = 0
     /// Whether the turns' commits are synced by `syncer` rather than in the commit: from
     /// `start` (loop thread; NodeRuntime+Effects.swift, "The sync off the loop").

@@ -74,7 +74,7 @@ public final class WALSyncer: @unchecked Sendable {
     public func request(through commit: UInt64) {
         condition.lock()
         requested = max(requested, commit)
-        condition.signal()
+        condition.broadcast()
         condition.unlock()
     }
 
@@ -97,7 +97,7 @@ public final class WALSyncer: @unchecked Sendable {
         let wasRunning = running
         running = false
         stopping = true
-        condition.signal()
+        condition.broadcast()  // the thread, and a `wait` in progress
         condition.unlock()
         if wasRunning { ended.wait() }
     }
@@ -118,7 +118,8 @@ public final class WALSyncer: @unchecked Sendable {
             condition.unlock()
             if failure == nil, descriptor < 0 {
                 // Opened at the first request: the WAL exists once a commit was made. Its
-                // directory is synced once, so that the file's name survives a power cut too.
+                // directory is synced once, so that the file's name survives a power cut too
+                // (a directory that cannot be opened is not, as SQLite's own sync does).
                 descriptor = open(walFile, O_RDONLY | O_CLOEXEC)
                 if descriptor < 0 {
                     failure = Failure(file: walFile, reason: "cannot open it: \(String(cString: strerror(errno)))")

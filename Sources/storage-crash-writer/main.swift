@@ -5,10 +5,11 @@
 // Heights 4k+1 to 4k+3 are written in one batch with their safety records (as the node
 // groups a turn's writes), committed without a sync and synced by a `WALSyncer` before
 // they are reported durable (as the node does), height 4k+4 on its own, synced in its
-// commit: a file left at a height of the form 4k+1 or 4k+2 would be a batch half written. The state is written with the blocks at the
-// multiples of `CrashWriter.stateInterval` (as the node writes it at its checkpoints); at
-// start the blocks above it are executed again from their bodies, each checked against the
-// root it recorded (as the node's core does).
+// commit: a file left at a height of the form 4k+1 or 4k+2 would be a batch half
+// written. The state is written with the blocks at the multiples of
+// `CrashWriter.stateInterval` (as the node writes it at its checkpoints); at start the
+// blocks above it are executed again from their bodies, each checked against the root it
+// recorded (as the node's core does).
 import CalissonCrypto
 import Fixtures
 import Foundation

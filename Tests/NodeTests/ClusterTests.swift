@@ -620,8 +620,8 @@ struct TestCluster {
                 } catch {
                     reads.withLock { $0.failures.append("\(error)") }
                 }
-                // Under the node's 2,000 requests per second per client: the reads no longer
-                // wait for the turns' syncs, and a loop without a pause goes past it.
+                // Under the node's 2,000 requests per second per client: the reads wait less
+                // for the turns' syncs now, and a loop without a pause went past it.
                 usleep(1_000)
             }
         }.start()
