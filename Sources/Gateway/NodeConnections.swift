@@ -16,7 +16,8 @@ import Wire
 /// The client-port protocol is `ClientSession`'s (TLS by OpenSSL against the consortium
 /// CA, the hellos, requests answered in order), the bytes carried by a NIO channel.
 /// Per node and loop, connections are opened as requests need them: a new one when each
-/// open one has `inFlightPerConnection` requests waiting, at most `connectionsMax`; past
+/// open one has `inFlightPerConnection` requests waiting, at most `connectionsMax` (fewer
+/// when many event loops share `perNodeMax`, `budget`); past
 /// that, requests share the least loaded one. A request not answered within its timeout
 /// closes its connection (the answers are in order: a later answer cannot be matched to
 /// an earlier request), failing the requests waiting on it; the next request opens another.
@@ -28,15 +29,20 @@ import Wire
 /// again here: the pool moves to another node.
 /// A long poll (a wait for finality or for the next block, answered when it ends) would
 /// hold every answer behind it on a shared connection: it is asked `alone`, on a
-/// connection of its own (kept for the next long poll), at most `longPollsMax` at once per
-/// node and loop, so that the gateway stays under a node's connections per address.
+/// connection of its own (kept for the next long poll), at most `budget(loops:).longPolls`
+/// at once per node and loop, so that the gateway stays under a node's connections per
+/// address whatever the number of its loops (one per core).
 final class NodeConnections: Sendable {
     /// Half the node's `clientRequestsInFlightMax` (64): a connection never reaches the cap
     /// past which a node closes it.
     static let inFlightPerConnection = 32
+    /// Shared connections per node and loop, at most (fewer when many loops share `perNodeMax`).
     static let connectionsMax = 4
-    static let longPollsMax = 24
-    /// Connections of finished long polls kept for the next ones, per node and loop.
+    /// Connections to one node from the whole gateway, at most: under a node's 64 per client
+    /// address (`clientConnectionsPerAddressMax`), with room left for the tools on the same
+    /// host (`calisson`, a monitoring probe). The event loops share it (`budget`).
+    static let perNodeMax = 56
+    /// Connections of finished long polls kept for the next ones, per node and loop, at most.
     static let idleLongPollConnectionsMax = 4
 
     let nodes: [NodeAddress]
@@ -51,11 +57,24 @@ final class NodeConnections: Sendable {
         self.group = group
         self.chainId = chainId
         context = try TLSContext(role: .client, identity: nil, trustedCA: ca, mutual: false)
+        let loops = Array(group.makeIterator())
+        let budget = Self.budget(loops: loops.count)
         var perLoop: [ObjectIdentifier: LoopConnections] = [:]
-        for loop in group.makeIterator() {
-            perLoop[ObjectIdentifier(loop)] = LoopConnections(loop: loop, nodeCount: nodes.count)
+        for loop in loops {
+            perLoop[ObjectIdentifier(loop)] = LoopConnections(loop: loop, nodeCount: nodes.count, budget: budget)
         }
         self.perLoop = perLoop
+    }
+
+    /// What each of `loops` event loops may open to one node: shared connections, long polls
+    /// at once, idle long-poll connections kept; together at most `perNodeMax` (up to 28
+    /// loops: past that, one shared connection and one long poll each). With the default
+    /// group on 2 cores: 4, 21 and 3 per loop.
+    static func budget(loops: Int) -> (shared: Int, longPolls: Int, idle: Int) {
+        let perLoop = perNodeMax / max(1, loops)
+        let shared = max(1, min(connectionsMax, perLoop / 4))
+        let idle = min(idleLongPollConnectionsMax, perLoop / 8)
+        return (shared, max(1, perLoop - shared - idle), idle)
     }
 
     /// Sends `requests` to node `index` pipelined on one connection and waits for their
@@ -116,8 +135,12 @@ private final class LoopConnections: @unchecked Sendable {
     private var busyAlone: [ObjectIdentifier: (node: Int, connection: NodeConnection)] = [:]
     private var stopping = false
 
-    init(loop: any NIOCore.EventLoop, nodeCount: Int) {
+    /// What this loop may open to each node (`NodeConnections.budget`).
+    let budget: (shared: Int, longPolls: Int, idle: Int)
+
+    init(loop: any NIOCore.EventLoop, nodeCount: Int, budget: (shared: Int, longPolls: Int, idle: Int)) {
         self.loop = loop
+        self.budget = budget
         byNode = Array(repeating: [], count: nodeCount)
         idleAlone = byNode
         longPolls = Array(repeating: 0, count: nodeCount)
@@ -130,8 +153,8 @@ private final class LoopConnections: @unchecked Sendable {
         loop.preconditionInEventLoop()
         guard !stopping else { return completion(.failure(.closed("the gateway is stopping"))) }
         if alone {
-            guard longPolls[index] < NodeConnections.longPollsMax else {
-                return completion(.failure(.refused("\(NodeConnections.longPollsMax) long polls already wait on \(address) from this event loop")))
+            guard longPolls[index] < budget.longPolls else {
+                return completion(.failure(.refused("\(budget.longPolls) long polls already wait on \(address) from this event loop")))
             }
             idleAlone[index].removeAll { $0.isClosed }
             let reused = idleAlone[index].popLast()
@@ -142,7 +165,7 @@ private final class LoopConnections: @unchecked Sendable {
                 longPolls[index] -= 1
                 busyAlone[ObjectIdentifier(connection)] = nil
                 if !connection.isClosed {
-                    if idleAlone[index].count < NodeConnections.idleLongPollConnectionsMax {
+                    if idleAlone[index].count < budget.idle {
                         idleAlone[index].append(connection)
                     } else {
                         connection.close(reason: "enough idle connections")
@@ -161,7 +184,7 @@ private final class LoopConnections: @unchecked Sendable {
         let connection: NodeConnection
         let reused: Bool
         if let quiet = open.min(by: { $0.inFlight < $1.inFlight }),
-            quiet.inFlight < NodeConnections.inFlightPerConnection || open.count >= NodeConnections.connectionsMax
+            quiet.inFlight < NodeConnections.inFlightPerConnection || open.count >= budget.shared
         {
             connection = quiet
             reused = true

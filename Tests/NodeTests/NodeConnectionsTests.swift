@@ -26,6 +26,17 @@ import Wire
         .transactionProof(Bytes32([n] + [UInt8](repeating: 0, count: 31))!)
     }
 
+    /// However many event loops (one per core), the gateway's connections to one node stay
+    /// under the node's 64 per address, with room for the tools on the same host.
+    @Test func theLoopsShareOneBudgetOfConnectionsPerNode() {
+        #expect(NodeConnections.budget(loops: 2) == (4, 21, 3))
+        for loops in 1...28 {
+            let budget = NodeConnections.budget(loops: loops)
+            #expect(budget.shared >= 1 && budget.longPolls >= 1 && budget.idle >= 0)
+            #expect(loops * (budget.shared + budget.longPolls + budget.idle) <= NodeConnections.perNodeMax, "\(loops) loops: \(budget)")
+        }
+    }
+
     @Test func manyRequestsShareFewConnectionsAndEachGetsItsAnswer() async throws {
         let node = try NodeConnectionsEchoNode(delayMilliseconds: 20)
         defer { node.stop() }
