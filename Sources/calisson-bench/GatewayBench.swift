@@ -44,6 +44,8 @@ struct GatewayBenchCommand: ParsableCommand {
     @Option(help: "Verified reads per second through the gateway.") var readRate = 200.0
     @Option(help: "Seconds of reads.") var readSeconds = 20.0
     @Option(help: "Cluster load during the reads, as a fraction of the native rate measured.") var load = 0.5
+    @Flag(help: "Submit the load during the reads through the gateway (POST /v1/transactions?wait=false), beside the reads, rather than natively.")
+    var loadThroughGateway = false
     @Option(help: "Reading connections (each reads in turn at its scheduled times: enough that a slow read delays few others).")
     var readConnections = 32
     @Option(help: "The nodes' blockWaitMilliseconds (absent: the node's default).") var blockWaitMs: UInt64?
@@ -113,8 +115,8 @@ struct GatewayBenchCommand: ParsableCommand {
 
         let reads = try readsUnderLoad(
             cluster: cluster, workload: workload, loadSlice: offset..<workload.signed.count, loadRate: load * nativeRate, port: port, secret: key.secret)
-        print(String(format: "verified reads at %.0f/s with the cluster at %.0f tx/s (%.0f%% of native): p50 %.1f ms, p99 %.1f ms, max %.1f ms, %d reads, %d failed (goal: p99 under 20 ms)",
-                     readRate, reads.loadRate, load * 100, reads.p50, reads.p99, reads.max, reads.count, reads.failed))
+        print(String(format: "verified reads at %.0f/s with the cluster at %.0f tx/s (%.0f%% of native%@): p50 %.1f ms, p99 %.1f ms, max %.1f ms, %d reads, %d failed (goal: p99 under 20 ms)",
+                     readRate, reads.loadRate, load * 100, loadThroughGateway ? ", through the gateway" : "", reads.p50, reads.p99, reads.max, reads.count, reads.failed))
         print(String(format: "  cores used meanwhile: nodes %.2f, this process %.2f; largest mempool at the end %.0f", reads.nodeCores, reads.processCores, reads.mempool))
         print(String(format: "  the nodes' loops meanwhile: %.1f%% of their ticks late by over 20 ms, %.1f%% by over 50 ms (of %.0f)",
                      reads.lateOver20 * 100, reads.lateOver50 * 100, reads.ticks))
@@ -122,7 +124,8 @@ struct GatewayBenchCommand: ParsableCommand {
             let report: [String: Any] = [
                 "machine": ["cpu": machine.cpu, "commit": machine.commit, "date": machine.date],
                 "configuration": ["validators": validators, "transactions": transactions, "rounds": rounds, "outstanding": outstanding,
-                                  "connections": connections, "batch": batch, "readRate": readRate, "readSeconds": readSeconds, "load": load],
+                                  "connections": connections, "batch": batch, "readRate": readRate, "readSeconds": readSeconds, "load": load,
+                                  "loadThroughGateway": loadThroughGateway],
                 "native": native, "gateway": gateway, "ratio": gatewayRate / nativeRate,
                 "reads": ["p50Milliseconds": reads.p50, "p99Milliseconds": reads.p99, "maxMilliseconds": reads.max, "count": reads.count,
                           "failed": reads.failed, "loadTransactionsPerSecond": reads.loadRate, "nodeCores": reads.nodeCores,
@@ -248,19 +251,30 @@ struct GatewayBenchCommand: ParsableCommand {
     func readsUnderLoad(cluster: NodeProcesses, workload: Workload, loadSlice: Range<Int>, loadRate: Double, port: Int, secret: String) throws -> Reads {
         let stop = Atomic<Bool>(false)
         let loaded = Atomic<Int>(0)
-        // Load: open loop at loadRate, natively, one thread per node (a submission waits
-        // for its admission: one thread alone could not keep the rate).
+        // Load: open loop at loadRate, one thread per node (a submission waits for its
+        // admission: one thread alone could not keep the rate), natively or through the
+        // gateway (then on the gateway's node connections, beside the reads).
         let clients = cluster.ids.indices.compactMap { try? cluster.client($0) }
         defer { for client in clients { client.close() } }
         let loadStart = Date()
-        for (thread, client) in clients.enumerated() where loadRate > 0 {
-            Thread {
+        for thread in clients.indices where loadRate > 0 {
+            Thread { [loadThroughGateway] in
+                let submit: ([UInt8]) -> Void
+                if loadThroughGateway {
+                    guard let http = try? HTTPConnection(port: port) else { return }
+                    submit = { transaction in
+                        let body = Array("{\"transaction\":\"\(Hex.encode(transaction))\"}".utf8)
+                        _ = try? http.request("POST", "/v1/transactions?wait=false", key: secret, body: body)
+                    }
+                } else {
+                    submit = { transaction in _ = try? clients[thread].request(ClientRequest.submit(transaction).wireBytes) }
+                }
                 for n in stride(from: thread, to: loadSlice.count, by: clients.count) {
                     if stop.load(ordering: .relaxed) { return }
                     let due = loadStart.addingTimeInterval(Double(n) / loadRate)
                     let wait = due.timeIntervalSinceNow
                     if wait > 0 { usleep(useconds_t(min(wait, 1) * 1_000_000)) }
-                    _ = try? client.request(ClientRequest.submit(workload.signed[loadSlice.lowerBound + n]).wireBytes)
+                    submit(workload.signed[loadSlice.lowerBound + n])
                     loaded.add(1, ordering: .relaxed)
                 }
             }.start()
