@@ -431,8 +431,6 @@ public final class NodeRuntime: @unchecked Sendable {
 /// Counts of durations by upper bound, a Prometheus histogram's (cumulative when printed).
 struct LagHistogram {
     static let bounds: [Double] = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1]
-    /// The bounds as the `le` labels say them.
-    static let labels = ["0.005", "0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1"]
     /// Per bound, the durations at most it and above the bound before; the last slot, above every bound.
     private(set) var counts = [Int](repeating: 0, count: LagHistogram.bounds.count + 1)
     private(set) var sum = 0.0
@@ -448,9 +446,9 @@ struct LagHistogram {
     func lines(_ name: String, help: String) -> [String] {
         var lines = ["# HELP \(name) \(help)", "# TYPE \(name) histogram"]
         var cumulative = 0
-        for (label, count) in zip(Self.labels, counts) {
+        for (bound, count) in zip(Self.bounds, counts) {
             cumulative += count
-            lines.append("\(name)_bucket{le=\"\(label)\"} \(cumulative)")
+            lines.append("\(name)_bucket{le=\"\(String(format: "%g", bound))\"} \(cumulative)")  // 0.005 … 1
         }
         lines += ["\(name)_bucket{le=\"+Inf\"} \(count)", "\(name)_sum \(sum)", "\(name)_count \(count)"]
         return lines
