@@ -266,7 +266,7 @@ struct BlockCommand: ParsableCommand {
         }
         let names = try partnersByNodeKey(trusted: trusted)
         connection.emit([
-            ("block", "\(found.height)"), ("digest", found.digest.hex), ("stateRoot", found.stateRoot.hex),
+            ("block", "\(found.height)"), ("digest", found.digest.hex), ("stateRoot", Self.rootText(found.stateRoot)),
             ("transactions", "\(found.transactionCount)"),
             ("signers", signers.map { names[$0] ?? "key \($0.bytes.hex.prefix(16))…" }.joined(separator: ", ")),
             ("certificate", "\(signers.count) commit votes, \(found.certificate.count) bytes; "
@@ -285,6 +285,12 @@ struct BlockCommand: ParsableCommand {
             if let key = try partner.flatMap({ try Partner(wireBytes: $0).nodeKey }) { names[key] = id.rawValue }
         }
         return names
+    }
+
+    /// A block's recorded state root, or why it has none (a node computes the root at its
+    /// checkpoint heights only).
+    static func rootText(_ root: SHA256Digest) -> String {
+        root == .zero ? "none (computed at checkpoint heights)" : root.hex
     }
 }
 
@@ -497,7 +503,7 @@ struct Follow: ParsableCommand {
                 throw ValidationError("unexpected answer")
             }
             for block in list where count == 0 || printed < count {
-                connection.emit([("block", "\(block.height)"), ("digest", block.digest.hex), ("stateRoot", block.stateRoot.hex),
+                connection.emit([("block", "\(block.height)"), ("digest", block.digest.hex), ("stateRoot", BlockCommand.rootText(block.stateRoot)),
                                  ("transactions", "\(block.transactionCount)")])
                 next = block.height + 1
                 printed += 1

@@ -107,26 +107,19 @@ struct SubmitOptions: ParsableArguments {
             emit(fields)
             throw ExitCode.failure
         }
-        if case let .propose(action, _) = body, case let .partner(proposer) = signer,
-            let number = try proposalNumber(action: action, proposer: proposer) {
+        if case .propose = body, let number = try proposalNumber(at: found, ask: { try ask($0) }) {
             fields.append(("proposal", "\(number)"))
         }
         emit(fields)
         return (signed.id, found.height)
     }
 
-    /// The newest proposal by `proposer` with `action` (the one just applied).
-    private func proposalNumber(action: GovernanceAction, proposer: Identifier) throws -> UInt64? {
-        let trusted = try connection.trustedValidators()
-        guard let meta = try connection.record(StateKeys.meta, trusted: trusted).value.map({ try LedgerMeta(wireBytes: $0) }) else { return nil }
-        var number = meta.nextProposal
-        while number > 1, number + 64 > meta.nextProposal {
-            number -= 1
-            guard let bytes = try connection.record(StateKeys.proposal(number), trusted: trusted).value else { continue }
-            let proposal = try Proposal(wireBytes: bytes)
-            if proposal.proposer == proposer, proposal.action == action { return number }
-        }
-        return nil
+    /// The number of the proposal the transaction at `location` opened, as its block's
+    /// events record it (the state the node serves is that of its latest checkpoint,
+    /// which may not hold the proposal yet).
+    private func proposalNumber(at location: TransactionLocation, ask: (ClientRequest) throws -> ClientResponse) throws -> UInt64? {
+        guard case let .blockContents(contents) = try ask(.blockContents(location.height)) else { throw ValidationError("unexpected answer") }
+        return contents?.opened.first { $0.position == location.position }?.proposal
     }
 
     func emit(_ fields: [(String, String)]) { connection.emit(fields) }

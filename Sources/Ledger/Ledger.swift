@@ -59,7 +59,15 @@ public struct OpenedProposal: Hashable, Sendable {
 public struct BlockOutcome: Sendable {
     public var height: UInt64
     public var results: [TransactionResult]
+    /// The state root after this block when `rootComputed`, else the root as last
+    /// computed (`Ledger.rootHeight`).
     public var stateRoot: SHA256Digest
+    /// Whether the tree was updated at this block (its height a multiple of the store's
+    /// `rootInterval`, or the interval 1): only then is `stateRoot` this block's.
+    public var rootComputed: Bool
+    /// What the block's stored record keeps as its root: `stateRoot` when computed at this
+    /// block, zero otherwise.
+    public var recordedStateRoot: SHA256Digest { rootComputed ? stateRoot : .zero }
     /// The validators' node keys, in order, when the block changed them.
     public var validators: [Ed25519PublicKey]?
     /// The ledger epoch this block closed, if it closed one.
@@ -88,6 +96,12 @@ public struct Ledger<Store: StateStore> {
 
     // One block's writes, applied to the store at its end.
     var writes: [StateKey: [UInt8]?] = [:]
+    /// The values committed since the tree was last updated (nil: deleted), with their
+    /// last value: the changes of its next update (`commit`).
+    var unrooted: [StateKey: [UInt8]?] = [:]
+    /// The height of the state whose root is `stateRoot`: the last block at which the
+    /// tree was updated, or the height the ledger was opened at.
+    public private(set) var rootHeight: UInt64
     var programmes: [Identifier: Programme] = [:]
     var partners: [Identifier: Partner] = [:]
     /// The partners the block read and did not change, decoded once per block rather than
@@ -123,9 +137,12 @@ public struct Ledger<Store: StateStore> {
         }
         self.meta = meta
         self.parameters = parameters
+        rootHeight = meta.height
     }
 
     public var height: UInt64 { meta.height }
+    /// The root of the state at `rootHeight` (the current height when the store's
+    /// `rootInterval` is 1).
     public var stateRoot: SHA256Digest { store.root }
 
     // MARK: Reads (the block's writes first, then the store)
@@ -166,8 +183,12 @@ public struct Ledger<Store: StateStore> {
     public func usage(_ account: AccountID, _ programme: Identifier) -> Usage? { read(StateKeys.usage(account, programme)) }
 
     /// The value stored at `key` in the committed state, with its proof against `stateRoot`.
+    /// Only where the root is the current state's (`rootHeight == height`): between two
+    /// tree updates the values have moved on and the root has not (a node answers from
+    /// its stored state instead: `StoredState.storedRecord`).
     public func proof(_ key: StateKey) -> (value: [UInt8]?, proof: StateProof) {
-        (store.value(key), StateTree.proof(for: key, root: store.root, nodes: store))
+        precondition(rootHeight == height, "a proof asked at height \(height) of a state whose root is at \(rootHeight)")
+        return (store.value(key), StateTree.proof(for: key, root: store.root, nodes: store))
     }
 
     /// Every partner, in id order.
@@ -239,14 +260,32 @@ public struct Ledger<Store: StateStore> {
             openedProposals: opened, accounts: accounts, partnersChanged: partnersChanged)
     }
 
-    /// Updates the authenticated tree with a staged block's writes and commits both to
-    /// the store (atomically, by the store's contract). Returns the outcome with the new root.
+    /// Commits a staged block's writes to the store (atomically, by the store's contract),
+    /// with the tree updated by every write since its last update when the block's height
+    /// is a multiple of the store's `rootInterval`, the tree left as it was otherwise.
+    /// Returns the outcome with the root. The tree's root depends only on the values, so
+    /// updating it once for several blocks gives the root updating it at each would; what
+    /// it saves is the paths near the root, and the pages of keys written again, hashed
+    /// and rewritten once instead of at every block.
     public mutating func commit(_ staged: StagedBlock) -> BlockOutcome {
-        let tree = StateTree.update(
-            root: store.root, changes: staged.values.map { ($0.key, $0.value.map(StateTree.valueHash)) }, nodes: store)
+        let computed = staged.height % max(1, store.rootInterval) == 0
+        let tree: StateTree.Update
+        if computed {
+            if unrooted.isEmpty {
+                tree = StateTree.update(root: store.root, changes: staged.values.map { ($0.key, $0.value.map(StateTree.valueHash)) }, nodes: store)
+            } else {
+                for (key, value) in staged.values { unrooted[key] = .some(value) }
+                tree = StateTree.update(root: store.root, changes: unrooted.map { ($0.key, $0.value.map(StateTree.valueHash)) }, nodes: store)
+                unrooted = [:]
+            }
+            rootHeight = staged.height
+        } else {
+            for (key, value) in staged.values { unrooted[key] = .some(value) }
+            tree = StateTree.Update(root: store.root)
+        }
         store.commit(StateBatch(values: staged.values, tree: tree))
         return BlockOutcome(
-            height: staged.height, results: staged.results, stateRoot: tree.root, validators: staged.validators,
+            height: staged.height, results: staged.results, stateRoot: tree.root, rootComputed: computed, validators: staged.validators,
             closedEpoch: staged.closedEpoch, decidedProposals: staged.decidedProposals, openedProposals: staged.openedProposals,
             accounts: staged.accounts,
             partnersChanged: staged.partnersChanged)

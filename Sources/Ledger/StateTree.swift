@@ -528,6 +528,16 @@ public protocol StateStore: TreePageSource {
     var root: SHA256Digest { get }
     func value(_ key: StateKey) -> [UInt8]?
     mutating func commit(_ batch: StateBatch)
+    /// The ledger updates the state tree at the heights that are multiples of this, with
+    /// every value written since it last did (1, the default: at every block). Between
+    /// two, blocks change values and leave the tree, hence `root`, as it was. A node
+    /// uses its checkpoint interval, the only heights whose root the consensus signs
+    /// (Docs/STORAGE.md, "The root at checkpoints").
+    var rootInterval: UInt64 { get }
+}
+
+extension StateStore {
+    public var rootInterval: UInt64 { 1 }
 }
 
 extension TreeNode: WireCodable {

@@ -116,6 +116,8 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
 public struct NodeStatus: Hashable, Sendable, WireCodable {
     public var partner: String
     public var height: UInt64
+    /// The root of the state at the last height where the node computed one (its latest
+    /// checkpoint height executed, at or below `height`).
     public var stateRoot: SHA256Digest
     public var view: UInt64
     public var epochFirstSeq: UInt64
@@ -349,6 +351,9 @@ public struct BlockSummary: Hashable, Sendable {
     public let digest: Bytes32
     /// The commit certificate (Consensus wire form).
     public let certificate: [UInt8]
+    /// The state root after the block, as the node computed it (not certified: a
+    /// checkpoint's certificate signs it). Zero at heights where no root was computed:
+    /// a node computes it at its checkpoint heights (Docs/STORAGE.md).
     public let stateRoot: SHA256Digest
     public let transactionCount: UInt64
     public init(height: UInt64, digest: Bytes32, certificate: [UInt8], stateRoot: SHA256Digest, transactionCount: UInt64) {

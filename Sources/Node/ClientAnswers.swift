@@ -46,8 +46,10 @@ public struct ClientAnswers {
             case .status: return .answer(.status(status()))
             case let .transaction(id): return .answer(.transaction(try answers.transaction(id)))
             case let .state(key):
-                let (value, proof) = ledger.proof(key)
-                return .answer(.state(height: ledger.height, root: ledger.stateRoot, value: value, proof: proof))
+                // The current state, its root computed for this read if no read asked at
+                // this height yet (the ledger computes roots at checkpoints only).
+                let found = try ledger.store.currentRecord(key)
+                return .answer(.state(height: found.height, root: found.root, value: found.value, proof: found.proof))
             case let .waitFinal(id, timeout):
                 if let found = try answers.transaction(id) { return .answer(.transaction(found)) }
                 return .waitFinal(id, timeoutMilliseconds: timeout)

@@ -45,6 +45,45 @@ public final class StoredState: StateStore {
     /// The height the state is at: the last block persisted or replayed.
     public var stateHeight: UInt64 { store.stateHeight + UInt64(clamping: window.count) }
 
+    /// The ledger updates the tree at the heights the state is written at: the stored
+    /// state is always one whose root was computed.
+    public var rootInterval: UInt64 { stateInterval }
+
+    /// A record of the current state (`stateHeight`) with its proof against that state's
+    /// root: what a node answers to an uncertified read. The ledger computes roots at the
+    /// multiples of `rootInterval` only, so the current root is computed here, from the
+    /// stored state's tree and the fold's values, when a read first asks at a height, and
+    /// kept for the reads that follow until the next block: at most one tree update per
+    /// block, the cost every block paid before roots were computed at checkpoints only.
+    /// Not while a batch is committed and not persisted (the node answers between blocks).
+    public func currentRecord(_ key: StateKey) throws(StorageError) -> (height: UInt64, root: SHA256Digest, value: [UInt8]?, proof: StateProof) {
+        if let readError { throw readError }
+        guard pending == nil else { throw .invalid(file: store.file, reason: "a state read while block \(stateHeight + 1) is being written") }
+        let height = stateHeight
+        let tree: StateTree.Update
+        if let live, live.height == height {
+            tree = live.tree
+        } else {
+            tree = StateTree.update(root: store.stateRoot, changes: window.values.map { ($0.key, $0.value.map(StateTree.valueHash)) }, nodes: self)
+            live = (height, tree)
+        }
+        let value: [UInt8]?
+        if let written = window.value(key) { value = written } else { value = try store.value(key) }
+        let proof = StateTree.proof(for: key, root: tree.root, nodes: CurrentPages(made: tree.created, state: self))
+        if let readError { throw readError }
+        return (height, tree.root, value, proof)
+    }
+
+    /// The current state's tree (`currentRecord`), at the height it was computed for.
+    private var live: (height: UInt64, tree: StateTree.Update)?
+
+    /// The pages of the current state's tree: those its update made, then the state's.
+    private struct CurrentPages: TreePageSource {
+        let made: [SHA256Digest: TreePage]
+        let state: StoredState
+        func treePage(_ root: SHA256Digest, depth: Int) -> TreePage? { made[root] ?? state.treePage(root, depth: depth) }
+    }
+
     public func value(_ key: StateKey) -> [UInt8]? {
         if let value = pendingValues[key] { return value }
         if let value = window.value(key) { return value }
@@ -151,11 +190,12 @@ public final class StoredState: StateStore {
 
     /// Writes `block`, and the state with it at a multiple of `stateInterval`, the
     /// committed batch folded with those of the blocks since the stored state's.
-    /// `block.stateRoot` must be the batch's root.
+    /// `block.stateRoot` must be the batch's root at such a multiple (the tree is updated
+    /// there), zero at other heights (no root was computed for them).
     public func persist(_ block: BlockRecord, extras: [String: [UInt8]] = [:]) throws(StorageError) {
         if let readError { throw readError }
         guard let pending else { throw .invalid(file: store.file, reason: "no state batch for block \(block.height)") }
-        guard block.stateRoot == pending.tree.root else {
+        guard block.stateRoot == (block.height % stateInterval == 0 ? pending.tree.root : .zero) else {
             throw .invalid(file: store.file, reason: "block \(block.height)'s state root is not its state's")
         }
         // The fold changes only once the write succeeded (a failed one leaves it as it was).
@@ -173,14 +213,16 @@ public final class StoredState: StateStore {
 
     /// Takes the committed batch as that of stored block `height`, executed again after a
     /// restart (it is written with the state at the next multiple of `stateInterval`):
-    /// its root must be the one the block recorded.
+    /// at a multiple, where the ledger computed its root, that root must be the one the
+    /// block recorded. (The blocks replayed lie above a multiple and below the next, so in
+    /// practice the check comes at the next checkpoint's write and vote.)
     public func replayed(_ height: UInt64) throws(StorageError) {
         if let readError { throw readError }
         guard let pending else { throw .invalid(file: store.file, reason: "no state batch for block \(height) executed again") }
         guard height == stateHeight + 1, height <= store.height, let block = try store.block(at: height) else {
             throw .invalid(file: store.file, reason: "block \(height) executed again, the state being at \(stateHeight) and the last block \(store.height)")
         }
-        guard block.stateRoot == pending.tree.root else {
+        guard height % stateInterval != 0 || block.stateRoot == pending.tree.root else {
             throw .corrupt(
                 file: store.file,
                 reason: "block \(height) executed again gives the state root \(pending.tree.root.hex), the block recorded \(block.stateRoot.hex)")

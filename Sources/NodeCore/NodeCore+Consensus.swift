@@ -99,7 +99,7 @@ extension NodeCore {
         let results = outcome.results.map(StoreAnswers.result)
         let record = BlockRecord(
             height: block.seq, digest: block.digest, body: block.wireBytes, certificate: certified.certificate.wireBytes,
-            stateRoot: outcome.stateRoot,
+            stateRoot: outcome.recordedStateRoot,
             transactions: zip(zip(ids, results), outcome.accounts).map { pair, accounts in
                 TransactionRecord(id: pair.0, result: pair.1, accounts: accounts.map(\.bytes))
             })

@@ -8,6 +8,9 @@ public struct BlockRecord: Sendable, Equatable {
     public var digest: Bytes32
     public var body: [UInt8]?
     public var certificate: [UInt8]
+    /// The state root after the block where the node computed one (its checkpoint
+    /// heights; every block in files written before roots were computed at checkpoints
+    /// only); zero elsewhere.
     public var stateRoot: Bytes32
     public var transactions: [TransactionRecord]
 

@@ -69,7 +69,7 @@ do {
         body.writeArray(commands.map { $0 as [UInt8] }.map(ByteString.init))
         let block = BlockRecord(
             height: height, digest: SHA256.hash(body.bytes), body: body.bytes, certificate: CrashWriter.certificate(height),
-            stateRoot: outcome.stateRoot,
+            stateRoot: outcome.recordedStateRoot,
             transactions: commands.enumerated().map { TransactionRecord(id: SHA256.hash($0.element), result: [outcome.results[$0.offset] == .applied ? 1 : 0], accounts: []) })
         try state.persist(block)
         let records = (0..<3).map { Array("vote \(height) \($0)".utf8) }

@@ -56,7 +56,7 @@ struct Chain {
             let outcome = ledger.execute(commands)
             let block = BlockRecord(
                 height: next, digest: SHA256.hash(Array("block \(next)".utf8)), body: commands.flatMap { $0 }, certificate: Array("cert \(next)".utf8),
-                stateRoot: outcome.stateRoot,
+                stateRoot: outcome.recordedStateRoot,
                 transactions: commands.enumerated().map {
                     TransactionRecord(id: SHA256.hash($0.element), result: [outcome.results[$0.offset] == .applied ? 1 : 0],
                                       accounts: [SHA256.hash("citizen \($0.offset)")])
@@ -97,27 +97,48 @@ struct Chain {
     }
 
     /// With a state interval (the node's: its checkpoint interval), the blocks are written
-    /// one by one and the state with those at its multiples, read from memory in between;
-    /// reopened, the state is at the last multiple, and the blocks after it, executed again,
-    /// must give the roots they recorded.
+    /// one by one and the state with those at its multiples, read from memory in between,
+    /// and the tree updated at those multiples only, with every value written since:
+    /// there the root is the one updating it at every block gives; in between it stays
+    /// the last multiple's, and the blocks record none. Reopened, the state is at the last
+    /// multiple and the blocks after it are executed again.
     @Test func theStateIsWrittenAtItsIntervalAndTheBlocksAfterAreExecutedAgain() throws {
         let file = temporaryFile("interval.db")
         let chain = Chain()
         var reference = try Ledger.create(chain.genesis, in: MemoryStateStore())
+        var referenceRoots = [reference.stateRoot]  // by height, the root at every block
         func advanceReference(to height: UInt64) {
-            while reference.height < height { _ = reference.execute(chain.commands(height: reference.height + 1, count: 20)) }
+            while reference.height < height {
+                _ = reference.execute(chain.commands(height: reference.height + 1, count: 20))
+                referenceRoots.append(reference.stateRoot)
+            }
         }
         do {
             let state = StoredState(store: try NodeStore(file: file, create: true), stateInterval: 4)
             var ledger = try Ledger.create(chain.genesis, in: state)
             try state.persistGenesis()
-            try chain.run(&ledger, to: 10)
-            advanceReference(to: 10)
-            #expect(ledger.stateRoot == reference.stateRoot)
+            for height in UInt64(1)...10 {
+                try chain.run(&ledger, to: height)
+                advanceReference(to: height)
+                let rooted = height / 4 * 4
+                #expect(ledger.rootHeight == rooted && ledger.stateRoot == referenceRoots[Int(rooted)], "height \(height)")
+                #expect(try state.store.block(at: height)?.stateRoot == (height == rooted ? referenceRoots[Int(height)] : .zero))
+            }
             #expect(state.store.height == 10 && state.store.stateHeight == 8 && state.stateHeight == 10)
             // Read through the fold, as at every block.
             let key = StateKeys.meta
             #expect(ledger.store.value(key) == reference.store.value(key))
+            // An uncertified read is answered at the current height (10), its root
+            // computed for it: the one the reference computed at every block.
+            let record = try state.currentRecord(key)
+            #expect(record.height == 10 && record.root == referenceRoots[10] && ledger.stateRoot == referenceRoots[8])
+            #expect(try LedgerMeta(wireBytes: try #require(record.value)).height == 10)
+            #expect(throws: Never.self) { try record.proof.verifyInclusion(key: key, value: try #require(record.value), root: record.root) }
+            let absent = StateKeys.proposal(999)
+            let none = try state.currentRecord(absent)
+            #expect(none.value == nil && none.root == record.root)
+            #expect(throws: Never.self) { try none.proof.verifyAbsence(key: absent, root: none.root) }
+
         }
         let store = try NodeStore(file: file)
         #expect(store.height == 10 && store.stateHeight == 8)
@@ -128,24 +149,77 @@ struct Chain {
         #expect(store.bodiesKeptFrom == 9)
 
         let state = StoredState(store: store, stateInterval: 4)
-        // Block 9 executed again with other transactions gives another root: refused, named.
-        var wrong = try Ledger(chainId: Chain.chainId, store: state)
-        #expect(wrong.height == 8)
-        _ = wrong.execute(chain.commands(height: 9, count: 19))
-        #expect { try state.replayed(9) } throws: { "\($0)".contains("block 9 executed again gives the state root") }
+        var first = try Ledger(chainId: Chain.chainId, store: state)
+        #expect(first.height == 8 && first.rootHeight == 8)
+        _ = first.execute(chain.commands(height: 9, count: 20))
         state.discard()
         #expect(throws: StorageError.self) { try state.replayed(9) }  // nothing committed
-        // Executed again as they were: the state at 10 as before the restart.
+        // Executed again: the state at 10 as before the restart, its root still 8's.
         var resumed = try Ledger(chainId: Chain.chainId, store: state)
         for height in UInt64(9)...10 {
             _ = resumed.execute(chain.commands(height: height, count: 20))
             try state.replayed(height)
         }
-        #expect(resumed.stateRoot == reference.stateRoot && state.stateHeight == 10 && store.stateHeight == 8)
-        // The next multiple writes the fold of 9 to 12.
+        #expect(resumed.stateRoot == referenceRoots[8] && state.stateHeight == 10 && store.stateHeight == 8)
+        #expect(resumed.store.value(StateKeys.meta) == reference.store.value(StateKeys.meta))
+        // The next multiple updates the tree with the writes of 9 to 12 and writes their fold.
         try chain.run(&resumed, to: 12)
         advanceReference(to: 12)
+        #expect(resumed.rootHeight == 12 && resumed.stateRoot == reference.stateRoot)
         #expect(store.height == 12 && store.stateHeight == 12 && store.stateRoot == reference.stateRoot)
+        #expect(try store.block(at: 12)?.stateRoot == reference.stateRoot)
+        #expect(try recomputedRoot(store) == reference.stateRoot)
+    }
+
+    /// An uncertified read is answered at the current height, whatever the ledger's root:
+    /// its root computed once per height (the reads that follow at that height share it).
+    @Test func anUncertifiedReadIsAnsweredAtTheCurrentHeight() throws {
+        let chain = Chain()
+        var reference = try Ledger.create(chain.genesis, in: MemoryStateStore())
+        let state = StoredState(store: try NodeStore(file: temporaryFile("current.db"), create: true), stateInterval: 4)
+        var ledger = try Ledger.create(chain.genesis, in: state)
+        try state.persistGenesis()
+        let keys = [StateKeys.meta, StateKeys.account(Ed25519PublicKey(SHA256.hash("citizen 3"))), StateKeys.proposal(999)]
+        for height in UInt64(1)...13 {
+            try chain.run(&ledger, to: height)
+            _ = reference.execute(chain.commands(height: height, count: 20))
+            for key in keys {
+                let record = try state.currentRecord(key)
+                #expect(record.height == height && record.root == reference.stateRoot && record.value == reference.store.value(key), "height \(height)")
+                if let value = record.value {
+                    #expect(throws: Never.self) { try record.proof.verifyInclusion(key: key, value: value, root: record.root) }
+                } else {
+                    #expect(throws: Never.self) { try record.proof.verifyAbsence(key: key, root: record.root) }
+                }
+            }
+            #expect(ledger.rootHeight == height / 4 * 4)
+        }
+    }
+
+    /// A store written before roots were computed at checkpoints only recorded a root at
+    /// every block; one whose state is at a height between two multiples (written at every
+    /// block then) resumes there: its next root, at the next multiple, covers every write
+    /// since.
+    @Test func aStateStoredBetweenTwoMultiplesIsRootedAtTheNext() throws {
+        let file = temporaryFile("legacy-interval.db")
+        let chain = Chain()
+        var reference = try Ledger.create(chain.genesis, in: MemoryStateStore())
+        do {
+            let state = StoredState(store: try NodeStore(file: file, create: true))  // every block
+            var ledger = try Ledger.create(chain.genesis, in: state)
+            try state.persistGenesis()
+            try chain.run(&ledger, to: 6)
+        }
+        let store = try NodeStore(file: file)
+        #expect(store.stateHeight == 6 && store.stateRoot != .zero)
+        let state = StoredState(store: store, stateInterval: 4)
+        var ledger = try Ledger(chainId: Chain.chainId, store: state)
+        #expect(ledger.rootHeight == 6 && ledger.stateRoot == store.stateRoot)
+        try chain.run(&ledger, to: 7)
+        #expect(ledger.rootHeight == 6)
+        try chain.run(&ledger, to: 8)
+        while reference.height < 8 { _ = reference.execute(chain.commands(height: reference.height + 1, count: 20)) }
+        #expect(ledger.rootHeight == 8 && ledger.stateRoot == reference.stateRoot && store.stateRoot == reference.stateRoot)
         #expect(try recomputedRoot(store) == reference.stateRoot)
     }
 
