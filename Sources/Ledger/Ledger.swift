@@ -96,9 +96,9 @@ public struct Ledger<Store: StateStore> {
 
     // One block's writes, applied to the store at its end.
     var writes: [StateKey: [UInt8]?] = [:]
-    /// The values committed since the tree was last updated (nil: deleted), with their
-    /// last value: the changes of its next update (`commit`).
-    var unrooted: [StateKey: [UInt8]?] = [:]
+    /// The keys committed since the tree was last updated: the changes of its next update
+    /// (`commit`), with the values the store then holds.
+    var unrooted: Set<StateKey> = []
     /// The height of the state whose root is `stateRoot`: the last block at which the
     /// tree was updated, or the height the ledger was opened at.
     public private(set) var rootHeight: UInt64
@@ -271,16 +271,16 @@ public struct Ledger<Store: StateStore> {
         let computed = staged.height % max(1, store.rootInterval) == 0
         let tree: StateTree.Update
         if computed {
-            if unrooted.isEmpty {
-                tree = StateTree.update(root: store.root, changes: staged.values.map { ($0.key, $0.value.map(StateTree.valueHash)) }, nodes: store)
-            } else {
-                for (key, value) in staged.values { unrooted[key] = .some(value) }
-                tree = StateTree.update(root: store.root, changes: unrooted.map { ($0.key, $0.value.map(StateTree.valueHash)) }, nodes: store)
-                unrooted = [:]
+            var changes = staged.values.map { ($0.key, $0.value.map(StateTree.valueHash)) }
+            if !unrooted.isEmpty {
+                for (key, _) in staged.values { unrooted.remove(key) }
+                for key in unrooted { changes.append((key, store.value(key).map(StateTree.valueHash))) }
+                unrooted = []
             }
+            tree = StateTree.update(root: store.root, changes: changes, nodes: store)
             rootHeight = staged.height
         } else {
-            for (key, value) in staged.values { unrooted[key] = .some(value) }
+            for (key, _) in staged.values { unrooted.insert(key) }
             tree = StateTree.Update(root: store.root)
         }
         store.commit(StateBatch(values: staged.values, tree: tree))

@@ -210,6 +210,7 @@ import Wire
     @Test(arguments: [UInt64(1), 2, 3])
     func randomHistoriesKeepEveryInvariantAndReplayIdentically(seed: UInt64) throws {
         var f = LedgerFixture(epochLength: 7)
+        let genesisRoot = f.ledger.stateRoot
         var traffic = Traffic(random: SplitMix64(seed: seed))
         var blocks: [[[UInt8]]] = []
         var roots: [SHA256Digest] = []
@@ -232,6 +233,19 @@ import Wire
             #expect(replay.ledger.execute(block).stateRoot == roots[index])
         }
 
+        // A store whose tree is updated every 5 blocks (as a node's, at its checkpoints)
+        // gives the same roots there, and keeps the last one in between, deletions,
+        // epoch closes and keys written again in several blocks included.
+        var sparse = try Ledger.create(try LedgerFixture.genesisFile(epochLength: 7).validated(), in: EveryFewBlocks(rootInterval: 5))
+        for (index, block) in blocks.enumerated() {
+            let outcome = sparse.execute(block)
+            let height = index + 1, rooted = height / 5 * 5
+            #expect(outcome.rootComputed == (height == rooted) && sparse.rootHeight == UInt64(rooted))
+            #expect(outcome.stateRoot == (rooted == 0 ? genesisRoot : roots[rooted - 1]), "height \(height)")
+            #expect(outcome.recordedStateRoot == (height == rooted ? roots[index] : .zero))
+        }
+        #expect(sparse.store.memory.valueCount == f.ledger.store.valueCount && sparse.store.memory.pageCount == f.ledger.store.pageCount)
+
         // Proofs for random accounts, present or not, against the final root.
         let root = f.ledger.stateRoot
         for citizen in 0..<traffic.citizens + 5 {
@@ -247,4 +261,14 @@ import Wire
             }
         }
     }
+}
+
+/// A store in memory whose tree the ledger updates every `rootInterval` blocks.
+struct EveryFewBlocks: StateStore {
+    var memory = MemoryStateStore()
+    let rootInterval: UInt64
+    var root: SHA256Digest { memory.root }
+    func value(_ key: StateKey) -> [UInt8]? { memory.value(key) }
+    func treePage(_ root: SHA256Digest, depth: Int) -> TreePage? { memory.treePage(root, depth: depth) }
+    mutating func commit(_ batch: StateBatch) { memory.commit(batch) }
 }
