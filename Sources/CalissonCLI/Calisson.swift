@@ -287,10 +287,10 @@ struct BlockCommand: ParsableCommand {
         return names
     }
 
-    /// A block's recorded state root, or why it has none (a node computes the root at its
-    /// checkpoint heights only).
+    /// A block's recorded state root, or why it has none (a node under load defers the
+    /// tree's update to its next checkpoint height).
     static func rootText(_ root: SHA256Digest) -> String {
-        root == .zero ? "none (computed at checkpoint heights)" : root.hex
+        root == .zero ? "none (deferred to the next checkpoint)" : root.hex
     }
 }
 

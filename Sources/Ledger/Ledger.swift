@@ -62,8 +62,8 @@ public struct BlockOutcome: Sendable {
     /// The state root after this block when `rootComputed`, else the root as last
     /// computed (`Ledger.rootHeight`).
     public var stateRoot: SHA256Digest
-    /// Whether the tree was updated at this block (its height a multiple of the store's
-    /// `rootInterval`, or the interval 1): only then is `stateRoot` this block's.
+    /// Whether the tree was updated at this block (`StateStore.updatesTree`): only then
+    /// is `stateRoot` this block's.
     public var rootComputed: Bool
     /// What the block's stored record keeps as its root: `stateRoot` when computed at this
     /// block, zero otherwise.
@@ -141,8 +141,8 @@ public struct Ledger<Store: StateStore> {
     }
 
     public var height: UInt64 { meta.height }
-    /// The root of the state at `rootHeight` (the current height when the store's
-    /// `rootInterval` is 1).
+    /// The root of the state at `rootHeight` (the current height when the store updates
+    /// the tree at every block).
     public var stateRoot: SHA256Digest { store.root }
 
     // MARK: Reads (the block's writes first, then the store)
@@ -261,14 +261,14 @@ public struct Ledger<Store: StateStore> {
     }
 
     /// Commits a staged block's writes to the store (atomically, by the store's contract),
-    /// with the tree updated by every write since its last update when the block's height
-    /// is a multiple of the store's `rootInterval`, the tree left as it was otherwise.
+    /// with the tree updated by every write since its last update when the store asks for
+    /// it at this block (`StateStore.updatesTree`), the tree left as it was otherwise.
     /// Returns the outcome with the root. The tree's root depends only on the values, so
     /// updating it once for several blocks gives the root updating it at each would; what
     /// it saves is the paths near the root, and the pages of keys written again, hashed
     /// and rewritten once instead of at every block.
     public mutating func commit(_ staged: StagedBlock) -> BlockOutcome {
-        let computed = staged.height % max(1, store.rootInterval) == 0
+        let computed = store.updatesTree(atHeight: staged.height, transactions: staged.results.count)
         let tree: StateTree.Update
         if computed {
             var changes = staged.values.map { ($0.key, $0.value.map(StateTree.valueHash)) }
@@ -283,7 +283,7 @@ public struct Ledger<Store: StateStore> {
             for (key, _) in staged.values { unrooted.insert(key) }
             tree = StateTree.Update(root: store.root)
         }
-        store.commit(StateBatch(values: staged.values, tree: tree))
+        store.commit(StateBatch(values: staged.values, tree: tree, rootComputed: computed))
         return BlockOutcome(
             height: staged.height, results: staged.results, stateRoot: tree.root, rootComputed: computed, validators: staged.validators,
             closedEpoch: staged.closedEpoch, decidedProposals: staged.decidedProposals, openedProposals: staged.openedProposals,

@@ -515,10 +515,14 @@ public struct MemoryStateStore: StateStore, TreePageSource, Sendable {
 public struct StateBatch: Sendable {
     public let values: [(key: StateKey, value: [UInt8]?)]
     public let tree: StateTree.Update
+    /// Whether the tree was updated at this block (`StateStore.updatesTree`): if not,
+    /// `tree` is the previous root with no page made or replaced.
+    public let rootComputed: Bool
 
-    public init(values: [(key: StateKey, value: [UInt8]?)], tree: StateTree.Update) {
+    public init(values: [(key: StateKey, value: [UInt8]?)], tree: StateTree.Update, rootComputed: Bool = true) {
         self.values = values
         self.tree = tree
+        self.rootComputed = rootComputed
     }
 }
 
@@ -528,16 +532,17 @@ public protocol StateStore: TreePageSource {
     var root: SHA256Digest { get }
     func value(_ key: StateKey) -> [UInt8]?
     mutating func commit(_ batch: StateBatch)
-    /// The ledger updates the state tree at the heights that are multiples of this, with
-    /// every value written since it last did (1, the default: at every block). Between
-    /// two, blocks change values and leave the tree, hence `root`, as it was. A node
-    /// uses its checkpoint interval, the only heights whose root the consensus signs
-    /// (Docs/STORAGE.md, "The root at checkpoints").
-    var rootInterval: UInt64 { get }
+    /// Whether the ledger updates the state tree at the block of `height` that has
+    /// `transactions` transactions, with every value written since it last did (the
+    /// default: at every block). At other blocks the values change and the tree, hence
+    /// `root`, stays as it was. A node defers the update to its checkpoint heights, the
+    /// only ones whose root the consensus signs, when its blocks are large (under load),
+    /// and updates at every block otherwise (Docs/STORAGE.md, "The root at checkpoints").
+    func updatesTree(atHeight height: UInt64, transactions: Int) -> Bool
 }
 
 extension StateStore {
-    public var rootInterval: UInt64 { 1 }
+    public func updatesTree(atHeight height: UInt64, transactions: Int) -> Bool { true }
 }
 
 extension TreeNode: WireCodable {

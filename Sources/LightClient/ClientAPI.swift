@@ -116,8 +116,8 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
 public struct NodeStatus: Hashable, Sendable, WireCodable {
     public var partner: String
     public var height: UInt64
-    /// The root of the state at the last height where the node computed one (its latest
-    /// checkpoint height executed, at or below `height`).
+    /// The root of the state at the last height where the node computed one (at most a
+    /// checkpoint interval below `height`: Docs/STORAGE.md, "The root at checkpoints").
     public var stateRoot: SHA256Digest
     public var view: UInt64
     public var epochFirstSeq: UInt64
@@ -352,8 +352,8 @@ public struct BlockSummary: Hashable, Sendable {
     /// The commit certificate (Consensus wire form).
     public let certificate: [UInt8]
     /// The state root after the block, as the node computed it (not certified: a
-    /// checkpoint's certificate signs it). Zero at heights where no root was computed:
-    /// a node computes it at its checkpoint heights (Docs/STORAGE.md).
+    /// checkpoint's certificate signs it). Zero where the node deferred the tree's update
+    /// to its next checkpoint height (Docs/STORAGE.md, "The root at checkpoints").
     public let stateRoot: SHA256Digest
     public let transactionCount: UInt64
     public init(height: UInt64, digest: Bytes32, certificate: [UInt8], stateRoot: SHA256Digest, transactionCount: UInt64) {

@@ -193,8 +193,11 @@ public final class NodeRuntime: @unchecked Sendable {
         settings.rulesNewest = configuration.rulesNewest
         let cache = verifyCache
         // The state written at the checkpoint heights (Docs/STORAGE.md); the blocks above the
-        // stored state's height are executed again as the core starts.
-        let state = StoredState(store: store, stateInterval: replicaConfiguration.checkpointInterval)
+        // stored state's height are executed again as the core starts. The tree updated there
+        // too, and at every block smaller than `treeEveryBlockBelow`.
+        let state = StoredState(
+            store: store, stateInterval: replicaConfiguration.checkpointInterval,
+            rootEveryBlockBelow: Self.treeEveryBlockBelow)
         state.retainBlocks = configuration.retainBlocks
         let replaying = store.height - store.stateHeight
         core = try Core(
@@ -351,6 +354,10 @@ public final class NodeRuntime: @unchecked Sendable {
 
     /// The last executed height and state root (any thread).
     public var height: UInt64 { heightValue.withLock { $0 } }
+    /// Blocks with fewer transactions than this update the state tree; larger ones leave
+    /// it to the next checkpoint height (`StoredState.updatesTree`, Docs/STORAGE.md).
+    public static let treeEveryBlockBelow = 256
+
     public var stateRoot: SHA256Digest { rootValue.withLock { $0 } }
     /// Why the node stopped itself (a storage failure, a diverged state), if it did.
     public var failure: String? { stoppedValue.withLock { $0 } }

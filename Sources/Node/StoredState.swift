@@ -35,26 +35,40 @@ public final class StoredState: StateStore {
     /// chain catches up over many checkpoints rather than in one long write.
     public static let bodiesPrunedPerCheckpointMax: UInt64 = 1_024
 
-    /// `stateInterval`: the state is written with the blocks at its multiples (at least 1).
-    public init(store: NodeStore, stateInterval: UInt64 = 1) {
+    /// Blocks with fewer transactions than this have the tree updated with them, larger
+    /// ones only at the multiples of `stateInterval` (`updatesTree`).
+    public let rootEveryBlockBelow: Int
+
+    /// `stateInterval`: the state is written with the blocks at its multiples (at least 1);
+    /// `rootEveryBlockBelow`: the block size under which the tree is updated at every
+    /// block (0: at the multiples only).
+    public init(store: NodeStore, stateInterval: UInt64 = 1, rootEveryBlockBelow: Int = 0) {
         self.store = store
         self.stateInterval = max(1, stateInterval)
+        self.rootEveryBlockBelow = rootEveryBlockBelow
         root = store.stateRoot
     }
 
     /// The height the state is at: the last block persisted or replayed.
     public var stateHeight: UInt64 { store.stateHeight + UInt64(clamping: window.count) }
 
-    /// The ledger updates the tree at the heights the state is written at: the stored
-    /// state is always one whose root was computed.
-    public var rootInterval: UInt64 { stateInterval }
+    /// The tree is updated where the state is written (so the stored state is always one
+    /// whose root was computed) and at blocks smaller than `rootEveryBlockBelow`. Updating
+    /// it once for several blocks saves the paths near the root, which most keys share, and
+    /// the leaves of keys written again: worth it for large blocks, when the nodes' CPU is
+    /// what bounds the throughput. For small ones (a cluster under light or moderate load)
+    /// the update is cheap and, deferred to a checkpoint, would make that one block, which
+    /// every node executes at the same moment, long enough to lengthen the latency's tail.
+    public func updatesTree(atHeight height: UInt64, transactions: Int) -> Bool {
+        height % stateInterval == 0 || transactions < rootEveryBlockBelow
+    }
 
     /// A record of the current state (`stateHeight`) with its proof against that state's
-    /// root: what a node answers to an uncertified read. The ledger computes roots at the
-    /// multiples of `rootInterval` only, so the current root is computed here, from the
-    /// stored state's tree and the fold's values, when a read first asks at a height, and
-    /// kept for the reads that follow until the next block: at most one tree update per
-    /// block, the cost every block paid before roots were computed at checkpoints only.
+    /// root: what a node answers to an uncertified read. The ledger may not have computed
+    /// the current root (`updatesTree`), so it is computed here, from the stored state's
+    /// tree and the fold's values, when a read first asks at a height, and kept for the
+    /// reads that follow until the next block: at most one tree update per block, the
+    /// cost every block paid before roots were deferred to checkpoints.
     /// Not while a batch is committed and not persisted (the node answers between blocks).
     public func currentRecord(_ key: StateKey) throws(StorageError) -> (height: UInt64, root: SHA256Digest, value: [UInt8]?, proof: StateProof) {
         if let readError { throw readError }
@@ -63,6 +77,9 @@ public final class StoredState: StateStore {
         let tree: StateTree.Update
         if let live, live.height == height {
             tree = live.tree
+        } else if rootedHeight == height {
+            tree = StateTree.update(root: root, changes: [], nodes: self)  // the ledger's root is the current state's: no page made
+            live = (height, tree)
         } else {
             tree = StateTree.update(root: store.stateRoot, changes: window.values.map { ($0.key, $0.value.map(StateTree.valueHash)) }, nodes: self)
             live = (height, tree)
@@ -190,13 +207,16 @@ public final class StoredState: StateStore {
 
     /// Writes `block`, and the state with it at a multiple of `stateInterval`, the
     /// committed batch folded with those of the blocks since the stored state's.
-    /// `block.stateRoot` must be the batch's root at such a multiple (the tree is updated
-    /// there), zero at other heights (no root was computed for them).
+    /// `block.stateRoot` must be the batch's root where the tree was updated (always at
+    /// such a multiple: the state written is one whose root was computed), zero elsewhere.
     public func persist(_ block: BlockRecord, extras: [String: [UInt8]] = [:]) throws(StorageError) {
         if let readError { throw readError }
         guard let pending else { throw .invalid(file: store.file, reason: "no state batch for block \(block.height)") }
-        guard block.stateRoot == (block.height % stateInterval == 0 ? pending.tree.root : .zero) else {
+        guard block.stateRoot == (pending.rootComputed ? pending.tree.root : .zero) else {
             throw .invalid(file: store.file, reason: "block \(block.height)'s state root is not its state's")
+        }
+        guard pending.rootComputed || block.height % stateInterval != 0 else {
+            throw .invalid(file: store.file, reason: "block \(block.height)'s state is to be written without its tree updated")
         }
         // The fold changes only once the write succeeded (a failed one leaves it as it was).
         if block.height % stateInterval == 0 {
@@ -213,16 +233,16 @@ public final class StoredState: StateStore {
 
     /// Takes the committed batch as that of stored block `height`, executed again after a
     /// restart (it is written with the state at the next multiple of `stateInterval`):
-    /// at a multiple, where the ledger computed its root, that root must be the one the
-    /// block recorded. (The blocks replayed lie above a multiple and below the next, so in
-    /// practice the check comes at the next checkpoint's write and vote.)
+    /// where the ledger computed a root now and the block recorded one then, they must be
+    /// the same. (Where either has none, the check comes at the next checkpoint's write and
+    /// vote.)
     public func replayed(_ height: UInt64) throws(StorageError) {
         if let readError { throw readError }
         guard let pending else { throw .invalid(file: store.file, reason: "no state batch for block \(height) executed again") }
         guard height == stateHeight + 1, height <= store.height, let block = try store.block(at: height) else {
             throw .invalid(file: store.file, reason: "block \(height) executed again, the state being at \(stateHeight) and the last block \(store.height)")
         }
-        guard height % stateInterval != 0 || block.stateRoot == pending.tree.root else {
+        guard !pending.rootComputed || block.stateRoot == .zero || block.stateRoot == pending.tree.root else {
             throw .corrupt(
                 file: store.file,
                 reason: "block \(height) executed again gives the state root \(pending.tree.root.hex), the block recorded \(block.stateRoot.hex)")
@@ -231,8 +251,14 @@ public final class StoredState: StateStore {
         settle(pending)
     }
 
+    /// The height of the last block persisted or replayed whose tree was updated (or the
+    /// stored state's, nil before any): then `root` is the current state's.
+    private var rootedHeightSince: UInt64?
+    private var rootedHeight: UInt64 { rootedHeightSince ?? store.stateHeight }
+
     /// After a batch was written or folded: the cache follows it.
     private func settle(_ batch: StateBatch) {
+        if batch.rootComputed { rootedHeightSince = stateHeight }
         for hash in batch.tree.replaced { cache[hash] = nil }
         for (hash, page) in batch.tree.created where batch.tree.depths[hash] ?? .max <= Self.cachedDepthMax { remember(page) }
         clear()

@@ -9,8 +9,8 @@ public struct BlockRecord: Sendable, Equatable {
     public var body: [UInt8]?
     public var certificate: [UInt8]
     /// The state root after the block where the node computed one (its checkpoint
-    /// heights; every block in files written before roots were computed at checkpoints
-    /// only); zero elsewhere.
+    /// heights and small blocks; every block in files written before the update could
+    /// be deferred); zero elsewhere (Docs/STORAGE.md, "The root at checkpoints").
     public var stateRoot: Bytes32
     public var transactions: [TransactionRecord]
 

@@ -172,11 +172,13 @@ struct Chain {
     }
 
     /// An uncertified read is answered at the current height, whatever the ledger's root:
-    /// its root computed once per height (the reads that follow at that height share it).
-    @Test func anUncertifiedReadIsAnsweredAtTheCurrentHeight() throws {
+    /// its root computed once per height (the reads that follow at that height share it),
+    /// or the ledger's where the block updated the tree (blocks of 20 transactions: below
+    /// 21, every block does; below 0, only those at the multiples of 4).
+    @Test(arguments: [0, 21]) func anUncertifiedReadIsAnsweredAtTheCurrentHeight(below: Int) throws {
         let chain = Chain()
         var reference = try Ledger.create(chain.genesis, in: MemoryStateStore())
-        let state = StoredState(store: try NodeStore(file: temporaryFile("current.db"), create: true), stateInterval: 4)
+        let state = StoredState(store: try NodeStore(file: temporaryFile("current.db"), create: true), stateInterval: 4, rootEveryBlockBelow: below)
         var ledger = try Ledger.create(chain.genesis, in: state)
         try state.persistGenesis()
         let keys = [StateKeys.meta, StateKeys.account(Ed25519PublicKey(SHA256.hash("citizen 3"))), StateKeys.proposal(999)]
@@ -192,8 +194,10 @@ struct Chain {
                     #expect(throws: Never.self) { try record.proof.verifyAbsence(key: key, root: record.root) }
                 }
             }
-            #expect(ledger.rootHeight == height / 4 * 4)
+            #expect(ledger.rootHeight == (below > 20 ? height : height / 4 * 4))
+            #expect(try state.store.block(at: height)?.stateRoot == (below > 20 || height % 4 == 0 ? reference.stateRoot : .zero))
         }
+        #expect(state.store.stateHeight == 12)
     }
 
     /// A store written before roots were computed at checkpoints only recorded a root at
