@@ -184,8 +184,8 @@ public struct Ledger<Store: StateStore> {
 
     /// The value stored at `key` in the committed state, with its proof against `stateRoot`.
     /// Only where the root is the current state's (`rootHeight == height`): between two
-    /// tree updates the values have moved on and the root has not (a node answers from
-    /// its stored state instead: `StoredState.storedRecord`).
+    /// tree updates the values have moved on and the root has not (a node computes the
+    /// current root for such a read: `StoredState.currentRecord`).
     public func proof(_ key: StateKey) -> (value: [UInt8]?, proof: StateProof) {
         precondition(rootHeight == height, "a proof asked at height \(height) of a state whose root is at \(rootHeight)")
         return (store.value(key), StateTree.proof(for: key, root: store.root, nodes: store))

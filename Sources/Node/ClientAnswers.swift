@@ -46,8 +46,8 @@ public struct ClientAnswers {
             case .status: return .answer(.status(status()))
             case let .transaction(id): return .answer(.transaction(try answers.transaction(id)))
             case let .state(key):
-                // The current state, its root computed for this read if no read asked at
-                // this height yet (the ledger computes roots at checkpoints only).
+                // The current state, its root computed for this read if the last block left
+                // the tree's update to the next checkpoint and no read asked at this height.
                 let found = try ledger.store.currentRecord(key)
                 return .answer(.state(height: found.height, root: found.root, value: found.value, proof: found.proof))
             case let .waitFinal(id, timeout):

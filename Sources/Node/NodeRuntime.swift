@@ -352,12 +352,12 @@ public final class NodeRuntime: @unchecked Sendable {
         store.close()  // the loop has ended: nothing writes any more; the database's lock is released
     }
 
-    /// The last executed height and state root (any thread).
-    public var height: UInt64 { heightValue.withLock { $0 } }
     /// Blocks with fewer transactions than this update the state tree; larger ones leave
     /// it to the next checkpoint height (`StoredState.updatesTree`, Docs/STORAGE.md).
     public static let treeEveryBlockBelow = 256
 
+    /// The last executed height and state root (any thread).
+    public var height: UInt64 { heightValue.withLock { $0 } }
     public var stateRoot: SHA256Digest { rootValue.withLock { $0 } }
     /// Why the node stopped itself (a storage failure, a diverged state), if it did.
     public var failure: String? { stoppedValue.withLock { $0 } }

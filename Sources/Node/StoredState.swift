@@ -256,9 +256,11 @@ public final class StoredState: StateStore {
     private var rootedHeightSince: UInt64?
     private var rootedHeight: UInt64 { rootedHeightSince ?? store.stateHeight }
 
-    /// After a batch was written or folded: the cache follows it.
+    /// After a batch was written or folded: the cache follows it, and the current tree
+    /// computed for reads at the height before is let go.
     private func settle(_ batch: StateBatch) {
         if batch.rootComputed { rootedHeightSince = stateHeight }
+        live = nil
         for hash in batch.tree.replaced { cache[hash] = nil }
         for (hash, page) in batch.tree.created where batch.tree.depths[hash] ?? .max <= Self.cachedDepthMax { remember(page) }
         clear()
