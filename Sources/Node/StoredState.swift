@@ -65,34 +65,44 @@ public final class StoredState: StateStore {
 
     /// A record of the current state (`stateHeight`) with its proof against that state's
     /// root: what a node answers to an uncertified read. The ledger may not have computed
-    /// the current root (`updatesTree`), so it is computed here, from the stored state's
-    /// tree and the fold's values, when a read first asks at a height, and kept for the
-    /// reads that follow until the next block: at most one tree update per block, the
-    /// cost every block paid before roots were deferred to checkpoints.
-    /// Not while a batch is committed and not persisted (the node answers between blocks).
+    /// the current root (`updatesTree`), so it is computed here when a read first asks at
+    /// a height, and kept: from the ledger's last root, or from the tree computed for the
+    /// last such read, with the keys written since. So however many reads arrive, the
+    /// tree is updated at most once per block with that block's keys: the cost every block
+    /// paid before the update could be deferred, never more. Not while a batch is committed
+    /// and not persisted (the node answers between blocks).
     public func currentRecord(_ key: StateKey) throws(StorageError) -> (height: UInt64, root: SHA256Digest, value: [UInt8]?, proof: StateProof) {
         if let readError { throw readError }
         guard pending == nil else { throw .invalid(file: store.file, reason: "a state read while block \(stateHeight + 1) is being written") }
         let height = stateHeight
         let tree: StateTree.Update
-        if let live, live.height == height {
-            tree = live.tree
-        } else if rootedHeight == height {
-            tree = StateTree.update(root: root, changes: [], nodes: self)  // the ledger's root is the current state's: no page made
-            live = (height, tree)
+        if let current, current.height == height {
+            tree = current.tree
         } else {
-            tree = StateTree.update(root: store.stateRoot, changes: window.values.map { ($0.key, $0.value.map(StateTree.valueHash)) }, nodes: self)
-            live = (height, tree)
+            // The pages the tree computed for reads made and still has, on the ledger's.
+            let base = current?.tree ?? StateTree.update(root: root, changes: [], nodes: self)
+            let next = StateTree.update(
+                root: base.root, changes: writtenSinceCurrent.map { ($0, value($0).map(StateTree.valueHash)) },
+                nodes: CurrentPages(made: base.created, state: self))
+            var fold = StateWindow()
+            fold.add(StateBatch(values: [], tree: base))
+            fold.add(StateBatch(values: [], tree: next))
+            tree = fold.batch?.tree ?? next
+            current = (height, tree)
+            writtenSinceCurrent = []
         }
-        let value: [UInt8]?
-        if let written = window.value(key) { value = written } else { value = try store.value(key) }
+        let found = value(key)
         let proof = StateTree.proof(for: key, root: tree.root, nodes: CurrentPages(made: tree.created, state: self))
         if let readError { throw readError }
-        return (height, tree.root, value, proof)
+        return (height, tree.root, found, proof)
     }
 
-    /// The current state's tree (`currentRecord`), at the height it was computed for.
-    private var live: (height: UInt64, tree: StateTree.Update)?
+    /// The tree of the current state computed for reads (`currentRecord`), at the height
+    /// it was computed for, its pages those it has beyond the ledger's tree at `root`.
+    private var current: (height: UInt64, tree: StateTree.Update)?
+    /// The keys written by the blocks persisted since `current` was computed, or since the
+    /// ledger last updated the tree when there is none.
+    private var writtenSinceCurrent: Set<StateKey> = []
 
     /// The pages of the current state's tree: those its update made, then the state's.
     private struct CurrentPages: TreePageSource {
@@ -251,16 +261,15 @@ public final class StoredState: StateStore {
         settle(pending)
     }
 
-    /// The height of the last block persisted or replayed whose tree was updated (or the
-    /// stored state's, nil before any): then `root` is the current state's.
-    private var rootedHeightSince: UInt64?
-    private var rootedHeight: UInt64 { rootedHeightSince ?? store.stateHeight }
-
-    /// After a batch was written or folded: the cache follows it, and the current tree
-    /// computed for reads at the height before is let go.
+    /// After a batch was written or folded: the caches follow it (a block that updated
+    /// the tree makes the one computed for reads obsolete).
     private func settle(_ batch: StateBatch) {
-        if batch.rootComputed { rootedHeightSince = stateHeight }
-        live = nil
+        if batch.rootComputed {
+            current = nil
+            writtenSinceCurrent = []
+        } else {
+            for (key, _) in batch.values { writtenSinceCurrent.insert(key) }
+        }
         for hash in batch.tree.replaced { cache[hash] = nil }
         for (hash, page) in batch.tree.created where batch.tree.depths[hash] ?? .max <= Self.cachedDepthMax { remember(page) }
         clear()

@@ -173,7 +173,8 @@ struct Chain {
 
     /// An uncertified read is answered at the current height, whatever the ledger's root:
     /// its root computed once per height (the reads that follow at that height share it),
-    /// or the ledger's where the block updated the tree (blocks of 20 transactions: below
+    /// from the tree computed for the last read and the keys written since, or the
+    /// ledger's where the block updated the tree (blocks of 20 transactions: below
     /// 21, every block does; below 0, only those at the multiples of 4).
     @Test(arguments: [0, 21]) func anUncertifiedReadIsAnsweredAtTheCurrentHeight(below: Int) throws {
         let chain = Chain()
@@ -185,7 +186,8 @@ struct Chain {
         for height in UInt64(1)...13 {
             try chain.run(&ledger, to: height)
             _ = reference.execute(chain.commands(height: height, count: 20))
-            for key in keys {
+            // No read at 2, 6 and 10: the next read's tree takes two blocks' keys.
+            for key in keys where height % 4 != 2 {
                 let record = try state.currentRecord(key)
                 #expect(record.height == height && record.root == reference.stateRoot && record.value == reference.store.value(key), "height \(height)")
                 if let value = record.value {
