@@ -266,7 +266,7 @@ struct BlockCommand: ParsableCommand {
         }
         let names = try partnersByNodeKey(trusted: trusted)
         connection.emit([
-            ("block", "\(found.height)"), ("digest", found.digest.hex), ("stateRoot", Self.rootText(found.stateRoot)),
+            ("block", "\(found.height)"), ("digest", found.digest.hex)] + Self.rootField(found.stateRoot, json: connection.json) + [
             ("transactions", "\(found.transactionCount)"),
             ("signers", signers.map { names[$0] ?? "key \($0.bytes.hex.prefix(16))…" }.joined(separator: ", ")),
             ("certificate", "\(signers.count) commit votes, \(found.certificate.count) bytes; "
@@ -287,10 +287,11 @@ struct BlockCommand: ParsableCommand {
         return names
     }
 
-    /// A block's recorded state root, or why it has none (a node under load defers the
-    /// tree's update to its next checkpoint height).
-    static func rootText(_ root: SHA256Digest) -> String {
-        root == .zero ? "none (deferred to the next checkpoint)" : root.hex
+    /// A block's recorded state root; where it has none (a node under load defers the
+    /// tree's update to its next checkpoint height), why, or in JSON no field.
+    static func rootField(_ root: SHA256Digest, json: Bool) -> [(String, String)] {
+        guard root == .zero else { return [("stateRoot", root.hex)] }
+        return json ? [] : [("stateRoot", "none (deferred to the next checkpoint)")]
     }
 }
 
@@ -503,8 +504,8 @@ struct Follow: ParsableCommand {
                 throw ValidationError("unexpected answer")
             }
             for block in list where count == 0 || printed < count {
-                connection.emit([("block", "\(block.height)"), ("digest", block.digest.hex), ("stateRoot", BlockCommand.rootText(block.stateRoot)),
-                                 ("transactions", "\(block.transactionCount)")])
+                connection.emit([("block", "\(block.height)"), ("digest", block.digest.hex)] + BlockCommand.rootField(block.stateRoot, json: connection.json)
+                    + [("transactions", "\(block.transactionCount)")])
                 next = block.height + 1
                 printed += 1
             }
