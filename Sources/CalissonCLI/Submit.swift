@@ -115,8 +115,9 @@ struct SubmitOptions: ParsableArguments {
     }
 
     /// The number of the proposal the transaction at `location` opened, as its block's
-    /// events record it (the state the node serves is that of its latest checkpoint,
-    /// which may not hold the proposal yet).
+    /// events record it: at once, and exactly that proposal (a certified read of the
+    /// state is at the latest checkpoint, which may not hold it yet; looking for the
+    /// newest proposal with the same proposer and action could find an older one).
     private func proposalNumber(at location: TransactionLocation, ask: (ClientRequest) throws -> ClientResponse) throws -> UInt64? {
         guard case let .blockContents(contents) = try ask(.blockContents(location.height)) else { throw ValidationError("unexpected answer") }
         return contents?.opened.first { $0.position == location.position }?.proposal
