@@ -138,7 +138,6 @@ struct Chain {
             let none = try state.currentRecord(absent)
             #expect(none.value == nil && none.root == record.root)
             #expect(throws: Never.self) { try none.proof.verifyAbsence(key: absent, root: none.root) }
-
         }
         let store = try NodeStore(file: file)
         #expect(store.height == 10 && store.stateHeight == 8)
@@ -200,6 +199,34 @@ struct Chain {
             #expect(try state.store.block(at: height)?.stateRoot == (below > 20 || height % 4 == 0 ? reference.stateRoot : .zero))
         }
         #expect(state.store.stateHeight == 12)
+    }
+
+    /// Blocks that update the tree (here all: 20 transactions, under 21) record their
+    /// roots; executed again after a restart with other transactions, one gives another
+    /// root: refused, naming the block and both roots.
+    @Test func aBlockExecutedAgainToAnotherRecordedRootIsRefused() throws {
+        let file = temporaryFile("replay-root.db")
+        let chain = Chain()
+        do {
+            let state = StoredState(store: try NodeStore(file: file, create: true), stateInterval: 4, rootEveryBlockBelow: 21)
+            var ledger = try Ledger.create(chain.genesis, in: state)
+            try state.persistGenesis()
+            try chain.run(&ledger, to: 10)
+        }
+        let store = try NodeStore(file: file)
+        #expect(try store.block(at: 9)?.stateRoot != .zero && store.stateHeight == 8)
+        let state = StoredState(store: store, stateInterval: 4, rootEveryBlockBelow: 21)
+        var wrong = try Ledger(chainId: Chain.chainId, store: state)
+        _ = wrong.execute(chain.commands(height: 9, count: 19))
+        #expect { try state.replayed(9) } throws: { "\($0)".contains("block 9 executed again gives the state root") }
+        state.discard()
+        var resumed = try Ledger(chainId: Chain.chainId, store: state)
+        for height in UInt64(9)...10 {
+            _ = resumed.execute(chain.commands(height: height, count: 20))
+            try state.replayed(height)
+        }
+        let recorded = try store.block(at: 10)?.stateRoot
+        #expect(resumed.rootHeight == 10 && resumed.stateRoot == recorded)
     }
 
     /// A store written before roots were computed at checkpoints only recorded a root at
