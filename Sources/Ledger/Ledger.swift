@@ -281,7 +281,7 @@ public struct Ledger<Store: StateStore> {
             rootHeight = staged.height
         } else {
             for (key, _) in staged.values { unrooted.insert(key) }
-            tree = StateTree.Update(root: store.root)
+            tree = .unchanged(store.root)
         }
         store.commit(StateBatch(values: staged.values, tree: tree, rootComputed: computed))
         return BlockOutcome(

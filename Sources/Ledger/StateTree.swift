@@ -180,6 +180,16 @@ public enum StateTree {
         /// The depth of each page created.
         public var depths: [SHA256Digest: Int] = [:]
         public var replaced: [SHA256Digest] = []
+
+        init(root: SHA256Digest, created: [SHA256Digest: TreePage] = [:], depths: [SHA256Digest: Int] = [:], replaced: [SHA256Digest] = []) {
+            self.root = root
+            self.created = created
+            self.depths = depths
+            self.replaced = replaced
+        }
+
+        /// The tree at `root` as it is: no page made or replaced.
+        public static func unchanged(_ root: SHA256Digest) -> Update { Update(root: root) }
     }
 
     /// Applies `changes` (key → new value hash, nil to delete) to the tree at `root`.
@@ -543,6 +553,13 @@ public protocol StateStore: TreePageSource {
 
 extension StateStore {
     public func updatesTree(atHeight height: UInt64, transactions: Int) -> Bool { true }
+
+    /// The rule of a store that writes its state at the multiples of `stateInterval`: the
+    /// tree is updated there (the state written is always one whose root was computed)
+    /// and at blocks of fewer than `everyBlockBelow` transactions.
+    public static func updatesTree(atHeight height: UInt64, transactions: Int, stateInterval: UInt64, everyBlockBelow: Int) -> Bool {
+        height % max(1, stateInterval) == 0 || transactions < everyBlockBelow
+    }
 }
 
 extension TreeNode: WireCodable {

@@ -197,7 +197,7 @@ public final class NodeRuntime: @unchecked Sendable {
         // too, and at every block smaller than `treeEveryBlockBelow`.
         let state = StoredState(
             store: store, stateInterval: replicaConfiguration.checkpointInterval,
-            rootEveryBlockBelow: Self.treeEveryBlockBelow)
+            treeEveryBlockBelow: Self.treeEveryBlockBelow)
         state.retainBlocks = configuration.retainBlocks
         let replaying = store.height - store.stateHeight
         core = try Core(

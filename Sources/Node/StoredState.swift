@@ -37,15 +37,15 @@ public final class StoredState: StateStore {
 
     /// Blocks with fewer transactions than this have the tree updated with them, larger
     /// ones only at the multiples of `stateInterval` (`updatesTree`).
-    public let rootEveryBlockBelow: Int
+    public let treeEveryBlockBelow: Int
 
     /// `stateInterval`: the state is written with the blocks at its multiples (at least 1);
-    /// `rootEveryBlockBelow`: the block size under which the tree is updated at every
+    /// `treeEveryBlockBelow`: the block size under which the tree is updated at every
     /// block (0: at the multiples only).
-    public init(store: NodeStore, stateInterval: UInt64 = 1, rootEveryBlockBelow: Int = 0) {
+    public init(store: NodeStore, stateInterval: UInt64 = 1, treeEveryBlockBelow: Int = 0) {
         self.store = store
         self.stateInterval = max(1, stateInterval)
-        self.rootEveryBlockBelow = rootEveryBlockBelow
+        self.treeEveryBlockBelow = treeEveryBlockBelow
         root = store.stateRoot
     }
 
@@ -53,14 +53,14 @@ public final class StoredState: StateStore {
     public var stateHeight: UInt64 { store.stateHeight + UInt64(clamping: window.count) }
 
     /// The tree is updated where the state is written (so the stored state is always one
-    /// whose root was computed) and at blocks smaller than `rootEveryBlockBelow`. Updating
+    /// whose root was computed) and at blocks smaller than `treeEveryBlockBelow`. Updating
     /// it once for several blocks saves the paths near the root, which most keys share, and
     /// the leaves of keys written again: worth it for large blocks, when the nodes' CPU is
     /// what bounds the throughput. For small ones (a cluster under light or moderate load)
     /// the update is cheap and, deferred to a checkpoint, would make that one block, which
     /// every node executes at the same moment, long enough to lengthen the latency's tail.
     public func updatesTree(atHeight height: UInt64, transactions: Int) -> Bool {
-        height % stateInterval == 0 || transactions < rootEveryBlockBelow
+        Self.updatesTree(atHeight: height, transactions: transactions, stateInterval: stateInterval, everyBlockBelow: treeEveryBlockBelow)
     }
 
     /// A record of the current state (`stateHeight`) with its proof against that state's
@@ -80,7 +80,7 @@ public final class StoredState: StateStore {
             tree = current.tree
         } else {
             // The pages the tree computed for reads made and still has, on the ledger's.
-            let base = current?.tree ?? StateTree.update(root: root, changes: [], nodes: self)
+            let base = current?.tree ?? .unchanged(root)
             let next = StateTree.update(
                 root: base.root, changes: writtenSinceCurrent.map { ($0, value($0).map(StateTree.valueHash)) },
                 nodes: CurrentPages(made: base.created, state: self))

@@ -45,7 +45,7 @@ public final class SimulatedState: StateStore {
     /// The ledger updates the tree where the state becomes durable and at blocks of fewer
     /// than 16 transactions, as a node does with its threshold (both paths on every seed).
     public func updatesTree(atHeight height: UInt64, transactions: Int) -> Bool {
-        height % stateInterval == 0 || transactions < Self.treeEveryBlockBelow
+        Self.updatesTree(atHeight: height, transactions: transactions, stateInterval: stateInterval, everyBlockBelow: Self.treeEveryBlockBelow)
     }
     static let treeEveryBlockBelow = 16
 

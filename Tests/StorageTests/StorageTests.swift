@@ -178,7 +178,7 @@ struct Chain {
     @Test(arguments: [0, 21]) func anUncertifiedReadIsAnsweredAtTheCurrentHeight(below: Int) throws {
         let chain = Chain()
         var reference = try Ledger.create(chain.genesis, in: MemoryStateStore())
-        let state = StoredState(store: try NodeStore(file: temporaryFile("current.db"), create: true), stateInterval: 4, rootEveryBlockBelow: below)
+        let state = StoredState(store: try NodeStore(file: temporaryFile("current.db"), create: true), stateInterval: 4, treeEveryBlockBelow: below)
         var ledger = try Ledger.create(chain.genesis, in: state)
         try state.persistGenesis()
         let keys = [StateKeys.meta, StateKeys.account(Ed25519PublicKey(SHA256.hash("citizen 3"))), StateKeys.proposal(999)]
@@ -208,14 +208,14 @@ struct Chain {
         let file = temporaryFile("replay-root.db")
         let chain = Chain()
         do {
-            let state = StoredState(store: try NodeStore(file: file, create: true), stateInterval: 4, rootEveryBlockBelow: 21)
+            let state = StoredState(store: try NodeStore(file: file, create: true), stateInterval: 4, treeEveryBlockBelow: 21)
             var ledger = try Ledger.create(chain.genesis, in: state)
             try state.persistGenesis()
             try chain.run(&ledger, to: 10)
         }
         let store = try NodeStore(file: file)
         #expect(try store.block(at: 9)?.stateRoot != .zero && store.stateHeight == 8)
-        let state = StoredState(store: store, stateInterval: 4, rootEveryBlockBelow: 21)
+        let state = StoredState(store: store, stateInterval: 4, treeEveryBlockBelow: 21)
         var wrong = try Ledger(chainId: Chain.chainId, store: state)
         _ = wrong.execute(chain.commands(height: 9, count: 19))
         #expect { try state.replayed(9) } throws: { "\($0)".contains("block 9 executed again gives the state root") }
