@@ -51,6 +51,25 @@ final class GatewayMetrics: Sendable {
             registry.makeGauge(descriptor: Self.name("node", "up", "1 when the node's last answer was verified."), labels: labels)
                 .set(to: node.error == nil && node.certifiedHeight != nil ? 1 : 0)
         }
+        if let mirror = pool.mirror {
+            let counts = mirror.counts
+            registry.makeGauge(descriptor: Self.name("mirror_checkpoint", "height", "The checkpoint the verified copy of the state is at (0: none)."))
+                .set(to: Double(mirror.checkpoint?.height ?? 0))
+            registry.makeGauge(descriptor: Self.name("mirror", "pages", "Tree pages in the verified copy of the state.")).set(to: Double(counts.pages))
+            registry.makeGauge(descriptor: Self.name("mirror", "values", "State values in the verified copy.")).set(to: Double(counts.values))
+            for (name, help, value) in [
+                ("mirror_syncs", "Syncs of the verified copy to a newer checkpoint.", counts.syncs),
+                ("mirror_pages_fetched", "Tree pages fetched from the nodes for the copy, each checked.", counts.pagesFetched),
+                ("mirror_values_fetched", "State values fetched from the nodes for the copy, each checked.", counts.valuesFetched),
+                ("mirror_sync_failures", "Syncs of the copy that failed (logged; the reads went to the nodes).", counts.failures),
+                ("mirror_reads", "Verified reads answered from the copy (the others asked a node).", pool.mirrorReads),
+                ("mirror_refused", "Reads from the copy refused by the checks (none expected).", pool.mirrorRefusals),
+            ] {
+                let counter = registry.makeCounter(descriptor: Self.name(name, "total", help))
+                counter.reset()
+                counter.increment(by: Int64(clamping: value))
+            }
+        }
         for (node, count) in pool.failureCounts {
             let counter = registry.makeCounter(
                 descriptor: Self.name("node_failures", "total", "Answers of a node not used (unreachable, error, failed check, stale)."),

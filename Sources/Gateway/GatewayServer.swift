@@ -134,7 +134,9 @@ public final class GatewayServer: Sendable {
             }
         }
         let follower = Task { await feed.follow() }
+        let copier = Task { await pool.followMirror(log: { logger.warning("\($0)") }) }
         defer {
+            copier.cancel()
             follower.cancel()
             refresher.cancel()
             pool.close()

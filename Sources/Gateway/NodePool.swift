@@ -49,6 +49,9 @@ public final class NodePool: Sendable {
     private let connections: Result<NodeConnections, ClientError>
     /// Checkpoint certificates already checked (each read's certificate is one of a few).
     let checked = CheckedCheckpoints()
+    /// The verified copy of the state that reads are answered from when it is fresh
+    /// (`followMirror`); nil: every read asks a node.
+    public let mirror: StateMirror?
 
     struct NodeState {
         var trusted: TrustedValidators?
@@ -66,12 +69,18 @@ public final class NodePool: Sendable {
         var freshness: Freshness
         /// Per node: answers not used (for /metrics).
         var failures: [Int]
+        var mirrorRefusals = 0
+        var mirrorReads = 0
     }
     private let state: Mutex<State>
 
-    public init(nodes: [NodeAddress], ca: Certificate, genesis: Genesis, lagMax: UInt64, timeoutMilliseconds: Int = 5_000) {
+    /// `mirrorPagesMax`: the tree pages the verified copy of the state may hold (0: no copy).
+    public init(
+        nodes: [NodeAddress], ca: Certificate, genesis: Genesis, lagMax: UInt64, timeoutMilliseconds: Int = 5_000, mirrorPagesMax: Int = 0
+    ) {
         precondition(!nodes.isEmpty, "a gateway follows at least one node")
         self.nodes = nodes
+        mirror = mirrorPagesMax > 0 ? StateMirror(pagesMax: mirrorPagesMax) : nil
         self.ca = ca
         self.genesis = genesis
         self.lagMax = lagMax
@@ -101,8 +110,10 @@ public final class NodePool: Sendable {
         state.withLock { state in nodes.indices.map { (nodes[$0].description, state.failures[$0]) } }
     }
 
-    /// A state record, verified and fresh, from the first node that gives one.
+    /// A state record, verified and fresh: from the verified copy when it is fresh enough,
+    /// otherwise from the first node that gives one.
     public func read(_ key: StateKey) async throws -> VerifiedRecord {
+        if let found = mirrored(key) { return found }
         var failures: [(String, String)] = []
         for index in readOrder() {
             do {
@@ -115,6 +126,86 @@ public final class NodePool: Sendable {
         }
         throw NoVerifiedAnswer(failures: failures)
     }
+
+    /// The record from the verified copy, checked as a node's answer is (the certificate
+    /// against the validators that verified the copy's checkpoint, the proof against its
+    /// root) and for freshness; nil when there is no copy, it is stale, or a check fails
+    /// (counted: not expected, the copy was checked as it was made).
+    private func mirrored(_ key: StateKey) -> VerifiedRecord? {
+        guard let mirror, let (answer, checkpoint) = mirror.answer(key) else { return nil }
+        do {
+            let record = try CertifiedReader.record(key, answer: answer, trusted: checkpoint.trusted, chainId: genesis.chainId, checked: checked)
+            let behind = try state.withLock { state in
+                let behind = try state.freshness.check(record.height)
+                state.mirrorReads += 1
+                return behind
+            }
+            return VerifiedRecord(record: record, source: "\(checkpoint.source) (the gateway's verified copy)", behind: behind)
+        } catch is FreshnessError {
+            return nil
+        } catch {
+            state.withLock { $0.mirrorRefusals += 1 }
+            return nil
+        }
+    }
+
+    /// Keeps the verified copy at the newest certified checkpoint: every `periodMilliseconds`,
+    /// asks a node (in the reads' order) for its latest checkpoint, verified, and when it is
+    /// newer than the copy's, copies what changed from that node. A failure is logged and
+    /// the copy stays as it was (reads go to the nodes once it is stale); a state larger
+    /// than the copy may hold is retried only after `tooLargePauseSeconds`.
+    public func followMirror(periodMilliseconds: Int = 100, tooLargePauseSeconds: Int = 300, log: @escaping @Sendable (String) -> Void) async {
+        guard let mirror else { return }
+        var lastError: String?, lastLogged = ContinuousClock.now - .seconds(3_600)
+        while !Task.isCancelled {
+            var pause = Duration.milliseconds(max(1, periodMilliseconds))
+            do {
+                let (found, index, trusted) = try await latestCheckpoint()
+                if mirror.checkpoint.map({ $0.height < found.record.height }) ?? true {
+                    let checkpoint = StateMirror.Checkpoint(
+                        height: found.record.height, root: found.record.root, certificate: found.record.certificate, trusted: trusted,
+                        source: nodes[index].description)
+                    try await mirror.sync(to: checkpoint, offLoop: { body in try await self.blocking(body) }) { requests in
+                        try await self.ask(index, requests)
+                    }
+                }
+                if lastError != nil { log("the verified copy of the state is now at checkpoint \(found.record.height)") }
+                lastError = nil
+            } catch {
+                if case MirrorSyncError.tooLarge = error { pause = .seconds(max(1, tooLargePauseSeconds)) }
+                // The first failure after a success, then at most one a minute (a node's
+                // message changes with the order the nodes were asked in).
+                let text = "the verified copy of the state: \(error)"
+                if lastError == nil || ContinuousClock.now - lastLogged > .seconds(60) {
+                    log(text)
+                    lastLogged = .now
+                }
+                lastError = text
+            }
+            try? await Task.sleep(for: pause)
+        }
+    }
+
+    /// The newest certified checkpoint a node serves (verified, in the reads' order), the
+    /// node, and the validators that verified it.
+    func latestCheckpoint() async throws -> (VerifiedRecord, Int, TrustedValidators) {
+        var failures: [(String, String)] = []
+        for index in readOrder() {
+            do {
+                let found = try await attempt(index, key: StateKeys.validatorKeys)
+                guard let trusted = state.withLock({ $0.nodes[index].trusted }) else { throw CertifiedReadError.answer("no validators followed") }
+                return (found, index, trusted)
+            } catch {
+                failures.append((nodes[index].description, "\(error)"))
+            }
+        }
+        throw NoVerifiedAnswer(failures: failures)
+    }
+
+    /// Reads answered from the verified copy, and those it refused by the pool's checks
+    /// (none expected).
+    public var mirrorReads: Int { state.withLock { $0.mirrorReads } }
+    public var mirrorRefusals: Int { state.withLock { $0.mirrorRefusals } }
 
     /// Node `index`'s answers to `requests`, pipelined on one connection (`alone`: on a
     /// connection carrying nothing else meanwhile, for a long poll).

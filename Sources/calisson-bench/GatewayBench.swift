@@ -49,6 +49,8 @@ struct GatewayBenchCommand: ParsableCommand {
     @Option(help: "Reading connections (each reads in turn at its scheduled times: enough that a slow read delays few others).")
     var readConnections = 32
     @Option(help: "The nodes' blockWaitMilliseconds (absent: the node's default).") var blockWaitMs: UInt64?
+    @Option(help: "The gateway's verified copy of the state, in tree pages at most (0: every read asks a node), as calisson-gateway run's option.")
+    var mirrorPagesMax = StateMirror.pagesMaxDefault
     @Option(help: "First port of the cluster.") var basePort: UInt16 = 7400
     @Option(help: "Write the figures as JSON to this file.") var json: String?
 
@@ -57,6 +59,7 @@ struct GatewayBenchCommand: ParsableCommand {
         guard (1...256).contains(batch) else { throw ValidationError("--batch is from 1 to 256") }
         try checkFinite([(readRate, "--read-rate"), (readSeconds, "--read-seconds"), (load, "--load")])
         guard readRate >= 1, load <= 1 else { throw ValidationError("--read-rate is at least 1, --load at most 1") }
+        guard (0...StateMirror.pagesMaxLimit).contains(mirrorPagesMax) else { throw ValidationError("--mirror-pages-max is from 0 to \(StateMirror.pagesMaxLimit)") }
     }
 
     func run() throws {
@@ -70,10 +73,11 @@ struct GatewayBenchCommand: ParsableCommand {
         print("gateway bench: \(cluster.ids.count) validators, \(workload.signed.count) transactions pre-signed")
 
         let key = APIKey.generate(name: "bench", scopes: [.read, .submit])
+        let pool = NodePool(
+            nodes: cluster.clientPorts.indices.map { NodeAddress(host: cluster.hosts[$0], port: cluster.clientPorts[$0]) }, ca: cluster.ca,
+            genesis: cluster.genesis, lagMax: 64, mirrorPagesMax: mirrorPagesMax)
         var configuration = GatewayConfiguration(
-            pool: NodePool(
-                nodes: cluster.clientPorts.indices.map { NodeAddress(host: cluster.hosts[$0], port: cluster.clientPorts[$0]) }, ca: cluster.ca,
-                genesis: cluster.genesis, lagMax: 64),
+            pool: pool,
             keys: [{ var entry = key.entry; entry.requestsPerSecond = 1_000_000; return entry }()])
         configuration.port = 0
         let server = try GatewayServer(configuration: configuration)
@@ -113,11 +117,20 @@ struct GatewayBenchCommand: ParsableCommand {
         let nativeRate = Self.median(native), gatewayRate = Self.median(gateway)
         print(String(format: "submissions: gateway %.0f tx/s, native %.0f tx/s: ratio %.2f (goal: at least 0.8)", gatewayRate, nativeRate, gatewayRate / nativeRate))
 
-        let reads = try readsUnderLoad(
+        let mirroredBefore = pool.mirrorReads
+        var reads = try readsUnderLoad(
             cluster: cluster, workload: workload, loadSlice: offset..<workload.signed.count, loadRate: load * nativeRate, port: port, secret: key.secret)
+        reads.mirrored = pool.mirrorReads - mirroredBefore
         print(String(format: "verified reads at %.0f/s with the cluster at %.0f tx/s (%.0f%% of native%@): p50 %.1f ms, p99 %.1f ms, max %.1f ms, %d reads, %d failed (goal: p99 under 20 ms)",
                      readRate, reads.loadRate, load * 100, loadThroughGateway ? ", through the gateway" : "", reads.p50, reads.p99, reads.max, reads.count, reads.failed))
         print(String(format: "  cores used meanwhile: nodes %.2f, this process %.2f; largest mempool at the end %.0f", reads.nodeCores, reads.processCores, reads.mempool))
+        if let mirror = pool.mirror {
+            let counts = mirror.counts
+            print("  answered from the gateway's verified copy: \(reads.mirrored) of \(reads.count) reads (copy: \(counts.pages) pages, \(counts.values) values, "
+                  + "\(counts.syncs) syncs, \(counts.pagesFetched) pages and \(counts.valuesFetched) values fetched, \(counts.failures) failed syncs)")
+        } else {
+            print("  every read asked a node (--mirror-pages-max 0)")
+        }
         print(String(format: "  the nodes' loops meanwhile: %.1f%% of their ticks late by over 20 ms, %.1f%% by over 50 ms (of %.0f)",
                      reads.lateOver20 * 100, reads.lateOver50 * 100, reads.ticks))
         if let json {
@@ -130,7 +143,8 @@ struct GatewayBenchCommand: ParsableCommand {
                 "reads": ["p50Milliseconds": reads.p50, "p99Milliseconds": reads.p99, "maxMilliseconds": reads.max, "count": reads.count,
                           "failed": reads.failed, "loadTransactionsPerSecond": reads.loadRate, "nodeCores": reads.nodeCores,
                           "processCores": reads.processCores, "mempoolAtEnd": reads.mempool, "nodeTicks": reads.ticks,
-                          "nodeTicksLateOver20Milliseconds": reads.lateOver20, "nodeTicksLateOver50Milliseconds": reads.lateOver50],
+                          "nodeTicksLateOver20Milliseconds": reads.lateOver20, "nodeTicksLateOver50Milliseconds": reads.lateOver50,
+                          "answeredFromCopy": reads.mirrored, "mirrorPagesMax": mirrorPagesMax],
             ]
             try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys]).write(to: URL(fileURLWithPath: json))
         }
@@ -234,6 +248,8 @@ struct GatewayBenchCommand: ParsableCommand {
         /// 20 and 50 ms (`loop_lag_seconds`: each a stretch when a node's loop, which also
         /// answers the client port, answered nothing).
         var ticks = 0.0, lateOver20 = 0.0, lateOver50 = 0.0
+        /// Reads the gateway answered from its verified copy of the state.
+        var mirrored = 0
     }
 
     /// The nodes' ticks so far: all of them, and those at most 20 and 50 ms late.

@@ -31,6 +31,10 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Refuse answers certified more than this many blocks behind the newest certified checkpoint known.")
     var maxLag: UInt64 = Freshness.lagMaxDefault
     @Option(help: "Seconds to wait for each answer of a node (0.001 to 60).") var requestTimeout = 5.0
+    @Option(help: ArgumentHelp(
+        "Tree pages the verified copy of the state may hold (0 to \(StateMirror.pagesMaxLimit); 0: no copy, every read asks a node). Docs/API.md, \"The verified copy\".",
+        valueName: "pages"))
+    var mirrorPagesMax = StateMirror.pagesMaxDefault
     @Option(help: "The partner this gateway signs rewards for (with --signing-key).") var partner: String?
     @Option(help: "That partner's signing key (PEM, 0600).") var signingKey: String?
     @Option(help: "That partner's evidence key (PEM, 0600; default: evidence.key beside --signing-key).") var evidenceKey: String?
@@ -54,6 +58,9 @@ struct Run: AsyncParsableCommand {
         }
         guard (1...65_536).contains(connectionsPerAddress) else {
             throw ValidationError("--connections-per-address must be from 1 to 65536, not \(connectionsPerAddress)")
+        }
+        guard (0...StateMirror.pagesMaxLimit).contains(mirrorPagesMax) else {
+            throw ValidationError("--mirror-pages-max must be from 0 to \(StateMirror.pagesMaxLimit), not \(mirrorPagesMax)")
         }
         guard (1...600).contains(bodySeconds) else { throw ValidationError("--body-seconds must be from 1 to 600, not \(bodySeconds)") }
         guard (1...3_600).contains(idleTimeout) else { throw ValidationError("--idle-timeout must be from 1 to 3600 seconds, not \(idleTimeout)") }
@@ -93,7 +100,8 @@ struct Run: AsyncParsableCommand {
         let keys: [APIKey]
         do { keys = try APIKeyFile.load(apiKeys) } catch { throw GatewayError("--api-keys \(error)") }
         let addresses = nodes.compactMap(Self.hostAndPort).map { NodeAddress(host: $0.0, port: $0.1) }
-        let pool = NodePool(nodes: addresses, ca: authority, genesis: checked, lagMax: maxLag, timeoutMilliseconds: Int((requestTimeout * 1_000).rounded(.up)))
+        let pool = NodePool(nodes: addresses, ca: authority, genesis: checked, lagMax: maxLag, timeoutMilliseconds: Int((requestTimeout * 1_000).rounded(.up)),
+            mirrorPagesMax: mirrorPagesMax)
         var configuration = GatewayConfiguration(pool: pool, keys: keys)
         configuration.signer = try signer()
         if let settlementRegister {

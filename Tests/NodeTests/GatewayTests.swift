@@ -64,10 +64,20 @@ import Wire
     /// can hold the cooperative threads the server needs (seen once at 30 s in a full run).
     static func start(
         _ nodes: [NodeRuntime], _ cluster: TestCluster, keys: [APIKey], signer: PartnerSigner? = nil, settlementRegister: SettlementRegister? = nil,
-        idleTimeoutSeconds: Int64 = 60, bodySeconds: Int64 = 10, connectionsPerAddressMax: Int = 256
+        idleTimeoutSeconds: Int64 = 60, bodySeconds: Int64 = 10, connectionsPerAddressMax: Int = 256, mirrorPagesMax: Int = 0
+    ) async throws -> (server: GatewayServer, serving: Task<Void, any Error>, port: Int) {
+        try await start(
+            nodes.map { NodeAddress(host: "127.0.0.1", port: $0.transport.clientPort) }, cluster, keys: keys, signer: signer,
+            settlementRegister: settlementRegister, idleTimeoutSeconds: idleTimeoutSeconds, bodySeconds: bodySeconds,
+            connectionsPerAddressMax: connectionsPerAddressMax, mirrorPagesMax: mirrorPagesMax)
+    }
+
+    static func start(
+        _ addresses: [NodeAddress], _ cluster: TestCluster, keys: [APIKey], signer: PartnerSigner? = nil, settlementRegister: SettlementRegister? = nil,
+        idleTimeoutSeconds: Int64 = 60, bodySeconds: Int64 = 10, connectionsPerAddressMax: Int = 256, mirrorPagesMax: Int = 0
     ) async throws -> (server: GatewayServer, serving: Task<Void, any Error>, port: Int) {
         var configuration = GatewayConfiguration(
-            pool: NodePool(nodes: nodes.map { NodeAddress(host: "127.0.0.1", port: $0.transport.clientPort) }, ca: cluster.ca, genesis: cluster.genesis, lagMax: 32),
+            pool: NodePool(nodes: addresses, ca: cluster.ca, genesis: cluster.genesis, lagMax: 32, mirrorPagesMax: mirrorPagesMax),
             keys: keys)
         configuration.port = 0
         configuration.signer = signer
@@ -330,5 +340,86 @@ import Wire
         let after = try await Self.get(port, "/v1/accounts/\(citizen)", key: key)
         let newSource = (after.body["verification"] as? [String: Any])?["source"] as? String
         #expect(after.status == 200 && newSource != nil && newSource != source, "\(after.text)")
+    }
+
+    /// The verified copy of the state: once it has a checkpoint, reads are answered from it,
+    /// say so, and give what the nodes give at that checkpoint, absences included. Behind a
+    /// node that lies about the tree's pages or the state's values, no copy is made (the
+    /// sync fails, naming the lie) and the reads are the node path's, verified as always.
+    @Test func readsAreAnsweredFromTheVerifiedCopy() async throws {
+        let cluster = try TestCluster()
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        try await Self.blocking {
+            var nonce: UInt64 = 0
+            cluster.advance(nodes, to: 20, issuers: 4, nonce: &nonce)
+        }
+        let reader = APIKey.generate(name: "reader", scopes: [.read])
+        let (server, serving, port) = try await Self.start(nodes, cluster, keys: [reader.entry], mirrorPagesMax: 10_000)
+        defer { serving.cancel() }
+        let mirror = try #require(server.configuration.pool.mirror)
+        #expect(try await Self.until(60) { (mirror.checkpoint?.height ?? 0) >= 16 }, "\(mirror.lastError ?? "no error")")
+        let height = try #require(mirror.checkpoint?.height)
+
+        // The same records as a pool that asks the nodes, at the same checkpoint (the cluster is idle).
+        let direct = NodePool(
+            nodes: nodes.map { NodeAddress(host: "127.0.0.1", port: $0.transport.clientPort) }, ca: cluster.ca, genesis: cluster.genesis, lagMax: 32)
+        defer { direct.close() }
+        let keys = (1...6).map { StateKeys.account(Ed25519PublicKey(SHA256.hash("citizen \($0)"))) }
+            + [StateKeys.account(Ed25519PublicKey(SHA256.hash("nobody"))), StateKeys.meta, StateKeys.validatorKeys, StateKeys.parameters]
+        for key in keys {
+            let copied = try await server.configuration.pool.read(key)
+            let asked = try await direct.read(key)
+            #expect(copied.source.hasSuffix("(the gateway's verified copy)") && !asked.source.contains("copy"), "\(copied.source)")
+            #expect(copied.record.height == height && asked.record.height == height)
+            #expect(copied.record.value == asked.record.value && copied.record.root == asked.record.root, "\(key.hex)")
+        }
+        let citizen = SHA256.hash("citizen 1").hex
+        let account = try await Self.get(port, "/v1/accounts/\(citizen)", key: reader.secret)
+        let verification = account.body["verification"] as? [String: Any] ?? [:]
+        #expect(account.status == 200 && (account.body["balance"] as? Int ?? 0) > 0, "\(account.text)")
+        #expect((verification["source"] as? String ?? "").hasSuffix("(the gateway's verified copy)") && verification["checkpointHeight"] as? Int == Int(height),
+                "\(account.text)")
+        let missing = try await Self.get(port, "/v1/programmes/nothing", key: reader.secret)
+        #expect(missing.status == 404 && (missing.body["detail"] as? String ?? "").contains("the gateway's verified copy"), "\(missing.text)")
+        let metrics = try await Self.get(port, "/metrics", key: nil)
+        for line in ["calisson_gateway_mirror_checkpoint_height ", "calisson_gateway_mirror_reads_total ", "calisson_gateway_mirror_pages "] {
+            #expect(metrics.text.contains(line), "no \(line) in\n\(metrics.text)")
+        }
+        #expect(metrics.text.contains("calisson_gateway_mirror_refused_total 0"), "\(metrics.text)")
+
+        // New blocks: the copy follows the next checkpoint, asking only for what changed.
+        let fetched = mirror.counts.pagesFetched
+        try await Self.blocking {
+            var nonce: UInt64 = 500
+            cluster.advance(nodes, to: height + 16, issuers: 4, nonce: &nonce)
+        }
+        #expect(try await Self.until(60) { (mirror.checkpoint?.height ?? 0) >= height + 8 }, "\(mirror.lastError ?? "no error")")
+        #expect(mirror.counts.pagesFetched - fetched < mirror.counts.pages, "\(mirror.counts)")
+        for key in keys {
+            let copied = try await server.configuration.pool.read(key)
+            let asked = try await direct.read(key)
+            if copied.record.height == asked.record.height { #expect(copied.record.value == asked.record.value, "\(key.hex)") }
+        }
+
+        // Liars about the state's pages or values: no copy, the reads from the node path.
+        let latest = try await Self.get(port, "/v1/accounts/\(citizen)", key: reader.secret)
+        let latestHeight = (latest.body["verification"] as? [String: Any])?["checkpointHeight"] as? Int
+        for lie in [Liar.Lie.page, .stateValue] {
+            let liar = try Liar(relayingTo: nodes[1].transport.clientPort, ca: cluster.ca, caKey: cluster.caKey, chainId: TestCluster.chainId, lie: lie)
+            defer { liar.stop() }
+            let (lied, task, liedPort) = try await Self.start([NodeAddress(host: "127.0.0.1", port: liar.port)], cluster, keys: [reader.entry], mirrorPagesMax: 10_000)
+            defer { task.cancel() }
+            let liedMirror = try #require(lied.configuration.pool.mirror)
+            #expect(try await Self.until(60) { liedMirror.counts.failures > 0 }, "\(lie)")
+            #expect(liedMirror.checkpoint == nil && liedMirror.counts.pages == 0, "\(lie)")
+            #expect(liedMirror.lastError?.contains("cannot be trusted") == true, "\(lie): \(liedMirror.lastError ?? "")")
+            let reply = try await Self.get(liedPort, "/v1/accounts/\(citizen)", key: reader.secret)
+            let source = (reply.body["verification"] as? [String: Any])?["source"] as? String ?? ""
+            #expect(reply.status == 200 && !source.contains("copy"), "\(lie): \(reply.text)")
+            if (reply.body["verification"] as? [String: Any])?["checkpointHeight"] as? Int == latestHeight {
+                #expect(reply.body["balance"] as? Int == latest.body["balance"] as? Int, "\(lie): \(reply.text) against \(latest.text)")
+            }
+        }
     }
 }

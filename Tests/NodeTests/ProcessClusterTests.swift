@@ -243,7 +243,7 @@ final class ProcessCluster {
         let honest = try cluster.calisson(["balance", account, "--genesis", "\(cluster.net)/genesis.json", "--json"])
         #expect(honest.status == 0, "\(honest.errors)")
         #expect(try ProcessCluster.fields(honest)["proof"]?.contains("by a quorum of the validators in force") == true)
-        for lie in Liar.Lie.allCases {
+        for lie in [Liar.Lie.none, .value, .proof, .certificate] {
             let liar = try Liar(relayingTo: cluster.clientPort(1), net: cluster.net, lie: lie)
             defer { liar.stop() }
             let answer = try cluster.calisson(["balance", account, "--genesis", "\(cluster.net)/genesis.json"], port: liar.port)
@@ -411,7 +411,9 @@ final class ProcessCluster {
 /// value, a changed proof, or a changed certificate (its TLS certificate is genuine:
 /// the consortium CA signed it, as a compromised partner's would be).
 final class Liar {
-    enum Lie: CaseIterable { case none, value, proof, certificate }
+    /// `value`, `proof`, `certificate`: in certified state answers; `page`, `stateValue`: in
+    /// the tree pages and state values a state sync or the gateway's copy asks for.
+    enum Lie { case none, value, proof, certificate, page, stateValue }
 
     let loop = EventLoop(name: "liar")
     let transport: Transport
@@ -442,9 +444,17 @@ final class Liar {
                 guard let bytes = try? upstream.request(request, timeoutMilliseconds: 30_000) else {
                     return respond(ClientResponse.error("relay failed").wireBytes)
                 }
-                guard case let .certifiedState(height, certificate, value, proof)? = try? ClientResponse(wireBytes: bytes) else { return respond(bytes) }
+                let answer = try? ClientResponse(wireBytes: bytes)
+                if case let .treePages(pages)? = answer, lie == .page {
+                    // Each page with its last byte changed: it no longer hashes to its name.
+                    return respond(ClientResponse.treePages(pages.map { $0.map { var page = $0; page[page.count - 1] ^= 1; return page } }).wireBytes)
+                }
+                if case let .stateValues(values)? = answer, lie == .stateValue {
+                    return respond(ClientResponse.stateValues(values.map { $0.map { $0 + [0] } }).wireBytes)
+                }
+                guard case let .certifiedState(height, certificate, value, proof)? = answer else { return respond(bytes) }
                 switch lie {
-                case .none: respond(bytes)
+                case .none, .page, .stateValue: respond(bytes)
                 case .value:
                     // Another account's worth: the balance doubled.
                     let forged = value.flatMap { try? Account(wireBytes: $0) }.map { account -> [UInt8] in
