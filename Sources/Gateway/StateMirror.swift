@@ -222,20 +222,18 @@ public final class StateMirror: Sendable {
                 work.withLock { work in
                     for (hash, page) in checked { work.staged[hash] = page }
                     work.pagesFetched += checked.count
-                    do {
-                        for page in pages {
-                            found.value.fetched[page.root] = page
-                            for entry in page.entries {
-                                switch entry.node {
-                                case let .leaf(key, valueHash):
-                                    found.value.leaves[key] = valueHash
-                                    if work.copy.values[key]?.hash != valueHash {
-                                        found.value.wanted.append(StateValueReference(key: key, valueHash: valueHash))
-                                    }
-                                case let .branch(left, right):
-                                    for child in [left, right] where child != .zero && page.node(child) == nil {
-                                        if work.copy.pages[child] != nil { found.value.shared.insert(child) } else { next.append(child) }
-                                    }
+                    for page in pages {
+                        found.value.fetched[page.root] = page
+                        for entry in page.entries {
+                            switch entry.node {
+                            case let .leaf(key, valueHash):
+                                found.value.leaves[key] = valueHash
+                                if work.copy.values[key]?.hash != valueHash {
+                                    found.value.wanted.append(StateValueReference(key: key, valueHash: valueHash))
+                                }
+                            case let .branch(left, right):
+                                for child in [left, right] where child != .zero && page.node(child) == nil {
+                                    if work.copy.pages[child] != nil { found.value.shared.insert(child) } else { next.append(child) }
                                 }
                             }
                         }
