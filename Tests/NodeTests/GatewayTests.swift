@@ -94,6 +94,18 @@ import Wire
         return (server, serving, port)
     }
 
+    /// Four nodes on loopback, past height 20 (two stable checkpoints) by attributions to
+    /// citizen 1, nonces from 0. The caller stops the nodes.
+    static func advancedCluster() async throws -> (TestCluster, [NodeRuntime]) {
+        let cluster = try TestCluster()
+        let nodes = try cluster.startNodes()
+        try await blocking {
+            var nonce: UInt64 = 0
+            cluster.advance(nodes, to: 20, issuers: 4, nonce: &nonce)
+        }
+        return (cluster, nodes)
+    }
+
     static func post(_ port: Int, _ path: String, key: String?, json: [String: Any]) async throws -> Reply {
         var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
         request.httpMethod = "POST"
@@ -225,13 +237,8 @@ import Wire
     }
 
     @Test func verifiedReadsAccessControlAndFailOver() async throws {
-        let cluster = try TestCluster()
-        let nodes = try cluster.startNodes()
+        let (cluster, nodes) = try await Self.advancedCluster()
         defer { for node in nodes { node.stop() } }
-        try await Self.blocking {
-            var nonce: UInt64 = 0
-            cluster.advance(nodes, to: 20, issuers: 4, nonce: &nonce)
-        }
 
         let reader = APIKey.generate(name: "reader", scopes: [.read])
         let writer = APIKey.generate(name: "writer", scopes: [.submit])
@@ -347,13 +354,8 @@ import Wire
     /// node that lies about the tree's pages or the state's values, no copy is made (the
     /// sync fails, naming the lie) and the reads are the node path's, verified as always.
     @Test func readsAreAnsweredFromTheVerifiedCopy() async throws {
-        let cluster = try TestCluster()
-        let nodes = try cluster.startNodes()
+        let (cluster, nodes) = try await Self.advancedCluster()
         defer { for node in nodes { node.stop() } }
-        try await Self.blocking {
-            var nonce: UInt64 = 0
-            cluster.advance(nodes, to: 20, issuers: 4, nonce: &nonce)
-        }
         let reader = APIKey.generate(name: "reader", scopes: [.read])
         let (server, serving, port) = try await Self.start(nodes, cluster, keys: [reader.entry], mirrorPagesMax: 10_000)
         defer { serving.cancel() }
