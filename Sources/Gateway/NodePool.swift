@@ -153,12 +153,18 @@ public final class NodePool: Sendable {
     /// asks a node (in the reads' order) for its latest checkpoint, verified, and when it is
     /// newer than the copy's, copies what changed from that node. A failure is logged and
     /// the copy stays as it was (reads go to the nodes once it is stale); a state larger
-    /// than the copy may hold is retried only after `tooLargePauseSeconds`.
+    /// than the copy may hold is retried only after `tooLargePauseSeconds`. No checkpoint can
+    /// be newer than the copy's before the block a checkpoint interval above it is final:
+    /// the question waits for that block (a long poll, answered at once under load), so that
+    /// an idle chain costs the nodes two requests every 10 s.
     public func followMirror(periodMilliseconds: Int = 100, tooLargePauseSeconds: Int = 300, log: @escaping @Sendable (String) -> Void) async {
         guard let mirror else { return }
         var lastError: String?, lastLogged = ContinuousClock.now - .seconds(3_600)
         while !Task.isCancelled {
             var pause = Duration.milliseconds(max(1, periodMilliseconds))
+            if let held = mirror.checkpoint?.height, lastError == nil {
+                _ = await waitBlocks(from: held.saturatingAdding(TrustedValidators.checkpointInterval), milliseconds: 10_000, limit: 1)
+            }
             do {
                 let (found, index, trusted) = try await latestCheckpoint()
                 if mirror.checkpoint.map({ $0.height < found.record.height }) ?? true {
@@ -582,13 +588,13 @@ extension NodePool {
     }
 
     /// The highest final height a node reports at or past `from`, waiting up to
-    /// `milliseconds` for block `from` (a long poll); nil when none is final yet. The
-    /// node's word: a hint of where the chain is, never a block.
-    public func waitBlocks(from: UInt64, milliseconds: UInt32) async -> UInt64? {
+    /// `milliseconds` for block `from` (a long poll), among the `limit` blocks from it; nil
+    /// when none is final yet. The node's word: a hint of where the chain is, never a block.
+    public func waitBlocks(from: UInt64, milliseconds: UInt32, limit: UInt32 = ClientRequest.blocksMax) async -> UInt64? {
         // Each node in turn first: one lagging (or lying with nothing) does not hold the head.
         for index in readOrder() {
             let response = try? await ask(
-                index, [.blocks(from: from, limit: ClientRequest.blocksMax, waitMilliseconds: milliseconds)],
+                index, [.blocks(from: from, limit: limit, waitMilliseconds: milliseconds)],
                 timeoutMilliseconds: Int(clamping: milliseconds) + timeoutMilliseconds, alone: true)
             if case let .blocks(list) = response?[0] { return list.map(\.height).max() }
         }
