@@ -153,15 +153,15 @@ public final class NodePool: Sendable {
     /// asks a node (in the reads' order) for its latest checkpoint, verified, and when it is
     /// newer than the copy's, copies what changed from that node. A failure is logged and
     /// the copy stays as it was (reads go to the nodes once it is stale); a state larger
-    /// than the copy may hold is retried only after `tooLargePauseSeconds`. No checkpoint can
+    /// than the copy may hold ends the copy until the gateway restarts (a state grows: each
+    /// try would fetch the bound's worth of pages again, to drop them). No checkpoint can
     /// be newer than the copy's before the block a checkpoint interval above it is final:
     /// the question waits for that block (a long poll, answered at once under load), so that
     /// an idle chain costs the nodes two requests every 10 s.
-    public func followMirror(periodMilliseconds: Int = 100, tooLargePauseSeconds: Int = 300, log: @escaping @Sendable (String) -> Void) async {
+    public func followMirror(periodMilliseconds: Int = 100, log: @escaping @Sendable (String) -> Void) async {
         guard let mirror else { return }
         var lastError: String?, lastLogged = ContinuousClock.now - .seconds(3_600)
         while !Task.isCancelled {
-            var pause = Duration.milliseconds(max(1, periodMilliseconds))
             if let held = mirror.checkpoint?.height, lastError == nil {
                 _ = await waitBlocks(from: held.saturatingAdding(TrustedValidators.checkpointInterval), milliseconds: 10_000, limit: 1)
             }
@@ -178,7 +178,9 @@ public final class NodePool: Sendable {
                 if lastError != nil { log("the verified copy of the state is now at checkpoint \(found.record.height)") }
                 lastError = nil
             } catch {
-                if case MirrorSyncError.tooLarge = error { pause = .seconds(max(1, tooLargePauseSeconds)) }
+                if case MirrorSyncError.tooLarge = error {
+                    return log("the verified copy of the state: \(error); no copy until the gateway restarts (--mirror-pages-max)")
+                }
                 // The first failure after a success, then at most one a minute (a node's
                 // message changes with the order the nodes were asked in).
                 let text = "the verified copy of the state: \(error)"
@@ -188,7 +190,7 @@ public final class NodePool: Sendable {
                 }
                 lastError = text
             }
-            try? await Task.sleep(for: pause)
+            try? await Task.sleep(for: .milliseconds(max(1, periodMilliseconds)))
         }
     }
 

@@ -404,6 +404,19 @@ import Wire
             if copied.record.height == asked.record.height { #expect(copied.record.value == asked.record.value, "\(key.hex)") }
         }
 
+        // A state past the copy's bound: no copy, tried once, the reads from the node path.
+        do {
+            let (small, task, smallPort) = try await Self.start(nodes, cluster, keys: [reader.entry], mirrorPagesMax: 2)
+            defer { task.cancel() }
+            let smallMirror = try #require(small.configuration.pool.mirror)
+            #expect(try await Self.until(60) { smallMirror.counts.failures > 0 })
+            #expect(smallMirror.checkpoint == nil && smallMirror.lastError?.contains("more than 2 tree pages") == true, "\(smallMirror.lastError ?? "")")
+            let reply = try await Self.get(smallPort, "/v1/accounts/\(citizen)", key: reader.secret)
+            #expect(reply.status == 200 && !((reply.body["verification"] as? [String: Any])?["source"] as? String ?? "copy").contains("copy"), "\(reply.text)")
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(smallMirror.counts.failures == 1)  // not tried again: the state only grows past the bound
+        }
+
         // Liars about the state's pages or values: no copy, the reads from the node path.
         let latest = try await Self.get(port, "/v1/accounts/\(citizen)", key: reader.secret)
         let latestHeight = (latest.body["verification"] as? [String: Any])?["checkpointHeight"] as? Int
