@@ -124,6 +124,7 @@ struct GatewayBenchCommand: ParsableCommand {
         print(String(format: "verified reads at %.0f/s with the cluster at %.0f tx/s (%.0f%% of native%@): p50 %.1f ms, p99 %.1f ms, max %.1f ms, %d reads, %d failed (goal: p99 under 20 ms)",
                      readRate, reads.loadRate, load * 100, loadThroughGateway ? ", through the gateway" : "", reads.p50, reads.p99, reads.max, reads.count, reads.failed))
         print(String(format: "  cores used meanwhile: nodes %.2f, this process %.2f; largest mempool at the end %.0f", reads.nodeCores, reads.processCores, reads.mempool))
+        print(String(format: "  answers behind the newest certified checkpoint known: %.1f blocks on average", reads.behindBlocks))
         if let mirror = pool.mirror {
             let counts = mirror.counts
             print("  answered from the gateway's verified copy: \(reads.mirrored) of \(reads.count) reads (copy: \(counts.pages) pages, \(counts.values) values, "
@@ -144,7 +145,7 @@ struct GatewayBenchCommand: ParsableCommand {
                           "failed": reads.failed, "loadTransactionsPerSecond": reads.loadRate, "nodeCores": reads.nodeCores,
                           "processCores": reads.processCores, "mempoolAtEnd": reads.mempool, "nodeTicks": reads.ticks,
                           "nodeTicksLateOver20Milliseconds": reads.lateOver20, "nodeTicksLateOver50Milliseconds": reads.lateOver50,
-                          "answeredFromCopy": reads.mirrored, "mirrorPagesMax": mirrorPagesMax],
+                          "answeredFromCopy": reads.mirrored, "mirrorPagesMax": mirrorPagesMax, "behindBlocksAverage": reads.behindBlocks],
             ]
             try JSONSerialization.data(withJSONObject: report, options: [.prettyPrinted, .sortedKeys]).write(to: URL(fileURLWithPath: json))
         }
@@ -250,6 +251,8 @@ struct GatewayBenchCommand: ParsableCommand {
         var ticks = 0.0, lateOver20 = 0.0, lateOver50 = 0.0
         /// Reads the gateway answered from its verified copy of the state.
         var mirrored = 0
+        /// Blocks behind the newest certified checkpoint the gateway knew, per answer on average.
+        var behindBlocks = 0.0
     }
 
     /// The nodes' ticks so far: all of them, and those at most 20 and 50 ms late.
@@ -299,7 +302,7 @@ struct GatewayBenchCommand: ParsableCommand {
 
         let readers = readConnections
         let histogram = Mutex(Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three))
-        let failed = Atomic<Int>(0), count = Atomic<Int>(0)
+        let failed = Atomic<Int>(0), count = Atomic<Int>(0), behindTotal = Atomic<Int>(0)
         let accounts = workload.accounts.prefix(200).map { $0.bytes.hex }
         let start = Date().addingTimeInterval(0.2)
         let cpuBefore = (own: Self.processCPUSeconds(), nodes: cluster.cpuSeconds())
@@ -315,9 +318,15 @@ struct GatewayBenchCommand: ParsableCommand {
                     let due = start.addingTimeInterval(Double(n) / readRate)
                     let wait = due.timeIntervalSinceNow
                     if wait > 0 { usleep(useconds_t(wait * 1_000_000)) }
-                    let status = (try? http.request("GET", "/v1/accounts/\(accounts[n % accounts.count])", key: secret).status) ?? 0
+                    let answer = try? http.request("GET", "/v1/accounts/\(accounts[n % accounts.count])", key: secret)
                     let micros = UInt64(clamping: Int64(Date().timeIntervalSince(due) * 1_000_000))
-                    if status == 200 { _ = histogram.withLock { $0.record(micros) } } else { failed.add(1, ordering: .relaxed) }
+                    if answer?.status == 200 { _ = histogram.withLock { $0.record(micros) } } else { failed.add(1, ordering: .relaxed) }
+                    // How far behind the newest certified checkpoint known each answer was.
+                    if let body = answer?.body, let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
+                        let behind = (object["verification"] as? [String: Any])?["behindBlocks"] as? Int
+                    {
+                        behindTotal.add(behind, ordering: .relaxed)
+                    }
                     count.add(1, ordering: .relaxed)
                 }
             }.start()
@@ -331,6 +340,7 @@ struct GatewayBenchCommand: ParsableCommand {
                 max: Double(histogram.max) / 1_000, count: count.load(ordering: .relaxed), failed: failed.load(ordering: .relaxed),
                 loadRate: Double(loaded.load(ordering: .relaxed)) / Date().timeIntervalSince(loadStart))
         }
+        reads.behindBlocks = Double(behindTotal.load(ordering: .relaxed)) / Double(max(1, count.load(ordering: .relaxed)))
         reads.nodeCores = (cluster.cpuSeconds() - cpuBefore.nodes) / seconds
         reads.processCores = (Self.processCPUSeconds() - cpuBefore.own) / seconds
         reads.mempool = cluster.ids.indices.map { cluster.metrics($0)["mempool_transactions"] ?? 0 }.max() ?? 0
