@@ -43,9 +43,15 @@ struct GatewayAPI: APIProtocol {
         guard pool.newestCertifiedHeight > 0 else {
             return .serviceUnavailable(.init(headers: .init(Retry_hyphen_After: 5), body: .application_problem_plus_json(Problems.notReady(nodes: nodes))))
         }
+        let copy = pool.mirror.map { mirror in
+            let counts = mirror.counts, checkpoint = mirror.checkpoint
+            return Schemas.CopyState(
+                checkpointHeight: Self.int(checkpoint?.height ?? 0), source: checkpoint?.source, pages: Int64(clamping: counts.pages),
+                values: Int64(clamping: counts.values), pagesMax: Int64(clamping: mirror.pagesMax), lastError: mirror.lastError)
+        }
         return .ok(.init(body: .json(Schemas.Status(
             chainId: pool.genesis.chainId, genesisDigest: pool.genesis.digest.hex, newestCertifiedHeight: Self.int(pool.newestCertifiedHeight),
-            lagMax: Self.int(pool.lagMax), nodes: nodes))))
+            lagMax: Self.int(pool.lagMax), nodes: nodes, copy: copy))))
     }
 
     // MARK: Records

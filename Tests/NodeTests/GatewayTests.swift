@@ -389,6 +389,10 @@ import Wire
             #expect(metrics.text.contains(line), "no \(line) in\n\(metrics.text)")
         }
         #expect(metrics.text.contains("calisson_gateway_mirror_refused_total 0"), "\(metrics.text)")
+        let status = try await Self.get(port, "/v1/status", key: reader.secret)
+        let copyState = status.body["copy"] as? [String: Any] ?? [:]
+        #expect(copyState["checkpointHeight"] as? Int ?? 0 >= Int(height) && copyState["pages"] as? Int == mirror.counts.pages, "\(status.text)")
+        #expect(copyState["pagesMax"] as? Int == 10_000 && copyState["lastError"] == nil, "\(status.text)")
 
         // New blocks: the copy follows the next checkpoint, asking only for what changed.
         let fetched = mirror.counts.pagesFetched
@@ -415,6 +419,9 @@ import Wire
             #expect(reply.status == 200 && !((reply.body["verification"] as? [String: Any])?["source"] as? String ?? "copy").contains("copy"), "\(reply.text)")
             try await Task.sleep(for: .milliseconds(500))
             #expect(smallMirror.counts.failures == 1)  // not tried again: the state only grows past the bound
+            let status = try await Self.get(smallPort, "/v1/status", key: reader.secret)
+            let copyState = status.body["copy"] as? [String: Any] ?? [:]
+            #expect(copyState["checkpointHeight"] as? Int == 0 && (copyState["lastError"] as? String ?? "").contains("more than 2 tree pages"), "\(status.text)")
         }
 
         // Liars about the state's pages or values: no copy, the reads from the node path.
