@@ -114,12 +114,18 @@ public final class NodePool: Sendable {
     /// otherwise from the first node that gives one.
     public func read(_ key: StateKey) async throws -> VerifiedRecord {
         if let found = mirrored(key) { return found }
+        let (found, index) = try await fromNodes(key)
+        state.withLock { $0.preferred = index }
+        return found
+    }
+
+    /// `key` from the first node, in the reads' order, that gives a verified, fresh answer,
+    /// and that node.
+    private func fromNodes(_ key: StateKey) async throws -> (record: VerifiedRecord, index: Int) {
         var failures: [(String, String)] = []
         for index in readOrder() {
             do {
-                let found = try await attempt(index, key: key)
-                state.withLock { $0.preferred = index }
-                return found
+                return (try await attempt(index, key: key), index)
             } catch {
                 failures.append((nodes[index].description, "\(error)"))
             }
@@ -197,17 +203,10 @@ public final class NodePool: Sendable {
     /// The newest certified checkpoint a node serves (verified, in the reads' order), the
     /// node, and the validators that verified it.
     func latestCheckpoint() async throws -> (VerifiedRecord, Int, TrustedValidators) {
-        var failures: [(String, String)] = []
-        for index in readOrder() {
-            do {
-                let found = try await attempt(index, key: StateKeys.validatorKeys)
-                guard let trusted = state.withLock({ $0.nodes[index].trusted }) else { throw CertifiedReadError.answer("no validators followed") }
-                return (found, index, trusted)
-            } catch {
-                failures.append((nodes[index].description, "\(error)"))
-            }
-        }
-        throw NoVerifiedAnswer(failures: failures)
+        let (found, index) = try await fromNodes(StateKeys.validatorKeys)
+        // Set by the answer just verified (`attempt`), never unset.
+        guard let trusted = state.withLock({ $0.nodes[index].trusted }) else { throw CertifiedReadError.answer("no validators followed") }
+        return (found, index, trusted)
     }
 
     /// Reads answered from the verified copy, and those it refused by the pool's checks

@@ -66,7 +66,7 @@ public final class StateMirror: Sendable {
     /// What reads see: the copy at its checkpoint. Published whole once a sync completes,
     /// sharing its storage with the sync's own copy (copy on write), so that a read takes
     /// the lock only to take it, and a sync's work never holds a read up.
-    private struct Published: @unchecked Sendable {
+    private struct Published: Sendable {
         var pages: [SHA256Digest: TreePage] = [:]
         var values: [StateKey: (hash: SHA256Digest, bytes: [UInt8])] = [:]
         var checkpoint: Checkpoint?
