@@ -52,12 +52,13 @@ enum Client {
 // executing the next block). One sync covers every commit made before it, so when the disk
 // is slow the commits of several turns share one. Effects leave in the order they were
 // given, across turns too: those of a turn that wrote nothing wait behind earlier ones
-// still waiting for their sync.
+// still waiting for their sync. Signature checks and state transfer depend on nothing
+// written and go at once (`dependsOnNothingWritten`).
 extension NodeRuntime {
     /// Gives `input` to the core (loop thread); its effects are carried out at the end of
-    /// the turn (`endTurn`), after the commit of what it wrote, except signature checks:
-    /// they depend on nothing written, and start at once so that the verifier works while
-    /// the loop goes on with the turn.
+    /// the turn (`endTurn`), after the commit of what it wrote, except those that depend on
+    /// nothing written (`dependsOnNothingWritten`): they go at once, so that the verifier
+    /// works while the loop goes on with the turn, and state transfer never waits for a disk.
     func run(_ input: NodeInput) {
         assert(loop.isOnLoop, "the node's core is the loop thread's")
         var inputs = [input]
@@ -78,12 +79,25 @@ extension NodeRuntime {
             if byzantine != nil { effects = byzantine!.rewrite(effects, peers: core.peers) }
             #endif
             for effect in effects {
-                guard case .verify = effect else {
+                guard Self.dependsOnNothingWritten(effect) else {
                     held.append(effect)
                     continue
                 }
                 if let next = perform(effect) { inputs.append(next) }
             }
+        }
+    }
+
+    /// Effects that claim nothing the turn wrote, carried out at once rather than after its
+    /// commit and sync: signature checks, and state transfer (a request for final blocks,
+    /// unsigned; an answer of blocks a quorum certified, checked by whoever reads them).
+    /// A node whose disk is slow or hangs thus still learns the blocks it missed and
+    /// executes them, and serves the final blocks it holds, while its votes, answers and
+    /// the height it reports wait for its writes.
+    static func dependsOnNothingWritten(_ effect: NodeEffect) -> Bool {
+        switch effect {
+        case .verify, .send(.stateRequest, _), .send(.stateResponse, _): true
+        default: false
         }
     }
 

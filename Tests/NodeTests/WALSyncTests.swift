@@ -69,6 +69,19 @@ private func metric(_ node: NodeRuntime, _ name: String) -> Int? {
         #expect(nodes[0].height >= 6)
         #expect(eventually(10) { nodes[3].read { $0.height } == nodes[0].height }, "p3 executed up to \(nodes[3].read { $0.height } ?? 0)")
         #expect(nodes[3].height == 0, "p3 reported height \(nodes[3].height) before any of its writes was synced")
+
+        // Blocks it missed (cut off while the others finalize three more) it learns by state
+        // transfer: its requests depend on nothing it wrote, so they do not wait for the disk.
+        let addresses = nodes.enumerated().map { PeerAddress(id: "p\($0.offset)", host: "127.0.0.1", port: $0.element.transport.peerPort) }
+        nodes[3].setBootstrapPeers([])
+        for index in 0..<3 { nodes[index].setBootstrapPeers(addresses.filter { $0.id != "p\(index)" && $0.id != "p3" }) }
+        #expect(eventually(10) { nodes[3].transport.linkedPeers().isEmpty })
+        let missed = nodes[0].height + 3
+        cluster.advance(Array(nodes[0..<3]), to: missed, issuers: 3, nonce: &nonce)
+        #expect(nodes[0].height >= missed)
+        TestCluster.link(nodes)
+        #expect(eventually(10) { nodes[3].read { $0.height } == nodes[0].height }, "p3 executed up to \(nodes[3].read { $0.height } ?? 0) of \(nodes[0].height)")
+        #expect(nodes[3].height == 0, "p3 reported height \(nodes[3].height) before any of its writes was synced")
         // A submission to it is checked, but its answer (and its gossip) waits behind the
         // effects of the writes not synced yet: answers leave in order.
         let admitted = try #require(metric(nodes[3], "admitted_total"))
