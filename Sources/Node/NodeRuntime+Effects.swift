@@ -52,8 +52,8 @@ enum Client {
 // executing the next block). One sync covers every commit made before it, so when the disk
 // is slow the commits of several turns share one. Effects leave in the order they were
 // given, across turns too: those of a turn that wrote nothing wait behind earlier ones
-// still waiting for their sync. Signature checks and state transfer depend on nothing
-// written and go at once (`dependsOnNothingWritten`).
+// still waiting for their sync. Signature checks, state transfer, admissions and gossip
+// depend on nothing written and go at once (`dependsOnNothingWritten`).
 extension NodeRuntime {
     /// Gives `input` to the core (loop thread); its effects are carried out at the end of
     /// the turn (`endTurn`), after the commit of what it wrote, except those that depend on
@@ -89,14 +89,17 @@ extension NodeRuntime {
     }
 
     /// Effects that claim nothing the turn wrote, carried out at once rather than after its
-    /// commit and sync: signature checks, and state transfer (a request for final blocks,
-    /// unsigned; an answer of blocks a quorum certified, checked by whoever reads them).
+    /// commit and sync: signature checks; state transfer (a request for final blocks,
+    /// unsigned; an answer of blocks a quorum certified, checked by whoever reads them);
+    /// admissions and gossip (the mempool is in memory: an admission promises nothing
+    /// durable, and a refusal such as a nonce used reads only blocks a quorum made final).
     /// A node whose disk is slow or hangs thus still learns the blocks it missed and
-    /// executes them, and serves the final blocks it holds, while its votes, answers and
-    /// the height it reports wait for its writes.
+    /// executes them, serves the final blocks it holds, and admits and relays
+    /// transactions, while its votes, the finality it tells clients and the height it
+    /// reports wait for its writes.
     static func dependsOnNothingWritten(_ effect: NodeEffect) -> Bool {
         switch effect {
-        case .verify, .send(.stateRequest, _), .send(.stateResponse, _): true
+        case .verify, .send(.stateRequest, _), .send(.stateResponse, _), .admission, .gossip, .broadcastGossip: true
         default: false
         }
     }

@@ -1,10 +1,13 @@
 // The sync off the loop (NodeRuntime+Effects.swift, "The sync off the loop"): a node
 // commits each turn's writes and goes on while a thread of its own syncs them; what
-// depends on those writes (its votes, its answers, the height it reports) waits for the
-// sync. A node whose disk does not sync keeps executing what the others finalize but
-// says nothing of it; one whose sync fails stops, and restarted it catches up.
+// depends on those writes (its votes, the finality it tells clients, the height it
+// reports) waits for the sync. A node whose disk does not sync keeps executing what the
+// others finalize, fetching what it missed, admitting and relaying transactions, but
+// says nothing of its own writes; one whose sync fails stops, and restarted it catches up.
 import CalissonTestKit
 import Foundation
+import Ledger
+import LightClient
 import Node
 import NodeCore
 import Synchronization
@@ -82,29 +85,44 @@ private func metric(_ node: NodeRuntime, _ name: String) -> Int? {
         TestCluster.link(nodes)
         #expect(eventually(10) { nodes[3].read { $0.height } == nodes[0].height }, "p3 executed up to \(nodes[3].read { $0.height } ?? 0) of \(nodes[0].height)")
         #expect(nodes[3].height == 0, "p3 reported height \(nodes[3].height) before any of its writes was synced")
-        // A submission to it is checked, but its answer (and its gossip) waits behind the
-        // effects of the writes not synced yet: answers leave in order.
-        let admitted = try #require(metric(nodes[3], "admitted_total"))
-        let answer = Mutex<(done: Bool, refusal: AdmissionError?)>((false, nil))
+        // A submission to it is admitted at once and gossiped (the mempool is in memory: an
+        // admission claims nothing written), so the others make it final without p3; p3
+        // executes it, but a client already waiting on p3 for its finality hears only once
+        // p3's block is on disk (and, its answers leaving in order, so does that client's
+        // submission pipelined behind the wait).
+        let issued = { (node: NodeRuntime) in node.read { $0.meta.totals.issued } ?? 0 }
+        let target = issued(nodes[0]) + 20
+        let waited = cluster.attribute(by: 3, to: 5, nonce: 0), other = cluster.attribute(by: 3, to: 5, nonce: 1)
+        let id = SignedTransaction.idTag.hash(waited)
+        let connect = { try TransportClient(host: "127.0.0.1", port: nodes[3].transport.clientPort, ca: cluster.ca, chainId: TestCluster.chainId) }
+        let waiting = try connect(), submitting = try connect()
+        defer { waiting.close(); submitting.close() }
+        let answers = Mutex<[ClientResponse?]?>(nil)
         Thread {
-            let refusal = nodes[3].submit(cluster.attribute(by: 3, to: 5, nonce: 0))
-            answer.withLock { $0 = (true, refusal) }
+            let results = waiting.pipeline(
+                [ClientRequest.waitFinal(id, timeoutMilliseconds: 30_000).wireBytes, ClientRequest.submit(waited).wireBytes], timeoutMilliseconds: 40_000)
+            answers.withLock { $0 = results.map { try? ClientResponse(wireBytes: $0.get()) } }
         }.start()
-        #expect(eventually(10) { metric(nodes[3], "admitted_total") == admitted + 1 })
+        let admission = try ClientResponse(wireBytes: submitting.request(ClientRequest.submit(other).wireBytes))
+        #expect(admission == .admitted(id: SignedTransaction.idTag.hash(other)), "p3's admission while its disk hangs: \(admission)")
+        #expect(eventually(20) { nodes.allSatisfy { issued($0) == target } }, "issued: \(nodes.map(issued)), expected \(target)")
         Thread.sleep(forTimeInterval: 0.3)
-        #expect(answer.withLock { $0.done } == false, "p3 answered a submission before its writes were synced")
+        #expect(answers.withLock { $0 } == nil, "p3 told a waiting client its transaction was final before its block was synced")
+        #expect(nodes[3].height == 0)
         #expect(gate.syncs.load(ordering: .relaxed) == 0)
 
         // The disk syncs again: everything waiting goes out, in order.
         gate.open()
-        #expect(eventually(10) { answer.withLock { $0.done } })
-        #expect(answer.withLock { $0.refusal } == nil)
+        #expect(eventually(10) { answers.withLock { $0 } != nil })
+        let waitAnswers = answers.withLock { $0 } ?? []
+        guard waitAnswers.count == 2, case let .transaction(location?)? = waitAnswers[0] else {
+            Issue.record("p3's answers to the waiting client: \(waitAnswers)")
+            return
+        }
+        #expect(location.applied)
+        #expect(waitAnswers[1] == .admitted(id: id))
         #expect(eventually(10) { nodes[3].height == nodes[0].height && nodes[3].height >= 6 })
         #expect(gate.syncs.load(ordering: .relaxed) > 0)
-        // Its admitted transaction is final everywhere (its gossip and votes went out).
-        let issued = { (node: NodeRuntime) in node.read { $0.meta.totals.issued } ?? 0 }
-        let target = issued(nodes[0]) + 10
-        #expect(eventually(20) { nodes.allSatisfy { issued($0) == target } }, "issued: \(nodes.map(issued)), expected \(target)")
         #expect(eventually(10) { Set(nodes.map(\.stateRoot)).count == 1 })
         #expect((metric(nodes[3], "storage_wal_syncs_total") ?? 0) > 0)
         #expect(nodes.allSatisfy { $0.failure == nil })
