@@ -134,7 +134,11 @@ public final class GatewayServer: Sendable {
             }
         }
         let follower = Task { await feed.follow() }
-        let copier = Task { await pool.followMirror(log: { logger.warning("\($0)") }) }
+        let copier = Task {
+            await pool.followMirror { message, trouble in
+                if trouble { logger.warning("\(message)") } else { logger.info("\(message)") }
+            }
+        }
         defer {
             copier.cancel()
             follower.cancel()

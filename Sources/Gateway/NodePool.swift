@@ -164,7 +164,11 @@ public final class NodePool: Sendable {
     /// be newer than the copy's before the block a checkpoint interval above it is final:
     /// the question waits for that block (a long poll, answered at once under load), so that
     /// an idle chain costs the nodes two requests every 10 s.
-    public func followMirror(periodMilliseconds: Int = 100, log: @escaping @Sendable (String) -> Void) async {
+    ///
+    /// `log(message, trouble)`: `trouble` false for what happens in normal operation (a
+    /// node that served a newer checkpoint while the copy was fetching, under load; the
+    /// copy back after a failure), true for the rest.
+    public func followMirror(periodMilliseconds: Int = 100, log: @escaping @Sendable (String, _ trouble: Bool) -> Void) async {
         guard let mirror else { return }
         var lastError: String?, lastLogged = ContinuousClock.now - .seconds(3_600)
         while !Task.isCancelled {
@@ -181,17 +185,22 @@ public final class NodePool: Sendable {
                         try await self.ask(index, requests)
                     }
                 }
-                if lastError != nil { log("the verified copy of the state is now at checkpoint \(found.record.height)") }
+                if lastError != nil { log("the verified copy of the state is now at checkpoint \(found.record.height)", false) }
                 lastError = nil
             } catch {
                 if case MirrorSyncError.tooLarge = error {
-                    return log("the verified copy of the state: \(error); no copy until the gateway restarts (--mirror-pages-max)")
+                    return log("the verified copy of the state: \(error); no copy until the gateway restarts (--mirror-pages-max)", true)
                 }
                 // The first failure after a success, then at most one a minute (a node's
-                // message changes with the order the nodes were asked in).
+                // message changes with the order the nodes were asked in). A node that moved
+                // on while the copy fetched (a sync longer than a checkpoint interval, under
+                // load) is no trouble: the next sync asks for the newer checkpoint and keeps
+                // the pages fetched.
                 let text = "the verified copy of the state: \(error)"
                 if lastError == nil || ContinuousClock.now - lastLogged > .seconds(60) {
-                    log(text)
+                    var moved = false
+                    if case MirrorSyncError.moved = error { moved = true }
+                    log(text, !moved)
                     lastLogged = .now
                 }
                 lastError = text
