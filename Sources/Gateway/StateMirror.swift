@@ -65,10 +65,12 @@ public final class StateMirror: Sendable {
 
     /// What reads see: the copy at its checkpoint. Published whole once a sync completes,
     /// sharing its storage with the sync's own copy (copy on write), so that a read takes
-    /// the lock only to take it, and a sync's work never holds a read up.
+    /// the lock only to take it, and a sync's work never holds a read up. Pages are kept as
+    /// the node sent them (checked when fetched) and decoded when a read or a sync walks
+    /// them: a decoded page holds each node's hash beside it, about three times the bytes.
     private struct Published: Sendable {
-        var pages: [SHA256Digest: TreePage] = [:]
-        var values: [StateKey: (hash: SHA256Digest, bytes: [UInt8])] = [:]
+        var pages: [SHA256Digest: [UInt8]] = [:]
+        var values: [StateKey: [UInt8]] = [:]
         var checkpoint: Checkpoint?
     }
     private let published = Mutex(Published())
@@ -78,7 +80,7 @@ public final class StateMirror: Sendable {
         var copy = Published()
         /// Pages fetched by a sync that did not finish: reused by the next one (a page's
         /// bytes never change), dropped once a sync completes.
-        var staged: [SHA256Digest: TreePage] = [:]
+        var staged: [SHA256Digest: Fetched] = [:]
         var syncs = 0
         var pagesFetched = 0
         var valuesFetched = 0
@@ -89,7 +91,7 @@ public final class StateMirror: Sendable {
     /// Tree pages the copy may hold, at most (0: no copy).
     public let pagesMax: Int
     /// `calisson-gateway run --mirror-pages-max`'s default and largest value.
-    public static let pagesMaxDefault = 65_536
+    public static let pagesMaxDefault = 100_000
     public static let pagesMaxLimit = 1 << 24
     /// Items asked per request (a node answers at most `ClientRequest.snapshotItemsMax`).
     let chunk: Int
@@ -122,15 +124,21 @@ public final class StateMirror: Sendable {
         let proof = StateTree.proof(for: key, root: checkpoint.root, nodes: Pages(pages: copy.pages))
         var value: [UInt8]?
         if let leaf = proof.terminal, leaf.key == key {
-            guard let held = copy.values[key], held.hash == leaf.valueHash else { return nil }  // not expected: the nodes answer
-            value = held.bytes
+            guard let held = copy.values[key], StateTree.valueHash(held) == leaf.valueHash else { return nil }  // not expected: the nodes answer
+            value = held
         }
         return (.certifiedState(height: checkpoint.height, certificate: checkpoint.certificate, value: value, proof: proof), checkpoint)
     }
 
     private struct Pages: TreePageSource {
-        let pages: [SHA256Digest: TreePage]
-        func treePage(_ root: SHA256Digest, depth: Int) -> TreePage? { pages[root] }
+        let pages: [SHA256Digest: [UInt8]]
+        func treePage(_ root: SHA256Digest, depth: Int) -> TreePage? { pages[root].flatMap { try? TreePage(decoding: $0) } }
+    }
+
+    /// A page fetched and checked: decoded for the walk, its bytes for the copy.
+    private struct Fetched: Sendable {
+        let page: TreePage
+        let bytes: [UInt8]
     }
 
     /// Runs CPU work of a sync (checking a chunk of pages, the last step): `offLoop` runs
@@ -165,7 +173,7 @@ public final class StateMirror: Sendable {
     /// What a walk found: the pages it fetched or reused from `staged`, the held pages the
     /// new tree hangs from (their subtrees are the same in both trees), its leaves.
     private struct Walk: Sendable {
-        var fetched: [SHA256Digest: TreePage] = [:]
+        var fetched: [SHA256Digest: [UInt8]] = [:]
         var shared = Set<SHA256Digest>()
         var leaves: [StateKey: SHA256Digest] = [:]
         var wanted: [StateValueReference] = []
@@ -183,7 +191,7 @@ public final class StateMirror: Sendable {
         while !stack.isEmpty {
             let hashes = Array(stack.suffix(chunk))
             stack.removeLast(hashes.count)
-            var reused: [TreePage] = []
+            var reused: [Fetched] = []
             var missing: [SHA256Digest] = []
             work.withLock { work in
                 for hash in hashes {
@@ -205,7 +213,7 @@ public final class StateMirror: Sendable {
             let below = Box<[SHA256Digest]>([])
             try await offLoop { [self] in
                 var pages = earlier
-                var checked: [(SHA256Digest, TreePage)] = []
+                var checked: [Fetched] = []
                 for (hash, bytes) in zip(asked, replies) {
                     guard let bytes else { throw MirrorSyncError.moved(source: source, height: checkpoint.height) }
                     let page: TreePage
@@ -215,20 +223,21 @@ public final class StateMirror: Sendable {
                     guard page.root == hash else {
                         throw MirrorSyncError.untrusted(source: source, "the tree page asked as \(hash.hex) hashes to \(page.root.hex)")
                     }
-                    checked.append((hash, page))
-                    pages.append(page)
+                    checked.append(Fetched(page: page, bytes: bytes))
+                    pages.append(checked[checked.count - 1])
                 }
                 var next: [SHA256Digest] = []
                 work.withLock { work in
-                    for (hash, page) in checked { work.staged[hash] = page }
+                    for fetched in checked { work.staged[fetched.page.root] = fetched }
                     work.pagesFetched += checked.count
-                    for page in pages {
-                        found.value.fetched[page.root] = page
+                    for fetched in pages {
+                        let page = fetched.page
+                        found.value.fetched[page.root] = fetched.bytes
                         for entry in page.entries {
                             switch entry.node {
                             case let .leaf(key, valueHash):
                                 found.value.leaves[key] = valueHash
-                                if work.copy.values[key]?.hash != valueHash {
+                                if work.copy.values[key].map(StateTree.valueHash) != valueHash {
                                     found.value.wanted.append(StateValueReference(key: key, valueHash: valueHash))
                                 }
                             case let .branch(left, right):
@@ -248,7 +257,7 @@ public final class StateMirror: Sendable {
         }
 
         let wanted = found.value.wanted
-        let values = Box<[StateKey: (hash: SHA256Digest, bytes: [UInt8])]>([:])
+        let values = Box<[StateKey: [UInt8]]>([:])
         var next = 0
         while next < wanted.count {
             let asked = Array(wanted[next..<min(wanted.count, next + chunk)])
@@ -257,14 +266,14 @@ public final class StateMirror: Sendable {
             }
             try await pause(ifEmpty: answered.isEmpty, count: &empty, source: source)
             try await offLoop {
-                var checked: [(StateKey, (hash: SHA256Digest, bytes: [UInt8]))] = []
+                var checked: [(StateKey, [UInt8])] = []
                 for (reference, value) in zip(asked, answered) {
                     guard let value else { throw MirrorSyncError.moved(source: source, height: checkpoint.height) }
                     guard StateTree.valueHash(value) == reference.valueHash else {
                         throw MirrorSyncError.untrusted(
                             source: source, "the value of state key \(reference.key.hex) does not hash to its leaf's value hash")
                     }
-                    checked.append((reference.key, (reference.valueHash, value)))
+                    checked.append((reference.key, value))
                 }
                 for (key, value) in checked { values.value[key] = value }
             }
@@ -281,7 +290,10 @@ public final class StateMirror: Sendable {
                 if let old = work.copy.checkpoint?.root, old != root {
                     var pending = [old]
                     while let hash = pending.popLast() {
-                        guard !walked.shared.contains(hash), let page = work.copy.pages.removeValue(forKey: hash) else { continue }
+                        // Each page was checked when fetched: it decodes.
+                        guard !walked.shared.contains(hash), let bytes = work.copy.pages.removeValue(forKey: hash),
+                            let page = try? TreePage(decoding: bytes)
+                        else { continue }
                         for entry in page.entries {
                             switch entry.node {
                             case let .leaf(key, _): dropped.append(key)
