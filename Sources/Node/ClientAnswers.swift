@@ -28,12 +28,21 @@ public struct ClientAnswers {
     /// second, `NodeRuntime.snapshotItemsPerSecond`, what is left of it): an answer with
     /// fewer than asked says "ask again for the rest".
     let snapshotItemsAllowed: Int
+    /// The highest block shown with its commit certificate (blocks, a block, its contents and
+    /// transactions, a transaction's inclusion proof): the node's, the highest whose commit
+    /// is synced, since a certificate may carry the node's own vote, which leaves the node
+    /// only once recorded on disk. A block above it is answered as not final yet.
+    let visibleHeight: UInt64
 
-    public init(store: NodeStore, ledger: Ledger<StoredState>, snapshotItemsAllowed: Int = .max) {
+    public init(store: NodeStore, ledger: Ledger<StoredState>, snapshotItemsAllowed: Int = .max, visibleHeight: UInt64 = .max) {
         self.store = store
         self.ledger = ledger
         self.snapshotItemsAllowed = max(0, snapshotItemsAllowed)
+        self.visibleHeight = visibleHeight
     }
+
+    /// The highest block shown now.
+    var shownHeight: UInt64 { min(store.height, visibleHeight) }
 
     /// The outcome of one request (its limits already bounded by the caller: `.bounded`);
     /// `status` is asked only for a status request. A storage error is answered as an
@@ -57,12 +66,16 @@ public struct ClientAnswers {
             case let .transactionProof(id): return .answer(.transactionProof(try inclusion(of: id)))
             case let .certifiedState(key): return .answer(try certifiedState(key))
             case let .blocks(from, limit, wait):
-                if store.height >= from || wait == 0 { return .answer(.blocks(try answers.blocks(from: from, limit: limit))) }
+                let shown = shownHeight
+                if shown >= from || wait == 0 {
+                    let count = from > shown ? 0 : UInt32(clamping: min(UInt64(clamping: limit), shown - from + 1))
+                    return .answer(.blocks(try answers.blocks(from: from, limit: count)))
+                }
                 return .waitBlocks(from: from, limit: limit, waitMilliseconds: wait)
-            case let .block(height): return .answer(.block(try answers.block(height)))
-            case let .blockTransactions(height): return .answer(.blockTransactions(try answers.blockTransactions(height)))
+            case let .block(height): return .answer(.block(height > visibleHeight ? nil : try answers.block(height)))
+            case let .blockTransactions(height): return .answer(.blockTransactions(height > visibleHeight ? nil : try answers.blockTransactions(height)))
             case let .blockContents(height):
-                let answer = ClientResponse.blockContents(try answers.blockContents(height))
+                let answer = ClientResponse.blockContents(height > visibleHeight ? nil : try answers.blockContents(height))
                 guard answer.wireBytes.count <= WireLimits.envelopePayloadSizeMax - 64 else {
                     return .answer(.error("block \(height)'s contents are larger than one answer (\(WireLimits.envelopePayloadSizeMax) bytes)"))
                 }
@@ -81,6 +94,7 @@ public struct ClientAnswers {
     /// commit certificate.
     func inclusion(of id: Bytes32) throws -> TransactionInclusion? {
         try store.transaction(id).flatMap { found -> TransactionInclusion? in
+            guard found.height <= visibleHeight else { return nil }  // not shown yet: as not final
             if let record = try store.block(at: found.height), record.body == nil {
                 throw StorageError.invalid(
                     file: store.file,

@@ -52,13 +52,14 @@ enum Client {
 // executing the next block). One sync covers every commit made before it, so when the disk
 // is slow the commits of several turns share one. Effects leave in the order they were
 // given, across turns too: those of a turn that wrote nothing wait behind earlier ones
-// still waiting for their sync. Signature checks, state transfer, admissions and gossip
-// depend on nothing written and go at once (`dependsOnNothingWritten`).
+// still waiting for their sync. Signature checks, requests for final blocks, admissions
+// and gossip depend on nothing written and go at once (`dependsOnNothingWritten`).
 extension NodeRuntime {
     /// Gives `input` to the core (loop thread); its effects are carried out at the end of
     /// the turn (`endTurn`), after the commit of what it wrote, except those that depend on
     /// nothing written (`dependsOnNothingWritten`): they go at once, so that the verifier
-    /// works while the loop goes on with the turn, and state transfer never waits for a disk.
+    /// works while the loop goes on with the turn, and a request for blocks never waits for
+    /// a disk.
     func run(_ input: NodeInput) {
         assert(loop.isOnLoop, "the node's core is the loop thread's")
         var inputs = [input]
@@ -89,17 +90,16 @@ extension NodeRuntime {
     }
 
     /// Effects that claim nothing the turn wrote, carried out at once rather than after its
-    /// commit and sync: signature checks; state transfer (a request for final blocks,
-    /// unsigned; an answer of blocks a quorum certified, checked by whoever reads them);
-    /// admissions and gossip (the mempool is in memory: an admission promises nothing
-    /// durable, and a refusal such as a nonce used reads only blocks a quorum made final).
-    /// A node whose disk is slow or hangs thus still learns the blocks it missed and
-    /// executes them, serves the final blocks it holds, and admits and relays
-    /// transactions, while its votes, the finality it tells clients and the height it
-    /// reports wait for its writes.
+    /// commit and sync: signature checks; a request for final blocks (unsigned); admissions
+    /// and gossip (the mempool is in memory: an admission promises nothing durable, and a
+    /// refusal such as a nonce used reads only blocks a quorum made final). A node whose
+    /// disk is slow or hangs thus still learns the blocks it missed and executes them, and
+    /// admits and relays transactions, while its votes, the finality it tells clients and
+    /// the height it reports wait for its writes. An answer of blocks waits too: a block's
+    /// commit certificate may carry this node's own vote, which may leave only once recorded.
     static func dependsOnNothingWritten(_ effect: NodeEffect) -> Bool {
         switch effect {
-        case .verify, .send(.stateRequest, _), .send(.stateResponse, _), .admission, .gossip, .broadcastGossip: true
+        case .verify, .send(.stateRequest, _), .admission, .gossip, .broadcastGossip: true
         default: false
         }
     }
@@ -136,7 +136,7 @@ extension NodeRuntime {
             }
             if committed, syncsOffLoop {
                 commitsMade += 1
-                unsynced.append((commitsMade, effects))
+                unsynced.append((commitsMade, core.ledger.height, effects))
                 syncer.request(through: commitsMade)
                 // A fast sync (most are, on a local SSD) is waited for: the turn's votes and
                 // answers leave now, as before, rather than after the loop's next turn
@@ -145,6 +145,7 @@ extension NodeRuntime {
             } else if !unsynced.isEmpty {
                 unsynced[unsynced.count - 1].effects += effects  // behind those waiting: in order
             } else {
+                syncedHeight = core.ledger.height  // nothing waits for a sync: all that is stored is synced
                 for effect in effects {
                     if let next = perform(effect) { run(next) }
                 }
@@ -171,6 +172,7 @@ extension NodeRuntime {
         let groups = unsynced.prefix(ready)
         unsynced.removeFirst(ready)
         for group in groups {
+            syncedHeight = max(syncedHeight, group.height)
             for effect in group.effects {
                 if let next = perform(effect) { run(next) }
             }
@@ -242,7 +244,8 @@ extension NodeRuntime {
             if case let .remote(respond, _)? = clients.removeValue(forKey: token) { respond(response.wireBytes) }
         case let .respondBlocks(token, from, limit):
             guard case let .remote(respond, _)? = clients.removeValue(forKey: token) else { break }
-            let list = (try? answers.blocks(from: from, limit: limit)) ?? []
+            let shown = from > syncedHeight ? 0 : UInt32(clamping: min(UInt64(clamping: limit), syncedHeight - from + 1))
+            let list = (try? answers.blocks(from: from, limit: shown)) ?? []
             respond(ClientResponse.blocks(list).wireBytes)
         case .partnersChanged:
             // Links of partners no longer registered (or with another key now) are closed;
@@ -329,7 +332,7 @@ extension NodeRuntime {
         // A validator set scheduled after the current epoch (a governance change not in force yet).
         let pending = core.replica.schedule.epochs.last.flatMap { $0.firstSeq > core.replica.epoch.firstSeq ? $0 : nil }
         let name = { [core] (key: ValidatorID) in core.partnersByValidator[key] ?? "key \(key.bytes.hex.prefix(16))" }
-        let outcome = ClientAnswers(store: store, ledger: ledger, snapshotItemsAllowed: snapshotItemsBudget).outcome(of: request) {
+        let outcome = ClientAnswers(store: store, ledger: ledger, snapshotItemsAllowed: snapshotItemsBudget, visibleHeight: syncedHeight).outcome(of: request) {
             NodeStatus(
                 partner: configuration.transport.selfID, height: ledger.height, stateRoot: ledger.stateRoot, view: core.replica.view,
                 epochFirstSeq: core.replica.epoch.firstSeq, peers: transport.linkedPeersOnLoop(), mempool: UInt64(core.mempool.count),

@@ -118,8 +118,13 @@ public final class NodeRuntime: @unchecked Sendable {
     /// Commits made without a sync, and the highest the syncer reported (loop thread).
     var commitsMade: UInt64 = 0
     var commitsSynced: UInt64 = 0
-    /// Effects waiting for the sync of the commit numbered beside them, in order (loop thread).
-    var unsynced: [(commit: UInt64, effects: [NodeEffect])] = []
+    /// Effects waiting for the sync of the commit numbered beside them, in order, with the
+    /// block height stored once that commit is (loop thread).
+    var unsynced: [(commit: UInt64, height: UInt64, effects: [NodeEffect])] = []
+    /// The highest block whose commit is synced (loop thread). Blocks above it are not shown
+    /// to clients: a block's commit certificate may carry this node's own vote, which may
+    /// leave the node only once recorded on disk (`ClientAnswers.visibleHeight`).
+    var syncedHeight: UInt64 = 0
     /// WAL checkpoint failures already logged (loop thread).
     var checkpointFailuresLogged = 0
     /// The peers dialled besides those the ledger gives: the configuration's, or those of
@@ -219,6 +224,7 @@ public final class NodeRuntime: @unchecked Sendable {
         transport = try Transport(configuration: transportConfiguration, loop: loop)
         heightValue.withLock { $0 = core.ledger.height }
         rootValue.withLock { $0 = core.ledger.stateRoot }
+        syncedHeight = core.ledger.height
         #if CALISSON_FAULTS
         if let mode = configuration.byzantine {
             byzantine = ByzantineShell(
@@ -338,7 +344,8 @@ public final class NodeRuntime: @unchecked Sendable {
         }
         ready.wait()
         if let reason = failure.withLock({ $0 }) { throw NodeError.configuration(reason) }
-        logger.info("node started", metadata: ["partner": "\(configuration.transport.selfID)", "height": "\(store.height)"])
+        // `height`, not the store: the loop runs now, and a SQLite connection is one thread's.
+        logger.info("node started", metadata: ["partner": "\(configuration.transport.selfID)", "height": "\(height)"])
     }
 
     public func stop() {

@@ -110,6 +110,14 @@ private func metric(_ node: NodeRuntime, _ name: String) -> Int? {
         #expect(answers.withLock { $0 } == nil, "p3 told a waiting client its transaction was final before its block was synced")
         #expect(nodes[3].height == 0)
         #expect(gate.syncs.load(ordering: .relaxed) == 0)
+        // Nor does it show a client the blocks it executed, nor the inclusion proof: their
+        // commit certificates may carry its own votes, not recorded on its disk yet.
+        let reader = try connect()
+        defer { reader.close() }
+        let read = { (request: ClientRequest) in try ClientResponse(wireBytes: reader.request(request.wireBytes)) }
+        #expect(try read(.blocks(from: 1, limit: 100, waitMilliseconds: 0)) == .blocks([]))
+        #expect(try read(.block(1)) == .block(nil))
+        #expect(try read(.transactionProof(id)) == .transactionProof(nil))
 
         // The disk syncs again: everything waiting goes out, in order.
         gate.open()
@@ -123,6 +131,12 @@ private func metric(_ node: NodeRuntime, _ name: String) -> Int? {
         #expect(waitAnswers[1] == .admitted(id: id))
         #expect(eventually(10) { nodes[3].height == nodes[0].height && nodes[3].height >= 6 })
         #expect(gate.syncs.load(ordering: .relaxed) > 0)
+        #expect(try read(.blocks(from: 1, limit: 100, waitMilliseconds: 0)).blockCount == nodes[3].height)
+        guard case let .transactionProof(inclusion?) = try read(.transactionProof(id)) else {
+            Issue.record("p3 gave no inclusion proof once synced")
+            return
+        }
+        #expect(inclusion.location.height == location.height)
         #expect(eventually(10) { Set(nodes.map(\.stateRoot)).count == 1 })
         #expect((metric(nodes[3], "storage_wal_syncs_total") ?? 0) > 0)
         #expect(nodes.allSatisfy { $0.failure == nil })
@@ -165,5 +179,13 @@ private func metric(_ node: NodeRuntime, _ name: String) -> Int? {
         #expect(eventually(20) { nodes[3].height == nodes[0].height && nodes[3].stateRoot == nodes[0].stateRoot },
                 "p3 at \(nodes[3].height), p0 at \(nodes[0].height)")
         #expect(nodes.allSatisfy { $0.failure == nil })
+    }
+}
+
+extension ClientResponse {
+    /// The number of blocks in a `blocks` answer (nil for another answer).
+    fileprivate var blockCount: UInt64? {
+        guard case let .blocks(list) = self else { return nil }
+        return UInt64(list.count)
     }
 }
