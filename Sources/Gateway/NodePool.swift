@@ -22,6 +22,8 @@ public struct VerifiedRecord: Sendable {
     public let source: String
     /// Blocks behind the newest certified checkpoint the gateway knows.
     public let behind: UInt64
+    /// The validators that verified the record's certificate.
+    public let trusted: TrustedValidators
 }
 
 /// The nodes behind the gateway, as a light client of all of them. A read asks the nodes
@@ -146,7 +148,7 @@ public final class NodePool: Sendable {
                 state.mirrorReads += 1
                 return behind
             }
-            return VerifiedRecord(record: record, source: "\(checkpoint.source) (the gateway's verified copy)", behind: behind)
+            return VerifiedRecord(record: record, source: "\(checkpoint.source) (the gateway's verified copy)", behind: behind, trusted: checkpoint.trusted)
         } catch is FreshnessError {
             return nil
         } catch {
@@ -213,9 +215,9 @@ public final class NodePool: Sendable {
     /// node, and the validators that verified it.
     func latestCheckpoint() async throws -> (VerifiedRecord, Int, TrustedValidators) {
         let (found, index) = try await fromNodes(StateKeys.validatorKeys)
-        // Set by the answer just verified (`attempt`), never unset.
-        guard let trusted = state.withLock({ $0.nodes[index].trusted }) else { throw CertifiedReadError.answer("no validators followed") }
-        return (found, index, trusted)
+        // Those of this answer's check: the node's record may have moved since (another read
+        // following its handovers part of the way).
+        return (found, index, found.trusted)
     }
 
     /// Reads answered from the verified copy, and those it refused by the pool's checks
@@ -318,7 +320,7 @@ public final class NodePool: Sendable {
             switch try CertifiedReader.record(key, genesis: genesis, from: known, answers: Array(answers.prefix(requests.count)), checked: checked) {
             case let .record(trusted, record):
                 state.withLock { $0.nodes[index].trusted = trusted }
-                return try accepted(record, reported: reported, from: index)
+                return try accepted(record, trusted: trusted, reported: reported, from: index)
             case let .moreHandovers(partly):
                 // A node with more validator-set changes not yet followed than one answer
                 // holds: follow the rest, then ask the record again.
@@ -326,7 +328,7 @@ public final class NodePool: Sendable {
                 let trusted = try await self.trusted(index)
                 let record = try CertifiedReader.record(
                     key, answer: try await ask(index, [.certifiedState(key)])[0], trusted: trusted, chainId: genesis.chainId, checked: checked)
-                return try accepted(record, reported: reported, from: index)
+                return try accepted(record, trusted: trusted, reported: reported, from: index)
             }
         } catch {
             failed(index, error)
@@ -335,7 +337,7 @@ public final class NodePool: Sendable {
     }
 
     /// A record node `index` gave that passed its checks: its height learnt, its freshness checked.
-    private func accepted(_ record: CertifiedRecord, reported: NodeStatus?, from index: Int) throws -> VerifiedRecord {
+    private func accepted(_ record: CertifiedRecord, trusted: TrustedValidators, reported: NodeStatus?, from index: Int) throws -> VerifiedRecord {
         let behind = try state.withLock { state -> UInt64 in
             state.nodes[index].certifiedHeight = record.height
             if let reported {
@@ -346,7 +348,7 @@ public final class NodePool: Sendable {
             state.freshness.learn(record.height, from: nodes[index].description)
             return try state.freshness.check(record.height)
         }
-        return VerifiedRecord(record: record, source: nodes[index].description, behind: behind)
+        return VerifiedRecord(record: record, source: nodes[index].description, behind: behind, trusted: trusted)
     }
 
     private func failed(_ index: Int, _ error: any Error) {

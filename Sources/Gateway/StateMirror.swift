@@ -78,9 +78,9 @@ public final class StateMirror: Sendable {
     /// The sync's side (one sync at a time: `followMirror`'s task).
     private struct Work {
         var copy = Published()
-        /// Pages fetched by a sync that did not finish: reused by the next one (a page's
-        /// bytes never change), dropped once a sync completes.
-        var staged: [SHA256Digest: Fetched] = [:]
+        /// Pages fetched by a sync that did not finish, as sent (checked): reused by the next
+        /// one (a page's bytes never change), dropped once a sync completes.
+        var staged: [SHA256Digest: [UInt8]] = [:]
         var syncs = 0
         var pagesFetched = 0
         var valuesFetched = 0
@@ -182,7 +182,7 @@ public final class StateMirror: Sendable {
     private func walk(to checkpoint: Checkpoint, offLoop: OffLoop, ask: ([ClientRequest]) async throws -> [ClientResponse]) async throws {
         let source = checkpoint.source
         let root = checkpoint.root
-        let (current, rootHeld, held) = work.withLock { ($0.copy.checkpoint?.height, $0.copy.pages[root] != nil, $0.copy.pages.count) }
+        let (current, rootHeld) = work.withLock { ($0.copy.checkpoint?.height, $0.copy.pages[root] != nil) }
         if let current, current >= checkpoint.height { return }
         let found = Box(Walk())
         var stack: [SHA256Digest] = []
@@ -191,11 +191,11 @@ public final class StateMirror: Sendable {
         while !stack.isEmpty {
             let hashes = Array(stack.suffix(chunk))
             stack.removeLast(hashes.count)
-            var reused: [Fetched] = []
+            var reused: [(SHA256Digest, [UInt8])] = []
             var missing: [SHA256Digest] = []
             work.withLock { work in
                 for hash in hashes {
-                    if let page = work.staged[hash] { reused.append(page) } else { missing.append(hash) }
+                    if let bytes = work.staged[hash] { reused.append((hash, bytes)) } else { missing.append(hash) }
                 }
             }
             var answered: [[UInt8]?] = []
@@ -212,7 +212,14 @@ public final class StateMirror: Sendable {
             let asked = Array(missing.prefix(answered.count)), replies = answered, earlier = reused
             let below = Box<[SHA256Digest]>([])
             try await offLoop { [self] in
-                var pages = earlier
+                var pages: [Fetched] = []
+                for (hash, bytes) in earlier {
+                    // Checked when fetched: it decodes to its name, as then.
+                    guard let page = try? TreePage(decoding: bytes), page.root == hash else {
+                        throw MirrorSyncError.unavailable(source: source, "a tree page kept from an earlier sync no longer decodes")
+                    }
+                    pages.append(Fetched(page: page, bytes: bytes))
+                }
                 var checked: [Fetched] = []
                 for (hash, bytes) in zip(asked, replies) {
                     guard let bytes else { throw MirrorSyncError.moved(source: source, height: checkpoint.height) }
@@ -228,7 +235,7 @@ public final class StateMirror: Sendable {
                 }
                 var next: [SHA256Digest] = []
                 work.withLock { work in
-                    for fetched in checked { work.staged[fetched.page.root] = fetched }
+                    for fetched in checked { work.staged[fetched.page.root] = fetched.bytes }
                     work.pagesFetched += checked.count
                     for fetched in pages {
                         let page = fetched.page
@@ -251,9 +258,11 @@ public final class StateMirror: Sendable {
                 below.value = next
             }
             stack += below.value
-            // The new tree holds the pages kept (at most those held) and those fetched.
+            // Every page fetched is in the new tree: past the bound, it cannot fit. (Whether
+            // the pages kept and fetched fit is known at the last step; meanwhile the copy
+            // and the pages fetched take at most twice the bound.)
             let fetched = found.value.fetched.count
-            if fetched + held > pagesMax { throw MirrorSyncError.tooLarge(pages: fetched + held, max: pagesMax) }
+            if fetched > pagesMax { throw MirrorSyncError.tooLarge(pages: fetched, max: pagesMax) }
         }
 
         let wanted = found.value.wanted
@@ -285,15 +294,16 @@ public final class StateMirror: Sendable {
         let walked = found.value
         let fetchedValues = values.value
         try await offLoop { [self] in
-            let copy = work.withLock { work -> Published in
+            let copy = try work.withLock { work throws(MirrorSyncError) -> Published in
+                // The old tree's pages the new one does not share, and the keys of their leaves.
+                var removed: [SHA256Digest] = []
                 var dropped: [StateKey] = []
                 if let old = work.copy.checkpoint?.root, old != root {
                     var pending = [old]
                     while let hash = pending.popLast() {
                         // Each page was checked when fetched: it decodes.
-                        guard !walked.shared.contains(hash), let bytes = work.copy.pages.removeValue(forKey: hash),
-                            let page = try? TreePage(decoding: bytes)
-                        else { continue }
+                        guard !walked.shared.contains(hash), let bytes = work.copy.pages[hash], let page = try? TreePage(decoding: bytes) else { continue }
+                        removed.append(hash)
                         for entry in page.entries {
                             switch entry.node {
                             case let .leaf(key, _): dropped.append(key)
@@ -303,6 +313,9 @@ public final class StateMirror: Sendable {
                         }
                     }
                 }
+                let size = work.copy.pages.count - removed.count + walked.fetched.count
+                guard size <= pagesMax else { throw MirrorSyncError.tooLarge(pages: size, max: pagesMax) }
+                for hash in removed { work.copy.pages[hash] = nil }
                 // A key whose leaf left with a dropped page is either in a new page or gone.
                 for key in dropped where walked.leaves[key] == nil { work.copy.values[key] = nil }
                 for (hash, page) in walked.fetched { work.copy.pages[hash] = page }

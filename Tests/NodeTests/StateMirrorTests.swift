@@ -221,4 +221,23 @@ import Wire
         #expect(mirror.checkpoint == nil && mirror.counts.pages == 0)
         #expect(mirror.answer(keys[0]) == nil)
     }
+
+    /// The bound is on the state, not on a sync's churn: a state within it, every page of
+    /// which changes between two checkpoints (the copy and the pages fetched then hold
+    /// nearly twice the bound for a moment), is copied.
+    @Test func aStateWithinTheBoundIsCopiedWhateverItsChurn() async throws {
+        var random = SplitMix64(seed: 9)
+        let keys = (0..<200).map { _ in random.bytes32() }
+        let node = FakeNode()
+        node.apply(Dictionary(uniqueKeysWithValues: keys.map { ($0, .some([1])) }))
+        let size = node.reachable().count
+        let mirror = StateMirror(pagesMax: size + 2, chunk: 16)
+        try await Self.sync(mirror, node)
+        Self.expectSame(mirror, node, keys: keys, "first copy")
+        let before = node.reachable()
+        node.apply(Dictionary(uniqueKeysWithValues: keys.map { ($0, .some([2])) }))
+        #expect(node.reachable().isDisjoint(with: before), "every page changed")
+        try await Self.sync(mirror, node)
+        Self.expectSame(mirror, node, keys: keys, "after a checkpoint that changed every page")
+    }
 }
