@@ -134,7 +134,7 @@ import Wire
         let directory = Scratch.directory("maintenance")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let config = try oneValidatorTestnet(bin, in: directory), database = "\(directory)/metropole/data/node.db"
-        let node = try ChildProcess("\(bin)/calisson-node", ["run", "--config", config], output: .null, errors: .null)
+        let node = try ChildProcess("\(bin)/calisson-node", ["run", "--config", config, "--exit-with-parent"], output: .null, errors: .null)
         #expect(eventually(20) { FileManager.default.fileExists(atPath: database + ".lock") && (try? run("\(bin)/calisson-node", ["status", "--config", config]).status) == 0 })
         let second = try run("\(bin)/calisson-node", ["run", "--config", config], timeout: 30)
         #expect(second.status != 0 && second.errors.contains("in use by process \(node.pid)"), "\(second.errors)")
@@ -233,7 +233,8 @@ import Wire
         #expect(written.status == 0, "\(written.errors)")
         let genesis = try JSONDecoder().decode(GenesisProbe.self, from: Data(contentsOf: URL(fileURLWithPath: "\(directory)/genesis.json")))
         let process = try ChildProcess(
-            "\(bin)/calisson-node", ["run", "--config", "\(directory)/\(genesis.validators[0])/config.json", "--byzantine", "garbage", "--byzantine-seed", "4242"],
+            "\(bin)/calisson-node",
+            ["run", "--config", "\(directory)/\(genesis.validators[0])/config.json", "--byzantine", "garbage", "--byzantine-seed", "4242", "--exit-with-parent"],
             output: .null, errors: .pipe)
         defer {
             process.send(SIGTERM)
