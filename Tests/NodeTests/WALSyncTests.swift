@@ -4,11 +4,13 @@
 // reports) waits for the sync. A node whose disk does not sync keeps executing what the
 // others finalize, fetching what it missed, admitting and relaying transactions, but
 // says nothing of its own writes; one whose sync fails stops, and restarted it catches up.
+import CalissonCrypto
 import CalissonTestKit
+import Consensus
 import Foundation
 import Ledger
 import LightClient
-import Node
+@testable import Node
 import NodeCore
 import Synchronization
 import Testing
@@ -140,6 +142,26 @@ private func metric(_ node: NodeRuntime, _ name: String) -> Int? {
         #expect(eventually(10) { Set(nodes.map(\.stateRoot)).count == 1 })
         #expect((metric(nodes[3], "storage_wal_syncs_total") ?? 0) > 0)
         #expect(nodes.allSatisfy { $0.failure == nil })
+    }
+
+    /// What leaves at once and what waits for the turn's sync: at once only what claims
+    /// nothing the node wrote; its votes, the blocks it serves (their certificates may carry
+    /// its vote), what it tells clients of finality and the height it reports wait.
+    @Test func onlyWhatClaimsNothingWrittenLeavesBeforeTheSync() {
+        let signer = NodeSigner(key: Ed25519PrivateKey(seed: SHA256.hash("a validator").bytes)!)
+        let block = Block(seq: 1, commands: [[1]])
+        let vote = Message.vote(Signed(Vote(kind: .commit, view: 0, seq: 1, digest: block.digest), chainId: "c", signer: signer))
+        let served = CertifiedBlock(block: block, certificate: CommitCertificate(commits: []))
+        let atOnce: [NodeEffect] = [
+            .send(.stateRequest(fromSeq: 1), to: "p1"), .admission(ClientToken(1), nil), .admission(ClientToken(2), .duplicate), .gossip([1]),
+            .broadcastGossip([1]),
+        ]
+        let afterTheSync: [NodeEffect] = [
+            .send(.stateResponse([served]), to: "p1"), .broadcast(vote), .send(vote, to: "p1"), .respond(ClientToken(3), .transaction(nil)),
+            .respondBlocks(ClientToken(4), from: 1, limit: 1), .event(.executed(height: 1, stateRoot: .zero)),
+        ]
+        for effect in atOnce { #expect(NodeRuntime.dependsOnNothingWritten(effect), "\(effect)") }
+        for effect in afterTheSync { #expect(!NodeRuntime.dependsOnNothingWritten(effect), "\(effect)") }
     }
 
     @Test func aNodeWhoseSyncFailsStopsAndCatchesUpOnceRestarted() throws {
