@@ -178,10 +178,12 @@ public final class NodePool: Sendable {
                 _ = await waitBlocks(from: held.saturatingAdding(TrustedValidators.checkpointInterval), milliseconds: 10_000, limit: 1)
             }
             do {
-                let (found, index, trusted) = try await latestCheckpoint()
+                // The newest certified checkpoint a node serves (any record carries it; the
+                // validators those of this answer's own check).
+                let (found, index) = try await fromNodes(StateKeys.validatorKeys)
                 if mirror.checkpoint.map({ $0.height < found.record.height }) ?? true {
                     let checkpoint = StateMirror.Checkpoint(
-                        height: found.record.height, root: found.record.root, certificate: found.record.certificate, trusted: trusted,
+                        height: found.record.height, root: found.record.root, certificate: found.record.certificate, trusted: found.trusted,
                         source: nodes[index].description)
                     try await mirror.sync(to: checkpoint, offLoop: { body in try await self.blocking(body) }) { requests in
                         try await self.ask(index, requests)
@@ -209,15 +211,6 @@ public final class NodePool: Sendable {
             }
             try? await Task.sleep(for: .milliseconds(max(1, periodMilliseconds)))
         }
-    }
-
-    /// The newest certified checkpoint a node serves (verified, in the reads' order), the
-    /// node, and the validators that verified it.
-    func latestCheckpoint() async throws -> (VerifiedRecord, Int, TrustedValidators) {
-        let (found, index) = try await fromNodes(StateKeys.validatorKeys)
-        // Those of this answer's check: the node's record may have moved since (another read
-        // following its handovers part of the way).
-        return (found, index, found.trusted)
     }
 
     /// Reads answered from the verified copy, and those it refused by the pool's checks
