@@ -195,23 +195,116 @@ final class AccessState: Sendable {
     /// Requests being answered now (`RequestShapeMiddleware.inFlightMax`), and those of
     /// the public side apart (`publicInFlightMax`): a crowd on the dashboard never takes
     /// the places of the partners' back-ends.
-    let inFlight = Mutex<Int>(0)
-    let publicInFlight = Mutex<Int>(0)
+    let places = Places(maximum: RequestShapeMiddleware<GatewayContext>.inFlightMax, queuedMax: RequestShapeMiddleware<GatewayContext>.queuedMax)
+    let publicPlaces = Places(maximum: RequestShapeMiddleware<GatewayContext>.publicInFlightMax, queuedMax: RequestShapeMiddleware<GatewayContext>.publicQueuedMax)
 
-    /// Takes a place among the API's or the public side's requests; false when all are taken.
-    func enter(public isPublic: Bool) -> Bool {
-        func take(_ count: inout Int, _ maximum: Int) -> Bool {
-            guard count < maximum else { return false }
-            count += 1
-            return true
-        }
-        return isPublic
-            ? publicInFlight.withLock { take(&$0, RequestShapeMiddleware<GatewayContext>.publicInFlightMax) }
-            : inFlight.withLock { take(&$0, RequestShapeMiddleware<GatewayContext>.inFlightMax) }
+    /// Takes a place among the API's or the public side's requests, waiting in line for one
+    /// at most `Places.waitMillisecondsDefault`; false when none came.
+    func enter(public isPublic: Bool) async -> Bool { await (isPublic ? publicPlaces : places).enter() }
+
+    func leave(public isPublic: Bool) { (isPublic ? publicPlaces : places).leave() }
+}
+
+/// Places for the requests answered at once, and a short line before them. A request
+/// that finds every place taken waits its turn (first come, first served) for at most
+/// `waitMilliseconds`, with at most `queuedMax` others; past either it is told to retry
+/// (503). A back-end whose workers send a burst of a few hundred requests is then served
+/// in turn rather than refused, while the work in hand stays bounded (a place may hold
+/// node connections): a request waiting holds only its HTTP connection.
+final class Places: Sendable {
+    static let waitMillisecondsDefault = 1_000
+    let maximum: Int
+    let queuedMax: Int
+    let waitMilliseconds: Int
+    /// Requests that waited in line, and those of them that got no place in time.
+    let queued = Atomic<Int>(0), timedOut = Atomic<Int>(0)
+    private struct Waiting {
+        let id: UInt64
+        let continuation: CheckedContinuation<Bool, Never>
+        var timer: Task<Void, Never>?
+    }
+    private struct State {
+        var taken = 0
+        var line: [Waiting] = []
+    }
+    private let state = Mutex(State())
+    private let nextID = Atomic<UInt64>(0)
+
+    init(maximum: Int, queuedMax: Int, waitMilliseconds: Int = Places.waitMillisecondsDefault) {
+        self.maximum = max(1, maximum)
+        self.queuedMax = max(0, queuedMax)
+        self.waitMilliseconds = max(0, waitMilliseconds)
     }
 
-    func leave(public isPublic: Bool) {
-        if isPublic { publicInFlight.withLock { $0 -= 1 } } else { inFlight.withLock { $0 -= 1 } }
+    /// Places taken now, and requests waiting for one.
+    var counts: (taken: Int, waiting: Int) { state.withLock { ($0.taken, $0.line.count) } }
+
+    /// Takes a place, waiting in line for one if need be; false when none came in time, the
+    /// line was full, or the task was cancelled.
+    func enter() async -> Bool {
+        let taken = state.withLock { state in
+            guard state.taken < maximum else { return false }
+            state.taken += 1
+            return true
+        }
+        if taken { return true }
+        let id = nextID.add(1, ordering: .relaxed).newValue
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                // Decided under the lock: a place freed since the first look is taken here,
+                // and a cancellation before this (its handler found no one) is seen.
+                let now: Bool? = state.withLock { state in
+                    if Task.isCancelled { return false }
+                    if state.taken < maximum {
+                        state.taken += 1
+                        return true
+                    }
+                    guard state.line.count < queuedMax else { return false }
+                    state.line.append(Waiting(id: id, continuation: continuation))
+                    return nil
+                }
+                if let now { return continuation.resume(returning: now) }
+                queued.add(1, ordering: .relaxed)
+                let timer = Task { [self] in
+                    try? await Task.sleep(for: .milliseconds(waitMilliseconds))
+                    if !Task.isCancelled, giveUp(id) { timedOut.add(1, ordering: .relaxed) }
+                }
+                let served = state.withLock { state in
+                    guard let index = state.line.firstIndex(where: { $0.id == id }) else { return true }
+                    state.line[index].timer = timer
+                    return false
+                }
+                if served { timer.cancel() }
+            }
+        } onCancel: {
+            _ = giveUp(id)
+        }
+    }
+
+    /// Gives a place back: to the first request waiting, if any.
+    func leave() {
+        let next = state.withLock { state -> Waiting? in
+            guard !state.line.isEmpty else {
+                state.taken = max(0, state.taken - 1)
+                return nil
+            }
+            return state.line.removeFirst()  // the place passes to it: as many taken
+        }
+        guard let next else { return }
+        next.timer?.cancel()
+        next.continuation.resume(returning: true)
+    }
+
+    /// Takes request `id` out of the line, answered "no place"; false when it is not in it.
+    private func giveUp(_ id: UInt64) -> Bool {
+        let found = state.withLock { state -> Waiting? in
+            guard let index = state.line.firstIndex(where: { $0.id == id }) else { return nil }
+            return state.line.remove(at: index)
+        }
+        guard let found else { return false }
+        found.timer?.cancel()
+        found.continuation.resume(returning: false)
+        return true
     }
 }
 
@@ -230,14 +323,18 @@ enum ProblemResponse {
 /// the operation's (a proposal number past Int64, say: 400, where the runtime would answer
 /// 500). A failure after decoding stays a 500, as a problem document.
 struct RequestShapeMiddleware<Context: RequestContext>: RouterMiddleware {
-    /// Requests answered at once, at most; past it a request gets 503 with Retry-After.
+    /// Requests answered at once, at most; past it a request waits in line for a place
+    /// (`Places`), and past the line gets 503 with Retry-After.
     /// Each has at most a few requests waiting on a node connection at a time (a batch's
     /// chunks wait their turn: `NodePool.batchChunksInFlightMax`), so the gateway stays
     /// below a node's cap of requests per connection and connections per address.
     static var inFlightMax: Int { 48 }
+    /// Requests waiting for one of the `inFlightMax` places, at most.
+    static var queuedMax: Int { 256 }
     /// The public side's requests (dashboard, open data, proofs) answered at once, at most:
     /// counted apart, so that they never take the API's places.
     static var publicInFlightMax: Int { 16 }
+    static var publicQueuedMax: Int { 64 }
     let state: AccessState
     /// The whole body must arrive within this (a slow sender would hold one of the places).
     var bodySeconds: Int64 = 10
@@ -264,10 +361,12 @@ struct RequestShapeMiddleware<Context: RequestContext>: RouterMiddleware {
         // /health and /metrics ask no node: they are never turned away.
         let counted = !["/health", "/metrics"].contains(request.uri.path)
         let isPublic = Dashboard.isPublic(request.uri.path)
-        guard !counted || state.enter(public: isPublic) else {
+        let entered = counted ? await state.enter(public: isPublic) : true
+        guard entered else {
             let maximum = isPublic ? Self.publicInFlightMax : Self.inFlightMax
             return ProblemResponse.make(
-                status: 503, type: "busy", title: "Busy", detail: "\(maximum) requests\(isPublic ? " of the public pages" : "") are being answered: retry shortly",
+                status: 503, type: "busy", title: "Busy",
+                detail: "\(maximum) requests\(isPublic ? " of the public pages" : "") are being answered and no place came free within \(Places.waitMillisecondsDefault) ms: retry shortly",
                 headers: [.retryAfter: "1"])
         }
         defer { if counted { state.leave(public: isPublic) } }

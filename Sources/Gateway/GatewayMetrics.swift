@@ -29,6 +29,10 @@ final class GatewayMetrics: Sendable {
     /// The text, with the pool's and the access rules' state as of now.
     func text(pool: NodePool, access: AccessState, feed: EventFeed, connections: ConnectionLimit) -> String {
         registry.makeGauge(descriptor: Self.name("connections", "open", "HTTP connections open now.")).set(to: Double(connections.openCount))
+        registry.makeGauge(descriptor: Self.name("requests", "in_flight", "Requests being answered now, the API's and the public pages' (each side has its places)."))
+            .set(to: Double(access.places.counts.taken + access.publicPlaces.counts.taken))
+        registry.makeGauge(descriptor: Self.name("requests", "waiting", "Requests waiting in line for a place now."))
+            .set(to: Double(access.places.counts.waiting + access.publicPlaces.counts.waiting))
         registry.makeGauge(descriptor: Self.name("feeds", "open", "Event feeds (GET /v1/events) open now.")).set(to: Double(feed.consumers))
         registry.makeGauge(descriptor: Self.name("feed_head", "height", "The newest final height the event feed knows of (a node's word)."))
             .set(to: Double(feed.head))
@@ -37,6 +41,10 @@ final class GatewayMetrics: Sendable {
             ("feed_slow_closed", "Feeds ended because their consumer read slower than events came.", feed.slowConsumersClosed.load(ordering: .relaxed)),
             ("connections_refused", "Connections closed when accepted: their address had connectionsPerAddressMax open.",
              connections.refused.load(ordering: .relaxed)),
+            ("requests_queued", "Requests that found every place taken and waited in line for one.",
+             access.places.queued.load(ordering: .relaxed) + access.publicPlaces.queued.load(ordering: .relaxed)),
+            ("requests_queue_timed_out", "Requests that waited in line and got no place in time (answered 503).",
+             access.places.timedOut.load(ordering: .relaxed) + access.publicPlaces.timedOut.load(ordering: .relaxed)),
         ] {
             let counter = registry.makeCounter(descriptor: Self.name(name, "total", help))
             counter.reset()
