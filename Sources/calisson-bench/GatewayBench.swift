@@ -24,7 +24,8 @@ struct GatewayBenchCommand: ParsableCommand {
             protocol (TLS, one connection per thread to the nodes in turn) and the same number \
             through the gateway (POST /v1/transactions?wait=false over HTTP/1.1 keep-alive, one \
             connection per thread; with --batch N, N transactions per request: a batch through \
-            the gateway, N requests pipelined natively), and reports finalized transactions per second of each and \
+            the gateway, N requests pipelined natively; with --wait, each waits for finality: ?wait=true, natively \
+            waitFinal), and reports finalized transactions per second of each and \
             their ratio (medians over the rounds; finality read from the first node's \
             finalized blocks). Then, with the cluster under --load of the native rate (open \
             loop, native), reads an account's certified state through the gateway at \
@@ -41,6 +42,8 @@ struct GatewayBenchCommand: ParsableCommand {
     @Option(help: "Submitting threads (connections) per side.") var connections = 8
     @Option(help: "Transactions per request: a batch through the gateway (POST /v1/transaction-batches), pipelined natively (1: one at a time, at most 256).")
     var batch = 1
+    @Flag(help: "Each submission waits for its transaction's finality before the next (POST ?wait=true through the gateway; natively a submission then waitFinal on the same connection). One transaction per request only.")
+    var wait = false
     @Option(help: "Verified reads per second through the gateway.") var readRate = 200.0
     @Option(help: "Seconds of reads.") var readSeconds = 20.0
     @Option(help: "Cluster load during the reads, as a fraction of the native rate measured.") var load = 0.5
@@ -57,6 +60,7 @@ struct GatewayBenchCommand: ParsableCommand {
     func validate() throws {
         guard validators > 0, transactions > 0, rounds > 0, outstanding > 0, connections > 0, readConnections > 0 else { throw ValidationError("counts must be positive") }
         guard (1...256).contains(batch) else { throw ValidationError("--batch is from 1 to 256") }
+        guard !wait || batch == 1 else { throw ValidationError("--wait submits one transaction per request: --batch 1") }
         try checkFinite([(readRate, "--read-rate"), (readSeconds, "--read-seconds"), (load, "--load")])
         guard readRate >= 1, load <= 1 else { throw ValidationError("--read-rate is at least 1, --load at most 1") }
         guard (0...StateMirror.pagesMaxLimit).contains(mirrorPagesMax) else { throw ValidationError("--mirror-pages-max is from 0 to \(StateMirror.pagesMaxLimit)") }
@@ -169,6 +173,7 @@ struct GatewayBenchCommand: ParsableCommand {
         let tracker = try FinalityTracker(cluster: cluster, ids: Set(slice.map { workload.ids[$0] }))
         defer { tracker.stop() }
         let next = Atomic<Int>(slice.lowerBound), submitted = Atomic<Int>(0), failures = Atomic<Int>(0), busy = Atomic<Int>(0), retried = Atomic<Int>(0)
+        let firstFailure = Mutex<String?>(nil)
         let clients = port == nil ? try (0..<connections).map { try cluster.client($0 % cluster.ids.count) } : []
         defer { for client in clients { client.close() } }
         let start = Date()
@@ -198,22 +203,45 @@ struct GatewayBenchCommand: ParsableCommand {
                         }
                         guard batch > 1 else {
                             let body = Array("{\"transaction\":\"\(Hex.encode(items[0]))\"}".utf8)
-                            let status = send("/v1/transactions?wait=false", body)?.status ?? 0
-                            return status == 200 || status == 202 ? 0 : 1
+                            let answer = send("/v1/transactions?wait=\(wait)", body)
+                            let status = answer?.status ?? 0
+                            guard status == 200 || (!wait && status == 202) else {
+                                firstFailure.withLock { $0 = $0 ?? "HTTP \(status): \(String(decoding: answer?.body.prefix(300) ?? [], as: UTF8.self))" }
+                                return 1
+                            }
+                            return 0
                         }
                         let body = Array("{\"transactions\":[\(items.map { "\"\(Hex.encode($0))\"" }.joined(separator: ","))]}".utf8)
-                        guard let answer = send("/v1/transaction-batches", body), answer.status == 200 else { return items.count }
+                        guard let answer = send("/v1/transaction-batches", body), answer.status == 200 else {
+                            firstFailure.withLock { $0 = $0 ?? "a batch not taken" }
+                            return items.count
+                        }
                         let states = (try? JSONSerialization.jsonObject(with: Data(answer.body)) as? [String: Any])?["transactions"] as? [[String: Any]] ?? []
                         return items.count - states.count { $0["status"] as? String == "pending" || $0["status"] as? String == "final" }
                     }
                 } else {
                     let client = clients[thread]
-                    submit = { items in
+                    submit = { [wait] items in
+                        if wait {
+                            let id = SignedTransaction.idTag.hash(items[0])
+                            guard let admitted = try? client.request(ClientRequest.submit(items[0]).wireBytes),
+                                case .admitted = try? ClientResponse(wireBytes: admitted),
+                                let answer = try? client.request(ClientRequest.waitFinal(id, timeoutMilliseconds: 30_000).wireBytes, timeoutMilliseconds: 35_000),
+                                case .transaction(_?) = try? ClientResponse(wireBytes: answer)
+                            else {
+                                firstFailure.withLock { $0 = $0 ?? "natively: not admitted, or not final within 30 s" }
+                                return 1
+                            }
+                            return 0
+                        }
                         // Pipelined on the connection, in chunks under the node's cap of requests in flight.
-                        stride(from: 0, to: items.count, by: 32).reduce(0) { failed, start in
+                        return stride(from: 0, to: items.count, by: 32).reduce(0) { failed, start in
                             let chunk = items[start..<min(start + 32, items.count)]
                             return failed + client.pipeline(chunk.map { ClientRequest.submit($0).wireBytes }).count { result in
-                                guard let answer = try? result.get(), case .admitted = try? ClientResponse(wireBytes: answer) else { return true }
+                                guard let answer = try? result.get(), case .admitted = try? ClientResponse(wireBytes: answer) else {
+                                    firstFailure.withLock { $0 = $0 ?? "natively: \((try? result.get()).flatMap { try? ClientResponse(wireBytes: $0) }.map { "\($0)" } ?? "no answer")" }
+                                    return true
+                                }
                                 return false
                             }
                         }
@@ -243,7 +271,8 @@ struct GatewayBenchCommand: ParsableCommand {
             guard failed == 0, waited < 300 else {
                 next.store(Int.max / 2, ordering: .relaxed)  // the threads stop
                 for thread in threads { while !thread.isFinished { usleep(10_000) } }
-                throw ValidationError("\(tracker.finalCount) of \(slice.count) final after \(waited) s; \(failures.load(ordering: .relaxed)) submissions not taken")
+                throw ValidationError("\(tracker.finalCount) of \(slice.count) final after \(waited) s; \(failures.load(ordering: .relaxed)) submissions not taken"
+                                      + (firstFailure.withLock { $0 }.map { ", the first: \($0)" } ?? ""))
             }
         }
         let seconds = tracker.lastFinal.timeIntervalSince(start)
