@@ -197,12 +197,31 @@ final class AccessState: Sendable {
     /// the places of the partners' back-ends.
     let places = Places(maximum: RequestShapeMiddleware<GatewayContext>.inFlightMax, queuedMax: RequestShapeMiddleware<GatewayContext>.queuedMax)
     let publicPlaces = Places(maximum: RequestShapeMiddleware<GatewayContext>.publicInFlightMax, queuedMax: RequestShapeMiddleware<GatewayContext>.publicQueuedMax)
+}
 
-    /// Takes a place among the API's or the public side's requests, waiting in line for one
-    /// at most `Places.waitMillisecondsDefault`; false when none came.
-    func enter(public isPublic: Bool) async -> Bool { await (isPublic ? publicPlaces : places).enter() }
+/// The place the request being answered holds (the task's), given back by the middleware
+/// when it is answered, or earlier by a request that goes on waiting without asking a node
+/// (a submission waiting for its block: `FinalityWatch`), which takes one again before it
+/// asks a node more.
+final class HeldPlace: Sendable {
+    @TaskLocal static var current: HeldPlace?
+    let places: Places
+    private let held = Atomic<Bool>(true)
 
-    func leave(public isPublic: Bool) { (isPublic ? publicPlaces : places).leave() }
+    init(_ places: Places) { self.places = places }
+
+    /// Gives the place back, if held.
+    func release() {
+        if held.exchange(false, ordering: .acquiringAndReleasing) { places.leave() }
+    }
+
+    /// Takes a place again (waiting in line as a new request would); false when none came.
+    func retake() async -> Bool {
+        guard !held.load(ordering: .acquiring) else { return true }
+        guard await places.enter() else { return false }
+        held.store(true, ordering: .releasing)
+        return true
+    }
 }
 
 /// Places for the requests answered at once, and a short line before them. A request
@@ -361,7 +380,8 @@ struct RequestShapeMiddleware<Context: RequestContext>: RouterMiddleware {
         // /health and /metrics ask no node: they are never turned away.
         let counted = !["/health", "/metrics"].contains(request.uri.path)
         let isPublic = Dashboard.isPublic(request.uri.path)
-        let entered = counted ? await state.enter(public: isPublic) : true
+        let place = counted ? HeldPlace(isPublic ? state.publicPlaces : state.places) : nil
+        let entered = await place?.places.enter() ?? true
         guard entered else {
             let maximum = isPublic ? Self.publicInFlightMax : Self.inFlightMax
             return ProblemResponse.make(
@@ -369,7 +389,7 @@ struct RequestShapeMiddleware<Context: RequestContext>: RouterMiddleware {
                 detail: "\(maximum) requests\(isPublic ? " of the public pages" : "") are being answered and no place came free within \(Places.waitMillisecondsDefault) ms: retry shortly",
                 headers: [.retryAfter: "1"])
         }
-        defer { if counted { state.leave(public: isPublic) } }
+        defer { place?.release() }
         var request = request
         if request.method == .post {
             // Refused before it is read when its length says so, else while it is read.
@@ -408,7 +428,7 @@ struct RequestShapeMiddleware<Context: RequestContext>: RouterMiddleware {
             request = Request(head: head, body: request.body)
         }
         do {
-            var response = try await next(request, context)
+            var response = try await HeldPlace.$current.withValue(place) { try await next(request, context) }
             // The generated code percent-encodes header values ("/" as "%2F"); a Location is a path.
             if let location = response.headers[.location], let decoded = location.removingPercentEncoding { response.headers[.location] = decoded }
             return response

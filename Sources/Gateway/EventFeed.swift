@@ -19,6 +19,9 @@ struct FeedEvent: Sendable, Equatable {
     let partners: [String]
     let accounts: [String]
     let data: String
+    /// A transaction event's transaction and where it is (its inclusion checked with its
+    /// block), for the submissions waiting for it (`FinalityWatch`).
+    var final: FinalTransaction? = nil
 
     var id: String { "\(height).\(index)" }
 
@@ -101,20 +104,24 @@ final class EventFeed: Sendable {
     }()
     let sentEvents = Atomic<Int>(0)
     let slowConsumersClosed = Atomic<Int>(0)
+    /// Walks over the final blocks besides the feeds' (`FinalityWatch`'s): the head is
+    /// followed while any runs.
+    let walkers = Atomic<Int>(0)
 
     init(pool: NodePool) { self.pool = pool }
 
     var head: UInt64 { state.withLock { $0.head } }
     var consumers: Int { state.withLock { $0.consumers } }
 
-    /// Follows the chain's head until cancelled, while any feed is open: a node's word,
+    /// Follows the chain's head until cancelled, while any feed is open or a finality walk
+    /// runs: a node's word,
     /// used only to know when to ask for the next block (what is sent is checked block by
     /// block).
     func follow() async {
         while !Task.isCancelled {
-            // Nobody reads: ask the nodes nothing.
-            guard consumers > 0 else {
-                try? await Task.sleep(for: .milliseconds(250))
+            // Nobody reads or waits: ask the nodes nothing.
+            guard consumers > 0 || walkers.load(ordering: .relaxed) > 0 else {
+                try? await Task.sleep(for: .milliseconds(50))
                 continue
             }
             if head == 0, let reported = try? await pool.reportedHeight() { advance(to: reported) }
@@ -357,9 +364,10 @@ final class EventFeed: Sendable {
                 }
                 accounts = transaction.accounts.map(\.bytes.hex)
             }
+            let location = StoreAnswers.location(height: height, position: position, result: result)
             events.append(FeedEvent(
                 height: height, index: events.count, kind: .transaction, programmes: programmes, partners: partners, accounts: accounts,
-                data: try json(event)))
+                data: try json(event), final: FinalTransaction(id: id, location: location, source: found.source)))
         }
         for record in found.contents.decided {
             let proposal: Proposal

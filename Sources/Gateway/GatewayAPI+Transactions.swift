@@ -69,7 +69,7 @@ extension GatewayAPI {
         for (item, submission) in zip(batch, submissions) {
             let id = SignedTransaction.idTag.hash(item.bytes)
             switch submission {
-            case let .accepted(node):
+            case let .accepted(node, _):
                 relayed.remember(id, .pending(source: node, expiry: item.transaction.transaction.expiryHeight))
                 states.append(.init(id: id.hex, status: .pending, source: node))
             case let .refused(reason):
@@ -105,6 +105,15 @@ extension GatewayAPI {
         } catch {
             return .badGateway(Problems.badGateway(error))
         }
+    }
+
+    /// A transaction found by the finality watch: its block was checked against its commit
+    /// certificate, and the block holds it at `position`.
+    static func state(_ final: FinalTransaction) -> Components.Schemas.TransactionState {
+        let location = final.location
+        return .init(
+            id: final.id.hex, status: .final, height: int(location.height), position: int(location.position),
+            result: location.applied ? .applied : .rejected, reason: location.reason, inclusionVerified: true, source: final.source)
     }
 
     static func state(_ id: Bytes32, _ found: VerifiedInclusion) -> Components.Schemas.TransactionState {
@@ -237,13 +246,24 @@ extension GatewayAPI {
     /// Sends signed bytes, waits for finality if asked (at most 30 s), and says where they
     /// are: final with its verified inclusion, or pending (`wait` false answers as soon as a
     /// node admitted it, without looking for it).
+    ///
+    /// A wait is served by the finality watch (its ticket taken before the bytes are sent),
+    /// which finds the transaction in a final block checked against its certificate; the
+    /// request's place goes to another request meanwhile, since waiting asks no node. The
+    /// same bytes already held or applied by the node are looked for first by their
+    /// inclusion proof (final perhaps before the ticket). Without a ticket (too many wait,
+    /// or no certified checkpoint known yet) the wait is a long poll to the node that took
+    /// the transaction, as is the look for its inclusion proof when the watch did not see it
+    /// in time.
     func relay(_ bytes: [UInt8], wait: Bool) async -> Relayed {
         let id = SignedTransaction.idTag.hash(bytes)
-        let source: String
+        let ticket = wait ? watch.take(id) : nil
+        defer { if let ticket { watch.forget(ticket) } }
+        let source: String, held: Bool
         do {
             switch try await pool.submit(bytes) {
-            case let .accepted(node):
-                source = node
+            case let .accepted(node, alreadyHeld):
+                (source, held) = (node, alreadyHeld)
                 let expiry = (try? SignedTransaction(wireBytes: bytes))?.transaction.expiryHeight ?? UInt64.max
                 relayed.remember(id, .pending(source: node, expiry: expiry))
             case let .refused(reason):
@@ -255,12 +275,20 @@ extension GatewayAPI {
         } catch {
             return .failed(Problems.badGateway(error))
         }
+        let pending = Relayed.pending(.init(id: id.hex, status: .pending, source: source), location: "/v1/transactions/\(id.hex)")
         // Not waiting: admitted is the answer (already final, the transaction's URL says so).
-        if wait {
+        guard wait else { return pending }
+        if held, let found = try? await pool.inclusion(of: id) { return .final(Self.state(id, found)) }
+        if let ticket {
+            HeldPlace.current?.release()
+            if let final = await watch.wait(ticket, milliseconds: Int(Self.finalityWaitMilliseconds)) { return .final(Self.state(final)) }
+            // Not seen in time: its proof is asked of a node, with a place again.
+            guard await HeldPlace.current?.retake() ?? true else { return pending }
+        } else {
             _ = try? await pool.waitFinal(id, at: source, milliseconds: Self.finalityWaitMilliseconds)
-            if let found = try? await pool.inclusion(of: id) { return .final(Self.state(id, found)) }
         }
-        return .pending(.init(id: id.hex, status: .pending, source: source), location: "/v1/transactions/\(id.hex)")
+        if let found = try? await pool.inclusion(of: id) { return .final(Self.state(id, found)) }
+        return pending
     }
 }
 

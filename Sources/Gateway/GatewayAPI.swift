@@ -13,6 +13,8 @@ struct GatewayAPI: APIProtocol {
     let pool: NodePool
     let signer: PartnerSigner?
     let feed: EventFeed
+    /// The submissions waiting for finality (`relay`), served from the feed's checked blocks.
+    let watch: FinalityWatch
     var settlementRegister: SettlementRegister? = nil
     let relayed = RelayedTransactions()
 

@@ -27,12 +27,14 @@ final class GatewayMetrics: Sendable {
     }
 
     /// The text, with the pool's and the access rules' state as of now.
-    func text(pool: NodePool, access: AccessState, feed: EventFeed, connections: ConnectionLimit) -> String {
+    func text(pool: NodePool, access: AccessState, feed: EventFeed, watch: FinalityWatch, connections: ConnectionLimit) -> String {
         registry.makeGauge(descriptor: Self.name("connections", "open", "HTTP connections open now.")).set(to: Double(connections.openCount))
         registry.makeGauge(descriptor: Self.name("requests", "in_flight", "Requests being answered now, the API's and the public pages' (each side has its places)."))
             .set(to: Double(access.places.counts.taken + access.publicPlaces.counts.taken))
         registry.makeGauge(descriptor: Self.name("requests", "waiting", "Requests waiting in line for a place now."))
             .set(to: Double(access.places.counts.waiting + access.publicPlaces.counts.waiting))
+        registry.makeGauge(descriptor: Self.name("finality_waits", "waiting", "Submissions waiting for their transaction's finality now."))
+            .set(to: Double(watch.waiting))
         registry.makeGauge(descriptor: Self.name("feeds", "open", "Event feeds (GET /v1/events) open now.")).set(to: Double(feed.consumers))
         registry.makeGauge(descriptor: Self.name("feed_head", "height", "The newest final height the event feed knows of (a node's word)."))
             .set(to: Double(feed.head))
@@ -41,6 +43,9 @@ final class GatewayMetrics: Sendable {
             ("feed_slow_closed", "Feeds ended because their consumer read slower than events came.", feed.slowConsumersClosed.load(ordering: .relaxed)),
             ("connections_refused", "Connections closed when accepted: their address had connectionsPerAddressMax open.",
              connections.refused.load(ordering: .relaxed)),
+            ("finality_waits_found", "Submissions waiting for finality answered from a checked final block.", watch.found.load(ordering: .relaxed)),
+            ("finality_waits_timed_out", "Submissions waiting for finality not seen in a block within the wait (their proof then asked).",
+             watch.timedOut.load(ordering: .relaxed)),
             ("requests_queued", "Requests that found every place taken and waited in line for one.",
              access.places.queued.load(ordering: .relaxed) + access.publicPlaces.queued.load(ordering: .relaxed)),
             ("requests_queue_timed_out", "Requests that waited in line and got no place in time (answered 503).",

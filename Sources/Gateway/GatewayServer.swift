@@ -107,6 +107,7 @@ public final class GatewayServer: Sendable {
         let router = Router(context: GatewayContext.self)
         let metrics = GatewayMetrics(), pool = configuration.pool, access = access, limit = connections
         let feed = EventFeed(pool: pool)
+        let watch = FinalityWatch(feed: feed)
         let dashboard = Dashboard(pool: pool)
         router.add(middleware: MetricsMiddleware(metrics: metrics))
         router.add(middleware: RequestShapeMiddleware(state: access, bodySeconds: max(1, configuration.bodySeconds)))
@@ -115,9 +116,9 @@ public final class GatewayServer: Sendable {
         // Prometheus text; open on the plain listener (loopback only), a key's over HTTPS.
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                     body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.text(pool: pool, access: access, feed: feed, connections: limit))))
+                     body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.text(pool: pool, access: access, feed: feed, watch: watch, connections: limit))))
         }
-        try GatewayAPI(pool: configuration.pool, signer: configuration.signer, feed: feed, settlementRegister: configuration.settlementRegister)
+        try GatewayAPI(pool: configuration.pool, signer: configuration.signer, feed: feed, watch: watch, settlementRegister: configuration.settlementRegister)
             .registerHandlers(on: router)
         dashboard.register(on: router)
         let http1 = HTTP1Channel.Configuration(

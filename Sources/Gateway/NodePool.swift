@@ -360,8 +360,8 @@ public final class NodePool: Sendable {
 
 /// What became of a transaction sent to the nodes.
 public enum Submission: Sendable, Equatable {
-    /// A node admitted it (or already had it, or had applied it: the same bytes).
-    case accepted(source: String)
+    /// A node admitted it (or already had it, or had applied it: the same bytes; `held`).
+    case accepted(source: String, held: Bool = false)
     /// A node's admission refused it, with the node's reason.
     case refused(String)
 }
@@ -420,7 +420,7 @@ extension NodePool {
         let node = nodes[index].description
         switch response {
         case .admitted: return .success(.accepted(source: node))
-        case let .refused(reason) where reason == "duplicate" || reason.hasPrefix("nonceUsed"): return .success(.accepted(source: node))
+        case let .refused(reason) where reason == "duplicate" || reason.hasPrefix("nonceUsed"): return .success(.accepted(source: node, held: true))
         case let .refused(reason) where Self.transientRefusals.contains(where: reason.hasPrefix): return .failure(AdmissionFailure(node, reason))
         case let .refused(reason): return .success(.refused(reason))
         case let .error(reason): return .failure(AdmissionFailure(node, reason))

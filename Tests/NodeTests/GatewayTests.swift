@@ -171,6 +171,129 @@ import Wire
         #expect(try await Self.post(port, "/v1/transactions", key: reader.secret, json: ["transaction": Hex.encode(transaction)]).status == 403)
     }
 
+    /// `POST /v1/transactions` (waiting for finality) sent on a raw connection of its own,
+    /// its answer read later (`answer(on:)`): many sent before any is read.
+    static func sendTransaction(_ port: Int, _ secret: String, _ transaction: [UInt8]) -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var target = sockaddr_in()
+        target.sin_family = sa_family_t(AF_INET)
+        target.sin_port = in_port_t(UInt16(port).bigEndian)
+        target.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let body = "{\"transaction\":\"\(Hex.encode(transaction))\"}"
+        let request = "POST /v1/transactions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(secret)\r\nContent-Type: application/json\r\n"
+            + "Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+        _ = Array(request.utf8).withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        return fd
+    }
+
+    /// The status and body of the answer on `fd` (0 if none within 60 s); the connection closed.
+    static func answer(on fd: Int32) -> (status: Int, body: String) {
+        defer { close(fd) }
+        var wait = timeval(tv_sec: 60, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4_096)
+        while true {
+            let read = recv(fd, &buffer, buffer.count, 0)
+            guard read > 0 else { break }
+            received += buffer[0..<read]
+        }
+        let text = String(decoding: received, as: UTF8.self)
+        let status = text.count >= 12 ? Int(text.dropFirst(9).prefix(3)) ?? 0 : 0
+        return (status, String(text.split(separator: "\r\n\r\n", maxSplits: 1).last ?? ""))
+    }
+
+    /// A counter or gauge of `/metrics` text (-1 when absent).
+    static func metric(_ name: String, in metrics: String) -> Int {
+        metrics.split(separator: "\n").first { $0.hasPrefix("\(name) ") }.flatMap { Double($0.split(separator: " ")[1]) }.map { Int($0) } ?? -1
+    }
+
+    /// Submissions waiting for their block hold no place: with two of the four validators
+    /// stopped, nothing becomes final, and 60 submissions (more than the 48 places) wait;
+    /// meanwhile none holds a place, none is told to retry, and a read is answered at once.
+    @Test func aSubmissionWaitingForItsBlockHoldsNoPlace() async throws {
+        let (cluster, nodes) = try await Self.advancedCluster()
+        defer { for node in nodes { node.stop() } }
+        var submitter = APIKey.generate(name: "back-end", scopes: [.read, .submit])
+        submitter.entry.requestsPerSecond = 10_000
+        let (_, serving, port) = try await Self.start(nodes, cluster, keys: [submitter.entry])
+        defer { serving.cancel() }
+        var health = try await Self.get(port, "/health", key: nil)
+        for _ in 0..<200 where health.status != 200 {
+            try await Task.sleep(for: .milliseconds(50))
+            health = try await Self.get(port, "/health", key: nil)
+        }
+        #expect(health.status == 200, "\(health.text)")
+        try await Self.blocking { for index in [2, 3] { nodes[index].stop() } }  // no quorum: nothing becomes final
+
+        let count = 60, secret = submitter.secret
+        let transactions = (0..<count).map { cluster.attribute(by: $0 % 2, to: 300 + $0, nonce: 60_000 + UInt64($0)) }
+        let sockets = try await Self.blocking { transactions.map { Self.sendTransaction(port, secret, $0) } }
+        var metrics = ""
+        #expect(try await Self.until(60) {
+            metrics = (try? Data(contentsOf: URL(string: "http://127.0.0.1:\(port)/metrics")!)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            // (A ticket is taken before its transaction is sent: all waiting, and none still sending.)
+            return Self.metric("calisson_gateway_finality_waits_waiting", in: metrics) == count
+                && Self.metric("calisson_gateway_requests_in_flight", in: metrics) == 0
+        }, "\(metrics.split(separator: "\n").filter { $0.contains("finality") || $0.contains("requests_") })")
+        #expect(Self.metric("calisson_gateway_requests_waiting", in: metrics) == 0)
+        #expect(Self.metric("calisson_gateway_requests_queue_timed_out_total", in: metrics) == 0)
+        #expect(try await Self.get(port, "/v1/status", key: secret).status == 200)
+        for fd in sockets { close(fd) }
+    }
+
+    /// Many back-end workers submitting at once and each waiting for finality (the default):
+    /// more than the gateway's places and its line, and more than the long polls it may
+    /// hold to a node.
+    /// Each is answered final and applied with its block and position, found by the finality
+    /// watch in a block checked against its certificate (none by a long poll per transaction:
+    /// the watch's counters say so), and none is told to retry: a request waiting for its
+    /// block gives its place to another. The same bytes again afterwards are found final at
+    /// once by their inclusion proof, outside the watch.
+    @Test func manySubmissionsWaitingAtOnceAreAnsweredFromTheirBlocks() async throws {
+        let (cluster, nodes) = try await Self.advancedCluster()
+        defer { for node in nodes { node.stop() } }
+        var submitter = APIKey.generate(name: "back-end", scopes: [.read, .submit])
+        submitter.entry.requestsPerSecond = 10_000  // not this test's subject
+        let (_, serving, port) = try await Self.start(nodes, cluster, keys: [submitter.entry], connectionsPerAddressMax: 1_024)
+        defer { serving.cancel() }
+        // The watch starts past a certified checkpoint: wait until the gateway knows one.
+        var health = try await Self.get(port, "/health", key: nil)
+        for _ in 0..<200 where health.status != 200 {
+            try await Task.sleep(for: .milliseconds(50))
+            health = try await Self.get(port, "/health", key: nil)
+        }
+        #expect(health.status == 200, "\(health.text)")
+
+        // More than the 48 places and the 256 in line together, and than the 42 long polls per
+        // node the gateway's two loops may hold.
+        let count = 400
+        let transactions = (0..<count).map { cluster.attribute(by: $0 % 4, to: 100 + $0, nonce: 50_000 + UInt64($0)) }
+        let secret = submitter.secret
+        // Raw connections, one per worker, all sent before any answer is read.
+        let answers = try await Self.blocking { () -> [(status: Int, body: String)] in
+            transactions.map { Self.sendTransaction(port, secret, $0) }.map { Self.answer(on: $0) }
+        }
+        for (index, answer) in answers.enumerated() {
+            let body = (try? JSONSerialization.jsonObject(with: Data(answer.body.utf8))) as? [String: Any] ?? [:]
+            #expect(answer.status == 200 && body["status"] as? String == "final" && body["result"] as? String == "applied"
+                    && body["inclusionVerified"] as? Bool == true && (body["height"] as? Int ?? 0) > 20
+                    && body["id"] as? String == SignedTransaction.idTag.hash(transactions[index]).hex,
+                    "worker \(index): \(answer.status) \(answer.body)")
+        }
+        let metrics = try await Self.get(port, "/metrics", key: nil).text
+        #expect(Self.metric("calisson_gateway_finality_waits_found_total", in: metrics) == count, "\(metrics.split(separator: "\n").filter { $0.contains("finality") })")
+        #expect(Self.metric("calisson_gateway_finality_waits_timed_out_total", in: metrics) == 0)
+        #expect(Self.metric("calisson_gateway_finality_waits_waiting", in: metrics) == 0)
+
+        // The same bytes again: final at once by their proof, the watch not asked.
+        let again = try await Self.post(port, "/v1/transactions", key: secret, json: ["transaction": Hex.encode(transactions[0])])
+        #expect(again.status == 200 && again.body["status"] as? String == "final", "\(again.text)")
+        let after = try await Self.get(port, "/metrics", key: nil).text
+        #expect(Self.metric("calisson_gateway_finality_waits_found_total", in: after) == count)
+    }
+
     /// Rewards signed by the gateway for its partner: final, evidence committed under the
     /// partner's evidence key; a retry with the same Idempotency-Key, even after a restart
     /// of the gateway, is the same transaction and issues nothing more; the key with
