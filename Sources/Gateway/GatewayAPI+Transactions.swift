@@ -281,7 +281,7 @@ extension GatewayAPI {
         if held, let found = try? await pool.inclusion(of: id) { return .final(Self.state(id, found)) }
         if let ticket {
             HeldPlace.current?.release()
-            if let final = await watch.wait(ticket, milliseconds: Int(Self.finalityWaitMilliseconds)) { return .final(Self.state(final)) }
+            if let final = await watch.wait(ticket, milliseconds: Int(clamping: Self.finalityWaitMilliseconds)) { return .final(Self.state(final)) }
             // Not seen in time: its proof is asked of a node, with a place again.
             guard await HeldPlace.current?.retake() ?? true else { return pending }
         } else {
