@@ -366,9 +366,11 @@ struct RequestShapeMiddleware<Context: RequestContext>: RouterMiddleware {
             ? [.post] : [.get, .head]
     }
 
-    /// The largest request body read (the generated code would collect any size): a signed
-    /// transaction is at most 16 KiB (32 KiB of hex), a batch 256 of them at usual sizes.
-    static var bodyByteCountMax: Int { 1 << 20 }
+    /// The largest request body read (the generated code would collect any size): a batch,
+    /// 256 signed transactions at usual sizes, in 1 MiB; any other request (one signed
+    /// transaction is at most 16 KiB, 32 KiB of hex; a governance action) in 128 KiB, so
+    /// that the many requests held while they wait for finality hold little memory.
+    static func bodyByteCountMax(_ path: String) -> Int { path == "/v1/transaction-batches" ? 1 << 20 : 128 << 10 }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let allowed = Self.allowed(request.uri.path)
@@ -386,22 +388,23 @@ struct RequestShapeMiddleware<Context: RequestContext>: RouterMiddleware {
             let maximum = isPublic ? Self.publicInFlightMax : Self.inFlightMax
             return ProblemResponse.make(
                 status: 503, type: "busy", title: "Busy",
-                detail: "\(maximum) requests\(isPublic ? " of the public pages" : "") are being answered and no place came free within \(Places.waitMillisecondsDefault) ms: retry shortly",
+                detail: "\(maximum) requests\(isPublic ? " of the public pages" : "") are being answered, and no place came free in time for this one (or too many wait): retry shortly",
                 headers: [.retryAfter: "1"])
         }
         defer { place?.release() }
         var request = request
         if request.method == .post {
             // Refused before it is read when its length says so, else while it is read.
+            let bodyMax = Self.bodyByteCountMax(request.uri.path)
             let tooLarge = ProblemResponse.make(
                 status: 413, type: "content-too-large", title: "Content too large",
-                detail: "the request's body is over \(Self.bodyByteCountMax) bytes", headers: [.connection: "close"])
-            if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > Self.bodyByteCountMax { return tooLarge }
+                detail: "the request's body is over \(bodyMax) bytes", headers: [.connection: "close"])
+            if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > bodyMax { return tooLarge }
             let body = request.body, seconds = bodySeconds
             let collected: ByteBuffer?
             do {
                 collected = try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
-                    group.addTask { try await body.collect(upTo: Self.bodyByteCountMax) }
+                    group.addTask { try await body.collect(upTo: bodyMax) }
                     group.addTask {
                         try await Task.sleep(for: .seconds(seconds))
                         return nil

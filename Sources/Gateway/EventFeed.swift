@@ -183,9 +183,13 @@ final class EventFeed: Sendable {
     /// node has the block final yet.
     func events(at height: UInt64) async throws -> [FeedEvent]? {
         // One request per block for all the feeds: the first asks, the others wait for it.
-        let task = state.withLock { current -> Task<[FeedEvent]?, any Error>? in
-            if current.cache[height] != nil { return nil }
-            if let running = current.fetching[height] { return running }
+        enum Found {
+            case cached([FeedEvent])
+            case fetching(Task<[FeedEvent]?, any Error>)
+        }
+        let found = state.withLock { current -> Found in
+            if let cached = current.cache[height] { return .cached(cached) }
+            if let running = current.fetching[height] { return .fetching(running) }
             let task = Task { [self] () -> [FeedEvent]? in
                 defer { _ = state.withLock { $0.fetching.removeValue(forKey: height) } }
                 guard let found = try await pool.blockContents(height) else { return nil }
@@ -197,10 +201,12 @@ final class EventFeed: Sendable {
                 return events
             }
             current.fetching[height] = task
-            return task
+            return .fetching(task)
         }
-        guard let task else { return state.withLock { $0.cache[height] } }
-        return try await task.value
+        switch found {
+        case let .cached(events): return events
+        case let .fetching(task): return try await task.value
+        }
     }
 
     /// Feeds open at once for one client (API key or certificate): one client cannot
@@ -367,7 +373,8 @@ final class EventFeed: Sendable {
             let location = StoreAnswers.location(height: height, position: position, result: result)
             events.append(FeedEvent(
                 height: height, index: events.count, kind: .transaction, programmes: programmes, partners: partners, accounts: accounts,
-                data: try json(event), final: FinalTransaction(id: id, location: location, source: found.source)))
+                data: try json(event),
+                final: FinalTransaction(id: id, location: location, source: found.source, proposal: location.applied ? opened[location.position] : nil)))
         }
         for record in found.contents.decided {
             let proposal: Proposal

@@ -9,6 +9,8 @@ struct FinalTransaction: Sendable, Equatable {
     let location: TransactionLocation
     /// The node that gave the block.
     let source: String
+    /// The proposal it opened, for an applied proposal (the block's word, as its events').
+    var proposal: UInt64? = nil
 }
 
 /// The submissions waiting for their transaction's finality (`?wait=true`), all served by
@@ -21,19 +23,33 @@ struct FinalTransaction: Sendable, Equatable {
 ///
 /// A ticket is taken before the transaction is sent, so the walk cannot pass its block
 /// unseen; a walk that starts (no ticket was waiting) starts past the newest certified
-/// checkpoint. A block that no node gives although a certified checkpoint covers it
-/// (pruned) is passed over: a transaction in it is found by its inclusion proof once its
-/// wait ends, as before.
+/// checkpoint. A block that no node gives although a certified checkpoint more than
+/// `passedOverBelow` blocks later covers it (pruned: a node keeps at least 1,000) is passed
+/// over: a transaction in it is found by its inclusion proof once its wait ends, as before.
+///
+/// A waiting request holds no place among those answered at once, so the tickets are
+/// bounded apart: `ticketsMax` in all and `ticketsPerClientMax` per API key or certificate
+/// (a client whose transactions never become final, a nonce used by other bytes, holds at
+/// most that many connections 30 s each). Past either, a submission waits as it did
+/// before the watch: a long poll, holding its place.
 final class FinalityWatch: Sendable {
-    /// Tickets waiting at once, at most: past it a submission is answered without waiting (202).
-    static let ticketsMax = 20_000
+    static let ticketsMax = 4_096
+    static let ticketsPerClientMax = 512
+    /// How far below the newest certified checkpoint a block no node gives is passed over.
+    static let passedOverBelow: UInt64 = 256
 
     let feed: EventFeed
     private struct State {
         var tickets: [Bytes32: [ObjectIdentifier: Ticket]] = [:]
         var count = 0
+        var perClient: [String: Int] = [:]
         /// The next block the walk looks at; nil when it does not run.
         var next: UInt64?
+
+        mutating func leave(_ client: String) {
+            let left = perClient[client, default: 1] - 1
+            perClient[client] = left > 0 ? left : nil
+        }
     }
     private let state = Mutex(State())
     /// Waits answered from a block, and those that ended without (their time out).
@@ -47,6 +63,7 @@ final class FinalityWatch: Sendable {
     /// One submission's wait: fulfilled by the walk, or given up.
     final class Ticket: Sendable {
         let id: Bytes32
+        let client: String
         private struct Slot {
             var result: FinalTransaction?
             var continuation: CheckedContinuation<FinalTransaction?, Never>?
@@ -54,7 +71,10 @@ final class FinalityWatch: Sendable {
         }
         private let slot = Mutex(Slot())
 
-        init(id: Bytes32) { self.id = id }
+        init(id: Bytes32, client: String) {
+            self.id = id
+            self.client = client
+        }
 
         /// Ends the wait with `result` (the first call only).
         fileprivate func end(_ result: FinalTransaction?) {
@@ -81,16 +101,20 @@ final class FinalityWatch: Sendable {
         }
     }
 
-    /// A ticket for transaction `id`, taken before it is sent; nil when `ticketsMax` wait,
-    /// or when no certified checkpoint is known yet to start the walk from (the submission
-    /// then waits as it did before the watch: a long poll to the node that admitted it).
-    func take(_ id: Bytes32) -> Ticket? {
-        let ticket = Ticket(id: id)
+    /// A ticket for transaction `id`, taken for `client` before it is sent; nil when
+    /// `ticketsMax` wait, or `ticketsPerClientMax` of the client's, or when no certified
+    /// checkpoint is known yet to start the walk from (the submission then waits as it did
+    /// before the watch: a long poll to the node that admitted it).
+    func take(_ id: Bytes32, client: String) -> Ticket? {
+        let ticket = Ticket(id: id, client: client)
         let certified = feed.pool.newestCertifiedHeight
         let start = state.withLock { state -> Bool? in
-            guard state.count < Self.ticketsMax, state.next != nil || certified > 0 else { return nil }
+            guard state.count < Self.ticketsMax, state.perClient[client, default: 0] < Self.ticketsPerClientMax,
+                state.next != nil || certified > 0
+            else { return nil }
             state.tickets[id, default: [:]][ObjectIdentifier(ticket)] = ticket
             state.count += 1
+            state.perClient[client, default: 0] += 1
             guard state.next == nil else { return false }
             // The walk starts past the newest certified checkpoint: a quorum signed it, so
             // no block after it is final yet for this transaction, sent after this (only a
@@ -131,6 +155,7 @@ final class FinalityWatch: Sendable {
         state.withLock { state in
             guard state.tickets[ticket.id]?.removeValue(forKey: ObjectIdentifier(ticket)) != nil else { return }
             state.count -= 1
+            state.leave(ticket.client)
             if state.tickets[ticket.id]?.isEmpty == true { state.tickets[ticket.id] = nil }
         }
         ticket.end(nil)
@@ -161,7 +186,7 @@ final class FinalityWatch: Sendable {
                 continue
             }
             guard let events else {
-                if next < feed.pool.newestCertifiedHeight {
+                if next.saturatingAdding(Self.passedOverBelow) < feed.pool.newestCertifiedHeight {
                     state.withLock { $0.next = next.saturatingAdding(1) }  // pruned everywhere: passed over
                 } else {
                     try? await Task.sleep(for: .milliseconds(100))  // the head said final, the nodes asked do not have it yet
@@ -174,6 +199,7 @@ final class FinalityWatch: Sendable {
                 for event in events {
                     guard let final = event.final, let tickets = state.tickets.removeValue(forKey: final.id) else { continue }
                     state.count -= tickets.count
+                    for ticket in tickets.values { state.leave(ticket.client) }
                     ended += tickets.values.map { ($0, final) }
                 }
                 return ended

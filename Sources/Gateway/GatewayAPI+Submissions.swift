@@ -112,9 +112,10 @@ extension GatewayAPI {
         var answer = await signOnce(key: input.headers.Idempotency_hyphen_Key, request: fingerprint, wait: input.query.wait ?? true) { _ in
             .propose(action, deadline: height.saturatingAdding(deadlineIn))
         }
-        // Applied: say its number (the block's events name the proposals it opened), asked
-        // of a node with a place again (the wait gave it back), else left out.
-        if case var .final(state) = answer, state.result == .applied, let height = state.height.flatMap({ UInt64(exactly: $0) }),
+        // Applied: say its number (the block's events name the proposals it opened; the
+        // finality watch's answer has it already), else asked of a node with a place again
+        // (the wait gave it back), else left out.
+        if case var .final(state) = answer, state.result == .applied, state.proposal == nil, let height = state.height.flatMap({ UInt64(exactly: $0) }),
             let position = state.position.flatMap({ UInt64(exactly: $0) }), await HeldPlace.current?.retake() ?? true,
             let found = try? await pool.blockContents(height)
         {

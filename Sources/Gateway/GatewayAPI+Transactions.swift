@@ -111,9 +111,11 @@ extension GatewayAPI {
     /// certificate, and the block holds it at `position`.
     static func state(_ final: FinalTransaction) -> Components.Schemas.TransactionState {
         let location = final.location
-        return .init(
+        var state = Components.Schemas.TransactionState(
             id: final.id.hex, status: .final, height: int(location.height), position: int(location.position),
             result: location.applied ? .applied : .rejected, reason: location.reason, inclusionVerified: true, source: final.source)
+        state.proposal = final.proposal.map(int)
+        return state
     }
 
     static func state(_ id: Bytes32, _ found: VerifiedInclusion) -> Components.Schemas.TransactionState {
@@ -253,11 +255,12 @@ extension GatewayAPI {
     /// same bytes already held or applied by the node are looked for first by their
     /// inclusion proof (final perhaps before the ticket). Without a ticket (too many wait,
     /// or no certified checkpoint known yet) the wait is a long poll to the node that took
-    /// the transaction, as is the look for its inclusion proof when the watch did not see it
-    /// in time.
+    /// the transaction, holding the place. A transaction the watch did not see in time is
+    /// looked for by its inclusion proof with a place again, or said pending (202) when no
+    /// place comes.
     func relay(_ bytes: [UInt8], wait: Bool) async -> Relayed {
         let id = SignedTransaction.idTag.hash(bytes)
-        let ticket = wait ? watch.take(id) : nil
+        let ticket = wait ? watch.take(id, client: AccessMiddleware.client ?? "") : nil
         defer { if let ticket { watch.forget(ticket) } }
         let source: String, held: Bool
         do {

@@ -73,7 +73,7 @@ import Wire
         #expect(spent.status == 429 && spent.headers["Retry-After"] != nil, "\(spent.text)")
     }
 
-    /// Before any operation: a body over 1 MiB is a 413 whether its length is announced or
+    /// Before any operation: a body over 1 MiB (128 KiB but for a batch) is a 413 whether its length is announced or
     /// it comes chunked; a connection that sends nothing is closed after the idle timeout,
     /// and the gateway answers others meanwhile.
     @Test func largeBodiesAndIdleConnectionsAreRefused() async throws {
@@ -95,6 +95,13 @@ import Wire
                 + "0\r\n\r\n")
         }
         #expect(chunked.hasPrefix("HTTP/1.1 413"), "\(chunked.prefix(200))")
+        // One transaction's request is held to 128 KiB (it may wait for finality holding its
+        // body); a batch's to 1 MiB.
+        let padded = String(repeating: "ab", count: 100_000)  // 200 KB of hex
+        let single = try await GatewayTests.post(port, "/v1/transactions", key: key, json: ["transaction": padded])
+        #expect(single.status == 413, "\(single.text)")
+        let batch = try await GatewayTests.post(port, "/v1/transaction-batches", key: key, json: ["transactions": [padded]])
+        #expect(batch.status == 400 && batch.text.contains("at most 16384 bytes"), "\(batch.text)")
         // A body within the limit still works after them.
         #expect(try await GatewayTests.post(port, "/v1/transactions", key: key, json: ["transaction": "zz"]).status == 400)
 
