@@ -81,6 +81,11 @@ public final class StateMirror: Sendable {
         /// Pages fetched by a sync that did not finish, as sent (checked): reused by the next
         /// one (a page's bytes never change), dropped once a sync completes.
         var staged: [SHA256Digest: [UInt8]] = [:]
+        /// Values fetched by a sync that did not finish, by their hash (checked): reused in
+        /// the same way. Without them a copy far behind under load never caught up: each
+        /// sync fetched the new checkpoint's pages, then the values, tens of thousands, and
+        /// the node moved on before the last (45 syncs failed in a row, measured).
+        var stagedValues: [SHA256Digest: [UInt8]] = [:]
         var syncs = 0
         var pagesFetched = 0
         var valuesFetched = 0
@@ -160,9 +165,11 @@ public final class StateMirror: Sendable {
                 work.failures += 1
                 work.lastError = failure.description
                 if work.staged.count > pagesMax { work.staged = [:] }
+                if work.stagedValues.count > 2 * pagesMax { work.stagedValues = [:] }
                 guard case .tooLarge = failure else { return false }
                 work.copy = Published()
                 work.staged = [:]
+                work.stagedValues = [:]
                 return true
             }
             if dropped { published.withLock { $0 = Published() } }
@@ -265,8 +272,15 @@ public final class StateMirror: Sendable {
             if fetched > pagesMax { throw MirrorSyncError.tooLarge(pages: fetched, max: pagesMax) }
         }
 
-        let wanted = found.value.wanted
-        let values = Box<[StateKey: [UInt8]]>([:])
+        // The values kept from a sync that did not finish are not asked again.
+        let (kept, wanted) = work.withLock { work -> ([StateKey: [UInt8]], [StateValueReference]) in
+            var kept: [StateKey: [UInt8]] = [:], wanted: [StateValueReference] = []
+            for reference in found.value.wanted {
+                if let value = work.stagedValues[reference.valueHash] { kept[reference.key] = value } else { wanted.append(reference) }
+            }
+            return (kept, wanted)
+        }
+        let values = Box<[StateKey: [UInt8]]>(kept)
         var next = 0
         while next < wanted.count {
             let asked = Array(wanted[next..<min(wanted.count, next + chunk)])
@@ -274,17 +288,27 @@ public final class StateMirror: Sendable {
                 throw MirrorSyncError.unavailable(source: source, "not an answer of values")
             }
             try await pause(ifEmpty: answered.isEmpty, count: &empty, source: source)
-            try await offLoop {
-                var checked: [(StateKey, [UInt8])] = []
+            try await offLoop { [self] in
+                var checked: [(StateValueReference, [UInt8])] = []
+                var moved = false
                 for (reference, value) in zip(asked, answered) {
-                    guard let value else { throw MirrorSyncError.moved(source: source, height: checkpoint.height) }
+                    guard let value else {
+                        moved = true
+                        break
+                    }
                     guard StateTree.valueHash(value) == reference.valueHash else {
                         throw MirrorSyncError.untrusted(
                             source: source, "the value of state key \(reference.key.hex) does not hash to its leaf's value hash")
                     }
-                    checked.append((reference.key, value))
+                    checked.append((reference, value))
                 }
-                for (key, value) in checked { values.value[key] = value }
+                // Kept for the next sync if this one does not finish, those checked before a
+                // value the node no longer holds included.
+                work.withLock { work in
+                    for (reference, value) in checked { work.stagedValues[reference.valueHash] = value }
+                }
+                if moved { throw MirrorSyncError.moved(source: source, height: checkpoint.height) }
+                for (reference, value) in checked { values.value[reference.key] = value }
             }
             next += answered.count
         }
@@ -322,6 +346,7 @@ public final class StateMirror: Sendable {
                 for (key, value) in fetchedValues { work.copy.values[key] = value }
                 work.copy.checkpoint = checkpoint
                 work.staged = [:]
+                work.stagedValues = [:]
                 work.syncs += 1
                 work.valuesFetched += fetchedValues.count
                 work.lastError = nil

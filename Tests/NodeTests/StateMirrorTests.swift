@@ -202,6 +202,36 @@ import Wire
         Self.expectSame(mirror, node, keys: keys, "after the honest answer")
     }
 
+    /// A sync cut short while it fetches the values (the node moved on to a newer
+    /// checkpoint) keeps those it fetched: the next asks only for the others. (Without this
+    /// a copy far behind under load never caught up.)
+    @Test func aSyncCutShortKeepsTheValuesItFetched() async throws {
+        var random = SplitMix64(seed: 9)
+        let keys = (0..<400).map { _ in random.bytes32() }
+        let node = FakeNode()
+        let mirror = StateMirror(pagesMax: 100_000, chunk: 50)
+        node.apply(Dictionary(uniqueKeysWithValues: keys.map { ($0, .some(Array("v \($0.hex)".utf8))) }))
+        // The node answers three requests of values (150), then holds none of them.
+        var answered = 0
+        node.lieAboutValues = { value in
+            answered += 1
+            if answered > 150 { value = nil }
+        }
+        do {
+            try await Self.sync(mirror, node)
+            Issue.record("a sync from a node that moved on succeeded")
+        } catch {
+            guard case .moved = error else { Issue.record("\(error)"); return }
+        }
+        #expect(mirror.checkpoint == nil && node.valuesAsked == 200)
+        node.lieAboutValues = nil
+        let (pagesAsked, valuesAsked) = (node.pagesAsked, node.valuesAsked)
+        try await Self.sync(mirror, node)
+        #expect(node.pagesAsked == pagesAsked, "pages asked again")
+        #expect(node.valuesAsked - valuesAsked == keys.count - 150, "\(node.valuesAsked - valuesAsked) values asked again")
+        Self.expectSame(mirror, node, keys: keys, "after the sync cut short")
+    }
+
     @Test func aStateLargerThanTheBoundDropsTheCopy() async throws {
         var random = SplitMix64(seed: 8)
         let keys = (0..<300).map { _ in random.bytes32() }
