@@ -100,12 +100,16 @@ public final class StateMirror: Sendable {
     public static let pagesMaxLimit = 1 << 24
     /// Items asked per request (a node answers at most `ClientRequest.snapshotItemsMax`).
     let chunk: Int
+    /// Requests sent together (pipelined on one connection, answered in one turn of the
+    /// node's loop): a sync under load waits for fewer turns of a busy node.
+    let pipelined: Int
     /// Empty answers in a row (the node's snapshot budget spent on others) before a sync gives up.
     let emptyAnswersMax: Int
 
-    public init(pagesMax: Int, chunk: Int = 256, emptyAnswersMax: Int = 100) {
+    public init(pagesMax: Int, chunk: Int = 256, pipelined: Int = 4, emptyAnswersMax: Int = 100) {
         self.pagesMax = max(0, pagesMax)
         self.chunk = min(max(1, chunk), ClientRequest.snapshotItemsMax)
+        self.pipelined = min(max(1, pipelined), 16)
         self.emptyAnswersMax = max(1, emptyAnswersMax)
     }
 
@@ -196,7 +200,7 @@ public final class StateMirror: Sendable {
         if root != .zero { if rootHeld { _ = found.value.shared.insert(root) } else { stack.append(root) } }
         var empty = 0
         while !stack.isEmpty {
-            let hashes = Array(stack.suffix(chunk))
+            let hashes = Array(stack.suffix(chunk * pipelined))
             stack.removeLast(hashes.count)
             var reused: [(SHA256Digest, [UInt8])] = []
             var missing: [SHA256Digest] = []
@@ -205,18 +209,25 @@ public final class StateMirror: Sendable {
                     if let bytes = work.staged[hash] { reused.append((hash, bytes)) } else { missing.append(hash) }
                 }
             }
-            var answered: [[UInt8]?] = []
+            var asked: [SHA256Digest] = [], answered: [[UInt8]?] = []
             if !missing.isEmpty {
-                guard case let .treePages(pages) = try await ask([.treePages(missing)]).first, pages.count <= missing.count else {
-                    throw MirrorSyncError.unavailable(source: source, "not an answer of pages")
+                // Requests of `chunk` pages, pipelined: the node answers them in one turn.
+                let parts = stride(from: 0, to: missing.count, by: chunk).map { Array(missing[$0..<min($0 + chunk, missing.count)]) }
+                let responses = try await ask(parts.map { .treePages($0) })
+                guard responses.count == parts.count else { throw MirrorSyncError.unavailable(source: source, "not an answer of pages") }
+                for (part, response) in zip(parts, responses) {
+                    guard case let .treePages(pages) = response, pages.count <= part.count else {
+                        throw MirrorSyncError.unavailable(source: source, "not an answer of pages")
+                    }
+                    stack += part[pages.count...]  // past the answer's size: asked again
+                    asked += part.prefix(pages.count)
+                    answered += pages
                 }
-                try await pause(ifEmpty: pages.isEmpty, count: &empty, source: source)
-                stack += missing[pages.count...]  // past the answer's size: asked again
-                answered = pages
+                try await pause(ifEmpty: answered.isEmpty, count: &empty, source: source)
             }
             // Checked and sorted off the loop: each page hashed to its name, then what it
             // names (its leaves' values, the pages below it).
-            let asked = Array(missing.prefix(answered.count)), replies = answered, earlier = reused
+            let requested = asked, replies = answered, earlier = reused
             let below = Box<[SHA256Digest]>([])
             try await offLoop { [self] in
                 var pages: [Fetched] = []
@@ -228,7 +239,7 @@ public final class StateMirror: Sendable {
                     pages.append(Fetched(page: page, bytes: bytes))
                 }
                 var checked: [Fetched] = []
-                for (hash, bytes) in zip(asked, replies) {
+                for (hash, bytes) in zip(requested, replies) {
                     guard let bytes else { throw MirrorSyncError.moved(source: source, height: checkpoint.height) }
                     let page: TreePage
                     do { page = try TreePage(decoding: bytes) } catch {
@@ -281,14 +292,25 @@ public final class StateMirror: Sendable {
             return (kept, wanted)
         }
         let values = Box<[StateKey: [UInt8]]>(kept)
-        var next = 0
-        while next < wanted.count {
-            let asked = Array(wanted[next..<min(wanted.count, next + chunk)])
-            guard case let .stateValues(answered) = try await ask([.stateValues(asked)]).first, answered.count <= asked.count else {
-                throw MirrorSyncError.unavailable(source: source, "not an answer of values")
+        var left = wanted[...]
+        while !left.isEmpty {
+            let taking = left.prefix(chunk * pipelined)
+            left = left.dropFirst(taking.count)
+            let parts = stride(from: taking.startIndex, to: taking.endIndex, by: chunk).map { Array(taking[$0..<min($0 + chunk, taking.endIndex)]) }
+            let responses = try await ask(parts.map { .stateValues($0) })
+            guard responses.count == parts.count else { throw MirrorSyncError.unavailable(source: source, "not an answer of values") }
+            var asked: [StateValueReference] = [], answered: [[UInt8]?] = [], again: [StateValueReference] = []
+            for (part, response) in zip(parts, responses) {
+                guard case let .stateValues(found) = response, found.count <= part.count else {
+                    throw MirrorSyncError.unavailable(source: source, "not an answer of values")
+                }
+                asked += part.prefix(found.count)
+                answered += found
+                again += part[found.count...]  // past the answer's size: asked again
             }
+            left = again[...] + left
             try await pause(ifEmpty: answered.isEmpty, count: &empty, source: source)
-            try await offLoop { [self] in
+            try await offLoop { [self, asked, answered] in
                 var checked: [(StateValueReference, [UInt8])] = []
                 var moved = false
                 for (reference, value) in zip(asked, answered) {
@@ -310,7 +332,6 @@ public final class StateMirror: Sendable {
                 if moved { throw MirrorSyncError.moved(source: source, height: checkpoint.height) }
                 for (reference, value) in checked { values.value[reference.key] = value }
             }
-            next += answered.count
         }
 
         // The last step, off the loop: the old tree's pages not in the new one out, the new

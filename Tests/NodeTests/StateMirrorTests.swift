@@ -24,6 +24,8 @@ import Wire
         var height: UInt64 = 0
         var pagesAsked = 0
         var valuesAsked = 0
+        /// Round trips that asked for values.
+        var valueRoundTrips = 0
         /// Tampering: a page or a value answered with other bytes, or as not held.
         var lie: ((inout [UInt8]?) -> Void)?
         var lieAboutValues: ((inout [UInt8]?) -> Void)?
@@ -47,7 +49,8 @@ import Wire
         }
 
         func answer(_ requests: [ClientRequest]) -> [ClientResponse] {
-            requests.map { request in
+            if requests.contains(where: { if case .stateValues = $0 { true } else { false } }) { valueRoundTrips += 1 }
+            return requests.map { request in
                 switch request {
                 case let .treePages(hashes):
                     pagesAsked += hashes.count
@@ -225,10 +228,12 @@ import Wire
         }
         #expect(mirror.checkpoint == nil && node.valuesAsked == 200)
         node.lieAboutValues = nil
-        let (pagesAsked, valuesAsked) = (node.pagesAsked, node.valuesAsked)
+        let (pagesAsked, valuesAsked, roundTrips) = (node.pagesAsked, node.valuesAsked, node.valueRoundTrips)
         try await Self.sync(mirror, node)
         #expect(node.pagesAsked == pagesAsked, "pages asked again")
         #expect(node.valuesAsked - valuesAsked == keys.count - 150, "\(node.valuesAsked - valuesAsked) values asked again")
+        // 250 values in requests of 50, four sent together: two round trips.
+        #expect(node.valueRoundTrips - roundTrips == 2)
         Self.expectSame(mirror, node, keys: keys, "after the sync cut short")
     }
 
