@@ -174,17 +174,21 @@ import Wire
     /// `POST /v1/transactions` (waiting for finality) sent on a raw connection of its own,
     /// its answer read later (`answer(on:)`): many sent before any is read.
     static func sendTransaction(_ port: Int, _ secret: String, _ transaction: [UInt8]) -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var target = sockaddr_in()
-        target.sin_family = sa_family_t(AF_INET)
-        target.sin_port = in_port_t(UInt16(port).bigEndian)
-        target.sin_addr.s_addr = inet_addr("127.0.0.1")
-        _ = withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let fd = Raw.connect(port)
         let body = "{\"transaction\":\"\(Hex.encode(transaction))\"}"
-        let request = "POST /v1/transactions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(secret)\r\nContent-Type: application/json\r\n"
-            + "Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
-        _ = Array(request.utf8).withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        Raw.send(fd, "POST /v1/transactions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(secret)\r\nContent-Type: application/json\r\n"
+            + "Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
         return fd
+    }
+
+    /// Waits until the gateway is healthy (it knows a certified checkpoint), at most 10 s.
+    static func untilHealthy(_ port: Int) async throws {
+        var health = try await get(port, "/health", key: nil)
+        for _ in 0..<200 where health.status != 200 {
+            try await Task.sleep(for: .milliseconds(50))
+            health = try await get(port, "/health", key: nil)
+        }
+        #expect(health.status == 200, "\(health.text)")
     }
 
     /// The status and body of the answer on `fd` (0 if none within 60 s); the connection closed.
@@ -219,12 +223,7 @@ import Wire
         submitter.entry.requestsPerSecond = 10_000
         let (_, serving, port) = try await Self.start(nodes, cluster, keys: [submitter.entry])
         defer { serving.cancel() }
-        var health = try await Self.get(port, "/health", key: nil)
-        for _ in 0..<200 where health.status != 200 {
-            try await Task.sleep(for: .milliseconds(50))
-            health = try await Self.get(port, "/health", key: nil)
-        }
-        #expect(health.status == 200, "\(health.text)")
+        try await Self.untilHealthy(port)
         try await Self.blocking { for index in [2, 3] { nodes[index].stop() } }  // no quorum: nothing becomes final
 
         let count = 60, secret = submitter.secret
@@ -262,12 +261,7 @@ import Wire
         let (_, serving, port) = try await Self.start(nodes, cluster, keys: [submitter.entry], connectionsPerAddressMax: 1_024)
         defer { serving.cancel() }
         // The watch starts past a certified checkpoint: wait until the gateway knows one.
-        var health = try await Self.get(port, "/health", key: nil)
-        for _ in 0..<200 where health.status != 200 {
-            try await Task.sleep(for: .milliseconds(50))
-            health = try await Self.get(port, "/health", key: nil)
-        }
-        #expect(health.status == 200, "\(health.text)")
+        try await Self.untilHealthy(port)
 
         // More than the 48 places and the 256 in line together, and than the 42 long polls per
         // node the gateway's two loops may hold.
