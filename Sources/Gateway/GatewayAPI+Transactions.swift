@@ -118,11 +118,9 @@ extension GatewayAPI {
         return state
     }
 
+    /// A transaction found by its inclusion proof (checked against its block's certificate).
     static func state(_ id: Bytes32, _ found: VerifiedInclusion) -> Components.Schemas.TransactionState {
-        let location = found.inclusion.location
-        return .init(
-            id: id.hex, status: .final, height: int(location.height), position: int(location.position),
-            result: location.applied ? .applied : .rejected, reason: location.reason, inclusionVerified: true, source: found.source)
+        state(FinalTransaction(id: id, location: found.inclusion.location, source: found.source))
     }
 }
 
