@@ -308,7 +308,7 @@ public final class StateMirror: Sendable {
                 answered += found
                 again += part[found.count...]  // past the answer's size: asked again
             }
-            left = again[...] + left
+            if !again.isEmpty { left = again[...] + left }
             try await pause(ifEmpty: answered.isEmpty, count: &empty, source: source)
             try await offLoop { [self, asked, answered] in
                 var checked: [(StateValueReference, [UInt8])] = []
