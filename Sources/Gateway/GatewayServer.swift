@@ -110,11 +110,9 @@ public final class GatewayServer: Sendable {
         let watch = FinalityWatch(feed: feed)
         let dashboard = Dashboard(pool: pool)
         router.add(middleware: MetricsMiddleware(metrics: metrics))
-        // The key (or the public side's rate) first: a request refused by the access rules
-        // takes no place among those answered at once and has no body read.
+        router.add(middleware: RequestShapeMiddleware(state: access, bodySeconds: max(1, configuration.bodySeconds)))
         router.add(middleware: AccessMiddleware(
             keys: configuration.keys, state: access, metricsOpen: tlsConfiguration == nil, publicLimiter: dashboard.limiter))
-        router.add(middleware: RequestShapeMiddleware(state: access, bodySeconds: max(1, configuration.bodySeconds)))
         // Prometheus text; open on the plain listener (loopback only), a key's over HTTPS.
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
