@@ -286,7 +286,7 @@ final class Places: Sendable {
                 queued.add(1, ordering: .relaxed)
                 let timer = Task { [self] in
                     try? await Task.sleep(for: .milliseconds(waitMilliseconds))
-                    if !Task.isCancelled, giveUp(id) { timedOut.add(1, ordering: .relaxed) }
+                    if !Task.isCancelled { _ = giveUp(id, timedOut: true) }
                 }
                 let served = state.withLock { state in
                     guard let index = state.line.firstIndex(where: { $0.id == id }) else { return true }
@@ -296,7 +296,7 @@ final class Places: Sendable {
                 if served { timer.cancel() }
             }
         } onCancel: {
-            _ = giveUp(id)
+            _ = giveUp(id, timedOut: false)
         }
     }
 
@@ -314,13 +314,15 @@ final class Places: Sendable {
         next.continuation.resume(returning: true)
     }
 
-    /// Takes request `id` out of the line, answered "no place"; false when it is not in it.
-    private func giveUp(_ id: UInt64) -> Bool {
+    /// Takes request `id` out of the line, answered "no place" (counted in `timedOut` first
+    /// when its time was up); false when it is not in it.
+    private func giveUp(_ id: UInt64, timedOut wasTimedOut: Bool) -> Bool {
         let found = state.withLock { state -> Waiting? in
             guard let index = state.line.firstIndex(where: { $0.id == id }) else { return nil }
             return state.line.remove(at: index)
         }
         guard let found else { return false }
+        if wasTimedOut { timedOut.add(1, ordering: .relaxed) }
         found.timer?.cancel()
         found.continuation.resume(returning: false)
         return true
