@@ -195,8 +195,8 @@ final class AccessState: Sendable {
     /// Requests being answered now (`RequestShapeMiddleware.inFlightMax`), and those of
     /// the public side apart (`publicInFlightMax`): a crowd on the dashboard never takes
     /// the places of the partners' back-ends.
-    let places = Places(maximum: RequestShapeMiddleware<GatewayContext>.inFlightMax, queuedMax: RequestShapeMiddleware<GatewayContext>.queuedMax)
-    let publicPlaces = Places(maximum: RequestShapeMiddleware<GatewayContext>.publicInFlightMax, queuedMax: RequestShapeMiddleware<GatewayContext>.publicQueuedMax)
+    let places = Places(maximum: RequestShapeMiddleware.inFlightMax, queuedMax: RequestShapeMiddleware.queuedMax)
+    let publicPlaces = Places(maximum: RequestShapeMiddleware.publicInFlightMax, queuedMax: RequestShapeMiddleware.publicQueuedMax)
 }
 
 /// The place the request being answered holds (the task's), given back by the middleware
@@ -343,7 +343,8 @@ enum ProblemResponse {
 /// for any path (405 with `Allow`), and a request whose path or headers do not decode as
 /// the operation's (a proposal number past Int64, say: 400, where the runtime would answer
 /// 500). A failure after decoding stays a 500, as a problem document.
-struct RequestShapeMiddleware<Context: RequestContext>: RouterMiddleware {
+struct RequestShapeMiddleware: RouterMiddleware {
+    typealias Context = GatewayContext
     /// Requests answered at once, at most; past it a request waits in line for a place
     /// (`Places`), and past the line gets 503 with Retry-After.
     /// Each has at most a few requests waiting on a node connection at a time (a batch's
@@ -402,6 +403,8 @@ struct RequestShapeMiddleware<Context: RequestContext>: RouterMiddleware {
                 status: 413, type: "content-too-large", title: "Content too large",
                 detail: "the request's body is over \(bodyMax) bytes", headers: [.connection: "close"])
             if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > bodyMax { return tooLarge }
+            // A client that asked to be told before it sends its body is told now (ExpectContinue).
+            await context.continueBody()
             let body = request.body, seconds = bodySeconds
             let collected: ByteBuffer?
             do {

@@ -141,6 +141,53 @@ import Wire
             .flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
         #expect(refusedCount >= 4, "\(metrics.split(separator: "\n").filter { $0.contains("connections") })")
     }
+
+    /// `Expect: 100-continue`: a client that waits to be told before it sends its body is
+    /// told (`100 Continue`) once the request passed what its head decides, then answered on
+    /// the same connection, which stays usable; a request refused from its head alone (the
+    /// method, the announced length) is answered at once without the `100` and the
+    /// connection closed, so a body sent late is never read as a next request.
+    @Test func aClientExpectingContinueIsToldOrRefusedAtOnce() async throws {
+        let cluster = try TestCluster()
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        let submitter = APIKey.generate(name: "back-end", scopes: [.read, .submit])
+        // The body's time (5 s) longer than the waits below: without the 100 the gateway
+        // would wait for the body until then.
+        let (_, serving, port) = try await GatewayTests.start(nodes, cluster, keys: [submitter.entry], bodySeconds: 5)
+        defer { serving.cancel() }
+        let head = "Host: 127.0.0.1\r\nAuthorization: Bearer \(submitter.secret)\r\nContent-Type: application/json\r\nExpect: 100-Continue\r\n"
+        let body = "{\"transaction\": \"zz\"}"
+
+        let told = try await GatewayTests.blocking { () -> [Raw.Read] in
+            let fd = Raw.connect(port)
+            defer { close(fd) }
+            Raw.send(fd, "POST /v1/transactions HTTP/1.1\r\n\(head)Content-Length: \(body.utf8.count)\r\n\r\n")
+            let first = Raw.read(fd, seconds: 3)
+            Raw.send(fd, body)
+            let answer = Raw.answer(fd, seconds: 3)
+            Raw.send(fd, "GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(submitter.secret)\r\n\r\n")
+            return [first, answer, Raw.answer(fd, seconds: 3)]
+        }
+        #expect(told[0].text.hasPrefix("HTTP/1.1 100 Continue\r\n\r\n") && !told[0].text.contains("HTTP/1.1 4"), "\(told[0])")
+        // The body read: "zz" is no transaction's hex, the API's 400 (not 408, the body's time).
+        #expect(told[1].text.hasPrefix("HTTP/1.1 400") && told[1].text.contains("urn:calisson:problem:"), "\(told[1])")
+        #expect(told[2].text.hasPrefix("HTTP/1.1 ") && !told[2].closed, "the connection after a 100 Continue: \(told[2])")
+
+        for (request, status) in [
+            ("POST /v1/status HTTP/1.1\r\n\(head)Content-Length: 20\r\n\r\n", 405),
+            ("POST /v1/transactions HTTP/1.1\r\n\(head)Content-Length: 200000\r\n\r\n", 413),
+        ] {
+            let refused = try await GatewayTests.blocking { () -> [Raw.Read] in
+                let fd = Raw.connect(port)
+                defer { close(fd) }
+                Raw.send(fd, request)
+                return [Raw.answer(fd, seconds: 3), Raw.read(fd, seconds: 3)]
+            }
+            #expect(refused[0].text.hasPrefix("HTTP/1.1 \(status)") && refused[0].text.lowercased().contains("connection: close"), "\(refused[0])")
+            #expect(refused[1].closed, "\(status): the connection was left open, its client's body unread")
+        }
+    }
 }
 
 /// Raw HTTP/1.1 on a loopback socket, for what URLSession does not send.
@@ -221,6 +268,38 @@ enum Raw {
 
     /// Sends `text`, then waits for the server to close the connection: the seconds it
     /// took, nil if it was still open after `waitingAtMost`.
+    /// What one `recv` gave within `seconds`: its text, or that the server closed.
+    struct Read: CustomStringConvertible {
+        let text: String
+        let closed: Bool
+        var description: String { closed ? "closed" : text.isEmpty ? "nothing in time" : String(text.prefix(300)) }
+    }
+
+    static func read(_ fd: Int32, seconds: Int) -> Read {
+        var wait = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+        var buffer = [UInt8](repeating: 0, count: 16_384)
+        let count = recv(fd, &buffer, buffer.count, 0)
+        return Read(text: count > 0 ? String(decoding: buffer[..<count], as: UTF8.self) : "", closed: count == 0)
+    }
+
+    /// One whole answer (its head, then the `Content-Length` bytes of its body), read within
+    /// `seconds` per `recv`; what came if it came short.
+    static func answer(_ fd: Int32, seconds: Int) -> Read {
+        var text = ""
+        while true {
+            if let end = text.range(of: "\r\n\r\n") {
+                let length = text[..<end.lowerBound].split(separator: "\r\n")
+                    .first { $0.lowercased().hasPrefix("content-length:") }
+                    .flatMap { Int($0.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) } ?? 0
+                if text[end.upperBound...].utf8.count >= length { return Read(text: text, closed: false) }
+            }
+            let part = read(fd, seconds: seconds)
+            if part.text.isEmpty { return Read(text: text, closed: part.closed) }
+            text += part.text
+        }
+    }
+
     static func secondsUntilClosed(_ port: Int, sending text: String, waitingAtMost seconds: Int) -> Double? {
         let fd = connect(port)
         defer { close(fd) }
