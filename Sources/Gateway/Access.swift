@@ -446,6 +446,11 @@ struct RequestShapeMiddleware: RouterMiddleware {
                 detail: "the request does not fit operation \(error.operationID): \(error.underlyingError)")
         } catch let error as ServerError {
             return ProblemResponse.make(status: 500, type: "internal", title: "Internal error", detail: "operation \(error.operationID): \(error.causeDescription)")
+        } catch let error as HTTPError where error.status == .notFound {
+            // No route: the router's bare 404, made a problem document like every other error.
+            return ProblemResponse.make(
+                status: 404, type: "not-found", title: "Not found",
+                detail: "\(request.uri.path) is not an operation of this gateway: its operations are in its OpenAPI document (Sources/Gateway/openapi.yaml, Docs/API.md)")
         }
     }
 }

@@ -425,6 +425,10 @@ import Wire
         #expect(blockTransactions.allSatisfy { $0["result"] as? String == "applied" && ($0["id"] as? String)?.count == 64 })
         #expect(try await Self.get(port, "/v1/blocks/9999999", key: key).status == 404)
         #expect(try await Self.get(port, "/v1/blocks/0", key: key).status == 400)
+        // A path that is no operation: a problem document too, naming the path.
+        let nowhere = try await Self.get(port, "/v1/blocs/1", key: key)
+        #expect(nowhere.status == 404 && nowhere.body["type"] as? String == "urn:calisson:problem:not-found"
+            && (nowhere.body["detail"] as? String ?? "").contains("/v1/blocs/1"), "\(nowhere.text)")
 
         // Access.
         let anonymous = try await Self.get(port, "/v1/supply", key: nil)
