@@ -104,7 +104,9 @@ public final class GatewayServer: Sendable {
 
     /// Serves until the task is cancelled (or the process is asked to stop).
     public func run(logger: Logger = Logger(label: "calisson.gateway")) async throws {
-        let router = Router(context: GatewayContext.self)
+        // HEAD answered by GET's route without the body (a monitor's `HEAD /health` was a 404);
+        // the event feed's stream, dropped unread, ends its producer and gives its place back.
+        let router = Router(context: GatewayContext.self, options: .autoGenerateHeadEndpoints)
         let metrics = GatewayMetrics(), pool = configuration.pool, access = access, limit = connections
         let feed = EventFeed(pool: pool)
         let watch = FinalityWatch(feed: feed)

@@ -429,6 +429,35 @@ import Wire
         let nowhere = try await Self.get(port, "/v1/blocs/1", key: key)
         #expect(nowhere.status == 404 && nowhere.body["type"] as? String == "urn:calisson:problem:not-found"
             && (nowhere.body["detail"] as? String ?? "").contains("/v1/blocs/1"), "\(nowhere.text)")
+        // HEAD, as a monitor sends it: GET's status and head without its body, the
+        // connection then serving a GET; on the event feed, no feed opened.
+        let heads = try await Self.blocking { () -> [(head: String, then: String)] in
+            ["/health", "/v1/status", "/v1/blocks/1", "/v1/events"].map { path in
+                let fd = Raw.connect(port)
+                defer { close(fd) }
+                Raw.send(fd, "HEAD \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(key)\r\n\r\n")
+                var head = ""
+                while !head.contains("\r\n\r\n") {
+                    let part = Raw.read(fd, seconds: 3)
+                    if part.text.isEmpty { break }
+                    head += part.text
+                }
+                Raw.send(fd, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                return (head, Raw.answer(fd, seconds: 3).text)
+            }
+        }
+        for (path, (head, then)) in zip(["/health", "/v1/status", "/v1/blocks/1", "/v1/events"], heads) {
+            #expect(head.hasPrefix("HTTP/1.1 200") && head.hasSuffix("\r\n\r\n"), "HEAD \(path): \(head.prefix(300))")
+            #expect(then.hasPrefix("HTTP/1.1 200"), "HEAD \(path), then GET /health on the same connection: \(then.prefix(300))")
+        }
+        #expect(heads[3].head.lowercased().contains("content-type: text/event-stream"), "\(heads[3].head)")
+        var feeds: Substring?
+        for _ in 0..<50 {  // the feed's stream, dropped unread, ends its producer at once
+            feeds = try await Self.get(port, "/metrics", key: nil).text.split(separator: "\n").first { $0.hasPrefix("calisson_gateway_feeds_open ") }
+            if feeds == "calisson_gateway_feeds_open 0.0" { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(feeds == "calisson_gateway_feeds_open 0.0", "\(feeds ?? "no feeds_open")")
 
         // Access.
         let anonymous = try await Self.get(port, "/v1/supply", key: nil)
