@@ -51,6 +51,8 @@ extension NodeRuntime {
         metric("admitted_total", "counter", "Transactions admitted to the mempool.", core.counters.admitted)
         metric("admission_refused_total", "counter", "Transactions refused at admission.", core.counters.refused)
         metric("blocks_executed_total", "counter", "Blocks executed since start.", core.counters.blocksExecuted)
+        metric("metrics_connections_refused_total", "counter",
+               "Connections to this endpoint closed at once because \(HTTPEndpoint.connectionsMax) were open.", metrics?.refusedCount ?? 0)
         lines += loopLag.lines(
             "calisson_loop_lag_seconds",
             help: "How late the consensus clock's ticks came: the loop busy that long, answering nothing (peers, clients) meanwhile.")

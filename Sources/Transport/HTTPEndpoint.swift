@@ -1,25 +1,36 @@
 import Foundation
 
-/// A minimal HTTP/1.1 endpoint on the loop for operators: `GET` only, one request per
-/// connection, answered by `handler(path)` and closed. Meant for a local port
-/// (Prometheus scrapes, health checks); requests over `requestBytesMax` are refused.
+/// A minimal HTTP/1.1 endpoint on the loop for operators: `GET` (and `HEAD`, the same
+/// head without the body), one request per connection, answered by `handler(path)` and
+/// closed. Meant for a local port (Prometheus scrapes, health checks). Bounded against a
+/// client that misbehaves (a scraper leaking connections, a local process probing): a
+/// request over `requestBytesMax` is refused (413), one whose head is not whole within
+/// `requestMilliseconds` is closed, and past `connectionsMax` open a new connection is
+/// closed as soon as it is accepted, so that such a client never holds more than that many
+/// of the node's file descriptors, which its peers and its database need.
 public final class HTTPEndpoint: @unchecked Sendable {
     public static let requestBytesMax = 8 * 1024
+    public static let connectionsMax = 64
+    public static let requestMilliseconds: UInt64 = 5_000
     public struct Response: Sendable {
         public var status: Int
         public var contentType: String
         public var body: String
-        public init(status: Int, contentType: String = "text/plain; charset=utf-8", body: String) {
+        public var headers: [(String, String)]
+        public init(status: Int, contentType: String = "text/plain; charset=utf-8", body: String, headers: [(String, String)] = []) {
             self.status = status
             self.contentType = contentType
             self.body = body
+            self.headers = headers
         }
     }
 
     let loop: EventLoop
     private var listener: TCPListener?
-    private var open: [ObjectIdentifier: TCPStream] = [:]
+    private var open: [ObjectIdentifier: (stream: TCPStream, deadline: LoopTimer)] = [:]
     public private(set) var port: UInt16 = 0
+    /// Connections closed at once because `connectionsMax` were open.
+    public private(set) var refusedCount = 0
 
     public init(loop: EventLoop) { self.loop = loop }
 
@@ -32,38 +43,64 @@ public final class HTTPEndpoint: @unchecked Sendable {
     }
 
     private func serve(_ stream: TCPStream, _ handler: @escaping (String) -> Response) {
-        open[ObjectIdentifier(stream)] = stream
+        guard open.count < Self.connectionsMax else {
+            refusedCount += 1
+            stream.close()
+            return
+        }
+        let id = ObjectIdentifier(stream)
+        let deadline = LoopTimer(loop: loop)
+        open[id] = (stream, deadline)
+        let forget = { [weak self] in
+            guard let self, let entry = self.open.removeValue(forKey: id) else { return }
+            entry.deadline.close()
+        }
+        deadline.start(after: Self.requestMilliseconds) { [weak stream] in
+            forget()
+            stream?.close()
+        }
         var request: [UInt8] = []
-        let finish = { [weak self, weak stream] (response: Response) in
-            guard let self, let stream else { return }
-            let reason = [200: "OK", 400: "Bad Request", 404: "Not Found", 413: "Content Too Large", 503: "Service Unavailable"][response.status] ?? "Status"
+        let finish = { [weak stream] (response: Response, withBody: Bool) in
+            guard let stream else { return }
+            let reason = [200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large", 503: "Service Unavailable"][response.status] ?? "Status"
             let body = Array(response.body.utf8)
-            let head = "HTTP/1.1 \(response.status) \(reason)\r\nContent-Type: \(response.contentType)\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+            let extra = response.headers.map { "\($0.0): \($0.1)\r\n" }.joined()
+            let head = "HTTP/1.1 \(response.status) \(reason)\r\nContent-Type: \(response.contentType)\r\nContent-Length: \(body.count)\r\n\(extra)Connection: close\r\n\r\n"
             stream.stopReading()
-            self.open[ObjectIdentifier(stream)] = nil
-            // Close once the response is written (closing first would cancel the write).
-            if !stream.write(Array(head.utf8) + body, completion: { [weak stream] in stream?.close() }) { stream.close() }
+            // Close once the response is written (closing first would cancel the write); a
+            // client that does not read it is closed at the deadline, still counted until then.
+            let written = stream.write(Array(head.utf8) + (withBody ? body : []), completion: { [weak stream] in
+                forget()
+                stream?.close()
+            })
+            if !written {
+                forget()
+                stream.close()
+            }
         }
         stream.startReading(onBytes: { bytes in
             request += bytes
-            guard request.count <= Self.requestBytesMax else { return finish(Response(status: 413, body: "request too large\n")) }
+            guard request.count <= Self.requestBytesMax else { return finish(Response(status: 413, body: "request too large\n"), true) }
             guard let end = String(decoding: request, as: UTF8.self).range(of: "\r\n\r\n") else { return }
             let head = String(decoding: request, as: UTF8.self)[..<end.lowerBound]
             let parts = head.split(separator: "\r\n").first?.split(separator: " ") ?? []
-            guard parts.count == 3, parts[0] == "GET", parts[2].hasPrefix("HTTP/1.") else {
-                return finish(Response(status: 400, body: "GET only\n"))
+            guard parts.count == 3, parts[2].hasPrefix("HTTP/1.") else { return finish(Response(status: 400, body: "not an HTTP/1.1 request line\n"), true) }
+            guard parts[0] == "GET" || parts[0] == "HEAD" else {
+                return finish(Response(status: 405, body: "GET or HEAD only\n", headers: [("Allow", "GET, HEAD")]), true)
             }
-            finish(handler(String(parts[1])))
-        }, onEnd: { [weak self, weak stream] _ in
-            guard let self, let stream else { return }
-            stream.close()
-            self.open[ObjectIdentifier(stream)] = nil
+            finish(handler(String(parts[1])), parts[0] == "GET")
+        }, onEnd: { [weak stream] _ in
+            forget()
+            stream?.close()
         })
     }
 
     public func stop() {
         listener?.close()
-        for stream in open.values { stream.close() }
+        for entry in open.values {
+            entry.deadline.close()
+            entry.stream.close()
+        }
         open = [:]
     }
 }

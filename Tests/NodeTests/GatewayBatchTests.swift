@@ -266,8 +266,6 @@ enum Raw {
         return closed
     }
 
-    /// Sends `text`, then waits for the server to close the connection: the seconds it
-    /// took, nil if it was still open after `waitingAtMost`.
     /// What one `recv` gave within `seconds`: its text, or that the server closed.
     struct Read: CustomStringConvertible {
         let text: String
@@ -300,6 +298,8 @@ enum Raw {
         }
     }
 
+    /// Sends `text`, then waits for the server to close the connection: the seconds it
+    /// took, nil if it was still open after `waitingAtMost`.
     static func secondsUntilClosed(_ port: Int, sending text: String, waitingAtMost seconds: Int) -> Double? {
         let fd = connect(port)
         defer { close(fd) }

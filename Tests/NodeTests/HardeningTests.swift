@@ -204,6 +204,45 @@ import Wire
         #expect(node.submit(cluster.attribute(by: 0, to: 1, nonce: 3)) == .stopping)
     }
 
+    /// The node's operator endpoint (/metrics, /health) against a client that misbehaves:
+    /// HEAD answered with GET's head and no body, another method 405; a crowd of idle
+    /// connections past 64 closed as soon as accepted (counted), the rest closed once their
+    /// 5 s are up, after which the endpoint answers again: a scraper leaking connections
+    /// never holds more of the node's file descriptors than that.
+    @Test func theOperatorEndpointBoundsWhatAClientHolds() throws {
+        let cluster = try TestCluster()
+        var configuration = cluster.configuration(0)
+        configuration.metricsPort = 0
+        let node = try NodeRuntime(configuration: configuration)
+        try node.start()
+        defer { node.stop() }
+        let port = Int(node.metricsPort)
+
+        let head = Raw.connect(port)
+        Raw.send(head, "HEAD /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        var answer = "", closed = false
+        while !closed {
+            let part = Raw.read(head, seconds: 3)
+            answer += part.text
+            closed = part.closed || part.text.isEmpty
+        }
+        close(head)
+        let (status, body) = (answer.split(separator: "\r\n").first ?? "", answer.components(separatedBy: "\r\n\r\n").dropFirst().joined())
+        #expect(status == "HTTP/1.1 200 OK" && answer.contains("Content-Length: ") && body.isEmpty, "\(answer.prefix(300))")
+        let post = Raw.exchange(port, "POST /metrics HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
+        #expect(post.hasPrefix("HTTP/1.1 405") && post.contains("Allow: GET, HEAD"), "\(post.prefix(300))")
+
+        let began = ContinuousClock.now
+        let crowd = (0..<80).map { _ in Raw.connect(port) }
+        defer { for fd in crowd { close(fd) } }
+        // The 16 past the 64 at once; then the 64 at their deadline (5 s), not before 4 s.
+        #expect(Raw.closedByServer(crowd, expecting: 16, seconds: 3) == 16)
+        #expect(Raw.closedByServer(crowd, expecting: 80, seconds: 10) == 80)
+        #expect(began.duration(to: .now) > .seconds(4))
+        let metrics = HTTPEndpoint.get(port: node.metricsPort, "/metrics") ?? ""
+        #expect(metrics.contains("calisson_metrics_connections_refused_total 16"), "\(metrics.prefix(300))")
+    }
+
     /// /health counts the validators of the current set only: after a change to {p0, p1, p2}
     /// with p1 and p2 stopped, p0 is still linked to p3 but has no quorum (item 8).
     @Test func healthCountsOnlyValidatorsOfTheCurrentSet() throws {
