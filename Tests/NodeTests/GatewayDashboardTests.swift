@@ -124,6 +124,20 @@ import Wire
             #expect(answer.status == 200 || answer.status == 400, "\(bad): \(answer.status)")
         }
         #expect(try await get("/open-data/v1/programmes.csv?from=x").status == 400)
+        // Reuse from a page of another origin (CORS): open data and proofs say any origin
+        // may read them; the dashboard's pages and the API do not.
+        func allowedOrigin(_ path: String) async throws -> String? {
+            var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+            request.setValue("https://reuser.example", forHTTPHeaderField: "Origin")
+            let (_, response) = try await URLSession.shared.data(for: request)
+            return (response as! HTTPURLResponse).value(forHTTPHeaderField: "Access-Control-Allow-Origin")
+        }
+        #expect(try await allowedOrigin("/open-data/v1/epochs.json") == "*")
+        #expect(try await allowedOrigin("/open-data/v1/epochs/0.json") == "*")
+        #expect(try await allowedOrigin("/proofs/supply") == "*")
+        #expect(try await allowedOrigin("/fr/") == nil)
+        #expect(try await allowedOrigin("/v1/supply") == nil)
+        try await Task.sleep(for: .seconds(1.1))  // the address's bucket of requests fills again
 
         // A proof document holds: the record under the key, with a Merkle proof to the root.
         let proof = try await get("/proofs/epoch-report/0")
@@ -139,7 +153,8 @@ import Wire
         #expect(try EpochReport(wireBytes: value).epoch == 0)
         #expect((fields["validators"] as? [String])?.count == 2 && (fields["certificate"] as? String)?.isEmpty == false)
         for bad in ["/proofs/anything", "/proofs/programme/NOT-AN-ID", "/proofs/proposal/-1", "/proofs/epoch-report/18446744073709551616"] {
-            #expect(try await get(bad).status == 404, "\(bad)")
+            let answer = try await get(bad)
+            #expect(answer.status == 404, "\(bad): \(answer.status)")
         }
         // Pages: unknown programme 404, a lookup of anything answered, French and English
         // (after a second, as the address's bucket of requests fills again).

@@ -49,11 +49,17 @@ final class Dashboard: Sendable {
                 return await page(request, language, cached: false) { try await lookupPage(query, language) }
             }
         }
-        router.get("/proofs/:kind") { [self] _, context in await proof(context.parameters.get("kind") ?? "", nil) }
-        router.get("/proofs/:kind/:id") { [self] _, context in await proof(context.parameters.get("kind") ?? "", context.parameters.get("id")) }
-        router.get("/open-data/v1/epochs/:file") { [self] _, context in await openDataReport(context.parameters.get("file") ?? "") }
-        router.get("/open-data/v1/:file") { [self] request, context in
-            await openData(context.parameters.get("file") ?? "", from: request.uri.queryParameters.get("from"), to: request.uri.queryParameters.get("to"))
+        // Open data and proofs are for reuse, from pages of any origin too (a reuser's chart,
+        // a notebook): CORS lets a browser give them to such a page (no credentials: they
+        // need none). The dashboard's pages and the API are not opened this way.
+        let reuse = CORSMiddleware<GatewayContext>(allowOrigin: .all, allowHeaders: [.accept], allowMethods: [.get, .head])
+        let proofs = router.group("proofs").add(middleware: reuse)
+        proofs.get(":kind") { [self] _, context in await proof(context.parameters.get("kind") ?? "", nil) }
+        proofs.get(":kind/:id") { [self] _, context in await proof(context.parameters.get("kind") ?? "", context.parameters.get("id")) }
+        let openData = router.group("open-data/v1").add(middleware: reuse)
+        openData.get("epochs/:file") { [self] _, context in await openDataReport(context.parameters.get("file") ?? "") }
+        openData.get(":file") { [self] request, context in
+            await self.openData(context.parameters.get("file") ?? "", from: request.uri.queryParameters.get("from"), to: request.uri.queryParameters.get("to"))
         }
     }
 
