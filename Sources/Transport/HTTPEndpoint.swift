@@ -36,6 +36,7 @@ public final class HTTPEndpoint: @unchecked Sendable {
 
     /// Listens (on the loop thread; call from a loop callback or `execute`).
     public func start(host: String, port: UInt16, handler: @escaping (String) -> Response) throws {
+        assert(loop.isOnLoop, "HTTPEndpoint.start off its loop")
         let listener = TCPListener(loop: loop)
         try listener.listen(host: host, port: port) { [weak self] stream in self?.serve(stream, handler) }
         self.listener = listener
@@ -43,6 +44,7 @@ public final class HTTPEndpoint: @unchecked Sendable {
     }
 
     private func serve(_ stream: TCPStream, _ handler: @escaping (String) -> Response) {
+        assert(loop.isOnLoop, "HTTPEndpoint.serve off its loop")
         guard open.count < Self.connectionsMax else {
             refusedCount += 1
             stream.close()
@@ -96,6 +98,7 @@ public final class HTTPEndpoint: @unchecked Sendable {
     }
 
     public func stop() {
+        assert(loop.isOnLoop, "HTTPEndpoint.stop off its loop")
         listener?.close()
         for entry in open.values {
             entry.deadline.close()
