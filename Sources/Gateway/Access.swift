@@ -103,51 +103,84 @@ struct AccessMiddleware: RouterMiddleware {
     /// The public side (dashboard, open data, proofs): no key, a rate per client address.
     let publicLimiter: PublicLimiter?
 
-    init(keys: [APIKey], state: AccessState, metricsOpen: Bool = true, publicLimiter: PublicLimiter? = nil) {
+    /// A refused POST's body is read for at most this long (the request shape's bound).
+    let bodySeconds: Int64
+
+    init(keys: [APIKey], state: AccessState, metricsOpen: Bool = true, publicLimiter: PublicLimiter? = nil, bodySeconds: Int64 = 10) {
         self.metricsOpen = metricsOpen
+        self.bodySeconds = bodySeconds
         self.publicLimiter = publicLimiter
         self.keys = Dictionary(keys.compactMap { key in key.sha256.map { ($0, key) } }, uniquingKeysWith: { first, _ in first })
         certificates = Dictionary(keys.compactMap { key in key.certificateSha256.map { ($0, key) } }, uniquingKeysWith: { first, _ in first })
         self.state = state
     }
 
+    /// What the access rules say of a request, before it takes a place or has its body read.
+    enum Decision {
+        /// Needs no key: /health, /metrics where open, the public side within its rate.
+        case open
+        case admitted(APIKey)
+        case refused(Response)
+    }
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if request.uri.path == "/health" || (metricsOpen && request.uri.path == "/metrics") { return try await next(request, context) }
+        switch await decide(request, context: context) {
+        case .open:
+            return try await next(request, context)
+        case let .admitted(key):
+            let charge = Charge(rate: rate(key)) { [self] count in take(key, count: count) }
+            return try await Self.$client.withValue(key.name) { try await Self.$charge.withValue(charge) { try await next(request, context) } }
+        case var .refused(response):
+            // Refused before it takes a place among those answered at once, so that clients
+            // without a listed key (or over their rate) cannot fill them. A POST's body is
+            // still read first, within its limits, as for every answer of this gateway (a
+            // refusal answered before the body, keep-alive, once hung a client in a CI run),
+            // unless its client waits for `100 Continue`: it is answered at once and the
+            // connection closed (ExpectContinue), its body never sent.
+            guard request.method == .post, !ExpectContinue.expectsContinue(request.head) else { return response }
+            if case .failure = try await RequestShapeMiddleware.readBody(of: request, context: context, seconds: bodySeconds) {
+                response.headers[.connection] = "close"
+            }
+            return response
+        }
+    }
+
+    func decide(_ request: Request, context: Context) async -> Decision {
+        if request.uri.path == "/health" || (metricsOpen && request.uri.path == "/metrics") { return .open }
         if let publicLimiter, Dashboard.isPublic(request.uri.path) {
             let address = context.channel.remoteAddress?.ipAddress ?? "unknown"
             if let wait = publicLimiter.take(address) {
-                return refuse(429, "rate-limited", "Too many requests", "this address is over \(Int(PublicLimiter.rate)) requests per second on the public pages",
-                              headers: [.retryAfter: "\(wait)"])
+                return .refused(refuse(429, "rate-limited", "Too many requests", "this address is over \(Int(PublicLimiter.rate)) requests per second on the public pages",
+                                       headers: [.retryAfter: "\(wait)"]))
             }
-            return try await next(request, context)
+            return .open
         }
         let key: APIKey
         if let header = request.headers[.authorization] {
             guard header.hasPrefix("Bearer "), let found = keys[SHA256.hash(String(header.dropFirst(7))).hex] else {
-                return refuse(401, "unauthorized", "Unauthorized", "the API key is not one this gateway knows", headers: [.wwwAuthenticate: "Bearer"])
+                return .refused(refuse(401, "unauthorized", "Unauthorized", "the API key is not one this gateway knows", headers: [.wwwAuthenticate: "Bearer"]))
             }
             key = found
         } else if let certificate = await context.clientCertificateHash() {
             guard let found = certificates[certificate] else {
-                return refuse(401, "unauthorized", "Unauthorized", "the client certificate (SHA-256 \(certificate)) is not in this gateway's key file",
-                              headers: [.wwwAuthenticate: "Bearer"])
+                return .refused(refuse(401, "unauthorized", "Unauthorized", "the client certificate (SHA-256 \(certificate)) is not in this gateway's key file",
+                                       headers: [.wwwAuthenticate: "Bearer"]))
             }
             key = found
         } else {
-            return refuse(401, "unauthorized", "Unauthorized", "an API key is needed: Authorization: Bearer <key> (or a listed client certificate)",
-                          headers: [.wwwAuthenticate: "Bearer"])
+            return .refused(refuse(401, "unauthorized", "Unauthorized", "an API key is needed: Authorization: Bearer <key> (or a listed client certificate)",
+                                   headers: [.wwwAuthenticate: "Bearer"]))
         }
         let needed: Scope = request.uri.path.hasPrefix("/v1/settlements/") || Self.governed.contains(request.uri.path) ? .govern
             : request.method == .get || request.method == .head ? .read : .submit
         guard key.scopes.contains(needed) else {
-            return refuse(403, "forbidden", "Forbidden", "the key '\(key.name)' does not have the '\(needed.rawValue)' scope")
+            return .refused(refuse(403, "forbidden", "Forbidden", "the key '\(key.name)' does not have the '\(needed.rawValue)' scope"))
         }
         if let wait = take(key) {
-            return refuse(429, "rate-limited", "Too many requests", "the key '\(key.name)' is over its \(rate(key)) requests per second",
-                          headers: [.retryAfter: "\(wait)"])
+            return .refused(refuse(429, "rate-limited", "Too many requests", "the key '\(key.name)' is over its \(rate(key)) requests per second",
+                                   headers: [.retryAfter: "\(wait)"]))
         }
-        let charge = Charge(rate: rate(key)) { [self] count in take(key, count: count) }
-        return try await Self.$client.withValue(key.name) { try await Self.$charge.withValue(charge) { try await next(request, context) } }
+        return .admitted(key)
     }
 
     /// The name of the key (or certificate entry) the request came with, for the operations
@@ -375,6 +408,47 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// that the many requests held while they wait for finality hold little memory.
     static func bodyByteCountMax(_ path: String) -> Int { path == "/v1/transaction-batches" ? 1 << 20 : 128 << 10 }
 
+    /// A body that could not be read whole: over its size (413) or its time (408).
+    struct BodyRefusal: Error {
+        let response: Response
+    }
+
+    /// A POST's body, read whole into the request (the generated code's decoding then
+    /// reads it from memory): refused before it is read when its announced length is over
+    /// `bodyByteCountMax`, else as soon as it passes it, or when it has not arrived whole
+    /// within `seconds`. A client waiting for `100 Continue` is told first (ExpectContinue).
+    static func readBody(of request: Request, context: GatewayContext, seconds: Int64) async throws -> Result<Request, BodyRefusal> {
+        let bodyMax = bodyByteCountMax(request.uri.path)
+        let tooLarge = BodyRefusal(response: ProblemResponse.make(
+            status: 413, type: "content-too-large", title: "Content too large",
+            detail: "the request's body is over \(bodyMax) bytes", headers: [.connection: "close"]))
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > bodyMax { return .failure(tooLarge) }
+        await context.continueBody()
+        let body = request.body
+        let collected: ByteBuffer?
+        do {
+            collected = try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+                group.addTask { try await body.collect(upTo: bodyMax) }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(seconds))
+                    return nil
+                }
+                defer { group.cancelAll() }
+                return try await group.next() ?? nil
+            }
+        } catch is NIOTooManyBytesError {
+            return .failure(tooLarge)
+        }
+        guard let collected else {
+            return .failure(BodyRefusal(response: ProblemResponse.make(
+                status: 408, type: "request-timeout", title: "Request timeout",
+                detail: "the request's body did not arrive within \(seconds) s", headers: [.connection: "close"])))
+        }
+        var read = request
+        read.body = .init(buffer: collected)
+        return .success(read)
+    }
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let allowed = Self.allowed(request.uri.path)
         guard allowed.contains(request.method) else {
@@ -397,35 +471,10 @@ struct RequestShapeMiddleware: RouterMiddleware {
         defer { place?.release() }
         var request = request
         if request.method == .post {
-            // Refused before it is read when its length says so, else while it is read.
-            let bodyMax = Self.bodyByteCountMax(request.uri.path)
-            let tooLarge = ProblemResponse.make(
-                status: 413, type: "content-too-large", title: "Content too large",
-                detail: "the request's body is over \(bodyMax) bytes", headers: [.connection: "close"])
-            if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > bodyMax { return tooLarge }
-            // A client that asked to be told before it sends its body is told now (ExpectContinue).
-            await context.continueBody()
-            let body = request.body, seconds = bodySeconds
-            let collected: ByteBuffer?
-            do {
-                collected = try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
-                    group.addTask { try await body.collect(upTo: bodyMax) }
-                    group.addTask {
-                        try await Task.sleep(for: .seconds(seconds))
-                        return nil
-                    }
-                    defer { group.cancelAll() }
-                    return try await group.next() ?? nil
-                }
-            } catch is NIOTooManyBytesError {
-                return tooLarge
+            switch try await Self.readBody(of: request, context: context, seconds: bodySeconds) {
+            case let .success(read): request = read
+            case let .failure(refusal): return refusal.response
             }
-            guard let collected else {
-                return ProblemResponse.make(
-                    status: 408, type: "request-timeout", title: "Request timeout",
-                    detail: "the request's body did not arrive within \(seconds) s", headers: [.connection: "close"])
-            }
-            request.body = .init(buffer: collected)
         }
         // An error is a problem document whatever Accept says (RFC 9457): an EventSource
         // asks for text/event-stream only, and the generated code would refuse to answer

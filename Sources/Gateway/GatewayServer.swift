@@ -112,9 +112,12 @@ public final class GatewayServer: Sendable {
         let watch = FinalityWatch(feed: feed)
         let dashboard = Dashboard(pool: pool)
         router.add(middleware: MetricsMiddleware(metrics: metrics))
-        router.add(middleware: RequestShapeMiddleware(state: access, bodySeconds: max(1, configuration.bodySeconds)))
+        // The access rules first: a request they refuse takes no place among those answered
+        // at once (the request shape's), so that unknown clients cannot fill them.
         router.add(middleware: AccessMiddleware(
-            keys: configuration.keys, state: access, metricsOpen: tlsConfiguration == nil, publicLimiter: dashboard.limiter))
+            keys: configuration.keys, state: access, metricsOpen: tlsConfiguration == nil, publicLimiter: dashboard.limiter,
+            bodySeconds: max(1, configuration.bodySeconds)))
+        router.add(middleware: RequestShapeMiddleware(state: access, bodySeconds: max(1, configuration.bodySeconds)))
         // Prometheus text; open on the plain listener (loopback only), a key's over HTTPS.
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],

@@ -88,6 +88,10 @@ import Wire
         let huge = String(repeating: "ab", count: 600_000)  // 1.2 MB of hex
         let announced = try await GatewayTests.post(port, "/v1/transactions", key: key, json: ["transaction": huge])
         #expect(announced.status == 413 && announced.body["type"] as? String == "urn:calisson:problem:content-too-large", "\(announced.text)")
+        // Without a key: refused before anything else (URLSession, on libcurl, asks for
+        // `100 Continue` past 1 MiB: answered at once, no body read).
+        let anonymous = try await GatewayTests.post(port, "/v1/transactions", key: nil, json: ["transaction": huge])
+        #expect(anonymous.status == 401, "\(anonymous.text)")
         let body = "{\"transaction\": \"\(huge)\"}"
         let chunked = try await GatewayTests.blocking {
             Raw.exchange(port, "POST /v1/transactions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(key)\r\nContent-Type: application/json\r\n"

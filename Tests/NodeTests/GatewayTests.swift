@@ -245,6 +245,48 @@ import Wire
         for fd in sockets { close(fd) }
     }
 
+    /// Clients without a listed key hold no place: 80 of them (more than the 48 places)
+    /// each send a POST's head and never its body; none takes a place or waits in line,
+    /// a keyed read is answered at once meanwhile, and each is refused (401, its connection
+    /// closed) once the body's time is up. A client waiting for `100 Continue` is refused
+    /// at once, its body never asked for.
+    @Test func clientsWithoutAKeyHoldNoPlace() async throws {
+        let (cluster, nodes) = try await Self.advancedCluster()
+        defer { for node in nodes { node.stop() } }
+        let reader = APIKey.generate(name: "reader", scopes: [.read])
+        let (_, serving, port) = try await Self.start(nodes, cluster, keys: [reader.entry], bodySeconds: 3)
+        defer { serving.cancel() }
+        try await Self.untilHealthy(port)
+
+        let unknown = try await Self.blocking {
+            (0..<80).map { index in
+                let fd = Raw.connect(port)
+                Raw.send(fd, "POST /v1/transactions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer cal_unknown_\(index)\r\n"
+                    + "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+                return fd
+            }
+        }
+        defer { for fd in unknown { close(fd) } }
+        try await Task.sleep(for: .milliseconds(500))
+        let metrics = try await Self.get(port, "/metrics", key: nil).text
+        #expect(Self.metric("calisson_gateway_requests_in_flight", in: metrics) == 0 && Self.metric("calisson_gateway_requests_waiting", in: metrics) == 0,
+                "\(metrics.split(separator: "\n").filter { $0.contains("requests_") })")
+        let read = try await Self.get(port, "/v1/status", key: reader.secret)
+        #expect(read.status == 200, "\(read.text)")
+        let refused = try await Self.blocking { unknown.map { Raw.answer($0, seconds: 10) } }
+        #expect(refused.allSatisfy { $0.text.hasPrefix("HTTP/1.1 401") && $0.text.lowercased().contains("connection: close") },
+                "\(refused.filter { !$0.text.hasPrefix("HTTP/1.1 401") }.prefix(3))")
+
+        let waiting = try await Self.blocking { () -> Raw.Read in
+            let fd = Raw.connect(port)
+            defer { close(fd) }
+            Raw.send(fd, "POST /v1/transactions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer cal_unknown\r\n"
+                + "Content-Type: application/json\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n")
+            return Raw.answer(fd, seconds: 2)
+        }
+        #expect(waiting.text.hasPrefix("HTTP/1.1 401"), "\(waiting)")
+    }
+
     /// Many back-end workers submitting at once and each waiting for finality (the default):
     /// more than the gateway's places and its line, and more than the long polls it may
     /// hold to a node.
