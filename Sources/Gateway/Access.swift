@@ -138,9 +138,8 @@ struct AccessMiddleware: RouterMiddleware {
             // unless its client waits for `100 Continue`: it is answered at once and the
             // connection closed (ExpectContinue), its body never sent.
             guard request.method == .post, !ExpectContinue.expectsContinue(request.head) else { return response }
-            if case .failure = try await RequestShapeMiddleware.readBody(of: request, context: context, seconds: bodySeconds) {
-                response.headers[.connection] = "close"
-            }
+            // Read and dropped as it comes: a refused request holds no memory for its body.
+            if await !RequestShapeMiddleware.discardBody(of: request, seconds: bodySeconds) { response.headers[.connection] = "close" }
             return response
         }
     }
@@ -408,6 +407,30 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// that the many requests held while they wait for finality hold little memory.
     static func bodyByteCountMax(_ path: String) -> Int { path == "/v1/transaction-batches" ? 1 << 20 : 128 << 10 }
 
+    /// Reads a refused request's body and drops it as it comes, within the same limits as
+    /// `readBody` (its size, its time): whether it was read whole within them.
+    static func discardBody(of request: Request, seconds: Int64) async -> Bool {
+        let bodyMax = bodyByteCountMax(request.uri.path)
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > bodyMax { return false }
+        let body = request.body
+        return (try? await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                var count = 0
+                for try await part in body {
+                    count += part.readableBytes
+                    if count > bodyMax { return false }
+                }
+                return true
+            }
+            group.addTask {
+                try await Task.sleep(for: .seconds(seconds))
+                return false
+            }
+            defer { group.cancelAll() }
+            return try await group.next() ?? false
+        }) ?? false
+    }
+
     /// A body that could not be read whole: over its size (413) or its time (408).
     struct BodyRefusal: Error {
         let response: Response
@@ -496,7 +519,11 @@ struct RequestShapeMiddleware: RouterMiddleware {
         } catch let error as ServerError {
             return ProblemResponse.make(status: 500, type: "internal", title: "Internal error", detail: "operation \(error.operationID): \(error.causeDescription)")
         } catch let error as HTTPError where error.status == .notFound {
-            // No route: the router's bare 404, made a problem document like every other error.
+            // No route: the router's bare 404, made a problem document like every other
+            // error of the API, a line of text on the public side (pages, open data).
+            if isPublic {
+                return Dashboard.text(.notFound, "no such page: the dashboard is at /fr/ and /en/, the open data at /open-data/v1/ (Docs/OPEN-DATA.md)\n")
+            }
             return ProblemResponse.make(
                 status: 404, type: "not-found", title: "Not found",
                 detail: "\(request.uri.path) is not an operation of this gateway: its operations are in its OpenAPI document (Sources/Gateway/openapi.yaml, Docs/API.md)")

@@ -28,11 +28,16 @@ final class ExpectContinue: ChannelDuplexHandler, RemovableChannelHandler {
     /// The event the middleware sends down the pipeline before it reads a body.
     struct Send: Sendable {}
 
-    /// The request being read expects `100 Continue` and has neither been sent one nor sent
-    /// any of its body.
-    private var awaiting = false
-    /// The answer being written is final while its body was awaited: close after it.
-    private var closeAfterAnswer = false
+    /// The requests read and not yet answered, oldest first: NIO reads ahead, so a client
+    /// that pipelines has a next request read while the previous is answered. The answer
+    /// being written is the first's; a body part or an end belongs to the last.
+    private var unanswered: [Unanswered] = []
+    struct Unanswered {
+        /// It expects `100 Continue` and has neither been sent one nor sent any of its body.
+        var awaiting: Bool
+        /// Its final answer went out while its body was awaited: close after that answer.
+        var closeAfterAnswer = false
+    }
 
     /// Whether a request's `Expect` field asks for `100 Continue` (case-insensitive token).
     static func expectsContinue(_ request: HTTPRequest) -> Bool {
@@ -44,19 +49,19 @@ final class ExpectContinue: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case let .head(request):
-            awaiting = Self.expectsContinue(request)
-            closeAfterAnswer = false
+            unanswered.append(Unanswered(awaiting: Self.expectsContinue(request)))
         case .body, .end:
             // The client sent its body without waiting (allowed), or it had none.
-            awaiting = false
+            if !unanswered.isEmpty { unanswered[unanswered.count - 1].awaiting = false }
         }
         context.fireChannelRead(data)
     }
 
     func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
         guard event is Send else { return context.triggerUserOutboundEvent(event, promise: promise) }
-        if awaiting {
-            awaiting = false
+        // Requests are answered in order: the one whose body is about to be read is the first.
+        if unanswered.first?.awaiting == true {
+            unanswered[0].awaiting = false
             context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
         }
         promise?.succeed(())
@@ -64,15 +69,21 @@ final class ExpectContinue: ChannelDuplexHandler, RemovableChannelHandler {
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
-        case var .head(response) where awaiting && response.status.kind != .informational:
-            awaiting = false
-            closeAfterAnswer = true
+        case var .head(response) where unanswered.first?.awaiting == true && response.status.kind != .informational:
+            unanswered[0].awaiting = false
+            unanswered[0].closeAfterAnswer = true
             response.headerFields[.connection] = "close"
             context.write(wrapOutboundOut(.head(response)), promise: promise)
-        case .end where closeAfterAnswer:
-            closeAfterAnswer = false
-            context.writeAndFlush(data, promise: promise)
-            context.close(promise: nil)
+        case .end:
+            let close = unanswered.first?.closeAfterAnswer == true
+            if !unanswered.isEmpty { unanswered.removeFirst() }
+            guard close else { return context.write(data, promise: promise) }
+            // Closed once the answer is written (closing at once could cut it short).
+            let written = context.eventLoop.makePromise(of: Void.self)
+            written.futureResult.cascade(to: promise)
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            written.futureResult.whenComplete { _ in bound.value.close(promise: nil) }
+            context.writeAndFlush(data, promise: written)
         default:
             context.write(data, promise: promise)
         }

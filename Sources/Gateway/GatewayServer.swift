@@ -112,6 +112,7 @@ public final class GatewayServer: Sendable {
         let watch = FinalityWatch(feed: feed)
         let dashboard = Dashboard(pool: pool)
         router.add(middleware: MetricsMiddleware(metrics: metrics))
+        router.add(middleware: ReuseCORSMiddleware())
         // The access rules first: a request they refuse takes no place among those answered
         // at once (the request shape's), so that unknown clients cannot fill them.
         router.add(middleware: AccessMiddleware(

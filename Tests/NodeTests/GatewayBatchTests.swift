@@ -88,8 +88,8 @@ import Wire
         let huge = String(repeating: "ab", count: 600_000)  // 1.2 MB of hex
         let announced = try await GatewayTests.post(port, "/v1/transactions", key: key, json: ["transaction": huge])
         #expect(announced.status == 413 && announced.body["type"] as? String == "urn:calisson:problem:content-too-large", "\(announced.text)")
-        // Without a key: refused before anything else (URLSession, on libcurl, asks for
-        // `100 Continue` past 1 MiB: answered at once, no body read).
+        // Without a key: refused before anything else, its body (over the limit by its
+        // announced length) never collected.
         let anonymous = try await GatewayTests.post(port, "/v1/transactions", key: nil, json: ["transaction": huge])
         #expect(anonymous.status == 401, "\(anonymous.text)")
         let body = "{\"transaction\": \"\(huge)\"}"
@@ -177,6 +177,25 @@ import Wire
         // The body read: "zz" is no transaction's hex, the API's 400 (not 408, the body's time).
         #expect(told[1].text.hasPrefix("HTTP/1.1 400") && told[1].text.contains("urn:calisson:problem:"), "\(told[1])")
         #expect(told[2].text.hasPrefix("HTTP/1.1 ") && !told[2].closed, "the connection after a 100 Continue: \(told[2])")
+
+        // Pipelined: a read, then a POST waiting for its 100, sent together. The read is
+        // answered as usual (its connection kept), then the POST told to go on and answered.
+        let pipelined = try await GatewayTests.blocking { () -> [Raw.Read] in
+            let fd = Raw.connect(port)
+            defer { close(fd) }
+            Raw.send(fd, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                + "POST /v1/transactions HTTP/1.1\r\n\(head)Content-Length: \(body.utf8.count)\r\n\r\n")
+            var first = Raw.answer(fd, seconds: 3)
+            // The 100 may have come in the same read as the first answer.
+            var rest = first.text.range(of: "HTTP/1.1 100").map { String(first.text[$0.lowerBound...]) } ?? ""
+            if !rest.isEmpty { first = Raw.Read(text: String(first.text.prefix(first.text.count - rest.count)), closed: false) }
+            if rest.isEmpty { rest = Raw.read(fd, seconds: 3).text }
+            Raw.send(fd, body)
+            return [first, Raw.Read(text: rest, closed: false), Raw.answer(fd, seconds: 3)]
+        }
+        #expect(pipelined[0].text.hasPrefix("HTTP/1.1 ") && !pipelined[0].text.lowercased().contains("connection: close"), "\(pipelined[0])")
+        #expect(pipelined[1].text.hasPrefix("HTTP/1.1 100 Continue"), "\(pipelined[1])")
+        #expect(pipelined[2].text.hasPrefix("HTTP/1.1 400"), "\(pipelined[2])")
 
         for (request, status) in [
             ("POST /v1/status HTTP/1.1\r\n\(head)Content-Length: 20\r\n\r\n", 405),

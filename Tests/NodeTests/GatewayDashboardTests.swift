@@ -137,6 +137,18 @@ import Wire
         #expect(try await allowedOrigin("/proofs/supply") == "*")
         #expect(try await allowedOrigin("/fr/") == nil)
         #expect(try await allowedOrigin("/v1/supply") == nil)
+        // A browser's preflight (a request with a header past the simple ones) is answered.
+        var preflight = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/open-data/v1/epochs.json")!)
+        preflight.httpMethod = "OPTIONS"
+        preflight.setValue("https://reuser.example", forHTTPHeaderField: "Origin")
+        preflight.setValue("GET", forHTTPHeaderField: "Access-Control-Request-Method")
+        let (_, preflightAnswer) = try await URLSession.shared.data(for: preflight)
+        let preflightHTTP = preflightAnswer as! HTTPURLResponse
+        #expect(preflightHTTP.statusCode == 204 && preflightHTTP.value(forHTTPHeaderField: "Access-Control-Allow-Origin") == "*"
+            && preflightHTTP.value(forHTTPHeaderField: "Access-Control-Allow-Methods")?.contains("GET") == true, "\(preflightHTTP.allHeaderFields)")
+        // A public path that is no page: a line of text, not the API's JSON.
+        let nowhere = try await get("/fr/nulle-part")
+        #expect(nowhere.status == 404 && nowhere.type.hasPrefix("text/plain") && nowhere.body.contains("/fr/"), "\(nowhere)")
         try await Task.sleep(for: .seconds(1.1))  // the address's bucket of requests fills again
 
         // A proof document holds: the record under the key, with a Merkle proof to the root.

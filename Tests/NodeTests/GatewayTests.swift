@@ -247,9 +247,9 @@ import Wire
 
     /// Clients without a listed key hold no place: 80 of them (more than the 48 places)
     /// each send a POST's head and never its body; none takes a place or waits in line,
-    /// a keyed read is answered at once meanwhile, and each is refused (401, its connection
-    /// closed) once the body's time is up. A client waiting for `100 Continue` is refused
-    /// at once, its body never asked for.
+    /// a keyed read is answered at once meanwhile, and each is refused (401, saying the
+    /// connection closes) once the body's time is up. A client waiting for `100 Continue`
+    /// is refused at once, its body never asked for.
     @Test func clientsWithoutAKeyHoldNoPlace() async throws {
         let (cluster, nodes) = try await Self.advancedCluster()
         defer { for node in nodes { node.stop() } }

@@ -6,6 +6,8 @@ import Foundation
 @testable import Gateway
 import Testing
 
+// The requests waiting in line are tasks on the tests' own threads: on the cooperative pool a
+// CI run, its two threads held by other tests, never started one within 30 s.
 @Suite(.onOwnThreads) struct PlacesTests {
     /// Waits until `places` has `count` requests in line (they are started as tasks).
     private static func untilWaiting(_ places: Places, _ count: Int) async throws {
@@ -26,9 +28,9 @@ import Testing
         #expect(await places.enter())
         #expect(await places.enter())
         let order = Locked<[Int]>([])
-        let first = Task { let got = await places.enter(); order.withLock { $0.append(1) }; return got }
+        let first = Task(executorPreference: OwnThreads.shared) { let got = await places.enter(); order.withLock { $0.append(1) }; return got }
         try await Self.untilWaiting(places, 1)
-        let second = Task { let got = await places.enter(); order.withLock { $0.append(2) }; return got }
+        let second = Task(executorPreference: OwnThreads.shared) { let got = await places.enter(); order.withLock { $0.append(2) }; return got }
         try await Self.untilWaiting(places, 2)
         // The line is full: the next is told at once.
         #expect(await !places.enter())
@@ -56,7 +58,7 @@ import Testing
 
         let patient = Places(maximum: 1, queuedMax: 4, waitMilliseconds: 60_000)
         #expect(await patient.enter())
-        let cancelled = Task { await patient.enter() }
+        let cancelled = Task(executorPreference: OwnThreads.shared) { await patient.enter() }
         try await Self.untilWaiting(patient, 1)
         cancelled.cancel()
         #expect(await !cancelled.value)

@@ -31,6 +31,9 @@ final class Dashboard: Sendable {
             || path.hasPrefix("/proofs/")
     }
 
+    /// Open data and proofs: for reuse, from pages of any origin too (`ReuseCORSMiddleware`).
+    static func isReusable(_ path: String) -> Bool { path.hasPrefix("/open-data/") || path.hasPrefix("/proofs/") }
+
     func register(on router: Router<GatewayContext>) {
         router.get("/") { _, _ in Response(status: .seeOther, headers: [.location: "/fr/", .contentLanguage: "fr"]) }
         for language in Language.allCases {
@@ -49,17 +52,11 @@ final class Dashboard: Sendable {
                 return await page(request, language, cached: false) { try await lookupPage(query, language) }
             }
         }
-        // Open data and proofs are for reuse, from pages of any origin too (a reuser's chart,
-        // a notebook): CORS lets a browser give them to such a page (no credentials: they
-        // need none). The dashboard's pages and the API are not opened this way.
-        let reuse = CORSMiddleware<GatewayContext>(allowOrigin: .all, allowHeaders: [.accept], allowMethods: [.get, .head])
-        let proofs = router.group("proofs").add(middleware: reuse)
-        proofs.get(":kind") { [self] _, context in await proof(context.parameters.get("kind") ?? "", nil) }
-        proofs.get(":kind/:id") { [self] _, context in await proof(context.parameters.get("kind") ?? "", context.parameters.get("id")) }
-        let openData = router.group("open-data/v1").add(middleware: reuse)
-        openData.get("epochs/:file") { [self] _, context in await openDataReport(context.parameters.get("file") ?? "") }
-        openData.get(":file") { [self] request, context in
-            await self.openData(context.parameters.get("file") ?? "", from: request.uri.queryParameters.get("from"), to: request.uri.queryParameters.get("to"))
+        router.get("/proofs/:kind") { [self] _, context in await proof(context.parameters.get("kind") ?? "", nil) }
+        router.get("/proofs/:kind/:id") { [self] _, context in await proof(context.parameters.get("kind") ?? "", context.parameters.get("id")) }
+        router.get("/open-data/v1/epochs/:file") { [self] _, context in await openDataReport(context.parameters.get("file") ?? "") }
+        router.get("/open-data/v1/:file") { [self] request, context in
+            await openData(context.parameters.get("file") ?? "", from: request.uri.queryParameters.get("from"), to: request.uri.queryParameters.get("to"))
         }
     }
 
@@ -254,5 +251,24 @@ final class PublicLimiter: Sendable {
         }
         if verdict != nil { refused.add(1, ordering: .relaxed) }
         return verdict
+    }
+}
+
+/// Open data and proofs are for reuse, from pages of any origin too (a reuser's chart, a
+/// notebook): CORS (Hummingbird's middleware) lets a browser give them to such a page, with
+/// no credentials (they need none). Put before the access rules and the request shape, so
+/// that a browser's preflight (`OPTIONS`) is answered and a refusal (429, 503) carries it
+/// too, its `Retry-After` readable. The dashboard's pages and the API are not opened this way.
+struct ReuseCORSMiddleware: RouterMiddleware {
+    typealias Context = GatewayContext
+    let cors = CORSMiddleware<GatewayContext>(
+        allowOrigin: .all, allowHeaders: [.accept], allowMethods: [.get, .head], exposedHeaders: ["Link", "Retry-After"], maxAge: .hours(24))
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard Dashboard.isReusable(request.uri.path) else { return try await next(request, context) }
+        var response = try await cors.handle(request, context: context, next: next)
+        // The library exposes headers on a preflight's answer only; a simple GET needs them too.
+        if request.headers[.origin] != nil, request.method != .options { response.headers[.accessControlExposeHeaders] = "Link, Retry-After" }
+        return response
     }
 }
