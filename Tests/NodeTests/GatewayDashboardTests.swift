@@ -142,10 +142,12 @@ import Wire
         preflight.httpMethod = "OPTIONS"
         preflight.setValue("https://reuser.example", forHTTPHeaderField: "Origin")
         preflight.setValue("GET", forHTTPHeaderField: "Access-Control-Request-Method")
+        preflight.setValue("cache-control", forHTTPHeaderField: "Access-Control-Request-Headers")
         let (_, preflightAnswer) = try await URLSession.shared.data(for: preflight)
         let preflightHTTP = preflightAnswer as! HTTPURLResponse
         #expect(preflightHTTP.statusCode == 204 && preflightHTTP.value(forHTTPHeaderField: "Access-Control-Allow-Origin") == "*"
-            && preflightHTTP.value(forHTTPHeaderField: "Access-Control-Allow-Methods")?.contains("GET") == true, "\(preflightHTTP.allHeaderFields)")
+            && preflightHTTP.value(forHTTPHeaderField: "Access-Control-Allow-Methods")?.contains("GET") == true
+            && preflightHTTP.value(forHTTPHeaderField: "Access-Control-Allow-Headers")?.contains("cache-control") == true, "\(preflightHTTP.allHeaderFields)")
         // A public path that is no page: a line of text, not the API's JSON.
         let nowhere = try await get("/fr/nulle-part")
         #expect(nowhere.status == 404 && nowhere.type.hasPrefix("text/plain") && nowhere.body.contains("/fr/"), "\(nowhere)")

@@ -262,7 +262,7 @@ final class PublicLimiter: Sendable {
 struct ReuseCORSMiddleware: RouterMiddleware {
     typealias Context = GatewayContext
     let cors = CORSMiddleware<GatewayContext>(
-        allowOrigin: .all, allowHeaders: [.accept], allowMethods: [.get, .head], exposedHeaders: ["Link", "Retry-After"], maxAge: .hours(24))
+        allowOrigin: .all, allowHeaders: [.accept, .acceptLanguage, .cacheControl, .ifNoneMatch, .ifModifiedSince], allowMethods: [.get, .head], exposedHeaders: ["Link", "Retry-After"], maxAge: .hours(24))
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard Dashboard.isReusable(request.uri.path) else { return try await next(request, context) }
