@@ -12,7 +12,8 @@ import NIOHTTPTypes
 /// One handler in each connection's pipeline, after the HTTP decoding:
 /// - the request middleware asks for the `100 Continue` (`Send`, a user outbound event)
 ///   just before it reads a body, once the request has passed what is decided from its
-///   head alone (the method, the announced length, a place among those answered at once);
+///   head alone (the access rules, the method, the announced length, a place among those
+///   answered at once);
 ///   a request answered before that gets no `100`, so its client never sends a body the
 ///   gateway will not read;
 /// - a final answer written while its request's body is still awaited (the client was not

@@ -4,8 +4,9 @@ import Foundation
 /// head without the body), one request per connection, answered by `handler(path)` and
 /// closed. Meant for a local port (Prometheus scrapes, health checks). Bounded against a
 /// client that misbehaves (a scraper leaking connections, a local process probing): a
-/// request over `requestBytesMax` is refused (413), one whose head is not whole within
-/// `requestMilliseconds` is closed, and past `connectionsMax` open a new connection is
+/// request over `requestBytesMax` is refused (413), a connection whose request and answer
+/// are not through within `requestMilliseconds` is closed, and past `connectionsMax` open a
+/// new connection is
 /// closed as soon as it is accepted, so that such a client never holds more than that many
 /// of the node's file descriptors, which its peers and its database need.
 public final class HTTPEndpoint: @unchecked Sendable {
