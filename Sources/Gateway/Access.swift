@@ -407,28 +407,34 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// that the many requests held while they wait for finality hold little memory.
     static func bodyByteCountMax(_ path: String) -> Int { path == "/v1/transaction-batches" ? 1 << 20 : 128 << 10 }
 
+    /// What `work` gives if it ends within `seconds`, else nil (it is then cancelled).
+    static func within<T: Sendable>(seconds: Int64, _ work: @escaping @Sendable () async throws -> T) async throws -> T? {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await work() }
+            group.addTask {
+                try await Task.sleep(for: .seconds(seconds))
+                return nil
+            }
+            defer { group.cancelAll() }
+            return try await group.next() ?? nil
+        }
+    }
+
     /// Reads a refused request's body and drops it as it comes, within the same limits as
     /// `readBody` (its size, its time): whether it was read whole within them.
     static func discardBody(of request: Request, seconds: Int64) async -> Bool {
         let bodyMax = bodyByteCountMax(request.uri.path)
         if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > bodyMax { return false }
         let body = request.body
-        return (try? await withThrowingTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                var count = 0
-                for try await part in body {
-                    count += part.readableBytes
-                    if count > bodyMax { return false }
-                }
-                return true
+        let whole = try? await within(seconds: seconds) { () -> Bool in
+            var count = 0
+            for try await part in body {
+                count += part.readableBytes
+                if count > bodyMax { return false }
             }
-            group.addTask {
-                try await Task.sleep(for: .seconds(seconds))
-                return false
-            }
-            defer { group.cancelAll() }
-            return try await group.next() ?? false
-        }) ?? false
+            return true
+        }
+        return whole == true
     }
 
     /// A body that could not be read whole: over its size (413) or its time (408).
@@ -450,15 +456,7 @@ struct RequestShapeMiddleware: RouterMiddleware {
         let body = request.body
         let collected: ByteBuffer?
         do {
-            collected = try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
-                group.addTask { try await body.collect(upTo: bodyMax) }
-                group.addTask {
-                    try await Task.sleep(for: .seconds(seconds))
-                    return nil
-                }
-                defer { group.cancelAll() }
-                return try await group.next() ?? nil
-            }
+            collected = try await within(seconds: seconds) { try await body.collect(upTo: bodyMax) }
         } catch is NIOTooManyBytesError {
             return .failure(tooLarge)
         }

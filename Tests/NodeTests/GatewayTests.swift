@@ -267,8 +267,11 @@ import Wire
             }
         }
         defer { for fd in unknown { close(fd) } }
-        try await Task.sleep(for: .milliseconds(500))
-        let metrics = try await Self.get(port, "/metrics", key: nil).text
+        var metrics = ""
+        #expect(try await Self.until(30) {  // all 80 accepted (their heads sent with the connection)
+            metrics = (try? Data(contentsOf: URL(string: "http://127.0.0.1:\(port)/metrics")!)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            return Self.metric("calisson_gateway_connections_open", in: metrics) >= 80
+        })
         #expect(Self.metric("calisson_gateway_requests_in_flight", in: metrics) == 0 && Self.metric("calisson_gateway_requests_waiting", in: metrics) == 0,
                 "\(metrics.split(separator: "\n").filter { $0.contains("requests_") })")
         let read = try await Self.get(port, "/v1/status", key: reader.secret)
