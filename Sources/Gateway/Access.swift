@@ -136,8 +136,8 @@ struct AccessMiddleware: RouterMiddleware {
             // still read first, within its limits, as for every answer of this gateway (a
             // refusal answered before the body, keep-alive, once hung a client in a CI run),
             // unless its client waits for `100 Continue`: it is answered at once and the
-            // connection closed (ExpectContinue), its body never sent.
-            guard request.method == .post, !ExpectContinue.expectsContinue(request.head) else { return response }
+            // connection closed (ContinueOrClose), its body never sent.
+            guard request.method == .post, !ContinueOrClose.expectsContinue(request.head) else { return response }
             // Read and dropped as it comes: a refused request holds no memory for its body.
             if await !RequestShapeMiddleware.discardBody(of: request, seconds: bodySeconds) { response.headers[.connection] = "close" }
             return response
@@ -445,7 +445,7 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// A POST's body, read whole into the request (the generated code's decoding then
     /// reads it from memory): refused before it is read when its announced length is over
     /// `bodyByteCountMax`, else as soon as it passes it, or when it has not arrived whole
-    /// within `seconds`. A client waiting for `100 Continue` is told first (ExpectContinue).
+    /// within `seconds`. A client waiting for `100 Continue` is told first (ContinueOrClose).
     static func readBody(of request: Request, context: GatewayContext, seconds: Int64) async throws -> Result<Request, BodyRefusal> {
         let bodyMax = bodyByteCountMax(request.uri.path)
         let tooLarge = BodyRefusal(response: ProblemResponse.make(

@@ -28,6 +28,11 @@ public struct GatewayTLS: Sendable {
         do { key = try NIOSSLPrivateKey(file: keyFile, format: .pem) } catch { throw GatewayError("--tls-key \(keyFile): \(error)") }
         var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
         configuration.minimumTLSVersion = .tlsv12
+        // A connection the gateway closes waits at most this for the client's close_notify
+        // before its socket is closed (NIOSSL's default is 5 s): a socket held after its
+        // close, clients that never send one (most browsers) included, and added to the
+        // lingering close after an answer that ends a connection (ContinueOrClose).
+        configuration.shutdownTimeout = .seconds(1)
         if let clientCAFile {
             let roots: [NIOSSLCertificate]
             do { roots = try NIOSSLCertificate.fromPEMFile(clientCAFile) } catch { throw GatewayError("--client-ca \(clientCAFile): \(error)") }

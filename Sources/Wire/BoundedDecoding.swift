@@ -62,6 +62,9 @@ extension DecodingError {
         case is String.Type: return "a string"
         case is Bool.Type: return "true or false"
         case is any FixedWidthInteger.Type: return "a whole number"
+        case is any BinaryFloatingPoint.Type: return "a number"
+        // Before lists: a dictionary is a sequence too (of its pairs).
+        case is any ExpressibleByDictionaryLiteral.Type: return "an object"
         case is any Sequence.Type: return "a list"
         default: return "an object"
         }

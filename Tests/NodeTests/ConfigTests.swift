@@ -124,6 +124,14 @@ import Transport
         #expect(load { $0["blockWaitMilliseconds"] = 18_446_744_073_709_551_616.0 }?.field == "blockWaitMilliseconds")
         #expect(load { $0["peers"] = [["id": "p1", "host": "127.0.0.1", "port": 65_536]] }?.field == "peers[0].port")
         #expect(load { $0["peerPort"] = 70_000 }?.reason.contains("0 to 65535") == true)
+        // A value of the wrong kind says which kind was expected: a list where an object is
+        // (once said "expected a list": a dictionary is a sequence too), and the reverse.
+        #expect(load { $0["peers"] = ["id": "p1"] }?.reason.hasPrefix("wrong type (expected a list)") == true)
+        #expect(load { $0["peers"] = [["p1"]] }.map { "\($0.field): \($0.reason)" }?.hasPrefix("peers[0]: wrong type (expected an object)") == true)
+        do {
+            _ = try JSONFile.decode([String: Int].self, bytes: Array("[1]".utf8))
+            Issue.record("a list was decoded as an object")
+        } catch { #expect(error.reason == "wrong type (expected an object)", "\(error)") }
 
         // The genesis: a budget past UInt64 and a negative one name the programme's field.
         let genesisPath = directory.appendingPathComponent("genesis.json")

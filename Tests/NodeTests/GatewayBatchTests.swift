@@ -211,6 +211,47 @@ import Wire
             #expect(refused[1].closed, "\(status): the connection was left open, its client's body unread")
         }
     }
+
+    /// An answer that says `Connection: close` (the body refused unread: over its announced
+    /// length, or not arrived in its time) ends the connection even while its client keeps
+    /// sending: the client reads the whole answer, then the end of the stream; what it still
+    /// sends is dropped for a bounded time, then the connection is closed, never read as a
+    /// next request. Before, the gateway read a terabyte announced, or a byte every few
+    /// seconds, for as long as the client liked, the connection kept.
+    @Test func anAnswerThatClosesEndsTheConnection() async throws {
+        let cluster = try TestCluster()
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        let submitter = APIKey.generate(name: "back-end", scopes: [.read, .submit])
+        let (_, serving, port) = try await GatewayTests.start(nodes, cluster, keys: [submitter.entry], bodySeconds: 2)
+        defer { serving.cancel() }
+        let head = "Host: 127.0.0.1\r\nAuthorization: Bearer \(submitter.secret)\r\nContent-Type: application/json\r\n"
+
+        // A terabyte announced, sent on at 10 KB/s: 413 at once.
+        let announced = try await GatewayTests.blocking {
+            Raw.sendOn(port, "POST /v1/transactions HTTP/1.1\r\n\(head)Content-Length: 1000000000000\r\n\r\n",
+                       then: String(repeating: "a", count: 1_000), everyMilliseconds: 100, seconds: 10)
+        }
+        // Its body dribbled a byte every 0.1 s, and on after the 408 that its time brings.
+        let dribbled = try await GatewayTests.blocking {
+            Raw.sendOn(port, "POST /v1/transactions HTTP/1.1\r\n\(head)Content-Length: 100000\r\n\r\n{",
+                       then: " ", everyMilliseconds: 100, seconds: 10)
+        }
+        for (sent, status) in [(announced, 413), (dribbled, 408)] {
+            #expect(sent.answer.hasPrefix("HTTP/1.1 \(status)") && sent.answer.lowercased().contains("connection: close")
+                    && sent.answer.contains("urn:calisson:problem:"), "\(sent.answer.prefix(300))")
+            guard let answered = sent.answered, let ended = sent.ended, let closed = sent.closed else {
+                Issue.record("\(status): answered \(sent.answered as Any) s, end of stream \(sent.ended as Any) s, closed \(sent.closed as Any) s")
+                continue
+            }
+            // The end of the stream right after the answer; the connection closed within the
+            // lingering bound after it (2 s, `ContinueOrClose.lingerSeconds`; 1.5 s of margin).
+            #expect(ended - answered < 1, "\(status): the end of the stream \(ended - answered) s after the answer")
+            #expect(closed - answered < 3.5, "\(status): closed \(closed - answered) s after the answer")
+        }
+        // Lingering connections closed, the gateway answers on a new one.
+        #expect([200, 503].contains(try await GatewayTests.get(port, "/health", key: nil).status))
+    }
 }
 
 /// Raw HTTP/1.1 on a loopback socket, for what URLSession does not send.
@@ -266,6 +307,48 @@ enum Raw {
             usleep(300_000)
         }
         return ("", elapsed())
+    }
+
+    /// What `sendOn` saw: the answer, and when (seconds after the head was sent) its first
+    /// bytes came, the stream ended, and the connection was found closed (a send refused).
+    struct SentOn {
+        var answer = ""
+        var answered: Double?
+        var ended: Double?
+        var closed: Double?
+    }
+
+    /// Sends `head`, then `chunk` every `everyMilliseconds` until the server closes the
+    /// connection (a send refused: reset, or broken pipe) or `seconds` pass, reading what the
+    /// server sends meanwhile.
+    static func sendOn(_ port: Int, _ head: String, then chunk: String, everyMilliseconds: Int, seconds: Double) -> SentOn {
+        let fd = connect(port)
+        defer { close(fd) }
+        let began = ContinuousClock.now
+        func elapsed() -> Double {
+            let duration = began.duration(to: .now)
+            return Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        }
+        var seen = SentOn()
+        send(fd, head)
+        var buffer = [UInt8](repeating: 0, count: 16_384)
+        let bytes = Array(chunk.utf8)
+        while elapsed() < seconds, seen.closed == nil {
+            let count = recv(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+            if count > 0 {
+                if seen.answered == nil { seen.answered = elapsed() }
+                seen.answer += String(decoding: buffer[..<count], as: UTF8.self)
+            } else if count == 0, seen.ended == nil {
+                seen.ended = elapsed()
+            } else if count < 0, errno != EAGAIN, errno != EWOULDBLOCK {
+                seen.closed = elapsed()
+                break
+            }
+            let sent = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+            if sent < 0, errno != EAGAIN, errno != EWOULDBLOCK { seen.closed = elapsed() }
+            usleep(UInt32(everyMilliseconds * 1_000))
+        }
+        return seen
     }
 
     /// How many of `connections` the server closes: waits until `expecting` are closed (or

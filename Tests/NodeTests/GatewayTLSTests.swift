@@ -31,6 +31,43 @@ import Transport
             print("ERROR", type(error).__name__, error)
         """
 
+    /// A POST announcing a terabyte, sent on at 10 KB/s after its refusal: the status line,
+    /// then the seconds at which the answer came, the stream ended and a send was refused
+    /// (None: not within 10 s).
+    static let sendingOn = """
+        import socket, ssl, sys, time
+        port, cafile, token = sys.argv[1:4]
+        context = ssl.create_default_context(cafile=cafile)
+        context.check_hostname = False
+        connection = context.wrap_socket(socket.create_connection(("127.0.0.1", int(port)), timeout=20))
+        connection.sendall(("POST /v1/transactions HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nAuthorization: Bearer " + token
+            + "\\r\\nContent-Type: application/json\\r\\nContent-Length: 1000000000000\\r\\n\\r\\n").encode())
+        connection.setblocking(False)
+        began = time.monotonic()
+        answer, answered, ended, closed = b"", None, None, None
+        while time.monotonic() - began < 10 and closed is None:
+            try:
+                data = connection.recv(16384)
+                if data:
+                    answered = answered or time.monotonic() - began
+                    answer += data
+                elif ended is None:
+                    ended = time.monotonic() - began
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                pass
+            except OSError:
+                closed = time.monotonic() - began
+                break
+            try:
+                connection.send(b"a" * 1000)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                pass
+            except OSError:
+                closed = time.monotonic() - began
+            time.sleep(0.1)
+        print(answer.split(b"\\r\\n")[0].decode(), answered, ended, closed)
+        """
+
     @Test func httpsWithKeysAndClientCertificates() async throws {
         guard GatewaySchemaTests.venvTool("python") != nil else { return }
         let cluster = try TestCluster(count: 1)
@@ -97,6 +134,18 @@ import Transport
         #expect(try await ask("https", "/metrics") == "401")
         #expect(try await ask("https", "/metrics", token: reader.secret) == "200")
         #expect(try await ask("https", "/health") == "200")
+
+        // A refusal that ends the connection (a POST without the scope, its announced body over
+        // the bounds: 403, `Connection: close`) ends it over TLS too, the client sending on:
+        // the whole answer read, then the connection closed within the lingering close's 2 s
+        // and TLS's wait for the client's close_notify, 1 s (NIOSSL's default of 5 s held it 7 s).
+        let sentOn = try await GatewayTests.blocking {
+            try run(GatewayPythonTests.python, ["-c", Self.sendingOn, "\(port)", caFile, reader.secret], timeout: 60)
+        }
+        let seen = sentOn.output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ")
+        let answered = seen.count == 6 ? Double(seen[3]) : nil, closed = seen.count == 6 ? Double(seen[5]) : nil
+        #expect(sentOn.output.hasPrefix("HTTP/1.1 403") && answered != nil && closed != nil && closed! - answered! < 4.5,
+                "\(sentOn.output) \(sentOn.errors.suffix(300))")
 
         // Off loopback: refused in plain HTTP, allowed with HTTPS (constructed, not bound).
         var open = configuration

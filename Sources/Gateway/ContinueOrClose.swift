@@ -1,0 +1,157 @@
+import HTTPTypes
+import NIOCore
+import NIOHTTPTypes
+
+/// What a client's request body may do on its connection, which Hummingbird leaves to the
+/// application: be asked for (`Expect: 100-continue`), or be left unread by an answer that
+/// ends the connection (`Connection: close`). One handler in each connection's pipeline,
+/// after the HTTP decoding.
+///
+/// `Expect: 100-continue` (RFC 9110, 10.1.1). A client that sends it (libcurl past 1 MiB,
+/// Java's and .NET's clients when asked to, PHP on older libcurl past 1 KiB) sends the
+/// request's head, then waits for `100 Continue` before the body: some for a second (curl),
+/// some until the server answers. Without it the gateway waited for a body that was not
+/// coming: each such request cost its client a second, or ended in `408` after the body's
+/// time.
+/// - The request middleware asks for the `100 Continue` (`Send`, a user outbound event)
+///   just before it reads a body, once the request has passed what is decided from its
+///   head alone (the access rules, the method, the announced length, a place among those
+///   answered at once). A request answered before that gets no `100`, so its client never
+///   sends a body the gateway will not read.
+/// - A final answer written while its request's body is still awaited (the client was not
+///   told to go on, and sent nothing) carries `Connection: close`, and ends the connection
+///   as below: the client may then send the body or not, and either way nothing it sends
+///   later can be read as the head of a next request.
+///
+/// `Connection: close` on an answer (RFC 9112, 9.6): the gateway says it when it answers
+/// without having read the request's body whole (`413`, `408`, a refusal whose body was
+/// over its bounds). Hummingbird only honours the request's `Connection: close`; after any
+/// other answer it reads the rest of the body, however long it is announced and however
+/// slowly it comes, and keeps the connection for the next request. So a client announcing
+/// a terabyte, or sending a byte every few seconds, held its connection (one of the few an
+/// address may have) for as long as it liked after its refusal. Here, once such an answer
+/// is written:
+/// - the gateway's side of the connection is shut (`close(mode: .output)`: the client reads
+///   the answer, then the end of the stream);
+/// - what the client still sends is read and dropped, never handed on (no next request is
+///   read), for at most `lingerSeconds` and `lingerByteCountMax` bytes, then the connection
+///   is closed. Closing at once instead could reset the connection while the client is
+///   still sending, and a reset may destroy the answer before the client reads it: the
+///   lingering close of RFC 9112, 9.6, as web servers do it.
+final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    /// The event the middleware sends down the pipeline before it reads a body.
+    struct Send: Sendable {}
+
+    /// How long what a client sends after an answer that closes is read and dropped, at most.
+    static let lingerSeconds: Int64 = 2
+    /// How many of its bytes, at most.
+    static let lingerByteCountMax = 1 << 20
+
+    /// The requests read and not yet answered, oldest first: NIO reads ahead, so a client
+    /// that pipelines has a next request read while the previous is answered. The answer
+    /// being written is the first's; a body part or an end belongs to the last.
+    private var unanswered: [Unanswered] = []
+    struct Unanswered {
+        /// It expects `100 Continue` and has neither been sent one nor sent any of its body.
+        var awaiting: Bool
+        /// Its final answer says `Connection: close`: end the connection after it.
+        var closeAfterAnswer = false
+    }
+
+    /// Once an answer that closes is written: the bytes dropped since (nil before).
+    private var lingering: Int?
+
+    /// Whether a request's `Expect` field asks for `100 Continue` (case-insensitive token).
+    static func expectsContinue(_ request: HTTPRequest) -> Bool {
+        request.headerFields[values: .expect].contains { value in
+            value.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces).lowercased() == "100-continue" }
+        }
+    }
+
+    /// Whether an answer's `Connection` field has the `close` option.
+    static func closes(_ response: HTTPResponse) -> Bool {
+        response.headerFields[values: .connection].contains { value in
+            value.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces).lowercased() == "close" }
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        if let dropped = lingering {
+            // After an answer that closes: nothing more is a request.
+            var count = dropped
+            if case let .body(buffer) = part { count += buffer.readableBytes }
+            lingering = count
+            if count > Self.lingerByteCountMax { context.channel.close(promise: nil) }
+            return
+        }
+        switch part {
+        case let .head(request):
+            unanswered.append(Unanswered(awaiting: Self.expectsContinue(request)))
+        case .body, .end:
+            // The client sent its body without waiting (allowed), or it had none.
+            if !unanswered.isEmpty { unanswered[unanswered.count - 1].awaiting = false }
+        }
+        context.fireChannelRead(data)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Bytes after an answer that closes that do not decode as HTTP: the connection ends now.
+        guard lingering == nil else { return context.channel.close(promise: nil) }
+        context.fireErrorCaught(error)
+    }
+
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        guard event is Send else { return context.triggerUserOutboundEvent(event, promise: promise) }
+        // Requests are answered in order: the one whose body is about to be read is the first.
+        if unanswered.first?.awaiting == true {
+            unanswered[0].awaiting = false
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
+        }
+        promise?.succeed(())
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case var .head(response) where response.status.kind != .informational && !unanswered.isEmpty:
+            if unanswered[0].awaiting {
+                unanswered[0].awaiting = false
+                response.headerFields[.connection] = "close"
+            }
+            unanswered[0].closeAfterAnswer = Self.closes(response)
+            context.write(wrapOutboundOut(.head(response)), promise: promise)
+        case .end:
+            let close = unanswered.first?.closeAfterAnswer == true
+            if !unanswered.isEmpty { unanswered.removeFirst() }
+            guard close, lingering == nil else { return context.write(data, promise: promise) }
+            lingering = 0
+            // Once the answer is written (shutting the output at once could cut it short).
+            let written = context.eventLoop.makePromise(of: Void.self)
+            written.futureResult.cascade(to: promise)
+            let channel = context.channel
+            written.futureResult.whenComplete { _ in
+                let shut = channel.eventLoop.makePromise(of: Void.self)
+                channel.close(mode: .output, promise: shut)
+                // A channel that cannot shut its output alone is closed whole.
+                shut.futureResult.whenFailure { _ in channel.close(promise: nil) }
+                channel.eventLoop.scheduleTask(in: .seconds(Self.lingerSeconds)) { channel.close(promise: nil) }
+            }
+            context.writeAndFlush(data, promise: written)
+        default:
+            context.write(data, promise: promise)
+        }
+    }
+}
+
+extension GatewayContext {
+    /// Tells a client waiting for `100 Continue` to send its body (nothing when it did not
+    /// ask, or already sent it). Awaited, so the `100` is written before the body is read.
+    func continueBody() async {
+        try? await channel.triggerUserOutboundEvent(ContinueOrClose.Send()).get()
+    }
+}
