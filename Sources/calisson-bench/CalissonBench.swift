@@ -28,10 +28,22 @@ struct HotPathCommand: ParsableCommand {
     @Flag(help: "Skip the timing, run only the self-check.")
     var checkOnly = false
 
+    func validate() throws {
+        try checkCounts([(rounds, "--rounds", 1...1_000)])
+    }
+
     func run() throws {
         var report = HotPath()
         try report.selfCheck()
-        if !checkOnly { report.measure(rounds: max(1, rounds)) }
+        if !checkOnly { report.measure(rounds: rounds) }
+    }
+}
+
+/// Counts given as flags, each within its range (what the machine and the node's own
+/// bounds allow), so that none can trap in an allocation or a conversion.
+func checkCounts(_ values: [(Int, String, ClosedRange<Int>)]) throws {
+    for (value, option, range) in values where !range.contains(value) {
+        throw ValidationError("\(option) must be from \(range.lowerBound) to \(range.upperBound), not \(value)")
     }
 }
 

@@ -28,6 +28,10 @@ struct CeilingCommand: ParsableCommand {
     @Flag(help: "Print one JSON object.")
     var json = false
 
+    func validate() throws {
+        try checkCounts([(validators, "--validators", 1...100), (signatures, "--signatures", 1...1_000_000), (rounds, "--rounds", 1...1_000)])
+    }
+
     /// Ed25519 verifications per second on one core: the best of `rounds` rounds.
     static func singleCoreVerifyRate(signatures: Int = 2_000, rounds: Int = 3) -> Double {
         var random = SplitMix64(seed: 7)

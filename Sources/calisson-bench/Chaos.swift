@@ -80,7 +80,7 @@ struct ChaosCommand: ParsableCommand {
     @Option(help: "Byzantine mix: seconds in each mode.") var modePeriod = 60.0
 
     func validate() throws {
-        guard validators >= 4 else { throw ValidationError("at least 4 validators (f ≥ 1)") }
+        guard (4...100).contains(validators) else { throw ValidationError("--validators must be from 4 (f ≥ 1) to 100, not \(validators)") }
         guard gap.count == 2, down.count == 2, gap[0] <= gap[1], down[0] <= down[1], gap[0] >= 0, down[0] >= 0 else {
             throw ValidationError("--gap and --down take two values each, from ≤ to, e.g. --gap 1 --gap 5")
         }

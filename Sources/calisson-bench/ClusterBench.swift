@@ -50,7 +50,11 @@ struct ClusterCommand: ParsableCommand {
     @Flag(help: "Plain progress lines even on a terminal.") var plain = false
 
     func validate() throws {
-        guard transactions > 0, connections > 0, outstanding > 0, citizens > 0 else { throw ValidationError("counts must be positive") }
+        try checkCounts([
+            (validators, "--validators", 1...100), (transactions, "--transactions", 1...10_000_000), (redeemEvery, "--redeem-every", 0...10_000_000),
+            (outstanding, "--outstanding", 1...10_000_000), (connections, "--connections", 1...1_024), (citizens, "--citizens", 1...1_000_000),
+            (blockCommandsMax ?? 1, "--block-commands-max", 1...10_000), (Int(clamping: blockWaitMs ?? 0), "--block-wait-ms", 0...1_000),
+        ])
         guard (1...32).contains(pipeline) else { throw ValidationError("--pipeline is from 1 to 32") }
         guard pipeline == 1 || rate == 0 else { throw ValidationError("--pipeline is for the closed loop (--rate 0)") }
         try checkFinite([(rate, "--rate"), (warmup, "--warmup"), (timeout, "--timeout")])

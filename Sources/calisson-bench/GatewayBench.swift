@@ -58,7 +58,11 @@ struct GatewayBenchCommand: ParsableCommand {
     @Option(help: "Write the figures as JSON to this file.") var json: String?
 
     func validate() throws {
-        guard validators > 0, transactions > 0, rounds > 0, outstanding > 0, connections > 0, readConnections > 0 else { throw ValidationError("counts must be positive") }
+        try checkCounts([
+            (validators, "--validators", 1...100), (transactions, "--transactions", 1...10_000_000), (rounds, "--rounds", 1...1_000),
+            (outstanding, "--outstanding", 1...10_000_000), (connections, "--connections", 1...1_024), (readConnections, "--read-connections", 1...1_024),
+            (Int(clamping: blockWaitMs ?? 0), "--block-wait-ms", 0...1_000),
+        ])
         guard (1...256).contains(batch) else { throw ValidationError("--batch is from 1 to 256") }
         guard !wait || batch == 1 else { throw ValidationError("--wait submits one transaction per request: --batch 1") }
         try checkFinite([(readRate, "--read-rate"), (readSeconds, "--read-seconds"), (load, "--load")])

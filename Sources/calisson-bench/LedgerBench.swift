@@ -30,6 +30,13 @@ struct LedgerCommand: ParsableCommand {
     @Option(help: "Measured blocks of each kind (Attribute, then Redeem).")
     var blocks = 10
 
+    func validate() throws {
+        try checkCounts([
+            (accounts, "--accounts", 1...100_000_000), (baselineAccounts, "--baseline-accounts", 1...100_000_000),
+            (blockSize, "--block-size", 1...10_000), (blocks, "--blocks", 1...100_000),
+        ])
+    }
+
     func run() throws {
         print("calisson-bench ledger: \(accounts) accounts vs a baseline of \(baselineAccounts), blocks of \(blockSize)")
         var big = try LedgerWorkload(accounts: accounts)

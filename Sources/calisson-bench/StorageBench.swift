@@ -37,6 +37,15 @@ struct StorageCommand: ParsableCommand {
     @Option(help: "SQLite's page cache, MiB (the node's storageCacheMegabytes).")
     var cacheMegabytes = NodeStore.Tuning.default.cacheBytes >> 20
 
+    func validate() throws {
+        guard (1...10_000).contains(blockSize) else { throw ValidationError("--block-size: 1 to 10000 (a node's blockCommandsMax), not \(blockSize)") }
+        guard (1...1_000_000).contains(blocks) else { throw ValidationError("--blocks: 1 to 1000000, not \(blocks)") }
+        guard (1...1_000_000_000).contains(accounts) else { throw ValidationError("--accounts: 1 to 1000000000, not \(accounts)") }
+        // The node's bounds for storageMapMegabytes and storageCacheMegabytes.
+        guard (0...4_096).contains(mapMegabytes) else { throw ValidationError("--map-megabytes: 0 to 4096, not \(mapMegabytes)") }
+        guard (1...4_096).contains(cacheMegabytes) else { throw ValidationError("--cache-megabytes: 1 to 4096, not \(cacheMegabytes)") }
+    }
+
     func run() throws {
         let folder = directory ?? FileManager.default.temporaryDirectory.appendingPathComponent("calisson-bench-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)

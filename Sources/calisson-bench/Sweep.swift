@@ -30,17 +30,36 @@ struct SweepCommand: ParsableCommand {
     @Option(help: "Transactions per point (cluster).") var transactions = 3_000
     @Option(help: "Directory for the results.") var out = "sweep"
 
-    static func numbers(_ list: String, _ option: String) throws -> [Double] {
+    /// A comma-separated list of numbers, each within `range`.
+    static func numbers(_ list: String, _ option: String, in range: ClosedRange<Double>) throws -> [Double] {
         let values = list.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
-        guard !values.isEmpty, values.allSatisfy({ $0 != nil && $0! > 0 }) else { throw ValidationError("--\(option): positive numbers, comma-separated") }
+        guard !values.isEmpty, values.allSatisfy({ $0.map(range.contains) == true }) else {
+            throw ValidationError("--\(option): numbers from \(String(format: "%g", range.lowerBound)) to \(String(format: "%g", range.upperBound)), comma-separated, not \"\(list.prefix(100))\"")
+        }
         return values.map { $0! }
     }
 
+    /// The same, whole numbers (each the same bounds as the point's command takes).
+    static func wholeNumbers(_ list: String, _ option: String, in range: ClosedRange<Int>) throws -> [Int] {
+        let values = list.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !values.isEmpty, values.allSatisfy({ $0.map(range.contains) == true }) else {
+            throw ValidationError("--\(option): whole numbers from \(range.lowerBound) to \(range.upperBound), comma-separated, not \"\(list.prefix(100))\"")
+        }
+        return values.map { $0! }
+    }
+
+    func validate() throws {
+        guard duration.isFinite, duration > 0, duration <= 86_400 else { throw ValidationError("--duration: seconds from 0 to 86400, not \(duration)") }
+        guard (1...10_000_000).contains(transactions) else { throw ValidationError("--transactions: 1 to 10000000, not \(transactions)") }
+    }
+
     func run() throws {
-        let validatorCounts = try Self.numbers(validators, "validators").map(Int.init)
-        let blocks = mode == .ordering ? try Self.numbers(blockSizes, "block-sizes").map(Int.init) : [0]
-        let payloads = mode == .ordering ? try Self.numbers(payloadSizes, "payload-sizes").map(Int.init) : [0]
-        let offered = try Self.numbers(loads, "loads")
+        // The bounds of `ordering` and `cluster` (their --validators, --block-size,
+        // --payload-size, --outstanding and --rate).
+        let validatorCounts = try Self.wholeNumbers(validators, "validators", in: 1...100)
+        let blocks = mode == .ordering ? try Self.wholeNumbers(blockSizes, "block-sizes", in: 1...100_000) : [0]
+        let payloads = mode == .ordering ? try Self.wholeNumbers(payloadSizes, "payload-sizes", in: 8...(1 << 20)) : [0]
+        let offered = try Self.numbers(loads, "loads", in: 1...10_000_000)
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         guard let me = Bundle.main.executablePath else { throw ValidationError("cannot find this executable") }
         let machine = Machine.describe()

@@ -20,6 +20,10 @@ struct TransportCommand: ParsableCommand {
     @Option(help: "Frames in flight.")
     var window = 512
 
+    func validate() throws {
+        try checkCounts([(frames, "--frames", 1...10_000_000), (window, "--window", 1...1_000_000)])
+    }
+
     func run() throws {
         print("calisson-bench transport: \(openSSLVersion)")
         let caKey = Ed25519PrivateKey(seed: SHA256.hash("bench ca").bytes)!

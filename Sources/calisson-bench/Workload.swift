@@ -29,6 +29,8 @@ struct WorkloadCommand: ParsableCommand {
     static func citizen(_ index: Int) -> Ed25519PrivateKey { Ed25519PrivateKey(seed: SHA256.hash("testnet citizen \(index)").bytes)! }
 
     func validate() throws {
+        try checkCounts([(transactions, "--transactions", 1...10_000_000), (citizens, "--citizens", 1...1_000_000)])
+        try checkFinite([(timeout, "--timeout")])
         for file in ["genesis.json", "ca.crt"] where !FileManager.default.fileExists(atPath: "\(testnet)/\(file)") {
             throw ValidationError("no \(file) in \(testnet): --testnet is the directory that calisson-node testnet --out wrote (make run's is .cluster/net)")
         }

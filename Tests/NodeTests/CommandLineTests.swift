@@ -37,6 +37,35 @@ import Wire
         }
     }
 
+    /// The bench's counts are bounded too: a storage run of 0 blocks, a sweep of 2^64 − 1
+    /// validators, a ceiling of 2^32 signatures a round, a cluster of Int.max transactions
+    /// each trapped (a range over nothing, a conversion, an allocation of 2^64 bytes).
+    @Test func theBenchRefusesAbsurdCountsByName() throws {
+        let bench = try productsDirectory() + "/calisson-bench"
+        let cases: [([String], String)] = [
+            (["storage", "--blocks", "0"], "--blocks"),
+            (["storage", "--accounts", "0"], "--accounts"),
+            (["sweep", "--validators", "18446744073709551615"], "--validators"),
+            (["sweep", "--block-sizes", "100,1e309"], "--block-sizes"),
+            (["sweep", "--loads", "nan"], "--loads"),
+            (["sweep", "--duration", "inf"], "--duration"),
+            (["ceiling", "--signatures", "4294967296"], "--signatures"),
+            (["cluster", "--transactions", "9223372036854775807"], "--transactions"),
+            (["cluster", "--citizens", "9223372036854775807"], "--citizens"),
+            (["gateway", "--connections", "9223372036854775807"], "--connections"),
+            (["gateway", "--rounds", "9223372036854775807"], "--rounds"),
+            (["ledger", "--blocks", "-1"], "--blocks"),
+            (["transport", "--window", "0"], "--window"),
+            (["hotpath", "--rounds", "9223372036854775807"], "--rounds"),
+        ]
+        for (arguments, flag) in cases {
+            let ran = try run(bench, arguments, timeout: 30)
+            #expect(ran.status == 64, "\(arguments): exit \(ran.status)")
+            #expect(ran.errors.contains(flag), "\(arguments): \(ran.errors)")
+            #expect(!ran.errors.contains("Fatal error") && !ran.errors.contains("Backtrace") && !ran.errors.contains("Crash"), "\(arguments): \(ran.errors.suffix(500))")
+        }
+    }
+
     /// `propose rotate-keys` takes the new keys as hex or as the .pub files `calisson-node
     /// keys generate` writes; `propose set-parameters` changes only the parameters given,
     /// checked as the ledger checks them (issue 20, item 7: neither could be proposed).
