@@ -64,9 +64,11 @@ struct Run: AsyncParsableCommand {
         }
         guard (1...600).contains(bodySeconds) else { throw ValidationError("--body-seconds must be from 1 to 600, not \(bodySeconds)") }
         guard (1...3_600).contains(idleTimeout) else { throw ValidationError("--idle-timeout must be from 1 to 3600 seconds, not \(idleTimeout)") }
-        guard (partner == nil) == (signingKey == nil), (signingKey == nil) || stateDir != nil else {
+        guard (partner == nil) == (signingKey == nil), (signingKey == nil) == (stateDir == nil) else {
             throw ValidationError("--partner, --signing-key and --state-dir go together")
         }
+        // Given without a signer, it would be ignored: an operator would think it used.
+        guard evidenceKey == nil || signingKey != nil else { throw ValidationError("--evidence-key is the signing partner's: give --partner, --signing-key and --state-dir with it") }
         if let partner, Identifier(partner) == nil { throw ValidationError("--partner '\(partner)' is not a partner id") }
         guard (tlsCertificate == nil) == (tlsKey == nil) else { throw ValidationError("--tls-certificate and --tls-key go together") }
         guard clientCa == nil || tlsCertificate != nil else { throw ValidationError("--client-ca needs HTTPS (--tls-certificate, --tls-key)") }

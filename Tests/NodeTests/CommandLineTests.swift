@@ -66,6 +66,35 @@ import Wire
         }
     }
 
+    /// `calisson-gateway run` refuses, by name and before it starts, what it cannot use: a
+    /// bound crossed, a number that is none, and a flag that would be ignored (an evidence key
+    /// or a state directory without the partner's signer).
+    @Test func theGatewayRefusesAbsurdFlagsByName() throws {
+        let gateway = try productsDirectory() + "/calisson-gateway"
+        let base = ["run", "--node", "127.0.0.1:7101", "--ca", "ca.crt", "--genesis", "genesis.json", "--api-keys", "keys.json"]
+        let cases: [([String], String)] = [
+            (["--idle-timeout", "0"], "--idle-timeout"),
+            (["--body-seconds", "9223372036854775807"], "--body-seconds"),
+            (["--request-timeout", "nan"], "--request-timeout"),
+            (["--request-timeout", "1e309"], "--request-timeout"),
+            (["--connections-per-address", "0"], "--connections-per-address"),
+            (["--max-lag", "18446744073709551615"], "--max-lag"),
+            (["--mirror-pages-max", "-1"], "--mirror-pages-max"),
+            (["--listen", "127.0.0.1"], "--listen"),
+            (["--node", "127.0.0.1:65536"], "--node"),
+            (["--partner", "Not An Id", "--signing-key", "k", "--state-dir", "d"], "--partner"),
+            (["--evidence-key", "evidence.key"], "--evidence-key"),
+            (["--state-dir", "state"], "--state-dir"),
+            (["--client-ca", "ca.crt"], "--client-ca"),
+        ]
+        for (arguments, flag) in cases {
+            let ran = try run(gateway, base + arguments, timeout: 30)
+            #expect(ran.status == 64, "\(arguments): exit \(ran.status)")
+            #expect(ran.errors.contains(flag), "\(arguments): \(ran.errors)")
+            #expect(!ran.errors.contains("Fatal error") && !ran.errors.contains("Backtrace"), "\(arguments): \(ran.errors.suffix(500))")
+        }
+    }
+
     /// `propose rotate-keys` takes the new keys as hex or as the .pub files `calisson-node
     /// keys generate` writes; `propose set-parameters` changes only the parameters given,
     /// checked as the ledger checks them (issue 20, item 7: neither could be proposed).
