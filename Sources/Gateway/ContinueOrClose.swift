@@ -12,32 +12,33 @@ import NIOHTTPTypes
 /// request's head, then waits for `100 Continue` before the body: some for a second (curl),
 /// some until the server answers. Without it the gateway waited for a body that was not
 /// coming: each such request cost its client a second, or ended in `408` after the body's
-/// time.
-/// - The request middleware asks for the `100 Continue` (`Send`, a user outbound event)
-///   just before it reads a body, once the request has passed what is decided from its
-///   head alone (the access rules, the method, the announced length, a place among those
-///   answered at once). A request answered before that gets no `100`, so its client never
-///   sends a body the gateway will not read.
-/// - A final answer written while its request's body is still awaited (the client was not
-///   told to go on, and sent nothing) carries `Connection: close`, and ends the connection
-///   as below: the client may then send the body or not, and either way nothing it sends
-///   later can be read as the head of a next request.
+/// time. The request middleware asks for the `100 Continue` (`Send`, a user outbound event)
+/// just before it reads a body, once the request has passed what is decided from its head
+/// alone (the access rules, the method, the announced length, a place among those answered
+/// at once). A request answered before that gets no `100`, so its client never sends a body
+/// the gateway will not read.
 ///
-/// `Connection: close` on an answer (RFC 9112, 9.6): the gateway says it when it answers
-/// without having read the request's body whole (`413`, `408`, a refusal whose body was
-/// over its bounds). Hummingbird only honours the request's `Connection: close`; after any
-/// other answer it reads the rest of the body, however long it is announced and however
-/// slowly it comes, and keeps the connection for the next request. So a client announcing
-/// a terabyte, or sending a byte every few seconds, held its connection (one of the few an
-/// address may have) for as long as it liked after its refusal. Here, once such an answer
-/// is written:
+/// An answer written before its request's body has been read to its end (a refusal from the
+/// head: `401`, `405`, `413` by the announced length..., or `408`, the body late; a GET
+/// whose client announced a body) says `Connection: close` and ends the connection (RFC
+/// 9112, 9.6). Hummingbird only honours a request's `Connection: close`; after any other
+/// answer it reads the rest of the body, however long it is announced and however slowly
+/// it comes, and keeps the connection for the next request: a client announcing a
+/// terabyte, or sending a byte every few seconds, held its connection (one of the few an
+/// address may have) for as long as it liked. Here, once such an answer is written:
 /// - the gateway's side of the connection is shut (`close(mode: .output)`: the client reads
 ///   the answer, then the end of the stream);
-/// - what the client still sends is read and dropped, never handed on (no next request is
-///   read), for at most `lingerSeconds` and `lingerByteCountMax` bytes, then the connection
-///   is closed. Closing at once instead could reset the connection while the client is
-///   still sending, and a reset may destroy the answer before the client reads it: the
-///   lingering close of RFC 9112, 9.6, as web servers do it.
+/// - what the client still sends is dropped, never handed on (no next request is read);
+///   past `lingerByteCountMax` bytes of body, no more is read at all;
+/// - after `lingerSeconds` the connection is closed. Closing at once instead could reset
+///   the connection while the client is still sending, and a reset may destroy the answer
+///   before the client reads it: the lingering close of RFC 9112, 9.6, as web servers do it.
+///
+/// Not covered: a next request pipelined behind the one answered so, whose parts were
+/// handed on before that answer was written (NIO reads ahead, and Hummingbird keeps no
+/// request back). It is handled, and its answer lost when the connection ends; RFC 9112
+/// asks clients not to pipeline behind a request that is not idempotent, and a retried
+/// submission has no second effect (Docs/API.md).
 final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -47,9 +48,9 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
     /// The event the middleware sends down the pipeline before it reads a body.
     struct Send: Sendable {}
 
-    /// How long what a client sends after an answer that closes is read and dropped, at most.
+    /// How long the connection is kept after an answer that closes it, at most.
     static let lingerSeconds: Int64 = 2
-    /// How many of its bytes, at most.
+    /// The body bytes read and dropped meanwhile, at most; past them nothing more is read.
     static let lingerByteCountMax = 1 << 20
 
     /// The requests read and not yet answered, oldest first: NIO reads ahead, so a client
@@ -59,12 +60,16 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
     struct Unanswered {
         /// It expects `100 Continue` and has neither been sent one nor sent any of its body.
         var awaiting: Bool
+        /// Its end (the last of its body) has not been read.
+        var bodyPending = true
         /// Its final answer says `Connection: close`: end the connection after it.
         var closeAfterAnswer = false
     }
 
-    /// Once an answer that closes is written: the bytes dropped since (nil before).
+    /// Once an answer that closes is written: the body bytes dropped since (nil before).
     private var lingering: Int?
+    /// The close at the end of the lingering.
+    private var closing: Scheduled<Void>?
 
     /// Whether a request's `Expect` field asks for `100 Continue` (case-insensitive token).
     static func expectsContinue(_ request: HTTPRequest) -> Bool {
@@ -84,26 +89,42 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
         let part = unwrapInboundIn(data)
         if let dropped = lingering {
             // After an answer that closes: nothing more is a request.
-            var count = dropped
-            if case let .body(buffer) = part { count += buffer.readableBytes }
-            lingering = count
-            if count > Self.lingerByteCountMax { context.channel.close(promise: nil) }
+            if case let .body(buffer) = part { lingering = dropped + buffer.readableBytes }
             return
         }
         switch part {
         case let .head(request):
             unanswered.append(Unanswered(awaiting: Self.expectsContinue(request)))
-        case .body, .end:
-            // The client sent its body without waiting (allowed), or it had none.
+        case .body:
+            // The client sent its body without waiting (allowed).
             if !unanswered.isEmpty { unanswered[unanswered.count - 1].awaiting = false }
+        case .end:
+            if !unanswered.isEmpty {
+                unanswered[unanswered.count - 1].awaiting = false
+                unanswered[unanswered.count - 1].bodyPending = false
+            }
         }
         context.fireChannelRead(data)
     }
 
+    func read(context: ChannelHandlerContext) {
+        // Past the bound, nothing more is read: the client's sends stop at its window, and
+        // the lingering's end closes the connection.
+        if let dropped = lingering, dropped > Self.lingerByteCountMax { return }
+        context.read()
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // Bytes after an answer that closes that do not decode as HTTP: the connection ends now.
-        guard lingering == nil else { return context.channel.close(promise: nil) }
+        // Bytes after an answer that closes that do not decode as HTTP: nothing is answered
+        // (the lingering's end closes the connection).
+        guard lingering == nil else { return }
         context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closing?.cancel()
+        closing = nil
+        context.fireChannelInactive()
     }
 
     func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
@@ -119,10 +140,8 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
         case var .head(response) where response.status.kind != .informational && !unanswered.isEmpty:
-            if unanswered[0].awaiting {
-                unanswered[0].awaiting = false
-                response.headerFields[.connection] = "close"
-            }
+            unanswered[0].awaiting = false
+            if unanswered[0].bodyPending { response.headerFields[.connection] = "close" }
             unanswered[0].closeAfterAnswer = Self.closes(response)
             context.write(wrapOutboundOut(.head(response)), promise: promise)
         case .end:
@@ -134,12 +153,14 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
             let written = context.eventLoop.makePromise(of: Void.self)
             written.futureResult.cascade(to: promise)
             let channel = context.channel
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
             written.futureResult.whenComplete { _ in
                 let shut = channel.eventLoop.makePromise(of: Void.self)
                 channel.close(mode: .output, promise: shut)
                 // A channel that cannot shut its output alone is closed whole.
                 shut.futureResult.whenFailure { _ in channel.close(promise: nil) }
-                channel.eventLoop.scheduleTask(in: .seconds(Self.lingerSeconds)) { channel.close(promise: nil) }
+                guard channel.isActive else { return }
+                handler.value.closing = channel.eventLoop.scheduleTask(in: .seconds(Self.lingerSeconds)) { channel.close(promise: nil) }
             }
             context.writeAndFlush(data, promise: written)
         default:

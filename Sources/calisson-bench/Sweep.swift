@@ -49,7 +49,7 @@ struct SweepCommand: ParsableCommand {
     }
 
     func validate() throws {
-        guard duration.isFinite, duration > 0, duration <= 86_400 else { throw ValidationError("--duration: seconds from 0 to 86400, not \(duration)") }
+        guard duration.isFinite, duration > 0, duration <= 86_400 else { throw ValidationError("--duration: seconds, more than 0 and at most 86400, not \(duration)") }
         guard (1...10_000_000).contains(transactions) else { throw ValidationError("--transactions: 1 to 10000000, not \(transactions)") }
     }
 
