@@ -1,6 +1,7 @@
 // The command-line tools refuse extreme and absurd flag values with a sentence naming
 // the flag, and never trap with a backtrace (issue 16, item 4): durations that are
-// infinite or astronomically large, block counts at UInt64.max. Reference text goes on
+// infinite or astronomically large, block counts at UInt64.max; the bench's counts and the
+// gateway's flags likewise. Reference text goes on
 // chain only as a keyed hash (item 13). The cluster scripts honour the caller's BASE_PORT
 // and a Byzantine test node logs the seed it runs with (item 12).
 @testable import CalissonCLI
@@ -29,11 +30,17 @@ import Wire
             (["submit", "propose", "close-programme", "--target", "t", "--key", key, "--as", "p0", "--deadline-in", max], "--deadline-in"),
             (["block", "18446744073709551616"], "height"),
         ]
+        try Self.expectRefusedByName(calisson, cases)
+    }
+
+    /// Runs `tool` with each case's arguments: refused as a usage error (exit 64) naming the
+    /// flag, without a trap.
+    static func expectRefusedByName(_ tool: String, _ cases: [([String], String)]) throws {
         for (arguments, flag) in cases {
-            let ran = try run(calisson, arguments, timeout: 30)
+            let ran = try run(tool, arguments, timeout: 30)
             #expect(ran.status == 64, "\(arguments): exit \(ran.status)")
             #expect(ran.errors.contains(flag), "\(arguments): \(ran.errors)")
-            #expect(!ran.errors.contains("Fatal error") && !ran.errors.contains("Backtrace") && !ran.errors.contains("Crash"), "\(arguments): \(ran.errors)")
+            #expect(!ran.errors.contains("Fatal error") && !ran.errors.contains("Backtrace") && !ran.errors.contains("Crash"), "\(arguments): \(ran.errors.suffix(500))")
         }
     }
 
@@ -58,12 +65,7 @@ import Wire
             (["transport", "--window", "0"], "--window"),
             (["hotpath", "--rounds", "9223372036854775807"], "--rounds"),
         ]
-        for (arguments, flag) in cases {
-            let ran = try run(bench, arguments, timeout: 30)
-            #expect(ran.status == 64, "\(arguments): exit \(ran.status)")
-            #expect(ran.errors.contains(flag), "\(arguments): \(ran.errors)")
-            #expect(!ran.errors.contains("Fatal error") && !ran.errors.contains("Backtrace") && !ran.errors.contains("Crash"), "\(arguments): \(ran.errors.suffix(500))")
-        }
+        try Self.expectRefusedByName(bench, cases)
     }
 
     /// `calisson-gateway run` refuses, by name and before it starts, what it cannot use: a
@@ -87,12 +89,7 @@ import Wire
             (["--state-dir", "state"], "--state-dir"),
             (["--client-ca", "ca.crt"], "--client-ca"),
         ]
-        for (arguments, flag) in cases {
-            let ran = try run(gateway, base + arguments, timeout: 30)
-            #expect(ran.status == 64, "\(arguments): exit \(ran.status)")
-            #expect(ran.errors.contains(flag), "\(arguments): \(ran.errors)")
-            #expect(!ran.errors.contains("Fatal error") && !ran.errors.contains("Backtrace"), "\(arguments): \(ran.errors.suffix(500))")
-        }
+        try Self.expectRefusedByName(gateway, cases.map { (base + $0.0, $0.1) })
     }
 
     /// `propose rotate-keys` takes the new keys as hex or as the .pub files `calisson-node
