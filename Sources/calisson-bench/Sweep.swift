@@ -59,7 +59,7 @@ struct SweepCommand: ParsableCommand {
         let validatorCounts = try Self.wholeNumbers(validators, "validators", in: 1...100)
         let blocks = mode == .ordering ? try Self.wholeNumbers(blockSizes, "block-sizes", in: 1...100_000) : [0]
         let payloads = mode == .ordering ? try Self.wholeNumbers(payloadSizes, "payload-sizes", in: 8...(1 << 20)) : [0]
-        let offered = try Self.numbers(loads, "loads", in: 1...10_000_000)
+        let offered = try Self.numbers(loads, "loads", in: 1...1_000_000)
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         guard let me = Bundle.main.executablePath else { throw ValidationError("cannot find this executable") }
         let machine = Machine.describe()
