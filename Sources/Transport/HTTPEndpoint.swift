@@ -6,9 +6,8 @@ import Foundation
 /// client that misbehaves (a scraper leaking connections, a local process probing): a
 /// request over `requestBytesMax` is refused (413), a connection whose request and answer
 /// are not through within `requestMilliseconds` is closed, and past `connectionsMax` open a
-/// new connection is
-/// closed as soon as it is accepted, so that such a client never holds more than that many
-/// of the node's file descriptors, which its peers and its database need.
+/// new connection is closed as soon as it is accepted, so that such a client never holds
+/// more than that many of the node's file descriptors, which its peers and its database need.
 public final class HTTPEndpoint: @unchecked Sendable {
     public static let requestBytesMax = 8 * 1024
     public static let connectionsMax = 64

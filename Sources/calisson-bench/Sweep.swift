@@ -30,20 +30,11 @@ struct SweepCommand: ParsableCommand {
     @Option(help: "Transactions per point (cluster).") var transactions = 3_000
     @Option(help: "Directory for the results.") var out = "sweep"
 
-    /// A comma-separated list of numbers, each within `range`.
-    static func numbers(_ list: String, _ option: String, in range: ClosedRange<Double>) throws -> [Double] {
-        let values = list.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+    /// A comma-separated list of `kind` (whole numbers, numbers), each within `range`.
+    static func values<T: LosslessStringConvertible & Comparable>(_ list: String, _ option: String, _ kind: String, in range: ClosedRange<T>) throws -> [T] {
+        let values = list.split(separator: ",").map { T($0.trimmingCharacters(in: .whitespaces)) }
         guard !values.isEmpty, values.allSatisfy({ $0.map(range.contains) == true }) else {
-            throw ValidationError("--\(option): numbers from \(String(format: "%g", range.lowerBound)) to \(String(format: "%g", range.upperBound)), comma-separated, not \"\(list.prefix(100))\"")
-        }
-        return values.map { $0! }
-    }
-
-    /// The same, whole numbers (each the same bounds as the point's command takes).
-    static func wholeNumbers(_ list: String, _ option: String, in range: ClosedRange<Int>) throws -> [Int] {
-        let values = list.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard !values.isEmpty, values.allSatisfy({ $0.map(range.contains) == true }) else {
-            throw ValidationError("--\(option): whole numbers from \(range.lowerBound) to \(range.upperBound), comma-separated, not \"\(list.prefix(100))\"")
+            throw ValidationError("--\(option): \(kind) from \(range.lowerBound) to \(range.upperBound), comma-separated, not \"\(list.prefix(100))\"")
         }
         return values.map { $0! }
     }
@@ -56,10 +47,10 @@ struct SweepCommand: ParsableCommand {
     func run() throws {
         // The bounds of `ordering` and `cluster` (their --validators, --block-size,
         // --payload-size, --outstanding and --rate).
-        let validatorCounts = try Self.wholeNumbers(validators, "validators", in: 1...100)
-        let blocks = mode == .ordering ? try Self.wholeNumbers(blockSizes, "block-sizes", in: 1...100_000) : [0]
-        let payloads = mode == .ordering ? try Self.wholeNumbers(payloadSizes, "payload-sizes", in: 8...(1 << 20)) : [0]
-        let offered = try Self.numbers(loads, "loads", in: 1...1_000_000)
+        let validatorCounts = try Self.values(validators, "validators", "whole numbers", in: 1...100)
+        let blocks = mode == .ordering ? try Self.values(blockSizes, "block-sizes", "whole numbers", in: 1...100_000) : [0]
+        let payloads = mode == .ordering ? try Self.values(payloadSizes, "payload-sizes", "whole numbers", in: 8...(1 << 20)) : [0]
+        let offered = try Self.values(loads, "loads", "numbers", in: 1.0...1_000_000)
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         guard let me = Bundle.main.executablePath else { throw ValidationError("cannot find this executable") }
         let machine = Machine.describe()
