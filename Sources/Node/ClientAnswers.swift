@@ -110,13 +110,15 @@ public struct ClientAnswers {
         }
     }
 
-    /// Stored tree pages by hash, up to about `snapshotBytesMax` (a joining node's walk).
-    /// Pages are content-addressed: a page's bytes hash to the name asked, whatever the
-    /// root it belongs to, so any stored page is a right answer (the asker checks it).
+    /// Tree pages by hash, stored or held in memory for a checkpoint whose state was not
+    /// written (`StoredState.encodedPage`), up to about `snapshotBytesMax` (a joining node's
+    /// walk, a gateway's copy). Pages are content-addressed: a page's bytes hash to the name
+    /// asked, whatever the root it belongs to, so any page is a right answer (the asker
+    /// checks it).
     func treePages(_ hashes: [SHA256Digest]) throws -> [[UInt8]?] {
         var pages: [[UInt8]?] = [], bytes = 0
         for hash in hashes.prefix(min(ClientRequest.snapshotItemsMax, snapshotItemsAllowed)) where bytes < ClientResponse.snapshotBytesMax {
-            let page = try store.treePage(hash)
+            let page = try ledger.store.encodedPage(hash)
             bytes += page?.count ?? 0
             pages.append(page)
         }
@@ -129,7 +131,7 @@ public struct ClientAnswers {
         let served = try store.checkpoint(atOrBelow: store.height)?.height ?? 0
         var values: [[UInt8]?] = [], bytes = 0
         for reference in references.prefix(min(ClientRequest.snapshotItemsMax, snapshotItemsAllowed)) where bytes < ClientResponse.snapshotBytesMax {
-            let value = try store.values(of: reference.key, after: served).last { StateTree.valueHash($0) == reference.valueHash }
+            let value = try ledger.store.values(of: reference.key, atCheckpoint: served).last { StateTree.valueHash($0) == reference.valueHash }
             bytes += value?.count ?? 0
             values.append(value)
         }
@@ -140,10 +142,14 @@ public struct ClientAnswers {
     func certifiedState(_ key: StateKey) throws -> ClientResponse {
         guard let (height, bytes) = try store.checkpoint(atOrBelow: store.height) else { return .error("no stable checkpoint executed yet") }
         let certificate = try CheckpointCertificate(wireBytes: bytes)
+        // Not held: dropped, which only a node executing far past its certified checkpoints does.
+        guard ledger.store.holds(checkpoint: height, root: certificate.stateRoot) else {
+            return .error("the state at checkpoint \(height) is not held by this node any more; ask another node or again after the next checkpoint")
+        }
         let proof = StateTree.proof(for: key, root: certificate.stateRoot, nodes: ledger.store)
         var value: [UInt8]?
         if let leaf = proof.terminal, leaf.key == key {
-            value = try store.values(of: key, after: height).first { StateTree.valueHash($0) == leaf.valueHash }
+            value = try ledger.store.values(of: key, atCheckpoint: height).first { StateTree.valueHash($0) == leaf.valueHash }
             guard value != nil else { return .error("the value at checkpoint \(height) is no longer stored") }
         }
         return .certifiedState(height: height, certificate: bytes, value: value, proof: proof)

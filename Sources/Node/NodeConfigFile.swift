@@ -55,6 +55,8 @@ public struct NodeConfigFile: Codable, Sendable, Equatable {
     public var storageCacheMegabytes: Int?
     /// WAL size past which it is copied into the main file, MiB (default 40, 1...1024).
     public var storageWALMegabytes: Int?
+    /// The state is written at every this many checkpoints (default 4, 1...64).
+    public var stateWriteCheckpoints: UInt64?
     /// Client port limits (Docs/SECURITY.md): connections at once (default 256, 1...65536),
     /// per IP address (default 64, 1...65536), requests per second per connection (default
     /// 2000, 1...1000000), seconds a client may idle (default 30, 1...86400).
@@ -128,6 +130,7 @@ extension NodeConfigFile {
         storageMapMegabytes = try c.integerIfPresent(.storageMapMegabytes)
         storageCacheMegabytes = try c.integerIfPresent(.storageCacheMegabytes)
         storageWALMegabytes = try c.integerIfPresent(.storageWALMegabytes)
+        stateWriteCheckpoints = try c.integerIfPresent(.stateWriteCheckpoints)
         clientConnectionsMax = try c.integerIfPresent(.clientConnectionsMax)
         clientConnectionsPerAddressMax = try c.integerIfPresent(.clientConnectionsPerAddressMax)
         clientRequestsPerSecondMax = try c.integerIfPresent(.clientRequestsPerSecondMax)
@@ -173,6 +176,10 @@ extension NodeConfigFile {
         guard (1...1_024).contains(walMegabytes) else {
             throw ConfigError(field: "storageWALMegabytes", reason: "\(walMegabytes) is outside 1...1024")
         }
+        let stateWrite = stateWriteCheckpoints ?? NodeConfiguration.stateWriteCheckpointsDefault
+        guard (1...NodeConfiguration.stateWriteCheckpointsMax).contains(stateWrite) else {
+            throw ConfigError(field: "stateWriteCheckpoints", reason: "\(stateWrite) is outside 1...\(NodeConfiguration.stateWriteCheckpointsMax)")
+        }
         let mempool = mempoolMax ?? 100_000
         guard (1...10_000_000).contains(mempool) else { throw ConfigError(field: "mempoolMax", reason: "\(mempool) is outside 1...10000000") }
         if let retainBlocks, retainBlocks < NodeConfiguration.retainBlocksMin {
@@ -203,6 +210,7 @@ extension NodeConfigFile {
         configuration.storage = NodeStore.Tuning(mapBytes: mapMegabytes << 20, cacheBytes: cacheMegabytes << 20)
         configuration.storage.walCheckpointPages = Int32(walMegabytes * 256)  // 4 KiB pages
         configuration.retainBlocks = retainBlocks
+        configuration.stateWriteCheckpoints = stateWrite
         return configuration
     }
 

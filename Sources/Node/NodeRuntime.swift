@@ -50,6 +50,14 @@ public struct NodeConfiguration: Sendable {
     public var metricsPort: UInt16?
     /// The database's memory: mapped window and page cache (Docs/STORAGE.md).
     public var storage = NodeStore.Tuning.default
+    /// The state is written at every this many checkpoints (its root is computed and
+    /// certified at every one; those in between are served from memory): a page or a value
+    /// changed in several of them is written once, at the cost of holding their changes in
+    /// memory and executing up to this many checkpoint intervals of blocks again at a
+    /// restart (Docs/STORAGE.md, "The state every few checkpoints").
+    public var stateWriteCheckpoints = NodeConfiguration.stateWriteCheckpointsDefault
+    public static let stateWriteCheckpointsDefault: UInt64 = 4
+    public static let stateWriteCheckpointsMax: UInt64 = 64
     /// Retention: the node keeps the bodies of this many latest blocks and drops older
     /// ones at its checkpoints (headers, certificates, results and the state stay); nil
     /// keeps every body (Docs/OPERATIONS.md, "Retention").
@@ -197,11 +205,14 @@ public final class NodeRuntime: @unchecked Sendable {
         settings.waitersMax = Self.waitersMax
         settings.rulesNewest = configuration.rulesNewest
         let cache = verifyCache
-        // The state written at the checkpoint heights (Docs/STORAGE.md); the blocks above the
-        // stored state's height are executed again as the core starts. The tree updated there
-        // too, and at every block smaller than `treeEveryBlockBelow`.
+        // The state's root computed at the checkpoint heights and the state written at every
+        // few of them, each validator at its own (its place in the genesis' list), so that the
+        // cluster's largest writes fall on different blocks (Docs/STORAGE.md); the blocks above
+        // the stored state's height are executed again as the core starts. The tree updated at every block smaller than
+        // `treeEveryBlockBelow` too.
         let state = StoredState(
-            store: store, stateInterval: replicaConfiguration.checkpointInterval,
+            store: store, stateInterval: replicaConfiguration.checkpointInterval, writeEvery: configuration.stateWriteCheckpoints,
+            writeOffset: UInt64(clamping: genesis.validators.firstIndex { $0.rawValue == configuration.transport.selfID } ?? 0),
             treeEveryBlockBelow: Self.treeEveryBlockBelow)
         state.retainBlocks = configuration.retainBlocks
         let replaying = store.height - store.stateHeight

@@ -37,7 +37,9 @@ extension StoredState: NodeStorage {
     public func serveLatestCheckpoint() throws -> (changedAt: UInt64, checkpoint: UInt64)? {
         guard let (height, certificate) = try store.checkpoint(atOrBelow: store.height), height > prunedThrough else { return nil }
         let handed = try recordHandover(at: height, certificate: certificate)
-        try store.pruneHistory(through: height)
+        // Its state written now if due; the history pruned up to it, but for the state a
+        // fold still held was folded from.
+        try store.pruneHistory(through: try serve(checkpoint: height))
         prunedThrough = height
         try pruneBodies(checkpoint: height)
         return handed.map { ($0, height) }
@@ -62,7 +64,7 @@ extension StoredState: NodeStorage {
         let key = StateKeys.validatorKeys
         let proof = StateTree.proof(for: key, root: certificate.stateRoot, nodes: self)
         guard let leaf = proof.terminal, leaf.key == key,
-            let value = try store.values(of: key, after: height).first(where: { StateTree.valueHash($0) == leaf.valueHash }),
+            let value = try values(of: key, atCheckpoint: height).first(where: { StateTree.valueHash($0) == leaf.valueHash }),
             let record = try? ValidatorKeys(wireBytes: value)
         else { return nil }  // a chain from before the record existed
         if lastHandover == nil { lastHandover = try store.lastHandover() }

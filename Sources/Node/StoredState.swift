@@ -5,23 +5,53 @@ import Wire
 
 /// The ledger's state on the node's SQLite store. The ledger reads values and tree nodes
 /// through it; `commit` keeps the block's batch, and `persist` writes the block in one SQL
-/// transaction. The state is written with the blocks whose height is a multiple of
-/// `stateInterval` (the node's: its checkpoint interval), the changes of the blocks since
-/// the last such height folded into one write (`StateWindow`) and read from memory until
-/// then; after a restart the blocks above the stored state's height are executed again
-/// from their bodies (`NodeCore`'s start, `replayed`). So a block and its results are
-/// durable with it, and its state with the next multiple (Docs/STORAGE.md). A read error is
-/// recorded, not hidden: the node checks `readError` after each block and stops before
-/// persisting anything computed from a failed read.
+/// transaction. The state's root is computed at the heights that are multiples of
+/// `stateInterval` (the node's checkpoint interval: the roots the consensus certifies). With
+/// `writeEvery` 1 the state is written with the block at each of them; with more, at every
+/// `writeEvery`-th (`writesState`), once that checkpoint is certified and served (`serve`),
+/// so that the stored state is always at a certified checkpoint. The changes of the blocks
+/// since the stored state are folded (`StateWindow`) and read from memory until written;
+/// after a restart the blocks above the stored state's height are executed again from their
+/// bodies (`NodeCore`'s start, `replayed`). So a block and its results are durable with it,
+/// and its state with a later write (Docs/STORAGE.md). The checkpoints whose state is not
+/// written are served to light clients from a copy of the fold at their height (`held`). A
+/// read error is recorded, not hidden: the node checks `readError` after each block and
+/// stops before persisting anything computed from a failed read.
 public final class StoredState: StateStore {
     public let store: NodeStore
     public private(set) var root: SHA256Digest
     private var pending: StateBatch?
     private var pendingValues: [StateKey: [UInt8]?] = [:]
-    /// The state is written at the heights that are multiples of this (1: at every block).
+    /// The state's root is computed at the heights that are multiples of this (1: at every
+    /// block): the node's checkpoint interval.
     public let stateInterval: UInt64
+    /// The state is written at every `writeEvery`-th multiple of `stateInterval`: those
+    /// whose quotient by it leaves `writeOffset` divided by `writeEvery`. A node's validators
+    /// take different offsets, so that they do not all make their largest write, and stall
+    /// their loops for it, at the same block.
+    public let writeEvery: UInt64
+    public let writeOffset: UInt64
+    /// Blocks folded since the stored state past which the state is written with the block
+    /// where `writesState`, served or not: two write intervals.
+    let foldedBlocksMax: UInt64
     /// The batches of the blocks persisted since the stored state's height.
     private var window = StateWindow()
+    /// The fold as it was at each multiple of `stateInterval` persisted (or executed again)
+    /// since the served checkpoint, and at the served one, where the state was not written:
+    /// a checkpoint's tree pages that later blocks replaced and its values that they
+    /// changed, which a light client's proof at it needs (`values(of:atCheckpoint:)`,
+    /// `treePage`), with the height of the stored state it was folded from (`base`: that
+    /// state's pages stay until no fold held is based on it). Oldest first; copies of the
+    /// window share its storage until it changes.
+    private var held: [(height: UInt64, base: UInt64, fold: StateWindow)] = []
+    /// The batches since the last checkpoint executed whose state is to be written
+    /// (`writesState`), and its height: once it is served, its fold is written and this
+    /// becomes the window.
+    private var since: (height: UInt64, fold: StateWindow)?
+    /// Folds held at most: the checkpoints executed and not served yet are normally one or
+    /// two (a checkpoint is certified a few blocks after its height). Past this, the oldest
+    /// not served is dropped, and a light client asking at it is told so.
+    public static let heldMax = 8
     public private(set) var readError: StorageError?
     /// The checkpoint served to light clients: the latest certified one executed. History
     /// (retired tree nodes, replaced values) older than it is dropped.
@@ -39,14 +69,24 @@ public final class StoredState: StateStore {
     /// ones only at the multiples of `stateInterval` (`updatesTree`).
     public let treeEveryBlockBelow: Int
 
-    /// `stateInterval`: the state is written with the blocks at its multiples (at least 1);
-    /// `treeEveryBlockBelow`: the block size under which the tree is updated at every
-    /// block (0: at the multiples only).
-    public init(store: NodeStore, stateInterval: UInt64 = 1, treeEveryBlockBelow: Int = 0) {
+    /// `stateInterval`: the state's root is computed at its multiples (at least 1);
+    /// `writeEvery`: the state is written at every such multiple (1) or every few (at least
+    /// 1), `writeOffset` saying which (taken modulo `writeEvery`); `treeEveryBlockBelow`: the
+    /// block size under which the tree is updated at every block (0: at the multiples only).
+    public init(store: NodeStore, stateInterval: UInt64 = 1, writeEvery: UInt64 = 1, writeOffset: UInt64 = 0, treeEveryBlockBelow: Int = 0) {
         self.store = store
         self.stateInterval = max(1, stateInterval)
+        self.writeEvery = max(1, writeEvery)
+        self.writeOffset = writeOffset % self.writeEvery
+        let (interval, overflow) = self.stateInterval.multipliedReportingOverflow(by: self.writeEvery)
+        foldedBlocksMax = overflow || interval > UInt64.max / 2 ? .max : 2 * interval
         self.treeEveryBlockBelow = treeEveryBlockBelow
         root = store.stateRoot
+    }
+
+    /// Whether the state is written with block `height`.
+    public func writesState(atHeight height: UInt64) -> Bool {
+        height % stateInterval == 0 && (height / stateInterval) % writeEvery == writeOffset
     }
 
     /// The height the state is at: the last block persisted or replayed.
@@ -124,6 +164,7 @@ public final class StoredState: StateStore {
         if let created = pending?.tree.created[root] { return created }
         if let made = window.page(root) { return made }
         if let cached = cache[root] { return cached }
+        for entry in held.reversed() { if let made = entry.fold.page(root) { return made } }
         do {
             guard let bytes = try store.treePage(root) else { return nil }
             let page = try TreePage(decoding: bytes)
@@ -215,10 +256,12 @@ public final class StoredState: StateStore {
         clear()
     }
 
-    /// Writes `block`, and the state with it at a multiple of `stateInterval`, the
-    /// committed batch folded with those of the blocks since the stored state's.
-    /// `block.stateRoot` must be the batch's root where the tree was updated (always at
-    /// such a multiple: the state written is one whose root was computed), zero elsewhere.
+    /// Writes `block`, and the state with it where `writesState` and the state is written
+    /// with the blocks (`writeEvery` 1, or the stored state two write intervals behind: the
+    /// checkpoints are not being certified), the committed batch folded with those of the
+    /// blocks since the stored state's. `block.stateRoot` must be the batch's root where the
+    /// tree was updated (always at a multiple of `stateInterval`: a checkpoint's root, and
+    /// the state written is one whose root was computed), zero elsewhere.
     public func persist(_ block: BlockRecord, extras: [String: [UInt8]] = [:]) throws(StorageError) {
         if let readError { throw readError }
         guard let pending else { throw .invalid(file: store.file, reason: "no state batch for block \(block.height)") }
@@ -229,20 +272,81 @@ public final class StoredState: StateStore {
             throw .invalid(file: store.file, reason: "block \(block.height)'s state is to be written without its tree updated")
         }
         // The fold changes only once the write succeeded (a failed one leaves it as it was).
-        if block.height % stateInterval == 0 {
+        if writesState(atHeight: block.height), writeEvery == 1 || UInt64(clamping: window.count) >= foldedBlocksMax - 1 {  // with this block
             var folded = window
             folded.add(pending)
             try store.append(block, state: Self.changes(folded.batch!), extras: extras)
             window = StateWindow()
+            since = nil
         } else {
             try store.append(block, state: nil, extras: extras)
-            window.add(pending)
+            fold(pending, height: block.height)
         }
         settle(pending)
     }
 
+    /// Folds block `height`'s batch, its state not written with it: held at a checkpoint,
+    /// and the fold of its successors started there if its state is to be written.
+    private func fold(_ batch: StateBatch, height: UInt64) {
+        window.add(batch)
+        since?.fold.add(batch)
+        guard height % stateInterval == 0 else { return }
+        held.append((height, store.stateHeight, window))
+        if held.count > Self.heldMax, let oldest = held.firstIndex(where: { $0.height != prunedThrough }) { held.remove(at: oldest) }
+        if writesState(atHeight: height) { since = (height, StateWindow()) }
+    }
+
+    /// Checkpoint `height` (certified) is served from now on: if its state is to be written
+    /// (the fold of the blocks after it was started there), it is written now, the blocks
+    /// after it folded from it on; the folds held for older checkpoints are dropped. Returns
+    /// the height through which the store's history may be pruned: that of the oldest
+    /// stored state a fold still held was folded from (its pages and values stay), at most
+    /// `height`.
+    @discardableResult
+    public func serve(checkpoint height: UInt64) throws(StorageError) -> UInt64 {
+        if let readError { throw readError }
+        if let since, since.height == height, let entry = held.last(where: { $0.height == height }), entry.base == store.stateHeight,
+            let batch = entry.fold.batch
+        {
+            try store.writeState(Self.changes(batch), atHeight: height)
+            window = since.fold
+            self.since = nil
+            held.removeAll { $0.height == height }  // on disk now
+        }
+        held.removeAll { $0.height < height }
+        return held.map(\.base).min().map { min($0, height) } ?? height
+    }
+
+    /// Whether the state at checkpoint `height`, whose root is `root`, can be proven from
+    /// here: its fold is held, or its tree is stored (the state was written there and its
+    /// pages are not pruned yet: every page of a stored tree stays until a later served
+    /// checkpoint prunes it, so its root page stands for all of them).
+    public func holds(checkpoint height: UInt64, root: SHA256Digest) -> Bool {
+        if root == .zero || held.contains(where: { $0.height == height }) { return true }
+        do { return try store.treePage(root) != nil } catch {
+            readError = readError ?? error
+            return false
+        }
+    }
+
+    /// The values `key` may have had at checkpoint `height`, for a proof's leaf to pick by
+    /// its value hash: from the fold held at that height if it wrote the key, else those
+    /// the store keeps from after it (the archive, then the stored value).
+    public func values(of key: StateKey, atCheckpoint height: UInt64) throws(StorageError) -> [[UInt8]] {
+        if let fold = held.last(where: { $0.height == height })?.fold, let value = fold.value(key) { return value.map { [$0] } ?? [] }
+        return try store.values(of: key, after: height)
+    }
+
+    /// A tree page's encoding by its hash, from the store or the folds held (a checkpoint's
+    /// page that was never written): what a joining node or a gateway's copy asks.
+    public func encodedPage(_ hash: SHA256Digest) throws(StorageError) -> [UInt8]? {
+        if let stored = try store.treePage(hash) { return stored }
+        for entry in held.reversed() { if let made = entry.fold.page(hash) { return made.encoded() } }
+        return window.page(hash)?.encoded()
+    }
+
     /// Takes the committed batch as that of stored block `height`, executed again after a
-    /// restart (it is written with the state at the next multiple of `stateInterval`):
+    /// restart (it is written with the state at the next height that `writesState`):
     /// where the ledger computed a root now and the block recorded one then, they must be
     /// the same. (Where either has none, the check comes at the next checkpoint's write and
     /// vote.)
@@ -257,7 +361,7 @@ public final class StoredState: StateStore {
                 file: store.file,
                 reason: "block \(height) executed again gives the state root \(pending.tree.root.hex), the block recorded \(block.stateRoot.hex)")
         }
-        window.add(pending)
+        fold(pending, height: height)
         settle(pending)
     }
 

@@ -27,20 +27,27 @@ public enum StorageFault: Error, Hashable, Sendable, CustomStringConvertible {
 
 /// The ledger's state in memory, with the node's contract: the ledger's `commit` keeps a
 /// pending batch, folded by `SimulatedStorage.persist` with those since the durable state
-/// and made durable with the blocks at the multiples of `stateInterval`, as `StoredState`
-/// does (a crash loses the fold, and the restarted core executes those blocks again); a
-/// failed read is recorded and makes that persist throw.
+/// and made durable with the blocks at every `writeEvery`-th multiple of `stateInterval`
+/// (where the tree's root is computed), as `StoredState` does (a crash loses the fold, and
+/// the restarted core executes those blocks again); a failed read is recorded and makes
+/// that persist throw.
 public final class SimulatedState: StateStore {
     private(set) var durable = MemoryStateStore()
     /// The height of `durable`.
     private(set) var durableHeight: UInt64 = 0
     private var window = StateWindow()
     let stateInterval: UInt64
+    /// The state is durable at the multiples of this (`stateInterval` times `writeEvery`).
+    let writeInterval: UInt64
     private var pending: StateBatch?
     private var pendingValues: [StateKey: [UInt8]?] = [:]
     public private(set) var root: SHA256Digest = .zero
 
-    init(stateInterval: UInt64) { self.stateInterval = max(1, stateInterval) }
+    init(stateInterval: UInt64, writeEvery: UInt64) {
+        self.stateInterval = max(1, stateInterval)
+        let (product, overflow) = self.stateInterval.multipliedReportingOverflow(by: max(1, writeEvery))
+        writeInterval = overflow ? .max : product
+    }
 
     /// The ledger updates the tree where the state becomes durable and at blocks of fewer
     /// than 16 transactions, as a node does with its threshold (both paths on every seed).
@@ -85,13 +92,13 @@ public final class SimulatedState: StateStore {
     }
 
     /// Folds the pending batch as that of block `height` (the storage's write succeeded),
-    /// durable with the state at a multiple of `stateInterval` (the genesis, 0, is one).
+    /// durable with the state at a multiple of `writeInterval` (the genesis, 0, is one).
     func apply(height: UInt64) throws(StorageFault) {
         if let readError { throw readError }
         guard let batch = pending else { return }
         precondition(height == self.height + (height == 0 ? 0 : 1), "block \(height) folded at state height \(self.height)")
         window.add(batch)
-        if height % stateInterval == 0, let folded = window.batch {
+        if height % writeInterval == 0, let folded = window.batch {
             durable.commit(folded)
             durableHeight = height
             window = StateWindow()
@@ -140,10 +147,11 @@ public final class SimulatedStorage: NodeStorage {
     public var height: UInt64 { UInt64(blocks.count) }
     public var stateHeight: UInt64 { state.height }
 
-    /// `stateInterval`: the state is durable with the blocks at its multiples (the node's:
-    /// its checkpoint interval; 1, at every block).
-    public init(stateInterval: UInt64 = 1) {
-        state = SimulatedState(stateInterval: stateInterval)
+    /// `stateInterval`: the state's root is computed at its multiples (the node's: its
+    /// checkpoint interval; 1, at every block); `writeEvery`: the state is durable at every
+    /// such multiple (1) or every few.
+    public init(stateInterval: UInt64 = 1, writeEvery: UInt64 = 1) {
+        state = SimulatedState(stateInterval: stateInterval, writeEvery: writeEvery)
     }
 
     /// Makes the next read while a block executes (`.readError`) or the next write

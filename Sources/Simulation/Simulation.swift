@@ -150,7 +150,9 @@ public struct Simulation {
             return
         }
         if new {
-            let storage = SimulatedStorage(stateInterval: configuration.checkpointInterval)
+            // The state durable at every second checkpoint, as a node's at every few: a crash
+            // loses up to two intervals of it, executed again at the restart.
+            let storage = SimulatedStorage(stateInterval: configuration.checkpointInterval, writeEvery: 2)
             let citizens = traffic.citizens
             storage.audit = { state in
                 guard let ledger = try? Ledger(chainId: Self.chainId, store: state) else { return ["the ledger does not open on its storage"] }

@@ -414,6 +414,23 @@ public final class NodeStore {
         }
     }
 
+    /// Moves the stored state to block `height`, stored already, atomically: `state` brings it
+    /// from `stateHeight` to that block's (those of the blocks between, folded), whose
+    /// recorded root it must have. The blocks above stay to be executed again at the next
+    /// open (a node writes the state at a checkpoint once it is certified, a few blocks later).
+    public func writeState(_ state: StateChanges, atHeight height: UInt64) throws(StorageError) {
+        guard !isReadOnly else { throw .readOnly(file: file) }
+        let stored = stateHeight
+        guard height > stored, height <= self.height, let block = try self.block(at: height) else {
+            throw .invalid(file: file, reason: "the state written at \(height), the stored state being at \(stored) and the last block \(self.height)")
+        }
+        guard block.stateRoot == state.root else { throw .invalid(file: file, reason: "the state written at \(height) is not the one block \(height) recorded") }
+        do { try database.transaction { () throws(StorageError) in try write(state, height: height) } } catch {
+            retiredCache = nil  // the table is as before the transaction; reload it
+            throw error
+        }
+    }
+
     private func appendTransaction(_ block: BlockRecord, state: StateChanges?, extras: [String: [UInt8]]) throws(StorageError) {
         try database.transaction { () throws(StorageError) in
             try insert(block)

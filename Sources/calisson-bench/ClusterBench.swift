@@ -44,6 +44,8 @@ struct ClusterCommand: ParsableCommand {
     @Option(help: "Seconds to wait for everything to be final.") var timeout = 180.0
     @Option(help: "A started cluster's blockWaitMilliseconds (absent: the node's default).") var blockWaitMs: UInt64?
     @Option(help: "A started cluster's blockCommandsMax, transactions per block at most (absent: the node's default, 1000).") var blockCommandsMax: Int?
+    @Option(help: "A started cluster's stateWriteCheckpoints, checkpoints per write of the state (absent: the node's default, 4).")
+    var stateWriteCheckpoints: UInt64?
     @Option(help: "First port of a started cluster.") var basePort: UInt16 = 7300
     @Option(help: "Citizen accounts the transactions go to.") var citizens = 2_000
     @Option(help: "Write the result (machine, commit, configuration, figures) as JSON to this file.") var json: String?
@@ -54,6 +56,7 @@ struct ClusterCommand: ParsableCommand {
             (validators, "--validators", 1...100), (transactions, "--transactions", 1...10_000_000), (redeemEvery, "--redeem-every", 0...10_000_000),
             (outstanding, "--outstanding", 1...10_000_000), (connections, "--connections", 1...1_024), (citizens, "--citizens", 1...1_000_000),
             (blockCommandsMax ?? 1, "--block-commands-max", 1...10_000), (Int(clamping: blockWaitMs ?? 0), "--block-wait-ms", 0...1_000),
+            (Int(clamping: stateWriteCheckpoints ?? 1), "--state-write-checkpoints", 1...64),
         ])
         guard (1...32).contains(pipeline) else { throw ValidationError("--pipeline is from 1 to 32") }
         guard pipeline == 1 || rate == 0 else { throw ValidationError("--pipeline is for the closed loop (--rate 0)") }
@@ -63,7 +66,8 @@ struct ClusterCommand: ParsableCommand {
     func run() throws {
         let machine = Machine.describe()
         let cluster = try attach.map { try NodeProcesses(attachingTo: $0) } ?? NodeProcesses.bench(
-            starting: validators, basePort: basePort, blockWaitMilliseconds: blockWaitMs, blockCommandsMax: blockCommandsMax)
+            starting: validators, basePort: basePort, blockWaitMilliseconds: blockWaitMs, blockCommandsMax: blockCommandsMax,
+            stateWriteCheckpoints: stateWriteCheckpoints)
         defer { cluster.stop() }
         let workload = try Workload(cluster: cluster, count: transactions, citizens: citizens, redeemEvery: redeemEvery)
         print("cluster: \(cluster.ids.count) validators, \(workload.signed.count) transactions pre-signed (\(cluster.describe))")
@@ -93,7 +97,8 @@ struct ClusterCommand: ParsableCommand {
                 "mode": "cluster", "date": machine.date, "commit": machine.commit, "cpu": machine.cpu, "cores": cores,
                 "configuration": [
                     "validators": cluster.ids.count, "transactions": transactions, "redeemEvery": redeemEvery, "rate": rate,
-                    "outstanding": outstanding, "connections": connections, "pipeline": pipeline, "blockCommandsMax": blockCommandsMax ?? 0, "warmupSeconds": warmup, "citizens": citizens,
+                    "outstanding": outstanding, "connections": connections, "pipeline": pipeline, "blockCommandsMax": blockCommandsMax ?? 0,
+                    "stateWriteCheckpoints": stateWriteCheckpoints ?? 0, "warmupSeconds": warmup, "citizens": citizens,
                     "attached": attach != nil,
                 ] as [String: Any],
                 "results": report,
@@ -112,7 +117,8 @@ extension NodeProcesses {
     /// `configuredPeers`: no endpoints in the genesis, so that links go where the
     /// configurations' peers say (relays that delay them).
     static func bench(
-        starting count: Int, basePort: UInt16, blockWaitMilliseconds: UInt64? = nil, blockCommandsMax: Int? = nil, namespaces: Bool = false,
+        starting count: Int, basePort: UInt16, blockWaitMilliseconds: UInt64? = nil, blockCommandsMax: Int? = nil, stateWriteCheckpoints: UInt64? = nil,
+        namespaces: Bool = false,
         configuredPeers: Bool = false,
         prepare: (NodeProcesses) throws -> Void = { _ in }
     ) throws -> NodeProcesses {
@@ -121,6 +127,7 @@ extension NodeProcesses {
             starting: count, bin: bin, basePort: basePort,
             testnetArguments: ["--transaction-lifetime", "1000000", "--epoch-length", "1000000"] + (blockWaitMilliseconds.map { ["--block-wait-ms", "\($0)"] } ?? [])
                 + (blockCommandsMax.map { ["--block-commands-max", "\($0)"] } ?? [])
+                + (stateWriteCheckpoints.map { ["--state-write-checkpoints", "\($0)"] } ?? [])
                 + (configuredPeers ? ["--no-endpoints"] : []),
             namespaces: namespaces, prepare: prepare)
     }

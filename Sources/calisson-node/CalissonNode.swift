@@ -324,6 +324,9 @@ struct Testnet: ParsableCommand {
     @Option(help: "Each node's blockCommandsMax, transactions per block at most (1...10000; absent: the node's default, 1000).")
     var blockCommandsMax: Int?
 
+    @Option(help: "Each node's stateWriteCheckpoints, checkpoints per write of the state (1...64; absent: the node's default, 4).")
+    var stateWriteCheckpoints: UInt64?
+
     @Option(help: "The ledger rules the chain starts with (1 up to this release's newest; from \(LedgerRules.endpoints) on, the genesis lists each node's endpoint).")
     var rules: UInt32 = LedgerRules.newest
 
@@ -347,6 +350,9 @@ struct Testnet: ParsableCommand {
         if let blockWaitMs, blockWaitMs > 1_000 { throw ValidationError("--block-wait-ms must be 0...1000, not \(blockWaitMs)") }
         if let blockCommandsMax, !(1...10_000).contains(blockCommandsMax) {
             throw ValidationError("--block-commands-max must be 1...10000, not \(blockCommandsMax)")
+        }
+        if let stateWriteCheckpoints, !(1...NodeConfiguration.stateWriteCheckpointsMax).contains(stateWriteCheckpoints) {
+            throw ValidationError("--state-write-checkpoints must be 1...\(NodeConfiguration.stateWriteCheckpointsMax), not \(stateWriteCheckpoints)")
         }
         guard Int(basePort) + 1_000 + validators < 65_536 else { throw ValidationError("--base-port too high for \(validators) validators") }
         let fileManager = FileManager.default
@@ -412,6 +418,7 @@ struct Testnet: ParsableCommand {
                 metricsPort: basePort + 1_000 + UInt16(index))
             config.blockWaitMilliseconds = blockWaitMs
             config.blockCommandsMax = blockCommandsMax
+            config.stateWriteCheckpoints = stateWriteCheckpoints
             try encoder.encode(config).write(to: URL(fileURLWithPath: "\(out)/\(id)/config.json"))
         }
         print("testnet: \(validators) validators in \(out) (\(ids.joined(separator: ", "))); client ports \(basePort + 1)...\(basePort + UInt16(2 * validators - 1)) step 2")

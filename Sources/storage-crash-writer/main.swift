@@ -6,8 +6,9 @@
 // groups a turn's writes), committed without a sync and synced by a `WALSyncer` before
 // they are reported durable (as the node does), height 4k+4 on its own, synced in its
 // commit: a file left at a height of the form 4k+1 or 4k+2 would be a batch half
-// written. The state is written with the blocks at the multiples of
-// `CrashWriter.stateInterval` (as the node writes it at its checkpoints); at start the
+// written. The state's root is computed at the multiples of `CrashWriter.stateInterval`
+// and the state of every second one written with the next block (as the node writes it at
+// every few checkpoints, once certified); at start the
 // blocks above it are executed again from their bodies, each checked against the root it
 // recorded (as the node's core does).
 import CalissonCrypto
@@ -30,7 +31,7 @@ guard arguments.count == 3, let blockSize = Int(arguments[2]) else {
 
 do {
     let store = try NodeStore(file: arguments[1], create: true)
-    let state = StoredState(store: store, stateInterval: CrashWriter.stateInterval)
+    let state = StoredState(store: store, stateInterval: CrashWriter.stateInterval, writeEvery: CrashWriter.writeEvery)
     let issuer = Ed25519PrivateKey(seed: SHA256.hash("crash issuer").bytes)!
     var ledger: Ledger<StoredState>
     if store.isInitialized {
@@ -72,6 +73,9 @@ do {
             stateRoot: outcome.recordedStateRoot,
             transactions: commands.enumerated().map { TransactionRecord(id: SHA256.hash($0.element), result: [outcome.results[$0.offset] == .applied ? 1 : 0], accounts: []) })
         try state.persist(block)
+        // The checkpoint before certified with this block, as a node's is a few blocks later:
+        // every second one's state is written now.
+        if height > CrashWriter.stateInterval, (height - 1) % CrashWriter.stateInterval == 0 { try state.serve(checkpoint: height - 1) }
         let records = (0..<3).map { Array("vote \(height) \($0)".utf8) }
         try store.appendSafety(records)
         safetyCount += records.count
@@ -105,8 +109,10 @@ struct ByteString: WireCodable {
 
 enum CrashWriter {
     static let chainId = "calisson-crash"
-    /// The state is written with the blocks at its multiples (5: not aligned with the batches).
+    /// The state's root is computed at its multiples (5: not aligned with the batches).
     static let stateInterval: UInt64 = 5
+    /// The state is written at every this many of them (at the multiples of 10).
+    static let writeEvery: UInt64 = 2
 
     struct Failure: Error, CustomStringConvertible {
         let description: String

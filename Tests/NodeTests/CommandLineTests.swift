@@ -59,6 +59,8 @@ import Wire
             (["ceiling", "--signatures", "4294967296"], "--signatures"),
             (["cluster", "--transactions", "9223372036854775807"], "--transactions"),
             (["cluster", "--citizens", "9223372036854775807"], "--citizens"),
+            (["cluster", "--state-write-checkpoints", "18446744073709551615"], "--state-write-checkpoints"),
+            (["cluster", "--state-write-checkpoints", "0"], "--state-write-checkpoints"),
             (["gateway", "--connections", "9223372036854775807"], "--connections"),
             (["gateway", "--rounds", "9223372036854775807"], "--rounds"),
             (["ledger", "--blocks", "-1"], "--blocks"),

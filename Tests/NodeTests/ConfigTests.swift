@@ -77,6 +77,11 @@ import Transport
         #expect(field { $0.storageWALMegabytes = 1_025 } == "storageWALMegabytes")
         #expect(try { var changed = config; changed.storageWALMegabytes = 8; return try changed.resolve(relativeTo: directory).storage.walCheckpointPages }() == 2_048)
         #expect(loaded.storage.walCheckpointPages == 10_240)  // 40 MiB
+        #expect(field { $0.stateWriteCheckpoints = 0 } == "stateWriteCheckpoints")
+        #expect(field { $0.stateWriteCheckpoints = 65 } == "stateWriteCheckpoints")
+        #expect(field { $0.stateWriteCheckpoints = UInt64.max } == "stateWriteCheckpoints")
+        #expect(field { $0.stateWriteCheckpoints = 64 } == nil)
+        #expect(loaded.stateWriteCheckpoints == NodeConfiguration.stateWriteCheckpointsDefault)
         #expect(field { $0.retainBlocks = 0 } == "retainBlocks")
         #expect(field { $0.retainBlocks = UInt64.max } == nil)  // keeps every body there is
         #expect(loaded.retainBlocks == nil)

@@ -256,6 +256,138 @@ struct Chain {
         #expect(try recomputedRoot(store) == reference.stateRoot)
     }
 
+    /// The state written at every third checkpoint (4 blocks each: 12, 24…) once it is
+    /// served: a light client's proof at the checkpoints in between (4, 8), and at 12 before
+    /// it is served, comes from the fold held at their height; rebuilt by the blocks executed
+    /// again after a restart; dropped once a later checkpoint is served, after which the node
+    /// says it no longer holds them. Checkpoint 12 served, its state is written and the
+    /// blocks after it are folded from it.
+    @Test func aCheckpointBetweenTwoWritesIsProvenFromTheFoldHeldAtIt() throws {
+        let file = temporaryFile("held.db")
+        let chain = Chain()
+        var reference = try Ledger.create(chain.genesis, in: MemoryStateStore())
+        var referenceRoots = [reference.stateRoot]
+        var referenceValues: [[StateKey: [UInt8]]] = [[:]]  // by height, the keys below
+        let keys = [StateKeys.meta, StateKeys.account(Ed25519PublicKey(SHA256.hash("citizen 3"))), StateKeys.proposal(999)]
+        func advanceReference(to height: UInt64) {
+            while reference.height < height {
+                _ = reference.execute(chain.commands(height: reference.height + 1, count: 20))
+                referenceRoots.append(reference.stateRoot)
+                referenceValues.append(Dictionary(uniqueKeysWithValues: keys.compactMap { key in reference.store.value(key).map { (key, $0) } }))
+            }
+        }
+        /// Checks a proof at `checkpoint` as a light client would, for every key.
+        func expectProven(_ state: StoredState, at checkpoint: UInt64, _ comment: Comment) throws {
+            let root = referenceRoots[Int(checkpoint)]
+            #expect(try state.store.block(at: checkpoint)?.stateRoot == root, comment)
+            #expect(state.holds(checkpoint: checkpoint, root: root), comment)
+            #expect(try state.encodedPage(root).map { try TreePage(decoding: $0).root } == root, comment)
+            for key in keys {
+                let proof = StateTree.proof(for: key, root: root, nodes: state)
+                if let expected = referenceValues[Int(checkpoint)][key] {
+                    let leaf = try #require(proof.terminal, comment)
+                    let value = try state.values(of: key, atCheckpoint: checkpoint).first { StateTree.valueHash($0) == leaf.valueHash }
+                    #expect(value == expected, comment)
+                    #expect(throws: Never.self) { try proof.verifyInclusion(key: key, value: try #require(value), root: root) }
+                } else {
+                    #expect(throws: Never.self) { try proof.verifyAbsence(key: key, root: root) }
+                }
+            }
+            #expect(state.readError == nil, comment)
+        }
+        do {
+            let state = StoredState(store: try NodeStore(file: file, create: true), stateInterval: 4, writeEvery: 3)
+            var ledger = try Ledger.create(chain.genesis, in: state)
+            try state.persistGenesis()
+            try chain.run(&ledger, to: 10)
+            advanceReference(to: 10)
+            #expect(state.store.stateHeight == 0 && state.stateHeight == 10)
+            try expectProven(state, at: 4, "before any write, in the same process")
+            #expect(try state.serve(checkpoint: 4) == 0)  // the folds held are folded from the state at 0
+            try expectProven(state, at: 8, "before any write, in the same process")
+        }
+        let store = try NodeStore(file: file)
+        #expect(store.height == 10 && store.stateHeight == 0)
+        var state = StoredState(store: store, stateInterval: 4, writeEvery: 3)
+        // Nothing held before the blocks are executed again: checkpoint 8's root page was never written.
+        #expect(!state.holds(checkpoint: 8, root: referenceRoots[8]))
+        var ledger = try Ledger(chainId: Chain.chainId, store: state)
+        for height in UInt64(1)...10 {
+            _ = ledger.execute(chain.commands(height: height, count: 20))
+            try state.replayed(height)
+        }
+        try expectProven(state, at: 8, "after the restart")
+        try chain.run(&ledger, to: 14)
+        advanceReference(to: 16)
+        #expect(store.stateHeight == 0, "12 is not written before it is served")
+        try expectProven(state, at: 8, "12 executed")
+        try expectProven(state, at: 12, "executed, not served")
+        #expect(try state.serve(checkpoint: 8) == 0 && store.stateHeight == 0)
+        // Checkpoint 12 served: its state written, the fold held at 8 dropped with its pages.
+        #expect(try state.serve(checkpoint: 12) == 12)
+        #expect(store.stateHeight == 12 && store.stateRoot == referenceRoots[12])
+        #expect(try recomputedRoot(store) == referenceRoots[12])
+        #expect(!state.holds(checkpoint: 8, root: referenceRoots[8]))
+        try expectProven(state, at: 12, "served and written")
+        // The blocks after 12 are read through the fold from it.
+        try chain.run(&ledger, to: 16)
+        #expect(ledger.stateRoot == referenceRoots[16] && state.stateHeight == 16)
+        for key in keys { #expect(ledger.store.value(key) == referenceValues[16][key]) }
+        try expectProven(state, at: 16, "above the state written")
+        // Reopened: the state at 12, the blocks after it executed again.
+        state = StoredState(store: store, stateInterval: 4, writeEvery: 3)
+        ledger = try Ledger(chainId: Chain.chainId, store: state)
+        for height in UInt64(13)...16 {
+            _ = ledger.execute(chain.commands(height: height, count: 20))
+            try state.replayed(height)
+        }
+        try expectProven(state, at: 16, "after the second restart")
+        #expect(!referenceValues[8].isEmpty && referenceValues[8] != referenceValues[12])
+    }
+
+    /// Each validator writes the state at its own checkpoints (its offset among every
+    /// `writeEvery`-th) once served; when none is served for two write intervals (no
+    /// certificate comes), the state is written with the block instead, so that the fold in
+    /// memory stays bounded.
+    @Test func eachValidatorWritesTheStateAtItsOwnCheckpoints() throws {
+        let chain = Chain()
+        let state = StoredState(store: try NodeStore(file: temporaryFile("offset.db"), create: true), stateInterval: 4, writeEvery: 3, writeOffset: 4)
+        #expect(state.writeOffset == 1)
+        #expect((UInt64(0)...40).filter(state.writesState(atHeight:)) == [4, 16, 28, 40])
+        var ledger = try Ledger.create(chain.genesis, in: state)
+        try state.persistGenesis()
+        try chain.run(&ledger, to: 10)
+        #expect(state.store.stateHeight == 0)
+        try state.serve(checkpoint: 8)  // 4 was never served: not written
+        #expect(state.store.stateHeight == 0 && state.stateHeight == 10)
+        try chain.run(&ledger, to: 17)
+        try state.serve(checkpoint: 16)
+        #expect(state.store.stateHeight == 16)
+        #expect(try recomputedRoot(state.store) == state.store.stateRoot)
+        // No checkpoint served after 16: 28 is not written (12 blocks folded), 40 is (24).
+        try chain.run(&ledger, to: 39)
+        #expect(state.store.stateHeight == 16)
+        try chain.run(&ledger, to: 40)
+        #expect(state.store.stateHeight == 40)
+        #expect(try recomputedRoot(state.store) == state.store.stateRoot)
+    }
+
+    /// A node executing far past its served checkpoint holds at most `heldMax` folds: the
+    /// oldest go first; the newest, which it will serve, stay.
+    @Test func theFoldsHeldAreBounded() throws {
+        let chain = Chain()
+        let state = StoredState(store: try NodeStore(file: temporaryFile("held-bound.db"), create: true), stateInterval: 1, writeEvery: 64)
+        var ledger = try Ledger.create(chain.genesis, in: state)
+        try state.persistGenesis()
+        let count = UInt64(StoredState.heldMax) + 4
+        try chain.run(&ledger, to: count)
+        let roots = try (0...count).map { try #require(try state.store.block(at: $0)?.stateRoot ?? state.store.stateRoot) }
+        for height in UInt64(1)...count {
+            #expect(state.holds(checkpoint: height, root: roots[Int(height)]) == (height > count - UInt64(StoredState.heldMax)), "checkpoint \(height)")
+        }
+        #expect(state.holds(checkpoint: 0, root: roots[0]))  // the genesis, written
+    }
+
     @Test func blocksMustComeInOrderWithTheirState() throws {
         let file = temporaryFile("order.db")
         let state = StoredState(store: try NodeStore(file: file, create: true))
