@@ -94,6 +94,22 @@ import Wire
         try Self.expectRefusedByName(gateway, cases.map { (base + $0.0, $0.1) })
     }
 
+    /// `calisson-node testnet` refuses each node setting it would write out of range, by name,
+    /// before it writes anything.
+    @Test func theTestnetRefusesSettingsOutOfRangeByName() throws {
+        let node = try productsDirectory() + "/calisson-node"
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("testnet-\(UUID().uuidString)").path
+        let cases: [([String], String)] = [
+            (["--state-write-checkpoints", "0"], "--state-write-checkpoints"),
+            (["--state-write-checkpoints", "65"], "--state-write-checkpoints"),
+            (["--state-write-checkpoints", "18446744073709551615"], "--state-write-checkpoints"),
+            (["--block-commands-max", "10001"], "--block-commands-max"),
+            (["--block-wait-ms", "18446744073709551615"], "--block-wait-ms"),
+        ]
+        try Self.expectRefusedByName(node, cases.map { (["testnet", "--validators", "1", "--out", out] + $0.0, $0.1) })
+        #expect(!FileManager.default.fileExists(atPath: out), "nothing written")
+    }
+
     /// `propose rotate-keys` takes the new keys as hex or as the .pub files `calisson-node
     /// keys generate` writes; `propose set-parameters` changes only the parameters given,
     /// checked as the ledger checks them (issue 20, item 7: neither could be proposed).
