@@ -44,10 +44,11 @@ public final class StoredState: StateStore {
     /// state's pages stay until no fold held is based on it). Oldest first; copies of the
     /// window share its storage until it changes.
     private var held: [(height: UInt64, base: UInt64, fold: StateWindow)] = []
-    /// The batches since the last checkpoint executed whose state is to be written
-    /// (`writesState`), and its height: once it is served, its fold is written and this
-    /// becomes the window.
-    private var since: (height: UInt64, fold: StateWindow)?
+    /// The next state to write: a checkpoint executed where `writesState`, its height, the
+    /// stored state's it was folded from, the fold at it (`at`), and the batches since
+    /// (`after`). Once it or a later checkpoint is served (certified), `at` is written and
+    /// `after` becomes the window.
+    private var since: (height: UInt64, base: UInt64, at: StateWindow, after: StateWindow)?
     /// Folds held at most: the checkpoints executed and not served yet are normally one or
     /// two (a checkpoint is certified a few blocks after its height). Past this, the oldest
     /// not served is dropped, and a light client asking at it is told so.
@@ -257,8 +258,10 @@ public final class StoredState: StateStore {
     }
 
     /// Writes `block`, and the state with it where `writesState` and the state is written
-    /// with the blocks (`writeEvery` 1, or the stored state two write intervals behind: the
-    /// checkpoints are not being certified), the committed batch folded with those of the
+    /// with the blocks (`writeEvery` 1, or two write intervals of blocks folded: no
+    /// checkpoint at or above the last candidate was served, certificates not coming; the
+    /// stored state may then be above the latest certified checkpoint, which a restarted
+    /// node cannot prove until the next one), the committed batch folded with those of the
     /// blocks since the stored state's. `block.stateRoot` must be the batch's root where the
     /// tree was updated (always at a multiple of `stateInterval`: a checkpoint's root, and
     /// the state written is one whose root was computed), zero elsewhere.
@@ -289,29 +292,31 @@ public final class StoredState: StateStore {
     /// and the fold of its successors started there if its state is to be written.
     private func fold(_ batch: StateBatch, height: UInt64) {
         window.add(batch)
-        since?.fold.add(batch)
+        since?.after.add(batch)
         guard height % stateInterval == 0 else { return }
-        held.append((height, store.stateHeight, window))
+        let base = store.stateHeight
+        held.append((height, base, window))
         if held.count > Self.heldMax, let oldest = held.firstIndex(where: { $0.height != prunedThrough }) { held.remove(at: oldest) }
-        if writesState(atHeight: height) { since = (height, StateWindow()) }
+        // A candidate not served yet stays the next write (written at the first checkpoint
+        // served at or above it).
+        if writesState(atHeight: height), since == nil { since = (height, base, window, StateWindow()) }
     }
 
-    /// Checkpoint `height` (certified) is served from now on: if its state is to be written
-    /// (the fold of the blocks after it was started there), it is written now, the blocks
-    /// after it folded from it on; the folds held for older checkpoints are dropped. Returns
-    /// the height through which the store's history may be pruned: that of the oldest
-    /// stored state a fold still held was folded from (its pages and values stay), at most
-    /// `height`.
+    /// Checkpoint `height` (certified) is served from now on: if the next state to write
+    /// (`since`) is at or below it, that state is written now (so the stored state is never
+    /// above the latest certified checkpoint, which a restarted node can then prove), the
+    /// blocks after it folded from it on; the folds held for older checkpoints are dropped.
+    /// Returns the height through which the store's history may be pruned: that of the
+    /// oldest stored state a fold still held was folded from (its pages and values stay), at
+    /// most `height`.
     @discardableResult
     public func serve(checkpoint height: UInt64) throws(StorageError) -> UInt64 {
         if let readError { throw readError }
-        if let since, since.height == height, let entry = held.last(where: { $0.height == height }), entry.base == store.stateHeight,
-            let batch = entry.fold.batch
-        {
-            try store.writeState(Self.changes(batch), atHeight: height)
-            window = since.fold
+        if let since, since.height <= height, since.base == store.stateHeight, let batch = since.at.batch {
+            try store.writeState(Self.changes(batch), atHeight: since.height)
+            window = since.after
             self.since = nil
-            held.removeAll { $0.height == height }  // on disk now
+            held.removeAll { $0.height == since.height }  // on disk now
         }
         held.removeAll { $0.height < height }
         return held.map(\.base).min().map { min($0, height) } ?? height

@@ -346,20 +346,40 @@ struct Chain {
     }
 
     /// Each validator writes the state at its own checkpoints (its offset among every
-    /// `writeEvery`-th) once served; when none is served for two write intervals (no
-    /// certificate comes), the state is written with the block instead, so that the fold in
-    /// memory stays bounded.
+    /// `writeEvery`-th) once served, or once a later checkpoint is (certificates may skip
+    /// one): the stored state is never above the latest served checkpoint, which a restarted
+    /// node can then prove. When none is served for two write intervals (no certificate
+    /// comes), the state is written with the block instead, so that the fold in memory
+    /// stays bounded.
     @Test func eachValidatorWritesTheStateAtItsOwnCheckpoints() throws {
+        let file = temporaryFile("offset.db")
         let chain = Chain()
-        let state = StoredState(store: try NodeStore(file: temporaryFile("offset.db"), create: true), stateInterval: 4, writeEvery: 3, writeOffset: 4)
+        var state = StoredState(store: try NodeStore(file: file, create: true), stateInterval: 4, writeEvery: 3, writeOffset: 4)
         #expect(state.writeOffset == 1)
         #expect((UInt64(0)...40).filter(state.writesState(atHeight:)) == [4, 16, 28, 40])
         var ledger = try Ledger.create(chain.genesis, in: state)
         try state.persistGenesis()
         try chain.run(&ledger, to: 10)
         #expect(state.store.stateHeight == 0)
-        try state.serve(checkpoint: 8)  // 4 was never served: not written
-        #expect(state.store.stateHeight == 0 && state.stateHeight == 10)
+        // 4 is skipped by the certificates: its state is written when 8 is served.
+        try state.serve(checkpoint: 8)
+        #expect(state.store.stateHeight == 4 && state.stateHeight == 10)
+        let root8 = try #require(try state.store.block(at: 8)?.stateRoot)
+        #expect(state.holds(checkpoint: 8, root: root8))
+        // Reopened: 8, the latest served, is proven again once the blocks above 4 are executed.
+        state = StoredState(store: state.store, stateInterval: 4, writeEvery: 3, writeOffset: 1)
+        ledger = try Ledger(chainId: Chain.chainId, store: state)
+        #expect(!state.holds(checkpoint: 8, root: root8))
+        for height in UInt64(5)...10 {
+            _ = ledger.execute(chain.commands(height: height, count: 20))
+            try state.replayed(height)
+        }
+        #expect(state.holds(checkpoint: 8, root: root8))
+        let proof = StateTree.proof(for: StateKeys.meta, root: root8, nodes: state)
+        let leaf = try #require(proof.terminal)
+        let value = try #require(try state.values(of: StateKeys.meta, atCheckpoint: 8).first { StateTree.valueHash($0) == leaf.valueHash })
+        #expect(throws: Never.self) { try proof.verifyInclusion(key: StateKeys.meta, value: value, root: root8) }
+        #expect(try LedgerMeta(wireBytes: value).height == 8)
         try chain.run(&ledger, to: 17)
         try state.serve(checkpoint: 16)
         #expect(state.store.stateHeight == 16)
