@@ -26,27 +26,42 @@ public enum StorageFault: Error, Hashable, Sendable, CustomStringConvertible {
 }
 
 /// The ledger's state in memory, with the node's contract: the ledger's `commit` keeps a
-/// pending batch, folded by `SimulatedStorage.persist` with those since the durable state
-/// and made durable with the blocks at every `writeEvery`-th multiple of `stateInterval`
-/// (where the tree's root is computed), as `StoredState` does (a crash loses the fold, and
-/// the restarted core executes those blocks again); a failed read is recorded and makes
-/// that persist throw.
+/// pending batch, folded by `SimulatedStorage.persist` with those since the durable state,
+/// and made durable as `StoredState` does: at every `writeEvery`-th multiple of
+/// `stateInterval` (where the tree's root is computed; `writeOffset` says which), once it
+/// or a later checkpoint is certified (`serve`), the batches since folded from it on; with
+/// the block where two write intervals of blocks are folded (or `writeEvery` is 1). A
+/// crash loses the folds, and the restarted core executes those blocks again; a failed
+/// read is recorded and makes that persist throw. (The node's copies held for light
+/// clients are not modelled: the simulator serves none.)
 public final class SimulatedState: StateStore {
     private(set) var durable = MemoryStateStore()
     /// The height of `durable`.
     private(set) var durableHeight: UInt64 = 0
     private var window = StateWindow()
     let stateInterval: UInt64
-    /// The state is durable at the multiples of this (`stateInterval` times `writeEvery`).
-    let writeInterval: UInt64
+    let writeEvery: UInt64
+    let writeOffset: UInt64
+    /// Blocks folded past which the state is made durable with the block: two write intervals.
+    let foldedBlocksMax: UInt64
+    /// The next state to make durable, as `StoredState`'s: its height, the durable height it
+    /// was folded from, the fold at it, and the batches since.
+    private var since: (height: UInt64, base: UInt64, at: StateWindow, after: StateWindow)?
     private var pending: StateBatch?
     private var pendingValues: [StateKey: [UInt8]?] = [:]
     public private(set) var root: SHA256Digest = .zero
 
-    init(stateInterval: UInt64, writeEvery: UInt64) {
+    init(stateInterval: UInt64, writeEvery: UInt64, writeOffset: UInt64) {
         self.stateInterval = max(1, stateInterval)
-        let (product, overflow) = self.stateInterval.multipliedReportingOverflow(by: max(1, writeEvery))
-        writeInterval = overflow ? .max : product
+        self.writeEvery = max(1, writeEvery)
+        self.writeOffset = writeOffset % self.writeEvery
+        let (product, overflow) = self.stateInterval.multipliedReportingOverflow(by: self.writeEvery)
+        foldedBlocksMax = overflow || product > UInt64.max / 2 ? .max : 2 * product
+    }
+
+    /// Whether the state is made durable at checkpoint `height` (once served).
+    func writesState(atHeight height: UInt64) -> Bool {
+        height % stateInterval == 0 && (height / stateInterval) % writeEvery == writeOffset
     }
 
     /// The ledger updates the tree where the state becomes durable and at blocks of fewer
@@ -92,18 +107,34 @@ public final class SimulatedState: StateStore {
     }
 
     /// Folds the pending batch as that of block `height` (the storage's write succeeded),
-    /// durable with the state at a multiple of `writeInterval` (the genesis, 0, is one).
+    /// durable with it at the genesis, or where the state is written and `writeEvery` is 1
+    /// or two write intervals of blocks are folded; else the next state to make durable
+    /// once served starts at a checkpoint where `writesState`.
     func apply(height: UInt64) throws(StorageFault) {
         if let readError { throw readError }
         guard let batch = pending else { return }
         precondition(height == self.height + (height == 0 ? 0 : 1), "block \(height) folded at state height \(self.height)")
         window.add(batch)
-        if height % writeInterval == 0, let folded = window.batch {
+        if height == 0 || writesState(atHeight: height) && (writeEvery == 1 || UInt64(clamping: window.count) >= foldedBlocksMax), let folded = window.batch {
             durable.commit(folded)
             durableHeight = height
             window = StateWindow()
+            since = nil
+        } else {
+            since?.after.add(batch)
+            if writesState(atHeight: height), since == nil { since = (height, durableHeight, window, StateWindow()) }
         }
         clear()
+    }
+
+    /// Checkpoint `height` is certified: the next state to make durable, if at or below it,
+    /// is made durable, the batches since folded from it on.
+    func serve(checkpoint height: UInt64) {
+        guard let since, since.height <= height, since.base == durableHeight, let batch = since.at.batch else { return }
+        durable.commit(batch)
+        durableHeight = since.height
+        window = since.after
+        self.since = nil
     }
 
     /// Forgets what is not durable (a crash, or a failed write): the pending batch and the
@@ -111,6 +142,7 @@ public final class SimulatedState: StateStore {
     func discard() {
         clear()
         window = StateWindow()
+        since = nil
         readError = nil
         root = durable.root
     }
@@ -149,10 +181,15 @@ public final class SimulatedStorage: NodeStorage {
 
     /// `stateInterval`: the state's root is computed at its multiples (the node's: its
     /// checkpoint interval; 1, at every block); `writeEvery`: the state is durable at every
-    /// such multiple (1) or every few.
-    public init(stateInterval: UInt64 = 1, writeEvery: UInt64 = 1) {
-        state = SimulatedState(stateInterval: stateInterval, writeEvery: writeEvery)
+    /// such multiple (1) or every few once certified, `writeOffset` saying which.
+    public init(stateInterval: UInt64 = 1, writeEvery: UInt64 = 1, writeOffset: UInt64 = 0) {
+        state = SimulatedState(stateInterval: stateInterval, writeEvery: writeEvery, writeOffset: writeOffset)
     }
+
+    /// Checkpoint heights certified and not served yet (in the order they came), and the
+    /// last served since the last start.
+    private var certified: [UInt64] = []
+    private var served: UInt64 = 0
 
     /// Makes the next read while a block executes (`.readError`) or the next write
     /// (`.diskFull`, `.crashDuringWrite`) fail.
@@ -173,6 +210,7 @@ public final class SimulatedStorage: NodeStorage {
     func crash() {
         state.discard()
         disarm()
+        served = 0
     }
 
     /// Carries out one write under the armed fault, if any: a full disk refuses it whole;
@@ -260,10 +298,20 @@ public final class SimulatedStorage: NodeStorage {
     }
 
     public func putCheckpoint(height: UInt64, certificate: [UInt8]) throws {
-        try write {}  // a write that can fail like the others; the certificate serves light clients, which the simulator has none of
+        // A write that can fail like the others; the certificate itself serves light
+        // clients, which the simulator has none of: only its height is kept.
+        try write { certified.append(height) }
     }
 
-    /// Light clients' checkpoints, pruning and handovers are SQLite's (`StoredState`);
-    /// the simulator keeps every version and serves no light client.
-    public func serveLatestCheckpoint() -> (changedAt: UInt64, checkpoint: UInt64)? { nil }
+    /// The latest certified checkpoint executed is served: the state is made durable there
+    /// as a node's (`SimulatedState.serve`), a write that can fail like the others. Light
+    /// clients' pruning and handovers are SQLite's (`StoredState`): the simulator keeps
+    /// every version and serves no light client.
+    public func serveLatestCheckpoint() throws -> (changedAt: UInt64, checkpoint: UInt64)? {
+        guard let latest = certified.filter({ $0 <= height }).max(), latest > served else { return nil }
+        try write { state.serve(checkpoint: latest) }
+        served = latest
+        certified.removeAll { $0 <= latest }
+        return nil
+    }
 }

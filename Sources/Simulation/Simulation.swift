@@ -150,9 +150,10 @@ public struct Simulation {
             return
         }
         if new {
-            // The state durable at every second checkpoint, as a node's at every few: a crash
-            // loses up to two intervals of it, executed again at the restart.
-            let storage = SimulatedStorage(stateInterval: configuration.checkpointInterval, writeEvery: 2)
+            // The state durable at every second checkpoint once certified, each node at its own,
+            // as a node's at every few: a crash loses what is above it, executed again at the
+            // restart.
+            let storage = SimulatedStorage(stateInterval: configuration.checkpointInterval, writeEvery: 2, writeOffset: UInt64(clamping: node.index))
             let citizens = traffic.citizens
             storage.audit = { state in
                 guard let ledger = try? Ledger(chainId: Self.chainId, store: state) else { return ["the ledger does not open on its storage"] }
