@@ -59,3 +59,42 @@ public struct StateWindow: Sendable {
             tree: StateTree.Update(root: root, created: created, depths: depths, replaced: replaced.sorted()))
     }
 }
+
+/// Where a store that writes its state every few checkpoints writes it (Docs/STORAGE.md,
+/// "The state every few checkpoints"): the node's `StoredState` and the simulator's state,
+/// which fold the blocks in between (`StateWindow`).
+public struct StateWriteSchedule: Sendable, Equatable {
+    /// The state's root is computed at the multiples of this (the checkpoint interval).
+    public let stateInterval: UInt64
+    /// The state is written at every `writeEvery`-th multiple of `stateInterval`: those whose
+    /// quotient by it leaves `writeOffset` divided by `writeEvery`. A cluster's validators
+    /// take different offsets, so that they do not all make their largest write, and stall
+    /// their loops for it, at the same block.
+    public let writeEvery: UInt64
+    public let writeOffset: UInt64
+    /// Blocks folded past which the state is written with the block where `writes`, whether
+    /// a checkpoint was certified or not: two write intervals.
+    public let foldedBlocksMax: UInt64
+
+    /// Each at least 1; `writeOffset` taken modulo `writeEvery`.
+    public init(stateInterval: UInt64, writeEvery: UInt64 = 1, writeOffset: UInt64 = 0) {
+        self.stateInterval = max(1, stateInterval)
+        self.writeEvery = max(1, writeEvery)
+        self.writeOffset = writeOffset % self.writeEvery
+        let (interval, overflow) = self.stateInterval.multipliedReportingOverflow(by: self.writeEvery)
+        foldedBlocksMax = overflow || interval > UInt64.max / 2 ? .max : 2 * interval
+    }
+
+    /// Whether the state is to be written at height `height` (once certified, unless
+    /// `withBlock` says otherwise).
+    public func writes(atHeight height: UInt64) -> Bool {
+        height % stateInterval == 0 && (height / stateInterval) % writeEvery == writeOffset
+    }
+
+    /// Whether the state is written with block `height` itself, `folded` blocks folded since
+    /// the stored state with it: where it is to be written, and either at every checkpoint
+    /// or past `foldedBlocksMax` (certificates not coming: the fold in memory stays bounded).
+    public func withBlock(atHeight height: UInt64, folded: UInt64) -> Bool {
+        writes(atHeight: height) && (writeEvery == 1 || folded >= foldedBlocksMax)
+    }
+}

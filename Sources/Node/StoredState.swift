@@ -25,15 +25,9 @@ public final class StoredState: StateStore {
     /// The state's root is computed at the heights that are multiples of this (1: at every
     /// block): the node's checkpoint interval.
     public let stateInterval: UInt64
-    /// The state is written at every `writeEvery`-th multiple of `stateInterval`: those
-    /// whose quotient by it leaves `writeOffset` divided by `writeEvery`. A node's validators
-    /// take different offsets, so that they do not all make their largest write, and stall
-    /// their loops for it, at the same block.
-    public let writeEvery: UInt64
-    public let writeOffset: UInt64
-    /// Blocks folded since the stored state past which the state is written with the block
-    /// where `writesState`, served or not: two write intervals.
-    let foldedBlocksMax: UInt64
+    /// Where the state is written (every `writeEvery`-th multiple of `stateInterval`).
+    public let schedule: StateWriteSchedule
+    public var writeOffset: UInt64 { schedule.writeOffset }
     /// The batches of the blocks persisted since the stored state's height.
     private var window = StateWindow()
     /// The fold as it was at each multiple of `stateInterval` persisted (or executed again)
@@ -77,18 +71,13 @@ public final class StoredState: StateStore {
     public init(store: NodeStore, stateInterval: UInt64 = 1, writeEvery: UInt64 = 1, writeOffset: UInt64 = 0, treeEveryBlockBelow: Int = 0) {
         self.store = store
         self.stateInterval = max(1, stateInterval)
-        self.writeEvery = max(1, writeEvery)
-        self.writeOffset = writeOffset % self.writeEvery
-        let (interval, overflow) = self.stateInterval.multipliedReportingOverflow(by: self.writeEvery)
-        foldedBlocksMax = overflow || interval > UInt64.max / 2 ? .max : 2 * interval
+        schedule = StateWriteSchedule(stateInterval: stateInterval, writeEvery: writeEvery, writeOffset: writeOffset)
         self.treeEveryBlockBelow = treeEveryBlockBelow
         root = store.stateRoot
     }
 
-    /// Whether the state is written with block `height`.
-    public func writesState(atHeight height: UInt64) -> Bool {
-        height % stateInterval == 0 && (height / stateInterval) % writeEvery == writeOffset
-    }
+    /// Whether the state is to be written at block `height` (once certified).
+    public func writesState(atHeight height: UInt64) -> Bool { schedule.writes(atHeight: height) }
 
     /// The height the state is at: the last block persisted or replayed.
     public var stateHeight: UInt64 { store.stateHeight + UInt64(clamping: window.count) }
@@ -275,7 +264,7 @@ public final class StoredState: StateStore {
             throw .invalid(file: store.file, reason: "block \(block.height)'s state is to be written without its tree updated")
         }
         // The fold changes only once the write succeeded (a failed one leaves it as it was).
-        if writesState(atHeight: block.height), writeEvery == 1 || UInt64(clamping: window.count) >= foldedBlocksMax - 1 {  // with this block
+        if schedule.withBlock(atHeight: block.height, folded: UInt64(clamping: window.count) + 1) {
             var folded = window
             folded.add(pending)
             try store.append(block, state: Self.changes(folded.batch!), extras: extras)

@@ -39,11 +39,8 @@ public final class SimulatedState: StateStore {
     /// The height of `durable`.
     private(set) var durableHeight: UInt64 = 0
     private var window = StateWindow()
-    let stateInterval: UInt64
-    let writeEvery: UInt64
-    let writeOffset: UInt64
-    /// Blocks folded past which the state is made durable with the block: two write intervals.
-    let foldedBlocksMax: UInt64
+    /// Where the state is made durable.
+    let schedule: StateWriteSchedule
     /// The next state to make durable, as `StoredState`'s: its height, the durable height it
     /// was folded from, the fold at it, and the batches since.
     private var since: (height: UInt64, base: UInt64, at: StateWindow, after: StateWindow)?
@@ -52,22 +49,13 @@ public final class SimulatedState: StateStore {
     public private(set) var root: SHA256Digest = .zero
 
     init(stateInterval: UInt64, writeEvery: UInt64, writeOffset: UInt64) {
-        self.stateInterval = max(1, stateInterval)
-        self.writeEvery = max(1, writeEvery)
-        self.writeOffset = writeOffset % self.writeEvery
-        let (product, overflow) = self.stateInterval.multipliedReportingOverflow(by: self.writeEvery)
-        foldedBlocksMax = overflow || product > UInt64.max / 2 ? .max : 2 * product
-    }
-
-    /// Whether the state is made durable at checkpoint `height` (once served).
-    func writesState(atHeight height: UInt64) -> Bool {
-        height % stateInterval == 0 && (height / stateInterval) % writeEvery == writeOffset
+        schedule = StateWriteSchedule(stateInterval: stateInterval, writeEvery: writeEvery, writeOffset: writeOffset)
     }
 
     /// The ledger updates the tree where the state becomes durable and at blocks of fewer
     /// than 16 transactions, as a node does with its threshold (both paths on every seed).
     public func updatesTree(atHeight height: UInt64, transactions: Int) -> Bool {
-        Self.updatesTree(atHeight: height, transactions: transactions, stateInterval: stateInterval, everyBlockBelow: Self.treeEveryBlockBelow)
+        Self.updatesTree(atHeight: height, transactions: transactions, stateInterval: schedule.stateInterval, everyBlockBelow: Self.treeEveryBlockBelow)
     }
     static let treeEveryBlockBelow = 16
 
@@ -115,14 +103,14 @@ public final class SimulatedState: StateStore {
         guard let batch = pending else { return }
         precondition(height == self.height + (height == 0 ? 0 : 1), "block \(height) folded at state height \(self.height)")
         window.add(batch)
-        if height == 0 || writesState(atHeight: height) && (writeEvery == 1 || UInt64(clamping: window.count) >= foldedBlocksMax), let folded = window.batch {
+        if height == 0 || schedule.withBlock(atHeight: height, folded: UInt64(clamping: window.count)), let folded = window.batch {
             durable.commit(folded)
             durableHeight = height
             window = StateWindow()
             since = nil
         } else {
             since?.after.add(batch)
-            if writesState(atHeight: height), since == nil { since = (height, durableHeight, window, StateWindow()) }
+            if schedule.writes(atHeight: height), since == nil { since = (height, durableHeight, window, StateWindow()) }
         }
         clear()
     }
