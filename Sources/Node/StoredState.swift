@@ -22,11 +22,10 @@ public final class StoredState: StateStore {
     public private(set) var root: SHA256Digest
     private var pending: StateBatch?
     private var pendingValues: [StateKey: [UInt8]?] = [:]
-    /// The state's root is computed at the heights that are multiples of this (1: at every
-    /// block): the node's checkpoint interval.
-    public let stateInterval: UInt64
-    /// Where the state is written (every `writeEvery`-th multiple of `stateInterval`).
+    /// Where the state's root is computed (its `stateInterval`: the node's checkpoint
+    /// interval) and where the state is written (every `writeEvery`-th of those heights).
     public let schedule: StateWriteSchedule
+    public var stateInterval: UInt64 { schedule.stateInterval }
     public var writeOffset: UInt64 { schedule.writeOffset }
     /// The batches of the blocks persisted since the stored state's height.
     private var window = StateWindow()
@@ -70,7 +69,6 @@ public final class StoredState: StateStore {
     /// block size under which the tree is updated at every block (0: at the multiples only).
     public init(store: NodeStore, stateInterval: UInt64 = 1, writeEvery: UInt64 = 1, writeOffset: UInt64 = 0, treeEveryBlockBelow: Int = 0) {
         self.store = store
-        self.stateInterval = max(1, stateInterval)
         schedule = StateWriteSchedule(stateInterval: stateInterval, writeEvery: writeEvery, writeOffset: writeOffset)
         self.treeEveryBlockBelow = treeEveryBlockBelow
         root = store.stateRoot
@@ -82,8 +80,8 @@ public final class StoredState: StateStore {
     /// The height the state is at: the last block persisted or replayed.
     public var stateHeight: UInt64 { store.stateHeight + UInt64(clamping: window.count) }
 
-    /// The tree is updated where the state is written (so the stored state is always one
-    /// whose root was computed) and at blocks smaller than `treeEveryBlockBelow`. Updating
+    /// The tree is updated at the multiples of `stateInterval`, among them where the state
+    /// is written (so the stored state is always one whose root was computed) and at blocks smaller than `treeEveryBlockBelow`. Updating
     /// it once for several blocks saves the paths near the root, which most keys share, and
     /// the leaves of keys written again: worth it for large blocks, when the nodes' CPU is
     /// what bounds the throughput. For small ones (a cluster under light or moderate load)
