@@ -8,8 +8,9 @@ import Wire
 /// transaction. The state's root is computed at the heights that are multiples of
 /// `stateInterval` (the node's checkpoint interval: the roots the consensus certifies). With
 /// `writeEvery` 1 the state is written with the block at each of them; with more, at every
-/// `writeEvery`-th (`writesState`), once that checkpoint is certified and served (`serve`),
-/// so that the stored state is always at a certified checkpoint. The changes of the blocks
+/// `writeEvery`-th (`writesState`), once that checkpoint or a later one is certified and
+/// served (`serve`), so that the stored state is never above the latest certified
+/// checkpoint (but where certificates stop coming: `persist`). The changes of the blocks
 /// since the stored state are folded (`StateWindow`) and read from memory until written;
 /// after a restart the blocks above the stored state's height are executed again from their
 /// bodies (`NodeCore`'s start, `replayed`). So a block and its results are durable with it,
@@ -81,7 +82,8 @@ public final class StoredState: StateStore {
     public var stateHeight: UInt64 { store.stateHeight + UInt64(clamping: window.count) }
 
     /// The tree is updated at the multiples of `stateInterval`, among them where the state
-    /// is written (so the stored state is always one whose root was computed) and at blocks smaller than `treeEveryBlockBelow`. Updating
+    /// is written (so the stored state is always one whose root was computed), and at
+    /// blocks smaller than `treeEveryBlockBelow`. Updating
     /// it once for several blocks saves the paths near the root, which most keys share, and
     /// the leaves of keys written again: worth it for large blocks, when the nodes' CPU is
     /// what bounds the throughput. For small ones (a cluster under light or moderate load)
