@@ -140,8 +140,12 @@ extension NodeRuntime {
                 syncer.request(through: commitsMade)
                 // A fast sync (most are, on a local SSD) is waited for: the turn's votes and
                 // answers leave now, as before, rather than after the loop's next turn
-                // (executing a block, say). A slow one is not: the loop goes on.
-                if unsynced.count == 1, syncer.wait(through: commitsMade, timeout: Self.syncWait) { synced(through: commitsMade, nil) }
+                // (executing a block, say). A slow one is not: the loop goes on. Nor is one
+                // that nothing waits for (a turn that only wrote a slice of the state).
+                if !effects.isEmpty, unsynced.dropLast().allSatisfy({ $0.effects.isEmpty }),
+                    syncer.wait(through: commitsMade, timeout: Self.syncWait) {
+                    synced(through: commitsMade, nil)
+                }
             } else if !unsynced.isEmpty {
                 unsynced[unsynced.count - 1].effects += effects  // behind those waiting: in order
             } else {
@@ -224,6 +228,23 @@ extension NodeRuntime {
         run(.tick)
     }
 
+    /// The next slice of the state's write at a checkpoint (Docs/STORAGE.md, "The state
+    /// written in slices"), half a tick after each tick: in a turn of the loop of its own, so
+    /// that what the tick sends (a proposal, votes) does not wait for the slice's writes and
+    /// their commit. A failed write stops the node, as any failed write does.
+    func writeStateSlice() {
+        guard core.failure == nil, let stateWriter else { return }
+        if !store.isBatchOpen {
+            do { try store.beginBatch(deferringSync: syncsOffLoop) } catch {
+                held += core.stop("the database refused to open a write batch: \(error)")
+                return
+            }
+        }
+        do { try stateWriter.advanceStateWrite() } catch {
+            held += core.stop("the state's write at a checkpoint failed: \(error)")
+        }
+    }
+
     /// Carries out one effect; returns the input it calls for at once, if any.
     @discardableResult
     func perform(_ effect: NodeEffect) -> NodeInput? {
@@ -271,6 +292,7 @@ extension NodeRuntime {
             }
             stoppedValue.withLock { $0 = reason }
             ticker?.cancel()
+            stateSlicer?.cancel()
             // The clients the core had not answered yet will not be: answer them now.
             for token in Array(clients.keys) { answerStopped(token, reason) }
         }

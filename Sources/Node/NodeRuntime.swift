@@ -155,6 +155,9 @@ public final class NodeRuntime: @unchecked Sendable {
     #endif
     let verifyCache = VerifyCache(capacity: 1 << 17)
     var ticker: RepeatingTask?
+    /// The state's writes in slices (`writeStateSlice`), and their timer.
+    var stateWriter: StoredState?
+    var stateSlicer: RepeatingTask?
     var metrics: HTTPEndpoint?
     /// Signature verification runs here, off the loop, in batches over all cores.
     let verifier = DispatchQueue(label: "calisson.verifier")
@@ -215,6 +218,7 @@ public final class NodeRuntime: @unchecked Sendable {
             writeOffset: UInt64(clamping: genesis.validators.firstIndex { $0.rawValue == configuration.transport.selfID } ?? 0),
             treeEveryBlockBelow: Self.treeEveryBlockBelow)
         state.retainBlocks = configuration.retainBlocks
+        stateWriter = state
         let replaying = store.height - store.stateHeight
         core = try Core(
             storage: state, genesis: genesis, replica: replicaConfiguration, signer: NodeSigner(key: configuration.consensusKey),
@@ -337,6 +341,10 @@ public final class NodeRuntime: @unchecked Sendable {
             try loop.execute { [self] in
                 syncsOffLoop = true
                 ticker = RepeatingTask(loop: loop, every: configuration.tickMilliseconds) { [weak self] in self?.tick() }
+                // Half a period after each tick: a turn of the loop of its own.
+                let tick = configuration.tickMilliseconds
+                let (first, overflow) = tick.addingReportingOverflow(tick / 2)
+                stateSlicer = RepeatingTask(loop: loop, every: tick, first: overflow ? tick : first) { [weak self] in self?.writeStateSlice() }
                 if let port = configuration.metricsPort {
                     let endpoint = HTTPEndpoint(loop: loop)
                     do {
@@ -363,6 +371,7 @@ public final class NodeRuntime: @unchecked Sendable {
         transport.stop()
         try? loop.execute { [self] in  // refused: the loop is already stopping, and closes them
             ticker?.cancel()
+            stateSlicer?.cancel()
             metrics?.stop()
         }
         loop.shutdown()

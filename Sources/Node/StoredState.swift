@@ -43,6 +43,15 @@ public final class StoredState: StateStore {
     /// (`after`). Once it or a later checkpoint is served (certified), `at` is written and
     /// `after` becomes the window.
     private var since: (height: UInt64, base: UInt64, at: StateWindow, after: StateWindow)?
+    /// The write of `since` in slices under way (`advanceStateWrite`).
+    private var slices: Slices?
+    /// The latest checkpoint served (certified).
+    private var servedCheckpoint: UInt64 = 0
+    /// A state write is spread over this many slices at most (`advanceStateWrite`: the node
+    /// writes one per tick of its clock, 20 ms), each of at least `sliceRowsMin` values and
+    /// pages.
+    public var slicesPerWrite = 64
+    public var sliceRowsMin = 1_024
     /// Folds held at most: the checkpoints executed and not served yet are normally one or
     /// two (a checkpoint is certified a few blocks after its height). Past this, the oldest
     /// not served is dropped, and a light client asking at it is told so.
@@ -265,6 +274,7 @@ public final class StoredState: StateStore {
         }
         // The fold changes only once the write succeeded (a failed one leaves it as it was).
         if schedule.withBlock(atHeight: block.height, folded: UInt64(clamping: window.count) + 1) {
+            try finishStateWriteNow()  // the checkpoint due before, first
             var folded = window
             folded.add(pending)
             try store.append(block, state: Self.changes(folded.batch!), extras: extras)
@@ -292,23 +302,131 @@ public final class StoredState: StateStore {
     }
 
     /// Checkpoint `height` (certified) is served from now on: if the next state to write
-    /// (`since`) is at or below it, that state is written now (so the stored state is never
-    /// above the latest certified checkpoint, which a restarted node can then prove), the
-    /// blocks after it folded from it on; the folds held for older checkpoints are dropped.
-    /// Returns the height through which the store's history may be pruned: that of the
-    /// oldest stored state a fold still held was folded from (its pages and values stay), at
-    /// most `height`.
+    /// (`since`) is at or below it, that state may be stored from now on (so the stored
+    /// state is never above the latest certified checkpoint, which a restarted node can then
+    /// prove): a slice of it is written, and the write finished if that was the last
+    /// (`advanceStateWrite`; the next turns write the rest). The folds held for older
+    /// checkpoints are dropped, but the one being written. Returns the height through which
+    /// the store's history may be pruned: that of the oldest stored state a fold still held
+    /// was folded from (its pages and values stay), at most `height`.
     @discardableResult
     public func serve(checkpoint height: UInt64) throws(StorageError) -> UInt64 {
         if let readError { throw readError }
-        if let since, since.height <= height, since.base == store.stateHeight, let batch = since.at.batch {
-            try store.writeState(Self.changes(batch), atHeight: since.height)
-            window = since.after
-            self.since = nil
-            held.removeAll { $0.height == since.height }  // on disk now
-        }
-        held.removeAll { $0.height < height }
+        servedCheckpoint = max(servedCheckpoint, height)
+        if let since, since.height <= height { try advanceStateWrite() }
+        held.removeAll { $0.height < height && $0.height != since?.height }
         return held.map(\.base).min().map { min($0, height) } ?? height
+    }
+
+    /// Writes the next slice of the state at `since` (the next checkpoint whose state is
+    /// to be written), from the moment that checkpoint is executed, and finishes the write
+    /// once every slice is written and the checkpoint, or a later one, is served: then the
+    /// stored state is at it, the blocks after it are the window, and its fold is no longer
+    /// held. A slice is `sliceRowsMin` values and pages, or more for a large fold
+    /// (`slicesPerWrite`; Docs/STORAGE.md, "The state written in slices"): the node calls this
+    /// once per tick of its clock, in a turn of its own, so that the state's write is spread
+    /// over a few dozen turns of its loop instead of stalling one.
+    public func advanceStateWrite() throws(StorageError) {
+        if let readError { throw readError }
+        guard let since, since.base == store.stateHeight, pending == nil else { return }
+        if slices?.height != since.height { slices = Slices(height: since.height, fold: since.at, slicesMax: slicesPerWrite, rowsMin: sliceRowsMin) }
+        guard var slices else { return }
+        if !slices.isDone {
+            let (values, pages) = slices.next()
+            try store.writeStateSlice(atHeight: since.height, values: values, pages: pages.map { ($0.hash, $0.page.encoded()) })
+            self.slices = slices
+        }
+        if slices.isDone, servedCheckpoint >= since.height { try finishStateWrite() }
+    }
+
+    /// Writes what is left of the state at `since` and finishes its write, certified or not
+    /// (the bound on the fold in memory: `persist`).
+    private func finishStateWriteNow() throws(StorageError) {
+        guard let since else { return }
+        if slices?.height != since.height { slices = Slices(height: since.height, fold: since.at, slicesMax: 1, rowsMin: .max) }
+        guard var slices else { return }
+        while !slices.isDone {
+            let (values, pages) = slices.next(all: true)
+            try store.writeStateSlice(atHeight: since.height, values: values, pages: pages.map { ($0.hash, $0.page.encoded()) })
+        }
+        self.slices = slices
+        try finishStateWrite()
+    }
+
+    /// The stored state moved to `since`, every slice of it written: its root page written,
+    /// the pages it replaced retired; the blocks after it become the window.
+    private func finishStateWrite() throws(StorageError) {
+        guard let since, let root = since.at.root else { return }
+        try store.finishStateWrite(atHeight: since.height, root: root, rootPage: since.at.page(root)?.encoded(), removedPages: Array(since.at.replaced))
+        window = since.after
+        self.since = nil
+        slices = nil
+        held.removeAll { $0.height == since.height || $0.height < servedCheckpoint }
+    }
+
+    /// The state at a checkpoint being written in slices: its fold's values and pages (the
+    /// root page apart), each slice taking the next ones in key order (so that it changes
+    /// one stretch of each B-tree, not pages all over it). They are grouped by their key's
+    /// first byte when the write begins and each group sorted when a slice reaches it: the
+    /// loop never sorts the whole fold at once.
+    private struct Slices {
+        let height: UInt64
+        let rowsPerSlice: Int
+        private var values: Groups<[UInt8]?>
+        private var pages: Groups<TreePage>
+
+        init(height: UInt64, fold: StateWindow, slicesMax: Int, rowsMin: Int) {
+            self.height = height
+            values = Groups(fold.values.lazy.map { ($0.key, $0.value) })
+            pages = Groups(fold.created.lazy.filter { $0.key != fold.root }.map { ($0.key, $0.value) })
+            let rows = values.count + pages.count
+            rowsPerSlice = max(1, rowsMin, (rows + max(1, slicesMax) - 1) / max(1, slicesMax))
+        }
+
+        var isDone: Bool { values.isEmpty && pages.isEmpty }
+
+        /// The next slice's values and pages (`all`: everything left).
+        mutating func next(all: Bool = false) -> ([(key: StateKey, value: [UInt8]?)], [(hash: SHA256Digest, page: TreePage)]) {
+            let budget = all ? Int.max : rowsPerSlice
+            let slicedValues = values.take(budget)
+            let slicedPages = pages.take(budget - slicedValues.count)
+            return (slicedValues.map { (key: $0.0, value: $0.1) }, slicedPages.map { (hash: $0.0, page: $0.1) })
+        }
+
+        /// Entries by their key's first byte; taken in key order.
+        struct Groups<Value> {
+            private var groups: [[(Bytes32, Value)]] = Array(repeating: [], count: 256)
+            private var group = 0
+            private var offset = 0
+            private(set) var count = 0
+
+            init(_ entries: some Sequence<(Bytes32, Value)>) {
+                for entry in entries { groups[Int(truncatingIfNeeded: entry.0.withUnsafeBytes { $0[0] })].append(entry) }
+                count = groups.reduce(0) { $0 + $1.count }
+                if !groups[0].isEmpty { groups[0].sort { $0.0 < $1.0 } }
+            }
+
+            var isEmpty: Bool { count == 0 }
+
+            /// The next `limit` entries at most, in key order.
+            mutating func take(_ limit: Int) -> [(Bytes32, Value)] {
+                var taken: [(Bytes32, Value)] = []
+                while taken.count < limit, group < groups.count {
+                    let available = groups[group].count - offset
+                    let now = min(available, limit - taken.count)
+                    taken += groups[group][offset..<offset + now]
+                    offset += now
+                    if offset == groups[group].count {
+                        groups[group] = []  // written: its memory goes
+                        group += 1
+                        offset = 0
+                        if group < groups.count { groups[group].sort { $0.0 < $1.0 } }
+                    }
+                }
+                count -= taken.count
+                return taken
+            }
+        }
     }
 
     /// Whether the state at checkpoint `height`, whose root is `root`, can be proven from

@@ -67,7 +67,7 @@ public struct StateChanges: Sendable {
 /// batch may also defer its sync to a `WALSyncer`'s thread (the node's does: its loop does
 /// not wait for the disk), and is durable once that thread has synced it.
 public final class NodeStore {
-    public static let schemaVersion = 7
+    public static let schemaVersion = 8
     /// How much memory the database may use: the window of the file SQLite maps
     /// (file-backed, reclaimable, but counted in the process's RSS once touched) and its
     /// page cache (anonymous). Both bound the node's memory whatever the state's size.
@@ -159,6 +159,15 @@ public final class NodeStore {
         // is raised so that an older binary refuses such a file as newer (`schema`) instead
         // of reading a state behind its last block as damage.
         7: [],
+        // Version 8 writes the state in slices over several commits (`writeStateSlice`,
+        // `finishStateWrite`): the meta record `state_slicing` names the height being
+        // written, each slice's row lists the keys it archived and the pages it wrote, and
+        // `state_slice_added` the keys the stored state did not have, so that an unfinished
+        // write is undone at the next open and read around meanwhile.
+        8: [
+            "CREATE TABLE state_slices (sequence INTEGER PRIMARY KEY, height INTEGER NOT NULL, archived BLOB NOT NULL, pages BLOB NOT NULL)",
+            "CREATE TABLE state_slice_added (key BLOB PRIMARY KEY) WITHOUT ROWID",
+        ],
     ]
 
     /// Opens (or, with `create`, creates) a node's database. Read-only opens never write
@@ -200,6 +209,7 @@ public final class NodeStore {
             }
         }
         try checkConsistency()
+        if !readOnly { try undoUnfinishedStateWrite() }
         // The WAL is copied into the main file every ~40 MB (rather than SQLite's 4 MB: a
         // page rewritten by many blocks in between is copied once), by a thread of its own.
         if let checkpointer {
@@ -308,12 +318,16 @@ public final class NodeStore {
 
     // MARK: Meta
 
-    private func meta(_ name: String) throws(StorageError) -> [UInt8]? {
+    func meta(_ name: String) throws(StorageError) -> [UInt8]? {
         try database.statement("SELECT value FROM meta WHERE name = ?").bind(1, name).first { $0.blob(0) } ?? nil
     }
 
     func setMeta(_ name: String, _ value: [UInt8]) throws(StorageError) {
         try database.statement("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)").bind(1, name).bind(2, value).run()
+    }
+
+    func deleteMeta(_ name: String) throws(StorageError) {
+        try database.statement("DELETE FROM meta WHERE name = ?").bind(1, name).run()
     }
 
     static func uint64(_ bytes: [UInt8]) -> UInt64 { bytes.reduce(0) { $0 << 8 | UInt64($1) } }
@@ -365,7 +379,7 @@ public final class NodeStore {
     @discardableResult
     public func commitBatch() throws(StorageError) -> Bool {
         do { return try database.commitBatch() } catch {
-            retiredCache = nil  // the tables are as before the batch; reload
+            forgetCaches()  // the tables are as before the batch; reload
             throw error
         }
     }
@@ -374,7 +388,15 @@ public final class NodeStore {
     public func rollbackBatch() {
         guard database.batchOpen else { return }
         database.rollbackBatch()
+        forgetCaches()
+    }
+
+    /// The in-memory mirrors of tables, after a transaction that changed them failed: they
+    /// are loaded again at their next use.
+    func forgetCaches() {
         retiredCache = nil
+        slicing = nil
+        slicingLoaded = false
     }
 
     // MARK: Writes
@@ -409,7 +431,7 @@ public final class NodeStore {
             throw .invalid(file: file, reason: "block \(block.height)'s state root is not its state's")
         }
         do { try appendTransaction(block, state: state, extras: extras) } catch {
-            retiredCache = nil  // the table is as before the transaction; reload it
+            forgetCaches()  // the tables are as before the transaction; reload them
             throw error
         }
     }
@@ -425,8 +447,9 @@ public final class NodeStore {
             throw .invalid(file: file, reason: "the state written at \(height), the stored state being at \(stored) and the last block \(self.height)")
         }
         guard block.stateRoot == state.root else { throw .invalid(file: file, reason: "the state written at \(height) is not the one block \(height) recorded") }
+        guard try currentSlicing() == nil else { throw .invalid(file: file, reason: "the state written at \(height) while a write in slices is under way") }
         do { try database.transaction { () throws(StorageError) in try write(state, height: height) } } catch {
-            retiredCache = nil  // the table is as before the transaction; reload it
+            forgetCaches()  // the tables are as before the transaction; reload them
             throw error
         }
     }
@@ -434,7 +457,12 @@ public final class NodeStore {
     private func appendTransaction(_ block: BlockRecord, state: StateChanges?, extras: [String: [UInt8]]) throws(StorageError) {
         try database.transaction { () throws(StorageError) in
             try insert(block)
-            if let state { try write(state, height: block.height) }
+            if let state {
+                guard try currentSlicing() == nil else {
+                    throw .invalid(file: file, reason: "the state written with block \(block.height) while a write in slices is under way")
+                }
+                try write(state, height: block.height)
+            }
             try setMeta("height", Self.bytes(block.height))
             for (name, value) in extras.sorted(by: { $0.key < $1.key }) { try setMeta("extra." + name, value) }
         }
@@ -508,9 +536,14 @@ public final class NodeStore {
     /// folded from the `history` rows (loaded at the first write or prune). Only a
     /// committed write updates it: `append`, `writeGenesis` and `pruneHistory` drop it when
     /// their transaction fails, so it is never ahead of or behind the table.
-    private var retiredCache: [Bytes32: UInt64]?
+    var retiredCache: [Bytes32: UInt64]?
+    /// The state write in slices under way (`NodeStore+Slices.swift`), loaded from the file
+    /// at first use (`slicingLoaded`) and kept with it; dropped, to be loaded again, where
+    /// `retiredCache` is.
+    var slicing: Slicing?
+    var slicingLoaded = false
 
-    private func retiredHeights() throws(StorageError) -> [Bytes32: UInt64] {
+    func retiredHeights() throws(StorageError) -> [Bytes32: UInt64] {
         if let retiredCache { return retiredCache }
         var heights: [Bytes32: UInt64] = [:]
         let rows = try database.statement("SELECT height, retired, revived FROM history ORDER BY height")
@@ -686,8 +719,11 @@ public final class NodeStore {
 
     // MARK: Reads
 
+    /// The key's value in the stored state (at `stateHeight`), read around a write in
+    /// slices under way (`valueBeforeSlices`).
     public func value(_ key: Bytes32) throws(StorageError) -> [UInt8]? {
-        try database.statement("SELECT value FROM state WHERE key = ?").bind(1, key).first { $0.blob(0) } ?? nil
+        if let before = try valueBeforeSlices(key) { return before }
+        return try database.statement("SELECT value FROM state WHERE key = ?").bind(1, key).first { $0.blob(0) } ?? nil
     }
 
     /// The tree page whose root node has this hash.
@@ -736,13 +772,30 @@ public final class NodeStore {
         return records
     }
 
-    /// Every state value, by key order (exports, and the tests' root recomputation).
+    /// Every value of the stored state, by key order (exports, and the tests' root
+    /// recomputation), read around a write in slices under way (`value`).
     public func forEachValue(_ body: (Bytes32, [UInt8]) -> Void) throws(StorageError) {
         let file = self.file
+        var rows: [(Bytes32, [UInt8])] = []
         _ = try database.statement("SELECT key, value FROM state ORDER BY key").all { (row) throws(StorageError) in
             guard let key = row.blob(0).flatMap({ Bytes32($0) }) else { throw .corrupt(file: file, reason: "a state key is not 32 bytes") }
-            body(key, row.blob(1) ?? [])
+            rows.append((key, row.blob(1) ?? []))
         }
+        if let slicing = try currentSlicing() {
+            // The keys a slice changed or deleted take their value from before it.
+            let archived = try database.statement("SELECT key, value FROM value_archive WHERE height = ?").bind(1, slicing.height)
+                .all { (row) throws(StorageError) in
+                    guard let key = row.blob(0).flatMap({ Bytes32($0) }) else { throw .corrupt(file: file, reason: "an archived key is not 32 bytes") }
+                    return (key, row.blob(1) ?? [])
+                }
+            var merged = Dictionary(rows, uniquingKeysWith: { first, _ in first })
+            for (key, value) in archived { merged[key] = value }
+            for key in try database.statement("SELECT key FROM state_slice_added").all({ $0.blob(0).flatMap { Bytes32($0) } }) {
+                if let key { merged[key] = nil }
+            }
+            rows = merged.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        }
+        for (key, value) in rows { body(key, value) }
     }
 
     /// Where a transaction is: its block, position and result.

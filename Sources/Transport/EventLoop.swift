@@ -281,10 +281,11 @@ func now(_ loop: EventLoop) -> UInt64 { uv_now(loop.loop) }
 public final class RepeatingTask {
     private let timer: LoopTimer
 
-    /// Runs `body` on the loop every `milliseconds`, the first time after one period.
-    public init(loop: EventLoop, every milliseconds: UInt64, _ body: @escaping () -> Void) {
+    /// Runs `body` on the loop every `milliseconds`, the first time after `first` (one
+    /// period if nil).
+    public init(loop: EventLoop, every milliseconds: UInt64, first: UInt64? = nil, _ body: @escaping () -> Void) {
         timer = LoopTimer(loop: loop)
-        timer.start(after: milliseconds, repeat: milliseconds, body)
+        timer.start(after: first ?? milliseconds, repeat: milliseconds, body)
     }
 
     /// Stops it for good (its handle is closed; shutdown also closes it).

@@ -8,7 +8,8 @@
 // commit: a file left at a height of the form 4k+1 or 4k+2 would be a batch half
 // written. The state's root is computed at the multiples of `CrashWriter.stateInterval`
 // and the state of every second one written with the next block (as the node writes it at
-// every few checkpoints, once certified); at start the
+// every few checkpoints, once certified), in four slices, one after each block (as the
+// node writes one at each tick of its clock: a kill may come between two); at start the
 // blocks above it are executed again from their bodies, each checked against the root it
 // recorded (as the node's core does).
 import CalissonCrypto
@@ -32,6 +33,8 @@ guard arguments.count == 3, let blockSize = Int(arguments[2]) else {
 do {
     let store = try NodeStore(file: arguments[1], create: true)
     let state = StoredState(store: store, stateInterval: CrashWriter.stateInterval, writeEvery: CrashWriter.writeEvery)
+    state.slicesPerWrite = 4
+    state.sliceRowsMin = 1
     let issuer = Ed25519PrivateKey(seed: SHA256.hash("crash issuer").bytes)!
     var ledger: Ledger<StoredState>
     if store.isInitialized {
@@ -76,6 +79,7 @@ do {
         // The checkpoint before certified with this block, as a node's is a few blocks later:
         // every second one's state is written now.
         if height > CrashWriter.stateInterval, (height - 1) % CrashWriter.stateInterval == 0 { try state.serve(checkpoint: height - 1) }
+        try state.advanceStateWrite()
         let records = (0..<3).map { Array("vote \(height) \($0)".utf8) }
         try store.appendSafety(records)
         safetyCount += records.count

@@ -69,6 +69,7 @@ enum CrashTest {
         var random = SplitMix64(seed: 2026)
         var kills = 0
         var lastDurable: UInt64 = 0
+        var killsMidWrite = 0
         let started = Date()
         while kills < 200 && Date().timeIntervalSince(started) < 75 {
             let output = CrashTest.Output()
@@ -90,9 +91,19 @@ enum CrashTest {
             #expect(output.waitForEnd(), "kill \(kills): the writer's output did not end")
             let durable = output.last("durable"), persisted = output.last("persisted")
 
+            // A writer killed between two slices of a state's write leaves it under way: a
+            // reader of the file still reads the stored state (around the slices), and a
+            // writing open undoes them.
+            if let reader = try? NodeStore(file: file, readOnly: true), let underWay = reader.stateWriteUnderWay {
+                killsMidWrite += 1
+                #expect(underWay > reader.stateHeight && underWay % 10 == 0, "kill \(kills): a write at \(underWay), the state at \(reader.stateHeight)")
+                if killsMidWrite % 4 == 1 { #expect(try recomputedRoot(reader) == reader.stateRoot, "kill \(kills): the state read around the slices") }
+                reader.close()
+            }
             // Recovery checks run here, opening as a restarting node does: a writer killed
             // before its file or schema existed leaves one to create (it reported nothing).
             let store = try NodeStore(file: file, create: true)
+            #expect(store.stateWriteUnderWay == nil, "kill \(kills): the write under way was not undone")
             #expect(store.height >= durable, "kill \(kills): block \(durable) was reported durable, the store is at \(store.height)")
             #expect(store.height >= lastDurable)
             #expect(store.height % 4 == 0 || store.height % 4 == 3, "kill \(kills): the store is at \(store.height), inside a batch (4k+1 to 4k+3)")
@@ -116,5 +127,6 @@ enum CrashTest {
         }
         try store.integrityCheck()
         #expect(kills >= 100 && lastDurable > 20, "\(kills) kills, \(lastDurable) blocks")
+        #expect(killsMidWrite >= 5, "\(killsMidWrite) of \(kills) kills came during a state's write in slices")
     }
 }

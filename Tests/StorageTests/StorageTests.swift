@@ -392,6 +392,136 @@ struct Chain {
         #expect(try recomputedRoot(state.store) == state.store.stateRoot)
     }
 
+    /// A state written in slices (Docs/STORAGE.md, "The state written in slices"): until its
+    /// last slice, the stored state is the one before it, for the node and for a reader of
+    /// the file, and the checkpoint is proven from the fold held; served, the write ends with
+    /// its last slice; a store reopened in the middle of one undoes it.
+    @Test func aStateWrittenInSlicesIsReadAroundUntilItEndsAndUndoneIfCutShort() throws {
+        let file = temporaryFile("slices.db")
+        let chain = Chain()
+        var state = StoredState(store: try NodeStore(file: file, create: true), stateInterval: 4, writeEvery: 2)
+        state.slicesPerWrite = 4
+        state.sliceRowsMin = 1
+        #expect((UInt64(1)...24).filter(state.writesState(atHeight:)) == [8, 16, 24])
+        var ledger = try Ledger.create(chain.genesis, in: state)
+        try state.persistGenesis()
+        try chain.run(&ledger, to: 9)
+        let root0 = state.store.stateRoot
+        try state.advanceStateWrite()
+        #expect(state.store.stateWriteUnderWay == 8 && state.store.stateHeight == 0)
+        #expect(try recomputedRoot(state.store) == root0)
+        let reader = try NodeStore(file: file, readOnly: true)
+        #expect(reader.stateWriteUnderWay == 8 && reader.stateHeight == 0)
+        #expect(try recomputedRoot(reader) == root0)
+        // Served after the first slice: the second is written, the write goes on.
+        try state.serve(checkpoint: 8)
+        #expect(state.store.stateWriteUnderWay == 8 && state.store.stateHeight == 0)
+        let root8 = try #require(try state.store.block(at: 8)?.stateRoot)
+        #expect(state.holds(checkpoint: 8, root: root8))
+        let proof = StateTree.proof(for: StateKeys.meta, root: root8, nodes: state)
+        let leaf = try #require(proof.terminal)
+        let value = try #require(try state.values(of: StateKeys.meta, atCheckpoint: 8).first { StateTree.valueHash($0) == leaf.valueHash })
+        #expect(throws: Never.self) { try proof.verifyInclusion(key: StateKeys.meta, value: value, root: root8) }
+        #expect(try LedgerMeta(wireBytes: value).height == 8)
+        // No other write while one is under way.
+        #expect(throws: StorageError.self) { try state.store.writeState(StateChanges(values: [], createdPages: [], removedPages: [], root: root8), atHeight: 8) }
+        try state.advanceStateWrite()
+        #expect(state.store.stateHeight == 0)
+        try state.advanceStateWrite()
+        #expect(state.store.stateWriteUnderWay == nil && state.store.stateHeight == 8 && state.store.stateRoot == root8)
+        #expect(try recomputedRoot(state.store) == root8)
+        #expect(reader.stateWriteUnderWay == nil && reader.stateHeight == 8)
+        #expect(try recomputedRoot(reader) == root8)
+        #expect(state.holds(checkpoint: 8, root: root8))
+        // Cut short: 16's write stopped after two slices of four, the store reopened.
+        try chain.run(&ledger, to: 17)
+        try state.advanceStateWrite()
+        try state.advanceStateWrite()
+        #expect(state.store.stateWriteUnderWay == 16)
+        #expect(try recomputedRoot(reader) == root8)
+        state.store.close()
+        let reopened = try NodeStore(file: file)
+        #expect(reopened.stateWriteUnderWay == nil && reopened.stateHeight == 8)
+        #expect(try recomputedRoot(reopened) == root8)
+        try reopened.integrityCheck()
+        // The blocks above 8 executed again; 16 written at once (one slice) when served.
+        state = StoredState(store: reopened, stateInterval: 4, writeEvery: 2)
+        ledger = try Ledger(chainId: Chain.chainId, store: state)
+        for height in UInt64(9)...17 {
+            _ = ledger.execute(chain.commands(height: height, count: 20))
+            try state.replayed(height)
+        }
+        try state.serve(checkpoint: 16)
+        let root16 = try #require(try state.store.block(at: 16)?.stateRoot)
+        #expect(state.store.stateHeight == 16 && state.store.stateRoot == root16)
+        #expect(try recomputedRoot(state.store) == root16)
+        #expect(reader.stateHeight == 16)
+        // Not served, 24's write in slices ends with the next two intervals' block (the bound
+        // on the fold in memory), its slices first.
+        state.slicesPerWrite = 4
+        state.sliceRowsMin = 1
+        try chain.run(&ledger, to: 25)
+        try state.advanceStateWrite()
+        #expect(state.store.stateWriteUnderWay == 24)
+        try chain.run(&ledger, to: 32)
+        #expect(state.store.stateWriteUnderWay == nil && state.store.stateHeight == 32)
+        #expect(try recomputedRoot(state.store) == state.store.stateRoot)
+    }
+
+    /// The store's side of a write in slices: a slice's values are read around (a changed
+    /// one as archived, an added one as absent, a deleted one as it was) by the writer and by
+    /// a reader; its pages are new rows, the root page waits for the end; an open undoes
+    /// an unfinished write; the end moves the stored state at once.
+    @Test func aWriteInSlicesIsReadAroundAndUndoneAtOpen() throws {
+        let file = temporaryFile("store-slices.db")
+        func key(_ name: String) -> Bytes32 { SHA256.hash(name) }
+        let (a, b, c, d) = (key("a"), key("b"), key("c"), key("d"))
+        let (root0, root1, page) = (key("root 0"), key("root 1"), key("page"))
+        var store = try NodeStore(file: file, create: true)
+        try store.writeGenesis(StateChanges(values: [(a, [1]), (b, [2]), (c, [3])], createdPages: [(root0, [0])], removedPages: [], root: root0))
+        try store.append(BlockRecord(height: 1, digest: .zero, body: [], certificate: [], stateRoot: root1, transactions: []), state: nil)
+        let reader = try NodeStore(file: file, readOnly: true)
+        func expectBefore(_ store: NodeStore, _ comment: Comment) throws {
+            #expect(try store.value(a) == [1] && store.value(b) == [2] && store.value(c) == [3] && store.value(d) == nil, comment)
+            var all: [Bytes32: [UInt8]] = [:]
+            try store.forEachValue { all[$0] = $1 }
+            #expect(all == [a: [1], b: [2], c: [3]], comment)
+            #expect(store.stateHeight == 0 && store.stateRoot == root0, comment)
+        }
+        try store.writeStateSlice(atHeight: 1, values: [(a, [10]), (d, [4])], pages: [(page, [9])])
+        try store.writeStateSlice(atHeight: 1, values: [(b, nil)], pages: [])
+        #expect(store.stateWriteUnderWay == 1 && reader.stateWriteUnderWay == 1)
+        try expectBefore(store, "the writer, during the write")
+        try expectBefore(reader, "a reader, during the write")
+        #expect(try store.treePage(page) == [9] && store.treePage(root1) == nil)
+        // A key in two slices, a slice at another height: refused.
+        #expect(throws: StorageError.self) { try store.writeStateSlice(atHeight: 1, values: [(a, [11])], pages: []) }
+        #expect(throws: StorageError.self) { try store.writeStateSlice(atHeight: 2, values: [(c, [5])], pages: []) }
+        // Reopened in the middle: undone.
+        store.close()
+        store = try NodeStore(file: file)
+        #expect(store.stateWriteUnderWay == nil && reader.stateWriteUnderWay == nil)
+        try expectBefore(store, "reopened")
+        try expectBefore(reader, "a reader, after the undo")
+        #expect(try store.treePage(page) == nil && store.value(d) == nil)
+        try store.integrityCheck()
+        // Written again and ended: the new state, at once.
+        try store.writeStateSlice(atHeight: 1, values: [(a, [10]), (b, nil), (d, [4])], pages: [(page, [9])])
+        #expect(throws: StorageError.self) { try store.finishStateWrite(atHeight: 1, root: root0, rootPage: [1], removedPages: []) }  // not block 1's root
+        try store.finishStateWrite(atHeight: 1, root: root1, rootPage: [1], removedPages: [root0])
+        for reading in [store, reader] {
+            #expect(reading.stateWriteUnderWay == nil && reading.stateHeight == 1 && reading.stateRoot == root1)
+            #expect(try reading.value(a) == [10] && reading.value(b) == nil && reading.value(c) == [3] && reading.value(d) == [4])
+            #expect(try reading.values(of: a, after: 0) == [[1], [10]])
+        }
+        #expect(try store.treePage(root1) == [1] && store.treePage(page) == [9] && store.treePage(root0) == [0])
+        // The replaced values and pages go with the history, as after a whole write.
+        try store.pruneHistory(through: 1)
+        #expect(try store.treePage(root0) == nil && store.values(of: a, after: 0) == [[10]])
+        store.close()
+        reader.close()
+    }
+
     /// A node executing far past its served checkpoint holds at most `heldMax` folds: the
     /// oldest go first; the newest, which it will serve, stay.
     @Test func theFoldsHeldAreBounded() throws {
