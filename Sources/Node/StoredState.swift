@@ -52,6 +52,11 @@ public final class StoredState: StateStore {
     /// pages.
     public var slicesPerWrite = 64
     public var sliceRowsMin = 1_024
+    /// A fold of more values and pages than this is written in one commit once served, not
+    /// in slices: measured, slicing a full mempool's (some 300,000) cost the cluster a tenth
+    /// more CPU per transaction, where slicing a moderate load's (some 30,000) shortened the
+    /// latency's tail (Docs/BENCHMARKS.md, "The state written in slices").
+    public var slicedRowsMax = 65_536
     /// Folds held at most: the checkpoints executed and not served yet are normally one or
     /// two (a checkpoint is certified a few blocks after its height). Past this, the oldest
     /// not served is dropped, and a light client asking at it is told so.
@@ -325,10 +330,15 @@ public final class StoredState: StateStore {
     /// held. A slice is `sliceRowsMin` values and pages, or more for a large fold
     /// (`slicesPerWrite`; Docs/STORAGE.md, "The state written in slices"): the node calls this
     /// once per tick of its clock, in a turn of its own, so that the state's write is spread
-    /// over a few dozen turns of its loop instead of stalling one.
+    /// over a few dozen turns of its loop instead of stalling one. A fold larger than
+    /// `slicedRowsMax` is written in one commit once served.
     public func advanceStateWrite() throws(StorageError) {
         if let readError { throw readError }
         guard let since, since.base == store.stateHeight, pending == nil else { return }
+        guard since.at.values.count + since.at.created.count <= slicedRowsMax else {
+            if servedCheckpoint >= since.height { try writeStateWhole() }
+            return
+        }
         if slices?.height != since.height { slices = Slices(height: since.height, fold: since.at, slicesMax: slicesPerWrite, rowsMin: sliceRowsMin) }
         guard var slices else { return }
         if !slices.isDone {
@@ -339,11 +349,18 @@ public final class StoredState: StateStore {
         if slices.isDone, servedCheckpoint >= since.height { try finishStateWrite() }
     }
 
+    /// Writes the state at `since` in one commit (a fold larger than `slicedRowsMax`).
+    private func writeStateWhole() throws(StorageError) {
+        guard let since, let batch = since.at.batch else { return }
+        try store.writeState(Self.changes(batch), atHeight: since.height)
+        ended(since.height)
+    }
+
     /// Writes what is left of the state at `since` and finishes its write, certified or not
     /// (the bound on the fold in memory: `persist`).
     private func finishStateWriteNow() throws(StorageError) {
         guard let since else { return }
-        if slices?.height != since.height { slices = Slices(height: since.height, fold: since.at, slicesMax: 1, rowsMin: .max) }
+        guard slices?.height == since.height else { return try writeStateWhole() }
         guard var slices else { return }
         while !slices.isDone {
             let (values, pages) = slices.next(all: true)
@@ -358,10 +375,17 @@ public final class StoredState: StateStore {
     private func finishStateWrite() throws(StorageError) {
         guard let since, let root = since.at.root else { return }
         try store.finishStateWrite(atHeight: since.height, root: root, rootPage: since.at.page(root)?.encoded(), removedPages: Array(since.at.replaced))
+        ended(since.height)
+    }
+
+    /// The state at `height` (`since`) stored: the blocks after it become the window, and
+    /// its fold is no longer held.
+    private func ended(_ height: UInt64) {
+        guard let since, since.height == height else { return }
         window = since.after
         self.since = nil
         slices = nil
-        held.removeAll { $0.height == since.height || $0.height < servedCheckpoint }
+        held.removeAll { $0.height == height || $0.height < servedCheckpoint }
     }
 
     /// The state at a checkpoint being written in slices: its fold's values and pages (the

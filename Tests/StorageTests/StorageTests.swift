@@ -444,13 +444,17 @@ struct Chain {
         #expect(reopened.stateWriteUnderWay == nil && reopened.stateHeight == 8)
         #expect(try recomputedRoot(reopened) == root8)
         try reopened.integrityCheck()
-        // The blocks above 8 executed again; 16 written at once (one slice) when served.
+        // The blocks above 8 executed again; 16, a fold larger than `slicedRowsMax`, not
+        // sliced, but written at once when served.
         state = StoredState(store: reopened, stateInterval: 4, writeEvery: 2)
+        state.slicedRowsMax = 1
         ledger = try Ledger(chainId: Chain.chainId, store: state)
         for height in UInt64(9)...17 {
             _ = ledger.execute(chain.commands(height: height, count: 20))
             try state.replayed(height)
         }
+        try state.advanceStateWrite()
+        #expect(state.store.stateWriteUnderWay == nil && state.store.stateHeight == 8)
         try state.serve(checkpoint: 16)
         let root16 = try #require(try state.store.block(at: 16)?.stateRoot)
         #expect(state.store.stateHeight == 16 && state.store.stateRoot == root16)
@@ -460,6 +464,7 @@ struct Chain {
         // on the fold in memory), its slices first.
         state.slicesPerWrite = 4
         state.sliceRowsMin = 1
+        state.slicedRowsMax = 65_536
         try chain.run(&ledger, to: 25)
         try state.advanceStateWrite()
         #expect(state.store.stateWriteUnderWay == 24)
