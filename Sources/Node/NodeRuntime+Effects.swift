@@ -148,6 +148,11 @@ extension NodeRuntime {
                 }
             } else if !unsynced.isEmpty {
                 unsynced[unsynced.count - 1].effects += effects  // behind those waiting: in order
+                // Behind commits that nothing waited for (slices of the state): as above.
+                if !effects.isEmpty, unsynced.dropLast().allSatisfy({ $0.effects.isEmpty }),
+                    syncer.wait(through: commitsMade, timeout: Self.syncWait) {
+                    synced(through: commitsMade, nil)
+                }
             } else {
                 syncedHeight = core.ledger.height  // nothing waits for a sync: all that is stored is synced
                 for effect in effects {

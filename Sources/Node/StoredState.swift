@@ -300,7 +300,9 @@ public final class StoredState: StateStore {
         guard height % stateInterval == 0 else { return }
         let base = store.stateHeight
         held.append((height, base, window))
-        if held.count > Self.heldMax, let oldest = held.firstIndex(where: { $0.height != prunedThrough }) { held.remove(at: oldest) }
+        if held.count > Self.heldMax, let oldest = held.firstIndex(where: { $0.height != prunedThrough && $0.height != since?.height }) {
+            held.remove(at: oldest)
+        }
         // A candidate not served yet stays the next write (written at the first checkpoint
         // served at or above it).
         if writesState(atHeight: height), since == nil { since = (height, base, window, StateWindow()) }

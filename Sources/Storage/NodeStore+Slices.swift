@@ -52,8 +52,11 @@ extension NodeStore {
             return Slicing(height: height)
         }
         var loaded = Slicing(height: height)
-        for archived in try database.statement("SELECT archived FROM state_slices WHERE height = ? ORDER BY sequence").bind(1, height).all({ $0.blob(0) ?? [] }) {
+        let rows = try database.statement("SELECT archived, revived FROM state_slices WHERE height = ? ORDER BY sequence")
+            .bind(1, height).all { ($0.blob(0) ?? [], $0.blob(1) ?? []) }
+        for (archived, revived) in rows {
             loaded.archived += Self.hashes(archived)
+            loaded.revived += Self.hashes(revived)
         }
         loaded.archivedSet = Set(loaded.archived)
         loaded.added = Set(try database.statement("SELECT key FROM state_slice_added").all { $0.blob(0).flatMap { Bytes32($0) } }.compactMap { $0 })
@@ -127,15 +130,21 @@ extension NodeStore {
         }
         var retiredAt = try retiredHeights()
         retiredCache = nil  // changed in place below, set again after
-        var written: [UInt8] = []
+        var written: [UInt8] = [], revived: [UInt8] = []
         written.reserveCapacity(pages.count * Bytes32.byteCount)
         for (hash, page) in pages {
             try database.statement("INSERT OR REPLACE INTO tree_pages (hash, page) VALUES (?, ?)").bind(1, hash).bind(2, page).run()
-            // A retired page made again: live in the new state, so no pruning may delete it.
-            if retiredAt.removeValue(forKey: hash) != nil { slicing.revived.append(hash) } else { written += hash.bytes }
+            // A retired page made again: live in the new state, so no pruning may delete it
+            // (recorded, so that a reloaded `retiredHeights` knows it too).
+            if retiredAt.removeValue(forKey: hash) != nil {
+                slicing.revived.append(hash)
+                revived += hash.bytes
+            } else {
+                written += hash.bytes
+            }
         }
-        try database.statement("INSERT INTO state_slices (height, archived, pages) VALUES (?, ?, ?)")
-            .bind(1, height).bind(2, archived).bind(3, written).run()
+        try database.statement("INSERT INTO state_slices (height, archived, pages, revived) VALUES (?, ?, ?, ?)")
+            .bind(1, height).bind(2, archived).bind(3, written).bind(4, revived).run()
         retiredCache = retiredAt
         self.slicing = slicing
         slicingLoaded = true
@@ -195,17 +204,28 @@ extension NodeStore {
 
     /// At open: a write in slices left unfinished (the node stopped during it) is undone in
     /// one transaction: the archived values put back, the added keys deleted, the pages it
-    /// wrote deleted (but those retired by an earlier write, which stay for older proofs).
+    /// wrote deleted (but those retired by an earlier write, which stay for older proofs),
+    /// and the retired pages it brought back retired again, at the stored state's height
+    /// (a pruning meanwhile may have dropped the history row that named them).
     /// The stored state is then the one at `stateHeight`, as before the write began.
     func undoUnfinishedStateWrite() throws(StorageError) {
         guard let marker = try meta("state_slicing") else { return }
         let height = Self.uint64(marker)
         do {
             try database.transaction { () throws(StorageError) in
+                let rows = try database.statement("SELECT archived, pages, revived FROM state_slices WHERE height = ? ORDER BY sequence")
+                    .bind(1, height).all { ($0.blob(0) ?? [], $0.blob(1) ?? [], $0.blob(2) ?? []) }
+                let revived = rows.flatMap(\.2)
+                if !revived.isEmpty {
+                    let stored = stateHeight
+                    let row = try database.statement("SELECT retired, revived, archived FROM history WHERE height = ?").bind(1, stored)
+                        .first { ($0.blob(0) ?? [], $0.blob(1) ?? [], $0.blob(2) ?? []) } ?? ([], [], [])
+                    try database.statement("INSERT OR REPLACE INTO history (height, retired, revived, archived) VALUES (?, ?, ?, ?)")
+                        .bind(1, stored).bind(2, row.0 + revived).bind(3, row.1).bind(4, row.2).run()
+                }
+                forgetCaches()
                 let retiredAt = try retiredHeights()
-                let rows = try database.statement("SELECT archived, pages FROM state_slices WHERE height = ? ORDER BY sequence")
-                    .bind(1, height).all { ($0.blob(0) ?? [], $0.blob(1) ?? []) }
-                for (archived, pages) in rows {
+                for (archived, pages, _) in rows {
                     for key in Self.hashes(archived) {
                         try database.statement("INSERT OR REPLACE INTO state (key, value) SELECT key, value FROM value_archive WHERE key = ? AND height = ?")
                             .bind(1, key).bind(2, height).run()

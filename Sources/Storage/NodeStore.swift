@@ -165,7 +165,7 @@ public final class NodeStore {
         // `state_slice_added` the keys the stored state did not have, so that an unfinished
         // write is undone at the next open and read around meanwhile.
         8: [
-            "CREATE TABLE state_slices (sequence INTEGER PRIMARY KEY, height INTEGER NOT NULL, archived BLOB NOT NULL, pages BLOB NOT NULL)",
+            "CREATE TABLE state_slices (sequence INTEGER PRIMARY KEY, height INTEGER NOT NULL, archived BLOB NOT NULL, pages BLOB NOT NULL, revived BLOB NOT NULL)",
             "CREATE TABLE state_slice_added (key BLOB PRIMARY KEY) WITHOUT ROWID",
         ],
     ]
@@ -552,6 +552,9 @@ public final class NodeStore {
             for hash in Self.hashes(retired) { heights[hash] = height }
             for hash in Self.hashes(revived) { heights[hash] = nil }
         }
+        // Pages a write in slices under way brought back are live again: no pruning may
+        // delete them.
+        for hash in try currentSlicing()?.revived ?? [] { heights[hash] = nil }
         retiredCache = heights
         return heights
     }
@@ -624,7 +627,7 @@ public final class NodeStore {
     public func pruneHistory(through height: UInt64) throws(StorageError) {
         guard !isReadOnly else { throw .readOnly(file: file) }
         do { try pruneHistoryTransaction(through: height) } catch {
-            retiredCache = nil  // the tables are as before the transaction; reload
+            forgetCaches()  // the tables are as before the transaction; reload them
             throw error
         }
     }
