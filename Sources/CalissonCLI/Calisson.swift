@@ -459,9 +459,16 @@ struct DatabaseReader: TreePageSource {
         switch request {
         // The state as stored, at its height (a node writes it at its checkpoints: the
         // blocks after it are in the file, executed again when the node starts).
+        // Read in one snapshot: the node may move its stored state, or write a slice of the
+        // next one, between two statements (Docs/STORAGE.md, "The state written in slices").
         case let .state(key):
-            let root = store.stateRoot
-            return .state(height: store.stateHeight, root: root, value: try store.value(key), proof: StateTree.proof(for: key, root: root, nodes: self))
+            let answer = try store.reading { () -> Result<ClientResponse, StorageError> in
+                let root = store.stateRoot
+                return Result { () throws(StorageError) in
+                    .state(height: store.stateHeight, root: root, value: try store.value(key), proof: StateTree.proof(for: key, root: root, nodes: self))
+                }
+            }
+            return try answer.get()
         case .status:
             return .status(
                 NodeStatus(partner: "(database)", height: store.stateHeight, stateRoot: store.stateRoot, view: 0, epochFirstSeq: 0, peers: [], mempool: 0))
