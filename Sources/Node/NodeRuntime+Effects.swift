@@ -138,26 +138,23 @@ extension NodeRuntime {
                 commitsMade += 1
                 unsynced.append((commitsMade, core.ledger.height, effects))
                 syncer.request(through: commitsMade)
-                // A fast sync (most are, on a local SSD) is waited for: the turn's votes and
-                // answers leave now, as before, rather than after the loop's next turn
-                // (executing a block, say). A slow one is not: the loop goes on. Nor is one
-                // that nothing waits for (a turn that only wrote a slice of the state).
-                if !effects.isEmpty, unsynced.dropLast().allSatisfy({ $0.effects.isEmpty }),
-                    syncer.wait(through: commitsMade, timeout: Self.syncWait) {
-                    synced(through: commitsMade, nil)
-                }
             } else if !unsynced.isEmpty {
                 unsynced[unsynced.count - 1].effects += effects  // behind those waiting: in order
-                // Behind commits that nothing waited for (slices of the state): as above.
-                if !effects.isEmpty, unsynced.dropLast().allSatisfy({ $0.effects.isEmpty }),
-                    syncer.wait(through: commitsMade, timeout: Self.syncWait) {
-                    synced(through: commitsMade, nil)
-                }
             } else {
                 syncedHeight = core.ledger.height  // nothing waits for a sync: all that is stored is synced
                 for effect in effects {
                     if let next = perform(effect) { run(next) }
                 }
+                continue
+            }
+            // A fast sync (most are, on a local SSD) is waited for: the turn's votes and
+            // answers leave now, as before, rather than after the loop's next turn (executing
+            // a block, say). A slow one is not: the loop goes on. Nor is one that nothing
+            // waits for (a turn that only wrote a slice of the state); effects behind such
+            // commits only are waited for as the first.
+            if !effects.isEmpty, unsynced.dropLast().allSatisfy({ $0.effects.isEmpty }),
+                syncer.wait(through: commitsMade, timeout: Self.syncWait) {
+                synced(through: commitsMade, nil)
             }
         }
     }
@@ -238,14 +235,14 @@ extension NodeRuntime {
     /// that what the tick sends (a proposal, votes) does not wait for the slice's writes and
     /// their commit. A failed write stops the node, as any failed write does.
     func writeStateSlice() {
-        guard core.failure == nil, let stateWriter else { return }
+        guard core.failure == nil else { return }
         if !store.isBatchOpen {
             do { try store.beginBatch(deferringSync: syncsOffLoop) } catch {
                 held += core.stop("the database refused to open a write batch: \(error)")
                 return
             }
         }
-        do { try stateWriter.advanceStateWrite() } catch {
+        do { try core.storage.advanceStateWrite() } catch {
             held += core.stop("the state's write at a checkpoint failed: \(error)")
         }
     }

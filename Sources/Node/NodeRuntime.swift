@@ -155,8 +155,7 @@ public final class NodeRuntime: @unchecked Sendable {
     #endif
     let verifyCache = VerifyCache(capacity: 1 << 17)
     var ticker: RepeatingTask?
-    /// The state's writes in slices (`writeStateSlice`), and their timer.
-    var stateWriter: StoredState?
+    /// The timer of the state's writes in slices (`writeStateSlice`).
     var stateSlicer: RepeatingTask?
     var metrics: HTTPEndpoint?
     /// Signature verification runs here, off the loop, in batches over all cores.
@@ -218,7 +217,6 @@ public final class NodeRuntime: @unchecked Sendable {
             writeOffset: UInt64(clamping: genesis.validators.firstIndex { $0.rawValue == configuration.transport.selfID } ?? 0),
             treeEveryBlockBelow: Self.treeEveryBlockBelow)
         state.retainBlocks = configuration.retainBlocks
-        stateWriter = state
         let replaying = store.height - store.stateHeight
         core = try Core(
             storage: state, genesis: genesis, replica: replicaConfiguration, signer: NodeSigner(key: configuration.consensusKey),

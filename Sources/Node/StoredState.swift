@@ -345,7 +345,7 @@ public final class StoredState: StateStore {
         guard var slices else { return }
         if !slices.isDone {
             let (values, pages) = slices.next()
-            try store.writeStateSlice(atHeight: since.height, values: values, pages: pages.map { ($0.hash, $0.page.encoded()) })
+            try store.writeStateSlice(atHeight: since.height, values: values, pages: pages)
             self.slices = slices
         }
         if slices.isDone, servedCheckpoint >= since.height { try finishStateWrite() }
@@ -366,7 +366,7 @@ public final class StoredState: StateStore {
         guard var slices else { return }
         while !slices.isDone {
             let (values, pages) = slices.next(all: true)
-            try store.writeStateSlice(atHeight: since.height, values: values, pages: pages.map { ($0.hash, $0.page.encoded()) })
+            try store.writeStateSlice(atHeight: since.height, values: values, pages: pages)
         }
         self.slices = slices
         try finishStateWrite()
@@ -411,12 +411,12 @@ public final class StoredState: StateStore {
 
         var isDone: Bool { values.isEmpty && pages.isEmpty }
 
-        /// The next slice's values and pages (`all`: everything left).
-        mutating func next(all: Bool = false) -> ([(key: StateKey, value: [UInt8]?)], [(hash: SHA256Digest, page: TreePage)]) {
+        /// The next slice's values and pages, encoded (`all`: everything left).
+        mutating func next(all: Bool = false) -> ([(key: StateKey, value: [UInt8]?)], [(hash: SHA256Digest, page: [UInt8])]) {
             let budget = all ? Int.max : rowsPerSlice
             let slicedValues = values.take(budget)
             let slicedPages = pages.take(budget - slicedValues.count)
-            return (slicedValues.map { (key: $0.0, value: $0.1) }, slicedPages.map { (hash: $0.0, page: $0.1) })
+            return (slicedValues.map { (key: $0.0, value: $0.1) }, slicedPages.map { (hash: $0.0, page: $0.1.encoded()) })
         }
 
         /// Entries by their key's first byte; taken in key order.
