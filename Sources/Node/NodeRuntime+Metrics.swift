@@ -70,6 +70,10 @@ extension NodeRuntime {
         metric("process_cpu_seconds_total", "counter", "CPU time used by the node process (user and system), seconds.", Double(ProcessUsage.cpuMilliseconds()) / 1_000)
         metric("transactions_rejected_total", "counter", "Transactions rejected by the ledger since start.", core.counters.rejected)
         metric("verification_dropped_total", "counter", "Messages and submissions dropped with the verifier full.", droppedForVerification)
+        metric(
+            "consensus_votes_unchecked_total", "counter",
+            "Votes from validators dropped without checking their signature: the replica had formed their certificate.",
+            core.counters.votesUnchecked)
         metric("consensus_undecodable_total", "counter", "Consensus messages from validators that did not decode.", core.counters.undecodable)
         metric("consensus_bad_signatures_total", "counter", "Consensus messages with a signature that does not verify.", core.counters.badSignatures)
         metric("consensus_rejected_total", "counter", "Signed consensus messages the protocol rules refused (stale, out of window, conflicting).", core.counters.consensusRejected)

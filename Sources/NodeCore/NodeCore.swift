@@ -191,6 +191,8 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
     public struct Counters: Sendable {
         public var admitted = 0, refused = 0, blocksExecuted = 0, applied = 0, rejected = 0
         public var undecodable = 0, badSignatures = 0, consensusRejected = 0, equivocations = 0, verificationDropped = 0
+        /// Votes dropped unchecked: the replica no longer needed them (`Replica.takesUnchecked`).
+        public var votesUnchecked = 0
         /// Whether this validator's commit vote is in the certificates of the latest 64
         /// blocks executed, a bit per block (the lowest the latest): a certificate holds the
         /// first quorum of votes, so a healthy validator is in most, not all.
@@ -342,7 +344,11 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
             return effects.append(.event(.undecodable(peer: peer, error: "\(error)")))
         }
         // Every signature the message carries is checked (by the shell, off its loop)
-        // before the replica sees it.
+        // before the replica sees it, but for a vote the replica no longer needs.
+        if replica.takesUnchecked(message, from: sender) {
+            counters.votesUnchecked += 1
+            return
+        }
         let checks = message.signatureChecks(chainId: ledger.chainId)
         guard !checks.isEmpty else { return try step(.message(message, from: sender)) }
         effects.append(.verify(checks, .consensus(message, from: sender, peer: peer)))

@@ -14,7 +14,9 @@ extension Simulation {
         var inputs = [input]
         var next = 0
         while next < inputs.count, nodes[index].core != nil {
+            let unchecked = nodes[index].core!.counters.votesUnchecked
             let effects = nodes[index].core!.drive(inputs[next])
+            report.votesUnchecked += (nodes[index].core?.counters.votesUnchecked ?? unchecked) - unchecked
             next += 1
             for effect in effects {
                 switch effect {

@@ -113,6 +113,8 @@ public struct SimulationReport: Sendable {
     /// Rejections by reason, for the trace of a failing seed.
     public var rejectionReasons: [String: Int] = [:]
     public var droppedSignatures = 0
+    /// Votes the replicas took without checking their signature (`Replica.takesUnchecked`).
+    public var votesUnchecked = 0
     public var evidence = 0
     /// Ledger runs: storage faults armed, those that fired (by kind), and the stops they caused.
     public var storageFaults = 0

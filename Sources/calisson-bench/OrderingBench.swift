@@ -266,6 +266,7 @@ final class OrderingReplica: @unchecked Sendable {
 
     private func received(_ payload: [UInt8], from peer: String) {
         guard let sender = byPeer[peer], let message = try? Message(wireBytes: payload) else { return }
+        if replica.takesUnchecked(message, from: sender) { return }  // as the node: a vote no longer needed
         guard cache.verifyAll(message.signatureChecks(chainId: chainId)) else { return }
         step(.message(message, from: sender))
     }

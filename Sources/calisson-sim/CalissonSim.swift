@@ -79,6 +79,7 @@ struct CalissonSim: ParsableCommand {
             totals.crashes += report.crashes
             totals.byzantineMessages += report.byzantineMessages
             totals.droppedSignatures += report.droppedSignatures
+            totals.votesUnchecked += report.votesUnchecked
             totals.rejectedMessages += report.rejectedMessages
             totals.evidence += report.evidence
             totals.storageFaults += report.storageFaults
@@ -113,6 +114,7 @@ struct CalissonSim: ParsableCommand {
               crashes               \(totals.crashes)
               byzantine messages    \(totals.byzantineMessages)
               bad signatures dropped \(totals.droppedSignatures)
+              votes taken unchecked \(totals.votesUnchecked)
               rejected messages     \(totals.rejectedMessages)
               equivocation evidence \(totals.evidence)
               upgrade crossed       \(application == "ledger" ? "\(upgraded) of \(range.count) runs (rules \(LedgerRules.newest) in force at the end), acceptance by category passed in \(categorised), every partner's endpoints set in \(endpointsListed)" : "not in counter runs")

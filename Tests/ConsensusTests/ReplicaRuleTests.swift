@@ -128,6 +128,63 @@ extension Array where Element == Action {
         #expect(replica.commitTally[fixture.id(3)] == Replica<TestSigner>.CommitTally(received: 2, missed: 2))
     }
 
+    /// A vote the replica no longer needs (its certificate formed) is taken without its
+    /// signature checked, and stepping it would have done nothing; a vote that conflicts
+    /// with one held, is for another digest, is not yet needed, or is a Commit relayed by
+    /// another validator is not taken. Commits taken so still count in the tally.
+    @Test func votesNoLongerNeededAreTakenUncheckedAndCommitsStillTallied() {
+        var replica = fixture.replica(1)
+        let root = SHA256.hash("root")
+        let other = Block(seq: 1, commands: [[9]]).digest
+        /// Whether `replica` takes `message` unchecked; when it does, stepping it instead
+        /// must give no action at all.
+        func taken(_ message: Message, from index: Int) -> Bool {
+            var stepped = replica
+            guard replica.takesUnchecked(message, from: fixture.id(index)) else { return false }
+            #expect(stepped.step(.message(message, from: fixture.id(index))).isEmpty)
+            return true
+        }
+        for seq: UInt64 in 1...4 {
+            let proposal = fixture.prePrepare(by: 0, seq: seq, commands: [[UInt8(seq)]])
+            let digest = proposal.body.block.digest
+            _ = replica.step(.message(.prePrepare(proposal), from: fixture.id(0)))
+            #expect(!taken(.vote(fixture.vote(.prepare, by: 3, seq: seq, digest: digest)), from: 3), "needed: not prepared yet")
+            if seq == 1 {
+                // Replica 3's prepare for another digest, held: its matching one later is evidence.
+                _ = replica.step(.message(.vote(fixture.vote(.prepare, by: 3, seq: seq, digest: other)), from: fixture.id(3)))
+            }
+            for index in [0, 2] {
+                _ = replica.step(.message(.vote(fixture.vote(.prepare, by: index, seq: seq, digest: digest)), from: fixture.id(index)))
+            }
+            #expect(taken(.vote(fixture.vote(.prepare, by: 0, seq: seq, digest: digest)), from: 0), "a duplicate")
+            #expect(!taken(.vote(fixture.vote(.prepare, by: 2, seq: seq, digest: other)), from: 2), "conflicts with one held")
+            #expect(!taken(.vote(fixture.vote(.prepare, by: 3, view: 1, seq: seq, digest: digest)), from: 3), "another view")
+            if seq == 1 {
+                #expect(!taken(.vote(fixture.vote(.prepare, by: 3, seq: seq, digest: digest)), from: 3), "evidence against 3")
+                let actions = replica.step(.message(.vote(fixture.vote(.prepare, by: 3, seq: seq, digest: digest)), from: fixture.id(3)))
+                #expect(actions.contains { if case .evidence = $0 { true } else { false } })
+            } else {
+                #expect(taken(.vote(fixture.vote(.prepare, by: 3, seq: seq, digest: digest)), from: 3))
+            }
+            #expect(!taken(.vote(fixture.vote(.commit, by: 3, seq: seq, digest: digest)), from: 3), "needed: not committed yet")
+            for index in [0, 2] {
+                _ = replica.step(.message(.vote(fixture.vote(.commit, by: index, seq: seq, digest: digest)), from: fixture.id(index)))
+            }
+            #expect(!taken(.vote(fixture.vote(.commit, by: 3, seq: seq, digest: other)), from: 3), "another digest")
+            #expect(!taken(.vote(fixture.vote(.commit, by: 3, seq: seq, digest: digest)), from: 2), "relayed by another")
+            #expect(!taken(.checkpoint(Signed(CheckpointVote(seq: 4, stateRoot: root), chainId: Fixture.chainId, signer: fixture.signers[3])), from: 3))
+            #expect(taken(.vote(fixture.vote(.commit, by: 3, seq: seq, digest: digest)), from: 3))
+            _ = replica.step(.executed(seq: seq, stateRoot: root))
+        }
+        for index in [0, 2] {
+            let vote = Signed(CheckpointVote(seq: 4, stateRoot: root), chainId: Fixture.chainId, signer: fixture.signers[index])
+            _ = replica.step(.message(.checkpoint(vote), from: fixture.id(index)))
+        }
+        #expect(replica.lowWatermark == 4)
+        #expect(replica.commitTally[fixture.id(3)] == Replica<TestSigner>.CommitTally(received: 4, missed: 0))
+        #expect(replica.commitTally[fixture.id(2)] == Replica<TestSigner>.CommitTally(received: 4, missed: 0))
+    }
+
     @Test func proposalFromANonPrimaryIsRejected() {
         var replica = fixture.replica(2)
         let actions = replica.step(.message(.prePrepare(fixture.prePrepare(by: 1, seq: 1)), from: fixture.id(1)))
