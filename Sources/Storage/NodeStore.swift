@@ -723,10 +723,30 @@ public final class NodeStore {
     // MARK: Reads
 
     /// The key's value in the stored state (at `stateHeight`), read around a write in
-    /// slices under way (`valueBeforeSlices`).
+    /// slices under way (`valueBeforeSlices`). On a read-only store, its statements are one
+    /// snapshot (`oneSnapshot`).
     public func value(_ key: Bytes32) throws(StorageError) -> [UInt8]? {
-        if let before = try valueBeforeSlices(key) { return before }
-        return try database.statement("SELECT value FROM state WHERE key = ?").bind(1, key).first { $0.blob(0) } ?? nil
+        try oneSnapshot { () throws(StorageError) -> [UInt8]? in
+            if let before = try valueBeforeSlices(key) { return before }
+            return try database.statement("SELECT value FROM state WHERE key = ?").bind(1, key).first { $0.blob(0) } ?? nil
+        }
+    }
+
+    /// Runs `body`'s reads in one read transaction on a read-only store whose caller has
+    /// opened none (`reading`): a value read around a write in slices takes several
+    /// statements, and the node writing the file may finish or undo a slice between two of
+    /// them. A writing store's reads are its own and need none.
+    func oneSnapshot<T>(_ body: () throws(StorageError) -> T) throws(StorageError) -> T {
+        guard isReadOnly, !database.inTransaction else { return try body() }
+        try database.execute("BEGIN DEFERRED")
+        do {
+            let result = try body()
+            try database.execute("COMMIT")
+            return result
+        } catch {
+            try? database.execute("ROLLBACK")
+            throw error
+        }
     }
 
     /// The tree page whose root node has this hash.
@@ -776,8 +796,14 @@ public final class NodeStore {
     }
 
     /// Every value of the stored state, by key order (exports, and the tests' root
-    /// recomputation), read around a write in slices under way (`value`).
+    /// recomputation), read around a write in slices under way (`value`), in one snapshot
+    /// on a read-only store (`oneSnapshot`).
     public func forEachValue(_ body: (Bytes32, [UInt8]) -> Void) throws(StorageError) {
+        for (key, value) in try oneSnapshot({ () throws(StorageError) in try storedValues() }) { body(key, value) }
+    }
+
+    /// The rows `forEachValue` goes through.
+    private func storedValues() throws(StorageError) -> [(Bytes32, [UInt8])] {
         let file = self.file
         var rows: [(Bytes32, [UInt8])] = []
         _ = try database.statement("SELECT key, value FROM state ORDER BY key").all { (row) throws(StorageError) in
@@ -798,7 +824,7 @@ public final class NodeStore {
             }
             rows = merged.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         }
-        for (key, value) in rows { body(key, value) }
+        return rows
     }
 
     /// Where a transaction is: its block, position and result.

@@ -521,6 +521,9 @@ struct Chain {
             #expect(try reading.value(a) == [10] && reading.value(b) == nil && reading.value(c) == [3] && reading.value(d) == [4])
             #expect(try reading.values(of: a, after: 0) == [[1], [10]])
         }
+        // A reader's value is one snapshot of its own (which the reads above would have kept
+        // open, stale, had it not ended), or the caller's.
+        #expect(try reader.reading { (try? reader.value(a)) ?? nil } == [10])
         #expect(try store.treePage(root1) == [1] && store.treePage(page) == [9] && store.treePage(root0) == [0])
         // A page retired and not pruned yet (root0), written again by a slice of the next
         // state: live while that write is under way, whatever a pruning does meanwhile (the
