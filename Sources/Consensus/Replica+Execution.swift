@@ -118,7 +118,7 @@ extension Replica {
     /// committed there reached this replica before the block's checkpoint became stable.
     private mutating func tallyCommits(_ slot: Slot, at seq: UInt64, digest: SHA256Digest) {
         for validator in schedule.validators(at: seq).validators {
-            if slot.commits[validator]?.body.digest == digest || slot.uncheckedCommitters.contains(validator) {
+            if slot.commits[validator]?.body.digest == digest || slot.uncheckedCommits[validator]?.body.digest == digest {
                 commitTally[validator, default: CommitTally()].received += 1
             } else {
                 commitTally[validator, default: CommitTally()].missed += 1

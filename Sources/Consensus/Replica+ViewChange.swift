@@ -67,6 +67,7 @@ extension Replica {
         for seq in Array(slots.keys) {
             slots[seq]?.prePrepare = nil
             slots[seq]?.prepares = [:]
+            slots[seq]?.uncheckedPrepares = [:]
             slots[seq]?.commitSent = false
         }
     }

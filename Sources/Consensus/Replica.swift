@@ -43,10 +43,12 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
         var prepared: PreparedCertificate?
         var committed: CertifiedBlock?
         var commitSent = false
-        /// Validators whose Commit for the committed block came, from them, after the
-        /// certificate was formed, and was taken unchecked (`takesUnchecked`): counted as
-        /// received in `commitTally`, never part of a certificate.
-        var uncheckedCommitters: Set<ValidatorID> = []
+        /// Votes taken unchecked (`takesUnchecked`), by signer: never part of a
+        /// certificate; kept so that a conflicting vote from the same signer still makes
+        /// evidence (which the shell checks, these signatures included, before it counts
+        /// it), and the Commits counted as received in `commitTally`.
+        var uncheckedPrepares: [ValidatorID: Signed<Vote>] = [:]
+        var uncheckedCommits: [ValidatorID: Signed<Vote>] = [:]
 
         func block(digest: SHA256Digest) -> Block? {
             if let block = prePrepare?.body.block, block.digest == digest { return block }
@@ -331,22 +333,25 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
 
     /// Whether this replica takes `message`, received from validator `from` over its
     /// authenticated link, without its signature being checked: a vote it no longer needs.
-    /// That is a Prepare of the current view for a height this replica prepared in that
-    /// view, or a Commit for a height it committed, matching the digest it prepared or
-    /// committed, from a validator whose vote of that kind (and view) for the height it
-    /// does not hold, or holds identical. Stepped, such a vote would join no certificate
-    /// (they are formed), prove no equivocation (nothing of its signer's conflicts) and be
-    /// refused for nothing: checking it changes nothing but the CPU spent. At n = 4 that
-    /// is two of the seven signatures a block brings each replica (its third Prepare and
-    /// its third Commit), most of a block's cost when blocks are small.
+    /// That is a vote sent by its own signer (`from`), a Prepare of the current view for a
+    /// height this replica prepared in that view or a Commit for a height it committed,
+    /// matching the digest it prepared or committed, when nothing it holds from that signer
+    /// for the height conflicts with it. Such a vote would join no certificate (they are
+    /// formed) and is not refused; checking it now costs the CPU and changes nothing. At
+    /// n = 4 a backup needs five of the seven signatures a block brings it (its third
+    /// Prepare and its third Commit come after their quorum), a large part of a block's cost
+    /// when blocks are small.
     ///
     /// The shell asks before it checks a message's signatures and drops a vote taken so,
-    /// unchecked. A Commit sent by its own signer still counts as received in
-    /// `commitTally` (the link names its sender); a Commit relayed by another is not taken.
-    /// Anything else (any other message, a vote of another view or digest, from outside
-    /// the set) is not taken: it is checked and stepped as always.
+    /// unchecked. The replica keeps it: a later vote of the same signer that conflicts with
+    /// it makes equivocation evidence as a stepped one would, which the shell checks (both
+    /// signatures) before it counts or reports it; a Commit taken so counts as received in
+    /// `commitTally`. Anything else (any other message, a vote of another view or digest,
+    /// from outside the set, or relayed by another validator) is not taken: it is checked
+    /// and stepped as always.
     public mutating func takesUnchecked(_ message: Message, from: ValidatorID) -> Bool {
-        guard case let .vote(m) = message, validators.contains(m.signer), let slot = slots[m.body.seq] else { return false }
+        guard case let .vote(m) = message, from == m.signer, validators.contains(m.signer), let slot = slots[m.body.seq]
+        else { return false }
         let body = m.body
         switch body.kind {
         case .prepare:
@@ -354,19 +359,22 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
                 prepared.prePrepare.body.view == view, prepared.prePrepare.body.block.digest == body.digest
             else { return false }
             if let held = slot.prepares[m.signer], held.body.view == view, held.body.digest != body.digest { return false }
+            if slot.uncheckedPrepares[m.signer] == nil { slots[body.seq]?.uncheckedPrepares[m.signer] = m }
             return true
         case .commit:
-            guard from == m.signer, let committed = slot.committed, committed.block.digest == body.digest else { return false }
+            guard let committed = slot.committed, committed.block.digest == body.digest else { return false }
             if let held = slot.commits[m.signer], held.body != body { return false }
-            slots[body.seq]?.uncheckedCommitters.insert(m.signer)
+            if slot.uncheckedCommits[m.signer] == nil { slots[body.seq]?.uncheckedCommits[m.signer] = m }
             return true
         }
     }
 
-    /// Stores a vote in its slot, keeping equivocation evidence.
+    /// Stores a vote in its slot, keeping equivocation evidence: against the vote held
+    /// from its signer, or, when it is stored, against one taken unchecked.
     private mutating func record(_ m: Signed<Vote>) {
         let body = m.body
         var slot = slots[body.seq, default: Slot()]
+        let unchecked: Signed<Vote>?
         switch body.kind {
         case .prepare:
             if let old = slot.prepares[m.signer], old.body.view == body.view {
@@ -374,6 +382,7 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
                 return
             }
             slot.prepares[m.signer] = m
+            unchecked = slot.uncheckedPrepares[m.signer]
         case .commit:
             if let old = slot.commits[m.signer] {
                 if old.body.view == body.view && old.body.digest != body.digest {
@@ -382,6 +391,10 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
                 if old.body.view >= body.view { return }
             }
             slot.commits[m.signer] = m
+            unchecked = slot.uncheckedCommits[m.signer]
+        }
+        if let unchecked, unchecked.body.view == body.view, unchecked.body.digest != body.digest {
+            actions.append(.evidence(Equivocation(first: .vote(unchecked), second: .vote(m))))
         }
         slots[body.seq] = slot
     }

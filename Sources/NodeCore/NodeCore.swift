@@ -33,6 +33,10 @@ public enum NodeInput: Sendable {
 public enum PendingCheck: Sendable {
     case consensus(Message, from: ValidatorID, peer: String)
     case admission(Admission)
+    /// Equivocation evidence the replica found: counted and reported once both of its
+    /// signatures are checked (one of its votes may have been taken unchecked:
+    /// `Replica.takesUnchecked`).
+    case evidence(Equivocation)
 
     /// A transaction past admission's cheap checks.
     public struct Admission: Sendable {
@@ -308,6 +312,14 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
             case .busy:
                 counters.verificationDropped += 1
                 effects.append(.event(.verificationDropped))
+            }
+        case let .verified(.evidence(equivocation), outcome):
+            switch outcome {
+            case .valid:
+                counters.equivocations += 1
+                effects.append(.event(.evidence(equivocation)))
+            case .invalid: counters.badSignatures += 1
+            case .busy: counters.verificationDropped += 1
             }
         case let .verified(.admission(admission), outcome):
             let refusal: AdmissionError? = switch outcome {

@@ -578,6 +578,13 @@ public struct Simulation {
                 transmit(from: index, to: target, .stateResponse(Array(blocks[lower..<upper])))
             }
         case let .evidence(equivocation):
+            // As the node: counted once both signatures are checked (one of its votes may
+            // have been taken unchecked).
+            let checks = [equivocation.first, equivocation.second].flatMap { $0.signatureChecks(chainId: Self.chainId) }
+            guard checks.allSatisfy(simulatedVerify) else {
+                report.droppedSignatures += 1
+                break
+            }
             checkEvidence(equivocation, at: index)
         case let .rejected(reason, _):
             report.rejectedMessages += 1

@@ -116,7 +116,7 @@ final class Database {
     }
 
     /// Whether a transaction is open on this connection (a batch's, or a reader's).
-    var inTransaction: Bool { sqlite3_get_autocommit(handle) == 0 }
+    var inTransaction: Bool { handle != nil && sqlite3_get_autocommit(handle) == 0 }
 
     /// Whether a batch is open: the writes until `commitBatch` or `rollbackBatch` go into
     /// one transaction, begun by the first of them (a batch with no write costs nothing).

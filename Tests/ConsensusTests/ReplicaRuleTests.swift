@@ -43,11 +43,22 @@ struct Fixture {
     }
 
     func id(_ index: Int) -> ValidatorID { signers[index].id }
+
+    /// Steps `replica` with checkpoint votes for (`seq`, `root`) from the validators `by`.
+    func stabilize(_ replica: inout Replica<TestSigner>, seq: UInt64, root: SHA256Digest, by indices: [Int]) {
+        for index in indices {
+            let vote = Signed(CheckpointVote(seq: seq, stateRoot: root), chainId: Self.chainId, signer: signers[index])
+            _ = replica.step(.message(.checkpoint(vote), from: id(index)))
+        }
+    }
 }
 
 extension Array where Element == Action {
     var broadcastVotes: [Vote] {
         compactMap { if case let .broadcast(.vote(v)) = $0 { return v.body } else { return nil } }
+    }
+    var evidence: [Equivocation] {
+        compactMap { if case let .evidence(e) = $0 { return e } else { return nil } }
     }
     var rejections: [Rejection] {
         compactMap { if case let .rejected(r, _) = $0 { return r } else { return nil } }
@@ -117,10 +128,7 @@ extension Array where Element == Action {
             _ = replica.step(.executed(seq: seq, stateRoot: root))
         }
         #expect(replica.commitTally.isEmpty, "nothing is counted before the checkpoint is stable")
-        for index in [0, 2] {
-            let vote = Signed(CheckpointVote(seq: 4, stateRoot: root), chainId: Fixture.chainId, signer: fixture.signers[index])
-            _ = replica.step(.message(.checkpoint(vote), from: fixture.id(index)))
-        }
+        fixture.stabilize(&replica, seq: 4, root: root, by: [0, 2])
         #expect(replica.lowWatermark == 4)
         #expect(replica.commitTally[fixture.id(0)] == Replica<TestSigner>.CommitTally(received: 4, missed: 0))
         #expect(replica.commitTally[fixture.id(2)] == Replica<TestSigner>.CommitTally(received: 4, missed: 0))
@@ -130,8 +138,9 @@ extension Array where Element == Action {
 
     /// A vote the replica no longer needs (its certificate formed) is taken without its
     /// signature checked, and stepping it would have done nothing; a vote that conflicts
-    /// with one held, is for another digest, is not yet needed, or is a Commit relayed by
-    /// another validator is not taken. Commits taken so still count in the tally.
+    /// with one held, is for another digest, is not yet needed, or is relayed by another
+    /// validator is not taken. A vote taken so still makes evidence against a conflicting
+    /// one of its signer, and a Commit taken so counts in the tally.
     @Test func votesNoLongerNeededAreTakenUncheckedAndCommitsStillTallied() {
         var replica = fixture.replica(1)
         let root = SHA256.hash("root")
@@ -164,7 +173,16 @@ extension Array where Element == Action {
                 let actions = replica.step(.message(.vote(fixture.vote(.prepare, by: 3, seq: seq, digest: digest)), from: fixture.id(3)))
                 #expect(actions.contains { if case .evidence = $0 { true } else { false } })
             } else {
+                #expect(!taken(.vote(fixture.vote(.prepare, by: 3, seq: seq, digest: digest)), from: 2), "relayed by another")
                 #expect(taken(.vote(fixture.vote(.prepare, by: 3, seq: seq, digest: digest)), from: 3))
+            }
+            if seq == 2 {
+                // Replica 3's conflicting prepare, after its matching one was taken unchecked.
+                let conflicting = fixture.vote(.prepare, by: 3, seq: seq, digest: other)
+                let taken = fixture.vote(.prepare, by: 3, seq: seq, digest: digest)
+                #expect(replica.step(.message(.vote(conflicting), from: fixture.id(3))).evidence
+                    == [Equivocation(first: .vote(taken), second: .vote(conflicting))])
+                #expect(replica.step(.message(.vote(conflicting), from: fixture.id(3))).evidence.isEmpty, "once")
             }
             #expect(!taken(.vote(fixture.vote(.commit, by: 3, seq: seq, digest: digest)), from: 3), "needed: not committed yet")
             for index in [0, 2] {
@@ -174,12 +192,14 @@ extension Array where Element == Action {
             #expect(!taken(.vote(fixture.vote(.commit, by: 3, seq: seq, digest: digest)), from: 2), "relayed by another")
             #expect(!taken(.checkpoint(Signed(CheckpointVote(seq: 4, stateRoot: root), chainId: Fixture.chainId, signer: fixture.signers[3])), from: 3))
             #expect(taken(.vote(fixture.vote(.commit, by: 3, seq: seq, digest: digest)), from: 3))
+            if seq == 2 {
+                let conflicting = fixture.vote(.commit, by: 3, seq: seq, digest: other)
+                #expect(replica.step(.message(.vote(conflicting), from: fixture.id(3))).evidence
+                    == [Equivocation(first: .vote(fixture.vote(.commit, by: 3, seq: seq, digest: digest)), second: .vote(conflicting))])
+            }
             _ = replica.step(.executed(seq: seq, stateRoot: root))
         }
-        for index in [0, 2] {
-            let vote = Signed(CheckpointVote(seq: 4, stateRoot: root), chainId: Fixture.chainId, signer: fixture.signers[index])
-            _ = replica.step(.message(.checkpoint(vote), from: fixture.id(index)))
-        }
+        fixture.stabilize(&replica, seq: 4, root: root, by: [0, 2])
         #expect(replica.lowWatermark == 4)
         #expect(replica.commitTally[fixture.id(3)] == Replica<TestSigner>.CommitTally(received: 4, missed: 0))
         #expect(replica.commitTally[fixture.id(2)] == Replica<TestSigner>.CommitTally(received: 4, missed: 0))
