@@ -318,7 +318,13 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
             case .valid:
                 counters.equivocations += 1
                 effects.append(.event(.evidence(equivocation)))
-            case .invalid: counters.badSignatures += 1
+            case .invalid:
+                // A vote taken unchecked whose signature is bad: its sender (the signer, on
+                // its own link) is named, as for any bad signature.
+                counters.badSignatures += 1
+                if case let .vote(vote) = equivocation.first {
+                    effects.append(.event(.badSignature(peer: partnersByValidator[vote.signer] ?? "\(vote.signer)")))
+                }
             case .busy: counters.verificationDropped += 1
             }
         case let .verified(.admission(admission), outcome):
