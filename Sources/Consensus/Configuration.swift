@@ -139,8 +139,9 @@ public enum Rejection: Error, Equatable, Sendable {
     case staleEpoch(firstSeq: UInt64, current: UInt64)
 }
 
-/// Two validly signed, conflicting messages from one validator: kept as evidence for
-/// governance (the Ledger can suspend the partner).
+/// Two signed, conflicting messages from one validator: kept as evidence for governance
+/// (the Ledger can suspend the partner) once the shell has checked both signatures
+/// (`signatureChecks`: one of them may be a vote the replica took unchecked).
 public struct Equivocation: Hashable, Sendable {
     public let first: Message
     public let second: Message
@@ -148,5 +149,10 @@ public struct Equivocation: Hashable, Sendable {
     public init(first: Message, second: Message) {
         self.first = first
         self.second = second
+    }
+
+    /// Every signature the two messages carry.
+    public func signatureChecks(chainId: String) -> [SignatureCheck] {
+        first.signatureChecks(chainId: chainId) + second.signatureChecks(chainId: chainId)
     }
 }

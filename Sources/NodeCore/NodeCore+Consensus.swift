@@ -42,8 +42,7 @@ extension NodeCore {
             }
             if !blocks.isEmpty { effects.append(.send(.stateResponse(blocks), to: peer)) }
         case let .evidence(equivocation):
-            let checks = [equivocation.first, equivocation.second].flatMap { $0.signatureChecks(chainId: ledger.chainId) }
-            effects.append(.verify(checks, .evidence(equivocation)))
+            effects.append(.verify(equivocation.signatureChecks(chainId: ledger.chainId), .evidence(equivocation)))
         case let .rejected(reason, from):
             counters.consensusRejected += 1
             effects.append(.event(.rejected(reason, from: from)))

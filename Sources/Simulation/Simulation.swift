@@ -580,8 +580,7 @@ public struct Simulation {
         case let .evidence(equivocation):
             // As the node: counted once both signatures are checked (one of its votes may
             // have been taken unchecked).
-            let checks = [equivocation.first, equivocation.second].flatMap { $0.signatureChecks(chainId: Self.chainId) }
-            guard checks.allSatisfy(simulatedVerify) else {
+            guard equivocation.signatureChecks(chainId: Self.chainId).allSatisfy(simulatedVerify) else {
                 report.droppedSignatures += 1
                 break
             }
