@@ -1,6 +1,8 @@
 import HTTPTypes
 import NIOCore
+import NIOHTTP1
 import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
 
 /// What a client's request body may do on its connection, which Hummingbird leaves to the
 /// application: be asked for (`Expect: 100-continue`), or be left unread by an answer that
@@ -34,11 +36,17 @@ import NIOHTTPTypes
 ///   the connection while the client is still sending, and a reset may destroy the answer
 ///   before the client reads it: the lingering close of RFC 9112, 9.6, as web servers do it.
 ///
-/// Not covered: a next request pipelined behind the one answered so, whose parts were
-/// handed on before that answer was written (NIO reads ahead, and Hummingbird keeps no
-/// request back). It is handled, and its answer lost when the connection ends; RFC 9112
-/// asks clients not to pipeline behind a request that is not idempotent, and a retried
-/// submission has no second effect (Docs/API.md).
+/// A next request pipelined behind one not answered yet (NIO reads ahead, and Hummingbird
+/// keeps no request back) is held here, not handed on, and nothing more is read meanwhile:
+/// once the answer before it is written, it is handed on if that answer keeps the
+/// connection, and dropped, never handled, if it ends it. Without this, a request sent
+/// behind one whose answer closes was handled (a submission admitted, say) and its answer
+/// lost with the connection. NIO's own pipelining assistance does the same, but
+/// Hummingbird turns it off.
+///
+/// An HTTP/1.0 request's `Expect: 100-continue` is ignored, as RFC 9110 asks (`HTTP10Expect`,
+/// put before the conversion to HTTP types, which drops the version): its client is not
+/// told `100 Continue`, and its answer's need to close is decided as for any other.
 final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -71,6 +79,17 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
     /// The close at the end of the lingering.
     private var closing: Scheduled<Void>?
 
+    /// What was read of the requests behind the one being answered, and the decoding errors
+    /// of their bytes, in order: handed on once it is answered (`handOnHeld`), dropped if its
+    /// answer ends the connection.
+    private var held: [Held] = []
+    enum Held {
+        case part(HTTPRequestPart)
+        case error(any Error)
+    }
+    /// Whether a read was asked for while requests were held (made once they are handed on).
+    private var readAsked = false
+
     /// Whether a request's `Expect` field asks for `100 Continue` (case-insensitive token).
     static func expectsContinue(_ request: HTTPRequest) -> Bool {
         request.headerFields[values: .expect].contains { value in
@@ -85,6 +104,12 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    func handlerAdded(context: ChannelHandlerContext) {
+        // Before the conversion to HTTP types, which drops the request's version.
+        guard let codec = try? context.pipeline.syncOperations.context(handlerType: HTTP1ToHTTPServerCodec.self) else { return }
+        try? context.pipeline.syncOperations.addHandler(HTTP10Expect(), position: .before(codec.handler))
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
         if let dropped = lingering {
@@ -92,6 +117,20 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
             if case let .body(buffer) = part { lingering = dropped + buffer.readableBytes }
             return
         }
+        // A request behind one not answered yet waits for that answer.
+        if !held.isEmpty || (!unanswered.isEmpty && isHead(part)) {
+            held.append(.part(part))
+            return
+        }
+        handOn(part, context: context)
+    }
+
+    private func isHead(_ part: HTTPRequestPart) -> Bool {
+        if case .head = part { return true }
+        return false
+    }
+
+    private func handOn(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
         switch part {
         case let .head(request):
             unanswered.append(Unanswered(awaiting: Self.expectsContinue(request)))
@@ -104,13 +143,39 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
                 unanswered[unanswered.count - 1].bodyPending = false
             }
         }
-        context.fireChannelRead(data)
+        context.fireChannelRead(wrapInboundOut(part))
+    }
+
+    /// Hands on what was held, up to the head of a request that must wait in turn (the one
+    /// just handed on is not answered yet), and reads on once nothing is held.
+    private func handOnHeld(context: ChannelHandlerContext) {
+        guard lingering == nil else { return held.removeAll() }
+        var handed = 0
+        while handed < held.count {
+            if case .part(.head) = held[handed], !unanswered.isEmpty { break }
+            switch held[handed] {
+            case let .part(part): handOn(part, context: context)
+            case let .error(error): context.fireErrorCaught(error)
+            }
+            handed += 1
+        }
+        held.removeFirst(handed)
+        if handed > 0 { context.fireChannelReadComplete() }
+        if held.isEmpty, readAsked {
+            readAsked = false
+            context.read()
+        }
     }
 
     func read(context: ChannelHandlerContext) {
         // Past the bound, nothing more is read: the client's sends stop at its window, and
         // the lingering's end closes the connection.
         if let dropped = lingering, dropped > Self.lingerByteCountMax { return }
+        // Nothing more while a request waits: what a client pipelines stays in its socket.
+        if !held.isEmpty {
+            readAsked = true
+            return
+        }
         context.read()
     }
 
@@ -118,12 +183,19 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
         // Bytes after an answer that closes that do not decode as HTTP: nothing is answered
         // (the lingering's end closes the connection).
         guard lingering == nil else { return }
+        // Bytes after a request read to its end are the next request's: their decoding
+        // error waits too (an error of the connection itself does not).
+        if error is HTTPParserError, !held.isEmpty || unanswered.last?.bodyPending == false {
+            held.append(.error(error))
+            return
+        }
         context.fireErrorCaught(error)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         closing?.cancel()
         closing = nil
+        held.removeAll()
         context.fireChannelInactive()
     }
 
@@ -147,8 +219,23 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
         case .end:
             let close = unanswered.first?.closeAfterAnswer == true
             if !unanswered.isEmpty { unanswered.removeFirst() }
-            guard close, lingering == nil else { return context.write(data, promise: promise) }
+            guard close, lingering == nil else {
+                context.write(data, promise: promise)
+                // The next request, held, is handed on (after this write, not within it).
+                if !held.isEmpty {
+                    let handler = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                    context.eventLoop.execute { handler.value.0.handOnHeld(context: handler.value.1) }
+                }
+                return
+            }
             lingering = 0
+            // What a client sent behind this request is never handled; what it still sends
+            // is read (and dropped) until the lingering's end.
+            held.removeAll()
+            if readAsked {
+                readAsked = false
+                context.read()
+            }
             // Once the answer is written (shutting the output at once could cut it short).
             let written = context.eventLoop.makePromise(of: Void.self)
             written.futureResult.cascade(to: promise)
@@ -174,5 +261,21 @@ extension GatewayContext {
     /// ask, or already sent it). Awaited, so the `100` is written before the body is read.
     func continueBody() async {
         try? await channel.triggerUserOutboundEvent(ContinueOrClose.Send()).get()
+    }
+}
+
+/// Ignores an HTTP/1.0 request's `Expect` (RFC 9110, 10.1.1: a server MUST ignore a
+/// 100-continue expectation in an HTTP/1.0 request; such a client sends its body without
+/// waiting, or not at all). Before the conversion to HTTP types, which drops the version.
+final class HTTP10Expect: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case var .head(head) = unwrapInboundIn(data), head.version.major < 1 || (head.version.major == 1 && head.version.minor == 0), head.headers.contains(name: "expect") else {
+            return context.fireChannelRead(data)
+        }
+        head.headers.remove(name: "expect")
+        context.fireChannelRead(wrapInboundOut(.head(head)))
     }
 }

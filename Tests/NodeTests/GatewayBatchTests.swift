@@ -7,8 +7,13 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
-import Gateway
+@testable import Gateway
+import HTTPTypes
 import Ledger
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import NIOHTTPTypes
 import Node
 import Testing
 import Wire
@@ -197,6 +202,19 @@ import Wire
         #expect(pipelined[1].text.hasPrefix("HTTP/1.1 100 Continue"), "\(pipelined[1])")
         #expect(pipelined[2].text.hasPrefix("HTTP/1.1 400"), "\(pipelined[2])")
 
+        // HTTP/1.0: the expectation is ignored (RFC 9110, 10.1.1), no 100 sent; the body,
+        // sent after a wait, is read and the request answered.
+        let older = try await GatewayTests.blocking { () -> [Raw.Read] in
+            let fd = Raw.connect(port)
+            defer { close(fd) }
+            Raw.send(fd, "POST /v1/transactions HTTP/1.0\r\n\(head)Content-Length: \(body.utf8.count)\r\n\r\n")
+            let first = Raw.read(fd, seconds: 1)
+            Raw.send(fd, body)
+            return [first, Raw.answer(fd, seconds: 3)]
+        }
+        #expect(older[0].text.isEmpty && !older[0].closed, "an HTTP/1.0 client was told: \(older[0])")
+        #expect(older[1].text.hasPrefix("HTTP/1.1 400") && !older[1].text.contains(" 100 "), "\(older[1])")
+
         for (request, status) in [
             ("POST /v1/status HTTP/1.1\r\n\(head)Content-Length: 20\r\n\r\n", 405),
             ("POST /v1/transactions HTTP/1.1\r\n\(head)Content-Length: 200000\r\n\r\n", 413),
@@ -210,6 +228,61 @@ import Wire
             #expect(refused[0].text.hasPrefix("HTTP/1.1 \(status)") && refused[0].text.lowercased().contains("connection: close"), "\(refused[0])")
             #expect(refused[1].closed, "\(status): the connection was left open, its client's body unread")
         }
+    }
+
+    /// A request pipelined behind one not answered yet is held, and nothing more read, until
+    /// that answer is written: handed on if the answer keeps the connection, dropped (never
+    /// handled) if it ends it. A decoding error of the bytes behind a request read whole
+    /// waits the same way. (On a channel of its own: which of a live connection's reads
+    /// brings the next request is the network's timing.)
+    @Test func aRequestPipelinedBehindOneWaitsForItsAnswer() throws {
+        let handler = ContinueOrClose()
+        let channel = EmbeddedChannel(handler: handler)
+        defer { _ = try? channel.finish() }
+        func request(_ path: String) -> HTTPRequest { HTTPRequest(method: .get, scheme: nil, authority: "127.0.0.1", path: path) }
+        func path(_ part: HTTPRequestPart?) -> String? {
+            if case let .head(request) = part { return request.path }
+            return nil
+        }
+        func isEnd(_ part: HTTPRequestPart?) -> Bool {
+            if case .end = part { return true }
+            return false
+        }
+        func answer(_ fields: HTTPFields = [:]) throws {
+            try channel.writeOutbound(HTTPResponsePart.head(HTTPResponse(status: .ok, headerFields: fields)))
+            try channel.writeOutbound(HTTPResponsePart.end(nil))
+            channel.embeddedEventLoop.run()
+        }
+        // Read together: three requests.
+        for name in ["/first", "/second", "/third"] {
+            try channel.writeInbound(HTTPRequestPart.head(request(name)))
+            try channel.writeInbound(HTTPRequestPart.end(nil))
+        }
+        #expect(path(try channel.readInbound()) == "/first")
+        #expect(isEnd(try channel.readInbound()))
+        #expect(try channel.readInbound(as: HTTPRequestPart.self) == nil, "a request handed on before the one ahead of it was answered")
+
+        // The first answered, the connection kept: the second is handed on, not the third.
+        try answer()
+        #expect(path(try channel.readInbound()) == "/second")
+        #expect(isEnd(try channel.readInbound()))
+        #expect(try channel.readInbound(as: HTTPRequestPart.self) == nil)
+
+        // The second answered with `Connection: close`: the third is never handed on.
+        try answer([.connection: "close"])
+        #expect(try channel.readInbound(as: HTTPRequestPart.self) == nil, "a request behind an answer that closes was handled")
+
+        // A decoding error behind a request read whole waits for that request's answer.
+        let other = EmbeddedChannel(handler: ContinueOrClose())
+        defer { _ = try? other.finish() }
+        try other.writeInbound(HTTPRequestPart.head(request("/only")))
+        try other.writeInbound(HTTPRequestPart.end(nil))
+        other.pipeline.fireErrorCaught(HTTPParserError.invalidVersion)
+        #expect(throws: Never.self) { try other.throwIfErrorCaught() }
+        try other.writeOutbound(HTTPResponsePart.head(HTTPResponse(status: .ok)))
+        try other.writeOutbound(HTTPResponsePart.end(nil))
+        other.embeddedEventLoop.run()
+        #expect(throws: HTTPParserError.self) { try other.throwIfErrorCaught() }
     }
 
     /// An answer given before its request's body was read (over its announced length, not
