@@ -192,6 +192,8 @@ public final class NodePool: Sendable {
                 if lastError != nil { log("the verified copy of the state is now at checkpoint \(found.record.height)", false) }
                 lastError = nil
             } catch {
+                // The gateway stopping (its node connections closed under the sync): no trouble.
+                if Task.isCancelled { return }
                 if case MirrorSyncError.tooLarge = error {
                     return log("the verified copy of the state: \(error); no copy until the gateway restarts (--mirror-pages-max)", true)
                 }

@@ -8,6 +8,7 @@ import Foundation
 @testable import Gateway
 import Ledger
 import Storage
+import Synchronization
 import Testing
 import Wire
 
@@ -233,5 +234,22 @@ struct FeedReader {
         #expect(feed.openConsumer(client: "late") == nil)
         var late = feed.stream(from: FeedPosition(height: 1), filter: FeedFilter(), client: "late").makeAsyncIterator()
         while try await late.next() != nil {}
+    }
+
+    /// The verified copy's follower stopped with the gateway (its task cancelled, the node
+    /// connections closed under a sync in flight) logs nothing as trouble: a graceful stop
+    /// logged a warning for it.
+    @Test func theCopyStoppedWithTheGatewayIsNoTrouble() async throws {
+        let cluster = try TestCluster(count: 1)
+        let silent = LoopbackPort(listening: true)  // the sync's request waits: nothing answers
+        let pool = NodePool(nodes: [NodeAddress(host: "127.0.0.1", port: silent.port)], ca: cluster.ca, genesis: cluster.genesis,
+                            lagMax: 32, timeoutMilliseconds: 60_000, mirrorPagesMax: 1_000)
+        let logged = Mutex<[String]>([])
+        let follower = Task { await pool.followMirror { message, trouble in if trouble { logged.withLock { $0.append(message) } } } }
+        try await Task.sleep(for: .milliseconds(300))
+        follower.cancel()
+        pool.close()
+        await follower.value
+        #expect(logged.withLock { $0 }.isEmpty, "\(logged.withLock { $0 })")
     }
 }
