@@ -156,7 +156,8 @@ struct AccessMiddleware: RouterMiddleware {
         }
         let key: APIKey
         if let header = request.headers[.authorization] {
-            guard header.hasPrefix("Bearer "), let found = keys[SHA256.hash(String(header.dropFirst(7))).hex] else {
+            // The scheme's name is case-insensitive (RFC 9110, 11.1).
+            guard header.prefix(7).lowercased() == "bearer ", let found = keys[SHA256.hash(String(header.dropFirst(7))).hex] else {
                 return .refused(refuse(401, "unauthorized", "Unauthorized", "the API key is not one this gateway knows", headers: [.wwwAuthenticate: "Bearer"]))
             }
             key = found
@@ -229,6 +230,25 @@ final class AccessState: Sendable {
     /// the places of the partners' back-ends.
     let places = Places(maximum: RequestShapeMiddleware.inFlightMax, queuedMax: RequestShapeMiddleware.queuedMax)
     let publicPlaces = Places(maximum: RequestShapeMiddleware.publicInFlightMax, queuedMax: RequestShapeMiddleware.publicQueuedMax)
+    /// POST requests under way per client (key name), from before their body is read to
+    /// their answer (`RequestShapeMiddleware.postsPerClientMax`).
+    let posts = Mutex<[String: Int]>([:])
+
+    /// Counts a POST of `client` under way; false when it has the most it may have.
+    func takePost(_ client: String) -> Bool {
+        posts.withLock { posts in
+            guard posts[client, default: 0] < RequestShapeMiddleware.postsPerClientMax else { return false }
+            posts[client, default: 0] += 1
+            return true
+        }
+    }
+
+    func endPost(_ client: String) {
+        posts.withLock { posts in
+            let left = posts[client, default: 1] - 1
+            posts[client] = left > 0 ? left : nil
+        }
+    }
 }
 
 /// The place the request being answered holds (the task's), given back by the middleware
@@ -389,8 +409,14 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// counted apart, so that they never take the API's places.
     static var publicInFlightMax: Int { 16 }
     static var publicQueuedMax: Int { 64 }
+    /// POST requests of one client (API key) under way at once, at most, bodies being read
+    /// included: a body is read before its request takes a place, so that a client sending
+    /// bodies slowly holds its own connections only, never the places of others (one key
+    /// held all 48 for 10 s at a time with 48 bodies announced and not sent). This bounds
+    /// the memory one key's bodies take (128 batches of 1 MiB).
+    static var postsPerClientMax: Int { 128 }
     let state: AccessState
-    /// The whole body must arrive within this (a slow sender would hold one of the places).
+    /// The whole body must arrive within this (a slow sender holds its connection meanwhile).
     var bodySeconds: Int64 = 10
 
     /// The methods of openapi.yaml's operations by path: POST on the paths below, GET (and
@@ -424,7 +450,7 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// `readBody` (its size, its time): whether it was read whole within them.
     static func discardBody(of request: Request, seconds: Int64) async -> Bool {
         let bodyMax = bodyByteCountMax(request.uri.path)
-        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > bodyMax { return false }
+        if announcesMore(than: bodyMax, request) { return false }
         let body = request.body
         let whole = try? await within(seconds: seconds) { () -> Bool in
             var count = 0
@@ -435,6 +461,14 @@ struct RequestShapeMiddleware: RouterMiddleware {
             return true
         }
         return whole == true
+    }
+
+    /// Whether the request's `Content-Length` is over `bodyMax`: digits past what an `Int`
+    /// holds are (up to 2^64 − 1, the HTTP parser lets them through).
+    static func announcesMore(than bodyMax: Int, _ request: Request) -> Bool {
+        guard let announced = request.headers[.contentLength] else { return false }
+        guard let length = Int(announced) else { return !announced.isEmpty && announced.utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) } }
+        return length > bodyMax
     }
 
     /// A body that could not be read whole: over its size (413) or its time (408).
@@ -451,7 +485,7 @@ struct RequestShapeMiddleware: RouterMiddleware {
         let tooLarge = BodyRefusal(response: ProblemResponse.make(
             status: 413, type: "content-too-large", title: "Content too large",
             detail: "the request's body is over \(bodyMax) bytes", headers: [.connection: "close"]))
-        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > bodyMax { return .failure(tooLarge) }
+        if announcesMore(than: bodyMax, request) { return .failure(tooLarge) }
         await context.continueBody()
         let body = request.body
         let collected: ByteBuffer?
@@ -477,6 +511,25 @@ struct RequestShapeMiddleware: RouterMiddleware {
                 status: 405, type: "method-not-allowed", title: "Method not allowed", detail: "\(request.method) is not an operation of \(request.uri.path)",
                 headers: [.allow: allowed.map(\.rawValue).joined(separator: ", ")])
         }
+        var request = request
+        // A body is read before a place is taken (its client's connection waits for it, no
+        // one else), within its size and time, and a client's POSTs at once are bounded.
+        let poster = request.method == .post ? AccessMiddleware.client ?? context.channel.remoteAddress?.ipAddress ?? "unknown" : nil
+        if let poster {
+            guard state.takePost(poster) else {
+                return ProblemResponse.make(
+                    status: 503, type: "busy", title: "Busy",
+                    detail: "\(poster) has \(Self.postsPerClientMax) POST requests under way, the most one client may have: retry once one is answered",
+                    headers: [.retryAfter: "1"])
+            }
+        }
+        defer { if let poster { state.endPost(poster) } }
+        if request.method == .post {
+            switch try await Self.readBody(of: request, context: context, seconds: bodySeconds) {
+            case let .success(read): request = read
+            case let .failure(refusal): return refusal.response
+            }
+        }
         // /health and /metrics ask no node: they are never turned away.
         let counted = !["/health", "/metrics"].contains(request.uri.path)
         let isPublic = Dashboard.isPublic(request.uri.path)
@@ -490,13 +543,6 @@ struct RequestShapeMiddleware: RouterMiddleware {
                 headers: [.retryAfter: "1"])
         }
         defer { place?.release() }
-        var request = request
-        if request.method == .post {
-            switch try await Self.readBody(of: request, context: context, seconds: bodySeconds) {
-            case let .success(read): request = read
-            case let .failure(refusal): return refusal.response
-            }
-        }
         // An error is a problem document whatever Accept says (RFC 9457): an EventSource
         // asks for text/event-stream only, and the generated code would refuse to answer
         // its 400 or 401 in another type.

@@ -16,9 +16,9 @@ import NIOHTTPTypesHTTP1
 /// coming: each such request cost its client a second, or ended in `408` after the body's
 /// time. The request middleware asks for the `100 Continue` (`Send`, a user outbound event)
 /// just before it reads a body, once the request has passed what is decided from its head
-/// alone (the access rules, the method, the announced length, a place among those answered
-/// at once). A request answered before that gets no `100`, so its client never sends a body
-/// the gateway will not read.
+/// alone (the access rules, the method, the announced length, its key's POSTs at once). A
+/// request answered before that gets no `100`, so its client never sends a body the gateway
+/// will not read.
 ///
 /// An answer written before its request's body has been read to its end (a refusal from the
 /// head: `401`, `405`, `413` by the announced length..., or `408`, the body late; a GET

@@ -83,7 +83,8 @@ extension GatewayAPI {
         guard case let .json(request) = input.body else { return .init(SubmitAnswer.badRequest("a JSON body is needed")) }
         let action: GovernanceAction
         do { action = try Self.action(request.action) } catch { return .init(error) }
-        let deadlineIn = request.deadlineIn.flatMap { UInt64(exactly: $0) } ?? Self.deadlineInDefault
+        // Given, it must be in range (a negative one is not "not given").
+        let deadlineIn = request.deadlineIn.map { UInt64(exactly: $0) ?? 0 } ?? Self.deadlineInDefault
         guard (1...LedgerLimits.blockSpanMax).contains(deadlineIn) else {
             return .init(SubmitAnswer.badRequest("deadlineIn must be from 1 to \(LedgerLimits.blockSpanMax) blocks"))
         }

@@ -87,6 +87,20 @@ import Wire
             #expect(refused.status == 400 && (refused.body["detail"] as? String ?? "").contains(field), "\(field): \(refused.text)")
         }
 
+        // A deadline given out of range, a negative one included, is refused (a negative one
+        // was read as not given, and the default taken).
+        for deadline in [-1, 0] {
+            let refused = try await Self.post(
+                p0, "/v1/proposals", key: governor.secret, idempotency: "deadline\(deadline)", json: ["action": ["kind": "closeProgramme", "target": "culture"], "deadlineIn": deadline])
+            #expect(refused.status == 400 && (refused.body["detail"] as? String ?? "").contains("deadlineIn"), "\(deadline): \(refused.text)")
+        }
+        // The scheme's name in any case (RFC 9110): "bearer" is "Bearer".
+        var lowercase = URLRequest(url: URL(string: "http://127.0.0.1:\(p0)/v1/status")!)
+        lowercase.setValue("bearer \(backEnd.secret)", forHTTPHeaderField: "Authorization")
+        let (lowercaseBody, lowercaseResponse) = try await URLSession.shared.data(for: lowercase)
+        // Let in (a chain this young may have no certified checkpoint yet: 503, no-checkpoint).
+        #expect(![401, 403].contains((lowercaseResponse as? HTTPURLResponse)?.statusCode ?? 0), "\(String(decoding: lowercaseBody, as: UTF8.self).prefix(300))")
+
         // A citizen's wallet: rewarded, then it redeems and transfers, signing itself.
         let wallet = Ed25519PrivateKey(seed: SHA256.hash("wallet").bytes)!
         let account = wallet.publicKey.bytes.hex
