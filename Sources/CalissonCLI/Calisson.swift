@@ -121,11 +121,17 @@ struct Connection: ParsableArguments {
         return try TransportClient(host: host, port: port, ca: authority, chainId: chain, timeoutMilliseconds: requestTimeoutMilliseconds)
     }
 
-    func ask(_ request: ClientRequest) throws -> ClientResponse {
+    func ask(_ request: ClientRequest) throws -> ClientResponse { try ask(request, waitingMilliseconds: 0) }
+
+    /// The node's answer to `request`, within `--request-timeout` past the time the request
+    /// itself asks the node to wait (`waitingMilliseconds`: a long poll).
+    func ask(_ request: ClientRequest, waitingMilliseconds: Int) throws -> ClientResponse {
         if let db { return try DatabaseReader(file: db).answer(request) }
         let client = try client()
         defer { client.close() }
-        let response = try ClientResponse(wireBytes: try client.request(request.wireBytes, timeoutMilliseconds: requestTimeoutMilliseconds))
+        let waiting = max(0, waitingMilliseconds)
+        let timeout = min(requestTimeoutMilliseconds, Int.max - waiting) + waiting
+        let response = try ClientResponse(wireBytes: try client.request(request.wireBytes, timeoutMilliseconds: timeout))
         if case let .error(reason) = response { throw ValidationError("node error: \(reason)") }
         return response
     }
@@ -506,8 +512,11 @@ struct Follow: ParsableCommand {
     func run() throws {
         var next = from
         var printed: UInt64 = 0
+        let wait = 30_000
         while count == 0 || printed < count {
-            guard case let .blocks(list) = try connection.ask(.blocks(from: next, limit: 64, waitMilliseconds: 30_000)) else {
+            // The node answers when a block comes or the wait is over: the request's time runs
+            // past the wait (on an idle chain it ran out with the wait, and follow quit).
+            guard case let .blocks(list) = try connection.ask(.blocks(from: next, limit: 64, waitMilliseconds: UInt32(clamping: wait)), waitingMilliseconds: wait) else {
                 throw ValidationError("unexpected answer")
             }
             for block in list where count == 0 || printed < count {

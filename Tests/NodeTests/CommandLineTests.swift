@@ -9,6 +9,7 @@ import CalissonCrypto
 import CalissonTestKit
 import Foundation
 import Ledger
+import Node
 import Spawning
 import Testing
 import Wire
@@ -113,6 +114,31 @@ import Wire
     /// `propose rotate-keys` takes the new keys as hex or as the .pub files `calisson-node
     /// keys generate` writes; `propose set-parameters` changes only the parameters given,
     /// checked as the ledger checks them (issue 20, item 7: neither could be proposed).
+    /// `follow` waits for the next block however long the chain is idle: `--request-timeout`
+    /// bounds the node's answer past its wait for a block, not the wait (with the default
+    /// timeout, 30 s, as long as the wait, follow quit with "no answer in time" on an idle
+    /// chain).
+    @Test func followWaitsForTheNextBlockPastItsRequestTimeout() async throws {
+        let cluster = try TestCluster()
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        let caFile = Scratch.directory("follow") + "-ca.crt"
+        try cluster.ca.pem.write(toFile: caFile, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: caFile) }
+        #expect(nodes[0].submit(cluster.attribute(by: 0, to: 1, nonce: 1)) == nil)
+        #expect(eventually(30) { nodes[0].height >= 1 })
+        let next = nodes[0].height + 1
+        let follow = try Follow.parse([
+            "--node", "127.0.0.1:\(nodes[0].transport.clientPort)", "--ca", caFile, "--chain", TestCluster.chainId,
+            "--from", "\(next)", "--count", "1", "--request-timeout", "1",
+        ])
+        let following = Task { try await onOwnThread { try follow.run() } }
+        // Idle for over twice the request's timeout, then a block.
+        try await Task.sleep(for: .milliseconds(2_500))
+        #expect(nodes[0].submit(cluster.attribute(by: 0, to: 1, nonce: 2)) == nil)
+        await #expect(throws: Never.self) { try await following.value }
+    }
+
     @Test func keyRotationsAndParameterChangesCanBeProposed() throws {
         let directory = Scratch.directory("propose")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
