@@ -77,8 +77,13 @@ struct FeedPosition: Sendable, Equatable {
 final class EventFeed: Sendable {
     /// Feeds open at once; past it a new one is refused (503).
     static let consumersMax = 256
-    /// Events queued for one consumer before it counts as too slow.
+    /// Events queued for one consumer, at most: past them the feed waits for the consumer's
+    /// connection to take some (a consumer catching up from far behind reads as fast as its
+    /// connection goes, however many events wait).
     static let bufferedEventsMax = 1_024
+    /// A consumer whose connection takes no event for this long while its buffer is full is
+    /// too slow: its stream ends after the last event it was given.
+    static let slowSeconds = 10
     static let keepAliveSeconds = 15
     static let cachedBlocksMax = 512
 
@@ -246,6 +251,8 @@ final class EventFeed: Sendable {
             state.nextProducer += 1
             return state.nextProducer
         }
+        // Events the consumer's connection has taken from the buffer.
+        let taken = Counter()
         let producer = Task { [self] in
             defer {
                 // The consumer's place is given back before its stream is seen to end.
@@ -253,9 +260,13 @@ final class EventFeed: Sendable {
                 _ = state.withLock { $0.producers.removeValue(forKey: number) }
                 continuation.finish()
             }
+            var given = 0
             await produce(from: position, filter: filter) { text in
+                guard await Self.room(given: given, taken: taken) else { return false }
                 switch continuation.yield(ArraySlice(text.utf8)) {
-                case .enqueued: return true
+                case .enqueued:
+                    given += 1
+                    return true
                 case .dropped, .terminated: return false
                 @unknown default: return false
                 }
@@ -267,7 +278,35 @@ final class EventFeed: Sendable {
         }
         if closed { producer.cancel() }
         continuation.onTermination = { _ in producer.cancel() }
-        return HTTPBody(stream, length: .unknown, iterationBehavior: .single)
+        let counted = stream.map { chunk in
+            taken.value.add(1, ordering: .relaxed)
+            return chunk
+        }
+        return HTTPBody(counted, length: .unknown, iterationBehavior: .single)
+    }
+
+    final class Counter: Sendable {
+        let value = Atomic<Int>(0)
+    }
+
+    /// Waits until a consumer's buffer has room for one more event (`given` so far, `taken`
+    /// by its connection): true then, false if its connection took none for `slowSeconds`
+    /// (too slow) or the task is cancelled.
+    static func room(given: Int, taken: Counter, slowSeconds: Int = EventFeed.slowSeconds) async -> Bool {
+        var seen = taken.value.load(ordering: .relaxed)
+        var since = ContinuousClock.now
+        while given - taken.value.load(ordering: .relaxed) >= bufferedEventsMax {
+            guard !Task.isCancelled else { return false }
+            let now = taken.value.load(ordering: .relaxed)
+            if now != seen {
+                seen = now
+                since = .now
+            } else if ContinuousClock.now - since > .seconds(slowSeconds) {
+                return false
+            }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return true
     }
 
     /// Ends every open stream after the events it was given (the gateway stops: a stream
@@ -284,20 +323,20 @@ final class EventFeed: Sendable {
 
     /// Writes events from `position` until `send` refuses one (the consumer left, or is too
     /// slow: its stream ends after the last event it was given) or the task is cancelled.
-    func produce(from position: FeedPosition, filter: FeedFilter, send: (String) -> Bool) async {
+    func produce(from position: FeedPosition, filter: FeedFilter, send: (String) async -> Bool) async {
         var position = position
-        guard send("retry: 2000\n: events from block \(position.height)\n\n") else { return }
+        guard await send("retry: 2000\n: events from block \(position.height)\n\n") else { return }
         while !Task.isCancelled {
             if position.height > head {
                 if !(await waitForHead(beyond: position.height - 1, seconds: Self.keepAliveSeconds)) {
-                    guard !Task.isCancelled, send(": waiting for block \(position.height)\n\n") else { return }
+                    guard !Task.isCancelled, await send(": waiting for block \(position.height)\n\n") else { return }
                     continue
                 }
             }
             let events: [FeedEvent]?
             do { events = try await self.events(at: position.height) } catch {
                 // No node gave a block that holds: say so, and ask again (never skip it).
-                guard send(": block \(position.height): no checked answer yet (\(String(describing: error).prefix(300)))\n\n") else { return }
+                guard await send(": block \(position.height): no checked answer yet (\(String(describing: error).prefix(300)))\n\n") else { return }
                 try? await Task.sleep(for: .seconds(2))
                 continue
             }
@@ -306,16 +345,16 @@ final class EventFeed: Sendable {
                 // nodes pruned it (or those that keep it do not answer). Say so and end; the
                 // stream cannot go on without a gap.
                 if position.height < pool.newestCertifiedHeight {
-                    _ = send(": no node this gateway follows gives block \(position.height) (pruned, or the nodes keeping it do not answer): the feed stops here; resume with Last-Event-ID\n\n")
+                    _ = await send(": no node this gateway follows gives block \(position.height) (pruned, or the nodes keeping it do not answer): the feed stops here; resume with Last-Event-ID\n\n")
                     return
                 }
                 // The head said final, the nodes asked do not have it yet.
-                guard send(": waiting for block \(position.height)\n\n") else { return }
+                guard await send(": waiting for block \(position.height)\n\n") else { return }
                 try? await Task.sleep(for: .milliseconds(500))
                 continue
             }
             for event in events where event.index > (position.after ?? -1) && filter.admits(event) {
-                guard send(event.text) else {
+                guard await send(event.text) else {
                     if !Task.isCancelled { slowConsumersClosed.add(1, ordering: .relaxed) }
                     return
                 }

@@ -40,7 +40,7 @@ final class GatewayMetrics: Sendable {
             .set(to: Double(feed.head))
         for (name, help, value) in [
             ("feed_events_sent", "Events written to feeds.", feed.sentEvents.load(ordering: .relaxed)),
-            ("feed_slow_closed", "Feeds ended because their consumer read slower than events came.", feed.slowConsumersClosed.load(ordering: .relaxed)),
+            ("feed_slow_closed", "Feeds ended because their consumer took no event for 10 s with 1,024 waiting.", feed.slowConsumersClosed.load(ordering: .relaxed)),
             ("connections_refused", "Connections closed when accepted: their address had connectionsPerAddressMax open.",
              connections.refused.load(ordering: .relaxed)),
             ("finality_waits_found", "Submissions waiting for finality answered from a checked final block.", watch.found.load(ordering: .relaxed)),

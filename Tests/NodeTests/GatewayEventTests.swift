@@ -236,6 +236,29 @@ struct FeedReader {
         while try await late.next() != nil {}
     }
 
+    /// A feed's buffer full: the producer waits while the consumer's connection takes
+    /// events (a consumer catching up from far behind, as fast as its connection goes, was
+    /// ended as too slow once 1,024 events were ahead of it), and gives up on one that takes
+    /// none for its time.
+    @Test func aFullBufferWaitsForAConsumerThatReadsAndEndsOneThatDoesNot() async throws {
+        let taken = EventFeed.Counter()
+        let given = EventFeed.bufferedEventsMax + 50
+        taken.value.store(50 - 3, ordering: .relaxed)  // three past the buffer's room
+        let reader = Task {
+            for _ in 0..<4 {
+                try await Task.sleep(for: .milliseconds(200))
+                taken.value.add(1, ordering: .relaxed)
+            }
+        }
+        let started = ContinuousClock.now
+        // A patient bound (the reader's turns may come late on a loaded machine).
+        #expect(await EventFeed.room(given: given, taken: taken, slowSeconds: 5))
+        #expect(ContinuousClock.now - started >= .milliseconds(700), "room before the consumer took enough")
+        try await reader.value
+        // Nothing taken for the slow time: too slow.
+        #expect(await EventFeed.room(given: given + 1, taken: taken, slowSeconds: 1) == false)
+    }
+
     /// The verified copy's follower stopped with the gateway (its task cancelled, the node
     /// connections closed under a sync in flight) logs nothing as trouble: a graceful stop
     /// logged a warning for it.
