@@ -44,9 +44,9 @@ import NIOHTTPTypesHTTP1
 /// lost with the connection. NIO's own pipelining assistance does the same, but
 /// Hummingbird turns it off.
 ///
-/// An HTTP/1.0 request's `Expect: 100-continue` is ignored, as RFC 9110 asks (`HTTP10Expect`,
-/// put before the conversion to HTTP types, which drops the version): its client is not
-/// told `100 Continue`, and its answer's need to close is decided as for any other.
+/// An HTTP/1.0 request's `Expect: 100-continue` is ignored, as RFC 9110 asks, and its
+/// connection ends with its answer unless it asked for keep-alive (`HTTP10Requests`, put
+/// before the conversion to HTTP types, which drops the version).
 final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -107,7 +107,7 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         // Before the conversion to HTTP types, which drops the request's version.
         guard let codec = try? context.pipeline.syncOperations.context(handlerType: HTTP1ToHTTPServerCodec.self) else { return }
-        try? context.pipeline.syncOperations.addHandler(HTTP10Expect(), position: .before(codec.handler))
+        try? context.pipeline.syncOperations.addHandler(HTTP10Requests(), position: .before(codec.handler))
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -264,18 +264,23 @@ extension GatewayContext {
     }
 }
 
-/// Ignores an HTTP/1.0 request's `Expect` (RFC 9110, 10.1.1: a server MUST ignore a
-/// 100-continue expectation in an HTTP/1.0 request; such a client sends its body without
-/// waiting, or not at all). Before the conversion to HTTP types, which drops the version.
-final class HTTP10Expect: ChannelInboundHandler, RemovableChannelHandler {
+/// An HTTP/1.0 request, before the conversion to HTTP types, which drops the version:
+/// its `Expect` ignored (RFC 9110, 10.1.1: a server MUST ignore a 100-continue expectation
+/// in an HTTP/1.0 request; such a client sends its body without waiting, or not at all),
+/// and, unless it asks for `Connection: keep-alive`, `Connection: close` added, so that the
+/// connection ends with the answer, as HTTP/1.0 has it (it was kept until the idle
+/// timeout, 60 s, by default).
+final class HTTP10Requests: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case var .head(head) = unwrapInboundIn(data), head.version.major < 1 || (head.version.major == 1 && head.version.minor == 0), head.headers.contains(name: "expect") else {
+        guard case var .head(head) = unwrapInboundIn(data), head.version.major < 1 || (head.version.major == 1 && head.version.minor == 0) else {
             return context.fireChannelRead(data)
         }
         head.headers.remove(name: "expect")
+        let keepAlive = head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "keep-alive" }
+        if !keepAlive { head.headers.replaceOrAdd(name: "connection", value: "close") }
         context.fireChannelRead(wrapInboundOut(.head(head)))
     }
 }

@@ -214,6 +214,23 @@ import Wire
         }
         #expect(older[0].text.isEmpty && !older[0].closed, "an HTTP/1.0 client was told: \(older[0])")
         #expect(older[1].text.hasPrefix("HTTP/1.1 400") && !older[1].text.contains(" 100 "), "\(older[1])")
+        // An HTTP/1.0 connection ends with its answer, unless its client asked to keep it.
+        let ended = try await GatewayTests.blocking { () -> [Raw.Read] in
+            let fd = Raw.connect(port)
+            defer { close(fd) }
+            Raw.send(fd, "GET /health HTTP/1.0\r\n\r\n")
+            return [Raw.answer(fd, seconds: 3), Raw.read(fd, seconds: 3)]
+        }
+        #expect(ended[0].text.hasPrefix("HTTP/1.1 ") && ended[1].closed, "\(ended)")
+        let kept = try await GatewayTests.blocking { () -> [Raw.Read] in
+            let fd = Raw.connect(port)
+            defer { close(fd) }
+            Raw.send(fd, "GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            let first = Raw.answer(fd, seconds: 3)
+            Raw.send(fd, "GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            return [first, Raw.answer(fd, seconds: 3)]
+        }
+        #expect(kept.allSatisfy { $0.text.hasPrefix("HTTP/1.1 ") }, "\(kept)")
 
         for (request, status) in [
             ("POST /v1/status HTTP/1.1\r\n\(head)Content-Length: 20\r\n\r\n", 405),
