@@ -128,6 +128,7 @@ struct AccessMiddleware: RouterMiddleware {
         case .open:
             return try await next(request, context)
         case let .admitted(key):
+            RefusalLog.note?.client.withLock { $0 = key.name }
             let charge = Charge(rate: rate(key)) { [self] count in take(key, count: count) }
             return try await Self.$client.withValue(key.name) { try await Self.$charge.withValue(charge) { try await next(request, context) } }
         case var .refused(response):
@@ -383,6 +384,7 @@ final class Places: Sendable {
 
 enum ProblemResponse {
     static func make(status: Int, type: String, title: String, detail: String, headers: HTTPFields = [:]) -> Response {
+        RefusalLog.problem(type, detail)
         let problem = Components.Schemas.Problem(_type: "urn:calisson:problem:\(type)", title: title, status: Int32(clamping: status), detail: detail)
         let body = (try? JSONEncoder().encode(problem)) ?? Data()
         var fields = headers

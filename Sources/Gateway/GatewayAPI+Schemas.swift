@@ -31,7 +31,8 @@ enum Problems {
     static func problem(_ type: String, _ title: String, _ status: Int32, _ detail: String, nodes: [Components.Schemas.NodeError]? = nil)
         -> Components.Schemas.Problem
     {
-        .init(_type: "urn:calisson:problem:\(type)", title: title, status: status, detail: detail, nodes: nodes)
+        RefusalLog.problem(type, detail)
+        return .init(_type: "urn:calisson:problem:\(type)", title: title, status: status, detail: detail, nodes: nodes)
     }
 
     static func badRequest(_ detail: String) -> Components.Responses.BadRequest {

@@ -1,5 +1,6 @@
 import Hummingbird
 import Prometheus
+import Synchronization
 
 /// The gateway's `/metrics`, in the Prometheus text format (swift-prometheus): requests by
 /// method and status with their durations, refusals by the access rules, the nodes'
@@ -101,18 +102,79 @@ final class GatewayMetrics: Sendable {
 }
 
 /// Counts every request (whatever answered it) and times it.
-struct MetricsMiddleware<Context: RequestContext>: RouterMiddleware {
+struct MetricsMiddleware: RouterMiddleware {
+    typealias Context = GatewayContext
     let metrics: GatewayMetrics
+    let refusals: RefusalLog
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let started = ContinuousClock.now
+        let note = RefusalLog.Note()
         do {
-            let response = try await next(request, context)
+            let response = try await RefusalLog.$note.withValue(note) { try await next(request, context) }
             metrics.answered(method: request.method.rawValue, status: response.status.code, after: started.duration(to: .now))
+            refusals.log(request, status: response.status.code, note: note, context: context)
             return response
         } catch {
-            metrics.answered(method: request.method.rawValue, status: (error as? any HTTPResponseError)?.status.code ?? 500, after: started.duration(to: .now))
+            let status = (error as? any HTTPResponseError)?.status.code ?? 500
+            metrics.answered(method: request.method.rawValue, status: status, after: started.duration(to: .now))
+            if note.problem.withLock({ $0 }) == nil { note.problem.withLock { $0 = "\(error)" } }
+            refusals.log(request, status: status, note: note, context: context)
             throw error
         }
+    }
+}
+
+/// What the gateway refused, in its log (`calisson-gateway`'s standard error): every answer
+/// of status 400 and above but 404 (a record proven absent is an answer, not a fault), at
+/// `notice` (4xx) or `warning` (5xx), naming the client (its key, or its address), the
+/// method and path, the status and the problem's type and detail. At most one line per
+/// client and status every `intervalSeconds`, with the count of those left out since: a
+/// client flooding the gateway with bad requests does not flood its log.
+final class RefusalLog: Sendable {
+    /// The request's problem and client, as the handlers and the access rules know them.
+    @TaskLocal static var note: Note?
+    final class Note: Sendable {
+        let problem = Mutex<String?>(nil)
+        let client = Mutex<String?>(nil)
+    }
+
+    static let intervalSeconds: Int64 = 10
+    /// Clients and statuses remembered, at most (all forgotten past it).
+    static let keysMax = 4_096
+    private let last = Mutex<[String: (at: ContinuousClock.Instant, leftOut: Int)]>([:])
+    let logged = Atomic<Int>(0), leftOut = Atomic<Int>(0)
+
+    /// Records a problem for the request being answered (the last one made is logged).
+    static func problem(_ type: String, _ detail: String) {
+        note?.problem.withLock { $0 = "\(type): \(detail.prefix(300))" }
+    }
+
+    /// Whether a refusal of `key` (a client and a status) is logged `now`, with the number
+    /// left out since the last one logged; nil: left out.
+    func take(_ key: String, now: ContinuousClock.Instant = .now) -> Int? {
+        let taken = last.withLock { last -> Int? in
+            if let entry = last[key], entry.at.duration(to: now) < .seconds(Self.intervalSeconds) {
+                last[key]?.leftOut += 1
+                return nil
+            }
+            let leftOut = last[key]?.leftOut ?? 0
+            if last.count >= Self.keysMax { last.removeAll() }
+            last[key] = (now, 0)
+            return leftOut
+        }
+        if taken == nil { leftOut.add(1, ordering: .relaxed) } else { logged.add(1, ordering: .relaxed) }
+        return taken
+    }
+
+    func log(_ request: Request, status: Int, note: Note, context: GatewayContext) {
+        guard status >= 400, status != 404 else { return }
+        let client = note.client.withLock { $0 }.map { "key \($0)" } ?? "address \(context.channel.remoteAddress?.ipAddress ?? "unknown")"
+        guard let leftOut = take("\(client) \(status)") else { return }
+        let problem = note.problem.withLock { $0 } ?? "no problem document"
+        let more = leftOut > 0 ? " (and \(leftOut) more of this status from this client since the last line)" : ""
+        context.logger.log(
+            level: status >= 500 ? .warning : .notice,
+            "refused \(request.method) \(request.uri.path.prefix(160)) from \(client): \(status), \(problem)\(more)")
     }
 }

@@ -87,6 +87,8 @@ public final class GatewayServer: Sendable {
     public let configuration: GatewayConfiguration
     private let boundPort = Mutex<Int?>(nil)
     let access = AccessState()
+    /// Refusals in the log (`RefusalLog`): one server's own.
+    let refusals = RefusalLog()
     let connections: ConnectionLimit
     let tlsConfiguration: TLSConfiguration?
 
@@ -107,11 +109,11 @@ public final class GatewayServer: Sendable {
         // HEAD answered by GET's route without the body (a monitor's `HEAD /health` was a 404);
         // the event feed's stream, dropped unread, ends its producer and gives its place back.
         let router = Router(context: GatewayContext.self, options: .autoGenerateHeadEndpoints)
-        let metrics = GatewayMetrics(), pool = configuration.pool, access = access, limit = connections
+        let metrics = GatewayMetrics(), pool = configuration.pool, access = access, limit = connections, refusals = refusals
         let feed = EventFeed(pool: pool)
         let watch = FinalityWatch(feed: feed)
         let dashboard = Dashboard(pool: pool)
-        router.add(middleware: MetricsMiddleware(metrics: metrics))
+        router.add(middleware: MetricsMiddleware(metrics: metrics, refusals: refusals))
         router.add(middleware: ReuseCORSMiddleware())
         // The access rules first: a request they refuse takes no place among those answered
         // at once (the request shape's), so that unknown clients cannot fill them.

@@ -317,6 +317,19 @@ final class ProcessCluster {
         let accountRead = try JSONSerialization.jsonObject(with: Data(read.output.utf8)) as? [String: Any]
         #expect(read.output.contains("mobilite") && accountRead?["verification"] != nil, "\(read.output) \(read.errors)")
         #expect(gateway.isRunning)
+        // Refusals are logged, naming the client, the status and the problem: one line per
+        // client and status every 10 s, however many come.
+        for _ in 0..<5 {
+            _ = try run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-H", "Authorization: Bearer cal_wrong", "http://127.0.0.1:\(gatewayPort)/v1/status"])
+        }
+        _ = try run("/usr/bin/curl", [
+            "-s", "-o", "/dev/null", "-X", "POST", "-H", "Authorization: Bearer \(key)", "-H", "Content-Type: application/json", "-d", "{",
+            "http://127.0.0.1:\(gatewayPort)/v1/rewards",
+        ])
+        let refusals = ((try? String(contentsOfFile: gatewayLogFile, encoding: .utf8)) ?? "").split(separator: "\n").filter { $0.contains("refused ") }
+        let unknownKey = refusals.filter { $0.contains("refused GET /v1/status from address 127.0.0.1: 401, unauthorized: the API key is not one this gateway knows") }
+        #expect(unknownKey.count == 1 && unknownKey.allSatisfy { $0.contains(" notice ") }, "\(refusals)")
+        #expect(refusals.contains { $0.contains("refused POST /v1/rewards from key test: 400, bad-request") }, "\(refusals)")
         // A graceful stop (SIGTERM): exit 0, nothing logged as trouble meanwhile (a sync of the
         // verified copy cut short by the stop was logged as a warning).
         let logged = (try? FileManager.default.attributesOfItem(atPath: gatewayLogFile)[.size] as? Int) ?? 0
