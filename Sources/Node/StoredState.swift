@@ -277,6 +277,15 @@ public final class StoredState: StateStore {
         guard pending.rootComputed || block.height % stateInterval != 0 else {
             throw .invalid(file: store.file, reason: "block \(block.height)'s state is to be written without its tree updated")
         }
+        // At the bound on the fold, a certified checkpoint's write still in slices is finished
+        // first: the fold then starts at it, and this block's state is written with it only
+        // if certificates stopped coming, not because that write's slices took longer than
+        // an interval.
+        if schedule.withBlock(atHeight: block.height, folded: UInt64(clamping: window.count) + 1),
+            let since, servedCheckpoint >= since.height, since.base == store.stateHeight
+        {
+            try finishStateWriteNow()
+        }
         // The fold changes only once the write succeeded (a failed one leaves it as it was).
         if schedule.withBlock(atHeight: block.height, folded: UInt64(clamping: window.count) + 1) {
             try finishStateWriteNow()  // the checkpoint due before, first

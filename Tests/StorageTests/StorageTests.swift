@@ -473,6 +473,24 @@ struct Chain {
         try chain.run(&ledger, to: 32)
         #expect(state.store.stateWriteUnderWay == nil && state.store.stateHeight == 32)
         #expect(try recomputedRoot(state.store) == state.store.stateRoot)
+        // Served, 40's write in slices not finished by the next two intervals' block: 40's
+        // slices are finished then, and that block (not certified) is not written with its
+        // state (it was: the stored state above the latest certified checkpoint, and one
+        // long commit, because the slices took longer than an interval).
+        try chain.run(&ledger, to: 41)
+        try state.serve(checkpoint: 40)
+        #expect(state.store.stateWriteUnderWay == 40)
+        try chain.run(&ledger, to: 43)
+        #expect(state.store.stateWriteUnderWay == 40, "a block persisted finished a write in slices before the bound")
+        try chain.run(&ledger, to: 48)
+        let root40 = try #require(try state.store.block(at: 40)?.stateRoot)
+        #expect(state.store.stateWriteUnderWay == nil && state.store.stateHeight == 40 && state.store.stateRoot == root40)
+        #expect(try recomputedRoot(state.store) == root40)
+        try state.serve(checkpoint: 48)
+        while state.store.stateWriteUnderWay != nil || state.store.stateHeight < 48 { try state.advanceStateWrite() }
+        let root48 = try #require(try state.store.block(at: 48)?.stateRoot)
+        #expect(state.store.stateHeight == 48)
+        #expect(try recomputedRoot(state.store) == root48)
     }
 
     /// The store's side of a write in slices: a slice's values are read around (a changed
