@@ -352,6 +352,9 @@ extension NodeRuntime {
         assert(loop.isOnLoop, "the node's core is the loop thread's")
         let request: ClientRequest
         do { request = try ClientRequest(wireBytes: bytes).bounded } catch { return respond(ClientResponse.error("\(error)").wireBytes) }
+        // A node that stopped answers nothing from its state: after a failed turn (rolled
+        // back) its state in memory may be ahead of its file (found by review).
+        if let failure = core.failure { return respond(ClientResponse.error("this node stopped: \(failure.prefix(300))").wireBytes) }
         let ledger = core.ledger
         // A validator set scheduled after the current epoch (a governance change not in force yet).
         let pending = core.replica.schedule.epochs.last.flatMap { $0.firstSeq > core.replica.epoch.firstSeq ? $0 : nil }
