@@ -243,15 +243,12 @@ extension GatewayAPI {
         switch request.kind {
         case .admitPartner:
             let partner = try entry(request.partner, "partner", as: GenesisFile.PartnerEntry.self)
-            do { return .admitPartner(try partner.partner("action.partner"), endpoints: try partner.peerEndpoints("action.partner")) } catch {
-                throw SubmitAnswer.badRequest("\(error)")
-            }
+            // A mistake names its field (`action`'s catch), not the genesis whose reader this is.
+            return .admitPartner(try partner.partner("action.partner"), endpoints: try partner.peerEndpoints("action.partner"))
         case .cancelUpgrade: return .cancelUpgrade(try target())
         case .setPartnerEndpoints:
             guard let listed = request.endpoints else { throw SubmitAnswer.badRequest("action.endpoints is needed for setPartnerEndpoints (empty: none)") }
-            do { return .setPartnerEndpoints(try target(), try GenesisFile.endpoints(listed, "action.endpoints")) } catch {
-                throw SubmitAnswer.badRequest("\(error)")
-            }
+            return .setPartnerEndpoints(try target(), try GenesisFile.endpoints(listed, "action.endpoints"))
         case .suspendPartner: return .setPartnerStatus(try target(), .suspended)
         case .reinstatePartner: return .setPartnerStatus(try target(), .active)
         case .removePartner: return .setPartnerStatus(try target(), .removed)

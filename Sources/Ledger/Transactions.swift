@@ -137,6 +137,33 @@ public struct SignedTransaction: Hashable, Sendable {
 
 // MARK: Wire forms
 
+extension GovernanceAction: CustomStringConvertible {
+    /// For people (the gateway's proposals and events, logs): the action's kind and what it
+    /// names, as `admitPartner(velo)` or `setPartnerStatus(rtm, suspended)`; its wording
+    /// may change (the wire encoding is the action).
+    public var description: String {
+        func list(_ items: [some CustomStringConvertible]) -> String { items.map(\.description).joined(separator: ", ") }
+        switch self {
+        case let .admitPartner(partner, endpoints):
+            return "admitPartner(\(partner.id)\(endpoints.isEmpty ? "" : ", \(endpoints.count) endpoint\(endpoints.count == 1 ? "" : "s")"))"
+        case let .setPartnerStatus(id, status): return "setPartnerStatus(\(id), \(status))"
+        case let .rotateKeys(id, _, nodeKey, tlsKeyHash):
+            return "rotateKeys(\(id), signing key\(nodeKey == nil ? "" : ", node key")\(tlsKeyHash == nil ? "" : ", TLS key"))"
+        case let .createProgramme(programme): return "createProgramme(\(programme.id))"
+        case let .amendProgramme(programme): return "amendProgramme(\(programme.id))"
+        case let .closeProgramme(id): return "closeProgramme(\(id))"
+        case let .setValidators(ids): return "setValidators(\(list(ids)))"
+        case .setParameters: return "setParameters"
+        case let .scheduleUpgrade(upgrade): return "scheduleUpgrade(\(upgrade.name), rules \(upgrade.rules) from height \(upgrade.height))"
+        case let .setPartnerCategory(id, category): return "setPartnerCategory(\(id), \(category.map { "\($0)" } ?? "none"))"
+        case let .setProgrammeAcceptance(id, categories): return "setProgrammeAcceptance(\(id)\(categories.isEmpty ? "" : ", \(list(categories.map { "\($0)" }))"))"
+        case let .setEquivocationPolicy(suspend): return "setEquivocationPolicy(\(suspend ? "suspend" : "report only"))"
+        case let .setPartnerEndpoints(id, endpoints): return "setPartnerEndpoints(\(id), \(endpoints.count) endpoint\(endpoints.count == 1 ? "" : "s"))"
+        case let .cancelUpgrade(name): return "cancelUpgrade(\(name))"
+        }
+    }
+}
+
 extension GovernanceAction: WireCodable {
     public func encode(to writer: inout WireWriter) {
         switch self {

@@ -386,3 +386,16 @@ extension LedgerFixture {
         #expect((0..<3).allSatisfy { f.ledger.store.value(StateKeys.usedExpiringChunk(expiry, $0)) == nil })
     }
 }
+
+@Suite struct GovernanceActionTextTests {
+    /// A governance action for people (the gateway's proposals and events): its kind and what
+    /// it names, not the types' dump.
+    @Test func aGovernanceActionReadsAsItsKindAndWhatItNames() {
+        let rtm = Identifier("rtm")!, recyclage = Identifier("recyclage")!
+        #expect("\(GovernanceAction.closeProgramme(recyclage))" == "closeProgramme(recyclage)")
+        #expect("\(GovernanceAction.setPartnerStatus(rtm, .suspended))" == "setPartnerStatus(rtm, suspended)")
+        #expect("\(GovernanceAction.setValidators([Identifier("metropole")!, rtm]))" == "setValidators(metropole, rtm)")
+        #expect("\(GovernanceAction.setPartnerCategory(rtm, nil))" == "setPartnerCategory(rtm, none)")
+        #expect("\(GovernanceAction.setEquivocationPolicy(suspend: true))" == "setEquivocationPolicy(suspend)")
+    }
+}
