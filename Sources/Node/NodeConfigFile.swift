@@ -185,7 +185,13 @@ extension NodeConfigFile {
         if let retainBlocks, retainBlocks < NodeConfiguration.retainBlocksMin {
             throw ConfigError(field: "retainBlocks", reason: "\(retainBlocks) is below \(NodeConfiguration.retainBlocksMin): peers that were down catch up from these blocks")
         }
+        if let host, !Self.isIPv4(host) {
+            throw ConfigError(field: "host", reason: "'\(host.prefix(80))' is not an IPv4 address to listen on (as 127.0.0.1, or 0.0.0.0 for every interface)")
+        }
         for (index, peer) in peers.enumerated() {
+            guard !peer.host.isEmpty, peer.host.utf8.count <= 253, !peer.host.contains(where: { $0.isWhitespace || $0.asciiValue.map { $0 < 0x20 } == true }) else {
+                throw ConfigError(field: "peers[\(index)].host", reason: "'\(peer.host.prefix(80))' is no host name or address")
+            }
             guard Identifier(peer.id) != nil else { throw ConfigError(field: "peers[\(index)].id", reason: "'\(peer.id)' is not a partner id") }
             guard peer.id != partner else { throw ConfigError(field: "peers[\(index)].id", reason: "this node itself") }
             guard !peers[..<index].contains(where: { $0.id == peer.id }) else { throw ConfigError(field: "peers[\(index)].id", reason: "'\(peer.id)' is listed twice") }
@@ -212,6 +218,14 @@ extension NodeConfigFile {
         configuration.retainBlocks = retainBlocks
         configuration.stateWriteCheckpoints = stateWrite
         return configuration
+    }
+
+    /// Four decimal numbers from 0 to 255, dot-separated: what the node can listen on.
+    static func isIPv4(_ text: String) -> Bool {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts.allSatisfy { part in
+            !part.isEmpty && part.count <= 3 && part.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } && UInt8(part) != nil
+        }
     }
 
     /// The client port limits, each range-checked by name.
