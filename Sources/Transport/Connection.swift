@@ -19,7 +19,7 @@ final class Connection {
     private(set) var isEstablished = false
     /// The handshake's end was handled (the peer's certificate checked, a peer's hello sent).
     private var handshakeHandled = false
-    private var decoder = FrameDecoder()
+    private var decoder: FrameDecoder
     /// When it last heard from its peer and answered it, its requests, its rate bucket.
     private var times: LinkTimes
     /// Frames sent during this turn of the loop, encrypted and written together once the
@@ -48,6 +48,8 @@ final class Connection {
         self.tls = tls
         self.expected = expected
         self.isClient = isClient
+        // What a client sends is requests (`clientFrameSizeMax`); a peer, blocks.
+        decoder = FrameDecoder(maximum: isClient ? TransportLimits.clientFrameSizeMax : TransportLimits.frameSizeMax)
         address = stream.peerAddress
         host = stream.peerHost
         times = LinkTimes(now: now(transport.loop), requestsPerSecond: transport.configuration.clientRequestsPerSecondMax)

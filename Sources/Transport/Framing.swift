@@ -27,6 +27,11 @@ public enum TransportLimits {
     public static let protocolVersions: ClosedRange<UInt16> = 1...1
     /// The largest frame: a full envelope. A length prefix above it closes the link.
     public static let frameSizeMax = WireLimits.envelopePayloadSizeMax + WireLimits.envelopeHeaderSize
+    /// The largest frame a client sends to a node's client port: a request (a signed
+    /// transaction is at most 16 KiB, a request for snapshot items some 16 KiB). A larger
+    /// length prefix closes the connection, so that the client port's connections (256 at
+    /// most) hold at most this much each of frames not yet whole, not 8 MiB.
+    public static let clientFrameSizeMax = 1 << 20
     /// Bytes of a frame's length prefix.
     public static let framePrefixSize = 4
 }
@@ -51,6 +56,10 @@ public enum FrameError: Error, Equatable, Sendable, CustomStringConvertible {
 struct FrameDecoder {
     private var buffer: [UInt8] = []
     private var start = 0
+    /// The largest frame taken.
+    let maximum: Int
+
+    init(maximum: Int = TransportLimits.frameSizeMax) { self.maximum = maximum }
 
     mutating func append(_ bytes: [UInt8]) { buffer += bytes }
 
@@ -60,7 +69,7 @@ struct FrameDecoder {
         guard available >= TransportLimits.framePrefixSize else { return compact() }
         var length = 0
         for index in 0..<TransportLimits.framePrefixSize { length = length << 8 | Int(buffer[start + index]) }
-        guard length <= TransportLimits.frameSizeMax else { throw .oversized(length: length, maximum: TransportLimits.frameSizeMax) }
+        guard length <= maximum else { throw .oversized(length: length, maximum: maximum) }
         guard available >= TransportLimits.framePrefixSize + length else { return compact() }
         let body = Array(buffer[(start + TransportLimits.framePrefixSize)..<(start + TransportLimits.framePrefixSize + length)])
         start += TransportLimits.framePrefixSize + length

@@ -322,7 +322,13 @@ func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportC
         oversized.write(UInt32(TransportLimits.frameSizeMax + 1))
         #expect(throws: ClientError.self) { try rogue.exchange(oversized.bytes, timeoutMilliseconds: 5_000) }
         rogue.close()
-        #expect(eventually { node.transport.counters.oversizedFrames >= 1 })
+        // A client's request is at most `clientFrameSizeMax` (a peer's frame may be 8 MiB):
+        // past it, cut off too, so 256 clients cannot make a node hold 2 GiB of unfinished frames.
+        let large = try TransportClient(host: "127.0.0.1", port: node.transport.clientPort, ca: consortium.ca, chainId: Consortium.chainId)
+        #expect(try large.request(Array(repeating: 6, count: TransportLimits.clientFrameSizeMax - 1_024)).count == TransportLimits.clientFrameSizeMax - 1_024)
+        #expect(throws: ClientError.self) { try large.request(Array(repeating: 0, count: TransportLimits.clientFrameSizeMax + 1)) }
+        large.close()
+        #expect(eventually { node.transport.counters.oversizedFrames >= 2 })
         let next = try TransportClient(host: "127.0.0.1", port: node.transport.clientPort, ca: consortium.ca, chainId: Consortium.chainId)
         #expect(try next.request([7]) == [7])
         next.close()
