@@ -220,11 +220,13 @@ extension NodeConfigFile {
         return configuration
     }
 
-    /// Four decimal numbers from 0 to 255, dot-separated: what the node can listen on.
+    /// Four decimal numbers from 0 to 255, dot-separated, without leading zeros: what the
+    /// node can listen on.
     static func isIPv4(_ text: String) -> Bool {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
         return parts.count == 4 && parts.allSatisfy { part in
             !part.isEmpty && part.count <= 3 && part.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } && UInt8(part) != nil
+                && (part.count == 1 || part.first != "0")  // no leading zero: the listener's parser refuses it
         }
     }
 
