@@ -172,6 +172,7 @@ struct AccessMiddleware: RouterMiddleware {
             return .refused(refuse(401, "unauthorized", "Unauthorized", "an API key is needed: Authorization: Bearer <key> (or a listed client certificate)",
                                    headers: [.wwwAuthenticate: "Bearer"]))
         }
+        RefusalLog.note?.client.withLock { $0 = key.name }  // named in the log, refused or not
         let needed: Scope = request.uri.path.hasPrefix("/v1/settlements/") || Self.governed.contains(request.uri.path) ? .govern
             : request.method == .get || request.method == .head ? .read : .submit
         guard key.scopes.contains(needed) else {
@@ -231,23 +232,25 @@ final class AccessState: Sendable {
     /// the places of the partners' back-ends.
     let places = Places(maximum: RequestShapeMiddleware.inFlightMax, queuedMax: RequestShapeMiddleware.queuedMax)
     let publicPlaces = Places(maximum: RequestShapeMiddleware.publicInFlightMax, queuedMax: RequestShapeMiddleware.publicQueuedMax)
-    /// POST requests under way per client (key name), from before their body is read to
-    /// their answer (`RequestShapeMiddleware.postsPerClientMax`).
-    let posts = Mutex<[String: Int]>([:])
+    /// Bytes of request bodies being received per client (key name), each counted at its
+    /// announced length or the largest body of its path (`RequestShapeMiddleware.postBytesPerClientMax`).
+    let bodyBytes = Mutex<[String: Int]>([:])
 
-    /// Counts a POST of `client` under way; false when it has the most it may have.
-    func takePost(_ client: String) -> Bool {
-        posts.withLock { posts in
-            guard posts[client, default: 0] < RequestShapeMiddleware.postsPerClientMax else { return false }
-            posts[client, default: 0] += 1
+    /// Counts `bytes` of a body of `client` about to be read; false when its bodies being
+    /// received would pass the most one client may have.
+    func takeBody(_ client: String, bytes: Int) -> Bool {
+        bodyBytes.withLock { counts in
+            let held = counts[client, default: 0]
+            guard held <= RequestShapeMiddleware.postBytesPerClientMax - bytes else { return false }
+            counts[client] = held + bytes
             return true
         }
     }
 
-    func endPost(_ client: String) {
-        posts.withLock { posts in
-            let left = posts[client, default: 1] - 1
-            posts[client] = left > 0 ? left : nil
+    func endBody(_ client: String, bytes: Int) {
+        bodyBytes.withLock { counts in
+            let left = counts[client, default: bytes] - bytes
+            counts[client] = left > 0 ? left : nil
         }
     }
 }
@@ -411,12 +414,14 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// counted apart, so that they never take the API's places.
     static var publicInFlightMax: Int { 16 }
     static var publicQueuedMax: Int { 64 }
-    /// POST requests of one client (API key) under way at once, at most, bodies being read
-    /// included: a body is read before its request takes a place, so that a client sending
-    /// bodies slowly holds its own connections only, never the places of others (one key
-    /// held all 48 for 10 s at a time with 48 bodies announced and not sent). This bounds
-    /// the memory one key's bodies take (128 batches of 1 MiB).
-    static var postsPerClientMax: Int { 128 }
+    /// Bytes of request bodies one client (API key) may be sending at once, each body counted
+    /// at its announced length (at most its path's largest body; that largest for a chunked
+    /// one) while it is received: a body is read before its request takes a place, so that a
+    /// client sending bodies slowly holds its own connections only, never the places of
+    /// others (one key held all 48 for 10 s at a time with 48 bodies announced and not sent);
+    /// this bounds the memory one key's bodies being received take (32 batches of 1 MiB, or
+    /// thousands of usual submissions).
+    static var postBytesPerClientMax: Int { 32 << 20 }
     let state: AccessState
     /// The whole body must arrive within this (a slow sender holds its connection meanwhile).
     var bodySeconds: Int64 = 10
@@ -515,20 +520,25 @@ struct RequestShapeMiddleware: RouterMiddleware {
         }
         var request = request
         // A body is read before a place is taken (its client's connection waits for it, no
-        // one else), within its size and time, and a client's POSTs at once are bounded.
-        let poster = request.method == .post ? AccessMiddleware.client ?? context.channel.remoteAddress?.ipAddress ?? "unknown" : nil
-        if let poster {
-            guard state.takePost(poster) else {
+        // one else), within its size and time, and the bytes of a client's bodies being
+        // received at once are bounded.
+        if request.method == .post {
+            let poster = AccessMiddleware.client ?? context.channel.remoteAddress?.ipAddress ?? "unknown"
+            let bodyMax = Self.bodyByteCountMax(request.uri.path)
+            let bytes = min(bodyMax, request.headers[.contentLength].flatMap { Int($0) }.map { max(0, $0) } ?? bodyMax)
+            guard state.takeBody(poster, bytes: bytes) else {
                 return ProblemResponse.make(
                     status: 503, type: "busy", title: "Busy",
-                    detail: "\(poster) has \(Self.postsPerClientMax) POST requests under way, the most one client may have: retry once one is answered",
+                    detail: "\(poster) is sending \(Self.postBytesPerClientMax >> 20) MiB of request bodies at once, the most one client may: retry once one has arrived",
                     headers: [.retryAfter: "1"])
             }
-        }
-        defer { if let poster { state.endPost(poster) } }
-        if request.method == .post {
-            switch try await Self.readBody(of: request, context: context, seconds: bodySeconds) {
-            case let .success(read): request = read
+            let read: Result<Request, BodyRefusal>
+            do {
+                defer { state.endBody(poster, bytes: bytes) }
+                read = try await Self.readBody(of: request, context: context, seconds: bodySeconds)
+            }
+            switch read {
+            case let .success(body): request = body
             case let .failure(refusal): return refusal.response
             }
         }

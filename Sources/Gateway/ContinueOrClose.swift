@@ -16,7 +16,7 @@ import NIOHTTPTypesHTTP1
 /// coming: each such request cost its client a second, or ended in `408` after the body's
 /// time. The request middleware asks for the `100 Continue` (`Send`, a user outbound event)
 /// just before it reads a body, once the request has passed what is decided from its head
-/// alone (the access rules, the method, the announced length, its key's POSTs at once). A
+/// alone (the access rules, the method, the announced length, its key's bodies at once). A
 /// request answered before that gets no `100`, so its client never sends a body the gateway
 /// will not read.
 ///
@@ -86,6 +86,9 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
     enum Held {
         case part(HTTPRequestPart)
         case error(any Error)
+        /// An inbound event behind them (the client's half-close: its end of input, which
+        /// handed on before them would end the server's reading and lose them).
+        case event(Any)
     }
     /// Whether a read was asked for while requests were held (made once they are handed on).
     private var readAsked = false
@@ -98,8 +101,11 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Whether an answer's `Connection` field has the `close` option.
-    static func closes(_ response: HTTPResponse) -> Bool {
-        response.headerFields[values: .connection].contains { value in
+    static func closes(_ response: HTTPResponse) -> Bool { closes(response.headerFields) }
+
+    /// Whether a `Connection` field has the `close` option.
+    static func closes(_ fields: HTTPFields) -> Bool {
+        fields[values: .connection].contains { value in
             value.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces).lowercased() == "close" }
         }
     }
@@ -133,7 +139,10 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
     private func handOn(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
         switch part {
         case let .head(request):
-            unanswered.append(Unanswered(awaiting: Self.expectsContinue(request)))
+            // A request that says `Connection: close` ends the connection after its answer,
+            // as one whose answer says it (Hummingbird stops reading after it: a request held
+            // behind it and handed on would be read by no one, and hold the connection).
+            unanswered.append(Unanswered(awaiting: Self.expectsContinue(request), closeAfterAnswer: Self.closes(request.headerFields)))
         case .body:
             // The client sent its body without waiting (allowed).
             if !unanswered.isEmpty { unanswered[unanswered.count - 1].awaiting = false }
@@ -156,6 +165,7 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
             switch held[handed] {
             case let .part(part): handOn(part, context: context)
             case let .error(error): context.fireErrorCaught(error)
+            case let .event(event): context.fireUserInboundEventTriggered(event)
             }
             handed += 1
         }
@@ -192,6 +202,15 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireErrorCaught(error)
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // Behind a held request (a client that sent its requests, then shut its side): after it.
+        if !held.isEmpty, lingering == nil {
+            held.append(.event(event))
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         closing?.cancel()
         closing = nil
@@ -214,7 +233,7 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
         case var .head(response) where response.status.kind != .informational && !unanswered.isEmpty:
             unanswered[0].awaiting = false
             if unanswered[0].bodyPending { response.headerFields[.connection] = "close" }
-            unanswered[0].closeAfterAnswer = Self.closes(response)
+            unanswered[0].closeAfterAnswer = unanswered[0].closeAfterAnswer || Self.closes(response)
             context.write(wrapOutboundOut(.head(response)), promise: promise)
         case .end:
             let close = unanswered.first?.closeAfterAnswer == true

@@ -295,16 +295,22 @@ final class EventFeed: Sendable {
     static func room(given: Int, taken: Counter, slowSeconds: Int = EventFeed.slowSeconds) async -> Bool {
         var seen = taken.value.load(ordering: .relaxed)
         var since = ContinuousClock.now
+        // Looked at again after 10 ms, then less often while nothing is taken (up to 200 ms):
+        // a feed whose consumer reads slowly does not wake its producer 100 times a second.
+        var pause = 10
         while given - taken.value.load(ordering: .relaxed) >= bufferedEventsMax {
             guard !Task.isCancelled else { return false }
             let now = taken.value.load(ordering: .relaxed)
             if now != seen {
                 seen = now
                 since = .now
+                pause = 10
             } else if ContinuousClock.now - since > .seconds(slowSeconds) {
                 return false
+            } else {
+                pause = min(200, pause * 2)
             }
-            try? await Task.sleep(for: .milliseconds(10))
+            try? await Task.sleep(for: .milliseconds(pause))
         }
         return true
     }

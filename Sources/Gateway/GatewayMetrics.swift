@@ -118,7 +118,7 @@ struct MetricsMiddleware: RouterMiddleware {
         } catch {
             let status = (error as? any HTTPResponseError)?.status.code ?? 500
             metrics.answered(method: request.method.rawValue, status: status, after: started.duration(to: .now))
-            if note.problem.withLock({ $0 }) == nil { note.problem.withLock { $0 = "\(error)" } }
+            if note.problem.withLock({ $0 }) == nil { note.problem.withLock { $0 = String("\(error)".prefix(300)) } }
             refusals.log(request, status: status, note: note, context: context)
             throw error
         }
@@ -150,6 +150,19 @@ final class RefusalLog: Sendable {
         note?.problem.withLock { $0 = "\(type): \(detail.prefix(300))" }
     }
 
+    /// `text` for one log line: control characters (a line break a client put in a path or
+    /// a field, which a detail quotes) escaped, so that no client can write a line of its own.
+    static func oneLine(_ text: some StringProtocol) -> String {
+        var line = ""
+        for scalar in text.unicodeScalars {
+            switch scalar.value {
+            case 0x00..<0x20, 0x7F..<0xA0, 0x2028, 0x2029: line += "\\u{\(String(scalar.value, radix: 16))}"
+            default: line.unicodeScalars.append(scalar)
+            }
+        }
+        return line
+    }
+
     /// Whether a refusal of `key` (a client and a status) is logged `now`, with the number
     /// left out since the last one logged; nil: left out.
     func take(_ key: String, now: ContinuousClock.Instant = .now) -> Int? {
@@ -175,6 +188,6 @@ final class RefusalLog: Sendable {
         let more = leftOut > 0 ? " (and \(leftOut) more of this status from this client since the last line)" : ""
         context.logger.log(
             level: status >= 500 ? .warning : .notice,
-            "refused \(request.method) \(request.uri.path.prefix(160)) from \(client): \(status), \(problem)\(more)")
+            "refused \(request.method) \(Self.oneLine(request.uri.path.prefix(160))) from \(Self.oneLine(client)): \(status), \(Self.oneLine(problem))\(more)")
     }
 }

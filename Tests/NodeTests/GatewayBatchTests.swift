@@ -259,7 +259,8 @@ import Wire
         var slow = APIKey.generate(name: "slow", scopes: [.read, .submit, .govern])
         slow.entry.requestsPerSecond = 10_000
         let other = APIKey.generate(name: "other", scopes: [.read])
-        let (_, serving, port) = try await GatewayTests.start(nodes, cluster, keys: [slow.entry, other.entry], bodySeconds: 8)
+        // The bodies' time longer than the test: none ends (and gives its bytes back) meanwhile.
+        let (_, serving, port) = try await GatewayTests.start(nodes, cluster, keys: [slow.entry, other.entry], bodySeconds: 60)
         defer { serving.cancel() }
         let head = "Host: 127.0.0.1\r\nAuthorization: Bearer \(slow.secret)\r\nContent-Type: application/json\r\n"
         let count = RequestShapeMiddleware.inFlightMax + 12
@@ -277,10 +278,46 @@ import Wire
             // Answered (a fresh chain may have no certified checkpoint yet: 503 no-checkpoint), not busy.
             #expect(read.body["type"] as? String != "urn:calisson:problem:busy", "another key, while one key's bodies are awaited: \(read.status) \(read.text.prefix(300))")
         }
+        // The bytes of one key's bodies being received are bounded (32 MiB): batches of
+        // 1 MiB announced past it are told to retry at once (60 bodies of 1,000 bytes
+        // announced above, then 31 batches fit).
+        let batches = try await GatewayTests.blocking { () -> [Int32] in
+            (0..<40).map { _ in
+                let fd = Raw.connect(port)
+                Raw.send(fd, "POST /v1/transaction-batches HTTP/1.1\r\n\(head)Content-Length: \(1 << 20)\r\n\r\n{")
+                return fd
+            }
+        }
+        defer { for fd in batches { close(fd) } }
+        // Answers as they come (a loaded machine may take seconds to read 40 heads).
+        var told = [String](repeating: "", count: batches.count)
+        func look() {
+            for (index, fd) in batches.enumerated() {
+                var buffer = [UInt8](repeating: 0, count: 4_096)
+                let count = recv(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+                if count > 0 { told[index] += String(decoding: buffer[..<count], as: UTF8.self) }
+            }
+        }
+        let deadline = ContinuousClock.now + .seconds(15)
+        while told.filter({ !$0.isEmpty }).count < 9, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+            look()
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        look()
+        let busy = told.filter { $0.hasPrefix("HTTP/1.1 503") && $0.contains("MiB of request bodies") }
+        #expect(busy.count == 9 && told.filter { !$0.isEmpty }.count == 9, "\(told.map { $0.prefix(60) })")
         let huge = try await GatewayTests.blocking {
             Raw.exchange(port, "POST /v1/votes HTTP/1.1\r\n\(head)Content-Length: 18446744073709551615\r\n\r\n")
         }
         #expect(huge.hasPrefix("HTTP/1.1 413"), "\(huge.prefix(300))")
+    }
+
+    /// A refusal's log line cannot be split by a client: what it sent (a path, a field that
+    /// a problem quotes) has its control characters escaped.
+    @Test func aRefusalIsLoggedOnOneLine() {
+        #expect(RefusalLog.oneLine("x\nnotice calisson.gateway: forged\r\u{2028}é") == "x\\u{a}notice calisson.gateway: forged\\u{d}\\u{2028}é")
+        #expect(RefusalLog.oneLine("/v1/programmes/culture") == "/v1/programmes/culture")
     }
 
     /// A request pipelined behind one not answered yet is held, and nothing more read, until
@@ -324,6 +361,35 @@ import Wire
         // The second answered with `Connection: close`: the third is never handed on.
         try answer([.connection: "close"])
         #expect(try channel.readInbound(as: HTTPRequestPart.self) == nil, "a request behind an answer that closes was handled")
+
+        // A client that sent two requests and shut its side: its end of input comes after
+        // the second, not before (the server's reading ended there, the second was lost).
+        let recorder = EventRecorder()
+        let halfClosed = EmbeddedChannel(handlers: [ContinueOrClose(), recorder])
+        defer { _ = try? halfClosed.finish() }
+        for name in ["/one", "/two"] {
+            try halfClosed.writeInbound(HTTPRequestPart.head(request(name)))
+            try halfClosed.writeInbound(HTTPRequestPart.end(nil))
+        }
+        halfClosed.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        #expect(recorder.seen == ["/one", "end"])
+        try halfClosed.writeOutbound(HTTPResponsePart.head(HTTPResponse(status: .ok)))
+        try halfClosed.writeOutbound(HTTPResponsePart.end(nil))
+        halfClosed.embeddedEventLoop.run()
+        #expect(recorder.seen == ["/one", "end", "/two", "end", "input closed"])
+
+        // A request that says `Connection: close`: the one behind it is never handed on.
+        let closing = EmbeddedChannel(handler: ContinueOrClose())
+        defer { _ = try? closing.finish() }
+        var last = request("/last")
+        last.headerFields[.connection] = "close"
+        for part in [HTTPRequestPart.head(last), .end(nil), .head(request("/behind")), .end(nil)] { try closing.writeInbound(part) }
+        #expect(path(try closing.readInbound()) == "/last")
+        #expect(isEnd(try closing.readInbound()))
+        try closing.writeOutbound(HTTPResponsePart.head(HTTPResponse(status: .ok)))
+        try closing.writeOutbound(HTTPResponsePart.end(nil))
+        closing.embeddedEventLoop.run()
+        #expect(try closing.readInbound(as: HTTPRequestPart.self) == nil, "a request behind one that said close was handed on")
 
         // A decoding error behind a request read whole waits for that request's answer.
         let other = EmbeddedChannel(handler: ContinueOrClose())
@@ -383,6 +449,24 @@ import Wire
         }
         // Lingering connections closed, the gateway answers on a new one.
         #expect([200, 503].contains(try await GatewayTests.get(port, "/health", key: nil).status))
+    }
+}
+
+/// What reaches the handler after `ContinueOrClose`: request paths, ends, the end of input.
+final class EventRecorder: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPRequestPart
+    var seen: [String] = []
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case let .head(request): seen.append(request.path ?? "")
+        case .body: seen.append("body")
+        case .end: seen.append("end")
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case ChannelEvent.inputClosed = event as? ChannelEvent ?? .outputClosed { seen.append("input closed") }
     }
 }
 

@@ -214,7 +214,7 @@ struct FeedReader {
 /// When the gateway shuts down (SIGTERM), its event feeds end first (`FeedCloser`): an open
 /// stream waiting for the next block ends at once instead of holding the server's graceful
 /// shutdown until its next keep-alive (15 s; `Cluster/local/down.sh` gives 10 s).
-@Suite struct EventFeedShutdownTests {
+@Suite(.onOwnThreads) struct EventFeedShutdownTests {
     @Test func closingTheFeedEndsAWaitingStreamAtOnce() async throws {
         let cluster = try TestCluster(count: 1)
         let pool = NodePool(nodes: [NodeAddress(host: "127.0.0.1", port: 1)], ca: cluster.ca, genesis: cluster.genesis, lagMax: 32)
@@ -244,7 +244,7 @@ struct FeedReader {
         let taken = EventFeed.Counter()
         let given = EventFeed.bufferedEventsMax + 50
         taken.value.store(50 - 3, ordering: .relaxed)  // three past the buffer's room
-        let reader = Task {
+        let reader = Task(executorPreference: OwnThreads.shared) {
             for _ in 0..<4 {
                 try await Task.sleep(for: .milliseconds(200))
                 taken.value.add(1, ordering: .relaxed)
