@@ -118,7 +118,7 @@ struct MetricsMiddleware: RouterMiddleware {
         } catch {
             let status = (error as? any HTTPResponseError)?.status.code ?? 500
             metrics.answered(method: request.method.rawValue, status: status, after: started.duration(to: .now))
-            if note.problem.withLock({ $0 }) == nil { note.problem.withLock { $0 = String("\(error)".prefix(300)) } }
+            note.problem.withLock { if $0 == nil { $0 = String("\(error)".prefix(300)) } }
             refusals.log(request, status: status, note: note, context: context)
             throw error
         }
@@ -143,7 +143,6 @@ final class RefusalLog: Sendable {
     /// Clients and statuses remembered, at most (all forgotten past it).
     static let keysMax = 4_096
     private let last = Mutex<[String: (at: ContinuousClock.Instant, leftOut: Int)]>([:])
-    let logged = Atomic<Int>(0), leftOut = Atomic<Int>(0)
 
     /// Records a problem for the request being answered (the last one made is logged).
     static func problem(_ type: String, _ detail: String) {
@@ -166,7 +165,7 @@ final class RefusalLog: Sendable {
     /// Whether a refusal of `key` (a client and a status) is logged `now`, with the number
     /// left out since the last one logged; nil: left out.
     func take(_ key: String, now: ContinuousClock.Instant = .now) -> Int? {
-        let taken = last.withLock { last -> Int? in
+        last.withLock { last -> Int? in
             if let entry = last[key], entry.at.duration(to: now) < .seconds(Self.intervalSeconds) {
                 last[key]?.leftOut += 1
                 return nil
@@ -176,8 +175,6 @@ final class RefusalLog: Sendable {
             last[key] = (now, 0)
             return leftOut
         }
-        if taken == nil { leftOut.add(1, ordering: .relaxed) } else { logged.add(1, ordering: .relaxed) }
-        return taken
     }
 
     func log(_ request: Request, status: Int, note: Note, context: GatewayContext) {
