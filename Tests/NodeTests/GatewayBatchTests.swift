@@ -260,7 +260,8 @@ import Wire
         slow.entry.requestsPerSecond = 10_000
         let other = APIKey.generate(name: "other", scopes: [.read])
         // The bodies' time longer than the test: none ends (and gives its bytes back) meanwhile.
-        let (_, serving, port) = try await GatewayTests.start(nodes, cluster, keys: [slow.entry, other.entry], bodySeconds: 60)
+        let (server, serving, port) = try await GatewayTests.start(nodes, cluster, keys: [slow.entry, other.entry], bodySeconds: 60)
+        func receiving() -> Int { server.access.bodyBytes.withLock { $0["slow"] ?? 0 } }
         defer { serving.cancel() }
         let head = "Host: 127.0.0.1\r\nAuthorization: Bearer \(slow.secret)\r\nContent-Type: application/json\r\n"
         let count = RequestShapeMiddleware.inFlightMax + 12
@@ -272,7 +273,8 @@ import Wire
             }
         }
         defer { for fd in held { close(fd) } }
-        try await Task.sleep(for: .milliseconds(500))
+        // Every body awaited (so that the reads below come while they all are).
+        #expect(try await GatewayTests.until(15) { receiving() == count * 1_000 }, "\(receiving()) bytes awaited")
         for _ in 0..<3 {
             let read = try await GatewayTests.get(port, "/v1/status", key: other.secret)
             // Answered (a fresh chain may have no certified checkpoint yet: 503 no-checkpoint), not busy.
@@ -298,13 +300,12 @@ import Wire
                 if count > 0 { told[index] += String(decoding: buffer[..<count], as: UTF8.self) }
             }
         }
+        // Until every batch is decided: 31 awaited, the answers of the others read.
         let deadline = ContinuousClock.now + .seconds(15)
-        while told.filter({ !$0.isEmpty }).count < 9, ContinuousClock.now < deadline {
+        while told.filter({ !$0.isEmpty }).count < 9 || receiving() < count * 1_000 + 31 << 20, ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(100))
             look()
         }
-        try await Task.sleep(for: .milliseconds(500))
-        look()
         let busy = told.filter { $0.hasPrefix("HTTP/1.1 503") && $0.contains("MiB of request bodies") }
         #expect(busy.count == 9 && told.filter { !$0.isEmpty }.count == 9, "\(told.map { $0.prefix(60) })")
         let huge = try await GatewayTests.blocking {
