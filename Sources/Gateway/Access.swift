@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import NIOHTTP1
 import OpenAPIRuntime
 import Synchronization
 import Transport
@@ -388,11 +389,17 @@ final class Places: Sendable {
 enum ProblemResponse {
     static func make(status: Int, type: String, title: String, detail: String, headers: HTTPFields = [:]) -> Response {
         RefusalLog.problem(type, detail)
-        let problem = Components.Schemas.Problem(_type: "urn:calisson:problem:\(type)", title: title, status: Int32(clamping: status), detail: detail)
-        let body = (try? JSONEncoder().encode(problem)) ?? Data()
         var fields = headers
         fields[.contentType] = "application/problem+json"
-        return Response(status: .init(code: status), headers: fields, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+        return Response(status: .init(code: status), headers: fields, body: ResponseBody(byteBuffer: body(status: status, type: type, title: title, detail: detail)))
+    }
+
+    /// The problem document's JSON (paths in a detail left as they are written: `/v1/...`).
+    static func body(status: Int, type: String, title: String, detail: String) -> ByteBuffer {
+        let problem = Components.Schemas.Problem(_type: "urn:calisson:problem:\(type)", title: title, status: Int32(clamping: status), detail: detail)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .withoutEscapingSlashes
+        return ByteBuffer(bytes: (try? encoder.encode(problem)) ?? Data())
     }
 }
 
@@ -432,6 +439,37 @@ struct RequestShapeMiddleware: RouterMiddleware {
     static func allowed(_ path: String) -> [HTTPRequest.Method] {
         ["/v1/transactions", "/v1/transaction-batches", "/v1/rewards", "/v1/redemptions", "/v1/transfers", "/v1/proposals", "/v1/votes"].contains(path)
             ? [.post] : [.get, .head]
+    }
+
+    /// What the generated code found wrong in a request, in words: the field (a JSON
+    /// Pointer) and what it expected, where Foundation's text names Swift types and coding keys.
+    /// `numbers`: those of the body that are not whole Int64 numbers, which Foundation's
+    /// decoder, reading one where an integer is expected, reports as "not valid JSON".
+    static func describe(_ error: any Error, numbers: [String] = []) -> String {
+        guard let decoding = error as? DecodingError else { return "\(error)" }
+        if case let .dataCorrupted(context) = decoding, context.codingPath.isEmpty, !numbers.isEmpty {
+            return "a member that is an integer holds a number that is not a whole number from -2^63 to 2^63 - 1: \(numbers.joined(separator: "; "))"
+        }
+        func place(_ keys: [any CodingKey]) -> String {
+            keys.isEmpty ? "the body" : "/" + keys.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: "/")
+        }
+        func kind(_ type: Any.Type) -> String {
+            switch type {
+            case is any BinaryInteger.Type: "an integer"
+            case is String.Type: "a string"
+            case is Bool.Type: "true or false"
+            case is [String: Any].Type: "an object"
+            case is any Collection.Type: "an array"
+            default: "an object"
+            }
+        }
+        switch decoding {
+        case let .typeMismatch(type, context): return "\(place(context.codingPath)) is not \(kind(type))"
+        case let .keyNotFound(key, context): return "\(place(context.codingPath + [key])) is missing"
+        case let .valueNotFound(type, context): return "\(place(context.codingPath)) is null, where \(kind(type)) is expected"
+        case let .dataCorrupted(context): return "\(place(context.codingPath)): \(context.debugDescription)"
+        @unknown default: return "\(decoding)"
+        }
     }
 
     /// The largest request body read (the generated code would collect any size): a batch,
@@ -487,7 +525,8 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// reads it from memory): refused before it is read when its announced length is over
     /// `bodyByteCountMax`, else as soon as it passes it, or when it has not arrived whole
     /// within `seconds`. A client waiting for `100 Continue` is told first (ContinueOrClose).
-    static func readBody(of request: Request, context: GatewayContext, seconds: Int64) async throws -> Result<Request, BodyRefusal> {
+    /// With the request, the numbers of its body that are not whole Int64 numbers (`JSONBodyCheck`).
+    static func readBody(of request: Request, context: GatewayContext, seconds: Int64) async throws -> Result<(request: Request, numbers: [String]), BodyRefusal> {
         let bodyMax = bodyByteCountMax(request.uri.path)
         let tooLarge = BodyRefusal(response: ProblemResponse.make(
             status: 413, type: "content-too-large", title: "Content too large",
@@ -500,15 +539,30 @@ struct RequestShapeMiddleware: RouterMiddleware {
             collected = try await within(seconds: seconds) { try await body.collect(upTo: bodyMax) }
         } catch is NIOTooManyBytesError {
             return .failure(tooLarge)
+        } catch let error as HTTPParserError {
+            // A body that is not HTTP/1.1's framing (a chunk's size that is not a length): the
+            // connection cannot be read on.
+            return .failure(BodyRefusal(response: ProblemResponse.make(
+                status: 400, type: "bad-request", title: "Bad request",
+                detail: ContinueOrClose.describe(error).detail, headers: [.connection: "close"])))
         }
         guard let collected else {
             return .failure(BodyRefusal(response: ProblemResponse.make(
                 status: 408, type: "request-timeout", title: "Request timeout",
                 detail: "the request's body did not arrive within \(seconds) s", headers: [.connection: "close"])))
         }
+        // Every body of the API is JSON: checked here, so that a fault is named (JSONBodyCheck).
+        var numbers: [String] = []
+        if request.headers[.contentType].map({ $0.lowercased().contains("json") }) ?? true {
+            let report = JSONBodyCheck.check(collected.readableBytesView)
+            if let problem = report.problem {
+                return .failure(BodyRefusal(response: ProblemResponse.make(status: 400, type: "bad-request", title: "Bad request", detail: problem.description)))
+            }
+            numbers = report.numbers
+        }
         var read = request
         read.body = .init(buffer: collected)
-        return .success(read)
+        return .success((read, numbers))
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -519,6 +573,7 @@ struct RequestShapeMiddleware: RouterMiddleware {
                 headers: [.allow: allowed.map(\.rawValue).joined(separator: ", ")])
         }
         var request = request
+        var numbers: [String] = []
         // A body is read before a place is taken (its client's connection waits for it, no
         // one else), within its size and time, and the bytes of a client's bodies being
         // received at once are bounded.
@@ -532,13 +587,13 @@ struct RequestShapeMiddleware: RouterMiddleware {
                     detail: "\(poster) is sending \(Self.postBytesPerClientMax >> 20) MiB of request bodies at once, the most one client may: retry once one has arrived",
                     headers: [.retryAfter: "1"])
             }
-            let read: Result<Request, BodyRefusal>
+            let read: Result<(request: Request, numbers: [String]), BodyRefusal>
             do {
                 defer { state.endBody(poster, bytes: bytes) }
                 read = try await Self.readBody(of: request, context: context, seconds: bodySeconds)
             }
             switch read {
-            case let .success(body): request = body
+            case let .success(body): (request, numbers) = body
             case let .failure(refusal): return refusal.response
             }
         }
@@ -571,7 +626,7 @@ struct RequestShapeMiddleware: RouterMiddleware {
         } catch let error as ServerError where error.operationInput == nil {
             return ProblemResponse.make(
                 status: 400, type: "bad-request", title: "Bad request",
-                detail: "the request does not fit operation \(error.operationID): \(error.underlyingError)")
+                detail: "the request does not fit operation \(error.operationID): \(Self.describe(error.underlyingError, numbers: numbers))")
         } catch let error as ServerError {
             return ProblemResponse.make(status: 500, type: "internal", title: "Internal error", detail: "operation \(error.operationID): \(error.causeDescription)")
         } catch let error as HTTPError where error.status == .notFound {

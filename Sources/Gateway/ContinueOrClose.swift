@@ -1,4 +1,5 @@
 import HTTPTypes
+import Logging
 import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
@@ -47,6 +48,13 @@ import NIOHTTPTypesHTTP1
 /// An HTTP/1.0 request's `Expect: 100-continue` is ignored, as RFC 9110 asks, and its
 /// connection ends with its answer unless it asked for keep-alive (`HTTP10Requests`, put
 /// before the conversion to HTTP types, which drops the version).
+///
+/// Bytes that do not decode as a request (an unknown method, a malformed header, a head
+/// over the decoder's bounds) are answered here, in turn, with a problem document naming
+/// the fault (`431` for a head too large, else `400`), logged as a refusal, and the
+/// connection ends as after any answer that closes. Hummingbird answered them with a bare
+/// `400` and logged nothing. A fault inside a request's body (a malformed chunk) is the
+/// reading of that body's to answer (`AccessMiddleware.readBody`).
 final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -92,6 +100,15 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
     }
     /// Whether a read was asked for while requests were held (made once they are handed on).
     private var readAsked = false
+
+    /// Where the requests that do not decode are logged (nil: they are not).
+    private let refusals: RefusalLog?
+    private let logger: Logger?
+
+    init(refusals: RefusalLog? = nil, logger: Logger? = nil) {
+        self.refusals = refusals
+        self.logger = logger
+    }
 
     /// Whether a request's `Expect` field asks for `100 Continue` (case-insensitive token).
     static func expectsContinue(_ request: HTTPRequest) -> Bool {
@@ -159,18 +176,20 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
     /// just handed on is not answered yet), and reads on once nothing is held.
     private func handOnHeld(context: ChannelHandlerContext) {
         guard lingering == nil else { return held.removeAll() }
-        var handed = 0
-        while handed < held.count {
-            if case .part(.head) = held[handed], !unanswered.isEmpty { break }
-            switch held[handed] {
+        var handed = false
+        while let first = held.first {
+            if case .part(.head) = first, !unanswered.isEmpty { break }
+            held.removeFirst()
+            handed = true
+            switch first {
             case let .part(part): handOn(part, context: context)
-            case let .error(error): context.fireErrorCaught(error)
+            case let .error(error): passOn(error, context: context)
             case let .event(event): context.fireUserInboundEventTriggered(event)
             }
-            handed += 1
+            // An error answered here ends the connection: nothing after it is handed on.
+            if lingering != nil { held.removeAll() }
         }
-        held.removeFirst(handed)
-        if handed > 0 { context.fireChannelReadComplete() }
+        if handed { context.fireChannelReadComplete() }
         if held.isEmpty, readAsked {
             readAsked = false
             context.read()
@@ -199,7 +218,44 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
             held.append(.error(error))
             return
         }
-        context.fireErrorCaught(error)
+        passOn(error, context: context)
+    }
+
+    /// An error in turn: one decoding a next request is answered here; any other goes on.
+    private func passOn(_ error: any Error, context: ChannelHandlerContext) {
+        guard let parse = error as? HTTPParserError, unanswered.isEmpty, lingering == nil else {
+            return context.fireErrorCaught(error)
+        }
+        let (status, title, detail) = Self.describe(parse)
+        let address = context.channel.remoteAddress?.ipAddress ?? "unknown"
+        if let refusals, let logger {
+            refusals.logUndecoded(from: address, status: status, problem: "bad-request: \(detail)", logger: logger)
+        }
+        let body = ProblemResponse.body(status: status, type: "bad-request", title: title, detail: detail)
+        let head = HTTPResponse(status: .init(code: status), headerFields: [
+            .contentType: "application/problem+json", .contentLength: String(body.readableBytes), .connection: "close",
+        ])
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(body)), promise: nil)
+        closeAfter(end: wrapOutboundOut(.end(nil)), context: context, promise: nil)
+    }
+
+    /// The status, title and detail of the answer to bytes that do not decode as a request.
+    static func describe(_ error: HTTPParserError) -> (status: Int, title: String, detail: String) {
+        let fault: String
+        switch error {
+        case .headerOverflow:
+            return (431, "Request header fields too large", "the request's head is over the gateway's bounds (its fields, their size or their number)")
+        case .invalidMethod: fault = "its method is not an HTTP method"
+        case .invalidVersion: fault = "its version is not HTTP/1.x"
+        case .invalidURL, .invalidPath, .invalidQueryString, .invalidFragment, .invalidHost, .invalidPort: fault = "its target is not a valid URL path"
+        case .invalidHeaderToken, .invalidCharactersUsed: fault = "a header field's name or value has a character HTTP does not allow"
+        case .invalidContentLength, .unexpectedContentLength: fault = "its Content-Length is not a single length, or it comes with Transfer-Encoding"
+        case .invalidChunkSize: fault = "a chunk's size is not a hexadecimal length"
+        case .lfExpected, .invalidConstant, .strictModeAssertion: fault = "its line endings or framing are not HTTP/1.1's"
+        default: fault = "it does not parse (\(error))"
+        }
+        return (400, "Bad request", "the bytes sent are not an HTTP/1.1 request: \(fault) (RFC 9112)")
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -247,31 +303,37 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
                 }
                 return
             }
-            lingering = 0
-            // What a client sent behind this request is never handled; what it still sends
-            // is read (and dropped) until the lingering's end.
-            held.removeAll()
-            if readAsked {
-                readAsked = false
-                context.read()
-            }
-            // Once the answer is written (shutting the output at once could cut it short).
-            let written = context.eventLoop.makePromise(of: Void.self)
-            written.futureResult.cascade(to: promise)
-            let channel = context.channel
-            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-            written.futureResult.whenComplete { _ in
-                let shut = channel.eventLoop.makePromise(of: Void.self)
-                channel.close(mode: .output, promise: shut)
-                // A channel that cannot shut its output alone is closed whole.
-                shut.futureResult.whenFailure { _ in channel.close(promise: nil) }
-                guard channel.isActive else { return }
-                handler.value.closing = channel.eventLoop.scheduleTask(in: .seconds(Self.lingerSeconds)) { channel.close(promise: nil) }
-            }
-            context.writeAndFlush(data, promise: written)
+            closeAfter(end: data, context: context, promise: promise)
         default:
             context.write(data, promise: promise)
         }
+    }
+
+    /// Writes an answer's end, then ends the connection: its output shut once the answer is
+    /// written, what the client still sends read and dropped, closed after `lingerSeconds`.
+    private func closeAfter(end data: NIOAny, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+        lingering = 0
+        // What a client sent behind this request is never handled; what it still sends
+        // is read (and dropped) until the lingering's end.
+        held.removeAll()
+        if readAsked {
+            readAsked = false
+            context.read()
+        }
+        // Once the answer is written (shutting the output at once could cut it short).
+        let written = context.eventLoop.makePromise(of: Void.self)
+        written.futureResult.cascade(to: promise)
+        let channel = context.channel
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        written.futureResult.whenComplete { _ in
+            let shut = channel.eventLoop.makePromise(of: Void.self)
+            channel.close(mode: .output, promise: shut)
+            // A channel that cannot shut its output alone is closed whole.
+            shut.futureResult.whenFailure { _ in channel.close(promise: nil) }
+            guard channel.isActive else { return }
+            handler.value.closing = channel.eventLoop.scheduleTask(in: .seconds(Self.lingerSeconds)) { channel.close(promise: nil) }
+        }
+        context.writeAndFlush(data, promise: written)
     }
 }
 

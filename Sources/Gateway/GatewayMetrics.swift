@@ -1,4 +1,5 @@
 import Hummingbird
+import Logging
 import Prometheus
 import Synchronization
 
@@ -175,6 +176,14 @@ final class RefusalLog: Sendable {
             last[key] = (now, 0)
             return leftOut
         }
+    }
+
+    /// A refusal of bytes that did not decode as a request (`ContinueOrClose`): no path, no key.
+    func logUndecoded(from address: String, status: Int, problem: String, logger: Logger) {
+        let client = "address \(address)"
+        guard let leftOut = take("\(client) \(status)") else { return }
+        let more = leftOut > 0 ? " (and \(leftOut) more of this status from this client since the last line)" : ""
+        logger.notice("refused bytes that are not an HTTP/1.1 request from \(Self.oneLine(client)): \(status), \(Self.oneLine(problem))\(more)")
     }
 
     func log(_ request: Request, status: Int, note: Note, context: GatewayContext) {

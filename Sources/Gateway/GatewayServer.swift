@@ -130,7 +130,7 @@ public final class GatewayServer: Sendable {
             .registerHandlers(on: router)
         dashboard.register(on: router)
         let http1 = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [limit.handler(), ContinueOrClose()], idleTimeout: .seconds(max(1, configuration.idleTimeoutSeconds)))
+            additionalChannelHandlers: [limit.handler(), ContinueOrClose(refusals: refusals, logger: logger)], idleTimeout: .seconds(max(1, configuration.idleTimeoutSeconds)))
         let server: HTTPServerBuilder = try tlsConfiguration.map { try .tls(.http1(configuration: http1), tlsConfiguration: $0) } ?? .http1(configuration: http1)
         let app = Application(
             router: router, server: server, configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "calisson-gateway"),

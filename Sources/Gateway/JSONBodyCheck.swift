@@ -1,0 +1,335 @@
+/// A request's JSON body checked before the generated code decodes it, so that what a
+/// client got wrong is named, and so that the gateway reads a body as any other JSON
+/// parser would (Docs/API.md, "Request bodies").
+///
+/// A body is refused unless it is I-JSON (RFC 7493): valid JSON (RFC 8259: no trailing
+/// comma, which Foundation would take) in UTF-8, with no character that is half of a
+/// surrogate pair, and no object naming a member twice.
+/// Foundation's decoder, under the generated code, keeps the first of two members of the
+/// same name, where other parsers keep the last: a request that a partner's proxy or log
+/// reads one way would be acted on another. It is nested at most `depthMax` deep.
+///
+/// Numbers are noted, not refused: a member the document does not define is ignored, as
+/// JSON APIs do, whatever its value. But Foundation's decoder says only "the given data was
+/// not valid JSON" when a member that is an integer holds a number it cannot read as one
+/// (`1.5`, `1e3`, `9223372036854775808`): the numbers of the body that are not whole numbers
+/// from -2^63 to 2^63 - 1, written without fraction or exponent, are noted with their
+/// place, and that error is then answered with them (`RequestShapeMiddleware.describe`).
+/// A refusal or a note names the place (a JSON Pointer, RFC 6901) and the fault.
+enum JSONBodyCheck {
+    static let depthMax = 32
+    /// The numbers noted, at most.
+    static let notesMax = 3
+
+    struct Problem: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    struct Report {
+        /// Why the body is refused; nil: it is I-JSON.
+        var problem: Problem?
+        /// The numbers that are not whole Int64 numbers, each with its place (at most `notesMax`).
+        var numbers: [String] = []
+    }
+
+    /// What is wrong with `bytes`, and the numbers of it that the decoder cannot read as integers.
+    static func check(_ bytes: some Collection<UInt8>) -> Report {
+        func scan(_ buffer: UnsafeBufferPointer<UInt8>) -> Report {
+            var scanner = Scanner(bytes: buffer)
+            do throws(Problem) {
+                try scanner.document()
+                return Report(problem: nil, numbers: scanner.numbers)
+            } catch {
+                return Report(problem: error, numbers: scanner.numbers)
+            }
+        }
+        return bytes.withContiguousStorageIfAvailable(scan) ?? Array(bytes).withUnsafeBufferPointer(scan)
+    }
+
+    /// nil when `bytes` is I-JSON, else what is wrong and where.
+    static func problem(in bytes: some Collection<UInt8>) -> Problem? { check(bytes).problem }
+
+    private struct Scanner {
+        let bytes: UnsafeBufferPointer<UInt8>
+        var at = 0
+        /// The members and indices from the document's root to the value being read.
+        var path: [String] = []
+        /// The numbers that are not whole Int64 numbers (`Report.numbers`).
+        var numbers: [String] = []
+
+        var pointer: String {
+            path.isEmpty ? "the body's top level"
+                : "/" + path.map { $0.replacing("~", with: "~0").replacing("/", with: "~1") }.joined(separator: "/")
+        }
+
+        func fail(_ what: String) -> Problem {
+            Problem(description: "the body is not acceptable JSON at byte \(at) (\(pointer)): \(what)")
+        }
+
+        mutating func document() throws(Problem) {
+            skipSpace()
+            guard at < bytes.count else { throw Problem(description: "the body is empty: a JSON object is expected") }
+            try value(depth: 0)
+            skipSpace()
+            guard at == bytes.count else { throw fail("more follows the JSON value") }
+        }
+
+        mutating func skipSpace() {
+            while at < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[at]) { at += 1 }
+        }
+
+        mutating func value(depth: Int) throws(Problem) {
+            guard at < bytes.count else { throw fail("the body ends where a value is expected") }
+            switch bytes[at] {
+            case UInt8(ascii: "{"): try object(depth: depth + 1)
+            case UInt8(ascii: "["): try array(depth: depth + 1)
+            case UInt8(ascii: "\""): try skipString()
+            case UInt8(ascii: "t"): try literal("true")
+            case UInt8(ascii: "f"): try literal("false")
+            case UInt8(ascii: "n"): try literal("null")
+            case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): try number()
+            default: throw fail("\(Self.quoted(bytes[at])) cannot start a JSON value")
+            }
+        }
+
+        mutating func literal(_ word: StaticString) throws(Problem) {
+            let expected = UnsafeBufferPointer(start: word.utf8Start, count: word.utf8CodeUnitCount)
+            guard bytes.count - at >= expected.count, bytes[at..<(at + expected.count)].elementsEqual(expected) else {
+                throw fail("expected `\(word)`")
+            }
+            at += expected.count
+        }
+
+        mutating func object(depth: Int) throws(Problem) {
+            guard depth <= JSONBodyCheck.depthMax else { throw fail("nested more than \(JSONBodyCheck.depthMax) deep") }
+            at += 1
+            skipSpace()
+            if at < bytes.count, bytes[at] == UInt8(ascii: "}") { at += 1; return }
+            var names = Set<String>()
+            while true {
+                guard at < bytes.count, bytes[at] == UInt8(ascii: "\"") else { throw fail("expected a member's name, in double quotes") }
+                let name = try string()
+                guard names.insert(name).inserted else {
+                    throw fail("the member \"\(name.prefix(64))\" appears twice in this object (RFC 7493: names are unique)")
+                }
+                skipSpace()
+                guard at < bytes.count, bytes[at] == UInt8(ascii: ":") else { throw fail("expected `:` after the member's name") }
+                at += 1
+                skipSpace()
+                path.append(name)
+                try value(depth: depth)
+                path.removeLast()
+                skipSpace()
+                guard at < bytes.count else { throw fail("the body ends inside an object") }
+                switch bytes[at] {
+                case UInt8(ascii: ","):
+                    at += 1
+                    skipSpace()
+                    if at < bytes.count, bytes[at] == UInt8(ascii: "}") { throw fail(Self.trailingComma) }
+                case UInt8(ascii: "}"): at += 1; return
+                default: throw fail("expected `,` or `}` after a member")
+                }
+            }
+        }
+
+        mutating func array(depth: Int) throws(Problem) {
+            guard depth <= JSONBodyCheck.depthMax else { throw fail("nested more than \(JSONBodyCheck.depthMax) deep") }
+            at += 1
+            skipSpace()
+            if at < bytes.count, bytes[at] == UInt8(ascii: "]") { at += 1; return }
+            var index = 0
+            while true {
+                path.append(String(index))
+                try value(depth: depth)
+                path.removeLast()
+                skipSpace()
+                guard at < bytes.count else { throw fail("the body ends inside an array") }
+                switch bytes[at] {
+                case UInt8(ascii: ","):
+                    at += 1
+                    skipSpace()
+                    index += 1
+                    if at < bytes.count, bytes[at] == UInt8(ascii: "]") { throw fail(Self.trailingComma) }
+                case UInt8(ascii: "]"): at += 1; return
+                default: throw fail("expected `,` or `]` after an element")
+                }
+            }
+        }
+
+        /// A string, from its opening quote: its text (escapes resolved).
+        mutating func string() throws(Problem) -> String {
+            at += 1
+            var text: [UInt8] = []
+            while true {
+                guard at < bytes.count else { throw fail("the body ends inside a string") }
+                let byte = bytes[at]
+                switch byte {
+                case UInt8(ascii: "\""):
+                    at += 1
+                    guard let decoded = String(validating: text, as: UTF8.self) else { throw fail("a string is not valid UTF-8") }
+                    return decoded
+                case UInt8(ascii: "\\"):
+                    at += 1
+                    guard at < bytes.count else { throw fail("the body ends inside a string") }
+                    let escaped = bytes[at]
+                    at += 1
+                    switch escaped {
+                    case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): text.append(escaped)
+                    case UInt8(ascii: "b"): text.append(0x08)
+                    case UInt8(ascii: "f"): text.append(0x0C)
+                    case UInt8(ascii: "n"): text.append(0x0A)
+                    case UInt8(ascii: "r"): text.append(0x0D)
+                    case UInt8(ascii: "t"): text.append(0x09)
+                    case UInt8(ascii: "u"): text.append(contentsOf: try unicodeEscape())
+                    default: at -= 1; throw fail("\\\(Self.quoted(escaped)) is not a JSON escape")
+                    }
+                case 0x00..<0x20:
+                    throw fail("a control character (\(Self.quoted(byte))) in a string must be escaped")
+                default:
+                    text.append(byte)
+                    at += 1
+                }
+            }
+        }
+
+        /// A string that is a value, from its opening quote: checked as `string()` checks it,
+        /// without making its text (a signed transaction's hex is most of a body).
+        mutating func skipString() throws(Problem) {
+            at += 1
+            let start = at
+            var ascii = true
+            while true {
+                guard at < bytes.count else { throw fail("the body ends inside a string") }
+                let byte = bytes[at]
+                switch byte {
+                case UInt8(ascii: "\""):
+                    // Escapes are ASCII and checked: the raw bytes are UTF-8 if the text is.
+                    if !ascii, String(validating: UnsafeBufferPointer(rebasing: bytes[start..<at]), as: UTF8.self) == nil {
+                        throw fail("a string is not valid UTF-8")
+                    }
+                    at += 1
+                    return
+                case UInt8(ascii: "\\"):
+                    at += 1
+                    guard at < bytes.count else { throw fail("the body ends inside a string") }
+                    let escaped = bytes[at]
+                    at += 1
+                    switch escaped {
+                    case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"), UInt8(ascii: "n"),
+                         UInt8(ascii: "r"), UInt8(ascii: "t"): break
+                    case UInt8(ascii: "u"): _ = try unicodeEscape()
+                    default: at -= 1; throw fail("\\\(Self.quoted(escaped)) is not a JSON escape")
+                    }
+                case 0x00..<0x20:
+                    throw fail("a control character (\(Self.quoted(byte))) in a string must be escaped")
+                default:
+                    if byte >= 0x80 { ascii = false }
+                    at += 1
+                }
+            }
+        }
+
+        /// After `\u`: the character, in UTF-8 (a surrogate pair read whole).
+        mutating func unicodeEscape() throws(Problem) -> [UInt8] {
+            let first = try hex4()
+            var scalar: UInt32 = first
+            if (0xD800..<0xDC00).contains(first) {
+                guard bytes.count - at >= 6, bytes[at] == UInt8(ascii: "\\"), bytes[at + 1] == UInt8(ascii: "u") else {
+                    throw fail("\\u\(String(first, radix: 16)) is half of a surrogate pair, without its second half")
+                }
+                at += 2
+                let second = try hex4()
+                guard (0xDC00..<0xE000).contains(second) else {
+                    throw fail("\\u\(String(first, radix: 16)) is half of a surrogate pair, without its second half")
+                }
+                scalar = 0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
+            } else if (0xDC00..<0xE000).contains(first) {
+                throw fail("\\u\(String(first, radix: 16)) is the second half of a surrogate pair, alone")
+            }
+            guard let character = Unicode.Scalar(scalar) else { throw fail("\\u escape is not a character") }
+            return Array(String(Character(character)).utf8)
+        }
+
+        mutating func hex4() throws(Problem) -> UInt32 {
+            guard bytes.count - at >= 4 else { throw fail("a \\u escape needs four hexadecimal digits") }
+            var value: UInt32 = 0
+            for _ in 0..<4 {
+                let digit: UInt32
+                switch bytes[at] {
+                case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = UInt32(clamping: bytes[at] - UInt8(ascii: "0"))
+                case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = UInt32(clamping: bytes[at] - UInt8(ascii: "a")) + 10
+                case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = UInt32(clamping: bytes[at] - UInt8(ascii: "A")) + 10
+                default: throw fail("a \\u escape needs four hexadecimal digits")
+                }
+                value = value << 4 | digit
+                at += 1
+            }
+            return value
+        }
+
+        /// A number, noted unless it is a whole number in Int64's range, with no fraction or exponent.
+        mutating func number() throws(Problem) {
+            let start = at
+            let negative = bytes[at] == UInt8(ascii: "-")
+            if negative { at += 1 }
+            let digitsStart = at
+            while at < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[at]) { at += 1 }
+            let digits = at - digitsStart
+            guard digits > 0 else { throw fail("a number needs digits") }
+            guard digits == 1 || bytes[digitsStart] != UInt8(ascii: "0") else {
+                at = start
+                throw fail("\(text(from: start, to: digitsStart + digits)): a number does not start with 0 (RFC 8259)")
+            }
+            var isWhole = true
+            if at < bytes.count, bytes[at] == UInt8(ascii: ".") {
+                isWhole = false
+                at += 1
+                let fraction = at
+                while at < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[at]) { at += 1 }
+                guard at > fraction else { throw fail("a number's fraction needs digits") }
+            }
+            if at < bytes.count, bytes[at] == UInt8(ascii: "e") || bytes[at] == UInt8(ascii: "E") {
+                isWhole = false
+                at += 1
+                if at < bytes.count, bytes[at] == UInt8(ascii: "+") || bytes[at] == UInt8(ascii: "-") { at += 1 }
+                let exponent = at
+                while at < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[at]) { at += 1 }
+                guard at > exponent else { throw fail("a number's exponent needs digits") }
+            }
+            let written = text(from: start, to: at)
+            guard isWhole else {
+                return note("\(written) is not written as a whole number (without a fraction or an exponent)")
+            }
+            // Within Int64: accumulate in UInt64, negatively bounded by 2^63.
+            var magnitude: UInt64 = 0
+            var fits = true
+            for index in digitsStart..<(digitsStart + digits) {
+                let (times, o1) = magnitude.multipliedReportingOverflow(by: 10)
+                let (sum, o2) = times.addingReportingOverflow(UInt64(clamping: bytes[index] - UInt8(ascii: "0")))
+                if o1 || o2 { fits = false; break }
+                magnitude = sum
+            }
+            let bound: UInt64 = negative ? 1 << 63 : (1 << 63) - 1
+            if fits { fits = magnitude <= bound }
+            guard fits else {
+                return note("\(written) is out of range (-9223372036854775808 to 9223372036854775807)")
+            }
+        }
+
+        mutating func note(_ what: String) {
+            if numbers.count < JSONBodyCheck.notesMax { numbers.append("\(pointer): \(what)") }
+        }
+
+        func text(from start: Int, to end: Int) -> String {
+            let shown = String(decoding: bytes[start..<min(end, start + 40)], as: UTF8.self)
+            return end - start > 40 ? shown + "…" : shown
+        }
+
+        /// Foundation's decoder takes `[1,]`; RFC 8259 and most parsers do not.
+        static let trailingComma = "a `,` with nothing after it: JSON has no trailing commas (RFC 8259)"
+
+        static func quoted(_ byte: UInt8) -> String {
+            (0x21..<0x7F).contains(byte) ? "`\(Character(Unicode.Scalar(byte)))`" : "byte 0x\(String(byte, radix: 16, uppercase: true))"
+        }
+    }
+}

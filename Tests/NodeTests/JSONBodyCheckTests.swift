@@ -1,0 +1,124 @@
+// The gateway's check of request bodies (JSONBodyCheck): what Foundation's decoder would
+// accept silently (a member named twice) or refuse without saying where (a number it cannot
+// represent) is refused with the place and the fault named.
+import Foundation
+@testable import Gateway
+import Testing
+import Wire
+
+struct JSONBodyCheckTests {
+    static func problem(_ text: String) -> String? {
+        JSONBodyCheck.problem(in: Array(text.utf8))?.description
+    }
+
+    @Test func validBodiesPass() {
+        for body in [
+            #"{"programme": "mobilite", "units": 1, "evidence": "trip \u00e9\ud83d\ude80 \"A\"\n"}"#,
+            #"{"transactions": ["ab", "cd"], "deadlineIn": 0}"#,
+            #"{"units": 9223372036854775807, "floor": -9223372036854775808, "zero": 0, "minus": -0}"#,
+            #"  {"a": [true, false, null, {}, [], {"b": [1, [2]]}]}  "#,
+            "{\"name\": \"Amina’s café\"}",
+        ] {
+            #expect(Self.problem(body) == nil, "\(body)")
+        }
+    }
+
+    @Test func aFaultIsNamedWithItsPlace() throws {
+        let cases: [(String, [String])] = [
+            (#"{"units": 1, "units": 2}"#, ["\"units\" appears twice", "top level"]),
+            (#"{"a": {"x": 1, "\u0078": 2}}"#, ["\"x\" appears twice", "/a"]),
+            (#"{"transactions": ["ab", 01]}"#, ["/transactions/1", "does not start with 0"]),
+            (#"{"a/b~c": [1, 2, {"d": 01}]}"#, ["/a~1b~0c/2/d"]),
+            (#"{"units": 1,}"#, ["no trailing commas"]),
+            (#"[1, ]"#, ["no trailing commas"]),
+            (#"{"units": 1, 2}"#, ["expected a member's name"]),
+            (#"{"units" 1}"#, ["expected `:`"]),
+            (#"{"units": 1} {}"#, ["more follows"]),
+            (#"{"units": tru}"#, ["expected `true`"]),
+            (#"{"units": +1}"#, ["`+` cannot start a JSON value"]),
+            (#"{"s": "\ud800"}"#, ["half of a surrogate pair"]),
+            (#"{"s": "\udc00"}"#, ["second half"]),
+            (#"{"s": "\q"}"#, ["\\`q` is not a JSON escape"]),
+            ("{\"s\": \"a\u{01}b\"}", ["control character (byte 0x1)"]),
+            ("", ["the body is empty"]),
+            ("   ", ["the body is empty"]),
+            (#"{"s": "abc"#, ["ends inside a string"]),
+            (#"[1, 2"#, ["ends inside an array"]),
+            (String(repeating: "[", count: 40) + String(repeating: "]", count: 40), ["nested more than 32 deep"]),
+            (String(repeating: "[", count: 1_000_000), ["nested more than 32 deep"]),
+        ]
+        for (body, expected) in cases {
+            let problem = try #require(Self.problem(body), "\(body.prefix(80)) was accepted")
+            for part in expected {
+                #expect(problem.contains(part), "\(body.prefix(80)): \(problem)")
+            }
+        }
+        // Numbers that are not whole Int64 numbers are noted with their place, not refused
+        // (a member the document does not define is ignored, whatever it holds).
+        let numbers: [(String, [String])] = [
+            (#"{"units": 1.5}"#, ["/units: 1.5 is not written as a whole number"]),
+            (#"{"units": 1e3, "b": [2E-1, 1.0]}"#, ["/units: 1e3", "/b/0: 2E-1", "/b/1: 1.0"]),
+            (#"{"units": 9223372036854775808}"#, ["/units: 9223372036854775808 is out of range"]),
+            (#"{"units": -9223372036854775809}"#, ["/units: -9223372036854775809 is out of range"]),
+            (#"{"units": 18446744073709551615}"#, ["/units: 18446744073709551615 is out of range"]),
+            (#"{"units": 123456789012345678901234567890123456789012345678901234567890}"#, ["is out of range", "…"]),
+            (#"[1.5, 2.5, 3.5, 4.5]"#, ["/0: 1.5", "/1: 2.5", "/2: 3.5"]),
+        ]
+        for (body, expected) in numbers {
+            let report = JSONBodyCheck.check(Array(body.utf8))
+            #expect(report.problem == nil, "\(body)")
+            let noted = report.numbers.joined(separator: "; ")
+            for part in expected { #expect(noted.contains(part), "\(body): \(noted)") }
+        }
+        #expect(JSONBodyCheck.check(Array(#"[1.5, 2.5, 3.5, 4.5]"#.utf8)).numbers.count == JSONBodyCheck.notesMax)
+        #expect(JSONBodyCheck.check(Array(#"{"a": -9223372036854775808, "b": 9223372036854775807, "c": -0}"#.utf8)).numbers.isEmpty)
+
+        // Invalid UTF-8 in a string.
+        let invalid = Array(#"{"s": ""#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8)
+        #expect(JSONBodyCheck.problem(in: invalid)?.description.contains("not valid UTF-8") == true)
+        let invalidName = Array(#"{""#.utf8) + [0xFF] + Array(#"": 1}"#.utf8)
+        #expect(JSONBodyCheck.problem(in: invalidName)?.description.contains("not valid UTF-8") == true)
+        // 32 deep is accepted.
+        #expect(Self.problem(String(repeating: "[", count: 32) + String(repeating: "]", count: 32)) == nil)
+    }
+
+    /// Against Foundation's parser, on bodies mutated at random (a fixed seed): the check
+    /// never accepts what Foundation refuses, and refuses what Foundation accepts only for
+    /// the faults it adds (a member twice, half a surrogate pair, the depth, a trailing
+    /// comma, which Foundation takes), and never traps.
+    @Test func itAgreesWithFoundationOnMutatedBodies() throws {
+        let seeds = [
+            #"{"programme": "mobilite", "account": "abab", "units": 12, "evidence": "trip \u00e9 \"A\"", "x": [true, null, -0, 1.5e3]}"#,
+            #"{"transactions": ["0a1b", "ffff"], "action": {"kind": "setParameters", "parameters": {"a": 1, "b": [{}]}}}"#,
+            "{\"name\": \"Amina’s café \\ud83d\\ude80\"}",
+        ].map { Array($0.utf8) }
+        let alphabet = Array(#"{}[]":,\ -+.eE0123456789tfnulrsaubx"#.utf8) + [0x00, 0x1F, 0x80, 0xC3, 0xFF]
+        var random = SplitMix64(seed: 0x1d5e_7a11)
+        var accepted = 0
+        for round in 0..<20_000 {
+            var body = seeds[round % seeds.count]
+            for _ in 0..<Int.random(in: 1...4, using: &random) {
+                let at = Int.random(in: 0...body.count, using: &random)
+                switch Int.random(in: 0..<4, using: &random) {
+                case 0 where at < body.count: body[at] = alphabet.randomElement(using: &random)!
+                case 1: body.insert(alphabet.randomElement(using: &random)!, at: at)
+                case 2 where at < body.count: body.remove(at: at)
+                default:
+                    let end = Int.random(in: at...body.count, using: &random)
+                    body.insert(contentsOf: body[at..<end], at: at)
+                }
+            }
+            let ours = JSONBodyCheck.check(body).problem
+            let theirs = (try? JSONSerialization.jsonObject(with: Data(body), options: [.fragmentsAllowed])) != nil
+            if ours == nil {
+                accepted += 1
+                #expect(theirs, "accepted, Foundation refuses: \(String(decoding: body, as: UTF8.self))")
+            } else if theirs, let ours {
+                let stricter = ["appears twice", "surrogate pair", "nested more than", "trailing commas"].contains { ours.description.contains($0) }
+                #expect(stricter, "refused, Foundation accepts: \(String(decoding: body, as: UTF8.self)): \(ours)")
+            }
+        }
+        // The mutations leave some bodies valid: the agreement is on both sides.
+        #expect(accepted > 500, "\(accepted) of 20,000 accepted")
+    }
+}
