@@ -234,24 +234,31 @@ final class AccessState: Sendable {
     let places = Places(maximum: RequestShapeMiddleware.inFlightMax, queuedMax: RequestShapeMiddleware.queuedMax)
     let publicPlaces = Places(maximum: RequestShapeMiddleware.publicInFlightMax, queuedMax: RequestShapeMiddleware.publicQueuedMax)
     /// Bytes of request bodies being received per client (key name), each counted at its
-    /// announced length or the largest body of its path (`RequestShapeMiddleware.postBytesPerClientMax`).
-    let bodyBytes = Mutex<[String: Int]>([:])
+    /// announced length or the largest body of its path (`RequestShapeMiddleware.postBytesPerClientMax`),
+    /// and by all clients together (`postBytesTotalMax`).
+    let bodyBytes = Mutex<(perClient: [String: Int], total: Int)>(([:], 0))
 
-    /// Counts `bytes` of a body of `client` about to be read; false when its bodies being
-    /// received would pass the most one client may have.
-    func takeBody(_ client: String, bytes: Int) -> Bool {
+    /// Why a body may not be read now.
+    enum BodyBound { case client, total }
+
+    /// Counts `bytes` of a body of `client` about to be read; the bound it would pass
+    /// instead (its client's, or all clients'), nil when it is counted.
+    func takeBody(_ client: String, bytes: Int) -> BodyBound? {
         bodyBytes.withLock { counts in
-            let held = counts[client, default: 0]
-            guard held <= RequestShapeMiddleware.postBytesPerClientMax - bytes else { return false }
-            counts[client] = held + bytes
-            return true
+            let held = counts.perClient[client, default: 0]
+            guard held <= RequestShapeMiddleware.postBytesPerClientMax - bytes else { return .client }
+            guard counts.total <= RequestShapeMiddleware.postBytesTotalMax - bytes else { return .total }
+            counts.perClient[client] = held + bytes
+            counts.total += bytes
+            return nil
         }
     }
 
     func endBody(_ client: String, bytes: Int) {
         bodyBytes.withLock { counts in
-            let left = counts[client, default: bytes] - bytes
-            counts[client] = left > 0 ? left : nil
+            let left = counts.perClient[client, default: bytes] - bytes
+            counts.perClient[client] = left > 0 ? left : nil
+            counts.total = max(0, counts.total - bytes)
         }
     }
 }
@@ -429,6 +436,9 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// this bounds the memory one key's bodies being received take (32 batches of 1 MiB, or
     /// thousands of usual submissions).
     static var postBytesPerClientMax: Int { 32 << 20 }
+    /// The same for all clients together: however many keys the gateway lists, the bodies
+    /// being received take at most this much memory.
+    static var postBytesTotalMax: Int { 128 << 20 }
     let state: AccessState
     /// The whole body must arrive within this (a slow sender holds its connection meanwhile).
     var bodySeconds: Int64 = 10
@@ -581,10 +591,17 @@ struct RequestShapeMiddleware: RouterMiddleware {
             let poster = AccessMiddleware.client ?? context.channel.remoteAddress?.ipAddress ?? "unknown"
             let bodyMax = Self.bodyByteCountMax(request.uri.path)
             let bytes = min(bodyMax, request.headers[.contentLength].flatMap { Int($0) }.map { max(0, $0) } ?? bodyMax)
-            guard state.takeBody(poster, bytes: bytes) else {
+            switch state.takeBody(poster, bytes: bytes) {
+            case nil: break
+            case .client?:
                 return ProblemResponse.make(
                     status: 503, type: "busy", title: "Busy",
                     detail: "\(poster) is sending \(Self.postBytesPerClientMax >> 20) MiB of request bodies at once, the most one client may: retry once one has arrived",
+                    headers: [.retryAfter: "1"])
+            case .total?:
+                return ProblemResponse.make(
+                    status: 503, type: "busy", title: "Busy",
+                    detail: "the gateway is receiving \(Self.postBytesTotalMax >> 20) MiB of request bodies at once from all its clients, the most it takes: retry shortly",
                     headers: [.retryAfter: "1"])
             }
             let read: Result<(request: Request, numbers: [String]), BodyRefusal>

@@ -252,6 +252,23 @@ import Wire
         }
     }
 
+    /// The bodies being received are bounded per client and for all clients together: many
+    /// keys each within their own bound cannot take more than `postBytesTotalMax` between them.
+    @Test func theBodiesBeingReceivedAreBoundedForAllClients() {
+        let state = AccessState()
+        let perClient = RequestShapeMiddleware.postBytesPerClientMax, total = RequestShapeMiddleware.postBytesTotalMax
+        let clients = total / perClient
+        for client in 0..<clients { #expect(state.takeBody("key\(client)", bytes: perClient) == nil) }
+        #expect(state.takeBody("key0", bytes: 1) == .client)
+        #expect(state.takeBody("another", bytes: 1) == .total)
+        state.endBody("key1", bytes: perClient)
+        #expect(state.takeBody("another", bytes: perClient) == nil)
+        #expect(state.takeBody("late", bytes: 1) == .total)
+        for client in 0..<clients where client != 1 { state.endBody("key\(client)", bytes: perClient) }
+        state.endBody("another", bytes: perClient)
+        #expect(state.bodyBytes.withLock { $0.total == 0 && $0.perClient.isEmpty })
+    }
+
     /// A body is read before its request takes a place: one key announcing more bodies than
     /// there are places and sending none holds its own connections only, and another key is
     /// answered meanwhile (before, it was told `503 busy` for as long as the bodies' time).
@@ -266,7 +283,7 @@ import Wire
         let other = APIKey.generate(name: "other", scopes: [.read])
         // The bodies' time longer than the test: none ends (and gives its bytes back) meanwhile.
         let (server, serving, port) = try await GatewayTests.start(nodes, cluster, keys: [slow.entry, other.entry], bodySeconds: 60)
-        func receiving() -> Int { server.access.bodyBytes.withLock { $0["slow"] ?? 0 } }
+        func receiving() -> Int { server.access.bodyBytes.withLock { $0.perClient["slow"] ?? 0 } }
         defer { serving.cancel() }
         let head = "Host: 127.0.0.1\r\nAuthorization: Bearer \(slow.secret)\r\nContent-Type: application/json\r\n"
         let count = RequestShapeMiddleware.inFlightMax + 12
