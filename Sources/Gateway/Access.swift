@@ -440,15 +440,15 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// being received take at most this much memory.
     static var postBytesTotalMax: Int { 128 << 20 }
     let state: AccessState
+    /// The operations' paths and methods (registered from openapi.yaml by the generated code).
+    let routes: Routes
     /// The whole body must arrive within this (a slow sender holds its connection meanwhile).
     var bodySeconds: Int64 = 10
 
-    /// The methods of openapi.yaml's operations by path: POST on the paths below, GET (and
-    /// HEAD, answered like GET) everywhere else. Kept in step with the document: the
-    /// Schemathesis test (GatewaySchemaTests) fails on a method it lists that is refused.
-    static func allowed(_ path: String) -> [HTTPRequest.Method] {
-        ["/v1/transactions", "/v1/transaction-batches", "/v1/rewards", "/v1/redemptions", "/v1/transfers", "/v1/proposals", "/v1/votes"].contains(path)
-            ? [.post] : [.get, .head]
+    /// The methods `path` has: those of its operations (HEAD with GET), GET and HEAD on the
+    /// public pages; nil when it is no operation's or page's.
+    func allowed(_ path: String) -> [HTTPRequest.Method]? {
+        Dashboard.isPublic(path) ? [.get, .head] : routes.methods(of: path)
     }
 
     /// What the generated code found wrong in a request, in words: the field (a JSON
@@ -576,7 +576,10 @@ struct RequestShapeMiddleware: RouterMiddleware {
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let allowed = Self.allowed(request.uri.path)
+        guard let allowed = allowed(request.uri.path) else {
+            // No operation has this path, whatever the method: nothing of the request is read.
+            return Self.notFound(request.uri.path)
+        }
         guard allowed.contains(request.method) else {
             return ProblemResponse.make(
                 status: 405, type: "method-not-allowed", title: "Method not allowed", detail: "\(request.method) is not an operation of \(request.uri.path)",
@@ -652,9 +655,13 @@ struct RequestShapeMiddleware: RouterMiddleware {
             if isPublic {
                 return Dashboard.text(.notFound, "no such page: the dashboard is at /fr/ and /en/, the open data at /open-data/v1/ (Docs/OPEN-DATA.md)\n")
             }
-            return ProblemResponse.make(
-                status: 404, type: "not-found", title: "Not found",
-                detail: "\(request.uri.path) is not an operation of this gateway: its operations are in its OpenAPI document (Sources/Gateway/openapi.yaml, Docs/API.md)")
+            return Self.notFound(request.uri.path)
         }
+    }
+
+    static func notFound(_ path: String) -> Response {
+        ProblemResponse.make(
+            status: 404, type: "not-found", title: "Not found",
+            detail: "\(path) is not an operation of this gateway: its operations are in its OpenAPI document (Sources/Gateway/openapi.yaml, Docs/API.md)")
     }
 }

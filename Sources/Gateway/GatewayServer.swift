@@ -120,14 +120,16 @@ public final class GatewayServer: Sendable {
         router.add(middleware: AccessMiddleware(
             keys: configuration.keys, state: access, metricsOpen: tlsConfiguration == nil, publicLimiter: dashboard.limiter,
             bodySeconds: max(1, configuration.bodySeconds)))
-        router.add(middleware: RequestShapeMiddleware(state: access, bodySeconds: max(1, configuration.bodySeconds)))
+        let routes = Routes()
+        router.add(middleware: RequestShapeMiddleware(state: access, routes: routes, bodySeconds: max(1, configuration.bodySeconds)))
         // Prometheus text; open on the plain listener (loopback only), a key's over HTTPS.
+        routes.add(method: .get, template: "/metrics")
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                      body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.text(pool: pool, access: access, feed: feed, watch: watch, connections: limit))))
         }
         try GatewayAPI(pool: configuration.pool, signer: configuration.signer, feed: feed, watch: watch, settlementRegister: configuration.settlementRegister)
-            .registerHandlers(on: router)
+            .registerHandlers(on: RecordingTransport(transport: router, routes: routes))
         dashboard.register(on: router)
         let http1 = HTTP1Channel.Configuration(
             additionalChannelHandlers: [limit.handler(), ContinueOrClose(refusals: refusals, logger: logger)], idleTimeout: .seconds(max(1, configuration.idleTimeoutSeconds)))

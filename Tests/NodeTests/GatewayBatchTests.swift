@@ -525,8 +525,9 @@ import Wire
     /// What a client got wrong is named, on the live gateway: a body that is not I-JSON (a
     /// number that is not a whole Int64, a member named twice: JSONBodyCheck), a field of the
     /// wrong type or missing, and bytes that are not HTTP/1.1 at all (answered with a problem
-    /// document and the connection ended, where Hummingbird wrote a bare 400). The gateway
-    /// stays up and answers the next client.
+    /// document and the connection ended, where Hummingbird wrote a bare 400); a path that is
+    /// no operation (404 whatever the method) and a method its path does not have (405). The
+    /// gateway stays up and answers the next client.
     @Test func whatAClientGotWrongIsNamed() async throws {
         let cluster = try TestCluster()
         let nodes = try cluster.startNodes()
@@ -560,6 +561,16 @@ import Wire
         }
         // The bytes that are not HTTP end their connection.
         for answer in cases.suffix(3).map(\.answer) { #expect(answer.lowercased().contains("connection: close"), "\(answer.prefix(300))") }
+        // A path that is no operation is a 404 whatever the method (it was a 405 but for GET);
+        // a method an operation's path does not have a 405 naming those it has.
+        for method in ["OPTIONS", "POST", "DELETE", "GET"] {
+            let answer = Raw.exchange(port, "\(method) /v1/nothing-here HTTP/1.1\r\n\(head)Content-Length: 0\r\n\r\n")
+            #expect(answer.hasPrefix("HTTP/1.1 404 ") && answer.contains("is not an operation of this gateway"), "\(method): \(answer.prefix(300))")
+        }
+        for (request, allow) in [("POST /v1/status", "GET, HEAD"), ("GET /v1/transactions", "POST"), ("PUT /v1/accounts/\(String(repeating: "ab", count: 32))", "GET, HEAD")] {
+            let answer = Raw.exchange(port, "\(request) HTTP/1.1\r\n\(head)Content-Length: 0\r\n\r\n")
+            #expect(answer.hasPrefix("HTTP/1.1 405 ") && answer.lowercased().contains("allow: \(allow.lowercased())"), "\(request): \(answer.prefix(300))")
+        }
         #expect([200, 503].contains(try await GatewayTests.get(port, "/health", key: nil).status))
     }
 }

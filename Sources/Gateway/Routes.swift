@@ -1,0 +1,54 @@
+import HTTPTypes
+import OpenAPIRuntime
+import Synchronization
+
+/// The operations' paths and methods, as the generated code registers them from
+/// openapi.yaml: which methods a path has (`405` with `Allow` for another), or that it is no
+/// operation at all (`404` whatever the method). Before, every path but the POST operations'
+/// was said to have GET and HEAD, so `OPTIONS` or `POST` on a path that does not exist was
+/// a `405` where `GET` on it was a `404`.
+final class Routes: Sendable {
+    /// Each registered template's segments (`{name}` stands for any one segment) and its method.
+    private let routes = Mutex<[(segments: [Substring], method: HTTPRequest.Method)]>([])
+
+    func add(method: HTTPRequest.Method, template: String) {
+        routes.withLock { $0.append((Self.segments(of: template), method)) }
+    }
+
+    /// The methods `path` has (HEAD with GET, which the router answers without the body),
+    /// or nil when it is no registered operation's.
+    func methods(of path: String) -> [HTTPRequest.Method]? {
+        let segments = Self.segments(of: path)
+        let found = routes.withLock { routes in
+            routes.filter { route in
+                route.segments.count == segments.count
+                    && zip(route.segments, segments).allSatisfy { template, segment in
+                        (template.first == "{" && template.last == "}" && !segment.isEmpty) || template == segment
+                    }
+            }.map(\.method)
+        }
+        guard !found.isEmpty else { return nil }
+        var methods: [HTTPRequest.Method] = []
+        for method in found where !methods.contains(method) { methods.append(method) }
+        if methods.contains(.get), !methods.contains(.head) { methods.append(.head) }
+        return methods
+    }
+
+    static func segments(of path: String) -> [Substring] {
+        path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map { $0 }
+    }
+}
+
+/// Registers the generated operations on `transport` and records their routes in `routes`.
+struct RecordingTransport: ServerTransport {
+    let transport: any ServerTransport
+    let routes: Routes
+
+    func register(
+        _ handler: @Sendable @escaping (HTTPRequest, HTTPBody?, ServerRequestMetadata) async throws -> (HTTPResponse, HTTPBody?),
+        method: HTTPRequest.Method, path: String
+    ) throws {
+        routes.add(method: method, template: path)
+        try transport.register(handler, method: method, path: path)
+    }
+}
