@@ -194,7 +194,7 @@ public enum NodeMaintenance {
     /// and the genesis it records.
     static func check(_ file: String, genesis: Genesis) throws {
         let store = try NodeStore(file: file, readOnly: true)
-        guard store.isInitialized else { throw Failure("\(file): not a node's database (no genesis state)") }
+        guard try store.isInitialized else { throw Failure("\(file): not a node's database (no genesis state)") }
         if let recorded = try store.extra(Core.genesisExtra), recorded != genesis.digest.bytes {
             throw Failure(
                 "\(file) was made with another genesis (digest \(Hex.encode(recorded))) than this configuration's (\(genesis.digest.hex))")

@@ -182,7 +182,7 @@ public final class NodeRuntime: @unchecked Sendable {
             let pages = try StoredState.convertLegacyTree(store)
             logger.notice("state tree converted to pages (storage schema 5)", metadata: ["pages": "\(pages)"])
         }
-        let genesisToRecord = store.isInitialized ? try Self.checkGenesis(genesis, of: store) : nil
+        let genesisToRecord = try store.isInitialized ? try Self.checkGenesis(genesis, of: store) : nil
         let replicaConfiguration = try Self.replicaConfiguration(configuration)
         var schedule = replicaConfiguration.genesisSchedule
         if let bytes = try store.extra(Core.scheduleExtra) {

@@ -12,7 +12,9 @@ import Wire
 /// for the turn of its loop (synced when the turn ends, before its effects).
 extension StoredState: NodeStorage {
     public var state: StoredState { self }
-    public var isInitialized: Bool { store.isInitialized }
+    public var isInitialized: Bool {
+        get throws { try store.isInitialized }
+    }
     public var height: UInt64 { store.height }
 
     public func extra(_ name: String) throws -> [UInt8]? { try store.extra(name) }

@@ -222,7 +222,7 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
         self.settings = settings
         self.peers = peers.sorted()
         self.verifySignature = verifySignature
-        if storage.isInitialized {
+        if try storage.isInitialized {
             var resumed = try Ledger(chainId: genesis.chainId, store: storage.state)
             try Self.replay(storage, &resumed, settings: settings, verifySignature: verifySignature)
             ledger = resumed

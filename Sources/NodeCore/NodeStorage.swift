@@ -17,8 +17,9 @@ public protocol NodeStorage: AnyObject {
     associatedtype State: StateStore
     /// The ledger's state on this storage.
     var state: State { get }
-    /// Whether a genesis was written (a new storage holds nothing).
-    var isInitialized: Bool { get }
+    /// Whether a genesis was written (a new storage holds nothing); a storage that cannot
+    /// tell throws.
+    var isInitialized: Bool { get throws }
     /// The height of the last block persisted.
     var height: UInt64 { get }
     /// The height the state is at: `height`, or below it after a restart when the storage

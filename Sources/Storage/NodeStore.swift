@@ -341,8 +341,11 @@ public final class NodeStore {
     /// appended without their state (`append(_:state: nil)`); whoever writes next executes
     /// them again from their bodies (Docs/STORAGE.md, "The state at checkpoints").
     public var stateHeight: UInt64 { ((try? meta("state_height")) ?? nil).map(Self.uint64) ?? height }
-    /// Whether the genesis state was written.
-    public var isInitialized: Bool { ((try? meta("height")) ?? nil) != nil }
+    /// Whether the genesis state was written. A read that fails is thrown, never taken for
+    /// "no": a node that could not read its file would otherwise write a genesis over its chain.
+    public var isInitialized: Bool {
+        get throws(StorageError) { try meta("height") != nil }
+    }
     /// An opaque record the node keeps with the state (the consensus epoch schedule).
     public func extra(_ name: String) throws(StorageError) -> [UInt8]? { try meta("extra." + name) }
 
@@ -404,7 +407,7 @@ public final class NodeStore {
     /// Writes the genesis state (height 0). The store must be empty.
     public func writeGenesis(_ state: StateChanges, extras: [String: [UInt8]] = [:]) throws(StorageError) {
         guard !isReadOnly else { throw .readOnly(file: file) }
-        guard !isInitialized else { throw .invalid(file: file, reason: "the genesis state is already written") }
+        guard try !isInitialized else { throw .invalid(file: file, reason: "the genesis state is already written") }
         do { try writeGenesisTransaction(state, extras: extras) } catch {
             retiredCache = nil
             throw error
@@ -425,7 +428,7 @@ public final class NodeStore {
     /// without, the block alone, and the stored state stays where it is.
     public func append(_ block: BlockRecord, state: StateChanges?, extras: [String: [UInt8]] = [:]) throws(StorageError) {
         guard !isReadOnly else { throw .readOnly(file: file) }
-        guard isInitialized else { throw .invalid(file: file, reason: "no genesis state") }
+        guard try isInitialized else { throw .invalid(file: file, reason: "no genesis state") }
         guard block.height == height + 1 else { throw .invalid(file: file, reason: "block \(block.height) after \(height)") }
         if let state, block.stateRoot != state.root {
             throw .invalid(file: file, reason: "block \(block.height)'s state root is not its state's")

@@ -19,7 +19,7 @@ extension NodeStore {
 
     private func requireImport() throws(StorageError) {
         guard !isReadOnly else { throw .readOnly(file: file) }
-        guard !isInitialized else { throw .invalid(file: file, reason: "this database already holds a chain (height \(height)): a snapshot is imported into a new one") }
+        guard try !isInitialized else { throw .invalid(file: file, reason: "this database already holds a chain (height \(height)): a snapshot is imported into a new one") }
     }
 
     /// Before the other calls: checks the database holds no chain and makes the table

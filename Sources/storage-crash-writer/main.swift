@@ -37,7 +37,7 @@ do {
     state.sliceRowsMin = 1
     let issuer = Ed25519PrivateKey(seed: SHA256.hash("crash issuer").bytes)!
     var ledger: Ledger<StoredState>
-    if store.isInitialized {
+    if try store.isInitialized {
         ledger = try Ledger(chainId: CrashWriter.chainId, store: state)
         while state.stateHeight < store.height {
             let height = state.stateHeight + 1

@@ -650,6 +650,26 @@ struct Chain {
         #expect(try recomputedRoot(reopened) == reopened.stateRoot)
     }
 
+    /// Whether a database holds a chain is read, never assumed: a read that fails throws
+    /// (before, it was taken for "no chain", and a node starting then would write a genesis
+    /// over its chain), and neither a genesis nor a snapshot import is begun.
+    @Test func aChainThatCannotBeReadIsNeverTakenForNone() throws {
+        let file = temporaryFile("unreadable-meta.db")
+        let chain = Chain()
+        let state = StoredState(store: try NodeStore(file: file, create: true))
+        var ledger = try Ledger.create(chain.genesis, in: state)
+        try state.persistGenesis()
+        try chain.run(&ledger, to: 2)
+        #expect(try state.store.isInitialized)
+        // The table of the chain's heights out of reach (as a failing read would leave it).
+        try state.store.database.execute("ALTER TABLE meta RENAME TO meta_aside")
+        #expect(throws: StorageError.self) { try state.store.isInitialized }
+        #expect(throws: StorageError.self) { try state.store.writeGenesis(StateChanges(values: [], createdPages: [], removedPages: [], root: .zero)) }
+        #expect(throws: StorageError.self) { try state.store.beginImport() }
+        try state.store.database.execute("ALTER TABLE meta_aside RENAME TO meta")
+        #expect(try state.store.isInitialized && state.store.height == 2 && state.store.stateRoot == ledger.stateRoot)
+    }
+
     /// A batch that defers its sync commits at `synchronous = NORMAL` and leaves the
     /// connection at FULL for every other write; the syncer reports each commit number it
     /// covered, and once one sync failed every later report is a failure.
