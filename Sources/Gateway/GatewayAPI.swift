@@ -30,7 +30,9 @@ struct GatewayAPI: APIProtocol {
         let up = pool.nodeStates.filter { $0.error == nil && $0.certifiedHeight != nil }.map(\.address.description)
         guard newest > 0, !up.isEmpty else {
             let errors = pool.nodeStates.compactMap { node in node.error.map { "\(node.address): \($0)" } }
-            return .serviceUnavailable(.init(body: .plainText(HTTPBody("no verified, fresh answer yet\(errors.isEmpty ? "" : ": " + errors.joined(separator: "; "))\n"))))
+            let text = "no verified, fresh answer yet\(errors.isEmpty ? "" : ": " + errors.joined(separator: "; "))"
+            RefusalLog.problem("not-ready", text)  // the log's line says why, as for a problem document
+            return .serviceUnavailable(.init(body: .plainText(HTTPBody(text + "\n"))))
         }
         return .ok(.init(body: .plainText(HTTPBody("ok: certified checkpoint \(newest), nodes answering \(up.joined(separator: ", "))\n"))))
     }
