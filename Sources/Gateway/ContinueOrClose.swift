@@ -54,7 +54,7 @@ import NIOHTTPTypesHTTP1
 /// the fault (`431` for a head too large, else `400`), logged as a refusal, and the
 /// connection ends as after any answer that closes. Hummingbird answered them with a bare
 /// `400` and logged nothing. A fault inside a request's body (a malformed chunk) is the
-/// reading of that body's to answer (`AccessMiddleware.readBody`).
+/// reading of that body's to answer (`RequestShapeMiddleware.readBody`).
 final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
