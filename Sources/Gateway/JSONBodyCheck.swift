@@ -83,7 +83,7 @@ enum JSONBodyCheck {
             switch bytes[at] {
             case UInt8(ascii: "{"): try object(depth: depth + 1)
             case UInt8(ascii: "["): try array(depth: depth + 1)
-            case UInt8(ascii: "\""): try skipString()
+            case UInt8(ascii: "\""): _ = try string(keeping: false)
             case UInt8(ascii: "t"): try literal("true")
             case UInt8(ascii: "f"): try literal("false")
             case UInt8(ascii: "n"): try literal("null")
@@ -106,9 +106,10 @@ enum JSONBodyCheck {
             skipSpace()
             if at < bytes.count, bytes[at] == UInt8(ascii: "}") { at += 1; return }
             var names = Set<String>()
-            while true {
-                guard at < bytes.count, bytes[at] == UInt8(ascii: "\"") else { throw fail("expected a member's name, in double quotes") }
-                let name = try string()
+            repeat {
+                guard at < bytes.count, bytes[at] == UInt8(ascii: "\""), let name = try string(keeping: true) else {
+                    throw fail("expected a member's name, in double quotes")
+                }
                 guard names.insert(name).inserted else {
                     throw fail("the member \"\(name.prefix(64))\" appears twice in this object (RFC 7493: names are unique)")
                 }
@@ -119,17 +120,7 @@ enum JSONBodyCheck {
                 path.append(name)
                 try value(depth: depth)
                 path.removeLast()
-                skipSpace()
-                guard at < bytes.count else { throw fail("the body ends inside an object") }
-                switch bytes[at] {
-                case UInt8(ascii: ","):
-                    at += 1
-                    skipSpace()
-                    if at < bytes.count, bytes[at] == UInt8(ascii: "}") { throw fail(Self.trailingComma) }
-                case UInt8(ascii: "}"): at += 1; return
-                default: throw fail("expected `,` or `}` after a member")
-                }
-            }
+            } while try !ended(by: UInt8(ascii: "}"), after: "a member")
         }
 
         mutating func array(depth: Int) throws(Problem) {
@@ -138,92 +129,80 @@ enum JSONBodyCheck {
             skipSpace()
             if at < bytes.count, bytes[at] == UInt8(ascii: "]") { at += 1; return }
             var index = 0
-            while true {
+            repeat {
                 path.append(String(index))
                 try value(depth: depth)
                 path.removeLast()
+                index += 1
+            } while try !ended(by: UInt8(ascii: "]"), after: "an element")
+        }
+
+        /// After a member or an element: a `,` and the next (never the closing bracket), or
+        /// the closing bracket; whether the object or array ended.
+        mutating func ended(by closing: UInt8, after what: String) throws(Problem) -> Bool {
+            skipSpace()
+            guard at < bytes.count else { throw fail("the body ends inside \(closing == UInt8(ascii: "}") ? "an object" : "an array")") }
+            switch bytes[at] {
+            case UInt8(ascii: ","):
+                at += 1
                 skipSpace()
-                guard at < bytes.count else { throw fail("the body ends inside an array") }
-                switch bytes[at] {
-                case UInt8(ascii: ","):
-                    at += 1
-                    skipSpace()
-                    index += 1
-                    if at < bytes.count, bytes[at] == UInt8(ascii: "]") { throw fail(Self.trailingComma) }
-                case UInt8(ascii: "]"): at += 1; return
-                default: throw fail("expected `,` or `]` after an element")
-                }
+                if at < bytes.count, bytes[at] == closing { throw fail(Self.trailingComma) }
+                return false
+            case closing:
+                at += 1
+                return true
+            default:
+                throw fail("expected `,` or `\(Character(Unicode.Scalar(closing)))` after \(what)")
             }
         }
 
-        /// A string, from its opening quote: its text (escapes resolved).
-        mutating func string() throws(Problem) -> String {
-            at += 1
-            var text: [UInt8] = []
-            while true {
-                guard at < bytes.count else { throw fail("the body ends inside a string") }
-                let byte = bytes[at]
-                switch byte {
-                case UInt8(ascii: "\""):
-                    at += 1
-                    guard let decoded = String(validating: text, as: UTF8.self) else { throw fail("a string is not valid UTF-8") }
-                    return decoded
-                case UInt8(ascii: "\\"):
-                    at += 1
-                    guard at < bytes.count else { throw fail("the body ends inside a string") }
-                    let escaped = bytes[at]
-                    at += 1
-                    switch escaped {
-                    case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): text.append(escaped)
-                    case UInt8(ascii: "b"): text.append(0x08)
-                    case UInt8(ascii: "f"): text.append(0x0C)
-                    case UInt8(ascii: "n"): text.append(0x0A)
-                    case UInt8(ascii: "r"): text.append(0x0D)
-                    case UInt8(ascii: "t"): text.append(0x09)
-                    case UInt8(ascii: "u"): text.append(contentsOf: try unicodeEscape())
-                    default: at -= 1; throw fail("\\\(Self.quoted(escaped)) is not a JSON escape")
-                    }
-                case 0x00..<0x20:
-                    throw fail("a control character (\(Self.quoted(byte))) in a string must be escaped")
-                default:
-                    text.append(byte)
-                    at += 1
-                }
-            }
-        }
-
-        /// A string that is a value, from its opening quote: checked as `string()` checks it,
-        /// without making its text (a signed transaction's hex is most of a body).
-        mutating func skipString() throws(Problem) {
+        /// A string, from its opening quote, checked: its text (escapes resolved) when
+        /// `keeping` (a member's name), else nil, made of nothing (a signed transaction's hex
+        /// is most of a body).
+        mutating func string(keeping: Bool) throws(Problem) -> String? {
             at += 1
             let start = at
+            var text: [UInt8] = []
             var ascii = true
             while true {
                 guard at < bytes.count else { throw fail("the body ends inside a string") }
                 let byte = bytes[at]
                 switch byte {
                 case UInt8(ascii: "\""):
-                    // Escapes are ASCII and checked: the raw bytes are UTF-8 if the text is.
-                    if !ascii, String(validating: UnsafeBufferPointer(rebasing: bytes[start..<at]), as: UTF8.self) == nil {
-                        throw fail("a string is not valid UTF-8")
-                    }
+                    let raw = UnsafeBufferPointer(rebasing: bytes[start..<at])
                     at += 1
-                    return
+                    if keeping {
+                        guard let decoded = String(validating: text, as: UTF8.self) else { throw fail("a string is not valid UTF-8") }
+                        return decoded
+                    }
+                    // Escapes are ASCII and checked: the raw bytes are UTF-8 if the text is.
+                    if !ascii, String(validating: raw, as: UTF8.self) == nil { throw fail("a string is not valid UTF-8") }
+                    return nil
                 case UInt8(ascii: "\\"):
                     at += 1
                     guard at < bytes.count else { throw fail("the body ends inside a string") }
                     let escaped = bytes[at]
                     at += 1
+                    let resolved: UInt8
                     switch escaped {
-                    case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"), UInt8(ascii: "n"),
-                         UInt8(ascii: "r"), UInt8(ascii: "t"): break
-                    case UInt8(ascii: "u"): _ = try unicodeEscape()
+                    case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): resolved = escaped
+                    case UInt8(ascii: "b"): resolved = 0x08
+                    case UInt8(ascii: "f"): resolved = 0x0C
+                    case UInt8(ascii: "n"): resolved = 0x0A
+                    case UInt8(ascii: "r"): resolved = 0x0D
+                    case UInt8(ascii: "t"): resolved = 0x09
+                    case UInt8(ascii: "u"):
+                        let character = try unicodeEscape()
+                        if keeping { text.append(contentsOf: character) }
+                        continue
                     default: at -= 1; throw fail("\\\(Self.quoted(escaped)) is not a JSON escape")
                     }
+                    if keeping { text.append(resolved) }
                 case 0x00..<0x20:
                     throw fail("a control character (\(Self.quoted(byte))) in a string must be escaped")
                 default:
                     if byte >= 0x80 { ascii = false }
+                    if keeping { text.append(byte) }
                     at += 1
                 }
             }

@@ -537,7 +537,7 @@ import Wire
         defer { serving.cancel() }
         let head = "Host: 127.0.0.1\r\nAuthorization: Bearer \(submitter.secret)\r\nContent-Type: application/json\r\n"
         func post(_ path: String, _ body: String) -> String {
-            Raw.exchange(port, "POST \(path) HTTP/1.1\r\n\(head)Idempotency-Key: k1\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+            Raw.exchangeWhole(port, "POST \(path) HTTP/1.1\r\n\(head)Idempotency-Key: k1\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
         }
         func reward(_ units: String) -> String {
             #"{"programme": "mobilite", "account": "\#(String(repeating: "ab", count: 32))", "units": \#(units), "evidence": "trip"}"#
@@ -552,9 +552,9 @@ import Wire
             (post("/v1/transaction-batches", #"{"transactions": "ab"}"#), 400, "/transactions is not an array"),
             (post("/v1/transaction-batches", #"[]"#), 400, "the body is not an object"),
             (post("/v1/transaction-batches", #"{}"#), 400, "/transactions is missing"),
-            (Raw.exchange(port, "FOO / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), 400, "its method is not an HTTP method"),
-            (Raw.exchange(port, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX: \(String(repeating: "a", count: 200_000))\r\n\r\n"), 431, "over the gateway's bounds"),
-            (Raw.exchange(port, "POST /v1/transactions HTTP/1.1\r\n\(head)Transfer-Encoding: chunked\r\n\r\nzz\r\n"), 400, "a chunk's size is not a hexadecimal length"),
+            (Raw.exchangeWhole(port, "FOO / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), 400, "its method is not an HTTP method"),
+            (Raw.exchangeWhole(port, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX: \(String(repeating: "a", count: 200_000))\r\n\r\n"), 431, "over the gateway's bounds"),
+            (Raw.exchangeWhole(port, "POST /v1/transactions HTTP/1.1\r\n\(head)Transfer-Encoding: chunked\r\n\r\nzz\r\n"), 400, "a chunk's size is not a hexadecimal length"),
         ]
         for (answer, status, detail) in cases {
             #expect(answer.hasPrefix("HTTP/1.1 \(status) ") && answer.contains("application/problem+json") && answer.contains(detail), "\(answer.prefix(400))")
@@ -564,11 +564,11 @@ import Wire
         // A path that is no operation is a 404 whatever the method (it was a 405 but for GET);
         // a method an operation's path does not have a 405 naming those it has.
         for method in ["OPTIONS", "POST", "DELETE", "GET"] {
-            let answer = Raw.exchange(port, "\(method) /v1/nothing-here HTTP/1.1\r\n\(head)Content-Length: 0\r\n\r\n")
+            let answer = Raw.exchangeWhole(port, "\(method) /v1/nothing-here HTTP/1.1\r\n\(head)Content-Length: 0\r\n\r\n")
             #expect(answer.hasPrefix("HTTP/1.1 404 ") && answer.contains("is not an operation of this gateway"), "\(method): \(answer.prefix(300))")
         }
         for (request, allow) in [("POST /v1/status", "GET, HEAD"), ("GET /v1/transactions", "POST"), ("PUT /v1/accounts/\(String(repeating: "ab", count: 32))", "GET, HEAD")] {
-            let answer = Raw.exchange(port, "\(request) HTTP/1.1\r\n\(head)Content-Length: 0\r\n\r\n")
+            let answer = Raw.exchangeWhole(port, "\(request) HTTP/1.1\r\n\(head)Content-Length: 0\r\n\r\n")
             #expect(answer.hasPrefix("HTTP/1.1 405 ") && answer.lowercased().contains("allow: \(allow.lowercased())"), "\(request): \(answer.prefix(300))")
         }
         #expect([200, 503].contains(try await GatewayTests.get(port, "/health", key: nil).status))
@@ -614,6 +614,14 @@ enum Raw {
             if sent <= 0 { return }  // the server closed: what it answered is read next
             bytes = bytes.dropFirst(sent)
         }
+    }
+
+    /// Sends `request` and reads one whole answer (however many segments it comes in).
+    static func exchangeWhole(_ port: Int, _ request: String) -> String {
+        let fd = connect(port)
+        defer { close(fd) }
+        send(fd, request)
+        return answer(fd, seconds: 10).text
     }
 
     /// Sends `request` and reads the answer's first bytes.
