@@ -445,11 +445,9 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// The whole body must arrive within this (a slow sender holds its connection meanwhile).
     var bodySeconds: Int64 = 10
 
-    /// The methods `path` has: those of its operations (HEAD with GET), GET and HEAD on the
-    /// public pages; nil when it is no operation's or page's.
-    func allowed(_ path: String) -> [HTTPRequest.Method]? {
-        Dashboard.isPublic(path) ? [.get, .head] : routes.methods(of: path)
-    }
+    /// The methods `path` has: those of its operations or pages (HEAD with GET); nil when
+    /// it is no operation's or page's.
+    func allowed(_ path: String) -> [HTTPRequest.Method]? { routes.methods(of: path) }
 
     /// What the generated code found wrong in a request, in words: the field (a JSON
     /// Pointer) and what it expected, where Foundation's text names Swift types and coding keys.
@@ -458,7 +456,8 @@ struct RequestShapeMiddleware: RouterMiddleware {
     static func describe(_ error: any Error, numbers: [String] = []) -> String {
         guard let decoding = error as? DecodingError else { return "\(error)" }
         if case let .dataCorrupted(context) = decoding, context.codingPath.isEmpty, !numbers.isEmpty {
-            return "a member that is an integer holds a number that is not a whole number from -2^63 to 2^63 - 1: \(numbers.joined(separator: "; "))"
+            let first = numbers.count == JSONBodyCheck.notesMax ? " (the first \(numbers.count))" : ""
+            return "a member that must be an integer holds one of the body's numbers that are not whole numbers from -2^63 to 2^63 - 1\(first): \(numbers.joined(separator: "; "))"
         }
         func place(_ keys: [any CodingKey]) -> String {
             keys.isEmpty ? "the body" : "/" + keys.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: "/")
@@ -561,23 +560,22 @@ struct RequestShapeMiddleware: RouterMiddleware {
                 status: 408, type: "request-timeout", title: "Request timeout",
                 detail: "the request's body did not arrive within \(seconds) s", headers: [.connection: "close"])))
         }
-        // Every body of the API is JSON: checked here, so that a fault is named (JSONBodyCheck).
-        var numbers: [String] = []
-        if request.headers[.contentType].map({ $0.lowercased().contains("json") }) ?? true {
-            let report = JSONBodyCheck.check(collected.readableBytesView)
-            if let problem = report.problem {
-                return .failure(BodyRefusal(response: ProblemResponse.make(status: 400, type: "bad-request", title: "Bad request", detail: problem.description)))
-            }
-            numbers = report.numbers
+        // Every body of the API is JSON: checked here, so that a fault is named (JSONBodyCheck),
+        // whatever its Content-Type says (the generated code reads `*/*` and `application/*`
+        // as JSON too).
+        let report = JSONBodyCheck.check(collected.readableBytesView)
+        if let problem = report.problem {
+            return .failure(BodyRefusal(response: ProblemResponse.make(status: 400, type: "bad-request", title: "Bad request", detail: problem.description)))
         }
         var read = request
         read.body = .init(buffer: collected)
-        return .success((read, numbers))
+        return .success((read, report.numbers))
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let allowed = allowed(request.uri.path) else {
-            // No operation has this path, whatever the method: nothing of the request is read.
+            // No operation or page has this path, whatever the method: nothing of the request is read.
+            if Dashboard.isPublic(request.uri.path) { return Dashboard.noSuchPage() }
             return Self.notFound(request.uri.path)
         }
         guard allowed.contains(request.method) else {
@@ -652,9 +650,7 @@ struct RequestShapeMiddleware: RouterMiddleware {
         } catch let error as HTTPError where error.status == .notFound {
             // No route: the router's bare 404, made a problem document like every other
             // error of the API, a line of text on the public side (pages, open data).
-            if isPublic {
-                return Dashboard.text(.notFound, "no such page: the dashboard is at /fr/ and /en/, the open data at /open-data/v1/ (Docs/OPEN-DATA.md)\n")
-            }
+            if isPublic { return Dashboard.noSuchPage() }
             return Self.notFound(request.uri.path)
         }
     }

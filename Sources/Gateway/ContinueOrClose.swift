@@ -178,7 +178,12 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
         guard lingering == nil else { return held.removeAll() }
         var handed = false
         while let first = held.first {
-            if case .part(.head) = first, !unanswered.isEmpty { break }
+            // A next request, or the bytes that did not decode as one, waits for the answer
+            // to the one just handed on (an error handed on now would be the application's).
+            if !unanswered.isEmpty {
+                if case .part(.head) = first { break }
+                if case .error = first { break }
+            }
             held.removeFirst()
             handed = true
             switch first {
@@ -209,6 +214,13 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // What the client sends after bytes that did not decode comes as this error (the
+        // decoder reads no more requests): never a request, nothing to answer. It counts as
+        // bytes read while lingering, whose bound stops the reading.
+        if case let ByteToMessageDecoderError.dataReceivedInErrorState(_, data) = error {
+            if let dropped = lingering { lingering = dropped + data.readableBytes }
+            return
+        }
         // Bytes after an answer that closes that do not decode as HTTP: nothing is answered
         // (the lingering's end closes the connection).
         guard lingering == nil else { return }

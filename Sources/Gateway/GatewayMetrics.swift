@@ -156,7 +156,10 @@ final class RefusalLog: Sendable {
         var line = ""
         for scalar in text.unicodeScalars {
             switch scalar.value {
-            case 0x00..<0x20, 0x7F..<0xA0, 0x2028, 0x2029: line += "\\u{\(String(scalar.value, radix: 16))}"
+            // Controls, line and paragraph separators, and the bidirectional controls, which
+            // can make a line read differently from what it holds (U+202E reverses the rest).
+            case 0x00..<0x20, 0x7F..<0xA0, 0x2028, 0x2029, 0x061C, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069:
+                line += "\\u{\(String(scalar.value, radix: 16))}"
             default: line.unicodeScalars.append(scalar)
             }
         }

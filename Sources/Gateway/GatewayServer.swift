@@ -130,7 +130,7 @@ public final class GatewayServer: Sendable {
         }
         try GatewayAPI(pool: configuration.pool, signer: configuration.signer, feed: feed, watch: watch, settlementRegister: configuration.settlementRegister)
             .registerHandlers(on: RecordingTransport(transport: router, routes: routes))
-        dashboard.register(on: router)
+        dashboard.register(on: router, routes: routes)
         let http1 = HTTP1Channel.Configuration(
             additionalChannelHandlers: [limit.handler(), ContinueOrClose(refusals: refusals, logger: logger)], idleTimeout: .seconds(max(1, configuration.idleTimeoutSeconds)))
         let server: HTTPServerBuilder = try tlsConfiguration.map { try .tls(.http1(configuration: http1), tlsConfiguration: $0) } ?? .http1(configuration: http1)

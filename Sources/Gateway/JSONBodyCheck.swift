@@ -1,25 +1,29 @@
+import Foundation
+
 /// A request's JSON body checked before the generated code decodes it, so that what a
 /// client got wrong is named, and so that the gateway reads a body as any other JSON
 /// parser would (Docs/API.md, "Request bodies").
 ///
 /// A body is refused unless it is I-JSON (RFC 7493): valid JSON (RFC 8259: no trailing
 /// comma, which Foundation would take) in UTF-8, with no character that is half of a
-/// surrogate pair, and no object naming a member twice.
-/// Foundation's decoder, under the generated code, keeps the first of two members of the
-/// same name, where other parsers keep the last: a request that a partner's proxy or log
-/// reads one way would be acted on another. It is nested at most `depthMax` deep.
+/// surrogate pair or a noncharacter, no object naming a member twice, and member names in
+/// Unicode's normalization form C. Foundation's decoder, under the generated code, keeps
+/// the first of two members of the same name, where other parsers keep the last, and
+/// compares names by canonical equivalence, where other parsers compare code points: a
+/// request that a partner's proxy or log reads one way would be acted on another. It is
+/// nested at most `depthMax` deep.
 ///
 /// Numbers are noted, not refused: a member the document does not define is ignored, as
 /// JSON APIs do, whatever its value. But Foundation's decoder says only "the given data was
 /// not valid JSON" when a member that is an integer holds a number it cannot read as one
-/// (`1.5`, `1e3`, `9223372036854775808`): the numbers of the body that are not whole numbers
-/// from -2^63 to 2^63 - 1, written without fraction or exponent, are noted with their
-/// place, and that error is then answered with them (`RequestShapeMiddleware.describe`).
+/// (`1.5`, `1e30`, `9223372036854775808`; it reads `1e3` and `1.0` as 1,000 and 1): the
+/// numbers of the body that are not whole numbers from -2^63 to 2^63 - 1 are noted with
+/// their place, and that error is then answered with them (`RequestShapeMiddleware.describe`).
 /// A refusal or a note names the place (a JSON Pointer, RFC 6901) and the fault.
 enum JSONBodyCheck {
     static let depthMax = 32
     /// The numbers noted, at most.
-    static let notesMax = 3
+    static let notesMax = 8
 
     struct Problem: Error, CustomStringConvertible {
         let description: String
@@ -173,10 +177,14 @@ enum JSONBodyCheck {
                     at += 1
                     if keeping {
                         guard let decoded = String(validating: text, as: UTF8.self) else { throw fail("a string is not valid UTF-8") }
+                        if text.contains(where: { $0 >= 0x80 }) { try checkName(decoded) }
                         return decoded
                     }
                     // Escapes are ASCII and checked: the raw bytes are UTF-8 if the text is.
-                    if !ascii, String(validating: raw, as: UTF8.self) == nil { throw fail("a string is not valid UTF-8") }
+                    if !ascii {
+                        guard let decoded = String(validating: raw, as: UTF8.self) else { throw fail("a string is not valid UTF-8") }
+                        if let found = decoded.unicodeScalars.first(where: Self.isNoncharacter) { throw fail(Self.noncharacter(found)) }
+                    }
                     return nil
                 case UInt8(ascii: "\\"):
                     at += 1
@@ -208,6 +216,27 @@ enum JSONBodyCheck {
             }
         }
 
+        /// A member's name beyond ASCII: no noncharacter, and in Unicode's normalization form
+        /// C. Swift compares strings by canonical equivalence, so Foundation's decoder reads
+        /// `signing\u{212A}ey` (a Kelvin sign for the K) as the member `signingKey`, where other
+        /// parsers see another name; names in NFC are equivalent only when they are equal.
+        func checkName(_ name: String) throws(Problem) {
+            if let found = name.unicodeScalars.first(where: Self.isNoncharacter) { throw fail(Self.noncharacter(found)) }
+            let composed = name.precomposedStringWithCanonicalMapping
+            guard composed.unicodeScalars.elementsEqual(name.unicodeScalars) else {
+                throw fail("the member name \"\(name.prefix(64))\" is not in Unicode's normalization form C: parsers differ on whether it is \"\(composed.prefix(64))\"")
+            }
+        }
+
+        /// U+FDD0 to U+FDEF, and the last two code points of every plane (RFC 7493, 2.1).
+        static func isNoncharacter(_ scalar: Unicode.Scalar) -> Bool {
+            (0xFDD0...0xFDEF).contains(scalar.value) || scalar.value & 0xFFFE == 0xFFFE
+        }
+
+        static func noncharacter(_ scalar: Unicode.Scalar) -> String {
+            "U+\(String(scalar.value, radix: 16, uppercase: true)) is a noncharacter, which I-JSON does not allow in a string (RFC 7493)"
+        }
+
         /// After `\u`: the character, in UTF-8 (a surrogate pair read whole).
         mutating func unicodeEscape() throws(Problem) -> [UInt8] {
             let first = try hex4()
@@ -226,6 +255,7 @@ enum JSONBodyCheck {
                 throw fail("\\u\(String(first, radix: 16)) is the second half of a surrogate pair, alone")
             }
             guard let character = Unicode.Scalar(scalar) else { throw fail("\\u escape is not a character") }
+            guard !Self.isNoncharacter(character) else { throw fail(Self.noncharacter(character)) }
             return Array(String(Character(character)).utf8)
         }
 
@@ -259,39 +289,63 @@ enum JSONBodyCheck {
                 at = start
                 throw fail("\(text(from: start, to: digitsStart + digits)): a number does not start with 0 (RFC 8259)")
             }
-            var isWhole = true
+            // The value, exactly: its significant digits (integer and fraction parts, leading
+            // zeros dropped) times a power of ten.
+            var significant = Array(bytes[digitsStart..<(digitsStart + digits)])
+            var power = 0
             if at < bytes.count, bytes[at] == UInt8(ascii: ".") {
-                isWhole = false
                 at += 1
                 let fraction = at
                 while at < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[at]) { at += 1 }
                 guard at > fraction else { throw fail("a number's fraction needs digits") }
+                significant += bytes[fraction..<at]
+                power = -(at - fraction)
             }
             if at < bytes.count, bytes[at] == UInt8(ascii: "e") || bytes[at] == UInt8(ascii: "E") {
-                isWhole = false
                 at += 1
-                if at < bytes.count, bytes[at] == UInt8(ascii: "+") || bytes[at] == UInt8(ascii: "-") { at += 1 }
-                let exponent = at
-                while at < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[at]) { at += 1 }
-                guard at > exponent else { throw fail("a number's exponent needs digits") }
+                var exponentNegative = false
+                if at < bytes.count, bytes[at] == UInt8(ascii: "+") || bytes[at] == UInt8(ascii: "-") {
+                    exponentNegative = bytes[at] == UInt8(ascii: "-")
+                    at += 1
+                }
+                let exponentStart = at
+                var exponent = 0
+                while at < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[at]) {
+                    // Past a million, far out of range (or far from whole) either way.
+                    exponent = min(exponent * 10 + Int(clamping: bytes[at] - UInt8(ascii: "0")), 1_000_000)
+                    at += 1
+                }
+                guard at > exponentStart else { throw fail("a number's exponent needs digits") }
+                power += exponentNegative ? -exponent : exponent
             }
             let written = text(from: start, to: at)
-            guard isWhole else {
-                return note("\(written) is not written as a whole number (without a fraction or an exponent)")
+            // Zero however written (`0.0`, `-0e5`) is a whole number in range.
+            guard let first = significant.firstIndex(where: { $0 != UInt8(ascii: "0") }) else { return }
+            significant.removeFirst(first)
+            while significant.last == UInt8(ascii: "0") {
+                significant.removeLast()
+                power += 1
             }
-            // Within Int64: accumulate in UInt64, negatively bounded by 2^63.
+            guard power >= 0 else { return note("\(written) is not a whole number") }
+            // Within Int64: accumulated in UInt64, negatively bounded by 2^63.
             var magnitude: UInt64 = 0
-            var fits = true
-            for index in digitsStart..<(digitsStart + digits) {
-                let (times, o1) = magnitude.multipliedReportingOverflow(by: 10)
-                let (sum, o2) = times.addingReportingOverflow(UInt64(clamping: bytes[index] - UInt8(ascii: "0")))
-                if o1 || o2 { fits = false; break }
-                magnitude = sum
+            var fits = significant.count + power <= 19
+            if fits {
+                for digit in significant + Array(repeating: UInt8(ascii: "0"), count: power) {
+                    let (times, o1) = magnitude.multipliedReportingOverflow(by: 10)
+                    let (sum, o2) = times.addingReportingOverflow(UInt64(clamping: digit - UInt8(ascii: "0")))
+                    if o1 || o2 { fits = false }
+                    magnitude = sum
+                }
             }
             let bound: UInt64 = negative ? 1 << 63 : (1 << 63) - 1
-            if fits { fits = magnitude <= bound }
-            guard fits else {
+            guard fits, magnitude <= bound else {
                 return note("\(written) is out of range (-9223372036854775808 to 9223372036854775807)")
+            }
+            // Foundation reads `1e3` and `1.0` as integers, but not every whole number so
+            // written past 2^53 (`9.223372036854775807e18`): noted, in case it is the one.
+            if at - digitsStart > digits, magnitude > 1 << 53 {
+                note("\(written) is written with a fraction or an exponent: past 2^53, write a whole number as its digits alone")
             }
         }
 

@@ -8,7 +8,8 @@ import Synchronization
 /// was said to have GET and HEAD, so `OPTIONS` or `POST` on a path that does not exist was
 /// a `405` where `GET` on it was a `404`.
 final class Routes: Sendable {
-    /// Each registered template's segments (`{name}` stands for any one segment) and its method.
+    /// Each registered template's segments (`{name}`, the generated code's, and `:name`, the
+    /// router's, stand for any one segment) and its method.
     private let routes = Mutex<[(segments: [Substring], method: HTTPRequest.Method)]>([])
 
     func add(method: HTTPRequest.Method, template: String) {
@@ -20,12 +21,7 @@ final class Routes: Sendable {
     func methods(of path: String) -> [HTTPRequest.Method]? {
         let segments = Self.segments(of: path)
         let found = routes.withLock { routes in
-            routes.filter { route in
-                route.segments.count == segments.count
-                    && zip(route.segments, segments).allSatisfy { template, segment in
-                        (template.first == "{" && template.last == "}" && !segment.isEmpty) || template == segment
-                    }
-            }.map(\.method)
+            routes.filter { route in Self.matches(route.segments, segments) }.map(\.method)
         }
         guard !found.isEmpty else { return nil }
         var methods: [HTTPRequest.Method] = []
@@ -34,8 +30,18 @@ final class Routes: Sendable {
         return methods
     }
 
+    static func matches(_ template: [Substring], _ segments: [Substring]) -> Bool {
+        guard template.count == segments.count else { return false }
+        for (part, segment) in zip(template, segments) {
+            let placeholder = part.first == ":" || (part.first == "{" && part.last == "}")
+            if !placeholder, part != segment { return false }
+        }
+        return true
+    }
+
+    /// Its non-empty segments, as the router reads it (`/v1//status/` is `/v1/status`).
     static func segments(of path: String) -> [Substring] {
-        path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map { $0 }
+        path.split(separator: "/")
     }
 }
 

@@ -340,6 +340,7 @@ import Wire
     /// a problem quotes) has its control characters escaped.
     @Test func aRefusalIsLoggedOnOneLine() {
         #expect(RefusalLog.oneLine("x\nnotice calisson.gateway: forged\r\u{2028}é") == "x\\u{a}notice calisson.gateway: forged\\u{d}\\u{2028}é")
+        #expect(RefusalLog.oneLine("key \u{202E}003 :sutats") == "key \\u{202e}003 :sutats")
         #expect(RefusalLog.oneLine("/v1/programmes/culture") == "/v1/programmes/culture")
     }
 
@@ -543,7 +544,7 @@ import Wire
             #"{"programme": "mobilite", "account": "\#(String(repeating: "ab", count: 32))", "units": \#(units), "evidence": "trip"}"#
         }
         let cases: [(answer: String, status: Int, detail: String)] = [
-            (post("/v1/rewards", reward("1.5")), 400, "holds a number that is not a whole number from -2^63 to 2^63 - 1: /units: 1.5 is not written as a whole number"),
+            (post("/v1/rewards", reward("1.5")), 400, "holds one of the body's numbers that are not whole numbers from -2^63 to 2^63 - 1: /units: 1.5 is not a whole number"),
             (post("/v1/rewards", reward("18446744073709551615")), 400, "/units: 18446744073709551615 is out of range"),
             // A member the document does not define is ignored, whatever its number.
             (post("/v1/transactions", #"{"transaction": "0g", "note": 1.5}"#), 400, "transaction must be the hex"),
@@ -570,6 +571,26 @@ import Wire
         for (request, allow) in [("POST /v1/status", "GET, HEAD"), ("GET /v1/transactions", "POST"), ("PUT /v1/accounts/\(String(repeating: "ab", count: 32))", "GET, HEAD")] {
             let answer = Raw.exchangeWhole(port, "\(request) HTTP/1.1\r\n\(head)Content-Length: 0\r\n\r\n")
             #expect(answer.hasPrefix("HTTP/1.1 405 ") && answer.lowercased().contains("allow: \(allow.lowercased())"), "\(request): \(answer.prefix(300))")
+        }
+        // The public side too: a path of no page is a 404 whatever the method.
+        for request in ["POST /fr/nothing", "DELETE /open-data/v1/x/y", "PUT /en"] {
+            let answer = Raw.exchangeWhole(port, "\(request) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
+            let status = request == "PUT /en" ? 405 : 404
+            #expect(answer.hasPrefix("HTTP/1.1 \(status) "), "\(request): \(answer.prefix(300))")
+        }
+        // Empty segments are read as the router reads them: `/v1/status/` is `/v1/status`.
+        #expect(!Raw.exchangeWhole(port, "GET /v1/status/ HTTP/1.1\r\n\(head)\r\n").hasPrefix("HTTP/1.1 404"))
+        // Whatever its Content-Type says, a body is checked as the JSON it is read as.
+        let wildcard = Raw.exchangeWhole(port, "POST /v1/transactions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(submitter.secret)\r\n"
+            + "Content-Type: */*\r\nContent-Length: 40\r\n\r\n" + #"{"transaction":"00","transaction":"01",}"#)
+        #expect(wildcard.hasPrefix("HTTP/1.1 400 ") && wildcard.contains("appears twice"), "\(wildcard.prefix(400))")
+        // Bad bytes pipelined behind two requests wait for both answers, then are answered
+        // with a problem document, whatever the client sends after them.
+        let get = "GET /v1/nothing HTTP/1.1\r\n\(head)\r\n"
+        for trailer in ["", String(repeating: "x", count: 300_000)] {
+            let answers = try await GatewayTests.blocking { Raw.untilClosed(port, get + get + "\u{01}garbage\r\n\r\n" + trailer, seconds: 10) }
+            let statuses = answers.components(separatedBy: "HTTP/1.1 ").dropFirst().map { $0.prefix(3) }.filter { $0.allSatisfy(\.isNumber) }
+            #expect(statuses == ["404", "404", "400"] && answers.contains("its method is not an HTTP method"), "\(trailer.count) bytes after: \(statuses) \(answers.suffix(300))")
         }
         #expect([200, 503].contains(try await GatewayTests.get(port, "/health", key: nil).status))
     }
@@ -613,6 +634,20 @@ enum Raw {
             let sent = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if sent <= 0 { return }  // the server closed: what it answered is read next
             bytes = bytes.dropFirst(sent)
+        }
+    }
+
+    /// Sends `bytes` (as much as the server takes) and reads until it closes the
+    /// connection or `seconds` pass: every answer it wrote.
+    static func untilClosed(_ port: Int, _ bytes: String, seconds: Int) -> String {
+        let fd = connect(port)
+        defer { close(fd) }
+        send(fd, bytes)
+        var text = ""
+        while true {
+            let part = read(fd, seconds: seconds)
+            if part.text.isEmpty { return text }
+            text += part.text
         }
     }
 

@@ -17,7 +17,7 @@ struct JSONBodyCheckTests {
             #"{"transactions": ["ab", "cd"], "deadlineIn": 0}"#,
             #"{"units": 9223372036854775807, "floor": -9223372036854775808, "zero": 0, "minus": -0}"#,
             #"  {"a": [true, false, null, {}, [], {"b": [1, [2]]}]}  "#,
-            "{\"name\": \"Amina’s café\"}",
+            "{\"name\": \"Amina’s café\", \"café\": \"\u{1F680}\"}",
         ] {
             #expect(Self.problem(body) == nil, "\(body)")
         }
@@ -39,6 +39,12 @@ struct JSONBodyCheckTests {
             (#"{"s": "\ud800"}"#, ["half of a surrogate pair"]),
             (#"{"s": "\udc00"}"#, ["second half"]),
             (#"{"s": "\q"}"#, ["\\`q` is not a JSON escape"]),
+            (#"{"s": "\uFFFF"}"#, ["U+FFFF is a noncharacter"]),
+            (#"{"s": "\uFDD0"}"#, ["U+FDD0 is a noncharacter"]),
+            (#"{"s": "\uD83F\uDFFE"}"#, ["U+1FFFE is a noncharacter"]),
+            // A Kelvin sign for the K: Foundation would read the member `signingKey`.
+            (#"{"signing\u212Aey": "ab"}"#, ["is not in Unicode's normalization form C"]),
+            ("{\"e\u{301}\": 1}", ["normalization form C"]),
             ("{\"s\": \"a\u{01}b\"}", ["control character (byte 0x1)"]),
             ("", ["the body is empty"]),
             ("   ", ["the body is empty"]),
@@ -56,13 +62,14 @@ struct JSONBodyCheckTests {
         // Numbers that are not whole Int64 numbers are noted with their place, not refused
         // (a member the document does not define is ignored, whatever it holds).
         let numbers: [(String, [String])] = [
-            (#"{"units": 1.5}"#, ["/units: 1.5 is not written as a whole number"]),
-            (#"{"units": 1e3, "b": [2E-1, 1.0]}"#, ["/units: 1e3", "/b/0: 2E-1", "/b/1: 1.0"]),
+            (#"{"units": 1.5}"#, ["/units: 1.5 is not a whole number"]),
+            (#"{"units": 1e3, "b": [2E-1, 1.0, 1.25e1]}"#, ["/b/0: 2E-1 is not a whole number", "/b/2: 1.25e1"]),
             (#"{"units": 9223372036854775808}"#, ["/units: 9223372036854775808 is out of range"]),
             (#"{"units": -9223372036854775809}"#, ["/units: -9223372036854775809 is out of range"]),
             (#"{"units": 18446744073709551615}"#, ["/units: 18446744073709551615 is out of range"]),
+            (#"{"units": 1e19, "v": 1e999999999999, "w": 1e-999999999999}"#, ["/units: 1e19 is out of range", "/v: 1e999999999999 is out of range", "/w: 1e-999999999999 is not a whole number"]),
             (#"{"units": 123456789012345678901234567890123456789012345678901234567890}"#, ["is out of range", "…"]),
-            (#"[1.5, 2.5, 3.5, 4.5]"#, ["/0: 1.5", "/1: 2.5", "/2: 3.5"]),
+            (#"[1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5, 9.5]"#, ["/0: 1.5", "/7: 8.5"]),
         ]
         for (body, expected) in numbers {
             let report = JSONBodyCheck.check(Array(body.utf8))
@@ -70,12 +77,23 @@ struct JSONBodyCheckTests {
             let noted = report.numbers.joined(separator: "; ")
             for part in expected { #expect(noted.contains(part), "\(body): \(noted)") }
         }
-        #expect(JSONBodyCheck.check(Array(#"[1.5, 2.5, 3.5, 4.5]"#.utf8)).numbers.count == JSONBodyCheck.notesMax)
-        #expect(JSONBodyCheck.check(Array(#"{"a": -9223372036854775808, "b": 9223372036854775807, "c": -0}"#.utf8)).numbers.isEmpty)
+        #expect(JSONBodyCheck.check(Array(#"[1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5, 9.5]"#.utf8)).numbers.count == JSONBodyCheck.notesMax)
+        // Whole numbers in range however written, as Foundation's decoder reads them.
+        let whole = #"{"a": -9223372036854775808, "b": 9223372036854775807, "c": -0, "d": 1e3, "e": 1.0, "f": 0.0e99, "g": 1.50e1, "#
+            + #""h": 9007199254740992.0, "j": 100e-2, "k": 0e-999999999999}"#
+        #expect(JSONBodyCheck.check(Array(whole.utf8)).numbers == [])
+        // Past 2^53 with a fraction or an exponent: noted, as Foundation may not read it.
+        let past = JSONBodyCheck.check(Array(#"[9.223372036854775807e18, 12345678901234567.0, 9.223372036854775808e18]"#.utf8)).numbers
+        #expect(past.count == 3 && past[0].contains("/0: 9.223372036854775807e18 is written with a fraction or an exponent") && past[2].contains("out of range"), "\(past)")
 
         // Invalid UTF-8 in a string.
         let invalid = Array(#"{"s": ""#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8)
         #expect(JSONBodyCheck.problem(in: invalid)?.description.contains("not valid UTF-8") == true)
+        // Noncharacters written as themselves (UTF-8 of U+FFFF, U+FDEF), in a value and a name.
+        let rawValue = Array(#"{"s": "a"#.utf8) + [0xEF, 0xBF, 0xBF] + Array(#"b"}"#.utf8)
+        #expect(JSONBodyCheck.problem(in: rawValue)?.description.contains("U+FFFF is a noncharacter") == true)
+        let rawName = Array(#"{"a"#.utf8) + [0xEF, 0xB7, 0xAF] + Array(#"": 1}"#.utf8)
+        #expect(JSONBodyCheck.problem(in: rawName)?.description.contains("U+FDEF is a noncharacter") == true)
         let invalidName = Array(#"{""#.utf8) + [0xFF] + Array(#"": 1}"#.utf8)
         #expect(JSONBodyCheck.problem(in: invalidName)?.description.contains("not valid UTF-8") == true)
         // 32 deep is accepted.
@@ -114,7 +132,7 @@ struct JSONBodyCheckTests {
                 accepted += 1
                 #expect(theirs, "accepted, Foundation refuses: \(String(decoding: body, as: UTF8.self))")
             } else if theirs, let ours {
-                let stricter = ["appears twice", "surrogate pair", "nested more than", "trailing commas"].contains { ours.description.contains($0) }
+                let stricter = ["appears twice", "surrogate pair", "nested more than", "trailing commas", "noncharacter", "normalization form C"].contains { ours.description.contains($0) }
                 #expect(stricter, "refused, Foundation accepts: \(String(decoding: body, as: UTF8.self)): \(ours)")
             }
         }

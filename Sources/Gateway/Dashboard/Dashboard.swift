@@ -34,30 +34,41 @@ final class Dashboard: Sendable {
     /// Open data and proofs: for reuse, from pages of any origin too (`ReuseCORSMiddleware`).
     static func isReusable(_ path: String) -> Bool { path.hasPrefix("/open-data/") || path.hasPrefix("/proofs/") }
 
-    func register(on router: Router<GatewayContext>) {
-        router.get("/") { _, _ in Response(status: .seeOther, headers: [.location: "/fr/", .contentLanguage: "fr"]) }
+    /// Registers the pages on `router`, and their paths in `routes` (a page's path with
+    /// another method is then a 405, a path of no page a 404 whatever the method).
+    func register(on router: Router<GatewayContext>, routes: Routes) {
+        func get<Output: ResponseGenerator>(_ path: String, _ handler: @escaping @Sendable (Request, GatewayContext) async throws -> Output) {
+            routes.add(method: .get, template: path)
+            router.get(RouterPath(path), use: handler)
+        }
+        get("/") { _, _ in Response(status: .seeOther, headers: [.location: "/fr/", .contentLanguage: "fr"]) }
         for language in Language.allCases {
             let prefix = "/\(language.rawValue)"
-            router.get(RouterPath(prefix)) { [self] request, _ in await page(request, language) { try await overview(language) } }
-            router.get(RouterPath("\(prefix)/programmes/:programme")) { [self] request, context in
+            get(prefix) { [self] request, _ in await page(request, language) { try await overview(language) } }
+            get("\(prefix)/programmes/:programme") { [self] request, context in
                 let raw = context.parameters.get("programme") ?? ""
                 return await page(request, language) { try await programmePage(raw, language) }
             }
-            router.get(RouterPath("\(prefix)/partners")) { [self] request, _ in await page(request, language) { try await partnersPage(language) } }
-            router.get(RouterPath("\(prefix)/governance")) { [self] request, _ in await page(request, language) { try await governancePage(language) } }
-            router.get(RouterPath("\(prefix)/validators")) { [self] request, _ in await page(request, language) { try await validatorsPage(language) } }
-            router.get(RouterPath("\(prefix)/sobriety")) { [self] request, _ in await page(request, language) { try await sobrietyPage(language) } }
-            router.get(RouterPath("\(prefix)/lookup")) { [self] request, _ in
+            get("\(prefix)/partners") { [self] request, _ in await page(request, language) { try await partnersPage(language) } }
+            get("\(prefix)/governance") { [self] request, _ in await page(request, language) { try await governancePage(language) } }
+            get("\(prefix)/validators") { [self] request, _ in await page(request, language) { try await validatorsPage(language) } }
+            get("\(prefix)/sobriety") { [self] request, _ in await page(request, language) { try await sobrietyPage(language) } }
+            get("\(prefix)/lookup") { [self] request, _ in
                 let query = request.uri.queryParameters.get("q") ?? ""
                 return await page(request, language, cached: false) { try await lookupPage(query, language) }
             }
         }
-        router.get("/proofs/:kind") { [self] _, context in await proof(context.parameters.get("kind") ?? "", nil) }
-        router.get("/proofs/:kind/:id") { [self] _, context in await proof(context.parameters.get("kind") ?? "", context.parameters.get("id")) }
-        router.get("/open-data/v1/epochs/:file") { [self] _, context in await openDataReport(context.parameters.get("file") ?? "") }
-        router.get("/open-data/v1/:file") { [self] request, context in
+        get("/proofs/:kind") { [self] _, context in await proof(context.parameters.get("kind") ?? "", nil) }
+        get("/proofs/:kind/:id") { [self] _, context in await proof(context.parameters.get("kind") ?? "", context.parameters.get("id")) }
+        get("/open-data/v1/epochs/:file") { [self] _, context in await openDataReport(context.parameters.get("file") ?? "") }
+        get("/open-data/v1/:file") { [self] request, context in
             await openData(context.parameters.get("file") ?? "", from: request.uri.queryParameters.get("from"), to: request.uri.queryParameters.get("to"))
         }
+    }
+
+    /// The public side's 404: a line of text, as its pages and files are not the API's.
+    static func noSuchPage() -> Response {
+        text(.notFound, "no such page: the dashboard is at /fr/ and /en/, the open data at /open-data/v1/ (Docs/OPEN-DATA.md)\n")
     }
 
     // MARK: Pages
