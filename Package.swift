@@ -92,7 +92,7 @@ let package = Package(
             ],
             plugins: [.plugin(name: "OpenAPIGenerator", package: "swift-openapi-generator")]),
         // Settlement files for the treasury (SEPA XML, CSV) from certified clearing.
-        .target(name: "Settlement", dependencies: ["Ledger", "CalissonCrypto"]),
+        .target(name: "Settlement", dependencies: ["Ledger", "CalissonCrypto", "Transport"]),
         // A whole cluster in one thread, deterministic from a seed, with injected faults.
         .target(name: "Simulation", dependencies: ["Consensus", "Ledger", "NodeCore", "Fixtures", "CalissonCrypto", "Wire"]),
         // A testnet of node processes, started and driven by the benchmarks and the tests.

@@ -449,36 +449,15 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// it is no operation's or page's.
     func allowed(_ path: String) -> [HTTPRequest.Method]? { routes.methods(of: path) }
 
-    /// What the generated code found wrong in a request, in words: the field (a JSON
-    /// Pointer) and what it expected, where Foundation's text names Swift types and coding keys.
+    /// What the generated code found wrong in a request, in words: the field and what it
+    /// expected (`DecodingError.fieldAndReason`, as for the files people write).
     /// `numbers`: those of the body that are not whole Int64 numbers, which Foundation's
     /// decoder, reading one where an integer is expected, reports as "not valid JSON".
     static func describe(_ error: any Error, numbers: [String] = []) -> String {
         guard let decoding = error as? DecodingError else { return "\(error)" }
-        if case let .dataCorrupted(context) = decoding, context.codingPath.isEmpty, !numbers.isEmpty {
-            let first = numbers.count == JSONBodyCheck.notesMax ? " (the first \(numbers.count))" : ""
-            return "a member that must be an integer holds one of the body's numbers that are not whole numbers from -2^63 to 2^63 - 1\(first): \(numbers.joined(separator: "; "))"
-        }
-        func place(_ keys: [any CodingKey]) -> String {
-            keys.isEmpty ? "the body" : "/" + keys.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: "/")
-        }
-        func kind(_ type: Any.Type) -> String {
-            switch type {
-            case is any BinaryInteger.Type: "an integer"
-            case is String.Type: "a string"
-            case is Bool.Type: "true or false"
-            case is [String: Any].Type: "an object"
-            case is any Collection.Type: "an array"
-            default: "an object"
-            }
-        }
-        switch decoding {
-        case let .typeMismatch(type, context): return "\(place(context.codingPath)) is not \(kind(type))"
-        case let .keyNotFound(key, context): return "\(place(context.codingPath + [key])) is missing"
-        case let .valueNotFound(type, context): return "\(place(context.codingPath)) is null, where \(kind(type)) is expected"
-        case let .dataCorrupted(context): return "\(place(context.codingPath)): \(context.debugDescription)"
-        @unknown default: return "\(decoding)"
-        }
+        let (field, reason) = decoding.fieldAndReason
+        if field.isEmpty, case .dataCorrupted = decoding, let explained = StrictJSON.explainUnreadNumber(numbers) { return explained }
+        return field.isEmpty ? "the body: \(reason)" : "\(field): \(reason)"
     }
 
     /// The largest request body read (the generated code would collect any size): a batch,
@@ -534,7 +513,7 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// reads it from memory): refused before it is read when its announced length is over
     /// `bodyByteCountMax`, else as soon as it passes it, or when it has not arrived whole
     /// within `seconds`. A client waiting for `100 Continue` is told first (ContinueOrClose).
-    /// With the request, the numbers of its body that are not whole Int64 numbers (`JSONBodyCheck`).
+    /// With the request, the numbers of its body that are not whole Int64 numbers (`StrictJSON`).
     static func readBody(of request: Request, context: GatewayContext, seconds: Int64) async throws -> Result<(request: Request, numbers: [String]), BodyRefusal> {
         let bodyMax = bodyByteCountMax(request.uri.path)
         let tooLarge = BodyRefusal(response: ProblemResponse.make(
@@ -560,12 +539,12 @@ struct RequestShapeMiddleware: RouterMiddleware {
                 status: 408, type: "request-timeout", title: "Request timeout",
                 detail: "the request's body did not arrive within \(seconds) s", headers: [.connection: "close"])))
         }
-        // Every body of the API is JSON: checked here, so that a fault is named (JSONBodyCheck),
+        // Every body of the API is JSON: checked here, so that a fault is named (StrictJSON),
         // whatever its Content-Type says (the generated code reads `*/*` and `application/*`
         // as JSON too).
-        let report = JSONBodyCheck.check(collected.readableBytesView)
+        let report = StrictJSON.check(collected.readableBytesView)
         if let problem = report.problem {
-            return .failure(BodyRefusal(response: ProblemResponse.make(status: 400, type: "bad-request", title: "Bad request", detail: problem.description)))
+            return .failure(BodyRefusal(response: ProblemResponse.make(status: 400, type: "bad-request", title: "Bad request", detail: "the body is \(problem)")))
         }
         var read = request
         read.body = .init(buffer: collected)

@@ -1,5 +1,6 @@
 import Foundation
 import Ledger
+import Transport
 
 /// The treasury's settlement register: who each partner is for the bank (legal name, IBAN,
 /// BIC, and a direct-debit mandate where one was signed). Off chain on purpose: bank
@@ -72,9 +73,18 @@ public struct RegisterFile: Codable, Sendable, Equatable {
             data = try handle.read(upToCount: byteCountMax + 1) ?? Data()
         } catch { throw RegisterError(field: path, reason: "cannot be read: \(error.localizedDescription)") }
         guard data.count <= byteCountMax else { throw RegisterError(field: path, reason: "over \(byteCountMax) bytes") }
+        // Read strictly first (StrictJSON): a partner listed with two `iban` members was read
+        // with the first, where another tool reading the same file would pay the second.
+        let report = StrictJSON.check(data)
+        if let problem = report.problem { throw RegisterError(field: path, reason: "not a settlement register: \(problem)") }
         let file: RegisterFile
         do { file = try JSONDecoder().decode(RegisterFile.self, from: data) } catch {
-            throw RegisterError(field: path, reason: "not a settlement register: \(Self.describe(error))")
+            var reason = Self.describe(error)
+            if case let .dataCorrupted(context)? = error as? DecodingError, context.codingPath.isEmpty,
+               let explained = StrictJSON.explainUnreadNumber(report.numbers) {
+                reason = explained
+            }
+            throw RegisterError(field: path, reason: "not a settlement register: \(reason)")
         }
         return try file.validated()
     }

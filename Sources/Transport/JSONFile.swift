@@ -33,13 +33,17 @@ public enum JSONFile {
 
     public static func decode<T: Decodable>(_ type: T.Type, bytes: [UInt8], path: String = "<input>") throws(JSONFileError) -> T {
         let data = Data(bytes)
-        // The syntax first: JSONSerialization says where the text stops being JSON.
-        do { _ = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) } catch {
-            let detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "\(error)"
-            throw JSONFileError(path: path, field: "", reason: "not valid JSON: \(detail)")
+        // The text first, strictly (StrictJSON): where it stops being JSON, and what another
+        // parser would read otherwise (a member named twice: Foundation keeps the first).
+        let report = StrictJSON.check(bytes)
+        if let problem = report.problem {
+            throw JSONFileError(path: path, field: problem.field, reason: "not acceptable JSON at byte \(problem.offset): \(problem.fault)")
         }
         do { return try JSONDecoder().decode(T.self, from: data) } catch let error as DecodingError {
             let (field, reason) = error.fieldAndReason
+            if field.isEmpty, case .dataCorrupted = error, let explained = StrictJSON.explainUnreadNumber(report.numbers) {
+                throw JSONFileError(path: path, field: "", reason: explained)
+            }
             throw JSONFileError(path: path, field: field, reason: reason)
         } catch {
             throw JSONFileError(path: path, field: "", reason: "\(error)")

@@ -524,7 +524,7 @@ import Wire
     }
 
     /// What a client got wrong is named, on the live gateway: a body that is not I-JSON (a
-    /// number that is not a whole Int64, a member named twice: JSONBodyCheck), a field of the
+    /// number that is not a whole Int64, a member named twice: StrictJSON), a field of the
     /// wrong type or missing, and bytes that are not HTTP/1.1 at all (answered with a problem
     /// document and the connection ended, where Hummingbird wrote a bare 400); a path that is
     /// no operation (404 whatever the method) and a method its path does not have (405). The
@@ -544,15 +544,15 @@ import Wire
             #"{"programme": "mobilite", "account": "\#(String(repeating: "ab", count: 32))", "units": \#(units), "evidence": "trip"}"#
         }
         let cases: [(answer: String, status: Int, detail: String)] = [
-            (post("/v1/rewards", reward("1.5")), 400, "holds one of the body's numbers that are not whole numbers from -2^63 to 2^63 - 1: /units: 1.5 is not a whole number"),
-            (post("/v1/rewards", reward("18446744073709551615")), 400, "/units: 18446744073709551615 is out of range"),
+            (post("/v1/rewards", reward("1.5")), 400, "holds one of the numbers that are not whole numbers from -2^63 to 2^63 - 1: units: 1.5 is not a whole number"),
+            (post("/v1/rewards", reward("18446744073709551615")), 400, "units: 18446744073709551615 is out of range"),
             // A member the document does not define is ignored, whatever its number.
             (post("/v1/transactions", #"{"transaction": "0g", "note": 1.5}"#), 400, "transaction must be the hex"),
             (post("/v1/transactions", #"{"transaction": "ab", "transaction": "cd"}"#), 400, #"the member \"transaction\" appears twice"#),
-            (post("/v1/transaction-batches", #"{"transactions": ["ab", 3]}"#), 400, "/transactions/1 is not a string"),
-            (post("/v1/transaction-batches", #"{"transactions": "ab"}"#), 400, "/transactions is not an array"),
-            (post("/v1/transaction-batches", #"[]"#), 400, "the body is not an object"),
-            (post("/v1/transaction-batches", #"{}"#), 400, "/transactions is missing"),
+            (post("/v1/transaction-batches", #"{"transactions": ["ab", 3]}"#), 400, "transactions[1]: wrong type (expected a string)"),
+            (post("/v1/transaction-batches", #"{"transactions": "ab"}"#), 400, "transactions: wrong type (expected a list)"),
+            (post("/v1/transaction-batches", #"[]"#), 400, "the body: wrong type (expected an object)"),
+            (post("/v1/transaction-batches", #"{}"#), 400, "transactions: missing"),
             (Raw.exchangeWhole(port, "FOO / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), 400, "its method is not an HTTP method"),
             (Raw.exchangeWhole(port, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX: \(String(repeating: "a", count: 200_000))\r\n\r\n"), 431, "over the gateway's bounds"),
             (Raw.exchangeWhole(port, "POST /v1/transactions HTTP/1.1\r\n\(head)Transfer-Encoding: chunked\r\n\r\nzz\r\n"), 400, "a chunk's size is not a hexadecimal length"),

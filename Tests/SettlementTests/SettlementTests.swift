@@ -84,6 +84,17 @@ func id(_ raw: String) -> Identifier { Identifier(raw)! }
             #expect(throws: RegisterError.self) { _ = try RegisterFile.load(path) }
         }
         #expect(throws: RegisterError.self) { _ = try RegisterFile.load("\(directory)/absent.json") }
+        // A partner with two IBANs: refused, never read as Foundation alone reads it (the
+        // first), where another tool reading the same file would pay the second.
+        let twice = "\(directory)/twice.json"
+        try Data(#"{"payer": {"partner": "metropole"}, "partners": [{"partner": "rtm", "iban": "FR7630006000011234567890189", "iban": "DE89370400440532013000"}]}"#.utf8)
+            .write(to: URL(fileURLWithPath: twice))
+        do {
+            _ = try RegisterFile.load(twice)
+            Issue.record("a register with two IBANs for one partner was read")
+        } catch {
+            #expect(error.reason.contains(#"the member "iban" appears twice"#) && error.reason.contains("partners[0]"), "\(error)")
+        }
     }
 }
 

@@ -1,10 +1,11 @@
 import Foundation
 
-/// A request's JSON body checked before the generated code decodes it, so that what a
-/// client got wrong is named, and so that the gateway reads a body as any other JSON
-/// parser would (Docs/API.md, "Request bodies").
+/// JSON read strictly, before Foundation's decoder reads it: a gateway's request bodies
+/// (Docs/API.md, "Request bodies") and the files people write (`JSONFile`: a genesis, a node's
+/// configuration, a key file), so that what is wrong is named, and so that the text is read
+/// as any other JSON parser would read it.
 ///
-/// A body is refused unless it is I-JSON (RFC 7493): valid JSON (RFC 8259: no trailing
+/// A text is refused unless it is I-JSON (RFC 7493): valid JSON (RFC 8259: no trailing
 /// comma, which Foundation would take) in UTF-8, with no character that is half of a
 /// surrogate pair or a noncharacter, no object naming a member twice, and member names in
 /// Unicode's normalization form C. Foundation's decoder, under the generated code, keeps
@@ -17,27 +18,42 @@ import Foundation
 /// JSON APIs do, whatever its value. But Foundation's decoder says only "the given data was
 /// not valid JSON" when a member that is an integer holds a number it cannot read as one
 /// (`1.5`, `1e30`, `9223372036854775808`; it reads `1e3` and `1.0` as 1,000 and 1): the
-/// numbers of the body that are not whole numbers from -2^63 to 2^63 - 1 are noted with
+/// numbers of the text that are not whole numbers from -2^63 to 2^63 - 1 are noted with
 /// their place, and that error is then answered with them (`RequestShapeMiddleware.describe`).
-/// A refusal or a note names the place (a JSON Pointer, RFC 6901) and the fault.
-enum JSONBodyCheck {
-    static let depthMax = 32
+/// A refusal or a note names the field (`programmes[2].budget`, as `JSONFileError` does) and the fault.
+public enum StrictJSON {
+    public static let depthMax = 32
     /// The numbers noted, at most.
-    static let notesMax = 8
+    public static let notesMax = 8
 
-    struct Problem: Error, CustomStringConvertible {
-        let description: String
+    /// Why a text is not acceptable: where (its byte offset and the field it is in, as
+    /// `programmes[2].budget`; empty at the top level) and what.
+    public struct Problem: Error, Equatable, CustomStringConvertible {
+        public let offset: Int
+        public let field: String
+        public let fault: String
+        public var description: String {
+            "not acceptable JSON at byte \(offset) (\(field.isEmpty ? "the top level" : field)): \(fault)"
+        }
     }
 
-    struct Report {
-        /// Why the body is refused; nil: it is I-JSON.
-        var problem: Problem?
-        /// The numbers that are not whole Int64 numbers, each with its place (at most `notesMax`).
-        var numbers: [String] = []
+    public struct Report: Sendable {
+        /// Why the text is refused; nil: it is I-JSON.
+        public var problem: Problem?
+        /// The numbers that are not whole Int64 numbers, each with its field (at most `notesMax`).
+        public var numbers: [String] = []
+    }
+
+    /// What Foundation's "not valid JSON" meant for a text that `check` accepted: one of
+    /// `numbers` (its notes) in a member that must be an integer; nil without notes.
+    public static func explainUnreadNumber(_ numbers: [String]) -> String? {
+        guard !numbers.isEmpty else { return nil }
+        let first = numbers.count == notesMax ? " (the first \(numbers.count))" : ""
+        return "a member that must be an integer holds one of the numbers that are not whole numbers from -2^63 to 2^63 - 1\(first): \(numbers.joined(separator: "; "))"
     }
 
     /// What is wrong with `bytes`, and the numbers of it that the decoder cannot read as integers.
-    static func check(_ bytes: some Collection<UInt8>) -> Report {
+    public static func check(_ bytes: some Collection<UInt8>) -> Report {
         func scan(_ buffer: UnsafeBufferPointer<UInt8>) -> Report {
             var scanner = Scanner(bytes: buffer)
             do throws(Problem) {
@@ -51,28 +67,36 @@ enum JSONBodyCheck {
     }
 
     /// nil when `bytes` is I-JSON, else what is wrong and where.
-    static func problem(in bytes: some Collection<UInt8>) -> Problem? { check(bytes).problem }
+    public static func problem(in bytes: some Collection<UInt8>) -> Problem? { check(bytes).problem }
 
     private struct Scanner {
         let bytes: UnsafeBufferPointer<UInt8>
         var at = 0
         /// The members and indices from the document's root to the value being read.
-        var path: [String] = []
+        var path: [PathPart] = []
+        enum PathPart { case name(String), index(Int) }
         /// The numbers that are not whole Int64 numbers (`Report.numbers`).
         var numbers: [String] = []
 
-        var pointer: String {
-            path.isEmpty ? "the body's top level"
-                : "/" + path.map { $0.replacing("~", with: "~0").replacing("/", with: "~1") }.joined(separator: "/")
+        /// The field being read, as this project's messages name fields: `a.b[2].c`.
+        var field: String {
+            var text = ""
+            for part in path {
+                switch part {
+                case let .index(index): text += "[\(index)]"
+                case let .name(name): text += text.isEmpty ? name : ".\(name)"
+                }
+            }
+            return text
         }
 
         func fail(_ what: String) -> Problem {
-            Problem(description: "the body is not acceptable JSON at byte \(at) (\(pointer)): \(what)")
+            Problem(offset: at, field: field, fault: what)
         }
 
         mutating func document() throws(Problem) {
             skipSpace()
-            guard at < bytes.count else { throw Problem(description: "the body is empty: a JSON object is expected") }
+            guard at < bytes.count else { throw fail("there is no JSON value, only white space or nothing") }
             try value(depth: 0)
             skipSpace()
             guard at == bytes.count else { throw fail("more follows the JSON value") }
@@ -83,7 +107,7 @@ enum JSONBodyCheck {
         }
 
         mutating func value(depth: Int) throws(Problem) {
-            guard at < bytes.count else { throw fail("the body ends where a value is expected") }
+            guard at < bytes.count else { throw fail("the text ends where a value is expected") }
             switch bytes[at] {
             case UInt8(ascii: "{"): try object(depth: depth + 1)
             case UInt8(ascii: "["): try array(depth: depth + 1)
@@ -105,7 +129,7 @@ enum JSONBodyCheck {
         }
 
         mutating func object(depth: Int) throws(Problem) {
-            guard depth <= JSONBodyCheck.depthMax else { throw fail("nested more than \(JSONBodyCheck.depthMax) deep") }
+            guard depth <= StrictJSON.depthMax else { throw fail("nested more than \(StrictJSON.depthMax) deep") }
             at += 1
             skipSpace()
             if at < bytes.count, bytes[at] == UInt8(ascii: "}") { at += 1; return }
@@ -121,20 +145,20 @@ enum JSONBodyCheck {
                 guard at < bytes.count, bytes[at] == UInt8(ascii: ":") else { throw fail("expected `:` after the member's name") }
                 at += 1
                 skipSpace()
-                path.append(name)
+                path.append(.name(name))
                 try value(depth: depth)
                 path.removeLast()
             } while try !ended(by: UInt8(ascii: "}"), after: "a member")
         }
 
         mutating func array(depth: Int) throws(Problem) {
-            guard depth <= JSONBodyCheck.depthMax else { throw fail("nested more than \(JSONBodyCheck.depthMax) deep") }
+            guard depth <= StrictJSON.depthMax else { throw fail("nested more than \(StrictJSON.depthMax) deep") }
             at += 1
             skipSpace()
             if at < bytes.count, bytes[at] == UInt8(ascii: "]") { at += 1; return }
             var index = 0
             repeat {
-                path.append(String(index))
+                path.append(.index(index))
                 try value(depth: depth)
                 path.removeLast()
                 index += 1
@@ -145,7 +169,7 @@ enum JSONBodyCheck {
         /// the closing bracket; whether the object or array ended.
         mutating func ended(by closing: UInt8, after what: String) throws(Problem) -> Bool {
             skipSpace()
-            guard at < bytes.count else { throw fail("the body ends inside \(closing == UInt8(ascii: "}") ? "an object" : "an array")") }
+            guard at < bytes.count else { throw fail("the text ends inside \(closing == UInt8(ascii: "}") ? "an object" : "an array")") }
             switch bytes[at] {
             case UInt8(ascii: ","):
                 at += 1
@@ -169,7 +193,7 @@ enum JSONBodyCheck {
             var text: [UInt8] = []
             var ascii = true
             while true {
-                guard at < bytes.count else { throw fail("the body ends inside a string") }
+                guard at < bytes.count else { throw fail("the text ends inside a string") }
                 let byte = bytes[at]
                 switch byte {
                 case UInt8(ascii: "\""):
@@ -188,7 +212,7 @@ enum JSONBodyCheck {
                     return nil
                 case UInt8(ascii: "\\"):
                     at += 1
-                    guard at < bytes.count else { throw fail("the body ends inside a string") }
+                    guard at < bytes.count else { throw fail("the text ends inside a string") }
                     let escaped = bytes[at]
                     at += 1
                     let resolved: UInt8
@@ -350,7 +374,7 @@ enum JSONBodyCheck {
         }
 
         mutating func note(_ what: String) {
-            if numbers.count < JSONBodyCheck.notesMax { numbers.append("\(pointer): \(what)") }
+            if numbers.count < StrictJSON.notesMax { numbers.append("\(field.isEmpty ? "the top level" : field): \(what)") }
         }
 
         func text(from start: Int, to end: Int) -> String {
