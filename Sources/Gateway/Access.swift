@@ -449,6 +449,15 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// it is no operation's or page's.
     func allowed(_ path: String) -> [HTTPRequest.Method]? { routes.methods(of: path) }
 
+    /// The path parameters of openapi.yaml that are integers (GatewaySchemaTests checks the
+    /// list against the document).
+    static let integerPathParameters: Set<String> = ["epoch", "height", "proposal"]
+
+    /// Decimal digits, no sign, no leading zero (but `0` itself).
+    static func isCanonicalNumber(_ text: Substring) -> Bool {
+        !text.isEmpty && text.utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) } && (text.count == 1 || text.first != "0")
+    }
+
     /// What the generated code found wrong in a request, in words: the field and what it
     /// expected (`DecodingError.fieldAndReason`, as for the files people write).
     /// `numbers`: those of the body that are not whole Int64 numbers, which Foundation's
@@ -561,6 +570,15 @@ struct RequestShapeMiddleware: RouterMiddleware {
             return ProblemResponse.make(
                 status: 405, type: "method-not-allowed", title: "Method not allowed", detail: "\(request.method) is not an operation of \(request.uri.path)",
                 headers: [.allow: allowed.map(\.rawValue).joined(separator: ", ")])
+        }
+        // A number in a path in one form only (the generated code reads `+1`, `007` and
+        // `%31` as 1 and 7): one resource, one address.
+        for (name, value) in routes.parameters(of: request.uri.path) where Self.integerPathParameters.contains(String(name)) {
+            guard Self.isCanonicalNumber(value) else {
+                return ProblemResponse.make(
+                    status: 400, type: "bad-request", title: "Bad request",
+                    detail: "\(name) must be written in decimal digits, with no sign and no leading zero (\(RefusalLog.oneLine(value.prefix(40))))")
+            }
         }
         var request = request
         var numbers: [String] = []

@@ -2,9 +2,10 @@ import HTTPTypes
 import OpenAPIRuntime
 import Synchronization
 
-/// The operations' paths and methods, as the generated code registers them from
-/// openapi.yaml: which methods a path has (`405` with `Allow` for another), or that it is no
-/// operation at all (`404` whatever the method). Before, every path but the POST operations'
+/// The paths and methods the gateway serves: the operations, as the generated code
+/// registers them from openapi.yaml, the dashboard's pages and `/metrics`. It says which
+/// methods a path has (`405` with `Allow` for another), or that it is none of them (`404`
+/// whatever the method). Before, every path but the POST operations'
 /// was said to have GET and HEAD, so `OPTIONS` or `POST` on a path that does not exist was
 /// a `405` where `GET` on it was a `404`.
 final class Routes: Sendable {
@@ -17,7 +18,7 @@ final class Routes: Sendable {
     }
 
     /// The methods `path` has (HEAD with GET, which the router answers without the body),
-    /// or nil when it is no registered operation's.
+    /// or nil when no route has it.
     func methods(of path: String) -> [HTTPRequest.Method]? {
         let segments = Self.segments(of: path)
         let found = routes.withLock { routes in
@@ -28,6 +29,18 @@ final class Routes: Sendable {
         for method in found where !methods.contains(method) { methods.append(method) }
         if methods.contains(.get), !methods.contains(.head) { methods.append(.head) }
         return methods
+    }
+
+    /// The values of `path`'s placeholders by name (`{height}` in `/v1/blocks/{height}`:
+    /// `height`), from the first route it matches.
+    func parameters(of path: String) -> [(name: Substring, value: Substring)] {
+        let segments = Self.segments(of: path)
+        guard let route = routes.withLock({ routes in routes.first { Self.matches($0.segments, segments) } }) else { return [] }
+        return zip(route.segments, segments).compactMap { part, segment in
+            if part.first == "{", part.last == "}" { return (part.dropFirst().dropLast(), segment) }
+            if part.first == ":" { return (part.dropFirst(), segment) }
+            return nil
+        }
     }
 
     static func matches(_ template: [Substring], _ segments: [Substring]) -> Bool {

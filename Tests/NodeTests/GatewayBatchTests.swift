@@ -578,6 +578,12 @@ import Wire
             let status = request == "PUT /en" ? 405 : 404
             #expect(answer.hasPrefix("HTTP/1.1 \(status) "), "\(request): \(answer.prefix(300))")
         }
+        // A number in a path in one form only.
+        for path in ["/v1/blocks/+1", "/v1/blocks/007", "/v1/blocks/%31", "/v1/blocks/-1", "/v1/proposals/1e2", "/v1/statements/00/rtm"] {
+            let answer = Raw.exchangeWhole(port, "GET \(path) HTTP/1.1\r\n\(head)\r\n")
+            #expect(answer.hasPrefix("HTTP/1.1 400 ") && answer.contains("must be written in decimal digits"), "\(path): \(answer.prefix(300))")
+        }
+        #expect(!Raw.exchangeWhole(port, "GET /v1/blocks/1 HTTP/1.1\r\n\(head)\r\n").hasPrefix("HTTP/1.1 400"))
         // Empty segments are read as the router reads them: `/v1/status/` is `/v1/status`.
         #expect(!Raw.exchangeWhole(port, "GET /v1/status/ HTTP/1.1\r\n\(head)\r\n").hasPrefix("HTTP/1.1 404"))
         // Whatever its Content-Type says, a body is checked as the JSON it is read as.

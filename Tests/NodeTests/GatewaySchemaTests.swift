@@ -6,7 +6,7 @@
 import CalissonTestKit
 import CalissonCrypto
 import Foundation
-import Gateway
+@testable import Gateway
 import Ledger
 import Node
 import Settlement
@@ -25,6 +25,24 @@ import Transport
             return nil
         }
         return path
+    }
+
+    /// The gateway's list of integer path parameters (written in one form only:
+    /// `RequestShapeMiddleware.integerPathParameters`) is the document's: every parameter
+    /// `in: path` whose schema is `type: integer`.
+    @Test func theIntegerPathParametersAreTheDocuments() throws {
+        let lines = try String(contentsOfFile: "\(Self.root)/Sources/Gateway/openapi.yaml", encoding: .utf8)
+            .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        var found = Set<String>()
+        // Each parameter reads `name: …` then `in: path`, then its description and schema,
+        // up to the next parameter or the operation's responses.
+        for (index, line) in lines.enumerated() where line == "in: path" && index > 0 {
+            let name = String(lines[index - 1].split(separator: " ").last ?? "")
+            let rest = lines[(index + 1)...].prefix { !$0.hasPrefix("name:") && !$0.hasPrefix("- name:") && $0 != "responses:" }
+            if rest.contains("type: integer") { found.insert(name) }
+        }
+        #expect(!found.isEmpty)
+        #expect(found == RequestShapeMiddleware.integerPathParameters, "the document's integer path parameters: \(found.sorted())")
     }
 
     @Test func everyOperationAnswersAsTheDocumentSays() async throws {
