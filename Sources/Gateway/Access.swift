@@ -464,8 +464,8 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// decoder, reading one where an integer is expected, reports as "not valid JSON".
     static func describe(_ error: any Error, numbers: [String] = []) -> String {
         guard let decoding = error as? DecodingError else { return "\(error)" }
+        if let explained = StrictJSON.explain(decoding, numbers: numbers) { return explained }
         let (field, reason) = decoding.fieldAndReason
-        if field.isEmpty, case .dataCorrupted = decoding, let explained = StrictJSON.explainUnreadNumber(numbers) { return explained }
         return field.isEmpty ? "the body: \(reason)" : "\(field): \(reason)"
     }
 

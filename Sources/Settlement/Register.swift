@@ -79,12 +79,8 @@ public struct RegisterFile: Codable, Sendable, Equatable {
         if let problem = report.problem { throw RegisterError(field: path, reason: "not a settlement register: \(problem)") }
         let file: RegisterFile
         do { file = try JSONDecoder().decode(RegisterFile.self, from: data) } catch {
-            var reason = Self.describe(error)
-            if case let .dataCorrupted(context)? = error as? DecodingError, context.codingPath.isEmpty,
-               let explained = StrictJSON.explainUnreadNumber(report.numbers) {
-                reason = explained
-            }
-            throw RegisterError(field: path, reason: "not a settlement register: \(reason)")
+            let explained = (error as? DecodingError).flatMap { StrictJSON.explain($0, numbers: report.numbers) }
+            throw RegisterError(field: path, reason: "not a settlement register: \(explained ?? Self.describe(error))")
         }
         return try file.validated()
     }

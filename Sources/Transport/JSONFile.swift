@@ -41,7 +41,7 @@ public enum JSONFile {
         }
         do { return try JSONDecoder().decode(T.self, from: data) } catch let error as DecodingError {
             let (field, reason) = error.fieldAndReason
-            if field.isEmpty, case .dataCorrupted = error, let explained = StrictJSON.explainUnreadNumber(report.numbers) {
+            if let explained = StrictJSON.explain(error, numbers: report.numbers) {
                 throw JSONFileError(path: path, field: "", reason: explained)
             }
             throw JSONFileError(path: path, field: field, reason: reason)

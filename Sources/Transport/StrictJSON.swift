@@ -44,10 +44,11 @@ public enum StrictJSON {
         public var numbers: [String] = []
     }
 
-    /// What Foundation's "not valid JSON" meant for a text that `check` accepted: one of
-    /// `numbers` (its notes) in a member that must be an integer; nil without notes.
-    public static func explainUnreadNumber(_ numbers: [String]) -> String? {
-        guard !numbers.isEmpty else { return nil }
+    /// What Foundation's `error` means when it is its bare "not valid JSON" (data corrupted,
+    /// no field) for a text `check` accepted: that a member that must be an integer holds one
+    /// of `numbers` (the report's). nil for any other error, or without numbers.
+    public static func explain(_ error: DecodingError, numbers: [String]) -> String? {
+        guard case let .dataCorrupted(context) = error, context.codingPath.isEmpty, !numbers.isEmpty else { return nil }
         let first = numbers.count == notesMax ? " (the first \(numbers.count))" : ""
         return "a member that must be an integer holds one of the numbers that are not whole numbers from -2^63 to 2^63 - 1\(first): \(numbers.joined(separator: "; "))"
     }
