@@ -217,13 +217,16 @@ public final class NodeRuntime: @unchecked Sendable {
             writeOffset: UInt64(clamping: genesis.validators.firstIndex { $0.rawValue == configuration.transport.selfID } ?? 0),
             treeEveryBlockBelow: Self.treeEveryBlockBelow)
         state.retainBlocks = configuration.retainBlocks
-        let replaying = store.height - store.stateHeight
+        // Read strictly: a failed read taken for "no block above the state" would skip the
+        // blocks to execute again (and a height read as 0 trapped here).
+        let heights = try store.heights()
+        let replaying = heights.height >= heights.stateHeight ? heights.height - heights.stateHeight : 0
         core = try Core(
             storage: state, genesis: genesis, replica: replicaConfiguration, signer: NodeSigner(key: configuration.consensusKey),
             peers: configuration.transport.peers.map(\.id), settings: settings,
             verifySignature: { check in cache.contains(check) || check.verify() })
         if replaying > 0 {
-            logger.notice("blocks above the stored state executed again", metadata: ["blocks": "\(replaying)", "height": "\(store.height)"])
+            logger.notice("blocks above the stored state executed again", metadata: ["blocks": "\(replaying)", "height": "\(heights.height)"])
         }
         // Voted rules newer than this binary's apply from the next block: say so and stay down.
         if let missing = core.ledger.upgradeMissing(newest: configuration.rulesNewest) {

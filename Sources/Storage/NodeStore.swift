@@ -341,6 +341,14 @@ public final class NodeStore {
     /// appended without their state (`append(_:state: nil)`); whoever writes next executes
     /// them again from their bodies (Docs/STORAGE.md, "The state at checkpoints").
     public var stateHeight: UInt64 { ((try? meta("state_height")) ?? nil).map(Self.uint64) ?? height }
+    /// `height` and `stateHeight` read strictly: a read that fails is thrown, where those
+    /// properties fall back (to 0, to `height`) for the readers that only show them. What
+    /// decides on them at a node's start reads them here.
+    public func heights() throws(StorageError) -> (height: UInt64, stateHeight: UInt64) {
+        let height = try meta("height").map(Self.uint64) ?? 0
+        return (height, try meta("state_height").map(Self.uint64) ?? height)
+    }
+
     /// Whether the genesis state was written. A read that fails is thrown, never taken for
     /// "no": a node that could not read its file would otherwise write a genesis over its chain.
     public var isInitialized: Bool {

@@ -664,10 +664,12 @@ struct Chain {
         // The table of the chain's heights out of reach (as a failing read would leave it).
         try state.store.database.execute("ALTER TABLE meta RENAME TO meta_aside")
         #expect(throws: StorageError.self) { try state.store.isInitialized }
+        #expect(throws: StorageError.self) { try state.store.heights() }
         #expect(throws: StorageError.self) { try state.store.writeGenesis(StateChanges(values: [], createdPages: [], removedPages: [], root: .zero)) }
         #expect(throws: StorageError.self) { try state.store.beginImport() }
         try state.store.database.execute("ALTER TABLE meta_aside RENAME TO meta")
         #expect(try state.store.isInitialized && state.store.height == 2 && state.store.stateRoot == ledger.stateRoot)
+        #expect(try state.store.heights() == (2, 2))
     }
 
     /// A batch that defers its sync commits at `synchronous = NORMAL` and leaves the
