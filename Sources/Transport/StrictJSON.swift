@@ -19,7 +19,7 @@ import Foundation
 /// not valid JSON" when a member that is an integer holds a number it cannot read as one
 /// (`1.5`, `1e30`, `9223372036854775808`; it reads `1e3` and `1.0` as 1,000 and 1): the
 /// numbers of the text that are not whole numbers from -2^63 to 2^63 - 1 are noted with
-/// their place, and that error is then answered with them (`RequestShapeMiddleware.describe`).
+/// their field, and that error is then answered with them (`explain`).
 /// A refusal or a note names the field (`programmes[2].budget`, as `JSONFileError` does) and the fault.
 public enum StrictJSON {
     public static let depthMax = 32
