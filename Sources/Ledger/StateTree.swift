@@ -208,7 +208,8 @@ public enum StateTree {
     struct UpdatedSubtree {
         typealias Entries = [(hash: SHA256Digest, node: TreeNode)]
         var hash: SHA256Digest
-        /// Its node when it is a single leaf (which moves up when its sibling is empty).
+        /// Its node when it is a single leaf (which moves up when its sibling is empty);
+        /// nil too for a stored page kept unread (`Updater.kept`).
         var leaf: TreeNode?
         /// Made by this update, not a stored subtree kept as it was.
         var made: Bool
@@ -311,15 +312,13 @@ public enum StateTree {
 
         /// An unchanged subtree, with its node if it is a leaf. Inside a page, its nodes
         /// are copied from the old page into the new one; at a page depth it stays the
-        /// stored page it is.
+        /// stored page it is, not read: whether it is a single leaf matters only if its
+        /// sibling becomes empty (`join` reads it then). Reading every kept sibling page
+        /// was half the pages an update read, and past 65,536 keys most of them came from
+        /// the database.
         func kept(_ hash: SHA256Digest, depth: Int, _ page: TreePage?, into entries: inout Entries) -> Subtree {
             guard hash != .zero else { return .empty }
-            if depth % pageDepth == 0 {
-                guard let node = self.page(of: hash, depth: depth, page)?.node(hash), case .leaf = node else {
-                    return Subtree(hash: hash, leaf: nil, made: false, page: nil)
-                }
-                return Subtree(hash: hash, leaf: node, made: false, page: nil)
-            }
+            if depth % pageDepth == 0 { return Subtree(hash: hash, leaf: nil, made: false, page: nil) }
             guard let page, let node = page.node(hash) else {
                 preconditionFailure("node \(hash.hex) of a kept subtree is missing from its page")
             }
@@ -346,9 +345,19 @@ public enum StateTree {
         /// leaf moves up: the shape depends on the keys only).
         mutating func join(_ left: Subtree, _ right: Subtree, depth: Int, into entries: inout Entries) -> Subtree {
             if left.hash == .zero && right.hash == .zero { return .empty }
-            if left.hash == .zero, let leaf = right.leaf { return moveUp(right, leaf, to: depth, into: &entries) }
-            if right.hash == .zero, let leaf = left.leaf { return moveUp(left, leaf, to: depth, into: &entries) }
+            if left.hash == .zero, let leaf = leaf(of: right, depth: depth + 1) { return moveUp(right, leaf, to: depth, into: &entries) }
+            if right.hash == .zero, let leaf = leaf(of: left, depth: depth + 1) { return moveUp(left, leaf, to: depth, into: &entries) }
             return branch(left, right, depth: depth, into: &entries)
+        }
+
+        /// The subtree's node if it is a single leaf; for a stored page kept unread
+        /// (`kept`), read from its page.
+        func leaf(of subtree: Subtree, depth: Int) -> TreeNode? {
+            if let leaf = subtree.leaf { return leaf }
+            guard !subtree.made, depth % pageDepth == 0, let node = page(of: subtree.hash, depth: depth, nil)?.node(subtree.hash),
+                case .leaf = node
+            else { return nil }
+            return node
         }
 
         /// A new branch: the pages made below it are written, and it joins its page.

@@ -121,6 +121,59 @@ import Wire
         }
     }
 
+    /// The pages an update reads, counted.
+    final class CountingPages: TreePageSource, @unchecked Sendable {
+        let store: MemoryStateStore
+        var reads: [SHA256Digest] = []
+        init(_ store: MemoryStateStore) { self.store = store }
+        func treePage(_ root: SHA256Digest, depth: Int) -> TreePage? {
+            reads.append(root)
+            return store.treePage(root)
+        }
+    }
+
+    /// The pages from the root to a key's leaf (or to where it would be).
+    func pagesOnPath(_ store: MemoryStateStore, _ key: StateKey) -> Set<SHA256Digest> {
+        var pages: Set<SHA256Digest> = []
+        var hash = store.root, depth = 0
+        while hash != .zero {
+            if depth % StateTree.pageDepth == 0 { pages.insert(hash) }
+            var page: TreePage?
+            for root in pages { if let found = store.treePage(root), found.node(hash) != nil { page = found } }
+            guard case let .branch(left, right) = page?.node(hash) else { break }
+            hash = StateTree.bit(key, depth) ? right : left
+            depth += 1
+        }
+        return pages
+    }
+
+    /// Changing or adding a key reads only the pages on its path, each once: the unchanged
+    /// sibling pages beside the path are kept by hash, not read (they were half the reads,
+    /// from the database once the tree outgrows the node's page cache). Deleting a key
+    /// reads its sibling's page only where the branch above collapses.
+    @Test func anUpdateReadsOnlyThePagesOnItsPath() {
+        var random = SplitMix64(seed: 21)
+        var store = MemoryStateStore()
+        let keys = (0..<3_000).map { _ in random.bytes32() }
+        apply(&store, keys.map { ($0, Array("first".utf8)) })
+        for round in 0..<40 {
+            let key = round % 2 == 0 ? keys[Int(random.next() % 3_000)] : random.bytes32()
+            let counting = CountingPages(store)
+            let tree = StateTree.update(root: store.root, changes: [(key, StateTree.valueHash(Array("round \(round)".utf8)))], nodes: counting)
+            let path = pagesOnPath(store, key)
+            #expect(path.count >= 3, "the key's leaf is two pages below the root")
+            #expect(counting.reads.count == path.count && Set(counting.reads) == path, "round \(round)")
+            var scratch = store
+            scratch.commit(StateBatch(values: [], tree: tree))
+            #expect(scratch.root != store.root)
+        }
+        // Deleting every key but two still gives the tree made from those two alone.
+        apply(&store, keys.dropFirst(2).map { ($0, nil) })
+        var two = MemoryStateStore()
+        apply(&two, keys.prefix(2).map { ($0, Array("first".utf8)) })
+        #expect(store.root == two.root && store.pages == two.pages)
+    }
+
     /// A page read back from bytes is rebuilt and hashed, never trusted: truncated,
     /// extended or unknown bytes are refused.
     @Test func malformedPagesAreRefused() throws {
