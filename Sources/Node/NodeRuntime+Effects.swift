@@ -245,6 +245,12 @@ extension NodeRuntime {
         do { try core.storage.advanceStateWrite() } catch {
             held += core.stop("the state's write at a checkpoint failed: \(error)")
         }
+        // A step of the filter of the state's keys (Docs/STORAGE.md); a failed read leaves it
+        // unbuilt, every read then going to the table, and the next tick tries again.
+        do { try store.advanceKeyFilter() } catch {
+            if !keyFilterFailed { logger.warning("the state's key filter could not be built", metadata: ["reason": "\(error)"]) }
+            keyFilterFailed = true
+        }
     }
 
     /// Carries out one effect; returns the input it calls for at once, if any.

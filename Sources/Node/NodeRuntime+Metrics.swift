@@ -66,6 +66,12 @@ extension NodeRuntime {
         metric("storage_wal_checkpoints_total", "counter", "WAL checkpoints made by the checkpointer thread (every ~40 MiB of WAL).", checkpoints.made)
         metric("storage_wal_checkpoint_failures_total", "counter", "WAL checkpoints that failed on the checkpointer thread (the node's commits then do it).",
                checkpoints.failed)
+        let keyFilter = store.keyFilterStatus
+        metric("storage_key_filter_ready", "gauge", "1 once the filter of the state's keys is built (reads of absent keys then skip the table).",
+               keyFilter.ready ? 1 : 0)
+        metric("storage_key_filter_fill", "gauge", "Share of the key filter's bits set (a larger one is built past 0.5).", keyFilter.fill)
+        metric("storage_key_filter_reads_skipped_total", "counter", "Reads of state keys the filter answered as absent, without the table.",
+               keyFilter.readsSkipped)
         metric("transactions_applied_total", "counter", "Transactions applied since start.", core.counters.applied)
         metric("process_cpu_seconds_total", "counter", "CPU time used by the node process (user and system), seconds.", Double(ProcessUsage.cpuMilliseconds()) / 1_000)
         metric("transactions_rejected_total", "counter", "Transactions rejected by the ledger since start.", core.counters.rejected)

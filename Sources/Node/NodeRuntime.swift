@@ -166,6 +166,8 @@ public final class NodeRuntime: @unchecked Sendable {
     /// submissions refused (counted).
     public static let verificationPendingMax = 20_000
     var droppedForVerification = 0
+    /// Whether building the filter of the state's keys failed once (logged once).
+    var keyFilterFailed = false
     /// When the runtime was made, for the uptime a status reports.
     let started = ContinuousClock.now
     let heightValue = Mutex<UInt64>(0)

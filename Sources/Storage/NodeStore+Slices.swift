@@ -123,6 +123,7 @@ extension NodeStore {
                 slicing.added.insert(key)
             }
             if let value {
+                storedKeys.written(key)
                 try database.statement("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)").bind(1, key).bind(2, value).run()
             } else {
                 try database.statement("DELETE FROM state WHERE key = ?").bind(1, key).run()
@@ -227,6 +228,7 @@ extension NodeStore {
                 let retiredAt = try retiredHeights()
                 for (archived, pages, _) in rows {
                     for key in Self.hashes(archived) {
+                        storedKeys.written(key)
                         try database.statement("INSERT OR REPLACE INTO state (key, value) SELECT key, value FROM value_archive WHERE key = ? AND height = ?")
                             .bind(1, key).bind(2, height).run()
                         try database.statement("DELETE FROM value_archive WHERE key = ? AND height = ?").bind(1, key).bind(2, height).run()

@@ -515,6 +515,7 @@ public final class NodeStore {
                 if database.changes > 0 { archived += key.bytes }
             }
             if let value {
+                storedKeys.written(key)
                 try database.statement("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)").bind(1, key).bind(2, value).run()
             } else {
                 try database.statement("DELETE FROM state WHERE key = ?").bind(1, key).run()
@@ -553,6 +554,9 @@ public final class NodeStore {
     /// `retiredCache` is.
     var slicing: Slicing?
     var slicingLoaded = false
+    /// The filter of the stored state's keys (`NodeStore+KeyFilter.swift`): a writing
+    /// store's, built in steps (`advanceKeyFilter`); nil until then.
+    var storedKeys = StoredKeys()
 
     func retiredHeights() throws(StorageError) -> [Bytes32: UInt64] {
         if let retiredCache { return retiredCache }
@@ -739,6 +743,7 @@ public final class NodeStore {
     public func value(_ key: Bytes32) throws(StorageError) -> [UInt8]? {
         try oneSnapshot { () throws(StorageError) -> [UInt8]? in
             if let before = try valueBeforeSlices(key) { return before }
+            guard storedKeys.mayContain(key) else { return nil }
             return try database.statement("SELECT value FROM state WHERE key = ?").bind(1, key).first { $0.blob(0) } ?? nil
         }
     }

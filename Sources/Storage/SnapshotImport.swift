@@ -60,6 +60,7 @@ extension NodeStore {
         try requireImport()
         try database.transaction { () throws(StorageError) in
             for (key, valueHash) in leaves {
+                storedKeys.written(key)
                 try database.statement("INSERT OR REPLACE INTO state (key, value) SELECT ?, value FROM snapshot_values WHERE hash = ?")
                     .bind(1, key).bind(2, valueHash).run()
                 guard database.changes == 1 else {
