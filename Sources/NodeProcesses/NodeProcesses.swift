@@ -149,7 +149,7 @@ public final class NodeProcesses {
         hosts = configs.map { $0.1.host ?? "127.0.0.1" }
         dataFiles = ids.map { "\(directory)/\($0)/data/node.db" }
         ca = try Certificate(pem: try String(contentsOfFile: "\(directory)/ca.crt", encoding: .utf8))
-        genesis = try JSONDecoder().decode(GenesisFile.self, from: Data(contentsOf: URL(fileURLWithPath: "\(directory)/genesis.json"))).validated()
+        genesis = try JSONFile.decode(GenesisFile.self, path: "\(directory)/genesis.json").validated()
         if started {
             do {
                 try prepare(self)
@@ -177,9 +177,9 @@ public final class NodeProcesses {
     }
 
     public static func configs(_ directory: String) throws -> [(String, NodeConfigFile)] {
-        let genesis = try JSONDecoder().decode(GenesisFile.self, from: Data(contentsOf: URL(fileURLWithPath: "\(directory)/genesis.json")))
+        let genesis = try JSONFile.decode(GenesisFile.self, path: "\(directory)/genesis.json")
         return try genesis.validators.map { id in
-            (id, try JSONDecoder().decode(NodeConfigFile.self, from: Data(contentsOf: URL(fileURLWithPath: "\(directory)/\(id)/config.json"))))
+            (id, try JSONFile.decode(NodeConfigFile.self, path: "\(directory)/\(id)/config.json"))
         }
     }
 

@@ -219,7 +219,7 @@ struct OrderingReplicaCommand: ParsableCommand {
 
     func run() throws {
         let data = try InputFile.read(setup, byteCountMax: 1 << 22)
-        let shared = try JSONDecoder().decode(OrderingSetup.self, from: Data(data))
+        let shared = try JSONFile.decode(OrderingSetup.self, bytes: data, path: setup)
         guard (0..<shared.count).contains(index), blockSize > 0, payloadSize >= 8, outstanding > 0, tickMilliseconds > 0 else {
             throw ValidationError("index 0..<\(shared.count), block size > 0, payload ≥ 8 bytes, outstanding > 0, tick > 0")
         }

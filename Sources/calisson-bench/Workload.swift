@@ -37,11 +37,11 @@ struct WorkloadCommand: ParsableCommand {
     }
 
     func run() throws {
-        let genesisFile = try JSONDecoder().decode(GenesisFile.self, from: Data(contentsOf: URL(fileURLWithPath: "\(testnet)/genesis.json")))
+        let genesisFile = try JSONFile.decode(GenesisFile.self, path: "\(testnet)/genesis.json")
         let genesis = try genesisFile.validated()
         let ca = try Certificate(pem: try String(contentsOfFile: "\(testnet)/ca.crt", encoding: .utf8))
         let configs = try genesis.validators.map { id in
-            try JSONDecoder().decode(NodeConfigFile.self, from: Data(contentsOf: URL(fileURLWithPath: "\(testnet)/\(id.rawValue)/config.json")))
+            try JSONFile.decode(NodeConfigFile.self, path: "\(testnet)/\(id.rawValue)/config.json")
         }
         // The nodes that answer (a stopped one is skipped: the others take the load).
         let clients = configs.compactMap { config in
