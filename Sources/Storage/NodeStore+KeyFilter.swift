@@ -8,9 +8,10 @@ import Wire
 /// filter of the state's keys").
 ///
 /// Guarantee: the filter never says "absent" for a key the table holds. Every statement
-/// that puts a key in the table inserts it in the filter first (`written`; a write whose
-/// transaction then fails leaves a key too many, which costs a read, never a wrong answer);
-/// a deleted key stays in it. The filter is built by scanning the table in key order, a
+/// that puts a key in the table inserts it in the filter first; a deleted key stays in it.
+/// A transaction that fails is forgotten with the filter (`forgetCaches`): its rollback may
+/// bring back a key that a scan step inside it did not see (deleted by the transaction),
+/// and the filter is then built again from the table. The filter is built by scanning the table in key order, a
 /// step at a time (`advanceKeyFilter`, once per tick of the node's clock, so that no turn of
 /// its loop reads the whole table), a key written meanwhile being inserted as it is written;
 /// until it is complete every read goes to the table. Once half its bits are set (deleted
@@ -30,6 +31,13 @@ struct StoredKeys {
     var capacityMin = 1 << 20
     /// Past this share of bits set, a larger filter is built (about 0.8% false positives).
     static let fillMax = 0.5
+
+    /// Drops the filters (a transaction failed): every read goes to the table until one is
+    /// built again.
+    mutating func forget() {
+        ready = nil
+        building = nil
+    }
 
     mutating func written(_ key: Bytes32) {
         ready?.insert(key)

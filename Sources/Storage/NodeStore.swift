@@ -408,6 +408,7 @@ public final class NodeStore {
         retiredCache = nil
         slicing = nil
         slicingLoaded = false
+        storedKeys.forget()
     }
 
     // MARK: Writes

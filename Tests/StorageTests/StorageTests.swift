@@ -664,6 +664,27 @@ struct Chain {
         plain.close()
     }
 
+    /// A filter built inside a batch that deleted a key (the node's scan steps run in its
+    /// turns' batches) does not outlive the batch's rollback, which brings the key back.
+    @Test func theKeyFilterIsForgottenWithAFailedBatch() throws {
+        let store = try NodeStore(file: temporaryFile("key-filter-rollback.db"), create: true)
+        let (kept, gone) = (SHA256.hash("kept"), SHA256.hash("deleted, then back"))
+        func root(_ height: UInt64) -> Bytes32 { SHA256.hash("root \(height)") }
+        try store.writeGenesis(StateChanges(values: [(kept, [1]), (gone, [2])], createdPages: [(root(0), [0])], removedPages: [], root: root(0)))
+        try store.beginBatch()
+        try store.append(
+            BlockRecord(height: 1, digest: .zero, body: [], certificate: [], stateRoot: root(1), transactions: []),
+            state: StateChanges(values: [(gone, nil)], createdPages: [(root(1), [1])], removedPages: [], root: root(1)))
+        while !store.keyFilterStatus.ready { try store.advanceKeyFilter() }
+        #expect(try store.value(gone) == nil && store.value(kept) == [1])
+        store.rollbackBatch()
+        #expect(!store.keyFilterStatus.ready)
+        #expect(try store.value(gone) == [2] && store.value(kept) == [1] && store.height == 0)
+        while !store.keyFilterStatus.ready { try store.advanceKeyFilter() }
+        #expect(try store.value(gone) == [2] && store.value(kept) == [1])
+        store.close()
+    }
+
     /// At capacity: every key inserted passes, about 1% of others do, half the bits are set,
     /// and the estimate of the keys is within a few percent.
     @Test func aKeyFilterAtCapacityHasItsRates() {
