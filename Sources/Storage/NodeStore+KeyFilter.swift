@@ -11,10 +11,12 @@ import Wire
 /// that puts a key in the table inserts it in the filter first; a deleted key stays in it.
 /// A transaction that fails is forgotten with the filter (`forgetCaches`): its rollback may
 /// bring back a key that a scan step inside it did not see (deleted by the transaction),
-/// and the filter is then built again from the table. The filter is built by scanning the table in key order, a
-/// step at a time (`advanceKeyFilter`, once per tick of the node's clock, so that no turn of
-/// its loop reads the whole table), a key written meanwhile being inserted as it is written;
-/// until it is complete every read goes to the table. Once half its bits are set (deleted
+/// and the filter is then built again from the table.
+///
+/// The filter is built by scanning the table in key order, a step at a time
+/// (`advanceKeyFilter`, once per tick of the node's clock, so that no turn of its loop reads
+/// the whole table), a key written meanwhile being inserted as it is written; until it is
+/// complete every read goes to the table. Once half its bits are set (deleted
 /// keys stay in it), a filter twice the size is built the same way beside it, and replaces
 /// it when complete. Only a writing store has one: another process writes a read-only
 /// store's file.
@@ -68,13 +70,14 @@ struct StoredKeys {
     /// Keys scanned (`rows`, in key order, from after the last step's last key); `complete`
     /// when the scan reached the table's end. A row that is not a 32-byte key is skipped (no
     /// read can ask for it). A filter that fills past `fillMax` before its scan ends starts
-    /// again, four times larger.
+    /// again, about four times larger (at `capacityMax`, it goes on, fuller).
     mutating func scanned(_ rows: [[UInt8]], complete: Bool) {
         guard var building else { return }
         for row in rows { if let key = Bytes32(row) { building.filter.insert(key) } }
         building.after = rows.last ?? building.after
-        if building.filter.fill > Self.fillMax {
-            self.building = (KeyFilter(capacity: capacity(forKeys: building.filter.estimatedKeys * 2)), nil)
+        let larger = capacity(forKeys: building.filter.estimatedKeys.multipliedReportingOverflow(by: 2).partialValue)
+        if building.filter.fill > Self.fillMax, larger > building.filter.capacity {
+            self.building = (KeyFilter(capacity: larger), nil)
         } else if complete {
             ready = building.filter
             self.building = nil
