@@ -12,7 +12,9 @@ import Glibc
 /// them). Workers pull chunks from a shared atomic cursor, several chunks per worker, so
 /// a core slowed by other load takes fewer chunks instead of holding up the batch, and
 /// no more than `workerCount` threads ever verify at once. It blocks until every result
-/// is known, so the node calls it from a worker thread, never from its event-loop thread.
+/// is known, so the node calls it from a worker thread, and on its event-loop thread only
+/// for a few checks the cache does not vouch for (fewer than `chunkCountMin` make one
+/// chunk, checked on the calling thread alone).
 public final class BatchVerifier: Sendable {
     /// A batch larger than this is refused by precondition: callers split their work
     /// (the mempool admits in batches far smaller), and the results array stays bounded.

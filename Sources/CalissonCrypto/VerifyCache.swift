@@ -70,6 +70,12 @@ public final class VerifyCache: Sendable {
         }
     }
 
+    /// How many of `checks` are not cached, for deciding where to verify them: not counted
+    /// in the statistics (the verification that follows asks again and is counted).
+    public func uncachedCount(_ checks: [SignatureCheck]) -> Int {
+        state.withLock { state in checks.count { state.index[$0] == nil } }
+    }
+
     /// Records checks that verified as valid. Never call with an unverified check.
     public func insert(_ check: SignatureCheck) {
         state.withLock { $0.insert(check) }

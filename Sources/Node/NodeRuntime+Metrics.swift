@@ -76,6 +76,7 @@ extension NodeRuntime {
         metric("process_cpu_seconds_total", "counter", "CPU time used by the node process (user and system), seconds.", Double(ProcessUsage.cpuMilliseconds()) / 1_000)
         metric("transactions_rejected_total", "counter", "Transactions rejected by the ledger since start.", core.counters.rejected)
         metric("verification_dropped_total", "counter", "Messages and submissions dropped with the verifier full.", droppedForVerification)
+        metric("verification_on_loop_total", "counter", "Sets of signature checks verified on the loop, the verifier idle.", checkedOnLoop)
         metric(
             "consensus_votes_unchecked_total", "counter",
             "Votes from validators dropped without checking their signature: the replica had formed their certificate.",

@@ -166,6 +166,12 @@ public final class NodeRuntime: @unchecked Sendable {
     /// submissions refused (counted).
     public static let verificationPendingMax = 20_000
     var droppedForVerification = 0
+    /// Items handed to the verifier and not yet back on the loop (loop thread).
+    var verificationsOut = 0
+    /// Sets of checks verified on the loop (`verifyOnLoop`), and its bounds.
+    var checkedOnLoop = 0
+    static let onLoopChecksMax = 256
+    static let onLoopUncachedMax = 4
     /// Whether building the filter of the state's keys failed once (logged once).
     var keyFilterFailed = false
     /// When the runtime was made, for the uptime a status reports.

@@ -463,7 +463,9 @@ struct TestCluster {
 
     @Test func badSubmissionsAreRefusedAtAdmission() throws {
         let cluster = try TestCluster(count: 1)
-        let node = try NodeRuntime(configuration: cluster.configuration(0))
+        var configuration = cluster.configuration(0)
+        configuration.metricsPort = 0
+        let node = try NodeRuntime(configuration: configuration)
         try node.start()
         defer { node.stop() }
         let good = cluster.attribute(by: 0, to: 1, nonce: 1)
@@ -478,6 +480,11 @@ struct TestCluster {
         #expect(node.submit(otherChain) == .wrongChain)
         // A single validator finalizes on its own.
         #expect(eventually { node.read { $0.meta.totals.issued } == 10 })
+        // One submission at a time, the verifier idle: their signatures were checked on the
+        // loop (the good one and the forged one at least), and the forged one refused there.
+        let metrics = try httpGet(port: node.metricsPort, "/metrics")
+        let onLoop = metrics.split(separator: "\n").first { $0.hasPrefix("calisson_verification_on_loop_total ") }.flatMap { Int($0.split(separator: " ")[1]) }
+        #expect((onLoop ?? 0) >= 2, "\(onLoop.map(String.init) ?? "no such metric")")
     }
 
     /// /health and /metrics on the local HTTP port.
