@@ -96,6 +96,8 @@ extension NodeRuntime {
         metric("transport_oversized_frames_total", "counter", "Frames over the size limit.", counters.oversizedFrames)
         metric("transport_malformed_frames_total", "counter", "Frames that did not decode.", counters.malformedFrames)
         metric("transport_gossip_dropped_total", "counter", "Gossip dropped for a full send queue.", counters.gossipDropped)
+        metric("transport_gossip_relayed_total", "counter", "Gossip relayed to a peer its sender is not linked to.", counters.gossipRelayed)
+        metric("transport_heartbeats_unread_total", "counter", "Heartbeats from validators whose payload this release does not read.", counters.heartbeatsUnread)
         metric("transport_slow_consumers_total", "counter", "Links closed for not reading.", counters.slowConsumersClosed)
         metric("transport_reconnects_total", "counter", "Redials scheduled.", counters.reconnects)
         metric("transport_refused_by_peers_total", "counter", "Links a peer refused, saying why (logged).", counters.refusedByPeers)

@@ -125,7 +125,7 @@ final class Connection {
         }
         switch envelope.kind {
         case .heartbeat:
-            break
+            if !isClient, !envelope.payload.isEmpty { transport.heard(envelope.payload, on: self) }
         case .consensus, .gossip:
             guard !isClient else { throw .unexpected(envelope.kind) }
             transport.received(envelope.kind, envelope.payload, on: self)

@@ -153,3 +153,37 @@ public struct PeerVersion: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { "\(software) (ledger rules \(rules))" }
 }
+
+/// What a validator says of its own links, in the payload of its heartbeats (a heartbeat
+/// of an earlier release is empty, and an earlier release ignores the payload): the
+/// validators it is linked to now. A node relays a transaction that validator gossips only
+/// to the peers it is not linked to (Docs/TRANSPORT.md, "Gossip"). A tag byte first, so
+/// that a later release can say something else there.
+struct LinkedPeers: Equatable {
+    static let tag: UInt8 = 1
+    /// More validators than a consortium has: a longer list is refused as malformed.
+    static let countMax = 1_024
+    let peers: Set<String>
+
+    init(peers: Set<String>) { self.peers = peers }
+
+    init(payload: [UInt8]) throws(WireError) {
+        var reader = WireReader(payload)
+        let tag = try reader.readUInt8("linkedPeers.tag")
+        guard tag == Self.tag else { throw .invalidValue(field: "linkedPeers.tag", offset: 0, reason: "tag \(tag) is not \(Self.tag) (linked peers)") }
+        let count = try reader.readCount("linkedPeers.peers", maximum: Self.countMax)
+        var peers: Set<String> = []
+        for _ in 0..<count { peers.insert(try reader.readString("linkedPeers.peer", maximumBytes: Hello.partnerIDBytesMax)) }
+        try reader.expectEnd()
+        self.peers = peers
+    }
+
+    /// Sorted, so that the same links always make the same bytes.
+    var payload: [UInt8] {
+        var writer = WireWriter()
+        writer.write(Self.tag)
+        writer.write(UInt32(truncatingIfNeeded: peers.count))
+        for peer in peers.sorted() { writer.writeString(peer) }
+        return writer.bytes
+    }
+}

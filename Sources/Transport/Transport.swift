@@ -116,6 +116,10 @@ public struct TransportCounters: Sendable, Equatable {
     public var oversizedFrames = 0
     public var malformedFrames = 0
     public var gossipDropped = 0
+    /// Gossip frames relayed to a peer the sender is not linked to (or has not said).
+    public var gossipRelayed = 0
+    /// Heartbeats from validators whose payload this release does not read.
+    public var heartbeatsUnread = 0
     public var slowConsumersClosed = 0
     public var reconnects = 0
     /// Links a peer refused, saying why (`TransportKind.refusal`).
@@ -165,6 +169,12 @@ public final class Transport: @unchecked Sendable {
     private var turnHooks: [LoopPhaseHook] = []
     /// Links with frames gathered this turn.
     private var gatheringLinks: [Connection] = []
+    /// What each linked validator said of its own links (`LinkedPeers`, in its
+    /// heartbeats): a transaction it gossips is relayed only to the peers it is not linked
+    /// to; to all of them while it has said nothing (a node of an earlier release).
+    private var peerLinks: [String: Set<String>] = [:]
+    /// Peers whose unreadable heartbeat was logged as a warning (once per link).
+    private var unreadHeartbeatsWarned: Set<String> = []
     private var seen = Set<SHA256Digest>()
     private var seenOrder: [SHA256Digest] = []
     private var seenStart = 0
@@ -347,6 +357,19 @@ public final class Transport: @unchecked Sendable {
         return result.withLock { $0 }
     }
 
+    /// What each linked validator said of its own links (for tests and status).
+    func saidLinks() -> [String: Set<String>] {
+        precondition(!loop.isOnLoop, "saidLinks waits for the loop")
+        let result = Mutex<[String: Set<String>]>([:])
+        let done = DispatchSemaphore(value: 0)
+        guard (try? loop.execute({ [self] in
+            result.withLock { $0 = peerLinks }
+            done.signal()
+        })) != nil else { return [:] }
+        done.wait()
+        return result.withLock { $0 }
+    }
+
     /// Linked validators, read on the loop thread (from a callback).
     public func linkedPeersOnLoop() -> [String] {
         assert(loop.isOnLoop, "links are the loop thread's")
@@ -505,6 +528,7 @@ public final class Transport: @unchecked Sendable {
             "version": "\(connection.peerVersion.map(\.description) ?? "not said")",
         ])
         onEvent?(.peerConnected(peer, negotiated: connection.negotiated))
+        sayLinks()
         return true
     }
 
@@ -513,8 +537,11 @@ public final class Transport: @unchecked Sendable {
         if let peer = connection.peerID ?? connection.expected {
             if links[peer] === connection {
                 links[peer] = nil
+                peerLinks[peer] = nil
+                unreadHeartbeatsWarned.remove(peer)
                 logger.info("peer disconnected", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
                 onEvent?(.peerDisconnected(peer, reason: reason))
+                sayLinks()
             }
             if connection.isDialer {
                 dialing.remove(peer)
@@ -555,12 +582,46 @@ public final class Transport: @unchecked Sendable {
         case .gossip:
             guard remember(payload) else { return }
             onGossip?(peer, payload)
-            send(.gossip, payload, to: links.lazy.filter { $0.key != peer }.map(\.value))
+            // Relayed to the linked validators the sender did not reach itself: none in a
+            // full mesh, the others where a link is missing (or the sender has not said).
+            let reached = peerLinks[peer]
+            let targets = links.filter { $0.key != peer && reached?.contains($0.key) != true }.map(\.value)
+            if !targets.isEmpty {
+                count { $0.gossipRelayed += targets.count }
+                send(.gossip, payload, to: targets)
+            }
         case .consensus:
             onMessage?(peer, kind, payload)
         case .hello, .heartbeat, .request, .response, .refusal:
             break
         }
+    }
+
+    /// A validator's heartbeat that carries a payload: what it says of its links. One this
+    /// release cannot read (malformed, or a later release's) leaves them unknown, so its
+    /// gossip is relayed to every other peer as before; counted, and logged (a warning once
+    /// per link, then at debug).
+    func heard(_ payload: [UInt8], on connection: Connection) {
+        guard let peer = connection.peerID, links[peer] === connection else { return }
+        do {
+            peerLinks[peer] = try LinkedPeers(payload: payload).peers
+        } catch {
+            peerLinks[peer] = nil
+            count { $0.heartbeatsUnread += 1 }
+            if unreadHeartbeatsWarned.insert(peer).inserted {
+                logger.warning("a peer's heartbeat not read: its gossip is relayed to every peer", metadata: ["peer": "\(peer)", "reason": "\(error)"])
+            } else {
+                logger.debug("a peer's heartbeat not read", metadata: ["peer": "\(peer)", "reason": "\(error)"])
+            }
+        }
+    }
+
+    /// Tells every linked validator which validators this node is linked to now: when a
+    /// link comes or goes, and at every heartbeat tick (one dropped with a full send queue
+    /// is said again).
+    private func sayLinks() {
+        guard !links.isEmpty else { return }
+        send(.heartbeat, LinkedPeers(peers: Set(links.keys)).payload, to: links.values)
     }
 
     func request(_ payload: [UInt8], on connection: Connection) {
@@ -610,6 +671,7 @@ public final class Transport: @unchecked Sendable {
                 onEvent?(.dialerSilent(peer.id))
             }
         }
+        sayLinks()
         for connection in Array(connections.values) {
             switch connection.beat(now: now, idleLimit: configuration.clientIdleMilliseconds, deadAfter: configuration.deadAfterMilliseconds) {
             case .keep: break

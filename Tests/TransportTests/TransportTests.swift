@@ -148,6 +148,70 @@ func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportC
         }
     }
 
+    /// Each validator says in its heartbeats which validators it is linked to: in a full
+    /// mesh nobody relays gossip (the sender reached every peer itself); where a link is
+    /// missing, the transaction is relayed to the peer the sender could not reach.
+    @Test func gossipIsRelayedOnlyWhereTheSenderHasNoLink() throws {
+        let consortium = try Consortium()
+        let nodes = try mesh(consortium)
+        defer { for node in nodes { node.stop() } }
+        #expect(eventually { nodes.allSatisfy { $0.transport.linkedPeers().count == 3 } })
+        #expect(eventually { nodes.allSatisfy { node in let said = node.transport.saidLinks(); return said.count == 3 && said.values.allSatisfy { $0.count == 3 } } })
+        let transactions = (0..<40).map { Array("full mesh \($0)".utf8) }
+        for (index, transaction) in transactions.enumerated() { nodes[index % 4].transport.gossip(transaction) }
+        #expect(eventually { nodes.allSatisfy { $0.gossiped.withLock { $0.count } == 30 } })
+        #expect(nodes.allSatisfy { $0.transport.counters.gossipRelayed == 0 }, "\(nodes.map { $0.transport.counters.gossipRelayed })")
+
+        // p0 and p2 do not list each other: p1 and p3 relay what each gossips to the other.
+        let partial = try Consortium(count: 3)
+        var ring: [Node] = []
+        defer { for node in ring { node.stop() } }
+        for index in 0..<3 { ring.append(try Node(partial.configuration(index))) }
+        let address = { (index: Int) in PeerAddress(id: "p\(index)", host: "127.0.0.1", port: ring[index].transport.peerPort) }
+        ring[0].transport.update(peers: [address(1)], registry: partial.registry, revokedSerials: [])
+        ring[1].transport.update(peers: [address(0), address(2)], registry: partial.registry, revokedSerials: [])
+        ring[2].transport.update(peers: [address(1)], registry: partial.registry, revokedSerials: [])
+        #expect(eventually { ring[1].transport.linkedPeers() == ["p0", "p2"] && ring[0].transport.linkedPeers() == ["p1"] && ring[2].transport.linkedPeers() == ["p1"] })
+        #expect(eventually { ring[1].transport.saidLinks() == ["p0": ["p1"], "p2": ["p1"]] && ring[0].transport.saidLinks() == ["p1": ["p0", "p2"]] })
+        ring[0].transport.gossip(Array("from p0".utf8))
+        ring[1].transport.gossip(Array("from p1".utf8))
+        ring[2].transport.gossip(Array("from p2".utf8))
+        #expect(eventually { ring[2].gossiped.withLock { Set($0.map(\.1)) } == [Array("from p0".utf8), Array("from p1".utf8)] })
+        #expect(eventually { ring[0].gossiped.withLock { Set($0.map(\.1)) } == [Array("from p1".utf8), Array("from p2".utf8)] })
+        #expect(ring[1].transport.counters.gossipRelayed == 2 && ring[0].transport.counters.gossipRelayed == 0 && ring[2].transport.counters.gossipRelayed == 0)
+    }
+
+    /// A heartbeat whose payload this release cannot read leaves the link up and the
+    /// sender's links unknown (its gossip relayed to all) until it says them again.
+    @Test func anUnreadableHeartbeatIsCountedAndTheLinkStays() throws {
+        let consortium = try Consortium(count: 2)
+        let nodes = try mesh(consortium, count: 2)
+        defer { for node in nodes { node.stop() } }
+        #expect(eventually { nodes[0].transport.saidLinks() == ["p1": ["p0"]] })
+        for payload: [UInt8] in [[9], [LinkedPeers.tag], [LinkedPeers.tag, 0xFF, 0xFF, 0xFF, 0xFF], LinkedPeers(peers: ["p0"]).payload + [0]] {
+            nodes[1].transport.send(payload, kind: .heartbeat, to: "p0")
+        }
+        #expect(eventually { nodes[0].transport.counters.heartbeatsUnread == 4 })
+        #expect(nodes[0].transport.linkedPeers() == ["p1"] && nodes[1].transport.linkedPeers() == ["p0"])
+        #expect(eventually { nodes[0].transport.saidLinks() == ["p1": ["p0"]] })  // said again at the next tick
+    }
+
+    @Test func linkedPeersDecodeStrictly() throws {
+        let said = LinkedPeers(peers: ["p2", "p0", "métropole"])
+        #expect(try LinkedPeers(payload: said.payload) == said)
+        #expect(said.payload == LinkedPeers(peers: ["métropole", "p0", "p2"]).payload)
+        #expect(try LinkedPeers(payload: LinkedPeers(peers: []).payload).peers.isEmpty)
+        let bad: [[UInt8]] = [
+            [], [2, 0, 0, 0, 0],  // nothing; another tag
+            [1, 0, 0, 0, 1],  // one peer announced, none given
+            [1, 0xFF, 0xFF, 0xFF, 0xFF],  // 2^32 − 1 peers announced
+            [1, 0, 0, 0, 1, 0, 0, 0, 65] + [UInt8](repeating: 97, count: 65),  // an id over 64 bytes
+            [1, 0, 0, 0, 1, 0, 0, 0, 2, 0xC3, 0x28],  // not UTF-8
+            said.payload + [0],  // trailing bytes
+        ]
+        for payload in bad { #expect(throws: WireError.self) { _ = try LinkedPeers(payload: payload) } }
+    }
+
     /// Each kind of bad certificate is refused with its reason; the good peer still links.
     @Test func badCertificatesAreRefusedAndTheListenerKeepsServing() throws {
         let consortium = try Consortium(count: 2)
