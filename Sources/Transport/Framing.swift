@@ -158,7 +158,8 @@ public struct PeerVersion: Hashable, Sendable, CustomStringConvertible {
 /// of an earlier release is empty, and an earlier release ignores the payload): the
 /// validators it is linked to now. A node relays a transaction that validator gossips only
 /// to the peers it is not linked to (Docs/TRANSPORT.md, "Gossip"). A tag byte first, so
-/// that a later release can say something else there.
+/// that a later release can say something else there; the ids in increasing order, each
+/// once (one encoding for one set: any other is refused).
 struct LinkedPeers: Equatable {
     static let tag: UInt8 = 1
     /// More validators than a consortium has: a longer list is refused as malformed.
@@ -172,10 +173,17 @@ struct LinkedPeers: Equatable {
         let tag = try reader.readUInt8("linkedPeers.tag")
         guard tag == Self.tag else { throw .invalidValue(field: "linkedPeers.tag", offset: 0, reason: "tag \(tag) is not \(Self.tag) (linked peers)") }
         let count = try reader.readCount("linkedPeers.peers", maximum: Self.countMax)
-        var peers: Set<String> = []
-        for _ in 0..<count { peers.insert(try reader.readString("linkedPeers.peer", maximumBytes: Hello.partnerIDBytesMax)) }
+        var peers: [String] = []
+        for _ in 0..<count {
+            let at = payload.count - reader.remaining
+            let peer = try reader.readString("linkedPeers.peer", maximumBytes: Hello.partnerIDBytesMax)
+            if let last = peers.last, !(last < peer) {
+                throw .invalidValue(field: "linkedPeers.peer", offset: at, reason: "'\(peer)' is not after '\(last)': the ids go in increasing order, each once")
+            }
+            peers.append(peer)
+        }
         try reader.expectEnd()
-        self.peers = peers
+        self.peers = Set(peers)
     }
 
     /// Sorted, so that the same links always make the same bytes.

@@ -207,6 +207,8 @@ func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportC
             [1, 0xFF, 0xFF, 0xFF, 0xFF],  // 2^32 − 1 peers announced
             [1, 0, 0, 0, 1, 0, 0, 0, 65] + [UInt8](repeating: 97, count: 65),  // an id over 64 bytes
             [1, 0, 0, 0, 1, 0, 0, 0, 2, 0xC3, 0x28],  // not UTF-8
+            [1, 0, 0, 0, 2, 0, 0, 0, 2] + Array("p1".utf8) + [0, 0, 0, 2] + Array("p0".utf8),  // out of order
+            [1, 0, 0, 0, 2, 0, 0, 0, 2] + Array("p1".utf8) + [0, 0, 0, 2] + Array("p1".utf8),  // twice
             said.payload + [0],  // trailing bytes
         ]
         for payload in bad { #expect(throws: WireError.self) { _ = try LinkedPeers(payload: payload) } }
