@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import OpenAPIRuntime
 import Synchronization
 import Transport
@@ -475,17 +476,32 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// that the many requests held while they wait for finality hold little memory.
     static func bodyByteCountMax(_ path: String) -> Int { path == "/v1/transaction-batches" ? 1 << 20 : 128 << 10 }
 
-    /// What `work` gives if it ends within `seconds`, else nil (it is then cancelled).
+    /// What `work` gives if it ends within `seconds`, else nil (it is then cancelled, and
+    /// what it gives is dropped). The deadline is a task scheduled on a SwiftNIO loop (the
+    /// one this runs on: the gateway's tasks run on its loops) that cancels the work's task:
+    /// a sleeping task as the deadline cost a second child task, a timer of libdispatch and
+    /// its thread's wake-ups, for every request with a body.
     static func within<T: Sendable>(seconds: Int64, _ work: @escaping @Sendable () async throws -> T) async throws -> T? {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await work() }
-            group.addTask {
-                try await Task.sleep(for: .seconds(seconds))
-                return nil
-            }
-            defer { group.cancelAll() }
-            return try await group.next() ?? nil
-        }
+        let loop = MultiThreadedEventLoopGroup.currentEventLoop ?? NIOSingletons.posixEventLoopGroup.any()
+        let task = Task { try await work() }
+        let deadline = Deadline()
+        let timer = loop.scheduleTask(in: .seconds(seconds)) { if deadline.expire() { task.cancel() } }
+        let result = await withTaskCancellationHandler { await task.result } onCancel: { task.cancel() }
+        timer.cancel()
+        guard deadline.end() else { return nil }
+        // Cancelled from outside (the connection closed): what the work gave may be cut short.
+        try Task.checkCancellation()
+        return try result.get()
+    }
+
+    /// Whether the work of one `within` or its deadline came first: the first to ask wins.
+    private final class Deadline: Sendable {
+        /// 0: neither yet; 1: the work ended; 2: the deadline came.
+        private let state = Atomic<Int>(0)
+        /// The deadline came, the work still running: cancel it.
+        func expire() -> Bool { state.compareExchange(expected: 0, desired: 2, ordering: .acquiringAndReleasing).exchanged }
+        /// The work ended: whether it came first.
+        func end() -> Bool { state.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing).exchanged }
     }
 
     /// Reads a refused request's body and drops it as it comes, within the same limits as
@@ -525,17 +541,20 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// With the request, the numbers of its body that are not whole Int64 numbers (`StrictJSON`).
     static func readBody(of request: Request, context: GatewayContext, seconds: Int64) async throws -> Result<(request: Request, numbers: [String]), BodyRefusal> {
         let bodyMax = bodyByteCountMax(request.uri.path)
-        let tooLarge = BodyRefusal(response: ProblemResponse.make(
-            status: 413, type: "content-too-large", title: "Content too large",
-            detail: "the request's body is over \(bodyMax) bytes", headers: [.connection: "close"]))
-        if announcesMore(than: bodyMax, request) { return .failure(tooLarge) }
+        // Made only when it is the answer (a problem document is JSON to encode).
+        func tooLarge() -> BodyRefusal {
+            BodyRefusal(response: ProblemResponse.make(
+                status: 413, type: "content-too-large", title: "Content too large",
+                detail: "the request's body is over \(bodyMax) bytes", headers: [.connection: "close"]))
+        }
+        if announcesMore(than: bodyMax, request) { return .failure(tooLarge()) }
         await context.continueBody()
         let body = request.body
         let collected: ByteBuffer?
         do {
             collected = try await within(seconds: seconds) { try await body.collect(upTo: bodyMax) }
         } catch is NIOTooManyBytesError {
-            return .failure(tooLarge)
+            return .failure(tooLarge())
         } catch let error as HTTPParserError {
             // A body that is not HTTP/1.1's framing (a chunk's size that is not a length): the
             // connection cannot be read on.
@@ -636,7 +655,9 @@ struct RequestShapeMiddleware: RouterMiddleware {
         do {
             var response = try await HeldPlace.$current.withValue(place) { try await next(request, context) }
             // The generated code percent-encodes header values ("/" as "%2F"); a Location is a path.
-            if let location = response.headers[.location], let decoded = location.removingPercentEncoding { response.headers[.location] = decoded }
+            if let location = response.headers[.location], location.utf8.contains(UInt8(ascii: "%")), let decoded = location.removingPercentEncoding {
+                response.headers[.location] = decoded
+            }
             return response
         } catch let error as ServerError where error.operationInput == nil {
             return ProblemResponse.make(
