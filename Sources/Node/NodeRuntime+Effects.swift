@@ -112,6 +112,7 @@ extension NodeRuntime {
     /// its effects goes out but the stop and the events (the stop answers every client
     /// waiting).
     func endTurn() {
+        checkedOnLoopThisTurn = 0
         while store.isBatchOpen || !held.isEmpty {
             var effects = held
             held = []
@@ -452,13 +453,17 @@ extension NodeRuntime {
 
     /// Whether `checks` all verify, checked here on the loop, when that is cheaper than the
     /// verifier's round trip (two thread hand-overs): the verifier has nothing out, so no
-    /// result can overtake an earlier one, there are at most `onLoopChecksMax` checks, and
-    /// at most `onLoopUncachedMax` of them not vouched for by the cache (about 65 µs each
-    /// here, the loop's longest stretch for it). Nil: for the verifier.
+    /// result can overtake an earlier one; there are at most `onLoopChecksMax` checks, at
+    /// most `onLoopUncachedMax` of them not vouched for by the cache (about 65 µs each
+    /// here); and this turn of the loop has checked fewer than `onLoopUncachedPerTurnMax`
+    /// so far, so that under load the checks go to the verifier, on every core, and the loop
+    /// never spends more than about a millisecond a turn on them. Nil: for the verifier.
     func verifyOnLoop(_ checks: [SignatureCheck]) -> Bool? {
-        guard verificationsOut == 0, checks.count <= Self.onLoopChecksMax else { return nil }
-        guard verifyCache.uncachedCount(checks) <= Self.onLoopUncachedMax else { return nil }
+        guard verificationsOut == 0, checkedOnLoopThisTurn < Self.onLoopUncachedPerTurnMax, checks.count <= Self.onLoopChecksMax else { return nil }
+        let uncached = verifyCache.uncachedCount(checks)
+        guard uncached <= Self.onLoopUncachedMax else { return nil }
         checkedOnLoop += 1
+        checkedOnLoopThisTurn += uncached
         return batchVerifier.verify(checks).allSatisfy { $0 }
     }
 
@@ -487,8 +492,13 @@ extension NodeRuntime {
         // Never lost while the node runs: a full loop queue makes the verifier wait for room
         // (back-pressure: submissions then wait, and past `verificationPendingMax` are refused).
         if !loop.executeWaiting({ [weak self] in
-            self?.verificationsOut -= handOver.items.count
-            for (item, valid) in zip(handOver.items, handOver.outcomes) { item.then(valid) }
+            guard let self else { return }
+            for (item, valid) in zip(handOver.items, handOver.outcomes) {
+                // Counted back one at a time: a check that an item's outcome calls for is not
+                // taken on the loop while later items of this hand-over wait (their order).
+                verificationsOut -= 1
+                item.then(valid)
+            }
         }) {
             logger.notice("verified work dropped: the node is stopping", metadata: ["items": "\(items.count)"])
         }

@@ -168,10 +168,13 @@ public final class NodeRuntime: @unchecked Sendable {
     var droppedForVerification = 0
     /// Items handed to the verifier and not yet back on the loop (loop thread).
     var verificationsOut = 0
-    /// Sets of checks verified on the loop (`verifyOnLoop`), and its bounds.
+    /// Sets of checks verified on the loop (`verifyOnLoop`), those not in the cache this
+    /// turn of the loop so far, and its bounds.
     var checkedOnLoop = 0
+    var checkedOnLoopThisTurn = 0
     static let onLoopChecksMax = 256
     static let onLoopUncachedMax = 4
+    static let onLoopUncachedPerTurnMax = 16
     /// Whether building the filter of the state's keys failed once (logged once).
     var keyFilterFailed = false
     /// When the runtime was made, for the uptime a status reports.
