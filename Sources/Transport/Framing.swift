@@ -177,8 +177,9 @@ struct LinkedPeers: Equatable {
         for _ in 0..<count {
             let at = payload.count - reader.remaining
             let peer = try reader.readString("linkedPeers.peer", maximumBytes: Hello.partnerIDBytesMax)
+            // (The ids are not quoted in the error: it is logged, and they are the peer's bytes.)
             if let last = peers.last, !(last < peer) {
-                throw .invalidValue(field: "linkedPeers.peer", offset: at, reason: "'\(peer)' is not after '\(last)': the ids go in increasing order, each once")
+                throw .invalidValue(field: "linkedPeers.peer", offset: at, reason: "id \(peers.count) is not after id \(peers.count - 1): the ids go in increasing order, each once")
             }
             peers.append(peer)
         }
