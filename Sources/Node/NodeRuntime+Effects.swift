@@ -112,7 +112,7 @@ extension NodeRuntime {
     /// its effects goes out but the stop and the events (the stop answers every client
     /// waiting).
     func endTurn() {
-        checkedOnLoopThisTurn = 0
+        verificationPlace.turnEnded()
         while store.isBatchOpen || !held.isEmpty {
             var effects = held
             held = []
@@ -446,24 +446,17 @@ extension NodeRuntime {
             droppedForVerification += 1
             return false
         }
-        verificationsOut += 1
+        verificationPlace.handedOut()
         if schedule { verifier.async { [weak self] in self?.drainVerification() } }
         return true
     }
 
-    /// Whether `checks` all verify, checked here on the loop, when that is cheaper than the
-    /// verifier's round trip (two thread hand-overs): the verifier has nothing out, so no
-    /// result can overtake an earlier one; there are at most `onLoopChecksMax` checks, at
-    /// most `onLoopUncachedMax` of them not vouched for by the cache (about 65 µs each
-    /// here); and this turn of the loop has checked fewer than `onLoopUncachedPerTurnMax`
-    /// so far, so that under load the checks go to the verifier, on every core, and the loop
-    /// never spends more than about a millisecond a turn on them. Nil: for the verifier.
+    /// Whether `checks` all verify, checked here on the loop when that is cheaper than the
+    /// verifier's round trip (two thread hand-overs: `VerificationPlace` says when). Nil:
+    /// for the verifier.
     func verifyOnLoop(_ checks: [SignatureCheck]) -> Bool? {
-        guard verificationsOut == 0, checkedOnLoopThisTurn < Self.onLoopUncachedPerTurnMax, checks.count <= Self.onLoopChecksMax else { return nil }
-        let uncached = verifyCache.uncachedCount(checks)
-        guard uncached <= Self.onLoopUncachedMax else { return nil }
+        guard verificationPlace.onLoop(count: checks.count, uncached: { verifyCache.uncachedCount(checks) }) else { return nil }
         checkedOnLoop += 1
-        checkedOnLoopThisTurn += uncached
         return batchVerifier.verify(checks).allSatisfy { $0 }
     }
 
@@ -496,11 +489,47 @@ extension NodeRuntime {
             for (item, valid) in zip(handOver.items, handOver.outcomes) {
                 // Counted back one at a time: a check that an item's outcome calls for is not
                 // taken on the loop while later items of this hand-over wait (their order).
-                verificationsOut -= 1
+                verificationPlace.handedBack()
                 item.then(valid)
             }
         }) {
             logger.notice("verified work dropped: the node is stopping", metadata: ["items": "\(items.count)"])
         }
     }
+}
+
+/// Where the node verifies a set of signature checks (Docs/NODE.md, "Signature
+/// verification"): on its loop, when that is cheaper than the verifier's round trip, or by
+/// the verifier off the loop, on every core. A value of the loop thread.
+public struct VerificationPlace: Sendable, Equatable {
+    /// At most this many checks in a set checked on the loop, at most `uncachedMax` of them
+    /// not in the verify cache (about 65 µs each here), and at most `uncachedPerTurnMax`
+    /// of those a turn of the loop, give or take one set's: under load the checks go to the
+    /// verifier, and the loop never spends more than about a millisecond a turn on them.
+    public static let checksMax = 256
+    public static let uncachedMax = 4
+    public static let uncachedPerTurnMax = 16
+    /// Items handed to the verifier and not yet handed back.
+    public private(set) var out = 0
+    /// Checks not in the cache verified on the loop this turn.
+    public private(set) var thisTurn = 0
+
+    public init() {}
+
+    /// Whether a set of `count` checks, `uncached` of them not in the cache (asked only if
+    /// needed), is verified on the loop now, counted if so: only with nothing out at the
+    /// verifier, so that no result overtakes an earlier one.
+    public mutating func onLoop(count: Int, uncached: () -> Int) -> Bool {
+        guard out == 0, thisTurn < Self.uncachedPerTurnMax, count <= Self.checksMax else { return false }
+        let uncached = uncached()
+        guard uncached <= Self.uncachedMax else { return false }
+        thisTurn += uncached
+        return true
+    }
+
+    public mutating func handedOut() { out += 1 }
+    /// One item back on the loop, before its outcome runs (so that a check the outcome
+    /// calls for waits behind the items still to run).
+    public mutating func handedBack() { out -= 1 }
+    public mutating func turnEnded() { thisTurn = 0 }
 }

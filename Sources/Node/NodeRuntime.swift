@@ -166,15 +166,10 @@ public final class NodeRuntime: @unchecked Sendable {
     /// submissions refused (counted).
     public static let verificationPendingMax = 20_000
     var droppedForVerification = 0
-    /// Items handed to the verifier and not yet back on the loop (loop thread).
-    var verificationsOut = 0
-    /// Sets of checks verified on the loop (`verifyOnLoop`), those not in the cache this
-    /// turn of the loop so far, and its bounds.
+    /// Where a set of checks is verified: on the loop or by the verifier (loop thread).
+    var verificationPlace = VerificationPlace()
+    /// Sets of checks verified on the loop (`verifyOnLoop`).
     var checkedOnLoop = 0
-    var checkedOnLoopThisTurn = 0
-    static let onLoopChecksMax = 256
-    static let onLoopUncachedMax = 4
-    static let onLoopUncachedPerTurnMax = 16
     /// Whether building the filter of the state's keys failed once (logged once).
     var keyFilterFailed = false
     /// When the runtime was made, for the uptime a status reports.
