@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import OpenAPIRuntime
 import Synchronization
 import Transport
@@ -475,21 +476,50 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// that the many requests held while they wait for finality hold little memory.
     static func bodyByteCountMax(_ path: String) -> Int { path == "/v1/transaction-batches" ? 1 << 20 : 128 << 10 }
 
-    /// What `work` gives if it ends within `seconds`, else nil (it is then cancelled).
-    /// (A deadline scheduled on a SwiftNIO loop, cancelling the work's task, was tried
-    /// instead of the sleeping task: cheaper, but in the full test suite it answered 408 to
-    /// bodies that had arrived, in three gateway tests that pass alone. Not kept until that
-    /// is understood: Docs/BENCHMARKS.md, "The nodes cheaper at the gateway's rate".)
+    /// What `work` gives if it ends within `seconds`, else nil (it is then cancelled, and
+    /// what it gave is dropped).
+    ///
+    /// The work runs as a task of its own; the deadline is a task scheduled on a SwiftNIO
+    /// loop (this one's, or any), whose expiry is then queued as a task too. Two rules keep
+    /// a work that ended in time from being taken for a late one, however long the tasks
+    /// wait for a thread (the tests' process, whose tasks do not run on the gateway's loops,
+    /// held them for seconds): the work says it ended from its own task, not once its
+    /// caller resumes, and the expiry waits in the tasks' queue behind whatever the body's
+    /// arrival had queued before it. (Scheduled on the loop and cancelling at once, the
+    /// deadline answered 408 to bodies that had arrived, in three gateway tests of the full
+    /// suite.) A sleeping child task beside the work, as before, cost a second child task, a
+    /// timer of libdispatch and its thread's wake-ups for every request with a body: Docs/
+    /// BENCHMARKS.md, "The nodes cheaper at the gateway's rate".
     static func within<T: Sendable>(seconds: Int64, _ work: @escaping @Sendable () async throws -> T) async throws -> T? {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await work() }
-            group.addTask {
-                try await Task.sleep(for: .seconds(seconds))
+        let loop = MultiThreadedEventLoopGroup.currentEventLoop ?? NIOSingletons.posixEventLoopGroup.any()
+        let deadline = Deadline()
+        let task = Task { () throws -> T? in
+            do {
+                let value = try await work()
+                return deadline.end() ? value : nil
+            } catch {
+                if deadline.end() { throw error }
                 return nil
             }
-            defer { group.cancelAll() }
-            return try await group.next() ?? nil
         }
+        let timer = loop.scheduleTask(in: .seconds(seconds)) {
+            Task { if deadline.expire() { task.cancel() } }
+        }
+        let outcome = await withTaskCancellationHandler { await task.result } onCancel: { task.cancel() }
+        timer.cancel()
+        // Cancelled from outside (the connection closed): what the work gave may be cut short.
+        try Task.checkCancellation()
+        return try outcome.get()
+    }
+
+    /// Whether the work of one `within` or its deadline came first: the first to say so wins.
+    private final class Deadline: Sendable {
+        /// 0: neither yet; 1: the work ended; 2: the deadline came.
+        private let state = Atomic<Int>(0)
+        /// The deadline came, the work still running: cancel it.
+        func expire() -> Bool { state.compareExchange(expected: 0, desired: 2, ordering: .acquiringAndReleasing).exchanged }
+        /// The work ended: whether it came first.
+        func end() -> Bool { state.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing).exchanged }
     }
 
     /// Reads a refused request's body and drops it as it comes, within the same limits as
