@@ -52,6 +52,8 @@ final class GatewayMetrics: Sendable {
              access.places.queued.load(ordering: .relaxed) + access.publicPlaces.queued.load(ordering: .relaxed)),
             ("requests_queue_timed_out", "Requests that waited in line and got no place in time (answered 503).",
              access.places.timedOut.load(ordering: .relaxed) + access.publicPlaces.timedOut.load(ordering: .relaxed)),
+            ("node_requests", "Requests sent to the nodes' client ports.", pool.nodeTraffic.requests),
+            ("node_writes", "Writes that carried them: the requests asked during one turn of an event loop leave in one.", pool.nodeTraffic.writes),
         ] {
             let counter = registry.makeCounter(descriptor: Self.name(name, "total", help))
             counter.reset()

@@ -1,6 +1,7 @@
 import CalissonCrypto
 import NIOCore
 import NIOPosix
+import Synchronization
 import Transport
 import LightClient
 import Wire
@@ -51,6 +52,19 @@ final class NodeConnections: Sendable {
     private let chainId: String
     /// Per event loop (by identity), per node: its connections; touched on that loop only.
     private let perLoop: [ObjectIdentifier: LoopConnections]
+    /// Requests sent to the nodes, and the writes that carried them.
+    let traffic = Traffic()
+
+    /// Requests sent to the nodes and the writes that carried them, counted from every loop:
+    /// the requests asked during one turn of a loop leave in one write.
+    final class Traffic: Sendable {
+        let requests = Atomic<Int>(0)
+        let writes = Atomic<Int>(0)
+        func sent(_ count: Int) {
+            requests.add(count, ordering: .relaxed)
+            writes.add(1, ordering: .relaxed)
+        }
+    }
 
     init(nodes: [NodeAddress], ca: Certificate, chainId: String, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
         self.nodes = nodes
@@ -61,7 +75,7 @@ final class NodeConnections: Sendable {
         let budget = Self.budget(loops: loops.count)
         var perLoop: [ObjectIdentifier: LoopConnections] = [:]
         for loop in loops {
-            perLoop[ObjectIdentifier(loop)] = LoopConnections(loop: loop, nodeCount: nodes.count, budget: budget)
+            perLoop[ObjectIdentifier(loop)] = LoopConnections(loop: loop, nodeCount: nodes.count, budget: budget, traffic: traffic)
         }
         self.perLoop = perLoop
     }
@@ -137,10 +151,12 @@ private final class LoopConnections: @unchecked Sendable {
 
     /// What this loop may open to each node (`NodeConnections.budget`).
     let budget: (shared: Int, longPolls: Int, idle: Int)
+    private let traffic: NodeConnections.Traffic
 
-    init(loop: any NIOCore.EventLoop, nodeCount: Int, budget: (shared: Int, longPolls: Int, idle: Int)) {
+    init(loop: any NIOCore.EventLoop, nodeCount: Int, budget: (shared: Int, longPolls: Int, idle: Int), traffic: NodeConnections.Traffic) {
         self.loop = loop
         self.budget = budget
+        self.traffic = traffic
         byNode = Array(repeating: [], count: nodeCount)
         idleAlone = byNode
         longPolls = Array(repeating: 0, count: nodeCount)
@@ -158,7 +174,7 @@ private final class LoopConnections: @unchecked Sendable {
             }
             idleAlone[index].removeAll { $0.isClosed }
             let reused = idleAlone[index].popLast()
-            let connection = reused ?? NodeConnection(loop: loop, address: address, context: context, chainId: chainId)
+            let connection = reused ?? NodeConnection(loop: loop, address: address, context: context, chainId: chainId, traffic: traffic)
             longPolls[index] += 1
             busyAlone[ObjectIdentifier(connection)] = (index, connection)
             connection.send(payloads, timeoutMilliseconds: timeoutMilliseconds) { [self] result in
@@ -189,7 +205,7 @@ private final class LoopConnections: @unchecked Sendable {
             connection = quiet
             reused = true
         } else {
-            connection = NodeConnection(loop: loop, address: address, context: context, chainId: chainId)
+            connection = NodeConnection(loop: loop, address: address, context: context, chainId: chainId, traffic: traffic)
             byNode[index].append(connection)
             reused = false
         }
@@ -237,13 +253,21 @@ private final class NodeConnection: @unchecked Sendable {
     /// Requests sent (or to send once ready), oldest first; the answers come in this order.
     private var waiting: [Waiting] = []
     private var unsent: [[UInt8]] = []
+    /// Requests asked during this turn of the loop, sent together at its end (`flushQueued`):
+    /// one TLS record and one write for all, and the node reads them in one turn of its own,
+    /// where one each cost both sides a record, a system call and a wake-up.
+    private var outgoing: [[UInt8]] = []
+    private var flushQueued = false
     private(set) var isClosed = false
     /// Closed because a request was not answered in time (not by the node).
     private(set) var timedOut = false
     var inFlight: Int { waiting.reduce(0) { $0 + $1.expected - $1.answers.count } }
 
-    init(loop: any NIOCore.EventLoop, address: NodeAddress, context: TLSContext, chainId: String) {
+    private let traffic: NodeConnections.Traffic
+
+    init(loop: any NIOCore.EventLoop, address: NodeAddress, context: TLSContext, chainId: String, traffic: NodeConnections.Traffic) {
         self.loop = loop
+        self.traffic = traffic
         do {
             session = try ClientSession(
                 context: context, chainId: chainId,
@@ -288,11 +312,21 @@ private final class NodeConnection: @unchecked Sendable {
             self?.session?.close(reason: "no answer in \(timeoutMilliseconds) ms")
         }
         waiting.append(Waiting(expected: payloads.count, completion: completion, timeout: timeout))
-        if ready {
-            for payload in payloads { session?.send(request: payload) }
-        } else {
-            unsent += payloads
-        }
+        guard ready else { return unsent += payloads }
+        outgoing += payloads
+        guard !flushQueued else { return }
+        flushQueued = true
+        loop.execute { [weak self] in self?.sendOutgoing() }
+    }
+
+    /// Sends the requests asked during the turn (after those sent once ready: `becameReady`).
+    private func sendOutgoing() {
+        flushQueued = false
+        let payloads = outgoing
+        outgoing = []
+        guard !isClosed, let session, !payloads.isEmpty else { return }
+        session.send(requests: payloads)
+        traffic.sent(payloads.count)
     }
 
     func close(reason: String) {
@@ -311,7 +345,9 @@ private final class NodeConnection: @unchecked Sendable {
         ready = true
         let payloads = unsent
         unsent = []
-        for payload in payloads { session?.send(request: payload) }
+        guard let session, !payloads.isEmpty else { return }
+        session.send(requests: payloads)
+        traffic.sent(payloads.count)
     }
 
     private func answered(_ result: Result<[UInt8], ClientError>) {
@@ -334,6 +370,7 @@ private final class NodeConnection: @unchecked Sendable {
         let failed = waiting
         waiting = []
         unsent = []
+        outgoing = []
         for request in failed {
             request.timeout.cancel()
             request.completion(.failure(.closed(reason)))

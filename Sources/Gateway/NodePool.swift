@@ -220,6 +220,13 @@ public final class NodePool: Sendable {
     public var mirrorReads: Int { state.withLock { $0.mirrorReads } }
     public var mirrorRefusals: Int { state.withLock { $0.mirrorRefusals } }
 
+    /// Requests sent to the nodes, and the writes that carried them (those asked during one
+    /// turn of an event loop leave together).
+    public var nodeTraffic: (requests: Int, writes: Int) {
+        guard case let .success(connections) = connections else { return (0, 0) }
+        return (connections.traffic.requests.load(ordering: .relaxed), connections.traffic.writes.load(ordering: .relaxed))
+    }
+
     /// Node `index`'s answers to `requests`, pipelined on one connection (`alone`: on a
     /// connection carrying nothing else meanwhile, for a long poll).
     func ask(_ index: Int, _ requests: [ClientRequest], timeoutMilliseconds: Int? = nil, alone: Bool = false) async throws -> [ClientResponse] {

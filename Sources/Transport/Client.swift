@@ -216,6 +216,16 @@ public final class ClientSession {
     /// Sends one request's payload (a `ClientRequest`'s wire bytes).
     public func send(request payload: [UInt8]) { sendFrame(FrameDecoder.frame(.request, payload)) }
 
+    /// Sends requests' payloads together: their frames in one TLS record (or as few as
+    /// their size allows) and one write.
+    public func send(requests payloads: [[UInt8]]) {
+        guard payloads.count > 1 else { return payloads.first.map { send(request: $0) } ?? () }
+        var frames: [UInt8] = []
+        frames.reserveCapacity(payloads.reduce(0) { $0 + $1.count + 16 })  // each frame's prefix and envelope
+        for payload in payloads { frames += FrameDecoder.frame(.request, payload) }
+        sendFrame(frames)
+    }
+
     func sendFrame(_ frame: [UInt8]) {
         guard !isClosed else { return onResponse(.failure(.closed("link closed"))) }
         do {

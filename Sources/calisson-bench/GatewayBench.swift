@@ -117,7 +117,12 @@ struct GatewayBenchCommand: ParsableCommand {
             for side in round % 2 == 1 ? ["native", "gateway"] : ["gateway", "native"] {
                 let slice = offset..<(offset + transactions)
                 offset += transactions
+                let trafficBefore = pool.nodeTraffic
                 let rate = try closedLoop(cluster: cluster, workload: workload, slice: slice, port: side == "gateway" ? port : nil, secret: key.secret)
+                if side == "gateway" {
+                    let requests = pool.nodeTraffic.requests - trafficBefore.requests, writes = pool.nodeTraffic.writes - trafficBefore.writes
+                    print(String(format: "  the gateway's requests to the nodes: %d in %d writes (%.2f a write)", requests, writes, Double(requests) / Double(max(1, writes))))
+                }
                 print(String(format: "round %d, %@: %.0f finalized tx/s", round, side, rate))
                 if side == "native" { native.append(rate) } else { gateway.append(rate) }
             }

@@ -65,6 +65,50 @@ import Wire
         #expect(open >= 2 && open <= 2 * NodeConnections.connectionsMax, "\(open) connections")
     }
 
+    /// The requests asked during one turn of a loop leave together: one write (one TLS
+    /// record) for all, not one each.
+    @Test func requestsAskedInOneTurnLeaveInOneWrite() async throws {
+        let node = try NodeConnectionsEchoNode(delayMilliseconds: 0)
+        defer { node.stop() }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let connections = try NodeConnections(nodes: [node.address], ca: node.ca, chainId: NodeConnectionsEchoNode.chainId, group: group)
+        defer { connections.close() }
+        defer { Self.shutDown(group) }
+        // The connection open and ready first (requests asked before then leave together
+        // once it is).
+        #expect(try await connections.ask(0, [Self.request(0)], timeoutMilliseconds: 30_000) == [.error("0")])
+        let before = connections.traffic.writes.load(ordering: .relaxed)
+
+        // The loop held busy while 40 requests are asked: it then runs their sends in one turn.
+        let count = 40
+        let asked = Locked(0)
+        let released = Locked(false)
+        group.next().execute {
+            let began = ContinuousClock.now
+            while !released.withLock({ $0 }) && began.duration(to: .now) < .seconds(10) { usleep(1_000) }
+        }
+        let answers = try await withThrowingTaskGroup(of: (Int, [ClientResponse]).self) { tasks in
+            for n in 1...count {
+                tasks.addTask {
+                    asked.withLock { $0 += 1 }
+                    return (n, try await connections.ask(0, [Self.request(UInt8(n))], timeoutMilliseconds: 30_000))
+                }
+            }
+            // Every task has begun asking; a little more for each to reach the loop's queue.
+            #expect(eventually(10) { asked.withLock { $0 } == count })
+            try await Task.sleep(for: .milliseconds(200))
+            released.withLock { $0 = true }
+            var answers: [Int: [ClientResponse]] = [:]
+            for try await (n, responses) in tasks { answers[n] = responses }
+            return answers
+        }
+        for n in 1...count { #expect(answers[n] == [.error("\(n)")], "request \(n)") }
+        let writes = connections.traffic.writes.load(ordering: .relaxed) - before
+        #expect(connections.traffic.requests.load(ordering: .relaxed) == count + 1)
+        // One write when every send waited for the loop; a few at most if some came late.
+        #expect(writes >= 1 && writes <= 5, "\(writes) writes for \(count) requests asked in one turn")
+    }
+
     @Test func aConnectionTheNodeClosedIsReplaced() async throws {
         let node = try NodeConnectionsEchoNode(delayMilliseconds: 0, idleMilliseconds: 1_500)
         defer { node.stop() }
