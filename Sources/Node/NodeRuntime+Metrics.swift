@@ -77,6 +77,10 @@ extension NodeRuntime {
         metric("transactions_rejected_total", "counter", "Transactions rejected by the ledger since start.", core.counters.rejected)
         metric("verification_dropped_total", "counter", "Messages and submissions dropped with the verifier full.", droppedForVerification)
         metric("verification_on_loop_total", "counter", "Sets of signature checks verified on the loop, the verifier idle.", checkedOnLoop)
+        let cache = verifyCache.statistics
+        metric("verification_cache_hits_total", "counter", "Signature checks found already verified (a transaction admitted, then in a block).", cache.hits)
+        metric("verification_cache_misses_total", "counter", "Signature checks not found verified, hence verified (once per transaction and vote, ideally).",
+               cache.misses)
         metric(
             "consensus_votes_unchecked_total", "counter",
             "Votes from validators dropped without checking their signature: the replica had formed their certificate.",
