@@ -142,7 +142,7 @@ struct AccessMiddleware: RouterMiddleware {
             // connection closed (ContinueOrClose), its body never sent.
             guard request.method == .post, !ContinueOrClose.expectsContinue(request.head) else { return response }
             // Read and dropped as it comes: a refused request holds no memory for its body.
-            if await !RequestShapeMiddleware.discardBody(of: request, seconds: bodySeconds) { response.headers[.connection] = "close" }
+            if await !RequestShapeMiddleware.discardBody(of: request, context: context, seconds: bodySeconds) { response.headers[.connection] = "close" }
             return response
         }
     }
@@ -476,22 +476,30 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// that the many requests held while they wait for finality hold little memory.
     static func bodyByteCountMax(_ path: String) -> Int { path == "/v1/transaction-batches" ? 1 << 20 : 128 << 10 }
 
-    /// What `work` gives if it ends within `seconds`, else nil (it is then cancelled, and
-    /// what it gave is dropped).
+    /// What `work`, reading a request's body, gives if the body arrives whole within
+    /// `seconds`, else nil (the work is then cancelled, and what it gave is dropped).
     ///
-    /// The work runs as a task of its own; the deadline is a task scheduled on a SwiftNIO
-    /// loop (this one's, or any), whose expiry is then queued as a task too. Two rules keep
-    /// a work that ended in time from being taken for a late one, however long the tasks
-    /// wait for a thread (the tests' process, whose tasks do not run on the gateway's loops,
-    /// held them for seconds): the work says it ended from its own task, not once its
-    /// caller resumes, and the expiry waits in the tasks' queue behind whatever the body's
-    /// arrival had queued before it. (Scheduled on the loop and cancelling at once, the
-    /// deadline answered 408 to bodies that had arrived, in three gateway tests of the full
-    /// suite.) A sleeping child task beside the work, as before, cost a second child task, a
-    /// timer of libdispatch and its thread's wake-ups for every request with a body: Docs/
-    /// BENCHMARKS.md, "The nodes cheaper at the gateway's rate".
-    static func within<T: Sendable>(seconds: Int64, _ work: @escaping @Sendable () async throws -> T) async throws -> T? {
-        let loop = MultiThreadedEventLoopGroup.currentEventLoop ?? NIOSingletons.posixEventLoopGroup.any()
+    /// Whether the body arrived in time is judged on the connection's loop by ContinueOrClose,
+    /// from what the connection received (the body's end read or not), never from when the
+    /// task reading it gets a thread: a body that arrived in time is never answered 408,
+    /// however busy the threads (the tests' process held tasks for seconds). A body whose end
+    /// was read already (the usual case: a small body comes with its head) is read at once,
+    /// with no deadline and no task; otherwise the work runs as a task of its own, which the
+    /// deadline cancels. `context` nil, or no ContinueOrClose in the pipeline (a test's
+    /// router): the deadline is a task scheduled on a SwiftNIO loop, its expiry queued as a
+    /// task behind what the body's arrival queued, and the work says it ended from its own
+    /// task. (Each request with a body once ran its read beside a sleeping child task: a
+    /// second child task, a timer of libdispatch and its thread's wake-ups. Docs/
+    /// BENCHMARKS.md, "The body's deadline on the loop after all".)
+    static func within<T: Sendable>(
+        seconds: Int64, context: GatewayContext? = nil, continues: Bool = true, _ work: @escaping @Sendable () async throws -> T
+    ) async throws -> T? {
+        if let context, await context.prepareBody(continues: continues) == .ended {
+            let value = try await work()
+            // Cancelled from outside (the connection closed): what the work gave may be cut short.
+            try Task.checkCancellation()
+            return value
+        }
         let deadline = Deadline()
         let task = Task { () throws -> T? in
             do {
@@ -502,12 +510,14 @@ struct RequestShapeMiddleware: RouterMiddleware {
                 return nil
             }
         }
-        let timer = loop.scheduleTask(in: .seconds(seconds)) {
-            Task { if deadline.expire() { task.cancel() } }
+        let expired: @Sendable () -> Void = { if deadline.expire() { task.cancel() } }
+        var timer: Scheduled<Void>?
+        if await context?.prepareBody(continues: continues, deadline: (seconds, expired)) ?? .unknown == .unknown {
+            let loop = MultiThreadedEventLoopGroup.currentEventLoop ?? NIOSingletons.posixEventLoopGroup.any()
+            timer = loop.scheduleTask(in: .seconds(seconds)) { Task { expired() } }
         }
         let outcome = await withTaskCancellationHandler { await task.result } onCancel: { task.cancel() }
-        timer.cancel()
-        // Cancelled from outside (the connection closed): what the work gave may be cut short.
+        timer?.cancel()
         try Task.checkCancellation()
         return try outcome.get()
     }
@@ -524,11 +534,11 @@ struct RequestShapeMiddleware: RouterMiddleware {
 
     /// Reads a refused request's body and drops it as it comes, within the same limits as
     /// `readBody` (its size, its time): whether it was read whole within them.
-    static func discardBody(of request: Request, seconds: Int64) async -> Bool {
+    static func discardBody(of request: Request, context: GatewayContext?, seconds: Int64) async -> Bool {
         let bodyMax = bodyByteCountMax(request.uri.path)
         if announcesMore(than: bodyMax, request) { return false }
         let body = request.body
-        let whole = try? await within(seconds: seconds) { () -> Bool in
+        let whole = try? await within(seconds: seconds, context: context, continues: false) { () -> Bool in
             var count = 0
             for try await part in body {
                 count += part.readableBytes
@@ -566,11 +576,11 @@ struct RequestShapeMiddleware: RouterMiddleware {
                 detail: "the request's body is over \(bodyMax) bytes", headers: [.connection: "close"]))
         }
         if announcesMore(than: bodyMax, request) { return .failure(tooLarge()) }
-        await context.continueBody()
         let body = request.body
         let collected: ByteBuffer?
         do {
-            collected = try await within(seconds: seconds) { try await body.collect(upTo: bodyMax) }
+            // The client told to send its body if it waits for `100 Continue`, first.
+            collected = try await within(seconds: seconds, context: context) { try await body.collect(upTo: bodyMax) }
         } catch is NIOTooManyBytesError {
             return .failure(tooLarge())
         } catch let error as HTTPParserError {

@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
+import Synchronization
 
 /// What a client's request body may do on its connection, which Hummingbird leaves to the
 /// application: be asked for (`Expect: 100-continue`), or be left unread by an answer that
@@ -61,8 +62,25 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = HTTPResponsePart
     typealias OutboundOut = HTTPResponsePart
 
-    /// The event the middleware sends down the pipeline before it reads a body.
-    struct Send: Sendable {}
+    /// The event the middleware sends down the pipeline before it reads a body (or drops it
+    /// unread, `continues` false: no `100 Continue` then). The handler says in `arrival`
+    /// whether the body's end has been read already; if not, and with a `deadline`, it calls
+    /// its `expired` on the connection's loop if the end is still not read after its
+    /// seconds. The body's time is thus judged by what the connection received, however
+    /// long the task that reads it waits for a thread.
+    struct Send: Sendable {
+        var continues = true
+        var deadline: (seconds: Int64, expired: @Sendable () -> Void)?
+        let arrival = BodyArrival()
+    }
+
+    /// What the handler found of a body, set on the loop before `Send`'s promise succeeds.
+    final class BodyArrival: Sendable {
+        enum State: Int { case unknown, ended, pending }
+        private let state = Atomic<Int>(State.unknown.rawValue)
+        var value: State { State(rawValue: state.load(ordering: .acquiring)) ?? .unknown }
+        func set(_ value: State) { state.store(value.rawValue, ordering: .releasing) }
+    }
 
     /// How long the connection is kept after an answer that closes it, at most.
     static let lingerSeconds: Int64 = 2
@@ -74,13 +92,19 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
     /// being written is the first's; a body part or an end belongs to the last.
     private var unanswered: [Unanswered] = []
     struct Unanswered {
+        /// Its place among the connection's requests (a body's deadline names the request it is for).
+        let number: UInt64
         /// It expects `100 Continue` and has neither been sent one nor sent any of its body.
         var awaiting: Bool
         /// Its end (the last of its body) has not been read.
         var bodyPending = true
         /// Its final answer says `Connection: close`: end the connection after it.
         var closeAfterAnswer = false
+        /// The deadline of its body's end (`Send.deadline`), until the end is read.
+        var deadline: Scheduled<Void>?
     }
+    /// Requests read on the connection so far.
+    private var requestsRead: UInt64 = 0
 
     /// Once an answer that closes is written: the body bytes dropped since (nil before).
     private var lingering: Int?
@@ -159,7 +183,9 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
             // A request that says `Connection: close` ends the connection after its answer,
             // as one whose answer says it (Hummingbird stops reading after it: a request held
             // behind it and handed on would be read by no one, and hold the connection).
-            unanswered.append(Unanswered(awaiting: Self.expectsContinue(request), closeAfterAnswer: Self.closes(request.headerFields)))
+            requestsRead += 1
+            unanswered.append(Unanswered(
+                number: requestsRead, awaiting: Self.expectsContinue(request), closeAfterAnswer: Self.closes(request.headerFields)))
         case .body:
             // The client sent its body without waiting (allowed).
             if !unanswered.isEmpty { unanswered[unanswered.count - 1].awaiting = false }
@@ -167,6 +193,8 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
             if !unanswered.isEmpty {
                 unanswered[unanswered.count - 1].awaiting = false
                 unanswered[unanswered.count - 1].bodyPending = false
+                unanswered[unanswered.count - 1].deadline?.cancel()
+                unanswered[unanswered.count - 1].deadline = nil
             }
         }
         context.fireChannelRead(wrapInboundOut(part))
@@ -283,15 +311,29 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
         closing?.cancel()
         closing = nil
         held.removeAll()
+        for request in unanswered { request.deadline?.cancel() }
         context.fireChannelInactive()
     }
 
     func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
-        guard event is Send else { return context.triggerUserOutboundEvent(event, promise: promise) }
+        guard let send = event as? Send else { return context.triggerUserOutboundEvent(event, promise: promise) }
         // Requests are answered in order: the one whose body is about to be read is the first.
-        if unanswered.first?.awaiting == true {
+        if send.continues, unanswered.first?.awaiting == true {
             unanswered[0].awaiting = false
             context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
+        }
+        if let first = unanswered.first {
+            send.arrival.set(first.bodyPending ? .pending : .ended)
+            if first.bodyPending, let deadline = send.deadline {
+                let number = first.number
+                let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+                unanswered[0].deadline?.cancel()
+                unanswered[0].deadline = context.eventLoop.scheduleTask(in: .seconds(deadline.seconds)) {
+                    // Its end read meanwhile, or it answered (another request first now): nothing to cut.
+                    guard let first = handler.value.unanswered.first, first.number == number, first.bodyPending else { return }
+                    deadline.expired()
+                }
+            }
         }
         promise?.succeed(())
     }
@@ -305,7 +347,7 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
             context.write(wrapOutboundOut(.head(response)), promise: promise)
         case .end:
             let close = unanswered.first?.closeAfterAnswer == true
-            if !unanswered.isEmpty { unanswered.removeFirst() }
+            if !unanswered.isEmpty { unanswered.removeFirst().deadline?.cancel() }
             guard close, lingering == nil else {
                 context.write(data, promise: promise)
                 // The next request, held, is handed on (after this write, not within it).
@@ -351,9 +393,16 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
 
 extension GatewayContext {
     /// Tells a client waiting for `100 Continue` to send its body (nothing when it did not
-    /// ask, or already sent it). Awaited, so the `100` is written before the body is read.
-    func continueBody() async {
-        try? await channel.triggerUserOutboundEvent(ContinueOrClose.Send()).get()
+    /// ask, or already sent it; nor when `continues` is false, the body to be dropped).
+    /// Awaited, so the `100` is written before the body is read. Says whether the body's end
+    /// has been read from the connection already, and, when it has not and a deadline is
+    /// given, arms it (`ContinueOrClose.Send`); `.unknown` without ContinueOrClose in the
+    /// pipeline.
+    @discardableResult
+    func prepareBody(continues: Bool = true, deadline: (seconds: Int64, expired: @Sendable () -> Void)? = nil) async -> ContinueOrClose.BodyArrival.State {
+        let send = ContinueOrClose.Send(continues: continues, deadline: deadline)
+        try? await channel.triggerUserOutboundEvent(send).get()
+        return send.arrival.value
     }
 }
 

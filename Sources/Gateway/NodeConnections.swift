@@ -257,7 +257,11 @@ private final class NodeConnection: @unchecked Sendable {
     /// one TLS record and one write for all, and the node reads them in one turn of its own,
     /// where one each cost both sides a record, a system call and a wake-up.
     private var outgoing: [[UInt8]] = []
+    private var outgoingBytes = 0
     private var flushQueued = false
+    /// Past this many bytes asked in a turn, they leave at once (one write holds a copy of
+    /// them in the record being built, another in the socket's buffer).
+    static let outgoingBytesMax = 256 << 10
     private(set) var isClosed = false
     /// Closed because a request was not answered in time (not by the node).
     private(set) var timedOut = false
@@ -314,17 +318,22 @@ private final class NodeConnection: @unchecked Sendable {
         waiting.append(Waiting(expected: payloads.count, completion: completion, timeout: timeout))
         guard ready else { return unsent += payloads }
         outgoing += payloads
+        outgoingBytes += payloads.reduce(0) { $0 + $1.count }
+        if outgoingBytes > Self.outgoingBytesMax { return sendOutgoing() }
         guard !flushQueued else { return }
         flushQueued = true
-        loop.execute { [weak self] in self?.sendOutgoing() }
+        loop.execute { [weak self] in
+            self?.flushQueued = false
+            self?.sendOutgoing()
+        }
     }
 
     /// Sends the requests asked during the turn (after those sent once ready: `becameReady`).
     private func sendOutgoing() {
-        flushQueued = false
         let payloads = outgoing
         outgoing = []
-        guard !isClosed, let session, !payloads.isEmpty else { return }
+        outgoingBytes = 0
+        guard !isClosed, let session, !session.isClosed, !payloads.isEmpty else { return }
         session.send(requests: payloads)
         traffic.sent(payloads.count)
     }
@@ -371,6 +380,7 @@ private final class NodeConnection: @unchecked Sendable {
         waiting = []
         unsent = []
         outgoing = []
+        outgoingBytes = 0
         for request in failed {
             request.timeout.cancel()
             request.completion(.failure(.closed(reason)))

@@ -1,6 +1,8 @@
-// The deadline of a request's body (`RequestShapeMiddleware.within`): the work's value when it
-// ends in time, nil when its time is up (the work then cancelled), its error when it fails,
-// and cancellation when the request itself is cancelled (its connection closed).
+// The deadline of a request's body (`RequestShapeMiddleware.within`) where no connection judges
+// it (no ContinueOrClose: its own timer): the work's value when it ends in time, nil when its
+// time is up (the work then cancelled), its error when it fails, and cancellation when the
+// request itself is cancelled (its connection closed). The deadline a connection judges:
+// GatewayBatchTests.aBodysDeadlineCountsWhatTheConnectionReceived.
 import CalissonTestKit
 import Foundation
 @testable import Gateway

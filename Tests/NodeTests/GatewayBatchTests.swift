@@ -349,6 +349,65 @@ import Wire
         #expect(RefusalLog.oneLine("/v1/programmes/culture") == "/v1/programmes/culture")
     }
 
+    /// A body's deadline is judged on the connection: its expiry is called only if the body's
+    /// end has not been read by then, whenever the task reading it runs; a body whose end was
+    /// read before it is asked for needs none; without a request read, nothing is known.
+    @Test func aBodysDeadlineCountsWhatTheConnectionReceived() throws {
+        let post = HTTPRequest(method: .post, scheme: nil, authority: "127.0.0.1", path: "/v1/transactions")
+        let expirations = Locked(0)
+        func prepare(_ channel: EmbeddedChannel, seconds: Int64 = 2) throws -> ContinueOrClose.BodyArrival.State {
+            let send = ContinueOrClose.Send(deadline: (seconds, { expirations.withLock { $0 += 1 } }))
+            try channel.pipeline.triggerUserOutboundEvent(send).wait()
+            return send.arrival.value
+        }
+        func answer(_ channel: EmbeddedChannel) throws {
+            try channel.writeOutbound(HTTPResponsePart.head(HTTPResponse(status: .ok)))
+            try channel.writeOutbound(HTTPResponsePart.end(nil))
+            channel.embeddedEventLoop.run()
+        }
+        let channel = EmbeddedChannel(handler: ContinueOrClose())
+        defer { _ = try? channel.finish() }
+        #expect(try prepare(channel) == .unknown, "no request read: nothing known")
+
+        // The end arrives within the time: no expiry, however late the deadline is looked at.
+        try channel.writeInbound(HTTPRequestPart.head(post))
+        #expect(try prepare(channel) == .pending)
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(1_900))
+        try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(string: "{}")))
+        try channel.writeInbound(HTTPRequestPart.end(nil))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(10))
+        #expect(expirations.withLock { $0 } == 0, "a body that arrived in time expired")
+        try answer(channel)
+
+        // Its end read before the body is asked for: nothing to wait for, no deadline.
+        try channel.writeInbound(HTTPRequestPart.head(post))
+        try channel.writeInbound(HTTPRequestPart.end(nil))
+        #expect(try prepare(channel) == .ended)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(10))
+        #expect(expirations.withLock { $0 } == 0)
+        try answer(channel)
+
+        // The end never arrives: expired once, at its time.
+        try channel.writeInbound(HTTPRequestPart.head(post))
+        try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(string: "{")))
+        #expect(try prepare(channel) == .pending)
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(1_900))
+        #expect(expirations.withLock { $0 } == 0)
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(200))
+        #expect(expirations.withLock { $0 } == 1)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(10))
+        #expect(expirations.withLock { $0 } == 1, "expired twice")
+
+        // Answered before its time (a refusal, which ends the connection): its deadline is dropped.
+        let refused = EmbeddedChannel(handler: ContinueOrClose())
+        defer { _ = try? refused.finish() }
+        try refused.writeInbound(HTTPRequestPart.head(post))
+        #expect(try prepare(refused) == .pending)
+        try answer(refused)
+        refused.embeddedEventLoop.advanceTime(by: .seconds(10))
+        #expect(expirations.withLock { $0 } == 1, "the deadline of a request answered expired")
+    }
+
     /// A request pipelined behind one not answered yet is held, and nothing more read, until
     /// that answer is written: handed on if the answer keeps the connection, dropped (never
     /// handled) if it ends it. A decoding error of the bytes behind a request read whole

@@ -79,8 +79,9 @@ import Wire
         #expect(try await connections.ask(0, [Self.request(0)], timeoutMilliseconds: 30_000) == [.error("0")])
         let before = connections.traffic.writes.load(ordering: .relaxed)
 
-        // The loop held busy while 40 requests are asked: it then runs their sends in one turn.
-        let count = 40
+        // The loop held busy while 30 requests are asked (fewer than a connection carries at
+        // once, 32, so that all go on the one open): it then runs their sends in one turn.
+        let count = 30
         let asked = Locked(0)
         let released = Locked(false)
         group.next().execute {
@@ -105,8 +106,9 @@ import Wire
         for n in 1...count { #expect(answers[n] == [.error("\(n)")], "request \(n)") }
         let writes = connections.traffic.writes.load(ordering: .relaxed) - before
         #expect(connections.traffic.requests.load(ordering: .relaxed) == count + 1)
-        // One write when every send waited for the loop; a few at most if some came late.
-        #expect(writes >= 1 && writes <= 5, "\(writes) writes for \(count) requests asked in one turn")
+        // One write when every send waited for the loop; two or three if some came late (a
+        // task not yet at the loop after the wait above, in a loaded process).
+        #expect(writes >= 1 && writes <= 3, "\(writes) writes for \(count) requests asked in one turn")
     }
 
     @Test func aConnectionTheNodeClosedIsReplaced() async throws {
