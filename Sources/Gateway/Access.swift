@@ -481,8 +481,9 @@ struct RequestShapeMiddleware: RouterMiddleware {
     ///
     /// Whether the body arrived in time is judged on the connection's loop by ContinueOrClose,
     /// from what the connection received (the body's end read or not), never from when the
-    /// task reading it gets a thread: a body that arrived in time is never answered 408,
-    /// however busy the threads (the tests' process held tasks for seconds). A body whose end
+    /// task reading it gets a thread, and counting only the time the application asked for
+    /// bytes: a body that arrived in time is never answered 408, however busy the threads
+    /// (the tests' process held tasks for seconds). A body whose end
     /// was read already (the usual case: a small body comes with its head) is read at once,
     /// with no deadline and no task; otherwise the work runs as a task of its own, which the
     /// deadline cancels. `context` nil, or no ContinueOrClose in the pipeline (a test's
@@ -494,7 +495,8 @@ struct RequestShapeMiddleware: RouterMiddleware {
     static func within<T: Sendable>(
         seconds: Int64, context: GatewayContext? = nil, continues: Bool = true, _ work: @escaping @Sendable () async throws -> T
     ) async throws -> T? {
-        if let context, await context.prepareBody(continues: continues) == .ended {
+        let arrival = await context?.prepareBody(continues: continues) ?? .unknown
+        if arrival == .ended {
             let value = try await work()
             // Cancelled from outside (the connection closed): what the work gave may be cut short.
             try Task.checkCancellation()
@@ -512,7 +514,9 @@ struct RequestShapeMiddleware: RouterMiddleware {
         }
         let expired: @Sendable () -> Void = { if deadline.expire() { task.cancel() } }
         var timer: Scheduled<Void>?
-        if await context?.prepareBody(continues: continues, deadline: (seconds, expired)) ?? .unknown == .unknown {
+        var armed = ContinueOrClose.BodyArrival.State.unknown
+        if arrival != .unknown, let context { armed = await context.prepareBody(continues: continues, deadline: (seconds, expired)) }
+        if armed == .unknown {
             let loop = MultiThreadedEventLoopGroup.currentEventLoop ?? NIOSingletons.posixEventLoopGroup.any()
             timer = loop.scheduleTask(in: .seconds(seconds)) { Task { expired() } }
         }

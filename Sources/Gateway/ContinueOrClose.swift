@@ -105,6 +105,13 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
     }
     /// Requests read on the connection so far.
     private var requestsRead: UInt64 = 0
+    /// A read the application asked for is out (passed on, its bytes not read yet).
+    private var readOut = false
+    /// The body deadline's clock: the time counted so far, and since when the read now out
+    /// is. Only time with a read out counts: while the application reads nothing (its
+    /// buffer of body parts full, its task waiting for a thread), the body's bytes wait in
+    /// the socket, which is not the client's delay.
+    private var bodyClock: (counted: TimeAmount, since: NIODeadline?) = (.zero, nil)
 
     /// Once an answer that closes is written: the body bytes dropped since (nil before).
     private var lingering: Int?
@@ -238,7 +245,19 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
             readAsked = true
             return
         }
+        if !readOut {
+            readOut = true
+            if bodyClock.since == nil { bodyClock.since = context.eventLoop.now }
+        }
         context.read()
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        readOut = false
+        if let since = bodyClock.since {
+            bodyClock = (bodyClock.counted + (context.eventLoop.now - since), nil)
+        }
+        context.fireChannelReadComplete()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -307,11 +326,16 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireUserInboundEventTriggered(event)
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        for request in unanswered { request.deadline?.cancel() }
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         closing?.cancel()
         closing = nil
         held.removeAll()
         for request in unanswered { request.deadline?.cancel() }
+        bodyClock = (.zero, nil)
         context.fireChannelInactive()
     }
 
@@ -325,17 +349,31 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
         if let first = unanswered.first {
             send.arrival.set(first.bodyPending ? .pending : .ended)
             if first.bodyPending, let deadline = send.deadline {
-                let number = first.number
-                let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-                unanswered[0].deadline?.cancel()
-                unanswered[0].deadline = context.eventLoop.scheduleTask(in: .seconds(deadline.seconds)) {
-                    // Its end read meanwhile, or it answered (another request first now): nothing to cut.
-                    guard let first = handler.value.unanswered.first, first.number == number, first.bodyPending else { return }
-                    deadline.expired()
-                }
+                bodyClock = (.zero, readOut ? context.eventLoop.now : nil)
+                armBodyDeadline(number: first.number, in: .seconds(deadline.seconds), total: .seconds(deadline.seconds), deadline.expired, context: context)
             }
         }
         promise?.succeed(())
+    }
+
+    /// Request `number`'s body deadline, looked at again `in` from now: `expired` once the
+    /// clock counted `total` with its end still not read (`bodyClock`).
+    private func armBodyDeadline(
+        number: UInt64, in delay: TimeAmount, total: TimeAmount, _ expired: @escaping @Sendable () -> Void, context: ChannelHandlerContext
+    ) {
+        let handler = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        unanswered[0].deadline?.cancel()
+        unanswered[0].deadline = context.eventLoop.scheduleTask(in: delay) {
+            let (this, context) = handler.value
+            // Its end read meanwhile, or it answered (another request first now): nothing to cut.
+            guard let first = this.unanswered.first, first.number == number, first.bodyPending else { return }
+            let counted = this.bodyClock.counted + (this.bodyClock.since.map { context.eventLoop.now - $0 } ?? .zero)
+            guard counted >= total else {
+                // The application read nothing for part of the time: the rest is still to come.
+                return this.armBodyDeadline(number: number, in: total - counted, total: total, expired, context: context)
+            }
+            expired()
+        }
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
