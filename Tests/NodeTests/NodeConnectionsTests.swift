@@ -26,6 +26,26 @@ import Wire
         .transactionProof(Bytes32([n] + [UInt8](repeating: 0, count: 31))!)
     }
 
+    /// An echo node and the gateway's connections to it on `threads` event loops.
+    struct EchoFixture {
+        let node: NodeConnectionsEchoNode
+        let group: MultiThreadedEventLoopGroup
+        let connections: NodeConnections
+
+        init(delayMilliseconds: Int, idleMilliseconds: UInt64? = nil, threads: Int) throws {
+            node = try NodeConnectionsEchoNode(delayMilliseconds: delayMilliseconds, idleMilliseconds: idleMilliseconds)
+            group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+            connections = try NodeConnections(nodes: [node.address], ca: node.ca, chainId: NodeConnectionsEchoNode.chainId, group: group)
+        }
+
+        /// The connections closed, the loops ended, the node stopped.
+        func close() {
+            connections.close()
+            shutDown(group)
+            node.stop()
+        }
+    }
+
     /// However many event loops (one per core), the gateway's connections to one node stay
     /// under the node's 64 per address, with room for the tools on the same host.
     @Test func theLoopsShareOneBudgetOfConnectionsPerNode() {
@@ -38,12 +58,9 @@ import Wire
     }
 
     @Test func manyRequestsShareFewConnectionsAndEachGetsItsAnswer() async throws {
-        let node = try NodeConnectionsEchoNode(delayMilliseconds: 20)
-        defer { node.stop() }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let connections = try NodeConnections(nodes: [node.address], ca: node.ca, chainId: NodeConnectionsEchoNode.chainId, group: group)
-        defer { connections.close() }
-        defer { Self.shutDown(group) }
+        let fixture = try EchoFixture(delayMilliseconds: 20, threads: 2)
+        defer { fixture.close() }
+        let (node, connections) = (fixture.node, fixture.connections)
 
         let count = 200
         let answers = try await withThrowingTaskGroup(of: (Int, [ClientResponse]).self) { tasks in
@@ -68,12 +85,9 @@ import Wire
     /// The requests asked during one turn of a loop leave together: one write (one TLS
     /// record) for all, not one each.
     @Test func requestsAskedInOneTurnLeaveInOneWrite() async throws {
-        let node = try NodeConnectionsEchoNode(delayMilliseconds: 0)
-        defer { node.stop() }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let connections = try NodeConnections(nodes: [node.address], ca: node.ca, chainId: NodeConnectionsEchoNode.chainId, group: group)
-        defer { connections.close() }
-        defer { Self.shutDown(group) }
+        let fixture = try EchoFixture(delayMilliseconds: 0, threads: 1)
+        defer { fixture.close() }
+        let connections = fixture.connections
         // The connection open and ready first (requests asked before then leave together
         // once it is).
         #expect(try await connections.ask(0, [Self.request(0)], timeoutMilliseconds: 30_000) == [.error("0")])
@@ -84,7 +98,7 @@ import Wire
         let count = 30
         let asked = Locked(0)
         let released = Locked(false)
-        group.next().execute {
+        fixture.group.next().execute {
             let began = ContinuousClock.now
             while !released.withLock({ $0 }) && began.duration(to: .now) < .seconds(10) { usleep(1_000) }
         }
@@ -112,12 +126,9 @@ import Wire
     }
 
     @Test func aConnectionTheNodeClosedIsReplaced() async throws {
-        let node = try NodeConnectionsEchoNode(delayMilliseconds: 0, idleMilliseconds: 1_500)
-        defer { node.stop() }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let connections = try NodeConnections(nodes: [node.address], ca: node.ca, chainId: NodeConnectionsEchoNode.chainId, group: group)
-        defer { connections.close() }
-        defer { Self.shutDown(group) }
+        let fixture = try EchoFixture(delayMilliseconds: 0, idleMilliseconds: 1_500, threads: 1)
+        defer { fixture.close() }
+        let (node, connections) = (fixture.node, fixture.connections)
 
         for round in 0..<3 {
             #expect(try await connections.ask(0, [Self.request(UInt8(round))], timeoutMilliseconds: 30_000) == [.error("\(round)")])
@@ -130,12 +141,9 @@ import Wire
     }
 
     @Test func aLongPollHoldsNoOtherRequestToItsNode() async throws {
-        let node = try NodeConnectionsEchoNode(delayMilliseconds: 0)
-        defer { node.stop() }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let connections = try NodeConnections(nodes: [node.address], ca: node.ca, chainId: NodeConnectionsEchoNode.chainId, group: group)
-        defer { connections.close() }
-        defer { Self.shutDown(group) }
+        let fixture = try EchoFixture(delayMilliseconds: 0, threads: 1)
+        defer { fixture.close() }
+        let (node, connections) = (fixture.node, fixture.connections)
 
         // Held by the node until released, on a connection of its own.
         var long = [UInt8](repeating: 0, count: 32)
