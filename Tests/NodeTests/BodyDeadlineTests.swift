@@ -49,7 +49,7 @@ import Testing
                 return 1
             }
         }
-        while !started.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(2)) }
+        #expect(eventually(30) { started.withLock { $0 } }, "the work never started")
         request.cancel()
         await #expect(throws: CancellationError.self) { _ = try await request.value }
     }
