@@ -159,12 +159,18 @@ struct Connection: ParsableArguments {
 
     func emit(_ fields: [(String, String)]) {
         if json {
-            let object = Dictionary(uniqueKeysWithValues: fields)
+            let object = Self.jsonObject(fields)
             if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) { print(String(decoding: data, as: UTF8.self)) }
         } else {
             let width = fields.map(\.0.count).max() ?? 0
             for (name, value) in fields { print(name.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value) }
         }
+    }
+
+    /// The fields as one JSON object of strings. A name may come twice (an account holds a
+    /// lot of one programme per expiry epoch): its values are joined, in order, by "; ".
+    static func jsonObject(_ fields: [(String, String)]) -> [String: String] {
+        Dictionary(fields, uniquingKeysWith: { first, next in "\(first); \(next)" })
     }
 
     func proofLine(_ height: UInt64, _ root: SHA256Digest) -> (String, String) {

@@ -23,6 +23,13 @@ public struct ReplicaConfiguration: Sendable {
     /// to commit, so that at light load commands gather into fewer blocks (a block costs
     /// three signed rounds and a durable write on every validator whatever its size).
     public var partialBlocksInFlightMax: Int = 1
+    /// With nothing to order for this many ticks, the primary completes the checkpoint
+    /// interval with null blocks (no commands), so that the state after the last commands
+    /// is certified and reaches light clients and gateways, which read certified state only;
+    /// without it, the heights after the last checkpoint wait for the next transactions.
+    /// A ledger that has cut no block yet is completed to its first checkpoint likewise.
+    /// 0: never (the primary cuts blocks only for commands).
+    public var checkpointFillTicks: UInt64 = 0
     /// Ticks between two state-transfer requests while behind.
     public var stateTransferRetryTicks: UInt64 = 10
     /// Blocks per state-transfer response.

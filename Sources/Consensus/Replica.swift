@@ -86,6 +86,8 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
     var payloadRequested: UInt64?
     var ticksWaitingToCut: UInt64 = 0
     var pendingCommands = 0
+    /// Ticks of this primary with no command waiting (`checkpointFillTicks`).
+    var ticksIdle: UInt64 = 0
 
     var checkpointVotes: [ValidatorID: [UInt64: Signed<CheckpointVote>]] = [:]
     /// This replica's checkpoint votes above the stable checkpoint (resent until stable).
@@ -210,7 +212,10 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
     private mutating func tick(pendingCommands: Int) {
         tickCount += 1
         self.pendingCommands = pendingCommands
-        if isPrimary { maybeRequestPayload() }
+        if isPrimary {
+            ticksIdle = pendingCommands > 0 ? 0 : ticksIdle.saturatingAdding(1)
+            maybeRequestPayload()
+        }
 
         // View-change timer: armed while there is work the primary should be ordering.
         let outstanding = pendingCommands > 0 || slots.values.contains { $0.prePrepare != nil && $0.committed == nil }
@@ -231,8 +236,13 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
     // MARK: Normal case
 
     private mutating func maybeRequestPayload() {
-        guard payloadRequested == nil, pendingCommands > 0, nextProposalSeq <= highWatermark else {
+        guard payloadRequested == nil, nextProposalSeq <= highWatermark else {
             ticksWaitingToCut = 0
+            return
+        }
+        guard pendingCommands > 0 else {
+            ticksWaitingToCut = 0
+            if completesCheckpoint { requestPayload() }
             return
         }
         ticksWaitingToCut += 1
@@ -242,9 +252,24 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
             let inFlight = slots.values.count { $0.prePrepare?.body.view == view && $0.committed == nil }
             guard inFlight < configuration.partialBlocksInFlightMax else { return }
         }
+        requestPayload()
+    }
+
+    private mutating func requestPayload() {
         ticksWaitingToCut = 0
         payloadRequested = nextProposalSeq
         actions.append(.requestPayload(seq: nextProposalSeq, commandsMax: configuration.batchCommandsMax))
+    }
+
+    /// Idle for `checkpointFillTicks` ticks with the last proposal short of a checkpoint
+    /// height (or no proposal yet): the next block is asked for even without commands, and
+    /// the blocks up to the checkpoint follow at once (`propose`). The window always holds
+    /// them: the low watermark and the window are multiples of the interval.
+    private var completesCheckpoint: Bool {
+        let fill = configuration.checkpointFillTicks
+        guard fill > 0, ticksIdle >= fill else { return false }
+        let last = nextProposalSeq - 1
+        return last == 0 || last % configuration.checkpointInterval != 0
     }
 
     private mutating func propose(seq: UInt64, commands: [[UInt8]]) {
@@ -258,10 +283,13 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
         persist(.proposed(prePrepare))
         actions.append(.broadcast(.prePrepare(prePrepare)))
         accept(prePrepare)
-        // A full batch still waiting: cut the next block now rather than at the next tick
-        // (the window bounds how far this runs ahead).
+        // A full batch still waiting, or null blocks completing a checkpoint interval: cut
+        // the next block now rather than at the next tick (the window bounds how far this
+        // runs ahead).
         pendingCommands = max(0, pendingCommands - commands.count)
-        if isPrimary, pendingCommands >= configuration.batchCommandsMax { maybeRequestPayload() }
+        if isPrimary, pendingCommands >= configuration.batchCommandsMax || (pendingCommands == 0 && completesCheckpoint) {
+            maybeRequestPayload()
+        }
     }
 
     private mutating func receivePrePrepare(_ m: Signed<PrePrepare>, from: ValidatorID) {

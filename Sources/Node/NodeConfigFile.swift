@@ -43,8 +43,12 @@ public struct NodeConfigFile: Codable, Sendable, Equatable {
     /// How long transactions gather before a block that is not full is cut (default 60
     /// ms, 0...1000; rounded up to whole ticks, at least one).
     public var blockWaitMilliseconds: UInt64?
-    /// Transactions per block, at most (default 400, 1...10000).
+    /// Transactions per block, at most (default 1000, 1...10000).
     public var blockCommandsMax: Int?
+    /// How long the primary waits, with no transaction to order, before it completes the
+    /// checkpoint interval with empty blocks so that the last transactions' state is
+    /// certified (default 500 ms, 0...600000; 0: never; rounded up to whole ticks).
+    public var checkpointFillMilliseconds: UInt64?
     /// Mempool bound (default 100,000, 1...10,000,000).
     public var mempoolMax: Int?
     /// Local HTTP port for /metrics and /health (127.0.0.1); absent: none.
@@ -125,6 +129,7 @@ extension NodeConfigFile {
         tickMilliseconds = try c.integerIfPresent(.tickMilliseconds)
         blockWaitMilliseconds = try c.integerIfPresent(.blockWaitMilliseconds)
         blockCommandsMax = try c.integerIfPresent(.blockCommandsMax)
+        checkpointFillMilliseconds = try c.integerIfPresent(.checkpointFillMilliseconds)
         mempoolMax = try c.integerIfPresent(.mempoolMax)
         metricsPort = try c.integerIfPresent(.metricsPort)
         storageMapMegabytes = try c.integerIfPresent(.storageMapMegabytes)
@@ -164,6 +169,10 @@ extension NodeConfigFile {
         guard (0...1_000).contains(blockWait) else { throw ConfigError(field: "blockWaitMilliseconds", reason: "\(blockWait) is outside 0...1000") }
         let blockCommands = blockCommandsMax ?? NodeConfiguration.blockCommandsMaxDefault
         guard (1...10_000).contains(blockCommands) else { throw ConfigError(field: "blockCommandsMax", reason: "\(blockCommands) is outside 1...10000") }
+        let checkpointFill = checkpointFillMilliseconds ?? NodeConfiguration.checkpointFillMillisecondsDefault
+        guard (0...600_000).contains(checkpointFill) else {
+            throw ConfigError(field: "checkpointFillMilliseconds", reason: "\(checkpointFill) is outside 0...600000")
+        }
         let mapMegabytes = storageMapMegabytes ?? NodeStore.Tuning.default.mapBytes >> 20
         guard (0...4_096).contains(mapMegabytes) else {
             throw ConfigError(field: "storageMapMegabytes", reason: "\(mapMegabytes) is outside 0...4096")
@@ -211,6 +220,7 @@ extension NodeConfigFile {
         configuration.tickMilliseconds = tick
         configuration.blockWaitMilliseconds = blockWait
         configuration.blockCommandsMax = blockCommands
+        configuration.checkpointFillMilliseconds = checkpointFill
         configuration.mempoolCountMax = mempool
         configuration.metricsPort = metricsPort
         configuration.storage = NodeStore.Tuning(mapBytes: mapMegabytes << 20, cacheBytes: cacheMegabytes << 20)

@@ -40,8 +40,20 @@ public struct NodeConfiguration: Sendable {
     public var blockCommandsMax = NodeConfiguration.blockCommandsMaxDefault
     public static let blockCommandsMaxDefault = 1_000
     /// `blockWaitMilliseconds` in ticks, rounded up, at least one.
-    public var blockWaitTicks: UInt64 {
-        max(1, blockWaitMilliseconds / max(1, tickMilliseconds) + (blockWaitMilliseconds % max(1, tickMilliseconds) == 0 ? 0 : 1))
+    public var blockWaitTicks: UInt64 { max(1, Self.ticks(blockWaitMilliseconds, tick: tickMilliseconds)) }
+    /// How long the primary waits with no transaction to order before it completes the
+    /// checkpoint interval with empty blocks: the state after the last transactions is then
+    /// certified, so light clients and gateways (which read certified state only) see it
+    /// within about this long of an idle spell, at the cost of at most `checkpointInterval`
+    /// − 1 empty blocks after each (Docs/NODE.md, "Checkpoints when idle"). 0: never.
+    public var checkpointFillMilliseconds: UInt64 = NodeConfiguration.checkpointFillMillisecondsDefault
+    public static let checkpointFillMillisecondsDefault: UInt64 = 500
+    /// `checkpointFillMilliseconds` in ticks, rounded up (0 stays 0: never).
+    public var checkpointFillTicks: UInt64 { Self.ticks(checkpointFillMilliseconds, tick: tickMilliseconds) }
+
+    static func ticks(_ milliseconds: UInt64, tick: UInt64) -> UInt64 {
+        let tick = max(1, tick)
+        return milliseconds / tick + (milliseconds % tick == 0 ? 0 : 1)
     }
     public var replica: @Sendable (ReplicaConfiguration) -> ReplicaConfiguration = { $0 }
     /// Transactions waiting in the mempool; beyond, submissions are refused.
@@ -276,6 +288,7 @@ public final class NodeRuntime: @unchecked Sendable {
         var replicaConfiguration = ReplicaConfiguration(chainId: genesis.chainId, validators: genesisSet)
         replicaConfiguration.batchTicks = configuration.blockWaitTicks
         replicaConfiguration.batchCommandsMax = configuration.blockCommandsMax
+        replicaConfiguration.checkpointFillTicks = configuration.checkpointFillTicks
         return configuration.replica(replicaConfiguration)
     }
 

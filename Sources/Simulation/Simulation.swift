@@ -98,6 +98,7 @@ public struct Simulation {
         replica.checkpointInterval = configuration.checkpointInterval
         replica.window = configuration.window
         replica.batchCommandsMax = configuration.batchCommandsMax
+        replica.checkpointFillTicks = configuration.checkpointFillTicks
         replicaConfiguration = replica
         let faultsMax = replica.validators.faultsMax
         // With validator-set changes, one more node runs from the start as a learner
@@ -683,6 +684,16 @@ public struct Simulation {
             let missing = expected.filter { !executed.contains($0) }.count
             if missing > 0 {
                 report.livenessViolations.append("n\(index) never finalized \(missing) of \(expected.count) commands")
+            }
+        }
+        // An idle ledger certifies its last blocks: the primary completed the interval.
+        if configuration.checkpointFillTicks > 0 {
+            for index in honest {
+                guard let replica = nodes[index].replica ?? nodes[index].core?.replica else { continue }
+                let height = nodes[index].height
+                if replica.lowWatermark != height || height % configuration.checkpointInterval != 0 {
+                    report.livenessViolations.append("n\(index) ended idle at height \(height) with its stable checkpoint at \(replica.lowWatermark)")
+                }
             }
         }
         for violation in report.livenessViolations { note("LIVENESS: \(violation)") }

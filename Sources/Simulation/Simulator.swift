@@ -70,6 +70,10 @@ public struct SimulationConfiguration: Sendable {
     public var checkpointInterval: UInt64 = 8
     public var window: UInt64 = 32
     public var batchCommandsMax = 64
+    /// Idle ticks before the primary completes the checkpoint interval with null blocks
+    /// (`ReplicaConfiguration.checkpointFillTicks`; 0: never). With it, every honest
+    /// replica must end the run at a stable checkpoint of its last height.
+    public var checkpointFillTicks: UInt64 = 25
     /// The node cores' byte budget of a state-transfer answer (`NodeCoreSettings`); a test
     /// makes it tiny, so that every answer carries one block.
     public var stateResponseBytesMax = NodeCoreSettings().stateResponseBytesMax

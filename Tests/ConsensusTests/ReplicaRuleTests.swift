@@ -346,6 +346,53 @@ extension Array where Element == Action {
         #expect(requests(fresh.step(.tick(pendingCommands: configuration.batchCommandsMax))) == [1])
     }
 
+    /// With `checkpointFillTicks` = 3, a primary with nothing to order asks, at the third
+    /// idle tick, for the blocks up to the next checkpoint height, at once, and no more; a
+    /// command waiting starts the count again. Without it (0), an idle primary cuts nothing.
+    @Test func anIdlePrimaryCompletesTheCheckpointIntervalWithNullBlocks() {
+        var configuration = fixture.configuration
+        configuration.checkpointFillTicks = 3
+        func requests(_ actions: [Action]) -> [UInt64] {
+            actions.compactMap { if case let .requestPayload(seq, _) = $0 { return seq } else { return nil } }
+        }
+        func proposed(_ actions: [Action]) -> [Block] {
+            actions.compactMap { if case let .broadcast(.prePrepare(p)) = $0 { return p.body.block } else { return nil } }
+        }
+        var idle = Replica(configuration: fixture.configuration, signer: fixture.signers[0], safety: SafetyLog())
+        for _ in 0..<100 { #expect(requests(idle.step(.tick(pendingCommands: 0))).isEmpty) }
+
+        // A ledger with no block yet is completed to its first checkpoint (4 here).
+        var fresh = Replica(configuration: configuration, signer: fixture.signers[0], safety: SafetyLog())
+        #expect(requests(fresh.step(.tick(pendingCommands: 0))).isEmpty)
+        #expect(requests(fresh.step(.tick(pendingCommands: 0))).isEmpty)
+        #expect(requests(fresh.step(.tick(pendingCommands: 0))) == [1])
+        var blocks: [Block] = []
+        for seq: UInt64 in 1...4 {
+            let actions = fresh.step(.payload(seq: seq, commands: []))
+            blocks += proposed(actions)
+            #expect(requests(actions) == (seq < 4 ? [seq + 1] : []))
+        }
+        #expect(blocks.map(\.seq) == [1, 2, 3, 4] && blocks.allSatisfy(\.commands.isEmpty))
+        for _ in 0..<10 { #expect(requests(fresh.step(.tick(pendingCommands: 0))).isEmpty) }
+
+        // A block of commands at 1; the idle count starts with the mempool empty, and a
+        // command waiting (here held back by block 1, not committed) starts it again.
+        var primary = Replica(configuration: configuration, signer: fixture.signers[0], safety: SafetyLog())
+        #expect(requests(primary.step(.tick(pendingCommands: 2))) == [1])
+        #expect(requests(primary.step(.payload(seq: 1, commands: [[1], [2]]))).isEmpty)
+        #expect(requests(primary.step(.tick(pendingCommands: 0))).isEmpty)
+        #expect(requests(primary.step(.tick(pendingCommands: 0))).isEmpty)
+        #expect(requests(primary.step(.tick(pendingCommands: 1))).isEmpty)
+        #expect(requests(primary.step(.tick(pendingCommands: 0))).isEmpty)
+        #expect(requests(primary.step(.tick(pendingCommands: 0))).isEmpty)
+        #expect(requests(primary.step(.tick(pendingCommands: 0))) == [2])
+        // A command that came meanwhile rides in the first of them; the interval is still completed.
+        #expect(requests(primary.step(.payload(seq: 2, commands: [[3]]))) == [3])
+        #expect(requests(primary.step(.payload(seq: 3, commands: []))) == [4])
+        #expect(requests(primary.step(.payload(seq: 4, commands: []))).isEmpty)
+        #expect(requests(primary.step(.tick(pendingCommands: 0))).isEmpty)
+    }
+
     @Test func primaryTimesOutIntoAViewChangeAndPersistsFirst() {
         var replica = fixture.replica(1)
         var actions: [Action] = []

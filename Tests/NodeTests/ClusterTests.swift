@@ -117,6 +117,17 @@ struct TestCluster {
         }
     }
 
+    /// True once the idle ledger's blocks reach a checkpoint height on every node (an idle
+    /// primary completes the interval with empty blocks, `checkpointFillMilliseconds`), at
+    /// least `height`: a state that stays put and whose checkpoint certifies it.
+    static func settle(_ nodes: [NodeRuntime], atLeast height: UInt64 = 1, within seconds: Double = 30) -> Bool {
+        eventually(seconds) {
+            let heights = Set(nodes.map(\.height))
+            guard heights.count == 1, let settled = heights.first else { return false }
+            return settled >= height && settled % TrustedValidators.checkpointInterval == 0
+        }
+    }
+
     /// Gives each node the others' addresses (their ports are known once started) as its
     /// bootstrap peers: kept when governance changes the partners (the ledger of these
     /// tests gives no endpoints), as a configuration's would be.
@@ -513,6 +524,36 @@ struct TestCluster {
     }
 
     /// The client API: submit, then wait for finality; unknown ids time out with nil.
+    /// An idle ledger certifies its last blocks (issue 18: a gateway reads certified state
+    /// only): a fresh cluster cuts the empty blocks to its first checkpoint, and after one
+    /// transaction the primary completes the interval, so a certified read shows it within
+    /// about `checkpointFillMilliseconds`; then nothing more is cut while idle.
+    @Test func anIdleLedgerCertifiesItsLastTransaction() throws {
+        let cluster = try TestCluster()
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        let client = try TransportClient(host: "127.0.0.1", port: nodes[2].transport.clientPort, ca: cluster.ca, chainId: TestCluster.chainId)
+        defer { client.close() }
+        let trusted = TrustedValidators(genesis: cluster.nodeKeys.map(\.publicKey))
+        func certified(_ citizen: Int) throws -> CertifiedRecord {
+            try CertifiedReader.record(StateKeys.account(Ed25519PublicKey(SHA256.hash("citizen \(citizen)"))), trusted: trusted,
+                                       chainId: TestCluster.chainId) { try ClientResponse(wireBytes: try client.request($0.wireBytes)) }
+        }
+        #expect(TestCluster.settle(nodes, atLeast: 8), "\(nodes.map(\.height))")
+        #expect(nodes.allSatisfy { $0.height == 8 }, "a fresh ledger is completed to its first checkpoint only: \(nodes.map(\.height))")
+        #expect(eventually(10) { (try? certified(9))?.height == 8 })
+
+        #expect(nodes[1].submit(cluster.attribute(by: 1, to: 9, nonce: 1)) == nil)
+        #expect(TestCluster.settle(nodes, atLeast: 16), "\(nodes.map(\.height))")
+        var read: CertifiedRecord?
+        #expect(eventually(10) { read = try? certified(9); return read?.height == 16 }, "\(String(describing: read))")
+        let account = try read?.value.map { try Account(wireBytes: $0) }
+        #expect(account?.balance == 10, "\(String(describing: account))")
+        // Idle and certified: no block more.
+        Thread.sleep(forTimeInterval: 1.5)
+        #expect(nodes.allSatisfy { $0.height == 16 }, "\(nodes.map(\.height))")
+    }
+
     @Test func clientsSubmitAndWaitForFinality() throws {
         let cluster = try TestCluster(count: 1)
         var configuration = cluster.configuration(0)
@@ -555,7 +596,9 @@ struct TestCluster {
         let history = try ClientResponse(wireBytes: try client.request(
             ClientRequest.accountTransactions(SHA256.hash("citizen 3"), limit: 5).wireBytes))
         #expect(history == .accountTransactions([AccountTransaction(id: id, location: location)]))
-        // Following the chain: the next block is answered as soon as it is final.
+        // Following the chain: the next block is answered as soon as it is final (the
+        // ledger idle first, its empty blocks to the checkpoint cut).
+        #expect(TestCluster.settle([node], atLeast: 8), "height \(node.height)")
         let next = node.height + 1
         let follower = Locked<ClientResponse?>(nil)
         let following = Thread {

@@ -48,6 +48,13 @@ import Wire
     /// The bench's counts are bounded too: a storage run of 0 blocks, a sweep of 2^64 − 1
     /// validators, a ceiling of 2^32 signatures a round, a cluster of Int.max transactions
     /// each trapped (a range over nothing, a conversion, an allocation of 2^64 bytes).
+    /// An account holds a lot per programme and expiry epoch, so `balance --json` names a
+    /// programme once per lot: its values are joined, where the output crashed the tool.
+    @Test func aFieldNamedTwiceIsJoinedInJSON() {
+        let object = Connection.jsonObject([("balance", "30"), ("  recyclage", "10 (expires after epoch 3)"), ("  recyclage", "20 (expires after epoch 4)")])
+        #expect(object == ["balance": "30", "  recyclage": "10 (expires after epoch 3); 20 (expires after epoch 4)"])
+    }
+
     @Test func theBenchRefusesAbsurdCountsByName() throws {
         let bench = try productsDirectory() + "/calisson-bench"
         let cases: [([String], String)] = [
@@ -127,6 +134,7 @@ import Wire
         defer { try? FileManager.default.removeItem(atPath: caFile) }
         #expect(nodes[0].submit(cluster.attribute(by: 0, to: 1, nonce: 1)) == nil)
         #expect(eventually(30) { nodes[0].height >= 1 })
+        #expect(TestCluster.settle(nodes, atLeast: 8), "\(nodes.map(\.height))")  // then idle: no block until the next transaction
         let next = nodes[0].height + 1
         let follow = try Follow.parse([
             "--node", "127.0.0.1:\(nodes[0].transport.clientPort)", "--ca", caFile, "--chain", TestCluster.chainId,
@@ -241,7 +249,9 @@ import Wire
         #expect(node.wait().status == 0)
 
         let backup = try run("\(bin)/calisson-node", ["backup", "--config", config, "--out", "\(directory)/copy.db"])
-        #expect(backup.status == 0 && backup.output.contains("height 0"), "\(backup.output) \(backup.errors)")
+        // Idle, the validator certified its genesis state with the empty blocks to the first
+        // checkpoint, or stopped before it did.
+        #expect(backup.status == 0 && (backup.output.contains("height 0") || backup.output.contains("height 8")), "\(backup.output) \(backup.errors)")
         let prune = try run("\(bin)/calisson-node", ["prune", "--config", config, "--keep-blocks", "1000", "--vacuum"])
         #expect(prune.status == 0 && prune.output.contains("bodies dropped for 0 blocks this run, kept from height 1"), "\(prune.output) \(prune.errors)")
         let restore = try run("\(bin)/calisson-node", ["restore", "--config", config, "--from", "\(directory)/copy.db"])

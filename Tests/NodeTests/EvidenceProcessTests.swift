@@ -30,7 +30,9 @@ import Testing
                                       "--evidence", "activity \(activity)"] + signed("tri-metropole"))
         }
 
-        let upgradeHeight = try #require(cluster.status(1)?.height) + 15
+        // Past the three transactions that pass it, each of which may take an idle cluster's
+        // height to the next checkpoint (up to eight).
+        let upgradeHeight = try #require(cluster.status(1)?.height) + 64
         try pass(["schedule-upgrade", "--name", "evidence", "--height", "\(upgradeHeight)", "--rules", "\(LedgerRules.evidence)"])
         while (cluster.status(1)?.height ?? 0) < upgradeHeight && activity < 60 { try attribute() }
         try pass(["set-equivocation-policy", "--equivocators", "suspend"])

@@ -32,8 +32,11 @@ import Testing
         // Proposed by the Métropole, passed by two more of the four partners (2/3).
         func pass(_ proposal: [String]) throws { try cluster.pass(proposal, by: "metropole", voters: ["rtm", "tri-metropole"]) }
 
+        // Each transaction of an idle cluster takes the height to the next checkpoint (up to
+        // eight: the primary completes the interval), so the height is set well past the
+        // three transactions that pass it.
         let height = try #require(cluster.status(1)?.height)
-        let upgradeHeight = height + 20
+        let upgradeHeight = height + 64
         try pass(["schedule-upgrade", "--name", "categories", "--height", "\(upgradeHeight)", "--rules", "2"])
         let pending = cluster.status(0)?.pendingUpgrades ?? []
         #expect(pending == [ScheduledUpgrade(name: Identifier("categories")!, height: upgradeHeight, rules: 2)], "\(pending)")
