@@ -71,6 +71,16 @@ import Transport
             changed.tickMilliseconds = tick
             #expect(try changed.resolve(relativeTo: directory).blockWaitTicks == ticks, "wait \(wait) ms, tick \(tick) ms")
         }
+        // The empty blocks that certify an idle ledger's last state: after 500 ms by default, 0 never.
+        #expect(field { $0.checkpointFillMilliseconds = 600_001 } == "checkpointFillMilliseconds")
+        #expect(field { $0.checkpointFillMilliseconds = UInt64.max } == "checkpointFillMilliseconds")
+        #expect(loaded.checkpointFillMilliseconds == 500 && (try? NodeRuntime.replicaConfiguration(loaded).checkpointFillTicks) == 25)
+        for (fill, tick, ticks) in [(0, 20, 0), (1, 20, 1), (500, 20, 25), (501, 20, 26), (600_000, 1, 600_000)] as [(UInt64, UInt64, UInt64)] {
+            var changed = config
+            changed.checkpointFillMilliseconds = fill
+            changed.tickMilliseconds = tick
+            #expect(try NodeRuntime.replicaConfiguration(changed.resolve(relativeTo: directory)).checkpointFillTicks == ticks, "fill \(fill) ms, tick \(tick) ms")
+        }
         #expect(field { $0.storageMapMegabytes = -1 } == "storageMapMegabytes")
         #expect(field { $0.retainBlocks = 999 } == "retainBlocks")
         #expect(field { $0.storageWALMegabytes = 0 } == "storageWALMegabytes")
@@ -127,6 +137,8 @@ import Transport
         #expect(load { $0["mempoolMax"] = 1.5 }?.field == "mempoolMax")
         #expect(load { $0["tickMilliseconds"] = "fast" }?.field == "tickMilliseconds")
         #expect(load { $0["blockWaitMilliseconds"] = -1 }?.field == "blockWaitMilliseconds")
+        #expect(load { $0["checkpointFillMilliseconds"] = -1 }?.field == "checkpointFillMilliseconds")
+        #expect(load { $0["checkpointFillMilliseconds"] = 18_446_744_073_709_551_616.0 }?.field == "checkpointFillMilliseconds")
         #expect(load { $0["blockCommandsMax"] = 18_446_744_073_709_551_616.0 }?.field == "blockCommandsMax")
         #expect(load { $0["retainBlocks"] = -1 }?.field == "retainBlocks")
         #expect(load { $0["retainBlocks"] = 18_446_744_073_709_551_616.0 }?.field == "retainBlocks")
