@@ -68,8 +68,8 @@ for index in $(seq 0 $((VALIDATORS - 1))); do
         exit 1
     fi
 done
-# Blocks are only made when there is work: one attribution (to a throwaway account)
-# shows that the cluster orders, executes and finalizes.
+# One attribution (to a throwaway account) shows that the cluster orders, executes and
+# finalizes transactions (idle, it cuts only the empty blocks to its first checkpoint).
 probe=$("$BIN/calisson" key generate --out "$CALISSON_HOME/probe.key")
 cal submit attribute --key "$NET/metropole/signing.key" --as metropole --programme recyclage --account "$probe" \
     --evidence "cluster start $(date +%s%N)" > /dev/null
