@@ -21,7 +21,7 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
     /// Its window never leaves it.
     public var epoch: Epoch { schedule.epoch(at: lowWatermark + 1) }
     /// The validators of the current epoch.
-    var validators: ValidatorSet { epoch.validators }
+    public var validators: ValidatorSet { epoch.validators }
     /// Whether this replica votes in the current epoch. One that does not (a validator
     /// admitted in a later epoch, or one removed) follows the chain as a learner.
     public var isMember: Bool { validators.contains(id) }
@@ -86,8 +86,15 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
     var payloadRequested: UInt64?
     var ticksWaitingToCut: UInt64 = 0
     var pendingCommands = 0
-    /// Ticks of this primary with no command waiting (`checkpointFillTicks`).
+    /// Ticks of this primary with no command waiting and a quorum reachable
+    /// (`checkpointFillTicks`); 0 while it is not the primary.
     var ticksIdle: UInt64 = 0
+    /// Whether this replica's messages reach a quorum now, as its owner tells from its links
+    /// (true when it cannot tell). An idle primary fills a checkpoint interval only then, and
+    /// counts its idle ticks from then: null blocks sent to too few would be lost (nothing
+    /// else would make the backups ask for them), and their slots, left uncommitted, would
+    /// time the primary out of its view on its own.
+    public var reachesQuorum = true
 
     var checkpointVotes: [ValidatorID: [UInt64: Signed<CheckpointVote>]] = [:]
     /// This replica's checkpoint votes above the stable checkpoint (resent until stable).
@@ -213,8 +220,10 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
         tickCount += 1
         self.pendingCommands = pendingCommands
         if isPrimary {
-            ticksIdle = pendingCommands > 0 ? 0 : ticksIdle.saturatingAdding(1)
+            ticksIdle = pendingCommands > 0 || !reachesQuorum ? 0 : ticksIdle.saturatingAdding(1)
             maybeRequestPayload()
+        } else {
+            ticksIdle = 0
         }
 
         // View-change timer: armed while there is work the primary should be ordering.
@@ -261,14 +270,17 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
         actions.append(.requestPayload(seq: nextProposalSeq, commandsMax: configuration.batchCommandsMax))
     }
 
-    /// Idle for `checkpointFillTicks` ticks with the last proposal short of a checkpoint
-    /// height (or no proposal yet): the next block is asked for even without commands, and
-    /// the blocks up to the checkpoint follow at once (`propose`). The window always holds
-    /// them: the low watermark and the window are multiples of the interval.
+    /// Idle for `checkpointFillTicks` ticks, a quorum reachable, with the last proposal
+    /// short of a checkpoint height (or no proposal yet): the next block is asked for even
+    /// without commands, and the blocks up to the checkpoint follow at once (`propose`). The
+    /// window always holds them: the low watermark and the window are multiples of the
+    /// interval. Never while heights above its last proposal are known final (a primary
+    /// behind, its log lost or skipped by a state transfer: it catches up first).
     private var completesCheckpoint: Bool {
         let fill = configuration.checkpointFillTicks
-        guard fill > 0, ticksIdle >= fill else { return false }
+        guard fill > 0, ticksIdle >= fill, reachesQuorum else { return false }
         let last = nextProposalSeq - 1
+        guard knownFinalSeq <= last, lastExecuted <= last else { return false }
         return last == 0 || last % configuration.checkpointInterval != 0
     }
 

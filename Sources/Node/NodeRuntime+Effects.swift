@@ -223,6 +223,7 @@ extension NodeRuntime {
         }
         let peers = transport.configuration.peers.map(\.id).sorted()
         if peers != core.peers { core.peers = peers }
+        core.linkedPeers = transport.linkedPeersOnLoop()
         #if CALISSON_FAULTS
         if byzantine != nil {
             for (peer, gossip, payload) in byzantine!.extra(to: core.peers) { perform(.sendFrame(payload, gossip: gossip, to: peer)) }

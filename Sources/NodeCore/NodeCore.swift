@@ -168,6 +168,10 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
     /// The partners this node links to, in a fixed order (catch-up asks them in turn); the
     /// shell keeps it up to date.
     public var peers: [String] { didSet { peers.sort() } }
+    /// The partners whose links are up now, as the shell sees them before each tick; nil:
+    /// it cannot tell (the simulator's network). An idle primary completes a checkpoint
+    /// interval only while its links reach a quorum (`Replica.reachesQuorum`).
+    public var linkedPeers: [String]?
     /// Verifies a signature while a block executes (the node: its verifier's cache first).
     let verifySignature: (SignatureCheck) -> Bool
     public internal(set) var tickCount: UInt64 = 0
@@ -351,7 +355,16 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
                 effects.append(.send(.stateRequest(fromSeq: ledger.height + 1), to: peer))
             }
         }
+        replica.reachesQuorum = reachesQuorum
         try step(.tick(pendingCommands: mempool.pendingCount(tick: tickCount)))
+    }
+
+    /// This node and the validators it is linked to make a quorum of the set in force.
+    var reachesQuorum: Bool {
+        guard let linkedPeers else { return true }
+        let validators = replica.validators
+        let linked = linkedPeers.count { validatorsByPartner[$0].map(validators.contains) ?? false }
+        return linked + (validators.contains(replica.id) ? 1 : 0) >= validators.quorum
     }
 
     mutating func received(_ payload: [UInt8], from peer: String) throws {

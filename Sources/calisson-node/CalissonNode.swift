@@ -312,7 +312,7 @@ struct Testnet: ParsableCommand {
     @Option(help: "Chain id.")
     var chainId = "calisson-local"
 
-    @Option(help: "Blocks per ledger epoch (each ends with expiry and clearing). Blocks are only made when there are transactions.")
+    @Option(help: "Blocks per ledger epoch (each ends with expiry and clearing). Blocks are made for transactions, and up to 7 empty ones after each idle spell to complete a checkpoint.")
     var epochLength: UInt64 = 500
 
     @Option(help: "How far above the current height a transaction's expiry may be, in blocks (benchmarks pre-sign far ahead).")

@@ -391,6 +391,15 @@ extension Array where Element == Action {
         #expect(requests(primary.step(.payload(seq: 3, commands: []))) == [4])
         #expect(requests(primary.step(.payload(seq: 4, commands: []))).isEmpty)
         #expect(requests(primary.step(.tick(pendingCommands: 0))).isEmpty)
+
+        // Links to fewer than a quorum: nothing, however long; the count starts once they are up.
+        var unlinked = Replica(configuration: configuration, signer: fixture.signers[0], safety: SafetyLog())
+        unlinked.reachesQuorum = false
+        for _ in 0..<10 { #expect(requests(unlinked.step(.tick(pendingCommands: 0))).isEmpty) }
+        unlinked.reachesQuorum = true
+        #expect(requests(unlinked.step(.tick(pendingCommands: 0))).isEmpty)
+        #expect(requests(unlinked.step(.tick(pendingCommands: 0))).isEmpty)
+        #expect(requests(unlinked.step(.tick(pendingCommands: 0))) == [1])
     }
 
     @Test func primaryTimesOutIntoAViewChangeAndPersistsFirst() {

@@ -15,6 +15,7 @@ import Wire
         var configuration = cluster.configuration(0)
         configuration.transport.clientPort = 0
         configuration.blockWaitMilliseconds = 0
+        configuration.checkpointFillMilliseconds = 0  // blocks of one transaction each, none empty: the tests count them
         configuration.retainBlocks = retainBlocks
         return try NodeRuntime(configuration: configuration)
     }

@@ -41,6 +41,9 @@ import Transport
                 _ = try run("\(cluster.bin)/calisson-bench", ["workload", "--testnet", cluster.net, "--transactions", "20", "--citizens", "10"])
             }
             #expect(eventually(30) { (self.checkpoint(1) ?? 0) >= height }, "\(cluster.logs())")
+            // Then idle, its last blocks certified (the primary completes the interval): the
+            // checkpoint the tests read stays the newest.
+            #expect(eventually(30) { self.checkpoint(1).map { $0 == self.cluster.status(1)?.height } ?? false }, "\(cluster.logs())")
         }
 
         /// The height of node `index`'s latest stable checkpoint.
