@@ -274,13 +274,15 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
     /// short of a checkpoint height (or no proposal yet): the next block is asked for even
     /// without commands, and the blocks up to the checkpoint follow at once (`propose`). The
     /// window always holds them: the low watermark and the window are multiples of the
-    /// interval. Never while heights above its last proposal are known final (a primary
-    /// behind, its log lost or skipped by a state transfer: it catches up first).
+    /// interval. Never while blocks above its last proposal are committed (a primary
+    /// behind, its log lost or skipped by a state transfer: it catches up first); judged on
+    /// certified blocks only, not on `knownFinalSeq`, which one faulty validator's hint can
+    /// raise.
     private var completesCheckpoint: Bool {
         let fill = configuration.checkpointFillTicks
         guard fill > 0, ticksIdle >= fill, reachesQuorum else { return false }
         let last = nextProposalSeq - 1
-        guard knownFinalSeq <= last, lastExecuted <= last else { return false }
+        guard executionRequested <= last, lastExecuted <= last else { return false }
         return last == 0 || last % configuration.checkpointInterval != 0
     }
 

@@ -555,6 +555,36 @@ struct TestCluster {
         #expect(nodes.allSatisfy { $0.height == 16 }, "\(nodes.map(\.height))")
     }
 
+    /// The idle primary fills only while linked to a quorum: p0 (view 0's primary) linked
+    /// to p1 alone (2 of 4; a quorum is 3) cuts nothing, however long; linked to all, it
+    /// completes the first checkpoint in its view. Without the gate its null blocks, sent
+    /// to too few, would time it out of its view alone, and an idle cluster would stay at 0.
+    @Test func anIdlePrimaryFillsOnlyWhileLinkedToAQuorum() throws {
+        let cluster = try TestCluster()
+        let nodes = try (0..<cluster.count).map { index in
+            var configuration = cluster.configuration(index)
+            configuration.transport.clientPort = 0
+            return try NodeRuntime(configuration: configuration)
+        }
+        for node in nodes { try node.start() }
+        defer { for node in nodes { node.stop() } }
+        let addresses = nodes.enumerated().map { PeerAddress(id: "p\($0.offset)", host: "127.0.0.1", port: $0.element.transport.peerPort) }
+        nodes[0].setBootstrapPeers([addresses[1]])
+        nodes[1].setBootstrapPeers([addresses[0]])
+        #expect(eventually(10) { nodes[0].transport.linkedPeers() == ["p1"] })
+        Thread.sleep(forTimeInterval: 1.5)  // three times the wait (cluster's tick: 10 ms)
+        #expect(nodes.allSatisfy { $0.height == 0 }, "\(nodes.map(\.height))")
+        TestCluster.link(nodes)
+        #expect(TestCluster.settle(nodes, atLeast: 8), "\(nodes.map(\.height))")
+        let client = try TransportClient(host: "127.0.0.1", port: nodes[0].transport.clientPort, ca: cluster.ca, chainId: TestCluster.chainId)
+        defer { client.close() }
+        guard case let .status(status) = try ClientResponse(wireBytes: try client.request(ClientRequest.status.wireBytes)) else {
+            Issue.record("no status")
+            return
+        }
+        #expect(status.view == 0 && status.height == 8, "view \(status.view), height \(status.height)")
+    }
+
     @Test func clientsSubmitAndWaitForFinality() throws {
         let cluster = try TestCluster(count: 1)
         var configuration = cluster.configuration(0)
