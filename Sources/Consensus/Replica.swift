@@ -226,8 +226,10 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
             ticksIdle = 0
         }
 
-        // View-change timer: armed while there is work the primary should be ordering.
-        let outstanding = pendingCommands > 0 || slots.values.contains { $0.prePrepare != nil && $0.committed == nil }
+        // View-change timer: armed while there is work the primary should be ordering. A
+        // slot at or below the executed height is final, whatever it holds (after a restart
+        // its proposal comes back from the log without the commits).
+        let outstanding = pendingCommands > 0 || slots.contains { seq, slot in seq > lastExecuted && slot.prePrepare != nil && slot.committed == nil }
         if !isMember {
             ticksWithoutProgress = 0  // a learner follows view changes, it does not start them
         } else if isViewChanging {

@@ -252,6 +252,25 @@ extension Array where Element == Action {
         #expect(actions.broadcastVotes.isEmpty)
     }
 
+    /// A primary restarted with its proposals in its log, their blocks executed: idle, it
+    /// waits for nothing, so it does not time out of its view (it did: the slots rebuilt from
+    /// the log had no commit, and counted as work the primary was not doing).
+    @Test func aRestartedPrimaryWithItsBlocksExecutedDoesNotTimeOut() {
+        var primary = fixture.replica(0)
+        var safety = SafetyLog()
+        _ = primary.step(.tick(pendingCommands: 1))
+        for action in primary.step(.payload(seq: 1, commands: [[1]])) {
+            if case let .persist(record) = action { safety.apply(record) }
+        }
+        var restarted = Replica(configuration: fixture.configuration, signer: fixture.signers[0], safety: safety, lastExecuted: 1)
+        for _ in 0..<(3 * fixture.configuration.viewChangeTimeoutTicks) { _ = restarted.step(.tick(pendingCommands: 0)) }
+        #expect(!restarted.isViewChanging && restarted.isPrimary)
+        // Not executed: the same log is work outstanding, and the timer runs.
+        var behind = Replica(configuration: fixture.configuration, signer: fixture.signers[0], safety: safety, lastExecuted: 0)
+        for _ in 0..<(3 * fixture.configuration.viewChangeTimeoutTicks) { _ = behind.step(.tick(pendingCommands: 0)) }
+        #expect(behind.isViewChanging)
+    }
+
     /// A NewView must re-propose every block a quorum of view changes shows prepared.
     @Test func newViewDroppingAPreparedBlockIsRejected() throws {
         let proposal = fixture.prePrepare(by: 0, seq: 1)
