@@ -100,6 +100,9 @@ public enum Input: Sendable {
     /// The application applies the same change to its own `EpochSchedule` in the same
     /// durable write as the block's state, and hands that schedule back on restart.
     case executed(seq: UInt64, stateRoot: SHA256Digest, validators: ValidatorSet? = nil)
+    /// A link to this validator came up (again): what it may have missed while it was down
+    /// is sent to it again (`Replica.relink`).
+    case linked(ValidatorID)
 }
 
 /// What the shell must do, in order. A `.persist` must be durable before any later

@@ -182,10 +182,29 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
             propose(seq: seq, commands: commands)
         case let .executed(seq, root, newValidators):
             executed(seq: seq, stateRoot: root, newValidators: newValidators)
+        case let .linked(peer):
+            relink(peer)
         }
         let out = actions
         actions = []
         return out
+    }
+
+    /// A validator linked again may have missed what was sent while its link was down (the
+    /// transport drops frames for a link that is not up), and nothing else would make it
+    /// ask: this replica sends it again, in height order, the same signed messages for the
+    /// blocks of this view not final yet: the primary's proposal and this replica's own
+    /// votes. Without it, a proposal lost that way stays uncommitted, and when no command
+    /// waits (the idle primary's null blocks) only the primary's timer runs, which times it
+    /// out of its view alone.
+    private mutating func relink(_ peer: ValidatorID) {
+        guard !isViewChanging, peer != id, validators.contains(peer) else { return }
+        for seq in slots.keys.sorted() where seq > lastExecuted {
+            guard let slot = slots[seq], slot.committed == nil, let proposal = slot.prePrepare, proposal.body.view == view else { continue }
+            if proposal.signer == id { actions.append(.send(.prePrepare(proposal), to: peer)) }
+            if let prepare = slot.prepares[id] { actions.append(.send(.vote(prepare), to: peer)) }
+            if let commit = slot.commits[id], commit.body.view == view { actions.append(.send(.vote(commit), to: peer)) }
+        }
     }
 
     mutating func persist(_ record: SafetyRecord) {

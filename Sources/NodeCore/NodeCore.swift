@@ -297,6 +297,7 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
         case let .peerMessage(payload, peer): try received(payload, from: peer)
         case let .peerConnected(peer):
             for entry in mempool.entries.prefix(settings.reconnectGossipMax) { effects.append(.sendFrame(entry.bytes, gossip: true, to: peer)) }
+            if let validator = validatorsByPartner[peer] { try step(.linked(validator)) }
         case let .submit(bytes, client): admit(bytes, client: client)
         case let .waitFinal(id, ticks, client):
             guard waiterCount < settings.waitersMax else { return effects.append(.respond(client, .error("too many clients waiting"))) }

@@ -271,6 +271,43 @@ extension Array where Element == Action {
         #expect(behind.isViewChanging)
     }
 
+    /// A validator linked again gets what it may have missed: the primary's proposal not
+    /// final yet and the sender's own votes on it, in height order; nothing once final.
+    @Test func aValidatorLinkedAgainGetsWhatItMissed() {
+        func sent(_ actions: [Action], to index: Int) -> [String] {
+            actions.compactMap { action -> String? in
+                guard case let .send(message, to) = action, to == fixture.id(index) else { return nil }
+                switch message {
+                case let .prePrepare(p): return "proposal \(p.body.seq)"
+                case let .vote(v): return "\(v.body.kind) \(v.body.seq)"
+                default: return "other"
+                }
+            }
+        }
+        var primary = fixture.replica(0)
+        _ = primary.step(.tick(pendingCommands: 1))
+        let proposed = primary.step(.payload(seq: 1, commands: [[1]]))
+        let proposal = try? #require(proposed.compactMap { if case let .broadcast(.prePrepare(p)) = $0 { return p } else { return nil } }.first)
+        #expect(sent(primary.step(.linked(fixture.id(1))), to: 1) == ["proposal 1", "prepare 1"])
+        #expect(primary.step(.linked(fixture.id(0))).isEmpty)  // itself: nothing
+
+        guard let proposal else { return }
+        var backup = fixture.replica(1)
+        _ = backup.step(.message(.prePrepare(proposal), from: fixture.id(0)))
+        #expect(sent(backup.step(.linked(fixture.id(2))), to: 2) == ["prepare 1"])
+        // Prepared and committed: its commit goes too; final and executed: nothing.
+        let digest = proposal.body.block.digest
+        for index in [0, 2] {
+            _ = backup.step(.message(.vote(fixture.vote(.prepare, by: index, seq: 1, digest: digest)), from: fixture.id(index)))
+        }
+        #expect(sent(backup.step(.linked(fixture.id(3))), to: 3) == ["prepare 1", "commit 1"])
+        for index in [0, 2] {
+            _ = backup.step(.message(.vote(fixture.vote(.commit, by: index, seq: 1, digest: digest)), from: fixture.id(index)))
+        }
+        _ = backup.step(.executed(seq: 1, stateRoot: SHA256.hash("root 1")))
+        #expect(backup.step(.linked(fixture.id(3))).isEmpty)
+    }
+
     /// A NewView must re-propose every block a quorum of view changes shows prepared.
     @Test func newViewDroppingAPreparedBlockIsRejected() throws {
         let proposal = fixture.prePrepare(by: 0, seq: 1)
