@@ -21,7 +21,7 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
     /// Its window never leaves it.
     public var epoch: Epoch { schedule.epoch(at: lowWatermark + 1) }
     /// The validators of the current epoch.
-    public var validators: ValidatorSet { epoch.validators }
+    var validators: ValidatorSet { epoch.validators }
     /// Whether this replica votes in the current epoch. One that does not (a validator
     /// admitted in a later epoch, or one removed) follows the chain as a learner.
     public var isMember: Bool { validators.contains(id) }

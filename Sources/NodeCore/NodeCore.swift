@@ -363,7 +363,7 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
     /// This node and the validators it is linked to make a quorum of the set in force.
     var reachesQuorum: Bool {
         guard let linkedPeers else { return true }
-        let validators = replica.validators
+        let validators = replica.epoch.validators
         let linked = linkedPeers.count { validatorsByPartner[$0].map(validators.contains) ?? false }
         return linked + (validators.contains(replica.id) ? 1 : 0) >= validators.quorum
     }

@@ -92,15 +92,16 @@ struct TestCluster {
         return eventually { nodes[0].read { $0.meta.validators } == smaller }
     }
 
-    /// Every node started, each with a client port (a free one), linked. The caller stops them.
-    func startNodes() throws -> [NodeRuntime] {
+    /// Every node started, each with a client port (a free one), linked unless `linked` is
+    /// false (the caller links them, `link`). The caller stops them.
+    func startNodes(linked: Bool = true) throws -> [NodeRuntime] {
         let nodes = try (0..<count).map { index in
             var configuration = configuration(index)
             configuration.transport.clientPort = 0
             return try NodeRuntime(configuration: configuration)
         }
         for node in nodes { try node.start() }
-        Self.link(nodes)
+        if linked { Self.link(nodes) }
         return nodes
     }
 
@@ -561,12 +562,7 @@ struct TestCluster {
     /// to too few, would time it out of its view alone, and an idle cluster would stay at 0.
     @Test func anIdlePrimaryFillsOnlyWhileLinkedToAQuorum() throws {
         let cluster = try TestCluster()
-        let nodes = try (0..<cluster.count).map { index in
-            var configuration = cluster.configuration(index)
-            configuration.transport.clientPort = 0
-            return try NodeRuntime(configuration: configuration)
-        }
-        for node in nodes { try node.start() }
+        let nodes = try cluster.startNodes(linked: false)
         defer { for node in nodes { node.stop() } }
         let addresses = nodes.enumerated().map { PeerAddress(id: "p\($0.offset)", host: "127.0.0.1", port: $0.element.transport.peerPort) }
         nodes[0].setBootstrapPeers([addresses[1]])
