@@ -516,7 +516,7 @@ struct Follow: ParsableCommand {
     @Option(help: "First height.") var from: UInt64 = 1
     @Option(help: "Stop after this many blocks (0: never).") var count: UInt64 = 0
     func run() throws {
-        var next = from
+        var next = max(from, 1)  // the first block is at height 1
         var printed: UInt64 = 0
         let wait = 30_000
         while count == 0 || printed < count {
@@ -526,9 +526,14 @@ struct Follow: ParsableCommand {
                 throw ValidationError("unexpected answer")
             }
             for block in list where count == 0 || printed < count {
+                // The blocks from `next` on, one after another: a node that answers any other
+                // height (a gap, a repeat, 2^64 − 1, which trapped here) is refused by name.
+                guard block.height == next, next < UInt64.max else {
+                    throw CommandError("the node answered block \(block.height) where block \(next) was asked: its answers cannot be followed")
+                }
                 connection.emit([("block", "\(block.height)"), ("digest", block.digest.hex)] + BlockCommand.rootField(block.stateRoot, json: connection.json)
                     + [("transactions", "\(block.transactionCount)")])
-                next = block.height + 1
+                next += 1
                 printed += 1
             }
             if connection.db != nil && list.isEmpty { return }  // a database does not grow while we wait

@@ -133,7 +133,7 @@ struct SubmitOptions: ParsableArguments {
         guard needed > LedgerRules.initial, let (value, _, _) = try? connection.record(StateKeys.upgrades),
             let schedule = value.map({ try? UpgradeSchedule(wireBytes: $0) }) ?? UpgradeSchedule()
         else { return }
-        let rules = schedule.rules(atHeight: height + 1)
+        let rules = schedule.rules(atHeight: height.saturatingAdding(1))  // the node's word: 2^64 − 1 trapped here
         guard rules < needed else { return }
         let coming = schedule.upgrades.first { $0.rules >= needed }
         throw ValidationError("\(what) needs ledger rules \(needed); rules \(rules) are in force"

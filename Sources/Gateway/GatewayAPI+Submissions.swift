@@ -101,8 +101,10 @@ extension GatewayAPI {
             case .failure(.absent): schedule = UpgradeSchedule()
             case .failure(.failed): schedule = nil
             }
-            if let schedule, schedule.rules(atHeight: height + 1) < action.rulesIntroduced {
-                let rules = schedule.rules(atHeight: height + 1)
+            // The next block's rules: the height is a node's word, so it saturates (a node
+            // saying 2^64 − 1 trapped the gateway here).
+            if let schedule, schedule.rules(atHeight: height.saturatingAdding(1)) < action.rulesIntroduced {
+                let rules = schedule.rules(atHeight: height.saturatingAdding(1))
                 let coming = schedule.upgrades.first { $0.rules >= action.rulesIntroduced }
                 return .init(SubmitAnswer.unprocessable(Problems.problem(
                     "rules-not-in-force", "Not in the ledger rules in force", 422,

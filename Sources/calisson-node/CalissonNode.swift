@@ -130,11 +130,20 @@ struct CA: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ca", abstract: "The consortium CA, held by the Métropole.", subcommands: [Init.self, Sign.self])
 
+    /// A hundred years: X.509's dates end in 9999, and `days * 86_400` seconds trapped past Int's range.
+    static let daysMax = 36_500
+
+    static func checkDays(_ days: Int) throws {
+        guard (1...daysMax).contains(days) else { throw ValidationError("--days must be from 1 to \(daysMax), not \(days)") }
+    }
+
     struct Init: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create the CA: ca.key (0600) and ca.crt.")
         @Option(help: "Directory to write.") var out: String
         @Option(help: "The CA's name.") var name = "Calisson consortium CA"
-        @Option(help: "Validity in days.") var days = 3_650
+        @Option(help: "Validity in days (1 to \(CA.daysMax)).") var days = 3_650
+
+        func validate() throws { try CA.checkDays(days) }
 
         func run() throws {
             try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
@@ -152,8 +161,10 @@ struct CA: ParsableCommand {
         @Option(help: "Directory holding ca.key and ca.crt.") var ca: String
         @Option(help: "The partner's tls.csr.") var request: String
         @Option(help: "The certificate's serial number (unique in the consortium; revocation names it).") var serial: UInt64
-        @Option(help: "Validity in days.") var days = 365
+        @Option(help: "Validity in days (1 to \(CA.daysMax)).") var days = 365
         @Option(help: "Where to write the certificate.") var out: String
+
+        func validate() throws { try CA.checkDays(days) }
 
         func run() throws {
             guard serial > 0 else { throw ValidationError("--serial must be positive (X.509)") }

@@ -116,6 +116,43 @@ import Wire
         ]
         try Self.expectRefusedByName(node, cases.map { (["testnet", "--validators", "1", "--out", out] + $0.0, $0.1) })
         #expect(!FileManager.default.fileExists(atPath: out), "nothing written")
+        // The CA's validity: days × 86,400 seconds trapped past Int's range.
+        let ca: [([String], String)] = [
+            (["ca", "init", "--out", out, "--days", "106751991167301"], "--days"),
+            (["ca", "init", "--out", out, "--days", "-106751991167301"], "--days"),
+            (["ca", "init", "--out", out, "--days", "0"], "--days"),
+            (["ca", "sign", "--ca", out, "--request", "\(out)/tls.csr", "--out", "\(out)/tls.crt", "--serial", "2", "--days", "9223372036854775807"], "--days"),
+        ]
+        try Self.expectRefusedByName(node, ca)
+        #expect(!FileManager.default.fileExists(atPath: out), "nothing written")
+    }
+
+    /// A node that says heights no ledger reaches (2^64 − 1, in its status and its blocks'
+    /// summaries) makes no tool trap: `follow` refuses its blocks by name, and `submit`'s
+    /// check of the rules in force at the next block does not add to its height.
+    @Test func aNodeSayingAnImpossibleHeightTrapsNoTool() throws {
+        let bin = try productsDirectory()
+        let cluster = try TestCluster()
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        #expect(TestCluster.settle(nodes, atLeast: 8), "\(nodes.map(\.height))")
+        let liar = try Liar(relayingTo: nodes[0].transport.clientPort, ca: cluster.ca, caKey: cluster.caKey, chainId: TestCluster.chainId, lie: .height)
+        defer { liar.stop() }
+        let caFile = "\(cluster.directory)/ca.crt", keyFile = "\(cluster.directory)/p0-signing.key"
+        try cluster.ca.pem.write(toFile: caFile, atomically: true, encoding: .utf8)
+        try KeyFile.write(cluster.signingKeys[0], to: keyFile)
+        let node = ["--node", "127.0.0.1:\(liar.port)", "--ca", caFile, "--chain", TestCluster.chainId]
+        func untrapped(_ ran: Ran) -> Bool { !ran.errors.contains("Fatal error") && !ran.errors.contains("Backtrace") && ran.status < 128 }
+
+        let follow = try run("\(bin)/calisson", ["follow", "--count", "1"] + node, timeout: 60)
+        #expect(untrapped(follow) && follow.status != 0, "exit \(follow.status): \(follow.errors.suffix(800))")
+        #expect(follow.errors.contains("answered block 18446744073709551615 where block 1 was asked"), "\(follow.errors.suffix(800))")
+
+        let endpoints = try run("\(bin)/calisson", ["submit", "set-endpoints", "--as", "p0", "--endpoint", "127.0.0.1:9", "--key", keyFile] + node, timeout: 60)
+        #expect(untrapped(endpoints), "exit \(endpoints.status): \(endpoints.errors.suffix(800))")
+        // The schedule is read certified (the liar relays it untouched): the rules in force at
+        // any height are those of the genesis, as an honest node's answer would have it.
+        #expect(endpoints.status != 0 && endpoints.errors.contains("set-endpoints needs ledger rules"), "\(endpoints.errors.suffix(800))")
     }
 
     /// `propose rotate-keys` takes the new keys as hex or as the .pub files `calisson-node

@@ -165,4 +165,25 @@ import Wire
         #expect(tooEarly.status == 422 && (tooEarly.body["detail"] as? String ?? "").contains(
             "setPartnerCategory needs ledger rules 2; rules 1 are in force and no upgrade to them is voted"), "\(tooEarly.text)")
     }
+
+    /// A node that says a height no ledger reaches (2^64 − 1) in its status: the proposal's
+    /// check of the rules at the next block does not add to it (it trapped the whole
+    /// gateway), and the answer is the one the certified schedule gives.
+    @Test func aNodeSayingAnImpossibleHeightDoesNotStopTheGateway() async throws {
+        let cluster = try TestCluster()
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        #expect(TestCluster.settle(nodes, atLeast: 8), "\(nodes.map(\.height))")
+        let liar = try Liar(relayingTo: nodes[1].transport.clientPort, ca: cluster.ca, caKey: cluster.caKey, chainId: TestCluster.chainId, lie: .height)
+        defer { liar.stop() }
+        let governor = APIKey.generate(name: "board", scopes: [.read, .submit, .govern])
+        let (_, serving, port) = try await GatewayTests.start(
+            [NodeAddress(host: "127.0.0.1", port: liar.port)], cluster, keys: [governor.entry], signer: try Self.signer(cluster, 0))
+        defer { serving.cancel() }
+        let proposed = try await Self.post(port, "/v1/proposals", key: governor.secret, idempotency: "category",
+                                           json: ["action": ["kind": "setPartnerCategory", "target": "p3", "category": "event"]])
+        #expect(proposed.status == 422 && (proposed.body["detail"] as? String ?? "").contains("setPartnerCategory needs ledger rules 2; rules 1 are in force"),
+                "\(proposed.text)")
+        #expect(try await GatewayTests.get(port, "/health", key: nil).status == 200)
+    }
 }

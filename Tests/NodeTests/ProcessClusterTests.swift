@@ -435,8 +435,9 @@ final class ProcessCluster {
 /// the consortium CA signed it, as a compromised partner's would be).
 final class Liar {
     /// `value`, `proof`, `certificate`: in certified state answers; `page`, `stateValue`: in
-    /// the tree pages and state values a state sync or the gateway's copy asks for.
-    enum Lie { case none, value, proof, certificate, page, stateValue }
+    /// the tree pages and state values a state sync or the gateway's copy asks for;
+    /// `height`: a height no ledger reaches (2^64 − 1) in its status and its blocks' summaries.
+    enum Lie { case none, value, proof, certificate, page, stateValue, height }
 
     let loop = EventLoop(name: "liar")
     let transport: Transport
@@ -475,9 +476,18 @@ final class Liar {
                 if case let .stateValues(values)? = answer, lie == .stateValue {
                     return respond(ClientResponse.stateValues(values.map { $0.map { $0 + [0] } }).wireBytes)
                 }
+                if case var .status(status)? = answer, lie == .height {
+                    status.height = .max
+                    return respond(ClientResponse.status(status).wireBytes)
+                }
+                if case let .blocks(summaries)? = answer, lie == .height {
+                    return respond(ClientResponse.blocks(summaries.map {
+                        BlockSummary(height: .max, digest: $0.digest, certificate: $0.certificate, stateRoot: $0.stateRoot, transactionCount: $0.transactionCount)
+                    }).wireBytes)
+                }
                 guard case let .certifiedState(height, certificate, value, proof)? = answer else { return respond(bytes) }
                 switch lie {
-                case .none, .page, .stateValue: respond(bytes)
+                case .none, .page, .stateValue, .height: respond(bytes)
                 case .value:
                     // Another account's worth: the balance doubled.
                     let forged = value.flatMap { try? Account(wireBytes: $0) }.map { account -> [UInt8] in
