@@ -41,9 +41,16 @@ extension GatewayAPI {
             position = FeedPosition(height: height)
         } else {
             // The next block: after the height a node reports now (the feed's head may be
-            // old: it is followed only while feeds are open), bounded as the head is.
+            // old: it is followed only while feeds are open), once that block shows a commit
+            // certificate. A node's word alone could start the feed past the chain's head,
+            // and the consumer would miss the blocks in between, or at its start: when the
+            // block does not hold, or is below the newest certified checkpoint, the feed
+            // starts after that checkpoint instead (a few blocks already final may come
+            // first; none is missed).
+            let certified = pool.newestCertifiedHeight
             let reported = (try? await pool.reportedHeight()) ?? feed.head
-            let head = min(reported, pool.newestCertifiedHeight.saturatingAdding(EventFeed.headAheadOfCertifiedMax))
+            var head = certified
+            if reported > certified, await pool.isFinal(reported) { head = reported }
             position = FeedPosition(height: head.saturatingAdding(1))
         }
         let client = AccessMiddleware.client ?? ""

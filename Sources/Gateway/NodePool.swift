@@ -601,6 +601,26 @@ extension NodePool {
         }
     }
 
+    /// Whether block `height` is final: a node shows its digest with a commit certificate
+    /// of a quorum of the validators in force at that height (the block's contents are not
+    /// needed for that). False when no node shows one that holds.
+    public func isFinal(_ height: UInt64) async -> Bool {
+        let found = try? await firstFound(in: readOrder()) { [self] index -> Bool? in
+            let (trusted, answer) = try await trustedWith(index, .block(height))
+            guard case let .block(summary) = answer else { throw CertifiedReadError.answer("not a block") }
+            guard let summary else { return nil }
+            guard summary.height == height else { throw CertifiedReadError.answer("asked for block \(height), answered block \(summary.height)") }
+            do {
+                try InclusionCheck.verifyCommit(
+                    digest: summary.digest, height: height, certificate: summary.certificate, validators: trusted.keys(at: height), chainId: genesis.chainId)
+            } catch let error as CertificateError {
+                throw CertifiedReadError.certificate(error)
+            }
+            return true
+        }
+        return found == true
+    }
+
     /// The highest final height a node reports at or past `from`, waiting up to
     /// `milliseconds` for block `from` (a long poll), among the `limit` blocks from it; nil
     /// when none is final yet. The node's word: a hint of where the chain is, never a block.

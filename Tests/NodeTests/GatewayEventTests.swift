@@ -117,6 +117,38 @@ struct FeedReader {
 }
 
 @Suite(.serialized, .onOwnThreads) struct GatewayEventTests {
+    /// A feed opened with no position starts at the next block, whatever a node says its
+    /// height is: behind a node saying 2^64 − 1 (it started 4,096 blocks past the newest
+    /// certified checkpoint, and the consumer waited for blocks that would take hours), the
+    /// next transaction's event comes.
+    @Test func aFeedFromNowStartsAtAFinalBlockWhateverANodeSays() async throws {
+        let cluster = try TestCluster()
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        #expect(TestCluster.settle(nodes, atLeast: 8), "\(nodes.map(\.height))")
+        let liar = try Liar(relayingTo: nodes[1].transport.clientPort, ca: cluster.ca, caKey: cluster.caKey, chainId: TestCluster.chainId, lie: .height)
+        defer { liar.stop() }
+        let reader = APIKey.generate(name: "reader", scopes: [.read])
+        let (_, serving, port) = try await GatewayTests.start([NodeAddress(host: "127.0.0.1", port: liar.port)], cluster, keys: [reader.entry])
+        defer { serving.cancel() }
+        try await GatewayTests.untilHealthy(port)
+
+        let reading = Task { try await GatewayTests.blocking {
+            try FeedReader.read(port: port, path: "/v1/events?kind=transaction", key: reader.secret, seconds: 30) { !$0.isEmpty }
+        } }
+        // The feed is open (its start chosen) before the transaction is sent.
+        var open = false
+        for _ in 0..<300 where !open {
+            open = try await GatewayTests.get(port, "/metrics", key: nil).text.contains("calisson_gateway_feeds_open 1")
+            if !open { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(open, "the feed did not open")
+        let attribution = cluster.attribute(by: 0, to: 5, nonce: 77)
+        #expect(nodes[0].submit(attribution) == nil)
+        let (status, events) = try await reading.value
+        #expect(status == 200 && events.first?.data["id"] as? String == SignedTransaction.idTag.hash(attribution).hex, "\(status) \(events)")
+    }
+
     @Test func theFeedResumesWithNoGapAndNoDuplicate() async throws {
         let cluster = try TestCluster()
         let nodes = try cluster.startNodes()
