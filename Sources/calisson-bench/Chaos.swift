@@ -596,7 +596,7 @@ final class ChaosRun: @unchecked Sendable {
                     }
                     shared.lastFinal = now
                 }
-                next = block.height + 1
+                next = block.height.saturatingAdding(1)
             }
         }
         client?.close()

@@ -164,7 +164,7 @@ struct Workload {
         let issuers = programme.issuers
         let keys = try Dictionary(uniqueKeysWithValues: issuers.map { ($0, try KeyFile.readPrivateKey(at: "\(cluster.directory)/\($0.rawValue)/signing.key")) })
         guard let status = cluster.status(0) else { throw ValidationError("the first node does not answer") }
-        let expiry = status.height + min(genesis.parameters.transactionLifetimeMax, 1_000_000) - 1
+        let expiry = status.height.saturatingAdding(min(genesis.parameters.transactionLifetimeMax, 1_000_000) - 1)
         let people = (0..<citizens).map { Ed25519PrivateKey(seed: SHA256.hash("bench citizen \($0)").bytes)! }
         // Unique per run: nonces from the clock, evidence from the nonce.
         var nonce = UInt64(Date().timeIntervalSince1970 * 1_000_000)
@@ -266,7 +266,7 @@ final class Measurement: @unchecked Sendable {
         followed.enter()
         let following = Thread { [self] in
             defer { followed.leave() }
-            var next = (heights.first ?? 0) + 1
+            var next = (heights.first ?? 0).saturatingAdding(1)
             while !state.withLock({ $0.done }) {
                 guard let bytes = try? follower.request(ClientRequest.blocks(from: next, limit: 64, waitMilliseconds: 500).wireBytes, timeoutMilliseconds: 10_000),
                     case let .blocks(blocks)? = try? ClientResponse(wireBytes: bytes)
@@ -297,7 +297,7 @@ final class Measurement: @unchecked Sendable {
                         }
                     }
                     if command.rate == 0 { for _ in times { permits.signal() } }
-                    next = block.height + 1
+                    next = block.height.saturatingAdding(1)
                 }
             }
             follower.close()
@@ -389,7 +389,7 @@ final class Measurement: @unchecked Sendable {
         let span = Double(shared.lastFinal - (shared.firstAfterWarmup ?? shared.lastFinal)) / 1_000_000
         let throughput = span > 0 ? Double(shared.finalizedAfterWarmup) / span : 0
         let bytesPerTransaction = Double(diskGrowth.reduce(0, +)) / Double(max(1, diskGrowth.count)) / Double(max(1, shared.finalized))
-        let viewChanges = zip(finalViews, views).map { Int($0) - Int($1) }.max() ?? 0
+        let viewChanges = zip(finalViews, views).map { Int(clamping: $0) - Int(clamping: $1) }.max() ?? 0
         let rss = cluster.peakRSS()
         var histogram = shared.histogram
         if histogram.totalCount == 0 { _ = histogram.record(0) }
@@ -400,7 +400,8 @@ final class Measurement: @unchecked Sendable {
                                     "p99": Double(histogram.valueAtPercentile(99)) / 1_000, "max": Double(histogram.max) / 1_000],
             "cpuSecondsAllNodes": cpuUsed, "cpuSecondsPer1000Transactions": cpuUsed / Double(max(1, shared.finalized)) * 1_000,
             "peakRSSBytesPerNode": rss, "diskBytesPerTransactionPerNode": Int(bytesPerTransaction), "viewChanges": viewChanges,
-            "blocks": (finalHeights.first ?? 0) - (heights.first ?? 0),
+            // The highest node's height: node 0 may have stopped answering (it trapped here).
+            "blocks": (finalHeights.max() ?? 0) - min(heights.first ?? 0, finalHeights.max() ?? 0),
         ]
         return Result(
             throughput: throughput, histogram: histogram, measured: shared.finalizedAfterWarmup, finalized: shared.finalized,

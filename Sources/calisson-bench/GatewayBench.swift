@@ -428,7 +428,7 @@ final class FinalityTracker: @unchecked Sendable {
         let ids = ids
         Thread { [self] in
             defer { client.close() }
-            var height = status.height + 1
+            var height = status.height.saturatingAdding(1)
             var found = 0
             while !stopped.load(ordering: .relaxed) {
                 guard let bytes = try? client.request(ClientRequest.blocks(from: height, limit: 256, waitMilliseconds: 500).wireBytes, timeoutMilliseconds: 5_000),
@@ -440,7 +440,7 @@ final class FinalityTracker: @unchecked Sendable {
                     else { continue }
                     found += list.filter(ids.contains).count
                     state.withLock { $0 = (found, Date()) }
-                    height = block.height + 1
+                    height = block.height.saturatingAdding(1)
                 }
                 if found >= ids.count {
                     done.signal()

@@ -61,7 +61,7 @@ struct WorkloadCommand: ParsableCommand {
             throw ValidationError("the node did not answer its status")
         }
         let lifetime = genesis.parameters.transactionLifetimeMax * 3 / 4
-        var expiry = status.height + lifetime
+        var expiry = status.height.saturatingAdding(lifetime)
         let clock = ContinuousClock()
         let start = clock.now
         var reasons: [String: Int] = [:]
@@ -70,7 +70,7 @@ struct WorkloadCommand: ParsableCommand {
         var nonce = UInt64(Date().timeIntervalSince1970 * 1_000) * 1_000
         for index in 0..<transactions {
             if index % 100 == 99, case let .status(now) = try ClientResponse(wireBytes: try clients[0].request(ClientRequest.status.wireBytes)) {
-                expiry = now.height + lifetime  // blocks keep coming while we submit
+                expiry = now.height.saturatingAdding(lifetime)  // blocks keep coming while we submit
             }
             nonce += 1
             let issuer = issuers[index % issuers.count]
