@@ -23,10 +23,12 @@ import Wire
 
 @Suite(.serialized, .onOwnThreads) struct GatewayDashboardTests {
     /// A cluster of two partners past the close of epoch 0 (50 blocks): p0 sponsors the
-    /// programme, a citizen spends at p1, so p0 owes p1.
+    /// programme, a citizen spends at p1, so p0 owes p1. Without the idle fill: each idle
+    /// spell of half a second would add up to 7 heights, and the dozen transactions must
+    /// all land in epoch 0 however slow the machine.
     static func closedEpoch() throws -> (TestCluster, [NodeRuntime]) {
         let cluster = try TestCluster(count: 2)
-        let nodes = try cluster.startNodes()
+        let nodes = try cluster.startNodes(fill: false)
         let citizen = Ed25519PrivateKey(seed: SHA256.hash("dashboard citizen").bytes)!
         func signed(_ signer: TransactionSigner, _ key: Ed25519PrivateKey, nonce: UInt64, _ body: TransactionBody) -> [UInt8] {
             Transaction(chainId: TestCluster.chainId, signer: signer, nonce: nonce, expiryHeight: 500, body: body).signed(with: key).wireBytes
@@ -43,6 +45,10 @@ import Wire
                 acceptor: Identifier("p1")!, amount: 12, service: SHA256.hash("ticket \(round)"))))
             nonce += 1
             _ = eventually(10) { nodes[0].height > spent }
+        }
+        guard nodes[0].height < 50 else {
+            for node in nodes { node.stop() }
+            throw ProcessTestError("epoch 0's transactions reached height \(nodes[0].height), past its close at 50")
         }
         cluster.advance(nodes, to: 75, issuers: 2, nonce: &nonce)
         return (cluster, nodes)

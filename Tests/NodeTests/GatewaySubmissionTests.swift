@@ -111,6 +111,9 @@ import Wire
             p0, "/v1/rewards", key: governor.secret, idempotency: "trip-1",
             json: ["programme": "culture", "account": account, "units": 10, "evidence": SHA256.hash("ticket 1").hex])
         #expect(reward.status == 200 && reward.body["result"] as? String == "applied", "\(reward.text)")
+        // The demurrage below needs the tokens from epoch 0 (blocks 1–50): said if the idle
+        // fill's heights pushed them past it on a slow machine.
+        #expect((reward.body["height"] as? Int ?? 50) < 50, "the reward landed past epoch 0: \(reward.text)")
         func citizen(_ body: TransactionBody, nonce: UInt64) -> (fields: [String: Any], id: String) {
             let transaction = Transaction(chainId: TestCluster.chainId, signer: .citizen(wallet.publicKey), nonce: nonce, expiryHeight: 400, body: body)
             let signed = transaction.signed(with: wallet)
