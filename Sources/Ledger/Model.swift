@@ -231,13 +231,19 @@ public struct Lot: Hashable, Sendable {
 
     /// The amount left of `amount` after the demurrage of the epochs from `fromEpoch` up to
     /// (not including) `epoch` at `basisPoints` per epoch: ⌊amount × rate / 10000⌋ melts at
-    /// each close, computed without overflow (amounts are below 2^56).
+    /// each close, computed without overflow (amounts are below 2^56). Once a close melts
+    /// nothing, none after it does (the amount no longer changes): the loop ends there, so
+    /// it runs at most some 300,000 times (2^56 at 1 basis point), however many epochs a
+    /// dormant account slept through. Before, it ran once per epoch: with epochs of one
+    /// block, an account untouched for a year cost seconds to every block that touched it.
     public static func afterDemurrage(_ amount: Amount, basisPoints: UInt16, fromEpoch: UInt64, to epoch: UInt64) -> Amount {
         let rate = Amount(basisPoints)
         var left = amount
         var close = fromEpoch
-        while close < epoch, left > 0 {
-            left -= left / 10_000 * rate + left % 10_000 * rate / 10_000
+        while close < epoch {
+            let melt = left / 10_000 * rate + left % 10_000 * rate / 10_000
+            guard melt > 0 else { break }
+            left -= melt
             close += 1
         }
         return left

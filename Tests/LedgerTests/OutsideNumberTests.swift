@@ -10,6 +10,25 @@ import Wire
 @testable import Ledger
 
 @Suite(.onOwnThreads) struct OutsideNumberTests {
+    /// Demurrage over any number of epochs ends once a close melts nothing (an account
+    /// dormant for 2^64 − 1 epochs, as epochs of one block allow, looped once per epoch),
+    /// with what a close-by-close count gives.
+    @Test(.timeLimit(.minutes(1))) func demurrageOverAnyNumberOfEpochsEndsWhenNothingMelts() {
+        func closeByClose(_ amount: Amount, _ rate: UInt16, _ epochs: UInt64) -> Amount {
+            var left = amount
+            for _ in 0..<epochs { left -= left * Amount(rate) / 10_000 }
+            return left
+        }
+        for (amount, rate, epochs) in [(Amount(100), UInt16(200), UInt64(2)), (1_000_000, 1, 200_000), (123_456_789, 9_999, 5), (10_000, 0, 50), (9_999, 1, 7)] {
+            #expect(Lot.afterDemurrage(amount, basisPoints: rate, fromEpoch: 3, to: 3 + epochs) == closeByClose(amount, rate, epochs), "\(amount) at \(rate)")
+        }
+        let largest: Amount = (1 << 56) - 1
+        for rate: UInt16 in [0, 1, 7, 10_000] {
+            let left = Lot.afterDemurrage(largest, basisPoints: rate, fromEpoch: 0, to: UInt64.max)
+            #expect(left * Amount(rate) < 10_000, "\(left) left at \(rate) basis points: a close would still melt some")
+        }
+    }
+
     @Test func genesisSpansPastTheBoundAreRefusedByName() {
         for change in [
             { (file: inout GenesisFile) in file.parameters.transactionLifetimeMax = UInt64.max },
