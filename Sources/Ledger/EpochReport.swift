@@ -192,7 +192,7 @@ extension Ledger {
 
 extension EpochReport: WireCodable {
     /// Programmes a report lists at most (every programme the meta record may list).
-    static let programmeCountMax = LedgerLimits.listCountMax * 16
+    static let programmeCountMax = LedgerLimits.programmeCountMax
 
     public func encode(to writer: inout WireWriter) {
         writer.write(epoch)

@@ -206,7 +206,10 @@ extension Ledger {
         }
         guard checks.allSatisfy(verify) else { return .failure(.invalidEvidence("a signature does not verify under node key \(evidence.nodeKey.bytes.hex)")) }
         guard equivocation(evidence) == nil else { return .failure(.evidenceKnown) }
-        let suspend = suspendsEquivocators && holder.status == .active
+        // Never the last validator (ledger rules 5): the consensus would keep it while the
+        // ledger's record named none.
+        let last = blockRules >= LedgerRules.validatorKeysKept && meta.validators == [holder.id]
+        let suspend = suspendsEquivocators && holder.status == .active && !last
         write(StateKeys.equivocation(evidence), EquivocationRecord(partner: holder.id, reporter: reporter.id, height: height, suspended: suspend, evidence: evidence))
         var tally = equivocationTally(holder.id) ?? EquivocationTally(count: 0, lastHeight: 0)
         tally.count += 1

@@ -190,10 +190,16 @@ extension GenesisFile {
                 throw GenesisError(field: field, reason: "\(raw) needs the validator role and a nodeKey")
             }
             guard !validators.contains(partner.id) else { throw GenesisError(field: field, reason: "\(raw) is listed twice") }
+            if let other = validators.first(where: { id in partners.first { $0.id == id }?.nodeKey == partner.nodeKey }) {
+                throw GenesisError(field: field, reason: "\(raw)'s nodeKey is \(other)'s too: each validator signs with a key of its own")
+            }
             validators.append(partner.id)
         }
         guard !validators.isEmpty else { throw GenesisError(field: "validators", reason: "at least one validator") }
 
+        guard self.programmes.count <= LedgerLimits.programmeCountMax else {
+            throw GenesisError(field: "programmes", reason: "at most \(LedgerLimits.programmeCountMax)")
+        }
         var programmes: [Programme] = []
         for (index, entry) in self.programmes.enumerated() {
             let field = "programmes[\(index)]"

@@ -51,6 +51,7 @@ extension Ledger {
 
     /// nil when `action` can be applied to the current state at `height`, else why not.
     func problem(with action: GovernanceAction, height: UInt64) -> String? {
+        if blockRules >= LedgerRules.validatorKeysKept, let problem = keysProblem(with: action) { return problem }
         switch action {
         case let .admitPartner(partner, endpoints):
             if self.partner(partner.id) != nil { return "partner \(partner.id) exists" }
@@ -125,6 +126,34 @@ extension Ledger {
             guard let partner = partner(id) else { return "unknown partner \(id)" }
             if partner.status == .removed { return "partner \(id) was removed for good" }
             if let problem = PeerEndpoint.problem(endpoints) { return problem }
+        }
+        return nil
+    }
+
+    /// Under ledger rules 5: why `action` would leave the validators' node keys a list the
+    /// consensus cannot use (empty, a validator without one, one key twice), or the
+    /// programmes more than the meta record reads back; nil when it does not.
+    func keysProblem(with action: GovernanceAction) -> String? {
+        /// The partner other than `id` already holding `key`, if any.
+        func holder(of key: Ed25519PublicKey, besides id: Identifier?) -> Identifier? {
+            meta.partners.first { $0 != id && partner($0)?.nodeKey == key }
+        }
+        switch action {
+        case let .admitPartner(partner, _):
+            if let key = partner.nodeKey, let other = holder(of: key, besides: nil) { return "node key \(key.bytes.hex) is partner \(other)'s" }
+        case let .rotateKeys(id, _, nodeKey, _):
+            if let key = nodeKey, let other = holder(of: key, besides: id) { return "node key \(key.bytes.hex) is partner \(other)'s" }
+            if nodeKey == nil, meta.validators.contains(id) {
+                return "validator \(id) needs a node key: change the validators without it first"
+            }
+        case let .setPartnerStatus(id, status):
+            if status != .active, meta.validators == [id] { return "\(id) is the last validator: name others first" }
+        case let .setValidators(ids):
+            let keys = ids.compactMap { partner($0)?.nodeKey }
+            if Set(keys).count != keys.count { return "two validators hold the same node key" }
+        case .createProgramme:
+            if meta.programmes.count >= LedgerLimits.programmeCountMax { return "at most \(LedgerLimits.programmeCountMax) programmes, open and closed" }
+        default: break
         }
         return nil
     }

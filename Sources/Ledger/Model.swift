@@ -15,6 +15,8 @@ public enum LedgerLimits {
     public static let totalMax: Amount = 1 << 62
     public static let nameBytesMax = 64
     public static let listCountMax = 256
+    /// Programmes, open and closed, that the ledger's meta record holds and reads back.
+    public static let programmeCountMax = listCountMax * 16
     /// Token lots an account may hold (distinct programme and expiry pairs).
     public static let lotsPerAccountMax = 64
     /// Every span of blocks a parameter sets (epoch length, blocks per day, transaction and
@@ -552,7 +554,7 @@ extension LedgerMeta: WireCodable {
         nextProposal = try reader.readUInt64("meta.nextProposal")
         totals = try Programme.Totals(from: &reader)
         partners = try reader.readArray("meta.partners", maximum: LedgerLimits.listCountMax, of: Identifier.self)
-        programmes = try reader.readArray("meta.programmes", maximum: LedgerLimits.listCountMax * 16, of: Identifier.self)
+        programmes = try reader.readArray("meta.programmes", maximum: LedgerLimits.programmeCountMax, of: Identifier.self)
         validators = try reader.readArray("meta.validators", maximum: LedgerLimits.listCountMax, of: Identifier.self)
     }
 }

@@ -16,9 +16,16 @@ import Wire
 /// - 4: peers found in the ledger: a partner's validator endpoints, set at its admission,
 ///   by the partner itself (`setEndpoints`) or by governance (`setPartnerEndpoints`); and
 ///   the withdrawal of a voted upgrade not yet in force (`cancelUpgrade`).
+/// - 5: governance keeps the validators' node keys a set the consensus can use: no
+///   action leaves the validators without one (the last suspended or removed, by a vote
+///   or by evidence), a validator without a node key, or one node key held by two
+///   partners; and no programme past `LedgerLimits.programmeCountMax`. Before, such
+///   actions applied: the consensus kept the old set while the ledger's record said the
+///   new one, and every light client following it stopped verifying (or the ledger's
+///   meta record grew past what it reads back).
 public enum LedgerRules {
     /// The newest version this code implements.
-    public static let newest: UInt32 = 4
+    public static let newest: UInt32 = 5
     /// The version of a chain that never voted an upgrade.
     public static let initial: UInt32 = 1
     /// The version that brought acceptance by category.
@@ -27,6 +34,8 @@ public enum LedgerRules {
     public static let evidence: UInt32 = 3
     /// The version that brought partners' endpoints in the ledger.
     public static let endpoints: UInt32 = 4
+    /// The version that keeps the validators' node keys usable (and the programmes countable).
+    public static let validatorKeysKept: UInt32 = 5
 }
 
 /// An upgrade the partners voted: from `height` on, the ledger's rules are at least
