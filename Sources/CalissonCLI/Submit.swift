@@ -306,8 +306,12 @@ struct ProposeCommand: ParsableCommand {
     @Option(help: "The new validator set, comma-separated partner ids, in order.") var validators: String?
     @Option(help: "Blocks from now until the vote closes.") var deadlineIn: UInt64 = 5_000
     @Option(help: "rotate-keys: the new signing key (64 hex digits, or a .pub file).") var signingKey: String?
-    @Option(help: "rotate-keys: the new node key (64 hex digits, or a .pub file), if it changes.") var nodeKey: String?
-    @Option(help: "rotate-keys: the new TLS key hash (64 hex digits, as `ca sign` prints it), if it changes.") var tlsKeyHash: String?
+    @Option(help: "rotate-keys: the new node key (64 hex digits, or a .pub file), if it changes (absent: the current one, read from the node).")
+    var nodeKey: String?
+    @Option(help: "rotate-keys: the new TLS key hash (64 hex digits, as `ca sign` prints it), if it changes (absent: the current one).")
+    var tlsKeyHash: String?
+    @Flag(help: "rotate-keys: the partner no longer has a node key (it runs no validator).") var noNodeKey = false
+    @Flag(name: .customLong("no-tls-key-hash"), help: "rotate-keys: the partner no longer has a TLS key hash (it runs no node).") var noTLSKeyHash = false
     @OptionGroup var parameters: ParameterChanges
     @Option(help: "schedule-upgrade, cancel-upgrade: the upgrade's name (an identifier).") var name: String?
     @Option(help: "schedule-upgrade: the height from which it is in force.") var height: UInt64?
@@ -373,12 +377,25 @@ struct ProposeCommand: ParsableCommand {
             return .setValidators(try validators.split(separator: ",").map { try identifier(String($0)) })
         case .rotateKeys:
             guard let signingKey else { throw ValidationError("rotate-keys needs --signing-key (the partner's, new or unchanged)") }
-            return .rotateKeys(
-                try target(), signingKey: try Self.publicKey(signingKey, "--signing-key"), nodeKey: try nodeKey.map { try Self.publicKey($0, "--node-key") },
-                tlsKeyHash: try tlsKeyHash.map { raw in
-                    guard let bytes = Bytes32(hex: raw) else { throw ValidationError("--tls-key-hash must be 64 hexadecimal digits") }
-                    return bytes
-                })
+            guard nodeKey == nil || !noNodeKey else { throw ValidationError("--node-key and --no-node-key: one or the other") }
+            guard tlsKeyHash == nil || !noTLSKeyHash else { throw ValidationError("--tls-key-hash and --no-tls-key-hash: one or the other") }
+            let partner = try target(), signing = try Self.publicKey(signingKey, "--signing-key")
+            var node = try nodeKey.map { try Self.publicKey($0, "--node-key") }
+            var tls = try tlsKeyHash.map { raw in
+                guard let bytes = Bytes32(hex: raw) else { throw ValidationError("--tls-key-hash must be 64 hexadecimal digits") }
+                return bytes
+            }
+            // The action names every key (one not named is none): those not given keep their
+            // current values, read from the node with their proof (as set-parameters does).
+            // Before, a rotation of the signing key alone dropped the partner's node key and
+            // TLS key hash: a validator left the consensus.
+            if (nodeKey == nil && !noNodeKey) || (tlsKeyHash == nil && !noTLSKeyHash) {
+                let (value, _, _) = try options.connection.record(StateKeys.partner(partner))
+                guard let value, let current = try? Partner(wireBytes: value) else { throw ValidationError("the node has no readable record of partner \(partner)") }
+                if nodeKey == nil && !noNodeKey { node = current.nodeKey }
+                if tlsKeyHash == nil && !noTLSKeyHash { tls = current.tlsKeyHash }
+            }
+            return .rotateKeys(partner, signingKey: signing, nodeKey: node, tlsKeyHash: tls)
         case .setParameters:
             guard parameters.changesAny else { throw ValidationError("set-parameters needs at least one parameter to change (see --help)") }
             let (value, _, _) = try options.connection.record(StateKeys.parameters)

@@ -196,10 +196,15 @@ import Wire
         let rotation = try ProposeCommand.parse(
             ["rotate-keys", "--target", "rtm", "--signing-key", signing.publicKey.bytes.hex, "--node-key", "\(directory)/node.pub", "--tls-key-hash", hash.hex] + common)
         #expect(try rotation.governanceAction() == .rotateKeys(Identifier("rtm")!, signingKey: signing.publicKey, nodeKey: node.publicKey, tlsKeyHash: hash))
-        let signingOnly = try ProposeCommand.parse(["rotate-keys", "--target", "rtm", "--signing-key", signing.publicKey.bytes.hex] + common)
+        // Keys dropped only when said (a key not named keeps its value: read from a node,
+        // `aKeyRotationKeepsTheKeysItDoesNotName`).
+        let signingOnly = try ProposeCommand.parse(
+            ["rotate-keys", "--target", "rtm", "--signing-key", signing.publicKey.bytes.hex, "--no-node-key", "--no-tls-key-hash"] + common)
         #expect(try signingOnly.governanceAction() == .rotateKeys(Identifier("rtm")!, signingKey: signing.publicKey, nodeKey: nil, tlsKeyHash: nil))
         for (arguments, message) in [
             (["rotate-keys", "--target", "rtm"], "--signing-key"),
+            (["rotate-keys", "--target", "rtm", "--signing-key", signing.publicKey.bytes.hex, "--node-key", "\(directory)/node.pub", "--no-node-key"], "--no-node-key"),
+            (["rotate-keys", "--target", "rtm", "--signing-key", signing.publicKey.bytes.hex, "--tls-key-hash", hash.hex, "--no-tls-key-hash"], "--no-tls-key-hash"),
             (["rotate-keys", "--target", "rtm", "--signing-key", "\(directory)/missing.pub"], "--signing-key"),
             (["rotate-keys", "--target", "rtm", "--signing-key", signing.publicKey.bytes.hex, "--tls-key-hash", "zz"], "--tls-key-hash"),
             (["rotate-keys", "--signing-key", signing.publicKey.bytes.hex], "--target"),
@@ -222,6 +227,26 @@ import Wire
         ] {
             #expect { _ = try ParameterChanges.parse(arguments).applied(to: current) } throws: { "\($0)".contains(message) }
         }
+    }
+
+    /// `propose rotate-keys` names every key in its action (one not named is none): the keys
+    /// not given keep the values the node proves (a rotation of the signing key alone
+    /// dropped the partner's node key and TLS key hash, and a validator left the consensus).
+    @Test func aKeyRotationKeepsTheKeysItDoesNotName() throws {
+        let cluster = try TestCluster()
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        #expect(TestCluster.settle(nodes, atLeast: 8), "\(nodes.map(\.height))")
+        let caFile = "\(cluster.directory)/ca.crt", keyFile = "\(cluster.directory)/p1-signing.key"
+        try cluster.ca.pem.write(toFile: caFile, atomically: true, encoding: .utf8)
+        try KeyFile.write(cluster.signingKeys[1], to: keyFile)
+        let fresh = Ed25519PrivateKey().publicKey
+        let node = ["--node", "127.0.0.1:\(nodes[0].transport.clientPort)", "--ca", caFile, "--chain", TestCluster.chainId, "--key", keyFile, "--as", "p1"]
+        let kept = try ProposeCommand.parse(["rotate-keys", "--target", "p1", "--signing-key", fresh.bytes.hex] + node).governanceAction()
+        #expect(kept == .rotateKeys(Identifier("p1")!, signingKey: fresh, nodeKey: cluster.nodeKeys[1].publicKey, tlsKeyHash: cluster.certificates[1].publicKeyHash))
+        let other = Ed25519PrivateKey().publicKey
+        let nodeOnly = try ProposeCommand.parse(["rotate-keys", "--target", "p1", "--signing-key", fresh.bytes.hex, "--node-key", other.bytes.hex] + node).governanceAction()
+        #expect(nodeOnly == .rotateKeys(Identifier("p1")!, signingKey: fresh, nodeKey: other, tlsKeyHash: cluster.certificates[1].publicKeyHash))
     }
 
     /// `ca sign` issues a serial once (revocation names certificates by serial); `init`
