@@ -441,7 +441,8 @@ final class Liar {
 
     let loop = EventLoop(name: "liar")
     let transport: Transport
-    private var upstream: TransportClient?
+    /// Upstream connections not in use (a request takes one, or opens one, and gives it back).
+    private let idle = Locked<[TransportClient]>([])
     var port: UInt16 { transport.clientPort }
 
     /// A liar in front of a testnet written by `calisson-node testnet` into `net`.
@@ -459,15 +460,23 @@ final class Liar {
         var logger = Logger(label: "liar")
         logger.logLevel = .critical
         transport = try Transport(configuration: configuration, loop: loop, logger: logger)
-        // One upstream connection, opened now, used by one request at a time.
-        let upstream = try TransportClient(host: "127.0.0.1", port: target, ca: ca, chainId: chainId)
-        self.upstream = upstream
-        let queue = DispatchQueue(label: "liar")
+        // Requests relayed side by side, each on an upstream connection of its own while it
+        // waits (one connection for all held every read behind a long poll of 10 s: a
+        // gateway's blocks waited for as long, and its event feed with them).
+        idle.withLock { $0.append(contentsOf: [try? TransportClient(host: "127.0.0.1", port: target, ca: ca, chainId: chainId)].compactMap { $0 }) }
+        let queue = DispatchQueue(label: "liar", attributes: .concurrent)
+        let idle = idle
         transport.onClientRequest = { request, respond in
             queue.async {
+                let taken = idle.withLock { $0.popLast() }
+                guard let upstream = taken ?? (try? TransportClient(host: "127.0.0.1", port: target, ca: ca, chainId: chainId)) else {
+                    return respond(ClientResponse.error("relay failed: no upstream connection").wireBytes)
+                }
                 guard let bytes = try? upstream.request(request, timeoutMilliseconds: 30_000) else {
+                    upstream.close()
                     return respond(ClientResponse.error("relay failed").wireBytes)
                 }
+                idle.withLock { $0.append(upstream) }
                 let answer = try? ClientResponse(wireBytes: bytes)
                 if case let .treePages(pages)? = answer, lie == .page {
                     // Each page with its last byte changed: it no longer hashes to its name.
@@ -514,7 +523,7 @@ final class Liar {
     func stop() {
         transport.stop()
         loop.shutdown()
-        upstream?.close()
+        for client in idle.withLock({ $0 }) { client.close() }
     }
 }
 
