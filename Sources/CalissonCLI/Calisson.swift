@@ -263,6 +263,9 @@ struct BlockCommand: ParsableCommand {
     func run() throws {
         guard case let .block(found) = try connection.ask(.block(height)) else { throw ValidationError("unexpected answer") }
         guard let found else { return connection.emit([("block", "\(height)"), ("status", "not final on this node")]) }
+        guard found.height == height else {
+            throw ValidationError("the node answered block \(found.height) when block \(height) was asked: this node cannot be trusted")
+        }
         guard let signers = InclusionCheck.signers(ofCommit: found.certificate) else {
             throw ValidationError("the node's commit certificate for block \(height) does not decode: this node cannot be trusted")
         }
@@ -282,7 +285,10 @@ struct BlockCommand: ParsableCommand {
             ("transactions", "\(found.transactionCount)"),
             ("signers", signers.map { names[$0] ?? "key \($0.bytes.hex.prefix(16))…" }.joined(separator: ", ")),
             ("certificate", "\(signers.count) commit votes, \(found.certificate.count) bytes; "
-                + (trusted != nil ? "signatures checked against the validators in force at that height (followed from the genesis)" : "not checked (--genesis to check it)")),
+                + (trusted != nil
+                    ? "signatures checked against the validators in force at that height (followed from the genesis): they certify the digest; "
+                        + "the state root and the transaction count shown are the node's word"
+                    : "not checked (--genesis to check it)")),
         ])
     }
 
