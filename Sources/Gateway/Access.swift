@@ -485,8 +485,11 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// bytes: a body that arrived in time is never answered 408, however busy the threads
     /// (the tests' process held tasks for seconds). A body whose end
     /// was read already (the usual case: a small body comes with its head) is read at once,
-    /// with no deadline and no task; otherwise the work runs as a task of its own, which the
-    /// deadline cancels. `context` nil, or no ContinueOrClose in the pipeline (a test's
+    /// with no deadline and no task; otherwise the work runs as a child task, which the
+    /// deadline cancels (a child, so that it runs where the request's task prefers: an
+    /// unstructured task ran on Swift's shared threads, and in the tests' process, whose
+    /// nodes' signature checks keep those busy, a work waited over 30 s to start), beside a
+    /// child that waits for the deadline, suspended. `context` nil, or no ContinueOrClose in the pipeline (a test's
     /// router): the deadline is a task scheduled on a SwiftNIO loop, its expiry queued as a
     /// task behind what the body's arrival queued, and the work says it ended from its own
     /// task. (Each request with a body once ran its read beside a sleeping child task: a
@@ -503,24 +506,37 @@ struct RequestShapeMiddleware: RouterMiddleware {
             return value
         }
         let deadline = Deadline()
-        let task = Task { () throws -> T? in
-            do {
-                let value = try await work()
-                return deadline.end() ? value : nil
-            } catch {
-                if deadline.end() { throw error }
+        let (expiry, expiring) = AsyncStream<Void>.makeStream()
+        let expired: @Sendable () -> Void = { if deadline.expire() { expiring.finish() } }
+        var timer: Scheduled<Void>?
+        let outcome = await withTaskGroup(of: Result<T?, any Error>?.self) { group -> Result<T?, any Error> in
+            group.addTask {
+                do {
+                    let value = try await work()
+                    return .success(deadline.end() ? value : nil)
+                } catch {
+                    return deadline.end() ? .failure(error) : .success(nil)
+                }
+            }
+            // Ends when the deadline comes (or the request is cancelled): nil.
+            group.addTask {
+                for await _ in expiry {}
                 return nil
             }
+            var armed = ContinueOrClose.BodyArrival.State.unknown
+            if arrival != .unknown, let context { armed = await context.prepareBody(continues: continues, deadline: (seconds, expired)) }
+            if armed == .unknown {
+                let loop = MultiThreadedEventLoopGroup.currentEventLoop ?? NIOSingletons.posixEventLoopGroup.any()
+                timer = loop.scheduleTask(in: .seconds(seconds)) { Task { expired() } }
+            }
+            // The work's outcome: first, or once the deadline cancelled it (then nil).
+            while let next = await group.next() {
+                group.cancelAll()
+                if let outcome = next { return outcome }
+            }
+            return .success(nil)
         }
-        let expired: @Sendable () -> Void = { if deadline.expire() { task.cancel() } }
-        var timer: Scheduled<Void>?
-        var armed = ContinueOrClose.BodyArrival.State.unknown
-        if arrival != .unknown, let context { armed = await context.prepareBody(continues: continues, deadline: (seconds, expired)) }
-        if armed == .unknown {
-            let loop = MultiThreadedEventLoopGroup.currentEventLoop ?? NIOSingletons.posixEventLoopGroup.any()
-            timer = loop.scheduleTask(in: .seconds(seconds)) { Task { expired() } }
-        }
-        let outcome = await withTaskCancellationHandler { await task.result } onCancel: { task.cancel() }
+        expiring.finish()
         timer?.cancel()
         try Task.checkCancellation()
         return try outcome.get()
