@@ -518,6 +518,18 @@ struct DatabaseReader: TreePageSource {
 
 struct Follow: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print finalized blocks from a height on, as they are finalized (until interrupted).")
+
+    /// The height of a block a node answered when `asked` was asked, if it can be followed:
+    /// the blocks come one after another, and a node that answers any other height (a gap,
+    /// a repeat, 2^64 − 1, which trapped here) is refused by name. The first may come later
+    /// than asked: a node joined from a snapshot holds no block below its checkpoint.
+    static func taken(_ height: UInt64, asked: UInt64, first: Bool) throws -> UInt64 {
+        guard height < UInt64.max, height == asked || (first && height > asked) else {
+            throw CommandError("the node answered block \(height) when block \(asked) was asked: its answers cannot be followed")
+        }
+        return height
+    }
+
     @OptionGroup var connection: Connection
     @Option(help: "First height.") var from: UInt64 = 1
     @Option(help: "Stop after this many blocks (0: never).") var count: UInt64 = 0
@@ -532,10 +544,10 @@ struct Follow: ParsableCommand {
                 throw ValidationError("unexpected answer")
             }
             for block in list where count == 0 || printed < count {
-                // The blocks from `next` on, one after another: a node that answers any other
-                // height (a gap, a repeat, 2^64 − 1, which trapped here) is refused by name.
-                guard block.height == next, next < UInt64.max else {
-                    throw CommandError("the node answered block \(block.height) where block \(next) was asked: its answers cannot be followed")
+                let taken = try Self.taken(block.height, asked: next, first: printed == 0)
+                if taken != next {
+                    FileHandle.standardError.write(Data("the node holds blocks from \(taken) on (\(next) was asked)\n".utf8))
+                    next = taken
                 }
                 connection.emit([("block", "\(block.height)"), ("digest", block.digest.hex)] + BlockCommand.rootField(block.stateRoot, json: connection.json)
                     + [("transactions", "\(block.transactionCount)")])

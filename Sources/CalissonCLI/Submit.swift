@@ -394,6 +394,13 @@ struct ProposeCommand: ParsableCommand {
                 guard let value, let current = try? Partner(wireBytes: value) else { throw ValidationError("the node has no readable record of partner \(partner)") }
                 if nodeKey == nil && !noNodeKey { node = current.nodeKey }
                 if tlsKeyHash == nil && !noTLSKeyHash { tls = current.tlsKeyHash }
+                // Said before it is signed: what was kept, and how far it was checked.
+                let kept = [nodeKey == nil && !noNodeKey ? "node key \(node?.bytes.hex ?? "none")" : nil,
+                            tlsKeyHash == nil && !noTLSKeyHash ? "TLS key hash \(tls?.hex ?? "none")" : nil].compactMap { $0 }
+                let checked = options.connection.genesis != nil
+                    ? "certified by a quorum of the validators (--genesis)"
+                    : "proven against the node's own state root only: add --genesis to have the validators' signatures checked"
+                FileHandle.standardError.write(Data("rotate-keys: \(partner) keeps its \(kept.joined(separator: " and ")), as the node's record says (\(checked))\n".utf8))
             }
             return .rotateKeys(partner, signingKey: signing, nodeKey: node, tlsKeyHash: tls)
         case .setParameters:

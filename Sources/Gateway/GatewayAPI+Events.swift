@@ -50,7 +50,14 @@ extension GatewayAPI {
             let certified = pool.newestCertifiedHeight
             let reported = (try? await pool.reportedHeight()) ?? feed.head
             var head = certified
-            if reported > certified, await pool.isFinal(reported) { head = reported }
+            if reported > certified, await pool.isFinal(reported) {
+                head = reported
+            } else if certified == 0 {
+                // Nothing certified known yet (the gateway has just started): the start would be
+                // the chain's first block. Asked again in a moment, it is the next one.
+                return .serviceUnavailable(.init(headers: .init(Retry_hyphen_After: 2), body: .application_problem_plus_json(Problems.problem(
+                    "not-ready", "Not ready", 503, "no certified checkpoint verified yet, nor a final block the nodes show: send from=<height> to start at a block"))))
+            }
             position = FeedPosition(height: head.saturatingAdding(1))
         }
         let client = AccessMiddleware.client ?? ""

@@ -195,7 +195,10 @@ extension Ledger {
     ) -> Result<Void, LedgerRejection> {
         guard let checks = evidence.checks(chainId: chainId) else { return .failure(.invalidEvidence("the chain id cannot sign")) }
         var found: Partner?
-        for id in meta.partners {
+        // From rules 5 a validator holding the key first: a partner that shares it from a
+        // state before them signs no consensus message with it.
+        let candidates = blockRules >= LedgerRules.validatorKeysKept ? meta.validators + meta.partners : meta.partners
+        for id in candidates {
             if let partner = partner(id), partner.nodeKey == evidence.nodeKey {
                 found = partner
                 break
@@ -208,7 +211,7 @@ extension Ledger {
         guard equivocation(evidence) == nil else { return .failure(.evidenceKnown) }
         // Never the last validator (ledger rules 5): the consensus would keep it while the
         // ledger's record named none.
-        let last = blockRules >= LedgerRules.validatorKeysKept && meta.validators == [holder.id]
+        let last = blockRules >= LedgerRules.validatorKeysKept && isLastValidator(holder.id)
         let suspend = suspendsEquivocators && holder.status == .active && !last
         write(StateKeys.equivocation(evidence), EquivocationRecord(partner: holder.id, reporter: reporter.id, height: height, suspended: suspend, evidence: evidence))
         var tally = equivocationTally(holder.id) ?? EquivocationTally(count: 0, lastHeight: 0)

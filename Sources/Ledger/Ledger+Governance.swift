@@ -49,9 +49,14 @@ extension Ledger {
         if proposal.status != .open { decidedProposals.append(proposal.id) }
     }
 
-    /// nil when `action` can be applied to the current state at `height`, else why not.
+    /// nil when `action` can be applied to the current state at `height`, else why not
+    /// (what the action itself gets wrong first, then, under rules 5, what it would leave).
     func problem(with action: GovernanceAction, height: UInt64) -> String? {
-        if blockRules >= LedgerRules.validatorKeysKept, let problem = keysProblem(with: action) { return problem }
+        if let problem = actionProblem(with: action, height: height) { return problem }
+        return blockRules >= LedgerRules.validatorKeysKept ? keysProblem(with: action) : nil
+    }
+
+    private func actionProblem(with action: GovernanceAction, height: UInt64) -> String? {
         switch action {
         case let .admitPartner(partner, endpoints):
             if self.partner(partner.id) != nil { return "partner \(partner.id) exists" }
@@ -142,20 +147,34 @@ extension Ledger {
         case let .admitPartner(partner, _):
             if let key = partner.nodeKey, let other = holder(of: key, besides: nil) { return "node key \(key.bytes.hex) is partner \(other)'s" }
         case let .rotateKeys(id, _, nodeKey, _):
-            if let key = nodeKey, let other = holder(of: key, besides: id) { return "node key \(key.bytes.hex) is partner \(other)'s" }
+            // A key kept as it is is no new holder (a chain may hold a shared key from before).
+            if let key = nodeKey, key != partner(id)?.nodeKey, let other = holder(of: key, besides: id) {
+                return "node key \(key.bytes.hex) is partner \(other)'s"
+            }
             if nodeKey == nil, meta.validators.contains(id) {
                 return "validator \(id) needs a node key: change the validators without it first"
             }
         case let .setPartnerStatus(id, status):
-            if status != .active, meta.validators == [id] { return "\(id) is the last validator: name others first" }
+            if status != .active, isLastValidator(id) { return "\(id) is the last validator: name others first" }
         case let .setValidators(ids):
-            let keys = ids.compactMap { partner($0)?.nodeKey }
-            if Set(keys).count != keys.count { return "two validators hold the same node key" }
+            var named: [Ed25519PublicKey: Identifier] = [:]
+            for id in ids {
+                guard let key = partner(id)?.nodeKey else { continue }
+                if let first = named[key] { return "validators \(first) and \(id) hold the same node key" }
+                named[key] = id
+            }
         case .createProgramme:
             if meta.programmes.count >= LedgerLimits.programmeCountMax { return "at most \(LedgerLimits.programmeCountMax) programmes, open and closed" }
         default: break
         }
         return nil
+    }
+
+    /// Whether `id` is a validator and no other validator has a node key (the consensus
+    /// would be left without a key; a validator without one is possible in a state from
+    /// before rules 5).
+    func isLastValidator(_ id: Identifier) -> Bool {
+        meta.validators.contains(id) && !meta.validators.contains { $0 != id && partner($0)?.nodeKey != nil }
     }
 
     func problem(with programme: Programme) -> String? {

@@ -89,6 +89,34 @@ import Wire
         #expect(try LedgerMeta(wireBytes: f.ledger.meta.wireBytes).programmes.count == LedgerLimits.programmeCountMax)
     }
 
+    /// A state from before rules 5 may hold what they refuse: a node key shared, a validator
+    /// without one. Under them, a partner keeping its shared key may still rotate its signing
+    /// key; a validator is the last if no other has a node key; evidence blames the validator
+    /// holding the key. Messages name what the action itself gets wrong first.
+    @Test func aStateFromBeforeRules5IsHandledAsItIs() throws {
+        var f = LedgerFixture.withRules(LedgerRules.endpoints, upgrade: "peers")
+        let rtm = try #require(f.ledger.partner(id("rtm"))?.nodeKey)
+        f.govern(.rotateKeys(id("fonds"), signingKey: Self.signingKey("fonds"), nodeKey: rtm, tlsKeyHash: nil))  // applied under rules 4
+        f.govern(.setValidators([id("rtm"), id("tri")]))
+        f.govern(.rotateKeys(id("tri"), signingKey: Self.signingKey("tri"), nodeKey: nil, tlsKeyHash: nil))  // a validator without a key
+        f.govern(.scheduleUpgrade(ScheduledUpgrade(name: id("keys"), height: f.ledger.height + 6, rules: LedgerRules.validatorKeysKept)))
+        while f.ledger.rules(atHeight: f.ledger.height + 1) < LedgerRules.validatorKeysKept { f.run([]) }
+
+        #expect(Self.refusal(&f, .rotateKeys(id("rtm"), signingKey: Self.signingKey("rtm"), nodeKey: rtm, tlsKeyHash: nil)) == nil)
+        #expect(Self.refusal(&f, .rotateKeys(id("fonds"), signingKey: Self.signingKey("fonds"), nodeKey: rtm, tlsKeyHash: nil)) == nil)
+        #expect(f.ledger.nodeKeys() == [rtm])
+        #expect(Self.refusal(&f, .setPartnerStatus(id("rtm"), .suspended)) == .invalidAction("rtm is the last validator: name others first"))
+        #expect(Self.refusal(&f, .setValidators([id("rtm"), id("rtm")])) == .invalidAction("a validator is listed twice"))
+        #expect(Self.refusal(&f, .createProgramme(try #require(f.ledger.programme(id("recyclage"))))) == .invalidAction("programme recyclage exists"))
+
+        f.govern(.setEquivocationPolicy(suspend: true))
+        f.govern(.setValidators([id("rtm"), id("friche")]))
+        let evidence = EvidenceTests.evidence(.prepare, signer: LedgerFixture.key("node rtm"))
+        #expect(f.one(f.partnerTx("tri", .reportEquivocation(evidence))) == .applied)
+        #expect(f.ledger.equivocation(evidence).map { ($0.partner, $0.suspended) } ?? (id("none"), false) == (id("rtm"), true))
+        #expect(f.ledger.partner(id("fonds"))?.status == .active && f.ledger.meta.validators == [id("friche")])
+    }
+
     /// Before rules 5 the same actions apply, as they did: old blocks replay to the same
     /// state. Here a validator's node key dropped leaves the ledger's list short of the
     /// consensus' set, as it did.

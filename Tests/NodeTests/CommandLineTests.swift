@@ -146,7 +146,7 @@ import Wire
 
         let follow = try run("\(bin)/calisson", ["follow", "--count", "1"] + node, timeout: 60)
         #expect(untrapped(follow) && follow.status != 0, "exit \(follow.status): \(follow.errors.suffix(800))")
-        #expect(follow.errors.contains("answered block 18446744073709551615 where block 1 was asked"), "\(follow.errors.suffix(800))")
+        #expect(follow.errors.contains("answered block 18446744073709551615 when block 1 was asked"), "\(follow.errors.suffix(800))")
 
         let endpoints = try run("\(bin)/calisson", ["submit", "set-endpoints", "--as", "p0", "--endpoint", "127.0.0.1:9", "--key", keyFile] + node, timeout: 60)
         #expect(untrapped(endpoints), "exit \(endpoints.status): \(endpoints.errors.suffix(800))")
@@ -247,6 +247,17 @@ import Wire
         let other = Ed25519PrivateKey().publicKey
         let nodeOnly = try ProposeCommand.parse(["rotate-keys", "--target", "p1", "--signing-key", fresh.bytes.hex, "--node-key", other.bytes.hex] + node).governanceAction()
         #expect(nodeOnly == .rotateKeys(Identifier("p1")!, signingKey: fresh, nodeKey: other, tlsKeyHash: cluster.certificates[1].publicKeyHash))
+    }
+
+    /// `follow` takes blocks one after another; the first may come later than asked (a node
+    /// joined from a snapshot holds none below its checkpoint), no other.
+    @Test func followTakesBlocksInOrderFromTheFirstTheNodeHolds() throws {
+        #expect(try Follow.taken(1, asked: 1, first: true) == 1)
+        #expect(try Follow.taken(640, asked: 1, first: true) == 640)
+        #expect(try Follow.taken(7, asked: 7, first: false) == 7)
+        for (height, asked, first) in [(UInt64(9), UInt64(7), false), (6, 7, false), (6, 7, true), (.max, 1, true), (.max, .max, false)] {
+            #expect(throws: CommandError.self, "\(height) for \(asked)") { _ = try Follow.taken(height, asked: asked, first: first) }
+        }
     }
 
     /// `ca sign` issues a serial once (revocation names certificates by serial); `init`

@@ -441,8 +441,9 @@ final class Liar {
 
     let loop = EventLoop(name: "liar")
     let transport: Transport
-    /// Upstream connections not in use (a request takes one, or opens one, and gives it back).
-    private let idle = Locked<[TransportClient]>([])
+    /// Upstream connections not in use (a request takes one, or opens one, and gives it back),
+    /// and whether the liar stopped (a connection given back then is closed).
+    private let idle = Locked<(clients: [TransportClient], stopped: Bool)>(([], false))
     var port: UInt16 { transport.clientPort }
 
     /// A liar in front of a testnet written by `calisson-node testnet` into `net`.
@@ -463,12 +464,12 @@ final class Liar {
         // Requests relayed side by side, each on an upstream connection of its own while it
         // waits (one connection for all held every read behind a long poll of 10 s: a
         // gateway's blocks waited for as long, and its event feed with them).
-        idle.withLock { $0.append(contentsOf: [try? TransportClient(host: "127.0.0.1", port: target, ca: ca, chainId: chainId)].compactMap { $0 }) }
+        idle.withLock { $0.clients.append(contentsOf: [try? TransportClient(host: "127.0.0.1", port: target, ca: ca, chainId: chainId)].compactMap { $0 }) }
         let queue = DispatchQueue(label: "liar", attributes: .concurrent)
         let idle = idle
         transport.onClientRequest = { request, respond in
             queue.async {
-                let taken = idle.withLock { $0.popLast() }
+                let taken = idle.withLock { $0.clients.popLast() }
                 guard let upstream = taken ?? (try? TransportClient(host: "127.0.0.1", port: target, ca: ca, chainId: chainId)) else {
                     return respond(ClientResponse.error("relay failed: no upstream connection").wireBytes)
                 }
@@ -476,7 +477,10 @@ final class Liar {
                     upstream.close()
                     return respond(ClientResponse.error("relay failed").wireBytes)
                 }
-                idle.withLock { $0.append(upstream) }
+                if idle.withLock({ state in
+                    if !state.stopped { state.clients.append(upstream) }
+                    return state.stopped
+                }) { upstream.close() }
                 let answer = try? ClientResponse(wireBytes: bytes)
                 if case let .treePages(pages)? = answer, lie == .page {
                     // Each page with its last byte changed: it no longer hashes to its name.
@@ -523,7 +527,12 @@ final class Liar {
     func stop() {
         transport.stop()
         loop.shutdown()
-        for client in idle.withLock({ $0 }) { client.close() }
+        let clients = idle.withLock { state in
+            state.stopped = true
+            defer { state.clients = [] }
+            return state.clients
+        }
+        for client in clients { client.close() }
     }
 }
 
