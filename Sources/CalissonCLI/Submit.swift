@@ -101,8 +101,24 @@ struct SubmitOptions: ParsableArguments {
             emit(fields + [("status", "not final after \(timeout) s (it may still become final before height \(status.height.saturatingAdding(expiresIn)))")])
             throw ExitCode.failure
         }
+        // With the genesis, where it is final is checked as `tx --genesis` checks it: the block's
+        // commit certificate, signed by a quorum, and the transaction's place in the block (its
+        // result stays the node's word: results are not in blocks).
+        var proof: String?
+        if let validators = try connection.trustedValidators() {
+            guard case let .transactionProof(included) = try ask(.transactionProof(signed.id)), let included,
+                included.location.height == found.height, included.location.position == found.position
+            else { throw ValidationError("the node said transaction \(signed.id.hex) is final in block \(found.height) but gives no proof of it: this node cannot be trusted") }
+            do {
+                try InclusionCheck.verify(included, transaction: signed.id, validators: validators.keys(at: found.height), chainId: connection.chain)
+            } catch {
+                throw ValidationError("the node's inclusion proof does not hold (\(error)): this node cannot be trusted")
+            }
+            proof = "included in block \(found.height), whose commit certificate a quorum of the validators in force there signed (the result is the node's word)"
+        }
         fields += [("height", "\(found.height)"), ("status", found.applied ? "applied" : "rejected")]
         if let reason = found.reason { fields.append(("reason", reason)) }
+        if let proof { fields.append(("proof", proof)) }
         guard found.applied else {
             emit(fields)
             throw ExitCode.failure

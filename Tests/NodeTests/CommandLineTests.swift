@@ -249,6 +249,28 @@ import Wire
         #expect(nodeOnly == .rotateKeys(Identifier("p1")!, signingKey: fresh, nodeKey: other, tlsKeyHash: cluster.certificates[1].publicKeyHash))
     }
 
+    /// With the genesis, `submit` checks where its transaction is final (the block's commit
+    /// certificate and the transaction's place in it), as `tx --genesis` does; before, the
+    /// node's word alone decided what it printed and its exit status.
+    @Test func aSubmissionWithTheGenesisChecksWhereItIsFinal() throws {
+        let bin = try productsDirectory()
+        let cluster = try TestCluster()
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        #expect(TestCluster.settle(nodes, atLeast: 8), "\(nodes.map(\.height))")
+        let caFile = "\(cluster.directory)/ca.crt", keyFile = "\(cluster.directory)/p0-signing.key", genesis = "\(cluster.directory)/genesis.json"
+        try cluster.ca.pem.write(toFile: caFile, atomically: true, encoding: .utf8)
+        try KeyFile.write(cluster.signingKeys[0], to: keyFile)
+        try JSONEncoder().encode(cluster.genesisFile).write(to: URL(fileURLWithPath: genesis))
+        let ran = try run("\(bin)/calisson", [
+            "submit", "attribute", "--programme", "tri", "--account", Ed25519PrivateKey().publicKey.bytes.hex, "--evidence", SHA256.hash("a checked gesture").hex,
+            "--key", keyFile, "--as", "p0", "--json", "--node", "127.0.0.1:\(nodes[1].transport.clientPort)", "--ca", caFile, "--chain", TestCluster.chainId,
+            "--genesis", genesis,
+        ], timeout: 60)
+        #expect(ran.status == 0 && ran.output.contains("\"status\":\"applied\"") && ran.output.contains("whose commit certificate a quorum of the validators"),
+                "\(ran.output) \(ran.errors)")
+    }
+
     /// `follow` takes blocks one after another; the first may come later than asked (a node
     /// joined from a snapshot holds none below its checkpoint), no other.
     @Test func followTakesBlocksInOrderFromTheFirstTheNodeHolds() throws {
