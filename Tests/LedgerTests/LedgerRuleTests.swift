@@ -327,6 +327,31 @@ import Wire
     }
 }
 
+/// Blocks a fixture executed, with their roots and results, to replay on a fresh ledger: a
+/// rule change must leave old blocks' results and roots as they were.
+struct RecordedBlocks {
+    private(set) var blocks: [[[UInt8]]] = []
+    private(set) var roots: [SHA256Digest] = []
+    private(set) var results: [[TransactionResult]] = []
+
+    mutating func run(_ block: [[UInt8]], on f: inout LedgerFixture) {
+        let outcome = f.ledger.execute(block)
+        blocks.append(block)
+        roots.append(outcome.stateRoot)
+        results.append(outcome.results)
+    }
+
+    /// Executes every block on `fresh`: the same root and results at each.
+    func expectTheSameReplay(on fresh: LedgerFixture) {
+        var replay = fresh
+        for (index, block) in blocks.enumerated() {
+            let outcome = replay.ledger.execute(block)
+            #expect(outcome.stateRoot == roots[index], "root at block \(index + 1)")
+            #expect(outcome.results == results[index], "results at block \(index + 1)")
+        }
+    }
+}
+
 extension LedgerFixture {
     /// Passes a proposal with every partner's vote; returns the outcome of the deciding block.
     @discardableResult

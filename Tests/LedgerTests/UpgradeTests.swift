@@ -94,15 +94,8 @@ import Wire
     /// refused before the height.
     @Test func replayingAcrossTheUpgradeGivesTheSameRoots() {
         var f = LedgerFixture()
-        var blocks: [[[UInt8]]] = []
-        var roots: [SHA256Digest] = []
-        var results: [[TransactionResult]] = []
-        func run(_ block: [[UInt8]]) {
-            let outcome = f.ledger.execute(block)
-            blocks.append(block)
-            roots.append(outcome.stateRoot)
-            results.append(outcome.results)
-        }
+        var recorded = RecordedBlocks()
+        func run(_ block: [[UInt8]]) { recorded.run(block, on: &f) }
         let height = f.ledger.height + 6
         run([f.partnerTx("metropole", .propose(.scheduleUpgrade(ScheduledUpgrade(name: id("categories"), height: height, rules: 2)), deadline: height + 50))])
         run(["rtm", "tri", "friche"].map { f.partnerTx($0, .vote(proposal: 1, approve: true)) })
@@ -111,14 +104,8 @@ import Wire
         run([f.partnerTx("metropole", .propose(.setPartnerCategory(id("friche"), .event), deadline: height + 50))])  // at the height: proposal 2
         run(["rtm", "tri", "friche"].map { f.partnerTx($0, .vote(proposal: 2, approve: true)) })
         #expect(f.ledger.partnerCategory(id("friche")) == .event)
-        #expect(results[2][0].rejection.map { if case .malformed = $0 { true } else { false } } == true)
-
-        var replay = LedgerFixture()
-        for (index, block) in blocks.enumerated() {
-            let outcome = replay.ledger.execute(block)
-            #expect(outcome.stateRoot == roots[index], "root at block \(index + 1)")
-            #expect(outcome.results == results[index], "results at block \(index + 1)")
-        }
+        #expect(recorded.results[2][0].rejection.map { if case .malformed = $0 { true } else { false } } == true)
+        recorded.expectTheSameReplay(on: LedgerFixture())
     }
 
     @Test func theActionsRoundTripAndOlderReadersRefuseTheNewKinds() throws {

@@ -132,13 +132,8 @@ import Wire
     /// another's refused at it.
     @Test func replayingAcrossTheUpgradeGivesTheSameRoots() {
         var f = LedgerFixture()
-        var blocks: [[[UInt8]]] = [], roots: [SHA256Digest] = [], results: [[TransactionResult]] = []
-        func run(_ block: [[UInt8]]) {
-            let outcome = f.ledger.execute(block)
-            blocks.append(block)
-            roots.append(outcome.stateRoot)
-            results.append(outcome.results)
-        }
+        var recorded = RecordedBlocks()
+        func run(_ block: [[UInt8]]) { recorded.run(block, on: &f) }
         let height = f.ledger.height + 8
         let dropped = { (partner: String) in GovernanceAction.rotateKeys(id(partner), signingKey: Self.signingKey(partner), nodeKey: nil, tlsKeyHash: nil) }
         run([f.partnerTx("metropole", .propose(.scheduleUpgrade(ScheduledUpgrade(name: id("keys"), height: height, rules: LedgerRules.validatorKeysKept)), deadline: height + 50))])
@@ -148,14 +143,8 @@ import Wire
         #expect(f.ledger.partner(id("tri"))?.nodeKey == nil, "applied under rules 1")
         while f.ledger.height + 1 < height { run([]) }
         run([f.partnerTx("metropole", .propose(dropped("rtm"), deadline: height + 50))])
-        #expect(results.last?.first?.rejection == .invalidAction("validator rtm needs a node key: change the validators without it first"))
-
-        var replay = LedgerFixture()
-        for (index, block) in blocks.enumerated() {
-            let outcome = replay.ledger.execute(block)
-            #expect(outcome.stateRoot == roots[index], "root at block \(index + 1)")
-            #expect(outcome.results == results[index], "results at block \(index + 1)")
-        }
+        #expect(recorded.results.last?.first?.rejection == .invalidAction("validator rtm needs a node key: change the validators without it first"))
+        recorded.expectTheSameReplay(on: LedgerFixture())
     }
 
     /// A genesis whose validators share a node key, or with more programmes than the meta

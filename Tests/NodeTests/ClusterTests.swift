@@ -107,6 +107,27 @@ struct TestCluster {
         return nodes
     }
 
+    /// Every node started and linked, settled at a checkpoint of height 8 or more (the idle
+    /// fill's): a cluster whose certified state a reader can ask now.
+    func startSettled() throws -> [NodeRuntime] {
+        let nodes = try startNodes()
+        guard Self.settle(nodes, atLeast: TrustedValidators.checkpointInterval) else {
+            for node in nodes { node.stop() }
+            throw ProcessTestError("the nodes did not settle at a checkpoint: \(nodes.map(\.height))")
+        }
+        return nodes
+    }
+
+    /// The files a CLI run against this cluster reads, written into its directory: the CA's
+    /// certificate, partner `signer`'s signing key, the genesis.
+    func clientFiles(signer: Int) throws -> (ca: String, key: String, genesis: String) {
+        let files = (ca: "\(directory)/ca.crt", key: "\(directory)/p\(signer)-signing.key", genesis: "\(directory)/genesis.json")
+        try ca.pem.write(toFile: files.ca, atomically: true, encoding: .utf8)
+        try KeyFile.write(signingKeys[signer], to: files.key)
+        try JSONEncoder().encode(genesisFile).write(to: URL(fileURLWithPath: files.genesis))
+        return files
+    }
+
     /// Attributions to citizen 1, issued in turn by the first `issuers` nodes, until node 0
     /// reaches `height` (at most 400 nonces); `nonce` carries on from one call to the next.
     func advance(_ nodes: [NodeRuntime], to height: UInt64, issuers: Int, nonce: inout UInt64) {

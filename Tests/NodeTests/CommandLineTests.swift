@@ -133,14 +133,11 @@ import Wire
     @Test func aNodeSayingAnImpossibleHeightTrapsNoTool() throws {
         let bin = try productsDirectory()
         let cluster = try TestCluster()
-        let nodes = try cluster.startNodes()
+        let nodes = try cluster.startSettled()
         defer { for node in nodes { node.stop() } }
-        #expect(TestCluster.settle(nodes, atLeast: 8), "\(nodes.map(\.height))")
-        let liar = try Liar(relayingTo: nodes[0].transport.clientPort, ca: cluster.ca, caKey: cluster.caKey, chainId: TestCluster.chainId, lie: .height)
+        let liar = try Liar(before: nodes[0], of: cluster, lie: .height)
         defer { liar.stop() }
-        let caFile = "\(cluster.directory)/ca.crt", keyFile = "\(cluster.directory)/p0-signing.key"
-        try cluster.ca.pem.write(toFile: caFile, atomically: true, encoding: .utf8)
-        try KeyFile.write(cluster.signingKeys[0], to: keyFile)
+        let (caFile, keyFile, _) = try cluster.clientFiles(signer: 0)
         let node = ["--node", "127.0.0.1:\(liar.port)", "--ca", caFile, "--chain", TestCluster.chainId]
         func untrapped(_ ran: Ran) -> Bool { !ran.errors.contains("Fatal error") && !ran.errors.contains("Backtrace") && ran.status < 128 }
 
@@ -234,12 +231,9 @@ import Wire
     /// dropped the partner's node key and TLS key hash, and a validator left the consensus).
     @Test func aKeyRotationKeepsTheKeysItDoesNotName() throws {
         let cluster = try TestCluster()
-        let nodes = try cluster.startNodes()
+        let nodes = try cluster.startSettled()
         defer { for node in nodes { node.stop() } }
-        #expect(TestCluster.settle(nodes, atLeast: 8), "\(nodes.map(\.height))")
-        let caFile = "\(cluster.directory)/ca.crt", keyFile = "\(cluster.directory)/p1-signing.key"
-        try cluster.ca.pem.write(toFile: caFile, atomically: true, encoding: .utf8)
-        try KeyFile.write(cluster.signingKeys[1], to: keyFile)
+        let (caFile, keyFile, _) = try cluster.clientFiles(signer: 1)
         let fresh = Ed25519PrivateKey().publicKey
         let node = ["--node", "127.0.0.1:\(nodes[0].transport.clientPort)", "--ca", caFile, "--chain", TestCluster.chainId, "--key", keyFile, "--as", "p1"]
         let kept = try ProposeCommand.parse(["rotate-keys", "--target", "p1", "--signing-key", fresh.bytes.hex] + node).governanceAction()
@@ -255,13 +249,9 @@ import Wire
     @Test func aSubmissionWithTheGenesisChecksWhereItIsFinal() throws {
         let bin = try productsDirectory()
         let cluster = try TestCluster()
-        let nodes = try cluster.startNodes()
+        let nodes = try cluster.startSettled()
         defer { for node in nodes { node.stop() } }
-        #expect(TestCluster.settle(nodes, atLeast: 8), "\(nodes.map(\.height))")
-        let caFile = "\(cluster.directory)/ca.crt", keyFile = "\(cluster.directory)/p0-signing.key", genesis = "\(cluster.directory)/genesis.json"
-        try cluster.ca.pem.write(toFile: caFile, atomically: true, encoding: .utf8)
-        try KeyFile.write(cluster.signingKeys[0], to: keyFile)
-        try JSONEncoder().encode(cluster.genesisFile).write(to: URL(fileURLWithPath: genesis))
+        let (caFile, keyFile, genesis) = try cluster.clientFiles(signer: 0)
         let ran = try run("\(bin)/calisson", [
             "submit", "attribute", "--programme", "tri", "--account", Ed25519PrivateKey().publicKey.bytes.hex, "--evidence", SHA256.hash("a checked gesture").hex,
             "--key", keyFile, "--as", "p0", "--json", "--node", "127.0.0.1:\(nodes[1].transport.clientPort)", "--ca", caFile, "--chain", TestCluster.chainId,

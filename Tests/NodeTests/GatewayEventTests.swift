@@ -123,10 +123,9 @@ struct FeedReader {
     /// next transaction's event comes.
     @Test func aFeedFromNowStartsAtAFinalBlockWhateverANodeSays() async throws {
         let cluster = try TestCluster()
-        let nodes = try cluster.startNodes()
+        let nodes = try cluster.startSettled()
         defer { for node in nodes { node.stop() } }
-        #expect(TestCluster.settle(nodes, atLeast: 8), "\(nodes.map(\.height))")
-        let liar = try Liar(relayingTo: nodes[1].transport.clientPort, ca: cluster.ca, caKey: cluster.caKey, chainId: TestCluster.chainId, lie: .height)
+        let liar = try Liar(before: nodes[1], of: cluster, lie: .height)
         defer { liar.stop() }
         let reader = APIKey.generate(name: "reader", scopes: [.read])
         let (_, serving, port) = try await GatewayTests.start([NodeAddress(host: "127.0.0.1", port: liar.port)], cluster, keys: [reader.entry])

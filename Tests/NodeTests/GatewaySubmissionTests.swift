@@ -174,10 +174,9 @@ import Wire
     /// gateway), and the answer is the one the certified schedule gives.
     @Test func aNodeSayingAnImpossibleHeightDoesNotStopTheGateway() async throws {
         let cluster = try TestCluster()
-        let nodes = try cluster.startNodes()
+        let nodes = try cluster.startSettled()
         defer { for node in nodes { node.stop() } }
-        #expect(TestCluster.settle(nodes, atLeast: 8), "\(nodes.map(\.height))")
-        let liar = try Liar(relayingTo: nodes[1].transport.clientPort, ca: cluster.ca, caKey: cluster.caKey, chainId: TestCluster.chainId, lie: .height)
+        let liar = try Liar(before: nodes[1], of: cluster, lie: .height)
         defer { liar.stop() }
         let governor = APIKey.generate(name: "board", scopes: [.read, .submit, .govern])
         let (_, serving, port) = try await GatewayTests.start(

@@ -10,6 +10,7 @@ import Glibc
 import Ledger
 import LightClient
 import Logging
+import Node
 import NodeProcesses
 import Spawning
 import Testing
@@ -451,6 +452,11 @@ final class Liar {
         try self.init(
             relayingTo: target, ca: try Certificate(pem: try String(contentsOfFile: "\(net)/ca.crt", encoding: .utf8)),
             caKey: try KeyFile.readPrivateKey(at: "\(net)/ca.key"), chainId: "calisson-local", lie: lie)
+    }
+
+    /// A liar in front of `node`, a node of an in-process `cluster`.
+    convenience init(before node: NodeRuntime, of cluster: TestCluster, lie: Lie) throws {
+        try self.init(relayingTo: node.transport.clientPort, ca: cluster.ca, caKey: cluster.caKey, chainId: TestCluster.chainId, lie: lie)
     }
 
     init(relayingTo target: UInt16, ca: Certificate, caKey: Ed25519PrivateKey, chainId: String, lie: Lie) throws {
