@@ -469,12 +469,12 @@ final class Liar {
         transport = try Transport(configuration: configuration, loop: loop, logger: logger)
         // Requests relayed side by side, each on an upstream connection of its own while it
         // waits (one connection for all held every read behind a long poll of 10 s: a
-        // gateway's blocks waited for as long, and its event feed with them).
+        // gateway's blocks waited for as long, and its event feed with them), each on a
+        // thread of its own (not libdispatch's workers, which the nodes' checks need).
         idle.withLock { $0.clients.append(contentsOf: [try? TransportClient(host: "127.0.0.1", port: target, ca: ca, chainId: chainId)].compactMap { $0 }) }
-        let queue = DispatchQueue(label: "liar", attributes: .concurrent)
         let idle = idle
         transport.onClientRequest = { request, respond in
-            queue.async {
+            Thread {
                 let taken = idle.withLock { $0.clients.popLast() }
                 guard let upstream = taken ?? (try? TransportClient(host: "127.0.0.1", port: target, ca: ca, chainId: chainId)) else {
                     return respond(ClientResponse.error("relay failed: no upstream connection").wireBytes)
@@ -525,7 +525,7 @@ final class Liar {
                     forged[forged.count / 2] ^= 1
                     respond(ClientResponse.certifiedState(height: height, certificate: forged, value: value, proof: proof).wireBytes)
                 }
-            }
+            }.start()
         }
         try transport.start()
     }
