@@ -22,7 +22,7 @@ import Wire
         let rtm = try #require(f.ledger.partner(id("rtm"))?.nodeKey)
         let fondsKey = LedgerFixture.key("node fonds").publicKey
 
-        // One node key, two holders: by rotation, by admission, and two validators sharing one.
+        // One node key, two holders: by rotation, by admission.
         #expect(Self.refusal(&f, .rotateKeys(id("tri"), signingKey: Self.signingKey("tri"), nodeKey: rtm, tlsKeyHash: nil))
             == .invalidAction("node key \(rtm.bytes.hex) is partner rtm's"))
         let twin = Partner(id: id("twin"), name: "Twin", roles: [.validator], signingKey: Self.signingKey("twin"), nodeKey: rtm)
@@ -97,6 +97,7 @@ import Wire
         var f = LedgerFixture.withRules(LedgerRules.endpoints, upgrade: "peers")
         let rtm = try #require(f.ledger.partner(id("rtm"))?.nodeKey)
         f.govern(.rotateKeys(id("fonds"), signingKey: Self.signingKey("fonds"), nodeKey: rtm, tlsKeyHash: nil))  // applied under rules 4
+        f.govern(.rotateKeys(id("metropole"), signingKey: Self.signingKey("metropole"), nodeKey: rtm, tlsKeyHash: nil))  // and a validator's
         f.govern(.setValidators([id("rtm"), id("tri")]))
         f.govern(.rotateKeys(id("tri"), signingKey: Self.signingKey("tri"), nodeKey: nil, tlsKeyHash: nil))  // a validator without a key
         f.govern(.scheduleUpgrade(ScheduledUpgrade(name: id("keys"), height: f.ledger.height + 6, rules: LedgerRules.validatorKeysKept)))
@@ -107,6 +108,7 @@ import Wire
         #expect(f.ledger.nodeKeys() == [rtm])
         #expect(Self.refusal(&f, .setPartnerStatus(id("rtm"), .suspended)) == .invalidAction("rtm is the last validator: name others first"))
         #expect(Self.refusal(&f, .setValidators([id("rtm"), id("rtm")])) == .invalidAction("a validator is listed twice"))
+        #expect(Self.refusal(&f, .setValidators([id("rtm"), id("metropole")])) == .invalidAction("validators rtm and metropole hold the same node key"))
         #expect(Self.refusal(&f, .createProgramme(try #require(f.ledger.programme(id("recyclage"))))) == .invalidAction("programme recyclage exists"))
 
         f.govern(.setEquivocationPolicy(suspend: true))
