@@ -102,6 +102,18 @@ struct Connection: ParsableArguments {
         return checked
     }
 
+    /// Checks that `included` proves transaction `id` final (its block's commit certificate
+    /// signed by a quorum of the validators in force there, its place in the block); the
+    /// `proof` line saying so.
+    func checkInclusion(_ included: TransactionInclusion, of id: Bytes32, validators: TrustedValidators) throws -> String {
+        do {
+            try InclusionCheck.verify(included, transaction: id, validators: validators.keys(at: included.location.height), chainId: chain)
+        } catch {
+            throw ValidationError("the node's inclusion proof does not hold (\(error)): this node cannot be trusted")
+        }
+        return "included in block \(included.location.height), whose commit certificate a quorum of the validators in force there signed (the result is the node's word)"
+    }
+
     /// The validator sets to trust, when --genesis is given: the genesis set, then every
     /// change the node proves (each handover certified by the set it replaces).
     func trustedValidators() throws -> TrustedValidators? {
@@ -238,15 +250,10 @@ struct Tx: ParsableCommand {
         if let validators = try connection.trustedValidators() {
             guard case let .transactionProof(found) = try connection.ask(.transactionProof(key)) else { throw ValidationError("unexpected answer") }
             guard let found else { return connection.emit([("transaction", id), ("status", "not final on this node")]) }
-            do {
-                try InclusionCheck.verify(found, transaction: key, validators: validators.keys(at: found.location.height), chainId: connection.chain)
-            } catch {
-                throw ValidationError("the node's inclusion proof does not hold (\(error)): this node cannot be trusted")
-            }
+            let proof = try connection.checkInclusion(found, of: key, validators: validators)
             return connection.emit([
                 ("transaction", id), ("height", "\(found.location.height)"), ("position", "\(found.location.position)"),
-                ("result", resultText(found.location)),
-                ("proof", "included in block \(found.location.height), whose commit certificate a quorum of the validators in force there signed (the result is the node's word)"),
+                ("result", resultText(found.location)), ("proof", proof),
             ])
         }
         guard case let .transaction(found) = try connection.ask(.transaction(key)) else { throw ValidationError("unexpected answer") }
@@ -546,7 +553,7 @@ struct Follow: ParsableCommand {
             for block in list where count == 0 || printed < count {
                 let taken = try Self.taken(block.height, asked: next, first: printed == 0)
                 if taken != next {
-                    FileHandle.standardError.write(Data("the node holds blocks from \(taken) on (\(next) was asked)\n".utf8))
+                    FileHandle.standardError.write(Data("calisson: the node holds blocks from \(taken) on (\(next) was asked)\n".utf8))
                     next = taken
                 }
                 connection.emit([("block", "\(block.height)"), ("digest", block.digest.hex)] + BlockCommand.rootField(block.stateRoot, json: connection.json)

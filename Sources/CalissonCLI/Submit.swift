@@ -109,12 +109,7 @@ struct SubmitOptions: ParsableArguments {
             guard case let .transactionProof(included) = try ask(.transactionProof(signed.id)), let included,
                 included.location.height == found.height, included.location.position == found.position
             else { throw ValidationError("the node said transaction \(signed.id.hex) is final in block \(found.height) but gives no proof of it: this node cannot be trusted") }
-            do {
-                try InclusionCheck.verify(included, transaction: signed.id, validators: validators.keys(at: found.height), chainId: connection.chain)
-            } catch {
-                throw ValidationError("the node's inclusion proof does not hold (\(error)): this node cannot be trusted")
-            }
-            proof = "included in block \(found.height), whose commit certificate a quorum of the validators in force there signed (the result is the node's word)"
+            proof = try connection.checkInclusion(included, of: signed.id, validators: validators)
         }
         fields += [("height", "\(found.height)"), ("status", found.applied ? "applied" : "rejected")]
         if let reason = found.reason { fields.append(("reason", reason)) }
@@ -416,7 +411,7 @@ struct ProposeCommand: ParsableCommand {
                 let checked = options.connection.genesis != nil
                     ? "certified by a quorum of the validators (--genesis)"
                     : "proven against the node's own state root only: add --genesis to have the validators' signatures checked"
-                FileHandle.standardError.write(Data("rotate-keys: \(partner) keeps its \(kept.joined(separator: " and ")), as the node's record says (\(checked))\n".utf8))
+                FileHandle.standardError.write(Data("calisson: rotate-keys: \(partner) keeps its \(kept.joined(separator: " and ")), as the node's record says (\(checked))\n".utf8))
             }
             return .rotateKeys(partner, signingKey: signing, nodeKey: node, tlsKeyHash: tls)
         case .setParameters:
