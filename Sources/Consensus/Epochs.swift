@@ -30,8 +30,6 @@ public struct Epoch: Hashable, Sendable {
 /// Deterministic: every honest replica, and the application that persists it, computes
 /// the same schedule from the same chain.
 public struct EpochSchedule: Hashable, Sendable {
-    public static let epochCountMax = 1 << 16
-
     public let checkpointInterval: UInt64
     public let window: UInt64
     /// Sorted by first height; the first starts at 1.
@@ -109,7 +107,10 @@ extension EpochSchedule: WireCodable {
         guard interval > 0, window % interval == 0 else {
             throw .invalidValue(field: "epochs.window", offset: reader.offset, reason: "not a multiple of the checkpoint interval")
         }
-        let count = try reader.readCount("epochs", maximum: Self.epochCountMax)
+        // Read only from the node's own store, never from a peer, and each epoch is a passed
+        // change: no cap but the bytes present (the list grows as they are read), or a chain
+        // whose governance changed its validators often enough could not restart.
+        let count = try reader.readCount("epochs", maximum: Int(UInt32.max))
         var epochs: [Epoch] = []
         for _ in 0..<count {
             let firstSeq = try reader.readUInt64("epoch.firstSeq")

@@ -102,7 +102,11 @@ extension NodeCore {
             transactions: zip(zip(ids, results), outcome.accounts).map { pair, accounts in
                 TransactionRecord(id: pair.0, result: pair.1, accounts: accounts.map(\.bytes))
             })
-        var extras = [Self.scheduleExtra: schedule.wireBytes]
+        // The schedule is written with the block that changed it (and by a join), so the
+        // stored one is always that of the last block stored: a block that changes nothing
+        // does not rewrite it, which would grow with every epoch the chain has had.
+        var extras: [String: [UInt8]] = [:]
+        if newSet != nil { extras[Self.scheduleExtra] = schedule.wireBytes }
         if let events = StoreAnswers.eventsExtra(
             closedEpoch: outcome.closedEpoch, decided: outcome.decidedProposals, opened: outcome.openedProposals) {
             extras[StoreAnswers.eventsExtraName(block.seq)] = events

@@ -120,6 +120,27 @@ extension Array where Element == Action {
         #expect(try EpochSchedule(wireBytes: schedule.wireBytes) == schedule)
     }
 
+    /// The schedule is the node's own record, read at every restart: however many passed
+    /// votes changed the validators, it reads back (it once stopped at 65,536 epochs), and a
+    /// count its bytes do not hold is refused without allocating for it.
+    @Test func aScheduleOfManyEpochsReadsBackAndACountItsBytesLackIsRefused() throws {
+        var schedule = fixture.configuration.genesisSchedule
+        let sets = [fixture.next, fixture.genesis]
+        for change in 0..<70_000 {
+            #expect(schedule.schedule(sets[change % 2], executedAt: UInt64(change) * schedule.checkpointInterval) != nil)
+        }
+        #expect(schedule.epochs.count == 70_001)
+        #expect(try EpochSchedule(wireBytes: schedule.wireBytes) == schedule)
+
+        var writer = WireWriter()
+        writer.write(UInt64(4))
+        writer.write(UInt64(8))
+        writer.write(UInt32.max)
+        writer.write(UInt64(1))
+        writer.write(fixture.genesis)
+        #expect(throws: WireError.self) { try EpochSchedule(wireBytes: writer.bytes) }
+    }
+
     @Test func decodingRefusesEpochsOutOfOrder() {
         var writer = WireWriter()
         writer.write(UInt64(4))

@@ -9,7 +9,7 @@ import CalissonCrypto
 import Foundation
 import Ledger
 import LightClient
-import Node
+@testable import Node
 @testable import Storage
 import Testing
 import Transport
@@ -272,6 +272,25 @@ struct TestCluster {
         let root = try CheckpointCheck.verify(certificate, height: height, validators: trusted.keys(at: height), chainId: TestCluster.chainId)
         try proof.verifyInclusion(key: StateKeys.meta, value: try #require(value), root: root)
         #expect(nodes.allSatisfy { $0.failure == nil })
+
+        // A validator restarted past the change reads the schedule back (written with the
+        // block that changed it, not with every block since): it orders with the new set.
+        nodes[1].stop()
+        let restarted = try NodeRuntime(configuration: cluster.configuration(1))
+        try restarted.start()
+        defer { restarted.stop() }
+        TestCluster.link([nodes[0], restarted, nodes[2], nodes[3]])
+        #expect(restarted.replicaValidatorCount() == 3)
+        let target = nodes[0].height + 3
+        while nodes[0].height < target && nonce < 260 {
+            let before = nodes[0].height
+            _ = [nodes[0], restarted, nodes[2]][Int(nonce % 3)].submit(cluster.attribute(by: Int(nonce % 3), to: Int(nonce), nonce: nonce))
+            nonce += 1
+            _ = eventually(5) { nodes[0].height > before }
+        }
+        #expect(eventually { restarted.height == nodes[0].height && restarted.stateRoot == nodes[0].stateRoot },
+                "the restarted validator is at \(restarted.height), the others at \(nodes[0].height)")
+        #expect(restarted.failure == nil)
     }
 
     /// A partner admitted by governance (with its node key and TLS key hash) runs a node:
