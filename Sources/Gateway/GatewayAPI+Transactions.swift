@@ -217,6 +217,9 @@ extension GatewayAPI {
             let entry = IdempotencyLog.Entry(key: key, request: request, transaction: Hex.encode(bytes)), log = signer.log
             do { try await pool.blocking { try log.record(entry) } } catch {
                 signer.log.release(key)  // not recorded, so not sent
+                if let full = error as? IdempotencyLog.Full {
+                    return .unavailable(Problems.problem("idempotency-log-full", "Idempotency log full", 503, full.description))
+                }
                 return .unavailable(Problems.problem("idempotency-log", "Idempotency log unavailable", 503, "the gateway could not record the transaction: \(error)"))
             }
         }

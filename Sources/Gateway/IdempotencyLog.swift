@@ -36,8 +36,16 @@ public final class IdempotencyLog: Sendable {
             }
         }
     }
-    /// The log file's size at most (what the entries take, with room).
+    /// The log file's size at most (what the entries take, with room): checked at each
+    /// record too, so that the log a gateway wrote is one it can open again.
     public static let fileByteCountMax = 1 << 30
+
+    /// A record refused: the file would pass `fileByteCountMax` (a log of large entries,
+    /// such as proposals, reaches it before `entryCountMax` keys).
+    public struct Full: Error, CustomStringConvertible {
+        let byteCountMax: Int
+        public var description: String { "the idempotency log would pass \(byteCountMax) bytes: its operator must rotate it" }
+    }
 
     /// What a request with a key may do.
     public enum Reservation: Equatable, Sendable {
@@ -54,38 +62,49 @@ public final class IdempotencyLog: Sendable {
     }
 
     let path: String
+    /// `fileByteCountMax`, or less in tests.
+    let byteCountMax: Int
     private struct State {
         var entries: [String: Entry]
         var pending: Set<String> = []
         let file: FileHandle
+        /// The file's size: its complete lines at opening, then each line appended.
+        var byteCount: Int
+        /// A failed write's bytes could not be cut off: nothing more is written.
+        var damaged = false
     }
     private let state: Mutex<State>
 
     /// Opens (or creates) the log. A damaged line is an error naming its line, except a
     /// last line cut short by a crash during its write, which is left out (its transaction
-    /// never left: the write is synced before sending).
-    public init(path: String) throws {
+    /// never left: the write is synced before sending) and cut from the file, so that the
+    /// next line is not written onto it.
+    public init(path: String, byteCountMax: Int = IdempotencyLog.fileByteCountMax) throws {
         self.path = path
+        self.byteCountMax = byteCountMax
+        // Appending whatever the offset: a second writer on the file (a gateway that was
+        // not stopped) cannot write over lines already there.
+        let descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw GatewayError("\(path): cannot open: \(String(cString: strerror(errno)))") }
+        let file = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+        let bytes = try InputFile.read(path, byteCountMax: byteCountMax)
+        // The complete lines end with a newline; what follows the last was cut short.
+        let complete = bytes.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0
         var loaded: [String: Entry] = [:]
-        if FileManager.default.fileExists(atPath: path) {
-            let bytes = try InputFile.read(path, byteCountMax: Self.fileByteCountMax)
-            let lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
-            for (number, line) in lines.enumerated() where !line.isEmpty {
-                let last = number == lines.count - 1  // no newline after it: cut short
-                do {
-                    let entry = try JSONFile.decode(Entry.self, bytes: Array(line), path: path)
-                    if !last { loaded[entry.key] = entry }
-                } catch {
-                    if last { continue }
-                    throw GatewayError("\(path), line \(number + 1): \(error)")
-                }
+        for (number, line) in bytes[..<complete].split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated()
+        where !line.isEmpty {
+            do {
+                let entry = try JSONFile.decode(Entry.self, bytes: Array(line), path: path)
+                loaded[entry.key] = entry
+            } catch {
+                throw GatewayError("\(path), line \(number + 1): \(error)")
             }
-        } else {
-            guard FileManager.default.createFile(atPath: path, contents: nil) else { throw GatewayError("\(path): cannot create") }
         }
-        let file = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-        try file.seekToEnd()
-        state = Mutex(State(entries: loaded, file: file))
+        if complete < bytes.count {
+            try file.truncate(atOffset: UInt64(complete))
+            try file.synchronize()
+        }
+        state = Mutex(State(entries: loaded, file: file, byteCount: complete))
     }
 
     /// Atomically: what the key has, or the key reserved for this request.
@@ -103,13 +122,30 @@ public final class IdempotencyLog: Sendable {
     public func release(_ key: String) { state.withLock { _ = $0.pending.remove(key) } }
 
     /// Records a reserved key's entry, appended and synced before it returns (one writer
-    /// at a time: the lock is held across the write).
+    /// at a time: the lock is held across the write). Throws `Full` when the line would take
+    /// the file past `byteCountMax`.
     public func record(_ entry: Entry) throws {
         let line = try JSONEncoder().encode(entry) + Data("\n".utf8)
         try state.withLock { state in
             defer { state.pending.remove(entry.key) }
-            try state.file.write(contentsOf: line)
-            try state.file.synchronize()
+            guard !state.damaged else { throw GatewayError("\(path): a write failed and its bytes could not be cut off: restart the gateway") }
+            guard state.byteCount <= byteCountMax - line.count else { throw Full(byteCountMax: byteCountMax) }
+            do {
+                try state.file.write(contentsOf: line)
+                try state.file.synchronize()
+            } catch {
+                // Not recorded, so not sent: what the write left is cut off, or the next line
+                // would be glued to it (a line the next start could not read). If that fails
+                // too, no more lines are written: the fragment stays last, cut at the next start.
+                do {
+                    try state.file.truncate(atOffset: UInt64(state.byteCount))
+                    try state.file.synchronize()
+                } catch {
+                    state.damaged = true
+                }
+                throw error
+            }
+            state.byteCount += line.count
             state.entries[entry.key] = entry
         }
     }
