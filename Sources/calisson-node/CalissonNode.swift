@@ -67,6 +67,10 @@ struct Init: ParsableCommand {
         for name in ["node.key", "tls.key", "tls.crt"] where !fileManager.fileExists(atPath: "\(keyDirectory)/\(name)") {
             throw ValidationError("--keys \(keyDirectory) has no \(name) (keys generate writes the keys, ca sign the certificate)")
         }
+        // A node's directory is made once: its files are never replaced (its database beside them).
+        for name in ["config.json", "genesis.json", "ca.crt", "data/node.db"] where fileManager.fileExists(atPath: "\(out)/\(name)") {
+            throw ValidationError("--out \(out) already holds \(name): a node's directory is made once (choose another, or remove it yourself)")
+        }
         let outExisted = fileManager.fileExists(atPath: out)
         let staging = "\(out)/.init-\(getpid())"
         try fileManager.createDirectory(atPath: staging, withIntermediateDirectories: true)
@@ -175,7 +179,14 @@ struct CA: ParsableCommand {
             // The register of what this CA issued (serial, partner, tlsKeyHash): a serial is
             // issued once, since revocation names certificates by serial.
             let register = "\(ca)/issued.tsv"
-            let issued = (try? String(contentsOfFile: register, encoding: .utf8)) ?? ""
+            // Only a register that does not exist yet is empty: one that cannot be read is never
+            // replaced by this one line (it is the history revocation relies on).
+            var issued = ""
+            if FileManager.default.fileExists(atPath: register) {
+                do { issued = try String(contentsOfFile: register, encoding: .utf8) } catch {
+                    throw ValidationError("\(register): cannot read the register of issued serials (\(error.localizedDescription)): nothing issued")
+                }
+            }
             if let line = issued.split(separator: "\n").first(where: { $0.split(separator: "\t").first == Substring("\(serial)") }) {
                 throw ValidationError("serial \(serial) was already issued by this CA (\(register): \(line.replacingOccurrences(of: "\t", with: " "))): choose another")
             }

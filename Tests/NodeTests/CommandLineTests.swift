@@ -272,9 +272,10 @@ import Wire
         }
     }
 
-    /// `ca sign` issues a serial once (revocation names certificates by serial); `init`
-    /// checks everything before writing and leaves nothing behind when it refuses: a peer
-    /// no partner of the genesis has, a key file missing (issue 20, item 7).
+    /// `ca sign` issues a serial once (revocation names certificates by serial) and never
+    /// replaces a register it cannot read; `init` checks everything before writing, leaves
+    /// nothing behind when it refuses (a peer no partner of the genesis has, a key file
+    /// missing: issue 20, item 7), and never replaces a node's files.
     @Test func theCASignsASerialOnceAndInitWritesNothingItRefuses() throws {
         let bin = try productsDirectory()
         let directory = Scratch.directory("init")
@@ -291,6 +292,13 @@ import Wire
         #expect(again.status != 0 && again.errors.contains("serial 41 was already issued by this CA"), "\(again.errors)")
         let zero = try run("\(bin)/calisson-node", sign + ["0"])
         #expect(zero.status != 0 && zero.errors.contains("--serial must be positive"), "\(zero.errors)")
+        // A register it cannot read (here a byte that is no UTF-8) is never replaced by one line.
+        let register = "\(net)/issued.tsv"
+        let registered = try Data(contentsOf: URL(fileURLWithPath: register)) + Data([0xFF, 0x0A])
+        try registered.write(to: URL(fileURLWithPath: register))
+        let unreadable = try run("\(bin)/calisson-node", sign + ["42"])
+        #expect(unreadable.status != 0 && unreadable.errors.contains("cannot read the register of issued serials"), "\(unreadable.errors)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: register)) == registered)
 
         let out = "\(directory)/node"
         let initialize = ["init", "--genesis", "\(net)/genesis.json", "--partner", "metropole", "--ca", "\(net)/ca.crt", "--out", out, "--peer-port", "7100"]
@@ -310,6 +318,11 @@ import Wire
         #expect(made.status == 0 && made.output.contains("ready in"), "\(made.errors)")
         let files = try FileManager.default.contentsOfDirectory(atPath: out).sorted()
         #expect(files == ["ca.crt", "config.json", "data", "genesis.json"], "\(files)")
+        // A node's directory is made once: a second init replaces nothing in it.
+        let config = try Data(contentsOf: URL(fileURLWithPath: "\(out)/config.json"))
+        let remade = try run("\(bin)/calisson-node", initialize + ["--keys", keys])
+        #expect(remade.status != 0 && remade.errors.contains("already holds config.json"), "\(remade.errors)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: "\(out)/config.json")) == config)
     }
 
     /// Writes a one-validator testnet into `directory`; returns its node's configuration file.
