@@ -127,6 +127,12 @@ public final class TransportClient: @unchecked Sendable {
         return results
     }
 
+    /// Sends an empty heartbeat and waits for nothing (tests use it: a client that only
+    /// keeps its connection open).
+    func sendHeartbeat() {
+        try? loop.execute { [self] in link?.sendFrame(FrameDecoder.frame(.heartbeat, [])) }
+    }
+
     /// Sends raw frame bytes (tests use it to send what a well-behaved client never would).
     func exchange(_ frame: [UInt8], timeoutMilliseconds: Int) throws(ClientError) -> [UInt8] {
         do { try loop.execute { [self] in link?.sendFrame(frame) } } catch { throw .closed("client stopped") }

@@ -96,7 +96,9 @@ final class Connection {
         do {
             while !isClosed, let envelope = try decoder.next() {
                 transport.count { $0.framesIn += 1 }
-                times.received(at: now(transport.loop))
+                // On a client link only a request is use: empty heartbeats sent to keep a
+                // place would otherwise hold it for ever, from others.
+                if !isClient || envelope.kind == .request { times.received(at: now(transport.loop)) }
                 try handle(envelope, transport)
             }
         } catch {

@@ -13,7 +13,7 @@ import LightClient
 @testable import Node
 @testable import Storage
 import Testing
-import Transport
+@testable import Transport
 import Wire
 
 @Suite(.serialized, .onOwnThreads) struct HardeningTests {
@@ -107,26 +107,29 @@ import Wire
             return true
         }
 
-        // Idle: three clients connect (TLS and hello) and send nothing.
+        // Idle: three clients connect (TLS and hello) and send nothing, and a fourth sends
+        // only heartbeats (they kept a place for ever once).
         let (quick, quickCluster) = try start(idleMilliseconds: 1_500)
         defer { quick.stop() }
         let good = try #require(connect(quick, quickCluster))
         defer { good.close() }
-        let idle = (0..<3).compactMap { _ in connect(quick, quickCluster) }
+        let idle = (0..<4).compactMap { _ in connect(quick, quickCluster) }
         defer { for client in idle { client.close() } }
-        #expect(idle.count == 3)
+        #expect(idle.count == 4)
         for _ in 0..<25 {  // 2.5 s: the good client asks every 100 ms, the idle ones nothing
             #expect(served(good))
+            idle.last?.sendHeartbeat()
             Thread.sleep(forTimeInterval: 0.1)
         }
         // However late the node's idle timer runs: the good client goes on asking every
         // 100 ms meanwhile (well under the 50 requests a second it may send).
         let deadline = Date().addingTimeInterval(10)
-        while quick.transport.counters.clientIdleClosed < 3 && Date() < deadline {
+        while quick.transport.counters.clientIdleClosed < 4 && Date() < deadline {
             #expect(served(good))
+            idle.last?.sendHeartbeat()
             Thread.sleep(forTimeInterval: 0.1)
         }
-        #expect(quick.transport.counters.clientIdleClosed >= 3)
+        #expect(quick.transport.counters.clientIdleClosed >= 4)
         for client in idle { #expect(!served(client), "an idle client was not closed") }
 
         // Crowding: one address may hold 6 connections (the steady one among them).
