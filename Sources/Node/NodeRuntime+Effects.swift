@@ -198,7 +198,7 @@ extension NodeRuntime {
 
     /// Answers a client of a stopped core: a submission `stopping`, a wait an error.
     func answerStopped(_ token: ClientToken, _ failure: String) {
-        switch clients.removeValue(forKey: token) {
+        switch takeClient(token) {
         case let .remote(respond, _?)?: respond(ClientResponse.refused("\(AdmissionError.stopping)").wireBytes)
         case let .remote(respond, nil)?: respond(ClientResponse.error("the node stopped: \(failure)").wireBytes)
         case let .local(done)?: done(.stopping)
@@ -266,16 +266,16 @@ extension NodeRuntime {
             let queued = verify(checks) { [weak self] valid in self?.run(.verified(pending, valid ? .valid : .invalid)) }
             if !queued { return .verified(pending, .busy) }
         case let .admission(token, refusal):
-            switch clients.removeValue(forKey: token) {
+            switch takeClient(token) {
             case let .remote(respond, id)?:
                 respond((refusal.map { ClientResponse.refused("\($0)") } ?? .admitted(id: id ?? .zero)).wireBytes)
             case let .local(done)?: done(refusal)
             case nil: break
             }
         case let .respond(token, response):
-            if case let .remote(respond, _)? = clients.removeValue(forKey: token) { respond(response.wireBytes) }
+            if case let .remote(respond, _)? = takeClient(token) { respond(response.wireBytes) }
         case let .respondBlocks(token, from, limit):
-            guard case let .remote(respond, _)? = clients.removeValue(forKey: token) else { break }
+            guard case let .remote(respond, _)? = takeClient(token) else { break }
             let shown = from > syncedHeight ? 0 : UInt32(clamping: min(UInt64(clamping: limit), syncedHeight - from + 1))
             let list = (try? answers.blocks(from: from, limit: shown)) ?? []
             respond(ClientResponse.blocks(list).wireBytes)
@@ -342,12 +342,37 @@ extension NodeRuntime {
         }
     }
 
-    /// A token for a client the core will answer.
-    func token(for client: Client) -> ClientToken {
+    /// A token for a client the core will answer; a wait's is kept by its connection's
+    /// `link` too, so that it is dropped when the connection closes.
+    func token(for client: Client, waitingOn link: ClientLink? = nil) -> ClientToken {
         nextClient += 1
         let token = ClientToken(nextClient)
         clients[token] = client
+        if let link {
+            waitsByLink[link, default: []].insert(token)
+            linkOfWait[token] = link
+        }
         return token
+    }
+
+    /// The client of `token`, no longer kept: it is being answered.
+    func takeClient(_ token: ClientToken) -> Client? {
+        if let link = linkOfWait.removeValue(forKey: token) {
+            waitsByLink[link]?.remove(token)
+            if waitsByLink[link]?.isEmpty == true { waitsByLink[link] = nil }
+        }
+        return clients.removeValue(forKey: token)
+    }
+
+    /// A client connection closed (loop thread): its waits are dropped from the core, so
+    /// that a client closing and reconnecting cannot fill `waitersMax` for everyone.
+    func clientClosed(_ link: ClientLink) {
+        guard let tokens = waitsByLink.removeValue(forKey: link) else { return }
+        for token in tokens {
+            clients[token] = nil
+            linkOfWait[token] = nil
+        }
+        run(.clientsGone(tokens))
     }
 
     /// Admits a transaction for `submit` (loop thread); `done` runs on the loop.
@@ -357,7 +382,7 @@ extension NodeRuntime {
 
     /// Answers a client on the loop thread: what `ClientAnswers` reads from the store and
     /// the ledger now, or a submission or a wait handed to the core.
-    func answer(_ bytes: [UInt8], _ respond: @escaping @Sendable ([UInt8]) -> Void) {
+    func answer(_ bytes: [UInt8], link: ClientLink, _ respond: @escaping @Sendable ([UInt8]) -> Void) {
         assert(loop.isOnLoop, "the node's core is the loop thread's")
         let request: ClientRequest
         do { request = try ClientRequest(wireBytes: bytes).bounded } catch { return respond(ClientResponse.error("\(error)").wireBytes) }
@@ -392,9 +417,9 @@ extension NodeRuntime {
         case let .submit(transaction):
             run(.submit(transaction, client: token(for: .remote(respond, submitted: SignedTransaction.idTag.hash(transaction)))))
         case let .waitFinal(id, timeout):
-            run(.waitFinal(id, ticks: UInt64(timeout) / tick, client: token(for: .remote(respond, submitted: nil))))
+            run(.waitFinal(id, ticks: UInt64(timeout) / tick, client: token(for: .remote(respond, submitted: nil), waitingOn: link)))
         case let .waitBlocks(from, limit, wait):
-            run(.waitBlocks(from: from, limit: limit, ticks: UInt64(wait) / tick, client: token(for: .remote(respond, submitted: nil))))
+            run(.waitBlocks(from: from, limit: limit, ticks: UInt64(wait) / tick, client: token(for: .remote(respond, submitted: nil), waitingOn: link)))
         }
     }
 

@@ -47,6 +47,8 @@ extension NodeRuntime {
         metric("epoch_first_height", "gauge", "First height of the current consensus epoch.", core.replica.epoch.firstSeq)
         metric("ledger_epoch", "gauge", "Current ledger (clearing) epoch.", core.ledger.meta.epoch)
         metric("mempool_transactions", "gauge", "Transactions waiting.", core.mempool.count)
+        metric("client_waits", "gauge", "Clients' waits for a transaction or a block to be final, open now (at most \(Self.waitersMax)).",
+               core.waiterCount)
         metric("linked_validators", "gauge", "Validators with a live link.", linked)
         metric("admitted_total", "counter", "Transactions admitted to the mempool.", core.counters.admitted)
         metric("admission_refused_total", "counter", "Transactions refused at admission.", core.counters.refused)

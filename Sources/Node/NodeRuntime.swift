@@ -159,6 +159,10 @@ public final class NodeRuntime: @unchecked Sendable {
     /// Clients the core may answer, by token (loop thread).
     var clients: [ClientToken: Client] = [:]
     var nextClient: UInt64 = 0
+    /// The waits each client connection has in the core, and the connection of each
+    /// (loop thread): dropped when it closes (`clientClosed`).
+    var waitsByLink: [ClientLink: Set<ClientToken>] = [:]
+    var linkOfWait: [ClientToken: ClientLink] = [:]
     /// Clients waiting for an answer, at most (the core bounds its waiters the same way).
     public static let waitersMax = 100_000
     #if CALISSON_FAULTS
@@ -351,7 +355,8 @@ public final class NodeRuntime: @unchecked Sendable {
             guard case let .peerConnected(peer, _) = event else { return }
             self?.run(.peerConnected(peer))
         }
-        transport.onClientRequest = { [weak self] request, respond in self?.answer(request, respond) }
+        transport.onClientRequest = { [weak self] request, link, respond in self?.answer(request, link: link, respond) }
+        transport.onClientClosed = { [weak self] link in self?.clientClosed(link) }
         transport.onTurnEnd = { [weak self] in self?.endTurn() }
         syncer.start()
         try transport.start()

@@ -80,6 +80,20 @@ extension NodeCore {
         blockWaiters = kept
     }
 
+    /// Drops the waits of `tokens`, unanswered: their clients are gone.
+    mutating func dropWaiters(_ tokens: Set<ClientToken>) {
+        guard !tokens.isEmpty else { return }
+        let before = blockWaiters.count
+        blockWaiters.removeAll { tokens.contains($0.client) }
+        waiterCount -= before - blockWaiters.count
+        for id in Array(waiters.keys) {
+            guard let waiting = waiters[id], waiting.contains(where: { tokens.contains($0.client) }) else { continue }
+            let left = waiting.filter { !tokens.contains($0.client) }
+            waiters[id] = left.isEmpty ? nil : left
+            waiterCount -= waiting.count - left.count
+        }
+    }
+
     mutating func expireWaiters() {
         answerBlockWaiters(expiredOnly: true)
         for id in Array(waiters.keys) {

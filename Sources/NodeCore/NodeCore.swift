@@ -27,6 +27,9 @@ public enum NodeInput: Sendable {
     case waitBlocks(from: UInt64, limit: UInt32, ticks: UInt64, client: ClientToken)
     /// The outcome of a `.verify` effect.
     case verified(PendingCheck, VerificationOutcome)
+    /// These clients' connection closed: their waits are dropped (no answer would reach
+    /// them, and they would hold places of `waitersMax` until their deadline).
+    case clientsGone(Set<ClientToken>)
 }
 
 /// Work waiting for its signatures to be checked, handed back with the outcome.
@@ -308,6 +311,8 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
             guard waiterCount < settings.waitersMax else { return effects.append(.respond(client, .error("too many clients waiting"))) }
             blockWaiters.append((from, limit, client, tickCount.saturatingAdding(max(1, ticks))))
             waiterCount += 1
+        case let .clientsGone(tokens):
+            dropWaiters(tokens)
         case let .verified(.consensus(message, sender, peer), outcome):
             switch outcome {
             case .valid: try step(.message(message, from: sender))

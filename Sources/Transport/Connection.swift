@@ -41,6 +41,8 @@ final class Connection {
     private(set) var negotiated = ""
 
     var isDialer: Bool { expected != nil }
+    /// A client connection's name (a link to a validator has one too, never used).
+    let clientLink: ClientLink
 
     init(transport: Transport, stream: TCPStream, tls: TLSSession, expected: String?, isClient: Bool) {
         self.transport = transport
@@ -53,6 +55,7 @@ final class Connection {
         address = stream.peerAddress
         host = stream.peerHost
         times = LinkTimes(now: now(transport.loop), requestsPerSecond: transport.configuration.clientRequestsPerSecondMax)
+        clientLink = isClient ? transport.nextClientLink() : ClientLink(number: 0)
     }
 
     /// What the heartbeat does with this link at `now` (`LinkTimes.beat`).

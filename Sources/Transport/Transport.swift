@@ -137,6 +137,13 @@ public struct TransportCounters: Sendable, Equatable {
     public var socketWrites = 0
 }
 
+/// A client connection, as `Transport.onClientRequest` and `onClientClosed` name it: numbered
+/// from 1 in the order the transport accepted them, never reused.
+public struct ClientLink: Hashable, Sendable {
+    public let number: UInt64
+    public init(number: UInt64) { self.number = number }
+}
+
 /// The node's network: one mutual-TLS link to every other validator (the lower partner
 /// id dials, so two nodes end with one link), reconnection with back-off and jitter,
 /// heartbeats, bounded send queues, transaction gossip, and a client listener.
@@ -182,13 +189,24 @@ public final class Transport: @unchecked Sendable {
     private var random = SystemRandomNumberGenerator()
     private let countersLock = NSLock()
     private var countersValue = TransportCounters()
+    /// Client connections accepted so far (each one's `ClientLink`).
+    private var clientLinksNumbered: UInt64 = 0
+
+    /// The next client connection's name (loop thread).
+    func nextClientLink() -> ClientLink {
+        clientLinksNumbered += 1
+        return ClientLink(number: clientLinksNumbered)
+    }
 
     /// Called on the loop thread.
     public var onMessage: (@Sendable (_ peer: String, _ kind: TransportKind, _ payload: [UInt8]) -> Void)?
     public var onGossip: (@Sendable (_ from: String, _ transaction: [UInt8]) -> Void)?
     public var onEvent: (@Sendable (TransportEvent) -> Void)?
-    /// A client's request; answer through `respond` (at most once), from any thread.
-    public var onClientRequest: (@Sendable (_ request: [UInt8], _ respond: @escaping @Sendable ([UInt8]) -> Void) -> Void)?
+    /// A client's request on `link`; answer through `respond` (at most once), from any thread.
+    public var onClientRequest: (@Sendable (_ request: [UInt8], _ link: ClientLink, _ respond: @escaping @Sendable ([UInt8]) -> Void) -> Void)?
+    /// A client connection closed: what waits on its behalf can be dropped (its answers
+    /// would reach no one).
+    public var onClientClosed: (@Sendable (_ link: ClientLink) -> Void)?
     /// At the end of every turn of the loop, before the frames gathered in it are written
     /// (the node commits the turn's writes there, then sends what depends on them).
     public var onTurnEnd: (@Sendable () -> Void)?
@@ -534,6 +552,7 @@ public final class Transport: @unchecked Sendable {
 
     func closed(_ connection: Connection, reason: String) {
         connections[ObjectIdentifier(connection)] = nil
+        if connection.isClient { onClientClosed?(connection.clientLink) }
         if let peer = connection.peerID ?? connection.expected {
             if links[peer] === connection {
                 links[peer] = nil
@@ -630,7 +649,7 @@ public final class Transport: @unchecked Sendable {
         let number = connection.numberRequest()
         // The answer may come from the loop (most) or another thread; never lost while the
         // loop runs (`executeWaiting`); sent in the order of the requests.
-        handler(payload) { [loop] response in
+        handler(payload, connection.clientLink) { [loop] response in
             loop.executeWaiting { target.value?.finishRequest(number, response) }
         }
     }

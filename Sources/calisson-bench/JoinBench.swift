@@ -113,7 +113,7 @@ struct JoinCommand: ParsableCommand {
         let transport = try Transport(configuration: configuration, loop: loop, logger: logger)
         // Used on the transport's loop thread only, as the node uses its own.
         nonisolated(unsafe) let answers = ClientAnswers(store: source.store, ledger: ledger)
-        transport.onClientRequest = { bytes, respond in
+        transport.onClientRequest = { bytes, _, respond in
             guard let request = try? ClientRequest(wireBytes: bytes),
                 case let .answer(response) = answers.outcome(of: request.bounded, status: { NodeStatus(partner: "metropole", height: blocks, stateRoot: .zero, view: 0, epochFirstSeq: 1, peers: [], mempool: 0) })
             else { return respond(ClientResponse.error("not served by this benchmark").wireBytes) }

@@ -186,6 +186,36 @@ import Wire
         #expect(node.transport.counters.clientIdleClosed == 0)
     }
 
+    /// A wait ends with its connection: a client that opens waits and closes, again and
+    /// again, cannot fill the node's 100,000 places for waits (its waits once stayed until
+    /// their deadline, and every gateway's and `follow`'s wait was then refused).
+    @Test func aClientsWaitsEndWithItsConnection() throws {
+        let cluster = try TestCluster(count: 1)
+        var configuration = cluster.configuration(0)
+        configuration.transport.clientPort = 0
+        configuration.metricsPort = 0
+        let node = try NodeRuntime(configuration: configuration)
+        try node.start()
+        defer { node.stop() }
+        let height = node.height
+        for round in 0..<3 {
+            let client = try TransportClient(host: "127.0.0.1", port: node.transport.clientPort, ca: cluster.ca, chainId: TestCluster.chainId)
+            let waits = (0..<32).map { ClientRequest.waitFinal(SHA256.hash("never \(round) \($0)"), timeoutMilliseconds: 30_000).wireBytes }
+                + (0..<32).map { _ in ClientRequest.blocks(from: height + 1_000, limit: 1, waitMilliseconds: 30_000).wireBytes }
+            _ = client.pipeline(waits, timeoutMilliseconds: 100)  // sent; no answer comes in 100 ms
+            #expect(eventually(10) { nodeMetric(node, "client_waits") == 64 }, "round \(round): \(String(describing: nodeMetric(node, "client_waits")))")
+            client.close()
+            #expect(eventually(10) { nodeMetric(node, "client_waits") == 0 }, "round \(round): \(String(describing: nodeMetric(node, "client_waits")))")
+        }
+        // A wait on an open connection is still answered.
+        let client = try TransportClient(host: "127.0.0.1", port: node.transport.clientPort, ca: cluster.ca, chainId: TestCluster.chainId)
+        defer { client.close() }
+        let waited = try ClientResponse(wireBytes: try client.request(
+            ClientRequest.waitFinal(SHA256.hash("never"), timeoutMilliseconds: 200).wireBytes, timeoutMilliseconds: 5_000))
+        #expect(waited == .transaction(nil))
+        #expect(nodeMetric(node, "client_waits") == 0)
+    }
+
     /// A submission the node cannot take says why: a stopping node, a full loop queue
     /// (item 7), never "mempool full" for either.
     @Test func aRefusedSubmissionSaysWhy() throws {

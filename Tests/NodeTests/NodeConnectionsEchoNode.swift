@@ -38,7 +38,7 @@ final class NodeConnectionsEchoNode {
             configuration.heartbeatMilliseconds = 50
         }
         transport = try Transport(configuration: configuration, loop: loop)
-        transport.onClientRequest = { [counter, held] request, respond in
+        transport.onClientRequest = { [counter, held] request, _, respond in
             counter.value.add(1, ordering: .relaxed)
             let answer: ClientResponse
             var longer = 0  // the id's second byte: tenths of a second more (a long poll)

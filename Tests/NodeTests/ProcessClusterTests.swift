@@ -473,7 +473,7 @@ final class Liar {
         // thread of its own (not libdispatch's workers, which the nodes' checks need).
         idle.withLock { $0.clients.append(contentsOf: [try? TransportClient(host: "127.0.0.1", port: target, ca: ca, chainId: chainId)].compactMap { $0 }) }
         let idle = idle
-        transport.onClientRequest = { request, respond in
+        transport.onClientRequest = { request, _, respond in
             Thread {
                 let taken = idle.withLock { $0.clients.popLast() }
                 guard let upstream = taken ?? (try? TransportClient(host: "127.0.0.1", port: target, ca: ca, chainId: chainId)) else {

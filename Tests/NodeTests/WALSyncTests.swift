@@ -39,7 +39,7 @@ final class SyncGate: @unchecked Sendable {
 }
 
 /// A value of the node's /metrics (its metrics port), nil if absent.
-private func metric(_ node: NodeRuntime, _ name: String) -> Int? {
+func nodeMetric(_ node: NodeRuntime, _ name: String) -> Int? {
     guard let text = try? httpGet(port: node.metricsPort, "/metrics"),
         let line = text.split(separator: "\n").first(where: { $0.hasPrefix("calisson_\(name) ") })
     else { return nil }
@@ -141,7 +141,7 @@ private func metric(_ node: NodeRuntime, _ name: String) -> Int? {
         }
         #expect(inclusion.location.height == location.height)
         #expect(eventually(10) { Set(nodes.map(\.stateRoot)).count == 1 })
-        #expect((metric(nodes[3], "storage_wal_syncs_total") ?? 0) > 0)
+        #expect((nodeMetric(nodes[3], "storage_wal_syncs_total") ?? 0) > 0)
         #expect(nodes.allSatisfy { $0.failure == nil })
     }
 

@@ -51,7 +51,7 @@ import Testing
         defer { node.stop() }
         // The first byte says how long to wait before answering, in tens of milliseconds,
         // from another thread: the first request's answer is ready last.
-        node.transport.onClientRequest = { request, respond in
+        node.transport.onClientRequest = { request, _, respond in
             LaterThread.shared.after(milliseconds: 10 * Int(request.first ?? 0)) { respond(request) }
         }
         let client = try TransportClient(host: "127.0.0.1", port: node.transport.clientPort, ca: consortium.ca, chainId: Consortium.chainId)

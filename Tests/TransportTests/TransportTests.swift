@@ -382,7 +382,7 @@ func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportC
         configuration.clientPort = 0
         let node = try Node(configuration)
         defer { node.stop() }
-        node.transport.onClientRequest = { request, respond in respond(Array(request.reversed())) }
+        node.transport.onClientRequest = { request, _, respond in respond(Array(request.reversed())) }
         let client = try TransportClient(host: "127.0.0.1", port: node.transport.clientPort, ca: consortium.ca, chainId: Consortium.chainId)
         #expect(client.negotiated.hasPrefix("TLSv1.3"))
         #expect(try client.request([1, 2, 3]) == [3, 2, 1])
