@@ -110,7 +110,7 @@ extension EpochSchedule: WireCodable {
         // Read only from the node's own store, never from a peer, and each epoch is a passed
         // change: no cap but the bytes present (the list grows as they are read), or a chain
         // whose governance changed its validators often enough could not restart.
-        let count = try reader.readCount("epochs", maximum: Int(UInt32.max))
+        let count = try reader.readCount("epochs", maximum: .max)
         var epochs: [Epoch] = []
         for _ in 0..<count {
             let firstSeq = try reader.readUInt64("epoch.firstSeq")

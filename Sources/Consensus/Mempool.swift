@@ -14,6 +14,11 @@ public struct Mempool: Sendable {
 
     /// Commands held, at most; `insert` refuses beyond.
     public let countMax: Int
+    /// Their bytes, at most: commands are up to some kilobytes each, so a count alone would
+    /// let large ones take gigabytes.
+    public let bytesMax: Int
+    /// The bytes of the commands held.
+    public private(set) var byteCount = 0
     /// Ticks a command cut into a proposal waits before it may be cut again.
     public let inFlightTicks: UInt64
     public private(set) var entries: [Entry] = []
@@ -21,9 +26,10 @@ public struct Mempool: Sendable {
     /// Commands in a proposal, by the tick they were cut at.
     private var inFlight: [SHA256Digest: UInt64] = [:]
 
-    public init(countMax: Int, inFlightTicks: UInt64) {
-        precondition(countMax > 0 && inFlightTicks > 0, "a mempool holds at least one command, in flight for at least one tick")
+    public init(countMax: Int, bytesMax: Int = .max, inFlightTicks: UInt64) {
+        precondition(countMax > 0 && bytesMax > 0 && inFlightTicks > 0, "a mempool holds at least one command, in flight for at least one tick")
         self.countMax = countMax
+        self.bytesMax = bytesMax
         self.inFlightTicks = inFlightTicks
     }
 
@@ -39,9 +45,10 @@ public struct Mempool: Sendable {
 
     /// Keeps a command at the end of the queue.
     public mutating func insert(id: SHA256Digest, bytes: [UInt8]) throws(Refusal) {
-        guard !isFull else { throw .full }
+        guard !isFull, bytes.count <= bytesMax - byteCount else { throw .full }
         guard ids.insert(id).inserted else { throw .duplicate }
         entries.append(Entry(id: id, bytes: bytes))
+        byteCount += bytes.count
     }
 
     /// Commands waiting for a proposal at `tick` (those in a live proposal are not).
@@ -68,7 +75,11 @@ public struct Mempool: Sendable {
     /// Forgets the commands a final block carried.
     public mutating func remove(_ executed: Set<SHA256Digest>) {
         guard !executed.isEmpty else { return }
-        entries.removeAll { executed.contains($0.id) }
+        entries.removeAll { entry in
+            guard executed.contains(entry.id) else { return false }
+            byteCount -= entry.bytes.count
+            return true
+        }
         ids.subtract(executed)
         for id in executed { inFlight[id] = nil }
     }
@@ -81,5 +92,6 @@ public struct Mempool: Sendable {
         entries = []
         ids = []
         inFlight = [:]
+        byteCount = 0
     }
 }

@@ -344,9 +344,9 @@ public struct Ledger<Store: StateStore> {
         case let (.setEndpoints(endpoints), .partner):
             result = setOwnEndpoints(by: signerPartner!, endpoints)
         case (.attribute, .citizen), (.propose, .citizen), (.vote, .citizen), (.reportEquivocation, .citizen), (.setEndpoints, .citizen):
-            result = .failure(.malformed("this transaction must be signed by a partner"))
+            result = .failure(.malformed(Transaction.partnerOnly))
         case (.redeem, .partner), (.transfer, .partner):
-            result = .failure(.malformed("this transaction must be signed by a citizen"))
+            result = .failure(.malformed(Transaction.citizenOnly))
         }
         if case .success = result {
             writes[usedKey] = .some(StateKeys.bytes(tx.expiryHeight))

@@ -109,6 +109,25 @@ public struct Transaction: Hashable, Sendable {
         return accounts
     }
 
+    /// Why the ledger rejects a body signed by a partner that a citizen must sign, or the
+    /// other way round.
+    public static let partnerOnly = "this transaction must be signed by a partner"
+    public static let citizenOnly = "this transaction must be signed by a citizen"
+
+    /// Why this signer can never have this body applied (`partnerOnly`, `citizenOnly`), or
+    /// nil: the ledger rejects it at any state, so a node refuses it at admission.
+    public var signerMismatch: String? {
+        switch (body, signer) {
+        case (.attribute, .citizen), (.propose, .citizen), (.vote, .citizen), (.reportEquivocation, .citizen), (.setEndpoints, .citizen):
+            return Self.partnerOnly
+        case (.redeem, .partner), (.transfer, .partner):
+            return Self.citizenOnly
+        case (.attribute, .partner), (.propose, .partner), (.vote, .partner), (.reportEquivocation, .partner), (.setEndpoints, .partner),
+            (.redeem, .citizen), (.transfer, .citizen):
+            return nil
+        }
+    }
+
     /// The digest the signer signs: `SigningDomain(chainId, .transaction)`, so a signature
     /// made for one chain never verifies on another.
     public var signingDigest: SHA256Digest? {

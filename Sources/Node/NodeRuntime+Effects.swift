@@ -372,7 +372,9 @@ extension NodeRuntime {
             clients[token] = nil
             linkOfWait[token] = nil
         }
-        run(.clientsGone(tokens))
+        // Driven directly, not through `run`: it writes nothing and answers no one, so it
+        // needs no write batch (a close can come after the turn's commit, as its writes go out).
+        _ = core.drive(.clientsGone(tokens))
     }
 
     /// Admits a transaction for `submit` (loop thread); `done` runs on the loop.

@@ -19,6 +19,9 @@ extension NodeCore {
         let tx = signed.transaction
         guard tx.chainId == ledger.chainId, let digest = tx.signingDigest else { return answer(client, .wrongChain) }
         guard tx.expiryHeight > ledger.height else { return answer(client, .expired(expiryHeight: tx.expiryHeight, height: ledger.height)) }
+        // A body its signer can never have applied (the ledger rejects it at any state):
+        // refused here rather than carried in the mempool, gossiped and cut into a block.
+        if let wrong = tx.signerMismatch { return answer(client, .malformed(wrong)) }
         let key: Ed25519PublicKey
         switch tx.signer {
         case let .citizen(account): key = account

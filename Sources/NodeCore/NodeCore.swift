@@ -126,6 +126,9 @@ public enum AdmissionError: Error, Equatable, Sendable {
 public struct NodeCoreSettings: Sendable {
     /// Transactions waiting in the mempool; beyond, submissions are refused.
     public var mempoolCountMax = 100_000
+    /// Their bytes, at most (a transaction is at most 16 KiB: the count alone allowed 1.6
+    /// GB of them); an honest one is some 200 bytes, so the count binds first for those.
+    public var mempoolBytesMax = 128 << 20
     /// A transaction cut into a proposal is not cut again for this many ticks (the
     /// proposal may have died in a view change).
     public var inFlightTicks: UInt64 = 200
@@ -241,7 +244,7 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
         var safety = SafetyLog()
         for record in try storage.safetyRecords() { safety.apply(record) }
         replica = Replica(configuration: configuration, signer: signer, safety: safety, lastExecuted: storage.height, schedule: schedule)
-        mempool = Mempool(countMax: settings.mempoolCountMax, inFlightTicks: settings.inFlightTicks)
+        mempool = Mempool(countMax: settings.mempoolCountMax, bytesMax: settings.mempoolBytesMax, inFlightTicks: settings.inFlightTicks)
         refreshDirectory()
     }
 

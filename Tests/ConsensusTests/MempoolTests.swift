@@ -27,6 +27,21 @@ import Testing
         #expect(counted.take(2, tick: 1).count == 2)
     }
 
+    /// The mempool holds at most `bytesMax` bytes as well as `countMax` commands: large
+    /// commands (16 KiB each) cannot take gigabytes under the count; what leaves frees room.
+    @Test func insertsStopAtTheByteBoundAndRemovalsFreeRoom() throws {
+        var mempool = Mempool(countMax: 100, bytesMax: 1_000, inFlightTicks: 10)
+        for index in 0..<3 { try mempool.insert(id: SHA256.hash("large \(index)"), bytes: [UInt8](repeating: 1, count: 300)) }
+        #expect(throws: Mempool.Refusal.full) { try mempool.insert(id: SHA256.hash("large 3"), bytes: [UInt8](repeating: 1, count: 300)) }
+        try mempool.insert(id: SHA256.hash("small"), bytes: [UInt8](repeating: 1, count: 100))
+        #expect(mempool.byteCount == 1_000 && mempool.count == 4)
+        mempool.remove([SHA256.hash("large 0"), SHA256.hash("not held")])
+        #expect(mempool.byteCount == 700)
+        try mempool.insert(id: SHA256.hash("large 3"), bytes: [UInt8](repeating: 1, count: 300))
+        mempool.clear()
+        #expect(mempool.byteCount == 0)
+    }
+
     @Test func commandsInFlightAreNotCutAgainUntilTheirTicksPass() throws {
         var mempool = try Self.filled([10, 10])
         #expect(mempool.take(1, tick: 1).count == 1)

@@ -533,6 +533,16 @@ struct TestCluster {
         let otherChain = Transaction(chainId: "elsewhere", signer: .partner(Identifier("p0")!), nonce: 2, expiryHeight: 9,
                                      body: .vote(proposal: 1, approve: true)).signed(with: cluster.signingKeys[0]).wireBytes
         #expect(node.submit(otherChain) == .wrongChain)
+        // A body its signer can never have applied: refused before its signature is checked,
+        // never carried in the mempool (a citizen's proposal, a partner's transfer).
+        let citizen = Ed25519PrivateKey(seed: SHA256.hash("a citizen proposing").bytes)!
+        let citizenProposal = Transaction(chainId: TestCluster.chainId, signer: .citizen(citizen.publicKey), nonce: 3, expiryHeight: 90,
+                                          body: .propose(.setValidators([Identifier("p0")!]), deadline: 80)).signed(with: citizen).wireBytes
+        #expect(node.submit(citizenProposal) == .malformed(Transaction.partnerOnly))
+        let partnerTransfer = Transaction(chainId: TestCluster.chainId, signer: .partner(Identifier("p0")!), nonce: 4, expiryHeight: 90,
+                                          body: .transfer(to: citizen.publicKey, programme: Identifier("tri")!, amount: 1))
+            .signed(with: cluster.signingKeys[0]).wireBytes
+        #expect(node.submit(partnerTransfer) == .malformed(Transaction.citizenOnly))
         // A single validator finalizes on its own.
         #expect(eventually { node.read { $0.meta.totals.issued } == 10 })
         // One submission at a time, the verifier idle: their signatures were checked on the
