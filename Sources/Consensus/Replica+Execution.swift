@@ -183,9 +183,17 @@ extension Replica {
     }
 
     /// Served to any peer the node's transport admitted (a learner is not a validator
-    /// yet); the shell bounds how often.
+    /// yet), once per tick per peer: an honest one asks at most once a tick (the tick after
+    /// an answer that moved it on), and each answer reads up to `stateTransferBlocksMax`
+    /// blocks (megabytes), so a peer sending thousands of requests at once is served one.
     mutating func receiveStateRequest(fromSeq: UInt64, from: ValidatorID) {
         guard fromSeq >= 1, fromSeq <= lastExecuted else { return }
+        guard lastStateServed[from] != tickCount else {
+            stateRequestsDropped += 1
+            return
+        }
+        if lastStateServed.count >= Self.stateServedRememberedMax { lastStateServed = [:] }
+        lastStateServed[from] = tickCount
         actions.append(.serveState(fromSeq: fromSeq, to: from, blocksMax: configuration.stateTransferBlocksMax))
     }
 

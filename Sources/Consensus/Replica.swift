@@ -118,6 +118,13 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
 
     var ticksSinceStateRequest: UInt64 = 0
     var stateRequestRound = 0
+    /// The tick each peer was last served blocks (`receiveStateRequest`), and the requests
+    /// left unserved for coming within the same tick.
+    var lastStateServed: [ValidatorID: UInt64] = [:]
+    public internal(set) var stateRequestsDropped = 0
+    /// Peers `lastStateServed` remembers at most (the transport admits only partners' keys;
+    /// past it, it starts again).
+    static var stateServedRememberedMax: Int { 1_024 }
 
     /// Each validator's commit votes on the blocks this replica committed itself (not
     /// those it fetched by state transfer), counted when their checkpoint becomes stable:

@@ -88,6 +88,9 @@ extension NodeRuntime {
             "Votes from validators dropped without checking their signature: the replica had formed their certificate.",
             core.counters.votesUnchecked)
         metric("consensus_undecodable_total", "counter", "Consensus messages from validators that did not decode.", core.counters.undecodable)
+        metric("consensus_state_requests_dropped_total", "counter",
+               "Requests for blocks left unserved: a second from the same peer within a tick (a peer is served once a tick).",
+               core.replica.stateRequestsDropped)
         metric("consensus_bad_signatures_total", "counter", "Consensus messages with a signature that does not verify.", core.counters.badSignatures)
         metric("consensus_rejected_total", "counter", "Signed consensus messages the protocol rules refused (stale, out of window, conflicting).", core.counters.consensusRejected)
         metric("equivocations_total", "counter", "Conflicting signed messages from one validator (evidence).", core.counters.equivocations)
