@@ -176,6 +176,15 @@ final class Database {
         try? restoreSync()
     }
 
+    /// A statement failed: if that ended the batch's transaction (SQLite rolls a whole
+    /// transaction back on some errors, an I/O error or running out of memory, even in a
+    /// read), the batch has failed. Its later writes would otherwise each commit alone, and
+    /// what they left on disk would be part of a turn.
+    func statementFailed(_ error: StorageError) {
+        guard batchBegun, batchFailure == nil, handle != nil, sqlite3_get_autocommit(handle) != 0 else { return }
+        batchFailure = .invalid(file: file, reason: "SQLite ended the batch's transaction after an error (\(error)): nothing of the batch is written")
+    }
+
     /// After a batch that deferred its sync: every later commit is synced in it again.
     private func restoreSync() throws(StorageError) {
         batchDefersSync = false
@@ -300,6 +309,7 @@ final class Statement {
         default:
             let error = database.error(status)
             sqlite3_reset(pointer)
+            database.statementFailed(error)
             throw error
         }
     }

@@ -1155,3 +1155,26 @@ struct Chain {
         #expect(try recomputedRoot(restored) == restored.stateRoot)
     }
 }
+
+/// A batch whose transaction SQLite ended after an error (it rolls a whole transaction back
+/// on an I/O error or running out of memory, even in a read) has failed: its later writes
+/// are refused, never committed one by one, and its commit throws. The rollback is made
+/// here by hand, then a statement fails, as it would.
+@Suite struct BatchEndedBySQLiteTests {
+    @Test func aBatchWhoseTransactionSQLiteEndedWritesNothingMore() throws {
+        let file = Scratch.file("ended-batch.db")
+        let database = try Database(file: file, mode: .readWrite, create: true)
+        try database.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY)")
+        func insert(_ id: Int64) throws(StorageError) {
+            try database.transaction { () throws(StorageError) in try database.statement("INSERT INTO rows (id) VALUES (?)").bind(1, id).run() }
+        }
+        try database.beginBatch()
+        try insert(1)
+        try database.execute("ROLLBACK")  // what SQLite does after SQLITE_IOERR or SQLITE_NOMEM
+        #expect(throws: StorageError.self) { try database.statement("SELECT abs(-9223372036854775808)").run() }
+        #expect(throws: StorageError.self) { try insert(2) }
+        #expect(throws: StorageError.self) { _ = try database.commitBatch() }
+        let count = try database.statement("SELECT count(*) FROM rows").first { $0.int64(0) }
+        #expect(count == 0, "rows written after the batch's transaction ended")
+    }
+}
