@@ -14,6 +14,10 @@ public struct ClientAnswers {
     public enum Outcome: Equatable, Sendable {
         /// Answer now.
         case answer(ClientResponse)
+        /// Answer once the node's writes up to now are on disk: a transaction final in a
+        /// block stored but not synced yet (the core's waiter for it was answered, or will
+        /// be, at execution; this answer must not leave before the block is durable either).
+        case answerWhenSynced(ClientResponse)
         /// Admit this transaction, then answer `admitted` or `refused`.
         case submit([UInt8])
         /// Not final yet: answer when it is, or at the deadline.
@@ -53,16 +57,20 @@ public struct ClientAnswers {
             switch request {
             case let .submit(transaction): return .submit(transaction)
             case .status: return .answer(.status(status()))
-            case let .transaction(id): return .answer(.transaction(try answers.transaction(id)))
+            // Final only once shown: a block stored but not synced yet is not final here.
+            case let .transaction(id): return .answer(.transaction(try answers.transaction(id).flatMap { $0.height <= visibleHeight ? $0 : nil }))
             case let .state(key):
                 // The current state, its root computed for this read if the last block left
                 // the tree's update to the next checkpoint and no read asked at this height.
                 let found = try ledger.store.currentRecord(key)
                 return .answer(.state(height: found.height, root: found.root, value: found.value, proof: found.proof))
             case let .waitFinal(id, timeout):
-                if let found = try answers.transaction(id) { return .answer(.transaction(found)) }
+                if let found = try answers.transaction(id) {
+                    return found.height <= visibleHeight ? .answer(.transaction(found)) : .answerWhenSynced(.transaction(found))
+                }
                 return .waitFinal(id, timeoutMilliseconds: timeout)
-            case let .accountTransactions(account, limit): return .answer(.accountTransactions(try answers.accountTransactions(account, limit: limit)))
+            case let .accountTransactions(account, limit):
+                return .answer(.accountTransactions(try answers.accountTransactions(account, limit: limit).filter { $0.location.height <= visibleHeight }))
             case let .transactionProof(id): return .answer(.transactionProof(try inclusion(of: id)))
             case let .certifiedState(key): return .answer(try certifiedState(key))
             case let .blocks(from, limit, wait):

@@ -416,6 +416,9 @@ extension NodeRuntime {
             if case let .treePages(items) = response { snapshotItemsBudget -= items.count }
             if case let .stateValues(items) = response { snapshotItemsBudget -= items.count }
             respond(response.wireBytes)
+        case let .answerWhenSynced(response):
+            // Behind the writes of this turn and those waiting for their sync (`endTurn`).
+            held.append(.respond(token(for: .remote(respond, submitted: nil)), response))
         case let .submit(transaction):
             run(.submit(transaction, client: token(for: .remote(respond, submitted: SignedTransaction.idTag.hash(transaction)))))
         case let .waitFinal(id, timeout):

@@ -120,10 +120,30 @@ func nodeMetric(_ node: NodeRuntime, _ name: String) -> Int? {
         #expect(try read(.blocks(from: 1, limit: 100, waitMilliseconds: 0)) == .blocks([]))
         #expect(try read(.block(1)) == .block(nil))
         #expect(try read(.transactionProof(id)) == .transactionProof(nil))
+        // Nor that the transaction is final, asked after its block executed: not found by a
+        // lookup or an account's list, and a wait asked now hears once the block is synced
+        // (it is stored: the core's waiter for it was answered at execution, held since).
+        #expect(try read(.transaction(id)) == .transaction(nil))
+        #expect(try read(.accountTransactions(SHA256.hash("citizen 5"), limit: 10)) == .accountTransactions([]))
+        let late = try connect()
+        defer { late.close() }
+        let lateAnswer = Mutex<ClientResponse??>(nil)
+        Thread {
+            let result = late.pipeline([ClientRequest.waitFinal(id, timeoutMilliseconds: 30_000).wireBytes], timeoutMilliseconds: 40_000)
+            lateAnswer.withLock { $0 = .some(result.first.flatMap { try? ClientResponse(wireBytes: $0.get()) }) }
+        }.start()
+        Thread.sleep(forTimeInterval: 0.3)
+        #expect(lateAnswer.withLock { $0 } == nil, "p3 told a client asking after execution that the transaction was final before its block was synced")
 
         // The disk syncs again: everything waiting goes out, in order.
         gate.open()
         #expect(eventually(10) { answers.withLock { $0 } != nil })
+        #expect(eventually(10) { lateAnswer.withLock { $0 } != nil })
+        guard case let .transaction(lateLocation?)?? = lateAnswer.withLock({ $0 }) else {
+            Issue.record("p3's answer to the late wait: \(String(describing: lateAnswer.withLock { $0 }))")
+            return
+        }
+        #expect(lateLocation.applied)
         let waitAnswers = answers.withLock { $0 } ?? []
         guard waitAnswers.count == 2, case let .transaction(location?)? = waitAnswers[0] else {
             Issue.record("p3's answers to the waiting client: \(waitAnswers)")
