@@ -29,8 +29,12 @@ trap cleanup EXIT
 fail() { echo "disk-scenario.sh: FAILED: $*" >&2; echo "logs in $WORK" >&2; trap - EXIT; cleanup; exit 1; }
 
 "$BIN/calisson-node" testnet --validators 4 --out "$NET" --base-port "$BASE_PORT" --transaction-lifetime 100000 > /dev/null
+# The databases testnet made move into the small file systems (a node never starts on a
+# database that is not there: its volume not mounted, say).
+for node in rtm friche; do cp "$NET/$node/data/node.db" "$WORK/$node.db"; done
 mount -t tmpfs -o size=3m tmpfs "$NET/rtm/data"
 mount -t tmpfs -o size=64m tmpfs "$NET/friche/data"
+for node in rtm friche; do cp "$WORK/$node.db" "$NET/$node/data/node.db"; done
 IDS=(metropole rtm tri-metropole friche)
 start() { "$BIN/calisson-node" run --config "$NET/$1/config.json" --log-level notice >> "$WORK/$1.log" 2>&1 & PIDS[$2]=$!; }
 for index in 0 1 2 3; do start "${IDS[$index]}" "$index"; done

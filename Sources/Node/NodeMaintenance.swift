@@ -115,7 +115,9 @@ public enum NodeMaintenance {
         try files.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let lock = try DatabaseLock(databaseFile: databaseFile)
         defer { withExtendedLifetime(lock) {} }
-        for suffix in ["", "-wal"] where files.fileExists(atPath: databaseFile + suffix) {
+        // A new node's empty database (`init` made it) is replaced by the snapshot.
+        let replacesEmpty = files.fileExists(atPath: databaseFile) && (try? isEmptyDatabase(databaseFile)) == true
+        for suffix in ["", "-wal"] where !replacesEmpty && files.fileExists(atPath: databaseFile + suffix) {
             throw Failure(
                 "\(databaseFile + suffix) exists: this node has a database, and catches up from its own height when it starts. "
                     + "A snapshot is for a new node (move the database aside to start over from one)")
@@ -142,6 +144,8 @@ public enum NodeMaintenance {
         }
         for suffix in ["-shm", "-wal", ".lock"] { try? files.removeItem(atPath: staging + suffix) }
         try sync(staging)
+        // The empty database's own files (none, if it was closed cleanly), then it is replaced.
+        if replacesEmpty { for suffix in ["-wal", "-shm"] { try? files.removeItem(atPath: databaseFile + suffix) } }
         guard rename(staging, databaseFile) == 0 else {
             throw Failure("\(staging): cannot rename it to \(databaseFile): \(String(cString: strerror(errno)))")
         }
@@ -188,6 +192,39 @@ public enum NodeMaintenance {
         }
 
         func close() { client.withLock { $0?.close(); $0 = nil } }
+    }
+
+    /// Makes a new node's database, empty (its genesis state is written at the first
+    /// start): `init` and `testnet` make it, so that `run` never has to. A node whose
+    /// database is not where its configuration says (a data volume not mounted) is then
+    /// refused, rather than started on an empty one, which would have forgotten the votes
+    /// the node signed (`missingDatabase`).
+    public static func createDatabase(_ file: String) throws {
+        let directory = URL(fileURLWithPath: file).deletingLastPathComponent().path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        guard !FileManager.default.fileExists(atPath: file) else { throw Failure("\(file) exists already") }
+        let store = try NodeStore(file: file, create: true)
+        store.close()
+        try? FileManager.default.removeItem(atPath: file + ".lock")
+        try sync(directory)
+    }
+
+    /// Why `calisson-node run` refuses to start on `file`, or nil: it must exist (a node's
+    /// database is made by `init`, `testnet` or `sync`, never by `run`).
+    public static func missingDatabase(_ file: String) -> String? {
+        guard !FileManager.default.fileExists(atPath: file) else { return nil }
+        return "no database at \(file): a node's database is made by `calisson-node init` (or `testnet`, or `sync` from a snapshot), "
+            + "never by `run`. If this node ran before, its data is not where its configuration says (a data volume not mounted?): "
+            + "started on an empty database it would have forgotten the votes it signed. Mount it, or `calisson-node restore` a backup; "
+            + "to start this node afresh on purpose, `calisson-node sync` it from the others (it checks that its key signed nothing since)"
+    }
+
+    /// Whether `file` is a database that holds nothing yet: no genesis state, no vote (a
+    /// new node's, made by `init`), which a snapshot may replace.
+    static func isEmptyDatabase(_ file: String) throws -> Bool {
+        let store = try NodeStore(file: file, readOnly: true)
+        defer { store.close() }
+        return try !store.isInitialized && store.safetyRecords().isEmpty
     }
 
     /// The checks a node makes of its database at start that need no keys: the store's own,

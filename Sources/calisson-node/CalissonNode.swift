@@ -95,6 +95,7 @@ struct Init: ParsableCommand {
                 throw ValidationError("cannot move \(name) into \(out): \(String(cString: strerror(errno)))")
             }
         }
+        try NodeMaintenance.createDatabase("\(out)/data/node.db")
         done = true
         print("node \(partner) ready in \(out): calisson-node run --config \(out)/config.json")
     }
@@ -442,6 +443,7 @@ struct Testnet: ParsableCommand {
             config.blockCommandsMax = blockCommandsMax
             config.stateWriteCheckpoints = stateWriteCheckpoints
             try encoder.encode(config).write(to: URL(fileURLWithPath: "\(out)/\(id)/config.json"))
+            try NodeMaintenance.createDatabase("\(out)/\(id)/data/node.db")
         }
         print("testnet: \(validators) validators in \(out) (\(ids.joined(separator: ", "))); client ports \(basePort + 1)...\(basePort + UInt16(2 * validators - 1)) step 2")
     }
@@ -530,8 +532,11 @@ struct Run: ParsableCommand {
             configuration.rulesNewest = rulesNewest
         }
         #endif
+        if let missing = NodeMaintenance.missingDatabase(configuration.databaseFile) {
+            FileHandle.standardError.write(Data("calisson-node: not started: \(missing)\n".utf8))
+            throw ExitCode.failure
+        }
         let dataDirectory = URL(fileURLWithPath: configuration.databaseFile).deletingLastPathComponent().path
-        try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         // SQLite needs to create its -wal and -shm files next to the database: say so plainly
         // rather than "unable to open database file".
         guard access(dataDirectory, W_OK) == 0 else {

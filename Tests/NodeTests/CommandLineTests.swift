@@ -318,6 +318,16 @@ import Wire
         #expect(made.status == 0 && made.output.contains("ready in"), "\(made.errors)")
         let files = try FileManager.default.contentsOfDirectory(atPath: out).sorted()
         #expect(files == ["ca.crt", "config.json", "data", "genesis.json"], "\(files)")
+        // It made the node's database, empty: `run` never makes one, so a node whose
+        // database is not there (a volume not mounted) is refused, not started afresh.
+        let database = "\(out)/data/node.db"
+        #expect(FileManager.default.fileExists(atPath: database))
+        try FileManager.default.moveItem(atPath: database, toPath: database + ".aside")
+        let missing = try run("\(bin)/calisson-node", ["run", "--config", "\(out)/config.json"], timeout: 30)
+        #expect(missing.status != 0 && missing.errors.contains("no database at \(database)") && missing.errors.contains("forgotten the votes"),
+                "\(missing.errors)")
+        #expect(!FileManager.default.fileExists(atPath: database))
+        try FileManager.default.moveItem(atPath: database + ".aside", toPath: database)
         // A node's directory is made once: a second init replaces nothing in it.
         let config = try Data(contentsOf: URL(fileURLWithPath: "\(out)/config.json"))
         let remade = try run("\(bin)/calisson-node", initialize + ["--keys", keys])
