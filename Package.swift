@@ -140,7 +140,7 @@ let package = Package(
         .target(name: "CalissonTestKit", path: "Tests/CalissonTestKit"),
         .testTarget(name: "WireTests", dependencies: ["Wire"]),
         .testTarget(name: "CalissonCryptoTests", dependencies: ["CalissonCrypto", "Wire", "CHotPath", "CalissonTestKit"]),
-        .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "Simulation", "CalissonCrypto", "Wire", "CalissonTestKit"]),
+        .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "NodeCore", "Ledger", "Fixtures", "Simulation", "CalissonCrypto", "Wire", "CalissonTestKit"]),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Fixtures", "CalissonCrypto", "Wire", "CalissonTestKit"]),
         .testTarget(name: "SettlementTests", dependencies: ["Settlement", "Ledger", "CalissonCrypto", "Spawning", "CalissonTestKit"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "CalissonCrypto", "Wire", "COpenSSL", "CalissonTestKit"]),

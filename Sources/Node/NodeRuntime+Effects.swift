@@ -339,6 +339,13 @@ extension NodeRuntime {
             logger.notice("validator-set change handed over", metadata: ["changedAt": "\(changedAt)", "checkpoint": "\(checkpoint)"])
         case .verificationDropped:
             break  // counted where the verifier refused it (`droppedForVerification`)
+        case let .peerVerificationDropped(peer, checks, bytes):
+            // Logged at the 1st, 2nd, 4th, 8th… drop: a flooding peer is named without flooding the log.
+            let dropped = core.counters.peerVerificationDropped
+            if dropped & (dropped - 1) == 0 {
+                logger.warning("consensus message dropped unchecked: its peer's share of the verifier is full", metadata: [
+                    "peer": "\(peer)", "checks": "\(checks)", "bytes": "\(bytes)", "droppedSoFar": "\(dropped)"])
+            }
         }
     }
 

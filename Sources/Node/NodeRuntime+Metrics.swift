@@ -88,6 +88,9 @@ extension NodeRuntime {
             "Votes from validators dropped without checking their signature: the replica had formed their certificate.",
             core.counters.votesUnchecked)
         metric("consensus_undecodable_total", "counter", "Consensus messages from validators that did not decode.", core.counters.undecodable)
+        metric("consensus_peer_verification_dropped_total", "counter",
+               "Consensus messages dropped unchecked: their peer had \(core.settings.peerVerificationChecksMax) signatures or \(core.settings.peerVerificationBytesMax) bytes waiting for the verifier.",
+               core.counters.peerVerificationDropped)
         metric("consensus_state_requests_dropped_total", "counter",
                "Requests for blocks left unserved: a second from the same peer within a tick (a peer is served once a tick).",
                core.replica.stateRequestsDropped)

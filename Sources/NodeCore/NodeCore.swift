@@ -34,7 +34,9 @@ public enum NodeInput: Sendable {
 
 /// Work waiting for its signatures to be checked, handed back with the outcome.
 public enum PendingCheck: Sendable {
-    case consensus(Message, from: ValidatorID, peer: String)
+    /// A consensus message from `peer`: its `checks` signatures, its payload's `bytes`
+    /// (what it holds of the peer's verification share while it waits: `verifying`).
+    case consensus(Message, from: ValidatorID, peer: String, checks: Int, bytes: Int)
     case admission(Admission)
     /// Equivocation evidence the replica found: counted and reported once both of its
     /// signatures are checked (one of its votes may have been taken unchecked:
@@ -96,6 +98,8 @@ public enum NodeEvent: Sendable {
     case handover(changedAt: UInt64, checkpoint: UInt64)
     /// A consensus message dropped with the verifier full.
     case verificationDropped
+    /// A consensus message dropped unchecked: its peer's share of the verifier was full.
+    case peerVerificationDropped(peer: String, checks: Int, bytes: Int)
 }
 
 /// Why a submitted transaction was not admitted to the mempool.
@@ -155,6 +159,13 @@ public struct NodeCoreSettings: Sendable {
     /// size): 64 blocks of large transactions would pass the frame limit, and a node that
     /// can never be sent the blocks it misses never catches up.
     public var stateResponseBytesMax = 4 << 20
+    /// What one peer's consensus messages may hold of the verifier at once: signatures to
+    /// check, and the messages' bytes. Past either, its next message is dropped unchecked
+    /// (consensus resends): a validator sending large messages full of signatures (a view
+    /// change may carry tens of thousands) cannot fill the verifier's queue and the node's
+    /// memory, nor crowd out the others' votes.
+    public var peerVerificationChecksMax = 65_536
+    public var peerVerificationBytesMax = 32 << 20
 
     public init() {}
 }
@@ -201,10 +212,16 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
     /// at (a partner's keys change only by an executed block): one record read and decoded
     /// per partner and block instead of one per transaction.
     var signingKeys: (height: UInt64, keys: [Identifier: Ed25519PublicKey]) = (0, [:])
+    /// What each peer's consensus messages hold of the verifier now (checks, bytes): added
+    /// when one is handed to it, taken back with its outcome. Keyed by linked partners.
+    var verifying: [String: (checks: Int, bytes: Int)] = [:]
 
     public struct Counters: Sendable {
         public var admitted = 0, refused = 0, blocksExecuted = 0, applied = 0, rejected = 0
         public var undecodable = 0, badSignatures = 0, consensusRejected = 0, equivocations = 0, verificationDropped = 0
+        /// Consensus messages dropped unchecked: their peer's share of the verifier was full
+        /// (`NodeCoreSettings.peerVerificationChecksMax`, `peerVerificationBytesMax`).
+        public var peerVerificationDropped = 0
         /// Votes dropped unchecked: the replica no longer needed them (`Replica.takesUnchecked`).
         public var votesUnchecked = 0
         /// Whether this validator's commit vote is in the certificates of the latest 64
@@ -316,7 +333,11 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
             waiterCount += 1
         case let .clientsGone(tokens):
             dropWaiters(tokens)
-        case let .verified(.consensus(message, sender, peer), outcome):
+        case let .verified(.consensus(message, sender, peer, checks, bytes), outcome):
+            if let held = verifying[peer] {
+                let left = (checks: held.checks - checks, bytes: held.bytes - bytes)
+                verifying[peer] = left.checks <= 0 && left.bytes <= 0 ? nil : left
+            }
             switch outcome {
             case .valid: try step(.message(message, from: sender))
             case .invalid:
@@ -391,7 +412,16 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
         }
         let checks = message.signatureChecks(chainId: ledger.chainId)
         guard !checks.isEmpty else { return try step(.message(message, from: sender)) }
-        effects.append(.verify(checks, .consensus(message, from: sender, peer: peer)))
+        // A message is taken whatever its size when the peer has none waiting (an honest
+        // NewView of many validators may carry more checks than the share).
+        let held = verifying[peer, default: (0, 0)]
+        guard held.checks == 0 || (checks.count <= settings.peerVerificationChecksMax - held.checks
+            && payload.count <= settings.peerVerificationBytesMax - held.bytes) else {
+            counters.peerVerificationDropped += 1
+            return effects.append(.event(.peerVerificationDropped(peer: peer, checks: checks.count, bytes: payload.count)))
+        }
+        verifying[peer] = (held.checks + checks.count, held.bytes + payload.count)
+        effects.append(.verify(checks, .consensus(message, from: sender, peer: peer, checks: checks.count, bytes: payload.count)))
     }
 
     /// Partner id ↔ node key, from the ledger's partners (validators and others alike).
