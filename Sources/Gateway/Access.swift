@@ -150,7 +150,7 @@ struct AccessMiddleware: RouterMiddleware {
     func decide(_ request: Request, context: Context) async -> Decision {
         if request.uri.path == "/health" || (metricsOpen && request.uri.path == "/metrics") { return .open }
         if let publicLimiter, Dashboard.isPublic(request.uri.path) {
-            let address = context.channel.remoteAddress?.ipAddress ?? "unknown"
+            let address = context.channel.remoteAddress.clientKey
             if let wait = publicLimiter.take(address) {
                 return .refused(refuse(429, "rate-limited", "Too many requests", "this address is over \(Int(PublicLimiter.rate)) requests per second on the public pages",
                                        headers: [.retryAfter: "\(wait)"]))
@@ -653,7 +653,7 @@ struct RequestShapeMiddleware: RouterMiddleware {
         // one else), within its size and time, and the bytes of a client's bodies being
         // received at once are bounded.
         if request.method == .post {
-            let poster = AccessMiddleware.client ?? context.channel.remoteAddress?.ipAddress ?? "unknown"
+            let poster = AccessMiddleware.client ?? context.channel.remoteAddress.clientKey
             let bodyMax = Self.bodyByteCountMax(request.uri.path)
             let bytes = min(bodyMax, request.headers[.contentLength].flatMap { Int($0) }.map { max(0, $0) } ?? bodyMax)
             switch state.takeBody(poster, bytes: bytes) {

@@ -43,7 +43,7 @@ final class GatewayMetrics: Sendable {
         for (name, help, value) in [
             ("feed_events_sent", "Events written to feeds.", feed.sentEvents.load(ordering: .relaxed)),
             ("feed_slow_closed", "Feeds ended because their consumer took no event for 10 s with 1,024 waiting.", feed.slowConsumersClosed.load(ordering: .relaxed)),
-            ("connections_refused", "Connections closed when accepted: their address had connectionsPerAddressMax open.",
+            ("connections_refused", "Connections closed when accepted: their address had connectionsPerAddressMax open, or connectionsMax were open.",
              connections.refused.load(ordering: .relaxed)),
             ("finality_waits_found", "Submissions waiting for finality answered from a checked final block.", watch.found.load(ordering: .relaxed)),
             ("finality_waits_timed_out", "Submissions waiting for finality not seen in a block within the wait (their proof then asked).",

@@ -53,6 +53,9 @@ public struct GatewayConfiguration: Sendable {
     /// Connections open at once from one client address, at most (past it a new one is
     /// closed as soon as it is accepted).
     public var connectionsPerAddressMax = 256
+    /// Connections open at once in all, at most (past it a new one is closed as soon as
+    /// it is accepted): a few addresses together cannot take every file descriptor.
+    public var connectionsMax = 4_096
 
     public init(pool: NodePool, keys: [APIKey]) {
         self.pool = pool
@@ -97,7 +100,7 @@ public final class GatewayServer: Sendable {
             throw GatewayError("plain HTTP listens on loopback only (127.0.0.1, ::1): give --tls-certificate and --tls-key to listen on \(configuration.host)")
         }
         self.configuration = configuration
-        connections = ConnectionLimit(perAddressMax: configuration.connectionsPerAddressMax)
+        connections = ConnectionLimit(perAddressMax: configuration.connectionsPerAddressMax, totalMax: configuration.connectionsMax)
         tlsConfiguration = try configuration.tls?.configuration()
     }
 

@@ -45,8 +45,10 @@ struct Run: AsyncParsableCommand {
     var idleTimeout: Int64 = 60
     @Option(help: "Seconds a request's body may take to arrive whole (1 to 600): past it, 408.")
     var bodySeconds: Int64 = 10
-    @Option(help: "Connections open at once from one client address, at most (1 to 65536): past it a new one is closed when accepted.")
+    @Option(help: "Connections open at once from one client address (an IPv4 address or an IPv6 /64), at most (1 to 65536): past it a new one is closed when accepted.")
     var connectionsPerAddress = 256
+    @Option(help: "Connections open at once in all, at most (16 to 1048576; the gateway raises its open files limit to fit): past it a new one is closed when accepted.")
+    var connectionsMax = 4_096
 
     func validate() throws {
         guard !nodes.isEmpty else { throw ValidationError("at least one --node") }
@@ -58,6 +60,9 @@ struct Run: AsyncParsableCommand {
         }
         guard (1...65_536).contains(connectionsPerAddress) else {
             throw ValidationError("--connections-per-address must be from 1 to 65536, not \(connectionsPerAddress)")
+        }
+        guard (16...1_048_576).contains(connectionsMax) else {
+            throw ValidationError("--connections-max must be from 16 to 1048576, not \(connectionsMax)")
         }
         guard (0...StateMirror.pagesMaxLimit).contains(mirrorPagesMax) else {
             throw ValidationError("--mirror-pages-max must be from 0 to \(StateMirror.pagesMaxLimit), not \(mirrorPagesMax)")
@@ -118,7 +123,28 @@ struct Run: AsyncParsableCommand {
         configuration.idleTimeoutSeconds = idleTimeout
         configuration.bodySeconds = bodySeconds
         configuration.connectionsPerAddressMax = connectionsPerAddress
+        configuration.connectionsMax = connectionsMax
+        Self.raiseOpenFilesLimit(to: connectionsMax + 1_024)
         try await GatewayServer(configuration: configuration).run()
+    }
+
+    /// Raises the soft limit of open files towards `wanted` (the connections allowed, and
+    /// room for the node connections and files), as far as the hard limit lets it; says so
+    /// when it cannot reach it (the connections then fail to be accepted before the cap).
+    static func raiseOpenFilesLimit(to wanted: Int) {
+        var limit = rlimit()
+        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        guard getrlimit(resource, &limit) == 0 else { return }
+        let target = rlim_t(wanted)
+        if limit.rlim_cur < target {
+            limit.rlim_cur = min(target, limit.rlim_max)
+            _ = setrlimit(resource, &limit)
+        }
+        if limit.rlim_cur < target {
+            Logger(label: "calisson.gateway").warning(
+                "the open files limit is below what --connections-max needs: connections past it will fail when accepted",
+                metadata: ["limit": "\(limit.rlim_cur)", "needed": "\(wanted)"])
+        }
     }
 }
 
