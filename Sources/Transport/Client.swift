@@ -29,6 +29,7 @@ public final class TransportClient: @unchecked Sendable {
     private let loop = EventLoop(name: "calisson-client")
     /// Touched on the client's loop thread only.
     private var link: ClientSession?
+    private var stream: TCPStream?
     private let responses = Mutex<[Result<[UInt8], ClientError>]>([])
     private let arrived = DispatchSemaphore(value: 0)
     /// The TLS version and cipher negotiated.
@@ -67,6 +68,7 @@ public final class TransportClient: @unchecked Sendable {
                         ready.signal()
                     })
                     self.link = link
+                    self.stream = stream
                     stream.startReading(onBytes: { [weak link] bytes in link?.receive(bytes) }, onEnd: { [weak link] error in
                         link?.close(reason: error.map { "\($0)" } ?? "closed by the node")
                     })
@@ -125,6 +127,17 @@ public final class TransportClient: @unchecked Sendable {
             }
         }
         return results
+    }
+
+    /// Stops reading what the node sends (tests use it: a client that asks and never reads
+    /// its answers).
+    func stopReading() {
+        try? loop.execute { [self] in stream?.stopReading() }
+    }
+
+    /// Sends requests and waits for nothing (tests use it, with `stopReading`).
+    func send(requests payloads: [[UInt8]]) {
+        try? loop.execute { [self] in for payload in payloads { link?.sendFrame(FrameDecoder.frame(.request, payload)) } }
     }
 
     /// Sends an empty heartbeat and waits for nothing (tests use it: a client that only

@@ -41,6 +41,8 @@ final class Connection {
     private(set) var negotiated = ""
 
     var isDialer: Bool { expected != nil }
+    /// A client link holding more than this unsent has the client links' total checked.
+    static let clientQueueCheckedFrom = 1 << 20
     /// A client connection's name (a link to a validator has one too, never used).
     let clientLink: ClientLink
 
@@ -199,6 +201,14 @@ final class Connection {
     /// broadcast makes it once for every link.
     func send(_ kind: TransportKind, frame: [UInt8]) {
         guard isEstablished, !isClosed, let transport else { return }
+        if isClient, queuedBytes > min(Self.clientQueueCheckedFrom, transport.configuration.clientSendQueueBytesMax) {
+            let configuration = transport.configuration
+            if queuedBytes > configuration.clientSendQueueBytesMax || transport.clientQueuedBytes() > configuration.clientSendQueueTotalBytesMax {
+                transport.count { $0.slowConsumersClosed += 1 }
+                transport.refused(self, reason: "slow consumer: \(queuedBytes) bytes of answers not taken")
+                return close(reason: "slow consumer")
+            }
+        }
         let limit = transport.configuration.sendQueueBytesMax
         if queuedBytes > limit {
             if kind == .gossip || kind == .heartbeat {
