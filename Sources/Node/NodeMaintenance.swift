@@ -131,12 +131,20 @@ public enum NodeMaintenance {
         do {
             let store = try NodeStore(file: staging, create: true, tuning: configuration.storage)
             defer { store.close() }
-            let clients = sources.map { SourceConnection(endpoint: $0, ca: ca, chainId: genesis.chainId, timeoutMilliseconds: timeoutMilliseconds) }
-            defer { for client in clients { client.close() } }
-            let sync = StateSync(
-                genesis: genesis, genesisSchedule: replica.genesisSchedule, nodeKey: configuration.consensusKey.publicKey, store: store,
-                sources: clients.map { client in StateSync.Source(name: client.endpoint.description, ask: client.ask) }, log: log)
-            report = try sync.run()
+            // A sync that completed and was stopped before its rename (the import is one
+            // transaction: a database holding a chain here is a complete one) is renamed now,
+            // checked as any (`check`, below), rather than refused for holding a chain.
+            if try store.isInitialized {
+                log("\(staging) holds a completed sync, at checkpoint \(store.height): renamed into place")
+                report = StateSyncReport(height: store.height, root: store.stateRoot, source: "an earlier run")
+            } else {
+                let clients = sources.map { SourceConnection(endpoint: $0, ca: ca, chainId: genesis.chainId, timeoutMilliseconds: timeoutMilliseconds) }
+                defer { for client in clients { client.close() } }
+                let sync = StateSync(
+                    genesis: genesis, genesisSchedule: replica.genesisSchedule, nodeKey: configuration.consensusKey.publicKey, store: store,
+                    sources: clients.map { client in StateSync.Source(name: client.endpoint.description, ask: client.ask) }, log: log)
+                report = try sync.run()
+            }
             try store.checkpointWAL()
         }
         if let size = (try? files.attributesOfItem(atPath: staging + "-wal"))?[.size] as? Int, size > 0 {

@@ -3,6 +3,7 @@ import CalissonCrypto
 import Foundation
 import Ledger
 import LightClient
+import Node
 import NodeProcesses
 import Storage
 import Synchronization
@@ -145,6 +146,8 @@ struct ChaosCommand: ParsableCommand {
                         let disk = Disk(directory: URL(fileURLWithPath: file).deletingLastPathComponent().path)
                         try disk.mount()
                         disks.append(disk)
+                        // The mount hides the database testnet made: a new one on it (a node never makes its own).
+                        try NodeMaintenance.createDatabase(file)
                     }
                 }
             }

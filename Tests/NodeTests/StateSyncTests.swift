@@ -228,4 +228,32 @@ import Transport
         #expect(served.reduce(0, +) < 40 * asked.count, "\(served)")
         guard case .status = try Fixture.ask(client, [.status])[0] else { Issue.record("no status after the flood"); return }
     }
+
+    /// `calisson-node sync` for a new node: it replaces the empty database `init` made; and
+    /// a sync that completed but was stopped before its rename is renamed by the next run
+    /// (it was refused for holding a chain, and the operator was stuck).
+    @Test func aSyncReplacesAnEmptyDatabaseAndFinishesOneLeftUnrenamed() throws {
+        let fixture = try Fixture()
+        var joiner = fixture.configuration
+        joiner.databaseFile = Scratch.directory("joiner") + "/data/node.db"
+        joiner.consensusKey = Ed25519PrivateKey()
+        try NodeMaintenance.createDatabase(joiner.databaseFile)
+        let sources = [NetworkEndpoint(host: "127.0.0.1", port: fixture.cluster.clientPort(1))]
+        let first = try NodeMaintenance.syncFromSnapshot(configuration: joiner, sources: sources) { _ in }
+        #expect(first.height >= 16)
+
+        // Stopped after the import, before the rename: the staging file holds the chain.
+        try FileManager.default.moveItem(atPath: joiner.databaseFile, toPath: joiner.databaseFile + ".sync")
+        try NodeMaintenance.createDatabase(joiner.databaseFile)
+        let lines = Mutex<[String]>([])
+        let second = try NodeMaintenance.syncFromSnapshot(configuration: joiner, sources: sources) { line in lines.withLock { $0.append(line) } }
+        #expect(second.height == first.height && second.root == first.root, "\(second) after \(first)")
+        #expect(lines.withLock { $0 }.contains { $0.contains("holds a completed sync") }, "\(lines.withLock { $0 })")
+        #expect(!FileManager.default.fileExists(atPath: joiner.databaseFile + ".sync"))
+        let store = try NodeStore(file: joiner.databaseFile, readOnly: true)
+        #expect(try store.isInitialized && store.height == first.height)
+        // A database holding a chain is never replaced.
+        store.close()
+        #expect(throws: NodeMaintenance.Failure.self) { try NodeMaintenance.syncFromSnapshot(configuration: joiner, sources: sources) { _ in } }
+    }
 }
