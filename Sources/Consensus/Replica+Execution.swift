@@ -183,17 +183,21 @@ extension Replica {
     }
 
     /// Served to any peer the node's transport admitted (a learner is not a validator
-    /// yet), once per tick per peer: an honest one asks at most once a tick (the tick after
-    /// an answer that moved it on), and each answer reads up to `stateTransferBlocksMax`
-    /// blocks (megabytes), so a peer sending thousands of requests at once is served one.
+    /// yet), at most `stateServedPerTickMax` times per tick per peer: an honest one asks at
+    /// most once a tick (the tick after an answer that moved it on; a busy loop may take a
+    /// few of them in one of its ticks), and each answer reads up to
+    /// `stateTransferBlocksMax` blocks (megabytes) held until the turn ends, so a peer
+    /// sending thousands of requests at once is served a few.
     mutating func receiveStateRequest(fromSeq: UInt64, from: ValidatorID) {
         guard fromSeq >= 1, fromSeq <= lastExecuted else { return }
-        guard lastStateServed[from] != tickCount else {
+        var served = lastStateServed[from].flatMap { $0.tick == tickCount ? $0 : nil } ?? (tick: tickCount, count: 0)
+        guard served.count < Self.stateServedPerTickMax else {
             stateRequestsDropped += 1
             return
         }
-        if lastStateServed.count >= Self.stateServedRememberedMax { lastStateServed = [:] }
-        lastStateServed[from] = tickCount
+        served.count += 1
+        if lastStateServed[from] == nil, lastStateServed.count >= Self.stateServedRememberedMax { lastStateServed = [:] }
+        lastStateServed[from] = served
         actions.append(.serveState(fromSeq: fromSeq, to: from, blocksMax: configuration.stateTransferBlocksMax))
     }
 

@@ -118,13 +118,14 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
 
     var ticksSinceStateRequest: UInt64 = 0
     var stateRequestRound = 0
-    /// The tick each peer was last served blocks (`receiveStateRequest`), and the requests
-    /// left unserved for coming within the same tick.
-    var lastStateServed: [ValidatorID: UInt64] = [:]
+    /// The tick each peer was last served blocks (`receiveStateRequest`) and how many times
+    /// in it, and the requests left unserved past `stateServedPerTickMax` in a tick.
+    var lastStateServed: [ValidatorID: (tick: UInt64, count: Int)] = [:]
     public internal(set) var stateRequestsDropped = 0
     /// Peers `lastStateServed` remembers at most (the transport admits only partners' keys;
     /// past it, it starts again).
     static var stateServedRememberedMax: Int { 1_024 }
+    static var stateServedPerTickMax: Int { 8 }
 
     /// Each validator's commit votes on the blocks this replica committed itself (not
     /// those it fetched by state transfer), counted when their checkpoint becomes stable:

@@ -92,7 +92,7 @@ extension NodeRuntime {
                "Consensus messages dropped unchecked: their peer had \(core.settings.peerVerificationChecksMax) signatures or \(core.settings.peerVerificationBytesMax) bytes waiting for the verifier.",
                core.counters.peerVerificationDropped)
         metric("consensus_state_requests_dropped_total", "counter",
-               "Requests for blocks left unserved: a second from the same peer within a tick (a peer is served once a tick).",
+               "Requests for blocks left unserved: a peer is served at most 8 times a tick.",
                core.replica.stateRequestsDropped)
         metric("consensus_bad_signatures_total", "counter", "Consensus messages with a signature that does not verify.", core.counters.badSignatures)
         metric("consensus_rejected_total", "counter", "Signed consensus messages the protocol rules refused (stale, out of window, conflicting).", core.counters.consensusRejected)
