@@ -211,10 +211,16 @@ public enum NodeMaintenance {
         let directory = URL(fileURLWithPath: file).deletingLastPathComponent().path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         guard !FileManager.default.fileExists(atPath: file) else { throw Failure("\(file) exists already") }
-        let store = try NodeStore(file: file, create: true)
-        store.close()
-        try? FileManager.default.removeItem(atPath: file + ".lock")
-        try sync(directory)
+        do {
+            let store = try NodeStore(file: file, create: true)
+            store.close()
+            try? FileManager.default.removeItem(atPath: file + ".lock")
+            try sync(directory)
+        } catch {
+            // Nothing half made is left: a retry would find it and refuse.
+            for suffix in ["", "-wal", "-shm", ".lock"] { try? FileManager.default.removeItem(atPath: file + suffix) }
+            throw error
+        }
     }
 
     /// Why `calisson-node run` refuses to start on `file`, or nil: it must exist (a node's
@@ -224,7 +230,8 @@ public enum NodeMaintenance {
         return "no database at \(file): a node's database is made by `calisson-node init` (or `testnet`, or `sync` from a snapshot), "
             + "never by `run`. If this node ran before, its data is not where its configuration says (a data volume not mounted?): "
             + "started on an empty database it would have forgotten the votes it signed. Mount it, or `calisson-node restore` a backup; "
-            + "to start this node afresh on purpose, `calisson-node sync` it from the others (it checks that its key signed nothing since)"
+            + "to start this node afresh on purpose, `calisson-node sync` it from the others (it checks that its key signed nothing since), "
+            + "or, for a node whose key never voted (no validator), make its directory again with `calisson-node init`"
     }
 
     /// Whether `file` is a database that holds nothing yet: no genesis state, no vote (a

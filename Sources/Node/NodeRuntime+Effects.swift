@@ -364,6 +364,7 @@ extension NodeRuntime {
 
     /// The client of `token`, no longer kept: it is being answered.
     func takeClient(_ token: ClientToken) -> Client? {
+        assert(loop.isOnLoop, "the node's clients are the loop thread's")
         if let link = linkOfWait.removeValue(forKey: token) {
             waitsByLink[link]?.remove(token)
             if waitsByLink[link]?.isEmpty == true { waitsByLink[link] = nil }
@@ -374,6 +375,7 @@ extension NodeRuntime {
     /// A client connection closed (loop thread): its waits are dropped from the core, so
     /// that a client closing and reconnecting cannot fill `waitersMax` for everyone.
     func clientClosed(_ link: ClientLink) {
+        assert(loop.isOnLoop, "the node's clients are the loop thread's")
         guard let tokens = waitsByLink.removeValue(forKey: link) else { return }
         for token in tokens {
             clients[token] = nil

@@ -255,7 +255,9 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
             ledger = resumed
         } else {
             ledger = try Ledger.create(genesis, in: storage.state)
-            try storage.persistGenesis(extras: [Self.genesisExtra: genesis.digest.bytes])
+            // The schedule too, so that a database's consensus settings are checked at every
+            // start (it is written again only by a block that changes the validators).
+            try storage.persistGenesis(extras: [Self.genesisExtra: genesis.digest.bytes, Self.scheduleExtra: configuration.genesisSchedule.wireBytes])
         }
         schedule = try storage.extra(Self.scheduleExtra).map { try EpochSchedule(wireBytes: $0) } ?? configuration.genesisSchedule
         var safety = SafetyLog()
@@ -412,11 +414,14 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
         }
         let checks = message.signatureChecks(chainId: ledger.chainId)
         guard !checks.isEmpty else { return try step(.message(message, from: sender)) }
-        // A message is taken whatever its size when the peer has none waiting (an honest
-        // NewView of many validators may carry more checks than the share).
+        // A message past the share is taken when little else of its peer waits (a sixteenth
+        // of the share): an honest NewView of many validators may carry more checks than the
+        // share, and its sender's few votes must not stop it. So a peer holds at most the
+        // share and one such message.
         let held = verifying[peer, default: (0, 0)]
-        guard held.checks == 0 || (checks.count <= settings.peerVerificationChecksMax - held.checks
-            && payload.count <= settings.peerVerificationBytesMax - held.bytes) else {
+        let fits = checks.count <= settings.peerVerificationChecksMax - held.checks && payload.count <= settings.peerVerificationBytesMax - held.bytes
+        let littleWaits = held.checks <= settings.peerVerificationChecksMax / 16 && held.bytes <= settings.peerVerificationBytesMax / 16
+        guard fits || littleWaits else {
             counters.peerVerificationDropped += 1
             return effects.append(.event(.peerVerificationDropped(peer: peer, checks: checks.count, bytes: payload.count)))
         }

@@ -201,11 +201,15 @@ final class Connection {
     /// broadcast makes it once for every link.
     func send(_ kind: TransportKind, frame: [UInt8]) {
         guard isEstablished, !isClosed, let transport else { return }
-        if isClient, queuedBytes > min(Self.clientQueueCheckedFrom, transport.configuration.clientSendQueueBytesMax) {
+        // A client is judged by what earlier turns' answers left unwritten (its socket did not
+        // take them), not by this turn's: a burst of large answers to pipelined requests
+        // goes out whole to a client that reads.
+        let unwritten = stream.queuedBytes
+        if isClient, unwritten > min(Self.clientQueueCheckedFrom, transport.configuration.clientSendQueueBytesMax) {
             let configuration = transport.configuration
-            if queuedBytes > configuration.clientSendQueueBytesMax || transport.clientQueuedBytes() > configuration.clientSendQueueTotalBytesMax {
+            if unwritten > configuration.clientSendQueueBytesMax || transport.clientUnwrittenBytes() > configuration.clientSendQueueTotalBytesMax {
                 transport.count { $0.slowConsumersClosed += 1 }
-                transport.refused(self, reason: "slow consumer: \(queuedBytes) bytes of answers not taken")
+                transport.refused(self, reason: "slow consumer: \(unwritten) bytes of answers not taken")
                 return close(reason: "slow consumer")
             }
         }

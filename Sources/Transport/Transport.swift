@@ -70,11 +70,12 @@ public struct TransportConfiguration: Sendable {
     /// Per link: above this many queued bytes gossip is dropped; above four times this,
     /// the link is closed (a slow consumer must not hold the node's memory).
     public var sendQueueBytesMax = 8 * 1024 * 1024
-    /// A client link's answers not taken by its client, at most, and all client links'
-    /// together (checked once a link holds over 1 MiB): past either the link is closed as a
-    /// slow consumer. A client that asks and never reads cannot make the node hold its
-    /// answers (256 such links at a validator's 32 MiB were 8 GiB).
-    public var clientSendQueueBytesMax = 16 * 1024 * 1024
+    /// A client link's answers not taken by its client (left unwritten by earlier turns),
+    /// at most, and all client links' together (checked once a link holds over 1 MiB): past
+    /// either the link is closed as a slow consumer when it is sent more. A client that asks
+    /// and never reads cannot make the node hold its answers (256 such links, each closed
+    /// only past a validator link's 32 MiB, were 8 GiB).
+    public var clientSendQueueBytesMax = 32 * 1024 * 1024
     public var clientSendQueueTotalBytesMax = 256 * 1024 * 1024
     /// Transaction ids remembered to stop re-flooding (oldest forgotten first).
     public var gossipSeenMax = 200_000
@@ -198,9 +199,9 @@ public final class Transport: @unchecked Sendable {
     /// Client connections accepted so far (each one's `ClientLink`).
     private var clientLinksNumbered: UInt64 = 0
 
-    /// What the client links hold unsent now, together (loop thread).
-    func clientQueuedBytes() -> Int {
-        connections.values.reduce(0) { $0 + ($1.isClient ? $1.queuedBytes : 0) }
+    /// What the client links' sockets have not taken yet, together (loop thread).
+    func clientUnwrittenBytes() -> Int {
+        connections.values.reduce(0) { $0 + ($1.isClient ? $1.stream.queuedBytes : 0) }
     }
 
     /// The next client connection's name (loop thread).

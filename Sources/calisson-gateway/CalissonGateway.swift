@@ -132,8 +132,12 @@ struct Run: AsyncParsableCommand {
     /// room for the node connections and files), as far as the hard limit lets it; says so
     /// when it cannot reach it (the connections then fail to be accepted before the cap).
     static func raiseOpenFilesLimit(to wanted: Int) {
-        var limit = rlimit()
+        #if canImport(Glibc)
         let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        #else
+        let resource = RLIMIT_NOFILE
+        #endif
+        var limit = rlimit()
         guard getrlimit(resource, &limit) == 0 else { return }
         let target = rlim_t(wanted)
         if limit.rlim_cur < target {

@@ -89,13 +89,17 @@ struct Init: ParsableCommand {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         try encoder.encode(config).write(to: URL(fileURLWithPath: "\(staging)/config.json"))
         _ = try NodeConfigFile.load("\(staging)/config.json")  // every check a start makes, on the files as they will be
-        try fileManager.createDirectory(atPath: "\(out)/data", withIntermediateDirectories: true)
+        // The database first (its directory may be a volume of its own that cannot take it),
+        // then the files: a refusal leaves neither behind.
+        let database = "\(out)/data/node.db"
+        try NodeMaintenance.createDatabase(database)
         for name in ["genesis.json", "ca.crt", "config.json"] {
             guard rename("\(staging)/\(name)", "\(out)/\(name)") == 0 else {
-                throw ValidationError("cannot move \(name) into \(out): \(String(cString: strerror(errno)))")
+                let reason = String(cString: strerror(errno))
+                for suffix in ["", "-wal", "-shm"] { try? fileManager.removeItem(atPath: database + suffix) }
+                throw ValidationError("cannot move \(name) into \(out): \(reason)")
             }
         }
-        try NodeMaintenance.createDatabase("\(out)/data/node.db")
         done = true
         print("node \(partner) ready in \(out): calisson-node run --config \(out)/config.json")
     }

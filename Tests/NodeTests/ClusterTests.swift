@@ -516,6 +516,26 @@ struct TestCluster {
         }
     }
 
+    /// A database made under other consensus settings is refused at start, also one whose
+    /// chain never changed its validators (the schedule it is checked by is written with
+    /// the genesis: it was once written only by blocks, then only by those changing the set).
+    @Test func aNodeRefusesADatabaseOfOtherConsensusSettings() throws {
+        let cluster = try TestCluster(count: 1)
+        let made = try NodeRuntime(configuration: cluster.configuration(0))  // the genesis recorded; no block
+        made.stop()
+        var other = cluster.configuration(0)
+        other.replica = { configuration in
+            var configuration = configuration
+            configuration.checkpointInterval *= 2
+            configuration.window *= 2
+            return configuration
+        }
+        #expect { _ = try NodeRuntime(configuration: other) } throws: { error in
+            guard case let .configuration(reason) = error as? NodeError else { return false }
+            return reason.contains("another genesis validator set or consensus settings")
+        }
+    }
+
     @Test func badSubmissionsAreRefusedAtAdmission() throws {
         let cluster = try TestCluster(count: 1)
         var configuration = cluster.configuration(0)
