@@ -28,9 +28,10 @@ public struct StoreAnswers {
         try store.transaction(id).map { Self.location(height: $0.height, position: $0.position, result: $0.result) }
     }
 
-    public func accountTransactions(_ account: Bytes32, limit: UInt32) throws(StorageError) -> [AccountTransaction] {
+    /// The latest transactions of `account`, at most `limit`, in blocks up to `highest`.
+    public func accountTransactions(_ account: Bytes32, limit: UInt32, atMost highest: UInt64 = .max) throws(StorageError) -> [AccountTransaction] {
         var found: [AccountTransaction] = []
-        for (height, position) in try store.transactions(of: account, limit: Int(min(limit, ClientRequest.accountTransactionsMax))) {
+        for (height, position) in try store.transactions(of: account, limit: Int(min(limit, ClientRequest.accountTransactionsMax)), atMost: highest) {
             guard let block = try store.block(at: height), position < block.transactions.count else { continue }
             let transaction = block.transactions[position]
             found.append(AccountTransaction(

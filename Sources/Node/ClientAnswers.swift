@@ -70,7 +70,7 @@ public struct ClientAnswers {
                 }
                 return .waitFinal(id, timeoutMilliseconds: timeout)
             case let .accountTransactions(account, limit):
-                return .answer(.accountTransactions(try answers.accountTransactions(account, limit: limit).filter { $0.location.height <= visibleHeight }))
+                return .answer(.accountTransactions(try answers.accountTransactions(account, limit: limit, atMost: visibleHeight)))
             case let .transactionProof(id): return .answer(.transactionProof(try inclusion(of: id)))
             case let .certifiedState(key): return .answer(try certifiedState(key))
             case let .blocks(from, limit, wait):

@@ -851,10 +851,10 @@ public final class NodeStore {
     }
 
     /// The latest transactions concerning an account, newest first.
-    public func transactions(of account: Bytes32, limit: Int) throws(StorageError) -> [(height: UInt64, position: Int)] {
+    public func transactions(of account: Bytes32, limit: Int, atMost height: UInt64 = .max) throws(StorageError) -> [(height: UInt64, position: Int)] {
         try database.statement(
-            "SELECT height, position FROM account_transactions WHERE account = ? ORDER BY height DESC, position DESC LIMIT ?")
-            .bind(1, account.bytes).bind(2, limit).all { ($0.uint64(0), Int($0.uint64(1))) }
+            "SELECT height, position FROM account_transactions WHERE account = ? AND height <= ? ORDER BY height DESC, position DESC LIMIT ?")
+            .bind(1, account.bytes).bind(2, Int64(clamping: height)).bind(3, limit).all { ($0.uint64(0), Int($0.uint64(1))) }
     }
 
     // MARK: Maintenance
