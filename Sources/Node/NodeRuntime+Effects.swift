@@ -312,10 +312,18 @@ extension NodeRuntime {
 
     func note(_ event: NodeEvent) {
         switch event {
+        // Logged at the 1st, 2nd, 4th, 8th… of their kind (each is counted in /metrics): a
+        // peer sending them by the thousand is named without flooding the log.
         case let .undecodable(peer, error):
-            logger.warning("undecodable consensus message", metadata: ["peer": "\(peer)", "error": "\(error)"])
+            let count = core.counters.undecodable
+            if count & (count - 1) == 0 {
+                logger.warning("undecodable consensus message", metadata: ["peer": "\(peer)", "error": "\(error)", "soFar": "\(count)"])
+            }
         case let .badSignature(peer):
-            logger.warning("bad signature in a consensus message", metadata: ["peer": "\(peer)"])
+            let count = core.counters.badSignatures
+            if count & (count - 1) == 0 {
+                logger.warning("bad signature in a consensus message", metadata: ["peer": "\(peer)", "soFar": "\(count)"])
+            }
         case let .rejected(reason, from):
             logger.debug("consensus message rejected", metadata: ["from": "\(core.partnersByValidator[from] ?? "?")", "reason": "\(reason)"])
         case let .evidence(equivocation):
