@@ -310,18 +310,21 @@ extension NodeRuntime {
         return nil
     }
 
+    /// Whether the `count`th refusal of a kind is logged: the 1st, 2nd, 4th, 8th… (each is
+    /// counted in /metrics), so that a peer sending them by the thousand is named without
+    /// flooding the log.
+    static func logsRefusal(_ count: Int) -> Bool { count & (count - 1) == 0 }
+
     func note(_ event: NodeEvent) {
         switch event {
-        // Logged at the 1st, 2nd, 4th, 8th… of their kind (each is counted in /metrics): a
-        // peer sending them by the thousand is named without flooding the log.
         case let .undecodable(peer, error):
             let count = core.counters.undecodable
-            if count & (count - 1) == 0 {
+            if Self.logsRefusal(count) {
                 logger.warning("undecodable consensus message", metadata: ["peer": "\(peer)", "error": "\(error)", "soFar": "\(count)"])
             }
         case let .badSignature(peer):
             let count = core.counters.badSignatures
-            if count & (count - 1) == 0 {
+            if Self.logsRefusal(count) {
                 logger.warning("bad signature in a consensus message", metadata: ["peer": "\(peer)", "soFar": "\(count)"])
             }
         case let .rejected(reason, from):
@@ -348,9 +351,8 @@ extension NodeRuntime {
         case .verificationDropped:
             break  // counted where the verifier refused it (`droppedForVerification`)
         case let .peerVerificationDropped(peer, checks, bytes):
-            // Logged at the 1st, 2nd, 4th, 8th… drop: a flooding peer is named without flooding the log.
             let dropped = core.counters.peerVerificationDropped
-            if dropped & (dropped - 1) == 0 {
+            if Self.logsRefusal(dropped) {
                 logger.warning("consensus message dropped unchecked: its peer's share of the verifier is full", metadata: [
                     "peer": "\(peer)", "checks": "\(checks)", "bytes": "\(bytes)", "droppedSoFar": "\(dropped)"])
             }
