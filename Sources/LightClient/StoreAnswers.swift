@@ -30,14 +30,9 @@ public struct StoreAnswers {
 
     /// The latest transactions of `account`, at most `limit`, in blocks up to `highest`.
     public func accountTransactions(_ account: Bytes32, limit: UInt32, atMost highest: UInt64 = .max) throws(StorageError) -> [AccountTransaction] {
-        var found: [AccountTransaction] = []
-        for (height, position) in try store.transactions(of: account, limit: Int(min(limit, ClientRequest.accountTransactionsMax)), atMost: highest) {
-            guard let block = try store.block(at: height), position < block.transactions.count else { continue }
-            let transaction = block.transactions[position]
-            found.append(AccountTransaction(
-                id: transaction.id, location: Self.location(height: height, position: position, result: transaction.result)))
+        try store.accountTransactions(of: account, limit: Int(min(limit, ClientRequest.accountTransactionsMax)), atMost: highest).map { found in
+            AccountTransaction(id: found.transaction.id, location: Self.location(height: found.height, position: found.position, result: found.transaction.result))
         }
-        return found
     }
 
     public func block(_ height: UInt64) throws(StorageError) -> BlockSummary? {
@@ -97,18 +92,19 @@ public struct StoreAnswers {
             decided: decided, opened: opened)
     }
 
-    /// Final blocks from `from` on, at most `limit`.
+    /// Final blocks from `from` on, at most `limit`: their headers only are read.
     public func blocks(from: UInt64, limit: UInt32) throws(StorageError) -> [BlockSummary] {
         guard from <= store.height, limit > 0 else { return [] }
-        var found: [BlockSummary] = []
-        for height in from...min(store.height, from + UInt64(limit) - 1) {
-            if let block = try block(height) { found.append(block) }
-        }
-        return found
+        return try store.blockHeaders(from: from, through: min(store.height, from.saturatingAdding(UInt64(limit) - 1))).map(BlockSummary.init)
     }
 }
 
 extension BlockSummary {
+    public init(_ header: BlockHeaderRecord) {
+        self.init(height: header.height, digest: header.digest, certificate: header.certificate, stateRoot: header.stateRoot,
+                  transactionCount: header.transactionCount)
+    }
+
     public init(_ record: BlockRecord) {
         self.init(height: record.height, digest: record.digest, certificate: record.certificate, stateRoot: record.stateRoot,
                   transactionCount: UInt64(record.transactions.count))

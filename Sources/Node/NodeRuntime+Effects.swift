@@ -277,8 +277,17 @@ extension NodeRuntime {
         case let .respondBlocks(token, from, limit):
             guard case let .remote(respond, _)? = takeClient(token) else { break }
             let shown = from > syncedHeight ? 0 : UInt32(clamping: min(UInt64(clamping: limit), syncedHeight - from + 1))
-            let list = (try? answers.blocks(from: from, limit: shown)) ?? []
-            respond(ClientResponse.blocks(list).wireBytes)
+            // Clients following the chain wait for the same next block: read and encoded
+            // once for all of them (final blocks' summaries do not change).
+            if let last = lastBlocksAnswer, last.from == from, last.count == shown {
+                respond(last.bytes)
+            } else if let list = try? answers.blocks(from: from, limit: shown) {
+                let bytes = ClientResponse.blocks(list).wireBytes
+                if list.count == Int(clamping: shown) { lastBlocksAnswer = (from, shown, bytes) }
+                respond(bytes)
+            } else {
+                respond(ClientResponse.blocks([]).wireBytes)
+            }
         case .partnersChanged:
             // Links of partners no longer registered (or with another key now) are closed;
             // a newly admitted partner may link; the peers dialled follow the endpoints.

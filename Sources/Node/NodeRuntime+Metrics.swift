@@ -119,6 +119,8 @@ extension NodeRuntime {
                counters.clientConnectionsPerAddressRefused)
         metric("client_idle_closed_total", "counter", "Client connections closed for idling.", counters.clientIdleClosed)
         metric("client_rate_limited_total", "counter", "Client connections closed for sending over the request rate.", counters.clientRateLimited)
+        metric("client_turns_waited_total", "counter", "Times a client connection's requests waited for their turn of the loop's time for clients.",
+               counters.clientTurnsWaited)
         metric("loop_queue_refused_total", "counter", "Work the event loop refused with its queue full.", loop.refusedFull)
         metric("loop_queue_peak", "gauge", "The most work items that waited for the event loop at once.", loop.queueCountPeak)
         let set = core.replica.epoch.validators

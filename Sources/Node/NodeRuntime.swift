@@ -145,6 +145,9 @@ public final class NodeRuntime: @unchecked Sendable {
     /// to clients: a block's commit certificate may carry this node's own vote, which may
     /// leave the node only once recorded on disk (`ClientAnswers.visibleHeight`).
     var syncedHeight: UInt64 = 0
+    /// The last answer to a `blocks` wait (loop thread): the clients following the chain
+    /// wait for the same next block, read and encoded once for all of them.
+    var lastBlocksAnswer: (from: UInt64, count: UInt32, bytes: [UInt8])?
     /// WAL checkpoint failures already logged (loop thread).
     var checkpointFailuresLogged = 0
     /// The peers dialled besides those the ledger gives: the configuration's, or those of

@@ -24,6 +24,24 @@ public struct BlockRecord: Sendable, Equatable {
     }
 }
 
+/// A final block's header as stored (`NodeStore.blockHeaders`): its body and transactions
+/// not read.
+public struct BlockHeaderRecord: Sendable, Equatable {
+    public var height: UInt64
+    public var digest: Bytes32
+    public var certificate: [UInt8]
+    public var stateRoot: Bytes32
+    public var transactionCount: UInt64
+
+    public init(height: UInt64, digest: Bytes32, certificate: [UInt8], stateRoot: Bytes32, transactionCount: UInt64) {
+        self.height = height
+        self.digest = digest
+        self.certificate = certificate
+        self.stateRoot = stateRoot
+        self.transactionCount = transactionCount
+    }
+}
+
 /// One transaction of a block: its id, its result (encoded by the ledger), and the
 /// accounts it concerns (for the per-account index).
 public struct TransactionRecord: Sendable, Equatable {
@@ -789,6 +807,23 @@ public final class NodeStore {
         return BlockRecord(height: height, digest: digest, body: body, certificate: certificate, stateRoot: root, transactions: records)
     }
 
+    /// Final blocks' headers from `from` through `through`, in height order: no body and no
+    /// transaction is read, so a summary of a block costs the same whatever its size.
+    public func blockHeaders(from: UInt64, through: UInt64) throws(StorageError) -> [BlockHeaderRecord] {
+        guard from <= through else { return [] }
+        let file = self.file
+        return try database.statement(
+            "SELECT height, digest, certificate, state_root, transaction_count FROM blocks WHERE height BETWEEN ? AND ? ORDER BY height")
+            .bind(1, from).bind(2, through)
+            .all { (row) throws(StorageError) -> BlockHeaderRecord in
+                let height = row.uint64(0)
+                guard let digest = row.blob(1).flatMap({ Bytes32($0) }), let root = row.blob(3).flatMap({ Bytes32($0) }) else {
+                    throw .corrupt(file: file, reason: "block \(height) has a malformed digest or root")
+                }
+                return BlockHeaderRecord(height: height, digest: digest, certificate: row.blob(2) ?? [], stateRoot: root, transactionCount: row.uint64(4))
+            }
+    }
+
     /// A block's transaction ids and results, in position order (the `results` column).
     static func encodeResults(_ transactions: [TransactionRecord]) -> [UInt8] {
         var writer = WireWriter()
@@ -848,6 +883,32 @@ public final class NodeStore {
     public func transaction(_ id: Bytes32) throws(StorageError) -> (height: UInt64, position: Int, result: [UInt8])? {
         try database.statement("SELECT height, position, result FROM transactions WHERE id = ?").bind(1, id)
             .first { ($0.uint64(0), Int($0.uint64(1)), $0.blob(2) ?? []) }
+    }
+
+    /// The latest transactions concerning an account, newest first, with their ids and
+    /// results: read by their place (`transactions_by_height`), not from their blocks, so
+    /// the cost does not grow with the blocks' size. A rejected copy of a transaction
+    /// (`transactions` has the place it applied at) is read from its block's results.
+    public func accountTransactions(of account: Bytes32, limit: Int, atMost height: UInt64 = .max) throws(StorageError)
+        -> [(height: UInt64, position: Int, transaction: TransactionRecord)]
+    {
+        let rows = try database.statement(
+            """
+            SELECT a.height, a.position, t.id, t.result FROM account_transactions a
+            LEFT JOIN transactions t ON t.height = a.height AND t.position = a.position
+            WHERE a.account = ? AND a.height <= ? ORDER BY a.height DESC, a.position DESC LIMIT ?
+            """)
+            .bind(1, account.bytes).bind(2, height).bind(3, limit)
+            .all { ($0.uint64(0), Int(clamping: $0.uint64(1)), $0.blob(2).flatMap { Bytes32($0) }, $0.blob(3) ?? []) }
+        var found: [(height: UInt64, position: Int, transaction: TransactionRecord)] = []
+        for (height, position, id, result) in rows {
+            if let id {
+                found.append((height, position, TransactionRecord(id: id, result: result, accounts: [])))
+            } else if let block = try block(at: height), position < block.transactions.count {
+                found.append((height, position, block.transactions[position]))
+            }
+        }
+        return found
     }
 
     /// The latest transactions concerning an account, newest first.

@@ -35,6 +35,8 @@ final class Connection {
     private var answersSent: UInt64 = 0
     private var answersWaiting: [UInt64: [UInt8]] = [:]
     private var isClosed = false
+    /// Its frames wait for the loop's time for clients (`ClientTurns`); its socket is not read.
+    private(set) var isWaitingForTurn = false
     let address: String
     /// The peer's IP address (for the per-address client limit).
     let host: String
@@ -62,7 +64,9 @@ final class Connection {
 
     /// What the heartbeat does with this link at `now` (`LinkTimes.beat`).
     func beat(now: UInt64, idleLimit: UInt64, deadAfter: UInt64) -> LinkTimes.Beat {
-        times.beat(now: now, isClient: isClient, isEstablished: isEstablished, idleLimit: idleLimit, deadAfter: deadAfter)
+        // Requests waiting for their turn are not idleness.
+        if isWaitingForTurn { return .keep }
+        return times.beat(now: now, isClient: isClient, isEstablished: isEstablished, idleLimit: idleLimit, deadAfter: deadAfter)
     }
 
     func begin() {
@@ -98,12 +102,34 @@ final class Connection {
             if !isClient { sendHello(transport) }
         }
         decoder.append(plaintext)
+        handleFrames(transport, inTurn: false)
+        if isClosed { return }
+        if tls.peerClosed, !isWaitingForTurn { return close(reason: "\(TLSSession.Failure.closedByPeer)") }
+        flush()
+    }
+
+    /// Handles the whole frames decoded. On an established client link, while the loop's
+    /// time for clients allows (`Transport.clientTurns`): past it, the link waits for its
+    /// turn, its socket no longer read. `inTurn`: the link's turn, one request.
+    private func handleFrames(_ transport: Transport, inTurn: Bool) {
+        var requests = 0
         do {
-            while !isClosed, let envelope = try decoder.next() {
+            while !isClosed {
+                if isClient, isEstablished, decoder.hasWholeFrame, inTurn ? requests > 0 : !transport.clientTurns.allowsNewWork {
+                    if !isWaitingForTurn {
+                        isWaitingForTurn = true
+                        stream.stopReading()
+                        transport.count { $0.clientTurnsWaited += 1 }
+                        transport.clientTurns.wait(self)
+                    }
+                    return
+                }
+                guard let envelope = try decoder.next() else { break }
                 transport.count { $0.framesIn += 1 }
                 // On a client link only a request is use: empty heartbeats sent to keep a
                 // place would otherwise hold it for ever, from others.
                 if !isClient || envelope.kind == .request { times.received(at: now(transport.loop)) }
+                if envelope.kind == .request { requests += 1 }
                 try handle(envelope, transport)
             }
         } catch {
@@ -114,8 +140,25 @@ final class Connection {
             transport.refused(self, reason: "\(error)")
             return refuse("\(error)", reason: "\(error)")
         }
-        if tls.peerClosed { return close(reason: "\(TLSSession.Failure.closedByPeer)") }
+        if isWaitingForTurn, !isClosed {
+            isWaitingForTurn = false
+            stream.resumeReading()
+        }
+    }
+
+    /// This link's turn for the loop's time for clients (`ClientTurns`): one request is
+    /// handled. True when it has more whole frames and waits for its next turn; false when
+    /// it has none (its socket is read again) or is closed.
+    func takeTurn() -> Bool {
+        guard let transport, !isClosed else { return false }
+        handleFrames(transport, inTurn: true)
+        guard !isClosed else { return false }
+        if !isWaitingForTurn, tls.peerClosed {
+            close(reason: "\(TLSSession.Failure.closedByPeer)")
+            return false
+        }
         flush()
+        return isWaitingForTurn
     }
 
     private func handle(_ envelope: Envelope<TransportKind>, _ transport: Transport) throws(FrameError) {
@@ -306,6 +349,10 @@ final class Connection {
     func close(reason: String) {
         guard !isClosed else { return }
         isClosed = true
+        if isWaitingForTurn {
+            isWaitingForTurn = false
+            transport?.clientTurns.forget(self)
+        }
         if tls.isHandshakeDone {
             if !gathered.isEmpty { try? tls.send(gathered) }  // what this turn sent goes before the close
             gathered = []

@@ -148,7 +148,7 @@ public final class EventLoop: @unchecked Sendable {
     private func closeAll() {
         uv_walk(loop, { handle, _ in
             guard let handle, uv_is_closing(handle) == 0 else { return }
-            let owned = [UV_TIMER, UV_TCP, UV_PREPARE, UV_CHECK].contains(handle.pointee.type)
+            let owned = [UV_TIMER, UV_TCP, UV_PREPARE, UV_CHECK, UV_IDLE].contains(handle.pointee.type)
             if let data = handle.pointee.data, owned {
                 // Owned handles close through their owner, which frees them in the callback.
                 Unmanaged<HandleOwner>.fromOpaque(data).takeUnretainedValue().close()
@@ -269,6 +269,43 @@ final class LoopPhaseHook: HandleOwner {
         case .beforePoll: uv_prepare_stop(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_prepare_t.self))
         case .afterPoll: uv_check_stop(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_check_t.self))
         }
+        callback = nil
+    }
+}
+
+/// A callback run at every turn of the loop while started (libuv's idle phase, before the
+/// prepare hooks): while it is, the loop does not sleep waiting for I/O, it only looks.
+final class LoopIdle: HandleOwner {
+    private var callback: (() -> Void)?
+    private(set) var isStarted = false
+
+    init(loop: EventLoop, _ callback: @escaping () -> Void) {
+        let idle = UnsafeMutablePointer<uv_idle_t>.allocate(capacity: 1)
+        uv_idle_init(loop.loop, idle)
+        super.init(loop: loop, handle: UnsafeMutableRawPointer(idle).assumingMemoryBound(to: uv_handle_t.self))
+        self.callback = callback
+    }
+
+    private var idle: UnsafeMutablePointer<uv_idle_t> { UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_idle_t.self) }
+
+    func start() {
+        guard !isClosed, !isStarted else { return }
+        isStarted = true
+        uv_idle_start(idle) { idle in
+            guard let data = idle?.pointee.data else { return }
+            Unmanaged<LoopIdle>.fromOpaque(data).takeUnretainedValue().callback?()
+        }
+    }
+
+    func stop() {
+        guard !isClosed, isStarted else { return }
+        isStarted = false
+        uv_idle_stop(idle)
+    }
+
+    override func willClose() {
+        uv_idle_stop(idle)
+        isStarted = false
         callback = nil
     }
 }

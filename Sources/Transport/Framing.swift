@@ -63,6 +63,15 @@ struct FrameDecoder {
 
     mutating func append(_ bytes: [UInt8]) { buffer += bytes }
 
+    /// A whole frame (or one over the maximum, which `next` throws for) is buffered.
+    var hasWholeFrame: Bool {
+        let available = buffer.count - start
+        guard available >= TransportLimits.framePrefixSize else { return false }
+        var length = 0
+        for index in 0..<TransportLimits.framePrefixSize { length = length << 8 | Int(buffer[start + index]) }
+        return length > maximum || available >= TransportLimits.framePrefixSize + length
+    }
+
     /// The next whole frame's envelope, nil if more bytes are needed.
     mutating func next() throws(FrameError) -> Envelope<TransportKind>? {
         let available = buffer.count - start

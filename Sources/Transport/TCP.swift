@@ -108,6 +108,12 @@ final class TCPStream: HandleOwner {
     func startReading(onBytes: @escaping (UnsafeRawBufferPointer) -> Void, onEnd: @escaping (SocketError?) -> Void) {
         self.onBytes = onBytes
         self.onEnd = onEnd
+        resumeReading()
+    }
+
+    /// Reads again after `stopReading`, with the callbacks `startReading` gave.
+    func resumeReading() {
+        guard !isClosed else { return }
         uv_read_start(stream, { handle, _, buffer in
             guard let handle, let data = handle.pointee.data, let buffer else { return }
             let stream = Unmanaged<TCPStream>.fromOpaque(data).takeUnretainedValue()

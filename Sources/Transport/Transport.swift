@@ -90,6 +90,11 @@ public struct TransportConfiguration: Sendable {
     /// Requests per second one connection may send on average, in bursts of at most as
     /// many; a connection over it is closed (a token bucket, refilled each millisecond).
     public var clientRequestsPerSecondMax = 2_000
+    /// The loop's time for clients' requests between two of its sleeps, in microseconds:
+    /// past it, client links wait for their turn, served one request each in turn
+    /// (`ClientTurns`), so that requests costly to answer cannot starve the consensus
+    /// that shares the loop, nor one client the others.
+    public var clientWorkMicrosecondsPerTurn: UInt64 = 10_000
     /// A client connection with no request unanswered that sends nothing for this long is
     /// closed (an idle client holds a place another could use).
     public var clientIdleMilliseconds: UInt64 = 30_000
@@ -136,6 +141,9 @@ public struct TransportCounters: Sendable, Equatable {
     public var clientConnectionsPerAddressRefused = 0
     public var clientIdleClosed = 0
     public var clientRateLimited = 0
+    /// Times a client link's frames waited for their turn of the loop's time for clients
+    /// (`TransportConfiguration.clientWorkMicrosecondsPerTurn`).
+    public var clientTurnsWaited = 0
     /// Sends and broadcasts from another thread that the loop refused (its queue full).
     public var loopRefused = 0
     public var handshakeFailures = 0
@@ -183,6 +191,8 @@ public final class Transport: @unchecked Sendable {
     private var turnHooks: [LoopPhaseHook] = []
     /// Links with frames gathered this turn.
     private var gatheringLinks: [Connection] = []
+    /// The loop's time for clients' requests, and the client links waiting for their turn.
+    private(set) lazy var clientTurns = ClientTurns(loop: loop, budgetMicroseconds: configuration.clientWorkMicrosecondsPerTurn)
     /// What each linked validator said of its own links (`LinkedPeers`, in its
     /// heartbeats): a transaction it gossips is relayed only to the peers it is not linked
     /// to; to all of them while it has said nothing (a node of an earlier release).
@@ -271,7 +281,10 @@ public final class Transport: @unchecked Sendable {
         timer.start(after: configuration.heartbeatMilliseconds, repeat: configuration.heartbeatMilliseconds) { [weak self] in self?.beat() }
         heartbeat = timer
         turnHooks = [LoopPhaseHook.Phase.beforePoll, .afterPoll].map { phase in
-            LoopPhaseHook(loop: loop, phase: phase) { [weak self] in self?.writeGathered() }
+            LoopPhaseHook(loop: loop, phase: phase) { [weak self] in
+                self?.writeGathered()
+                if phase == .beforePoll { self?.clientTurns.turnBegins() }
+            }
         }
         startedAt = now(loop)
         sayWhoDials()
@@ -322,6 +335,7 @@ public final class Transport: @unchecked Sendable {
             clientListener?.close()
             for connection in connections.values { connection.close(reason: "stopping") }
             for hook in turnHooks { hook.close() }
+            clientTurns.close()
             done.signal()
         }) else { return }
         done.wait()
@@ -661,8 +675,10 @@ public final class Transport: @unchecked Sendable {
         let number = connection.numberRequest()
         // The answer may come from the loop (most) or another thread; never lost while the
         // loop runs (`executeWaiting`); sent in the order of the requests.
-        handler(payload, connection.clientLink) { [loop] response in
-            loop.executeWaiting { target.value?.finishRequest(number, response) }
+        clientTurns.measure {
+            handler(payload, connection.clientLink) { [loop] response in
+                loop.executeWaiting { target.value?.finishRequest(number, response) }
+            }
         }
     }
 

@@ -965,21 +965,33 @@ struct Chain {
         let store = try NodeStore(file: temporaryFile("twice.db"), create: true)
         let a = SHA256.hash("node a"), b = SHA256.hash("node b"), c = SHA256.hash("node c")
         try store.writeGenesis(StateChanges(values: [], createdPages: [(a, [1])], removedPages: [], root: a))
-        let twice = SHA256.hash("a transaction"), other = SHA256.hash("another")
+        let twice = SHA256.hash("a transaction"), other = SHA256.hash("another"), account = SHA256.hash("its signer")
         let applied: [UInt8] = [0], rejected: [UInt8] = [1] + Array("nonceUsed(1)".utf8)
         try store.append(
             BlockRecord(height: 1, digest: SHA256.hash("block 1"), body: [], certificate: [], stateRoot: b,
-                        transactions: [.init(id: other, result: applied, accounts: []), .init(id: twice, result: applied, accounts: [])]),
+                        transactions: [.init(id: other, result: applied, accounts: []), .init(id: twice, result: applied, accounts: [account])]),
             state: StateChanges(values: [], createdPages: [(b, [2])], removedPages: [a], root: b))
         try store.append(
             BlockRecord(height: 2, digest: SHA256.hash("block 2"), body: [], certificate: [], stateRoot: c,
-                        transactions: [.init(id: twice, result: rejected, accounts: [])]),
+                        transactions: [.init(id: twice, result: rejected, accounts: [account])]),
             state: StateChanges(values: [], createdPages: [(c, [3])], removedPages: [b], root: c))
         #expect(try store.block(at: 1)?.transactions.map(\.id) == [other, twice])
         #expect(try store.block(at: 1)?.transactions.map(\.result) == [applied, applied])
         #expect(try store.block(at: 2)?.transactions.map(\.result) == [rejected])
         let place = try #require(try store.transaction(twice))
         #expect(place.height == 1 && place.position == 1 && place.result == applied)
+        // The account's transactions, read by their places: the copy (not where the
+        // transaction is placed) from its block's results.
+        let concerning = try store.accountTransactions(of: account, limit: 10)
+        #expect(concerning.map(\.height) == [2, 1] && concerning.map(\.position) == [0, 1])
+        #expect(concerning.map(\.transaction.id) == [twice, twice] && concerning.map(\.transaction.result) == [rejected, applied])
+        #expect(try store.accountTransactions(of: account, limit: 10, atMost: 1).map(\.height) == [1])
+        #expect(try store.accountTransactions(of: account, limit: 1).map(\.height) == [2])
+        // Headers without bodies: what a block summary needs.
+        let headers = try store.blockHeaders(from: 1, through: .max)
+        #expect(headers.map(\.height) == [1, 2] && headers.map(\.transactionCount) == [2, 1] && headers.map(\.stateRoot) == [b, c])
+        #expect(headers.map(\.digest) == [SHA256.hash("block 1"), SHA256.hash("block 2")])
+        #expect(try store.blockHeaders(from: 2, through: 1).isEmpty && store.blockHeaders(from: .max, through: .max).isEmpty)
     }
 
     @Test func aNodeCreatedAgainSurvivesPruning() throws {

@@ -412,6 +412,48 @@ func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportC
         #expect(node.transport.counters.slowConsumersClosed == 1)
     }
 
+    /// Requests are priced by the time their answers take, not counted: a client's costly
+    /// requests get their share of the loop's time for clients, then wait their turn
+    /// (their socket not read); another client's request is served between them, not after
+    /// them all, and every answer still comes, in order.
+    @Test func aClientsCostlyRequestsWaitTheirTurnWhileOthersAreServed() throws {
+        let consortium = try Consortium(count: 1)
+        var configuration = consortium.configuration(0)
+        configuration.clientPort = 0
+        configuration.clientWorkMicrosecondsPerTurn = 10_000
+        let node = try Node(configuration)
+        defer { node.stop() }
+        let handled = Locked<[UInt8]>([])
+        node.transport.onClientRequest = { request, _, respond in
+            // 5 ms of the loop, as a costly read takes.
+            let until = DispatchTime.now().uptimeNanoseconds + 5_000_000
+            while DispatchTime.now().uptimeNanoseconds < until {}
+            handled.withLock { $0.append(request[0]) }
+            respond(request)
+        }
+        func client() throws -> TransportClient {
+            try TransportClient(host: "127.0.0.1", port: node.transport.clientPort, ca: consortium.ca, chainId: Consortium.chainId)
+        }
+        let other = try client(), flooder = try client()
+        defer { other.close(); flooder.close() }
+        let requests = (0..<64).map { [1, UInt8($0)] }
+        let flood = Locked<[Result<[UInt8], ClientError>]>([])
+        let done = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            let results = flooder.pipeline(requests, timeoutMilliseconds: 30_000)
+            flood.withLock { $0 = results }
+            done.signal()
+        }
+        #expect(eventually(10) { handled.withLock { !$0.isEmpty } })
+        #expect(try other.request([2]) == [2])
+        #expect(done.wait(timeout: .now() + 30) == .success)
+        let order = handled.withLock { $0 }
+        // Without the shares, the 64 requests (0.32 s) were all handled before the other's.
+        #expect(order.count == 65 && (order.firstIndex(of: 2) ?? 64) < 32, "\(order)")
+        #expect(flood.withLock { $0.map { try? $0.get() } } == requests)
+        #expect(node.transport.counters.clientTurnsWaited >= 1)
+    }
+
     @Test func clientPortAnswersRequestsAndRefusesOversizedFrames() throws {
         let consortium = try Consortium(count: 1)
         var configuration = consortium.configuration(0)
