@@ -334,7 +334,8 @@ extension NodeRuntime {
         case let .badSignature(peer):
             let count = core.counters.badSignatures
             if Self.logsRefusal(count) {
-                logger.warning("bad signature in a consensus message", metadata: ["peer": "\(peer)", "soFar": "\(count)"])
+                logger.warning("bad signature in a consensus message: its peer is distrusted (messages dropped unchecked a while, then a smaller share)",
+                               metadata: ["peer": "\(peer)", "level": "\(core.distrust(of: peer))", "soFar": "\(count)"])
             }
         case let .rejected(reason, from):
             logger.debug("consensus message rejected", metadata: ["from": "\(core.partnersByValidator[from] ?? "?")", "reason": "\(reason)"])

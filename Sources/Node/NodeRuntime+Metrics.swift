@@ -95,6 +95,8 @@ extension NodeRuntime {
                "Requests for blocks left unserved: a peer is served at most 8 times a tick.",
                core.replica.stateRequestsDropped)
         metric("consensus_bad_signatures_total", "counter", "Consensus messages with a signature that does not verify.", core.counters.badSignatures)
+        metric("consensus_distrusted_dropped_total", "counter", "Consensus messages dropped unchecked: their peer sent a bad signature lately.",
+               core.counters.distrustedDropped)
         metric("consensus_rejected_total", "counter", "Signed consensus messages the protocol rules refused (stale, out of window, conflicting).", core.counters.consensusRejected)
         metric("equivocations_total", "counter", "Conflicting signed messages from one validator (evidence).", core.counters.equivocations)
         metric("transport_frames_in_total", "counter", "Frames received.", counters.framesIn)

@@ -166,6 +166,14 @@ public struct NodeCoreSettings: Sendable {
     /// memory, nor crowd out the others' votes.
     public var peerVerificationChecksMax = 65_536
     public var peerVerificationBytesMax = 32 << 20
+    /// A peer whose consensus message carried a bad signature is distrusted: an honest
+    /// validator sends only signatures it made or checked, so junk is a fault or an attack,
+    /// and checking it costs a core. Each bad message raises the peer's level (at most 16);
+    /// its messages are then dropped unchecked for 2^level ticks (at most
+    /// `distrustTicksMax`), and after that it holds at most its share halved per level, with
+    /// no message past it. A level is forgiven every `distrustForgivenTicks` ticks without one.
+    public var distrustTicksMax: UInt64 = 3_000
+    public var distrustForgivenTicks: UInt64 = 500
 
     public init() {}
 }
@@ -215,6 +223,9 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
     /// What each peer's consensus messages hold of the verifier now (checks, bytes): added
     /// when one is handed to it, taken back with its outcome. Keyed by linked partners.
     var verifying: [String: (checks: Int, bytes: Int)] = [:]
+    /// Peers whose consensus messages carried bad signatures lately: their level at the
+    /// last one, and the tick of it (`NodeCoreSettings.distrustTicksMax`).
+    var distrusted: [String: (level: Int, at: UInt64)] = [:]
 
     public struct Counters: Sendable {
         public var admitted = 0, refused = 0, blocksExecuted = 0, applied = 0, rejected = 0
@@ -222,6 +233,9 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
         /// Consensus messages dropped unchecked: their peer's share of the verifier was full
         /// (`NodeCoreSettings.peerVerificationChecksMax`, `peerVerificationBytesMax`).
         public var peerVerificationDropped = 0
+        /// Consensus messages dropped unchecked: their peer is distrusted for a bad signature
+        /// (`NodeCoreSettings.distrustTicksMax`).
+        public var distrustedDropped = 0
         /// Votes dropped unchecked: the replica no longer needed them (`Replica.takesUnchecked`).
         public var votesUnchecked = 0
         /// Whether this validator's commit vote is in the certificates of the latest 64
@@ -344,6 +358,7 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
             case .valid: try step(.message(message, from: sender))
             case .invalid:
                 counters.badSignatures += 1
+                distrusted[peer] = (min(distrust(of: peer) + 1, 16), tickCount)
                 effects.append(.event(.badSignature(peer: peer)))
             case .busy:
                 counters.verificationDropped += 1
@@ -399,8 +414,23 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
         return linked + (validators.contains(replica.id) ? 1 : 0) >= validators.quorum
     }
 
+    /// A peer's level of distrust now: its level at its last bad signature, less one per
+    /// `distrustForgivenTicks` since (0: trusted).
+    public func distrust(of peer: String) -> Int {
+        guard let entry = distrusted[peer] else { return 0 }
+        let forgiven = (tickCount - entry.at) / max(1, settings.distrustForgivenTicks)
+        return forgiven >= UInt64(clamping: entry.level) ? 0 : entry.level - Int(clamping: forgiven)
+    }
+
     mutating func received(_ payload: [UInt8], from peer: String) throws {
         guard let sender = validatorsByPartner[peer] else { return }
+        let distrust = distrust(of: peer)
+        if distrust == 0 {
+            distrusted[peer] = nil
+        } else if let entry = distrusted[peer], tickCount - entry.at < min(1 << entry.level, settings.distrustTicksMax) {
+            counters.distrustedDropped += 1
+            return
+        }
         let message: Message
         do { message = try Message(wireBytes: payload) } catch {
             counters.undecodable += 1
@@ -418,9 +448,11 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
         // of the share): an honest NewView of many validators may carry more checks than the
         // share, and its sender's few votes must not stop it. So a peer holds at most the
         // share and one such message.
+        // A distrusted peer's share is halved per level, with no message past it.
         let held = verifying[peer, default: (0, 0)]
-        let fits = checks.count <= settings.peerVerificationChecksMax - held.checks && payload.count <= settings.peerVerificationBytesMax - held.bytes
-        let littleWaits = held.checks <= settings.peerVerificationChecksMax / 16 && held.bytes <= settings.peerVerificationBytesMax / 16
+        let share = (checks: settings.peerVerificationChecksMax >> distrust, bytes: settings.peerVerificationBytesMax >> distrust)
+        let fits = checks.count <= share.checks - held.checks && payload.count <= share.bytes - held.bytes
+        let littleWaits = distrust == 0 && held.checks <= share.checks / 16 && held.bytes <= share.bytes / 16
         guard fits || littleWaits else {
             counters.peerVerificationDropped += 1
             return effects.append(.event(.peerVerificationDropped(peer: peer, checks: checks.count, bytes: payload.count)))
