@@ -61,6 +61,22 @@ public enum NodeMaintenance {
         public var stateRoot: Bytes32
         /// Where the files it replaced were moved (the database, its -wal and -shm).
         public var movedAside: [String]
+        /// What became of the safety log of the database replaced.
+        public var safetyLog: SafetyLogCarried
+    }
+
+    /// The safety log (the votes the node's key signed) of a database that `restore`
+    /// replaces: the votes signed since the backup are there, not in the backup.
+    public enum SafetyLogCarried: Sendable, Equatable {
+        /// No database was there.
+        case noDatabase
+        /// Its records (this many) replaced the backup's.
+        case carried(records: Int)
+        /// It is behind the backup (its height): the backup's log is kept.
+        case behindTheBackup(height: UInt64)
+        /// It could not be read (why): the backup's log is kept, and the node knows only
+        /// the votes the backup holds.
+        case unreadable(String)
     }
 
     /// Puts `backup` in place of `databaseFile`: checks the backup opens as a node's
@@ -82,8 +98,16 @@ public enum NodeMaintenance {
         let staging = databaseFile + ".restoring"
         try? files.removeItem(atPath: staging)
         try files.copyItem(atPath: backup, toPath: staging)
+        // The votes this node's key signed since the backup are in the database replaced,
+        // not in the backup: its safety log goes with the restored file, or the node could
+        // vote again at a height or view it already voted at (equivocation).
+        let safetyLog = try carrySafetyLog(from: databaseFile, into: staging)
         try sync(staging)
-        let stamp = timestamp(now)
+        // A name no earlier restore took (two within a second: a second number).
+        var stamp = timestamp(now)
+        for number in 2...1_000 where ["", "-wal", "-shm"].contains(where: { files.fileExists(atPath: "\(databaseFile).replaced-\(stamp)\($0)") }) {
+            stamp = "\(timestamp(now))-\(number)"
+        }
         var moved: [String] = []
         for suffix in ["", "-wal", "-shm"] where files.fileExists(atPath: databaseFile + suffix) {
             let aside = "\(databaseFile).replaced-\(stamp)\(suffix)"
@@ -95,7 +119,30 @@ public enum NodeMaintenance {
         }
         try sync(URL(fileURLWithPath: databaseFile).deletingLastPathComponent().path)
         let restored = try NodeStore(file: databaseFile, readOnly: true)
-        return RestoreReport(height: restored.height, stateHeight: restored.stateHeight, stateRoot: restored.stateRoot, movedAside: moved)
+        return RestoreReport(
+            height: restored.height, stateHeight: restored.stateHeight, stateRoot: restored.stateRoot, movedAside: moved, safetyLog: safetyLog)
+    }
+
+    /// Puts the safety log of the database at `current`, if one is there and not behind
+    /// the backup at `staging`, in place of the backup's: the key's votes, up to its latest
+    /// (a log is a fold whose view never goes back: the newer one replaces the older, they
+    /// are not merged). A database that cannot be read, the reason for many restores, is
+    /// reported, not a failure.
+    static func carrySafetyLog(from current: String, into staging: String) throws -> SafetyLogCarried {
+        guard FileManager.default.fileExists(atPath: current) else { return .noDatabase }
+        let (height, records): (UInt64, [[UInt8]])
+        do {
+            let store = try NodeStore(file: current, readOnly: true)
+            defer { store.close() }
+            (height, records) = (store.height, try store.safetyRecords())
+        } catch {
+            return .unreadable("\(error)")
+        }
+        let store = try NodeStore(file: staging)
+        defer { store.close() }
+        guard height >= store.height else { return .behindTheBackup(height: height) }
+        try store.compactSafety(records)
+        return .carried(records: records.count)
     }
 
     /// Writes a new node's database from the latest stable checkpoint the nodes at

@@ -234,6 +234,14 @@ struct Restore: ParsableCommand {
         let report = try NodeMaintenance.restore(databaseFile: configuration.databaseFile, from: from, genesis: configuration.genesis)
         print("restored \(from) as \(configuration.databaseFile): height \(report.height), state at \(report.stateHeight) with root \(report.stateRoot.hex)")
         for file in report.movedAside { print("moved aside: \(file)") }
+        switch report.safetyLog {
+        case .noDatabase: print("no database was in place: the node knows the votes the backup holds only (if it voted since, it may vote twice: Docs/OPERATIONS.md, \"Backups\")")
+        case let .carried(records): print("the votes recorded by the database replaced are kept (its safety log, \(records) records)")
+        case let .behindTheBackup(height): print("the database replaced was behind the backup (height \(height)): the backup's safety log is kept")
+        case let .unreadable(reason):
+            print("warning: the safety log of the database replaced could not be read (\(reason)): the node knows the votes the backup holds only; "
+                + "if it voted since, it may vote twice (Docs/OPERATIONS.md, \"Backups\")")
+        }
         print("start the node: it fetches the blocks since the backup from its peers")
     }
 }

@@ -144,6 +144,8 @@ import Wire
         let aside = "\(file).replaced-\(NodeMaintenance.timestamp(stamp))"
         #expect(report.movedAside == [aside, aside + "-wal", aside + "-shm"])
         #expect(report.movedAside.allSatisfy { FileManager.default.fileExists(atPath: $0) }, "nothing replaced is deleted")
+        // The database replaced, read past its damaged WAL, was ahead of the backup: its votes are kept.
+        if case .carried = report.safetyLog {} else { Issue.record("safety log: \(report.safetyLog)") }
         do {
             let restarted = try node(cluster)
             #expect(restarted.height == backedUp.height)
@@ -163,5 +165,46 @@ import Wire
         #expect(throws: NodeMaintenance.Failure.self) {
             _ = try NodeMaintenance.restore(databaseFile: file, from: backup + ".missing", genesis: cluster.genesis)
         }
+    }
+
+    /// The votes the node signed since its backup are in the database a restore replaces,
+    /// not in the backup: its safety log is carried into the restored file (the node then
+    /// starts and goes on), unless that database is behind the backup.
+    @Test func aRestoreKeepsTheVotesSignedSinceTheBackup() throws {
+        let cluster = try TestCluster(count: 1)
+        defer { try? FileManager.default.removeItem(atPath: cluster.directory) }
+        let file = cluster.configuration(0).databaseFile
+        let early = "\(cluster.directory)/early.db", late = "\(cluster.directory)/late.db"
+        var nonce: UInt64 = 1
+        do {
+            let running = try node(cluster)
+            try running.start()
+            defer { running.stop() }
+            cluster.advance([running], to: 5, issuers: 1, nonce: &nonce)
+            try NodeStore(file: file, readOnly: true).backup(to: early)
+            cluster.advance([running], to: running.height + 12, issuers: 1, nonce: &nonce)
+            try NodeStore(file: file, readOnly: true).backup(to: late)
+            cluster.advance([running], to: running.height + 3, issuers: 1, nonce: &nonce)
+        }
+        let latest = try NodeStore(file: file, readOnly: true).safetyRecords()
+        let inEarly = try NodeStore(file: early, readOnly: true).safetyRecords()
+        #expect(latest != inEarly, "the node voted after its backup")
+        let report = try NodeMaintenance.restore(databaseFile: file, from: early, genesis: cluster.genesis)
+        #expect(report.safetyLog == .carried(records: latest.count), "\(report)")
+        #expect(try NodeStore(file: file, readOnly: true).safetyRecords() == latest)
+        // The later backup over the restored (earlier) database: the backup's log is kept.
+        let restoredHeight = report.height
+        let second = try NodeMaintenance.restore(databaseFile: file, from: late, genesis: cluster.genesis)
+        #expect(second.safetyLog == .behindTheBackup(height: restoredHeight), "\(second)")
+        #expect(try NodeStore(file: file, readOnly: true).safetyRecords() == NodeStore(file: late, readOnly: true).safetyRecords())
+        // Nothing in place: nothing to carry. Then the node starts and goes on.
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: file + suffix) }
+        #expect(try NodeMaintenance.restore(databaseFile: file, from: early, genesis: cluster.genesis).safetyLog == .noDatabase)
+        let restarted = try node(cluster)
+        try restarted.start()
+        defer { restarted.stop() }
+        let before = restarted.height
+        cluster.advance([restarted], to: before + 2, issuers: 1, nonce: &nonce)
+        #expect(restarted.height >= before + 2)
     }
 }
