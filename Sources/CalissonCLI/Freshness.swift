@@ -1,4 +1,5 @@
 import ArgumentParser
+import CalissonCrypto
 import Foundation
 import Ledger
 import LightClient
@@ -41,15 +42,13 @@ struct CheckpointMemory {
         guard entries[digest].map({ $0.height < height }) ?? true else { return }
         entries[digest] = Entry(chain: chain, height: height)
         let directory = (path as NSString).deletingLastPathComponent
-        let temporary = path + ".tmp-\(getpid())"
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
-            try encoder.encode(entries).write(to: URL(fileURLWithPath: temporary))
-            guard rename(temporary, path) == 0 else { throw CommandError("rename: \(String(cString: strerror(errno)))") }
+            // Durable: a memory lost in a crash would let a node serving an older state pass.
+            try DurableFile.write(bytes: Array(try encoder.encode(entries)), to: path)
         } catch {
-            try? FileManager.default.removeItem(atPath: temporary)
             throw CommandError("--checkpoints \(path): cannot record the checkpoint seen (\(error))")
         }
     }

@@ -106,6 +106,10 @@ public enum KeyFile {
     }
 
     static func write(_ text: String, to path: String, mode: mode_t, overwrite: Bool) throws(KeyFileError) {
+        try write(bytes: Array(text.utf8), to: path, mode: mode, overwrite: overwrite)
+    }
+
+    static func write(bytes: [UInt8], to path: String, mode: mode_t, overwrite: Bool) throws(KeyFileError) {
         if !overwrite, access(path, F_OK) == 0 { throw .alreadyExists(path: path) }
         let temporary = "\(path).tmp-\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode)
@@ -115,7 +119,6 @@ public enum KeyFile {
         do throws(KeyFileError) {
             // The umask may have removed bits; set exactly the mode asked for.
             guard fchmod(fd, mode) == 0 else { throw KeyFileError.cannotWrite(path: path, step: "chmod", errno: errno) }
-            let bytes = Array(text.utf8)
             var written = 0
             while written < bytes.count {
                 let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, $0.count - written) }
@@ -146,11 +149,29 @@ public enum KeyFile {
     }
 
     /// Makes the new directory entry durable; best effort (some filesystems refuse).
-    private static func syncDirectory(of path: String) {
+    static func syncDirectory(of path: String) {
         let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
         let fd = open(directory.isEmpty ? "/" : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { return }
         _ = fsync(fd)
         close(fd)
     }
+}
+
+/// A file whose loss or tearing at a crash matters (a CA's register of the serials it
+/// issued, certificates, settlement files, a client's memory of the checkpoints it saw):
+/// written whole under a temporary name, synced, renamed into place, then its directory
+/// synced. After a crash the file is the old one or the new one, never a part of either,
+/// and once this returns the new one stays.
+public enum DurableFile {
+    public static func write(_ text: String, to path: String, mode: mode_t = 0o644) throws(KeyFileError) {
+        try KeyFile.write(bytes: Array(text.utf8), to: path, mode: mode, overwrite: true)
+    }
+
+    public static func write(bytes: [UInt8], to path: String, mode: mode_t = 0o644) throws(KeyFileError) {
+        try KeyFile.write(bytes: bytes, to: path, mode: mode, overwrite: true)
+    }
+
+    /// Makes a new directory entry for `path` durable (a rename into its directory).
+    public static func syncDirectory(of path: String) { KeyFile.syncDirectory(of: path) }
 }

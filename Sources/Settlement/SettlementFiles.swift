@@ -377,17 +377,19 @@ public struct SettlementFiles: Sendable {
     }
 
     /// Writes the files into `directory` (created if missing); returns their paths.
+    /// Each file is durable once this returns (`DurableFile`): a treasury imports what a
+    /// crash cannot have torn.
     public func write(to directory: String) throws(SettlementError) -> [String] {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            var paths: [String] = []
-            let contents = [creditTransfers, directDebits, owedCSV, accountingCSV].compactMap { $0 }
-            for ((_, name), text) in zip(fileNames(), contents) {
-                let path = (directory as NSString).appendingPathComponent(name)
-                try Data(text.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
-                paths.append(path)
-            }
-            return paths
         } catch { throw .cannotWrite("\(directory): \(error.localizedDescription)") }
+        var paths: [String] = []
+        let contents = [creditTransfers, directDebits, owedCSV, accountingCSV].compactMap { $0 }
+        for ((_, name), text) in zip(fileNames(), contents) {
+            let path = (directory as NSString).appendingPathComponent(name)
+            do { try DurableFile.write(text, to: path) } catch { throw .cannotWrite("\(error)") }
+            paths.append(path)
+        }
+        return paths
     }
 }

@@ -79,15 +79,18 @@ struct Init: ParsableCommand {
             try? fileManager.removeItem(atPath: staging)
             if !done, !outExisted { try? fileManager.removeItem(atPath: out) }
         }
-        try fileManager.copyItem(atPath: genesis, toPath: "\(staging)/genesis.json")
-        try fileManager.copyItem(atPath: ca, toPath: "\(staging)/ca.crt")
+        // Each file synced in the staging directory, then renamed, then the directory synced:
+        // a crash leaves a node's files whole or absent.
+        for (source, name) in [(genesis, "genesis.json"), (ca, "ca.crt")] {
+            try DurableFile.write(bytes: Array(try Data(contentsOf: URL(fileURLWithPath: source))), to: "\(staging)/\(name)")
+        }
         let config = NodeConfigFile(
             partner: partner, genesis: "genesis.json", database: "data/node.db", nodeKey: "\(keyDirectory)/node.key",
             tlsKey: "\(keyDirectory)/tls.key", tlsCertificate: "\(keyDirectory)/tls.crt", ca: "ca.crt", host: host, peerPort: peerPort,
             clientPort: clientPort, peers: peers, metricsPort: metricsPort)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        try encoder.encode(config).write(to: URL(fileURLWithPath: "\(staging)/config.json"))
+        try DurableFile.write(bytes: Array(try encoder.encode(config)), to: "\(staging)/config.json")
         _ = try NodeConfigFile.load("\(staging)/config.json")  // every check a start makes, on the files as they will be
         // The database first (its directory may be a volume of its own that cannot take it),
         // then the files: a refusal leaves neither behind.
@@ -100,6 +103,7 @@ struct Init: ParsableCommand {
                 throw ValidationError("cannot move \(name) into \(out): \(reason)")
             }
         }
+        DurableFile.syncDirectory(of: "\(out)/config.json")
         done = true
         print("node \(partner) ready in \(out): calisson-node run --config \(out)/config.json")
     }
@@ -159,7 +163,7 @@ struct CA: ParsableCommand {
             let key = Ed25519PrivateKey()
             let certificate = try CertificateAuthority.makeRoot(name: name, key: key, notAfter: days * 86_400)
             try KeyFile.write(key, to: "\(out)/ca.key")
-            try certificate.pem.write(toFile: "\(out)/ca.crt", atomically: true, encoding: .utf8)
+            try DurableFile.write(certificate.pem, to: "\(out)/ca.crt")
             print("CA '\(name)' in \(out): ca.key (secret), ca.crt")
         }
     }
@@ -197,8 +201,9 @@ struct CA: ParsableCommand {
             }
             let certificate = try CertificateAuthority.issue(
                 commonName: csr.commonName, subjectKey: csr.publicKey, ca: authority, caKey: key, serial: serial, notAfter: days * 86_400)
-            try (issued + "\(serial)\t\(csr.commonName)\t\(certificate.publicKeyHash.hex)\n").write(toFile: register, atomically: true, encoding: .utf8)
-            try certificate.pem.write(toFile: out, atomically: true, encoding: .utf8)
+            // Durable before the certificate is handed out: a serial issued is never issued again.
+            try DurableFile.write(issued + "\(serial)\t\(csr.commonName)\t\(certificate.publicKeyHash.hex)\n", to: register)
+            try DurableFile.write(certificate.pem, to: out)
             print("certificate for \(csr.commonName), serial \(serial), in \(out); tlsKeyHash \(certificate.publicKeyHash.hex)")
         }
     }
@@ -215,9 +220,19 @@ struct Backup: ParsableCommand {
         let configuration: NodeConfiguration
         configuration = try NodeConfigFile.load(config)
         guard !FileManager.default.fileExists(atPath: out) else { throw ValidationError("--out \(out) exists") }
+        // Written under another name, checked, then linked as `out` (never over a file that
+        // appeared meanwhile) and its directory synced: a backup stopped half way is never
+        // found at `out`, where a restore would take it.
+        let staging = "\(out).partial-\(getpid())"
+        defer { for suffix in ["", "-journal", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: staging + suffix) } }
         let source = try NodeStore(file: configuration.databaseFile, readOnly: true)
-        try source.backup(to: out)
-        let copy = try NodeStore(file: out, readOnly: true)  // the same checks as at a node's start
+        try source.backup(to: staging)
+        let copy = try NodeStore(file: staging, readOnly: true)  // the same checks as at a node's start
+        defer { copy.close() }
+        guard link(staging, out) == 0 else {
+            throw ValidationError("--out \(out): cannot put the checked copy there (\(String(cString: strerror(errno))))")
+        }
+        DurableFile.syncDirectory(of: out)
         print("backup of \(configuration.databaseFile) in \(out): height \(copy.height), state at \(copy.stateHeight) with root \(copy.stateRoot.hex)")
     }
 }
