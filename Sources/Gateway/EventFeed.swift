@@ -25,6 +25,9 @@ struct FeedEvent: Sendable, Equatable {
 
     var id: String { "\(height).\(index)" }
 
+    /// What it holds in memory, about (its data, its filters' strings, the rest).
+    var byteCount: Int { data.utf8.count + (programmes + partners + accounts).reduce(0) { $0 + $1.utf8.count + 16 } + 128 }
+
     /// The event as the stream carries it.
     var text: String { "id: \(id)\nevent: \(kind.rawValue)\ndata: \(data)\n\n" }
 }
@@ -84,8 +87,14 @@ final class EventFeed: Sendable {
     /// A consumer whose connection takes no event for this long while its buffer is full is
     /// too slow: its stream ends after the last event it was given.
     static let slowSeconds = 10
+    /// Bytes queued for one consumer, at most (one event past it when none waits): a
+    /// proposal's event is some 9 KB, so the count alone let 256 consumers hold gigabytes.
+    static let bufferedBytesMax = 1 << 20
     static let keepAliveSeconds = 15
+    /// Blocks whose events are kept for the feeds, at most, and their events' bytes: a block
+    /// of large transactions has megabytes of events.
     static let cachedBlocksMax = 512
+    static let cachedBytesMax = 64 << 20
 
     let pool: NodePool
     private struct State {
@@ -93,6 +102,7 @@ final class EventFeed: Sendable {
         var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
         var nextWaiter: UInt64 = 0
         var cache: [UInt64: [FeedEvent]] = [:]
+        var cacheBytes = 0
         var fetching: [UInt64: Task<[FeedEvent]?, any Error>] = [:]
         var consumers = 0
         var perClient: [String: Int] = [:]
@@ -200,8 +210,11 @@ final class EventFeed: Sendable {
                 guard let found = try await pool.blockContents(height) else { return nil }
                 let events = try Self.events(of: found, encoder: encoder)
                 state.withLock { state in
-                    state.cache[height] = events
-                    if state.cache.count > Self.cachedBlocksMax, let oldest = state.cache.keys.min() { state.cache[oldest] = nil }
+                    if state.cache[height] == nil {
+                        state.cache[height] = events
+                        state.cacheBytes += events.reduce(0) { $0 + $1.byteCount }
+                    }
+                    Self.trim(&state.cache, bytes: &state.cacheBytes)
                 }
                 return events
             }
@@ -260,12 +273,13 @@ final class EventFeed: Sendable {
                 _ = state.withLock { $0.producers.removeValue(forKey: number) }
                 continuation.finish()
             }
-            var given = 0
+            var given = 0, givenBytes = 0
             await produce(from: position, filter: filter) { text in
-                guard await Self.room(given: given, taken: taken) else { return false }
+                guard await Self.room(given: given, givenBytes: givenBytes, taken: taken) else { return false }
                 switch continuation.yield(ArraySlice(text.utf8)) {
                 case .enqueued:
                     given += 1
+                    givenBytes += text.utf8.count
                     return true
                 case .dropped, .terminated: return false
                 @unknown default: return false
@@ -280,25 +294,30 @@ final class EventFeed: Sendable {
         continuation.onTermination = { _ in producer.cancel() }
         let counted = stream.map { chunk in
             taken.value.add(1, ordering: .relaxed)
+            taken.bytes.add(chunk.count, ordering: .relaxed)
             return chunk
         }
         return HTTPBody(counted, length: .unknown, iterationBehavior: .single)
     }
 
+    /// What a consumer's connection took from its buffer: events, and their bytes.
     final class Counter: Sendable {
         let value = Atomic<Int>(0)
+        let bytes = Atomic<Int>(0)
     }
 
-    /// Waits until a consumer's buffer has room for one more event (`given` so far, `taken`
-    /// by its connection): true then, false if its connection took none for `slowSeconds`
-    /// (too slow) or the task is cancelled.
-    static func room(given: Int, taken: Counter, slowSeconds: Int = EventFeed.slowSeconds) async -> Bool {
+    /// Waits until a consumer's buffer has room for one more event (`given` so far, of
+    /// `givenBytes`; `taken` by its connection): fewer than `bufferedEventsMax` events and
+    /// `bufferedBytesMax` bytes waiting. True then, false if its connection took none for
+    /// `slowSeconds` (too slow) or the task is cancelled.
+    static func room(given: Int, givenBytes: Int = 0, taken: Counter, slowSeconds: Int = EventFeed.slowSeconds) async -> Bool {
         var seen = taken.value.load(ordering: .relaxed)
         var since = ContinuousClock.now
         // Looked at again after 10 ms, then less often while nothing is taken (up to 200 ms):
         // a feed whose consumer reads slowly does not wake its producer 100 times a second.
         var pause = 10
-        while given - taken.value.load(ordering: .relaxed) >= bufferedEventsMax {
+        while given - taken.value.load(ordering: .relaxed) >= bufferedEventsMax
+            || givenBytes - taken.bytes.load(ordering: .relaxed) >= bufferedBytesMax {
             guard !Task.isCancelled else { return false }
             let now = taken.value.load(ordering: .relaxed)
             if now != seen {
@@ -367,6 +386,14 @@ final class EventFeed: Sendable {
                 sentEvents.add(1, ordering: .relaxed)
             }
             position = FeedPosition(height: position.height + 1)
+        }
+    }
+
+    /// Drops the oldest blocks' events while the cache holds more than `cachedBlocksMax`
+    /// blocks or `cachedBytesMax` bytes (`bytes`, kept up to date).
+    static func trim(_ cache: inout [UInt64: [FeedEvent]], bytes: inout Int, blocksMax: Int = cachedBlocksMax, bytesMax: Int = cachedBytesMax) {
+        while cache.count > blocksMax || (bytes > bytesMax && !cache.isEmpty), let oldest = cache.keys.min() {
+            bytes -= cache.removeValue(forKey: oldest)?.reduce(0) { $0 + $1.byteCount } ?? 0
         }
     }
 

@@ -87,6 +87,9 @@ public final class IdempotencyLog: Sendable {
         let descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else { throw GatewayError("\(path): cannot open: \(String(cString: strerror(errno)))") }
         let file = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+        // A log just made: its name made durable before any line is, or a crash could take
+        // the file, and the keys its synced lines record, away.
+        DurableFile.syncDirectory(of: path)
         let bytes = try InputFile.read(path, byteCountMax: byteCountMax)
         // The complete lines end with a newline; what follows the last was cut short.
         let complete = bytes.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0

@@ -298,6 +298,38 @@ struct FeedReader {
         #expect(await EventFeed.room(given: given + 1, taken: taken, slowSeconds: 1) == false)
     }
 
+    /// A feed's buffer is bounded by bytes too (a proposal's event is some 9 KB): one event
+    /// of the whole byte share waiting leaves no room until the connection takes it; an
+    /// empty buffer takes an event whatever its size. The blocks' events kept for the feeds
+    /// are bounded by bytes as by blocks, the oldest dropped first.
+    @Test func aFeedsBufferAndTheCacheAreBoundedByBytes() async throws {
+        let taken = EventFeed.Counter()
+        #expect(await EventFeed.room(given: 1, givenBytes: EventFeed.bufferedBytesMax, taken: taken, slowSeconds: 1) == false)
+        #expect(await EventFeed.room(given: 0, givenBytes: 0, taken: taken, slowSeconds: 1))
+        taken.value.add(1, ordering: .relaxed)
+        taken.bytes.add(EventFeed.bufferedBytesMax, ordering: .relaxed)
+        #expect(await EventFeed.room(given: 1, givenBytes: EventFeed.bufferedBytesMax, taken: taken, slowSeconds: 1))
+
+        func block(_ height: UInt64, bytes: Int) -> [FeedEvent] {
+            [FeedEvent(height: height, index: 0, kind: .governance, programmes: [], partners: [], accounts: [], data: String(repeating: "x", count: bytes))]
+        }
+        var cache: [UInt64: [FeedEvent]] = [:]
+        var bytes = 0
+        for height in UInt64(1)...10 {
+            cache[height] = block(height, bytes: 1_000)
+            bytes += cache[height]!.reduce(0) { $0 + $1.byteCount }
+            EventFeed.trim(&cache, bytes: &bytes, blocksMax: 512, bytesMax: 4_000)
+        }
+        #expect(cache.keys.sorted() == [8, 9, 10] && bytes == cache.values.joined().reduce(0) { $0 + $1.byteCount })
+        EventFeed.trim(&cache, bytes: &bytes, blocksMax: 2, bytesMax: 4_000)
+        #expect(cache.keys.sorted() == [9, 10])
+        // A block larger than the bound alone is not kept.
+        cache[11] = block(11, bytes: 10_000)
+        bytes += cache[11]!.reduce(0) { $0 + $1.byteCount }
+        EventFeed.trim(&cache, bytes: &bytes, blocksMax: 512, bytesMax: 4_000)
+        #expect(cache.isEmpty && bytes == 0)
+    }
+
     /// The verified copy's follower stopped with the gateway (its task cancelled, the node
     /// connections closed under a sync in flight) logs nothing as trouble: a graceful stop
     /// logged a warning for it.
