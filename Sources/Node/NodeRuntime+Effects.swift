@@ -319,10 +319,8 @@ extension NodeRuntime {
         return nil
     }
 
-    /// Whether the `count`th refusal of a kind is logged: the 1st, 2nd, 4th, 8th… (each is
-    /// counted in /metrics), so that a peer sending them by the thousand is named without
-    /// flooding the log.
-    static func logsRefusal(_ count: Int) -> Bool { count & (count - 1) == 0 }
+    /// Whether the `count`th refusal of a kind is logged (`Transport.logsRefusal`).
+    static func logsRefusal(_ count: Int) -> Bool { Transport.logsRefusal(count) }
 
     func note(_ event: NodeEvent) {
         switch event {

@@ -120,6 +120,9 @@ extension NodeRuntime {
         metric("client_connections_per_address_refused_total", "counter", "Client connections refused for the per-address limit.",
                counters.clientConnectionsPerAddressRefused)
         metric("client_idle_closed_total", "counter", "Client connections closed for idling.", counters.clientIdleClosed)
+        metric("transport_peer_handshakes_dropped_total", "counter",
+               "Peer-port connections closed for too many handshakes under way (a new one past its address's share, or the oldest).",
+               counters.peerHandshakesDropped)
         metric("client_rate_limited_total", "counter", "Client connections closed for sending over the request rate.", counters.clientRateLimited)
         metric("client_turns_waited_total", "counter", "Times a client connection's requests waited for their turn of the loop's time for clients.",
                counters.clientTurnsWaited)

@@ -47,6 +47,8 @@ final class Connection {
     static let clientQueueCheckedFrom = 1 << 20
     /// A client connection's name (a link to a validator has one too, never used).
     let clientLink: ClientLink
+    /// In the order the transport made its connections (the oldest handshake is closed first).
+    let number: UInt64
 
     init(transport: Transport, stream: TCPStream, tls: TLSSession, expected: String?, isClient: Bool) {
         self.transport = transport
@@ -60,6 +62,7 @@ final class Connection {
         host = stream.peerHost
         times = LinkTimes(now: now(transport.loop), requestsPerSecond: transport.configuration.clientRequestsPerSecondMax)
         clientLink = isClient ? transport.nextClientLink() : ClientLink(number: 0)
+        number = transport.nextConnectionNumber()
     }
 
     /// What the heartbeat does with this link at `now` (`LinkTimes.beat`).

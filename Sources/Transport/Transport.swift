@@ -62,6 +62,15 @@ public struct TransportConfiguration: Sendable {
     /// a peer's loop busy executing and committing a large block sends nothing meanwhile.
     public var deadAfterMilliseconds: UInt64 = 5_000
     public var handshakeTimeoutMilliseconds: UInt64 = 3_000
+    /// Connections accepted on the peer port and not linked yet (their TLS handshake and
+    /// hello under way), at most, and from one IP address. Past its address's share a new
+    /// one is closed at accept; past the total, the oldest under way is closed to make room
+    /// (a validator's handshake takes milliseconds: to keep it out, silent sockets would have
+    /// to come faster than that). Anyone who reaches the port can connect; without a bound,
+    /// connections held open for the handshake's 3 s took every file descriptor, and the
+    /// validators' own links with them. A validator links once per peer.
+    public var peerHandshakesMax = 64
+    public var peerHandshakesPerAddressMax = 8
     /// A peer that dials this node (the lower id dials) and has not linked this long after
     /// the start is named in a warning, once.
     public var dialerSilenceWarningMilliseconds: UInt64 = 30_000
@@ -141,6 +150,10 @@ public struct TransportCounters: Sendable, Equatable {
     public var clientConnectionsPerAddressRefused = 0
     public var clientIdleClosed = 0
     public var clientRateLimited = 0
+    /// Peer-port connections closed for the bounds on handshakes under way: a new one past
+    /// its address's share, or the oldest when too many are (`peerHandshakesMax`,
+    /// `peerHandshakesPerAddressMax`).
+    public var peerHandshakesDropped = 0
     /// Times a client link's frames waited for their turn of the loop's time for clients
     /// (`TransportConfiguration.clientWorkMicrosecondsPerTurn`).
     public var clientTurnsWaited = 0
@@ -208,6 +221,14 @@ public final class Transport: @unchecked Sendable {
     private var countersValue = TransportCounters()
     /// Client connections accepted so far (each one's `ClientLink`).
     private var clientLinksNumbered: UInt64 = 0
+    /// Connections made so far (each one's `Connection.number`).
+    private var connectionsNumbered: UInt64 = 0
+
+    /// The next connection's number (loop thread).
+    func nextConnectionNumber() -> UInt64 {
+        connectionsNumbered += 1
+        return connectionsNumbered
+    }
 
     /// What the client links' sockets have not taken yet, together (loop thread).
     func clientUnwrittenBytes() -> Int {
@@ -248,7 +269,13 @@ public final class Transport: @unchecked Sendable {
     }
 
     public var counters: TransportCounters { countersLock.withLock { countersValue } }
-    func count(_ change: (inout TransportCounters) -> Void) { countersLock.withLock { change(&countersValue) } }
+    @discardableResult
+    func count<R>(_ change: (inout TransportCounters) -> R) -> R { countersLock.withLock { change(&countersValue) } }
+
+    /// Whether the `count`th refusal of a kind is logged: the 1st, 2nd, 4th, 8th… (each is
+    /// counted in /metrics, the count so far in the line), so that a peer or a client
+    /// causing them by the thousand is named without flooding the log.
+    public static func logsRefusal(_ count: Int) -> Bool { count > 0 && count & (count - 1) == 0 }
 
     /// Opens the listeners and starts dialling. Returns once listening (ports known).
     public func start() throws {
@@ -506,21 +533,40 @@ public final class Transport: @unchecked Sendable {
 
     private func accept(_ stream: TCPStream, client: Bool) {
         guard !stopped else { return stream.close() }
+        let host = stream.peerHost
         if client {
             let clients = connections.values.filter(\.isClient)
-            let host = stream.peerHost
             if clients.count >= configuration.clientConnectionsMax {
-                count { $0.clientConnectionsRefused += 1 }
-                logger.warning("client refused: too many connections", metadata: ["address": "\(stream.peerAddress)"])
+                let refused = count { $0.clientConnectionsRefused += 1; return $0.clientConnectionsRefused }
+                if Self.logsRefusal(refused) {
+                    logger.warning("client refused: too many connections", metadata: ["address": "\(stream.peerAddress)", "soFar": "\(refused)"])
+                }
                 return stream.close()
             }
             if clients.count(where: { $0.host == host }) >= configuration.clientConnectionsPerAddressMax {
-                count {
+                let refused = count {
                     $0.clientConnectionsRefused += 1
                     $0.clientConnectionsPerAddressRefused += 1
+                    return $0.clientConnectionsPerAddressRefused
                 }
-                logger.warning("client refused: too many connections from its address", metadata: ["address": "\(stream.peerAddress)"])
+                if Self.logsRefusal(refused) {
+                    logger.warning("client refused: too many connections from its address", metadata: ["address": "\(stream.peerAddress)", "soFar": "\(refused)"])
+                }
                 return stream.close()
+            }
+        } else {
+            let handshaking = connections.values.filter { !$0.isClient && !$0.isDialer && $0.peerID == nil }
+            let fromHost = handshaking.count(where: { $0.host == host })
+            if fromHost >= configuration.peerHandshakesPerAddressMax || handshaking.count >= configuration.peerHandshakesMax {
+                let dropped = count { $0.peerHandshakesDropped += 1; return $0.peerHandshakesDropped }
+                if Self.logsRefusal(dropped) {
+                    logger.warning("peer-port connection closed: too many handshakes under way (from its address, or in all: the oldest closed)",
+                                   metadata: ["address": "\(stream.peerAddress)", "soFar": "\(dropped)"])
+                }
+                guard fromHost < configuration.peerHandshakesPerAddressMax, let oldest = handshaking.min(by: { $0.number < $1.number }) else {
+                    return stream.close()
+                }
+                oldest.close(reason: "handshake not finished: room made for a newer one")
             }
         }
         do {

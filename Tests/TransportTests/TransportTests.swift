@@ -337,6 +337,36 @@ func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportC
     /// rather than left to the kernel's two minutes of retries; a connection that never
     /// gets through its handshake is closed at both ports, so silent strangers cannot hold
     /// the client places.
+    /// Connections on the peer port that do not finish their handshake are bounded: past
+    /// its address's share a new one is closed at accept; past the total the oldest under
+    /// way is closed to make room. Silent sockets thus cannot take every file descriptor, and
+    /// a validator still links while they are held.
+    @Test func handshakesUnderWayOnThePeerPortAreBounded() throws {
+        let consortium = try Consortium(count: 2)
+        var configuration = consortium.configuration(1)
+        configuration.peerHandshakesMax = 6
+        configuration.peerHandshakesPerAddressMax = 4
+        configuration.handshakeTimeoutMilliseconds = 20_000
+        let listener = try Node(configuration)
+        defer { listener.stop() }
+        // Seven silent sockets from 127.0.0.2: four held, three closed at once.
+        var silent = try (0..<7).map { _ in try RawSocket(port: listener.transport.peerPort, from: "127.0.0.2") }
+        #expect(eventually(10) { listener.transport.counters.peerHandshakesDropped == 3 }, "\(listener.transport.counters)")
+        #expect(eventually(10) { silent.count(where: \.isClosedByPeer) == 3 })
+        // Four from 127.0.0.3: two fit (six in all), the next two close the two oldest.
+        silent += try (0..<4).map { _ in try RawSocket(port: listener.transport.peerPort, from: "127.0.0.3") }
+        #expect(eventually(10) { listener.transport.counters.peerHandshakesDropped == 5 }, "\(listener.transport.counters)")
+        #expect(eventually(10) { silent.count(where: \.isClosedByPeer) == 5 })
+        #expect(silent[0].isClosedByPeer && silent[1].isClosedByPeer && !silent[2].isClosedByPeer)
+        // A validator links meanwhile (its handshake makes its own room).
+        let dialer = try Node(consortium.configuration(0))
+        defer { dialer.stop() }
+        dialer.transport.update(peers: [PeerAddress(id: "p1", host: "127.0.0.1", port: listener.transport.peerPort)], registry: consortium.registry, revokedSerials: [])
+        listener.transport.update(peers: [PeerAddress(id: "p0", host: "127.0.0.1", port: dialer.transport.peerPort)], registry: consortium.registry, revokedSerials: [])
+        #expect(eventually(10) { listener.transport.linkedPeers() == ["p0"] })
+        for socket in silent { socket.close() }
+    }
+
     @Test func silentDialsAndSilentConnectionsAreGivenUpOn() throws {
         // A listener that never accepts, its queue filled: further SYNs are dropped.
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -536,8 +566,17 @@ func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportC
 final class RawSocket {
     let descriptor: Int32
 
-    init(port: UInt16) throws {
+    /// Connected to 127.0.0.1:`port` from `source` (another loopback address: another host
+    /// as the node sees it).
+    init(port: UInt16, from source: String = "127.0.0.1") throws {
         descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var local = sockaddr_in()
+        local.sin_family = sa_family_t(AF_INET)
+        local.sin_addr.s_addr = inet_addr(source)
+        let bound = withUnsafePointer(to: &local) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0 else { throw SocketError(code: -1) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = port.bigEndian
