@@ -537,11 +537,16 @@ public final class Transport: @unchecked Sendable {
         if client {
             let clients = connections.values.filter(\.isClient)
             if clients.count >= configuration.clientConnectionsMax {
+                // The oldest connection whose handshake and hello are still under way makes
+                // room (silent sockets cannot keep every place); with none, the new one goes.
+                let oldest = clients.filter { !$0.isEstablished }.min { $0.number < $1.number }
                 let refused = count { $0.clientConnectionsRefused += 1; return $0.clientConnectionsRefused }
                 if Self.logsRefusal(refused) {
-                    logger.warning("client refused: too many connections", metadata: ["address": "\(stream.peerAddress)", "soFar": "\(refused)"])
+                    logger.warning(oldest == nil ? "client refused: too many connections" : "client connection closed: too many, the oldest not linked yet closed",
+                                   metadata: ["address": "\(stream.peerAddress)", "soFar": "\(refused)"])
                 }
-                return stream.close()
+                guard let oldest else { return stream.close() }
+                oldest.close(reason: "handshake not finished: room made for a newer one")
             }
             if clients.count(where: { $0.host == host }) >= configuration.clientConnectionsPerAddressMax {
                 let refused = count {

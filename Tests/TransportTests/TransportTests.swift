@@ -367,6 +367,28 @@ func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportC
         for socket in silent { socket.close() }
     }
 
+    /// The client port full of connections that never finish their handshake: the oldest
+    /// of them makes room for a new one, so a client that does link is served.
+    @Test func silentClientSocketsMakeRoomForAClientThatLinks() throws {
+        let consortium = try Consortium(count: 1)
+        var configuration = consortium.configuration(0)
+        configuration.clientPort = 0
+        configuration.clientConnectionsMax = 6
+        configuration.clientConnectionsPerAddressMax = 4
+        configuration.handshakeTimeoutMilliseconds = 20_000
+        let node = try Node(configuration)
+        defer { node.stop() }
+        node.transport.onClientRequest = { request, _, respond in respond(request) }
+        let silent = try (0..<4).map { _ in try RawSocket(port: node.transport.clientPort, from: "127.0.0.2") }
+            + (0..<2).map { _ in try RawSocket(port: node.transport.clientPort, from: "127.0.0.3") }
+        defer { for socket in silent { socket.close() } }
+        let client = try TransportClient(host: "127.0.0.1", port: node.transport.clientPort, ca: consortium.ca, chainId: Consortium.chainId)
+        defer { client.close() }
+        #expect(try client.request([4, 2]) == [4, 2])
+        #expect(silent[0].isClosedByPeer && !silent[1].isClosedByPeer)
+        #expect(node.transport.counters.clientConnectionsRefused == 1)
+    }
+
     @Test func silentDialsAndSilentConnectionsAreGivenUpOn() throws {
         // A listener that never accepts, its queue filled: further SYNs are dropped.
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
