@@ -1,41 +1,71 @@
 import NIOCore
 import Synchronization
 
-/// Connections open per client address, and in all, at most: past either a new connection
-/// is closed as soon as it is accepted, before anything is read, so that one client
-/// flooding the listener with connections (idle ones are closed after the idle timeout,
-/// but until then each holds a socket), or a few addresses together, cannot take the file
-/// descriptors every other client and the node connections need. An address is an IPv4
-/// address or an IPv6 /64 (`clientKey`: one host may have 2^64 addresses). Counted by a
-/// handler in each connection's pipeline.
+/// Connections open per client address, and in all, at most. Past its address's share a
+/// new connection is closed as soon as it is accepted, before anything is read, so that one
+/// client flooding the listener with connections (idle ones are closed after the idle
+/// timeout, but until then each holds a socket) cannot take the file descriptors every
+/// other client and the node connections need. Past the total, the address holding the
+/// most connections gives its oldest up to the newcomer (unless the newcomer's is that
+/// address): a few addresses holding every place (16 at 256 each, the default) are thus
+/// the ones that make room, not the partners' back-ends. An address is an IPv4 address or
+/// an IPv6 /64 (`clientKey`: one host may have 2^64 addresses). Counted by a handler in
+/// each connection's pipeline.
 final class ConnectionLimit: Sendable {
     let perAddressMax: Int
     let totalMax: Int
-    private let open = Mutex<(byAddress: [String: Int], total: Int)>(([:], 0))
+    private struct Open {
+        /// Per address, its connections in the order they came: a number, and how to close it.
+        var byAddress: [String: [(number: UInt64, close: @Sendable () -> Void)]] = [:]
+        var total = 0
+        var numbered: UInt64 = 0
+    }
+    private let open = Mutex(Open())
     /// Connections closed at once because their address had `perAddressMax` open, or
-    /// `totalMax` were open in all.
+    /// `totalMax` were open in all and theirs held the most; and connections closed to make
+    /// room for a newcomer.
     let refused = Atomic<Int>(0)
+    let evicted = Atomic<Int>(0)
 
     init(perAddressMax: Int, totalMax: Int = .max) {
         self.perAddressMax = max(1, perAddressMax)
         self.totalMax = max(1, totalMax)
     }
 
-    /// Takes a place for `address`; false when it has none left, or none is left in all.
-    func enter(_ address: String) -> Bool {
-        open.withLock { open in
-            let count = open.byAddress[address, default: 0]
-            guard count < perAddressMax, open.total < totalMax else { return false }
-            open.byAddress[address] = count + 1
+    /// Takes a place for `address`: its number (for `leave`), or nil when it has none left.
+    /// At the total, the address with the most connections closes its oldest (`close`).
+    func enter(_ address: String, close: @escaping @Sendable () -> Void = {}) -> UInt64? {
+        let (number, evicting) = open.withLock { open -> (UInt64?, (@Sendable () -> Void)?) in
+            let count = open.byAddress[address]?.count ?? 0
+            guard count < perAddressMax else { return (nil, nil) }
+            var evicting: (@Sendable () -> Void)?
+            if open.total >= totalMax {
+                guard let (heaviest, held) = open.byAddress.max(by: { $0.value.count < $1.value.count }), held.count > count + 1, heaviest != address else {
+                    return (nil, nil)
+                }
+                evicting = held[0].close
+                open.byAddress[heaviest] = held.count > 1 ? Array(held.dropFirst()) : nil
+                open.total -= 1
+            }
+            open.numbered += 1
+            open.byAddress[address, default: []].append((open.numbered, close))
             open.total += 1
-            return true
+            return (open.numbered, evicting)
         }
+        if let evicting {
+            evicted.add(1, ordering: .relaxed)
+            evicting()
+        }
+        return number
     }
 
-    func leave(_ address: String) {
+    /// Gives the place of connection `number` of `address` back (nothing if it was given
+    /// up to a newcomer already).
+    func leave(_ address: String, _ number: UInt64) {
         open.withLock { open in
-            guard let count = open.byAddress[address] else { return }
-            open.byAddress[address] = count > 1 ? count - 1 : nil
+            guard var held = open.byAddress[address], let index = held.firstIndex(where: { $0.number == number }) else { return }
+            held.remove(at: index)
+            open.byAddress[address] = held.isEmpty ? nil : held
             open.total -= 1
         }
     }
@@ -50,22 +80,23 @@ final class ConnectionLimit: Sendable {
     final class Handler: ChannelInboundHandler, RemovableChannelHandler {
         typealias InboundIn = NIOAny
         private let limit: ConnectionLimit
-        private var counted: String?
+        private var counted: (address: String, number: UInt64)?
 
         init(limit: ConnectionLimit) { self.limit = limit }
 
         func handlerAdded(context: ChannelHandlerContext) {
             let address = context.channel.remoteAddress.clientKey
-            guard limit.enter(address) else {
+            let channel = context.channel
+            guard let number = limit.enter(address, close: { channel.close(promise: nil) }) else {
                 limit.refused.add(1, ordering: .relaxed)
                 context.close(promise: nil)
                 return
             }
-            counted = address
+            counted = (address, number)
         }
 
         func handlerRemoved(context: ChannelHandlerContext) {
-            if let address = counted { limit.leave(address) }
+            if let counted { limit.leave(counted.address, counted.number) }
             counted = nil
         }
     }

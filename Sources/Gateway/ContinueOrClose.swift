@@ -86,6 +86,10 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
     static let lingerSeconds: Int64 = 2
     /// The body bytes read and dropped meanwhile, at most; past them nothing more is read.
     static let lingerByteCountMax = 1 << 20
+    /// Parts of requests held behind one not answered yet, at most: past it the connection is
+    /// closed. NIO decodes a whole read ahead (up to 256 KiB): thousands of tiny pipelined
+    /// requests held as decoded heads, megabytes a connection, for a client that never reads.
+    static let heldPartsMax = 256
 
     /// The requests read and not yet answered, oldest first: NIO reads ahead, so a client
     /// that pipelines has a next request read while the previous is answered. The answer
@@ -173,6 +177,15 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
         }
         // A request behind one not answered yet waits for that answer.
         if !held.isEmpty || (!unanswered.isEmpty && isHead(part)) {
+            guard held.count < Self.heldPartsMax else {
+                held.removeAll()
+                if let refusals, let logger {
+                    refusals.logUndecoded(
+                        from: context.channel.remoteAddress.clientKey, status: 400,
+                        problem: "over \(Self.heldPartsMax) request parts pipelined ahead of their answers: the connection is closed", logger: logger)
+                }
+                return context.close(promise: nil)
+            }
             held.append(.part(part))
             return
         }
@@ -286,9 +299,8 @@ final class ContinueOrClose: ChannelDuplexHandler, RemovableChannelHandler {
             return context.fireErrorCaught(error)
         }
         let (status, title, detail) = Self.describe(parse)
-        let address = context.channel.remoteAddress?.ipAddress ?? "unknown"
         if let refusals, let logger {
-            refusals.logUndecoded(from: address, status: status, problem: "bad-request: \(detail)", logger: logger)
+            refusals.logUndecoded(from: context.channel.remoteAddress.clientKey, status: status, problem: "bad-request: \(detail)", logger: logger)
         }
         let body = ProblemResponse.body(status: status, type: "bad-request", title: title, detail: detail)
         let head = HTTPResponse(status: .init(code: status), headerFields: [

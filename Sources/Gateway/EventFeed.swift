@@ -91,6 +91,8 @@ final class EventFeed: Sendable {
     /// proposal's event is some 9 KB, so the count alone let 256 consumers hold gigabytes.
     static let bufferedBytesMax = 1 << 20
     static let keepAliveSeconds = 15
+    /// Blocks a feed walks without writing anything before it writes a comment (`produce`).
+    static let quietBlocksMax = 16
     /// Blocks whose events are kept for the feeds, at most, and their events' bytes: a block
     /// of large transactions has megabytes of events.
     static let cachedBlocksMax = 512
@@ -350,6 +352,7 @@ final class EventFeed: Sendable {
     /// slow: its stream ends after the last event it was given) or the task is cancelled.
     func produce(from position: FeedPosition, filter: FeedFilter, send: (String) async -> Bool) async {
         var position = position
+        var quietBlocks = 0
         guard await send("retry: 2000\n: events from block \(position.height)\n\n") else { return }
         while !Task.isCancelled {
             if position.height > head {
@@ -378,12 +381,22 @@ final class EventFeed: Sendable {
                 try? await Task.sleep(for: .milliseconds(500))
                 continue
             }
+            var sent = false
             for event in events where event.index > (position.after ?? -1) && filter.admits(event) {
                 guard await send(event.text) else {
                     if !Task.isCancelled { slowConsumersClosed.add(1, ordering: .relaxed) }
                     return
                 }
+                sent = true
                 sentEvents.add(1, ordering: .relaxed)
+            }
+            // A filter that matches nothing for long still writes, every `quietBlocksMax`
+            // blocks: the walk then goes at the pace its consumer reads (a consumer that
+            // stopped reading stops it within its buffer; one that left, at once).
+            quietBlocks = sent ? 0 : quietBlocks + 1
+            if quietBlocks >= Self.quietBlocksMax {
+                quietBlocks = 0
+                guard await send(": at block \(position.height)\n\n") else { return }
             }
             position = FeedPosition(height: position.height + 1)
         }

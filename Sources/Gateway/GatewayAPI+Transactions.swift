@@ -312,7 +312,14 @@ final class RelayedTransactions: Sendable {
     }
     private let entries = Mutex(Entries())
 
+    /// A refusal's reason kept, at most (a node's may be 4 KiB: 100,000 of them, 400 MB).
+    static let reasonBytesMax = 512
+
     func remember(_ id: Bytes32, _ state: State) {
+        var state = state
+        if case let .refused(reason) = state, reason.utf8.count > Self.reasonBytesMax {
+            state = .refused(reason: String(decoding: reason.utf8.prefix(Self.reasonBytesMax), as: UTF8.self) + "…")
+        }
         entries.withLock { entries in
             if entries.states.updateValue(state, forKey: id) == nil { entries.order.append(id) }
             // Forget the oldest past the bound (the order array is compacted now and then).

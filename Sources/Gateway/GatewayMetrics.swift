@@ -43,8 +43,10 @@ final class GatewayMetrics: Sendable {
         for (name, help, value) in [
             ("feed_events_sent", "Events written to feeds.", feed.sentEvents.load(ordering: .relaxed)),
             ("feed_slow_closed", "Feeds ended because their consumer took no event for 10 s with 1,024 waiting.", feed.slowConsumersClosed.load(ordering: .relaxed)),
-            ("connections_refused", "Connections closed when accepted: their address had connectionsPerAddressMax open, or connectionsMax were open.",
+            ("connections_refused", "Connections closed when accepted: their address had connectionsPerAddressMax open, or connectionsMax were open and theirs held the most.",
              connections.refused.load(ordering: .relaxed)),
+            ("connections_evicted", "Connections closed to make room for a newcomer: connectionsMax were open, theirs was the oldest of the address holding the most.",
+             connections.evicted.load(ordering: .relaxed)),
             ("finality_waits_found", "Submissions waiting for finality answered from a checked final block.", watch.found.load(ordering: .relaxed)),
             ("finality_waits_timed_out", "Submissions waiting for finality not seen in a block within the wait (their proof then asked).",
              watch.timedOut.load(ordering: .relaxed)),
@@ -193,7 +195,9 @@ final class RefusalLog: Sendable {
 
     func log(_ request: Request, status: Int, note: Note, context: GatewayContext) {
         guard status >= 400, status != 404 else { return }
-        let client = note.client.withLock { $0 }.map { "key \($0)" } ?? "address \(context.channel.remoteAddress?.ipAddress ?? "unknown")"
+        // An address as the per-address limits count it (an IPv6 /64: one host's 2^64
+        // addresses would each get their line).
+        let client = note.client.withLock { $0 }.map { "key \($0)" } ?? "address \(context.channel.remoteAddress.clientKey)"
         guard let leftOut = take("\(client) \(status)") else { return }
         let problem = note.problem.withLock { $0 } ?? "no problem document"
         let more = leftOut > 0 ? " (and \(leftOut) more of this status from this client since the last line)" : ""

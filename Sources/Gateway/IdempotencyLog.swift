@@ -67,13 +67,18 @@ public final class IdempotencyLog: Sendable {
     private struct State {
         var entries: [String: Entry]
         var pending: Set<String> = []
+    }
+    private let state: Mutex<State>
+    /// The file, held by one writer at a time across its write and sync: apart from the
+    /// keys' state, so that a reservation (made on an event loop) never waits for a sync.
+    private struct Writer {
         let file: FileHandle
         /// The file's size: its complete lines at opening, then each line appended.
         var byteCount: Int
         /// A failed write's bytes could not be cut off: nothing more is written.
         var damaged = false
     }
-    private let state: Mutex<State>
+    private let writer: Mutex<Writer>
 
     /// Opens (or creates) the log. A damaged line is an error naming its line, except a
     /// last line cut short by a crash during its write, which is left out (its transaction
@@ -107,7 +112,8 @@ public final class IdempotencyLog: Sendable {
             try file.truncate(atOffset: UInt64(complete))
             try file.synchronize()
         }
-        state = Mutex(State(entries: loaded, file: file, byteCount: complete))
+        state = Mutex(State(entries: loaded))
+        writer = Mutex(Writer(file: file, byteCount: complete))
     }
 
     /// Atomically: what the key has, or the key reserved for this request.
@@ -125,31 +131,40 @@ public final class IdempotencyLog: Sendable {
     public func release(_ key: String) { state.withLock { _ = $0.pending.remove(key) } }
 
     /// Records a reserved key's entry, appended and synced before it returns (one writer
-    /// at a time: the lock is held across the write). Throws `Full` when the line would take
-    /// the file past `byteCountMax`.
+    /// at a time: the writer's lock is held across the write, the keys' only to update
+    /// them). Throws `Full` when the line would take the file past `byteCountMax`.
     public func record(_ entry: Entry) throws {
         let line = try JSONEncoder().encode(entry) + Data("\n".utf8)
-        try state.withLock { state in
-            defer { state.pending.remove(entry.key) }
-            guard !state.damaged else { throw GatewayError("\(path): a write failed and its bytes could not be cut off: restart the gateway") }
-            guard state.byteCount <= byteCountMax - line.count else { throw Full(byteCountMax: byteCountMax) }
-            do {
-                try state.file.write(contentsOf: line)
-                try state.file.synchronize()
-            } catch {
-                // Not recorded, so not sent: what the write left is cut off, or the next line
-                // would be glued to it (a line the next start could not read). If that fails
-                // too, no more lines are written: the fragment stays last, cut at the next start.
+        do {
+            try writer.withLock { writer in
+                guard !writer.damaged else { throw GatewayError("\(path): a write failed and its bytes could not be cut off: restart the gateway") }
+                guard writer.byteCount <= byteCountMax - line.count else { throw Full(byteCountMax: byteCountMax) }
                 do {
-                    try state.file.truncate(atOffset: UInt64(state.byteCount))
-                    try state.file.synchronize()
+                    try writer.file.write(contentsOf: line)
+                    try writer.file.synchronize()
                 } catch {
-                    state.damaged = true
+                    // Not recorded, so not sent: what the write left is cut off, or the next line
+                    // would be glued to it (a line the next start could not read). If that fails
+                    // too, no more lines are written: the fragment stays last, cut at the next start.
+                    do {
+                        try writer.file.truncate(atOffset: UInt64(writer.byteCount))
+                        try writer.file.synchronize()
+                    } catch {
+                        writer.damaged = true
+                    }
+                    throw error
                 }
-                throw error
+                writer.byteCount += line.count
             }
-            state.byteCount += line.count
+        } catch {
+            release(entry.key)
+            throw error
+        }
+        // The entry and the end of its reservation at once: a reservation made meanwhile
+        // finds the one or the other, never neither.
+        state.withLock { state in
             state.entries[entry.key] = entry
+            state.pending.remove(entry.key)
         }
     }
 

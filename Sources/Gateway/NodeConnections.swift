@@ -360,7 +360,12 @@ private final class NodeConnection: @unchecked Sendable {
     }
 
     private func answered(_ result: Result<[UInt8], ClientError>) {
-        guard !waiting.isEmpty else { return }
+        guard !waiting.isEmpty else {
+            // An answer nobody asked for: the node is broken or lying, and one sending them
+            // without end would keep a loop decrypting them. The connection goes.
+            if case .success = result { close(reason: "the node sent an answer to no request") }
+            return
+        }
         switch result {
         case let .success(answer):
             waiting[0].answers.append(answer)

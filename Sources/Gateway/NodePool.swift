@@ -242,6 +242,22 @@ public final class NodePool: Sendable {
         for index in nodes.indices { _ = try? await attempt(index, key: StateKeys.meta, status: true) }
     }
 
+    /// One refresh for every caller meanwhile: those that come while one runs wait for it
+    /// rather than start another (requests that need a first answer, not one each).
+    func sharedRefresh() async {
+        let task = sharedRefreshTask.withLock { running -> Task<Void, Never> in
+            if let running { return running }
+            let task = Task { [self] in
+                await refresh()
+                sharedRefreshTask.withLock { $0 = nil }
+            }
+            running = task
+            return task
+        }
+        await task.value
+    }
+    private let sharedRefreshTask = Mutex<Task<Void, Never>?>(nil)
+
     /// The nodes in the order to send a submission to: each in turn first (round robin),
     /// so that admission's work (a signature check per transaction) is spread over them.
     func submissionOrder() -> [Int] {

@@ -210,7 +210,8 @@ public final class ClientSession {
                 try tls.send(FrameDecoder.frame(.hello, Hello(versions: TransportLimits.protocolVersions, chainId: chainId, partnerID: "client").wireBytes))
             }
             decoder.append(plaintext)
-            while let envelope = try decoder.next() {
+            // An answer's handler may close the session: nothing after it is read.
+            while !isClosed, let envelope = try decoder.next() {
                 switch envelope.kind {
                 case .hello where !established:
                     established = true
@@ -224,6 +225,7 @@ public final class ClientSession {
                     throw FrameError.unexpected(envelope.kind)
                 }
             }
+            guard !isClosed else { return }
             flush()
             if tls.peerClosed { close(reason: "closed by the node") }
         } catch {

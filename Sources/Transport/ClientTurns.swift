@@ -27,9 +27,6 @@ final class ClientTurns {
         idle = LoopIdle(loop: loop) { [weak self] in self?.serve() }
     }
 
-    /// Links waiting now.
-    var waitingCount: Int { waiting.count }
-
     /// A link not waiting may handle a frame now: the turn's time is not spent and no link waits.
     var allowsNewWork: Bool { spent < budget && waiting.isEmpty }
 

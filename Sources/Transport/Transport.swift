@@ -536,6 +536,17 @@ public final class Transport: @unchecked Sendable {
         let host = stream.peerHost
         if client {
             let clients = connections.values.filter(\.isClient)
+            if clients.count(where: { $0.host == host }) >= configuration.clientConnectionsPerAddressMax {
+                let refused = count {
+                    $0.clientConnectionsRefused += 1
+                    $0.clientConnectionsPerAddressRefused += 1
+                    return $0.clientConnectionsPerAddressRefused
+                }
+                if Self.logsRefusal(refused) {
+                    logger.warning("client refused: too many connections from its address", metadata: ["address": "\(stream.peerAddress)", "soFar": "\(refused)"])
+                }
+                return stream.close()
+            }
             if clients.count >= configuration.clientConnectionsMax {
                 // The oldest connection whose handshake and hello are still under way makes
                 // room (silent sockets cannot keep every place); with none, the new one goes.
@@ -547,17 +558,6 @@ public final class Transport: @unchecked Sendable {
                 }
                 guard let oldest else { return stream.close() }
                 oldest.close(reason: "handshake not finished: room made for a newer one")
-            }
-            if clients.count(where: { $0.host == host }) >= configuration.clientConnectionsPerAddressMax {
-                let refused = count {
-                    $0.clientConnectionsRefused += 1
-                    $0.clientConnectionsPerAddressRefused += 1
-                    return $0.clientConnectionsPerAddressRefused
-                }
-                if Self.logsRefusal(refused) {
-                    logger.warning("client refused: too many connections from its address", metadata: ["address": "\(stream.peerAddress)", "soFar": "\(refused)"])
-                }
-                return stream.close()
             }
         } else {
             let handshaking = connections.values.filter { !$0.isClient && !$0.isDialer && $0.peerID == nil }

@@ -743,6 +743,14 @@ struct TestCluster {
         #expect(throws: CertificateError.badSignature(cluster.nodeKeys[0].publicKey)) {
             try CheckpointCheck.verify(forged, height: height, validators: [cluster.nodeKeys[0].publicKey], chainId: TestCluster.chainId)
         }
+        // Padded with copies of its genuine vote (each a signature to check, and it passed):
+        // refused before any signature is checked.
+        var padded = WireWriter()
+        padded.write(UInt32(3))
+        for _ in 0..<3 { padded.writeFixed(Array(certificate.dropFirst(4))) }
+        #expect(throws: CertificateError.malformed("\(cluster.nodeKeys[0].publicKey) signs twice")) {
+            try CheckpointCheck.verify(padded.bytes, height: height, validators: [cluster.nodeKeys[0].publicKey], chainId: TestCluster.chainId)
+        }
         // Certified reads while blocks commit and checkpoints prune what older ones reached:
         // every answer still proves against its own certificate, across checkpoints.
         let reads = Locked<(count: Int, failures: [String], heights: Set<UInt64>, done: Bool)>((0, [], [], false))

@@ -1,6 +1,7 @@
 // The gateway's connection places on their own: per client (an IPv4 address, an IPv6
 // /64) and in all.
 
+import CalissonTestKit
 @testable import Gateway
 import NIOCore
 import Testing
@@ -19,18 +20,52 @@ import Testing
         #expect(Optional<SocketAddress>.none.clientKey == "unknown")
     }
 
-    /// Past `totalMax` connections in all, a new one is refused whatever its address;
-    /// one leaving frees a place; an address past its own share is refused first.
-    @Test func connectionsStopAtTheTotalAndPerAddress() {
-        let limit = ConnectionLimit(perAddressMax: 2, totalMax: 3)
-        #expect(limit.enter("a") && limit.enter("a"))
-        #expect(!limit.enter("a"))
-        #expect(limit.enter("b"))
-        #expect(!limit.enter("c"))
-        #expect(limit.openCount == 3)
-        limit.leave("a")
-        #expect(limit.enter("c"))
-        limit.leave("never entered")
-        #expect(limit.openCount == 3)
+    /// An address past its own share is refused; past `totalMax` in all, the address
+    /// holding the most connections gives its oldest up to a newcomer from elsewhere, and a
+    /// newcomer from that address (or when no address holds more than the newcomer's
+    /// would) is refused; one leaving frees a place.
+    @Test func connectionsStopPerAddressAndTheHeaviestAddressMakesRoom() {
+        let limit = ConnectionLimit(perAddressMax: 3, totalMax: 4)
+        let closed = Locked<[String]>([])
+        func enter(_ address: String, _ name: String) -> UInt64? { limit.enter(address) { closed.withLock { $0.append(name) } } }
+        let a1 = enter("a", "a1"), a2 = enter("a", "a2"), a3 = enter("a", "a3")
+        #expect(a1 != nil && a2 != nil && a3 != nil)
+        #expect(enter("a", "a4") == nil)
+        #expect(enter("b", "b1") != nil)
+        #expect(limit.openCount == 4)
+        // Full: "a" holds the most, its oldest makes room for "c".
+        #expect(enter("c", "c1") != nil)
+        #expect(closed.withLock { $0 } == ["a1"] && limit.openCount == 4)
+        // "a" itself, or nobody holding more than two: refused.
+        #expect(enter("a", "a5") == nil)
+        #expect(enter("d", "d1") != nil && closed.withLock { $0 } == ["a1", "a2"])
+        #expect(enter("e", "e1") == nil, "a, b, c and d hold one each")
+        // The evicted connection's leave changes nothing; another's frees its place.
+        limit.leave("a", a1!)
+        #expect(limit.openCount == 4)
+        limit.leave("a", a3!)
+        #expect(limit.openCount == 3 && enter("e", "e1") != nil)
+        limit.leave("never entered", 7)
+        #expect(limit.openCount == 4)
+    }
+
+    /// The public pages' rate per address: a full table forgets only buckets unused for a
+    /// second (full again, the same as none); with none such, a new address waits, rather
+    /// than one in use being forgotten (rotating over more addresses than the table holds
+    /// once gave a full bucket at each request).
+    @Test func thePublicRateForgetsOnlyUnusedAddresses() {
+        let limiter = PublicLimiter()
+        let start = ContinuousClock.now
+        for _ in 0..<Int(PublicLimiter.rate) { #expect(limiter.take("a", now: start, addressesMax: 3) == nil) }
+        #expect(limiter.take("a", now: start, addressesMax: 3) == 1)
+        #expect(limiter.take("b", now: start, addressesMax: 3) == nil && limiter.take("c", now: start, addressesMax: 3) == nil)
+        // Full, every bucket in use: a new address waits, and "a" is still limited.
+        #expect(limiter.take("d", now: start + .milliseconds(500), addressesMax: 3) == 1)
+        #expect(limiter.take("a", now: start + .milliseconds(500), addressesMax: 3) == nil)
+        #expect(limiter.take("e", now: start + .milliseconds(600), addressesMax: 3) == 1)
+        // "b" and "c" unused for over a second: forgotten, "d" taken in; "a" is not.
+        #expect(limiter.take("d", now: start + .milliseconds(1_200), addressesMax: 3) == nil)
+        #expect(limiter.take("e", now: start + .milliseconds(1_300), addressesMax: 3) == nil)
+        #expect(limiter.take("f", now: start + .milliseconds(1_400), addressesMax: 3) == 1)
     }
 }

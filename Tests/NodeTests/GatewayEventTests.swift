@@ -246,6 +246,18 @@ struct FeedReader {
         }
         #expect(taken.count == 6 && feed.slowConsumersClosed.load(ordering: .relaxed) == 1)
         #expect(taken.dropFirst().map { $0.split(separator: "\n")[0] } == events.prefix(5).map { "id: \($0.id)" })
+
+        // A filter that matches nothing still writes every 16 blocks: the walk goes at its
+        // consumer's pace, and stops when it leaves (here, at the second comment).
+        var quiet: [String] = []
+        var nobody = FeedFilter()
+        nobody.kinds = [.transaction]
+        nobody.account = String(repeating: "ab", count: 32)
+        await feed.produce(from: FeedPosition(height: 1), filter: nobody) { text in
+            quiet.append(text)
+            return quiet.count < 3
+        }
+        #expect(quiet.dropFirst() == [": at block 16\n\n", ": at block 32\n\n"], "\(quiet)")
     }
 }
 

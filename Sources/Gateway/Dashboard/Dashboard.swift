@@ -83,8 +83,9 @@ final class Dashboard: Sendable {
     /// Renders (or takes from the cache) one page: the same page within
     /// `PageCache.lifetimeSeconds` is served from memory, so a crowd costs the nodes nothing more.
     func page(_ request: Request, _ language: Language, cached: Bool = true, _ render: () async throws -> Page) async -> Response {
-        // By path: a query string does not make another page (and cannot be used to miss the cache).
-        let key = request.uri.path
+        // By path: a query string does not make another page (and cannot be used to miss the
+        // cache), nor do empty segments, which the router ignores (`/fr//partners`).
+        let key = "/" + request.uri.path.split(separator: "/").joined(separator: "/")
         if cached, let hit = pages.get(key) { return Self.html(hit.body, status: hit.status, language: language) }
         let page: Page
         do { page = try await render() } catch {
@@ -193,17 +194,26 @@ struct CertifiedReport: Sendable {
 /// the gateway keeps the newest `countMax` in memory (a few kilobytes each).
 final class ReportCache: Sendable {
     static let countMax = 4_096
-    private let entries = Mutex<[UInt64: CertifiedReport]>([:])
+    /// And their bytes, about (a report lists up to 4,096 programmes: the count alone let
+    /// the cache grow to gigabytes).
+    static let bytesMax = 64 << 20
+    private let entries = Mutex<(reports: [UInt64: (report: CertifiedReport, bytes: Int)], bytes: Int)>(([:], 0))
 
     /// The report of `epoch`, nil when the certified state proves it absent (not closed).
     func report(_ epoch: UInt64, pool: NodePool) async throws -> CertifiedReport? {
-        if let hit = entries.withLock({ $0[epoch] }) { return hit }
+        if let hit = entries.withLock({ $0.reports[epoch]?.report }) { return hit }
         let found = try await pool.read(StateKeys.epochReport(epoch))
         guard let bytes = found.record.value else { return nil }
         let entry = CertifiedReport(report: try EpochReport(wireBytes: bytes), found: found)
+        // Decoded, a report takes a few times its wire bytes; its proof is a few kilobytes.
+        let size = bytes.count * 4 + 4_096
         entries.withLock { entries in
-            if entries.count >= Self.countMax, let oldest = entries.keys.min() { entries[oldest] = nil }
-            entries[epoch] = entry
+            if let old = entries.reports.updateValue((entry, size), forKey: epoch) { entries.bytes -= old.bytes }
+            entries.bytes += size
+            while entries.reports.count > Self.countMax || (entries.bytes > Self.bytesMax && entries.reports.count > 1),
+                let oldest = entries.reports.keys.filter({ $0 != epoch }).min() {
+                entries.bytes -= entries.reports.removeValue(forKey: oldest)?.bytes ?? 0
+            }
         }
         return entry
     }
@@ -235,21 +245,31 @@ final class PageCache: Sendable {
     }
 }
 
-/// The public side's rate limit, per client address: `rate` requests a second in bursts
-/// of as many. At most `addressesMax` addresses are tracked; past it the stalest is
-/// forgotten (it starts again with a full bucket, which is only generous).
+/// The public side's rate limit, per client address (`clientKey`: an IPv6 /64): `rate`
+/// requests a second in bursts of as many. At most `addressesMax` addresses are tracked.
+/// A bucket unused for a second is full again, the same as none: those are forgotten when
+/// the table is full. If none is, a new address is refused until one is: forgetting one in
+/// use instead gave an attacker rotating over 4,096 addresses (a /48 has 65,536 /64s) a
+/// full bucket at each request, that is no limit at all.
 final class PublicLimiter: Sendable {
     static let rate = 20.0
     static let addressesMax = 4_096
     private let buckets = Mutex<[String: (tokens: Double, at: ContinuousClock.Instant)]>([:])
+    /// When the full table was last looked through for unused buckets (at most every 100 ms).
+    private let pruned = Mutex<ContinuousClock.Instant?>(nil)
     let refused = Atomic<UInt64>(0)
 
     /// nil when the request may go on, else the seconds to wait.
-    func take(_ address: String) -> Int? {
-        let now = ContinuousClock.now
+    func take(_ address: String, now: ContinuousClock.Instant = .now, addressesMax: Int = PublicLimiter.addressesMax) -> Int? {
         let verdict = buckets.withLock { buckets -> Int? in
-            if buckets[address] == nil, buckets.count >= Self.addressesMax, let stalest = buckets.min(by: { $0.value.at < $1.value.at })?.key {
-                buckets[stalest] = nil
+            if buckets[address] == nil, buckets.count >= addressesMax {
+                let due = pruned.withLock { last -> Bool in
+                    guard last.map({ $0.duration(to: now) >= .milliseconds(100) }) ?? true else { return false }
+                    last = now
+                    return true
+                }
+                if due { buckets = buckets.filter { $0.value.at.duration(to: now) < .seconds(1) } }
+                guard buckets.count < addressesMax else { return 1 }
             }
             var bucket = buckets[address] ?? (Self.rate, now)
             let elapsed = bucket.at.duration(to: now)

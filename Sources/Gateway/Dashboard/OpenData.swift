@@ -92,6 +92,10 @@ extension Dashboard {
     /// Epochs one request covers at most, and by default (the latest closed ones).
     static let openDataEpochsMax: UInt64 = 500
     static let openDataEpochsDefault: UInt64 = 100
+    /// Rows one answer holds at most (500 epochs of 4,096 programmes would be two million,
+    /// seconds of CPU and hundreds of megabytes for one public GET): past it, `400` says how
+    /// many epochs fit.
+    static let openDataRowsMax = 50_000
     static let licence = "Licence Ouverte 2.0 (Etalab), https://www.etalab.gouv.fr/licence-ouverte-open-licence/"
 
     /// The open data's tables: one row per epoch and programme, category, acceptor or
@@ -123,6 +127,17 @@ extension Dashboard {
             case .categories: return report.categories.map { [epoch, "\($0.category)"] + figures($0.figures) }
             case .acceptors: return report.acceptors.map { [epoch, $0.acceptor.rawValue, "\($0.redemptions)", "\($0.amount)"] }
             case .partners: return report.nets.map { [epoch, $0.partner.rawValue, "\($0.net)"] }
+            }
+        }
+
+        /// How many rows `rows(report)` gives, without making them.
+        func rowCount(_ report: EpochReport) -> Int {
+            switch self {
+            case .epochs: 1
+            case .programmes: report.programmes.count
+            case .categories: report.categories.count
+            case .acceptors: report.acceptors.count
+            case .partners: report.nets.count
             }
         }
 
@@ -164,6 +179,14 @@ extension Dashboard {
         do {
             for epoch in first...last { if let report = try await report(epoch) { found.append(report) } }
         } catch { return Self.text(.badGateway, "no verified answer: \(error)\n") }
+        var rows = 0
+        for (index, entry) in found.enumerated() {
+            rows += table.rowCount(entry.report)
+            guard rows <= Self.openDataRowsMax else {
+                return Self.text(.badRequest, "at most \(Self.openDataRowsMax) rows a request: epochs \(first) to \(last) of \(table.rawValue) have more; "
+                    + "epochs \(first) to \(found[max(index, 1) - 1].report.epoch) fit: ask in pages with from and to\n")
+            }
+        }
         return Self.table(table, found, csv: parts[1] == "csv", range: (first, last))
     }
 
