@@ -60,6 +60,8 @@ public final class NodePool: Sendable {
         var certifiedHeight: UInt64?
         var height: UInt64?
         var lastError: String?
+        /// When its last answer failed (a refresh that holds clears `lastError`, not this).
+        var failedAt: ContinuousClock.Instant?
         /// Its last status (the node's word: CPU and transactions for the sobriety page).
         var status: NodeStatus?
     }
@@ -268,13 +270,17 @@ public final class NodePool: Sendable {
         return nodes.indices.map { (first + $0) % nodes.count }
     }
 
-    /// The nodes in the order to read from: those whose last answer held, each in turn
-    /// first (spreading the reads over them), then the others (a node that failed is tried
-    /// last, not first every few reads).
+    /// The nodes in the order to read from: those whose last answer held and that failed
+    /// none for `failedRecentlySeconds`, each in turn first (spreading the reads over them),
+    /// then the others (a node that failed is tried last, not first every few reads; one
+    /// that answers the 2 s refresh but stalls the rest too).
     func readOrder() -> [Int] {
+        let now = ContinuousClock.now
         let (first, healthy) = state.withLock { state -> (Int, [Bool]) in
             defer { state.nextRead = (state.nextRead + 1) % nodes.count }
-            return (state.nextRead, state.nodes.map { $0.lastError == nil })
+            return (state.nextRead, state.nodes.map { node in
+                node.lastError == nil && node.failedAt.map { $0.duration(to: now) > .seconds(Self.failedRecentlySeconds) } ?? true
+            })
         }
         let rotated = nodes.indices.map { (first + $0) % nodes.count }
         return rotated.filter { healthy[$0] } + rotated.filter { !healthy[$0] }
@@ -369,9 +375,12 @@ public final class NodePool: Sendable {
         return VerifiedRecord(record: record, source: nodes[index].description, behind: behind, trusted: trusted)
     }
 
+    static let failedRecentlySeconds: Int64 = 10
+
     private func failed(_ index: Int, _ error: any Error) {
         state.withLock {
             $0.nodes[index].lastError = "\(error)"
+            $0.nodes[index].failedAt = .now
             $0.failures[index] += 1
         }
     }
