@@ -43,7 +43,8 @@ struct CheckpointMemory {
         entries[digest] = Entry(chain: chain, height: height)
         let directory = (path as NSString).deletingLastPathComponent
         do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            // A bare file name is in the working directory (there is no "" to make).
+            if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
             // Durable: a memory lost in a crash would let a node serving an older state pass.

@@ -19,13 +19,19 @@ public struct GatewayTLS: Sendable {
         self.clientCAFile = clientCAFile
     }
 
+    /// A PEM file's bytes, read as every file a person gives (`InputFile`: a regular file of
+    /// at most 1 MiB; a pipe given here made NIOSSL's own read wait for ever).
+    static func read(_ path: String) throws -> [UInt8] {
+        do { return try InputFile.read(path, byteCountMax: 1 << 20) } catch { throw GatewayError(error.reason) }  // the caller names the file
+    }
+
     /// The server's TLS configuration (TLS 1.2 and up), each unreadable file named.
     func configuration() throws -> TLSConfiguration {
         let chain: [NIOSSLCertificate]
-        do { chain = try NIOSSLCertificate.fromPEMFile(certificateFile) } catch { throw GatewayError("--tls-certificate \(certificateFile): \(error)") }
+        do { chain = try NIOSSLCertificate.fromPEMBytes(try Self.read(certificateFile)) } catch { throw GatewayError("--tls-certificate \(certificateFile): \(error)") }
         guard !chain.isEmpty else { throw GatewayError("--tls-certificate \(certificateFile): no certificate in the file") }
         let key: NIOSSLPrivateKey
-        do { key = try NIOSSLPrivateKey(file: keyFile, format: .pem) } catch { throw GatewayError("--tls-key \(keyFile): \(error)") }
+        do { key = try NIOSSLPrivateKey(bytes: try Self.read(keyFile), format: .pem) } catch { throw GatewayError("--tls-key \(keyFile): \(error)") }
         var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
         configuration.minimumTLSVersion = .tlsv12
         // A connection the gateway closes waits at most this for the client's close_notify
@@ -35,7 +41,7 @@ public struct GatewayTLS: Sendable {
         configuration.shutdownTimeout = .seconds(1)
         if let clientCAFile {
             let roots: [NIOSSLCertificate]
-            do { roots = try NIOSSLCertificate.fromPEMFile(clientCAFile) } catch { throw GatewayError("--client-ca \(clientCAFile): \(error)") }
+            do { roots = try NIOSSLCertificate.fromPEMBytes(try Self.read(clientCAFile)) } catch { throw GatewayError("--client-ca \(clientCAFile): \(error)") }
             guard !roots.isEmpty else { throw GatewayError("--client-ca \(clientCAFile): no certificate in the file") }
             configuration.trustRoots = .certificates(roots)
             configuration.certificateVerification = .optionalVerification
@@ -76,7 +82,7 @@ extension APIKey {
     /// The key file's entry for a client certificate (PEM): the SHA-256 of its DER.
     public static func forCertificate(name: String, file: String, scopes: [Scope]) throws -> APIKey {
         let chain: [NIOSSLCertificate]
-        do { chain = try NIOSSLCertificate.fromPEMFile(file) } catch { throw GatewayError("\(file): \(error)") }
+        do { chain = try NIOSSLCertificate.fromPEMBytes(try GatewayTLS.read(file)) } catch { throw GatewayError("\(file): \(error)") }
         guard let leaf = chain.first else { throw GatewayError("\(file): no certificate in the file") }
         return APIKey(name: name, certificateSha256: SHA256.hash(try leaf.toDERBytes()).hex, scopes: scopes)
     }

@@ -89,8 +89,18 @@ public final class IdempotencyLog: Sendable {
         self.byteCountMax = byteCountMax
         // Appending whatever the offset: a second writer on the file (a gateway that was
         // not stopped) cannot write over lines already there.
-        let descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw GatewayError("\(path): cannot open: \(String(cString: strerror(errno)))") }
+        // O_NONBLOCK: a pipe there (with no reader) would make the open wait for ever; it is
+        // refused below, as anything but a regular file (writes to one ignore the flag).
+        let descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0o600)
+        guard descriptor >= 0 else {
+            let code = errno
+            throw GatewayError("\(path): cannot open: \(code == ENXIO ? "a pipe, not a regular file" : String(cString: strerror(code)))")
+        }
+        var info = stat()
+        guard fstat(descriptor, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
+            close(descriptor)
+            throw GatewayError("\(path): not a regular file: the idempotency log is one")
+        }
         let file = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
         // A log just made: its name made durable before any line is, or a crash could take
         // the file, and the keys its synced lines record, away.

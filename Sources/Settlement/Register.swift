@@ -1,3 +1,4 @@
+import CalissonCrypto
 import Foundation
 import Ledger
 import Transport
@@ -67,12 +68,10 @@ public struct RegisterFile: Codable, Sendable, Equatable {
 
     public static func load(_ path: String) throws(RegisterError) -> SettlementRegister {
         let data: Data
-        do {
-            let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
-            defer { try? handle.close() }
-            data = try handle.read(upToCount: byteCountMax + 1) ?? Data()
-        } catch { throw RegisterError(field: path, reason: "cannot be read: \(error.localizedDescription)") }
-        guard data.count <= byteCountMax else { throw RegisterError(field: path, reason: "over \(byteCountMax) bytes") }
+        do { data = Data(try InputFile.read(path, byteCountMax: byteCountMax)) } catch {
+            if case .tooLarge = error { throw RegisterError(field: path, reason: "over \(byteCountMax) bytes") }
+            throw RegisterError(field: path, reason: "cannot be read: \(error.reason)")
+        }
         // Read strictly first (StrictJSON): a partner listed with two `iban` members was read
         // with the first, where another tool reading the same file would pay the second.
         let report = StrictJSON.check(data)

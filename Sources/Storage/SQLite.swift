@@ -1,4 +1,7 @@
 import CSQLite
+#if canImport(Glibc)
+import Glibc
+#endif
 import Wire
 
 /// Why the store cannot do what was asked. Every case names the database file.
@@ -45,6 +48,19 @@ final class Database {
 
     init(file: String, mode: Mode, create: Bool) throws(StorageError) {
         self.file = file
+        // Only a regular file is a database: SQLite opening a pipe with no writer (a
+        // configuration or a command line pointing at one) waits for ever.
+        var info = stat()
+        if stat(file, &info) == 0, info.st_mode & S_IFMT != S_IFREG {
+            let kind = switch info.st_mode & S_IFMT {
+            case S_IFDIR: "a directory"
+            case S_IFIFO: "a pipe"
+            case S_IFCHR, S_IFBLK: "a device"
+            case S_IFSOCK: "a socket"
+            default: "not a file"
+            }
+            throw .cannotOpen(file: file, reason: "it is \(kind), not a regular file")
+        }
         let flags = mode == .readOnly
             ? SQLITE_OPEN_READONLY
             : SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0)

@@ -159,10 +159,13 @@ struct Key: ParsableCommand {
     @Option(help: "Comma-separated: read, submit, govern.") var scopes = "read"
     @Option(help: "Instead of a key: the entry for this client certificate (PEM), which the client presents over HTTPS.") var certificate: String?
     func run() throws {
+        // What the key file accepts (`run --api-keys`): never an entry it then refuses.
+        guard !name.isEmpty, name.utf8.count <= 64 else { throw ValidationError("--name must be 1 to 64 bytes") }
         let parsed = try scopes.split(separator: ",").map { raw in
             guard let scope = Scope(rawValue: String(raw)) else { throw ValidationError("--scopes: '\(raw)' is not read, submit or govern") }
             return scope
         }
+        guard !parsed.isEmpty else { throw ValidationError("--scopes must name at least one of read, submit, govern") }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         if let certificate {

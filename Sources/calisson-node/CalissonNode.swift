@@ -40,8 +40,8 @@ struct Init: ParsableCommand {
     static func peerAddress(_ entry: String, _ option: String) throws -> NodeConfigFile.Peer {
         let parts = entry.split(separator: "@", omittingEmptySubsequences: false)
         let address = parts.count == 2 ? parts[1].split(separator: ":", omittingEmptySubsequences: false) : []
-        guard parts.count == 2, address.count == 2, !address[0].isEmpty, let port = UInt16(address[1]), Identifier(String(parts[0])) != nil else {
-            throw ValidationError("\(option) \(entry): expected id@host:port, the id 1-32 of a-z, 0-9, '-'")
+        guard parts.count == 2, address.count == 2, !address[0].isEmpty, let port = UInt16(address[1]), port > 0, Identifier(String(parts[0])) != nil else {
+            throw ValidationError("\(option) \(entry): expected id@host:port, the id 1-32 of a-z, 0-9, '-', the port 1 to 65535")
         }
         return NodeConfigFile.Peer(id: String(parts[0]), host: String(address[0]), port: port)
     }
@@ -393,6 +393,11 @@ struct Testnet: ParsableCommand {
 
     func run() throws {
         guard (1...64).contains(validators) else { throw ValidationError("--validators must be 1...64") }
+        // What every tool and log shows as it is: printable ASCII (a byte that is not UTF-8
+        // came through as U+FFFD and was written into the genesis).
+        guard (1...SigningDomain.chainIdByteCountMax).contains(chainId.utf8.count), chainId.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+            throw ValidationError("--chain-id must be 1 to \(SigningDomain.chainIdByteCountMax) printable ASCII characters, no space")
+        }
         guard epochLength > 0 else { throw ValidationError("--epoch-length must be positive") }
         guard (LedgerRules.initial...LedgerRules.newest).contains(rules) else {
             throw ValidationError("--rules must be \(LedgerRules.initial)...\(LedgerRules.newest), the ledger rules this release implements")

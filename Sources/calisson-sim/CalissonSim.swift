@@ -43,6 +43,23 @@ struct CalissonSim: ParsableCommand {
     @Option(help: "What the replicas run: counter (a bare replica over a hash chain, with validator-set changes) or ledger (the node's core: admission, mempool, the production ledger on simulated storage with faults, its invariants checked after every block).")
     var application = "counter"
 
+    /// Bounds that keep a run finite and its arithmetic exact: a mistaken flag is named, never a trap.
+    static let validatorsRange = 4...100
+    static let ticksMax = 10_000_000
+    static let seedsMax = 1_000_000
+
+    func validate() throws {
+        guard Self.validatorsRange.contains(validators) else {
+            throw ValidationError("--validators must be from \(Self.validatorsRange.lowerBound) to \(Self.validatorsRange.upperBound) (3f + 1 tolerates f faults), not \(validators)")
+        }
+        for (name, ticks) in [("--safety-ticks", safetyTicks), ("--liveness-ticks", livenessTicks)] where !(1...Self.ticksMax).contains(ticks) {
+            throw ValidationError("\(name) must be from 1 to \(Self.ticksMax), not \(ticks)")
+        }
+        guard (1...Self.seedsMax).contains(seeds) else { throw ValidationError("--seeds must be from 1 to \(Self.seedsMax), not \(seeds)") }
+        guard ["all", "none"].contains(faults) else { throw ValidationError("--faults must be all or none, not '\(faults)'") }
+        guard ApplicationKind(rawValue: application) != nil else { throw ValidationError("unknown application '\(application)' (counter or ledger)") }
+    }
+
     func run() throws {
         let range = seed.map { $0...$0 } ?? firstSeed...firstSeed.saturatingAdding(UInt64(max(1, seeds)) - 1)
         var totals = SimulationReport(seed: 0, validators: validators)

@@ -342,6 +342,33 @@ import Wire
         return "\(directory)/metropole/config.json"
     }
 
+    /// A pipe (a FIFO) given where a file is read: refused, named, at once. SQLite, NIOSSL
+    /// and Foundation opened one and waited for a writer for ever (found by an audit).
+    @Test func aPipeGivenAsAFileIsRefusedNotWaitedOn() throws {
+        let bin = try productsDirectory()
+        let directory = Scratch.directory("pipes")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let config = try oneValidatorTestnet(bin, in: directory)
+        let pipe = "\(directory)/pipe"
+        #expect(mkfifo(pipe, 0o600) == 0)
+        let net = directory, node = "\(directory)/metropole"
+        let keys = "\(directory)/keys.json"
+        try #"{"keys": [{"name": "a", "sha256": "\#(String(repeating: "ab", count: 32))", "scopes": ["read"]}]}"#.write(toFile: keys, atomically: true, encoding: .utf8)
+        for (tool, arguments, said) in [
+            ("calisson", ["status", "--db", pipe], "is a pipe"),
+            ("calisson-node", ["restore", "--config", config, "--from", pipe], "is a pipe"),
+            ("calisson-gateway", ["key", "--name", "a", "--certificate", pipe], "is a pipe"),
+            ("calisson-gateway", ["run", "--node", "127.0.0.1:1", "--ca", "\(net)/ca.crt", "--genesis", "\(net)/genesis.json", "--api-keys", pipe], "pipe"),
+            ("calisson-gateway", ["run", "--node", "127.0.0.1:1", "--ca", "\(net)/ca.crt", "--genesis", "\(net)/genesis.json", "--api-keys", keys,
+                                  "--tls-certificate", pipe, "--tls-key", "\(node)/tls.key"], "--tls-certificate \(pipe): is a pipe"),
+            ("calisson-gateway", ["run", "--node", "127.0.0.1:1", "--ca", "\(net)/ca.crt", "--genesis", "\(net)/genesis.json", "--api-keys", keys,
+                                  "--settlement-register", pipe], "is a pipe"),
+        ] {
+            let ran = try run("\(bin)/\(tool)", arguments, timeout: 30)
+            #expect(ran.status != 0 && ran.errors.contains(said), "\(tool) \(arguments): \(ran.status) \(ran.errors)")
+        }
+    }
+
     /// `backup`, `prune` and `restore` from the command line, on the testnet's node once it
     /// ran and stopped: each says what it did; a second node on the same configuration is
     /// refused while the first runs.
