@@ -20,6 +20,7 @@ struct DashboardBenchCommand: ParsableCommand {
 
     func validate() throws {
         guard (1...10_000).contains(rounds) else { throw ValidationError("--rounds must be 1...10000") }
+        guard (1...65_535).contains(port) else { throw ValidationError("--port must be 1...65535, not \(port)") }
     }
 
     func run() throws {

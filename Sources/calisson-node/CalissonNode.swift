@@ -81,8 +81,10 @@ struct Init: ParsableCommand {
         }
         // Each file synced in the staging directory, then renamed, then the directory synced:
         // a crash leaves a node's files whole or absent.
-        for (source, name) in [(genesis, "genesis.json"), (ca, "ca.crt")] {
-            try DurableFile.write(bytes: Array(try Data(contentsOf: URL(fileURLWithPath: source))), to: "\(staging)/\(name)")
+        for (option, source, name) in [("--genesis", genesis, "genesis.json"), ("--ca", ca, "ca.crt")] {
+            let bytes: [UInt8]
+            do { bytes = try InputFile.read(source, byteCountMax: JSONFile.byteCountMax) } catch { throw ValidationError("\(option) \(error)") }
+            try DurableFile.write(bytes: bytes, to: "\(staging)/\(name)")
         }
         let config = NodeConfigFile(
             partner: partner, genesis: "genesis.json", database: "data/node.db", nodeKey: "\(keyDirectory)/node.key",
@@ -182,8 +184,11 @@ struct CA: ParsableCommand {
         func run() throws {
             guard serial > 0 else { throw ValidationError("--serial must be positive (X.509)") }
             let key = try KeyFile.readPrivateKey(at: "\(ca)/ca.key")
-            let authority = try Certificate(pem: try String(contentsOfFile: "\(ca)/ca.crt", encoding: .utf8))
-            let csr = try CertificateRequest(pem: try String(contentsOfFile: request, encoding: .utf8))
+            func text(_ path: String, _ option: String) throws -> String {
+                do { return String(decoding: try InputFile.read(path, byteCountMax: 1 << 20), as: UTF8.self) } catch { throw ValidationError("\(option) \(error)") }
+            }
+            let authority = try Certificate(pem: try text("\(ca)/ca.crt", "--ca"))
+            let csr = try CertificateRequest(pem: try text(request, "--request"))
             guard Identifier(csr.commonName) != nil else { throw ValidationError("the request names '\(csr.commonName)', not a partner id") }
             // The register of what this CA issued (serial, partner, tlsKeyHash): a serial is
             // issued once, since revocation names certificates by serial.

@@ -10,15 +10,20 @@ import Simulation
 import Testing
 
 @Suite struct PeerVerificationShareTests {
-    @Test func aPeersMessagesHoldAtMostItsShareOfTheVerifier() throws {
-        let fixture = Fixture()
+    /// Validator 0's core among four, with `settings`, signatures taken as valid when executed.
+    static func core(_ fixture: Fixture, _ settings: NodeCoreSettings) throws -> NodeCore<SimulatedStorage, TestSigner> {
         let ids = fixture.signers.map(\.id)
         let genesis = try Fixtures.Fixture.validators(chainId: Fixture.chainId, nodeKeys: ids, signingKeys: ids).validated()
-        var settings = NodeCoreSettings()
-        settings.peerVerificationChecksMax = 10
-        var core = try NodeCore(
+        return try NodeCore(
             storage: SimulatedStorage(), genesis: genesis, replica: fixture.configuration, signer: fixture.signers[0], peers: ["p1", "p2", "p3"],
             settings: settings, verifySignature: { _ in true })
+    }
+
+    @Test func aPeersMessagesHoldAtMostItsShareOfTheVerifier() throws {
+        let fixture = Fixture()
+        var settings = NodeCoreSettings()
+        settings.peerVerificationChecksMax = 10
+        var core = try Self.core(fixture, settings)
         /// Prepare votes from validator `index`, one signature each, handed to the core;
         /// what it gave the verifier.
         func send(from index: Int, count: Int) -> [PendingCheck] {
@@ -45,14 +50,10 @@ import Testing
     /// a level is forgiven every `distrustForgivenTicks`. Other peers keep their shares.
     @Test func aPeerSendingBadSignaturesIsDistrustedThenForgiven() throws {
         let fixture = Fixture()
-        let ids = fixture.signers.map(\.id)
-        let genesis = try Fixtures.Fixture.validators(chainId: Fixture.chainId, nodeKeys: ids, signingKeys: ids).validated()
         var settings = NodeCoreSettings()
         settings.peerVerificationChecksMax = 16
         settings.distrustForgivenTicks = 100
-        var core = try NodeCore(
-            storage: SimulatedStorage(), genesis: genesis, replica: fixture.configuration, signer: fixture.signers[0], peers: ["p1", "p2", "p3"],
-            settings: settings, verifySignature: { _ in true })
+        var core = try Self.core(fixture, settings)
         var number = 0
         func send(from index: Int, count: Int) -> [PendingCheck] {
             (0..<count).flatMap { _ -> [PendingCheck] in

@@ -357,6 +357,9 @@ import Wire
         for (tool, arguments, said) in [
             ("calisson", ["status", "--db", pipe], "is a pipe"),
             ("calisson-node", ["restore", "--config", config, "--from", pipe], "is a pipe"),
+            ("calisson-node", ["init", "--genesis", "\(net)/genesis.json", "--partner", "metropole", "--keys", node, "--ca", pipe, "--out", "\(directory)/new",
+                               "--peer-port", "1", "--client-port", "2"], "--ca \(pipe): is a pipe"),
+            ("calisson-node", ["ca", "sign", "--ca", net, "--request", pipe, "--serial", "9", "--out", "\(directory)/x.crt"], "--request \(pipe): is a pipe"),
             ("calisson-gateway", ["key", "--name", "a", "--certificate", pipe], "is a pipe"),
             ("calisson-gateway", ["run", "--node", "127.0.0.1:1", "--ca", "\(net)/ca.crt", "--genesis", "\(net)/genesis.json", "--api-keys", pipe], "pipe"),
             ("calisson-gateway", ["run", "--node", "127.0.0.1:1", "--ca", "\(net)/ca.crt", "--genesis", "\(net)/genesis.json", "--api-keys", keys,
