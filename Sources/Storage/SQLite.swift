@@ -49,7 +49,8 @@ final class Database {
     init(file: String, mode: Mode, create: Bool) throws(StorageError) {
         self.file = file
         // Only a regular file is a database: SQLite opening a pipe with no writer (a
-        // configuration or a command line pointing at one) waits for ever.
+        // configuration or a command line pointing at one) waits for ever. (The kinds are
+        // named as `InputFile` names them; Storage does not depend on CalissonCrypto.)
         var info = stat()
         if stat(file, &info) == 0, info.st_mode & S_IFMT != S_IFREG {
             let kind = switch info.st_mode & S_IFMT {
