@@ -372,6 +372,31 @@ import Wire
         }
     }
 
+    /// Flags the tools once trapped on or took silently (found by an audit): each refused,
+    /// named, with a non-zero exit.
+    @Test func flagsOnceTrappedOnOrTakenAreRefusedByName() throws {
+        let bin = try productsDirectory()
+        let directory = Scratch.directory("flags")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        _ = try oneValidatorTestnet(bin, in: directory)  // a genesis, a CA and keys to name
+        for (tool, arguments, said) in [
+            ("calisson-sim", ["--validators", "0"], "--validators must be from 4 to 100"),
+            ("calisson-sim", ["--safety-ticks", "9223372036854775807"], "--safety-ticks must be from 1 to"),
+            ("calisson-sim", ["--faults", "bogus"], "--faults must be all or none"),
+            ("calisson-node", ["testnet", "--out", "\(directory)/other", "--chain-id", "café"], "--chain-id must be 1 to"),
+            ("calisson-gateway", ["key", "--name", "a", "--scopes", ""], "--scopes must name at least one"),
+            ("calisson-gateway", ["key", "--name", ""], "--name must be 1 to 64 bytes"),
+            ("calisson-node", ["init", "--genesis", "\(directory)/genesis.json", "--partner", "metropole", "--keys", "\(directory)/metropole",
+                               "--ca", "\(directory)/ca.crt", "--out", "\(directory)/new", "--peer-port", "1", "--client-port", "2",
+                               "--peer", "rtm@127.0.0.1:0"], "the port 1 to 65535"),
+            ("calisson-bench", ["dashboard", "--port", "70000"], "--port must be 1...65535"),
+        ] {
+            let ran = try run("\(bin)/\(tool)", arguments, timeout: 30)
+            #expect(ran.status != 0 && ran.status < 128 && ran.errors.contains(said), "\(tool) \(arguments): \(ran.status) \(ran.errors)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: "\(directory)/new") && !FileManager.default.fileExists(atPath: "\(directory)/other"))
+    }
+
     /// `backup`, `prune` and `restore` from the command line, on the testnet's node once it
     /// ran and stopped: each says what it did; a second node on the same configuration is
     /// refused while the first runs.
