@@ -28,6 +28,10 @@ public struct APIKey: Codable, Sendable, Equatable {
     /// Requests per second, in bursts of at most as many (default 50, 1...100000).
     public var requestsPerSecond: Int?
 
+    /// A key's name: 1 to this many bytes (the key file's rule, and `calisson-gateway key`'s).
+    public static let nameBytesMax = 64
+    public static func isValidName(_ name: String) -> Bool { !name.isEmpty && name.utf8.count <= nameBytesMax }
+
     public init(name: String, sha256: String? = nil, certificateSha256: String? = nil, scopes: [Scope], requestsPerSecond: Int? = nil) {
         self.name = name
         self.sha256 = sha256
@@ -71,7 +75,7 @@ public struct APIKeyFile: Codable, Sendable, Equatable {
         var seen = Set<String>()
         for (index, key) in file.keys.enumerated() {
             func problem(_ field: String, _ reason: String) -> JSONFileError { JSONFileError(path: path, field: "keys[\(index)].\(field)", reason: reason) }
-            guard !key.name.isEmpty, key.name.utf8.count <= 64 else { throw problem("name", "1 to 64 bytes") }
+            guard APIKey.isValidName(key.name) else { throw problem("name", "1 to \(APIKey.nameBytesMax) bytes") }
             guard seen.insert(key.name).inserted else { throw problem("name", "'\(key.name)' is listed twice") }
             switch (key.sha256, key.certificateSha256) {
             case let (hash?, nil), let (nil, hash?):

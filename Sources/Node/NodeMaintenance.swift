@@ -104,8 +104,9 @@ public enum NodeMaintenance {
         let safetyLog = try carrySafetyLog(from: databaseFile, into: staging)
         try sync(staging)
         // A name no earlier restore took (two within a second: a second number).
-        var stamp = timestamp(now)
-        for number in 2...1_000 where ["", "-wal", "-shm"].contains(where: { files.fileExists(atPath: "\(databaseFile).replaced-\(stamp)\($0)") }) {
+        var stamp = timestamp(now), number = 1
+        while ["", "-wal", "-shm"].contains(where: { files.fileExists(atPath: "\(databaseFile).replaced-\(stamp)\($0)") }) {
+            number += 1
             stamp = "\(timestamp(now))-\(number)"
         }
         var moved: [String] = []

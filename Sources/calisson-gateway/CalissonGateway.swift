@@ -160,7 +160,7 @@ struct Key: ParsableCommand {
     @Option(help: "Instead of a key: the entry for this client certificate (PEM), which the client presents over HTTPS.") var certificate: String?
     func run() throws {
         // What the key file accepts (`run --api-keys`): never an entry it then refuses.
-        guard !name.isEmpty, name.utf8.count <= 64 else { throw ValidationError("--name must be 1 to 64 bytes") }
+        guard APIKey.isValidName(name) else { throw ValidationError("--name must be 1 to \(APIKey.nameBytesMax) bytes") }
         let parsed = try scopes.split(separator: ",").map { raw in
             guard let scope = Scope(rawValue: String(raw)) else { throw ValidationError("--scopes: '\(raw)' is not read, submit or govern") }
             return scope
