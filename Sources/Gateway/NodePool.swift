@@ -275,12 +275,17 @@ public final class NodePool: Sendable {
     /// then the others (a node that failed is tried last, not first every few reads; one
     /// that answers the 2 s refresh but stalls the rest too).
     func readOrder() -> [Int] {
-        let now = ContinuousClock.now
-        let (first, healthy) = state.withLock { state -> (Int, [Bool]) in
-            defer { state.nextRead = (state.nextRead + 1) % nodes.count }
-            return (state.nextRead, state.nodes.map { node in
-                node.lastError == nil && node.failedAt.map { $0.duration(to: now) > .seconds(Self.failedRecentlySeconds) } ?? true
-            })
+        let (first, nodes) = state.withLock { state -> (Int, [NodeState]) in
+            defer { state.nextRead = (state.nextRead + 1) % state.nodes.count }
+            return (state.nextRead, state.nodes)
+        }
+        return Self.readOrder(first: first, nodes, now: .now)
+    }
+
+    /// `readOrder`'s rule, given the node to start from, the nodes' states and the time.
+    static func readOrder(first: Int, _ nodes: [NodeState], now: ContinuousClock.Instant) -> [Int] {
+        let healthy = nodes.map { node in
+            node.lastError == nil && node.failedAt.map { $0.duration(to: now) > .seconds(failedRecentlySeconds) } ?? true
         }
         let rotated = nodes.indices.map { (first + $0) % nodes.count }
         return rotated.filter { healthy[$0] } + rotated.filter { !healthy[$0] }

@@ -348,5 +348,9 @@ import Wire
         // A looser bound lets it through, saying how far behind it is.
         let loose = try run(calisson, base + ["--node", stale, "--max-lag", "1000"])
         #expect(loose.status == 0 && loose.output.contains("blocks behind the newest certified checkpoint known ("), "\(loose.output) \(loose.errors)")
+        // A bare file name is a file of the working directory (its directory, "", is not made).
+        let bare = try run("/bin/sh", ["-c", "cd \"$0\" && exec \"$@\"", cluster.directory, calisson] + base.dropLast(2) + ["--checkpoints", "bare.json", "--node", fresh])
+        #expect(bare.status == 0, "\(bare.output) \(bare.errors)")
+        #expect(FileManager.default.fileExists(atPath: "\(cluster.directory)/bare.json"))
     }
 }

@@ -6,6 +6,7 @@ import CalissonCrypto
 import CalissonTestKit
 import Foundation
 import LightClient
+import NIOCore
 import NIOPosix
 import Synchronization
 import Testing
@@ -206,5 +207,82 @@ import Wire
             #expect("\(error)".contains("cannot connect to \(Self.address(refusing))"), "\(error)")
         }
         #expect(ContinuousClock.now - refusedAt < .seconds(30), "a refused connection waited for its timeout")
+    }
+}
+
+/// A node's client port that speaks the protocol by hand (TLS, the hellos, frames) and
+/// answers every request twice: the second answer is to no request.
+private final class TwiceAnsweringNode: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    final class Ended: Sendable { let count = Atomic<Int>(0) }
+    private let tls: TLSSession
+    private var decoder = FrameDecoder()
+    private var helloSent = false
+    private let ended: Ended
+
+    init(context: TLSContext, ended: Ended) throws {
+        tls = try TLSSession(context: context, role: .server)
+        self.ended = ended
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        do {
+            let plaintext = try buffer.withUnsafeReadableBytes { try tls.receive($0) }
+            if tls.isHandshakeDone && !helloSent {
+                helloSent = true
+                try tls.send(FrameDecoder.frame(.hello, Hello(versions: TransportLimits.protocolVersions, chainId: NodeConnectionsEchoNode.chainId, partnerID: "p0").wireBytes))
+            }
+            decoder.append(plaintext)
+            while let envelope = try decoder.next() {
+                guard envelope.kind == .request else { continue }
+                let answer = ClientResponse.error("once").wireBytes
+                try tls.send(FrameDecoder.frame(.response, answer) + FrameDecoder.frame(.response, answer))
+            }
+        } catch {
+            context.close(promise: nil)
+        }
+        let outgoing = tls.takeOutgoing()
+        if !outgoing.isEmpty { context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: outgoing)), promise: nil) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        ended.count.add(1, ordering: .relaxed)
+        context.fireChannelInactive()
+    }
+}
+
+extension NodeConnectionsTests {
+    /// A node that answers what nobody asked (broken or lying: one sending answers without
+    /// end would keep a loop decrypting them) loses its connection; the request it did
+    /// answer gets that answer, and the next request opens another connection.
+    @Test func aNodeAnsweringNoRequestLosesItsConnection() async throws {
+        let caKey = Ed25519PrivateKey(seed: SHA256.hash("ca").bytes)!
+        let ca = try CertificateAuthority.makeRoot(name: "Calisson test CA", key: caKey)
+        let key = Ed25519PrivateKey(seed: SHA256.hash("tls 0").bytes)!
+        let certificate = try CertificateAuthority.issue(commonName: "p0", subjectKey: key.publicKey, ca: ca, caKey: caKey, serial: 100)
+        let server = try TLSContext(role: .server, identity: TLSIdentity(certificate: certificate, key: key), trustedCA: ca, mutual: false)
+        let ended = TwiceAnsweringNode.Ended()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { Self.shutDown(group) }
+        let listener = try await ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(try TwiceAnsweringNode(context: server, ended: ended))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        defer { listener.close(promise: Optional<EventLoopPromise<Void>>.none) }
+        let port = UInt16(try #require(listener.localAddress?.port))
+        let connections = try NodeConnections(nodes: [NodeAddress(host: "127.0.0.1", port: port)], ca: ca, chainId: NodeConnectionsEchoNode.chainId, group: group)
+        defer { connections.close() }
+
+        for round in 1...2 {
+            let answers: [ClientResponse] = try await connections.ask(0, [Self.request(1)], timeoutMilliseconds: 60_000)
+            #expect(answers == [.error("once")])
+            #expect(eventually(30) { ended.count.load(ordering: .relaxed) == round }, "round \(round): the connection that carried an answer to no request stayed open")
+            #expect(connections.openConnections(to: 0) == 0)
+        }
     }
 }

@@ -80,12 +80,17 @@ final class Dashboard: Sendable {
         var status: HTTPResponse.Status = .ok
     }
 
+    /// A page's key in the cache: its path, not its query string (which does not make
+    /// another page, and would let a client miss the cache at will), without the empty
+    /// segments the router ignores (`/fr//partners` is `/fr/partners`).
+    static func pageKey(_ path: String) -> String {
+        "/" + path.split(separator: "/").joined(separator: "/")
+    }
+
     /// Renders (or takes from the cache) one page: the same page within
     /// `PageCache.lifetimeSeconds` is served from memory, so a crowd costs the nodes nothing more.
     func page(_ request: Request, _ language: Language, cached: Bool = true, _ render: () async throws -> Page) async -> Response {
-        // By path: a query string does not make another page (and cannot be used to miss the
-        // cache), nor do empty segments, which the router ignores (`/fr//partners`).
-        let key = "/" + request.uri.path.split(separator: "/").joined(separator: "/")
+        let key = Self.pageKey(request.uri.path)
         if cached, let hit = pages.get(key) { return Self.html(hit.body, status: hit.status, language: language) }
         let page: Page
         do { page = try await render() } catch {
@@ -191,31 +196,48 @@ struct CertifiedReport: Sendable {
 }
 
 /// Reports of closed epochs, verified once: a closed epoch's report never changes, so
-/// the gateway keeps the newest `countMax` in memory (a few kilobytes each).
+/// the gateway keeps the newest in memory (a few kilobytes each, `BoundedReports`).
 final class ReportCache: Sendable {
-    static let countMax = 4_096
-    /// And their bytes, about (a report lists up to 4,096 programmes: the count alone let
-    /// the cache grow to gigabytes).
-    static let bytesMax = 64 << 20
-    private let entries = Mutex<(reports: [UInt64: (report: CertifiedReport, bytes: Int)], bytes: Int)>(([:], 0))
+    private let entries = Mutex(BoundedReports<CertifiedReport>())
 
     /// The report of `epoch`, nil when the certified state proves it absent (not closed).
     func report(_ epoch: UInt64, pool: NodePool) async throws -> CertifiedReport? {
-        if let hit = entries.withLock({ $0.reports[epoch]?.report }) { return hit }
+        if let hit = entries.withLock({ $0[epoch] }) { return hit }
         let found = try await pool.read(StateKeys.epochReport(epoch))
         guard let bytes = found.record.value else { return nil }
         let entry = CertifiedReport(report: try EpochReport(wireBytes: bytes), found: found)
         // Decoded, a report takes a few times its wire bytes; its proof is a few kilobytes.
-        let size = bytes.count * 4 + 4_096
-        entries.withLock { entries in
-            if let old = entries.reports.updateValue((entry, size), forKey: epoch) { entries.bytes -= old.bytes }
-            entries.bytes += size
-            while entries.reports.count > Self.countMax || (entries.bytes > Self.bytesMax && entries.reports.count > 1),
-                let oldest = entries.reports.keys.filter({ $0 != epoch }).min() {
-                entries.bytes -= entries.reports.removeValue(forKey: oldest)?.bytes ?? 0
-            }
-        }
+        entries.withLock { $0.insert(entry, for: epoch, bytes: bytes.count * 4 + 4_096) }
         return entry
+    }
+}
+
+/// Reports by epoch, the newest kept: at most `countMax`, and at most `bytesMax` bytes
+/// (about: a report lists up to 4,096 programmes, and the count alone let the cache grow to
+/// gigabytes) but for the one just inserted, which is kept whatever its size.
+struct BoundedReports<Report> {
+    static var countMax: Int { 4_096 }
+    static var bytesMax: Int { 64 << 20 }
+    private var reports: [UInt64: (report: Report, bytes: Int)] = [:]
+    private(set) var bytes = 0
+    let countMax: Int, bytesMax: Int
+
+    init(countMax: Int = Self.countMax, bytesMax: Int = Self.bytesMax) {
+        self.countMax = countMax
+        self.bytesMax = bytesMax
+    }
+
+    var count: Int { reports.count }
+    subscript(epoch: UInt64) -> Report? { reports[epoch]?.report }
+
+    /// Keeps `report` of `bytes` for `epoch`, and forgets the oldest others past the bounds.
+    mutating func insert(_ report: Report, for epoch: UInt64, bytes size: Int) {
+        if let old = reports.updateValue((report, size), forKey: epoch) { bytes -= old.bytes }
+        bytes += size
+        while reports.count > countMax || (bytes > bytesMax && reports.count > 1),
+            let oldest = reports.keys.filter({ $0 != epoch }).min() {
+            bytes -= reports.removeValue(forKey: oldest)?.bytes ?? 0
+        }
     }
 }
 
