@@ -56,6 +56,8 @@ final class GatewayMetrics: Sendable {
              access.places.timedOut.load(ordering: .relaxed) + access.publicPlaces.timedOut.load(ordering: .relaxed)),
             ("node_requests", "Requests sent to the nodes' client ports.", pool.nodeTraffic.requests),
             ("node_writes", "Writes that carried them: the requests asked during one turn of an event loop leave in one.", pool.nodeTraffic.writes),
+            ("node_connections_cut", "Node connections closed for holding the most bytes of answers not yet whole while their event loop held over its share.",
+             pool.nodeTraffic.cut),
         ] {
             let counter = registry.makeCounter(descriptor: Self.name(name, "total", help))
             counter.reset()

@@ -45,6 +45,12 @@ final class NodeConnections: Sendable {
     static let perNodeMax = 56
     /// Connections of finished long polls kept for the next ones, per node and loop, at most.
     static let idleLongPollConnectionsMax = 4
+    /// Bytes of the nodes' answers held before they are whole (a frame still arriving, a
+    /// pipelined batch's answers not all come), at most, for all the event loops (each has
+    /// its share). An answer may be 8 MiB, and a lying node trickling one on each of its
+    /// connections held hundreds of megabytes of the gateway's memory: past its share, a
+    /// loop closes the connection that holds the most (its requests fail over to another node).
+    static let heldBytesMaxDefault = 256 << 20
 
     let nodes: [NodeAddress]
     private let group: any EventLoopGroup
@@ -60,22 +66,28 @@ final class NodeConnections: Sendable {
     final class Traffic: Sendable {
         let requests = Atomic<Int>(0)
         let writes = Atomic<Int>(0)
+        /// Connections closed for holding the most when their loop held over its share of bytes.
+        let cut = Atomic<Int>(0)
         func sent(_ count: Int) {
             requests.add(count, ordering: .relaxed)
             writes.add(1, ordering: .relaxed)
         }
     }
 
-    init(nodes: [NodeAddress], ca: Certificate, chainId: String, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
+    init(
+        nodes: [NodeAddress], ca: Certificate, chainId: String, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        heldBytesMax: Int = heldBytesMaxDefault
+    ) throws {
         self.nodes = nodes
         self.group = group
         self.chainId = chainId
         context = try TLSContext(role: .client, identity: nil, trustedCA: ca, mutual: false)
         let loops = Array(group.makeIterator())
         let budget = Self.budget(loops: loops.count)
+        let heldShare = max(1, heldBytesMax / max(1, loops.count))
         var perLoop: [ObjectIdentifier: LoopConnections] = [:]
         for loop in loops {
-            perLoop[ObjectIdentifier(loop)] = LoopConnections(loop: loop, nodeCount: nodes.count, budget: budget, traffic: traffic)
+            perLoop[ObjectIdentifier(loop)] = LoopConnections(loop: loop, nodeCount: nodes.count, budget: budget, heldMax: heldShare, traffic: traffic)
         }
         self.perLoop = perLoop
     }
@@ -152,10 +164,17 @@ private final class LoopConnections: @unchecked Sendable {
     /// What this loop may open to each node (`NodeConnections.budget`).
     let budget: (shared: Int, longPolls: Int, idle: Int)
     private let traffic: NodeConnections.Traffic
+    /// Bytes its connections hold before they are answers, and its share of the bound.
+    private var held = 0
+    private let heldMax: Int
 
-    init(loop: any NIOCore.EventLoop, nodeCount: Int, budget: (shared: Int, longPolls: Int, idle: Int), traffic: NodeConnections.Traffic) {
+    init(
+        loop: any NIOCore.EventLoop, nodeCount: Int, budget: (shared: Int, longPolls: Int, idle: Int), heldMax: Int,
+        traffic: NodeConnections.Traffic
+    ) {
         self.loop = loop
         self.budget = budget
+        self.heldMax = heldMax
         self.traffic = traffic
         byNode = Array(repeating: [], count: nodeCount)
         idleAlone = byNode
@@ -174,7 +193,7 @@ private final class LoopConnections: @unchecked Sendable {
             }
             idleAlone[index].removeAll { $0.isClosed }
             let reused = idleAlone[index].popLast()
-            let connection = reused ?? NodeConnection(loop: loop, address: address, context: context, chainId: chainId, traffic: traffic)
+            let connection = reused ?? NodeConnection(loop: loop, address: address, context: context, chainId: chainId, owner: self, traffic: traffic)
             longPolls[index] += 1
             busyAlone[ObjectIdentifier(connection)] = (index, connection)
             connection.send(payloads, timeoutMilliseconds: timeoutMilliseconds) { [self] result in
@@ -187,7 +206,7 @@ private final class LoopConnections: @unchecked Sendable {
                         connection.close(reason: "enough idle connections")
                     }
                 }
-                if case .failure = result, reused != nil || connection.ready, !connection.timedOut, !retried {
+                if case .failure = result, reused != nil || connection.ready, !connection.cutOff, !retried {
                     return send(payloads, to: index, address: address, context: context, chainId: chainId, timeoutMilliseconds: timeoutMilliseconds,
                                 alone: true, retried: true, completion: completion)
                 }
@@ -205,12 +224,12 @@ private final class LoopConnections: @unchecked Sendable {
             connection = quiet
             reused = true
         } else {
-            connection = NodeConnection(loop: loop, address: address, context: context, chainId: chainId, traffic: traffic)
+            connection = NodeConnection(loop: loop, address: address, context: context, chainId: chainId, owner: self, traffic: traffic)
             byNode[index].append(connection)
             reused = false
         }
         connection.send(payloads, timeoutMilliseconds: timeoutMilliseconds) { [self] result in
-            if case .failure = result, reused || connection.ready, !connection.timedOut, !retried {
+            if case .failure = result, reused || connection.ready, !connection.cutOff, !retried {
                 return send(payloads, to: index, address: address, context: context, chainId: chainId, timeoutMilliseconds: timeoutMilliseconds,
                             alone: false, retried: true, completion: completion)
             }
@@ -223,6 +242,18 @@ private final class LoopConnections: @unchecked Sendable {
         return alone
             ? idleAlone[index].count { !$0.isClosed } + busyAlone.values.count { $0.node == index && !$0.connection.isClosed }
             : byNode[index].count { !$0.isClosed }
+    }
+
+    /// A connection holds `delta` bytes more (or fewer, negative). Past the loop's share, the
+    /// connection holding the most is closed: most likely the node that sends slowly or
+    /// too much, and an honest one's requests fail over to another node.
+    fileprivate func holding(_ delta: Int) {
+        held += delta
+        guard held > heldMax else { return }
+        let open = (Array(byNode.joined()) + Array(idleAlone.joined()) + busyAlone.values.map(\.connection)).filter { !$0.isClosed }
+        guard let largest = open.max(by: { $0.held < $1.held }), largest.held > 0 else { return }
+        traffic.cut.add(1, ordering: .relaxed)
+        largest.cut(reason: "answers of \(largest.held) bytes not whole yet, while this event loop's connections held \(held) bytes, over their share of \(heldMax)")
     }
 
     func closeAll() {
@@ -263,14 +294,24 @@ private final class NodeConnection: @unchecked Sendable {
     /// them in the record being built, another in the socket's buffer).
     static let outgoingBytesMax = 256 << 10
     private(set) var isClosed = false
-    /// Closed because a request was not answered in time (not by the node).
-    private(set) var timedOut = false
+    /// Closed by the gateway (a request not answered in time, or answers held past the
+    /// loop's share of bytes), not by the node: its requests are not sent again to the node.
+    private(set) var cutOff = false
     var inFlight: Int { waiting.reduce(0) { $0 + $1.expected - $1.answers.count } }
 
     private let traffic: NodeConnections.Traffic
+    /// Bytes held before they are answers (`LoopConnections.holding`): a frame arriving in
+    /// the session, and the answers of a batch not all come.
+    private(set) var held = 0
+    private var answersHeld = 0
+    private weak var owner: LoopConnections?
 
-    init(loop: any NIOCore.EventLoop, address: NodeAddress, context: TLSContext, chainId: String, traffic: NodeConnections.Traffic) {
+    init(
+        loop: any NIOCore.EventLoop, address: NodeAddress, context: TLSContext, chainId: String, owner: LoopConnections,
+        traffic: NodeConnections.Traffic
+    ) {
         self.loop = loop
+        self.owner = owner
         self.traffic = traffic
         do {
             session = try ClientSession(
@@ -312,8 +353,7 @@ private final class NodeConnection: @unchecked Sendable {
         guard !isClosed else { return completion(.failure(.closed("connection closed"))) }
         guard !payloads.isEmpty else { return completion(.success([])) }
         let timeout = loop.scheduleTask(in: .milliseconds(Int64(clamping: timeoutMilliseconds))) { [weak self] () -> Void in
-            self?.timedOut = true
-            self?.session?.close(reason: "no answer in \(timeoutMilliseconds) ms")
+            self?.cut(reason: "no answer in \(timeoutMilliseconds) ms")
         }
         waiting.append(Waiting(expected: payloads.count, completion: completion, timeout: timeout))
         guard ready else { return unsent += payloads }
@@ -343,9 +383,24 @@ private final class NodeConnection: @unchecked Sendable {
         if let session { session.close(reason: reason) } else { closed(reason) }
     }
 
+    /// Closes the connection for a fault of the node's (`cutOff`).
+    func cut(reason: String) {
+        cutOff = true
+        close(reason: reason)
+    }
+
     fileprivate func received(_ buffer: ByteBuffer) {
         loop.preconditionInEventLoop()
         buffer.withUnsafeReadableBytes { session?.receive($0) }
+        recount()
+    }
+
+    /// Tells the loop how many bytes this connection holds now.
+    private func recount() {
+        let now = isClosed ? 0 : (session?.bufferedBytes ?? 0) + answersHeld
+        let delta = now - held
+        held = now
+        if delta != 0 { owner?.holding(delta) }
     }
 
     fileprivate func ended(_ reason: String) { session?.close(reason: reason) }
@@ -363,14 +418,16 @@ private final class NodeConnection: @unchecked Sendable {
         guard !waiting.isEmpty else {
             // An answer nobody asked for: the node is broken or lying, and one sending them
             // without end would keep a loop decrypting them. The connection goes.
-            if case .success = result { close(reason: "the node sent an answer to no request") }
+            if case .success = result { cut(reason: "the node sent an answer to no request") }
             return
         }
         switch result {
         case let .success(answer):
             waiting[0].answers.append(answer)
+            answersHeld += answer.count
             guard waiting[0].answers.count == waiting[0].expected else { return }
             let done = waiting.removeFirst()
+            answersHeld -= done.answers.reduce(0) { $0 + $1.count }
             done.timeout.cancel()
             done.completion(.success(done.answers))
         case let .failure(error):
@@ -386,6 +443,8 @@ private final class NodeConnection: @unchecked Sendable {
         unsent = []
         outgoing = []
         outgoingBytes = 0
+        answersHeld = 0
+        recount()
         for request in failed {
             request.timeout.cancel()
             request.completion(.failure(.closed(reason)))

@@ -224,9 +224,11 @@ public final class NodePool: Sendable {
 
     /// Requests sent to the nodes, and the writes that carried them (those asked during one
     /// turn of an event loop leave together).
-    public var nodeTraffic: (requests: Int, writes: Int) {
-        guard case let .success(connections) = connections else { return (0, 0) }
-        return (connections.traffic.requests.load(ordering: .relaxed), connections.traffic.writes.load(ordering: .relaxed))
+    /// And the connections cut for holding too many bytes of answers not yet whole.
+    public var nodeTraffic: (requests: Int, writes: Int, cut: Int) {
+        guard case let .success(connections) = connections else { return (0, 0, 0) }
+        let traffic = connections.traffic
+        return (traffic.requests.load(ordering: .relaxed), traffic.writes.load(ordering: .relaxed), traffic.cut.load(ordering: .relaxed))
     }
 
     /// Node `index`'s answers to `requests`, pipelined on one connection (`alone`: on a

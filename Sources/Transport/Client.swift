@@ -172,6 +172,8 @@ public final class ClientSession {
     private var helloSent = false
     private var established = false
     public private(set) var isClosed = false
+    /// Bytes received and not yet answers: a frame still arriving (up to a frame's maximum).
+    public var bufferedBytes: Int { decoder.buffered }
     private let write: ([UInt8]) -> Void
     private let closeStream: () -> Void
     private let onReady: (String) -> Void

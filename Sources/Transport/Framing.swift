@@ -63,6 +63,9 @@ struct FrameDecoder {
 
     mutating func append(_ bytes: [UInt8]) { buffer += bytes }
 
+    /// Bytes buffered and not yet taken as frames (a frame still arriving, most often).
+    var buffered: Int { buffer.count - start }
+
     /// A whole frame (or one over the maximum, which `next` throws for) is buffered.
     var hasWholeFrame: Bool {
         let available = buffer.count - start

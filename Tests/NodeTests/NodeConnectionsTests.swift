@@ -211,8 +211,8 @@ import Wire
 }
 
 /// A node's client port that speaks the protocol by hand (TLS, the hellos, frames) and
-/// answers every request twice: the second answer is to no request.
-private final class TwiceAnsweringNode: ChannelInboundHandler, @unchecked Sendable {
+/// answers each request with the bytes `answer` makes of it: whole frames, or not.
+private final class HandmadeNode: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
     final class Ended: Sendable { let count = Atomic<Int>(0) }
@@ -220,10 +220,12 @@ private final class TwiceAnsweringNode: ChannelInboundHandler, @unchecked Sendab
     private var decoder = FrameDecoder()
     private var helloSent = false
     private let ended: Ended
+    private let answer: @Sendable ([UInt8]) -> [UInt8]
 
-    init(context: TLSContext, ended: Ended) throws {
+    init(context: TLSContext, ended: Ended, answer: @escaping @Sendable ([UInt8]) -> [UInt8]) throws {
         tls = try TLSSession(context: context, role: .server)
         self.ended = ended
+        self.answer = answer
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -237,8 +239,7 @@ private final class TwiceAnsweringNode: ChannelInboundHandler, @unchecked Sendab
             decoder.append(plaintext)
             while let envelope = try decoder.next() {
                 guard envelope.kind == .request else { continue }
-                let answer = ClientResponse.error("once").wireBytes
-                try tls.send(FrameDecoder.frame(.response, answer) + FrameDecoder.frame(.response, answer))
+                try tls.send(answer(envelope.payload))
             }
         } catch {
             context.close(promise: nil)
@@ -251,6 +252,25 @@ private final class TwiceAnsweringNode: ChannelInboundHandler, @unchecked Sendab
         ended.count.add(1, ordering: .relaxed)
         context.fireChannelInactive()
     }
+
+    /// A handmade node listening on loopback on `group`: its port, its listener, and its
+    /// connections ended so far.
+    static func listen(on group: MultiThreadedEventLoopGroup, answer: @escaping @Sendable ([UInt8]) -> [UInt8]) async throws -> (port: UInt16, listener: any Channel, ended: Ended, ca: Certificate) {
+        let caKey = Ed25519PrivateKey(seed: SHA256.hash("ca").bytes)!
+        let ca = try CertificateAuthority.makeRoot(name: "Calisson test CA", key: caKey)
+        let key = Ed25519PrivateKey(seed: SHA256.hash("tls 0").bytes)!
+        let certificate = try CertificateAuthority.issue(commonName: "p0", subjectKey: key.publicKey, ca: ca, caKey: caKey, serial: 100)
+        let server = try TLSContext(role: .server, identity: TLSIdentity(certificate: certificate, key: key), trustedCA: ca, mutual: false)
+        let ended = Ended()
+        let listener = try await ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(try HandmadeNode(context: server, ended: ended, answer: answer))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return (UInt16(try #require(listener.localAddress?.port)), listener, ended, ca)
+    }
 }
 
 extension NodeConnectionsTests {
@@ -258,31 +278,55 @@ extension NodeConnectionsTests {
     /// end would keep a loop decrypting them) loses its connection; the request it did
     /// answer gets that answer, and the next request opens another connection.
     @Test func aNodeAnsweringNoRequestLosesItsConnection() async throws {
-        let caKey = Ed25519PrivateKey(seed: SHA256.hash("ca").bytes)!
-        let ca = try CertificateAuthority.makeRoot(name: "Calisson test CA", key: caKey)
-        let key = Ed25519PrivateKey(seed: SHA256.hash("tls 0").bytes)!
-        let certificate = try CertificateAuthority.issue(commonName: "p0", subjectKey: key.publicKey, ca: ca, caKey: caKey, serial: 100)
-        let server = try TLSContext(role: .server, identity: TLSIdentity(certificate: certificate, key: key), trustedCA: ca, mutual: false)
-        let ended = TwiceAnsweringNode.Ended()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         defer { Self.shutDown(group) }
-        let listener = try await ServerBootstrap(group: group)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(try TwiceAnsweringNode(context: server, ended: ended))
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0).get()
-        defer { listener.close(promise: Optional<EventLoopPromise<Void>>.none) }
-        let port = UInt16(try #require(listener.localAddress?.port))
-        let connections = try NodeConnections(nodes: [NodeAddress(host: "127.0.0.1", port: port)], ca: ca, chainId: NodeConnectionsEchoNode.chainId, group: group)
+        let node = try await HandmadeNode.listen(on: group) { _ in
+            let answer = ClientResponse.error("once").wireBytes
+            return FrameDecoder.frame(.response, answer) + FrameDecoder.frame(.response, answer)
+        }
+        defer { node.listener.close(promise: Optional<EventLoopPromise<Void>>.none) }
+        let connections = try NodeConnections(nodes: [NodeAddress(host: "127.0.0.1", port: node.port)], ca: node.ca, chainId: NodeConnectionsEchoNode.chainId, group: group)
         defer { connections.close() }
 
         for round in 1...2 {
             let answers: [ClientResponse] = try await connections.ask(0, [Self.request(1)], timeoutMilliseconds: 60_000)
             #expect(answers == [.error("once")])
-            #expect(eventually(30) { ended.count.load(ordering: .relaxed) == round }, "round \(round): the connection that carried an answer to no request stayed open")
+            #expect(eventually(30) { node.ended.count.load(ordering: .relaxed) == round }, "round \(round): the connection that carried an answer to no request stayed open")
             #expect(connections.openConnections(to: 0) == 0)
         }
+    }
+
+    /// A node that trickles large answers (a frame announced at 4 MiB, 2 MiB of it sent, the
+    /// rest never) cannot hold the gateway's memory: past the loop's share of bytes held,
+    /// the connection holding the most is closed and its request fails at once, not at its
+    /// timeout; another node's requests are answered meanwhile.
+    @Test func aNodeTricklingAnswersIsCutOffPastTheBytesHeld() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { Self.shutDown(group) }
+        let trickler = try await HandmadeNode.listen(on: group) { _ in
+            [0x00, 0x40, 0x00, 0x00] + [UInt8](repeating: 0, count: 2 << 20)  // 4 MiB announced
+        }
+        defer { trickler.listener.close(promise: Optional<EventLoopPromise<Void>>.none) }
+        let echo = try NodeConnectionsEchoNode(delayMilliseconds: 0)
+        defer { echo.stop() }
+        let connections = try NodeConnections(
+            nodes: [NodeAddress(host: "127.0.0.1", port: trickler.port), echo.address], ca: trickler.ca, chainId: NodeConnectionsEchoNode.chainId,
+            group: group, heldBytesMax: 1 << 20)
+        defer { connections.close() }
+
+        let started = ContinuousClock.now
+        do {
+            _ = try await connections.ask(0, [Self.request(1)], timeoutMilliseconds: 60_000)
+            Issue.record("a trickled answer was taken whole")
+        } catch {
+            #expect("\(error)".contains("not whole yet") && "\(error)".contains("over their share of 1048576"), "\(error)")
+        }
+        #expect(ContinuousClock.now - started < .seconds(30), "the trickled answer was cut at its timeout, not at the bound")
+        #expect(connections.traffic.cut.load(ordering: .relaxed) == 1)
+        for n in 0..<3 {
+            let answers: [ClientResponse] = try await connections.ask(1, [Self.request(UInt8(n))], timeoutMilliseconds: 60_000)
+            #expect(answers == [.error("\(n)")])
+        }
+        #expect(connections.traffic.cut.load(ordering: .relaxed) == 1)
     }
 }
