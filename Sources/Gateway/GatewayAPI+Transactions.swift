@@ -186,7 +186,7 @@ extension GatewayAPI {
             return .badRequest("Idempotency-Key must be 1 to \(IdempotencyLog.keyLengthMax) characters of A-Z, a-z, 0-9, '.', '_', ':', '~', '-'")
         }
         let bytes: [UInt8]
-        switch signer.log.reserve(key, request: request) {
+        switch signer.log.reserve(key, request: request, client: AccessMiddleware.client ?? "") {
         case let .existing(entry): bytes = Hex.decode(entry.transaction) ?? []
         case .conflict:
             return .conflict(Problems.problem("idempotency-key-reused", "Idempotency-Key reused", 409, "the key '\(key.prefix(64))' was used with another request"))
@@ -196,6 +196,8 @@ extension GatewayAPI {
         case .full:
             return .unavailable(Problems.problem(
                 "idempotency-log-full", "Idempotency log full", 503, "the gateway's idempotency log holds \(IdempotencyLog.entryCountMax) keys: its operator must rotate it"))
+        case let .share(share):
+            return .unavailable(Problems.problem("idempotency-log-share", "Idempotency log share full", 503, share.description))
         case .reserved:
             let built: TransactionBody
             let expiry: UInt64

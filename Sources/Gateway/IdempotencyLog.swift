@@ -13,11 +13,27 @@ import Wire
 /// transaction's lifetime could not have a second effect: the nonce is derived from the
 /// key (`nonce(partner:key:)`), and the ledger applies a signer's nonce once while it is
 /// recorded (until the expiry).
+///
+/// The keys are the partner's, whichever API key sent them (a receipt number is the same
+/// receipt from any of the partner's back-ends); the log's room is shared: each client that
+/// may sign (`sharers`: the API keys and certificate entries with the submit or govern
+/// scope) holds at most its share of the keys and of the bytes, so that one client
+/// filling the log does not stop the others.
 public final class IdempotencyLog: Sendable {
     public struct Entry: Codable, Sendable, Equatable {
         public let key: String
         public let request: String
         public let transaction: String
+        /// The API key or certificate entry that sent it (absent from lines written before
+        /// the shares: counted in the log's totals only).
+        public let client: String?
+
+        public init(key: String, request: String, transaction: String, client: String? = nil) {
+            self.key = key
+            self.request = request
+            self.transaction = transaction
+            self.client = client
+        }
     }
 
     /// Keys the log holds at most; past it new keys are refused (rotate the log: its keys
@@ -59,14 +75,31 @@ public final class IdempotencyLog: Sendable {
         case inFlight
         /// The log holds `entryCountMax` keys.
         case full
+        /// The client holds its share of the keys or of the bytes.
+        case share(Share)
+    }
+
+    /// A client's share of the log, and what it holds.
+    public struct Share: Equatable, Sendable, CustomStringConvertible {
+        public let client: String
+        public let entries: Int, entriesMax: Int
+        public let bytes: Int, bytesMax: Int
+        public var description: String {
+            "'\(client)' holds \(entries) keys in \(bytes) bytes of the idempotency log, its share being \(entriesMax) keys and \(bytesMax) bytes: its operator must rotate the log"
+        }
     }
 
     let path: String
-    /// `fileByteCountMax`, or less in tests.
-    let byteCountMax: Int
+    /// `fileByteCountMax` and `entryCountMax`, or less in tests.
+    let byteCountMax: Int, keysMax: Int
+    /// The clients that share the log; each holds at most `1/sharers` of its keys and bytes.
+    let sharers: Int
     private struct State {
         var entries: [String: Entry]
-        var pending: Set<String> = []
+        /// Keys reserved and not recorded yet, with the client that reserved each.
+        var pending: [String: String] = [:]
+        /// Per client: its keys recorded or reserved, and the bytes of its lines.
+        var held: [String: (entries: Int, bytes: Int)] = [:]
     }
     private let state: Mutex<State>
     /// The file, held by one writer at a time across its write and sync: apart from the
@@ -84,9 +117,11 @@ public final class IdempotencyLog: Sendable {
     /// last line cut short by a crash during its write, which is left out (its transaction
     /// never left: the write is synced before sending) and cut from the file, so that the
     /// next line is not written onto it.
-    public init(path: String, byteCountMax: Int = IdempotencyLog.fileByteCountMax) throws {
+    public init(path: String, byteCountMax: Int = IdempotencyLog.fileByteCountMax, keysMax: Int = IdempotencyLog.entryCountMax, sharers: Int = 1) throws {
         self.path = path
         self.byteCountMax = byteCountMax
+        self.keysMax = keysMax
+        self.sharers = max(1, sharers)
         // Appending whatever the offset: a second writer on the file (a gateway that was
         // not stopped) cannot write over lines already there.
         // O_NONBLOCK: a pipe there (with no reader) would make the open wait for ever; it is
@@ -109,11 +144,15 @@ public final class IdempotencyLog: Sendable {
         // The complete lines end with a newline; what follows the last was cut short.
         let complete = bytes.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0
         var loaded: [String: Entry] = [:]
+        var held: [String: (entries: Int, bytes: Int)] = [:]
         for (number, line) in bytes[..<complete].split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated()
         where !line.isEmpty {
             do {
                 let entry = try JSONFile.decode(Entry.self, bytes: Array(line), path: path)
-                loaded[entry.key] = entry
+                if loaded.updateValue(entry, forKey: entry.key) == nil, let client = entry.client {
+                    held[client, default: (0, 0)].entries += 1
+                }
+                if let client = entry.client { held[client, default: (0, 0)].bytes += line.count + 1 }
             } catch {
                 throw GatewayError("\(path), line \(number + 1): \(error)")
             }
@@ -122,28 +161,43 @@ public final class IdempotencyLog: Sendable {
             try file.truncate(atOffset: UInt64(complete))
             try file.synchronize()
         }
-        state = Mutex(State(entries: loaded))
+        state = Mutex(State(entries: loaded, held: held))
         writer = Mutex(Writer(file: file, byteCount: complete))
     }
 
-    /// Atomically: what the key has, or the key reserved for this request.
-    public func reserve(_ key: String, request: String) -> Reservation {
+    /// The keys a client may hold, and the bytes.
+    var share: (entries: Int, bytes: Int) { (keysMax / sharers, byteCountMax / sharers) }
+
+    /// Atomically: what the key has, or the key reserved for this request from `client`.
+    public func reserve(_ key: String, request: String, client: String = "") -> Reservation {
         state.withLock { state in
             if let entry = state.entries[key] { return entry.request == request ? .existing(entry) : .conflict }
-            if state.pending.contains(key) { return .inFlight }
-            if state.entries.count + state.pending.count >= Self.entryCountMax { return .full }
-            state.pending.insert(key)
+            if state.pending[key] != nil { return .inFlight }
+            if state.entries.count + state.pending.count >= keysMax { return .full }
+            let held = state.held[client, default: (0, 0)], share = share
+            if sharers > 1, held.entries >= share.entries || held.bytes >= share.bytes {
+                return .share(Share(client: client, entries: held.entries, entriesMax: share.entries, bytes: held.bytes, bytesMax: share.bytes))
+            }
+            state.pending[key] = client
+            state.held[client, default: (0, 0)].entries += 1
             return .reserved
         }
     }
 
     /// Gives a reserved key up (its transaction was not signed or not recorded).
-    public func release(_ key: String) { state.withLock { _ = $0.pending.remove(key) } }
+    public func release(_ key: String) {
+        state.withLock { state in
+            guard let client = state.pending.removeValue(forKey: key) else { return }
+            state.held[client]?.entries -= 1
+        }
+    }
 
     /// Records a reserved key's entry, appended and synced before it returns (one writer
     /// at a time: the writer's lock is held across the write, the keys' only to update
     /// them). Throws `Full` when the line would take the file past `byteCountMax`.
     public func record(_ entry: Entry) throws {
+        guard let client = state.withLock({ $0.pending[entry.key] }) else { throw GatewayError("the idempotency key '\(entry.key)' was not reserved") }
+        let entry = Entry(key: entry.key, request: entry.request, transaction: entry.transaction, client: client.isEmpty ? nil : client)
         let line = try JSONEncoder().encode(entry) + Data("\n".utf8)
         do {
             try writer.withLock { writer in
@@ -174,7 +228,8 @@ public final class IdempotencyLog: Sendable {
         // finds the one or the other, never neither.
         state.withLock { state in
             state.entries[entry.key] = entry
-            state.pending.remove(entry.key)
+            state.pending[entry.key] = nil
+            state.held[client]?.bytes += line.count
         }
     }
 

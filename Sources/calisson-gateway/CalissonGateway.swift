@@ -80,7 +80,9 @@ struct Run: AsyncParsableCommand {
     }
 
     /// The partner signer, when --partner is given.
-    func signer() throws -> PartnerSigner? {
+    /// `sharers`: the clients that may sign (the API keys and certificate entries with the
+    /// submit or govern scope), who share the idempotency log's room.
+    func signer(sharers: Int) throws -> PartnerSigner? {
         guard let partner = partner.flatMap(Identifier.init), let signingKey, let stateDir else { return nil }
         let key: Ed25519PrivateKey
         do { key = try KeyFile.readPrivateKey(at: signingKey) } catch { throw GatewayError("--signing-key \(error)") }
@@ -90,7 +92,7 @@ struct Run: AsyncParsableCommand {
             do { evidence = try EvidenceKey.read(at: evidencePath) } catch { throw GatewayError("--evidence-key \(error)") }
         }
         try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
-        return PartnerSigner(partner: partner, key: key, evidence: evidence, log: try IdempotencyLog(path: "\(stateDir)/idempotency.log"))
+        return PartnerSigner(partner: partner, key: key, evidence: evidence, log: try IdempotencyLog(path: "\(stateDir)/idempotency.log", sharers: sharers))
     }
 
     static func hostAndPort(_ text: String) -> (String, UInt16)? {
@@ -110,7 +112,7 @@ struct Run: AsyncParsableCommand {
         let pool = NodePool(nodes: addresses, ca: authority, genesis: checked, lagMax: maxLag, timeoutMilliseconds: Int((requestTimeout * 1_000).rounded(.up)),
             mirrorPagesMax: mirrorPagesMax)
         var configuration = GatewayConfiguration(pool: pool, keys: keys)
-        configuration.signer = try signer()
+        configuration.signer = try signer(sharers: keys.count { !Set($0.scopes).isDisjoint(with: [.submit, .govern]) })
         if let settlementRegister {
             do { configuration.settlementRegister = try RegisterFile.load(settlementRegister) } catch { throw GatewayError("--settlement-register \(error)") }
         }
