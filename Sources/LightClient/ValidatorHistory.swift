@@ -96,13 +96,9 @@ public struct TrustedValidators: Hashable, Sendable {
     /// schedules the set it names. Handovers must come in the order of their changes.
     public mutating func follow(_ handover: Handover, chainId: String) throws(HandoverError) {
         let height = handover.height
-        let root: SHA256Digest
-        do { root = try CheckpointCheck.verify(handover.certificate, height: height, validators: keys(at: height), chainId: chainId) } catch {
-            throw .certificate(height: height, error)
-        }
-        do { try handover.proof.verifyInclusion(key: StateKeys.validatorKeys, value: handover.value, root: root) } catch {
-            throw .proof(height: height, "\(error)")
-        }
+        // What the value says is checked first, before it is proven: a handover that
+        // could not be followed even if proven costs no signature check (a node repeating
+        // old ones would otherwise cost a quorum's checks each).
         let record: ValidatorKeys
         do { record = try ValidatorKeys(wireBytes: handover.value) } catch { throw .malformed(height: height, "\(error)") }
         guard record.changedAt > changedAt, record.changedAt <= height else {
@@ -110,6 +106,13 @@ public struct TrustedValidators: Hashable, Sendable {
         }
         let boundary = Self.boundary(changedAt: record.changedAt)
         guard height <= boundary else { throw .late(height: height, changedAt: record.changedAt, boundary: boundary) }
+        let root: SHA256Digest
+        do { root = try CheckpointCheck.verify(handover.certificate, height: height, validators: keys(at: height), chainId: chainId) } catch {
+            throw .certificate(height: height, error)
+        }
+        do { try handover.proof.verifyInclusion(key: StateKeys.validatorKeys, value: handover.value, root: root) } catch {
+            throw .proof(height: height, "\(error)")
+        }
         // Two changes between the same checkpoints: the later one wins, as in consensus.
         if epochs.count > 1, epochs[epochs.count - 1].firstHeight == boundary + 1 { epochs.removeLast() }
         guard epochs.last?.firstHeight ?? 0 < boundary + 1 else {
