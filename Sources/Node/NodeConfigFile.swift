@@ -68,6 +68,15 @@ public struct NodeConfigFile: Codable, Sendable, Equatable {
     public var clientConnectionsPerAddressMax: Int?
     public var clientRequestsPerSecondMax: Int?
     public var clientIdleSeconds: Int?
+    /// New connections one IP address may open per second, and at once, on the client port
+    /// (default 64 and 256) and on the peer port (default 8 and 32): `AcceptRate`.
+    public var clientAcceptsPerSecond: Int?
+    public var clientAcceptsBurst: Int?
+    public var peerAcceptsPerSecond: Int?
+    public var peerAcceptsBurst: Int?
+    /// The loop's time for clients' requests between two of its sleeps, in microseconds
+    /// (default 10000, 100...1000000): `ClientTurns`.
+    public var clientWorkMicrosecondsPerTurn: Int?
     /// Retention: keep the bodies of this many latest blocks (at least 1,000); absent: all.
     public var retainBlocks: UInt64?
 
@@ -140,6 +149,11 @@ extension NodeConfigFile {
         clientConnectionsPerAddressMax = try c.integerIfPresent(.clientConnectionsPerAddressMax)
         clientRequestsPerSecondMax = try c.integerIfPresent(.clientRequestsPerSecondMax)
         clientIdleSeconds = try c.integerIfPresent(.clientIdleSeconds)
+        clientAcceptsPerSecond = try c.integerIfPresent(.clientAcceptsPerSecond)
+        clientAcceptsBurst = try c.integerIfPresent(.clientAcceptsBurst)
+        peerAcceptsPerSecond = try c.integerIfPresent(.peerAcceptsPerSecond)
+        peerAcceptsBurst = try c.integerIfPresent(.peerAcceptsBurst)
+        clientWorkMicrosecondsPerTurn = try c.integerIfPresent(.clientWorkMicrosecondsPerTurn)
         retainBlocks = try c.integerIfPresent(.retainBlocks)
     }
 
@@ -240,7 +254,7 @@ extension NodeConfigFile {
         }
     }
 
-    /// The client port limits, each range-checked by name.
+    /// The client and peer ports' limits, each range-checked by name.
     private func applyClientLimits(to transport: inout TransportConfiguration) throws(ConfigError) {
         func checked(_ value: Int?, _ field: String, _ range: ClosedRange<Int>) throws(ConfigError) -> Int? {
             guard let value else { return nil }
@@ -253,5 +267,12 @@ extension NodeConfigFile {
         }
         if let value = try checked(clientRequestsPerSecondMax, "clientRequestsPerSecondMax", 1...1_000_000) { transport.clientRequestsPerSecondMax = value }
         if let value = try checked(clientIdleSeconds, "clientIdleSeconds", 1...86_400) { transport.clientIdleMilliseconds = UInt64(value) * 1_000 }
+        if let value = try checked(clientAcceptsPerSecond, "clientAcceptsPerSecond", 1...1_000_000) { transport.clientAcceptsPerSecond = value }
+        if let value = try checked(clientAcceptsBurst, "clientAcceptsBurst", 1...1_000_000) { transport.clientAcceptsBurst = value }
+        if let value = try checked(peerAcceptsPerSecond, "peerAcceptsPerSecond", 1...1_000_000) { transport.peerAcceptsPerSecond = value }
+        if let value = try checked(peerAcceptsBurst, "peerAcceptsBurst", 1...1_000_000) { transport.peerAcceptsBurst = value }
+        if let value = try checked(clientWorkMicrosecondsPerTurn, "clientWorkMicrosecondsPerTurn", 100...1_000_000) {
+            transport.clientWorkMicrosecondsPerTurn = UInt64(clamping: value)
+        }
     }
 }

@@ -123,6 +123,10 @@ extension NodeRuntime {
         metric("transport_peer_handshakes_dropped_total", "counter",
                "Peer-port connections closed for too many handshakes under way (a new one past its address's share, or the oldest).",
                counters.peerHandshakesDropped)
+        metric("transport_peer_accepts_refused_total", "counter",
+               "Peer-port connections closed at accept: their address opened more than peerAcceptsPerSecond.", counters.peerAcceptsRefused)
+        metric("client_accepts_refused_total", "counter",
+               "Client connections closed at accept: their address opened more than clientAcceptsPerSecond.", counters.clientAcceptsRefused)
         metric("client_rate_limited_total", "counter", "Client connections closed for sending over the request rate.", counters.clientRateLimited)
         metric("client_turns_waited_total", "counter", "Times a client connection's requests waited for their turn of the loop's time for clients.",
                counters.clientTurnsWaited)

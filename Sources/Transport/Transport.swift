@@ -71,6 +71,14 @@ public struct TransportConfiguration: Sendable {
     /// validators' own links with them. A validator links once per peer.
     public var peerHandshakesMax = 64
     public var peerHandshakesPerAddressMax = 8
+    /// New connections one IP address may open on the peer port and on the client port, per
+    /// second on average, in bursts of at most `…AcceptsBurst`; past it a new one is closed
+    /// at accept, before its TLS handshake (`AcceptRate`). A validator links once per peer
+    /// and redials with back-off; a client keeps its connections.
+    public var peerAcceptsPerSecond = 8
+    public var peerAcceptsBurst = 32
+    public var clientAcceptsPerSecond = 64
+    public var clientAcceptsBurst = 256
     /// A peer that dials this node (the lower id dials) and has not linked this long after
     /// the start is named in a warning, once.
     public var dialerSilenceWarningMilliseconds: UInt64 = 30_000
@@ -154,6 +162,10 @@ public struct TransportCounters: Sendable, Equatable {
     /// its address's share, or the oldest when too many are (`peerHandshakesMax`,
     /// `peerHandshakesPerAddressMax`).
     public var peerHandshakesDropped = 0
+    /// Connections closed at accept because their address opened more than its rate
+    /// (`peerAcceptsPerSecond`, `clientAcceptsPerSecond`), per port.
+    public var peerAcceptsRefused = 0
+    public var clientAcceptsRefused = 0
     /// Times a client link's frames waited for their turn of the loop's time for clients
     /// (`TransportConfiguration.clientWorkMicrosecondsPerTurn`).
     public var clientTurnsWaited = 0
@@ -198,6 +210,9 @@ public final class Transport: @unchecked Sendable {
     private var silentDialersWarned: Set<String> = []
     private lazy var backoff = RedialBackoff(minimum: configuration.reconnectMinMilliseconds, maximum: configuration.reconnectMaxMilliseconds)
     private var pending: Set<ObjectIdentifier> = []
+    /// New connections per address on each port (`AcceptRate`).
+    private lazy var peerAccepts = AcceptRate(perSecond: configuration.peerAcceptsPerSecond, burst: configuration.peerAcceptsBurst)
+    private lazy var clientAccepts = AcceptRate(perSecond: configuration.clientAcceptsPerSecond, burst: configuration.clientAcceptsBurst)
     private var connections: [ObjectIdentifier: Connection] = [:]
     private var heartbeat: LoopTimer?
     /// The hooks that write, at the end of each turn of the loop, the frames links gathered.
@@ -534,6 +549,27 @@ public final class Transport: @unchecked Sendable {
     private func accept(_ stream: TCPStream, client: Bool) {
         guard !stopped else { return stream.close() }
         let host = stream.peerHost
+        let admitted = client ? clientAccepts.take(host, now: now(loop)) : peerAccepts.take(host, now: now(loop))
+        guard admitted else {
+            let refused = count { counters -> Int in
+                if client {
+                    counters.clientConnectionsRefused += 1
+                    counters.clientAcceptsRefused += 1
+                    return counters.clientAcceptsRefused
+                }
+                counters.peerAcceptsRefused += 1
+                return counters.peerAcceptsRefused
+            }
+            if Self.logsRefusal(refused) {
+                logger.warning(
+                    "\(client ? "client" : "peer-port") connection closed: its address opens connections faster than allowed",
+                    metadata: [
+                        "address": "\(stream.peerAddress)", "soFar": "\(refused)",
+                        "rate": "\(client ? configuration.clientAcceptsPerSecond : configuration.peerAcceptsPerSecond)/s",
+                    ])
+            }
+            return stream.close()
+        }
         if client {
             let clients = connections.values.filter(\.isClient)
             if clients.count(where: { $0.host == host }) >= configuration.clientConnectionsPerAddressMax {

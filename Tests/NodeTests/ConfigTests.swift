@@ -96,6 +96,23 @@ import Transport
         #expect(field { $0.retainBlocks = UInt64.max } == nil)  // keeps every body there is
         #expect(loaded.retainBlocks == nil)
         #expect(field { $0.storageCacheMegabytes = 0 } == "storageCacheMegabytes")
+        // The ports' rates of new connections per address and the loop's time for clients.
+        for name in ["clientAcceptsPerSecond", "clientAcceptsBurst", "peerAcceptsPerSecond", "peerAcceptsBurst"] {
+            let path: WritableKeyPath<NodeConfigFile, Int?> = switch name {
+            case "clientAcceptsPerSecond": \.clientAcceptsPerSecond
+            case "clientAcceptsBurst": \.clientAcceptsBurst
+            case "peerAcceptsPerSecond": \.peerAcceptsPerSecond
+            default: \.peerAcceptsBurst
+            }
+            for bad in [0, -1, 1_000_001, Int.max, Int.min] { #expect(field { $0[keyPath: path] = bad } == name, "\(name) \(bad)") }
+            #expect(field { $0[keyPath: path] = 1 } == nil && field { $0[keyPath: path] = 1_000_000 } == nil)
+        }
+        #expect(try { var changed = config; changed.peerAcceptsBurst = 5; return try changed.resolve(relativeTo: directory).transport.peerAcceptsBurst }() == 5)
+        #expect(loaded.transport.peerAcceptsPerSecond == 8 && loaded.transport.peerAcceptsBurst == 32)
+        #expect(loaded.transport.clientAcceptsPerSecond == 64 && loaded.transport.clientAcceptsBurst == 256)
+        for bad in [0, 99, 1_000_001, Int.max] { #expect(field { $0.clientWorkMicrosecondsPerTurn = bad } == "clientWorkMicrosecondsPerTurn", "\(bad)") }
+        #expect(try { var changed = config; changed.clientWorkMicrosecondsPerTurn = 2_500; return try changed.resolve(relativeTo: directory).transport.clientWorkMicrosecondsPerTurn }() == 2_500)
+        #expect(loaded.transport.clientWorkMicrosecondsPerTurn == 10_000)
         #expect(field { $0.storageMapMegabytes = 0; $0.storageCacheMegabytes = 4_096 } == nil)
         // The address to listen on, an IPv4 address (it failed at bind, "EINVAL", unnamed).
         for host in ["999.999.1.1", "", "localhost", "1.2.3", "1.2.3.4.5", "01.2.3.4x", "010.0.0.1"] { #expect(field { $0.host = host } == "host", "\(host)") }

@@ -389,6 +389,67 @@ func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportC
         #expect(node.transport.counters.clientConnectionsRefused == 1)
     }
 
+    /// An address opening connections faster than its rate, on either port, has the new
+    /// ones closed at accept, before their TLS handshake (each costs the loop a key exchange
+    /// and a signature); another address is not held back, and the rate refills with time.
+    @Test func anAddressOpeningConnectionsTooFastIsCutOffAtAccept() throws {
+        let consortium = try Consortium(count: 1)
+        var configuration = consortium.configuration(0)
+        configuration.clientPort = 0
+        configuration.handshakeTimeoutMilliseconds = 20_000
+        configuration.peerAcceptsPerSecond = 1
+        configuration.peerAcceptsBurst = 3
+        configuration.clientAcceptsPerSecond = 2
+        configuration.clientAcceptsBurst = 4
+        let node = try Node(configuration)
+        defer { node.stop() }
+        node.transport.onClientRequest = { request, _, respond in respond(request) }
+        // Six at once: three taken (more if the machine took seconds to open them).
+        var sockets = try (0..<6).map { _ in try RawSocket(port: node.transport.peerPort, from: "127.0.0.4") }
+        defer { for socket in sockets { socket.close() } }
+        #expect(eventually(10) { node.transport.counters.peerAcceptsRefused >= 1 }, "\(node.transport.counters)")
+        Thread.sleep(forTimeInterval: 0.2)
+        let peerRefused = node.transport.counters.peerAcceptsRefused
+        #expect((2...3).contains(peerRefused) && eventually(10) { sockets.count(where: \.isClosedByPeer) == peerRefused })
+        #expect(!sockets[0].isClosedByPeer && !sockets[2].isClosedByPeer && sockets[5].isClosedByPeer)
+        sockets += try (0..<6).map { _ in try RawSocket(port: node.transport.clientPort, from: "127.0.0.4") }
+        #expect(eventually(10) { node.transport.counters.clientAcceptsRefused >= 1 }, "\(node.transport.counters)")
+        Thread.sleep(forTimeInterval: 0.2)
+        let clientRefused = node.transport.counters.clientAcceptsRefused
+        #expect((1...2).contains(clientRefused) && eventually(10) { sockets.count(where: \.isClosedByPeer) == peerRefused + clientRefused })
+        #expect(sockets[11].isClosedByPeer && node.transport.counters.clientConnectionsRefused == clientRefused)
+        // Another address is served, on both ports.
+        sockets.append(try RawSocket(port: node.transport.peerPort, from: "127.0.0.5"))
+        let client = try TransportClient(host: "127.0.0.1", port: node.transport.clientPort, ca: consortium.ca, chainId: Consortium.chainId)
+        defer { client.close() }
+        #expect(try client.request([4, 2]) == [4, 2])
+        #expect(!sockets[12].isClosedByPeer)
+        #expect(node.transport.counters.peerAcceptsRefused == peerRefused && node.transport.counters.clientAcceptsRefused == clientRefused)
+        // A second later the address may open connections again (two, at two a second).
+        Thread.sleep(forTimeInterval: 1.1)
+        sockets += try (0..<2).map { _ in try RawSocket(port: node.transport.clientPort, from: "127.0.0.4") }
+        Thread.sleep(forTimeInterval: 0.2)
+        #expect(node.transport.counters.clientAcceptsRefused == clientRefused, "\(node.transport.counters)")
+        #expect(!sockets[13].isClosedByPeer && !sockets[14].isClosedByPeer)
+    }
+
+    /// The rate's table of addresses is bounded: a new address past it makes the least
+    /// active one (its bucket the fullest) forgotten, never one that is exhausted.
+    @Test func theAcceptRateForgetsTheLeastActiveAddressWhenFull() {
+        var rate = AcceptRate(perSecond: 1, burst: 2)
+        func takes(_ host: String, at now: UInt64) -> Bool { rate.take(host, now: now) }
+        for n in 0..<AcceptRate.addressesMax { #expect(takes("10.0.\(n)", at: 0)) }  // one token left each
+        #expect(takes("10.0.7", at: 0))
+        #expect(!takes("10.0.7", at: 0))  // exhausted
+        #expect(takes("192.0.2.1", at: 0))
+        #expect(rate.addresses == AcceptRate.addressesMax)
+        #expect(!takes("10.0.7", at: 0), "an exhausted address was forgotten")
+        #expect(takes("10.0.7", at: 1_000))  // one a second
+        #expect(!takes("10.0.7", at: 1_000))
+        #expect(takes("10.0.7", at: 60_000) && takes("10.0.7", at: 60_000))
+        #expect(!takes("10.0.7", at: 60_000))  // at most the burst
+    }
+
     @Test func silentDialsAndSilentConnectionsAreGivenUpOn() throws {
         // A listener that never accepts, its queue filled: further SYNs are dropped.
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
