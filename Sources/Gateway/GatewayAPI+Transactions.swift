@@ -222,6 +222,9 @@ extension GatewayAPI {
                 if let full = error as? IdempotencyLog.Full {
                     return .unavailable(Problems.problem("idempotency-log-full", "Idempotency log full", 503, full.description))
                 }
+                if let share = error as? IdempotencyLog.Share {
+                    return .unavailable(Problems.problem("idempotency-log-share", "Idempotency log share full", 503, share.description))
+                }
                 return .unavailable(Problems.problem("idempotency-log", "Idempotency log unavailable", 503, "the gateway could not record the transaction: \(error)"))
             }
         }

@@ -15,10 +15,11 @@ import Wire
 /// recorded (until the expiry).
 ///
 /// The keys are the partner's, whichever API key sent them (a receipt number is the same
-/// receipt from any of the partner's back-ends); the log's room is shared: each client that
-/// may sign (`sharers`: the API keys and certificate entries with the submit or govern
-/// scope) holds at most its share of the keys and of the bytes, so that one client
-/// filling the log does not stop the others.
+/// receipt from any of the partner's back-ends); the log's room is shared once it runs
+/// short: past three quarters of its keys or bytes, a client that may sign (`sharers`: the
+/// API keys and certificate entries with the submit or govern scope) and holds its equal
+/// share or more is refused new keys, so that one client filling the log does not stop the
+/// others, while a log with room left takes any client's keys.
 public final class IdempotencyLog: Sendable {
     public struct Entry: Codable, Sendable, Equatable {
         public let key: String
@@ -79,20 +80,22 @@ public final class IdempotencyLog: Sendable {
         case share(Share)
     }
 
-    /// A client's share of the log, and what it holds.
-    public struct Share: Equatable, Sendable, CustomStringConvertible {
+    /// A client's share of the log, and what it holds (thrown by `record` when the line
+    /// would take the client past its share of the bytes).
+    public struct Share: Error, Equatable, Sendable, CustomStringConvertible {
         public let client: String
         public let entries: Int, entriesMax: Int
         public let bytes: Int, bytesMax: Int
         public var description: String {
-            "'\(client)' holds \(entries) keys in \(bytes) bytes of the idempotency log, its share being \(entriesMax) keys and \(bytesMax) bytes: its operator must rotate the log"
+            "'\(client)' holds \(entries) keys in \(bytes) bytes of the idempotency log, which is past three quarters full, its share being \(entriesMax) keys and \(bytesMax) bytes: its operator must rotate the log"
         }
     }
 
     let path: String
     /// `fileByteCountMax` and `entryCountMax`, or less in tests.
     let byteCountMax: Int, keysMax: Int
-    /// The clients that share the log; each holds at most `1/sharers` of its keys and bytes.
+    /// The clients that share the log; each holds its `1/sharers` of its keys and bytes
+    /// once the log runs short.
     let sharers: Int
     private struct State {
         var entries: [String: Entry]
@@ -100,6 +103,8 @@ public final class IdempotencyLog: Sendable {
         var pending: [String: String] = [:]
         /// Per client: its keys recorded or reserved, and the bytes of its lines.
         var held: [String: (entries: Int, bytes: Int)] = [:]
+        /// The file's bytes (its complete lines).
+        var bytes = 0
     }
     private let state: Mutex<State>
     /// The file, held by one writer at a time across its write and sync: apart from the
@@ -161,12 +166,14 @@ public final class IdempotencyLog: Sendable {
             try file.truncate(atOffset: UInt64(complete))
             try file.synchronize()
         }
-        state = Mutex(State(entries: loaded, held: held))
+        state = Mutex(State(entries: loaded, held: held, bytes: complete))
         writer = Mutex(Writer(file: file, byteCount: complete))
     }
 
     /// The keys a client may hold, and the bytes.
     var share: (entries: Int, bytes: Int) { (keysMax / sharers, byteCountMax / sharers) }
+    /// Past these, the log runs short and the shares apply: three quarters of its room.
+    var shortAt: (entries: Int, bytes: Int) { (keysMax - keysMax / 4, byteCountMax - byteCountMax / 4) }
 
     /// Atomically: what the key has, or the key reserved for this request from `client`.
     public func reserve(_ key: String, request: String, client: String = "") -> Reservation {
@@ -174,8 +181,9 @@ public final class IdempotencyLog: Sendable {
             if let entry = state.entries[key] { return entry.request == request ? .existing(entry) : .conflict }
             if state.pending[key] != nil { return .inFlight }
             if state.entries.count + state.pending.count >= keysMax { return .full }
-            let held = state.held[client, default: (0, 0)], share = share
-            if sharers > 1, held.entries >= share.entries || held.bytes >= share.bytes {
+            let held = state.held[client, default: (0, 0)], share = share, shortAt = shortAt
+            let short = state.entries.count + state.pending.count >= shortAt.entries || state.bytes >= shortAt.bytes
+            if sharers > 1, short, held.entries >= share.entries || held.bytes >= share.bytes {
                 return .share(Share(client: client, entries: held.entries, entriesMax: share.entries, bytes: held.bytes, bytesMax: share.bytes))
             }
             state.pending[key] = client
@@ -194,7 +202,9 @@ public final class IdempotencyLog: Sendable {
 
     /// Records a reserved key's entry, appended and synced before it returns (one writer
     /// at a time: the writer's lock is held across the write, the keys' only to update
-    /// them). Throws `Full` when the line would take the file past `byteCountMax`.
+    /// them). Throws `Full` when the line would take the file past `byteCountMax`, and
+    /// `Share` when it would take a log running short past three quarters of its bytes with
+    /// the client past its share of them.
     public func record(_ entry: Entry) throws {
         guard let client = state.withLock({ $0.pending[entry.key] }) else { throw GatewayError("the idempotency key '\(entry.key)' was not reserved") }
         let entry = Entry(key: entry.key, request: entry.request, transaction: entry.transaction, client: client.isEmpty ? nil : client)
@@ -203,6 +213,11 @@ public final class IdempotencyLog: Sendable {
             try writer.withLock { writer in
                 guard !writer.damaged else { throw GatewayError("\(path): a write failed and its bytes could not be cut off: restart the gateway") }
                 guard writer.byteCount <= byteCountMax - line.count else { throw Full(byteCountMax: byteCountMax) }
+                let clientBytes = state.withLock { $0.held[client]?.bytes ?? 0 }, share = share
+                if sharers > 1, writer.byteCount + line.count > shortAt.bytes, clientBytes + line.count > share.bytes {
+                    let entries = state.withLock { $0.held[client]?.entries ?? 0 }
+                    throw Share(client: client, entries: entries, entriesMax: share.entries, bytes: clientBytes, bytesMax: share.bytes)
+                }
                 do {
                     try writer.file.write(contentsOf: line)
                     try writer.file.synchronize()
@@ -219,6 +234,11 @@ public final class IdempotencyLog: Sendable {
                     throw error
                 }
                 writer.byteCount += line.count
+                // Counted before the writer's lock is let go: the next line's check sees it.
+                state.withLock { state in
+                    state.held[client]?.bytes += line.count
+                    state.bytes = writer.byteCount
+                }
             }
         } catch {
             release(entry.key)
@@ -229,7 +249,6 @@ public final class IdempotencyLog: Sendable {
         state.withLock { state in
             state.entries[entry.key] = entry
             state.pending[entry.key] = nil
-            state.held[client]?.bytes += line.count
         }
     }
 

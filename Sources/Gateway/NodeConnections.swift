@@ -47,10 +47,14 @@ final class NodeConnections: Sendable {
     static let idleLongPollConnectionsMax = 4
     /// Bytes of the nodes' answers held before they are whole (a frame still arriving, a
     /// pipelined batch's answers not all come), at most, for all the event loops (each has
-    /// its share). An answer may be 8 MiB, and a lying node trickling one on each of its
-    /// connections held hundreds of megabytes of the gateway's memory: past its share, a
-    /// loop closes the connection that holds the most (its requests fail over to another node).
+    /// its share, at least `heldBytesPerLoopMin`). An answer may be 8 MiB, and a lying node
+    /// trickling one on each of its connections held hundreds of megabytes of the gateway's
+    /// memory: past its share, a loop closes the largest connection of the node that holds
+    /// the most (its requests fail over to another node).
     static let heldBytesMaxDefault = 256 << 20
+    /// Four whole answers of the largest size: what the verified copy's sync asks at once
+    /// (an honest batch is never cut, however many loops share the bound).
+    static let heldBytesPerLoopMin = 4 * TransportLimits.frameSizeMax
 
     let nodes: [NodeAddress]
     private let group: any EventLoopGroup
@@ -76,7 +80,7 @@ final class NodeConnections: Sendable {
 
     init(
         nodes: [NodeAddress], ca: Certificate, chainId: String, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        heldBytesMax: Int = heldBytesMaxDefault
+        heldBytesPerLoopMax: Int? = nil
     ) throws {
         self.nodes = nodes
         self.group = group
@@ -84,7 +88,7 @@ final class NodeConnections: Sendable {
         context = try TLSContext(role: .client, identity: nil, trustedCA: ca, mutual: false)
         let loops = Array(group.makeIterator())
         let budget = Self.budget(loops: loops.count)
-        let heldShare = max(1, heldBytesMax / max(1, loops.count))
+        let heldShare = heldBytesPerLoopMax ?? max(Self.heldBytesPerLoopMin, Self.heldBytesMaxDefault / max(1, loops.count))
         var perLoop: [ObjectIdentifier: LoopConnections] = [:]
         for loop in loops {
             perLoop[ObjectIdentifier(loop)] = LoopConnections(loop: loop, nodeCount: nodes.count, budget: budget, heldMax: heldShare, traffic: traffic)
@@ -245,13 +249,22 @@ private final class LoopConnections: @unchecked Sendable {
     }
 
     /// A connection holds `delta` bytes more (or fewer, negative). Past the loop's share, the
-    /// connection holding the most is closed: most likely the node that sends slowly or
-    /// too much, and an honest one's requests fail over to another node.
+    /// node holding the most loses its connection holding the most: most likely the node
+    /// that sends slowly or too much (a lying node's many connections, each under an honest
+    /// answer under way, count together), and its requests fail over to another node.
     fileprivate func holding(_ delta: Int) {
         held += delta
         guard held > heldMax else { return }
-        let open = (Array(byNode.joined()) + Array(idleAlone.joined()) + busyAlone.values.map(\.connection)).filter { !$0.isClosed }
-        guard let largest = open.max(by: { $0.held < $1.held }), largest.held > 0 else { return }
+        var open: [(node: Int, connection: NodeConnection)] = []
+        for (node, connections) in byNode.enumerated() { open += connections.map { (node, $0) } }
+        for (node, connections) in idleAlone.enumerated() { open += connections.map { (node, $0) } }
+        open += busyAlone.values.map { ($0.node, $0.connection) }
+        open.removeAll { $0.connection.isClosed || $0.connection.held == 0 }
+        var perNode: [Int: Int] = [:]
+        for (node, connection) in open { perNode[node, default: 0] += connection.held }
+        guard let heaviest = perNode.max(by: { $0.value < $1.value })?.key,
+            let largest = open.filter({ $0.node == heaviest }).max(by: { $0.connection.held < $1.connection.held })?.connection
+        else { return }
         traffic.cut.add(1, ordering: .relaxed)
         largest.cut(reason: "answers of \(largest.held) bytes not whole yet, while this event loop's connections held \(held) bytes, over their share of \(heldMax)")
     }

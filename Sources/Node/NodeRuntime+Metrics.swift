@@ -123,6 +123,10 @@ extension NodeRuntime {
         metric("transport_peer_handshakes_dropped_total", "counter",
                "Peer-port connections closed for too many handshakes under way (a new one past its address's share, or the oldest).",
                counters.peerHandshakesDropped)
+        metric("transport_peer_connections_incoming_total", "counter", "Connections that reached the peer port, before any limit.",
+               counters.peerConnectionsIncoming)
+        metric("client_connections_incoming_total", "counter", "Connections that reached the client port, before any limit.",
+               counters.clientConnectionsIncoming)
         metric("transport_peer_accepts_refused_total", "counter",
                "Peer-port connections closed at accept: their address opened more than peerAcceptsPerSecond.", counters.peerAcceptsRefused)
         metric("client_accepts_refused_total", "counter",

@@ -92,13 +92,25 @@ struct FrameDecoder {
         }
     }
 
+    /// Room kept for the next frames once the buffered ones are taken: past it, a large
+    /// frame's room is given back (a peer sending one large frame on each of many
+    /// connections would otherwise leave its size reserved on each, buffering nothing).
+    static let keptCapacityMax = 256 << 10
+
     private mutating func compact() -> Envelope<TransportKind>? {
-        if start > 0 && start * 2 >= buffer.count {
-            buffer.removeFirst(start)
+        guard start > 0 else { return nil }
+        if start == buffer.count {
+            if buffer.capacity > Self.keptCapacityMax { buffer = [] } else { buffer.removeAll(keepingCapacity: true) }
+            start = 0
+        } else if start * 2 >= buffer.count {
+            if buffer.capacity > Self.keptCapacityMax { buffer = Array(buffer[start...]) } else { buffer.removeFirst(start) }
             start = 0
         }
         return nil
     }
+
+    /// The room the buffer holds (for tests).
+    var capacity: Int { buffer.capacity }
 
     static func frame(_ kind: TransportKind, _ payload: [UInt8]) -> [UInt8] {
         let body = Envelope(version: TransportLimits.protocolVersions.upperBound, kind: kind, payload: payload).wireBytes

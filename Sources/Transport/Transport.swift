@@ -166,6 +166,9 @@ public struct TransportCounters: Sendable, Equatable {
     /// (`peerAcceptsPerSecond`, `clientAcceptsPerSecond`), per port.
     public var peerAcceptsRefused = 0
     public var clientAcceptsRefused = 0
+    /// Connections that reached each port (accepted by the kernel), before any limit.
+    public var peerConnectionsIncoming = 0
+    public var clientConnectionsIncoming = 0
     /// Times a client link's frames waited for their turn of the loop's time for clients
     /// (`TransportConfiguration.clientWorkMicrosecondsPerTurn`).
     public var clientTurnsWaited = 0
@@ -549,6 +552,7 @@ public final class Transport: @unchecked Sendable {
     private func accept(_ stream: TCPStream, client: Bool) {
         guard !stopped else { return stream.close() }
         let host = stream.peerHost
+        count { counters in if client { counters.clientConnectionsIncoming += 1 } else { counters.peerConnectionsIncoming += 1 } }
         let admitted = client ? clientAccepts.take(host, now: now(loop)) : peerAccepts.take(host, now: now(loop))
         guard admitted else {
             let refused = count { counters -> Int in

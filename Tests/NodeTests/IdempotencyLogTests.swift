@@ -68,57 +68,73 @@ import Testing
         #expect(text.split(separator: "\n").count == 2 && text.hasSuffix("\n"), "\(text)")
     }
 
-    /// Clients that may sign share the log's room: one that fills its share of the keys or
-    /// of the bytes is refused new keys, naming what it holds, while another still records;
-    /// its retries still answer; a key given up frees its place; the shares hold across a
-    /// reopening (each line names its client).
-    @Test func eachClientHoldsItsShareOfTheLog() throws {
+    /// Clients that may sign share the log's room once it runs short: past three quarters
+    /// of its keys or bytes, one that holds its share is refused new keys, naming what it
+    /// holds, while another still records; before that any client takes keys. Its retries
+    /// still answer; a key given up frees its place; the shares hold across a reopening (each
+    /// line names its client).
+    @Test func eachClientHoldsItsShareOfTheLogOnceItRunsShort() throws {
         let path = Scratch.file("shared.log")
-        func entry(_ key: String) -> IdempotencyLog.Entry {
-            IdempotencyLog.Entry(key: key, request: "request \(key)", transaction: String(repeating: "ab", count: 100))
+        func entry(_ key: String, client: String? = nil) -> IdempotencyLog.Entry {
+            IdempotencyLog.Entry(key: key, request: "request \(key)", transaction: String(repeating: "ab", count: 100), client: client)
         }
         func take(_ log: IdempotencyLog, _ key: String, _ client: String) throws -> IdempotencyLog.Reservation {
             let reservation = log.reserve(key, request: "request \(key)", client: client)
             if reservation == .reserved { try log.record(entry(key)) }
             return reservation
         }
-        // Three clients: 3 keys each, 100,000 bytes each (a line is about 300).
-        let log = try IdempotencyLog(path: path, byteCountMax: 300_000, keysMax: 9, sharers: 3)
-        for number in 0..<3 { #expect(try take(log, "flood-\(number)", "flooder") == .reserved) }
-        guard case let .share(share) = try take(log, "flood-3", "flooder") else {
-            Issue.record("a fourth key of the flooder's was taken")
+        // Three clients, 12 keys: a share is 4 keys, and the log runs short at 9.
+        let log = try IdempotencyLog(path: path, byteCountMax: 300_000, keysMax: 12, sharers: 3)
+        for number in 0..<9 { #expect(try take(log, "flood-\(number)", "flooder") == .reserved, "key \(number): the log has room") }
+        guard case let .share(share) = try take(log, "flood-9", "flooder") else {
+            Issue.record("the flooder took a tenth key of the log running short")
             return
         }
-        #expect(share.entries == 3 && share.entriesMax == 3 && share.bytesMax == 100_000, "\(share)")
-        #expect(share.description.hasPrefix("'flooder' holds 3 keys in"), "\(share)")
-        #expect(try take(log, "flood-0", "flooder") == .existing(IdempotencyLog.Entry(key: "flood-0", request: "request flood-0", transaction: String(repeating: "ab", count: 100), client: "flooder")))
+        #expect(share.entries == 9 && share.entriesMax == 4 && share.bytesMax == 100_000, "\(share)")
+        #expect(share.description.hasPrefix("'flooder' holds 9 keys in"), "\(share)")
+        #expect(try take(log, "flood-0", "flooder") == .existing(entry("flood-0", client: "flooder")))
         #expect(try take(log, "till-0", "till") == .reserved)
         // A reservation given up is no longer held.
         #expect(log.reserve("till-1", request: "request till-1", client: "till") == .reserved)
         #expect(log.reserve("till-2", request: "request till-2", client: "till") == .reserved)
-        #expect(log.reserve("till-3", request: "request till-3", client: "till") != .reserved)
+        #expect(log.reserve("till-3", request: "request till-3", client: "till") == .full)  // 12 keys, recorded or reserved
         log.release("till-2")
         #expect(log.reserve("till-3", request: "request till-3", client: "till") == .reserved)
+        try log.record(entry("till-1"))
+        try log.record(entry("till-3"))
 
-        let reopened = try IdempotencyLog(path: path, byteCountMax: 300_000, keysMax: 9, sharers: 3)
-        #expect(reopened.reserve("flood-4", request: "request flood-4", client: "flooder") != .reserved)
-        #expect(reopened.reserve("till-4", request: "request till-4", client: "till") == .reserved)
-        #expect(reopened.reserve("till-5", request: "request till-5", client: "till") == .reserved)
-        #expect(reopened.reserve("till-6", request: "request till-6", client: "till") != .reserved)
+        let reopened = try IdempotencyLog(path: path, byteCountMax: 300_000, keysMax: 14, sharers: 3)
+        guard case .share = reopened.reserve("flood-10", request: "request flood-10", client: "flooder") else {
+            Issue.record("the flooder's keys were not counted after a reopening")
+            return
+        }
+        #expect(reopened.reserve("till-4", request: "request till-4", client: "till") == .reserved)  // its fourth
+        guard case let .share(till) = reopened.reserve("till-5", request: "request till-5", client: "till") else {
+            Issue.record("the till took a fifth key of the log running short")
+            return
+        }
+        #expect(till.entries == 4 && till.entriesMax == 4 && till.bytes > 0, "\(till)")
+        #expect(reopened.reserve("other-0", request: "request other-0", client: "other") == .reserved)
 
-        // By bytes: lines of about 2,300 bytes, two clients of 5,000 bytes each.
+        // By bytes: lines of about 2,300 bytes, two clients sharing 10,000 (short at 7,500).
         let bytes = try IdempotencyLog(path: Scratch.file("bytes.log"), byteCountMax: 10_000, sharers: 2)
         func large(_ key: String, _ client: String) throws -> IdempotencyLog.Reservation {
             let reservation = bytes.reserve(key, request: key, client: client)
-            if reservation == .reserved { try bytes.record(IdempotencyLog.Entry(key: key, request: key, transaction: String(repeating: "cd", count: 1_100))) }
+            guard reservation == .reserved else { return reservation }
+            do { try bytes.record(IdempotencyLog.Entry(key: key, request: key, transaction: String(repeating: "cd", count: 1_100))) } catch let share as IdempotencyLog.Share {
+                return .share(share)
+            }
             return reservation
         }
         #expect(try large("a-0", "a") == .reserved && large("a-1", "a") == .reserved && large("a-2", "a") == .reserved)
+        // The fourth line would take the log past 7,500 bytes and "a" past its 5,000.
         guard case let .share(byBytes) = try large("a-3", "a") else {
-            Issue.record("a client past its share of the bytes took a key")
+            Issue.record("a client past its share of the bytes wrote a line")
             return
         }
-        #expect(byBytes.bytes >= 5_000 && byBytes.bytesMax == 5_000, "\(byBytes)")
+        #expect(byBytes.bytes > 5_000 && byBytes.bytesMax == 5_000, "\(byBytes)")
+        #expect(bytes.reserve("a-3", request: "a-3", client: "a") == .reserved, "the key refused was not given back")
+        bytes.release("a-3")
         #expect(try large("b-0", "b") == .reserved)
     }
 }

@@ -311,7 +311,7 @@ extension NodeConnectionsTests {
         defer { echo.stop() }
         let connections = try NodeConnections(
             nodes: [NodeAddress(host: "127.0.0.1", port: trickler.port), echo.address], ca: trickler.ca, chainId: NodeConnectionsEchoNode.chainId,
-            group: group, heldBytesMax: 1 << 20)
+            group: group, heldBytesPerLoopMax: 1 << 20)
         defer { connections.close() }
 
         let started = ContinuousClock.now
@@ -328,5 +328,43 @@ extension NodeConnectionsTests {
             #expect(answers == [.error("\(n)")])
         }
         #expect(connections.traffic.cut.load(ordering: .relaxed) == 1)
+    }
+
+    /// The connection cut is the largest of the node holding the most: a lying node's many
+    /// connections, each holding less than an honest answer under way, count together, and
+    /// the honest answer is not the one cut.
+    @Test func theNodeHoldingTheMostLosesAConnectionNotTheLargestAnswer() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { Self.shutDown(group) }
+        let liar = try await HandmadeNode.listen(on: group) { _ in [0x00, 0x40, 0x00, 0x00] + [UInt8](repeating: 0, count: 300 << 10) }
+        defer { liar.listener.close(promise: Optional<EventLoopPromise<Void>>.none) }
+        let slow = try await HandmadeNode.listen(on: group) { _ in [0x00, 0x40, 0x00, 0x00] + [UInt8](repeating: 0, count: 600 << 10) }
+        defer { slow.listener.close(promise: Optional<EventLoopPromise<Void>>.none) }
+        let connections = try NodeConnections(
+            nodes: [NodeAddress(host: "127.0.0.1", port: liar.port), NodeAddress(host: "127.0.0.1", port: slow.port)], ca: liar.ca,
+            chainId: NodeConnectionsEchoNode.chainId, group: group, heldBytesPerLoopMax: 1_650 << 10)
+        defer { connections.close() }
+
+        final class Outcome: Sendable { let failures = Mutex<[String]>([]) }
+        let slowOutcome = Outcome(), liarOutcome = Outcome()
+        let slowAsk = Task {
+            do { _ = try await connections.ask(1, [Self.request(1)], timeoutMilliseconds: 20_000) } catch { slowOutcome.failures.withLock { $0.append("\(error)") } }
+        }
+        try await Task.sleep(for: .milliseconds(500))  // its 600 KiB held
+        let liarAsks = (0..<4).map { n in
+            Task {
+                do { _ = try await connections.ask(0, [Self.request(UInt8(n))], timeoutMilliseconds: 20_000, alone: true) } catch {
+                    liarOutcome.failures.withLock { $0.append("\(error)") }
+                }
+            }
+        }
+        #expect(eventually(15) { connections.traffic.cut.load(ordering: .relaxed) >= 1 })
+        #expect(eventually(15) { liarOutcome.failures.withLock { $0.count } == 1 }, "\(liarOutcome.failures.withLock { $0 })")
+        #expect(liarOutcome.failures.withLock { $0 }.allSatisfy { $0.contains("not whole yet") })
+        #expect(slowOutcome.failures.withLock { $0 }.isEmpty, "the honest node's answer under way was cut: \(slowOutcome.failures.withLock { $0 })")
+        #expect(connections.traffic.cut.load(ordering: .relaxed) == 1)
+        connections.close()
+        _ = await slowAsk.value
+        for ask in liarAsks { _ = await ask.value }
     }
 }
