@@ -421,7 +421,8 @@ struct ProposeCommand: ParsableCommand {
             return .setParameters(try parameters.applied(to: current))
         case .scheduleUpgrade:
             guard let name, let height, let rules else { throw ValidationError("schedule-upgrade needs --name, --height and --rules") }
-            guard height >= 1, rules >= LedgerRules.initial else { throw ValidationError("--height and --rules start at 1") }
+            guard height >= 1 else { throw ValidationError("--height starts at 1") }
+            guard (LedgerRules.initial...LedgerRules.newest).contains(rules) else { throw ValidationError(LedgerRules.scheduleRefusal("--rules", rules)) }
             return .scheduleUpgrade(ScheduledUpgrade(name: try identifier(name), height: height, rules: rules))
         case .setPartnerCategory:
             return .setPartnerCategory(try target(), try category.map { try Self.category($0, "--category") })

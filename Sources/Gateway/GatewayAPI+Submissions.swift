@@ -88,9 +88,27 @@ extension GatewayAPI {
         guard (1...LedgerLimits.blockSpanMax).contains(deadlineIn) else {
             return .init(SubmitAnswer.badRequest("deadlineIn must be from 1 to \(LedgerLimits.blockSpanMax) blocks"))
         }
+        // Of the action as asked (for parameters: the fields given, before the others are
+        // taken from those in force), so that a retry is the same request whatever changed.
         let fingerprint = SHA256.hash("propose\u{0}\(Hex.encode(action.wireBytes))\u{0}\(deadlineIn)").hex
         let height: UInt64
         do { height = try await pool.reportedHeight() } catch { return .badGateway(Problems.badGateway(error)) }
+        var signed = action
+        if request.action.kind == .setParameters {
+            // The fields left out keep their values in force (certified), as the CLI's
+            // `set-parameters` does: taking the defaults silently reset them (a token value
+            // set back to 0 stopped the settlement files).
+            // Before any certified checkpoint, those of the genesis (as for a transaction's expiry).
+            let inForce: Parameters
+            switch await Self.record(StateKeys.parameters, Parameters.self, pool) {
+            case let .success((current, _)): inForce = current
+            case .failure(.absent): inForce = pool.genesis.parameters  // every chain has them from its genesis
+            case let .failure(.failed(error)):
+                guard pool.newestCertifiedHeight == 0 else { return .badGateway(Problems.badGateway(error)) }
+                inForce = pool.genesis.parameters
+            }
+            do { signed = try Self.action(request.action, parametersInForce: inForce) } catch { return .init(error) }
+        }
         if action.rulesIntroduced > LedgerRules.initial {
             // Below its rules the ledger reads the action as an unknown kind (as older code
             // does): say why rather than sign it, when a certified answer says so (without
@@ -113,7 +131,7 @@ extension GatewayAPI {
             }
         }
         var answer = await signOnce(key: input.headers.Idempotency_hyphen_Key, request: fingerprint, wait: input.query.wait ?? true) { _ in
-            .propose(action, deadline: height.saturatingAdding(deadlineIn))
+            .propose(signed, deadline: height.saturatingAdding(deadlineIn))
         }
         // Applied: say its number (the block's events name the proposals it opened; the
         // finality watch's answer has it already), else asked of a node with a place again
@@ -186,9 +204,11 @@ extension GatewayAPI {
 
     // MARK: Governance actions from JSON
 
-    /// The action a request describes, each mistake a 400 naming its field.
-    static func action(_ request: Components.Schemas.GovernanceAction) throws(SubmitAnswer) -> GovernanceAction {
-        do { return try buildAction(request) } catch let answer as SubmitAnswer {
+    /// The action a request describes, each mistake a 400 naming its field; parameters
+    /// left out of a `setParameters` take their values in `parametersInForce`, or their
+    /// defaults without it.
+    static func action(_ request: Components.Schemas.GovernanceAction, parametersInForce: Parameters? = nil) throws(SubmitAnswer) -> GovernanceAction {
+        do { return try buildAction(request, parametersInForce: parametersInForce) } catch let answer as SubmitAnswer {
             throw answer
         } catch let error as GenesisError {
             throw .badRequest("\(error.field): \(error.reason)")
@@ -197,7 +217,7 @@ extension GatewayAPI {
         }
     }
 
-    private static func buildAction(_ request: Components.Schemas.GovernanceAction) throws -> GovernanceAction {
+    private static func buildAction(_ request: Components.Schemas.GovernanceAction, parametersInForce: Parameters?) throws -> GovernanceAction {
         func target() throws -> Identifier {
             guard let raw = request.target else { throw SubmitAnswer.badRequest("action.target is needed for \(request.kind.rawValue)") }
             guard let id = Identifier(raw) else { throw SubmitAnswer.badRequest(Problems.badIdentifier(raw)) }
@@ -271,13 +291,13 @@ extension GatewayAPI {
                 return id
             })
         case .setParameters:
-            return .setParameters(try entry(request.parameters, "parameters", as: GenesisFile.ParametersEntry.self).parameters("action.parameters"))
+            return .setParameters(try entry(request.parameters, "parameters", as: GenesisFile.ParametersEntry.self).parameters("action.parameters", over: parametersInForce))
         case .scheduleUpgrade:
             guard let upgrade = request.upgrade else { throw SubmitAnswer.badRequest("action.upgrade is needed for scheduleUpgrade") }
             guard let name = Identifier(upgrade.name) else { throw SubmitAnswer.badRequest(Problems.badIdentifier(upgrade.name)) }
             guard let height = UInt64(exactly: upgrade.height), height >= 1 else { throw SubmitAnswer.badRequest("action.upgrade.height must be 1 or more") }
-            guard let rules = UInt32(exactly: upgrade.rules), rules >= LedgerRules.initial else {
-                throw SubmitAnswer.badRequest("action.upgrade.rules must be from \(LedgerRules.initial) to \(UInt32.max)")
+            guard let rules = UInt32(exactly: upgrade.rules), (LedgerRules.initial...LedgerRules.newest).contains(rules) else {
+                throw SubmitAnswer.badRequest(LedgerRules.scheduleRefusal("action.upgrade.rules", upgrade.rules))
             }
             return .scheduleUpgrade(ScheduledUpgrade(name: name, height: height, rules: rules))
         case .setPartnerCategory:

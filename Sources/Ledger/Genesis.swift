@@ -329,11 +329,14 @@ extension GenesisFile.ParametersEntry {
         return (numerator, denominator)
     }
 
-    /// The parameters this entry describes (absent fields take their defaults), each
-    /// mistake naming its field under `field`. The sink's id is checked for form here:
+    /// The parameters this entry describes, each mistake naming its field under `field`:
+    /// absent fields take their values in `base` (a proposal's: the parameters in force),
+    /// or their defaults without one (a genesis). The sink's id is checked for form here:
     /// whether it exists is the genesis check's (or, for a proposal, the ledger's) to say.
-    public func parameters(_ field: String = "parameters") throws(GenesisError) -> Parameters {
-        var parameters = Parameters(sink: try GenesisFile.identifier(sink, "\(field).sink"))
+    public func parameters(_ field: String = "parameters", over base: Parameters? = nil) throws(GenesisError) -> Parameters {
+        let sink = try GenesisFile.identifier(sink, "\(field).sink")
+        var parameters = base ?? Parameters(sink: sink)
+        parameters.sink = sink
         if let value = epochLength { parameters.epochLength = value }
         if let value = blocksPerDay { parameters.blocksPerDay = value }
         if let value = transactionLifetimeMax { parameters.transactionLifetimeMax = value }

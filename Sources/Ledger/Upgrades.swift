@@ -36,6 +36,14 @@ public enum LedgerRules {
     public static let endpoints: UInt32 = 4
     /// The version that keeps the validators' node keys usable (and the programmes countable).
     public static let validatorKeysKept: UInt32 = 5
+
+    /// Why a tool refuses to propose an upgrade to `rules` (given as `field`): a version
+    /// this release does not implement, once voted, stops every node at its height until
+    /// each runs a release that does (a typo such as 50 would stop the chain for good).
+    public static func scheduleRefusal(_ field: String, _ rules: some BinaryInteger) -> String {
+        "\(field) must be from \(initial) to \(newest), the ledger rules this release implements, not \(rules): "
+            + "propose an upgrade to newer rules with the release that brings them, once the validators run it"
+    }
 }
 
 /// An upgrade the partners voted: from `height` on, the ledger's rules are at least

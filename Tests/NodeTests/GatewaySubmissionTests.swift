@@ -83,12 +83,29 @@ import Wire
             (["kind": "rotateKeys", "target": "p3", "signingKey": "zz"], "action.signingKey"),
             (["kind": "setValidators", "validators": ["P0"]], "P0"),
             (["kind": "setPartnerEndpoints", "target": "p3", "endpoints": ["Bad_Host:9000"]], "action.endpoints[0]"),
+            // Rules no release implements yet: once voted, every node would stop at the height.
+            (["kind": "scheduleUpgrade", "upgrade": ["name": "typo", "height": 100_000, "rules": 50]], "action.upgrade.rules must be from 1 to \(LedgerRules.newest)"),
         ] as [([String: Any], String)] {
             let refused = try await Self.post(p0, "/v1/proposals", key: governor.secret, idempotency: "bad-\(field)", json: ["action": action])
             let detail = refused.body["detail"] as? String ?? ""
             // The field named as the request's, not the genesis file's (the reader is shared).
             #expect(refused.status == 400 && detail.contains(field) && !detail.contains("genesis"), "\(field): \(refused.text)")
         }
+
+        // Parameters left out of a change keep their values in force (this chain's epochs of
+        // 50 blocks and token value), not the defaults (1,000 and 0: settlement stopped).
+        let number = try #require(nodes[0].read { $0.meta.nextProposal })
+        let change: [String: Any] = ["action": ["kind": "setParameters", "parameters": ["sink": "p0", "proposalLifetimeMax": 2_000]]]
+        let changed = try await Self.post(p0, "/v1/proposals", key: governor.secret, idempotency: "parameters-1", json: change)
+        #expect(changed.status == 200 && changed.body["result"] as? String == "applied", "\(changed.text)")
+        guard case let .setParameters(parameters)? = nodes[0].read({ $0.proposal(number)?.action }) else {
+            Issue.record("no setParameters proposal \(number)")
+            return
+        }
+        #expect(parameters.proposalLifetimeMax == 2_000 && parameters.epochLength == 50 && parameters.tokenValueMicroEuros == 10_000, "\(parameters)")
+        // A retry is the same request (its fields as given), answered with the same transaction.
+        let retried = try await Self.post(p0, "/v1/proposals", key: governor.secret, idempotency: "parameters-1", json: change)
+        #expect(retried.status == 200 && retried.body["id"] as? String == changed.body["id"] as? String, "\(retried.text)")
 
         // A deadline given out of range, a negative one included, is refused (a negative one
         // was read as not given, and the default taken).

@@ -40,6 +40,11 @@ import Testing
         try pass(["schedule-upgrade", "--name", "categories", "--height", "\(upgradeHeight)", "--rules", "2"])
         let pending = cluster.status(0)?.pendingUpgrades ?? []
         #expect(pending == [ScheduledUpgrade(name: Identifier("categories")!, height: upgradeHeight, rules: 2)], "\(pending)")
+        // Rules this release does not implement are refused before anything is signed (a
+        // typo such as 50, once voted, would stop every node at the height).
+        let typo = try cluster.calisson(["submit", "propose", "schedule-upgrade", "--name", "typo", "--height", "\(upgradeHeight + 100)", "--rules", "50"] + signed("metropole"))
+        #expect(typo.status != 0 && typo.errors.contains("--rules must be from 1 to \(LedgerRules.newest), the ledger rules this release implements, not 50"),
+                "\(typo.output) \(typo.errors)")
         let metrics = cluster.nodes.metrics(0)
         #expect(metrics["upgrade_pending_height{name=\"categories\",rules=\"2\"}"] == Double(upgradeHeight), "\(metrics.filter { $0.key.contains("upgrade") })")
         #expect(metrics["peer_rules{peer=\"friche\",software=\"\(Release.version)\"}"] == 1, "\(metrics.filter { $0.key.contains("peer_rules") })")
