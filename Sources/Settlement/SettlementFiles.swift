@@ -62,6 +62,7 @@ public enum SettlementError: Error, Equatable, Sendable, CustomStringConvertible
     case payerIsNotTheCounterparty(payer: Identifier, instruction: String)
     case statementMissing(Identifier)
     case statementDisagrees(Identifier, net: Int64, instruction: String)
+    case statementWithoutInstruction(Identifier, net: Int64)
     case amountOverSEPAMaximum(Identifier, cents: UInt128)
     case cannotWrite(String)
     case controlMismatch(String)
@@ -78,6 +79,9 @@ public enum SettlementError: Error, Equatable, Sendable, CustomStringConvertible
         case let .statementMissing(id): return "no certified statement of \(id) for this epoch"
         case let .statementDisagrees(id, net, instruction):
             return "the statement of \(id) says net \(net), the instruction says \(instruction): the answers do not belong together"
+        case let .statementWithoutInstruction(id, net):
+            return "the certified statement of \(id) nets \(net) tokens for this epoch, but the ledger's clearing gave it no instruction "
+                + "(no authority partner left to settle with?): no file is written, rather than files that leave its money unmoved"
         case let .amountOverSEPAMaximum(id, cents): return "the payment of \(id) is \(cents) cents, over the SEPA maximum of 999,999,999.99 €"
         case let .cannotWrite(reason): return "cannot write the settlement files: \(reason)"
         case let .controlMismatch(reason): return "the file produced does not add up, so it was not written: \(reason)"
@@ -146,6 +150,13 @@ public struct SettlementFiles: Sendable {
                 partner: party, direction: direction, tokens: instruction.amount, cents: cents,
                 endToEndId: Self.endToEndId(epoch: epoch, hash: hash), remittance: "CALISSON EPOCH \(epoch) STATEMENT \(hash.hex)", statementHash: hash)
             if direction == .toPartner { payments.append(payment) } else { collections.append(payment) }
+        }
+        // Every partner but the counterparty whose statement nets something has its
+        // instruction: a clearing without one (governance removed the only authority) would
+        // otherwise give files that move nobody's money, and no error.
+        let instructed = Set(clearing.instructions.flatMap { [$0.from, $0.to] })
+        if let orphan = clearing.statements.first(where: { $0.net != 0 && $0.partner != payer && !instructed.contains($0.partner) }) {
+            throw .statementWithoutInstruction(orphan.partner, net: orphan.net)
         }
         payments.sort { $0.partner.partner < $1.partner.partner }
         collections.sort { $0.partner.partner < $1.partner.partner }

@@ -347,24 +347,26 @@ extension NodeConnectionsTests {
 
         final class Outcome: Sendable { let failures = Mutex<[String]>([]) }
         let slowOutcome = Outcome(), liarOutcome = Outcome()
-        let slowAsk = Task {
-            do { _ = try await connections.ask(1, [Self.request(1)], timeoutMilliseconds: 20_000) } catch { slowOutcome.failures.withLock { $0.append("\(error)") } }
+        @Sendable func asking(_ node: Int, _ n: UInt8, alone: Bool, _ outcome: Outcome) async {
+            let answered: Result<[ClientResponse], any Error> = await {
+                do { return .success(try await connections.ask(node, [Self.request(n)], timeoutMilliseconds: 20_000, alone: alone)) } catch { return .failure(error) }
+            }()
+            if case let .failure(error) = answered { outcome.failures.withLock { $0.append("\(error)") } }
         }
+        // Child tasks (not `Task {}`), so that they run on the suite's own threads: the
+        // shared pool is held by other tests' blocking work in a full run.
+        async let slowAsk: Void = asking(1, 1, alone: false, slowOutcome)
         try await Task.sleep(for: .milliseconds(500))  // its 600 KiB held
-        let liarAsks = (0..<4).map { n in
-            Task {
-                do { _ = try await connections.ask(0, [Self.request(UInt8(n))], timeoutMilliseconds: 20_000, alone: true) } catch {
-                    liarOutcome.failures.withLock { $0.append("\(error)") }
-                }
-            }
-        }
-        #expect(eventually(15) { connections.traffic.cut.load(ordering: .relaxed) >= 1 })
+        async let liar0: Void = asking(0, 0, alone: true, liarOutcome)
+        async let liar1: Void = asking(0, 1, alone: true, liarOutcome)
+        async let liar2: Void = asking(0, 2, alone: true, liarOutcome)
+        async let liar3: Void = asking(0, 3, alone: true, liarOutcome)
+        #expect(eventually(30) { connections.traffic.cut.load(ordering: .relaxed) >= 1 })
         #expect(eventually(15) { liarOutcome.failures.withLock { $0.count } == 1 }, "\(liarOutcome.failures.withLock { $0 })")
         #expect(liarOutcome.failures.withLock { $0 }.allSatisfy { $0.contains("not whole yet") })
         #expect(slowOutcome.failures.withLock { $0 }.isEmpty, "the honest node's answer under way was cut: \(slowOutcome.failures.withLock { $0 })")
         #expect(connections.traffic.cut.load(ordering: .relaxed) == 1)
         connections.close()
-        _ = await slowAsk.value
-        for ask in liarAsks { _ = await ask.value }
+        _ = await (slowAsk, liar0, liar1, liar2, liar3)
     }
 }

@@ -188,6 +188,15 @@ func id(_ raw: String) -> Identifier { Identifier(raw)! }
         #expect(throws: SettlementError.payerIsNotTheCounterparty(payer: id("friche"), instruction: "metropole → rtm 400")) {
             _ = try SettlementFiles(clearing: Self.clearing([("rtm", 400)]), register: other.validated(), created: Self.created, executionDate: "2026-12-04")
         }
+        // Statements that net something and no instruction (no authority left to settle
+        // with): refused, naming the partner, rather than files that move nothing.
+        let orphaned = Self.clearing([("rtm", 400), ("tri", -150)])
+        let without = CertifiedClearing(
+            chainId: orphaned.chainId, report: orphaned.report, instructions: [], statements: orphaned.statements, checkpointHeight: 12,
+            stateRoot: orphaned.stateRoot)
+        #expect(throws: SettlementError.statementWithoutInstruction(id("rtm"), net: 400)) {
+            _ = try SettlementFiles(clearing: without, register: Self.register(["rtm", "tri"]), created: Self.created, executionDate: "2026-12-04")
+        }
     }
 
     // MARK: Against the official schemas
