@@ -261,6 +261,10 @@ public final class NodePool: Sendable {
         await task.value
     }
     private let sharedRefreshTask = Mutex<Task<Void, Never>?>(nil)
+    /// The final blocks fetched and checked, the newest 256 within 32 MiB: the same block asked
+    /// again (`GET /v1/blocks/{height}`, a proposal's number, feeds) costs no node a request
+    /// and no signature check.
+    let checkedBlocks = Mutex(NewestByNumber<VerifiedBlockContents>(countMax: 256, bytesMax: 32 << 20))
 
     /// The nodes in the order to send a submission to: each in turn first (round robin),
     /// so that admission's work (a signature check per transaction) is spread over them.
@@ -602,7 +606,8 @@ extension NodePool {
     /// failures and on answers that do not hold); nil when no node has it (not final yet,
     /// or pruned everywhere).
     public func blockContents(_ height: UInt64) async throws -> VerifiedBlockContents? {
-        try await firstFound(in: readOrder()) { [self] index -> VerifiedBlockContents? in
+        if let kept = checkedBlocks.withLock({ $0[height] }) { return kept }
+        let found = try await firstFound(in: readOrder()) { [self] index -> VerifiedBlockContents? in
             let (trusted, answer) = try await trustedWith(index, .blockContents(height))
             guard case let .blockContents(found) = answer else { throw CertifiedReadError.answer("not a block's contents") }
             guard let found else { return nil }
@@ -631,6 +636,15 @@ extension NodePool {
             }
             return VerifiedBlockContents(contents: found, block: block, source: nodes[index].description)
         }
+        if let found {
+            // A final block never changes: kept checked. Its body twice (as received and
+            // decoded), with its results and decided proposals.
+            let contents = found.contents
+            let bytes = 2 * contents.body.count + contents.certificate.count + contents.results.reduce(0) { $0 + $1.count + 16 }
+                + contents.decided.reduce(0) { $0 + $1.count + 16 } + 256
+            checkedBlocks.withLock { $0.insert(found, for: height, bytes: bytes) }
+        }
+        return found
     }
 
     /// Whether block `height` is final: a node shows its digest with a commit certificate

@@ -45,7 +45,7 @@ struct GatewayRulesTests {
     /// The epoch reports kept are bounded by their bytes as well as their count, the oldest
     /// forgotten first, the newest kept whatever its size.
     @Test func theReportsKeptAreBoundedByBytesAndCount() {
-        var reports = BoundedReports<String>(countMax: 4, bytesMax: 1_000)
+        var reports = NewestByNumber<String>(countMax: 4, bytesMax: 1_000)
         for epoch in UInt64(0)..<4 { reports.insert("report \(epoch)", for: epoch, bytes: 200) }
         #expect(reports.count == 4 && reports.bytes == 800)
         reports.insert("report 4", for: 4, bytes: 200)  // past the count: epoch 0 goes
@@ -60,7 +60,7 @@ struct GatewayRulesTests {
         // An older epoch asked late is kept as the newest insertion, its elders forgotten.
         reports.insert("late", for: 2, bytes: 995)
         #expect(reports[2] == "late" && reports[6] == nil && reports.bytes == 995)
-        #expect(BoundedReports<String>().bytesMax == 64 << 20 && BoundedReports<String>().countMax == 4_096)
+        #expect(ReportCache.bytesMax == 64 << 20 && ReportCache.countMax == 4_096)
     }
 
     /// A refusal's reason is kept cut (a node's may be kilobytes, and 100,000 are kept).

@@ -247,6 +247,25 @@ import Wire
         for fd in sockets { close(fd) }
     }
 
+    /// A final block fetched and checked once is kept: asked again, it costs no node a
+    /// request (nor a signature check); a block not final yet is not kept as absent.
+    @Test func aCheckedBlockIsAskedOfTheNodesOnce() async throws {
+        let (cluster, nodes) = try await Self.advancedCluster()
+        defer { for node in nodes { node.stop() } }
+        let pool = NodePool(nodes: nodes.map { NodeAddress(host: "127.0.0.1", port: $0.transport.clientPort) }, ca: cluster.ca, genesis: cluster.genesis, lagMax: 32)
+        defer { pool.close() }
+        let first = try #require(try await pool.blockContents(5))
+        let asked = pool.nodeTraffic.requests
+        #expect(asked > 0)
+        let again = try #require(try await pool.blockContents(5))
+        #expect(pool.nodeTraffic.requests == asked, "block 5 asked of a node again")
+        #expect(again.contents == first.contents && again.block.seq == 5)
+        #expect(try await pool.blockContents(1_000_000) == nil)
+        let afterAbsent = pool.nodeTraffic.requests
+        #expect(try await pool.blockContents(1_000_000) == nil)
+        #expect(pool.nodeTraffic.requests > afterAbsent, "a block not final was kept as absent")
+    }
+
     /// Clients without a listed key hold no place: 80 of them (more than the 48 places)
     /// each send a POST's head and never its body; none takes a place or waits in line,
     /// a keyed read is answered at once meanwhile, and each is refused (401, saying the

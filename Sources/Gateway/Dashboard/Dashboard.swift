@@ -196,9 +196,12 @@ struct CertifiedReport: Sendable {
 }
 
 /// Reports of closed epochs, verified once: a closed epoch's report never changes, so
-/// the gateway keeps the newest in memory (a few kilobytes each, `BoundedReports`).
+/// the gateway keeps the newest in memory (a few kilobytes each): at most 4,096, and 64 MiB
+/// (a report lists up to 4,096 programmes: the count alone let the cache grow to gigabytes).
 final class ReportCache: Sendable {
-    private let entries = Mutex(BoundedReports<CertifiedReport>())
+    static let countMax = 4_096
+    static let bytesMax = 64 << 20
+    private let entries = Mutex(NewestByNumber<CertifiedReport>(countMax: countMax, bytesMax: bytesMax))
 
     /// The report of `epoch`, nil when the certified state proves it absent (not closed).
     func report(_ epoch: UInt64, pool: NodePool) async throws -> CertifiedReport? {
@@ -212,31 +215,29 @@ final class ReportCache: Sendable {
     }
 }
 
-/// Reports by epoch, the newest kept: at most `countMax`, and at most `bytesMax` bytes
-/// (about: a report lists up to 4,096 programmes, and the count alone let the cache grow to
-/// gigabytes) but for the one just inserted, which is kept whatever its size.
-struct BoundedReports<Report> {
-    static var countMax: Int { 4_096 }
-    static var bytesMax: Int { 64 << 20 }
-    private var reports: [UInt64: (report: Report, bytes: Int)] = [:]
+/// Values by number (an epoch's report, a block by its height), the highest numbers kept:
+/// at most `countMax`, and at most `bytesMax` bytes (as the caller estimates each) but for
+/// the one just inserted, which is kept whatever its size.
+struct NewestByNumber<Value> {
+    private var values: [UInt64: (value: Value, bytes: Int)] = [:]
     private(set) var bytes = 0
     let countMax: Int, bytesMax: Int
 
-    init(countMax: Int = Self.countMax, bytesMax: Int = Self.bytesMax) {
+    init(countMax: Int, bytesMax: Int) {
         self.countMax = countMax
         self.bytesMax = bytesMax
     }
 
-    var count: Int { reports.count }
-    subscript(epoch: UInt64) -> Report? { reports[epoch]?.report }
+    var count: Int { values.count }
+    subscript(number: UInt64) -> Value? { values[number]?.value }
 
-    /// Keeps `report` of `bytes` for `epoch`, and forgets the oldest others past the bounds.
-    mutating func insert(_ report: Report, for epoch: UInt64, bytes size: Int) {
-        if let old = reports.updateValue((report, size), forKey: epoch) { bytes -= old.bytes }
+    /// Keeps `value` of `bytes` for `number`, and forgets the lowest others past the bounds.
+    mutating func insert(_ value: Value, for number: UInt64, bytes size: Int) {
+        if let old = values.updateValue((value, size), forKey: number) { bytes -= old.bytes }
         bytes += size
-        while reports.count > countMax || (bytes > bytesMax && reports.count > 1),
-            let oldest = reports.keys.filter({ $0 != epoch }).min() {
-            bytes -= reports.removeValue(forKey: oldest)?.bytes ?? 0
+        while values.count > countMax || (bytes > bytesMax && values.count > 1),
+            let oldest = values.keys.filter({ $0 != number }).min() {
+            bytes -= values.removeValue(forKey: oldest)?.bytes ?? 0
         }
     }
 }
