@@ -8,7 +8,7 @@ struct AcceptRate {
     /// Addresses remembered at most; past it, the bucket closest to full (the least
     /// active address) is forgotten to make room.
     static let addressesMax = 4_096
-    private var buckets: [String: (tokens: Double, at: UInt64)] = [:]
+    private var buckets: [String: TokenBucket] = [:]
 
     init(perSecond: Int, burst: Int) {
         self.perSecond = max(1, perSecond)
@@ -17,24 +17,17 @@ struct AcceptRate {
 
     /// Whether `host` may open one more connection at `now` (milliseconds): taken if so.
     mutating func take(_ host: String, now: UInt64) -> Bool {
-        var bucket: (tokens: Double, at: UInt64) = buckets[host].map { (refilled($0, now: now), now) } ?? (Double(burst), now)
-        guard bucket.tokens >= 1 else {
-            buckets[host] = bucket
-            return false
-        }
-        bucket.tokens -= 1
-        if buckets[host] == nil, buckets.count >= Self.addressesMax,
-            let fullest = buckets.max(by: { refilled($0.value, now: now) < refilled($1.value, now: now) })?.key {
+        var bucket = buckets[host] ?? TokenBucket(now: now, burst: burst)
+        let taken = bucket.take(at: now, perSecond: perSecond, burst: burst)
+        if taken, buckets[host] == nil, buckets.count >= Self.addressesMax,
+            let fullest = buckets.max(by: { level($0.value, now) < level($1.value, now) })?.key {
             buckets[fullest] = nil
         }
         buckets[host] = bucket
-        return true
+        return taken
     }
 
     var addresses: Int { buckets.count }
 
-    private func refilled(_ bucket: (tokens: Double, at: UInt64), now: UInt64) -> Double {
-        let elapsed = now >= bucket.at ? Double(now - bucket.at) : 0
-        return min(Double(burst), bucket.tokens + elapsed * Double(perSecond) / 1_000)
-    }
+    private func level(_ bucket: TokenBucket, _ now: UInt64) -> Int { bucket.level(at: now, perSecond: perSecond, burst: burst) }
 }

@@ -12,15 +12,13 @@ struct LinkTimes {
     private(set) var lastAnswered: UInt64 = 0
     /// Requests taken and not answered yet.
     private(set) var requestsInFlight = 0
-    /// The request rate's token bucket, in thousandths of a request, and when it was filled.
-    private var tokens: Int
-    private var tokensAt: UInt64
+    /// The request rate's token bucket.
+    private var requests: TokenBucket
 
     /// A link opened at `now`, its bucket full (one second of requests at `requestsPerSecond`).
     init(now: UInt64, requestsPerSecond: Int) {
         lastReceived = now
-        tokens = requestsPerSecond * 1_000
-        tokensAt = now
+        requests = TokenBucket(now: now, burst: requestsPerSecond)
     }
 
     /// A frame came in.
@@ -31,11 +29,7 @@ struct LinkTimes {
     /// bucket holds at most one second of requests and refills at the rate, each
     /// millisecond adding `rate` thousandths.
     mutating func takeRequest(at now: UInt64, rate: Int) -> Bool {
-        let elapsed = now >= tokensAt ? min(now - tokensAt, 1_000) : 0
-        tokensAt = max(tokensAt, now)
-        tokens = min(rate * 1_000, tokens + Int(elapsed) * rate)
-        guard tokens >= 1_000 else { return false }
-        tokens -= 1_000
+        guard requests.take(at: now, perSecond: rate, burst: rate) else { return false }
         requestsInFlight += 1
         return true
     }
