@@ -16,8 +16,8 @@ struct TokenBucket {
     func level(at now: UInt64, perSecond: Int, burst: Int) -> Int {
         // Past the time it takes to refill from empty, more elapsed time adds nothing (and
         // cannot overflow).
-        let elapsed = now >= at ? min(now - at, UInt64(burst) * 1_000 / UInt64(max(1, perSecond)) + 1) : 0
-        return min(burst * 1_000, thousandths + Int(elapsed) * perSecond)
+        let elapsed = now >= at ? min(now - at, UInt64(clamping: burst) * 1_000 / UInt64(clamping: max(1, perSecond)) + 1) : 0
+        return min(burst * 1_000, thousandths + Int(clamping: elapsed) * perSecond)
     }
 
     /// One token taken at `now` if there is one (true), else nothing taken (false).
