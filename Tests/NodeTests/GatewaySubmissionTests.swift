@@ -92,21 +92,6 @@ import Wire
             #expect(refused.status == 400 && detail.contains(field) && !detail.contains("genesis"), "\(field): \(refused.text)")
         }
 
-        // Parameters left out of a change keep their values in force (this chain's epochs of
-        // 50 blocks and token value), not the defaults (1,000 and 0: settlement stopped).
-        let number = try #require(nodes[0].read { $0.meta.nextProposal })
-        let change: [String: Any] = ["action": ["kind": "setParameters", "parameters": ["sink": "p0", "proposalLifetimeMax": 2_000]]]
-        let changed = try await Self.post(p0, "/v1/proposals", key: governor.secret, idempotency: "parameters-1", json: change)
-        #expect(changed.status == 200 && changed.body["result"] as? String == "applied", "\(changed.text)")
-        guard case let .setParameters(parameters)? = nodes[0].read({ $0.proposal(number)?.action }) else {
-            Issue.record("no setParameters proposal \(number)")
-            return
-        }
-        #expect(parameters.proposalLifetimeMax == 2_000 && parameters.epochLength == 50 && parameters.tokenValueMicroEuros == 10_000, "\(parameters)")
-        // A retry is the same request (its fields as given), answered with the same transaction.
-        let retried = try await Self.post(p0, "/v1/proposals", key: governor.secret, idempotency: "parameters-1", json: change)
-        #expect(retried.status == 200 && retried.body["id"] as? String == changed.body["id"] as? String, "\(retried.text)")
-
         // A deadline given out of range, a negative one included, is refused (a negative one
         // was read as not given, and the default taken).
         for deadline in [-1, 0] {
@@ -178,6 +163,23 @@ import Wire
         let lot = (read.body["lots"] as? [[String: Any]])?.first ?? [:]
         #expect(lot["amount"] as? Int == 25 && lot["demurrage"] as? Bool == true && lot["pendingDemurrage"] as? Int == 2, "\(read.text)")
         #expect(read.body["balance"] as? Int == 25 && read.body["balanceAfterDemurrage"] as? Int == 23, "\(read.text)")
+
+        // Parameters left out of a change keep their values in force (this chain's epochs of
+        // 50 blocks and token value, read certified now), not the defaults (1,000 and 0:
+        // settlement stopped). Here, past the demurrage's epoch close: a proposal earlier
+        // took blocks the close above counts on.
+        let number = try #require(nodes[0].read { $0.meta.nextProposal })
+        let change: [String: Any] = ["action": ["kind": "setParameters", "parameters": ["sink": "p0", "proposalLifetimeMax": 2_000]]]
+        let changed = try await Self.post(p0, "/v1/proposals", key: governor.secret, idempotency: "parameters-1", json: change)
+        #expect(changed.status == 200 && changed.body["result"] as? String == "applied", "\(changed.text)")
+        guard case let .setParameters(parameters)? = nodes[0].read({ $0.proposal(number)?.action }) else {
+            Issue.record("no setParameters proposal \(number)")
+            return
+        }
+        #expect(parameters.proposalLifetimeMax == 2_000 && parameters.epochLength == 50 && parameters.tokenValueMicroEuros == 10_000, "\(parameters)")
+        // A retry is the same request (its fields as given), answered with the same transaction.
+        let retried = try await Self.post(p0, "/v1/proposals", key: governor.secret, idempotency: "parameters-1", json: change)
+        #expect(retried.status == 200 && retried.body["id"] as? String == changed.body["id"] as? String, "\(retried.text)")
 
         // An action of ledger rules 2 with no upgrade to them (a checkpoint certifies it now): said, not signed.
         let tooEarly = try await Self.post(p0, "/v1/proposals", key: governor.secret, idempotency: "category",
