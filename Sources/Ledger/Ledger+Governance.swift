@@ -10,11 +10,29 @@ extension Ledger {
         let deadlineMax = height.saturatingAdding(parameters.proposalLifetimeMax)
         guard deadline <= deadlineMax else { return .failure(.deadlineTooFar(deadline: deadline, heightMax: deadlineMax)) }
         if let problem = problem(with: action, height: height) { return .failure(.invalidAction(problem)) }
+        if blockRules >= LedgerRules.governanceBounded {
+            if case let .failure(rejection) = countProposal(by: proposer.id, height: height) { return .failure(rejection) }
+        }
         // The proposer's proposal is its yes vote.
         var proposal = Proposal(id: meta.nextProposal, proposer: proposer.id, action: action, deadline: deadline, yes: [proposer.id], no: [], status: .open)
         meta.nextProposal += 1
         decide(&proposal, height: height)
         write(StateKeys.proposal(proposal.id), proposal)
+        return .success(())
+    }
+
+    /// Counts a proposal against the proposer's day of blocks (rules 6): a day starts at
+    /// the first proposal past the previous day and lasts `blocksPerDay` blocks.
+    private mutating func countProposal(by proposer: Identifier, height: UInt64) -> Result<Void, LedgerRejection> {
+        let key = StateKeys.proposalsOpened(proposer)
+        var day = read(key, as: ProposalsOpened.self) ?? ProposalsOpened(start: height, count: 0)
+        let nextDay = day.start.saturatingAdding(parameters.blocksPerDay)
+        if height >= nextDay || height < day.start { day = ProposalsOpened(start: height, count: 0) }
+        guard day.count < LedgerLimits.proposalsPerDayMax else {
+            return .failure(.proposalsPerDayExceeded(max: LedgerLimits.proposalsPerDayMax, nextDayHeight: nextDay))
+        }
+        day.count += 1
+        write(key, day)
         return .success(())
     }
 
@@ -38,7 +56,8 @@ extension Ledger {
         let no = proposal.no.filter(active.contains).count
         if yes >= needed {
             if let problem = problem(with: proposal.action, height: height) {
-                proposal.status = .failed(atHeight: height, reason: problem)
+                let kept = blockRules >= LedgerRules.governanceBounded ? Self.cut(problem, toBytes: Proposal.reasonBytesMax) : problem
+                proposal.status = .failed(atHeight: height, reason: kept)
             } else {
                 enact(proposal.action)
                 proposal.status = .passed(atHeight: height)
@@ -49,11 +68,57 @@ extension Ledger {
         if proposal.status != .open { decidedProposals.append(proposal.id) }
     }
 
+    /// `text` cut to at most `bytes` bytes of UTF-8, on a character's boundary.
+    static func cut(_ text: String, toBytes bytes: Int) -> String {
+        guard text.utf8.count > bytes else { return text }
+        var kept = ""
+        for character in text {
+            guard kept.utf8.count + character.utf8.count <= bytes else { break }
+            kept.append(character)
+        }
+        return kept
+    }
+
     /// nil when `action` can be applied to the current state at `height`, else why not
-    /// (what the action itself gets wrong first, then, under rules 5, what it would leave).
+    /// (what the action itself gets wrong first, then, under rules 5, what it would leave,
+    /// then, under rules 6, what it would let a vote do).
     func problem(with action: GovernanceAction, height: UInt64) -> String? {
         if let problem = actionProblem(with: action, height: height) { return problem }
-        return blockRules >= LedgerRules.validatorKeysKept ? keysProblem(with: action) : nil
+        if blockRules >= LedgerRules.validatorKeysKept, let problem = keysProblem(with: action) { return problem }
+        return blockRules >= LedgerRules.governanceBounded ? boundsProblem(with: action) : nil
+    }
+
+    /// Under ledger rules 6: why `action` could stop the chain or hand one partner every
+    /// decision; nil when it cannot.
+    /// - A validator set whose added members, if their nodes are not up yet, leave the
+    ///   members kept short of a quorum of the new set: it adds at most f of its n members
+    ///   (f = (n − 1) / 3), or one when n is under four (such a set tolerates no fault, and
+    ///   one at a time is the only way it grows). The quorum then holds with the members
+    ///   kept, and the change can be voted back.
+    /// - A validator without a TLS key hash: no peer can check its certificate, so no node
+    ///   ever links with it.
+    /// - An approval of half the active partners or less: one partner of two, or a
+    ///   minority, would pass anything, this rule's repeal included.
+    func boundsProblem(with action: GovernanceAction) -> String? {
+        switch action {
+        case let .setValidators(ids):
+            for id in ids where partner(id)?.tlsKeyHash == nil {
+                return "validator \(id) has no TLS key hash: no peer could check its node's certificate (rotate its keys with one first)"
+            }
+            let current = Set(meta.validators)
+            let added = ids.filter { !current.contains($0) }
+            let addedMax = max(1, (ids.count - 1) / 3)
+            if added.count > addedMax {
+                return "the set adds \(added.count) validators (\(added.map(\.rawValue).joined(separator: ", "))) where a set of \(ids.count) may add "
+                    + "\(addedMax) at once: the validators kept must still make a quorum while the new ones start (add them in several votes)"
+            }
+        case let .setParameters(parameters):
+            if parameters.approvalNumerator <= parameters.approvalDenominator / 2 {
+                return "approval must be more than half of the active partners (it is \(parameters.approvalNumerator)/\(parameters.approvalDenominator))"
+            }
+        default: break
+        }
+        return nil
     }
 
     private func actionProblem(with action: GovernanceAction, height: UInt64) -> String? {

@@ -38,6 +38,9 @@ public enum LedgerRejection: Error, Hashable, Sendable {
     case evidenceKnown
     /// A partner's endpoints that are not valid (rules 4).
     case invalidEndpoints(String)
+    /// The proposer opened `max` proposals in its current day of blocks; it may again
+    /// from `nextDayHeight` (rules 6).
+    case proposalsPerDayExceeded(max: UInt64, nextDayHeight: UInt64)
 }
 
 public enum TransactionResult: Hashable, Sendable {

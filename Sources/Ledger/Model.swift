@@ -24,6 +24,10 @@ public enum LedgerLimits {
     /// A height plus a span then stays far from overflow, and so does `blocksPerDay` times
     /// the days of a cap period.
     public static let blockSpanMax: UInt64 = 1 << 32
+    /// Proposals one partner may open per day of blocks (`blocksPerDay`), from rules 6: a
+    /// proposal's record (up to ~16 KiB) stays in the certified state for good, and opening
+    /// one needs no vote.
+    public static let proposalsPerDayMax: UInt64 = 16
 }
 
 /// A partner's or programme's identifier: 1 to 32 bytes of a-z, 0-9 and '-'.

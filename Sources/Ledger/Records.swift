@@ -8,7 +8,8 @@ public enum StateKeys {
     enum Namespace: UInt8 {
         case meta = 1, parameters, partner, programme, account, usage, evidence, used, usedExpiring, expiringLots,
             proposal, obligations, statement, settlement, expiringChunk, validatorKeys, usedExpiringChunk, epochReport, epochActivity,
-            upgrades, partnerCategory, programmeAcceptance, equivocation, equivocationTally, equivocationPolicy, partnerEndpoints
+            upgrades, partnerCategory, programmeAcceptance, equivocation, equivocationTally, equivocationPolicy, partnerEndpoints,
+            proposalsOpened
     }
 
     static let tag = TaggedHasher(tag: "calisson/state/key/v1")
@@ -65,6 +66,8 @@ public enum StateKeys {
     public static let equivocationPolicy = key(.equivocationPolicy)
     /// Where a partner's node takes validator links (rules 4, `EndpointList`).
     public static func partnerEndpoints(_ id: Identifier) -> StateKey { key(.partnerEndpoints, bytes(id)) }
+    /// The proposals a partner opened in its current day of blocks (rules 6, `ProposalsOpened`).
+    static func proposalsOpened(_ id: Identifier) -> StateKey { key(.proposalsOpened, bytes(id)) }
     public static func obligations(_ epoch: UInt64) -> StateKey { key(.obligations, bytes(epoch)) }
     public static func statement(_ epoch: UInt64, _ partner: Identifier) -> StateKey { key(.statement, bytes(epoch), bytes(partner)) }
     public static func settlement(_ epoch: UInt64) -> StateKey { key(.settlement, bytes(epoch)) }
@@ -91,6 +94,34 @@ public struct Proposal: Hashable, Sendable {
     public var yes: [Identifier]
     public var no: [Identifier]
     public var status: ProposalStatus
+
+    /// A failed proposal's reason, in bytes, that its record reads back (from rules 6 the
+    /// reason is cut to it when the proposal fails; before, a longer one made the record
+    /// unreadable, the proposal then unknown to votes and reads).
+    public static let reasonBytesMax = 256
+}
+
+/// How many proposals a partner opened in its current day of blocks: the day started at
+/// `start` and lasts `blocksPerDay` blocks (rules 6). The day's start, not its index: a
+/// vote changing `blocksPerDay` cannot make an old count look current, nor a current one old.
+struct ProposalsOpened: Hashable, Sendable, WireCodable {
+    var start: UInt64
+    var count: UInt64
+
+    func encode(to writer: inout WireWriter) {
+        writer.write(start)
+        writer.write(count)
+    }
+
+    init(start: UInt64, count: UInt64) {
+        self.start = start
+        self.count = count
+    }
+
+    init(from reader: inout WireReader) throws(WireError) {
+        start = try reader.readUInt64("proposalsOpened.start")
+        count = try reader.readUInt64("proposalsOpened.count")
+    }
 }
 
 /// What `sponsor` owes `acceptor` for tokens of its programmes redeemed there in one epoch.
@@ -156,7 +187,7 @@ extension ProposalStatus: WireCodable {
         case 3: self = .rejected(atHeight: try reader.readUInt64("proposal.height"))
         case 4:
             let height = try reader.readUInt64("proposal.height")
-            self = .failed(atHeight: height, reason: try reader.readString("proposal.reason", maximumBytes: 256))
+            self = .failed(atHeight: height, reason: try reader.readString("proposal.reason", maximumBytes: Proposal.reasonBytesMax))
         case let raw: throw .unknownKind(field: "proposal.status", offset: offset, raw: UInt64(raw))
         }
     }

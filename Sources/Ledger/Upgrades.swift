@@ -23,9 +23,16 @@ import Wire
 ///   actions applied: the consensus kept the old set while the ledger's record said the
 ///   new one, and every light client following it stopped verifying (or the ledger's
 ///   meta record grew past what it reads back).
+/// - 6: a vote cannot stop the chain nor hand one partner every decision, and no partner
+///   grows the state with proposals at will: a validator set adds at most f of its new
+///   members at once (one at a time below four), each with a TLS key its peers can check
+///   (`setValidators`); a proposal passes with more than half of the active partners
+///   (`setParameters`); a partner opens at most `LedgerLimits.proposalsPerDayMax`
+///   proposals per day of blocks (`proposalsPerDayExceeded`); a failed proposal's reason
+///   is kept cut to what its record reads back (`Proposal.reasonBytesMax`).
 public enum LedgerRules {
     /// The newest version this code implements.
-    public static let newest: UInt32 = 5
+    public static let newest: UInt32 = 6
     /// The version of a chain that never voted an upgrade.
     public static let initial: UInt32 = 1
     /// The version that brought acceptance by category.
@@ -36,6 +43,8 @@ public enum LedgerRules {
     public static let endpoints: UInt32 = 4
     /// The version that keeps the validators' node keys usable (and the programmes countable).
     public static let validatorKeysKept: UInt32 = 5
+    /// The version that bounds what a vote can do to the validators, the approval and the state.
+    public static let governanceBounded: UInt32 = 6
 
     /// Why a tool refuses to propose an upgrade to `rules` (given as `field`): a version
     /// this release does not implement, once voted, stops every node at its height until

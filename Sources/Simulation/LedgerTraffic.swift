@@ -64,6 +64,10 @@ struct LedgerTraffic {
     private var nonces: [Ed25519PublicKey: UInt64] = [:]
     private var evidence: UInt64 = 0
 
+    /// A node's TLS key hash in the genesis: simulated nodes speak no TLS, but a validator
+    /// needs one to be named (ledger rules 6).
+    static func tlsKeyHash(_ node: ValidatorID) -> SHA256Digest { SHA256.hash(node.rawRepresentation) }
+
     init(validators: [ValidatorID], learner learnerKey: ValidatorID?, seed: UInt64, epochLength: UInt64) {
         var keys = SplitMix64(seed: 0x1ED6_E200 &+ UInt64(validators.count))
         partners = validators.indices.map { Identifier("p\($0)")! }
@@ -76,10 +80,11 @@ struct LedgerTraffic {
         if let learnerKey {
             learners.append(GenesisFile.PartnerEntry(
                 id: "p\(validators.count)", name: "partner \(validators.count)", roles: ["validator"],
-                signingKey: learnerSigningKey.bytes.hex, nodeKey: learnerKey.bytes.hex, tlsKeyHash: nil))
+                signingKey: learnerSigningKey.bytes.hex, nodeKey: learnerKey.bytes.hex, tlsKeyHash: Self.tlsKeyHash(learnerKey).hex))
         }
         random = SplitMix64(seed: seed ^ 0x7AFF_1C)
-        var file = Fixture.validators(chainId: Simulation.chainId, nodeKeys: validators, signingKeys: signingKeys)
+        var file = Fixture.validators(chainId: Simulation.chainId, nodeKeys: validators, signingKeys: signingKeys,
+                                      tlsKeyHashes: validators.map(Self.tlsKeyHash))
         file.partners += learners
         file.parameters = .init(
             epochLength: epochLength, blocksPerDay: 200, transactionLifetimeMax: 10_000, proposalLifetimeMax: Self.proposalLifetime, approval: "2/3",
