@@ -10,6 +10,9 @@ public struct Mempool: Sendable {
     public struct Entry: Sendable {
         public let id: SHA256Digest
         public let bytes: [UInt8]
+        /// Whose command it is (the node: its signer's wire form); empty: no one's, not
+        /// held to a share.
+        public let owner: [UInt8]
     }
 
     /// Commands held, at most; `insert` refuses beyond.
@@ -25,6 +28,8 @@ public struct Mempool: Sendable {
     private var ids: Set<SHA256Digest> = []
     /// Commands in a proposal, by the tick they were cut at.
     private var inFlight: [SHA256Digest: UInt64] = [:]
+    /// The commands and bytes each owner holds.
+    private var held: [[UInt8]: (count: Int, bytes: Int)] = [:]
 
     public init(countMax: Int, bytesMax: Int = .max, inFlightTicks: UInt64) {
         precondition(countMax > 0 && bytesMax > 0 && inFlightTicks > 0, "a mempool holds at least one command, in flight for at least one tick")
@@ -41,14 +46,35 @@ public struct Mempool: Sendable {
     public enum Refusal: Error, Equatable, Sendable {
         case full
         case duplicate
+        /// Its owner holds its share of a mempool running short (`isPastShare`).
+        case share
     }
 
-    /// Keeps a command at the end of the queue.
-    public mutating func insert(id: SHA256Digest, bytes: [UInt8]) throws(Refusal) {
+    /// The commands and bytes `owner` holds.
+    public func held(by owner: [UInt8]) -> (count: Int, bytes: Int) { held[owner] ?? (0, 0) }
+
+    /// Whether `owner` may add no command now: the mempool is three quarters full, by count
+    /// or by bytes, and it holds a quarter of that room or more. One signer flooding the
+    /// node (a partner's back-end gone wrong) then leaves the last quarter to the others;
+    /// while there is room, anyone's commands are taken. An owner that is no one's is never past it.
+    public func isPastShare(_ owner: [UInt8]) -> Bool {
+        guard !owner.isEmpty, let mine = held[owner] else { return false }
+        return (entries.count >= countMax - countMax / 4 && mine.count >= countMax / 4)
+            || (byteCount >= bytesMax - bytesMax / 4 && mine.bytes >= bytesMax / 4)
+    }
+
+    /// Keeps a command at the end of the queue, `owner`'s (none: empty).
+    public mutating func insert(id: SHA256Digest, bytes: [UInt8], owner: [UInt8] = []) throws(Refusal) {
         guard !isFull, bytes.count <= bytesMax - byteCount else { throw .full }
-        guard ids.insert(id).inserted else { throw .duplicate }
-        entries.append(Entry(id: id, bytes: bytes))
+        guard !ids.contains(id) else { throw .duplicate }
+        guard !isPastShare(owner) else { throw .share }
+        ids.insert(id)
+        entries.append(Entry(id: id, bytes: bytes, owner: owner))
         byteCount += bytes.count
+        if !owner.isEmpty {
+            let mine = held[owner] ?? (0, 0)
+            held[owner] = (mine.count + 1, mine.bytes + bytes.count)
+        }
     }
 
     /// Commands waiting for a proposal at `tick` (those in a live proposal are not).
@@ -78,6 +104,9 @@ public struct Mempool: Sendable {
         entries.removeAll { entry in
             guard executed.contains(entry.id) else { return false }
             byteCount -= entry.bytes.count
+            if !entry.owner.isEmpty, let mine = held[entry.owner] {
+                held[entry.owner] = mine.count > 1 ? (mine.count - 1, mine.bytes - entry.bytes.count) : nil
+            }
             return true
         }
         ids.subtract(executed)
@@ -92,6 +121,7 @@ public struct Mempool: Sendable {
         entries = []
         ids = []
         inFlight = [:]
+        held = [:]
         byteCount = 0
     }
 }

@@ -420,7 +420,7 @@ public struct VerifiedInclusion: Sendable {
 extension NodePool {
     /// Admission refusals that say the node is busy or stopping, not that the transaction
     /// is wrong (`AdmissionError`): another node may take it.
-    static let transientRefusals = ["mempoolFull", "verifierBusy", "overloaded", "stopping", "noAnswer"]
+    static let transientRefusals = ["mempoolFull", "mempoolShare", "verifierBusy", "overloaded", "stopping", "noAnswer"]
 
     /// The height a node reports (its word: used only to set a new transaction's expiry,
     /// where a wrong height can only get the transaction refused or expired).

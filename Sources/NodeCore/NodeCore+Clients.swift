@@ -31,6 +31,8 @@ extension NodeCore {
         }
         let id = SignedTransaction.idTag.hash(bytes)
         guard !mempool.contains(id) else { return answer(client, .duplicate) }
+        // Before its signature is checked: a signer past its share costs no check.
+        guard !mempool.isPastShare(tx.signer.wireBytes) else { return answer(client, .mempoolShare) }
         let check = SignatureCheck(publicKey: key, digest: digest, signature: signed.signature)
         effects.append(.verify([check], .admission(.init(bytes: bytes, id: id, signer: tx.signer, nonce: tx.nonce, client: client))))
     }
@@ -51,8 +53,12 @@ extension NodeCore {
         guard !mempool.isFull else { return .mempoolFull }
         // Already applied (the same signer and nonce is recorded until the expiry passes).
         guard ledger.store.value(StateKeys.used(admission.signer, nonce: admission.nonce)) == nil else { return .nonceUsed(admission.nonce) }
-        do { try mempool.insert(id: admission.id, bytes: admission.bytes) } catch {
-            return error == .full ? .mempoolFull : .duplicate
+        do { try mempool.insert(id: admission.id, bytes: admission.bytes, owner: admission.signer.wireBytes) } catch {
+            switch error {
+            case .full: return .mempoolFull
+            case .share: return .mempoolShare
+            case .duplicate: return .duplicate
+            }
         }
         counters.admitted += 1
         if admission.client != nil { effects.append(.gossip(admission.bytes)) }

@@ -110,6 +110,10 @@ public enum AdmissionError: Error, Equatable, Sendable {
     case badSignature
     case unknownSigner
     case mempoolFull
+    /// The mempool is three quarters full and this transaction's signer holds a quarter of
+    /// it or more: the others keep the rest (`Mempool.isPastShare`). Try again once its
+    /// transactions are in blocks.
+    case mempoolShare
     /// The signature checks waiting for the verifier are at their bound: the node is
     /// busy, try again shortly.
     case verifierBusy

@@ -48,4 +48,34 @@ import Testing
         #expect(mempool.take(5, tick: 2).map { $0[0] } == [1])  // the first is in flight
         #expect(mempool.take(5, tick: 12).count == 2)  // its proposal may have died: cut again
     }
+
+    /// Once three quarters full, an owner holding a quarter of the room adds nothing more;
+    /// the others fill the rest; what leaves in blocks gives it room again. Commands of no
+    /// one (the simulator's) are never held to a share.
+    @Test func anOwnerFloodingTheMempoolLeavesTheLastQuarterToOthers() throws {
+        var mempool = Mempool(countMax: 100, inFlightTicks: 10)
+        let flood = Array("partner flood".utf8), other = Array("partner other".utf8)
+        func insert(_ name: String, _ owner: [UInt8]) throws { try mempool.insert(id: SHA256.hash(name), bytes: [1], owner: owner) }
+        // While there is room, one owner may take three quarters.
+        for index in 0..<75 { try insert("flood \(index)", flood) }
+        #expect(mempool.isPastShare(flood) && !mempool.isPastShare(other))
+        #expect(throws: Mempool.Refusal.share) { try insert("flood 75", flood) }
+        #expect(throws: Mempool.Refusal.duplicate) { try insert("flood 0", flood) }
+        for index in 0..<25 { try insert("other \(index)", other) }
+        #expect(mempool.isFull)
+        #expect(throws: Mempool.Refusal.full) { try insert("other 25", other) }
+        // Blocks take the flood's commands: below three quarters full, it may add again.
+        mempool.remove(Set((0..<26).map { SHA256.hash("flood \($0)") }))
+        #expect(mempool.held(by: flood) == (49, 49) && !mempool.isPastShare(flood))
+        try insert("flood 75", flood)
+        #expect(mempool.isPastShare(flood))
+        // By bytes as well: a quarter of the bytes past three quarters of them.
+        var bytes = Mempool(countMax: 1_000, bytesMax: 400, inFlightTicks: 10)
+        try bytes.insert(id: SHA256.hash("large"), bytes: [UInt8](repeating: 0, count: 300), owner: flood)
+        #expect(throws: Mempool.Refusal.share) { try bytes.insert(id: SHA256.hash("small"), bytes: [0], owner: flood) }
+        try bytes.insert(id: SHA256.hash("small"), bytes: [0], owner: other)
+        try bytes.insert(id: SHA256.hash("anyone's"), bytes: [0])
+        bytes.clear()
+        #expect(bytes.held(by: flood) == (0, 0))
+    }
 }

@@ -237,6 +237,24 @@ import Wire
         #expect(node.submit(cluster.attribute(by: 0, to: 1, nonce: 3)) == .stopping)
     }
 
+    /// One signer flooding a node's mempool is refused past its share (`mempoolShare`, before
+    /// its signature is checked) once the mempool runs short; another signer's transactions
+    /// are still taken, until the mempool is full. No quorum (one node of two started), so
+    /// no block empties the mempool meanwhile.
+    @Test func aSignerFloodingTheMempoolLeavesRoomToOthers() throws {
+        let cluster = try TestCluster(count: 2)
+        var configuration = cluster.configuration(0)
+        configuration.mempoolCountMax = 8
+        let node = try NodeRuntime(configuration: configuration)
+        try node.start()
+        defer { node.stop() }
+        for nonce in 1...6 { #expect(node.submit(cluster.attribute(by: 0, to: 1, nonce: UInt64(nonce))) == nil) }
+        #expect(node.submit(cluster.attribute(by: 0, to: 1, nonce: 7)) == .mempoolShare)
+        #expect(node.submit(cluster.attribute(by: 0, to: 1, nonce: 1)) == .duplicate)
+        for nonce in 1...2 { #expect(node.submit(cluster.attribute(by: 1, to: 1, nonce: UInt64(nonce))) == nil) }
+        #expect(node.submit(cluster.attribute(by: 1, to: 1, nonce: 3)) == .mempoolFull)
+    }
+
     /// The node's operator endpoint (/metrics, /health) against a client that misbehaves:
     /// HEAD answered with GET's head and no body, another method 405; a crowd of idle
     /// connections past 64 closed as soon as accepted (counted), the rest closed once their
