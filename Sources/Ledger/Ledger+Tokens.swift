@@ -3,6 +3,16 @@ import Wire
 
 // Attribution, redemption, transfer, demurrage, and the epoch close with clearing.
 extension Ledger {
+    /// The cap period that `height` falls in, as a `Usage` record names it: from rules 6
+    /// its first height (`height` rounded down to the span), before it its index (`height /
+    /// span`). An index counts spans of whatever length is in force, so a vote changing
+    /// `blocksPerDay` (or an amendment changing the programme's period) could give a later
+    /// period the index of an old one, whose usage then counted again; a first height
+    /// equal to a record's lies within the current period whatever the spans were.
+    static func capPeriod(at height: UInt64, span: UInt64, rules: UInt32) -> UInt64 {
+        rules >= LedgerRules.governanceBounded ? height - height % span : height / span
+    }
+
     /// Demurrage is realized lazily: when an account is next touched, each of its
     /// demurrage lots melts once per epoch closed since it was last realized. Returns the
     /// account as it stands now and what melted, by programme (not yet written).
@@ -91,7 +101,7 @@ extension Ledger {
         let evidenceKey = StateKeys.evidence(id, evidence)
         guard raw(evidenceKey) == nil else { return .failure(.evidenceUsed) }
 
-        let period = height / parameters.blocksPerDay.saturatingMultiplying(programme.capPeriod.days)
+        let period = Self.capPeriod(at: height, span: parameters.blocksPerDay.saturatingMultiplying(programme.capPeriod.days), rules: blockRules)
         let usageKey = StateKeys.usage(account, id)
         let previous = read(usageKey, as: Usage.self)
         let used = previous?.period == period ? previous?.amount ?? 0 : 0

@@ -275,6 +275,8 @@ public struct Account: Hashable, Sendable {
 
 /// What an account received from one programme in the current cap period.
 public struct Usage: Hashable, Sendable {
+    /// The period: its first height from ledger rules 6, its index before
+    /// (`Ledger.capPeriod(at:span:rules:)`).
     public var period: UInt64
     public var amount: Amount
 }

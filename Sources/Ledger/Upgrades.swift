@@ -29,7 +29,9 @@ import Wire
 ///   (`setValidators`); a proposal passes with more than half of the active partners
 ///   (`setParameters`); a partner opens at most `LedgerLimits.proposalsPerDayMax`
 ///   proposals per day of blocks (`proposalsPerDayExceeded`); a failed proposal's reason
-///   is kept cut to what its record reads back (`Proposal.reasonBytesMax`).
+///   is kept cut to what its record reads back (`Proposal.reasonBytesMax`); and an
+///   account's cap usage names its period by its first height, not its index, so that a
+///   vote changing `blocksPerDay` cannot make an old period's usage count again.
 public enum LedgerRules {
     /// The newest version this code implements.
     public static let newest: UInt32 = 6

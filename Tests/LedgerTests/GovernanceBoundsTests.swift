@@ -159,6 +159,31 @@ import Wire
         }
     }
 
+    /// A cap's usage names its period by its first height (rules 6): a vote lengthening the
+    /// day cannot make an old day's usage count again. Days of 100 blocks, then of 150:
+    /// height 250 was in the third day of 100 (index 2), height 320 is in the third day of
+    /// 150 (index 2 again) but not the same day. Under rules 5 the index was the period,
+    /// and the usage at 250 capped the account at 320.
+    @Test func aCapsUsageFromAnOldDayDoesNotCountAfterTheDaysLengthChanges() {
+        for rules in [LedgerRules.validatorKeysKept, LedgerRules.governanceBounded] {
+            var f = LedgerFixture.withRules(rules, upgrade: "rules")
+            #expect(f.ledger.parameters.blocksPerDay == 100)
+            while f.ledger.height + 1 < 250 { f.run([]) }
+            #expect(f.one(f.attribute("rtm", "mobilite", to: 1, units: 40, evidence: 1)) == .applied)  // 200: the daily cap
+            var parameters = f.ledger.parameters
+            parameters.blocksPerDay = 150
+            f.govern(.setParameters(parameters))
+            while f.ledger.height + 1 < 320 { f.run([]) }
+            let result = f.one(f.attribute("rtm", "mobilite", to: 1, units: 40, evidence: 2))
+            if rules >= LedgerRules.governanceBounded {
+                #expect(result == .applied)
+                #expect(f.ledger.usage(LedgerFixture.citizen(1).publicKey, id("mobilite")) == Usage(period: 300, amount: 200))
+            } else {
+                #expect(result.rejection == .capExceeded(cap: 200, used: 200, asked: 200))
+            }
+        }
+    }
+
     @Test func aReasonIsCutOnACharactersBoundary() {
         #expect(Ledger<MemoryStateStore>.cut("abc", toBytes: 3) == "abc")
         #expect(Ledger<MemoryStateStore>.cut("abcd", toBytes: 3) == "abc")
