@@ -609,8 +609,9 @@ extension NodePool {
         if let kept = checkedBlocks.withLock({ $0[height] }) { return kept }
         let found = try await firstFound(in: readOrder()) { [self] index -> VerifiedBlockContents? in
             let (trusted, answer) = try await trustedWith(index, .blockContents(height))
-            guard case let .blockContents(found) = answer else { throw CertifiedReadError.answer("not a block's contents") }
-            guard let found else { return nil }
+            guard case let .blockContents(answered) = answer else { throw CertifiedReadError.answer("not a block's contents") }
+            guard let answered else { return nil }
+            let found = try await withDecidedLeftOut(answered, from: index)
             let block = try Block(wireBytes: found.body)
             guard found.height == height, block.seq == height else {
                 throw CertifiedReadError.answer("asked for block \(height), answered block \(block.seq)")
@@ -645,6 +646,26 @@ extension NodePool {
             checkedBlocks.withLock { $0.insert(found, for: height, bytes: bytes) }
         }
         return found
+    }
+
+    /// `found` with the records of the decided proposals it names by number only
+    /// (`BlockContents.decidedLeftOut`), asked of the node that answered, in chunks: its
+    /// word, as the records the answer carries are.
+    private func withDecidedLeftOut(_ found: BlockContents, from index: Int) async throws -> BlockContents {
+        guard !found.decidedLeftOut.isEmpty else { return found }
+        var decided = found.decided
+        for start in stride(from: 0, to: found.decidedLeftOut.count, by: Self.batchChunkMax) {
+            let ids = found.decidedLeftOut[start..<min(start + Self.batchChunkMax, found.decidedLeftOut.count)]
+            for (id, answer) in zip(ids, try await ask(index, ids.map { .state(StateKeys.proposal($0)) })) {
+                guard case let .state(_, _, record?, _) = answer, (try? Proposal(wireBytes: record))?.id == id else {
+                    throw CertifiedReadError.answer("block \(found.height): the record of proposal \(id), which it decided, is not that proposal's")
+                }
+                decided.append(record)
+            }
+        }
+        return BlockContents(
+            height: found.height, body: found.body, certificate: found.certificate, results: found.results, closedEpoch: found.closedEpoch,
+            decided: decided, opened: found.opened)
     }
 
     /// Whether block `height` is final: a node shows its digest with a commit certificate

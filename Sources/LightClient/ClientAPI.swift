@@ -371,6 +371,12 @@ public struct BlockSummary: Hashable, Sendable {
 /// closed, the proposals it decided, as their records stand now (a decided proposal does
 /// not change again), and the numbers of the proposals it opened. The body and certificate can be checked; the results, the
 /// epoch and the proposals are the node's word (Docs/API.md, "Events").
+///
+/// The decided proposals' records fill at most `StoreAnswers.decidedBytesMax`; those past
+/// it are named by number only (`decidedLeftOut`), for the reader to ask one by one, so
+/// that a block deciding many large proposals still has an answer under the frame's
+/// limit. The numbers are written after everything else and only when there are any:
+/// an answer without them is byte for byte what a node before them sent.
 public struct BlockContents: Hashable, Sendable {
     public let height: UInt64
     public let body: [UInt8]
@@ -379,9 +385,12 @@ public struct BlockContents: Hashable, Sendable {
     public let closedEpoch: UInt64?
     public let decided: [[UInt8]]
     public let opened: [OpenedProposal]
+    /// The proposals the block decided whose records this answer leaves out.
+    public let decidedLeftOut: [UInt64]
 
     public init(
-        height: UInt64, body: [UInt8], certificate: [UInt8], results: [[UInt8]], closedEpoch: UInt64?, decided: [[UInt8]], opened: [OpenedProposal]
+        height: UInt64, body: [UInt8], certificate: [UInt8], results: [[UInt8]], closedEpoch: UInt64?, decided: [[UInt8]], opened: [OpenedProposal],
+        decidedLeftOut: [UInt64] = []
     ) {
         self.height = height
         self.body = body
@@ -390,6 +399,7 @@ public struct BlockContents: Hashable, Sendable {
         self.closedEpoch = closedEpoch
         self.decided = decided
         self.opened = opened
+        self.decidedLeftOut = decidedLeftOut
     }
 
     func encode(to writer: inout WireWriter) {
@@ -407,6 +417,7 @@ public struct BlockContents: Hashable, Sendable {
             writer.write(entry.position)
             writer.write(entry.proposal)
         }
+        if !decidedLeftOut.isEmpty { writer.writeArray(decidedLeftOut) }
     }
 
     init(from reader: inout WireReader) throws(WireError) {
@@ -429,6 +440,7 @@ public struct BlockContents: Hashable, Sendable {
             opened.append(OpenedProposal(position: try reader.readUInt64("contents.position"), proposal: try reader.readUInt64("contents.proposal")))
         }
         self.opened = opened
+        decidedLeftOut = reader.isAtEnd ? [] : try reader.readArray("contents.decidedLeftOut", maximum: ClientResponse.blockTransactionsMax, of: UInt64.self)
     }
 }
 

@@ -63,19 +63,37 @@ public struct StoreAnswers {
         return writer.bytes
     }
 
-    /// A final block's body, results and events (nil: not here, or its body was pruned).
+    /// The bytes of decided proposals' records one block's contents carry, at most: a
+    /// proposal's record may be some 25 KiB (its action and votes), and a block of a
+    /// thousand votes may decide as many; with the block's body (`blockBytesMax`) and
+    /// results the answer stays under the client frame's 8 MiB. Those past it are named
+    /// (`BlockContents.decidedLeftOut`).
+    public static let decidedBytesMax = 2 << 20
+
+    /// A final block's body, results and events (nil: not here, or its body was pruned),
+    /// the decided proposals' records within `decidedBytesMax` bytes, the others by number.
     /// A record of events this node cannot read is an error, not an answer without them.
-    public func blockContents(_ height: UInt64) throws(StorageError) -> BlockContents? {
+    public func blockContents(_ height: UInt64, decidedBytesMax: Int = Self.decidedBytesMax) throws(StorageError) -> BlockContents? {
         guard let block = try store.block(at: height), let body = block.body else { return nil }
         var closedEpoch: UInt64?
-        var decided: [[UInt8]] = []
+        var decided: [[UInt8]] = [], decidedBytes = 0, leftOut: [UInt64] = []
         var opened: [OpenedProposal] = []
         if let extra = try store.extra(Self.eventsExtraName(height)) {
             do {
                 var reader = WireReader(extra)
                 closedEpoch = try reader.readBool("events.closed") ? try reader.readUInt64("events.closedEpoch") : nil
+                // A record the stored state does not hold decided yet (the state is written
+                // at checkpoints, behind the blocks) is left out too: the node's current
+                // state, which a reader asks next, has it.
                 for id in try reader.readArray("events.decided", maximum: ClientResponse.blockTransactionsMax, of: UInt64.self) {
-                    if let record = try store.value(StateKeys.proposal(id)) { decided.append(record) }
+                    guard leftOut.isEmpty, let record = try store.value(StateKeys.proposal(id)), record.count <= decidedBytesMax - decidedBytes,
+                        let proposal = try? Proposal(wireBytes: record), proposal.status != .open
+                    else {
+                        leftOut.append(id)
+                        continue
+                    }
+                    decided.append(record)
+                    decidedBytes += record.count
                 }
                 for _ in 0..<(try reader.readCount("events.opened", maximum: ClientResponse.blockTransactionsMax)) {
                     opened.append(OpenedProposal(position: try reader.readUInt64("events.position"), proposal: try reader.readUInt64("events.proposal")))
@@ -89,7 +107,7 @@ public struct StoreAnswers {
         }
         return BlockContents(
             height: height, body: body, certificate: block.certificate, results: block.transactions.map(\.result), closedEpoch: closedEpoch,
-            decided: decided, opened: opened)
+            decided: decided, opened: opened, decidedLeftOut: leftOut)
     }
 
     /// Final blocks from `from` on, at most `limit`: their headers only are read.

@@ -37,12 +37,18 @@ public struct ClientAnswers {
     /// is synced, since a certificate may carry the node's own vote, which leaves the node
     /// only once recorded on disk. A block above it is answered as not final yet.
     let visibleHeight: UInt64
+    /// The bytes of decided proposals' records a block's contents carry (`StoreAnswers.blockContents`).
+    let decidedBytesMax: Int
 
-    public init(store: NodeStore, ledger: Ledger<StoredState>, snapshotItemsAllowed: Int = .max, visibleHeight: UInt64 = .max) {
+    public init(
+        store: NodeStore, ledger: Ledger<StoredState>, snapshotItemsAllowed: Int = .max, visibleHeight: UInt64 = .max,
+        decidedBytesMax: Int = StoreAnswers.decidedBytesMax
+    ) {
         self.store = store
         self.ledger = ledger
         self.snapshotItemsAllowed = max(0, snapshotItemsAllowed)
         self.visibleHeight = visibleHeight
+        self.decidedBytesMax = decidedBytesMax
     }
 
     /// The highest block shown now.
@@ -83,7 +89,7 @@ public struct ClientAnswers {
             case let .block(height): return .answer(.block(height > visibleHeight ? nil : try answers.block(height)))
             case let .blockTransactions(height): return .answer(.blockTransactions(height > visibleHeight ? nil : try answers.blockTransactions(height)))
             case let .blockContents(height):
-                let answer = ClientResponse.blockContents(height > visibleHeight ? nil : try answers.blockContents(height))
+                let answer = ClientResponse.blockContents(height > visibleHeight ? nil : try answers.blockContents(height, decidedBytesMax: decidedBytesMax))
                 guard answer.wireBytes.count <= WireLimits.envelopePayloadSizeMax - 64 else {
                     return .answer(.error("block \(height)'s contents are larger than one answer (\(WireLimits.envelopePayloadSizeMax) bytes)"))
                 }

@@ -422,7 +422,9 @@ extension NodeRuntime {
         // A validator set scheduled after the current epoch (a governance change not in force yet).
         let pending = core.replica.schedule.epochs.last.flatMap { $0.firstSeq > core.replica.epoch.firstSeq ? $0 : nil }
         let name = { [core] (key: ValidatorID) in core.partnersByValidator[key] ?? "key \(key.bytes.hex.prefix(16))" }
-        let outcome = ClientAnswers(store: store, ledger: ledger, snapshotItemsAllowed: snapshotItemsBudget, visibleHeight: syncedHeight).outcome(of: request) {
+        let outcome = ClientAnswers(
+            store: store, ledger: ledger, snapshotItemsAllowed: snapshotItemsBudget, visibleHeight: syncedHeight,
+            decidedBytesMax: configuration.blockContentsDecidedBytesMax).outcome(of: request) {
             NodeStatus(
                 partner: configuration.transport.selfID, height: ledger.height, stateRoot: ledger.stateRoot, view: core.replica.view,
                 epochFirstSeq: core.replica.epoch.firstSeq, peers: transport.linkedPeersOnLoop(), mempool: UInt64(core.mempool.count),

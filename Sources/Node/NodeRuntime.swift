@@ -58,6 +58,10 @@ public struct NodeConfiguration: Sendable {
     public var replica: @Sendable (ReplicaConfiguration) -> ReplicaConfiguration = { $0 }
     /// Transactions waiting in the mempool; beyond, submissions are refused.
     public var mempoolCountMax = 100_000
+    /// The bytes of decided proposals' records a block's contents answer carries, the others
+    /// named by number (`StoreAnswers.decidedBytesMax`; not in the configuration file: tests
+    /// set it low to see the others asked for).
+    public var blockContentsDecidedBytesMax = StoreAnswers.decidedBytesMax
     /// Local HTTP port for `/metrics` (Prometheus text) and `/health`; nil: none.
     public var metricsPort: UInt16?
     /// The database's memory: mapped window and page cache (Docs/STORAGE.md).

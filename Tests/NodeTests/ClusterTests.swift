@@ -95,11 +95,12 @@ struct TestCluster {
     /// Every node started, each with a client port (a free one), linked unless `linked` is
     /// false (the caller links them, `link`), with the node's idle fill unless `fill` is
     /// false (heights then move only with transactions). The caller stops them.
-    func startNodes(linked: Bool = true, fill: Bool = true) throws -> [NodeRuntime] {
+    func startNodes(linked: Bool = true, fill: Bool = true, decidedBytesMax: Int? = nil) throws -> [NodeRuntime] {
         let nodes = try (0..<count).map { index in
             var configuration = configuration(index)
             configuration.transport.clientPort = 0
             if !fill { configuration.checkpointFillMilliseconds = 0 }
+            if let decidedBytesMax { configuration.blockContentsDecidedBytesMax = decidedBytesMax }
             return try NodeRuntime(configuration: configuration)
         }
         for node in nodes { try node.start() }

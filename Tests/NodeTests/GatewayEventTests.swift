@@ -7,6 +7,7 @@ import CalissonCrypto
 import Foundation
 @testable import Gateway
 import Ledger
+import LightClient
 import Storage
 import Synchronization
 import Testing
@@ -148,9 +149,11 @@ struct FeedReader {
         #expect(status == 200 && events.first?.data["id"] as? String == SignedTransaction.idTag.hash(attribution).hex, "\(status) \(events)")
     }
 
+    /// The nodes answer a block's contents with no decided proposal's record (as past
+    /// `StoreAnswers.decidedBytesMax` bytes of them): the feed asks for each by number.
     @Test func theFeedResumesWithNoGapAndNoDuplicate() async throws {
         let cluster = try TestCluster()
-        let nodes = try cluster.startNodes()
+        let nodes = try cluster.startNodes(decidedBytesMax: 0)
         defer { for node in nodes { node.stop() } }
         let reader = APIKey.generate(name: "reader", scopes: [.read])
         let feeder = APIKey.generate(name: "feeder", scopes: [.read])
@@ -192,6 +195,20 @@ struct FeedReader {
         #expect(events.contains { $0.name == "transaction" && $0.data["kind"] as? String == "propose" && $0.data["result"] as? String == "applied" })
         let decision = events.first { $0.name == "governance" }
         #expect(decision?.data["proposal"] as? Int == 1 && decision?.data["status"] as? String == "passed", "\(decision?.data ?? [:])")
+        // What the nodes answered: the record left out, named; within the budget, carried.
+        let answers = StoreAnswers(store: store)
+        let decided = UInt64(try #require(decision?.data["height"] as? Int))
+        let bare = try #require(try answers.blockContents(decided, decidedBytesMax: 0))
+        let carried = try #require(try answers.blockContents(decided))
+        #expect(bare.decided.isEmpty && bare.decidedLeftOut == [1] && carried.decidedLeftOut.isEmpty)
+        #expect(carried.decided.compactMap { try? Proposal(wireBytes: $0).id } == [1])
+        #expect(try ClientResponse(wireBytes: ClientResponse.blockContents(bare).wireBytes) == .blockContents(bare))
+        // Without names left out, the answer is what a node before them sent: nothing after the proposals opened.
+        let old = ClientResponse.blockContents(carried).wireBytes
+        #expect(try ClientResponse(wireBytes: old) == .blockContents(carried))
+        #expect(old.count + 4 + 8 == ClientResponse.blockContents(BlockContents(
+            height: carried.height, body: carried.body, certificate: carried.certificate, results: carried.results, closedEpoch: carried.closedEpoch,
+            decided: carried.decided, opened: carried.opened, decidedLeftOut: [7])).wireBytes.count)
         let epoch = events.first { $0.name == "epoch" }
         #expect(epoch?.data["epoch"] as? Int == 0 && epoch?.data["height"] as? Int == 50, "\(epoch?.data ?? [:])")
 
