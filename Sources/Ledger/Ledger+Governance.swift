@@ -22,14 +22,14 @@ extension Ledger {
     }
 
     /// Counts a proposal against the proposer's day of blocks (rules 6): a day starts at
-    /// the first proposal past the previous day and lasts `blocksPerDay` blocks.
+    /// the first proposal past the previous day and lasts the `blocksPerDay` blocks in
+    /// force then (its end is recorded, so a later vote changing them does not move it).
     private mutating func countProposal(by proposer: Identifier, height: UInt64) -> Result<Void, LedgerRejection> {
         let key = StateKeys.proposalsOpened(proposer)
-        var day = read(key, as: ProposalsOpened.self) ?? ProposalsOpened(start: height, count: 0)
-        let nextDay = day.start.saturatingAdding(parameters.blocksPerDay)
-        if height >= nextDay || height < day.start { day = ProposalsOpened(start: height, count: 0) }
+        var day = read(key, as: ProposalsOpened.self) ?? ProposalsOpened(end: 0, count: 0)
+        if height >= day.end { day = ProposalsOpened(end: height.saturatingAdding(parameters.blocksPerDay), count: 0) }
         guard day.count < LedgerLimits.proposalsPerDayMax else {
-            return .failure(.proposalsPerDayExceeded(max: LedgerLimits.proposalsPerDayMax, nextDayHeight: nextDay))
+            return .failure(.proposalsPerDayExceeded(max: LedgerLimits.proposalsPerDayMax, nextDayHeight: day.end))
         }
         day.count += 1
         write(key, day)
@@ -68,15 +68,18 @@ extension Ledger {
         if proposal.status != .open { decidedProposals.append(proposal.id) }
     }
 
-    /// `text` cut to at most `bytes` bytes of UTF-8, on a character's boundary.
+    /// `text` cut to at most `bytes` bytes of UTF-8, on a Unicode scalar's boundary (not a
+    /// character's: where characters end depends on the Unicode version of the toolchain
+    /// that built the node, and the result is part of the certified state).
     static func cut(_ text: String, toBytes bytes: Int) -> String {
         guard text.utf8.count > bytes else { return text }
-        var kept = ""
-        for character in text {
-            guard kept.utf8.count + character.utf8.count <= bytes else { break }
-            kept.append(character)
+        var kept = String.UnicodeScalarView(), count = 0
+        for scalar in text.unicodeScalars {
+            count += UTF8.width(scalar)
+            guard count <= bytes else { break }
+            kept.append(scalar)
         }
-        return kept
+        return String(kept)
     }
 
     /// nil when `action` can be applied to the current state at `height`, else why not
@@ -85,21 +88,25 @@ extension Ledger {
     func problem(with action: GovernanceAction, height: UInt64) -> String? {
         if let problem = actionProblem(with: action, height: height) { return problem }
         if blockRules >= LedgerRules.validatorKeysKept, let problem = keysProblem(with: action) { return problem }
-        return blockRules >= LedgerRules.governanceBounded ? boundsProblem(with: action) : nil
+        return blockRules >= LedgerRules.governanceBounded ? boundsProblem(with: action, height: height) : nil
     }
 
     /// Under ledger rules 6: why `action` could stop the chain or hand one partner every
     /// decision; nil when it cannot.
-    /// - A validator set whose added members, if their nodes are not up yet, leave the
-    ///   members kept short of a quorum of the new set: it adds at most f of its n members
-    ///   (f = (n − 1) / 3), or one when n is under four (such a set tolerates no fault, and
-    ///   one at a time is the only way it grows). The quorum then holds with the members
-    ///   kept, and the change can be voted back.
-    /// - A validator without a TLS key hash: no peer can check its certificate, so no node
-    ///   ever links with it.
+    /// - Validators added faster than the consensus can take them with a quorum kept. The
+    ///   validators kept must make a quorum of the new set while the new ones start (they
+    ///   may not be up yet, or unable to link): a set of n adds at most f = (n − 1) / 3;
+    ///   one of fewer than four tolerates no fault, and grows by one, keeping every current
+    ///   validator (the only way it grows at all). And one change at a time: no addition
+    ///   while the consensus has not yet taken up the last change of the validators' node
+    ///   keys (this block's, or one within `LedgerLimits.validatorSwitchBlocks` blocks), since
+    ///   two additions taken up at the same boundary add up. A validator whose node key is
+    ///   rotated is a new one.
+    /// - A validator without a TLS key hash: no peer can check its node's certificate, so
+    ///   no node ever links with it.
     /// - An approval of half the active partners or less: one partner of two, or a
     ///   minority, would pass anything, this rule's repeal included.
-    func boundsProblem(with action: GovernanceAction) -> String? {
+    func boundsProblem(with action: GovernanceAction, height: UInt64) -> String? {
         switch action {
         case let .setValidators(ids):
             for id in ids where partner(id)?.tlsKeyHash == nil {
@@ -107,11 +114,21 @@ extension Ledger {
             }
             let current = Set(meta.validators)
             let added = ids.filter { !current.contains($0) }
-            let addedMax = max(1, (ids.count - 1) / 3)
-            if added.count > addedMax {
+            guard !added.isEmpty else { return nil }
+            if ids.count < 4 {
+                if added.count > 1 || !current.isSubset(of: ids) {
+                    return "a set of fewer than four validators tolerates no fault: it grows by one validator at a time, keeping every current one "
+                        + "(this one adds \(added.map(\.rawValue).joined(separator: ", "))\(current.isSubset(of: ids) ? "" : " and drops some"))"
+                }
+            } else if added.count > (ids.count - 1) / 3 {
                 return "the set adds \(added.count) validators (\(added.map(\.rawValue).joined(separator: ", "))) where a set of \(ids.count) may add "
-                    + "\(addedMax) at once: the validators kept must still make a quorum while the new ones start (add them in several votes)"
+                    + "\((ids.count - 1) / 3) at once: the validators kept must still make a quorum while the new ones start (add them in several votes)"
             }
+            return validatorChangePending(height: height)
+        case let .rotateKeys(id, _, nodeKey, tlsKeyHash):
+            guard meta.validators.contains(id), let partner = partner(id) else { return nil }
+            if tlsKeyHash == nil { return "validator \(id) needs a TLS key hash: change the validators without it first" }
+            return nodeKey == partner.nodeKey ? nil : validatorChangePending(height: height)
         case let .setParameters(parameters):
             if parameters.approvalNumerator <= parameters.approvalDenominator / 2 {
                 return "approval must be more than half of the active partners (it is \(parameters.approvalNumerator)/\(parameters.approvalDenominator))"
@@ -119,6 +136,17 @@ extension Ledger {
         default: break
         }
         return nil
+    }
+
+    /// Why a validator cannot be added at `height`: the last change of the validators'
+    /// node keys is not yet taken up by the consensus (made in this block, or within
+    /// `LedgerLimits.validatorSwitchBlocks` blocks before it); nil when it is.
+    func validatorChangePending(height: UInt64) -> String? {
+        let changedAt = nodeKeys() != blockValidators ? height : read(StateKeys.validatorKeys, as: ValidatorKeys.self)?.changedAt ?? 0
+        let takenUp = changedAt.saturatingAdding(LedgerLimits.validatorSwitchBlocks)
+        guard changedAt > 0, height <= takenUp else { return nil }
+        return "the validators changed at height \(changedAt) and the consensus takes that up by height \(takenUp): "
+            + "one change at a time, so that additions do not add up (propose again after height \(takenUp), once the new nodes vote)"
     }
 
     private func actionProblem(with action: GovernanceAction, height: UInt64) -> String? {

@@ -8,7 +8,9 @@ extension Ledger {
     /// span`). An index counts spans of whatever length is in force, so a vote changing
     /// `blocksPerDay` (or an amendment changing the programme's period) could give a later
     /// period the index of an old one, whose usage then counted again; a first height
-    /// equal to a record's lies within the current period whatever the spans were.
+    /// equal to a record's lies within the current period whatever the spans were (and so
+    /// does an index equal to the current one, from a record written before rules 6,
+    /// unless the span changed meanwhile: the old rule, for those records only).
     static func capPeriod(at height: UInt64, span: UInt64, rules: UInt32) -> UInt64 {
         rules >= LedgerRules.governanceBounded ? height - height % span : height / span
     }
@@ -101,10 +103,14 @@ extension Ledger {
         let evidenceKey = StateKeys.evidence(id, evidence)
         guard raw(evidenceKey) == nil else { return .failure(.evidenceUsed) }
 
-        let period = Self.capPeriod(at: height, span: parameters.blocksPerDay.saturatingMultiplying(programme.capPeriod.days), rules: blockRules)
+        let span = parameters.blocksPerDay.saturatingMultiplying(programme.capPeriod.days)
+        let period = Self.capPeriod(at: height, span: span, rules: blockRules)
         let usageKey = StateKeys.usage(account, id)
         let previous = read(usageKey, as: Usage.self)
-        let used = previous?.period == period ? previous?.amount ?? 0 : 0
+        // From rules 6 a record written before them names the period by its index: the
+        // current index counts too, so that the upgrade gives no account a second cap.
+        let current = previous.map { $0.period == period || (blockRules >= LedgerRules.governanceBounded && $0.period == height / span) } ?? false
+        let used = current ? previous?.amount ?? 0 : 0
         guard used + amount <= programme.capPerAccount else {
             return .failure(.capExceeded(cap: programme.capPerAccount, used: used, asked: amount))
         }

@@ -119,6 +119,8 @@ public struct Ledger<Store: StateStore> {
     /// The rules in force at the block being executed (`LedgerRules`): an upgrade's height
     /// is above the block that enacts it, so they never change within a block.
     var blockRules = LedgerRules.initial
+    /// The validators' node keys when the block being executed started.
+    var blockValidators: [Ed25519PublicKey] = []
     /// Whether the block changed a partner's endpoints (reported as `partnersChanged`).
     var directoryChanged = false
 
@@ -227,6 +229,7 @@ public struct Ledger<Store: StateStore> {
         meta.height = height
         blockRules = rules(atHeight: height)
         let validatorsBefore = nodeKeys()
+        blockValidators = validatorsBefore
         pruneUsedNonces(expiredBefore: height)
         decidedProposals = []
         directoryChanged = false

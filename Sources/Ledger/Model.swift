@@ -28,6 +28,12 @@ public enum LedgerLimits {
     /// proposal's record (up to ~16 KiB) stays in the certified state for good, and opening
     /// one needs no vote.
     public static let proposalsPerDayMax: UInt64 = 16
+    /// Blocks after the block that changed the validators' node keys within which the
+    /// consensus takes the change up: it is in force from the first height past the next
+    /// checkpoint (every 8 blocks) and the window (32 blocks) after it
+    /// (`EpochSchedule.boundary`), at most 40 blocks on (rules 6: no validator is added
+    /// meanwhile).
+    public static let validatorSwitchBlocks: UInt64 = 40
 }
 
 /// A partner's or programme's identifier: 1 to 32 bytes of a-z, 0-9 and '-'.

@@ -84,6 +84,14 @@ public enum ProposalStatus: Hashable, Sendable {
     case rejected(atHeight: UInt64)
     /// It passed but its action was no longer valid when applied.
     case failed(atHeight: UInt64, reason: String)
+
+    /// The height of the block that decided it; nil while open.
+    public var decidedAt: UInt64? {
+        switch self {
+        case .open: return nil
+        case let .passed(height), let .rejected(height), let .failed(height, _): return height
+        }
+    }
 }
 
 public struct Proposal: Hashable, Sendable {
@@ -101,25 +109,25 @@ public struct Proposal: Hashable, Sendable {
     public static let reasonBytesMax = 256
 }
 
-/// How many proposals a partner opened in its current day of blocks: the day started at
-/// `start` and lasts `blocksPerDay` blocks (rules 6). The day's start, not its index: a
-/// vote changing `blocksPerDay` cannot make an old count look current, nor a current one old.
+/// How many proposals a partner opened in its current day of blocks, which ends before
+/// height `end` (rules 6). The day's end, set when it starts from the `blocksPerDay` in
+/// force then: a vote changing them later neither revives an old count nor ends a day early.
 struct ProposalsOpened: Hashable, Sendable, WireCodable {
-    var start: UInt64
+    var end: UInt64
     var count: UInt64
 
     func encode(to writer: inout WireWriter) {
-        writer.write(start)
+        writer.write(end)
         writer.write(count)
     }
 
-    init(start: UInt64, count: UInt64) {
-        self.start = start
+    init(end: UInt64, count: UInt64) {
+        self.end = end
         self.count = count
     }
 
     init(from reader: inout WireReader) throws(WireError) {
-        start = try reader.readUInt64("proposalsOpened.start")
+        end = try reader.readUInt64("proposalsOpened.end")
         count = try reader.readUInt64("proposalsOpened.count")
     }
 }

@@ -35,31 +35,77 @@ import Wire
                        + "the validators kept must still make a quorum while the new ones start (add them in several votes)")
     }
 
+    static func smallRefusal(adds added: [String], drops: Bool) -> LedgerRejection {
+        .invalidAction("a set of fewer than four validators tolerates no fault: it grows by one validator at a time, keeping every current one "
+                       + "(this one adds \(added.joined(separator: ", "))\(drops ? " and drops some" : ""))")
+    }
+
+    static func pendingRefusal(changedAt: UInt64) -> LedgerRejection {
+        let takenUp = changedAt + LedgerLimits.validatorSwitchBlocks
+        return .invalidAction("the validators changed at height \(changedAt) and the consensus takes that up by height \(takenUp): "
+                              + "one change at a time, so that additions do not add up (propose again after height \(takenUp), once the new nodes vote)")
+    }
+
+    static func changedAt(_ f: LedgerFixture) -> UInt64 { f.ledger.read(StateKeys.validatorKeys, as: ValidatorKeys.self)?.changedAt ?? 0 }
+
+    /// Empty blocks until the consensus has taken up the last change of the validators.
+    static func untilTakenUp(_ f: inout LedgerFixture) {
+        while f.ledger.height + 1 <= changedAt(f) + LedgerLimits.validatorSwitchBlocks { f.run([]) }
+    }
+
     @Test func aValidatorSetAddsAtMostFOfItsMembersAtOnce() {
         var f = LedgerFixture.withRules(LedgerRules.governanceBounded, upgrade: "bounds")
+        let set = { (names: [String]) in GovernanceAction.setValidators(names.map(id)) }
         // No peer can check the certificate of a node without a TLS key hash.
-        #expect(Self.refusal(&f, .setValidators([id("metropole")]))
+        #expect(Self.refusal(&f, set(["metropole"]))
             == .invalidAction("validator metropole has no TLS key hash: no peer could check its node's certificate (rotate its keys with one first)"))
         Self.giveTLS(&f, ["metropole", "rtm", "tri", "friche"])
 
-        // Removing is no risk to the quorum: from four to one.
-        f.govern(.setValidators([id("metropole")]))
-        // Under four, one at a time: a set of two or three tolerates no fault anyway.
-        #expect(Self.refusal(&f, .setValidators([id("metropole"), id("rtm"), id("tri")])) == Self.addRefusal(["rtm", "tri"], of: 3, may: 1))
-        f.govern(.setValidators([id("metropole"), id("rtm")]))
-        f.govern(.setValidators([id("metropole"), id("rtm"), id("tri")]))
+        // Removing is no risk to the quorum: from four to one, at once.
+        f.govern(set(["metropole"]))
+        let shrunk = Self.changedAt(f)
+        // Under four, one at a time, keeping every current validator: a set of two or three
+        // tolerates no fault, and one replaced is a set of none kept.
+        #expect(Self.refusal(&f, set(["metropole", "rtm", "tri"])) == Self.smallRefusal(adds: ["rtm", "tri"], drops: false))
+        #expect(Self.refusal(&f, set(["rtm"])) == Self.smallRefusal(adds: ["rtm"], drops: true))
+        // One change at a time: nothing added until the consensus took up the last change.
+        #expect(Self.refusal(&f, set(["metropole", "rtm"])) == Self.pendingRefusal(changedAt: shrunk))
+        Self.untilTakenUp(&f)
+        f.govern(set(["metropole", "rtm"]))
+        Self.untilTakenUp(&f)
+        #expect(Self.refusal(&f, set(["metropole", "tri"])) == Self.smallRefusal(adds: ["tri"], drops: true))
+        f.govern(set(["metropole", "rtm", "tri"]))
+        Self.untilTakenUp(&f)
         // From four, f of the new set: the three kept make a quorum of four, not of five.
-        #expect(Self.refusal(&f, .setValidators(["metropole", "rtm", "tri", "friche"].map(id))) == nil)
+        #expect(Self.refusal(&f, set(["metropole", "rtm", "tri", "friche"])) == nil)
         f.govern(.admitPartner(Self.validator("velo"), endpoints: []))
-        #expect(Self.refusal(&f, .setValidators(["metropole", "rtm", "tri", "friche", "velo"].map(id)))
-            == Self.addRefusal(["friche", "velo"], of: 5, may: 1))
-        f.govern(.setValidators(["metropole", "rtm", "tri", "friche"].map(id)))
-        // Two of four replaced at once: the two kept are no quorum of the new four.
         f.govern(.admitPartner(Self.validator("bus"), endpoints: []))
-        #expect(Self.refusal(&f, .setValidators(["bus", "metropole", "rtm", "velo"].map(id))) == Self.addRefusal(["bus", "velo"], of: 4, may: 1))
-        f.govern(.setValidators(["metropole", "rtm", "tri", "velo"].map(id)))
-        #expect(f.ledger.meta.validators == ["metropole", "rtm", "tri", "velo"].map(id))
-        #expect(f.ledger.nodeKeys().count == 4)
+        #expect(Self.refusal(&f, set(["metropole", "rtm", "tri", "friche", "velo"])) == Self.addRefusal(["friche", "velo"], of: 5, may: 1))
+        f.govern(set(["metropole", "rtm", "tri", "friche"]))
+        let grown = Self.changedAt(f)
+        #expect(Self.refusal(&f, set(["metropole", "rtm", "tri", "friche", "velo"])) == Self.pendingRefusal(changedAt: grown))
+        // A validator's node key rotated is a new validator; its TLS key hash stays.
+        let rotated = GovernanceAction.rotateKeys(id("tri"), signingKey: ValidatorKeyTests.signingKey("tri"),
+                                                  nodeKey: LedgerFixture.key("node tri 2").publicKey, tlsKeyHash: Self.tls("tri"))
+        #expect(Self.refusal(&f, rotated) == Self.pendingRefusal(changedAt: grown))
+        #expect(Self.refusal(&f, .rotateKeys(id("tri"), signingKey: ValidatorKeyTests.signingKey("tri"), nodeKey: f.ledger.partner(id("tri"))?.nodeKey,
+                                             tlsKeyHash: nil)) == .invalidAction("validator tri needs a TLS key hash: change the validators without it first"))
+        Self.untilTakenUp(&f)
+        #expect(Self.refusal(&f, rotated) == nil)
+        // Two additions each fine alone, decided in one block: the second fails.
+        #expect(Self.refusal(&f, set(["bus", "metropole", "rtm", "velo"])) == Self.addRefusal(["bus", "velo"], of: 4, may: 1))
+        let first = f.ledger.meta.nextProposal
+        f.run([f.partnerTx("metropole", .propose(set(["metropole", "rtm", "tri", "friche", "velo"]), deadline: f.ledger.height + 100)),
+               f.partnerTx("metropole", .propose(set(["metropole", "rtm", "tri", "friche", "bus"]), deadline: f.ledger.height + 100))])
+        for voter in ["rtm", "tri", "friche"] {
+            f.run([f.partnerTx(voter, .vote(proposal: first, approve: true)), f.partnerTx(voter, .vote(proposal: first + 1, approve: true))])
+        }
+        f.run([f.partnerTx("fonds", .vote(proposal: first, approve: true)), f.partnerTx("fonds", .vote(proposal: first + 1, approve: true))])
+        #expect(f.ledger.proposal(first).map { if case .passed = $0.status { true } else { false } } == true)
+        guard case let .invalidAction(pending) = Self.pendingRefusal(changedAt: f.ledger.height) else { return }
+        #expect(f.ledger.proposal(first + 1)?.status == .failed(atHeight: f.ledger.height, reason: pending))
+        #expect(f.ledger.meta.validators == ["metropole", "rtm", "tri", "friche", "velo"].map(id))
+        #expect(f.ledger.nodeKeys().count == 5)
     }
 
     @Test func aProposalPassesWithMoreThanHalfOfThePartners() {
@@ -101,14 +147,18 @@ import Wire
         #expect(results.prefix(max).allSatisfy { $0 == .applied })
         #expect(results.last?.rejection == .proposalsPerDayExceeded(max: UInt64(max), nextDayHeight: nextDay))
         #expect(f.ledger.meta.nextProposal == first + UInt64(max))
-        // Others still may, and so may it later the same day: no, the day is counted from its first.
         // Others still may; it may again once its day is over, for a day from then.
         #expect(f.one(propose(&f, "rtm")) == .applied)
         #expect(f.one(propose(&f, "tri")).rejection == .proposalsPerDayExceeded(max: UInt64(max), nextDayHeight: nextDay))
+        // A vote lengthening the day does not move the end of one already counted.
+        var parameters = f.ledger.parameters
+        parameters.blocksPerDay = 1_000
+        f.govern(.setParameters(parameters))
         while f.ledger.height + 1 < nextDay { f.run([]) }
+        let second = f.ledger.height + 1
         #expect(f.one(propose(&f, "tri")) == .applied)
         #expect(f.run((1..<max).map { _ in propose(&f, "tri") }).allSatisfy { $0 == .applied })
-        #expect(f.one(propose(&f, "tri")).rejection == .proposalsPerDayExceeded(max: UInt64(max), nextDayHeight: nextDay + f.ledger.parameters.blocksPerDay))
+        #expect(f.one(propose(&f, "tri")).rejection == .proposalsPerDayExceeded(max: UInt64(max), nextDayHeight: second + 1_000))
     }
 
     /// A proposal that fails when the votes decide keeps a reason its record reads back: cut
@@ -116,28 +166,28 @@ import Wire
     /// unknown to reads (it reads as absent).
     @Test func aFailedProposalsReasonIsCutToWhatItsRecordReadsBack() throws {
         var f = LedgerFixture.withRules(LedgerRules.governanceBounded, upgrade: "bounds")
-        // Four validators of 32-byte names, one at a time.
-        let long = (1...4).map { "l\($0)" + String(repeating: "x", count: 30) }
-        Self.giveTLS(&f, ["metropole"])
-        Self.pass(&f, .setValidators([id("metropole")]))
-        for (index, name) in long.enumerated() {
-            Self.pass(&f, .admitPartner(Self.validator(name), endpoints: []), by: index % 2 == 0 ? "rtm" : "tri")
-            Self.pass(&f, .setValidators((["metropole"] + long.prefix(index + 1)).map(id)), by: index % 2 == 0 ? "friche" : "metropole")
+        // Four validators of 32-byte names added to the four, one at a time.
+        let long = (1...5).map { "l\($0)" + String(repeating: "x", count: 30) }
+        let four = ["metropole", "rtm", "tri", "friche"]
+        Self.giveTLS(&f, four)
+        for (index, name) in long.enumerated() { Self.pass(&f, .admitPartner(Self.validator(name), endpoints: []), by: four[index % 4]) }
+        for count in 1...4 {
+            Self.pass(&f, .setValidators((four + long.prefix(count)).map(id)), by: four[count % 4])
+            Self.untilTakenUp(&f)
         }
-        Self.pass(&f, .setValidators(long.map(id)))
-        // Fine when proposed (one added to four), failed when decided (four added to one).
+        // Fine when proposed (one added to eight), failed when decided (five added to four).
         let proposal = f.ledger.meta.nextProposal
-        #expect(f.one(f.partnerTx("metropole", .propose(.setValidators((long + ["metropole"]).map(id)), deadline: f.ledger.height + 100))) == .applied)
-        Self.pass(&f, .setValidators([id("metropole")]), by: "rtm")
+        #expect(f.one(f.partnerTx("metropole", .propose(.setValidators((four + long).map(id)), deadline: f.ledger.height + 500))) == .applied)
+        Self.pass(&f, .setValidators(four.map(id)), by: "rtm")
         Self.vote(&f, proposal)
-        guard case let .invalidAction(reason) = Self.addRefusal(long, of: 5, may: 1) else { return }
+        guard case let .invalidAction(reason) = Self.addRefusal(long, of: 9, may: 2) else { return }
         let status = try #require(f.ledger.proposal(proposal)?.status, "the failed proposal reads back")
         guard case let .failed(_, kept) = status else {
             Issue.record("not failed: \(status)")
             return
         }
         #expect(reason.utf8.count > Proposal.reasonBytesMax && kept.utf8.count == Proposal.reasonBytesMax && reason.hasPrefix(kept), "\(kept)")
-        #expect(f.ledger.meta.validators == [id("metropole")])
+        #expect(f.ledger.meta.validators == four.map(id))
     }
 
     /// Proposes `action` and has every other active partner vote yes until it is decided;
@@ -184,11 +234,13 @@ import Wire
         }
     }
 
-    @Test func aReasonIsCutOnACharactersBoundary() {
-        #expect(Ledger<MemoryStateStore>.cut("abc", toBytes: 3) == "abc")
-        #expect(Ledger<MemoryStateStore>.cut("abcd", toBytes: 3) == "abc")
-        #expect(Ledger<MemoryStateStore>.cut("aéé", toBytes: 4) == "aé")
-        #expect(Ledger<MemoryStateStore>.cut("🇫🇷x", toBytes: 7) == "")
-        #expect(Ledger<MemoryStateStore>.cut("", toBytes: 0) == "")
+    @Test func aReasonIsCutOnAUnicodeScalarsBoundary() {
+        let cut = { (text: String, bytes: Int) in Ledger<MemoryStateStore>.cut(text, toBytes: bytes) }
+        #expect(cut("abc", 3) == "abc")
+        #expect(cut("abcd", 3) == "abc")
+        #expect(cut("aéé", 4) == "aé")
+        #expect(cut("🇫🇷x", 7) == "🇫")  // a flag is two scalars of four bytes: the first kept
+        #expect(cut("e\u{301}x", 2) == "e")  // é as e and a combining accent: the accent is cut off
+        #expect(cut("", 0) == "")
     }
 }
