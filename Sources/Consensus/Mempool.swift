@@ -53,14 +53,24 @@ public struct Mempool: Sendable {
     /// The commands and bytes `owner` holds.
     public func held(by owner: [UInt8]) -> (count: Int, bytes: Int) { held[owner] ?? (0, 0) }
 
+    /// The share of the mempool's room (count or bytes) held past which it runs short, and
+    /// the share an owner may then hold, as fractions of it: three quarters, one quarter.
+    static let runningShort = (numerator: 3, denominator: 4)
+    static let ownerShare = (numerator: 1, denominator: 4)
+
+    /// `part` of `whole`, rounded down.
+    static func share(_ whole: Int, _ part: (numerator: Int, denominator: Int)) -> Int {
+        whole / part.denominator * part.numerator + whole % part.denominator * part.numerator / part.denominator
+    }
+
     /// Whether `owner` may add no command now: the mempool is three quarters full, by count
     /// or by bytes, and it holds a quarter of that room or more. One signer flooding the
     /// node (a partner's back-end gone wrong) then leaves the last quarter to the others;
     /// while there is room, anyone's commands are taken. An owner that is no one's is never past it.
     public func isPastShare(_ owner: [UInt8]) -> Bool {
         guard !owner.isEmpty, let mine = held[owner] else { return false }
-        return (entries.count >= countMax - countMax / 4 && mine.count >= countMax / 4)
-            || (byteCount >= bytesMax - bytesMax / 4 && mine.bytes >= bytesMax / 4)
+        return (entries.count >= Self.share(countMax, Self.runningShort) && mine.count >= Self.share(countMax, Self.ownerShare))
+            || (byteCount >= Self.share(bytesMax, Self.runningShort) && mine.bytes >= Self.share(bytesMax, Self.ownerShare))
     }
 
     /// Keeps a command at the end of the queue, `owner`'s (none: empty).

@@ -610,8 +610,7 @@ extension NodePool {
         let found = try await firstFound(in: readOrder()) { [self] index -> VerifiedBlockContents? in
             let (trusted, answer) = try await trustedWith(index, .blockContents(height))
             guard case let .blockContents(answered) = answer else { throw CertifiedReadError.answer("not a block's contents") }
-            guard let answered else { return nil }
-            let found = try await withDecidedLeftOut(answered, from: index)
+            guard var found = answered else { return nil }
             let block = try Block(wireBytes: found.body)
             guard found.height == height, block.seq == height else {
                 throw CertifiedReadError.answer("asked for block \(height), answered block \(block.seq)")
@@ -619,21 +618,27 @@ extension NodePool {
             guard found.results.count == block.commands.count else {
                 throw CertifiedReadError.answer("block \(height) has \(block.commands.count) transactions and \(found.results.count) results")
             }
-            // The node's word on what the block did besides: it must at least hold
-            // together, or another node is asked.
-            for record in found.decided {
-                guard let proposal = try? Proposal(wireBytes: record), proposal.status != .open else {
-                    throw CertifiedReadError.answer("block \(height): a decided proposal's record is not a decided proposal")
-                }
-            }
-            guard found.opened.allSatisfy({ $0.position < UInt64(block.commands.count) }) else {
-                throw CertifiedReadError.answer("block \(height): a proposal opened at a position past its transactions")
-            }
             do {
                 try InclusionCheck.verifyCommit(
                     digest: block.digest, height: height, certificate: found.certificate, validators: trusted.keys(at: height), chainId: genesis.chainId)
             } catch let error as CertificateError {
                 throw CertifiedReadError.certificate(error)
+            }
+            // The node's word on what the block did besides: it must at least hold
+            // together, or another node is asked. Each decided proposal is decided by one of
+            // the block's transactions, once, at its height.
+            guard found.decided.count + found.decidedLeftOut.count <= block.commands.count else {
+                throw CertifiedReadError.answer("block \(height): more proposals decided than its \(block.commands.count) transactions")
+            }
+            found = try await withDecidedLeftOut(found, from: index)
+            var decided: Set<UInt64> = []
+            for record in found.decided {
+                guard let proposal = try? Proposal(wireBytes: record), proposal.status.decidedAt == height, decided.insert(proposal.id).inserted else {
+                    throw CertifiedReadError.answer("block \(height): a decided proposal's record is not that of a proposal it decided, once")
+                }
+            }
+            guard found.opened.allSatisfy({ $0.position < UInt64(block.commands.count) }) else {
+                throw CertifiedReadError.answer("block \(height): a proposal opened at a position past its transactions")
             }
             return VerifiedBlockContents(contents: found, block: block, source: nodes[index].description)
         }

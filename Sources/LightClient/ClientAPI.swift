@@ -440,7 +440,14 @@ public struct BlockContents: Hashable, Sendable {
             opened.append(OpenedProposal(position: try reader.readUInt64("contents.position"), proposal: try reader.readUInt64("contents.proposal")))
         }
         self.opened = opened
-        decidedLeftOut = reader.isAtEnd ? [] : try reader.readArray("contents.decidedLeftOut", maximum: ClientResponse.blockTransactionsMax, of: UInt64.self)
+        if reader.isAtEnd {
+            decidedLeftOut = []
+        } else {
+            let offset = reader.offset
+            decidedLeftOut = try reader.readArray("contents.decidedLeftOut", maximum: ClientResponse.blockTransactionsMax, of: UInt64.self)
+            // Written only when not empty: one encoding for each answer.
+            guard !decidedLeftOut.isEmpty else { throw .invalidValue(field: "contents.decidedLeftOut", offset: offset, reason: "present and empty") }
+        }
     }
 }
 

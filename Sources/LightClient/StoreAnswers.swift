@@ -64,17 +64,28 @@ public struct StoreAnswers {
     }
 
     /// The bytes of decided proposals' records one block's contents carry, at most: a
-    /// proposal's record may be some 25 KiB (its action and votes), and a block of a
-    /// thousand votes may decide as many; with the block's body (`blockBytesMax`) and
-    /// results the answer stays under the client frame's 8 MiB. Those past it are named
+    /// proposal's record may be some 25 KiB (an action up to 16 KiB and its votes), and a
+    /// block of a thousand votes may decide as many. Those past it, or past the room the
+    /// rest of the answer leaves in the client frame's 8 MiB, are named
     /// (`BlockContents.decidedLeftOut`).
     public static let decidedBytesMax = 2 << 20
+    /// Room kept in the frame for the answer's own fields and counts.
+    static let contentsOverheadBytes = 64 << 10
 
     /// A final block's body, results and events (nil: not here, or its body was pruned),
-    /// the decided proposals' records within `decidedBytesMax` bytes, the others by number.
+    /// the decided proposals' records within `decidedBytesMax` bytes and the frame's room,
+    /// the others by number. The records are read with `current` (the node's current state:
+    /// a decided proposal does not change again) or, without it, from the stored state,
+    /// which is written at checkpoints: a record it does not hold decided yet is named too.
     /// A record of events this node cannot read is an error, not an answer without them.
-    public func blockContents(_ height: UInt64, decidedBytesMax: Int = Self.decidedBytesMax) throws(StorageError) -> BlockContents? {
+    public func blockContents(
+        _ height: UInt64, decidedBytesMax: Int = Self.decidedBytesMax, current: ((StateKey) throws -> [UInt8]?)? = nil
+    ) throws(StorageError) -> BlockContents? {
         guard let block = try store.block(at: height), let body = block.body else { return nil }
+        let results = block.transactions.map(\.result)
+        let room = WireLimits.envelopePayloadSizeMax - Self.contentsOverheadBytes - body.count - block.certificate.count
+            - results.reduce(0) { $0 + $1.count + 4 }
+        let budget = min(decidedBytesMax, room)
         var closedEpoch: UInt64?
         var decided: [[UInt8]] = [], decidedBytes = 0, leftOut: [UInt64] = []
         var opened: [OpenedProposal] = []
@@ -86,14 +97,15 @@ public struct StoreAnswers {
                 // at checkpoints, behind the blocks) is left out too: the node's current
                 // state, which a reader asks next, has it.
                 for id in try reader.readArray("events.decided", maximum: ClientResponse.blockTransactionsMax, of: UInt64.self) {
-                    guard leftOut.isEmpty, let record = try store.value(StateKeys.proposal(id)), record.count <= decidedBytesMax - decidedBytes,
+                    guard leftOut.isEmpty, let record = try current?(StateKeys.proposal(id)) ?? store.value(StateKeys.proposal(id)),
+                        record.count + 4 <= budget - decidedBytes,
                         let proposal = try? Proposal(wireBytes: record), proposal.status != .open
                     else {
                         leftOut.append(id)
                         continue
                     }
                     decided.append(record)
-                    decidedBytes += record.count
+                    decidedBytes += record.count + 4
                 }
                 for _ in 0..<(try reader.readCount("events.opened", maximum: ClientResponse.blockTransactionsMax)) {
                     opened.append(OpenedProposal(position: try reader.readUInt64("events.position"), proposal: try reader.readUInt64("events.proposal")))
@@ -106,7 +118,7 @@ public struct StoreAnswers {
             }
         }
         return BlockContents(
-            height: height, body: body, certificate: block.certificate, results: block.transactions.map(\.result), closedEpoch: closedEpoch,
+            height: height, body: body, certificate: block.certificate, results: results, closedEpoch: closedEpoch,
             decided: decided, opened: opened, decidedLeftOut: leftOut)
     }
 

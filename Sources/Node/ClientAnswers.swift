@@ -89,7 +89,7 @@ public struct ClientAnswers {
             case let .block(height): return .answer(.block(height > visibleHeight ? nil : try answers.block(height)))
             case let .blockTransactions(height): return .answer(.blockTransactions(height > visibleHeight ? nil : try answers.blockTransactions(height)))
             case let .blockContents(height):
-                let answer = ClientResponse.blockContents(height > visibleHeight ? nil : try answers.blockContents(height, decidedBytesMax: decidedBytesMax))
+                let answer = ClientResponse.blockContents(height > visibleHeight ? nil : try answers.blockContents(height, decidedBytesMax: decidedBytesMax, current: { [ledger] in ledger.store.value($0) }))
                 guard answer.wireBytes.count <= WireLimits.envelopePayloadSizeMax - 64 else {
                     return .answer(.error("block \(height)'s contents are larger than one answer (\(WireLimits.envelopePayloadSizeMax) bytes)"))
                 }

@@ -206,6 +206,9 @@ struct FeedReader {
         // Without names left out, the answer is what a node before them sent: nothing after the proposals opened.
         let old = ClientResponse.blockContents(carried).wireBytes
         #expect(try ClientResponse(wireBytes: old) == .blockContents(carried))
+        #expect(throws: WireError.self, "the names present and empty: a second encoding of the same answer") {
+            try ClientResponse(wireBytes: old + [0, 0, 0, 0])
+        }
         #expect(old.count + 4 + 8 == ClientResponse.blockContents(BlockContents(
             height: carried.height, body: carried.body, certificate: carried.certificate, results: carried.results, closedEpoch: carried.closedEpoch,
             decided: carried.decided, opened: carried.opened, decidedLeftOut: [7])).wireBytes.count)

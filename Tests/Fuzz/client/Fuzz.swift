@@ -33,6 +33,9 @@ enum Seeds {
             .blockContents(BlockContents(
                 height: 3, body: [0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 2, 7, 7], certificate: certificate, results: [[0]], closedEpoch: 1,
                 decided: [[1, 2, 3]], opened: [OpenedProposal(position: 0, proposal: 9)])),
+            .blockContents(BlockContents(
+                height: 3, body: [0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 2, 7, 7], certificate: certificate, results: [[0]], closedEpoch: nil,
+                decided: [], opened: [], decidedLeftOut: [4, 5])),
             .treePages([[1, 2], nil, []]), .stateValues([nil, value]),
         ]
         return requests.map(\.wireBytes) + responses.map(\.wireBytes)
