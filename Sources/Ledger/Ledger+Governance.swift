@@ -106,6 +106,10 @@ extension Ledger {
     ///   no node ever links with it.
     /// - An approval of half the active partners or less: one partner of two, or a
     ///   minority, would pass anything, this rule's repeal included.
+    /// - The clearing's counterparty changed as a side effect: an authority admitted under
+    ///   an id before the current one's took the role over, and removing the only one left
+    ///   the epochs' net positions with no one to settle through. The role is handed over
+    ///   by admitting the new authority under a later id, then removing the old one.
     func boundsProblem(with action: GovernanceAction, height: UInt64) -> String? {
         switch action {
         case let .setValidators(ids):
@@ -129,6 +133,15 @@ extension Ledger {
             guard meta.validators.contains(id), let partner = partner(id) else { return nil }
             if tlsKeyHash == nil { return "validator \(id) needs a TLS key hash: change the validators without it first" }
             return nodeKey == partner.nodeKey ? nil : validatorChangePending(height: height)
+        case let .admitPartner(partner, _):
+            if partner.roles.contains(.authority), let authority = clearingAuthority(), partner.id < authority {
+                return "\(partner.id) would take the clearing from \(authority) (the first authority by id settles every epoch): "
+                    + "admit it under an id after \(authority)'s, then remove \(authority) to hand the role over"
+            }
+        case let .setPartnerStatus(id, .removed):
+            if clearingAuthority() == id, !meta.partners.contains(where: { $0 != id && isAuthority($0) }) {
+                return "\(id) settles every epoch and is the only authority: admit the one to take the role over first"
+            }
         case let .setParameters(parameters):
             if parameters.approvalNumerator <= parameters.approvalDenominator / 2 {
                 return "approval must be more than half of the active partners (it is \(parameters.approvalNumerator)/\(parameters.approvalDenominator))"
@@ -137,6 +150,15 @@ extension Ledger {
         }
         return nil
     }
+
+    /// Whether partner `id` has the authority role and is not removed.
+    func isAuthority(_ id: Identifier) -> Bool {
+        partner(id).map { $0.roles.contains(.authority) && $0.status != .removed } ?? false
+    }
+
+    /// The clearing's counterparty: the first partner by id with the authority role and not
+    /// removed (Docs/SETTLEMENT.md); nil when there is none.
+    func clearingAuthority() -> Identifier? { meta.partners.first(where: isAuthority) }
 
     /// Why a validator cannot be added at `height`: the last change of the validators'
     /// node keys is not yet taken up by the consensus (made in this block, or within

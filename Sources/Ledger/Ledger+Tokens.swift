@@ -250,9 +250,7 @@ extension Ledger {
             grossIn[obligation.acceptor, default: 0] += obligation.amount
             grossOut[obligation.sponsor, default: 0] += obligation.amount
         }
-        let authority = meta.partners.first { id in
-            partner(id).map { $0.roles.contains(.authority) && $0.status != .removed } ?? false
-        }
+        let authority = clearingAuthority()
         var settlements: [Settlement] = []
         var nets: [EpochReport.PartnerNet] = []
         for id in meta.partners {

@@ -31,7 +31,9 @@ import Wire
 ///   proposals per day of blocks (`proposalsPerDayExceeded`); a failed proposal's reason
 ///   is kept cut to what its record reads back (`Proposal.reasonBytesMax`); and an
 ///   account's cap usage names its period by its first height, not its index, so that a
-///   vote changing `blocksPerDay` cannot make an old period's usage count again.
+///   vote changing `blocksPerDay` cannot make an old period's usage count again; and the
+///   clearing's counterparty changes only by a handover (an authority admitted under a
+///   later id, then the current one removed).
 public enum LedgerRules {
     /// The newest version this code implements.
     public static let newest: UInt32 = 6

@@ -121,6 +121,27 @@ import Wire
         #expect(f.ledger.parameters.approvalNumerator == 128)
     }
 
+    /// The clearing's counterparty (the first authority by id) changes only by a handover:
+    /// an authority admitted under a later id, then the current one removed. An earlier id
+    /// would have taken the role as a side effect; the only one removed, left no one.
+    @Test func theClearingsCounterpartyChangesOnlyByAHandover() {
+        var f = LedgerFixture.withRules(LedgerRules.governanceBounded, upgrade: "bounds")
+        let authority = { (name: String) in
+            Partner(id: id(name), name: name, roles: [.authority], signingKey: LedgerFixture.key("sign \(name)").publicKey)
+        }
+        #expect(f.ledger.clearingAuthority() == id("metropole"))
+        #expect(Self.refusal(&f, .admitPartner(authority("autorite"), endpoints: [])) == .invalidAction(
+            "autorite would take the clearing from metropole (the first authority by id settles every epoch): "
+                + "admit it under an id after metropole's, then remove metropole to hand the role over"))
+        #expect(Self.refusal(&f, .setPartnerStatus(id("metropole"), .removed))
+            == .invalidAction("metropole settles every epoch and is the only authority: admit the one to take the role over first"))
+        #expect(Self.refusal(&f, .setPartnerStatus(id("metropole"), .suspended)) == nil)  // it still settles
+        f.govern(.admitPartner(authority("tresor"), endpoints: []))
+        #expect(f.ledger.clearingAuthority() == id("metropole"))
+        f.govern(.setPartnerStatus(id("metropole"), .removed))
+        #expect(f.ledger.clearingAuthority() == id("tresor"))
+    }
+
     /// Under rules 5 what rules 6 refuses applies, as it did: old blocks replay alike.
     @Test func underRules5TheSameActionsApplyAsTheyDid() {
         var f = LedgerFixture.withRules(LedgerRules.validatorKeysKept, upgrade: "keys")
@@ -132,6 +153,9 @@ import Wire
         #expect(f.ledger.parameters.approvalDenominator == 2)
         let proposals = (0..<20).map { _ in f.partnerTx("tri", .propose(.closeProgramme(id("recyclage")), deadline: f.ledger.height + 50)) }
         #expect(f.run(proposals).allSatisfy { $0 == .applied })
+        f.govern(.admitPartner(Partner(id: id("autorite"), name: "Autorité", roles: [.authority], signingKey: ValidatorKeyTests.signingKey("autorite")),
+                               endpoints: []))
+        #expect(f.ledger.clearingAuthority() == id("autorite"))  // the role taken as a side effect
     }
 
     @Test func aPartnerOpensAtMostSoManyProposalsADay() throws {
