@@ -373,7 +373,7 @@ public struct BlockSummary: Hashable, Sendable {
 /// epoch and the proposals are the node's word (Docs/API.md, "Events").
 ///
 /// The decided proposals' records fill at most `StoreAnswers.decidedBytesMax`; those past
-/// it are named by number only (`decidedLeftOut`), for the reader to ask one by one, so
+/// it are named by number only (`decidedLeftOut`), for the reader to ask for (`state`), so
 /// that a block deciding many large proposals still has an answer under the frame's
 /// limit. The numbers are written after everything else and only when there are any:
 /// an answer without them is byte for byte what a node before them sent.

@@ -93,9 +93,9 @@ public struct StoreAnswers {
             do {
                 var reader = WireReader(extra)
                 closedEpoch = try reader.readBool("events.closed") ? try reader.readUInt64("events.closedEpoch") : nil
-                // A record the stored state does not hold decided yet (the state is written
-                // at checkpoints, behind the blocks) is left out too: the node's current
-                // state, which a reader asks next, has it.
+                // Without `current`, a record the stored state does not hold decided yet
+                // (it is written at checkpoints, behind the blocks) is named too: the node's
+                // current state, which the reader asks next, has it.
                 for id in try reader.readArray("events.decided", maximum: ClientResponse.blockTransactionsMax, of: UInt64.self) {
                     guard leftOut.isEmpty, let record = try current?(StateKeys.proposal(id)) ?? store.value(StateKeys.proposal(id)),
                         record.count + 4 <= budget - decidedBytes,

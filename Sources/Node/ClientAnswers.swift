@@ -89,7 +89,11 @@ public struct ClientAnswers {
             case let .block(height): return .answer(.block(height > visibleHeight ? nil : try answers.block(height)))
             case let .blockTransactions(height): return .answer(.blockTransactions(height > visibleHeight ? nil : try answers.blockTransactions(height)))
             case let .blockContents(height):
-                let answer = ClientResponse.blockContents(height > visibleHeight ? nil : try answers.blockContents(height, decidedBytesMax: decidedBytesMax, current: { [ledger] in ledger.store.value($0) }))
+                // The decided proposals' records from the current state: the stored one is
+                // written at checkpoints, behind the blocks.
+                let contents = height > visibleHeight
+                    ? nil : try answers.blockContents(height, decidedBytesMax: decidedBytesMax, current: { [ledger] in ledger.store.value($0) })
+                let answer = ClientResponse.blockContents(contents)
                 guard answer.wireBytes.count <= WireLimits.envelopePayloadSizeMax - 64 else {
                     return .answer(.error("block \(height)'s contents are larger than one answer (\(WireLimits.envelopePayloadSizeMax) bytes)"))
                 }
