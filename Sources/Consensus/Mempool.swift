@@ -1,4 +1,5 @@
 import CalissonCrypto
+import Wire
 
 /// Commands waiting for a block, in arrival order, as the node and the simulator both keep
 /// them. A command cut into a proposal is *in flight*: it is not cut again for
@@ -10,9 +11,9 @@ public struct Mempool: Sendable {
     public struct Entry: Sendable {
         public let id: SHA256Digest
         public let bytes: [UInt8]
-        /// Whose command it is (the node: its signer's wire form); empty: no one's, not
-        /// held to a share.
-        public let owner: [UInt8]
+        /// Whose command it is (the node: its signer, `TransactionSigner.mempoolOwner`);
+        /// nil: no one's, not held to a share.
+        public let owner: Bytes32?
     }
 
     /// Commands held, at most; `insert` refuses beyond.
@@ -29,7 +30,7 @@ public struct Mempool: Sendable {
     /// Commands in a proposal, by the tick they were cut at.
     private var inFlight: [SHA256Digest: UInt64] = [:]
     /// The commands and bytes each owner holds.
-    private var held: [[UInt8]: (count: Int, bytes: Int)] = [:]
+    private var held: [Bytes32: (count: Int, bytes: Int)] = [:]
 
     public init(countMax: Int, bytesMax: Int = .max, inFlightTicks: UInt64) {
         precondition(countMax > 0 && bytesMax > 0 && inFlightTicks > 0, "a mempool holds at least one command, in flight for at least one tick")
@@ -51,7 +52,7 @@ public struct Mempool: Sendable {
     }
 
     /// The commands and bytes `owner` holds.
-    public func held(by owner: [UInt8]) -> (count: Int, bytes: Int) { held[owner] ?? (0, 0) }
+    public func held(by owner: Bytes32) -> (count: Int, bytes: Int) { held[owner] ?? (0, 0) }
 
     /// The share of the mempool's room (count or bytes) held past which it runs short, and
     /// the share an owner may then hold, as fractions of it: three quarters, one quarter.
@@ -66,25 +67,29 @@ public struct Mempool: Sendable {
     /// Whether `owner` may add no command now: the mempool is three quarters full, by count
     /// or by bytes, and it holds a quarter of that room or more. One signer flooding the
     /// node (a partner's back-end gone wrong) then leaves the last quarter to the others;
-    /// while there is room, anyone's commands are taken. An owner that is no one's is never past it.
-    public func isPastShare(_ owner: [UInt8]) -> Bool {
-        guard !owner.isEmpty, let mine = held[owner] else { return false }
-        return (entries.count >= Self.share(countMax, Self.runningShort) && mine.count >= Self.share(countMax, Self.ownerShare))
+    /// while there is room, anyone's commands are taken. No one's is never past it.
+    public func isPastShare(_ owner: Bytes32?) -> Bool {
+        guard let owner, let mine = held[owner] else { return false }
+        return isPastShare(mine)
+    }
+
+    private func isPastShare(_ mine: (count: Int, bytes: Int)) -> Bool {
+        (entries.count >= Self.share(countMax, Self.runningShort) && mine.count >= Self.share(countMax, Self.ownerShare))
             || (byteCount >= Self.share(bytesMax, Self.runningShort) && mine.bytes >= Self.share(bytesMax, Self.ownerShare))
     }
 
-    /// Keeps a command at the end of the queue, `owner`'s (none: empty).
-    public mutating func insert(id: SHA256Digest, bytes: [UInt8], owner: [UInt8] = []) throws(Refusal) {
+    /// Keeps a command at the end of the queue, `owner`'s (nil: no one's).
+    public mutating func insert(id: SHA256Digest, bytes: [UInt8], owner: Bytes32? = nil) throws(Refusal) {
         guard !isFull, bytes.count <= bytesMax - byteCount else { throw .full }
         guard !ids.contains(id) else { throw .duplicate }
-        guard !isPastShare(owner) else { throw .share }
+        if let owner {
+            let mine = held[owner] ?? (0, 0)
+            guard !isPastShare(mine) else { throw .share }
+            held[owner] = (mine.count + 1, mine.bytes + bytes.count)
+        }
         ids.insert(id)
         entries.append(Entry(id: id, bytes: bytes, owner: owner))
         byteCount += bytes.count
-        if !owner.isEmpty {
-            let mine = held[owner] ?? (0, 0)
-            held[owner] = (mine.count + 1, mine.bytes + bytes.count)
-        }
     }
 
     /// Commands waiting for a proposal at `tick` (those in a live proposal are not).
@@ -114,8 +119,9 @@ public struct Mempool: Sendable {
         entries.removeAll { entry in
             guard executed.contains(entry.id) else { return false }
             byteCount -= entry.bytes.count
-            if !entry.owner.isEmpty, let mine = held[entry.owner] {
-                held[entry.owner] = mine.count > 1 ? (mine.count - 1, mine.bytes - entry.bytes.count) : nil
+            if let owner = entry.owner, let index = held.index(forKey: owner) {
+                let mine = held.values[index]
+                if mine.count > 1 { held.values[index] = (mine.count - 1, mine.bytes - entry.bytes.count) } else { held.remove(at: index) }
             }
             return true
         }

@@ -32,7 +32,7 @@ extension NodeCore {
         let id = SignedTransaction.idTag.hash(bytes)
         guard !mempool.contains(id) else { return answer(client, .duplicate) }
         // Before its signature is checked: a signer past its share costs no check.
-        guard !mempool.isPastShare(tx.signer.wireBytes) else { return answer(client, .mempoolShare) }
+        guard !mempool.isPastShare(tx.signer.mempoolOwner) else { return answer(client, .mempoolShare) }
         let check = SignatureCheck(publicKey: key, digest: digest, signature: signed.signature)
         effects.append(.verify([check], .admission(.init(bytes: bytes, id: id, signer: tx.signer, nonce: tx.nonce, client: client))))
     }
@@ -53,7 +53,7 @@ extension NodeCore {
         guard !mempool.isFull else { return .mempoolFull }
         // Already applied (the same signer and nonce is recorded until the expiry passes).
         guard ledger.store.value(StateKeys.used(admission.signer, nonce: admission.nonce)) == nil else { return .nonceUsed(admission.nonce) }
-        do { try mempool.insert(id: admission.id, bytes: admission.bytes, owner: admission.signer.wireBytes) } catch {
+        do { try mempool.insert(id: admission.id, bytes: admission.bytes, owner: admission.signer.mempoolOwner) } catch {
             switch error {
             case .full: return .mempoolFull
             case .share: return .mempoolShare
@@ -112,6 +112,21 @@ extension NodeCore {
             waiters[id] = left.isEmpty ? nil : left
             waiterCount -= due.count
             for waiter in due { effects.append(.respond(waiter.client, .transaction(nil))) }
+        }
+    }
+}
+
+extension TransactionSigner {
+    /// Whose transaction it is, as the mempool counts its shares (`Mempool.isPastShare`): a
+    /// citizen's key, or a partner's id in 32 bytes (its UTF-8, then zeros). A citizen key
+    /// equal to a partner's padded id would need that key's private half, which no one has.
+    var mempoolOwner: Bytes32 {
+        switch self {
+        case let .citizen(account): return account.bytes
+        case let .partner(id):
+            return Bytes32.filling { buffer in
+                for (index, byte) in id.rawValue.utf8.prefix(Bytes32.byteCount).enumerated() { buffer[index] = byte }
+            }
         }
     }
 }

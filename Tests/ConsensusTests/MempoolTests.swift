@@ -2,6 +2,7 @@
 // budget that keeps a block under the transport's frame limit whatever the command cap.
 import CalissonCrypto
 import Testing
+import Wire
 @testable import Consensus
 
 @Suite struct MempoolTests {
@@ -54,8 +55,8 @@ import Testing
     /// one (the simulator's) are never held to a share.
     @Test func anOwnerFloodingTheMempoolLeavesTheLastQuarterToOthers() throws {
         var mempool = Mempool(countMax: 100, inFlightTicks: 10)
-        let flood = Array("partner flood".utf8), other = Array("partner other".utf8)
-        func insert(_ name: String, _ owner: [UInt8]) throws { try mempool.insert(id: SHA256.hash(name), bytes: [1], owner: owner) }
+        let flood = SHA256.hash("partner flood"), other = SHA256.hash("partner other")
+        func insert(_ name: String, _ owner: Bytes32) throws { try mempool.insert(id: SHA256.hash(name), bytes: [1], owner: owner) }
         // While there is room, one owner may take three quarters.
         for index in 0..<75 { try insert("flood \(index)", flood) }
         #expect(mempool.isPastShare(flood) && !mempool.isPastShare(other))
