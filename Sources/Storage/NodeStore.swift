@@ -85,7 +85,7 @@ public struct StateChanges: Sendable {
 /// batch may also defer its sync to a `WALSyncer`'s thread (the node's does: its loop does
 /// not wait for the disk), and is durable once that thread has synced it.
 public final class NodeStore {
-    public static let schemaVersion = 8
+    public static let schemaVersion = 9
     /// How much memory the database may use: the window of the file SQLite maps
     /// (file-backed, reclaimable, but counted in the process's RSS once touched) and its
     /// page cache (anonymous). Both bound the node's memory whatever the state's size.
@@ -95,6 +95,10 @@ public final class NodeStore {
         /// WAL pages (4 KiB) past which it is copied into the main file, off the writer's
         /// thread (`WALCheckpointer`): ~40 MiB, so that a page many blocks rewrite is copied once.
         public var walCheckpointPages: Int32 = 10_240
+        /// The per-transaction indexes are written once the blocks not yet in them hold
+        /// this many transactions, or are this many blocks (`IndexTail`).
+        public var indexBatchTransactions = 4_096
+        public var indexBatchBlocks = 64
 
         /// By default 32 MiB mapped and a 16 MiB cache: a node under 256 MB with a million
         /// accounts (Docs/BENCHMARKS.md, where the sizes were measured).
@@ -108,6 +112,7 @@ public final class NodeStore {
 
     public let file: String
     public let isReadOnly: Bool
+    let tuning: Tuning
     let database: Database
     /// The writer's WAL checkpoints, off its thread (nil for a read-only store).
     private let checkpointer: WALCheckpointer?
@@ -186,6 +191,13 @@ public final class NodeStore {
             "CREATE TABLE state_slices (sequence INTEGER PRIMARY KEY, height INTEGER NOT NULL, archived BLOB NOT NULL, pages BLOB NOT NULL, revived BLOB NOT NULL)",
             "CREATE TABLE state_slice_added (key BLOB PRIMARY KEY) WITHOUT ROWID",
         ],
+        // Version 9 writes the per-transaction indexes (`transactions`, `account_transactions`)
+        // every few blocks (`IndexTail`): the blocks not yet in them keep their transactions'
+        // accounts in `index_tail` (their ids and results are in the block's `results`). A
+        // file of version 8 has every block indexed.
+        9: [
+            "CREATE TABLE index_tail (height INTEGER PRIMARY KEY, accounts BLOB NOT NULL)",
+        ],
     ]
 
     /// Opens (or, with `create`, creates) a node's database. Read-only opens never write
@@ -193,6 +205,7 @@ public final class NodeStore {
     public init(file: String, readOnly: Bool = false, create: Bool = false, tuning: Tuning = .default) throws(StorageError) {
         self.file = file
         isReadOnly = readOnly
+        self.tuning = tuning
         lock = readOnly ? nil : try DatabaseLock(databaseFile: file)
         database = try Database(file: file, mode: readOnly ? .readOnly : .readWrite, create: create && !readOnly)
         checkpointer = readOnly ? nil : WALCheckpointer(file: file, pages: tuning.walCheckpointPages)
@@ -427,6 +440,7 @@ public final class NodeStore {
         slicing = nil
         slicingLoaded = false
         storedKeys.forget()
+        indexTail = nil
     }
 
     // MARK: Writes
@@ -498,27 +512,14 @@ public final class NodeStore {
         }
     }
 
-    /// A block's row, its transactions' and their accounts' (inside the caller's transaction).
+    /// A block's row, and its transactions in the indexes or their tail (inside the caller's
+    /// transaction).
     func insert(_ block: BlockRecord) throws(StorageError) {
         try database.statement(
             "INSERT INTO blocks (height, digest, body, certificate, state_root, transaction_count, results) VALUES (?, ?, ?, ?, ?, ?, ?)")
             .bind(1, block.height).bind(2, block.digest).bind(3, block.body).bind(4, block.certificate)
             .bind(5, block.stateRoot).bind(6, block.transactions.count).bind(7, Self.encodeResults(block.transactions)).run()
-        for (position, transaction) in block.transactions.enumerated() {
-            // A transaction's place is where it applied, if it did: a later copy (rejected)
-            // does not move it; one that was not applied yet is moved by a later copy.
-            try database.statement(
-                """
-                INSERT INTO transactions (id, height, position, result) VALUES (?, ?, ?, ?)
-                ON CONFLICT (id) DO UPDATE SET height = excluded.height, position = excluded.position, result = excluded.result
-                WHERE transactions.result != X'00'
-                """)
-                .bind(1, transaction.id).bind(2, block.height).bind(3, position).bind(4, transaction.result).run()
-            for account in transaction.accounts {
-                try database.statement("INSERT OR IGNORE INTO account_transactions (account, height, position) VALUES (?, ?, ?)")
-                    .bind(1, account.bytes).bind(2, block.height).bind(3, position).run()
-            }
-        }
+        try index(block)
     }
 
     private func write(_ state: StateChanges, height: UInt64) throws(StorageError) {
@@ -568,6 +569,8 @@ public final class NodeStore {
     /// committed write updates it: `append`, `writeGenesis` and `pruneHistory` drop it when
     /// their transaction fails, so it is never ahead of or behind the table.
     var retiredCache: [Bytes32: UInt64]?
+    /// The blocks not yet in the per-transaction indexes (nil: to be loaded from `index_tail`).
+    var indexTail: IndexTail?
     /// The state write in slices under way (`NodeStore+Slices.swift`), loaded from the file
     /// at first use (`slicingLoaded`) and kept with it; dropped, to be loaded again, where
     /// `retiredCache` is.
@@ -880,9 +883,16 @@ public final class NodeStore {
     }
 
     /// Where a transaction is: its block, position and result.
+    /// The blocks not yet indexed (`IndexTail`) are read with the index, as if it held them.
     public func transaction(_ id: Bytes32) throws(StorageError) -> (height: UInt64, position: Int, result: [UInt8])? {
-        try database.statement("SELECT height, position, result FROM transactions WHERE id = ?").bind(1, id)
-            .first { ($0.uint64(0), Int($0.uint64(1)), $0.blob(2) ?? []) }
+        try oneSnapshot { () throws(StorageError) in
+            let tail = try currentIndexTail()
+            let indexed = try database.statement("SELECT height, position, result FROM transactions WHERE id = ?").bind(1, id)
+                .first { (height: $0.uint64(0), position: Int(clamping: $0.uint64(1)), result: $0.blob(2) ?? []) }
+            // The index's rule: a place where it applied is not moved by a later copy.
+            if let later = tail.place(of: id), indexed?.result != StoredResult.applied { return (later.height, later.position, later.result) }
+            return indexed
+        }
     }
 
     /// The latest transactions concerning an account, newest first, with their ids and
@@ -890,6 +900,19 @@ public final class NodeStore {
     /// the cost does not grow with the blocks' size. A rejected copy of a transaction
     /// (`transactions` has the place it applied at) is read from its block's results.
     public func accountTransactions(of account: Bytes32, limit: Int, atMost height: UInt64 = .max) throws(StorageError)
+        -> [(height: UInt64, position: Int, transaction: TransactionRecord)]
+    {
+        try oneSnapshot { () throws(StorageError) in
+            // The blocks not yet indexed come first: they are above every indexed one.
+            let recent = try currentIndexTail().entries(of: account, atMost: height, limit: limit).map {
+                (height: $0.height, position: $0.position, transaction: TransactionRecord(id: $0.id, result: $0.result, accounts: []))
+            }
+            guard recent.count < limit else { return recent }
+            return recent + (try indexedAccountTransactions(of: account, limit: limit - recent.count, atMost: height))
+        }
+    }
+
+    private func indexedAccountTransactions(of account: Bytes32, limit: Int, atMost height: UInt64) throws(StorageError)
         -> [(height: UInt64, position: Int, transaction: TransactionRecord)]
     {
         let rows = try database.statement(
@@ -913,9 +936,13 @@ public final class NodeStore {
 
     /// The latest transactions concerning an account, newest first.
     public func transactions(of account: Bytes32, limit: Int, atMost height: UInt64 = .max) throws(StorageError) -> [(height: UInt64, position: Int)] {
-        try database.statement(
-            "SELECT height, position FROM account_transactions WHERE account = ? AND height <= ? ORDER BY height DESC, position DESC LIMIT ?")
-            .bind(1, account.bytes).bind(2, Int64(clamping: height)).bind(3, limit).all { ($0.uint64(0), Int($0.uint64(1))) }
+        try oneSnapshot { () throws(StorageError) in
+            let recent = try currentIndexTail().entries(of: account, atMost: height, limit: limit).map { (height: $0.height, position: $0.position) }
+            guard recent.count < limit else { return recent }
+            return recent + (try database.statement(
+                "SELECT height, position FROM account_transactions WHERE account = ? AND height <= ? ORDER BY height DESC, position DESC LIMIT ?")
+                .bind(1, account.bytes).bind(2, Int64(clamping: height)).bind(3, limit - recent.count).all { ($0.uint64(0), Int(clamping: $0.uint64(1))) })
+        }
     }
 
     // MARK: Maintenance

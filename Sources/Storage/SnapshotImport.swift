@@ -100,6 +100,7 @@ extension NodeStore {
         guard try treePage(block.stateRoot) != nil else {
             throw .invalid(file: file, reason: "the root page \(block.stateRoot.hex) of the snapshot's state was not fetched")
         }
+        defer { indexTail = nil }  // loaded again at its next use, whether the transaction failed or not
         try database.transaction { () throws(StorageError) in
             try insert(block)
             try database.statement("INSERT OR REPLACE INTO checkpoints (height, certificate) VALUES (?, ?)")
