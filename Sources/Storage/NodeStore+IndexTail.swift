@@ -59,7 +59,8 @@ struct IndexTail {
     /// The tail's place of `id`, if it has one.
     func place(of id: Bytes32) -> Entry? { byID[id].map { entries[$0] } }
 
-    /// `account`'s entries at or below `height`, newest first, at most `limit`.
+    /// `account`'s entries at or below `height`, newest first, at most `limit` (none when
+    /// `limit` is 0 or less).
     func entries(of account: Bytes32, atMost height: UInt64, limit: Int) -> [Entry] {
         guard let indexes = byAccount[account] else { return [] }
         var found: [Entry] = []
@@ -103,6 +104,12 @@ extension NodeStore {
             "SELECT t.height, t.accounts, b.results FROM index_tail t LEFT JOIN blocks b ON b.height = t.height ORDER BY t.height")
             .all { ($0.uint64(0), $0.blob(1) ?? [], $0.blob(2)) }
         var tail = IndexTail()
+        // Every block in the tail is above every indexed one (a damaged file could list one
+        // again, and its rows would be counted twice).
+        let indexed = try database.integer("SELECT coalesce(max(height), 0) FROM transactions") ?? 0
+        if let lowest = rows.first?.0, Int64(clamping: lowest) <= indexed {
+            throw .corrupt(file: file, reason: "block \(lowest) is listed as not yet indexed, and blocks up to \(indexed) are")
+        }
         for (height, accounts, results) in rows {
             guard let results, var records = Self.decodeResults(results) else {
                 throw .corrupt(file: file, reason: "block \(height), not yet indexed, has no readable results")
@@ -122,6 +129,7 @@ extension NodeStore {
     func index(_ block: BlockRecord) throws(StorageError) {
         guard !block.transactions.isEmpty else { return }
         var tail = try currentIndexTail()
+        indexTail = nil  // `tail` its only reference: added to in place, not copied at every block
         let transactions = tail.entries.count + block.transactions.count
         guard transactions >= max(1, tuning.indexBatchTransactions) || tail.heights.count + 1 >= max(1, tuning.indexBatchBlocks) else {
             try database.statement("INSERT INTO index_tail (height, accounts) VALUES (?, ?)")

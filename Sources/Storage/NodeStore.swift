@@ -898,7 +898,8 @@ public final class NodeStore {
     /// The latest transactions concerning an account, newest first, with their ids and
     /// results: read by their place (`transactions_by_height`), not from their blocks, so
     /// the cost does not grow with the blocks' size. A rejected copy of a transaction
-    /// (`transactions` has the place it applied at) is read from its block's results.
+    /// (`transactions` has the place it applied at) is read from its block's results. None
+    /// for a `limit` of 0 or less.
     public func accountTransactions(of account: Bytes32, limit: Int, atMost height: UInt64 = .max) throws(StorageError)
         -> [(height: UInt64, position: Int, transaction: TransactionRecord)]
     {
@@ -934,7 +935,8 @@ public final class NodeStore {
         return found
     }
 
-    /// The latest transactions concerning an account, newest first.
+    /// The latest transactions concerning an account, newest first (none for a `limit` of 0
+    /// or less).
     public func transactions(of account: Bytes32, limit: Int, atMost height: UInt64 = .max) throws(StorageError) -> [(height: UInt64, position: Int)] {
         try oneSnapshot { () throws(StorageError) in
             let recent = try currentIndexTail().entries(of: account, atMost: height, limit: limit).map { (height: $0.height, position: $0.position) }

@@ -137,5 +137,19 @@ struct IndexTailTests {
             file: file, reason: "block 1's accounts, kept until it is indexed, do not decode to its 1 transactions")) {
             _ = try reopened.transaction(Self.ids[0])
         }
+        // A block listed as not yet indexed, and indexed: its rows would count twice.
+        var tuning = NodeStore.Tuning()
+        tuning.indexBatchTransactions = 1
+        let indexedFile = temporaryFile("index-tail-twice.db")
+        let indexing = try NodeStore(file: indexedFile, create: true, tuning: tuning)
+        try indexing.writeGenesis(StateChanges(values: [], createdPages: [(root, [1])], removedPages: [], root: root))
+        let transactions = [TransactionRecord(id: Self.ids[0], result: Self.applied, accounts: [Self.accounts[0]])]
+        try indexing.append(block(1, transactions), state: nil)
+        #expect(try indexing.accountTransactions(of: Self.accounts[0], limit: 10).count == 1)
+        try indexing.database.statement("INSERT INTO index_tail (height, accounts) VALUES (1, ?)").bind(1, NodeStore.encodeAccounts(transactions)).run()
+        indexing.close()
+        #expect(throws: StorageError.corrupt(file: indexedFile, reason: "block 1 is listed as not yet indexed, and blocks up to 1 are")) {
+            _ = try NodeStore(file: indexedFile, readOnly: true).accountTransactions(of: Self.accounts[0], limit: 10)
+        }
     }
 }
