@@ -6,9 +6,11 @@ import Wire
 ///
 /// Both indexes are keyed by hashes (a transaction's id, an account), so each row lands
 /// on a leaf page of its B-tree at random; once the tables outgrow a block, every row of a
-/// block dirties a page of its own, written to the WAL at the block's commit and copied
-/// into the file later. Written for many blocks in one commit, a page takes every row that
-/// falls on it at once. Nothing durable depends on them: a block's row keeps its
+/// block is a descent to a page of its own, written to the WAL at the block's commit and
+/// copied into the file later. Written for many blocks at once in each table's key order,
+/// the rows walk each B-tree once, from its first page to its last (measured: written in
+/// blocks' order, the batches gained nothing; Docs/BENCHMARKS.md, "The indexes every few
+/// blocks"). Nothing durable depends on them: a block's row keeps its
 /// transactions' ids and results (`results`), and the blocks not yet indexed keep their
 /// transactions' accounts in `index_tail`, in the block's own commit. So a block is as
 /// durable as before, and the indexes are written once the tail holds
@@ -34,7 +36,7 @@ struct IndexTail {
     /// The blocks in the tail (those with transactions), in height order.
     private(set) var heights: [UInt64] = []
     /// Per id, the entry that is its place as `transactions` would have it (the rule of
-    /// `NodeStore.insertIndex`: a copy that applied is not moved by a later one).
+    /// `NodeStore.insertPlace`: a copy that applied is not moved by a later one).
     private var byID: [Bytes32: Int] = [:]
     /// Per account, its entries in height order.
     private var byAccount: [Bytes32: [Int]] = [:]
@@ -125,7 +127,7 @@ extension NodeStore {
 
     /// A block's transactions into the indexes now, or into the tail (inside the caller's
     /// SQL transaction). When the tail is full, the tail's blocks and this one are written
-    /// to the indexes, in height order, and the tail emptied.
+    /// to the indexes, each table's rows in its key order, and the tail emptied.
     func index(_ block: BlockRecord) throws(StorageError) {
         guard !block.transactions.isEmpty else { return }
         var tail = try currentIndexTail()
