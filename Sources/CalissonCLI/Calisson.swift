@@ -114,6 +114,36 @@ struct Connection: ParsableArguments {
         return "included in block \(included.location.height), whose commit certificate a quorum of the validators in force there signed (the result is the node's word)"
     }
 
+    /// Checks that `answer` proves transaction `id` final and its result (`ResultCheck`); the
+    /// `proof` line saying how far.
+    func checkResult(_ answer: ResultProof, of id: Bytes32, validators: TrustedValidators) throws -> String {
+        let verified: VerifiedResult
+        do { verified = try ResultCheck.verify(answer, transaction: id, trusted: validators, chainId: chain) } catch {
+            throw ValidationError("\(error)")
+        }
+        let height = verified.location.height
+        let included = "included in block \(height), whose commit certificate a quorum of the validators in force there signed"
+        switch verified.certification {
+        case let .certified(checkpoint, root, _):
+            return included + "; its result is the one the block committed, under state root \(root.hex.prefix(16))… certified at checkpoint "
+                + "\(checkpoint) by a quorum (followed from the genesis)"
+                + (verified.location.reason != nil && CommittedResults.result(answer.committed ?? []).map(Self.hasText) == true
+                    ? " (the reason's detail is the node's word)" : "")
+        case let .notYetCertified(checkpoint):
+            return included + " (the result is the node's word until a checkpoint at or above block \(height) is certified: this node's latest is \(checkpoint))"
+        case let .notCommitted(checkpoint):
+            return included + " (the result is the node's word: block \(height) committed no results, as checkpoint \(checkpoint) proves; "
+                + "ledger rules before \(LedgerRules.resultsCommitted))"
+        case let .unproven(reason):
+            return included + " (the result is the node's word: \(reason))"
+        }
+    }
+
+    static func hasText(_ result: TransactionResult) -> Bool {
+        if case let .rejected(rejection) = result { return rejection.hasText }
+        return false
+    }
+
     /// The validator sets to trust, when --genesis is given: the genesis set, then every
     /// change the node proves (each handover certified by the set it replaces).
     func trustedValidators() throws -> TrustedValidators? {
@@ -248,12 +278,25 @@ struct Tx: ParsableCommand {
     func run() throws {
         guard let key = Bytes32(hex: id) else { throw ValidationError("a transaction id is 64 hexadecimal digits") }
         if let validators = try connection.trustedValidators() {
-            guard case let .transactionProof(found) = try connection.ask(.transactionProof(key)) else { throw ValidationError("unexpected answer") }
-            guard let found else { return connection.emit([("transaction", id), ("status", "not final on this node")]) }
-            let proof = try connection.checkInclusion(found, of: key, validators: validators)
+            var proof: String
+            let found: TransactionLocation
+            switch try connection.ask(.transactionResult(key)) {
+            case let .transactionResult(answer):
+                guard let answer else { return connection.emit([("transaction", id), ("status", "not final on this node")]) }
+                proof = try connection.checkResult(answer, of: key, validators: validators)
+                found = answer.inclusion.location
+            case let .error(reason):
+                // A node that cannot prove the result (no stable checkpoint yet, an older
+                // release): its inclusion, the result its word.
+                guard case let .transactionProof(included) = try connection.ask(.transactionProof(key)) else { throw ValidationError("unexpected answer") }
+                guard let included else { return connection.emit([("transaction", id), ("status", "not final on this node")]) }
+                proof = try connection.checkInclusion(included, of: key, validators: validators) + "; the node gave no proof of the result: \(reason)"
+                found = included.location
+            default: throw ValidationError("unexpected answer")
+            }
             return connection.emit([
-                ("transaction", id), ("height", "\(found.location.height)"), ("position", "\(found.location.position)"),
-                ("result", resultText(found.location)), ("proof", proof),
+                ("transaction", id), ("height", "\(found.height)"), ("position", "\(found.position)"),
+                ("result", resultText(found)), ("proof", proof),
             ])
         }
         guard case let .transaction(found) = try connection.ask(.transaction(key)) else { throw ValidationError("unexpected answer") }
@@ -507,8 +550,8 @@ struct DatabaseReader: TreePageSource {
             return .blocks(try StoreAnswers(store: store).blocks(from: from, limit: limit))
         case .submit:
             return .error("a database cannot take submissions")
-        case .transactionProof:
-            return .error("proofs of inclusion come from a node (--node)")
+        case .transactionProof, .transactionResult:
+            return .error("proofs of inclusion and results come from a node (--node)")
         case let .blockTransactions(height):
             return .blockTransactions(try StoreAnswers(store: store).blockTransactions(height))
         case let .blockContents(height):

@@ -88,7 +88,7 @@ extension GatewayAPI {
     func getTransaction(_ input: Operations.getTransaction.Input) async throws -> Operations.getTransaction.Output {
         guard let id = Bytes32(hex: input.path.id.lowercased()) else { return .badRequest(Problems.badRequest("id must be 64 hexadecimal digits")) }
         do {
-            guard let found = try await pool.inclusion(of: id) else {
+            guard let found = try await pool.result(of: id) else {
                 switch relayed.state(of: id) {
                 case let .pending(_, expiry) where pool.newestCertifiedHeight > expiry:
                     // Every block up to its expiry is final and none has it: it never will.
@@ -121,6 +121,19 @@ extension GatewayAPI {
     /// A transaction found by its inclusion proof (checked against its block's certificate).
     static func state(_ id: Bytes32, _ found: VerifiedInclusion) -> Components.Schemas.TransactionState {
         state(FinalTransaction(id: id, location: found.inclusion.location, source: found.source))
+    }
+
+    /// A transaction found with its result's proof (`ResultCheck`): its inclusion checked,
+    /// and its result too when a certified checkpoint covers its block.
+    static func state(_ id: Bytes32, _ found: VerifiedTransactionResult) -> Components.Schemas.TransactionState {
+        var state = state(FinalTransaction(id: id, location: found.result.location, source: found.source))
+        if case let .certified(checkpoint, _, _) = found.result.certification {
+            state.resultVerified = true
+            state.resultCheckpoint = int(checkpoint)
+        } else {
+            state.resultVerified = false
+        }
+        return state
     }
 }
 

@@ -412,6 +412,12 @@ public enum Submission: Sendable, Equatable {
 }
 
 /// A final transaction, its inclusion verified.
+/// A transaction's place and result, checked (`ResultCheck`), and the node that answered.
+public struct VerifiedTransactionResult: Sendable {
+    public let result: VerifiedResult
+    public let source: String
+}
+
 public struct VerifiedInclusion: Sendable {
     public let inclusion: TransactionInclusion
     public let source: String
@@ -559,6 +565,48 @@ extension NodePool {
             }
             return VerifiedInclusion(inclusion: found, source: nodes[index].description)
         }
+    }
+
+    /// A final transaction's place and result (`ResultCheck`): the first node whose answer
+    /// proves the result certified; failing that, the first whose answer holds with the
+    /// result not certified yet (its latest stable checkpoint below the block) or not
+    /// committed (a block under older ledger rules), the result then the node's word and
+    /// said to be. A node that states another result than its block committed is passed
+    /// over, and when no node proves it, named in the error. When no node can prove a
+    /// result (none has a stable checkpoint yet, or their release predates the request)
+    /// and none was caught lying, the place alone, proven (`inclusion`), the result said to
+    /// be the node's word. Nil when every node that answered says it has no such final
+    /// transaction.
+    public func result(of id: Bytes32) async throws -> VerifiedTransactionResult? {
+        var uncertified: VerifiedTransactionResult?
+        var caught = false
+        let certified: VerifiedTransactionResult?
+        do {
+            certified = try await firstFound(in: order()) { [self] index -> VerifiedTransactionResult? in
+                let (trusted, answer) = try await trustedWith(index, .transactionResult(id))
+                if case let .error(reason) = answer { throw CertifiedReadError.answer(reason) }
+                guard case let .transactionResult(found) = answer else { throw CertifiedReadError.answer("not a result proof") }
+                guard let found else { return nil }
+                let verified: VerifiedResult
+                do { verified = try ResultCheck.verify(found, transaction: id, trusted: trusted, chainId: genesis.chainId, checked: checked) } catch {
+                    caught = true
+                    throw error
+                }
+                let result = VerifiedTransactionResult(result: verified, source: nodes[index].description)
+                guard verified.isCertified else {
+                    if uncertified == nil { uncertified = result }
+                    throw CertifiedReadError.answer("its result is not certified yet")
+                }
+                return result
+            }
+        } catch {
+            if let uncertified { return uncertified }
+            guard !caught else { throw error }
+            guard let found = try await inclusion(of: id) else { return nil }
+            return VerifiedTransactionResult(
+                result: VerifiedResult(location: found.inclusion.location, certification: .unproven("\(error)")), source: found.source)
+        }
+        return certified ?? uncertified
     }
 
     /// The first answer found, asking the nodes in `order` in turn (fail-over on failures

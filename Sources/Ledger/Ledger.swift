@@ -85,6 +85,9 @@ public struct BlockOutcome: Sendable {
     /// Whether a partner record changed (admitted, status, keys, endpoints): the node's TLS
     /// registry and the peers it dials follow the partners.
     public var partnersChanged: Bool
+    /// Whether the block committed its results to the state (`CommittedResults`): under
+    /// `LedgerRules.resultsCommitted` or later, with at least one transaction.
+    public var resultsCommitted: Bool = false
 }
 
 /// The clearing house: executes blocks of signed transactions against the authenticated
@@ -220,6 +223,7 @@ public struct Ledger<Store: StateStore> {
         public let openedProposals: [OpenedProposal]
         public let accounts: [[AccountID]]
         public let partnersChanged: Bool
+        public let resultsCommitted: Bool
     }
 
     /// Runs a block's transactions (and the epoch close it ends, if any) without touching
@@ -257,13 +261,15 @@ public struct Ledger<Store: StateStore> {
         let validatorsAfter = nodeKeys()
         let partnersChanged = !partners.isEmpty || directoryChanged
         if validatorsAfter != validatorsBefore { write(StateKeys.validatorKeys, ValidatorKeys(changedAt: height, keys: validatorsAfter)) }
+        let resultsCommitted = blockRules >= LedgerRules.resultsCommitted && !results.isEmpty
+        if resultsCommitted { write(StateKeys.blockResults(height), CommittedResults.record(results)) }
         flushBlock()
         let values = writes.map { (key: $0.key, value: $0.value) }
         writes = [:]
         return StagedBlock(
             height: height, results: results, values: values,
             validators: validatorsAfter != validatorsBefore ? validatorsAfter : nil, closedEpoch: closed, decidedProposals: decidedProposals,
-            openedProposals: opened, accounts: accounts, partnersChanged: partnersChanged)
+            openedProposals: opened, accounts: accounts, partnersChanged: partnersChanged, resultsCommitted: resultsCommitted)
     }
 
     /// Commits a staged block's writes to the store (atomically, by the store's contract),
@@ -294,7 +300,7 @@ public struct Ledger<Store: StateStore> {
             height: staged.height, results: staged.results, stateRoot: tree.root, rootComputed: computed, validators: staged.validators,
             closedEpoch: staged.closedEpoch, decidedProposals: staged.decidedProposals, openedProposals: staged.openedProposals,
             accounts: staged.accounts,
-            partnersChanged: staged.partnersChanged)
+            partnersChanged: staged.partnersChanged, resultsCommitted: staged.resultsCommitted)
     }
 
     /// The node keys of the validator partners, in order (those without one are skipped).

@@ -9,7 +9,7 @@ public enum StateKeys {
         case meta = 1, parameters, partner, programme, account, usage, evidence, used, usedExpiring, expiringLots,
             proposal, obligations, statement, settlement, expiringChunk, validatorKeys, usedExpiringChunk, epochReport, epochActivity,
             upgrades, partnerCategory, programmeAcceptance, equivocation, equivocationTally, equivocationPolicy, partnerEndpoints,
-            proposalsOpened
+            proposalsOpened, blockResults
     }
 
     static let tag = TaggedHasher(tag: "calisson/state/key/v1")
@@ -68,6 +68,9 @@ public enum StateKeys {
     public static func partnerEndpoints(_ id: Identifier) -> StateKey { key(.partnerEndpoints, bytes(id)) }
     /// The proposals a partner opened in its current day of blocks (rules 6, `ProposalsOpened`).
     static func proposalsOpened(_ id: Identifier) -> StateKey { key(.proposalsOpened, bytes(id)) }
+    /// A block's results committed (`BlockResults`, from `LedgerRules.resultsCommitted`):
+    /// written by each block that has transactions, kept for good.
+    public static func blockResults(_ height: UInt64) -> StateKey { key(.blockResults, bytes(height)) }
     public static func obligations(_ epoch: UInt64) -> StateKey { key(.obligations, bytes(epoch)) }
     public static func statement(_ epoch: UInt64, _ partner: Identifier) -> StateKey { key(.statement, bytes(epoch), bytes(partner)) }
     public static func settlement(_ epoch: UInt64) -> StateKey { key(.settlement, bytes(epoch)) }

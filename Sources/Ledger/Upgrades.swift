@@ -34,9 +34,13 @@ import Wire
 ///   vote changing `blocksPerDay` cannot make an old period's usage count again; and the
 ///   clearing's counterparty changes only by a handover (an authority admitted under a
 ///   later id, then the current one removed).
+/// - 7: each block's results in the certified state: a block with transactions writes the
+///   Merkle root of their results' committed bytes (`CommittedResults`,
+///   `StateKeys.blockResults`), so that whether a transaction applied, and the code and
+///   figures of why not, are proven by a checkpoint certificate as balances are.
 public enum LedgerRules {
     /// The newest version this code implements.
-    public static let newest: UInt32 = 6
+    public static let newest: UInt32 = 7
     /// The version of a chain that never voted an upgrade.
     public static let initial: UInt32 = 1
     /// The version that brought acceptance by category.
@@ -49,6 +53,8 @@ public enum LedgerRules {
     public static let validatorKeysKept: UInt32 = 5
     /// The version that bounds what a vote can do to the validators, the approval and the state.
     public static let governanceBounded: UInt32 = 6
+    /// The version that commits each block's results to the state.
+    public static let resultsCommitted: UInt32 = 7
 
     /// Why a tool refuses to propose an upgrade to `rules` (given as `field`): a version
     /// this release does not implement, once voted, stops every node at its height until

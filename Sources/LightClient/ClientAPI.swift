@@ -42,6 +42,11 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
     /// State values by key and value hash (the leaf that names them), at most
     /// `snapshotItemsMax`: the values of the checkpoint a joining node walks.
     case stateValues([StateValueReference])
+    /// A final transaction's result with what proves it (`ResultProof`): its inclusion (as
+    /// `transactionProof`), the committed bytes of its result with their Merkle proof among
+    /// its block's results, and its block's results record read certified (as
+    /// `certifiedState(StateKeys.blockResults(height))`).
+    case transactionResult(Bytes32)
 
     public static let waitMillisecondsMax: UInt32 = 60_000
     public static let accountTransactionsMax: UInt32 = 1_000
@@ -80,6 +85,7 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
         case let .blockContents(height): writer.write(UInt8(13)); writer.write(height)
         case let .treePages(hashes): writer.write(UInt8(14)); writer.writeArray(hashes)
         case let .stateValues(references): writer.write(UInt8(15)); writer.writeArray(references)
+        case let .transactionResult(id): writer.write(UInt8(16)); writer.write(id)
         }
     }
 
@@ -108,6 +114,7 @@ public enum ClientRequest: Hashable, Sendable, WireCodable {
         case 13: self = .blockContents(try reader.readUInt64("request.height"))
         case 14: self = .treePages(try reader.readArray("request.pages", maximum: Self.snapshotItemsMax, of: SHA256Digest.self))
         case 15: self = .stateValues(try reader.readArray("request.values", maximum: Self.snapshotItemsMax, of: StateValueReference.self))
+        case 16: self = .transactionResult(try Bytes32(from: &reader))
         case let raw: throw .unknownKind(field: "request.kind", offset: offset, raw: UInt64(raw))
         }
     }
@@ -462,6 +469,84 @@ public struct TransactionInclusion: Hashable, Sendable {
         self.proof = proof
         self.certificate = certificate
     }
+
+    func encode(to writer: inout WireWriter) {
+        location.encode(to: &writer)
+        writer.write(commandCount)
+        writer.write(proof)
+        writer.writeBytes(certificate)
+    }
+
+    init(from reader: inout WireReader) throws(WireError) {
+        let location = try TransactionLocation(from: &reader)
+        let count = try reader.readUInt32("response.commandCount")
+        let proof = try MerkleProof(from: &reader)
+        self.init(location: location, commandCount: count, proof: proof, certificate: try reader.readBytes("response.certificate", maximum: 1 << 20))
+    }
+}
+
+/// A node's answer to `transactionResult`: what proves a final transaction's result
+/// (`ResultCheck` checks it).
+public struct ResultProof: Hashable, Sendable {
+    public let inclusion: TransactionInclusion
+    /// The committed bytes of its result (`CommittedResults.bytes`) and their Merkle proof
+    /// among its block's results; nil when its block did not commit its results (executed
+    /// under rules before `LedgerRules.resultsCommitted`).
+    public let committed: [UInt8]?
+    public let resultProof: MerkleProof?
+    /// The node's latest stable checkpoint, its certificate, and the value of
+    /// `StateKeys.blockResults(height)` there with its proof (absent: the checkpoint is
+    /// below the block, or the block committed no results).
+    public let checkpointHeight: UInt64
+    public let checkpointCertificate: [UInt8]
+    public let record: [UInt8]?
+    public let recordProof: StateProof
+
+    public init(
+        inclusion: TransactionInclusion, committed: [UInt8]?, resultProof: MerkleProof?, checkpointHeight: UInt64,
+        checkpointCertificate: [UInt8], record: [UInt8]?, recordProof: StateProof
+    ) {
+        self.inclusion = inclusion
+        self.committed = committed
+        self.resultProof = resultProof
+        self.checkpointHeight = checkpointHeight
+        self.checkpointCertificate = checkpointCertificate
+        self.record = record
+        self.recordProof = recordProof
+    }
+
+    /// The committed bytes of a result are short: a code and a few figures or identifiers.
+    public static let committedBytesMax = 1_024
+
+    func encode(to writer: inout WireWriter) {
+        inclusion.encode(to: &writer)
+        writer.write(committed != nil)
+        if let committed, let resultProof {
+            writer.writeBytes(committed)
+            writer.write(resultProof)
+        }
+        writer.write(checkpointHeight)
+        writer.writeBytes(checkpointCertificate)
+        writer.write(record != nil)
+        if let record { writer.writeBytes(record) }
+        writer.write(recordProof)
+    }
+
+    init(from reader: inout WireReader) throws(WireError) {
+        let inclusion = try TransactionInclusion(from: &reader)
+        var committed: [UInt8]?
+        var resultProof: MerkleProof?
+        if try reader.readBool("result.committed") {
+            committed = try reader.readBytes("result.bytes", maximum: Self.committedBytesMax)
+            resultProof = try MerkleProof(from: &reader)
+        }
+        let height = try reader.readUInt64("result.checkpointHeight")
+        let certificate = try reader.readBytes("result.certificate", maximum: 1 << 20)
+        let record = try reader.readBool("result.recordPresent") ? try reader.readBytes("result.record", maximum: 1_024) : nil
+        self.init(
+            inclusion: inclusion, committed: committed, resultProof: resultProof, checkpointHeight: height, checkpointCertificate: certificate,
+            record: record, recordProof: try StateProof(from: &reader))
+    }
 }
 
 public struct AccountTransaction: Hashable, Sendable {
@@ -501,6 +586,8 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
     /// The values asked, in their order: nil for one not stored here (its checkpoint is no
     /// longer served). Fewer than asked past `snapshotBytesMax`, as for pages.
     case stateValues([[UInt8]?])
+    /// nil: not final here (or the block's body was pruned).
+    case transactionResult(ResultProof?)
 
     public static let blockTransactionsMax = 1 << 16
     /// The bytes of pages or values one answer carries, about (the last item may pass it).
@@ -531,10 +618,7 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
         case let .transactionProof(found):
             writer.write(UInt8(11))
             writer.write(found != nil)
-            if let found {
-                found.location.encode(to: &writer)
-                writer.write(found.commandCount); writer.write(found.proof); writer.writeBytes(found.certificate)
-            }
+            if let found { found.encode(to: &writer) }
         case let .handovers(list):
             writer.write(UInt8(12))
             writer.writeArray(list)
@@ -552,6 +636,10 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
         case let .stateValues(values):
             writer.write(UInt8(16))
             Self.writeOptionalBlobs(values, into: &writer)
+        case let .transactionResult(found):
+            writer.write(UInt8(17))
+            writer.write(found != nil)
+            if let found { found.encode(to: &writer) }
         case let .certifiedState(height, certificate, value, proof):
             writer.write(UInt8(10)); writer.write(height); writer.writeBytes(certificate)
             writer.write(value != nil)
@@ -616,12 +704,10 @@ public enum ClientResponse: Hashable, Sendable, WireCodable {
             self = .blocks(list)
         case 11:
             guard try reader.readBool("response.found") else { self = .transactionProof(nil); return }
-            let location = try TransactionLocation(from: &reader)
-            let count = try reader.readUInt32("response.commandCount")
-            let proof = try MerkleProof(from: &reader)
-            self = .transactionProof(TransactionInclusion(
-                location: location, commandCount: count, proof: proof,
-                certificate: try reader.readBytes("response.certificate", maximum: 1 << 20)))
+            self = .transactionProof(try TransactionInclusion(from: &reader))
+        case 17:
+            guard try reader.readBool("response.found") else { self = .transactionResult(nil); return }
+            self = .transactionResult(try ResultProof(from: &reader))
         case 13:
             guard try reader.readBool("response.found") else { self = .blockTransactions(nil); return }
             self = .blockTransactions(try reader.readArray("response.ids", maximum: Self.blockTransactionsMax, of: Bytes32.self))

@@ -6,15 +6,43 @@ import Wire
 /// and `calisson --db`, so both give the same answer to the same question.
 public struct StoreAnswers {
     /// How a transaction's result is stored (`TransactionRecord.result`): 0 when applied;
-    /// 1 and the ledger's reason (UTF-8, cut at `TransactionLocation.reasonBytesMax`) when rejected.
-    public static func result(_ result: TransactionResult) -> [UInt8] {
+    /// when rejected, 1 and the ledger's reason (UTF-8, cut at `TransactionLocation.reasonBytesMax`)
+    /// or, in a block that committed its results (`BlockOutcome.resultsCommitted`), 2, the
+    /// length (2 bytes) and bytes of the reason's committed form, then its text: the node can
+    /// then prove the result (`committed`).
+    public static func result(_ result: TransactionResult, committed: Bool = false) -> [UInt8] {
         guard case let .rejected(rejection) = result else { return [0] }
-        return [1] + Array("\(rejection)".utf8.prefix(TransactionLocation.reasonBytesMax))
+        let text = Array("\(rejection)".utf8.prefix(TransactionLocation.reasonBytesMax))
+        guard committed else { return [1] + text }
+        let form = rejection.committedBytes
+        return [2] + withUnsafeBytes(of: UInt16(clamping: form.count).bigEndian, Array.init) + form + text
     }
     public static func isApplied(_ result: [UInt8]) -> Bool { result.first == 0 }
     /// The rejection reason of a stored result (nil when applied).
     public static func reason(_ result: [UInt8]) -> String? {
-        result.first == 0 ? nil : String(decoding: result.dropFirst(), as: UTF8.self)
+        switch result.first {
+        case 0: return nil
+        case 2:
+            guard let (_, text) = committedParts(result) else { return String(decoding: result.dropFirst(), as: UTF8.self) }
+            return String(decoding: text, as: UTF8.self)
+        default: return String(decoding: result.dropFirst(), as: UTF8.self)
+        }
+    }
+    /// The committed bytes of a stored result (`CommittedResults.bytes`): nil when its block
+    /// did not commit its results (stored before `LedgerRules.resultsCommitted`) or the bytes
+    /// are not a stored result.
+    public static func committed(_ result: [UInt8]) -> [UInt8]? {
+        switch result.first {
+        case 0: return result.count == 1 ? [0] : nil
+        case 2: return committedParts(result).map { [1] + $0.form }
+        default: return nil
+        }
+    }
+    private static func committedParts(_ result: [UInt8]) -> (form: ArraySlice<UInt8>, text: ArraySlice<UInt8>)? {
+        guard result.count >= 3 else { return nil }
+        let length = Int(clamping: result[1]) << 8 | Int(clamping: result[2])
+        guard result.count >= 3 + length else { return nil }
+        return (result[3..<(3 + length)], result[(3 + length)...])
     }
     public static func location(height: UInt64, position: Int, result: [UInt8]) -> TransactionLocation {
         TransactionLocation(height: height, position: UInt64(position), applied: isApplied(result), reason: reason(result))

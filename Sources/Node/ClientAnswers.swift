@@ -78,6 +78,7 @@ public struct ClientAnswers {
             case let .accountTransactions(account, limit):
                 return .answer(.accountTransactions(try answers.accountTransactions(account, limit: limit, atMost: visibleHeight)))
             case let .transactionProof(id): return .answer(.transactionProof(try inclusion(of: id)))
+            case let .transactionResult(id): return .answer(try resultProof(of: id))
             case let .certifiedState(key): return .answer(try certifiedState(key))
             case let .blocks(from, limit, wait):
                 let shown = shownHeight
@@ -126,6 +127,30 @@ public struct ClientAnswers {
                 location: StoreAnswers.location(height: found.height, position: found.position, result: found.result),
                 commandCount: UInt32(block.commands.count), proof: proof, certificate: record.certificate)
         }
+    }
+
+    /// A final transaction's result with what proves it (`ResultProof`): its inclusion, its
+    /// result's committed bytes with their Merkle proof among its block's results (each
+    /// result of that block stored in its committed form, or none), and its block's results
+    /// record at the latest stable checkpoint.
+    func resultProof(of id: Bytes32) throws -> ClientResponse {
+        guard let inclusion = try inclusion(of: id) else { return .transactionResult(nil) }
+        let height = inclusion.location.height
+        let position = Int(clamping: inclusion.location.position)
+        var committed: [UInt8]?
+        var proof: MerkleProof?
+        if let record = try store.block(at: height) {
+            let forms = record.transactions.map { StoreAnswers.committed($0.result) }
+            if position < forms.count, let mine = forms[position], !forms.contains(nil) {
+                proof = MerkleTree(leaves: forms.map { CommittedResults.leaf($0 ?? []) }).proof(at: position)
+                committed = proof == nil ? nil : mine
+            }
+        }
+        let read = try certifiedState(StateKeys.blockResults(height))
+        guard case let .certifiedState(checkpoint, certificate, value, recordProof) = read else { return read }  // the error that says why
+        return .transactionResult(ResultProof(
+            inclusion: inclusion, committed: committed, resultProof: proof, checkpointHeight: checkpoint, checkpointCertificate: certificate,
+            record: value, recordProof: recordProof))
     }
 
     /// Tree pages by hash, stored or held in memory for a checkpoint whose state was not

@@ -95,7 +95,7 @@ extension NodeCore {
             newSet = set
             schedule.schedule(set, executedAt: block.seq)
         }
-        let results = outcome.results.map(StoreAnswers.result)
+        let results = outcome.results.map { StoreAnswers.result($0, committed: outcome.resultsCommitted) }
         let record = BlockRecord(
             height: block.seq, digest: block.digest, body: block.wireBytes, certificate: certified.certificate.wireBytes,
             stateRoot: outcome.recordedStateRoot,

@@ -65,7 +65,7 @@ struct JoinCommand: ParsableCommand {
             let certificate = CommitCertificate(commits: [Signed(Vote(kind: .commit, view: 0, seq: height, digest: block.digest), chainId: genesis.chainId, signer: signer)])
             try source.persist(BlockRecord(
                 height: height, digest: block.digest, body: block.wireBytes, certificate: certificate.wireBytes, stateRoot: outcome.stateRoot,
-                transactions: zip(block.commandIDs, outcome.results).map { TransactionRecord(id: $0, result: StoreAnswers.result($1), accounts: []) }))
+                transactions: zip(block.commandIDs, outcome.results).map { TransactionRecord(id: $0, result: StoreAnswers.result($1, committed: outcome.resultsCommitted), accounts: []) }))
             if height % 8 == 0 { try source.store.pruneHistory(through: height) }
             if height % 100 == 0 { print("  built \(height) of \(blocks) blocks") }
         }
@@ -90,7 +90,7 @@ struct JoinCommand: ParsableCommand {
             guard outcome.stateRoot == record.stateRoot else { throw ValidationError("replay: block \(height) gives another state root") }
             try replayed.persist(BlockRecord(
                 height: height, digest: block.digest, body: body, certificate: record.certificate, stateRoot: outcome.stateRoot,
-                transactions: zip(block.commandIDs, outcome.results).map { TransactionRecord(id: $0, result: StoreAnswers.result($1), accounts: []) }))
+                transactions: zip(block.commandIDs, outcome.results).map { TransactionRecord(id: $0, result: StoreAnswers.result($1, committed: outcome.resultsCommitted), accounts: []) }))
             if height % 8 == 0 { try replayed.store.pruneHistory(through: height) }
         }
         try replayed.store.checkpointWAL()

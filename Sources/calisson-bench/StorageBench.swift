@@ -80,7 +80,7 @@ struct StorageCommand: ParsableCommand {
                 height: height, digest: SHA256.hash(body.bytes), body: body.bytes, certificate: [UInt8](repeating: 7, count: 3 * 96 + 16),
                 stateRoot: outcome.stateRoot,
                 transactions: commands.enumerated().map { index, command in
-                    TransactionRecord(id: SignedTransaction.idTag.hash(command), result: StoreAnswers.result(outcome.results[index]),
+                    TransactionRecord(id: SignedTransaction.idTag.hash(command), result: StoreAnswers.result(outcome.results[index], committed: outcome.resultsCommitted),
                                       accounts: [SHA256.hash("account \((nonce - UInt64(blockSize) + UInt64(index) + 1) % UInt64(accounts))")])
                 })
             try state.persist(record)

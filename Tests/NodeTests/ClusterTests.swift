@@ -30,7 +30,8 @@ struct TestCluster {
     /// The genesis as a file would say it (what the CLI's --genesis reads).
     let genesisFile: GenesisFile
 
-    init(count: Int = 4) throws {
+    /// `rules`: the ledger rules the chain starts with (nil: the first).
+    init(count: Int = 4, rules: UInt32? = nil) throws {
         self.count = count
         directory = Scratch.directory("cluster")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -55,6 +56,7 @@ struct TestCluster {
         file.programmes[0].category = "wasteSorting"
         file.programmes[0].rewardPerUnit = 10
         file.programmes[0].expiryEpochs = 100
+        file.rules = rules
         genesisFile = file
         genesis = try genesisFile.validated()
     }

@@ -437,8 +437,10 @@ final class ProcessCluster {
 final class Liar {
     /// `value`, `proof`, `certificate`: in certified state answers; `page`, `stateValue`: in
     /// the tree pages and state values a state sync or the gateway's copy asks for;
-    /// `height`: a height no ledger reaches (2^64 − 1) in its status and its blocks' summaries.
-    enum Lie { case none, value, proof, certificate, page, stateValue, height }
+    /// `height`: a height no ledger reaches (2^64 − 1) in its status and its blocks' summaries;
+    /// `result`: a transaction's result the other way round (applied said rejected for want
+    /// of funds, rejected said applied), its committed bytes forged to match.
+    enum Lie { case none, value, proof, certificate, page, stateValue, height, result }
 
     let loop = EventLoop(name: "liar")
     let transport: Transport
@@ -504,9 +506,12 @@ final class Liar {
                         BlockSummary(height: .max, digest: $0.digest, certificate: $0.certificate, stateRoot: $0.stateRoot, transactionCount: $0.transactionCount)
                     }).wireBytes)
                 }
+                if case let .transactionResult(found?)? = answer, lie == .result {
+                    return respond(ClientResponse.transactionResult(Self.forged(found)).wireBytes)
+                }
                 guard case let .certifiedState(height, certificate, value, proof)? = answer else { return respond(bytes) }
                 switch lie {
-                case .none, .page, .stateValue, .height: respond(bytes)
+                case .none, .page, .stateValue, .height, .result: respond(bytes)
                 case .value:
                     // Another account's worth: the balance doubled.
                     let forged = value.flatMap { try? Account(wireBytes: $0) }.map { account -> [UInt8] in
@@ -528,6 +533,20 @@ final class Liar {
             }.start()
         }
         try transport.start()
+    }
+
+    /// The answer with its result the other way round, consistently: the location and the
+    /// committed bytes say the same forged result.
+    static func forged(_ found: ResultProof) -> ResultProof {
+        let location = found.inclusion.location
+        let result: TransactionResult = location.applied ? .rejected(.insufficientFunds(available: 0, asked: 3)) : .applied
+        let forged = TransactionLocation(
+            height: location.height, position: location.position, applied: result == .applied, reason: result == .applied ? nil : "insufficientFunds(available: 0, asked: 3)")
+        let inclusion = TransactionInclusion(
+            location: forged, commandCount: found.inclusion.commandCount, proof: found.inclusion.proof, certificate: found.inclusion.certificate)
+        return ResultProof(
+            inclusion: inclusion, committed: CommittedResults.bytes(result), resultProof: found.resultProof, checkpointHeight: found.checkpointHeight,
+            checkpointCertificate: found.checkpointCertificate, record: found.record, recordProof: found.recordProof)
     }
 
     func stop() {

@@ -23,7 +23,11 @@ enum Seeds {
             .status, .submit([1, 2, 3]), .state(key), .certifiedState(key), .blocks(from: 1, limit: 10, waitMilliseconds: 100),
             .transactionProof(Bytes32([UInt8](repeating: 7, count: 32))!), .handovers(after: 0), .blockTransactions(3),
             .blockContents(3), .treePages([root, .zero]), .stateValues([StateValueReference(key: key, valueHash: root)]),
+            .transactionResult(Bytes32([UInt8](repeating: 7, count: 32))!),
         ]
+        let single = MerkleProof(leafIndex: 0, leafCount: 1, siblings: [])
+        let inclusion = TransactionInclusion(
+            location: TransactionLocation(height: 3, position: 0, applied: false, reason: "evidenceUsed"), commandCount: 1, proof: single, certificate: certificate)
         let responses: [ClientResponse] = [
             .certifiedState(height: 0, certificate: certificate, value: value, proof: proof),
             .state(height: 0, root: root, value: value, proof: proof),
@@ -37,6 +41,11 @@ enum Seeds {
                 height: 3, body: [0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 2, 7, 7], certificate: certificate, results: [[0]], closedEpoch: nil,
                 decided: [], opened: [], decidedLeftOut: [4, 5])),
             .treePages([[1, 2], nil, []]), .stateValues([nil, value]),
+            .transactionResult(ResultProof(
+                inclusion: inclusion, committed: CommittedResults.bytes(.rejected(.evidenceUsed)), resultProof: single, checkpointHeight: 0,
+                checkpointCertificate: certificate, record: CommittedResults.record([.rejected(.evidenceUsed)]).wireBytes, recordProof: proof)),
+            .transactionResult(ResultProof(
+                inclusion: inclusion, committed: nil, resultProof: nil, checkpointHeight: 0, checkpointCertificate: certificate, record: nil, recordProof: proof)),
         ]
         return requests.map(\.wireBytes) + responses.map(\.wireBytes)
     }
@@ -53,6 +62,7 @@ public func initialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutable
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let input = fuzzInput(data, size)
     decodeCanonical(ClientRequest.self, input)
+    if let result = CommittedResults.result(input) { precondition(CommittedResults.result(CommittedResults.bytes(result)) == result) }
     guard let response = decodeCanonical(ClientResponse.self, input) else { return 0 }
     let validators = Metropole.nodeKeys, chainId = Metropole.chainId
     switch response {
@@ -67,6 +77,9 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         _ = try? InclusionCheck.verify(
             transaction: Bytes32([UInt8](repeating: 7, count: 32))!, height: inclusion.location.height, commandCount: inclusion.commandCount, proof: inclusion.proof,
             certificate: inclusion.certificate, validators: validators, chainId: chainId)
+    case let .transactionResult(found?):
+        _ = try? ResultCheck.verify(
+            found, transaction: Bytes32([UInt8](repeating: 7, count: 32))!, trusted: TrustedValidators(genesis: validators), chainId: chainId)
     case let .handovers(handovers):
         var trusted = TrustedValidators(genesis: validators)
         for handover in handovers { _ = try? trusted.follow(handover, chainId: chainId) }

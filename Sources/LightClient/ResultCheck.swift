@@ -1,0 +1,94 @@
+import CalissonCrypto
+import Ledger
+import Wire
+
+/// A final transaction's result as a light client accepts it (`ResultCheck`).
+public struct VerifiedResult: Equatable, Sendable {
+    /// Its place, checked against its block's commit certificate, and the result as the
+    /// node words it.
+    public let location: TransactionLocation
+    public let certification: Certification
+
+    public enum Certification: Equatable, Sendable {
+        /// The result is the one its block committed to the state, which the certificate of
+        /// checkpoint `height` (state root `root`, signed by `signers`) certifies: whether
+        /// it applied, and the reason's code and figures when not (its free text, for the
+        /// reasons that have one, is the node's).
+        case certified(height: UInt64, root: SHA256Digest, signers: [Ed25519PublicKey])
+        /// The node's latest stable checkpoint (`checkpoint`) is below the block: the result
+        /// is the node's word until a checkpoint at or above it is certified.
+        case notYetCertified(checkpoint: UInt64)
+        /// The block committed no results (executed under ledger rules before
+        /// `LedgerRules.resultsCommitted`), as the certified state at `checkpoint` proves:
+        /// the result is the node's word.
+        case notCommitted(checkpoint: UInt64)
+        /// No node gave a proof of the result (none has a stable checkpoint yet, or its
+        /// release predates `transactionResult`): the place alone is proven, the result is
+        /// the node's word.
+        case unproven(String)
+    }
+
+    public init(location: TransactionLocation, certification: Certification) {
+        self.location = location
+        self.certification = certification
+    }
+
+    public var isCertified: Bool {
+        if case .certified = certification { return true }
+        return false
+    }
+}
+
+/// The checks of a node's answer to `transactionResult` (the query CLI's `tx --genesis`, the
+/// gateway's `GET /v1/transactions/{id}`): the transaction's inclusion as `InclusionCheck`
+/// checks it, its block's results record read certified as `CertifiedReader` reads a
+/// record, then the result's committed bytes against that record's root, at the position
+/// the inclusion proves, and the node's wording of the result against those bytes. A node
+/// that states another result than the one its block committed is caught.
+public enum ResultCheck {
+    public static func verify(
+        _ answer: ResultProof, transaction id: Bytes32, trusted: TrustedValidators, chainId: String, checked: CheckedCheckpoints? = nil
+    ) throws -> VerifiedResult {
+        let inclusion = answer.inclusion
+        let location = inclusion.location
+        do {
+            try InclusionCheck.verify(inclusion, transaction: id, validators: trusted.keys(at: location.height), chainId: chainId)
+        } catch {
+            throw CertifiedReadError.certificate(error)
+        }
+        let key = StateKeys.blockResults(location.height)
+        let read = ClientResponse.certifiedState(
+            height: answer.checkpointHeight, certificate: answer.checkpointCertificate, value: answer.record, proof: answer.recordProof)
+        let record = try CertifiedReader.record(key, answer: read, trusted: trusted, chainId: chainId, checked: checked)
+        guard let value = record.value else {
+            let certification: VerifiedResult.Certification =
+                record.height < location.height ? .notYetCertified(checkpoint: record.height) : .notCommitted(checkpoint: record.height)
+            return VerifiedResult(location: location, certification: certification)
+        }
+        guard let results = try? BlockResults(wireBytes: value) else { throw CertifiedReadError.proof("block \(location.height)'s results record does not decode") }
+        guard results.count == UInt64(clamping: inclusion.commandCount) else {
+            throw CertifiedReadError.proof("block \(location.height) committed \(results.count) results, its digest has \(inclusion.commandCount) transactions")
+        }
+        guard let committed = answer.committed, let proof = answer.resultProof else {
+            throw CertifiedReadError.proof("block \(location.height) committed its results, and the node gave no proof of this one")
+        }
+        guard proof.leafIndex == location.position, proof.leafCount == results.count else {
+            throw CertifiedReadError.proof("the result's proof is for position \(proof.leafIndex) of \(proof.leafCount), not \(location.position) of \(results.count)")
+        }
+        do { try proof.verify(leaf: CommittedResults.leaf(committed), root: results.root) } catch {
+            throw CertifiedReadError.proof("the result's proof against block \(location.height)'s committed results: \(error)")
+        }
+        guard let result = CommittedResults.result(committed) else { throw CertifiedReadError.proof("the committed result does not decode") }
+        switch result {
+        case .applied:
+            guard location.applied else { throw CertifiedReadError.proof("the block committed the transaction as applied, the node says rejected") }
+        case let .rejected(rejection):
+            guard !location.applied else { throw CertifiedReadError.proof("the block committed the transaction as rejected, the node says applied") }
+            guard rejection.isRendered(by: location.reason ?? "") else {
+                throw CertifiedReadError.proof("the block committed the rejection \(rejection), the node says \(location.reason ?? "nothing")")
+            }
+        }
+        let signers = CheckpointCheck.signers(of: record.certificate) ?? []
+        return VerifiedResult(location: location, certification: .certified(height: record.height, root: record.root, signers: signers))
+    }
+}

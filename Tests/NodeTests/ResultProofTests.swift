@@ -1,0 +1,175 @@
+// A transaction's result proven (ledger rules 7): a node's answer to `transactionResult`
+// checked by `ResultCheck`, by the gateway's `GET /v1/transactions/{id}` and by the query
+// CLI's `tx --genesis`; a node that states another result than its block committed is
+// caught wherever it is asked.
+import CalissonCrypto
+import CalissonTestKit
+import Foundation
+import Gateway
+import Ledger
+import LightClient
+import Node
+import Spawning
+import Storage
+import Testing
+import Transport
+import Wire
+
+extension GatewayTests {
+    /// The height where a node has `id` final (its database read on the side), if it has.
+    static func finalHeight(_ id: Bytes32, at node: NodeRuntime) -> UInt64? {
+        (try? NodeStore(file: node.configuration.databaseFile, readOnly: true).transaction(id))??.height
+    }
+
+    @Test func aTransactionsResultIsProvenAndALieAboutItIsCaught() async throws {
+        let cluster = try TestCluster(rules: LedgerRules.resultsCommitted)
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        let applied = cluster.attribute(by: 1, to: 5, nonce: 1)
+        // The same gesture's evidence again, under another nonce: rejected (`evidenceUsed`).
+        let reused = Transaction.attribution(
+            chainId: TestCluster.chainId, by: "p1", nonce: 2, expiry: 500, to: Ed25519PublicKey(SHA256.hash("citizen 6")), evidence: SHA256.hash("evidence 1 1")
+        ).signed(with: cluster.signingKeys[1]).wireBytes
+        let ids = [applied, reused].map { SignedTransaction.idTag.hash($0) }
+        _ = nodes[1].submit(applied)
+        #expect(try await Self.until(30) { nodes.allSatisfy { node in (node.read { $0.meta.totals.issued } ?? 0) > 0 } })
+        _ = nodes[2].submit(reused)
+        // Final, then a checkpoint above both certified (the idle fill).
+        let final = try await Self.blocking { eventually(30) { nodes.allSatisfy { Self.finalHeight(ids[1], at: $0) != nil } } }
+        #expect(final)
+        #expect(try await Self.blocking { TestCluster.settle(nodes, atLeast: (Self.finalHeight(ids[1], at: nodes[0]) ?? 0) + 1) })
+
+        // The node's answers, checked.
+        let trusted = TrustedValidators(genesis: cluster.genesis.validatorKeys)
+        let client = try TransportClient(host: "127.0.0.1", port: nodes[0].transport.clientPort, ca: cluster.ca, chainId: TestCluster.chainId)
+        defer { client.close() }
+        var answers: [ResultProof] = []
+        for id in ids {
+            guard case let .transactionResult(found?) = try ClientResponse(wireBytes: try client.request(ClientRequest.transactionResult(id).wireBytes)) else {
+                Issue.record("no result proof for \(id.hex)")
+                return
+            }
+            let verified = try ResultCheck.verify(found, transaction: id, trusted: trusted, chainId: TestCluster.chainId)
+            guard case let .certified(checkpoint, _, signers) = verified.certification else {
+                Issue.record("not certified: \(verified.certification)")
+                return
+            }
+            #expect(checkpoint >= verified.location.height && signers.count >= 3)
+            answers.append(found)
+        }
+        #expect(answers[0].inclusion.location.applied && !answers[1].inclusion.location.applied)
+        #expect(answers[1].inclusion.location.reason == "evidenceUsed" && answers[1].committed == [1, 19])
+
+        // Each way a node could misstate a result is caught.
+        let honest = answers[0]
+        let location = honest.inclusion.location
+        func with(location: TransactionLocation? = nil, committed: [UInt8]?? = nil, proof: MerkleProof?? = nil, record: [UInt8]?? = nil) -> ResultProof {
+            ResultProof(
+                inclusion: TransactionInclusion(
+                    location: location ?? honest.inclusion.location, commandCount: honest.inclusion.commandCount, proof: honest.inclusion.proof,
+                    certificate: honest.inclusion.certificate),
+                committed: committed ?? honest.committed, resultProof: proof ?? honest.resultProof, checkpointHeight: honest.checkpointHeight,
+                checkpointCertificate: honest.checkpointCertificate, record: record ?? honest.record, recordProof: honest.recordProof)
+        }
+        let rejectedLocation = TransactionLocation(height: location.height, position: location.position, applied: false, reason: "evidenceUsed")
+        let misstated: [(String, ResultProof)] = [
+            ("said rejected", with(location: rejectedLocation)),
+            ("said rejected, its bytes forged to match", with(location: rejectedLocation, committed: .some([1, 19]))),
+            ("a proof of another shape", with(proof: .some(MerkleProof(leafIndex: 0, leafCount: 2, siblings: [SHA256.hash("forged")])))),
+            ("no proof", with(committed: .some(nil), proof: .some(nil))),
+            ("another record", with(record: .some(BlockResults(count: 2, root: SHA256.hash("forged")).wireBytes))),
+            ("said rejected for another reason", Liar.forged(honest)),
+        ]
+        for (lie, answer) in misstated {
+            #expect(throws: CertifiedReadError.self, "a node that \(lie)") { try ResultCheck.verify(answer, transaction: ids[0], trusted: trusted, chainId: TestCluster.chainId) }
+        }
+        // The rejection's wording must be the one its bytes commit.
+        let reworded = TransactionLocation(height: answers[1].inclusion.location.height, position: answers[1].inclusion.location.position, applied: false, reason: "tooManyLots")
+        let rewordedAnswer = ResultProof(
+            inclusion: TransactionInclusion(
+                location: reworded, commandCount: answers[1].inclusion.commandCount, proof: answers[1].inclusion.proof, certificate: answers[1].inclusion.certificate),
+            committed: answers[1].committed, resultProof: answers[1].resultProof, checkpointHeight: answers[1].checkpointHeight,
+            checkpointCertificate: answers[1].checkpointCertificate, record: answers[1].record, recordProof: answers[1].recordProof)
+        #expect(throws: CertifiedReadError.self) { try ResultCheck.verify(rewordedAnswer, transaction: ids[1], trusted: trusted, chainId: TestCluster.chainId) }
+
+        // The gateway: verified results; behind a liar alone a 502, beside an honest node the truth.
+        let reader = APIKey.generate(name: "reader", scopes: [.read])
+        let (_, serving, port) = try await Self.start(nodes, cluster, keys: [reader.entry])
+        defer { serving.cancel() }
+        for (id, result) in zip(ids, ["applied", "rejected"]) {
+            let found = try await Self.get(port, "/v1/transactions/\(id.hex)", key: reader.secret)
+            #expect(found.status == 200 && found.body["result"] as? String == result && found.body["resultVerified"] as? Bool == true
+                    && (found.body["resultCheckpoint"] as? Int ?? 0) >= (found.body["height"] as? Int ?? .max), "\(found.text)")
+        }
+        let liar = try Liar(relayingTo: nodes[1].transport.clientPort, ca: cluster.ca, caKey: cluster.caKey, chainId: TestCluster.chainId, lie: .result)
+        defer { liar.stop() }
+        let liarAddress = NodeAddress(host: "127.0.0.1", port: liar.port)
+        for (behind, expected) in [([liarAddress], 502), ([liarAddress, NodeAddress(host: "127.0.0.1", port: nodes[2].transport.clientPort)], 200)] {
+            let (_, lied, liedPort) = try await Self.start(behind, cluster, keys: [reader.entry])
+            defer { lied.cancel() }
+            let reply = try await Self.get(liedPort, "/v1/transactions/\(ids[0].hex)", key: reader.secret)
+            #expect(reply.status == expected, "\(behind): \(reply.text)")
+            if expected == 200 {
+                #expect(reply.body["result"] as? String == "applied" && reply.body["resultVerified"] as? Bool == true, "\(reply.text)")
+            } else {
+                #expect(reply.text.contains("cannot be trusted"), "\(reply.text)")
+            }
+        }
+
+        // The query CLI: the proof line says the result is proven; a liar makes it fail.
+        let bin = try productsDirectory()
+        let (caFile, _, genesis) = try cluster.clientFiles(signer: 0)
+        func tx(_ port: UInt16, _ id: Bytes32) throws -> Ran {
+            try run("\(bin)/calisson", ["tx", id.hex, "--node", "127.0.0.1:\(port)", "--ca", caFile, "--chain", TestCluster.chainId, "--genesis", genesis], timeout: 60)
+        }
+        let told = try tx(nodes[3].transport.clientPort, ids[1])
+        #expect(told.status == 0 && told.output.contains("rejected: evidenceUsed") && told.output.contains("its result is the one the block committed"),
+                "\(told.output) \(told.errors)")
+        let lied = try tx(liar.port, ids[0])
+        #expect(lied.status != 0 && lied.errors.contains("cannot be trusted"), "\(lied.output) \(lied.errors)")
+    }
+
+    /// Under the first ledger rules a block commits no results: the gateway says the result
+    /// is the node's word (`resultVerified` false), the CLI says why.
+    @Test func aResultOfABlockThatCommittedNoneIsSaidToBeTheNodesWord() async throws {
+        let cluster = try TestCluster()
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        let transaction = cluster.attribute(by: 1, to: 5, nonce: 1)
+        let id = SignedTransaction.idTag.hash(transaction)
+        _ = nodes[1].submit(transaction)
+        #expect(try await Self.blocking { eventually(30) { nodes.allSatisfy { Self.finalHeight(id, at: $0) != nil } } })
+        #expect(try await Self.blocking { TestCluster.settle(nodes, atLeast: (Self.finalHeight(id, at: nodes[0]) ?? 0) + 1) })
+        let reader = APIKey.generate(name: "reader", scopes: [.read])
+        let (_, serving, port) = try await Self.start(nodes, cluster, keys: [reader.entry])
+        defer { serving.cancel() }
+        let found = try await Self.get(port, "/v1/transactions/\(id.hex)", key: reader.secret)
+        #expect(found.status == 200 && found.body["result"] as? String == "applied" && found.body["inclusionVerified"] as? Bool == true
+                && found.body["resultVerified"] as? Bool == false && found.body["resultCheckpoint"] == nil, "\(found.text)")
+        let bin = try productsDirectory()
+        let (caFile, _, genesis) = try cluster.clientFiles(signer: 0)
+        let told = try run("\(bin)/calisson", [
+            "tx", id.hex, "--node", "127.0.0.1:\(nodes[0].transport.clientPort)", "--ca", caFile, "--chain", TestCluster.chainId, "--genesis", genesis,
+        ], timeout: 60)
+        #expect(told.status == 0 && told.output.contains("committed no results"), "\(told.output) \(told.errors)")
+    }
+
+    /// Before any stable checkpoint no node can prove a result: the gateway answers the
+    /// proven place and says the result is the node's word, rather than fail.
+    @Test func aResultNoNodeCanProveYetIsServedAsTheNodesWord() async throws {
+        let cluster = try TestCluster(rules: LedgerRules.resultsCommitted)
+        let nodes = try cluster.startNodes(fill: false)
+        defer { for node in nodes { node.stop() } }
+        let transaction = cluster.attribute(by: 1, to: 5, nonce: 1)
+        let id = SignedTransaction.idTag.hash(transaction)
+        _ = nodes[1].submit(transaction)
+        #expect(try await Self.blocking { eventually(30) { nodes.allSatisfy { Self.finalHeight(id, at: $0) != nil } } })
+        let reader = APIKey.generate(name: "reader", scopes: [.read])
+        let (_, serving, port) = try await Self.start(nodes, cluster, keys: [reader.entry])
+        defer { serving.cancel() }
+        let found = try await Self.get(port, "/v1/transactions/\(id.hex)", key: reader.secret)
+        #expect(found.status == 200 && found.body["result"] as? String == "applied" && found.body["inclusionVerified"] as? Bool == true
+                && found.body["resultVerified"] as? Bool == false, "\(found.text)")
+        #expect(nodes[0].height < TrustedValidators.checkpointInterval, "a checkpoint came: \(nodes[0].height)")
+    }
+}
