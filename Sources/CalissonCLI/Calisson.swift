@@ -114,29 +114,34 @@ struct Connection: ParsableArguments {
         return "included in block \(included.location.height), whose commit certificate a quorum of the validators in force there signed (the result is the node's word)"
     }
 
-    /// Checks that `answer` proves transaction `id` final and its result (`ResultCheck`); the
-    /// `proof` line saying how far.
-    func checkResult(_ answer: ResultProof, of id: Bytes32, validators: TrustedValidators) throws -> String {
+    /// Checks that `answer` proves transaction `id` final and its result (`ResultCheck`): the
+    /// `proof` line saying how far, and the place and result to show (the reason as this
+    /// code renders the committed bytes, when they are certified).
+    func checkResult(_ answer: ResultProof, of id: Bytes32, validators: TrustedValidators) throws -> (String, TransactionLocation) {
         let verified: VerifiedResult
         do { verified = try ResultCheck.verify(answer, transaction: id, trusted: validators, chainId: chain) } catch {
             throw ValidationError("\(error)")
         }
         let height = verified.location.height
         let included = "included in block \(height), whose commit certificate a quorum of the validators in force there signed"
+        let line: String
         switch verified.certification {
         case let .certified(checkpoint, root, _):
-            return included + "; its result is the one the block committed, under state root \(root.hex.prefix(16))… certified at checkpoint "
+            line = included + "; its result is the one the block committed, under state root \(root.hex.prefix(16))… certified at checkpoint "
                 + "\(checkpoint) by a quorum (followed from the genesis)"
-                + (verified.location.reason != nil && CommittedResults.result(answer.committed ?? []).map(Self.hasText) == true
-                    ? " (the reason's detail is the node's word)" : "")
+                + (CommittedResults.result(answer.committed ?? []).map(Self.hasText) == true ? " (the reason's detail is the node's word)" : "")
+        case let .nonceUsedElsewhere(checkpoint):
+            line = included + "; this copy was rejected, as checkpoint \(checkpoint) certifies, because its nonce was used: the transaction, "
+                + "or another of its signer with that nonce, applied elsewhere, which this node did not prove"
         case let .notYetCertified(checkpoint):
-            return included + " (the result is the node's word until a checkpoint at or above block \(height) is certified: this node's latest is \(checkpoint))"
+            line = included + " (the result is the node's word until a checkpoint at or above block \(height) is certified: this node's latest is \(checkpoint))"
         case let .notCommitted(checkpoint):
-            return included + " (the result is the node's word: block \(height) committed no results, as checkpoint \(checkpoint) proves; "
+            line = included + " (the result is the node's word: block \(height) committed no results, as checkpoint \(checkpoint) proves; "
                 + "ledger rules before \(LedgerRules.resultsCommitted))"
         case let .unproven(reason):
-            return included + " (the result is the node's word: \(reason))"
+            line = included + " (the result is the node's word: \(reason))"
         }
+        return (line, verified.location)
     }
 
     static func hasText(_ result: TransactionResult) -> Bool {
@@ -283,8 +288,7 @@ struct Tx: ParsableCommand {
             switch try connection.ask(.transactionResult(key)) {
             case let .transactionResult(answer):
                 guard let answer else { return connection.emit([("transaction", id), ("status", "not final on this node")]) }
-                proof = try connection.checkResult(answer, of: key, validators: validators)
-                found = answer.inclusion.location
+                (proof, found) = try connection.checkResult(answer, of: key, validators: validators)
             case let .error(reason):
                 // A node that cannot prove the result (no stable checkpoint yet, an older
                 // release): its inclusion, the result its word.

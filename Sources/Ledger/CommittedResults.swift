@@ -10,10 +10,12 @@ import Wire
 /// light client knows whether the transaction applied and why not, without trusting the
 /// node that answers.
 ///
-/// What is committed is the reason's code and its figures, never its free text (the
-/// detail of `malformed`, `invalidAction` and the like, or a role's name): the text is the
-/// node's rendering, which a later release may word differently without changing the
-/// rules, and the state root must not depend on it.
+/// What is committed is the reason's code and its figures (a role's name is one: the
+/// ledger's own word for the role), never its free text (the detail of `malformed`,
+/// `invalidAction` and the like): the text is the node's rendering, which a later release
+/// may word differently without changing the rules, and the state root must not depend on
+/// it. From these rules on, which reason a transaction gets and its figures are part of
+/// the state: changing either (the order of the checks, a figure) takes a new version.
 public enum CommittedResults {
     static let leafTag = TaggedHasher(tag: "calisson/result/v1")
 
@@ -116,10 +118,13 @@ extension LedgerRejection {
     /// Whether the reason carries free text, which its committed form leaves out.
     public var hasText: Bool {
         switch self {
-        case .malformed, .wrongChain, .missingRole, .invalidAction, .invalidEvidence, .invalidEndpoints: return true
+        case .malformed, .wrongChain, .invalidAction, .invalidEvidence, .invalidEndpoints: return true
         default: return false
         }
     }
+
+    /// The longest role name a committed `missingRole` carries (the ledger's are a few letters).
+    static let roleBytesMax = 32
 
     /// The reason's code, then its figures in order, without its free text.
     public var committedBytes: [UInt8] {
@@ -135,8 +140,11 @@ extension LedgerRejection {
             writer.write(height)
         case let .nonceUsed(value), let .unknownProposal(value), let .proposalClosed(value), let .alreadyVoted(value):
             writer.write(value)
-        case let .unknownPartner(id), let .missingRole(id, _), let .unknownProgramme(id), let .programmeClosed(id), let .notTransferable(id):
+        case let .unknownPartner(id), let .unknownProgramme(id), let .programmeClosed(id), let .notTransferable(id):
             writer.write(id)
+        case let .missingRole(id, role):
+            writer.write(id)
+            writer.writeString(String(decoding: role.utf8.prefix(Self.roleBytesMax), as: UTF8.self))
         case let .partnerNotActive(id, status):
             writer.write(id)
             writer.write(status.rawValue)
@@ -176,7 +184,7 @@ extension LedgerRejection {
             }
             self = .partnerNotActive(id, status)
         case 8: self = .badSignature
-        case 9: self = .missingRole(try Identifier(from: &reader), needs: "")
+        case 9: self = .missingRole(try Identifier(from: &reader), needs: try reader.readString("role", maximumBytes: Self.roleBytesMax))
         case 10: self = .unknownProgramme(try Identifier(from: &reader))
         case 11: self = .programmeClosed(try Identifier(from: &reader))
         case 12: self = .programmeNotOpen(try Identifier(from: &reader), height: try reader.readUInt64("height"))
@@ -208,12 +216,12 @@ extension LedgerRejection {
         }
     }
 
-    /// Whether `text` (a node's rendering of a rejection) says this reason, committed:
-    /// the same rendering when the reason has no free text, the same case otherwise.
-    public func isRendered(by text: String) -> Bool {
-        let mine = "\(self)"
-        guard hasText else { return text == mine }
-        let name = mine.prefix { $0 != "(" }
-        return text.prefix { $0 != "(" } == name
-    }
+    /// The reason's name (`insufficientFunds`), as a node's rendering of it begins.
+    public var name: String { String("\(self)".prefix { $0 != "(" }) }
+
+    /// Whether `text` (a node's rendering of a rejection) names this reason. The figures
+    /// are not read from it: whoever checked the committed bytes shows its own rendering
+    /// of them (`ResultCheck`), and only the free text of a reason that has one is taken
+    /// from the node.
+    public func isNamed(by text: String) -> Bool { text.prefix { $0 != "(" } == name[...] }
 }

@@ -520,7 +520,7 @@ public struct ResultProof: Hashable, Sendable {
 
     func encode(to writer: inout WireWriter) {
         inclusion.encode(to: &writer)
-        writer.write(committed != nil)
+        writer.write(committed != nil && resultProof != nil)
         if let committed, let resultProof {
             writer.writeBytes(committed)
             writer.write(resultProof)

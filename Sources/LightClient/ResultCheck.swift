@@ -4,17 +4,25 @@ import Wire
 
 /// A final transaction's result as a light client accepts it (`ResultCheck`).
 public struct VerifiedResult: Equatable, Sendable {
-    /// Its place, checked against its block's commit certificate, and the result as the
-    /// node words it.
+    /// Its place, checked against its block's commit certificate, and its result: when
+    /// certified, the reason as this code renders the committed bytes (with the node's free
+    /// text for a reason that has one); otherwise as the node words it.
     public let location: TransactionLocation
     public let certification: Certification
 
     public enum Certification: Equatable, Sendable {
-        /// The result is the one its block committed to the state, which the certificate of
-        /// checkpoint `height` (state root `root`, signed by `signers`) certifies: whether
-        /// it applied, and the reason's code and figures when not (its free text, for the
-        /// reasons that have one, is the node's).
+        /// The result at this place is the one its block committed to the state, which the
+        /// certificate of checkpoint `height` (state root `root`, signed by `signers`)
+        /// certifies: whether it applied, and the reason's code and figures when not (its
+        /// free text, for the reasons that have one, is the node's). A transaction rejected
+        /// here may be included again later and apply (a rejection does not use its nonce):
+        /// a node that answers with the rejected copy rather than the applied one is not
+        /// caught by this check (Docs/SECURITY.md).
         case certified(height: UInt64, root: SHA256Digest, signers: [Ed25519PublicKey])
+        /// The copy proven was rejected because its nonce was used (`nonceUsed`): this
+        /// transaction, or another of its signer with that nonce, applied elsewhere, which
+        /// this proof does not say. The result is not taken as the transaction's.
+        case nonceUsedElsewhere(checkpoint: UInt64)
         /// The node's latest stable checkpoint (`checkpoint`) is below the block: the result
         /// is the node's word until a checkpoint at or above it is certified.
         case notYetCertified(checkpoint: UInt64)
@@ -79,16 +87,25 @@ public enum ResultCheck {
             throw CertifiedReadError.proof("the result's proof against block \(location.height)'s committed results: \(error)")
         }
         guard let result = CommittedResults.result(committed) else { throw CertifiedReadError.proof("the committed result does not decode") }
+        var shown = location
         switch result {
         case .applied:
             guard location.applied else { throw CertifiedReadError.proof("the block committed the transaction as applied, the node says rejected") }
         case let .rejected(rejection):
             guard !location.applied else { throw CertifiedReadError.proof("the block committed the transaction as rejected, the node says applied") }
-            guard rejection.isRendered(by: location.reason ?? "") else {
-                throw CertifiedReadError.proof("the block committed the rejection \(rejection), the node says \(location.reason ?? "nothing")")
+            let said = location.reason ?? ""
+            guard rejection.isNamed(by: said) else {
+                throw CertifiedReadError.proof("the block committed the rejection \(rejection.name), the node says \(said.isEmpty ? "nothing" : said)")
+            }
+            // The figures as committed, not as the node words them; the free text the node's.
+            if !rejection.hasText {
+                shown = TransactionLocation(height: location.height, position: location.position, applied: false, reason: "\(rejection)")
+            }
+            if case .nonceUsed = rejection {
+                return VerifiedResult(location: shown, certification: .nonceUsedElsewhere(checkpoint: record.height))
             }
         }
         let signers = CheckpointCheck.signers(of: record.certificate) ?? []
-        return VerifiedResult(location: location, certification: .certified(height: record.height, root: record.root, signers: signers))
+        return VerifiedResult(location: shown, certification: .certified(height: record.height, root: record.root, signers: signers))
     }
 }

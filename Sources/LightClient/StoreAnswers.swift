@@ -12,11 +12,17 @@ public struct StoreAnswers {
     /// then prove the result (`committed`).
     public static func result(_ result: TransactionResult, committed: Bool = false) -> [UInt8] {
         guard case let .rejected(rejection) = result else { return [0] }
-        let text = Array("\(rejection)".utf8.prefix(TransactionLocation.reasonBytesMax))
-        guard committed else { return [1] + text }
+        let text = "\(rejection)".utf8
+        guard committed else { return [1] + Array(text.prefix(TransactionLocation.reasonBytesMax)) }
+        // Within the bytes a stored result may take (`resultBytesMax`): the text is cut, the
+        // committed form (a code and a few figures) never.
         let form = rejection.committedBytes
-        return [2] + withUnsafeBytes(of: UInt16(clamping: form.count).bigEndian, Array.init) + form + text
+        return [2] + withUnsafeBytes(of: UInt16(clamping: form.count).bigEndian, Array.init) + form
+            + Array(text.prefix(max(0, Self.resultBytesMax - 3 - form.count)))
     }
+    /// The bytes a stored result takes at most, as a block's contents carry it (readers of
+    /// every release take that much).
+    public static let resultBytesMax = TransactionLocation.reasonBytesMax + 1
     public static func isApplied(_ result: [UInt8]) -> Bool { result.first == 0 }
     /// The rejection reason of a stored result (nil when applied).
     public static func reason(_ result: [UInt8]) -> String? {

@@ -112,20 +112,26 @@ public struct ClientAnswers {
     /// A final transaction's place in its block, with the Merkle proof and the block's
     /// commit certificate.
     func inclusion(of id: Bytes32) throws -> TransactionInclusion? {
-        try store.transaction(id).flatMap { found -> TransactionInclusion? in
+        try placed(id).map { $0.inclusion }
+    }
+
+    /// A final transaction's inclusion and its block's record (read once), or nil when not
+    /// final here (or not shown yet).
+    private func placed(_ id: Bytes32) throws -> (inclusion: TransactionInclusion, block: BlockRecord)? {
+        try store.transaction(id).flatMap { found -> (TransactionInclusion, BlockRecord)? in
             guard found.height <= visibleHeight else { return nil }  // not shown yet: as not final
-            if let record = try store.block(at: found.height), record.body == nil {
+            guard let record = try store.block(at: found.height) else { return nil }
+            guard let body = record.body else {
                 throw StorageError.invalid(
                     file: store.file,
                     reason: "transaction \(id.hex) is final at height \(found.height), but this node pruned that block's body (retention): "
                         + "its inclusion proof needs it; ask a node that keeps it")
             }
-            guard let record = try store.block(at: found.height), let body = record.body, let block = try? Block(wireBytes: body),
-                let proof = MerkleTree(leaves: block.commandIDs).proof(at: found.position)
-            else { return nil }
-            return TransactionInclusion(
+            guard let block = try? Block(wireBytes: body), let proof = MerkleTree(leaves: block.commandIDs).proof(at: found.position) else { return nil }
+            let inclusion = TransactionInclusion(
                 location: StoreAnswers.location(height: found.height, position: found.position, result: found.result),
                 commandCount: UInt32(block.commands.count), proof: proof, certificate: record.certificate)
+            return (inclusion, record)
         }
     }
 
@@ -134,19 +140,16 @@ public struct ClientAnswers {
     /// result of that block stored in its committed form, or none), and its block's results
     /// record at the latest stable checkpoint.
     func resultProof(of id: Bytes32) throws -> ClientResponse {
-        guard let inclusion = try inclusion(of: id) else { return .transactionResult(nil) }
-        let height = inclusion.location.height
+        guard let (inclusion, block) = try placed(id) else { return .transactionResult(nil) }
         let position = Int(clamping: inclusion.location.position)
         var committed: [UInt8]?
         var proof: MerkleProof?
-        if let record = try store.block(at: height) {
-            let forms = record.transactions.map { StoreAnswers.committed($0.result) }
-            if position < forms.count, let mine = forms[position], !forms.contains(nil) {
-                proof = MerkleTree(leaves: forms.map { CommittedResults.leaf($0 ?? []) }).proof(at: position)
-                committed = proof == nil ? nil : mine
-            }
+        let forms = block.transactions.map { StoreAnswers.committed($0.result) }
+        if position < forms.count, let mine = forms[position], !forms.contains(nil) {
+            proof = MerkleTree(leaves: forms.map { CommittedResults.leaf($0 ?? []) }).proof(at: position)
+            committed = proof == nil ? nil : mine
         }
-        let read = try certifiedState(StateKeys.blockResults(height))
+        let read = try certifiedState(StateKeys.blockResults(inclusion.location.height))
         guard case let .certifiedState(checkpoint, certificate, value, recordProof) = read else { return read }  // the error that says why
         return .transactionResult(ResultProof(
             inclusion: inclusion, committed: committed, resultProof: proof, checkpointHeight: checkpoint, checkpointCertificate: certificate,

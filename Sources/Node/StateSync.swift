@@ -406,11 +406,14 @@ public final class StateSync {
         try store.beginStateImport()
         var pending: [(key: Bytes32, valueHash: Bytes32)] = []
         var records = 0
+        let resultsKey = StateKeys.blockResults(height)
+        var resultsLeaf: Bytes32?
         for hash in reached {
             guard let bytes = try store.treePage(hash), let page = try? TreePage(decoding: bytes) else {
                 throw StateSyncError.storage("tree page \(hash.hex) was stored and cannot be read back")
             }
             for case let (_, .leaf(key, valueHash)) in page.entries {
+                if key == resultsKey { resultsLeaf = valueHash }
                 pending.append((key, valueHash))
                 if pending.count >= 4_096 {
                     try store.importState(pending)
@@ -421,6 +424,15 @@ public final class StateSync {
         }
         try store.importState(pending)
         records += pending.count
+        // The block's results as the node gave them must be those its block committed to
+        // the certified state (ledger rules 7): this node will prove them to its clients.
+        if let resultsLeaf {
+            let forms = record.transactions.compactMap { StoreAnswers.committed($0.result) }
+            let committed = BlockResults(count: UInt64(clamping: forms.count), root: MerkleTree.root(of: forms.map(CommittedResults.leaf)))
+            guard forms.count == record.transactions.count, StateTree.valueHash(committed.wireBytes) == resultsLeaf else {
+                throw StateSyncError.untrusted(source: source.name, "block \(height)'s results are not those it committed to the state")
+            }
+        }
         try store.dropPages(keeping: reached)
         try store.completeImport(
             record, checkpointCertificate: certificate, handovers: handovers,

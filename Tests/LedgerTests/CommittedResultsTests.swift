@@ -25,7 +25,6 @@ import Wire
         switch rejection {
         case .malformed: return .malformed("")
         case .wrongChain: return .wrongChain("")
-        case let .missingRole(id, _): return .missingRole(id, needs: "")
         case .invalidAction: return .invalidAction("")
         case .invalidEvidence: return .invalidEvidence("")
         case .invalidEndpoints: return .invalidEndpoints("")
@@ -39,17 +38,18 @@ import Wire
             let committed = CommittedResults.bytes(.rejected(rejection))
             #expect(committed.first == 1 && committed[1] == rejection.code)
             #expect(CommittedResults.result(committed) == .rejected(Self.withoutText(rejection)), "\(rejection)")
-            // The node's wording says it; another reason's does not.
-            #expect(rejection.isRendered(by: "\(rejection)"))
-            #expect(Self.withoutText(rejection).isRendered(by: "\(rejection)"), "\(rejection): the text is not committed")
+            // The node's wording names it; another reason's does not.
+            #expect(rejection.isNamed(by: "\(rejection)"))
+            #expect(Self.withoutText(rejection).isNamed(by: "\(rejection)"), "\(rejection): the text is not committed")
             for other in Self.everyReason where other.code != rejection.code {
-                #expect(!Self.withoutText(rejection).isRendered(by: "\(other)"), "\(rejection) read as \(other)")
+                #expect(!Self.withoutText(rejection).isNamed(by: "\(other)"), "\(rejection) read as \(other)")
             }
         }
-        // Figures are committed: another figure is another result.
+        // Figures are committed, a role's name too: another figure is another result.
         #expect(CommittedResults.bytes(.rejected(.insufficientFunds(available: 5, asked: 7)))
                 != CommittedResults.bytes(.rejected(.insufficientFunds(available: 5, asked: 8))))
-        #expect(!LedgerRejection.insufficientFunds(available: 5, asked: 7).isRendered(by: "\(LedgerRejection.insufficientFunds(available: 50, asked: 7))"))
+        #expect(CommittedResults.bytes(.rejected(.missingRole(id("tram"), needs: "issuer")))
+                != CommittedResults.bytes(.rejected(.missingRole(id("tram"), needs: "acceptor"))))
         // The text is not: two wordings of one malformed transaction commit the same bytes.
         #expect(CommittedResults.bytes(.rejected(.malformed("a"))) == CommittedResults.bytes(.rejected(.malformed("b"))))
     }
@@ -60,7 +60,8 @@ import Wire
         #expect(CommittedResults.bytes(.applied) == [0])
         #expect(CommittedResults.bytes(.rejected(.badSignature)) == [1, 8])
         #expect(CommittedResults.bytes(.rejected(.insufficientFunds(available: 5, asked: 7))) == [1, 20, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 7])
-        #expect(CommittedResults.bytes(.rejected(.unknownPartner(id("ab")))) == [1, 6] + id("ab").wireBytes)
+        #expect(CommittedResults.bytes(.rejected(.unknownPartner(id("ab")))) == [1, 6, 0, 0, 0, 2, 0x61, 0x62])
+        #expect(CommittedResults.bytes(.rejected(.missingRole(id("ab"), needs: "issuer"))) == [1, 9, 0, 0, 0, 2, 0x61, 0x62, 0, 0, 0, 6] + Array("issuer".utf8))
         #expect(CommittedResults.leaf([0]) == TaggedHasher(tag: "calisson/result/v1").hash([0]))
     }
 

@@ -11,6 +11,7 @@ import LightClient
 import Node
 import Spawning
 import Storage
+import Synchronization
 import Testing
 import Transport
 import Wire
@@ -91,6 +92,15 @@ extension GatewayTests {
             committed: answers[1].committed, resultProof: answers[1].resultProof, checkpointHeight: answers[1].checkpointHeight,
             checkpointCertificate: answers[1].checkpointCertificate, record: answers[1].record, recordProof: answers[1].recordProof)
         #expect(throws: CertifiedReadError.self) { try ResultCheck.verify(rewordedAnswer, transaction: ids[1], trusted: trusted, chainId: TestCluster.chainId) }
+        // Figures the node words otherwise are not shown: the committed ones are.
+        let embellished = ResultProof(
+            inclusion: TransactionInclusion(
+                location: TransactionLocation(height: reworded.height, position: reworded.position, applied: false, reason: "evidenceUsed(forged figures)"),
+                commandCount: answers[1].inclusion.commandCount, proof: answers[1].inclusion.proof, certificate: answers[1].inclusion.certificate),
+            committed: answers[1].committed, resultProof: answers[1].resultProof, checkpointHeight: answers[1].checkpointHeight,
+            checkpointCertificate: answers[1].checkpointCertificate, record: answers[1].record, recordProof: answers[1].recordProof)
+        let shown = try ResultCheck.verify(embellished, transaction: ids[1], trusted: trusted, chainId: TestCluster.chainId)
+        #expect(shown.location.reason == "evidenceUsed" && shown.isCertified, "\(shown)")
 
         // The gateway: verified results; behind a liar alone a 502, beside an honest node the truth.
         let reader = APIKey.generate(name: "reader", scopes: [.read])
@@ -171,5 +181,51 @@ extension GatewayTests {
         #expect(found.status == 200 && found.body["result"] as? String == "applied" && found.body["inclusionVerified"] as? Bool == true
                 && found.body["resultVerified"] as? Bool == false, "\(found.text)")
         #expect(nodes[0].height < TrustedValidators.checkpointInterval, "a checkpoint came: \(nodes[0].height)")
+    }
+
+    /// A node joining from a snapshot keeps the checkpoint block's results as a peer gives
+    /// them, and proves them later to its own clients: results that are not those the block
+    /// committed to the certified state are the peer's lie, left for the next peer.
+    @Test func aSnapshotPeerCannotPlantResults() async throws {
+        let cluster = try TestCluster(rules: LedgerRules.resultsCommitted)
+        let nodes = try cluster.startNodes(fill: false)
+        defer { for node in nodes { node.stop() } }
+        // One attribution a block, up to the first checkpoint: its block holds one.
+        try await Self.blocking {
+            var nonce: UInt64 = 0
+            cluster.advance(nodes, to: TrustedValidators.checkpointInterval, issuers: 4, nonce: &nonce)
+        }
+        #expect(try await Self.blocking { TestCluster.settle(nodes, atLeast: TrustedValidators.checkpointInterval) }, "\(nodes.map(\.height))")
+        func source(_ index: Int, forging: Bool) throws -> StateSync.Source {
+            let client = Mutex(try TransportClient(host: "127.0.0.1", port: nodes[index].transport.clientPort, ca: cluster.ca, chainId: TestCluster.chainId))
+            return StateSync.Source(name: forging ? "results-liar" : "p\(index)") { requests in
+                let answers = try client.withLock { connection in
+                    try connection.pipeline(requests.map(\.wireBytes), timeoutMilliseconds: 30_000).map { try ClientResponse(wireBytes: $0.get()) }
+                }
+                guard forging else { return answers }
+                return answers.map { answer in
+                    // Each result of the block the other way round, as stored results.
+                    guard case let .blockContents(contents?) = answer else { return answer }
+                    let flipped = contents.results.map { StoreAnswers.isApplied($0) ? StoreAnswers.result(.rejected(.evidenceUsed), committed: true) : [0] }
+                    return .blockContents(BlockContents(
+                        height: contents.height, body: contents.body, certificate: contents.certificate, results: flipped, closedEpoch: contents.closedEpoch,
+                        decided: contents.decided, opened: contents.opened))
+                }
+            }
+        }
+        let checkpointBlock = try #require(try NodeStore(file: nodes[0].configuration.databaseFile, readOnly: true).block(at: TrustedValidators.checkpointInterval))
+        #expect(!checkpointBlock.transactions.isEmpty, "the checkpoint's block holds no transaction: nothing to forge")
+        let store = try NodeStore(file: Scratch.file("results-sync.db"), create: true)
+        let lines = Locked<[String]>([])
+        let sync = StateSync(
+            genesis: cluster.genesis, genesisSchedule: try NodeRuntime.replicaConfiguration(cluster.configuration(0)).genesisSchedule,
+            nodeKey: Ed25519PrivateKey().publicKey, store: store, sources: [try source(1, forging: true), try source(2, forging: false)],
+            log: { line in lines.withLock { $0.append(line) } })
+        sync.roundsMax = 1
+        sync.roundPauseSeconds = 0
+        let report = try sync.run()
+        #expect(report.source == "p2", "\(lines.withLock { $0 })")
+        #expect(lines.withLock { $0 }.contains { $0.hasPrefix("results-liar cannot be trusted: block 8's results are not those it committed") }, "\(lines.withLock { $0 })")
+        #expect(try store.block(at: report.height)?.transactions.map(\.result) == checkpointBlock.transactions.map(\.result))
     }
 }
