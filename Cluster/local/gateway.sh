@@ -82,6 +82,14 @@ for _ in $(seq 1 100); do
 done
 echo "   covered after $(( ($(date +%s%N) - started) / 1000000 )) ms"
 api "/v1/accounts/$amina"
+echo "-- the first ticket again: a certified checkpoint covers its block now, so its result is proven too (resultVerified)"
+for _ in $(seq 1 100); do
+    proven=$(curl -sf -H "Authorization: Bearer $KEY" "http://127.0.0.1:$GATEWAY_PORT/v1/transactions/${ticket_ids[0]}" | field resultVerified || echo 0)
+    [[ $proven == True ]] && break
+    sleep 0.1
+done
+api "/v1/transactions/${ticket_ids[0]}"
+[[ $proven == True ]] || { echo "gateway: the ticket's result is not proven" >&2; exit 1; }
 echo "-- the event feed (Server-Sent Events, resumable with Last-Event-ID): Amina's transactions from block 1, checked block by block"
 echo "\$ curl -N -H 'Authorization: Bearer …' 'http://127.0.0.1:$GATEWAY_PORT/v1/events?from=1&account=$amina'"
 curl -sN --max-time 3 -H "Authorization: Bearer $KEY" "http://127.0.0.1:$GATEWAY_PORT/v1/events?from=1&account=$amina" \

@@ -103,7 +103,8 @@ struct SubmitOptions: ParsableArguments {
         }
         // With the genesis, where it is final is checked as `tx --genesis` checks it: the block's
         // commit certificate, signed by a quorum, and the transaction's place in the block (its
-        // result stays the node's word: results are not in blocks).
+        // result stays the node's word here: it is final before a checkpoint certifies the
+        // block's results; `tx --genesis` proves it a few blocks later, ledger rules 7).
         var proof: String?
         if let validators = try connection.trustedValidators() {
             guard case let .transactionProof(included) = try ask(.transactionProof(signed.id)), let included,
