@@ -123,6 +123,7 @@ struct Connection: ParsableArguments {
             throw ValidationError("\(error)")
         }
         let height = verified.location.height
+        if verified.isCertified, !verified.location.applied { try confirmRejection(of: id, at: height, validators: validators) }
         let included = "included in block \(height), whose commit certificate a quorum of the validators in force there signed"
         let line: String
         switch verified.certification {
@@ -142,6 +143,24 @@ struct Connection: ParsableArguments {
             line = included + " (the result is the node's word: \(reason))"
         }
         return (line, verified.location)
+    }
+
+    /// A rejection does not use the nonce: the same bytes may have applied in a later block,
+    /// and a node could prove the earlier, rejected copy. At most one copy applies, so a
+    /// witness (--witness) that proves an applied copy shows the node hid it.
+    func confirmRejection(of id: Bytes32, at height: UInt64, validators: TrustedValidators) throws {
+        for witness in witnesses {
+            guard let (host, port) = Self.hostAndPort(witness), let client = try? client(host: host, port: port) else { continue }
+            defer { client.close() }
+            guard let bytes = try? client.request(ClientRequest.transactionResult(id).wireBytes, timeoutMilliseconds: requestTimeoutMilliseconds),
+                case let .transactionResult(answer?)? = try? ClientResponse(wireBytes: bytes),
+                let other = try? ResultCheck.verify(answer, transaction: id, trusted: validators, chainId: chain),
+                other.isCertified, other.location.applied
+            else { continue }
+            throw ValidationError(
+                "the node proves a rejected copy of the transaction in block \(height), and witness \(witness) proves it applied in block "
+                    + "\(other.location.height): the node hid the copy that applied, it cannot be trusted")
+        }
     }
 
     static func hasText(_ result: TransactionResult) -> Bool {

@@ -577,23 +577,24 @@ extension NodePool {
     /// and none was caught lying, the place alone, proven (`inclusion`), the result said to
     /// be the node's word. Nil when every node that answered says it has no such final
     /// transaction.
+    ///
+    /// A certified rejection is confirmed with the other nodes: a rejection does not use
+    /// the nonce, so the same bytes may have applied in a later block, and a node could
+    /// prove the earlier, rejected copy. At most one copy applies, so an applied copy any
+    /// node proves is the transaction's result.
     public func result(of id: Bytes32) async throws -> VerifiedTransactionResult? {
         var uncertified: VerifiedTransactionResult?
         var caught = false
         let certified: VerifiedTransactionResult?
         do {
             certified = try await firstFound(in: order()) { [self] index -> VerifiedTransactionResult? in
-                let (trusted, answer) = try await trustedWith(index, .transactionResult(id))
-                if case let .error(reason) = answer { throw CertifiedReadError.answer(reason) }
-                guard case let .transactionResult(found) = answer else { throw CertifiedReadError.answer("not a result proof") }
-                guard let found else { return nil }
-                let verified: VerifiedResult
-                do { verified = try ResultCheck.verify(found, transaction: id, trusted: trusted, chainId: genesis.chainId, checked: checked) } catch {
-                    caught = true
+                let result: VerifiedTransactionResult?
+                do { result = try await proven(id, at: index) } catch let error as CertifiedReadError {
+                    if case .answer = error {} else { caught = true }
                     throw error
                 }
-                let result = VerifiedTransactionResult(result: verified, source: nodes[index].description)
-                guard verified.isCertified else {
+                guard let result else { return nil }
+                guard result.result.isCertified else {
                     if uncertified == nil { uncertified = result }
                     throw CertifiedReadError.answer("its result is not certified yet")
                 }
@@ -606,7 +607,24 @@ extension NodePool {
             return VerifiedTransactionResult(
                 result: VerifiedResult(location: found.inclusion.location, certification: .unproven("\(error)")), source: found.source)
         }
-        return certified ?? uncertified
+        guard let certified else { return uncertified }
+        guard !certified.result.location.applied else { return certified }
+        for index in order() where nodes[index].description != certified.source {
+            if let other = try? await proven(id, at: index), other.result.isCertified, other.result.location.applied { return other }
+        }
+        return certified
+    }
+
+    /// Node `index`'s answer to `transactionResult(id)`, checked (`ResultCheck`); nil when
+    /// the node says it has no such final transaction. Throws `CertifiedReadError.answer`
+    /// when the node gives no proof, another `CertifiedReadError` when its proof does not hold.
+    private func proven(_ id: Bytes32, at index: Int) async throws -> VerifiedTransactionResult? {
+        let (trusted, answer) = try await trustedWith(index, .transactionResult(id))
+        if case let .error(reason) = answer { throw CertifiedReadError.answer(reason) }
+        guard case let .transactionResult(found) = answer else { throw CertifiedReadError.answer("not a result proof") }
+        guard let found else { return nil }
+        let verified = try ResultCheck.verify(found, transaction: id, trusted: trusted, chainId: genesis.chainId, checked: checked)
+        return VerifiedTransactionResult(result: verified, source: nodes[index].description)
     }
 
     /// The first answer found, asking the nodes in `order` in turn (fail-over on failures

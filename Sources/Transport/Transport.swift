@@ -552,15 +552,18 @@ public final class Transport: @unchecked Sendable {
     private func accept(_ stream: TCPStream, client: Bool) {
         guard !stopped else { return stream.close() }
         let host = stream.peerHost
-        count { counters in if client { counters.clientConnectionsIncoming += 1 } else { counters.peerConnectionsIncoming += 1 } }
         let admitted = client ? clientAccepts.take(host, now: now(loop)) : peerAccepts.take(host, now: now(loop))
+        // The connection and its refusal counted at once: whoever reads the counters sees
+        // either both or neither.
         guard admitted else {
             let refused = count { counters -> Int in
                 if client {
+                    counters.clientConnectionsIncoming += 1
                     counters.clientConnectionsRefused += 1
                     counters.clientAcceptsRefused += 1
                     return counters.clientAcceptsRefused
                 }
+                counters.peerConnectionsIncoming += 1
                 counters.peerAcceptsRefused += 1
                 return counters.peerAcceptsRefused
             }
@@ -574,6 +577,7 @@ public final class Transport: @unchecked Sendable {
             }
             return stream.close()
         }
+        count { counters in if client { counters.clientConnectionsIncoming += 1 } else { counters.peerConnectionsIncoming += 1 } }
         if client {
             let clients = connections.values.filter(\.isClient)
             if clients.count(where: { $0.host == host }) >= configuration.clientConnectionsPerAddressMax {

@@ -439,8 +439,9 @@ final class Liar {
     /// the tree pages and state values a state sync or the gateway's copy asks for;
     /// `height`: a height no ledger reaches (2^64 − 1) in its status and its blocks' summaries;
     /// `result`: a transaction's result the other way round (applied said rejected for want
-    /// of funds, rejected said applied), its committed bytes forged to match.
-    enum Lie { case none, value, proof, certificate, page, stateValue, height, result }
+    /// of funds, rejected said applied), its committed bytes forged to match;
+    /// `replayedResult`: this answer, recorded earlier, to every `transactionResult`.
+    enum Lie: Equatable { case none, value, proof, certificate, page, stateValue, height, result, replayedResult(ClientResponse) }
 
     let loop = EventLoop(name: "liar")
     let transport: Transport
@@ -509,9 +510,10 @@ final class Liar {
                 if case let .transactionResult(found?)? = answer, lie == .result {
                     return respond(ClientResponse.transactionResult(Self.forged(found)).wireBytes)
                 }
+                if case .transactionResult? = answer, case let .replayedResult(recorded) = lie { return respond(recorded.wireBytes) }
                 guard case let .certifiedState(height, certificate, value, proof)? = answer else { return respond(bytes) }
                 switch lie {
-                case .none, .page, .stateValue, .height, .result: respond(bytes)
+                case .none, .page, .stateValue, .height, .result, .replayedResult: respond(bytes)
                 case .value:
                     // Another account's worth: the balance doubled.
                     let forged = value.flatMap { try? Account(wireBytes: $0) }.map { account -> [UInt8] in

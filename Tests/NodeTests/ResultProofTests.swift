@@ -228,4 +228,67 @@ extension GatewayTests {
         #expect(lines.withLock { $0 }.contains { $0.hasPrefix("results-liar cannot be trusted: block 8's results are not those it committed") }, "\(lines.withLock { $0 })")
         #expect(try store.block(at: report.height)?.transactions.map(\.result) == checkpointBlock.transactions.map(\.result))
     }
+
+    /// A rejection does not use the nonce: the same bytes, sent again once the citizen has
+    /// the tokens, apply in a later block. A node that proves the earlier, rejected copy (here
+    /// by replaying its answer from before) is overruled by another node that proves the
+    /// copy that applied: the gateway confirms a certified rejection with the other nodes,
+    /// the query CLI with its witnesses.
+    @Test func aNodeProvingARejectedCopyIsOverruledByTheCopyThatApplied() async throws {
+        let cluster = try TestCluster(rules: LedgerRules.resultsCommitted)
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        let citizen = Ed25519PrivateKey(seed: SHA256.hash("a citizen short of tokens").bytes)!
+        let redeem = Transaction(
+            chainId: TestCluster.chainId, signer: .citizen(citizen.publicKey), nonce: 1, expiryHeight: 500,
+            body: .redeem(acceptor: Identifier("p0")!, amount: 5, service: SHA256.hash("a bus ticket"))
+        ).signed(with: citizen).wireBytes
+        let id = SignedTransaction.idTag.hash(redeem)
+        _ = nodes[1].submit(redeem)
+        #expect(try await Self.blocking { eventually(30) { nodes.allSatisfy { Self.finalHeight(id, at: $0) != nil } } })
+        let rejectedAt = try #require(Self.finalHeight(id, at: nodes[0]))
+        #expect(try await Self.blocking { TestCluster.settle(nodes, atLeast: rejectedAt + 1) })
+        let client = try TransportClient(host: "127.0.0.1", port: nodes[0].transport.clientPort, ca: cluster.ca, chainId: TestCluster.chainId)
+        defer { client.close() }
+        let recorded = try ClientResponse(wireBytes: try client.request(ClientRequest.transactionResult(id).wireBytes))
+        guard case let .transactionResult(rejected?) = recorded else {
+            Issue.record("no result proof: \(recorded)")
+            return
+        }
+        let trusted = TrustedValidators(genesis: cluster.genesis.validatorKeys)
+        let first = try ResultCheck.verify(rejected, transaction: id, trusted: trusted, chainId: TestCluster.chainId)
+        #expect(first.isCertified && first.location.reason?.hasPrefix("insufficientFunds") == true, "\(first)")
+
+        // Tokens, then the same bytes again: they apply in a later block.
+        let reward = Transaction.attribution(
+            chainId: TestCluster.chainId, by: "p1", nonce: 77, expiry: 500, to: citizen.publicKey, evidence: SHA256.hash("a gesture for the citizen")
+        ).signed(with: cluster.signingKeys[1]).wireBytes
+        _ = nodes[1].submit(reward)
+        #expect(try await Self.blocking { eventually(30) { nodes.allSatisfy { Self.finalHeight(SignedTransaction.idTag.hash(reward), at: $0) != nil } } })
+        // To every node: a node's gossip does not carry bytes it saw once (`gossipSeenMax`),
+        // so sent to one node they would reach a block only when that node proposes.
+        for node in nodes { _ = node.submit(redeem) }
+        #expect(try await Self.blocking { eventually(30) { nodes.allSatisfy { (Self.finalHeight(id, at: $0) ?? 0) > rejectedAt } } })
+        let appliedAt = try #require(Self.finalHeight(id, at: nodes[0]))
+        #expect(try await Self.blocking { TestCluster.settle(nodes, atLeast: appliedAt + 1) })
+
+        let liar = try Liar(
+            relayingTo: nodes[1].transport.clientPort, ca: cluster.ca, caKey: cluster.caKey, chainId: TestCluster.chainId, lie: .replayedResult(recorded))
+        defer { liar.stop() }
+        let reader = APIKey.generate(name: "reader", scopes: [.read])
+        let behind = [NodeAddress(host: "127.0.0.1", port: liar.port), NodeAddress(host: "127.0.0.1", port: nodes[2].transport.clientPort)]
+        let (_, serving, port) = try await Self.start(behind, cluster, keys: [reader.entry])
+        defer { serving.cancel() }
+        let found = try await Self.get(port, "/v1/transactions/\(id.hex)", key: reader.secret)
+        #expect(found.status == 200 && found.body["result"] as? String == "applied" && found.body["height"] as? Int == Int(appliedAt)
+                && found.body["resultVerified"] as? Bool == true, "\(found.text)")
+
+        let bin = try productsDirectory()
+        let (caFile, _, genesis) = try cluster.clientFiles(signer: 0)
+        let told = try run("\(bin)/calisson", [
+            "tx", id.hex, "--node", "127.0.0.1:\(liar.port)", "--ca", caFile, "--chain", TestCluster.chainId, "--genesis", genesis,
+            "--witness", "127.0.0.1:\(nodes[3].transport.clientPort)", "--checkpoints", "none",
+        ], timeout: 60)
+        #expect(told.status != 0 && told.errors.contains("hid the copy that applied"), "\(told.output) \(told.errors)")
+    }
 }
