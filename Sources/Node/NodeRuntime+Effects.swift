@@ -21,6 +21,7 @@ extension Transport {
         case let .sendFrame(payload, gossip, peer): send(payload, kind: gossip ? .gossip : .consensus, to: peer)
         case let .broadcastGossip(transaction): broadcast(transaction, kind: .gossip)
         case let .gossip(transaction): gossip(transaction)
+        case let .forgetGossip(ids): forgetGossip(ids)
         default: return false
         }
         return true
@@ -99,7 +100,7 @@ extension NodeRuntime {
     /// commit certificate may carry this node's own vote, which may leave only once recorded.
     static func dependsOnNothingWritten(_ effect: NodeEffect) -> Bool {
         switch effect {
-        case .verify, .send(.stateRequest, _), .admission, .gossip, .broadcastGossip: true
+        case .verify, .send(.stateRequest, _), .admission, .gossip, .broadcastGossip, .forgetGossip: true
         default: false
         }
     }
@@ -259,7 +260,7 @@ extension NodeRuntime {
     @discardableResult
     func perform(_ effect: NodeEffect) -> NodeInput? {
         switch effect {
-        case .send, .broadcast, .sendFrame, .broadcastGossip, .gossip:
+        case .send, .broadcast, .sendFrame, .broadcastGossip, .gossip, .forgetGossip:
             transport.carryOut(effect)
         case let .verify(checks, pending):
             if let valid = verifyOnLoop(checks) { return .verified(pending, valid ? .valid : .invalid) }

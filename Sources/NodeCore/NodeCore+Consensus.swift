@@ -96,6 +96,8 @@ extension NodeCore {
             schedule.schedule(set, executedAt: block.seq)
         }
         let results = outcome.results.map { StoreAnswers.result($0, committed: outcome.resultsCommitted) }
+        let rejected = zip(ids, outcome.results).compactMap { $1 == .applied ? nil : $0 }
+        if !rejected.isEmpty { effects.append(.forgetGossip(rejected)) }
         let record = BlockRecord(
             height: block.seq, digest: block.digest, body: block.wireBytes, certificate: certified.certificate.wireBytes,
             stateRoot: outcome.recordedStateRoot,

@@ -72,6 +72,10 @@ public enum NodeEffect: Sendable {
     /// A transaction to every linked peer (regossip), or flooded once (newly admitted).
     case broadcastGossip([UInt8])
     case gossip([UInt8])
+    /// The ids of transactions a final block rejected: a rejection does not use the nonce,
+    /// so the same bytes may be sent again (once the citizen has the tokens, say), and
+    /// gossip must then carry them again rather than drop them as seen.
+    case forgetGossip([Bytes32])
     /// Check these signatures (off the loop), then give back `.verified(pending, outcome)`.
     case verify([SignatureCheck], PendingCheck)
     /// A client's submission: admitted (nil) or refused.

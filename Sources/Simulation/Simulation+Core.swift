@@ -41,7 +41,7 @@ extension Simulation {
                     noteEvent(index, event)
                 case let .stopped(reason):
                     stopped(index, reason)
-                case .sendFrame, .broadcastGossip, .gossip, .respond, .respondBlocks, .partnersChanged:
+                case .sendFrame, .broadcastGossip, .gossip, .forgetGossip, .respond, .respondBlocks, .partnersChanged:
                     break  // clients send to every node themselves; nobody waits for an answer
                 }
             }

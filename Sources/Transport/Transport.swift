@@ -433,6 +433,14 @@ public final class Transport: @unchecked Sendable {
         }
     }
 
+    /// Forgets that these transactions were seen (ids as `SignedTransaction.id`): their
+    /// bytes, sent again, are flooded and relayed again. Their places in the order of
+    /// forgetting the oldest are kept: an id seen again may be forgotten early, which costs
+    /// at most a frame the mempool drops as a duplicate.
+    public func forgetGossip(_ ids: [SHA256Digest]) {
+        _ = onLoop { [self] in for id in ids { seen.remove(id) } }
+    }
+
     /// Linked validators now (for tests and status).
     public func linkedPeers() -> [String] {
         precondition(!loop.isOnLoop, "linkedPeers waits for the loop: on it, call linkedPeersOnLoop")

@@ -279,7 +279,7 @@ final class CoreReplica: @unchecked Sendable {
 
     private func perform(_ effect: NodeEffect) -> Next? {
         switch effect {
-        case .send, .broadcast, .sendFrame, .broadcastGossip, .gossip:
+        case .send, .broadcast, .sendFrame, .broadcastGossip, .gossip, .forgetGossip:
             transport.carryOut(effect)
         case let .verify(checks, pending):
             return .later(.verified(pending, cache.verifyAll(checks) ? .valid : .invalid))
