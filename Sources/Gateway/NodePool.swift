@@ -411,13 +411,13 @@ public enum Submission: Sendable, Equatable {
     case refused(String)
 }
 
-/// A final transaction, its inclusion verified.
 /// A transaction's place and result, checked (`ResultCheck`), and the node that answered.
 public struct VerifiedTransactionResult: Sendable {
     public let result: VerifiedResult
     public let source: String
 }
 
+/// A final transaction, its inclusion verified.
 public struct VerifiedInclusion: Sendable {
     public let inclusion: TransactionInclusion
     public let source: String
