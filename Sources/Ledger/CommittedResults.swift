@@ -36,8 +36,7 @@ public enum CommittedResults {
 
     /// The record a block writes for its results.
     public static func record(_ results: [TransactionResult]) -> BlockResults {
-        let leaves = results.map { $0 == .applied ? appliedLeaf : leaf(bytes($0)) }
-        return BlockResults(count: UInt64(clamping: leaves.count), root: MerkleTree.root(of: leaves))
+        BlockResults(leaves: results.map { $0 == .applied ? appliedLeaf : leaf(bytes($0)) })
     }
 
     /// The result that committed bytes name, with the reason's free text left empty; nil
@@ -61,6 +60,11 @@ public struct BlockResults: Hashable, Sendable, WireCodable {
     public init(count: UInt64, root: SHA256Digest) {
         self.count = count
         self.root = root
+    }
+
+    /// The record of these leaves (`CommittedResults.leaf`), in the block's order.
+    public init(leaves: [SHA256Digest]) {
+        self.init(count: UInt64(clamping: leaves.count), root: MerkleTree.root(of: leaves))
     }
 
     public func encode(to writer: inout WireWriter) {

@@ -1,3 +1,4 @@
+import CalissonCrypto
 import Ledger
 import Storage
 import Wire
@@ -43,6 +44,17 @@ public struct StoreAnswers {
         case 2: return committedParts(result).map { [1] + $0.form }
         default: return nil
         }
+    }
+    /// The leaves of a block's results tree (`CommittedResults.leaf`) from its stored
+    /// results, in order; nil when one is not in its committed form.
+    public static func committedLeaves(_ results: [[UInt8]]) -> [SHA256Digest]? {
+        var leaves: [SHA256Digest] = []
+        leaves.reserveCapacity(results.count)
+        for result in results {
+            guard let committed = committed(result) else { return nil }
+            leaves.append(CommittedResults.leaf(committed))
+        }
+        return leaves
     }
     private static func committedParts(_ result: [UInt8]) -> (form: ArraySlice<UInt8>, text: ArraySlice<UInt8>)? {
         guard result.count >= 3 else { return nil }

@@ -144,10 +144,9 @@ public struct ClientAnswers {
         let position = Int(clamping: inclusion.location.position)
         var committed: [UInt8]?
         var proof: MerkleProof?
-        let forms = block.transactions.map { StoreAnswers.committed($0.result) }
-        if position < forms.count, let mine = forms[position], !forms.contains(nil) {
-            proof = MerkleTree(leaves: forms.map { CommittedResults.leaf($0 ?? []) }).proof(at: position)
-            committed = proof == nil ? nil : mine
+        if let leaves = StoreAnswers.committedLeaves(block.transactions.map(\.result)), let found = MerkleTree(leaves: leaves).proof(at: position) {
+            proof = found
+            committed = StoreAnswers.committed(block.transactions[position].result)
         }
         let read = try certifiedState(StateKeys.blockResults(inclusion.location.height))
         guard case let .certifiedState(checkpoint, certificate, value, recordProof) = read else { return read }  // the error that says why

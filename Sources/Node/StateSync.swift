@@ -427,9 +427,9 @@ public final class StateSync {
         // The block's results as the node gave them must be those its block committed to
         // the certified state (ledger rules 7): this node will prove them to its clients.
         if let resultsLeaf {
-            let forms = record.transactions.compactMap { StoreAnswers.committed($0.result) }
-            let committed = BlockResults(count: UInt64(clamping: forms.count), root: MerkleTree.root(of: forms.map(CommittedResults.leaf)))
-            guard forms.count == record.transactions.count, StateTree.valueHash(committed.wireBytes) == resultsLeaf else {
+            guard let leaves = StoreAnswers.committedLeaves(record.transactions.map(\.result)),
+                StateTree.valueHash(BlockResults(leaves: leaves).wireBytes) == resultsLeaf
+            else {
                 throw StateSyncError.untrusted(source: source.name, "block \(height)'s results are not those it committed to the state")
             }
         }
