@@ -59,7 +59,10 @@ public enum CertifiedReader {
     /// `.handovers(after: trusted.changedAt)`, each handover's certificate checked; not
     /// `complete` when the answer is full (the node may have more: ask again).
     public static func follow(_ answer: ClientResponse, from trusted: TrustedValidators, chainId: String) throws -> (TrustedValidators, complete: Bool) {
-        guard case let .handovers(list) = answer else { throw CertifiedReadError.answer("not handovers") }
+        guard case let .handovers(list) = answer else {
+            if case let .error(reason) = answer { throw CertifiedReadError.answer(reason) }
+            throw CertifiedReadError.answer("not handovers")
+        }
         var followed = trusted
         for handover in list {
             do { try followed.follow(handover, chainId: chainId) } catch { throw CertifiedReadError.handover(error) }
