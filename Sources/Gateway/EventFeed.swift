@@ -36,6 +36,9 @@ struct FeedEvent: Sendable, Equatable {
 /// governance and epoch events have none of them and are sent when their kind is.
 struct FeedFilter: Sendable {
     var kinds = Set(FeedEvent.Kind.allCases)
+    /// Each block's events only once the certified state confirms them
+    /// (`NodePool.certifiedBlockContents`), each carrying the checkpoint that did.
+    var certified = false
     var programme: String?
     var partner: String?
     var account: String?
@@ -97,15 +100,31 @@ final class EventFeed: Sendable {
     /// of large transactions has megabytes of events.
     static let cachedBlocksMax = 512
     static let cachedBytesMax = 64 << 20
+    /// The same for the certified events (`FeedFilter.certified`), fewer: a feed of them
+    /// runs a checkpoint interval behind the head, so its consumers need fewer blocks kept.
+    static let certifiedCachedBlocksMax = 128
+    static let certifiedCachedBytesMax = 16 << 20
 
     let pool: NodePool
+    /// Blocks' events kept for the feeds, and those being fetched (one request per block for
+    /// all the feeds: the first asks, the others wait for it).
+    private struct Cache {
+        var events: [UInt64: [FeedEvent]] = [:]
+        var bytes = 0
+        var fetching: [UInt64: Task<[FeedEvent]?, any Error>] = [:]
+    }
     private struct State {
         var head: UInt64 = 0
         var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
         var nextWaiter: UInt64 = 0
-        var cache: [UInt64: [FeedEvent]] = [:]
-        var cacheBytes = 0
-        var fetching: [UInt64: Task<[FeedEvent]?, any Error>] = [:]
+        /// The events as the nodes' checked contents give them, and as the certified state
+        /// confirms them.
+        var cache = Cache()
+        var certifiedCache = Cache()
+
+        mutating func cache<T>(certified: Bool, _ body: (inout Cache) -> T) -> T {
+            certified ? body(&certifiedCache) : body(&cache)
+        }
         var consumers = 0
         var perClient: [String: Int] = [:]
         /// The open streams' producers, to end them at a shutdown (`closeAll`).
@@ -197,36 +216,49 @@ final class EventFeed: Sendable {
     }
 
     /// Block `height`'s events, checked (from the cache, or from the nodes); nil when no
-    /// node has the block final yet.
-    func events(at height: UInt64) async throws -> [FeedEvent]? {
-        // One request per block for all the feeds: the first asks, the others wait for it.
+    /// node has the block final yet. `certified`: as the certified state confirms them
+    /// (throws `NotYetCertified` until a checkpoint at or above the block is known).
+    func events(at height: UInt64, certified: Bool = false) async throws -> [FeedEvent]? {
         enum Found {
             case cached([FeedEvent])
             case fetching(Task<[FeedEvent]?, any Error>)
         }
-        let found = state.withLock { current -> Found in
-            if let cached = current.cache[height] { return .cached(cached) }
+        let (blocksMax, bytesMax) = certified ? (Self.certifiedCachedBlocksMax, Self.certifiedCachedBytesMax) : (Self.cachedBlocksMax, Self.cachedBytesMax)
+        let found = state.withLock { $0.cache(certified: certified) { current -> Found in
+            if let cached = current.events[height] { return .cached(cached) }
             if let running = current.fetching[height] { return .fetching(running) }
             let task = Task { [self] () -> [FeedEvent]? in
-                defer { _ = state.withLock { $0.fetching.removeValue(forKey: height) } }
-                guard let found = try await pool.blockContents(height) else { return nil }
-                let events = try Self.events(of: found, encoder: encoder)
-                state.withLock { state in
-                    if state.cache[height] == nil {
-                        state.cache[height] = events
-                        state.cacheBytes += events.reduce(0) { $0 + $1.byteCount }
-                    }
-                    Self.trim(&state.cache, bytes: &state.cacheBytes)
+                defer { _ = state.withLock { $0.cache(certified: certified) { $0.fetching.removeValue(forKey: height) } } }
+                let events: [FeedEvent]
+                if certified {
+                    guard let confirmed = try await pool.certifiedBlockContents(height) else { return nil }
+                    events = try Self.events(of: confirmed.found, certified: confirmed, encoder: encoder)
+                    // Contents the state refuted may have been cached as they came: ask again.
+                    if !confirmed.refuted.isEmpty { state.withLock { Self.forget(height, in: &$0.cache) } }
+                } else {
+                    guard let found = try await pool.blockContents(height) else { return nil }
+                    events = try Self.events(of: found, encoder: encoder)
                 }
+                state.withLock { $0.cache(certified: certified) { cache in
+                    if cache.events[height] == nil {
+                        cache.events[height] = events
+                        cache.bytes += events.reduce(0) { $0 + $1.byteCount }
+                    }
+                    Self.trim(&cache.events, bytes: &cache.bytes, blocksMax: blocksMax, bytesMax: bytesMax)
+                } }
                 return events
             }
             current.fetching[height] = task
             return .fetching(task)
-        }
+        } }
         switch found {
         case let .cached(events): return events
         case let .fetching(task): return try await task.value
         }
+    }
+
+    private static func forget(_ height: UInt64, in cache: inout Cache) {
+        cache.bytes -= cache.events.removeValue(forKey: height)?.reduce(0) { $0 + $1.byteCount } ?? 0
     }
 
     /// Feeds open at once for one client (API key or certificate): one client cannot
@@ -353,7 +385,8 @@ final class EventFeed: Sendable {
     func produce(from position: FeedPosition, filter: FeedFilter, send: (String) async -> Bool) async {
         var position = position
         var quietBlocks = 0
-        guard await send("retry: 2000\n: events from block \(position.height)\n\n") else { return }
+        var waitingSaid = ContinuousClock.now
+        guard await send("retry: 2000\n: events from block \(position.height)\(filter.certified ? ", each once the certified state confirms it" : "")\n\n") else { return }
         while !Task.isCancelled {
             if position.height > head {
                 if !(await waitForHead(beyond: position.height - 1, seconds: Self.keepAliveSeconds)) {
@@ -362,7 +395,16 @@ final class EventFeed: Sendable {
                 }
             }
             let events: [FeedEvent]?
-            do { events = try await self.events(at: position.height) } catch {
+            do { events = try await self.events(at: position.height, certified: filter.certified) } catch let notYet as NotYetCertified {
+                // Certified events: the block waits for a checkpoint at or above it (a few
+                // blocks, and the gateway's next refresh), said every `keepAliveSeconds`.
+                if ContinuousClock.now - waitingSaid > .seconds(Self.keepAliveSeconds) {
+                    waitingSaid = .now
+                    guard await send(": waiting for a certified checkpoint at or above block \(notYet.height) (newest read: \(notYet.checkpoint))\n\n") else { return }
+                }
+                try? await Task.sleep(for: .milliseconds(250))
+                continue
+            } catch {
                 // No node gave a block that holds: say so, and ask again (never skip it).
                 guard await send(": block \(position.height): no checked answer yet (\(String(describing: error).prefix(300)))\n\n") else { return }
                 try? await Task.sleep(for: .seconds(2))
@@ -412,8 +454,11 @@ final class EventFeed: Sendable {
 
     // MARK: Events of a block
 
-    static func events(of found: VerifiedBlockContents, encoder: JSONEncoder) throws -> [FeedEvent] {
+    /// `certified`: what the certified state confirmed of `found` (its checkpoint on every
+    /// event, the results as the checker renders them).
+    static func events(of found: VerifiedBlockContents, certified: CertifiedBlockContents? = nil, encoder: JSONEncoder) throws -> [FeedEvent] {
         let height = found.contents.height
+        let checkpoint = certified.map { GatewayAPI.int($0.checkpoint) }
         var events: [FeedEvent] = []
         let opened = Dictionary(found.contents.opened.map { ($0.position, $0.proposal) }, uniquingKeysWith: { first, _ in first })
         func json(_ value: some Encodable) throws -> String { String(decoding: try encoder.encode(value), as: UTF8.self) }
@@ -422,6 +467,11 @@ final class EventFeed: Sendable {
             var event = Components.Schemas.TransactionEvent(
                 id: id.hex, height: GatewayAPI.int(height), position: Int64(position), kind: .undecodable,
                 result: StoreAnswers.isApplied(result) ? .applied : .rejected, reason: StoreAnswers.reason(result))
+            if let certified {
+                event.checkpoint = checkpoint
+                event.resultVerified = certified.reasons != nil
+                if let reasons = certified.reasons { event.reason = reasons[position] }
+            }
             var programmes: [String] = [], partners: [String] = [], accounts: [String] = []
             if let signed = try? SignedTransaction(wireBytes: command) {
                 let transaction = signed.transaction
@@ -476,11 +526,11 @@ final class EventFeed: Sendable {
             }
             let event = Components.Schemas.GovernanceEvent(
                 proposal: GatewayAPI.int(proposal.id), height: GatewayAPI.int(height), proposer: proposal.proposer.rawValue, action: "\(proposal.action)",
-                status: status, reason: reason, yes: proposal.yes.map(\.rawValue), no: proposal.no.map(\.rawValue))
+                status: status, reason: reason, yes: proposal.yes.map(\.rawValue), no: proposal.no.map(\.rawValue), checkpoint: checkpoint)
             events.append(FeedEvent(height: height, index: events.count, kind: .governance, programmes: [], partners: [], accounts: [], data: try json(event)))
         }
         if let epoch = found.contents.closedEpoch {
-            let event = Components.Schemas.EpochEvent(epoch: GatewayAPI.int(epoch), height: GatewayAPI.int(height))
+            let event = Components.Schemas.EpochEvent(epoch: GatewayAPI.int(epoch), height: GatewayAPI.int(height), checkpoint: checkpoint)
             events.append(FeedEvent(height: height, index: events.count, kind: .epoch, programmes: [], partners: [], accounts: [], data: try json(event)))
         }
         return events

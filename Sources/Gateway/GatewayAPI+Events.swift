@@ -7,6 +7,7 @@ import Wire
 extension GatewayAPI {
     func getEvents(_ input: Operations.getEvents.Input) async throws -> Operations.getEvents.Output {
         var filter = FeedFilter()
+        filter.certified = input.query.certified ?? false
         if let kinds = input.query.kind {
             var chosen = Set<FeedEvent.Kind>()
             for name in kinds.split(separator: ",") {

@@ -23,4 +23,9 @@ struct NewestByNumber<Value> {
             bytes -= values.removeValue(forKey: oldest)?.bytes ?? 0
         }
     }
+
+    /// Forgets `number`'s value (one found not to hold after all).
+    mutating func remove(_ number: UInt64) {
+        bytes -= values.removeValue(forKey: number)?.bytes ?? 0
+    }
 }

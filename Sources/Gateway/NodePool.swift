@@ -388,7 +388,7 @@ public final class NodePool: Sendable {
 
     static let failedRecentlySeconds: Int64 = 10
 
-    private func failed(_ index: Int, _ error: any Error) {
+    func failed(_ index: Int, _ error: any Error) {
         state.withLock {
             $0.nodes[index].lastError = "\(error)"
             $0.nodes[index].failedAt = .now

@@ -109,3 +109,61 @@ public enum ResultCheck {
         return VerifiedResult(location: shown, certification: .certified(height: record.height, root: record.root, signers: signers))
     }
 }
+
+extension ResultCheck {
+    /// What a block's results, checked whole against its record (`verifyBlock`), come to.
+    public enum BlockResultsCheck: Equatable, Sendable {
+        /// Every result is the one the block committed, as the state certified at
+        /// `checkpoint` has it. The reasons to show, in the block's order (nil: applied):
+        /// this code's rendering of each committed reason and its figures, with the node's
+        /// free text for a reason that has one.
+        case certified(checkpoint: UInt64, reasons: [String?])
+        /// The block committed no results (ledger rules before `resultsCommitted`), as the
+        /// state certified at `checkpoint` proves: the results are the node's word.
+        case notCommitted(checkpoint: UInt64)
+        /// The record was read at checkpoint `checkpoint`, below the block: nothing is
+        /// proven yet.
+        case notYetCertified(checkpoint: UInt64)
+    }
+
+    /// A whole block's results as a node gave them with its contents (stored results,
+    /// `StoreAnswers`), checked against the block's results record (`StateKeys.blockResults`)
+    /// read certified: their committed forms, in order, must hash to the record's root, as
+    /// many as it counts, and each rejection's wording must name the committed reason. The
+    /// block's transactions themselves are checked apart (`InclusionCheck.verifyCommit`).
+    /// Throws `CertifiedReadError.proof` naming what does not hold.
+    public static func verifyBlock(_ results: [[UInt8]], height: UInt64, record: CertifiedRecord) throws -> BlockResultsCheck {
+        guard record.height >= height else { return .notYetCertified(checkpoint: record.height) }
+        guard let value = record.value else {
+            // A block without transactions writes no record: nothing to prove.
+            return results.isEmpty ? .certified(checkpoint: record.height, reasons: []) : .notCommitted(checkpoint: record.height)
+        }
+        guard let committed = try? BlockResults(wireBytes: value) else { throw CertifiedReadError.proof("block \(height)'s results record does not decode") }
+        guard committed.count == UInt64(clamping: results.count) else {
+            throw CertifiedReadError.proof("block \(height) committed \(committed.count) results, the node gave \(results.count)")
+        }
+        guard let leaves = StoreAnswers.committedLeaves(results) else {
+            throw CertifiedReadError.proof("block \(height) committed its results, and the node gave one without its committed form")
+        }
+        guard BlockResults(leaves: leaves).root == committed.root else {
+            throw CertifiedReadError.proof("block \(height)'s results as the node gave them are not those the block committed")
+        }
+        var reasons: [String?] = []
+        reasons.reserveCapacity(results.count)
+        for (position, stored) in results.enumerated() {
+            guard let bytes = StoreAnswers.committed(stored), let result = CommittedResults.result(bytes) else {
+                throw CertifiedReadError.proof("block \(height): the committed result at position \(position) does not decode")
+            }
+            guard case let .rejected(rejection) = result else {
+                reasons.append(nil)
+                continue
+            }
+            let said = StoreAnswers.reason(stored) ?? ""
+            guard rejection.isNamed(by: said) else {
+                throw CertifiedReadError.proof("block \(height) committed the rejection \(rejection.name) at position \(position), the node says \(said.isEmpty ? "nothing" : said)")
+            }
+            reasons.append(rejection.hasText ? said : "\(rejection)")
+        }
+        return .certified(checkpoint: record.height, reasons: reasons)
+    }
+}

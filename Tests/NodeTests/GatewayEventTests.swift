@@ -215,6 +215,24 @@ struct FeedReader {
         let epoch = events.first { $0.name == "epoch" }
         #expect(epoch?.data["epoch"] as? Int == 0 && epoch?.data["height"] as? Int == 50, "\(epoch?.data ?? [:])")
 
+        // Certified: the same events, each once a checkpoint at or above its block confirms it
+        // (the decision's record, the proposal opened, the epoch's report closed at 50); the
+        // results are the node's word on this chain of rules 1, and said to be.
+        let certified = try await GatewayTests.blocking {
+            try FeedReader.read(port: port, path: "/v1/events?from=1&certified=true", key: key, enough: reachedTop)
+        }
+        #expect(certified.status == 200 && certified.events.map(\.id) == events.map(\.id))
+        for (plain, confirmed) in zip(events, certified.events) {
+            var data = confirmed.data
+            #expect((data["checkpoint"] as? Int ?? 0) >= (data["height"] as? Int ?? .max), "\(confirmed.json)")
+            if confirmed.name == "transaction" { #expect(data["resultVerified"] as? Bool == false, "\(confirmed.json)") }
+            data["checkpoint"] = nil
+            data["resultVerified"] = nil
+            let bare = String(decoding: try JSONSerialization.data(withJSONObject: data, options: [.sortedKeys]), as: UTF8.self)
+            let word = String(decoding: try JSONSerialization.data(withJSONObject: plain.data, options: [.sortedKeys]), as: UTF8.self)
+            #expect(bare == word)
+        }
+
         // Dropped after a few events, resumed with Last-Event-ID: the same events, none twice.
         let first = try await GatewayTests.blocking { try FeedReader.read(port: port, path: "/v1/events?from=1", key: key) { $0.count >= 7 } }
         #expect(first.events.count == 7)

@@ -440,8 +440,10 @@ final class Liar {
     /// `height`: a height no ledger reaches (2^64 − 1) in its status and its blocks' summaries;
     /// `result`: a transaction's result the other way round (applied said rejected for want
     /// of funds, rejected said applied), its committed bytes forged to match;
-    /// `replayedResult`: this answer, recorded earlier, to every `transactionResult`.
-    enum Lie: Equatable { case none, value, proof, certificate, page, stateValue, height, result, replayedResult(ClientResponse) }
+    /// `replayedResult`: this answer, recorded earlier, to every `transactionResult`;
+    /// `blockResults`: every result the other way round in a block's contents (its
+    /// transactions and certificate genuine), in the committed form a node of rules 7 stores.
+    enum Lie: Equatable { case none, value, proof, certificate, page, stateValue, height, result, replayedResult(ClientResponse), blockResults }
 
     let loop = EventLoop(name: "liar")
     let transport: Transport
@@ -478,13 +480,16 @@ final class Liar {
         let idle = idle
         transport.onClientRequest = { request, _, respond in
             Thread {
-                let taken = idle.withLock { $0.clients.popLast() }
-                guard let upstream = taken ?? (try? TransportClient(host: "127.0.0.1", port: target, ca: ca, chainId: chainId)) else {
-                    return respond(ClientResponse.error("relay failed: no upstream connection").wireBytes)
+                let upstream: TransportClient
+                do {
+                    upstream = try idle.withLock { $0.clients.popLast() } ?? TransportClient(host: "127.0.0.1", port: target, ca: ca, chainId: chainId)
+                } catch {
+                    return respond(ClientResponse.error("relay failed: no upstream connection (\(error))").wireBytes)
                 }
-                guard let bytes = try? upstream.request(request, timeoutMilliseconds: 30_000) else {
+                let bytes: [UInt8]
+                do { bytes = try upstream.request(request, timeoutMilliseconds: 30_000) } catch {
                     upstream.close()
-                    return respond(ClientResponse.error("relay failed").wireBytes)
+                    return respond(ClientResponse.error("relay failed: \(error)").wireBytes)
                 }
                 if idle.withLock({ state in
                     if !state.stopped { state.clients.append(upstream) }
@@ -511,9 +516,17 @@ final class Liar {
                     return respond(ClientResponse.transactionResult(Self.forged(found)).wireBytes)
                 }
                 if case .transactionResult? = answer, case let .replayedResult(recorded) = lie { return respond(recorded.wireBytes) }
+                if case let .blockContents(found?)? = answer, lie == .blockResults {
+                    let flipped = found.results.map { result in
+                        StoreAnswers.isApplied(result) ? StoreAnswers.result(.rejected(.insufficientFunds(available: 0, asked: 3)), committed: true) : [0]
+                    }
+                    return respond(ClientResponse.blockContents(BlockContents(
+                        height: found.height, body: found.body, certificate: found.certificate, results: flipped, closedEpoch: found.closedEpoch,
+                        decided: found.decided, opened: found.opened, decidedLeftOut: found.decidedLeftOut)).wireBytes)
+                }
                 guard case let .certifiedState(height, certificate, value, proof)? = answer else { return respond(bytes) }
                 switch lie {
-                case .none, .page, .stateValue, .height, .result, .replayedResult: respond(bytes)
+                case .none, .page, .stateValue, .height, .result, .replayedResult, .blockResults: respond(bytes)
                 case .value:
                     // Another account's worth: the balance doubled.
                     let forged = value.flatMap { try? Account(wireBytes: $0) }.map { account -> [UInt8] in

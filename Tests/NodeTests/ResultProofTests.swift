@@ -7,7 +7,7 @@ import CalissonTestKit
 import Foundation
 import Gateway
 import Ledger
-import LightClient
+@testable import LightClient
 import Node
 import Spawning
 import Storage
@@ -137,6 +137,99 @@ extension GatewayTests {
                 "\(told.output) \(told.errors)")
         let lied = try tx(liar.port, ids[0])
         #expect(lied.status != 0 && lied.errors.contains("cannot be trusted"), "\(lied.output) \(lied.errors)")
+    }
+
+    /// A block's results checked whole against its record, as the certified event feed
+    /// checks them: every way of misstating one is caught, figures are shown as committed.
+    @Test func aBlocksResultsAreCheckedWholeAgainstTheirRecord() throws {
+        let short = LedgerRejection.insufficientFunds(available: 2, asked: 5)
+        let stored: [[UInt8]] = [
+            [0], StoreAnswers.result(.rejected(short), committed: true), StoreAnswers.result(.rejected(.malformed("a field too long")), committed: true),
+        ]
+        let value = BlockResults(leaves: try #require(StoreAnswers.committedLeaves(stored))).wireBytes
+        func record(_ value: [UInt8]?, at height: UInt64 = 16) -> CertifiedRecord { CertifiedRecord(value: value, height: height, root: SHA256.hash("root")) }
+        func check(_ results: [[UInt8]], _ record: CertifiedRecord) throws -> ResultCheck.BlockResultsCheck {
+            try ResultCheck.verifyBlock(results, height: 16, record: record)
+        }
+
+        #expect(try check(stored, record(value)) == .certified(checkpoint: 16, reasons: [nil, "\(short)", "\(LedgerRejection.malformed("a field too long"))"]))
+        #expect(try check(stored, record(value, at: 15)) == .notYetCertified(checkpoint: 15))
+        #expect(try check(stored, record(nil)) == .notCommitted(checkpoint: 16))
+        #expect(try check([], record(nil)) == .certified(checkpoint: 16, reasons: []), "a block without transactions writes no record")
+        // Figures the node words otherwise are replaced by the committed ones.
+        let form = short.committedBytes
+        let framed: [UInt8] = [2, 0, UInt8(form.count)] + form
+        var embellished = stored
+        embellished[1] = framed + Array("insufficientFunds(available: 9, asked: 9)".utf8)
+        #expect(try check(embellished, record(value)) == .certified(checkpoint: 16, reasons: [nil, "\(short)", "\(LedgerRejection.malformed("a field too long"))"]))
+
+        var flipped = stored
+        flipped[0] = StoreAnswers.result(.rejected(short), committed: true)
+        flipped[1] = [0]
+        var reworded = stored
+        reworded[1] = framed + Array("tooManyLots".utf8)
+        var uncommitted = stored
+        uncommitted[1] = StoreAnswers.result(.rejected(short))
+        let misstated: [(String, [[UInt8]], CertifiedRecord)] = [
+            ("flips them", flipped, record(value)),
+            ("leaves one out", Array(stored.dropLast()), record(value)),
+            ("adds one", stored + [[0]], record(value)),
+            ("words a rejection as another reason", reworded, record(value)),
+            ("gives one without its committed form", uncommitted, record(value)),
+            ("gives them against another record", stored, record(BlockResults(count: 3, root: SHA256.hash("forged")).wireBytes)),
+            ("gives them against a record that does not decode", stored, record([1, 2, 3])),
+        ]
+        for (lie, results, record) in misstated {
+            #expect(throws: CertifiedReadError.self, "a node that \(lie)") { try check(results, record) }
+        }
+    }
+
+    /// The certified event feed (`certified=true`) sends each block's results as the block
+    /// committed them: behind a node that flips them in its blocks' contents and an honest
+    /// one, the truth; behind that node alone, nothing (its plain feed has its word, as
+    /// documented).
+    @Test func aCertifiedFeedSendsTheResultsBlocksCommittedAndNeverALiars() async throws {
+        let cluster = try TestCluster(rules: LedgerRules.resultsCommitted)
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        let applied = cluster.attribute(by: 1, to: 5, nonce: 1)
+        let reused = Transaction.attribution(
+            chainId: TestCluster.chainId, by: "p1", nonce: 2, expiry: 500, to: Ed25519PublicKey(SHA256.hash("citizen 6")), evidence: SHA256.hash("evidence 1 1")
+        ).signed(with: cluster.signingKeys[1]).wireBytes
+        let ids = [applied, reused].map { SignedTransaction.idTag.hash($0).hex }
+        _ = nodes[1].submit(applied)
+        #expect(try await Self.until(30) { nodes.allSatisfy { node in (node.read { $0.meta.totals.issued } ?? 0) > 0 } })
+        _ = nodes[2].submit(reused)
+        let last = SignedTransaction.idTag.hash(reused)
+        #expect(try await Self.blocking { eventually(30) { nodes.allSatisfy { Self.finalHeight(last, at: $0) != nil } } })
+        #expect(try await Self.blocking { TestCluster.settle(nodes, atLeast: (Self.finalHeight(last, at: nodes[0]) ?? 0) + 1) })
+
+        let liar = try Liar(before: nodes[1], of: cluster, lie: .blockResults)
+        defer { liar.stop() }
+        let liarAddress = NodeAddress(host: "127.0.0.1", port: liar.port)
+        let reader = APIKey.generate(name: "reader", scopes: [.read])
+        let path = "/v1/events?from=1&kind=transaction&certified=true"
+        do {
+            let (_, serving, port) = try await Self.start(
+                [liarAddress, NodeAddress(host: "127.0.0.1", port: nodes[2].transport.clientPort)], cluster, keys: [reader.entry])
+            defer { serving.cancel() }
+            try await Self.untilHealthy(port)
+            let feed = try await Self.blocking { try FeedReader.read(port: port, path: path, key: reader.secret) { $0.count >= 2 } }
+            let events = feed.events.map(\.data)
+            #expect(feed.status == 200 && events.compactMap { $0["id"] as? String } == ids, "\(feed.events.map(\.json))")
+            #expect(events.first?["result"] as? String == "applied" && events.last?["result"] as? String == "rejected"
+                    && events.last?["reason"] as? String == "evidenceUsed", "\(feed.events.map(\.json))")
+            #expect(events.allSatisfy { $0["resultVerified"] as? Bool == true && ($0["checkpoint"] as? Int ?? 0) >= ($0["height"] as? Int ?? .max) })
+        }
+        let (_, serving, port) = try await Self.start([liarAddress], cluster, keys: [reader.entry])
+        defer { serving.cancel() }
+        try await Self.untilHealthy(port)
+        let refused = try await Self.blocking { try FeedReader.read(port: port, path: path, key: reader.secret, seconds: 6) { !$0.isEmpty } }
+        #expect(refused.status == 200 && refused.events.isEmpty, "\(refused.events.map(\.json))")
+        let status = try await Self.get(port, "/v1/status", key: reader.secret)
+        #expect(status.text.contains("are not those the block committed"), "\(status.text)")
+        let word = try await Self.blocking { try FeedReader.read(port: port, path: "/v1/events?from=1&kind=transaction", key: reader.secret) { $0.count >= 2 } }
+        #expect(word.events.first?.data["result"] as? String == "rejected", "the plain feed carries the node's word: \(word.events.map(\.json))")
     }
 
     /// Under the first ledger rules a block commits no results: the gateway says the result

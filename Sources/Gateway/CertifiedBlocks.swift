@@ -1,0 +1,102 @@
+import Ledger
+import LightClient
+import Wire
+
+/// A final block's contents that the certified state confirms: its results (ledger rules 7
+/// on), the proposals it says it decided and opened, and the epoch it says it closed, each
+/// checked against a record read certified at a checkpoint at or above the block.
+public struct CertifiedBlockContents: Sendable {
+    public let found: VerifiedBlockContents
+    /// The newest checkpoint whose state was read to confirm them.
+    public let checkpoint: UInt64
+    /// The results as shown, in the block's order (nil: applied), each the checker's
+    /// rendering of what the block committed (`ResultCheck.verifyBlock`); nil when the block
+    /// committed no results (executed under rules before 7): then they are the node's word.
+    public let reasons: [String?]?
+    /// The nodes whose contents of the block the certified state refuted before these.
+    public let refuted: [String]
+}
+
+/// Why a block's contents are not confirmed yet: no checkpoint at or above it was read.
+public struct NotYetCertified: Error, Sendable, CustomStringConvertible {
+    public let height: UInt64
+    public let checkpoint: UInt64
+    public var description: String { "block \(height) is above the newest certified checkpoint read (\(checkpoint))" }
+}
+
+extension NodePool {
+    /// Block `height`'s contents with what the certified state confirms of them
+    /// (`CertifiedBlockContents`); nil when no node has the block final. Throws
+    /// `NotYetCertified` while no checkpoint at or above the block is known, and
+    /// `NoVerifiedAnswer` when no node gives contents the state confirms: a node whose
+    /// contents it refutes is counted as failed and its contents forgotten, and the next
+    /// node is asked.
+    public func certifiedBlockContents(_ height: UInt64) async throws -> CertifiedBlockContents? {
+        let newest = newestCertifiedHeight
+        guard newest >= height else { throw NotYetCertified(height: height, checkpoint: newest) }
+        var failures: [(String, String)] = []
+        for _ in nodes.indices {
+            guard let found = try await blockContents(height) else { return nil }
+            do {
+                return try await confirmed(found, refuted: failures.map(\.0))
+            } catch let error as CertifiedReadError {
+                // The certified state says otherwise: the contents are forgotten, their node
+                // passed over for a while (`readOrder`), another asked.
+                checkedBlocks.withLock { $0.remove(height) }
+                if let index = nodes.firstIndex(where: { $0.description == found.source }) { failed(index, error) }
+                failures.append((found.source, "\(error)"))
+            }
+        }
+        throw NoVerifiedAnswer(failures: failures)
+    }
+
+    /// `found`'s results, decisions, openings and epoch close against the certified state;
+    /// `CertifiedReadError.proof` when a record refutes them.
+    private func confirmed(_ found: VerifiedBlockContents, refuted: [String]) async throws -> CertifiedBlockContents {
+        let height = found.contents.height
+        var checkpoint: UInt64 = .max
+        /// A record certified at or above the block.
+        func certified(_ key: StateKey) async throws -> CertifiedRecord {
+            let record = try await read(key).record
+            guard record.height >= height else { throw NotYetCertified(height: height, checkpoint: record.height) }
+            checkpoint = min(checkpoint, record.height)
+            return record
+        }
+        let reasons: [String?]?
+        switch try ResultCheck.verifyBlock(found.contents.results, height: height, record: try await certified(StateKeys.blockResults(height))) {
+        case let .certified(_, shown): reasons = shown
+        case .notCommitted: reasons = nil
+        case let .notYetCertified(at): throw NotYetCertified(height: height, checkpoint: at)
+        }
+        for bytes in found.contents.decided {
+            let said = try Proposal(wireBytes: bytes)  // decoded when the contents were checked
+            let record = try await certified(StateKeys.proposal(said.id))
+            guard let value = record.value, let stands = try? Proposal(wireBytes: value), stands == said else {
+                throw CertifiedReadError.proof("block \(height): proposal \(said.id)'s record is not the one the node says the block decided")
+            }
+        }
+        for entry in found.contents.opened {
+            // Positions were checked against the block's transactions with its contents.
+            let position = Int(clamping: entry.position)
+            guard StoreAnswers.isApplied(found.contents.results[position]),
+                let signed = try? SignedTransaction(wireBytes: found.block.commands[position]),
+                case let .propose(action, deadline) = signed.transaction.body, case let .partner(proposer) = signed.transaction.signer
+            else {
+                throw CertifiedReadError.proof("block \(height): no proposal was opened at position \(position)")
+            }
+            let record = try await certified(StateKeys.proposal(entry.proposal))
+            guard let value = record.value, let stands = try? Proposal(wireBytes: value),
+                stands.proposer == proposer, stands.action == action, stands.deadline == deadline
+            else {
+                throw CertifiedReadError.proof("block \(height): proposal \(entry.proposal) is not the one opened at position \(position)")
+            }
+        }
+        if let epoch = found.contents.closedEpoch {
+            let record = try await certified(StateKeys.epochReport(epoch))
+            guard let value = record.value, let report = try? EpochReport(wireBytes: value), report.lastHeight == height else {
+                throw CertifiedReadError.proof("block \(height) did not close epoch \(epoch), as the certified state has it")
+            }
+        }
+        return CertifiedBlockContents(found: found, checkpoint: checkpoint, reasons: reasons, refuted: refuted)
+    }
+}
