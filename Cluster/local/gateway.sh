@@ -94,6 +94,12 @@ echo "-- the event feed (Server-Sent Events, resumable with Last-Event-ID): Amin
 echo "\$ curl -N -H 'Authorization: Bearer …' 'http://127.0.0.1:$GATEWAY_PORT/v1/events?from=1&account=$amina'"
 curl -sN --max-time 3 -H "Authorization: Bearer $KEY" "http://127.0.0.1:$GATEWAY_PORT/v1/events?from=1&account=$amina" \
     | grep -E '^(id|event|data):' | cut -c1-200 | head -n 12 || true
+echo "-- the same feed, certified: each block's events once a certified checkpoint above it confirms them (results, decisions, epoch closes)"
+echo "\$ curl -N -H 'Authorization: Bearer …' 'http://127.0.0.1:$GATEWAY_PORT/v1/events?from=1&account=$amina&certified=true'"
+certified_feed=$(curl -sN --max-time 5 -H "Authorization: Bearer $KEY" "http://127.0.0.1:$GATEWAY_PORT/v1/events?from=1&account=$amina&certified=true" \
+    | grep -E '^(id|event|data):' | head -n 6 || true)
+cut -c1-240 <<<"$certified_feed"
+grep -q '"resultVerified":true' <<<"$certified_feed" || { echo "gateway: the certified feed gave no verified result" >&2; exit 1; }
 echo "\$ curl http://127.0.0.1:$GATEWAY_PORT/v1/supply   (no key)"
 curl -sS "http://127.0.0.1:$GATEWAY_PORT/v1/supply"; echo
 echo "-- what the Métropole and the public see, no key needed: the dashboard (HTML), its open data and the proof of each figure"
