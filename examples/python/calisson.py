@@ -152,10 +152,14 @@ class GatewayError(Exception):
 
 
 class Gateway:
-    def __init__(self, url, api_key, timeout=60):
+    """`retries`: how many times a request refused with 429 or 503 and a Retry-After is sent
+    again, after the wait the gateway asks for (at most 10 s each)."""
+
+    def __init__(self, url, api_key, timeout=60, retries=5):
         self.url = url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
+        self.retries = retries
 
     def _request(self, method, path, body=None, headers=None):
         request = urllib.request.Request(self.url + path, method=method)
@@ -166,11 +170,19 @@ class Gateway:
         if body is not None:
             data = json.dumps(body).encode("utf-8")
             request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, data=data, timeout=self.timeout) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as error:
-            raise GatewayError(error.code, json.loads(error.read() or b"{}")) from None
+        for attempt in range(self.retries + 1):
+            try:
+                with urllib.request.urlopen(request, data=data, timeout=self.timeout) as response:
+                    return response.status, json.loads(response.read() or b"null")
+            except urllib.error.HTTPError as error:
+                # 429 (a rate limit) and 503 (not ready yet, busy) mean the request was not
+                # taken: asked again after the Retry-After the gateway gives, a few times.
+                wait = error.headers.get("Retry-After")
+                if error.code in (429, 503) and wait and wait.isdigit() and attempt < self.retries:
+                    error.read()
+                    time.sleep(min(int(wait), 10))
+                    continue
+                raise GatewayError(error.code, json.loads(error.read() or b"{}")) from None
 
     def get(self, path):
         return self._request("GET", path)[1]
