@@ -471,7 +471,16 @@ struct RequestShapeMiddleware: RouterMiddleware {
         guard let decoding = error as? DecodingError else { return "\(error)" }
         if let explained = StrictJSON.explain(decoding, numbers: numbers) { return explained }
         let (field, reason) = decoding.fieldAndReason
-        return field.isEmpty ? "the body: \(reason)" : "\(field): \(reason)"
+        guard field.isEmpty else { return "\(field): \(reason)" }
+        // A parameter's decoder names no field (the generated code decodes each alone), nor
+        // does a body's at its top, which is an object or a list in every operation: a
+        // single value expected there is a parameter's.
+        if case let .typeMismatch(type, _) = decoding,
+            type is Bool.Type || type is String.Type || type is any FixedWidthInteger.Type || type is any BinaryFloatingPoint.Type
+        {
+            return "a parameter (in the path or the query): \(reason)"
+        }
+        return "the body: \(reason)"
     }
 
     /// The largest request body read (the generated code would collect any size): a batch,
