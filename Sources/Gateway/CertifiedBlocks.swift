@@ -62,11 +62,14 @@ extension NodePool {
             checkpoint = min(checkpoint, record.height)
             return record
         }
-        let reasons: [String?]?
-        switch try ResultCheck.verifyBlock(found.contents.results, height: height, record: try await certified(StateKeys.blockResults(height))) {
-        case let .certified(_, shown): reasons = shown
-        case .notCommitted: reasons = nil
-        case let .notYetCertified(at): throw NotYetCertified(height: height, checkpoint: at)
+        // A block without transactions has no results to confirm (and commits no record).
+        var reasons: [String?]? = []
+        if !found.contents.results.isEmpty {
+            switch try ResultCheck.verifyBlock(found.contents.results, height: height, record: try await certified(StateKeys.blockResults(height))) {
+            case let .certified(_, shown): reasons = shown
+            case .notCommitted: reasons = nil
+            case let .notYetCertified(at): throw NotYetCertified(height: height, checkpoint: at)
+            }
         }
         for bytes in found.contents.decided {
             let said = try Proposal(wireBytes: bytes)  // decoded when the contents were checked
@@ -97,6 +100,7 @@ extension NodePool {
                 throw CertifiedReadError.proof("block \(height) did not close epoch \(epoch), as the certified state has it")
             }
         }
-        return CertifiedBlockContents(found: found, checkpoint: checkpoint, reasons: reasons, refuted: refuted)
+        // Nothing read (an empty block): the newest certified checkpoint known is above it.
+        return CertifiedBlockContents(found: found, checkpoint: checkpoint == .max ? newestCertifiedHeight : checkpoint, reasons: reasons, refuted: refuted)
     }
 }
