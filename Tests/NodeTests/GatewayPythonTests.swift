@@ -20,7 +20,7 @@ import Wire
         let vectors = try await GatewayTests.blocking { try run(Self.python, ["\(Self.examples)/vectors.py"]) }
         #expect(vectors.status == 0 && vectors.output.contains("0 failed"), "\(vectors.output)\n\(vectors.errors)")
 
-        let cluster = try TestCluster()
+        let cluster = try TestCluster(rules: LedgerRules.resultsCommitted)  // results proven (the certified feed)
         let nodes = try cluster.startNodes()
         defer { for node in nodes { node.stop() } }
         try await GatewayTests.blocking {

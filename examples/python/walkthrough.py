@@ -70,6 +70,17 @@ def main():
     print(f"the feed: {seen}")
     if [kind for _, _, kind in seen] != ["attribute", "redeem"]:
         return fail("the feed did not give the reward then the redemption")
+    # The same, certified: each block's events once a certified checkpoint above it confirms
+    # them, its results those the block committed (a few seconds behind the head).
+    confirmed = []
+    for event_id, kind, data in gateway.events(f"from=1&account={wallet.account}&certified=true"):
+        confirmed.append((event_id, data["kind"], data.get("resultVerified"), data.get("checkpoint")))
+        if data.get("id") == first["id"]:
+            break
+    print(f"the certified feed: {confirmed}")
+    if [event[:3] for event in confirmed] != [(event_id, kind, True) for event_id, _, kind in seen] or \
+            any(checkpoint < int(event_id.split(".")[0]) for event_id, _, _, checkpoint in confirmed):
+        return fail("the certified feed did not give the same events, their results verified")
     print("walkthrough: ok")
     return 0
 
