@@ -93,14 +93,8 @@ public enum ResultCheck {
             guard location.applied else { throw CertifiedReadError.proof("the block committed the transaction as applied, the node says rejected") }
         case let .rejected(rejection):
             guard !location.applied else { throw CertifiedReadError.proof("the block committed the transaction as rejected, the node says applied") }
-            let said = location.reason ?? ""
-            guard rejection.isNamed(by: said) else {
-                throw CertifiedReadError.proof("the block committed the rejection \(rejection.name), the node says \(said.isEmpty ? "nothing" : said)")
-            }
-            // The figures as committed, not as the node words them; the free text the node's.
-            if !rejection.hasText {
-                shown = TransactionLocation(height: location.height, position: location.position, applied: false, reason: "\(rejection)")
-            }
+            let reason = try Self.shown(rejection, said: location.reason ?? "", committedBy: "the block")
+            shown = TransactionLocation(height: location.height, position: location.position, applied: false, reason: reason)
             if case .nonceUsed = rejection {
                 return VerifiedResult(location: shown, certification: .nonceUsedElsewhere(checkpoint: record.height))
             }
@@ -111,6 +105,17 @@ public enum ResultCheck {
 }
 
 extension ResultCheck {
+    /// The reason to show for a committed rejection the node words as `said`: the committed
+    /// reason and figures as this code renders them, not as the node words them, or the
+    /// node's free text for a reason that has one. The wording must name the committed
+    /// reason (`CertifiedReadError.proof` otherwise, naming `committedBy`).
+    static func shown(_ rejection: LedgerRejection, said: String, committedBy place: String) throws -> String {
+        guard rejection.isNamed(by: said) else {
+            throw CertifiedReadError.proof("\(place) committed the rejection \(rejection.name), the node says \(said.isEmpty ? "nothing" : said)")
+        }
+        return rejection.hasText ? said : "\(rejection)"
+    }
+
     /// What a block's results, checked whole against its record (`verifyBlock`), come to.
     public enum BlockResultsCheck: Equatable, Sendable {
         /// Every result is the one the block committed, as the state certified at
@@ -158,11 +163,7 @@ extension ResultCheck {
                 reasons.append(nil)
                 continue
             }
-            let said = StoreAnswers.reason(stored) ?? ""
-            guard rejection.isNamed(by: said) else {
-                throw CertifiedReadError.proof("block \(height) committed the rejection \(rejection.name) at position \(position), the node says \(said.isEmpty ? "nothing" : said)")
-            }
-            reasons.append(rejection.hasText ? said : "\(rejection)")
+            reasons.append(try Self.shown(rejection, said: StoreAnswers.reason(stored) ?? "", committedBy: "block \(height) at position \(position)"))
         }
         return .certified(checkpoint: record.height, reasons: reasons)
     }

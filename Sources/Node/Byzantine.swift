@@ -91,7 +91,18 @@ struct ByzantineShell {
                 return frames
             case let .vote(signed):
                 // Votes for the variant to those that got it, for the honest block to the first.
-                guard let slot = alternatives[signed.body.seq], slot.honest == signed.body.digest else { return peers.map { ($0, bytes) } }
+                guard let slot = alternatives[signed.body.seq], slot.honest == signed.body.digest else {
+                    // A slot it did not propose (another leads this view: a view change under
+                    // load moved on from it): every other slot, a second vote for another
+                    // digest to the first peer, which can prove it. Evidence then comes
+                    // whoever leads.
+                    var frames = peers.map { (peer: $0, payload: bytes) }
+                    if signed.body.seq % 2 == 1 {
+                        let other = Vote(kind: signed.body.kind, view: signed.body.view, seq: signed.body.seq, digest: SHA256.hash(random.bytes(16)))
+                        frames.append((peers[0], Message.vote(Signed(other, chainId: chainId, signer: signer)).wireBytes))
+                    }
+                    return frames
+                }
                 let vote = Vote(kind: signed.body.kind, view: signed.body.view, seq: signed.body.seq, digest: slot.variant)
                 let forgedVote = Message.vote(Signed(vote, chainId: chainId, signer: signer)).wireBytes
                 return peers.enumerated().map { index, peer in (peer: peer, payload: index == 0 ? bytes : forgedVote) }
