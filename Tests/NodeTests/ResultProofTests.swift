@@ -22,12 +22,11 @@ extension GatewayTests {
         (try? NodeStore(file: node.configuration.databaseFile, readOnly: true).transaction(id))??.height
     }
 
-    @Test func aTransactionsResultIsProvenAndALieAboutItIsCaught() async throws {
-        let cluster = try TestCluster(rules: LedgerRules.resultsCommitted)
-        let nodes = try cluster.startNodes()
-        defer { for node in nodes { node.stop() } }
+    /// An attribution that applies, then the same gesture's evidence again under another
+    /// nonce, rejected (`evidenceUsed`), both final and a checkpoint above them certified
+    /// (the idle fill): their ids.
+    static func appliedThenRejected(_ cluster: TestCluster, _ nodes: [NodeRuntime]) async throws -> [Bytes32] {
         let applied = cluster.attribute(by: 1, to: 5, nonce: 1)
-        // The same gesture's evidence again, under another nonce: rejected (`evidenceUsed`).
         let reused = Transaction.attribution(
             chainId: TestCluster.chainId, by: "p1", nonce: 2, expiry: 500, to: Ed25519PublicKey(SHA256.hash("citizen 6")), evidence: SHA256.hash("evidence 1 1")
         ).signed(with: cluster.signingKeys[1]).wireBytes
@@ -35,10 +34,16 @@ extension GatewayTests {
         _ = nodes[1].submit(applied)
         #expect(try await Self.until(30) { nodes.allSatisfy { node in (node.read { $0.meta.totals.issued } ?? 0) > 0 } })
         _ = nodes[2].submit(reused)
-        // Final, then a checkpoint above both certified (the idle fill).
-        let final = try await Self.blocking { eventually(30) { nodes.allSatisfy { Self.finalHeight(ids[1], at: $0) != nil } } }
-        #expect(final)
+        #expect(try await Self.blocking { eventually(30) { nodes.allSatisfy { Self.finalHeight(ids[1], at: $0) != nil } } })
         #expect(try await Self.blocking { TestCluster.settle(nodes, atLeast: (Self.finalHeight(ids[1], at: nodes[0]) ?? 0) + 1) })
+        return ids
+    }
+
+    @Test func aTransactionsResultIsProvenAndALieAboutItIsCaught() async throws {
+        let cluster = try TestCluster(rules: LedgerRules.resultsCommitted)
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        let ids = try await Self.appliedThenRejected(cluster, nodes)
 
         // The node's answers, checked.
         let trusted = TrustedValidators(genesis: cluster.genesis.validatorKeys)
@@ -192,17 +197,7 @@ extension GatewayTests {
         let cluster = try TestCluster(rules: LedgerRules.resultsCommitted)
         let nodes = try cluster.startNodes()
         defer { for node in nodes { node.stop() } }
-        let applied = cluster.attribute(by: 1, to: 5, nonce: 1)
-        let reused = Transaction.attribution(
-            chainId: TestCluster.chainId, by: "p1", nonce: 2, expiry: 500, to: Ed25519PublicKey(SHA256.hash("citizen 6")), evidence: SHA256.hash("evidence 1 1")
-        ).signed(with: cluster.signingKeys[1]).wireBytes
-        let ids = [applied, reused].map { SignedTransaction.idTag.hash($0).hex }
-        _ = nodes[1].submit(applied)
-        #expect(try await Self.until(30) { nodes.allSatisfy { node in (node.read { $0.meta.totals.issued } ?? 0) > 0 } })
-        _ = nodes[2].submit(reused)
-        let last = SignedTransaction.idTag.hash(reused)
-        #expect(try await Self.blocking { eventually(30) { nodes.allSatisfy { Self.finalHeight(last, at: $0) != nil } } })
-        #expect(try await Self.blocking { TestCluster.settle(nodes, atLeast: (Self.finalHeight(last, at: nodes[0]) ?? 0) + 1) })
+        let ids = try await Self.appliedThenRejected(cluster, nodes).map(\.hex)
 
         let liar = try Liar(before: nodes[1], of: cluster, lie: .blockResults)
         defer { liar.stop() }
