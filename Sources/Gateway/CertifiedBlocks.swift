@@ -7,7 +7,9 @@ import Wire
 /// checked against a record read certified at a checkpoint at or above the block.
 public struct CertifiedBlockContents: Sendable {
     public let found: VerifiedBlockContents
-    /// The newest checkpoint whose state was read to confirm them.
+    /// The checkpoint they were confirmed at: the oldest among those of the records read
+    /// (each at or above the block); for a block that needed no read (no transactions, no
+    /// decision, no epoch close), the newest certified checkpoint known.
     public let checkpoint: UInt64
     /// The results as shown, in the block's order (nil: applied), each the checker's
     /// rendering of what the block committed (`ResultCheck.verifyBlock`); nil when the block
@@ -35,15 +37,19 @@ extension NodePool {
         let newest = newestCertifiedHeight
         guard newest >= height else { throw NotYetCertified(height: height, checkpoint: newest) }
         var failures: [(String, String)] = []
+        var refuted: Set<Int> = []
         for _ in nodes.indices {
-            guard let found = try await blockContents(height) else { return nil }
+            guard let found = try await blockContents(height, excluding: refuted) else { return nil }
             do {
                 return try await confirmed(found, refuted: failures.map(\.0))
             } catch let error as CertifiedReadError {
                 // The certified state says otherwise: the contents are forgotten, their node
-                // passed over for a while (`readOrder`), another asked.
+                // not asked again here and passed over for a while (`readOrder`), another asked.
                 checkedBlocks.withLock { $0.remove(height) }
-                if let index = nodes.firstIndex(where: { $0.description == found.source }) { failed(index, error) }
+                if let index = nodes.firstIndex(where: { $0.description == found.source }) {
+                    failed(index, error)
+                    refuted.insert(index)
+                }
                 failures.append((found.source, "\(error)"))
             }
         }
@@ -78,6 +84,22 @@ extension NodePool {
                 throw CertifiedReadError.proof("block \(height): proposal \(said.id)'s record is not the one the node says the block decided")
             }
         }
+        // Each opening named once, by position and by number; in a block that committed its
+        // results, each applied proposal named (the ledger opened one for it).
+        guard Set(found.contents.opened.map(\.position)).count == found.contents.opened.count,
+            Set(found.contents.opened.map(\.proposal)).count == found.contents.opened.count
+        else {
+            throw CertifiedReadError.proof("block \(height): a proposal opened is named twice")
+        }
+        if let reasons, !reasons.isEmpty {
+            let named = Set(found.contents.opened.map(\.position))
+            for (position, command) in found.block.commands.enumerated() where StoreAnswers.isApplied(found.contents.results[position]) {
+                guard let signed = try? SignedTransaction(wireBytes: command), case .propose = signed.transaction.body else { continue }
+                guard named.contains(UInt64(clamping: position)) else {
+                    throw CertifiedReadError.proof("block \(height): the proposal opened at position \(position) is not named")
+                }
+            }
+        }
         for entry in found.contents.opened {
             // Positions were checked against the block's transactions with its contents.
             let position = Int(clamping: entry.position)
@@ -87,9 +109,11 @@ extension NodePool {
             else {
                 throw CertifiedReadError.proof("block \(height): no proposal was opened at position \(position)")
             }
+            // Its record, as it stood after the block: open, or decided at or after it (an
+            // older proposal of the same fields was decided before it).
             let record = try await certified(StateKeys.proposal(entry.proposal))
             guard let value = record.value, let stands = try? Proposal(wireBytes: value),
-                stands.proposer == proposer, stands.action == action, stands.deadline == deadline
+                stands.proposer == proposer, stands.action == action, stands.deadline == deadline, stands.status.decidedAt.map({ $0 >= height }) ?? true
             else {
                 throw CertifiedReadError.proof("block \(height): proposal \(entry.proposal) is not the one opened at position \(position)")
             }

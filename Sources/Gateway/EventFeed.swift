@@ -386,11 +386,15 @@ final class EventFeed: Sendable {
         var position = position
         var quietBlocks = 0
         var waitingSaid = ContinuousClock.now
-        guard await send("retry: 2000\n: events from block \(position.height)\(filter.certified ? ", each once the certified state confirms it" : "")\n\n") else { return }
+        // The pause between two looks for a certified checkpoint above the block: 250 ms,
+        // doubled while none comes, up to 1 s (a checkpoint comes every few blocks; many
+        // feeds waiting at the head ask little of the gateway).
+        var notYetPause = 250
+        guard await send("retry: 2000\n" + Self.comment("events from block \(position.height)\(filter.certified ? ", each once the certified state confirms it" : "")")) else { return }
         while !Task.isCancelled {
             if position.height > head {
                 if !(await waitForHead(beyond: position.height - 1, seconds: Self.keepAliveSeconds)) {
-                    guard !Task.isCancelled, await send(": waiting for block \(position.height)\n\n") else { return }
+                    guard !Task.isCancelled, await send(Self.comment("waiting for block \(position.height)")) else { return }
                     continue
                 }
             }
@@ -400,13 +404,14 @@ final class EventFeed: Sendable {
                 // blocks, and the gateway's next refresh), said every `keepAliveSeconds`.
                 if ContinuousClock.now - waitingSaid > .seconds(Self.keepAliveSeconds) {
                     waitingSaid = .now
-                    guard await send(": waiting for a certified checkpoint at or above block \(notYet.height) (newest read: \(notYet.checkpoint))\n\n") else { return }
+                    guard await send(Self.comment("waiting for a certified checkpoint at or above block \(notYet.height) (newest read: \(notYet.checkpoint))")) else { return }
                 }
-                try? await Task.sleep(for: .milliseconds(250))
+                try? await Task.sleep(for: .milliseconds(notYetPause))
+                notYetPause = min(1_000, notYetPause * 2)
                 continue
             } catch {
                 // No node gave a block that holds: say so, and ask again (never skip it).
-                guard await send(": block \(position.height): no checked answer yet (\(String(describing: error).prefix(300)))\n\n") else { return }
+                guard await send(Self.comment("block \(position.height): no checked answer yet (\(String(describing: error).prefix(300)))")) else { return }
                 try? await Task.sleep(for: .seconds(2))
                 continue
             }
@@ -415,11 +420,11 @@ final class EventFeed: Sendable {
                 // nodes pruned it (or those that keep it do not answer). Say so and end; the
                 // stream cannot go on without a gap.
                 if position.height < pool.newestCertifiedHeight {
-                    _ = await send(": no node this gateway follows gives block \(position.height) (pruned, or the nodes keeping it do not answer): the feed stops here; resume with Last-Event-ID\n\n")
+                    _ = await send(Self.comment("no node this gateway follows gives block \(position.height) (pruned, or the nodes keeping it do not answer): the feed stops here; resume with Last-Event-ID"))
                     return
                 }
                 // The head said final, the nodes asked do not have it yet.
-                guard await send(": waiting for block \(position.height)\n\n") else { return }
+                guard await send(Self.comment("waiting for block \(position.height)")) else { return }
                 try? await Task.sleep(for: .milliseconds(500))
                 continue
             }
@@ -438,11 +443,17 @@ final class EventFeed: Sendable {
             quietBlocks = sent ? 0 : quietBlocks + 1
             if quietBlocks >= Self.quietBlocksMax {
                 quietBlocks = 0
-                guard await send(": at block \(position.height)\n\n") else { return }
+                guard await send(Self.comment("at block \(position.height)")) else { return }
             }
             position = FeedPosition(height: position.height + 1)
+            notYetPause = 250
         }
     }
+
+    /// A comment of the stream (`: text`, then the blank line): on one line whatever `text`
+    /// holds. A node's error text is quoted in some: a line break in it would end the
+    /// comment and let the node write fields of its own (`id:`, `data:`), a forged event.
+    static func comment(_ text: String) -> String { ": \(RefusalLog.oneLine(text))\n\n" }
 
     /// Drops the oldest blocks' events while the cache holds more than `cachedBlocksMax`
     /// blocks or `cachedBytesMax` bytes (`bytes`, kept up to date).

@@ -671,9 +671,10 @@ extension NodePool {
     /// Block `height`'s contents from the first node whose answer holds (fail-over on
     /// failures and on answers that do not hold); nil when no node has it (not final yet,
     /// or pruned everywhere).
-    public func blockContents(_ height: UInt64) async throws -> VerifiedBlockContents? {
-        if let kept = checkedBlocks.withLock({ $0[height] }) { return kept }
-        let found = try await firstFound(in: readOrder()) { [self] index -> VerifiedBlockContents? in
+    /// `excluding`: nodes not to ask (their contents were refuted), nor to take kept contents of.
+    public func blockContents(_ height: UInt64, excluding: Set<Int> = []) async throws -> VerifiedBlockContents? {
+        if let kept = checkedBlocks.withLock({ $0[height] }), !excluding.contains(where: { nodes[$0].description == kept.source }) { return kept }
+        let found = try await firstFound(in: readOrder().filter { !excluding.contains($0) }) { [self] index -> VerifiedBlockContents? in
             let (trusted, answer) = try await trustedWith(index, .blockContents(height))
             guard case let .blockContents(answered) = answer else { throw CertifiedReadError.answer("not a block's contents") }
             guard var found = answered else { return nil }

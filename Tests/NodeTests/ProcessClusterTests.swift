@@ -442,8 +442,10 @@ final class Liar {
     /// of funds, rejected said applied), its committed bytes forged to match;
     /// `replayedResult`: this answer, recorded earlier, to every `transactionResult`;
     /// `blockResults`: every result the other way round in a block's contents (its
-    /// transactions and certificate genuine), in the committed form a node of rules 7 stores.
-    enum Lie: Equatable { case none, value, proof, certificate, page, stateValue, height, result, replayedResult(ClientResponse), blockResults }
+    /// transactions and certificate genuine), in the committed form a node of rules 7 stores;
+    /// `handoversError`: this error to every request for the validator-set changes (its text
+    /// the liar's choice; every read and block check starts with one), every other relayed.
+    enum Lie: Equatable { case none, value, proof, certificate, page, stateValue, height, result, replayedResult(ClientResponse), blockResults, handoversError(String) }
 
     let loop = EventLoop(name: "liar")
     let transport: Transport
@@ -480,6 +482,9 @@ final class Liar {
         let idle = idle
         transport.onClientRequest = { request, _, respond in
             Thread {
+                if case let .handoversError(text) = lie, case .handovers? = try? ClientRequest(wireBytes: request) {
+                    return respond(ClientResponse.error(text).wireBytes)
+                }
                 let upstream: TransportClient
                 do {
                     upstream = try idle.withLock { $0.clients.popLast() } ?? TransportClient(host: "127.0.0.1", port: target, ca: ca, chainId: chainId)
@@ -526,7 +531,7 @@ final class Liar {
                 }
                 guard case let .certifiedState(height, certificate, value, proof)? = answer else { return respond(bytes) }
                 switch lie {
-                case .none, .page, .stateValue, .height, .result, .replayedResult, .blockResults: respond(bytes)
+                case .none, .page, .stateValue, .height, .result, .replayedResult, .blockResults, .handoversError: respond(bytes)
                 case .value:
                     // Another account's worth: the balance doubled.
                     let forged = value.flatMap { try? Account(wireBytes: $0) }.map { account -> [UInt8] in

@@ -5,7 +5,7 @@
 import CalissonCrypto
 import CalissonTestKit
 import Foundation
-import Gateway
+@testable import Gateway
 import Ledger
 @testable import LightClient
 import Node
@@ -225,6 +225,19 @@ extension GatewayTests {
         #expect(status.text.contains("are not those the block committed"), "\(status.text)")
         let word = try await Self.blocking { try FeedReader.read(port: port, path: "/v1/events?from=1&kind=transaction", key: reader.secret) { $0.count >= 2 } }
         #expect(word.events.first?.data["result"] as? String == "rejected", "the plain feed carries the node's word: \(word.events.map(\.json))")
+
+        // A node's error text, quoted in the stream's comments, cannot write an event of its
+        // own there: a line break in it would end the comment.
+        let forged = "down\n\nid: 98.0\nevent: epoch\ndata: {\"epoch\":9,\"height\":98,\"checkpoint\":104}\n\n"
+        #expect(EventFeed.comment(forged).filter { $0 == "\n" }.count == 2 && EventFeed.comment(forged).hasPrefix(": down\\u{a}"))
+        let writer = try Liar(before: nodes[1], of: cluster, lie: .handoversError(forged))
+        defer { writer.stop() }
+        let (_, written, writtenPort) = try await Self.start([NodeAddress(host: "127.0.0.1", port: writer.port)], cluster, keys: [reader.entry])
+        defer { written.cancel() }
+        for path in ["/v1/events?from=1", "/v1/events?from=1&certified=true"] {
+            let read = try await Self.blocking { try FeedReader.read(port: writtenPort, path: path, key: reader.secret, seconds: 4) { !$0.isEmpty } }
+            #expect(read.status == 200 && read.events.isEmpty, "\(path): \(read.events.map(\.json))")
+        }
     }
 
     /// Under the first ledger rules a block commits no results: the gateway says the result
