@@ -198,6 +198,11 @@ extension GatewayTests {
         let nodes = try cluster.startNodes()
         defer { for node in nodes { node.stop() } }
         let ids = try await Self.appliedThenRejected(cluster, nodes).map(\.hex)
+        // A proposal opened and decided (the same validators again): its opening and its
+        // decision are confirmed too, under rules 7 where every opening must be named.
+        #expect(try await Self.blocking { cluster.shrinkValidators(to: 4, through: nodes) })
+        #expect(try await Self.until(30) { nodes[0].read { $0.proposal(1)?.status.decidedAt != nil } == true })
+        #expect(try await Self.blocking { TestCluster.settle(nodes, atLeast: nodes[0].height + 1) })
 
         let liar = try Liar(before: nodes[1], of: cluster, lie: .blockResults)
         defer { liar.stop() }
@@ -215,6 +220,16 @@ extension GatewayTests {
             #expect(events.first?["result"] as? String == "applied" && events.last?["result"] as? String == "rejected"
                     && events.last?["reason"] as? String == "evidenceUsed", "\(feed.events.map(\.json))")
             #expect(events.allSatisfy { $0["resultVerified"] as? Bool == true && ($0["checkpoint"] as? Int ?? 0) >= ($0["height"] as? Int ?? .max) })
+            let governance = try await Self.blocking {
+                try FeedReader.read(port: port, path: "/v1/events?from=1&kind=transaction,governance&certified=true", key: reader.secret) {
+                    $0.contains { $0.name == "governance" }
+                }
+            }
+            let opened = governance.events.first { $0.data["kind"] as? String == "propose" }
+            let decided = governance.events.first { $0.name == "governance" }
+            #expect(opened?.data["proposal"] as? Int == 1 && opened?.data["resultVerified"] as? Bool == true, "\(governance.events.map(\.json))")
+            #expect(decided?.data["proposal"] as? Int == 1 && decided?.data["status"] as? String == "passed" && decided?.data["checkpoint"] != nil,
+                    "\(governance.events.map(\.json))")
         }
         let (_, serving, port) = try await Self.start([liarAddress], cluster, keys: [reader.entry])
         defer { serving.cancel() }
