@@ -31,12 +31,16 @@ api /v1/status
 amina=$("$BIN/calisson" key show --key "$CALISSON_HOME/scenario/amina.key")
 api /v1/programmes/culture
 api /v1/partners/velo-partage
-echo "-- rtm's ticketing back-end rewards Amina for a bus trip, through the gateway (which signs for rtm)"
+echo "-- rtm's ticketing back-end rewards Amina for a bus trip, through the gateway (which signs for rtm), and waits"
+echo "   until the certified state proves the result (wait=certified: about a checkpoint interval after finality)"
 reward() {
-    echo "\$ curl -X POST -H 'Idempotency-Key: trip-2026-11-22-A-0413' http://127.0.0.1:$GATEWAY_PORT/v1/rewards"
-    curl -sS -X POST -H "Authorization: Bearer $KEY" -H 'Idempotency-Key: trip-2026-11-22-A-0413' -H 'Content-Type: application/json' \
+    echo "\$ curl -X POST -H 'Idempotency-Key: trip-2026-11-22-A-0413' 'http://127.0.0.1:$GATEWAY_PORT/v1/rewards?wait=certified'"
+    rewarded=$(curl -sS -X POST -H "Authorization: Bearer $KEY" -H 'Idempotency-Key: trip-2026-11-22-A-0413' -H 'Content-Type: application/json' \
         -d "{\"programme\": \"mobilite\", \"account\": \"$amina\", \"units\": 1, \"evidence\": \"rtm trip log 2026-11-22 #A-0413\"}" \
-        "http://127.0.0.1:$GATEWAY_PORT/v1/rewards"; echo
+        "http://127.0.0.1:$GATEWAY_PORT/v1/rewards?wait=certified")
+    echo "$rewarded"
+    python3 -c 'import json,sys; sys.exit(json.load(sys.stdin).get("resultVerified") is not True)' <<< "$rewarded" \
+        || { echo "gateway: the reward's result is not proven" >&2; exit 1; }
 }
 reward
 echo "-- the back-end retries (a lost answer): the same transaction, nothing rewarded twice"

@@ -480,8 +480,25 @@ struct RequestShapeMiddleware: RouterMiddleware {
         {
             return "a parameter (in the path or the query): \(reason)"
         }
+        // A parameter of enumerated values given another: the generated decoder says
+        // "Cannot initialize Wait from invalid String value proven".
+        if case let .dataCorrupted(context) = decoding, context.codingPath.isEmpty,
+            let named = context.debugDescription.wholeMatch(of: /Cannot initialize (\w+) from invalid String value (.*)/)
+        {
+            let value = String(named.2).prefix(64)
+            guard let (parameter, values) = enumeratedParameters[String(named.1)] else { return "a parameter (in the path or the query): '\(value)' is not one of its values" }
+            return "the parameter \(parameter): '\(value)' is not one of \(values.joined(separator: ", "))"
+        }
         return "the body: \(reason)"
     }
+
+    /// The parameters of openapi.yaml whose values are enumerated, by their generated
+    /// type's name: their name and values (GatewaySchemaTests checks the list against the
+    /// document).
+    static let enumeratedParameters: [String: (name: String, values: [String])] = [
+        "Wait": ("wait", Components.Parameters.Wait.allCases.map(\.rawValue)),
+        "filePayload": ("file", Operations.getSettlementFile.Input.Path.filePayload.allCases.map(\.rawValue)),
+    ]
 
     /// The largest request body read (the generated code would collect any size): a batch,
     /// 256 signed transactions at usual sizes, in 1 MiB; any other request (one signed

@@ -516,11 +516,21 @@ final class EventFeed: Sendable {
                 }
                 accounts = transaction.accounts.map(\.bytes.hex)
             }
-            let location = StoreAnswers.location(height: height, position: position, result: result)
+            var location = StoreAnswers.location(height: height, position: position, result: result)
+            var confirmed: FinalTransaction.Confirmation?
+            if let certified {
+                if let reasons = certified.reasons {
+                    location = TransactionLocation(height: height, position: location.position, applied: location.applied, reason: reasons[position])
+                    confirmed = .result(checkpoint: certified.checkpoint)
+                } else {
+                    confirmed = .notCommitted(checkpoint: certified.checkpoint)
+                }
+            }
             events.append(FeedEvent(
                 height: height, index: events.count, kind: .transaction, programmes: programmes, partners: partners, accounts: accounts,
                 data: try json(event),
-                final: FinalTransaction(id: id, location: location, source: found.source, proposal: location.applied ? opened[location.position] : nil)))
+                final: FinalTransaction(
+                    id: id, location: location, source: found.source, proposal: location.applied ? opened[location.position] : nil, confirmed: confirmed)))
         }
         for record in found.contents.decided {
             let proposal: Proposal

@@ -9,8 +9,21 @@ struct FinalTransaction: Sendable, Equatable {
     let location: TransactionLocation
     /// The node that gave the block.
     let source: String
-    /// The proposal it opened, for an applied proposal (the block's word, as its events').
+    /// The proposal it opened, for an applied proposal (the block's word, as its events',
+    /// unless `confirmed` says otherwise).
     var proposal: UInt64? = nil
+    /// What the certified state confirmed of it (from the certified events only; nil: the
+    /// result and the proposal are the node's word).
+    var confirmed: Confirmation? = nil
+
+    enum Confirmation: Sendable, Equatable {
+        /// The result (and the proposal it opened) confirmed at certified checkpoint
+        /// `checkpoint`; `location.reason` is the checker's rendering of the committed one.
+        case result(checkpoint: UInt64)
+        /// The block committed no results (ledger rules before 7), as the certified state at
+        /// `checkpoint` proves: the result can only be the node's word.
+        case notCommitted(checkpoint: UInt64)
+    }
 }
 
 /// The submissions waiting for their transaction's finality (`?wait=true`), all served by

@@ -130,7 +130,7 @@ extension GatewayAPI {
                         + (coming.map { " (upgrade \($0.name) brings rules \($0.rules) from height \($0.height))" } ?? " and no upgrade to them is voted"))))
             }
         }
-        var answer = await signOnce(key: input.headers.Idempotency_hyphen_Key, request: fingerprint, wait: input.query.wait ?? true) { _ in
+        var answer = await signOnce(key: input.headers.Idempotency_hyphen_Key, request: fingerprint, wait: Awaited(input.query.wait)) { _ in
             .propose(signed, deadline: height.saturatingAdding(deadlineIn))
         }
         // Applied: say its number (the block's events name the proposals it opened; the
@@ -152,7 +152,7 @@ extension GatewayAPI {
             return .init(SubmitAnswer.badRequest("proposal numbers start at 1"))
         }
         let fingerprint = SHA256.hash("vote\u{0}\(proposal)\u{0}\(request.approve)").hex
-        return .init(await signOnce(key: input.headers.Idempotency_hyphen_Key, request: fingerprint, wait: input.query.wait ?? true) { _ in
+        return .init(await signOnce(key: input.headers.Idempotency_hyphen_Key, request: fingerprint, wait: Awaited(input.query.wait)) { _ in
             .vote(proposal: proposal, approve: request.approve)
         })
     }
@@ -166,7 +166,7 @@ extension GatewayAPI {
         guard let service = Bytes32(hex: request.service.lowercased()) else { return .init(SubmitAnswer.badRequest("service must be 64 hexadecimal digits")) }
         return .init(await relayCitizen(
             account: request.account, nonce: request.nonce, expiryHeight: request.expiryHeight, signature: request.signature,
-            body: .redeem(acceptor: acceptor, amount: amount, service: service), wait: input.query.wait ?? true))
+            body: .redeem(acceptor: acceptor, amount: amount, service: service), wait: Awaited(input.query.wait)))
     }
 
     func transfer(_ input: Operations.transfer.Input) async throws -> Operations.transfer.Output {
@@ -178,13 +178,13 @@ extension GatewayAPI {
         }
         return .init(await relayCitizen(
             account: request.account, nonce: request.nonce, expiryHeight: request.expiryHeight, signature: request.signature,
-            body: .transfer(to: Ed25519PublicKey(to), programme: programme, amount: amount), wait: input.query.wait ?? true))
+            body: .transfer(to: Ed25519PublicKey(to), programme: programme, amount: amount), wait: Awaited(input.query.wait)))
     }
 
     /// A citizen's transaction from its fields and signature: encoded, its signature
     /// checked here (so that a wallet's mistake is named, with the digest it should have
     /// signed), then relayed.
-    func relayCitizen(account: String, nonce: Int64, expiryHeight: Int64, signature: String, body: TransactionBody, wait: Bool) async -> SubmitAnswer {
+    func relayCitizen(account: String, nonce: Int64, expiryHeight: Int64, signature: String, body: TransactionBody, wait: Awaited) async -> SubmitAnswer {
         guard let key = Bytes32(hex: account.lowercased()) else { return .badRequest("account must be 64 hexadecimal digits") }
         guard let nonce = UInt64(exactly: nonce) else { return .badRequest("nonce must be 0 or more") }
         guard let expiry = UInt64(exactly: expiryHeight), expiry >= 1 else { return .badRequest("expiryHeight must be 1 or more") }

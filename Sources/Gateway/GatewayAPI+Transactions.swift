@@ -21,7 +21,7 @@ extension GatewayAPI {
                 "not-a-transaction", "Not a signed transaction", 422,
                 "the bytes are not a signed transaction in its canonical wire form (Docs/WIRE.md): \(error)"))))
         }
-        switch await relay(bytes, wait: input.query.wait ?? true) {
+        switch await relay(bytes, wait: Awaited(input.query.wait)) {
         case let .final(state): return .ok(.init(body: .json(state)))
         case let .pending(state, location): return .accepted(.init(headers: .init(Location: location), body: .json(state)))
         case let .refused(problem): return .unprocessableContent(.init(body: .application_problem_plus_json(problem)))
@@ -108,13 +108,21 @@ extension GatewayAPI {
     }
 
     /// A transaction found by the finality watch: its block was checked against its commit
-    /// certificate, and the block holds it at `position`.
+    /// certificate, and the block holds it at `position`; its result proven when the
+    /// certified state confirmed it (`final.confirmed`).
     static func state(_ final: FinalTransaction) -> Components.Schemas.TransactionState {
         let location = final.location
         var state = Components.Schemas.TransactionState(
             id: final.id.hex, status: .final, height: int(location.height), position: int(location.position),
             result: location.applied ? .applied : .rejected, reason: location.reason, inclusionVerified: true, source: final.source)
         state.proposal = final.proposal.map(int)
+        switch final.confirmed {
+        case let .result(checkpoint)?:
+            state.resultVerified = true
+            state.resultCheckpoint = int(checkpoint)
+        case .notCommitted?: state.resultVerified = false
+        case nil: break
+        }
         return state
     }
 
@@ -169,7 +177,7 @@ extension GatewayAPI {
         guard let units = UInt32(exactly: reward.units), units >= 1 else { return .badRequest(Problems.badRequest("units must be from 1 to \(UInt32.max)")) }
         guard !reward.evidence.isEmpty, reward.evidence.count <= 1_024 else { return .badRequest(Problems.badRequest("evidence must be 1 to 1024 characters")) }
         let request = SHA256.hash("\(programme)\u{0}\(account.hex)\u{0}\(units)\u{0}\(reward.evidence)").hex
-        return .init(await signOnce(key: key, request: request, wait: input.query.wait ?? true) { (signer: PartnerSigner) throws(SubmitAnswer) -> TransactionBody in
+        return .init(await signOnce(key: key, request: request, wait: Awaited(input.query.wait)) { (signer: PartnerSigner) throws(SubmitAnswer) -> TransactionBody in
             let evidence: Bytes32
             if let given = Bytes32(hex: reward.evidence) {
                 evidence = given
@@ -189,7 +197,7 @@ extension GatewayAPI {
     /// signed with a nonce derived from the key and recorded (synced) before it is sent;
     /// a retry of the same key and request sends the recorded bytes again.
     func signOnce(
-        key: String, request: String, wait: Bool, body: (PartnerSigner) throws(SubmitAnswer) -> TransactionBody
+        key: String, request: String, wait: Awaited, body: (PartnerSigner) throws(SubmitAnswer) -> TransactionBody
     ) async -> SubmitAnswer {
         guard let signer else {
             return .unavailable(Problems.problem(
@@ -256,6 +264,24 @@ extension GatewayAPI {
         return try await pool.reportedHeight().saturatingAdding(min(lifetime, 300))
     }
 
+    /// What a submission waits for before it is answered (`?wait=`).
+    enum Awaited: Sendable {
+        /// A node's admission (`false`).
+        case admission
+        /// The transaction's finality, its place proven (`true`, the default).
+        case finality
+        /// Its result proven too, by the certified state (`certified`).
+        case certifiedResult
+
+        init(_ wait: Components.Parameters.Wait?) {
+            switch wait {
+            case ._false?: self = .admission
+            case .certified?: self = .certifiedResult
+            case ._true?, nil: self = .finality
+            }
+        }
+    }
+
     /// What became of signed bytes sent to the nodes.
     enum Relayed {
         case final(Components.Schemas.TransactionState)
@@ -264,9 +290,10 @@ extension GatewayAPI {
         case failed(Components.Responses.BadGateway)
     }
 
-    /// Sends signed bytes, waits for finality if asked (at most 30 s), and says where they
-    /// are: final with its verified inclusion, or pending (`wait` false answers as soon as a
-    /// node admitted it, without looking for it).
+    /// Sends signed bytes, waits for what `wait` asks (at most 30 s in all), and says where
+    /// they are: final with its verified inclusion (and its result proven, for
+    /// `.certifiedResult`: `certify`), or pending (`.admission` answers as soon as a node
+    /// admitted it, without looking for it).
     ///
     /// A wait is served by the finality watch (its ticket taken before the bytes are sent),
     /// which finds the transaction in a final block checked against its certificate; the
@@ -277,7 +304,14 @@ extension GatewayAPI {
     /// the transaction, holding the place. A transaction the watch did not see in time is
     /// looked for by its inclusion proof with a place again, or said pending (202) when no
     /// place comes.
-    func relay(_ bytes: [UInt8], wait: Bool) async -> Relayed {
+    func relay(_ bytes: [UInt8], wait: Awaited) async -> Relayed {
+        let deadline = ContinuousClock.now + .milliseconds(Int(clamping: Self.finalityWaitMilliseconds))
+        let relayed = await relay(bytes, waitForFinality: wait != .admission)
+        guard wait == .certifiedResult, case let .final(state) = relayed else { return relayed }
+        return await certify(state, until: deadline)
+    }
+
+    private func relay(_ bytes: [UInt8], waitForFinality wait: Bool) async -> Relayed {
         let id = SignedTransaction.idTag.hash(bytes)
         let ticket = wait ? watch.take(id, client: AccessMiddleware.client ?? "") : nil
         defer { if let ticket { watch.forget(ticket) } }
@@ -311,6 +345,50 @@ extension GatewayAPI {
         }
         if let found = try? await pool.inclusion(of: id) { return .final(Self.state(id, found)) }
         return pending
+    }
+
+    /// A final transaction's state once the certified state proves its result, until
+    /// `deadline`; then pending (202) with the state as it is, its result not proven yet.
+    ///
+    /// The proof is its block's certified events (`EventFeed.events(at:certified:)`: the
+    /// block's results checked whole against the record they committed, once a certified
+    /// checkpoint at or above the block is known), fetched once for the certified feed and
+    /// every wait in that block. An applied result is the answer (at most one copy of a
+    /// transaction applies). A rejection is answered as `GET /v1/transactions/{id}`
+    /// answers it (`NodePool.result(of:)`): the same bytes may have applied in a later
+    /// block, and a copy rejected as `nonceUsed` is not proof of the transaction's own
+    /// result. A block executed under ledger rules before 7 committed no results: its
+    /// result is answered at once, said to be the node's word. The request's place is given
+    /// back while it waits (the reads are the feed's, not the request's), and taken again
+    /// for a rejection's proof.
+    private func certify(_ state: Components.Schemas.TransactionState, until deadline: ContinuousClock.Instant) async -> Relayed {
+        let location = "/v1/transactions/\(state.id)"
+        guard let id = Bytes32(hex: state.id), let height = state.height.flatMap({ UInt64(exactly: $0) }),
+            let position = state.position.flatMap({ UInt64(exactly: $0) })
+        else { return .pending(state, location: location) }
+        HeldPlace.current?.release()
+        // The pause between two looks: a checkpoint comes every few blocks.
+        var pause = 100
+        while true {
+            let final = try? await feed.events(at: height, certified: true)?.lazy.compactMap(\.final).first { $0.id == id && $0.location.position == position }
+            switch (final, final?.confirmed) {
+            case let (final?, .notCommitted?): return .final(Self.state(final))
+            case let (final?, .result?) where final.location.applied: return .final(Self.state(final))
+            case (_?, .result?):
+                guard await HeldPlace.current?.retake() ?? true else { break }
+                if let found = try? await pool.result(of: id) {
+                    switch found.result.certification {
+                    case .certified, .nonceUsedElsewhere, .notCommitted: return .final(Self.state(id, found))
+                    case .notYetCertified, .unproven: break  // a node behind the checkpoint answered: ask again
+                    }
+                }
+                HeldPlace.current?.release()
+            default: break  // no checkpoint at or above the block yet, or no node gave contents that hold
+            }
+            guard ContinuousClock.now + .milliseconds(pause) < deadline else { return .pending(state, location: location) }
+            try? await Task.sleep(for: .milliseconds(pause))
+            pause = min(1_000, pause * 2)
+        }
     }
 }
 

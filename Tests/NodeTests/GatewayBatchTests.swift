@@ -633,7 +633,7 @@ import Wire
             (post("/v1/transaction-batches", #"[]"#), 400, "the body: wrong type (expected an object)"),
             (post("/v1/transaction-batches", #"{}"#), 400, "transactions: missing"),
             // A parameter is not the body (its decoder names no field).
-            (post("/v1/transactions?wait=maybe", #"{"transaction": "ab"}"#), 400, "a parameter (in the path or the query): wrong type (expected true or false)"),
+            (post("/v1/transactions?wait=maybe", #"{"transaction": "ab"}"#), 400, "the parameter wait: 'maybe' is not one of true, false, certified"),
             (Raw.exchangeWhole(port, "GET /v1/events?certified=yes HTTP/1.1\r\n\(head)Connection: close\r\n\r\n"), 400, "a parameter (in the path or the query): wrong type (expected true or false)"),
             (Raw.exchangeWhole(port, "FOO / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), 400, "its method is not an HTTP method"),
             (Raw.exchangeWhole(port, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX: \(String(repeating: "a", count: 200_000))\r\n\r\n"), 431, "over the gateway's bounds"),

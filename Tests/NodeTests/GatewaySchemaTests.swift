@@ -45,6 +45,28 @@ import Transport
         #expect(found == RequestShapeMiddleware.integerPathParameters, "the document's integer path parameters: \(found.sorted())")
     }
 
+    /// The gateway's list of parameters with enumerated values, by which it names what a
+    /// client sent wrong (`RequestShapeMiddleware.enumeratedParameters`), is the document's.
+    @Test func theEnumeratedParametersAreTheDocuments() throws {
+        let lines = try String(contentsOfFile: "\(Self.root)/Sources/Gateway/openapi.yaml", encoding: .utf8)
+            .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        var found: [String: [String]] = [:]
+        for (index, line) in lines.enumerated() where (line == "in: path" || line == "in: query") && index > 0 {
+            let name = String(lines[index - 1].split(separator: " ").last ?? "")
+            let rest = lines[(index + 1)...].prefix { !$0.hasPrefix("name:") && !$0.hasPrefix("- name:") && $0 != "responses:" && !$0.hasPrefix("- $ref") }
+            guard let start = rest.firstIndex(where: { $0.hasPrefix("enum:") }) else { continue }
+            // `enum: [a, b]`, or `enum:` then `- a` lines.
+            let flow = rest[start].dropFirst("enum:".count).trimmingCharacters(in: CharacterSet(charactersIn: " []"))
+            let items = flow.isEmpty ? rest[(start + 1)...].prefix { $0.hasPrefix("- ") }.map { String($0.dropFirst(2)) } : flow.split(separator: ",").map(String.init)
+            found[name] = items.map { $0.trimmingCharacters(in: CharacterSet(charactersIn: " '\"")) }
+        }
+        let listed = Dictionary(uniqueKeysWithValues: RequestShapeMiddleware.enumeratedParameters.values.map { ($0.name, $0.values) })
+        #expect(found == listed && found.count == 2, "the document's enumerated parameters: \(found)")
+        // A value outside them is named, with the values it may take.
+        let error = DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "Cannot initialize Wait from invalid String value proven"))
+        #expect(RequestShapeMiddleware.describe(error) == "the parameter wait: 'proven' is not one of true, false, certified")
+    }
+
     @Test func everyOperationAnswersAsTheDocumentSays() async throws {
         guard let schemathesis = Self.venvTool("schemathesis") else { return }
         let cluster = try TestCluster(count: 1)

@@ -255,6 +255,46 @@ extension GatewayTests {
         }
     }
 
+    /// `wait=certified`: a submission is answered once the certified state proves its
+    /// result, whatever a node behind the gateway says of it; `wait=true` answers at
+    /// finality with the result of the block it was found in (here the liar's).
+    @Test func aSubmissionWaitingForItsCertifiedResultGetsTheResultItsBlockCommitted() async throws {
+        let cluster = try TestCluster(rules: LedgerRules.resultsCommitted)
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        // Blocks' results flipped by the first node the gateway asks; the second is honest.
+        let liar = try Liar(before: nodes[1], of: cluster, lie: .blockResults)
+        defer { liar.stop() }
+        let submitter = APIKey.generate(name: "back-end", scopes: [.read, .submit])
+        let (_, serving, port) = try await Self.start(
+            [NodeAddress(host: "127.0.0.1", port: liar.port), NodeAddress(host: "127.0.0.1", port: nodes[2].transport.clientPort)], cluster,
+            keys: [submitter.entry])
+        defer { serving.cancel() }
+        try await Self.untilHealthy(port)
+        func submit(_ bytes: [UInt8], wait: String) async throws -> Reply {
+            try await Self.post(port, "/v1/transactions?wait=\(wait)", key: submitter.secret, json: ["transaction": Hex.encode(bytes)])
+        }
+        let applied = cluster.attribute(by: 1, to: 5, nonce: 1)
+        let proven = try await submit(applied, wait: "certified")
+        #expect(proven.status == 200 && proven.body["status"] as? String == "final" && proven.body["result"] as? String == "applied"
+                && proven.body["resultVerified"] as? Bool == true && (proven.body["resultCheckpoint"] as? Int ?? 0) >= (proven.body["height"] as? Int ?? .max),
+                "\(proven.text)")
+        // The same gesture's evidence again: rejected, and proven so.
+        let reused = Transaction.attribution(
+            chainId: TestCluster.chainId, by: "p1", nonce: 2, expiry: 500, to: Ed25519PublicKey(SHA256.hash("citizen 6")), evidence: SHA256.hash("evidence 1 1")
+        ).signed(with: cluster.signingKeys[1]).wireBytes
+        let rejected = try await submit(reused, wait: "certified")
+        #expect(rejected.status == 200 && rejected.body["result"] as? String == "rejected" && rejected.body["reason"] as? String == "evidenceUsed"
+                && rejected.body["resultVerified"] as? Bool == true, "\(rejected.text)")
+        // Without `certified`, the answer at finality carries no proof of the result (it may
+        // be the liar's word, and says nothing of it).
+        let third = cluster.attribute(by: 1, to: 7, nonce: 3)
+        let final = try await submit(third, wait: "true")
+        #expect(final.status == 200 && final.body["status"] as? String == "final" && final.body["resultVerified"] == nil, "\(final.text)")
+        let unknown = try await submit(cluster.attribute(by: 1, to: 8, nonce: 4), wait: "proven")
+        #expect(unknown.status == 400 && unknown.text.contains("the parameter wait: 'proven' is not one of true, false, certified"), "\(unknown.text)")
+    }
+
     /// Under the first ledger rules a block commits no results: the gateway says the result
     /// is the node's word (`resultVerified` false), the CLI says why.
     @Test func aResultOfABlockThatCommittedNoneIsSaidToBeTheNodesWord() async throws {
@@ -266,12 +306,17 @@ extension GatewayTests {
         _ = nodes[1].submit(transaction)
         #expect(try await Self.blocking { eventually(30) { nodes.allSatisfy { Self.finalHeight(id, at: $0) != nil } } })
         #expect(try await Self.blocking { TestCluster.settle(nodes, atLeast: (Self.finalHeight(id, at: nodes[0]) ?? 0) + 1) })
-        let reader = APIKey.generate(name: "reader", scopes: [.read])
+        let reader = APIKey.generate(name: "reader", scopes: [.read, .submit])
         let (_, serving, port) = try await Self.start(nodes, cluster, keys: [reader.entry])
         defer { serving.cancel() }
         let found = try await Self.get(port, "/v1/transactions/\(id.hex)", key: reader.secret)
         #expect(found.status == 200 && found.body["result"] as? String == "applied" && found.body["inclusionVerified"] as? Bool == true
                 && found.body["resultVerified"] as? Bool == false && found.body["resultCheckpoint"] == nil, "\(found.text)")
+        // A submission waiting for its result proven is answered once its block is
+        // confirmed, said to be the node's word rather than waiting for a proof that cannot come.
+        let waited = try await Self.post(
+            port, "/v1/transactions?wait=certified", key: reader.secret, json: ["transaction": Hex.encode(cluster.attribute(by: 1, to: 6, nonce: 2))])
+        #expect(waited.status == 200 && waited.body["result"] as? String == "applied" && waited.body["resultVerified"] as? Bool == false, "\(waited.text)")
         let bin = try productsDirectory()
         let (caFile, _, genesis) = try cluster.clientFiles(signer: 0)
         let told = try run("\(bin)/calisson", [

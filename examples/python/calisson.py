@@ -193,26 +193,29 @@ class Gateway:
     def account(self, account):
         return self.get(f"/v1/accounts/{account}")
 
-    def reward(self, idempotency_key, programme, account, units, evidence):
-        return self._request("POST", "/v1/rewards", {"programme": programme, "account": account, "units": units,
-                                                     "evidence": evidence}, {"Idempotency-Key": idempotency_key})[1]
+    # Submissions: `wait` is "true" (answered at finality, its place proven), "certified"
+    # (its result proven too: `resultVerified`) or "false" (answered once admitted).
 
-    def redeem(self, wallet, chain_id, nonce, expiry_height, acceptor, amount, service):
+    def reward(self, idempotency_key, programme, account, units, evidence, wait="true"):
+        return self._request("POST", f"/v1/rewards?wait={wait}", {"programme": programme, "account": account, "units": units,
+                                                                  "evidence": evidence}, {"Idempotency-Key": idempotency_key})[1]
+
+    def redeem(self, wallet, chain_id, nonce, expiry_height, acceptor, amount, service, wait="true"):
         body = {"kind": "redeem", "acceptor": acceptor, "amount": amount, "service": service}
         signature, _ = wallet.sign(chain_id, nonce, expiry_height, body)
-        return self._request("POST", "/v1/redemptions", {
+        return self._request("POST", f"/v1/redemptions?wait={wait}", {
             "account": wallet.account, "acceptor": acceptor, "amount": amount, "service": service, "nonce": nonce,
             "expiryHeight": expiry_height, "signature": signature})[1]
 
-    def transfer(self, wallet, chain_id, nonce, expiry_height, to, programme, amount):
+    def transfer(self, wallet, chain_id, nonce, expiry_height, to, programme, amount, wait="true"):
         body = {"kind": "transfer", "to": to, "programme": programme, "amount": amount}
         signature, _ = wallet.sign(chain_id, nonce, expiry_height, body)
-        return self._request("POST", "/v1/transfers", {
+        return self._request("POST", f"/v1/transfers?wait={wait}", {
             "account": wallet.account, "to": to, "programme": programme, "amount": amount, "nonce": nonce,
             "expiryHeight": expiry_height, "signature": signature})[1]
 
-    def submit(self, signed_transaction):
-        return self._request("POST", "/v1/transactions", {"transaction": signed_transaction.hex()})[1]
+    def submit(self, signed_transaction, wait="true"):
+        return self._request("POST", f"/v1/transactions?wait={wait}", {"transaction": signed_transaction.hex()})[1]
 
     def submit_batch(self, signed_transactions):
         """Up to 256 signed transactions in one request: their states (pending or refused)

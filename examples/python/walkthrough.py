@@ -1,6 +1,7 @@
 """A partner back-end's day through the gateway, in Python: read the chain's status,
 reward a citizen (the gateway signs for its partner), let the citizen's wallet redeem part
-of it at an acceptor (the wallet signs; the gateway checks and relays), retry the same
+of it at an acceptor (the wallet signs; the gateway checks and relays; answered once its
+result is proven), retry the same
 redemption (no second effect), read the account, send two more redemptions in one batch
 (twice: no second effect either), and find the first redemption in the event feed.
 
@@ -39,11 +40,14 @@ def main():
 
     service = hashlib.sha256(b"walkthrough museum ticket").hexdigest()
     expiry = reward["height"] + 200
-    first = gateway.redeem(wallet, chain_id, 1, expiry, arguments.acceptor, 20, service)
+    # Answered once the certified state proves its result, not on the word of the node
+    # that gave its block.
+    first = gateway.redeem(wallet, chain_id, 1, expiry, arguments.acceptor, 20, service, wait="certified")
     again = gateway.redeem(wallet, chain_id, 1, expiry, arguments.acceptor, 20, service)
-    print(f"redemption: {first['result']} as {first['id']}; the same request again: {again['id']}")
-    if first.get("result") != "applied" or again["id"] != first["id"]:
-        return fail(f"the redemption was not applied once: {first} / {again}")
+    print(f"redemption: {first['result']} as {first['id']} (result proven at checkpoint {first.get('resultCheckpoint')}); "
+          f"the same request again: {again['id']}")
+    if first.get("result") != "applied" or first.get("resultVerified") is not True or again["id"] != first["id"]:
+        return fail(f"the redemption was not applied once, its result proven: {first} / {again}")
     try:
         gateway.redeem(wallet, chain_id, 2, expiry, arguments.acceptor, 10**18, service)
         return fail("an amount past the ledger's bound was accepted")
