@@ -46,7 +46,7 @@ struct GatewayAPI: APIProtocol {
         let nodes = pool.nodeStates.map { node in
             Schemas.NodeState(
                 address: node.address.description, reachable: node.error == nil && node.height != nil, height: node.height.map(Self.int),
-                certifiedHeight: node.certifiedHeight.map(Self.int), error: node.error)
+                certifiedHeight: node.certifiedHeight.map(Self.int), error: node.error, recentFailure: node.recentFailure)
         }
         guard pool.newestCertifiedHeight > 0 else {
             return .serviceUnavailable(.init(headers: .init(Retry_hyphen_After: 5), body: .application_problem_plus_json(Problems.notReady(nodes: nodes))))

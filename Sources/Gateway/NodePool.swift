@@ -60,8 +60,10 @@ public final class NodePool: Sendable {
         var certifiedHeight: UInt64?
         var height: UInt64?
         var lastError: String?
-        /// When its last answer failed (a refresh that holds clears `lastError`, not this).
+        /// When its last answer failed, and why (a refresh that holds clears `lastError`,
+        /// not these).
         var failedAt: ContinuousClock.Instant?
+        var lastFailure: String?
         /// Its last status (the node's word: CPU and transactions for the sobriety page).
         var status: NodeStatus?
     }
@@ -99,9 +101,19 @@ public final class NodePool: Sendable {
     /// The newest certified checkpoint known (0: none yet).
     public var newestCertifiedHeight: UInt64 { state.withLock { $0.freshness.newest } }
 
-    /// Each node's last known heights, or its last error.
-    public var nodeStates: [(address: NodeAddress, height: UInt64?, certifiedHeight: UInt64?, error: String?)] {
-        state.withLock { state in nodes.indices.map { (nodes[$0], state.nodes[$0].height, state.nodes[$0].certifiedHeight, state.nodes[$0].lastError) } }
+    /// Each node's last known heights, or its last error; and why its last failed answer
+    /// failed while the node is passed over for it (`failedRecentlySeconds`), though a
+    /// later answer held (a node whose block contents the certified state refuted answers
+    /// the gateway's refresh as any other).
+    public var nodeStates: [(address: NodeAddress, height: UInt64?, certifiedHeight: UInt64?, error: String?, recentFailure: String?)] {
+        let now = ContinuousClock.now
+        return state.withLock { state in
+            nodes.indices.map { index in
+                let node = state.nodes[index]
+                let recent = node.failedAt.map { $0.duration(to: now) <= .seconds(Self.failedRecentlySeconds) } ?? false
+                return (nodes[index], node.height, node.certifiedHeight, node.lastError, recent ? node.lastFailure : nil)
+            }
+        }
     }
 
     /// Each node's last reported status (refreshed every 2 s), nil before one answered.
@@ -391,6 +403,7 @@ public final class NodePool: Sendable {
     func failed(_ index: Int, _ error: any Error) {
         state.withLock {
             $0.nodes[index].lastError = "\(error)"
+            $0.nodes[index].lastFailure = "\(error)"
             $0.nodes[index].failedAt = .now
             $0.failures[index] += 1
         }
