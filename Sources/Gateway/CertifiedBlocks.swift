@@ -4,7 +4,8 @@ import Wire
 
 /// A final block's contents that the certified state confirms: its results (ledger rules 7
 /// on), the proposals it says it decided and opened, and the epoch it says it closed, each
-/// checked against a record read certified at a checkpoint at or above the block.
+/// checked against a record read certified at a checkpoint at or above the block; from
+/// rules 8, that it left no decision or epoch close out (`BlockEvents`).
 public struct CertifiedBlockContents: Sendable {
     public let found: VerifiedBlockContents
     /// The checkpoint they were confirmed at: the oldest among those of the records read
@@ -118,6 +119,22 @@ extension NodePool {
                 throw CertifiedReadError.proof("block \(height): proposal \(entry.proposal) is not the one opened at position \(position)")
             }
         }
+        // From rules 8 the block committed its decisions and epoch close: none left out.
+        if try await rules(ofBlock: height) >= LedgerRules.eventsCommitted {
+            let record = try await certified(StateKeys.blockEvents(height))
+            let committed: BlockEvents
+            do { committed = try record.value.map { try BlockEvents(wireBytes: $0) } ?? BlockEvents(decided: [], closedEpoch: nil) } catch {
+                throw CertifiedReadError.proof("block \(height)'s decisions record does not decode: \(error)")
+            }
+            let said = try found.contents.decided.map { try Proposal(wireBytes: $0).id }
+            guard said.sorted() == committed.decided.sorted() else {
+                throw CertifiedReadError.proof("block \(height) decided proposals \(committed.decided), the node says \(said)")
+            }
+            guard committed.closedEpoch == found.contents.closedEpoch else {
+                throw CertifiedReadError.proof(
+                    "block \(height) closed \(committed.closedEpoch.map { "epoch \($0)" } ?? "no epoch"), the node says \(found.contents.closedEpoch.map { "epoch \($0)" } ?? "none")")
+            }
+        }
         if let epoch = found.contents.closedEpoch {
             let record = try await certified(StateKeys.epochReport(epoch))
             guard let value = record.value, let report = try? EpochReport(wireBytes: value), report.lastHeight == height else {
@@ -126,5 +143,24 @@ extension NodePool {
         }
         // Nothing read (an empty block): the newest certified checkpoint known is above it.
         return CertifiedBlockContents(found: found, checkpoint: checkpoint == .max ? newestCertifiedHeight : checkpoint, reasons: reasons, refuted: refuted)
+    }
+
+    /// The ledger rules block `height` was executed under: the upgrade schedule read
+    /// certified at a checkpoint at or above it, kept for later blocks up to that
+    /// checkpoint (an upgrade is voted for a height to come, and withdrawn only before it:
+    /// the rules up to a certified checkpoint are final). Throws `NotYetCertified` while
+    /// the newest read is below the block.
+    func rules(ofBlock height: UInt64) async throws -> UInt32 {
+        if let known = scheduleCertified.withLock({ $0 }), known.checkpoint >= height { return known.schedule.rules(atHeight: height) }
+        let record = try await read(StateKeys.upgrades).record
+        guard record.height >= height else { throw NotYetCertified(height: height, checkpoint: record.height) }
+        let schedule: UpgradeSchedule
+        do { schedule = try record.value.map { try UpgradeSchedule(wireBytes: $0) } ?? UpgradeSchedule() } catch {
+            throw CertifiedReadError.proof("the upgrade schedule certified at \(record.height) does not decode: \(error)")
+        }
+        scheduleCertified.withLock { known in
+            if known.map({ $0.checkpoint < record.height }) ?? true { known = (schedule, record.height) }
+        }
+        return schedule.rules(atHeight: height)
     }
 }

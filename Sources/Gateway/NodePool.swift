@@ -277,6 +277,9 @@ public final class NodePool: Sendable {
     /// again (`GET /v1/blocks/{height}`, a proposal's number, feeds) costs no node a request
     /// and no signature check.
     let checkedBlocks = Mutex(NewestByNumber<VerifiedBlockContents>(countMax: 256, bytesMax: 32 << 20))
+    /// The upgrade schedule as certified at a checkpoint (`rules(ofBlock:)`): the rules of
+    /// every block up to that checkpoint, which no later vote changes.
+    let scheduleCertified = Mutex<(schedule: UpgradeSchedule, checkpoint: UInt64)?>(nil)
 
     /// The nodes in the order to send a submission to: each in turn first (round robin),
     /// so that admission's work (a signature check per transaction) is spread over them.

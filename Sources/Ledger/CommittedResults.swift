@@ -229,3 +229,32 @@ extension LedgerRejection {
     /// from the node.
     public func isNamed(by text: String) -> Bool { text.prefix { $0 != "(" } == name[...] }
 }
+
+/// What a block writes for its governance decisions and epoch close
+/// (`StateKeys.blockEvents`, from `LedgerRules.eventsCommitted`): the proposals it decided,
+/// in the order it decided them, and the epoch it closed. Written only by a block that has
+/// one or the other, so that its absence at a certified checkpoint proves that a block of
+/// those rules decided nothing and closed no epoch.
+public struct BlockEvents: Hashable, Sendable, WireCodable {
+    public let decided: [UInt64]
+    public let closedEpoch: UInt64?
+
+    /// Decisions read back, at most: a block decides a proposal per vote it applies, and
+    /// holds far fewer transactions than this.
+    public static let decidedCountMax = 1 << 16
+
+    public init(decided: [UInt64], closedEpoch: UInt64?) {
+        self.decided = decided
+        self.closedEpoch = closedEpoch
+    }
+
+    public func encode(to writer: inout WireWriter) {
+        writer.writeArray(decided)
+        writer.writeOptional(closedEpoch)
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        decided = try reader.readArray("blockEvents.decided", maximum: Self.decidedCountMax, of: UInt64.self)
+        closedEpoch = try reader.readOptional("blockEvents.closedEpoch", of: UInt64.self)
+    }
+}

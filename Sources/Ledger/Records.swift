@@ -9,7 +9,7 @@ public enum StateKeys {
         case meta = 1, parameters, partner, programme, account, usage, evidence, used, usedExpiring, expiringLots,
             proposal, obligations, statement, settlement, expiringChunk, validatorKeys, usedExpiringChunk, epochReport, epochActivity,
             upgrades, partnerCategory, programmeAcceptance, equivocation, equivocationTally, equivocationPolicy, partnerEndpoints,
-            proposalsOpened, blockResults
+            proposalsOpened, blockResults, blockEvents
     }
 
     static let tag = TaggedHasher(tag: "calisson/state/key/v1")
@@ -71,6 +71,10 @@ public enum StateKeys {
     /// A block's results committed (`BlockResults`, from `LedgerRules.resultsCommitted`):
     /// written by each block that has transactions, kept for good.
     public static func blockResults(_ height: UInt64) -> StateKey { key(.blockResults, bytes(height)) }
+    /// A block's governance decisions and epoch close (`BlockEvents`, from
+    /// `LedgerRules.eventsCommitted`): written by each block that has either, kept for good;
+    /// absent, from those rules on, for a block that has neither.
+    public static func blockEvents(_ height: UInt64) -> StateKey { key(.blockEvents, bytes(height)) }
     public static func obligations(_ epoch: UInt64) -> StateKey { key(.obligations, bytes(epoch)) }
     public static func statement(_ epoch: UInt64, _ partner: Identifier) -> StateKey { key(.statement, bytes(epoch), bytes(partner)) }
     public static func settlement(_ epoch: UInt64) -> StateKey { key(.settlement, bytes(epoch)) }

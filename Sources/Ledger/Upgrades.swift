@@ -38,9 +38,13 @@ import Wire
 ///   Merkle root of their results' committed bytes (`CommittedResults`,
 ///   `StateKeys.blockResults`), so that whether a transaction applied, and the code and
 ///   figures of why not, are proven by a checkpoint certificate as balances are.
+/// - 8: each block's governance decisions and epoch close in the certified state: a block
+///   that decides proposals or closes an epoch writes which (`BlockEvents`,
+///   `StateKeys.blockEvents`), so that a reader of the blocks can prove that none was left
+///   out, as rules 7 let it prove the results.
 public enum LedgerRules {
     /// The newest version this code implements.
-    public static let newest: UInt32 = 7
+    public static let newest: UInt32 = 8
     /// The version of a chain that never voted an upgrade.
     public static let initial: UInt32 = 1
     /// The version that brought acceptance by category.
@@ -55,6 +59,8 @@ public enum LedgerRules {
     public static let governanceBounded: UInt32 = 6
     /// The version that commits each block's results to the state.
     public static let resultsCommitted: UInt32 = 7
+    /// The version that commits each block's decisions and epoch close to the state.
+    public static let eventsCommitted: UInt32 = 8
 
     /// Why a tool refuses to propose an upgrade to `rules` (given as `field`): a version
     /// this release does not implement, once voted, stops every node at its height until

@@ -406,14 +406,14 @@ public final class StateSync {
         try store.beginStateImport()
         var pending: [(key: Bytes32, valueHash: Bytes32)] = []
         var records = 0
-        let resultsKey = StateKeys.blockResults(height)
-        var resultsLeaf: Bytes32?
+        let resultsKey = StateKeys.blockResults(height), eventsKey = StateKeys.blockEvents(height)
+        var resultsLeaf: Bytes32?, eventsLeaf: Bytes32?, metaLeaf: Bytes32?
         for hash in reached {
             guard let bytes = try store.treePage(hash), let page = try? TreePage(decoding: bytes) else {
                 throw StateSyncError.storage("tree page \(hash.hex) was stored and cannot be read back")
             }
             for case let (_, .leaf(key, valueHash)) in page.entries {
-                if key == resultsKey { resultsLeaf = valueHash }
+                if key == resultsKey { resultsLeaf = valueHash } else if key == eventsKey { eventsLeaf = valueHash } else if key == StateKeys.meta { metaLeaf = valueHash }
                 pending.append((key, valueHash))
                 if pending.count >= 4_096 {
                     try store.importState(pending)
@@ -433,11 +433,39 @@ public final class StateSync {
                 throw StateSyncError.untrusted(source: source.name, "block \(height)'s results are not those it committed to the state")
             }
         }
+        var extras = [Core.genesisExtra: genesis.digest.bytes, Core.scheduleExtra: schedule.wireBytes]
+        extras[StoreAnswers.eventsExtraName(height)] = try Self.checkpointEvents(
+            height, block: block, results: contents.results, meta: try metaLeaf.flatMap { try store.importedValue($0) },
+            events: try eventsLeaf.flatMap { try store.importedValue($0) })
         try store.dropPages(keeping: reached)
-        try store.completeImport(
-            record, checkpointCertificate: certificate, handovers: handovers,
-            extras: [Core.genesisExtra: genesis.digest.bytes, Core.scheduleExtra: schedule.wireBytes])
+        try store.completeImport(record, checkpointCertificate: certificate, handovers: handovers, extras: extras)
         report.records = records
         report.pages = reached.count
+    }
+
+    /// The checkpoint block's events as this node will give them with its contents (the
+    /// event feed, a gateway's checks), from the certified state rather than the peer's
+    /// word: the epoch it closed (the state's epoch started right after it), the proposals
+    /// it opened (its applied proposals, the last numbers the state handed out, in order)
+    /// and, from ledger rules 8, those it decided (`BlockEvents`; before, none are known).
+    static func checkpointEvents(_ height: UInt64, block: Block, results: [[UInt8]], meta: [UInt8]?, events: [UInt8]?) throws -> [UInt8]? {
+        guard let meta, let ledger = try? LedgerMeta(wireBytes: meta) else {
+            throw StateSyncError.untrusted(source: "the synced state", "its ledger record is missing or does not decode")
+        }
+        let committed: BlockEvents?
+        do { committed = try events.map { try BlockEvents(wireBytes: $0) } } catch {
+            throw StateSyncError.untrusted(source: "the synced state", "block \(height)'s decisions record does not decode: \(error)")
+        }
+        let proposing = zip(block.commands, results).enumerated().compactMap { position, pair -> UInt64? in
+            guard StoreAnswers.isApplied(pair.1), let signed = try? SignedTransaction(wireBytes: pair.0), case .propose = signed.transaction.body else { return nil }
+            return UInt64(clamping: position)
+        }
+        guard UInt64(clamping: proposing.count) < ledger.nextProposal else {
+            throw StateSyncError.untrusted(source: "the synced state", "block \(height) opened \(proposing.count) proposals, more than the state numbered")
+        }
+        let first = ledger.nextProposal - UInt64(clamping: proposing.count)
+        let opened = proposing.enumerated().map { OpenedProposal(position: $0.element, proposal: first + UInt64(clamping: $0.offset)) }
+        let closed = ledger.epochStartHeight == height.saturatingAdding(1) && ledger.epoch > 0 ? ledger.epoch - 1 : nil
+        return StoreAnswers.eventsExtra(closedEpoch: closed, decided: committed?.decided ?? [], opened: opened)
     }
 }

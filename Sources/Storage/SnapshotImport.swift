@@ -48,6 +48,11 @@ extension NodeStore {
         try database.statement("SELECT 1 FROM snapshot_values WHERE hash = ?").bind(1, hash).first { _ in true } ?? false
     }
 
+    /// The value fetched with this hash (checked against its leaf when it was), if any.
+    public func importedValue(_ hash: Bytes32) throws(StorageError) -> [UInt8]? {
+        try database.statement("SELECT value FROM snapshot_values WHERE hash = ?").bind(1, hash).first { $0.blob(0) } ?? nil
+    }
+
     /// Empties the state table (an earlier, interrupted fill may have left rows of another tree).
     public func beginStateImport() throws(StorageError) {
         try requireImport()

@@ -100,4 +100,42 @@ import Wire
         old.run([old.attribute("tri", "recyclage", to: 1, units: 3, evidence: 1)])
         #expect(old.ledger.store.value(StateKeys.blockResults(old.ledger.height)) == nil, "rules \(old.ledger.rules(atHeight: old.ledger.height))")
     }
+
+    /// Under rules 8 a block that decides proposals or closes an epoch writes which; a block
+    /// with neither writes nothing; under rules 7 no block does.
+    @Test func aBlockCommitsItsDecisionsAndEpochCloseFromRules8On() throws {
+        func events(_ f: LedgerFixture) throws -> BlockEvents? {
+            try f.ledger.store.value(StateKeys.blockEvents(f.ledger.height)).map { try BlockEvents(wireBytes: $0) }
+        }
+        for rules in [LedgerRules.resultsCommitted, LedgerRules.eventsCommitted] {
+            var file = LedgerFixture.genesisFile(epochLength: 10)
+            file.rules = rules
+            var f = LedgerFixture(genesis: try file.validated())
+            var parameters = f.ledger.parameters
+            parameters.tokenValueMicroEuros = 25_000
+            #expect(f.one(f.partnerTx("metropole", .propose(.setParameters(parameters), deadline: f.ledger.height + 100))) == .applied)
+            #expect(try events(f) == nil, "an opening is no decision")
+            parameters.tokenValueMicroEuros = 30_000
+            #expect(f.one(f.partnerTx("metropole", .propose(.setParameters(parameters), deadline: f.ledger.height + 100))) == .applied)
+            #expect(f.run(["rtm", "tri"].map { f.partnerTx($0, .vote(proposal: 2, approve: true)) } + [f.partnerTx("tri", .vote(proposal: 1, approve: true))])
+                    == [.applied, .applied, .applied])
+            #expect(try events(f) == nil, "votes that decide nothing")
+            // Two decisions in one block, in the order the block made them.
+            let votes = [f.partnerTx("friche", .vote(proposal: 2, approve: true)), f.partnerTx("rtm", .vote(proposal: 1, approve: true)), f.partnerTx("friche", .vote(proposal: 1, approve: true))]
+            #expect(f.run(votes) == [.applied, .applied, .applied])
+            let decided = try events(f)
+            let closing = f.ledger.meta.epoch
+            f.closeEpoch()
+            let closed = try events(f)
+            f.run([])
+            let quiet = try events(f)
+            if rules >= LedgerRules.eventsCommitted {
+                #expect(decided == BlockEvents(decided: [2, 1], closedEpoch: nil) && closed == BlockEvents(decided: [], closedEpoch: closing) && quiet == nil,
+                        "\(String(describing: decided)) \(String(describing: closed)) \(String(describing: quiet))")
+                #expect(try BlockEvents(wireBytes: BlockEvents(decided: [2, 1], closedEpoch: 7).wireBytes) == BlockEvents(decided: [2, 1], closedEpoch: 7))
+            } else {
+                #expect(decided == nil && closed == nil, "rules \(rules)")
+            }
+        }
+    }
 }

@@ -4,11 +4,12 @@
 // caught wherever it is asked.
 import CalissonCrypto
 import CalissonTestKit
+import Consensus
 import Foundation
 @testable import Gateway
 import Ledger
 @testable import LightClient
-import Node
+@testable import Node
 import Spawning
 import Storage
 import Synchronization
@@ -258,6 +259,50 @@ extension GatewayTests {
         }
     }
 
+    /// Under ledger rules 8 each block commits the proposals it decided and the epoch it
+    /// closed: a node that leaves them out of a block's contents is caught by the certified
+    /// feed, which then takes them from another node; the plain feed has the node's word.
+    @Test func aCertifiedFeedCatchesDecisionsAndEpochClosesLeftOut() async throws {
+        let cluster = try TestCluster(rules: LedgerRules.eventsCommitted)
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        // A proposal decided, then blocks past the first epoch close (epochs of 50 blocks).
+        #expect(try await Self.blocking { cluster.shrinkValidators(to: 4, through: nodes) })
+        try await Self.blocking {
+            var nonce: UInt64 = 1
+            cluster.advance(nodes, to: 52, issuers: 3, nonce: &nonce)
+        }
+        #expect(try await Self.blocking { TestCluster.settle(nodes, atLeast: nodes[0].height + 1) })
+        let liar = try Liar(before: nodes[1], of: cluster, lie: .omittedEvents)
+        defer { liar.stop() }
+        let liarAddress = NodeAddress(host: "127.0.0.1", port: liar.port)
+        let reader = APIKey.generate(name: "reader", scopes: [.read])
+        let path = "/v1/events?from=1&kind=governance,epoch&certified=true"
+        @Sendable func both(_ events: [FeedReader.Event]) -> Bool { Set(events.map(\.name)) == ["governance", "epoch"] }
+        do {
+            let (_, serving, port) = try await Self.start(
+                [liarAddress, NodeAddress(host: "127.0.0.1", port: nodes[2].transport.clientPort)], cluster, keys: [reader.entry])
+            defer { serving.cancel() }
+            try await Self.untilHealthy(port)
+            let feed = try await Self.blocking { try FeedReader.read(port: port, path: path, key: reader.secret, enough: both) }
+            let decided = feed.events.first { $0.name == "governance" }, closed = feed.events.first { $0.name == "epoch" }
+            #expect(decided?.data["proposal"] as? Int == 1 && decided?.data["status"] as? String == "passed", "\(feed.events.map(\.json))")
+            #expect(closed?.data["epoch"] as? Int == 0 && closed?.data["height"] as? Int == 50 && closed?.data["checkpoint"] != nil, "\(feed.events.map(\.json))")
+        }
+        let (_, serving, port) = try await Self.start([liarAddress], cluster, keys: [reader.entry])
+        defer { serving.cancel() }
+        try await Self.untilHealthy(port)
+        let refused = try await Self.blocking { try FeedReader.read(port: port, path: path, key: reader.secret, seconds: 6) { !$0.isEmpty } }
+        #expect(refused.status == 200 && refused.events.isEmpty, "\(refused.events.map(\.json))")
+        let status = try await Self.get(port, "/v1/status", key: reader.secret)
+        let failure = (status.body["nodes"] as? [[String: Any]])?.first?["recentFailure"] as? String ?? ""
+        #expect(failure.contains("decided proposals [1], the node says []") || failure.contains("closed epoch 0, the node says none"), "\(status.text)")
+        let word = try await Self.blocking {
+            try FeedReader.read(port: port, path: "/v1/events?from=1&kind=governance,epoch", key: reader.secret, seconds: 4) { !$0.isEmpty }
+        }
+        #expect(word.status == 200 && word.events.isEmpty, "the plain feed has the node's word: \(word.events.map(\.json))")
+    }
+
     /// `wait=certified`: a submission is answered once the certified state proves its
     /// result, whatever a node behind the gateway says of it; `wait=true` answers at
     /// finality with the result of the block it was found in (here the liar's).
@@ -391,6 +436,38 @@ extension GatewayTests {
         #expect(report.source == "p2", "\(lines.withLock { $0 })")
         #expect(lines.withLock { $0 }.contains { $0.hasPrefix("results-liar cannot be trusted: block 8's results are not those it committed") }, "\(lines.withLock { $0 })")
         #expect(try store.block(at: report.height)?.transactions.map(\.result) == checkpointBlock.transactions.map(\.result))
+    }
+
+    /// A node joining from a snapshot gives its first block's events from the certified
+    /// state, not from the peer: the epoch it closed (the state's epoch starts right after
+    /// it), the proposals it opened (its applied proposals, the last numbers the state
+    /// handed out) and, under rules 8, those it decided (`BlockEvents`); without them a
+    /// gateway's certified feed would refuse that block's contents from it.
+    @Test func aSyncedNodeTakesItsFirstBlocksEventsFromTheState() throws {
+        let cluster = try TestCluster(rules: LedgerRules.eventsCommitted)
+        let sync = StateSync.self
+        func propose(_ nonce: UInt64) -> [UInt8] {
+            Transaction(chainId: TestCluster.chainId, signer: .partner(Identifier("p0")!), nonce: nonce, expiryHeight: 90,
+                        body: .propose(.setValidators([Identifier("p0")!]), deadline: 80)).signed(with: cluster.signingKeys[0]).wireBytes
+        }
+        // An attribution, an applied proposal, a rejected one, an applied one.
+        let block = Block(seq: 48, commands: [cluster.attribute(by: 1, to: 5, nonce: 1), propose(2), propose(3), propose(4)])
+        let results = [[0], [0], StoreAnswers.result(.rejected(.evidenceUsed), committed: true), [0]]
+        var meta = LedgerMeta()
+        (meta.epoch, meta.epochStartHeight, meta.nextProposal) = (3, 49, 7)
+        let extra = try #require(try sync.checkpointEvents(
+            48, block: block, results: results, meta: meta.wireBytes, events: BlockEvents(decided: [4, 2], closedEpoch: 2).wireBytes))
+        #expect(extra == StoreAnswers.eventsExtra(
+            closedEpoch: 2, decided: [4, 2], opened: [OpenedProposal(position: 1, proposal: 5), OpenedProposal(position: 3, proposal: 6)]))
+        // No epoch closed (it started earlier), no record of decisions (rules 7, or none).
+        meta.epochStartHeight = 41
+        #expect(try sync.checkpointEvents(48, block: block, results: results, meta: meta.wireBytes, events: nil)
+                == StoreAnswers.eventsExtra(closedEpoch: nil, decided: [], opened: [OpenedProposal(position: 1, proposal: 5), OpenedProposal(position: 3, proposal: 6)]))
+        #expect(try sync.checkpointEvents(48, block: Block(seq: 48, commands: [cluster.attribute(by: 1, to: 5, nonce: 1)]), results: [[0]], meta: meta.wireBytes, events: nil) == nil)
+        // A state that numbered fewer proposals than the block opened, or no ledger record: refused.
+        meta.nextProposal = 2
+        #expect(throws: StateSyncError.self) { try sync.checkpointEvents(48, block: block, results: results, meta: meta.wireBytes, events: nil) }
+        #expect(throws: StateSyncError.self) { try sync.checkpointEvents(48, block: block, results: results, meta: nil, events: nil) }
     }
 
     /// A rejection does not use the nonce: the same bytes, sent again once the citizen has
