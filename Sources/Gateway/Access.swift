@@ -483,7 +483,7 @@ struct RequestShapeMiddleware: RouterMiddleware {
         // A parameter of enumerated values given another: the generated decoder says
         // "Cannot initialize Wait from invalid String value proven".
         if case let .dataCorrupted(context) = decoding, context.codingPath.isEmpty,
-            let named = context.debugDescription.wholeMatch(of: /Cannot initialize (\w+) from invalid String value (.*)/)
+            let named = context.debugDescription.wholeMatch(of: /Cannot initialize (\w+) from invalid String value (.*)/.dotMatchesNewlines())
         {
             let value = String(named.2).prefix(64)
             guard let (parameter, values) = enumeratedParameters[String(named.1)] else { return "a parameter (in the path or the query): '\(value)' is not one of its values" }

@@ -5,7 +5,7 @@ import Wire
 /// A final block's contents that the certified state confirms: its results (ledger rules 7
 /// on), the proposals it says it decided and opened, and the epoch it says it closed, each
 /// checked against a record read certified at a checkpoint at or above the block; from
-/// rules 8, that it left no decision or epoch close out (`BlockEvents`).
+/// rules 8, that they are exactly those the block committed (`BlockEvents`).
 public struct CertifiedBlockContents: Sendable {
     public let found: VerifiedBlockContents
     /// The checkpoint they were confirmed at: the oldest among those of the records read
@@ -119,11 +119,12 @@ extension NodePool {
                 throw CertifiedReadError.proof("block \(height): proposal \(entry.proposal) is not the one opened at position \(position)")
             }
         }
-        // From rules 8 the block committed its decisions and epoch close: none left out.
+        // From rules 8 the block committed its decisions, epoch close and openings: none
+        // left out, none added, each opening under the number it got.
         if try await rules(ofBlock: height) >= LedgerRules.eventsCommitted {
             let record = try await certified(StateKeys.blockEvents(height))
             let committed: BlockEvents
-            do { committed = try record.value.map { try BlockEvents(wireBytes: $0) } ?? BlockEvents(decided: [], closedEpoch: nil) } catch {
+            do { committed = try record.value.map { try BlockEvents(wireBytes: $0) } ?? BlockEvents(decided: [], closedEpoch: nil, opened: []) } catch {
                 throw CertifiedReadError.proof("block \(height)'s decisions record does not decode: \(error)")
             }
             let said = try found.contents.decided.map { try Proposal(wireBytes: $0).id }
@@ -133,6 +134,11 @@ extension NodePool {
             guard committed.closedEpoch == found.contents.closedEpoch else {
                 throw CertifiedReadError.proof(
                     "block \(height) closed \(committed.closedEpoch.map { "epoch \($0)" } ?? "no epoch"), the node says \(found.contents.closedEpoch.map { "epoch \($0)" } ?? "none")")
+            }
+            // Each opening's number too: two proposals of the same fields cannot be swapped.
+            func listed(_ opened: [OpenedProposal]) -> [String] { opened.sorted { $0.position < $1.position }.map { "\($0.proposal) at \($0.position)" } }
+            guard listed(committed.opened) == listed(found.contents.opened) else {
+                throw CertifiedReadError.proof("block \(height) opened proposals \(listed(committed.opened)), the node says \(listed(found.contents.opened))")
             }
         }
         if let epoch = found.contents.closedEpoch {

@@ -348,7 +348,7 @@ extension GatewayAPI {
     }
 
     /// A final transaction's state once the certified state proves its result, until
-    /// `deadline`; then pending (202) with the state as it is, its result not proven yet.
+    /// `deadline`; then pending (202) with the state as it is, `resultVerified` false.
     ///
     /// The proof is its block's certified events (`EventFeed.events(at:certified:)`: the
     /// block's results checked whole against the record they committed, once a certified
@@ -360,23 +360,29 @@ extension GatewayAPI {
     /// result. A block executed under ledger rules before 7 committed no results: its
     /// result is answered at once, said to be the node's word. The request's place is given
     /// back while it waits (the reads are the feed's, not the request's), and taken again
-    /// for a rejection's proof.
+    /// for a rejection's proof. No look starts past `deadline`, and none is waited for past
+    /// it (`Self.by`): a node that stalls cannot hold the answer beyond the time promised.
     private func certify(_ state: Components.Schemas.TransactionState, until deadline: ContinuousClock.Instant) async -> Relayed {
+        var unproven = state
+        unproven.resultVerified = false
         let location = "/v1/transactions/\(state.id)"
         guard let id = Bytes32(hex: state.id), let height = state.height.flatMap({ UInt64(exactly: $0) }),
             let position = state.position.flatMap({ UInt64(exactly: $0) })
-        else { return .pending(state, location: location) }
+        else { return .pending(unproven, location: location) }
         HeldPlace.current?.release()
+        let feed = feed, pool = pool
         // The pause between two looks: a checkpoint comes every few blocks.
         var pause = 100
-        while true {
-            let final = try? await feed.events(at: height, certified: true)?.lazy.compactMap(\.final).first { $0.id == id && $0.location.position == position }
+        while ContinuousClock.now < deadline {
+            let final = await Self.by(deadline) {
+                try? await feed.events(at: height, certified: true)?.lazy.compactMap(\.final).first { $0.id == id && $0.location.position == position }
+            }
             switch (final, final?.confirmed) {
             case let (final?, .notCommitted?): return .final(Self.state(final))
             case let (final?, .result?) where final.location.applied: return .final(Self.state(final))
             case (_?, .result?):
                 guard await HeldPlace.current?.retake() ?? true else { break }
-                if let found = try? await pool.result(of: id) {
+                if let found = await Self.by(deadline, { try? await pool.result(of: id) }) {
                     switch found.result.certification {
                     case .certified, .nonceUsedElsewhere, .notCommitted: return .final(Self.state(id, found))
                     case .notYetCertified, .unproven: break  // a node behind the checkpoint answered: ask again
@@ -385,11 +391,35 @@ extension GatewayAPI {
                 HeldPlace.current?.release()
             default: break  // no checkpoint at or above the block yet, or no node gave contents that hold
             }
-            guard ContinuousClock.now + .milliseconds(pause) < deadline else { return .pending(state, location: location) }
+            guard ContinuousClock.now + .milliseconds(pause) < deadline else { break }
             try? await Task.sleep(for: .milliseconds(pause))
             pause = min(1_000, pause * 2)
         }
+        return .pending(unproven, location: location)
     }
+
+    /// What `work` gives if it ends before `deadline`, else nil at the deadline (`work`
+    /// then runs on unwaited; it must hold nothing of the request's, such as its place).
+    private static func by<T: Sendable>(_ deadline: ContinuousClock.Instant, _ work: @escaping @Sendable () async -> T?) async -> T? {
+        await withCheckedContinuation { continuation in
+            let waiting = ResumedOnce(continuation)
+            let timer = Task {
+                try? await Task.sleep(until: deadline)
+                waiting.resume(nil)
+            }
+            Task {
+                waiting.resume(await work())
+                timer.cancel()
+            }
+        }
+    }
+}
+
+/// A continuation resumed once, by whichever of several tasks comes first.
+final class ResumedOnce<T: Sendable>: Sendable {
+    private let continuation: Mutex<CheckedContinuation<T, Never>?>
+    init(_ continuation: CheckedContinuation<T, Never>) { self.continuation = Mutex(continuation) }
+    func resume(_ value: T) { continuation.withLock { $0.take() }?.resume(returning: value) }
 }
 
 /// The transactions this gateway relayed and are not known final: admitted (pending) or

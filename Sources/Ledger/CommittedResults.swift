@@ -230,31 +230,44 @@ extension LedgerRejection {
     public func isNamed(by text: String) -> Bool { text.prefix { $0 != "(" } == name[...] }
 }
 
-/// What a block writes for its governance decisions and epoch close
-/// (`StateKeys.blockEvents`, from `LedgerRules.eventsCommitted`): the proposals it decided,
-/// in the order it decided them, and the epoch it closed. Written only by a block that has
-/// one or the other, so that its absence at a certified checkpoint proves that a block of
-/// those rules decided nothing and closed no epoch.
+/// What a block writes for its governance (`StateKeys.blockEvents`, from
+/// `LedgerRules.eventsCommitted`): the proposals it decided, in the order it decided them,
+/// the epoch it closed, and the proposals it opened (each transaction's position and the
+/// number it got). Written only by a block that has one of these, so that its absence at
+/// a certified checkpoint proves that a block of those rules decided, closed and opened
+/// nothing.
 public struct BlockEvents: Hashable, Sendable, WireCodable {
     public let decided: [UInt64]
     public let closedEpoch: UInt64?
+    public let opened: [OpenedProposal]
 
-    /// Decisions read back, at most: a block decides a proposal per vote it applies, and
-    /// holds far fewer transactions than this.
-    public static let decidedCountMax = 1 << 16
+    /// Decisions and openings read back, at most: a block decides a proposal per vote and
+    /// opens one per proposal it applies, and holds no more transactions than this.
+    public static let countMax = 1 << 16
 
-    public init(decided: [UInt64], closedEpoch: UInt64?) {
+    public init(decided: [UInt64], closedEpoch: UInt64?, opened: [OpenedProposal]) {
         self.decided = decided
         self.closedEpoch = closedEpoch
+        self.opened = opened
     }
 
     public func encode(to writer: inout WireWriter) {
         writer.writeArray(decided)
         writer.writeOptional(closedEpoch)
+        writer.write(UInt32(clamping: opened.count))
+        for entry in opened {
+            writer.write(entry.position)
+            writer.write(entry.proposal)
+        }
     }
 
     public init(from reader: inout WireReader) throws(WireError) {
-        decided = try reader.readArray("blockEvents.decided", maximum: Self.decidedCountMax, of: UInt64.self)
+        decided = try reader.readArray("blockEvents.decided", maximum: Self.countMax, of: UInt64.self)
         closedEpoch = try reader.readOptional("blockEvents.closedEpoch", of: UInt64.self)
+        var opened: [OpenedProposal] = []
+        for _ in 0..<(try reader.readCount("blockEvents.opened", maximum: Self.countMax)) {
+            opened.append(OpenedProposal(position: try reader.readUInt64("blockEvents.position"), proposal: try reader.readUInt64("blockEvents.proposal")))
+        }
+        self.opened = opened
     }
 }

@@ -263,8 +263,8 @@ public struct Ledger<Store: StateStore> {
         if validatorsAfter != validatorsBefore { write(StateKeys.validatorKeys, ValidatorKeys(changedAt: height, keys: validatorsAfter)) }
         let resultsCommitted = blockRules >= LedgerRules.resultsCommitted && !results.isEmpty
         if resultsCommitted { write(StateKeys.blockResults(height), CommittedResults.record(results)) }
-        if blockRules >= LedgerRules.eventsCommitted, !decidedProposals.isEmpty || closed != nil {
-            write(StateKeys.blockEvents(height), BlockEvents(decided: decidedProposals, closedEpoch: closed))
+        if blockRules >= LedgerRules.eventsCommitted, !decidedProposals.isEmpty || closed != nil || !opened.isEmpty {
+            write(StateKeys.blockEvents(height), BlockEvents(decided: decidedProposals, closedEpoch: closed, opened: opened))
         }
         flushBlock()
         let values = writes.map { (key: $0.key, value: $0.value) }

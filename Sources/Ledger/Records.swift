@@ -71,9 +71,9 @@ public enum StateKeys {
     /// A block's results committed (`BlockResults`, from `LedgerRules.resultsCommitted`):
     /// written by each block that has transactions, kept for good.
     public static func blockResults(_ height: UInt64) -> StateKey { key(.blockResults, bytes(height)) }
-    /// A block's governance decisions and epoch close (`BlockEvents`, from
-    /// `LedgerRules.eventsCommitted`): written by each block that has either, kept for good;
-    /// absent, from those rules on, for a block that has neither.
+    /// A block's governance decisions, openings and epoch close (`BlockEvents`, from
+    /// `LedgerRules.eventsCommitted`): written by each block that has one, kept for good;
+    /// absent, from those rules on, for a block that has none.
     public static func blockEvents(_ height: UInt64) -> StateKey { key(.blockEvents, bytes(height)) }
     public static func obligations(_ epoch: UInt64) -> StateKey { key(.obligations, bytes(epoch)) }
     public static func statement(_ epoch: UInt64, _ partner: Identifier) -> StateKey { key(.statement, bytes(epoch), bytes(partner)) }

@@ -38,10 +38,10 @@ import Wire
 ///   Merkle root of their results' committed bytes (`CommittedResults`,
 ///   `StateKeys.blockResults`), so that whether a transaction applied, and the code and
 ///   figures of why not, are proven by a checkpoint certificate as balances are.
-/// - 8: each block's governance decisions and epoch close in the certified state: a block
-///   that decides proposals or closes an epoch writes which (`BlockEvents`,
-///   `StateKeys.blockEvents`), so that a reader of the blocks can prove that none was left
-///   out, as rules 7 let it prove the results.
+/// - 8: each block's governance decisions, openings and epoch close in the certified
+///   state: a block that decides or opens proposals or closes an epoch writes which
+///   (`BlockEvents`, `StateKeys.blockEvents`), so that a reader of the blocks can prove that
+///   none was left out and each opening's number, as rules 7 let it prove the results.
 public enum LedgerRules {
     /// The newest version this code implements.
     public static let newest: UInt32 = 8
@@ -59,7 +59,7 @@ public enum LedgerRules {
     public static let governanceBounded: UInt32 = 6
     /// The version that commits each block's results to the state.
     public static let resultsCommitted: UInt32 = 7
-    /// The version that commits each block's decisions and epoch close to the state.
+    /// The version that commits each block's decisions, openings and epoch close to the state.
     public static let eventsCommitted: UInt32 = 8
 
     /// Why a tool refuses to propose an upgrade to `rules` (given as `field`): a version

@@ -448,6 +448,8 @@ public final class StateSync {
     /// word: the epoch it closed (the state's epoch started right after it), the proposals
     /// it opened (its applied proposals, the last numbers the state handed out, in order)
     /// and, from ledger rules 8, those it decided (`BlockEvents`; before, none are known).
+    /// Which transactions applied is the peer's word under rules before 7 (from 7 the
+    /// results were checked against the block's record before this).
     static func checkpointEvents(_ height: UInt64, block: Block, results: [[UInt8]], meta: [UInt8]?, events: [UInt8]?) throws -> [UInt8]? {
         guard let meta, let ledger = try? LedgerMeta(wireBytes: meta) else {
             throw StateSyncError.untrusted(source: "the synced state", "its ledger record is missing or does not decode")
@@ -466,6 +468,13 @@ public final class StateSync {
         let first = ledger.nextProposal - UInt64(clamping: proposing.count)
         let opened = proposing.enumerated().map { OpenedProposal(position: $0.element, proposal: first + UInt64(clamping: $0.offset)) }
         let closed = ledger.epochStartHeight == height.saturatingAdding(1) && ledger.epoch > 0 ? ledger.epoch - 1 : nil
-        return StoreAnswers.eventsExtra(closedEpoch: closed, decided: committed?.decided ?? [], opened: opened)
+        // From rules 8 the block's record says it all (and must agree with the rest).
+        if let committed {
+            guard committed.opened == opened, committed.closedEpoch == closed else {
+                throw StateSyncError.untrusted(source: "the synced state", "block \(height)'s governance record disagrees with the block and the ledger's record")
+            }
+            return StoreAnswers.eventsExtra(closedEpoch: committed.closedEpoch, decided: committed.decided, opened: committed.opened)
+        }
+        return StoreAnswers.eventsExtra(closedEpoch: closed, decided: [], opened: opened)
     }
 }

@@ -101,8 +101,8 @@ import Wire
         #expect(old.ledger.store.value(StateKeys.blockResults(old.ledger.height)) == nil, "rules \(old.ledger.rules(atHeight: old.ledger.height))")
     }
 
-    /// Under rules 8 a block that decides proposals or closes an epoch writes which; a block
-    /// with neither writes nothing; under rules 7 no block does.
+    /// Under rules 8 a block that decides proposals, closes an epoch or opens proposals
+    /// writes which; a block with none of these writes nothing; under rules 7 no block does.
     @Test func aBlockCommitsItsDecisionsAndEpochCloseFromRules8On() throws {
         func events(_ f: LedgerFixture) throws -> BlockEvents? {
             try f.ledger.store.value(StateKeys.blockEvents(f.ledger.height)).map { try BlockEvents(wireBytes: $0) }
@@ -114,9 +114,16 @@ import Wire
             var parameters = f.ledger.parameters
             parameters.tokenValueMicroEuros = 25_000
             #expect(f.one(f.partnerTx("metropole", .propose(.setParameters(parameters), deadline: f.ledger.height + 100))) == .applied)
-            #expect(try events(f) == nil, "an opening is no decision")
+            let opening = try events(f)
             parameters.tokenValueMicroEuros = 30_000
-            #expect(f.one(f.partnerTx("metropole", .propose(.setParameters(parameters), deadline: f.ledger.height + 100))) == .applied)
+            // Two openings in one block, a rejected proposal between them (the same fields, another number).
+            let proposals = f.run([
+                f.partnerTx("metropole", .propose(.setParameters(parameters), deadline: f.ledger.height + 100)),
+                f.partnerTx("metropole", .propose(.setParameters(parameters), deadline: 0)),
+                f.partnerTx("metropole", .propose(.setParameters(parameters), deadline: f.ledger.height + 100)),
+            ])
+            #expect(proposals[0] == .applied && proposals[1] != .applied && proposals[2] == .applied, "\(proposals)")
+            let openings = try events(f)
             #expect(f.run(["rtm", "tri"].map { f.partnerTx($0, .vote(proposal: 2, approve: true)) } + [f.partnerTx("tri", .vote(proposal: 1, approve: true))])
                     == [.applied, .applied, .applied])
             #expect(try events(f) == nil, "votes that decide nothing")
@@ -130,11 +137,16 @@ import Wire
             f.run([])
             let quiet = try events(f)
             if rules >= LedgerRules.eventsCommitted {
-                #expect(decided == BlockEvents(decided: [2, 1], closedEpoch: nil) && closed == BlockEvents(decided: [], closedEpoch: closing) && quiet == nil,
-                        "\(String(describing: decided)) \(String(describing: closed)) \(String(describing: quiet))")
-                #expect(try BlockEvents(wireBytes: BlockEvents(decided: [2, 1], closedEpoch: 7).wireBytes) == BlockEvents(decided: [2, 1], closedEpoch: 7))
+                #expect(opening == BlockEvents(decided: [], closedEpoch: nil, opened: [OpenedProposal(position: 0, proposal: 1)]), "\(String(describing: opening))")
+                #expect(openings == BlockEvents(decided: [], closedEpoch: nil, opened: [OpenedProposal(position: 0, proposal: 2), OpenedProposal(position: 2, proposal: 3)]),
+                        "\(String(describing: openings))")
+                #expect(decided == BlockEvents(decided: [2, 1], closedEpoch: nil, opened: []) && closed == BlockEvents(decided: [], closedEpoch: closing, opened: [])
+                        && quiet == nil, "\(String(describing: decided)) \(String(describing: closed)) \(String(describing: quiet))")
+                let record = BlockEvents(decided: [2, 1], closedEpoch: 7, opened: [OpenedProposal(position: 4, proposal: 9)])
+                #expect(try BlockEvents(wireBytes: record.wireBytes) == record)
+                #expect(throws: WireError.self) { try BlockEvents(wireBytes: Array(record.wireBytes.dropLast())) }
             } else {
-                #expect(decided == nil && closed == nil, "rules \(rules)")
+                #expect(opening == nil && openings == nil && decided == nil && closed == nil, "rules \(rules)")
             }
         }
     }

@@ -65,6 +65,8 @@ import Transport
         // A value outside them is named, with the values it may take.
         let error = DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "Cannot initialize Wait from invalid String value proven"))
         #expect(RequestShapeMiddleware.describe(error) == "the parameter wait: 'proven' is not one of true, false, certified")
+        let broken = DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "Cannot initialize Wait from invalid String value a\nb"))
+        #expect(RequestShapeMiddleware.describe(broken) == "the parameter wait: 'a\nb' is not one of true, false, certified")
     }
 
     @Test func everyOperationAnswersAsTheDocumentSays() async throws {

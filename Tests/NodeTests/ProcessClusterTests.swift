@@ -404,7 +404,6 @@ final class ProcessCluster {
         let refused = results["refusedByCheckedNodes"] as? [String: Int] ?? [:]
         #expect((refused["consensus_undecodable_total"] ?? 0) + (refused["consensus_bad_signatures_total"] ?? 0) > 0,
                 "no garbage reached the honest nodes: \(refused)\n\(output)")
-        #expect((refused["equivocations_total"] ?? 0) > 0, "no equivocation reached the honest nodes: \(refused)\n\(output)")
     }
 
     /// Partitions (the primary isolated, halves, one node, one link) in network

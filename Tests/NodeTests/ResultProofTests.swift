@@ -40,6 +40,26 @@ extension GatewayTests {
         return ids
     }
 
+    /// A gateway in front of `liar` then an honest node (`nodes[2]`), healthy.
+    static func startBeside(_ liar: Liar, _ nodes: [NodeRuntime], _ cluster: TestCluster, keys: [APIKey]) async throws -> (serving: Task<Void, any Error>, port: Int) {
+        let (_, serving, port) = try await start(
+            [NodeAddress(host: "127.0.0.1", port: liar.port), NodeAddress(host: "127.0.0.1", port: nodes[2].transport.clientPort)], cluster, keys: keys)
+        try await untilHealthy(port)
+        return (serving, port)
+    }
+
+    /// The certified feed at `path` behind `liar` alone gives no event in 6 s; why, as the
+    /// status says while the liar is passed over for it (`recentFailure`: `error` is the
+    /// last answer's, which a refresh clears).
+    static func refusedBehind(_ liar: Liar, _ cluster: TestCluster, path: String, key: (secret: String, entry: APIKey)) async throws -> (port: Int, serving: Task<Void, any Error>, failure: String) {
+        let (_, serving, port) = try await start([NodeAddress(host: "127.0.0.1", port: liar.port)], cluster, keys: [key.entry])
+        try await untilHealthy(port)
+        let refused = try await blocking { try FeedReader.read(port: port, path: path, key: key.secret, seconds: 6) { !$0.isEmpty } }
+        #expect(refused.status == 200 && refused.events.isEmpty, "\(refused.events.map(\.json))")
+        let status = try await get(port, "/v1/status", key: key.secret)
+        return (port, serving, (status.body["nodes"] as? [[String: Any]])?.first?["recentFailure"] as? String ?? status.text)
+    }
+
     @Test func aTransactionsResultIsProvenAndALieAboutItIsCaught() async throws {
         let cluster = try TestCluster(rules: LedgerRules.resultsCommitted)
         let nodes = try cluster.startNodes()
@@ -207,14 +227,11 @@ extension GatewayTests {
 
         let liar = try Liar(before: nodes[1], of: cluster, lie: .blockResults)
         defer { liar.stop() }
-        let liarAddress = NodeAddress(host: "127.0.0.1", port: liar.port)
         let reader = APIKey.generate(name: "reader", scopes: [.read])
         let path = "/v1/events?from=1&kind=transaction&certified=true"
         do {
-            let (_, serving, port) = try await Self.start(
-                [liarAddress, NodeAddress(host: "127.0.0.1", port: nodes[2].transport.clientPort)], cluster, keys: [reader.entry])
+            let (serving, port) = try await Self.startBeside(liar, nodes, cluster, keys: [reader.entry])
             defer { serving.cancel() }
-            try await Self.untilHealthy(port)
             let feed = try await Self.blocking { try FeedReader.read(port: port, path: path, key: reader.secret) { $0.count >= 2 } }
             let events = feed.events.map(\.data)
             #expect(feed.status == 200 && events.compactMap { $0["id"] as? String } == ids, "\(feed.events.map(\.json))")
@@ -232,16 +249,9 @@ extension GatewayTests {
             #expect(decided?.data["proposal"] as? Int == 1 && decided?.data["status"] as? String == "passed" && decided?.data["checkpoint"] != nil,
                     "\(governance.events.map(\.json))")
         }
-        let (_, serving, port) = try await Self.start([liarAddress], cluster, keys: [reader.entry])
+        let (port, serving, failure) = try await Self.refusedBehind(liar, cluster, path: path, key: reader)
         defer { serving.cancel() }
-        try await Self.untilHealthy(port)
-        let refused = try await Self.blocking { try FeedReader.read(port: port, path: path, key: reader.secret, seconds: 6) { !$0.isEmpty } }
-        #expect(refused.status == 200 && refused.events.isEmpty, "\(refused.events.map(\.json))")
-        let status = try await Self.get(port, "/v1/status", key: reader.secret)
-        // Said while the node is passed over for it, though its refreshes hold (`error` is
-        // the last answer's, which a refresh clears).
-        let nodeState = (status.body["nodes"] as? [[String: Any]])?.first
-        #expect((nodeState?["recentFailure"] as? String)?.contains("are not those the block committed") == true, "\(status.text)")
+        #expect(failure.contains("are not those the block committed"), "\(failure)")
         let word = try await Self.blocking { try FeedReader.read(port: port, path: "/v1/events?from=1&kind=transaction", key: reader.secret) { $0.count >= 2 } }
         #expect(word.events.first?.data["result"] as? String == "rejected", "the plain feed carries the node's word: \(word.events.map(\.json))")
 
@@ -275,28 +285,20 @@ extension GatewayTests {
         #expect(try await Self.blocking { TestCluster.settle(nodes, atLeast: nodes[0].height + 1) })
         let liar = try Liar(before: nodes[1], of: cluster, lie: .omittedEvents)
         defer { liar.stop() }
-        let liarAddress = NodeAddress(host: "127.0.0.1", port: liar.port)
         let reader = APIKey.generate(name: "reader", scopes: [.read])
         let path = "/v1/events?from=1&kind=governance,epoch&certified=true"
         @Sendable func both(_ events: [FeedReader.Event]) -> Bool { Set(events.map(\.name)) == ["governance", "epoch"] }
         do {
-            let (_, serving, port) = try await Self.start(
-                [liarAddress, NodeAddress(host: "127.0.0.1", port: nodes[2].transport.clientPort)], cluster, keys: [reader.entry])
+            let (serving, port) = try await Self.startBeside(liar, nodes, cluster, keys: [reader.entry])
             defer { serving.cancel() }
-            try await Self.untilHealthy(port)
             let feed = try await Self.blocking { try FeedReader.read(port: port, path: path, key: reader.secret, enough: both) }
             let decided = feed.events.first { $0.name == "governance" }, closed = feed.events.first { $0.name == "epoch" }
             #expect(decided?.data["proposal"] as? Int == 1 && decided?.data["status"] as? String == "passed", "\(feed.events.map(\.json))")
             #expect(closed?.data["epoch"] as? Int == 0 && closed?.data["height"] as? Int == 50 && closed?.data["checkpoint"] != nil, "\(feed.events.map(\.json))")
         }
-        let (_, serving, port) = try await Self.start([liarAddress], cluster, keys: [reader.entry])
+        let (port, serving, failure) = try await Self.refusedBehind(liar, cluster, path: path, key: reader)
         defer { serving.cancel() }
-        try await Self.untilHealthy(port)
-        let refused = try await Self.blocking { try FeedReader.read(port: port, path: path, key: reader.secret, seconds: 6) { !$0.isEmpty } }
-        #expect(refused.status == 200 && refused.events.isEmpty, "\(refused.events.map(\.json))")
-        let status = try await Self.get(port, "/v1/status", key: reader.secret)
-        let failure = (status.body["nodes"] as? [[String: Any]])?.first?["recentFailure"] as? String ?? ""
-        #expect(failure.contains("decided proposals [1], the node says []") || failure.contains("closed epoch 0, the node says none"), "\(status.text)")
+        #expect(failure.contains("decided proposals [1], the node says []") || failure.contains("closed epoch 0, the node says none"), "\(failure)")
         let word = try await Self.blocking {
             try FeedReader.read(port: port, path: "/v1/events?from=1&kind=governance,epoch", key: reader.secret, seconds: 4) { !$0.isEmpty }
         }
@@ -314,11 +316,8 @@ extension GatewayTests {
         let liar = try Liar(before: nodes[1], of: cluster, lie: .blockResults)
         defer { liar.stop() }
         let submitter = APIKey.generate(name: "back-end", scopes: [.read, .submit])
-        let (_, serving, port) = try await Self.start(
-            [NodeAddress(host: "127.0.0.1", port: liar.port), NodeAddress(host: "127.0.0.1", port: nodes[2].transport.clientPort)], cluster,
-            keys: [submitter.entry])
+        let (serving, port) = try await Self.startBeside(liar, nodes, cluster, keys: [submitter.entry])
         defer { serving.cancel() }
-        try await Self.untilHealthy(port)
         func submit(_ bytes: [UInt8], wait: String) async throws -> Reply {
             try await Self.post(port, "/v1/transactions?wait=\(wait)", key: submitter.secret, json: ["transaction": Hex.encode(bytes)])
         }
@@ -455,14 +454,18 @@ extension GatewayTests {
         let results = [[0], [0], StoreAnswers.result(.rejected(.evidenceUsed), committed: true), [0]]
         var meta = LedgerMeta()
         (meta.epoch, meta.epochStartHeight, meta.nextProposal) = (3, 49, 7)
+        let opened = [OpenedProposal(position: 1, proposal: 5), OpenedProposal(position: 3, proposal: 6)]
         let extra = try #require(try sync.checkpointEvents(
-            48, block: block, results: results, meta: meta.wireBytes, events: BlockEvents(decided: [4, 2], closedEpoch: 2).wireBytes))
-        #expect(extra == StoreAnswers.eventsExtra(
-            closedEpoch: 2, decided: [4, 2], opened: [OpenedProposal(position: 1, proposal: 5), OpenedProposal(position: 3, proposal: 6)]))
+            48, block: block, results: results, meta: meta.wireBytes, events: BlockEvents(decided: [4, 2], closedEpoch: 2, opened: opened).wireBytes))
+        #expect(extra == StoreAnswers.eventsExtra(closedEpoch: 2, decided: [4, 2], opened: opened))
+        // A record that disagrees with the block and the ledger's record is not taken.
+        #expect(throws: StateSyncError.self) {
+            try sync.checkpointEvents(48, block: block, results: results, meta: meta.wireBytes, events: BlockEvents(decided: [4], closedEpoch: 2, opened: []).wireBytes)
+        }
         // No epoch closed (it started earlier), no record of decisions (rules 7, or none).
         meta.epochStartHeight = 41
         #expect(try sync.checkpointEvents(48, block: block, results: results, meta: meta.wireBytes, events: nil)
-                == StoreAnswers.eventsExtra(closedEpoch: nil, decided: [], opened: [OpenedProposal(position: 1, proposal: 5), OpenedProposal(position: 3, proposal: 6)]))
+                == StoreAnswers.eventsExtra(closedEpoch: nil, decided: [], opened: opened))
         #expect(try sync.checkpointEvents(48, block: Block(seq: 48, commands: [cluster.attribute(by: 1, to: 5, nonce: 1)]), results: [[0]], meta: meta.wireBytes, events: nil) == nil)
         // A state that numbered fewer proposals than the block opened, or no ledger record: refused.
         meta.nextProposal = 2
