@@ -391,8 +391,8 @@ extension GatewayAPI {
                 HeldPlace.current?.release()
             default: break  // no checkpoint at or above the block yet, or no node gave contents that hold
             }
-            guard ContinuousClock.now + .milliseconds(pause) < deadline else { break }
-            try? await Task.sleep(for: .milliseconds(pause))
+            // The whole time is waited for: the last pause ends at the deadline.
+            try? await Task.sleep(until: min(ContinuousClock.now + .milliseconds(pause), deadline))
             pause = min(1_000, pause * 2)
         }
         return .pending(unproven, location: location)

@@ -36,7 +36,7 @@ import Wire
             try run(Self.python, [
                 "\(Self.examples)/walkthrough.py", "--gateway", "http://127.0.0.1:\(port)", "--key", backEnd.secret, "--programme", "tri",
                 "--acceptor", "p3",
-            ], timeout: 120)
+            ], timeout: 240)
         }
         #expect(day.status == 0 && day.output.contains("walkthrough: ok"), "\(day.output)\n\(day.errors)")
         // What the Python wallet did is on the chain: 5 units of 10, less 20 redeemed, less

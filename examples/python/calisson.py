@@ -237,6 +237,19 @@ class Gateway:
                 return state
             time.sleep(0.1)
 
+    def wait_proven(self, transaction_id, seconds=60):
+        """The transaction's state once final with its result proven by the certified state
+        (`resultVerified`), or the last one seen after `seconds`: what to do after a
+        `wait="certified"` submission answered 202 (the gateway's 30 s ran out first, on a
+        loaded chain, say). A block under ledger rules before 7 committed no results: its
+        result stays the node's word (`resultVerified` false)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            state = self.wait_final(transaction_id, max(0.0, deadline - time.monotonic()))
+            if state["status"] != "final" or state.get("resultVerified") is True or time.monotonic() > deadline:
+                return state
+            time.sleep(0.5)
+
     def events(self, query="", last_event_id=None):
         """Yields (id, event, data) from the Server-Sent Events feed until the server
         ends it; resume by passing the last id back as last_event_id."""
