@@ -254,20 +254,12 @@ public struct BlockEvents: Hashable, Sendable, WireCodable {
     public func encode(to writer: inout WireWriter) {
         writer.writeArray(decided)
         writer.writeOptional(closedEpoch)
-        writer.write(UInt32(clamping: opened.count))
-        for entry in opened {
-            writer.write(entry.position)
-            writer.write(entry.proposal)
-        }
+        writer.writeArray(opened)
     }
 
     public init(from reader: inout WireReader) throws(WireError) {
         decided = try reader.readArray("blockEvents.decided", maximum: Self.countMax, of: UInt64.self)
         closedEpoch = try reader.readOptional("blockEvents.closedEpoch", of: UInt64.self)
-        var opened: [OpenedProposal] = []
-        for _ in 0..<(try reader.readCount("blockEvents.opened", maximum: Self.countMax)) {
-            opened.append(OpenedProposal(position: try reader.readUInt64("blockEvents.position"), proposal: try reader.readUInt64("blockEvents.proposal")))
-        }
-        self.opened = opened
+        opened = try reader.readArray("blockEvents.opened", maximum: Self.countMax, of: OpenedProposal.self)
     }
 }

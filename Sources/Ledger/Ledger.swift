@@ -49,13 +49,27 @@ public enum TransactionResult: Hashable, Sendable {
 }
 
 /// A proposal a block opened: its number, and the position of the transaction proposing it.
-public struct OpenedProposal: Hashable, Sendable {
+/// One wire form wherever it goes (a block's contents, its events record, `BlockEvents`):
+/// the position, then the number.
+public struct OpenedProposal: Hashable, Sendable, WireCodable {
     public let position: UInt64
     public let proposal: UInt64
     public init(position: UInt64, proposal: UInt64) {
         self.position = position
         self.proposal = proposal
     }
+
+    public func encode(to writer: inout WireWriter) {
+        writer.write(position)
+        writer.write(proposal)
+    }
+
+    public init(from reader: inout WireReader) throws(WireError) {
+        position = try reader.readUInt64("opened.position")
+        proposal = try reader.readUInt64("opened.proposal")
+    }
+
+    public static var wireSizeMin: Int { 16 }
 }
 
 /// What executing a block produced.

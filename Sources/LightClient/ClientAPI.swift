@@ -419,11 +419,7 @@ public struct BlockContents: Hashable, Sendable {
         if let closedEpoch { writer.write(closedEpoch) }
         writer.write(UInt32(decided.count))
         for proposal in decided { writer.writeBytes(proposal) }
-        writer.write(UInt32(opened.count))
-        for entry in opened {
-            writer.write(entry.position)
-            writer.write(entry.proposal)
-        }
+        writer.writeArray(opened)
         if !decidedLeftOut.isEmpty { writer.writeArray(decidedLeftOut) }
     }
 
@@ -442,11 +438,7 @@ public struct BlockContents: Hashable, Sendable {
             decided.append(try reader.readBytes("contents.proposal", maximum: 1 << 20))
         }
         self.decided = decided
-        var opened: [OpenedProposal] = []
-        for _ in 0..<(try reader.readCount("contents.opened", maximum: ClientResponse.blockTransactionsMax)) {
-            opened.append(OpenedProposal(position: try reader.readUInt64("contents.position"), proposal: try reader.readUInt64("contents.proposal")))
-        }
-        self.opened = opened
+        opened = try reader.readArray("contents.opened", maximum: ClientResponse.blockTransactionsMax, of: OpenedProposal.self)
         if reader.isAtEnd {
             decidedLeftOut = []
         } else {

@@ -101,11 +101,7 @@ public struct StoreAnswers {
         writer.write(closedEpoch != nil)
         if let closedEpoch { writer.write(closedEpoch) }
         writer.writeArray(decided)
-        writer.write(UInt32(opened.count))
-        for entry in opened {
-            writer.write(entry.position)
-            writer.write(entry.proposal)
-        }
+        writer.writeArray(opened)
         return writer.bytes
     }
 
@@ -153,9 +149,7 @@ public struct StoreAnswers {
                     decided.append(record)
                     decidedBytes += record.count + 4
                 }
-                for _ in 0..<(try reader.readCount("events.opened", maximum: ClientResponse.blockTransactionsMax)) {
-                    opened.append(OpenedProposal(position: try reader.readUInt64("events.position"), proposal: try reader.readUInt64("events.proposal")))
-                }
+                opened = try reader.readArray("events.opened", maximum: ClientResponse.blockTransactionsMax, of: OpenedProposal.self)
                 try reader.expectEnd()
             } catch let error as StorageError {
                 throw error

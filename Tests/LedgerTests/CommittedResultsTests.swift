@@ -144,6 +144,10 @@ import Wire
                         && quiet == nil, "\(String(describing: decided)) \(String(describing: closed)) \(String(describing: quiet))")
                 let record = BlockEvents(decided: [2, 1], closedEpoch: 7, opened: [OpenedProposal(position: 4, proposal: 9)])
                 #expect(try BlockEvents(wireBytes: record.wireBytes) == record)
+                // The form Docs/LEDGER.md gives, byte for byte: the state commits it, so
+                // another encoding would fork the chain.
+                #expect(Hex.encode(record.wireBytes) == "00000002" + "0000000000000002" + "0000000000000001" + "01" + "0000000000000007"
+                    + "00000001" + "0000000000000004" + "0000000000000009")
                 #expect(throws: WireError.self) { try BlockEvents(wireBytes: Array(record.wireBytes.dropLast())) }
             } else {
                 #expect(opening == nil && openings == nil && decided == nil && closed == nil, "rules \(rules)")
