@@ -45,10 +45,11 @@ extension Replica {
     }
 
     /// The epoch a view change belongs to: that of the height after its stable
-    /// checkpoint; nil when that height is beyond this replica's horizon.
+    /// checkpoint; nil when that height is beyond this replica's horizon (judged before
+    /// any check of the change: its checkpoint's height may be any number, 2^64 − 1 too).
     func epoch(of change: ViewChange) -> Epoch? {
-        let next = (change.stable?.seq ?? 0) + 1
-        return next <= horizon ? schedule.epoch(at: next) : nil
+        let stable = change.stable?.seq ?? 0
+        return stable < horizon ? schedule.epoch(at: stable + 1) : nil
     }
 
     func preparedCertificateProblem(_ certificate: PreparedCertificate, before newView: UInt64, in epoch: Epoch) -> String? {

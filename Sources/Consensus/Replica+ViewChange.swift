@@ -1,4 +1,5 @@
 import CalissonCrypto
+import Wire
 
 extension Replica {
     /// Leaves the current view for `newView`: stops taking part in older views (persisted
@@ -74,8 +75,10 @@ extension Replica {
 
     mutating func receiveViewChange(_ m: Signed<ViewChange>, from: ValidatorID) {
         guard let changeEpoch = epoch(of: m.body) else {
-            if let stable = m.body.stable { noteAhead(stable.seq) }
-            return reject(.beyondHorizon(seq: (m.body.stable?.seq ?? 0) + 1, horizon: horizon), from: from)
+            // A hint worth a state request, from a validator only (as a commit's), and
+            // whatever the height it names: its checkpoint is not checked yet.
+            if let stable = m.body.stable, schedule.isValidatorOfSomeEpoch(m.signer) { noteAhead(stable.seq) }
+            return reject(.beyondHorizon(seq: (m.body.stable?.seq ?? 0).saturatingAdding(1), horizon: horizon), from: from)
         }
         guard changeEpoch.validators.contains(m.signer) else { return reject(.notAValidator, from: from) }
         if changeEpoch.firstSeq < epoch.firstSeq {
@@ -168,13 +171,13 @@ extension Replica {
     mutating func receiveNewView(_ m: Signed<NewView>, from: ValidatorID) {
         let body = m.body
         // The NewView's epoch is that of its view changes, which must all share it.
-        let planStable = Self.highestStable(body.viewChanges)
-        let planNext = (planStable?.seq ?? 0) + 1
-        guard planNext <= horizon else {
-            noteAhead(planNext - 1)
-            return reject(.beyondHorizon(seq: planNext, horizon: horizon), from: from)
+        // Nothing of it checked yet: the highest stable checkpoint may name any height.
+        let planStable = Self.highestStable(body.viewChanges)?.seq ?? 0
+        guard planStable < horizon else {
+            if schedule.isValidatorOfSomeEpoch(m.signer) { noteAhead(planStable) }
+            return reject(.beyondHorizon(seq: planStable.saturatingAdding(1), horizon: horizon), from: from)
         }
-        let newViewEpoch = schedule.epoch(at: planNext)
+        let newViewEpoch = schedule.epoch(at: planStable + 1)
         guard newViewEpoch.firstSeq >= epoch.firstSeq else {
             return reject(.staleEpoch(firstSeq: newViewEpoch.firstSeq, current: epoch.firstSeq), from: from)
         }

@@ -691,39 +691,12 @@ extension NodePool {
     public func blockContents(_ height: UInt64, excluding: Set<Int> = []) async throws -> VerifiedBlockContents? {
         if let kept = checkedBlocks.withLock({ $0[height] }), !excluding.contains(where: { nodes[$0].description == kept.source }) { return kept }
         let found = try await firstFound(in: readOrder().filter { !excluding.contains($0) }) { [self] index -> VerifiedBlockContents? in
-            let (trusted, answer) = try await trustedWith(index, .blockContents(height))
-            guard case let .blockContents(answered) = answer else { throw CertifiedReadError.answer("not a block's contents") }
-            guard var found = answered else { return nil }
-            let block = try Block(wireBytes: found.body)
-            guard found.height == height, block.seq == height else {
-                throw CertifiedReadError.answer("asked for block \(height), answered block \(block.seq)")
+            do { return try await checkedContents(height, from: index) } catch {
+                // Contents that do not hold, or none: the node is passed over for a while
+                // (`readOrder`), not asked first again at the next block.
+                if !Task.isCancelled { failed(index, error) }
+                throw error
             }
-            guard found.results.count == block.commands.count else {
-                throw CertifiedReadError.answer("block \(height) has \(block.commands.count) transactions and \(found.results.count) results")
-            }
-            do {
-                try InclusionCheck.verifyCommit(
-                    digest: block.digest, height: height, certificate: found.certificate, validators: trusted.keys(at: height), chainId: genesis.chainId)
-            } catch let error as CertificateError {
-                throw CertifiedReadError.certificate(error)
-            }
-            // The node's word on what the block did besides: it must at least hold
-            // together, or another node is asked. Each decided proposal is decided by one of
-            // the block's transactions, once, at its height.
-            guard found.decided.count + found.decidedLeftOut.count <= block.commands.count else {
-                throw CertifiedReadError.answer("block \(height): more proposals decided than its \(block.commands.count) transactions")
-            }
-            found = try await withDecidedLeftOut(found, from: index)
-            var decided: Set<UInt64> = []
-            for record in found.decided {
-                guard let proposal = try? Proposal(wireBytes: record), proposal.status.decidedAt == height, decided.insert(proposal.id).inserted else {
-                    throw CertifiedReadError.answer("block \(height): a decided proposal's record is not that of a proposal it decided, once")
-                }
-            }
-            guard found.opened.allSatisfy({ $0.position < UInt64(block.commands.count) }) else {
-                throw CertifiedReadError.answer("block \(height): a proposal opened at a position past its transactions")
-            }
-            return VerifiedBlockContents(contents: found, block: block, source: nodes[index].description)
         }
         if let found {
             // A final block never changes: kept checked. Its body twice (as received and
@@ -734,6 +707,59 @@ extension NodePool {
             checkedBlocks.withLock { $0.insert(found, for: height, bytes: bytes) }
         }
         return found
+    }
+
+    /// Node `index`'s contents of block `height`, checked against the block's commit
+    /// certificate and for holding together; nil when the node has no such block.
+    private func checkedContents(_ height: UInt64, from index: Int) async throws -> VerifiedBlockContents? {
+        let (trusted, answer) = try await trustedWith(index, .blockContents(height))
+        guard case let .blockContents(answered) = answer else { throw CertifiedReadError.answer("not a block's contents") }
+        guard var found = answered else { return nil }
+        let block = try Block(wireBytes: found.body)
+        guard found.height == height, block.seq == height else {
+            throw CertifiedReadError.answer("asked for block \(height), answered block \(block.seq)")
+        }
+        guard found.results.count == block.commands.count else {
+            throw CertifiedReadError.answer("block \(height) has \(block.commands.count) transactions and \(found.results.count) results")
+        }
+        do throws(CertificateError) {
+            try InclusionCheck.verifyCommit(
+                digest: block.digest, height: height, certificate: found.certificate, validators: trusted.keys(at: height), chainId: genesis.chainId)
+        } catch {
+            throw CertifiedReadError.certificate(error)
+        }
+        // The node's word on what the block did besides: it must at least hold
+        // together, or another node is asked. Each decided proposal is decided by one of
+        // the block's proposals or votes, once, at its height: a node naming more (to
+        // have the gateway fetch records by the thousand from it) is refused before any.
+        let decisions = found.decided.count + found.decidedLeftOut.count
+        if decisions > 0 {
+            let governance = Self.governanceTransactions(block)
+            guard decisions <= governance else {
+                throw CertifiedReadError.answer("block \(height): \(decisions) proposals decided by its \(governance) proposals and votes")
+            }
+        }
+        found = try await withDecidedLeftOut(found, from: index)
+        var decided: Set<UInt64> = []
+        for record in found.decided {
+            guard let proposal = try? Proposal(wireBytes: record), proposal.status.decidedAt == height, decided.insert(proposal.id).inserted else {
+                throw CertifiedReadError.answer("block \(height): a decided proposal's record is not that of a proposal it decided, once")
+            }
+        }
+        guard found.opened.allSatisfy({ $0.position < UInt64(block.commands.count) }) else {
+            throw CertifiedReadError.answer("block \(height): a proposal opened at a position past its transactions")
+        }
+        return VerifiedBlockContents(contents: found, block: block, source: nodes[index].description)
+    }
+
+    /// How many of `block`'s transactions propose or vote: the most proposals it can decide.
+    static func governanceTransactions(_ block: Block) -> Int {
+        block.commands.reduce(0) { count, command in
+            switch (try? SignedTransaction(wireBytes: command))?.transaction.body {
+            case .propose?, .vote?: count + 1
+            default: count
+            }
+        }
     }
 
     /// `found` with the records of the decided proposals it names by number only

@@ -82,10 +82,15 @@ public struct TrustedValidators: Hashable, Sendable {
         epochs = [Epoch(firstHeight: 1, keys: genesis)]
     }
 
-    /// The last height ordered by the set that block `changedAt` replaced.
+    /// The last height ordered by the set that block `changedAt` replaced (saturating:
+    /// the height in a handover is a node's word until proven).
     public static func boundary(changedAt: UInt64) -> UInt64 {
-        (changedAt + checkpointInterval - 1) / checkpointInterval * checkpointInterval + window
+        (changedAt.saturatingAdding(checkpointInterval - 1) / checkpointInterval * checkpointInterval).saturatingAdding(window)
     }
+
+    /// The highest change a handover may name: no chain gets near it, and every height
+    /// computed from it (its boundary, the height after) fits in 64 bits.
+    public static let changedAtMax = UInt64.max >> 1
 
     /// The keys of the set that orders `height`, as far as the handovers followed tell.
     public func keys(at height: UInt64) -> [Ed25519PublicKey] {
@@ -103,6 +108,9 @@ public struct TrustedValidators: Hashable, Sendable {
         do { record = try ValidatorKeys(wireBytes: handover.value) } catch { throw .malformed(height: height, "\(error)") }
         guard record.changedAt > changedAt, record.changedAt <= height else {
             throw .stale(height: height, changedAt: record.changedAt, followed: changedAt)
+        }
+        guard record.changedAt <= Self.changedAtMax else {
+            throw .malformed(height: height, "a change at \(record.changedAt), past the highest height a chain can reach (\(Self.changedAtMax))")
         }
         let boundary = Self.boundary(changedAt: record.changedAt)
         guard height <= boundary else { throw .late(height: height, changedAt: record.changedAt, boundary: boundary) }

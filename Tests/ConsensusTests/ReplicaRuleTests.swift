@@ -361,6 +361,33 @@ extension Array where Element == Action {
         #expect(actions.rejections == [.malformedCertificate("prepared certificate: 2 signatures, quorum is 3")])
     }
 
+    /// A view change or NewView whose stable checkpoint names any height, 2^64 − 1 too, is
+    /// refused as beyond the horizon before anything of it is checked, without trapping
+    /// (a partner that is no validator crashed every node with one such frame); and only a
+    /// validator's makes the height worth a state request.
+    @Test func aViewChangeNamingAnyHeightIsRefusedAndOnlyAValidatorsIsAHint() {
+        var random = SplitMix64(seed: 7)
+        let stranger = TestSigner(id: Ed25519PublicKey(random.bytes32()))
+        func change(_ seq: UInt64, by signer: TestSigner) -> Signed<ViewChange> {
+            let votes = [Signed(CheckpointVote(seq: seq, stateRoot: SHA256.hash("root")), chainId: Fixture.chainId, signer: signer)]
+            return Signed(ViewChange(newView: 1, stable: CheckpointCertificate(votes: votes), prepared: []), chainId: Fixture.chainId, signer: signer)
+        }
+        for seq in [UInt64.max, UInt64.max - 1, UInt64(Int64.max) + 1] {
+            var replica = fixture.replica(1)
+            let fromStranger = replica.step(.message(.viewChange(change(seq, by: stranger)), from: stranger.id))
+            #expect(fromStranger.rejections == [.beyondHorizon(seq: seq.saturatingAdding(1), horizon: replica.horizon)])
+            let newView = Signed(NewView(view: 1, viewChanges: [change(seq, by: stranger)], prePrepares: []), chainId: Fixture.chainId, signer: stranger)
+            let newViewFromStranger = replica.step(.message(.newView(newView), from: stranger.id))
+            #expect(newViewFromStranger.rejections == [.beyondHorizon(seq: seq.saturatingAdding(1), horizon: replica.horizon)])
+            #expect(replica.knownFinalSeq == 0, "a stranger's height taken as a hint: \(replica.knownFinalSeq)")
+
+            let fromValidator = replica.step(.message(.viewChange(change(seq, by: fixture.signers[2])), from: fixture.id(2)))
+            #expect(fromValidator.rejections == [.beyondHorizon(seq: seq.saturatingAdding(1), horizon: replica.horizon)])
+            #expect(replica.knownFinalSeq == seq)
+            #expect(replica.view == 0 && !replica.isViewChanging)
+        }
+    }
+
     /// A partial block waits for the primary's previous block to commit; a full batch is
     /// cut at once whatever is in flight.
     @Test func aPartialBlockWaitsForThePreviousOneAndAFullOneDoesNot() {

@@ -452,9 +452,11 @@ final class Liar {
     /// `handoversError`: this error to every request for the validator-set changes (its text
     /// the liar's choice; every read and block check starts with one), every other relayed;
     /// `omittedEvents`: a block's contents without the proposals it decided and the epoch it
-    /// closed (the rest genuine).
+    /// closed (the rest genuine); `inventedDecisions`: a block with transactions said to have
+    /// decided as many proposals, named by number only (their records to be asked for).
     enum Lie: Equatable {
         case none, value, proof, certificate, page, stateValue, height, result, replayedResult(ClientResponse), blockResults, handoversError(String), omittedEvents
+        case inventedDecisions
     }
 
     let loop = EventLoop(name: "liar")
@@ -551,9 +553,15 @@ final class Liar {
                         height: found.height, body: found.body, certificate: found.certificate, results: found.results, closedEpoch: nil,
                         decided: [], opened: found.opened)).wireBytes)
                 }
+                if case let .blockContents(found?)? = answer, lie == .inventedDecisions, !found.results.isEmpty {
+                    return respond(ClientResponse.blockContents(BlockContents(
+                        height: found.height, body: found.body, certificate: found.certificate, results: found.results, closedEpoch: found.closedEpoch,
+                        decided: [], opened: found.opened, decidedLeftOut: (1...UInt64(found.results.count)).map { $0 + 1_000 })).wireBytes)
+                }
                 guard case let .certifiedState(height, certificate, value, proof)? = answer else { return respond(bytes) }
                 switch lie {
-                case .none, .page, .stateValue, .height, .result, .replayedResult, .blockResults, .handoversError, .omittedEvents: respond(bytes)
+                case .none, .page, .stateValue, .height, .result, .replayedResult, .blockResults, .handoversError, .omittedEvents, .inventedDecisions:
+                    respond(bytes)
                 case .value:
                     // Another account's worth: the balance doubled.
                     let forged = value.flatMap { try? Account(wireBytes: $0) }.map { account -> [UInt8] in

@@ -305,6 +305,39 @@ extension GatewayTests {
         #expect(word.status == 200 && word.events.isEmpty, "the plain feed has the node's word: \(word.events.map(\.json))")
     }
 
+    /// A node naming more decided proposals than a block has proposals and votes (to have
+    /// the gateway ask it for their records, chunk after chunk, every feed and wait held
+    /// behind) is refused on the block's own transactions before any record is asked, and
+    /// passed over for the next blocks.
+    @Test func aNodeNamingDecisionsABlockCannotHaveIsRefusedAtOnce() async throws {
+        let cluster = try TestCluster(rules: LedgerRules.eventsCommitted)
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        try await Self.blocking {
+            var nonce: UInt64 = 1
+            cluster.advance(nodes, to: 6, issuers: 3, nonce: &nonce)
+        }
+        let store = try NodeStore(file: "\(cluster.directory)/p0.db", readOnly: true)
+        let busy = try #require(try (1...nodes[0].height).first { try store.block(at: $0)?.transactions.isEmpty == false })
+        let liar = try Liar(before: nodes[1], of: cluster, lie: .inventedDecisions)
+        defer { liar.stop() }
+        let reader = APIKey.generate(name: "reader", scopes: [.read])
+        do {
+            let (_, serving, port) = try await Self.start([NodeAddress(host: "127.0.0.1", port: liar.port)], cluster, keys: [reader.entry])
+            defer { serving.cancel() }
+            try await Self.untilHealthy(port)
+            let refused = try await Self.get(port, "/v1/blocks/\(busy)", key: reader.secret)
+            #expect(refused.status == 502 && refused.text.contains("proposals decided by its 0 proposals and votes"), "\(refused.text)")
+            let status = try await Self.get(port, "/v1/status", key: reader.secret)
+            let failure = (status.body["nodes"] as? [[String: Any]])?.first?["recentFailure"] as? String ?? status.text
+            #expect(failure.contains("proposals decided by its 0 proposals and votes"), "\(failure)")
+        }
+        let (serving, port) = try await Self.startBeside(liar, nodes, cluster, keys: [reader.entry])
+        defer { serving.cancel() }
+        let block = try await Self.get(port, "/v1/blocks/\(busy)", key: reader.secret)
+        #expect(block.status == 200 && block.body["source"] as? String != "127.0.0.1:\(liar.port)", "\(block.text)")
+    }
+
     /// `wait=certified`: a submission is answered once the certified state proves its
     /// result, whatever a node behind the gateway says of it; `wait=true` answers at
     /// finality with the result of the block it was found in (here the liar's).

@@ -88,6 +88,16 @@ struct ValidatorHistoryTests {
         #expect(throws: HandoverError.late(height: 48, changedAt: 5, boundary: 40)) {
             try trusted.follow(handover(at: 48, changedAt: 5, to: next, signedBy: Array(genesis[0..<3])), chainId: Self.chainId)
         }
+        // A change at a height no chain reaches (2^64 − 1: its boundary trapped, killing a
+        // syncing node or a gateway behind a lying node): refused by what it says.
+        for changedAt in [UInt64.max, UInt64.max - 39, TrustedValidators.changedAtMax + 1] {
+            let named = Handover(height: .max, certificate: [], value: ValidatorKeys(changedAt: changedAt, keys: [next[0].publicKey]).wireBytes,
+                                 proof: swapped.proof)
+            #expect(throws: HandoverError.malformed(height: .max, "a change at \(changedAt), past the highest height a chain can reach (\(TrustedValidators.changedAtMax))")) {
+                try trusted.follow(named, chainId: Self.chainId)
+            }
+        }
+        #expect(TrustedValidators.boundary(changedAt: .max) == .max)
         #expect(trusted == start, "nothing refused changed what is trusted")
         // The same change twice, or an older one after it.
         try trusted.follow(handover(at: 8, changedAt: 5, to: next, signedBy: Array(genesis[0..<3])), chainId: Self.chainId)
