@@ -181,6 +181,13 @@ extension GenesisFile {
 
         _ = try known(self.parameters.sink, "parameters.sink")
         let parameters = try self.parameters.parameters("parameters")
+        // What rules 6 refuse a vote, a chain starting under them does not start with.
+        if rules >= LedgerRules.governanceBounded, parameters.approvalNumerator <= parameters.approvalDenominator / 2 {
+            throw GenesisError(
+                field: "parameters.approval",
+                reason: "\(parameters.approvalNumerator)/\(parameters.approvalDenominator) is half of the active partners or less: under ledger rules \(LedgerRules.governanceBounded) "
+                    + "and later a proposal passes with more than half (one partner of two, or a minority, would pass anything)")
+        }
 
         var validators: [Identifier] = []
         for (index, raw) in self.validators.enumerated() {

@@ -118,7 +118,13 @@ extension Ledger {
             }
             let current = Set(meta.validators)
             let added = ids.filter { !current.contains($0) }
-            guard !added.isEmpty else { return nil }
+            guard !added.isEmpty else {
+                // Rules 9: a removal waits too. Taken up at the same boundary as a pending
+                // addition, it could leave the validators just added (not up yet) needed
+                // for every quorum.
+                guard blockRules >= LedgerRules.validatorChangesOneAtATime, ids != meta.validators else { return nil }
+                return validatorChangePending(height: height, removal: true)
+            }
             if ids.count < 4 {
                 if added.count > 1 || !current.isSubset(of: ids) {
                     return "a set of fewer than four validators tolerates no fault: it grows by one validator at a time, keeping every current one "
@@ -163,10 +169,17 @@ extension Ledger {
     /// Why a validator cannot be added at `height`: the last change of the validators'
     /// node keys is not yet taken up by the consensus (made in this block, or within
     /// `LedgerLimits.validatorSwitchBlocks` blocks before it); nil when it is.
-    func validatorChangePending(height: UInt64) -> String? {
+    /// (The reason is kept in a failed proposal's record, in the certified state: its
+    /// wording under rules already released never changes.)
+    func validatorChangePending(height: UInt64, removal: Bool = false) -> String? {
         let changedAt = nodeKeys() != blockValidators ? height : read(StateKeys.validatorKeys, as: ValidatorKeys.self)?.changedAt ?? 0
         let takenUp = changedAt.saturatingAdding(LedgerLimits.validatorSwitchBlocks)
         guard changedAt > 0, height <= takenUp else { return nil }
+        if removal {
+            return "the validators changed at height \(changedAt) and the consensus takes that up by height \(takenUp): "
+                + "one change at a time, so that a removal does not leave validators just added alone to make the quorum "
+                + "(propose again after height \(takenUp), once the new nodes vote)"
+        }
         return "the validators changed at height \(changedAt) and the consensus takes that up by height \(takenUp): "
             + "one change at a time, so that additions do not add up (propose again after height \(takenUp), once the new nodes vote)"
     }

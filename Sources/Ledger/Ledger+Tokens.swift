@@ -107,9 +107,12 @@ extension Ledger {
         let period = Self.capPeriod(at: height, span: span, rules: blockRules)
         let usageKey = StateKeys.usage(account, id)
         let previous = read(usageKey, as: Usage.self)
-        // From rules 6 a record written before them names the period by its index: the
-        // current index counts too, so that the upgrade gives no account a second cap.
-        let current = previous.map { $0.period == period || (blockRules >= LedgerRules.governanceBounded && $0.period == height / span) } ?? false
+        // From rules 6 a record written before them names the period by its index: under
+        // rules 6 to 8 the current index counts too, so that the upgrade gives no account a
+        // second cap. From rules 9 no longer: a record of rules 6 naming period k·span
+        // matched the index again at heights k·span² and on.
+        let byIndex = blockRules >= LedgerRules.governanceBounded && blockRules < LedgerRules.validatorChangesOneAtATime
+        let current = previous.map { $0.period == period || (byIndex && $0.period == height / span) } ?? false
         let used = current ? previous?.amount ?? 0 : 0
         guard used + amount <= programme.capPerAccount else {
             return .failure(.capExceeded(cap: programme.capPerAccount, used: used, asked: amount))

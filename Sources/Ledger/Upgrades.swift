@@ -42,9 +42,16 @@ import Wire
 ///   state: a block that decides or opens proposals or closes an epoch writes which
 ///   (`BlockEvents`, `StateKeys.blockEvents`), so that a reader of the blocks can prove that
 ///   none was left out and each opening's number, as rules 7 let it prove the results.
+/// - 9: any change of the validators waits until the consensus has taken up the last one,
+///   removals too (under rules 6 only additions waited: a removal passed while an addition
+///   was pending could leave the validators just added, not up yet, needed for every
+///   quorum, and the chain stopped for good); and an account's cap usage counts for the
+///   period its record names by first height only (rules 6 also counted a record naming
+///   the current period's index, for records written before them, which matched a record
+///   of rules 6 again `span` periods later, refusing rewards under a cap not reached).
 public enum LedgerRules {
     /// The newest version this code implements.
-    public static let newest: UInt32 = 8
+    public static let newest: UInt32 = 9
     /// The version of a chain that never voted an upgrade.
     public static let initial: UInt32 = 1
     /// The version that brought acceptance by category.
@@ -61,6 +68,8 @@ public enum LedgerRules {
     public static let resultsCommitted: UInt32 = 7
     /// The version that commits each block's decisions, openings and epoch close to the state.
     public static let eventsCommitted: UInt32 = 8
+    /// The version where every change of the validators waits for the last to be taken up.
+    public static let validatorChangesOneAtATime: UInt32 = 9
 
     /// Why a tool refuses to propose an upgrade to `rules` (given as `field`): a version
     /// this release does not implement, once voted, stops every node at its height until

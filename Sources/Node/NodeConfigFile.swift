@@ -211,7 +211,12 @@ extension NodeConfigFile {
         if let host, !Self.isIPv4(host) {
             throw ConfigError(field: "host", reason: "'\(host.prefix(80))' is not an IPv4 address to listen on (as 127.0.0.1, or 0.0.0.0 for every interface)")
         }
+        // Port 0 would listen on a port the system picks, which no peer or client is told.
+        guard peerPort != 0 else { throw ConfigError(field: "peerPort", reason: "0 is no port peers can be told (1...65535)") }
+        if clientPort == 0 { throw ConfigError(field: "clientPort", reason: "0 is no port clients can be told (1...65535)") }
+        if metricsPort == 0 { throw ConfigError(field: "metricsPort", reason: "0 is no port a scraper can be told (1...65535)") }
         for (index, peer) in peers.enumerated() {
+            guard peer.port != 0 else { throw ConfigError(field: "peers[\(index)].port", reason: "0 is no port to dial (1...65535)") }
             guard !peer.host.isEmpty, peer.host.utf8.count <= 253, !peer.host.contains(where: { $0.isWhitespace || $0.asciiValue.map { $0 < 0x20 } == true }) else {
                 throw ConfigError(field: "peers[\(index)].host", reason: "'\(peer.host.prefix(80))' is no host name or address")
             }

@@ -261,6 +261,12 @@ public final class NodeRuntime: @unchecked Sendable {
         if let missing = core.ledger.upgradeMissing(newest: configuration.rulesNewest) {
             throw NodeError.upgradeNeeded(NodeCoreError.upgradeMessage(missing, newest: configuration.rulesNewest))
         }
+        for problem in Self.keyProblems(
+            core.ledger, partner: configuration.transport.selfID, nodeKey: configuration.consensusKey.publicKey,
+            tlsKeyHash: configuration.transport.identity.certificate.publicKeyHash)
+        {
+            logger.warning("\(problem)", metadata: ["partner": "\(configuration.transport.selfID)"])
+        }
         var transportConfiguration = configuration.transport
         transportConfiguration.registry = Self.registry(core.ledger)
         transportConfiguration.peers = Self.peers(core.ledger, bootstrap: configuration.transport.peers, selfID: configuration.transport.selfID)
@@ -278,6 +284,27 @@ public final class NodeRuntime: @unchecked Sendable {
             logger.warning("test build: this node is Byzantine", metadata: ["mode": "\(mode)", "seed": "\(configuration.byzantineSeed)"])
         }
         #endif
+    }
+
+    /// What keeps this node's keys from serving its partner, as the ledger has the partner
+    /// now: a node key that is not the validator's (the node follows without voting) and a
+    /// TLS certificate whose key is not the registered one (every peer refuses its links).
+    /// Warned at start, not refused: a key rotation voted for later makes them right.
+    static func keyProblems(_ ledger: Ledger<StoredState>, partner raw: String, nodeKey: Ed25519PublicKey, tlsKeyHash: SHA256Digest) -> [String] {
+        guard let id = Identifier(raw), let partner = ledger.partner(id) else {
+            return ["partner \(raw) is not in the ledger: this node follows the chain without voting, and peers refuse its links"]
+        }
+        var problems: [String] = []
+        if ledger.meta.validators.contains(id), partner.nodeKey != nodeKey {
+            problems.append("the node key is not validator \(raw)'s in the ledger (\(partner.nodeKey?.bytes.hex ?? "none")): this node follows the chain "
+                + "without voting (configure the key the ledger names, or vote the rotation to this one, \(nodeKey.bytes.hex))")
+        }
+        if let registered = partner.tlsKeyHash, registered != tlsKeyHash {
+            problems.append("the TLS certificate's key hash \(tlsKeyHash.hex) is not \(raw)'s in the ledger (\(registered.hex)): every peer refuses this node's links")
+        } else if partner.tlsKeyHash == nil {
+            problems.append("\(raw) has no TLS key hash in the ledger: no peer can check this node's certificate, and none links with it")
+        }
+        return problems
     }
 
     /// The WAL's sync: `fdatasync`, or in test builds the configuration's.
@@ -563,5 +590,5 @@ public enum NodeError: Error, Equatable, Sendable, CustomStringConvertible {
 /// This release of Calisson's node (its hello, `calisson status`, `/metrics`, `--version`).
 /// The ledger rules it executes are `LedgerRules.newest`.
 public enum Release {
-    public static let version = "0.7.0"
+    public static let version = "0.8.0"
 }

@@ -52,8 +52,8 @@ struct Run: AsyncParsableCommand {
 
     func validate() throws {
         guard !nodes.isEmpty else { throw ValidationError("at least one --node") }
-        for node in nodes where Self.hostAndPort(node) == nil { throw ValidationError("--node \(node): expected host:port") }
-        guard Self.hostAndPort(listen) != nil else { throw ValidationError("--listen \(listen): expected host:port") }
+        for node in nodes where Self.hostAndPort(node) == nil { throw ValidationError("--node \(node): expected host:port, the port 1 to 65535") }
+        guard Self.hostAndPort(listen) != nil else { throw ValidationError("--listen \(listen): expected host:port, the port 1 to 65535") }
         guard maxLag <= LedgerLimits.blockSpanMax else { throw ValidationError("--max-lag must be at most \(LedgerLimits.blockSpanMax)") }
         guard requestTimeout.isFinite, requestTimeout >= 0.001, requestTimeout <= 60 else {
             throw ValidationError("--request-timeout must be from 0.001 to 60 seconds, not \(requestTimeout)")
@@ -96,7 +96,8 @@ struct Run: AsyncParsableCommand {
     }
 
     static func hostAndPort(_ text: String) -> (String, UInt16)? {
-        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]), colon > text.startIndex else { return nil }
+        // Port 0 is none to dial, and listening on it the gateway would not say where.
+        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]), port > 0, colon > text.startIndex else { return nil }
         return (String(text[..<colon]), port)
     }
 

@@ -258,6 +258,62 @@ import Wire
         }
     }
 
+    /// Rules 9: a cap's usage counts for the day its record names only. Under rules 6 to 8
+    /// a record naming the day that starts at height P (days of 10 blocks here) counted
+    /// again, as if it named a day's index, at heights 10·P to 10·P + 9.
+    @Test func aCapsUsageCountsForItsOwnDayOnlyFromRules9() {
+        for rules in [LedgerRules.eventsCommitted, LedgerRules.validatorChangesOneAtATime] {
+            var f = LedgerFixture.withRules(rules, upgrade: "rules")
+            var parameters = f.ledger.parameters
+            parameters.blocksPerDay = 10
+            f.govern(.setParameters(parameters))
+            let next = f.ledger.height + 1
+            let day = next - next % 10
+            #expect(f.one(f.attribute("rtm", "mobilite", to: 1, units: 40, evidence: 1)) == .applied)  // 200: the daily cap
+            #expect(f.ledger.usage(LedgerFixture.citizen(1).publicKey, id("mobilite")) == Usage(period: day, amount: 200))
+            while f.ledger.height + 1 < day * 10 { f.run([]) }
+            let result = f.one(f.attribute("rtm", "mobilite", to: 1, units: 40, evidence: 2))
+            if rules >= LedgerRules.validatorChangesOneAtATime {
+                #expect(result == .applied, "rules \(rules)")
+            } else {
+                #expect(result.rejection == .capExceeded(cap: 200, used: 200, asked: 200), "rules \(rules)")
+            }
+        }
+    }
+
+    static func pendingRemovalRefusal(changedAt: UInt64) -> LedgerRejection {
+        let takenUp = changedAt + LedgerLimits.validatorSwitchBlocks
+        return .invalidAction("the validators changed at height \(changedAt) and the consensus takes that up by height \(takenUp): "
+                              + "one change at a time, so that a removal does not leave validators just added alone to make the quorum "
+                              + "(propose again after height \(takenUp), once the new nodes vote)")
+    }
+
+    /// Rules 9: a removal waits for the last change of the validators to be taken up, as an
+    /// addition does. Under rules 6 to 8 it did not: four validators, a fifth added, then
+    /// three of the four removed before the consensus took up the addition, and both changes
+    /// would be taken up at one boundary: the fifth, not up yet, needed for every quorum of two.
+    @Test func aRemovalWaitsForTheLastChangeFromRules9() {
+        for rules in [LedgerRules.eventsCommitted, LedgerRules.validatorChangesOneAtATime] {
+            var f = LedgerFixture.withRules(rules, upgrade: "serial")
+            let set = { (names: [String]) in GovernanceAction.setValidators(names.map(id)) }
+            Self.giveTLS(&f, ["metropole", "rtm", "tri", "friche"])
+            Self.untilTakenUp(&f)
+            f.govern(.admitPartner(Self.validator("velo"), endpoints: []))
+            f.govern(set(["metropole", "rtm", "tri", "friche", "velo"]))
+            let grown = Self.changedAt(f)
+            let removal = Self.refusal(&f, set(["friche", "velo"]))
+            if rules >= LedgerRules.validatorChangesOneAtATime {
+                #expect(removal == Self.pendingRemovalRefusal(changedAt: grown), "rules \(rules)")
+                // The same set again changes nothing: not refused.
+                #expect(Self.refusal(&f, set(["metropole", "rtm", "tri", "friche", "velo"])) == nil)
+                Self.untilTakenUp(&f)
+                #expect(Self.refusal(&f, set(["friche", "velo"])) == nil)
+            } else {
+                #expect(removal == nil, "rules \(rules)")
+            }
+        }
+    }
+
     @Test func aReasonIsCutOnAUnicodeScalarsBoundary() {
         let cut = { (text: String, bytes: Int) in Ledger<MemoryStateStore>.cut(text, toBytes: bytes) }
         #expect(cut("abc", 3) == "abc")

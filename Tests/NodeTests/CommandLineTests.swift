@@ -94,6 +94,8 @@ import Wire
             (["--mirror-pages-max", "-1"], "--mirror-pages-max"),
             (["--listen", "127.0.0.1"], "--listen"),
             (["--node", "127.0.0.1:65536"], "--node"),
+            (["--node", "127.0.0.1:0"], "--node"),
+            (["--listen", "127.0.0.1:0"], "--listen"),
             (["--partner", "Not An Id", "--signing-key", "k", "--state-dir", "d"], "--partner"),
             (["--evidence-key", "evidence.key"], "--evidence-key"),
             (["--state-dir", "state"], "--state-dir"),

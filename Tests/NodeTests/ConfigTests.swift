@@ -4,7 +4,7 @@ import CalissonTestKit
 import CalissonCrypto
 import Foundation
 import Ledger
-import Node
+@testable import Node
 import Testing
 import Transport
 
@@ -118,6 +118,11 @@ import Transport
         for host in ["999.999.1.1", "", "localhost", "1.2.3", "1.2.3.4.5", "01.2.3.4x", "010.0.0.1"] { #expect(field { $0.host = host } == "host", "\(host)") }
         #expect(field { $0.host = "0.0.0.0" } == nil)
         #expect(field { $0.peers = [.init(id: "p1", host: "", port: 1)] } == "peers[0].host")
+        // Port 0 listens on a port the system picks, which no peer, client or scraper is told.
+        #expect(field { $0.peerPort = 0 } == "peerPort")
+        #expect(field { $0.clientPort = 0 } == "clientPort")
+        #expect(field { $0.metricsPort = 0 } == "metricsPort")
+        #expect(field { $0.peers = [.init(id: "p1", host: "127.0.0.1", port: 0)] } == "peers[0].port")
         #expect(field { $0.peers = [.init(id: "Ghost!", host: "127.0.0.1", port: 1)] } == "peers[0].id")
         #expect(field { $0.peers = [.init(id: "p0", host: "127.0.0.1", port: 1)] } == "peers[0].id")  // itself
         #expect(field { $0.peers = [.init(id: "p1", host: "127.0.0.1", port: 1), .init(id: "p1", host: "127.0.0.1", port: 2)] } == "peers[1].id")
@@ -127,6 +132,30 @@ import Transport
         try Data(#"{"partner": "p0"}"#.utf8).write(to: file)
         #expect(throws: ConfigError.self) { _ = try NodeConfigFile.load(file.path) }
         do { _ = try NodeConfigFile.load(file.path) } catch { #expect(error.field == "genesis") }
+    }
+
+    /// A node whose keys are not its partner's in the ledger is told so at start: a node key
+    /// that is not the validator's (it would follow without voting, once seen only in a
+    /// gauge), a TLS key that is not the registered one, a partner the ledger lacks.
+    @Test func aNodeWhoseKeysAreNotItsPartnersIsToldWhy() throws {
+        let cluster = try TestCluster(count: 2)
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        let own = cluster.nodeKeys[0].publicKey
+        let problems = { (partner: String, key: Ed25519PublicKey, tls: SHA256Digest?) in
+            nodes[0].read { ledger in
+                NodeRuntime.keyProblems(ledger, partner: partner, nodeKey: key, tlsKeyHash: tls ?? ledger.partner(Identifier(partner)!)?.tlsKeyHash ?? SHA256.hash(""))
+            } ?? ["not read"]
+        }
+        #expect(problems("p0", own, nil) == [])
+        let other = Ed25519PrivateKey(seed: SHA256.hash("another key").bytes)!.publicKey
+        let wrongKey = problems("p0", other, nil)
+        #expect(wrongKey.count == 1 && wrongKey[0].hasPrefix("the node key is not validator p0's in the ledger (\(own.bytes.hex))")
+                && wrongKey[0].contains(other.bytes.hex), "\(wrongKey)")
+        let wrongTLS = problems("p0", own, SHA256.hash("another certificate"))
+        #expect(wrongTLS.count == 1 && wrongTLS[0].hasPrefix("the TLS certificate's key hash") && wrongTLS[0].hasSuffix("every peer refuses this node's links"),
+                "\(wrongTLS)")
+        #expect(problems("ghost", own, SHA256.hash("")) == ["partner ghost is not in the ledger: this node follows the chain without voting, and peers refuse its links"])
     }
 
     /// Out-of-range numbers, files that are not files, and absurd sizes are refused with
@@ -190,6 +219,22 @@ import Transport
                 Issue.record("a budget of \(budget) was accepted")
             } catch {
                 #expect(error.field == "genesis" && error.reason.contains("programmes[0].budget"), "\(error)")
+            }
+        }
+        // Under ledger rules 6 and later, an approval of half or less: what those rules refuse
+        // a vote, a chain does not start with.
+        for (rules, approval, refused) in [(6, "1/2", true), (9, "2/4", true), (5, "1/2", false), (9, "3/5", false)] {
+            genesis["programmes"] = []
+            genesis["rules"] = rules
+            var parameters = genesis["parameters"] as! [String: Any]
+            parameters["approval"] = approval
+            genesis["parameters"] = parameters
+            try JSONSerialization.data(withJSONObject: genesis).write(to: genesisPath)
+            do {
+                _ = try config.resolve(relativeTo: directory)
+                #expect(!refused, "an approval of \(approval) under rules \(rules) was accepted")
+            } catch {
+                #expect(refused && error.field == "genesis" && error.reason.contains("parameters.approval"), "\(error)")
             }
         }
         // 30,000 partners (9 MB): refused while decoding, at the 257th.
