@@ -304,14 +304,26 @@ extension GatewayAPI {
     /// the transaction, holding the place. A transaction the watch did not see in time is
     /// looked for by its inclusion proof with a place again, or said pending (202) when no
     /// place comes.
+    ///
+    /// The 30 s count from the request's start, the admission's time included: the watch
+    /// and the long poll end a second before them, leaving that second for the proof asked
+    /// then, and no look at the nodes is waited for past them (a review found `wait=true`
+    /// could take 30 s plus 10 s per node followed, behind nodes that stall).
     func relay(_ bytes: [UInt8], wait: Awaited) async -> Relayed {
         let deadline = ContinuousClock.now + .milliseconds(Int(clamping: Self.finalityWaitMilliseconds))
-        let relayed = await relay(bytes, waitForFinality: wait != .admission)
+        let relayed = await relay(bytes, waitForFinality: wait != .admission, until: deadline)
         guard wait == .certifiedResult, case let .final(state) = relayed else { return relayed }
         return await certify(state, until: deadline)
     }
 
-    private func relay(_ bytes: [UInt8], waitForFinality wait: Bool) async -> Relayed {
+    /// Whole milliseconds left until `instant` (0 once it has passed).
+    static func milliseconds(until instant: ContinuousClock.Instant) -> Int {
+        let left = (instant - .now).components
+        guard left.seconds >= 0 else { return 0 }
+        return Int(clamping: left.seconds.saturatingMultiplying(1_000).saturatingAdding(left.attoseconds / 1_000_000_000_000_000))
+    }
+
+    private func relay(_ bytes: [UInt8], waitForFinality wait: Bool, until deadline: ContinuousClock.Instant) async -> Relayed {
         let id = SignedTransaction.idTag.hash(bytes)
         let ticket = wait ? watch.take(id, client: AccessMiddleware.client ?? "") : nil
         defer { if let ticket { watch.forget(ticket) } }
@@ -334,16 +346,19 @@ extension GatewayAPI {
         let pending = Relayed.pending(.init(id: id.hex, status: .pending, source: source), location: "/v1/transactions/\(id.hex)")
         // Not waiting: admitted is the answer (already final, the transaction's URL says so).
         guard wait else { return pending }
-        if held, let found = try? await pool.inclusion(of: id) { return .final(Self.state(id, found)) }
+        let pool = pool
+        if held, let found = await Self.by(deadline, { try? await pool.inclusion(of: id) }) { return .final(Self.state(id, found)) }
+        let waitEnd = deadline - .seconds(1)
         if let ticket {
             HeldPlace.current?.release()
-            if let final = await watch.wait(ticket, milliseconds: Int(clamping: Self.finalityWaitMilliseconds)) { return .final(Self.state(final)) }
+            if let final = await watch.wait(ticket, milliseconds: Self.milliseconds(until: waitEnd)) { return .final(Self.state(final)) }
             // Not seen in time: its proof is asked of a node, with a place again.
             guard await HeldPlace.current?.retake() ?? true else { return pending }
         } else {
-            _ = try? await pool.waitFinal(id, at: source, milliseconds: Self.finalityWaitMilliseconds)
+            let milliseconds = UInt32(clamping: Self.milliseconds(until: waitEnd))
+            _ = await Self.by(deadline) { try? await pool.waitFinal(id, at: source, milliseconds: milliseconds) }
         }
-        if let found = try? await pool.inclusion(of: id) { return .final(Self.state(id, found)) }
+        if let found = await Self.by(deadline, { try? await pool.inclusion(of: id) }) { return .final(Self.state(id, found)) }
         return pending
     }
 
