@@ -233,6 +233,9 @@ public final class NodeStore {
             try migrate(from: 0)
         } else {
             let version = Int(try database.integer("SELECT version FROM schema_version") ?? 0)
+            // A version below 1 is no version a store wrote: a damaged file (a migration
+            // from a negative one ran for ever, from 0 failed on a table already there).
+            guard version >= 1 else { throw .corrupt(file: file, reason: "schema_version holds \(version), no version this software wrote") }
             guard version <= Self.schemaVersion else { throw .schema(file: file, found: version, supported: Self.schemaVersion) }
             if version < Self.schemaVersion {
                 guard !readOnly else { throw .schema(file: file, found: version, supported: Self.schemaVersion) }

@@ -206,9 +206,11 @@ final class Connection {
             transport.refused(self, reason: "protocol versions \(hello.versions) not supported")
             return refuse("protocol versions \(hello.versions) not supported here (\(TransportLimits.protocolVersions))", reason: "protocol version")
         }
+        // What the peer wrote is quoted with its line breaks and quotes escaped
+        // (`debugDescription`): a log line of its own making cannot start inside ours.
         guard hello.chainId == configuration.chainId else {
-            transport.refused(self, reason: "chain '\(hello.chainId)' is not '\(configuration.chainId)'")
-            return refuse("chain '\(hello.chainId)' is not '\(configuration.chainId)'", reason: "wrong chain")
+            transport.refused(self, reason: "chain \(hello.chainId.debugDescription) is not '\(configuration.chainId)'")
+            return refuse("chain \(hello.chainId.debugDescription) is not '\(configuration.chainId)'", reason: "wrong chain")
         }
         if isClient {
             isEstablished = true
@@ -216,8 +218,8 @@ final class Connection {
             return sendHello(transport)
         }
         guard let certificate = tls.peerCertificate, certificate.commonName == hello.partnerID else {
-            transport.refused(self, reason: "hello names '\(hello.partnerID)', certificate another partner")
-            return refuse("the hello names '\(hello.partnerID)', the certificate another partner", reason: "identity mismatch")
+            transport.refused(self, reason: "hello names \(hello.partnerID.debugDescription), certificate another partner")
+            return refuse("the hello names \(hello.partnerID.debugDescription), the certificate another partner", reason: "identity mismatch")
         }
         peerID = hello.partnerID
         peerVersion = hello.about

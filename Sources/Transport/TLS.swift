@@ -116,6 +116,11 @@ final class TLSSession {
         guard isHandshakeDone else { return [] }
         var plaintext: [UInt8] = []
         while true {
+            // OpenSSL keeps one error list per thread, and `SSL_get_error` reads it first:
+            // an entry another session left on this loop's thread (a certificate refused, a
+            // shutdown after a fatal error) made a healthy link's next read fail. Each
+            // call starts from an empty list.
+            ERR_clear_error()
             let count = readBuffer.withUnsafeMutableBytes { SSL_read(ssl, $0.baseAddress, Int32($0.count)) }
             if count > 0 {
                 plaintext += readBuffer[0..<Int(count)]
@@ -129,12 +134,18 @@ final class TLSSession {
                 peerClosed = true
                 break
             }
+            failed = true
             throw .protocolError(OpenSSLError("SSL_read").description)
         }
         return plaintext
     }
 
+    /// A fatal error happened: no close_notify is sent (OpenSSL refuses it, and queues an
+    /// error for the thread's next caller).
+    private var failed = false
+
     private func advanceHandshake() throws(Failure) {
+        ERR_clear_error()
         let result = SSL_do_handshake(ssl)
         if result == 1 {
             isHandshakeDone = true
@@ -142,8 +153,10 @@ final class TLSSession {
         }
         let error = SSL_get_error(ssl, result)
         if error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE { return }
+        failed = true
         let verify = SSL_get_verify_result(ssl)
         if verify != X509_V_OK {
+            ERR_clear_error()  // left queued, it failed the next healthy read on this thread
             throw .handshake("certificate refused: \(String(cString: X509_verify_cert_error_string(verify)))")
         }
         throw .handshake(OpenSSLError("SSL_do_handshake").description)
@@ -153,8 +166,12 @@ final class TLSSession {
     func send(_ plaintext: [UInt8]) throws(Failure) {
         var offset = 0
         while offset < plaintext.count {
+            ERR_clear_error()
             let written = plaintext.withUnsafeBytes { SSL_write(ssl, $0.baseAddress! + offset, Int32(plaintext.count - offset)) }
-            guard written > 0 else { throw .protocolError(OpenSSLError("SSL_write").description) }
+            guard written > 0 else {
+                failed = true
+                throw .protocolError(OpenSSLError("SSL_write").description)
+            }
             offset += Int(written)
         }
     }
@@ -177,8 +194,14 @@ final class TLSSession {
         return read > 0 ? Array(bytes[0..<Int(read)]) : []
     }
 
-    /// Sends a close_notify (to be flushed with `takeOutgoing`).
-    func shutdown() { SSL_shutdown(ssl) }
+    /// Sends a close_notify (to be flushed with `takeOutgoing`); none after a fatal error
+    /// or before the handshake ended. Leaves the thread's error list empty either way.
+    func shutdown() {
+        defer { ERR_clear_error() }
+        guard !failed, isHandshakeDone else { return }
+        ERR_clear_error()
+        SSL_shutdown(ssl)
+    }
 
     var peerCertificate: PeerCertificate? {
         guard let x509 = SSL_get1_peer_certificate(ssl) else { return nil }

@@ -916,6 +916,11 @@ struct Chain {
         _ = try? FileManager.default.copyItem(atPath: file + "-wal", toPath: future + "-wal")
         try Database(file: future, mode: .readWrite, create: false).execute("UPDATE schema_version SET version = 99")
         #expect(throws: StorageError.schema(file: future, found: 99, supported: NodeStore.schemaVersion)) { _ = try NodeStore(file: future) }
+        // A version no build wrote, below 1: damaged, said so (−2^62 once migrated for ever).
+        for version in [Int64.min, -(1 << 62), -1, 0] {
+            try Database(file: future, mode: .readWrite, create: false).execute("UPDATE schema_version SET version = \(version)")
+            #expect(throws: StorageError.corrupt(file: future, reason: "schema_version holds \(version), no version this software wrote")) { _ = try NodeStore(file: future) }
+        }
 
         // An empty file opened without `create` is not a node database.
         let empty = temporaryFile("empty.db")

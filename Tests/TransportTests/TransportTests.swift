@@ -279,6 +279,38 @@ func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportC
         #expect(eventually { server.transport.linkedPeers() == ["p0"] })
     }
 
+    /// A handshake refused for its certificate leaves the node's other links whole. OpenSSL
+    /// keeps one error list per thread, and the refusal (and a close_notify attempted after
+    /// it) left an entry there: the next established link to read on the loop's thread took
+    /// it for its own error and was closed, so anyone reaching the peer port could cut a
+    /// validator's link with one handshake.
+    @Test func aRefusedHandshakeLeavesTheOtherLinksWhole() throws {
+        let consortium = try Consortium(count: 3)
+        let server = try Node(consortium.configuration(1))
+        defer { server.stop() }
+        var genuine = consortium.configuration(0)
+        genuine.peers = [PeerAddress(id: "p1", host: "127.0.0.1", port: server.transport.peerPort)]
+        let p0 = try Node(genuine)
+        defer { p0.stop() }
+        #expect(eventually { server.transport.linkedPeers() == ["p0"] && p0.transport.linkedPeers() == ["p1"] })
+        for round in 0..<3 {
+            let before = server.refusals.count
+            // A lower id than p1's, so that it dials.
+            var configuration = consortium.configuration(0, certificate: try CertificateAuthority.makeRoot(name: "p0", key: consortium.keys[2], serial: 20 + UInt64(round)),
+                                                         key: consortium.keys[2])
+            configuration.peers = [PeerAddress(id: "p1", host: "127.0.0.1", port: server.transport.peerPort)]
+            let intruder = try Node(configuration)
+            #expect(eventually { server.refusals.count > before || intruder.refusals.count > 0 }, "round \(round): the self-signed certificate was not refused")
+            intruder.stop()  // no other handshake on the server's thread before p0's next frame
+            let payload = Array("after refusal \(round)".utf8)
+            p0.transport.send(payload, kind: .consensus, to: "p1")
+            #expect(eventually { server.received.withLock { $0.contains { $0.0 == "p0" && $0.1 == payload } } }, "round \(round): p0's frame was lost")
+        }
+        let dropped = server.events.withLock { $0.filter { if case .peerDisconnected("p0", _) = $0 { true } else { false } } }
+        #expect(dropped.isEmpty, "p0's link was cut: \(dropped)")
+        #expect(server.transport.linkedPeers() == ["p0"])
+    }
+
     /// Who refused whom is said on both sides: a node refused for its certificate hears the
     /// reason; a node waiting for a peer that should dial it (the lower id dials) says so.
     @Test func bothSidesOfARefusalSayWhyAndASilentDialerIsNamed() throws {
@@ -622,7 +654,15 @@ func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportC
             let stranger = try TransportClient(host: "127.0.0.1", port: node.transport.clientPort, ca: consortium.ca, chainId: "other", timeoutMilliseconds: 3_000)
             stranger.close()
         } throws: { error in
-            error is ClientError && "\(error)".contains("refused by the node: chain 'other' is not '\(Consortium.chainId)'")
+            error is ClientError && "\(error)".contains("refused by the node: chain \"other\" is not '\(Consortium.chainId)'")
+        }
+        // A chain id holding a line break is quoted escaped: no log line of the client's making.
+        #expect {
+            let forger = try TransportClient(
+                host: "127.0.0.1", port: node.transport.clientPort, ca: consortium.ca, chainId: "x\n2026-12-07 error: forged", timeoutMilliseconds: 3_000)
+            forger.close()
+        } throws: { error in
+            "\(error)".contains(#"chain "x\n2026-12-07 error: forged" is not"#)
         }
     }
 
