@@ -30,6 +30,8 @@ import Wire
             (["submit", "redeem", "--key", key, "--acceptor", "p0", "--amount", "1", "--timeout", "1e300"], "--timeout"),
             (["submit", "propose", "close-programme", "--target", "t", "--key", key, "--as", "p0", "--deadline-in", max], "--deadline-in"),
             (["block", "18446744073709551616"], "height"),
+            // Payment files are written from certified answers only.
+            (["settlement", "0", "--register", "register.json", "--out", "out"], "--genesis is required"),
         ]
         try Self.expectRefusedByName(calisson, cases)
     }

@@ -147,6 +147,11 @@ extension GatewayTests {
             #expect(reply.status == expected, "\(behind): \(reply.text)")
             if expected == 200 {
                 #expect(reply.body["result"] as? String == "applied" && reply.body["resultVerified"] as? Bool == true, "\(reply.text)")
+                // The public lookup page shows the proven result, not the liar's (it once
+                // showed the node's word under "Inclusion verified").
+                let page = try await Self.get(liedPort, "/en/lookup?q=\(ids[0].hex)", key: reader.secret)
+                #expect(page.status == 200 && page.text.contains("<dd>applied</dd>") && page.text.contains("Result verified: the one the block committed"),
+                        "\(page.text)")
             } else {
                 #expect(reply.text.contains("cannot be trusted"), "\(reply.text)")
             }

@@ -308,25 +308,42 @@ extension Dashboard {
         guard !trimmed.isEmpty else { return Page(title: l("Rechercher", "Look up"), body: body) }
         body += "<h2>\(l("Résultat", "Result"))</h2>"
         if let id = Bytes32(hex: trimmed.lowercased()) {
-            if let found = try await pool.inclusion(of: id) {
-                let location = found.inclusion.location
+            // Its result proven by the certified state when a checkpoint covers its block (the
+            // inclusion proof alone proves the place, not the result: the node's word).
+            if let found = try await pool.result(of: id) {
+                let location = found.result.location
                 body += HTML.figures([
                     (l("Bloc", "Block"), "<a href=\"/\(l.rawValue)/lookup?q=\(location.height)\">\(l.number(location.height))</a>"),
                     (l("Position", "Position"), l.number(location.position)),
                     (l("Résultat", "Result"), location.applied ? l("appliquée", "applied") : l("refusée", "refused") + (location.reason.map { " : " + HTML.escape($0) } ?? "")),
                 ])
-                body += "<p class=\"proof\">\(l("Inclusion vérifiée : preuve de Merkle sous un bloc dont le certificat de validation a été signé par un quorum des validateurs en fonction (nœud", "Inclusion verified: a Merkle proof under a block whose commit certificate a quorum of the validators in force signed (node")) \(HTML.escape(found.source))). \(l("Le contenu de la transaction n'est pas affiché : aucun compte sur les pages publiques.", "The transaction's content is not shown: no account on public pages."))</p>"
+                body += "<p class=\"proof\">\(l("Inclusion vérifiée : preuve de Merkle sous un bloc dont le certificat de validation a été signé par un quorum des validateurs en fonction (nœud", "Inclusion verified: a Merkle proof under a block whose commit certificate a quorum of the validators in force signed (node")) \(HTML.escape(found.source))). "
+                if case let .certified(checkpoint, _, _) = found.result.certification {
+                    body += "\(l("Résultat vérifié : celui que le bloc a inscrit dans l'état certifié au point", "Result verified: the one the block committed to the state certified at checkpoint")) \(l.number(checkpoint)). "
+                } else {
+                    body += "\(l("Résultat non vérifié : c'est la parole du nœud (aucun point certifié ne couvre encore ce bloc, ou il a été exécuté sous des règles qui n'inscrivaient pas les résultats).", "Result not verified: it is the node's word (no certified checkpoint covers the block yet, or it ran under rules that did not commit results).")) "
+                }
+                body += "\(l("Le contenu de la transaction n'est pas affiché : aucun compte sur les pages publiques.", "The transaction's content is not shown: no account on public pages."))</p>"
             } else {
                 body += "<p>\(l("Aucun nœud suivi ne connaît cette transaction comme finale.", "No node followed knows this transaction as final."))</p>"
             }
         } else if let height = UInt64(trimmed), height >= 1 {
             if let found = try await pool.blockContents(height) {
-                let applied = found.contents.results.filter(StoreAnswers.isApplied).count
+                // The results and the close as the certified state confirms them, when a
+                // checkpoint covers the block (the commit certificate covers its transactions only).
+                let certified = try? await pool.certifiedBlockContents(height)
+                let contents = certified?.found.contents ?? found.contents
+                let applied = contents.results.filter(StoreAnswers.isApplied).count
                 var items = [(l("Bloc", "Block"), l.number(height)), (l("Transactions", "Transactions"), l.number(found.block.commands.count)),
                              (l("Appliquées", "Applied"), l.number(applied))]
-                if let epoch = found.contents.closedEpoch { items.append((l("Clôt la période", "Closes period"), l.number(epoch))) }
+                if let epoch = contents.closedEpoch { items.append((l("Clôt la période", "Closes period"), l.number(epoch))) }
                 body += HTML.figures(items)
-                body += "<p class=\"proof\">\(l("Certificat de validation vérifié (signé par un quorum des validateurs en fonction), nœud", "Commit certificate verified (signed by a quorum of the validators in force), node")) \(HTML.escape(found.source)).</p>"
+                body += "<p class=\"proof\">\(l("Certificat de validation vérifié (signé par un quorum des validateurs en fonction), nœud", "Commit certificate verified (signed by a quorum of the validators in force), node")) \(HTML.escape(certified?.found.source ?? found.source)). "
+                if let certified, certified.reasons != nil {
+                    body += "\(l("Résultats vérifiés : ceux que le bloc a inscrits dans l'état certifié au point", "Results verified: those the block committed to the state certified at checkpoint")) \(l.number(certified.checkpoint)).</p>"
+                } else {
+                    body += "\(l("Résultats et clôture non vérifiés : c'est la parole du nœud (aucun point certifié ne couvre encore ce bloc, ou il a été exécuté sous des règles qui n'inscrivaient pas les résultats).", "Results and close not verified: the node's word (no certified checkpoint covers the block yet, or it ran under rules that did not commit results).")) </p>"
+                }
             } else {
                 body += "<p>\(l("Ce bloc n'est pas (encore) final sur les nœuds suivis, ou son contenu a été élagué.", "This block is not (yet) final on the nodes followed, or its body was pruned."))</p>"
             }
