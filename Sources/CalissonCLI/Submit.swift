@@ -419,7 +419,18 @@ struct ProposeCommand: ParsableCommand {
             guard parameters.changesAny else { throw ValidationError("set-parameters needs at least one parameter to change (see --help)") }
             let (value, _, _) = try options.connection.record(StateKeys.parameters)
             guard let value, let current = try? Parameters(wireBytes: value) else { throw ValidationError("the node has no readable parameters record") }
-            return .setParameters(try parameters.applied(to: current))
+            let proposed = try parameters.applied(to: current)
+            // The action names every parameter: those not given are the node's record of them.
+            // Said before it is signed, with how far that record was checked (a lying node
+            // could otherwise slip an approval or a sink of its choosing into the vote).
+            let checked = options.connection.genesis != nil
+                ? "certified by a quorum of the validators (--genesis)"
+                : "proven against the node's own state root only: add --genesis to have the validators' signatures checked"
+            let listed = "epochLength \(proposed.epochLength), blocksPerDay \(proposed.blocksPerDay), transactionLifetimeMax \(proposed.transactionLifetimeMax), "
+                + "proposalLifetimeMax \(proposed.proposalLifetimeMax), approval \(proposed.approvalNumerator)/\(proposed.approvalDenominator), "
+                + "sink \(proposed.sink), tokenValueMicroEuros \(proposed.tokenValueMicroEuros)"
+            FileHandle.standardError.write(Data("calisson: set-parameters proposes \(listed); those not given as the node's record says (\(checked))\n".utf8))
+            return .setParameters(proposed)
         case .scheduleUpgrade:
             guard let name, let height, let rules else { throw ValidationError("schedule-upgrade needs --name, --height and --rules") }
             guard height >= 1 else { throw ValidationError("--height starts at 1") }

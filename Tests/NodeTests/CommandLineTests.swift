@@ -245,6 +245,12 @@ import Wire
         let other = Ed25519PrivateKey().publicKey
         let nodeOnly = try ProposeCommand.parse(["rotate-keys", "--target", "p1", "--signing-key", fresh.bytes.hex, "--node-key", other.bytes.hex] + node).governanceAction()
         #expect(nodeOnly == .rotateKeys(Identifier("p1")!, signingKey: fresh, nodeKey: other, tlsKeyHash: cluster.certificates[1].publicKeyHash))
+        // `set-parameters` names every parameter too: the whole set is said before it is
+        // signed, with how far the node's record of those not given was checked.
+        let ran = try run(try productsDirectory() + "/calisson", ["submit", "propose", "set-parameters", "--epoch-length", "500"] + node, timeout: 60)
+        #expect(ran.errors.contains("calisson: set-parameters proposes epochLength 500, blocksPerDay ")
+                && ran.errors.contains(", approval 2/3, sink ") && ran.errors.contains("proven against the node's own state root only: add --genesis"),
+                "\(ran.status) \(ran.output) \(ran.errors)")
     }
 
     /// With the genesis, `submit` checks where its transaction is final (the block's commit

@@ -11,7 +11,7 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
-import Gateway
+@testable import Gateway
 import Glibc
 import Ledger
 import LightClient
@@ -95,6 +95,19 @@ import Wire
             ], timeout: 600)
         }
         #expect(ran.status == 0, "the dashboard check failed:\n\(ran.output.suffix(6_000))\n\(ran.errors.suffix(3_000))")
+    }
+
+    /// A vote on the parameters is described whole on the governance page: an approval or a
+    /// sink changed beside the period was once left out (only the period and the token's
+    /// value were said).
+    @Test func aParametersVoteIsDescribedWhole() {
+        var parameters = Parameters(sink: Identifier("fonds")!)
+        (parameters.approvalNumerator, parameters.approvalDenominator, parameters.blocksPerDay) = (3, 5, 100)
+        let text = Dashboard.action(.setParameters(parameters), .en)
+        for part in ["periods of 1,000 blocks", "days of 100 blocks", "approval 3/5 of the active partners", "sink fonds", "transaction lifetime 600 blocks",
+                     "proposal lifetime 100,000 blocks"] {
+            #expect(text.contains(part), "\(part): \(text)")
+        }
     }
 
     @Test func thePublicSideNeedsNoKeyAndHoldsItsLimits() async throws {

@@ -247,9 +247,16 @@ extension Dashboard {
         case let .amendProgramme(programme): return l("modifier le programme ", "amend programme ") + HTML.escape(programme.name)
         case let .closeProgramme(id): return l("clore le programme ", "close programme ") + HTML.escape(id.rawValue)
         case let .setValidators(ids): return l("validateurs : ", "validators: ") + HTML.escape(ids.map(\.rawValue).joined(separator: ", "))
-        case let .setParameters(parameters):
-            return l("paramètres (période de \(parameters.epochLength) blocs, valeur du jeton \(euros(microEuros: parameters.tokenValueMicroEuros, l)))",
-                     "parameters (periods of \(parameters.epochLength) blocks, token value \(euros(microEuros: parameters.tokenValueMicroEuros, l)))")
+        case let .setParameters(p):
+            // Every parameter the vote sets (the action names them all): an approval or a sink
+            // changed beside the period must be seen by the public and the voters.
+            let sink = HTML.escape(p.sink.rawValue), token = euros(microEuros: p.tokenValueMicroEuros, l)
+            return l("paramètres (période de \(l.number(p.epochLength)) blocs, journée de \(l.number(p.blocksPerDay)) blocs, "
+                         + "approbation \(p.approvalNumerator)/\(p.approvalDenominator) des partenaires actifs, puits \(sink), valeur du jeton \(token), "
+                         + "durée de vie d'une transaction \(l.number(p.transactionLifetimeMax)) blocs, d'une proposition \(l.number(p.proposalLifetimeMax)) blocs)",
+                     "parameters (periods of \(l.number(p.epochLength)) blocks, days of \(l.number(p.blocksPerDay)) blocks, "
+                         + "approval \(p.approvalNumerator)/\(p.approvalDenominator) of the active partners, sink \(sink), token value \(token), "
+                         + "transaction lifetime \(l.number(p.transactionLifetimeMax)) blocks, proposal lifetime \(l.number(p.proposalLifetimeMax)) blocks)")
         case let .scheduleUpgrade(upgrade):
             return l("mise à niveau \(HTML.escape(upgrade.name.rawValue)) : règles \(upgrade.rules) à partir du bloc \(l.number(upgrade.height))",
                      "upgrade \(HTML.escape(upgrade.name.rawValue)): rules \(upgrade.rules) from block \(l.number(upgrade.height))")
