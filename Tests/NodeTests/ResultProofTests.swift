@@ -310,6 +310,26 @@ extension GatewayTests {
         #expect(word.status == 200 && word.events.isEmpty, "the plain feed has the node's word: \(word.events.map(\.json))")
     }
 
+    /// `tx --genesis` against a node with no stable checkpoint yet: the transaction's place,
+    /// proven, and its result said to be the node's word (the command failed on the node's
+    /// error instead, the fallback written for it never reached).
+    @Test func aTransactionBeforeTheFirstCheckpointIsPlacedByTheQueryCLI() async throws {
+        let cluster = try TestCluster(rules: LedgerRules.resultsCommitted)
+        let nodes = try cluster.startNodes(fill: false)
+        defer { for node in nodes { node.stop() } }
+        let bytes = cluster.attribute(by: 0, to: 1, nonce: 1)
+        _ = nodes[0].submit(bytes)
+        #expect(eventually(30) { nodes.allSatisfy { $0.height >= 1 } })
+        let bin = try productsDirectory()
+        let (caFile, _, genesis) = try cluster.clientFiles(signer: 0)
+        let id = SignedTransaction.idTag.hash(bytes)
+        let ran = try await Self.blocking {
+            try run("\(bin)/calisson", ["tx", id.hex, "--node", "127.0.0.1:\(nodes[1].transport.clientPort)", "--ca", caFile, "--chain", TestCluster.chainId,
+                                        "--genesis", genesis], timeout: 60)
+        }
+        #expect(ran.status == 0 && ran.output.contains("applied") && ran.output.contains("the node gave no proof of the result"), "\(ran.output) \(ran.errors)")
+    }
+
     /// A node naming more decided proposals than a block has proposals and votes (to have
     /// the gateway ask it for their records, chunk after chunk, every feed and wait held
     /// behind) is refused on the block's own transactions before any record is asked, and
