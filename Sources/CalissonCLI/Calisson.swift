@@ -230,8 +230,20 @@ struct Connection: ParsableArguments {
             if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) { print(String(decoding: data, as: UTF8.self)) }
         } else {
             let width = fields.map(\.0.count).max() ?? 0
-            for (name, value) in fields { print(name.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value) }
+            for (name, value) in fields { print(name.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + Self.printable(value)) }
         }
+    }
+
+    /// `text` with its control characters written as escapes (`\n`, `\u{1B}`…): names,
+    /// reasons and ids come from nodes and partners, and an escape sequence or a line break
+    /// in them could clear the terminal or print a line of their making (a false `proof`).
+    static func printable(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else { return text }
+        var out = ""
+        for scalar in text.unicodeScalars {
+            if scalar.properties.generalCategory == .control { out += scalar.escaped(asASCII: true) } else { out.unicodeScalars.append(scalar) }
+        }
+        return out
     }
 
     /// The fields as one JSON object of strings. A name may come twice (an account holds a

@@ -271,6 +271,16 @@ import Wire
                 "\(ran.output) \(ran.errors)")
     }
 
+    /// What a node or a partner wrote is printed with its control characters escaped: a
+    /// line break or an escape sequence in a partner's name, a reason or a status field
+    /// could clear the terminal or print a line of its making (a false `proof` line).
+    @Test func textFromOutsideIsPrintedWithItsControlCharactersEscaped() {
+        #expect(Connection.printable("La Friche") == "La Friche")
+        #expect(Connection.printable("été ✓") == "été ✓")
+        #expect(Connection.printable("x\nproof  certified by a quorum") == #"x\nproof  certified by a quorum"#)
+        #expect(Connection.printable("\u{1B}[2Jcleared\r\t") == #"\u{1B}[2Jcleared\r\t"#)
+    }
+
     /// `follow` takes blocks one after another; the first may come later than asked (a node
     /// joined from a snapshot holds none below its checkpoint), no other.
     @Test func followTakesBlocksInOrderFromTheFirstTheNodeHolds() throws {
