@@ -318,9 +318,10 @@ extension GatewayAPI {
 
     /// Whole milliseconds left until `instant` (0 once it has passed).
     static func milliseconds(until instant: ContinuousClock.Instant) -> Int {
-        let left = (instant - .now).components
-        guard left.seconds >= 0 else { return 0 }
-        return Int(clamping: left.seconds.saturatingMultiplying(1_000).saturatingAdding(left.attoseconds / 1_000_000_000_000_000))
+        let left = instant - .now
+        guard left > .zero else { return 0 }
+        let parts = left.components
+        return Int(clamping: parts.seconds.saturatingMultiplying(1_000).saturatingAdding(parts.attoseconds / 1_000_000_000_000_000))
     }
 
     private func relay(_ bytes: [UInt8], waitForFinality wait: Bool, until deadline: ContinuousClock.Instant) async -> Relayed {

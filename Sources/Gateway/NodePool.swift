@@ -691,10 +691,15 @@ extension NodePool {
     public func blockContents(_ height: UInt64, excluding: Set<Int> = []) async throws -> VerifiedBlockContents? {
         if let kept = checkedBlocks.withLock({ $0[height] }), !excluding.contains(where: { nodes[$0].description == kept.source }) { return kept }
         let found = try await firstFound(in: readOrder().filter { !excluding.contains($0) }) { [self] index -> VerifiedBlockContents? in
-            do { return try await checkedContents(height, from: index) } catch {
-                // Contents that do not hold, or none: the node is passed over for a while
-                // (`readOrder`), not asked first again at the next block.
-                if !Task.isCancelled { failed(index, error) }
+            do { return try await checkedContents(height, from: index) } catch let error as CertifiedReadError {
+                // Contents that do not hold: the node is passed over for a while
+                // (`readOrder`), not asked first again at the next block. (Not for a timeout
+                // or a connection lost, which the refresh judges: a node marked failed is not
+                // up for `/health`.)
+                failed(index, error)
+                throw error
+            } catch let error as WireError {
+                failed(index, CertifiedReadError.answer("block \(height): \(error)"))
                 throw error
             }
         }

@@ -42,8 +42,9 @@ import Wire
 ///   state: a block that decides or opens proposals or closes an epoch writes which
 ///   (`BlockEvents`, `StateKeys.blockEvents`), so that a reader of the blocks can prove that
 ///   none was left out and each opening's number, as rules 7 let it prove the results.
-/// - 9: any change of the validators waits until the consensus has taken up the last one,
-///   removals too (under rules 6 only additions waited: a removal passed while an addition
+/// - 9: any change of the validator list (`setValidators`: an addition, a removal, a new
+///   order) waits until the consensus has taken up the last change of the validators, removals too
+///   (under rules 6 only additions waited: a removal passed while an addition
 ///   was pending could leave the validators just added, not up yet, needed for every
 ///   quorum, and the chain stopped for good); and an account's cap usage counts for the
 ///   period its record names by first height only (rules 6 also counted a record naming

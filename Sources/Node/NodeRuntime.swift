@@ -261,6 +261,7 @@ public final class NodeRuntime: @unchecked Sendable {
         if let missing = core.ledger.upgradeMissing(newest: configuration.rulesNewest) {
             throw NodeError.upgradeNeeded(NodeCoreError.upgradeMessage(missing, newest: configuration.rulesNewest))
         }
+        for warning in genesis.warnings { logger.warning("\(warning)") }
         for problem in Self.keyProblems(
             core.ledger, partner: configuration.transport.selfID, nodeKey: configuration.consensusKey.publicKey,
             tlsKeyHash: configuration.transport.identity.certificate.publicKeyHash)

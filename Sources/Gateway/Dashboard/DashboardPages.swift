@@ -328,7 +328,7 @@ extension Dashboard {
                 if case let .certified(checkpoint, _, _) = found.result.certification {
                     body += "\(l("Résultat vérifié : celui que le bloc a inscrit dans l'état certifié au point", "Result verified: the one the block committed to the state certified at checkpoint")) \(l.number(checkpoint)). "
                 } else {
-                    body += "\(l("Résultat non vérifié : c'est la parole du nœud (aucun point certifié ne couvre encore ce bloc, ou il a été exécuté sous des règles qui n'inscrivaient pas les résultats).", "Result not verified: it is the node's word (no certified checkpoint covers the block yet, or it ran under rules that did not commit results).")) "
+                    body += "\(l("Résultat non vérifié : c'est la parole du nœud (aucun point certifié ne couvre encore ce bloc, il a été exécuté sous des règles qui n'inscrivaient pas les résultats, ou cette copie a été refusée pour un nonce déjà utilisé, par elle ou une autre).", "Result not verified: it is the node's word (no certified checkpoint covers the block yet, it ran under rules that did not commit results, or this copy was refused for a nonce used, by itself or another).")) "
                 }
                 body += "\(l("Le contenu de la transaction n'est pas affiché : aucun compte sur les pages publiques.", "The transaction's content is not shown: no account on public pages."))</p>"
             } else {
