@@ -134,7 +134,9 @@ import Wire
         let key = submitter.secret
 
         let transaction = cluster.attribute(by: 1, to: 5, nonce: 4_242)
-        let first = try await Self.post(port, "/v1/transactions", key: key, json: ["transaction": Hex.encode(transaction)])
+        let sent = ContinuousClock.now
+        let first = try await Self.followed(try await Self.post(port, "/v1/transactions", key: key, json: ["transaction": Hex.encode(transaction)]),
+                                            sent: sent, port: port, key: key)
         #expect(first.status == 200 && first.body["status"] as? String == "final" && first.body["result"] as? String == "applied", "\(first.text)")
         #expect(first.body["inclusionVerified"] as? Bool == true && first.body["id"] as? String == SignedTransaction.idTag.hash(transaction).hex)
         let issued = nodes[0].read { $0.meta.totals.issued }
@@ -183,10 +185,25 @@ import Wire
         return fd
     }
 
-    /// Waits until the gateway is healthy (it knows a certified checkpoint), at most 10 s.
+    /// A submission's answer at finality: a 200, or, only once the gateway's 30 s ran out (a
+    /// fresh cluster on a loaded machine: the CI's full suite once took that long), its 202
+    /// followed as a client does, `GET` on the transaction until it is final.
+    static func followed(_ reply: Reply, sent: ContinuousClock.Instant, port: Int, key: String) async throws -> Reply {
+        guard reply.status == 202, let id = reply.body["id"] as? String else { return reply }
+        #expect(ContinuousClock.now - sent >= .seconds(29), "a 202 before the gateway's time ran out: \(reply.text)")
+        var state = reply
+        for _ in 0..<600 where state.body["status"] as? String != "final" {
+            try await Task.sleep(for: .milliseconds(100))
+            state = try await get(port, "/v1/transactions/\(id)", key: key)
+        }
+        return state
+    }
+
+    /// Waits until the gateway is healthy (it knows a certified checkpoint), at most 30 s (a
+    /// loaded run of the whole suite once took more than 10).
     static func untilHealthy(_ port: Int) async throws {
         var health = try await get(port, "/health", key: nil)
-        for _ in 0..<200 where health.status != 200 {
+        for _ in 0..<600 where health.status != 200 {
             try await Task.sleep(for: .milliseconds(50))
             health = try await get(port, "/health", key: nil)
         }
