@@ -108,7 +108,26 @@ final class Connection {
         handleFrames(transport, inTurn: false)
         if isClosed { return }
         if tls.peerClosed, !isWaitingForTurn { return close(reason: "\(TLSSession.Failure.closedByPeer)") }
+        if let unwritten = unwrittenPastBound(transport) { return closeSlow(transport, reason: "\(unwritten) bytes unwritten, TLS records it asked for included") }
         flush()
+    }
+
+    /// What the peer's own records make OpenSSL answer (a KeyUpdate that asks for one back,
+    /// for each it sends) goes out with no frame sent, so `send`'s rule never sees it: a
+    /// peer that asks and never reads would have the node hold its answers without end.
+    /// They count against the link's bound like frames: the queue past it (a client's
+    /// share, four times a validator link's limit), what is unwritten is returned.
+    private func unwrittenPastBound(_ transport: Transport) -> Int? {
+        let pending = stream.queuedBytes + tls.outgoingCount
+        let configuration = transport.configuration
+        let bound = isClient ? configuration.clientSendQueueBytesMax : 4 * configuration.sendQueueBytesMax
+        return pending > bound ? pending : nil
+    }
+
+    private func closeSlow(_ transport: Transport, reason: String) {
+        transport.count { $0.slowConsumersClosed += 1 }
+        transport.refused(self, reason: "slow consumer: \(reason)")
+        close(reason: "slow consumer")
     }
 
     /// Handles the whole frames decoded. On an established client link, while the loop's
@@ -256,9 +275,7 @@ final class Connection {
         if isClient, unwritten > min(Self.clientQueueCheckedFrom, transport.configuration.clientSendQueueBytesMax) {
             let configuration = transport.configuration
             if unwritten > configuration.clientSendQueueBytesMax || transport.clientUnwrittenBytes() > configuration.clientSendQueueTotalBytesMax {
-                transport.count { $0.slowConsumersClosed += 1 }
-                transport.refused(self, reason: "slow consumer: \(unwritten) bytes of answers not taken")
-                return close(reason: "slow consumer")
+                return closeSlow(transport, reason: "\(unwritten) bytes of answers not taken")
             }
         }
         let limit = transport.configuration.sendQueueBytesMax
@@ -268,9 +285,7 @@ final class Connection {
                 return
             }
             if queuedBytes > 4 * limit {
-                transport.count { $0.slowConsumersClosed += 1 }
-                transport.refused(self, reason: "slow consumer: \(queuedBytes) bytes queued")
-                return close(reason: "slow consumer")
+                return closeSlow(transport, reason: "\(queuedBytes) bytes queued")
             }
         }
         gathered.append(contentsOf: frame)

@@ -3,6 +3,7 @@
 // certificate is refused while the listener keeps serving; garbage, oversized frames and
 // a slow consumer harm only their own link; gossip reaches each node exactly once; the
 // client port answers requests over server-authenticated TLS.
+import COpenSSL
 import CalissonCrypto
 import CalissonTestKit
 import Foundation
@@ -573,6 +574,44 @@ func mesh(_ consortium: Consortium, count: Int = 4, configure: (inout TransportC
             return node.transport.counters.slowConsumersClosed == 1
         }, "\(node.transport.counters)")
         #expect(try reader.request([1]).count == 1 << 20)
+        #expect(node.transport.counters.slowConsumersClosed == 1)
+    }
+
+    /// A client that sends TLS KeyUpdates asking for one back, and never reads, has OpenSSL
+    /// answer each with no frame sent: those answers count against its share like frames,
+    /// and it is closed past it (the node held them without end).
+    @Test func aClientAskingForKeyUpdatesItNeverReadsIsClosed() throws {
+        let consortium = try Consortium(count: 1)
+        var configuration = consortium.configuration(0)
+        configuration.clientPort = 0
+        configuration.clientSendQueueBytesMax = 1 << 20
+        configuration.handshakeTimeoutMilliseconds = 60_000
+        let node = try Node(configuration)
+        defer { node.stop() }
+        let raw = try RawSocket(port: node.transport.clientPort)
+        defer { raw.close() }
+        var small: Int32 = 4_096
+        setsockopt(raw.descriptor, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+        let context = try TLSContext(role: .client, identity: nil, trustedCA: consortium.ca, mutual: false)
+        let ssl = try #require(SSL_new(context.context))
+        defer { SSL_free(ssl) }
+        SSL_set_fd(ssl, raw.descriptor)
+        try #require(SSL_connect(ssl) == 1)
+        // A frame's length prefix, then its body a byte at a time: application data between
+        // the KeyUpdates (OpenSSL refuses more than 32 in a row), never a whole frame.
+        let prefix: [UInt8] = [0, 0x0f, 0, 0]
+        try #require(SSL_write(ssl, prefix, Int32(prefix.count)) == Int32(prefix.count))
+        var updates = 0
+        // 16 MiB of answers at most (27 bytes each): past the kernel's buffers and the 1 MiB share.
+        while updates < 600_000, node.transport.counters.slowConsumersClosed == 0 {
+            guard SSL_key_update(ssl, SSL_KEY_UPDATE_REQUESTED) == 1, SSL_do_handshake(ssl) == 1 else { break }
+            updates += 1
+            if updates % 16 == 0 {
+                var byte: UInt8 = 0
+                guard SSL_write(ssl, &byte, 1) == 1 else { break }
+            }
+        }
+        #expect(eventually(10) { node.refusals.contains { $0.contains("TLS records it asked for") } }, "\(updates) KeyUpdates sent: \(node.refusals)")
         #expect(node.transport.counters.slowConsumersClosed == 1)
     }
 
