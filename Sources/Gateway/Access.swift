@@ -152,8 +152,9 @@ struct AccessMiddleware: RouterMiddleware {
     }
 
     func decide(_ request: Request, context: Context) async -> Decision {
-        if request.uri.path == "/health" || (metricsOpen && request.uri.path == "/metrics") { return .open }
-        if let publicLimiter, Dashboard.isPublic(request.uri.path) {
+        let path = Routes.canonical(request.uri.path)
+        if path == "/health" || (metricsOpen && path == "/metrics") { return .open }
+        if let publicLimiter, Dashboard.isPublic(path) {
             let address = context.channel.remoteAddress.clientKey
             if let wait = publicLimiter.take(address) {
                 return .refused(refuse(429, "rate-limited", "Too many requests", "this address is over \(Int(PublicLimiter.rate)) requests per second on the public pages",
@@ -179,7 +180,7 @@ struct AccessMiddleware: RouterMiddleware {
                                    headers: [.wwwAuthenticate: "Bearer"]))
         }
         RefusalLog.note?.client.withLock { $0 = key.name }  // named in the log, refused or not
-        let needed: Scope = request.uri.path.hasPrefix("/v1/settlements/") || Self.governed.contains(request.uri.path) ? .govern
+        let needed: Scope = path.hasPrefix("/v1/settlements/") || Self.governed.contains(path) ? .govern
             : request.method == .get || request.method == .head ? .read : .submit
         guard key.scopes.contains(needed) else {
             return .refused(refuse(403, "forbidden", "Forbidden", "the key '\(key.name)' does not have the '\(needed.rawValue)' scope"))
@@ -585,7 +586,7 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// Reads a refused request's body and drops it as it comes, within the same limits as
     /// `readBody` (its size, its time): whether it was read whole within them.
     static func discardBody(of request: Request, context: GatewayContext?, seconds: Int64) async -> Bool {
-        let bodyMax = bodyByteCountMax(request.uri.path)
+        let bodyMax = bodyByteCountMax(Routes.canonical(request.uri.path))
         if announcesMore(than: bodyMax, request) { return false }
         let body = request.body
         let whole = try? await within(seconds: seconds, context: context, continues: false) { () -> Bool in
@@ -618,7 +619,7 @@ struct RequestShapeMiddleware: RouterMiddleware {
     /// within `seconds`. A client waiting for `100 Continue` is told first (ContinueOrClose).
     /// With the request, the numbers of its body that are not whole Int64 numbers (`StrictJSON`).
     static func readBody(of request: Request, context: GatewayContext, seconds: Int64) async throws -> Result<(request: Request, numbers: [String]), BodyRefusal> {
-        let bodyMax = bodyByteCountMax(request.uri.path)
+        let bodyMax = bodyByteCountMax(Routes.canonical(request.uri.path))
         // Made only when it is the answer (a problem document is JSON to encode).
         func tooLarge() -> BodyRefusal {
             BodyRefusal(response: ProblemResponse.make(
@@ -660,7 +661,7 @@ struct RequestShapeMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let allowed = allowed(request.uri.path) else {
             // No operation or page has this path, whatever the method: nothing of the request is read.
-            if Dashboard.isPublic(request.uri.path) { return Dashboard.noSuchPage() }
+            if Dashboard.isPublic(Routes.canonical(request.uri.path)) { return Dashboard.noSuchPage() }
             return Self.notFound(request.uri.path)
         }
         guard allowed.contains(request.method) else {
@@ -684,7 +685,7 @@ struct RequestShapeMiddleware: RouterMiddleware {
         // received at once are bounded.
         if request.method == .post {
             let poster = AccessMiddleware.client ?? context.channel.remoteAddress.clientKey
-            let bodyMax = Self.bodyByteCountMax(request.uri.path)
+            let bodyMax = Self.bodyByteCountMax(Routes.canonical(request.uri.path))
             let bytes = min(bodyMax, request.headers[.contentLength].flatMap { Int($0) }.map { max(0, $0) } ?? bodyMax)
             switch state.takeBody(poster, bytes: bytes) {
             case nil: break
@@ -710,8 +711,9 @@ struct RequestShapeMiddleware: RouterMiddleware {
             }
         }
         // /health and /metrics ask no node: they are never turned away.
-        let counted = !["/health", "/metrics"].contains(request.uri.path)
-        let isPublic = Dashboard.isPublic(request.uri.path)
+        let path = Routes.canonical(request.uri.path)
+        let counted = !["/health", "/metrics"].contains(path)
+        let isPublic = Dashboard.isPublic(path)
         let place = counted ? HeldPlace(isPublic ? state.publicPlaces : state.places) : nil
         let entered = await place?.places.enter() ?? true
         guard entered else {

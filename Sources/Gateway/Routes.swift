@@ -56,6 +56,14 @@ final class Routes: Sendable {
     static func segments(of path: String) -> [Substring] {
         path.split(separator: "/")
     }
+
+    /// The path the router serves for `path`: its non-empty segments. Every rule that
+    /// depends on the path (the scope it needs, its body's bound, whether it is public)
+    /// reads this one: the raw path, compared as a string, let `/v1/proposals/` and
+    /// `//v1/votes` reach the governed operations with the `submit` scope.
+    static func canonical(_ path: String) -> String {
+        "/" + segments(of: path).joined(separator: "/")
+    }
 }
 
 /// Registers the generated operations on `transport` and records their routes in `routes`.

@@ -240,7 +240,9 @@ import Wire
         do {
             let (_, serving, port) = try await GatewayTests.start(nodes, cluster, keys: [reader.entry, treasurer.entry], settlementRegister: try register([entry]))
             defer { serving.cancel() }
-            #expect(try await get(port, "/v1/settlements/0/credit-transfers.xml", reader.secret).status == 403)
+            for path in ["/v1/settlements/0/credit-transfers.xml", "/v1//settlements/0/credit-transfers.xml", "//v1/settlements/0/owed.csv"] {
+                #expect(try await get(port, path, reader.secret).status == 403, "\(path)")
+            }
             let transfers = try await get(port, "/v1/settlements/0/credit-transfers.xml", treasurer.secret)
             #expect(transfers.status == 200 && transfers.body.contains("<InstdAmt Ccy=\"EUR\">0.72</InstdAmt>") && transfers.body.contains("<Nm>Partenaire un</Nm>"),
                     "\(transfers.status) \(transfers.body.prefix(2_000))")

@@ -84,7 +84,7 @@ final class Dashboard: Sendable {
     /// another page, and would let a client miss the cache at will), without the empty
     /// segments the router ignores (`/fr//partners` is `/fr/partners`).
     static func pageKey(_ path: String) -> String {
-        "/" + path.split(separator: "/").joined(separator: "/")
+        Routes.canonical(path)
     }
 
     /// Renders (or takes from the cache) one page: the same page within
@@ -292,7 +292,7 @@ struct ReuseCORSMiddleware: RouterMiddleware {
         allowOrigin: .all, allowHeaders: [.accept, .acceptLanguage, .cacheControl, .ifNoneMatch, .ifModifiedSince], allowMethods: [.get, .head], exposedHeaders: ["Link", "Retry-After"], maxAge: .hours(24))
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard Dashboard.isReusable(request.uri.path) else { return try await next(request, context) }
+        guard Dashboard.isReusable(Routes.canonical(request.uri.path)) else { return try await next(request, context) }
         var response = try await cors.handle(request, context: context, next: next)
         // The library exposes headers on a preflight's answer only; a simple GET needs them too.
         if request.headers[.origin] != nil, request.method != .options { response.headers[.accessControlExposeHeaders] = "Link, Retry-After" }
