@@ -206,7 +206,11 @@ public final class NodeRuntime: @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         let genesis = configuration.genesis
-        store = try NodeStore(file: configuration.databaseFile, create: true, tuning: configuration.storage)
+        // A schema is made in a file that is not there only (a test's, a bench's: `run`
+        // refuses a missing one first). A file that is there and holds none (cut to zero
+        // bytes) is refused: taken as new, it would have forgotten the votes it signed.
+        let isNew = !FileManager.default.fileExists(atPath: configuration.databaseFile)
+        store = try NodeStore(file: configuration.databaseFile, create: isNew, tuning: configuration.storage)
         if try store.hasLegacyTree() {
             let pages = try StoredState.convertLegacyTree(store)
             logger.notice("state tree converted to pages (storage schema 5)", metadata: ["pages": "\(pages)"])

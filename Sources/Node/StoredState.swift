@@ -94,6 +94,11 @@ public final class StoredState: StateStore {
 
     /// The height the state is at: the last block persisted or replayed.
     public var stateHeight: UInt64 { store.stateHeight + UInt64(clamping: window.count) }
+    /// `height` and `stateHeight` read strictly (`NodeStorage.heights`).
+    public func heights() throws -> (top: UInt64, state: UInt64) {
+        let read = try store.heights()
+        return (read.height, read.stateHeight + UInt64(clamping: window.count))
+    }
 
     /// The tree is updated at the multiples of `stateInterval`, among them where the state
     /// is written (so the stored state is always one whose root was computed), and at

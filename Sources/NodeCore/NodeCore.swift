@@ -284,7 +284,7 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
         schedule = try storage.extra(Self.scheduleExtra).map { try EpochSchedule(wireBytes: $0) } ?? configuration.genesisSchedule
         var safety = SafetyLog()
         for record in try storage.safetyRecords() { safety.apply(record) }
-        replica = Replica(configuration: configuration, signer: signer, safety: safety, lastExecuted: storage.height, schedule: schedule)
+        replica = Replica(configuration: configuration, signer: signer, safety: safety, lastExecuted: try storage.heights().top, schedule: schedule)
         mempool = Mempool(countMax: settings.mempoolCountMax, bytesMax: settings.mempoolBytesMax, inFlightTicks: settings.inFlightTicks)
         refreshDirectory()
     }
@@ -294,10 +294,17 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
     static func replay(
         _ storage: Storage, _ ledger: inout Ledger<Storage.State>, settings: NodeCoreSettings, verifySignature: (SignatureCheck) -> Bool
     ) throws {
-        while storage.stateHeight < storage.height {
-            let height = storage.stateHeight + 1
+        // Read strictly: a failed read taken for a height ended the replay early, and the
+        // next blocks were executed on a stale state.
+        var heights = try storage.heights()
+        while heights.state < heights.top {
+            let height = heights.state + 1
             guard let certified = try storage.certifiedBlock(at: height) else {
-                throw NodeCoreError.replay("block \(height) is not stored whole (the state is at \(height - 1), the last block at \(storage.height))")
+                throw NodeCoreError.replay("block \(height) is not stored whole (the state is at \(height - 1), the last block at \(heights.top))")
+            }
+            // A body damaged and still decodable is not executed: its certificate names it.
+            guard certified.block.seq == height, certified.certificate.digest == certified.block.digest else {
+                throw NodeCoreError.replay("block \(height)'s stored body is not the block its commit certificate names (damaged)")
             }
             if let missing = ledger.upgradeMissing(newest: settings.rulesNewest) {
                 throw NodeCoreError.upgradeNeeded(missing, newest: settings.rulesNewest)
@@ -305,6 +312,7 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
             let commands = certified.block.commands
             _ = try storage.reading { ledger.execute(commands, verify: verifySignature) }
             try storage.replayed(height)
+            heights = try storage.heights()
         }
     }
 

@@ -26,6 +26,9 @@ public protocol NodeStorage: AnyObject {
     /// writes the state only at some heights (the node's, at its checkpoints). The core
     /// executes the blocks above it again when it starts (`replayed`).
     var stateHeight: UInt64 { get }
+    /// Both heights read strictly (the start's replay, the replica's last executed block):
+    /// a read that fails throws, never taken for a height.
+    func heights() throws -> (top: UInt64, state: UInt64)
     /// A named value kept beside the chain (the validator-set schedule, the genesis digest).
     func extra(_ name: String) throws -> [UInt8]?
     /// The consensus safety log, in the order it was appended.

@@ -166,6 +166,7 @@ public final class SimulatedStorage: NodeStorage {
 
     public var height: UInt64 { UInt64(blocks.count) }
     public var stateHeight: UInt64 { state.height }
+    public func heights() -> (top: UInt64, state: UInt64) { (height, stateHeight) }
 
     /// `stateInterval`: the state's root is computed at its multiples (the node's: its
     /// checkpoint interval; 1, at every block); `writeEvery`: the state is durable at every

@@ -1,4 +1,5 @@
 import CSQLite
+import Glibc
 import Wire
 
 /// A final block as stored: its height, digest, body (nil once pruned), commit
@@ -207,6 +208,11 @@ public final class NodeStore {
         isReadOnly = readOnly
         self.tuning = tuning
         lock = readOnly ? nil : try DatabaseLock(databaseFile: file)
+        // A file of zero bytes (and no WAL) is one SQLite takes as an empty database, and
+        // writes to: refused before it is opened, left as it was found.
+        if !create, Self.isZeroBytes(file), Self.isZeroBytes(file + "-wal") || access(file + "-wal", F_OK) != 0 {
+            throw .corrupt(file: file, reason: "it is empty, 0 bytes, with no write-ahead log: cut short or damaged (restore a backup, or sync this node)")
+        }
         database = try Database(file: file, mode: readOnly ? .readOnly : .readWrite, create: create && !readOnly)
         checkpointer = readOnly ? nil : WALCheckpointer(file: file, pages: tuning.walCheckpointPages)
         if readOnly {
@@ -218,6 +224,7 @@ public final class NodeStore {
             // Once copied, the WAL restarts from its start; its file is cut back to the
             // threshold then, so it does not keep the largest size a slow checkpoint let it reach.
             try database.execute("PRAGMA journal_size_limit = \(Int64(max(1, tuning.walCheckpointPages)) * 4_096)")
+            try Self.syncLeftByTheLastWriter(file)
         }
         // Reads through a memory map of the start of the main file rather than pread copies
         // (the tree's upper pages are read by every block). The WAL is read with pread.
@@ -253,6 +260,33 @@ public final class NodeStore {
     }
 
     deinit { close() }
+
+    private static func isZeroBytes(_ path: String) -> Bool {
+        var status = stat()
+        return stat(path, &status) == 0 && status.st_size == 0
+    }
+
+    /// Makes durable what the last writer committed and did not sync: a node killed (by
+    /// `kill -9`, for memory, by a failed sync that stopped it) leaves its last commits in
+    /// the kernel's cache, where this process reads them as if on disk. A node would sign
+    /// and answer on them at once (a vote its safety log already holds is sent again
+    /// without a write), and a power cut before the kernel wrote them back would make it
+    /// forget them. So the WAL, the main file and their directory are synced before the
+    /// store is used; a failure is an error, the store is not opened.
+    static func syncLeftByTheLastWriter(_ file: String) throws(StorageError) {
+        let directory = file.lastIndex(of: "/").map { String(file[..<$0]) } ?? "."
+        for path in [file + "-wal", file, directory.isEmpty ? "/" : directory] {
+            let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+            if descriptor < 0 {
+                if errno == ENOENT, path != file { continue }
+                throw .cannotOpen(file: file, reason: "\(path) cannot be opened to sync what the last writer left: \(String(cString: strerror(errno)))")
+            }
+            defer { Glibc.close(descriptor) }
+            guard fsync(descriptor) == 0 else {
+                throw .cannotOpen(file: file, reason: "\(path) could not be synced to disk: \(String(cString: strerror(errno)))")
+            }
+        }
+    }
 
     /// Ends the store's use: stops the checkpointer, closes the connection and releases the
     /// database's lock (a stopped node's, so that another store may open it in this
@@ -322,6 +356,13 @@ public final class NodeStore {
         }
         guard recorded == last else {
             throw .corrupt(file: file, reason: "recorded height \(recorded), last block \(last)")
+        }
+        // The first block stored (a database imported from a snapshot starts at its
+        // checkpoint): within the blocks. Past them, ranges from it to the last block trapped.
+        if let first = try meta("first_block").map(Self.uint64) {
+            guard first >= 1, first <= last, try block(at: first) != nil else {
+                throw .corrupt(file: file, reason: "the first block stored is recorded at height \(first), and the blocks run up to \(last) from it: no such block")
+            }
         }
         let stateAt = try meta("state_height").map(Self.uint64) ?? recorded
         guard stateAt <= last else { throw .corrupt(file: file, reason: "the state is at height \(stateAt), past the last block \(last)") }

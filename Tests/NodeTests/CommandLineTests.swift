@@ -347,6 +347,12 @@ import Wire
         #expect(missing.status != 0 && missing.errors.contains("no database at \(database)") && missing.errors.contains("forgotten the votes"),
                 "\(missing.errors)")
         #expect(!FileManager.default.fileExists(atPath: database))
+        // A file cut to zero bytes is no new database either: SQLite reads it as an empty one.
+        try Data().write(to: URL(fileURLWithPath: database))
+        let emptied = try run("\(bin)/calisson-node", ["run", "--config", "\(out)/config.json"], timeout: 30)
+        #expect(emptied.status != 0 && emptied.errors.contains("it is empty, 0 bytes"), "\(emptied.errors)")
+        #expect(try FileManager.default.attributesOfItem(atPath: database)[.size] as? Int == 0)
+        try FileManager.default.removeItem(atPath: database)
         try FileManager.default.moveItem(atPath: database + ".aside", toPath: database)
         // A node's directory is made once: a second init replaces nothing in it.
         let config = try Data(contentsOf: URL(fileURLWithPath: "\(out)/config.json"))

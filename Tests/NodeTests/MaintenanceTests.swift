@@ -4,7 +4,7 @@ import CalissonTestKit
 import Foundation
 import LightClient
 @testable import Node
-import Storage
+@testable import Storage
 import Testing
 import Transport
 import Wire
@@ -111,6 +111,40 @@ import Wire
         let before = restarted.height
         cluster.advance([restarted], to: before + 2, issuers: 1, nonce: &nonce)
         #expect(restarted.height >= before + 2, "the pruned node goes on making blocks")
+    }
+
+    /// A block above the stored state is executed again at start from its stored body: a
+    /// body damaged and still decodable (another block's, here) is refused, named, rather
+    /// than executed (its certificate names another block; only the last 8 are checked whole).
+    @Test func aDamagedBodyAboveTheStoredStateIsNotExecutedAgain() throws {
+        let cluster = try TestCluster(count: 1)
+        defer { try? FileManager.default.removeItem(atPath: cluster.directory) }
+        let file = cluster.configuration(0).databaseFile
+        var nonce: UInt64 = 1
+        var heights = (top: UInt64(0), state: UInt64(0))
+        do {
+            let running = try node(cluster)
+            try running.start()
+            defer { running.stop() }
+            // Until some block above the stored state lies below the last 8.
+            var target: UInt64 = 20
+            while heights.top < 200 {
+                cluster.advance([running], to: target, issuers: 1, nonce: &nonce)
+                let store = try NodeStore(file: file, readOnly: true)
+                heights = (store.height, store.stateHeight)
+                store.close()
+                if heights.state + 1 + NodeRuntime.startupCheckedBlocks <= heights.top { break }
+                target = heights.top + 3
+            }
+        }
+        let damaged = heights.state + 1
+        try #require(damaged + NodeRuntime.startupCheckedBlocks <= heights.top, "\(heights)")
+        let database = try Database(file: file, mode: .readWrite, create: false)
+        try database.statement("UPDATE blocks SET body = (SELECT body FROM blocks WHERE height = ?) WHERE height = ?").bind(1, damaged + 1).bind(2, damaged).run()
+        database.close()
+        #expect { _ = try node(cluster) } throws: { error in
+            "\(error)".contains("block \(damaged)'s stored body is not the block its commit certificate names")
+        }
     }
 
     /// A backup restored over a node that stopped with -wal and -shm files beside its

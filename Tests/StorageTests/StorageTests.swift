@@ -922,6 +922,17 @@ struct Chain {
             #expect(throws: StorageError.corrupt(file: future, reason: "schema_version holds \(version), no version this software wrote")) { _ = try NodeStore(file: future) }
         }
 
+        // A first block recorded past the blocks (or at none): damaged, said so.
+        try Database(file: future, mode: .readWrite, create: false).execute("UPDATE schema_version SET version = \(NodeStore.schemaVersion)")
+        for first in [UInt64.max, 1 << 63, 31, 0] {
+            let database = try Database(file: future, mode: .readWrite, create: false)
+            try database.statement("INSERT OR REPLACE INTO meta (name, value) VALUES ('first_block', ?)").bind(1, NodeStore.bytes(first)).run()
+            #expect { _ = try NodeStore(file: future) } throws: { error in
+                guard let error = error as? StorageError, case .corrupt(future, let reason) = error else { return false }
+                return reason.contains("first block stored is recorded at height \(first)")
+            }
+        }
+
         // An empty file opened without `create` is not a node database.
         let empty = temporaryFile("empty.db")
         #expect(throws: StorageError.self) { _ = try NodeStore(file: empty) }
