@@ -24,7 +24,7 @@ extension GatewayAPI {
         switch await relay(bytes, wait: Awaited(input.query.wait)) {
         case let .final(state): return .ok(.init(body: .json(state)))
         case let .pending(state, location): return .accepted(.init(headers: .init(Location: location), body: .json(state)))
-        case let .refused(problem): return .unprocessableContent(.init(body: .application_problem_plus_json(problem)))
+        case let .refused(problem), let .nonceHeld(problem): return .unprocessableContent(.init(body: .application_problem_plus_json(problem)))
         case let .failed(response): return .badGateway(response)
         }
     }
@@ -72,6 +72,14 @@ extension GatewayAPI {
             case let .accepted(node, _):
                 relayed.remember(id, .pending(source: node, expiry: item.transaction.transaction.expiryHeight))
                 states.append(.init(id: id.hex, status: .pending, source: node))
+            case .nonceHeld:
+                // Applied already (final: its place), or the nonce is another transaction's.
+                if let found = try? await pool.inclusion(of: id) {
+                    states.append(Self.state(id, found))
+                    continue
+                }
+                relayed.remember(id, .refused(reason: Self.nonceHeldReason))
+                states.append(.init(id: id.hex, status: .refused, reason: "the node refused the transaction: \(Self.nonceHeldReason)"))
             case let .refused(reason):
                 // Refused now (expired, say) but perhaps final already: an earlier send went through.
                 if let found = try? await pool.inclusion(of: id) {
@@ -160,7 +168,7 @@ enum SubmitAnswer: Error {
         switch relayed {
         case let .final(state): self = .final(state)
         case let .pending(state, location): self = .pending(state, location: location)
-        case let .refused(problem): self = .unprocessable(problem)
+        case let .refused(problem), let .nonceHeld(problem): self = .unprocessable(problem)
         case let .failed(response): self = .badGateway(response)
         }
     }
@@ -208,7 +216,19 @@ extension GatewayAPI {
         }
         let bytes: [UInt8]
         switch signer.log.reserve(key, request: request, client: AccessMiddleware.client ?? "") {
-        case let .existing(entry): bytes = Hex.decode(entry.transaction) ?? []
+        case let .existing(entry):
+            // Its bytes found their nonce held by another transaction once: never sent again
+            // (once that transaction's record expired, they would apply, a second effect).
+            if let refused = entry.refused {
+                return .unprocessable(Problems.problem("refused", "Refused by admission", 422, "the node refused the transaction: \(refused)"))
+            }
+            bytes = Hex.decode(entry.transaction) ?? []
+            // Final already (applied, or rejected): that is the answer, the bytes not sent again.
+            if let found = try? await pool.inclusion(of: SignedTransaction.idTag.hash(bytes)) {
+                let state = Self.state(SignedTransaction.idTag.hash(bytes), found)
+                return wait == .certifiedResult ? SubmitAnswer(await certify(state, until: ContinuousClock.now + .milliseconds(Self.finalityWaitMilliseconds)))
+                    : .final(state)
+            }
         case .conflict:
             return .conflict(Problems.problem("idempotency-key-reused", "Idempotency-Key reused", 409, "the key '\(key.prefix(64))' was used with another request"))
         case .inFlight:
@@ -249,8 +269,22 @@ extension GatewayAPI {
                 return .unavailable(Problems.problem("idempotency-log", "Idempotency log unavailable", 503, "the gateway could not record the transaction: \(error)"))
             }
         }
-        return SubmitAnswer(await relay(bytes, wait: wait))
+        let relayed = await relay(bytes, wait: wait)
+        if case .nonceHeld = relayed {
+            // Recorded before answering: a later retry is answered so, never sent.
+            let log = signer.log
+            do { try await pool.blocking { try log.markRefused(key, reason: Self.nonceHeldReason) } } catch {
+                return .unavailable(Problems.problem("idempotency-log", "Idempotency log unavailable", 503, "the gateway could not record the refusal: \(error)"))
+            }
+        }
+        return SubmitAnswer(relayed)
     }
+
+    /// Why bytes whose signer's nonce is recorded, and which no node proves final, are
+    /// refused: another transaction holds the nonce (for a partner's key, most likely its
+    /// first signing, before the gateway's log was lost).
+    static let nonceHeldReason =
+        "nonceUsed: the signer's nonce is held by another transaction, applied; these bytes were not, and are not sent again"
 
     /// A height for a new transaction's expiry: a node's height plus at most 300 blocks,
     /// within the chain's `transactionLifetimeMax` (as certified, or the genesis's before
@@ -287,6 +321,9 @@ extension GatewayAPI {
         case final(Components.Schemas.TransactionState)
         case pending(Components.Schemas.TransactionState, location: String)
         case refused(Components.Schemas.Problem)
+        /// Refused as `nonceUsed`, and no node proves these bytes final: the nonce is
+        /// another transaction's.
+        case nonceHeld(Components.Schemas.Problem)
         case failed(Components.Responses.BadGateway)
     }
 
@@ -340,6 +377,13 @@ extension GatewayAPI {
                 if let found = try? await pool.inclusion(of: id) { return .final(Self.state(id, found)) }
                 relayed.remember(id, .refused(reason: reason))
                 return .refused(Problems.problem("refused", "Refused by admission", 422, "the node refused the transaction: \(reason)"))
+            case .nonceHeld:
+                // These bytes applied (their place is proven), or another transaction holds the
+                // nonce: then refused at once (no wait for a finality that cannot come), and
+                // so remembered.
+                if let found = try await pool.inclusion(of: id) { return .final(Self.state(id, found)) }
+                relayed.remember(id, .refused(reason: Self.nonceHeldReason))
+                return .nonceHeld(Problems.problem("refused", "Refused by admission", 422, "the node refused the transaction: \(Self.nonceHeldReason)"))
             }
         } catch {
             return .failed(Problems.badGateway(error))

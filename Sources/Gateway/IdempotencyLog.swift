@@ -28,12 +28,16 @@ public final class IdempotencyLog: Sendable {
         /// The API key or certificate entry that sent it (absent from lines written before
         /// the shares: counted in the log's totals only).
         public let client: String?
+        /// Why its transaction is never sent again (`markRefused`): a later line for the
+        /// key, the signer's nonce found held by another transaction.
+        public let refused: String?
 
-        public init(key: String, request: String, transaction: String, client: String? = nil) {
+        public init(key: String, request: String, transaction: String, client: String? = nil, refused: String? = nil) {
             self.key = key
             self.request = request
             self.transaction = transaction
             self.client = client
+            self.refused = refused
         }
     }
 
@@ -200,6 +204,48 @@ public final class IdempotencyLog: Sendable {
         }
     }
 
+    /// Records that a key's transaction is never to be sent again, and why: its line
+    /// again with `refused`, appended and synced before it returns (the later line is the
+    /// key's at the next start). Its nonce was found held by another transaction (the key
+    /// signed before the log was lost, say): once that one's record expired, these bytes
+    /// would apply, a second effect of one request.
+    public func markRefused(_ key: String, reason: String) throws {
+        guard let entry = state.withLock({ $0.entries[key] }), entry.refused == nil else { return }
+        let marked = Entry(key: key, request: entry.request, transaction: entry.transaction, client: entry.client, refused: reason)
+        let line = try JSONEncoder().encode(marked) + Data("\n".utf8)
+        try writer.withLock { writer in
+            guard !writer.damaged else { throw GatewayError("\(path): a write failed and its bytes could not be cut off: restart the gateway") }
+            guard writer.byteCount <= byteCountMax - line.count else { throw Full(byteCountMax: byteCountMax) }
+            try append(line, to: &writer)
+            state.withLock { state in
+                if let client = entry.client { state.held[client]?.bytes += line.count }
+                state.bytes = writer.byteCount
+                state.entries[key] = marked
+            }
+        }
+    }
+
+    /// Writes and syncs `line`; a failed write is cut off (the writer marked damaged if
+    /// that fails too) and thrown.
+    private func append(_ line: Data, to writer: inout Writer) throws {
+        do {
+            try writer.file.write(contentsOf: line)
+            try writer.file.synchronize()
+        } catch {
+            // Not recorded: what the write left is cut off, or the next line would be glued
+            // to it (a line the next start could not read). If that fails too, no more lines
+            // are written: the fragment stays last, cut at the next start.
+            do {
+                try writer.file.truncate(atOffset: UInt64(writer.byteCount))
+                try writer.file.synchronize()
+            } catch {
+                writer.damaged = true
+            }
+            throw error
+        }
+        writer.byteCount += line.count
+    }
+
     /// Records a reserved key's entry, appended and synced before it returns (one writer
     /// at a time: the writer's lock is held across the write, the keys' only to update
     /// them). Throws `Full` when the line would take the file past `byteCountMax`, and
@@ -218,22 +264,7 @@ public final class IdempotencyLog: Sendable {
                     let entries = state.withLock { $0.held[client]?.entries ?? 0 }
                     throw Share(client: client, entries: entries, entriesMax: share.entries, bytes: clientBytes, bytesMax: share.bytes)
                 }
-                do {
-                    try writer.file.write(contentsOf: line)
-                    try writer.file.synchronize()
-                } catch {
-                    // Not recorded, so not sent: what the write left is cut off, or the next line
-                    // would be glued to it (a line the next start could not read). If that fails
-                    // too, no more lines are written: the fragment stays last, cut at the next start.
-                    do {
-                        try writer.file.truncate(atOffset: UInt64(writer.byteCount))
-                        try writer.file.synchronize()
-                    } catch {
-                        writer.damaged = true
-                    }
-                    throw error
-                }
-                writer.byteCount += line.count
+                try append(line, to: &writer)  // not recorded, so not sent, if it throws
                 // Counted before the writer's lock is let go: the next line's check sees it.
                 state.withLock { state in
                     state.held[client]?.bytes += line.count

@@ -421,8 +421,11 @@ public final class NodePool: Sendable {
 
 /// What became of a transaction sent to the nodes.
 public enum Submission: Sendable, Equatable {
-    /// A node admitted it (or already had it, or had applied it: the same bytes; `held`).
+    /// A node admitted it (or already had it: the same bytes; `held`).
     case accepted(source: String, held: Bool = false)
+    /// A node refused it as `nonceUsed`: the signer's nonce is recorded, by these bytes
+    /// applied or by another transaction; which, only a proof of these bytes' place says.
+    case nonceHeld(source: String)
     /// A node's admission refused it, with the node's reason.
     case refused(String)
 }
@@ -463,8 +466,8 @@ extension NodePool {
     /// each node in turn (fail-over on transport failures, node errors and busy nodes; a
     /// refusal by admission is final). The same
     /// bytes sent twice are the same transaction: a node that already has it answers
-    /// `duplicate`, one that applied it `nonceUsed`, and both count as accepted here (the
-    /// caller then finds it final, or, for a nonce used by other bytes, does not).
+    /// `duplicate`, counted as accepted here; one that applied it, or another transaction
+    /// with its nonce, `nonceUsed` (`nonceHeld`: the caller looks for its place).
     public func submit(_ transaction: [UInt8]) async throws -> Submission {
         var failures: [(String, String)] = []
         for index in submissionOrder() {
@@ -487,7 +490,8 @@ extension NodePool {
         let node = nodes[index].description
         switch response {
         case .admitted: return .success(.accepted(source: node))
-        case let .refused(reason) where reason == "duplicate" || reason.hasPrefix("nonceUsed"): return .success(.accepted(source: node, held: true))
+        case let .refused(reason) where reason == "duplicate": return .success(.accepted(source: node, held: true))
+        case let .refused(reason) where reason.hasPrefix("nonceUsed"): return .success(.nonceHeld(source: node))
         case let .refused(reason) where Self.transientRefusals.contains(where: reason.hasPrefix): return .failure(AdmissionFailure(node, reason))
         case let .refused(reason): return .success(.refused(reason))
         case let .error(reason): return .failure(AdmissionFailure(node, reason))

@@ -30,8 +30,9 @@ struct TestCluster {
     /// The genesis as a file would say it (what the CLI's --genesis reads).
     let genesisFile: GenesisFile
 
-    /// `rules`: the ledger rules the chain starts with (nil: the first).
-    init(count: Int = 4, rules: UInt32? = nil) throws {
+    /// `rules`: the ledger rules the chain starts with (nil: the first). `genesis` changes
+    /// the genesis file last (a test's parameters).
+    init(count: Int = 4, rules: UInt32? = nil, genesis change: (inout GenesisFile) -> Void = { _ in }) throws {
         self.count = count
         directory = Scratch.directory("cluster")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -57,6 +58,7 @@ struct TestCluster {
         file.programmes[0].rewardPerUnit = 10
         file.programmes[0].expiryEpochs = 100
         file.rules = rules
+        change(&file)
         genesisFile = file
         genesis = try genesisFile.validated()
     }

@@ -449,6 +449,81 @@ import Wire
             ledger.store.value(StateKeys.evidence(Identifier("tri")!, EvidenceKey(Array(repeating: 9, count: 32))!.commitment(of: "weighing slip for receipt-0001", for: .evidence)))
         })
         #expect(applied != nil)
+        serving.cancel()
+        _ = await serving.result
+
+        // The log lost: a retry is signed again, with the key's nonce and a later expiry. Its
+        // nonce is held by the first transaction, applied: refused, and never sent again,
+        // this gateway's log says so across restarts (once the first's record expired, the
+        // new bytes would have applied: a second reward, as the gateway once let them).
+        try FileManager.default.moveItem(atPath: log, toPath: log + ".lost")
+        (_, serving, port) = try await gateway()
+        let resigned = try await reward(port, key: "receipt-0001", units: 3)
+        #expect(resigned.status == 422 && resigned.text.contains("held by another transaction"), "\(resigned.text)")
+        #expect(try String(contentsOfFile: log, encoding: .utf8).contains("\"refused\""))
+        serving.cancel()
+        _ = await serving.result
+        (_, serving, port) = try await gateway()
+        let later = try await reward(port, key: "receipt-0001", units: 3)
+        #expect(later.status == 422 && later.text.contains("held by another transaction"), "\(later.text)")
+        #expect(nodes[0].read { $0.meta.totals.issued } == issued.map { $0 + 2 * 10 })
+    }
+
+    /// A retry after the gateway's log was lost is signed again: the key's nonce, a later
+    /// expiry. Its nonce held by the first transaction, it is refused, and never sent again,
+    /// even once the first's record of the nonce expired (before, it was kept as sent, and
+    /// a retry then applied it: a second reward for one request).
+    @Test func aRetryWithItsLogLostHasNoSecondEffect() async throws {
+        let cluster = try TestCluster(genesis: { $0.parameters.transactionLifetimeMax = 20 })
+        let nodes = try cluster.startNodes()
+        defer { for node in nodes { node.stop() } }
+        let backEnd = APIKey.generate(name: "ticketing", scopes: [.read, .submit])
+        let log = "\(cluster.directory)/gateway-idempotency.log"
+        func gateway() async throws -> (server: GatewayServer, serving: Task<Void, any Error>, port: Int) {
+            try await Self.start(nodes, cluster, keys: [backEnd.entry], signer: PartnerSigner(
+                partner: Identifier("p1")!, key: cluster.signingKeys[1], evidence: EvidenceKey(Array(repeating: 9, count: 32)), log: try IdempotencyLog(path: log)))
+        }
+        func reward(_ port: Int, key: String) async throws -> Reply {
+            var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/v1/rewards")!)
+            request.httpMethod = "POST"
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+            request.setValue("Bearer \(backEnd.secret)", forHTTPHeaderField: "Authorization")
+            request.setValue(key, forHTTPHeaderField: "Idempotency-Key")
+            request.httpBody = try JSONSerialization.data(withJSONObject: [
+                "programme": "tri", "account": SHA256.hash("citizen 8").hex, "units": 1, "evidence": "slip \(key)"])
+            let (data, response) = try await URLSession.shared.data(for: request)
+            let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+            return Reply(status: (response as! HTTPURLResponse).statusCode, body: object, headers: [:], text: String(decoding: data, as: UTF8.self))
+        }
+        var fills = 0
+        func advance(_ port: Int, past height: UInt64) async throws {
+            while nodes[0].height <= height, fills < 100 {
+                fills += 1
+                let filled = try await reward(port, key: "fill-\(fills)")
+                #expect(filled.status == 200, "\(filled.text)")
+            }
+        }
+
+        var (_, serving, port) = try await gateway()
+        let start = nodes[0].read { $0.meta.totals.issued } ?? 0
+        let first = try await reward(port, key: "receipt-1")
+        #expect(first.status == 200 && first.body["result"] as? String == "applied", "\(first.text)")
+        let firstHeight = try #require((first.body["height"] as? Int).map(UInt64.init))
+        // Some blocks on, so that the retry's expiry comes well after the first's.
+        try await advance(port, past: firstHeight + 8)
+        serving.cancel()
+        _ = await serving.result
+        try FileManager.default.moveItem(atPath: log, toPath: log + ".lost")
+        (_, serving, port) = try await gateway()
+        defer { serving.cancel() }
+        let resigned = try await reward(port, key: "receipt-1")
+        #expect(resigned.status == 422 && resigned.text.contains("held by another transaction"), "\(resigned.text)")
+        // Past the first's expiry (at most 20 blocks after it was signed), within the retry's.
+        try await advance(port, past: firstHeight + 20)
+        let later = try await reward(port, key: "receipt-1")
+        #expect(later.status == 422 && later.text.contains("held by another transaction"), "\(later.text)")
+        let issued = nodes[0].read { $0.meta.totals.issued }
+        #expect(issued == start + Amount(1 + fills) * 10, "one reward for receipt-1, one per fill: \(String(describing: issued)), \(fills) fills")
     }
 
     @Test func verifiedReadsAccessControlAndFailOver() async throws {
