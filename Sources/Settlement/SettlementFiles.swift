@@ -142,9 +142,11 @@ public struct SettlementFiles: Sendable {
             guard let statement = statements[id] else { throw .statementMissing(id) }
             let signed = direction == .toPartner ? Int64(exactly: instruction.amount) : Int64(exactly: instruction.amount).map { -$0 }
             guard statement.net == signed else { throw .statementDisagrees(id, net: statement.net, instruction: text) }
-            guard let party = register.parties[id] else { throw .notInRegister(id) }
             let cents = try Self.cents(instruction.amount, tokenValue: report.tokenValueMicroEuros, partner: id)
-            guard cents > 0 else { continue }  // less than half a cent: nothing a bank can move
+            // Less than half a cent: nothing a bank can move, and no bank details needed (a
+            // partner not in the register stopped every payment of the epoch for nothing).
+            guard cents > 0 else { continue }
+            guard let party = register.parties[id] else { throw .notInRegister(id) }
             let hash = CertifiedClearing.statementHash(statement)
             let payment = Payment(
                 partner: party, direction: direction, tokens: instruction.amount, cents: cents,
@@ -331,11 +333,14 @@ public struct SettlementFiles: Sendable {
     // MARK: CSV (RFC 4180)
 
     /// A text field quoted when it holds a separator, a quote or a line break; one a
-    /// spreadsheet would take for a formula (=, +, -, @) is prefixed with an apostrophe.
-    static func field(_ value: String) -> String {
+    /// spreadsheet would take for a formula (=, +, -, @, or a tab or carriage return before
+    /// one) is prefixed with an apostrophe. Every field a partner or a vote chose goes
+    /// through it: names, partner ids (which may start with '-'), mandate ids.
+    public static func field(_ value: String) -> String {
         var value = value
-        if let first = value.first, "=+-@".contains(first) { value = "'" + value }
-        guard value.contains(where: { ",\"\r\n".contains($0) }) else { return value }
+        // Bytes, not characters: "\r\n" is one Character, and a lone "\r" or "\n" is not it.
+        if let first = value.utf8.first, Array("=+-@\t\r".utf8).contains(first) { value = "'" + value }
+        guard value.utf8.contains(where: { Array(",\"\r\n".utf8).contains($0) }) else { return value }
         return "\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }
 
@@ -347,8 +352,8 @@ public struct SettlementFiles: Sendable {
         csv(
             ["epoch", "partner", "legal_name", "iban", "bic", "amount_eur", "collection", "mandate_id", "end_to_end_id", "remittance"],
             collections.map { debt in
-                ["\(epoch)", debt.partner.partner.rawValue, field(debt.partner.legalName), debt.partner.iban, debt.partner.bic, euros(debt.cents),
-                 debt.partner.mandate == nil ? "transfer_expected" : "direct_debit", debt.partner.mandate?.id ?? "", debt.endToEndId, debt.remittance]
+                ["\(epoch)", field(debt.partner.partner.rawValue), field(debt.partner.legalName), debt.partner.iban, debt.partner.bic, euros(debt.cents),
+                 debt.partner.mandate == nil ? "transfer_expected" : "direct_debit", field(debt.partner.mandate?.id ?? ""), debt.endToEndId, debt.remittance]
             })
     }
 
@@ -369,7 +374,7 @@ public struct SettlementFiles: Sendable {
                 case (.fromPartner?, nil): instrument = "transfer_expected"
                 case (nil, _): instrument = statement.partner == register.payer.partner ? "counterparty" : "none"
                 }
-                return ["\(report.epoch)", statement.partner.rawValue, field(name), "\(statement.grossIn)", "\(statement.grossOut)", "\(statement.net)",
+                return ["\(report.epoch)", field(statement.partner.rawValue), field(name), "\(statement.grossIn)", "\(statement.grossOut)", "\(statement.net)",
                         "\(report.tokenValueMicroEuros)", signed, instrument, payment?.endToEndId ?? "",
                         CertifiedClearing.statementHash(statement).hex, "\(clearing.checkpointHeight)", clearing.stateRoot.hex]
             })
@@ -394,6 +399,19 @@ public struct SettlementFiles: Sendable {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch { throw .cannotWrite("\(directory): \(error.localizedDescription)") }
+        // A file of a kind this run does not make, left by an earlier run into the same
+        // directory (a partner's mandate since removed: its old direct debit beside a new
+        // owed.csv saying transfer_expected), is removed: a treasury uploading the folder
+        // would collect twice.
+        let made = Set(fileNames().map(\.name))
+        for name in ["epoch-\(epoch)-credit-transfers.xml", "epoch-\(epoch)-direct-debits.xml"] where !made.contains(name) {
+            let path = (directory as NSString).appendingPathComponent(name)
+            guard FileManager.default.fileExists(atPath: path) else { continue }
+            do {
+                try FileManager.default.removeItem(atPath: path)
+                DurableFile.syncDirectory(of: path)
+            } catch { throw .cannotWrite("\(path), an earlier run's file that this one does not make, cannot be removed: \(error.localizedDescription)") }
+        }
         var paths: [String] = []
         let contents = [creditTransfers, directDebits, owedCSV, accountingCSV].compactMap { $0 }
         for ((_, name), text) in zip(fileNames(), contents) {

@@ -129,6 +129,9 @@ import Wire
         let csv = try await get("/open-data/v1/partners.csv")
         #expect(csv.status == 200 && csv.type.hasPrefix("text/csv"))
         #expect(csv.body.hasPrefix("epoch,partner,net\r\n0,p0,-72\r\n0,p1,72\r\n"), "\(csv.body)")
+        // An id may start with '-': never a formula; numbers stay numbers.
+        #expect(Dashboard.csvCell("-cmd") == "'-cmd" && Dashboard.csvCell("-72") == "-72" && Dashboard.csvCell("18446744073709551615") == "18446744073709551615")
+        #expect(Dashboard.csvCell("+1,2") == "\"'+1,2\"" && Dashboard.csvCell("tri") == "tri")
         let json = try await get("/open-data/v1/acceptors.json")
         let document = try #require(try JSONSerialization.jsonObject(with: Data(json.body.utf8)) as? [String: Any])
         #expect((document["licence"] as? String)?.contains("Licence Ouverte 2.0") == true)

@@ -168,6 +168,46 @@ func id(_ raw: String) -> Identifier { Identifier(raw)! }
         #expect(accounting.contains { $0.hasPrefix("7,fonds,Partenaire fonds,0,0,0,10000,0.00,none,,") })
     }
 
+    /// Every field a partner or a vote chose is one a spreadsheet takes as text: a partner
+    /// id starting with '-', a mandate id starting with '+' and holding a comma.
+    @Test func csvFieldsAreNeverFormulas() throws {
+        let register = try RegisterTests.file([
+            RegisterTests.entry("-cmd", mandate: .init(id: "+SUM(1,2)", signedOn: "2026-01-15")), RegisterTests.entry("rtm"),
+        ]).validated()
+        let files = try SettlementFiles(
+            clearing: Self.clearing([("-cmd", -100), ("rtm", 100)]), register: register, created: Self.created, executionDate: "2026-12-04")
+        let owed = files.owedCSV.split(separator: "\r\n")
+        #expect(owed.count == 2 && owed[1].hasPrefix("7,'-cmd,Partenaire -cmd,") && owed[1].contains(",direct_debit,\"'+SUM(1,2)\",C7-"), "\(owed)")
+        #expect(files.accountingCSV.split(separator: "\r\n").contains { $0.hasPrefix("7,'-cmd,") }, "\(files.accountingCSV)")
+        for line in (files.owedCSV + files.accountingCSV).split(separator: "\r\n") {
+            #expect(!line.split(separator: ",").contains { "=+-@".contains($0.first ?? " ") && Int($0) == nil && Double($0) == nil }, "\(line)")
+        }
+        #expect(SettlementFiles.field("\t=1") == "'\t=1" && SettlementFiles.field("\r=1") == "\"'\r=1\"")
+        #expect(SettlementFiles.field("a\nb") == "\"a\nb\"" && SettlementFiles.field("a\rb") == "\"a\rb\"" && SettlementFiles.field("a\r\nb") == "\"a\r\nb\"")
+    }
+
+    /// A net under half a cent moves nothing and needs no bank details: a partner not in the
+    /// register then stops nobody's payment.
+    @Test func aNetUnderHalfACentNeedsNoRegisterEntry() throws {
+        let files = try SettlementFiles(
+            clearing: Self.clearing([("rtm", 400), ("tiny", 0), ("dust", -1)], tokenValue: 4_000), register: Self.register(["rtm"]), created: Self.created,
+            executionDate: "2026-12-04")
+        #expect(files.payments.map(\.partner.partner) == [id("rtm")] && files.collections.isEmpty)
+    }
+
+    /// Written again into the same directory without a kind of file (the mandate removed
+    /// meanwhile): the earlier run's file of that kind is removed, not left to be uploaded.
+    @Test func aFileAnEarlierRunWroteAndThisOneDoesNotIsRemoved() throws {
+        let directory = Scratch.directory("settlement")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let first = try Self.files([("rtm", 400), ("friche", -100)], mandates: ["friche"]).write(to: directory)
+        #expect(first.contains { $0.hasSuffix("epoch-7-direct-debits.xml") })
+        let second = try Self.files([("rtm", 400), ("friche", -100)]).write(to: directory)
+        #expect(!second.contains { $0.hasSuffix("direct-debits.xml") })
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
+            == ["epoch-7-accounting.csv", "epoch-7-credit-transfers.xml", "epoch-7-owed.csv"])
+    }
+
     @Test func whatDoesNotAddUpIsRefused() throws {
         #expect(throws: SettlementError.tokenValueNotSet(epoch: 7)) { _ = try Self.files([("rtm", 400)], tokenValue: 0) }
         // A partner paid but absent from the register.

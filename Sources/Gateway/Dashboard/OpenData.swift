@@ -5,6 +5,7 @@ import Hummingbird
 import Ledger
 import LightClient
 import NIOCore
+import Settlement
 import Wire
 
 /// The proof documents and the open data (Docs/DASHBOARD.md, Docs/OPEN-DATA.md).
@@ -197,6 +198,12 @@ extension Dashboard {
 
     private func report(_ epoch: UInt64) async throws -> CertifiedReport? { try await reports.report(epoch, pool: pool) }
 
+    /// A cell of an open-data CSV: a number as it is; text (ids a vote or a partner chose:
+    /// one may start with '-') never a formula a spreadsheet would run, quoted if it must be.
+    static func csvCell(_ cell: String) -> String {
+        Int64(cell) != nil || UInt64(cell) != nil ? cell : SettlementFiles.field(cell)
+    }
+
     static func table(_ table: Table, _ reports: [CertifiedReport], csv: Bool, range: (UInt64, UInt64)?) -> Response {
         let headers: HTTPFields = [.init("Link")!: "<https://www.etalab.gouv.fr/licence-ouverte-open-licence/>; rel=\"license\"", .accessControlAllowOrigin: "*"]
         var rows: [[String]] = []
@@ -208,7 +215,7 @@ extension Dashboard {
         }
         if csv {
             var text = table.columns.joined(separator: ",") + "\r\n"
-            for row in rows { text += row.joined(separator: ",") + "\r\n" }
+            for row in rows { text += row.map(csvCell).joined(separator: ",") + "\r\n" }
             return Self.text(.ok, text, type: "text/csv; charset=utf-8; header=present", headers: headers)
         }
         return Self.json(OpenDataDocument(
