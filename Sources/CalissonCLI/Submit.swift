@@ -160,7 +160,7 @@ func accountKey(_ raw: String) throws -> AccountID {
 
 extension SubmitOptions {
     /// The evidence key: --evidence-key, or `evidence.key` beside the --key file (where
-    /// `calisson-node keygen` and `testnet` write it); nil when neither exists.
+    /// `calisson-node keys generate` and `testnet` write it); nil when neither exists.
     func loadEvidenceKey() throws -> EvidenceKey? {
         let path = evidenceKey ?? ((key as NSString).deletingLastPathComponent as NSString).appendingPathComponent("evidence.key")
         guard evidenceKey != nil || FileManager.default.fileExists(atPath: path) else { return nil }
@@ -178,7 +178,7 @@ extension SubmitOptions {
             throw CommandError("""
                 \(option) '\(raw)': a reference goes on chain only as a keyed hash (HMAC-SHA-256 under an evidence key, \
                 Docs/PRIVACY.md), and no evidence key was found: give --evidence-key FILE (`calisson key evidence --out FILE` \
-                makes one; `calisson-node keygen` writes evidence.key beside signing.key), or the 64-hex commitment your back-end computed
+                makes one; `calisson-node keys generate` writes evidence.key beside signing.key), or the 64-hex commitment your back-end computed
                 """)
         }
         return key.commitment(of: raw, for: purpose)

@@ -3,6 +3,7 @@ import Foundation
 import Ledger
 import Storage
 import Transport
+import Wire
 
 /// A node's configuration file (JSON; Docs/NODE.md lists every field, its default and
 /// limits). Paths are relative to the file's directory.
@@ -17,6 +18,7 @@ public struct NodeConfigFile: Codable, Sendable, Equatable {
             self.port = port
         }
         public init(from decoder: any Decoder) throws {
+            try decoder.refuseUnknownMembers(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
             id = try c.decode(String.self, forKey: .id)
             host = try c.decode(String.self, forKey: .host)
@@ -79,6 +81,12 @@ public struct NodeConfigFile: Codable, Sendable, Equatable {
     public var clientWorkMicrosecondsPerTurn: Int?
     /// Retention: keep the bodies of this many latest blocks (at least 1,000); absent: all.
     public var retainBlocks: UInt64?
+    /// Serial numbers of TLS certificates this node refuses on its peer port and when it
+    /// dials, whatever the registry says (a stolen key, before governance rotates it): at
+    /// most 10,000.
+    public var revokedCertificateSerials: [UInt64]?
+    /// The most serials `revokedCertificateSerials` lists.
+    public static let revokedCertificateSerialsMax = 10_000
 
     public init(partner: String, genesis: String, database: String, nodeKey: String, tlsKey: String, tlsCertificate: String, ca: String,
                 host: String? = nil, peerPort: UInt16, clientPort: UInt16?, peers: [Peer], tickMilliseconds: UInt64? = nil, mempoolMax: Int? = nil,
@@ -123,6 +131,7 @@ extension NodeConfigFile {
     }
 
     public init(from decoder: any Decoder) throws {
+        try decoder.refuseUnknownMembers(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         partner = try c.decode(String.self, forKey: .partner)
         genesis = try c.decode(String.self, forKey: .genesis)
@@ -155,6 +164,18 @@ extension NodeConfigFile {
         peerAcceptsBurst = try c.integerIfPresent(.peerAcceptsBurst)
         clientWorkMicrosecondsPerTurn = try c.integerIfPresent(.clientWorkMicrosecondsPerTurn)
         retainBlocks = try c.integerIfPresent(.retainBlocks)
+        revokedCertificateSerials = try c.listIfPresent(Serial.self, .revokedCertificateSerials, countMax: Self.revokedCertificateSerialsMax)?.map(\.value)
+    }
+
+    /// A serial number in a list, decoded as the other integers are (out of range named).
+    private struct Serial: Decodable {
+        let value: UInt64
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            do { value = try container.decode(UInt64.self) } catch {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a whole number from 0 to \(UInt64.max)"))
+            }
+        }
     }
 
     public func resolve(relativeTo directory: URL) throws(ConfigError) -> NodeConfiguration {
@@ -234,6 +255,7 @@ extension NodeConfigFile {
         transport.registry = Dictionary(uniqueKeysWithValues: genesis.partners.compactMap { partner in
             partner.tlsKeyHash.map { (partner.id.rawValue, $0) }
         })
+        transport.revokedSerials = Set(revokedCertificateSerials ?? [])
         try applyClientLimits(to: &transport)
         var configuration = NodeConfiguration(genesis: genesis, databaseFile: path(database), consensusKey: consensusKey, transport: transport)
         configuration.tickMilliseconds = tick

@@ -595,5 +595,5 @@ public enum NodeError: Error, Equatable, Sendable, CustomStringConvertible {
 /// This release of Calisson's node (its hello, `calisson status`, `/metrics`, `--version`).
 /// The ledger rules it executes are `LedgerRules.newest`.
 public enum Release {
-    public static let version = "0.8.0"
+    public static let version = "0.8.1"
 }

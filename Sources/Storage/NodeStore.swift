@@ -263,7 +263,8 @@ public final class NodeStore {
 
     private static func isZeroBytes(_ path: String) -> Bool {
         var status = stat()
-        return stat(path, &status) == 0 && status.st_size == 0
+        // A regular file only: a pipe's size is 0 too, and is refused as a pipe.
+        return stat(path, &status) == 0 && status.st_mode & S_IFMT == S_IFREG && status.st_size == 0
     }
 
     /// Makes durable what the last writer committed and did not sync: a node killed (by

@@ -38,6 +38,26 @@ extension KeyedDecodingContainer {
     }
 }
 
+/// A member name of any spelling: to list the members an object has.
+public struct AnyMemberKey: CodingKey {
+    public let stringValue: String
+    public let intValue: Int? = nil
+    public init(stringValue: String) { self.stringValue = stringValue }
+    public init?(intValue: Int) { nil }
+}
+
+extension Decoder {
+    /// Refuses an object with a member `Keys` does not name, naming it: a misspelt field
+    /// (`retainBlock`) would otherwise be ignored and its default taken without a word.
+    public func refuseUnknownMembers<Keys: CodingKey>(_ keys: Keys.Type) throws {
+        let container = try container(keyedBy: AnyMemberKey.self)
+        if let unknown = container.allKeys.sorted(by: { $0.stringValue < $1.stringValue }).first(where: { Keys(stringValue: $0.stringValue) == nil }) {
+            throw DecodingError.dataCorrupted(.init(
+                codingPath: codingPath + [unknown], debugDescription: "no such field (misspelt? it would be ignored, its default taken)"))
+        }
+    }
+}
+
 extension DecodingError {
     /// Where the error is (`programmes[2].budget`) and what is wrong, in words.
     public var fieldAndReason: (field: String, reason: String) {

@@ -191,6 +191,20 @@ import Transport
         #expect(load { $0["blockWaitMilliseconds"] = 18_446_744_073_709_551_616.0 }?.field == "blockWaitMilliseconds")
         #expect(load { $0["peers"] = [["id": "p1", "host": "127.0.0.1", "port": 65_536]] }?.field == "peers[0].port")
         #expect(load { $0["peerPort"] = 70_000 }?.reason.contains("0 to 65535") == true)
+        // A misspelt field is named, not ignored with its default taken.
+        let misspelt = load { $0["retainBlock"] = 2_000 }
+        #expect(misspelt?.field == "retainBlock" && misspelt?.reason.contains("no such field") == true, "\(String(describing: misspelt))")
+        #expect(load { $0["peers"] = [["id": "p1", "host": "127.0.0.1", "port": 7_000, "prot": 1]] }?.field == "peers[0].prot")
+        // Revoked certificate serials: taken by the transport; a serial out of range named.
+        #expect(load { $0["revokedCertificateSerials"] = [-1] }?.field == "revokedCertificateSerials[0]")
+        #expect(load { $0["revokedCertificateSerials"] = Array(repeating: 1, count: 10_001) }?.reason.contains("more than 10000") == true)
+        do {
+            var object = encoded
+            object["revokedCertificateSerials"] = [17, 18_446_744_073_709_551_615 as UInt64]
+            let file = directory.appendingPathComponent("revoked.json")
+            try JSONSerialization.data(withJSONObject: object).write(to: file)
+            #expect(try NodeConfigFile.load(file.path).transport.revokedSerials == [17, .max])
+        }
         // A value of the wrong kind says which kind was expected: a list where an object is
         // (once said "expected a list": a dictionary is a sequence too), and the reverse.
         #expect(load { $0["peers"] = ["id": "p1"] }?.reason.hasPrefix("wrong type (expected a list)") == true)
