@@ -14,6 +14,8 @@ public struct Mempool: Sendable {
         /// Whose command it is (the node: its signer, `TransactionSigner.mempoolOwner`);
         /// nil: no one's, not held to a share.
         public let owner: Bytes32?
+        /// The last height whose block may carry it (`UInt64.max`: no bound known).
+        public let expiry: UInt64
     }
 
     /// Commands held, at most; `insert` refuses beyond.
@@ -31,6 +33,9 @@ public struct Mempool: Sendable {
     private var inFlight: [SHA256Digest: UInt64] = [:]
     /// The commands and bytes each owner holds.
     private var held: [Bytes32: (count: Int, bytes: Int)] = [:]
+    /// The earliest expiry of a command held, at most (a command removed since may have
+    /// had it): `removeExpired` looks at the commands only once the chain passes it.
+    private var earliestExpiry = UInt64.max
 
     public init(countMax: Int, bytesMax: Int = .max, inFlightTicks: UInt64) {
         precondition(countMax > 0 && bytesMax > 0 && inFlightTicks > 0, "a mempool holds at least one command, in flight for at least one tick")
@@ -79,7 +84,7 @@ public struct Mempool: Sendable {
     }
 
     /// Keeps a command at the end of the queue, `owner`'s (nil: no one's).
-    public mutating func insert(id: SHA256Digest, bytes: [UInt8], owner: Bytes32? = nil) throws(Refusal) {
+    public mutating func insert(id: SHA256Digest, bytes: [UInt8], owner: Bytes32? = nil, expiry: UInt64 = .max) throws(Refusal) {
         guard !isFull, bytes.count <= bytesMax - byteCount else { throw .full }
         guard !ids.contains(id) else { throw .duplicate }
         if let owner {
@@ -88,8 +93,9 @@ public struct Mempool: Sendable {
             held[owner] = (mine.count + 1, mine.bytes + bytes.count)
         }
         ids.insert(id)
-        entries.append(Entry(id: id, bytes: bytes, owner: owner))
+        entries.append(Entry(id: id, bytes: bytes, owner: owner, expiry: expiry))
         byteCount += bytes.count
+        earliestExpiry = min(earliestExpiry, expiry)
     }
 
     /// Commands waiting for a proposal at `tick` (those in a live proposal are not).
@@ -116,17 +122,38 @@ public struct Mempool: Sendable {
     /// Forgets the commands a final block carried.
     public mutating func remove(_ executed: Set<SHA256Digest>) {
         guard !executed.isEmpty else { return }
+        removeAll { executed.contains($0.id) }
+    }
+
+    /// Forgets the commands no block from `height` on may carry (their expiry is below
+    /// it): kept, a backup counted them as work its primary should order, and started
+    /// view changes alone for commands the primary had refused as expired. Returns how
+    /// many. Looks at the commands only once `height` passes the earliest expiry held.
+    @discardableResult
+    public mutating func removeExpired(before height: UInt64) -> Int {
+        guard height > earliestExpiry else { return 0 }
+        let before = entries.count
+        removeAll { $0.expiry < height }
+        earliestExpiry = entries.lazy.map(\.expiry).min() ?? .max
+        return before - entries.count
+    }
+
+    private mutating func removeAll(where dropped: (Entry) -> Bool) {
+        var removed: [SHA256Digest] = []
         entries.removeAll { entry in
-            guard executed.contains(entry.id) else { return false }
+            guard dropped(entry) else { return false }
             byteCount -= entry.bytes.count
             if let owner = entry.owner, let index = held.index(forKey: owner) {
                 let mine = held.values[index]
                 if mine.count > 1 { held.values[index] = (mine.count - 1, mine.bytes - entry.bytes.count) } else { held.remove(at: index) }
             }
+            removed.append(entry.id)
             return true
         }
-        ids.subtract(executed)
-        for id in executed { inFlight[id] = nil }
+        for id in removed {
+            ids.remove(id)
+            inFlight[id] = nil
+        }
     }
 
     /// Every command may be cut again at once (the proposals carrying them died).
@@ -139,5 +166,6 @@ public struct Mempool: Sendable {
         inFlight = [:]
         held = [:]
         byteCount = 0
+        earliestExpiry = .max
     }
 }

@@ -26,6 +26,8 @@ final class ConnectionLimit: Sendable {
     /// room for a newcomer.
     let refused = Atomic<Int>(0)
     let evicted = Atomic<Int>(0)
+    /// Connections closed because their client stopped reading an answer (`StalledReaderTimeout`).
+    let stalledReaders = Atomic<Int>(0)
 
     init(perAddressMax: Int, totalMax: Int = .max) {
         self.perAddressMax = max(1, perAddressMax)

@@ -47,6 +47,8 @@ final class GatewayMetrics: Sendable {
              connections.refused.load(ordering: .relaxed)),
             ("connections_evicted", "Connections closed to make room for a newcomer: connectionsMax were open, theirs was the oldest of the address holding the most.",
              connections.evicted.load(ordering: .relaxed)),
+            ("connections_stalled_readers_closed", "Connections closed because their client took nothing of an answer for stalledReaderSeconds (its socket full).",
+             connections.stalledReaders.load(ordering: .relaxed)),
             ("finality_waits_found", "Submissions waiting for finality answered from a checked final block.", watch.found.load(ordering: .relaxed)),
             ("finality_waits_timed_out", "Submissions waiting for finality not seen in a block within the wait (their proof then asked).",
              watch.timedOut.load(ordering: .relaxed)),

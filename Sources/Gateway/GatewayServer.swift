@@ -47,6 +47,10 @@ public struct GatewayConfiguration: Sendable {
     /// within it) is closed: idle clients cannot hold the gateway's sockets. An answer being
     /// written (an event feed) is never cut.
     public var idleTimeoutSeconds: Int64 = 60
+    /// A connection whose client stopped reading an answer (its socket takes nothing more)
+    /// for this long is closed (`StalledReaderTimeout`): the idle timeout does not run
+    /// while an answer is being written.
+    public var stalledReaderSeconds: Int64 = 30
     /// A request's body must arrive whole within this many seconds (408 otherwise): a slow
     /// sender holds one of the places of the requests answered at once.
     public var bodySeconds: Int64 = 10
@@ -134,8 +138,12 @@ public final class GatewayServer: Sendable {
         try GatewayAPI(pool: configuration.pool, signer: configuration.signer, feed: feed, watch: watch, settlementRegister: configuration.settlementRegister)
             .registerHandlers(on: RecordingTransport(transport: router, routes: routes))
         dashboard.register(on: router, routes: routes)
+        let stalledReader = TimeAmount.seconds(max(1, configuration.stalledReaderSeconds))
         let http1 = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [limit.handler(), ContinueOrClose(refusals: refusals, logger: logger)], idleTimeout: .seconds(max(1, configuration.idleTimeoutSeconds)))
+            additionalChannelHandlers: [
+                limit.handler(), StalledReaderTimeout(timeout: stalledReader, limit: limit),
+                ContinueOrClose(refusals: refusals, logger: logger),
+            ], idleTimeout: .seconds(max(1, configuration.idleTimeoutSeconds)))
         let server: HTTPServerBuilder = try tlsConfiguration.map { try .tls(.http1(configuration: http1), tlsConfiguration: $0) } ?? .http1(configuration: http1)
         let app = Application(
             router: router, server: server, configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "calisson-gateway"),

@@ -34,7 +34,7 @@ extension NodeCore {
         // Before its signature is checked: a signer past its share costs no check.
         guard !mempool.isPastShare(tx.signer.mempoolOwner) else { return answer(client, .mempoolShare) }
         let check = SignatureCheck(publicKey: key, digest: digest, signature: signed.signature)
-        effects.append(.verify([check], .admission(.init(bytes: bytes, id: id, signer: tx.signer, nonce: tx.nonce, client: client))))
+        effects.append(.verify([check], .admission(.init(bytes: bytes, id: id, signer: tx.signer, nonce: tx.nonce, expiry: tx.expiryHeight, client: client))))
     }
 
     /// A partner's signing key at the ledger's height (`signingKeys`).
@@ -53,7 +53,7 @@ extension NodeCore {
         guard !mempool.isFull else { return .mempoolFull }
         // Already applied (the same signer and nonce is recorded until the expiry passes).
         guard ledger.store.value(StateKeys.used(admission.signer, nonce: admission.nonce)) == nil else { return .nonceUsed(admission.nonce) }
-        do { try mempool.insert(id: admission.id, bytes: admission.bytes, owner: admission.signer.mempoolOwner) } catch {
+        do { try mempool.insert(id: admission.id, bytes: admission.bytes, owner: admission.signer.mempoolOwner, expiry: admission.expiry) } catch {
             switch error {
             case .full: return .mempoolFull
             case .share: return .mempoolShare

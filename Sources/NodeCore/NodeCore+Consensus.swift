@@ -123,6 +123,7 @@ extension NodeCore {
         answerBlockWaiters(expiredOnly: false)
         try serveLatestCheckpoint()
         mempool.remove(Set(ids))
+        mempool.removeExpired(before: block.seq.saturatingAdding(1))
         if outcome.validators != nil || outcome.partnersChanged { refreshDirectory() }
         if outcome.partnersChanged { effects.append(.partnersChanged) }
         lastProgressTick = tickCount

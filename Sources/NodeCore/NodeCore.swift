@@ -49,6 +49,8 @@ public enum PendingCheck: Sendable {
         public let id: SHA256Digest
         public let signer: TransactionSigner
         public let nonce: UInt64
+        /// Its expiry height: the mempool forgets it once no block may carry it.
+        public let expiry: UInt64
         public let client: ClientToken?
     }
 }

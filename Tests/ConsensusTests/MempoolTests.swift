@@ -43,6 +43,25 @@ import Wire
         #expect(mempool.byteCount == 0)
     }
 
+    /// A command no block may carry any more (its expiry passed) is forgotten once a block
+    /// passes it, with its owner's share and its bytes: a backup kept one its primary had
+    /// refused as expired, counted it as work to order, and asked for view changes alone.
+    @Test func expiredCommandsAreForgottenAsTheChainPassesThem() throws {
+        var mempool = Mempool(countMax: 100, inFlightTicks: 10)
+        let owner = try #require(Bytes32(SHA256.hash("owner").bytes))
+        for (index, expiry) in [UInt64(12), 10, .max, 11].enumerated() {
+            try mempool.insert(id: SHA256.hash("command \(index)"), bytes: [UInt8](repeating: 1, count: 10), owner: owner, expiry: expiry)
+        }
+        #expect(mempool.removeExpired(before: 10) == 0)  // a block at 10 may still carry the one expiring at 10
+        #expect(mempool.removeExpired(before: 11) == 1 && mempool.count == 3 && !mempool.contains(SHA256.hash("command 1")))
+        #expect(mempool.removeExpired(before: 13) == 2 && mempool.count == 1 && mempool.byteCount == 10)
+        #expect(mempool.held(by: owner).count == 1 && mempool.pendingCount(tick: 0) == 1)
+        #expect(mempool.removeExpired(before: .max) == 0)  // no bound known: never expired
+        // Forgotten, it may come again (no duplicate left behind).
+        try mempool.insert(id: SHA256.hash("command 1"), bytes: [1], expiry: 20)
+        #expect(mempool.count == 2)
+    }
+
     @Test func commandsInFlightAreNotCutAgainUntilTheirTicksPass() throws {
         var mempool = try Self.filled([10, 10])
         #expect(mempool.take(1, tick: 1).count == 1)

@@ -161,6 +161,37 @@ import Wire
         #expect(refusedCount >= 4, "\(metrics.split(separator: "\n").filter { $0.contains("connections") })")
     }
 
+    /// A client that asks and stops reading is closed once its socket took nothing of the
+    /// answers for `stalledReaderSeconds`: the idle timeout does not run while an answer is
+    /// written, and nothing else bounded the wait (a client held its connection, and what
+    /// was written for it, for ever). A client that takes something in time (the channel
+    /// writable again) keeps it. On an embedded channel: the kernel's buffers of a loopback
+    /// socket take megabytes before NIO's channel is ever unwritable.
+    @Test func aClientThatStopsReadingIsClosed() throws {
+        let limit = ConnectionLimit(perAddressMax: 8)
+        let channel = EmbeddedChannel(handler: StalledReaderTimeout(timeout: .seconds(30), limit: limit))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        func writable(_ value: Bool) {
+            channel.isWritable = value
+            channel.pipeline.fireChannelWritabilityChanged()
+        }
+        channel.embeddedEventLoop.advanceTime(by: .seconds(120))
+        #expect(channel.isActive, "a writable channel is never closed by it")
+        // Full, then taken from within the time: kept, and the time starts again at the next.
+        writable(false)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(29))
+        writable(true)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(60))
+        #expect(channel.isActive && limit.stalledReaders.load(ordering: .relaxed) == 0)
+        writable(false)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(29))
+        #expect(channel.isActive)
+        writable(false)  // told again: the time is not restarted
+        channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        #expect(!channel.isActive, "a client that took nothing for 30 s keeps its connection")
+        #expect(limit.stalledReaders.load(ordering: .relaxed) == 1)
+    }
+
     /// `Expect: 100-continue`: a client that waits to be told before it sends its body is
     /// told (`100 Continue`) once the request passed what its head decides, then answered on
     /// the same connection, which stays usable; a request refused from its head alone (the

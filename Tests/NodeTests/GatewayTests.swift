@@ -64,17 +64,17 @@ import Wire
     /// can hold the cooperative threads the server needs (seen once at 30 s in a full run).
     static func start(
         _ nodes: [NodeRuntime], _ cluster: TestCluster, keys: [APIKey], signer: PartnerSigner? = nil, settlementRegister: SettlementRegister? = nil,
-        idleTimeoutSeconds: Int64 = 60, bodySeconds: Int64 = 10, connectionsPerAddressMax: Int = 256, mirrorPagesMax: Int = 0
+        idleTimeoutSeconds: Int64 = 60, bodySeconds: Int64 = 10, connectionsPerAddressMax: Int = 256, mirrorPagesMax: Int = 0, stalledReaderSeconds: Int64 = 30
     ) async throws -> (server: GatewayServer, serving: Task<Void, any Error>, port: Int) {
         try await start(
             nodes.map { NodeAddress(host: "127.0.0.1", port: $0.transport.clientPort) }, cluster, keys: keys, signer: signer,
             settlementRegister: settlementRegister, idleTimeoutSeconds: idleTimeoutSeconds, bodySeconds: bodySeconds,
-            connectionsPerAddressMax: connectionsPerAddressMax, mirrorPagesMax: mirrorPagesMax)
+            connectionsPerAddressMax: connectionsPerAddressMax, mirrorPagesMax: mirrorPagesMax, stalledReaderSeconds: stalledReaderSeconds)
     }
 
     static func start(
         _ addresses: [NodeAddress], _ cluster: TestCluster, keys: [APIKey], signer: PartnerSigner? = nil, settlementRegister: SettlementRegister? = nil,
-        idleTimeoutSeconds: Int64 = 60, bodySeconds: Int64 = 10, connectionsPerAddressMax: Int = 256, mirrorPagesMax: Int = 0
+        idleTimeoutSeconds: Int64 = 60, bodySeconds: Int64 = 10, connectionsPerAddressMax: Int = 256, mirrorPagesMax: Int = 0, stalledReaderSeconds: Int64 = 30
     ) async throws -> (server: GatewayServer, serving: Task<Void, any Error>, port: Int) {
         var configuration = GatewayConfiguration(
             pool: NodePool(nodes: addresses, ca: cluster.ca, genesis: cluster.genesis, lagMax: 32, mirrorPagesMax: mirrorPagesMax),
@@ -83,6 +83,7 @@ import Wire
         configuration.signer = signer
         configuration.settlementRegister = settlementRegister
         configuration.idleTimeoutSeconds = idleTimeoutSeconds
+        configuration.stalledReaderSeconds = stalledReaderSeconds
         configuration.bodySeconds = bodySeconds
         configuration.connectionsPerAddressMax = connectionsPerAddressMax
         let server = try GatewayServer(configuration: configuration)
