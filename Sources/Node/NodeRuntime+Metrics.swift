@@ -89,7 +89,7 @@ extension NodeRuntime {
             core.counters.votesUnchecked)
         metric("consensus_undecodable_total", "counter", "Consensus messages from validators that did not decode.", core.counters.undecodable)
         metric("consensus_peer_verification_dropped_total", "counter",
-               "Consensus messages dropped unchecked: their peer had \(core.settings.peerVerificationChecksMax) signatures or \(core.settings.peerVerificationBytesMax) bytes waiting for the verifier.",
+               "Consensus messages dropped unchecked: their peer had \(core.settings.peerVerificationChecksMax) signatures, \(core.settings.peerVerificationBytesMax) bytes or \(core.settings.peerVerificationMessagesMax) messages waiting for the verifier.",
                core.counters.peerVerificationDropped)
         metric("consensus_state_requests_dropped_total", "counter",
                "Requests for blocks left unserved: a peer is served at most 8 times a tick.",

@@ -176,6 +176,10 @@ public struct NodeCoreSettings: Sendable {
     /// memory, nor crowd out the others' votes.
     public var peerVerificationChecksMax = 65_536
     public var peerVerificationBytesMax = 32 << 20
+    /// And its messages: the verifier's queue holds 20,000 at most (`NodeRuntime`), and one
+    /// peer's single-signature messages (checkpoint votes for heights that need none, say)
+    /// filled it under the checks' share, every other validator's votes then dropped.
+    public var peerVerificationMessagesMax = 2_048
     /// A peer whose consensus message carried a bad signature is distrusted: an honest
     /// validator sends only signatures it made or checked, so junk is a fault or an attack,
     /// and checking it costs a core. Each bad message raises the peer's level (at most 16);
@@ -232,7 +236,7 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
     var signingKeys: (height: UInt64, keys: [Identifier: Ed25519PublicKey]) = (0, [:])
     /// What each peer's consensus messages hold of the verifier now (checks, bytes): added
     /// when one is handed to it, taken back with its outcome. Keyed by linked partners.
-    var verifying: [String: (checks: Int, bytes: Int)] = [:]
+    var verifying: [String: (checks: Int, bytes: Int, messages: Int)] = [:]
     /// Peers whose consensus messages carried bad signatures lately: their level at the
     /// last one, and the tick of it (`NodeCoreSettings.distrustTicksMax`).
     var distrusted: [String: (level: Int, at: UInt64)] = [:]
@@ -369,8 +373,8 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
             dropWaiters(tokens)
         case let .verified(.consensus(message, sender, peer, checks, bytes), outcome):
             if let held = verifying[peer] {
-                let left = (checks: held.checks - checks, bytes: held.bytes - bytes)
-                verifying[peer] = left.checks <= 0 && left.bytes <= 0 ? nil : left
+                let left = (checks: held.checks - checks, bytes: held.bytes - bytes, messages: held.messages - 1)
+                verifying[peer] = left.checks <= 0 && left.bytes <= 0 && left.messages <= 0 ? nil : left
             }
             switch outcome {
             case .valid: try step(.message(message, from: sender))
@@ -467,15 +471,15 @@ public struct NodeCore<Storage: NodeStorage, Signer: ConsensusSigner> {
         // share, and its sender's few votes must not stop it. So a peer holds at most the
         // share and one such message.
         // A distrusted peer's share is halved per level, with no message past it.
-        let held = verifying[peer, default: (0, 0)]
+        let held = verifying[peer, default: (0, 0, 0)]
         let share = (checks: settings.peerVerificationChecksMax >> distrust, bytes: settings.peerVerificationBytesMax >> distrust)
         let fits = checks.count <= share.checks - held.checks && payload.count <= share.bytes - held.bytes
         let littleWaits = distrust == 0 && held.checks <= share.checks / 16 && held.bytes <= share.bytes / 16
-        guard fits || littleWaits else {
+        guard fits || littleWaits, held.messages < max(1, settings.peerVerificationMessagesMax >> distrust) else {
             counters.peerVerificationDropped += 1
             return effects.append(.event(.peerVerificationDropped(peer: peer, checks: checks.count, bytes: payload.count)))
         }
-        verifying[peer] = (held.checks + checks.count, held.bytes + payload.count)
+        verifying[peer] = (held.checks + checks.count, held.bytes + payload.count, held.messages + 1)
         effects.append(.verify(checks, .consensus(message, from: sender, peer: peer, checks: checks.count, bytes: payload.count)))
     }
 

@@ -45,6 +45,28 @@ import Testing
         #expect(core.counters.peerVerificationDropped == 22)
     }
 
+    /// A peer's messages waiting for the verifier are bounded in number too: one-signature
+    /// messages under the checks' share filled the verifier's whole queue.
+    @Test func aPeersMessagesAreBoundedInNumberToo() throws {
+        let fixture = Fixture()
+        var settings = NodeCoreSettings()
+        settings.peerVerificationMessagesMax = 6
+        var core = try Self.core(fixture, settings)
+        func send(from index: Int, count: Int, first: Int = 1) -> [PendingCheck] {
+            (0..<count).flatMap { number -> [PendingCheck] in
+                let vote = fixture.vote(.prepare, by: index, seq: UInt64(first + number), digest: SHA256.hash("block \(index) \(number)"))
+                return core.drive(.peerMessage(Message.vote(vote).wireBytes, from: "p\(index)")).compactMap {
+                    if case let .verify(_, pending) = $0 { pending } else { nil }
+                }
+            }
+        }
+        let held = send(from: 1, count: 10)
+        #expect(held.count == 6 && core.counters.peerVerificationDropped == 4)
+        #expect(send(from: 2, count: 3).count == 3)
+        _ = core.drive(.verified(held[0], .valid))
+        #expect(send(from: 1, count: 2, first: 20).count == 1)
+    }
+
     /// A bad signature makes its peer distrusted: its messages are dropped unchecked for
     /// 2^level ticks, then it holds its share halved per level, with no message past it;
     /// a level is forgiven every `distrustForgivenTicks`. Other peers keep their shares.
