@@ -160,11 +160,19 @@ extension Replica {
 
     // MARK: State transfer
 
-    /// A commit for a height above the window: others are ahead of us.
-    mutating func noteAhead(_ seq: UInt64) {
-        // A single commit proves nothing; it only makes a state request worth sending.
-        // The blocks that come back are checked against their certificates.
-        if seq > knownFinalSeq { knownFinalSeq = seq }
+    /// A validator's message names a height above the window: others may be ahead of us.
+    /// A single one proves nothing; f + 1 validators naming a height at least (one of them
+    /// honest) make it known final, a state request then worth sending. The blocks that
+    /// come back are checked against their certificates. One validator's hint raised it
+    /// alone: a Byzantine one naming 2^64 − 1 had the node ask for state every few ticks
+    /// for ever, and say it was that far behind.
+    mutating func noteAhead(_ seq: UInt64, from signer: ValidatorID) {
+        guard seq > aheadHints[signer] ?? 0 else { return }
+        aheadHints[signer] = seq
+        let needed = validators.weakQuorum
+        guard aheadHints.count >= needed else { return }
+        let named = aheadHints.values.sorted(by: >)[needed - 1]
+        if named > knownFinalSeq { knownFinalSeq = named }
     }
 
     mutating func stateTransferTick() {

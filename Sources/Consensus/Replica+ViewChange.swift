@@ -77,7 +77,7 @@ extension Replica {
         guard let changeEpoch = epoch(of: m.body) else {
             // A hint worth a state request, from a validator only (as a commit's), and
             // whatever the height it names: its checkpoint is not checked yet.
-            if let stable = m.body.stable, schedule.isValidatorOfSomeEpoch(m.signer) { noteAhead(stable.seq) }
+            if let stable = m.body.stable, schedule.isValidatorOfSomeEpoch(m.signer) { noteAhead(stable.seq, from: m.signer) }
             return reject(.beyondHorizon(seq: (m.body.stable?.seq ?? 0).saturatingAdding(1), horizon: horizon), from: from)
         }
         guard changeEpoch.validators.contains(m.signer) else { return reject(.notAValidator, from: from) }
@@ -174,7 +174,7 @@ extension Replica {
         // Nothing of it checked yet: the highest stable checkpoint may name any height.
         let planStable = Self.highestStable(body.viewChanges)?.seq ?? 0
         guard planStable < horizon else {
-            if schedule.isValidatorOfSomeEpoch(m.signer) { noteAhead(planStable) }
+            if schedule.isValidatorOfSomeEpoch(m.signer) { noteAhead(planStable, from: m.signer) }
             return reject(.beyondHorizon(seq: planStable.saturatingAdding(1), horizon: horizon), from: from)
         }
         let newViewEpoch = schedule.epoch(at: planStable + 1)

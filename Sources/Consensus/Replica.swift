@@ -79,8 +79,12 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
     var executionRequested: UInt64
     /// Final blocks below the log (state transfer, or committed just before a GC).
     var committedAhead: [UInt64: CertifiedBlock] = [:]
-    /// The highest height known (by certificate) to be final somewhere.
+    /// The highest height known (by certificate) to be final somewhere, or that f + 1
+    /// validators' messages name (`noteAhead`).
     public internal(set) var knownFinalSeq: UInt64
+    /// The highest height each validator's messages named beyond this replica's window
+    /// (`noteAhead`), one entry per signer.
+    var aheadHints: [ValidatorID: UInt64] = [:]
 
     var nextProposalSeq: UInt64
     var payloadRequested: UInt64?
@@ -387,7 +391,7 @@ public struct Replica<Signer: ConsensusSigner>: Sendable {
         let body = m.body
         guard body.seq > lowWatermark, body.seq <= highWatermark else {
             if body.kind == .commit && body.seq > highWatermark && schedule.isValidatorOfSomeEpoch(m.signer) {
-                noteAhead(body.seq)
+                noteAhead(body.seq, from: m.signer)
             }
             return reject(.outsideWindow(seq: body.seq, low: lowWatermark, high: highWatermark), from: from)
         }

@@ -381,9 +381,12 @@ extension Array where Element == Action {
             #expect(newViewFromStranger.rejections == [.beyondHorizon(seq: seq.saturatingAdding(1), horizon: replica.horizon)])
             #expect(replica.knownFinalSeq == 0, "a stranger's height taken as a hint: \(replica.knownFinalSeq)")
 
+            // One validator's height is not enough (it may be the faulty one); f + 1 (2 of 4) is.
             let fromValidator = replica.step(.message(.viewChange(change(seq, by: fixture.signers[2])), from: fixture.id(2)))
             #expect(fromValidator.rejections == [.beyondHorizon(seq: seq.saturatingAdding(1), horizon: replica.horizon)])
-            #expect(replica.knownFinalSeq == seq)
+            #expect(replica.knownFinalSeq == 0, "one validator's height taken as known final: \(replica.knownFinalSeq)")
+            _ = replica.step(.message(.viewChange(change(1_000, by: fixture.signers[3])), from: fixture.id(3)))
+            #expect(replica.knownFinalSeq == 1_000, "the lower of two validators' heights")
             #expect(replica.view == 0 && !replica.isViewChanging)
         }
     }
