@@ -7,8 +7,9 @@ import Synchronization
 /// timeout, but until then each holds a socket) cannot take the file descriptors every
 /// other client and the node connections need. Past the total, the address holding the
 /// most connections gives its oldest up to the newcomer (unless the newcomer's is that
-/// address): a few addresses holding every place (16 at 256 each, the default) are thus
-/// the ones that make room, not the partners' back-ends. An address is an IPv4 address or
+/// address), or failing that the IPv6 /48 holding the most (`givingWay`): a few addresses
+/// holding every place (16 at 256 each, the default), or one network's /64s, are thus the
+/// ones that make room, not the partners' back-ends. An address is an IPv4 address or
 /// an IPv6 /64 (`clientKey`: one host may have 2^64 addresses). Counted by a handler in
 /// each connection's pipeline.
 final class ConnectionLimit: Sendable {
@@ -42,11 +43,9 @@ final class ConnectionLimit: Sendable {
             guard count < perAddressMax else { return (nil, nil) }
             var evicting: (@Sendable () -> Void)?
             if open.total >= totalMax {
-                guard let (heaviest, held) = open.byAddress.max(by: { $0.value.count < $1.value.count }), held.count > count + 1, heaviest != address else {
-                    return (nil, nil)
-                }
+                guard let giving = Self.givingWay(open.byAddress, to: address, holding: count), let held = open.byAddress[giving] else { return (nil, nil) }
                 evicting = held[0].close
-                open.byAddress[heaviest] = held.count > 1 ? Array(held.dropFirst()) : nil
+                open.byAddress[giving] = held.count > 1 ? Array(held.dropFirst()) : nil
                 open.total -= 1
             }
             open.numbered += 1
@@ -59,6 +58,33 @@ final class ConnectionLimit: Sendable {
             evicting()
         }
         return number
+    }
+
+    /// The address whose oldest connection gives way to a newcomer from `address` (holding
+    /// `count`) when every place is taken, or nil (the newcomer is refused): the address
+    /// holding the most, if it holds more than the newcomer would; failing that, within the
+    /// IPv6 /48 holding the most, if it holds more than the newcomer's would, its address
+    /// with the oldest connection. One network spreading its connections over 4,096 of its
+    /// 65,536 /64s held every place, each /64 holding one, and no newcomer got in.
+    static func givingWay(_ byAddress: [String: [(number: UInt64, close: @Sendable () -> Void)]], to address: String, holding count: Int) -> String? {
+        if let (heaviest, held) = byAddress.max(by: { $0.value.count < $1.value.count }), held.count > count + 1, heaviest != address {
+            return heaviest
+        }
+        var groups: [String: Int] = [:]
+        for (key, held) in byAddress { if let group = group(of: key) { groups[group, default: 0] += held.count } }
+        let newcomers = group(of: address)
+        guard let (heaviest, held) = groups.max(by: { $0.value < $1.value }), heaviest != newcomers,
+            held > (newcomers.flatMap { groups[$0] } ?? 0) + 1
+        else { return nil }
+        return byAddress.filter { group(of: $0.key) == heaviest }.min { ($0.value.first?.number ?? .max) < ($1.value.first?.number ?? .max) }?.key
+    }
+
+    /// An IPv6 client's /48 (from its /64's key, `clientKey`); nil for an IPv4 address.
+    static func group(of key: String) -> String? {
+        guard key.hasSuffix("::/64") else { return nil }
+        let groups = key.dropLast(5).split(separator: ":", omittingEmptySubsequences: false)
+        guard groups.count == 4 else { return nil }
+        return groups.prefix(3).joined(separator: ":") + "::/48"
     }
 
     /// Gives the place of connection `number` of `address` back (nothing if it was given

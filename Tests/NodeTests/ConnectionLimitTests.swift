@@ -49,6 +49,24 @@ import Testing
         #expect(limit.openCount == 4)
     }
 
+    /// Every place held by one network's /64s, one each: the /48 holding the most gives way
+    /// (its oldest connection) to a newcomer from elsewhere; a newcomer from that /48 is
+    /// refused. Before, no address held more than a newcomer would, and every newcomer was
+    /// refused: a /52 took the gateway.
+    @Test func oneNetworkSpreadOverItsSlash64sMakesRoom() {
+        let limit = ConnectionLimit(perAddressMax: 3, totalMax: 4)
+        let closed = Locked<[String]>([])
+        func enter(_ address: String) -> UInt64? { limit.enter(address) { closed.withLock { $0.append(address) } } }
+        for index in 0..<3 { #expect(enter("2001:db8:a:\(index)::/64") != nil) }
+        #expect(enter("192.0.2.7") != nil)
+        #expect(enter("2001:db8:a:9::/64") == nil, "from the /48 holding the most")
+        #expect(enter("2001:db8:b:1::/64") != nil && closed.withLock { $0 } == ["2001:db8:a:0::/64"])
+        #expect(enter("198.51.100.1") != nil && closed.withLock { $0 } == ["2001:db8:a:0::/64", "2001:db8:a:1::/64"])
+        // Now 2001:db8:a::/48 holds one, as the others: a newcomer is refused.
+        #expect(enter("203.0.113.5") == nil)
+        #expect(ConnectionLimit.group(of: "2001:db8:a:b::/64") == "2001:db8:a::/48" && ConnectionLimit.group(of: "192.0.2.7") == nil)
+    }
+
     /// The public pages' rate per address: a full table forgets only buckets unused for a
     /// second (full again, the same as none); with none such, a new address waits, rather
     /// than one in use being forgotten (rotating over more addresses than the table holds
