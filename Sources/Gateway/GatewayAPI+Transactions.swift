@@ -217,17 +217,29 @@ extension GatewayAPI {
         let bytes: [UInt8]
         switch signer.log.reserve(key, request: request, client: AccessMiddleware.client ?? "") {
         case let .existing(entry):
-            // Its bytes found their nonce held by another transaction once: never sent again
-            // (once that transaction's record expired, they would apply, a second effect).
-            if let refused = entry.refused {
-                return .unprocessable(Problems.problem("refused", "Refused by admission", 422, "the node refused the transaction: \(refused)"))
-            }
             bytes = Hex.decode(entry.transaction) ?? []
-            // Final already (applied, or rejected): that is the answer, the bytes not sent again.
-            if let found = try? await pool.inclusion(of: SignedTransaction.idTag.hash(bytes)) {
-                let state = Self.state(SignedTransaction.idTag.hash(bytes), found)
+            let id = SignedTransaction.idTag.hash(bytes)
+            // Final already: that is the answer, the bytes not sent again. Its result as
+            // `result(of:)` confirms it (a node may prove an earlier, rejected copy). A
+            // lookup that fails is no "absent": nothing is sent, the client retries.
+            let found: VerifiedTransactionResult?
+            do { found = try await pool.result(of: id) } catch { return .badGateway(Problems.badGateway(error)) }
+            if let found {
+                // Rejected because another transaction holds its nonce (signed again after
+                // the log was lost, while the first was still on its way): never sent again.
+                if case .nonceUsedElsewhere = found.result.certification {
+                    try? await markRefused(key, log: signer.log)
+                    return .unprocessable(Problems.problem("refused", "Refused by admission", 422, "the node refused the transaction: \(Self.nonceHeldReason)"))
+                }
+                let state = Self.state(id, found)
                 return wait == .certifiedResult ? SubmitAnswer(await certify(state, until: ContinuousClock.now + .milliseconds(Self.finalityWaitMilliseconds)))
                     : .final(state)
+            }
+            // Its bytes found their nonce held by another transaction once, and are not
+            // final: never sent again (once that transaction's record expired, they would
+            // apply, a second effect).
+            if let refused = entry.refused {
+                return .unprocessable(Problems.problem("refused", "Refused by admission", 422, "the node refused the transaction: \(refused)"))
             }
         case .conflict:
             return .conflict(Problems.problem("idempotency-key-reused", "Idempotency-Key reused", 409, "the key '\(key.prefix(64))' was used with another request"))
@@ -272,12 +284,17 @@ extension GatewayAPI {
         let relayed = await relay(bytes, wait: wait)
         if case .nonceHeld = relayed {
             // Recorded before answering: a later retry is answered so, never sent.
-            let log = signer.log
-            do { try await pool.blocking { try log.markRefused(key, reason: Self.nonceHeldReason) } } catch {
+            do { try await markRefused(key, log: signer.log) } catch {
                 return .unavailable(Problems.problem("idempotency-log", "Idempotency log unavailable", 503, "the gateway could not record the refusal: \(error)"))
             }
         }
         return SubmitAnswer(relayed)
+    }
+
+    /// Records in the log that `key`'s transaction is never to be sent again (synced, on
+    /// the node pool's threads: an fsync blocks).
+    private func markRefused(_ key: String, log: IdempotencyLog) async throws {
+        try await pool.blocking { try log.markRefused(key, reason: Self.nonceHeldReason) }
     }
 
     /// Why bytes whose signer's nonce is recorded, and which no node proves final, are
@@ -380,8 +397,18 @@ extension GatewayAPI {
             case .nonceHeld:
                 // These bytes applied (their place is proven), or another transaction holds the
                 // nonce: then refused at once (no wait for a finality that cannot come), and
-                // so remembered.
-                if let found = try await pool.inclusion(of: id) { return .final(Self.state(id, found)) }
+                // so remembered. Looked for within the request's time; a look that fails or
+                // runs out is no proof of absence.
+                let pool = pool
+                let looked = await Self.by(deadline) { () -> Result<VerifiedInclusion?, any Error>? in
+                    do { return .success(try await pool.inclusion(of: id)) } catch { return .failure(error) }
+                }
+                switch looked {
+                case let .success(found?)?: return .final(Self.state(id, found))
+                case .success(nil)?: break
+                case let .failure(error)?: return .failed(Problems.badGateway(error))
+                case nil: return .failed(Problems.badGateway(NoVerifiedAnswer(failures: [("nodes", "no answer in time about a transaction whose nonce is used")])))
+                }
                 relayed.remember(id, .refused(reason: Self.nonceHeldReason))
                 return .nonceHeld(Problems.problem("refused", "Refused by admission", 422, "the node refused the transaction: \(Self.nonceHeldReason)"))
             }

@@ -6,8 +6,9 @@ import NIOCore
 /// connection, its task and the answer's buffered bytes for ever (an event feed's place
 /// was given back after its 10 s, the rest was not). Once the socket takes no more (the
 /// channel unwritable: over NIO's high-water mark), the client has `timeout` to take
-/// something (the channel writable again) before the connection is closed. A slow reader
-/// that reads keeps it; one that stopped does not.
+/// enough for the channel to be writable again (below NIO's low-water mark, 32 KiB) before
+/// the connection is closed. A slow reader that reads keeps it (large answers are written
+/// in parts of 32 KiB: `Dashboard.body`); one that stopped does not.
 final class StalledReaderTimeout: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
     private let timeout: TimeAmount

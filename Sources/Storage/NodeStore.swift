@@ -211,7 +211,7 @@ public final class NodeStore {
         // A file of zero bytes (and no WAL) is one SQLite takes as an empty database, and
         // writes to: refused before it is opened, left as it was found.
         if !create, Self.isZeroBytes(file), Self.isZeroBytes(file + "-wal") || access(file + "-wal", F_OK) != 0 {
-            throw .corrupt(file: file, reason: "it is empty, 0 bytes, with no write-ahead log: cut short or damaged (restore a backup, or sync this node)")
+            throw .corrupt(file: file, reason: "it is empty, 0 bytes, with no write-ahead log: cut short or damaged (move it aside, then restore a backup, or sync this node from the others)")
         }
         database = try Database(file: file, mode: readOnly ? .readOnly : .readWrite, create: create && !readOnly)
         checkpointer = readOnly ? nil : WALCheckpointer(file: file, pages: tuning.walCheckpointPages)
@@ -277,13 +277,16 @@ public final class NodeStore {
     static func syncLeftByTheLastWriter(_ file: String) throws(StorageError) {
         let directory = file.lastIndex(of: "/").map { String(file[..<$0]) } ?? "."
         for path in [file + "-wal", file, directory.isEmpty ? "/" : directory] {
+            // The directory's sync is what a file system allows (some refuse one, as
+            // `DurableFile` takes it): the files' own syncs are what must not fail.
+            let isDirectory = path != file && path != file + "-wal"
             let descriptor = open(path, O_RDONLY | O_CLOEXEC)
             if descriptor < 0 {
-                if errno == ENOENT, path != file { continue }
+                if isDirectory || (errno == ENOENT && path != file) { continue }
                 throw .cannotOpen(file: file, reason: "\(path) cannot be opened to sync what the last writer left: \(String(cString: strerror(errno)))")
             }
             defer { Glibc.close(descriptor) }
-            guard fsync(descriptor) == 0 else {
+            guard fsync(descriptor) == 0 || isDirectory else {
                 throw .cannotOpen(file: file, reason: "\(path) could not be synced to disk: \(String(cString: strerror(errno)))")
             }
         }

@@ -121,7 +121,12 @@ final class Connection {
         let pending = stream.queuedBytes + tls.outgoingCount
         let configuration = transport.configuration
         let bound = isClient ? configuration.clientSendQueueBytesMax : 4 * configuration.sendQueueBytesMax
-        return pending > bound ? pending : nil
+        if pending > bound { return pending }
+        // And all client links together, as `send` holds them (checked past 1 MiB here).
+        if isClient, pending > min(Self.clientQueueCheckedFrom, bound), transport.clientUnwrittenBytes() + tls.outgoingCount > configuration.clientSendQueueTotalBytesMax {
+            return pending
+        }
+        return nil
     }
 
     private func closeSlow(_ transport: Transport, reason: String) {

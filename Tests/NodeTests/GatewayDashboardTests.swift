@@ -13,6 +13,9 @@ import FoundationNetworking
 #endif
 @testable import Gateway
 import Glibc
+import HTTPTypes
+import HummingbirdCore
+import NIOCore
 import Ledger
 import LightClient
 import Node
@@ -129,6 +132,22 @@ import Wire
         let csv = try await get("/open-data/v1/partners.csv")
         #expect(csv.status == 200 && csv.type.hasPrefix("text/csv"))
         #expect(csv.body.hasPrefix("epoch,partner,net\r\n0,p0,-72\r\n0,p1,72\r\n"), "\(csv.body)")
+        // A large answer is written in parts of 32 KiB (a slow reader is not cut as stalled),
+        // whole and in order; a small one as one buffer.
+        final class Parts: ResponseBodyWriter, @unchecked Sendable {
+            var parts: [ByteBuffer] = []
+            var finished = false
+            func write(_ buffer: ByteBuffer) async throws { parts.append(buffer) }
+            func finish(_ trailingHeaders: HTTPFields?) async throws { finished = true }
+        }
+        let large = ByteBuffer(bytes: (0..<200_000).map { UInt8(truncatingIfNeeded: $0 * 7) })
+        let written = Parts()
+        try await Dashboard.body(large).write(written)
+        #expect(written.finished && written.parts.count == 7 && written.parts.allSatisfy { $0.readableBytes <= 32 << 10 })
+        #expect(written.parts.reduce(into: ByteBuffer()) { $0.writeImmutableBuffer($1) } == large)
+        let small = Parts()
+        try await Dashboard.body(ByteBuffer(bytes: [1, 2, 3])).write(small)
+        #expect(small.parts == [ByteBuffer(bytes: [1, 2, 3])] && small.finished)
         // An id may start with '-': never a formula; numbers stay numbers.
         #expect(Dashboard.csvCell("-cmd") == "'-cmd" && Dashboard.csvCell("-72") == "-72" && Dashboard.csvCell("18446744073709551615") == "18446744073709551615")
         #expect(Dashboard.csvCell("+1,2") == "\"'+1,2\"" && Dashboard.csvCell("tri") == "tri")

@@ -79,13 +79,29 @@ extension Dashboard {
         var fields = headers
         fields[.contentType] = "application/json"
         fields[.accessControlAllowOrigin] = "*"
-        return Response(status: .ok, headers: fields, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+        return Response(status: .ok, headers: fields, body: Self.body(ByteBuffer(bytes: body)))
+    }
+
+    /// A body written in parts of 32 KiB past 64 KiB, each waiting for the connection to
+    /// take the last: a large answer (open data runs to megabytes) written as one buffer
+    /// kept the connection unwritable until nearly all of it was taken, and a slow client
+    /// still reading it was cut as stalled (`StalledReaderTimeout`).
+    static func body(_ buffer: ByteBuffer) -> ResponseBody {
+        let part = 32 << 10
+        guard buffer.readableBytes > 2 * part else { return ResponseBody(byteBuffer: buffer) }
+        return ResponseBody(contentLength: buffer.readableBytes) { writer in
+            var rest = buffer
+            while let slice = rest.readSlice(length: min(part, rest.readableBytes)), slice.readableBytes > 0 {
+                try await writer.write(slice)
+            }
+            try await writer.finish(nil)
+        }
     }
 
     static func text(_ status: HTTPResponse.Status, _ text: String, type: String = "text/plain; charset=utf-8", headers: HTTPFields = [:]) -> Response {
         var fields = headers
         fields[.contentType] = type
-        return Response(status: status, headers: fields, body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+        return Response(status: status, headers: fields, body: Self.body(ByteBuffer(string: text)))
     }
 
     // MARK: Open data
