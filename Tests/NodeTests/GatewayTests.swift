@@ -387,6 +387,28 @@ import Wire
         #expect(Self.metric("calisson_gateway_finality_waits_found_total", in: after) == count)
     }
 
+    /// A gateway signing for p1 with the idempotency log at `log`, `backEnd`'s key listed.
+    static func signingGateway(_ nodes: [NodeRuntime], _ cluster: TestCluster, _ backEnd: (secret: String, entry: APIKey), log: String) async throws
+        -> (server: GatewayServer, serving: Task<Void, any Error>, port: Int)
+    {
+        try await start(nodes, cluster, keys: [backEnd.entry], signer: PartnerSigner(
+            partner: Identifier("p1")!, key: cluster.signingKeys[1], evidence: EvidenceKey(Array(repeating: 9, count: 32)), log: try IdempotencyLog(path: log)))
+    }
+
+    /// A reward of `units` of "tri" to citizen 8, with `key` as its Idempotency-Key (none: nil).
+    static func reward(_ port: Int, _ backEnd: (secret: String, entry: APIKey), key: String?, units: Int, evidence: String) async throws -> Reply {
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/v1/rewards")!)
+        request.httpMethod = "POST"
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        request.setValue("Bearer \(backEnd.secret)", forHTTPHeaderField: "Authorization")
+        if let key { request.setValue(key, forHTTPHeaderField: "Idempotency-Key") }
+        request.httpBody = try JSONSerialization.data(withJSONObject: [
+            "programme": "tri", "account": SHA256.hash("citizen 8").hex, "units": units, "evidence": evidence])
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+        return Reply(status: (response as! HTTPURLResponse).statusCode, body: object, headers: [:], text: String(decoding: data, as: UTF8.self))
+    }
+
     /// Rewards signed by the gateway for its partner: final, evidence committed under the
     /// partner's evidence key; a retry with the same Idempotency-Key, even after a restart
     /// of the gateway, is the same transaction and issues nothing more; the key with
@@ -398,20 +420,10 @@ import Wire
         let backEnd = APIKey.generate(name: "ticketing", scopes: [.read, .submit])
         let log = "\(cluster.directory)/gateway-idempotency.log"
         func gateway() async throws -> (server: GatewayServer, serving: Task<Void, any Error>, port: Int) {
-            try await Self.start(nodes, cluster, keys: [backEnd.entry], signer: PartnerSigner(
-                partner: Identifier("p1")!, key: cluster.signingKeys[1], evidence: EvidenceKey(Array(repeating: 9, count: 32)), log: try IdempotencyLog(path: log)))
+            try await Self.signingGateway(nodes, cluster, backEnd, log: log)
         }
         func reward(_ port: Int, key: String?, units: Int) async throws -> Reply {
-            var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/v1/rewards")!)
-            request.httpMethod = "POST"
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-            request.setValue("Bearer \(backEnd.secret)", forHTTPHeaderField: "Authorization")
-            if let key { request.setValue(key, forHTTPHeaderField: "Idempotency-Key") }
-            request.httpBody = try JSONSerialization.data(withJSONObject: [
-                "programme": "tri", "account": SHA256.hash("citizen 8").hex, "units": units, "evidence": "weighing slip for \(key ?? "none")"])
-            let (data, response) = try await URLSession.shared.data(for: request)
-            let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
-            return Reply(status: (response as! HTTPURLResponse).statusCode, body: object, headers: [:], text: String(decoding: data, as: UTF8.self))
+            try await Self.reward(port, backEnd, key: key, units: units, evidence: "weighing slip for \(key ?? "none")")
         }
 
         var (_, serving, port) = try await gateway()
@@ -479,22 +491,9 @@ import Wire
         let nodes = try cluster.startNodes()
         defer { for node in nodes { node.stop() } }
         let backEnd = APIKey.generate(name: "ticketing", scopes: [.read, .submit])
-        let log = "\(cluster.directory)/gateway-idempotency.log"
-        func gateway() async throws -> (server: GatewayServer, serving: Task<Void, any Error>, port: Int) {
-            try await Self.start(nodes, cluster, keys: [backEnd.entry], signer: PartnerSigner(
-                partner: Identifier("p1")!, key: cluster.signingKeys[1], evidence: EvidenceKey(Array(repeating: 9, count: 32)), log: try IdempotencyLog(path: log)))
-        }
+        let log = "\(cluster.directory)/idempotency.log"
         func reward(_ port: Int, key: String) async throws -> Reply {
-            var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/v1/rewards")!)
-            request.httpMethod = "POST"
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-            request.setValue("Bearer \(backEnd.secret)", forHTTPHeaderField: "Authorization")
-            request.setValue(key, forHTTPHeaderField: "Idempotency-Key")
-            request.httpBody = try JSONSerialization.data(withJSONObject: [
-                "programme": "tri", "account": SHA256.hash("citizen 8").hex, "units": 1, "evidence": "slip \(key)"])
-            let (data, response) = try await URLSession.shared.data(for: request)
-            let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
-            return Reply(status: (response as! HTTPURLResponse).statusCode, body: object, headers: [:], text: String(decoding: data, as: UTF8.self))
+            try await Self.reward(port, backEnd, key: key, units: 1, evidence: "slip \(key)")
         }
         var fills = 0
         func advance(_ port: Int, past height: UInt64) async throws {
@@ -505,7 +504,7 @@ import Wire
             }
         }
 
-        var (_, serving, port) = try await gateway()
+        var (_, serving, port) = try await Self.signingGateway(nodes, cluster, backEnd, log: log)
         let start = nodes[0].read { $0.meta.totals.issued } ?? 0
         let first = try await reward(port, key: "receipt-1")
         #expect(first.status == 200 && first.body["result"] as? String == "applied", "\(first.text)")
@@ -515,7 +514,7 @@ import Wire
         serving.cancel()
         _ = await serving.result
         try FileManager.default.moveItem(atPath: log, toPath: log + ".lost")
-        (_, serving, port) = try await gateway()
+        (_, serving, port) = try await Self.signingGateway(nodes, cluster, backEnd, log: log)
         defer { serving.cancel() }
         let resigned = try await reward(port, key: "receipt-1")
         #expect(resigned.status == 422 && resigned.text.contains("held by another transaction"), "\(resigned.text)")
