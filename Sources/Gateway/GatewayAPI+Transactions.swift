@@ -220,10 +220,12 @@ extension GatewayAPI {
             bytes = Hex.decode(entry.transaction) ?? []
             let id = SignedTransaction.idTag.hash(bytes)
             // Final already: that is the answer, the bytes not sent again. Its result as
-            // `result(of:)` confirms it (a node may prove an earlier, rejected copy). A
-            // lookup that fails is no "absent": nothing is sent, the client retries.
-            let found: VerifiedTransactionResult?
-            do { found = try await pool.result(of: id) } catch { return .badGateway(Problems.badGateway(error)) }
+            // `result(of:)` confirms it (a node may prove an earlier, rejected copy). Looked
+            // for at most 10 s (a loaded cluster's answer took a whole client timeout): a look
+            // that fails or runs out sends the same bytes again, as before, and their
+            // admission says the rest (`nonceHeld`).
+            let pool = pool
+            let found = await Self.by(ContinuousClock.now + .seconds(10)) { try? await pool.result(of: id) }
             if let found {
                 // Rejected because another transaction holds its nonce (signed again after
                 // the log was lost, while the first was still on its way): never sent again.
